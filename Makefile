@@ -1,0 +1,42 @@
+# Two commands a newcomer needs: `make demo` and `make test`. Both set up .venv themselves.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+DEMO_DATA := data/completejourney
+OUT := outputs
+
+.PHONY: install demo test lint bench-sample bench-features clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/portrait import completejourney --out $(DEMO_DATA)
+	$(BIN)/portrait validate $(DEMO_DATA) --out $(OUT)/validation/completejourney
+	$(BIN)/portrait features build $(DEMO_DATA) --as-of 2017-10-01 --out $(OUT)/features/completejourney_2017-10-01.parquet
+	@echo
+	@echo "Demo outputs:"
+	@echo "  data set in the contract:  $(DEMO_DATA)/"
+	@echo "  validation report:         $(OUT)/validation/completejourney/report.json"
+	@echo "  features as of 2017-10-01: $(OUT)/features/completejourney_2017-10-01.parquet"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+bench-sample: $(STAMP)
+	$(BIN)/python benchmarks/bench_sample_data.py --customers 1000000
+
+bench-features: $(STAMP)
+	$(BIN)/python benchmarks/bench_features.py
+
+clean:
+	rm -rf $(OUT) data mlruns mlartifacts mlflow.db
