@@ -1,0 +1,162 @@
+"""The input contract: the one place that says which tables and columns a data set has.
+
+Everything else (validation, the README's table, the adapters, the feature builders) reads
+these definitions; nothing restates them.
+
+Column kinds and how a raw value is parsed:
+
+- ``id``: text; a value that is null or blank after trimming is *missing*.
+- ``timestamp``: a timestamp or a date (``YYYY-MM-DD[ HH:MM:SS]``); a non-null value that does
+  not parse is *unparseable*.
+- ``number``: a decimal number; a non-null value that does not parse is *not a number*.
+- ``text``: free text, kept as is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+ColumnKind = Literal["id", "timestamp", "number", "text"]
+
+SQL_TYPE: dict[ColumnKind, str] = {
+    "id": "VARCHAR",
+    "timestamp": "TIMESTAMP",
+    "number": "DOUBLE",
+    "text": "VARCHAR",
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    kind: ColumnKind
+    required: bool
+    description: str
+    non_negative: bool = False
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    required: bool
+    description: str
+    columns: tuple[Column, ...]
+    # Columns whose combination makes a row unique; extra copies are quarantined as duplicates.
+    # None: every contract column together (a row repeated exactly).
+    duplicate_key: tuple[str, ...] | None = None
+    check_duplicates: bool = True
+    keeps_extra_columns: bool = False
+    extra_columns_note: str = ""
+
+    @property
+    def required_columns(self) -> tuple[Column, ...]:
+        return tuple(c for c in self.columns if c.required)
+
+    def column(self, name: str) -> Column:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(f"table {self.name!r} has no contract column {name!r}")
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+
+PURCHASES = Table(
+    name="purchases",
+    required=True,
+    description="One row per order line.",
+    columns=(
+        Column("order_id", "id", True, "Order (basket, invoice) the line belongs to."),
+        Column("customer_id", "id", True, "Who bought."),
+        Column("ts", "timestamp", True, "When the order was placed."),
+        Column("amount", "number", True, "Net money paid for the line; negative for a refund."),
+        Column("quantity", "number", False, "Units on the line."),
+        Column("product_id", "id", False, "Product bought."),
+        Column("category", "text", False, "Product category."),
+        Column("brand", "text", False, "Product brand."),
+        Column("channel", "text", False, "Where it was bought: store, web, app, ..."),
+        Column("payment_method", "text", False, "How it was paid."),
+        Column("discount", "number", False, "Money off the line, >= 0.", non_negative=True),
+        Column("store_id", "id", False, "Store or site."),
+    ),
+)
+
+EVENTS = Table(
+    name="events",
+    required=False,
+    description="Non-consumption behaviour, one row per event.",
+    columns=(
+        Column("customer_id", "id", True, "Whose event."),
+        Column("ts", "timestamp", True, "When it happened."),
+        Column(
+            "event_type",
+            "text",
+            True,
+            "view, search, add_to_cart, favorite, campaign_received, campaign_click, "
+            "coupon_redeemed, service_contact, review, ... (free text).",
+        ),
+        Column("channel", "text", False, "Where it happened."),
+        Column("category", "text", False, "Product category concerned."),
+        Column("value", "number", False, "Any amount attached (coupon value, rating, ...)."),
+    ),
+    # Two identical views in the same second are plausible; events are never deduplicated.
+    check_duplicates=False,
+)
+
+CUSTOMERS = Table(
+    name="customers",
+    required=False,
+    description="One row per customer; every extra column is kept as an attribute.",
+    columns=(Column("customer_id", "id", True, "The customer."),),
+    duplicate_key=("customer_id",),
+    keeps_extra_columns=True,
+    extra_columns_note="any attribute (signup_date, gender, age_band, region, ...)",
+)
+
+IDENTITIES = Table(
+    name="identities",
+    required=False,
+    description=(
+        "Identifiers per customer id; ids sharing any (id_type, id_value) are one person."
+    ),
+    columns=(
+        Column("customer_id", "id", True, "A customer id as it appears in the other tables."),
+        Column("id_type", "text", True, "phone_hash, email_hash, account, device, ..."),
+        Column("id_value", "id", True, "The identifier (ideally a salted hash)."),
+    ),
+)
+
+TABLES: tuple[Table, ...] = (PURCHASES, EVENTS, CUSTOMERS, IDENTITIES)
+TABLES_BY_NAME: dict[str, Table] = {t.name: t for t in TABLES}
+
+# A column is a hard error (wrong type altogether), not a few bad rows, when more than this
+# share of its non-null values fails to parse.
+MAX_UNPARSEABLE_SHARE = 0.5
+
+
+def table(name: str) -> Table:
+    try:
+        return TABLES_BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"unknown table {name!r}; the contract has {sorted(TABLES_BY_NAME)}") from None
+
+
+def markdown_table() -> str:
+    """The contract as the Markdown table shown in the README (tested to agree)."""
+    lines = [
+        "| table | column | kind | required | description |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for t in TABLES:
+        table_label = f"`{t.name}`" + (" (required)" if t.required else " (optional)")
+        for c in t.columns:
+            lines.append(
+                f"| {table_label} | `{c.name}` | {c.kind} | {'yes' if c.required else 'no'} "
+                f"| {c.description} |"
+            )
+        if t.keeps_extra_columns:
+            lines.append(f"| {table_label} | *other columns* | text | no | {t.extra_columns_note} |")
+    return "\n".join(lines)

@@ -1,0 +1,149 @@
+"""Identity resolution: customer ids that share an identifier are one person.
+
+Customer ids are nodes, each distinct ``(id_type, id_value)`` is a node, and an identities row
+is an edge between them; every connected component is one person. The person's id is the
+smallest customer id (as text) in the component, so the merge never depends on row order.
+
+Identifier values never leave this module: the map holds customer ids only, and
+:func:`explain` shows identifiers by type and a short fingerprint, never the value.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import duckdb
+import numpy as np
+import pandas as pd
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from portrait.errors import PortraitError
+
+SALT_ENV = "PORTRAIT_IDENTITY_SALT"
+
+
+@dataclass(frozen=True)
+class IdentitySummary:
+    customer_ids: int
+    persons: int
+    merged_ids: int  # ids that now belong to a person with more than one id
+    merged_persons: int  # persons made of more than one id
+
+    def sentence(self) -> str:
+        return (
+            f"{self.customer_ids:,} customer ids in identities resolve to {self.persons:,} "
+            f"people: {self.merged_ids:,} ids merged into {self.merged_persons:,} people"
+        )
+
+
+def resolve(links: pd.DataFrame) -> pd.DataFrame:
+    """Map each customer id in ``links`` (customer_id, id_type, id_value) to a person id.
+
+    Returns a frame (customer_id, person_id) sorted by customer_id, one row per customer id.
+    """
+    if links.empty:
+        return pd.DataFrame({"customer_id": pd.Series(dtype="str"), "person_id": pd.Series(dtype="str")})
+    customer_codes, customers = pd.factorize(links["customer_id"].astype("str"), sort=True)
+    key = links["id_type"].astype("str") + "\x1f" + links["id_value"].astype("str")
+    key_codes, keys = pd.factorize(key)
+    n_customers, n_nodes = len(customers), len(customers) + len(keys)
+    graph = coo_matrix(
+        (np.ones(len(links), dtype=np.int8), (customer_codes, key_codes + n_customers)),
+        shape=(n_nodes, n_nodes),
+    )
+    _, labels = connected_components(graph, directed=False)
+    customer_labels = labels[:n_customers]
+    # customers are sorted, so the first customer seen in each component is its smallest id
+    order = np.arange(n_customers)
+    first_in_component = pd.Series(order).groupby(customer_labels).transform("min").to_numpy()
+    return pd.DataFrame(
+        {"customer_id": np.asarray(customers), "person_id": np.asarray(customers)[first_in_component]}
+    )
+
+
+def summarize(mapping: pd.DataFrame) -> IdentitySummary:
+    sizes = mapping.groupby("person_id").size()
+    multi = sizes[sizes > 1]
+    return IdentitySummary(
+        customer_ids=len(mapping),
+        persons=len(sizes),
+        merged_ids=int(multi.sum()),
+        merged_persons=len(multi),
+    )
+
+
+def register_identity_map(con: duckdb.DuckDBPyConnection) -> bool:
+    """Compute the map from ``clean_identities`` and store it as table ``identity_map``."""
+    links = con.execute(
+        "SELECT DISTINCT customer_id, id_type, id_value FROM clean_identities"
+    ).df()
+    mapping = resolve(links)
+    con.register("_identity_map_frame", mapping)
+    con.execute("CREATE OR REPLACE TEMP TABLE identity_map AS SELECT * FROM _identity_map_frame")
+    con.unregister("_identity_map_frame")
+    return not mapping.empty
+
+
+def identity_summary(con: duckdb.DuckDBPyConnection) -> IdentitySummary:
+    return summarize(con.execute("SELECT customer_id, person_id FROM identity_map").df())
+
+
+def fingerprint(value: str) -> str:
+    """A short, non-reversible label for showing an identifier without showing it."""
+    import hashlib
+
+    return hashlib.sha256(value.encode()).hexdigest()[:10]
+
+
+def explain(con: duckdb.DuckDBPyConnection, customer_id: str) -> dict:
+    """Which ids were merged with ``customer_id`` and through which shared identifiers."""
+    row = con.execute(
+        "SELECT person_id FROM identity_map WHERE customer_id = ? OR person_id = ? LIMIT 1",
+        [customer_id, customer_id],
+    ).fetchone()
+    if row is None:
+        raise PortraitError(
+            f"customer id {customer_id!r} is not in the identities table, so it was not merged"
+        )
+    person_id = row[0]
+    members = [
+        r[0]
+        for r in con.execute(
+            "SELECT customer_id FROM identity_map WHERE person_id = ? ORDER BY customer_id",
+            [person_id],
+        ).fetchall()
+    ]
+    links = con.execute(
+        """SELECT DISTINCT i.id_type, i.id_value, i.customer_id FROM clean_identities i
+        JOIN identity_map m ON i.customer_id = m.customer_id WHERE m.person_id = ?""",
+        [person_id],
+    ).df()
+    shared = []
+    for (id_type, id_value), group in links.groupby(["id_type", "id_value"], sort=True):
+        ids = sorted(group["customer_id"].unique())
+        if len(ids) > 1:
+            shared.append({"id_type": id_type, "fingerprint": fingerprint(id_value), "customer_ids": ids})
+    return {"person_id": person_id, "customer_ids": members, "shared_identifiers": shared}
+
+
+def salt_from_environment() -> str:
+    salt = os.environ.get(SALT_ENV, "")
+    if not salt:
+        raise PortraitError(
+            f"set {SALT_ENV} to a secret salt to hash identity values; it is read from the "
+            "environment so it never lands in a file or a log"
+        )
+    return salt
+
+
+def hash_identity_values(con: duckdb.DuckDBPyConnection, relation_sql: str, salt: str) -> str:
+    """SQL selecting ``relation_sql`` with ``id_value`` replaced by its salted SHA-256.
+
+    The salt is bound as a parameter (``$salt``), never pasted into the SQL text.
+    """
+    return (
+        f"SELECT * REPLACE (sha256($salt || CAST(id_value AS VARCHAR)) AS id_value) "
+        f"FROM {relation_sql}"
+    )
