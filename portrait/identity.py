@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -138,12 +139,28 @@ def salt_from_environment() -> str:
     return salt
 
 
-def hash_identity_values(con: duckdb.DuckDBPyConnection, relation_sql: str, salt: str) -> str:
-    """SQL selecting ``relation_sql`` with ``id_value`` replaced by its salted SHA-256.
+def hash_identities_file(source: Path, target: Path, salt: str | None = None) -> int:
+    """Copy an identities table with ``id_value`` replaced by its salted SHA-256 hex digest.
 
-    The salt is bound as a parameter (``$salt``), never pasted into the SQL text.
+    The salt comes from ``PORTRAIT_IDENTITY_SALT`` unless given, and is bound as a query
+    parameter, never pasted into SQL. The copy is written to a temporary file and renamed.
     """
-    return (
-        f"SELECT * REPLACE (sha256($salt || CAST(id_value AS VARCHAR)) AS id_value) "
-        f"FROM {relation_sql}"
-    )
+    from portrait.adapters._write import copy_to_parquet
+    from portrait.dataset import TableSource
+
+    salt = salt or salt_from_environment()
+    scan = TableSource(table="identities", files=(source,)).scan_sql("")
+    con = duckdb.connect()
+    con.execute("SET VARIABLE identity_salt = ?", [salt])
+    try:
+        columns = [row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()]
+        if "id_value" not in columns:
+            raise PortraitError(f"{source} has no id_value column; its columns are {columns}")
+        return copy_to_parquet(
+            con,
+            f"SELECT * REPLACE (sha256(getvariable('identity_salt') || CAST(id_value AS VARCHAR)) "
+            f"AS id_value) FROM {scan}",
+            target,
+        )
+    finally:
+        con.close()

@@ -17,7 +17,7 @@ from portrait import contract
 from portrait.dataset import Dataset, quote_ident, quote_literal
 from portrait.errors import ContractError
 from portrait.identity import IdentitySummary, identity_summary
-from portrait.views import REASON, parse_expr
+from portrait.views import REASON, parse_expr, present_expr
 
 
 @dataclass
@@ -111,21 +111,21 @@ def _check_column_types(con: duckdb.DuckDBPyConnection, dataset: Dataset, table:
     parsed = [c for c in table.columns if c.kind in ("number", "timestamp")]
     if not parsed:
         return
+    unparseable = {
+        column.name: f"{present_expr(column.name, types[column.name])} AND "
+        f"{parse_expr(column, types[column.name], source.timestamp_format)} IS NULL"
+        for column in parsed
+    }
     aggregates = []
     for column in parsed:
-        ident = quote_ident(column.name)
-        value = parse_expr(column, types[column.name], source.timestamp_format)
-        present = f"NULLIF(TRIM(CAST({ident} AS VARCHAR)), '') IS NOT NULL"
-        aggregates.append(f"COUNT(*) FILTER (WHERE {present})")
-        aggregates.append(f"COUNT(*) FILTER (WHERE {present} AND {value} IS NULL)")
+        aggregates.append(f"COUNT(*) FILTER (WHERE {present_expr(column.name, types[column.name])})")
+        aggregates.append(f"COUNT(*) FILTER (WHERE {unparseable[column.name]})")
     counts = con.execute(f"SELECT {', '.join(aggregates)} FROM raw_{table.name}").fetchone()
     for i, column in enumerate(parsed):
         present, bad = counts[2 * i], counts[2 * i + 1]
         if present and bad / present > contract.MAX_UNPARSEABLE_SHARE:
-            ident = quote_ident(column.name)
-            value = parse_expr(column, types[column.name], source.timestamp_format)
             examples = con.execute(
-                f"SELECT * FROM raw_{table.name} WHERE {ident} IS NOT NULL AND {value} IS NULL LIMIT 3"
+                f"SELECT * FROM raw_{table.name} WHERE {unparseable[column.name]} LIMIT 3"
             ).df()
             raise ContractError(
                 f"{bad:,} of {present:,} values cannot be parsed as a {column.kind}"

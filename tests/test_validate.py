@@ -1,0 +1,153 @@
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from portrait.dataset import Dataset, open_dataset
+from portrait.errors import ConfigError, ContractError
+from portrait.validate import validate
+from tests.conftest import write_tables
+
+GOOD = {"order_id": "o1", "customer_id": "a", "ts": "2024-01-05 10:00:00", "amount": "12.50"}
+
+
+def purchases(*rows: dict) -> pd.DataFrame:
+    return pd.DataFrame([{**GOOD, **row} for row in rows])
+
+
+def test_each_row_problem_is_counted_by_reason_and_quarantined(tmp_path):
+    frame = purchases(
+        {},                                   # good
+        {"order_id": "o2"},                   # good
+        {"order_id": "o2"},                   # exact copy of the line above: duplicate_line
+        {"customer_id": None},                # missing_customer_id
+        {"customer_id": "   "},               # blank counts as missing
+        {"ts": "5th of May"},                 # unparseable_ts
+        {"amount": "twelve"},                 # non_numeric_amount
+        {"order_id": "o3", "discount": "-1"},  # negative_discount
+        {"order_id": "o4", "discount": "2"},   # good
+    )
+    folder = write_tables(tmp_path / "data", purchases=frame)
+    report = validate(open_dataset(folder), tmp_path / "out")
+    table = report.tables[0]
+    assert table.rows == 9
+    assert table.valid_rows == 3
+    assert table.quarantined == {
+        "duplicate_line": 1,
+        "missing_customer_id": 2,
+        "negative_discount": 1,
+        "non_numeric_amount": 1,
+        "unparseable_ts": 1,
+    }
+    quarantine = pd.read_parquet(tmp_path / "out" / "quarantine" / "purchases.parquet")
+    assert quarantine["_rows"].sum() == 6  # every bad row accounted for: 3 + 6 == 9
+    bad_ts = quarantine[quarantine["_reject_reason"] == "unparseable_ts"]
+    assert bad_ts["ts"].tolist() == ["5th of May"]  # the raw value is kept for inspection
+    assert (tmp_path / "out" / "report.json").exists()
+
+
+def test_nothing_is_written_to_quarantine_when_all_rows_are_good(tmp_path):
+    folder = write_tables(tmp_path / "data", purchases=purchases({}))
+    report = validate(open_dataset(folder), tmp_path / "out")
+    assert report.quarantined_rows == 0
+    assert not (tmp_path / "out" / "quarantine").exists()
+
+
+def test_missing_required_table_is_a_hard_error(tmp_path):
+    folder = write_tables(tmp_path / "data", events=pd.DataFrame({"customer_id": ["a"]}))
+    with pytest.raises(ContractError, match="required table 'purchases' not found"):
+        open_dataset(folder)
+
+
+def test_missing_required_column_names_table_and_column(tmp_path):
+    folder = write_tables(tmp_path / "data", purchases=purchases({}).drop(columns="amount"))
+    with pytest.raises(ContractError, match=r"purchases\.amount: required column 'amount' is missing"):
+        validate(open_dataset(folder))
+
+
+def test_a_column_that_is_mostly_unparseable_is_a_hard_error_with_examples(tmp_path):
+    frame = purchases(*[{"ts": f"day {i}"} for i in range(5)], {})
+    folder = write_tables(tmp_path / "data", purchases=frame)
+    with pytest.raises(ContractError, match=r"(?s)purchases\.ts: 5 of 6 values cannot be parsed.*example rows:.*day 0"):
+        validate(open_dataset(folder))
+
+
+def test_an_empty_purchases_table_is_a_hard_error(tmp_path):
+    folder = write_tables(tmp_path / "data", purchases=purchases({}).iloc[0:0])
+    with pytest.raises(ContractError, match="purchases table has no rows"):
+        validate(open_dataset(folder))
+
+
+def test_config_renames_columns_and_reads_other_timestamp_formats(tmp_path):
+    export = pd.DataFrame(
+        {"InvoiceNo": ["i1", "i2"], "CustomerID": ["c1", "c2"], "When": ["05/01/2024", "06/01/2024"],
+         "amount": ["1.5", "2"]}
+    )
+    folder = tmp_path / "data"
+    folder.mkdir()
+    export.to_csv(folder / "sales_export.csv", index=False)
+    (folder / "portrait.toml").write_text(
+        '[tables.purchases]\nfile = "sales_export.csv"\ntimestamp_format = "%d/%m/%Y"\n'
+        '[tables.purchases.columns]\norder_id = "InvoiceNo"\ncustomer_id = "CustomerID"\nts = "When"\n'
+    )
+    con = open_dataset(folder).connect()
+    rows = con.execute("SELECT order_id, customer_id, ts, amount FROM purchases ORDER BY 1").fetchall()
+    assert [(r[0], r[1], str(r[2]), r[3]) for r in rows] == [
+        ("i1", "c1", "2024-01-05 00:00:00", 1.5),
+        ("i2", "c2", "2024-01-06 00:00:00", 2.0),
+    ]
+
+
+def test_config_with_an_unknown_key_is_refused(tmp_path):
+    folder = write_tables(tmp_path / "data", purchases=purchases({}))
+    (folder / "portrait.toml").write_text('[tables.purchases]\ncolumns = {}\ncolumn_map = {}\n')
+    with pytest.raises(ConfigError, match=r"unknown keys \['column_map'\]"):
+        open_dataset(folder)
+
+
+def test_config_renaming_a_column_the_contract_lacks_is_refused(tmp_path):
+    folder = write_tables(tmp_path / "data", purchases=purchases({}))
+    (folder / "portrait.toml").write_text('[tables.purchases.columns]\nprice = "Price"\n')
+    with pytest.raises(ConfigError, match="renames 'price', which is not a contract column"):
+        open_dataset(folder)
+
+
+def test_a_table_split_into_part_files_reads_as_one(tmp_path):
+    frame = purchases({"order_id": "o1"}, {"order_id": "o2"}, {"order_id": "o3"})
+    parts = tmp_path / "data" / "purchases"
+    parts.mkdir(parents=True)
+    frame.iloc[:2].to_parquet(parts / "part-0.parquet", index=False)
+    frame.iloc[2:].to_parquet(parts / "part-1.parquet", index=False)
+    report = validate(open_dataset(tmp_path / "data"))
+    assert report.tables[0].valid_rows == 3
+
+
+def test_customers_with_conflicting_rows_are_quarantined_and_exact_copies_kept_once(tmp_path):
+    customers = pd.DataFrame(
+        {"customer_id": ["a", "a", "b", "b", "c"], "region": ["north", "south", "east", "east", "west"]}
+    )
+    report = validate(Dataset.from_frames(purchases=purchases({}), customers=customers), tmp_path)
+    table = next(t for t in report.tables if t.table == "customers")
+    assert table.valid_rows == 2  # b once, c
+    assert table.quarantined == {"conflicting_customer_rows": 2, "duplicate_row": 1}
+
+
+def test_nan_in_an_optional_float_column_means_missing_not_bad(tmp_path):
+    frame = purchases({}).assign(amount=12.5, discount=float("nan"))
+    report = validate(Dataset.from_frames(purchases=frame))
+    assert report.quarantined_rows == 0
+
+
+def test_events_missing_type_are_quarantined(tmp_path):
+    events = pd.DataFrame(
+        {"customer_id": ["a", "a"], "ts": ["2024-01-01", "2024-01-02"], "event_type": ["view", None]}
+    )
+    report = validate(Dataset.from_frames(purchases=purchases({}), events=events))
+    table = next(t for t in report.tables if t.table == "events")
+    assert table.quarantined == {"missing_event_type": 1}
+
+
+def test_synthetic_data_validates_clean(small_synthetic: Path):
+    report = validate(open_dataset(small_synthetic))
+    assert report.quarantined_rows == 0
+    assert report.identities is not None and report.identities.merged_persons > 0
