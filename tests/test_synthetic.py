@@ -59,7 +59,6 @@ def test_planted_personas_behave_as_described(small_synthetic: Path):
     assert p.loc["payday_shopper", "payday_share"] > 0.6 > p.drop(index="payday_shopper")["payday_share"].max()
     assert p.loc["seasonal_gift_buyer", "season_share"] > 0.5
     assert p.loc["browser", "views_per_order"] > 3 * p.drop(index="browser")["views_per_order"].max()
-    # one-time buyers may show a second order only through a return line's order id
     assert p.loc["one_time_buyer", "max_orders"] == 1
 
 
