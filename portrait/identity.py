@@ -100,15 +100,15 @@ def fingerprint(value: str) -> str:
 
 def explain(con: duckdb.DuckDBPyConnection, customer_id: str) -> dict:
     """Which ids were merged with ``customer_id`` and through which shared identifiers."""
-    row = con.execute(
+    rows = con.execute(
         "SELECT person_id FROM identity_map WHERE customer_id = ? OR person_id = ? LIMIT 1",
         [customer_id, customer_id],
-    ).fetchone()
-    if row is None:
+    ).fetchall()
+    if not rows:
         raise PortraitError(
             f"customer id {customer_id!r} is not in the identities table, so it was not merged"
         )
-    person_id = row[0]
+    person_id = rows[0][0]
     members = [
         r[0]
         for r in con.execute(

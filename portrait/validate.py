@@ -85,7 +85,7 @@ def validate(dataset: Dataset, out_dir: Path | None = None, progress: Progress |
             )
         customers, first_ts, last_ts = con.execute(
             "SELECT COUNT(DISTINCT customer_id), MIN(ts), MAX(ts) FROM purchases"
-        ).fetchone()
+        ).fetchall()[0]
         report = ValidationReport(
             dataset=dataset.name,
             fingerprint=dataset.fingerprint(),
@@ -120,7 +120,7 @@ def _check_column_types(con: duckdb.DuckDBPyConnection, dataset: Dataset, table:
     for column in parsed:
         aggregates.append(f"COUNT(*) FILTER (WHERE {present_expr(column.name, types[column.name])})")
         aggregates.append(f"COUNT(*) FILTER (WHERE {unparseable[column.name]})")
-    counts = con.execute(f"SELECT {', '.join(aggregates)} FROM raw_{table.name}").fetchone()
+    counts = con.execute(f"SELECT {', '.join(aggregates)} FROM raw_{table.name}").fetchall()[0]
     for i, column in enumerate(parsed):
         present, bad = counts[2 * i], counts[2 * i + 1]
         if present and bad / present > contract.MAX_UNPARSEABLE_SHARE:
@@ -154,7 +154,7 @@ def _check_rows(con, dataset: Dataset, table: contract.Table, out_dir: Path | No
             f"SELECT {REASON}, SUM(_rows) FROM duplicates_{name} GROUP BY 1"
         ).fetchall():
             quarantined[reason] = quarantined.get(reason, 0) + int(n)
-    valid = con.execute(f"SELECT COUNT(*) FROM clean_{name}").fetchone()[0]
+    valid = con.execute(f"SELECT COUNT(*) FROM clean_{name}").fetchall()[0][0]
     report = TableReport(
         table=name,
         source=dataset.sources[name].describe(),

@@ -73,7 +73,7 @@ def test_views_and_carts_precede_orders(small_synthetic: Path):
             WHERE e.customer_id = o.customer_id AND e.event_type IN ('view', 'add_to_cart')
               AND e.ts < o.ts AND e.ts >= o.ts - INTERVAL 3 DAY) THEN 1 ELSE 0 END)
         FROM o"""
-    ).fetchone()[0]
+    ).fetchall()[0][0]
     assert share_with_view_before > 0.6
 
 

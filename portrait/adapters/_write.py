@@ -15,7 +15,7 @@ def copy_to_parquet(con: duckdb.DuckDBPyConnection, select_sql: str, target: Pat
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".tmp")
     con.execute(f"COPY ({select_sql}) TO {quote_literal(str(tmp))} (FORMAT PARQUET)")
-    rows = con.execute(f"SELECT COUNT(*) FROM read_parquet({quote_literal(str(tmp))})").fetchone()[0]
+    rows = con.execute(f"SELECT COUNT(*) FROM read_parquet({quote_literal(str(tmp))})").fetchall()[0][0]
     tmp.replace(target)
     return int(rows)
 

@@ -1,0 +1,208 @@
+"""Build the feature table as of a cutoff: ``build_features(dataset, cutoff, config)``.
+
+Edge rules:
+
+- The cutoff is a date (midnight) and is required. Only rows with ``ts < cutoff`` are read; a
+  row at the cutoff or later changes nothing (tested).
+- The customers are those with any purchase (or refund) or event before the cutoff, plus
+  customers from the ``customers`` table whose ``signup_date`` is before the cutoff (when that
+  column exists). Customers first seen after the cutoff are not in its rows.
+- Customer attributes are the ``customers`` table as given (a snapshot, not point-in-time);
+  date attributes become days before the cutoff, NULL when after it.
+- The vocabulary of per-value shares (top categories, brands, channels, payment methods by
+  spend) comes from the data before the cutoff unless passed in, so stacked cutoffs and a
+  model's scoring can share one vocabulary.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from features.catalogue import Feature, Vocabulary, catalogue, slug
+from features.config import FeatureConfig
+from features.plan import compile_plan, event_type_vocabulary, timestamp_literal
+from portrait.dataset import Dataset, quote_ident
+from portrait.errors import PortraitError
+
+_NUMERIC = ("DOUBLE", "FLOAT", "REAL", "DECIMAL", "BIGINT", "INTEGER", "SMALLINT", "TINYINT", "HUGEINT")
+
+
+def parse_cutoff(value: str | dt.date | dt.datetime | pd.Timestamp) -> dt.date:
+    """A cutoff as a date; a timestamp must be at midnight, since windows count whole days."""
+    if isinstance(value, str):
+        try:
+            value = pd.Timestamp(value)
+        except ValueError as exc:
+            raise PortraitError(f"cutoff {value!r} is not a date (expected YYYY-MM-DD)") from exc
+    if isinstance(value, pd.Timestamp | dt.datetime):
+        if (value.hour, value.minute, value.second, value.microsecond) != (0, 0, 0, 0):
+            raise PortraitError(f"cutoff {value} must be a date at midnight; windows count whole days")
+        return value.date() if isinstance(value, dt.datetime) else value.to_pydatetime().date()
+    if isinstance(value, dt.date):
+        return value
+    raise PortraitError(f"cutoff must be a date, got {type(value).__name__}")
+
+
+def compute_vocabulary(con: duckdb.DuckDBPyConnection, cutoff: dt.date, config: FeatureConfig) -> Vocabulary:
+    """Top values by net spend (ties broken by name) among purchases before the cutoff."""
+    before = f"ts < {timestamp_literal(cutoff)}"
+
+    def top(column: str, k: int, weight: str = "amount") -> tuple[str, ...]:
+        rows = con.execute(
+            f"SELECT {column} FROM purchases WHERE {before} AND {column} IS NOT NULL "
+            f"GROUP BY {column} ORDER BY SUM({weight}) DESC, {column} LIMIT {int(k)}"
+        ).fetchall()
+        return tuple(r[0] for r in rows)
+
+    return Vocabulary(
+        categories=top("category", config.top_categories),
+        brands=top("brand", config.top_brands),
+        channels=top("channel", config.top_channels),
+        payment_methods=top("payment_method", config.top_payment_methods),
+    )
+
+
+def attribute_kinds(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """Each extra column of ``customers`` as ``number``, ``date`` or ``category``."""
+    columns = con.execute("DESCRIBE SELECT * FROM customers").fetchall()
+    kinds: dict[str, str] = {}
+    for name, sql_type, *_ in columns:
+        if name == "customer_id":
+            continue
+        sql_type = sql_type.upper()
+        if sql_type.startswith(_NUMERIC):
+            kinds[name] = "number"
+        elif sql_type.startswith(("DATE", "TIMESTAMP")):
+            kinds[name] = "date"
+        else:
+            # Text columns that are all dates (e.g. a CSV's signup_date) count as dates.
+            ident = quote_ident(name)
+            present, dates = con.execute(
+                f"SELECT COUNT({ident}), COUNT(TRY_CAST({ident} AS DATE)) FROM customers"
+            ).fetchall()[0]
+            kinds[name] = "date" if present and present == dates else "category"
+    return kinds
+
+
+def _attribute_select(kinds: dict[str, str], features: list[Feature], cutoff: dt.date) -> str:
+    parts = ["customer_id"]
+    for feature in features:
+        if feature.family != "attributes":
+            continue
+        column = quote_ident(feature.sql)
+        kind = kinds[feature.sql]
+        if kind == "date":
+            days = f"DATE_DIFF('day', TRY_CAST({column} AS DATE), DATE '{cutoff.isoformat()}')"
+            parts.append(f"CASE WHEN {days} >= 0 THEN CAST({days} AS DOUBLE) END AS {feature.name}")
+        elif kind == "number":
+            parts.append(f"CAST({column} AS DOUBLE) AS {feature.name}")
+        else:
+            parts.append(f"CAST({column} AS VARCHAR) AS {feature.name}")
+    return f"SELECT {', '.join(parts)} FROM customers"
+
+
+def _register_vocabulary(con: duckdb.DuckDBPyConnection, vocab: Vocabulary) -> None:
+    tables = {
+        "vocab_category": vocab.categories,
+        "vocab_brand": vocab.brands,
+        "vocab_channel": vocab.channels,
+        "vocab_payment": vocab.payment_methods,
+        "vocab_event_type": tuple(v for v, _ in event_type_vocabulary()),
+    }
+    for name, values in tables.items():
+        frame = pd.DataFrame({"value": pd.Series(values, dtype="str"), "slot": np.arange(len(values), dtype="int64")})
+        con.register(f"_{name}_frame", frame)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM _{name}_frame")
+        con.unregister(f"_{name}_frame")
+
+
+def build_features(
+    dataset: Dataset,
+    cutoff: str | dt.date,
+    config: FeatureConfig | None = None,
+    *,
+    vocabulary: Vocabulary | None = None,
+    con: duckdb.DuckDBPyConnection | None = None,
+) -> pd.DataFrame:
+    """One row per customer as of ``cutoff`` (see the module docstring for the edge rules).
+
+    Returns a frame keyed by ``customer_id`` (sorted), with int64 counts, float64 amounts,
+    shares and ratios, and pandas categoricals for favourites and text attributes. The
+    vocabulary used is in ``frame.attrs["vocabulary"]``.
+    """
+    config = config or FeatureConfig()
+    cutoff = parse_cutoff(cutoff)
+    own_connection = con is None
+    con = con or dataset.connect()
+    try:
+        vocabulary = vocabulary or compute_vocabulary(con, cutoff, config)
+        kinds = attribute_kinds(con) if dataset.has("customers") else {}
+        features = catalogue(config, vocabulary, kinds)
+        spine_extra = None
+        if "signup_date" in kinds and kinds["signup_date"] == "date":
+            spine_extra = (
+                f"SELECT customer_id FROM customers WHERE TRY_CAST(signup_date AS TIMESTAMP) < "
+                f"{timestamp_literal(cutoff)}"
+            )
+        steps = compile_plan(
+            [f for f in features if f.stage != "favourite"],
+            cutoff,
+            config,
+            has_events=dataset.has("events"),
+            spine_extra=spine_extra,
+            attribute_select=_attribute_select(kinds, features, cutoff) if kinds else None,
+        )
+        _register_vocabulary(con, vocabulary)
+        for step in steps[:-1]:
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {step.name} AS {step.sql}")
+        frame = con.execute(f"{steps[-1].sql} ORDER BY customer_id").df()
+        for step in steps[:-1]:
+            con.execute(f"DROP TABLE IF EXISTS {step.name}")
+    finally:
+        if own_connection:
+            con.close()
+    frame = _finish(frame, features, vocabulary)
+    frame.attrs["vocabulary"] = vocabulary.to_dict()
+    frame.attrs["cutoff"] = cutoff.isoformat()
+    return frame
+
+
+def _finish(frame: pd.DataFrame, features: list[Feature], vocabulary: Vocabulary) -> pd.DataFrame:
+    """Favourites from the share columns, explicit dtypes, catalogue column order."""
+    frame["favourite_category"] = _favourite(frame, "category_share_", list(vocabulary.categories) + ["other"])
+    frame["favourite_channel"] = _favourite(frame, "channel_share_", list(vocabulary.channels))
+    result = {"customer_id": frame["customer_id"].astype("str")}
+    for feature in features:
+        column = frame[feature.name]
+        if feature.dtype == "int":
+            result[feature.name] = column.fillna(0).astype("int64")
+        elif feature.dtype == "category":
+            result[feature.name] = column.astype("category")
+        else:
+            result[feature.name] = column.astype("float64")
+    return pd.DataFrame(result)
+
+
+def _favourite(frame: pd.DataFrame, prefix: str, labels: list[str]) -> pd.Series:
+    from features.catalogue import slugs
+
+    names = [f"{prefix}{s}" for s in slugs(tuple(labels[:-1]))] + [f"{prefix}other"] if prefix == "category_share_" else [
+        f"{prefix}{s}" for s in slugs(tuple(labels))
+    ]
+    if not names:
+        return pd.Series(pd.NA, index=frame.index, dtype="object")
+    shares = frame[names].to_numpy(dtype="float64", na_value=np.nan)
+    best = np.nanargmax(np.where(np.isnan(shares), -np.inf, shares), axis=1)
+    has_any = np.nan_to_num(shares, nan=0.0).max(axis=1) > 0
+    return pd.Series(np.where(has_any, np.asarray(labels, dtype=object)[best], None), index=frame.index)
+
+
+def feature_columns(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns if c not in ("customer_id", "cutoff")]
+
+
+__all__ = ["build_features", "compute_vocabulary", "parse_cutoff", "feature_columns", "slug"]

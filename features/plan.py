@@ -1,0 +1,180 @@
+"""Compile the catalogue into a few SQL passes.
+
+The plan is a list of named steps, each one ``SELECT``; an engine materialises each step as a
+temporary table (DuckDB) or a cached view (Spark) and the last step is the feature table.
+``purchases`` is scanned three times (orders, lines, category prices) and ``events`` twice
+(window buckets, active days), whatever the number of features: every feature is a conditional
+aggregate over one of those pre-aggregated relations, never a pass of its own.
+
+The SQL keeps to forms both DuckDB and Spark SQL accept (``CASE``, ``DATE_DIFF``, window
+functions, ``GREATEST``/``LEAST``); no value from the data or the user is pasted into it:
+vocabularies are joined as tables, and the cutoff is formatted from a parsed date.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from features.catalogue import EVENT_TYPES, Feature
+from features.config import FeatureConfig
+
+STAGE_RELATIONS = {
+    "orders": "f_orders",
+    "gaps": "f_gaps",
+    "lines": "f_lines",
+    "event_buckets": "f_event_buckets",
+    "event_days": "f_event_days",
+    "campaigns": "f_campaigns",
+}
+PURCHASE_STAGES = ("orders", "gaps", "lines")
+EVENT_STAGES = ("event_buckets", "event_days", "campaigns")
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    sql: str
+
+
+def date_literal(day: dt.date) -> str:
+    return f"DATE '{day.isoformat()}'"
+
+
+def timestamp_literal(day: dt.date) -> str:
+    return f"TIMESTAMP '{day.isoformat()} 00:00:00'"
+
+
+def _sql_type(feature: Feature) -> str:
+    return "BIGINT" if feature.dtype == "int" else "DOUBLE"
+
+
+def compile_plan(
+    features: list[Feature],
+    cutoff: dt.date,
+    config: FeatureConfig,
+    has_events: bool,
+    spine_extra: str | None = None,
+    attribute_select: str | None = None,
+) -> list[Step]:
+    """Steps that build one row per customer with every feature, as of ``cutoff``.
+
+    ``spine_extra`` is an optional ``SELECT customer_id ...`` adding known customers without
+    activity; ``attribute_select`` an optional ``SELECT customer_id, ...`` of attribute columns.
+    """
+    before = f"ts < {timestamp_literal(cutoff)}"
+    age = f"DATE_DIFF('day', CAST(ts AS DATE), {date_literal(cutoff)})"
+    steps = [
+        Step("f_orders", f"""
+            SELECT customer_id, order_id, ts, CAST(ts AS DATE) AS day, {age} AS age, amount, gross, discount, items,
+                   CASE WHEN amount >= 0 THEN 1 ELSE 0 END AS is_purchase,
+                   CASE WHEN amount < 0 THEN 1 ELSE 0 END AS is_refund,
+                   CASE WHEN discount > 0 THEN 1 ELSE 0 END AS has_discount,
+                   MOD(DATE_DIFF('day', DATE '1970-01-04', CAST(ts AS DATE)), 7) AS dow,
+                   EXTRACT(HOUR FROM ts) AS hour, EXTRACT(DAY FROM ts) AS dom,
+                   EXTRACT(QUARTER FROM ts) AS quarter,
+                   vc.slot AS channel_slot, vp.slot AS payment_slot
+            FROM (
+                SELECT customer_id, order_id, MIN(ts) AS ts, SUM(amount) AS amount,
+                       SUM(amount + COALESCE(discount, 0)) AS gross, SUM(COALESCE(discount, 0)) AS discount,
+                       SUM(COALESCE(quantity, 1)) AS items, MIN(channel) AS channel,
+                       MIN(payment_method) AS payment_method
+                FROM purchases WHERE {before} GROUP BY customer_id, order_id
+            ) o
+            LEFT JOIN vocab_channel vc ON o.channel = vc.value
+            LEFT JOIN vocab_payment vp ON o.payment_method = vp.value"""),
+        Step("f_gaps", """
+            SELECT customer_id, previous_age - age AS gap FROM (
+                SELECT customer_id, age,
+                       LAG(age) OVER (PARTITION BY customer_id ORDER BY age DESC, order_id) AS previous_age
+                FROM f_orders WHERE is_purchase = 1
+            ) g WHERE previous_age IS NOT NULL"""),
+        Step("f_category_price", f"""
+            SELECT category, MEDIAN((amount + COALESCE(discount, 0)) / quantity) AS median_unit_price
+            FROM purchases
+            WHERE {before} AND amount > 0 AND quantity > 0 AND category IS NOT NULL
+            GROUP BY category"""),
+        Step("f_lines", f"""
+            SELECT p.customer_id, p.amount, {age.replace('ts', 'p.ts')} AS age, p.category,
+                   vc.slot AS category_slot, vb.slot AS brand_slot,
+                   CASE WHEN p.quantity > 0 AND cp.median_unit_price > 0
+                        THEN (p.amount + COALESCE(p.discount, 0)) / p.quantity / cp.median_unit_price END AS price_ratio
+            FROM purchases p
+            LEFT JOIN vocab_category vc ON p.category = vc.value
+            LEFT JOIN vocab_brand vb ON p.brand = vb.value
+            LEFT JOIN f_category_price cp ON p.category = cp.category
+            WHERE p.{before} AND p.amount > 0"""),
+    ]
+    if has_events:
+        buckets = " ".join(f"WHEN age <= {w} THEN {k}" for k, w in enumerate(config.windows))
+        window_start = cutoff - dt.timedelta(days=config.behaviour_window)
+        response = config.campaign_response_days
+        steps += [
+            Step("f_event_buckets", f"""
+                SELECT customer_id, type_slot, bucket, COUNT(*) AS n, MIN(age) AS min_age FROM (
+                    SELECT customer_id, et.slot AS type_slot, age,
+                           CASE {buckets} ELSE {len(config.windows)} END AS bucket
+                    FROM (SELECT customer_id, LOWER(TRIM(event_type)) AS event_type, {age} AS age
+                          FROM events WHERE {before}) e
+                    LEFT JOIN vocab_event_type et ON e.event_type = et.value
+                ) b GROUP BY customer_id, type_slot, bucket"""),
+            Step("f_event_days", f"""
+                SELECT DISTINCT customer_id, CAST(ts AS DATE) AS day FROM events
+                WHERE {before} AND ts >= {timestamp_literal(window_start)}"""),
+            Step("f_campaigns", f"""
+                SELECT customer_id,
+                       CASE WHEN next_order_ts IS NOT NULL
+                                 AND next_order_ts <= ts + INTERVAL {response} DAY THEN 1.0 ELSE 0.0 END AS responded
+                FROM (
+                    SELECT customer_id, ts, is_receipt,
+                           MIN(CASE WHEN is_receipt = 0 THEN ts END) OVER (
+                               PARTITION BY customer_id ORDER BY ts, is_receipt DESC
+                               ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING) AS next_order_ts
+                    FROM (
+                        SELECT customer_id, ts, 1 AS is_receipt FROM events
+                        WHERE {before} AND LOWER(TRIM(event_type)) = 'campaign_received'
+                        UNION ALL
+                        SELECT customer_id, ts, 0 AS is_receipt FROM f_orders WHERE is_purchase = 1
+                    ) u
+                ) r
+                WHERE is_receipt = 1 AND ts + INTERVAL {response} DAY <= {timestamp_literal(cutoff)}"""),
+        ]
+
+    spine_parts = ["SELECT customer_id FROM f_orders"]
+    if has_events:
+        spine_parts.append("SELECT customer_id FROM f_event_buckets")
+    if spine_extra:
+        spine_parts.append(spine_extra)
+    steps.append(Step("f_spine", " UNION ".join(spine_parts)))
+
+    by_stage: dict[str, list[Feature]] = {}
+    for feature in features:
+        by_stage.setdefault(feature.stage, []).append(feature)
+    joins, columns = [], []
+    for stage, relation in STAGE_RELATIONS.items():
+        stage_features = by_stage.get(stage, [])
+        if not stage_features:
+            continue
+        if stage in EVENT_STAGES and not has_events:
+            columns += [_absent(f) for f in stage_features]
+            continue
+        aggregates = ", ".join(f"CAST({f.sql} AS {_sql_type(f)}) AS {f.name}" for f in stage_features)
+        steps.append(Step(f"f_stage_{stage}", f"SELECT customer_id, {aggregates} FROM {relation} GROUP BY customer_id"))
+        joins.append(f"LEFT JOIN f_stage_{stage} USING (customer_id)")
+        columns += [f"COALESCE({f.name}, 0) AS {f.name}" if f.fill_zero else f.name for f in stage_features]
+    if attribute_select:
+        joins.append(f"LEFT JOIN ({attribute_select}) attributes USING (customer_id)")
+        columns += [f.name for f in by_stage.get("attributes", [])]
+    derived = ", ".join(f"CAST({f.sql} AS DOUBLE) AS {f.name}" for f in by_stage.get("derived", []))
+    joined = f"SELECT f_spine.customer_id, {', '.join(columns)} FROM f_spine {' '.join(joins)}"
+    steps.append(Step("f_features", f"SELECT j.*{', ' + derived if derived else ''} FROM ({joined}) j"))
+    return steps
+
+
+def _absent(feature: Feature) -> str:
+    value = "0" if feature.fill_zero else "NULL"
+    return f"CAST({value} AS {_sql_type(feature)}) AS {feature.name}"
+
+
+def event_type_vocabulary() -> list[tuple[str, int]]:
+    return [(event_type, slot) for slot, event_type in enumerate(EVENT_TYPES)]
