@@ -256,7 +256,7 @@ def behaviour_family(config: FeatureConfig) -> list[Feature]:
         Feature(f"view_to_cart_rate_{b}d", f, b, f"Carts per view in the last {b} days.",
                 "derived", f"add_to_cart_count_{b}d * 1.0 / NULLIF(view_count_{b}d, 0)"),
         Feature(f"cart_to_purchase_rate_{b}d", f, b, f"Purchase orders per cart in the last {b} days (at most 1).",
-                "derived", f"LEAST(orders_{b}d * 1.0 / NULLIF(add_to_cart_count_{b}d, 0), 1.0)"),
+                "derived", f"CASE WHEN add_to_cart_count_{b}d > 0 THEN LEAST(orders_{b}d * 1.0 / add_to_cart_count_{b}d, 1.0) END"),
         Feature("campaign_response_rate", f, None,
                 f"Share of campaigns received that were followed by a purchase within "
                 f"{config.campaign_response_days} days.", "campaigns", "AVG(responded)"),

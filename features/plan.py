@@ -145,7 +145,7 @@ def compile_plan(
         spine_parts.append("SELECT customer_id FROM f_event_buckets")
     if spine_extra:
         spine_parts.append(spine_extra)
-    steps.append(Step("f_spine", " UNION ".join(spine_parts)))
+    steps.append(Step("f_spine", f"SELECT DISTINCT customer_id FROM ({' UNION ALL '.join(spine_parts)}) s"))
 
     by_stage: dict[str, list[Feature]] = {}
     for feature in features:

@@ -1,0 +1,130 @@
+"""Labels from the window after a cutoff, and stacked training sets over several cutoffs.
+
+Edge rules:
+
+- The label window is ``[cutoff, cutoff + horizon_days)``; only its rows are read.
+- ``repurchase`` is 1 when the customer has any purchase line with a positive amount in the
+  window (a refund alone is not a purchase).
+- ``future_spend`` is the net spend in the window: refunds reduce it, and it can be negative.
+- ``high_value`` is 1 when ``future_spend`` is positive and at or above the given quantile
+  (default 0.8: the top 20%) of ``future_spend`` over all labelled customers, zeros included.
+- A cutoff's window is complete when its last day is no later than the last day with a
+  purchase in the data; :func:`build_training_set` refuses incomplete windows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from features.build import build_features, compute_vocabulary, parse_cutoff
+from features.config import FeatureConfig
+from features.plan import timestamp_literal
+from portrait.dataset import Dataset
+from portrait.errors import PortraitError
+
+LABELS = ("repurchase", "future_spend", "high_value")
+
+
+def data_last_day(con: duckdb.DuckDBPyConnection) -> dt.date:
+    last = con.execute("SELECT CAST(MAX(ts) AS DATE) FROM purchases").fetchall()[0][0]
+    if last is None:
+        raise PortraitError("the purchases table has no valid rows, so no label window can be built")
+    return last
+
+
+def build_labels(
+    dataset: Dataset,
+    cutoff: str | dt.date,
+    horizon_days: int,
+    customers: pd.Series,
+    *,
+    high_value_quantile: float = 0.8,
+    con: duckdb.DuckDBPyConnection | None = None,
+) -> pd.DataFrame:
+    """Labels for ``customers`` (the feature rows' ids) as of ``cutoff`` over ``horizon_days``."""
+    if horizon_days < 1:
+        raise PortraitError(f"horizon_days must be at least 1, got {horizon_days}")
+    if not 0 < high_value_quantile < 1:
+        raise PortraitError(f"high_value_quantile must be between 0 and 1, got {high_value_quantile}")
+    cutoff = parse_cutoff(cutoff)
+    end = cutoff + dt.timedelta(days=horizon_days)
+    own_connection = con is None
+    con = con or dataset.connect()
+    try:
+        window = con.execute(
+            f"""SELECT customer_id, SUM(amount) AS future_spend,
+                       MAX(CASE WHEN amount > 0 THEN 1 ELSE 0 END) AS repurchase
+                FROM purchases WHERE ts >= {timestamp_literal(cutoff)} AND ts < {timestamp_literal(end)}
+                GROUP BY customer_id"""
+        ).df()
+    finally:
+        if own_connection:
+            con.close()
+    labels = pd.DataFrame({"customer_id": customers.astype("str").to_numpy()})
+    labels = labels.merge(window, on="customer_id", how="left")
+    labels["future_spend"] = labels["future_spend"].fillna(0.0).astype("float64")
+    labels["repurchase"] = labels["repurchase"].fillna(0).astype("int64")
+    threshold = float(np.quantile(labels["future_spend"], high_value_quantile)) if len(labels) else 0.0
+    labels["high_value"] = ((labels["future_spend"] >= threshold) & (labels["future_spend"] > 0)).astype("int64")
+    labels.attrs["high_value_threshold"] = threshold
+    return labels
+
+
+def check_label_windows(cutoffs: list[dt.date], horizon_days: int, last_day: dt.date) -> None:
+    incomplete = [c for c in cutoffs if c + dt.timedelta(days=horizon_days - 1) > last_day]
+    if incomplete:
+        latest = last_day - dt.timedelta(days=horizon_days - 1)
+        raise PortraitError(
+            f"the {horizon_days}-day label window after cutoff(s) "
+            f"{', '.join(c.isoformat() for c in incomplete)} runs past the data's last purchase day "
+            f"{last_day.isoformat()}; the latest cutoff with a complete window is {latest.isoformat()}"
+        )
+
+
+def build_training_set(
+    dataset: Dataset,
+    cutoffs: list[str | dt.date],
+    horizon_days: int,
+    config: FeatureConfig | None = None,
+    *,
+    high_value_quantile: float = 0.8,
+    progress=None,
+) -> pd.DataFrame:
+    """Features and labels for each cutoff, stacked, with a ``cutoff`` column.
+
+    All cutoffs share the vocabulary of the earliest one, so their columns agree. Refuses
+    (``PortraitError``) any cutoff whose label window is not complete in the data.
+    """
+    parsed = sorted(parse_cutoff(c) for c in cutoffs)
+    if not parsed:
+        raise PortraitError("build_training_set needs at least one cutoff")
+    if len(set(parsed)) != len(parsed):
+        raise PortraitError(f"cutoffs repeat: {[c.isoformat() for c in parsed]}")
+    config = config or FeatureConfig()
+    con = dataset.connect()
+    try:
+        check_label_windows(parsed, horizon_days, data_last_day(con))
+        vocabulary = compute_vocabulary(con, parsed[0], config)
+        frames = []
+        for cutoff in parsed:
+            if progress:
+                progress(cutoff)
+            features = build_features(dataset, cutoff, config, vocabulary=vocabulary, con=con)
+            labels = build_labels(dataset, cutoff, horizon_days, features["customer_id"],
+                                  high_value_quantile=high_value_quantile, con=con)
+            frame = features.merge(labels, on="customer_id", how="left", validate="one_to_one")
+            frame.insert(1, "cutoff", pd.Timestamp(cutoff))
+            frames.append(frame)
+    finally:
+        con.close()
+    stacked = pd.concat(frames, ignore_index=True)
+    # Categories differ between cutoffs; align them so the stacked columns stay categorical.
+    for column in frames[0].columns:
+        if isinstance(frames[0][column].dtype, pd.CategoricalDtype):
+            stacked[column] = stacked[column].astype("category")
+    stacked.attrs["vocabulary"] = vocabulary.to_dict()
+    return stacked

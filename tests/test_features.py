@@ -1,0 +1,260 @@
+"""Feature builders on a hand-written data set with every expected value written out.
+
+Cutoff 2024-03-01. Customer A: two orders and a refund; B: only events; C: one order a year
+ago; D: only a refund; E: first seen after the cutoff.
+"""
+
+import math
+
+import pandas as pd
+import pytest
+
+from features.build import build_features
+from features.catalogue import FAMILIES, catalogue
+from features.config import FeatureConfig
+from features.labels import build_labels, build_training_set
+from portrait.dataset import Dataset
+from portrait.errors import ConfigError, PortraitError
+
+CUTOFF = "2024-03-01"
+PURCHASE_COLUMNS = ["order_id", "customer_id", "ts", "amount", "quantity", "category", "brand",
+                    "channel", "payment_method", "discount"]
+PURCHASES = pd.DataFrame(
+    [
+        ("o1", "A", "2024-01-01 10:00:00", 20.0, 1, "books", "b1", "web", "card", 0.0),
+        ("o1", "A", "2024-01-01 10:00:00", 10.0, 2, "toys", "b2", "web", "card", 5.0),
+        ("o2", "A", "2024-02-15 19:30:00", 40.0, 2, "books", "b1", "app", "card", 0.0),
+        ("r1", "A", "2024-02-20 12:00:00", -20.0, -1, "books", "b1", "web", "card", 0.0),
+        ("o3", "A", "2024-03-01 00:00:00", 55.0, 1, "books", "b1", "app", "card", 0.0),  # at cutoff
+        ("c1", "C", "2023-03-05 14:00:00", 100.0, 1, "toys", "b2", "store", "cash", 0.0),
+        ("r2", "D", "2024-02-10 11:00:00", -15.0, -1, "books", "b1", "store", "cash", 0.0),
+        ("e1", "E", "2024-03-05 12:00:00", 30.0, 1, "toys", "b2", "web", "card", 0.0),
+    ],
+    columns=PURCHASE_COLUMNS,
+)
+EVENTS = pd.DataFrame(
+    [
+        ("A", "2024-01-10 09:00:00", "campaign_received"),  # no purchase within 7 days
+        ("A", "2024-02-10 09:00:00", "campaign_received"),  # o2 five days later
+        ("A", "2024-02-14 18:00:00", "view"),
+        ("B", "2024-02-01 09:00:00", "campaign_received"),
+        ("B", "2024-02-28 09:00:00", "view"),
+        ("B", "2024-02-28 09:05:00", "Add_To_Cart "),  # free text is trimmed and lower-cased
+        ("E", "2024-03-02 09:00:00", "view"),
+    ],
+    columns=["customer_id", "ts", "event_type"],
+)
+
+
+def dataset(purchases=PURCHASES, events=EVENTS) -> Dataset:
+    return Dataset.from_frames(purchases=purchases, events=events)
+
+
+@pytest.fixture(scope="module")
+def features() -> pd.DataFrame:
+    return build_features(dataset(), CUTOFF).set_index("customer_id")
+
+
+EXPECTED_A = {
+    "days_since_last_purchase": 15, "days_since_first_purchase": 60, "orders_lifetime": 2,
+    "spend_lifetime": 50.0, "avg_order_value": 35.0, "max_order_value": 40.0, "refund_count": 1,
+    "refund_amount": 20.0, "refund_rate": 20 / 70,
+    "orders_7d": 0, "orders_30d": 1, "spend_30d": 20.0, "orders_90d": 2, "spend_90d": 50.0,
+    "items_90d": 5.0, "active_days_90d": 2, "distinct_categories_30d": 1, "distinct_categories_90d": 2,
+    "mean_days_between_orders": 45.0, "std_days_between_orders": None, "overdue_ratio": 15 / 45,
+    "spend_trend_90d": 1.0, "orders_trend_90d": 1.0,
+    "category_share_toys": 10 / 70, "category_share_books": 60 / 70, "category_share_other": 0.0,
+    "brand_share_b2": 10 / 70, "brand_share_b1": 60 / 70,
+    "channel_share_store": 0.0, "channel_share_app": 0.5, "channel_share_web": 0.5,
+    "payment_share_cash": 0.0, "payment_share_card": 1.0,
+    "favourite_category": "books", "favourite_channel": "app", "distinct_categories_lifetime": 2,
+    "discount_order_share": 0.5, "avg_discount_depth": 5 / 35,
+    "price_level": (1 + 7.5 / 53.75 + 1) / 3, "premium_line_share": 0.0,
+    "promo_share_30d": 0.0, "promo_share_90d": 0.5,
+    "order_share_monday": 0.5, "order_share_thursday": 0.5, "order_share_weekend": 0.0,
+    "order_share_morning": 0.5, "order_share_evening": 0.5, "payday_order_share": 1.0,
+    "peak_season_order_share": 1.0,
+    "view_count_30d": 1, "campaign_received_count_30d": 1, "campaign_received_count_90d": 2,
+    "event_count_90d": 3, "days_since_last_event": 16, "active_event_days_90d": 3,
+    "view_to_cart_rate_90d": 0.0, "cart_to_purchase_rate_90d": None, "campaign_response_rate": 0.5,
+}
+EXPECTED_B = {
+    "orders_lifetime": 0, "spend_lifetime": 0.0, "days_since_last_purchase": None, "avg_order_value": None,
+    "category_share_books": None, "favourite_category": None, "view_count_7d": 1, "add_to_cart_count_7d": 1,
+    "days_since_last_event": 2, "view_to_cart_rate_90d": 1.0, "cart_to_purchase_rate_90d": 0.0,
+    "campaign_response_rate": 0.0,
+}
+EXPECTED_C = {
+    "days_since_last_purchase": 362, "orders_lifetime": 1, "orders_180d": 0, "orders_365d": 1,
+    "mean_days_between_orders": None, "overdue_ratio": None, "order_share_sunday": 1.0,
+    "order_share_afternoon": 1.0, "payday_order_share": 1.0, "price_level": 100 / 53.75,
+    "premium_line_share": 1.0, "days_since_last_event": None, "view_count_365d": 0,
+}
+EXPECTED_D = {  # only a refund
+    "orders_lifetime": 0, "refund_count": 1, "refund_amount": 15.0, "spend_lifetime": -15.0,
+    "days_since_last_purchase": None, "refund_rate": None, "category_share_books": None,
+}
+
+
+def assert_row(row: pd.Series, expected: dict) -> None:
+    for name, value in expected.items():
+        actual = row[name]
+        if value is None:
+            assert pd.isna(actual), f"{name}: expected null, got {actual}"
+        elif isinstance(value, str):
+            assert actual == value, f"{name}: expected {value}, got {actual}"
+        else:
+            assert not pd.isna(actual) and math.isclose(actual, value, rel_tol=1e-9, abs_tol=1e-12), (
+                f"{name}: expected {value}, got {actual}"
+            )
+
+
+@pytest.mark.parametrize("customer,expected", [("A", EXPECTED_A), ("B", EXPECTED_B), ("C", EXPECTED_C), ("D", EXPECTED_D)])
+def test_hand_computed_feature_values(features, customer, expected):
+    assert_row(features.loc[customer], expected)
+
+
+def test_customers_first_seen_after_the_cutoff_are_not_rows(features):
+    assert features.index.tolist() == ["A", "B", "C", "D"]
+
+
+def test_vocabulary_is_top_values_by_spend_before_the_cutoff():
+    frame = build_features(dataset(), CUTOFF)
+    assert frame.attrs["vocabulary"] == {
+        "categories": ["toys", "books"], "brands": ["b2", "b1"],
+        "channels": ["store", "app", "web"], "payment_methods": ["cash", "card"],
+    }
+
+
+def test_dtypes_are_explicit(features):
+    assert features["orders_lifetime"].dtype == "int64"
+    assert features["spend_lifetime"].dtype == "float64"
+    assert isinstance(features["favourite_category"].dtype, pd.CategoricalDtype)
+
+
+def test_catalogue_has_all_eight_families_and_unique_names():
+    families = {f.family for f in catalogue()}
+    assert families == set(FAMILIES) and len(FAMILIES) == 8
+
+
+AFTER_CUTOFF_PURCHASES = pd.DataFrame(
+    [
+        ("x1", "A", "2024-03-01 00:00:00", 999.0, 9, "games", "b9", "kiosk", "crypto", 50.0),
+        ("x2", "B", "2024-03-10 08:00:00", 5.0, 1, "books", "b1", "app", "card", 0.0),
+        ("x3", "Z", "2025-01-01 08:00:00", 1e6, 1, "cars", "b7", "web", "card", 0.0),
+        ("x4", "C", "2024-03-02 08:00:00", -100.0, -1, "toys", "b2", "store", "cash", 0.0),
+    ],
+    columns=PURCHASE_COLUMNS,
+)
+AFTER_CUTOFF_EVENTS = pd.DataFrame(
+    [("A", "2024-03-01 00:00:00", "view"), ("C", "2024-03-03 00:00:00", "campaign_received"),
+     ("Z", "2024-04-01 00:00:00", "add_to_cart")],
+    columns=["customer_id", "ts", "event_type"],
+)
+
+
+def test_rows_at_or_after_the_cutoff_change_no_feature_value(features):
+    leaked = build_features(
+        dataset(pd.concat([PURCHASES, AFTER_CUTOFF_PURCHASES]), pd.concat([EVENTS, AFTER_CUTOFF_EVENTS])),
+        CUTOFF,
+    ).set_index("customer_id")
+    pd.testing.assert_frame_equal(features, leaked)
+
+
+def test_a_campaign_whose_response_window_is_open_at_the_cutoff_is_not_scored():
+    # received 3 days before the cutoff: whether it is answered is not knowable yet
+    events = pd.concat([EVENTS, pd.DataFrame([("C", "2024-02-27 09:00:00", "campaign_received")],
+                                             columns=EVENTS.columns)])
+    frame = build_features(dataset(events=events), CUTOFF).set_index("customer_id")
+    assert pd.isna(frame.loc["C", "campaign_response_rate"])
+
+
+def test_row_order_and_part_files_change_nothing(features, tmp_path):
+    shuffled = build_features(
+        dataset(PURCHASES.sample(frac=1, random_state=1), EVENTS.sample(frac=1, random_state=2)), CUTOFF
+    ).set_index("customer_id")
+    pd.testing.assert_frame_equal(features, shuffled)
+
+    from portrait.dataset import open_dataset
+
+    for name, frame in (("purchases", PURCHASES), ("events", EVENTS)):
+        folder = tmp_path / name
+        folder.mkdir()
+        for i, part in enumerate((frame.iloc[::2], frame.iloc[1::2])):
+            part.to_parquet(folder / f"part-{i}.parquet", index=False)
+    from_parts = build_features(open_dataset(tmp_path), CUTOFF).set_index("customer_id")
+    pd.testing.assert_frame_equal(features, from_parts, check_dtype=False)
+
+
+def test_without_events_behaviour_features_are_zero_or_null():
+    frame = build_features(Dataset.from_frames(purchases=PURCHASES), CUTOFF).set_index("customer_id")
+    assert frame.index.tolist() == ["A", "C", "D"]
+    assert frame["view_count_30d"].eq(0).all()
+    assert frame["days_since_last_event"].isna().all()
+
+
+def test_cutoff_is_required_to_be_a_date():
+    with pytest.raises(PortraitError, match="must be a date at midnight"):
+        build_features(dataset(), "2024-03-01 12:00")
+    with pytest.raises(PortraitError, match="is not a date"):
+        build_features(dataset(), "soon")
+
+
+def test_feature_config_rejects_unknown_keys_and_bad_windows():
+    with pytest.raises(ConfigError, match=r"unknown feature settings \['windowz'\]"):
+        FeatureConfig.from_dict({"windowz": [7]})
+    with pytest.raises(ConfigError, match="distinct and ascending"):
+        FeatureConfig(windows=(30, 7, 90))
+
+
+def test_configured_windows_change_the_catalogue():
+    frame = build_features(dataset(), CUTOFF, FeatureConfig(windows=(14, 90)))
+    assert "orders_14d" in frame.columns and "orders_30d" not in frame.columns
+
+
+def test_labels_read_only_the_window_after_the_cutoff():
+    labels = build_labels(dataset(), CUTOFF, 30, pd.Series(["A", "B", "C", "D"])).set_index("customer_id")
+    assert labels.loc["A"].to_dict() == {"future_spend": 55.0, "repurchase": 1, "high_value": 1}
+    assert labels.loc["B"].to_dict() == {"future_spend": 0.0, "repurchase": 0, "high_value": 0}
+    # E bought in the window but was not a feature row, so has no label row
+    assert "E" not in labels.index
+
+
+def test_refunds_reduce_future_spend_and_are_not_a_repurchase():
+    purchases = pd.concat([PURCHASES, AFTER_CUTOFF_PURCHASES])
+    labels = build_labels(dataset(purchases), CUTOFF, 30, pd.Series(["A", "C"])).set_index("customer_id")
+    assert labels.loc["C"].to_dict() == {"future_spend": -100.0, "repurchase": 0, "high_value": 0}
+    assert labels.loc["A", "future_spend"] == 55.0 + 999.0
+
+
+def test_high_value_is_the_top_quantile_of_future_spend():
+    rows = [(f"o{i}", f"c{i}", "2024-01-10", 10.0) for i in range(10)]
+    rows += [(f"p{i}", f"c{i}", "2024-03-05", float(i * 10)) for i in range(10)]  # 0..90
+    purchases = pd.DataFrame(rows, columns=["order_id", "customer_id", "ts", "amount"])
+    customers = pd.Series([f"c{i}" for i in range(10)])
+    labels = build_labels(Dataset.from_frames(purchases=purchases), CUTOFF, 30, customers)
+    # the 0.8 quantile of 0, 10, ..., 90 is 72: c8 and c9
+    assert labels.loc[labels["high_value"] == 1, "customer_id"].tolist() == ["c8", "c9"]
+
+
+def test_training_set_stacks_cutoffs_with_their_labels():
+    rows = [(f"o{m}", "A", f"2024-{m:02d}-10", 10.0 * m) for m in range(1, 7)]
+    purchases = pd.DataFrame(rows, columns=["order_id", "customer_id", "ts", "amount"])
+    stacked = build_training_set(Dataset.from_frames(purchases=purchases), ["2024-03-01", "2024-04-01"], 30)
+    assert stacked["cutoff"].astype(str).tolist() == ["2024-03-01", "2024-04-01"]
+    assert stacked["spend_lifetime"].tolist() == [30.0, 60.0]
+    assert stacked["future_spend"].tolist() == [30.0, 40.0]
+
+
+def test_training_set_refuses_a_cutoff_whose_label_window_is_incomplete():
+    with pytest.raises(PortraitError, match="runs past the data's last purchase day 2024-03-05"):
+        build_training_set(dataset(), ["2024-03-01"], 30)
+
+
+def test_docs_catalogue_agrees_with_the_code():
+    from pathlib import Path
+
+    from features.cli import catalogue_markdown
+
+    docs = Path(__file__).resolve().parents[1] / "docs" / "features.md"
+    assert catalogue_markdown() in docs.read_text()
