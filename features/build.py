@@ -17,6 +17,8 @@ Edge rules:
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import time
 
 import duckdb
 import numpy as np
@@ -24,9 +26,18 @@ import pandas as pd
 
 from features.catalogue import Feature, Vocabulary, catalogue, slug
 from features.config import FeatureConfig
-from features.plan import compile_plan, event_type_vocabulary, timestamp_literal
+from features.plan import (
+    Step,
+    compile_plan,
+    droppable_after,
+    event_type_vocabulary,
+    purchase_steps,
+    timestamp_literal,
+)
 from portrait.dataset import Dataset, quote_ident
 from portrait.errors import PortraitError
+
+log = logging.getLogger(__name__)
 
 _NUMERIC = ("DOUBLE", "FLOAT", "REAL", "DECIMAL", "BIGINT", "INTEGER", "SMALLINT", "TINYINT", "HUGEINT")
 
@@ -47,14 +58,13 @@ def parse_cutoff(value: str | dt.date | dt.datetime | pd.Timestamp) -> dt.date:
     raise PortraitError(f"cutoff must be a date, got {type(value).__name__}")
 
 
-def compute_vocabulary(con: duckdb.DuckDBPyConnection, cutoff: dt.date, config: FeatureConfig) -> Vocabulary:
-    """Top values by net spend (ties broken by name) among purchases before the cutoff."""
-    before = f"ts < {timestamp_literal(cutoff)}"
+def compute_vocabulary(con: duckdb.DuckDBPyConnection, config: FeatureConfig) -> Vocabulary:
+    """Top values by net spend (ties broken by name) in ``f_purchases`` (rows before the cutoff)."""
 
-    def top(column: str, k: int, weight: str = "amount") -> tuple[str, ...]:
+    def top(column: str, k: int) -> tuple[str, ...]:
         rows = con.execute(
-            f"SELECT {column} FROM purchases WHERE {before} AND {column} IS NOT NULL "
-            f"GROUP BY {column} ORDER BY SUM({weight}) DESC, {column} LIMIT {int(k)}"
+            f"SELECT {column} FROM f_purchases WHERE {column} IS NOT NULL "
+            f"GROUP BY {column} ORDER BY SUM(amount) DESC, {column} LIMIT {int(k)}"
         ).fetchall()
         return tuple(r[0] for r in rows)
 
@@ -64,6 +74,28 @@ def compute_vocabulary(con: duckdb.DuckDBPyConnection, cutoff: dt.date, config: 
         channels=top("channel", config.top_channels),
         payment_methods=top("payment_method", config.top_payment_methods),
     )
+
+
+def vocabulary_as_of(con: duckdb.DuckDBPyConnection, cutoff: dt.date, config: FeatureConfig) -> Vocabulary:
+    """The vocabulary :func:`build_features` would compute for ``cutoff``."""
+    steps = purchase_steps(cutoff)
+    _materialize(con, steps, keep=tuple(s.name for s in steps))
+    return compute_vocabulary(con, config)
+
+
+def _materialize(
+    con: duckdb.DuckDBPyConnection, steps: list, keep: tuple[str, ...] = (), built: tuple[str, ...] = ()
+) -> None:
+    """Run each step into a temporary table (but those already ``built``), dropping every table
+    no later step reads unless asked to ``keep`` it."""
+    for step, done in zip(steps, droppable_after(steps), strict=True):
+        if step.name not in built:
+            started = time.perf_counter()
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {step.name} AS {step.sql}")
+            log.debug("feature step %s took %.1f s", step.name, time.perf_counter() - started)
+        for name in done:
+            if name not in keep:
+                con.execute(f"DROP TABLE IF EXISTS {name}")
 
 
 def attribute_kinds(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
@@ -139,7 +171,9 @@ def build_features(
     own_connection = con is None
     con = con or dataset.connect()
     try:
-        vocabulary = vocabulary or compute_vocabulary(con, cutoff, config)
+        first_steps = purchase_steps(cutoff)
+        _materialize(con, first_steps, keep=tuple(s.name for s in first_steps))
+        vocabulary = vocabulary or compute_vocabulary(con, config)
         kinds = attribute_kinds(con) if dataset.has("customers") else {}
         features = catalogue(config, vocabulary, kinds)
         spine_extra = None
@@ -157,9 +191,10 @@ def build_features(
             attribute_select=_attribute_select(kinds, features, cutoff) if kinds else None,
         )
         _register_vocabulary(con, vocabulary)
-        for step in steps[:-1]:
-            con.execute(f"CREATE OR REPLACE TEMP TABLE {step.name} AS {step.sql}")
+        _materialize(con, steps[:-1], keep=_read_by(steps[-1]), built=tuple(s.name for s in first_steps))
+        started = time.perf_counter()
         frame = con.execute(f"{steps[-1].sql} ORDER BY customer_id").df()
+        log.debug("feature step %s took %.1f s", steps[-1].name, time.perf_counter() - started)
         for step in steps[:-1]:
             con.execute(f"DROP TABLE IF EXISTS {step.name}")
     finally:
@@ -201,8 +236,14 @@ def _favourite(frame: pd.DataFrame, prefix: str, labels: list[str]) -> pd.Series
     return pd.Series(np.where(has_any, np.asarray(labels, dtype=object)[best], None), index=frame.index)
 
 
+def _read_by(step: Step) -> tuple[str, ...]:
+    import re
+
+    return tuple(set(re.findall(r"\bf_[a-z_]+\b", step.sql)))
+
+
 def feature_columns(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns if c not in ("customer_id", "cutoff")]
 
 
-__all__ = ["build_features", "compute_vocabulary", "parse_cutoff", "feature_columns", "slug"]
+__all__ = ["build_features", "vocabulary_as_of", "parse_cutoff", "feature_columns", "slug"]

@@ -13,11 +13,15 @@ Relations and their columns (all restricted to rows before the cutoff):
   (0 = Sunday), ``hour``, ``dom`` (day of month), ``quarter``, ``channel_slot``,
   ``payment_slot`` (index in the top-K vocabulary, NULL for the rest);
 - ``gaps`` (one row per purchase order after a customer's first): ``gap`` in days;
+- ``purchase_days`` (one row per day with a purchase order): ``age``;
 - ``lines`` (one row per purchase line): ``amount``, ``age``, ``category``,
   ``category_slot``, ``brand_slot``, ``price_ratio`` (unit list price / category median);
-- ``event_buckets`` (events pre-aggregated per customer, type and window bucket): ``type_slot``,
-  ``bucket`` (index of the smallest window holding the events), ``n``, ``min_age``;
-- ``event_days`` (distinct days with an event in the behaviour window);
+- ``line_categories`` (one row per category bought): ``age`` of its latest purchase, so
+  "categories bought in the last w days" counts rows with ``age <= w``;
+- ``event_buckets`` (events pre-aggregated per customer, type and window bucket, and per day
+  inside the behaviour window): ``type_slot``, ``bucket`` (index of the smallest window
+  holding the events), ``n``, ``min_age``;
+- ``event_days`` (one row per day with an event in the behaviour window);
 - ``campaigns`` (one row per campaign received whose response window closed before the
   cutoff): ``responded`` (1 when a purchase followed within the response days).
 
@@ -135,9 +139,9 @@ def windows_family(config: FeatureConfig) -> list[Feature]:
             Feature(f"items_{w}d", f, w, f"Units bought in the last {w} days.",
                     "orders", f"SUM(CASE WHEN {inside} AND is_purchase = 1 THEN items ELSE 0 END)", fill_zero=True),
             Feature(f"active_days_{w}d", f, w, f"Days with a purchase in the last {w} days.",
-                    "orders", f"COUNT(DISTINCT CASE WHEN {inside} AND is_purchase = 1 THEN day END)", "int", True),
+                    "purchase_days", f"SUM(CASE WHEN {inside} THEN 1 ELSE 0 END)", "int", True),
             Feature(f"distinct_categories_{w}d", f, w, f"Categories bought in the last {w} days.",
-                    "lines", f"COUNT(DISTINCT CASE WHEN {inside} THEN category END)", "int", True),
+                    "line_categories", f"SUM(CASE WHEN {inside} THEN 1 ELSE 0 END)", "int", True),
         ]
     return result
 
@@ -189,8 +193,8 @@ def preferences_family(config: FeatureConfig, vocab: Vocabulary | None) -> list[
     result += [
         Feature("favourite_category", f, None, "Category with the largest share of spend.", "favourite", "", "category"),
         Feature("favourite_channel", f, None, "Channel with the largest share of orders.", "favourite", "", "category"),
-        Feature("distinct_categories_lifetime", f, None, "Categories ever bought.", "lines",
-                "COUNT(DISTINCT category)", "int", True),
+        Feature("distinct_categories_lifetime", f, None, "Categories ever bought.", "line_categories",
+                "COUNT(*)", "int", True),
     ]
     return result
 
@@ -252,7 +256,7 @@ def behaviour_family(config: FeatureConfig) -> list[Feature]:
         Feature("days_since_last_event", f, None, "Days from the last event to the cutoff.",
                 "event_buckets", "MIN(min_age)"),
         Feature(f"active_event_days_{b}d", f, b, f"Days with any event in the last {b} days.",
-                "event_days", "COUNT(DISTINCT day)", "int", True),
+                "event_days", "COUNT(*)", "int", True),
         Feature(f"view_to_cart_rate_{b}d", f, b, f"Carts per view in the last {b} days.",
                 "derived", f"add_to_cart_count_{b}d * 1.0 / NULLIF(view_count_{b}d, 0)"),
         Feature(f"cart_to_purchase_rate_{b}d", f, b, f"Purchase orders per cart in the last {b} days (at most 1).",

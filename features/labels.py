@@ -20,7 +20,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from features.build import build_features, compute_vocabulary, parse_cutoff
+from features.build import build_features, parse_cutoff, vocabulary_as_of
 from features.config import FeatureConfig
 from features.plan import timestamp_literal
 from portrait.dataset import Dataset
@@ -108,7 +108,7 @@ def build_training_set(
     con = dataset.connect()
     try:
         check_label_windows(parsed, horizon_days, data_last_day(con))
-        vocabulary = compute_vocabulary(con, parsed[0], config)
+        vocabulary = vocabulary_as_of(con, parsed[0], config)
         frames = []
         for cutoff in parsed:
             if progress:

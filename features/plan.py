@@ -2,9 +2,11 @@
 
 The plan is a list of named steps, each one ``SELECT``; an engine materialises each step as a
 temporary table (DuckDB) or a cached view (Spark) and the last step is the feature table.
-``purchases`` is scanned three times (orders, lines, category prices) and ``events`` twice
-(window buckets, active days), whatever the number of features: every feature is a conditional
-aggregate over one of those pre-aggregated relations, never a pass of its own.
+``purchases`` is read once (into ``f_purchases``, the rows before the cutoff) and ``events``
+twice (window buckets with active days, campaign receipts), whatever the number of features:
+every feature is a conditional aggregate over one of a few pre-aggregated relations, never a
+pass of its own. ``purchase_steps`` come first so that the vocabulary can be computed from
+``f_purchases`` before the rest runs.
 
 The SQL keeps to forms both DuckDB and Spark SQL accept (``CASE``, ``DATE_DIFF``, window
 functions, ``GREATEST``/``LEAST``); no value from the data or the user is pasted into it:
@@ -14,6 +16,7 @@ vocabularies are joined as tables, and the cutoff is formatted from a parsed dat
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 
 from features.catalogue import EVENT_TYPES, Feature
@@ -22,12 +25,13 @@ from features.config import FeatureConfig
 STAGE_RELATIONS = {
     "orders": "f_orders",
     "gaps": "f_gaps",
+    "purchase_days": "f_purchase_days",
     "lines": "f_lines",
+    "line_categories": "f_line_categories",
     "event_buckets": "f_event_buckets",
     "event_days": "f_event_days",
     "campaigns": "f_campaigns",
 }
-PURCHASE_STAGES = ("orders", "gaps", "lines")
 EVENT_STAGES = ("event_buckets", "event_days", "campaigns")
 
 
@@ -35,6 +39,14 @@ EVENT_STAGES = ("event_buckets", "event_days", "campaigns")
 class Step:
     name: str
     sql: str
+
+
+def purchase_steps(cutoff: dt.date) -> list[Step]:
+    """Purchase lines before the cutoff, with their age in days: the one read of ``purchases``."""
+    return [Step("f_purchases", f"""
+        SELECT customer_id, order_id, ts, amount, quantity, discount, category, brand, channel,
+               payment_method, DATE_DIFF('day', CAST(ts AS DATE), {date_literal(cutoff)}) AS age
+        FROM purchases WHERE ts < {timestamp_literal(cutoff)}""")]
 
 
 def date_literal(day: dt.date) -> str:
@@ -63,10 +75,10 @@ def compile_plan(
     activity; ``attribute_select`` an optional ``SELECT customer_id, ...`` of attribute columns.
     """
     before = f"ts < {timestamp_literal(cutoff)}"
-    age = f"DATE_DIFF('day', CAST(ts AS DATE), {date_literal(cutoff)})"
-    steps = [
-        Step("f_orders", f"""
-            SELECT customer_id, order_id, ts, CAST(ts AS DATE) AS day, {age} AS age, amount, gross, discount, items,
+    steps = purchase_steps(cutoff)
+    steps += [
+        Step("f_orders", """
+            SELECT customer_id, order_id, ts, age, amount, gross, discount, items,
                    CASE WHEN amount >= 0 THEN 1 ELSE 0 END AS is_purchase,
                    CASE WHEN amount < 0 THEN 1 ELSE 0 END AS is_refund,
                    CASE WHEN discount > 0 THEN 1 ELSE 0 END AS has_discount,
@@ -75,11 +87,11 @@ def compile_plan(
                    EXTRACT(QUARTER FROM ts) AS quarter,
                    vc.slot AS channel_slot, vp.slot AS payment_slot
             FROM (
-                SELECT customer_id, order_id, MIN(ts) AS ts, SUM(amount) AS amount,
+                SELECT customer_id, order_id, MIN(ts) AS ts, MAX(age) AS age, SUM(amount) AS amount,
                        SUM(amount + COALESCE(discount, 0)) AS gross, SUM(COALESCE(discount, 0)) AS discount,
                        SUM(COALESCE(quantity, 1)) AS items, MIN(channel) AS channel,
                        MIN(payment_method) AS payment_method
-                FROM purchases WHERE {before} GROUP BY customer_id, order_id
+                FROM f_purchases GROUP BY customer_id, order_id
             ) o
             LEFT JOIN vocab_channel vc ON o.channel = vc.value
             LEFT JOIN vocab_payment vp ON o.payment_method = vp.value"""),
@@ -89,38 +101,52 @@ def compile_plan(
                        LAG(age) OVER (PARTITION BY customer_id ORDER BY age DESC, order_id) AS previous_age
                 FROM f_orders WHERE is_purchase = 1
             ) g WHERE previous_age IS NOT NULL"""),
-        Step("f_category_price", f"""
+        Step("f_purchase_days", "SELECT DISTINCT customer_id, age FROM f_orders WHERE is_purchase = 1"),
+        Step("f_category_price", """
             SELECT category, MEDIAN((amount + COALESCE(discount, 0)) / quantity) AS median_unit_price
-            FROM purchases
-            WHERE {before} AND amount > 0 AND quantity > 0 AND category IS NOT NULL
+            FROM f_purchases WHERE amount > 0 AND quantity > 0 AND category IS NOT NULL
             GROUP BY category"""),
-        Step("f_lines", f"""
-            SELECT p.customer_id, p.amount, {age.replace('ts', 'p.ts')} AS age, p.category,
+        Step("f_lines", """
+            SELECT p.customer_id, p.amount, p.age, p.category,
                    vc.slot AS category_slot, vb.slot AS brand_slot,
                    CASE WHEN p.quantity > 0 AND cp.median_unit_price > 0
                         THEN (p.amount + COALESCE(p.discount, 0)) / p.quantity / cp.median_unit_price END AS price_ratio
-            FROM purchases p
+            FROM f_purchases p
             LEFT JOIN vocab_category vc ON p.category = vc.value
             LEFT JOIN vocab_brand vb ON p.brand = vb.value
             LEFT JOIN f_category_price cp ON p.category = cp.category
-            WHERE p.{before} AND p.amount > 0"""),
+            WHERE p.amount > 0"""),
+        Step("f_line_categories", """
+            SELECT customer_id, category, MIN(age) AS age FROM f_lines
+            WHERE category IS NOT NULL GROUP BY customer_id, category"""),
     ]
+    age = f"DATE_DIFF('day', CAST(ts AS DATE), {date_literal(cutoff)})"
     if has_events:
-        buckets = " ".join(f"WHEN age <= {w} THEN {k}" for k, w in enumerate(config.windows))
-        window_start = cutoff - dt.timedelta(days=config.behaviour_window)
+        # age <= w (whole days from the event's date to the cutoff) is ts >= cutoff - (w - 1) days
+        buckets = " ".join(
+            f"WHEN ts >= {timestamp_literal(cutoff - dt.timedelta(days=w - 1))} THEN {k}"
+            for k, w in enumerate(config.windows)
+        )
         response = config.campaign_response_days
         steps += [
+            # Aggregate the raw rows first (timestamps compared with fixed bounds, the type as
+            # written), then normalise types and compute ages on the far fewer grouped rows.
             Step("f_event_buckets", f"""
-                SELECT customer_id, type_slot, bucket, COUNT(*) AS n, MIN(age) AS min_age FROM (
-                    SELECT customer_id, et.slot AS type_slot, age,
-                           CASE {buckets} ELSE {len(config.windows)} END AS bucket
-                    FROM (SELECT customer_id, LOWER(TRIM(event_type)) AS event_type, {age} AS age
-                          FROM events WHERE {before}) e
-                    LEFT JOIN vocab_event_type et ON e.event_type = et.value
-                ) b GROUP BY customer_id, type_slot, bucket"""),
-            Step("f_event_days", f"""
-                SELECT DISTINCT customer_id, CAST(ts AS DATE) AS day FROM events
-                WHERE {before} AND ts >= {timestamp_literal(window_start)}"""),
+                SELECT customer_id, et.slot AS type_slot, bucket,
+                       CASE WHEN recent_day IS NOT NULL THEN DATE_DIFF('day', recent_day, {date_literal(cutoff)}) END AS recent_age,
+                       n, DATE_DIFF('day', CAST(last_ts AS DATE), {date_literal(cutoff)}) AS min_age
+                FROM (
+                    SELECT customer_id, event_type, bucket, recent_day, COUNT(*) AS n, MAX(ts) AS last_ts FROM (
+                        SELECT customer_id, event_type, ts,
+                               CASE {buckets} ELSE {len(config.windows)} END AS bucket,
+                               CASE WHEN ts >= {timestamp_literal(cutoff - dt.timedelta(days=config.behaviour_window - 1))}
+                                    THEN CAST(ts AS DATE) END AS recent_day
+                        FROM events WHERE {before}
+                    ) e GROUP BY customer_id, event_type, bucket, recent_day
+                ) g
+                LEFT JOIN vocab_event_type et ON LOWER(TRIM(g.event_type)) = et.value"""),
+            Step("f_event_days", """
+                SELECT DISTINCT customer_id, recent_age FROM f_event_buckets WHERE recent_age IS NOT NULL"""),
             Step("f_campaigns", f"""
                 SELECT customer_id,
                        CASE WHEN next_order_ts IS NOT NULL
@@ -165,10 +191,35 @@ def compile_plan(
     if attribute_select:
         joins.append(f"LEFT JOIN ({attribute_select}) attributes USING (customer_id)")
         columns += [f.name for f in by_stage.get("attributes", [])]
+    steps = _aggregates_after_their_relation(steps)
     derived = ", ".join(f"CAST({f.sql} AS DOUBLE) AS {f.name}" for f in by_stage.get("derived", []))
     joined = f"SELECT f_spine.customer_id, {', '.join(columns)} FROM f_spine {' '.join(joins)}"
     steps.append(Step("f_features", f"SELECT j.*{', ' + derived if derived else ''} FROM ({joined}) j"))
     return steps
+
+
+def _aggregates_after_their_relation(steps: list[Step]) -> list[Step]:
+    """Put each ``f_stage_*`` step right after the relation it reads, so that the relation can
+    be dropped as early as possible (see :func:`droppable_after`)."""
+    relation_of = {f"f_stage_{stage}": relation for stage, relation in STAGE_RELATIONS.items()}
+    ordered = [s for s in steps if s.name not in relation_of]
+    for step in steps:
+        if step.name in relation_of:
+            position = next(i for i, s in enumerate(ordered) if s.name == relation_of[step.name])
+            ordered.insert(position + 1, step)
+    return ordered
+
+
+def droppable_after(steps: list[Step]) -> list[list[str]]:
+    """For each step, the earlier relations no later step reads: safe to drop once it has run."""
+    result, dropped = [], set()
+    for i, step in enumerate(steps):
+        later = " ".join(s.sql for s in steps[i + 1:])
+        done = [s.name for s in steps[: i + 1]
+                if s.name not in dropped and not re.search(rf"\b{s.name}\b", later)]
+        dropped.update(done)
+        result.append(done)
+    return result
 
 
 def _absent(feature: Feature) -> str:

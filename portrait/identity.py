@@ -84,6 +84,11 @@ def register_identity_map(con: duckdb.DuckDBPyConnection) -> bool:
     con.register("_identity_map_frame", mapping)
     con.execute("CREATE OR REPLACE TEMP TABLE identity_map AS SELECT * FROM _identity_map_frame")
     con.unregister("_identity_map_frame")
+    # Only ids that change need a join partner; most ids map to themselves.
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE identity_remap AS "
+        "SELECT customer_id, person_id FROM identity_map WHERE customer_id <> person_id"
+    )
     return not mapping.empty
 
 

@@ -111,14 +111,15 @@ def _check_column_types(con: duckdb.DuckDBPyConnection, dataset: Dataset, table:
     parsed = [c for c in table.columns if c.kind in ("number", "timestamp")]
     if not parsed:
         return
+    trim = source.is_csv
     unparseable = {
-        column.name: f"{present_expr(column.name, types[column.name])} AND "
-        f"{parse_expr(column, types[column.name], source.timestamp_format)} IS NULL"
+        column.name: f"{present_expr(column.name, types[column.name], trim)} AND "
+        f"{parse_expr(column, types[column.name], source.timestamp_format, trim)} IS NULL"
         for column in parsed
     }
     aggregates = []
     for column in parsed:
-        aggregates.append(f"COUNT(*) FILTER (WHERE {present_expr(column.name, types[column.name])})")
+        aggregates.append(f"COUNT(*) FILTER (WHERE {present_expr(column.name, types[column.name], trim)})")
         aggregates.append(f"COUNT(*) FILTER (WHERE {unparseable[column.name]})")
     counts = con.execute(f"SELECT {', '.join(aggregates)} FROM raw_{table.name}").fetchall()[0]
     for i, column in enumerate(parsed):

@@ -23,6 +23,7 @@ from portrait.dataset import Dataset, TableSource, quote_ident, quote_literal
 from portrait.errors import ContractError
 
 REASON = "_reject_reason"
+PARSED = "_parsed_"  # prefix of the parsed copy of each column inside checked_*
 _NUMERIC_TYPES = ("DOUBLE", "FLOAT", "REAL", "DECIMAL", "BIGINT", "INTEGER", "SMALLINT",
                   "TINYINT", "HUGEINT", "UBIGINT", "UINTEGER", "USMALLINT", "UTINYINT")
 
@@ -80,13 +81,16 @@ def _register_table(con, table: contract.Table, source: TableSource) -> None:
     scan = source.scan_sql(f"_frame_{table.name}")
     con.execute(f"CREATE OR REPLACE VIEW raw_{table.name} AS SELECT {', '.join(selected)} FROM {scan}")
 
-    parsed = {c.name: parse_expr(c, types[c.name], source.timestamp_format) for c in table.columns}
-    reasons = _reason_cases(table, parsed, types)
+    trim = source.is_csv
+    parsed = {c.name: parse_expr(c, types[c.name], source.timestamp_format, trim) for c in table.columns}
+    parsed_columns = ", ".join(f"{expr} AS {quote_ident(PARSED + name)}" for name, expr in parsed.items())
+    reasons = _reason_cases(table, types, trim)
+    # Each value is parsed once, in the inner query; reasons and typed columns reuse it.
     con.execute(
-        f"CREATE OR REPLACE VIEW checked_{table.name} AS "
-        f"SELECT *, {reasons} AS {REASON} FROM raw_{table.name}"
+        f"CREATE OR REPLACE VIEW checked_{table.name} AS SELECT *, {reasons} AS {REASON} "
+        f"FROM (SELECT *, {parsed_columns} FROM raw_{table.name}) parsed"
     )
-    typed_columns = [f"{parsed[c.name]} AS {quote_ident(c.name)}" for c in table.columns]
+    typed_columns = [f"{quote_ident(PARSED + c.name)} AS {quote_ident(c.name)}" for c in table.columns]
     typed_columns += [quote_ident(name) for name in extras]
     con.execute(
         f"CREATE OR REPLACE VIEW typed_{table.name} AS SELECT {', '.join(typed_columns)} "
@@ -95,54 +99,61 @@ def _register_table(con, table: contract.Table, source: TableSource) -> None:
     _register_deduplicated(con, table)
 
 
-def parse_expr(column: contract.Column, source_type: str, timestamp_format: str | None) -> str:
+def parse_expr(column: contract.Column, source_type: str, timestamp_format: str | None, trim: bool) -> str:
+    """SQL parsing a raw value into the column's kind; NULL when missing or unparseable.
+
+    ``trim``: strip spaces from text first (CSV exports pad values; Parquet and frames are
+    written by programs and are taken as they are, which saves a pass over every string).
+    """
     ident = quote_ident(column.name)
     is_text = source_type == "VARCHAR"
-    trimmed = f"NULLIF(TRIM({ident}), '')" if is_text else ident
+    cleaned = (f"NULLIF(TRIM({ident}), '')" if trim else f"NULLIF({ident}, '')") if is_text else ident
     if column.kind in ("id", "text"):
-        return trimmed if is_text else f"CAST({ident} AS VARCHAR)"
+        return cleaned if is_text else f"CAST({ident} AS VARCHAR)"
     if column.kind == "number":
         if source_type in ("DOUBLE", "FLOAT", "REAL"):
             return f"CASE WHEN NOT isnan({ident}) THEN CAST({ident} AS DOUBLE) END"
         if source_type.startswith(_NUMERIC_TYPES):
             return f"CAST({ident} AS DOUBLE)"
-        return f"TRY_CAST({trimmed} AS DOUBLE)"
+        return f"TRY_CAST({cleaned} AS DOUBLE)"
     if column.kind == "timestamp":
         if is_text and timestamp_format:
-            return f"TRY_STRPTIME({trimmed}, {quote_literal(timestamp_format)})"
+            return f"TRY_STRPTIME({cleaned}, {quote_literal(timestamp_format)})"
         if source_type == "TIMESTAMP":
             return ident
-        return f"TRY_CAST({trimmed} AS TIMESTAMP)"
+        return f"TRY_CAST({cleaned} AS TIMESTAMP)"
     raise AssertionError(column.kind)
 
 
-def present_expr(column_name: str, source_type: str) -> str:
+def present_expr(column_name: str, source_type: str, trim: bool) -> str:
     """SQL that is true when a raw value is there: not null, not blank, and not a float NaN
     (pandas and numpy write NaN for a missing number)."""
     ident = quote_ident(column_name)
     if source_type in ("DOUBLE", "FLOAT", "REAL"):
         return f"({ident} IS NOT NULL AND NOT isnan({ident}))"
     if source_type == "VARCHAR":
-        return f"NULLIF(TRIM({ident}), '') IS NOT NULL"
+        return f"{'NULLIF(TRIM(' + ident + '), ' if trim else 'NULLIF(' + ident + ', '}'') IS NOT NULL"
     return f"{ident} IS NOT NULL"
 
 
-def _reason_cases(table: contract.Table, parsed: dict[str, str], types: dict[str, str]) -> str:
+def _reason_cases(table: contract.Table, types: dict[str, str], trim: bool) -> str:
+    """The first rule a row breaks, from its parsed values; ``present`` is only evaluated for
+    the few rows whose value did not parse, to tell *missing* from *unparseable*."""
     cases: list[str] = []
     for column in table.columns:
-        value = parsed[column.name]
-        present = present_expr(column.name, types[column.name])
+        value = quote_ident(PARSED + column.name)
+        present = present_expr(column.name, types[column.name], trim)
         if column.required:
-            cases.append(f"WHEN NOT ({present}) THEN 'missing_{column.name}'")
+            cases.append(f"WHEN {value} IS NULL AND NOT ({present}) THEN 'missing_{column.name}'")
         if column.kind == "timestamp":
-            cases.append(f"WHEN {present} AND {value} IS NULL THEN 'unparseable_{column.name}'")
+            cases.append(f"WHEN {value} IS NULL AND {present} THEN 'unparseable_{column.name}'")
         if column.kind == "number":
             cases.append(
-                f"WHEN {present} AND ({value} IS NULL OR NOT isfinite({value})) "
+                f"WHEN ({value} IS NULL AND {present}) OR NOT isfinite({value}) "
                 f"THEN 'non_numeric_{column.name}'"
             )
             if column.non_negative:
-                cases.append(f"WHEN {present} AND {value} < 0 THEN 'negative_{column.name}'")
+                cases.append(f"WHEN {value} < 0 THEN 'negative_{column.name}'")
     if not cases:
         return "CAST(NULL AS VARCHAR)"
     return "CASE " + " ".join(cases) + " ELSE NULL END"
@@ -204,7 +215,7 @@ def _register_final_views(con, dataset: Dataset) -> None:
         mapped = (
             f"SELECT COALESCE(m.person_id, t.customer_id) AS customer_id"
             f"{', ' + others if others else ''}, t.customer_id AS _source_customer_id "
-            f"FROM clean_{table.name} t LEFT JOIN identity_map m ON t.customer_id = m.customer_id"
+            f"FROM clean_{table.name} t LEFT JOIN identity_remap m ON t.customer_id = m.customer_id"
         )
         if table.name == "customers":
             # Several merged ids may each have a customers row: keep the person's own row,
