@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import time
+from collections.abc import Collection
 
 import duckdb
 import numpy as np
 import pandas as pd
 
-from features.catalogue import Feature, Vocabulary, catalogue, slug
+from features.catalogue import FAMILIES, Feature, Vocabulary, catalogue, slug
 from features.config import FeatureConfig
 from features.plan import (
     Step,
@@ -158,13 +160,15 @@ def build_features(
     config: FeatureConfig | None = None,
     *,
     vocabulary: Vocabulary | None = None,
+    families: Collection[str] | None = None,
     con: duckdb.DuckDBPyConnection | None = None,
 ) -> pd.DataFrame:
     """One row per customer as of ``cutoff`` (see the module docstring for the edge rules).
 
     Returns a frame keyed by ``customer_id`` (sorted), with int64 counts, float64 amounts,
     shares and ratios, and pandas categoricals for favourites and text attributes. The
-    vocabulary used is in ``frame.attrs["vocabulary"]``.
+    vocabulary used is in ``frame.attrs["vocabulary"]``. ``families`` restricts the build to
+    those families (all by default); a pass that no selected feature needs is not run.
     """
     config = config or FeatureConfig()
     cutoff = parse_cutoff(cutoff)
@@ -175,7 +179,7 @@ def build_features(
         _materialize(con, first_steps, keep=tuple(s.name for s in first_steps))
         vocabulary = vocabulary or compute_vocabulary(con, config)
         kinds = attribute_kinds(con) if dataset.has("customers") else {}
-        features = catalogue(config, vocabulary, kinds)
+        features = select_families(catalogue(config, vocabulary, kinds), families)
         spine_extra = None
         if "signup_date" in kinds and kinds["signup_date"] == "date":
             spine_extra = (
@@ -195,7 +199,7 @@ def build_features(
         started = time.perf_counter()
         frame = con.execute(f"{steps[-1].sql} ORDER BY customer_id").df()
         log.debug("feature step %s took %.1f s", steps[-1].name, time.perf_counter() - started)
-        for step in steps[:-1]:
+        for step in first_steps + steps[:-1]:
             con.execute(f"DROP TABLE IF EXISTS {step.name}")
     finally:
         if own_connection:
@@ -206,10 +210,29 @@ def build_features(
     return frame
 
 
+def select_families(features: list[Feature], families: Collection[str] | None) -> list[Feature]:
+    """The features of ``families``, less derived ones whose inputs are not selected."""
+    if families is None:
+        return features
+    unknown = set(families) - set(FAMILIES)
+    if unknown:
+        raise PortraitError(f"unknown feature families {sorted(unknown)}; known: {list(FAMILIES)}")
+    chosen = [f for f in features if f.family in families]
+    names = {f.name for f in chosen}
+    every_name = {f.name for f in features}
+
+    def inputs_present(feature: Feature) -> bool:
+        used = set(re.findall(r"[a-z_0-9]+", feature.sql)) & every_name
+        return used <= names
+
+    return [f for f in chosen if f.stage != "derived" or inputs_present(f)]
+
+
 def _finish(frame: pd.DataFrame, features: list[Feature], vocabulary: Vocabulary) -> pd.DataFrame:
     """Favourites from the share columns, explicit dtypes, catalogue column order."""
-    frame["favourite_category"] = _favourite(frame, "category_share_", list(vocabulary.categories) + ["other"])
-    frame["favourite_channel"] = _favourite(frame, "channel_share_", list(vocabulary.channels))
+    if "favourite_category" in {f.name for f in features}:
+        frame["favourite_category"] = _favourite(frame, "category_share_", list(vocabulary.categories) + ["other"])
+        frame["favourite_channel"] = _favourite(frame, "channel_share_", list(vocabulary.channels))
     result = {"customer_id": frame["customer_id"].astype("str")}
     for feature in features:
         column = frame[feature.name]
@@ -237,8 +260,6 @@ def _favourite(frame: pd.DataFrame, prefix: str, labels: list[str]) -> pd.Series
 
 
 def _read_by(step: Step) -> tuple[str, ...]:
-    import re
-
     return tuple(set(re.findall(r"\bf_[a-z_]+\b", step.sql)))
 
 

@@ -122,9 +122,9 @@ def compile_plan(
     ]
     age = f"DATE_DIFF('day', CAST(ts AS DATE), {date_literal(cutoff)})"
     if has_events:
-        # age <= w (whole days from the event's date to the cutoff) is ts >= cutoff - (w - 1) days
+        # age <= w (whole days from the event's date to the cutoff) is ts >= cutoff - w days
         buckets = " ".join(
-            f"WHEN ts >= {timestamp_literal(cutoff - dt.timedelta(days=w - 1))} THEN {k}"
+            f"WHEN ts >= {timestamp_literal(cutoff - dt.timedelta(days=w))} THEN {k}"
             for k, w in enumerate(config.windows)
         )
         response = config.campaign_response_days
@@ -139,7 +139,7 @@ def compile_plan(
                     SELECT customer_id, event_type, bucket, recent_day, COUNT(*) AS n, MAX(ts) AS last_ts FROM (
                         SELECT customer_id, event_type, ts,
                                CASE {buckets} ELSE {len(config.windows)} END AS bucket,
-                               CASE WHEN ts >= {timestamp_literal(cutoff - dt.timedelta(days=config.behaviour_window - 1))}
+                               CASE WHEN ts >= {timestamp_literal(cutoff - dt.timedelta(days=config.behaviour_window))}
                                     THEN CAST(ts AS DATE) END AS recent_day
                         FROM events WHERE {before}
                     ) e GROUP BY customer_id, event_type, bucket, recent_day
@@ -191,11 +191,20 @@ def compile_plan(
     if attribute_select:
         joins.append(f"LEFT JOIN ({attribute_select}) attributes USING (customer_id)")
         columns += [f.name for f in by_stage.get("attributes", [])]
-    steps = _aggregates_after_their_relation(steps)
     derived = ", ".join(f"CAST({f.sql} AS DOUBLE) AS {f.name}" for f in by_stage.get("derived", []))
     joined = f"SELECT f_spine.customer_id, {', '.join(columns)} FROM f_spine {' '.join(joins)}"
-    steps.append(Step("f_features", f"SELECT j.*{', ' + derived if derived else ''} FROM ({joined}) j"))
-    return steps
+    final = Step("f_features", f"SELECT j.*{', ' + derived if derived else ''} FROM ({joined}) j")
+    return _prune(_aggregates_after_their_relation(steps), final.sql) + [final]
+
+
+def _prune(steps: list[Step], final_sql: str) -> list[Step]:
+    """Only the steps the final query needs, directly or through another step."""
+    needed, frontier = set(), final_sql
+    for step in reversed(steps):
+        if re.search(rf"\b{step.name}\b", frontier):
+            needed.add(step.name)
+            frontier += " " + step.sql
+    return [s for s in steps if s.name in needed]
 
 
 def _aggregates_after_their_relation(steps: list[Step]) -> list[Step]:

@@ -258,3 +258,33 @@ def test_docs_catalogue_agrees_with_the_code():
 
     docs = Path(__file__).resolve().parents[1] / "docs" / "features.md"
     assert catalogue_markdown() in docs.read_text()
+
+
+def test_selected_families_only_and_their_values_unchanged(features):
+    frame = build_features(dataset(), CUTOFF, families=["value", "behaviour"]).set_index("customer_id")
+    assert {c for c in frame.columns} <= {f.name for f in catalogue() if f.family in ("value", "behaviour")}
+    assert "cart_to_purchase_rate_90d" not in frame.columns  # needs orders_90d from windows
+    pd.testing.assert_frame_equal(frame, features[frame.columns])
+
+
+def test_unknown_family_is_refused():
+    with pytest.raises(PortraitError, match=r"unknown feature families \['moods'\]"):
+        build_features(dataset(), CUTOFF, families=["moods"])
+
+
+def test_a_window_of_w_days_holds_exactly_the_w_days_before_the_cutoff():
+    # cutoff 2024-03-01: the 7-day window is 2024-02-23 00:00 .. 2024-02-29 23:59:59
+    purchases = pd.DataFrame(
+        [("in", "K", "2024-02-23 00:00:00", 1.0), ("out", "K", "2024-02-22 23:59:59", 2.0)],
+        columns=["order_id", "customer_id", "ts", "amount"],
+    )
+    events = pd.DataFrame(
+        [("K", "2024-02-23 00:00:00", "view"), ("K", "2024-02-22 23:59:59", "view"),
+         ("K", "2023-12-02 00:00:00", "search"), ("K", "2023-12-01 23:59:59", "search")],
+        columns=["customer_id", "ts", "event_type"],
+    )
+    row = build_features(Dataset.from_frames(purchases=purchases, events=events), CUTOFF).iloc[0]
+    assert (row["orders_7d"], row["spend_7d"], row["orders_30d"]) == (1, 1.0, 2)
+    assert (row["view_count_7d"], row["view_count_30d"]) == (1, 2)
+    # 2023-12-02 is 90 days before the cutoff: inside the 90-day window and its active days
+    assert (row["search_count_90d"], row["search_count_180d"], row["active_event_days_90d"]) == (1, 2, 3)

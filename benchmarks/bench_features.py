@@ -1,0 +1,182 @@
+"""Feature build speed and memory, DuckDB against a vectorised pandas reference (run by hand).
+
+    .venv/bin/python benchmarks/bench_features.py --sizes 100000,1000000
+
+For each size it (generates if needed and) reads synthetic Parquet from disk and runs, each in a
+fresh process so that peak memory is its own:
+
+- ``duckdb all``: ``build_features`` with every family;
+- ``duckdb subset``: the value, windows and behaviour families;
+- ``pandas subset``: the same value and windows features and the event counts, written with
+  pandas groupby aggregations over whole tables (no per-customer apply), with the same
+  de-duplication and identity merge.
+
+The shared columns of the two subsets are compared value by value, so the reference is also a
+check of the SQL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+CUTOFF = "2024-07-01"
+SUBSET_FAMILIES = ["value", "windows", "behaviour"]
+WINDOWS = (7, 30, 90, 180, 365)
+EVENT_TYPES = ("view", "search", "add_to_cart", "favorite", "campaign_received", "campaign_click",
+               "coupon_redeemed", "service_contact", "review")
+
+
+def run_duckdb(data: Path, families: list[str] | None, out: Path) -> int:
+    from features.build import build_features
+    from portrait.dataset import open_dataset
+
+    frame = build_features(open_dataset(data), CUTOFF, families=families)
+    frame.to_parquet(out, index=False)
+    return len(frame)
+
+
+def _recode(column: pd.Series, transform) -> pd.Series:
+    categorical = column.astype("category")
+    categories = pd.Series(categorical.cat.categories.astype("str"))
+    codes, uniques = pd.factorize(transform(categories))
+    new_codes = np.where(categorical.cat.codes.to_numpy() < 0, -1, codes[categorical.cat.codes.to_numpy()])
+    return pd.Series(pd.Categorical.from_codes(new_codes, categories=uniques), index=column.index)
+
+
+def run_pandas(data: Path, out: Path) -> int:
+    from portrait.identity import resolve
+
+    cutoff = pd.Timestamp(CUTOFF)
+    identities = pd.read_parquet(data / "identities.parquet")
+    mapping = resolve(identities)
+    remap = mapping[mapping["customer_id"] != mapping["person_id"]].set_index("customer_id")["person_id"]
+
+    def unify(ids: pd.Series) -> pd.Series:
+        """Map merged ids to their person, working on the categories, not on every row."""
+        return _recode(ids, lambda values: values.map(remap).fillna(values))
+
+    lines = pd.read_parquet(data / "purchases.parquet").drop_duplicates()
+    lines = lines[lines["ts"] < cutoff]
+    lines["customer_id"] = unify(lines["customer_id"])
+    day = lines["ts"].dt.normalize()
+    lines["age"] = (cutoff - day).dt.days
+    orders = lines.groupby(["customer_id", "order_id"], observed=True).agg(
+        age=("age", "max"), amount=("amount", "sum"), items=("quantity", "sum")
+    ).reset_index()
+    purchase = orders["amount"] >= 0
+    orders["purchase"] = purchase.astype("int64")
+    orders["refund"] = (~purchase).astype("int64")
+    bought = orders[purchase]
+    by = orders.groupby("customer_id")
+    result = pd.DataFrame({
+        "orders_lifetime": by["purchase"].sum(),
+        "spend_lifetime": by["amount"].sum(),
+        "refund_count": by["refund"].sum(),
+    })
+    by_bought = bought.groupby("customer_id")
+    result["days_since_last_purchase"] = by_bought["age"].min()
+    result["days_since_first_purchase"] = by_bought["age"].max()
+    result["avg_order_value"] = by_bought["amount"].mean()
+    result["max_order_value"] = by_bought["amount"].max()
+    result["refund_amount"] = -orders["amount"].where(~purchase, 0.0).groupby(orders["customer_id"]).sum()
+    days = bought[["customer_id", "age"]].drop_duplicates()
+    categories = (lines[(lines["amount"] > 0) & lines["category"].notna()]
+                  .groupby(["customer_id", "category"], observed=True)["age"].min().reset_index())
+    for w in WINDOWS:
+        inside = orders["age"] <= w
+        result[f"orders_{w}d"] = orders["purchase"].where(inside, 0).groupby(orders["customer_id"]).sum()
+        result[f"spend_{w}d"] = orders["amount"].where(inside, 0.0).groupby(orders["customer_id"]).sum()
+        result[f"items_{w}d"] = orders["items"].where(inside & purchase, 0.0).groupby(orders["customer_id"]).sum()
+        result[f"active_days_{w}d"] = (days["age"] <= w).groupby(days["customer_id"]).sum()
+        result[f"distinct_categories_{w}d"] = (categories["age"] <= w).groupby(categories["customer_id"]).sum()
+
+    events = pd.read_parquet(data / "events.parquet", columns=["customer_id", "ts", "event_type"])
+    events = events[events["ts"] < cutoff]
+    customer = unify(events["customer_id"])
+    age = (cutoff - events["ts"].dt.normalize()).dt.days.to_numpy()
+    bucket = np.searchsorted(np.array(WINDOWS), age, side="left")  # age <= w  <=>  bucket <= index of w
+    event_type = _recode(events["event_type"], lambda values: values.str.strip().str.lower())
+    counts = pd.DataFrame({"customer_id": customer.to_numpy(), "type": event_type.to_numpy(),
+                           "bucket": bucket, "age": age})
+    del events, customer, event_type
+    result = result.reindex(result.index.union(pd.Index(counts["customer_id"].unique().astype("str"))))
+    grouped = counts.groupby(["customer_id", "type", "bucket"], observed=True).size().unstack("bucket", fill_value=0)
+    grouped = grouped.reindex(columns=range(len(WINDOWS) + 1), fill_value=0).cumsum(axis=1)
+    for k, w in enumerate(WINDOWS):
+        per_type = grouped[k].unstack("type", fill_value=0)
+        per_type.index = per_type.index.astype("str")
+        for event_type in EVENT_TYPES:
+            result[f"{event_type}_count_{w}d"] = per_type.get(event_type).reindex(result.index, fill_value=0)
+        result[f"event_count_{w}d"] = per_type.sum(axis=1).reindex(result.index, fill_value=0)
+    last_event = counts.groupby("customer_id", observed=True)["age"].min()
+    last_event.index = last_event.index.astype("str")
+    result["days_since_last_event"] = last_event
+    result = result.reset_index().rename(columns={"index": "customer_id"})
+    result.to_parquet(out, index=False)
+    return len(result)
+
+
+def child(mode: str, data: Path, out: Path) -> None:
+    started = time.perf_counter()
+    if mode == "duckdb-all":
+        rows = run_duckdb(data, None, out)
+    elif mode == "duckdb-subset":
+        rows = run_duckdb(data, SUBSET_FAMILIES, out)
+    else:
+        rows = run_pandas(data, out)
+    seconds = time.perf_counter() - started
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    print(json.dumps({"mode": mode, "rows": rows, "seconds": seconds, "peak_gb": peak_gb}))
+
+
+def compare(duckdb_file: Path, pandas_file: Path) -> str:
+    a = pd.read_parquet(duckdb_file).set_index("customer_id")
+    b = pd.read_parquet(pandas_file).set_index("customer_id")
+    b = b.reindex(a.index)
+    worst = 0.0
+    for column in b.columns:
+        x = pd.to_numeric(a[column], errors="coerce").fillna(0).to_numpy(dtype=float)
+        y = pd.to_numeric(b[column], errors="coerce").fillna(0).to_numpy(dtype=float)
+        worst = max(worst, float(np.max(np.abs(x - y))) if len(x) else 0.0)
+    return f"{len(b.columns)} shared columns, largest difference {worst:.2e}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="100000,1000000")
+    parser.add_argument("--data-root", type=Path, default=Path("bench-data"))
+    parser.add_argument("--child", nargs=3, metavar=("MODE", "DATA", "OUT"))
+    args = parser.parse_args()
+    if args.child:
+        child(args.child[0], Path(args.child[1]), Path(args.child[2]))
+        return
+    for size in (int(s) for s in args.sizes.split(",")):
+        data = args.data_root / f"synthetic_{size}"
+        if not (data / "events.parquet").exists():
+            portrait = Path(sys.executable).with_name("portrait")
+            subprocess.run([str(portrait), "sample-data", "--customers", str(size), "--out", str(data)], check=True)
+        results = {}
+        for mode in ("duckdb-all", "duckdb-subset", "pandas-subset"):
+            out = args.data_root / f"features_{size}_{mode}.parquet"
+            line = subprocess.run([sys.executable, __file__, "--child", mode, str(data), str(out)],
+                                  check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+            results[mode] = json.loads(line)
+            r = results[mode]
+            print(f"{size:>9,} customers  {mode:<14} {r['seconds']:6.1f} s  peak {r['peak_gb']:5.2f} GB  ({r['rows']:,} rows)")
+        speedup = results["pandas-subset"]["seconds"] / results["duckdb-subset"]["seconds"]
+        check = compare(args.data_root / f"features_{size}_duckdb-subset.parquet",
+                        args.data_root / f"features_{size}_pandas-subset.parquet")
+        print(f"{size:>9,} customers  duckdb subset is {speedup:.1f}x faster than pandas; {check}")
+
+
+if __name__ == "__main__":
+    main()
