@@ -92,6 +92,7 @@ def build_training_set(
     config: FeatureConfig | None = None,
     *,
     high_value_quantile: float = 0.8,
+    families=None,
     progress=None,
 ) -> pd.DataFrame:
     """Features and labels for each cutoff, stacked, with a ``cutoff`` column.
@@ -113,7 +114,7 @@ def build_training_set(
         for cutoff in parsed:
             if progress:
                 progress(cutoff)
-            features = build_features(dataset, cutoff, config, vocabulary=vocabulary, con=con)
+            features = build_features(dataset, cutoff, config, vocabulary=vocabulary, families=families, con=con)
             labels = build_labels(dataset, cutoff, horizon_days, features["customer_id"],
                                   high_value_quantile=high_value_quantile, con=con)
             frame = features.merge(labels, on="customer_id", how="left", validate="one_to_one")

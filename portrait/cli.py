@@ -193,8 +193,10 @@ def main() -> None:
 def _register_later_commands() -> None:
     """Commands of later stages live beside their packages; import them here only."""
     from features import cli as features_cli
+    from training import cli as training_cli
 
     features_cli.register(features_app, out, console)
+    training_cli.register(app, out, console)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""Models: LightGBM propensity and spend models, persona clustering, per-customer reasons."""

@@ -1,0 +1,135 @@
+"""LightGBM propensity (calibrated probabilities) and spend (Tweedie) models.
+
+Both follow scikit-learn's estimator contract: ``__init__`` stores parameters, ``fit``
+returns ``self``, fitted attributes end in ``_``, and prediction checks the model is fitted.
+``fit`` takes a validation set that is later in time than the training rows: the booster
+early-stops on it and the calibrator is fitted on it, never on the training rows.
+"""
+
+from __future__ import annotations
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
+from sklearn.utils.validation import check_is_fitted
+
+_FIT_ONLY = ("early_stopping_rounds",)
+
+
+def _booster_params(params: dict) -> dict:
+    return {k: v for k, v in params.items() if k not in _FIT_ONLY}
+
+
+def align_columns(X: pd.DataFrame, columns: list[str], categories: dict[str, list]) -> pd.DataFrame:
+    """The model's columns in training order, categoricals recoded to the training categories
+    (an unseen category becomes missing, as LightGBM expects)."""
+    missing = [c for c in columns if c not in X.columns]
+    if missing:
+        raise ValueError(f"the data lacks {len(missing)} feature(s) the model needs: {missing[:10]}")
+    X = X[columns].copy()
+    for column, values in categories.items():
+        X[column] = pd.Categorical(X[column].astype("object"), categories=values)
+    return X
+
+
+class _LightGBMBase(BaseEstimator):
+    def _prepare_fit(self, X: pd.DataFrame) -> pd.DataFrame:
+        self.feature_names_ = list(X.columns)
+        self.categories_ = {
+            c: list(X[c].cat.categories) for c in X.columns if isinstance(X[c].dtype, pd.CategoricalDtype)
+        }
+        return align_columns(X, self.feature_names_, self.categories_)
+
+    def _prepare(self, X: pd.DataFrame) -> pd.DataFrame:
+        check_is_fitted(self, "booster_")
+        return align_columns(X, self.feature_names_, self.categories_)
+
+    def _fit_booster(self, estimator, X, y, X_valid, y_valid):
+        rounds = self.params.get("early_stopping_rounds")
+        callbacks = [lgb.early_stopping(rounds, verbose=False)] if rounds else []
+        callbacks += list(getattr(self, "callbacks", None) or [])
+        estimator.fit(X, y, eval_set=[(X_valid, y_valid)], callbacks=callbacks)
+        return estimator
+
+    def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
+        """Per-row TreeSHAP contributions (raw score units), one column per feature."""
+        X = self._prepare(X)
+        values = self.booster_.booster_.predict(X, pred_contrib=True)
+        return pd.DataFrame(values[:, :-1], columns=self.feature_names_, index=X.index)
+
+    @property
+    def best_iteration_(self) -> int:
+        check_is_fitted(self, "booster_")
+        return int(self.booster_.best_iteration_ or self.booster_.n_estimators)
+
+
+class PropensityClassifier(ClassifierMixin, _LightGBMBase):
+    """``LGBMClassifier`` whose probabilities are calibrated on a later validation set."""
+
+    def __init__(self, params: dict | None = None, calibration: str = "isotonic", callbacks=None):
+        self.params = params
+        self.calibration = calibration
+        self.callbacks = callbacks
+
+    def fit(self, X: pd.DataFrame, y, X_valid: pd.DataFrame, y_valid) -> PropensityClassifier:
+        if self.calibration not in ("isotonic", "sigmoid"):
+            raise ValueError(f"calibration must be 'isotonic' or 'sigmoid', got {self.calibration!r}")
+        self.params = dict(self.params or {})
+        X = self._prepare_fit(X)
+        X_valid = align_columns(X_valid, self.feature_names_, self.categories_)
+        self.booster_ = self._fit_booster(
+            lgb.LGBMClassifier(**_booster_params(self.params)), X, np.asarray(y), X_valid, np.asarray(y_valid)
+        )
+        self.classes_ = np.array([0, 1])
+        raw = self.booster_.predict_proba(X_valid)[:, 1]
+        if self.calibration == "isotonic":
+            self.calibrator_ = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(raw, y_valid)
+        else:
+            self.calibrator_ = LogisticRegression(C=1e6).fit(_logit(raw).reshape(-1, 1), y_valid)
+        return self
+
+    def predict_uncalibrated(self, X: pd.DataFrame) -> np.ndarray:
+        return self.booster_.predict_proba(self._prepare(X))[:, 1]
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        raw = self.predict_uncalibrated(X)
+        if self.calibration == "isotonic":
+            p = self.calibrator_.predict(raw)
+        else:
+            p = self.calibrator_.predict_proba(_logit(raw).reshape(-1, 1))[:, 1]
+        p = np.clip(p, 0.0, 1.0)
+        return np.column_stack([1 - p, p])
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
+
+
+class SpendRegressor(RegressorMixin, _LightGBMBase):
+    """Tweedie ``LGBMRegressor`` for net spend over the horizon (predicted customer value)."""
+
+    def __init__(self, params: dict | None = None, tweedie_variance_power: float = 1.3, callbacks=None):
+        self.params = params
+        self.tweedie_variance_power = tweedie_variance_power
+        self.callbacks = callbacks
+
+    def fit(self, X: pd.DataFrame, y, X_valid: pd.DataFrame, y_valid) -> SpendRegressor:
+        self.params = dict(self.params or {})
+        X = self._prepare_fit(X)
+        X_valid = align_columns(X_valid, self.feature_names_, self.categories_)
+        params = {**_booster_params(self.params), "objective": "tweedie",
+                  "tweedie_variance_power": self.tweedie_variance_power}
+        # Tweedie needs non-negative targets: net refunds count as zero spend.
+        y, y_valid = np.clip(np.asarray(y, float), 0, None), np.clip(np.asarray(y_valid, float), 0, None)
+        self.booster_ = self._fit_booster(lgb.LGBMRegressor(**params), X, y, X_valid, y_valid)
+        return self
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return self.booster_.predict(self._prepare(X))
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))

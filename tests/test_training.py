@@ -1,0 +1,137 @@
+"""Training end to end on small synthetic data, with one MLflow store for the session."""
+
+import datetime as dt
+from dataclasses import replace
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from portrait.errors import PortraitError
+from training.config import ValidationSpec, parse_experiment
+from training.data import prepare
+from training.evaluate import fit_and_evaluate
+from training.registry import promote
+from training.train import train_experiment
+
+FAST = {"n_estimators": 150, "learning_rate": 0.1, "early_stopping_rounds": 20, "min_child_samples": 20}
+
+
+def experiment(data_path, **overrides):
+    raw = {
+        "name": "synthetic_repurchase_30d",
+        "data": {"path": str(data_path)},
+        "cutoffs": {"rule": "monthly", "count": 3},
+        "label": {"kind": "repurchase", "horizon_days": 30},
+        "model": FAST,
+    }
+    raw.update(overrides)
+    return parse_experiment(raw)
+
+
+@pytest.fixture(scope="session")
+def tracking(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    yield uri
+    mlflow.set_tracking_uri(previous)
+
+
+@pytest.fixture(scope="session")
+def prepared(small_synthetic):
+    config = experiment(small_synthetic)
+    return config, prepare(config)
+
+
+@pytest.fixture(scope="session")
+def trained(tracking, prepared, tmp_path_factory, monkeypatch_session):
+    config, data = prepared
+    monkeypatch_session.chdir(tmp_path_factory.mktemp("workdir"))
+    return config, data, train_experiment(config, data=data)
+
+
+@pytest.fixture(scope="session")
+def monkeypatch_session():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+def test_cutoffs_are_split_in_time_with_no_holdout_rows_in_training(prepared):
+    config, data = prepared
+    split = data.split
+    assert split.holdout == dt.date(2024, 12, 1)
+    assert split.validation == dt.date(2024, 11, 1)
+    assert split.train == (dt.date(2024, 8, 1), dt.date(2024, 9, 1), dt.date(2024, 10, 1))
+    train_cutoffs = set(data.train_rows["cutoff"].dt.date)
+    assert split.holdout not in train_cutoffs and split.validation not in train_cutoffs
+    assert max(train_cutoffs) + dt.timedelta(days=30) <= split.validation
+
+
+def test_sufficiency_gate_says_what_is_missing(small_synthetic):
+    config = experiment(small_synthetic)
+    strict = replace(config, validation=ValidationSpec(min_positives=10**6))
+    with pytest.raises(PortraitError, match=r"not enough data to train .*positives \(need 1000000\)"):
+        prepare(strict)
+
+
+def test_same_config_and_data_give_the_same_metrics(prepared):
+    config, data = prepared
+    first = fit_and_evaluate(config, data).metrics
+    second = fit_and_evaluate(config, data).metrics
+    assert first == second
+
+
+def test_model_beats_chance_and_calibration_is_reported(trained):
+    _, _, summary = trained
+    m = summary.metrics
+    assert m["holdout_roc_auc"] > 0.7
+    for name in ("holdout_pr_auc", "holdout_log_loss", "holdout_brier", "holdout_lift_at_10pct", "holdout_ece",
+                 "holdout_ece_uncalibrated", "baseline_rfm_holdout_roc_auc", "baseline_recent_buyer_holdout_roc_auc"):
+        assert name in m
+
+
+def test_run_has_every_artifact_and_the_candidate_alias(trained):
+    config, _, summary = trained
+    client = MlflowClient()
+    artifacts = {a.path for a in client.list_artifacts(summary.run_id, "report")}
+    assert {"report/gains_chart.png", "report/calibration_curve.png", "report/feature_importance.png",
+            "report/shap_importance.csv"} <= artifacts
+    assert client.get_model_version_by_alias(config.name, "candidate").version == summary.model_version
+    run = client.get_run(summary.run_id)
+    assert run.data.params["holdout_cutoff"] == "2024-12-01"
+    assert run.data.tags["dataset_fingerprint"]
+
+
+def test_pyfunc_returns_calibrated_probabilities_not_labels(trained):
+    config, data, summary = trained
+    model = mlflow.pyfunc.load_model(f"models:/{config.name}@candidate")
+    holdout = data.X(data.rows(data.split.holdout)).head(300)
+    frame = holdout.copy()
+    for column in frame.columns:
+        if isinstance(frame[column].dtype, pd.CategoricalDtype):
+            frame[column] = frame[column].astype("object").where(frame[column].notna(), None)
+    scores = model.predict(frame)["score"].to_numpy()
+    assert ((scores >= 0) & (scores <= 1)).all()
+    assert len(np.unique(scores)) > 2  # probabilities, not 0/1 labels
+    estimator = model.unwrap_python_model().estimator
+    np.testing.assert_allclose(scores, estimator.predict_proba(holdout)[:, 1])
+
+
+def test_promotion_moves_champion_only_when_at_least_as_good(trained, prepared):
+    config, data, first = trained
+    assert "is now champion" in promote(config.name).sentence()
+    worse = replace(config, model_params={**config.model_params, "n_estimators": 1, "num_leaves": 2,
+                                          "early_stopping_rounds": None})
+    second = train_experiment(worse, data=data)
+    assert second.metrics["holdout_roc_auc"] < first.metrics["holdout_roc_auc"]
+    with pytest.raises(PortraitError, match=r"refusing to promote .* below champion"):
+        promote(config.name)
+    forced = promote(config.name, force=True)
+    assert forced.forced and forced.version == second.model_version
+    with pytest.raises(PortraitError, match="already the champion"):
+        promote(config.name)

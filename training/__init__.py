@@ -1,0 +1,1 @@
+"""Training: experiment configs into MLflow-tracked runs, tuning, and the model registry."""

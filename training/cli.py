@@ -1,0 +1,92 @@
+"""``portrait train``, ``portrait tune`` and ``portrait promote``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+HEADLINE = ("holdout_roc_auc", "holdout_pr_auc", "holdout_lift_at_10pct", "holdout_ece", "holdout_ece_uncalibrated",
+            "baseline_rfm_holdout_roc_auc", "baseline_rfm_holdout_lift_at_10pct",
+            "baseline_recent_buyer_holdout_roc_auc", "baseline_recent_buyer_holdout_lift_at_10pct",
+            "holdout_gini", "holdout_spearman", "baseline_recent_spend_holdout_gini", "baseline_rfm_holdout_gini")
+
+
+def _load(experiment: Path, data: Path | None):
+    from training.config import load_experiment
+
+    config = load_experiment(experiment)
+    return config.with_data(data) if data else config
+
+
+def _print_summary(out, summary) -> None:
+    out.print(f"run {summary.run_id} in experiment {summary.model_name} ({summary.tracking_uri})")
+    out.print(f"registered {summary.model_name} v{summary.model_version} with alias 'candidate'")
+    for name in HEADLINE:
+        if name in summary.metrics:
+            out.print(f"  {name:<45} {summary.metrics[name]:.4f}")
+
+
+def register(app: typer.Typer, out, console) -> None:
+    from training.tracking import setup_tracking
+
+    @app.command("train")
+    def train_command(
+        experiment: Annotated[Path, typer.Argument(help="experiments/NAME.toml")],
+        data: Annotated[Path | None, typer.Option("--data", help="Run on this data set instead.")] = None,
+    ) -> None:
+        """Train an experiment: time-ordered split, calibrated LightGBM, baselines, MLflow run."""
+        from training.train import train_experiment
+
+        config = _load(experiment, data)
+        setup_tracking()
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                      console=console, transient=True) as progress:
+            task = progress.add_task("building the training set", total=None)
+
+            def say(message) -> None:
+                text = f"features as of {message}" if not isinstance(message, str) else message
+                progress.update(task, description=text)
+
+            summary = train_experiment(config, progress=say)
+        _print_summary(out, summary)
+
+    @app.command("tune")
+    def tune_command(
+        experiment: Annotated[Path, typer.Argument(help="experiments/NAME.toml")],
+        trials: Annotated[int | None, typer.Option("--trials", min=1, help="Trials to run (default: the config's).")] = None,
+        timeout: Annotated[float | None, typer.Option("--timeout", help="Stop starting trials after S seconds.")] = None,
+        data: Annotated[Path | None, typer.Option("--data", help="Run on this data set instead.")] = None,
+    ) -> None:
+        """Tune with Optuna (resumable in optuna.db), then retrain the best and log it."""
+        from training.tune import tune_experiment
+
+        config = _load(experiment, data)
+        setup_tracking()
+        n = trials or config.tuning.trials
+        with Progress(TextColumn("tuning"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TextColumn("{task.description}"), console=console, transient=True) as progress:
+            task = progress.add_task("", total=n)
+
+            def on_trial(trial) -> None:
+                progress.update(task, advance=1, description=f"last: {trial.state.name.lower()} {trial.value or ''}")
+
+            summary = tune_experiment(config, n, timeout or config.tuning.timeout_seconds, progress=on_trial)
+        out.print(f"{summary.trials} trials in the study; best validation value {summary.best_value:.4f}"
+                  + (f" (default parameters: {summary.default_value:.4f})" if summary.default_value is not None else ""))
+        out.print(f"best parameters: {summary.best_params}")
+        _print_summary(out, summary.final)
+
+    @app.command("promote")
+    def promote_command(
+        name: Annotated[str, typer.Argument(help="Registered model name (the experiment's name).")],
+        version: Annotated[str | None, typer.Option("--version", help="Version to promote (default: candidate).")] = None,
+        force: Annotated[bool, typer.Option("--force", help="Promote even if its holdout metric is lower.")] = False,
+    ) -> None:
+        """Move the 'champion' alias to the candidate if it is at least as good."""
+        from training.registry import promote
+
+        setup_tracking()
+        out.print(promote(name, version, force).sentence())

@@ -1,0 +1,225 @@
+"""Experiment configs: ``experiments/*.toml`` validated into a typed object.
+
+Every table and key is checked: an unknown key or a bad value is a :class:`ConfigError` that
+names the file, the key and what is allowed. Example::
+
+    name = "repurchase_90d"
+    description = "Who buys again in the next 90 days"
+    [data]
+    path = "demo"                    # "demo" (Complete Journey) or a data set folder
+    [cutoffs]
+    rule = "monthly"                 # or: dates = ["2017-04-01", "2017-07-01", "2017-10-01"]
+    count = 6                        # the last N monthly cutoffs that fit (see training.splits)
+    [label]
+    kind = "repurchase"              # repurchase | high_value | future_spend
+    horizon_days = 90
+    high_value_quantile = 0.8
+    [features]
+    exclude_families = ["attributes"]
+    [model]
+    learning_rate = 0.05             # any LightGBM parameter
+    [validation]
+    scheme = "time"                  # time | customer_kfold (one cutoff, K folds of customers)
+    calibration = "isotonic"         # isotonic | sigmoid
+    [tuning]
+    trials = 20
+    timeout_seconds = 900
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from features.catalogue import FAMILIES
+from features.config import FeatureConfig
+from portrait.errors import ConfigError
+
+LABEL_KINDS = ("repurchase", "high_value", "future_spend")
+DEMO = "demo"
+DEFAULT_MODEL_PARAMS: dict[str, Any] = {
+    "n_estimators": 2000,
+    "learning_rate": 0.03,
+    "num_leaves": 31,
+    "min_child_samples": 50,
+    "subsample": 0.8,
+    "subsample_freq": 1,
+    "colsample_bytree": 0.8,
+    "reg_lambda": 1.0,
+    "early_stopping_rounds": 100,
+    "random_state": 42,
+    "n_jobs": 2,
+    "verbose": -1,
+}
+
+
+@dataclass(frozen=True)
+class CutoffRule:
+    rule: str | None = None  # "monthly"
+    count: int = 6
+    dates: tuple[dt.date, ...] = ()
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    kind: str
+    horizon_days: int
+    high_value_quantile: float = 0.8
+
+    @property
+    def is_classification(self) -> bool:
+        return self.kind != "future_spend"
+
+
+@dataclass(frozen=True)
+class ValidationSpec:
+    scheme: str = "time"
+    calibration: str = "isotonic"
+    folds: int = 5
+    min_positives: int = 100
+    min_negatives: int = 100
+
+
+@dataclass(frozen=True)
+class TuningSpec:
+    trials: int = 20
+    timeout_seconds: int | None = None
+    metric: str | None = None  # default: validation ROC AUC, or Gini for spend
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    name: str
+    description: str
+    data: str
+    cutoffs: CutoffRule
+    label: LabelSpec
+    families: tuple[str, ...]
+    features: FeatureConfig
+    model_params: dict[str, Any]
+    validation: ValidationSpec
+    tuning: TuningSpec
+    source: Path | None = field(default=None, compare=False)
+
+    def with_data(self, data: str | Path) -> ExperimentConfig:
+        from dataclasses import replace
+
+        return replace(self, data=str(data))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "description": self.description, "data": self.data,
+            "cutoffs": {"rule": self.cutoffs.rule, "count": self.cutoffs.count,
+                        "dates": [d.isoformat() for d in self.cutoffs.dates]},
+            "label": self.label.__dict__, "families": list(self.families),
+            "features": {k: list(v) if isinstance(v, tuple) else v for k, v in self.features.__dict__.items()},
+            "model": self.model_params, "validation": self.validation.__dict__,
+            "tuning": self.tuning.__dict__,
+        }
+
+
+def _check_keys(where: str, table: dict, allowed: set[str]) -> None:
+    unknown = set(table) - allowed
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
+
+
+def _table(where: str, raw: dict, key: str) -> dict:
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: [{key}] must be a table")
+    return value
+
+
+def parse_experiment(raw: dict, where: str = "experiment") -> ExperimentConfig:
+    _check_keys(where, raw, {"name", "description", "data", "cutoffs", "label", "features", "model",
+                             "validation", "tuning"})
+    name = raw.get("name")
+    if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
+        raise ConfigError(f"{where}: name must be letters, digits, '_' or '-', got {name!r}")
+
+    data = _table(where, raw, "data")
+    _check_keys(f"{where} [data]", data, {"path"})
+    if "path" not in data:
+        raise ConfigError(f"{where} [data]: path is required ('demo' or a data set folder)")
+
+    cutoffs_raw = _table(where, raw, "cutoffs")
+    _check_keys(f"{where} [cutoffs]", cutoffs_raw, {"rule", "count", "dates"})
+    if ("dates" in cutoffs_raw) == ("rule" in cutoffs_raw):
+        raise ConfigError(f"{where} [cutoffs]: give either rule = \"monthly\" or dates = [...]")
+    if "rule" in cutoffs_raw and cutoffs_raw["rule"] != "monthly":
+        raise ConfigError(f"{where} [cutoffs]: rule must be 'monthly', got {cutoffs_raw['rule']!r}")
+    try:
+        dates = tuple(sorted(dt.date.fromisoformat(str(d)) for d in cutoffs_raw.get("dates", ())))
+    except ValueError as exc:
+        raise ConfigError(f"{where} [cutoffs]: dates must be YYYY-MM-DD: {exc}") from exc
+    count = cutoffs_raw.get("count", 6)
+    if not isinstance(count, int) or count < 1:
+        raise ConfigError(f"{where} [cutoffs]: count must be a positive integer, got {count!r}")
+    cutoffs = CutoffRule(rule=cutoffs_raw.get("rule"), count=count, dates=dates)
+
+    label_raw = _table(where, raw, "label")
+    _check_keys(f"{where} [label]", label_raw, {"kind", "horizon_days", "high_value_quantile"})
+    kind = label_raw.get("kind")
+    if kind not in LABEL_KINDS:
+        raise ConfigError(f"{where} [label]: kind must be one of {list(LABEL_KINDS)}, got {kind!r}")
+    horizon = label_raw.get("horizon_days")
+    if not isinstance(horizon, int) or horizon < 1:
+        raise ConfigError(f"{where} [label]: horizon_days must be a positive integer, got {horizon!r}")
+    quantile = label_raw.get("high_value_quantile", 0.8)
+    if not isinstance(quantile, float | int) or not 0 < quantile < 1:
+        raise ConfigError(f"{where} [label]: high_value_quantile must be between 0 and 1, got {quantile!r}")
+    label = LabelSpec(kind=kind, horizon_days=horizon, high_value_quantile=float(quantile))
+
+    features_raw = dict(_table(where, raw, "features"))
+    include = features_raw.pop("include_families", list(FAMILIES))
+    exclude = features_raw.pop("exclude_families", [])
+    for key, value in (("include_families", include), ("exclude_families", exclude)):
+        unknown = set(value) - set(FAMILIES)
+        if unknown:
+            raise ConfigError(f"{where} [features]: {key} has unknown families {sorted(unknown)}; known: {list(FAMILIES)}")
+    families = tuple(f for f in FAMILIES if f in include and f not in exclude)
+    if not families:
+        raise ConfigError(f"{where} [features]: no feature family is left to train on")
+    try:
+        feature_config = FeatureConfig.from_dict(features_raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{where} [features]: {exc}") from exc
+
+    model_params = {**DEFAULT_MODEL_PARAMS, **_table(where, raw, "model")}
+
+    validation_raw = _table(where, raw, "validation")
+    _check_keys(f"{where} [validation]", validation_raw, {"scheme", "calibration", "folds", "min_positives", "min_negatives"})
+    validation = ValidationSpec(**validation_raw)
+    if validation.scheme not in ("time", "customer_kfold"):
+        raise ConfigError(f"{where} [validation]: scheme must be 'time' or 'customer_kfold', got {validation.scheme!r}")
+    if validation.calibration not in ("isotonic", "sigmoid"):
+        raise ConfigError(f"{where} [validation]: calibration must be 'isotonic' or 'sigmoid', got {validation.calibration!r}")
+    if validation.folds < 2:
+        raise ConfigError(f"{where} [validation]: folds must be at least 2")
+
+    tuning_raw = _table(where, raw, "tuning")
+    _check_keys(f"{where} [tuning]", tuning_raw, {"trials", "timeout_seconds", "metric"})
+    tuning = TuningSpec(**tuning_raw)
+
+    return ExperimentConfig(
+        name=name, description=str(raw.get("description", "")), data=str(data["path"]),
+        cutoffs=cutoffs, label=label, families=families, features=feature_config,
+        model_params=model_params, validation=validation, tuning=tuning,
+    )
+
+
+def load_experiment(path: str | Path) -> ExperimentConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"experiment file {path} does not exist")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    from dataclasses import replace
+
+    return replace(parse_experiment(raw, str(path)), source=path)

@@ -1,0 +1,104 @@
+"""From an experiment config to a training set split in time, with the sufficiency gate."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.catalogue import Vocabulary, catalogue
+from features.labels import LABELS, build_training_set, data_last_day
+from portrait.dataset import Dataset, open_dataset
+from portrait.errors import PortraitError
+from training.config import DEMO, ExperimentConfig
+from training.splits import TimeSplit, choose_split
+
+DEMO_PATH = Path("data") / "completejourney"
+
+
+def resolve_dataset(data: str) -> Dataset:
+    """``demo`` is the Complete Journey set in ``data/completejourney`` (imported on first use)."""
+    if data == DEMO:
+        if not (DEMO_PATH / "purchases.parquet").exists():
+            from portrait.adapters.completejourney import import_completejourney
+
+            import_completejourney(DEMO_PATH)
+        return open_dataset(DEMO_PATH)
+    return open_dataset(data)
+
+
+@dataclass
+class TrainingData:
+    frame: pd.DataFrame
+    split: TimeSplit
+    feature_columns: list[str]
+    target: str
+    vocabulary: Vocabulary
+    descriptions: dict[str, str]
+    dataset_name: str
+    dataset_fingerprint: str
+
+    def rows(self, cutoff: dt.date) -> pd.DataFrame:
+        return self.frame[self.frame["cutoff"] == pd.Timestamp(cutoff)]
+
+    @property
+    def train_rows(self) -> pd.DataFrame:
+        return self.frame[self.frame["cutoff"].isin([pd.Timestamp(c) for c in self.split.train])]
+
+    def X(self, rows: pd.DataFrame) -> pd.DataFrame:
+        return rows[self.feature_columns]
+
+    def y(self, rows: pd.DataFrame) -> np.ndarray:
+        return rows[self.target].to_numpy()
+
+
+def prepare(config: ExperimentConfig, progress=None) -> TrainingData:
+    dataset = resolve_dataset(config.data)
+    con = dataset.connect()
+    try:
+        last_day = data_last_day(con)
+        first_day = con.execute("SELECT CAST(MIN(ts) AS DATE) FROM purchases").fetchall()[0][0]
+    finally:
+        con.close()
+    split = choose_split(config.cutoffs, config.validation.scheme, config.label.horizon_days, first_day, last_day)
+    frame = build_training_set(
+        dataset, list(split.all), config.label.horizon_days, config.features,
+        high_value_quantile=config.label.high_value_quantile, families=config.families, progress=progress,
+    )
+    vocabulary = Vocabulary.from_dict(frame.attrs["vocabulary"])
+    features = [c for c in frame.columns if c not in ("customer_id", "cutoff", *LABELS)]
+    descriptions = {f.name: f.description for f in catalogue(config.features, vocabulary, None)}
+    data = TrainingData(frame, split, features, config.label.kind, vocabulary, descriptions,
+                        dataset.name, dataset.fingerprint())
+    check_sufficiency(data, config)
+    return data
+
+
+def check_sufficiency(data: TrainingData, config: ExperimentConfig) -> None:
+    """Refuse to train, saying what is missing, on too few positives or negatives."""
+    v = config.validation
+    training = data.train_rows if data.split.train else data.rows(data.split.holdout)
+    y = data.y(training)
+    positives = int((y > 0).sum())
+    negatives = int(len(y) - positives)
+    what = "customers with spend" if data.target == "future_spend" else "positives"
+    problems = []
+    if positives < v.min_positives:
+        problems.append(f"{positives} {what} (need {v.min_positives})")
+    if data.target != "future_spend" and negatives < v.min_negatives:
+        problems.append(f"{negatives} negatives (need {v.min_negatives})")
+    for name, cutoff in (("validation", data.split.validation), ("holdout", data.split.holdout)):
+        if cutoff is None or data.target == "future_spend":
+            continue
+        labels = data.y(data.rows(cutoff))
+        if len(set(labels)) < 2:
+            problems.append(f"the {name} cutoff {cutoff} has only one class")
+    if problems:
+        raise PortraitError(
+            f"not enough data to train {config.name!r} on {data.dataset_name}: "
+            f"{'; '.join(problems)} in {len(training):,} training rows at cutoffs "
+            f"{', '.join(c.isoformat() for c in (data.split.train or (data.split.holdout,)))}"
+        )

@@ -1,0 +1,34 @@
+"""Where runs go: a local SQLite store and artifact folder unless MLFLOW_TRACKING_URI says
+otherwise. Called by the CLI entry, never at import."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import mlflow
+
+DEFAULT_STORE = "mlflow.db"
+DEFAULT_ARTIFACTS = "mlartifacts"
+
+
+def setup_tracking(workdir: Path | None = None) -> str:
+    """Point MLflow at ``$MLFLOW_TRACKING_URI`` or ``sqlite:///<workdir>/mlflow.db``."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        workdir = (workdir or Path.cwd()).resolve()
+        uri = f"sqlite:///{workdir / DEFAULT_STORE}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
+
+
+def ensure_experiment(name: str, workdir: Path | None = None) -> str:
+    """The experiment's id, creating it with artifacts under ``mlartifacts/`` for a local store."""
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = None
+    if mlflow.get_tracking_uri().startswith("sqlite:"):
+        location = ((workdir or Path.cwd()).resolve() / DEFAULT_ARTIFACTS / name).as_uri()
+    return mlflow.create_experiment(name, artifact_location=location)

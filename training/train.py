@@ -1,0 +1,151 @@
+"""``portrait train``: one experiment config into one MLflow run and a registered model version
+with the alias ``candidate``."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import joblib
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
+
+from models.pyfunc import PortraitModel
+from training import plots
+from training.config import ExperimentConfig
+from training.data import TrainingData, prepare
+from training.drift_reference import reference_distributions
+from training.evaluate import FitResult, fit_and_evaluate, rfm_score
+from training.tracking import ensure_experiment
+
+CANDIDATE = "candidate"
+CHAMPION = "champion"
+SHAP_SAMPLE_ROWS = 2000
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    experiment_id: str
+    model_name: str
+    model_version: str
+    metrics: dict[str, float]
+    tracking_uri: str
+
+
+def headline_metric(config: ExperimentConfig) -> str:
+    return "holdout_roc_auc" if config.label.is_classification else "holdout_gini"
+
+
+def train_experiment(config: ExperimentConfig, params: dict | None = None, progress=None,
+                     data: TrainingData | None = None, parent_tags: dict | None = None) -> RunSummary:
+    data = data or prepare(config, progress=progress)
+    if progress:
+        progress("fitting")
+    result = fit_and_evaluate(config, data, params)
+    experiment_id = ensure_experiment(config.name)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{config.name}-train") as run:
+        _log_run(config, data, result, params, parent_tags or {})
+        if progress:
+            progress("logging the model")
+        version = _log_model(config, data, result)
+    return RunSummary(run.info.run_id, experiment_id, config.name, version, result.metrics, mlflow.get_tracking_uri())
+
+
+def _log_run(config: ExperimentConfig, data: TrainingData, result: FitResult, params, tags) -> None:
+    split = data.split
+    mlflow.set_tags({
+        "headline_metric": headline_metric(config), "label": config.label.kind, "dataset": data.dataset_name, "dataset_fingerprint": data.dataset_fingerprint,
+        **result.tags, **tags,
+    })
+    model_params = {**config.model_params, **(params or {})}
+    mlflow.log_params({f"model_{k}": v for k, v in model_params.items()})
+    mlflow.log_params({
+        "label": config.label.kind, "horizon_days": config.label.horizon_days,
+        "high_value_quantile": config.label.high_value_quantile, "families": ",".join(config.families),
+        "train_cutoffs": ",".join(c.isoformat() for c in split.train) or "-",
+        "validation_cutoff": split.validation.isoformat() if split.validation else "-",
+        "holdout_cutoff": split.holdout.isoformat(), "calibration": config.validation.calibration,
+        "features": len(data.feature_columns), "dataset_fingerprint": data.dataset_fingerprint,
+    })
+    counts = {f"rows_{name}": len(data.rows(c)) for name, c in (("holdout", split.holdout),) }
+    counts["rows_train"] = len(data.train_rows) if split.train else 0
+    if split.validation:
+        counts["rows_validation"] = len(data.rows(split.validation))
+    mlflow.log_metrics({k: float(v) for k, v in {**result.metrics, **counts}.items() if np.isfinite(v)})
+    mlflow.log_dict(config.to_dict(), "config.json")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        importance = _shap_importance(result)
+        importance.rename("mean_abs_shap").to_csv(tmp / "shap_importance.csv", index_label="feature")
+        plots.importance_chart(importance, tmp / "feature_importance.png")
+        scores = {"model": result.holdout_prediction}
+        if {"orders_lifetime", "spend_lifetime", "days_since_last_purchase"} <= set(result.holdout.columns):
+            scores["RFM baseline"] = rfm_score(result.holdout)
+        plots.gains_chart(result.holdout_y, scores, tmp / "gains_chart.png")
+        if config.label.is_classification:
+            plots.calibration_curve(result.holdout_y, result.holdout_prediction, result.holdout_uncalibrated,
+                                    tmp / "calibration_curve.png")
+        mlflow.log_artifacts(str(tmp), artifact_path="report")
+
+
+def _shap_importance(result: FitResult) -> pd.Series:
+    sample = result.holdout.sample(min(SHAP_SAMPLE_ROWS, len(result.holdout)), random_state=0)
+    contributions = result.model.contributions(sample)
+    return contributions.abs().mean().sort_values(ascending=False)
+
+
+def _log_model(config: ExperimentConfig, data: TrainingData, result: FitResult) -> str:
+    train_X = data.X(data.train_rows) if data.split.train else result.holdout
+    meta = {
+        "name": config.name, "label": config.label.kind, "horizon_days": config.label.horizon_days,
+        "features": data.feature_columns, "families": list(config.families),
+        "feature_config": config.to_dict()["features"], "vocabulary": data.vocabulary.to_dict(),
+        "descriptions": {k: v for k, v in data.descriptions.items() if k in data.feature_columns},
+        "categories": result.model.categories_, "reference": reference_distributions(train_X),
+        "holdout_cutoff": data.split.holdout.isoformat(), "headline_metric": headline_metric(config),
+        "metrics": {k: v for k, v in result.metrics.items() if k.startswith(("holdout_", "baseline_"))},
+    }
+    example = _serving_frame(result.holdout.head(5))
+    scores = pd.DataFrame({"score": _predict(result.model, config, result.holdout.head(5))})
+    with tempfile.TemporaryDirectory() as tmp:
+        estimator_path = Path(tmp) / "estimator.joblib"
+        meta_path = Path(tmp) / "meta.json"
+        joblib.dump(result.model, estimator_path)
+        meta_path.write_text(json.dumps(meta, default=_json_default))
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=PortraitModel(),
+            artifacts={"estimator": str(estimator_path), "meta": str(meta_path)},
+            signature=infer_signature(example, scores),
+            input_example=example,
+            registered_model_name=config.name,
+        )
+    version = str(info.registered_model_version)
+    MlflowClient().set_registered_model_alias(config.name, CANDIDATE, version)
+    return version
+
+
+def _predict(model, config: ExperimentConfig, X: pd.DataFrame) -> np.ndarray:
+    return model.predict_proba(X)[:, 1] if config.label.is_classification else model.predict(X)
+
+
+def _serving_frame(X: pd.DataFrame) -> pd.DataFrame:
+    """Features as a client sends them: categoricals as text."""
+    X = X.copy()
+    for column in X.columns:
+        if isinstance(X[column].dtype, pd.CategoricalDtype):
+            X[column] = X[column].astype("object").where(X[column].notna(), None)
+    return X.reset_index(drop=True)
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    return str(value)

@@ -1,0 +1,136 @@
+"""``portrait tune``: an Optuna study (TPE sampler, median pruning on the validation metric),
+each trial a nested MLflow run; the best parameters are retrained and logged like ``train``.
+
+The study lives in ``optuna.db`` in the working directory under the experiment's name, so an
+interrupted study resumes. The default parameters are the first trial of a new study, so the
+best trial is never worse than them on the validation metric.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import optuna
+from sklearn.model_selection import train_test_split
+
+from training.config import ExperimentConfig
+from training.data import TrainingData, prepare
+from training.evaluate import make_model, predict
+from training.metrics import classification_metrics, spend_metrics
+from training.tracking import ensure_experiment
+from training.train import RunSummary, train_experiment
+
+STUDY_STORE = "optuna.db"
+REPORT_EVERY = 25
+DEFAULT_TRIAL = {"num_leaves": 31, "learning_rate": 0.03, "min_child_samples": 50,
+                 "colsample_bytree": 0.8, "subsample": 0.8, "reg_lambda": 1.0, "reg_alpha": 0.0}
+
+
+def search_space(trial: optuna.Trial) -> dict:
+    return {
+        "num_leaves": trial.suggest_int("num_leaves", 7, 127, log=True),
+        "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.2, log=True),
+        "min_child_samples": trial.suggest_int("min_child_samples", 10, 300, log=True),
+        "colsample_bytree": trial.suggest_float("colsample_bytree", 0.3, 1.0),
+        "subsample": trial.suggest_float("subsample", 0.5, 1.0),
+        "reg_lambda": trial.suggest_float("reg_lambda", 1e-3, 30.0, log=True),
+        "reg_alpha": trial.suggest_float("reg_alpha", 1e-3, 10.0, log=True),
+    }
+
+
+def _validation_sets(config: ExperimentConfig, data: TrainingData):
+    """Training and validation rows: the time split, or for customer folds one stratified 75/25
+    split of the single cutoff (the holdout folds are then judged in the final retraining)."""
+    if config.validation.scheme == "time":
+        valid = data.rows(data.split.validation)
+        return data.X(data.train_rows), data.y(data.train_rows), data.X(valid), data.y(valid)
+    rows = data.rows(data.split.holdout)
+    y = data.y(rows)
+    stratify = y if config.label.is_classification else None
+    X_fit, X_valid, y_fit, y_valid = train_test_split(data.X(rows), y, test_size=0.25, random_state=0, stratify=stratify)
+    return X_fit, y_fit, X_valid, y_valid
+
+
+def _pruning_callback(trial: optuna.Trial):
+    def callback(env) -> None:
+        if env.iteration % REPORT_EVERY or not env.evaluation_result_list:
+            return
+        _, metric, value, higher_better = env.evaluation_result_list[0]
+        trial.report(value if higher_better else -value, env.iteration)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at iteration {env.iteration} ({metric} {value:.4f})")
+
+    return callback
+
+
+@dataclass
+class TuneSummary:
+    best_params: dict
+    best_value: float
+    default_value: float | None
+    trials: int
+    final: RunSummary
+
+
+def tune_experiment(config: ExperimentConfig, trials: int, timeout: float | None = None,
+                    progress=None, workdir: Path | None = None) -> TuneSummary:
+    data = prepare(config)
+    X_fit, y_fit, X_valid, y_valid = _validation_sets(config, data)
+    metric_name = config.tuning.metric or ("roc_auc" if config.label.is_classification else "gini")
+    eval_metric = "auc" if config.label.is_classification else "tweedie"
+    experiment_id = ensure_experiment(config.name)
+    storage = f"sqlite:///{((workdir or Path.cwd()) / STUDY_STORE).resolve()}"
+    study = optuna.create_study(
+        study_name=config.name, storage=storage, load_if_exists=True, direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=int(config.model_params.get("random_state", 42))),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=50),
+    )
+    if not study.trials:
+        study.enqueue_trial(DEFAULT_TRIAL)
+
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{config.name}-tune") as parent:
+
+        def objective(trial: optuna.Trial) -> float:
+            params = search_space(trial)
+            params["metric"] = eval_metric
+            with mlflow.start_run(experiment_id=experiment_id, run_name=f"trial-{trial.number}", nested=True):
+                mlflow.log_params(params)
+                model = make_model(config, params, callbacks=[_pruning_callback(trial)])
+                try:
+                    model.fit(X_fit, y_fit, X_valid, y_valid)
+                except optuna.TrialPruned:
+                    mlflow.set_tag("state", "pruned")
+                    raise
+                score = predict(model, X_valid)
+                metrics = (classification_metrics(y_valid, score) if config.label.is_classification
+                           else spend_metrics(y_valid, score))
+                value = metrics[metric_name]
+                mlflow.log_metric(f"validation_{metric_name}", value)
+                return value
+
+        def after_trial(study, trial) -> None:
+            if progress:
+                progress(trial)
+
+        study.optimize(objective, n_trials=trials, timeout=timeout, callbacks=[after_trial],
+                       catch=(ValueError,))
+        completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        if not completed:
+            raise RuntimeError("no tuning trial completed")
+        default = next((t.value for t in completed if t.params == DEFAULT_TRIAL), None)
+        best = study.best_trial
+        mlflow.log_params({f"best_{k}": v for k, v in best.params.items()})
+        mlflow.log_metrics({f"best_validation_{metric_name}": best.value,
+                            "trials_complete": len(completed),
+                            "trials_pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)})
+        if default is not None and math.isfinite(default):
+            mlflow.log_metric(f"default_validation_{metric_name}", default)
+        final = train_experiment(config, params=best.params, data=data,
+                                 parent_tags={"tuned_from_run": parent.info.run_id, "tuning_trials": str(len(study.trials))})
+    return TuneSummary(best.params, float(best.value), default, len(study.trials), final)
+
+
+__all__ = ["tune_experiment"]
