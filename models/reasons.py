@@ -84,5 +84,5 @@ def top_reasons(
         for row, (j, ok) in enumerate(zip(chosen, positive, strict=True)):
             name = names[j]
             column.append(phrase(name, features.iloc[row][name], descriptions) if ok else None)
-        result[f"reason_{i + 1}"] = column
+        result[f"reason_{i + 1}"] = pd.Series(column, dtype="object", index=contributions.index)
     return pd.DataFrame(result, index=contributions.index)

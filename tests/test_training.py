@@ -101,7 +101,7 @@ def test_run_has_every_artifact_and_the_candidate_alias(trained):
     artifacts = {a.path for a in client.list_artifacts(summary.run_id, "report")}
     assert {"report/gains_chart.png", "report/calibration_curve.png", "report/feature_importance.png",
             "report/shap_importance.csv"} <= artifacts
-    assert client.get_model_version_by_alias(config.name, "candidate").version == summary.model_version
+    assert str(client.get_model_version_by_alias(config.name, "candidate").version) == summary.model_version
     run = client.get_run(summary.run_id)
     assert run.data.params["holdout_cutoff"] == "2024-12-01"
     assert run.data.tags["dataset_fingerprint"]

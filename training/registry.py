@@ -67,7 +67,7 @@ def promote(name: str, version: str | None = None, force: bool = False) -> Promo
     champion = _version_by_alias(client, name, CHAMPION)
     champion_value = None
     if champion is not None:
-        if champion.version == candidate.version:
+        if str(champion.version) == str(candidate.version):
             raise PortraitError(f"{name} v{candidate.version} is already the champion")
         _, champion_value = _headline(client, champion)
         if value < champion_value and not force:
@@ -76,5 +76,5 @@ def promote(name: str, version: str | None = None, force: bool = False) -> Promo
                 f"champion v{champion.version}'s {champion_value:.4f} (use --force to promote anyway)"
             )
     client.set_registered_model_alias(name, CHAMPION, candidate.version)
-    return Promotion(name, str(candidate.version), champion.version if champion else None, metric, value,
+    return Promotion(name, str(candidate.version), str(champion.version) if champion else None, metric, value,
                      champion_value, force and champion_value is not None and value < champion_value)
