@@ -182,12 +182,27 @@ def identity_hash_command(
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _quiet_libraries()
     try:
         _register_later_commands()
         app()
     except PortraitError as exc:
         console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
         sys.exit(2)
+
+
+def _quiet_libraries() -> None:
+    """Our commands print what matters; library chatter (MLflow's download bars, pickling and
+    schema hints, LightGBM's API deprecations) would bury it."""
+    import os
+    import warnings
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    for name in ("mlflow", "alembic", "optuna"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module=r"mlflow\..*")
+    warnings.filterwarnings("ignore", module=r"lightgbm\..*")
+    warnings.filterwarnings("ignore", category=FutureWarning)
 
 
 def _register_later_commands() -> None:

@@ -3,6 +3,7 @@ baselines beside it."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,7 +48,7 @@ def recent_buyer(features: pd.DataFrame, horizon_days: int) -> np.ndarray:
 
 def recent_spend(features: pd.DataFrame, horizon_days: int) -> np.ndarray:
     """Spend over the last horizon-length window (from the nearest window feature), as a naive forecast."""
-    windows = sorted(int(c[6:-1]) for c in features.columns if c.startswith("spend_") and c.endswith("d"))
+    windows = sorted(int(m[1]) for c in features.columns if (m := re.fullmatch(r"spend_(\d+)d", c)))
     nearest = min(windows, key=lambda w: abs(w - horizon_days))
     return (features[f"spend_{nearest}d"] * horizon_days / nearest).clip(lower=0).to_numpy()
 

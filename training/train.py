@@ -137,11 +137,14 @@ def _predict(model, config: ExperimentConfig, X: pd.DataFrame) -> np.ndarray:
 
 
 def _serving_frame(X: pd.DataFrame) -> pd.DataFrame:
-    """Features as a client sends them: categoricals as text."""
+    """Features as a client sends them: categoricals as text, counts as doubles (a JSON client
+    may send 3.0, and an integer schema would refuse it)."""
     X = X.copy()
     for column in X.columns:
         if isinstance(X[column].dtype, pd.CategoricalDtype):
             X[column] = X[column].astype("object").where(X[column].notna(), None)
+        elif pd.api.types.is_integer_dtype(X[column]):
+            X[column] = X[column].astype("float64")
     return X.reset_index(drop=True)
 
 
