@@ -20,11 +20,15 @@ demo: $(STAMP)
 	$(BIN)/portrait import completejourney --out $(DEMO_DATA)
 	$(BIN)/portrait validate $(DEMO_DATA) --out $(OUT)/validation/completejourney
 	$(BIN)/portrait features build $(DEMO_DATA) --as-of 2017-10-01 --out $(OUT)/features/completejourney_2017-10-01.parquet
+	for experiment in repurchase_90d high_value_90d spend_90d; do \
+		$(BIN)/portrait train experiments/$$experiment.toml && $(BIN)/portrait promote $$experiment || exit 1; \
+	done
 	@echo
 	@echo "Demo outputs:"
 	@echo "  data set in the contract:  $(DEMO_DATA)/"
 	@echo "  validation report:         $(OUT)/validation/completejourney/report.json"
 	@echo "  features as of 2017-10-01: $(OUT)/features/completejourney_2017-10-01.parquet"
+	@echo "  MLflow runs and models:    mlflow.db, mlartifacts/  (browse: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

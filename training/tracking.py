@@ -14,6 +14,13 @@ DEFAULT_ARTIFACTS = "mlartifacts"
 
 def setup_tracking(workdir: Path | None = None) -> str:
     """Point MLflow at ``$MLFLOW_TRACKING_URI`` or ``sqlite:///<workdir>/mlflow.db``."""
+    # MLflow and Optuna configure their loggers when imported; quiet them once they are.
+    import logging
+
+    import optuna
+
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
         workdir = (workdir or Path.cwd()).resolve()

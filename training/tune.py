@@ -128,8 +128,9 @@ def tune_experiment(config: ExperimentConfig, trials: int, timeout: float | None
                             "trials_pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)})
         if default is not None and math.isfinite(default):
             mlflow.log_metric(f"default_validation_{metric_name}", default)
-        final = train_experiment(config, params=best.params, data=data,
-                                 parent_tags={"tuned_from_run": parent.info.run_id, "tuning_trials": str(len(study.trials))})
+    # The retrained best is a run of its own, like `portrait train`, pointing back at the study.
+    final = train_experiment(config, params=best.params, data=data,
+                             parent_tags={"tuned_from_run": parent.info.run_id, "tuning_trials": str(len(study.trials))})
     return TuneSummary(best.params, float(best.value), default, len(study.trials), final)
 
 
