@@ -31,8 +31,17 @@ import pandas as pd
 CUTOFF = "2024-07-01"
 SUBSET_FAMILIES = ["value", "windows", "behaviour"]
 WINDOWS = (7, 30, 90, 180, 365)
-EVENT_TYPES = ("view", "search", "add_to_cart", "favorite", "campaign_received", "campaign_click",
-               "coupon_redeemed", "service_contact", "review")
+EVENT_TYPES = (
+    "view",
+    "search",
+    "add_to_cart",
+    "favorite",
+    "campaign_received",
+    "campaign_click",
+    "coupon_redeemed",
+    "service_contact",
+    "review",
+)
 
 
 def run_duckdb(data: Path, families: list[str] | None, out: Path) -> int:
@@ -69,19 +78,23 @@ def run_pandas(data: Path, out: Path) -> int:
     lines["customer_id"] = unify(lines["customer_id"])
     day = lines["ts"].dt.normalize()
     lines["age"] = (cutoff - day).dt.days
-    orders = lines.groupby(["customer_id", "order_id"], observed=True).agg(
-        age=("age", "max"), amount=("amount", "sum"), items=("quantity", "sum")
-    ).reset_index()
+    orders = (
+        lines.groupby(["customer_id", "order_id"], observed=True)
+        .agg(age=("age", "max"), amount=("amount", "sum"), items=("quantity", "sum"))
+        .reset_index()
+    )
     purchase = orders["amount"] >= 0
     orders["purchase"] = purchase.astype("int64")
     orders["refund"] = (~purchase).astype("int64")
     bought = orders[purchase]
     by = orders.groupby("customer_id")
-    result = pd.DataFrame({
-        "orders_lifetime": by["purchase"].sum(),
-        "spend_lifetime": by["amount"].sum(),
-        "refund_count": by["refund"].sum(),
-    })
+    result = pd.DataFrame(
+        {
+            "orders_lifetime": by["purchase"].sum(),
+            "spend_lifetime": by["amount"].sum(),
+            "refund_count": by["refund"].sum(),
+        }
+    )
     by_bought = bought.groupby("customer_id")
     result["days_since_last_purchase"] = by_bought["age"].min()
     result["days_since_first_purchase"] = by_bought["age"].max()
@@ -89,8 +102,12 @@ def run_pandas(data: Path, out: Path) -> int:
     result["max_order_value"] = by_bought["amount"].max()
     result["refund_amount"] = -orders["amount"].where(~purchase, 0.0).groupby(orders["customer_id"]).sum()
     days = bought[["customer_id", "age"]].drop_duplicates()
-    categories = (lines[(lines["amount"] > 0) & lines["category"].notna()]
-                  .groupby(["customer_id", "category"], observed=True)["age"].min().reset_index())
+    categories = (
+        lines[(lines["amount"] > 0) & lines["category"].notna()]
+        .groupby(["customer_id", "category"], observed=True)["age"]
+        .min()
+        .reset_index()
+    )
     for w in WINDOWS:
         inside = orders["age"] <= w
         result[f"orders_{w}d"] = orders["purchase"].where(inside, 0).groupby(orders["customer_id"]).sum()
@@ -105,8 +122,9 @@ def run_pandas(data: Path, out: Path) -> int:
     age = (cutoff - events["ts"].dt.normalize()).dt.days.to_numpy()
     bucket = np.searchsorted(np.array(WINDOWS), age, side="left")  # age <= w  <=>  bucket <= index of w
     event_type = _recode(events["event_type"], lambda values: values.str.strip().str.lower())
-    counts = pd.DataFrame({"customer_id": customer.to_numpy(), "type": event_type.to_numpy(),
-                           "bucket": bucket, "age": age})
+    counts = pd.DataFrame(
+        {"customer_id": customer.to_numpy(), "type": event_type.to_numpy(), "bucket": bucket, "age": age}
+    )
     del events, customer, event_type
     result = result.reindex(result.index.union(pd.Index(counts["customer_id"].unique().astype("str"))))
     grouped = counts.groupby(["customer_id", "type", "bucket"], observed=True).size().unstack("bucket", fill_value=0)
@@ -167,14 +185,26 @@ def main() -> None:
         results = {}
         for mode in ("duckdb-all", "duckdb-subset", "pandas-subset"):
             out = args.data_root / f"features_{size}_{mode}.parquet"
-            line = subprocess.run([sys.executable, __file__, "--child", mode, str(data), str(out)],
-                                  check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+            line = (
+                subprocess.run(
+                    [sys.executable, __file__, "--child", mode, str(data), str(out)],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                )
+                .stdout.strip()
+                .splitlines()[-1]
+            )
             results[mode] = json.loads(line)
             r = results[mode]
-            print(f"{size:>9,} customers  {mode:<14} {r['seconds']:6.1f} s  peak {r['peak_gb']:5.2f} GB  ({r['rows']:,} rows)")
+            print(
+                f"{size:>9,} customers  {mode:<14} {r['seconds']:6.1f} s  peak {r['peak_gb']:5.2f} GB  ({r['rows']:,} rows)"
+            )
         speedup = results["pandas-subset"]["seconds"] / results["duckdb-subset"]["seconds"]
-        check = compare(args.data_root / f"features_{size}_duckdb-subset.parquet",
-                        args.data_root / f"features_{size}_pandas-subset.parquet")
+        check = compare(
+            args.data_root / f"features_{size}_duckdb-subset.parquet",
+            args.data_root / f"features_{size}_pandas-subset.parquet",
+        )
         print(f"{size:>9,} customers  duckdb subset is {speedup:.1f}x faster than pandas; {check}")
 
 

@@ -248,9 +248,11 @@ def _finish(frame: pd.DataFrame, features: list[Feature], vocabulary: Vocabulary
 def _favourite(frame: pd.DataFrame, prefix: str, labels: list[str]) -> pd.Series:
     from features.catalogue import slugs
 
-    names = [f"{prefix}{s}" for s in slugs(tuple(labels[:-1]))] + [f"{prefix}other"] if prefix == "category_share_" else [
-        f"{prefix}{s}" for s in slugs(tuple(labels))
-    ]
+    names = (
+        [f"{prefix}{s}" for s in slugs(tuple(labels[:-1]))] + [f"{prefix}other"]
+        if prefix == "category_share_"
+        else [f"{prefix}{s}" for s in slugs(tuple(labels))]
+    )
     if not names:
         return pd.Series(pd.NA, index=frame.index, dtype="object")
     shares = frame[names].to_numpy(dtype="float64", na_value=np.nan)

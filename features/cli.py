@@ -73,8 +73,9 @@ def register(app: typer.Typer, out, console) -> None:
         cutoff = parse_cutoff(as_of)
         ds = open_dataset(dataset)
         started = time.perf_counter()
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                      console=console, transient=True) as progress:
+        with Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True
+        ) as progress:
             progress.add_task(f"building features as of {cutoff}", total=None)
             frame = build_features(ds, cutoff, config)
         out_file.parent.mkdir(parents=True, exist_ok=True)

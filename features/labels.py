@@ -115,8 +115,9 @@ def build_training_set(
             if progress:
                 progress(cutoff)
             features = build_features(dataset, cutoff, config, vocabulary=vocabulary, families=families, con=con)
-            labels = build_labels(dataset, cutoff, horizon_days, features["customer_id"],
-                                  high_value_quantile=high_value_quantile, con=con)
+            labels = build_labels(
+                dataset, cutoff, horizon_days, features["customer_id"], high_value_quantile=high_value_quantile, con=con
+            )
             frame = features.merge(labels, on="customer_id", how="left", validate="one_to_one")
             frame.insert(1, "cutoff", pd.Timestamp(cutoff))
             frames.append(frame)

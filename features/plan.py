@@ -43,10 +43,15 @@ class Step:
 
 def purchase_steps(cutoff: dt.date) -> list[Step]:
     """Purchase lines before the cutoff, with their age in days: the one read of ``purchases``."""
-    return [Step("f_purchases", f"""
+    return [
+        Step(
+            "f_purchases",
+            f"""
         SELECT customer_id, order_id, ts, amount, quantity, discount, category, brand, channel,
                payment_method, DATE_DIFF('day', CAST(ts AS DATE), {date_literal(cutoff)}) AS age
-        FROM purchases WHERE ts < {timestamp_literal(cutoff)}""")]
+        FROM purchases WHERE ts < {timestamp_literal(cutoff)}""",
+        )
+    ]
 
 
 def date_literal(day: dt.date) -> str:
@@ -77,7 +82,9 @@ def compile_plan(
     before = f"ts < {timestamp_literal(cutoff)}"
     steps = purchase_steps(cutoff)
     steps += [
-        Step("f_orders", """
+        Step(
+            "f_orders",
+            """
             SELECT customer_id, order_id, ts, age, amount, gross, discount, items,
                    CASE WHEN amount >= 0 THEN 1 ELSE 0 END AS is_purchase,
                    CASE WHEN amount < 0 THEN 1 ELSE 0 END AS is_refund,
@@ -94,19 +101,28 @@ def compile_plan(
                 FROM f_purchases GROUP BY customer_id, order_id
             ) o
             LEFT JOIN vocab_channel vc ON o.channel = vc.value
-            LEFT JOIN vocab_payment vp ON o.payment_method = vp.value"""),
-        Step("f_gaps", """
+            LEFT JOIN vocab_payment vp ON o.payment_method = vp.value""",
+        ),
+        Step(
+            "f_gaps",
+            """
             SELECT customer_id, previous_age - age AS gap FROM (
                 SELECT customer_id, age,
                        LAG(age) OVER (PARTITION BY customer_id ORDER BY age DESC, order_id) AS previous_age
                 FROM f_orders WHERE is_purchase = 1
-            ) g WHERE previous_age IS NOT NULL"""),
+            ) g WHERE previous_age IS NOT NULL""",
+        ),
         Step("f_purchase_days", "SELECT DISTINCT customer_id, age FROM f_orders WHERE is_purchase = 1"),
-        Step("f_category_price", """
+        Step(
+            "f_category_price",
+            """
             SELECT category, MEDIAN((amount + COALESCE(discount, 0)) / quantity) AS median_unit_price
             FROM f_purchases WHERE amount > 0 AND quantity > 0 AND category IS NOT NULL
-            GROUP BY category"""),
-        Step("f_lines", """
+            GROUP BY category""",
+        ),
+        Step(
+            "f_lines",
+            """
             SELECT p.customer_id, p.amount, p.age, p.category,
                    vc.slot AS category_slot, vb.slot AS brand_slot,
                    CASE WHEN p.quantity > 0 AND cp.median_unit_price > 0
@@ -115,12 +131,15 @@ def compile_plan(
             LEFT JOIN vocab_category vc ON p.category = vc.value
             LEFT JOIN vocab_brand vb ON p.brand = vb.value
             LEFT JOIN f_category_price cp ON p.category = cp.category
-            WHERE p.amount > 0"""),
-        Step("f_line_categories", """
+            WHERE p.amount > 0""",
+        ),
+        Step(
+            "f_line_categories",
+            """
             SELECT customer_id, category, MIN(age) AS age FROM f_lines
-            WHERE category IS NOT NULL GROUP BY customer_id, category"""),
+            WHERE category IS NOT NULL GROUP BY customer_id, category""",
+        ),
     ]
-    age = f"DATE_DIFF('day', CAST(ts AS DATE), {date_literal(cutoff)})"
     if has_events:
         # age <= w (whole days from the event's date to the cutoff) is ts >= cutoff - w days
         buckets = " ".join(
@@ -131,7 +150,9 @@ def compile_plan(
         steps += [
             # Aggregate the raw rows first (timestamps compared with fixed bounds, the type as
             # written), then normalise types and compute ages on the far fewer grouped rows.
-            Step("f_event_buckets", f"""
+            Step(
+                "f_event_buckets",
+                f"""
                 SELECT customer_id, et.slot AS type_slot, bucket,
                        CASE WHEN recent_day IS NOT NULL THEN DATE_DIFF('day', recent_day, {date_literal(cutoff)}) END AS recent_age,
                        n, DATE_DIFF('day', CAST(last_ts AS DATE), {date_literal(cutoff)}) AS min_age
@@ -144,10 +165,16 @@ def compile_plan(
                         FROM events WHERE {before}
                     ) e GROUP BY customer_id, event_type, bucket, recent_day
                 ) g
-                LEFT JOIN vocab_event_type et ON LOWER(TRIM(g.event_type)) = et.value"""),
-            Step("f_event_days", """
-                SELECT DISTINCT customer_id, recent_age FROM f_event_buckets WHERE recent_age IS NOT NULL"""),
-            Step("f_campaigns", f"""
+                LEFT JOIN vocab_event_type et ON LOWER(TRIM(g.event_type)) = et.value""",
+            ),
+            Step(
+                "f_event_days",
+                """
+                SELECT DISTINCT customer_id, recent_age FROM f_event_buckets WHERE recent_age IS NOT NULL""",
+            ),
+            Step(
+                "f_campaigns",
+                f"""
                 SELECT customer_id,
                        CASE WHEN next_order_ts IS NOT NULL
                                  AND next_order_ts <= ts + INTERVAL {response} DAY THEN 1.0 ELSE 0.0 END AS responded
@@ -163,7 +190,8 @@ def compile_plan(
                         SELECT customer_id, ts, 0 AS is_receipt FROM f_orders WHERE is_purchase = 1
                     ) u
                 ) r
-                WHERE is_receipt = 1 AND ts + INTERVAL {response} DAY <= {timestamp_literal(cutoff)}"""),
+                WHERE is_receipt = 1 AND ts + INTERVAL {response} DAY <= {timestamp_literal(cutoff)}""",
+            ),
         ]
 
     spine_parts = ["SELECT customer_id FROM f_orders"]
@@ -222,10 +250,9 @@ def _aggregates_after_their_relation(steps: list[Step]) -> list[Step]:
 def droppable_after(steps: list[Step]) -> list[list[str]]:
     """For each step, the earlier relations no later step reads: safe to drop once it has run."""
     result, dropped = [], set()
-    for i, step in enumerate(steps):
-        later = " ".join(s.sql for s in steps[i + 1:])
-        done = [s.name for s in steps[: i + 1]
-                if s.name not in dropped and not re.search(rf"\b{s.name}\b", later)]
+    for i in range(len(steps)):
+        later = " ".join(s.sql for s in steps[i + 1 :])
+        done = [s.name for s in steps[: i + 1] if s.name not in dropped and not re.search(rf"\b{s.name}\b", later)]
         dropped.update(done)
         result.append(done)
     return result

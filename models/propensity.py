@@ -119,8 +119,11 @@ class SpendRegressor(RegressorMixin, _LightGBMBase):
         self.params = dict(self.params or {})
         X = self._prepare_fit(X)
         X_valid = align_columns(X_valid, self.feature_names_, self.categories_)
-        params = {**_booster_params(self.params), "objective": "tweedie",
-                  "tweedie_variance_power": self.tweedie_variance_power}
+        params = {
+            **_booster_params(self.params),
+            "objective": "tweedie",
+            "tweedie_variance_power": self.tweedie_variance_power,
+        }
         # Tweedie needs non-negative targets: net refunds count as zero spend.
         y, y_valid = np.clip(np.asarray(y, float), 0, None), np.clip(np.asarray(y_valid, float), 0, None)
         self.booster_ = self._fit_booster(lgb.LGBMRegressor(**params), X, y, X_valid, y_valid)

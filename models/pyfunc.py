@@ -15,6 +15,18 @@ import mlflow.pyfunc
 import pandas as pd
 
 
+def serving_frame(X: pd.DataFrame) -> pd.DataFrame:
+    """Features as the model's signature expects them: categoricals as text (None when missing),
+    counts as doubles (a JSON client may send 3.0, which an integer schema would refuse)."""
+    X = X.copy()
+    for column in X.columns:
+        if isinstance(X[column].dtype, pd.CategoricalDtype):
+            X[column] = X[column].astype("object").where(X[column].notna(), None)
+        elif pd.api.types.is_integer_dtype(X[column]) or pd.api.types.is_bool_dtype(X[column]):
+            X[column] = X[column].astype("float64")
+    return X
+
+
 class PortraitModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         self.estimator = joblib.load(context.artifacts["estimator"])

@@ -12,11 +12,16 @@ import numpy as np
 import pandas as pd
 
 _EVENT_WORDS = {
-    "view": "viewed products {v} times", "search": "searched {v} times",
-    "add_to_cart": "added to cart {v} times", "favorite": "saved {v} favourites",
-    "campaign_received": "received {v} campaigns", "campaign_click": "clicked {v} campaigns",
-    "coupon_redeemed": "redeemed {v} coupons", "service_contact": "contacted service {v} times",
-    "review": "wrote {v} reviews", "event": "had {v} interactions",
+    "view": "viewed products {v} times",
+    "search": "searched {v} times",
+    "add_to_cart": "added to cart {v} times",
+    "favorite": "saved {v} favourites",
+    "campaign_received": "received {v} campaigns",
+    "campaign_click": "clicked {v} campaigns",
+    "coupon_redeemed": "redeemed {v} coupons",
+    "service_contact": "contacted service {v} times",
+    "review": "wrote {v} reviews",
+    "event": "had {v} interactions",
 }
 
 

@@ -15,7 +15,12 @@ from rich.table import Table
 
 from portrait.errors import PortraitError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="Customer profiles, personas and propensity scores.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Customer profiles, personas and propensity scores.",
+)
 import_app = typer.Typer(no_args_is_help=True, help="Turn a known export into a data set folder in the contract.")
 identity_app = typer.Typer(no_args_is_help=True, help="Identity resolution: merged customer ids.")
 features_app = typer.Typer(no_args_is_help=True, help="Point-in-time customer features.")
@@ -76,8 +81,14 @@ def sample_data_command(
     from portrait.synthetic import write_sample_data
 
     started = time.perf_counter()
-    with Progress(TextColumn("generating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as progress:
+    with Progress(
+        TextColumn("generating"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
         task = progress.add_task("customers", total=customers)
         counts = write_sample_data(out_dir, customers, seed, progress=lambda n: progress.advance(task, n))
     _print_counts(out_dir, counts)
@@ -163,9 +174,7 @@ def identity_explain_command(
     if not result["shared_identifiers"]:
         out.print("  shares no identifier with another id (not merged)")
     for shared in result["shared_identifiers"]:
-        out.print(
-            f"  {shared['id_type']} #{shared['fingerprint']} is shared by {', '.join(shared['customer_ids'])}"
-        )
+        out.print(f"  {shared['id_type']} #{shared['fingerprint']} is shared by {', '.join(shared['customer_ids'])}")
 
 
 @identity_app.command("hash")

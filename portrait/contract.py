@@ -14,7 +14,7 @@ Column kinds and how a raw value is parsed:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 ColumnKind = Literal["id", "timestamp", "number", "text"]
@@ -119,9 +119,7 @@ CUSTOMERS = Table(
 IDENTITIES = Table(
     name="identities",
     required=False,
-    description=(
-        "Identifiers per customer id; ids sharing any (id_type, id_value) are one person."
-    ),
+    description=("Identifiers per customer id; ids sharing any (id_type, id_value) are one person."),
     columns=(
         Column("customer_id", "id", True, "A customer id as it appears in the other tables."),
         Column("id_type", "text", True, "phone_hash, email_hash, account, device, ..."),
@@ -154,8 +152,7 @@ def markdown_table() -> str:
         table_label = f"`{t.name}`" + (" (required)" if t.required else " (optional)")
         for c in t.columns:
             lines.append(
-                f"| {table_label} | `{c.name}` | {c.kind} | {'yes' if c.required else 'no'} "
-                f"| {c.description} |"
+                f"| {table_label} | `{c.name}` | {c.kind} | {'yes' if c.required else 'no'} | {c.description} |"
             )
         if t.keeps_extra_columns:
             lines.append(f"| {table_label} | *other columns* | text | no | {t.extra_columns_note} |")

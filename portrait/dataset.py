@@ -178,8 +178,7 @@ def _read_config(folder: Path) -> dict[str, dict]:
     for table_name, table_config in tables.items():
         if table_name not in contract.TABLES_BY_NAME:
             raise ConfigError(
-                f"{config_path}: unknown table {table_name!r}; the contract has "
-                f"{sorted(contract.TABLES_BY_NAME)}"
+                f"{config_path}: unknown table {table_name!r}; the contract has {sorted(contract.TABLES_BY_NAME)}"
             )
         unknown = set(table_config) - _TABLE_CONFIG_KEYS
         if unknown:
@@ -212,9 +211,7 @@ def _find_files(folder: Path, table_name: str, configured: str | None) -> tuple[
             return (candidate,)
     part_folder = folder / table_name
     if part_folder.is_dir():
-        parts = sorted(
-            p for p in part_folder.rglob("*") if p.is_file() and p.name.endswith(_SUFFIXES)
-        )
+        parts = sorted(p for p in part_folder.rglob("*") if p.is_file() and p.name.endswith(_SUFFIXES))
         if parts:
             return _one_format(tuple(parts), table_name)
     return ()
@@ -223,9 +220,7 @@ def _find_files(folder: Path, table_name: str, configured: str | None) -> tuple[
 def _one_format(files: tuple[Path, ...], table_name: str) -> tuple[Path, ...]:
     kinds = {f.name.endswith(".parquet") for f in files}
     if len(kinds) > 1:
-        raise ContractError(
-            "mixes Parquet and CSV files; keep one format per table", table=table_name
-        )
+        raise ContractError("mixes Parquet and CSV files; keep one format per table", table=table_name)
     return files
 
 
@@ -235,9 +230,7 @@ def _open_duckdb_file(path: Path) -> Dataset:
         present = {row[0] for row in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
     finally:
         con.close()
-    sources = {
-        t.name: TableSource(table=t.name, duckdb_file=path) for t in contract.TABLES if t.name in present
-    }
+    sources = {t.name: TableSource(table=t.name, duckdb_file=path) for t in contract.TABLES if t.name in present}
     if "purchases" not in sources:
         raise ContractError(f"required table 'purchases' not found in DuckDB file {path}", table="purchases")
     return Dataset(name=path.stem, sources=sources, root=path)

@@ -59,9 +59,7 @@ def resolve(links: pd.DataFrame) -> pd.DataFrame:
     # customers are sorted, so the first customer seen in each component is its smallest id
     order = np.arange(n_customers)
     first_in_component = pd.Series(order).groupby(customer_labels).transform("min").to_numpy()
-    return pd.DataFrame(
-        {"customer_id": np.asarray(customers), "person_id": np.asarray(customers)[first_in_component]}
-    )
+    return pd.DataFrame({"customer_id": np.asarray(customers), "person_id": np.asarray(customers)[first_in_component]})
 
 
 def summarize(mapping: pd.DataFrame) -> IdentitySummary:
@@ -77,9 +75,7 @@ def summarize(mapping: pd.DataFrame) -> IdentitySummary:
 
 def register_identity_map(con: duckdb.DuckDBPyConnection) -> bool:
     """Compute the map from ``clean_identities`` and store it as table ``identity_map``."""
-    links = con.execute(
-        "SELECT DISTINCT customer_id, id_type, id_value FROM clean_identities"
-    ).df()
+    links = con.execute("SELECT DISTINCT customer_id, id_type, id_value FROM clean_identities").df()
     mapping = resolve(links)
     con.register("_identity_map_frame", mapping)
     con.execute("CREATE OR REPLACE TEMP TABLE identity_map AS SELECT * FROM _identity_map_frame")
@@ -110,9 +106,7 @@ def explain(con: duckdb.DuckDBPyConnection, customer_id: str) -> dict:
         [customer_id, customer_id],
     ).fetchall()
     if not rows:
-        raise PortraitError(
-            f"customer id {customer_id!r} is not in the identities table, so it was not merged"
-        )
+        raise PortraitError(f"customer id {customer_id!r} is not in the identities table, so it was not merged")
     person_id = rows[0][0]
     members = [
         r[0]

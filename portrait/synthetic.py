@@ -43,8 +43,20 @@ DAY_S = 86_400
 ORDER_RATE_SCALE = 0.62
 
 CATEGORIES = np.array(
-    ["grocery", "fresh", "beverages", "household", "beauty", "baby", "electronics",
-     "fashion", "home", "toys", "sports", "books"]
+    [
+        "grocery",
+        "fresh",
+        "beverages",
+        "household",
+        "beauty",
+        "baby",
+        "electronics",
+        "fashion",
+        "home",
+        "toys",
+        "sports",
+        "books",
+    ]
 )
 CATEGORY_PRICE = np.array([4.0, 6.0, 3.5, 8.0, 18.0, 15.0, 80.0, 35.0, 28.0, 20.0, 30.0, 12.0])
 BRAND_TIERS = np.array(["premium", "standard", "value"])
@@ -52,8 +64,17 @@ BRAND_FACTOR = np.array([1.6, 1.0, 0.65])
 CHANNELS = np.array(["app", "web", "store"])
 PAYMENTS = np.array(["card", "wallet", "cash", "paylater"])
 EVENT_TYPES = np.array(
-    ["view", "search", "add_to_cart", "favorite", "campaign_received", "campaign_click",
-     "coupon_redeemed", "service_contact", "review"]
+    [
+        "view",
+        "search",
+        "add_to_cart",
+        "favorite",
+        "campaign_received",
+        "campaign_click",
+        "coupon_redeemed",
+        "service_contact",
+        "review",
+    ]
 )
 EV = {name: i for i, name in enumerate(EVENT_TYPES)}
 REGIONS = np.array(["north", "south", "east", "west", "central"])
@@ -64,7 +85,9 @@ MEMBERSHIP = np.array(["basic", "silver", "gold"])
 CAMPAIGN_DAYS = np.array(
     [
         (np.datetime64(f"{y}-{m:02d}-{d:02d}") - START.astype("datetime64[D]")).astype(int)
-        for y in (2023, 2024) for m in range(1, 13) for d in (3, 17)
+        for y in (2023, 2024)
+        for m in range(1, 13)
+        for d in (3, 17)
     ]
 )
 
@@ -91,20 +114,139 @@ class Persona:
 
 
 PERSONAS: tuple[Persona, ...] = (
-    Persona("loyal_app_high_spender", 0.12, 2.6, 1.8, (0.8, 0.1, 0.1), (0.6, 0.35, 0.0, 0.05),
-            0.05, 0.02, 3.0, 0.9, 1.5, 2.0, 0.65, 20.0, (6, 4, 7), (0.03, 0.2, 0.32, 0.3, 0.1, 0.05), 0.6),
-    Persona("promotion_hunter", 0.18, 1.3, 0.7, (0.1, 0.2, 0.7), (0.35, 0.05, 0.55, 0.05),
-            0.8, 0.35, 1.0, 0.3, 0.8, 1.0, 0.05, 11.0, (0, 3, 2), (0.05, 0.15, 0.2, 0.25, 0.2, 0.15), 0.15),
-    Persona("payday_shopper", 0.15, 1.1, 1.0, (0.2, 0.7, 0.1), (0.5, 0.15, 0.05, 0.3),
-            0.2, 0.05, 2.0, 0.8, 1.0, 1.5, 0.25, 19.0, (7, 8, 10), (0.15, 0.35, 0.3, 0.12, 0.05, 0.03), 0.2),
-    Persona("browser", 0.15, 0.12, 1.0, (0.45, 0.5, 0.05), (0.5, 0.4, 0.0, 0.1),
-            0.2, 0.02, 6.0, 0.5, 14.0, 6.0, 0.3, 22.0, (6, 7, 8), (0.3, 0.35, 0.2, 0.1, 0.04, 0.01), 0.05),
-    Persona("one_time_buyer", 0.15, 0.0, 0.9, (0.3, 0.5, 0.2), (0.6, 0.2, 0.1, 0.1),
-            0.3, 0.0, 2.0, 0.6, 0.3, 0.3, 0.2, 15.0, (9, 11, 4), (0.2, 0.25, 0.2, 0.15, 0.1, 0.1), 0.02),
-    Persona("lapsing_regular", 0.13, 1.8, 1.1, (0.3, 0.3, 0.4), (0.6, 0.2, 0.15, 0.05),
-            0.2, 0.05, 1.5, 0.6, 1.0, 1.0, 0.3, 14.0, (0, 1, 5), (0.05, 0.2, 0.3, 0.25, 0.12, 0.08), 0.3),
-    Persona("seasonal_gift_buyer", 0.12, 0.35, 1.5, (0.35, 0.45, 0.2), (0.7, 0.2, 0.05, 0.05),
-            0.25, 0.1, 2.5, 0.7, 0.5, 1.0, 0.5, 18.0, (9, 6, 7), (0.05, 0.15, 0.3, 0.3, 0.15, 0.05), 0.15),
+    Persona(
+        "loyal_app_high_spender",
+        0.12,
+        2.6,
+        1.8,
+        (0.8, 0.1, 0.1),
+        (0.6, 0.35, 0.0, 0.05),
+        0.05,
+        0.02,
+        3.0,
+        0.9,
+        1.5,
+        2.0,
+        0.65,
+        20.0,
+        (6, 4, 7),
+        (0.03, 0.2, 0.32, 0.3, 0.1, 0.05),
+        0.6,
+    ),
+    Persona(
+        "promotion_hunter",
+        0.18,
+        1.3,
+        0.7,
+        (0.1, 0.2, 0.7),
+        (0.35, 0.05, 0.55, 0.05),
+        0.8,
+        0.35,
+        1.0,
+        0.3,
+        0.8,
+        1.0,
+        0.05,
+        11.0,
+        (0, 3, 2),
+        (0.05, 0.15, 0.2, 0.25, 0.2, 0.15),
+        0.15,
+    ),
+    Persona(
+        "payday_shopper",
+        0.15,
+        1.1,
+        1.0,
+        (0.2, 0.7, 0.1),
+        (0.5, 0.15, 0.05, 0.3),
+        0.2,
+        0.05,
+        2.0,
+        0.8,
+        1.0,
+        1.5,
+        0.25,
+        19.0,
+        (7, 8, 10),
+        (0.15, 0.35, 0.3, 0.12, 0.05, 0.03),
+        0.2,
+    ),
+    Persona(
+        "browser",
+        0.15,
+        0.12,
+        1.0,
+        (0.45, 0.5, 0.05),
+        (0.5, 0.4, 0.0, 0.1),
+        0.2,
+        0.02,
+        6.0,
+        0.5,
+        14.0,
+        6.0,
+        0.3,
+        22.0,
+        (6, 7, 8),
+        (0.3, 0.35, 0.2, 0.1, 0.04, 0.01),
+        0.05,
+    ),
+    Persona(
+        "one_time_buyer",
+        0.15,
+        0.0,
+        0.9,
+        (0.3, 0.5, 0.2),
+        (0.6, 0.2, 0.1, 0.1),
+        0.3,
+        0.0,
+        2.0,
+        0.6,
+        0.3,
+        0.3,
+        0.2,
+        15.0,
+        (9, 11, 4),
+        (0.2, 0.25, 0.2, 0.15, 0.1, 0.1),
+        0.02,
+    ),
+    Persona(
+        "lapsing_regular",
+        0.13,
+        1.8,
+        1.1,
+        (0.3, 0.3, 0.4),
+        (0.6, 0.2, 0.15, 0.05),
+        0.2,
+        0.05,
+        1.5,
+        0.6,
+        1.0,
+        1.0,
+        0.3,
+        14.0,
+        (0, 1, 5),
+        (0.05, 0.2, 0.3, 0.25, 0.12, 0.08),
+        0.3,
+    ),
+    Persona(
+        "seasonal_gift_buyer",
+        0.12,
+        0.35,
+        1.5,
+        (0.35, 0.45, 0.2),
+        (0.7, 0.2, 0.05, 0.05),
+        0.25,
+        0.1,
+        2.5,
+        0.7,
+        0.5,
+        1.0,
+        0.5,
+        18.0,
+        (9, 6, 7),
+        (0.05, 0.15, 0.3, 0.3, 0.15, 0.05),
+        0.15,
+    ),
 )
 PERSONA_NAMES = np.array([p.name for p in PERSONAS])
 
@@ -137,18 +279,30 @@ def _timestamps(seconds: np.ndarray) -> pa.Array:
 
 
 PURCHASES_SCHEMA = pa.schema(
-    [("order_id", pa.string()), ("customer_id", pa.dictionary(pa.int32(), pa.string())),
-     ("ts", pa.timestamp("s")), ("amount", pa.float64()), ("quantity", pa.float64()),
-     ("product_id", pa.string()), ("category", pa.dictionary(pa.int32(), pa.string())),
-     ("brand", pa.dictionary(pa.int32(), pa.string())), ("channel", pa.dictionary(pa.int32(), pa.string())),
-     ("payment_method", pa.dictionary(pa.int32(), pa.string())), ("discount", pa.float64()),
-     ("store_id", pa.dictionary(pa.int32(), pa.string()))]
+    [
+        ("order_id", pa.string()),
+        ("customer_id", pa.dictionary(pa.int32(), pa.string())),
+        ("ts", pa.timestamp("s")),
+        ("amount", pa.float64()),
+        ("quantity", pa.float64()),
+        ("product_id", pa.string()),
+        ("category", pa.dictionary(pa.int32(), pa.string())),
+        ("brand", pa.dictionary(pa.int32(), pa.string())),
+        ("channel", pa.dictionary(pa.int32(), pa.string())),
+        ("payment_method", pa.dictionary(pa.int32(), pa.string())),
+        ("discount", pa.float64()),
+        ("store_id", pa.dictionary(pa.int32(), pa.string())),
+    ]
 )
 EVENTS_SCHEMA = pa.schema(
-    [("customer_id", pa.dictionary(pa.int32(), pa.string())), ("ts", pa.timestamp("s")),
-     ("event_type", pa.dictionary(pa.int32(), pa.string())),
-     ("channel", pa.dictionary(pa.int32(), pa.string())),
-     ("category", pa.dictionary(pa.int32(), pa.string())), ("value", pa.float64())]
+    [
+        ("customer_id", pa.dictionary(pa.int32(), pa.string())),
+        ("ts", pa.timestamp("s")),
+        ("event_type", pa.dictionary(pa.int32(), pa.string())),
+        ("channel", pa.dictionary(pa.int32(), pa.string())),
+        ("category", pa.dictionary(pa.int32(), pa.string())),
+        ("value", pa.float64()),
+    ]
 )
 
 
@@ -262,8 +416,12 @@ def _purchases(rng, first, order_customer, seconds, persona, ids, alt_ids, has_a
     category = np.where(first_line, main_category[line_order], _pick(rng, _category_probabilities()[line_persona]))
     premium = rng.random(len(line_order)) < _persona_array("premium_p")[line_persona]
     tier = np.where(premium, 0, rng.integers(1, 3, size=len(line_order)))
-    price = (CATEGORY_PRICE[category] * BRAND_FACTOR[tier] * _persona_array("aov_factor")[line_persona]
-             * rng.lognormal(0.0, 0.3, size=len(line_order)))
+    price = (
+        CATEGORY_PRICE[category]
+        * BRAND_FACTOR[tier]
+        * _persona_array("aov_factor")[line_persona]
+        * rng.lognormal(0.0, 0.3, size=len(line_order))
+    )
     quantity = 1 + rng.poisson(0.4, size=len(line_order))
     gross = np.round(price * quantity, 2)
     discounted = on_promo[line_order] & (rng.random(len(line_order)) < 0.85)
@@ -275,7 +433,7 @@ def _purchases(rng, first, order_customer, seconds, persona, ids, alt_ids, has_a
     order_ids = np.char.add(np.char.add("O", str(first).zfill(8) + "-"), line_order.astype(str))
 
     # About 1.5% of lines are returned 3-20 days later: a negative line in a return order.
-    returned = (rng.random(len(line_order)) < 0.015)
+    returned = rng.random(len(line_order)) < 0.015
     return_ts = line_ts[returned] + rng.integers(3, 21, size=returned.sum()) * DAY_S
     keep = return_ts < DAYS * DAY_S
     r = np.flatnonzero(returned)[keep]
@@ -295,8 +453,10 @@ def _purchases(rng, first, order_customer, seconds, persona, ids, alt_ids, has_a
             "quantity": (quantity[all_rows] * sign).astype(float),
             "product_id": pa.array(np.char.add("P", product[all_rows].astype(str))),
             "category": _dictionary(category[all_rows], CATEGORIES),
-            "brand": _dictionary(category[all_rows] * 3 + tier[all_rows],
-                                 np.char.add(np.repeat(CATEGORIES, 3), np.tile(np.char.add("_", BRAND_TIERS), len(CATEGORIES)))),
+            "brand": _dictionary(
+                category[all_rows] * 3 + tier[all_rows],
+                np.char.add(np.repeat(CATEGORIES, 3), np.tile(np.char.add("_", BRAND_TIERS), len(CATEGORIES))),
+            ),
             "channel": _dictionary(channel[line_order][all_rows], CHANNELS),
             "payment_method": _dictionary(payment[line_order][all_rows], PAYMENTS),
             "discount": np.where(is_return, 0.0, discount[all_rows]),
@@ -305,8 +465,12 @@ def _purchases(rng, first, order_customer, seconds, persona, ids, alt_ids, has_a
         schema=PURCHASES_SCHEMA,
     )
     order_info = {
-        "customer": order_customer, "seconds": seconds, "channel": channel,
-        "category": main_category, "on_promo": on_promo, "via_alt": via_alt,
+        "customer": order_customer,
+        "seconds": seconds,
+        "channel": channel,
+        "category": main_category,
+        "on_promo": on_promo,
+        "via_alt": via_alt,
         "value": np.bincount(line_order, weights=discount, minlength=n_orders),
     }
     return table, order_info
@@ -318,7 +482,11 @@ def _events(rng, first, persona, signup, end, orders, campaigns, ids, alt_ids, h
     def add(customer, ts, event_type, channel, category, value=None):
         parts_customer.append(customer)
         parts_ts.append(ts)
-        parts_type.append(np.full(len(customer), EV[event_type]) if np.isscalar(event_type) or isinstance(event_type, str) else event_type)
+        parts_type.append(
+            np.full(len(customer), EV[event_type])
+            if np.isscalar(event_type) or isinstance(event_type, str)
+            else event_type
+        )
         parts_channel.append(channel)
         parts_category.append(category)
         parts_value.append(np.full(len(customer), np.nan) if value is None else value)
@@ -330,16 +498,32 @@ def _events(rng, first, persona, signup, end, orders, campaigns, ids, alt_ids, h
     # Views in the three days before each order, in its main category.
     views = rng.poisson(_persona_array("views_per_order")[order_persona])
     o = np.repeat(np.arange(len(order_customer)), views)
-    add(cust_index[o], np.maximum(orders["seconds"][o] - rng.integers(600, 3 * DAY_S, len(o)), 0), "view",
-        np.minimum(orders["channel"][o], 1), orders["category"][o])
+    add(
+        cust_index[o],
+        np.maximum(orders["seconds"][o] - rng.integers(600, 3 * DAY_S, len(o)), 0),
+        "view",
+        np.minimum(orders["channel"][o], 1),
+        orders["category"][o],
+    )
     online = orders["channel"] != 2
     carted = online & (rng.random(len(order_customer)) < _persona_array("cart_p")[order_persona])
     o = np.flatnonzero(carted)
-    add(cust_index[o], np.maximum(orders["seconds"][o] - rng.integers(60, 7200, len(o)), 0), "add_to_cart",
-        orders["channel"][o], orders["category"][o])
+    add(
+        cust_index[o],
+        np.maximum(orders["seconds"][o] - rng.integers(60, 7200, len(o)), 0),
+        "add_to_cart",
+        orders["channel"][o],
+        orders["category"][o],
+    )
     promo = np.flatnonzero(orders["on_promo"] & (rng.random(len(order_customer)) < 0.5))
-    add(cust_index[promo], orders["seconds"][promo], "coupon_redeemed", orders["channel"][promo],
-        orders["category"][promo], np.round(orders["value"][promo], 2))
+    add(
+        cust_index[promo],
+        orders["seconds"][promo],
+        "coupon_redeemed",
+        orders["channel"][promo],
+        orders["category"][promo],
+        np.round(orders["value"][promo], 2),
+    )
 
     span_months = (end - signup + 1) / 30.4
     category_p = _category_probabilities()
@@ -358,18 +542,32 @@ def _events(rng, first, persona, signup, end, orders, campaigns, ids, alt_ids, h
                 add(c[f], ts[f] + 120, follow, channel[f], category[f])
 
     customer, campaign, at, clicked = campaigns
-    add(customer, at, "campaign_received", np.full(len(customer), 1), np.full(len(customer), -1), campaign.astype(float))
+    add(
+        customer, at, "campaign_received", np.full(len(customer), 1), np.full(len(customer), -1), campaign.astype(float)
+    )
     click = np.flatnonzero(clicked)
-    add(customer[click], at[click] + rng.integers(600, DAY_S, len(click)), "campaign_click",
-        np.zeros(len(click), int), np.full(len(click), -1), campaign[click].astype(float))
+    add(
+        customer[click],
+        at[click] + rng.integers(600, DAY_S, len(click)),
+        "campaign_click",
+        np.zeros(len(click), int),
+        np.full(len(click), -1),
+        campaign[click].astype(float),
+    )
     service_rate = np.where(persona == _index("lapsing_regular"), 0.25, 0.04)
     k = rng.poisson(service_rate * span_months)
     c = np.repeat(np.arange(n), k)
     ts = (np.maximum(end[c] - rng.integers(0, 60, len(c)), signup[c]) * DAY_S + 10 * 3600).astype(np.int64)
     add(c, ts, "service_contact", np.full(len(c), 2), np.full(len(c), -1))
     reviewed = np.flatnonzero(rng.random(len(order_customer)) < 0.05)
-    add(cust_index[reviewed], orders["seconds"][reviewed] + 7 * DAY_S, "review", orders["channel"][reviewed],
-        orders["category"][reviewed], rng.integers(1, 6, len(reviewed)).astype(float))
+    add(
+        cust_index[reviewed],
+        orders["seconds"][reviewed] + 7 * DAY_S,
+        "review",
+        orders["channel"][reviewed],
+        orders["category"][reviewed],
+        rng.integers(1, 6, len(reviewed)).astype(float),
+    )
 
     ts = np.concatenate(parts_ts)
     keep = ts < DAYS * DAY_S
@@ -413,8 +611,9 @@ def _identities(rng, ids, alt_ids, has_alt):
     return pa.table(
         {
             "customer_id": np.concatenate([ids, ids, alt_ids[alt]]),
-            "id_type": np.concatenate([np.full(len(ids), "phone_hash"), np.full(len(ids), "email_hash"),
-                                       np.full(len(alt), "phone_hash")]),
+            "id_type": np.concatenate(
+                [np.full(len(ids), "phone_hash"), np.full(len(ids), "email_hash"), np.full(len(alt), "phone_hash")]
+            ),
             "id_value": np.concatenate([phone, email, phone[alt]]),
         }
     )

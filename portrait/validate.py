@@ -125,9 +125,7 @@ def _check_column_types(con: duckdb.DuckDBPyConnection, dataset: Dataset, table:
     for i, column in enumerate(parsed):
         present, bad = counts[2 * i], counts[2 * i + 1]
         if present and bad / present > contract.MAX_UNPARSEABLE_SHARE:
-            examples = con.execute(
-                f"SELECT * FROM raw_{table.name} WHERE {unparseable[column.name]} LIMIT 3"
-            ).df()
+            examples = con.execute(f"SELECT * FROM raw_{table.name} WHERE {unparseable[column.name]} LIMIT 3").df()
             raise ContractError(
                 f"{bad:,} of {present:,} values cannot be parsed as a {column.kind}"
                 + (f" with format {source.timestamp_format!r}" if source.timestamp_format else "")
@@ -144,16 +142,12 @@ def _raw_types(con, view: str) -> dict[str, str]:
 
 def _check_rows(con, dataset: Dataset, table: contract.Table, out_dir: Path | None) -> TableReport:
     name = table.name
-    counts = dict(
-        con.execute(f"SELECT {REASON}, COUNT(*) FROM checked_{name} GROUP BY 1").fetchall()
-    )
+    counts = dict(con.execute(f"SELECT {REASON}, COUNT(*) FROM checked_{name} GROUP BY 1").fetchall())
     rows = sum(counts.values())
     quarantined = {reason: n for reason, n in counts.items() if reason is not None}
     has_duplicates_view = table.check_duplicates
     if has_duplicates_view:
-        for reason, n in con.execute(
-            f"SELECT {REASON}, SUM(_rows) FROM duplicates_{name} GROUP BY 1"
-        ).fetchall():
+        for reason, n in con.execute(f"SELECT {REASON}, SUM(_rows) FROM duplicates_{name} GROUP BY 1").fetchall():
             quarantined[reason] = quarantined.get(reason, 0) + int(n)
     valid = con.execute(f"SELECT COUNT(*) FROM clean_{name}").fetchall()[0][0]
     report = TableReport(

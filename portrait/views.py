@@ -24,8 +24,21 @@ from portrait.errors import ContractError
 
 REASON = "_reject_reason"
 PARSED = "_parsed_"  # prefix of the parsed copy of each column inside checked_*
-_NUMERIC_TYPES = ("DOUBLE", "FLOAT", "REAL", "DECIMAL", "BIGINT", "INTEGER", "SMALLINT",
-                  "TINYINT", "HUGEINT", "UBIGINT", "UINTEGER", "USMALLINT", "UTINYINT")
+_NUMERIC_TYPES = (
+    "DOUBLE",
+    "FLOAT",
+    "REAL",
+    "DECIMAL",
+    "BIGINT",
+    "INTEGER",
+    "SMALLINT",
+    "TINYINT",
+    "HUGEINT",
+    "UBIGINT",
+    "UINTEGER",
+    "USMALLINT",
+    "UTINYINT",
+)
 
 
 def register_views(con: duckdb.DuckDBPyConnection, dataset: Dataset) -> None:
@@ -149,8 +162,7 @@ def _reason_cases(table: contract.Table, types: dict[str, str], trim: bool) -> s
             cases.append(f"WHEN {value} IS NULL AND {present} THEN 'unparseable_{column.name}'")
         if column.kind == "number":
             cases.append(
-                f"WHEN ({value} IS NULL AND {present}) OR NOT isfinite({value}) "
-                f"THEN 'non_numeric_{column.name}'"
+                f"WHEN ({value} IS NULL AND {present}) OR NOT isfinite({value}) THEN 'non_numeric_{column.name}'"
             )
             if column.non_negative:
                 cases.append(f"WHEN {value} < 0 THEN 'negative_{column.name}'")
@@ -164,7 +176,7 @@ def _register_deduplicated(con, table: contract.Table) -> None:
     name = table.name
     if table.name == "customers":
         con.execute(
-            f"""CREATE OR REPLACE VIEW _distinct_customers AS
+            """CREATE OR REPLACE VIEW _distinct_customers AS
             SELECT DISTINCT * FROM typed_customers"""
         )
         con.execute(
@@ -209,9 +221,7 @@ def _register_final_views(con, dataset: Dataset) -> None:
         if not has_map:
             con.execute(f"CREATE OR REPLACE VIEW {table.name} AS SELECT * FROM clean_{table.name}")
             continue
-        others = ", ".join(
-            f"t.{quote_ident(c)}" for c in _columns(con, f"clean_{table.name}") if c != "customer_id"
-        )
+        others = ", ".join(f"t.{quote_ident(c)}" for c in _columns(con, f"clean_{table.name}") if c != "customer_id")
         mapped = (
             f"SELECT COALESCE(m.person_id, t.customer_id) AS customer_id"
             f"{', ' + others if others else ''}, t.customer_id AS _source_customer_id "

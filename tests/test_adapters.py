@@ -62,31 +62,61 @@ def test_cdnow_refuses_a_file_of_another_shape(tmp_path):
 def _completejourney_slice(folder: Path) -> Path:
     folder.mkdir()
     ts = pd.to_datetime(["2017-01-01 11:53:26", "2017-01-01 11:53:26", "2017-02-03 09:00:00"])
-    pd.DataFrame({
-        "household_id": [900, 900, 1228], "store_id": [330, 330, 406], "basket_id": [31, 31, 32],
-        "product_id": [1, 2, 1], "quantity": [1, 2, 1], "sales_value": [0.5, 3.0, 1.43],
-        "retail_disc": [0.0, 0.6, 0.15], "coupon_disc": [0.0, 0.5, 0.0], "coupon_match_disc": [0.0, 0.1, 0.0],
-        "week": [1, 1, 5], "transaction_timestamp": ts,
-    }).to_parquet(folder / "transactions.parquet")
-    pd.DataFrame({
-        "product_id": [1, 2], "manufacturer_id": [2, 69], "department": ["GROCERY", "PASTRY"],
-        "brand": ["National", "Private"], "product_category": ["FRZN ICE", None],
-        "product_type": ["ICE", "BREAD"], "package_size": ["22 LB", None],
-    }).to_parquet(folder / "products.parquet")
+    pd.DataFrame(
+        {
+            "household_id": [900, 900, 1228],
+            "store_id": [330, 330, 406],
+            "basket_id": [31, 31, 32],
+            "product_id": [1, 2, 1],
+            "quantity": [1, 2, 1],
+            "sales_value": [0.5, 3.0, 1.43],
+            "retail_disc": [0.0, 0.6, 0.15],
+            "coupon_disc": [0.0, 0.5, 0.0],
+            "coupon_match_disc": [0.0, 0.1, 0.0],
+            "week": [1, 1, 5],
+            "transaction_timestamp": ts,
+        }
+    ).to_parquet(folder / "transactions.parquet")
+    pd.DataFrame(
+        {
+            "product_id": [1, 2],
+            "manufacturer_id": [2, 69],
+            "department": ["GROCERY", "PASTRY"],
+            "brand": ["National", "Private"],
+            "product_category": ["FRZN ICE", None],
+            "product_type": ["ICE", "BREAD"],
+            "package_size": ["22 LB", None],
+        }
+    ).to_parquet(folder / "products.parquet")
     pd.DataFrame({"campaign_id": [1], "household_id": [900]}).to_parquet(folder / "campaigns.parquet")
-    pd.DataFrame({
-        "campaign_id": [1], "campaign_type": ["Type B"],
-        "start_date": pd.to_datetime(["2017-03-03"]), "end_date": pd.to_datetime(["2017-04-09"]),
-    }).to_parquet(folder / "campaign_descriptions.parquet")
-    pd.DataFrame({
-        "household_id": [1228], "coupon_upc": [5], "campaign_id": [1],
-        "redemption_date": pd.to_datetime(["2017-03-10"]),
-    }).to_parquet(folder / "coupon_redemptions.parquet")
-    pd.DataFrame({
-        "household_id": [900], "age": ["65+"], "income": ["35-49K"], "home_ownership": ["Homeowner"],
-        "marital_status": ["Married"], "household_size": ["2"], "household_comp": ["2 Adults No Kids"],
-        "kids_count": ["0"],
-    }).to_parquet(folder / "demographics.parquet")
+    pd.DataFrame(
+        {
+            "campaign_id": [1],
+            "campaign_type": ["Type B"],
+            "start_date": pd.to_datetime(["2017-03-03"]),
+            "end_date": pd.to_datetime(["2017-04-09"]),
+        }
+    ).to_parquet(folder / "campaign_descriptions.parquet")
+    pd.DataFrame(
+        {
+            "household_id": [1228],
+            "coupon_upc": [5],
+            "campaign_id": [1],
+            "redemption_date": pd.to_datetime(["2017-03-10"]),
+        }
+    ).to_parquet(folder / "coupon_redemptions.parquet")
+    pd.DataFrame(
+        {
+            "household_id": [900],
+            "age": ["65+"],
+            "income": ["35-49K"],
+            "home_ownership": ["Homeowner"],
+            "marital_status": ["Married"],
+            "household_size": ["2"],
+            "household_comp": ["2 Adults No Kids"],
+            "kids_count": ["0"],
+        }
+    ).to_parquet(folder / "demographics.parquet")
     return folder
 
 

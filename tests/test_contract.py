@@ -14,6 +14,4 @@ def test_purchases_is_the_only_required_table():
 
 
 def test_required_purchase_columns():
-    assert [c.name for c in contract.PURCHASES.required_columns] == [
-        "order_id", "customer_id", "ts", "amount"
-    ]
+    assert [c.name for c in contract.PURCHASES.required_columns] == ["order_id", "customer_id", "ts", "amount"]

@@ -17,8 +17,18 @@ from portrait.dataset import Dataset
 from portrait.errors import ConfigError, PortraitError
 
 CUTOFF = "2024-03-01"
-PURCHASE_COLUMNS = ["order_id", "customer_id", "ts", "amount", "quantity", "category", "brand",
-                    "channel", "payment_method", "discount"]
+PURCHASE_COLUMNS = [
+    "order_id",
+    "customer_id",
+    "ts",
+    "amount",
+    "quantity",
+    "category",
+    "brand",
+    "channel",
+    "payment_method",
+    "discount",
+]
 PURCHASES = pd.DataFrame(
     [
         ("o1", "A", "2024-01-01 10:00:00", 20.0, 1, "books", "b1", "web", "card", 0.0),
@@ -56,43 +66,102 @@ def features() -> pd.DataFrame:
 
 
 EXPECTED_A = {
-    "days_since_last_purchase": 15, "days_since_first_purchase": 60, "orders_lifetime": 2,
-    "spend_lifetime": 50.0, "avg_order_value": 35.0, "max_order_value": 40.0, "refund_count": 1,
-    "refund_amount": 20.0, "refund_rate": 20 / 70,
-    "orders_7d": 0, "orders_30d": 1, "spend_30d": 20.0, "orders_90d": 2, "spend_90d": 50.0,
-    "items_90d": 5.0, "active_days_90d": 2, "distinct_categories_30d": 1, "distinct_categories_90d": 2,
-    "mean_days_between_orders": 45.0, "std_days_between_orders": None, "overdue_ratio": 15 / 45,
-    "spend_trend_90d": 1.0, "orders_trend_90d": 1.0,
-    "category_share_toys": 10 / 70, "category_share_books": 60 / 70, "category_share_other": 0.0,
-    "brand_share_b2": 10 / 70, "brand_share_b1": 60 / 70,
-    "channel_share_store": 0.0, "channel_share_app": 0.5, "channel_share_web": 0.5,
-    "payment_share_cash": 0.0, "payment_share_card": 1.0,
-    "favourite_category": "books", "favourite_channel": "app", "distinct_categories_lifetime": 2,
-    "discount_order_share": 0.5, "avg_discount_depth": 5 / 35,
-    "price_level": (1 + 7.5 / 53.75 + 1) / 3, "premium_line_share": 0.0,
-    "promo_share_30d": 0.0, "promo_share_90d": 0.5,
-    "order_share_monday": 0.5, "order_share_thursday": 0.5, "order_share_weekend": 0.0,
-    "order_share_morning": 0.5, "order_share_evening": 0.5, "payday_order_share": 1.0,
+    "days_since_last_purchase": 15,
+    "days_since_first_purchase": 60,
+    "orders_lifetime": 2,
+    "spend_lifetime": 50.0,
+    "avg_order_value": 35.0,
+    "max_order_value": 40.0,
+    "refund_count": 1,
+    "refund_amount": 20.0,
+    "refund_rate": 20 / 70,
+    "orders_7d": 0,
+    "orders_30d": 1,
+    "spend_30d": 20.0,
+    "orders_90d": 2,
+    "spend_90d": 50.0,
+    "items_90d": 5.0,
+    "active_days_90d": 2,
+    "distinct_categories_30d": 1,
+    "distinct_categories_90d": 2,
+    "mean_days_between_orders": 45.0,
+    "std_days_between_orders": None,
+    "overdue_ratio": 15 / 45,
+    "spend_trend_90d": 1.0,
+    "orders_trend_90d": 1.0,
+    "category_share_toys": 10 / 70,
+    "category_share_books": 60 / 70,
+    "category_share_other": 0.0,
+    "brand_share_b2": 10 / 70,
+    "brand_share_b1": 60 / 70,
+    "channel_share_store": 0.0,
+    "channel_share_app": 0.5,
+    "channel_share_web": 0.5,
+    "payment_share_cash": 0.0,
+    "payment_share_card": 1.0,
+    "favourite_category": "books",
+    "favourite_channel": "app",
+    "distinct_categories_lifetime": 2,
+    "discount_order_share": 0.5,
+    "avg_discount_depth": 5 / 35,
+    "price_level": (1 + 7.5 / 53.75 + 1) / 3,
+    "premium_line_share": 0.0,
+    "promo_share_30d": 0.0,
+    "promo_share_90d": 0.5,
+    "order_share_monday": 0.5,
+    "order_share_thursday": 0.5,
+    "order_share_weekend": 0.0,
+    "order_share_morning": 0.5,
+    "order_share_evening": 0.5,
+    "payday_order_share": 1.0,
     "peak_season_order_share": 1.0,
-    "view_count_30d": 1, "campaign_received_count_30d": 1, "campaign_received_count_90d": 2,
-    "event_count_90d": 3, "days_since_last_event": 16, "active_event_days_90d": 3,
-    "view_to_cart_rate_90d": 0.0, "cart_to_purchase_rate_90d": None, "campaign_response_rate": 0.5,
+    "view_count_30d": 1,
+    "campaign_received_count_30d": 1,
+    "campaign_received_count_90d": 2,
+    "event_count_90d": 3,
+    "days_since_last_event": 16,
+    "active_event_days_90d": 3,
+    "view_to_cart_rate_90d": 0.0,
+    "cart_to_purchase_rate_90d": None,
+    "campaign_response_rate": 0.5,
 }
 EXPECTED_B = {
-    "orders_lifetime": 0, "spend_lifetime": 0.0, "days_since_last_purchase": None, "avg_order_value": None,
-    "category_share_books": None, "favourite_category": None, "view_count_7d": 1, "add_to_cart_count_7d": 1,
-    "days_since_last_event": 2, "view_to_cart_rate_90d": 1.0, "cart_to_purchase_rate_90d": 0.0,
+    "orders_lifetime": 0,
+    "spend_lifetime": 0.0,
+    "days_since_last_purchase": None,
+    "avg_order_value": None,
+    "category_share_books": None,
+    "favourite_category": None,
+    "view_count_7d": 1,
+    "add_to_cart_count_7d": 1,
+    "days_since_last_event": 2,
+    "view_to_cart_rate_90d": 1.0,
+    "cart_to_purchase_rate_90d": 0.0,
     "campaign_response_rate": 0.0,
 }
 EXPECTED_C = {
-    "days_since_last_purchase": 362, "orders_lifetime": 1, "orders_180d": 0, "orders_365d": 1,
-    "mean_days_between_orders": None, "overdue_ratio": None, "order_share_sunday": 1.0,
-    "order_share_afternoon": 1.0, "payday_order_share": 1.0, "price_level": 100 / 53.75,
-    "premium_line_share": 1.0, "days_since_last_event": None, "view_count_365d": 0,
+    "days_since_last_purchase": 362,
+    "orders_lifetime": 1,
+    "orders_180d": 0,
+    "orders_365d": 1,
+    "mean_days_between_orders": None,
+    "overdue_ratio": None,
+    "order_share_sunday": 1.0,
+    "order_share_afternoon": 1.0,
+    "payday_order_share": 1.0,
+    "price_level": 100 / 53.75,
+    "premium_line_share": 1.0,
+    "days_since_last_event": None,
+    "view_count_365d": 0,
 }
 EXPECTED_D = {  # only a refund
-    "orders_lifetime": 0, "refund_count": 1, "refund_amount": 15.0, "spend_lifetime": -15.0,
-    "days_since_last_purchase": None, "refund_rate": None, "category_share_books": None,
+    "orders_lifetime": 0,
+    "refund_count": 1,
+    "refund_amount": 15.0,
+    "spend_lifetime": -15.0,
+    "days_since_last_purchase": None,
+    "refund_rate": None,
+    "category_share_books": None,
 }
 
 
@@ -109,7 +178,9 @@ def assert_row(row: pd.Series, expected: dict) -> None:
             )
 
 
-@pytest.mark.parametrize("customer,expected", [("A", EXPECTED_A), ("B", EXPECTED_B), ("C", EXPECTED_C), ("D", EXPECTED_D)])
+@pytest.mark.parametrize(
+    "customer,expected", [("A", EXPECTED_A), ("B", EXPECTED_B), ("C", EXPECTED_C), ("D", EXPECTED_D)]
+)
 def test_hand_computed_feature_values(features, customer, expected):
     assert_row(features.loc[customer], expected)
 
@@ -121,8 +192,10 @@ def test_customers_first_seen_after_the_cutoff_are_not_rows(features):
 def test_vocabulary_is_top_values_by_spend_before_the_cutoff():
     frame = build_features(dataset(), CUTOFF)
     assert frame.attrs["vocabulary"] == {
-        "categories": ["toys", "books"], "brands": ["b2", "b1"],
-        "channels": ["store", "app", "web"], "payment_methods": ["cash", "card"],
+        "categories": ["toys", "books"],
+        "brands": ["b2", "b1"],
+        "channels": ["store", "app", "web"],
+        "payment_methods": ["cash", "card"],
     }
 
 
@@ -147,8 +220,11 @@ AFTER_CUTOFF_PURCHASES = pd.DataFrame(
     columns=PURCHASE_COLUMNS,
 )
 AFTER_CUTOFF_EVENTS = pd.DataFrame(
-    [("A", "2024-03-01 00:00:00", "view"), ("C", "2024-03-03 00:00:00", "campaign_received"),
-     ("Z", "2024-04-01 00:00:00", "add_to_cart")],
+    [
+        ("A", "2024-03-01 00:00:00", "view"),
+        ("C", "2024-03-03 00:00:00", "campaign_received"),
+        ("Z", "2024-04-01 00:00:00", "add_to_cart"),
+    ],
     columns=["customer_id", "ts", "event_type"],
 )
 
@@ -163,8 +239,9 @@ def test_rows_at_or_after_the_cutoff_change_no_feature_value(features):
 
 def test_a_campaign_whose_response_window_is_open_at_the_cutoff_is_not_scored():
     # received 3 days before the cutoff: whether it is answered is not knowable yet
-    events = pd.concat([EVENTS, pd.DataFrame([("C", "2024-02-27 09:00:00", "campaign_received")],
-                                             columns=EVENTS.columns)])
+    events = pd.concat(
+        [EVENTS, pd.DataFrame([("C", "2024-02-27 09:00:00", "campaign_received")], columns=EVENTS.columns)]
+    )
     frame = build_features(dataset(events=events), CUTOFF).set_index("customer_id")
     assert pd.isna(frame.loc["C", "campaign_response_rate"])
 
@@ -279,8 +356,12 @@ def test_a_window_of_w_days_holds_exactly_the_w_days_before_the_cutoff():
         columns=["order_id", "customer_id", "ts", "amount"],
     )
     events = pd.DataFrame(
-        [("K", "2024-02-23 00:00:00", "view"), ("K", "2024-02-22 23:59:59", "view"),
-         ("K", "2023-12-02 00:00:00", "search"), ("K", "2023-12-01 23:59:59", "search")],
+        [
+            ("K", "2024-02-23 00:00:00", "view"),
+            ("K", "2024-02-22 23:59:59", "view"),
+            ("K", "2023-12-02 00:00:00", "search"),
+            ("K", "2023-12-01 23:59:59", "search"),
+        ],
         columns=["customer_id", "ts", "event_type"],
     )
     row = build_features(Dataset.from_frames(purchases=purchases, events=events), CUTOFF).iloc[0]

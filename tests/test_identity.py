@@ -16,10 +16,13 @@ LINKS = pd.DataFrame(
 
 def test_ids_sharing_an_identifier_merge_transitively_into_the_smallest_id():
     mapping = resolve(LINKS)
-    assert dict(zip(mapping["customer_id"], mapping["person_id"])) == {
-        "app-3": "app-3", "store-9": "app-3", "web-7": "app-3",  # web-7 -phone- app-3 -email- store-9
+    assert dict(zip(mapping["customer_id"], mapping["person_id"], strict=True)) == {
+        "app-3": "app-3",
+        "store-9": "app-3",
+        "web-7": "app-3",  # web-7 -phone- app-3 -email- store-9
         "solo": "solo",
-        "x1": "x1", "x2": "x1",
+        "x1": "x1",
+        "x2": "x1",
     }
 
 
@@ -40,8 +43,12 @@ def test_summary_counts_merged_ids_and_people():
 
 def _dataset() -> Dataset:
     purchases = pd.DataFrame(
-        {"order_id": ["o1", "o2", "o3"], "customer_id": ["web-7", "store-9", "solo"],
-         "ts": ["2024-01-01", "2024-01-02", "2024-01-03"], "amount": [1.0, 2.0, 3.0]}
+        {
+            "order_id": ["o1", "o2", "o3"],
+            "customer_id": ["web-7", "store-9", "solo"],
+            "ts": ["2024-01-01", "2024-01-02", "2024-01-03"],
+            "amount": [1.0, 2.0, 3.0],
+        }
     )
     customers = pd.DataFrame({"customer_id": ["store-9", "app-3"], "region": ["south", "north"]})
     return Dataset.from_frames(purchases=purchases, customers=customers, identities=LINKS)
@@ -50,7 +57,9 @@ def _dataset() -> Dataset:
 def test_mapping_applies_to_every_table_and_keeps_the_persons_own_attributes():
     con = _dataset().connect()
     assert con.execute("SELECT customer_id FROM purchases ORDER BY order_id").fetchall() == [
-        ("app-3",), ("app-3",), ("solo",)
+        ("app-3",),
+        ("app-3",),
+        ("solo",),
     ]
     assert con.execute("SELECT customer_id, region FROM customers").fetchall() == [("app-3", "north")]
 
@@ -60,7 +69,8 @@ def test_explain_names_the_shared_identifiers_without_their_values():
     assert result["person_id"] == "app-3"
     assert result["customer_ids"] == ["app-3", "store-9", "web-7"]
     assert [(s["id_type"], s["customer_ids"]) for s in result["shared_identifiers"]] == [
-        ("email", ["app-3", "store-9"]), ("phone", ["app-3", "web-7"])
+        ("email", ["app-3", "store-9"]),
+        ("phone", ["app-3", "web-7"]),
     ]
     assert "e1" not in str(result) and "p1" not in str(result)
 

@@ -26,8 +26,9 @@ def test_truth_lives_outside_the_contract_tables(small_synthetic: Path):
 
 def _per_persona(folder: Path) -> pd.DataFrame:
     con = duckdb.connect()
-    return con.execute(
-        f"""
+    return (
+        con.execute(
+            f"""
         WITH truth AS (SELECT * FROM read_csv('{folder}/truth/personas.csv')),
         orders AS (
             SELECT customer_id, order_id, MIN(ts) AS ts, MAX(channel) AS channel,
@@ -47,7 +48,10 @@ def _per_persona(folder: Path) -> pd.DataFrame:
                MAX(orders) AS max_orders
         FROM truth t JOIN per_customer p USING (customer_id) LEFT JOIN views v USING (customer_id)
         GROUP BY 1"""
-    ).df().set_index("persona")
+        )
+        .df()
+        .set_index("persona")
+    )
 
 
 def test_planted_personas_behave_as_described(small_synthetic: Path):

@@ -5,10 +5,10 @@ from dataclasses import replace
 
 import mlflow
 import numpy as np
-import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from models.pyfunc import serving_frame
 from portrait.errors import PortraitError
 from training.config import ValidationSpec, parse_experiment
 from training.data import prepare
@@ -90,8 +90,16 @@ def test_model_beats_chance_and_calibration_is_reported(trained):
     _, _, summary = trained
     m = summary.metrics
     assert m["holdout_roc_auc"] > 0.7
-    for name in ("holdout_pr_auc", "holdout_log_loss", "holdout_brier", "holdout_lift_at_10pct", "holdout_ece",
-                 "holdout_ece_uncalibrated", "baseline_rfm_holdout_roc_auc", "baseline_recent_buyer_holdout_roc_auc"):
+    for name in (
+        "holdout_pr_auc",
+        "holdout_log_loss",
+        "holdout_brier",
+        "holdout_lift_at_10pct",
+        "holdout_ece",
+        "holdout_ece_uncalibrated",
+        "baseline_rfm_holdout_roc_auc",
+        "baseline_recent_buyer_holdout_roc_auc",
+    ):
         assert name in m
 
 
@@ -99,8 +107,12 @@ def test_run_has_every_artifact_and_the_candidate_alias(trained):
     config, _, summary = trained
     client = MlflowClient()
     artifacts = {a.path for a in client.list_artifacts(summary.run_id, "report")}
-    assert {"report/gains_chart.png", "report/calibration_curve.png", "report/feature_importance.png",
-            "report/shap_importance.csv"} <= artifacts
+    assert {
+        "report/gains_chart.png",
+        "report/calibration_curve.png",
+        "report/feature_importance.png",
+        "report/shap_importance.csv",
+    } <= artifacts
     assert str(client.get_model_version_by_alias(config.name, "candidate").version) == summary.model_version
     run = client.get_run(summary.run_id)
     assert run.data.params["holdout_cutoff"] == "2024-12-01"
@@ -111,11 +123,7 @@ def test_pyfunc_returns_calibrated_probabilities_not_labels(trained):
     config, data, summary = trained
     model = mlflow.pyfunc.load_model(f"models:/{config.name}@candidate")
     holdout = data.X(data.rows(data.split.holdout)).head(300)
-    frame = holdout.copy()
-    for column in frame.columns:
-        if isinstance(frame[column].dtype, pd.CategoricalDtype):
-            frame[column] = frame[column].astype("object").where(frame[column].notna(), None)
-    scores = model.predict(frame)["score"].to_numpy()
+    scores = model.predict(serving_frame(holdout))["score"].to_numpy()
     assert ((scores >= 0) & (scores <= 1)).all()
     assert len(np.unique(scores)) > 2  # probabilities, not 0/1 labels
     estimator = model.unwrap_python_model().estimator
@@ -125,8 +133,9 @@ def test_pyfunc_returns_calibrated_probabilities_not_labels(trained):
 def test_promotion_moves_champion_only_when_at_least_as_good(trained, prepared):
     config, data, first = trained
     assert "is now champion" in promote(config.name).sentence()
-    worse = replace(config, model_params={**config.model_params, "n_estimators": 1, "num_leaves": 2,
-                                          "early_stopping_rounds": None})
+    worse = replace(
+        config, model_params={**config.model_params, "n_estimators": 1, "num_leaves": 2, "early_stopping_rounds": None}
+    )
     second = train_experiment(worse, data=data)
     assert second.metrics["holdout_roc_auc"] < first.metrics["holdout_roc_auc"]
     with pytest.raises(PortraitError, match=r"refusing to promote .* below champion"):

@@ -12,8 +12,12 @@ from training.config import parse_experiment
 from training.metrics import expected_calibration_error, lift_and_capture, normalized_gini
 from training.splits import explicit_split, monthly_split
 
-BASE = {"name": "x", "data": {"path": "demo"}, "cutoffs": {"rule": "monthly"},
-        "label": {"kind": "repurchase", "horizon_days": 90}}
+BASE = {
+    "name": "x",
+    "data": {"path": "demo"},
+    "cutoffs": {"rule": "monthly"},
+    "label": {"kind": "repurchase", "horizon_days": 90},
+}
 
 
 def test_monthly_split_keeps_every_label_window_apart():
@@ -97,5 +101,8 @@ def test_top_reasons_take_the_largest_positive_contributions():
     contributions = pd.DataFrame({"orders_90d": [0.5, -0.2], "spend_30d": [0.1, 0.3], "view_count_7d": [0.7, -0.1]})
     features = pd.DataFrame({"orders_90d": [4, 0], "spend_30d": [20.0, 55.5], "view_count_7d": [9, 0]})
     reasons = top_reasons(contributions, features, k=2)
-    assert reasons.loc[0].tolist() == ["viewed products 9 times in the last 7 days", "bought 4 times in the last 90 days"]
+    assert reasons.loc[0].tolist() == [
+        "viewed products 9 times in the last 7 days",
+        "bought 4 times in the last 90 days",
+    ]
     assert reasons.loc[1].tolist() == ["spent 55.50 in the last 30 days", None]

@@ -17,15 +17,15 @@ def purchases(*rows: dict) -> pd.DataFrame:
 
 def test_each_row_problem_is_counted_by_reason_and_quarantined(tmp_path):
     frame = purchases(
-        {},                                   # good
-        {"order_id": "o2"},                   # good
-        {"order_id": "o2"},                   # exact copy of the line above: duplicate_line
-        {"customer_id": None},                # missing_customer_id
-        {"customer_id": "   "},               # blank counts as missing
-        {"ts": "5th of May"},                 # unparseable_ts
-        {"amount": "twelve"},                 # non_numeric_amount
+        {},  # good
+        {"order_id": "o2"},  # good
+        {"order_id": "o2"},  # exact copy of the line above: duplicate_line
+        {"customer_id": None},  # missing_customer_id
+        {"customer_id": "   "},  # blank counts as missing
+        {"ts": "5th of May"},  # unparseable_ts
+        {"amount": "twelve"},  # non_numeric_amount
         {"order_id": "o3", "discount": "-1"},  # negative_discount
-        {"order_id": "o4", "discount": "2"},   # good
+        {"order_id": "o4", "discount": "2"},  # good
     )
     folder = write_tables(tmp_path / "data", purchases=frame)
     report = validate(open_dataset(folder), tmp_path / "out")
@@ -80,8 +80,12 @@ def test_an_empty_purchases_table_is_a_hard_error(tmp_path):
 
 def test_config_renames_columns_and_reads_other_timestamp_formats(tmp_path):
     export = pd.DataFrame(
-        {"InvoiceNo": ["i1", "i2"], "CustomerID": ["c1", "c2"], "When": ["05/01/2024", "06/01/2024"],
-         "amount": ["1.5", "2"]}
+        {
+            "InvoiceNo": ["i1", "i2"],
+            "CustomerID": ["c1", "c2"],
+            "When": ["05/01/2024", "06/01/2024"],
+            "amount": ["1.5", "2"],
+        }
     )
     folder = tmp_path / "data"
     folder.mkdir()
@@ -100,7 +104,7 @@ def test_config_renames_columns_and_reads_other_timestamp_formats(tmp_path):
 
 def test_config_with_an_unknown_key_is_refused(tmp_path):
     folder = write_tables(tmp_path / "data", purchases=purchases({}))
-    (folder / "portrait.toml").write_text('[tables.purchases]\ncolumns = {}\ncolumn_map = {}\n')
+    (folder / "portrait.toml").write_text("[tables.purchases]\ncolumns = {}\ncolumn_map = {}\n")
     with pytest.raises(ConfigError, match=r"unknown keys \['column_map'\]"):
         open_dataset(folder)
 
@@ -139,9 +143,7 @@ def test_nan_in_an_optional_float_column_means_missing_not_bad(tmp_path):
 
 
 def test_events_missing_type_are_quarantined(tmp_path):
-    events = pd.DataFrame(
-        {"customer_id": ["a", "a"], "ts": ["2024-01-01", "2024-01-02"], "event_type": ["view", None]}
-    )
+    events = pd.DataFrame({"customer_id": ["a", "a"], "ts": ["2024-01-01", "2024-01-02"], "event_type": ["view", None]})
     report = validate(Dataset.from_frames(purchases=purchases({}), events=events))
     table = next(t for t in report.tables if t.table == "events")
     assert table.quarantined == {"missing_event_type": 1}

@@ -8,10 +8,21 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-HEADLINE = ("holdout_roc_auc", "holdout_pr_auc", "holdout_lift_at_10pct", "holdout_ece", "holdout_ece_uncalibrated",
-            "baseline_rfm_holdout_roc_auc", "baseline_rfm_holdout_lift_at_10pct",
-            "baseline_recent_buyer_holdout_roc_auc", "baseline_recent_buyer_holdout_lift_at_10pct",
-            "holdout_gini", "holdout_spearman", "baseline_recent_spend_holdout_gini", "baseline_rfm_holdout_gini")
+HEADLINE = (
+    "holdout_roc_auc",
+    "holdout_pr_auc",
+    "holdout_lift_at_10pct",
+    "holdout_ece",
+    "holdout_ece_uncalibrated",
+    "baseline_rfm_holdout_roc_auc",
+    "baseline_rfm_holdout_lift_at_10pct",
+    "baseline_recent_buyer_holdout_roc_auc",
+    "baseline_recent_buyer_holdout_lift_at_10pct",
+    "holdout_gini",
+    "holdout_spearman",
+    "baseline_recent_spend_holdout_gini",
+    "baseline_rfm_holdout_gini",
+)
 
 
 def _load(experiment: Path, data: Path | None):
@@ -42,8 +53,9 @@ def register(app: typer.Typer, out, console) -> None:
 
         config = _load(experiment, data)
         setup_tracking()
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                      console=console, transient=True) as progress:
+        with Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True
+        ) as progress:
             task = progress.add_task("building the training set", total=None)
 
             def say(message) -> None:
@@ -56,8 +68,12 @@ def register(app: typer.Typer, out, console) -> None:
     @app.command("tune")
     def tune_command(
         experiment: Annotated[Path, typer.Argument(help="experiments/NAME.toml")],
-        trials: Annotated[int | None, typer.Option("--trials", min=1, help="Trials to run (default: the config's).")] = None,
-        timeout: Annotated[float | None, typer.Option("--timeout", help="Stop starting trials after S seconds.")] = None,
+        trials: Annotated[
+            int | None, typer.Option("--trials", min=1, help="Trials to run (default: the config's).")
+        ] = None,
+        timeout: Annotated[
+            float | None, typer.Option("--timeout", help="Stop starting trials after S seconds.")
+        ] = None,
         data: Annotated[Path | None, typer.Option("--data", help="Run on this data set instead.")] = None,
     ) -> None:
         """Tune with Optuna (resumable in optuna.db), then retrain the best and log it."""
@@ -66,23 +82,34 @@ def register(app: typer.Typer, out, console) -> None:
         config = _load(experiment, data)
         setup_tracking()
         n = trials or config.tuning.trials
-        with Progress(TextColumn("tuning"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      TextColumn("{task.description}"), console=console, transient=True) as progress:
+        with Progress(
+            TextColumn("tuning"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.description}"),
+            console=console,
+            transient=True,
+        ) as progress:
             task = progress.add_task("", total=n)
 
             def on_trial(trial) -> None:
                 progress.update(task, advance=1, description=f"last: {trial.state.name.lower()} {trial.value or ''}")
 
             summary = tune_experiment(config, n, timeout or config.tuning.timeout_seconds, progress=on_trial)
-        out.print(f"{summary.trials} trials in the study; best validation value {summary.best_value:.4f}"
-                  + (f" (default parameters: {summary.default_value:.4f})" if summary.default_value is not None else ""))
+        out.print(
+            f"{summary.trials} trials in the study; best validation value {summary.best_value:.4f}"
+            + (f" (default parameters: {summary.default_value:.4f})" if summary.default_value is not None else "")
+        )
         out.print(f"best parameters: {summary.best_params}")
         _print_summary(out, summary.final)
 
     @app.command("promote")
     def promote_command(
         name: Annotated[str, typer.Argument(help="Registered model name (the experiment's name).")],
-        version: Annotated[str | None, typer.Option("--version", help="Version to promote (default: candidate).")] = None,
+        version: Annotated[
+            str | None, typer.Option("--version", help="Version to promote (default: candidate).")
+        ] = None,
         force: Annotated[bool, typer.Option("--force", help="Promote even if its holdout metric is lower.")] = False,
     ) -> None:
         """Move the 'champion' alias to the candidate if it is at least as good."""

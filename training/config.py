@@ -111,12 +111,19 @@ class ExperimentConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name, "description": self.description, "data": self.data,
-            "cutoffs": {"rule": self.cutoffs.rule, "count": self.cutoffs.count,
-                        "dates": [d.isoformat() for d in self.cutoffs.dates]},
-            "label": self.label.__dict__, "families": list(self.families),
+            "name": self.name,
+            "description": self.description,
+            "data": self.data,
+            "cutoffs": {
+                "rule": self.cutoffs.rule,
+                "count": self.cutoffs.count,
+                "dates": [d.isoformat() for d in self.cutoffs.dates],
+            },
+            "label": self.label.__dict__,
+            "families": list(self.families),
             "features": {k: list(v) if isinstance(v, tuple) else v for k, v in self.features.__dict__.items()},
-            "model": self.model_params, "validation": self.validation.__dict__,
+            "model": self.model_params,
+            "validation": self.validation.__dict__,
             "tuning": self.tuning.__dict__,
         }
 
@@ -135,8 +142,9 @@ def _table(where: str, raw: dict, key: str) -> dict:
 
 
 def parse_experiment(raw: dict, where: str = "experiment") -> ExperimentConfig:
-    _check_keys(where, raw, {"name", "description", "data", "cutoffs", "label", "features", "model",
-                             "validation", "tuning"})
+    _check_keys(
+        where, raw, {"name", "description", "data", "cutoffs", "label", "features", "model", "validation", "tuning"}
+    )
     name = raw.get("name")
     if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
         raise ConfigError(f"{where}: name must be letters, digits, '_' or '-', got {name!r}")
@@ -149,7 +157,7 @@ def parse_experiment(raw: dict, where: str = "experiment") -> ExperimentConfig:
     cutoffs_raw = _table(where, raw, "cutoffs")
     _check_keys(f"{where} [cutoffs]", cutoffs_raw, {"rule", "count", "dates"})
     if ("dates" in cutoffs_raw) == ("rule" in cutoffs_raw):
-        raise ConfigError(f"{where} [cutoffs]: give either rule = \"monthly\" or dates = [...]")
+        raise ConfigError(f'{where} [cutoffs]: give either rule = "monthly" or dates = [...]')
     if "rule" in cutoffs_raw and cutoffs_raw["rule"] != "monthly":
         raise ConfigError(f"{where} [cutoffs]: rule must be 'monthly', got {cutoffs_raw['rule']!r}")
     try:
@@ -180,7 +188,9 @@ def parse_experiment(raw: dict, where: str = "experiment") -> ExperimentConfig:
     for key, value in (("include_families", include), ("exclude_families", exclude)):
         unknown = set(value) - set(FAMILIES)
         if unknown:
-            raise ConfigError(f"{where} [features]: {key} has unknown families {sorted(unknown)}; known: {list(FAMILIES)}")
+            raise ConfigError(
+                f"{where} [features]: {key} has unknown families {sorted(unknown)}; known: {list(FAMILIES)}"
+            )
     families = tuple(f for f in FAMILIES if f in include and f not in exclude)
     if not families:
         raise ConfigError(f"{where} [features]: no feature family is left to train on")
@@ -192,12 +202,16 @@ def parse_experiment(raw: dict, where: str = "experiment") -> ExperimentConfig:
     model_params = {**DEFAULT_MODEL_PARAMS, **_table(where, raw, "model")}
 
     validation_raw = _table(where, raw, "validation")
-    _check_keys(f"{where} [validation]", validation_raw, {"scheme", "calibration", "folds", "min_positives", "min_negatives"})
+    _check_keys(
+        f"{where} [validation]", validation_raw, {"scheme", "calibration", "folds", "min_positives", "min_negatives"}
+    )
     validation = ValidationSpec(**validation_raw)
     if validation.scheme not in ("time", "customer_kfold"):
         raise ConfigError(f"{where} [validation]: scheme must be 'time' or 'customer_kfold', got {validation.scheme!r}")
     if validation.calibration not in ("isotonic", "sigmoid"):
-        raise ConfigError(f"{where} [validation]: calibration must be 'isotonic' or 'sigmoid', got {validation.calibration!r}")
+        raise ConfigError(
+            f"{where} [validation]: calibration must be 'isotonic' or 'sigmoid', got {validation.calibration!r}"
+        )
     if validation.folds < 2:
         raise ConfigError(f"{where} [validation]: folds must be at least 2")
 
@@ -206,9 +220,16 @@ def parse_experiment(raw: dict, where: str = "experiment") -> ExperimentConfig:
     tuning = TuningSpec(**tuning_raw)
 
     return ExperimentConfig(
-        name=name, description=str(raw.get("description", "")), data=str(data["path"]),
-        cutoffs=cutoffs, label=label, families=families, features=feature_config,
-        model_params=model_params, validation=validation, tuning=tuning,
+        name=name,
+        description=str(raw.get("description", "")),
+        data=str(data["path"]),
+        cutoffs=cutoffs,
+        label=label,
+        families=families,
+        features=feature_config,
+        model_params=model_params,
+        validation=validation,
+        tuning=tuning,
     )
 
 

@@ -65,14 +65,20 @@ def prepare(config: ExperimentConfig, progress=None) -> TrainingData:
         con.close()
     split = choose_split(config.cutoffs, config.validation.scheme, config.label.horizon_days, first_day, last_day)
     frame = build_training_set(
-        dataset, list(split.all), config.label.horizon_days, config.features,
-        high_value_quantile=config.label.high_value_quantile, families=config.families, progress=progress,
+        dataset,
+        list(split.all),
+        config.label.horizon_days,
+        config.features,
+        high_value_quantile=config.label.high_value_quantile,
+        families=config.families,
+        progress=progress,
     )
     vocabulary = Vocabulary.from_dict(frame.attrs["vocabulary"])
     features = [c for c in frame.columns if c not in ("customer_id", "cutoff", *LABELS)]
     descriptions = {f.name: f.description for f in catalogue(config.features, vocabulary, None)}
-    data = TrainingData(frame, split, features, config.label.kind, vocabulary, descriptions,
-                        dataset.name, dataset.fingerprint())
+    data = TrainingData(
+        frame, split, features, config.label.kind, vocabulary, descriptions, dataset.name, dataset.fingerprint()
+    )
     check_sufficiency(data, config)
     return data
 

@@ -35,9 +35,11 @@ def rfm_score(features: pd.DataFrame) -> np.ndarray:
         return np.ceil(ranks.fillna(0) * 5).to_numpy()
 
     bought = features["orders_lifetime"] > 0
-    score = (quintile(features["days_since_last_purchase"].where(bought), higher_is_better=False)
-             + quintile(features["orders_lifetime"].where(bought), True)
-             + quintile(features["spend_lifetime"].where(bought), True))
+    score = (
+        quintile(features["days_since_last_purchase"].where(bought), higher_is_better=False)
+        + quintile(features["orders_lifetime"].where(bought), True)
+        + quintile(features["spend_lifetime"].where(bought), True)
+    )
     return np.where(bought, score, 0.0)
 
 
@@ -59,11 +61,15 @@ def baseline_metrics(holdout: pd.DataFrame, y: np.ndarray, config: ExperimentCon
         return {}
     h = config.label.horizon_days
     if config.label.is_classification:
-        return {**ranking_metrics(y, rfm_score(holdout), "baseline_rfm_holdout_"),
-                **ranking_metrics(y, recent_buyer(holdout, h), "baseline_recent_buyer_holdout_")}
+        return {
+            **ranking_metrics(y, rfm_score(holdout), "baseline_rfm_holdout_"),
+            **ranking_metrics(y, recent_buyer(holdout, h), "baseline_recent_buyer_holdout_"),
+        }
     forecast = recent_spend(holdout, h)
-    return {**spend_metrics(y, rfm_score(holdout), "baseline_rfm_holdout_"),
-            **spend_metrics(y, forecast, "baseline_recent_spend_holdout_")}
+    return {
+        **spend_metrics(y, rfm_score(holdout), "baseline_rfm_holdout_"),
+        **spend_metrics(y, forecast, "baseline_recent_spend_holdout_"),
+    }
 
 
 @dataclass
@@ -86,16 +92,17 @@ def fit_time_split(config: ExperimentConfig, data: TrainingData, params: dict | 
     model = make_model(config, params).fit(data.X(train), data.y(train), data.X(valid), data.y(valid))
     p_valid, p_holdout = predict(model, data.X(valid)), predict(model, data.X(holdout))
     y_holdout = data.y(holdout)
-    metrics = {**_score_metrics(config, data.y(valid), p_valid, "validation_"),
-               **_score_metrics(config, y_holdout, p_holdout, "holdout_"),
-               **baseline_metrics(data.X(holdout), y_holdout, config),
-               "best_iteration": float(model.best_iteration_)}
+    metrics = {
+        **_score_metrics(config, data.y(valid), p_valid, "validation_"),
+        **_score_metrics(config, y_holdout, p_holdout, "holdout_"),
+        **baseline_metrics(data.X(holdout), y_holdout, config),
+        "best_iteration": float(model.best_iteration_),
+    }
     uncalibrated = None
     if config.label.is_classification:
         uncalibrated = model.predict_uncalibrated(data.X(holdout))
         metrics["holdout_ece_uncalibrated"] = classification_metrics(y_holdout, uncalibrated)["ece"]
-    return FitResult(model, metrics, data.X(holdout), y_holdout, p_holdout, uncalibrated,
-                     {"validation_scheme": "time"})
+    return FitResult(model, metrics, data.X(holdout), y_holdout, p_holdout, uncalibrated, {"validation_scheme": "time"})
 
 
 def fit_customer_folds(config: ExperimentConfig, data: TrainingData, params: dict | None = None) -> FitResult:
@@ -112,7 +119,8 @@ def fit_customer_folds(config: ExperimentConfig, data: TrainingData, params: dic
 
     def fit_inner(X_part, y_part):
         X_fit, X_stop, y_fit, y_stop = train_test_split(
-            X_part, y_part, test_size=0.2, random_state=seed, stratify=y_part if classify else None)
+            X_part, y_part, test_size=0.2, random_state=seed, stratify=y_part if classify else None
+        )
         return make_model(config, params).fit(X_fit, y_fit, X_stop, y_stop)
 
     for train_index, test_index in folds.split(X, y):
@@ -121,12 +129,22 @@ def fit_customer_folds(config: ExperimentConfig, data: TrainingData, params: dic
         if classify:
             uncalibrated[test_index] = model.predict_uncalibrated(X.iloc[test_index])
     final = fit_inner(X, y)
-    metrics = {**_score_metrics(config, y, out_of_fold, "holdout_"),
-               **baseline_metrics(X, y, config), "best_iteration": float(final.best_iteration_)}
+    metrics = {
+        **_score_metrics(config, y, out_of_fold, "holdout_"),
+        **baseline_metrics(X, y, config),
+        "best_iteration": float(final.best_iteration_),
+    }
     if classify:
         metrics["holdout_ece_uncalibrated"] = classification_metrics(y, uncalibrated)["ece"]
-    return FitResult(final, metrics, X, y, out_of_fold, uncalibrated if classify else None,
-                     {"validation_scheme": f"customer_kfold ({config.validation.folds} folds, out-of-fold holdout)"})
+    return FitResult(
+        final,
+        metrics,
+        X,
+        y,
+        out_of_fold,
+        uncalibrated if classify else None,
+        {"validation_scheme": f"customer_kfold ({config.validation.folds} folds, out-of-fold holdout)"},
+    )
 
 
 def fit_and_evaluate(config: ExperimentConfig, data: TrainingData, params: dict | None = None) -> FitResult:

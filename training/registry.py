@@ -25,8 +25,10 @@ class Promotion:
         if self.previous is None:
             return f"{self.name} v{self.version} is now champion (there was none; {self.metric} = {self.candidate_value:.4f})"
         how = "forced over" if self.forced else "replaces"
-        return (f"{self.name} v{self.version} ({self.metric} {self.candidate_value:.4f}) {how} "
-                f"champion v{self.previous} ({self.champion_value:.4f})")
+        return (
+            f"{self.name} v{self.version} ({self.metric} {self.candidate_value:.4f}) {how} "
+            f"champion v{self.previous} ({self.champion_value:.4f})"
+        )
 
 
 def _version_by_alias(client: MlflowClient, name: str, alias: str):
@@ -76,5 +78,12 @@ def promote(name: str, version: str | None = None, force: bool = False) -> Promo
                 f"champion v{champion.version}'s {champion_value:.4f} (use --force to promote anyway)"
             )
     client.set_registered_model_alias(name, CHAMPION, candidate.version)
-    return Promotion(name, str(candidate.version), str(champion.version) if champion else None, metric, value,
-                     champion_value, force and champion_value is not None and value < champion_value)
+    return Promotion(
+        name,
+        str(candidate.version),
+        str(champion.version) if champion else None,
+        metric,
+        value,
+        champion_value,
+        force and champion_value is not None and value < champion_value,
+    )

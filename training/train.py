@@ -15,7 +15,7 @@ import pandas as pd
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
-from models.pyfunc import PortraitModel
+from models.pyfunc import PortraitModel, serving_frame
 from training import plots
 from training.config import ExperimentConfig
 from training.data import TrainingData, prepare
@@ -42,8 +42,13 @@ def headline_metric(config: ExperimentConfig) -> str:
     return "holdout_roc_auc" if config.label.is_classification else "holdout_gini"
 
 
-def train_experiment(config: ExperimentConfig, params: dict | None = None, progress=None,
-                     data: TrainingData | None = None, parent_tags: dict | None = None) -> RunSummary:
+def train_experiment(
+    config: ExperimentConfig,
+    params: dict | None = None,
+    progress=None,
+    data: TrainingData | None = None,
+    parent_tags: dict | None = None,
+) -> RunSummary:
     data = data or prepare(config, progress=progress)
     if progress:
         progress("fitting")
@@ -59,21 +64,33 @@ def train_experiment(config: ExperimentConfig, params: dict | None = None, progr
 
 def _log_run(config: ExperimentConfig, data: TrainingData, result: FitResult, params, tags) -> None:
     split = data.split
-    mlflow.set_tags({
-        "headline_metric": headline_metric(config), "label": config.label.kind, "dataset": data.dataset_name, "dataset_fingerprint": data.dataset_fingerprint,
-        **result.tags, **tags,
-    })
+    mlflow.set_tags(
+        {
+            "headline_metric": headline_metric(config),
+            "label": config.label.kind,
+            "dataset": data.dataset_name,
+            "dataset_fingerprint": data.dataset_fingerprint,
+            **result.tags,
+            **tags,
+        }
+    )
     model_params = {**config.model_params, **(params or {})}
     mlflow.log_params({f"model_{k}": v for k, v in model_params.items()})
-    mlflow.log_params({
-        "label": config.label.kind, "horizon_days": config.label.horizon_days,
-        "high_value_quantile": config.label.high_value_quantile, "families": ",".join(config.families),
-        "train_cutoffs": ",".join(c.isoformat() for c in split.train) or "-",
-        "validation_cutoff": split.validation.isoformat() if split.validation else "-",
-        "holdout_cutoff": split.holdout.isoformat(), "calibration": config.validation.calibration,
-        "features": len(data.feature_columns), "dataset_fingerprint": data.dataset_fingerprint,
-    })
-    counts = {f"rows_{name}": len(data.rows(c)) for name, c in (("holdout", split.holdout),) }
+    mlflow.log_params(
+        {
+            "label": config.label.kind,
+            "horizon_days": config.label.horizon_days,
+            "high_value_quantile": config.label.high_value_quantile,
+            "families": ",".join(config.families),
+            "train_cutoffs": ",".join(c.isoformat() for c in split.train) or "-",
+            "validation_cutoff": split.validation.isoformat() if split.validation else "-",
+            "holdout_cutoff": split.holdout.isoformat(),
+            "calibration": config.validation.calibration,
+            "features": len(data.feature_columns),
+            "dataset_fingerprint": data.dataset_fingerprint,
+        }
+    )
+    counts = {f"rows_{name}": len(data.rows(c)) for name, c in (("holdout", split.holdout),)}
     counts["rows_train"] = len(data.train_rows) if split.train else 0
     if split.validation:
         counts["rows_validation"] = len(data.rows(split.validation))
@@ -90,8 +107,9 @@ def _log_run(config: ExperimentConfig, data: TrainingData, result: FitResult, pa
             scores["RFM baseline"] = rfm_score(result.holdout)
         plots.gains_chart(result.holdout_y, scores, tmp / "gains_chart.png")
         if config.label.is_classification:
-            plots.calibration_curve(result.holdout_y, result.holdout_prediction, result.holdout_uncalibrated,
-                                    tmp / "calibration_curve.png")
+            plots.calibration_curve(
+                result.holdout_y, result.holdout_prediction, result.holdout_uncalibrated, tmp / "calibration_curve.png"
+            )
         mlflow.log_artifacts(str(tmp), artifact_path="report")
 
 
@@ -104,15 +122,21 @@ def _shap_importance(result: FitResult) -> pd.Series:
 def _log_model(config: ExperimentConfig, data: TrainingData, result: FitResult) -> str:
     train_X = data.X(data.train_rows) if data.split.train else result.holdout
     meta = {
-        "name": config.name, "label": config.label.kind, "horizon_days": config.label.horizon_days,
-        "features": data.feature_columns, "families": list(config.families),
-        "feature_config": config.to_dict()["features"], "vocabulary": data.vocabulary.to_dict(),
+        "name": config.name,
+        "label": config.label.kind,
+        "horizon_days": config.label.horizon_days,
+        "features": data.feature_columns,
+        "families": list(config.families),
+        "feature_config": config.to_dict()["features"],
+        "vocabulary": data.vocabulary.to_dict(),
         "descriptions": {k: v for k, v in data.descriptions.items() if k in data.feature_columns},
-        "categories": result.model.categories_, "reference": reference_distributions(train_X),
-        "holdout_cutoff": data.split.holdout.isoformat(), "headline_metric": headline_metric(config),
+        "categories": result.model.categories_,
+        "reference": reference_distributions(train_X),
+        "holdout_cutoff": data.split.holdout.isoformat(),
+        "headline_metric": headline_metric(config),
         "metrics": {k: v for k, v in result.metrics.items() if k.startswith(("holdout_", "baseline_"))},
     }
-    example = _serving_frame(result.holdout.head(5))
+    example = serving_frame(result.holdout.head(5)).reset_index(drop=True)
     scores = pd.DataFrame({"score": _predict(result.model, config, result.holdout.head(5))})
     with tempfile.TemporaryDirectory() as tmp:
         estimator_path = Path(tmp) / "estimator.joblib"
@@ -134,18 +158,6 @@ def _log_model(config: ExperimentConfig, data: TrainingData, result: FitResult) 
 
 def _predict(model, config: ExperimentConfig, X: pd.DataFrame) -> np.ndarray:
     return model.predict_proba(X)[:, 1] if config.label.is_classification else model.predict(X)
-
-
-def _serving_frame(X: pd.DataFrame) -> pd.DataFrame:
-    """Features as a client sends them: categoricals as text, counts as doubles (a JSON client
-    may send 3.0, and an integer schema would refuse it)."""
-    X = X.copy()
-    for column in X.columns:
-        if isinstance(X[column].dtype, pd.CategoricalDtype):
-            X[column] = X[column].astype("object").where(X[column].notna(), None)
-        elif pd.api.types.is_integer_dtype(X[column]):
-            X[column] = X[column].astype("float64")
-    return X.reset_index(drop=True)
 
 
 def _json_default(value):

@@ -25,8 +25,15 @@ from training.train import RunSummary, train_experiment
 
 STUDY_STORE = "optuna.db"
 REPORT_EVERY = 25
-DEFAULT_TRIAL = {"num_leaves": 31, "learning_rate": 0.03, "min_child_samples": 50,
-                 "colsample_bytree": 0.8, "subsample": 0.8, "reg_lambda": 1.0, "reg_alpha": 0.0}
+DEFAULT_TRIAL = {
+    "num_leaves": 31,
+    "learning_rate": 0.03,
+    "min_child_samples": 50,
+    "colsample_bytree": 0.8,
+    "subsample": 0.8,
+    "reg_lambda": 1.0,
+    "reg_alpha": 0.0,
+}
 
 
 def search_space(trial: optuna.Trial) -> dict:
@@ -50,7 +57,9 @@ def _validation_sets(config: ExperimentConfig, data: TrainingData):
     rows = data.rows(data.split.holdout)
     y = data.y(rows)
     stratify = y if config.label.is_classification else None
-    X_fit, X_valid, y_fit, y_valid = train_test_split(data.X(rows), y, test_size=0.25, random_state=0, stratify=stratify)
+    X_fit, X_valid, y_fit, y_valid = train_test_split(
+        data.X(rows), y, test_size=0.25, random_state=0, stratify=stratify
+    )
     return X_fit, y_fit, X_valid, y_valid
 
 
@@ -75,8 +84,9 @@ class TuneSummary:
     final: RunSummary
 
 
-def tune_experiment(config: ExperimentConfig, trials: int, timeout: float | None = None,
-                    progress=None, workdir: Path | None = None) -> TuneSummary:
+def tune_experiment(
+    config: ExperimentConfig, trials: int, timeout: float | None = None, progress=None, workdir: Path | None = None
+) -> TuneSummary:
     data = prepare(config)
     X_fit, y_fit, X_valid, y_valid = _validation_sets(config, data)
     metric_name = config.tuning.metric or ("roc_auc" if config.label.is_classification else "gini")
@@ -84,7 +94,10 @@ def tune_experiment(config: ExperimentConfig, trials: int, timeout: float | None
     experiment_id = ensure_experiment(config.name)
     storage = f"sqlite:///{((workdir or Path.cwd()) / STUDY_STORE).resolve()}"
     study = optuna.create_study(
-        study_name=config.name, storage=storage, load_if_exists=True, direction="maximize",
+        study_name=config.name,
+        storage=storage,
+        load_if_exists=True,
+        direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=int(config.model_params.get("random_state", 42))),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=50),
     )
@@ -105,8 +118,11 @@ def tune_experiment(config: ExperimentConfig, trials: int, timeout: float | None
                     mlflow.set_tag("state", "pruned")
                     raise
                 score = predict(model, X_valid)
-                metrics = (classification_metrics(y_valid, score) if config.label.is_classification
-                           else spend_metrics(y_valid, score))
+                metrics = (
+                    classification_metrics(y_valid, score)
+                    if config.label.is_classification
+                    else spend_metrics(y_valid, score)
+                )
                 value = metrics[metric_name]
                 mlflow.log_metric(f"validation_{metric_name}", value)
                 return value
@@ -115,22 +131,29 @@ def tune_experiment(config: ExperimentConfig, trials: int, timeout: float | None
             if progress:
                 progress(trial)
 
-        study.optimize(objective, n_trials=trials, timeout=timeout, callbacks=[after_trial],
-                       catch=(ValueError,))
+        study.optimize(objective, n_trials=trials, timeout=timeout, callbacks=[after_trial], catch=(ValueError,))
         completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         if not completed:
             raise RuntimeError("no tuning trial completed")
         default = next((t.value for t in completed if t.params == DEFAULT_TRIAL), None)
         best = study.best_trial
         mlflow.log_params({f"best_{k}": v for k, v in best.params.items()})
-        mlflow.log_metrics({f"best_validation_{metric_name}": best.value,
-                            "trials_complete": len(completed),
-                            "trials_pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)})
+        mlflow.log_metrics(
+            {
+                f"best_validation_{metric_name}": best.value,
+                "trials_complete": len(completed),
+                "trials_pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials),
+            }
+        )
         if default is not None and math.isfinite(default):
             mlflow.log_metric(f"default_validation_{metric_name}", default)
     # The retrained best is a run of its own, like `portrait train`, pointing back at the study.
-    final = train_experiment(config, params=best.params, data=data,
-                             parent_tags={"tuned_from_run": parent.info.run_id, "tuning_trials": str(len(study.trials))})
+    final = train_experiment(
+        config,
+        params=best.params,
+        data=data,
+        parent_tags={"tuned_from_run": parent.info.run_id, "tuning_trials": str(len(study.trials))},
+    )
     return TuneSummary(best.params, float(best.value), default, len(study.trials), final)
 
 

@@ -45,23 +45,23 @@ def import_completejourney(out_dir: Path, source_dir: Path | None = None) -> dic
                'store' AS channel,
                ABS(t.retail_disc) + ABS(t.coupon_disc) + ABS(t.coupon_match_disc) AS discount,
                CAST(t.store_id AS VARCHAR) AS store_id
-        FROM {src('transactions')} t LEFT JOIN {src('products')} p USING (product_id)
+        FROM {src("transactions")} t LEFT JOIN {src("products")} p USING (product_id)
         ORDER BY ts, order_id, product_id"""
     events = f"""
         SELECT CAST(c.household_id AS VARCHAR) AS customer_id, d.start_date AS ts,
                'campaign_received' AS event_type, CAST(NULL AS VARCHAR) AS channel,
                CAST(NULL AS VARCHAR) AS category, CAST(c.campaign_id AS DOUBLE) AS value
-        FROM {src('campaigns')} c JOIN {src('campaign_descriptions')} d USING (campaign_id)
+        FROM {src("campaigns")} c JOIN {src("campaign_descriptions")} d USING (campaign_id)
         UNION ALL
         SELECT CAST(household_id AS VARCHAR), redemption_date, 'coupon_redeemed', 'store',
                NULL, CAST(campaign_id AS DOUBLE)
-        FROM {src('coupon_redemptions')}
+        FROM {src("coupon_redemptions")}
         ORDER BY ts, customer_id"""
     customers = f"""
         SELECT CAST(household_id AS VARCHAR) AS customer_id, age AS age_band,
                income AS income_band, home_ownership, marital_status, household_size,
                household_comp, kids_count
-        FROM {src('demographics')} ORDER BY customer_id"""
+        FROM {src("demographics")} ORDER BY customer_id"""
     out_dir.mkdir(parents=True, exist_ok=True)
     counts = {
         "purchases": copy_to_parquet(con, purchases, out_dir / "purchases.parquet"),
