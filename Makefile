@@ -23,11 +23,15 @@ demo: $(STAMP)
 	for experiment in repurchase_90d high_value_90d spend_90d; do \
 		$(BIN)/portrait train experiments/$$experiment.toml && $(BIN)/portrait promote $$experiment || exit 1; \
 	done
+	$(BIN)/portrait personas fit experiments/personas.toml --out $(OUT)/personas/assignments.csv
+	$(BIN)/portrait promote personas
+	$(BIN)/portrait personas show --alias champion --out $(OUT)/personas
 	@echo
 	@echo "Demo outputs:"
 	@echo "  data set in the contract:  $(DEMO_DATA)/"
 	@echo "  validation report:         $(OUT)/validation/completejourney/report.json"
 	@echo "  features as of 2017-10-01: $(OUT)/features/completejourney_2017-10-01.parquet"
+	@echo "  personas (table, page):    $(OUT)/personas/personas.md, $(OUT)/personas/personas.html"
 	@echo "  MLflow runs and models:    mlflow.db, mlartifacts/  (browse: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db)"
 
 test: $(STAMP)

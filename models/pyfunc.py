@@ -9,6 +9,7 @@ spend), never class labels.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import joblib
 import mlflow.pyfunc
@@ -40,3 +41,25 @@ class PortraitModel(mlflow.pyfunc.PythonModel):
         else:
             scores = self.estimator.predict_proba(frame)[:, 1]
         return pd.DataFrame({"score": scores}, index=frame.index)
+
+
+@dataclass
+class StoredFit:
+    """A fitted persona model with its stable ids and names (what a refit or a scorer needs)."""
+
+    model: object  # models.personas.PersonaModel
+    names: dict[int, str]
+    cluster_to_persona: dict[int, int]
+
+    def assign(self, features: pd.DataFrame) -> pd.DataFrame:
+        clusters = self.model.predict(features)
+        ids = [self.cluster_to_persona[int(c)] for c in clusters]
+        return pd.DataFrame({"persona_id": ids, "persona_name": [self.names[i] for i in ids]}, index=features.index)
+
+
+class PersonaPyfunc(mlflow.pyfunc.PythonModel):
+    def load_context(self, context) -> None:
+        self.fit = joblib.load(context.artifacts["persona_fit"])
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        return self.fit.assign(pd.DataFrame(model_input))

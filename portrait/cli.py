@@ -24,9 +24,11 @@ app = typer.Typer(
 import_app = typer.Typer(no_args_is_help=True, help="Turn a known export into a data set folder in the contract.")
 identity_app = typer.Typer(no_args_is_help=True, help="Identity resolution: merged customer ids.")
 features_app = typer.Typer(no_args_is_help=True, help="Point-in-time customer features.")
+personas_app = typer.Typer(no_args_is_help=True, help="Personas: clustering customers, crowd portraits.")
 app.add_typer(import_app, name="import")
 app.add_typer(identity_app, name="identity")
 app.add_typer(features_app, name="features")
+app.add_typer(personas_app, name="personas")
 
 console = Console(stderr=True)
 out = Console()
@@ -221,6 +223,7 @@ def _register_later_commands() -> None:
 
     features_cli.register(features_app, out, console)
     training_cli.register(app, out, console)
+    training_cli.register_personas(personas_app, out, console)
 
 
 if __name__ == "__main__":

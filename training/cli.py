@@ -117,3 +117,50 @@ def register(app: typer.Typer, out, console) -> None:
 
         setup_tracking()
         out.print(promote(name, version, force).sentence())
+
+
+def register_personas(app: typer.Typer, out, console) -> None:
+    from training.tracking import setup_tracking
+
+    @app.command("fit")
+    def fit_command(
+        experiment: Annotated[Path, typer.Argument(help="experiments/personas.toml")],
+        data: Annotated[Path | None, typer.Option("--data", help="Run on this data set instead.")] = None,
+        as_of: Annotated[str | None, typer.Option("--as-of", help="Feature cutoff (default: after the last purchase).")] = None,
+        out_file: Annotated[Path | None, typer.Option("--out", help="Write each customer's persona (CSV or Parquet).")] = None,
+    ) -> None:
+        """Fit personas, keep ids stable against the last model, log and register them."""
+        from dataclasses import replace
+
+        from features.build import parse_cutoff
+        from training.personas import load_persona_config, run_persona_fit
+
+        config = load_persona_config(experiment)
+        if data:
+            config = replace(config, data=str(data))
+        setup_tracking()
+        with Progress(SpinnerColumn(), TextColumn("fitting personas"), TimeElapsedColumn(), console=console, transient=True) as p:
+            p.add_task("", total=None)
+            fit, run_id, version = run_persona_fit(config, parse_cutoff(as_of) if as_of else None, out_file)
+        out.print(f"run {run_id}: {fit.model.k_} personas, registered {config.name} v{version} with alias 'candidate'")
+        for row in fit.table.itertuples():
+            out.print(f"  {row.persona_id:>2}  {row.persona_name:<45} {row.customers:>8,} customers  "
+                      f"{row.share_of_revenue:6.1%} of revenue")
+        if any(fit.changes.values()):
+            out.print(f"compared with the previous model: {fit.changes}")
+        if out_file:
+            out.print(f"assignments: {out_file}")
+
+    @app.command("show")
+    def show_command(
+        name: Annotated[str, typer.Option(help="Registered persona model.")] = "personas",
+        alias: Annotated[str, typer.Option(help="Which version: champion or candidate.")] = "candidate",
+        out_dir: Annotated[Path, typer.Option("--out", help="Folder for personas.csv, .md and .html.")] = Path("outputs/personas"),
+    ) -> None:
+        """Write the crowd portrait table (CSV, Markdown, HTML page with charts)."""
+        from training.personas import show_personas
+
+        setup_tracking()
+        paths = show_personas(name, alias, out_dir)
+        out.print(paths["markdown"].read_text())
+        out.print("written: " + ", ".join(str(p) for p in paths.values()))

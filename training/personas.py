@@ -1,0 +1,314 @@
+"""``portrait personas fit``: cluster the feature rows, name and describe the personas, keep ids
+stable against the previous registered model, log to MLflow and register ``personas``."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import io
+import json
+import tempfile
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import joblib
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
+
+from features.build import build_features, parse_cutoff
+from features.catalogue import FAMILIES
+from models.persona_profile import match_personas, name_personas, persona_feature_columns, portrait_table
+from models.personas import PersonaModel
+from models.pyfunc import PersonaPyfunc, StoredFit, serving_frame
+from portrait.errors import ConfigError, PortraitError
+from training.data import resolve_dataset
+from training.tracking import ensure_experiment
+from training.train import CANDIDATE, CHAMPION
+
+DEFAULT_FAMILIES = ("value", "windows", "rhythm", "preferences", "price_promotion", "timing", "behaviour", "attributes")
+
+
+@dataclass(frozen=True)
+class PersonaConfig:
+    name: str
+    data: str
+    as_of: dt.date | None
+    families: tuple[str, ...]
+    k: int | None
+    k_min: int
+    k_max: int
+    algorithm: str
+    pca_components: int | None
+    random_state: int
+
+
+def load_persona_config(path: Path) -> PersonaConfig:
+    try:
+        raw = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    allowed = {"name", "data", "as_of", "families", "clustering"}
+    if unknown := set(raw) - allowed:
+        raise ConfigError(f"{path}: unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
+    clustering = raw.get("clustering", {})
+    allowed_clustering = {"k", "k_min", "k_max", "algorithm", "pca_components", "random_state"}
+    if unknown := set(clustering) - allowed_clustering:
+        raise ConfigError(f"{path} [clustering]: unknown keys {sorted(unknown)}; allowed: {sorted(allowed_clustering)}")
+    families = tuple(raw.get("families", DEFAULT_FAMILIES))
+    if unknown := set(families) - set(FAMILIES):
+        raise ConfigError(f"{path}: unknown families {sorted(unknown)}; known: {list(FAMILIES)}")
+    algorithm = clustering.get("algorithm", "minibatch_kmeans")
+    if algorithm not in ("minibatch_kmeans", "gaussian_mixture"):
+        raise ConfigError(f"{path} [clustering]: algorithm must be minibatch_kmeans or gaussian_mixture")
+    k_min, k_max = int(clustering.get("k_min", 4)), int(clustering.get("k_max", 9))
+    if not 2 <= k_min <= k_max:
+        raise ConfigError(f"{path} [clustering]: need 2 <= k_min <= k_max, got {k_min}, {k_max}")
+    data = raw.get("data", {})
+    return PersonaConfig(
+        name=raw.get("name", "personas"), data=str(data.get("path", "demo")),
+        as_of=parse_cutoff(raw["as_of"]) if "as_of" in raw else None, families=families,
+        k=clustering.get("k"), k_min=k_min, k_max=k_max, algorithm=algorithm,
+        pca_components=clustering.get("pca_components"), random_state=int(clustering.get("random_state", 42)),
+    )
+
+
+@dataclass
+class PersonaFit:
+    model: PersonaModel
+    features: pd.DataFrame
+    labels: np.ndarray  # persona ids (stable), one per row
+    names: dict[int, str]
+    table: pd.DataFrame
+    changes: dict[str, list]
+    cluster_to_persona: dict[int, int]
+
+
+def fit_personas(config: PersonaConfig, features: pd.DataFrame, previous=None) -> PersonaFit:
+    """Fit, then carry ids and names over from ``previous`` (a fitted :class:`PersonaFit`-like
+    object with ``model`` and ``names`` and ``cluster_to_persona``) where clusters match."""
+    columns = persona_feature_columns([c for c in features.columns if c != "customer_id"])
+    model = PersonaModel(
+        k=config.k, k_range=(config.k_min, config.k_max), algorithm=config.algorithm,
+        pca_components=config.pca_components, random_state=config.random_state,
+    ).fit(features[columns])
+    clusters = model.predict(features)
+    names = name_personas(features, clusters)
+    cluster_to_persona = {c: c for c in range(model.k_)}
+    changes = {"kept": [], "new": [], "gone": [], "merged": []}
+    if previous is not None:
+        cluster_to_persona, names, changes = _carry_over(model, features, clusters, names, previous)
+    labels = np.vectorize(cluster_to_persona.get)(clusters)
+    persona_names = {cluster_to_persona[c]: names[c] for c in names}
+    table = portrait_table(features, labels, persona_names)
+    return PersonaFit(model, features, labels, persona_names, table, changes, cluster_to_persona)
+
+
+def _carry_over(model, features, clusters, names, previous):
+    """Match clusters to the previous model's by centroid distance in the new model's space:
+    the previous model labels today's rows, and its personas' centroids are those rows' means."""
+    Z = model.transform(features)
+    old_clusters = previous.model.predict(features)
+    old_ids = sorted(set(previous.cluster_to_persona.values()))
+    present = [c for c in range(previous.model.k_) if (old_clusters == c).any()]
+    old_centroids = np.vstack([Z[old_clusters == c].mean(axis=0) for c in present])
+    matches, gone, cost = match_personas(old_centroids, model.centroids())
+    next_id = max(old_ids) + 1
+    mapping, new_names = {}, {}
+    changes = {"kept": [], "new": [], "gone": [], "merged": []}
+    for cluster in range(model.k_):
+        if cluster in matches:
+            old_cluster = present[matches[cluster]]
+            persona = previous.cluster_to_persona[old_cluster]
+            mapping[cluster], new_names[cluster] = persona, previous.names[persona]
+            changes["kept"].append(persona)
+        else:
+            mapping[cluster], new_names[cluster] = next_id, names[cluster]
+            changes["new"].append(next_id)
+            next_id += 1
+    for index in gone:
+        persona = previous.cluster_to_persona[present[index]]
+        nearest = int(np.argmin(cost[index]))
+        if nearest in matches:  # its nearest new cluster is another persona: merged into it
+            changes["merged"].append([persona, mapping[nearest]])
+        else:
+            changes["gone"].append(persona)
+    changes["gone"] += [previous.cluster_to_persona[c] for c in range(previous.model.k_) if c not in present]
+    return mapping, new_names, changes
+
+
+def previous_fit(name: str):
+    """The registered model's latest (champion, else candidate) persona fit, or None."""
+    client = MlflowClient()
+    for alias in (CHAMPION, CANDIDATE):
+        try:
+            version = client.get_model_version_by_alias(name, alias)
+        except MlflowException:
+            continue
+        path = mlflow.artifacts.download_artifacts(f"models:/{name}/{version.version}")
+        return joblib.load(Path(path) / "artifacts" / "persona_fit.joblib")
+    return None
+
+
+def run_persona_fit(config: PersonaConfig, as_of: dt.date | None = None, out: Path | None = None) -> tuple[PersonaFit, str, str]:
+    dataset = resolve_dataset(config.data)
+    cutoff = as_of or config.as_of
+    if cutoff is None:
+        con = dataset.connect()
+        last = con.execute("SELECT CAST(MAX(ts) AS DATE) FROM purchases").fetchall()[0][0]
+        con.close()
+        cutoff = last + dt.timedelta(days=1)
+    features = build_features(dataset, cutoff, families=config.families)
+    fit = fit_personas(config, features, previous_fit(config.name))
+    experiment_id = ensure_experiment(config.name)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{config.name}-fit") as run:
+        mlflow.log_params({"as_of": cutoff.isoformat(), "algorithm": config.algorithm, "k": fit.model.k_,
+                           "k_range": f"{config.k_min}-{config.k_max}", "families": ",".join(config.families),
+                           "features": len(fit.model.feature_names_), "customers": len(features),
+                           "dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint()})
+        for k, row in fit.model.k_scores_.iterrows():
+            mlflow.log_metrics({"silhouette": row["silhouette"], "stability_ari": row["stability"]}, step=int(k))
+        mlflow.log_metric("chosen_k", fit.model.k_)
+        chosen = fit.model.k_scores_.loc[fit.model.k_]
+        mlflow.log_metrics({"persona_silhouette": chosen["silhouette"], "persona_stability": chosen["stability"]})
+        # promotion compares bootstrap stability: a refit must be at least as reproducible
+        mlflow.set_tag("headline_metric", "persona_stability")
+        mlflow.log_dict(fit.changes, "persona_changes.json")
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            write_portrait(fit.table, tmp)
+            _k_plot(fit.model.k_scores_, tmp / "k_selection.png")
+            mlflow.log_artifacts(str(tmp), artifact_path="portrait")
+            stored = tmp / "persona_fit.joblib"
+            joblib.dump(StoredFit(fit.model, fit.names, fit.cluster_to_persona), stored)
+            meta = tmp / "meta.json"
+            meta.write_text(json.dumps({"label": "persona", "features": fit.model.feature_names_,
+                                        "families": list(config.families), "names": fit.names,
+                                        "as_of": cutoff.isoformat()}))
+            example = serving_frame(features[fit.model.feature_names_].head(5))
+            info = mlflow.pyfunc.log_model(
+                name="model", python_model=PersonaPyfunc(), artifacts={"persona_fit": str(stored), "meta": str(meta)},
+                signature=infer_signature(example, pd.DataFrame({"persona_id": [0], "persona_name": ["x"]})),
+                input_example=example, registered_model_name=config.name,
+            )
+    version = str(info.registered_model_version)
+    MlflowClient().set_registered_model_alias(config.name, CANDIDATE, version)
+    if out:
+        assignments = pd.DataFrame({"customer_id": features["customer_id"], "persona_id": fit.labels,
+                                    "persona_name": [fit.names[i] for i in fit.labels]})
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(assignments, out)
+    return fit, run.info.run_id, version
+
+
+def _atomic_write(frame: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    if path.suffix == ".csv":
+        frame.to_csv(tmp, index=False)
+    else:
+        frame.to_parquet(tmp, index=False)
+    tmp.replace(path)
+
+
+def markdown(table: pd.DataFrame) -> str:
+    shown = table.copy()
+    for column in shown.columns:
+        if pd.api.types.is_float_dtype(shown[column]):
+            shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:,.2f}")
+    lines = ["| " + " | ".join(shown.columns) + " |", "|" + " --- |" * len(shown.columns)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in shown.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def _png(fig) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def write_portrait(table: pd.DataFrame, folder: Path) -> dict[str, Path]:
+    """The crowd portrait as CSV, Markdown and an HTML page with a size chart and lift heat map."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    table = table.copy()
+    for column in ("top_categories", "top_channels", "top_payment_methods"):
+        if column in table:
+            table[column] = table[column].fillna("").astype("object")
+    paths = {"csv": folder / "personas.csv", "markdown": folder / "personas.md", "html": folder / "personas.html"}
+    table.to_csv(paths["csv"], index=False)
+    summary_columns = ["persona_id", "persona_name", "customers", "share_of_customers", "share_of_revenue",
+                       "top_categories", "top_channels", "top_payment_methods"]
+    summary = table[[c for c in summary_columns if c in table.columns]]
+    paths["markdown"].write_text("# Personas\n\n" + markdown(summary) + "\n\n## Key features (median)\n\n"
+                                 + markdown(table[["persona_name"] + [c for c in table.columns if c.startswith("median_")]]) + "\n")
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(table) + 1))
+    ax.barh(table["persona_name"], table["share_of_customers"], label="customers")
+    ax.barh(table["persona_name"], table["share_of_revenue"], alpha=0.5, label="revenue")
+    ax.set_xlabel("share")
+    ax.legend()
+    ax.invert_yaxis()
+    sizes = _png(fig)
+    plt.close(fig)
+    lift_columns = [c for c in table.columns if c.startswith("lift_")]
+    heat = table.set_index("persona_name")[lift_columns].astype(float)
+    heat.columns = [c[5:] for c in lift_columns]
+    fig, ax = plt.subplots(figsize=(1 + 0.6 * len(heat.columns), 0.5 * len(heat) + 2))
+    image = ax.imshow(np.log2(heat.clip(lower=0.05).fillna(1.0)), cmap="RdBu_r", vmin=-2, vmax=2, aspect="auto")
+    ax.set_xticks(range(len(heat.columns)), heat.columns, rotation=60, ha="right")
+    ax.set_yticks(range(len(heat)), heat.index)
+    for (i, j), value in np.ndenumerate(heat.to_numpy()):
+        ax.text(j, i, "" if np.isnan(value) else f"{value:.1f}", ha="center", va="center", fontsize=7)
+    fig.colorbar(image, ax=ax, label="log2 lift vs all customers")
+    lifts_png = _png(fig)
+    plt.close(fig)
+    cards = "".join(
+        f"<section><h2>{row.persona_name}</h2><p>{row.customers:,} customers ({row.share_of_customers:.0%}), "
+        f"{row.share_of_revenue:.0%} of revenue in the last 365 days</p>"
+        f"<p>Top categories: {row.top_categories or '-'}<br>Channels: {row.top_channels or '-'}<br>"
+        f"Payment: {row.top_payment_methods or '-'}</p></section>"
+        for row in table.itertuples()
+    )
+    paths["html"].write_text(
+        "<!doctype html><html><head><meta charset='utf-8'><title>Personas</title><style>"
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto}section{border:1px solid #ddd;"
+        "padding:.5em 1em;margin:.5em 0;border-radius:6px}table{border-collapse:collapse;font-size:13px}"
+        "td,th{border:1px solid #ccc;padding:3px 6px}</style></head><body><h1>Personas</h1>"
+        f"<h2>Sizes</h2><img src='data:image/png;base64,{sizes}'>"
+        f"<h2>What sets each persona apart</h2><img src='data:image/png;base64,{lifts_png}'>"
+        f"{cards}<h2>Portrait table</h2>{summary.to_html(index=False, float_format=lambda v: f'{v:.2f}')}"
+        "</body></html>"
+    )
+    return paths
+
+
+def _k_plot(scores: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(scores.index, scores["silhouette"], marker="o", label="silhouette")
+    ax.plot(scores.index, scores["stability"], marker="o", label="bootstrap stability (ARI)")
+    ax.set(xlabel="k", title="Choosing the number of personas")
+    ax.legend()
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def show_personas(name: str, alias: str, out: Path) -> dict[str, Path]:
+    client = MlflowClient()
+    try:
+        version = client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        raise PortraitError(f"no {name!r} model with alias {alias!r}; run portrait personas fit") from None
+    path = mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path="portrait/personas.csv")
+    return write_portrait(pd.read_csv(path), out)
