@@ -23,8 +23,10 @@ def main() -> None:
     fit = fit_personas(config, features)
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
-    print(f"personas on {len(features):,} customers x {len(fit.model.feature_names_)} features: k={fit.model.k_}, "
-          f"{seconds:.1f} s (k search over 4-9 on a 20k sample, then the full fit), peak RSS {peak:.2f} GB")
+    print(
+        f"personas on {len(features):,} customers x {len(fit.model.feature_names_)} features: k={fit.model.k_}, "
+        f"{seconds:.1f} s (k search over 4-9 on a 20k sample, then the full fit), peak RSS {peak:.2f} GB"
+    )
     print(fit.table[["persona_id", "persona_name", "customers", "share_of_revenue"]].to_string(index=False))
 
 

@@ -456,8 +456,12 @@ def timing_family(config: FeatureConfig) -> list[Feature]:
     ]
     result += [
         Feature(
-            f"order_share_q{q}", f, None, f"Share of purchase orders placed in quarter {q} ({months}).",
-            "orders", _share(f"quarter = {q}"),
+            f"order_share_q{q}",
+            f,
+            None,
+            f"Share of purchase orders placed in quarter {q} ({months}).",
+            "orders",
+            _share(f"quarter = {q}"),
         )
         for q, months in ((1, "Jan-Mar"), (2, "Apr-Jun"), (3, "Jul-Sep"), (4, "Oct-Dec"))
     ]

@@ -10,9 +10,18 @@ import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
 KEY_FEATURES = (
-    "spend_365d", "orders_365d", "days_since_last_purchase", "avg_order_value", "promo_share_365d",
-    "discount_order_share", "price_level", "payday_order_share", "order_share_q4", "event_count_365d",
-    "view_count_365d", "campaign_response_rate",
+    "spend_365d",
+    "orders_365d",
+    "days_since_last_purchase",
+    "avg_order_value",
+    "promo_share_365d",
+    "discount_order_share",
+    "price_level",
+    "payday_order_share",
+    "order_share_q4",
+    "event_count_365d",
+    "view_count_365d",
+    "campaign_response_rate",
 )
 # Distance (in the model's scaled space, per dimension) below which a refitted cluster keeps the
 # id and name of the previous persona it matches.
@@ -91,7 +100,7 @@ def _top_shares(features: pd.DataFrame, mask, prefix: str, k: int = 3) -> str:
     if not columns:
         return ""
     means = features.loc[mask, columns].mean().sort_values(ascending=False).head(k)
-    return ", ".join(f"{c[len(prefix):].replace('_', ' ')} ({v:.0%})" for c, v in means.items() if v > 0)
+    return ", ".join(f"{c[len(prefix) :].replace('_', ' ')} ({v:.0%})" for c, v in means.items() if v > 0)
 
 
 def portrait_table(features: pd.DataFrame, labels: np.ndarray, names: dict[int, str]) -> pd.DataFrame:
@@ -104,9 +113,13 @@ def portrait_table(features: pd.DataFrame, labels: np.ndarray, names: dict[int, 
     rows = []
     for persona in sorted(np.unique(labels)):
         mask = labels == persona
-        row = {"persona_id": int(persona), "persona_name": names.get(int(persona), f"Persona {persona}"),
-               "customers": int(mask.sum()), "share_of_customers": mask.mean(),
-               "share_of_revenue": revenue[mask].sum() / total_revenue}
+        row = {
+            "persona_id": int(persona),
+            "persona_name": names.get(int(persona), f"Persona {persona}"),
+            "customers": int(mask.sum()),
+            "share_of_customers": mask.mean(),
+            "share_of_revenue": revenue[mask].sum() / total_revenue,
+        }
         for feature in KEY_FEATURES:
             if feature in features:
                 row[f"median_{feature}"] = features.loc[mask, feature].median()
@@ -127,7 +140,9 @@ def name_personas(features: pd.DataFrame, labels: np.ndarray) -> dict[int, str]:
     names: dict[int, str] = {}
     for persona in sorted(np.unique(labels)):
         mask = np.asarray(labels) == persona
-        profile = {"orders_lifetime": features.loc[mask, "orders_lifetime"].median() if "orders_lifetime" in features else 2}
+        profile = {
+            "orders_lifetime": features.loc[mask, "orders_lifetime"].median() if "orders_lifetime" in features else 2
+        }
         if "favourite_channel" in features:
             counts = features.loc[mask, "favourite_channel"].value_counts(normalize=True)
             if len(counts):

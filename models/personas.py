@@ -32,7 +32,9 @@ def signed_log1p(X):
 
 
 def numeric_columns(X: pd.DataFrame) -> list[str]:
-    return [c for c in X.columns if pd.api.types.is_numeric_dtype(X[c]) and not isinstance(X[c].dtype, pd.CategoricalDtype)]
+    return [
+        c for c in X.columns if pd.api.types.is_numeric_dtype(X[c]) and not isinstance(X[c].dtype, pd.CategoricalDtype)
+    ]
 
 
 def _skewed(column: str) -> bool:
@@ -69,9 +71,18 @@ class ColumnWeights(TransformerMixin, BaseEstimator):
 class PersonaModel(ClusterMixin, BaseEstimator):
     """Clusters customers into personas; ``k`` fixed, or chosen over ``k_range``."""
 
-    def __init__(self, k: int | None = None, k_range: tuple[int, int] = (4, 10), algorithm: str = "minibatch_kmeans",
-                 pca_components: int | None = None, sample_size: int = 20000, bootstrap_fits: int = 2,
-                 random_state: int = 42, groups: dict[str, str] | None = None, n_init: int = 5):
+    def __init__(
+        self,
+        k: int | None = None,
+        k_range: tuple[int, int] = (4, 10),
+        algorithm: str = "minibatch_kmeans",
+        pca_components: int | None = None,
+        sample_size: int = 20000,
+        bootstrap_fits: int = 2,
+        random_state: int = 42,
+        groups: dict[str, str] | None = None,
+        n_init: int = 5,
+    ):
         self.groups = groups
         self.n_init = n_init
         self.k = k
@@ -83,15 +94,20 @@ class PersonaModel(ClusterMixin, BaseEstimator):
         self.random_state = random_state
 
     def _transformer(self, columns: list[str]) -> Pipeline:
-        steps = [("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
-                 ("log", SignedLog(mask=[_skewed(c) for c in columns])), ("scale", StandardScaler())]
+        steps = [
+            ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
+            ("log", SignedLog(mask=[_skewed(c) for c in columns])),
+            ("scale", StandardScaler()),
+        ]
         if self.groups:
             # Each group (feature family) weighs the same in distances, however many columns it has.
             group_of = [self.groups.get(c, c) for c in columns]
             sizes = pd.Series(group_of).value_counts()
             steps.append(("balance", ColumnWeights([1 / np.sqrt(sizes[g]) for g in group_of])))
         if self.pca_components:
-            steps.append(("pca", PCA(n_components=min(self.pca_components, len(columns)), random_state=self.random_state)))
+            steps.append(
+                ("pca", PCA(n_components=min(self.pca_components, len(columns)), random_state=self.random_state))
+            )
         return Pipeline(steps)
 
     def _clusterer(self, k: int, seed: int):
@@ -117,13 +133,19 @@ class PersonaModel(ClusterMixin, BaseEstimator):
 
     def _score_k(self, k: int, sample: np.ndarray, rng) -> dict:
         labels = self._clusterer(k, self.random_state).fit(sample).predict(sample)
-        silhouette = silhouette_score(sample, labels, sample_size=min(5000, len(sample)), random_state=self.random_state)
+        silhouette = silhouette_score(
+            sample, labels, sample_size=min(5000, len(sample)), random_state=self.random_state
+        )
         agreements = []
         for i in range(self.bootstrap_fits):
             boot = sample[rng.choice(len(sample), size=len(sample), replace=True)]
             other = self._clusterer(k, self.random_state + i + 1).fit(boot).predict(sample)
             agreements.append(adjusted_rand_score(labels, other))
-        return {"k": k, "silhouette": float(silhouette), "stability": float(np.mean(agreements)) if agreements else np.nan}
+        return {
+            "k": k,
+            "silhouette": float(silhouette),
+            "stability": float(np.mean(agreements)) if agreements else np.nan,
+        }
 
     @staticmethod
     def _choose_k(scores: pd.DataFrame) -> int:

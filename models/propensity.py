@@ -17,6 +17,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.utils.validation import check_is_fitted
 
 _FIT_ONLY = ("early_stopping_rounds",)
+TIE_BREAK = 1e-6
 
 
 def _booster_params(params: dict) -> dict:
@@ -100,7 +101,10 @@ class PropensityClassifier(ClassifierMixin, _LightGBMBase):
             p = self.calibrator_.predict(raw)
         else:
             p = self.calibrator_.predict_proba(_logit(raw).reshape(-1, 1))[:, 1]
-        p = np.clip(p, 0.0, 1.0)
+        # Isotonic calibration is a step function: a fifth of customers can share one value,
+        # which would leave lists unordered within it. A one-in-a-million share of the raw score
+        # keeps the order of the booster and moves no probability by more than 1e-6.
+        p = (1 - TIE_BREAK) * np.clip(p, 0.0, 1.0) + TIE_BREAK * raw
         return np.column_stack([1 - p, p])
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:

@@ -50,6 +50,12 @@ def phrase(feature: str, value, descriptions: dict[str, str] | None = None) -> s
         return f"last bought {v} days ago"
     if feature == "days_since_first_purchase":
         return f"a customer for {v} days"
+    if feature == "std_days_between_orders":
+        return f"a steady rhythm (gaps between orders vary by {v} days)"
+    if feature == "mean_days_between_orders":
+        return f"buys every {v} days on average"
+    if feature == "overdue_ratio":
+        return f"{v} of their usual gap since the last order"
     if feature == "orders_lifetime":
         return f"{v} orders in all"
     if feature == "avg_order_value":

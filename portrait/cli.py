@@ -224,6 +224,9 @@ def _register_later_commands() -> None:
     features_cli.register(features_app, out, console)
     training_cli.register(app, out, console)
     training_cli.register_personas(personas_app, out, console)
+    from serving import cli as serving_cli
+
+    serving_cli.register(app, out, console)
 
 
 if __name__ == "__main__":

@@ -25,3 +25,24 @@ def small_synthetic(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("synthetic") / "data"
     write_sample_data(folder, customers=3000, seed=11)
     return folder
+
+
+@pytest.fixture(scope="session")
+def monkeypatch_session():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+@pytest.fixture(scope="session")
+def tracking(tmp_path_factory, monkeypatch_session):
+    """One MLflow SQLite store for the whole session (creating one takes about 10 s), and a
+    working directory for artifacts."""
+    import mlflow
+
+    folder = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    monkeypatch_session.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch_session.chdir(folder)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri

@@ -13,9 +13,13 @@ from training.personas import DEFAULT_FAMILIES, PersonaConfig, fit_personas, loa
 
 CONFIG = PersonaConfig("personas", "unused", None, DEFAULT_FAMILIES, None, 5, 9, "minibatch_kmeans", None, 42)
 EXPECTED_NAME = {
-    "loyal_app_high_spender": "High-spend regulars", "promotion_hunter": "promotion hunters",
-    "payday_shopper": "Payday shoppers", "browser": "browsers", "one_time_buyer": "one-time buyers",
-    "lapsing_regular": "lapsing regulars", "seasonal_gift_buyer": "Seasonal shoppers",
+    "loyal_app_high_spender": "High-spend regulars",
+    "promotion_hunter": "promotion hunters",
+    "payday_shopper": "Payday shoppers",
+    "browser": "browsers",
+    "one_time_buyer": "one-time buyers",
+    "lapsing_regular": "lapsing regulars",
+    "seasonal_gift_buyer": "Seasonal shoppers",
 }
 
 
@@ -87,7 +91,9 @@ def test_portrait_table_and_page(fitted, tmp_path):
     table = fit.table
     assert table["customers"].sum() == len(fit.labels)
     assert table["share_of_customers"].sum() == pytest.approx(1.0)
-    assert {"median_spend_365d", "lift_spend_365d", "top_categories", "top_channels", "mix_age_band"} <= set(table.columns)
+    assert {"median_spend_365d", "lift_spend_365d", "top_categories", "top_channels", "mix_age_band"} <= set(
+        table.columns
+    )
     paths = write_portrait(table, tmp_path)
     html = paths["html"].read_text()
     assert html.count("data:image/png;base64,") == 2

@@ -32,33 +32,15 @@ def experiment(data_path, **overrides):
 
 
 @pytest.fixture(scope="session")
-def tracking(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("mlflow")
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    yield uri
-    mlflow.set_tracking_uri(previous)
-
-
-@pytest.fixture(scope="session")
 def prepared(small_synthetic):
     config = experiment(small_synthetic)
     return config, prepare(config)
 
 
 @pytest.fixture(scope="session")
-def trained(tracking, prepared, tmp_path_factory, monkeypatch_session):
+def trained(tracking, prepared):
     config, data = prepared
-    monkeypatch_session.chdir(tmp_path_factory.mktemp("workdir"))
     return config, data, train_experiment(config, data=data)
-
-
-@pytest.fixture(scope="session")
-def monkeypatch_session():
-    with pytest.MonkeyPatch.context() as patch:
-        yield patch
 
 
 def test_cutoffs_are_split_in_time_with_no_holdout_rows_in_training(prepared):

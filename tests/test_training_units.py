@@ -65,8 +65,12 @@ def test_shipped_experiments_all_parse():
 
     from training.config import load_experiment
 
-    names = {load_experiment(p).name for p in (Path(__file__).parents[1] / "experiments").glob("*.toml")}
+    from training.personas import load_persona_config
+
+    folder = Path(__file__).parents[1] / "experiments"
+    names = {load_experiment(p).name for p in folder.glob("*.toml") if not p.name.startswith("personas")}
     assert {"repurchase_30d", "repurchase_90d", "high_value_90d", "spend_90d", "cdnow_repurchase_39w"} <= names
+    assert load_persona_config(folder / "personas.toml").name == "personas"
 
 
 def test_expected_calibration_error_by_hand():

@@ -126,8 +126,12 @@ def register_personas(app: typer.Typer, out, console) -> None:
     def fit_command(
         experiment: Annotated[Path, typer.Argument(help="experiments/personas.toml")],
         data: Annotated[Path | None, typer.Option("--data", help="Run on this data set instead.")] = None,
-        as_of: Annotated[str | None, typer.Option("--as-of", help="Feature cutoff (default: after the last purchase).")] = None,
-        out_file: Annotated[Path | None, typer.Option("--out", help="Write each customer's persona (CSV or Parquet).")] = None,
+        as_of: Annotated[
+            str | None, typer.Option("--as-of", help="Feature cutoff (default: after the last purchase).")
+        ] = None,
+        out_file: Annotated[
+            Path | None, typer.Option("--out", help="Write each customer's persona (CSV or Parquet).")
+        ] = None,
     ) -> None:
         """Fit personas, keep ids stable against the last model, log and register them."""
         from dataclasses import replace
@@ -139,13 +143,17 @@ def register_personas(app: typer.Typer, out, console) -> None:
         if data:
             config = replace(config, data=str(data))
         setup_tracking()
-        with Progress(SpinnerColumn(), TextColumn("fitting personas"), TimeElapsedColumn(), console=console, transient=True) as p:
+        with Progress(
+            SpinnerColumn(), TextColumn("fitting personas"), TimeElapsedColumn(), console=console, transient=True
+        ) as p:
             p.add_task("", total=None)
             fit, run_id, version = run_persona_fit(config, parse_cutoff(as_of) if as_of else None, out_file)
         out.print(f"run {run_id}: {fit.model.k_} personas, registered {config.name} v{version} with alias 'candidate'")
         for row in fit.table.itertuples():
-            out.print(f"  {row.persona_id:>2}  {row.persona_name:<45} {row.customers:>8,} customers  "
-                      f"{row.share_of_revenue:6.1%} of revenue")
+            out.print(
+                f"  {row.persona_id:>2}  {row.persona_name:<45} {row.customers:>8,} customers  "
+                f"{row.share_of_revenue:6.1%} of revenue"
+            )
         if any(fit.changes.values()):
             out.print(f"compared with the previous model: {fit.changes}")
         if out_file:
@@ -155,7 +163,9 @@ def register_personas(app: typer.Typer, out, console) -> None:
     def show_command(
         name: Annotated[str, typer.Option(help="Registered persona model.")] = "personas",
         alias: Annotated[str, typer.Option(help="Which version: champion or candidate.")] = "candidate",
-        out_dir: Annotated[Path, typer.Option("--out", help="Folder for personas.csv, .md and .html.")] = Path("outputs/personas"),
+        out_dir: Annotated[Path, typer.Option("--out", help="Folder for personas.csv, .md and .html.")] = Path(
+            "outputs/personas"
+        ),
     ) -> None:
         """Write the crowd portrait table (CSV, Markdown, HTML page with charts)."""
         from training.personas import show_personas

@@ -70,10 +70,16 @@ def load_persona_config(path: Path) -> PersonaConfig:
         raise ConfigError(f"{path} [clustering]: need 2 <= k_min <= k_max, got {k_min}, {k_max}")
     data = raw.get("data", {})
     return PersonaConfig(
-        name=raw.get("name", "personas"), data=str(data.get("path", "demo")),
-        as_of=parse_cutoff(raw["as_of"]) if "as_of" in raw else None, families=families,
-        k=clustering.get("k"), k_min=k_min, k_max=k_max, algorithm=algorithm,
-        pca_components=clustering.get("pca_components"), random_state=int(clustering.get("random_state", 42)),
+        name=raw.get("name", "personas"),
+        data=str(data.get("path", "demo")),
+        as_of=parse_cutoff(raw["as_of"]) if "as_of" in raw else None,
+        families=families,
+        k=clustering.get("k"),
+        k_min=k_min,
+        k_max=k_max,
+        algorithm=algorithm,
+        pca_components=clustering.get("pca_components"),
+        random_state=int(clustering.get("random_state", 42)),
     )
 
 
@@ -93,8 +99,11 @@ def fit_personas(config: PersonaConfig, features: pd.DataFrame, previous=None) -
     object with ``model`` and ``names`` and ``cluster_to_persona``) where clusters match."""
     columns = persona_feature_columns([c for c in features.columns if c != "customer_id"])
     model = PersonaModel(
-        k=config.k, k_range=(config.k_min, config.k_max), algorithm=config.algorithm,
-        pca_components=config.pca_components, random_state=config.random_state,
+        k=config.k,
+        k_range=(config.k_min, config.k_max),
+        algorithm=config.algorithm,
+        pca_components=config.pca_components,
+        random_state=config.random_state,
     ).fit(features[columns])
     clusters = model.predict(features)
     names = name_personas(features, clusters)
@@ -154,7 +163,9 @@ def previous_fit(name: str):
     return None
 
 
-def run_persona_fit(config: PersonaConfig, as_of: dt.date | None = None, out: Path | None = None) -> tuple[PersonaFit, str, str]:
+def run_persona_fit(
+    config: PersonaConfig, as_of: dt.date | None = None, out: Path | None = None
+) -> tuple[PersonaFit, str, str]:
     dataset = resolve_dataset(config.data)
     cutoff = as_of or config.as_of
     if cutoff is None:
@@ -166,10 +177,19 @@ def run_persona_fit(config: PersonaConfig, as_of: dt.date | None = None, out: Pa
     fit = fit_personas(config, features, previous_fit(config.name))
     experiment_id = ensure_experiment(config.name)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{config.name}-fit") as run:
-        mlflow.log_params({"as_of": cutoff.isoformat(), "algorithm": config.algorithm, "k": fit.model.k_,
-                           "k_range": f"{config.k_min}-{config.k_max}", "families": ",".join(config.families),
-                           "features": len(fit.model.feature_names_), "customers": len(features),
-                           "dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint()})
+        mlflow.log_params(
+            {
+                "as_of": cutoff.isoformat(),
+                "algorithm": config.algorithm,
+                "k": fit.model.k_,
+                "k_range": f"{config.k_min}-{config.k_max}",
+                "families": ",".join(config.families),
+                "features": len(fit.model.feature_names_),
+                "customers": len(features),
+                "dataset": dataset.name,
+                "dataset_fingerprint": dataset.fingerprint(),
+            }
+        )
         for k, row in fit.model.k_scores_.iterrows():
             mlflow.log_metrics({"silhouette": row["silhouette"], "stability_ari": row["stability"]}, step=int(k))
         mlflow.log_metric("chosen_k", fit.model.k_)
@@ -186,20 +206,38 @@ def run_persona_fit(config: PersonaConfig, as_of: dt.date | None = None, out: Pa
             stored = tmp / "persona_fit.joblib"
             joblib.dump(StoredFit(fit.model, fit.names, fit.cluster_to_persona), stored)
             meta = tmp / "meta.json"
-            meta.write_text(json.dumps({"label": "persona", "features": fit.model.feature_names_,
-                                        "families": list(config.families), "names": fit.names,
-                                        "as_of": cutoff.isoformat()}))
+            meta.write_text(
+                json.dumps(
+                    {
+                        "label": "persona",
+                        "features": fit.model.feature_names_,
+                        "families": list(config.families),
+                        "names": fit.names,
+                        "vocabulary": features.attrs["vocabulary"],
+                        "feature_config": {},
+                        "as_of": cutoff.isoformat(),
+                    }
+                )
+            )
             example = serving_frame(features[fit.model.feature_names_].head(5))
             info = mlflow.pyfunc.log_model(
-                name="model", python_model=PersonaPyfunc(), artifacts={"persona_fit": str(stored), "meta": str(meta)},
+                name="model",
+                python_model=PersonaPyfunc(),
+                artifacts={"persona_fit": str(stored), "meta": str(meta)},
                 signature=infer_signature(example, pd.DataFrame({"persona_id": [0], "persona_name": ["x"]})),
-                input_example=example, registered_model_name=config.name,
+                input_example=example,
+                registered_model_name=config.name,
             )
     version = str(info.registered_model_version)
     MlflowClient().set_registered_model_alias(config.name, CANDIDATE, version)
     if out:
-        assignments = pd.DataFrame({"customer_id": features["customer_id"], "persona_id": fit.labels,
-                                    "persona_name": [fit.names[i] for i in fit.labels]})
+        assignments = pd.DataFrame(
+            {
+                "customer_id": features["customer_id"],
+                "persona_id": fit.labels,
+                "persona_name": [fit.names[i] for i in fit.labels],
+            }
+        )
         out.parent.mkdir(parents=True, exist_ok=True)
         _atomic_write(assignments, out)
     return fit, run.info.run_id, version
@@ -244,11 +282,24 @@ def write_portrait(table: pd.DataFrame, folder: Path) -> dict[str, Path]:
             table[column] = table[column].fillna("").astype("object")
     paths = {"csv": folder / "personas.csv", "markdown": folder / "personas.md", "html": folder / "personas.html"}
     table.to_csv(paths["csv"], index=False)
-    summary_columns = ["persona_id", "persona_name", "customers", "share_of_customers", "share_of_revenue",
-                       "top_categories", "top_channels", "top_payment_methods"]
+    summary_columns = [
+        "persona_id",
+        "persona_name",
+        "customers",
+        "share_of_customers",
+        "share_of_revenue",
+        "top_categories",
+        "top_channels",
+        "top_payment_methods",
+    ]
     summary = table[[c for c in summary_columns if c in table.columns]]
-    paths["markdown"].write_text("# Personas\n\n" + markdown(summary) + "\n\n## Key features (median)\n\n"
-                                 + markdown(table[["persona_name"] + [c for c in table.columns if c.startswith("median_")]]) + "\n")
+    paths["markdown"].write_text(
+        "# Personas\n\n"
+        + markdown(summary)
+        + "\n\n## Key features (median)\n\n"
+        + markdown(table[["persona_name"] + [c for c in table.columns if c.startswith("median_")]])
+        + "\n"
+    )
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(table) + 1))
     ax.barh(table["persona_name"], table["share_of_customers"], label="customers")
     ax.barh(table["persona_name"], table["share_of_revenue"], alpha=0.5, label="revenue")

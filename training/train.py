@@ -15,11 +15,11 @@ import pandas as pd
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
+from models.drift import reference_distributions
 from models.pyfunc import PortraitModel, serving_frame
 from training import plots
 from training.config import ExperimentConfig
 from training.data import TrainingData, prepare
-from training.drift_reference import reference_distributions
 from training.evaluate import FitResult, fit_and_evaluate, rfm_score
 from training.tracking import ensure_experiment
 

@@ -1,0 +1,136 @@
+"""``portrait score``, ``portrait list`` and ``portrait serve``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from portrait.errors import PortraitError
+
+API_KEY_ENV = "PORTRAIT_API_KEY"
+DEFAULT_SCORES = Path("outputs/scores")
+LOCALHOST = ("127.0.0.1", "localhost", "::1")
+
+
+def register(app: typer.Typer, out, console) -> None:
+    from portrait.tracking import setup_tracking
+
+    @app.command("score")
+    def score_command(
+        dataset: Annotated[Path, typer.Argument(help="Data set folder or DuckDB file.")],
+        as_of: Annotated[str, typer.Option("--as-of", help="Score as of this date (YYYY-MM-DD).")],
+        models: Annotated[
+            str, typer.Option(help="Comma-separated registered models.")
+        ] = "repurchase_90d,high_value_90d,spend_90d,personas",
+        out_dir: Annotated[Path, typer.Option("--out", help="Folder for the scores table.")] = DEFAULT_SCORES,
+        alias: Annotated[str, typer.Option(help="Registry alias to load.")] = "champion",
+        reasons: Annotated[
+            bool, typer.Option("--reasons", help="Add the top three reasons per score (slow: ~1k rows/s).")
+        ] = False,
+        csv: Annotated[bool, typer.Option("--csv", help="Also write CSV.")] = False,
+        skip_validation: Annotated[
+            bool, typer.Option("--skip-validation", help="Do not validate the data set first.")
+        ] = False,
+    ) -> None:
+        """Score every customer with registered models; write one scores table atomically."""
+        from portrait.dataset import open_dataset
+        from serving.score import score
+
+        setup_tracking()
+        ds = open_dataset(dataset)
+        with Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True
+        ) as p:
+            task = p.add_task("starting", total=None)
+            run = score(
+                ds,
+                as_of,
+                [m.strip() for m in models.split(",") if m.strip()],
+                out_dir,
+                alias=alias,
+                with_reasons=reasons,
+                csv=csv,
+                validate_first=not skip_validation,
+                progress=lambda message: p.update(task, description=message),
+            )
+        summary = run.summary
+        out.print(
+            f"scored {summary['customers']:,} customers as of {summary['as_of']} in {summary['duration_seconds']} s"
+        )
+        for name, info in summary["models"].items():
+            line = f"  {name} v{info['version']}"
+            if "mean" in info:
+                line += f": mean {info['mean']:.4f}, median {info['score_quantiles'][0.5]:.4f}"
+                drift = info["drift"]
+                if drift["flagged"]:
+                    line += f"  [red]drift flagged (PSI > 0.25): {', '.join(list(drift['flagged'])[:5])}[/red]"
+                elif drift["warnings"]:
+                    line += f"  [yellow]drift warning (PSI > 0.1): {', '.join(list(drift['warnings'])[:5])}[/yellow]"
+            out.print(line)
+        out.print(f"scores: {run.scores_file}\nsummary: {run.summary_file}")
+
+    @app.command("list")
+    def list_command(
+        model: Annotated[str, typer.Option("--model", help="Model whose score ranks the list.")],
+        out_file: Annotated[Path, typer.Option("--out", help="CSV to write.")],
+        top: Annotated[int | None, typer.Option("--top", min=1)] = None,
+        min_percentile: Annotated[float | None, typer.Option("--min-percentile", min=0, max=100)] = None,
+        min_score: Annotated[float | None, typer.Option("--min-score")] = None,
+        persona: Annotated[str | None, typer.Option("--persona", help="Persona name or id.")] = None,
+        where: Annotated[
+            str | None, typer.Option("--where", help='e.g. "spend_365d > 100 and days_since_last_purchase < 60"')
+        ] = None,
+        exclude_bought_within: Annotated[
+            int | None, typer.Option("--exclude-bought-within", help="Drop customers who bought in the last DAYS.")
+        ] = None,
+        scores_dir: Annotated[Path, typer.Option("--scores", help="Folder of scores tables.")] = DEFAULT_SCORES,
+        alias: Annotated[str, typer.Option(help="Alias of the model used for reasons.")] = "champion",
+    ) -> None:
+        """Write a scored list a marketer can upload."""
+        from serving.lists import build_list
+        from serving.registry import load_model
+        from serving.score import atomic_write, latest_scores
+
+        setup_tracking()
+        scores, features = latest_scores(scores_dir)
+        reasons_model = load_model(model, alias) if f"{model}_reason_1" not in scores.columns else None
+        rows = build_list(
+            scores,
+            features,
+            model,
+            top=top,
+            min_percentile=min_percentile,
+            min_score=min_score,
+            persona=persona,
+            where=where,
+            exclude_bought_within=exclude_bought_within,
+            reasons_model=reasons_model,
+        )
+        atomic_write(rows, out_file, csv=True)
+        out.print(f"{len(rows):,} customers -> {out_file}")
+
+    @app.command("serve")
+    def serve_command(
+        host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+        port: Annotated[int, typer.Option(help="Port.")] = 8000,
+        scores_dir: Annotated[Path, typer.Option("--scores", help="Folder of scores tables.")] = DEFAULT_SCORES,
+        alias: Annotated[str, typer.Option(help="Registry alias for on-demand scoring.")] = "champion",
+    ) -> None:
+        """Serve profiles, scores and lists over HTTP (docs at /docs)."""
+        import uvicorn
+
+        from serving.api import create_app
+
+        api_key = os.environ.get(API_KEY_ENV) or None
+        if host not in LOCALHOST and not api_key:
+            raise PortraitError(
+                f"refusing to listen on {host} without an API key: set {API_KEY_ENV}, or keep the default 127.0.0.1"
+            )
+        setup_tracking()
+        app_instance = create_app(scores_dir, alias=alias, api_key=api_key)
+        out.print(f"serving on http://{host}:{port} (docs: /docs){' with API key' if api_key else ''}")
+        uvicorn.run(app_instance, host=host, port=port, log_level="warning")

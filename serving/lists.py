@@ -1,0 +1,77 @@
+"""Propensity lists for marketing: the latest scores, filtered and ranked, with reasons."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from portrait.errors import PortraitError
+from serving.filters import columns_used, evaluate, parse_filter
+
+
+def build_list(
+    scores: pd.DataFrame,
+    features: pd.DataFrame,
+    model: str,
+    *,
+    top: int | None = None,
+    min_percentile: float | None = None,
+    min_score: float | None = None,
+    persona: str | None = None,
+    where: str | None = None,
+    exclude_bought_within: int | None = None,
+    reasons_model=None,
+) -> pd.DataFrame:
+    """Customers ranked by ``model``'s score, best first.
+
+    ``where`` may use any feature, score or persona column. ``reasons_model`` (a loaded model)
+    computes reasons for the rows of the list when the scores table has none.
+    """
+    score_column = f"{model}_score"
+    if score_column not in scores.columns:
+        scored = sorted(c[: -len("_score")] for c in scores.columns if c.endswith("_score"))
+        raise PortraitError(f"the latest scores have no model {model!r}; scored models: {scored}")
+    if sum(x is not None for x in (top, min_percentile, min_score)) > 1:
+        raise PortraitError("give one of --top, --min-percentile and --min-score")
+    table = scores.merge(features, on="customer_id", how="left", suffixes=("", "_feature"))
+    mask = pd.Series(True, index=table.index)
+    used: list[str] = []
+    if where:
+        tree = parse_filter(where, set(table.columns))
+        mask &= evaluate(tree, table)
+        used = columns_used(tree)
+    if persona is not None:
+        if "persona_name" not in table.columns:
+            raise PortraitError("the latest scores have no personas; score with the personas model")
+        mask &= (table["persona_name"] == persona) | (table["persona_id"].astype(str) == str(persona))
+    if exclude_bought_within is not None:
+        mask &= ~(table["days_since_last_purchase"] <= exclude_bought_within)
+    if min_percentile is not None:
+        mask &= table[f"{model}_percentile"] >= min_percentile
+    if min_score is not None:
+        mask &= table[score_column] >= min_score
+    chosen = table[mask].sort_values([score_column, "customer_id"], ascending=[False, True], kind="stable")
+    if top is not None:
+        chosen = chosen.head(top)
+    result = pd.DataFrame(
+        {
+            "customer_id": chosen["customer_id"].to_numpy(),
+            "score": chosen[score_column].to_numpy(),
+            "percentile": chosen[f"{model}_percentile"].to_numpy(),
+        }
+    )
+    if "persona_name" in chosen.columns:
+        result["persona"] = chosen["persona_name"].to_numpy()
+    reason_columns = [f"{model}_reason_{i}" for i in (1, 2, 3)]
+    if all(c in chosen.columns for c in reason_columns):
+        for i, column in enumerate(reason_columns, 1):
+            result[f"reason_{i}"] = chosen[column].to_numpy()
+    elif reasons_model is not None and len(chosen):
+        from serving.score import reasons_for
+
+        reasons = reasons_for(reasons_model, chosen.reset_index(drop=True))
+        for column in reasons.columns:
+            result[column] = reasons[column].to_numpy()
+    for column in used:
+        if column not in result.columns:
+            result[column] = chosen[column].to_numpy()
+    return result.reset_index(drop=True)

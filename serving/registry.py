@@ -1,0 +1,81 @@
+"""Loading registered models by alias, with errors that say what is missing."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from portrait.errors import PortraitError
+
+PERSONAS = "personas"
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    version: str
+    alias: str
+    meta: dict
+    estimator: object  # PropensityClassifier, SpendRegressor, or StoredFit for personas
+    run_metrics: dict
+
+    @property
+    def is_personas(self) -> bool:
+        return self.meta.get("label") == "persona"
+
+    @property
+    def features(self) -> list[str]:
+        return list(self.meta["features"])
+
+
+def load_model(name: str, alias: str = "champion") -> LoadedModel:
+    client = MlflowClient()
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        raise PortraitError(f"no registered model named {name!r}; train it first (portrait train)") from None
+    try:
+        version = client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        raise PortraitError(
+            f"model {name!r} has no version with alias {alias!r}; promote one (portrait promote {name}) "
+            "or choose another alias with --alias"
+        ) from None
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}")
+    python_model = pyfunc.unwrap_python_model()
+    folder = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version.version}"))
+    meta = json.loads((folder / "artifacts" / "meta.json").read_text())
+    estimator = python_model.fit if hasattr(python_model, "fit") else python_model.estimator
+    metrics = client.get_run(version.run_id).data.metrics
+    return LoadedModel(name, str(version.version), alias, meta, estimator, metrics)
+
+
+def list_models() -> list[dict]:
+    client = MlflowClient()
+    result = []
+    for model in client.search_registered_models():
+        versions = client.search_model_versions(f"name = '{model.name}'")
+        aliases = dict(model.aliases or {})
+        result.append(
+            {
+                "name": model.name,
+                "versions": sorted(str(v.version) for v in versions),
+                "aliases": {alias: str(version) for alias, version in aliases.items()},
+                "metrics": {
+                    alias: {
+                        k: v
+                        for k, v in client.get_run(
+                            client.get_model_version(model.name, version).run_id
+                        ).data.metrics.items()
+                        if k.startswith(("holdout_", "persona_"))
+                    }
+                    for alias, version in aliases.items()
+                },
+            }
+        )
+    return result

@@ -1,0 +1,207 @@
+"""Batch scoring: features as of a date, every requested model by alias, one scores table.
+
+Nothing is written until every model is loaded, the data set has passed validation, and the
+features each model needs are present. Tables are written under a temporary name and renamed,
+so an interrupted run leaves the previous table as it was, and re-running an as-of date
+replaces its table.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.build import build_features, parse_cutoff
+from features.catalogue import Vocabulary
+from features.config import FeatureConfig
+from models.reasons import top_reasons
+from portrait.dataset import Dataset
+from portrait.errors import PortraitError
+from serving.drift import drift_report
+from serving.registry import PERSONAS, LoadedModel, load_model
+
+LATEST = "LATEST"
+
+
+def scores_path(out_dir: Path, as_of: dt.date) -> Path:
+    return out_dir / f"scores_{as_of.isoformat()}.parquet"
+
+
+def features_path(out_dir: Path, as_of: dt.date) -> Path:
+    return out_dir / f"features_{as_of.isoformat()}.parquet"
+
+
+def atomic_write(frame: pd.DataFrame, path: Path, csv: bool = False) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    if csv:
+        frame.to_csv(tmp, index=False)
+    else:
+        frame.to_parquet(tmp, index=False)
+    tmp.replace(path)
+
+
+def atomic_write_text(text: str, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _feature_groups(models: list[LoadedModel]) -> dict[str, list[LoadedModel]]:
+    """Models that need the same feature build (vocabulary and settings) share one."""
+    groups: dict[str, list[LoadedModel]] = {}
+    for model in models:
+        key = json.dumps([model.meta.get("vocabulary"), model.meta.get("feature_config")], sort_keys=True)
+        groups.setdefault(key, []).append(model)
+    return groups
+
+
+def build_model_features(dataset: Dataset, as_of: dt.date, models: list[LoadedModel]) -> dict[str, pd.DataFrame]:
+    """Feature rows per model name, each built with that model's vocabulary and settings."""
+    result = {}
+    for group in _feature_groups(models).values():
+        meta = group[0].meta
+        config = FeatureConfig.from_dict(meta.get("feature_config") or {})
+        vocabulary = Vocabulary.from_dict(meta["vocabulary"]) if meta.get("vocabulary") else None
+        families = sorted({f for m in group for f in m.meta.get("families", [])}) or None
+        frame = build_features(dataset, as_of, config, vocabulary=vocabulary, families=families)
+        for model in group:
+            missing = [c for c in model.features if c not in frame.columns]
+            if missing:
+                raise PortraitError(
+                    f"model {model.name} v{model.version} needs {len(missing)} feature(s) this data set "
+                    f"does not provide: {missing[:8]}{' ...' if len(missing) > 8 else ''}"
+                )
+            result[model.name] = frame
+    return result
+
+
+def predict_scores(model: LoadedModel, features: pd.DataFrame) -> np.ndarray:
+    X = features[model.features]
+    if model.meta["label"] == "future_spend":
+        return model.estimator.predict(X)
+    return model.estimator.predict_proba(X)[:, 1]
+
+
+def percentile_and_decile(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile among all scored customers (0-100, higher is better) and decile (10 = top)."""
+    ranks = pd.Series(scores).rank(pct=True, method="average").to_numpy()
+    percentile = np.round(100 * ranks, 2)
+    decile = np.minimum(np.ceil(ranks * 10), 10).astype(int)
+    return percentile, decile
+
+
+def reasons_for(model: LoadedModel, features: pd.DataFrame, k: int = 3) -> pd.DataFrame:
+    X = features[model.features]
+    contributions = model.estimator.contributions(X)
+    return top_reasons(contributions, X, k=k, descriptions=model.meta.get("descriptions"))
+
+
+@dataclass
+class ScoreRun:
+    scores: pd.DataFrame
+    summary: dict
+    scores_file: Path
+    summary_file: Path
+
+
+def score(
+    dataset: Dataset,
+    as_of,
+    model_names: list[str],
+    out_dir: Path,
+    alias: str = "champion",
+    with_reasons: bool = False,
+    csv: bool = False,
+    validate_first: bool = True,
+    progress=None,
+) -> ScoreRun:
+    started = time.perf_counter()
+    say = progress or (lambda message: None)
+    as_of = parse_cutoff(as_of)
+    say("loading models")
+    models = [load_model(name, alias) for name in model_names]
+    quarantined = None
+    if validate_first:
+        from portrait.validate import validate
+
+        say("validating the data set")
+        quarantined = validate(dataset).quarantined_rows
+    say("building features")
+    features_by_model = build_model_features(dataset, as_of, models)
+    propensity = [m for m in models if not m.is_personas]
+    base = next(iter(features_by_model.values()))
+    scores = pd.DataFrame({"customer_id": base["customer_id"], "as_of": pd.Timestamp(as_of)})
+    summary: dict = {
+        "as_of": as_of.isoformat(),
+        "dataset": dataset.name,
+        "dataset_fingerprint": dataset.fingerprint(),
+        "customers": int(len(scores)),
+        "alias": alias,
+        "models": {},
+        "quarantined_rows": quarantined,
+    }
+    for model in models:
+        say(f"scoring {model.name}")
+        features = features_by_model[model.name].set_index("customer_id").loc[scores["customer_id"]].reset_index()
+        if model.is_personas:
+            assigned = model.estimator.assign(features[model.features])
+            scores["persona_id"] = assigned["persona_id"].to_numpy()
+            scores["persona_name"] = assigned["persona_name"].to_numpy()
+            scores["personas_version"] = model.version
+            summary["models"][model.name] = {
+                "version": model.version,
+                "sizes": scores["persona_name"].value_counts().to_dict(),
+            }
+            continue
+        values = predict_scores(model, features)
+        percentile, decile = percentile_and_decile(values)
+        scores[f"{model.name}_score"] = values
+        scores[f"{model.name}_percentile"] = percentile
+        scores[f"{model.name}_decile"] = decile
+        scores[f"{model.name}_version"] = model.version
+        if with_reasons:
+            say(f"reasons for {model.name}")
+            reasons = reasons_for(model, features)
+            for column in reasons.columns:
+                scores[f"{model.name}_{column}"] = reasons[column].to_numpy()
+        summary["models"][model.name] = {
+            "version": model.version,
+            "label": model.meta["label"],
+            "score_quantiles": {q: float(np.quantile(values, q)) for q in (0.1, 0.25, 0.5, 0.75, 0.9)},
+            "mean": float(values.mean()),
+            "drift": drift_report(model.meta.get("reference", {}), features),
+        }
+    # One feature table (the first propensity model's build) is kept for profiles and filters.
+    profile_features = features_by_model[propensity[0].name] if propensity else base
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = scores_path(out_dir, as_of)
+    atomic_write(profile_features, features_path(out_dir, as_of))
+    atomic_write(scores, target)
+    if csv:
+        atomic_write(scores, target.with_suffix(".csv"), csv=True)
+    summary["duration_seconds"] = round(time.perf_counter() - started, 2)
+    summary_file = target.with_name(target.stem + ".summary.json")
+    atomic_write_text(json.dumps(summary, indent=2, default=str), summary_file)
+    atomic_write_text(target.name, out_dir / LATEST)
+    return ScoreRun(scores, summary, target, summary_file)
+
+
+def latest_scores(scores_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The latest scores table and the features it was scored from."""
+    pointer = scores_dir / LATEST
+    if not pointer.exists():
+        raise PortraitError(f"no scores in {scores_dir}; run portrait score first")
+    scores = pd.read_parquet(scores_dir / pointer.read_text().strip())
+    as_of = pointer.read_text().strip().removeprefix("scores_").removesuffix(".parquet")
+    features = pd.read_parquet(scores_dir / f"features_{as_of}.parquet")
+    return scores, features
+
+
+__all__ = ["score", "latest_scores", "PERSONAS"]

@@ -1,0 +1,240 @@
+"""Serving on small synthetic data: batch scores, atomic writes, lists, filters and the API."""
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from portrait.dataset import open_dataset
+from portrait.errors import PortraitError
+from serving.api import create_app
+from serving.filters import FilterError, evaluate, parse_filter
+from serving.lists import build_list
+from serving.score import LATEST, latest_scores, score
+from training.config import parse_experiment
+from training.personas import DEFAULT_FAMILIES, PersonaConfig, run_persona_fit
+from training.registry import promote
+from training.train import train_experiment
+
+AS_OF = "2025-01-01"
+MODEL = "serve_repurchase_30d"
+
+
+@pytest.fixture(scope="module")
+def registered(tracking, small_synthetic):
+    config = parse_experiment(
+        {
+            "name": MODEL,
+            "data": {"path": str(small_synthetic)},
+            "cutoffs": {"rule": "monthly", "count": 3},
+            "label": {"kind": "repurchase", "horizon_days": 30},
+            "model": {"n_estimators": 100, "learning_rate": 0.1, "early_stopping_rounds": 20},
+        }
+    )
+    train_experiment(config)
+    promote(MODEL)
+    personas = PersonaConfig(
+        "serve_personas", str(small_synthetic), None, DEFAULT_FAMILIES, 5, 5, 5, "minibatch_kmeans", None, 42
+    )
+    run_persona_fit(personas)
+    promote("serve_personas")
+    return small_synthetic
+
+
+@pytest.fixture(scope="module")
+def scored(registered, tmp_path_factory):
+    out = tmp_path_factory.mktemp("scores")
+    run = score(open_dataset(registered), AS_OF, [MODEL, "serve_personas"], out, validate_first=False)
+    return out, run
+
+
+def test_scores_table_has_every_column_and_a_summary(scored):
+    out, run = scored
+    table = pd.read_parquet(run.scores_file)
+    expected = {
+        "customer_id",
+        "as_of",
+        f"{MODEL}_score",
+        f"{MODEL}_percentile",
+        f"{MODEL}_decile",
+        f"{MODEL}_version",
+        "persona_id",
+        "persona_name",
+        "personas_version",
+    }
+    assert expected <= set(table.columns)
+    assert table[f"{MODEL}_percentile"].between(0, 100).all()
+    assert set(table[f"{MODEL}_decile"]) == set(range(1, 11))
+    assert table["customer_id"].is_unique
+    assert (out / LATEST).read_text() == run.scores_file.name
+    assert set(run.summary["models"][MODEL]["drift"]) == {"flagged", "warnings", "features_checked"}
+
+
+def test_rerunning_an_as_of_date_replaces_its_table_with_the_same_scores(registered, scored):
+    out, run = scored
+    before = pd.read_parquet(run.scores_file)
+    again = score(open_dataset(registered), AS_OF, [MODEL, "serve_personas"], out, validate_first=False)
+    pd.testing.assert_frame_equal(before, pd.read_parquet(again.scores_file))
+    assert sorted(p.name for p in out.glob("*.tmp")) == []
+
+
+def test_an_interrupted_write_leaves_the_previous_table_whole(registered, scored, monkeypatch):
+    out, run = scored
+    before = pd.read_parquet(run.scores_file)
+    real_to_parquet = pd.DataFrame.to_parquet
+
+    def interrupted(self, path, *args, **kwargs):
+        if "scores_" in str(path):
+            with open(path, "wb") as handle:
+                handle.write(b"PAR1 half a table")
+            raise KeyboardInterrupt("interrupted while writing")
+        return real_to_parquet(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        score(open_dataset(registered), AS_OF, [MODEL], out, validate_first=False)
+    monkeypatch.undo()
+    pd.testing.assert_frame_equal(before, pd.read_parquet(run.scores_file))
+    assert (out / LATEST).read_text() == run.scores_file.name
+
+
+def test_bad_requests_stop_before_anything_is_written(registered, tmp_path):
+    out = tmp_path / "scores"
+    with pytest.raises(PortraitError, match="no registered model named 'nosuch'"):
+        score(open_dataset(registered), AS_OF, ["nosuch"], out, validate_first=False)
+    with pytest.raises(PortraitError, match="has no version with alias 'gold'"):
+        score(open_dataset(registered), AS_OF, [MODEL], out, alias="gold", validate_first=False)
+    lacking = tmp_path / "no_customers"
+    shutil.copytree(registered, lacking, ignore=shutil.ignore_patterns("customers.parquet"))
+    with pytest.raises(
+        PortraitError, match=r"needs \d+ feature\(s\) this data set does not provide: \['days_since_signup_date'"
+    ):
+        score(open_dataset(lacking), AS_OF, [MODEL], out, validate_first=False)
+    assert not out.exists()
+
+
+def test_list_filters_ranks_and_reports_the_columns_used(scored):
+    out, _ = scored
+    scores, features = latest_scores(out)
+    rows = build_list(
+        scores,
+        features,
+        MODEL,
+        top=20,
+        where="spend_365d > 100 and days_since_last_purchase < 60",
+        exclude_bought_within=3,
+    )
+    assert len(rows) == 20
+    assert rows["score"].is_monotonic_decreasing
+    assert (rows["spend_365d"] > 100).all() and rows["days_since_last_purchase"].between(4, 59).all()
+    persona = scores["persona_name"].iloc[0]
+    assert (build_list(scores, features, MODEL, persona=persona)["persona"] == persona).all()
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("spend_365d > 1; DROP TABLE purchases", "';' is not allowed"),
+        ("spend_365d > 1 or 1 = (SELECT 1)", "is not a value"),
+        ("customer_id IN (SELECT customer_id FROM purchases)", "not a query|not allowed"),
+        ("__import__('os').system('ls') = 1", "not a value|not allowed"),
+        ("lower(persona_name) = 'x'", "is not a value"),
+        ("spendd_365d > 10", "unknown column 'spendd_365d'"),
+        ("spend_365d >", "cannot parse filter"),
+    ],
+)
+def test_filter_rejects_injection_and_unknown_columns(text, message):
+    with pytest.raises(FilterError, match=message):
+        parse_filter(text, {"spend_365d", "persona_name", "customer_id"})
+
+
+def test_filter_semantics_by_hand():
+    frame = pd.DataFrame({"x": [1.0, 5.0, None], "p": ["a", "b", None]})
+    columns = set(frame.columns)
+    assert evaluate(parse_filter("x between 1 and 4 or p in ('b')", columns), frame).tolist() == [True, True, False]
+    assert evaluate(parse_filter("not x > 2", columns), frame).tolist() == [True, False, False]  # unknown stays out
+
+
+def test_api_serves_profiles_scores_lists_and_models(scored):
+    out, run = scored
+    client = TestClient(create_app(out))
+    assert client.get("/health").json()["status"] == "ok"
+    customer = run.scores["customer_id"].iloc[7]
+    profile = client.get(f"/customers/{customer}").json()
+    batch = run.scores.set_index("customer_id").loc[customer]
+    assert profile["scores"][MODEL]["score"] == pytest.approx(batch[f"{MODEL}_score"], abs=0)
+    assert profile["persona"]["name"] == batch["persona_name"]
+    assert 1 <= len(profile["scores"][MODEL]["reasons"]) <= 3
+    assert client.get("/customers/nobody").status_code == 404
+    listed = client.get(f"/lists/{MODEL}", params={"top": 5, "where": "orders_365d >= 1"}).json()
+    assert listed["count"] == 5 and listed["customers"][0]["score"] >= listed["customers"][-1]["score"]
+    assert client.get(f"/lists/{MODEL}", params={"where": "1=1; drop"}).status_code == 422
+    names = {m["name"] for m in client.get("/models").json()}
+    assert {MODEL, "serve_personas"} <= names
+    assert "/customers/{customer_id}" in client.get("/openapi.json").json()["paths"]
+
+
+def test_api_scores_equal_batch_scores_for_the_same_customer(scored):
+    out, run = scored
+    client = TestClient(create_app(out))
+    scores, features = latest_scores(out)
+    from serving.registry import load_model
+
+    model = load_model(MODEL)
+    chosen = features.set_index("customer_id").loc[scores["customer_id"].iloc[:25], model.features]
+    rows = [
+        {k: (None if pd.isna(v) else (v if isinstance(v, str) else float(v))) for k, v in row.items()}
+        for row in chosen.to_dict("records")
+    ]
+    response = client.post("/score", json={"model": MODEL, "rows": rows})
+    assert response.status_code == 200, response.text
+    api = np.array([s["score"] for s in response.json()["scores"]])
+    batch = scores.set_index("customer_id").loc[chosen.index, f"{MODEL}_score"].to_numpy()
+    np.testing.assert_array_equal(api, batch)
+
+
+def test_api_rejects_bad_rows_naming_the_field(scored):
+    out, _ = scored
+    client = TestClient(create_app(out))
+    response = client.post("/score", json={"model": MODEL, "rows": [{"orders_lifetime": 3}]})
+    assert response.status_code == 422
+    fields = {tuple(e["loc"])[-1] for e in response.json()["detail"]}
+    assert "spend_lifetime" in fields
+
+
+def test_api_key_is_required_on_every_route_but_health(scored):
+    out, run = scored
+    client = TestClient(create_app(out, api_key="s3cret"))
+    customer = run.scores["customer_id"].iloc[0]
+    assert client.get("/health").status_code == 200
+    assert client.get(f"/customers/{customer}").status_code == 401
+    assert client.get(f"/customers/{customer}", headers={"X-API-Key": "wrong"}).status_code == 401
+    assert client.get(f"/customers/{customer}", headers={"X-API-Key": "s3cret"}).status_code == 200
+    assert client.get("/models").status_code == 401
+
+
+def test_serve_refuses_a_public_interface_without_an_api_key(monkeypatch):
+    from typer.testing import CliRunner
+
+    from portrait.cli import _register_later_commands, app
+
+    monkeypatch.delenv("PORTRAIT_API_KEY", raising=False)
+    _register_later_commands()
+    result = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0"])
+    assert result.exit_code != 0
+    assert "without an API key" in str(result.exception)
+
+
+def test_serving_never_imports_training():
+    import ast
+    from pathlib import Path
+
+    for path in (Path(__file__).parents[1] / "serving").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                assert not node.module.startswith("training"), (path, node.module)
+            if isinstance(node, ast.Import):
+                assert not any(a.name.startswith("training") for a in node.names), path
