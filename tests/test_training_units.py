@@ -64,7 +64,6 @@ def test_shipped_experiments_all_parse():
     from pathlib import Path
 
     from training.config import load_experiment
-
     from training.personas import load_persona_config
 
     folder = Path(__file__).parents[1] / "experiments"
