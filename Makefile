@@ -27,7 +27,7 @@ demo: $(STAMP)
 	$(BIN)/portrait personas fit experiments/personas.toml --out $(OUT)/personas/assignments.csv
 	$(BIN)/portrait promote personas || echo "(kept the current personas champion)"
 	$(BIN)/portrait personas show --alias champion --out $(OUT)/personas
-	$(BIN)/portrait score $(DEMO_DATA) --as-of 2018-01-02 --out $(OUT)/scores
+	$(BIN)/portrait score $(DEMO_DATA) --as-of 2018-01-02 --out $(OUT)/scores --reasons
 	$(BIN)/portrait list --model repurchase_90d --top 1000 --scores $(OUT)/scores --out $(OUT)/lists/repurchase_90d_top1000.csv
 	@echo
 	@echo "Demo outputs:"
