@@ -241,7 +241,9 @@ def _finish(frame: pd.DataFrame, features: list[Feature], vocabulary: Vocabulary
         elif feature.dtype == "category":
             result[feature.name] = column.astype("category")
         else:
-            result[feature.name] = column.astype("float64")
+            # Parallel sums in DuckDB differ in the last bits from run to run; rounding keeps
+            # features, and so models trained on them, reproducible.
+            result[feature.name] = column.astype("float64").round(9)
     return pd.DataFrame(result)
 
 
