@@ -28,20 +28,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from portrait.contract import KNOWN_EVENT_TYPES as EVENT_TYPES
+
 CUTOFF = "2024-07-01"
 SUBSET_FAMILIES = ["value", "windows", "behaviour"]
 WINDOWS = (7, 30, 90, 180, 365)
-EVENT_TYPES = (
-    "view",
-    "search",
-    "add_to_cart",
-    "favorite",
-    "campaign_received",
-    "campaign_click",
-    "coupon_redeemed",
-    "service_contact",
-    "review",
-)
 
 
 def run_duckdb(data: Path, families: list[str] | None, out: Path) -> int:

@@ -37,6 +37,7 @@ import re
 from dataclasses import dataclass
 
 from features.config import FeatureConfig
+from portrait.contract import KNOWN_EVENT_TYPES
 
 FAMILIES = (
     "value",
@@ -48,17 +49,7 @@ FAMILIES = (
     "behaviour",
     "attributes",
 )
-EVENT_TYPES = (
-    "view",
-    "search",
-    "add_to_cart",
-    "favorite",
-    "campaign_received",
-    "campaign_click",
-    "coupon_redeemed",
-    "service_contact",
-    "review",
-)
+EVENT_TYPES = KNOWN_EVENT_TYPES
 DAY_NAMES = ("sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday")
 HOUR_BANDS = (("night", 0, 5), ("morning", 6, 11), ("afternoon", 12, 17), ("evening", 18, 23))
 

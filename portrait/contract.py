@@ -84,6 +84,19 @@ PURCHASES = Table(
     ),
 )
 
+# Event types with features of their own; any other type still counts in the event totals.
+KNOWN_EVENT_TYPES: tuple[str, ...] = (
+    "view",
+    "search",
+    "add_to_cart",
+    "favorite",
+    "campaign_received",
+    "campaign_click",
+    "coupon_redeemed",
+    "service_contact",
+    "review",
+)
+
 EVENTS = Table(
     name="events",
     required=False,

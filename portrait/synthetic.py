@@ -35,6 +35,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from portrait.contract import KNOWN_EVENT_TYPES
+
 CHUNK_CUSTOMERS = 50_000
 START = np.datetime64("2023-01-01T00:00:00", "s")
 DAYS = 731  # two years: 2023-01-01 to 2024-12-31
@@ -63,19 +65,7 @@ BRAND_TIERS = np.array(["premium", "standard", "value"])
 BRAND_FACTOR = np.array([1.6, 1.0, 0.65])
 CHANNELS = np.array(["app", "web", "store"])
 PAYMENTS = np.array(["card", "wallet", "cash", "paylater"])
-EVENT_TYPES = np.array(
-    [
-        "view",
-        "search",
-        "add_to_cart",
-        "favorite",
-        "campaign_received",
-        "campaign_click",
-        "coupon_redeemed",
-        "service_contact",
-        "review",
-    ]
-)
+EVENT_TYPES = np.array(KNOWN_EVENT_TYPES)
 EV = {name: i for i, name in enumerate(EVENT_TYPES)}
 REGIONS = np.array(["north", "south", "east", "west", "central"])
 AGE_BANDS = np.array(["18-24", "25-34", "35-44", "45-54", "55-64", "65+"])
