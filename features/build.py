@@ -26,7 +26,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from features.catalogue import FAMILIES, Feature, Vocabulary, catalogue, slug
+from features.catalogue import FAMILIES, Feature, Vocabulary, catalogue, slug, slugs
 from features.config import FeatureConfig
 from features.plan import (
     Step,
@@ -231,8 +231,12 @@ def select_families(features: list[Feature], families: Collection[str] | None) -
 def _finish(frame: pd.DataFrame, features: list[Feature], vocabulary: Vocabulary) -> pd.DataFrame:
     """Favourites from the share columns, explicit dtypes, catalogue column order."""
     if "favourite_category" in {f.name for f in features}:
-        frame["favourite_category"] = _favourite(frame, "category_share_", list(vocabulary.categories) + ["other"])
-        frame["favourite_channel"] = _favourite(frame, "channel_share_", list(vocabulary.channels))
+        categories = list(vocabulary.categories)
+        frame["favourite_category"] = _favourite(
+            frame, "category_share_", categories + ["other"], slugs(tuple(categories)) + ["other"]
+        )
+        channels = list(vocabulary.channels)
+        frame["favourite_channel"] = _favourite(frame, "channel_share_", channels, slugs(tuple(channels)))
     result = {"customer_id": frame["customer_id"].astype("str")}
     for feature in features:
         column = frame[feature.name]
@@ -247,14 +251,9 @@ def _finish(frame: pd.DataFrame, features: list[Feature], vocabulary: Vocabulary
     return pd.DataFrame(result)
 
 
-def _favourite(frame: pd.DataFrame, prefix: str, labels: list[str]) -> pd.Series:
-    from features.catalogue import slugs
-
-    names = (
-        [f"{prefix}{s}" for s in slugs(tuple(labels[:-1]))] + [f"{prefix}other"]
-        if prefix == "category_share_"
-        else [f"{prefix}{s}" for s in slugs(tuple(labels))]
-    )
+def _favourite(frame: pd.DataFrame, prefix: str, labels: list[str], columns: list[str]) -> pd.Series:
+    """The label of each row's largest share among ``columns`` (NULL when all are zero or null)."""
+    names = [f"{prefix}{c}" for c in columns]
     if not names:
         return pd.Series(pd.NA, index=frame.index, dtype="object")
     shares = frame[names].to_numpy(dtype="float64", na_value=np.nan)

@@ -24,7 +24,7 @@ from models.reasons import top_reasons
 from portrait.dataset import Dataset
 from portrait.errors import PortraitError
 from serving.drift import drift_report
-from serving.registry import PERSONAS, LoadedModel, load_model
+from serving.registry import LoadedModel, load_model
 
 LATEST = "LATEST"
 
@@ -202,6 +202,3 @@ def latest_scores(scores_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     as_of = pointer.read_text().strip().removeprefix("scores_").removesuffix(".parquet")
     features = pd.read_parquet(scores_dir / f"features_{as_of}.parquet")
     return scores, features
-
-
-__all__ = ["score", "latest_scores", "PERSONAS"]

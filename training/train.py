@@ -90,8 +90,7 @@ def _log_run(config: ExperimentConfig, data: TrainingData, result: FitResult, pa
             "dataset_fingerprint": data.dataset_fingerprint,
         }
     )
-    counts = {f"rows_{name}": len(data.rows(c)) for name, c in (("holdout", split.holdout),)}
-    counts["rows_train"] = len(data.train_rows) if split.train else 0
+    counts = {"rows_holdout": len(data.rows(split.holdout)), "rows_train": len(data.train_rows) if split.train else 0}
     if split.validation:
         counts["rows_validation"] = len(data.rows(split.validation))
     mlflow.log_metrics({k: float(v) for k, v in {**result.metrics, **counts}.items() if np.isfinite(v)})
