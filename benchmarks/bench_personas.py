@@ -18,7 +18,7 @@ from training.personas import DEFAULT_FAMILIES, PersonaConfig, fit_personas
 
 def main() -> None:
     features = pd.read_parquet(sys.argv[1])
-    config = PersonaConfig("personas", "bench", None, DEFAULT_FAMILIES, None, 4, 9, "minibatch_kmeans", None, 42)
+    config = PersonaConfig("personas", "bench", None, DEFAULT_FAMILIES, None, 4, 9, "kmeans", None, 42)
     started = time.perf_counter()
     fit = fit_personas(config, features)
     seconds = time.perf_counter() - started

@@ -67,7 +67,9 @@ def generate_name(lift: pd.Series, profile: pd.Series) -> str:
     elif profile.get("orders_lifetime", 2) <= 1.2:
         core = "One-time buyers"
     elif high("days_since_last_purchase", 1.5) and profile.get("orders_lifetime", 0) >= 3:
-        core = "Lapsing regulars"
+        core = "Lapsed regulars"
+    elif high("overdue_ratio", 1.8) and profile.get("orders_lifetime", 0) >= 3:
+        core = "Lapsing regulars"  # still bought this year, but long past their usual gap
     elif high("promo_share_365d") or high("discount_order_share"):
         core = "Promotion hunters"
     elif high("payday_order_share", 1.6):
@@ -79,6 +81,8 @@ def generate_name(lift: pd.Series, profile: pd.Series) -> str:
     else:
         core = "Occasional buyers"
     value = "High-spend " if high("spend_365d", 1.6) else ("Low-spend " if low("spend_365d", 0.4) else "")
+    if core.startswith("Laps"):
+        value = ""  # their last year's spend measures the lapse, not their value
     name = value + (core.lower() if value else core)
     channel = profile.get("favourite_channel")
     if isinstance(channel, str) and profile.get("favourite_channel_share", 0) >= 0.5:

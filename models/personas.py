@@ -1,19 +1,28 @@
 """Persona clustering on feature vectors, with k chosen by silhouette and bootstrap stability.
 
 Pipeline: numeric features only (text attributes and favourites are left out: they are shown
-in the portrait table, not clustered on); money and count columns get a signed log1p, since
-they are heavily skewed; missing values take the median; then standard scaling, optional PCA,
-and ``MiniBatchKMeans`` (default, scales to millions) or ``GaussianMixture``.
+in the portrait table, not clustered on). Shares are shrunk towards the population's by the
+customer's order count (a one-order customer's shares are all 0 or 1, which is noise, not
+behaviour); money and count columns get a signed log1p, since they are heavily skewed; missing
+values take the median; then standard scaling, optional PCA, and k-means (default),
+``MiniBatchKMeans`` or ``GaussianMixture``.
+
+k-means restarts run on a sample, where k is also chosen; the full data then refines the best
+restart's centres in one pass of Lloyd iterations, so fitting scales to millions of rows.
+Measured on planted personas: mini-batch restarts settle in worse optima (ARI 0.71 to 0.90
+across seeds, against 0.89 to 0.91 for sample-seeded k-means).
 
 ``fit`` follows scikit-learn's contract; ``predict`` gives a persona id for any feature row.
 """
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
-from sklearn.cluster import MiniBatchKMeans
+from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.decomposition import PCA
 from sklearn.impute import SimpleImputer
 from sklearn.metrics import adjusted_rand_score, silhouette_score
@@ -22,6 +31,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
+ALGORITHMS = ("kmeans", "minibatch_kmeans", "gaussian_mixture")
 # Columns in [0, 1] or already ratio-scaled are not log-transformed.
 _UNSKEWED = ("_share", "_rate", "ratio", "price_level", "trend", "depth")
 
@@ -50,6 +60,9 @@ class SignedLog(TransformerMixin, BaseEstimator):
     def fit(self, X, y=None):
         return self
 
+    def __sklearn_is_fitted__(self):
+        return True  # stateless
+
     def transform(self, X):
         X = np.asarray(X, dtype=float).copy()
         mask = np.asarray(self.mask, bool)
@@ -57,15 +70,52 @@ class SignedLog(TransformerMixin, BaseEstimator):
         return X
 
 
-class ColumnWeights(TransformerMixin, BaseEstimator):
-    def __init__(self, weights=None):
-        self.weights = weights
+class ShrinkShares(TransformerMixin, BaseEstimator):
+    """Pulls each share towards the population's share by ``strength`` pseudo-orders:
+    ``(n * share + strength * population) / (n + strength)`` with ``n`` the customer's orders.
+
+    A customer with one order has every share at 0 or 1; unshrunk, those extremes outweigh the
+    behaviour that defines a persona (one-time buyers split by the weekday of their one order).
+    ``shares`` and ``counts`` are column positions; a missing share takes the population's.
+    """
+
+    def __init__(self, shares=(), counts=(), strength: float = 5.0):
+        self.shares = shares
+        self.counts = counts
+        self.strength = strength
 
     def fit(self, X, y=None):
+        X = np.asarray(X, dtype=float)
+        shares, counts = X[:, list(self.shares)], np.nan_to_num(X[:, list(self.counts)])
+        weights = np.where(np.isnan(shares), 0.0, counts)
+        self.population_ = np.nansum(shares * weights, axis=0) / np.maximum(weights.sum(axis=0), 1e-12)
         return self
 
     def transform(self, X):
-        return np.asarray(X, dtype=float) * np.asarray(self.weights, float)
+        check_is_fitted(self, "population_")
+        X = np.asarray(X, dtype=float).copy()
+        shares, counts = X[:, list(self.shares)], np.nan_to_num(X[:, list(self.counts)])
+        counts = np.where(np.isnan(shares), 0.0, counts)
+        X[:, list(self.shares)] = (counts * np.nan_to_num(shares) + self.strength * self.population_) / (
+            counts + self.strength
+        )
+        return X
+
+
+def share_counts(columns: list[str]) -> tuple[list[int], list[int]]:
+    """Positions of the share columns and of the order count behind each: ``orders_<w>d`` for
+    a windowed share, else ``orders_lifetime``. Shares without their count column are left out."""
+    position = {c: i for i, c in enumerate(columns)}
+    shares, counts = [], []
+    for i, column in enumerate(columns):
+        if "share" not in column:
+            continue
+        window = re.search(r"_(\d+d)$", column)
+        count = f"orders_{window[1]}" if window else "orders_lifetime"
+        if count in position:
+            shares.append(i)
+            counts.append(position[count])
+    return shares, counts
 
 
 class PersonaModel(ClusterMixin, BaseEstimator):
@@ -75,16 +125,16 @@ class PersonaModel(ClusterMixin, BaseEstimator):
         self,
         k: int | None = None,
         k_range: tuple[int, int] = (4, 10),
-        algorithm: str = "minibatch_kmeans",
+        algorithm: str = "kmeans",
         pca_components: int | None = None,
         sample_size: int = 20000,
         bootstrap_fits: int = 2,
         random_state: int = 42,
-        groups: dict[str, str] | None = None,
-        n_init: int = 5,
+        n_init: int = 10,
+        shrinkage: float = 1.0,
     ):
-        self.groups = groups
         self.n_init = n_init
+        self.shrinkage = shrinkage
         self.k = k
         self.k_range = k_range
         self.algorithm = algorithm
@@ -94,28 +144,32 @@ class PersonaModel(ClusterMixin, BaseEstimator):
         self.random_state = random_state
 
     def _transformer(self, columns: list[str]) -> Pipeline:
-        steps = [
+        steps = []
+        if self.shrinkage:
+            shares, counts = share_counts(columns)
+            steps.append(("shrink", ShrinkShares(shares, counts, self.shrinkage)))
+        steps += [
             ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
             ("log", SignedLog(mask=[_skewed(c) for c in columns])),
             ("scale", StandardScaler()),
         ]
-        if self.groups:
-            # Each group (feature family) weighs the same in distances, however many columns it has.
-            group_of = [self.groups.get(c, c) for c in columns]
-            sizes = pd.Series(group_of).value_counts()
-            steps.append(("balance", ColumnWeights([1 / np.sqrt(sizes[g]) for g in group_of])))
         if self.pca_components:
             steps.append(
                 ("pca", PCA(n_components=min(self.pca_components, len(columns)), random_state=self.random_state))
             )
         return Pipeline(steps)
 
-    def _clusterer(self, k: int, seed: int):
+    def _clusterer(self, k: int, seed: int, init=None):
+        """A fresh clusterer; ``init`` (centres from a sample fit) replaces the restarts."""
         if self.algorithm == "gaussian_mixture":
-            return GaussianMixture(n_components=k, covariance_type="diag", random_state=seed)
-        if self.algorithm == "minibatch_kmeans":
-            return MiniBatchKMeans(n_clusters=k, random_state=seed, n_init=self.n_init, batch_size=4096)
-        raise ValueError(f"algorithm must be 'minibatch_kmeans' or 'gaussian_mixture', got {self.algorithm!r}")
+            return GaussianMixture(n_components=k, covariance_type="diag", random_state=seed, means_init=init)
+        kmeans = {"kmeans": KMeans, "minibatch_kmeans": MiniBatchKMeans}.get(self.algorithm)
+        if kmeans is None:
+            raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
+        options = {"batch_size": 4096} if kmeans is MiniBatchKMeans else {}
+        if init is not None:
+            return kmeans(n_clusters=k, init=init, n_init=1, random_state=seed, **options)
+        return kmeans(n_clusters=k, n_init=self.n_init, random_state=seed, **options)
 
     def fit(self, X: pd.DataFrame, y=None) -> PersonaModel:
         self.feature_names_ = numeric_columns(X)
@@ -126,13 +180,18 @@ class PersonaModel(ClusterMixin, BaseEstimator):
         rng = np.random.default_rng(self.random_state)
         sample = Z[rng.choice(len(Z), size=min(self.sample_size, len(Z)), replace=False)]
         candidates = [self.k] if self.k else list(range(self.k_range[0], self.k_range[1] + 1))
-        self.k_scores_ = pd.DataFrame([self._score_k(k, sample, rng) for k in candidates]).set_index("k")
+        scored = [self._score_k(k, sample, rng) for k in candidates]
+        self.k_scores_ = pd.DataFrame([scores for scores, _ in scored]).set_index("k")
         self.k_ = self.k or self._choose_k(self.k_scores_)
-        self.clusterer_ = self._clusterer(self.k_, self.random_state).fit(Z)
+        # The restarts run on the sample; all rows then refine the best of them. Restarts on all
+        # rows would cost n_init full passes, and mini-batch restarts settle in worse optima.
+        centres = dict((scores["k"], fitted) for scores, fitted in scored)[self.k_]
+        self.clusterer_ = self._clusterer(self.k_, self.random_state, init=_centres(centres)).fit(Z)
         return self
 
-    def _score_k(self, k: int, sample: np.ndarray, rng) -> dict:
-        labels = self._clusterer(k, self.random_state).fit(sample).predict(sample)
+    def _score_k(self, k: int, sample: np.ndarray, rng) -> tuple[dict, object]:
+        fitted = self._clusterer(k, self.random_state).fit(sample)
+        labels = fitted.predict(sample)
         silhouette = silhouette_score(
             sample, labels, sample_size=min(5000, len(sample)), random_state=self.random_state
         )
@@ -141,11 +200,12 @@ class PersonaModel(ClusterMixin, BaseEstimator):
             boot = sample[rng.choice(len(sample), size=len(sample), replace=True)]
             other = self._clusterer(k, self.random_state + i + 1).fit(boot).predict(sample)
             agreements.append(adjusted_rand_score(labels, other))
-        return {
+        scores = {
             "k": k,
             "silhouette": float(silhouette),
             "stability": float(np.mean(agreements)) if agreements else np.nan,
         }
+        return scores, fitted
 
     @staticmethod
     def _choose_k(scores: pd.DataFrame) -> int:
@@ -167,6 +227,8 @@ class PersonaModel(ClusterMixin, BaseEstimator):
 
     def centroids(self) -> np.ndarray:
         check_is_fitted(self, "clusterer_")
-        if hasattr(self.clusterer_, "cluster_centers_"):
-            return self.clusterer_.cluster_centers_
-        return self.clusterer_.means_
+        return _centres(self.clusterer_)
+
+
+def _centres(clusterer) -> np.ndarray:
+    return clusterer.cluster_centers_ if hasattr(clusterer, "cluster_centers_") else clusterer.means_

@@ -1,24 +1,26 @@
 """Personas recover planted structure, carry ids across refits, and describe themselves."""
 
+import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from features.build import build_features
+from models.personas import ShrinkShares, share_counts
 from models.pyfunc import StoredFit
 from portrait.dataset import open_dataset
 from portrait.errors import ConfigError
 from portrait.synthetic import write_sample_data
 from training.personas import DEFAULT_FAMILIES, PersonaConfig, fit_personas, load_persona_config, write_portrait
 
-CONFIG = PersonaConfig("personas", "unused", None, DEFAULT_FAMILIES, None, 5, 9, "minibatch_kmeans", None, 42)
+CONFIG = PersonaConfig("personas", "unused", k_min=5, k_max=9)
 EXPECTED_NAME = {
     "loyal_app_high_spender": "High-spend regulars",
     "promotion_hunter": "promotion hunters",
     "payday_shopper": "Payday shoppers",
     "browser": "browsers",
     "one_time_buyer": "one-time buyers",
-    "lapsing_regular": "lapsing regulars",
+    "lapsing_regular": "Laps",  # lapsing (overdue) or lapsed (silent for a year)
     "seasonal_gift_buyer": "Seasonal shoppers",
 }
 
@@ -44,13 +46,12 @@ def _joined(features, fit, truth):
 
 
 def test_planted_personas_are_recovered(fitted):
-    # The issue's goal is ARI >= 0.8. Measured: 0.90 on 100k customers (seed 42), 0.76 on this
-    # 20k set (seed 3): seasonal buyers partly merge with payday shoppers and lapsing regulars
-    # split by how long ago they lapsed. This test guards what is reached, not the goal.
+    # Measured across seeds 3, 5, 7 (20k) and 42 (100k): ARI 0.88 to 0.89 with k chosen, 8;
+    # the eighth persona splits lapsing regulars into long-gone and recently lapsing.
     features, truth, fit = fitted
     joined = _joined(features, fit, truth)
-    assert fit.model.k_ == 7
-    assert adjusted_rand_score(joined["persona"], joined["label"]) >= 0.7
+    assert fit.model.k_ in (7, 8)
+    assert adjusted_rand_score(joined["persona"], joined["label"]) >= 0.8
 
 
 def test_generated_names_describe_the_planted_behaviour(fitted):
@@ -66,15 +67,17 @@ def test_generated_names_describe_the_planted_behaviour(fitted):
 
 def test_refit_on_a_later_cutoff_keeps_ids_of_unchanged_personas(planted, fitted):
     dataset, truth = planted
-    first_features, _, first = fitted
-    later = build_features(dataset, "2024-12-01", families=DEFAULT_FAMILIES)
+    later_features, _, _ = fitted
+    earlier_features = build_features(dataset, "2024-12-01", families=DEFAULT_FAMILIES)
+    first = fit_personas(CONFIG, earlier_features)
     previous = StoredFit(first.model, first.names, first.cluster_to_persona)
-    second = fit_personas(CONFIG, later, previous)
-    before = _joined(first_features, first, truth).groupby("persona")["label"].agg(lambda s: s.mode()[0])
-    after = _joined(later, second, truth).groupby("persona")["label"].agg(lambda s: s.mode()[0])
-    same = (before == after).sum()
-    assert same >= 5, pd.DataFrame({"before": before, "after": after})
-    assert len(second.changes["kept"]) >= 5
+    second = fit_personas(CONFIG, later_features, previous)
+    before = _joined(earlier_features, first, truth).groupby("persona")["label"].agg(lambda s: s.mode()[0])
+    after = _joined(later_features, second, truth).groupby("persona")["label"].agg(lambda s: s.mode()[0])
+    # every planted persona is unchanged between the cutoffs, so each keeps its id and name
+    assert (before == after).all(), pd.DataFrame({"before": before, "after": after})
+    assert set(before) <= set(second.changes["kept"])
+    assert not second.changes["gone"] and not second.changes["merged"]
     for persona in second.changes["kept"]:
         assert second.names[persona] == first.names[persona]
 
@@ -104,4 +107,35 @@ def test_persona_config_rejects_unknown_keys(tmp_path):
     path = tmp_path / "p.toml"
     path.write_text('name = "p"\n[clustering]\nclusters = 5\n')
     with pytest.raises(ConfigError, match=r"unknown keys \['clusters'\]"):
+        load_persona_config(path)
+
+
+def test_shares_shrink_towards_the_population_by_order_count():
+    columns = ["orders_lifetime", "channel_share_app", "orders_365d", "promo_share_365d", "spend_365d"]
+    shares, counts = share_counts(columns)
+    assert (shares, counts) == ([1, 3], [0, 2])
+    X = np.array(
+        [
+            [1.0, 1.0, 1.0, 0.0, 10.0],  # one order: its shares are all 0 or 1
+            [9.0, 0.0, 3.0, 1.0, 50.0],
+            [2.0, np.nan, 0.0, np.nan, 0.0],  # no share known: takes the population's
+        ]
+    )
+    shrink = ShrinkShares(shares, counts, strength=1.0).fit(X)
+    # population shares weight each customer by their orders: app 1/10, promo 3/4
+    np.testing.assert_allclose(shrink.population_, [0.1, 0.75])
+    np.testing.assert_allclose(
+        shrink.transform(X),
+        [
+            [1.0, (1 * 1.0 + 0.1) / 2, 1.0, (1 * 0.0 + 0.75) / 2, 10.0],
+            [9.0, 0.1 / 10, 3.0, (3 * 1.0 + 0.75) / 4, 50.0],
+            [2.0, 0.1, 0.0, 0.75, 0.0],
+        ],
+    )
+
+
+def test_unknown_algorithm_is_refused(tmp_path):
+    path = tmp_path / "p.toml"
+    path.write_text('name = "p"\n[clustering]\nalgorithm = "dbscan"\n')
+    with pytest.raises(ConfigError, match="algorithm must be one of"):
         load_persona_config(path)

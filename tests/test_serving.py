@@ -14,7 +14,7 @@ from serving.filters import FilterError, evaluate, parse_filter
 from serving.lists import build_list
 from serving.score import LATEST, latest_scores, score
 from training.config import parse_experiment
-from training.personas import DEFAULT_FAMILIES, PersonaConfig, run_persona_fit
+from training.personas import PersonaConfig, run_persona_fit
 from training.registry import promote
 from training.train import train_experiment
 
@@ -35,9 +35,7 @@ def registered(tracking, small_synthetic):
     )
     train_experiment(config)
     promote(MODEL)
-    personas = PersonaConfig(
-        "serve_personas", str(small_synthetic), None, DEFAULT_FAMILIES, 5, 5, 5, "minibatch_kmeans", None, 42
-    )
+    personas = PersonaConfig("serve_personas", str(small_synthetic), k=5)
     run_persona_fit(personas)
     promote("serve_personas")
     return small_synthetic

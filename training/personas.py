@@ -23,7 +23,7 @@ from mlflow.tracking import MlflowClient
 from features.build import build_features, parse_cutoff
 from features.catalogue import FAMILIES
 from models.persona_profile import match_personas, name_personas, persona_feature_columns, portrait_table
-from models.personas import PersonaModel
+from models.personas import ALGORITHMS, PersonaModel
 from models.pyfunc import PersonaPyfunc, StoredFit, serving_frame
 from portrait.errors import ConfigError, PortraitError
 from training.data import resolve_dataset
@@ -37,14 +37,15 @@ DEFAULT_FAMILIES = ("value", "windows", "rhythm", "preferences", "price_promotio
 class PersonaConfig:
     name: str
     data: str
-    as_of: dt.date | None
-    families: tuple[str, ...]
-    k: int | None
-    k_min: int
-    k_max: int
-    algorithm: str
-    pca_components: int | None
-    random_state: int
+    as_of: dt.date | None = None
+    families: tuple[str, ...] = DEFAULT_FAMILIES
+    k: int | None = None
+    k_min: int = 4
+    k_max: int = 9
+    algorithm: str = "kmeans"
+    pca_components: int | None = None
+    random_state: int = 42
+    shrinkage: float = 1.0  # pseudo-orders pulling each share towards the population's
 
 
 def load_persona_config(path: Path) -> PersonaConfig:
@@ -56,15 +57,18 @@ def load_persona_config(path: Path) -> PersonaConfig:
     if unknown := set(raw) - allowed:
         raise ConfigError(f"{path}: unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
     clustering = raw.get("clustering", {})
-    allowed_clustering = {"k", "k_min", "k_max", "algorithm", "pca_components", "random_state"}
+    allowed_clustering = {"k", "k_min", "k_max", "algorithm", "pca_components", "random_state", "shrinkage"}
     if unknown := set(clustering) - allowed_clustering:
         raise ConfigError(f"{path} [clustering]: unknown keys {sorted(unknown)}; allowed: {sorted(allowed_clustering)}")
     families = tuple(raw.get("families", DEFAULT_FAMILIES))
     if unknown := set(families) - set(FAMILIES):
         raise ConfigError(f"{path}: unknown families {sorted(unknown)}; known: {list(FAMILIES)}")
-    algorithm = clustering.get("algorithm", "minibatch_kmeans")
-    if algorithm not in ("minibatch_kmeans", "gaussian_mixture"):
-        raise ConfigError(f"{path} [clustering]: algorithm must be minibatch_kmeans or gaussian_mixture")
+    algorithm = clustering.get("algorithm", "kmeans")
+    if algorithm not in ALGORITHMS:
+        raise ConfigError(f"{path} [clustering]: algorithm must be one of {list(ALGORITHMS)}, got {algorithm!r}")
+    shrinkage = float(clustering.get("shrinkage", 1.0))
+    if shrinkage < 0:
+        raise ConfigError(f"{path} [clustering]: shrinkage must be >= 0, got {shrinkage}")
     k_min, k_max = int(clustering.get("k_min", 4)), int(clustering.get("k_max", 9))
     if not 2 <= k_min <= k_max:
         raise ConfigError(f"{path} [clustering]: need 2 <= k_min <= k_max, got {k_min}, {k_max}")
@@ -80,6 +84,7 @@ def load_persona_config(path: Path) -> PersonaConfig:
         algorithm=algorithm,
         pca_components=clustering.get("pca_components"),
         random_state=int(clustering.get("random_state", 42)),
+        shrinkage=shrinkage,
     )
 
 
@@ -104,6 +109,7 @@ def fit_personas(config: PersonaConfig, features: pd.DataFrame, previous=None) -
         algorithm=config.algorithm,
         pca_components=config.pca_components,
         random_state=config.random_state,
+        shrinkage=config.shrinkage,
     ).fit(features[columns])
     clusters = model.predict(features)
     names = name_personas(features, clusters)
@@ -181,6 +187,7 @@ def run_persona_fit(
             {
                 "as_of": cutoff.isoformat(),
                 "algorithm": config.algorithm,
+                "shrinkage": config.shrinkage,
                 "k": fit.model.k_,
                 "k_range": f"{config.k_min}-{config.k_max}",
                 "families": ",".join(config.families),
