@@ -62,10 +62,14 @@ def generate_name(lift: pd.Series, profile: pd.Series) -> str:
     def low(name, threshold=0.6):
         return name in lift and lift[name] <= threshold
 
-    if high("view_count_365d", 2.0) and low("orders_365d", 0.7):
+    if low("days_since_first_purchase", 0.4):
+        core = "New customers"  # too new for their habits to show
+    elif high("view_count_365d", 2.0) and low("orders_365d", 0.7):
         core = "Browsers"
     elif profile.get("orders_lifetime", 2) <= 1.2:
         core = "One-time buyers"
+    elif high("order_share_q4", 1.6):
+        core = "Seasonal shoppers"  # before lapsing: out of season they look overdue
     elif high("days_since_last_purchase", 1.5) and profile.get("orders_lifetime", 0) >= 3:
         core = "Lapsed regulars"
     elif high("overdue_ratio", 1.8) and profile.get("orders_lifetime", 0) >= 3:
@@ -74,8 +78,6 @@ def generate_name(lift: pd.Series, profile: pd.Series) -> str:
         core = "Promotion hunters"
     elif high("payday_order_share", 1.6):
         core = "Payday shoppers"
-    elif high("order_share_q4", 1.6):
-        core = "Seasonal shoppers"
     elif high("orders_365d"):
         core = "Regulars"
     else:

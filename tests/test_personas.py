@@ -6,6 +6,7 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from features.build import build_features
+from models.persona_profile import generate_name
 from models.personas import ShrinkShares, share_counts
 from models.pyfunc import StoredFit
 from portrait.dataset import open_dataset
@@ -139,3 +140,18 @@ def test_unknown_algorithm_is_refused(tmp_path):
     path.write_text('name = "p"\n[clustering]\nalgorithm = "dbscan"\n')
     with pytest.raises(ConfigError, match="algorithm must be one of"):
         load_persona_config(path)
+
+
+@pytest.mark.parametrize(
+    ("lift", "orders", "expected"),
+    [
+        ({"days_since_first_purchase": 0.2, "orders_365d": 0.3, "spend_365d": 0.2}, 1, "Low-spend new customers"),
+        ({"order_share_q4": 2.7, "overdue_ratio": 1.9, "days_since_last_purchase": 1.6}, 3, "Seasonal shoppers"),
+        ({"days_since_last_purchase": 2.5, "spend_365d": 0.01}, 5, "Lapsed regulars"),
+        ({"overdue_ratio": 2.0, "days_since_last_purchase": 1.0}, 6, "Lapsing regulars"),
+        ({"promo_share_365d": 1.8, "price_level": 0.7}, 8, "Promotion hunters · value"),
+        ({"spend_365d": 6.9, "orders_365d": 2.9, "price_level": 1.3}, 15, "High-spend regulars · full price"),
+    ],
+)
+def test_names_come_from_the_most_distinguishing_traits(lift, orders, expected):
+    assert generate_name(pd.Series(lift), pd.Series({"orders_lifetime": orders}, dtype="object")) == expected
