@@ -58,7 +58,7 @@ bench-features: $(STAMP)
 	$(BIN)/python benchmarks/bench_features.py
 
 bench-personas: $(STAMP)
-	$(BIN)/python benchmarks/bench_personas.py bench-data/features_1000000_duckdb-all.parquet
+	$(BIN)/python benchmarks/bench_personas.py --data bench-data/synthetic_1000000 --cutoff 2025-01-01
 
 clean:
 	rm -rf $(OUT) data mlruns mlartifacts mlflow.db

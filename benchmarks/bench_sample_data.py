@@ -1,6 +1,6 @@
 """Time and peak memory of `portrait sample-data` (run by hand; prints figures).
 
-.venv/bin/python benchmarks/bench_sample_data.py --customers 1000000 --out bench-data/1m
+.venv/bin/python benchmarks/bench_sample_data.py --customers 1000000  (writes bench-data/synthetic_1000000)
 """
 
 from __future__ import annotations

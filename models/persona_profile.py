@@ -46,11 +46,19 @@ def persona_feature_columns(columns: list[str], longest_window: int = 365) -> li
 
 
 def lifts(features: pd.DataFrame, labels: np.ndarray) -> pd.DataFrame:
-    """Mean of each numeric feature per persona divided by the population mean."""
+    """Mean of each numeric feature per persona divided by the population mean; missing where
+    the population mean is not positive (a ratio to zero or to a negative trend means nothing)."""
     numeric = features.select_dtypes("number")
     means = numeric.groupby(labels).mean()
-    population = numeric.mean().replace(0, np.nan)
-    return means / population
+    population = numeric.mean()
+    return means / population.where(population > 0)
+
+
+def feature_lifts(features: pd.DataFrame, labels: np.ndarray, names: dict[int, str]) -> pd.DataFrame:
+    """:func:`lifts` as a table: ``persona_id``, ``persona_name``, then one column per feature."""
+    table = lifts(features, labels)
+    table.insert(0, "persona_name", [names[int(p)] for p in table.index])
+    return table.rename_axis("persona_id").reset_index()
 
 
 def generate_name(lift: pd.Series, profile: pd.Series) -> str:
@@ -80,8 +88,10 @@ def generate_name(lift: pd.Series, profile: pd.Series) -> str:
         core = "Payday shoppers"
     elif high("orders_365d"):
         core = "Regulars"
-    else:
+    elif low("orders_365d", 0.7):
         core = "Occasional buyers"
+    else:
+        core = "Mainstream shoppers"  # buys about as often as the population: no stand-out habit
     value = "High-spend " if high("spend_365d", 1.6) else ("Low-spend " if low("spend_365d", 0.4) else "")
     if core.startswith("Laps"):
         value = ""  # their last year's spend measures the lapse, not their value
@@ -97,8 +107,14 @@ def generate_name(lift: pd.Series, profile: pd.Series) -> str:
 
 
 def _top_values(series: pd.Series, k: int = 3) -> str:
-    shares = series.value_counts(normalize=True, dropna=True).head(k)
-    return ", ".join(f"{value} ({share:.0%})" for value, share in shares.items())
+    """The top values among customers where the attribute is known, and how many those are:
+    demographics are often known for a minority, so the shares alone would mislead."""
+    counts = series.value_counts(dropna=True)
+    counts = counts[counts > 0]  # a categorical lists every category, seen or not
+    if counts.empty:
+        return ""
+    shown = ", ".join(f"{value} ({count / counts.sum():.0%})" for value, count in counts.head(k).items())
+    return f"{shown}; known for {counts.sum() / len(series):.0%}"
 
 
 def _top_shares(features: pd.DataFrame, mask, prefix: str, k: int = 3) -> str:

@@ -1,18 +1,21 @@
 """Personas recover planted structure, carry ids across refits, and describe themselves."""
 
+from html import escape
+
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from features.build import build_features
-from models.persona_profile import generate_name
+from models.persona_profile import generate_name, portrait_table
 from models.personas import ShrinkShares, share_counts
 from models.pyfunc import StoredFit
 from portrait.dataset import open_dataset
 from portrait.errors import ConfigError
 from portrait.synthetic import write_sample_data
-from training.personas import DEFAULT_FAMILIES, PersonaConfig, fit_personas, load_persona_config, write_portrait
+from training.persona_report import distinguishing_traits, write_portrait
+from training.personas import DEFAULT_FAMILIES, PersonaConfig, fit_personas, load_persona_config
 
 CONFIG = PersonaConfig("personas", "unused", k_min=5, k_max=9)
 EXPECTED_NAME = {
@@ -98,10 +101,39 @@ def test_portrait_table_and_page(fitted, tmp_path):
     assert {"median_spend_365d", "lift_spend_365d", "top_categories", "top_channels", "mix_age_band"} <= set(
         table.columns
     )
-    paths = write_portrait(table, tmp_path)
+    assert fit.lifts["persona_id"].tolist() == table["persona_id"].tolist()
+    assert set(fit.model.feature_names_) <= set(fit.lifts.columns)
+    paths = write_portrait(table, tmp_path, fit.lifts)
     html = paths["html"].read_text()
-    assert html.count("data:image/png;base64,") == 2
-    assert all(name in html for name in table["persona_name"])
+    # sizes, heat map, and one "what sets it apart" chart per persona
+    assert html.count("data:image/png;base64,") == 2 + len(table)
+    assert all(escape(name) in html for name in table["persona_name"])
+    assert "Demographic mix" in paths["markdown"].read_text()
+    assert pd.read_csv(paths["lifts"]).shape == fit.lifts.shape
+
+
+def test_page_escapes_text_from_the_data(tmp_path):
+    table = pd.DataFrame(
+        {
+            "persona_id": [0, 1],
+            "persona_name": ["Regulars · <b>web</b>", "Occasional buyers"],
+            "customers": [3, 1],
+            "share_of_customers": [0.75, 0.25],
+            "share_of_revenue": [0.9, 0.1],
+            "lift_spend_365d": [1.2, 0.4],
+            "top_categories": ["<script>alert(1)</script> (60%)", "milk (100%)"],
+            "top_payment_methods": [None, None],
+        }
+    )
+    page = write_portrait(table, tmp_path)["html"].read_text()
+    assert "<script>alert" not in page and "<b>web</b>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "Payment methods" not in page  # no payment data: the line is left out, not shown empty
+
+
+def test_distinguishing_traits_rank_by_distance_from_the_population():
+    traits = distinguishing_traits(pd.Series({"a": 1.1, "b": 0.25, "c": 4.0, "d": np.nan, "e": 1.0}), top=3)
+    assert traits.round(3).to_dict() == {"b": -2.0, "c": 2.0, "a": 0.138}
 
 
 def test_persona_config_rejects_unknown_keys(tmp_path):
@@ -151,7 +183,29 @@ def test_unknown_algorithm_is_refused(tmp_path):
         ({"overdue_ratio": 2.0, "days_since_last_purchase": 1.0}, 6, "Lapsing regulars"),
         ({"promo_share_365d": 1.8, "price_level": 0.7}, 8, "Promotion hunters · value"),
         ({"spend_365d": 6.9, "orders_365d": 2.9, "price_level": 1.3}, 15, "High-spend regulars · full price"),
+        ({"spend_365d": 0.3, "orders_365d": 0.5}, 4, "Low-spend occasional buyers"),
+        ({"spend_365d": 1.1, "orders_365d": 1.2}, 40, "Mainstream shoppers"),
     ],
 )
 def test_names_come_from_the_most_distinguishing_traits(lift, orders, expected):
     assert generate_name(pd.Series(lift), pd.Series({"orders_lifetime": orders}, dtype="object")) == expected
+
+
+def test_portrait_table_on_a_hand_written_frame():
+    features = pd.DataFrame(
+        {
+            "spend_365d": [100.0, 300.0, 50.0, 50.0],
+            "orders_365d": [2.0, 6.0, 1.0, 1.0],
+            "channel_share_app": [1.0, 0.5, 0.0, 0.0],
+            "channel_share_store": [0.0, 0.5, 1.0, 1.0],
+            "attr_age_band": pd.Categorical(["25-34", None, None, None], categories=["25-34", "35-44"]),
+        }
+    )
+    table = portrait_table(features, np.array([0, 0, 1, 1]), {0: "Regulars", 1: "Occasional buyers"})
+    row0, row1 = table.to_dict("records")
+    assert (row0["customers"], row0["share_of_customers"], row0["share_of_revenue"]) == (2, 0.5, 0.8)
+    assert row0["median_spend_365d"] == 200.0
+    assert row0["lift_spend_365d"] == pytest.approx(200 / 125)
+    assert row0["top_channels"] == "app (75%), store (25%)"
+    assert row0["mix_age_band"] == "25-34 (100%); known for 50%"
+    assert row1["mix_age_band"] == ""  # nobody's age known: no made-up shares

@@ -3,9 +3,7 @@ stable against the previous registered model, log to MLflow and register ``perso
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import io
 import json
 import tempfile
 import tomllib
@@ -22,11 +20,18 @@ from mlflow.tracking import MlflowClient
 
 from features.build import build_features, parse_cutoff
 from features.catalogue import FAMILIES
-from models.persona_profile import match_personas, name_personas, persona_feature_columns, portrait_table
+from models.persona_profile import (
+    feature_lifts,
+    match_personas,
+    name_personas,
+    persona_feature_columns,
+    portrait_table,
+)
 from models.personas import ALGORITHMS, PersonaModel
 from models.pyfunc import PersonaPyfunc, StoredFit, serving_frame
 from portrait.errors import ConfigError, PortraitError
 from training.data import resolve_dataset
+from training.persona_report import write_k_plot, write_portrait
 from training.tracking import ensure_experiment
 from training.train import CANDIDATE, CHAMPION
 
@@ -95,6 +100,7 @@ class PersonaFit:
     labels: np.ndarray  # persona ids (stable), one per row
     names: dict[int, str]
     table: pd.DataFrame
+    lifts: pd.DataFrame  # persona_id, persona_name, then each clustered feature's lift
     changes: dict[str, list]
     cluster_to_persona: dict[int, int]
 
@@ -120,7 +126,8 @@ def fit_personas(config: PersonaConfig, features: pd.DataFrame, previous=None) -
     labels = np.vectorize(cluster_to_persona.get)(clusters)
     persona_names = {cluster_to_persona[c]: names[c] for c in names}
     table = portrait_table(features, labels, persona_names)
-    return PersonaFit(model, features, labels, persona_names, table, changes, cluster_to_persona)
+    lifts = feature_lifts(features[model.feature_names_], labels, persona_names)
+    return PersonaFit(model, features, labels, persona_names, table, lifts, changes, cluster_to_persona)
 
 
 def _carry_over(model, features, clusters, names, previous):
@@ -207,8 +214,8 @@ def run_persona_fit(
         mlflow.log_dict(fit.changes, "persona_changes.json")
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
-            write_portrait(fit.table, tmp)
-            _k_plot(fit.model.k_scores_, tmp / "k_selection.png")
+            write_portrait(fit.table, tmp, fit.lifts)
+            write_k_plot(fit.model.k_scores_, tmp / "k_selection.png")
             mlflow.log_artifacts(str(tmp), artifact_path="portrait")
             stored = tmp / "persona_fit.joblib"
             joblib.dump(StoredFit(fit.model, fit.names, fit.cluster_to_persona), stored)
@@ -259,114 +266,12 @@ def _atomic_write(frame: pd.DataFrame, path: Path) -> None:
     tmp.replace(path)
 
 
-def markdown(table: pd.DataFrame) -> str:
-    shown = table.copy()
-    for column in shown.columns:
-        if pd.api.types.is_float_dtype(shown[column]):
-            shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:,.2f}")
-    lines = ["| " + " | ".join(shown.columns) + " |", "|" + " --- |" * len(shown.columns)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in shown.itertuples(index=False)]
-    return "\n".join(lines)
-
-
-def _png(fig) -> str:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    return base64.b64encode(buffer.getvalue()).decode()
-
-
-def write_portrait(table: pd.DataFrame, folder: Path) -> dict[str, Path]:
-    """The crowd portrait as CSV, Markdown and an HTML page with a size chart and lift heat map."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    folder.mkdir(parents=True, exist_ok=True)
-    table = table.copy()
-    for column in ("top_categories", "top_channels", "top_payment_methods"):
-        if column in table:
-            table[column] = table[column].fillna("").astype("object")
-    paths = {"csv": folder / "personas.csv", "markdown": folder / "personas.md", "html": folder / "personas.html"}
-    table.to_csv(paths["csv"], index=False)
-    summary_columns = [
-        "persona_id",
-        "persona_name",
-        "customers",
-        "share_of_customers",
-        "share_of_revenue",
-        "top_categories",
-        "top_channels",
-        "top_payment_methods",
-    ]
-    summary = table[[c for c in summary_columns if c in table.columns]]
-    paths["markdown"].write_text(
-        "# Personas\n\n"
-        + markdown(summary)
-        + "\n\n## Key features (median)\n\n"
-        + markdown(table[["persona_name"] + [c for c in table.columns if c.startswith("median_")]])
-        + "\n"
-    )
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(table) + 1))
-    ax.barh(table["persona_name"], table["share_of_customers"], label="customers")
-    ax.barh(table["persona_name"], table["share_of_revenue"], alpha=0.5, label="revenue")
-    ax.set_xlabel("share")
-    ax.legend()
-    ax.invert_yaxis()
-    sizes = _png(fig)
-    plt.close(fig)
-    lift_columns = [c for c in table.columns if c.startswith("lift_")]
-    heat = table.set_index("persona_name")[lift_columns].astype(float)
-    heat.columns = [c[5:] for c in lift_columns]
-    fig, ax = plt.subplots(figsize=(1 + 0.6 * len(heat.columns), 0.5 * len(heat) + 2))
-    image = ax.imshow(np.log2(heat.clip(lower=0.05).fillna(1.0)), cmap="RdBu_r", vmin=-2, vmax=2, aspect="auto")
-    ax.set_xticks(range(len(heat.columns)), heat.columns, rotation=60, ha="right")
-    ax.set_yticks(range(len(heat)), heat.index)
-    for (i, j), value in np.ndenumerate(heat.to_numpy()):
-        ax.text(j, i, "" if np.isnan(value) else f"{value:.1f}", ha="center", va="center", fontsize=7)
-    fig.colorbar(image, ax=ax, label="log2 lift vs all customers")
-    lifts_png = _png(fig)
-    plt.close(fig)
-    cards = "".join(
-        f"<section><h2>{row.persona_name}</h2><p>{row.customers:,} customers ({row.share_of_customers:.0%}), "
-        f"{row.share_of_revenue:.0%} of revenue in the last 365 days</p>"
-        f"<p>Top categories: {row.top_categories or '-'}<br>Channels: {row.top_channels or '-'}<br>"
-        f"Payment: {row.top_payment_methods or '-'}</p></section>"
-        for row in table.itertuples()
-    )
-    paths["html"].write_text(
-        "<!doctype html><html><head><meta charset='utf-8'><title>Personas</title><style>"
-        "body{font-family:sans-serif;max-width:1100px;margin:2em auto}section{border:1px solid #ddd;"
-        "padding:.5em 1em;margin:.5em 0;border-radius:6px}table{border-collapse:collapse;font-size:13px}"
-        "td,th{border:1px solid #ccc;padding:3px 6px}</style></head><body><h1>Personas</h1>"
-        f"<h2>Sizes</h2><img src='data:image/png;base64,{sizes}'>"
-        f"<h2>What sets each persona apart</h2><img src='data:image/png;base64,{lifts_png}'>"
-        f"{cards}<h2>Portrait table</h2>{summary.to_html(index=False, float_format=lambda v: f'{v:.2f}')}"
-        "</body></html>"
-    )
-    return paths
-
-
-def _k_plot(scores: pd.DataFrame, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(scores.index, scores["silhouette"], marker="o", label="silhouette")
-    ax.plot(scores.index, scores["stability"], marker="o", label="bootstrap stability (ARI)")
-    ax.set(xlabel="k", title="Choosing the number of personas")
-    ax.legend()
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-
-
 def show_personas(name: str, alias: str, out: Path) -> dict[str, Path]:
     client = MlflowClient()
     try:
         version = client.get_model_version_by_alias(name, alias)
     except MlflowException:
         raise PortraitError(f"no {name!r} model with alias {alias!r}; run portrait personas fit") from None
-    path = mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path="portrait/personas.csv")
-    return write_portrait(pd.read_csv(path), out)
+    portrait = Path(mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path="portrait"))
+    lifts = portrait / "persona_lifts.csv"  # absent from runs logged before it was kept
+    return write_portrait(pd.read_csv(portrait / "personas.csv"), out, pd.read_csv(lifts) if lifts.exists() else None)

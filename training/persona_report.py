@@ -1,0 +1,205 @@
+"""The crowd portrait as files a marketer opens: CSV, Markdown, and one self-contained HTML page
+(sizes, a heat map of key-feature lifts, and a card per persona with a chart of what sets it
+apart). Everything taken from the data is HTML-escaped: category and channel names are text a
+retailer's systems wrote, not markup."""
+
+from __future__ import annotations
+
+import base64
+import io
+from html import escape
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+TEXT_COLUMNS = ("top_categories", "top_channels", "top_payment_methods")
+SUMMARY_COLUMNS = ("persona_id", "persona_name", "customers", "share_of_customers", "share_of_revenue") + TEXT_COLUMNS
+CARD_FIGURES = {
+    "median_spend_365d": ("median spend, last 365 days", "{:,.0f}"),
+    "median_orders_365d": ("median orders, last 365 days", "{:,.0f}"),
+    "median_avg_order_value": ("median order value", "{:,.2f}"),
+    "median_days_since_last_purchase": ("median days since last purchase", "{:,.0f}"),
+}
+TOP_TRAITS = 8
+
+
+def distinguishing_traits(lifts: pd.Series, top: int = TOP_TRAITS) -> pd.Series:
+    """The features furthest from the population (by |log2 lift|), as log2 lifts."""
+    log_lift = np.log2(pd.to_numeric(lifts, errors="coerce").clip(lower=0.01)).dropna()
+    return log_lift.reindex(log_lift.abs().sort_values(ascending=False).index).head(top)
+
+
+def markdown(table: pd.DataFrame) -> str:
+    shown = table.copy()
+    for column in shown.columns:
+        if pd.api.types.is_float_dtype(shown[column]):
+            shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:,.2f}")
+    lines = ["| " + " | ".join(shown.columns) + " |", "|" + " --- |" * len(shown.columns)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in shown.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def write_portrait(table: pd.DataFrame, folder: Path, lifts: pd.DataFrame | None = None) -> dict[str, Path]:
+    """Writes ``personas.csv``, ``personas.md``, ``personas.html`` and, given the per-feature
+    ``lifts`` (one row per persona, ``persona_id`` and ``persona_name`` then a column per
+    feature), ``persona_lifts.csv``. Returns the paths by kind."""
+    folder.mkdir(parents=True, exist_ok=True)
+    table = table.copy()
+    for column in [c for c in table.columns if c in TEXT_COLUMNS or c.startswith("mix_")]:
+        table[column] = table[column].fillna("").astype("object")
+    paths = {"csv": folder / "personas.csv", "markdown": folder / "personas.md", "html": folder / "personas.html"}
+    table.to_csv(paths["csv"], index=False)
+    if lifts is not None:
+        paths["lifts"] = folder / "persona_lifts.csv"
+        lifts.to_csv(paths["lifts"], index=False)
+    traits = _traits_by_persona(table, lifts)
+    paths["markdown"].write_text(_markdown_page(table, traits))
+    paths["html"].write_text(_html_page(table, traits))
+    return paths
+
+
+def _traits_by_persona(table: pd.DataFrame, lifts: pd.DataFrame | None) -> dict[int, pd.Series]:
+    if lifts is None:  # portraits logged before per-feature lifts were kept: key features only
+        lifts = table.set_index("persona_id")[[c for c in table.columns if c.startswith("lift_")]]
+        lifts.columns = [c[5:] for c in lifts.columns]
+    else:
+        lifts = lifts.set_index("persona_id").drop(columns="persona_name", errors="ignore")
+    return {int(persona): distinguishing_traits(row) for persona, row in lifts.iterrows()}
+
+
+def _non_empty(table: pd.DataFrame, columns) -> list[str]:
+    return [c for c in columns if c in table and not (table[c].isna() | (table[c].astype(str) == "")).all()]
+
+
+def _markdown_page(table: pd.DataFrame, traits: dict[int, pd.Series]) -> str:
+    parts = ["# Personas", "", markdown(table[_non_empty(table, SUMMARY_COLUMNS)]), ""]
+    parts += ["## Key features (median)", ""]
+    parts += [markdown(table[["persona_name"] + [c for c in table.columns if c.startswith("median_")]]), ""]
+    mix = _non_empty(table, [c for c in table.columns if c.startswith("mix_")])
+    if mix:
+        parts += ["## Demographic mix", "", markdown(table[["persona_name", *mix]]), ""]
+    parts += ["## What sets each persona apart (lift against all customers)", ""]
+    for row in table.itertuples():
+        shown = ", ".join(f"{feature} x{2**value:.2f}" for feature, value in traits[row.persona_id].items())
+        parts.append(f"- **{row.persona_name}**: {shown}")
+    return "\n".join(parts) + "\n"
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    _pyplot().close(fig)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _img(png: str, alt: str) -> str:
+    return f"<img alt='{escape(alt, quote=True)}' src='data:image/png;base64,{png}'>"
+
+
+def _sizes_chart(table: pd.DataFrame) -> str:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 0.6 * len(table) + 1))
+    rows = np.arange(len(table))
+    ax.barh(rows - 0.2, table["share_of_customers"], height=0.4, label="share of customers")
+    ax.barh(rows + 0.2, table["share_of_revenue"], height=0.4, label="share of revenue")
+    ax.set_yticks(rows, table["persona_name"])
+    ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=2, frameon=False)
+    ax.invert_yaxis()
+    return _png(fig)
+
+
+def _lift_heat_map(table: pd.DataFrame) -> str:
+    plt = _pyplot()
+    heat = table.set_index("persona_name")[[c for c in table.columns if c.startswith("lift_")]].astype(float)
+    heat = heat.dropna(axis=1, how="all")  # features the data set does not have
+    heat.columns = [c[5:] for c in heat.columns]
+    fig, ax = plt.subplots(figsize=(1 + 0.6 * len(heat.columns), 0.5 * len(heat) + 2))
+    colour = np.log2(heat.clip(lower=0.05).fillna(1.0)).to_numpy()
+    image = ax.imshow(colour, cmap="RdBu_r", vmin=-2, vmax=2, aspect="auto")
+    ax.set_xticks(range(len(heat.columns)), heat.columns, rotation=60, ha="right")
+    ax.set_yticks(range(len(heat)), heat.index)
+    for (i, j), value in np.ndenumerate(heat.to_numpy()):
+        text = "" if np.isnan(value) else f"x{value:.1f}"
+        ink = "white" if abs(colour[i, j]) > 1.2 else "black"  # legible on the dark ends of the scale
+        ax.text(j, i, text, ha="center", va="center", fontsize=7, color=ink)
+    fig.colorbar(image, ax=ax, label="lift vs all customers (log2 colour scale)")
+    return _png(fig)
+
+
+def _traits_chart(traits: pd.Series) -> str:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 0.3 * len(traits) + 0.8))
+    ax.barh(traits.index, traits.to_numpy(), color=np.where(traits.to_numpy() >= 0, "#c0392b", "#2e86c1"))
+    ax.axvline(0, color="#444", linewidth=0.8)
+    ax.set_xlabel("log2 lift vs all customers (1 = twice the average)")
+    ax.invert_yaxis()
+    return _png(fig)
+
+
+def _card(row: pd.Series, traits: pd.Series, mix: list[str]) -> str:
+    figures = "".join(
+        f"<li>{label}: {fmt.format(row[column])}</li>"
+        for column, (label, fmt) in CARD_FIGURES.items()
+        if column in row and pd.notna(row[column])
+    )
+    described = "".join(
+        f"<li>{escape(label)}: {escape(str(row[column]))}</li>"
+        for column, label in (
+            ("top_categories", "Top categories"),
+            ("top_channels", "Channels"),
+            ("top_payment_methods", "Payment methods"),
+        )
+        if column in row and row[column]
+    )
+    demographics = "".join(f"<li>{escape(c[4:].replace('_', ' '))}: {escape(str(row[c]))}</li>" for c in mix if row[c])
+    if mix and not demographics:
+        demographics = "<li>not known for anyone in this persona</li>"
+    name = escape(str(row["persona_name"]))
+    return (
+        f"<section><h2>{name}</h2><p>{row['customers']:,} customers ({row['share_of_customers']:.0%}), "
+        f"{row['share_of_revenue']:.0%} of revenue in the last 365 days</p><div class='cols'>"
+        f"<div><ul>{figures}{described}</ul>"
+        + (f"<p>Demographic mix:</p><ul>{demographics}</ul>" if demographics else "")
+        + f"</div><div>{_img(_traits_chart(traits), f'What sets {name} apart')}</div></div></section>"
+    )
+
+
+def _html_page(table: pd.DataFrame, traits: dict[int, pd.Series]) -> str:
+    mix = _non_empty(table, [c for c in table.columns if c.startswith("mix_")])
+    cards = "".join(_card(row, traits[int(row["persona_id"])], mix) for _, row in table.iterrows())
+    shown = table[_non_empty(table, SUMMARY_COLUMNS) + [c for c in table.columns if c.startswith("median_")]]
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>Personas</title><style>"
+        "body{font-family:sans-serif;max-width:1150px;margin:2em auto;color:#222}"
+        "section{border:1px solid #ddd;padding:.5em 1em;margin:.8em 0;border-radius:6px}"
+        ".cols{display:flex;gap:2em;align-items:flex-start}.cols>div{flex:1}"
+        "table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:3px 6px}"
+        "</style></head><body><h1>Personas</h1>"
+        f"<h2>Sizes</h2>{_img(_sizes_chart(table), 'Share of customers and revenue per persona')}"
+        f"<h2>Key features against all customers</h2>{_img(_lift_heat_map(table), 'Lift heat map')}"
+        f"{cards}<h2>Portrait table</h2><div style='overflow-x:auto'>"
+        + shown.to_html(index=False, float_format=lambda v: f"{v:,.2f}", na_rep="")
+        + "</div></body></html>"
+    )
+
+
+def write_k_plot(scores: pd.DataFrame, path: Path) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(scores.index, scores["silhouette"], marker="o", label="silhouette")
+    ax.plot(scores.index, scores["stability"], marker="o", label="bootstrap stability (ARI)")
+    ax.set(xlabel="k", title="Choosing the number of personas")
+    ax.legend()
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
