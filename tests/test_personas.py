@@ -209,3 +209,40 @@ def test_portrait_table_on_a_hand_written_frame():
     assert row0["top_channels"] == "app (75%), store (25%)"
     assert row0["mix_age_band"] == "25-34 (100%); known for 50%"
     assert row1["mix_age_band"] == ""  # nobody's age known: no made-up shares
+
+
+def _two_group_frame() -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    heavy = rng.normal(loc=[500.0, 40.0, 0.1], scale=[20.0, 2.0, 0.02], size=(30, 3))
+    light = rng.normal(loc=[20.0, 2.0, 0.8], scale=[5.0, 0.5, 0.05], size=(30, 3))
+    frame = pd.DataFrame(np.vstack([heavy, light]), columns=["spend_365d", "orders_365d", "promo_share_365d"])
+    return frame.assign(customer_id=[f"c{i}" for i in range(60)], favourite_channel="store", noise=rng.normal(size=60))
+
+
+def test_configured_features_are_the_only_ones_clustered_on():
+    config = PersonaConfig("p", "unused", features=("spend_365d", "orders_365d"), k=2)
+    fit = fit_personas(config, _two_group_frame())
+    assert fit.model.feature_names_ == ["spend_365d", "orders_365d"]
+    assert sorted(np.bincount(fit.labels)) == [30, 30]
+    assert len(set(fit.labels[:30])) == 1 and fit.labels[0] != fit.labels[30]
+
+
+@pytest.mark.parametrize(
+    ("features", "message"),
+    [
+        (("spend_365d", "basket_entropy"), r"features \['basket_entropy'\] are not built by families"),
+        (("spend_365d", "favourite_channel"), r"features \['favourite_channel'\] are not numeric"),
+    ],
+)
+def test_configured_features_must_exist_and_be_numeric(features, message):
+    with pytest.raises(ConfigError, match=message):
+        fit_personas(PersonaConfig("p", "unused", features=features, k=2), _two_group_frame())
+
+
+def test_features_in_the_config_file_must_be_a_list(tmp_path):
+    path = tmp_path / "p.toml"
+    path.write_text('name = "p"\nfeatures = "spend_365d"\n')
+    with pytest.raises(ConfigError, match="features must be a non-empty list"):
+        load_persona_config(path)
+    path.write_text('name = "p"\nfeatures = ["spend_365d", "orders_365d"]\n')
+    assert load_persona_config(path).features == ("spend_365d", "orders_365d")

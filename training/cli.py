@@ -144,10 +144,15 @@ def register_personas(app: typer.Typer, out, console) -> None:
             config = replace(config, data=str(data))
         setup_tracking()
         with Progress(
-            SpinnerColumn(), TextColumn("fitting personas"), TimeElapsedColumn(), console=console, transient=True
-        ) as p:
-            p.add_task("", total=None)
-            fit, run_id, version = run_persona_fit(config, parse_cutoff(as_of) if as_of else None, out_file)
+            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True
+        ) as progress:
+            task = progress.add_task("fitting personas", total=None)
+            fit, run_id, version = run_persona_fit(
+                config,
+                parse_cutoff(as_of) if as_of else None,
+                out_file,
+                progress=lambda message: progress.update(task, description=message),
+            )
         out.print(f"run {run_id}: {fit.model.k_} personas, registered {config.name} v{version} with alias 'candidate'")
         for row in fit.table.itertuples():
             out.print(

@@ -27,7 +27,7 @@ from models.persona_profile import (
     persona_feature_columns,
     portrait_table,
 )
-from models.personas import ALGORITHMS, PersonaModel
+from models.personas import ALGORITHMS, PersonaModel, numeric_columns
 from models.pyfunc import PersonaPyfunc, StoredFit, serving_frame
 from portrait.errors import ConfigError, PortraitError
 from training.data import resolve_dataset
@@ -44,6 +44,7 @@ class PersonaConfig:
     data: str
     as_of: dt.date | None = None
     families: tuple[str, ...] = DEFAULT_FAMILIES
+    features: tuple[str, ...] | None = None  # cluster on exactly these instead of the default choice
     k: int | None = None
     k_min: int = 4
     k_max: int = 9
@@ -58,7 +59,7 @@ def load_persona_config(path: Path) -> PersonaConfig:
         raw = tomllib.loads(Path(path).read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: {exc}") from exc
-    allowed = {"name", "data", "as_of", "families", "clustering"}
+    allowed = {"name", "data", "as_of", "families", "features", "clustering"}
     if unknown := set(raw) - allowed:
         raise ConfigError(f"{path}: unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
     clustering = raw.get("clustering", {})
@@ -66,6 +67,9 @@ def load_persona_config(path: Path) -> PersonaConfig:
     if unknown := set(clustering) - allowed_clustering:
         raise ConfigError(f"{path} [clustering]: unknown keys {sorted(unknown)}; allowed: {sorted(allowed_clustering)}")
     families = tuple(raw.get("families", DEFAULT_FAMILIES))
+    features = raw.get("features")
+    if features is not None and (not isinstance(features, list) or not features):
+        raise ConfigError(f"{path}: features must be a non-empty list of feature names, got {features!r}")
     if unknown := set(families) - set(FAMILIES):
         raise ConfigError(f"{path}: unknown families {sorted(unknown)}; known: {list(FAMILIES)}")
     algorithm = clustering.get("algorithm", "kmeans")
@@ -83,6 +87,7 @@ def load_persona_config(path: Path) -> PersonaConfig:
         data=str(data.get("path", "demo")),
         as_of=parse_cutoff(raw["as_of"]) if "as_of" in raw else None,
         families=families,
+        features=tuple(features) if features else None,
         k=clustering.get("k"),
         k_min=k_min,
         k_max=k_max,
@@ -108,7 +113,7 @@ class PersonaFit:
 def fit_personas(config: PersonaConfig, features: pd.DataFrame, previous=None) -> PersonaFit:
     """Fit, then carry ids and names over from ``previous`` (a fitted :class:`PersonaFit`-like
     object with ``model`` and ``names`` and ``cluster_to_persona``) where clusters match."""
-    columns = persona_feature_columns([c for c in features.columns if c != "customer_id"])
+    columns = _clustered_columns(config, features)
     model = PersonaModel(
         k=config.k,
         k_range=(config.k_min, config.k_max),
@@ -128,6 +133,19 @@ def fit_personas(config: PersonaConfig, features: pd.DataFrame, previous=None) -
     table = portrait_table(features, labels, persona_names)
     lifts = feature_lifts(features[model.feature_names_], labels, persona_names)
     return PersonaFit(model, features, labels, persona_names, table, lifts, changes, cluster_to_persona)
+
+
+def _clustered_columns(config: PersonaConfig, features: pd.DataFrame) -> list[str]:
+    if config.features is None:
+        return persona_feature_columns([c for c in features.columns if c != "customer_id"])
+    if missing := [c for c in config.features if c not in features.columns]:
+        raise ConfigError(
+            f"{config.name}: features {missing} are not built by families {list(config.families)}; "
+            "`portrait features list` shows every feature and its family"
+        )
+    if text := [c for c in config.features if c not in numeric_columns(features[list(config.features)])]:
+        raise ConfigError(f"{config.name}: features {text} are not numeric; personas cluster on numbers only")
+    return list(config.features)
 
 
 def _carry_over(model, features, clusters, names, previous):
@@ -177,8 +195,9 @@ def previous_fit(name: str):
 
 
 def run_persona_fit(
-    config: PersonaConfig, as_of: dt.date | None = None, out: Path | None = None
+    config: PersonaConfig, as_of: dt.date | None = None, out: Path | None = None, progress=None
 ) -> tuple[PersonaFit, str, str]:
+    say = progress or (lambda message: None)
     dataset = resolve_dataset(config.data)
     cutoff = as_of or config.as_of
     if cutoff is None:
@@ -186,8 +205,12 @@ def run_persona_fit(
         last = con.execute("SELECT CAST(MAX(ts) AS DATE) FROM purchases").fetchall()[0][0]
         con.close()
         cutoff = last + dt.timedelta(days=1)
+    say(f"building features as of {cutoff}")
     features = build_features(dataset, cutoff, families=config.families)
+    searched = f"k={config.k}" if config.k else f"k search {config.k_min}-{config.k_max}"
+    say(f"clustering {len(features):,} customers ({searched} on a sample, then all rows)")
     fit = fit_personas(config, features, previous_fit(config.name))
+    say("logging the run and registering the model")
     experiment_id = ensure_experiment(config.name)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{config.name}-fit") as run:
         mlflow.log_params(
