@@ -33,6 +33,8 @@ from sklearn.utils.validation import check_is_fitted
 
 ALGORITHMS = ("kmeans", "minibatch_kmeans", "gaussian_mixture")
 # Columns in [0, 1] or already ratio-scaled are not log-transformed.
+# Bootstrap agreement (adjusted Rand index) from which a k counts as stable.
+STABLE_ARI = 0.75
 _UNSKEWED = ("_share", "_rate", "ratio", "price_level", "trend", "depth")
 
 
@@ -209,8 +211,8 @@ class PersonaModel(ClusterMixin, BaseEstimator):
 
     @staticmethod
     def _choose_k(scores: pd.DataFrame) -> int:
-        """The best silhouette among the stable ks (bootstrap ARI >= 0.75), else the most stable."""
-        stable = scores[scores["stability"] >= 0.75]
+        """The best silhouette among the stable ks (bootstrap ARI >= STABLE_ARI), else the most stable."""
+        stable = scores[scores["stability"] >= STABLE_ARI]
         if len(stable):
             return int(stable["silhouette"].idxmax())
         return int(scores["stability"].idxmax())

@@ -137,6 +137,7 @@ def register_personas(app: typer.Typer, out, console) -> None:
         from dataclasses import replace
 
         from features.build import parse_cutoff
+        from models.personas import STABLE_ARI
         from training.personas import load_persona_config, run_persona_fit
 
         config = load_persona_config(experiment)
@@ -158,6 +159,13 @@ def register_personas(app: typer.Typer, out, console) -> None:
             out.print(
                 f"  {row.persona_id:>2}  {row.persona_name:<45} {row.customers:>8,} customers  "
                 f"{row.share_of_revenue:6.1%} of revenue"
+            )
+        stability = fit.model.k_scores_.loc[fit.model.k_, "stability"]
+        if stability < STABLE_ARI:
+            out.print(
+                f"[yellow]warning:[/] no k in {config.k_min}-{config.k_max} was stable (best bootstrap agreement "
+                f"{stability:.2f} < {STABLE_ARI}): these personas may reshuffle on the next refit; "
+                "try a smaller k_min or fewer features"
             )
         if any(fit.changes.values()):
             out.print(f"compared with the previous model: {fit.changes}")
