@@ -32,9 +32,10 @@ def main() -> None:
     from features.build import build_features
     from features.catalogue import Vocabulary
     from portrait.dataset import open_dataset
+    from portrait.files import atomic_write
     from portrait.tracking import setup_tracking
     from serving.registry import load_model
-    from serving.score import atomic_write, percentile_and_decile, predict_scores, reasons_for
+    from serving.score import percentile_and_decile, predict_scores, reasons_for
     from training.config import parse_experiment
     from training.registry import promote
     from training.train import train_experiment

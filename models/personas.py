@@ -32,9 +32,9 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
 ALGORITHMS = ("kmeans", "minibatch_kmeans", "gaussian_mixture")
-# Columns in [0, 1] or already ratio-scaled are not log-transformed.
 # Bootstrap agreement (adjusted Rand index) from which a k counts as stable.
 STABLE_ARI = 0.75
+# Columns in [0, 1] or already ratio-scaled are not log-transformed.
 _UNSKEWED = ("_share", "_rate", "ratio", "price_level", "trend", "depth")
 
 

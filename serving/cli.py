@@ -91,9 +91,10 @@ def register(app: typer.Typer, out, console) -> None:
         alias: Annotated[str, typer.Option(help="Alias of the model used for reasons.")] = "champion",
     ) -> None:
         """Write a scored list a marketer can upload."""
+        from portrait.files import atomic_write
         from serving.lists import build_list
         from serving.registry import load_model
-        from serving.score import atomic_write, latest_scores
+        from serving.score import latest_scores
 
         setup_tracking()
         scores, features = latest_scores(scores_dir)

@@ -23,6 +23,7 @@ from features.config import FeatureConfig
 from models.reasons import top_reasons
 from portrait.dataset import Dataset
 from portrait.errors import PortraitError
+from portrait.files import atomic_write, atomic_write_text
 from serving.drift import drift_report
 from serving.registry import LoadedModel, load_model
 
@@ -35,22 +36,6 @@ def scores_path(out_dir: Path, as_of: dt.date) -> Path:
 
 def features_path(out_dir: Path, as_of: dt.date) -> Path:
     return out_dir / f"features_{as_of.isoformat()}.parquet"
-
-
-def atomic_write(frame: pd.DataFrame, path: Path, csv: bool = False) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    if csv:
-        frame.to_csv(tmp, index=False)
-    else:
-        frame.to_parquet(tmp, index=False)
-    tmp.replace(path)
-
-
-def atomic_write_text(text: str, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def _feature_groups(models: list[LoadedModel]) -> dict[str, list[LoadedModel]]:

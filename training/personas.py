@@ -30,6 +30,7 @@ from models.persona_profile import (
 from models.personas import ALGORITHMS, PersonaModel, numeric_columns
 from models.pyfunc import PersonaPyfunc, StoredFit, serving_frame
 from portrait.errors import ConfigError, PortraitError
+from portrait.files import atomic_write
 from training.data import resolve_dataset
 from training.persona_report import write_k_plot, write_portrait
 from training.tracking import ensure_experiment
@@ -275,18 +276,8 @@ def run_persona_fit(
                 "persona_name": [fit.names[i] for i in fit.labels],
             }
         )
-        out.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(assignments, out)
+        atomic_write(assignments, out)
     return fit, run.info.run_id, version
-
-
-def _atomic_write(frame: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    if path.suffix == ".csv":
-        frame.to_csv(tmp, index=False)
-    else:
-        frame.to_parquet(tmp, index=False)
-    tmp.replace(path)
 
 
 def show_personas(name: str, alias: str, out: Path) -> dict[str, Path]:
