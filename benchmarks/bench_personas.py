@@ -22,6 +22,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from features.build import build_features
 from portrait.dataset import open_dataset
+from portrait.files import atomic_write
 from training.personas import DEFAULT_FAMILIES, PersonaConfig, fit_personas
 
 
@@ -38,7 +39,8 @@ def main() -> None:
         args.features = args.data.parent / f"features_{args.data.name}_{args.cutoff}.parquet"
         args.truth = args.truth or args.data / "truth" / "personas.csv"
         if not args.features.exists():
-            build_features(open_dataset(args.data), args.cutoff, families=DEFAULT_FAMILIES).to_parquet(args.features)
+            built = build_features(open_dataset(args.data), args.cutoff, families=DEFAULT_FAMILIES)
+            atomic_write(built, args.features)  # an interrupted build must not leave a cache to trust
     if args.features is None:
         parser.error("give a feature table or --data")
     features = pd.read_parquet(args.features)

@@ -127,6 +127,7 @@ def test_page_escapes_text_from_the_data(tmp_path):
     )
     page = write_portrait(table, tmp_path)["html"].read_text()
     assert "<script>alert" not in page and "<b>web</b>" not in page
+    assert "alt='What sets Regulars · &lt;b&gt;web&lt;/b&gt; apart'" in page  # escaped once, not twice
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "Payment methods" not in page  # no payment data: the line is left out, not shown empty
 

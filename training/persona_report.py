@@ -166,12 +166,13 @@ def _card(row: pd.Series, traits: pd.Series, mix: list[str]) -> str:
     if mix and not demographics:
         demographics = "<li>not known for anyone in this persona</li>"
     name = escape(str(row["persona_name"]))
+    alt = f"What sets {row['persona_name']} apart"  # _img escapes it
     return (
         f"<section><h2>{name}</h2><p>{row['customers']:,} customers ({row['share_of_customers']:.0%}), "
         f"{row['share_of_revenue']:.0%} of revenue in the last 365 days</p><div class='cols'>"
         f"<div><ul>{figures}{described}</ul>"
         + (f"<p>Demographic mix:</p><ul>{demographics}</ul>" if demographics else "")
-        + f"</div><div>{_img(_traits_chart(traits), f'What sets {name} apart')}</div></div></section>"
+        + f"</div><div>{_img(_traits_chart(traits), alt)}</div></div></section>"
     )
 
 
