@@ -5,6 +5,13 @@ stage's relation (one row per order, line, event bucket, ...), grouped by custom
 ``derived`` stage an expression over other features. :mod:`features.plan` compiles the
 catalogue into a few SQL passes; nothing here touches data.
 
+Each feature also carries its meaning, which every other module reads from here and never
+re-derives from the column name: ``scale`` (count, money, share, ratio, days, category, flag,
+number), ``unit``, a human ``label`` ("spend in the last 90 days"), the windowless ``measure``
+it belongs to (``spend`` for ``spend_90d``), and for per-value features the ``subject``
+(category, brand, channel, payment, attribute) and the data ``value`` it is about. A family is
+one builder function plus one entry in :data:`FAMILY_BUILDERS`.
+
 Relations and their columns (all restricted to rows before the cutoff):
 
 - ``orders`` (one row per order): ``amount`` (net), ``gross`` (amount + discount), ``discount``,
@@ -28,30 +35,42 @@ Relations and their columns (all restricted to rows before the cutoff):
 Null rules: counts and money are 0 for a customer with no rows in a stage; recency, averages,
 shares and ratios are NULL where they are undefined (no purchase, no order in the window, no
 view). A customer with only events therefore has ``orders_lifetime = 0``,
-``spend_lifetime = 0`` and a NULL ``days_since_last_purchase``.
+``spend_lifetime = 0`` and a NULL ``days_since_last_purchase``. Money is net: refund orders
+(net amount < 0) are deducted from every spend sum, windowed or not.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 from features.config import FeatureConfig
 from portrait.contract import KNOWN_EVENT_TYPES
 
-FAMILIES = (
-    "value",
-    "windows",
-    "rhythm",
-    "preferences",
-    "price_promotion",
-    "timing",
-    "behaviour",
-    "attributes",
-)
 EVENT_TYPES = KNOWN_EVENT_TYPES
 DAY_NAMES = ("sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday")
 HOUR_BANDS = (("night", 0, 5), ("morning", 6, 11), ("afternoon", 12, 17), ("evening", 18, 23))
+SCALES = ("count", "money", "share", "ratio", "days", "category", "flag", "number")
+# Per-value features: the subject, the prefix of their names, and what their share is of.
+PER_VALUE_PREFIXES = {
+    "category": "category_share_",
+    "brand": "brand_share_",
+    "channel": "channel_share_",
+    "payment": "payment_share_",
+}
+EVENT_WORDS = {
+    "view": "product views",
+    "search": "searches",
+    "add_to_cart": "add-to-carts",
+    "favorite": "favourites saved",
+    "campaign_received": "campaigns received",
+    "campaign_click": "campaign clicks",
+    "coupon_redeemed": "coupons redeemed",
+    "service_contact": "service contacts",
+    "review": "reviews written",
+}
 
 
 @dataclass(frozen=True)
@@ -64,6 +83,34 @@ class Feature:
     sql: str
     dtype: str = "float"  # float, int or category
     fill_zero: bool = False  # 0 instead of NULL for a customer the stage has no rows for
+    scale: str = "number"  # one of SCALES
+    unit: str = ""  # currency, orders, units, days, events, categories, fraction, ...
+    label: str = ""  # what a person reads: "spend in the last 90 days"
+    measure: str = ""  # windowless concept: "spend" for spend_90d; the name when not windowed
+    subject: str | None = None  # per-value features: category, brand, channel, payment, attribute
+    value: str | None = None  # the data value a per-value feature is about
+    per: str | None = None  # shares of orders: the order count they divide
+
+    def __post_init__(self) -> None:
+        if self.scale not in SCALES:
+            raise ValueError(f"feature {self.name}: scale {self.scale!r} is not one of {SCALES}")
+        if not self.label:
+            object.__setattr__(self, "label", self.description.rstrip(".").lower())
+        if not self.measure:
+            object.__setattr__(self, "measure", self.name)
+
+    def meaning(self) -> dict:
+        """What is stored beside a model or a report: everything but the SQL."""
+        return {
+            "family": self.family,
+            "window": self.window,
+            "scale": self.scale,
+            "unit": self.unit,
+            "label": self.label,
+            "measure": self.measure,
+            "subject": self.subject,
+            "value": self.value,
+        }
 
 
 @dataclass(frozen=True)
@@ -107,7 +154,28 @@ def _in_window(w: int) -> str:
     return f"age <= {w}"
 
 
-def value_family(config: FeatureConfig) -> list[Feature]:
+def _last(w: int) -> str:
+    return f"in the last {w} days"
+
+
+def _order_share(name: str, family: str, description: str, sql: str, label: str, **meaning) -> Feature:
+    """A share of the customer's purchase orders (shrunk towards the population's by order count)."""
+    return Feature(
+        name,
+        family,
+        None,
+        description,
+        "orders",
+        sql,
+        scale="share",
+        unit="fraction",
+        label=label,
+        per="orders_lifetime",
+        **meaning,
+    )
+
+
+def value_family(config: FeatureConfig, vocab: Vocabulary | None = None, attributes=None) -> list[Feature]:
     f = "value"
     return [
         Feature(
@@ -117,6 +185,9 @@ def value_family(config: FeatureConfig) -> list[Feature]:
             "Days from the last purchase to the cutoff (recency).",
             "orders",
             "MIN(CASE WHEN is_purchase = 1 THEN age END)",
+            scale="days",
+            unit="days",
+            label="days since the last purchase",
         ),
         Feature(
             "days_since_first_purchase",
@@ -125,6 +196,9 @@ def value_family(config: FeatureConfig) -> list[Feature]:
             "Days from the first purchase to the cutoff (tenure).",
             "orders",
             "MAX(CASE WHEN is_purchase = 1 THEN age END)",
+            scale="days",
+            unit="days",
+            label="days since the first purchase",
         ),
         Feature(
             "orders_lifetime",
@@ -135,6 +209,9 @@ def value_family(config: FeatureConfig) -> list[Feature]:
             "SUM(is_purchase)",
             "int",
             True,
+            scale="count",
+            unit="orders",
+            label="orders in all",
         ),
         Feature(
             "spend_lifetime",
@@ -144,6 +221,9 @@ def value_family(config: FeatureConfig) -> list[Feature]:
             "orders",
             "SUM(amount)",
             fill_zero=True,
+            scale="money",
+            unit="currency",
+            label="spend in all, net of refunds",
         ),
         Feature(
             "avg_order_value",
@@ -152,6 +232,9 @@ def value_family(config: FeatureConfig) -> list[Feature]:
             "Average net value of a purchase order.",
             "orders",
             "SUM(CASE WHEN is_purchase = 1 THEN amount END) / NULLIF(SUM(is_purchase), 0)",
+            scale="money",
+            unit="currency",
+            label="average order value",
         ),
         Feature(
             "max_order_value",
@@ -160,9 +243,22 @@ def value_family(config: FeatureConfig) -> list[Feature]:
             "Largest purchase order.",
             "orders",
             "MAX(CASE WHEN is_purchase = 1 THEN amount END)",
+            scale="money",
+            unit="currency",
+            label="largest order",
         ),
         Feature(
-            "refund_count", f, None, "Orders that were net refunds or returns.", "orders", "SUM(is_refund)", "int", True
+            "refund_count",
+            f,
+            None,
+            "Orders that were net refunds or returns.",
+            "orders",
+            "SUM(is_refund)",
+            "int",
+            True,
+            scale="count",
+            unit="orders",
+            label="refunds and returns",
         ),
         Feature(
             "refund_amount",
@@ -172,6 +268,9 @@ def value_family(config: FeatureConfig) -> list[Feature]:
             "orders",
             "SUM(CASE WHEN is_refund = 1 THEN -amount ELSE 0 END)",
             fill_zero=True,
+            scale="money",
+            unit="currency",
+            label="money refunded",
         ),
         Feature(
             "refund_rate",
@@ -180,11 +279,14 @@ def value_family(config: FeatureConfig) -> list[Feature]:
             "Money refunded per unit of money spent on purchases.",
             "derived",
             "refund_amount / NULLIF(spend_lifetime + refund_amount, 0)",
+            scale="share",
+            unit="fraction",
+            label="share of spend refunded",
         ),
     ]
 
 
-def windows_family(config: FeatureConfig) -> list[Feature]:
+def windows_family(config: FeatureConfig, vocab: Vocabulary | None = None, attributes=None) -> list[Feature]:
     f = "windows"
     result = []
     for w in config.windows:
@@ -199,15 +301,23 @@ def windows_family(config: FeatureConfig) -> list[Feature]:
                 f"SUM(CASE WHEN {inside} THEN is_purchase ELSE 0 END)",
                 "int",
                 True,
+                scale="count",
+                unit="orders",
+                label=f"orders {_last(w)}",
+                measure="orders",
             ),
             Feature(
                 f"spend_{w}d",
                 f,
                 w,
-                f"Net spend in the last {w} days.",
+                f"Net spend in the last {w} days, refunds deducted.",
                 "orders",
                 f"SUM(CASE WHEN {inside} THEN amount ELSE 0 END)",
                 fill_zero=True,
+                scale="money",
+                unit="currency",
+                label=f"spend {_last(w)}",
+                measure="spend",
             ),
             Feature(
                 f"items_{w}d",
@@ -217,6 +327,10 @@ def windows_family(config: FeatureConfig) -> list[Feature]:
                 "orders",
                 f"SUM(CASE WHEN {inside} AND is_purchase = 1 THEN items ELSE 0 END)",
                 fill_zero=True,
+                scale="count",
+                unit="units",
+                label=f"units bought {_last(w)}",
+                measure="items",
             ),
             Feature(
                 f"active_days_{w}d",
@@ -227,6 +341,10 @@ def windows_family(config: FeatureConfig) -> list[Feature]:
                 f"SUM(CASE WHEN {inside} THEN 1 ELSE 0 END)",
                 "int",
                 True,
+                scale="count",
+                unit="days",
+                label=f"shopping days {_last(w)}",
+                measure="active_days",
             ),
             Feature(
                 f"distinct_categories_{w}d",
@@ -237,12 +355,16 @@ def windows_family(config: FeatureConfig) -> list[Feature]:
                 f"SUM(CASE WHEN {inside} THEN 1 ELSE 0 END)",
                 "int",
                 True,
+                scale="count",
+                unit="categories",
+                label=f"categories bought {_last(w)}",
+                measure="distinct_categories",
             ),
         ]
     return result
 
 
-def rhythm_family(config: FeatureConfig) -> list[Feature]:
+def rhythm_family(config: FeatureConfig, vocab: Vocabulary | None = None, attributes=None) -> list[Feature]:
     f, t = "rhythm", config.trend_window
     recent = f"age <= {t}"
     before = f"age > {t} AND age <= {2 * t}"
@@ -255,6 +377,9 @@ def rhythm_family(config: FeatureConfig) -> list[Feature]:
             "orders",
             "(MAX(CASE WHEN is_purchase = 1 THEN age END) - MIN(CASE WHEN is_purchase = 1 THEN age END))"
             " * 1.0 / NULLIF(SUM(is_purchase) - 1, 0)",
+            scale="days",
+            unit="days",
+            label="days between orders on average",
         ),
         Feature(
             "std_days_between_orders",
@@ -263,6 +388,9 @@ def rhythm_family(config: FeatureConfig) -> list[Feature]:
             "Standard deviation of days between purchase orders.",
             "gaps",
             "STDDEV_SAMP(gap)",
+            scale="days",
+            unit="days",
+            label="variation of the days between orders",
         ),
         Feature(
             "overdue_ratio",
@@ -271,6 +399,9 @@ def rhythm_family(config: FeatureConfig) -> list[Feature]:
             "Days since the last purchase divided by the customer's mean interval (>1: overdue).",
             "derived",
             "days_since_last_purchase / NULLIF(mean_days_between_orders, 0)",
+            scale="ratio",
+            unit="times the usual gap",
+            label="time since the last order against the usual gap",
         ),
         Feature(
             f"spend_trend_{t}d",
@@ -280,6 +411,9 @@ def rhythm_family(config: FeatureConfig) -> list[Feature]:
             "orders",
             f"(SUM(CASE WHEN {recent} THEN amount ELSE 0 END) - SUM(CASE WHEN {before} THEN amount ELSE 0 END))"
             f" / NULLIF(ABS(SUM(CASE WHEN {recent} THEN amount ELSE 0 END)) + ABS(SUM(CASE WHEN {before} THEN amount ELSE 0 END)), 0)",
+            scale="ratio",
+            label=f"spend trend, last {t} days against the {t} before",
+            measure="spend_trend",
         ),
         Feature(
             f"orders_trend_{t}d",
@@ -289,61 +423,97 @@ def rhythm_family(config: FeatureConfig) -> list[Feature]:
             "orders",
             f"(SUM(CASE WHEN {recent} THEN is_purchase ELSE 0 END) - SUM(CASE WHEN {before} THEN is_purchase ELSE 0 END)) * 1.0"
             f" / NULLIF(SUM(CASE WHEN {recent} THEN is_purchase ELSE 0 END) + SUM(CASE WHEN {before} THEN is_purchase ELSE 0 END), 0)",
+            scale="ratio",
+            label=f"order trend, last {t} days against the {t} before",
+            measure="orders_trend",
         ),
     ]
 
 
-def preferences_family(config: FeatureConfig, vocab: Vocabulary | None) -> list[Feature]:
+def per_value_feature(subject: str, label: str, slot: int | None, value: str | None) -> Feature:
+    """The share of spend (categories, brands) or of orders (channels, payment methods) that
+    goes to one value. ``label`` is the name part, ``slot`` the value's index in the vocabulary
+    (None: the pooled ``other`` share of categories and brands), ``value`` the data value (None
+    in the catalogue's template line)."""
+    name = PER_VALUE_PREFIXES[subject] + label
+    shown = value if value is not None else label.replace("_", " ")
+    meaning = {"measure": f"{subject}_share", "subject": subject, "value": value}
+    if subject in ("category", "brand"):
+        condition = f"{subject}_slot IS NULL" if slot is None else f"{subject}_slot = {slot}"
+        if slot is None:
+            described, label_text = f"Share of spend outside the top {subject}s.", f"share of spend on other {subject}s"
+        else:
+            described = (
+                f"Share of spend on {subject} {shown!r}."
+                if value is not None
+                else f"Share of spend on each top {subject}."
+            )
+            label_text = f"share of spend on {shown}"
+        return Feature(
+            name,
+            "preferences",
+            None,
+            described,
+            "lines",
+            f"SUM(CASE WHEN {condition} THEN amount ELSE 0 END) / NULLIF(SUM(amount), 0)",
+            scale="share",
+            unit="fraction",
+            label=label_text,
+            per="orders_lifetime",
+            **meaning,
+        )
+    if slot is None:
+        raise ValueError(f"{subject} shares have no pooled 'other' share")
+    described = (
+        f"Share of orders via {subject} {shown!r}." if value is not None else f"Share of orders via each top {subject}."
+    )
+    label_text = f"share of orders via {shown}" if subject == "channel" else f"share of orders paid by {shown}"
+    return _order_share(name, "preferences", described, _share(f"{subject}_slot = {slot}"), label_text, **meaning)
+
+
+def preferences_family(config: FeatureConfig, vocab: Vocabulary | None = None, attributes=None) -> list[Feature]:
     f = "preferences"
     result: list[Feature] = []
-    spend = "NULLIF(SUM(amount), 0)"
-    for kind, values, slot in (
-        ("category", vocab.categories if vocab else None, "category_slot"),
-        ("brand", vocab.brands if vocab else None, "brand_slot"),
+    for subject, values in (
+        ("category", vocab.categories if vocab else None),
+        ("brand", vocab.brands if vocab else None),
+        ("channel", vocab.channels if vocab else None),
+        ("payment", vocab.payment_methods if vocab else None),
     ):
-        labels = slugs(values) if values is not None else [f"<top {kind}>"]
-        for i, label in enumerate(labels):
-            result.append(
-                Feature(
-                    f"{kind}_share_{label}",
-                    f,
-                    None,
-                    f"Share of spend on {kind} {values[i]!r}." if values else f"Share of spend on each top {kind}.",
-                    "lines",
-                    f"SUM(CASE WHEN {slot} = {i} THEN amount ELSE 0 END) / {spend}",
-                )
-            )
-        result.append(
-            Feature(
-                f"{kind}_share_other",
-                f,
-                None,
-                f"Share of spend outside the top {kind}s.",
-                "lines",
-                f"SUM(CASE WHEN {slot} IS NULL THEN amount ELSE 0 END) / {spend}",
-            )
-        )
-    for kind, values, slot in (
-        ("channel", vocab.channels if vocab else None, "channel_slot"),
-        ("payment", vocab.payment_methods if vocab else None, "payment_slot"),
-    ):
-        labels = slugs(values) if values is not None else [f"<top {kind}>"]
-        for i, label in enumerate(labels):
-            result.append(
-                Feature(
-                    f"{kind}_share_{label}",
-                    f,
-                    None,
-                    f"Share of orders via {kind} {values[i]!r}." if values else f"Share of orders via each top {kind}.",
-                    "orders",
-                    _share(f"{slot} = {i}"),
-                )
-            )
+        if values is None:
+            result.append(per_value_feature(subject, f"<top {subject}>", 0, None))
+        else:
+            result += [
+                per_value_feature(subject, label, i, value)
+                for i, (label, value) in enumerate(zip(slugs(values), values, strict=True))
+            ]
+        if subject in ("category", "brand"):
+            result.append(per_value_feature(subject, "other", None, None))
     result += [
         Feature(
-            "favourite_category", f, None, "Category with the largest share of spend.", "favourite", "", "category"
+            "favourite_category",
+            f,
+            None,
+            "Category with the largest share of spend.",
+            "favourite",
+            "",
+            "category",
+            scale="category",
+            label="favourite category",
+            subject="category",
         ),
-        Feature("favourite_channel", f, None, "Channel with the largest share of orders.", "favourite", "", "category"),
+        Feature(
+            "favourite_channel",
+            f,
+            None,
+            "Channel with the largest share of orders.",
+            "favourite",
+            "",
+            "category",
+            scale="category",
+            label="favourite channel",
+            subject="channel",
+        ),
         Feature(
             "distinct_categories_lifetime",
             f,
@@ -353,21 +523,23 @@ def preferences_family(config: FeatureConfig, vocab: Vocabulary | None) -> list[
             "COUNT(*)",
             "int",
             True,
+            scale="count",
+            unit="categories",
+            label="categories ever bought",
         ),
     ]
     return result
 
 
-def price_promotion_family(config: FeatureConfig) -> list[Feature]:
+def price_promotion_family(config: FeatureConfig, vocab: Vocabulary | None = None, attributes=None) -> list[Feature]:
     f = "price_promotion"
     result = [
-        Feature(
+        _order_share(
             "discount_order_share",
             f,
-            None,
             "Share of purchase orders with a discount.",
-            "orders",
             _share("has_discount = 1"),
+            "share of orders with a discount",
         ),
         Feature(
             "avg_discount_depth",
@@ -377,6 +549,9 @@ def price_promotion_family(config: FeatureConfig) -> list[Feature]:
             "orders",
             "SUM(CASE WHEN has_discount = 1 AND is_purchase = 1 THEN discount END)"
             " / NULLIF(SUM(CASE WHEN has_discount = 1 AND is_purchase = 1 THEN gross END), 0)",
+            scale="share",
+            unit="fraction",
+            label="discount depth on discounted orders",
         ),
         Feature(
             "price_level",
@@ -385,6 +560,9 @@ def price_promotion_family(config: FeatureConfig) -> list[Feature]:
             "Average unit list price relative to its category's median (1 = typical, >1 = pricier).",
             "lines",
             "AVG(price_ratio)",
+            scale="ratio",
+            unit="times the category median",
+            label="price level against the category median",
         ),
         Feature(
             "premium_line_share",
@@ -393,6 +571,9 @@ def price_promotion_family(config: FeatureConfig) -> list[Feature]:
             "Share of lines priced over 1.5 times the category median.",
             "lines",
             "AVG(CASE WHEN price_ratio > 1.5 THEN 1.0 WHEN price_ratio IS NOT NULL THEN 0.0 END)",
+            scale="share",
+            unit="fraction",
+            label="share of premium-priced items",
         ),
     ]
     for w in config.windows:
@@ -406,80 +587,81 @@ def price_promotion_family(config: FeatureConfig) -> list[Feature]:
                     "orders",
                     f"SUM(CASE WHEN is_purchase = 1 AND has_discount = 1 AND age <= {w} THEN 1 ELSE 0 END) * 1.0"
                     f" / NULLIF(SUM(CASE WHEN age <= {w} THEN is_purchase ELSE 0 END), 0)",
+                    scale="share",
+                    unit="fraction",
+                    label=f"share of orders with a discount {_last(w)}",
+                    measure="promo_share",
+                    per=f"orders_{w}d",
                 )
             )
     return result
 
 
-def timing_family(config: FeatureConfig) -> list[Feature]:
+def timing_family(config: FeatureConfig, vocab: Vocabulary | None = None, attributes=None) -> list[Feature]:
     f, n = "timing", config.payday_days
     result = [
-        Feature(
+        _order_share(
             f"order_share_{day}",
             f,
-            None,
             f"Share of purchase orders placed on a {day.title()}.",
-            "orders",
             _share(f"dow = {i}"),
+            f"share of orders on {day.title()}s",
         )
         for i, day in enumerate(DAY_NAMES)
     ]
     result.append(
-        Feature(
+        _order_share(
             "order_share_weekend",
             f,
-            None,
             "Share of purchase orders on Saturday or Sunday.",
-            "orders",
             _share("dow IN (0, 6)"),
+            "share of orders at the weekend",
         )
     )
     result += [
-        Feature(
+        _order_share(
             f"order_share_{band}",
             f,
-            None,
             f"Share of purchase orders placed {lo:02d}:00-{hi:02d}:59.",
-            "orders",
             _share(f"hour BETWEEN {lo} AND {hi}"),
+            f"share of orders in the {band} ({lo:02d}-{hi + 1:02d} h)"
+            if band != "night"
+            else "share of orders at night (00-06 h)",
         )
         for band, lo, hi in HOUR_BANDS
     ]
     result += [
-        Feature(
+        _order_share(
             f"order_share_q{q}",
             f,
-            None,
             f"Share of purchase orders placed in quarter {q} ({months}).",
-            "orders",
             _share(f"quarter = {q}"),
+            f"share of orders in {months}",
         )
         for q, months in ((1, "Jan-Mar"), (2, "Apr-Jun"), (3, "Jul-Sep"), (4, "Oct-Dec"))
     ]
     result += [
-        Feature(
+        _order_share(
             "payday_order_share",
             f,
-            None,
             f"Share of purchase orders in the first {n} days after the 1st or the 15th (payday buying).",
-            "orders",
             _share(f"(dom BETWEEN 1 AND {n} OR dom BETWEEN 15 AND {14 + n})"),
+            "share of orders just after payday",
         ),
-        Feature(
+        _order_share(
             "peak_season_order_share",
             f,
-            None,
             "Share of purchase orders in the customer's busiest quarter of the year.",
-            "orders",
             "GREATEST("
             + ", ".join(f"SUM(CASE WHEN is_purchase = 1 AND quarter = {q} THEN 1 ELSE 0 END)" for q in (1, 2, 3, 4))
             + ") * 1.0 / NULLIF(SUM(is_purchase), 0)",
+            "share of orders in the busiest quarter",
         ),
     ]
     return result
 
 
-def behaviour_family(config: FeatureConfig) -> list[Feature]:
+def behaviour_family(config: FeatureConfig, vocab: Vocabulary | None = None, attributes=None) -> list[Feature]:
     f, b = "behaviour", config.behaviour_window
     result = []
     for k, w in enumerate(config.windows):
@@ -494,6 +676,12 @@ def behaviour_family(config: FeatureConfig) -> list[Feature]:
                     f"SUM(CASE WHEN type_slot = {slot} AND bucket <= {k} THEN n ELSE 0 END)",
                     "int",
                     True,
+                    scale="count",
+                    unit="events",
+                    label=f"{EVENT_WORDS.get(event_type, event_type.replace('_', ' ') + ' events')} {_last(w)}",
+                    measure=f"{event_type}_count",
+                    subject="event",
+                    value=event_type,
                 )
             )
         result.append(
@@ -506,11 +694,23 @@ def behaviour_family(config: FeatureConfig) -> list[Feature]:
                 f"SUM(CASE WHEN bucket <= {k} THEN n ELSE 0 END)",
                 "int",
                 True,
+                scale="count",
+                unit="events",
+                label=f"interactions {_last(w)}",
+                measure="event_count",
             )
         )
     result += [
         Feature(
-            "days_since_last_event", f, None, "Days from the last event to the cutoff.", "event_buckets", "MIN(min_age)"
+            "days_since_last_event",
+            f,
+            None,
+            "Days from the last event to the cutoff.",
+            "event_buckets",
+            "MIN(min_age)",
+            scale="days",
+            unit="days",
+            label="days since the last interaction",
         ),
         Feature(
             f"active_event_days_{b}d",
@@ -521,6 +721,10 @@ def behaviour_family(config: FeatureConfig) -> list[Feature]:
             "COUNT(*)",
             "int",
             True,
+            scale="count",
+            unit="days",
+            label=f"days with an interaction {_last(b)}",
+            measure="active_event_days",
         ),
         Feature(
             f"view_to_cart_rate_{b}d",
@@ -529,6 +733,10 @@ def behaviour_family(config: FeatureConfig) -> list[Feature]:
             f"Carts per view in the last {b} days.",
             "derived",
             f"add_to_cart_count_{b}d * 1.0 / NULLIF(view_count_{b}d, 0)",
+            scale="ratio",
+            unit="carts per view",
+            label=f"add-to-carts per product view {_last(b)}",
+            measure="view_to_cart_rate",
         ),
         Feature(
             f"cart_to_purchase_rate_{b}d",
@@ -537,6 +745,10 @@ def behaviour_family(config: FeatureConfig) -> list[Feature]:
             f"Purchase orders per cart in the last {b} days (at most 1).",
             "derived",
             f"CASE WHEN add_to_cart_count_{b}d > 0 THEN LEAST(orders_{b}d * 1.0 / add_to_cart_count_{b}d, 1.0) END",
+            scale="share",
+            unit="fraction",
+            label=f"orders per add-to-cart {_last(b)}",
+            measure="cart_to_purchase_rate",
         ),
         Feature(
             "campaign_response_rate",
@@ -546,11 +758,79 @@ def behaviour_family(config: FeatureConfig) -> list[Feature]:
             f"{config.campaign_response_days} days.",
             "campaigns",
             "AVG(responded)",
+            scale="share",
+            unit="fraction",
+            label="share of campaigns answered with a purchase",
         ),
     ]
     if b not in config.windows:
         raise ValueError(f"behaviour_window {b} must be one of the windows {config.windows}")
     return result
+
+
+def attribute_feature(column: str, kind: str) -> Feature:
+    """The feature for one column of the customers table (``kind``: number, date or category)."""
+    if kind == "date":
+        return Feature(
+            f"days_since_{slug(column)}",
+            "attributes",
+            None,
+            f"Days from the customer's {column} to the cutoff.",
+            "attributes",
+            column,
+            scale="days",
+            unit="days",
+            label=f"days since {column.replace('_', ' ')}",
+            subject="attribute",
+            value=column,
+        )
+    return Feature(
+        f"attr_{slug(column)}",
+        "attributes",
+        None,
+        f"The customer's {column}.",
+        "attributes",
+        column,
+        "float" if kind == "number" else "category",
+        scale="number" if kind == "number" else "category",
+        label=column.replace("_", " "),
+        subject="attribute",
+        value=column,
+    )
+
+
+def attributes_family(config: FeatureConfig, vocab: Vocabulary | None = None, attributes=None) -> list[Feature]:
+    """Each extra column of the customers table; without ``attributes``, a template line."""
+    if attributes is None:
+        return [
+            Feature(
+                "<customer attribute>",
+                "attributes",
+                None,
+                "Each column of the customers table: numbers as is, dates as days "
+                "before the cutoff, text as a category.",
+                "attributes",
+                "",
+                "category",
+                scale="category",
+                label="customer attribute",
+                subject="attribute",
+            )
+        ]
+    return [attribute_feature(column, kind) for column, kind in attributes.items()]
+
+
+FAMILY_BUILDERS: dict[str, Callable[..., list[Feature]]] = {
+    "value": value_family,
+    "windows": windows_family,
+    "rhythm": rhythm_family,
+    "preferences": preferences_family,
+    "price_promotion": price_promotion_family,
+    "timing": timing_family,
+    "behaviour": behaviour_family,
+    "attributes": attributes_family,
+}
+FAMILIES = tuple(FAMILY_BUILDERS)
 
 
 def catalogue(
@@ -562,55 +842,59 @@ def catalogue(
     ``category``; without it the attributes family is shown as a template.
     """
     config = config or FeatureConfig()
-    features = (
-        value_family(config)
-        + windows_family(config)
-        + rhythm_family(config)
-        + preferences_family(config, vocab)
-        + price_promotion_family(config)
-        + timing_family(config)
-        + behaviour_family(config)
-    )
-    if attributes is None:
-        features.append(
-            Feature(
-                "<customer attribute>",
-                "attributes",
-                None,
-                "Each column of the customers table: numbers as is, dates as days "
-                "before the cutoff, text as a category.",
-                "attributes",
-                "",
-                "category",
-            )
-        )
-    else:
-        for column, kind in attributes.items():
-            if kind == "date":
-                features.append(
-                    Feature(
-                        f"days_since_{slug(column)}",
-                        "attributes",
-                        None,
-                        f"Days from the customer's {column} to the cutoff.",
-                        "attributes",
-                        column,
-                    )
-                )
-            else:
-                features.append(
-                    Feature(
-                        f"attr_{slug(column)}",
-                        "attributes",
-                        None,
-                        f"The customer's {column}.",
-                        "attributes",
-                        column,
-                        "float" if kind == "number" else "category",
-                    )
-                )
+    features = [feature for build in FAMILY_BUILDERS.values() for feature in build(config, vocab, attributes)]
     names = [feature.name for feature in features]
     duplicates = {n for n in names if names.count(n) > 1}
     if duplicates:
         raise ValueError(f"feature names declared twice: {sorted(duplicates)}")
     return features
+
+
+@lru_cache(maxsize=32)
+def _by_name(config: FeatureConfig, vocab: Vocabulary | None) -> dict[str, Feature]:
+    return {f.name: f for f in catalogue(config, vocab, {})}
+
+
+def describe(
+    names: Iterable[str], config: FeatureConfig | None = None, vocabulary: Vocabulary | dict | None = None
+) -> dict[str, Feature]:
+    """The catalogue entry of every name in ``names`` that is a feature.
+
+    Per-value shares and attribute columns depend on the data: with ``vocabulary`` their data
+    value is exact; without it they are recognised by name and the value is read from the name.
+    Names that are not features (ids, scores, ``cutoff``) are left out.
+    """
+    config = config or FeatureConfig()
+    if isinstance(vocabulary, dict):
+        vocabulary = Vocabulary.from_dict(vocabulary)
+    known = _by_name(config, vocabulary)
+    result = {}
+    for name in names:
+        if name in known:
+            result[name] = known[name]
+        elif (feature := _recognise(name)) is not None:
+            result[name] = feature
+    return result
+
+
+def _recognise(name: str) -> Feature | None:
+    """A data-dependent feature from its name alone: per-value shares and attributes."""
+    for subject, prefix in PER_VALUE_PREFIXES.items():
+        if name.startswith(prefix):
+            label = name[len(prefix) :]
+            other = label == "other" and subject in ("category", "brand")
+            return per_value_feature(subject, label, None if other else 0, None if other else label.replace("_", " "))
+    if name.startswith("attr_"):
+        return attribute_feature(name[len("attr_") :], "category")
+    return None
+
+
+def label_of(name: str, meanings: dict[str, Feature] | None = None) -> str:
+    """A human label for any column: the catalogue's label, else the name in words."""
+    feature = (meanings or {}).get(name) or describe([name]).get(name)
+    return feature.label if feature else name.replace("_", " ")
+
+
+def windowed(measure: str, features: Iterable[Feature]) -> dict[int, Feature]:
+    """The windowed features of one measure (``spend``, ``orders``...) by window."""
+    return {f.window: f for f in features if f.measure == measure and f.window is not None}

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from features.catalogue import FAMILIES, catalogue
+from features.catalogue import catalogue
 from features.config import FeatureConfig
 from portrait.errors import ConfigError
 
@@ -26,14 +26,22 @@ def load_feature_config(path: Path | None) -> FeatureConfig:
     return FeatureConfig.from_dict(data.get("features", data))
 
 
+CATALOGUE_COLUMNS = ("name", "label", "family", "window", "scale", "unit", "description")
+
+
+def catalogue_rows() -> list[tuple[str, ...]]:
+    """The catalogue with templates for data-dependent names, one tuple of CATALOGUE_COLUMNS each."""
+    return [
+        (f.name, f.label, f.family, f"{f.window}d" if f.window else "all history", f.scale, f.unit or "-", f.description)
+        for f in catalogue()
+    ]
+
+
 def catalogue_markdown() -> str:
-    """The catalogue with templates for data-dependent names, as in docs/features.md."""
-    lines = ["| name | family | window | description |", "| --- | --- | --- | --- |"]
-    for family in FAMILIES:
-        for feature in catalogue():
-            if feature.family == family:
-                window = f"{feature.window}d" if feature.window else "all history"
-                lines.append(f"| `{feature.name}` | {family} | {window} | {feature.description} |")
+    """The catalogue as in docs/features.md."""
+    lines = ["| " + " | ".join(CATALOGUE_COLUMNS) + " |", "|" + " --- |" * len(CATALOGUE_COLUMNS)]
+    for name, *rest in catalogue_rows():
+        lines.append(f"| `{name}` | " + " | ".join(rest) + " |")
     return "\n".join(lines)
 
 
@@ -42,18 +50,15 @@ def register(app: typer.Typer, out, console) -> None:
     def list_command(
         markdown: Annotated[bool, typer.Option("--markdown", help="Print as a Markdown table.")] = False,
     ) -> None:
-        """The feature catalogue: name, family, window, description."""
+        """The feature catalogue: name, label, family, window, scale, unit, description."""
         if markdown:
             out.print(catalogue_markdown(), soft_wrap=True, highlight=False, markup=False)
             return
         table = Table(title="feature catalogue (names in <> depend on the data)")
-        for column in ("name", "family", "window", "description"):
+        for column in CATALOGUE_COLUMNS:
             table.add_column(column)
-        for family in FAMILIES:
-            for feature in catalogue():
-                if feature.family == family:
-                    window = f"{feature.window}d" if feature.window else "all"
-                    table.add_row(feature.name, family, window, feature.description)
+        for row in catalogue_rows():
+            table.add_row(*row)
         out.print(table)
 
     @app.command("build")

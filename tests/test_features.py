@@ -369,3 +369,49 @@ def test_a_window_of_w_days_holds_exactly_the_w_days_before_the_cutoff():
     assert (row["view_count_7d"], row["view_count_30d"]) == (1, 2)
     # 2023-12-02 is 90 days before the cutoff: inside the 90-day window and its active days
     assert (row["search_count_90d"], row["search_count_180d"], row["active_event_days_90d"]) == (1, 2, 3)
+
+
+def test_windowed_spend_is_net_of_refunds_like_lifetime_spend():
+    # 696.43 of purchases and a 409.27 refund in the window: 287.16, as in spend_lifetime.
+    purchases = pd.DataFrame(
+        [
+            ("p1", "R", "2024-02-01 10:00:00", 400.00, 1, "books", "b1", "web", "card", 0.0),
+            ("p2", "R", "2024-02-10 10:00:00", 296.43, 1, "books", "b1", "web", "card", 0.0),
+            ("x1", "R", "2024-02-20 10:00:00", -409.27, -1, "books", "b1", "web", "card", 0.0),
+            # a return line inside a purchase order nets within the order
+            ("p3", "S", "2024-02-10 10:00:00", 696.43, 1, "books", "b1", "web", "card", 0.0),
+            ("p3", "S", "2024-02-10 10:00:00", -409.27, -1, "toys", "b2", "web", "card", 0.0),
+        ],
+        columns=PURCHASE_COLUMNS,
+    )
+    frame = build_features(dataset(purchases, EVENTS.iloc[:0]), CUTOFF, families=["value", "windows"])
+    frame = frame.set_index("customer_id")
+    for customer in ("R", "S"):
+        assert frame.loc[customer, "spend_90d"] == pytest.approx(287.16)
+        assert frame.loc[customer, "spend_365d"] == frame.loc[customer, "spend_lifetime"]
+
+
+def test_every_feature_carries_its_meaning():
+    from features.catalogue import SCALES, Vocabulary, describe
+
+    vocab = Vocabulary(categories=("Dairy & Eggs",), brands=("b1",), channels=("app",), payment_methods=("card",))
+    features = catalogue(vocab=vocab, attributes={"age_band": "category", "signup_date": "date", "income": "number"})
+    for feature in features:
+        assert feature.scale in SCALES and feature.label and feature.measure, feature.name
+        if feature.window is not None and feature.measure != feature.name:
+            assert feature.name == f"{feature.measure}_{feature.window}d"
+    by_name = {f.name: f for f in features}
+    assert by_name["spend_90d"].label == "spend in the last 90 days"
+    assert (by_name["spend_90d"].scale, by_name["spend_90d"].unit, by_name["spend_90d"].measure) == (
+        "money",
+        "currency",
+        "spend",
+    )
+    share = by_name["category_share_dairy_eggs"]
+    assert (share.subject, share.value, share.label) == ("category", "Dairy & Eggs", "share of spend on Dairy & Eggs")
+    assert by_name["promo_share_90d"].per == "orders_90d" and by_name["order_share_monday"].per == "orders_lifetime"
+    assert by_name["attr_income"].scale == "number" and by_name["days_since_signup_date"].scale == "days"
+    # Without the vocabulary, per-value names are recognised and read from the name.
+    found = describe(["category_share_frozen_food", "customer_id", "spend_30d", "persona_name"])
+    assert set(found) == {"category_share_frozen_food", "spend_30d"}
+    assert found["category_share_frozen_food"].label == "share of spend on frozen food"
