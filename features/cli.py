@@ -32,7 +32,15 @@ CATALOGUE_COLUMNS = ("name", "label", "family", "window", "scale", "unit", "desc
 def catalogue_rows() -> list[tuple[str, ...]]:
     """The catalogue with templates for data-dependent names, one tuple of CATALOGUE_COLUMNS each."""
     return [
-        (f.name, f.label, f.family, f"{f.window}d" if f.window else "all history", f.scale, f.unit or "-", f.description)
+        (
+            f.name,
+            f.label,
+            f.family,
+            f"{f.window}d" if f.window else "all history",
+            f.scale,
+            f.unit or "-",
+            f.description,
+        )
         for f in catalogue()
     ]
 
@@ -73,6 +81,7 @@ def register(app: typer.Typer, out, console) -> None:
 
         from features.build import build_features, parse_cutoff
         from portrait.dataset import open_dataset
+        from portrait.files import atomic_write
 
         config = load_feature_config(config_file)
         cutoff = parse_cutoff(as_of)
@@ -83,10 +92,7 @@ def register(app: typer.Typer, out, console) -> None:
         ) as progress:
             progress.add_task(f"building features as of {cutoff}", total=None)
             frame = build_features(ds, cutoff, config)
-        out_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out_file.with_name(out_file.name + ".tmp")
-        frame.to_parquet(tmp, index=False)
-        tmp.replace(out_file)
+        atomic_write(frame, out_file, csv=False)
         out.print(
             f"{len(frame):,} customers x {frame.shape[1] - 1} features as of {cutoff} "
             f"in {time.perf_counter() - started:.1f} s -> {out_file}"

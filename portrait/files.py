@@ -1,25 +1,159 @@
-"""Writing outputs whole or not at all: a reader (a nightly job, the API) never sees half a file."""
+"""Writing outputs whole or not at all: a reader (a nightly job, the API) never sees half a file.
+
+Every write that goes through a temporary file and a rename uses :func:`atomic_target`:
+
+- the temporary file is created with :func:`tempfile.mkstemp` in the target's own folder (a
+  rename is atomic only within one file system), under a name no other writer can take:
+  ``.<target name>.<random>.<pid>-<host tag>.tmp`` (hidden, so a glob for the outputs never
+  matches a half-written file);
+- it is flushed to disk (``fsync``), given the permissions a plain ``open`` would give, and
+  renamed over the target (``os.replace``); the folder is synced so the rename survives a crash;
+- if anything fails the temporary file is removed and the old target is left as it was.
+
+A killed process cannot remove its temporary file, so each write first cleans the folder of
+*stale* ones (:func:`clean_stale_temporaries`): a temporary file of this machine whose process is
+no longer running, or one older than :data:`STALE_AFTER_SECONDS` from another machine (a
+shared folder) or left by older versions under the fixed name ``<target>.tmp``. A file of a
+live process on this machine is never touched, however old: the write may still be running.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import os
+import re
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
+
+STALE_AFTER_SECONDS = 3600
+# Which machine wrote a temporary file: a process id means nothing on another machine.
+HOST_TAG = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+_TEMPORARY = re.compile(r"\..+\.[A-Za-z0-9_]{8}\.(?P<pid>\d+)-(?P<host>[0-9a-f]{8})\.tmp")
+# Fixed temporary names of earlier versions ("scores.parquet.tmp"): cleaned only when old.
+_LEGACY_TEMPORARY = re.compile(r"[^.].*\.(parquet|csv|json|txt)\.tmp|LATEST\.tmp")
+
+
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_current_umask()
+
+
+@contextlib.contextmanager
+def atomic_target(path: Path) -> Iterator[Path]:
+    """Yield a fresh temporary path beside ``path`` to write to (by any means: pandas, DuckDB's
+    ``COPY``, a Parquet writer); when the block ends without an error it is synced and renamed
+    over ``path``; on an error it is removed and ``path`` is left as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_temporaries(path.parent)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".{os.getpid()}-{HOST_TAG}.tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        _sync_file(tmp)
+        os.chmod(tmp, _FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _sync_folder(path.parent)
 
 
 def atomic_write(frame: pd.DataFrame, path: Path, csv: bool | None = None) -> None:
     """Writes ``frame`` to a temporary name beside ``path``, then renames it into place.
     CSV when ``csv`` is true, or when it is None and ``path`` ends in ``.csv``; else Parquet."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    if csv or (csv is None and path.suffix == ".csv"):
-        frame.to_csv(tmp, index=False)
-    else:
-        frame.to_parquet(tmp, index=False)
-    tmp.replace(path)
+    with atomic_target(path) as tmp:
+        if csv or (csv is None and Path(path).suffix == ".csv"):
+            frame.to_csv(tmp, index=False)
+        else:
+            frame.to_parquet(tmp, index=False)
 
 
 def atomic_write_text(text: str, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    """``text`` (UTF-8) as the whole new content of ``path``, or no change at all."""
+    with atomic_target(path) as tmp:
+        with tmp.open("w", encoding="utf-8") as handle:
+            handle.write(text)
+
+
+def read_parquet(path: Path, **options) -> pd.DataFrame:
+    """A Parquet file read through one open handle. Given a path, pyarrow may open it more than
+    once (footer, then pages): a rename between the opens would mix two versions of the file.
+    Through one handle a reader sees one whole version, however often it is replaced."""
+    with open(path, "rb") as handle:
+        return pd.read_parquet(handle, **options)
+
+
+def clean_stale_temporaries(folder: Path, now: float | None = None) -> list[Path]:
+    """Remove abandoned temporary files of :func:`atomic_target` (and of older versions) from
+    ``folder``; return what was removed. See the module docstring for what counts as stale."""
+    now = time.time() if now is None else now
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return removed
+    for name in names:
+        if not name.endswith(".tmp"):
+            continue
+        path = Path(folder) / name
+        match = _TEMPORARY.fullmatch(name)
+        if match is None and not _LEGACY_TEMPORARY.fullmatch(name):
+            continue
+        try:
+            if match is not None and match["host"] == HOST_TAG:
+                stale = not _process_alive(int(match["pid"]))
+            else:
+                stale = now - path.stat().st_mtime > STALE_AFTER_SECONDS
+            if stale:
+                path.unlink()
+                removed.append(path)
+        except FileNotFoundError:  # another writer renamed or cleaned it meanwhile
+            continue
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    except OverflowError:
+        return False
+    return True
+
+
+def _sync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # a platform without directory handles
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -27,6 +27,7 @@ output depends only on the seed and the number of customers.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from portrait.contract import KNOWN_EVENT_TYPES
+from portrait.files import atomic_target
 
 CHUNK_CUSTOMERS = 50_000
 START = np.datetime64("2023-01-01T00:00:00", "s")
@@ -632,27 +634,28 @@ def write_sample_data(
     (out_dir / "truth").mkdir(exist_ok=True)
     writers: dict[str, object] = {}
     counts = dict.fromkeys(TABLE_FILES, 0)
-    try:
-        for chunk, first in enumerate(range(0, customers, CHUNK_CUSTOMERS)):
-            size = min(CHUNK_CUSTOMERS, customers - first)
-            for name, table in generate_chunk(seed, chunk, first, size).items():
-                writer = writers.get(name)
-                if writer is None:
-                    writer = writers[name] = _open_writer(out_dir / (TABLE_FILES[name] + ".tmp"), table.schema)
-                writer.write_table(table) if isinstance(writer, pq.ParquetWriter) else writer.write(table)
-                counts[name] += table.num_rows
-            if progress:
-                progress(size)
-    finally:
-        for writer in writers.values():
-            writer.close()
-    for name in TABLE_FILES:
-        (out_dir / (TABLE_FILES[name] + ".tmp")).replace(out_dir / TABLE_FILES[name])
+    with contextlib.ExitStack() as renames:
+        # Every file is renamed into place only when all of them are complete.
+        temporary = {name: renames.enter_context(atomic_target(out_dir / file)) for name, file in TABLE_FILES.items()}
+        try:
+            for chunk, first in enumerate(range(0, customers, CHUNK_CUSTOMERS)):
+                size = min(CHUNK_CUSTOMERS, customers - first)
+                for name, table in generate_chunk(seed, chunk, first, size).items():
+                    writer = writers.get(name)
+                    if writer is None:
+                        writer = writers[name] = _open_writer(temporary[name], TABLE_FILES[name], table.schema)
+                    writer.write_table(table) if isinstance(writer, pq.ParquetWriter) else writer.write(table)
+                    counts[name] += table.num_rows
+                if progress:
+                    progress(size)
+        finally:
+            for writer in writers.values():
+                writer.close()
     return counts
 
 
-def _open_writer(path: Path, schema: pa.Schema):
-    if path.name.endswith(".csv.tmp"):
+def _open_writer(path: Path, final_name: str, schema: pa.Schema):
+    if final_name.endswith(".csv"):
         import pyarrow.csv as pacsv
 
         return pacsv.CSVWriter(str(path), schema)

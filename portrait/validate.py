@@ -16,6 +16,7 @@ import duckdb
 from portrait import contract
 from portrait.dataset import Dataset, quote_ident, quote_literal
 from portrait.errors import ContractError
+from portrait.files import atomic_target, atomic_write_text
 from portrait.identity import IdentitySummary, identity_summary
 from portrait.views import REASON, parse_expr, present_expr
 
@@ -99,8 +100,7 @@ def validate(dataset: Dataset, out_dir: Path | None = None, progress: Progress |
     finally:
         con.close()
     if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "report.json").write_text(json.dumps(report.to_dict(), indent=2))
+        atomic_write_text(json.dumps(report.to_dict(), indent=2), out_dir / "report.json")
     return report
 
 
@@ -167,8 +167,7 @@ def _check_rows(con, dataset: Dataset, table: contract.Table, out_dir: Path | No
         parts = [f"SELECT {as_text}, {REASON}, 1 AS _rows FROM checked_{name} WHERE {REASON} IS NOT NULL"]
         if has_duplicates_view:
             parts.append(f"SELECT {as_text}, {REASON}, _rows FROM duplicates_{name}")
-        tmp = target.with_suffix(".parquet.tmp")
-        con.execute(f"COPY ({' UNION ALL '.join(parts)}) TO {quote_literal(str(tmp))} (FORMAT PARQUET)")
-        tmp.replace(target)
+        with atomic_target(target) as tmp:
+            con.execute(f"COPY ({' UNION ALL '.join(parts)}) TO {quote_literal(str(tmp))} (FORMAT PARQUET)")
         report.quarantine_file = str(target)
     return report

@@ -1,8 +1,21 @@
-"""Outputs are written whole under their final name, in the format their name says."""
+"""Outputs are written whole under their final name, in the format their name says; concurrent
+writers never collide and a reader never sees a partial file."""
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
 
 import pandas as pd
+import pytest
 
-from portrait.files import atomic_write, atomic_write_text
+from portrait import files
+from portrait.files import atomic_target, atomic_write, atomic_write_text, clean_stale_temporaries, read_parquet
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_atomic_write_picks_the_format_from_the_name_and_leaves_no_temporary_file(tmp_path):
@@ -20,3 +33,192 @@ def test_atomic_write_replaces_an_existing_file(tmp_path):
     atomic_write_text("scores_2025-02-01.parquet", target)
     assert target.read_text() == "scores_2025-02-01.parquet"
     assert list(tmp_path.iterdir()) == [target]
+
+
+def test_written_files_get_the_usual_permissions_not_the_private_temporary_ones(tmp_path):
+    umask = os.umask(0)
+    os.umask(umask)
+    atomic_write_text("x", tmp_path / "LATEST")
+    assert (tmp_path / "LATEST").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+# ---------------------------------------------------------------- the text writer is atomic
+
+
+def test_text_writer_failing_mid_write_leaves_the_old_content_whole(tmp_path):
+    target = tmp_path / "LATEST"
+    atomic_write_text("scores_2025-01-01.parquet", target)
+    # A lone surrogate cannot be encoded: the write fails after it has started.
+    with pytest.raises(UnicodeEncodeError):
+        atomic_write_text("scores_2025-02-01.parquet \udcff", target)
+    assert target.read_text() == "scores_2025-01-01.parquet"
+    assert list(tmp_path.iterdir()) == [target]  # and the temporary file is gone
+
+
+def test_text_writer_never_rewrites_the_file_a_reader_has_open(tmp_path):
+    """Writing in place (open, truncate, write) would change the content under an open reader;
+    writing a new file and renaming it over the old one does not."""
+    target = tmp_path / "summary.json"
+    atomic_write_text('{"run": 1}', target)
+    before = target.stat().st_ino
+    with target.open() as reader:
+        atomic_write_text('{"run": 2, "longer": true}', target)
+        assert reader.read() == '{"run": 1}'
+    assert target.stat().st_ino != before
+    assert target.read_text() == '{"run": 2, "longer": true}'
+
+
+def test_frame_writer_failing_mid_write_leaves_the_old_file_whole(tmp_path):
+    target = tmp_path / "scores.parquet"
+    atomic_write(pd.DataFrame({"score": [0.5]}), target)
+    unwritable = pd.DataFrame({"score": [0.1, "not a number"]})  # mixed object column: pyarrow refuses
+    with pytest.raises(Exception):  # noqa: B017 (pyarrow's error type varies by version)
+        atomic_write(unwritable, target)
+    pd.testing.assert_frame_equal(pd.read_parquet(target), pd.DataFrame({"score": [0.5]}))
+    assert list(tmp_path.iterdir()) == [target]
+
+
+def test_atomic_target_renames_only_on_success(tmp_path):
+    target = tmp_path / "quarantine.parquet"
+    with pytest.raises(RuntimeError):
+        with atomic_target(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+    with atomic_target(target) as tmp:
+        assert tmp.parent == tmp_path and tmp.name.startswith(".quarantine.parquet.") and tmp.name.endswith(".tmp")
+        tmp.write_bytes(b"whole")
+    assert target.read_bytes() == b"whole"
+
+
+# ---------------------------------------------------------------- concurrent writers
+
+_WRITER = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    import pandas as pd
+    from portrait.files import atomic_write, atomic_write_text
+    target, seed, rounds = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    for i in range(rounds):
+        n = 2_000 + (seed * 7919 + i * 104729) % 20_000  # every write a different size
+        atomic_write(pd.DataFrame({"writer": [seed] * n, "i": range(n)}), target)
+        atomic_write_text(f"writer {seed} round {i}\\n" * (1 + n // 100), target.with_suffix(".txt"))
+    """
+)
+
+
+def test_two_processes_writing_one_target_while_a_third_reads_never_collide(tmp_path):
+    target = tmp_path / "scores.parquet"
+    atomic_write(pd.DataFrame({"writer": [0], "i": [0]}), target)
+    atomic_write_text("writer 0 round 0\n", target.with_suffix(".txt"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WRITER, str(target), str(seed), "60"],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for seed in (1, 2)
+    ]
+    reads, failures = 0, []
+    while any(w.poll() is None for w in writers) or reads < 20:
+        try:
+            frame = read_parquet(target)  # one open: pyarrow may open a path twice
+            assert frame["writer"].nunique() == 1 and frame["i"].tolist() == list(range(len(frame)))
+            lines = target.with_suffix(".txt").read_text().splitlines()
+            assert lines and len(set(lines)) == 1 and lines[0].startswith("writer ")
+        except Exception as exc:  # noqa: BLE001 (any unreadable read is the failure we count)
+            failures.append(repr(exc))
+        reads += 1
+    errors = [w.stderr.read() for w in writers]
+    assert [w.returncode for w in writers] == [0, 0], errors
+    assert failures == [], f"{len(failures)} of {reads} reads failed, first: {failures[:3]}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.parquet", "scores.txt"]
+
+
+# ---------------------------------------------------------------- stale temporary files
+
+
+def test_a_killed_writers_temporary_file_is_cleaned_on_the_next_write(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)  # that process has exited: its files are abandoned
+    abandoned = tmp_path / f".scores.parquet.abcd1234.{dead_pid}-{files.HOST_TAG}.tmp"
+    abandoned.write_bytes(b"PAR1 half a file")
+    ours = tmp_path / f".scores.parquet.efgh5678.{os.getpid()}-{files.HOST_TAG}.tmp"
+    ours.write_bytes(b"a write of this live process")
+    legacy_old = tmp_path / "features_2025-01-01.parquet.tmp"  # the fixed name older versions used
+    legacy_old.write_bytes(b"PAR1")
+    hour_ago = time.time() - files.STALE_AFTER_SECONDS - 60
+    os.utime(legacy_old, (hour_ago, hour_ago))
+    legacy_new = tmp_path / "scores_2025-01-01.parquet.tmp"  # maybe an older version writing now
+    legacy_new.write_bytes(b"PAR1")
+    other_host = tmp_path / f".LATEST.ijkl9012.{dead_pid}-00000000.tmp"  # a writer on another machine
+    other_host.write_bytes(b"x")
+    unrelated = tmp_path / "notes.tmp"
+    unrelated.write_bytes(b"not ours")
+
+    atomic_write_text("scores_2025-02-01.parquet", tmp_path / "LATEST")
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["LATEST", ours.name, legacy_new.name, other_host.name, unrelated.name]
+    )
+    os.utime(other_host, (hour_ago, hour_ago))
+    assert clean_stale_temporaries(tmp_path) == [other_host]
+
+
+def test_cleaning_ignores_files_that_vanish_meanwhile(tmp_path, monkeypatch):
+    path = tmp_path / ".a.parquet.abcd1234.12345-00000000.tmp"
+    path.write_bytes(b"")
+    real_stat = Path.stat
+
+    def vanishing_stat(self, *args, **kwargs):
+        if self == path:
+            path.unlink(missing_ok=True)
+            raise FileNotFoundError(path)
+        return real_stat(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", vanishing_stat)
+    clean_stale_temporaries(tmp_path)  # no error
+
+
+# ---------------------------------------------------------------- concurrent first runs of an experiment
+
+
+def test_two_simultaneous_first_runs_create_the_experiment_once(tracking, monkeypatch):
+    import mlflow
+
+    from training.tracking import ensure_experiment
+
+    name = f"race_{time.time_ns()}"
+    callers = 4
+    barrier = threading.Barrier(callers)
+    waited: set[int] = set()
+    real_get = mlflow.get_experiment_by_name
+
+    def late_get(experiment_name):
+        # Every caller looks before anyone creates: the race the issue saw.
+        found = real_get(experiment_name)
+        if threading.get_ident() not in waited:
+            waited.add(threading.get_ident())
+            barrier.wait(timeout=30)
+        return found
+
+    monkeypatch.setattr(mlflow, "get_experiment_by_name", late_get)
+    ids, errors = [], []
+
+    def run():
+        try:
+            ids.append(ensure_experiment(name))
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(callers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(ids) == callers and len(set(ids)) == 1
+    assert real_get(name).experiment_id == ids[0]

@@ -3,19 +3,38 @@ otherwise. Called by the CLI entry, never at import."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import mlflow
+from mlflow.exceptions import MlflowException
 
 from portrait.tracking import DEFAULT_ARTIFACTS, setup_tracking  # noqa: F401  (re-exported)
 
+_CREATE_ATTEMPTS = 5
+
 
 def ensure_experiment(name: str, workdir: Path | None = None) -> str:
-    """The experiment's id, creating it with artifacts under ``mlartifacts/`` for a local store."""
-    experiment = mlflow.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
+    """The experiment's id, creating it with artifacts under ``mlartifacts/`` for a local store.
+
+    Two first runs of a new experiment may both find it missing and both create it; the store
+    refuses the second (a UNIQUE constraint), which then finds the one the first created. A
+    busy store (SQLite locked) is retried a few times."""
     location = None
     if mlflow.get_tracking_uri().startswith("sqlite:"):
         location = ((workdir or Path.cwd()).resolve() / DEFAULT_ARTIFACTS / name).as_uri()
-    return mlflow.create_experiment(name, artifact_location=location)
+    for attempt in range(_CREATE_ATTEMPTS):
+        experiment = mlflow.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        try:
+            return mlflow.create_experiment(name, artifact_location=location)
+        except MlflowException:
+            # Created meanwhile by another run (found on the next look), or the store was busy.
+            if attempt == _CREATE_ATTEMPTS - 1:
+                experiment = mlflow.get_experiment_by_name(name)
+                if experiment is not None:
+                    return experiment.experiment_id
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")

@@ -8,17 +8,16 @@ from pathlib import Path
 import duckdb
 
 from portrait.dataset import quote_literal
+from portrait.files import atomic_target, atomic_write_text
 
 
 def copy_to_parquet(con: duckdb.DuckDBPyConnection, select_sql: str, target: Path) -> int:
     """Write the rows of ``select_sql`` to ``target`` atomically; return how many."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    con.execute(f"COPY ({select_sql}) TO {quote_literal(str(tmp))} (FORMAT PARQUET)")
-    rows = con.execute(f"SELECT COUNT(*) FROM read_parquet({quote_literal(str(tmp))})").fetchall()[0][0]
-    tmp.replace(target)
+    with atomic_target(target) as tmp:
+        con.execute(f"COPY ({select_sql}) TO {quote_literal(str(tmp))} (FORMAT PARQUET)")
+        rows = con.execute(f"SELECT COUNT(*) FROM read_parquet({quote_literal(str(tmp))})").fetchall()[0][0]
     return int(rows)
 
 
 def write_provenance(out_dir: Path, info: dict) -> None:
-    (out_dir / "SOURCE.json").write_text(json.dumps(info, indent=2, default=str))
+    atomic_write_text(json.dumps(info, indent=2, default=str), out_dir / "SOURCE.json")
