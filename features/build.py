@@ -228,6 +228,21 @@ def select_families(features: list[Feature], families: Collection[str] | None) -
     return [f for f in chosen if f.stage != "derived" or inputs_present(f)]
 
 
+def families_for(columns: Collection[str], features: list[Feature]) -> set[str]:
+    """The families to build so that every feature in ``columns`` is present, derived
+    features included (their inputs may live in other families)."""
+    by_name = {f.name: f for f in features}
+    needed, frontier = set(), [c for c in columns if c in by_name]
+    while frontier:
+        feature = by_name[frontier.pop()]
+        if feature.family in needed and feature.stage != "derived":
+            continue
+        needed.add(feature.family)
+        if feature.stage == "derived":
+            frontier += [n for n in re.findall(r"[a-z_0-9]+", feature.sql) if n in by_name and n != feature.name]
+    return needed
+
+
 def _finish(frame: pd.DataFrame, features: list[Feature], vocabulary: Vocabulary) -> pd.DataFrame:
     """Favourites from the share columns, explicit dtypes, catalogue column order."""
     if "favourite_category" in {f.name for f in features}:

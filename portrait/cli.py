@@ -25,10 +25,14 @@ import_app = typer.Typer(no_args_is_help=True, help="Turn a known export into a 
 identity_app = typer.Typer(no_args_is_help=True, help="Identity resolution: merged customer ids.")
 features_app = typer.Typer(no_args_is_help=True, help="Point-in-time customer features.")
 personas_app = typer.Typer(no_args_is_help=True, help="Personas: clustering customers, crowd portraits.")
+tags_app = typer.Typer(no_args_is_help=True, help="The tag library: rule, model and manual tags; exclusive groups.")
+segment_app = typer.Typer(no_args_is_help=True, help="Saved segments: create, count, refresh, export.")
 app.add_typer(import_app, name="import")
 app.add_typer(identity_app, name="identity")
 app.add_typer(features_app, name="features")
 app.add_typer(personas_app, name="personas")
+app.add_typer(tags_app, name="tags")
+app.add_typer(segment_app, name="segment")
 
 console = Console(stderr=True)
 out = Console()
@@ -216,8 +220,15 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
 
 
+_registered = False
+
+
 def _register_later_commands() -> None:
-    """Commands of later stages live beside their packages; import them here only."""
+    """Commands of later stages live beside their packages; import them here only (once)."""
+    global _registered
+    if _registered:
+        return
+    _registered = True
     from features import cli as features_cli
     from training import cli as training_cli
 
@@ -227,6 +238,11 @@ def _register_later_commands() -> None:
     from serving import cli as serving_cli
 
     serving_cli.register(app, out, console)
+    from marketing import cli as marketing_cli
+
+    marketing_cli.register_tags(tags_app, out, console)
+    marketing_cli.register_rfm(app, out, console)
+    marketing_cli.register_segments(segment_app, out, console)
 
 
 if __name__ == "__main__":

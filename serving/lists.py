@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from marketing.filters import Schema, columns_used, evaluate, parse_filter
 from portrait.errors import PortraitError
-from serving.filters import columns_used, evaluate, parse_filter
 
 
 def build_list(
@@ -36,7 +36,7 @@ def build_list(
     mask = pd.Series(True, index=table.index)
     used: list[str] = []
     if where:
-        tree = parse_filter(where, set(table.columns))
+        tree = parse_filter(where, Schema.of_frame(table))
         mask &= evaluate(tree, table)
         used = columns_used(tree)
     if persona is not None:

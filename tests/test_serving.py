@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from portrait.dataset import open_dataset
 from portrait.errors import PortraitError
 from serving.api import create_app
-from serving.filters import FilterError, evaluate, parse_filter
+from marketing.filters import FilterError, evaluate, parse_filter
 from serving.lists import build_list
 from serving.score import LATEST, latest_scores, score
 from training.config import parse_experiment
@@ -140,7 +140,7 @@ def test_list_filters_ranks_and_reports_the_columns_used(scored):
         ("__import__('os').system('ls') = 1", "not a value|not allowed"),
         ("lower(persona_name) = 'x'", "is not a value"),
         ("spendd_365d > 10", "unknown column 'spendd_365d'"),
-        ("spend_365d >", "cannot parse filter"),
+        ("spend_365d >", "cannot parse condition"),
     ],
 )
 def test_filter_rejects_injection_and_unknown_columns(text, message):

@@ -1,0 +1,491 @@
+"""The marketer's condition language: ``--where`` filters, rule and model tags, segments.
+
+A condition such as ``spend_365d > 100 and favourite_category in ('dairy', 'bakery')`` is
+tokenised and bounded first (length, nesting, number of operators), parsed by sqlglot into a
+syntax tree, and every node is checked against a short list: comparisons, ``and``/``or``/
+``not``, ``in (...)``, ``between ... and ...``, ``is [not] null``, known column names and
+number or text literals. Each comparison is type-checked against the column's kind (a number
+column against a number, a text column against quoted text), so ``customer_id = 1020`` is an
+error that says to quote the value instead of silently matching nobody.
+
+With ``behaviour=True`` (tags and segments) three functions over the raw history are allowed,
+each with any window:
+
+- ``purchased([category|brand|channel|product_id|store_id|payment_method = 'v', ...] [, within_days = N])``:
+  orders with a matching purchase line;
+- ``spent([... same filters] [, within_days = N])``: net spend of matching lines;
+- ``events('type' [, category|channel = 'v'] [, within_days = N])``: events of one type.
+
+A bare function in a boolean position means "at least one" (``not purchased(within_days = 14)``).
+Each call becomes a :class:`BehaviourTerm` that :mod:`marketing.behaviour` computes in SQL with
+bound parameters; in the tree it is replaced by a column reference. The text is never executed
+as SQL and never passed to ``eval``; the tree is evaluated with vectorised pandas operations.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pandas as pd
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ParseError, TokenError
+from sqlglot.tokens import Tokenizer, TokenType
+
+from portrait.errors import PortraitError
+
+MAX_LENGTH = 20_000
+MAX_TOKENS = 4_000
+MAX_NESTING = 12
+MAX_NOTS = 24
+MAX_CONNECTIVES = 256
+MAX_IN_VALUES = 1_000
+MAX_WINDOW_DAYS = 36_600  # a century: any longer window is a typo
+
+_COMPARISONS = {
+    exp.EQ: operator.eq,
+    exp.NEQ: operator.ne,
+    exp.GT: operator.gt,
+    exp.GTE: operator.ge,
+    exp.LT: operator.lt,
+    exp.LTE: operator.le,
+}
+NUMBER, TEXT = "number", "text"
+# Behaviour functions: which filters each takes (purchase line columns or event columns).
+PURCHASE_FILTERS = ("category", "brand", "channel", "product_id", "store_id", "payment_method")
+EVENT_FILTERS = ("category", "channel")
+FUNCTIONS = {"purchased": PURCHASE_FILTERS, "spent": PURCHASE_FILTERS, "events": EVENT_FILTERS}
+
+
+class FilterError(PortraitError):
+    """A condition that does not parse, uses something not allowed, or names an unknown column."""
+
+
+@dataclass(frozen=True)
+class BehaviourTerm:
+    """One ``purchased``/``spent``/``events`` call: computed per customer in SQL."""
+
+    function: str
+    filters: tuple[tuple[str, str], ...] = ()  # (column, value), sorted
+    event_type: str | None = None
+    within_days: int | None = None  # None: all history before the as-of date
+
+    @property
+    def column(self) -> str:
+        """A stable column name for the term's value, the same for the same call anywhere."""
+        digest = hashlib.sha1(repr((self.function, self.filters, self.event_type, self.within_days)).encode())
+        return f"_{self.function}_{digest.hexdigest()[:10]}"
+
+    @property
+    def table(self) -> str:
+        return "events" if self.function == "events" else "purchases"
+
+    def describe(self) -> str:
+        parts = [repr(self.event_type)] if self.event_type else []
+        parts += [f"{c} = {v!r}" for c, v in self.filters]
+        if self.within_days is not None:
+            parts.append(f"within_days = {self.within_days}")
+        return f"{self.function}({', '.join(parts)})"
+
+
+class Schema:
+    """The columns a condition may name and their kinds (``number`` or ``text``).
+
+    ``resolve`` optionally recognises names not listed (e.g. per-value feature names that depend
+    on the data), returning their kind or None.
+    """
+
+    def __init__(self, kinds: dict[str, str], resolve: Callable[[str], str | None] | None = None):
+        self.kinds = dict(kinds)
+        self.resolve = resolve
+
+    def kind(self, name: str) -> str | None:
+        if name in self.kinds:
+            return self.kinds[name]
+        return self.resolve(name) if self.resolve else None
+
+    def closest(self, name: str, n: int = 5) -> list[str]:
+        close = difflib.get_close_matches(name, list(self.kinds), n=n, cutoff=0.6)
+        prefix = name.split("_")[0]
+        extra = sorted(c for c in self.kinds if c.startswith(prefix) and c not in close)
+        return (close + extra)[:n]
+
+    @classmethod
+    def of_frame(cls, frame: pd.DataFrame) -> Schema:
+        return cls({c: kind_of(frame[c]) for c in frame.columns})
+
+
+def kind_of(column: pd.Series) -> str:
+    if pd.api.types.is_bool_dtype(column):
+        return NUMBER
+    if pd.api.types.is_numeric_dtype(column) and not isinstance(column.dtype, pd.CategoricalDtype):
+        return NUMBER
+    return TEXT
+
+
+@dataclass
+class Condition:
+    """A checked condition: its tree (behaviour calls replaced by columns), the columns it
+    reads, and the behaviour terms to compute before evaluating it."""
+
+    text: str
+    tree: exp.Expression
+    columns: list[str] = field(default_factory=list)
+    terms: list[BehaviourTerm] = field(default_factory=list)
+
+    def evaluate(self, frame: pd.DataFrame) -> pd.Series:
+        return evaluate(self, frame)
+
+
+def _bound(text: str) -> None:
+    """Reject texts whose size or nesting would exhaust the parser before parsing them."""
+    if len(text) > MAX_LENGTH:
+        raise FilterError(f"the condition is {len(text):,} characters long; at most {MAX_LENGTH:,} are allowed")
+    try:
+        tokens = Tokenizer().tokenize(text)
+    except TokenError as exc:
+        raise FilterError(f"cannot read condition {text[:80]!r}: {str(exc).splitlines()[0]}") from None
+    if len(tokens) > MAX_TOKENS:
+        raise FilterError(f"the condition has {len(tokens):,} words and symbols; at most {MAX_TOKENS:,} are allowed")
+    depth = deepest = nots = connectives = 0
+    for token in tokens:
+        if token.token_type == TokenType.SEMICOLON:
+            raise FilterError("a condition is one expression; ';' is not allowed")
+        if token.token_type == TokenType.L_PAREN:
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token.token_type == TokenType.R_PAREN:
+            depth -= 1
+        elif token.token_type == TokenType.NOT:
+            nots += 1
+        elif token.token_type in (TokenType.AND, TokenType.OR):
+            connectives += 1
+    if deepest > MAX_NESTING:
+        raise FilterError(f"the condition nests parentheses {deepest} deep; at most {MAX_NESTING} levels are allowed")
+    if nots > MAX_NOTS:
+        raise FilterError(f"the condition has {nots} 'not's; at most {MAX_NOTS} are allowed")
+    if connectives > MAX_CONNECTIVES:
+        raise FilterError(
+            f"the condition joins {connectives} parts with and/or; at most {MAX_CONNECTIVES} are allowed "
+            "(for a long list of values use: column in ('a', 'b', ...))"
+        )
+
+
+def parse_condition(text: str, schema: Schema, *, behaviour: bool = False) -> Condition:
+    """Parse, bound and check a condition; raise :class:`FilterError` saying what is wrong."""
+    if not isinstance(text, str) or not text.strip():
+        raise FilterError("the condition is empty")
+    _bound(text)
+    try:
+        tree = sqlglot.parse_one(text, read="duckdb")
+    except ParseError as exc:
+        raise FilterError(f"cannot parse condition {text!r}: {str(exc).splitlines()[0]}") from None
+    except RecursionError:
+        raise FilterError("the condition is nested too deeply") from None
+    checker = _Checker(schema, behaviour)
+    try:
+        tree = checker.boolean(tree)
+    except RecursionError:
+        raise FilterError("the condition is nested too deeply") from None
+    return Condition(text, tree, list(dict.fromkeys(checker.columns)), list(dict.fromkeys(checker.terms)))
+
+
+def parse_filter(text: str, columns: set[str] | dict[str, str] | Schema) -> Condition:
+    """A ``--where`` filter over a table: no behaviour functions. ``columns`` is a
+    :class:`Schema`, a mapping of name to kind, or a set of names (kinds then unchecked)."""
+    return parse_condition(text, _as_schema(columns))
+
+
+def _as_schema(columns) -> Schema:
+    if isinstance(columns, Schema):
+        return columns
+    if isinstance(columns, dict):
+        return Schema(columns)
+    return Schema(dict.fromkeys(columns, None))
+
+
+def _flatten(node: exp.Expression, kind: type) -> list[exp.Expression]:
+    """The operands of a chain of one connective, without recursion (chains are left-deep)."""
+    result, stack = [], [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, kind):
+            stack += [current.right, current.left]
+        else:
+            result.append(current)
+    return result
+
+
+class _Checker:
+    def __init__(self, schema: Schema, behaviour: bool):
+        self.schema = schema
+        self.behaviour = behaviour
+        self.columns: list[str] = []
+        self.terms: list[BehaviourTerm] = []
+
+    def boolean(self, node: exp.Expression) -> exp.Expression:
+        """Check a node in a boolean position; returns it with behaviour calls replaced."""
+        if isinstance(node, exp.Paren):
+            return exp.Paren(this=self.boolean(node.this))
+        if isinstance(node, exp.Not):
+            return exp.Not(this=self.boolean(node.this))
+        if isinstance(node, exp.And | exp.Or):
+            parts = [self.boolean(part) for part in _flatten(node, type(node))]
+            joined = parts[0]
+            for part in parts[1:]:
+                joined = type(node)(this=joined, expression=part)
+            return joined
+        if isinstance(node, tuple(_COMPARISONS)):
+            left, left_kind = self.operand(node.left)
+            right, right_kind = self.operand(node.right)
+            if left_kind == "literal" and right_kind == "literal":
+                raise FilterError(f"{node.sql()!r} compares two values; name a column")
+            self.same_kind(node, [left, right])
+            return type(node)(this=left, expression=right)
+        if isinstance(node, exp.In):
+            if node.args.get("query") or node.args.get("unnest") or node.args.get("field"):
+                raise FilterError("'in' takes a list of values, not a query")
+            if len(node.expressions) > MAX_IN_VALUES:
+                raise FilterError(f"'in' takes at most {MAX_IN_VALUES:,} values")
+            column, _ = self.operand(node.this, column_only=True)
+            values = [self.literal(v) for v in node.expressions]
+            self.same_kind(node, [column, *values])
+            return exp.In(this=column, expressions=values)
+        if isinstance(node, exp.Between):
+            column, _ = self.operand(node.this, column_only=True)
+            low, high = self.literal(node.args["low"]), self.literal(node.args["high"])
+            self.same_kind(node, [column, low, high])
+            return exp.Between(this=column, low=low, high=high)
+        if isinstance(node, exp.Is):
+            if not isinstance(node.expression, exp.Null):
+                raise FilterError(f"{node.sql()!r}: only 'is null' and 'is not null' are allowed")
+            column, _ = self.operand(node.this, column_only=True)
+            return exp.Is(this=column, expression=exp.Null())
+        if self.behaviour and isinstance(node, exp.Anonymous) and node.name.lower() in FUNCTIONS:
+            column, _ = self.operand(node)
+            return exp.GT(this=column, expression=exp.Literal.number(0))
+        if isinstance(node, exp.Column | exp.Anonymous | exp.Func):
+            raise FilterError(
+                f"{node.sql()!r} on its own is not a condition: compare it, e.g. {node.sql()} > 0"
+                if self.behaviour
+                else f"{node.sql()!r} on its own is not a condition: compare a column with a value"
+            )
+        raise FilterError(
+            f"{node.sql()!r} is not allowed in a condition: use comparisons (=, !=, <, <=, >, >=), "
+            "and/or/not, in (...), between ... and ..., is [not] null"
+            + (", purchased(...), spent(...), events(...)" if self.behaviour else "")
+            + " on column names and values"
+        )
+
+    def operand(self, node: exp.Expression, column_only: bool = False) -> tuple[exp.Expression, str]:
+        if isinstance(node, exp.Column):
+            if node.table or not isinstance(node.this, exp.Identifier):
+                raise FilterError(f"{node.sql()!r}: use a plain column name")
+            kind = self.schema.kind(node.name)
+            if kind is None and node.name not in self.schema.kinds:
+                close = self.schema.closest(node.name)
+                raise FilterError(
+                    f"unknown column {node.name!r}" + (f"; did you mean one of {close}?" if close else "")
+                )
+            self.columns.append(node.name)
+            return exp.column(node.name), kind or "any"
+        if self.behaviour and isinstance(node, exp.Anonymous) and node.name.lower() in FUNCTIONS:
+            term = behaviour_term(node)
+            self.terms.append(term)
+            return exp.column(term.column), NUMBER
+        if column_only:
+            what = "a column name" + (" or purchased(...), spent(...), events(...)" if self.behaviour else "")
+            raise FilterError(f"{node.sql()!r}: expected {what} before the operator")
+        return self.literal(node), "literal"
+
+    def literal(self, node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Literal):
+            if not node.is_string:
+                _number(node.this, node)
+            return node
+        if isinstance(node, exp.Boolean):
+            return exp.Literal.number(1 if node.this else 0)
+        if isinstance(node, exp.Neg) and isinstance(node.this, exp.Literal) and not node.this.is_string:
+            _number(node.this.this, node)
+            return node
+        raise FilterError(f"{node.sql()!r} is not a value or a column name")
+
+    def same_kind(self, node: exp.Expression, operands: list[exp.Expression]) -> None:
+        kinds = {}
+        for operand in operands:
+            if isinstance(operand, exp.Column):
+                kind = self.schema.kind(operand.name)
+                if kind:
+                    kinds.setdefault(kind, operand.name)
+            else:
+                kinds.setdefault(
+                    TEXT if isinstance(operand, exp.Literal) and operand.is_string else NUMBER, operand.sql()
+                )
+        if len(kinds) > 1:
+            column = next((o.name for o in operands if isinstance(o, exp.Column)), None)
+            column_kind = self.schema.kind(column) if column else None
+            hint = (
+                f"; quote the value: {column} = '...'"
+                if column_kind == TEXT
+                else "; compare it with a number (no quotes)"
+                if column_kind == NUMBER
+                else ""
+            )
+            raise FilterError(f"{node.sql()!r} compares text with a number: {column} is {column_kind}{hint}")
+
+
+def _number(text: str, node: exp.Expression) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise FilterError(f"{node.sql()!r} is not a number") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise FilterError(f"{node.sql()!r} is not a finite number")
+    return value
+
+
+def behaviour_term(node: exp.Anonymous) -> BehaviourTerm:
+    """Check one behaviour call's arguments: positional event type, keyword filters, window."""
+    function = node.name.lower()
+    allowed = FUNCTIONS[function]
+    filters: dict[str, str] = {}
+    event_type = None
+    within_days = None
+    for position, argument in enumerate(node.expressions):
+        if isinstance(argument, exp.EQ) and isinstance(argument.left, exp.Column):
+            key = argument.left.name.lower()
+            value = argument.right
+            if key == "within_days":
+                within_days = _window(value, node)
+            elif key in allowed:
+                if key in filters:
+                    raise FilterError(f"{node.sql()!r}: {key} is given twice")
+                filters[key] = _text(value, f"{function}(... {key} = ...)")
+            elif key == "type" and function == "events":
+                event_type = _text(value, "events(type = ...)")
+            else:
+                raise FilterError(
+                    f"{function}() takes {', '.join(allowed)}"
+                    + (" (and the event type first)" if function == "events" else "")
+                    + f" and within_days, not {key!r}"
+                )
+        elif function == "events" and position == 0:
+            event_type = _text(argument, "events('type', ...)")
+        else:
+            raise FilterError(f"{node.sql()!r}: give arguments as name = value, e.g. within_days = 30")
+    if function == "events" and not event_type:
+        raise FilterError(f"{node.sql()!r}: events() needs an event type first, e.g. events('view', within_days = 14)")
+    return BehaviourTerm(
+        function,
+        tuple(sorted(filters.items())),
+        event_type.strip().lower() if event_type else None,
+        within_days,
+    )
+
+
+def _text(node: exp.Expression, where: str) -> str:
+    if isinstance(node, exp.Literal) and node.is_string:
+        if len(node.this) > 200:
+            raise FilterError(f"{where}: the value is longer than 200 characters")
+        return node.this
+    raise FilterError(f"{where}: the value must be quoted text, got {node.sql()!r}")
+
+
+def _window(node: exp.Expression, call: exp.Expression) -> int:
+    if not isinstance(node, exp.Literal | exp.Neg) or (isinstance(node, exp.Literal) and node.is_string):
+        raise FilterError(f"{call.sql()!r}: within_days must be a whole number of days")
+    value = _number(node.sql(), node)
+    if value != int(value):
+        raise FilterError(f"{call.sql()!r}: within_days must be a whole number of days, got {value}")
+    if value <= 0:
+        raise FilterError(f"{call.sql()!r}: within_days must be at least 1 day, got {int(value)}")
+    if value > MAX_WINDOW_DAYS:
+        raise FilterError(f"{call.sql()!r}: within_days must be at most {MAX_WINDOW_DAYS:,}")
+    return int(value)
+
+
+# ------------------------------------------------------------------ evaluation
+
+
+def _column(frame: pd.DataFrame, name: str) -> pd.Series:
+    column = frame[name]
+    if kind_of(column) == NUMBER:
+        return column.astype("Float64")
+    return column.astype("string")
+
+
+def _value(node: exp.Expression, frame: pd.DataFrame):
+    if isinstance(node, exp.Column):
+        return _column(frame, node.name)
+    if isinstance(node, exp.Neg):
+        return -float(node.this.this)
+    if node.is_string:
+        return node.this
+    return float(node.this)
+
+
+def evaluate(condition: Condition | exp.Expression, frame: pd.DataFrame) -> pd.Series:
+    """A boolean mask over ``frame``. Missing values follow SQL: a comparison with a missing
+    value is unknown, ``not unknown`` is unknown, and unknown rows do not match. Behaviour
+    terms must already be columns of ``frame`` (see :func:`marketing.behaviour.behaviour_table`)."""
+    tree = condition.tree if isinstance(condition, Condition) else condition
+    try:
+        return _evaluate(tree, frame).fillna(False).astype(bool)
+    except RecursionError:
+        raise FilterError("the condition is nested too deeply") from None
+
+
+def _evaluate(tree: exp.Expression, frame: pd.DataFrame) -> pd.Series:
+    if isinstance(tree, exp.Paren):
+        return _evaluate(tree.this, frame)
+    if isinstance(tree, exp.Not):
+        return ~_evaluate(tree.this, frame)
+    if isinstance(tree, exp.And | exp.Or):
+        parts = [_evaluate(part, frame) for part in _flatten(tree, type(tree))]
+        result = parts[0]
+        for part in parts[1:]:
+            result = (result & part) if isinstance(tree, exp.And) else (result | part)
+        return result
+    if isinstance(tree, tuple(_COMPARISONS)):
+        left, right = _value(tree.left, frame), _value(tree.right, frame)
+        try:
+            result = _COMPARISONS[type(tree)](left, right)
+        except TypeError:
+            raise FilterError(f"{tree.sql()!r} compares a number with text") from None
+        return pd.Series(result, index=frame.index, dtype="boolean")
+    if isinstance(tree, exp.In):
+        column = _column(frame, tree.this.name)
+        mask = column.isin([_value(v, frame) for v in tree.expressions]).astype("boolean")
+        mask[column.isna()] = pd.NA
+        return mask
+    if isinstance(tree, exp.Between):
+        column = _column(frame, tree.this.name)
+        low, high = _value(tree.args["low"], frame), _value(tree.args["high"], frame)
+        try:
+            return ((column >= low) & (column <= high)).astype("boolean")
+        except TypeError:
+            raise FilterError(f"{tree.sql()!r} compares a number with text") from None
+    if isinstance(tree, exp.Is):
+        return pd.Series(frame[tree.this.name].isna().to_numpy(), index=frame.index, dtype="boolean")
+    raise FilterError(f"cannot evaluate {tree.sql()!r}")
+
+
+def columns_used(condition: Condition) -> list[str]:
+    """The table columns a condition reads (behaviour terms are computed, not read)."""
+    return list(condition.columns)
+
+
+__all__ = [
+    "BehaviourTerm",
+    "Condition",
+    "FilterError",
+    "Schema",
+    "columns_used",
+    "evaluate",
+    "parse_condition",
+    "parse_filter",
+]

@@ -1,0 +1,144 @@
+"""Manual tag assignments: an append-only log of who assigned or removed which tag, when.
+
+The store is one Parquet file (default ``tags/manual.parquet`` in the working folder,
+``PORTRAIT_MANUAL_TAGS`` or ``--store`` to move it) with one row per action: ``action``
+(assign or remove), ``tag``, ``customer_id`` (the person id after identity merging),
+``given_id`` (the id as listed), ``at`` (UTC timestamp), ``by``, ``note`` and ``expires`` (an
+ISO date, or empty).
+Every change rewrites it through the atomic writer, so a reader sees the old log or the new one.
+
+A customer holds a manual tag as of a date when the latest action for that tag and customer
+on or before that date is an assignment, and it has not expired by then (``expires`` is the
+first day it no longer holds). The log keeps the history, so earlier dates stay answerable.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from portrait.errors import PortraitError
+from portrait.files import atomic_write
+
+STORE_ENV = "PORTRAIT_MANUAL_TAGS"
+COLUMNS = ("action", "tag", "customer_id", "given_id", "at", "by", "note", "expires")
+
+
+def default_store() -> Path:
+    return Path(os.environ.get(STORE_ENV) or "tags/manual.parquet")
+
+
+def read_log(store: Path) -> pd.DataFrame:
+    if not store.exists():
+        return pd.DataFrame({c: pd.Series(dtype="str") for c in COLUMNS}).astype({"at": "datetime64[us, UTC]"})
+    return pd.read_parquet(store)
+
+
+def read_ids(path: Path) -> pd.Series:
+    """Customer ids from a CSV: its ``customer_id`` column, or its only column."""
+    if not path.is_file():
+        raise PortraitError(f"{path}: no such file")
+    try:
+        frame = pd.read_csv(path, dtype="str", keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise PortraitError(f"{path}: cannot read the id list: {str(exc).splitlines()[0]}") from None
+    if "customer_id" in frame.columns:
+        ids = frame["customer_id"]
+    elif frame.shape[1] == 1:
+        ids = frame.iloc[:, 0]
+    else:
+        raise PortraitError(f"{path}: expected a customer_id column (found {list(frame.columns)[:6]})")
+    return ids.str.strip()
+
+
+def record(
+    store: Path,
+    action: str,
+    tag: str,
+    given_ids: pd.Series,
+    person_ids: pd.Series,
+    *,
+    by: str | None = None,
+    note: str | None = None,
+    expires: dt.date | None = None,
+) -> int:
+    """Append one action for each id; returns how many rows were written."""
+    if action not in ("assign", "remove"):
+        raise ValueError(f"action must be assign or remove, got {action!r}")
+    now = pd.Timestamp.now(tz="UTC").floor("us")
+    rows = pd.DataFrame(
+        {
+            "action": action,
+            "tag": tag,
+            "customer_id": person_ids.astype("str").to_numpy(),
+            "given_id": given_ids.astype("str").to_numpy(),
+            "at": now,
+            "by": by or _user(),
+            "note": note,
+            "expires": expires.isoformat() if expires else None,  # ISO text compares as dates do
+        }
+    )
+    log = read_log(store)
+    combined = pd.concat([log, rows], ignore_index=True) if len(log) else rows
+    atomic_write(combined.astype({"at": "datetime64[us, UTC]"}), store)
+    return len(rows)
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def holders(store: Path, as_of: dt.date, tags: list[str] | None = None) -> pd.DataFrame:
+    """``tag``, ``customer_id``, ``since`` (date assigned) for the manual tags that hold on
+    ``as_of`` (see the module docstring)."""
+    log = read_log(store)
+    if tags is not None:
+        log = log[log["tag"].isin(tags)]
+    cutoff = pd.Timestamp(as_of + dt.timedelta(days=1), tz="UTC")
+    log = log[log["at"] < cutoff]
+    if log.empty:
+        return pd.DataFrame({"tag": [], "customer_id": [], "since": []}, dtype="object")
+    latest = log.sort_values("at", kind="stable").groupby(["tag", "customer_id"], as_index=False).tail(1)
+    holding = latest[
+        (latest["action"] == "assign") & (latest["expires"].isna() | (latest["expires"] > as_of.isoformat()))
+    ]
+    return pd.DataFrame(
+        {
+            "tag": holding["tag"].to_numpy(),
+            "customer_id": holding["customer_id"].astype("str").to_numpy(),
+            "since": holding["at"].dt.date.to_numpy(),
+        }
+    )
+
+
+def resolve_ids(con, ids: pd.Series) -> pd.DataFrame:
+    """``given_id``, ``customer_id`` (the person after identity merging) and ``known`` (the
+    person has a purchase, event or customers row in the data set) for each listed id."""
+    given = pd.DataFrame({"given_id": ids.astype("str").to_numpy()})
+    con.register("_given_ids", given)
+    try:
+        views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+        tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+        person = "g.given_id"
+        join = ""
+        if "identity_remap" in tables:
+            person, join = (
+                "COALESCE(r.person_id, g.given_id)",
+                "LEFT JOIN identity_remap r ON g.given_id = r.customer_id",
+            )
+        sources = " UNION ".join(
+            f"SELECT customer_id FROM {t}" for t in ("purchases", "events", "customers") if t in views
+        )
+        return con.execute(
+            f"""SELECT g.given_id, {person} AS customer_id, {person} IN (SELECT customer_id FROM ({sources}) s) AS known
+                FROM _given_ids g {join}"""
+        ).df()
+    finally:
+        con.unregister("_given_ids")

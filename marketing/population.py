@@ -1,0 +1,137 @@
+"""Everything a tag or segment condition can name, for every customer, as of one date.
+
+A :class:`Population` opens the data set once and gives, per customer known before the as-of
+date: the point-in-time features (only the families the conditions need are built), the RFM
+scores and group, the behaviour terms the conditions call, and, given a scores folder, each
+model's score, percentile and decile and the persona from the newest scores table not later
+than the as-of date. Customers are those of the feature table (anyone with a purchase, refund
+or event before the as-of date, or a signup before it).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import pandas as pd
+
+from features.build import attribute_kinds, build_features, families_for, parse_cutoff, vocabulary_as_of
+from features.catalogue import Feature, catalogue
+from features.config import FeatureConfig
+from marketing.behaviour import behaviour_table
+from marketing.filters import NUMBER, TEXT, Condition, Schema
+from marketing.rfm import RFM_COLUMNS, rfm_scores
+from portrait.dataset import Dataset
+from portrait.errors import PortraitError
+from portrait.outputs import scores_as_of
+
+RFM_KINDS = {"rfm_r": NUMBER, "rfm_f": NUMBER, "rfm_m": NUMBER, "rfm_fm": NUMBER, "rfm_group": TEXT}
+# Score columns carried over from a scores table (model-specific columns end in these).
+SCORE_SUFFIXES = ("_score", "_percentile", "_decile")
+PERSONA_COLUMNS = {"persona_id": NUMBER, "persona_name": TEXT}
+
+
+def feature_kind(feature: Feature) -> str:
+    return TEXT if feature.scale == "category" else NUMBER
+
+
+class Population:
+    """Lazily built columns for one data set as of one date (see the module docstring)."""
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        as_of,
+        *,
+        scores_dir: Path | None = None,
+        config: FeatureConfig | None = None,
+        progress: Callable[[str], None] | None = None,
+    ):
+        self.dataset = dataset
+        self.as_of: dt.date = parse_cutoff(as_of)
+        self.scores_dir = scores_dir
+        self.config = config or FeatureConfig()
+        self.say = progress or (lambda message: None)
+        self.con = dataset.connect()
+        self.say("reading purchases before the as-of date")
+        self.vocabulary = vocabulary_as_of(self.con, self.as_of, self.config)
+        self.attributes = attribute_kinds(self.con) if dataset.has("customers") else {}
+        self.features = catalogue(self.config, self.vocabulary, self.attributes)
+        self._scores: pd.DataFrame | None = None
+        self.scores_date: dt.date | None = None
+        self._frame: pd.DataFrame | None = None
+        self._families: set[str] = set()
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> Population:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ what can be named
+
+    @property
+    def scores(self) -> pd.DataFrame | None:
+        """The newest scores table not later than the as-of date, or None without a folder."""
+        if self._scores is None and self.scores_dir is not None:
+            scores, self.scores_date = scores_as_of(self.scores_dir, self.as_of)
+            keep = ["customer_id"] + [c for c in scores.columns if c.endswith(SCORE_SUFFIXES) or c in PERSONA_COLUMNS]
+            self._scores = scores[keep].assign(customer_id=scores["customer_id"].astype("str"))
+        return self._scores
+
+    def schema(self, *, models: bool = True) -> Schema:
+        """Feature, RFM and (with ``models``) score columns with their kinds."""
+        kinds = {
+            f.name: feature_kind(f)
+            for f in self.features
+            if f.family != "attributes" or f.name.startswith(("attr_", "days_since_"))
+        }
+        kinds.update(RFM_KINDS)
+        if models and self.scores is not None:
+            kinds.update(
+                {c: NUMBER if c != "persona_name" else TEXT for c in self.scores.columns if c != "customer_id"}
+            )
+        return Schema(kinds)
+
+    # ------------------------------------------------------------ the table
+
+    def frame(self, conditions: Iterable[Condition] = (), columns: Iterable[str] = ()) -> pd.DataFrame:
+        """One row per customer with every column the conditions (and ``columns``) read and
+        every behaviour term they call. Builds more feature families only when needed."""
+        conditions = list(conditions)
+        wanted = set(columns) | {c for cond in conditions for c in cond.columns}
+        families = families_for(wanted, self.features) | {"value"}
+        if self._frame is None or not families <= self._families:
+            self._families |= families
+            self.say(f"building features ({', '.join(sorted(self._families))})")
+            built = build_features(
+                self.dataset, self.as_of, self.config, vocabulary=self.vocabulary, families=self._families, con=self.con
+            )
+            self.say("RFM scores")
+            self._frame = built.merge(rfm_scores(built), on="customer_id", how="left")
+        frame = self._frame
+        if any(c in wanted for c in self._score_columns()):
+            if self.scores is None:
+                raise PortraitError("model conditions need a scores folder (--scores DIR)")
+            frame = frame.merge(self.scores, on="customer_id", how="left")
+        terms = [t for cond in conditions for t in cond.terms]
+        if terms:
+            self.say(f"computing {len(set(terms))} behaviour condition(s) in SQL")
+            behaviour = behaviour_table(self.con, terms, self.as_of, frame["customer_id"])
+            frame = pd.concat([frame, behaviour.drop(columns="customer_id")], axis=1)
+        missing = sorted(wanted - set(frame.columns))
+        if missing:
+            raise PortraitError(f"these columns are not available as of {self.as_of}: {missing}")
+        return frame
+
+    def _score_columns(self) -> list[str]:
+        if self.scores is None:
+            return list(PERSONA_COLUMNS)
+        return [c for c in self.scores.columns if c != "customer_id"]
+
+
+__all__ = ["Population", "RFM_COLUMNS"]

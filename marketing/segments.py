@@ -1,0 +1,358 @@
+"""Saved segments: named definitions, evaluated point-in-time, with a refresh history.
+
+A segment is ``segments/NAME.toml`` (the folder is ``PORTRAIT_SEGMENTS`` or ``--segments``):
+
+    description = "Dairy buyers who have gone quiet"
+    where = "purchased(category = 'dairy', within_days = 90) >= 2 and not purchased(within_days = 14)"
+    tags = ["loyal repurchaser"]        # must hold every tag listed
+    not_tags = ["complained"]           # must hold none of these
+    persona = "Promotion hunters"       # persona name or id (needs a scores folder)
+    include = ["vip_list"]              # plus every member of these segments
+    exclude = ["churned"]               # minus every member of these segments
+
+Members are the customers meeting every condition (``where``, ``tags``, ``not_tags``,
+``persona``), plus the members of each ``include``d segment, minus the members of each
+``exclude``d one. A segment with only includes is their union. Conditions are evaluated as of
+a date from data before it (see :mod:`marketing.population`).
+
+Each refresh writes the members to ``NAME.members.parquet`` and appends a row (as-of, size,
+share of the base, entered, left) to ``NAME.history.csv``; both through the atomic writer.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import json
+import os
+import re
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from marketing.filters import Condition, FilterError, Schema, evaluate, parse_condition
+from marketing.population import Population
+from marketing.tags import Library, apply_tags
+from portrait.errors import ConfigError, PortraitError
+from portrait.files import atomic_write, atomic_write_text
+
+SEGMENTS_ENV = "PORTRAIT_SEGMENTS"
+_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+HISTORY_COLUMNS = ("as_of", "refreshed_at", "customers", "base", "share", "entered", "left")
+
+
+def default_folder() -> Path:
+    return Path(os.environ.get(SEGMENTS_ENV) or "segments")
+
+
+@dataclass
+class Segment:
+    name: str
+    description: str = ""
+    where: str | None = None
+    tags: list[str] = field(default_factory=list)
+    not_tags: list[str] = field(default_factory=list)
+    persona: str | None = None
+    include: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+    created_at: str = ""
+    created_by: str = ""
+
+    @property
+    def has_conditions(self) -> bool:
+        return bool(self.where or self.tags or self.not_tags or self.persona)
+
+    def definition(self) -> str:
+        parts = []
+        if self.where:
+            parts.append(self.where)
+        parts += [f"tag {t!r}" for t in self.tags] + [f"not tag {t!r}" for t in self.not_tags]
+        if self.persona:
+            parts.append(f"persona {self.persona!r}")
+        text = " and ".join(parts)
+        if self.include:
+            text = " + ".join(([f"({text})"] if text else []) + [f"segment {s!r}" for s in self.include])
+        if self.exclude:
+            text += "".join(f" - segment {s!r}" for s in self.exclude)
+        return text
+
+    def to_toml(self) -> str:
+        lines = []
+        for key, value in asdict(self).items():
+            if key == "name" or value in (None, "", []):
+                continue
+            lines.append(f"{key} = {_toml_value(value)}")
+        return "\n".join(lines) + "\n"
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    # TOML basic strings share JSON's escapes for quotes, backslashes and control characters.
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+def check_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ConfigError(
+            f"segment name {name!r}: use 1-64 lower-case letters, digits, '-' or '_', starting with a letter or digit"
+        )
+    return name
+
+
+class SegmentStore:
+    """The segment files in one folder."""
+
+    def __init__(self, folder: Path | None = None):
+        self.folder = Path(folder) if folder else default_folder()
+
+    def path(self, name: str) -> Path:
+        return self.folder / f"{check_name(name)}.toml"
+
+    def names(self) -> list[str]:
+        if not self.folder.is_dir():
+            return []
+        return sorted(p.stem for p in self.folder.glob("*.toml") if _NAME.fullmatch(p.stem))
+
+    def exists(self, name: str) -> bool:
+        return self.path(name).is_file()
+
+    def load(self, name: str) -> Segment:
+        path = self.path(name)
+        if not path.is_file():
+            close = difflib.get_close_matches(name, self.names(), n=5)
+            raise PortraitError(
+                f"no segment {name!r} in {self.folder}/" + (f"; did you mean {close}?" if close else "")
+            )
+        try:
+            raw = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        known = set(Segment.__dataclass_fields__) - {"name"}
+        if unknown := set(raw) - known:
+            raise ConfigError(f"{path}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
+        return Segment(name=name, **raw)
+
+    def all(self) -> dict[str, Segment]:
+        return {name: self.load(name) for name in self.names()}
+
+    def save(self, segment: Segment, *, replace: bool = False) -> Path:
+        """Check the references and cycles first; nothing is written if a check fails."""
+        check_name(segment.name)
+        if self.exists(segment.name) and not replace:
+            raise ConfigError(f"segment {segment.name!r} exists already (delete it first, or use --replace)")
+        segments = self.all()
+        segments[segment.name] = segment
+        check_graph(segments)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(segment.to_toml(), self.path(segment.name))
+        return self.path(segment.name)
+
+    def delete(self, name: str) -> None:
+        self.load(name)
+        users = [s.name for s in self.all().values() if name in s.include or name in s.exclude]
+        if users:
+            raise ConfigError(f"segment {name!r} is used by {users}; change those first")
+        for path in (self.path(name), self.members_path(name), self.history_path(name)):
+            path.unlink(missing_ok=True)
+
+    def members_path(self, name: str) -> Path:
+        return self.folder / f"{check_name(name)}.members.parquet"
+
+    def history_path(self, name: str) -> Path:
+        return self.folder / f"{check_name(name)}.history.csv"
+
+    def history(self, name: str) -> pd.DataFrame:
+        path = self.history_path(name)
+        if not path.exists():
+            return pd.DataFrame(columns=list(HISTORY_COLUMNS))
+        return pd.read_csv(path, dtype={"as_of": "str", "refreshed_at": "str"})
+
+    def members(self, name: str) -> pd.DataFrame:
+        """The members of the latest refresh: ``customer_id`` and ``as_of``."""
+        path = self.members_path(name)
+        if not path.exists():
+            raise PortraitError(f"segment {name!r} has not been refreshed yet (portrait segment refresh)")
+        return pd.read_parquet(path)
+
+
+def check_graph(segments: dict[str, Segment]) -> None:
+    """Every include/exclude names a saved segment and no segment reaches itself."""
+    for segment in segments.values():
+        for other in (*segment.include, *segment.exclude):
+            if other not in segments:
+                raise ConfigError(f"segment {segment.name!r} refers to segment {other!r}, which does not exist")
+        if not segment.has_conditions and not segment.include:
+            raise ConfigError(f"segment {segment.name!r} has no condition and includes nothing")
+    state: dict[str, int] = {}  # 1 visiting, 2 done
+
+    def visit(name: str, path: list[str]) -> None:
+        if state.get(name) == 2:
+            return
+        if state.get(name) == 1:
+            cycle = path[path.index(name) :] + [name]
+            raise ConfigError(f"segments include or exclude each other in a cycle: {' -> '.join(cycle)}")
+        state[name] = 1
+        for other in (*segments[name].include, *segments[name].exclude):
+            visit(other, [*path, name])
+        state[name] = 2
+
+    for name in segments:
+        visit(name, [])
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+@dataclass
+class Evaluated:
+    name: str
+    members: pd.Series  # customer ids
+    base: int
+    as_of: dt.date
+
+    @property
+    def share(self) -> float:
+        return len(self.members) / self.base if self.base else 0.0
+
+
+class SegmentEvaluator:
+    """Evaluates segments (and their includes) on one :class:`Population`, sharing one build
+    of features and behaviour terms and one application of the tag library."""
+
+    def __init__(self, population: Population, store: SegmentStore, library: Library, manual_store: Path | None = None):
+        self.population = population
+        self.store = store
+        self.library = library
+        self.manual_store = manual_store
+        self._tags: pd.DataFrame | None = None
+        self._frame: pd.DataFrame | None = None
+        self._conditions: dict[str, Condition] = {}
+        self._memo: dict[str, np.ndarray] = {}
+
+    def schema(self) -> Schema:
+        return self.population.schema(models=self.population.scores_dir is not None)
+
+    def check(self, segment: Segment) -> Condition | None:
+        """Parse the segment's where (and check its tags and persona) without building data."""
+        for tag in (*segment.tags, *segment.not_tags):
+            self._check_tag(tag)
+        if segment.persona and self.population.scores_dir is None:
+            raise PortraitError(f"segment {segment.name!r}: a persona condition needs a scores folder (--scores DIR)")
+        if not segment.where:
+            return None
+        try:
+            return parse_condition(segment.where, self.schema(), behaviour=True)
+        except FilterError as exc:
+            raise FilterError(f"segment {segment.name!r}: {exc}") from None
+
+    def _check_tag(self, tag: str) -> None:
+        names = self.library.names()
+        expanding = [t.name for t in self.library.tags if t.each]
+        if tag in names or any(tag.startswith(f"{prefix}: ") for prefix in expanding):
+            return
+        close = difflib.get_close_matches(tag, names, n=5)
+        raise PortraitError(f"no tag {tag!r} in {self.library.source}" + (f"; did you mean {close}?" if close else ""))
+
+    def prepare(self, segments: list[Segment]) -> None:
+        """Build, in one pass, every column the segments and their includes need."""
+        closure = self._closure(segments)
+        for segment in closure:
+            if (condition := self.check(segment)) is not None:
+                self._conditions[segment.name] = condition
+        self._frame = self.population.frame(self._conditions.values())
+        if any(s.tags or s.not_tags for s in closure):
+            self._tags = apply_tags(self.library, self.population, manual_store=self.manual_store).tags
+
+    def _closure(self, segments: list[Segment]) -> list[Segment]:
+        seen: dict[str, Segment] = {}
+        stack = list(segments)
+        while stack:
+            segment = stack.pop()
+            if segment.name in seen:
+                continue
+            seen[segment.name] = segment
+            stack += [self.store.load(n) for n in (*segment.include, *segment.exclude) if n not in seen]
+        return list(seen.values())
+
+    def evaluate(self, segment: Segment) -> Evaluated:
+        if self._frame is None or (segment.where and segment.name not in self._conditions):
+            self.prepare([segment])
+        mask = self._mask(segment)
+        ids = self._frame["customer_id"].astype("str")
+        return Evaluated(segment.name, ids[mask].reset_index(drop=True), len(ids), self.population.as_of)
+
+    def _mask(self, segment: Segment) -> np.ndarray:
+        if segment.name in self._memo:
+            return self._memo[segment.name]
+        frame = self._frame
+        ids = frame["customer_id"].astype("str")
+        mask = np.ones(len(frame), bool) if segment.has_conditions else np.zeros(len(frame), bool)
+        if segment.has_conditions:
+            if segment.name in self._conditions:
+                mask &= evaluate(self._conditions[segment.name], frame).to_numpy()
+            for tag in segment.tags:
+                mask &= ids.isin(self._holders(tag)).to_numpy()
+            for tag in segment.not_tags:
+                mask &= ~ids.isin(self._holders(tag)).to_numpy()
+            if segment.persona:
+                mask &= self._persona_mask(segment.persona)
+        for name in segment.include:
+            mask |= self._mask(self.store.load(name))
+        for name in segment.exclude:
+            mask &= ~self._mask(self.store.load(name))
+        self._memo[segment.name] = mask
+        return mask
+
+    def _holders(self, tag: str) -> pd.Series:
+        return self._tags.loc[self._tags["tag"] == tag, "customer_id"]
+
+    def _persona_mask(self, persona: str) -> np.ndarray:
+        scores = self.population.scores
+        known = scores.drop_duplicates("persona_name")[["persona_id", "persona_name"]].dropna()
+        match = known[(known["persona_name"] == persona) | (known["persona_id"].astype(str) == str(persona))]
+        if match.empty:
+            raise PortraitError(f"no persona {persona!r} in the scores; personas: {sorted(known['persona_name'])}")
+        chosen = set(scores.loc[scores["persona_id"].isin(match["persona_id"]), "customer_id"])
+        return self._frame["customer_id"].astype("str").isin(chosen).to_numpy()
+
+    def columns(self, members: pd.Series, columns: list[str]) -> pd.DataFrame:
+        """Members with the requested feature, RFM or score columns (built if needed)."""
+        schema = self.schema()
+        unknown = [c for c in columns if schema.kind(c) is None]
+        if unknown:
+            raise FilterError(
+                f"unknown column(s) {unknown}; e.g. {schema.closest(unknown[0]) or sorted(schema.kinds)[:8]}"
+            )
+        frame = self.population.frame(columns=columns)
+        chosen = frame[frame["customer_id"].astype("str").isin(set(members))]
+        return chosen[["customer_id", *[c for c in columns if c != "customer_id"]]].reset_index(drop=True)
+
+
+def record_refresh(store: SegmentStore, result: Evaluated) -> dict:
+    """Write the members and append the size, entered and left to the segment's history."""
+    previous_ids: set[str] | None = None
+    if store.members_path(result.name).exists():
+        previous = store.members(result.name)
+        previous_ids = set(previous["customer_id"].astype("str"))
+    current = set(result.members)
+    row = {
+        "as_of": result.as_of.isoformat(),
+        "refreshed_at": pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"),
+        "customers": len(current),
+        "base": result.base,
+        "share": round(result.share, 6),
+        "entered": len(current - previous_ids) if previous_ids is not None else None,
+        "left": len(previous_ids - current) if previous_ids is not None else None,
+    }
+    history = store.history(result.name)
+    history = pd.concat([history, pd.DataFrame([row])], ignore_index=True) if len(history) else pd.DataFrame([row])
+    atomic_write(
+        pd.DataFrame({"customer_id": result.members.to_numpy(), "as_of": result.as_of.isoformat()}),
+        store.members_path(result.name),
+    )
+    atomic_write(history, store.history_path(result.name), csv=True)
+    return row

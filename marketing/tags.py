@@ -1,0 +1,417 @@
+"""The tag library: groups of rule, model and manual tags, and exclusive groups.
+
+A library is a TOML file (the shipped template is ``marketing/templates/retail.toml``)::
+
+    [groups.value]                         # groups form a tree by their path: "a", "a/b"
+    description = "What a customer is worth"
+
+    [groups."value/spending_power"]        # an exclusive group: each customer gets one value
+    exclusive = "levels"                   # levels of one feature ...
+    feature = "spend_365d"
+    quantiles = [0.2, 0.4, 0.6, 0.8]       # ... at quantiles of its positive values, or
+    # bounds = [100, 500, 1000, 5000]      # ... at fixed upper bounds (inclusive)
+    values = ["low", "lower-middle", "middle", "upper-middle", "high"]
+
+    [groups."value/rfm"]
+    exclusive = "rfm"                      # the RFM groups of marketing.rfm
+
+    [groups."habits/frequency"]
+    exclusive = "rules"                    # its rule tags must cover every customer once
+
+    [[tags]]
+    name = "promotion-sensitive"
+    group = "habits"
+    kind = "rule"                          # rule | model | manual
+    where = "discount_order_share >= 0.5 and orders_lifetime >= 3"
+    description = "Most orders use a discount"
+
+A rule tag's ``where`` names features, RFM columns and behaviour terms (``purchased(...)``,
+``spent(...)``, ``events(...)``); a model tag's names score columns from a scores table
+(``repurchase_90d_percentile >= 80``, ``persona_name = '...'``). A tag with ``each = COLUMN``
+expands into one tag per value of a text column, named ``"<name>: <value>"`` (interests from
+``favourite_category``, one tag per persona from ``persona_name``). Level and RFM tags are
+named ``"<group label>: <value>"`` (``"spending power: high"``).
+
+Level rules: quantile bounds come from the customers whose value is positive; customers at or
+below zero (or missing) get the first level; customers with no purchase order before the
+as-of date get ``no_purchase`` (default "no purchase yet") instead, as in RFM.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from marketing import manual
+from marketing.filters import Condition, FilterError, Schema, evaluate, parse_condition
+from marketing.population import Population
+from marketing.rfm import GROUPS as RFM_GROUPS
+from portrait.errors import ConfigError
+
+KINDS = ("rule", "model", "manual")
+EXCLUSIVE = ("levels", "rfm", "rules")
+NO_PURCHASE = "no purchase yet"
+_GROUP_KEYS = {"description", "label", "exclusive", "feature", "quantiles", "bounds", "values", "no_purchase"}
+_TAG_KEYS = {"name", "group", "kind", "description", "where", "each"}
+
+
+@dataclass(frozen=True)
+class Group:
+    path: str
+    description: str = ""
+    label: str = ""
+    exclusive: str | None = None
+    feature: str | None = None
+    quantiles: tuple[float, ...] = ()
+    bounds: tuple[float, ...] = ()
+    values: tuple[str, ...] = ()
+    no_purchase: str = NO_PURCHASE
+
+    @property
+    def parent(self) -> str | None:
+        return self.path.rsplit("/", 1)[0] if "/" in self.path else None
+
+    def tag_name(self, value: str) -> str:
+        return f"{self.label}: {value}"
+
+
+@dataclass(frozen=True)
+class Tag:
+    name: str
+    group: str
+    kind: str
+    description: str = ""
+    where: str | None = None
+    each: str | None = None
+
+    def definition(self) -> str:
+        if self.kind == "manual":
+            return "assigned by hand (portrait tags assign)"
+        text = self.where or ""
+        if self.each:
+            text = f"one tag per {self.each}" + (f" where {text}" if text else "")
+        return text
+
+
+@dataclass
+class Library:
+    source: str
+    groups: dict[str, Group]
+    tags: list[Tag] = field(default_factory=list)
+
+    def tag(self, name: str) -> Tag:
+        for tag in self.tags:
+            if tag.name == name:
+                return tag
+        close = difflib.get_close_matches(name, [t.name for t in self.tags], n=5)
+        raise ConfigError(f"no tag {name!r} in {self.source}" + (f"; did you mean {close}?" if close else ""))
+
+    def names(self) -> list[str]:
+        """Every fixed tag name (expanding ``each`` tags needs data)."""
+        names = [t.name for t in self.tags if not t.each]
+        for group in self.groups.values():
+            if group.exclusive == "levels":
+                names += [group.tag_name(v) for v in (*group.values, group.no_purchase) if v]
+            elif group.exclusive == "rfm":
+                names += [group.tag_name(v) for v in RFM_GROUPS]
+        return names
+
+    def children(self, path: str | None) -> list[str]:
+        return sorted(g.path for g in self.groups.values() if g.parent == path)
+
+
+def template_path() -> Path:
+    return Path(str(resources.files("marketing") / "templates" / "retail.toml"))
+
+
+def load_library(path: Path | None = None) -> Library:
+    """Read and check a tag library (the shipped retail template when ``path`` is None)."""
+    path = path or template_path()
+    try:
+        raw = tomllib.loads(Path(path).read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read tag library {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    unknown = set(raw) - {"groups", "tags"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown sections {sorted(unknown)}; a library has [groups.*] and [[tags]]")
+    groups = {name: _group(path, name, spec) for name, spec in (raw.get("groups") or {}).items()}
+    for group in groups.values():
+        if group.parent and group.parent not in groups:
+            raise ConfigError(f"{path}: group {group.path!r} is inside {group.parent!r}, which is not defined")
+    tags = [_tag(path, spec, groups) for spec in raw.get("tags") or []]
+    library = Library(str(path), groups, tags)
+    seen: set[str] = set()
+    for name in library.names():
+        if name in seen:
+            raise ConfigError(f"{path}: tag {name!r} is defined twice")
+        seen.add(name)
+    for group in groups.values():
+        members = [t for t in tags if t.group == group.path]
+        if group.exclusive in ("levels", "rfm") and members:
+            raise ConfigError(f"{path}: group {group.path!r} makes its own tags; move {members[0].name!r} elsewhere")
+        if group.exclusive == "rules" and (len(members) < 2 or any(t.kind != "rule" or t.each for t in members)):
+            raise ConfigError(f"{path}: exclusive group {group.path!r} needs two or more plain rule tags")
+    return library
+
+
+def _group(path, name: str, spec: dict) -> Group:
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{path}: [groups.{name}] must be a table")
+    if unknown := set(spec) - _GROUP_KEYS:
+        raise ConfigError(f"{path}: group {name!r} has unknown keys {sorted(unknown)}; known: {sorted(_GROUP_KEYS)}")
+    exclusive = spec.get("exclusive")
+    if exclusive is not None and exclusive not in EXCLUSIVE:
+        raise ConfigError(f"{path}: group {name!r}: exclusive must be one of {EXCLUSIVE}, got {exclusive!r}")
+    group = Group(
+        path=name,
+        description=str(spec.get("description", "")),
+        label=str(spec.get("label") or name.rsplit("/", 1)[-1].replace("_", " ")),
+        exclusive=exclusive,
+        feature=spec.get("feature"),
+        quantiles=tuple(spec.get("quantiles", ())),
+        bounds=tuple(spec.get("bounds", ())),
+        values=tuple(spec.get("values", ())),
+        no_purchase=str(spec.get("no_purchase", NO_PURCHASE)),
+    )
+    if exclusive == "levels":
+        cuts = group.quantiles or group.bounds
+        if not group.feature or bool(group.quantiles) == bool(group.bounds):
+            raise ConfigError(f"{path}: levels group {name!r} needs a feature and either quantiles or bounds")
+        if len(group.values) != len(cuts) + 1:
+            raise ConfigError(
+                f"{path}: levels group {name!r} has {len(cuts)} boundaries, so it needs {len(cuts) + 1} values, "
+                f"got {len(group.values)}"
+            )
+        if list(cuts) != sorted(set(cuts)) or (group.quantiles and not all(0 < q < 1 for q in group.quantiles)):
+            raise ConfigError(
+                f"{path}: levels group {name!r}: boundaries must be ascending (quantiles between 0 and 1)"
+            )
+    return group
+
+
+def _tag(path, spec: dict, groups: dict[str, Group]) -> Tag:
+    if not isinstance(spec, dict) or not spec.get("name"):
+        raise ConfigError(f"{path}: every [[tags]] entry needs a name")
+    name = str(spec["name"])
+    if unknown := set(spec) - _TAG_KEYS:
+        raise ConfigError(f"{path}: tag {name!r} has unknown keys {sorted(unknown)}; known: {sorted(_TAG_KEYS)}")
+    group = spec.get("group")
+    if group not in groups:
+        close = difflib.get_close_matches(str(group), list(groups), n=3)
+        raise ConfigError(
+            f"{path}: tag {name!r} is in group {group!r}, which is not defined"
+            + (f"; did you mean {close}?" if close else f"; groups: {sorted(groups)}")
+        )
+    kind = spec.get("kind", "rule")
+    if kind not in KINDS:
+        raise ConfigError(f"{path}: tag {name!r}: kind must be one of {KINDS}, got {kind!r}")
+    where, each = spec.get("where"), spec.get("each")
+    if kind == "manual" and (where or each):
+        raise ConfigError(f"{path}: manual tag {name!r} is assigned by hand; it takes no where or each")
+    if kind != "manual" and not (where or each):
+        raise ConfigError(f"{path}: {kind} tag {name!r} needs a where condition (or each = COLUMN)")
+    return Tag(name, group, kind, str(spec.get("description", "")), where, each)
+
+
+# ---------------------------------------------------------------- applying
+
+
+@dataclass
+class Applied:
+    """The tags of every customer as of a date, and what could not be applied."""
+
+    tags: pd.DataFrame  # customer_id, tag, group, kind, since
+    customers: int
+    coverage: dict[str, dict]  # exclusive group -> {"customers": n, "values": {...}}
+    notes: list[str] = field(default_factory=list)
+
+
+def check_conditions(library: Library, schema: Schema, with_models: bool) -> dict[str, Condition]:
+    """Parse every rule and model tag's condition against the columns available."""
+    conditions = {}
+    for tag in library.tags:
+        if tag.kind == "manual" or (tag.kind == "model" and not with_models):
+            continue
+        where = tag.where or ""
+        if tag.each:
+            if schema.kind(tag.each) is None:
+                raise FilterError(f"tag {tag.name!r}: each = {tag.each!r} is not a known column")
+            where = f"({where}) and {tag.each} is not null" if where else f"{tag.each} is not null"
+        try:
+            conditions[tag.name] = parse_condition(where, schema, behaviour=tag.kind == "rule")
+        except FilterError as exc:
+            raise FilterError(f"tag {tag.name!r} ({library.source}): {exc}") from None
+    for group in library.groups.values():
+        if group.exclusive == "levels" and schema.kind(group.feature) is None:
+            raise FilterError(f"levels group {group.path!r}: unknown feature {group.feature!r}")
+    return conditions
+
+
+def apply_tags(
+    library: Library,
+    population: Population,
+    *,
+    manual_store: Path | None = None,
+) -> Applied:
+    """Every customer's tags as of ``population.as_of`` (``since`` is that date; see
+    :func:`with_since` to carry it over from a previous run)."""
+    notes: list[str] = []
+    with_models = population.scores_dir is not None
+    if not with_models and any(t.kind == "model" for t in library.tags):
+        skipped = [t.name for t in library.tags if t.kind == "model"]
+        notes.append(f"model tags skipped (no --scores folder): {', '.join(skipped)}")
+    conditions = check_conditions(library, population.schema(models=with_models), with_models)
+    if with_models and population.scores_date is not None and population.scores_date != population.as_of:
+        notes.append(
+            f"model tags use the scores as of {population.scores_date} (the newest not after {population.as_of})"
+        )
+    extra = [g.feature for g in library.groups.values() if g.exclusive == "levels"]
+    extra += [t.each for t in library.tags if t.each and t.name in conditions]
+    frame = population.frame(conditions.values(), columns=[*extra, "orders_lifetime"])
+    customers = frame["customer_id"].astype("str").to_numpy()
+    bought = frame["orders_lifetime"].fillna(0).to_numpy() > 0
+    parts: list[pd.DataFrame] = []
+    coverage: dict[str, dict] = {}
+
+    def add(mask, tag: str, group: str, kind: str) -> None:
+        ids = customers[np.asarray(mask, bool)]
+        parts.append(pd.DataFrame({"customer_id": ids, "tag": tag, "group": group, "kind": kind}))
+
+    for tag in library.tags:
+        if tag.name not in conditions:
+            continue
+        mask = evaluate(conditions[tag.name], frame).to_numpy()
+        if tag.each:
+            values = frame[tag.each].astype("object").where(mask)
+            for value in sorted(pd.unique(values.dropna()), key=str):
+                add(values == value, f"{tag.name}: {value}", tag.group, tag.kind)
+        else:
+            add(mask, tag.name, tag.group, tag.kind)
+    for group in library.groups.values():
+        if group.exclusive == "levels":
+            value = levels(frame[group.feature], group, bought)
+        elif group.exclusive == "rfm":
+            value = frame["rfm_group"].astype("object").to_numpy()
+        else:
+            continue
+        for level in pd.unique(value):
+            add(value == level, group.tag_name(level), group.path, "rule")
+        counts = pd.Series(value).value_counts()
+        coverage[group.path] = {"customers": int(len(value)), "values": {str(k): int(v) for k, v in counts.items()}}
+    for group in (g for g in library.groups.values() if g.exclusive == "rules"):
+        coverage[group.path] = _check_exclusive(group, library, conditions, frame, customers)
+    if manual_store is not None:
+        held = manual.holders(manual_store, population.as_of, [t.name for t in library.tags if t.kind == "manual"])
+        known = set(customers)
+        outside = held[~held["customer_id"].isin(known)]
+        if len(outside):
+            notes.append(
+                f"{len(outside):,} manual assignment(s) are for customers not in the data as of {population.as_of}"
+            )
+        held = held[held["customer_id"].isin(known)]
+        groups = {t.name: t.group for t in library.tags}
+        parts.append(held[["customer_id", "tag"]].assign(group=held["tag"].map(groups), kind="manual"))
+    tags = (
+        pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["customer_id", "tag", "group", "kind"])
+    )
+    tags = tags.astype({"customer_id": "str", "tag": "str", "group": "str", "kind": "str"})
+    tags["since"] = population.as_of
+    if manual_store is not None and len(held):
+        since = held.set_index(["customer_id", "tag"])["since"]
+        manual_rows = tags["kind"] == "manual"
+        keys = pd.MultiIndex.from_frame(tags.loc[manual_rows, ["customer_id", "tag"]])
+        tags.loc[manual_rows, "since"] = since.reindex(keys).to_numpy()
+    tags = tags.sort_values(["tag", "customer_id"], kind="stable").reset_index(drop=True)
+    return Applied(tags, int(len(frame)), coverage, notes)
+
+
+def levels(values: pd.Series, group: Group, bought: np.ndarray) -> np.ndarray:
+    """The level of each value (see the module's level rules)."""
+    x = values.astype("float64").to_numpy()
+    if group.quantiles:
+        positive = x[(x > 0) & bought]
+        cuts = np.quantile(positive, group.quantiles) if len(positive) else np.zeros(len(group.quantiles))
+    else:
+        cuts = np.asarray(group.bounds, dtype=float)
+    index = np.searchsorted(cuts, np.where(np.isnan(x), -np.inf, x), side="left")
+    index = np.where(np.isnan(x) | (x <= 0), 0, index)
+    result = np.asarray(group.values, dtype=object)[index]
+    if group.no_purchase:
+        result = np.where(bought, result, group.no_purchase)
+    return result
+
+
+def _check_exclusive(group, library, conditions, frame, customers) -> dict:
+    members = [t for t in library.tags if t.group == group.path]
+    masks = np.column_stack([evaluate(conditions[t.name], frame).to_numpy() for t in members])
+    hits = masks.sum(axis=1)
+    overlap, none = int((hits > 1).sum()), int((hits == 0).sum())
+    if overlap or none:
+        problems = []
+        if overlap:
+            problems.append(f"{overlap:,} customers match more than one of its tags (e.g. {customers[hits > 1][0]})")
+        if none:
+            problems.append(f"{none:,} customers match none (e.g. {customers[hits == 0][0]})")
+        raise FilterError(
+            f"exclusive group {group.path!r} must give every customer exactly one of "
+            f"{[t.name for t in members]}: " + "; ".join(problems)
+        )
+    return {"customers": int(len(hits)), "values": {t.name: int(masks[:, i].sum()) for i, t in enumerate(members)}}
+
+
+def with_since(current: pd.DataFrame, previous: pd.DataFrame | None) -> pd.DataFrame:
+    """Carry ``since`` over from the previous run for customers who kept a rule or model tag."""
+    if previous is None or previous.empty:
+        return current
+    kept = previous[["customer_id", "tag", "since"]].rename(columns={"since": "previous_since"})
+    merged = current.merge(kept, on=["customer_id", "tag"], how="left")
+    carry = merged["previous_since"].notna() & (merged["kind"] != "manual")
+    merged.loc[carry, "since"] = merged.loc[carry, "previous_since"]
+    return merged.drop(columns="previous_since")
+
+
+def movement(current: pd.DataFrame, previous: pd.DataFrame | None) -> pd.DataFrame:
+    """Per tag: customers now, and how many entered and left since the previous run."""
+    now = current.groupby("tag").size().rename("customers")
+    if previous is None:
+        return now.to_frame().assign(entered=pd.NA, left=pd.NA).reset_index()
+    key = ["customer_id", "tag"]
+    both = current[key].merge(previous[key], on=key, how="outer", indicator=True)
+    entered = both[both["_merge"] == "left_only"].groupby("tag").size().rename("entered")
+    left = both[both["_merge"] == "right_only"].groupby("tag").size().rename("left")
+    table = pd.concat([now, entered, left], axis=1).fillna(0).astype("int64")
+    return table.rename_axis("tag").reset_index()
+
+
+def tags_file(out_dir: Path, as_of: dt.date) -> Path:
+    return out_dir / f"tags_{as_of.isoformat()}.parquet"
+
+
+def previous_tags(out_dir: Path, as_of: dt.date) -> tuple[pd.DataFrame | None, dt.date | None]:
+    """The newest tags table in ``out_dir`` dated before ``as_of``."""
+    dates = sorted(
+        dt.date.fromisoformat(p.stem.removeprefix("tags_"))
+        for p in out_dir.glob("tags_*.parquet")
+        if _is_date(p.stem.removeprefix("tags_"))
+    )
+    earlier = [d for d in dates if d < as_of]
+    if not earlier:
+        return None, None
+    return pd.read_parquet(tags_file(out_dir, earlier[-1])), earlier[-1]
+
+
+def _is_date(text: str) -> bool:
+    try:
+        dt.date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,64 @@
+"""Where stored outputs live in a folder and how to find the one for a date.
+
+A scores folder holds ``scores_<as_of>.parquet`` (one row per customer), the feature table it
+was scored from, ``features_<as_of>.parquet``, and a ``LATEST`` pointer naming the newest
+scores file. Readers that work as of a date (tags, segments) take the newest scores whose
+as-of is not after theirs, never later scores: those would leak the future into the past.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from portrait.errors import PortraitError
+
+LATEST = "LATEST"
+_SCORES_FILE = re.compile(r"scores_(\d{4}-\d{2}-\d{2})\.parquet")
+
+
+def scores_path(out_dir: Path, as_of: dt.date) -> Path:
+    return out_dir / f"scores_{as_of.isoformat()}.parquet"
+
+
+def features_path(out_dir: Path, as_of: dt.date) -> Path:
+    return out_dir / f"features_{as_of.isoformat()}.parquet"
+
+
+def scores_dates(scores_dir: Path) -> list[dt.date]:
+    """The as-of dates of the scores tables in a folder, oldest first."""
+    if not scores_dir.is_dir():
+        return []
+    found = (_SCORES_FILE.fullmatch(p.name) for p in scores_dir.iterdir())
+    return sorted(dt.date.fromisoformat(m[1]) for m in found if m)
+
+
+def scores_as_of(scores_dir: Path, as_of: dt.date) -> tuple[pd.DataFrame, dt.date]:
+    """The newest scores table with an as-of date on or before ``as_of``, and its date."""
+    dates = [d for d in scores_dates(scores_dir) if d <= as_of]
+    if not dates:
+        later = scores_dates(scores_dir)
+        raise PortraitError(
+            f"no scores in {scores_dir} as of {as_of} or earlier"
+            + (
+                f" (the folder has {', '.join(map(str, later[-3:]))}: later scores would leak the future)"
+                if later
+                else "; run portrait score first"
+            )
+        )
+    return pd.read_parquet(scores_path(scores_dir, dates[-1])), dates[-1]
+
+
+def latest_scores(scores_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The latest scores table and the features it was scored from."""
+    pointer = scores_dir / LATEST
+    if not pointer.exists():
+        raise PortraitError(f"no scores in {scores_dir}; run portrait score first")
+    name = pointer.read_text().strip()
+    scores = pd.read_parquet(scores_dir / name)
+    as_of = name.removeprefix("scores_").removesuffix(".parquet")
+    features = pd.read_parquet(scores_dir / f"features_{as_of}.parquet")
+    return scores, features

@@ -1,0 +1,95 @@
+"""The condition language: grammar, bounds, type checks, behaviour terms."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from marketing.filters import BehaviourTerm, FilterError, Schema, evaluate, parse_condition, parse_filter
+
+SCHEMA = Schema({"spend_365d": "number", "customer_id": "text", "favourite_category": "text", "orders_90d": "number"})
+
+
+def test_is_null_and_is_not_null_by_hand():
+    frame = pd.DataFrame({"spend_365d": [1.0, None, 3.0], "favourite_category": ["a", None, "b"]})
+    schema = Schema.of_frame(frame)
+    assert evaluate(parse_filter("spend_365d is null", schema), frame).tolist() == [False, True, False]
+    assert evaluate(parse_filter("favourite_category is not null and spend_365d > 2", schema), frame).tolist() == [
+        False,
+        False,
+        True,
+    ]
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("(" * 45 + "spend_365d > 1" + ")" * 45, "nests parentheses 45 deep"),
+        ("not " * 100 + "spend_365d > 1", "100 'not's"),
+        (" or ".join(["spend_365d > 1"] * 1000), "joins 999 parts"),
+        ("spend_365d > 1" + " " * 30_000, "characters long"),
+        ("spend_365d between 'a' and 'z'", "compares text with a number: spend_365d is number"),
+        ("customer_id = 1020", "quote the value: customer_id = '...'"),
+        ("favourite_category in ('a', 2)", "compares text with a number"),
+        ("spend_365d", "on its own is not a condition"),
+        ("lower(favourite_category) = 'x'", "is not a value"),
+        ("purchased(within_days = 3) > 0", "is not a value"),  # no behaviour in --where
+        ("spend_365d is 3", "only 'is null'"),
+        ("1 = 1", "compares two values"),
+        ("spend_365d > 1e999", "not a finite number"),
+        ("spend_365d > 1; drop table x", "';' is not allowed"),
+        ("spend_356d > 1", r"unknown column 'spend_356d'; did you mean one of \['spend_365d'"),
+    ],
+)
+def test_filters_are_bounded_and_type_checked(text, message):
+    with pytest.raises(FilterError, match=message):
+        parse_filter(text, SCHEMA)
+
+
+def test_behaviour_calls_become_terms_with_their_arguments():
+    condition = parse_condition(
+        "purchased(category = 'Dairy', within_days = 45) >= 2 and spent(within_days = 30) > 100 "
+        "and events('View', within_days = 14) >= 3 and not purchased(within_days = 14)",
+        SCHEMA,
+        behaviour=True,
+    )
+    assert condition.terms == [
+        BehaviourTerm("purchased", (("category", "Dairy"),), None, 45),
+        BehaviourTerm("spent", (), None, 30),
+        BehaviourTerm("events", (), "view", 14),
+        BehaviourTerm("purchased", (), None, 14),
+    ]
+    # the bare call in a boolean position means "at least one"
+    assert f"NOT {condition.terms[3].column} > 0" in condition.tree.sql()
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("purchased(within_days = 0) > 0", "at least 1 day, got 0"),
+        ("purchased(within_days = -5) > 0", "at least 1 day, got -5"),
+        ("purchased(within_days = 2.5) > 0", "whole number of days"),
+        ("purchased(within_days = '30') > 0", "whole number of days"),
+        ("purchased(category = (select 1)) > 0", "must be quoted text"),
+        ("purchased(colour = 'red') > 0", "not 'colour'"),
+        ("events(within_days = 3) > 0", "needs an event type first"),
+        ("spent(category = 'a', category = 'b') > 0", "category is given twice"),
+        ("sleep(5) > 0", "is not a value"),
+    ],
+)
+def test_behaviour_calls_are_checked(text, message):
+    with pytest.raises(FilterError, match=message):
+        parse_condition(text, SCHEMA, behaviour=True)
+
+
+def test_the_same_call_is_the_same_column():
+    a = parse_condition("purchased(within_days = 7) > 0", SCHEMA, behaviour=True).terms[0]
+    b = parse_condition("purchased(within_days = 7) >= 3", SCHEMA, behaviour=True).terms[0]
+    c = parse_condition("purchased(within_days = 8) >= 3", SCHEMA, behaviour=True).terms[0]
+    assert a.column == b.column != c.column
+
+
+def test_quoted_text_stays_a_value_however_it_looks():
+    hostile = "x'); drop table purchases; --"
+    condition = parse_condition("purchased(category = 'x''); drop table purchases; --') > 0", SCHEMA, behaviour=True)
+    assert condition.terms[0].filters == (("category", hostile),)  # a bound parameter later, never SQL text

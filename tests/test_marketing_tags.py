@@ -1,0 +1,279 @@
+"""Tags, segments and behaviour terms on hand-written data; point-in-time; planted personas."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from marketing import manual
+from marketing.filters import FilterError
+from marketing.population import Population
+from marketing.segments import Segment, SegmentEvaluator, SegmentStore, record_refresh
+from marketing.tags import apply_tags, load_library, movement
+from portrait.dataset import Dataset, open_dataset
+from portrait.errors import ConfigError, PortraitError
+
+AS_OF = "2024-03-01"
+COLUMNS = ["order_id", "customer_id", "ts", "amount", "quantity", "category", "discount"]
+PURCHASES = pd.DataFrame(
+    [
+        ("o1", "A", "2024-01-20 10:00:00", 10.0, 1, "Dairy", 0.0),
+        ("o2", "A", "2024-02-10 10:00:00", 20.0, 1, "dairy ", 0.0),  # case and spaces do not matter
+        ("o3", "A", "2024-02-25 10:00:00", 15.0, 1, "Dairy", 0.0),
+        ("o3", "A", "2024-02-25 10:00:00", 5.0, 1, "Bakery", 0.0),
+        ("r1", "A", "2024-02-26 10:00:00", -5.0, -1, "Dairy", 0.0),  # a refund is not a purchase
+        ("b1", "B", "2023-06-01 10:00:00", 100.0, 1, "Bakery", 10.0),
+        ("c1", "C", "2024-02-28 10:00:00", 30.0, 1, "Dairy", 0.0),
+    ],
+    columns=COLUMNS,
+)
+EVENTS = pd.DataFrame(
+    [
+        ("B", "2024-02-20 09:00:00", "view"),
+        ("B", "2024-02-25 09:00:00", "view"),
+        ("B", "2024-02-27 09:00:00", "View"),
+        ("B", "2024-02-27 09:05:00", "add_to_cart"),
+        ("C", "2024-02-29 23:59:59", "view"),
+    ],
+    columns=["customer_id", "ts", "event_type"],
+)
+# Rows at or after the as-of date: nothing computed as of AS_OF may change with them.
+LATER_PURCHASES = pd.DataFrame(
+    [
+        ("late1", "A", "2024-03-01 00:00:00", 999.0, 1, "Dairy", 0.0),
+        ("late2", "B", "2024-03-02 10:00:00", 50.0, 1, "Dairy", 50.0),
+        ("late3", "D", "2024-03-03 10:00:00", 50.0, 1, "Dairy", 0.0),
+    ],
+    columns=COLUMNS,
+)
+LATER_EVENTS = pd.DataFrame(
+    [("C", "2024-03-01 00:00:00", "view"), ("C", "2024-03-01 08:00:00", "view"), ("A", "2024-03-02 08:00:00", "view")],
+    columns=["customer_id", "ts", "event_type"],
+)
+TERMS = (
+    "purchased(category = 'dairy', within_days = 45)",
+    "spent(within_days = 30)",
+    "events('view', within_days = 14)",
+    "purchased(within_days = 14)",
+)
+# By hand: windows start at 2024-01-16 (45 days), 2024-01-31 (30) and 2024-02-16 (14).
+EXPECTED_TERMS = {"A": [3, 35.0, 0, 1], "B": [0, 0.0, 3, 0], "C": [1, 30.0, 1, 1]}
+
+
+def dataset(later: bool = False) -> Dataset:
+    purchases = pd.concat([PURCHASES, LATER_PURCHASES]) if later else PURCHASES
+    events = pd.concat([EVENTS, LATER_EVENTS]) if later else EVENTS
+    return Dataset.from_frames(purchases=purchases, events=events)
+
+
+def term_values(ds: Dataset) -> dict[str, list[float]]:
+    from marketing.filters import parse_condition
+
+    with Population(ds, AS_OF) as population:
+        conditions = [parse_condition(f"{t} >= 0", population.schema(), behaviour=True) for t in TERMS]
+        frame = population.frame(conditions).set_index("customer_id")
+        columns = [c.terms[0].column for c in conditions]
+        return {customer: frame.loc[customer, columns].tolist() for customer in frame.index}
+
+
+def test_behaviour_terms_by_hand():
+    assert term_values(dataset()) == EXPECTED_TERMS
+
+
+def test_behaviour_terms_ignore_rows_at_or_after_the_as_of_date():
+    assert term_values(dataset(later=True)) == EXPECTED_TERMS
+
+
+def test_an_unknown_category_names_the_closest_values():
+    segment = Segment("s", where="purchased(category = 'diary') > 0")
+    with Population(dataset(), AS_OF) as population:
+        evaluator = SegmentEvaluator(population, SegmentStore(Path("/nonexistent")), load_library())
+        with pytest.raises(
+            FilterError, match=r"no purchases row before 2024-03-01 has category = 'diary'; closest: \['dairy'"
+        ):
+            evaluator.evaluate(segment)
+
+
+def members(ds: Dataset, segment: Segment, store: SegmentStore | None = None) -> list[str]:
+    with Population(ds, AS_OF) as population:
+        evaluator = SegmentEvaluator(population, store or SegmentStore(Path("/nonexistent")), load_library())
+        return sorted(evaluator.evaluate(segment).members)
+
+
+@pytest.mark.parametrize("later", [False, True])
+def test_segments_by_hand_and_point_in_time(later):
+    ds = dataset(later)
+    browsing = Segment("b", where="events('view', within_days = 14) >= 3 and not purchased(within_days = 14)")
+    assert members(ds, browsing) == ["B"]
+    assert members(ds, Segment("d", where="purchased(category = 'dairy', within_days = 45) >= 2")) == ["A"]
+    assert members(ds, Segment("n", where="spent(within_days = 30) > 30 or orders_lifetime = 1")) == ["A", "B", "C"]
+    assert members(ds, Segment("t", tags=["buyer level: junior"])) == ["A"]  # 3 orders, the refund not counted
+
+
+def test_tags_by_hand_and_point_in_time():
+    def tags(ds):
+        with Population(ds, AS_OF) as population:
+            return apply_tags(load_library(), population).tags
+
+    now = tags(dataset())
+    by_customer = now.groupby("customer_id")["tag"].apply(set)
+    # spend_365d 45 (A), 100 (B), 30 (C): quintile bounds 36, 42, 56, 78 of the positive values
+    assert {"spending power: middle", "buyer level: junior", "frequency: low"} <= by_customer["A"]
+    assert {"spending power: high", "buyer level: novice"} <= by_customer["B"]
+    assert {"spending power: low", "buyer level: novice", "interest: Dairy"} <= by_customer["C"]
+    assert (now["since"] == dt.date(2024, 3, 1)).all()
+    pd.testing.assert_frame_equal(now, tags(dataset(later=True)))
+
+
+def test_segments_combine_include_exclude_and_record_entered_and_left(tmp_path):
+    store = SegmentStore(tmp_path)
+    store.save(Segment("dairy", where="purchased(category = 'dairy') > 0"))  # A, C
+    store.save(Segment("viewers", where="events('view') > 0"))  # B, C
+    store.save(
+        Segment("both", include=["dairy", "viewers"], exclude=["quiet"])
+        if False
+        else Segment("all", include=["dairy", "viewers"])
+    )
+    store.save(Segment("dairy_not_viewers", include=["dairy"], exclude=["viewers"]))
+    assert members(dataset(), store.load("all"), store) == ["A", "B", "C"]
+    assert members(dataset(), store.load("dairy_not_viewers"), store) == ["A"]
+    with Population(dataset(), AS_OF) as population:
+        result = SegmentEvaluator(population, store, load_library()).evaluate(store.load("dairy"))
+    first = record_refresh(store, result)
+    assert (first["customers"], first["entered"], first["left"]) == (2, None, None)
+    with Population(dataset(later=True), "2024-03-04") as population:
+        result = SegmentEvaluator(population, store, load_library()).evaluate(store.load("dairy"))
+    second = record_refresh(store, result)
+    assert (second["customers"], second["entered"], second["left"]) == (4, 2, 0)  # B and D bought dairy
+    assert store.history("dairy")["as_of"].tolist() == ["2024-03-01", "2024-03-04"]
+
+
+@pytest.mark.parametrize(
+    "segments, message",
+    [
+        (
+            [Segment("b", include=["kept"]), Segment("kept", where="orders_lifetime > 1", include=["b"])],
+            "cycle: b -> kept -> b",
+        ),
+        ([Segment("a", where="orders_lifetime > 0", exclude=["a"])], "cycle: a -> a"),
+        ([Segment("a", include=["missing"])], "refers to segment 'missing', which does not exist"),
+        ([Segment("a")], "has no condition and includes nothing"),
+    ],
+)
+def test_bad_segments_are_refused_and_nothing_is_saved(tmp_path, segments, message):
+    store = SegmentStore(tmp_path)
+    store.save(Segment("kept", where="orders_lifetime > 0"))
+    with pytest.raises(ConfigError, match=message):
+        for segment in segments:
+            store.save(segment, replace=segment.name == "kept")
+    assert store.load("kept").where == "orders_lifetime > 0" and store.load("kept").include == []
+
+
+def test_a_segment_in_use_cannot_be_deleted(tmp_path):
+    store = SegmentStore(tmp_path)
+    store.save(Segment("base", where="orders_lifetime > 0"))
+    store.save(Segment("user", include=["base"]))
+    with pytest.raises(ConfigError, match=r"used by \['user'\]"):
+        store.delete("base")
+    with pytest.raises(ConfigError, match="segment name 'Bad Name'"):
+        store.save(Segment("Bad Name", where="orders_lifetime > 0"))
+
+
+LIBRARY_ERRORS = [
+    (
+        '[groups.a]\n[[tags]]\nname = "x"\ngroup = "a"\nwhere = "orders_90d > 1"\n[[tags]]\nname = "x"\ngroup = "a"\nwhere = "orders_90d > 2"\n',
+        "tag 'x' is defined twice",
+    ),
+    ('[groups.a]\n[[tags]]\nname = "x"\ngroup = "b"\nwhere = "orders_90d > 1"\n', "in group 'b', which is not defined"),
+    ('[groups."a/b"]\n', "inside 'a', which is not defined"),
+    (
+        '[groups.a]\n[[tags]]\nname = "x"\ngroup = "a"\nkind = "manual"\nwhere = "orders_90d > 1"\n',
+        "manual tag 'x' is assigned by hand",
+    ),
+    (
+        '[groups.a]\nexclusive = "levels"\nfeature = "spend_365d"\nbounds = [1, 2]\nvalues = ["l", "h"]\n',
+        "needs 3 values, got 2",
+    ),
+    (
+        '[groups.a]\nexclusive = "rules"\n[[tags]]\nname = "x"\ngroup = "a"\nwhere = "orders_90d > 1"\n',
+        "needs two or more plain rule tags",
+    ),
+    ('[groups.a]\ncolour = "red"\n', "unknown keys \\['colour'\\]"),
+]
+
+
+@pytest.mark.parametrize("text, message", LIBRARY_ERRORS)
+def test_bad_libraries_are_refused(tmp_path, text, message):
+    path = tmp_path / "tags.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_library(path)
+
+
+def test_an_exclusive_group_that_overlaps_or_leaves_customers_out_says_how_many(tmp_path):
+    path = tmp_path / "tags.toml"
+    path.write_text(
+        '[groups.f]\nexclusive = "rules"\n'
+        '[[tags]]\nname = "some"\ngroup = "f"\nwhere = "orders_lifetime >= 1"\n'
+        '[[tags]]\nname = "many"\ngroup = "f"\nwhere = "orders_lifetime >= 3"\n'
+    )
+    with Population(dataset(), AS_OF) as population:
+        with pytest.raises(FilterError, match="1 customers match more than one of its tags"):
+            apply_tags(load_library(path), population)
+    path.write_text(path.read_text().replace("orders_lifetime >= 1", "orders_lifetime = 1").replace(">= 3", ">= 5"))
+    with Population(dataset(), AS_OF) as population:
+        with pytest.raises(FilterError, match="1 customers match none"):
+            apply_tags(load_library(path), population)
+
+
+def test_manual_tags_hold_from_assignment_until_expiry_or_removal(tmp_path):
+    store = tmp_path / "manual.parquet"
+    ids = pd.Series(["A", "B"])
+    manual.record(store, "assign", "VIP", ids, ids, by="ann", note="key accounts", expires=dt.date(2999, 1, 1))
+    manual.record(store, "remove", "VIP", pd.Series(["B"]), pd.Series(["B"]), by="bob")
+    today = dt.date.today()
+    held = manual.holders(store, today)
+    assert held["customer_id"].tolist() == ["A"] and held["tag"].tolist() == ["VIP"]
+    assert manual.holders(store, today - dt.timedelta(days=1)).empty  # not yet assigned then
+    log = manual.read_log(store)
+    assert log["by"].tolist() == ["ann", "ann", "bob"] and log["note"].iloc[0] == "key accounts"
+
+
+def test_tag_movement_counts_entered_and_left():
+    before = pd.DataFrame({"customer_id": ["A", "B"], "tag": ["x", "x"]})
+    now = pd.DataFrame({"customer_id": ["B", "C", "C"], "tag": ["x", "x", "y"]})
+    table = movement(now, before).set_index("tag")
+    assert table.loc["x"].tolist() == [2, 1, 1] and table.loc["y"].tolist() == [1, 1, 0]
+
+
+def test_planted_promotion_hunters_and_loyal_spenders_are_tagged(small_synthetic):
+    truth = pd.read_csv(small_synthetic / "truth" / "personas.csv", dtype=str).set_index("customer_id")["persona"]
+    with Population(open_dataset(small_synthetic), "2025-01-01") as population:
+        tags = apply_tags(load_library(), population).tags
+    persona = truth.reindex(tags["customer_id"].unique())
+    for tag, planted in (("promotion-sensitive", "promotion_hunter"), ("loyal repurchaser", "loyal_app_high_spender")):
+        holders = set(tags.loc[tags["tag"] == tag, "customer_id"])
+        has = persona.index.isin(list(holders))
+        inside = has[persona.to_numpy() == planted].mean()
+        outside = has[persona.to_numpy() != planted].mean()
+        assert inside >= 0.70 and outside <= 0.20, (tag, inside, outside)
+
+
+def test_model_tags_need_scores_and_never_read_later_scores(tmp_path):
+    scores = pd.DataFrame({"customer_id": ["A", "B", "C"], "repurchase_90d_percentile": [90.0, 10.0, 85.0]})
+    scores.to_parquet(tmp_path / "scores_2024-04-01.parquet")
+    with Population(dataset(), AS_OF, scores_dir=tmp_path) as population:
+        with pytest.raises(PortraitError, match="later scores would leak the future"):
+            apply_tags(load_library(), population)
+    scores.to_parquet(tmp_path / "scores_2024-02-01.parquet")
+    library_path = tmp_path / "lib.toml"
+    library_path.write_text(
+        '[groups.p]\n[[tags]]\nname = "likely"\ngroup = "p"\nkind = "model"\nwhere = "repurchase_90d_percentile >= 80"\n'
+    )
+    with Population(dataset(), AS_OF, scores_dir=tmp_path) as population:
+        applied = apply_tags(load_library(library_path), population)
+    assert sorted(applied.tags.loc[applied.tags["tag"] == "likely", "customer_id"]) == ["A", "C"]
+    assert any("scores as of 2024-02-01" in note for note in applied.notes)
