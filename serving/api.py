@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from portrait.errors import PortraitError
 from serving.lists import build_list
+from serving.marketing_routes import build_router
 from serving.registry import LoadedModel, list_models, load_model
 from serving.score import latest_scores, predict_scores, reasons_for
 
@@ -55,7 +56,15 @@ def _plain(value):
     return value
 
 
-def create_app(scores_dir: Path, alias: str = "champion", api_key: str | None = None) -> FastAPI:
+def create_app(
+    scores_dir: Path,
+    alias: str = "champion",
+    api_key: str | None = None,
+    *,
+    segments_dir: Path | None = None,
+    tags_dir: Path | None = None,
+    tags_library: Path | None = None,
+) -> FastAPI:
     scores, features = latest_scores(scores_dir)
     scored_models = [c[: -len("_score")] for c in scores.columns if c.endswith("_score")]
     as_of = str(scores["as_of"].iloc[0].date()) if len(scores) else None
@@ -79,6 +88,7 @@ def create_app(scores_dir: Path, alias: str = "champion", api_key: str | None = 
 
     app = FastAPI(title="customer-portrait", description="Customer profiles, personas and propensity scores.")
     secured = [Depends(check_key)]
+    app.include_router(build_router(segments_dir, tags_dir, tags_library), dependencies=secured)
 
     @app.get("/health")
     def health() -> dict:

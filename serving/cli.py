@@ -89,6 +89,13 @@ def register(app: typer.Typer, out, console) -> None:
         ] = None,
         scores_dir: Annotated[Path, typer.Option("--scores", help="Folder of scores tables.")] = DEFAULT_SCORES,
         alias: Annotated[str, typer.Option(help="Alias of the model used for reasons.")] = "champion",
+        segment: Annotated[str | None, typer.Option("--segment", help="Only this saved segment's members.")] = None,
+        tag: Annotated[list[str] | None, typer.Option("--tag", help="Only holders of this tag (repeatable).")] = None,
+        data: Annotated[
+            Path | None, typer.Option("--data", help="Data set to evaluate --segment/--tag on, as of the scores.")
+        ] = None,
+        segments_dir: Annotated[Path | None, typer.Option("--segments", help="Segments folder.")] = None,
+        tags_file: Annotated[Path | None, typer.Option("--tags-file", help="Tag library TOML.")] = None,
     ) -> None:
         """Write a scored list a marketer can upload."""
         from portrait.files import atomic_write
@@ -98,6 +105,9 @@ def register(app: typer.Typer, out, console) -> None:
 
         setup_tracking()
         scores, features = latest_scores(scores_dir)
+        members = None
+        if segment or tag:
+            members = _members(scores, scores_dir, segment, tag or [], data, segments_dir, tags_file)
         reasons_model = load_model(model, alias) if f"{model}_reason_1" not in scores.columns else None
         rows = build_list(
             scores,
@@ -110,9 +120,30 @@ def register(app: typer.Typer, out, console) -> None:
             where=where,
             exclude_bought_within=exclude_bought_within,
             reasons_model=reasons_model,
+            customers=members,
         )
         atomic_write(rows, out_file, csv=True)
         out.print(f"{len(rows):,} customers -> {out_file}")
+
+    def _members(scores, scores_dir, segment, tags, data, segments_dir, tags_file) -> set[str]:
+        """Members of a segment and/or holders of every tag, as of the scores' date."""
+        from marketing.manual import default_store
+        from marketing.population import Population
+        from marketing.segments import Segment, SegmentEvaluator, SegmentStore
+        from marketing.tags import load_library
+        from portrait.dataset import open_dataset
+
+        if data is None:
+            raise PortraitError("--segment and --tag are evaluated on the data set: give --data DATASET")
+        as_of = scores["as_of"].iloc[0].date()
+        store = SegmentStore(segments_dir)
+        with Population(open_dataset(data), as_of, scores_dir=scores_dir) as population:
+            evaluator = SegmentEvaluator(population, store, load_library(tags_file), default_store())
+            found = set(evaluator.evaluate(store.load(segment)).members) if segment else None
+            if tags:
+                holders = set(evaluator.evaluate(Segment("tags", tags=list(tags))).members)
+                found = holders if found is None else found & holders
+        return found
 
     @app.command("serve")
     def serve_command(
@@ -120,8 +151,13 @@ def register(app: typer.Typer, out, console) -> None:
         port: Annotated[int, typer.Option(help="Port.")] = 8000,
         scores_dir: Annotated[Path, typer.Option("--scores", help="Folder of scores tables.")] = DEFAULT_SCORES,
         alias: Annotated[str, typer.Option(help="Registry alias for on-demand scoring.")] = "champion",
+        segments_dir: Annotated[Path | None, typer.Option("--segments", help="Segments folder (/segments).")] = None,
+        tags_dir: Annotated[
+            Path | None, typer.Option("--tags", help="Folder of portrait tags apply outputs (/tags counts).")
+        ] = None,
+        tags_file: Annotated[Path | None, typer.Option("--tags-file", help="Tag library TOML.")] = None,
     ) -> None:
-        """Serve profiles, scores and lists over HTTP (docs at /docs)."""
+        """Serve profiles, scores, lists, tags and segments over HTTP (docs at /docs)."""
         import uvicorn
 
         from serving.api import create_app
@@ -132,6 +168,13 @@ def register(app: typer.Typer, out, console) -> None:
                 f"refusing to listen on {host} without an API key: set {API_KEY_ENV}, or keep the default 127.0.0.1"
             )
         setup_tracking()
-        app_instance = create_app(scores_dir, alias=alias, api_key=api_key)
+        app_instance = create_app(
+            scores_dir,
+            alias=alias,
+            api_key=api_key,
+            segments_dir=segments_dir,
+            tags_dir=tags_dir,
+            tags_library=tags_file,
+        )
         out.print(f"serving on http://{host}:{port} (docs: /docs){' with API key' if api_key else ''}")
         uvicorn.run(app_instance, host=host, port=port, log_level="warning")

@@ -20,11 +20,13 @@ def build_list(
     where: str | None = None,
     exclude_bought_within: int | None = None,
     reasons_model=None,
+    customers: set[str] | None = None,
 ) -> pd.DataFrame:
     """Customers ranked by ``model``'s score, best first.
 
     ``where`` may use any feature, score or persona column. ``reasons_model`` (a loaded model)
-    computes reasons for the rows of the list when the scores table has none.
+    computes reasons for the rows of the list when the scores table has none. ``customers``
+    restricts the list to those ids (a segment's or a tag's members).
     """
     score_column = f"{model}_score"
     if score_column not in scores.columns:
@@ -43,6 +45,8 @@ def build_list(
         if "persona_name" not in table.columns:
             raise PortraitError("the latest scores have no personas; score with the personas model")
         mask &= (table["persona_name"] == persona) | (table["persona_id"].astype(str) == str(persona))
+    if customers is not None:
+        mask &= table["customer_id"].astype("str").isin(customers)
     if exclude_bought_within is not None:
         mask &= ~(table["days_since_last_purchase"] <= exclude_bought_within)
     if min_percentile is not None:

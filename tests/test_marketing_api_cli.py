@@ -1,0 +1,160 @@
+"""The /tags and /segments routes, and the tags/segment/rfm commands as a user runs them."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from marketing.segments import Evaluated, Segment, SegmentStore, record_refresh
+from portrait.errors import PortraitError
+from serving.marketing_routes import build_router
+from tests.test_marketing_tags import EVENTS, PURCHASES
+
+
+@pytest.fixture
+def data_folder(tmp_path) -> Path:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    PURCHASES.to_csv(folder / "purchases.csv", index=False)
+    EVENTS.to_csv(folder / "events.csv", index=False)
+    return folder
+
+
+def run(*args: str):
+    """Invoke the CLI; a product error counts as exit 2 with its message, as in portrait.cli.main."""
+    from portrait.cli import _register_later_commands, app
+
+    _register_later_commands()
+    result = CliRunner().invoke(app, list(args))
+    if isinstance(result.exception, PortraitError):
+        return 2, str(result.exception)
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.output
+
+
+def test_routes_serve_stored_tags_and_segments(tmp_path):
+    store = SegmentStore(tmp_path / "segments")
+    store.save(Segment("viewers", where="events('view') > 0", description="anyone who viewed"))
+    store.save(Segment("empty", where="orders_lifetime > 1000"))
+    record_refresh(store, Evaluated("viewers", pd.Series(["B", "C", "E"]), 10, dt.date(2024, 3, 1)))
+    tags = tmp_path / "tags"
+    tags.mkdir()
+    pd.DataFrame(
+        {"customer_id": ["A", "B", "A"], "tag": ["promotion-sensitive", "promotion-sensitive", "RFM: Lost"]}
+    ).to_parquet(tags / "tags_2024-03-01.parquet")
+    app = FastAPI()
+    app.include_router(build_router(store.folder, tags, None))
+    client = TestClient(app)
+    listed = client.get("/tags").json()
+    assert listed["as_of"] == "2024-03-01"
+    by_name = {t["name"]: t for t in listed["tags"]}
+    assert by_name["promotion-sensitive"]["customers"] == 2 and by_name["promotion-sensitive"]["kind"] == "rule"
+    assert by_name["RFM: Lost"]["group"] == "value/rfm" and by_name["RFM: Lost"]["customers"] == 1
+    assert by_name["VIP"]["kind"] == "manual" and by_name["VIP"]["customers"] is None
+    segments = {s["name"]: s for s in client.get("/segments").json()["segments"]}
+    assert segments["viewers"]["customers"] == 3 and segments["viewers"]["share"] == 0.3
+    assert segments["empty"]["customers"] is None and segments["empty"]["as_of"] is None
+    one = client.get("/segments/viewers").json()
+    assert one["definition"] == "events('view') > 0" and one["as_of"] == "2024-03-01"
+    page = client.get("/segments/viewers/customers", params={"limit": 2, "offset": 1}).json()
+    assert page == {
+        "name": "viewers",
+        "as_of": "2024-03-01",
+        "total": 3,
+        "offset": 1,
+        "limit": 2,
+        "customer_ids": ["C", "E"],
+    }
+    assert client.get("/segments/nope").status_code == 404
+    assert "not been refreshed" in client.get("/segments/empty/customers").json()["detail"]
+    assert client.get("/segments/viewers/customers", params={"limit": 0}).status_code == 422
+
+
+def test_segment_commands_as_a_user(tmp_path, data_folder, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, text = run(
+        "segment",
+        "create",
+        "browsers",
+        "--where",
+        "events('view', within_days = 14) >= 3 and not purchased(within_days = 14)",
+    )
+    assert code == 0 and "saved segment 'browsers'" in text
+    code, text = run("segment", "refresh", "--data", str(data_folder), "--as-of", "2024-03-01")
+    assert code == 0 and "browsers" in text
+    assert SegmentStore(tmp_path / "segments").history("browsers")["customers"].tolist() == [1]
+    code, text = run(
+        "segment",
+        "export",
+        "browsers",
+        "--data",
+        str(data_folder),
+        "--as-of",
+        "2024-03-01",
+        "--out",
+        "b.csv",
+        "--columns",
+        "orders_lifetime,rfm_group",
+    )
+    assert code == 0 and pd.read_csv(tmp_path / "b.csv").to_dict("list") == {
+        "customer_id": ["B"],
+        "orders_lifetime": [1],
+        "rfm_group": ["At risk"],  # R 2 (oldest of 3), F 3 (tie at rank 1.5 of 3), M 5: FM 4
+    }
+    code, text = run(
+        "segment", "count", "--data", str(data_folder), "--as-of", "2024-03-01", "--where", "orders_lifetime > 100"
+    )
+    assert code == 0 and "has no customers" in text  # a warning, not an error
+    code, text = run("segment", "show", "browsers")
+    assert code == 0 and "1 customers" in text
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--where", "spend_356d > 1"], "unknown column 'spend_356d'; did you mean"),
+        (["--where", "purchased(within_days = 0) > 0"], "at least 1 day"),
+        (["--where", "spend_365d > 1; drop table purchases"], "';' is not allowed"),
+        (["--tag", "loyal repurchasers"], "no tag 'loyal repurchasers'"),
+        (["--include", "nothing"], "refers to segment 'nothing'"),
+        (["--where", "(" * 40 + "spend_365d > 1" + ")" * 40], "nests parentheses"),
+    ],
+)
+def test_bad_segments_exit_non_zero_and_save_nothing(tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    code, text = run("segment", "create", "bad", *args)
+    assert code != 0 and message in text.replace("\n", " ")
+    assert not (tmp_path / "segments" / "bad.toml").exists()
+
+
+def test_manual_tags_from_the_command_line(tmp_path, data_folder, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ids.csv").write_text("customer_id\nA\nC\nnobody\n\n")
+    code, text = run("tags", "assign", "VIP", "--ids", "ids.csv", "--data", str(data_folder), "--note", "launch guests")
+    assert code == 0 and "assigned 'VIP' to 2 customer(s)" in text and "1 id(s) rejected" in text
+    assert pd.read_csv(tmp_path / "ids.rejected.csv")["customer_id"].tolist() == ["nobody"]
+    code, text = run("tags", "assign", "promotion-sensitive", "--ids", "ids.csv", "--data", str(data_folder))
+    assert code == 2 and "is a rule tag" in text
+    code, text = run("tags", "apply", str(data_folder), "--as-of", dt.date.today().isoformat(), "--out", "out")
+    tags = pd.read_parquet(next((tmp_path / "out").glob("tags_*.parquet")))
+    assert sorted(tags.loc[tags["tag"] == "VIP", "customer_id"]) == ["A", "C"]
+    code, text = run("tags", "remove", "VIP", "--ids", "ids.csv", "--data", str(data_folder))
+    assert code == 0 and "removed 'VIP' from 2" in text
+
+
+def test_rfm_command_writes_scores_groups_and_migration(tmp_path, data_folder):
+    code, text = run(
+        "rfm", str(data_folder), "--as-of", "2024-03-01", "--previous", "2024-02-01", "--out", str(tmp_path / "rfm")
+    )
+    assert code == 0 and "top 20% of buyers" in text
+    scores = pd.read_parquet(tmp_path / "rfm" / "rfm_2024-03-01.parquet")
+    assert set(scores["customer_id"]) == {"A", "B", "C"}
+    migration = pd.read_csv(tmp_path / "rfm" / "rfm_migration_2024-02-01_2024-03-01.csv")
+    assert migration.drop(columns="from").to_numpy().sum() == 3
