@@ -3,11 +3,11 @@ across refits so that ids and names stay stable."""
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
+
+from features.catalogue import Feature, describe
 
 KEY_FEATURES = (
     "spend_365d",
@@ -28,21 +28,21 @@ KEY_FEATURES = (
 MATCH_DISTANCE = 0.5
 
 
-_BEHAVIOUR_RECENCY = ("days_since_last_purchase", "days_since_first_purchase", "days_since_last_event")
-
-
-def persona_feature_columns(columns: list[str], longest_window: int = 365) -> list[str]:
+def persona_feature_columns(
+    columns: list[str], longest_window: int = 365, meanings: dict[str, Feature] | None = None
+) -> list[str]:
     """Default persona features: every window-free feature plus the longest window's; shorter
-    windows repeat the same behaviour and would outweigh the rest."""
-    chosen = []
-    for column in columns:
-        if column.startswith("attr_") or (column.startswith("days_since_") and column not in _BEHAVIOUR_RECENCY):
-            continue  # attributes describe a persona in the portrait table; they do not define it
-        match = re.search(r"_(\d+)d$", column)
-        if match and int(match[1]) != longest_window and column != "days_since_last_purchase":
-            continue
-        chosen.append(column)
-    return chosen
+    windows repeat the same behaviour and would outweigh the rest. Attributes (the customers
+    table) describe a persona in the portrait table; they do not define it. Family and window
+    are the catalogue's; a column it does not know (a date attribute) is left out."""
+    meanings = meanings if meanings is not None else describe(columns)
+    return [
+        column
+        for column in columns
+        if (feature := meanings.get(column)) is not None
+        and feature.family != "attributes"
+        and feature.window in (None, longest_window)
+    ]
 
 
 def lifts(features: pd.DataFrame, labels: np.ndarray) -> pd.DataFrame:
@@ -117,12 +117,24 @@ def _top_values(series: pd.Series, k: int = 3) -> str:
     return f"{shown}; known for {counts.sum() / len(series):.0%}"
 
 
-def _top_shares(features: pd.DataFrame, mask, prefix: str, k: int = 3) -> str:
-    columns = [c for c in features.columns if c.startswith(prefix) and not c.endswith("_other")]
-    if not columns:
+def _top_shares(features: pd.DataFrame, mask, subject: str, meanings: dict[str, Feature], k: int = 3) -> str:
+    """The ``k`` values of ``subject`` (category, channel, payment) with the largest mean share,
+    shown by their data value; the pooled ``other`` share is left out."""
+    shown = {
+        c: f.value
+        for c, f in meanings.items()
+        if f.subject == subject and f.measure == f"{subject}_share" and f.value is not None
+    }
+    if not shown:
         return ""
-    means = features.loc[mask, columns].mean().sort_values(ascending=False).head(k)
-    return ", ".join(f"{c[len(prefix) :].replace('_', ' ')} ({v:.0%})" for c, v in means.items() if v > 0)
+    means = features.loc[mask, list(shown)].mean().sort_values(ascending=False).head(k)
+    return ", ".join(f"{shown[c]} ({v:.0%})" for c, v in means.items() if v > 0)
+
+
+def describe_frame(features: pd.DataFrame) -> dict[str, Feature]:
+    """The catalogue entry of each feature column, with the frame's vocabulary (kept in
+    ``attrs`` by the feature build) so per-value shares name their data value."""
+    return describe(features.columns, vocabulary=features.attrs.get("vocabulary"))
 
 
 def portrait_table(features: pd.DataFrame, labels: np.ndarray, names: dict[int, str]) -> pd.DataFrame:
@@ -132,6 +144,12 @@ def portrait_table(features: pd.DataFrame, labels: np.ndarray, names: dict[int, 
     revenue = features["spend_365d"].clip(lower=0) if "spend_365d" in features else pd.Series(0, index=features.index)
     total_revenue = revenue.sum() or 1.0
     lift = lifts(features, labels)
+    meanings = describe_frame(features)
+    attributes = [
+        (c, f.value)
+        for c, f in meanings.items()
+        if f.family == "attributes" and not pd.api.types.is_numeric_dtype(features[c])
+    ]
     rows = []
     for persona in sorted(np.unique(labels)):
         mask = labels == persona
@@ -147,14 +165,16 @@ def portrait_table(features: pd.DataFrame, labels: np.ndarray, names: dict[int, 
                 row[f"median_{feature}"] = features.loc[mask, feature].median()
                 row[f"mean_{feature}"] = features.loc[mask, feature].mean()
                 row[f"lift_{feature}"] = lift.loc[persona, feature]
-        row["top_categories"] = _top_shares(features, mask, "category_share_")
-        row["top_channels"] = _top_shares(features, mask, "channel_share_")
-        row["top_payment_methods"] = _top_shares(features, mask, "payment_share_")
-        for attribute in [c for c in features.columns if c.startswith("attr_")]:
-            if not pd.api.types.is_numeric_dtype(features[attribute]):
-                row[f"mix_{attribute[5:]}"] = _top_values(features.loc[mask, attribute])
+        row["top_categories"] = _top_shares(features, mask, "category", meanings)
+        row["top_channels"] = _top_shares(features, mask, "channel", meanings)
+        row["top_payment_methods"] = _top_shares(features, mask, "payment", meanings)
+        for column, attribute in attributes:
+            row[f"mix_{attribute}"] = _top_values(features.loc[mask, column])
         rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if features.attrs.get("vocabulary"):
+        table.attrs["vocabulary"] = features.attrs["vocabulary"]  # lets the report name values
+    return table
 
 
 def name_personas(features: pd.DataFrame, labels: np.ndarray) -> dict[int, str]:

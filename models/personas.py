@@ -3,7 +3,8 @@
 Pipeline: numeric features only (text attributes and favourites are left out: they are shown
 in the portrait table, not clustered on). Shares are shrunk towards the population's by the
 customer's order count (a one-order customer's shares are all 0 or 1, which is noise, not
-behaviour); money and count columns get a signed log1p, since they are heavily skewed; missing
+behaviour); money, count and day columns get a signed log1p, since they are heavily skewed (the
+scale and the order count behind each share are the feature catalogue's); missing
 values take the median; then standard scaling, optional PCA, and k-means (default),
 ``MiniBatchKMeans`` or ``GaussianMixture``.
 
@@ -17,8 +18,6 @@ across seeds, against 0.89 to 0.91 for sample-seeded k-means).
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
@@ -31,11 +30,18 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
+from features.catalogue import Feature, describe
+
 ALGORITHMS = ("kmeans", "minibatch_kmeans", "gaussian_mixture")
 # Bootstrap agreement (adjusted Rand index) from which a k counts as stable.
 STABLE_ARI = 0.75
-# Columns in [0, 1] or already ratio-scaled are not log-transformed.
-_UNSKEWED = ("_share", "_rate", "ratio", "price_level", "trend", "depth")
+# Scales whose values are heavily skewed and get a signed log; shares and ratios (in [0, 1] or
+# already ratio-scaled) do not. A column the catalogue does not know counts as a number.
+LOGGED_SCALES = ("money", "count", "days", "number")
+# Shares the catalogue gives no ``per`` yet, shrunk by the order count like the spend shares of
+# categories and brands (a share of lines is as noisy for a one-order customer). Remove an entry
+# once the catalogue declares its ``per``.
+_PER_NOT_IN_CATALOGUE = {"premium_line_share": "orders_lifetime"}
 
 
 def signed_log1p(X):
@@ -49,8 +55,13 @@ def numeric_columns(X: pd.DataFrame) -> list[str]:
     ]
 
 
-def _skewed(column: str) -> bool:
-    return not any(marker in column for marker in _UNSKEWED)
+def skewed(columns: list[str], meanings: dict[str, Feature] | None = None) -> list[bool]:
+    """For each (numeric) column, whether it gets the signed log: by the catalogue's scale
+    (money, count, days and plain numbers do; shares, ratios and flags do not). A numeric
+    column the catalogue calls a category is an attribute it recognised by name only, whose
+    kind it cannot know: a number."""
+    meanings = meanings if meanings is not None else describe(columns)
+    return [meanings[c].scale in (*LOGGED_SCALES, "category") if c in meanings else True for c in columns]
 
 
 class SignedLog(TransformerMixin, BaseEstimator):
@@ -104,19 +115,18 @@ class ShrinkShares(TransformerMixin, BaseEstimator):
         return X
 
 
-def share_counts(columns: list[str]) -> tuple[list[int], list[int]]:
-    """Positions of the share columns and of the order count behind each: ``orders_<w>d`` for
-    a windowed share, else ``orders_lifetime``. Shares without their count column are left out."""
+def share_counts(columns: list[str], meanings: dict[str, Feature] | None = None) -> tuple[list[int], list[int]]:
+    """Positions of the share columns and of the order count behind each: the catalogue's
+    ``per`` (``orders_<w>d`` for a windowed share, else ``orders_lifetime``). Shares without a
+    ``per``, or whose count column is absent, are left out."""
+    meanings = meanings if meanings is not None else describe(columns)
     position = {c: i for i, c in enumerate(columns)}
     shares, counts = [], []
     for i, column in enumerate(columns):
-        if "share" not in column:
-            continue
-        window = re.search(r"_(\d+d)$", column)
-        count = f"orders_{window[1]}" if window else "orders_lifetime"
-        if count in position:
+        per = (meanings[column].per or _PER_NOT_IN_CATALOGUE.get(column)) if column in meanings else None
+        if per is not None and per in position:
             shares.append(i)
-            counts.append(position[count])
+            counts.append(position[per])
     return shares, counts
 
 
@@ -147,12 +157,13 @@ class PersonaModel(ClusterMixin, BaseEstimator):
 
     def _transformer(self, columns: list[str]) -> Pipeline:
         steps = []
+        meanings = describe(columns)
         if self.shrinkage:
-            shares, counts = share_counts(columns)
+            shares, counts = share_counts(columns, meanings)
             steps.append(("shrink", ShrinkShares(shares, counts, self.shrinkage)))
         steps += [
             ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
-            ("log", SignedLog(mask=[_skewed(c) for c in columns])),
+            ("log", SignedLog(mask=skewed(columns, meanings))),
             ("scale", StandardScaler()),
         ]
         if self.pca_components:

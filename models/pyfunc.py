@@ -1,9 +1,9 @@
 """The MLflow pyfunc model: everything serving needs to score, in one logged model.
 
 It bundles the fitted estimator (joblib), the feature list and vocabulary the features were
-built with, the label and horizon, feature descriptions for reasons, and the training
-reference distributions for drift checks. ``predict`` returns probabilities (or predicted
-spend), never class labels.
+built with, the label and horizon, each feature's catalogue meaning (label, scale, unit: what
+reasons are phrased from), and the training reference distributions for drift checks.
+``predict`` returns probabilities (or predicted spend), never class labels.
 """
 
 from __future__ import annotations

@@ -1,92 +1,108 @@
 """Per-customer reasons: the features pushing a score up the most, in words a marketer reads.
 
+Each reason is the feature's catalogue label and its value written by the feature's scale:
+"spend in the last 90 days: 1,234.50", "share of spend on Dairy: 45%", "days since the last
+purchase: 12 days". The meaning comes from :mod:`features.catalogue` (stored beside a model as
+``meanings``), never from the column name.
+
 Contributions come from LightGBM's TreeSHAP (``pred_contrib``), which runs at about a thousand
 rows a second here: compute reasons for lists and API calls, not for every scored customer.
 """
 
 from __future__ import annotations
 
-import re
+from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 
-_EVENT_WORDS = {
-    "view": "viewed products {v} times",
-    "search": "searched {v} times",
-    "add_to_cart": "added to cart {v} times",
-    "favorite": "saved {v} favourites",
-    "campaign_received": "received {v} campaigns",
-    "campaign_click": "clicked {v} campaigns",
-    "coupon_redeemed": "redeemed {v} coupons",
-    "service_contact": "contacted service {v} times",
-    "review": "wrote {v} reviews",
-    "event": "had {v} interactions",
-}
+from features.catalogue import Feature, describe
+
+# A feature's meaning: a catalogue Feature, or its ``meaning()`` dict as stored in model meta.
+Meaning = Feature | Mapping
+
+
+def _missing(value) -> bool:
+    return pd.api.types.is_scalar(value) and bool(pd.isna(value))
 
 
 def _number(value: float) -> str:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
+    value = float(value)
+    return f"{int(value):,}" if value.is_integer() else f"{value:,.2f}"
+
+
+def _days(value: float) -> str:
+    value = float(value)
+    shown = f"{int(value):,}" if value.is_integer() else f"{value:,.1f}"
+    return f"{shown} day" if value == 1 else f"{shown} days"
+
+
+_FORMATS: dict[str, Callable[[float], str]] = {
+    "money": lambda v: f"{float(v):,.2f}",
+    "share": lambda v: f"{100 * float(v):.0f}%",
+    "count": lambda v: f"{round(float(v)):,}",
+    "days": _days,
+    "ratio": lambda v: f"{float(v):,.2f}",
+    "flag": lambda v: "yes" if float(v) else "no",
+    "number": _number,
+}
+
+
+def _field(meaning: Meaning | None, key: str, default: str) -> str:
+    if meaning is None:
+        return default
+    value = meaning.get(key) if isinstance(meaning, Mapping) else getattr(meaning, key, None)
+    return value or default
+
+
+def format_value(value, scale: str = "number") -> str:
+    """A value as a person reads it: money with two decimals, a share as a percentage, counts
+    as whole numbers, days as "N days", a category as its text; a missing value as "unknown"."""
+    if _missing(value):
         return "unknown"
-    if float(value).is_integer():
-        return f"{int(value):,}"
-    return f"{value:,.2f}"
+    if isinstance(value, str) or scale == "category":
+        return str(value)
+    try:
+        return _FORMATS.get(scale, _number)(value)
+    except (TypeError, ValueError):
+        return str(value)
 
 
-def phrase(feature: str, value, descriptions: dict[str, str] | None = None) -> str:
-    """One feature and its value as a short sentence."""
-    v = _number(value) if not isinstance(value, str) else value
-    if m := re.fullmatch(r"orders_(\d+)d", feature):
-        return f"bought {v} times in the last {m[1]} days"
-    if m := re.fullmatch(r"spend_(\d+)d", feature):
-        return f"spent {v} in the last {m[1]} days"
-    if m := re.fullmatch(r"active_days_(\d+)d", feature):
-        return f"shopped on {v} days in the last {m[1]} days"
-    if m := re.fullmatch(r"(\w+?)_count_(\d+)d", feature):
-        template = _EVENT_WORDS.get(m[1])
-        if template:
-            return template.format(v=v) + f" in the last {m[2]} days"
-    if feature == "days_since_last_purchase":
-        return f"last bought {v} days ago"
-    if feature == "days_since_first_purchase":
-        return f"a customer for {v} days"
-    if feature == "std_days_between_orders":
-        return f"a steady rhythm (gaps between orders vary by {v} days)"
-    if feature == "mean_days_between_orders":
-        return f"buys every {v} days on average"
-    if feature == "overdue_ratio":
-        return f"{v} of their usual gap since the last order"
-    if feature == "orders_lifetime":
-        return f"{v} orders in all"
-    if feature == "avg_order_value":
-        return f"spends {v} per order on average"
-    if m := re.fullmatch(r"(category|brand)_share_(.+)", feature):
-        return f"{_percent(value)} of spend on {m[2].replace('_', ' ')}"
-    if m := re.fullmatch(r"(channel|payment)_share_(.+)", feature):
-        return f"{_percent(value)} of orders via {m[2].replace('_', ' ')}"
-    if feature.endswith("_share") or "_share_" in feature or feature.endswith("_rate") or "_rate_" in feature:
-        described = (descriptions or {}).get(feature, feature.replace("_", " "))
-        return f"{described.rstrip('.').lower()}: {_percent(value)}"
-    described = (descriptions or {}).get(feature, feature.replace("_", " "))
-    return f"{described.rstrip('.')}: {v}"
+def phrase(feature: str, value, meanings: Mapping[str, Meaning] | None = None) -> str:
+    """One feature and its value as a short phrase: "label: value".
+
+    ``meanings`` maps feature names to catalogue entries (or their stored ``meaning()``); a
+    feature not in it is looked up in the default catalogue, else shown by its name in words."""
+    meaning = (meanings or {}).get(feature)
+    if meaning is None:
+        meaning = describe([feature]).get(feature)
+    label = _field(meaning, "label", feature.replace("_", " "))
+    return f"{label}: {format_value(value, _field(meaning, 'scale', 'number'))}"
 
 
-def _percent(value) -> str:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return "unknown"
-    return f"{100 * float(value):.0f}%"
+def resolve_meanings(names: Iterable[str], meanings: Mapping[str, Meaning] | None = None) -> dict[str, Meaning]:
+    """The meaning of each name: from ``meanings`` where given, else the default catalogue."""
+    names = list(names)
+    given = dict(meanings or {})
+    missing = [n for n in names if n not in given]
+    return {**describe(missing), **given} if missing else given
 
 
 def top_reasons(
-    contributions: pd.DataFrame, features: pd.DataFrame, k: int = 3, descriptions: dict[str, str] | None = None
+    contributions: pd.DataFrame,
+    features: pd.DataFrame,
+    k: int = 3,
+    meanings: Mapping[str, Meaning] | None = None,
 ) -> pd.DataFrame:
     """Columns ``reason_1..k``: the ``k`` largest positive contributions of each row, phrased.
 
     Vectorised over rows: one argsort of the contribution matrix, then a phrase per chosen cell.
+    ``meanings`` (feature name to catalogue entry or stored meaning) labels the features.
     """
     values = contributions.to_numpy()
     order = np.argsort(-values, axis=1)[:, :k]
     names = np.asarray(contributions.columns)
+    meanings = resolve_meanings(names, meanings)
     result = {}
     for i in range(k):
         chosen = order[:, i]
@@ -94,6 +110,6 @@ def top_reasons(
         column = []
         for row, (j, ok) in enumerate(zip(chosen, positive, strict=True)):
             name = names[j]
-            column.append(phrase(name, features.iloc[row][name], descriptions) if ok else None)
+            column.append(phrase(name, features.iloc[row][name], meanings) if ok else None)
         result[f"reason_{i + 1}"] = pd.Series(column, dtype="object", index=contributions.index)
     return pd.DataFrame(result, index=contributions.index)

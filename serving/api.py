@@ -17,6 +17,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Security
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, Field
 
+from features.catalogue import describe, label_of
 from portrait.errors import PortraitError
 from serving.lists import build_list
 from serving.marketing_routes import build_router
@@ -74,6 +75,12 @@ def create_app(
     score_columns = {c: scores[c].to_numpy() for c in scores.columns}
     features = features.set_index("customer_id").reindex(scores["customer_id"]).reset_index()
     feature_columns = {c: features[c].to_numpy(dtype=object) for c in KEY_FEATURES if c in features.columns}
+    # Each key feature's label and unit from the catalogue, looked up once here, not per request.
+    meanings = describe(feature_columns)
+    key_features = [
+        (name, label_of(name, meanings), meanings[name].unit if name in meanings else "", values)
+        for name, values in feature_columns.items()
+    ]
 
     def check_key(key: str | None = Security(API_KEY_HEADER)) -> None:
         if api_key and not (key and secrets.compare_digest(key, api_key)):
@@ -113,6 +120,10 @@ def create_app(
             "persona": None,
             "scores": {},
             "features": {k: _plain(values[i]) for k, values in feature_columns.items()},
+            "key_features": [
+                {"name": name, "label": label, "value": _plain(values[i]), "unit": unit}
+                for name, label, unit, values in key_features
+            ],
         }
         if "persona_id" in score_columns:
             result["persona"] = {"id": _plain(score_columns["persona_id"][i]), "name": score_columns["persona_name"][i]}

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from features.build import build_features, parse_cutoff
-from features.catalogue import Vocabulary
+from features.catalogue import Vocabulary, describe
 from features.config import FeatureConfig
 from models.reasons import top_reasons
 from portrait.dataset import Dataset
@@ -82,10 +82,20 @@ def percentile_and_decile(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return percentile, decile
 
 
+def model_meanings(meta: dict) -> dict:
+    """The catalogue meaning of each of a model's features: stored in its meta as ``meanings``,
+    or, for models logged before meanings were stored, described from its vocabulary and
+    feature settings."""
+    if meta.get("meanings"):
+        return meta["meanings"]
+    config = FeatureConfig.from_dict(meta.get("feature_config") or {})
+    return describe(meta.get("features", []), config, meta.get("vocabulary"))
+
+
 def reasons_for(model: LoadedModel, features: pd.DataFrame, k: int = 3) -> pd.DataFrame:
     X = features[model.features]
     contributions = model.estimator.contributions(X)
-    return top_reasons(contributions, X, k=k, descriptions=model.meta.get("descriptions"))
+    return top_reasons(contributions, X, k=k, meanings=model_meanings(model.meta))
 
 
 @dataclass

@@ -5,15 +5,17 @@ from html import escape
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.figure import Figure
 from sklearn.metrics import adjusted_rand_score
 
 from features.build import build_features
-from models.persona_profile import generate_name, portrait_table
-from models.personas import ShrinkShares, share_counts
+from models.persona_profile import generate_name, persona_feature_columns, portrait_table
+from models.personas import ShrinkShares, share_counts, skewed
 from models.pyfunc import StoredFit
 from portrait.dataset import open_dataset
 from portrait.errors import ConfigError
 from portrait.synthetic import write_sample_data
+from training import persona_report
 from training.persona_report import distinguishing_traits, write_portrait
 from training.personas import DEFAULT_FAMILIES, PersonaConfig, fit_personas, load_persona_config
 
@@ -166,6 +168,134 @@ def test_shares_shrink_towards_the_population_by_order_count():
             [2.0, 0.1, 0.0, 0.75, 0.0],
         ],
     )
+
+
+def test_shares_and_their_order_counts_come_from_the_catalogue():
+    columns = [
+        "orders_lifetime",  # 0
+        "channel_share_app",  # 1: per orders_lifetime
+        "orders_365d",  # 2
+        "promo_share_365d",  # 3: per orders_365d
+        "promo_share_90d",  # 4: per orders_90d, which is absent: left out
+        "category_share_other",  # 5: per orders_lifetime
+        "premium_line_share",  # 6: shrunk by orders_lifetime like the spend shares
+        "avg_discount_depth",  # 7: a share with no order count behind it
+        "refund_rate",  # 8: likewise
+        "cart_to_purchase_rate_90d",  # 9: likewise
+        "order_share_weekend",  # 10: per orders_lifetime
+        "noise",  # 11: not a feature
+    ]
+    assert share_counts(columns) == ([1, 3, 5, 6, 10], [0, 2, 0, 0, 0])
+    assert share_counts(["promo_share_365d", "channel_share_app"]) == ([], [])  # no count column
+
+
+def test_only_money_count_and_day_columns_are_logged():
+    columns = [
+        "spend_365d",  # money
+        "orders_lifetime",  # count
+        "days_since_last_purchase",  # days
+        "promo_share_365d",  # share
+        "category_share_dairy",  # share
+        "overdue_ratio",  # ratio
+        "price_level",  # ratio
+        "spend_trend_90d",  # ratio
+        "avg_discount_depth",  # share
+        "view_to_cart_rate_90d",  # ratio
+        "attr_household_size",  # numeric attribute, kind unknown to the catalogue: a number
+        "noise",  # not a feature: a number
+    ]
+    assert skewed(columns) == [True, True, True, False, False, False, False, False, False, False, True, True]
+
+
+def test_default_persona_features_are_window_free_or_the_longest_window():
+    columns = [
+        "days_since_last_purchase",
+        "orders_90d",
+        "orders_365d",
+        "promo_share_365d",
+        "spend_trend_90d",
+        "view_to_cart_rate_90d",
+        "category_share_dairy",
+        "attr_age_band",  # an attribute: describes personas, does not define them
+        "days_since_signup_date",  # a date attribute (not in the catalogue)
+        "customer_score",  # not a feature
+    ]
+    assert persona_feature_columns(columns) == [
+        "days_since_last_purchase",
+        "orders_365d",
+        "promo_share_365d",
+        "category_share_dairy",
+    ]
+
+
+def test_portrait_table_names_values_from_the_vocabulary():
+    features = pd.DataFrame(
+        {
+            "spend_365d": [100.0, 300.0],
+            "category_share_dairy_eggs": [0.6, 0.2],
+            "category_share_fresh_food": [0.3, 0.4],
+            "category_share_other": [0.1, 0.4],  # pooled: never a top category
+            "payment_share_card": [1.0, 1.0],
+        }
+    )
+    features.attrs["vocabulary"] = {"categories": ["Dairy & Eggs", "Fresh Food"], "payment_methods": ["Card"]}
+    table = portrait_table(features, np.array([0, 0]), {0: "Regulars"})
+    assert table.loc[0, "top_categories"] == "Dairy & Eggs (40%), Fresh Food (35%)"
+    assert table.loc[0, "top_payment_methods"] == "Card (100%)"
+    assert table.loc[0, "top_channels"] == ""
+    features.attrs.clear()  # without the vocabulary: the value read from the name
+    assert portrait_table(features, np.array([0, 0]), {0: "Regulars"}).loc[0, "top_categories"] == (
+        "dairy eggs (40%), fresh food (35%)"
+    )
+
+
+def test_persona_page_shows_feature_labels_not_column_names(tmp_path, monkeypatch):
+    ticks = []
+
+    def record(fig: Figure) -> str:  # the tick labels of each chart instead of its PNG
+        ticks.append([t.get_text() for ax in fig.axes for t in (*ax.get_xticklabels(), *ax.get_yticklabels())])
+        return ""
+
+    monkeypatch.setattr(persona_report, "_png", record)
+    table = pd.DataFrame(
+        {
+            "persona_id": [0, 1],
+            "persona_name": ["Regulars", "Occasional buyers"],
+            "customers": [3, 1],
+            "share_of_customers": [0.75, 0.25],
+            "share_of_revenue": [0.9, 0.1],
+            "median_spend_365d": [120.0, 10.0],
+            "median_days_since_last_purchase": [5.0, 60.0],
+            "lift_spend_365d": [1.2, 0.4],
+            "lift_promo_share_365d": [0.5, 2.5],
+        }
+    )
+    table.attrs["vocabulary"] = {"categories": ["Dairy & Eggs"]}
+    lifts = pd.DataFrame(
+        {
+            "persona_id": [0, 1],
+            "persona_name": ["Regulars", "Occasional buyers"],
+            "spend_365d": [1.2, 0.4],
+            "category_share_dairy_eggs": [2.0, 0.5],
+        }
+    )
+    paths = write_portrait(table, tmp_path, lifts)
+    html, page = paths["html"].read_text(), paths["markdown"].read_text()
+    for shown in (html, page):
+        assert "median spend in the last 365 days" in shown
+        assert "median days since the last purchase" in shown
+        assert "median_spend_365d" not in shown
+    assert "- **Regulars**: share of spend on Dairy &amp; Eggs x2.00" not in page  # markdown is not HTML
+    assert "- **Regulars**: share of spend on Dairy & Eggs x2.00, spend in the last 365 days x1.20" in page
+    # the cards' charts (one per persona), then the sizes and the heat map
+    assert len(ticks) == 4
+    first_card, second_card, _, heat_map = ticks
+    assert first_card[-2:] == ["share of spend on Dairy & Eggs", "spend in the last 365 days"]
+    assert second_card[-2:] == ["spend in the last 365 days", "share of spend on Dairy & Eggs"]
+    assert {"spend in the last 365 days", "share of orders with a discount in the last 365 days"} <= set(heat_map)
+    assert not {"spend_365d", "promo_share_365d", "category_share_dairy_eggs"} & {t for f in ticks for t in f}
+    # the CSV keeps the column names for machines
+    assert "median_spend_365d" in paths["csv"].read_text()
 
 
 def test_unknown_algorithm_is_refused(tmp_path):

@@ -165,6 +165,16 @@ def test_api_serves_profiles_scores_lists_and_models(scored):
     assert profile["scores"][MODEL]["score"] == pytest.approx(batch[f"{MODEL}_score"], abs=0)
     assert profile["persona"]["name"] == batch["persona_name"]
     assert 1 <= len(profile["scores"][MODEL]["reasons"]) <= 3
+    assert all(": " in reason for reason in profile["scores"][MODEL]["reasons"])  # "label: value"
+    key = {entry["name"]: entry for entry in profile["key_features"]}
+    assert [entry["name"] for entry in profile["key_features"]] == list(profile["features"])
+    assert key["spend_lifetime"] == {
+        "name": "spend_lifetime",
+        "label": "spend in all, net of refunds",
+        "value": profile["features"]["spend_lifetime"],
+        "unit": "currency",
+    }
+    assert (key["orders_90d"]["label"], key["orders_90d"]["unit"]) == ("orders in the last 90 days", "orders")
     assert client.get("/customers/nobody").status_code == 404
     listed = client.get(f"/lists/{MODEL}", params={"top": 5, "where": "orders_365d >= 1"}).json()
     assert listed["count"] == 5 and listed["customers"][0]["score"] >= listed["customers"][-1]["score"]

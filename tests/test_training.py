@@ -112,6 +112,25 @@ def test_pyfunc_returns_calibrated_probabilities_not_labels(trained):
     np.testing.assert_allclose(scores, estimator.predict_proba(holdout)[:, 1])
 
 
+def test_model_meta_stores_each_feature_meaning_for_reasons(trained):
+    config, data, _ = trained
+    meta = mlflow.pyfunc.load_model(f"models:/{config.name}@candidate").unwrap_python_model().meta
+    assert data.meanings["orders_90d"].label == "orders in the last 90 days"
+    assert set(meta["meanings"]) <= set(data.feature_columns)
+    assert meta["meanings"]["spend_90d"] == {
+        "family": "windows",
+        "window": 90,
+        "scale": "money",
+        "unit": "currency",
+        "label": "spend in the last 90 days",
+        "measure": "spend",
+        "subject": None,
+        "value": None,
+    }
+    shares = [m for m in meta["meanings"].values() if m["measure"] == "category_share" and m["value"]]
+    assert shares and all(m["value"] in data.vocabulary.categories for m in shares)
+
+
 def test_promotion_moves_champion_only_when_at_least_as_good(trained, prepared):
     config, data, first = trained
     assert "is now champion" in promote(config.name).sentence()

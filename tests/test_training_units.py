@@ -1,4 +1,4 @@
-"""Pure pieces of training: config validation, time splits, metrics, reasons."""
+"""Pure pieces of training: config validation, time splits, metrics, baselines."""
 
 import datetime as dt
 
@@ -6,9 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.reasons import phrase, top_reasons
+from features.config import FeatureConfig
 from portrait.errors import ConfigError, PortraitError
 from training.config import parse_experiment
+from training.evaluate import recent_spend
 from training.metrics import expected_calibration_error, lift_and_capture, normalized_gini
 from training.splits import explicit_split, monthly_split
 
@@ -93,19 +94,21 @@ def test_normalized_gini_is_one_for_a_perfect_order_and_minus_one_reversed():
     assert normalized_gini(y, -y) == pytest.approx(-1.0)
 
 
-def test_reasons_are_phrased_for_a_marketer():
-    assert phrase("orders_90d", 4.0) == "bought 4 times in the last 90 days"
-    assert phrase("campaign_click_count_90d", 3) == "clicked 3 campaigns in the last 90 days"
-    assert phrase("category_share_fresh_food", 0.42) == "42% of spend on fresh food"
-    assert phrase("days_since_last_purchase", 12.0) == "last bought 12 days ago"
+def test_recent_spend_scales_the_nearest_windowed_spend_to_the_horizon():
+    features = pd.DataFrame(
+        {
+            "spend_30d": [30.0, -5.0],
+            "spend_90d": [90.0, 45.0],
+            "spend_lifetime": [500.0, 500.0],  # spend, but not windowed
+            "spend_trend_90d": [1.0, 1.0],  # windowed, but another measure
+        }
+    )
+    np.testing.assert_allclose(recent_spend(features, 60), [60.0, 0.0])  # 30 and 90 tie: the shorter
+    np.testing.assert_allclose(recent_spend(features, 80), [80.0, 40.0])
 
 
-def test_top_reasons_take_the_largest_positive_contributions():
-    contributions = pd.DataFrame({"orders_90d": [0.5, -0.2], "spend_30d": [0.1, 0.3], "view_count_7d": [0.7, -0.1]})
-    features = pd.DataFrame({"orders_90d": [4, 0], "spend_30d": [20.0, 55.5], "view_count_7d": [9, 0]})
-    reasons = top_reasons(contributions, features, k=2)
-    assert reasons.loc[0].tolist() == [
-        "viewed products 9 times in the last 7 days",
-        "bought 4 times in the last 90 days",
-    ]
-    assert reasons.loc[1].tolist() == ["spent 55.50 in the last 30 days", None]
+def test_recent_spend_reads_windows_from_the_feature_settings():
+    features = pd.DataFrame({"spend_14d": [14.0], "spend_60d": [30.0]})
+    np.testing.assert_allclose(recent_spend(features, 50, FeatureConfig(windows=(14, 60), behaviour_window=60)), [25.0])
+    with pytest.raises(ValueError, match=r"no windowed spend feature among the columns \['spend_14d', 'spend_60d'\]"):
+        recent_spend(features, 50)  # the default windows have neither

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.catalogue import Vocabulary, catalogue
+from features.catalogue import Feature, Vocabulary, describe
 from features.labels import LABELS, build_training_set, data_last_day
 from portrait.dataset import Dataset, open_dataset
 from portrait.errors import PortraitError
@@ -37,7 +37,7 @@ class TrainingData:
     feature_columns: list[str]
     target: str
     vocabulary: Vocabulary
-    descriptions: dict[str, str]
+    meanings: dict[str, Feature]  # the catalogue entry of each feature column
     dataset_name: str
     dataset_fingerprint: str
 
@@ -75,9 +75,9 @@ def prepare(config: ExperimentConfig, progress=None) -> TrainingData:
     )
     vocabulary = Vocabulary.from_dict(frame.attrs["vocabulary"])
     features = [c for c in frame.columns if c not in ("customer_id", "cutoff", *LABELS)]
-    descriptions = {f.name: f.description for f in catalogue(config.features, vocabulary, None)}
+    meanings = describe(features, config.features, vocabulary)
     data = TrainingData(
-        frame, split, features, config.label.kind, vocabulary, descriptions, dataset.name, dataset.fingerprint()
+        frame, split, features, config.label.kind, vocabulary, meanings, dataset.name, dataset.fingerprint()
     )
     check_sufficiency(data, config)
     return data

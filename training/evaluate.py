@@ -3,13 +3,14 @@ baselines beside it."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
+from features.catalogue import describe, windowed
+from features.config import FeatureConfig
 from models.propensity import PropensityClassifier, SpendRegressor
 from training.config import ExperimentConfig
 from training.data import TrainingData
@@ -48,11 +49,14 @@ def recent_buyer(features: pd.DataFrame, horizon_days: int) -> np.ndarray:
     return (features["days_since_last_purchase"].fillna(np.inf) <= horizon_days).astype(float).to_numpy()
 
 
-def recent_spend(features: pd.DataFrame, horizon_days: int) -> np.ndarray:
-    """Spend over the last horizon-length window (from the nearest window feature), as a naive forecast."""
-    windows = sorted(int(m[1]) for c in features.columns if (m := re.fullmatch(r"spend_(\d+)d", c)))
-    nearest = min(windows, key=lambda w: abs(w - horizon_days))
-    return (features[f"spend_{nearest}d"] * horizon_days / nearest).clip(lower=0).to_numpy()
+def recent_spend(features: pd.DataFrame, horizon_days: int, config: FeatureConfig | None = None) -> np.ndarray:
+    """Spend over the last horizon-length window (from the nearest windowed spend feature of the
+    catalogue for ``config``), as a naive forecast."""
+    spend = windowed("spend", describe(features.columns, config).values())
+    if not spend:
+        raise ValueError(f"no windowed spend feature among the columns {list(features.columns)[:10]}")
+    nearest = min(sorted(spend), key=lambda w: abs(w - horizon_days))
+    return (features[spend[nearest].name] * horizon_days / nearest).clip(lower=0).to_numpy()
 
 
 def baseline_metrics(holdout: pd.DataFrame, y: np.ndarray, config: ExperimentConfig) -> dict[str, float]:
@@ -65,7 +69,7 @@ def baseline_metrics(holdout: pd.DataFrame, y: np.ndarray, config: ExperimentCon
             **ranking_metrics(y, rfm_score(holdout), "baseline_rfm_holdout_"),
             **ranking_metrics(y, recent_buyer(holdout, h), "baseline_recent_buyer_holdout_"),
         }
-    forecast = recent_spend(holdout, h)
+    forecast = recent_spend(holdout, h, config.features)
     return {
         **spend_metrics(y, rfm_score(holdout), "baseline_rfm_holdout_"),
         **spend_metrics(y, forecast, "baseline_recent_spend_holdout_"),

@@ -1,7 +1,8 @@
 """The crowd portrait as files a marketer opens: CSV, Markdown, and one self-contained HTML page
 (sizes, a heat map of key-feature lifts, and a card per persona with a chart of what sets it
-apart). Everything taken from the data is HTML-escaped: category and channel names are text a
-retailer's systems wrote, not markup."""
+apart). Features are shown by their catalogue label ("spend in the last 365 days"), not their
+column name. Everything taken from the data is HTML-escaped: category and channel names are text
+a retailer's systems wrote, not markup."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from features.catalogue import Feature, describe, label_of
 
 TEXT_COLUMNS = ("top_categories", "top_channels", "top_payment_methods")
 SUMMARY_COLUMNS = ("persona_id", "persona_name", "customers", "share_of_customers", "share_of_revenue") + TEXT_COLUMNS
@@ -40,11 +43,21 @@ def markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def write_portrait(table: pd.DataFrame, folder: Path, lifts: pd.DataFrame | None = None) -> dict[str, Path]:
+def write_portrait(
+    table: pd.DataFrame,
+    folder: Path,
+    lifts: pd.DataFrame | None = None,
+    meanings: dict[str, Feature] | None = None,
+) -> dict[str, Path]:
     """Writes ``personas.csv``, ``personas.md``, ``personas.html`` and, given the per-feature
     ``lifts`` (one row per persona, ``persona_id`` and ``persona_name`` then a column per
-    feature), ``persona_lifts.csv``. Returns the paths by kind."""
+    feature), ``persona_lifts.csv``. Returns the paths by kind.
+
+    The pages label features from ``meanings`` (the catalogue entries), else from the catalogue
+    with the vocabulary in ``table.attrs`` (set by the portrait table), else by name alone.
+    The CSV files keep the column names."""
     folder.mkdir(parents=True, exist_ok=True)
+    labels = _labels(table, lifts, meanings)
     table = table.copy()
     for column in [c for c in table.columns if c in TEXT_COLUMNS or c.startswith("mix_")]:
         table[column] = table[column].fillna("").astype("object")
@@ -54,9 +67,23 @@ def write_portrait(table: pd.DataFrame, folder: Path, lifts: pd.DataFrame | None
         paths["lifts"] = folder / "persona_lifts.csv"
         lifts.to_csv(paths["lifts"], index=False)
     traits = _traits_by_persona(table, lifts)
-    paths["markdown"].write_text(_markdown_page(table, traits))
-    paths["html"].write_text(_html_page(table, traits))
+    paths["markdown"].write_text(_markdown_page(table, traits, labels))
+    paths["html"].write_text(_html_page(table, traits, labels))
     return paths
+
+
+def _labels(table: pd.DataFrame, lifts: pd.DataFrame | None, meanings: dict[str, Feature] | None) -> dict[str, str]:
+    """Feature name to its catalogue label, for every feature the pages show."""
+    names = {c[len(prefix) :] for c in table.columns for prefix in ("lift_", "median_") if c.startswith(prefix)}
+    if lifts is not None:
+        names |= set(lifts.columns) - {"persona_id", "persona_name"}
+    known = {**describe(names, vocabulary=table.attrs.get("vocabulary")), **(meanings or {})}
+    return {name: label_of(name, known) for name in names}
+
+
+def _median_headers(table: pd.DataFrame, labels: dict[str, str]) -> dict[str, str]:
+    """``median_<feature>`` columns to "median <label>"."""
+    return {c: f"median {labels.get(c[7:], c[7:])}" for c in table.columns if c.startswith("median_")}
 
 
 def _traits_by_persona(table: pd.DataFrame, lifts: pd.DataFrame | None) -> dict[int, pd.Series]:
@@ -72,16 +99,19 @@ def _non_empty(table: pd.DataFrame, columns) -> list[str]:
     return [c for c in columns if c in table and not (table[c].isna() | (table[c].astype(str) == "")).all()]
 
 
-def _markdown_page(table: pd.DataFrame, traits: dict[int, pd.Series]) -> str:
+def _markdown_page(table: pd.DataFrame, traits: dict[int, pd.Series], labels: dict[str, str]) -> str:
     parts = ["# Personas", "", markdown(table[_non_empty(table, SUMMARY_COLUMNS)]), ""]
     parts += ["## Key features (median)", ""]
-    parts += [markdown(table[["persona_name"] + [c for c in table.columns if c.startswith("median_")]]), ""]
+    medians = _median_headers(table, labels)
+    parts += [markdown(table[["persona_name", *medians]].rename(columns=medians)), ""]
     mix = _non_empty(table, [c for c in table.columns if c.startswith("mix_")])
     if mix:
         parts += ["## Demographic mix", "", markdown(table[["persona_name", *mix]]), ""]
     parts += ["## What sets each persona apart (lift against all customers)", ""]
     for row in table.itertuples():
-        shown = ", ".join(f"{feature} x{2**value:.2f}" for feature, value in traits[row.persona_id].items())
+        shown = ", ".join(
+            f"{labels.get(feature, feature)} x{2**value:.2f}" for feature, value in traits[row.persona_id].items()
+        )
         parts.append(f"- **{row.persona_name}**: {shown}")
     return "\n".join(parts) + "\n"
 
@@ -119,11 +149,11 @@ def _sizes_chart(table: pd.DataFrame) -> str:
     return _png(fig)
 
 
-def _lift_heat_map(table: pd.DataFrame) -> str:
+def _lift_heat_map(table: pd.DataFrame, labels: dict[str, str]) -> str:
     plt = _pyplot()
     heat = table.set_index("persona_name")[[c for c in table.columns if c.startswith("lift_")]].astype(float)
     heat = heat.dropna(axis=1, how="all")  # features the data set does not have
-    heat.columns = [c[5:] for c in heat.columns]
+    heat.columns = [labels.get(c[5:], c[5:]) for c in heat.columns]
     fig, ax = plt.subplots(figsize=(1 + 0.6 * len(heat.columns), 0.5 * len(heat) + 2))
     colour = np.log2(heat.clip(lower=0.05).fillna(1.0)).to_numpy()
     image = ax.imshow(colour, cmap="RdBu_r", vmin=-2, vmax=2, aspect="auto")
@@ -137,17 +167,18 @@ def _lift_heat_map(table: pd.DataFrame) -> str:
     return _png(fig)
 
 
-def _traits_chart(traits: pd.Series) -> str:
+def _traits_chart(traits: pd.Series, labels: dict[str, str]) -> str:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 0.3 * len(traits) + 0.8))
-    ax.barh(traits.index, traits.to_numpy(), color=np.where(traits.to_numpy() >= 0, "#c0392b", "#2e86c1"))
+    shown = [labels.get(feature, feature) for feature in traits.index]
+    ax.barh(shown, traits.to_numpy(), color=np.where(traits.to_numpy() >= 0, "#c0392b", "#2e86c1"))
     ax.axvline(0, color="#444", linewidth=0.8)
     ax.set_xlabel("log2 lift vs all customers (1 = twice the average)")
     ax.invert_yaxis()
     return _png(fig)
 
 
-def _card(row: pd.Series, traits: pd.Series, mix: list[str]) -> str:
+def _card(row: pd.Series, traits: pd.Series, mix: list[str], labels: dict[str, str]) -> str:
     figures = "".join(
         f"<li>{label}: {fmt.format(row[column])}</li>"
         for column, (label, fmt) in CARD_FIGURES.items()
@@ -172,14 +203,15 @@ def _card(row: pd.Series, traits: pd.Series, mix: list[str]) -> str:
         f"{row['share_of_revenue']:.0%} of revenue in the last 365 days</p><div class='cols'>"
         f"<div><ul>{figures}{described}</ul>"
         + (f"<p>Demographic mix:</p><ul>{demographics}</ul>" if demographics else "")
-        + f"</div><div>{_img(_traits_chart(traits), alt)}</div></div></section>"
+        + f"</div><div>{_img(_traits_chart(traits, labels), alt)}</div></div></section>"
     )
 
 
-def _html_page(table: pd.DataFrame, traits: dict[int, pd.Series]) -> str:
+def _html_page(table: pd.DataFrame, traits: dict[int, pd.Series], labels: dict[str, str]) -> str:
     mix = _non_empty(table, [c for c in table.columns if c.startswith("mix_")])
-    cards = "".join(_card(row, traits[int(row["persona_id"])], mix) for _, row in table.iterrows())
-    shown = table[_non_empty(table, SUMMARY_COLUMNS) + [c for c in table.columns if c.startswith("median_")]]
+    cards = "".join(_card(row, traits[int(row["persona_id"])], mix, labels) for _, row in table.iterrows())
+    medians = _median_headers(table, labels)
+    shown = table[_non_empty(table, SUMMARY_COLUMNS) + list(medians)].rename(columns=medians)
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>Personas</title><style>"
         "body{font-family:sans-serif;max-width:1150px;margin:2em auto;color:#222}"
@@ -188,7 +220,7 @@ def _html_page(table: pd.DataFrame, traits: dict[int, pd.Series]) -> str:
         "table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:3px 6px}"
         "</style></head><body><h1>Personas</h1>"
         f"<h2>Sizes</h2>{_img(_sizes_chart(table), 'Share of customers and revenue per persona')}"
-        f"<h2>Key features against all customers</h2>{_img(_lift_heat_map(table), 'Lift heat map')}"
+        f"<h2>Key features against all customers</h2>{_img(_lift_heat_map(table, labels), 'Lift heat map')}"
         f"{cards}<h2>Portrait table</h2><div style='overflow-x:auto'>"
         + shown.to_html(index=False, float_format=lambda v: f"{v:,.2f}", na_rep="")
         + "</div></body></html>"
