@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO_DATA := data/completejourney
 OUT := outputs
+SEGMENTS := $(OUT)/segments
 
 .PHONY: install demo test lint docs bench-sample bench-features bench-personas clean
 
@@ -29,6 +30,16 @@ demo: $(STAMP)
 	$(BIN)/portrait personas show --alias champion --out $(OUT)/personas
 	$(BIN)/portrait score $(DEMO_DATA) --as-of 2018-01-02 --out $(OUT)/scores --reasons
 	$(BIN)/portrait list --model repurchase_90d --top 1000 --scores $(OUT)/scores --out $(OUT)/lists/repurchase_90d_top1000.csv
+	$(BIN)/portrait rfm $(DEMO_DATA) --as-of 2018-01-02 --previous 2017-10-01 --out $(OUT)/rfm
+	$(BIN)/portrait tags apply $(DEMO_DATA) --as-of 2018-01-02 --scores $(OUT)/scores --out $(OUT)/tags
+	$(BIN)/portrait segment create quiet_milk_buyers --replace --segments $(SEGMENTS) \
+		--description "Bought milk at least three times in the last 60 days, nothing in the last 14" \
+		--where "purchased(category = 'fluid milk products', within_days = 60) >= 3 and not purchased(within_days = 14)"
+	$(BIN)/portrait segment create big_spenders_going_quiet --replace --segments $(SEGMENTS) \
+		--description "High spending power, low RFM recency score" --tag "spending power: high" --where "rfm_r <= 2"
+	$(BIN)/portrait segment refresh --data $(DEMO_DATA) --as-of 2018-01-02 --scores $(OUT)/scores --segments $(SEGMENTS)
+	$(BIN)/portrait segment export quiet_milk_buyers --data $(DEMO_DATA) --as-of 2018-01-02 --segments $(SEGMENTS) \
+		--scores $(OUT)/scores --rank-by repurchase_90d --columns spend_90d,rfm_group --out $(OUT)/exports/quiet_milk_buyers.csv
 	@echo
 	@echo "Demo outputs:"
 	@echo "  data set in the contract:  $(DEMO_DATA)/"
@@ -37,7 +48,10 @@ demo: $(STAMP)
 	@echo "  personas (table, page):    $(OUT)/personas/personas.md, $(OUT)/personas/personas.html"
 	@echo "  scores of every customer:  $(OUT)/scores/scores_2018-01-02.parquet (+ .summary.json)"
 	@echo "  top-1000 repurchase list:  $(OUT)/lists/repurchase_90d_top1000.csv"
-	@echo "  HTTP API:                  $(BIN)/portrait serve --scores $(OUT)/scores  (then http://127.0.0.1:8000/docs)"
+	@echo "  RFM scores and groups:     $(OUT)/rfm/"
+	@echo "  tags of every customer:    $(OUT)/tags/tags_2018-01-02.parquet (+ .summary.json)"
+	@echo "  saved segments, export:    $(SEGMENTS)/, $(OUT)/exports/quiet_milk_buyers.csv"
+	@echo "  HTTP API:                  $(BIN)/portrait serve --scores $(OUT)/scores --segments $(SEGMENTS) --tags $(OUT)/tags  (then http://127.0.0.1:8000/docs)"
 	@echo "  MLflow runs and models:    mlflow.db, mlartifacts/  (browse: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db)"
 
 test: $(STAMP)

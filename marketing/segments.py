@@ -223,12 +223,20 @@ class SegmentEvaluator:
     """Evaluates segments (and their includes) on one :class:`Population`, sharing one build
     of features and behaviour terms and one application of the tag library."""
 
-    def __init__(self, population: Population, store: SegmentStore, library: Library, manual_store: Path | None = None):
+    def __init__(
+        self,
+        population: Population,
+        store: SegmentStore,
+        library: Library,
+        manual_store: Path | None = None,
+        tags: pd.DataFrame | None = None,
+    ):
+        """``tags``: the library already applied to this population (saves applying it again)."""
         self.population = population
         self.store = store
         self.library = library
         self.manual_store = manual_store
-        self._tags: pd.DataFrame | None = None
+        self._tags = tags
         self._frame: pd.DataFrame | None = None
         self._conditions: dict[str, Condition] = {}
         self._memo: dict[str, np.ndarray] = {}
@@ -264,7 +272,7 @@ class SegmentEvaluator:
             if (condition := self.check(segment)) is not None:
                 self._conditions[segment.name] = condition
         self._frame = self.population.frame(self._conditions.values())
-        if any(s.tags or s.not_tags for s in closure):
+        if self._tags is None and any(s.tags or s.not_tags for s in closure):
             self._tags = apply_tags(self.library, self.population, manual_store=self.manual_store).tags
 
     def _closure(self, segments: list[Segment]) -> list[Segment]:
