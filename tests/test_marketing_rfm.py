@@ -75,3 +75,12 @@ def test_migration_counts_moves_and_newcomers():
 def test_rule_table_names_every_group_once_per_cell():
     text = rule_table_markdown()
     assert text.count("\n") == 6 and "Can't lose" in text and "Champions" in text
+
+
+def test_docs_rfm_agrees_with_the_code():
+    from pathlib import Path
+
+    from marketing.rfm import rfm_doc
+
+    docs = Path(__file__).resolve().parents[1] / "docs" / "rfm.md"
+    assert docs.read_text().strip() == rfm_doc().strip()
