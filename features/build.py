@@ -162,13 +162,16 @@ def build_features(
     vocabulary: Vocabulary | None = None,
     families: Collection[str] | None = None,
     con: duckdb.DuckDBPyConnection | None = None,
+    only: Collection[str] | None = None,
 ) -> pd.DataFrame:
     """One row per customer as of ``cutoff`` (see the module docstring for the edge rules).
 
     Returns a frame keyed by ``customer_id`` (sorted), with int64 counts, float64 amounts,
     shares and ratios, and pandas categoricals for favourites and text attributes. The
     vocabulary used is in ``frame.attrs["vocabulary"]``. ``families`` restricts the build to
-    those families (all by default); a pass that no selected feature needs is not run.
+    those families (all by default); ``only`` to those features (and what they are computed
+    from: derived features' inputs, favourites' shares). A pass no selected feature needs is
+    not run.
     """
     config = config or FeatureConfig()
     cutoff = parse_cutoff(cutoff)
@@ -180,6 +183,8 @@ def build_features(
         vocabulary = vocabulary or compute_vocabulary(con, config)
         kinds = attribute_kinds(con) if dataset.has("customers") else {}
         features = select_families(catalogue(config, vocabulary, kinds), families)
+        if only is not None:
+            features = select_features(features, only)
         spine_extra = None
         if "signup_date" in kinds and kinds["signup_date"] == "date":
             spine_extra = (
@@ -228,28 +233,35 @@ def select_families(features: list[Feature], families: Collection[str] | None) -
     return [f for f in chosen if f.stage != "derived" or inputs_present(f)]
 
 
-def families_for(columns: Collection[str], features: list[Feature]) -> set[str]:
-    """The families to build so that every feature in ``columns`` is present, derived
-    features included (their inputs may live in other families)."""
+def select_features(features: list[Feature], names: Collection[str]) -> list[Feature]:
+    """``names`` and every feature they are computed from, in catalogue order: a derived
+    feature's inputs, and a favourite's per-value shares (``favourite_category`` is the
+    largest ``category_share_*``)."""
     by_name = {f.name: f for f in features}
-    needed, frontier = set(), [c for c in columns if c in by_name]
+    needed: set[str] = set()
+    frontier = [n for n in names if n in by_name]
     while frontier:
-        feature = by_name[frontier.pop()]
-        if feature.family in needed and feature.stage != "derived":
+        name = frontier.pop()
+        if name in needed:
             continue
-        needed.add(feature.family)
+        needed.add(name)
+        feature = by_name[name]
         if feature.stage == "derived":
-            frontier += [n for n in re.findall(r"[a-z_0-9]+", feature.sql) if n in by_name and n != feature.name]
-    return needed
+            frontier += [n for n in re.findall(r"[a-z_0-9]+", feature.sql) if n in by_name]
+        elif feature.stage == "favourite":
+            frontier += [f.name for f in features if f.measure == f"{feature.subject}_share"]
+    return [f for f in features if f.name in needed]
 
 
 def _finish(frame: pd.DataFrame, features: list[Feature], vocabulary: Vocabulary) -> pd.DataFrame:
     """Favourites from the share columns, explicit dtypes, catalogue column order."""
-    if "favourite_category" in {f.name for f in features}:
+    names = {f.name for f in features}
+    if "favourite_category" in names:
         categories = list(vocabulary.categories)
         frame["favourite_category"] = _favourite(
             frame, "category_share_", categories + ["other"], slugs(tuple(categories)) + ["other"]
         )
+    if "favourite_channel" in names:
         channels = list(vocabulary.channels)
         frame["favourite_channel"] = _favourite(frame, "channel_share_", channels, slugs(tuple(channels)))
     result = {"customer_id": frame["customer_id"].astype("str")}

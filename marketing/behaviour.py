@@ -128,10 +128,19 @@ def check_values(con: duckdb.DuckDBPyConnection, terms: list[BehaviourTerm], as_
             asked.setdefault((term.table, column), set()).add(value.strip().lower())
     as_of_ts = dt.datetime.combine(as_of, dt.time())
     for (table, column), values in asked.items():
+        # One scan per column: which of the asked values occur at all before the as-of date.
         normalised = f"LOWER(TRIM(CAST({quote_ident(column)} AS VARCHAR)))"
-        for value in sorted(values):
-            found = con.execute(f"SELECT 1 FROM {table} WHERE ts < ? AND {normalised} = ? LIMIT 1", [as_of_ts, value])
-            if found.fetchone():
+        asked_values = sorted(values)
+        placeholders = ", ".join("?" for _ in asked_values)
+        present = {
+            row[0]
+            for row in con.execute(
+                f"SELECT DISTINCT {normalised} FROM {table} WHERE ts < ? AND {normalised} IN ({placeholders})",
+                [as_of_ts, *asked_values],
+            ).fetchall()
+        }
+        for value in asked_values:
+            if value in present:
                 continue
             known = [
                 row[0]

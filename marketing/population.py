@@ -1,7 +1,7 @@
 """Everything a tag or segment condition can name, for every customer, as of one date.
 
 A :class:`Population` opens the data set once and gives, per customer known before the as-of
-date: the point-in-time features (only the families the conditions need are built), the RFM
+date: the point-in-time features (only those the conditions need are built), the RFM
 scores and group, the behaviour terms the conditions call, and, given a scores folder, each
 model's score, percentile and decile and the persona from the newest scores table not later
 than the as-of date. Customers are those of the feature table (anyone with a purchase, refund
@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from features.build import attribute_kinds, build_features, families_for, parse_cutoff, vocabulary_as_of
+from features.build import attribute_kinds, build_features, parse_cutoff, vocabulary_as_of
 from features.catalogue import Feature, catalogue
 from features.config import FeatureConfig
 from marketing.behaviour import behaviour_table
 from marketing.filters import NUMBER, TEXT, Condition, Schema
-from marketing.rfm import RFM_COLUMNS, rfm_scores
+from marketing.rfm import RFM_COLUMNS, RFM_INPUTS, rfm_scores
 from portrait.dataset import Dataset
 from portrait.errors import PortraitError
 from portrait.outputs import scores_as_of
@@ -61,7 +61,7 @@ class Population:
         self._scores: pd.DataFrame | None = None
         self.scores_date: dt.date | None = None
         self._frame: pd.DataFrame | None = None
-        self._families: set[str] = set()
+        self._built: set[str] = set()
 
     def close(self) -> None:
         self.con.close()
@@ -85,11 +85,7 @@ class Population:
 
     def schema(self, *, models: bool = True) -> Schema:
         """Feature, RFM and (with ``models``) score columns with their kinds."""
-        kinds = {
-            f.name: feature_kind(f)
-            for f in self.features
-            if f.family != "attributes" or f.name.startswith(("attr_", "days_since_"))
-        }
+        kinds = {f.name: feature_kind(f) for f in self.features}
         kinds.update(RFM_KINDS)
         if models and self.scores is not None:
             kinds.update(
@@ -101,15 +97,15 @@ class Population:
 
     def frame(self, conditions: Iterable[Condition] = (), columns: Iterable[str] = ()) -> pd.DataFrame:
         """One row per customer with every column the conditions (and ``columns``) read and
-        every behaviour term they call. Builds more feature families only when needed."""
+        every behaviour term they call. Builds more features only when needed."""
         conditions = list(conditions)
         wanted = set(columns) | {c for cond in conditions for c in cond.columns}
-        families = families_for(wanted, self.features) | {"value"}
-        if self._frame is None or not families <= self._families:
-            self._families |= families
-            self.say(f"building features ({', '.join(sorted(self._families))})")
+        names = {f.name for f in self.features if f.name in wanted} | set(RFM_INPUTS)
+        if self._frame is None or not names <= self._built:
+            self._built |= names
+            self.say(f"building {len(self._built)} features")
             built = build_features(
-                self.dataset, self.as_of, self.config, vocabulary=self.vocabulary, families=self._families, con=self.con
+                self.dataset, self.as_of, self.config, vocabulary=self.vocabulary, only=self._built, con=self.con
             )
             self.say("RFM scores")
             self._frame = built.merge(rfm_scores(built), on="customer_id", how="left")

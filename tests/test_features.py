@@ -415,3 +415,12 @@ def test_every_feature_carries_its_meaning():
     found = describe(["category_share_frozen_food", "customer_id", "spend_30d", "persona_name"])
     assert set(found) == {"category_share_frozen_food", "spend_30d"}
     assert found["category_share_frozen_food"].label == "share of spend on frozen food"
+
+
+def test_building_only_some_features_gives_the_same_values(features):
+    only = build_features(dataset(), CUTOFF, only=["favourite_category", "overdue_ratio", "spend_90d"]).set_index(
+        "customer_id"
+    )
+    assert {"favourite_category", "overdue_ratio", "spend_90d", "days_since_last_purchase"} <= set(only.columns)
+    assert "favourite_channel" not in only.columns and "view_count_7d" not in only.columns
+    pd.testing.assert_frame_equal(only, features[only.columns], check_categorical=False)
