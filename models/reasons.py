@@ -68,6 +68,10 @@ def format_value(value, scale: str = "number") -> str:
         return str(value)
 
 
+def _label_and_scale(feature: str, meaning: Meaning | None) -> tuple[str, str]:
+    return _field(meaning, "label", feature.replace("_", " ")), _field(meaning, "scale", "number")
+
+
 def phrase(feature: str, value, meanings: Mapping[str, Meaning] | None = None) -> str:
     """One feature and its value as a short phrase: "label: value".
 
@@ -76,8 +80,8 @@ def phrase(feature: str, value, meanings: Mapping[str, Meaning] | None = None) -
     meaning = (meanings or {}).get(feature)
     if meaning is None:
         meaning = describe([feature]).get(feature)
-    label = _field(meaning, "label", feature.replace("_", " "))
-    return f"{label}: {format_value(value, _field(meaning, 'scale', 'number'))}"
+    label, scale = _label_and_scale(feature, meaning)
+    return f"{label}: {format_value(value, scale)}"
 
 
 def resolve_meanings(names: Iterable[str], meanings: Mapping[str, Meaning] | None = None) -> dict[str, Meaning]:
@@ -101,15 +105,22 @@ def top_reasons(
     """
     values = contributions.to_numpy()
     order = np.argsort(-values, axis=1)[:, :k]
-    names = np.asarray(contributions.columns)
+    names = list(contributions.columns)
     meanings = resolve_meanings(names, meanings)
+    shown = [_label_and_scale(name, meanings.get(name)) for name in names]  # once per feature
+    cells: dict[int, np.ndarray] = {}  # feature values by column, read only for chosen features
     result = {}
     for i in range(k):
         chosen = order[:, i]
         positive = values[np.arange(len(values)), chosen] > 0
         column = []
         for row, (j, ok) in enumerate(zip(chosen, positive, strict=True)):
-            name = names[j]
-            column.append(phrase(name, features.iloc[row][name], meanings) if ok else None)
+            if not ok:
+                column.append(None)
+                continue
+            if j not in cells:
+                cells[j] = features[names[j]].to_numpy(dtype=object)
+            label, scale = shown[j]
+            column.append(f"{label}: {format_value(cells[j][row], scale)}")
         result[f"reason_{i + 1}"] = pd.Series(column, dtype="object", index=contributions.index)
     return pd.DataFrame(result, index=contributions.index)
