@@ -163,6 +163,7 @@ def build_features(
     families: Collection[str] | None = None,
     con: duckdb.DuckDBPyConnection | None = None,
     only: Collection[str] | None = None,
+    purchases_ready: bool = False,
 ) -> pd.DataFrame:
     """One row per customer as of ``cutoff`` (see the module docstring for the edge rules).
 
@@ -171,7 +172,8 @@ def build_features(
     vocabulary used is in ``frame.attrs["vocabulary"]``. ``families`` restricts the build to
     those families (all by default); ``only`` to those features (and what they are computed
     from: derived features' inputs, favourites' shares). A pass no selected feature needs is
-    not run.
+    not run. ``purchases_ready`` says :func:`vocabulary_as_of` already read the purchases
+    before this cutoff on ``con`` (the one read is reused, then dropped).
     """
     config = config or FeatureConfig()
     cutoff = parse_cutoff(cutoff)
@@ -179,7 +181,8 @@ def build_features(
     con = con or dataset.connect()
     try:
         first_steps = purchase_steps(cutoff)
-        _materialize(con, first_steps, keep=tuple(s.name for s in first_steps))
+        if not purchases_ready:  # else vocabulary_as_of(con, cutoff) built them on this connection
+            _materialize(con, first_steps, keep=tuple(s.name for s in first_steps))
         vocabulary = vocabulary or compute_vocabulary(con, config)
         kinds = attribute_kinds(con) if dataset.has("customers") else {}
         features = select_families(catalogue(config, vocabulary, kinds), families)

@@ -110,6 +110,7 @@ class Feature:
             "measure": self.measure,
             "subject": self.subject,
             "value": self.value,
+            "per": self.per,
         }
 
 
@@ -574,6 +575,7 @@ def price_promotion_family(config: FeatureConfig, vocab: Vocabulary | None = Non
             scale="share",
             unit="fraction",
             label="share of premium-priced items",
+            per="orders_lifetime",
         ),
     ]
     for w in config.windows:

@@ -195,8 +195,10 @@ def compile_plan(
         ]
 
     spine_parts = ["SELECT customer_id FROM f_orders"]
-    if has_events:
+    if has_events and any(f.stage in EVENT_STAGES for f in features):
         spine_parts.append("SELECT customer_id FROM f_event_buckets")
+    elif has_events:  # no event feature: only who had an event, without the buckets
+        spine_parts.append(f"SELECT DISTINCT customer_id FROM events WHERE {before}")
     if spine_extra:
         spine_parts.append(spine_extra)
     steps.append(Step("f_spine", f"SELECT DISTINCT customer_id FROM ({' UNION ALL '.join(spine_parts)}) s"))

@@ -62,6 +62,7 @@ class Population:
         self.scores_date: dt.date | None = None
         self._frame: pd.DataFrame | None = None
         self._built: set[str] = set()
+        self._purchases_ready = True  # vocabulary_as_of left f_purchases on the connection
 
     def close(self) -> None:
         self.con.close()
@@ -105,8 +106,15 @@ class Population:
             self._built |= names
             self.say(f"building {len(self._built)} features")
             built = build_features(
-                self.dataset, self.as_of, self.config, vocabulary=self.vocabulary, only=self._built, con=self.con
+                self.dataset,
+                self.as_of,
+                self.config,
+                vocabulary=self.vocabulary,
+                only=self._built,
+                con=self.con,
+                purchases_ready=self._purchases_ready,
             )
+            self._purchases_ready = False  # build_features drops them when done
             self.say("RFM scores")
             self._frame = built.merge(rfm_scores(built), on="customer_id", how="left")
         frame = self._frame

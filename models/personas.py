@@ -38,10 +38,6 @@ STABLE_ARI = 0.75
 # Scales whose values are heavily skewed and get a signed log; shares and ratios (in [0, 1] or
 # already ratio-scaled) do not. A column the catalogue does not know counts as a number.
 LOGGED_SCALES = ("money", "count", "days", "number")
-# Shares the catalogue gives no ``per`` yet, shrunk by the order count like the spend shares of
-# categories and brands (a share of lines is as noisy for a one-order customer). Remove an entry
-# once the catalogue declares its ``per``.
-_PER_NOT_IN_CATALOGUE = {"premium_line_share": "orders_lifetime"}
 
 
 def signed_log1p(X):
@@ -123,7 +119,7 @@ def share_counts(columns: list[str], meanings: dict[str, Feature] | None = None)
     position = {c: i for i, c in enumerate(columns)}
     shares, counts = [], []
     for i, column in enumerate(columns):
-        per = (meanings[column].per or _PER_NOT_IN_CATALOGUE.get(column)) if column in meanings else None
+        per = meanings[column].per if column in meanings else None
         if per is not None and per in position:
             shares.append(i)
             counts.append(position[per])

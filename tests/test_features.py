@@ -424,3 +424,8 @@ def test_building_only_some_features_gives_the_same_values(features):
     assert {"favourite_category", "overdue_ratio", "spend_90d", "days_since_last_purchase"} <= set(only.columns)
     assert "favourite_channel" not in only.columns and "view_count_7d" not in only.columns
     pd.testing.assert_frame_equal(only, features[only.columns], check_categorical=False)
+
+
+def test_customers_with_only_events_stay_in_a_build_without_event_features():
+    frame = build_features(dataset(), CUTOFF, families=["value"])
+    assert frame["customer_id"].tolist() == ["A", "B", "C", "D"]  # B has only events
