@@ -66,15 +66,41 @@ def behaviour_table(
             continue
         if not _has_table(con, table):
             raise FilterError(f"{chosen[0].describe()} needs the {table} table, which this data set does not have")
-        check_values(con, chosen, as_of)
-        frame = _query(con, table, chosen, as_of)
-        result = result.merge(frame, on="customer_id", how="left")
+        asked = _asked(chosen)
+        frame = _query(con, table, chosen, as_of, asked)
+        # The query flags which asked values it saw; only a value it did not see (perhaps
+        # outside the windows) needs a look at the whole history, which raises if it is a typo.
+        flags = [f"_seen_{i}" for i in range(len(asked))]
+        unseen = [pair for pair, flag in zip(asked, flags, strict=True) if not frame[flag].max() > 0]
+        if unseen:
+            check_values(con, chosen, as_of, only=set(unseen))
+        result = result.merge(frame.drop(columns=flags), on="customer_id", how="left")
         for term in chosen:
             result[term.column] = result[term.column].fillna(0).astype("float64")
     return result
 
 
-def _query(con: duckdb.DuckDBPyConnection, table: str, terms: list[BehaviourTerm], as_of: dt.date) -> pd.DataFrame:
+def _asked(terms: list[BehaviourTerm]) -> list[tuple[str, str]]:
+    """Every (column, normalised value) the terms filter on, event types included."""
+    pairs = []
+    for term in terms:
+        if term.event_type:
+            pairs.append(("event_type", term.event_type))
+        pairs += [(column, value.strip().lower()) for column, value in term.filters]
+    return list(dict.fromkeys(pairs))
+
+
+def _normalised(column: str) -> str:
+    return f"LOWER(TRIM(CAST({quote_ident(column)} AS VARCHAR)))"
+
+
+def _query(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    terms: list[BehaviourTerm],
+    as_of: dt.date,
+    asked: list[tuple[str, str]],
+) -> pd.DataFrame:
     params: list = []
     as_of_ts = dt.datetime.combine(as_of, dt.time())
     windows = [t.within_days for t in terms]
@@ -89,6 +115,10 @@ def _query(con: duckdb.DuckDBPyConnection, table: str, terms: list[BehaviourTerm
             else:
                 inner.append(f"SUM(CASE WHEN {condition} THEN amount ELSE 0 END) AS t{i}")
             outer.append(f"CAST(SUM(t{i}) AS DOUBLE) AS {quote_ident(term.column)}")
+        for i, (column, value) in enumerate(asked):
+            inner.append(f"MAX(CASE WHEN {_normalised(column)} = ? THEN 1 ELSE 0 END) AS s{i}")
+            params.append(value)
+            outer.append(f"MAX(s{i}) AS _seen_{i}")
         sql = (
             f"SELECT customer_id, {', '.join(outer)} FROM ("
             f"SELECT customer_id, order_id, {', '.join(inner)} FROM purchases WHERE ts < ?{lower} "
@@ -101,6 +131,9 @@ def _query(con: duckdb.DuckDBPyConnection, table: str, terms: list[BehaviourTerm
             columns.append(
                 f"CAST(SUM(CASE WHEN {condition} THEN 1 ELSE 0 END) AS DOUBLE) AS {quote_ident(term.column)}"
             )
+        for i, (column, value) in enumerate(asked):
+            columns.append(f"MAX(CASE WHEN {_normalised(column)} = ? THEN 1 ELSE 0 END) AS _seen_{i}")
+            params.append(value)
         sql = f"SELECT customer_id, {', '.join(columns)} FROM events WHERE ts < ?{lower} GROUP BY customer_id"
     params.append(as_of_ts)
     if lower:
@@ -117,7 +150,9 @@ def _has_table(con: duckdb.DuckDBPyConnection, table: str) -> bool:
     return bool(found)
 
 
-def check_values(con: duckdb.DuckDBPyConnection, terms: list[BehaviourTerm], as_of: dt.date) -> None:
+def check_values(
+    con: duckdb.DuckDBPyConnection, terms: list[BehaviourTerm], as_of: dt.date, only: set | None = None
+) -> None:
     """A filter value or event type the data never has before ``as_of`` is a typo more often
     than a real empty set: say so, with the closest values."""
     asked: dict[tuple[str, str], set[str]] = {}
@@ -126,10 +161,13 @@ def check_values(con: duckdb.DuckDBPyConnection, terms: list[BehaviourTerm], as_
             asked.setdefault(("events", "event_type"), set()).add(term.event_type)
         for column, value in term.filters:
             asked.setdefault((term.table, column), set()).add(value.strip().lower())
+    if only is not None:
+        asked = {key: {v for v in values if (key[1], v) in only} for key, values in asked.items()}
+        asked = {key: values for key, values in asked.items() if values}
     as_of_ts = dt.datetime.combine(as_of, dt.time())
     for (table, column), values in asked.items():
         # One scan per column: which of the asked values occur at all before the as-of date.
-        normalised = f"LOWER(TRIM(CAST({quote_ident(column)} AS VARCHAR)))"
+        normalised = _normalised(column)
         asked_values = sorted(values)
         placeholders = ", ".join("?" for _ in asked_values)
         present = {
