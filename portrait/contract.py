@@ -147,6 +147,13 @@ TABLES_BY_NAME: dict[str, Table] = {t.name: t for t in TABLES}
 # share of its non-null values fails to parse.
 MAX_UNPARSEABLE_SHARE = 0.5
 
+# A CSV file read as UTF-8 because the data set names no encoding may have this many lines,
+# and at most this share of the table's lines, that are not UTF-8 (stray bad bytes, quarantined
+# as invalid_encoding); more means the file is in another encoding, which must be named in
+# portrait.toml: a table-level error.
+MAX_UNDECLARED_ENCODING_ERRORS = 10
+MAX_UNDECLARED_ENCODING_SHARE = 0.01
+
 
 def table(name: str) -> Table:
     try:

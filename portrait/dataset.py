@@ -6,12 +6,23 @@ A data set is a folder holding, for each contract table, ``NAME.parquet``, ``NAM
 tables of those names; or pandas frames (tests, notebooks). An optional ``portrait.toml`` in
 the folder renames columns and points at other file names::
 
+    timezone = "Europe/Paris"            # the zone timestamps are stored in (default UTC)
     [tables.purchases]
     file = "sales_export.csv"            # relative to the folder; a glob is allowed
     timestamp_format = "%d/%m/%Y %H:%M"  # when timestamps are not ISO
+    encoding = "latin-1"                 # CSV only; or a list tried in order, per file
     [tables.purchases.columns]           # contract name = name in the export
     order_id = "InvoiceNo"
     customer_id = "CustomerID"
+
+CSV encodings: without ``encoding`` a file is read as UTF-8 (UTF-16 when it starts with a UTF-16
+byte-order mark). A single configured encoding is used as it is. A list (``["utf-8",
+"latin-1"]``) is tried in order per file, and the first in which the whole file decodes is used
+(latin-1 decodes anything, so it belongs last). UTF-8, UTF-16 and latin-1 are decoded by DuckDB;
+any other encoding Python knows (``gbk``, ``cp1252``, ``shift_jis``, ...) is converted to a UTF-8
+copy in a cache folder first (``$PORTRAIT_CACHE_DIR``, by default ``~/.cache/portrait``), once per
+version of the file; bytes that do not decode are kept as they are, so their lines are
+quarantined, not changed.
 
 Views built on a connection, per table ``t``:
 
@@ -25,8 +36,12 @@ Raw files are never modified.
 
 from __future__ import annotations
 
+import codecs
+import gzip
 import hashlib
+import os
 import tomllib
+import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,8 +52,14 @@ from portrait import contract
 from portrait.errors import ConfigError, ContractError
 
 CONFIG_FILE = "portrait.toml"
+DEFAULT_TIMEZONE = "UTC"
 _SUFFIXES = (".parquet", ".csv", ".csv.gz", ".tsv")
-_TABLE_CONFIG_KEYS = {"file", "columns", "timestamp_format", "delimiter"}
+_TABLE_CONFIG_KEYS = {"file", "columns", "timestamp_format", "delimiter", "encoding"}
+_TOP_CONFIG_KEYS = {"tables", "name", "timezone"}
+# Python's codec name -> the name DuckDB's CSV reader knows; other encodings are converted first.
+_DUCKDB_ENCODINGS = {"utf-8": "utf-8", "utf-8-sig": "utf-8", "iso8859-1": "latin-1", "utf-16": "utf-16"}
+_SHOWN_ENCODING = {"utf-8-sig": "utf-8", "iso8859-1": "latin-1"}
+_CHUNK = 1 << 24
 
 
 def quote_ident(name: str) -> str:
@@ -47,6 +68,24 @@ def quote_ident(name: str) -> str:
 
 def quote_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
+
+
+@dataclass(frozen=True)
+class CsvFile:
+    """One CSV file of a table and how it is decoded."""
+
+    path: Path  # the file in the data set
+    encoding: str  # the encoding it is in (shown in the report)
+    how: str  # why that encoding: "default", "configured", "byte-order mark", "first that decodes"
+    read_path: Path | None = None  # a UTF-8 copy DuckDB reads instead, for encodings it lacks
+
+    @property
+    def duckdb_encoding(self) -> str:
+        return "utf-8" if self.read_path is not None else _DUCKDB_ENCODINGS[codecs.lookup(self.encoding).name]
+
+    @property
+    def scanned_path(self) -> Path:
+        return self.read_path or self.path
 
 
 @dataclass(frozen=True)
@@ -60,6 +99,8 @@ class TableSource:
     columns: dict[str, str] = field(default_factory=dict)  # contract name -> source name
     timestamp_format: str | None = None
     delimiter: str | None = None
+    encodings: tuple[str, ...] = ()  # configured, in the order to try; empty: UTF-8
+    csv_files: tuple[CsvFile, ...] = ()  # resolved by open_dataset; empty: UTF-8 for every file
 
     @property
     def is_csv(self) -> bool:
@@ -74,18 +115,84 @@ class TableSource:
             return str(self.files[0])
         return f"{self.files[0].parent} ({len(self.files)} files)"
 
-    def scan_sql(self, frame_view: str) -> str:
+    def resolved_csv_files(self) -> tuple[CsvFile, ...]:
+        if self.csv_files:
+            return self.csv_files
+        return tuple(CsvFile(path, "utf-8", "default") for path in self.files)
+
+    def encoding_note(self) -> str | None:
+        """Which encoding each CSV file was read in, and why; None for other sources."""
+        if not self.is_csv:
+            return None
+        described = {f"{f.encoding} ({f.how})" for f in self.resolved_csv_files()}
+        if len(described) == 1:
+            return described.pop()
+        return "; ".join(f"{f.path.name}: {f.encoding} ({f.how})" for f in self.resolved_csv_files())
+
+    def rejects_tables(self) -> tuple[str, str]:
+        """The temporary tables where DuckDB stores this table's malformed CSV lines."""
+        return f"_csv_rejects_{self.table}", f"_csv_reject_scans_{self.table}"
+
+    def scan_sql(self, frame_view: str, keep_rejects: bool = False) -> str:
+        """SQL reading the source. ``keep_rejects`` (CSV): malformed lines (a wrong number of
+        fields, bytes not in the encoding) are skipped and stored in :meth:`rejects_tables`
+        instead of failing the whole read; without it such a line is an error."""
         if self.frame is not None:
             return quote_ident(frame_view)
         if self.duckdb_file is not None:
             return f"source_db.{quote_ident(self.table)}"
-        paths = "[" + ", ".join(quote_literal(str(p)) for p in self.files) + "]"
-        if self.is_csv:
-            options = "header = true, all_varchar = true, union_by_name = true"
-            if self.delimiter:
-                options += f", delim = {quote_literal(self.delimiter)}"
-            return f"read_csv({paths}, {options})"
-        return f"read_parquet({paths}, union_by_name = true)"
+        if not self.is_csv:
+            paths = "[" + ", ".join(quote_literal(str(p)) for p in self.files) + "]"
+            return f"read_parquet({paths}, union_by_name = true)"
+        files = self.resolved_csv_files()
+        options = "header = true, all_varchar = true"
+        if self.delimiter:
+            options += f", delim = {quote_literal(self.delimiter)}"
+        if keep_rejects:
+            errors, scans = self.rejects_tables()
+            # DuckDB keeps rejects only without union_by_name: files with one header and one
+            # encoding are read together, others one by one and stacked by column name.
+            options += f", store_rejects = true, rejects_table = '{errors}', rejects_scan = '{scans}'"
+            groups = _same_layout_groups(files)
+        else:
+            options += ", union_by_name = true"
+            groups = [list(group) for group in _by_encoding(files)]
+        scans = []
+        for group in groups:
+            paths = "[" + ", ".join(quote_literal(str(f.scanned_path)) for f in group) + "]"
+            encoding = group[0].duckdb_encoding
+            extra = f", encoding = {quote_literal(encoding)}" if encoding != "utf-8" else ""
+            scans.append(f"read_csv({paths}, {options}{extra})")
+        if len(scans) == 1:
+            return scans[0]
+        return "(" + " UNION ALL BY NAME ".join(f"SELECT * FROM {scan}" for scan in scans) + ")"
+
+
+def _by_encoding(files: tuple[CsvFile, ...]) -> list[list[CsvFile]]:
+    groups: dict[str, list[CsvFile]] = {}
+    for f in files:
+        groups.setdefault(f.duckdb_encoding, []).append(f)
+    return list(groups.values())
+
+
+def _same_layout_groups(files: tuple[CsvFile, ...]) -> list[list[CsvFile]]:
+    """Files that can be read by one ``read_csv`` call: the same encoding and header line."""
+    groups: dict[tuple[str, bytes], list[CsvFile]] = {}
+    for f in files:
+        groups.setdefault((f.duckdb_encoding, _first_line(f.scanned_path)), []).append(f)
+    return list(groups.values())
+
+
+def _open_bytes(path: Path):
+    return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
+
+
+def _first_line(path: Path) -> bytes:
+    try:
+        with _open_bytes(path) as handle:
+            return handle.readline(1 << 20).rstrip(b"\r\n")
+    except OSError:
+        return b""
 
 
 @dataclass(frozen=True)
@@ -95,15 +202,18 @@ class Dataset:
     name: str
     sources: dict[str, TableSource]
     root: Path | None = None
+    timezone: str = DEFAULT_TIMEZONE  # timestamps are converted to and stored in this zone
 
     @classmethod
-    def from_frames(cls, name: str = "frames", **frames: pd.DataFrame | None) -> Dataset:
+    def from_frames(
+        cls, name: str = "frames", timezone: str = DEFAULT_TIMEZONE, **frames: pd.DataFrame | None
+    ) -> Dataset:
         sources = {}
         for table_name, frame in frames.items():
             contract.table(table_name)
             if frame is not None:
                 sources[table_name] = TableSource(table=table_name, frame=frame)
-        return cls(name=name, sources=sources)
+        return cls(name=name, sources=sources, timezone=_checked_timezone(timezone, "from_frames"))
 
     def has(self, table_name: str) -> bool:
         return table_name in self.sources
@@ -140,18 +250,22 @@ def open_dataset(path: str | Path) -> Dataset:
         raise ContractError(f"data set {path} does not exist")
     if path.is_file():
         return _open_duckdb_file(path)
-    config = _read_config(path)
+    config, timezone = _read_config(path)
     sources: dict[str, TableSource] = {}
     for table in contract.TABLES:
         table_config = config.get(table.name, {})
         files = _find_files(path, table.name, table_config.get("file"))
         if files:
+            encodings = tuple(table_config.get("encoding", ()))
+            is_csv = not files[0].name.endswith(".parquet")
             sources[table.name] = TableSource(
                 table=table.name,
                 files=files,
                 columns=dict(table_config.get("columns", {})),
                 timestamp_format=table_config.get("timestamp_format"),
                 delimiter=table_config.get("delimiter"),
+                encodings=encodings,
+                csv_files=tuple(_csv_file(f, encodings, table.name) for f in files) if is_csv else (),
             )
         elif table.required:
             raise ContractError(
@@ -160,20 +274,22 @@ def open_dataset(path: str | Path) -> Dataset:
                 + (f" (or the file named in {CONFIG_FILE})" if table_config else ""),
                 table=table.name,
             )
-    return Dataset(name=path.resolve().name, sources=sources, root=path)
+    return Dataset(name=path.resolve().name, sources=sources, root=path, timezone=timezone)
 
 
-def _read_config(folder: Path) -> dict[str, dict]:
+def _read_config(folder: Path) -> tuple[dict[str, dict], str]:
+    """The ``[tables.*]`` settings (``encoding`` as a tuple of codec names) and the time zone."""
     config_path = folder / CONFIG_FILE
     if not config_path.exists():
-        return {}
+        return {}, DEFAULT_TIMEZONE
     try:
         raw = tomllib.loads(config_path.read_text())
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{config_path}: not valid TOML: {exc}") from exc
-    unknown_top = set(raw) - {"tables", "name"}
+    unknown_top = set(raw) - _TOP_CONFIG_KEYS
     if unknown_top:
-        raise ConfigError(f"{config_path}: unknown keys {sorted(unknown_top)}; expected [tables.*]")
+        raise ConfigError(f'{config_path}: unknown keys {sorted(unknown_top)}; expected [tables.*] or timezone = "..."')
+    timezone = _checked_timezone(raw.get("timezone", DEFAULT_TIMEZONE), str(config_path))
     tables = raw.get("tables", {})
     for table_name, table_config in tables.items():
         if table_name not in contract.TABLES_BY_NAME:
@@ -193,7 +309,133 @@ def _read_config(folder: Path) -> dict[str, dict]:
                     f"{config_path}: [tables.{table_name}.columns] renames {contract_name!r}, "
                     f"which is not a contract column of {table_name}: {sorted(known_columns)}"
                 )
-    return tables
+        if "encoding" in table_config:
+            table_config["encoding"] = _checked_encodings(table_config["encoding"], config_path, table_name)
+    return tables, timezone
+
+
+def _checked_timezone(name: object, where: str) -> str:
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f'{where}: timezone must be a zone name such as "UTC" or "Europe/Paris"')
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(
+            f'{where}: unknown timezone {name!r}; use an IANA zone name such as "UTC" or "Europe/Paris"'
+        ) from exc
+    return name
+
+
+def _checked_encodings(value: object, config_path: Path, table_name: str) -> tuple[str, ...]:
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise ConfigError(
+            f'{config_path}: [tables.{table_name}] encoding must be a name ("latin-1") or a list of '
+            f'names to try in order (["utf-8", "latin-1"]); got {value!r}'
+        )
+    checked = []
+    for name in names:
+        try:
+            codec = codecs.lookup(name).name
+        except LookupError:
+            raise ConfigError(
+                f"{config_path}: [tables.{table_name}] encoding {name!r} is not an encoding Python knows "
+                "(e.g. utf-8, latin-1, cp1252, gbk, shift_jis, utf-16)"
+            ) from None
+        if codec not in checked:
+            checked.append(codec)
+    single_byte_anything = {"iso8859-1"}
+    for codec in checked[:-1]:
+        if codec in single_byte_anything:
+            raise ConfigError(
+                f"{config_path}: [tables.{table_name}] encoding lists {codec!r} before {checked[-1]!r}, "
+                "but latin-1 decodes any bytes, so nothing after it would ever be tried; put it last"
+            )
+    return tuple(checked)
+
+
+def _csv_file(path: Path, encodings: tuple[str, ...], table_name: str) -> CsvFile:
+    """How to decode one CSV file: see the module docstring."""
+    if not encodings:
+        with _open_bytes(path) as handle:
+            start = handle.read(2)
+        if start in (b"\xff\xfe", b"\xfe\xff"):
+            return CsvFile(path, "utf-16", "byte-order mark")
+        return CsvFile(path, "utf-8", "default")
+    if len(encodings) == 1:
+        chosen, how = encodings[0], "configured"
+    else:
+        failures = []
+        for codec in encodings:
+            problem = _decode_problem(path, codec)
+            if problem is None:
+                chosen, how = codec, f"first of {list(map(_shown, encodings))} that decodes the whole file"
+                break
+            failures.append(f"not {_shown(codec)} ({problem})")
+        else:
+            raise ContractError(
+                f"{path} decodes in none of the configured encodings: {'; '.join(failures)}. Give the one "
+                f'it is in alone (encoding = "..." under [tables.{table_name}] in {CONFIG_FILE}): lines '
+                "that do not decode in it are then quarantined",
+                table=table_name,
+            )
+    if chosen in _DUCKDB_ENCODINGS:
+        return CsvFile(path, _shown(chosen), how)
+    return CsvFile(path, _shown(chosen), how + "; converted to UTF-8 for reading", _converted_copy(path, chosen))
+
+
+def _shown(codec: str) -> str:
+    return _SHOWN_ENCODING.get(codec, codec)
+
+
+def _decode_problem(path: Path, codec: str) -> str | None:
+    """None if the whole file decodes in ``codec``, else where it first fails (streamed in chunks)."""
+    decoder = codecs.getincrementaldecoder(codec)(errors="strict")
+    line, offset = 1, 0
+    with _open_bytes(path) as handle:
+        while True:
+            chunk = handle.read(_CHUNK)
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as exc:
+                # The failing position is counted from the bytes this call was given (plus any
+                # the decoder still held from the previous chunk, at most a few).
+                held = max(0, len(exc.object) - len(chunk))
+                position = max(0, exc.start - held)
+                line += chunk[:position].count(b"\n")
+                bad = exc.object[exc.start : exc.end]
+                return f"byte {bad!r} at line {line:,}, byte {offset + position:,}"
+            if not chunk:
+                return None
+            line += chunk.count(b"\n")
+            offset += len(chunk)
+
+
+def cache_folder() -> Path:
+    return Path(os.environ.get("PORTRAIT_CACHE_DIR") or Path.home() / ".cache" / "portrait")
+
+
+def _converted_copy(path: Path, codec: str) -> Path:
+    """A UTF-8 copy of a CSV file in ``codec`` (an encoding DuckDB cannot read), made once per
+    version of the file. Bytes that do not decode are kept as they are (``surrogateescape``):
+    they are not valid UTF-8, so DuckDB rejects their lines and validation quarantines them."""
+    from portrait.files import atomic_target
+
+    stat = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}\0{codec}".encode()).hexdigest()[:16]
+    folder = cache_folder() / "converted"
+    target = folder / f"{key}-{stat.st_size}-{stat.st_mtime_ns}.csv"
+    if target.exists():
+        return target
+    folder.mkdir(parents=True, exist_ok=True)
+    for older in folder.glob(f"{key}-*.csv"):  # earlier versions of the same file
+        older.unlink(missing_ok=True)
+    decoder = codecs.getincrementaldecoder(codec)(errors="surrogateescape")
+    with atomic_target(target) as tmp, _open_bytes(path) as source, open(tmp, "wb") as copy:
+        while chunk := source.read(_CHUNK):
+            copy.write(decoder.decode(chunk).encode("utf-8", "surrogateescape"))
+        copy.write(decoder.decode(b"", final=True).encode("utf-8", "surrogateescape"))
+    return target
 
 
 def _find_files(folder: Path, table_name: str, configured: str | None) -> tuple[Path, ...]:

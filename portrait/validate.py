@@ -2,6 +2,11 @@
 
 Everything runs in DuckDB over the files, so a table of 100 million rows is streamed in
 bounded memory (DuckDB spills to disk past its memory limit) instead of loaded into pandas.
+
+CSV lines DuckDB cannot read (a wrong number of fields, bytes not in the file's encoding) are
+skipped by the reader and kept in its rejects tables with their file and line number; they are
+counted here as ``malformed_row`` / ``invalid_encoding`` and written to the quarantine with the
+line's text, like any other bad row.
 """
 
 from __future__ import annotations
@@ -14,11 +19,14 @@ from pathlib import Path
 import duckdb
 
 from portrait import contract
-from portrait.dataset import Dataset, quote_ident, quote_literal
+from portrait.dataset import CONFIG_FILE, Dataset, TableSource, quote_ident, quote_literal
 from portrait.errors import ContractError
 from portrait.files import atomic_target, atomic_write_text
 from portrait.identity import IdentitySummary, identity_summary
-from portrait.views import REASON, parse_expr, present_expr
+from portrait.views import REASON, parse_expr, present_expr, zone_expr
+
+MALFORMED = "malformed_row"
+INVALID_ENCODING = "invalid_encoding"
 
 
 @dataclass
@@ -29,6 +37,11 @@ class TableReport:
     valid_rows: int
     quarantined: dict[str, int] = field(default_factory=dict)
     quarantine_file: str | None = None
+    encoding: str | None = None  # CSV: the encoding each file was read in, and why
+    # Timestamp values that carried an offset or zone, per column; converted to the data set's zone.
+    timestamps_with_offset: dict[str, int] = field(default_factory=dict)
+    # The first malformed CSV lines: file, line number, reason, text.
+    malformed_lines: list[dict] = field(default_factory=list)
 
     @property
     def quarantined_rows(self) -> int:
@@ -45,6 +58,8 @@ class ValidationReport:
     purchases_customers: int = 0
     purchases_first_ts: str | None = None
     purchases_last_ts: str | None = None
+    timezone: str = "UTC"  # every timestamp is in this zone
+    notes: list[str] = field(default_factory=list)  # what was read how, what was converted
 
     @property
     def quarantined_rows(self) -> int:
@@ -64,7 +79,8 @@ def validate(dataset: Dataset, out_dir: Path | None = None, progress: Progress |
 
     Row-level failures are counted by reason and, when ``out_dir`` is given, written to
     ``out_dir/quarantine/<table>.parquet`` (every column as text, the reason in
-    ``_reject_reason`` and, for duplicates, the number of extra copies in ``_rows``).
+    ``_reject_reason`` and, for duplicates, the number of extra copies in ``_rows``; for CSV
+    sources also ``_source_file``, ``_line`` and ``_raw_line`` of malformed lines).
     """
     say = progress or (lambda message: None)
     con = dataset.connect()
@@ -74,8 +90,15 @@ def validate(dataset: Dataset, out_dir: Path | None = None, progress: Progress |
             if not dataset.has(table.name):
                 continue
             say(f"checking {table.name}")
-            _check_column_types(con, dataset, table)
-            reports.append(_check_rows(con, dataset, table, out_dir))
+            source = dataset.sources[table.name]
+            try:
+                offsets = _check_column_types(con, dataset, table)
+                report = _check_rows(con, dataset, table, out_dir)
+            except duckdb.Error as exc:
+                raise ContractError(f"cannot read {source.describe()}: {_first_line(exc)}", table=table.name) from exc
+            report.timestamps_with_offset = offsets
+            report.encoding = source.encoding_note()
+            reports.append(report)
         purchases = next(r for r in reports if r.table == "purchases")
         if purchases.rows == 0:
             raise ContractError("the purchases table has no rows", table="purchases")
@@ -96,6 +119,8 @@ def validate(dataset: Dataset, out_dir: Path | None = None, progress: Progress |
             purchases_customers=int(customers),
             purchases_first_ts=str(first_ts),
             purchases_last_ts=str(last_ts),
+            timezone=dataset.timezone,
+            notes=_notes(reports, dataset.timezone),
         )
     finally:
         con.close()
@@ -104,36 +129,81 @@ def validate(dataset: Dataset, out_dir: Path | None = None, progress: Progress |
     return report
 
 
-def _check_column_types(con: duckdb.DuckDBPyConnection, dataset: Dataset, table: contract.Table) -> None:
-    """A column most of whose values do not parse has the wrong type: a table-level error."""
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _notes(reports: list[TableReport], timezone: str) -> list[str]:
+    notes = []
+    for r in reports:
+        if r.encoding:
+            notes.append(f"{r.table}: read {r.source} as {r.encoding}")
+        for column, n in r.timestamps_with_offset.items():
+            if n:
+                notes.append(
+                    f"{r.table}.{column}: {n:,} values carried a UTC offset or time zone and were converted to {timezone}"
+                )
+        unreadable = {k: v for k, v in r.quarantined.items() if k in (MALFORMED, INVALID_ENCODING)}
+        if unreadable:
+            first = r.malformed_lines[0]
+            counts = ", ".join(f"{k}: {v:,}" for k, v in unreadable.items())
+            notes.append(
+                f"{r.table}: {sum(unreadable.values()):,} lines could not be read and are quarantined ({counts}); "
+                f"the first is line {first['line']:,} of {first['file']}"
+            )
+    return notes
+
+
+def _check_column_types(con: duckdb.DuckDBPyConnection, dataset: Dataset, table: contract.Table) -> dict[str, int]:
+    """A column most of whose values do not parse has the wrong type: a table-level error.
+    Returns, per timestamp column, how many values carried an offset or zone."""
     source = dataset.sources[table.name]
     types = {c: t.upper() for c, t in _raw_types(con, table.name).items()}
     parsed = [c for c in table.columns if c.kind in ("number", "timestamp")]
     if not parsed:
-        return
+        return {}
     trim = source.is_csv
-    unparseable = {
-        column.name: f"{present_expr(column.name, types[column.name], trim)} AND "
-        f"{parse_expr(column, types[column.name], source.timestamp_format, trim)} IS NULL"
+    parse = {
+        column.name: parse_expr(column, types[column.name], source.timestamp_format, trim, dataset.timezone)
         for column in parsed
+    }
+    unparseable = {
+        column.name: f"{present_expr(column.name, types[column.name], trim)} AND {parse[column.name]} IS NULL"
+        for column in parsed
+    }
+    zones = {
+        column.name: zone
+        for column in parsed
+        if (zone := zone_expr(column, types[column.name], source.timestamp_format)) is not None
     }
     aggregates = []
     for column in parsed:
         aggregates.append(f"COUNT(*) FILTER (WHERE {present_expr(column.name, types[column.name], trim)})")
         aggregates.append(f"COUNT(*) FILTER (WHERE {unparseable[column.name]})")
-    counts = con.execute(f"SELECT {', '.join(aggregates)} FROM raw_{table.name}").fetchall()[0]
+    for name, zone in zones.items():
+        aggregates.append(f"COUNT(*) FILTER (WHERE {zone} AND {parse[name]} IS NOT NULL)")
+    counts = con.execute(f"SELECT {', '.join(aggregates)} FROM cleaned_{table.name}").fetchall()[0]
+    raw_columns = ", ".join(quote_ident(c) for c in types)
     for i, column in enumerate(parsed):
         present, bad = counts[2 * i], counts[2 * i + 1]
         if present and bad / present > contract.MAX_UNPARSEABLE_SHARE:
-            examples = con.execute(f"SELECT * FROM raw_{table.name} WHERE {unparseable[column.name]} LIMIT 3").df()
+            examples = con.execute(
+                f"SELECT {raw_columns} FROM cleaned_{table.name} WHERE {unparseable[column.name]} LIMIT 3"
+            ).df()
             raise ContractError(
                 f"{bad:,} of {present:,} values cannot be parsed as a {column.kind}"
                 + (f" with format {source.timestamp_format!r}" if source.timestamp_format else "")
+                + (
+                    " (ISO, YYYY-MM-DD[ HH:MM:SS], with a four-digit year)"
+                    if column.kind == "timestamp" and not source.timestamp_format
+                    else ""
+                )
                 + "; is this the right column, or does the config need a rename or a format?",
                 table=table.name,
                 column=column.name,
                 examples=examples.astype("str").to_dict("records"),
             )
+    return {name: int(n) for name, n in zip(zones, counts[2 * len(parsed) :], strict=True)}
 
 
 def _raw_types(con, view: str) -> dict[str, str]:
@@ -142,32 +212,157 @@ def _raw_types(con, view: str) -> dict[str, str]:
 
 def _check_rows(con, dataset: Dataset, table: contract.Table, out_dir: Path | None) -> TableReport:
     name = table.name
+    source = dataset.sources[name]
+    if source.is_csv:
+        _clear_rejects(con, source)
     counts = dict(con.execute(f"SELECT {REASON}, COUNT(*) FROM checked_{name} GROUP BY 1").fetchall())
-    rows = sum(counts.values())
+    # The scan above stored the lines DuckDB could not read; keep them before another scan adds more.
+    malformed = _collect_malformed(con, source) if source.is_csv else {}
+    rows = sum(counts.values()) + sum(malformed.values())
     quarantined = {reason: n for reason, n in counts.items() if reason is not None}
+    quarantined.update(malformed)
+    report = TableReport(table=name, source=source.describe(), rows=rows, valid_rows=0)
+    if malformed:
+        report.malformed_lines = _malformed_examples(con, name)
+        _check_malformed_share(source, table, rows, malformed, report.malformed_lines)
+        _check_encoding(con, source, table, rows)
     has_duplicates_view = table.check_duplicates
     if has_duplicates_view:
         for reason, n in con.execute(f"SELECT {REASON}, SUM(_rows) FROM duplicates_{name} GROUP BY 1").fetchall():
             quarantined[reason] = quarantined.get(reason, 0) + int(n)
     # Every row is either clean or quarantined (duplicates counted as their extra copies), so
     # the clean count needs no further pass over the table.
-    valid = rows - sum(quarantined.values())
-    report = TableReport(
-        table=name,
-        source=dataset.sources[name].describe(),
-        rows=rows,
-        valid_rows=int(valid),
-        quarantined=dict(sorted(quarantined.items())),
-    )
+    report.valid_rows = int(rows - sum(quarantined.values()))
+    report.quarantined = dict(sorted(quarantined.items()))
     if out_dir is not None and report.quarantined_rows:
         target = out_dir / "quarantine" / f"{name}.parquet"
-        target.parent.mkdir(parents=True, exist_ok=True)
         columns = _raw_types(con, name)
         as_text = ", ".join(f"CAST({quote_ident(c)} AS VARCHAR) AS {quote_ident(c)}" for c in columns)
-        parts = [f"SELECT {as_text}, {REASON}, 1 AS _rows FROM checked_{name} WHERE {REASON} IS NOT NULL"]
+        no_line = (
+            ", CAST(NULL AS VARCHAR) AS _source_file, CAST(NULL AS BIGINT) AS _line, CAST(NULL AS VARCHAR) AS _raw_line"
+            if source.is_csv
+            else ""
+        )
+        parts = [f"SELECT {as_text}, {REASON}, 1 AS _rows{no_line} FROM checked_{name} WHERE {REASON} IS NOT NULL"]
         if has_duplicates_view:
-            parts.append(f"SELECT {as_text}, {REASON}, _rows FROM duplicates_{name}")
+            parts.append(f"SELECT {as_text}, {REASON}, _rows{no_line} FROM duplicates_{name}")
+        if malformed:
+            nulls = ", ".join(f"CAST(NULL AS VARCHAR) AS {quote_ident(c)}" for c in columns)
+            parts.append(
+                f"SELECT {nulls}, reason AS {REASON}, 1 AS _rows, file AS _source_file, line AS _line, "
+                f"text AS _raw_line FROM _malformed_{name}"
+            )
         with atomic_target(target) as tmp:
             con.execute(f"COPY ({' UNION ALL '.join(parts)}) TO {quote_literal(str(tmp))} (FORMAT PARQUET)")
         report.quarantine_file = str(target)
     return report
+
+
+def _temporary_tables(con) -> set[str]:
+    return {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE temporary").fetchall()}
+
+
+def _clear_rejects(con, source: TableSource) -> None:
+    present = _temporary_tables(con)
+    for rejects in source.rejects_tables():
+        if rejects in present:
+            con.execute(f"DELETE FROM {quote_ident(rejects)}")
+
+
+def _collect_malformed(con, source: TableSource) -> dict[str, int]:
+    """Copy the lines the last scan could not read, one row per line, into ``_malformed_<t>``
+    (file as named in the data set, line number, reason, text); return the counts by reason."""
+    errors, scans = source.rejects_tables()
+    target = quote_ident(f"_malformed_{source.table}")
+    if not {errors, scans} <= _temporary_tables(con):  # nothing was rejected yet in this session
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {target} (file VARCHAR, line BIGINT, reason VARCHAR, "
+            "text VARCHAR, byte BIGINT)"
+        )
+        return {}
+    renamed = [f for f in source.resolved_csv_files() if f.read_path is not None]
+    file_name = "s.file_path"
+    if renamed:
+        cases = " ".join(f"WHEN {quote_literal(str(f.read_path))} THEN {quote_literal(str(f.path))}" for f in renamed)
+        file_name = f"CASE s.file_path {cases} ELSE s.file_path END"
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE {target} AS
+        SELECT {file_name} AS file, e.line AS line,
+            CASE WHEN bool_or(e.error_type = 'INVALID ENCODING') THEN '{INVALID_ENCODING}'
+                 ELSE '{MALFORMED}' END AS reason,
+            any_value(e.csv_line) AS text, min(e.line_byte_position) AS byte
+        FROM {quote_ident(errors)} e JOIN {quote_ident(scans)} s USING (scan_id, file_id)
+        GROUP BY s.file_path, e.line"""
+    )
+    return {reason: int(n) for reason, n in con.execute(f"SELECT reason, COUNT(*) FROM {target} GROUP BY 1").fetchall()}
+
+
+def _malformed_examples(con, table_name: str, limit: int = 5) -> list[dict]:
+    rows = con.execute(
+        f"SELECT file, line, reason, text FROM {quote_ident('_malformed_' + table_name)} ORDER BY file, line LIMIT {limit}"
+    ).fetchall()
+    return [{"file": f, "line": int(line), "reason": reason, "text": text} for f, line, reason, text in rows]
+
+
+def _check_malformed_share(source, table, rows: int, malformed: dict[str, int], examples: list[dict]) -> None:
+    """Most lines unreadable: a wrong delimiter or quote, not a few bad lines."""
+    bad = sum(malformed.values())
+    if rows and bad / rows > contract.MAX_UNPARSEABLE_SHARE and malformed.get(MALFORMED, 0) >= bad / 2:
+        shown = "\n".join(f"  {e['file']} line {e['line']:,}: {e['text']}" for e in examples[:3])
+        raise ContractError(
+            f"{bad:,} of {rows:,} lines of {source.describe()} cannot be split into the header's columns; "
+            f'is the delimiter right (e.g. tables.{table.name}.delimiter = ";" in {CONFIG_FILE})?\n'
+            f"first lines:\n{shown}",
+            table=table.name,
+        )
+
+
+def _check_encoding(con, source: TableSource, table: contract.Table, lines: int) -> None:
+    """A file read as UTF-8 because no encoding was configured, with more than a few lines
+    (or more than 1% of the table's lines) that are not UTF-8, is in another encoding: stop and say how to name it, rather than
+    quarantine every line with an accent. (A configured encoding is trusted: lines that do not
+    decode in it are quarantined however many.)"""
+    guessed = {str(f.path): f for f in source.resolved_csv_files() if f.how in ("default", "byte-order mark")}
+    if not guessed:
+        return
+    rows = con.execute(
+        f"""SELECT file, COUNT(*), arg_min(line, line), arg_min(byte, line), arg_min(text, line)
+        FROM {quote_ident("_malformed_" + source.table)} WHERE reason = '{INVALID_ENCODING}'
+        GROUP BY file ORDER BY file"""
+    ).fetchall()
+    problems = []
+    share = contract.MAX_UNDECLARED_ENCODING_SHARE
+    for file, n, line, byte, text in rows:
+        if file in guessed and (n > contract.MAX_UNDECLARED_ENCODING_ERRORS or n > share * lines):
+            raw = _raw_line(guessed[file].path, byte)
+            encoding = guessed[file].encoding.upper()
+            problems.append(
+                f"{file} is not {encoding}: {n:,} lines have bytes that are not valid {encoding} "
+                f"(the first is line {line:,}: {raw if raw else text!r})"
+            )
+    if problems:
+        # Named as a dotted key: a [section] header would be taken for markup by the CLI's printer.
+        raise ContractError(
+            "; ".join(problems) + f". Name the encoding in {CONFIG_FILE} (no guess is safe: latin-1 "
+            f"reads any bytes, rightly or not), e.g. at the top of the file:\n"
+            f'  tables.{table.name}.encoding = "latin-1"\n'
+            '(or "cp1252", "gbk", "shift_jis", ...; or a list tried in order per file: ["utf-8", "latin-1"])',
+            table=table.name,
+        )
+
+
+def _raw_line(path: Path, byte: int | None) -> bytes | None:
+    """The bytes of the line starting at ``byte`` (at most 200), to show what is not UTF-8."""
+    if byte is None or path.name.endswith(".gz"):
+        return None
+    try:
+        with open(path, "rb") as handle:
+            # DuckDB's line_byte_position is one past the line's first byte (seen in 2.0);
+            # should it ever be exact, the read lands on the previous line's end: skip that.
+            handle.seek(max(0, byte - 1))
+            line = handle.readline(200)
+            if line in (b"\n", b"\r\n"):
+                line = handle.readline(200)
+            return line.rstrip(b"\r\n")
+    except OSError:
+        return None

@@ -2,8 +2,16 @@
 
 Row-level rules (a row breaking one is quarantined, with the first reason that applies):
 
+- a CSV line DuckDB cannot split into the header's columns (too few or too many fields, an
+  unterminated quote): ``malformed_row``; one with bytes that are not in the file's encoding:
+  ``invalid_encoding``. DuckDB skips these lines and stores them (file, line number, text) in
+  the source's rejects tables, which :mod:`portrait.validate` counts and quarantines;
 - a required column that is null or blank: ``missing_<column>``;
-- a timestamp that does not parse: ``unparseable_<column>``;
+- a timestamp that does not parse: ``unparseable_<column>``. Text timestamps are ISO with a
+  four-digit year (``24-01-05`` is not the year 24) unless the data set gives a
+  ``timestamp_format``; a value with an offset or zone (``+02:00``, ``Z``, ``-0500``,
+  `` Europe/Paris``) is converted to the data set's time zone (UTC unless configured), a value
+  without one is taken as already in it;
 - a number that does not parse or is not finite: ``non_numeric_<column>``;
 - a negative value in a column that must be >= 0: ``negative_<column>``;
 - purchases: an exact copy of an earlier line: ``duplicate_line`` (one copy is kept);
@@ -11,7 +19,10 @@ Row-level rules (a row breaking one is quarantined, with the first reason that a
   ``conflicting_customer_rows`` (all its rows; the customer keeps its purchases).
 
 Table-level rules (a :class:`ContractError`, nothing written): a missing required table or
-column, and (checked by :mod:`portrait.validate`) a column most of whose values do not parse.
+column; a column stored with a type its kind cannot take (a boolean or a date as a number, a
+float as an id: ``1.0`` would silently become the id "1.0"); and (checked by
+:mod:`portrait.validate`) a column most of whose values do not parse, and a CSV file most of
+whose lines are malformed or that is not in its encoding.
 """
 
 from __future__ import annotations
@@ -20,29 +31,39 @@ import duckdb
 
 from portrait import contract
 from portrait.dataset import Dataset, TableSource, quote_ident, quote_literal
-from portrait.errors import ContractError
+from portrait.errors import ConfigError, ContractError
 
 REASON = "_reject_reason"
 PARSED = "_parsed_"  # prefix of the parsed copy of each column inside checked_*
-_NUMERIC_TYPES = (
-    "DOUBLE",
-    "FLOAT",
-    "REAL",
-    "DECIMAL",
+CLEAN = "_clean_"  # prefix of the trimmed text of a timestamp column inside cleaned_*
+_FLOAT_TYPES = ("DOUBLE", "FLOAT", "REAL")
+_INTEGER_TYPES = (
     "BIGINT",
     "INTEGER",
     "SMALLINT",
     "TINYINT",
     "HUGEINT",
+    "UHUGEINT",
     "UBIGINT",
     "UINTEGER",
     "USMALLINT",
     "UTINYINT",
 )
+_NUMERIC_TYPES = _FLOAT_TYPES + ("DECIMAL",) + _INTEGER_TYPES
+_ALL_MISSING = '"NULL"'  # DuckDB's type for a pandas column holding only None
+# A time (H:MM, optional seconds and fraction) followed by an offset or a zone: +02:00, -0500,
+# Z, UTC, Europe/Paris.
+ZONE_PATTERN = r"\d:\d\d(:\d\d(\.\d*)?)?\s*([+-]\d|[A-Za-z])"
 
 
 def register_views(con: duckdb.DuckDBPyConnection, dataset: Dataset) -> None:
     con.execute("SET TimeZone = 'UTC'")
+    try:
+        con.execute(
+            f"SELECT timezone({quote_literal(dataset.timezone)}, TIMESTAMPTZ '2000-01-01 00:00:00+00')"
+        ).fetchall()
+    except duckdb.Error:
+        raise ConfigError(f"time zone {dataset.timezone!r} is not known to DuckDB; use an IANA name") from None
     attached = False
     for table in contract.TABLES:
         source = dataset.sources.get(table.name)
@@ -53,17 +74,64 @@ def register_views(con: duckdb.DuckDBPyConnection, dataset: Dataset) -> None:
         if source.duckdb_file is not None and not attached:
             con.execute(f"ATTACH {quote_literal(str(source.duckdb_file))} AS source_db (READ_ONLY)")
             attached = True
-        _register_table(con, table, source)
+        try:
+            _register_table(con, table, source, dataset.timezone)
+        except duckdb.Error as exc:
+            raise ContractError(f"cannot read {source.describe()}: {_first_line(exc)}", table=table.name) from exc
     _register_final_views(con, dataset)
 
 
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
 def source_columns(con: duckdb.DuckDBPyConnection, source: TableSource) -> dict[str, str]:
-    scan = source.scan_sql(f"_frame_{source.table}")
+    scan = source.scan_sql(f"_frame_{source.table}", keep_rejects=True)
     rows = con.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()
     return {row[0]: row[1] for row in rows}
 
 
-def _register_table(con, table: contract.Table, source: TableSource) -> None:
+def type_problem(column: contract.Column, source_type: str) -> str | None:
+    """Why a column stored as ``source_type`` cannot be read as its kind, or None if it can.
+    Text is always accepted (each value is parsed and bad ones are quarantined); a typed column
+    must have a type whose every value means the same in the contract."""
+    t = source_type.upper()
+    if t in ("VARCHAR", _ALL_MISSING) or column.kind == "text":
+        return None
+    if column.kind == "id":
+        if t.startswith(_INTEGER_TYPES) or t == "UUID" or (t.startswith("DECIMAL") and t.endswith(",0)")):
+            return None
+        if t.startswith(_FLOAT_TYPES) or t.startswith("DECIMAL"):
+            return (
+                f"is stored as {t}; ids must be text or whole numbers: a float id 1.0 would become the "
+                "text '1.0' and no longer match '1' in other tables (write the column as text or integer)"
+            )
+        return f"is stored as {t}; ids must be text or whole numbers"
+    if column.kind == "number":
+        if t.startswith(_NUMERIC_TYPES):
+            return None
+        if t == "BOOLEAN":
+            return "is stored as BOOLEAN, not a number: true/false would become 1.0/0.0; is this the right column?"
+        return f"is stored as {t}, not a number; is this the right column?"
+    if column.kind == "timestamp":
+        if t.startswith(("TIMESTAMP", "DATE")):
+            return None
+        return f"is stored as {t}, not a timestamp or a date; write timestamps as such or as ISO text"
+    raise AssertionError(column.kind)
+
+
+def clean_exprs(table: contract.Table, types: dict[str, str], trim: bool) -> dict[str, str]:
+    """The trimmed text of each text-typed timestamp column, computed once (``cleaned_*``) and
+    read several times by :func:`parse_expr`."""
+    exprs = {}
+    for column in table.columns:
+        if column.kind == "timestamp" and types[column.name] == "VARCHAR":
+            ident = quote_ident(column.name)
+            exprs[CLEAN + column.name] = f"NULLIF(TRIM({ident}), '')" if trim else f"NULLIF({ident}, '')"
+    return exprs
+
+
+def _register_table(con, table: contract.Table, source: TableSource, timezone: str) -> None:
     available = source_columns(con, source)
     by_lower = {name.lower(): name for name in available}
     selected: list[str] = []
@@ -84,6 +152,12 @@ def _register_table(con, table: contract.Table, source: TableSource) -> None:
             selected.append(f"CAST(NULL AS VARCHAR) AS {quote_ident(column.name)}")
             types[column.name] = "VARCHAR"
             continue
+        problem = type_problem(column, available[actual])
+        if problem:
+            renamed = f" (from {actual!r})" if actual != column.name else ""
+            raise ContractError(
+                f"column{renamed} in {source.describe()} {problem}", table=table.name, column=column.name
+            )
         used.add(actual)
         selected.append(f"{quote_ident(actual)} AS {quote_ident(column.name)}")
         types[column.name] = available[actual].upper()
@@ -91,17 +165,20 @@ def _register_table(con, table: contract.Table, source: TableSource) -> None:
     if table.keeps_extra_columns:
         extras = [name for name in available if name not in used]
         selected += [quote_ident(name) for name in extras]
-    scan = source.scan_sql(f"_frame_{table.name}")
+    scan = source.scan_sql(f"_frame_{table.name}", keep_rejects=True)
     con.execute(f"CREATE OR REPLACE VIEW raw_{table.name} AS SELECT {', '.join(selected)} FROM {scan}")
 
     trim = source.is_csv
-    parsed = {c.name: parse_expr(c, types[c.name], source.timestamp_format, trim) for c in table.columns}
+    cleaned = clean_exprs(table, types, trim)
+    cleaned_columns = "".join(f", {expr} AS {quote_ident(name)}" for name, expr in cleaned.items())
+    con.execute(f"CREATE OR REPLACE VIEW cleaned_{table.name} AS SELECT *{cleaned_columns} FROM raw_{table.name}")
+    parsed = {c.name: parse_expr(c, types[c.name], source.timestamp_format, trim, timezone) for c in table.columns}
     parsed_columns = ", ".join(f"{expr} AS {quote_ident(PARSED + name)}" for name, expr in parsed.items())
-    reasons = _reason_cases(table, types, trim)
+    reasons = _reason_cases(table, types, trim, read_all=[*table.column_names, *extras] if source.is_csv else [])
     # Each value is parsed once, in the inner query; reasons and typed columns reuse it.
     con.execute(
         f"CREATE OR REPLACE VIEW checked_{table.name} AS SELECT *, {reasons} AS {REASON} "
-        f"FROM (SELECT *, {parsed_columns} FROM raw_{table.name}) parsed"
+        f"FROM (SELECT *, {parsed_columns} FROM cleaned_{table.name}) parsed"
     )
     typed_columns = [f"{quote_ident(PARSED + c.name)} AS {quote_ident(c.name)}" for c in table.columns]
     typed_columns += [quote_ident(name) for name in extras]
@@ -112,8 +189,11 @@ def _register_table(con, table: contract.Table, source: TableSource) -> None:
     _register_deduplicated(con, table)
 
 
-def parse_expr(column: contract.Column, source_type: str, timestamp_format: str | None, trim: bool) -> str:
-    """SQL parsing a raw value into the column's kind; NULL when missing or unparseable.
+def parse_expr(
+    column: contract.Column, source_type: str, timestamp_format: str | None, trim: bool, timezone: str = "UTC"
+) -> str:
+    """SQL parsing a raw value into the column's kind; NULL when missing or unparseable. Reads
+    ``cleaned_*`` (the raw columns plus the trimmed text of text timestamps).
 
     ``trim``: strip spaces from text first (CSV exports pad values; Parquet and frames are
     written by programs and are taken as they are, which saves a pass over every string).
@@ -121,21 +201,59 @@ def parse_expr(column: contract.Column, source_type: str, timestamp_format: str 
     ident = quote_ident(column.name)
     is_text = source_type == "VARCHAR"
     cleaned = (f"NULLIF(TRIM({ident}), '')" if trim else f"NULLIF({ident}, '')") if is_text else ident
+    if source_type == _ALL_MISSING:
+        return f"CAST(NULL AS {contract.SQL_TYPE[column.kind]})"
     if column.kind in ("id", "text"):
         return cleaned if is_text else f"CAST({ident} AS VARCHAR)"
     if column.kind == "number":
-        if source_type in ("DOUBLE", "FLOAT", "REAL"):
+        if source_type in _FLOAT_TYPES:
             return f"CASE WHEN NOT isnan({ident}) THEN CAST({ident} AS DOUBLE) END"
         if source_type.startswith(_NUMERIC_TYPES):
             return f"CAST({ident} AS DOUBLE)"
         return f"TRY_CAST({cleaned} AS DOUBLE)"
     if column.kind == "timestamp":
-        if is_text and timestamp_format:
-            return f"TRY_STRPTIME({cleaned}, {quote_literal(timestamp_format)})"
+        zone = quote_literal(timezone)
+        if is_text:
+            text = quote_ident(CLEAN + column.name)
+            if timestamp_format:
+                value = f"TRY_STRPTIME({text}, {quote_literal(timestamp_format)})"
+                if _format_has_zone(timestamp_format):
+                    value = f"timezone({zone}, {value})"
+                if "%Y" in timestamp_format:  # %Y also takes 2 digits: 24-01-05 would be the year 24
+                    value = f"CASE WHEN {value} >= TIMESTAMP '1000-01-01' THEN {value} END"
+                return value
+            # ISO with a four-digit year; an offset or zone converts the value to the data set's.
+            return (
+                f"CASE WHEN strpos({text}, '-') <> 5 THEN NULL "
+                f"WHEN regexp_matches({text}, {quote_literal(ZONE_PATTERN)}) "
+                f"THEN timezone({zone}, TRY_CAST({text} AS TIMESTAMPTZ)) "
+                f"ELSE TRY_CAST({text} AS TIMESTAMP) END"
+            )
+        if source_type == "TIMESTAMP WITH TIME ZONE":
+            return f"timezone({zone}, {ident})"
         if source_type == "TIMESTAMP":
             return ident
-        return f"TRY_CAST({cleaned} AS TIMESTAMP)"
+        return f"TRY_CAST({ident} AS TIMESTAMP)"
     raise AssertionError(column.kind)
+
+
+def zone_expr(column: contract.Column, source_type: str, timestamp_format: str | None) -> str | None:
+    """SQL true when a timestamp value carried an offset or zone (and was converted to the data
+    set's zone); None when the column cannot carry one. Reads ``cleaned_*``."""
+    if column.kind != "timestamp":
+        return None
+    if source_type == "TIMESTAMP WITH TIME ZONE":
+        return f"{quote_ident(column.name)} IS NOT NULL"
+    if source_type != "VARCHAR":
+        return None
+    text = quote_ident(CLEAN + column.name)
+    if timestamp_format:
+        return f"{text} IS NOT NULL" if _format_has_zone(timestamp_format) else None
+    return f"regexp_matches({text}, {quote_literal(ZONE_PATTERN)})"
+
+
+def _format_has_zone(timestamp_format: str) -> bool:
+    return "%z" in timestamp_format or "%Z" in timestamp_format
 
 
 def present_expr(column_name: str, source_type: str, trim: bool) -> str:
@@ -149,9 +267,14 @@ def present_expr(column_name: str, source_type: str, trim: bool) -> str:
     return f"{ident} IS NOT NULL"
 
 
-def _reason_cases(table: contract.Table, types: dict[str, str], trim: bool) -> str:
+def _reason_cases(table: contract.Table, types: dict[str, str], trim: bool, read_all: list[str]) -> str:
     """The first rule a row breaks, from its parsed values; ``present`` is only evaluated for
-    the few rows whose value did not parse, to tell *missing* from *unparseable*."""
+    the few rows whose value did not parse, to tell *missing* from *unparseable*.
+
+    ``read_all``: CSV columns to reference even when no rule needs them. DuckDB checks a value's
+    encoding only when the column is read, so a line with a bad byte in, say, ``brand`` would be
+    rejected by a query reading ``brand`` and kept by one that does not; reading every column
+    makes every query see the same good rows."""
     cases: list[str] = []
     for column in table.columns:
         value = quote_ident(PARSED + column.name)
@@ -166,6 +289,9 @@ def _reason_cases(table: contract.Table, types: dict[str, str], trim: bool) -> s
             )
             if column.non_negative:
                 cases.append(f"WHEN {value} < 0 THEN 'negative_{column.name}'")
+    if read_all:
+        never = " OR ".join(f"strlen({quote_ident(name)}) < 0" for name in read_all)
+        cases.append(f"WHEN {never} THEN 'unreadable'")
     if not cases:
         return "CAST(NULL AS VARCHAR)"
     return "CASE " + " ".join(cases) + " ELSE NULL END"

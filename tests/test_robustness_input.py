@@ -1,0 +1,321 @@
+"""Input the issue saw break: other encodings, malformed CSV lines deep in a file, timestamps with
+offsets, two-digit years, and columns of the wrong type. Each gives a clear message or a counted
+quarantine, never a traceback and never a silent change."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from portrait.dataset import Dataset, open_dataset
+from portrait.errors import ConfigError, ContractError
+from portrait.validate import validate
+from tests.conftest import write_tables
+
+HEADER = "order_id,customer_id,ts,amount,category\n"
+
+
+def _lines(n: int) -> list[str]:
+    """``n`` good purchase lines, without the header."""
+    return [f"o{i},c{i % 500},2024-01-{1 + i % 28:02d} 10:00:00,{i % 97}.5,cat{i % 5}\n" for i in range(n)]
+
+
+def _dataset(tmp_path: Path, content: bytes, config: str | None = None, name: str = "purchases.csv") -> Path:
+    folder = tmp_path / "data"
+    folder.mkdir(exist_ok=True)
+    (folder / name).write_bytes(content)
+    if config is not None:
+        (folder / "portrait.toml").write_text(config)
+    return folder
+
+
+def _run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "portrait.cli", *args], capture_output=True, text=True)
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("PORTRAIT_CACHE_DIR", str(tmp_path / "cache"))
+
+
+# ---------------------------------------------------------------- 1. encodings
+
+LATIN1_ROWS = HEADER + "".join(f"o{i},c{i},2024-01-05,{i}.5,caf\u00e9 cr\u00e8me\n" for i in range(30))
+
+
+def test_a_latin1_file_without_an_encoding_stops_with_the_file_and_what_to_set(tmp_path):
+    folder = _dataset(tmp_path, LATIN1_ROWS.encode("latin-1"))
+    with pytest.raises(ContractError) as error:
+        validate(open_dataset(folder))
+    message = str(error.value)
+    assert "purchases.csv is not UTF-8: 30 lines" in message
+    assert "line 2: b'o0,c0,2024-01-05,0.5,caf\\xe9 cr\\xe8me'" in message
+    assert 'tables.purchases.encoding = "latin-1"' in message
+
+
+def test_the_command_exits_non_zero_with_the_message_and_no_traceback(tmp_path):
+    folder = _dataset(tmp_path, LATIN1_ROWS.encode("latin-1"))
+    result = _run_cli("validate", str(folder), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert "is not UTF-8" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_a_configured_latin1_encoding_reads_the_accents_and_the_report_says_so(tmp_path):
+    folder = _dataset(tmp_path, LATIN1_ROWS.encode("latin-1"), '[tables.purchases]\nencoding = "latin-1"\n')
+    report = validate(open_dataset(folder), tmp_path / "out")
+    assert report.tables[0].valid_rows == 30
+    assert report.tables[0].encoding == "latin-1 (configured)"
+    assert any("as latin-1 (configured)" in note for note in report.notes)
+    con = open_dataset(folder).connect()
+    assert con.execute("SELECT DISTINCT category FROM purchases").fetchall() == [("caf\u00e9 cr\u00e8me",)]
+
+
+def test_gbk_is_converted_once_and_a_bad_byte_in_it_is_quarantined_not_changed(tmp_path):
+    rows = HEADER + "".join(f"o{i},c{i},2024-01-05,{i},\u8336\u53f6\n" for i in range(20))
+    content = rows.encode("gbk").replace(b"o7,c7", b"o7,c\x807")  # 0x80 alone is not GBK
+    folder = _dataset(tmp_path, content, 'tables.purchases.encoding = "gbk"\n')
+    report = validate(open_dataset(folder), tmp_path / "out")
+    table = report.tables[0]
+    assert table.encoding == "gbk (configured; converted to UTF-8 for reading)"
+    assert (table.rows, table.valid_rows, table.quarantined) == (20, 19, {"invalid_encoding": 1})
+    assert table.malformed_lines[0]["line"] == 9 and table.malformed_lines[0]["file"].endswith("purchases.csv")
+    con = open_dataset(folder).connect()
+    assert con.execute("SELECT DISTINCT category FROM purchases").fetchall() == [("\u8336\u53f6",)]
+    assert len(list((tmp_path / "cache" / "converted").iterdir())) == 1  # one copy, reused
+
+
+def test_a_list_of_encodings_picks_per_file_the_first_that_decodes_it(tmp_path):
+    parts = tmp_path / "data" / "purchases"
+    parts.mkdir(parents=True)
+    (parts / "a.csv").write_bytes((HEADER + "o1,c1,2024-01-05,1,th\u00e9\n").encode("utf-8"))
+    (parts / "b.csv").write_bytes((HEADER + "o2,c2,2024-01-05,2,th\u00e9\n").encode("latin-1"))
+    (tmp_path / "data" / "portrait.toml").write_text('tables.purchases.encoding = ["utf-8", "latin-1"]\n')
+    report = validate(open_dataset(tmp_path / "data"))
+    assert report.tables[0].valid_rows == 2
+    assert "a.csv: utf-8 (first of" in report.tables[0].encoding
+    assert "b.csv: latin-1 (first of" in report.tables[0].encoding
+    con = open_dataset(tmp_path / "data").connect()
+    assert con.execute("SELECT DISTINCT category FROM purchases").fetchall() == [("th\u00e9",)]
+
+
+def test_a_file_in_none_of_the_listed_encodings_is_refused_with_where_it_fails(tmp_path):
+    content = (HEADER + "o1,c1,2024-01-05,1,x\n").encode() + b"o2,c2,2024-01-05,2,\xff\xfe\xfd\n"
+    folder = _dataset(tmp_path, content, 'tables.purchases.encoding = ["utf-8", "gbk"]\n')
+    with pytest.raises(ContractError, match=r"decodes in none of the configured encodings: not utf-8 \(byte .* line 3"):
+        open_dataset(folder)
+
+
+def test_encoding_settings_are_checked(tmp_path):
+    folder = _dataset(tmp_path, (HEADER + "o1,c1,2024-01-05,1,x\n").encode(), 'tables.purchases.encoding = "klingon"\n')
+    with pytest.raises(ConfigError, match="'klingon' is not an encoding"):
+        open_dataset(folder)
+    (folder / "portrait.toml").write_text('tables.purchases.encoding = ["latin-1", "utf-8"]\n')
+    with pytest.raises(ConfigError, match="latin-1 decodes any bytes"):
+        open_dataset(folder)
+
+
+def test_utf16_with_a_byte_order_mark_is_detected(tmp_path):
+    folder = _dataset(tmp_path, (HEADER + "o1,c1,2024-01-05,1,\u8336\n").encode("utf-16"))
+    report = validate(open_dataset(folder))
+    assert report.tables[0].valid_rows == 1
+    assert report.tables[0].encoding == "utf-16 (byte-order mark)"
+
+
+# ---------------------------------------------------------------- 2. malformed lines
+
+
+def _ragged_60000() -> bytes:
+    lines = _lines(60_000)
+    lines[50_000] = "o50000,c1,2024-01-01 10:00:00\n"  # short: file line 50,002 (after the header)
+    lines[55_000] = "o55000,c1,2024-01-01 10:00:00,3.5,cat,extra\n"  # long
+    content = (HEADER + "".join(lines)).encode()
+    at = content.index(b"o57000,")
+    return content[: at + 3] + b"\xff" + content[at + 3 :]  # a bad byte, in UTF-8
+
+
+def test_malformed_lines_deep_in_a_file_are_quarantined_with_their_line_numbers(tmp_path):
+    folder = _dataset(tmp_path, _ragged_60000())
+    report = validate(open_dataset(folder), tmp_path / "out")
+    table = report.tables[0]
+    assert table.rows == 60_000
+    assert table.valid_rows == 59_997
+    assert table.quarantined == {"invalid_encoding": 1, "malformed_row": 2}
+    quarantine = pd.read_parquet(tmp_path / "out" / "quarantine" / "purchases.parquet")
+    lines = quarantine.set_index("_line")
+    assert sorted(lines.index) == [50_002, 55_002, 57_002]
+    assert lines.loc[50_002, "_reject_reason"] == "malformed_row"
+    assert lines.loc[50_002, "_raw_line"] == "o50000,c1,2024-01-01 10:00:00"
+    assert lines.loc[57_002, "_reject_reason"] == "invalid_encoding"
+    assert lines.loc[55_002, "_source_file"] == str(folder / "purchases.csv")
+    assert [e["line"] for e in table.malformed_lines] == [50_002, 55_002, 57_002]
+    assert any("3 lines could not be read" in note for note in report.notes)
+
+
+def test_the_good_rows_of_a_ragged_file_are_what_every_later_stage_reads(tmp_path):
+    folder = _dataset(tmp_path, _ragged_60000())
+    con = open_dataset(folder).connect()
+    # The bad byte is in order_id; a query that never reads that column still leaves the line out.
+    assert con.execute("SELECT COUNT(*) FROM purchases").fetchall() == [(59_997,)]
+    assert con.execute("SELECT COUNT(*) FROM (SELECT customer_id, amount FROM purchases)").fetchall() == [(59_997,)]
+
+
+def test_a_bad_byte_in_a_column_few_queries_read_is_left_out_of_every_query(tmp_path):
+    content = (HEADER + "".join(_lines(100))).encode().replace(b"cat3\n", b"c\xe9t3\n", 1)
+    con = open_dataset(_dataset(tmp_path, content)).connect()
+    assert con.execute("SELECT COUNT(*) FROM purchases").fetchall() == [(99,)]
+    assert con.execute("SELECT COUNT(DISTINCT category) FROM purchases").fetchall() == [(5,)]
+
+
+def test_one_short_row_in_six_is_quarantined_not_the_whole_table_refused(tmp_path):
+    lines = [f"o{i},c{i},2024-01-01,{i}\n" if i % 6 else f"o{i},c{i},2024-01-01\n" for i in range(60)]
+    folder = _dataset(tmp_path, ("order_id,customer_id,ts,amount\n" + "".join(lines)).encode())
+    report = validate(open_dataset(folder))
+    assert (report.tables[0].rows, report.tables[0].valid_rows) == (60, 50)
+    assert report.tables[0].quarantined == {"malformed_row": 10}
+
+
+def test_a_file_most_of_whose_lines_are_malformed_is_refused_with_examples(tmp_path):
+    lines = [f"o{i},c{i},2024-01-01,{i},x,y\n" if i % 4 else f"o{i},c{i},2024-01-01,{i}\n" for i in range(40)]
+    folder = _dataset(tmp_path, ("order_id,customer_id,ts,amount\n" + "".join(lines)).encode())
+    with pytest.raises(ContractError, match=r"(?s)30 of 40 lines .* cannot be split.*delimiter.*line 3"):
+        validate(open_dataset(folder))
+
+
+# ---------------------------------------------------------------- 3. offsets and zones
+
+OFFSETS = pd.DataFrame(
+    {
+        "order_id": ["o1", "o2", "o3", "o4", "o5"],
+        "customer_id": ["a", "b", "c", "d", "e"],
+        "ts": [
+            "2024-01-05 10:00:00+02:00",
+            "2024-01-05T10:00:00Z",
+            "2024-01-05 10:00:00-05:00",
+            "2024-01-05 10:00:00",
+            "2024-01-05",
+        ],
+        "amount": ["1", "2", "3", "4", "5"],
+    }
+)
+
+
+def _times(folder: Path) -> list[str]:
+    con = open_dataset(folder).connect()
+    return [str(r[0]) for r in con.execute("SELECT ts FROM purchases ORDER BY order_id").fetchall()]
+
+
+def test_timestamps_with_an_offset_are_converted_to_utc_and_counted(tmp_path):
+    folder = write_tables(tmp_path / "data", purchases=OFFSETS)
+    assert _times(folder) == [
+        "2024-01-05 08:00:00",
+        "2024-01-05 10:00:00",
+        "2024-01-05 15:00:00",
+        "2024-01-05 10:00:00",  # no offset: already in the data set's zone
+        "2024-01-05 00:00:00",
+    ]
+    report = validate(open_dataset(folder))
+    assert report.timezone == "UTC"
+    assert report.tables[0].timestamps_with_offset == {"ts": 3}
+    assert "purchases.ts: 3 values carried a UTC offset or time zone and were converted to UTC" in report.notes
+
+
+def test_the_data_sets_zone_is_configurable(tmp_path):
+    folder = write_tables(tmp_path / "data", purchases=OFFSETS)
+    (folder / "portrait.toml").write_text('timezone = "Europe/Paris"\n')
+    assert _times(folder) == [
+        "2024-01-05 09:00:00",  # 08:00 UTC is 09:00 in Paris in winter
+        "2024-01-05 11:00:00",
+        "2024-01-05 16:00:00",
+        "2024-01-05 10:00:00",
+        "2024-01-05 00:00:00",
+    ]
+    assert validate(open_dataset(folder)).timezone == "Europe/Paris"
+    (folder / "portrait.toml").write_text('timezone = "Mars/Olympus"\n')
+    with pytest.raises(ConfigError, match="unknown timezone 'Mars/Olympus'"):
+        open_dataset(folder)
+
+
+def test_zone_aware_parquet_timestamps_are_converted_and_counted(tmp_path):
+    frame = OFFSETS.iloc[:2].assign(
+        ts=pd.to_datetime(["2024-07-01 12:00", "2024-07-01 13:00"]).tz_localize("America/New_York"),
+        amount=[1.0, 2.0],
+    )
+    folder = write_tables(tmp_path / "data", fmt="parquet", purchases=frame)
+    assert _times(folder) == ["2024-07-01 16:00:00", "2024-07-01 17:00:00"]
+    assert validate(open_dataset(folder)).tables[0].timestamps_with_offset == {"ts": 2}
+
+
+def test_a_format_with_an_offset_converts_too(tmp_path):
+    frame = OFFSETS.iloc[:1].assign(ts=["05/01/2024 10:00 +0200"])
+    folder = write_tables(tmp_path / "data", purchases=frame)
+    (folder / "portrait.toml").write_text('[tables.purchases]\ntimestamp_format = "%d/%m/%Y %H:%M %z"\n')
+    assert _times(folder) == ["2024-01-05 08:00:00"]
+    assert validate(open_dataset(folder)).tables[0].timestamps_with_offset == {"ts": 1}
+
+
+# ---------------------------------------------------------------- 4. two-digit years
+
+
+def test_a_two_digit_year_is_quarantined_not_read_as_the_year_24(tmp_path):
+    frame = OFFSETS.iloc[:3].assign(ts=["2024-01-05", "24-01-05", "0024-01-05"])
+    folder = write_tables(tmp_path / "data", purchases=frame)
+    report = validate(open_dataset(folder), tmp_path / "out")
+    assert report.tables[0].quarantined == {"unparseable_ts": 1}
+    quarantine = pd.read_parquet(tmp_path / "out" / "quarantine" / "purchases.parquet")
+    assert quarantine["ts"].tolist() == ["24-01-05"]
+
+
+def test_a_format_with_a_four_digit_year_does_not_take_two_digits(tmp_path):
+    frame = OFFSETS.iloc[:3].assign(ts=["05/01/2024", "05/01/24", "06/01/2024"])
+    folder = write_tables(tmp_path / "data", purchases=frame)
+    (folder / "portrait.toml").write_text('[tables.purchases]\ntimestamp_format = "%d/%m/%Y"\n')
+    assert validate(open_dataset(folder)).tables[0].quarantined == {"unparseable_ts": 1}
+
+
+def test_two_digit_years_are_read_when_the_format_says_so(tmp_path):
+    frame = OFFSETS.iloc[:2].assign(ts=["24-01-05", "99-12-31"])
+    folder = write_tables(tmp_path / "data", purchases=frame)
+    (folder / "portrait.toml").write_text('[tables.purchases]\ntimestamp_format = "%y-%m-%d"\n')
+    assert _times(folder) == ["2024-01-05 00:00:00", "1999-12-31 00:00:00"]
+
+
+# ---------------------------------------------------------------- 5. columns of the wrong type
+
+GOOD = {"order_id": ["o1", "o2"], "customer_id": ["a", "b"], "ts": ["2024-01-05", "2024-01-06"]}
+
+
+def test_a_boolean_amount_column_is_refused_naming_table_and_column(tmp_path):
+    folder = write_tables(tmp_path / "data", fmt="parquet", purchases=pd.DataFrame({**GOOD, "amount": [True, False]}))
+    with pytest.raises(ContractError, match=r"purchases\.amount: .*BOOLEAN, not a number: true/false would become"):
+        validate(open_dataset(folder))
+    frames = Dataset.from_frames(purchases=pd.DataFrame({**GOOD, "amount": [True, False]}))
+    with pytest.raises(ContractError, match=r"purchases\.amount"):
+        frames.connect()
+
+
+def test_a_float_customer_id_column_is_refused(tmp_path):
+    frame = pd.DataFrame({**GOOD, "customer_id": [1.0, 2.0], "amount": [1.0, 2.0]})
+    folder = write_tables(tmp_path / "data", fmt="parquet", purchases=frame)
+    with pytest.raises(ContractError, match=r"purchases\.customer_id: .*DOUBLE.*'1\.0'"):
+        validate(open_dataset(folder))
+
+
+def test_a_whole_number_id_column_is_read_as_text(tmp_path):
+    frame = pd.DataFrame({**GOOD, "customer_id": [1, 2], "amount": [1.0, 2.0]})
+    con = Dataset.from_frames(purchases=frame).connect()
+    assert con.execute("SELECT customer_id FROM purchases ORDER BY 1").fetchall() == [("1",), ("2",)]
+
+
+def test_a_numeric_timestamp_column_is_refused(tmp_path):
+    frame = pd.DataFrame({**GOOD, "ts": [1704067200, 1704153600], "amount": [1.0, 2.0]})
+    with pytest.raises(ContractError, match=r"purchases\.ts: .*BIGINT, not a timestamp"):
+        Dataset.from_frames(purchases=frame).connect()
+
+
+def test_true_and_false_as_text_in_a_number_column_are_quarantined(tmp_path):
+    frame = pd.DataFrame({**GOOD, "order_id": ["o1", "o2"], "amount": ["12.5", "true"]})
+    report = validate(open_dataset(write_tables(tmp_path / "data", purchases=frame)))
+    assert report.tables[0].quarantined == {"non_numeric_amount": 1}
