@@ -26,8 +26,10 @@ quarantined, not changed.
 
 Views built on a connection, per table ``t``:
 
-- ``raw_t``: the source with contract column names, values untouched;
-- ``checked_t``: ``raw_t`` plus ``_reject_reason`` (NULL for a good row);
+- ``raw_t``: the source with contract column names, values untouched (CSV lines that cannot be
+  read are left out and kept in the connection's rejects tables, see :mod:`portrait.validate`);
+- ``cleaned_t``: ``raw_t`` plus the trimmed text of text timestamps, parsed from there;
+- ``checked_t``: the parsed values plus ``_reject_reason`` (NULL for a good row);
 - ``t``: good rows, typed, exact duplicates removed, customer ids unified through
   ``identities``. This is the only view features may read.
 

@@ -148,10 +148,14 @@ def _notes(reports: list[TableReport], timezone: str) -> list[str]:
             first = r.malformed_lines[0]
             counts = ", ".join(f"{k}: {v:,}" for k, v in unreadable.items())
             notes.append(
-                f"{r.table}: {sum(unreadable.values()):,} lines could not be read and are quarantined ({counts}); "
+                f"{r.table}: {_lines(sum(unreadable.values()))} could not be read and are quarantined ({counts}); "
                 f"the first is line {first['line']:,} of {first['file']}"
             )
     return notes
+
+
+def _lines(n: int) -> str:
+    return f"{n:,} line" + ("" if n == 1 else "s")
 
 
 def _check_column_types(con: duckdb.DuckDBPyConnection, dataset: Dataset, table: contract.Table) -> dict[str, int]:
@@ -311,7 +315,8 @@ def _check_malformed_share(source, table, rows: int, malformed: dict[str, int], 
         shown = "\n".join(f"  {e['file']} line {e['line']:,}: {e['text']}" for e in examples[:3])
         raise ContractError(
             f"{bad:,} of {rows:,} lines of {source.describe()} cannot be split into the header's columns; "
-            f'is the delimiter right (e.g. tables.{table.name}.delimiter = ";" in {CONFIG_FILE})?\n'
+            f'is the delimiter right (e.g. tables.{table.name}.delimiter = ";" in {CONFIG_FILE}), or does '
+            "a line open a quote it never closes (the reader then cannot tell which commas are quoted)?\n"
             f"first lines:\n{shown}",
             table=table.name,
         )

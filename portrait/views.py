@@ -132,6 +132,9 @@ def clean_exprs(table: contract.Table, types: dict[str, str], trim: bool) -> dic
 
 
 def _register_table(con, table: contract.Table, source: TableSource, timezone: str) -> None:
+    empty = [f for f in source.files if f.stat().st_size == 0]
+    if empty:
+        raise ContractError(f"{empty[0]} is empty (not even a header line)", table=table.name)
     available = source_columns(con, source)
     by_lower = {name.lower(): name for name in available}
     selected: list[str] = []

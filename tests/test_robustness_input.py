@@ -319,3 +319,17 @@ def test_true_and_false_as_text_in_a_number_column_are_quarantined(tmp_path):
     frame = pd.DataFrame({**GOOD, "order_id": ["o1", "o2"], "amount": ["12.5", "true"]})
     report = validate(open_dataset(write_tables(tmp_path / "data", purchases=frame)))
     assert report.tables[0].quarantined == {"non_numeric_amount": 1}
+
+
+def test_an_empty_file_is_named_not_a_missing_column(tmp_path):
+    folder = _dataset(tmp_path, b"")
+    with pytest.raises(ContractError, match=r"purchases\.csv is empty \(not even a header line\)"):
+        open_dataset(folder).connect()
+
+
+def test_an_unterminated_quote_is_suggested_when_most_lines_are_unreadable(tmp_path):
+    lines = [f'o{i},c{i},2024-01-05,{i},"cat, {i}"\n' for i in range(50)]
+    lines[20] = 'o20,c20,2024-01-05,20,"never closed\n'
+    folder = _dataset(tmp_path, (HEADER + "".join(lines)).encode())
+    with pytest.raises(ContractError, match="open a quote it never closes"):
+        validate(open_dataset(folder))
