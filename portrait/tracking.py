@@ -4,6 +4,8 @@ and serving (which must not import training)."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import mlflow
 
 DEFAULT_STORE = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
+_SQLITE = "sqlite:///"
 
 
 def setup_tracking(workdir: Path | None = None) -> str:
@@ -29,3 +32,30 @@ def setup_tracking(workdir: Path | None = None) -> str:
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return uri
+
+
+def ensure_store() -> None:
+    """Create (or upgrade) the current SQLite store now, one process at a time.
+
+    MLflow creates a store's tables on first use; two first runs starting together would both
+    run the schema migrations and the second would fail half-way ("duplicate column name").
+    Writers (training) call this before their first use of the store; a store that exists
+    already is only opened, which the first use would do anyway."""
+    uri = mlflow.get_tracking_uri()
+    if not uri.startswith(_SQLITE) or ":memory:" in uri:
+        return
+    database = Path(uri[len(_SQLITE) :].split("?", 1)[0])
+    with _exclusive(database.with_name(f".{database.name}.init-lock")):
+        mlflow.tracking.MlflowClient(uri).search_experiments(max_results=1)
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path):
+    """An advisory lock held by one process at a time (released if the process dies)."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

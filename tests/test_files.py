@@ -222,3 +222,30 @@ def test_two_simultaneous_first_runs_create_the_experiment_once(tracking, monkey
     assert errors == []
     assert len(ids) == callers and len(set(ids)) == 1
     assert real_get(name).experiment_id == ids[0]
+
+
+_FIRST_RUN = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from portrait.tracking import setup_tracking
+    from training.tracking import ensure_experiment
+    setup_tracking(Path(sys.argv[1]))
+    print(ensure_experiment("first"))
+    """
+)
+
+
+def test_two_first_runs_in_a_new_folder_create_the_store_and_the_experiment_once(tmp_path):
+    """Without a store yet, both runs would create its tables at once (about 10 s) and one would
+    fail in the middle of MLflow's schema migrations."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"PYTHONPATH": str(ROOT)}
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _FIRST_RUN, str(tmp_path)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for _ in range(2)
+    ]
+    outputs = [run.communicate(timeout=300) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], [err.decode()[-2000:] for _, err in outputs]
+    assert {out.strip() for out, _ in outputs} == {b"1"}

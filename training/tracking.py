@@ -9,7 +9,7 @@ from pathlib import Path
 import mlflow
 from mlflow.exceptions import MlflowException
 
-from portrait.tracking import DEFAULT_ARTIFACTS, setup_tracking  # noqa: F401  (re-exported)
+from portrait.tracking import DEFAULT_ARTIFACTS, ensure_store, setup_tracking  # noqa: F401  (re-exported)
 
 _CREATE_ATTEMPTS = 5
 
@@ -19,7 +19,9 @@ def ensure_experiment(name: str, workdir: Path | None = None) -> str:
 
     Two first runs of a new experiment may both find it missing and both create it; the store
     refuses the second (a UNIQUE constraint), which then finds the one the first created. A
-    busy store (SQLite locked) is retried a few times."""
+    busy store (SQLite locked) is retried a few times. A new SQLite store is created first, by
+    one process at a time (:func:`portrait.tracking.ensure_store`)."""
+    ensure_store()
     location = None
     if mlflow.get_tracking_uri().startswith("sqlite:"):
         location = ((workdir or Path.cwd()).resolve() / DEFAULT_ARTIFACTS / name).as_uri()
