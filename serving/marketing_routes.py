@@ -107,7 +107,7 @@ def build_router(segments_dir: Path | None, tags_dir: Path | None, tags_library:
                 kind=t.kind,
                 definition=t.definition(),
                 description=t.description,
-                customers=counts.get(t.name) if stored is not None else None,
+                customers=counts.get(t.name, 0) if stored is not None else None,
             )
             for t in lib.tags
             if not t.each

@@ -57,7 +57,7 @@ def test_routes_serve_stored_tags_and_segments(tmp_path):
     by_name = {t["name"]: t for t in listed["tags"]}
     assert by_name["promotion-sensitive"]["customers"] == 2 and by_name["promotion-sensitive"]["kind"] == "rule"
     assert by_name["RFM: Lost"]["group"] == "value/rfm" and by_name["RFM: Lost"]["customers"] == 1
-    assert by_name["VIP"]["kind"] == "manual" and by_name["VIP"]["customers"] is None
+    assert by_name["VIP"]["kind"] == "manual" and by_name["VIP"]["customers"] == 0  # none in the stored table
     segments = {s["name"]: s for s in client.get("/segments").json()["segments"]}
     assert segments["viewers"]["customers"] == 3 and segments["viewers"]["share"] == 0.3
     assert segments["empty"]["customers"] is None and segments["empty"]["as_of"] is None
