@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from portrait.errors import PortraitError
-from portrait.files import atomic_write
+from portrait.files import atomic_write, read_parquet
 
 STORE_ENV = "PORTRAIT_MANUAL_TAGS"
 COLUMNS = ("action", "tag", "customer_id", "given_id", "at", "by", "note", "expires")
@@ -35,7 +35,7 @@ def default_store() -> Path:
 def read_log(store: Path) -> pd.DataFrame:
     if not store.exists():
         return pd.DataFrame({c: pd.Series(dtype="str") for c in COLUMNS}).astype({"at": "datetime64[us, UTC]"})
-    return pd.read_parquet(store)
+    return read_parquet(store)
 
 
 def read_ids(path: Path) -> pd.Series:

@@ -37,7 +37,7 @@ from marketing.filters import Condition, FilterError, Schema, evaluate, parse_co
 from marketing.population import Population
 from marketing.tags import Library, apply_tags
 from portrait.errors import ConfigError, PortraitError
-from portrait.files import atomic_write, atomic_write_text
+from portrait.files import atomic_write, atomic_write_text, read_parquet
 
 SEGMENTS_ENV = "PORTRAIT_SEGMENTS"
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -176,7 +176,7 @@ class SegmentStore:
         path = self.members_path(name)
         if not path.exists():
             raise PortraitError(f"segment {name!r} has not been refreshed yet (portrait segment refresh)")
-        return pd.read_parquet(path)
+        return read_parquet(path)
 
 
 def check_graph(segments: dict[str, Segment]) -> None:

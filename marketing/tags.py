@@ -54,6 +54,7 @@ from marketing.filters import Condition, FilterError, Schema, evaluate, parse_co
 from marketing.population import Population
 from marketing.rfm import GROUPS as RFM_GROUPS
 from portrait.errors import ConfigError
+from portrait.files import read_parquet
 
 KINDS = ("rule", "model", "manual")
 EXCLUSIVE = ("levels", "rfm", "rules")
@@ -406,7 +407,7 @@ def previous_tags(out_dir: Path, as_of: dt.date) -> tuple[pd.DataFrame | None, d
     earlier = [d for d in dates if d < as_of]
     if not earlier:
         return None, None
-    return pd.read_parquet(tags_file(out_dir, earlier[-1])), earlier[-1]
+    return read_parquet(tags_file(out_dir, earlier[-1])), earlier[-1]
 
 
 def _is_date(text: str) -> bool:

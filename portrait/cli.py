@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -124,6 +125,8 @@ def validate_command(
     out.print(table)
     if report.missing_optional_tables:
         out.print(f"optional tables not present: {', '.join(report.missing_optional_tables)}")
+    for note in report.notes:
+        out.print(f"note: {escape(note)}", highlight=False)
     out.print(
         f"purchases: {report.purchases_customers:,} customers from {report.purchases_first_ts} "
         f"to {report.purchases_last_ts}"
@@ -202,7 +205,8 @@ def main() -> None:
         _register_later_commands()
         app()
     except PortraitError as exc:
-        console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        # The message is the user's to read as written: "[tables.purchases]" is not markup.
+        console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False)
         sys.exit(2)
 
 

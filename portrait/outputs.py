@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from portrait.errors import PortraitError
+from portrait.files import read_parquet
 
 LATEST = "LATEST"
 _SCORES_FILE = re.compile(r"scores_(\d{4}-\d{2}-\d{2})\.parquet")
@@ -49,7 +50,7 @@ def scores_as_of(scores_dir: Path, as_of: dt.date) -> tuple[pd.DataFrame, dt.dat
                 else "; run portrait score first"
             )
         )
-    return pd.read_parquet(scores_path(scores_dir, dates[-1])), dates[-1]
+    return read_parquet(scores_path(scores_dir, dates[-1])), dates[-1]
 
 
 def latest_scores(scores_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -58,7 +59,7 @@ def latest_scores(scores_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     if not pointer.exists():
         raise PortraitError(f"no scores in {scores_dir}; run portrait score first")
     name = pointer.read_text().strip()
-    scores = pd.read_parquet(scores_dir / name)
+    scores = read_parquet(scores_dir / name)
     as_of = name.removeprefix("scores_").removesuffix(".parquet")
-    features = pd.read_parquet(scores_dir / f"features_{as_of}.parquet")
+    features = read_parquet(scores_dir / f"features_{as_of}.parquet")
     return scores, features

@@ -19,10 +19,11 @@ from pydantic import BaseModel, Field
 
 from features.catalogue import describe, label_of
 from portrait.errors import PortraitError
+from portrait.outputs import latest_scores
 from serving.lists import build_list
 from serving.marketing_routes import build_router
 from serving.registry import LoadedModel, list_models, load_model
-from serving.score import latest_scores, predict_scores, reasons_for
+from serving.score import predict_scores, reasons_for
 
 KEY_FEATURES = (
     "days_since_last_purchase",

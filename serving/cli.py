@@ -99,9 +99,9 @@ def register(app: typer.Typer, out, console) -> None:
     ) -> None:
         """Write a scored list a marketer can upload."""
         from portrait.files import atomic_write
+        from portrait.outputs import latest_scores
         from serving.lists import build_list
         from serving.registry import load_model
-        from serving.score import latest_scores
 
         setup_tracking()
         scores, features = latest_scores(scores_dir)

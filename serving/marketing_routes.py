@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from marketing.segments import SegmentStore
 from marketing.tags import Library, load_library, tags_file
 from portrait.errors import PortraitError
+from portrait.files import read_parquet
 
 
 class TagInfo(BaseModel):
@@ -70,7 +71,7 @@ def _latest_tags(tags_dir: Path | None) -> tuple[pd.DataFrame | None, str | None
     if not dates:
         return None, None
     latest = max(dates)
-    return pd.read_parquet(tags_file(tags_dir, latest), columns=["customer_id", "tag"]), latest.isoformat()
+    return read_parquet(tags_file(tags_dir, latest), columns=["customer_id", "tag"]), latest.isoformat()
 
 
 def _segment_info(store: SegmentStore, name: str) -> SegmentInfo:

@@ -24,18 +24,9 @@ from models.reasons import top_reasons
 from portrait.dataset import Dataset
 from portrait.errors import PortraitError
 from portrait.files import atomic_write, atomic_write_text
+from portrait.outputs import LATEST, features_path, scores_path
 from serving.drift import drift_report
 from serving.registry import LoadedModel, load_model
-
-LATEST = "LATEST"
-
-
-def scores_path(out_dir: Path, as_of: dt.date) -> Path:
-    return out_dir / f"scores_{as_of.isoformat()}.parquet"
-
-
-def features_path(out_dir: Path, as_of: dt.date) -> Path:
-    return out_dir / f"features_{as_of.isoformat()}.parquet"
 
 
 def _feature_groups(models: list[LoadedModel]) -> dict[str, list[LoadedModel]]:
@@ -186,14 +177,3 @@ def score(
     atomic_write_text(json.dumps(summary, indent=2, default=str), summary_file)
     atomic_write_text(target.name, out_dir / LATEST)
     return ScoreRun(scores, summary, target, summary_file)
-
-
-def latest_scores(scores_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The latest scores table and the features it was scored from."""
-    pointer = scores_dir / LATEST
-    if not pointer.exists():
-        raise PortraitError(f"no scores in {scores_dir}; run portrait score first")
-    scores = pd.read_parquet(scores_dir / pointer.read_text().strip())
-    as_of = pointer.read_text().strip().removeprefix("scores_").removesuffix(".parquet")
-    features = pd.read_parquet(scores_dir / f"features_{as_of}.parquet")
-    return scores, features

@@ -7,12 +7,13 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
+from marketing.filters import FilterError, evaluate, parse_filter
 from portrait.dataset import open_dataset
 from portrait.errors import PortraitError
+from portrait.outputs import LATEST, latest_scores
 from serving.api import create_app
-from marketing.filters import FilterError, evaluate, parse_filter
 from serving.lists import build_list
-from serving.score import LATEST, latest_scores, score
+from serving.score import score
 from training.config import parse_experiment
 from training.personas import PersonaConfig, run_persona_fit
 from training.registry import promote

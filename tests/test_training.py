@@ -126,6 +126,7 @@ def test_model_meta_stores_each_feature_meaning_for_reasons(trained):
         "measure": "spend",
         "subject": None,
         "value": None,
+        "per": None,
     }
     shares = [m for m in meta["meanings"].values() if m["measure"] == "category_share" and m["value"]]
     assert shares and all(m["value"] in data.vocabulary.categories for m in shares)
