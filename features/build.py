@@ -173,7 +173,8 @@ def build_features(
     those families (all by default); ``only`` to those features (and what they are computed
     from: derived features' inputs, favourites' shares). A pass no selected feature needs is
     not run. ``purchases_ready`` says :func:`vocabulary_as_of` already read the purchases
-    before this cutoff on ``con`` (the one read is reused, then dropped).
+    before this cutoff into ``f_purchases`` on ``con``: that one read is reused, and left in
+    place for the caller (who owns it) instead of being dropped.
     """
     config = config or FeatureConfig()
     cutoff = parse_cutoff(cutoff)
@@ -203,12 +204,14 @@ def build_features(
             attribute_select=_attribute_select(kinds, features, cutoff) if kinds else None,
         )
         _register_vocabulary(con, vocabulary)
-        _materialize(con, steps[:-1], keep=_read_by(steps[-1]), built=tuple(s.name for s in first_steps))
+        callers = tuple(s.name for s in first_steps) if purchases_ready else ()  # the caller's to drop
+        _materialize(con, steps[:-1], keep=_read_by(steps[-1]) + callers, built=tuple(s.name for s in first_steps))
         started = time.perf_counter()
         frame = con.execute(f"{steps[-1].sql} ORDER BY customer_id").df()
         log.debug("feature step %s took %.1f s", steps[-1].name, time.perf_counter() - started)
         for step in first_steps + steps[:-1]:
-            con.execute(f"DROP TABLE IF EXISTS {step.name}")
+            if step.name not in callers:
+                con.execute(f"DROP TABLE IF EXISTS {step.name}")
     finally:
         if own_connection:
             con.close()

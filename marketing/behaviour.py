@@ -25,6 +25,8 @@ import pandas as pd
 from marketing.filters import BehaviourTerm, FilterError
 from portrait.dataset import quote_ident
 
+# The columns of the features' one read of the purchases (features.plan.purchase_steps).
+_READ_COLUMNS = {"category", "brand", "channel", "payment_method"}
 _FILTER_COLUMNS = {
     "purchases": {"category", "brand", "channel", "product_id", "store_id", "payment_method"},
     "events": {"category", "channel"},
@@ -54,10 +56,17 @@ def _condition(term: BehaviourTerm, as_of: dt.date, params: list) -> str:
 
 
 def behaviour_table(
-    con: duckdb.DuckDBPyConnection, terms: Iterable[BehaviourTerm], as_of: dt.date, customers: pd.Series
+    con: duckdb.DuckDBPyConnection,
+    terms: Iterable[BehaviourTerm],
+    as_of: dt.date,
+    customers: pd.Series,
+    purchases: str | None = None,
 ) -> pd.DataFrame:
     """One row per customer in ``customers`` (in that order) and one column per term, 0 where the
-    customer has no matching rows. Checks first that each filter value occurs in the data."""
+    customer has no matching rows; a filter value the data never has is an error.
+    ``purchases`` names a table already holding the purchase lines before ``as_of`` (with
+    ``order_id, ts, amount, category, brand, channel, payment_method``) to read instead of the
+    ``purchases`` view, when the terms filter on no other column."""
     terms = list(dict.fromkeys(terms))
     result = pd.DataFrame({"customer_id": customers.astype("str").to_numpy()})
     for table in ("purchases", "events"):
@@ -67,7 +76,10 @@ def behaviour_table(
         if not _has_table(con, table):
             raise FilterError(f"{chosen[0].describe()} needs the {table} table, which this data set does not have")
         asked = _asked(chosen)
-        frame = _query(con, table, chosen, as_of, asked)
+        source = table
+        if table == "purchases" and purchases and {c for t in chosen for c, _ in t.filters} <= _READ_COLUMNS:
+            source = purchases
+        frame = _query(con, table, chosen, as_of, asked, source)
         # The query flags which asked values it saw; only a value it did not see (perhaps
         # outside the windows) needs a look at the whole history, which raises if it is a typo.
         flags = [f"_seen_{i}" for i in range(len(asked))]
@@ -100,6 +112,7 @@ def _query(
     terms: list[BehaviourTerm],
     as_of: dt.date,
     asked: list[tuple[str, str]],
+    source: str,
 ) -> pd.DataFrame:
     params: list = []
     as_of_ts = dt.datetime.combine(as_of, dt.time())
@@ -121,7 +134,7 @@ def _query(
             outer.append(f"MAX(s{i}) AS _seen_{i}")
         sql = (
             f"SELECT customer_id, {', '.join(outer)} FROM ("
-            f"SELECT customer_id, order_id, {', '.join(inner)} FROM purchases WHERE ts < ?{lower} "
+            f"SELECT customer_id, order_id, {', '.join(inner)} FROM {source} WHERE ts < ?{lower} "
             "GROUP BY customer_id, order_id) o GROUP BY customer_id"
         )
     else:

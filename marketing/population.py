@@ -26,6 +26,9 @@ from portrait.dataset import Dataset
 from portrait.errors import PortraitError
 from portrait.outputs import scores_as_of
 
+# vocabulary_as_of reads the purchases before the as-of date once into this table, which stays
+# on the connection for the Population's life: features and behaviour terms both read it.
+PURCHASES_READ = "f_purchases"
 RFM_KINDS = {"rfm_r": NUMBER, "rfm_f": NUMBER, "rfm_m": NUMBER, "rfm_fm": NUMBER, "rfm_group": TEXT}
 # Score columns carried over from a scores table (model-specific columns end in these).
 SCORE_SUFFIXES = ("_score", "_percentile", "_decile")
@@ -62,7 +65,6 @@ class Population:
         self.scores_date: dt.date | None = None
         self._frame: pd.DataFrame | None = None
         self._built: set[str] = set()
-        self._purchases_ready = True  # vocabulary_as_of left f_purchases on the connection
 
     def close(self) -> None:
         self.con.close()
@@ -112,9 +114,8 @@ class Population:
                 vocabulary=self.vocabulary,
                 only=self._built,
                 con=self.con,
-                purchases_ready=self._purchases_ready,
+                purchases_ready=True,
             )
-            self._purchases_ready = False  # build_features drops them when done
             self.say("RFM scores")
             self._frame = built.merge(rfm_scores(built), on="customer_id", how="left")
         frame = self._frame
@@ -125,7 +126,7 @@ class Population:
         terms = [t for cond in conditions for t in cond.terms]
         if terms:
             self.say(f"computing {len(set(terms))} behaviour condition(s) in SQL")
-            behaviour = behaviour_table(self.con, terms, self.as_of, frame["customer_id"])
+            behaviour = behaviour_table(self.con, terms, self.as_of, frame["customer_id"], purchases=PURCHASES_READ)
             frame = pd.concat([frame, behaviour.drop(columns="customer_id")], axis=1)
         missing = sorted(wanted - set(frame.columns))
         if missing:

@@ -324,14 +324,15 @@ def apply_tags(
     tags = (
         pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["customer_id", "tag", "group", "kind"])
     )
-    tags = tags.astype({"customer_id": "str", "tag": "str", "group": "str", "kind": "str"})
+    # Rows come per tag in library order, customers in id order: no sort of millions of rows.
+    tags = tags.astype({"customer_id": "str", "tag": "category", "group": "category", "kind": "category"})
     tags["since"] = population.as_of
     if manual_store is not None and len(held):
         since = held.set_index(["customer_id", "tag"])["since"]
         manual_rows = tags["kind"] == "manual"
         keys = pd.MultiIndex.from_frame(tags.loc[manual_rows, ["customer_id", "tag"]])
         tags.loc[manual_rows, "since"] = since.reindex(keys).to_numpy()
-    tags = tags.sort_values(["tag", "customer_id"], kind="stable").reset_index(drop=True)
+    tags = tags.reset_index(drop=True)
     return Applied(tags, int(len(frame)), coverage, notes)
 
 

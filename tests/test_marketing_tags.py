@@ -277,3 +277,18 @@ def test_model_tags_need_scores_and_never_read_later_scores(tmp_path):
         applied = apply_tags(load_library(library_path), population)
     assert sorted(applied.tags.loc[applied.tags["tag"] == "likely", "customer_id"]) == ["A", "C"]
     assert any("scores as of 2024-02-01" in note for note in applied.notes)
+
+
+def test_behaviour_terms_read_the_features_purchases_when_they_can():
+    # The features' read of purchases holds category, brand, channel and payment method; a
+    # product_id filter needs the purchases view, and both give the same answers.
+    from marketing.behaviour import behaviour_table
+    from marketing.filters import BehaviourTerm
+
+    terms = [BehaviourTerm("purchased", (("category", "dairy"),), None, 45), BehaviourTerm("spent", (), None, 30)]
+    with Population(dataset(), AS_OF) as population:
+        customers = population.frame()["customer_id"]
+        from_read = behaviour_table(population.con, terms, population.as_of, customers, purchases="f_purchases")
+        from_view = behaviour_table(population.con, terms, population.as_of, customers)
+    pd.testing.assert_frame_equal(from_read, from_view)
+    assert from_read.set_index("customer_id").loc["A"].tolist() == [3.0, 35.0]
