@@ -99,3 +99,20 @@ def test_hashing_without_a_salt_is_refused(tmp_path, monkeypatch):
     LINKS.to_csv(tmp_path / "identities.csv", index=False)
     with pytest.raises(PortraitError, match="set PORTRAIT_IDENTITY_SALT"):
         hash_identities_file(tmp_path / "identities.csv", tmp_path / "out.parquet")
+
+
+def test_the_map_built_on_a_connection_equals_the_full_graphs():
+    # register_identity_map builds the graph from shared identifiers only; every id must still
+    # map exactly as resolving the whole table does (chains, unshared ids, same value other type).
+    from portrait.dataset import Dataset
+
+    purchases = pd.DataFrame(
+        {"order_id": ["o1"], "customer_id": ["solo"], "ts": ["2024-01-01 10:00:00"], "amount": [1.0]}
+    )
+    con = Dataset.from_frames(purchases=purchases, identities=LINKS).connect()
+    built = con.execute("SELECT customer_id, person_id FROM identity_map ORDER BY customer_id").df()
+    expected = resolve(LINKS)
+    assert built.to_dict("list") == {
+        "customer_id": expected["customer_id"].tolist(),
+        "person_id": expected["person_id"].tolist(),
+    }
