@@ -240,6 +240,7 @@ class SegmentEvaluator:
         self._frame: pd.DataFrame | None = None
         self._conditions: dict[str, Condition] = {}
         self._memo: dict[str, np.ndarray] = {}
+        self._index: pd.Index | None = None
 
     def schema(self) -> Schema:
         return self.population.schema(models=self.population.scores_dir is not None)
@@ -272,6 +273,7 @@ class SegmentEvaluator:
             if (condition := self.check(segment)) is not None:
                 self._conditions[segment.name] = condition
         self._frame = self.population.frame(self._conditions.values())
+        self._index, self._memo = None, {}
         if self._tags is None and any(s.tags or s.not_tags for s in closure):
             self._tags = apply_tags(self.library, self.population, manual_store=self.manual_store).tags
 
@@ -297,15 +299,14 @@ class SegmentEvaluator:
         if segment.name in self._memo:
             return self._memo[segment.name]
         frame = self._frame
-        ids = frame["customer_id"].astype("str")
         mask = np.ones(len(frame), bool) if segment.has_conditions else np.zeros(len(frame), bool)
         if segment.has_conditions:
             if segment.name in self._conditions:
                 mask &= evaluate(self._conditions[segment.name], frame).to_numpy()
             for tag in segment.tags:
-                mask &= ids.isin(self._holders(tag)).to_numpy()
+                mask &= self._rows(self._tags.loc[self._tags["tag"] == tag, "customer_id"])
             for tag in segment.not_tags:
-                mask &= ~ids.isin(self._holders(tag)).to_numpy()
+                mask &= ~self._rows(self._tags.loc[self._tags["tag"] == tag, "customer_id"])
             if segment.persona:
                 mask &= self._persona_mask(segment.persona)
         for name in segment.include:
@@ -315,8 +316,14 @@ class SegmentEvaluator:
         self._memo[segment.name] = mask
         return mask
 
-    def _holders(self, tag: str) -> pd.Series:
-        return self._tags.loc[self._tags["tag"] == tag, "customer_id"]
+    def _rows(self, ids) -> np.ndarray:
+        """A mask of the population's rows whose id is in ``ids`` (one hash lookup per id)."""
+        if self._index is None:
+            self._index = pd.Index(self._frame["customer_id"].astype("str"))
+        where = self._index.get_indexer(pd.Index(ids).astype("str"))
+        mask = np.zeros(len(self._index), bool)
+        mask[where[where >= 0]] = True
+        return mask
 
     def _persona_mask(self, persona: str) -> np.ndarray:
         scores = self.population.scores
@@ -324,8 +331,7 @@ class SegmentEvaluator:
         match = known[(known["persona_name"] == persona) | (known["persona_id"].astype(str) == str(persona))]
         if match.empty:
             raise PortraitError(f"no persona {persona!r} in the scores; personas: {sorted(known['persona_name'])}")
-        chosen = set(scores.loc[scores["persona_id"].isin(match["persona_id"]), "customer_id"])
-        return self._frame["customer_id"].astype("str").isin(chosen).to_numpy()
+        return self._rows(scores.loc[scores["persona_id"].isin(match["persona_id"]), "customer_id"])
 
     def columns(self, members: pd.Series, columns: list[str]) -> pd.DataFrame:
         """Members with the requested feature, RFM or score columns (built if needed)."""

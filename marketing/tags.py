@@ -278,14 +278,17 @@ def apply_tags(
     extra = [g.feature for g in library.groups.values() if g.exclusive == "levels"]
     extra += [t.each for t in library.tags if t.each and t.name in conditions]
     frame = population.frame(conditions.values(), columns=[*extra, "orders_lifetime"])
-    customers = frame["customer_id"].astype("str").to_numpy()
+    customers = frame["customer_id"].astype("str").reset_index(drop=True)
     bought = frame["orders_lifetime"].fillna(0).to_numpy() > 0
-    parts: list[pd.DataFrame] = []
+    # Each tag is a set of row positions; the long table is built once at the end with one
+    # take of the ids (building millions of rows from Python strings is slow).
+    positions: list[np.ndarray] = []
+    labels: list[tuple[str, str, str]] = []  # (tag, group, kind) per entry of positions
     coverage: dict[str, dict] = {}
 
     def add(mask, tag: str, group: str, kind: str) -> None:
-        ids = customers[np.asarray(mask, bool)]
-        parts.append(pd.DataFrame({"customer_id": ids, "tag": tag, "group": group, "kind": kind}))
+        positions.append(np.flatnonzero(np.asarray(mask, bool)))
+        labels.append((tag, group, kind))
 
     for tag in library.tags:
         if tag.name not in conditions:
@@ -309,30 +312,35 @@ def apply_tags(
         counts = pd.Series(value).value_counts()
         coverage[group.path] = {"customers": int(len(value)), "values": {str(k): int(v) for k, v in counts.items()}}
     for group in (g for g in library.groups.values() if g.exclusive == "rules"):
-        coverage[group.path] = _check_exclusive(group, library, conditions, frame, customers)
+        coverage[group.path] = _check_exclusive(group, library, conditions, frame, customers.to_numpy())
+    since: list[np.ndarray] = [np.full(len(p), population.as_of, dtype=object) for p in positions]
     if manual_store is not None:
         held = manual.holders(manual_store, population.as_of, [t.name for t in library.tags if t.kind == "manual"])
-        known = set(customers)
-        outside = held[~held["customer_id"].isin(known)]
-        if len(outside):
+        where = pd.Index(customers).get_indexer(held["customer_id"])
+        if (where < 0).any():
             notes.append(
-                f"{len(outside):,} manual assignment(s) are for customers not in the data as of {population.as_of}"
+                f"{int((where < 0).sum()):,} manual assignment(s) are for customers not in the data as of "
+                f"{population.as_of}"
             )
-        held = held[held["customer_id"].isin(known)]
         groups = {t.name: t.group for t in library.tags}
-        parts.append(held[["customer_id", "tag"]].assign(group=held["tag"].map(groups), kind="manual"))
-    tags = (
-        pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["customer_id", "tag", "group", "kind"])
+        for name, rows in held.assign(_row=where)[where >= 0].groupby("tag", sort=True):
+            add(np.isin(np.arange(len(customers)), rows["_row"].to_numpy()), name, groups[name], "manual")
+            since.append(rows.set_index("_row")["since"].reindex(positions[-1]).to_numpy())
+    rows = np.concatenate(positions) if positions else np.zeros(0, dtype=np.int64)
+    entry = np.repeat(np.arange(len(labels)), [len(p) for p in positions])
+    names, groups_of, kinds = (list(column) for column in zip(*labels, strict=True)) if labels else ([], [], [])
+    tags = pd.DataFrame(
+        {
+            "customer_id": customers.take(rows).reset_index(drop=True),
+            # rows come per tag in library order, customers in id order: no sort of millions of rows
+            "tag": pd.Categorical.from_codes(entry, categories=pd.Index(names))
+            if len(set(names)) == len(names)
+            else np.asarray(names, dtype=object)[entry],
+            "group": pd.Categorical(np.asarray(groups_of, dtype=object)[entry]),
+            "kind": pd.Categorical(np.asarray(kinds, dtype=object)[entry]),
+            "since": np.concatenate(since) if since else np.zeros(0, dtype=object),
+        }
     )
-    # Rows come per tag in library order, customers in id order: no sort of millions of rows.
-    tags = tags.astype({"customer_id": "str", "tag": "category", "group": "category", "kind": "category"})
-    tags["since"] = population.as_of
-    if manual_store is not None and len(held):
-        since = held.set_index(["customer_id", "tag"])["since"]
-        manual_rows = tags["kind"] == "manual"
-        keys = pd.MultiIndex.from_frame(tags.loc[manual_rows, ["customer_id", "tag"]])
-        tags.loc[manual_rows, "since"] = since.reindex(keys).to_numpy()
-    tags = tags.reset_index(drop=True)
     return Applied(tags, int(len(frame)), coverage, notes)
 
 
