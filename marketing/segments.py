@@ -348,24 +348,25 @@ class SegmentEvaluator:
 
 def record_refresh(store: SegmentStore, result: Evaluated) -> dict:
     """Write the members and append the size, entered and left to the segment's history."""
-    previous_ids: set[str] | None = None
+    current = pd.Index(result.members.astype("str")).unique()
+    entered = left = None
     if store.members_path(result.name).exists():
-        previous = store.members(result.name)
-        previous_ids = set(previous["customer_id"].astype("str"))
-    current = set(result.members)
+        previous = pd.Index(store.members(result.name)["customer_id"].astype("str")).unique()
+        stayed = int((current.get_indexer(previous) >= 0).sum())  # hash lookups, no Python sets
+        entered, left = len(current) - stayed, len(previous) - stayed
     row = {
         "as_of": result.as_of.isoformat(),
         "refreshed_at": pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"),
         "customers": len(current),
         "base": result.base,
         "share": round(result.share, 6),
-        "entered": len(current - previous_ids) if previous_ids is not None else None,
-        "left": len(previous_ids - current) if previous_ids is not None else None,
+        "entered": entered,
+        "left": left,
     }
     history = store.history(result.name)
     history = pd.concat([history, pd.DataFrame([row])], ignore_index=True) if len(history) else pd.DataFrame([row])
     atomic_write(
-        pd.DataFrame({"customer_id": result.members.to_numpy(), "as_of": result.as_of.isoformat()}),
+        pd.DataFrame({"customer_id": result.members.reset_index(drop=True), "as_of": result.as_of.isoformat()}),
         store.members_path(result.name),
     )
     atomic_write(history, store.history_path(result.name), csv=True)
