@@ -120,7 +120,7 @@ def attribute_kinds(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
         # Text columns that are all dates (e.g. a CSV's signup_date) count as dates; one scan
         # of the table answers for every column.
         counts = ", ".join(f"COUNT({quote_ident(n)}), COUNT(TRY_CAST({quote_ident(n)} AS DATE))" for n in text)
-        row = con.execute(f"SELECT {counts} FROM customers").fetchone()
+        row = con.execute(f"SELECT {counts} FROM customers").fetchall()[0]
         for i, name in enumerate(text):
             present, dates = row[2 * i], row[2 * i + 1]
             if present and present == dates:

@@ -157,9 +157,9 @@ def _query(
 
 
 def _has_table(con: duckdb.DuckDBPyConnection, table: str) -> bool:
-    found = con.execute("SELECT COUNT(*) FROM duckdb_views() WHERE view_name = ? AND NOT internal", [table]).fetchone()[
+    found = con.execute("SELECT COUNT(*) FROM duckdb_views() WHERE view_name = ? AND NOT internal", [table]).fetchall()[
         0
-    ]
+    ][0]
     return bool(found)
 
 

@@ -95,7 +95,7 @@ def register_identity_map(con: duckdb.DuckDBPyConnection) -> bool:
         "CREATE OR REPLACE TEMP TABLE identity_remap AS "
         "SELECT customer_id, person_id FROM identity_map WHERE customer_id <> person_id"
     )
-    return bool(con.execute("SELECT COUNT(*) FROM identity_map").fetchone()[0])
+    return bool(con.execute("SELECT COUNT(*) FROM identity_map").fetchall()[0][0])
 
 
 def identity_summary(con: duckdb.DuckDBPyConnection) -> IdentitySummary:
