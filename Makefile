@@ -7,7 +7,7 @@ DEMO_DATA := data/completejourney
 OUT := outputs
 SEGMENTS := $(OUT)/segments
 
-.PHONY: install demo test lint docs bench-sample bench-features bench-personas clean
+.PHONY: install demo test lint docs bench-sample bench-features bench-personas bench-marketing clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -74,6 +74,9 @@ bench-features: $(STAMP)
 
 bench-personas: $(STAMP)
 	$(BIN)/python benchmarks/bench_personas.py --data bench-data/synthetic_1000000 --cutoff 2025-01-01
+
+bench-marketing: $(STAMP)
+	$(BIN)/python benchmarks/bench_marketing.py --data bench-data/synthetic_1000000 --as-of 2025-01-01
 
 clean:
 	rm -rf $(OUT) data mlruns mlartifacts mlflow.db

@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/bench_marketing.py --data bench-data/synthetic_1000000 --as-of 2025-01-01
 
-Times, in one process: applying the shipped retail tag library (rule tags, levels, RFM, the
+With ``--steps`` it also prints when each stage ends and each feature SQL step's time. Times,
+in one process: applying the shipped retail tag library (rule tags, levels, RFM, the
 frequency group; no scores, so model tags are skipped) and refreshing 20 segments that mix
 feature conditions, behaviour terms over several windows, categories and event types, tags,
 includes and excludes. The segments are saved to a temporary folder. Prints each stage's wall
@@ -12,6 +13,7 @@ time, the total, and the peak resident memory of the process.
 from __future__ import annotations
 
 import argparse
+import logging
 import resource
 import tempfile
 import time
@@ -62,14 +64,24 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--as-of", default="2025-01-01")
+    parser.add_argument("--steps", action="store_true", help="also print each stage and SQL step as it ends")
     args = parser.parse_args()
     started = time.perf_counter()
+    if args.steps:
+        logging.basicConfig(level=logging.WARNING, format="%(message)s")
+        logging.getLogger("features.build").setLevel(logging.DEBUG)
+
+    def stage(message: str) -> None:
+        if args.steps:
+            print(f"{time.perf_counter() - started:6.1f} s  {message}", flush=True)
+
     library = load_library()
     with tempfile.TemporaryDirectory() as folder:
         store = SegmentStore(Path(folder))
         for segment in SEGMENTS:
             store.save(segment)
-        with Population(open_dataset(args.data), args.as_of) as population:
+        dataset = open_dataset(args.data)
+        with Population(dataset, args.as_of, progress=stage) as population:
             # Declare every column the tags and segments read, so features are built once.
             evaluator = SegmentEvaluator(population, store, library)
             conditions = [*check_conditions(library, population.schema(models=False), False).values()]

@@ -158,3 +158,15 @@ def test_rfm_command_writes_scores_groups_and_migration(tmp_path, data_folder):
     assert set(scores["customer_id"]) == {"A", "B", "C"}
     migration = pd.read_csv(tmp_path / "rfm" / "rfm_migration_2024-02-01_2024-03-01.csv")
     assert migration.drop(columns="from").to_numpy().sum() == 3
+
+
+def test_a_list_keeps_only_the_given_customers_in_score_order():
+    from serving.lists import build_list
+
+    scores = pd.DataFrame(
+        {"customer_id": ["A", "B", "C"], "m_score": [0.9, 0.5, 0.7], "m_percentile": [100.0, 33.3, 66.7]}
+    )
+    features = pd.DataFrame({"customer_id": ["A", "B", "C"], "orders_90d": [1, 2, 3]})
+    rows = build_list(scores, features, "m", customers={"B", "C"})
+    assert rows["customer_id"].tolist() == ["C", "B"]
+    assert build_list(scores, features, "m", customers=set()).empty
