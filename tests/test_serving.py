@@ -180,6 +180,15 @@ def test_api_serves_profiles_scores_lists_and_models(scored):
     listed = client.get(f"/lists/{MODEL}", params={"top": 5, "where": "orders_365d >= 1"}).json()
     assert listed["count"] == 5 and listed["customers"][0]["score"] >= listed["customers"][-1]["score"]
     assert client.get(f"/lists/{MODEL}", params={"where": "1=1; drop"}).status_code == 422
+    for hostile, message in (
+        ("(" * 45 + "orders_365d > 1" + ")" * 45, "nests parentheses 45 deep"),
+        ("not " * 100 + "orders_365d > 1", "100 'not's"),
+        ("spend_365d between 'a' and 'z'", "compares text with a number"),
+        ("customer_id = 1020", "quote the value"),
+        ("lower(persona_name)", "on its own is not a condition"),
+    ):
+        answer = client.get(f"/lists/{MODEL}", params={"where": hostile})
+        assert answer.status_code == 422 and message in answer.json()["detail"], hostile
     names = {m["name"] for m in client.get("/models").json()}
     assert {MODEL, "serve_personas"} <= names
     assert "/customers/{customer_id}" in client.get("/openapi.json").json()["paths"]
