@@ -280,6 +280,8 @@ def apply_tags(
     frame = population.frame(conditions.values(), columns=[*extra, "orders_lifetime"])
     customers = frame["customer_id"].astype("str").reset_index(drop=True)
     bought = frame["orders_lifetime"].fillna(0).to_numpy() > 0
+    if not len(frame):
+        notes.append(f"no customer has a purchase, event or signup before {population.as_of}: nothing to tag")
     # Each tag is a set of row positions; the long table is built once at the end with one
     # take of the ids (building millions of rows from Python strings is slow).
     positions: list[np.ndarray] = []
