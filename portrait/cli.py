@@ -246,7 +246,9 @@ def _register_later_commands() -> None:
 
     marketing_cli.register_tags(tags_app, out, console)
     marketing_cli.register_rfm(app, out, console)
-    marketing_cli.register_segments(segment_app, out, console)
+    from marketing import segment_cli
+
+    segment_cli.register_segments(segment_app, out, console)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,305 @@
+"""``portrait segment ...``: create, count, list, show, refresh, export and delete saved segments."""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from marketing.cli import (
+    AsOfOption,
+    DataOption,
+    ScoresOption,
+    SegmentsOption,
+    StoreOption,
+    TagsFileOption,
+    manual_store_path,
+    open_population,
+    progress_spinner,
+)
+from portrait.errors import PortraitError
+
+
+def register_segments(app: typer.Typer, out, console) -> None:
+    def _definition(name, where, tag, not_tag, persona, include, exclude, description):
+        from marketing.segments import Segment, check_name
+
+        return Segment(
+            name=check_name(name),
+            description=description or "",
+            where=where,
+            tags=list(tag or []),
+            not_tags=list(not_tag or []),
+            persona=persona,
+            include=list(include or []),
+            exclude=list(exclude or []),
+            created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        )
+
+    def _evaluator(population, segments_dir, file, store):
+        from marketing.segments import SegmentEvaluator, SegmentStore
+        from marketing.tags import load_library
+
+        return SegmentEvaluator(population, SegmentStore(segments_dir), load_library(file), manual_store_path(store))
+
+    def _static_check(segment, segments_dir, file) -> None:
+        """Checks that need no data: names, tags, references, cycles, the condition's grammar
+        against the catalogue (per-value features and scores are checked when evaluated)."""
+        from features.catalogue import describe
+        from marketing.filters import NUMBER, TEXT, Schema, parse_condition
+        from marketing.population import RFM_KINDS, SCORE_SUFFIXES
+        from marketing.segments import SegmentStore, check_graph
+        from marketing.tags import load_library
+
+        library = load_library(file)
+        names = library.names()
+        for tag in (*segment.tags, *segment.not_tags):
+            if tag not in names and not any(tag.startswith(f"{t.name}: ") for t in library.tags if t.each):
+                close = difflib.get_close_matches(tag, names, n=5)
+                raise PortraitError(
+                    f"no tag {tag!r} in {library.source}" + (f"; did you mean {close}?" if close else "")
+                )
+        segments = SegmentStore(segments_dir).all()
+        segments[segment.name] = segment
+        check_graph(segments)
+        if segment.where:
+
+            def resolve(name: str) -> str | None:
+                if name in RFM_KINDS:
+                    return RFM_KINDS[name]
+                if name.endswith(SCORE_SUFFIXES) or name == "persona_id":
+                    return NUMBER
+                if name == "persona_name":
+                    return TEXT
+                found = describe([name]).get(name)
+                return None if found is None else (TEXT if found.scale == "category" else NUMBER)
+
+            from features.catalogue import catalogue
+
+            known = {f.name: (TEXT if f.scale == "category" else NUMBER) for f in catalogue(attributes={})}
+            parse_condition(segment.where, Schema({**known, **RFM_KINDS}, resolve), behaviour=True)
+
+    @app.command("create")
+    def create_command(
+        name: Annotated[str, typer.Argument(help="Segment name: lower-case letters, digits, - and _.")],
+        where: Annotated[str | None, typer.Option("--where", help="Condition over features and behaviour.")] = None,
+        tag: Annotated[list[str] | None, typer.Option("--tag", help="Must hold this tag (repeatable).")] = None,
+        not_tag: Annotated[list[str] | None, typer.Option("--not-tag", help="Must not hold this tag.")] = None,
+        persona: Annotated[str | None, typer.Option("--persona", help="Persona name or id.")] = None,
+        include: Annotated[list[str] | None, typer.Option("--include", help="Add this segment's members.")] = None,
+        exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Remove this segment's members.")] = None,
+        description: Annotated[str | None, typer.Option("--description")] = None,
+        replace: Annotated[bool, typer.Option("--replace", help="Overwrite a segment of that name.")] = False,
+        data: Annotated[Path | None, typer.Option("--data", help="Also count it on this data set.")] = None,
+        as_of: Annotated[str | None, typer.Option("--as-of", help="Count as of this date (with --data).")] = None,
+        scores: ScoresOption = None,
+        file: TagsFileOption = None,
+        store: StoreOption = None,
+        segments_dir: SegmentsOption = None,
+    ) -> None:
+        """Save a segment (checked first; nothing is written if a check fails)."""
+        from marketing.segments import SegmentStore
+
+        segment = _definition(name, where, tag, not_tag, persona, include, exclude, description)
+        _static_check(segment, segments_dir, file)
+        if data is not None:
+            if not as_of:
+                raise PortraitError("--data needs --as-of to count the segment")
+            _count(segment, data, as_of, scores, file, store, segments_dir, save_first=True, replace=replace)
+            return
+        path = SegmentStore(segments_dir).save(segment, replace=replace)
+        out.print(f"saved segment {name!r}: {segment.definition()} -> {path}")
+
+    def _count(segment, data, as_of, scores, file, store, segments_dir, save_first=False, replace=False):
+        from marketing.segments import SegmentStore
+
+        with progress_spinner(console, "counting") as say, open_population(data, as_of, scores, say) as population:
+            evaluator = _evaluator(population, segments_dir, file, store)
+            evaluator.check(segment)
+            if save_first:
+                SegmentStore(segments_dir).save(segment, replace=replace)
+            result = evaluator.evaluate(segment)
+        if save_first:
+            out.print(f"saved segment {segment.name!r}: {segment.definition()}")
+        out.print(
+            f"{segment.name}: {len(result.members):,} customers, {result.share:.1%} of {result.base:,} as of {result.as_of}"
+        )
+        if not len(result.members):
+            out.print(f"[yellow]warning:[/yellow] segment {segment.name!r} has no customers as of {result.as_of}")
+        return result
+
+    @app.command("count")
+    def count_command(
+        data: DataOption,
+        as_of: AsOfOption,
+        where: Annotated[str | None, typer.Option("--where")] = None,
+        tag: Annotated[list[str] | None, typer.Option("--tag")] = None,
+        not_tag: Annotated[list[str] | None, typer.Option("--not-tag")] = None,
+        persona: Annotated[str | None, typer.Option("--persona")] = None,
+        include: Annotated[list[str] | None, typer.Option("--include")] = None,
+        exclude: Annotated[list[str] | None, typer.Option("--exclude")] = None,
+        scores: ScoresOption = None,
+        file: TagsFileOption = None,
+        store: StoreOption = None,
+        segments_dir: SegmentsOption = None,
+    ) -> None:
+        """Preview a segment's size without saving it."""
+        from marketing.segments import SegmentStore, check_graph
+
+        segment = _definition("preview", where, tag, not_tag, persona, include, exclude, None)
+        segments = SegmentStore(segments_dir).all()
+        segments.pop("preview", None)
+        check_graph({**segments, "preview": segment})
+        _count(segment, data, as_of, scores, file, store, segments_dir)
+
+    @app.command("list")
+    def list_command(segments_dir: SegmentsOption = None) -> None:
+        """Saved segments with their definition and last refreshed size."""
+        from marketing.segments import SegmentStore
+
+        store = SegmentStore(segments_dir)
+        table = Table(title=f"segments in {store.folder}/")
+        for column in ("name", "definition", "customers", "share", "as of"):
+            table.add_column(column, justify="right" if column in ("customers", "share") else "left")
+        for name, segment in store.all().items():
+            history = store.history(name)
+            last = history.iloc[-1] if len(history) else None
+            table.add_row(
+                name,
+                segment.definition(),
+                "-" if last is None else f"{int(last['customers']):,}",
+                "-" if last is None else f"{float(last['share']):.1%}",
+                "never refreshed" if last is None else str(last["as_of"]),
+            )
+        out.print(table)
+
+    @app.command("show")
+    def show_command(name: str, segments_dir: SegmentsOption = None) -> None:
+        """A segment's definition, size, share of the base and refresh history."""
+        from marketing.segments import SegmentStore
+
+        store = SegmentStore(segments_dir)
+        segment = store.load(name)
+        out.print(f"[bold]{name}[/bold]" + (f" — {segment.description}" if segment.description else ""))
+        out.print(f"definition: {segment.definition()}", highlight=False)
+        history = store.history(name)
+        if not len(history):
+            out.print("never refreshed: portrait segment refresh --data DATASET --as-of DATE")
+            return
+        last = history.iloc[-1]
+        out.print(
+            f"size: {int(last['customers']):,} customers, {float(last['share']):.1%} of {int(last['base']):,} "
+            f"as of {last['as_of']}"
+        )
+        table = Table(title="refreshes")
+        for column in ("as of", "refreshed at", "customers", "share", "entered", "left"):
+            table.add_column(column)
+        for row in history.tail(12).itertuples():
+            table.add_row(
+                str(row.as_of),
+                str(row.refreshed_at),
+                f"{int(row.customers):,}",
+                f"{float(row.share):.1%}",
+                _count_text(row.entered),
+                _count_text(row.left),
+            )
+        out.print(table)
+
+    @app.command("refresh")
+    def refresh_command(
+        data: DataOption,
+        as_of: AsOfOption,
+        names: Annotated[list[str] | None, typer.Argument(help="Segments to refresh (default: all).")] = None,
+        scores: ScoresOption = None,
+        file: TagsFileOption = None,
+        store: StoreOption = None,
+        segments_dir: SegmentsOption = None,
+    ) -> None:
+        """Recompute segments as of a date; record size, entered and left."""
+        from marketing.segments import SegmentStore, record_refresh
+
+        segment_store = SegmentStore(segments_dir)
+        chosen = [segment_store.load(n) for n in (names or segment_store.names())]
+        if not chosen:
+            raise PortraitError(f"no segments in {segment_store.folder}/ (portrait segment create)")
+        started = time.perf_counter()
+        with progress_spinner(console, "refreshing") as say, open_population(data, as_of, scores, say) as population:
+            evaluator = _evaluator(population, segments_dir, file, store)
+            evaluator.prepare(chosen)
+            results = [evaluator.evaluate(segment) for segment in chosen]
+        table = Table(title=f"segments as of {results[0].as_of} ({time.perf_counter() - started:.1f} s)")
+        for column in ("segment", "customers", "share", "entered", "left"):
+            table.add_column(column, justify="left" if column == "segment" else "right")
+        for result in results:
+            row = record_refresh(segment_store, result)
+            table.add_row(
+                result.name,
+                f"{row['customers']:,}",
+                f"{row['share']:.1%}",
+                _count_text(row["entered"]),
+                _count_text(row["left"]),
+            )
+        out.print(table)
+        for result in results:
+            if not len(result.members):
+                out.print(f"[yellow]warning:[/yellow] segment {result.name!r} has no customers as of {result.as_of}")
+
+    @app.command("export")
+    def export_command(
+        name: str,
+        data: DataOption,
+        as_of: AsOfOption,
+        out_file: Annotated[Path, typer.Option("--out", help="CSV (or .parquet) to write.")],
+        rank_by: Annotated[str | None, typer.Option("--rank-by", help="A model: order by its score.")] = None,
+        columns: Annotated[
+            str | None, typer.Option("--columns", help="Comma-separated feature, RFM or score columns to add.")
+        ] = None,
+        scores: ScoresOption = None,
+        file: TagsFileOption = None,
+        store: StoreOption = None,
+        segments_dir: SegmentsOption = None,
+    ) -> None:
+        """Write a segment's customers as of a date (ranked by a model's score if asked)."""
+        from marketing.segments import SegmentStore
+        from portrait.files import atomic_write
+
+        segment = SegmentStore(segments_dir).load(name)
+        wanted = [c.strip() for c in (columns or "").split(",") if c.strip()]
+        if rank_by:
+            if scores is None:
+                raise PortraitError("--rank-by needs --scores DIR")
+            wanted = [*wanted, f"{rank_by}_score", f"{rank_by}_percentile"]
+        with progress_spinner(console, "exporting") as say, open_population(data, as_of, scores, say) as population:
+            evaluator = _evaluator(population, segments_dir, file, store)
+            result = evaluator.evaluate(segment)
+            if rank_by and f"{rank_by}_score" not in (
+                population.scores.columns if population.scores is not None else []
+            ):
+                scored = sorted(c.removesuffix("_score") for c in population.scores.columns if c.endswith("_score"))
+                raise PortraitError(f"the scores have no model {rank_by!r}; scored models: {scored}")
+            table = evaluator.columns(result.members, list(dict.fromkeys(wanted)))
+        if rank_by:
+            table = table.sort_values([f"{rank_by}_score", "customer_id"], ascending=[False, True], kind="stable")
+        else:
+            table = table.sort_values("customer_id", kind="stable")
+        atomic_write(table, out_file, csv=out_file.suffix != ".parquet")
+        out.print(f"{len(table):,} customers of {name!r} as of {result.as_of} -> {out_file}")
+        if not len(table):
+            out.print(f"[yellow]warning:[/yellow] segment {name!r} has no customers as of {result.as_of}")
+
+    @app.command("delete")
+    def delete_command(name: str, segments_dir: SegmentsOption = None) -> None:
+        """Delete a saved segment (refused while another segment includes or excludes it)."""
+        from marketing.segments import SegmentStore
+
+        SegmentStore(segments_dir).delete(name)
+        out.print(f"deleted segment {name!r}")
+
+
+def _count_text(value) -> str:
+    return "-" if value is None or value != value else f"{int(value):,}"
