@@ -1,16 +1,21 @@
-"""Latency of GET /customers/{id} at a fixed request rate (run by hand; prints figures).
+"""Latency of GET /customers/{id} at a fixed request rate, or under a burst of concurrent
+clients (run by hand; prints figures).
 
-Start a server first (`portrait serve --scores outputs/scores --port 8000`), then:
+Start a server first (`portrait serve --scores outputs/scores --port 8000 [--workers N]`), then:
 
     .venv/bin/python benchmarks/bench_api.py --url http://127.0.0.1:8000 --rate 200 --seconds 20
+    .venv/bin/python benchmarks/bench_api.py --url http://127.0.0.1:8000 --burst 50 --per-client 20
 
-Requests are sent open-loop at the given rate by a few threads (bounded in count and time) to
-this machine only; latency is measured per request and reported as percentiles.
+With --rate, requests are sent open-loop at the given rate by a few threads (bounded in count
+and time). With --burst N, N clients (one thread and connection each) start together and each
+sends --per-client requests back to back. Only this machine is targeted; latency is measured
+per request and reported as percentiles. The key in PORTRAIT_API_KEY, if set, is sent.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import threading
 import time
@@ -26,13 +31,24 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--query", default="", help="e.g. reasons=false")
+    parser.add_argument("--burst", type=int, default=0, help="N concurrent clients instead of a fixed rate")
+    parser.add_argument("--per-client", type=int, default=20, help="requests each burst client sends")
     args = parser.parse_args()
     if not args.url.startswith(("http://127.", "http://localhost", "http://[::1]")):
         raise SystemExit("this benchmark only targets this machine")
+    if not 0 <= args.burst <= 200 or not 1 <= args.per_client <= 1000:
+        raise SystemExit("--burst is at most 200 clients, --per-client at most 1000 requests")
+    headers = {"X-API-Key": os.environ["PORTRAIT_API_KEY"]} if os.environ.get("PORTRAIT_API_KEY") else {}
     ids = [
         c["customer_id"]
-        for c in httpx.get(f"{args.url}/lists/repurchase_90d", params={"top": 100000}, timeout=60).json()["customers"]
+        for c in httpx.get(
+            f"{args.url}/lists/repurchase_90d", params={"top": 100000}, headers=headers, timeout=60
+        ).json()["customers"]
     ]
+    path = "/customers/{}" + (f"?{args.query}" if args.query else "")
+    if args.burst:
+        burst(args, ids, path, headers)
+        return
     total = int(args.rate * args.seconds)
     interval = 1.0 / args.rate
     start = time.perf_counter() + 0.5
@@ -42,7 +58,7 @@ def main() -> None:
     lock = threading.Lock()
 
     def worker() -> None:
-        client = httpx.Client(timeout=5)
+        client = httpx.Client(timeout=5, headers=headers)
         rng = random.Random()
         while True:
             with lock:
@@ -54,7 +70,7 @@ def main() -> None:
             if delay > 0:
                 time.sleep(delay)
             t0 = time.perf_counter()
-            response = client.get(f"{args.url}/customers/{rng.choice(ids)}" + (f"?{args.query}" if args.query else ""))
+            response = client.get(args.url + path.format(rng.choice(ids)))
             # latency counts from when the request was due, so queueing delay is included
             latencies[i] = time.perf_counter() - min(t0, due) if due <= t0 else time.perf_counter() - t0
             statuses[i] = response.status_code
@@ -70,6 +86,43 @@ def main() -> None:
         f"GET /customers/{{id}}{'?' + args.query if args.query else ''}: {total} requests at {args.rate:.0f}/s "
         f"(achieved {achieved:.0f}/s), {np.mean(statuses == 200):.1%} OK; latency ms p50 {np.percentile(ms, 50):.2f}, "
         f"p90 {np.percentile(ms, 90):.2f}, p99 {np.percentile(ms, 99):.2f}, max {ms.max():.2f}"
+    )
+
+
+def burst(args, ids: list[str], path: str, headers: dict) -> None:
+    """N clients start together; each sends its requests back to back on its own connection."""
+    total = args.burst * args.per_client
+    latencies = np.full(total, np.nan)
+    statuses = np.zeros(total, int)
+    ready = threading.Barrier(args.burst + 1)
+
+    def client_thread(k: int) -> None:
+        client = httpx.Client(timeout=30, headers=headers)
+        rng = random.Random(k)
+        client.get(args.url + "/health")  # connect before the start
+        ready.wait()
+        for j in range(args.per_client):
+            i = k * args.per_client + j
+            t0 = time.perf_counter()
+            response = client.get(args.url + path.format(rng.choice(ids)))
+            latencies[i] = time.perf_counter() - t0
+            statuses[i] = response.status_code
+        client.close()
+
+    threads = [threading.Thread(target=client_thread, args=(k,)) for k in range(args.burst)]
+    for t in threads:
+        t.start()
+    ready.wait()
+    start = time.perf_counter()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    ms = latencies * 1000
+    print(
+        f"GET {path.format('{id}')}: burst of {args.burst} concurrent clients x {args.per_client} requests "
+        f"= {total} in {elapsed:.2f} s ({total / elapsed:.0f}/s), {np.mean(statuses == 200):.1%} OK; latency ms "
+        f"p50 {np.percentile(ms, 50):.2f}, p90 {np.percentile(ms, 90):.2f}, p99 {np.percentile(ms, 99):.2f}, "
+        f"max {ms.max():.2f}"
     )
 
 

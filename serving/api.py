@@ -1,21 +1,32 @@
 """The HTTP API: profiles and scores from the latest batch, on-demand scoring, lists, models.
 
 Endpoints are plain ``def`` (FastAPI runs them in its thread pool), since prediction is CPU
-work. When an API key is configured every route but ``/health`` requires it in ``X-API-Key``.
+work. When an API key is configured every route but ``/health`` requires it in ``X-API-Key``,
+``/docs`` and ``/openapi.json`` included. Request bodies over ``MAX_BODY_BYTES`` are refused
+with 413 before they are parsed; ``POST /score`` takes at most ``MAX_SCORE_ROWS`` rows, and
+every value is checked (finite number, text or null; a known category) before a frame is built.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
-from fastapi import Depends, FastAPI, HTTPException, Query, Security
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Security
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import APIKeyHeader
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, field_validator
+from pydantic_core import PydanticCustomError
+from starlette.datastructures import Headers
 
 from features.catalogue import describe, label_of
 from portrait.errors import PortraitError
@@ -39,12 +50,144 @@ KEY_FEATURES = (
     "campaign_response_rate",
 )
 API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False)
+API_KEY_ENV = "PORTRAIT_API_KEY"
+# What `portrait serve --workers N` hands each worker process (see app_from_environment).
+SERVE_ENV = {
+    "scores_dir": "PORTRAIT_SERVE_SCORES",
+    "alias": "PORTRAIT_SERVE_ALIAS",
+    "segments_dir": "PORTRAIT_SERVE_SEGMENTS",
+    "tags_dir": "PORTRAIT_SERVE_TAGS",
+    "tags_library": "PORTRAIT_SERVE_TAGS_FILE",
+}
+MAX_SCORE_ROWS = 10_000
+MAX_BODY_BYTES = 4 * 1024 * 1024
+MAX_ERRORS = 50
+
+
+def _feature_value(value: Any) -> Any:
+    """A feature value must be a finite number, text or null (missing): JSON's true/false,
+    arrays and objects, NaN, Infinity, 1e999 (parsed as infinity) and integers beyond float
+    range are refused here, naming the row and feature, before anything is built from them."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        raise PydanticCustomError("feature_value", f"must be a number, text or null, not {str(value).lower()}")
+    if isinstance(value, int):
+        try:
+            float(value)
+        except OverflowError:
+            raise PydanticCustomError(
+                "finite_number", f"is too large for a number ({len(str(abs(value)))} digits)"
+            ) from None
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            shown = "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+            raise PydanticCustomError("finite_number", f"must be a finite number, not {shown}")
+        return value
+    kind = "an array" if isinstance(value, list) else "an object" if isinstance(value, dict) else type(value).__name__
+    raise PydanticCustomError("feature_value", f"must be a number, text or null, not {kind}")
+
+
+FeatureValue = Annotated[Any, AfterValidator(_feature_value)]
 
 
 class ScoreRequest(BaseModel):
-    model: str = Field(description="Registered model name, e.g. repurchase_90d")
-    rows: list[dict[str, float | int | str | None]] = Field(description="Feature rows: feature name to value")
+    model: str = Field(max_length=200, description="Registered model name, e.g. repurchase_90d")
+    rows: list[dict[str, FeatureValue]] = Field(
+        description=(
+            f"Feature rows, feature name to value (a finite number, text for a category, or null when "
+            f"missing): 1 to {MAX_SCORE_ROWS:,} rows, and a body of at most {MAX_BODY_BYTES // 2**20} MB"
+        )
+    )
     reasons: bool = False
+
+    @field_validator("rows", mode="before")
+    @classmethod
+    def _row_count(cls, rows: Any) -> Any:
+        if isinstance(rows, list) and not rows:
+            raise PydanticCustomError("too_short", "give at least one row of features")
+        if isinstance(rows, list) and len(rows) > MAX_SCORE_ROWS:
+            raise PydanticCustomError(
+                "too_long", f"at most {MAX_SCORE_ROWS} rows per request, got {len(rows)}: split the request"
+            )
+        return rows
+
+
+class Score(BaseModel):
+    score: float
+    reasons: list[str] | None = Field(None, description="Top three reasons, with reasons=true")
+
+
+class ScoreAnswer(BaseModel):
+    model: str
+    version: str
+    scores: list[Score] = Field(description="One per request row, in order")
+
+
+class _BodyTooLarge(HTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            status_code=413,
+            detail=f"request body over {limit // 2**20} MB ({limit} bytes): split the rows over several requests",
+        )
+
+
+class BodyLimit:
+    """Refuse request bodies over ``limit`` bytes with 413 before anything parses them: at once
+    when Content-Length says so, otherwise as soon as the bytes received pass the limit (a
+    chunked body has no Content-Length)."""
+
+    def __init__(self, app, limit: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(scope, receive, send)
+            return
+        received = 0
+        started = False
+
+        async def counted_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    # an HTTPException: FastAPI's body reading passes it on to its handler (413)
+                    raise _BodyTooLarge(self.limit)
+            return message
+
+        async def watched_send(message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, watched_send)
+        except _BodyTooLarge:
+            if started:
+                raise
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope, receive, send) -> None:
+        error = _BodyTooLarge(self.limit)
+        await JSONResponse({"detail": error.detail}, status_code=413)(scope, receive, send)
+
+
+def _json_safe(value: Any) -> Any:
+    """An error's input as JSON can carry it: NaN and infinities as text, containers left out
+    (they can be the whole body)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value).replace("inf", "Infinity").replace("nan", "NaN")
+    if isinstance(value, str) and len(value) > 200:
+        return value[:200] + "..."
+    return value
 
 
 def _plain(value):
@@ -94,9 +237,45 @@ def create_app(
         except PortraitError as exc:
             raise HTTPException(status_code=404, detail=str(exc)) from None
 
-    app = FastAPI(title="customer-portrait", description="Customer profiles, personas and propensity scores.")
+    # Docs and schema are routes of their own below, behind the key like the data routes.
+    app = FastAPI(
+        title="customer-portrait",
+        description="Customer profiles, personas and propensity scores.",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     secured = [Depends(check_key)]
     app.include_router(build_router(segments_dir, tags_dir, tags_library), dependencies=secured)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler echoes each input, and a NaN or infinity in it made the answer
+        # itself fail (500); the whole body as input is left out, as are errors past the first 50.
+        errors = []
+        for error in exc.errors()[:MAX_ERRORS]:
+            entry = {k: v for k, v in error.items() if k != "input"}
+            if not isinstance(error.get("input"), dict | list):
+                entry["input"] = _json_safe(error.get("input"))
+            errors.append(entry)
+        return JSONResponse(status_code=422, content={"detail": jsonable_encoder(errors)})
+
+    @app.exception_handler(PortraitError)
+    async def portrait_error(request: Request, exc: PortraitError) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"detail": str(exc)})
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=secured)
+    def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=secured)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} - docs")
+
+    @app.get("/redoc", include_in_schema=False, dependencies=secured)
+    def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url="/openapi.json", title=f"{app.title} - docs")
 
     @app.get("/health")
     def health() -> dict:
@@ -140,38 +319,59 @@ def create_app(
             result["scores"][name] = entry
         return result
 
-    @app.post("/score", dependencies=secured)
-    def score(request: ScoreRequest) -> dict:
+    @app.post("/score", dependencies=secured, response_model=ScoreAnswer, response_model_exclude_none=True)
+    def score(request: ScoreRequest) -> ScoreAnswer:
         loaded = model(request.model)
         if loaded.is_personas:
             raise HTTPException(
                 status_code=422, detail="use a propensity or spend model; personas come with /customers"
             )
+        categories = {name: set(values) for name, values in loaded.estimator.categories_.items()}
         errors = []
         for i, row in enumerate(request.rows):
             for name in loaded.features:
+                value = row.get(name)
                 if name not in row:
                     errors.append({"loc": ["body", "rows", i, name], "msg": "feature missing", "type": "missing"})
-                elif (
-                    name not in loaded.estimator.categories_
-                    and row[name] is not None
-                    and not isinstance(row[name], int | float)
-                ):
-                    errors.append({"loc": ["body", "rows", i, name], "msg": "must be a number", "type": "type_error"})
+                elif value is None:
+                    continue
+                elif name in categories and value not in categories[name]:
+                    known = sorted(map(str, categories[name]))
+                    shown = f"{known[:20]}{' ...' if len(known) > 20 else ''}"
+                    errors.append(
+                        {
+                            "loc": ["body", "rows", i, name],
+                            "msg": f"unknown value {value[:60] if isinstance(value, str) else value!r} for "
+                            f"{name}: the model knows {shown}",
+                            "type": "unknown_category",
+                        }
+                    )
+                elif name not in categories and isinstance(value, str):
+                    errors.append(
+                        {"loc": ["body", "rows", i, name], "msg": "must be a number, not text", "type": "type_error"}
+                    )
             for name in sorted(set(row) - set(loaded.features)):
                 errors.append({"loc": ["body", "rows", i, name], "msg": "not a feature of this model", "type": "extra"})
+            if len(errors) >= MAX_ERRORS:
+                break
         if errors:
-            raise HTTPException(status_code=422, detail=errors[:50])
-        frame = pd.DataFrame(request.rows, columns=loaded.features)
-        for name in loaded.features:
-            if name not in loaded.estimator.categories_:
-                frame[name] = pd.to_numeric(frame[name]).astype("float64")
+            raise HTTPException(status_code=422, detail=errors[:MAX_ERRORS])
+        # Every value is now a finite number, a known category or null: build the frame from them.
+        frame = pd.DataFrame(
+            {
+                name: pd.Series([row[name] for row in request.rows], dtype=object)
+                if name in categories
+                else np.array([np.nan if row[name] is None else float(row[name]) for row in request.rows])
+                for name in loaded.features
+            },
+            columns=loaded.features,
+        )
         values = predict_scores(loaded, frame)
-        result = [{"score": float(v)} for v in values]
+        result = [Score(score=float(v)) for v in values]
         if request.reasons:
             for entry, (_, reasons) in zip(result, reasons_for(loaded, frame).iterrows(), strict=True):
-                entry["reasons"] = [r for r in reasons if isinstance(r, str)]
-        return {"model": loaded.name, "version": loaded.version, "scores": result}
+                entry.reasons = [r for r in reasons if isinstance(r, str)]
+        return ScoreAnswer(model=loaded.name, version=str(loaded.version), scores=result)
 
     @app.get("/lists/{model_name}", dependencies=secured)
     def marketing_list(
@@ -206,3 +406,28 @@ def create_app(
         return list_models()
 
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app each worker of ``portrait serve --workers N`` builds (uvicorn starts workers
+    from an import string): the serve options come in ``PORTRAIT_SERVE_*`` variables, the key
+    in ``PORTRAIT_API_KEY``."""
+    from portrait.tracking import setup_tracking
+
+    setup_tracking()
+
+    def setting(name: str) -> str | None:
+        return os.environ.get(SERVE_ENV[name]) or None
+
+    def folder(name: str) -> Path | None:
+        value = setting(name)
+        return Path(value) if value else None
+
+    return create_app(
+        folder("scores_dir") or Path("outputs/scores"),
+        alias=setting("alias") or "champion",
+        api_key=os.environ.get(API_KEY_ENV) or None,
+        segments_dir=folder("segments_dir"),
+        tags_dir=folder("tags_dir"),
+        tags_library=folder("tags_library"),
+    )

@@ -14,6 +14,7 @@ from portrait.errors import PortraitError
 API_KEY_ENV = "PORTRAIT_API_KEY"
 DEFAULT_SCORES = Path("outputs/scores")
 LOCALHOST = ("127.0.0.1", "localhost", "::1")
+MAX_DEFAULT_WORKERS = 4
 
 
 def register(app: typer.Typer, out, console) -> None:
@@ -156,18 +157,36 @@ def register(app: typer.Typer, out, console) -> None:
             Path | None, typer.Option("--tags", help="Folder of portrait tags apply outputs (/tags counts).")
         ] = None,
         tags_file: Annotated[Path | None, typer.Option("--tags-file", help="Tag library TOML.")] = None,
+        workers: Annotated[
+            int | None,
+            typer.Option(
+                min=1,
+                help=f"Worker processes, each with its own copy of the scores and models "
+                f"(default: one per CPU, at most {MAX_DEFAULT_WORKERS}).",
+            ),
+        ] = None,
     ) -> None:
         """Serve profiles, scores, lists, tags and segments over HTTP (docs at /docs)."""
         import uvicorn
 
-        from serving.api import create_app
+        from serving.api import SERVE_ENV, create_app
 
         api_key = os.environ.get(API_KEY_ENV) or None
         if host not in LOCALHOST and not api_key:
             raise PortraitError(
                 f"refusing to listen on {host} without an API key: set {API_KEY_ENV}, or keep the default 127.0.0.1"
             )
+        workers = workers or default_workers()
         setup_tracking()
+        settings = {
+            "scores_dir": scores_dir,
+            "alias": alias,
+            "segments_dir": segments_dir,
+            "tags_dir": tags_dir,
+            "tags_library": tags_file,
+        }
+        # Built here first in every case, so a missing scores folder or a bad tag library stops
+        # with its message before any worker starts (a worker failing at start is restarted).
         app_instance = create_app(
             scores_dir,
             alias=alias,
@@ -176,5 +195,32 @@ def register(app: typer.Typer, out, console) -> None:
             tags_dir=tags_dir,
             tags_library=tags_file,
         )
-        out.print(f"serving on http://{host}:{port} (docs: /docs){' with API key' if api_key else ''}")
-        uvicorn.run(app_instance, host=host, port=port, log_level="warning")
+        out.print(
+            f"serving on http://{host}:{port} with {workers} worker{'s' if workers > 1 else ''} "
+            f"(docs: /docs){' with API key' if api_key else ''}"
+        )
+        if workers == 1:
+            uvicorn.run(app_instance, host=host, port=port, log_level="warning")
+            return
+        del app_instance
+        # Several workers: uvicorn starts each from an import string, and each builds its app
+        # from these variables (and PORTRAIT_API_KEY) in serving.api.app_from_environment.
+        for name, value in settings.items():
+            if value is None:
+                os.environ.pop(SERVE_ENV[name], None)
+            else:
+                os.environ[SERVE_ENV[name]] = str(Path(value).resolve() if isinstance(value, Path) else value)
+        uvicorn.run(
+            "serving.api:app_from_environment",
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            log_level="warning",
+        )
+
+
+def default_workers() -> int:
+    """One worker per CPU, at least 1 and at most MAX_DEFAULT_WORKERS: each worker holds its
+    own copy of the scores and models, and more processes than cores only queue."""
+    return max(1, min(MAX_DEFAULT_WORKERS, os.cpu_count() or 1))

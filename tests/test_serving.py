@@ -256,3 +256,161 @@ def test_serving_never_imports_training():
                 assert not node.module.startswith("training"), (path, node.module)
             if isinstance(node, ast.Import):
                 assert not any(a.name.startswith("training") for a in node.names), path
+
+
+# --- /score robustness, request limits, docs behind the key, workers (issue 15, section 4) ---
+
+
+@pytest.fixture(scope="module")
+def api(scored):
+    out, _ = scored
+    return TestClient(create_app(out), raise_server_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def score_rows(scored):
+    """Two valid feature rows for MODEL, a numeric feature and a categorical feature of it."""
+    from serving.registry import load_model
+
+    out, _ = scored
+    _, features = latest_scores(out)
+    model = load_model(MODEL)
+    chosen = features.set_index("customer_id")[model.features].iloc[:2]
+    rows = [
+        {k: (None if pd.isna(v) else (v if isinstance(v, str) else float(v))) for k, v in row.items()}
+        for row in chosen.to_dict("records")
+    ]
+    numeric = next(name for name in model.features if name not in model.estimator.categories_)
+    categorical = sorted(model.estimator.categories_)[0]
+    return rows, numeric, categorical
+
+
+def _post_with_literal(client, rows, feature, literal, row=1):
+    """POST /score with one value written as raw JSON text (NaN, Infinity, 1e999, 10**400 ...),
+    which json.dumps would not produce."""
+    import json
+
+    body = {"model": MODEL, "rows": [dict(r) for r in rows]}
+    body["rows"][row][feature] = "@@LITERAL@@"
+    text = json.dumps(body).replace('"@@LITERAL@@"', literal)
+    return client.post("/score", content=text, headers={"Content-Type": "application/json"})
+
+
+@pytest.mark.parametrize(
+    "literal, message",
+    [
+        ("NaN", "must be a finite number, not NaN"),
+        ("Infinity", "must be a finite number, not Infinity"),
+        ("-Infinity", "must be a finite number, not -Infinity"),
+        ("1e999", "must be a finite number, not Infinity"),
+        ("1" + "0" * 400, "is too large for a number (401 digits)"),
+        ("true", "must be a number, text or null, not true"),
+        ("false", "must be a number, text or null, not false"),
+        ("[1, 2]", "must be a number, text or null, not an array"),
+        ('{"a": 1}', "must be a number, text or null, not an object"),
+    ],
+)
+def test_score_rejects_unusable_values_naming_row_and_feature(api, score_rows, literal, message):
+    rows, numeric, _ = score_rows
+    response = _post_with_literal(api, rows, numeric, literal)
+    assert response.status_code == 422, response.text
+    assert [(e["loc"], e["msg"]) for e in response.json()["detail"]] == [(["body", "rows", 1, numeric], message)]
+
+
+def test_score_rejects_an_unknown_category_and_a_boolean_category(api, score_rows):
+    rows, _, categorical = score_rows
+    response = _post_with_literal(api, rows, categorical, '"no such value"', row=0)
+    assert response.status_code == 422, response.text
+    (error,) = response.json()["detail"]
+    assert error["loc"] == ["body", "rows", 0, categorical]
+    assert error["msg"].startswith(f"unknown value 'no such value' for {categorical}: the model knows [")
+    assert _post_with_literal(api, rows, categorical, "true", row=0).status_code == 422
+    # null stays allowed: a missing value, as in batch scoring
+    assert _post_with_literal(api, rows, categorical, "null", row=0).status_code == 200
+
+
+def test_score_needs_between_one_and_the_row_limit(api):
+    empty = api.post("/score", json={"model": MODEL, "rows": []})
+    assert empty.status_code == 422, empty.text
+    assert [(e["loc"], e["msg"]) for e in empty.json()["detail"]] == [
+        (["body", "rows"], "give at least one row of features")
+    ]
+    many = api.post("/score", json={"model": MODEL, "rows": [{}] * 10_001})
+    assert many.status_code == 422, many.text
+    assert [(e["loc"], e["msg"]) for e in many.json()["detail"]] == [
+        (["body", "rows"], "at most 10000 rows per request, got 10001: split the request")
+    ]
+
+
+def test_score_refuses_a_body_over_the_size_limit_before_parsing(api, score_rows, monkeypatch):
+    import json
+
+    rows, _, _ = score_rows
+    big = json.dumps({"model": MODEL, "rows": rows + [{"padding": "x" * (13 * 1024 * 1024)}]}).encode()
+    parsed = []
+    monkeypatch.setattr(json, "loads", lambda *a, **k: parsed.append(1))  # parsing must not start
+    message = "request body over 4 MB (4194304 bytes): split the rows over several requests"
+    declared = api.post("/score", content=big, headers={"Content-Type": "application/json"})
+
+    def chunks():  # no Content-Length: the bytes are counted as they arrive
+        for start in range(0, len(big), 1 << 20):
+            yield big[start : start + (1 << 20)]
+
+    streamed = api.post("/score", content=chunks(), headers={"Content-Type": "application/json"})
+    monkeypatch.undo()
+    assert "content-length" not in streamed.request.headers
+    assert parsed == []
+    assert (declared.status_code, declared.json()) == (413, {"detail": message})
+    assert (streamed.status_code, streamed.json()) == (413, {"detail": message})
+    assert api.post("/score", json={"model": MODEL, "rows": rows}).status_code == 200
+
+
+def test_validation_errors_with_nan_in_the_body_answer_422_not_500(api):
+    response = api.post("/score", content='{"rows": [{"x": NaN}]}', headers={"Content-Type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert ["body", "model"] in [e["loc"] for e in response.json()["detail"]]
+
+
+def test_docs_and_openapi_need_the_key_when_one_is_set(scored):
+    out, _ = scored
+    locked = TestClient(create_app(out, api_key="s3cret"))
+    for path in ("/docs", "/redoc", "/openapi.json"):
+        assert locked.get(path).status_code == 401, path
+        assert locked.get(path, headers={"X-API-Key": "wrong"}).status_code == 401, path
+        assert locked.get(path, headers={"X-API-Key": "s3cret"}).status_code == 200, path
+    schema = locked.get("/openapi.json", headers={"X-API-Key": "s3cret"}).json()
+    assert "/score" in schema["paths"] and "/docs" not in schema["paths"]
+    open_ = TestClient(create_app(out))
+    assert [open_.get(p).status_code for p in ("/docs", "/redoc", "/openapi.json")] == [200, 200, 200]
+
+
+def test_serve_defaults_to_one_worker_per_cpu_and_passes_settings_to_each(scored, monkeypatch):
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from portrait.cli import _register_later_commands, app
+    from serving.api import app_from_environment
+    from serving.cli import default_workers
+
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert default_workers() == 2
+    monkeypatch.setattr("os.cpu_count", lambda: 64)
+    assert default_workers() == 4
+    monkeypatch.setattr("os.cpu_count", lambda: None)
+    assert default_workers() == 1
+
+    out, _ = scored
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda target, **kwargs: calls.append((target, kwargs)))
+    monkeypatch.setenv("PORTRAIT_API_KEY", "s3cret")
+    _register_later_commands()
+    result = CliRunner().invoke(app, ["serve", "--scores", str(out), "--workers", "3", "--port", "8123"])
+    assert result.exit_code == 0, result.output
+    ((target, kwargs),) = calls
+    assert target == "serving.api:app_from_environment"
+    assert (kwargs["factory"], kwargs["workers"], kwargs["port"]) == (True, 3, 8123)
+    # each worker process builds the same app from the environment serve set
+    client = TestClient(app_from_environment())
+    assert client.get("/models").status_code == 401
+    assert client.get("/health").json()["customers"] > 0
+    assert CliRunner().invoke(app, ["serve", "--scores", str(out), "--workers", "0"]).exit_code != 0
