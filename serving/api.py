@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import secrets
+import socket
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,6 +28,7 @@ from fastapi.security import APIKeyHeader
 from pydantic import AfterValidator, BaseModel, Field, field_validator
 from pydantic_core import PydanticCustomError
 from starlette.datastructures import Headers
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from features.catalogue import describe, label_of
 from portrait.errors import PortraitError
@@ -178,6 +180,21 @@ class BodyLimit:
     async def _refuse(self, scope, receive, send) -> None:
         error = _BodyTooLarge(self.limit)
         await JSONResponse({"detail": error.detail}, status_code=413)(scope, receive, send)
+
+
+class NoDelayHTTPProtocol(AutoHTTPProtocol):
+    """uvicorn's HTTP protocol with Nagle's algorithm turned off on every connection.
+
+    With ``--workers N`` uvicorn binds the listening socket itself with ``proto`` 0, so asyncio
+    does not set TCP_NODELAY on accepted connections, and every keep-alive request after the
+    first waits ~40 ms for the client's delayed ACK (uvicorn issue #3149; measured here: 44 ms
+    per request instead of 2.5 ms). ``portrait serve`` starts several workers with this one."""
+
+    def connection_made(self, transport) -> None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().connection_made(transport)
 
 
 def _json_safe(value: Any) -> Any:

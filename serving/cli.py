@@ -214,6 +214,7 @@ def register(app: typer.Typer, out, console) -> None:
             "serving.api:app_from_environment",
             factory=True,
             workers=workers,
+            http="serving.api:NoDelayHTTPProtocol",  # uvicorn leaves Nagle on with workers: +40 ms
             host=host,
             port=port,
             log_level="warning",

@@ -409,8 +409,40 @@ def test_serve_defaults_to_one_worker_per_cpu_and_passes_settings_to_each(scored
     ((target, kwargs),) = calls
     assert target == "serving.api:app_from_environment"
     assert (kwargs["factory"], kwargs["workers"], kwargs["port"]) == (True, 3, 8123)
+    assert kwargs["http"] == "serving.api:NoDelayHTTPProtocol"
     # each worker process builds the same app from the environment serve set
     client = TestClient(app_from_environment())
     assert client.get("/models").status_code == 401
     assert client.get("/health").json()["customers"] > 0
     assert CliRunner().invoke(app, ["serve", "--scores", str(out), "--workers", "0"]).exit_code != 0
+
+
+def test_worker_connections_have_nagle_off():
+    """uvicorn --workers binds the socket itself (proto 0) and asyncio then leaves Nagle on:
+    each keep-alive request after the first waited ~40 ms for a delayed ACK."""
+    import asyncio
+    import socket
+
+    import uvicorn
+
+    async def app(scope, receive, send):
+        return None
+
+    async def nodelay_of(http) -> int:
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, http=http, lifespan="off", log_level="error")
+        listener = config.bind_socket()  # as the supervisor of several workers binds it
+        server = uvicorn.Server(config)
+        task = asyncio.create_task(server.serve(sockets=[listener]))
+        while not server.started:
+            await asyncio.sleep(0.01)
+        _, writer = await asyncio.open_connection(*listener.getsockname()[:2])
+        while not server.server_state.connections:
+            await asyncio.sleep(0.01)
+        (protocol,) = server.server_state.connections
+        value = protocol.transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        writer.close()
+        server.should_exit = True
+        await task
+        return value
+
+    assert asyncio.run(nodelay_of("serving.api:NoDelayHTTPProtocol")) != 0
