@@ -371,6 +371,18 @@ def test_validation_errors_with_nan_in_the_body_answer_422_not_500(api):
     assert ["body", "model"] in [e["loc"] for e in response.json()["detail"]]
 
 
+def test_a_portrait_error_in_a_route_answers_422_with_its_message(api, score_rows, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise PortraitError("model serve_repurchase_30d v1 cannot score these rows")
+
+    monkeypatch.setattr("serving.api.predict_scores", refuse)
+    response = api.post("/score", json={"model": MODEL, "rows": score_rows[0]})
+    assert (response.status_code, response.json()) == (
+        422,
+        {"detail": "model serve_repurchase_30d v1 cannot score these rows"},
+    )
+
+
 def test_docs_and_openapi_need_the_key_when_one_is_set(scored):
     out, _ = scored
     locked = TestClient(create_app(out, api_key="s3cret"))
