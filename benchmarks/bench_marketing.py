@@ -21,7 +21,7 @@ from pathlib import Path
 
 from marketing.population import Population
 from marketing.segments import Segment, SegmentEvaluator, SegmentStore, record_refresh
-from marketing.tags import apply_tags, check_conditions, load_library
+from marketing.tags import apply_tags, check_conditions, load_library, tag_columns
 from portrait.dataset import open_dataset
 
 SEGMENTS = [
@@ -84,9 +84,10 @@ def main() -> None:
         with Population(dataset, args.as_of, progress=stage) as population:
             # Declare every column the tags and segments read, so features are built once.
             evaluator = SegmentEvaluator(population, store, library)
-            conditions = [*check_conditions(library, population.schema(models=False), False).values()]
-            conditions += [c for c in map(evaluator.check, SEGMENTS) if c is not None]
-            population.frame(columns={column for c in conditions for column in c.columns} | {"spend_365d"})
+            conditions = [c for c in map(evaluator.check, SEGMENTS) if c is not None]
+            tag_conditions = check_conditions(library, population.schema(models=False), False)
+            columns = tag_columns(library, tag_conditions) + [c for cond in conditions for c in cond.columns]
+            population.frame(columns=columns)
             applied = apply_tags(library, population)
             tagged = time.perf_counter()
             print(

@@ -35,7 +35,7 @@ import pandas as pd
 
 from marketing.filters import Condition, FilterError, Schema, evaluate, parse_condition
 from marketing.population import Population
-from marketing.tags import Library, apply_tags
+from marketing.tags import Library, apply_tags, check_conditions, tag_columns
 from portrait.errors import ConfigError, PortraitError
 from portrait.files import atomic_write, atomic_write_text, read_parquet
 
@@ -272,9 +272,14 @@ class SegmentEvaluator:
         for segment in closure:
             if (condition := self.check(segment)) is not None:
                 self._conditions[segment.name] = condition
-        self._frame = self.population.frame(self._conditions.values())
+        needs_tags = self._tags is None and any(s.tags or s.not_tags for s in closure)
+        columns: list[str] = []
+        if needs_tags:  # one feature build for the segments and the tag library together
+            with_models = self.population.scores_dir is not None
+            columns = tag_columns(self.library, check_conditions(self.library, self.schema(), with_models))
+        self._frame = self.population.frame(self._conditions.values(), columns=columns)
         self._index, self._memo = None, {}
-        if self._tags is None and any(s.tags or s.not_tags for s in closure):
+        if needs_tags:
             self._tags = apply_tags(self.library, self.population, manual_store=self.manual_store).tags
 
     def _closure(self, segments: list[Segment]) -> list[Segment]:

@@ -275,9 +275,7 @@ def apply_tags(
         notes.append(
             f"model tags use the scores as of {population.scores_date} (the newest not after {population.as_of})"
         )
-    extra = [g.feature for g in library.groups.values() if g.exclusive == "levels"]
-    extra += [t.each for t in library.tags if t.each and t.name in conditions]
-    frame = population.frame(conditions.values(), columns=[*extra, "orders_lifetime"])
+    frame = population.frame(conditions.values(), columns=tag_columns(library, conditions))
     customers = frame["customer_id"].astype("str").reset_index(drop=True)
     bought = frame["orders_lifetime"].fillna(0).to_numpy() > 0
     if not len(frame):
@@ -344,6 +342,15 @@ def apply_tags(
         }
     )
     return Applied(tags, int(len(frame)), coverage, notes)
+
+
+def tag_columns(library: Library, conditions: dict[str, Condition]) -> list[str]:
+    """Every column applying the library reads: its conditions', the level features, the
+    columns ``each`` tags expand over, and the order count that marks a buyer."""
+    columns = [c for condition in conditions.values() for c in condition.columns]
+    columns += [g.feature for g in library.groups.values() if g.exclusive == "levels"]
+    columns += [t.each for t in library.tags if t.each and t.name in conditions]
+    return list(dict.fromkeys([*columns, "orders_lifetime"]))
 
 
 def levels(values: pd.Series, group: Group, bought: np.ndarray) -> np.ndarray:

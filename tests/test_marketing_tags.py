@@ -292,3 +292,14 @@ def test_behaviour_terms_read_the_features_purchases_when_they_can():
         from_view = behaviour_table(population.con, terms, population.as_of, customers)
     pd.testing.assert_frame_equal(from_read, from_view)
     assert from_read.set_index("customer_id").loc["A"].tolist() == [3.0, 35.0]
+
+
+def test_segments_with_tags_build_the_features_once(monkeypatch):
+    import marketing.population as population_module
+
+    builds = []
+    real = population_module.build_features
+    monkeypatch.setattr(population_module, "build_features", lambda *a, **k: builds.append(1) or real(*a, **k))
+    segment = Segment("d", where="purchased(category = 'dairy') > 0", tags=["buyer level: junior"])
+    assert members(dataset(), segment) == ["A"]
+    assert len(builds) == 1
