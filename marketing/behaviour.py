@@ -50,7 +50,7 @@ def _condition(term: BehaviourTerm, as_of: dt.date, params: list) -> str:
     for column, value in term.filters:
         if column not in _FILTER_COLUMNS[term.table]:  # the parser allows only these
             raise FilterError(f"{term.describe()}: {column} is not a column of {term.table}")
-        parts.append(f"LOWER(TRIM(CAST({quote_ident(column)} AS VARCHAR))) = ?")
+        parts.append(f"{_normalised(column)} = ?")
         params.append(value.strip().lower())
     return " AND ".join(parts) or "TRUE"
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 import time
 from pathlib import Path
 from typing import Annotated
@@ -57,13 +56,8 @@ def register_segments(app: typer.Typer, out, console) -> None:
         from marketing.tags import load_library
 
         library = load_library(file)
-        names = library.names()
         for tag in (*segment.tags, *segment.not_tags):
-            if tag not in names and not any(tag.startswith(f"{t.name}: ") for t in library.tags if t.each):
-                close = difflib.get_close_matches(tag, names, n=5)
-                raise PortraitError(
-                    f"no tag {tag!r} in {library.source}" + (f"; did you mean {close}?" if close else "")
-                )
+            library.check_tag(tag)
         segments = SegmentStore(segments_dir).all()
         segments[segment.name] = segment
         check_graph(segments)

@@ -248,7 +248,7 @@ class SegmentEvaluator:
     def check(self, segment: Segment) -> Condition | None:
         """Parse the segment's where (and check its tags and persona) without building data."""
         for tag in (*segment.tags, *segment.not_tags):
-            self._check_tag(tag)
+            self.library.check_tag(tag)
         if segment.persona and self.population.scores_dir is None:
             raise PortraitError(f"segment {segment.name!r}: a persona condition needs a scores folder (--scores DIR)")
         if not segment.where:
@@ -257,14 +257,6 @@ class SegmentEvaluator:
             return parse_condition(segment.where, self.schema(), behaviour=True)
         except FilterError as exc:
             raise FilterError(f"segment {segment.name!r}: {exc}") from None
-
-    def _check_tag(self, tag: str) -> None:
-        names = self.library.names()
-        expanding = [t.name for t in self.library.tags if t.each]
-        if tag in names or any(tag.startswith(f"{prefix}: ") for prefix in expanding):
-            return
-        close = difflib.get_close_matches(tag, names, n=5)
-        raise PortraitError(f"no tag {tag!r} in {self.library.source}" + (f"; did you mean {close}?" if close else ""))
 
     def prepare(self, segments: list[Segment]) -> None:
         """Build, in one pass, every column the segments and their includes need."""

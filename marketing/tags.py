@@ -124,6 +124,15 @@ class Library:
                 names += [group.tag_name(v) for v in RFM_GROUPS]
         return names
 
+    def check_tag(self, name: str) -> None:
+        """Raise unless ``name`` is a tag of the library: a fixed name, or ``"<tag>: <value>"``
+        of an ``each`` tag (its values depend on the data)."""
+        names = self.names()
+        if name in names or any(name.startswith(f"{t.name}: ") for t in self.tags if t.each):
+            return
+        close = difflib.get_close_matches(name, names, n=5)
+        raise ConfigError(f"no tag {name!r} in {self.source}" + (f"; did you mean {close}?" if close else ""))
+
     def children(self, path: str | None) -> list[str]:
         return sorted(g.path for g in self.groups.values() if g.parent == path)
 
@@ -415,14 +424,17 @@ def tags_file(out_dir: Path, as_of: dt.date) -> Path:
     return out_dir / f"tags_{as_of.isoformat()}.parquet"
 
 
+def tags_dates(out_dir: Path | None) -> list[dt.date]:
+    """The as-of dates of the tags tables in a folder, oldest first."""
+    if out_dir is None or not out_dir.is_dir():
+        return []
+    stems = (p.stem.removeprefix("tags_") for p in out_dir.glob("tags_*.parquet"))
+    return sorted(dt.date.fromisoformat(s) for s in stems if _is_date(s))
+
+
 def previous_tags(out_dir: Path, as_of: dt.date) -> tuple[pd.DataFrame | None, dt.date | None]:
     """The newest tags table in ``out_dir`` dated before ``as_of``."""
-    dates = sorted(
-        dt.date.fromisoformat(p.stem.removeprefix("tags_"))
-        for p in out_dir.glob("tags_*.parquet")
-        if _is_date(p.stem.removeprefix("tags_"))
-    )
-    earlier = [d for d in dates if d < as_of]
+    earlier = [d for d in tags_dates(out_dir) if d < as_of]
     if not earlier:
         return None, None
     return read_parquet(tags_file(out_dir, earlier[-1])), earlier[-1]

@@ -7,7 +7,6 @@ The API never computes tags or segments: it serves what ``portrait tags apply`` 
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
 import pandas as pd
@@ -15,7 +14,7 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field
 
 from marketing.segments import SegmentStore
-from marketing.tags import Library, load_library, tags_file
+from marketing.tags import Library, load_library, tags_dates, tags_file
 from portrait.errors import PortraitError
 from portrait.files import read_parquet
 
@@ -60,17 +59,10 @@ class SegmentMembers(BaseModel):
 
 
 def _latest_tags(tags_dir: Path | None) -> tuple[pd.DataFrame | None, str | None]:
-    if tags_dir is None or not tags_dir.is_dir():
-        return None, None
-    dates = []
-    for path in tags_dir.glob("tags_*.parquet"):
-        try:
-            dates.append(dt.date.fromisoformat(path.stem.removeprefix("tags_")))
-        except ValueError:
-            continue
+    dates = tags_dates(tags_dir)
     if not dates:
         return None, None
-    latest = max(dates)
+    latest = dates[-1]
     return read_parquet(tags_file(tags_dir, latest), columns=["customer_id", "tag"]), latest.isoformat()
 
 
