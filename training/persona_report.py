@@ -6,8 +6,6 @@ a retailer's systems wrote, not markup."""
 
 from __future__ import annotations
 
-import base64
-import io
 from html import escape
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from features.catalogue import Feature, describe, label_of
+from portrait import pages
 
 TEXT_COLUMNS = ("top_categories", "top_channels", "top_payment_methods")
 SUMMARY_COLUMNS = ("persona_id", "persona_name", "customers", "share_of_customers", "share_of_revenue") + TEXT_COLUMNS
@@ -33,14 +32,7 @@ def distinguishing_traits(lifts: pd.Series, top: int = TOP_TRAITS) -> pd.Series:
     return log_lift.reindex(log_lift.abs().sort_values(ascending=False).index).head(top)
 
 
-def markdown(table: pd.DataFrame) -> str:
-    shown = table.copy()
-    for column in shown.columns:
-        if pd.api.types.is_float_dtype(shown[column]):
-            shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:,.2f}")
-    lines = ["| " + " | ".join(shown.columns) + " |", "|" + " --- |" * len(shown.columns)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in shown.itertuples(index=False)]
-    return "\n".join(lines)
+markdown = pages.markdown
 
 
 def write_portrait(
@@ -116,24 +108,9 @@ def _markdown_page(table: pd.DataFrame, traits: dict[int, pd.Series], labels: di
     return "\n".join(parts) + "\n"
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _png(fig) -> str:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    _pyplot().close(fig)
-    return base64.b64encode(buffer.getvalue()).decode()
-
-
-def _img(png: str, alt: str) -> str:
-    return f"<img alt='{escape(alt, quote=True)}' src='data:image/png;base64,{png}'>"
+_pyplot = pages.pyplot
+_png = pages.png
+_img = pages.img
 
 
 def _sizes_chart(table: pd.DataFrame) -> str:
@@ -212,18 +189,14 @@ def _html_page(table: pd.DataFrame, traits: dict[int, pd.Series], labels: dict[s
     cards = "".join(_card(row, traits[int(row["persona_id"])], mix, labels) for _, row in table.iterrows())
     medians = _median_headers(table, labels)
     shown = table[_non_empty(table, SUMMARY_COLUMNS) + list(medians)].rename(columns=medians)
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>Personas</title><style>"
-        "body{font-family:sans-serif;max-width:1150px;margin:2em auto;color:#222}"
-        "section{border:1px solid #ddd;padding:.5em 1em;margin:.8em 0;border-radius:6px}"
-        ".cols{display:flex;gap:2em;align-items:flex-start}.cols>div{flex:1}"
-        "table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:3px 6px}"
-        "</style></head><body><h1>Personas</h1>"
+    return pages.page(
+        "Personas",
+        "<h1>Personas</h1>"
         f"<h2>Sizes</h2>{_img(_sizes_chart(table), 'Share of customers and revenue per persona')}"
         f"<h2>Key features against all customers</h2>{_img(_lift_heat_map(table, labels), 'Lift heat map')}"
         f"{cards}<h2>Portrait table</h2><div style='overflow-x:auto'>"
         + shown.to_html(index=False, float_format=lambda v: f"{v:,.2f}", na_rep="")
-        + "</div></body></html>"
+        + "</div>",
     )
 
 

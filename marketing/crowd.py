@@ -1,0 +1,466 @@
+"""Crowds (any group of customers) and the dimensions every crowd report describes them by.
+
+A :class:`Crowd` names a group: a saved segment, a tag, a persona, a filter, the buyers of one
+category, or everyone. :class:`CrowdData` opens one data set as of one date (a
+:class:`~marketing.population.Population`), turns crowds into row masks over its customers,
+and computes, once, one value per customer for every dimension (:data:`DIMENSIONS` and one per
+customers-table attribute). Everything is point-in-time: only rows before the as-of date.
+
+Dimension edge rules: a customer without the input (no order yet, no attribute, no scores)
+is ``unknown``, its own value, so shares add to 100%. Bands of numbers (order value, unit
+price, numeric attributes) are cut at quintiles of everyone's values as of the date, so a
+crowd and its comparison base share the same bands.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.catalogue import slug
+from marketing.filters import BehaviourTerm, FilterError, evaluate, parse_condition
+from marketing.population import Population
+from marketing.rfm import GROUPS as RFM_GROUPS
+from marketing.segments import SegmentEvaluator, SegmentStore
+from marketing.tags import Library, apply_tags, levels
+from portrait.errors import PortraitError
+
+UNKNOWN = "unknown"
+KINDS = ("segment", "tag", "persona", "where", "bought_category", "all")
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+DAYPARTS = {
+    "night": "night (00-06 h)",
+    "morning": "morning (06-12 h)",
+    "afternoon": "afternoon (12-18 h)",
+    "evening": "evening (18-24 h)",
+}
+ACTIVITY_WINDOW = 365
+# Non-consumption activity set beside purchases: (feature, label), all over ACTIVITY_WINDOW days.
+ACTIVITY = (
+    ("orders_365d", "purchase orders"),
+    ("view_count_365d", "product views"),
+    ("add_to_cart_count_365d", "add-to-carts"),
+    ("campaign_received_count_365d", "campaigns received"),
+    ("campaign_click_count_365d", "campaigns answered (clicks)"),
+    ("coupon_redeemed_count_365d", "coupons redeemed"),
+    ("service_contact_count_365d", "service contacts"),
+)
+MAX_VALUES = 20  # a dimension with more values keeps its 20 most common and "other"
+OTHER = "other"
+PROMOTION = ("none (no discounted order)", "some (under half of orders)", "high (half of orders or more)")
+
+
+@dataclass(frozen=True)
+class Crowd:
+    """One named group of customers. ``value``: the segment, tag, persona, filter or category."""
+
+    kind: str
+    value: str | None = None
+    within_days: int | None = None  # bought_category only; None: all history before the as-of date
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise PortraitError(f"unknown crowd kind {self.kind!r}; one of {list(KINDS)}")
+        if (self.kind == "all") != (self.value is None):
+            raise PortraitError("--all takes no value; every other crowd names one")
+        if self.within_days is not None and (self.kind != "bought_category" or self.within_days <= 0):
+            raise PortraitError("--within-days is a positive number of days, only with --bought-category")
+
+    def describe(self) -> str:
+        if self.kind == "all":
+            return "all customers"
+        if self.kind == "bought_category":
+            window = f" in the last {self.within_days} days" if self.within_days else ""
+            return f"bought category {self.value!r}{window}"
+        if self.kind == "where":
+            return f"where {self.value}"
+        return f"{self.kind} {self.value!r}"
+
+    @property
+    def slug(self) -> str:
+        return "all" if self.kind == "all" else f"{self.kind}_{slug(self.value)}"[:80]
+
+
+def crowd_from_options(
+    *,
+    segment: str | None = None,
+    tag: str | None = None,
+    persona: str | None = None,
+    where: str | None = None,
+    bought_category: str | None = None,
+    within_days: int | None = None,
+    everyone: bool = False,
+) -> Crowd:
+    """The one crowd a command line names (exactly one of the options)."""
+    given = {
+        "segment": segment,
+        "tag": tag,
+        "persona": persona,
+        "where": where,
+        "bought_category": bought_category,
+    }
+    named = [(kind, value) for kind, value in given.items() if value is not None]
+    if everyone:
+        named.append(("all", None))
+    if len(named) != 1:
+        raise PortraitError(
+            "name exactly one crowd: --segment S, --tag T, --persona P, --where EXPR, --bought-category C or --all"
+            + (f" (got {', '.join(k for k, _ in named)})" if named else "")
+        )
+    kind, value = named[0]
+    return Crowd(kind, value, within_days)
+
+
+def parse_crowd(text: str) -> Crowd:
+    """``segment:NAME``, ``tag:NAME`` or ``persona:NAME`` (the form ``crowd compare`` takes)."""
+    kind, sep, value = text.partition(":")
+    if not sep or kind.strip() not in ("segment", "tag", "persona") or not value.strip():
+        raise PortraitError(f"{text!r}: give each crowd as segment:NAME, tag:NAME or persona:NAME")
+    return Crowd(kind.strip(), value.strip())
+
+
+@dataclass(frozen=True)
+class Dimension:
+    name: str
+    label: str
+    order: tuple[str, ...] = ()  # values in their natural order (else by count)
+
+
+def _dimensions(library: Library) -> dict[str, Dimension]:
+    fixed = [
+        *(
+            Dimension(level_name(g.label or g.path), g.label or g.path, (*g.values, g.no_purchase))
+            for g in level_groups(library)
+        ),
+        Dimension("rfm_group", "RFM group", RFM_GROUPS),
+        Dimension("persona", "persona"),
+        Dimension("favourite_category", "favourite category (by spend)"),
+        Dimension("favourite_brand", "favourite brand (by spend)"),
+        Dimension("favourite_channel", "favourite channel"),
+        Dimension("favourite_payment", "favourite payment method"),
+        Dimension("order_value_band", "average order value"),
+        Dimension("unit_price_band", f"average unit price, last {ACTIVITY_WINDOW} days"),
+        Dimension("repeat_orders", "orders ever placed", ("none", "1", "2", "3", "4+")),
+        Dimension("favourite_weekday", "weekday with most orders", tuple(d.capitalize() for d in WEEKDAYS)),
+        Dimension("favourite_daypart", "time of day with most orders", tuple(DAYPARTS.values())),
+        Dimension("promotion_sensitivity", "orders with a discount", PROMOTION),
+    ]
+    return {d.name: d for d in fixed}
+
+
+def level_groups(library: Library):
+    return [g for g in library.groups.values() if g.exclusive == "levels"]
+
+
+def level_name(label: str) -> str:
+    return slug(label.split("/")[-1])
+
+
+# Feature columns the fixed dimensions and the activity table are computed from.
+BASE_COLUMNS = [
+    "spend_365d",
+    "spend_lifetime",
+    "orders_lifetime",
+    "orders_365d",
+    "favourite_channel",
+    "discount_order_share",
+    "avg_order_value",
+    "items_365d",
+    *(f"order_share_{d}" for d in WEEKDAYS),
+    *(f"order_share_{p}" for p in DAYPARTS),
+]
+
+
+class CrowdData:
+    """One data set as of one date: crowds as masks, dimensions per customer (see the module)."""
+
+    def __init__(
+        self,
+        population: Population,
+        library: Library,
+        *,
+        segments: SegmentStore | None = None,
+        manual_store: Path | None = None,
+        say: Callable[[str], None] | None = None,
+    ):
+        self.population = population
+        self.library = library
+        self.segments = segments or SegmentStore()
+        self.manual_store = manual_store
+        self.say = say or (lambda message: None)
+        self.has_events = population.dataset.has("events")
+        self._tags: pd.DataFrame | None = None
+        self._evaluator: SegmentEvaluator | None = None
+        self._frame: pd.DataFrame | None = None
+        self._dims: pd.DataFrame | None = None
+        self.definitions = _dimensions(library)
+
+    # ------------------------------------------------------------ the customers
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        """Every customer with the columns the dimensions and the activity table read."""
+        if self._frame is None:
+            columns = list(BASE_COLUMNS) + [g.feature for g in level_groups(self.library)]
+            columns += self.attribute_features()
+            if self.has_events:
+                columns += [name for name, _ in ACTIVITY[1:]] + ["campaign_response_rate"]
+            self.say("building the features the report reads")
+            self._frame = self.population.frame(columns=list(dict.fromkeys(columns)))
+        return self._frame
+
+    @property
+    def ids(self) -> pd.Series:
+        return self.frame["customer_id"].astype("str")
+
+    def attribute_features(self) -> list[str]:
+        return [f.name for f in self.population.features if f.family == "attributes" and f.scale != "days"]
+
+    # ------------------------------------------------------------ crowds
+
+    def mask(self, crowd: Crowd) -> np.ndarray:
+        """One boolean per customer of :attr:`frame`: is the customer in the crowd?"""
+        frame = self.frame
+        if crowd.kind == "all":
+            return np.ones(len(frame), bool)
+        if crowd.kind == "where":
+            condition = parse_condition(crowd.value, self.population.schema(), behaviour=True)
+            return evaluate(condition, self.population.frame([condition])).to_numpy(bool)
+        if crowd.kind == "bought_category":
+            term = BehaviourTerm("purchased", (("category", crowd.value),), None, crowd.within_days)
+            values = self._behaviour(term)
+            return values > 0
+        if crowd.kind == "segment":
+            if not self.segments.exists(crowd.value):
+                close = difflib.get_close_matches(crowd.value, self.segments.names(), n=5, cutoff=0.5)
+                raise PortraitError(
+                    f"no saved segment {crowd.value!r} in {self.segments.folder}"
+                    + (f"; closest: {close}" if close else f"; saved: {self.segments.names()[:10]}")
+                )
+            return self._rows(self.evaluator.evaluate(self.segments.load(crowd.value)).members)
+        if crowd.kind == "tag":
+            self.library.check_tag(crowd.value)
+            tags = self.tags
+            return self._rows(tags.loc[tags["tag"] == crowd.value, "customer_id"])
+        return self._persona_mask(crowd.value)
+
+    def _behaviour(self, term: BehaviourTerm) -> np.ndarray:
+        from marketing.behaviour import behaviour_table
+        from marketing.population import PURCHASES_READ
+
+        table = behaviour_table(self.population.con, [term], self.population.as_of, self.ids, purchases=PURCHASES_READ)
+        return table[term.column].to_numpy()
+
+    @property
+    def evaluator(self) -> SegmentEvaluator:
+        if self._evaluator is None:
+            self._evaluator = SegmentEvaluator(
+                self.population, self.segments, self.library, self.manual_store, tags=self._tags
+            )
+        return self._evaluator
+
+    @property
+    def tags(self) -> pd.DataFrame:
+        if self._tags is None:
+            self.say("applying the tag library")
+            self._tags = apply_tags(self.library, self.population, manual_store=self.manual_store).tags
+        return self._tags
+
+    def _rows(self, ids) -> np.ndarray:
+        where = pd.Index(self.ids).get_indexer(pd.Index(pd.Series(ids, dtype="str")))
+        mask = np.zeros(len(self.frame), bool)
+        mask[where[where >= 0]] = True
+        return mask
+
+    def _persona_mask(self, persona: str) -> np.ndarray:
+        personas = self.personas()
+        if personas is None:
+            raise PortraitError("a persona crowd needs a scores folder with personas (--scores DIR)")
+        known = sorted(pd.unique(personas.dropna()))
+        if persona not in known:
+            close = difflib.get_close_matches(persona, known, n=5, cutoff=0.4)
+            raise PortraitError(f"no persona {persona!r} in the scores; personas: {close or known}")
+        return (personas == persona).to_numpy(bool)
+
+    def personas(self) -> pd.Series | None:
+        """Each customer's persona name (aligned with :attr:`frame`), or None without one."""
+        scores = self.population.scores
+        if scores is None or "persona_name" not in scores.columns:
+            return None
+        named = scores.drop_duplicates("customer_id").set_index("customer_id")["persona_name"]
+        return pd.Series(named.reindex(self.ids).to_numpy(), dtype="object")
+
+    # ------------------------------------------------------------ dimensions
+
+    @property
+    def dimensions(self) -> pd.DataFrame:
+        """One categorical column per dimension, aligned with :attr:`frame`, no missing values."""
+        if self._dims is None:
+            self.say("computing the report's dimensions")
+            self._dims = self._compute_dimensions()
+        return self._dims
+
+    def dimension_label(self, name: str) -> str:
+        found = self.definitions.get(name)
+        return found.label if found else name.replace("_", " ")
+
+    def check_dimension(self, name: str) -> str:
+        if name not in self.dimensions.columns:
+            known = list(self.dimensions.columns)
+            close = difflib.get_close_matches(name, known, n=5, cutoff=0.4)
+            raise PortraitError(f"unknown dimension {name!r}; closest: {close or known}")
+        return name
+
+    def _compute_dimensions(self) -> pd.DataFrame:
+        frame = self.frame
+        bought = frame["orders_lifetime"].fillna(0).to_numpy() > 0
+        columns: dict[str, pd.Series | np.ndarray] = {}
+        for group in level_groups(self.library):
+            columns[level_name(group.label or group.path)] = levels(frame[group.feature], group, bought)
+        columns["rfm_group"] = frame["rfm_group"].astype("object")
+        personas = self.personas()
+        columns["persona"] = personas if personas is not None else np.full(len(frame), None, dtype=object)
+        columns.update(self._favourites())
+        columns["favourite_channel"] = frame["favourite_channel"].astype("object")
+        columns["order_value_band"] = bands(frame["avg_order_value"].where(bought))
+        unit_price = frame["spend_365d"] / frame["items_365d"].where(frame["items_365d"] > 0)
+        columns["unit_price_band"] = bands(unit_price.where(unit_price > 0))
+        orders = frame["orders_lifetime"].fillna(0).to_numpy()
+        columns["repeat_orders"] = np.select(
+            [orders <= 0, orders == 1, orders == 2, orders == 3], ["none", "1", "2", "3"], "4+"
+        )
+        columns["favourite_weekday"] = _argmax_label(
+            frame, [f"order_share_{d}" for d in WEEKDAYS], [d.capitalize() for d in WEEKDAYS]
+        )
+        columns["favourite_daypart"] = _argmax_label(
+            frame, [f"order_share_{p}" for p in DAYPARTS], list(DAYPARTS.values())
+        )
+        share = frame["discount_order_share"].to_numpy(dtype=float)
+        columns["promotion_sensitivity"] = np.select(
+            [np.isnan(share) | ~bought, share <= 0, share < 0.5], [None, PROMOTION[0], PROMOTION[1]], PROMOTION[2]
+        )
+        for feature in self.attribute_features():
+            name, values = self._attribute_dimension(feature, frame[feature])
+            if name not in columns:
+                columns[name] = values
+        dims = pd.DataFrame(
+            {name: _categorical(values, self.definitions.get(name)) for name, values in columns.items()}
+        )
+        return dims
+
+    def _attribute_dimension(self, feature: str, values: pd.Series) -> tuple[str, pd.Series | np.ndarray]:
+        found = next(f for f in self.population.features if f.name == feature)
+        name = slug(found.value or feature.removeprefix("attr_"))
+        label = found.label or name.replace("_", " ")
+        if found.scale == "category" or not pd.api.types.is_numeric_dtype(values):
+            self.definitions.setdefault(name, Dimension(name, label))
+            return name, top_values(values.astype("object"), MAX_VALUES)
+        name = f"{name}_band"
+        self.definitions.setdefault(name, Dimension(name, f"{label} (quintile bands)"))
+        return name, bands(values)
+
+    def _favourites(self) -> dict[str, np.ndarray]:
+        """Favourite category, brand (by spend) and payment method (by orders) from the purchases
+        read once, over every value (the favourite_category feature only knows the top ones)."""
+        from marketing.population import PURCHASES_READ
+
+        con = self.population.con
+        present = {row[0] for row in con.execute(f"DESCRIBE {PURCHASES_READ}").fetchall()}
+        result = {}
+        for name, column, weight in (
+            ("favourite_category", "category", "SUM(amount)"),
+            ("favourite_brand", "brand", "SUM(amount)"),
+            ("favourite_payment", "payment_method", "COUNT(DISTINCT order_id)"),
+        ):
+            if column not in present:
+                result[name] = np.full(len(self.frame), None, dtype=object)
+                continue
+            # Ties go to the alphabetically first value, so the result never depends on row order.
+            favourite = con.execute(
+                f"""SELECT customer_id, FIRST(v ORDER BY w DESC, v) AS v FROM (
+                      SELECT customer_id, CAST({column} AS VARCHAR) AS v, {weight} AS w FROM {PURCHASES_READ}
+                      WHERE amount > 0 AND {column} IS NOT NULL GROUP BY ALL) GROUP BY customer_id"""
+            ).df()
+            values = favourite.set_index(favourite["customer_id"].astype("str"))["v"].reindex(self.ids)
+            result[name] = top_values(values, MAX_VALUES)
+        return result
+
+
+def top_values(values: pd.Series, keep: int) -> np.ndarray:
+    """The ``keep`` most common values (ties by name); the rest become :data:`OTHER`."""
+    values = pd.Series(values, dtype="object").reset_index(drop=True)
+    counts = values.value_counts()
+    if len(counts) <= keep:
+        return values.to_numpy()
+    ranked = counts.rename_axis("v").reset_index(name="n").sort_values(["n", "v"], ascending=[False, True])
+    kept = set(ranked["v"].head(keep))
+    return values.where(values.isna() | values.isin(kept), OTHER).to_numpy()
+
+
+def bands(values: pd.Series, q: int = 5) -> np.ndarray:
+    """Quintile bands of the known values, labelled by their range ("12.50-20.00"); NaN stays None."""
+    x = pd.Series(values, dtype="float64").reset_index(drop=True)
+    known = x.dropna()
+    if known.empty:
+        return np.full(len(x), None, dtype=object)
+    edges = np.unique(np.quantile(known, np.linspace(0, 1, q + 1)))
+    if len(edges) == 1:
+        return np.where(x.isna(), None, _number(edges[0])).astype(object)
+    codes = np.clip(np.searchsorted(edges, x.to_numpy(), side="right") - 1, 0, len(edges) - 2)
+    labels = np.array(
+        [f"{_number(lo)}-{_number(hi)}" for lo, hi in zip(edges[:-1], edges[1:], strict=True)], dtype=object
+    )
+    return np.where(x.isna(), None, labels[codes]).astype(object)
+
+
+def _number(value: float) -> str:
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:,.2f}"
+
+
+def _argmax_label(frame: pd.DataFrame, columns: list[str], labels: list[str]) -> np.ndarray:
+    present = [c for c in columns if c in frame.columns]
+    if not present:
+        return np.full(len(frame), None, dtype=object)
+    values = frame[present].to_numpy(dtype=float)
+    known = ~np.isnan(values).all(axis=1) & (np.nan_to_num(values).max(axis=1) > 0)
+    best = np.nanargmax(np.where(np.isnan(values), -1, values), axis=1)
+    chosen = np.asarray([labels[columns.index(c)] for c in present], dtype=object)[best]
+    return np.where(known, chosen, None).astype(object)
+
+
+def _categorical(values, definition: Dimension | None) -> pd.Categorical:
+    text = pd.Series(values, dtype="object").where(pd.notna(values), UNKNOWN).astype("str")
+    text = text.where(text.str.strip() != "", UNKNOWN)
+    seen = pd.unique(text)
+    order = [v for v in (definition.order if definition else ()) if v in set(seen)]
+    rest = sorted((v for v in seen if v not in set(order) and v != UNKNOWN), key=_natural)
+    categories = order + rest + ([UNKNOWN] if UNKNOWN in set(seen) else [])
+    return pd.Categorical(text, categories=categories)
+
+
+def _natural(value: str):
+    """Sort "2.50-10.00" before "10.00-20.00": by the first number, then the text."""
+    match = re.match(r"-?[\d,]+(\.\d+)?", value)
+    return (0, float(match.group(0).replace(",", "")), value) if match else (1, 0.0, value)
+
+
+def cell_mask(data: CrowdData, cell: str) -> np.ndarray:
+    """``"DIM = VALUE"`` as a mask over the customers (both checked against what exists)."""
+    name, sep, value = cell.partition("=")
+    name, value = name.strip(), value.strip().strip("'\"")
+    if not sep or not name or not value:
+        raise PortraitError(f'--cell {cell!r}: write it as "DIMENSION = VALUE", e.g. "spending_power = high"')
+    column = data.dimensions[data.check_dimension(name)]
+    values = [str(v) for v in column.cat.categories]
+    if value not in values:
+        close = difflib.get_close_matches(value, values, n=5, cutoff=0.3)
+        raise FilterError(f"dimension {name!r} has no value {value!r}; values: {close or values[:12]}")
+    return (column == value).to_numpy(bool)

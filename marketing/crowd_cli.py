@@ -1,0 +1,215 @@
+"""``portrait crowd ...``: the portrait of any crowd, cross-tabs, drill-down, comparison, trend."""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from marketing.cli import (
+    AsOfOption,
+    DataOption,
+    ScoresOption,
+    SegmentsOption,
+    StoreOption,
+    TagsFileOption,
+    manual_store_path,
+    open_population,
+    progress_spinner,
+)
+from portrait.errors import PortraitError
+
+SegmentOpt = Annotated[str | None, typer.Option("--segment", help="A saved segment.")]
+TagOpt = Annotated[str | None, typer.Option("--tag", help="A tag of the library, e.g. 'spending power: high'.")]
+PersonaOpt = Annotated[str | None, typer.Option("--persona", help="A persona name (needs --scores).")]
+WhereOpt = Annotated[str | None, typer.Option("--where", help="A condition, as in segment create --where.")]
+CategoryOpt = Annotated[str | None, typer.Option("--bought-category", help="Buyers of this category.")]
+WithinOpt = Annotated[
+    int | None, typer.Option("--within-days", help="With --bought-category: bought in the last N days.")
+]
+AllOpt = Annotated[bool, typer.Option("--all", help="Every customer.")]
+MinCellOpt = Annotated[int, typer.Option("--min-cell", min=1, help="Counts under this many customers are shown as <N.")]
+CompareOpt = Annotated[
+    str,
+    typer.Option("--compare-to", help="The base: 'all', a saved segment, or tag:NAME / persona:NAME."),
+]
+
+
+def _crowd(segment, tag, persona, where, bought_category, within_days, everyone):
+    from marketing.crowd import crowd_from_options
+
+    return crowd_from_options(
+        segment=segment,
+        tag=tag,
+        persona=persona,
+        where=where,
+        bought_category=bought_category,
+        within_days=within_days,
+        everyone=everyone,
+    )
+
+
+def _base(text: str):
+    from marketing.crowd import Crowd, parse_crowd
+
+    if text == "all":
+        return Crowd("all")
+    if ":" in text:
+        return parse_crowd(text)
+    return Crowd("segment", text)
+
+
+@contextmanager
+def open_crowds(console, data, as_of, scores, segments_dir, file, store):
+    from marketing.crowd import CrowdData
+    from marketing.segments import SegmentStore
+    from marketing.tags import load_library
+
+    library = load_library(file)
+    with progress_spinner(console, "reading the data") as say, open_population(data, as_of, scores, say) as population:
+        yield CrowdData(
+            population, library, segments=SegmentStore(segments_dir), manual_store=manual_store_path(store), say=say
+        )
+
+
+def register_crowd(app: typer.Typer, out, console) -> None:
+    @app.command("report")
+    def report_command(
+        data: DataOption,
+        as_of: AsOfOption,
+        out_dir: Annotated[Path, typer.Option("--out", help="Folder for crowd.csv, crowd.md and crowd.html.")],
+        segment: SegmentOpt = None,
+        tag: TagOpt = None,
+        persona: PersonaOpt = None,
+        where: WhereOpt = None,
+        bought_category: CategoryOpt = None,
+        within_days: WithinOpt = None,
+        everyone: AllOpt = False,
+        compare_to: CompareOpt = "all",
+        min_cell: MinCellOpt = 10,
+        scores: ScoresOption = None,
+        segments_dir: SegmentsOption = None,
+        file: TagsFileOption = None,
+        store: StoreOption = None,
+    ) -> None:
+        """The portrait of one crowd against a base: every dimension with shares and TGI."""
+        from marketing.crowd_page import write_report
+        from marketing.crowd_report import crowd_report
+
+        started = time.perf_counter()
+        crowd = _crowd(segment, tag, persona, where, bought_category, within_days, everyone)
+        base = _base(compare_to)
+        with open_crowds(console, data, as_of, scores, segments_dir, file, store) as crowds:
+            crowds.say(f"finding {crowd.describe()}")
+            mask, base_mask = crowds.mask(crowd), crowds.mask(base)
+            report = crowd_report(
+                crowds, mask, base_mask, crowd_name=crowd.describe(), base_name=base.describe(), min_cell=min_cell
+            )
+            paths = write_report(report, out_dir)
+        size = f"{report.size:,}" if report.size >= min_cell else f"fewer than {min_cell}"
+        out.print(
+            f"{crowd.describe()}: {size} customers against {base.describe()} ({report.base_size:,}) "
+            f"as of {report.as_of}"
+        )
+        if report.empty:
+            out.print(f"[yellow]the crowd is empty as of {report.as_of}[/yellow]: the report says so")
+        out.print(f"wrote {paths['csv']}, {paths['md']}, {paths['html']} in {time.perf_counter() - started:.1f} s")
+
+    @app.command("crosstab")
+    def crosstab_command(
+        data: DataOption,
+        as_of: AsOfOption,
+        rows: Annotated[str, typer.Option("--rows", help="Dimension down the side, e.g. age_band.")],
+        cols: Annotated[str, typer.Option("--cols", help="Dimension across the top, e.g. favourite_payment.")],
+        out_dir: Annotated[Path, typer.Option("--out", help="Folder for crosstab.csv and crosstab.html.")],
+        segment: SegmentOpt = None,
+        tag: TagOpt = None,
+        persona: PersonaOpt = None,
+        where: WhereOpt = None,
+        bought_category: CategoryOpt = None,
+        within_days: WithinOpt = None,
+        everyone: AllOpt = False,
+        min_cell: MinCellOpt = 10,
+        scores: ScoresOption = None,
+        segments_dir: SegmentsOption = None,
+        file: TagsFileOption = None,
+        store: StoreOption = None,
+    ) -> None:
+        """Counts, row and column percentages of two dimensions within a crowd (everyone by default)."""
+        from marketing.crowd import Crowd
+        from marketing.crowd_compare import crosstab, write_crosstab
+
+        named = any(v is not None for v in (segment, tag, persona, where, bought_category)) or everyone
+        crowd = _crowd(segment, tag, persona, where, bought_category, within_days, everyone) if named else Crowd("all")
+        with open_crowds(console, data, as_of, scores, segments_dir, file, store) as crowds:
+            crowds.check_dimension(rows)
+            crowds.check_dimension(cols)
+            table = crosstab(crowds, crowds.mask(crowd), rows, cols)
+            paths = write_crosstab(table, crowds, rows, cols, crowd.describe(), min_cell, out_dir)
+        out.print(f"{crowd.describe()}: {rows} by {cols}; wrote {paths['csv']} and {paths['html']}")
+
+    @app.command("export")
+    def export_command(
+        data: DataOption,
+        as_of: AsOfOption,
+        cell: Annotated[str, typer.Option("--cell", help='A report cell: "DIMENSION = VALUE".')],
+        out_file: Annotated[Path, typer.Option("--out", help="CSV of the cell's customers.")],
+        segment: SegmentOpt = None,
+        tag: TagOpt = None,
+        persona: PersonaOpt = None,
+        where: WhereOpt = None,
+        bought_category: CategoryOpt = None,
+        within_days: WithinOpt = None,
+        everyone: AllOpt = False,
+        scores: ScoresOption = None,
+        segments_dir: SegmentsOption = None,
+        file: TagsFileOption = None,
+        store: StoreOption = None,
+    ) -> None:
+        """The customers behind one report cell (a crowd and one dimension value)."""
+        from marketing.crowd import cell_mask
+        from marketing.crowd_compare import export_cell
+
+        crowd = _crowd(segment, tag, persona, where, bought_category, within_days, everyone)
+        with open_crowds(console, data, as_of, scores, segments_dir, file, store) as crowds:
+            mask = crowds.mask(crowd) & cell_mask(crowds, cell)
+            written, notes = export_cell(crowds, mask, cell, out_file)
+        for note in notes:
+            out.print(note)
+        out.print(f"{crowd.describe()}, {cell}: wrote {written:,} customers to {out_file}")
+
+    @app.command("compare")
+    def compare_command(
+        crowds_named: Annotated[
+            list[str], typer.Argument(help="2 to 6 crowds: segment:NAME, tag:NAME or persona:NAME.")
+        ],
+        data: DataOption,
+        as_of: AsOfOption,
+        out_dir: Annotated[Path, typer.Option("--out", help="Folder for compare.csv, compare.md, compare.html.")],
+        min_cell: MinCellOpt = 10,
+        scores: ScoresOption = None,
+        segments_dir: SegmentsOption = None,
+        file: TagsFileOption = None,
+        store: StoreOption = None,
+    ) -> None:
+        """Crowds side by side on every dimension, largest differences first, tested for significance."""
+        from marketing.crowd import parse_crowd
+        from marketing.crowd_compare import compare, write_compare
+
+        if not 2 <= len(crowds_named) <= 6:
+            raise PortraitError(f"compare takes 2 to 6 crowds, got {len(crowds_named)}")
+        chosen = [parse_crowd(text) for text in crowds_named]
+        if len(set(chosen)) != len(chosen):
+            raise PortraitError("each crowd may be named once")
+        with open_crowds(console, data, as_of, scores, segments_dir, file, store) as crowds:
+            masks = {c.describe(): crowds.mask(c) for c in chosen}
+            result = compare(crowds, masks)
+            paths = write_compare(result, crowds, min_cell, out_dir)
+        sizes = ", ".join(
+            f"{name}: {n:,}" if n >= min_cell else f"{name}: <{min_cell}" for name, n in result.sizes.items()
+        )
+        out.print(f"{sizes}; {int(result.table['significant'].sum()):,} significant differences")
+        out.print(f"wrote {paths['csv']}, {paths['md']}, {paths['html']}")

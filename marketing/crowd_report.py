@@ -1,0 +1,361 @@
+"""The crowd portrait: a crowd against a comparison base on every dimension, in numbers.
+
+``crowd_report`` returns the exact figures (used by tests and by the comparison); everything
+that leaves the program goes through :func:`suppressed_dimensions` and friends, which show a
+count of fewer than ``min_cell`` customers as ``"<N"`` and blank every figure computed from it.
+Within one dimension, a single suppressed count could be recovered by subtracting the others
+from the crowd's size, so the next-smallest count is suppressed with it (secondary suppression).
+
+Edge rules: TGI is 100 x (share in the crowd / share in the base), blank when the base has
+nobody with that value. Revenue is net spend (refunds deducted) in the 365 days before the
+as-of date. The line-level tables (categories, brands, cross-sell) read purchase lines of those
+365 days: a category's buyers are customers with a purchase line in it (amount > 0), its
+penetration the buyers' share of the crowd, and its TGI the ratio of penetrations.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from marketing.crowd import ACTIVITY, ACTIVITY_WINDOW, CrowdData
+
+DEFAULT_MIN_CELL = 10
+TOP = 10
+
+
+@dataclass
+class CrowdReport:
+    crowd: str
+    base: str
+    as_of: dt.date
+    min_cell: int
+    size: int
+    base_size: int
+    figures: pd.DataFrame  # measure, crowd, base (exact numbers)
+    dimensions: pd.DataFrame  # dimension, label, value, count, base_count, share, base_share, tgi
+    categories: pd.DataFrame | None = None
+    brands: pd.DataFrame | None = None
+    cross_sell: dict = field(default_factory=dict)
+    activity: pd.DataFrame | None = None
+    labels: dict[str, str] = field(default_factory=dict)  # dimension -> human label
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return self.size == 0
+
+
+def dimension_table(dims: pd.DataFrame, crowd: np.ndarray, base: np.ndarray, labels: dict[str, str]) -> pd.DataFrame:
+    """Counts and shares of every dimension value in the crowd and in the base (exact)."""
+    parts = []
+    n_crowd, n_base = int(crowd.sum()), int(base.sum())
+    for name in dims.columns:
+        column = dims[name]
+        codes = column.cat.codes.to_numpy()
+        k = len(column.cat.categories)
+        counts = np.bincount(codes[crowd], minlength=k)
+        base_counts = np.bincount(codes[base], minlength=k)
+        keep = (counts > 0) | (base_counts > 0)
+        share = counts / n_crowd if n_crowd else np.zeros(k)
+        base_share = base_counts / n_base if n_base else np.zeros(k)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            tgi = np.where(base_share > 0, 100 * share / np.where(base_share > 0, base_share, 1), np.nan)
+        parts.append(
+            pd.DataFrame(
+                {
+                    "dimension": name,
+                    "label": labels.get(name, name.replace("_", " ")),
+                    "value": np.asarray(column.cat.categories, dtype=object),
+                    "count": counts,
+                    "base_count": base_counts,
+                    "share": share,
+                    "base_share": base_share,
+                    "tgi": tgi,
+                }
+            )[keep]
+        )
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def crowd_report(
+    data: CrowdData,
+    crowd: np.ndarray,
+    base: np.ndarray,
+    *,
+    crowd_name: str,
+    base_name: str,
+    min_cell: int = DEFAULT_MIN_CELL,
+    lines: bool = True,
+) -> CrowdReport:
+    """The portrait of ``crowd`` (a mask over ``data``'s customers) against ``base``."""
+    if min_cell < 1:
+        raise ValueError("min_cell is at least 1")
+    frame = data.frame
+    labels = {name: data.dimension_label(name) for name in data.dimensions.columns}
+    report = CrowdReport(
+        crowd=crowd_name,
+        base=base_name,
+        as_of=data.population.as_of,
+        min_cell=min_cell,
+        size=int(crowd.sum()),
+        base_size=int(base.sum()),
+        figures=key_figures(frame, crowd, base),
+        dimensions=dimension_table(data.dimensions, crowd, base, labels),
+        labels=labels,
+    )
+    if report.empty:
+        report.notes.append(f"the crowd has no customers as of {report.as_of}")
+        return report
+    if data.has_events:
+        report.activity = activity_table(frame, crowd, base)
+    else:
+        report.notes.append("the data set has no events table: no views, carts, campaigns or service contacts")
+    if lines:
+        data.say("top categories, brands and cross-sell from the purchase lines")
+        report.categories, report.brands, report.cross_sell = line_tables(data, crowd, base)
+    return report
+
+
+def key_figures(frame: pd.DataFrame, crowd: np.ndarray, base: np.ndarray) -> pd.DataFrame:
+    spend = frame["spend_365d"].fillna(0).to_numpy(dtype=float)
+    orders = frame["orders_365d"].fillna(0).to_numpy(dtype=float) if "orders_365d" in frame else None
+    lifetime = frame["orders_lifetime"].fillna(0).to_numpy(dtype=float)
+    total_revenue = spend.sum()
+
+    def figures(mask: np.ndarray) -> dict:
+        n = int(mask.sum())
+        revenue = float(spend[mask].sum())
+        return {
+            "customers": n,
+            "share of all customers": n / len(frame) if len(frame) else np.nan,
+            f"revenue, last {ACTIVITY_WINDOW} days": revenue,
+            "share of revenue": revenue / total_revenue if total_revenue else np.nan,
+            "mean spend per customer": revenue / n if n else np.nan,
+            "share who bought in the last 365 days": float((spend[mask] != 0).mean()) if n else np.nan,
+            "mean orders ever": float(lifetime[mask].mean()) if n else np.nan,
+            **(
+                {"mean orders, last 365 days": float(orders[mask].mean()) if n else np.nan}
+                if orders is not None
+                else {}
+            ),
+        }
+
+    crowd_figures, base_figures = figures(crowd), figures(base)
+    return pd.DataFrame(
+        {"measure": list(crowd_figures), "crowd": list(crowd_figures.values()), "base": list(base_figures.values())}
+    )
+
+
+def activity_table(frame: pd.DataFrame, crowd: np.ndarray, base: np.ndarray) -> pd.DataFrame:
+    """Purchases beside non-consumption activity: reach (customers with any) and mean per customer."""
+    rows = []
+    for feature, label in ACTIVITY:
+        if feature not in frame:
+            continue
+        values = frame[feature].fillna(0).to_numpy(dtype=float)
+        rows.append(
+            {
+                "measure": feature,
+                "label": f"{label}, last {ACTIVITY_WINDOW} days",
+                "reach": int((values[crowd] > 0).sum()),
+                "base_reach": int((values[base] > 0).sum()),
+                "mean": float(values[crowd].mean()) if crowd.any() else np.nan,
+                "base_mean": float(values[base].mean()) if base.any() else np.nan,
+            }
+        )
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    table["reach_share"] = table["reach"] / max(int(crowd.sum()), 1)
+    table["base_reach_share"] = table["base_reach"] / max(int(base.sum()), 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        table["index"] = np.where(table["base_mean"] > 0, 100 * table["mean"] / table["base_mean"], np.nan)
+    return table
+
+
+def line_tables(data: CrowdData, crowd: np.ndarray, base: np.ndarray):
+    """Top categories and brands by the crowd's spend, and the cross-sell rate, in SQL."""
+    from marketing.population import PURCHASES_READ
+
+    con = data.population.con
+    members = pd.DataFrame({"customer_id": data.ids.to_numpy(), "c": crowd, "b": base})[crowd | base]
+    con.register("_crowd_members", members)
+    try:
+        present = {row[0] for row in con.execute(f"DESCRIBE {PURCHASES_READ}").fetchall()}
+        window = f"age <= {int(ACTIVITY_WINDOW)}"  # ts >= as_of - 365 days (features' window rule)
+        tables = []
+        for column in ("category", "brand"):
+            if column not in present:
+                tables.append(None)
+                continue
+            per_customer = f"""
+                SELECT customer_id, CAST({column} AS VARCHAR) AS value, SUM(amount) AS spend, SUM(quantity) AS units
+                FROM {PURCHASES_READ} WHERE amount > 0 AND {window} AND {column} IS NOT NULL GROUP BY ALL"""
+            found = con.execute(
+                f"""SELECT value,
+                      SUM(spend) FILTER (WHERE c) AS spend, SUM(units) FILTER (WHERE c) AS units,
+                      COUNT(*) FILTER (WHERE c) AS buyers, COUNT(*) FILTER (WHERE b) AS base_buyers,
+                      SUM(spend) FILTER (WHERE b) AS base_spend
+                    FROM ({per_customer}) p JOIN _crowd_members m USING (customer_id)
+                    GROUP BY value"""
+            ).df()
+            tables.append(_top(found, int(crowd.sum()), int(base.sum())))
+        cross = con.execute(
+            f"""SELECT COUNT(*) FILTER (WHERE c) AS orders, COUNT(*) FILTER (WHERE c AND multi) AS multi,
+                       COUNT(*) FILTER (WHERE b) AS base_orders, COUNT(*) FILTER (WHERE b AND multi) AS base_multi
+                FROM (SELECT customer_id, order_id, COUNT(DISTINCT category) > 1 AS multi FROM {PURCHASES_READ}
+                      WHERE amount > 0 AND {window} GROUP BY customer_id, order_id) o
+                JOIN _crowd_members m USING (customer_id)"""
+        ).fetchall()[0]
+    finally:
+        con.unregister("_crowd_members")
+    orders, multi, base_orders, base_multi = (int(v or 0) for v in cross)
+    cross_sell = {
+        "orders": orders,
+        "rate": multi / orders if orders else np.nan,
+        "base_orders": base_orders,
+        "base_rate": base_multi / base_orders if base_orders else np.nan,
+    }
+    return tables[0], tables[1], cross_sell
+
+
+def _top(found: pd.DataFrame, n_crowd: int, n_base: int, top: int = TOP) -> pd.DataFrame:
+    found = found.fillna({"spend": 0.0, "units": 0.0, "buyers": 0, "base_buyers": 0, "base_spend": 0.0})
+    found = found[found["buyers"] > 0].sort_values(["spend", "value"], ascending=[False, True]).head(top)
+    total = found["spend"].sum()
+    result = pd.DataFrame(
+        {
+            "value": found["value"].astype("str"),
+            "spend": found["spend"].astype(float),
+            "share_of_spend": found["spend"] / total if total else np.nan,
+            "buyers": found["buyers"].astype(int),
+            "penetration": found["buyers"] / n_crowd if n_crowd else np.nan,
+            "base_penetration": found["base_buyers"] / n_base if n_base else np.nan,
+            "avg_unit_price": found["spend"] / found["units"].where(found["units"] > 0),
+        }
+    ).reset_index(drop=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        result["tgi"] = np.where(
+            result["base_penetration"] > 0, 100 * result["penetration"] / result["base_penetration"], np.nan
+        )
+    return result
+
+
+# ------------------------------------------------------------------ suppression
+
+
+def small(count, min_cell: int) -> str:
+    return f"<{min_cell}"
+
+
+def suppression_mask(counts: np.ndarray, min_cell: int, groups: np.ndarray | None = None) -> np.ndarray:
+    """Cells to hide: counts under ``min_cell``, plus, in any group with exactly one such cell,
+    its next-smallest cell (else the hidden one is the group's total minus the others)."""
+    counts = np.asarray(counts)
+    hide = counts < min_cell
+    if groups is None:
+        groups = np.zeros(len(counts), dtype=int)
+    for group in pd.unique(groups):
+        rows = np.flatnonzero(groups == group)
+        if hide[rows].sum() == 1 and len(rows) > 1:
+            open_rows = rows[~hide[rows]]
+            hide[open_rows[np.argmin(counts[open_rows])]] = True
+    return hide
+
+
+def suppressed_dimensions(report: CrowdReport) -> pd.DataFrame:
+    """``dimension, value, count, share, base_share, tgi`` as they may leave the program."""
+    table = report.dimensions
+    if table.empty:
+        return pd.DataFrame(columns=["dimension", "value", "count", "share", "base_share", "tgi"])
+    groups = table["dimension"].to_numpy()
+    hide = suppression_mask(table["count"].to_numpy(), report.min_cell, groups)
+    hide_base = suppression_mask(table["base_count"].to_numpy(), report.min_cell, groups)
+    hidden = f"<{report.min_cell}"
+    return pd.DataFrame(
+        {
+            "dimension": table["dimension"],
+            "value": table["value"],
+            "count": np.where(hide, hidden, table["count"].astype(str)),
+            "share": np.where(hide, "", table["share"].map(lambda v: f"{v:.4f}")),
+            "base_share": np.where(hide_base, "", table["base_share"].map(lambda v: f"{v:.4f}")),
+            "tgi": np.where(hide | hide_base | table["tgi"].isna(), "", table["tgi"].map(lambda v: f"{v:.0f}")),
+        }
+    )
+
+
+def suppressed_lines(table: pd.DataFrame | None, min_cell: int) -> pd.DataFrame | None:
+    """A top categories/brands table with rows of fewer than ``min_cell`` buyers blanked."""
+    if table is None or table.empty:
+        return table
+    hide = table["buyers"].to_numpy() < min_cell
+    shown = table.astype(object).copy()
+    for column in ("spend", "share_of_spend", "penetration", "avg_unit_price", "tgi"):
+        shown.loc[hide, column] = None
+    shown["buyers"] = np.where(hide, f"<{min_cell}", table["buyers"].astype(str))
+    return shown
+
+
+def suppressed_activity(table: pd.DataFrame | None, size: int, min_cell: int) -> pd.DataFrame | None:
+    if table is None or table.empty:
+        return table
+    shown = table.astype(object).copy()
+    hide = table["reach"].to_numpy() < min_cell
+    shown["reach"] = np.where(hide, f"<{min_cell}", table["reach"].astype(str))
+    shown.loc[hide, "reach_share"] = None
+    if size < min_cell:
+        shown[["mean", "index"]] = None
+    return shown
+
+
+def figures_shown(report: CrowdReport) -> pd.DataFrame:
+    """Key figures with the crowd's column blanked when the crowd itself is too small."""
+    shown = report.figures.astype(object).copy()
+    if report.size < report.min_cell:
+        shown["crowd"] = None
+        shown.loc[shown["measure"] == "customers", "crowd"] = f"<{report.min_cell}"
+    if report.base_size < report.min_cell:
+        shown["base"] = None
+        shown.loc[shown["measure"] == "customers", "base"] = f"<{report.min_cell}"
+    return shown
+
+
+def report_json(report: CrowdReport) -> dict:
+    """The whole portrait, suppressed, as plain JSON types (the API's answer)."""
+
+    def records(frame: pd.DataFrame | None) -> list[dict]:
+        if frame is None:
+            return []
+        return [{k: _plain(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
+
+    cross = dict(report.cross_sell)
+    if report.size < report.min_cell or cross.get("orders", 0) < report.min_cell:
+        cross = {k: None for k in cross}
+    return {
+        "crowd": report.crowd,
+        "base": report.base,
+        "as_of": report.as_of.isoformat(),
+        "min_cell": report.min_cell,
+        "customers": report.size if report.size >= report.min_cell else f"<{report.min_cell}",
+        "figures": records(figures_shown(report)),
+        "dimensions": records(suppressed_dimensions(report)),
+        "top_categories": records(suppressed_lines(report.categories, report.min_cell)),
+        "top_brands": records(suppressed_lines(report.brands, report.min_cell)),
+        "cross_sell": {k: _plain(v) for k, v in cross.items()},
+        "activity": records(suppressed_activity(report.activity, report.size, report.min_cell)),
+        "notes": list(report.notes),
+    }
+
+
+def _plain(value):
+    if value is None:
+        return None
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return None if np.isnan(value) else round(float(value), 6)
+    return value
