@@ -38,6 +38,7 @@ from features.plan import (
 )
 from portrait.dataset import Dataset, quote_ident
 from portrait.errors import PortraitError
+from portrait.privacy import safe_attribute_columns
 
 log = logging.getLogger(__name__)
 
@@ -101,12 +102,15 @@ def _materialize(
 
 
 def attribute_kinds(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
-    """Each extra column of ``customers`` as ``number``, ``date`` or ``category``."""
+    """Each extra column of ``customers`` as ``number``, ``date`` or ``category``. Personal-data
+    columns are not among them: the data set's views never hold them (:mod:`portrait.privacy`),
+    and a column named like one (``email``, ``phone``, ...) is passed over here too."""
     columns = con.execute("DESCRIBE SELECT * FROM customers").fetchall()
+    allowed = set(safe_attribute_columns(name for name, *_ in columns))
     kinds: dict[str, str] = {}
     text = []
     for name, sql_type, *_ in columns:
-        if name == "customer_id":
+        if name not in allowed:
             continue
         sql_type = sql_type.upper()
         if sql_type.startswith(_NUMERIC):

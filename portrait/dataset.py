@@ -14,6 +14,13 @@ the folder renames columns and points at other file names::
     [tables.purchases.columns]           # contract name = name in the export
     order_id = "InvoiceNo"
     customer_id = "CustomerID"
+    [privacy]                            # see portrait.privacy
+    pii_columns = ["loyalty_card"]       # withheld besides columns named like email, phone, ...
+    consent_column = "marketing_consent"
+    suppression_file = "suppressed.csv"
+
+Personal-data columns of ``customers`` and ``identities`` (:mod:`portrait.privacy`) are left
+out where the table is read (:meth:`TableSource.scan_sql`): no view ever holds them.
 
 CSV encodings: without ``encoding`` a file is read as UTF-8 (UTF-16 when it starts with a UTF-16
 byte-order mark). A single configured encoding is used as it is. A list (``["utf-8",
@@ -39,6 +46,7 @@ Raw files are never modified.
 from __future__ import annotations
 
 import codecs
+import functools
 import gzip
 import hashlib
 import os
@@ -52,12 +60,13 @@ import pandas as pd
 
 from portrait import contract
 from portrait.errors import ConfigError, ContractError
+from portrait.privacy import GUARDED_TABLES, PrivacySettings, withheld_columns
 
 CONFIG_FILE = "portrait.toml"
 DEFAULT_TIMEZONE = "UTC"
 _SUFFIXES = (".parquet", ".csv", ".csv.gz", ".tsv")
 _TABLE_CONFIG_KEYS = {"file", "columns", "timestamp_format", "delimiter", "encoding"}
-_TOP_CONFIG_KEYS = {"tables", "name", "timezone"}
+_TOP_CONFIG_KEYS = {"tables", "name", "timezone", "privacy"}
 # Python's codec name -> the name DuckDB's CSV reader knows; other encodings are converted first.
 _DUCKDB_ENCODINGS = {"utf-8": "utf-8", "utf-8-sig": "utf-8", "iso8859-1": "latin-1", "utf-16": "utf-16"}
 _SHOWN_ENCODING = {"utf-8-sig": "utf-8", "iso8859-1": "latin-1"}
@@ -103,6 +112,9 @@ class TableSource:
     delimiter: str | None = None
     encodings: tuple[str, ...] = ()  # configured, in the order to try; empty: UTF-8
     csv_files: tuple[CsvFile, ...] = ()  # resolved by open_dataset; empty: UTF-8 for every file
+    # Customers and identities: the privacy settings whose withheld columns are left out of
+    # every scan (None: the table is read whole).
+    guard: PrivacySettings | None = None
 
     @property
     def is_csv(self) -> bool:
@@ -135,10 +147,43 @@ class TableSource:
         """The temporary tables where DuckDB stores this table's malformed CSV lines."""
         return f"_csv_rejects_{self.table}", f"_csv_reject_scans_{self.table}"
 
+    @functools.cached_property
+    def withheld(self) -> tuple[str, ...]:
+        """The source's columns withheld as personal data (:mod:`portrait.privacy`), found from
+        its column names (read once, without its rows)."""
+        if self.guard is None:
+            return ()
+        keep = [self.columns.get(c, c) for c in contract.table(self.table).column_names]
+        return withheld_columns(self.table, self._column_names(), keep, self.guard)
+
+    def _column_names(self) -> list[str]:
+        if self.frame is not None:
+            return [str(c) for c in self.frame.columns]
+        con = duckdb.connect()
+        try:
+            if self.duckdb_file is not None:
+                con.execute(f"ATTACH {quote_literal(str(self.duckdb_file))} AS source_db (READ_ONLY)")
+            scan = self._scan_sql("", keep_rejects=self.is_csv)
+            return [row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()]
+        except duckdb.Error as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ContractError(
+                f"cannot read the column names of {self.describe()}: {first}", table=self.table
+            ) from exc
+        finally:
+            con.close()
+
     def scan_sql(self, frame_view: str, keep_rejects: bool = False) -> str:
-        """SQL reading the source. ``keep_rejects`` (CSV): malformed lines (a wrong number of
-        fields, bytes not in the encoding) are skipped and stored in :meth:`rejects_tables`
-        instead of failing the whole read; without it such a line is an error."""
+        """SQL reading the source, less its :attr:`withheld` columns. ``keep_rejects`` (CSV):
+        malformed lines (a wrong number of fields, bytes not in the encoding) are skipped and
+        stored in :meth:`rejects_tables` instead of failing the whole read; without it such a
+        line is an error."""
+        scan = self._scan_sql(frame_view, keep_rejects)
+        if not self.withheld:
+            return scan
+        return f"(SELECT * EXCLUDE ({', '.join(quote_ident(c) for c in self.withheld)}) FROM {scan})"
+
+    def _scan_sql(self, frame_view: str, keep_rejects: bool = False) -> str:
         if self.frame is not None:
             return quote_ident(frame_view)
         if self.duckdb_file is not None:
@@ -205,17 +250,23 @@ class Dataset:
     sources: dict[str, TableSource]
     root: Path | None = None
     timezone: str = DEFAULT_TIMEZONE  # timestamps are converted to and stored in this zone
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)  # the [privacy] settings
 
     @classmethod
     def from_frames(
-        cls, name: str = "frames", timezone: str = DEFAULT_TIMEZONE, **frames: pd.DataFrame | None
+        cls,
+        name: str = "frames",
+        timezone: str = DEFAULT_TIMEZONE,
+        privacy: PrivacySettings | None = None,
+        **frames: pd.DataFrame | None,
     ) -> Dataset:
+        privacy = privacy or PrivacySettings()
         sources = {}
         for table_name, frame in frames.items():
             contract.table(table_name)
             if frame is not None:
-                sources[table_name] = TableSource(table=table_name, frame=frame)
-        return cls(name=name, sources=sources, timezone=_checked_timezone(timezone, "from_frames"))
+                sources[table_name] = TableSource(table=table_name, frame=frame, guard=_guard(table_name, privacy))
+        return cls(name=name, sources=sources, timezone=_checked_timezone(timezone, "from_frames"), privacy=privacy)
 
     def has(self, table_name: str) -> bool:
         return table_name in self.sources
@@ -252,7 +303,7 @@ def open_dataset(path: str | Path) -> Dataset:
         raise ContractError(f"data set {path} does not exist")
     if path.is_file():
         return _open_duckdb_file(path)
-    config, timezone = _read_config(path)
+    config, timezone, privacy = _read_config(path)
     sources: dict[str, TableSource] = {}
     for table in contract.TABLES:
         table_config = config.get(table.name, {})
@@ -268,6 +319,7 @@ def open_dataset(path: str | Path) -> Dataset:
                 delimiter=table_config.get("delimiter"),
                 encodings=encodings,
                 csv_files=tuple(_csv_file(f, encodings, table.name) for f in files) if is_csv else (),
+                guard=_guard(table.name, privacy),
             )
         elif table.required:
             raise ContractError(
@@ -276,22 +328,30 @@ def open_dataset(path: str | Path) -> Dataset:
                 + (f" (or the file named in {CONFIG_FILE})" if table_config else ""),
                 table=table.name,
             )
-    return Dataset(name=path.resolve().name, sources=sources, root=path, timezone=timezone)
+    return Dataset(name=path.resolve().name, sources=sources, root=path, timezone=timezone, privacy=privacy)
 
 
-def _read_config(folder: Path) -> tuple[dict[str, dict], str]:
-    """The ``[tables.*]`` settings (``encoding`` as a tuple of codec names) and the time zone."""
+def _guard(table_name: str, privacy: PrivacySettings) -> PrivacySettings | None:
+    return privacy if table_name in GUARDED_TABLES else None
+
+
+def _read_config(folder: Path) -> tuple[dict[str, dict], str, PrivacySettings]:
+    """The ``[tables.*]`` settings (``encoding`` as a tuple of codec names), the time zone and
+    the ``[privacy]`` settings."""
     config_path = folder / CONFIG_FILE
     if not config_path.exists():
-        return {}, DEFAULT_TIMEZONE
+        return {}, DEFAULT_TIMEZONE, PrivacySettings()
     try:
         raw = tomllib.loads(config_path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{config_path}: not valid TOML: {exc}") from exc
     unknown_top = set(raw) - _TOP_CONFIG_KEYS
     if unknown_top:
-        raise ConfigError(f'{config_path}: unknown keys {sorted(unknown_top)}; expected [tables.*] or timezone = "..."')
+        raise ConfigError(
+            f'{config_path}: unknown keys {sorted(unknown_top)}; expected [tables.*], [privacy] or timezone = "..."'
+        )
     timezone = _checked_timezone(raw.get("timezone", DEFAULT_TIMEZONE), str(config_path))
+    privacy = PrivacySettings.from_config(raw.get("privacy", {}), config_path, folder)
     tables = raw.get("tables", {})
     for table_name, table_config in tables.items():
         if table_name not in contract.TABLES_BY_NAME:
@@ -313,7 +373,7 @@ def _read_config(folder: Path) -> tuple[dict[str, dict], str]:
                 )
         if "encoding" in table_config:
             table_config["encoding"] = _checked_encodings(table_config["encoding"], config_path, table_name)
-    return tables, timezone
+    return tables, timezone, privacy
 
 
 def _checked_timezone(name: object, where: str) -> str:
@@ -474,7 +534,12 @@ def _open_duckdb_file(path: Path) -> Dataset:
         present = {row[0] for row in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
     finally:
         con.close()
-    sources = {t.name: TableSource(table=t.name, duckdb_file=path) for t in contract.TABLES if t.name in present}
+    privacy = PrivacySettings()
+    sources = {
+        t.name: TableSource(table=t.name, duckdb_file=path, guard=_guard(t.name, privacy))
+        for t in contract.TABLES
+        if t.name in present
+    }
     if "purchases" not in sources:
         raise ContractError(f"required table 'purchases' not found in DuckDB file {path}", table="purchases")
     return Dataset(name=path.stem, sources=sources, root=path)

@@ -23,9 +23,11 @@ from portrait.dataset import CONFIG_FILE, Dataset, TableSource, quote_ident, quo
 from portrait.errors import ContractError
 from portrait.files import atomic_target, atomic_write_text
 from portrait.identity import IdentitySummary, identity_summary
+from portrait.privacy import GUARDED_TABLES
 from portrait.views import REASON, parse_expr, present_expr, zone_expr
 
 MALFORMED = "malformed_row"
+WITHHELD_LINE = "(text withheld: the line holds personal-data columns)"
 INVALID_ENCODING = "invalid_encoding"
 
 
@@ -120,7 +122,7 @@ def validate(dataset: Dataset, out_dir: Path | None = None, progress: Progress |
             purchases_first_ts=str(first_ts),
             purchases_last_ts=str(last_ts),
             timezone=dataset.timezone,
-            notes=_notes(reports, dataset.timezone),
+            notes=_privacy_notes(dataset) + _notes(reports, dataset.timezone),
         )
     finally:
         con.close()
@@ -131,6 +133,22 @@ def validate(dataset: Dataset, out_dir: Path | None = None, progress: Progress |
 
 def _first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _privacy_notes(dataset: Dataset) -> list[str]:
+    """Which columns were withheld as personal data (names only), and configured ones no
+    table has (a misspelt name would otherwise go unnoticed)."""
+    notes = []
+    found: set[str] = set()
+    for table in GUARDED_TABLES:
+        source = dataset.sources.get(table)
+        if source is not None and source.withheld:
+            found |= {c.lower() for c in source.withheld}
+            notes.append(f"{table}: personal-data columns withheld, never read: {', '.join(source.withheld)}")
+    missing = [c for c in dataset.privacy.pii_columns if c.lower() not in found]
+    if missing:
+        notes.append(f"[privacy] pii_columns names {', '.join(missing)}, which neither customers nor identities has")
+    return notes
 
 
 def _notes(reports: list[TableReport], timezone: str) -> list[str]:
@@ -284,6 +302,8 @@ def _collect_malformed(con, source: TableSource) -> dict[str, int]:
             "text VARCHAR, byte BIGINT)"
         )
         return {}
+    # A line of a table with personal-data columns holds their values: its text is not kept.
+    text = f"{quote_literal(WITHHELD_LINE)}" if source.withheld else "any_value(e.csv_line)"
     renamed = [f for f in source.resolved_csv_files() if f.read_path is not None]
     file_name = "s.file_path"
     if renamed:
@@ -294,7 +314,7 @@ def _collect_malformed(con, source: TableSource) -> dict[str, int]:
         SELECT {file_name} AS file, e.line AS line,
             CASE WHEN bool_or(e.error_type = 'INVALID ENCODING') THEN '{INVALID_ENCODING}'
                  ELSE '{MALFORMED}' END AS reason,
-            any_value(e.csv_line) AS text, min(e.line_byte_position) AS byte
+            {text} AS text, min(e.line_byte_position) AS byte
         FROM {quote_ident(errors)} e JOIN {quote_ident(scans)} s USING (scan_id, file_id)
         GROUP BY s.file_path, e.line"""
     )
@@ -339,7 +359,7 @@ def _check_encoding(con, source: TableSource, table: contract.Table, lines: int)
     share = contract.MAX_UNDECLARED_ENCODING_SHARE
     for file, n, line, byte, text in rows:
         if file in guessed and (n > contract.MAX_UNDECLARED_ENCODING_ERRORS or n > share * lines):
-            raw = _raw_line(guessed[file].path, byte)
+            raw = None if source.withheld else _raw_line(guessed[file].path, byte)
             encoding = guessed[file].encoding.upper()
             problems.append(
                 f"{file} is not {encoding}: {n:,} lines have bytes that are not valid {encoding} "

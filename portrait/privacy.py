@@ -1,0 +1,495 @@
+"""Personal data: which columns are withheld from everything, and who may be put on a list.
+
+**Withheld columns.** A column of the ``customers`` or ``identities`` table is *personal data*
+when the data set's ``portrait.toml`` names it, or when its name says it is one (the built-in
+guard, :func:`is_pii_name`)::
+
+    [privacy]
+    pii_columns = ["loyalty_card"]          # withheld besides the built-in guard
+    consent_column = "marketing_consent"    # customers column; false/0/no = opted out
+    suppression_file = "suppressed.csv"     # one customer id per line (relative to the data set)
+
+The guard knows e-mail addresses (``email``, ``e-mail``, ``contact_email``), phone numbers
+(``phone``, ``mobile``, ``tel``, ``fax``), personal names (``name``, ``first_name``,
+``full_name``, ``surname``, ``customer_name``; not ``brand_name`` or ``store_name``), postal
+addresses (``address``, ``street``, ``postcode``, ``zip``) and identity documents (``id_card``,
+``national_id``, ``passport``, ``ssn``). A name ending like a flag (``email_opt_in``,
+``phone_verified``, ``address_type``) or starting with ``has_``/``is_`` is not withheld: it
+holds no personal value. Contract columns (``customer_id``, ``id_type``, ``id_value``) and the
+configured consent column are never withheld.
+
+Withheld columns are left out of the table where it is read (:meth:`TableSource.scan_sql
+<portrait.dataset.TableSource.scan_sql>`), so no view, feature, persona page, report, list,
+MLflow run, log or API answer can see them; their names (never their values) are logged once
+per process and listed in the validation report.
+
+**Consent.** Every export and list leaves out the people who may not be contacted
+(:func:`apply_consent`): with a ``consent_column``, everyone whose consent is not recorded as
+given (``true``/``1``/``yes``; ``false``/``0``/``no`` is an opt-out, and a customer with no
+value or no customers row has not given it); with a ``suppression_file``, everyone listed there.
+Ids are resolved through identity merging: a person opted out or suppressed under any of their
+customer ids is left out under all of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from portrait.errors import ConfigError, ContractError
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from portrait.dataset import Dataset
+
+log = logging.getLogger(__name__)
+
+GUARDED_TABLES = ("customers", "identities")
+PRIVACY_KEYS = ("pii_columns", "consent_column", "suppression_file")
+# Reasons a customer is left out of an export, as keys of apply_consent's counts.
+NO_CONSENT = "no_consent"
+SUPPRESSED = "suppressed"
+CONSENT_GIVEN = ("true", "t", "yes", "y", "1", "1.0")
+CONSENT_REFUSED = ("false", "f", "no", "n", "0", "0.0")
+
+# Words that make a column personal data wherever they appear in its name (single words, or
+# two adjacent words written together: first+name, e+mail, zip+code).
+_ALWAYS = frozenset(
+    {
+        "email",
+        "emails",
+        "emailaddress",
+        "phone",
+        "phones",
+        "phonenumber",
+        "telephone",
+        "cellphone",
+        "mobilephone",
+        "msisdn",
+        "fax",
+        "address",
+        "addresses",
+        "street",
+        "streetaddress",
+        "postcode",
+        "postalcode",
+        "zipcode",
+        "firstname",
+        "lastname",
+        "fullname",
+        "surname",
+        "forename",
+        "givenname",
+        "middlename",
+        "maidenname",
+        "username",
+        "nickname",
+        "passport",
+        "ssn",
+        "idcard",
+        "identitycard",
+        "nationalid",
+        "nationalidentity",
+        "nationalinsurance",
+        "socialsecurity",
+        "taxid",
+        "idnumber",
+        "iban",
+    }
+)
+# Words that are personal data only as the last word of the name (after a number suffix is
+# dropped), alone or after a word saying whose: ``mobile``, ``home_tel``, ``customer_name``;
+# not ``mobile_app_user`` or ``brand_name``.
+_AS_HEAD = frozenset({"mobile", "tel", "cell", "name", "zip", "mail"})
+_WHOSE = frozenset(
+    {
+        "customer",
+        "client",
+        "contact",
+        "person",
+        "member",
+        "user",
+        "account",
+        "holder",
+        "owner",
+        "home",
+        "work",
+        "private",
+        "personal",
+        "primary",
+        "secondary",
+        "main",
+        "billing",
+        "shipping",
+        "delivery",
+        "first",
+        "last",
+        "full",
+        "given",
+        "family",
+        "middle",
+        "legal",
+        "real",
+        "display",
+        "e",
+    }
+)
+_NUMBER_SUFFIXES = frozenset({"number", "no", "nr", "num"})
+# A name ending in one of these (or starting with has/is) is a flag or a kind, not the value.
+_FLAG_ENDINGS = frozenset(
+    {
+        "opt",
+        "optin",
+        "optout",
+        "in",
+        "out",
+        "consent",
+        "consented",
+        "permission",
+        "allowed",
+        "verified",
+        "validated",
+        "valid",
+        "bounced",
+        "known",
+        "present",
+        "provided",
+        "flag",
+        "status",
+        "type",
+        "kind",
+        "count",
+        "domain",
+    }
+)
+_FLAG_STARTS = frozenset({"has", "is"})
+
+_reported: set[tuple] = set()
+
+
+def _words(name: str) -> list[str]:
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", str(name))
+    return [w for w in re.split(r"[^a-z0-9]+", spaced.lower()) if w]
+
+
+def is_pii_name(column: str) -> bool:
+    """The built-in guard: whether a column's name says it holds personal data (see the module
+    docstring). ``is_pii_name("email")`` and ``is_pii_name("full_name")`` are true,
+    ``is_pii_name("brand_name")`` and ``is_pii_name("email_opt_in")`` false."""
+    words = _words(column)
+    if not words or words[0] in _FLAG_STARTS or words[-1] in _FLAG_ENDINGS:
+        return False
+    pairs = {a + b for a, b in zip(words, words[1:], strict=False)}
+    if _ALWAYS & (set(words) | pairs):
+        return True
+    core = list(words)
+    while len(core) > 1 and core[-1] in _NUMBER_SUFFIXES:
+        core.pop()
+    return core[-1] in _AS_HEAD and (len(core) == 1 or core[-2] in _WHOSE)
+
+
+@dataclass(frozen=True)
+class PrivacySettings:
+    """A data set's ``[privacy]`` settings (all optional)."""
+
+    pii_columns: tuple[str, ...] = ()  # withheld besides the built-in guard
+    consent_column: str | None = None  # a customers column: false/0/no = opted out
+    suppression_file: Path | None = None  # one customer id per line; absolute once read
+    source: str = field(default="", compare=False)  # where they were read from, for messages
+
+    @classmethod
+    def from_config(cls, raw: object, config_path: Path, folder: Path) -> PrivacySettings:
+        where = f"{config_path} [privacy]"
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where} must be a table of settings: {', '.join(PRIVACY_KEYS)}")
+        if unknown := set(raw) - set(PRIVACY_KEYS):
+            raise ConfigError(f"{where}: unknown keys {sorted(unknown)}; allowed: {list(PRIVACY_KEYS)}")
+        columns = raw.get("pii_columns", [])
+        if not isinstance(columns, list) or not all(isinstance(c, str) and c.strip() for c in columns):
+            raise ConfigError(f'{where}: pii_columns must be a list of column names, e.g. ["loyalty_card"]')
+        consent = raw.get("consent_column")
+        if consent is not None and (not isinstance(consent, str) or not consent.strip()):
+            raise ConfigError(f'{where}: consent_column must be a column name, e.g. "marketing_consent"')
+        if consent is not None and consent.lower() in {c.lower() for c in columns}:
+            raise ConfigError(f"{where}: {consent!r} is both the consent column and a pii column; it cannot be both")
+        suppression = raw.get("suppression_file")
+        if suppression is not None and (not isinstance(suppression, str) or not suppression.strip()):
+            raise ConfigError(f'{where}: suppression_file must be a file name, e.g. "suppressed.csv"')
+        return cls(
+            pii_columns=tuple(c.strip() for c in columns),
+            consent_column=consent.strip() if consent else None,
+            suppression_file=(folder / suppression) if suppression else None,
+            source=str(config_path),
+        )
+
+    @property
+    def has_consent_rules(self) -> bool:
+        return self.consent_column is not None or self.suppression_file is not None
+
+
+def withheld_columns(
+    table: str, columns: Iterable[str], keep: Iterable[str], settings: PrivacySettings
+) -> tuple[str, ...]:
+    """Which of ``columns`` (a guarded table's source columns) are withheld: the configured
+    ones and those the guard recognises, but never those in ``keep`` (the contract's columns,
+    under their source names) nor the consent column. Logs the names once per process."""
+    columns = [str(c) for c in columns]
+    kept = {k.lower() for k in keep}
+    configured = {c.lower() for c in settings.pii_columns}
+    for name in columns:
+        if name.lower() in kept and name.lower() in configured:
+            raise ConfigError(
+                f"{settings.source} [privacy]: pii_columns names {name!r}, which {table} needs "
+                "(a contract column); it cannot be withheld"
+            )
+    consent = (settings.consent_column or "").lower()
+    withheld = tuple(
+        name
+        for name in columns
+        if name.lower() not in kept
+        and name.lower() != consent
+        and (name.lower() in configured or (table in GUARDED_TABLES and is_pii_name(name)))
+    )
+    _report_once(table, withheld, settings)
+    return withheld
+
+
+def _report_once(table: str, withheld: tuple[str, ...], settings: PrivacySettings) -> None:
+    key = (table, withheld, settings.source)
+    if not withheld or key in _reported:
+        return
+    _reported.add(key)
+    configured = {c.lower() for c in settings.pii_columns}
+    named = [c for c in withheld if c.lower() in configured]
+    guessed = [c for c in withheld if c.lower() not in configured]
+    parts = []
+    if guessed:
+        parts.append(f"{', '.join(guessed)} (named like personal data)")
+    if named:
+        parts.append(f"{', '.join(named)} (pii_columns in {settings.source})")
+    log.warning("%s: personal-data columns withheld, never read: %s", table, "; ".join(parts))
+
+
+def pii_columns(dataset: Dataset) -> frozenset[str]:
+    """The columns of ``dataset`` withheld as personal data (source names, from the
+    ``customers`` and ``identities`` tables): configured in ``[privacy] pii_columns`` or
+    recognised by the built-in guard. Reads the tables' column names, not their rows."""
+    found: set[str] = set()
+    for table in GUARDED_TABLES:
+        source = dataset.sources.get(table)
+        if source is not None:
+            found.update(source.withheld)
+    return frozenset(found)
+
+
+def safe_attribute_columns(columns: Iterable[str], dataset: Dataset | None = None) -> list[str]:
+    """``columns`` of the customers table (in their order) that may be shown as attributes:
+    without ``customer_id``, columns the built-in guard recognises, and, given the
+    ``dataset``, its configured ``pii_columns`` and withheld columns. (The data set's views
+    already lack withheld columns; this also guards column lists from anywhere else.)"""
+    blocked: set[str] = set()
+    consent = ""
+    if dataset is not None:
+        blocked = {c.lower() for c in dataset.privacy.pii_columns} | {c.lower() for c in pii_columns(dataset)}
+        consent = (dataset.privacy.consent_column or "").lower()
+    return [
+        c
+        for c in columns
+        if str(c) != "customer_id"
+        and str(c).lower() not in blocked
+        and (str(c).lower() == consent or not is_pii_name(str(c)))
+    ]
+
+
+# ---------------------------------------------------------------- consent
+
+
+@dataclass(frozen=True)
+class Consent:
+    """Who may be contacted, by person id (customer ids after identity merging)."""
+
+    consented: np.ndarray | None = None  # persons whose consent is given; None: no consent column
+    suppressed: np.ndarray = field(default_factory=lambda: np.array([], dtype=object))
+    column: str | None = None
+    suppression_file: Path | None = None
+
+    def apply(self, frame: pd.DataFrame, id_column: str = "customer_id") -> tuple[pd.DataFrame, dict[str, int]]:
+        """``frame`` less the rows of people who may not be contacted, and how many rows were
+        left out per reason (``suppressed`` first, then ``no_consent``; each row counted once).
+        The counts have a key per configured rule, so an empty dict means no rule is set."""
+        counts: dict[str, int] = {}
+        ids = frame[id_column].astype("str")
+        out = pd.Series(False, index=frame.index)
+        if self.suppression_file is not None:
+            hit = ids.isin(self.suppressed)
+            counts[SUPPRESSED] = int(hit.sum())
+            out |= hit
+        if self.consented is not None:
+            hit = ~out & ~ids.isin(self.consented)
+            counts[NO_CONSENT] = int(hit.sum())
+            out |= hit
+        if not out.any():
+            return frame, counts
+        return frame[~out.to_numpy()], counts
+
+
+def load_consent(dataset: Dataset, con: duckdb.DuckDBPyConnection | None = None) -> Consent:
+    """The data set's consent rules, read now (see the module docstring). ``con`` is a
+    connection of ``dataset`` to reuse (its identity map), else one is opened and closed."""
+    settings = dataset.privacy
+    if not settings.has_consent_rules:
+        return Consent()
+    own = con is None
+    con = con or dataset.connect()
+    try:
+        merged = _has_table(con, "identity_map")
+        consented = (
+            _consented_persons(con, dataset, settings.consent_column, merged) if settings.consent_column else None
+        )
+        suppressed = (
+            _suppressed_persons(con, settings.suppression_file, merged)
+            if settings.suppression_file is not None
+            else np.array([], dtype=object)
+        )
+    finally:
+        if own:
+            con.close()
+    return Consent(consented, suppressed, settings.consent_column, settings.suppression_file)
+
+
+def apply_consent(
+    frame: pd.DataFrame, dataset: Dataset, con: duckdb.DuckDBPyConnection | None = None
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """``frame`` (a ``customer_id`` column of person ids, as in features, scores and segment
+    members) less the people ``dataset``'s consent rules leave out, and how many were left out
+    per reason: ``{"no_consent": n, "suppressed": m}``, a key per configured rule (``{}`` when
+    the data set has none). Raises :class:`ConfigError` / :class:`ContractError` when a
+    configured rule cannot be read (a missing column or file, a value that is not yes or no):
+    a list is never written without its consent check."""
+    return load_consent(dataset, con).apply(frame)
+
+
+def consent_note(left_out: dict[str, int]) -> str | None:
+    """One line for the person running an export: how many were left out and why; None when
+    the data set has no consent rules."""
+    if not left_out:
+        return None
+    total = sum(left_out.values())
+    reasons = []
+    if NO_CONSENT in left_out:
+        reasons.append(f"{left_out[NO_CONSENT]:,} without marketing consent (opted out or none recorded)")
+    if SUPPRESSED in left_out:
+        reasons.append(f"{left_out[SUPPRESSED]:,} on the suppression list")
+    return f"left out {total:,} customer{'s' if total != 1 else ''}: {', '.join(reasons)}"
+
+
+def _has_table(con, name: str) -> bool:
+    return bool(con.execute("SELECT COUNT(*) FROM duckdb_tables() WHERE table_name = ?", [name]).fetchall()[0][0])
+
+
+def _persons(merged: bool, relation: str) -> str:
+    """SQL: ``relation``'s rows with ``person`` (the merged person's id) added."""
+    if not merged:
+        return f"SELECT *, customer_id AS person FROM {relation}"
+    return (
+        f"SELECT r.*, COALESCE(m.person_id, r.customer_id) AS person FROM {relation} r "
+        "LEFT JOIN identity_map m ON m.customer_id = r.customer_id"
+    )
+
+
+def _consented_persons(con, dataset: Dataset, column: str, merged: bool) -> np.ndarray:
+    from portrait.dataset import quote_ident
+
+    where = f"{dataset.privacy.source} [privacy] consent_column"
+    if not dataset.has("customers"):
+        raise ConfigError(f"{where} is {column!r}, but the data set has no customers table to read it from")
+    available = {r[0].lower(): r[0] for r in con.execute("DESCRIBE SELECT * FROM typed_customers").fetchall()}
+    if column.lower() not in available:
+        shown = sorted(c for c in available.values() if c != "customer_id")
+        raise ContractError(
+            f"the consent column {column!r} named in {where} is not in the table; its columns are {shown}",
+            table="customers",
+        )
+    value = f"lower(trim(CAST({quote_ident(available[column.lower()])} AS VARCHAR)))"
+    given, refused = _sql_list(CONSENT_GIVEN), _sql_list(CONSENT_REFUSED)
+    status = (
+        f"CASE WHEN {value} IN {given} THEN 1 WHEN {value} IN {refused} THEN 0 "
+        f"WHEN {value} IS NULL OR {value} = '' THEN NULL ELSE -1 END"
+    )
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE _consent_rows AS SELECT CAST(customer_id AS VARCHAR) AS customer_id, "
+        f"{status} AS status, CAST({quote_ident(available[column.lower()])} AS VARCHAR) AS value FROM typed_customers"
+    )
+    try:
+        bad = con.execute("SELECT customer_id, value FROM _consent_rows WHERE status = -1 LIMIT 3").fetchall()
+        if bad:
+            n = con.execute("SELECT COUNT(*) FROM _consent_rows WHERE status = -1").fetchall()[0][0]
+            raise ContractError(
+                f"{n:,} values are neither a yes ({', '.join(CONSENT_GIVEN[:5])}) nor a no "
+                f"({', '.join(CONSENT_REFUSED[:5])}); a list cannot tell whether they may be contacted",
+                table="customers",
+                column=available[column.lower()],
+                examples=[{"customer_id": c, column: v} for c, v in bad],
+            )
+        # A person is consented when some row of theirs says yes and none says no.
+        rows = con.execute(
+            f"""SELECT person FROM ({_persons(merged, "_consent_rows")}) p
+            GROUP BY person HAVING bool_or(status = 1) AND NOT bool_or(status = 0)"""
+        ).fetchall()
+    finally:
+        con.execute("DROP TABLE IF EXISTS _consent_rows")
+    return np.array([r[0] for r in rows], dtype=object)
+
+
+def _suppressed_persons(con, path: Path, merged: bool) -> np.ndarray:
+    ids = read_suppression_file(path)
+    frame = pd.DataFrame({"customer_id": pd.Series(ids, dtype="str")})
+    con.register("_suppressed_frame", frame)
+    try:
+        rows = con.execute(f"SELECT DISTINCT person FROM ({_persons(merged, '_suppressed_frame')}) p").fetchall()
+    finally:
+        con.unregister("_suppressed_frame")
+    return np.array([r[0] for r in rows], dtype=object)
+
+
+def read_suppression_file(path: Path) -> list[str]:
+    """The customer ids of a suppression file: one per line, blank lines and a first line
+    ``customer_id`` (a header) skipped, surrounding quotes and spaces removed. UTF-8."""
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"the suppression file {path} does not exist; no list is written without it "
+            "(create it, even empty, or remove suppression_file from [privacy])"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the suppression file {path}: {exc}") from exc
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"the suppression file {path} is not UTF-8 (line {line:,}); save it as UTF-8") from None
+    ids = []
+    for number, line in enumerate(text.splitlines(), 1):
+        value = line.strip().strip('"').strip()
+        if not value or (number == 1 and value.lower() == "customer_id"):
+            continue
+        if "," in value or "\t" in value or ";" in value:
+            raise ConfigError(
+                f"the suppression file {path} line {number:,} holds more than an id (a comma, tab or "
+                "semicolon); give one customer id per line"
+            )
+        ids.append(value)
+    return ids
+
+
+def _sql_list(values: tuple[str, ...]) -> str:
+    return "(" + ", ".join(f"'{v}'" for v in values) + ")"
