@@ -28,12 +28,14 @@ features_app = typer.Typer(no_args_is_help=True, help="Point-in-time customer fe
 personas_app = typer.Typer(no_args_is_help=True, help="Personas: clustering customers, crowd portraits.")
 tags_app = typer.Typer(no_args_is_help=True, help="The tag library: rule, model and manual tags; exclusive groups.")
 segment_app = typer.Typer(no_args_is_help=True, help="Saved segments: create, count, refresh, export.")
+crowd_app = typer.Typer(no_args_is_help=True, help="Portraits of any crowd: report, crosstab, export, compare, trend.")
 app.add_typer(import_app, name="import")
 app.add_typer(identity_app, name="identity")
 app.add_typer(features_app, name="features")
 app.add_typer(personas_app, name="personas")
 app.add_typer(tags_app, name="tags")
 app.add_typer(segment_app, name="segment")
+app.add_typer(crowd_app, name="crowd")
 
 console = Console(stderr=True)
 out = Console()
@@ -171,19 +173,32 @@ def identity_explain_command(
     customer_id: Annotated[str, typer.Argument(help="A customer id or a merged person id.")],
     dataset: Annotated[Path, typer.Option("--data", help="Data set folder or DuckDB file.")],
 ) -> None:
-    """Show which shared identifiers joined a customer id to which others."""
+    """Show which shared identifiers joined a customer id to which others (by type and count;
+    by salted hash when PORTRAIT_IDENTITY_SALT is set; never the values)."""
+    import os
+
     from portrait.dataset import open_dataset
-    from portrait.identity import explain
+    from portrait.identity import SALT_ENV, explain
 
     ds = open_dataset(dataset)
     if not ds.has("identities"):
         raise PortraitError(f"data set {dataset} has no identities table; no id was merged")
-    result = explain(ds.connect(), customer_id)
-    out.print(f"person {result['person_id']}: customer ids {', '.join(result['customer_ids'])}")
+    salt = os.environ.get(SALT_ENV) or None
+    result = explain(ds.connect(), customer_id, salt=salt)
+    out.print(f"person {result['person_id']}: customer ids {', '.join(result['customer_ids'])}", highlight=False)
     if not result["shared_identifiers"]:
         out.print("  shares no identifier with another id (not merged)")
     for shared in result["shared_identifiers"]:
-        out.print(f"  {shared['id_type']} #{shared['fingerprint']} is shared by {', '.join(shared['customer_ids'])}")
+        ids = ", ".join(shared["customer_ids"])
+        for salted in shared.get("salted_hashes", []):
+            out.print(
+                f"  {shared['id_type']} (salted hash {salted}) is shared by {ids}", highlight=False, soft_wrap=True
+            )
+        if not salt:
+            n = shared["identifiers"]
+            out.print(f"  {n} {shared['id_type']} identifier{'s' if n != 1 else ''} shared by {ids}", highlight=False)
+    if result["shared_identifiers"] and not salt:
+        out.print(f"(set {SALT_ENV} to see each identifier's salted hash)", highlight=False)
 
 
 @identity_app.command("hash")
@@ -249,6 +264,12 @@ def _register_later_commands() -> None:
     from marketing import segment_cli
 
     segment_cli.register_segments(segment_app, out, console)
+    from marketing import funnel_cli
+
+    funnel_cli.register_funnel(app, out, console)
+    from marketing import crowd_cli
+
+    crowd_cli.register_crowd(crowd_app, out, console)
 
 
 if __name__ == "__main__":

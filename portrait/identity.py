@@ -5,7 +5,8 @@ is an edge between them; every connected component is one person. The person's i
 smallest customer id (as text) in the component, so the merge never depends on row order.
 
 Identifier values never leave this module: the map holds customer ids only, and
-:func:`explain` shows identifiers by type and a short fingerprint, never the value.
+:func:`explain` shows identifiers by type and count, or by salted hash given the salt; never
+the value, nor an unsalted hash of it.
 """
 
 from __future__ import annotations
@@ -102,15 +103,23 @@ def identity_summary(con: duckdb.DuckDBPyConnection) -> IdentitySummary:
     return summarize(con.execute("SELECT customer_id, person_id FROM identity_map").df())
 
 
-def fingerprint(value: str) -> str:
-    """A short, non-reversible label for showing an identifier without showing it."""
+def salted_hash(value: str, salt: str) -> str:
+    """SHA-256 of ``salt`` + ``value`` as hex: what :func:`hash_identities_file` writes for it.
+    Without the secret salt nobody can test guesses (a phone number has only ~10^10 values, so
+    an unsalted hash of one, even a short prefix, is undone by brute force in a second)."""
     import hashlib
 
-    return hashlib.sha256(value.encode()).hexdigest()[:10]
+    return hashlib.sha256((salt + value).encode()).hexdigest()
 
 
-def explain(con: duckdb.DuckDBPyConnection, customer_id: str) -> dict:
-    """Which ids were merged with ``customer_id`` and through which shared identifiers."""
+def explain(con: duckdb.DuckDBPyConnection, customer_id: str, salt: str | None = None) -> dict:
+    """Which ids were merged with ``customer_id`` and through which shared identifiers.
+
+    Identifiers are never shown: each entry of ``shared_identifiers`` gives an ``id_type``, the
+    customer ids sharing it and how many ``identifiers`` of that type they share; given the
+    ``salt`` (``PORTRAIT_IDENTITY_SALT``), also their ``salted_hashes``, as ``portrait
+    identity hash`` writes them. Without a salt no hash of any kind is given.
+    """
     rows = con.execute(
         "SELECT person_id FROM identity_map WHERE customer_id = ? OR person_id = ? LIMIT 1",
         [customer_id, customer_id],
@@ -130,11 +139,17 @@ def explain(con: duckdb.DuckDBPyConnection, customer_id: str) -> dict:
         JOIN identity_map m ON i.customer_id = m.customer_id WHERE m.person_id = ?""",
         [person_id],
     ).df()
-    shared = []
+    grouped: dict[tuple[str, tuple[str, ...]], list[str]] = {}
     for (id_type, id_value), group in links.groupby(["id_type", "id_value"], sort=True):
-        ids = sorted(group["customer_id"].unique())
+        ids = tuple(sorted(group["customer_id"].unique()))
         if len(ids) > 1:
-            shared.append({"id_type": id_type, "fingerprint": fingerprint(id_value), "customer_ids": ids})
+            grouped.setdefault((id_type, ids), []).append(id_value)
+    shared = []
+    for (id_type, ids), values in sorted(grouped.items()):
+        entry = {"id_type": id_type, "customer_ids": list(ids), "identifiers": len(values)}
+        if salt:
+            entry["salted_hashes"] = sorted(salted_hash(v, salt) for v in values)
+        shared.append(entry)
     return {"person_id": person_id, "customer_ids": members, "shared_identifiers": shared}
 
 

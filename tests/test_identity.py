@@ -64,15 +64,66 @@ def test_mapping_applies_to_every_table_and_keeps_the_persons_own_attributes():
     assert con.execute("SELECT customer_id, region FROM customers").fetchall() == [("app-3", "north")]
 
 
-def test_explain_names_the_shared_identifiers_without_their_values():
+def _unsalted(value: str) -> list[str]:
+    import hashlib
+
+    digest = hashlib.sha256(value.encode()).hexdigest()
+    return [digest, digest[:10]]
+
+
+def test_explain_names_the_shared_identifiers_by_type_and_count_without_a_salt():
     result = explain(_dataset().connect(), "store-9")
-    assert result["person_id"] == "app-3"
-    assert result["customer_ids"] == ["app-3", "store-9", "web-7"]
-    assert [(s["id_type"], s["customer_ids"]) for s in result["shared_identifiers"]] == [
-        ("email", ["app-3", "store-9"]),
-        ("phone", ["app-3", "web-7"]),
+    assert result == {
+        "person_id": "app-3",
+        "customer_ids": ["app-3", "store-9", "web-7"],
+        "shared_identifiers": [
+            {"id_type": "email", "customer_ids": ["app-3", "store-9"], "identifiers": 1},
+            {"id_type": "phone", "customer_ids": ["app-3", "web-7"], "identifiers": 1},
+        ],
+    }
+    # Neither the values nor any unsalted hash of them (brute-forceable for a phone number).
+    for value in ("e1", "p1"):
+        assert all(shown not in str(result) for shown in [value, *_unsalted(value)])
+
+
+def test_explain_with_the_salt_shows_the_hashes_identity_hash_writes(tmp_path):
+    source = tmp_path / "identities.csv"
+    LINKS.to_csv(source, index=False)
+    hash_identities_file(source, tmp_path / "hashed.parquet", salt="pepper")
+    hashed = pd.read_parquet(tmp_path / "hashed.parquet")
+    written = dict(zip(LINKS["id_value"], hashed["id_value"], strict=True))
+    result = explain(_dataset().connect(), "store-9", salt="pepper")
+    assert [(s["id_type"], s["salted_hashes"]) for s in result["shared_identifiers"]] == [
+        ("email", [written["e1"]]),
+        ("phone", [written["p1"]]),
     ]
-    assert "e1" not in str(result) and "p1" not in str(result)
+    assert all(shown not in str(result) for shown in ["p1", *_unsalted("p1")])
+
+
+def test_identity_explain_command_prints_no_unsalted_hash(tmp_path, monkeypatch):
+    from tests.test_marketing_api_cli import run
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    LINKS.assign(id_value=["+447700900001", "+447700900001", "e1", "e1", "p2", "k1", "k1"]).to_csv(
+        folder / "identities.csv", index=False
+    )
+    pd.DataFrame({"order_id": ["o1"], "customer_id": ["web-7"], "ts": ["2024-01-01"], "amount": [1.0]}).to_csv(
+        folder / "purchases.csv", index=False
+    )
+    monkeypatch.delenv("PORTRAIT_IDENTITY_SALT", raising=False)
+    code, text = run("identity", "explain", "web-7", "--data", str(folder))
+    assert code == 0
+    assert "1 phone identifier shared by app-3, web-7" in text and "1 email identifier shared by app-3, store-9" in text
+    assert "set PORTRAIT_IDENTITY_SALT" in text
+    assert not any(shown in text for shown in ["+447700900001", *_unsalted("+447700900001")])
+    monkeypatch.setenv("PORTRAIT_IDENTITY_SALT", "pepper")
+    code, text = run("identity", "explain", "web-7", "--data", str(folder))
+    import hashlib
+
+    salted = hashlib.sha256(b"pepper+447700900001").hexdigest()
+    assert code == 0 and f"phone (salted hash {salted}) is shared by app-3, web-7" in text
+    assert not any(shown in text for shown in _unsalted("+447700900001"))
 
 
 def test_explain_an_unknown_id_says_so():
