@@ -188,8 +188,12 @@ class CrowdData:
         segments: SegmentStore | None = None,
         manual_store: Path | None = None,
         say: Callable[[str], None] | None = None,
+        columns: list[str] | None = None,
     ):
+        """``columns``: build only these (e.g. a trend that needs no dimensions); default:
+        everything the report's dimensions and activity table read."""
         self.population = population
+        self.columns = columns
         self.library = library
         self.segments = segments or SegmentStore()
         self.manual_store = manual_store
@@ -206,6 +210,8 @@ class CrowdData:
     @property
     def frame(self) -> pd.DataFrame:
         """Every customer with the columns the dimensions and the activity table read."""
+        if self._frame is None and self.columns is not None:
+            self._frame = self.population.frame(columns=self.columns)
         if self._frame is None:
             columns = list(BASE_COLUMNS) + [g.feature for g in level_groups(self.library)]
             columns += self.attribute_features()

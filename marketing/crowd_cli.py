@@ -213,3 +213,48 @@ def register_crowd(app: typer.Typer, out, console) -> None:
         )
         out.print(f"{sizes}; {int(result.table['significant'].sum()):,} significant differences")
         out.print(f"wrote {paths['csv']}, {paths['md']}, {paths['html']}")
+
+    @app.command("trend")
+    def trend_command(
+        data: DataOption,
+        start: Annotated[str, typer.Option("--from", help="First point (YYYY-MM-DD).")],
+        end: Annotated[str, typer.Option("--to", help="Last point at most this date.")],
+        out_dir: Annotated[Path, typer.Option("--out", help="Folder for trend.csv, trend.png, trend.html.")],
+        every: Annotated[str, typer.Option("--every", help="week or month.")] = "month",
+        segment: SegmentOpt = None,
+        tag: TagOpt = None,
+        persona: PersonaOpt = None,
+        where: WhereOpt = None,
+        bought_category: CategoryOpt = None,
+        within_days: WithinOpt = None,
+        everyone: AllOpt = False,
+        min_cell: MinCellOpt = 10,
+        scores: ScoresOption = None,
+        segments_dir: SegmentsOption = None,
+        file: TagsFileOption = None,
+        store: StoreOption = None,
+    ) -> None:
+        """The crowd recomputed as of each date: size, share, revenue, mean spend, entered and left."""
+        from marketing.crowd_trend import crowd_trend, trend_dates, write_trend
+        from marketing.segments import SegmentStore
+        from marketing.tags import load_library
+        from portrait.dataset import open_dataset
+
+        started = time.perf_counter()
+        crowd = _crowd(segment, tag, persona, where, bought_category, within_days, everyone)
+        dates = trend_dates(start, end, every)
+        library = load_library(file)
+        with progress_spinner(console, "trend") as say:
+            table = crowd_trend(
+                open_dataset(data),
+                crowd,
+                dates,
+                library,
+                segments=SegmentStore(segments_dir),
+                scores_dir=scores,
+                manual_store=manual_store_path(store),
+                say=say,
+            )
+        paths = write_trend(table, crowd, min_cell, out_dir)
+        out.print(f"{crowd.describe()}: {len(dates)} points from {dates[0]} to {dates[-1]}")
+        out.print(f"wrote {paths['csv']}, {paths['png']}, {paths['html']} in {time.perf_counter() - started:.1f} s")

@@ -1,0 +1,182 @@
+"""A crowd over time: recomputed point-in-time at each date, never from today's features.
+
+At every point the crowd is found again as of that date (features, tags, segments and
+behaviour terms see only rows before it), so a point is not changed by anything that happened
+after it. Per point: the crowd's size, its share of all customers known then, its revenue (net
+spend of the point's members in the period since the previous point, or the same length before
+the first point), the mean spend per member, and how many entered and left since the previous
+point.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.build import parse_cutoff
+from marketing.crowd import Crowd, CrowdData
+from marketing.population import PURCHASES_READ, Population
+from marketing.segments import SegmentStore
+from marketing.tags import Library
+from portrait import pages
+from portrait.dataset import Dataset
+from portrait.errors import PortraitError
+from portrait.files import atomic_write, atomic_write_text
+
+EVERY = {"week": pd.DateOffset(weeks=1), "month": pd.DateOffset(months=1)}
+MAX_POINTS = 120
+TREND_COLUMNS = ["orders_lifetime"]  # the smallest build: crowds add the columns they read
+
+
+def trend_dates(start: str | dt.date, end: str | dt.date, every: str) -> list[dt.date]:
+    """``start``, ``start + every``, ... up to ``end`` (inclusive); months keep the day of month."""
+    if every not in EVERY:
+        raise PortraitError(f"--every is week or month, not {every!r}")
+    first, last = parse_cutoff(start), parse_cutoff(end)
+    if last <= first:
+        raise PortraitError(f"--to ({last}) must be after --from ({first})")
+    dates = []
+    while True:  # start + k steps (not step after step, which drifts: Jan 31, Feb 29, Mar 29)
+        point = (pd.Timestamp(first) + EVERY[every] * len(dates)).date()
+        if point > last or len(dates) > MAX_POINTS:
+            break
+        dates.append(point)
+    if len(dates) > MAX_POINTS:
+        raise PortraitError(f"{len(dates)} points from {first} to {last}: at most {MAX_POINTS}; use a longer step")
+    return dates
+
+
+def data_range(dataset: Dataset) -> tuple[dt.date, dt.date]:
+    """The first and last day with a purchase."""
+    with dataset.connect() as con:
+        first, last = con.execute("SELECT MIN(ts), MAX(ts) FROM purchases").fetchall()[0]
+    if first is None:
+        raise PortraitError("the purchases table has no rows")
+    return pd.Timestamp(first).date(), pd.Timestamp(last).date()
+
+
+def crowd_trend(
+    dataset: Dataset,
+    crowd: Crowd,
+    dates: list[dt.date],
+    library: Library,
+    *,
+    segments: SegmentStore | None = None,
+    scores_dir: Path | None = None,
+    manual_store: Path | None = None,
+    say: Callable[[str], None] | None = None,
+) -> pd.DataFrame:
+    """One row per date: ``as_of, customers, base, share_of_base, revenue, mean_spend,
+    entered, left`` (exact figures; see :func:`suppressed_trend`)."""
+    say = say or (lambda message: None)
+    first, last = data_range(dataset)
+    step = dates[1] - dates[0] if len(dates) > 1 else dt.timedelta(days=31)
+    outside = [d for d in dates if d <= first or d > last + step]
+    if outside:
+        raise PortraitError(
+            f"dates outside the data's range (purchases from {first} to {last}): {', '.join(map(str, outside[:5]))}; "
+            "each point needs purchases before it, and none may be more than one step after the last"
+        )
+    rows, previous = [], None
+    for i, as_of in enumerate(dates):
+        say(f"point {i + 1} of {len(dates)}: {crowd.describe()} as of {as_of}")
+        period_start = dates[i - 1] if i else as_of - step
+        with Population(dataset, as_of, scores_dir=scores_dir) as population:
+            data = CrowdData(population, library, segments=segments, manual_store=manual_store, columns=TREND_COLUMNS)
+            mask = data.mask(crowd)
+            members = pd.Index(data.ids[mask])
+            revenue = _revenue(population, members, period_start)
+            base = len(mask)
+        entered = left = None
+        if previous is not None:
+            stayed = int((members.get_indexer(previous) >= 0).sum())
+            entered, left = len(members) - stayed, len(previous) - stayed
+        rows.append(
+            {
+                "as_of": as_of.isoformat(),
+                "period_start": period_start.isoformat(),
+                "customers": len(members),
+                "base": base,
+                "share_of_base": len(members) / base if base else np.nan,
+                "revenue": revenue,
+                "mean_spend": revenue / len(members) if len(members) else np.nan,
+                "entered": entered,
+                "left": left,
+            }
+        )
+        previous = members
+    return pd.DataFrame(rows)
+
+
+def _revenue(population: Population, members: pd.Index, since: dt.date) -> float:
+    """Net spend of ``members`` from ``since`` to the population's as-of date (purchases read once)."""
+    if not len(members):
+        return 0.0
+    con = population.con
+    con.register("_trend_members", pd.DataFrame({"customer_id": members.astype("str")}))
+    try:
+        value = con.execute(
+            f"SELECT SUM(amount) FROM {PURCHASES_READ} JOIN _trend_members USING (customer_id) WHERE ts >= ?",
+            [dt.datetime.combine(since, dt.time())],
+        ).fetchall()[0][0]
+    finally:
+        con.unregister("_trend_members")
+    return float(value or 0.0)
+
+
+def suppressed_trend(table: pd.DataFrame, min_cell: int) -> pd.DataFrame:
+    """Counts under ``min_cell`` as ``<N``; revenue and mean spend of such a point blank."""
+    shown = table.astype(object).copy()
+    small = table["customers"].to_numpy() < min_cell
+    shown["customers"] = np.where(small, f"<{min_cell}", table["customers"].astype(str))
+    for column, pattern in (("share_of_base", "{:.4f}"), ("revenue", "{:.2f}"), ("mean_spend", "{:.2f}")):
+        text = [("" if pd.isna(v) else pattern.format(v)) for v in table[column]]
+        shown[column] = np.where(small, "", text)
+    for column in ("entered", "left"):
+        values = table[column]
+        shown[column] = ["" if pd.isna(v) else (f"<{min_cell}" if v < min_cell else str(int(v))) for v in values]
+    return shown
+
+
+def write_trend(table: pd.DataFrame, crowd: Crowd, min_cell: int, out_dir: Path) -> dict[str, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"csv": out_dir / "trend.csv", "png": out_dir / "trend.png", "html": out_dir / "trend.html"}
+    shown = suppressed_trend(table, min_cell)
+    atomic_write(shown, paths["csv"], csv=True)
+    chart = _chart(table, shown, crowd)
+    paths["png"].parent.mkdir(parents=True, exist_ok=True)
+    import base64
+
+    paths["png"].write_bytes(base64.b64decode(chart))
+    title = f"Trend: {crowd.describe()}"
+    body = (
+        f"<h1>{title}</h1><p class='note'>Each point recomputed as of its date from data before it. Revenue: "
+        f"net spend of the point's members since the previous point. Counts under {min_cell} shown as &lt;{min_cell}.</p>"
+        f"{pages.img(chart, title)}{shown.to_html(index=False, na_rep='')}"
+    )
+    atomic_write_text(pages.page(title, body), paths["html"])
+    return paths
+
+
+def _chart(table: pd.DataFrame, shown: pd.DataFrame, crowd: Crowd) -> str:
+    plt = pages.pyplot()
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    dates = pd.to_datetime(table["as_of"])
+    hidden = shown["revenue"].eq("").to_numpy()
+    top.plot(dates, np.where(hidden, np.nan, table["customers"]), marker="o", color="#c0392b")
+    top.set_ylabel("customers in the crowd")
+    top.set_title(crowd.describe(), loc="left", fontsize=11)
+    bottom.bar(
+        dates,
+        np.where(hidden, 0, table["revenue"]),
+        width=max((dates.diff().median() or pd.Timedelta(days=7)).days * 0.7, 1),
+        color="#95a5a6",
+    )
+    bottom.set_ylabel("revenue in the period")
+    bottom.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    fig.autofmt_xdate()
+    return pages.png(fig)

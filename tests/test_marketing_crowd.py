@@ -1,0 +1,335 @@
+"""Crowd portraits: hand-written figures, suppression, point-in-time, planted personas, CLI."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from marketing.crowd import Crowd, CrowdData, bands, cell_mask, crowd_from_options, parse_crowd
+from marketing.crowd_compare import compare, crosstab, holm
+from marketing.crowd_report import crowd_report, report_json, suppressed_dimensions, suppression_mask
+from marketing.crowd_trend import crowd_trend, trend_dates
+from marketing.population import Population
+from marketing.segments import SegmentStore
+from marketing.tags import load_library
+from portrait.dataset import Dataset, open_dataset
+from portrait.errors import PortraitError
+
+AS_OF = "2024-03-01"
+COLUMNS = ["order_id", "customer_id", "ts", "amount", "quantity", "category", "discount", "payment_method"]
+PURCHASES = pd.DataFrame(
+    [
+        ("a1", "A", "2024-01-10 10:00:00", 10.0, 1, "Dairy", 0.0, "cash"),
+        ("a2", "A", "2024-02-01 10:00:00", 15.0, 1, "Dairy", 2.0, "card"),
+        ("a2", "A", "2024-02-01 10:00:00", 5.0, 1, "Bakery", 0.0, "card"),
+        ("b1", "B", "2024-02-05 10:00:00", 100.0, 2, "Bakery", 0.0, "card"),
+        ("c1", "C", "2023-12-01 10:00:00", 8.0, 1, "Dairy", 1.0, "cash"),
+        ("c2", "C", "2024-01-05 10:00:00", 8.0, 1, "Dairy", 1.0, "cash"),
+        ("c3", "C", "2024-02-20 10:00:00", 30.0, 1, "Meat", 3.0, "cash"),
+        ("d1", "D", "2023-11-01 10:00:00", 50.0, 1, "Meat", 0.0, "card"),
+        ("d2", "D", "2023-12-01 10:00:00", 50.0, 1, "Meat", 0.0, "card"),
+        ("d3", "D", "2024-01-01 10:00:00", 50.0, 1, "Meat", 5.0, "card"),
+        ("d4", "D", "2024-02-01 10:00:00", 50.0, 1, "Meat", 0.0, "card"),
+    ],
+    columns=COLUMNS,
+)
+EVENTS = pd.DataFrame([("E", "2024-02-10 09:00:00", "view")], columns=["customer_id", "ts", "event_type"])
+CUSTOMERS = pd.DataFrame(
+    {"customer_id": ["A", "B", "C", "D", "E"], "age_band": ["25-34", "25-34", "35-44", None, "35-44"]}
+)
+# At or after the as-of date: nothing in a portrait as of AS_OF may change with these.
+LATER = pd.DataFrame(
+    [
+        ("late1", "A", "2024-03-01 00:00:00", 999.0, 1, "Meat", 9.0, "card"),
+        ("late2", "B", "2024-03-05 10:00:00", 50.0, 1, "Dairy", 0.0, "cash"),
+        ("late3", "F", "2024-03-06 10:00:00", 50.0, 1, "Dairy", 0.0, "cash"),
+    ],
+    columns=COLUMNS,
+)
+
+
+def dataset(later: bool = False) -> Dataset:
+    purchases = pd.concat([PURCHASES, LATER]) if later else PURCHASES
+    return Dataset.from_frames(purchases=purchases, events=EVENTS, customers=CUSTOMERS)
+
+
+def hand_report(ds: Dataset, min_cell: int = 1):
+    with Population(ds, AS_OF) as population:
+        data = CrowdData(population, load_library())
+        crowd = data.mask(Crowd("where", "orders_lifetime >= 2"))
+        report = crowd_report(data, crowd, data.mask(Crowd("all")), crowd_name="c", base_name="all", min_cell=min_cell)
+        return report, data.ids[crowd].tolist()
+
+
+def rows(report, dimension: str) -> dict[str, tuple[int, int, float]]:
+    table = report.dimensions[report.dimensions["dimension"] == dimension]
+    return {r.value: (r.count, r.base_count, round(r.tgi, 1)) for r in table.itertuples()}
+
+
+def test_portrait_of_a_hand_written_crowd():
+    report, members = hand_report(dataset())
+    assert members == ["A", "C", "D"] and report.size == 3 and report.base_size == 5
+    # By hand: A 2 orders, C 3, D 4; base adds B (1 order) and E (an event, no order).
+    assert rows(report, "repeat_orders") == {
+        "none": (0, 1, 0.0),
+        "1": (0, 1, 0.0),
+        "2": (1, 1, 166.7),
+        "3": (1, 1, 166.7),
+        "4+": (1, 1, 166.7),
+    }
+    # A: 1 of 2 orders discounted, C: 3 of 3, D: 1 of 4, B: none; E has no order.
+    assert rows(report, "promotion_sensitivity") == {
+        "none (no discounted order)": (0, 1, 0.0),
+        "some (under half of orders)": (1, 1, 166.7),
+        "high (half of orders or more)": (2, 2, 166.7),
+        "unknown": (0, 1, 0.0),
+    }
+    assert rows(report, "age_band") == {"25-34": (1, 2, 83.3), "35-44": (1, 2, 83.3), "unknown": (1, 1, 166.7)}
+    # A paid one order by cash and one by card: a tie goes to the first name, card.
+    assert rows(report, "favourite_payment") == {"card": (2, 3, 111.1), "cash": (1, 1, 166.7), "unknown": (0, 1, 0.0)}
+    assert rows(report, "favourite_category")["Meat"] == (2, 2, 166.7)
+    figures = report.figures.set_index("measure")
+    assert figures.loc["revenue, last 365 days", "crowd"] == pytest.approx(276.0)  # 30 + 46 + 200
+    assert figures.loc["share of revenue", "crowd"] == pytest.approx(276.0 / 376.0)
+    # Lines of the last 365 days: Meat 230 (C, D), Dairy 41 (A, C), Bakery 5 (A; B too in the base).
+    categories = report.categories.set_index("value")
+    assert categories["spend"].to_dict() == {"Meat": 230.0, "Dairy": 41.0, "Bakery": 5.0}
+    assert categories.loc["Bakery", "tgi"] == pytest.approx(100 * (1 / 3) / (2 / 5))
+    assert categories.loc["Meat", "avg_unit_price"] == pytest.approx(230.0 / 5)
+    assert report.cross_sell["rate"] == pytest.approx(1 / 9) and report.cross_sell["base_rate"] == pytest.approx(1 / 10)
+
+
+def test_shares_and_unknown_add_to_one_in_every_dimension():
+    report, _ = hand_report(dataset())
+    sums = report.dimensions.groupby("dimension")[["share", "base_share"]].sum()
+    assert np.allclose(sums.to_numpy(), 1.0)
+    assert set(report.dimensions["dimension"]) >= {"spending_power", "buyer_level", "rfm_group", "persona"}
+
+
+def test_rows_at_or_after_the_as_of_date_change_nothing():
+    before, _ = hand_report(dataset())
+    after, _ = hand_report(dataset(later=True))
+    pd.testing.assert_frame_equal(before.dimensions, after.dimensions)
+    pd.testing.assert_frame_equal(before.figures, after.figures)
+    pd.testing.assert_frame_equal(before.categories, after.categories)
+
+
+def test_small_counts_are_suppressed_with_a_second_cell_where_one_would_be_recoverable():
+    assert suppression_mask(np.array([5, 1, 20]), 3).tolist() == [True, True, False]
+    assert suppression_mask(np.array([1, 2, 30]), 3).tolist() == [True, True, False]
+    assert suppression_mask(np.array([1, 30, 2, 40]), 3, np.array([0, 0, 1, 1])).tolist() == [True, True, True, True]
+    report, _ = hand_report(dataset(), min_cell=2)
+    shown = suppressed_dimensions(report).set_index(["dimension", "value"])
+    assert shown.loc[("age_band", "25-34"), "count"] == "<2"
+    assert shown.loc[("age_band", "25-34"), "share"] == "" and shown.loc[("age_band", "25-34"), "tgi"] == ""
+    # high promotion sensitivity has 2 customers: shown, with its figures
+    assert shown.loc[("promotion_sensitivity", "high (half of orders or more)"), "count"] == "2"
+    answer = report_json(report)
+    assert answer["customers"] == 3
+    assert all(row["count"] == "<2" or int(row["count"]) >= 2 for row in answer["dimensions"])
+    assert {row["value"] for row in answer["top_categories"] if row["buyers"] == "<2"} == {"Bakery"}
+
+
+def test_a_crowd_smaller_than_the_minimum_cell_shows_no_figure():
+    report, _ = hand_report(dataset(), min_cell=10)
+    answer = report_json(report)
+    assert answer["customers"] == "<10"
+    assert {row["count"] for row in answer["dimensions"]} == {"<10"}
+    assert all(row["spend"] is None for row in answer["top_categories"])
+    figures = {row["measure"]: row["crowd"] for row in answer["figures"]}
+    assert figures["customers"] == "<10" and figures["share of revenue"] is None
+
+
+def test_bands_cut_at_quintiles_of_everyone():
+    values = pd.Series([1.0, 2.0, 3.0, 4.0, 5.0, np.nan])
+    assert bands(values).tolist() == ["1.00-1.80", "1.80-2.60", "2.60-3.40", "3.40-4.20", "4.20-5.00", None]
+
+
+def test_holm_adjusts_p_values_in_order():
+    adjusted = holm(np.array([0.01, 0.04, np.nan, 0.03]))
+    assert adjusted[0] == pytest.approx(0.03) and adjusted[3] == pytest.approx(0.06)
+    assert adjusted[1] == pytest.approx(0.06) and np.isnan(adjusted[2])
+
+
+def test_crosstab_drill_down_and_comparison_on_hand_written_data():
+    with Population(dataset(), AS_OF) as population:
+        data = CrowdData(population, load_library())
+        everyone = data.mask(Crowd("all"))
+        table = crosstab(data, everyone, "age_band", "favourite_payment").set_index(["row", "column"])
+        assert table.loc[("25-34", "card"), "count"] == 2 and table.loc[("35-44", "cash"), "count"] == 1
+        assert table.loc[("35-44", "cash"), "row_pct"] == pytest.approx(0.5)
+        cell = cell_mask(data, "favourite_payment = cash")
+        assert data.ids[cell].tolist() == ["C"]
+        with pytest.raises(PortraitError, match="no value 'cheque'.*cash"):
+            cell_mask(data, "favourite_payment = cheque")
+        with pytest.raises(PortraitError, match="unknown dimension 'payment'.*favourite_payment"):
+            cell_mask(data, "payment = cash")
+        with pytest.raises(PortraitError, match="DIMENSION = VALUE"):
+            cell_mask(data, "favourite_payment")
+        result = compare(data, {"buyers": data.mask(Crowd("where", "orders_lifetime >= 1")), "all": everyone})
+        assert result.sizes == {"buyers": 4, "all": 5} and result.overlap == 4
+        top = result.table.iloc[0]
+        assert top["difference"] == pytest.approx(result.table["difference"].max())
+
+
+def test_crowd_options_name_exactly_one_crowd():
+    assert crowd_from_options(tag="lapsing") == Crowd("tag", "lapsing")
+    assert crowd_from_options(bought_category="dairy", within_days=30) == Crowd("bought_category", "dairy", 30)
+    with pytest.raises(PortraitError, match="exactly one crowd"):
+        crowd_from_options()
+    with pytest.raises(PortraitError, match=r"exactly one crowd.*segment, tag"):
+        crowd_from_options(segment="s", tag="t")
+    with pytest.raises(PortraitError, match="positive number of days"):
+        crowd_from_options(bought_category="dairy", within_days=0)
+    with pytest.raises(PortraitError, match="segment:NAME"):
+        parse_crowd("lapsing")
+    assert parse_crowd("tag: lapsing") == Crowd("tag", "lapsing")
+
+
+def test_unknown_crowds_are_clear_errors(tmp_path):
+    with Population(dataset(), AS_OF) as population:
+        data = CrowdData(population, load_library(), segments=SegmentStore(tmp_path))
+        with pytest.raises(PortraitError, match="no saved segment 'nope'"):
+            data.mask(Crowd("segment", "nope"))
+        with pytest.raises(PortraitError, match="no tag 'lapsng'.*lapsing"):
+            data.mask(Crowd("tag", "lapsng"))
+        with pytest.raises(PortraitError, match="needs a scores folder"):
+            data.mask(Crowd("persona", "x"))
+        with pytest.raises(PortraitError, match="category = 'diary'.*dairy"):
+            data.mask(Crowd("bought_category", "diary"))
+        assert data.ids[data.mask(Crowd("bought_category", "dairy", 60))].tolist() == ["A", "C"]  # from 2024-01-01
+        assert data.ids[data.mask(Crowd("bought_category", "dairy", 40))].tolist() == ["A"]  # from 2024-01-21
+
+
+def test_trend_points_ignore_rows_after_them():
+    dates = [dt.date(2024, 2, 1), dt.date(2024, 3, 1)]
+    crowd = Crowd("where", "orders_lifetime >= 2")
+    before = crowd_trend(dataset(), crowd, dates, load_library())
+    after = crowd_trend(dataset(later=True), crowd, dates, load_library())
+    pd.testing.assert_frame_equal(before, after)
+    # As of 2024-02-01: A has 1 order, C 2, D 3 -> C, D; as of 2024-03-01 A joins.
+    assert before["customers"].tolist() == [2, 3] and before["entered"].tolist()[1] == 1
+    # Revenue of the second point: members' net spend from 2024-02-01: A 20, C 30, D 50.
+    assert before["revenue"].tolist()[1] == pytest.approx(100.0)
+    with pytest.raises(PortraitError, match="outside the data's range"):
+        crowd_trend(dataset(), crowd, [dt.date(2020, 1, 1)], load_library())
+    with pytest.raises(PortraitError, match="week or month"):
+        trend_dates("2024-01-01", "2024-03-01", "day")
+    assert trend_dates("2024-01-31", "2024-04-30", "month") == [
+        dt.date(2024, 1, 31),
+        dt.date(2024, 2, 29),
+        dt.date(2024, 3, 31),
+        dt.date(2024, 4, 30),
+    ]
+
+
+# ------------------------------------------------------------------ planted personas
+
+
+@pytest.fixture(scope="module")
+def planted(small_synthetic, tmp_path_factory) -> Path:
+    """The session's synthetic data with each customer's planted persona as an attribute."""
+    folder = tmp_path_factory.mktemp("planted") / "data"
+    shutil.copytree(small_synthetic, folder)
+    truth = pd.read_csv(folder / "truth" / "personas.csv", dtype=str)
+    customers = pd.read_parquet(folder / "customers.parquet")
+    customers = customers.merge(truth.rename(columns={"persona": "planted"}), on="customer_id", how="left")
+    customers.to_parquet(folder / "customers.parquet", index=False)
+    return folder
+
+
+def test_planted_promotion_hunters_are_promotion_sensitive(planted):
+    with Population(open_dataset(planted), "2025-01-01") as population:
+        data = CrowdData(population, load_library())
+        hunters = data.mask(Crowd("where", "attr_planted = 'promotion_hunter'"))
+        report = crowd_report(data, hunters, data.mask(Crowd("all")), crowd_name="hunters", base_name="all")
+    sensitivity = rows(report, "promotion_sensitivity")
+    assert sensitivity["high (half of orders or more)"][2] >= 150
+    assert rows(report, "planted")["promotion_hunter"][2] > 300  # the crowd is what it says
+
+
+def test_planted_seasonal_buyers_trend_peaks_in_the_fourth_quarter(planted):
+    crowd = Crowd("where", "attr_planted = 'seasonal_gift_buyer'")
+    dates = trend_dates("2024-02-01", "2025-01-01", "month")
+    table = crowd_trend(open_dataset(planted), crowd, dates, load_library())
+    peak = table.loc[table["revenue"].idxmax(), "period_start"]
+    assert dt.date.fromisoformat(peak).month in (10, 11, 12), table[["period_start", "revenue"]]
+
+
+# ------------------------------------------------------------------ the commands
+
+
+def run(*args) -> tuple[int, str]:
+    """Invoke the CLI; a product error counts as exit 2 with its message, as in portrait.cli.main."""
+    from portrait.cli import _register_later_commands, app
+
+    _register_later_commands()
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    if isinstance(result.exception, PortraitError):
+        return 2, str(result.exception)
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.output
+
+
+@pytest.fixture()
+def data_folder(tmp_path) -> Path:
+    from tests.conftest import write_tables
+
+    return write_tables(tmp_path / "data", purchases=PURCHASES, events=EVENTS, customers=CUSTOMERS)
+
+
+def test_crowd_commands_as_a_user(tmp_path, data_folder):
+    common = ["--data", data_folder, "--as-of", AS_OF, "--min-cell", "1"]
+    code, output = run("crowd", "report", "--where", "orders_lifetime >= 2", *common, "--out", tmp_path / "r")
+    assert code == 0, output
+    table = pd.read_csv(tmp_path / "r" / "crowd.csv", dtype=str)
+    assert list(table.columns) == ["dimension", "value", "count", "share", "base_share", "tgi"]
+    page = (tmp_path / "r" / "crowd.html").read_text()
+    assert "orders ever placed" in page and "repeat_orders" not in page.split("<h2>Every dimension")[0]
+    code, output = run(
+        "crowd", "crosstab", "--rows", "age_band", "--cols", "favourite_payment", *common, "--out", tmp_path / "x"
+    )
+    assert code == 0, output
+    assert (tmp_path / "x" / "crosstab.html").exists()
+    out = tmp_path / "cell.csv"
+    code, output = run(
+        "crowd",
+        "export",
+        "--all",
+        "--cell",
+        "favourite_payment = cash",
+        "--data",
+        data_folder,
+        "--as-of",
+        AS_OF,
+        "--out",
+        out,
+    )
+    assert code == 0, output
+    assert pd.read_csv(out)["customer_id"].tolist() == ["C"]
+    code, output = run("crowd", "report", "--where", "orders_lifetime >= 50", *common, "--out", tmp_path / "empty")
+    assert code == 0 and "empty" in output
+    assert "no customers" in (tmp_path / "empty" / "crowd.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["report", "--out", "o"], "exactly one crowd"),
+        (["report", "--tag", "lapsng", "--out", "o"], "no tag 'lapsng'"),
+        (["crosstab", "--rows", "age", "--cols", "favourite_payment", "--out", "o"], "unknown dimension 'age'"),
+        (["compare", "tag:lapsing", "--out", "o"], "2 to 6 crowds"),
+        (["report", "--where", "orders_lifetime >= 1; drop table x", "--out", "o"], "not allowed"),
+    ],
+)
+def test_bad_crowd_commands_exit_non_zero(tmp_path, data_folder, args, message):
+    code, output = run("crowd", *args, "--data", data_folder, "--as-of", AS_OF)
+    assert code != 0
+    assert message in output and "Traceback" not in output
