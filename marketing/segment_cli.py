@@ -258,9 +258,11 @@ def register_segments(app: typer.Typer, out, console) -> None:
         store: StoreOption = None,
         segments_dir: SegmentsOption = None,
     ) -> None:
-        """Write a segment's customers as of a date (ranked by a model's score if asked)."""
+        """Write a segment's customers as of a date (ranked by a model's score if asked), without
+        those the data set's consent rules leave out."""
         from marketing.segments import SegmentStore
         from portrait.files import atomic_write
+        from portrait.privacy import apply_consent, consent_note
 
         segment = SegmentStore(segments_dir).load(name)
         wanted = [c.strip() for c in (columns or "").split(",") if c.strip()]
@@ -277,12 +279,15 @@ def register_segments(app: typer.Typer, out, console) -> None:
                 scored = sorted(c.removesuffix("_score") for c in population.scores.columns if c.endswith("_score"))
                 raise PortraitError(f"the scores have no model {rank_by!r}; scored models: {scored}")
             table = evaluator.columns(result.members, list(dict.fromkeys(wanted)))
+            table, left_out = apply_consent(table, population.dataset, con=population.con)
         if rank_by:
             table = table.sort_values([f"{rank_by}_score", "customer_id"], ascending=[False, True], kind="stable")
         else:
             table = table.sort_values("customer_id", kind="stable")
         atomic_write(table, out_file, csv=out_file.suffix != ".parquet")
         out.print(f"{len(table):,} customers of {name!r} as of {result.as_of} -> {out_file}")
+        if note := consent_note(left_out):
+            out.print(note)
         if not len(table):
             out.print(f"[yellow]warning:[/yellow] segment {name!r} has no customers as of {result.as_of}")
 

@@ -9,6 +9,7 @@ as-of is not after theirs, never later scores: those would leak the future into 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from pathlib import Path
 
@@ -51,6 +52,20 @@ def scores_as_of(scores_dir: Path, as_of: dt.date) -> tuple[pd.DataFrame, dt.dat
             )
         )
     return read_parquet(scores_path(scores_dir, dates[-1])), dates[-1]
+
+
+def latest_scores_dataset(scores_dir: Path) -> Path | None:
+    """The data set the latest scores were computed from, as their summary records it (None
+    for scores written before it was recorded, or from in-memory frames)."""
+    pointer = scores_dir / LATEST
+    if not pointer.exists():
+        return None
+    summary = scores_dir / (pointer.read_text().strip().removesuffix(".parquet") + ".summary.json")
+    try:
+        path = json.loads(summary.read_text()).get("dataset_path")
+    except (OSError, ValueError):
+        return None
+    return Path(path) if path else None
 
 
 def latest_scores(scores_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:

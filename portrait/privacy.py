@@ -365,6 +365,20 @@ def load_consent(dataset: Dataset, con: duckdb.DuckDBPyConnection | None = None)
     return Consent(consented, suppressed, settings.consent_column, settings.suppression_file)
 
 
+def consent_version(dataset: Dataset) -> str:
+    """Changes whenever the consent rules could: the data set's files, its ``[privacy]``
+    settings or the suppression file. A server reloads the rules when it changes."""
+    settings = dataset.privacy
+    parts = [dataset.fingerprint(), repr((settings.pii_columns, settings.consent_column, settings.suppression_file))]
+    if settings.suppression_file is not None:
+        try:
+            stat = settings.suppression_file.stat()
+            parts.append(f"{stat.st_size}:{stat.st_mtime_ns}")
+        except OSError:
+            parts.append("missing")
+    return "|".join(parts)
+
+
 def apply_consent(
     frame: pd.DataFrame, dataset: Dataset, con: duckdb.DuckDBPyConnection | None = None
 ) -> tuple[pd.DataFrame, dict[str, int]]:
@@ -433,8 +447,9 @@ def _consented_persons(con, dataset: Dataset, column: str, merged: bool) -> np.n
         if bad:
             n = con.execute("SELECT COUNT(*) FROM _consent_rows WHERE status = -1").fetchall()[0][0]
             raise ContractError(
-                f"{n:,} values are neither a yes ({', '.join(CONSENT_GIVEN[:5])}) nor a no "
-                f"({', '.join(CONSENT_REFUSED[:5])}); a list cannot tell whether they may be contacted",
+                f"the consent column has {n:,} value{'s' if n != 1 else ''} that {'are' if n != 1 else 'is'} "
+                f"neither a yes ({', '.join(CONSENT_GIVEN[:5])}) nor a no ({', '.join(CONSENT_REFUSED[:5])}); "
+                "no list can tell whether those customers may be contacted",
                 table="customers",
                 column=available[column.lower()],
                 examples=[{"customer_id": c, column: v} for c, v in bad],

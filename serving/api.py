@@ -13,6 +13,7 @@ import math
 import os
 import secrets
 import socket
+import threading
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
@@ -32,7 +33,8 @@ from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from features.catalogue import describe, label_of
 from portrait.errors import PortraitError
-from portrait.outputs import latest_scores
+from portrait.outputs import latest_scores, latest_scores_dataset
+from portrait.privacy import Consent
 from serving.lists import build_list
 from serving.marketing_routes import build_router
 from serving.registry import LoadedModel, list_models, load_model
@@ -60,6 +62,7 @@ SERVE_ENV = {
     "segments_dir": "PORTRAIT_SERVE_SEGMENTS",
     "tags_dir": "PORTRAIT_SERVE_TAGS",
     "tags_library": "PORTRAIT_SERVE_TAGS_FILE",
+    "data": "PORTRAIT_SERVE_DATA",
 }
 MAX_SCORE_ROWS = 10_000
 MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -125,6 +128,42 @@ class ScoreAnswer(BaseModel):
     model: str
     version: str
     scores: list[Score] = Field(description="One per request row, in order")
+
+
+class ConsentRules:
+    """The consent rules of the data set lists are drawn from (:mod:`portrait.privacy`), read
+    on first use and again whenever the data set, its settings or its suppression file change.
+    Without a known data set every list answers 503: no list goes out unchecked."""
+
+    def __init__(self, data: Path | None, scores_dir: Path) -> None:
+        self.data = data
+        self.scores_dir = scores_dir
+        self._lock = threading.Lock()
+        self._version: str | None = None
+        self._consent: Consent | None = None
+
+    def __call__(self) -> Consent:
+        from portrait.dataset import open_dataset
+        from portrait.privacy import consent_version, load_consent
+
+        if self.data is None:
+            raise HTTPException(
+                status_code=503,
+                detail=f"cannot check marketing consent: the scores in {self.scores_dir} do not record their "
+                "data set; start portrait serve with --data DATASET",
+            )
+        if not self.data.exists():
+            raise HTTPException(
+                status_code=503,
+                detail=f"cannot check marketing consent: the data set {self.data} no longer exists; "
+                "start portrait serve with --data DATASET",
+            )
+        with self._lock:
+            dataset = open_dataset(self.data)
+            version = consent_version(dataset)
+            if version != self._version:
+                self._consent, self._version = load_consent(dataset), version
+            return self._consent
 
 
 class _BodyTooLarge(HTTPException):
@@ -226,8 +265,13 @@ def create_app(
     segments_dir: Path | None = None,
     tags_dir: Path | None = None,
     tags_library: Path | None = None,
+    data: Path | None = None,
 ) -> FastAPI:
+    """The app over the latest scores in ``scores_dir``. Lists (``/lists``, a segment's
+    customers) leave out whoever the consent rules of ``data`` (by default the data set the
+    scores were computed from) leave out, and say how many."""
     scores, features = latest_scores(scores_dir)
+    consent = ConsentRules(data or latest_scores_dataset(scores_dir), scores_dir)
     scored_models = [c[: -len("_score")] for c in scores.columns if c.endswith("_score")]
     as_of = str(scores["as_of"].iloc[0].date()) if len(scores) else None
     # Profiles are answered from plain column arrays and a dict index: a pandas row lookup per
@@ -264,7 +308,7 @@ def create_app(
     )
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     secured = [Depends(check_key)]
-    app.include_router(build_router(segments_dir, tags_dir, tags_library), dependencies=secured)
+    app.include_router(build_router(segments_dir, tags_dir, tags_library, consent=consent), dependencies=secured)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -412,11 +456,18 @@ def create_app(
                 where=where,
                 exclude_bought_within=exclude_bought_within,
                 reasons_model=model(model_name) if (top or 0) <= 10_000 and top else None,
+                consent=consent(),
             )
         except PortraitError as exc:
             raise HTTPException(status_code=422, detail=str(exc)) from None
         records = [{k: _plain(v) for k, v in record.items()} for record in rows.to_dict("records")]
-        return {"model": model_name, "as_of": as_of, "count": len(records), "customers": records}
+        return {
+            "model": model_name,
+            "as_of": as_of,
+            "count": len(records),
+            "left_out": rows.attrs["left_out"],
+            "customers": records,
+        }
 
     @app.get("/models", dependencies=secured)
     def models() -> list[dict]:
@@ -447,4 +498,5 @@ def app_from_environment() -> FastAPI:
         segments_dir=folder("segments_dir"),
         tags_dir=folder("tags_dir"),
         tags_library=folder("tags_library"),
+        data=folder("data"),
     )

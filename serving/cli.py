@@ -93,19 +93,26 @@ def register(app: typer.Typer, out, console) -> None:
         segment: Annotated[str | None, typer.Option("--segment", help="Only this saved segment's members.")] = None,
         tag: Annotated[list[str] | None, typer.Option("--tag", help="Only holders of this tag (repeatable).")] = None,
         data: Annotated[
-            Path | None, typer.Option("--data", help="Data set to evaluate --segment/--tag on, as of the scores.")
+            Path | None,
+            typer.Option(
+                "--data",
+                help="Data set to evaluate --segment/--tag on, as of the scores, and whose consent rules apply "
+                "(default: the one the scores were computed from).",
+            ),
         ] = None,
         segments_dir: Annotated[Path | None, typer.Option("--segments", help="Segments folder.")] = None,
         tags_file: Annotated[Path | None, typer.Option("--tags-file", help="Tag library TOML.")] = None,
     ) -> None:
-        """Write a scored list a marketer can upload."""
+        """Write a scored list a marketer can upload (without those who may not be contacted)."""
         from portrait.files import atomic_write
         from portrait.outputs import latest_scores
+        from portrait.privacy import consent_note
         from serving.lists import build_list
         from serving.registry import load_model
 
         setup_tracking()
         scores, features = latest_scores(scores_dir)
+        consent = consent_of_scores(scores_dir, data)
         members = None
         if segment or tag:
             members = _members(scores, scores_dir, segment, tag or [], data, segments_dir, tags_file)
@@ -122,9 +129,12 @@ def register(app: typer.Typer, out, console) -> None:
             exclude_bought_within=exclude_bought_within,
             reasons_model=reasons_model,
             customers=members,
+            consent=consent,
         )
         atomic_write(rows, out_file, csv=True)
         out.print(f"{len(rows):,} customers -> {out_file}")
+        if note := consent_note(rows.attrs["left_out"]):
+            out.print(note)
 
     def _members(scores, scores_dir, segment, tags, data, segments_dir, tags_file) -> set[str]:
         """Members of a segment and/or holders of every tag, as of the scores' date."""
@@ -157,6 +167,12 @@ def register(app: typer.Typer, out, console) -> None:
             Path | None, typer.Option("--tags", help="Folder of portrait tags apply outputs (/tags counts).")
         ] = None,
         tags_file: Annotated[Path | None, typer.Option("--tags-file", help="Tag library TOML.")] = None,
+        data: Annotated[
+            Path | None,
+            typer.Option(
+                "--data", help="Data set whose consent rules lists follow (default: the one the scores come from)."
+            ),
+        ] = None,
         workers: Annotated[
             int | None,
             typer.Option(
@@ -184,6 +200,7 @@ def register(app: typer.Typer, out, console) -> None:
             "segments_dir": segments_dir,
             "tags_dir": tags_dir,
             "tags_library": tags_file,
+            "data": data,
         }
         # Built here first in every case, so a missing scores folder or a bad tag library stops
         # with its message before any worker starts (a worker failing at start is restarted).
@@ -194,6 +211,7 @@ def register(app: typer.Typer, out, console) -> None:
             segments_dir=segments_dir,
             tags_dir=tags_dir,
             tags_library=tags_file,
+            data=data,
         )
         out.print(
             f"serving on http://{host}:{port} with {workers} worker{'s' if workers > 1 else ''} "
@@ -219,6 +237,28 @@ def register(app: typer.Typer, out, console) -> None:
             port=port,
             log_level="warning",
         )
+
+
+def consent_of_scores(scores_dir: Path, data: Path | None):
+    """The consent rules (:func:`portrait.privacy.load_consent`) of ``data``, else of the data
+    set the latest scores in ``scores_dir`` were computed from. A list is never written
+    without them: when neither is known or the data set is gone, stop and say so."""
+    from portrait.dataset import open_dataset
+    from portrait.outputs import latest_scores_dataset
+    from portrait.privacy import load_consent
+
+    path = data or latest_scores_dataset(scores_dir)
+    if path is None:
+        raise PortraitError(
+            f"cannot check marketing consent: the scores in {scores_dir} do not record the data set they "
+            "were computed from (scored before it was recorded); give --data DATASET or score again"
+        )
+    if not Path(path).exists():
+        raise PortraitError(
+            f"cannot check marketing consent: the scores in {scores_dir} were computed from {path}, which "
+            "no longer exists; give --data DATASET"
+        )
+    return load_consent(open_dataset(path))
 
 
 def default_workers() -> int:

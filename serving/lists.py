@@ -6,6 +6,7 @@ import pandas as pd
 
 from marketing.filters import Schema, columns_used, evaluate, parse_filter
 from portrait.errors import PortraitError
+from portrait.privacy import Consent
 
 
 def build_list(
@@ -21,12 +22,16 @@ def build_list(
     exclude_bought_within: int | None = None,
     reasons_model=None,
     customers: set[str] | None = None,
+    consent: Consent | None = None,
 ) -> pd.DataFrame:
     """Customers ranked by ``model``'s score, best first.
 
     ``where`` may use any feature, score or persona column. ``reasons_model`` (a loaded model)
     computes reasons for the rows of the list when the scores table has none. ``customers``
-    restricts the list to those ids (a segment's or a tag's members).
+    restricts the list to those ids (a segment's or a tag's members). ``consent`` (the data
+    set's rules, :func:`portrait.privacy.load_consent`) leaves out those who may not be
+    contacted before ``top`` is taken; how many matched the filters but were left out, per
+    reason, is in ``result.attrs["left_out"]`` (empty without rules).
     """
     score_column = f"{model}_score"
     if score_column not in scores.columns:
@@ -53,7 +58,11 @@ def build_list(
         mask &= table[f"{model}_percentile"] >= min_percentile
     if min_score is not None:
         mask &= table[score_column] >= min_score
-    chosen = table[mask].sort_values([score_column, "customer_id"], ascending=[False, True], kind="stable")
+    left_out: dict[str, int] = {}
+    matched = table[mask]
+    if consent is not None:
+        matched, left_out = consent.apply(matched)
+    chosen = matched.sort_values([score_column, "customer_id"], ascending=[False, True], kind="stable")
     if top is not None:
         chosen = chosen.head(top)
     result = pd.DataFrame(
@@ -78,4 +87,6 @@ def build_list(
     for column in used:
         if column not in result.columns:
             result[column] = chosen[column].to_numpy()
-    return result.reset_index(drop=True)
+    result = result.reset_index(drop=True)
+    result.attrs["left_out"] = left_out
+    return result

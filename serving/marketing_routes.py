@@ -7,6 +7,7 @@ The API never computes tags or segments: it serves what ``portrait tags apply`` 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +18,7 @@ from marketing.segments import SegmentStore
 from marketing.tags import Library, load_library, tags_dates, tags_file
 from portrait.errors import PortraitError
 from portrait.files import read_parquet
+from portrait.privacy import Consent
 
 
 class TagInfo(BaseModel):
@@ -52,9 +54,13 @@ class SegmentList(BaseModel):
 class SegmentMembers(BaseModel):
     name: str
     as_of: str
-    total: int
+    total: int = Field(description="Members who may be contacted (the consent rules applied)")
     offset: int
     limit: int
+    left_out: dict[str, int] = Field(
+        default_factory=dict,
+        description="Members left out per reason: no_consent (opted out or none recorded), suppressed",
+    )
     customer_ids: list[str]
 
 
@@ -78,9 +84,15 @@ def _segment_info(store: SegmentStore, name: str) -> SegmentInfo:
     return info
 
 
-def build_router(segments_dir: Path | None, tags_dir: Path | None, tags_library: Path | None) -> APIRouter:
+def build_router(
+    segments_dir: Path | None,
+    tags_dir: Path | None,
+    tags_library: Path | None,
+    consent: Callable[[], Consent] | None = None,
+) -> APIRouter:
     """Routes over stored tags and segments; the tag library is read (and checked) once here,
-    so a bad library stops the server at start rather than failing requests."""
+    so a bad library stops the server at start rather than failing requests. ``consent`` gives
+    the current consent rules, applied to a segment's customers (none: no rules)."""
     router = APIRouter()
     store = SegmentStore(segments_dir)
     loaded = load_library(tags_library)
@@ -141,9 +153,14 @@ def build_router(segments_dir: Path | None, tags_dir: Path | None, tags_library:
             members = store.members(name)
         except PortraitError as exc:
             raise HTTPException(status_code=404, detail=str(exc)) from None
+        as_of = str(members["as_of"].iloc[0]) if len(members) else (_segment_info(store, name).as_of or "")
+        left_out: dict[str, int] = {}
+        if consent is not None:
+            members, left_out = consent().apply(members)
         ids = members["customer_id"].astype("str")
         page = ids.iloc[offset : offset + limit].tolist()
-        as_of = str(members["as_of"].iloc[0]) if len(members) else (_segment_info(store, name).as_of or "")
-        return SegmentMembers(name=name, as_of=as_of, total=len(ids), offset=offset, limit=limit, customer_ids=page)
+        return SegmentMembers(
+            name=name, as_of=as_of, total=len(ids), offset=offset, limit=limit, left_out=left_out, customer_ids=page
+        )
 
     return router

@@ -127,6 +127,8 @@ def score(
     summary: dict = {
         "as_of": as_of.isoformat(),
         "dataset": dataset.name,
+        # Lists from these scores read the data set's consent rules (portrait.privacy) there.
+        "dataset_path": str(dataset.root.resolve()) if dataset.root is not None else None,
         "dataset_fingerprint": dataset.fingerprint(),
         "customers": int(len(scores)),
         "alias": alias,

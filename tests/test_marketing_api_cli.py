@@ -70,6 +70,7 @@ def test_routes_serve_stored_tags_and_segments(tmp_path):
         "total": 3,
         "offset": 1,
         "limit": 2,
+        "left_out": {},  # no consent rules given to this router
         "customer_ids": ["C", "E"],
     }
     assert client.get("/segments/nope").status_code == 404

@@ -228,3 +228,180 @@ def test_an_empty_customers_file_keeps_its_message(pii_data):
     (pii_data / "customers.csv").write_bytes(b"")
     with pytest.raises(ContractError, match=r"customers: .*customers.csv is empty \(not even a header line\)"):
         open_dataset(pii_data).connect()
+
+
+# ---------------------------------------------------------------- consent
+
+CONSENT_PURCHASES = pd.DataFrame(
+    {
+        "order_id": [f"o{i}" for i in range(7)],
+        "customer_id": ["A", "B", "C", "D", "E", "F", "W"],
+        "ts": ["2024-01-05"] * 7,
+        "amount": [10.0] * 7,
+    }
+)
+CONSENT_CUSTOMERS = pd.DataFrame(
+    {
+        "customer_id": ["A", "B", "C", "D", "F"],  # E has no customers row
+        "marketing_consent": ["yes", "No", None, "TRUE", "1"],
+    }
+)
+# W is A's second account, X is F's: ids are resolved through identity merging.
+CONSENT_IDENTITIES = pd.DataFrame(
+    {"customer_id": ["A", "W", "F", "X"], "id_type": ["phone_hash"] * 4, "id_value": ["h1", "h1", "h2", "h2"]}
+)
+
+
+def consent_dataset(tmp_path, suppressed: str | None = "customer_id\nX\nnobody\n", **settings) -> Dataset:
+    path = None
+    if suppressed is not None:
+        path = tmp_path / "suppressed.csv"
+        path.write_text(suppressed)
+    privacy = PrivacySettings(
+        consent_column=settings.get("consent_column", "marketing_consent"), suppression_file=path, source="test.toml"
+    )
+    return Dataset.from_frames(
+        purchases=CONSENT_PURCHASES,
+        customers=settings.get("customers", CONSENT_CUSTOMERS),
+        identities=CONSENT_IDENTITIES,
+        privacy=privacy,
+    )
+
+
+def test_consent_and_suppression_by_hand(tmp_path):
+    from portrait.privacy import apply_consent, consent_note
+
+    frame = pd.DataFrame({"customer_id": ["A", "B", "C", "D", "E", "F"], "score": [6, 5, 4, 3, 2, 1]})
+    kept, left_out = apply_consent(frame, consent_dataset(tmp_path))
+    # A: yes (W, merged into A, has no row); B: no; C: none recorded; D: TRUE; E: no customers
+    # row; F: 1, but suppressed through its second id X.
+    assert kept.to_dict("list") == {"customer_id": ["A", "D"], "score": [6, 3]}
+    assert left_out == {"suppressed": 1, "no_consent": 3}
+    assert consent_note(left_out) == (
+        "left out 4 customers: 3 without marketing consent (opted out or none recorded), 1 on the suppression list"
+    )
+
+
+def test_an_opt_out_under_any_merged_id_leaves_the_person_out(tmp_path):
+    from portrait.privacy import apply_consent
+
+    customers = pd.concat([CONSENT_CUSTOMERS, pd.DataFrame({"customer_id": ["W"], "marketing_consent": ["no"]})])
+    ds = consent_dataset(tmp_path, suppressed=None, customers=customers)
+    kept, left_out = apply_consent(pd.DataFrame({"customer_id": ["A", "D"]}), ds)
+    assert kept["customer_id"].tolist() == ["D"] and left_out == {"no_consent": 1}
+
+
+def test_no_rules_leave_the_frame_as_it_is():
+    from portrait.privacy import apply_consent, consent_note
+
+    frame = pd.DataFrame({"customer_id": ["A", "B"]})
+    kept, left_out = apply_consent(frame, Dataset.from_frames(purchases=CONSENT_PURCHASES))
+    assert kept is frame and left_out == {} and consent_note(left_out) is None
+
+
+@pytest.mark.parametrize(
+    "change, error, message",
+    [
+        (
+            {"customers": CONSENT_CUSTOMERS.assign(marketing_consent=["yes", "maybe", None, "1", "0"])},
+            ContractError,
+            r"customers.marketing_consent: the consent column has 1 value that is neither a yes .* nor a no"
+            r"[\s\S]*'customer_id': 'B', 'marketing_consent': 'maybe'",
+        ),
+        (
+            {"consent_column": "consent"},
+            ContractError,
+            r"customers: the consent column 'consent' named in test.toml \[privacy\] consent_column is not in the "
+            r"table; its columns are \['marketing_consent'\]",
+        ),
+        ({"suppressed": "A\nB,opted out by phone\n"}, ConfigError, "line 2 holds more than an id"),
+        ({"suppressed": "A\n\xff\n"}, ConfigError, r"is not UTF-8 \(line 2\)"),
+    ],
+)
+def test_unreadable_consent_rules_stop_the_list(tmp_path, change, error, message):
+    from portrait.privacy import apply_consent
+
+    suppressed = change.pop("suppressed", "X\n")
+    ds = consent_dataset(tmp_path, suppressed=None, **change)
+    if suppressed is not None:
+        (tmp_path / "s.csv").write_bytes(suppressed.encode("latin-1"))
+        ds = Dataset.from_frames(
+            purchases=CONSENT_PURCHASES,
+            customers=change.get("customers", CONSENT_CUSTOMERS),
+            privacy=PrivacySettings(
+                consent_column=ds.privacy.consent_column, suppression_file=tmp_path / "s.csv", source="test.toml"
+            ),
+        )
+    with pytest.raises(error, match=message):
+        apply_consent(pd.DataFrame({"customer_id": ["A"]}), ds)
+
+
+def test_a_missing_suppression_file_stops_the_list(tmp_path):
+    from portrait.privacy import apply_consent
+
+    ds = Dataset.from_frames(
+        purchases=CONSENT_PURCHASES, privacy=PrivacySettings(suppression_file=tmp_path / "gone.csv")
+    )
+    with pytest.raises(ConfigError, match=r"suppression file .*gone.csv does not exist; no list is written"):
+        apply_consent(pd.DataFrame({"customer_id": ["A"]}), ds)
+
+
+def test_a_list_applies_consent_before_taking_the_top(tmp_path):
+    from portrait.privacy import load_consent
+    from serving.lists import build_list
+
+    scores = pd.DataFrame(
+        {
+            "customer_id": ["A", "B", "C", "D", "E", "F"],
+            "m_score": [0.9, 0.8, 0.7, 0.6, 0.5, 0.4],
+            "m_percentile": [100.0, 83.3, 66.7, 50.0, 33.3, 16.7],
+        }
+    )
+    features = pd.DataFrame({"customer_id": list("ABCDEF"), "orders_90d": [1, 1, 1, 1, 0, 1]})
+    rows = build_list(
+        scores, features, "m", top=2, where="orders_90d > 0", consent=load_consent(consent_dataset(tmp_path))
+    )
+    assert rows["customer_id"].tolist() == ["A", "D"]
+    assert rows.attrs["left_out"] == {"suppressed": 1, "no_consent": 2}  # E did not match the filter
+
+
+def test_segment_export_leaves_out_customers_without_consent(pii_data, tmp_path, monkeypatch):
+    (pii_data / "portrait.toml").write_text(
+        '[privacy]\npii_columns = ["loyalty_card"]\nconsent_column = "marketing_consent"\n'
+        'suppression_file = "suppressed.csv"\n'
+    )
+    CUSTOMERS.assign(marketing_consent=["yes", "no", "yes"]).to_csv(pii_data / "customers.csv", index=False)
+    (pii_data / "suppressed.csv").write_text("C\n")
+    monkeypatch.chdir(tmp_path)
+    assert run("segment", "create", "buyers", "--where", "orders_lifetime > 0")[0] == 0
+    code, text = run("segment", "export", "buyers", "--data", str(pii_data), "--as-of", AS_OF, "--out", "b.csv")
+    assert code == 0, text
+    text = " ".join(text.split())  # the console wraps long lines
+    assert "1 customers of 'buyers'" in text
+    assert "left out 2 customers: 1 without marketing consent (opted out or none recorded), 1 on the" in text
+    assert pd.read_csv(tmp_path / "b.csv")["customer_id"].tolist() == ["A"]
+    (pii_data / "suppressed.csv").unlink()
+    code, text = run("segment", "export", "buyers", "--data", str(pii_data), "--as-of", AS_OF, "--out", "c.csv")
+    assert code == 2 and "suppressed.csv does not exist" in text
+    assert not (tmp_path / "c.csv").exists()
+
+
+def test_the_api_segment_customers_follow_consent(tmp_path):
+    import datetime as dt
+
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from marketing.segments import Evaluated, Segment, SegmentStore, record_refresh
+    from portrait.privacy import load_consent
+    from serving.marketing_routes import build_router
+
+    store = SegmentStore(tmp_path / "segments")
+    store.save(Segment("all", where="orders_lifetime > 0"))
+    record_refresh(store, Evaluated("all", pd.Series(list("ABCDEF")), 6, dt.date(2024, 3, 1)))
+    consent = load_consent(consent_dataset(tmp_path))
+    app = FastAPI()
+    app.include_router(build_router(tmp_path / "segments", None, None, consent=lambda: consent))
+    answer = TestClient(app).get("/segments/all/customers").json()
+    assert (answer["total"], answer["customer_ids"]) == (2, ["A", "D"])
+    assert answer["left_out"] == {"suppressed": 1, "no_consent": 3}

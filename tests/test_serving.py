@@ -458,3 +458,40 @@ def test_worker_connections_have_nagle_off():
         return value
 
     assert asyncio.run(nodelay_of("serving.api:NoDelayHTTPProtocol")) != 0
+
+
+def test_lists_leave_out_customers_without_consent(registered, scored, tmp_path):
+    from typer.testing import CliRunner
+
+    from portrait.cli import _register_later_commands, app
+    from portrait.outputs import latest_scores_dataset
+
+    out, _ = scored
+    assert latest_scores_dataset(out) == registered.resolve()  # the scores say where they come from
+    data = tmp_path / "data"
+    shutil.copytree(registered, data)
+    top = build_list(*latest_scores(out), MODEL, top=5)["customer_id"].tolist()
+    (data / "suppressed.csv").write_text(f"{top[0]}\n{top[3]}\n")
+    (data / "portrait.toml").write_text('[privacy]\nsuppression_file = "suppressed.csv"\n')
+
+    listed = TestClient(create_app(out, data=data)).get(f"/lists/{MODEL}", params={"top": 5}).json()
+    assert listed["left_out"] == {"suppressed": 2} and listed["count"] == 5
+    assert [c["customer_id"] for c in listed["customers"]][:3] == [top[1], top[2], top[4]]
+
+    _register_later_commands()
+    command = ["list", "--model", MODEL, "--scores", str(out), "--top", "5", "--out", str(tmp_path / "l.csv")]
+    result = CliRunner().invoke(app, [*command, "--data", str(data)])
+    assert result.exit_code == 0, result.output
+    assert "left out 2 customers: 2 on the suppression list" in " ".join(result.output.split())
+    assert not {top[0], top[3]} & set(pd.read_csv(tmp_path / "l.csv")["customer_id"])
+
+    # Scores that do not record their data set: no list without --data.
+    unknown = tmp_path / "old_scores"
+    shutil.copytree(out, unknown)
+    for summary in unknown.glob("*.summary.json"):
+        summary.write_text(summary.read_text().replace('"dataset_path"', '"was_dataset_path"'))
+    result = CliRunner().invoke(app, [*command[:4], str(unknown), *command[5:]])
+    assert isinstance(result.exception, PortraitError)
+    assert "cannot check marketing consent" in str(result.exception) and "give --data DATASET" in str(result.exception)
+    answer = TestClient(create_app(unknown)).get(f"/lists/{MODEL}", params={"top": 5})
+    assert answer.status_code == 503 and "cannot check marketing consent" in answer.json()["detail"]
