@@ -167,13 +167,26 @@ def hash_identities_file(source: Path, target: Path, salt: str | None = None) ->
     """Copy an identities table with ``id_value`` replaced by its salted SHA-256 hex digest.
 
     The salt comes from ``PORTRAIT_IDENTITY_SALT`` unless given, and is bound as a query
-    parameter, never pasted into SQL. The copy is written to a temporary file and renamed.
+    parameter, never pasted into SQL. A CSV source is read strictly (:func:`check_csv`): a line
+    that is not UTF-8 or has another number of fields than the header stops the copy with the
+    file and line, before anything is written. The copy goes to a temporary file and is renamed.
     """
     from portrait.adapters._write import copy_to_parquet
-    from portrait.dataset import TableSource
+    from portrait.dataset import quote_ident, quote_literal
 
     salt = salt or salt_from_environment()
-    scan = TableSource(table="identities", files=(source,)).scan_sql("")
+    source = Path(source)
+    if not source.is_file():
+        raise PortraitError(f"{source} is not a file")
+    if source.name.endswith(".parquet"):
+        scan = f"read_parquet({quote_literal(str(source))})"
+    else:
+        delimiter, columns = check_csv(source)
+        spec = "{" + ", ".join(f"{quote_literal(c)}: 'VARCHAR'" for c in columns) + "}"
+        scan = (
+            f"read_csv({quote_literal(str(source))}, header = true, auto_detect = false, strict_mode = true, "
+            f"delim = {quote_literal(delimiter)}, quote = '\"', escape = '\"', columns = {spec})"
+        )
     con = duckdb.connect()
     con.execute("SET VARIABLE identity_salt = ?", [salt])
     try:
@@ -183,8 +196,63 @@ def hash_identities_file(source: Path, target: Path, salt: str | None = None) ->
         return copy_to_parquet(
             con,
             f"SELECT * REPLACE (sha256(getvariable('identity_salt') || CAST(id_value AS VARCHAR)) "
-            f"AS id_value) FROM {scan}",
+            f"AS {quote_ident('id_value')}) FROM {scan}",
             target,
         )
+    except duckdb.Error as exc:  # checked above, so not expected: still a message, not a traceback
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PortraitError(f"cannot read {source}: {first}; nothing was written") from exc
     finally:
         con.close()
+
+
+_DELIMITERS = (",", ";", "\t", "|")
+
+
+def check_csv(path: Path) -> tuple[str, list[str]]:
+    """Read a CSV file of identities strictly, in one pass: UTF-8 (a byte-order mark allowed),
+    a header naming ``id_value`` (delimited by a comma, semicolon, tab or bar), and every line
+    with as many fields as the header. Returns the delimiter and the header's columns; raises
+    :class:`PortraitError` naming the file and the first bad line. The message never shows a
+    line's text: it holds identifiers."""
+    import csv
+
+    from portrait.dataset import _open_bytes
+
+    def lines():
+        with _open_bytes(path) as handle:
+            for number, raw in enumerate(handle, 1):
+                try:
+                    yield raw.decode("utf-8-sig" if number == 1 else "utf-8")
+                except UnicodeDecodeError as exc:
+                    raise PortraitError(
+                        f"{path} line {number:,}: byte {raw[exc.start : exc.start + 1]!r} at position "
+                        f"{exc.start + 1} is not UTF-8; save the file as UTF-8 (nothing was written)"
+                    ) from None
+
+    stream = lines()
+    header_line = next(stream, None)
+    if header_line is None or not header_line.strip():
+        raise PortraitError(f"{path} is empty: expected a header line with customer_id, id_type, id_value")
+    delimiter = next(
+        (d for d in _DELIMITERS if "id_value" in next(csv.reader([header_line], delimiter=d))), _DELIMITERS[0]
+    )
+    reader = csv.reader(_chain([header_line], stream), delimiter=delimiter, strict=True)
+    try:
+        header = next(reader)
+        if "id_value" not in header:
+            raise PortraitError(f"{path} has no id_value column; its columns are {header}")
+        for row in reader:
+            if len(row) != len(header) and row:
+                raise PortraitError(
+                    f"{path} line {reader.line_num:,} has {len(row)} field{'s' if len(row) != 1 else ''}, "
+                    f"the header {len(header)} ({delimiter!r}-separated): fix or remove the line (nothing was written)"
+                )
+    except csv.Error as exc:
+        raise PortraitError(f"{path} line {reader.line_num:,}: {exc} (nothing was written)") from None
+    return delimiter, header
+
+
+def _chain(first, rest):
+    yield from first
+    yield from rest

@@ -167,3 +167,49 @@ def test_the_map_built_on_a_connection_equals_the_full_graphs():
         "customer_id": expected["customer_id"].tolist(),
         "person_id": expected["person_id"].tolist(),
     }
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"customer_id,id_type,id_value\nA,phone,111\nB,phone,222\nC,phone\n", r"line 4 has 2 fields, the header 3"),
+        (b"customer_id,id_type,id_value\nA,phone,111\nD,phone,444,extra\n", r"line 3 has 4 fields, the header 3"),
+        (b"customer_id,id_type,id_value\nA,phone,111\nB,phone,2\xff22\n", r"line 3: byte b'\\xff' .* is not UTF-8"),
+        (b'customer_id,id_type,id_value\nA,phone,"11\n', r"line 2: unexpected end of data"),
+        (b"customer_id,id_type,value\nA,phone,111\n", r"has no id_value column; its columns are"),
+        (b"", r"is empty: expected a header line"),
+    ],
+)
+def test_hashing_reads_the_csv_strictly_and_writes_nothing_on_a_bad_line(tmp_path, monkeypatch, content, message):
+    from tests.test_marketing_api_cli import run
+
+    source = tmp_path / "ids.csv"
+    source.write_bytes(content)
+    target = tmp_path / "out" / "hashed.parquet"
+    target.parent.mkdir()
+    target.write_bytes(b"the previous copy")
+    with pytest.raises(PortraitError, match=message) as raised:
+        hash_identities_file(source, target, salt="pepper")
+    assert str(raised.value).startswith(str(source))  # names the file
+    assert target.read_bytes() == b"the previous copy"
+    assert [p.name for p in target.parent.iterdir()] == ["hashed.parquet"]  # no temporary file left
+    monkeypatch.setenv("PORTRAIT_IDENTITY_SALT", "pepper")
+    code, text = run("identity", "hash", str(source), "--out", str(target))
+    assert code == 2 and str(source) in text
+    assert target.read_bytes() == b"the previous copy"
+
+
+def test_hashing_a_strict_csv_keeps_quoted_fields_and_other_delimiters(tmp_path):
+    (tmp_path / "a.csv").write_text('customer_id,id_type,id_value\nA,phone,111\n"B, jr",phone,222\n\n')
+    (tmp_path / "b.csv").write_text("customer_id;id_type;id_value\nA;phone;111\n")
+    assert hash_identities_file(tmp_path / "a.csv", tmp_path / "a.parquet", salt="pepper") == 2
+    assert hash_identities_file(tmp_path / "b.csv", tmp_path / "b.parquet", salt="pepper") == 1
+    a = pd.read_parquet(tmp_path / "a.parquet")
+    assert a["customer_id"].tolist() == ["A", "B, jr"]
+    import hashlib
+
+    assert a["id_value"].tolist() == [
+        hashlib.sha256(b"pepper111").hexdigest(),
+        hashlib.sha256(b"pepper222").hexdigest(),
+    ]
+    assert pd.read_parquet(tmp_path / "b.parquet")["id_value"].tolist() == [hashlib.sha256(b"pepper111").hexdigest()]
