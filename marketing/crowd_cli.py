@@ -258,3 +258,40 @@ def register_crowd(app: typer.Typer, out, console) -> None:
         paths = write_trend(table, crowd, min_cell, out_dir)
         out.print(f"{crowd.describe()}: {len(dates)} points from {dates[0]} to {dates[-1]}")
         out.print(f"wrote {paths['csv']}, {paths['png']}, {paths['html']} in {time.perf_counter() - started:.1f} s")
+
+    @app.command("quadrant")
+    def quadrant_command(
+        data: DataOption,
+        as_of: AsOfOption,
+        out_dir: Annotated[
+            Path, typer.Option("--out", help="Folder for quadrant.csv/html, potential_high_spenders.csv.")
+        ],
+        window: Annotated[int, typer.Option("--within-days", help="Window of both axes: 30, 90, 180 or 365.")] = 90,
+        split: Annotated[float, typer.Option("--split", help="Percentile from which an axis is high.")] = 50.0,
+        segment: SegmentOpt = None,
+        tag: TagOpt = None,
+        persona: PersonaOpt = None,
+        where: WhereOpt = None,
+        everyone: AllOpt = False,
+        min_cell: MinCellOpt = 10,
+        scores: ScoresOption = None,
+        segments_dir: SegmentsOption = None,
+        file: TagsFileOption = None,
+        store: StoreOption = None,
+    ) -> None:
+        """Engagement against spend in four cells; exports the potential high spenders."""
+        from marketing.crowd import Crowd
+        from marketing.crowd_quadrant import POTENTIAL, columns_for, quadrant, write_quadrant
+
+        columns_for(window)
+        named = any(v is not None for v in (segment, tag, persona, where)) or everyone
+        crowd = _crowd(segment, tag, persona, where, None, None, everyone) if named else Crowd("all")
+        with open_crowds(console, data, as_of, scores, segments_dir, file, store) as crowds:
+            result = quadrant(crowds, crowds.mask(crowd), window, split)
+            paths, notes = write_quadrant(crowds, result, crowd.describe(), min_cell, out_dir)
+        potential = int(result.cells.set_index("cell").loc[POTENTIAL, "customers"])
+        for note in notes:
+            out.print(note)
+        out.print(
+            f"{crowd.describe()}: {potential:,} potential high spenders; wrote {paths['csv']}, {paths['html']}, {paths['potential']}"
+        )

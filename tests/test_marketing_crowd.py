@@ -333,3 +333,25 @@ def test_bad_crowd_commands_exit_non_zero(tmp_path, data_folder, args, message):
     code, output = run("crowd", *args, "--data", data_folder, "--as-of", AS_OF)
     assert code != 0
     assert message in output and "Traceback" not in output
+
+
+def test_quadrant_finds_the_engaged_customer_who_does_not_buy(tmp_path):
+    from marketing.crowd_quadrant import POTENTIAL, potential_high_spenders, quadrant, write_quadrant
+
+    with Population(dataset(), AS_OF) as population:
+        data = CrowdData(population, load_library())
+        result = quadrant(data, data.mask(Crowd("all")), window=90)
+        # Only E has an interaction (and no spend); 90 days back from 2024-03-01 is 2023-12-02:
+        # spend A 30, B 100, C 38, D 100 (d2 on 2023-12-01 is out), E 0 -> percentiles (share of the
+        # crowd strictly lower) 20, 60, 40, 60, 0.
+        cells = result.customers.set_index("customer_id")
+        assert cells.loc["E", "cell"] == POTENTIAL and cells.loc["E", "engagement_pct"] == 80.0
+        assert cells["spend_pct"].to_dict() == {"A": 20.0, "B": 60.0, "C": 40.0, "D": 60.0, "E": 0.0}
+        assert cells.loc["B", "cell"].startswith("quiet spenders") and cells.loc["A", "cell"].startswith("low value")
+        ranked, how = potential_high_spenders(data, result)
+        assert ranked["customer_id"].tolist() == ["E"] and "engagement" in how
+        paths, _ = write_quadrant(data, result, "all", 1, tmp_path)
+        assert pd.read_csv(paths["potential"])["customer_id"].tolist() == ["E"]
+        assert pd.read_csv(paths["csv"])["customers"].astype(str).tolist()[0] == "1"
+        with pytest.raises(PortraitError, match="one of \\[30, 90, 180, 365\\]"):
+            quadrant(data, data.mask(Crowd("all")), window=60)
