@@ -35,6 +35,7 @@ from features.catalogue import describe, label_of
 from portrait.errors import PortraitError
 from portrait.outputs import latest_scores, latest_scores_dataset
 from portrait.privacy import Consent
+from serving.crowd_routes import build_crowd_router
 from serving.lists import build_list
 from serving.marketing_routes import build_router
 from serving.registry import LoadedModel, list_models, load_model
@@ -309,6 +310,16 @@ def create_app(
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     secured = [Depends(check_key)]
     app.include_router(build_router(segments_dir, tags_dir, tags_library, consent=consent), dependencies=secured)
+    app.include_router(
+        build_crowd_router(
+            consent.data,
+            as_of,
+            scores_dir=scores_dir,
+            segments_dir=segments_dir,
+            tags_library=tags_library,
+        ),
+        dependencies=secured,
+    )
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

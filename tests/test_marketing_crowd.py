@@ -355,3 +355,32 @@ def test_quadrant_finds_the_engaged_customer_who_does_not_buy(tmp_path):
         assert pd.read_csv(paths["csv"])["customers"].astype(str).tolist()[0] == "1"
         with pytest.raises(PortraitError, match="one of \\[30, 90, 180, 365\\]"):
             quadrant(data, data.mask(Crowd("all")), window=60)
+
+
+def test_crowd_report_route_answers_suppressed_json_and_404_for_unknown_crowds(tmp_path, data_folder):
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from marketing.segments import Segment
+    from serving.crowd_routes import build_crowd_router
+
+    store = SegmentStore(tmp_path / "segments")
+    store.save(Segment("repeaters", where="orders_lifetime >= 2"))
+    app = FastAPI()
+    app.include_router(
+        build_crowd_router(data_folder, AS_OF, scores_dir=None, segments_dir=store.folder, tags_library=None)
+    )
+    client = TestClient(app)
+    answer = client.get("/crowds/report", params={"segment": "repeaters", "min_cell": 2})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["customers"] == 3 and body["as_of"] == AS_OF
+    shown = {(r["dimension"], r["value"]): r for r in body["dimensions"]}
+    assert shown[("age_band", "25-34")]["count"] == "<2" and shown[("age_band", "25-34")]["share"] == ""
+    small = client.get("/crowds/report", params={"segment": "repeaters"}).json()
+    assert small["customers"] == "<10" and {r["count"] for r in small["dimensions"]} == {"<10"}
+    missing = client.get("/crowds/report", params={"segment": "nobody"})
+    assert missing.status_code == 404 and "nobody" in missing.json()["detail"]
+    assert client.get("/crowds/report", params={"tag": "lapsng"}).status_code == 404
+    assert client.get("/crowds/report").status_code == 422
+    assert client.get("/crowds/report", params={"tag": "lapsing", "segment": "repeaters"}).status_code == 422
