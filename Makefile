@@ -40,6 +40,9 @@ demo: $(STAMP)
 	$(BIN)/portrait segment refresh --data $(DEMO_DATA) --as-of 2018-01-02 --scores $(OUT)/scores --segments $(SEGMENTS)
 	$(BIN)/portrait segment export quiet_milk_buyers --data $(DEMO_DATA) --as-of 2018-01-02 --segments $(SEGMENTS) \
 		--scores $(OUT)/scores --rank-by repurchase_90d --columns spend_90d,rfm_group --out $(OUT)/exports/quiet_milk_buyers.csv
+	$(BIN)/portrait crowd report --all --data $(DEMO_DATA) --as-of 2018-01-02 --scores $(OUT)/scores --out $(OUT)/crowds/all
+	$(BIN)/portrait crowd report --segment big_spenders_going_quiet --segments $(SEGMENTS) --data $(DEMO_DATA) \
+		--as-of 2018-01-02 --scores $(OUT)/scores --out $(OUT)/crowds/big_spenders_going_quiet
 	@echo
 	@echo "Demo outputs:"
 	@echo "  data set in the contract:  $(DEMO_DATA)/"
@@ -51,6 +54,7 @@ demo: $(STAMP)
 	@echo "  RFM scores and groups:     $(OUT)/rfm/"
 	@echo "  tags of every customer:    $(OUT)/tags/tags_2018-01-02.parquet (+ .summary.json)"
 	@echo "  saved segments, export:    $(SEGMENTS)/, $(OUT)/exports/quiet_milk_buyers.csv"
+	@echo "  crowd portraits (pages):   $(OUT)/crowds/all/crowd.html, $(OUT)/crowds/big_spenders_going_quiet/crowd.html"
 	@echo "  HTTP API:                  $(BIN)/portrait serve --scores $(OUT)/scores --segments $(SEGMENTS) --tags $(OUT)/tags  (then http://127.0.0.1:8000/docs)"
 	@echo "  MLflow runs and models:    mlflow.db, mlartifacts/  (browse: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db)"
 
