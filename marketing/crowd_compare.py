@@ -282,7 +282,9 @@ def _figures(result: Comparison, min_cell: int) -> pd.DataFrame:
     for measure in shown.index:
         for name in shown.columns:
             value = shown.loc[measure, name]
-            if isinstance(value, float):
+            if isinstance(value, float) and measure == "customers":
+                shown.loc[measure, name] = f"{int(value):,}"
+            elif isinstance(value, float):
                 shown.loc[measure, name] = (
                     "" if np.isnan(value) else (f"{value:.1%}" if measure.startswith("share") else f"{value:,.2f}")
                 )
