@@ -20,6 +20,8 @@ live process on this machine is never touched, however old: the write may still 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import fcntl
 import hashlib
 import os
 import re
@@ -30,6 +32,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
+
+from portrait.errors import PortraitError
 
 STALE_AFTER_SECONDS = 3600
 # Which machine wrote a temporary file: a process id means nothing on another machine.
@@ -85,6 +89,39 @@ def atomic_write_text(text: str, path: Path) -> None:
     with atomic_target(path) as tmp:
         with tmp.open("w", encoding="utf-8") as handle:
             handle.write(text)
+
+
+class LockHeld(PortraitError):
+    """Another process is running the same job on the same output."""
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_path: Path, what: str) -> Iterator[None]:
+    """Run the block as the only holder of ``lock_path`` (an advisory ``flock``), or raise
+    :class:`LockHeld` at once, naming ``what`` and the holder, if another process (or another
+    open of the file in this one) holds it. The operating system releases the lock when its
+    holder exits, however it exits, so a killed run never leaves it held. The lock file (which
+    names its last holder) is left in place: removing it would let two runs lock two files."""
+    lock_path = Path(lock_path)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise LockHeld(
+                f"{what} is already running ({holder}; lock {lock_path}); wait for it to finish and run again"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        started = dt.datetime.now().isoformat(timespec="seconds")
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {started}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def read_parquet(path: Path, **options) -> pd.DataFrame:

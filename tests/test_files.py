@@ -249,3 +249,44 @@ def test_two_first_runs_in_a_new_folder_create_the_store_and_the_experiment_once
     outputs = [run.communicate(timeout=300) for run in runs]
     assert [run.returncode for run in runs] == [0, 0], [err.decode()[-2000:] for _, err in outputs]
     assert {out.strip() for out, _ in outputs} == {b"1"}
+
+
+def test_a_held_lock_stops_a_second_holder_at_once_and_is_free_after(tmp_path):
+    lock = tmp_path / "job.lock"
+    with files.exclusive_lock(lock, "the nightly job"):
+        with pytest.raises(files.LockHeld, match=rf"the nightly job is already running \(pid {os.getpid()} on "):
+            with files.exclusive_lock(lock, "the nightly job"):
+                raise AssertionError("entered a held lock")
+    with files.exclusive_lock(lock, "the nightly job"):  # released when the block ended
+        pass
+
+
+def test_a_lock_is_released_when_its_holder_is_killed(tmp_path):
+    lock = tmp_path / "job.lock"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                f"""
+                import time
+                from portrait import files
+                with files.exclusive_lock({str(lock)!r}, "job"):
+                    print("held", flush=True)
+                    time.sleep(60)
+                """
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(files.LockHeld, match=rf"pid {holder.pid} on"):
+            with files.exclusive_lock(lock, "job"):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with files.exclusive_lock(lock, "job"):
+        pass

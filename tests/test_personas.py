@@ -377,3 +377,31 @@ def test_features_in_the_config_file_must_be_a_list(tmp_path):
         load_persona_config(path)
     path.write_text('name = "p"\nfeatures = ["spend_365d", "orders_365d"]\n')
     assert load_persona_config(path).features == ("spend_365d", "orders_365d")
+
+
+def test_a_second_concurrent_fit_of_the_same_personas_stops_at_once(tmp_path, monkeypatch):
+    import mlflow
+
+    from portrait.files import LockHeld, exclusive_lock
+    from tests.test_marketing_api_cli import run
+    from training.personas import fit_lock_path, run_persona_fit
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    try:
+        mlflow.set_tracking_uri(uri)
+        lock = fit_lock_path("my/personas")
+        assert lock == tmp_path / ".mlflow.db.personas-fit-my_personas.lock"
+        config = PersonaConfig("my/personas", str(tmp_path / "no data needed: the lock comes first"))
+        with exclusive_lock(lock, "a personas fit of 'my/personas'"):  # the first fit, still running
+            with pytest.raises(LockHeld, match=r"a personas fit of 'my/personas' is already running \(pid \d+"):
+                run_persona_fit(config)
+            # From the command line: exit 2 with the message, nothing fitted.
+            monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+            (tmp_path / "personas.toml").write_text('name = "my/personas"\n[data]\npath = "/nowhere"\n')
+            code, text = run("personas", "fit", str(tmp_path / "personas.toml"))
+        assert code == 2 and "is already running" in text
+        assert not (tmp_path / "mlflow.db").exists()
+    finally:
+        mlflow.set_tracking_uri(previous[0])
+        mlflow.set_registry_uri(previous[1])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import tempfile
 import tomllib
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from models.persona_profile import (
 from models.personas import ALGORITHMS, PersonaModel, numeric_columns
 from models.pyfunc import PersonaPyfunc, StoredFit, serving_frame
 from portrait.errors import ConfigError, PortraitError
-from portrait.files import atomic_write
+from portrait.files import atomic_write, exclusive_lock
 from training.data import resolve_dataset
 from training.persona_report import write_k_plot, write_portrait
 from training.tracking import ensure_experiment
@@ -195,8 +196,31 @@ def previous_fit(name: str):
     return None
 
 
+def fit_lock_path(name: str) -> Path:
+    """The lock two fits of registered model ``name`` in the current tracking store share:
+    beside a local SQLite store, else in the working directory (a remote store is locked per
+    machine only)."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+    uri = mlflow.get_tracking_uri()
+    if uri.startswith("sqlite:///") and ":memory:" not in uri:
+        database = Path(uri[len("sqlite:///") :].split("?", 1)[0])
+        return database.with_name(f".{database.name}.personas-fit-{safe}.lock")
+    return Path.cwd() / f".portrait-personas-fit-{safe}.lock"
+
+
 def run_persona_fit(
     config: PersonaConfig, as_of: dt.date | None = None, out: Path | None = None, progress=None
+) -> tuple[PersonaFit, str, str]:
+    """Fit, log and register personas (see the module docstring). One fit of a model name runs
+    at a time per store: a second one, started while the first runs, stops at once with
+    :class:`portrait.files.LockHeld` (it would carry persona ids over from the same previous
+    version and register after the first, so ids would not follow the latest version)."""
+    with exclusive_lock(fit_lock_path(config.name), f"a personas fit of {config.name!r}"):
+        return _run_persona_fit(config, as_of, out, progress)
+
+
+def _run_persona_fit(
+    config: PersonaConfig, as_of: dt.date | None, out: Path | None, progress
 ) -> tuple[PersonaFit, str, str]:
     say = progress or (lambda message: None)
     dataset = resolve_dataset(config.data)
