@@ -198,10 +198,12 @@ def compute_funnel(
 def _check_event_types(con: duckdb.DuckDBPyConnection, names: list[str], as_of: dt.date) -> None:
     """A step the window never has may still be an event type of the data (then nobody reaches
     it); one the data never has before the as-of date is a typo more often than not."""
+    # Which types occur does not change with de-duplication or identity merging (see check_as_of).
+    source = "typed_events" if _has_view(con, "typed_events") else "events"
     known = sorted(
         row[0]
         for row in con.execute(
-            "SELECT DISTINCT LOWER(TRIM(event_type)) AS t FROM events WHERE ts < ? AND t IS NOT NULL AND t <> ''",
+            f"SELECT DISTINCT LOWER(TRIM(event_type)) AS t FROM {source} WHERE ts < ? AND t IS NOT NULL AND t <> ''",
             [_midnight(as_of)],
         ).fetchall()
     )
