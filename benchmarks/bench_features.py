@@ -38,9 +38,10 @@ WINDOWS = (7, 30, 90, 180, 365)
 def run_duckdb(data: Path, families: list[str] | None, out: Path) -> int:
     from features.build import build_features
     from portrait.dataset import open_dataset
+    from portrait.files import atomic_write
 
     frame = build_features(open_dataset(data), CUTOFF, families=families)
-    frame.to_parquet(out, index=False)
+    atomic_write(frame, out)
     return len(frame)
 
 
@@ -53,6 +54,7 @@ def _recode(column: pd.Series, transform) -> pd.Series:
 
 
 def run_pandas(data: Path, out: Path) -> int:
+    from portrait.files import atomic_write
     from portrait.identity import resolve
 
     cutoff = pd.Timestamp(CUTOFF)
@@ -130,7 +132,7 @@ def run_pandas(data: Path, out: Path) -> int:
     last_event.index = last_event.index.astype("str")
     result["days_since_last_event"] = last_event
     result = result.reset_index().rename(columns={"index": "customer_id"})
-    result.to_parquet(out, index=False)
+    atomic_write(result, out)
     return len(result)
 
 

@@ -64,7 +64,8 @@ def main() -> None:
     models = [load_model(n) for n in names]
     if not CACHE.exists():
         vocabulary = Vocabulary.from_dict(models[0].meta["vocabulary"])
-        build_features(open_dataset(DATA_1M), AS_OF, vocabulary=vocabulary).to_parquet(CACHE, index=False)
+        # Whole or not at all: an interrupted build must not leave a half cache the next run reads.
+        atomic_write(build_features(open_dataset(DATA_1M), AS_OF, vocabulary=vocabulary), CACHE)
     features = pd.read_parquet(CACHE)
 
     started = time.perf_counter()

@@ -290,3 +290,48 @@ def test_a_lock_is_released_when_its_holder_is_killed(tmp_path):
         holder.wait()
     with files.exclusive_lock(lock, "job"):
         pass
+
+
+def test_benchmarks_write_files_only_through_the_atomic_writer():
+    # A benchmark's cache read by its next run must be whole: no direct writes in benchmarks/.
+    import ast
+
+    direct = {"to_parquet", "to_csv", "write_text", "write_bytes", "write_table"}
+    found = []
+    for path in sorted(Path(__file__).resolve().parents[1].glob("benchmarks/*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call):
+                name = getattr(node.func, "attr", getattr(node.func, "id", ""))
+                modes = node.args[1:2] + [k.value for k in node.keywords if k.arg == "mode"]
+                opened_for_writing = name == "open" and any(
+                    isinstance(m, ast.Constant) and isinstance(m.value, str) and set(m.value) & set("wax")
+                    for m in modes
+                )
+                if name in direct or opened_for_writing:
+                    found.append(f"{path.name}:{node.lineno} {name}")
+    assert found == [], "write through portrait.files.atomic_write / atomic_target instead"
+
+
+def test_an_interrupted_benchmark_cache_write_leaves_the_old_cache(tmp_path, monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_features", Path(__file__).resolve().parents[1] / "benchmarks" / "bench_features.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "features_10_duckdb-all.parquet"
+    pd.DataFrame({"customer_id": ["old"]}).to_parquet(out)
+    monkeypatch.setattr("features.build.build_features", lambda *a, **k: pd.DataFrame({"customer_id": ["new"]}))
+    monkeypatch.setattr("portrait.dataset.open_dataset", lambda path: None)
+
+    def killed(self, path, *args, **kwargs):
+        Path(path).write_bytes(b"PAR1 half a table")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", killed)
+    with pytest.raises(KeyboardInterrupt):
+        bench.run_duckdb(tmp_path, None, out)
+    monkeypatch.undo()
+    assert pd.read_parquet(out)["customer_id"].tolist() == ["old"]
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]
