@@ -203,6 +203,7 @@ class CrowdData:
         self._evaluator: SegmentEvaluator | None = None
         self._frame: pd.DataFrame | None = None
         self._dims: pd.DataFrame | None = None
+        self._per_customer: dict[str, str | None] = {}
         self.definitions = _dimensions(library)
 
     # ------------------------------------------------------------ the customers
@@ -373,29 +374,56 @@ class CrowdData:
 
     def _favourites(self) -> dict[str, np.ndarray]:
         """Favourite category, brand (by spend) and payment method (by orders) from the purchases
-        read once, over every value (the favourite_category feature only knows the top ones)."""
-        from marketing.population import PURCHASES_READ
-
-        con = self.population.con
-        present = {row[0] for row in con.execute(f"DESCRIBE {PURCHASES_READ}").fetchall()}
+        read once, over every value (the favourite_category feature only knows the top ones).
+        Ties go to the alphabetically first value, so the result never depends on row order."""
         result = {}
-        for name, column, weight in (
-            ("favourite_category", "category", "SUM(amount)"),
-            ("favourite_brand", "brand", "SUM(amount)"),
-            ("favourite_payment", "payment_method", "COUNT(DISTINCT order_id)"),
+        for name, column in (
+            ("favourite_category", "category"),
+            ("favourite_brand", "brand"),
+            ("favourite_payment", "payment_method"),
         ):
-            if column not in present:
+            table = self.per_customer(column)
+            if table is None:
                 result[name] = np.full(len(self.frame), None, dtype=object)
                 continue
-            # Ties go to the alphabetically first value, so the result never depends on row order.
-            favourite = con.execute(
-                f"""SELECT customer_id, FIRST(v ORDER BY w DESC, v) AS v FROM (
-                      SELECT customer_id, CAST({column} AS VARCHAR) AS v, {weight} AS w FROM {PURCHASES_READ}
-                      WHERE amount > 0 AND {column} IS NOT NULL GROUP BY ALL) GROUP BY customer_id"""
+            weight = "orders" if column == "payment_method" else "spend"
+            favourite = self.population.con.execute(
+                f"""SELECT customer_id, arg_min(value, {{'w': -{weight}, 'v': value}}) AS v
+                    FROM {table} WHERE {weight} > 0 GROUP BY customer_id"""
             ).df()
             values = favourite.set_index(favourite["customer_id"].astype("str"))["v"].reindex(self.ids)
             result[name] = top_values(values, MAX_VALUES)
         return result
+
+    def per_customer(self, column: str) -> str | None:
+        """A temporary table with one row per customer and value of the purchases' ``column``:
+        ``spend`` and ``orders`` over all history before the as-of date, ``recent_spend`` and
+        ``recent_units`` over the last 365 days (purchase lines, amount > 0). Built once; the
+        favourites and the report's category and brand tables read it. None when the data set
+        has no such column."""
+        from marketing.population import PURCHASES_READ
+
+        if column in self._per_customer:
+            return self._per_customer[column]
+        con = self.population.con
+        present = {row[0] for row in con.execute(f"DESCRIBE {PURCHASES_READ}").fetchall()}
+        if column not in present:
+            self._per_customer[column] = None
+            return None
+        name = f"_crowd_by_{slug(column)}"
+        # Per order first: "orders with the value" then needs no DISTINCT aggregate.
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE {name} AS
+                SELECT customer_id, value, SUM(spend) AS spend, COUNT(*) AS orders,
+                       SUM(recent_spend) AS recent_spend, SUM(recent_units) AS recent_units
+                FROM (SELECT customer_id, order_id, CAST({column} AS VARCHAR) AS value, SUM(amount) AS spend,
+                             SUM(amount) FILTER (WHERE age <= {ACTIVITY_WINDOW}) AS recent_spend,
+                             SUM(quantity) FILTER (WHERE age <= {ACTIVITY_WINDOW}) AS recent_units
+                      FROM {PURCHASES_READ} WHERE amount > 0 AND {column} IS NOT NULL GROUP BY ALL) o
+                GROUP BY customer_id, value"""
+        )
+        self._per_customer[column] = name
+        return name
 
 
 def top_values(values: pd.Series, keep: int) -> np.ndarray:

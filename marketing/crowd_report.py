@@ -185,23 +185,20 @@ def line_tables(data: CrowdData, crowd: np.ndarray, base: np.ndarray):
     members = pd.DataFrame({"customer_id": data.ids.to_numpy(), "c": crowd, "b": base})[crowd | base]
     con.register("_crowd_members", members)
     try:
-        present = {row[0] for row in con.execute(f"DESCRIBE {PURCHASES_READ}").fetchall()}
         window = f"age <= {int(ACTIVITY_WINDOW)}"  # ts >= as_of - 365 days (features' window rule)
         tables = []
         for column in ("category", "brand"):
-            if column not in present:
+            per_customer = data.per_customer(column)
+            if per_customer is None:
                 tables.append(None)
                 continue
-            per_customer = f"""
-                SELECT customer_id, CAST({column} AS VARCHAR) AS value, SUM(amount) AS spend, SUM(quantity) AS units
-                FROM {PURCHASES_READ} WHERE amount > 0 AND {window} AND {column} IS NOT NULL GROUP BY ALL"""
             found = con.execute(
                 f"""SELECT value,
-                      SUM(spend) FILTER (WHERE c) AS spend, SUM(units) FILTER (WHERE c) AS units,
+                      SUM(recent_spend) FILTER (WHERE c) AS spend, SUM(recent_units) FILTER (WHERE c) AS units,
                       COUNT(*) FILTER (WHERE c) AS buyers, COUNT(*) FILTER (WHERE b) AS base_buyers,
-                      SUM(spend) FILTER (WHERE b) AS base_spend
-                    FROM ({per_customer}) p JOIN _crowd_members m USING (customer_id)
-                    GROUP BY value"""
+                      SUM(recent_spend) FILTER (WHERE b) AS base_spend
+                    FROM {per_customer} p JOIN _crowd_members m USING (customer_id)
+                    WHERE recent_spend IS NOT NULL GROUP BY value"""
             ).df()
             tables.append(_top(found, int(crowd.sum()), int(base.sum())))
         cross = con.execute(
