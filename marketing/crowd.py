@@ -206,6 +206,22 @@ class CrowdData:
         self._per_customer: dict[str, str | None] = {}
         self.definitions = _dimensions(library)
 
+    def check_as_of(self, max_gap_days: int = 366) -> None:
+        """An as-of date before any purchase, or more than a year after the last one, is a
+        mistake more often than a question: say so with the data's range."""
+        from marketing.population import PURCHASES_READ
+
+        first, last = self.population.con.execute(f"SELECT MIN(ts), MAX(ts) FROM {PURCHASES_READ}").fetchall()[0]
+        as_of = self.population.as_of
+        if first is None:
+            raise PortraitError(f"no purchase before {as_of}: the as-of date is before the data's range")
+        gap = (as_of - pd.Timestamp(last).date()).days
+        if gap > max_gap_days:
+            raise PortraitError(
+                f"as of {as_of} is {gap} days after the last purchase ({pd.Timestamp(last).date()}); "
+                f"the data runs from {pd.Timestamp(first).date()}"
+            )
+
     # ------------------------------------------------------------ the customers
 
     @property

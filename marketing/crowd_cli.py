@@ -70,9 +70,11 @@ def open_crowds(console, data, as_of, scores, segments_dir, file, store):
 
     library = load_library(file)
     with progress_spinner(console, "reading the data") as say, open_population(data, as_of, scores, say) as population:
-        yield CrowdData(
+        crowds = CrowdData(
             population, library, segments=SegmentStore(segments_dir), manual_store=manual_store_path(store), say=say
         )
+        crowds.check_as_of()
+        yield crowds
 
 
 def register_crowd(app: typer.Typer, out, console) -> None:

@@ -143,6 +143,7 @@ def _compute(data, as_of, crowd, min_cell, scores_dir, segments_dir, tags_librar
     library = load_library(tags_library)
     with Population(open_dataset(data), as_of, scores_dir=scores_dir) as population:
         crowds = CrowdData(population, library, segments=SegmentStore(segments_dir))
+        crowds.check_as_of()
         mask = crowds.mask(crowd)
         report = crowd_report(
             crowds,

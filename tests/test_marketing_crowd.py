@@ -327,10 +327,13 @@ def test_crowd_commands_as_a_user(tmp_path, data_folder):
         (["crosstab", "--rows", "age", "--cols", "favourite_payment", "--out", "o"], "unknown dimension 'age'"),
         (["compare", "tag:lapsing", "--out", "o"], "2 to 6 crowds"),
         (["report", "--where", "orders_lifetime >= 1; drop table x", "--out", "o"], "not allowed"),
+        (["report", "--all", "--out", "o", "--as-of", "2023-01-01"], "before the data's range"),
+        (["report", "--all", "--out", "o", "--as-of", "2026-01-01"], "after the last purchase (2024-02-20)"),
     ],
 )
 def test_bad_crowd_commands_exit_non_zero(tmp_path, data_folder, args, message):
-    code, output = run("crowd", *args, "--data", data_folder, "--as-of", AS_OF)
+    as_of = [] if "--as-of" in args else ["--as-of", AS_OF]
+    code, output = run("crowd", *args, "--data", data_folder, *as_of)
     assert code != 0
     assert message in output and "Traceback" not in output
 
