@@ -21,6 +21,14 @@ from marketing.crowd_report import (
 from portrait import pages
 from portrait.files import atomic_write, atomic_write_text
 
+HEADERS = {
+    "dimension": "dimension",
+    "value": "value",
+    "count": "customers",
+    "share": "share of the crowd",
+    "base_share": "share of the base",
+    "tgi": "TGI",
+}
 CHART_VALUES = 12  # values per dimension chart (the CSV has them all)
 CROWD_COLOUR, BASE_COLOUR = "#c0392b", "#95a5a6"
 
@@ -145,7 +153,7 @@ def markdown_page(report: CrowdReport) -> str:
         parts += ["", f"Not known for anyone in this data set: {', '.join(unknown)}.", ""]
     parts += ["## Who they are", ""]
     for _, label, rows in _dimension_tables(report):
-        parts += [f"### {label}", "", pages.markdown(rows), ""]
+        parts += [f"### {label}", "", pages.markdown(rows.rename(columns=HEADERS)), ""]
     for title, table in (
         (
             "Top categories by the crowd's spend (last 365 days)",
@@ -269,5 +277,6 @@ def html_page(report: CrowdReport) -> str:
             body.append(pages.img(chart, "Share of customers with each activity"))
         body.append(_html_table(activity))
     rows = suppressed_dimensions(report).assign(dimension=lambda t: t["dimension"].map(report.labels))
+    rows = rows.rename(columns=HEADERS)
     body.append(f"<h2>Every dimension</h2><div style='overflow-x:auto'>{_html_table(rows)}</div>")
     return pages.page(title, "".join(body))
