@@ -50,13 +50,16 @@ class Population:
         scores_dir: Path | None = None,
         config: FeatureConfig | None = None,
         progress: Callable[[str], None] | None = None,
+        con=None,
     ):
+        """``con``: a connection of ``dataset`` to use (and leave open) instead of a new one."""
         self.dataset = dataset
         self.as_of: dt.date = parse_cutoff(as_of)
         self.scores_dir = scores_dir
         self.config = config or FeatureConfig()
         self.say = progress or (lambda message: None)
-        self.con = dataset.connect()
+        self._own_connection = con is None
+        self.con = con or dataset.connect()
         self.say("reading purchases before the as-of date")
         self.vocabulary = vocabulary_as_of(self.con, self.as_of, self.config)
         self.attributes = attribute_kinds(self.con) if dataset.has("customers") else {}
@@ -67,7 +70,10 @@ class Population:
         self._built: set[str] = set()
 
     def close(self) -> None:
-        self.con.close()
+        if self._own_connection:
+            self.con.close()
+        else:  # the caller's connection: leave it as it was
+            self.con.execute(f"DROP TABLE IF EXISTS {PURCHASES_READ}")
 
     def __enter__(self) -> Population:
         return self
