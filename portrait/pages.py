@@ -15,7 +15,7 @@ STYLE = (
     "section{border:1px solid #ddd;padding:.5em 1em;margin:.8em 0;border-radius:6px}"
     ".cols{display:flex;gap:2em;align-items:flex-start}.cols>div{flex:1}"
     "table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:3px 6px}"
-    ".note{color:#666;font-size:13px}.sig{color:#c0392b;font-weight:bold}"
+    ".note{color:#666;font-size:13px}.sig{color:#c0392b;font-weight:bold}img{max-width:100%;height:auto}"
 )
 
 
