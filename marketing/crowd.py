@@ -233,7 +233,7 @@ class CrowdData:
             columns = list(BASE_COLUMNS) + [g.feature for g in level_groups(self.library)]
             columns += self.attribute_features()
             if self.has_events:
-                columns += [name for name, _ in ACTIVITY[1:]] + ["campaign_response_rate"]
+                columns += [name for name, _ in ACTIVITY[1:]]
             self.say("building the features the report reads")
             self._frame = self.population.frame(columns=list(dict.fromkeys(columns)))
         return self._frame
