@@ -270,6 +270,10 @@ def _register_later_commands() -> None:
     from marketing import crowd_cli
 
     crowd_cli.register_crowd(crowd_app, out, console)
+    from serving import refresh_cli
+    from training.retrain import retrain_and_promote
+
+    refresh_cli.register(app, out, console, retrainer=retrain_and_promote)
 
 
 if __name__ == "__main__":

@@ -107,20 +107,27 @@ def score(
     csv: bool = False,
     validate_first: bool = True,
     progress=None,
+    models: list[LoadedModel] | None = None,
+    features_by_model: dict[str, pd.DataFrame] | None = None,
 ) -> ScoreRun:
+    """Score ``dataset`` as of ``as_of`` with ``model_names`` (by ``alias``) into ``out_dir``.
+    ``models`` and ``features_by_model`` (:func:`build_model_features` of them): already loaded
+    models and their features, as the nightly refresh builds them in a step of its own."""
     started = time.perf_counter()
     say = progress or (lambda message: None)
     as_of = parse_cutoff(as_of)
     say("loading models")
-    models = [load_model(name, alias) for name in model_names]
+    if models is None:
+        models = [load_model(name, alias) for name in model_names]
     quarantined = None
     if validate_first:
         from portrait.validate import validate
 
         say("validating the data set")
         quarantined = validate(dataset).quarantined_rows
-    say("building features")
-    features_by_model = build_model_features(dataset, as_of, models)
+    if features_by_model is None:
+        say("building features")
+        features_by_model = build_model_features(dataset, as_of, models)
     propensity = [m for m in models if not m.is_personas]
     base = next(iter(features_by_model.values()))
     scores = pd.DataFrame({"customer_id": base["customer_id"], "as_of": pd.Timestamp(as_of)})

@@ -1,0 +1,606 @@
+"""The nightly refresh: validate, features, score, RFM, tags, segments and lists for one as-of
+date, published all at once.
+
+A run writes everything into a hidden folder ``runs/.<as_of>.tmp-<unique>`` under the output
+root. Only when every step has succeeded is that folder renamed to ``runs/<as_of>`` (replacing
+an earlier run of the same date in one atomic exchange) and the pointer file ``LATEST`` (which
+names ``runs/<as_of>``) rewritten atomically, so a reader that follows ``LATEST`` always sees
+the features, scores, tags and segments of one complete run. A failed step leaves ``LATEST``
+as it was; the partial outputs and a manifest naming the failure are kept in
+``runs/<as_of>.failed`` (replaced by the next failure of that date, removed by its success).
+
+One run at a time per output root (``refresh.lock``); after a successful switch only the last
+``keep`` runs are kept (never the one ``LATEST`` names).
+
+Retraining (``--retrain-if-drift``) is injected by the caller as a function, so this module,
+like all of ``serving/``, never imports ``training``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import time
+import tomllib
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from portrait.errors import PortraitError
+from portrait.files import atomic_write, atomic_write_text, exclusive_lock
+
+LATEST = "LATEST"
+RUNS = "runs"
+LOCK = "refresh.lock"
+MANIFEST = "manifest.json"
+DEFAULT_KEEP = 7
+DEFAULT_MODELS = ["repurchase_90d", "high_value_90d", "spend_90d", "personas"]
+STEPS = ("validate", "features", "score", "rfm", "tags", "segments", "lists")
+_RUN_NAME = re.compile(r"\d{4}-\d{2}-\d{2}")
+_KEYS = {"data", "out", "as_of", "models", "alias", "reasons", "tags", "manual_tags", "segments", "keep", "lists"}
+_LIST_KEYS = {"name", "model", "top", "segment"}
+
+# Retrain a model on a data set and promote it: (model name, experiment file, data set) ->
+# what happened, one sentence. Supplied by the command (training lives outside serving/).
+Retrainer = Callable[[str, Path, Path], str]
+
+
+class RefreshFailed(PortraitError):
+    """A step of the refresh failed; LATEST was left where it was."""
+
+
+@dataclass
+class ListSpec:
+    name: str
+    model: str
+    top: int | None = None
+    segment: str | None = None
+
+
+@dataclass
+class RefreshConfig:
+    data: Path
+    out: Path
+    as_of: dt.date
+    models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
+    alias: str = "champion"
+    reasons: bool = False
+    tags: Path | None = None
+    manual_tags: Path | None = None
+    segments: Path | None = None
+    keep: int = DEFAULT_KEEP
+    lists: list[ListSpec] = field(default_factory=list)
+    retrain: dict[str, Path] = field(default_factory=dict)
+    source: str = "refresh settings"
+
+
+def load_config(path: Path, as_of: str | None = None) -> RefreshConfig:
+    """Read a refresh TOML (paths relative to the working directory, like every command's);
+    ``as_of`` overrides the file's date, which defaults to today."""
+    from features.build import parse_cutoff
+
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PortraitError(f"refresh settings {path} not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise PortraitError(f"refresh settings {path}: {exc}") from None
+    unknown = sorted(set(raw) - _KEYS - {"retrain"})
+    if unknown:
+        raise PortraitError(f"{path}: unknown setting(s) {unknown}; known: {sorted(_KEYS | {'retrain'})}")
+    for key in ("data", "out"):
+        if not isinstance(raw.get(key), str):
+            raise PortraitError(f'{path}: {key} = "FOLDER" is required')
+    when = as_of or raw.get("as_of") or dt.date.today().isoformat()
+    keep = raw.get("keep", DEFAULT_KEEP)
+    if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
+        raise PortraitError(f"{path}: keep must be a whole number of runs, at least 1 (got {keep!r})")
+    models = raw.get("models", DEFAULT_MODELS)
+    if not isinstance(models, list) or not models or not all(isinstance(m, str) for m in models):
+        raise PortraitError(f"{path}: models must be a non-empty list of registered model names")
+    lists = []
+    for i, spec in enumerate(raw.get("lists", [])):
+        if not isinstance(spec, dict) or "model" not in spec:
+            raise PortraitError(f'{path}: [[lists]] entry {i + 1} needs model = "NAME"')
+        extra = sorted(set(spec) - _LIST_KEYS)
+        if extra:
+            raise PortraitError(f"{path}: [[lists]] entry {i + 1}: unknown key(s) {extra}; known: {sorted(_LIST_KEYS)}")
+        top = spec.get("top")
+        if top is not None and (not isinstance(top, int) or isinstance(top, bool) or top < 1):
+            raise PortraitError(f"{path}: [[lists]] entry {i + 1}: top must be a whole number of customers")
+        default_name = (
+            spec["model"] + (f"_{spec['segment']}" if spec.get("segment") else "") + (f"_top{top}" if top else "")
+        )
+        name = spec.get("name", default_name)
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            raise PortraitError(f"{path}: list name {name!r}: letters, digits, '_', '-' and '.' only")
+        lists.append(ListSpec(name, spec["model"], top, spec.get("segment")))
+    retrain = raw.get("retrain", {})
+    if not isinstance(retrain, dict) or not all(isinstance(v, str) for v in retrain.values()):
+        raise PortraitError(
+            f'{path}: [retrain] maps a model name to its experiment file: NAME = "experiments/NAME.toml"'
+        )
+
+    def optional(key: str) -> Path | None:
+        return Path(raw[key]) if raw.get(key) else None
+
+    return RefreshConfig(
+        data=Path(raw["data"]),
+        out=Path(raw["out"]),
+        as_of=parse_cutoff(str(when)),
+        models=list(models),
+        alias=str(raw.get("alias", "champion")),
+        reasons=bool(raw.get("reasons", False)),
+        tags=optional("tags"),
+        manual_tags=optional("manual_tags"),
+        segments=optional("segments"),
+        keep=keep,
+        lists=lists,
+        retrain={name: Path(file) for name, file in retrain.items()},
+        source=str(path),
+    )
+
+
+# ---------------------------------------------------------------- where things are
+
+
+def current_run(root: Path) -> Path | None:
+    """The run folder ``LATEST`` under ``root`` names (None before the first successful run).
+    Read it once and take every file from that folder: they belong to one run."""
+    pointer = Path(root) / LATEST
+    if not pointer.exists():
+        return None
+    return Path(root) / pointer.read_text(encoding="utf-8").strip()
+
+
+def run_dates(root: Path) -> list[str]:
+    """The as-of dates of the complete runs under ``root``, oldest first."""
+    folder = Path(root) / RUNS
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and _RUN_NAME.fullmatch(p.name))
+
+
+# ---------------------------------------------------------------- the run
+
+
+@dataclass
+class StepRecord:
+    step: str
+    outcome: str = "ok"  # ok, failed, skipped
+    seconds: float = 0.0
+    rows: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        record = {"step": self.step, "outcome": self.outcome, "seconds": self.seconds, "rows": self.rows}
+        if self.notes:
+            record["notes"] = self.notes
+        if self.error:
+            record["error"] = self.error
+        return record
+
+
+@dataclass
+class RefreshResult:
+    run: Path
+    manifest: dict
+    pruned: list[str]
+
+
+Reporter = Callable[[StepRecord], None]
+
+
+def refresh(
+    config: RefreshConfig,
+    *,
+    retrain_if_drift: bool = False,
+    retrainer: Retrainer | None = None,
+    on_step: Reporter | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> RefreshResult:
+    """Run every step for ``config.as_of`` and publish the run (see the module docstring).
+    ``on_step`` is called with each step's record when it ends; ``progress`` with what a step
+    is doing. Raises :class:`RefreshFailed` when a step fails (LATEST unchanged) and
+    :class:`portrait.files.LockHeld` when another refresh holds the output root."""
+    root = config.out
+    root.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(root / LOCK, f"portrait refresh of {root}"):
+        return _locked_refresh(config, retrain_if_drift, retrainer, on_step, progress)
+
+
+def _locked_refresh(config, retrain_if_drift, retrainer, on_step, progress) -> RefreshResult:
+    root = config.out
+    runs = root / RUNS
+    runs.mkdir(parents=True, exist_ok=True)
+    _clean_abandoned(runs)  # we hold the lock: any temporary run folder is a killed run's
+    as_of = config.as_of.isoformat()
+    work = runs / f".{as_of}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    work.mkdir()
+    previous = current_run(root)
+    manifest: dict = {
+        "as_of": as_of,
+        "settings": config.source,
+        "data": str(config.data),
+        "alias": config.alias,
+        "started_at": _now(),
+        "previous_run": str(previous.relative_to(root)) if previous else None,
+        "outcome": None,
+        "steps": [],
+        "models": {},
+        "drift": {},
+    }
+    job = _Job(config, work, previous, manifest, retrain_if_drift, retrainer, progress or (lambda message: None))
+    try:
+        for step in STEPS:
+            record = StepRecord(step)
+            started = time.perf_counter()
+            try:
+                getattr(job, step)(record)
+            except Exception as exc:  # every failure ends the run the same way: recorded, no switch
+                record.outcome = "failed"
+                record.error = _message(exc)
+            record.seconds = round(time.perf_counter() - started, 2)
+            manifest["steps"].append(record.to_dict())
+            if on_step:
+                on_step(record)
+            if record.outcome == "failed":
+                raise RefreshFailed(
+                    f"refresh as of {as_of} failed at step {step}: {record.error}; "
+                    + (f"LATEST still points to {previous.relative_to(root)}" if previous else "no LATEST yet")
+                    + f"; manifest: {runs / f'{as_of}.failed' / MANIFEST}"
+                )
+    except BaseException as exc:
+        job.close()
+        manifest["outcome"] = "failed"
+        manifest["error"] = _message(exc)
+        manifest["finished_at"] = _now()
+        _keep_failed(work, runs / f"{as_of}.failed", manifest)
+        raise
+    job.close()
+    manifest["outcome"] = "ok"
+    manifest["finished_at"] = _now()
+    manifest["seconds"] = round(sum(s["seconds"] for s in manifest["steps"]), 2)
+    atomic_write_text(json.dumps(manifest, indent=2, default=str), work / MANIFEST)
+    final = runs / as_of
+    _swap_into_place(work, final)
+    atomic_write_text(f"{RUNS}/{as_of}\n", root / LATEST)
+    shutil.rmtree(runs / f"{as_of}.failed", ignore_errors=True)
+    pruned = prune(root, config.keep)
+    return RefreshResult(final, manifest, pruned)
+
+
+class _Job:
+    """The steps, sharing what one builds for the next (models, features, one population)."""
+
+    def __init__(self, config, work, previous, manifest, retrain_if_drift, retrainer, say):
+        from portrait.dataset import open_dataset
+
+        self.config = config
+        self.work = work
+        self.previous = previous
+        self.manifest = manifest
+        self.retrain_if_drift = retrain_if_drift
+        self.retrainer = retrainer
+        self.say = say
+        self.dataset_path = config.data
+        self.dataset = None
+        self._open_dataset = open_dataset
+        self.models = None
+        self.feature_frames = None
+        self.population = None
+        self.library = None
+        self.tag_rows = None
+        self.members: dict[str, pd.Series] = {}
+
+    def close(self) -> None:
+        if self.population is not None:
+            self.population.close()
+            self.population = None
+
+    # ------------------------------------------------------------ steps
+
+    def validate(self, record: StepRecord) -> None:
+        from portrait.validate import validate
+
+        if not self.dataset_path.exists():
+            raise PortraitError(f"data set {self.dataset_path} does not exist")
+        self.dataset = self._open_dataset(self.dataset_path)
+        report = validate(self.dataset, self.work / "validation", progress=self.say)
+        record.rows = {
+            "customers": report.purchases_customers,
+            **{f"{t.table}_valid": t.valid_rows for t in report.tables},
+            "quarantined": report.quarantined_rows,
+        }
+        record.notes = list(report.notes)
+
+    def features(self, record: StepRecord) -> None:
+        from serving.registry import load_model
+        from serving.score import build_model_features
+
+        self.say("loading models")
+        self.models = [load_model(name, self.config.alias) for name in self.config.models]
+        self.manifest["models"] = {m.name: str(m.version) for m in self.models}
+        self.say("building features")
+        self.feature_frames = build_model_features(self.dataset, self.config.as_of, self.models)
+        first = next(iter(self.feature_frames.values()))
+        record.rows = {"customers": int(len(first)), "columns": int(first.shape[1] - 1)}
+
+    def score(self, record: StepRecord) -> None:
+        run = self._score()
+        flagged = self._drift(run.summary)
+        if flagged and self.retrain_if_drift:
+            record.notes.append(f"drift flagged for {', '.join(flagged)}: retraining")
+            record.notes += self._retrain(flagged)
+            self.features(StepRecord("features"))  # the new champions' features
+            run = self._score()
+            still = self._drift(run.summary)
+            if still:
+                record.notes.append(f"drift still flagged after retraining: {', '.join(still)}")
+        elif flagged:
+            record.notes.append(
+                f"drift flagged (PSI > 0.25) for {', '.join(flagged)}: retraining advised "
+                "(portrait train and promote, or run with --retrain-if-drift)"
+            )
+        record.rows = {"customers": run.summary["customers"]}
+        self.manifest["retraining_advised"] = bool(self._drift(run.summary))
+
+    def _score(self):
+        from serving.score import score
+
+        return score(
+            self.dataset,
+            self.config.as_of,
+            self.config.models,
+            self.work / "scores",
+            alias=self.config.alias,
+            with_reasons=self.config.reasons,
+            validate_first=False,
+            progress=self.say,
+            models=self.models,
+            features_by_model=self.feature_frames,
+        )
+
+    def _drift(self, summary: dict) -> list[str]:
+        drift = {
+            name: {"flagged": info["drift"]["flagged"], "warnings": info["drift"]["warnings"]}
+            for name, info in summary["models"].items()
+            if "drift" in info
+        }
+        self.manifest["drift"] = drift
+        self.manifest["models"] = {name: str(info["version"]) for name, info in summary["models"].items()}
+        return [name for name, info in drift.items() if info["flagged"]]
+
+    def _retrain(self, flagged: list[str]) -> list[str]:
+        notes = []
+        done = []
+        for name in flagged:
+            experiment = self.config.retrain.get(name)
+            if experiment is None:
+                notes.append(f"{name}: no experiment file in [retrain]; not retrained")
+                continue
+            if self.retrainer is None:
+                notes.append(f"{name}: retraining is not available here; not retrained")
+                continue
+            self.say(f"retraining {name}")
+            outcome = self.retrainer(name, experiment, self.dataset_path)
+            notes.append(f"{name}: {outcome}")
+            done.append({"model": name, "experiment": str(experiment), "outcome": outcome})
+        self.manifest["retrained"] = done
+        return notes
+
+    def rfm(self, record: StepRecord) -> None:
+        from marketing.population import Population
+        from marketing.rfm import group_summary, top_share_of_revenue
+
+        self.population = Population(
+            self.dataset, self.config.as_of, scores_dir=self.work / "scores", progress=self.say
+        )
+        value_columns = ["days_since_last_purchase", "orders_lifetime", "spend_lifetime"]
+        frame = self.population.frame(columns=value_columns)
+        rfm = frame[["customer_id", *value_columns, "rfm_r", "rfm_f", "rfm_m", "rfm_fm", "rfm_group"]]
+        folder = self.work / "rfm"
+        stem = f"rfm_{self.config.as_of.isoformat()}"
+        atomic_write(rfm, folder / f"{stem}.parquet")
+        atomic_write(group_summary(frame, frame), folder / f"{stem}_groups.csv", csv=True)
+        top = top_share_of_revenue(frame)
+        facts = {"as_of": self.config.as_of.isoformat(), "customers": len(frame), "top_20pct_share_of_revenue": top}
+        atomic_write_text(json.dumps(facts, indent=2, default=str), folder / f"{stem}.summary.json")
+        record.rows = {
+            "customers": int(len(frame)),
+            **{str(k): int(v) for k, v in rfm["rfm_group"].value_counts().items()},
+        }
+
+    def tags(self, record: StepRecord) -> None:
+        from marketing.manual import default_store
+        from marketing.tags import apply_tags, load_library, movement, previous_tags, tags_file, with_since
+
+        self.library = load_library(self.config.tags)
+        manual = self.config.manual_tags or default_store()
+        applied = apply_tags(self.library, self.population, manual_store=manual)
+        before, before_date = (None, None)
+        if self.previous is not None:
+            before, before_date = previous_tags(self.previous / "tags", self.config.as_of)
+        tags = with_since(applied.tags, before)
+        moves = movement(tags, before)
+        summary = {
+            "as_of": self.config.as_of.isoformat(),
+            "library": self.library.source,
+            "customers": applied.customers,
+            "previous_run": before_date.isoformat() if before_date else None,
+            "tags": {
+                row.tag: {
+                    "customers": int(row.customers),
+                    "entered": None if before is None else int(row.entered),
+                    "left": None if before is None else int(row.left),
+                }
+                for row in moves.itertuples()
+            },
+            "exclusive_groups": applied.coverage,
+            "notes": applied.notes,
+        }
+        target = tags_file(self.work / "tags", self.config.as_of)
+        atomic_write(tags, target)
+        atomic_write_text(json.dumps(summary, indent=2, default=str), target.with_suffix(".summary.json"))
+        self.tag_rows = applied.tags
+        record.rows = {"customers": int(applied.customers), "tags": int(tags["tag"].nunique()), "rows": int(len(tags))}
+        record.notes = list(applied.notes)
+
+    def segments(self, record: StepRecord) -> None:
+        from marketing.manual import default_store
+        from marketing.segments import SegmentEvaluator, SegmentStore
+
+        if self.config.segments is None:
+            record.outcome = "skipped"
+            record.notes = ["no segments folder in the settings"]
+            return
+        if not self.config.segments.is_dir():
+            raise PortraitError(f"segments folder {self.config.segments} does not exist")
+        store = SegmentStore(self.config.segments)
+        chosen = [store.load(name) for name in store.names()]
+        manual = self.config.manual_tags or default_store()
+        evaluator = SegmentEvaluator(self.population, store, self.library, manual, tags=self.tag_rows)
+        evaluator.prepare(chosen)
+        sizes = {}
+        for segment in chosen:
+            result = evaluator.evaluate(segment)
+            members = result.members.astype("str").sort_values(kind="stable").reset_index(drop=True)
+            self.members[segment.name] = members
+            atomic_write(pd.DataFrame({"customer_id": members}), self.work / "segments" / f"{segment.name}.parquet")
+            sizes[segment.name] = {"customers": int(len(members)), "base": result.base, "share": round(result.share, 6)}
+            if not len(members):
+                record.notes.append(f"segment {segment.name!r} has no customers")
+        summary = {"as_of": self.config.as_of.isoformat(), "folder": str(self.config.segments), "segments": sizes}
+        atomic_write_text(json.dumps(summary, indent=2), self.work / "segments" / "summary.json")
+        record.rows = {name: size["customers"] for name, size in sizes.items()}
+
+    def lists(self, record: StepRecord) -> None:
+        from portrait.outputs import latest_scores
+        from portrait.privacy import consent_note, load_consent
+        from serving.lists import build_list
+        from serving.registry import load_model
+
+        if not self.config.lists:
+            record.outcome = "skipped"
+            record.notes = ["no [[lists]] in the settings"]
+            return
+        scores, features = latest_scores(self.work / "scores")
+        consent = load_consent(self.dataset)
+        for spec in self.config.lists:
+            members = None
+            if spec.segment is not None:
+                if spec.segment not in self.members:
+                    raise PortraitError(
+                        f"list {spec.name!r}: segment {spec.segment!r} was not refreshed in this run "
+                        f"(segments: {sorted(self.members) or 'none'})"
+                    )
+                members = set(self.members[spec.segment])
+            reasons_model = None
+            if f"{spec.model}_reason_1" not in scores.columns and f"{spec.model}_score" in scores.columns:
+                reasons_model = next((m for m in self.models if m.name == spec.model), None) or load_model(
+                    spec.model, self.config.alias
+                )
+            rows = build_list(
+                scores,
+                features,
+                spec.model,
+                top=spec.top,
+                reasons_model=reasons_model,
+                customers=members,
+                consent=consent,
+            )
+            atomic_write(rows, self.work / "lists" / f"{spec.name}.csv", csv=True)
+            record.rows[spec.name] = int(len(rows))
+            if note := consent_note(rows.attrs["left_out"]):
+                record.notes.append(f"{spec.name}: {note}")
+
+
+# ---------------------------------------------------------------- publishing, keeping
+
+
+def prune(root: Path, keep: int) -> list[str]:
+    """Delete complete runs beyond the newest ``keep`` (never the one LATEST names) and failed
+    runs older than the oldest kept; return the folder names removed."""
+    runs = Path(root) / RUNS
+    dates = run_dates(root)
+    current = current_run(root)
+    kept = set(dates[-keep:])
+    if current is not None:
+        kept.add(current.name)
+    removed = []
+    for name in dates:
+        if name not in kept:
+            shutil.rmtree(runs / name)
+            removed.append(name)
+    oldest = min(kept) if kept else None
+    for failed in runs.glob("*.failed"):
+        if oldest is not None and failed.name.removesuffix(".failed") < oldest:
+            shutil.rmtree(failed, ignore_errors=True)
+            removed.append(failed.name)
+    return removed
+
+
+def _swap_into_place(work: Path, final: Path) -> None:
+    """Rename ``work`` to ``final``. When ``final`` exists (a re-run of its date) the two are
+    exchanged in one atomic rename (Linux ``renameat2(RENAME_EXCHANGE)``) so ``final`` never
+    disappears, then the old run is removed; elsewhere the old one is moved aside first."""
+    if not final.exists():
+        os.rename(work, final)
+        return
+    if not _exchange(work, final):
+        aside = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+        os.rename(final, aside)
+        os.rename(work, final)
+        work = aside
+    shutil.rmtree(work)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    done = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    return done == 0
+
+
+def _keep_failed(work: Path, failed: Path, manifest: dict) -> None:
+    with contextlib.suppress(OSError):
+        atomic_write_text(json.dumps(manifest, indent=2, default=str), work / MANIFEST)
+        shutil.rmtree(failed, ignore_errors=True)
+        os.rename(work, failed)
+
+
+def _clean_abandoned(runs: Path) -> None:
+    for path in runs.iterdir():
+        if path.name.startswith(".") and (".tmp-" in path.name or ".old-" in path.name) and path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, PortraitError):
+        return str(exc)
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

@@ -1,0 +1,77 @@
+"""``portrait refresh``: the nightly job (:mod:`serving.refresh`) with one line per step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+
+def register(app: typer.Typer, out, console, retrainer=None) -> None:
+    """``retrainer``: :data:`serving.refresh.Retrainer`, given by the caller (serving/ never
+    imports training)."""
+
+    @app.command("refresh")
+    def refresh_command(
+        settings: Annotated[Path, typer.Argument(help="Refresh settings (refresh.toml).")],
+        as_of: Annotated[
+            str | None, typer.Option("--as-of", help="As of this date (default: the file's, else today).")
+        ] = None,
+        retrain_if_drift: Annotated[
+            bool,
+            typer.Option(
+                "--retrain-if-drift",
+                help="When scoring flags drift, train and promote the models the settings name under retrain, then score again.",
+            ),
+        ] = False,
+    ) -> None:
+        """Validate, build features, score, RFM, tag, refresh segments and write lists for one
+        date; publish the run all at once (LATEST) only if every step succeeded."""
+        from portrait.tracking import setup_tracking
+        from serving.refresh import load_config, refresh
+
+        config = load_config(settings, as_of)
+        setup_tracking()
+        out.print(f"refresh as of {config.as_of} of {config.data} into {config.out}")
+        with Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True
+        ) as progress:
+            task = progress.add_task("starting", total=None)
+            current = {"step": "validate"}
+
+            def say(message: str) -> None:
+                progress.update(task, description=f"{current['step']}: {message}")
+
+            # Step lines go to stdout (the log); on a terminal through the spinner's console,
+            # so the two do not overwrite each other.
+            lines = progress.console if out.is_terminal and console.is_terminal else out
+
+            def on_step(record) -> None:
+                mark = {"ok": "[green]ok[/green]", "skipped": "[dim]skipped[/dim]"}.get(
+                    record.outcome, "[bold red]FAILED[/bold red]"
+                )
+                rows = ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}" for k, v in record.rows.items())
+                line = f"  {record.step:<9} {record.seconds:>7.1f} s  {mark}"
+                if rows:
+                    line += f"  {escape(rows)}"
+                lines.print(line, highlight=False)
+                for note in record.notes:
+                    lines.print(f"            [yellow]note:[/yellow] {escape(note)}", highlight=False)
+                steps = ("validate", "features", "score", "rfm", "tags", "segments", "lists")
+                if record.step in steps[:-1]:
+                    current["step"] = steps[steps.index(record.step) + 1]
+                    progress.update(task, description=current["step"])
+
+            result = refresh(
+                config, retrain_if_drift=retrain_if_drift, retrainer=retrainer, on_step=on_step, progress=say
+            )
+        manifest = result.manifest
+        out.print(f"published {result.run} in {manifest['seconds']} s; LATEST -> {result.run.name}")
+        out.print(f"manifest: {result.run / 'manifest.json'}")
+        if manifest.get("retraining_advised"):
+            out.print("[yellow]drift is flagged: retraining advised (see the manifest's drift)[/yellow]")
+        if result.pruned:
+            out.print(f"removed older runs: {', '.join(result.pruned)}")

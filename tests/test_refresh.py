@@ -1,0 +1,259 @@
+"""The nightly refresh (issue 15 §2) on small synthetic data: one run published at once, a
+failed step leaves LATEST alone, idempotent re-runs, the lock, keeping the last N runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from marketing.segments import Segment, SegmentStore
+from portrait.files import LockHeld, exclusive_lock
+from serving import refresh as refresh_module
+from serving.refresh import LATEST, LOCK, RefreshFailed, current_run, load_config, refresh, run_dates
+
+MODEL = "refresh_repurchase_30d"
+AS_OF = "2025-01-01"
+
+LIBRARY = f"""
+[groups.value]
+description = "value"
+
+[groups."value/buyer_level"]
+label = "buyer level"
+exclusive = "levels"
+feature = "orders_lifetime"
+bounds = [1, 3, 10, 30]
+values = ["novice", "junior", "intermediate", "senior", "veteran"]
+
+[groups.predicted]
+description = "models"
+
+[[tags]]
+name = "likely repurchaser"
+group = "predicted"
+kind = "model"
+description = "top 20% of the repurchase scores"
+where = "{MODEL}_percentile >= 80"
+"""
+
+
+@pytest.fixture(scope="module")
+def registered(tracking, small_synthetic):
+    from training.config import parse_experiment
+    from training.registry import promote
+    from training.train import train_experiment
+
+    config = parse_experiment(
+        {
+            "name": MODEL,
+            "data": {"path": str(small_synthetic)},
+            "cutoffs": {"rule": "monthly", "count": 3},
+            "label": {"kind": "repurchase", "horizon_days": 30},
+            "model": {"n_estimators": 60, "learning_rate": 0.1, "early_stopping_rounds": 20},
+        }
+    )
+    train_experiment(config)
+    promote(MODEL)
+    return small_synthetic
+
+
+def write_settings(folder: Path, data: Path, *, keep: int = 7, broken_segment: bool = False) -> Path:
+    """A refresh.toml in ``folder`` with a tag library, two segments and two lists."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "tags.toml").write_text(LIBRARY)
+    store = SegmentStore(folder / "segments")
+    store.save(Segment("likely", tags=["likely repurchaser"]), replace=True)
+    store.save(Segment("frequent", where="orders_lifetime >= 3"), replace=True)
+    if broken_segment:
+        store.save(Segment("broken", tags=["no such tag"]), replace=True)
+    settings = folder / "refresh.toml"
+    settings.write_text(
+        f"""
+data = "{data}"
+out = "{folder / "out"}"
+as_of = "{AS_OF}"
+models = ["{MODEL}"]
+tags = "{folder / "tags.toml"}"
+manual_tags = "{folder / "manual.parquet"}"
+segments = "{folder / "segments"}"
+keep = {keep}
+
+[[lists]]
+name = "top100"
+model = "{MODEL}"
+top = 100
+
+[[lists]]
+model = "{MODEL}"
+segment = "frequent"
+top = 50
+"""
+    )
+    return settings
+
+
+@pytest.fixture(scope="module")
+def first_run(registered, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("refresh")
+    settings = write_settings(folder, registered)
+    seen = []
+    result = refresh(load_config(settings), on_step=seen.append)
+    return settings, folder / "out", result, seen
+
+
+def test_a_run_publishes_every_step_and_a_manifest(first_run):
+    settings, root, result, seen = first_run
+    run = root / "runs" / AS_OF
+    assert result.run == run and current_run(root) == run
+    assert (root / LATEST).read_text().strip() == f"runs/{AS_OF}"
+    assert [r.step for r in seen] == ["validate", "features", "score", "rfm", "tags", "segments", "lists"]
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["outcome"] == "ok" and manifest["as_of"] == AS_OF
+    assert [s["step"] for s in manifest["steps"]] == [r.step for r in seen]
+    assert all(s["outcome"] == "ok" and s["seconds"] >= 0 for s in manifest["steps"])
+    assert list(manifest["models"]) == [MODEL] and manifest["models"][MODEL].isdigit()
+    assert set(manifest["drift"][MODEL]) == {"flagged", "warnings"}
+    steps = {s["step"]: s for s in manifest["steps"]}
+    customers = steps["score"]["rows"]["customers"]
+    assert customers > 2000 and steps["features"]["rows"]["customers"] == customers
+    assert steps["lists"]["rows"] == {"top100": 100, f"{MODEL}_frequent_top50": 50}
+    for path in (
+        "validation/report.json",
+        f"scores/scores_{AS_OF}.parquet",
+        f"scores/features_{AS_OF}.parquet",
+        f"rfm/rfm_{AS_OF}.parquet",
+        f"tags/tags_{AS_OF}.parquet",
+        "segments/likely.parquet",
+        "segments/frequent.parquet",
+        "lists/top100.csv",
+    ):
+        assert (run / path).is_file(), path
+    # the segment's members are the holders of the tag, as the run's tags table says
+    tags = pd.read_parquet(run / f"tags/tags_{AS_OF}.parquet")
+    holders = set(tags.loc[tags["tag"] == "likely repurchaser", "customer_id"].astype(str))
+    assert set(pd.read_parquet(run / "segments/likely.parquet")["customer_id"]) == holders
+    assert steps["segments"]["rows"]["likely"] == len(holders) > 0
+    top = pd.read_csv(run / "lists/top100.csv")
+    assert len(top) == 100 and top["score"].is_monotonic_decreasing
+    # nothing half-made is left beside the run
+    assert [p.name for p in (root / "runs").iterdir()] == [AS_OF]
+
+
+def _contents(run: Path) -> dict[str, object]:
+    found = {}
+    for path in sorted(run.rglob("*")):
+        name = str(path.relative_to(run))
+        if path.suffix == ".parquet":
+            found[name] = pd.read_parquet(path)
+        elif path.suffix == ".csv":
+            found[name] = pd.read_csv(path)
+        elif path.is_file():
+            found[name] = None
+    return found
+
+
+def test_rerunning_the_same_date_replaces_the_run_with_the_same_files(first_run):
+    settings, root, _, _ = first_run
+    before = _contents(root / "runs" / AS_OF)
+    result = refresh(load_config(settings))
+    after = _contents(result.run)
+    assert sorted(after) == sorted(before)
+    for name, frame in before.items():
+        if frame is not None:
+            pd.testing.assert_frame_equal(after[name], frame, obj=name)
+    assert [p.name for p in (root / "runs").iterdir()] == [AS_OF]
+    assert current_run(root) == root / "runs" / AS_OF
+
+
+def test_a_failed_step_leaves_latest_and_records_the_failure(first_run, monkeypatch):
+    settings, root, _, _ = first_run
+    pointer = (root / LATEST).read_text()
+    published = _contents(root / "runs" / AS_OF)
+
+    def broken(self, record):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(refresh_module._Job, "rfm", broken)
+    with pytest.raises(RefreshFailed, match=r"failed at step rfm: RuntimeError: disk on fire; LATEST still points"):
+        refresh(load_config(settings, as_of="2025-01-08"))
+    assert (root / LATEST).read_text() == pointer
+    assert run_dates(root) == [AS_OF]
+    manifest = json.loads((root / "runs" / "2025-01-08.failed" / "manifest.json").read_text())
+    assert manifest["outcome"] == "failed" and "disk on fire" in manifest["error"]
+    assert [(s["step"], s["outcome"]) for s in manifest["steps"]][-2:] == [("score", "ok"), ("rfm", "failed")]
+    assert sorted(_contents(root / "runs" / AS_OF)) == sorted(published)
+
+
+def _portrait(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", "from portrait.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "COLUMNS": "200"},
+        timeout=600,
+    )
+
+
+def test_the_command_exits_non_zero_with_a_message_when_a_segment_is_wrong(first_run, tmp_path):
+    settings, root, _, _ = first_run
+    broken = write_settings(tmp_path, Path(load_config(settings).data), broken_segment=True)
+    text = broken.read_text().replace(f'out = "{tmp_path / "out"}"', f'out = "{root}"')
+    broken.write_text(text)
+    pointer = (root / LATEST).read_text()
+    done = _portrait("refresh", str(broken), "--as-of", "2025-01-15", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "failed at step segments" in done.stderr and "no such tag" in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    assert "validate" in done.stdout and "FAILED" in done.stdout  # the step lines were shown
+    assert (root / LATEST).read_text() == pointer
+    assert not (root / "runs" / "2025-01-15").exists()
+    assert (root / "runs" / "2025-01-15.failed" / "manifest.json").is_file()
+
+
+def test_a_held_lock_stops_a_second_run_naming_the_holder(first_run, tmp_path):
+    settings, root, _, _ = first_run
+    pointer = (root / LATEST).read_text()
+    with exclusive_lock(root / LOCK, "a test holding the refresh"):
+        with pytest.raises(LockHeld, match=r"portrait refresh of .* is already running \(pid \d+"):
+            refresh(load_config(settings, as_of="2025-01-22"))
+        done = _portrait("refresh", str(settings), "--as-of", "2025-01-22", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "already running" in done.stderr and f"pid {os.getpid()}" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert (root / LATEST).read_text() == pointer
+    assert not (root / "runs" / "2025-01-22").exists()
+
+
+def test_only_the_last_runs_are_kept(registered, tmp_path):
+    settings = write_settings(tmp_path, registered, keep=2)
+    root = tmp_path / "out"
+    removed = []
+    for as_of in ("2024-12-01", "2024-12-15", "2025-01-01"):
+        removed += refresh(load_config(settings, as_of=as_of)).pruned
+    assert run_dates(root) == ["2024-12-15", "2025-01-01"]
+    assert removed == ["2024-12-01"]
+    assert current_run(root) == root / "runs" / "2025-01-01"
+    # a re-run of an older date is published and kept although it is not among the newest two
+    refresh(load_config(settings, as_of="2024-11-01"))
+    assert current_run(root) == root / "runs" / "2024-11-01"
+    assert run_dates(root) == ["2024-11-01", "2024-12-15", "2025-01-01"]
+
+
+def test_settings_errors_name_the_setting(tmp_path):
+    path = tmp_path / "refresh.toml"
+    path.write_text('data = "d"\nout = "o"\nkeep = 0\n')
+    with pytest.raises(Exception, match="keep must be a whole number"):
+        load_config(path)
+    path.write_text('data = "d"\nout = "o"\nmodel = ["x"]\n')
+    with pytest.raises(Exception, match=r"unknown setting\(s\) \['model'\]"):
+        load_config(path)
+    path.write_text('out = "o"\n')
+    with pytest.raises(Exception, match='data = "FOLDER" is required'):
+        load_config(path)
