@@ -388,6 +388,8 @@ def test_a_second_concurrent_fit_of_the_same_personas_stops_at_once(tmp_path, mo
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    # First, so the variable is restored to what it was: mlflow.set_tracking_uri sets it too.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     try:
         mlflow.set_tracking_uri(uri)
         lock = fit_lock_path("my/personas")
@@ -397,7 +399,6 @@ def test_a_second_concurrent_fit_of_the_same_personas_stops_at_once(tmp_path, mo
             with pytest.raises(LockHeld, match=r"a personas fit of 'my/personas' is already running \(pid \d+"):
                 run_persona_fit(config)
             # From the command line: exit 2 with the message, nothing fitted.
-            monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
             (tmp_path / "personas.toml").write_text('name = "my/personas"\n[data]\npath = "/nowhere"\n')
             code, text = run("personas", "fit", str(tmp_path / "personas.toml"))
         assert code == 2 and "is already running" in text
