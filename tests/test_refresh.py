@@ -257,3 +257,29 @@ def test_settings_errors_name_the_setting(tmp_path):
     path.write_text('out = "o"\n')
     with pytest.raises(Exception, match='data = "FOLDER" is required'):
         load_config(path)
+
+
+def test_retrain_if_drift_retrains_the_flagged_model_then_scores_again(registered, tmp_path, monkeypatch):
+    import serving.score
+
+    settings = write_settings(tmp_path, registered)
+    settings.write_text(settings.read_text() + f'\n[retrain]\n{MODEL} = "experiments/{MODEL}.toml"\n')
+    monkeypatch.setattr(
+        serving.score, "drift_report", lambda reference, features: {"flagged": {"spend_365d": 0.9}, "warnings": {}}
+    )
+    calls = []
+
+    def retrainer(name, experiment, data):
+        calls.append((name, experiment, data))
+        return "trained v9; kept the champion"
+
+    result = refresh(load_config(settings), retrain_if_drift=True, retrainer=retrainer)
+    assert calls == [(MODEL, Path(f"experiments/{MODEL}.toml"), registered)]
+    manifest = result.manifest
+    assert manifest["retrained"] == [
+        {"model": MODEL, "experiment": f"experiments/{MODEL}.toml", "outcome": "trained v9; kept the champion"}
+    ]
+    notes = next(s for s in manifest["steps"] if s["step"] == "score")["notes"]
+    assert notes[0] == f"drift flagged for {MODEL}: retraining"
+    assert notes[-1] == f"drift still flagged after retraining: {MODEL}"
+    assert manifest["retraining_advised"] is True and manifest["drift"][MODEL]["flagged"] == {"spend_365d": 0.9}
