@@ -416,10 +416,7 @@ class _Job:
         top = top_share_of_revenue(frame)
         facts = {"as_of": self.config.as_of.isoformat(), "customers": len(frame), "top_20pct_share_of_revenue": top}
         atomic_write_text(json.dumps(facts, indent=2, default=str), folder / f"{stem}.summary.json")
-        record.rows = {
-            "customers": int(len(frame)),
-            **{str(k): int(v) for k, v in rfm["rfm_group"].value_counts().items()},
-        }
+        record.rows = {"customers": int(len(frame)), "groups": int(rfm["rfm_group"].nunique())}
 
     def tags(self, record: StepRecord) -> None:
         from marketing.manual import default_store

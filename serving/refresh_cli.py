@@ -53,13 +53,15 @@ def register(app: typer.Typer, out, console, retrainer=None) -> None:
                 mark = {"ok": "[green]ok[/green]", "skipped": "[dim]skipped[/dim]"}.get(
                     record.outcome, "[bold red]FAILED[/bold red]"
                 )
-                rows = ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}" for k, v in record.rows.items())
+                shown = list(record.rows.items())
+                rows = ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}" for k, v in shown[:4])
+                rows += ", ..." if len(shown) > 4 else ""
                 line = f"  {record.step:<9} {record.seconds:>7.1f} s  {mark}"
                 if rows:
                     line += f"  {escape(rows)}"
-                lines.print(line, highlight=False)
+                lines.print(line, highlight=False, soft_wrap=True)
                 for note in record.notes:
-                    lines.print(f"            [yellow]note:[/yellow] {escape(note)}", highlight=False)
+                    lines.print(f"            [yellow]note:[/yellow] {escape(note)}", highlight=False, soft_wrap=True)
                 steps = ("validate", "features", "score", "rfm", "tags", "segments", "lists")
                 if record.step in steps[:-1]:
                     current["step"] = steps[steps.index(record.step) + 1]
