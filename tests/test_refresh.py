@@ -234,11 +234,14 @@ def test_a_held_lock_stops_a_second_run_naming_the_holder(first_run, tmp_path):
 def test_only_the_last_runs_are_kept(registered, tmp_path):
     settings = write_settings(tmp_path, registered, keep=2)
     root = tmp_path / "out"
+    abandoned = root / "runs" / ".2024-11-30.tmp-1-deadbeef"  # a killed run's folder
+    abandoned.mkdir(parents=True)
     removed = []
     for as_of in ("2024-12-01", "2024-12-15", "2025-01-01"):
         removed += refresh(load_config(settings, as_of=as_of)).pruned
     assert run_dates(root) == ["2024-12-15", "2025-01-01"]
     assert removed == ["2024-12-01"]
+    assert not abandoned.exists()
     assert current_run(root) == root / "runs" / "2025-01-01"
     # a re-run of an older date is published and kept although it is not among the newest two
     refresh(load_config(settings, as_of="2024-11-01"))
@@ -283,3 +286,17 @@ def test_retrain_if_drift_retrains_the_flagged_model_then_scores_again(registere
     assert notes[0] == f"drift flagged for {MODEL}: retraining"
     assert notes[-1] == f"drift still flagged after retraining: {MODEL}"
     assert manifest["retraining_advised"] is True and manifest["drift"][MODEL]["flagged"] == {"spend_365d": 0.9}
+
+
+@pytest.mark.parametrize("exchange", [True, False])
+def test_a_run_folder_is_replaced_whole_with_or_without_an_atomic_exchange(tmp_path, monkeypatch, exchange):
+    if not exchange:
+        monkeypatch.setattr(refresh_module, "_exchange", lambda a, b: False)
+    final, work = tmp_path / "2025-01-01", tmp_path / ".2025-01-01.tmp-1"
+    final.mkdir()
+    (final / "old.txt").write_text("old")
+    work.mkdir()
+    (work / "new.txt").write_text("new")
+    refresh_module._swap_into_place(work, final)
+    assert [p.name for p in tmp_path.iterdir()] == ["2025-01-01"]
+    assert [p.name for p in final.iterdir()] == ["new.txt"]
