@@ -1,7 +1,8 @@
 """Compile the catalogue into a few SQL passes.
 
 The plan is a list of named steps, each one ``SELECT``; an engine materialises each step as a
-temporary table (DuckDB) or a cached view (Spark) and the last step is the feature table.
+temporary table (DuckDB) or a cached view (Spark) and the last step is the feature table. A
+relation that only one later step reads is not a step of its own but a ``WITH`` of its reader.
 ``purchases`` is read once (into ``f_purchases``, the rows before the cutoff) and ``events``
 twice (window buckets with active days, campaign receipts), whatever the number of features:
 every feature is a conditional aggregate over one of a few pre-aggregated relations, never a
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 
 from features.catalogue import EVENT_TYPES, Feature
 from features.config import FeatureConfig
+from portrait.views import by_person
 
 STAGE_RELATIONS = {
     "orders": "f_orders",
@@ -194,18 +196,22 @@ def compile_plan(
             ),
         ]
 
-    spine_parts = ["SELECT customer_id FROM f_orders"]
-    if has_events and any(f.stage in EVENT_STAGES for f in features):
-        spine_parts.append("SELECT customer_id FROM f_event_buckets")
-    elif has_events:  # no event feature: only who had an event, without the buckets
-        spine_parts.append(f"SELECT DISTINCT customer_id FROM events WHERE {before}")
-    if spine_extra:
-        spine_parts.append(spine_extra)
-    steps.append(Step("f_spine", f"SELECT DISTINCT customer_id FROM ({' UNION ALL '.join(spine_parts)}) s"))
-
     by_stage: dict[str, list[Feature]] = {}
     for feature in features:
         by_stage.setdefault(feature.stage, []).append(feature)
+
+    # Who bought or had an event: read from the per-customer aggregate of a relation when one
+    # is built (one row per customer rather than per order or bucket).
+    spine_parts = ["SELECT customer_id FROM " + ("f_stage_orders" if by_stage.get("orders") else "f_orders")]
+    if has_events and any(f.stage in EVENT_STAGES for f in features):
+        relation = "f_stage_event_buckets" if by_stage.get("event_buckets") else "f_event_buckets"
+        spine_parts.append(f"SELECT customer_id FROM {relation}")
+    elif has_events:  # no event feature: only who had an event, without the buckets
+        # The ids as written first (a million, not 100M rows), then mapped to persons.
+        spine_parts.append(by_person(f"SELECT DISTINCT customer_id FROM clean_events WHERE {before}"))
+    if spine_extra:
+        spine_parts.append(spine_extra)
+    steps.append(Step("f_spine", f"SELECT DISTINCT customer_id FROM ({' UNION ALL '.join(spine_parts)}) s"))
     joins, columns = [], []
     for stage, relation in STAGE_RELATIONS.items():
         stage_features = by_stage.get(stage, [])
@@ -224,7 +230,8 @@ def compile_plan(
     derived = ", ".join(f"CAST({f.sql} AS DOUBLE) AS {f.name}" for f in by_stage.get("derived", []))
     joined = f"SELECT f_spine.customer_id, {', '.join(columns)} FROM f_spine {' '.join(joins)}"
     final = Step("f_features", f"SELECT j.*{', ' + derived if derived else ''} FROM ({joined}) j")
-    return _prune(_aggregates_after_their_relation(steps), final.sql) + [final]
+    kept = _prune(_aggregates_after_their_relation(steps), final.sql)
+    return _inline_single_readers(kept, final, first=[s.name for s in purchase_steps(cutoff)]) + [final]
 
 
 def _prune(steps: list[Step], final_sql: str) -> list[Step]:
@@ -235,6 +242,28 @@ def _prune(steps: list[Step], final_sql: str) -> list[Step]:
             needed.add(step.name)
             frontier += " " + step.sql
     return [s for s in steps if s.name in needed]
+
+
+def _inline_single_readers(steps: list[Step], final: Step, first: list[str]) -> list[Step]:
+    """Each step that one later step alone reads (not the final query, nor the first steps,
+    which the caller builds and keeps) becomes a ``WITH`` of that step: the rows stream into
+    the reader instead of being written to a table and read back."""
+    ctes: dict[str, list[tuple[str, str]]] = {s.name: [] for s in steps}
+    inlined: set[str] = set()
+    for i, step in enumerate(steps):
+        if step.name in first or re.search(rf"\b{step.name}\b", final.sql):
+            continue
+        readers = [s for s in steps[i + 1 :] if re.search(rf"\b{step.name}\b", s.sql)]
+        if len(readers) == 1:
+            ctes[readers[0].name] += [*ctes[step.name], (step.name, step.sql)]
+            inlined.add(step.name)
+    result = []
+    for step in steps:
+        if step.name in inlined:
+            continue
+        with_clause = ", ".join(f"{name} AS ({sql})" for name, sql in ctes[step.name])
+        result.append(Step(step.name, f"WITH {with_clause} {step.sql}" if with_clause else step.sql))
+    return result
 
 
 def _aggregates_after_their_relation(steps: list[Step]) -> list[Step]:

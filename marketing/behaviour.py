@@ -20,10 +20,12 @@ import difflib
 from collections.abc import Iterable
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from marketing.filters import BehaviourTerm, FilterError
 from portrait.dataset import quote_ident
+from portrait.views import by_person
 
 # The columns of the features' one read of the purchases (features.plan.purchase_steps).
 _READ_COLUMNS = {"category", "brand", "channel", "payment_method"}
@@ -31,18 +33,21 @@ _FILTER_COLUMNS = {
     "purchases": {"category", "brand", "channel", "product_id", "store_id", "payment_method"},
     "events": {"category", "channel"},
 }
+_CUSTOMERS = "_behaviour_customers"  # the listed customers and their positions, while a query runs
 
 
 def _start(as_of: dt.date, days: int) -> dt.datetime:
     return dt.datetime.combine(as_of - dt.timedelta(days=days), dt.time())
 
 
-def _condition(term: BehaviourTerm, as_of: dt.date, params: list) -> str:
-    parts = []
+def _condition(term: BehaviourTerm, as_of: dt.date) -> tuple[str, list]:
+    """The term's test of one row (on the normalised columns of :func:`_query`'s read of the
+    rows) and its parameters."""
+    parts, params = [], []
     if term.function == "purchased":
         parts.append("amount > 0")
     if term.function == "events":
-        parts.append("LOWER(TRIM(event_type)) = ?")
+        parts.append("event_type = ?")
         params.append(term.event_type)
     if term.within_days is not None:
         parts.append("ts >= ?")
@@ -50,9 +55,9 @@ def _condition(term: BehaviourTerm, as_of: dt.date, params: list) -> str:
     for column, value in term.filters:
         if column not in _FILTER_COLUMNS[term.table]:  # the parser allows only these
             raise FilterError(f"{term.describe()}: {column} is not a column of {term.table}")
-        parts.append(f"{_normalised(column)} = ?")
+        parts.append(f"{quote_ident(column)} = ?")
         params.append(value.strip().lower())
-    return " AND ".join(parts) or "TRUE"
+    return " AND ".join(parts) or "TRUE", params
 
 
 def behaviour_table(
@@ -68,28 +73,38 @@ def behaviour_table(
     ``order_id, ts, amount, category, brand, channel, payment_method``) to read instead of the
     ``purchases`` view, when the terms filter on no other column."""
     terms = list(dict.fromkeys(terms))
-    result = pd.DataFrame({"customer_id": customers.astype("str").to_numpy()})
-    for table in ("purchases", "events"):
-        chosen = [t for t in terms if t.table == table]
-        if not chosen:
-            continue
-        if not _has_table(con, table):
-            raise FilterError(f"{chosen[0].describe()} needs the {table} table, which this data set does not have")
-        asked = _asked(chosen)
-        source = table
-        if table == "purchases" and purchases and {c for t in chosen for c, _ in t.filters} <= _READ_COLUMNS:
-            source = purchases
-        frame = _query(con, table, chosen, as_of, asked, source)
-        # The query flags which asked values it saw; only a value it did not see (perhaps
-        # outside the windows) needs a look at the whole history, which raises if it is a typo.
-        flags = [f"_seen_{i}" for i in range(len(asked))]
-        unseen = [pair for pair, flag in zip(asked, flags, strict=True) if not frame[flag].max() > 0]
-        if unseen:
-            check_values(con, chosen, as_of, only=set(unseen))
-        result = result.merge(frame.drop(columns=flags), on="customer_id", how="left")
-        for term in chosen:
-            result[term.column] = result[term.column].fillna(0).astype("float64")
-    return result
+    ids = customers.astype("str").reset_index(drop=True)
+    columns: dict[str, object] = {"customer_id": ids}
+    # The customers' positions, joined in SQL: the answer comes back as row numbers and
+    # numbers, never as a million id strings to convert and merge.
+    con.register(_CUSTOMERS, pd.DataFrame({"customer_id": ids, "_pos": np.arange(len(ids), dtype="int64")}))
+    try:
+        for table in ("purchases", "events"):
+            chosen = [t for t in terms if t.table == table]
+            if not chosen:
+                continue
+            if not _has_table(con, table):
+                raise FilterError(f"{chosen[0].describe()} needs the {table} table, which this data set does not have")
+            asked = _asked(chosen)
+            source = table
+            if table == "purchases" and purchases and {c for t in chosen for c, _ in t.filters} <= _READ_COLUMNS:
+                source = purchases
+            frame = _query(con, table, chosen, as_of, asked, source)
+            # The query flags which asked values it saw (over every customer, listed or not);
+            # only a value it did not see (perhaps outside the windows) needs a look at the
+            # whole history, which raises if it is a typo.
+            unseen = [pair for i, pair in enumerate(asked) if not frame[f"s{i}"].max() > 0]
+            if unseen:
+                check_values(con, chosen, as_of, only=set(unseen))
+            positions = frame["_pos"].to_numpy()
+            listed = positions >= 0
+            for i, term in enumerate(chosen):
+                values = np.zeros(len(ids), dtype="float64")
+                values[positions[listed]] = frame[f"t{i}"].fillna(0).to_numpy(dtype="float64")[listed]
+                columns[term.column] = values
+    finally:
+        con.unregister(_CUSTOMERS)
+    return pd.DataFrame(columns)
 
 
 def _asked(terms: list[BehaviourTerm]) -> list[tuple[str, str]]:
@@ -114,46 +129,62 @@ def _query(
     asked: list[tuple[str, str]],
     source: str,
 ) -> pd.DataFrame:
-    params: list = []
+    """``_pos`` (the customer's position in :data:`_CUSTOMERS`, -1 for a customer not listed),
+    ``t<i>`` (the value of ``terms[i]``) and ``s<i>`` (1 if ``asked[i]`` occurs in the rows
+    read), one row per customer with rows in the windows."""
     as_of_ts = dt.datetime.combine(as_of, dt.time())
     windows = [t.within_days for t in terms]
     lower = "" if None in windows else " AND ts >= ?"
+    read_params = [as_of_ts] + ([_start(as_of, max(windows))] if lower else [])
+    # Each filter column is normalised once per row, in the read; the conditions compare with it.
+    filtered = sorted({c for t in terms for c, _ in t.filters} | ({"event_type"} if table == "events" else set()))
+    kept = ["customer_id", "ts"] + (["order_id", "amount"] if table == "purchases" else [])
+    read = ", ".join([*kept, *(f"{_normalised(c)} AS {quote_ident(c)}" for c in filtered)])
+    conditions, condition_params = zip(*(_condition(term, as_of) for term in terms), strict=True)
+    value_params = [p for term_params in condition_params for p in term_params]
+    seen = []
+    for i, (column, value) in enumerate(asked):
+        seen.append(f"MAX(CASE WHEN {quote_ident(column)} = ? THEN 1 ELSE 0 END) AS s{i}")
+        value_params.append(value)
     if table == "purchases":
-        # Per order first, so that "orders with a matching line" needs no DISTINCT aggregate.
-        inner, outer = [], []
-        for i, term in enumerate(terms):
-            condition = _condition(term, as_of, params)
-            if term.function == "purchased":
-                inner.append(f"MAX(CASE WHEN {condition} THEN 1 ELSE 0 END) AS t{i}")
-            else:
-                inner.append(f"SUM(CASE WHEN {condition} THEN amount ELSE 0 END) AS t{i}")
-            outer.append(f"CAST(SUM(t{i}) AS DOUBLE) AS {quote_ident(term.column)}")
-        for i, (column, value) in enumerate(asked):
-            inner.append(f"MAX(CASE WHEN {_normalised(column)} = ? THEN 1 ELSE 0 END) AS s{i}")
-            params.append(value)
-            outer.append(f"MAX(s{i}) AS _seen_{i}")
-        sql = (
+        # "Orders with a matching line" per order first, then per customer. Only lines that
+        # match a ``purchased`` term need their order: every other line of a customer joins
+        # one group (a NULL order), which keeps the grouping several times smaller.
+        values = [
+            f"MAX(CASE WHEN {condition} THEN 1 ELSE 0 END) AS t{i}"
+            if term.function == "purchased"
+            else f"SUM(CASE WHEN {condition} THEN amount ELSE 0 END) AS t{i}"
+            for i, (term, condition) in enumerate(zip(terms, conditions, strict=True))
+        ]
+        per_order = [i for i, term in enumerate(terms) if term.function == "purchased"]
+        order_key, key_params = "", []
+        if per_order:
+            order_key = f", CASE WHEN {' OR '.join(f'({conditions[i]})' for i in per_order)} THEN order_id END"
+            key_params = [p for i in per_order for p in condition_params[i]]
+        outer = [f"SUM(t{i}) AS t{i}" for i in range(len(terms))] + [f"MAX(s{i}) AS s{i}" for i in range(len(asked))]
+        grouped = (
             f"SELECT customer_id, {', '.join(outer)} FROM ("
-            f"SELECT customer_id, order_id, {', '.join(inner)} FROM {source} WHERE ts < ?{lower} "
-            "GROUP BY customer_id, order_id) o GROUP BY customer_id"
+            f"SELECT customer_id, {', '.join(values + seen)} FROM (SELECT {read} FROM {source} WHERE ts < ?{lower}) l "
+            f"GROUP BY customer_id{order_key}) o GROUP BY customer_id"
         )
+        params = value_params + read_params + key_params
     else:
-        columns = []
-        for term in terms:
-            condition = _condition(term, as_of, params)
-            columns.append(
-                f"CAST(SUM(CASE WHEN {condition} THEN 1 ELSE 0 END) AS DOUBLE) AS {quote_ident(term.column)}"
-            )
-        for i, (column, value) in enumerate(asked):
-            columns.append(f"MAX(CASE WHEN {_normalised(column)} = ? THEN 1 ELSE 0 END) AS _seen_{i}")
-            params.append(value)
-        sql = f"SELECT customer_id, {', '.join(columns)} FROM events WHERE ts < ?{lower} GROUP BY customer_id"
-    params.append(as_of_ts)
-    if lower:
-        params.append(_start(as_of, max(windows)))
-    frame = con.execute(sql, params).df()
-    frame["customer_id"] = frame["customer_id"].astype("str")
-    return frame
+        # Events are counted under the ids as written (clean_events), then the counts are
+        # summed per person: the events view's counts without mapping each of 100M rows.
+        values = [f"SUM(CASE WHEN {condition} THEN 1 ELSE 0 END) AS t{i}" for i, condition in enumerate(conditions)]
+        grouped = by_person(
+            f"SELECT customer_id, {', '.join(values + seen)} "
+            f"FROM (SELECT {read} FROM clean_events WHERE ts < ?{lower}) e GROUP BY customer_id",
+            [(f"t{i}", "SUM") for i in range(len(terms))] + [(f"s{i}", "MAX") for i in range(len(asked))],
+        )
+        params = value_params + read_params
+    answers = [f"CAST(g.t{i} AS DOUBLE) AS t{i}" for i in range(len(terms))]
+    answers += [f"g.s{i}" for i in range(len(asked))]
+    sql = (
+        f"SELECT COALESCE(c._pos, -1) AS _pos, {', '.join(answers)} "
+        f"FROM ({grouped}) g LEFT JOIN {_CUSTOMERS} c ON g.customer_id = c.customer_id"
+    )
+    return con.execute(sql, params).df()
 
 
 def _has_table(con: duckdb.DuckDBPyConnection, table: str) -> bool:

@@ -25,6 +25,7 @@ from marketing.rfm import RFM_COLUMNS, RFM_INPUTS, rfm_scores
 from portrait.dataset import Dataset
 from portrait.errors import PortraitError
 from portrait.outputs import scores_as_of
+from portrait.views import compute_once
 
 # vocabulary_as_of reads the purchases before the as-of date once into this table, which stays
 # on the connection for the Population's life: features and behaviour terms both read it.
@@ -60,6 +61,8 @@ class Population:
         self.say = progress or (lambda message: None)
         self._own_connection = con is None
         self.con = con or dataset.connect()
+        if self._own_connection and dataset.has("customers"):  # read several times: computed once
+            compute_once(self.con, "customers")
         self.say("reading purchases before the as-of date")
         self.vocabulary = vocabulary_as_of(self.con, self.as_of, self.config)
         self.attributes = attribute_kinds(self.con) if dataset.has("customers") else {}

@@ -300,6 +300,15 @@ def _reason_cases(table: contract.Table, types: dict[str, str], trim: bool, read
     return "CASE " + " ".join(cases) + " ELSE NULL END"
 
 
+# Columns that every exact copy of a row shares and that few distinct rows share: a table listed
+# here is de-duplicated by :func:`_register_deduplicated` without grouping all its rows.
+_CANDIDATE_KEYS = {"purchases": ("order_id", "product_id", "ts")}
+
+
+def _key_hash(columns) -> str:
+    return f"hash({', '.join(quote_ident(c) for c in columns)})"
+
+
 def _register_deduplicated(con, table: contract.Table) -> None:
     """``clean_t`` (good rows, one copy each) and ``duplicates_t`` (what was dropped, counted)."""
     name = table.name
@@ -328,6 +337,36 @@ def _register_deduplicated(con, table: contract.Table) -> None:
             WHERE customer_id NOT IN (SELECT customer_id FROM _conflicting_customer_ids)
             GROUP BY ALL HAVING COUNT(*) > 1"""
         )
+    elif table.check_duplicates and name in _CANDIDATE_KEYS:
+        # Exact copies share every column, so in particular the candidate key: only rows whose
+        # key occurs more than once can have a copy, and only those go through the all-columns
+        # DISTINCT (which treats NULLs as equal, as before); every other row passes as it is.
+        # The repeated keys are found by sorting one hash per row, far cheaper than grouping
+        # the whole rows (which nearly all differ); a hash collision only adds candidates. The
+        # hashes are of the parsed values of every row, before the quarantine's filter: a
+        # superset of the good rows' keys, for a cheaper read.
+        parsed_key = _key_hash(PARSED + c for c in _CANDIDATE_KEYS[name])
+        typed_key = _key_hash(_CANDIDATE_KEYS[name])
+        con.execute(
+            f"""CREATE OR REPLACE VIEW _repeated_keys_{name} AS
+            SELECT DISTINCT _key FROM (
+                SELECT _key, LAG(_key) OVER (ORDER BY _key) AS _previous
+                FROM (SELECT {parsed_key} AS _key FROM checked_{name}) k
+            ) s WHERE _key = _previous"""
+        )
+        con.execute(
+            f"""CREATE OR REPLACE VIEW clean_{name} AS
+            WITH repeated AS MATERIALIZED (SELECT _key FROM _repeated_keys_{name})
+            SELECT * FROM typed_{name} WHERE {typed_key} NOT IN (SELECT _key FROM repeated)
+            UNION ALL
+            SELECT DISTINCT * FROM typed_{name} WHERE {typed_key} IN (SELECT _key FROM repeated)"""
+        )
+        con.execute(
+            f"""CREATE OR REPLACE VIEW duplicates_{name} AS
+            SELECT *, 'duplicate_line' AS _reject_reason, COUNT(*) - 1 AS _rows
+            FROM typed_{name} WHERE {typed_key} IN (SELECT _key FROM _repeated_keys_{name})
+            GROUP BY ALL HAVING COUNT(*) > 1"""
+        )
     elif table.check_duplicates:
         con.execute(f"CREATE OR REPLACE VIEW clean_{name} AS SELECT DISTINCT * FROM typed_{name}")
         con.execute(
@@ -339,11 +378,47 @@ def _register_deduplicated(con, table: contract.Table) -> None:
         con.execute(f"CREATE OR REPLACE VIEW clean_{name} AS SELECT * FROM typed_{name}")
 
 
+# (customer_id, person_id) for every id merged into another person's id; empty without
+# identities, so that SQL written with :func:`by_person` reads the same either way.
+REMAP = "customer_remap"
+_REAGGREGATE = {"SUM", "MAX", "MIN"}
+
+
+def by_person(inner: str, reaggregate: list[tuple[str, str]] | tuple = ()) -> str:
+    """SQL with one row per person (``customer_id`` as in the final views) from ``inner``, a
+    query over ``clean_<table>`` (rows under the ids as written) grouped by ``customer_id``.
+
+    Each id is mapped to its person and every ``(column, function)`` of ``reaggregate`` is
+    aggregated again over the person's ids: ``SUM`` for sums and counts, ``MAX`` for maxima,
+    ``MIN`` for minima (the only aggregates whose result over a person's rows is the same
+    aggregate of its per-id results). Grouping first and mapping the ~1M grouped ids costs far
+    less than mapping each of 100M rows (what the ``events`` view does) and gives the same
+    answer. The map is empty when no id is merged, so the SQL is the same with or without
+    identities.
+    """
+    columns = ""
+    for column, function in reaggregate:
+        if function.upper() not in _REAGGREGATE:
+            raise ValueError(f"cannot aggregate per-id {function} results again; use one of {sorted(_REAGGREGATE)}")
+        columns += f", {function.upper()}(g.{quote_ident(column)}) AS {quote_ident(column)}"
+    return (
+        f"SELECT COALESCE(m.person_id, g.customer_id) AS customer_id{columns} "
+        f"FROM ({inner}) g LEFT JOIN {REMAP} m ON g.customer_id = m.customer_id GROUP BY 1"
+    )
+
+
 def _register_final_views(con, dataset: Dataset) -> None:
     """The views features read: clean rows with customer ids unified through identities."""
     from portrait.identity import register_identity_map
 
     has_map = dataset.has("identities") and register_identity_map(con)
+    if has_map:
+        con.execute(f"CREATE OR REPLACE VIEW {REMAP} AS SELECT customer_id, person_id FROM identity_remap")
+    else:
+        con.execute(
+            f"CREATE OR REPLACE VIEW {REMAP} AS SELECT CAST(NULL AS VARCHAR) AS customer_id, "
+            "CAST(NULL AS VARCHAR) AS person_id WHERE FALSE"
+        )
     for table in contract.TABLES:
         if not dataset.has(table.name) or table.name == "identities":
             continue
@@ -371,6 +446,19 @@ def _register_final_views(con, dataset: Dataset) -> None:
         else:
             columns = ", ".join(quote_ident(c) for c in _columns(con, f"clean_{table.name}"))
             con.execute(f"CREATE OR REPLACE VIEW {table.name} AS SELECT {columns} FROM ({mapped}) m")
+
+
+def compute_once(con: duckdb.DuckDBPyConnection, view: str) -> None:
+    """Compute ``view`` once into a temporary table and shadow the view with one reading it,
+    for a connection that reads the view several times: a feature build reads ``customers``
+    four times (the attribute kinds twice, the signups, the attributes), and each read would
+    repeat its de-duplication, conflict check and identity ranking. The rows are the view's as
+    of the first call; later calls change nothing."""
+    table = f"_computed_{view}"
+    if con.execute("SELECT COUNT(*) FROM duckdb_tables() WHERE table_name = ?", [table]).fetchall()[0][0]:
+        return
+    con.execute(f"CREATE TEMP TABLE {table} AS SELECT * FROM {quote_ident(view)}")
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {quote_ident(view)} AS SELECT * FROM {table}")
 
 
 def _columns(con, view: str) -> list[str]:

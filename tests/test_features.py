@@ -429,3 +429,21 @@ def test_building_only_some_features_gives_the_same_values(features):
 def test_customers_with_only_events_stay_in_a_build_without_event_features():
     frame = build_features(dataset(), CUTOFF, families=["value"])
     assert frame["customer_id"].tolist() == ["A", "B", "C", "D"]  # B has only events
+
+
+def test_customers_with_only_events_under_merged_ids_are_their_persons():
+    # a-web is merged into A and h-2 into H; H has no row of its own, F no identity at all;
+    # G's only event is at the cutoff.
+    more = [
+        ("a-web", "2024-02-01 09:00:00", "view"),
+        ("h-2", "2024-02-02 09:00:00", "view"),
+        ("F", "2024-02-03 09:00:00", "view"),
+        ("G", "2024-03-01 00:00:00", "view"),
+    ]
+    events = pd.concat([EVENTS, pd.DataFrame(more, columns=EVENTS.columns)], ignore_index=True)
+    identities = pd.DataFrame(
+        {"customer_id": ["A", "a-web", "H", "h-2"], "id_type": ["email"] * 4, "id_value": ["x", "x", "y", "y"]}
+    )
+    dataset = Dataset.from_frames(purchases=PURCHASES, events=events, identities=identities)
+    frame = build_features(dataset, CUTOFF, families=["value"])
+    assert frame["customer_id"].tolist() == ["A", "B", "C", "D", "F", "H"]

@@ -93,3 +93,42 @@ def test_quoted_text_stays_a_value_however_it_looks():
     hostile = "x'); drop table purchases; --"
     condition = parse_condition("purchased(category = 'x''); drop table purchases; --') > 0", SCHEMA, behaviour=True)
     assert condition.terms[0].filters == (("category", hostile),)  # a bound parameter later, never SQL text
+
+
+def test_behaviour_terms_sum_a_persons_merged_ids_in_the_order_asked():
+    # a-web is merged into A (a shared email): A's terms count both ids' rows, under A only.
+    from marketing.behaviour import behaviour_table
+    from marketing.population import Population
+    from portrait.dataset import Dataset
+
+    purchases = pd.DataFrame(
+        [
+            ("o1", "A", "2024-02-20 10:00:00", 10.0, "Dairy"),
+            ("o2", "a-web", "2024-02-21 10:00:00", 5.0, "dairy "),
+            ("o3", "B", "2024-02-22 10:00:00", 7.0, "bakery"),
+        ],
+        columns=["order_id", "customer_id", "ts", "amount", "category"],
+    )
+    events = pd.DataFrame(
+        [
+            ("A", "2024-02-25 09:00:00", "view"),
+            ("a-web", "2024-02-26 09:00:00", " View"),
+            ("a-web", "2024-01-01 09:00:00", "view"),  # outside the 30 days
+            ("a-web", "2024-03-01 00:00:00", "view"),  # at the as-of date
+            ("B", "2024-02-27 09:00:00", "add_to_cart"),
+        ],
+        columns=["customer_id", "ts", "event_type"],
+    )
+    identities = pd.DataFrame({"customer_id": ["A", "a-web"], "id_type": ["email", "email"], "id_value": ["x", "x"]})
+    dataset = Dataset.from_frames(purchases=purchases, events=events, identities=identities)
+    terms = [
+        BehaviourTerm("events", (), "view", 30),
+        BehaviourTerm("purchased", (("category", "dairy"),), None, 30),
+        BehaviourTerm("spent", (), None, 30),
+    ]
+    with Population(dataset, "2024-03-01") as population:
+        customers = pd.Series(["Z", "B", "A"])  # Z is unknown: zeros
+        table = behaviour_table(population.con, terms, population.as_of, customers, purchases="f_purchases")
+    assert table["customer_id"].tolist() == ["Z", "B", "A"]
+    values = table[[t.column for t in terms]].to_numpy().tolist()
+    assert values == [[0.0, 0.0, 0.0], [0.0, 0.0, 7.0], [2.0, 2.0, 15.0]]

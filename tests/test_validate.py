@@ -136,6 +136,54 @@ def test_customers_with_conflicting_rows_are_quarantined_and_exact_copies_kept_o
     assert table.quarantined == {"conflicting_customer_rows": 2, "duplicate_row": 1}
 
 
+@pytest.mark.parametrize("source", ["csv", "parquet", "frame"])
+def test_only_exact_copies_of_purchase_lines_are_dropped(tmp_path, source):
+    # Lines sharing order, product and timestamp go through the all-columns comparison; a line
+    # differing in any column (a value, or NULL against a value) is kept, exact copies once.
+    line = {**GOOD, "product_id": "p1", "category": "dairy", "quantity": "1"}
+    frame = pd.DataFrame(
+        [
+            line,
+            line,
+            line,  # two exact copies of the first line: dropped
+            {**line, "amount": "13.00"},  # same key, another amount: kept
+            {**line, "category": None},  # NULL where the first line has a value: kept
+            {**line, "category": None},  # its exact copy (NULLs count as equal): dropped
+            {**line, "product_id": None},  # a NULL in the key itself: kept once
+            {**line, "product_id": None},  # dropped
+            {**line, "quantity": None},  # NULL quantity: kept
+            {**line, "order_id": "o2"},  # another order: kept
+        ]
+    )
+    if source == "frame":
+        dataset = Dataset.from_frames(purchases=frame.astype({"amount": float, "quantity": float}))
+    else:
+        dataset = open_dataset(write_tables(tmp_path / "data", source, purchases=frame))
+    con = dataset.connect()
+    kept = con.execute("SELECT amount, category, product_id, quantity, order_id FROM clean_purchases").fetchall()
+    assert sorted(kept, key=repr) == sorted(
+        [
+            (12.5, "dairy", "p1", 1.0, "o1"),
+            (13.0, "dairy", "p1", 1.0, "o1"),
+            (12.5, None, "p1", 1.0, "o1"),
+            (12.5, "dairy", None, 1.0, "o1"),
+            (12.5, "dairy", "p1", None, "o1"),
+            (12.5, "dairy", "p1", 1.0, "o2"),
+        ],
+        key=repr,
+    )
+    # The same rows as a DISTINCT over every column, and the dropped copies counted as such.
+    differ = "SELECT COUNT(*) FROM (SELECT * FROM {} EXCEPT ALL SELECT * FROM {})"
+    assert con.execute(differ.format("clean_purchases", "(SELECT DISTINCT * FROM typed_purchases)")).fetchall() == [
+        (0,)
+    ]
+    assert con.execute(differ.format("(SELECT DISTINCT * FROM typed_purchases)", "clean_purchases")).fetchall() == [
+        (0,)
+    ]
+    table = validate(dataset).tables[0]
+    assert (table.rows, table.valid_rows, table.quarantined) == (10, 6, {"duplicate_line": 4})
+
+
 def test_nan_in_an_optional_float_column_means_missing_not_bad(tmp_path):
     frame = purchases({}).assign(amount=12.5, discount=float("nan"))
     report = validate(Dataset.from_frames(purchases=frame))
