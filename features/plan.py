@@ -82,6 +82,19 @@ def compile_plan(
     activity; ``attribute_select`` an optional ``SELECT customer_id, ...`` of attribute columns.
     """
     before = f"ts < {timestamp_literal(cutoff)}"
+    # The lines' brand slot and price ratio (and the category prices it needs) only when a
+    # selected feature reads them.
+    line_sql = " ".join(f.sql for f in features if f.stage in ("lines", "line_categories"))
+    brand_slot, brand_join = "CAST(NULL AS BIGINT)", ""
+    if re.search(r"\bbrand_slot\b", line_sql):
+        brand_slot, brand_join = "vb.slot", "\n            LEFT JOIN vocab_brand vb ON p.brand = vb.value"
+    price_ratio, price_join = "CAST(NULL AS DOUBLE)", ""
+    if re.search(r"\bprice_ratio\b", line_sql):
+        price_ratio = (
+            "CASE WHEN p.quantity > 0 AND cp.median_unit_price > 0 "
+            "THEN (p.amount + COALESCE(p.discount, 0)) / p.quantity / cp.median_unit_price END"
+        )
+        price_join = "\n            LEFT JOIN f_category_price cp ON p.category = cp.category"
     steps = purchase_steps(cutoff)
     steps += [
         Step(
@@ -124,15 +137,11 @@ def compile_plan(
         ),
         Step(
             "f_lines",
-            """
+            f"""
             SELECT p.customer_id, p.amount, p.age, p.category,
-                   vc.slot AS category_slot, vb.slot AS brand_slot,
-                   CASE WHEN p.quantity > 0 AND cp.median_unit_price > 0
-                        THEN (p.amount + COALESCE(p.discount, 0)) / p.quantity / cp.median_unit_price END AS price_ratio
+                   vc.slot AS category_slot, {brand_slot} AS brand_slot, {price_ratio} AS price_ratio
             FROM f_purchases p
-            LEFT JOIN vocab_category vc ON p.category = vc.value
-            LEFT JOIN vocab_brand vb ON p.brand = vb.value
-            LEFT JOIN f_category_price cp ON p.category = cp.category
+            LEFT JOIN vocab_category vc ON p.category = vc.value{brand_join}{price_join}
             WHERE p.amount > 0""",
         ),
         Step(

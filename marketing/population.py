@@ -126,7 +126,11 @@ class Population:
                 purchases_ready=True,
             )
             self.say("RFM scores")
-            self._frame = built.merge(rfm_scores(built), on="customer_id", how="left")
+            rfm = rfm_scores(built)
+            if rfm["customer_id"].equals(built["customer_id"]):  # row for row: no merge on the ids
+                self._frame = pd.concat([built, rfm.drop(columns="customer_id").set_axis(built.index)], axis=1)
+            else:
+                self._frame = built.merge(rfm, on="customer_id", how="left")
         frame = self._frame
         if any(c in wanted for c in self._score_columns()):
             if self.scores is None:
