@@ -8,6 +8,7 @@ guard, :func:`is_pii_name`)::
     pii_columns = ["loyalty_card"]          # withheld besides the built-in guard
     consent_column = "marketing_consent"    # customers column; false/0/no = opted out
     suppression_file = "suppressed.csv"     # one customer id per line (relative to the data set)
+    sensitive_columns = ["gender", "age_band"]  # shown to analysts only (a profile's attributes)
 
 The guard knows e-mail addresses (``email``, ``e-mail``, ``contact_email``), phone numbers
 (``phone``, ``mobile``, ``tel``, ``fax``), personal names (``name``, ``first_name``,
@@ -53,7 +54,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 GUARDED_TABLES = ("customers", "identities")
-PRIVACY_KEYS = ("pii_columns", "consent_column", "suppression_file")
+PRIVACY_KEYS = ("pii_columns", "consent_column", "suppression_file", "sensitive_columns")
 # Reasons a customer is left out of an export, as keys of apply_consent's counts.
 NO_CONSENT = "no_consent"
 SUPPRESSED = "suppressed"
@@ -203,6 +204,9 @@ class PrivacySettings:
     pii_columns: tuple[str, ...] = ()  # withheld besides the built-in guard
     consent_column: str | None = None  # a customers column: false/0/no = opted out
     suppression_file: Path | None = None  # one customer id per line; absolute once read
+    # customers columns that are not personal data but are shown to analysts only: a profile
+    # built for the marketing role (include_sensitive=False) leaves them out
+    sensitive_columns: tuple[str, ...] = ()
     source: str = field(default="", compare=False)  # where they were read from, for messages
 
     @classmethod
@@ -223,8 +227,12 @@ class PrivacySettings:
         suppression = raw.get("suppression_file")
         if suppression is not None and (not isinstance(suppression, str) or not suppression.strip()):
             raise ConfigError(f'{where}: suppression_file must be a file name, e.g. "suppressed.csv"')
+        sensitive = raw.get("sensitive_columns", [])
+        if not isinstance(sensitive, list) or not all(isinstance(c, str) and c.strip() for c in sensitive):
+            raise ConfigError(f'{where}: sensitive_columns must be a list of column names, e.g. ["gender"]')
         return cls(
             pii_columns=tuple(c.strip() for c in columns),
+            sensitive_columns=tuple(c.strip() for c in sensitive),
             consent_column=consent.strip() if consent else None,
             suppression_file=(folder / suppression) if suppression else None,
             source=str(config_path),
@@ -233,6 +241,10 @@ class PrivacySettings:
     @property
     def has_consent_rules(self) -> bool:
         return self.consent_column is not None or self.suppression_file is not None
+
+    def is_sensitive(self, column: str) -> bool:
+        """Whether a customers column is one of ``sensitive_columns`` (any case)."""
+        return str(column).lower() in {c.lower() for c in self.sensitive_columns}
 
 
 def withheld_columns(
