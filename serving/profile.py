@@ -1,0 +1,1119 @@
+"""The whole profile of one customer: attributes, merged identities, tags, segments, RFM,
+persona, every model's score with reasons, the score history and the latest orders and events.
+
+:func:`build_profile` answers ``portrait profile ID`` and the API's ``GET /customers/{id}``.
+It reads only the one person's rows:
+
+- **The data set.** The person's customer ids are found first, by following shared
+  identifiers from the asked id through the identities table (each step one filtered read).
+  Then the raw rows of those ids, and only those, are read from every table (a filtered scan:
+  Parquet skips what its statistics exclude) and the data set's own views are built over them
+  (:mod:`portrait.views`: parsing, quarantine, de-duplication, identity merging, the
+  customers row chosen for a merged person), so a profile applies exactly the rules every
+  other command applies. A data set with CSV tables is read whole through the same views
+  (CSV has no statistics to skip by and is trimmed as it is read); convert it to Parquet for
+  speed.
+- **Stored outputs** (scores, features, tags, RFM, segment members) are read with
+  ``WHERE customer_id IN (...)`` and bound parameters: DuckDB pushes the filter into the
+  Parquet scan.
+
+Which outputs: with ``runs`` (a ``portrait refresh`` root) the run ``LATEST`` names, or with
+an as-of date the newest run on or before it; otherwise the newest scores, tags and RFM tables
+on or before the as-of date in their folders. Later outputs are never used: they would show
+the future next to the past. Orders and events are those strictly before the as-of date
+(by default the scores' date; without scores, all of them).
+
+Nothing personal is shown: personal-data columns are withheld where the data set is read
+(:mod:`portrait.privacy`); identities appear as types, counts and customer ids, never values;
+``include_sensitive=False`` also leaves out the data set's ``sensitive_columns``. A piece that
+is not there (no run yet, no tags folder, no RFM for the date) is ``null`` with a note in
+``notes``; a folder that does not exist is an error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import functools
+import json
+import math
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from portrait.errors import PortraitError
+
+KEY_FEATURES = (
+    "days_since_last_purchase",
+    "orders_lifetime",
+    "spend_lifetime",
+    "avg_order_value",
+    "orders_90d",
+    "spend_365d",
+    "favourite_category",
+    "favourite_channel",
+    "promo_share_365d",
+    "event_count_90d",
+    "campaign_response_rate",
+)
+LAST_ORDERS = 10
+LAST_EVENTS = 20
+_RFM_FILE = re.compile(r"rfm_(\d{4}-\d{2}-\d{2})\.parquet")
+_SCORE_SUFFIXES = ("score", "percentile", "decile", "version")
+
+
+class UnknownCustomer(PortraitError):
+    """No table of the data set and no stored output knows the customer id."""
+
+    status_code = 404
+
+
+# ---------------------------------------------------------------- what is asked
+
+
+class ProfileSources(BaseModel):
+    """Where a profile is read from. Every folder given must exist."""
+
+    model_config = ConfigDict(frozen=True)
+
+    data: Path | None = Field(
+        None, description="The data set folder (or DuckDB file): orders, events, attributes, identities."
+    )
+    runs: Path | None = Field(
+        None,
+        description=(
+            "A `portrait refresh` output root: the run LATEST names (or, with as_of, the newest run on or "
+            "before it) gives scores, RFM, tags and segment members; every run under runs/ gives the score "
+            "history. Not together with scores, tags or rfm."
+        ),
+    )
+    scores: Path | None = Field(
+        None,
+        description="Without runs: a `portrait score --out` folder (its LATEST, or the newest on or before as_of).",
+    )
+    tags: Path | None = Field(
+        None, description="Without runs: a `portrait tags apply --out` folder (newest tags table on or before as_of)."
+    )
+    segments: Path | None = Field(
+        None,
+        description=(
+            "A saved segments folder: membership from each segment's last refresh (instead of the run's "
+            "segment members)."
+        ),
+    )
+    rfm: Path | None = Field(
+        None, description="Without runs: a `portrait rfm --out` folder (newest RFM table on or before as_of)."
+    )
+    as_of: dt.date | None = Field(
+        None,
+        description=(
+            "Orders and events strictly before this date, and outputs of this date or earlier; default: "
+            "the run's or the scores' as-of date, else all history and the newest outputs."
+        ),
+    )
+
+
+# ---------------------------------------------------------------- the answer
+
+
+class SectionNote(BaseModel):
+    section: str = Field(description="The part of the profile concerned, e.g. tags, rfm, score_history.")
+    note: str = Field(description="Why it is absent or partial, in words.")
+
+
+class Attribute(BaseModel):
+    name: str = Field(description="Column of the customers table (personal-data columns are never shown).")
+    value: str | None = Field(description="Its value as text; null when not recorded.")
+
+
+class Attributes(BaseModel):
+    values: list[Attribute] = Field(description="The person's customers row, column by column.")
+    from_customer_id: str | None = Field(
+        description="The customer id whose customers row this is (the person's own, else the smallest merged id's)."
+    )
+    sensitive_left_out: int = Field(
+        0, description="How many columns marked sensitive ([privacy] sensitive_columns) were left out for this role."
+    )
+
+
+class IdentityType(BaseModel):
+    id_type: str = Field(description="Kind of identifier: phone_hash, email_hash, account, device, ...")
+    identifiers: int = Field(description="How many distinct identifiers of this kind the person's ids hold.")
+
+
+class SharedIdentifier(BaseModel):
+    id_type: str = Field(description="Kind of identifier the ids share.")
+    customer_ids: list[str] = Field(description="The customer ids that share them.")
+    identifiers: int = Field(description="How many identifiers of this kind they share (never their values).")
+
+
+class Identities(BaseModel):
+    customer_ids: list[str] = Field(description="Every customer id merged into this person, sorted.")
+    types: list[IdentityType] = Field(description="Identifiers held, by kind, as counts.")
+    shared: list[SharedIdentifier] = Field(description="Which shared identifiers joined the ids (kind and count).")
+
+
+class Tag(BaseModel):
+    tag: str = Field(description="Tag name from the tag library.")
+    group: str = Field(description="Group of the tag in the library's tree.")
+    kind: str = Field(description="rule, model or manual.")
+    since: dt.date | None = Field(description="Date the person has held the tag since (carried over between runs).")
+
+
+class Tags(BaseModel):
+    as_of: dt.date = Field(description="Date of the tags table read.")
+    source: str = Field(description="The tags table read.")
+    tags: list[Tag] = Field(description="The person's tags, by group then name.")
+
+
+class SegmentMembership(BaseModel):
+    name: str = Field(description="Saved segment name.")
+    as_of: dt.date | None = Field(description="As-of date of the refresh the membership comes from.")
+
+
+class Segments(BaseModel):
+    source: str = Field(description="Where membership was read: a run's segments folder or a saved segments folder.")
+    checked: list[str] = Field(description="The segments whose members were looked at.")
+    member_of: list[SegmentMembership] = Field(description="The segments the person belongs to.")
+
+
+class Rfm(BaseModel):
+    as_of: dt.date = Field(description="Date of the RFM table read.")
+    r: int | None = Field(description="Recency score 1-5 (5: most recent); null without a purchase.")
+    f: int | None = Field(description="Frequency score 1-5; null without a purchase.")
+    m: int | None = Field(description="Monetary score 1-5; null without a purchase.")
+    fm: int | None = Field(description="Mean of F and M rounded half up; null without a purchase.")
+    group: str = Field(description="Value group (Champions, Loyal, ..., No purchase yet).")
+    days_since_last_purchase: float | None = Field(description="Recency input, in days.")
+    orders_lifetime: float | None = Field(description="Frequency input: purchase orders before the date.")
+    spend_lifetime: float | None = Field(description="Monetary input: net spend before the date.")
+
+
+class Persona(BaseModel):
+    id: int | None = Field(description="Persona id of the registered personas model.")
+    name: str | None = Field(description="Persona name.")
+    version: str | None = Field(description="Version of the personas model that assigned it.")
+
+
+class ModelScore(BaseModel):
+    model: str = Field(description="Registered model name.")
+    score: float | None = Field(description="Probability (propensity models) or predicted amount (spend models).")
+    percentile: float | None = Field(description="Percentile among all customers scored that day, 0-100.")
+    decile: int | None = Field(description="Decile, 10 = top.")
+    version: str | None = Field(description="Model version that scored.")
+    reasons: list[str] | None = Field(description="Top reasons pushing the score up; null when unavailable.")
+    reasons_note: str | None = Field(None, description="Where the reasons come from, or why there are none.")
+
+
+class Scores(BaseModel):
+    as_of: dt.date = Field(description="Date of the scores table read.")
+    source: str = Field(description="The scores table read.")
+    scored_as: str = Field(description="The customer id the row is stored under (the person id unless noted).")
+    models: list[ModelScore] = Field(description="Every model's score, by model name.")
+
+
+class HistoryScore(BaseModel):
+    model: str = Field(description="Registered model name.")
+    score: float | None = Field(description="Score that day.")
+    percentile: float | None = Field(description="Percentile that day, 0-100.")
+
+
+class HistoryPoint(BaseModel):
+    as_of: dt.date = Field(description="As-of date of the stored run (or scores table).")
+    scored_as: str = Field(description="The customer id the row is stored under.")
+    models: list[HistoryScore] = Field(description="Each model's score and percentile that day.")
+
+
+class ScoreHistory(BaseModel):
+    source: str = Field(description="Where the history comes from: runs under a refresh root, or a scores folder.")
+    points: list[HistoryPoint] = Field(description="One point per stored run the person was scored in, oldest first.")
+    runs_without_person: int = Field(0, description="Stored runs (on or before as-of) that did not score the person.")
+
+
+class KeyFeature(BaseModel):
+    name: str = Field(description="Feature name (portrait features list).")
+    label: str = Field(description="What it means, from the feature catalogue.")
+    value: float | str | None = Field(description="The value as stored in the scores' feature table.")
+    shown: str = Field(description="The value as a person reads it (money, days, shares...).")
+
+
+class Order(BaseModel):
+    order_id: str = Field(description="Order (basket) id.")
+    ts: dt.datetime = Field(description="When the order was placed (its first line before as-of).")
+    amount: float = Field(description="Net amount: the sum of its lines' amounts, refunds deducted.")
+    lines: int = Field(description="Purchase lines in the order.")
+    categories: list[str] = Field(description="Distinct categories bought, sorted.")
+    channel: str | None = Field(description="Channel of its lines (several joined by ', ').")
+
+
+class Orders(BaseModel):
+    total: int = Field(description="Orders before as-of, all of them.")
+    spend: float = Field(description="Net spend over all those orders.")
+    last: list[Order] = Field(description=f"The last {LAST_ORDERS} orders, newest first.")
+
+
+class Event(BaseModel):
+    ts: dt.datetime = Field(description="When it happened.")
+    event_type: str = Field(description="view, search, add_to_cart, campaign_received, ...")
+    channel: str | None = Field(description="Where it happened.")
+    category: str | None = Field(description="Product category concerned.")
+    value: float | None = Field(description="Any amount attached (coupon value, rating...).")
+
+
+class Events(BaseModel):
+    total: int = Field(description="Events before as-of, all of them.")
+    last: list[Event] = Field(description=f"The last {LAST_EVENTS} events, newest first.")
+
+
+class CustomerProfile(BaseModel):
+    customer_id: str = Field(description="The person's id: the smallest of their merged customer ids.")
+    resolved_from: str | None = Field(
+        description="The id asked for, when it is another of the person's merged ids; null when asked by the person id."
+    )
+    as_of: dt.date | None = Field(description="Orders and events are strictly before this date; null: all history.")
+    as_of_from: str = Field(description="Where the as-of date comes from: given, run, scores, or none.")
+    attributes: Attributes | None = Field(description="The customers row; null without a data set or a row.")
+    identities: Identities | None = Field(description="Merged ids and identifier counts; null without a data set.")
+    tags: Tags | None = Field(description="Tags from the tags table; null when none is available.")
+    segments: Segments | None = Field(description="Saved segment membership; null when none is available.")
+    rfm: Rfm | None = Field(description="RFM scores and group; null when no RFM table is available.")
+    persona: Persona | None = Field(description="Persona from the scores; null when no personas model was scored.")
+    scores: Scores | None = Field(description="Every model's latest score; null when no scores are available.")
+    score_history: ScoreHistory | None = Field(description="Scores across stored runs; null without stored runs.")
+    key_features: list[KeyFeature] | None = Field(
+        description="Key features from the scores' feature table; null when it is not available."
+    )
+    orders: Orders | None = Field(description="Order summary and the latest orders; null without a data set.")
+    events: Events | None = Field(description="Event count and the latest events; null without a data set or events.")
+    notes: list[SectionNote] = Field(description="What is absent or partial, and why.")
+
+
+# ---------------------------------------------------------------- building it
+
+
+ModelLoader = Callable[[str], Any]
+
+
+def build_profile(
+    customer_id: str,
+    sources: ProfileSources,
+    *,
+    include_sensitive: bool = True,
+    compute_reasons: bool = True,
+    model_loader: ModelLoader | None = None,
+) -> CustomerProfile:
+    """The profile of the person ``customer_id`` belongs to (see the module docstring).
+
+    ``include_sensitive=False`` leaves out attributes marked sensitive (the marketing role).
+    ``compute_reasons``: when the scores hold no reasons, compute them for this one row with
+    the model that scored it, loaded by ``model_loader`` (name to a loaded model; by default
+    the ``champion`` from the registry, cached per process); a model that cannot be loaded,
+    or whose champion is no longer the version that scored, gives no reasons and a note.
+    Raises :class:`UnknownCustomer` when nothing knows the id, :class:`PortraitError` for a
+    folder that does not exist or contradictory sources."""
+    customer_id = str(customer_id).strip()
+    if not customer_id:
+        raise PortraitError("give a customer id")
+    _check_sources(sources)
+    notes: list[SectionNote] = []
+
+    def note(section: str, text: str) -> None:
+        notes.append(SectionNote(section=section, note=text))
+
+    outputs = _Outputs.locate(sources, note)
+    as_of, as_of_from = sources.as_of, "given"
+    if as_of is None:
+        as_of, as_of_from = (outputs.date, outputs.date_from) if outputs.date else (None, "none")
+
+    person = _Person(customer_id, None)
+    data = None
+    if sources.data is not None:
+        data = _PersonData.read(sources.data, customer_id)
+        person = _Person(data.person_id, customer_id if data.person_id != customer_id else None)
+        ids = data.customer_ids
+    else:
+        ids = [customer_id]
+        note("data", "no data set given: attributes, identities, orders and events are not shown")
+    lookup = [person.customer_id, *[i for i in ids if i != person.customer_id]]
+
+    with duckdb.connect() as con:
+        scores_row = outputs.scores_row(con, lookup)
+        tags = outputs.tags_of(con, lookup, note)
+        segments = outputs.segments_of(con, lookup, as_of, note)
+        rfm = outputs.rfm_of(con, lookup, note)
+        history = outputs.history_of(con, lookup, as_of, note)
+        key_features = outputs.key_features_of(con, scores_row, note)
+        known_elsewhere = scores_row is not None or bool(tags and tags.tags) or rfm is not None
+        known_elsewhere = known_elsewhere or bool(segments and segments.member_of) or bool(history and history.points)
+        if data is not None and not data.known and not known_elsewhere:
+            raise UnknownCustomer(
+                f"unknown customer id {customer_id!r}: not in the data set {sources.data} (customers, purchases, "
+                "events, identities)" + (" nor in the stored scores, tags or RFM" if outputs.any else "")
+            )
+        if data is None and not known_elsewhere:
+            raise UnknownCustomer(
+                f"unknown customer id {customer_id!r}: not in the stored scores, tags, RFM or segments"
+                + ("" if outputs.any else " (none were given)")
+                + "; give the data set (--data) to find merged ids and customers without outputs"
+            )
+        if data is not None and not data.known:
+            note("data", f"the data set {sources.data} has no rows for {customer_id!r}; shown from stored outputs only")
+        scores, persona = outputs.scores_of(scores_row, compute_reasons, model_loader, con, note)
+        if scores_row is not None and scores_row["customer_id"] != person.customer_id:
+            note(
+                "scores", f"the scores hold the person under {scores_row['customer_id']!r}, not {person.customer_id!r}"
+            )
+
+    attributes = identities = orders = events = None
+    if data is not None:
+        try:
+            attributes = data.attributes(include_sensitive, note)
+            identities = data.identities()
+            orders = data.orders(as_of)
+            events = data.events(as_of, note)
+        finally:
+            data.close()
+    return CustomerProfile(
+        customer_id=person.customer_id,
+        resolved_from=person.resolved_from,
+        as_of=as_of,
+        as_of_from=as_of_from,
+        attributes=attributes,
+        identities=identities,
+        tags=tags,
+        segments=segments,
+        rfm=rfm,
+        persona=persona,
+        scores=scores,
+        score_history=history,
+        key_features=key_features,
+        orders=orders,
+        events=events,
+        notes=notes,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Person:
+    customer_id: str
+    resolved_from: str | None
+
+
+def _check_sources(sources: ProfileSources) -> None:
+    given = {name: getattr(sources, name) for name in ("data", "runs", "scores", "tags", "segments", "rfm")}
+    for name, path in given.items():
+        if path is not None and not Path(path).exists():
+            raise PortraitError(f"{name} folder {path} does not exist")
+    for name in ("runs", "scores", "tags", "segments", "rfm"):
+        if given[name] is not None and not Path(given[name]).is_dir():
+            raise PortraitError(f"{name} {given[name]} is not a folder")
+    mixed = [name for name in ("scores", "tags", "rfm") if given[name] is not None]
+    if sources.runs is not None and mixed:
+        raise PortraitError(
+            f"give either runs (a refresh root: scores, tags and RFM of one run) or {', '.join(mixed)}, not both"
+        )
+
+
+# ---------------------------------------------------------------- stored outputs
+
+
+def _placeholders(values: Sequence) -> str:
+    return ", ".join("?" for _ in values)
+
+
+def _rows(con: duckdb.DuckDBPyConnection, files: Path | list[Path], ids: list[str], columns: str = "*") -> pd.DataFrame:
+    """The rows of ``ids`` in Parquet ``files``, the filter pushed into the scan."""
+    paths = [str(files)] if isinstance(files, Path) else [str(p) for p in files]
+    return con.execute(
+        f"SELECT {columns} FROM read_parquet(?, filename = true, union_by_name = true) "
+        f"WHERE CAST(customer_id AS VARCHAR) IN ({_placeholders(ids)})",
+        [paths, *ids],
+    ).df()
+
+
+def _first_of(frame: pd.DataFrame, ids: list[str]) -> pd.Series | None:
+    """The row stored under the earliest of ``ids`` (the person id first)."""
+    if frame.empty:
+        return None
+    order = {customer: i for i, customer in enumerate(ids)}
+    ranked = frame.assign(_rank=frame["customer_id"].astype("str").map(order)).sort_values("_rank", kind="stable")
+    row = ranked.iloc[0].drop("_rank")
+    row["customer_id"] = str(row["customer_id"])
+    return row
+
+
+def _dated(folder: Path, pattern: re.Pattern, as_of: dt.date | None) -> tuple[dt.date | None, list[dt.date]]:
+    """The newest date in ``folder``'s file names matching ``pattern`` on or before ``as_of``
+    (any, without it), and every date found."""
+    found = sorted(dt.date.fromisoformat(m[1]) for p in folder.iterdir() if (m := pattern.fullmatch(p.name)))
+    usable = [d for d in found if as_of is None or d <= as_of]
+    return (usable[-1] if usable else None), found
+
+
+def _missing_note(kind: str, folder: Path, as_of: dt.date | None, found: list[dt.date]) -> str:
+    if not found:
+        return f"no {kind} table in {folder}"
+    return (
+        f"no {kind} table in {folder} as of {as_of} or earlier (it has {', '.join(map(str, found[-3:]))}: "
+        "later tables would show the future)"
+    )
+
+
+def _plain(value: Any) -> Any:
+    """A stored value as JSON takes it: numpy scalars as Python ones, NaN and NA as None."""
+    if value is None:
+        return None
+    if hasattr(value, "item") and not isinstance(value, str):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    try:
+        if pd.isna(value):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return value
+
+
+def _int(value: Any) -> int | None:
+    value = _plain(value)
+    return None if value is None else int(value)
+
+
+def _float(value: Any) -> float | None:
+    value = _plain(value)
+    return None if value is None else float(value)
+
+
+def _date(value: Any) -> dt.date | None:
+    value = _plain(value)
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    return pd.Timestamp(value).date()
+
+
+@dataclasses.dataclass
+class _Outputs:
+    """The stored output files chosen for a profile (see the module docstring)."""
+
+    date: dt.date | None = None  # the run's or the scores' as-of date
+    date_from: str = "none"
+    as_of: dt.date | None = None  # the profile's as-of (given or the date above)
+    scores_file: Path | None = None
+    features_file: Path | None = None
+    tags_file: Path | None = None
+    tags_date: dt.date | None = None
+    rfm_file: Path | None = None
+    rfm_date: dt.date | None = None
+    segment_files: dict[str, Path] = dataclasses.field(default_factory=dict)
+    segments_source: str | None = None
+    segments_date: dt.date | None = None  # a run's date (a folder's members carry their own)
+    history_files: list[tuple[dt.date, Path]] = dataclasses.field(default_factory=list)
+    history_source: str | None = None
+    any: bool = False
+
+    @classmethod
+    def locate(cls, sources: ProfileSources, note: Callable[[str, str], None]) -> _Outputs:
+        from marketing.tags import tags_dates, tags_file
+        from portrait.outputs import LATEST, features_path, scores_dates, scores_path
+        from serving.refresh import current_run, run_dates
+
+        found = cls()
+        as_of = sources.as_of
+        scores_dir = tags_dir = rfm_dir = None
+        if sources.runs is not None:
+            found.any = True
+            dates = [dt.date.fromisoformat(d) for d in run_dates(sources.runs)]
+            run = None
+            if as_of is None:
+                run = current_run(sources.runs)
+                if run is None:
+                    note("run", f"no published run in {sources.runs} yet (no LATEST): scores, tags and RFM absent")
+                elif not run.is_dir():
+                    note("run", f"LATEST in {sources.runs} names {run.name}, which is not there any more")
+                    run = None
+            else:
+                usable = [d for d in dates if d <= as_of]
+                if usable:
+                    run = sources.runs / "runs" / usable[-1].isoformat()
+                else:
+                    note("run", _missing_note("run", sources.runs / "runs", as_of, dates))
+            if run is not None:
+                found.date, found.date_from = dt.date.fromisoformat(run.name), "run"
+                scores_dir, tags_dir, rfm_dir = run / "scores", run / "tags", run / "rfm"
+                if sources.segments is None and (run / "segments").is_dir():
+                    found.segment_files = {p.stem: p for p in sorted((run / "segments").glob("*.parquet"))}
+                    found.segments_source = f"run {run.name} ({run / 'segments'})"
+                    found.segments_date = found.date
+            limit = as_of or found.date
+            found.history_files = [
+                (d, sources.runs / "runs" / d.isoformat() / "scores" / scores_path(Path(), d).name)
+                for d in dates
+                if limit is None or d <= limit
+            ]
+            found.history_source = f"runs in {sources.runs / 'runs'}"
+        else:
+            scores_dir, tags_dir, rfm_dir = sources.scores, sources.tags, sources.rfm
+            found.any = any(p is not None for p in (scores_dir, tags_dir, rfm_dir, sources.segments))
+        if scores_dir is not None and scores_dir.is_dir():
+            dates = scores_dates(scores_dir)
+            if as_of is None and (scores_dir / LATEST).exists():
+                name = (scores_dir / LATEST).read_text().strip()
+                chosen = dt.date.fromisoformat(name.removeprefix("scores_").removesuffix(".parquet"))
+            else:
+                usable = [d for d in dates if as_of is None or d <= as_of]
+                chosen = usable[-1] if usable else None
+            if chosen is None:
+                note("scores", _missing_note("scores", scores_dir, as_of, dates))
+            else:
+                found.scores_file = scores_path(scores_dir, chosen)
+                found.features_file = features_path(scores_dir, chosen)
+                if found.date is None:
+                    found.date, found.date_from = chosen, "scores"
+                elif chosen != found.date:
+                    note("scores", f"the run of {found.date} holds scores as of {chosen}")
+            if sources.runs is None:
+                limit = as_of or chosen
+                found.history_files = [(d, scores_path(scores_dir, d)) for d in dates if limit is None or d <= limit]
+                found.history_source = f"scores tables in {scores_dir}"
+        elif scores_dir is None and sources.runs is None:
+            note("scores", "no scores folder given (--scores or --runs)")
+        found.as_of = as_of or found.date
+        if tags_dir is not None and tags_dir.is_dir():
+            dates = tags_dates(tags_dir)
+            usable = [d for d in dates if found.as_of is None or d <= found.as_of]
+            if usable:
+                found.tags_date, found.tags_file = usable[-1], tags_file(tags_dir, usable[-1])
+            else:
+                note("tags", _missing_note("tags", tags_dir, found.as_of, dates))
+        elif tags_dir is None and sources.runs is None:
+            note("tags", "no tags folder given (--tags or --runs)")
+        if rfm_dir is not None and rfm_dir.is_dir():
+            chosen, dates = _dated(rfm_dir, _RFM_FILE, found.as_of)
+            if chosen is None:
+                note("rfm", _missing_note("RFM", rfm_dir, found.as_of, dates))
+            else:
+                found.rfm_date, found.rfm_file = chosen, rfm_dir / f"rfm_{chosen.isoformat()}.parquet"
+        elif rfm_dir is None and sources.runs is None:
+            note("rfm", "no RFM folder given (--rfm or --runs)")
+        if sources.segments is not None:
+            from marketing.segments import SegmentStore
+
+            store = SegmentStore(sources.segments)
+            names = store.names()
+            found.segment_files = {n: store.members_path(n) for n in names if store.members_path(n).exists()}
+            found.segments_source = f"saved segments in {sources.segments}"
+            never = [n for n in names if n not in found.segment_files]
+            if never:
+                note("segments", f"not refreshed yet, so not checked: {', '.join(never)}")
+        return found
+
+    # -------------------------------------------------------- readers
+
+    def scores_row(self, con, ids: list[str]) -> pd.Series | None:
+        if self.scores_file is None:
+            return None
+        if not self.scores_file.exists():
+            raise PortraitError(f"{self.scores_file} is missing (its folder's LATEST names it)")
+        return _first_of(_rows(con, self.scores_file, ids), ids)
+
+    def scores_of(self, row, compute_reasons, model_loader, con, note) -> tuple[Scores | None, Persona | None]:
+        if self.scores_file is None:
+            return None, None
+        if row is None:
+            note("scores", f"the person is not in {self.scores_file}")
+            return None, None
+        persona = None
+        if "persona_name" in row.index:
+            persona = Persona(
+                id=_int(row.get("persona_id")),
+                name=_plain(row.get("persona_name")),
+                version=None if _plain(row.get("personas_version")) is None else str(row.get("personas_version")),
+            )
+        else:
+            note("persona", f"no personas model was scored in {self.scores_file}")
+        names = sorted(c.removesuffix("_score") for c in row.index if c.endswith("_score"))
+        models = []
+        features = None
+        for name in names:
+            version = _plain(row.get(f"{name}_version"))
+            stored = [f"{name}_reason_{k}" for k in (1, 2, 3) if f"{name}_reason_{k}" in row.index]
+            reasons, reasons_note = None, None
+            if stored:
+                reasons = [r for r in (_plain(row[c]) for c in stored) if isinstance(r, str)]
+                reasons_note = "stored with the scores"
+            elif compute_reasons:
+                if features is None:
+                    features = self._feature_row(con, row["customer_id"])
+                reasons, reasons_note = _computed_reasons(name, version, features, model_loader)
+            else:
+                reasons_note = "not stored with the scores (portrait score --reasons) and not computed"
+            models.append(
+                ModelScore(
+                    model=name,
+                    score=_float(row.get(f"{name}_score")),
+                    percentile=_float(row.get(f"{name}_percentile")),
+                    decile=_int(row.get(f"{name}_decile")),
+                    version=None if version is None else str(version),
+                    reasons=reasons,
+                    reasons_note=reasons_note,
+                )
+            )
+        scores = Scores(
+            as_of=_date(row.get("as_of")) or self.date,
+            source=str(self.scores_file),
+            scored_as=row["customer_id"],
+            models=models,
+        )
+        return scores, persona
+
+    def _feature_row(self, con, customer: str) -> pd.DataFrame | None:
+        if self.features_file is None or not self.features_file.exists():
+            return None
+        from portrait.files import read_parquet
+
+        # pyarrow's reader (with the same pushdown) gives the dtypes the models were fed in scoring
+        frame = read_parquet(self.features_file, filters=[("customer_id", "==", customer)])
+        return frame.reset_index(drop=True) if len(frame) else None
+
+    def key_features_of(self, con, scores_row, note) -> list[KeyFeature] | None:
+        if self.features_file is None:
+            return None
+        if not self.features_file.exists():
+            note("key_features", f"{self.features_file} is missing")
+            return None
+        if scores_row is None:
+            return None
+        from features.catalogue import describe, label_of
+        from models.reasons import format_value
+
+        present = [
+            r[0] for r in con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [str(self.features_file)]).fetchall()
+        ]
+        wanted = [c for c in KEY_FEATURES if c in present]
+        if not wanted:
+            note("key_features", f"{self.features_file} has none of the key features")
+            return None
+        columns = ", ".join(f'"{c}"' for c in ["customer_id", *wanted])
+        rows = _rows(con, self.features_file, [scores_row["customer_id"]], columns)
+        if rows.empty:
+            note("key_features", f"the person is not in {self.features_file}")
+            return None
+        row = rows.iloc[0]
+        meanings = describe(wanted)
+        result = []
+        for name in wanted:
+            value = _plain(row[name])
+            scale = meanings[name].scale if name in meanings else "number"
+            result.append(
+                KeyFeature(
+                    name=name,
+                    label=label_of(name, meanings),
+                    value=value if value is None or isinstance(value, str) else float(value),
+                    shown=format_value(value, scale),
+                )
+            )
+        return result
+
+    def tags_of(self, con, ids: list[str], note) -> Tags | None:
+        if self.tags_file is None:
+            return None
+        rows = _rows(con, self.tags_file, ids)
+        if not rows.empty:
+            chosen = _first_of(rows, ids)["customer_id"]
+            rows = rows[rows["customer_id"].astype("str") == chosen]
+        rows = rows.sort_values(["group", "tag"], kind="stable") if not rows.empty else rows
+        return Tags(
+            as_of=self.tags_date,
+            source=str(self.tags_file),
+            tags=[
+                Tag(tag=r.tag, group=r.group, kind=r.kind, since=_date(r.since))
+                for r in rows[["tag", "group", "kind", "since"]].itertuples(index=False)
+            ]
+            if not rows.empty
+            else [],
+        )
+
+    def rfm_of(self, con, ids: list[str], note) -> Rfm | None:
+        if self.rfm_file is None:
+            return None
+        row = _first_of(_rows(con, self.rfm_file, ids), ids)
+        if row is None:
+            note("rfm", f"the person is not in {self.rfm_file}")
+            return None
+        return Rfm(
+            as_of=self.rfm_date,
+            r=_int(row.get("rfm_r")),
+            f=_int(row.get("rfm_f")),
+            m=_int(row.get("rfm_m")),
+            fm=_int(row.get("rfm_fm")),
+            group=str(row.get("rfm_group")),
+            days_since_last_purchase=_float(row.get("days_since_last_purchase")),
+            orders_lifetime=_float(row.get("orders_lifetime")),
+            spend_lifetime=_float(row.get("spend_lifetime")),
+        )
+
+    def segments_of(self, con, ids: list[str], as_of: dt.date | None, note) -> Segments | None:
+        if self.segments_source is None:
+            return None
+        names = sorted(self.segment_files)
+        member_of = []
+        if names:
+            rows = _rows(con, [self.segment_files[n] for n in names], ids)
+            by_file = {str(path): name for name, path in self.segment_files.items()}
+            later = []
+            for name, group in rows.groupby(rows["filename"].map(by_file), sort=True):
+                when = _date(group["as_of"].iloc[0]) if "as_of" in group.columns else self.segments_date
+                if as_of is not None and when is not None and when > as_of:
+                    later.append(f"{name} ({when})")
+                    continue
+                member_of.append(SegmentMembership(name=name, as_of=when))
+            if later:
+                note("segments", f"membership refreshed after {as_of} left out: {', '.join(later)}")
+        else:
+            note("segments", f"no segment members in {self.segments_source}")
+        return Segments(source=self.segments_source, checked=names, member_of=member_of)
+
+    def history_of(self, con, ids: list[str], as_of: dt.date | None, note) -> ScoreHistory | None:
+        if not self.history_files:
+            if self.history_source is not None:
+                note("score_history", f"no stored scores in {self.history_source}")
+            return None
+        present = [(d, p) for d, p in self.history_files if p.exists()]
+        missing = len(self.history_files) - len(present)
+        if missing:
+            note("score_history", f"{missing} stored run(s) without a scores table")
+        points = []
+        if present:
+            rows = _rows(con, [p for _, p in present], ids)
+            date_of = {str(p): d for d, p in present}
+            for path, group in rows.groupby("filename", sort=False):
+                row = _first_of(group, ids)
+                models = sorted(
+                    c.removesuffix("_score") for c in row.index if c.endswith("_score") and _plain(row[c]) is not None
+                )
+                points.append(
+                    HistoryPoint(
+                        as_of=date_of[path],
+                        scored_as=row["customer_id"],
+                        models=[
+                            HistoryScore(
+                                model=m, score=_float(row[f"{m}_score"]), percentile=_float(row.get(f"{m}_percentile"))
+                            )
+                            for m in models
+                        ],
+                    )
+                )
+        points.sort(key=lambda p: p.as_of)
+        return ScoreHistory(source=self.history_source, points=points, runs_without_person=len(present) - len(points))
+
+
+@functools.lru_cache(maxsize=32)
+def _champion(name: str):
+    from serving.registry import load_model
+
+    return load_model(name, "champion")
+
+
+def _computed_reasons(
+    name: str, version: Any, features: pd.DataFrame | None, model_loader: ModelLoader | None
+) -> tuple[list[str] | None, str]:
+    """Reasons for one row with the model that scored it; never raises (a note instead)."""
+    from serving.score import reasons_for
+
+    if features is None:
+        return None, "unavailable: the scores' feature table does not hold the person"
+    try:
+        model = (model_loader or _champion)(name)
+    except PortraitError as exc:
+        return None, f"unavailable: {exc}"
+    except Exception as exc:  # a registry that cannot be reached is not the profile's failure
+        return None, f"unavailable: model {name} could not be loaded ({type(exc).__name__})"
+    if getattr(model, "is_personas", False):
+        return None, "not applicable"
+    if version is not None and str(model.version) != str(version):
+        return None, (f"unavailable: the scores are from {name} v{version}, the model loaded now is v{model.version}")
+    missing = [c for c in model.features if c not in features.columns]
+    if missing:
+        return None, f"unavailable: the stored feature table lacks {len(missing)} feature(s) {name} needs"
+    reasons = reasons_for(model, features).iloc[0]
+    return [r for r in reasons if isinstance(r, str)], f"computed with {name} v{model.version}"
+
+
+# ---------------------------------------------------------------- the data set
+
+
+def _text(value: Any) -> str | None:
+    value = _plain(value)
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return value.isoformat(sep=" ") if value.time() != dt.time() else value.date().isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+class _PersonData:
+    """The person's rows of a data set on one DuckDB connection with the data set's views."""
+
+    def __init__(self, dataset, con, asked: str, fast: bool) -> None:
+        self.dataset = dataset
+        self.con = con
+        self.asked = asked
+        self.fast = fast
+        self.has_map = dataset.has("identities") and bool(
+            con.execute("SELECT COUNT(*) FROM duckdb_tables() WHERE table_name = 'identity_map'").fetchall()[0][0]
+        )
+        self.person_id, self.customer_ids = self._resolve()
+        self.known = self._known()
+
+    @classmethod
+    def read(cls, path: Path, customer_id: str) -> _PersonData:
+        from portrait.dataset import open_dataset
+
+        dataset = open_dataset(path)
+        if any(source.is_csv for source in dataset.sources.values()):
+            return cls(dataset, dataset.connect(), customer_id, fast=False)
+        narrowed = _narrowed(dataset, customer_id)
+        return cls(narrowed, narrowed.connect(), customer_id, fast=True)
+
+    def close(self) -> None:
+        self.con.close()
+
+    def _resolve(self) -> tuple[str, list[str]]:
+        if not self.has_map:
+            return self.asked, [self.asked]
+        found = self.con.execute(
+            "SELECT person_id FROM identity_map WHERE customer_id = ? LIMIT 1", [self.asked]
+        ).fetchall()
+        if not found:
+            return self.asked, [self.asked]
+        person = found[0][0]
+        members = [
+            r[0]
+            for r in self.con.execute(
+                "SELECT customer_id FROM identity_map WHERE person_id = ? ORDER BY customer_id", [person]
+            ).fetchall()
+        ]
+        return person, members
+
+    def _known(self) -> bool:
+        if self.has_map and self.person_id != self.asked or len(self.customer_ids) > 1:
+            return True
+        if (
+            self.has_map
+            and self.con.execute("SELECT 1 FROM identity_map WHERE customer_id = ? LIMIT 1", [self.asked]).fetchall()
+        ):
+            return True
+        for table in ("customers", "purchases", "events"):
+            if (
+                self.dataset.has(table)
+                and self.con.execute(
+                    f"SELECT 1 FROM {table} WHERE customer_id = ? LIMIT 1", [self.person_id]
+                ).fetchall()
+            ):
+                return True
+        return False
+
+    def attributes(self, include_sensitive: bool, note) -> Attributes | None:
+        from portrait.privacy import safe_attribute_columns
+
+        if not self.dataset.has("customers"):
+            note("attributes", "the data set has no customers table")
+            return None
+        cursor = self.con.execute("SELECT * FROM customers WHERE customer_id = ?", [self.person_id])
+        columns = [d[0] for d in cursor.description]
+        rows = cursor.fetchall()
+        if not rows:
+            note("attributes", "no customers row for the person")
+            return None
+        row = dict(zip(columns, rows[0], strict=True))
+        shown = safe_attribute_columns(columns, self.dataset)
+        hidden = [c for c in shown if self.dataset.privacy.is_sensitive(c)]
+        if not include_sensitive:
+            shown = [c for c in shown if c not in hidden]
+        source = self.person_id
+        if self.has_map:
+            # whose row the customers view chose (the person's own, else the smallest id's)
+            chosen = self.con.execute(
+                "SELECT MIN(customer_id) FILTER (WHERE customer_id = ?), MIN(customer_id) FROM clean_customers "
+                f"WHERE customer_id IN ({_placeholders(self.customer_ids)}) AND customer_id NOT IN "
+                "(SELECT customer_id FROM _conflicting_customer_ids)",
+                [self.person_id, *self.customer_ids],
+            ).fetchall()[0]
+            source = chosen[0] or chosen[1] or self.person_id
+        return Attributes(
+            values=[Attribute(name=c, value=_text(row[c])) for c in shown],
+            from_customer_id=source,
+            sensitive_left_out=0 if include_sensitive else len(hidden),
+        )
+
+    def identities(self) -> Identities:
+        from portrait.identity import explain
+
+        if (
+            not self.has_map
+            or not self.con.execute("SELECT 1 FROM identity_map WHERE customer_id = ? LIMIT 1", [self.asked]).fetchall()
+        ):
+            return Identities(customer_ids=[self.person_id], types=[], shared=[])
+        explained = explain(self.con, self.asked)
+        counts = self.con.execute(
+            f"""SELECT id_type, COUNT(DISTINCT id_value) FROM clean_identities
+            WHERE customer_id IN ({_placeholders(self.customer_ids)}) GROUP BY id_type ORDER BY id_type""",
+            self.customer_ids,
+        ).fetchall()
+        return Identities(
+            customer_ids=explained["customer_ids"],
+            types=[IdentityType(id_type=t, identifiers=n) for t, n in counts],
+            shared=[
+                SharedIdentifier(id_type=s["id_type"], customer_ids=s["customer_ids"], identifiers=s["identifiers"])
+                for s in explained["shared_identifiers"]
+            ],
+        )
+
+    def _before(self, as_of: dt.date | None) -> tuple[str, list]:
+        if as_of is None:
+            return "", []
+        return " AND ts < CAST(? AS TIMESTAMP)", [dt.datetime.combine(as_of, dt.time())]
+
+    def orders(self, as_of: dt.date | None) -> Orders:
+        before, args = self._before(as_of)
+        self.con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE _profile_orders AS
+            SELECT order_id, MIN(ts) AS ts, SUM(amount) AS amount, COUNT(*) AS lines,
+                   list(DISTINCT category ORDER BY category) FILTER (WHERE category IS NOT NULL) AS categories,
+                   string_agg(DISTINCT channel, ', ' ORDER BY channel) AS channel
+            FROM purchases WHERE customer_id = ?{before} GROUP BY order_id""",
+            [self.person_id, *args],
+        )
+        total, spend = self.con.execute("SELECT COUNT(*), COALESCE(SUM(amount), 0) FROM _profile_orders").fetchall()[0]
+        last = self.con.execute(
+            f"SELECT * FROM _profile_orders ORDER BY ts DESC, order_id DESC LIMIT {LAST_ORDERS}"
+        ).fetchall()
+        return Orders(
+            total=int(total),
+            spend=round(float(spend), 2),
+            last=[
+                Order(
+                    order_id=str(o[0]),
+                    ts=o[1],
+                    amount=round(float(o[2]), 2),
+                    lines=int(o[3]),
+                    categories=list(o[4] or []),
+                    channel=o[5],
+                )
+                for o in last
+            ],
+        )
+
+    def events(self, as_of: dt.date | None, note) -> Events | None:
+        if not self.dataset.has("events"):
+            note("events", "the data set has no events table")
+            return None
+        before, args = self._before(as_of)
+        total = self.con.execute(
+            f"SELECT COUNT(*) FROM events WHERE customer_id = ?{before}", [self.person_id, *args]
+        ).fetchall()[0][0]
+        last = self.con.execute(
+            f"""SELECT ts, event_type, channel, category, value FROM events WHERE customer_id = ?{before}
+            ORDER BY ts DESC, event_type DESC LIMIT {LAST_EVENTS}""",
+            [self.person_id, *args],
+        ).fetchall()
+        return Events(
+            total=int(total),
+            last=[Event(ts=e[0], event_type=e[1], channel=e[2], category=e[3], value=_float(e[4])) for e in last],
+        )
+
+
+def _narrowed(dataset, customer_id: str):
+    """The data set reduced to the rows of the person ``customer_id`` belongs to: the same
+    settings, each table an in-memory copy of its raw rows for the person's customer ids, found
+    by following shared identifiers from ``customer_id`` (every row that could join it, so the
+    identity map computed on the copy gives the person the full data set gives)."""
+    from portrait.dataset import Dataset, quote_ident, quote_literal
+
+    con = duckdb.connect()
+    try:
+        scans: dict[str, tuple[str, dict[str, str]]] = {}
+        for name, source in dataset.sources.items():
+            if source.frame is not None:
+                con.register(f"_frame_{name}", source.frame)
+            if source.duckdb_file is not None and not scans.get("_attached"):
+                con.execute(f"ATTACH {quote_literal(str(source.duckdb_file))} AS source_db (READ_ONLY)")
+                scans["_attached"] = ("", {})
+            scan = source.scan_sql(f"_frame_{name}")
+            types = {r[0]: r[1] for r in con.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()}
+            scans[name] = (scan, types)
+        scans.pop("_attached", None)
+
+        def column(table: str, contract_name: str) -> str | None:
+            """The source column holding ``contract_name``, as SQL comparable with text."""
+            _, types = scans[table]
+            wanted = dataset.sources[table].columns.get(contract_name, contract_name)
+            by_lower = {c.lower(): c for c in types}
+            actual = wanted if wanted in types else by_lower.get(wanted.lower())
+            if actual is None:
+                return None
+            ident = quote_ident(actual)
+            return ident if types[actual].upper() == "VARCHAR" else f"CAST({ident} AS VARCHAR)"
+
+        def matching(table: str, contract_name: str, values: Sequence[str]):
+            scan, _ = scans[table]
+            where = column(table, contract_name)
+            if where is None or not values:
+                return con.sql(f"SELECT * FROM {scan} LIMIT 0").to_arrow_table()
+            return con.sql(
+                f"SELECT * FROM {scan} WHERE {where} IN ({_placeholders(values)})", params=list(values)
+            ).to_arrow_table()
+
+        ids = {customer_id}
+        if "identities" in scans and column("identities", "id_value") and column("identities", "id_type"):
+            seen_values: set[str] = set()
+            frontier = {customer_id}
+            id_column = dataset.sources["identities"].columns.get("customer_id", "customer_id")
+            value_column = dataset.sources["identities"].columns.get("id_value", "id_value")
+            while frontier:
+                linked = matching("identities", "customer_id", sorted(frontier)).to_pandas()
+                values = _column_values(linked, value_column) - seen_values
+                seen_values |= values
+                sharing = matching("identities", "id_value", sorted(values)).to_pandas() if values else linked
+                frontier = _column_values(sharing, id_column) - ids
+                ids |= frontier
+        ordered = sorted(ids)
+        frames = {name: matching(name, "customer_id", ordered) for name in scans}
+    finally:
+        con.close()
+    sources = {
+        name: dataclasses.replace(
+            source, files=(), frame=frames[name], duckdb_file=None, csv_files=(), encodings=(), guard=None
+        )
+        for name, source in dataset.sources.items()
+    }
+    return Dataset(name=dataset.name, sources=sources, root=None, timezone=dataset.timezone, privacy=dataset.privacy)
+
+
+def _column_values(frame: pd.DataFrame, name: str) -> set[str]:
+    """The non-empty values of column ``name`` (any case) as text."""
+    by_lower = {str(c).lower(): c for c in frame.columns}
+    actual = name if name in frame.columns else by_lower.get(name.lower())
+    if actual is None:
+        return set()
+    values = frame[actual].dropna().astype("str")
+    return set(values[values != ""])
+
+
+def profile_json(profile: CustomerProfile) -> str:
+    """The profile as indented JSON (what ``portrait profile --json`` prints)."""
+    return json.dumps(profile.model_dump(mode="json"), indent=2, ensure_ascii=False)
