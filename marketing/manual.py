@@ -6,6 +6,8 @@ The store is one Parquet file (default ``tags/manual.parquet`` in the working fo
 ``given_id`` (the id as listed), ``at`` (UTC timestamp), ``by``, ``note`` and ``expires`` (an
 ISO date, or empty).
 Every change rewrites it through the atomic writer, so a reader sees the old log or the new one.
+The log is only ever appended to, with one exception: :func:`forget_ids` (``portrait forget``)
+removes a forgotten person's rows, history included.
 
 A customer holds a manual tag as of a date when the latest action for that tag and customer
 on or before that date is an assignment, and it has not expired by then (``expires`` is the
@@ -86,6 +88,22 @@ def record(
     combined = pd.concat([log, rows], ignore_index=True) if len(log) else rows
     atomic_write(combined.astype({"at": "datetime64[us, UTC]"}), store)
     return len(rows)
+
+
+def forget_ids(store: Path, ids: list[str], dry_run: bool = False) -> int:
+    """Remove every row whose ``customer_id`` or ``given_id`` is one of ``ids`` (a forgotten
+    person's merged ids), rewriting the store through the atomic writer: the one place the
+    append-only log is rewritten without a row. Returns how many rows were (with ``dry_run``:
+    would be) removed; a missing store or one without the person is left untouched."""
+    store = Path(store)
+    if not store.exists():
+        return 0
+    log = read_log(store)
+    hit = log["customer_id"].astype("str").isin(ids) | log["given_id"].astype("str").isin(ids)
+    removed = int(hit.sum())
+    if removed and not dry_run:
+        atomic_write(log[~hit.to_numpy()].reset_index(drop=True), store)
+    return removed
 
 
 def _user() -> str:

@@ -274,6 +274,9 @@ def _register_later_commands() -> None:
     from training.retrain import retrain_and_promote
 
     refresh_cli.register(app, out, console, retrainer=retrain_and_promote)
+    from portrait import forget_cli
+
+    forget_cli.register(app, out, console)
     from serving import profile_cli
 
     profile_cli.register(app, out, console)

@@ -282,6 +282,11 @@ class Dataset:
             for path in source.files or ((source.duckdb_file,) if source.duckdb_file else ()):
                 stat = path.stat()
                 digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+        from portrait.forget import tombstone_files
+
+        for path in tombstone_files(self):  # forgetting someone changes what the data set holds
+            stat = path.stat()
+            digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
         return digest.hexdigest()[:16]
 
     def connect(self, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:

@@ -22,6 +22,7 @@ from portrait import contract
 from portrait.dataset import CONFIG_FILE, Dataset, TableSource, quote_ident, quote_literal
 from portrait.errors import ContractError
 from portrait.files import atomic_target, atomic_write_text
+from portrait.forget import forgotten_rows
 from portrait.identity import IdentitySummary, identity_summary
 from portrait.privacy import GUARDED_TABLES
 from portrait.views import REASON, parse_expr, present_expr, zone_expr
@@ -44,6 +45,8 @@ class TableReport:
     timestamps_with_offset: dict[str, int] = field(default_factory=dict)
     # The first malformed CSV lines: file, line number, reason, text.
     malformed_lines: list[dict] = field(default_factory=list)
+    # Rows of forgotten customers (portrait forget), left out of everything; counted in rows.
+    forgotten: int = 0
 
     @property
     def quarantined_rows(self) -> int:
@@ -67,9 +70,14 @@ class ValidationReport:
     def quarantined_rows(self) -> int:
         return sum(t.quarantined_rows for t in self.tables)
 
+    @property
+    def forgotten_rows(self) -> int:
+        return sum(t.forgotten for t in self.tables)
+
     def to_dict(self) -> dict:
         data = asdict(self)
         data["quarantined_rows"] = self.quarantined_rows
+        data["forgotten_rows"] = self.forgotten_rows
         return data
 
 
@@ -154,6 +162,8 @@ def _privacy_notes(dataset: Dataset) -> list[str]:
 def _notes(reports: list[TableReport], timezone: str) -> list[str]:
     notes = []
     for r in reports:
+        if r.forgotten:
+            notes.append(f"{r.table}: {r.forgotten:,} rows of forgotten customers left out (portrait forget)")
         if r.encoding:
             notes.append(f"{r.table}: read {r.source} as {r.encoding}")
         for column, n in r.timestamps_with_offset.items():
@@ -240,10 +250,11 @@ def _check_rows(con, dataset: Dataset, table: contract.Table, out_dir: Path | No
     counts = dict(con.execute(f"SELECT {REASON}, COUNT(*) FROM checked_{name} GROUP BY 1").fetchall())
     # The scan above stored the lines DuckDB could not read; keep them before another scan adds more.
     malformed = _collect_malformed(con, source) if source.is_csv else {}
-    rows = sum(counts.values()) + sum(malformed.values())
+    forgotten = forgotten_rows(con, name)
+    rows = sum(counts.values()) + sum(malformed.values()) + forgotten
     quarantined = {reason: n for reason, n in counts.items() if reason is not None}
     quarantined.update(malformed)
-    report = TableReport(table=name, source=source.describe(), rows=rows, valid_rows=0)
+    report = TableReport(table=name, source=source.describe(), rows=rows, valid_rows=0, forgotten=forgotten)
     if malformed:
         report.malformed_lines = _malformed_examples(con, name)
         _check_malformed_share(source, table, rows, malformed, report.malformed_lines)
@@ -254,7 +265,7 @@ def _check_rows(con, dataset: Dataset, table: contract.Table, out_dir: Path | No
             quarantined[reason] = quarantined.get(reason, 0) + int(n)
     # Every row is either clean or quarantined (duplicates counted as their extra copies), so
     # the clean count needs no further pass over the table.
-    report.valid_rows = int(rows - sum(quarantined.values()))
+    report.valid_rows = int(rows - sum(quarantined.values()) - forgotten)
     report.quarantined = dict(sorted(quarantined.items()))
     if out_dir is not None and report.quarantined_rows:
         target = out_dir / "quarantine" / f"{name}.parquet"

@@ -32,6 +32,7 @@ import duckdb
 from portrait import contract
 from portrait.dataset import Dataset, TableSource, quote_ident, quote_literal
 from portrait.errors import ConfigError, ContractError
+from portrait.forget import KEY_COLUMNS, exclude_forgotten, finish_tombstones, register_tombstones
 
 REASON = "_reject_reason"
 PARSED = "_parsed_"  # prefix of the parsed copy of each column inside checked_*
@@ -65,6 +66,7 @@ def register_views(con: duckdb.DuckDBPyConnection, dataset: Dataset) -> None:
     except duckdb.Error:
         raise ConfigError(f"time zone {dataset.timezone!r} is not known to DuckDB; use an IANA name") from None
     attached = False
+    forgetting = register_tombstones(con, dataset)  # forgotten customers: portrait.forget
     for table in contract.TABLES:
         source = dataset.sources.get(table.name)
         if source is None:
@@ -75,9 +77,11 @@ def register_views(con: duckdb.DuckDBPyConnection, dataset: Dataset) -> None:
             con.execute(f"ATTACH {quote_literal(str(source.duckdb_file))} AS source_db (READ_ONLY)")
             attached = True
         try:
-            _register_table(con, table, source, dataset.timezone)
+            _register_table(con, table, source, dataset.timezone, forgetting)
         except duckdb.Error as exc:
             raise ContractError(f"cannot read {source.describe()}: {_first_line(exc)}", table=table.name) from exc
+    if forgetting:
+        finish_tombstones(con, dataset, list(dataset.sources))
     _register_final_views(con, dataset)
 
 
@@ -131,7 +135,7 @@ def clean_exprs(table: contract.Table, types: dict[str, str], trim: bool) -> dic
     return exprs
 
 
-def _register_table(con, table: contract.Table, source: TableSource, timezone: str) -> None:
+def _register_table(con, table: contract.Table, source: TableSource, timezone: str, forgetting: bool = False) -> None:
     empty = [f for f in source.files if f.stat().st_size == 0]
     if empty:
         raise ContractError(f"{empty[0]} is empty (not even a header line)", table=table.name)
@@ -169,7 +173,13 @@ def _register_table(con, table: contract.Table, source: TableSource, timezone: s
         extras = [name for name in available if name not in used]
         selected += [quote_ident(name) for name in extras]
     scan = source.scan_sql(f"_frame_{table.name}", keep_rejects=True)
-    con.execute(f"CREATE OR REPLACE VIEW raw_{table.name} AS SELECT {', '.join(selected)} FROM {scan}")
+    raw = f"SELECT {', '.join(selected)} FROM {scan}"
+    if forgetting:  # rows of forgotten customers never reach a view past this one
+        keys = {
+            c.name: parse_expr(c, types[c.name], None, source.is_csv) for c in table.columns if c.name in KEY_COLUMNS
+        }
+        raw = exclude_forgotten(con, table.name, raw, keys)
+    con.execute(f"CREATE OR REPLACE VIEW raw_{table.name} AS {raw}")
 
     trim = source.is_csv
     cleaned = clean_exprs(table, types, trim)
