@@ -50,7 +50,7 @@ def purchase_steps(cutoff: dt.date) -> list[Step]:
             "f_purchases",
             f"""
         SELECT customer_id, order_id, ts, amount, quantity, discount, category, brand, channel,
-               payment_method, DATE_DIFF('day', CAST(ts AS DATE), {date_literal(cutoff)}) AS age
+               payment_method, store_id, DATE_DIFF('day', CAST(ts AS DATE), {date_literal(cutoff)}) AS age
         FROM purchases WHERE ts < {timestamp_literal(cutoff)}""",
         )
     ]
@@ -158,6 +158,14 @@ def compile_plan(
             for k, w in enumerate(config.windows)
         )
         response = config.campaign_response_days
+        # The day of each recent event only when a selected feature counts active days: grouping
+        # by the day multiplies the groups (customers x types x days) and the time.
+        recent_day = "CAST(NULL AS DATE)"
+        if any(f.stage == "event_days" for f in features):
+            recent_day = (
+                f"CASE WHEN ts >= {timestamp_literal(cutoff - dt.timedelta(days=config.behaviour_window))} "
+                "THEN CAST(ts AS DATE) END"
+            )
         steps += [
             # Aggregate the raw rows first (timestamps compared with fixed bounds, the type as
             # written), then normalise types and compute ages on the far fewer grouped rows.
@@ -171,8 +179,7 @@ def compile_plan(
                     SELECT customer_id, event_type, bucket, recent_day, COUNT(*) AS n, MAX(ts) AS last_ts FROM (
                         SELECT customer_id, event_type, ts,
                                CASE {buckets} ELSE {len(config.windows)} END AS bucket,
-                               CASE WHEN ts >= {timestamp_literal(cutoff - dt.timedelta(days=config.behaviour_window))}
-                                    THEN CAST(ts AS DATE) END AS recent_day
+                               {recent_day} AS recent_day
                         FROM events WHERE {before}
                     ) e GROUP BY customer_id, event_type, bucket, recent_day
                 ) g

@@ -51,6 +51,8 @@ ACTIVITY = (
     ("coupon_redeemed_count_365d", "coupons redeemed"),
     ("service_contact_count_365d", "service contacts"),
 )
+# Columns of the order (one value per order), counted in orders rather than spend.
+ORDER_LEVEL = frozenset({"payment_method", "store_id", "channel"})
 MAX_VALUES = 20  # a dimension with more values keeps its 20 most common and "other"
 OTHER = "other"
 PROMOTION = ("none (no discounted order)", "some (under half of orders)", "high (half of orders or more)")
@@ -144,6 +146,7 @@ def _dimensions(library: Library) -> dict[str, Dimension]:
         Dimension("favourite_brand", "favourite brand (by spend)"),
         Dimension("favourite_channel", "favourite channel"),
         Dimension("favourite_payment", "favourite payment method"),
+        Dimension("favourite_store", "favourite store (by orders)"),
         Dimension("order_value_band", "average order value"),
         Dimension("unit_price_band", f"average unit price, last {ACTIVITY_WINDOW} days"),
         Dimension("repeat_orders", "orders ever placed", ("none", "1", "2", "3", "4+")),
@@ -389,20 +392,21 @@ class CrowdData:
         return name, bands(values)
 
     def _favourites(self) -> dict[str, np.ndarray]:
-        """Favourite category, brand (by spend) and payment method (by orders) from the purchases
-        read once, over every value (the favourite_category feature only knows the top ones).
-        Ties go to the alphabetically first value, so the result never depends on row order."""
+        """Favourite category, brand (by spend), payment method and store (by orders) from the
+        purchases read once, over every value (the favourite_category feature only knows the top
+        ones). Ties go to the alphabetically first value, so the result never depends on row order."""
         result = {}
         for name, column in (
             ("favourite_category", "category"),
             ("favourite_brand", "brand"),
             ("favourite_payment", "payment_method"),
+            ("favourite_store", "store_id"),
         ):
             table = self.per_customer(column)
             if table is None:
                 result[name] = np.full(len(self.frame), None, dtype=object)
                 continue
-            weight = "orders" if column == "payment_method" else "spend"
+            weight = "orders" if column in ORDER_LEVEL else "spend"
             favourite = self.population.con.execute(
                 f"""SELECT customer_id, arg_min(value, {{'w': -{weight}, 'v': value}}) AS v
                     FROM {table} WHERE {weight} > 0 GROUP BY customer_id"""
@@ -412,9 +416,10 @@ class CrowdData:
         return result
 
     def per_customer(self, column: str) -> str | None:
-        """A temporary table with one row per customer and value of the purchases' ``column``:
-        ``spend`` and ``orders`` over all history before the as-of date, ``recent_spend`` and
-        ``recent_units`` over the last 365 days (purchase lines, amount > 0). Built once; the
+        """A temporary table with one row per customer and value of the purchases' ``column``
+        (purchase lines with amount > 0): ``spend`` over all history before the as-of date,
+        ``recent_spend`` and ``recent_units`` over the last 365 days, and for a column of the
+        order (:data:`ORDER_LEVEL`) ``orders``, the orders with that value. Built once; the
         favourites and the report's category and brand tables read it. None when the data set
         has no such column."""
         from marketing.population import PURCHASES_READ
@@ -427,17 +432,21 @@ class CrowdData:
             self._per_customer[column] = None
             return None
         name = f"_crowd_by_{slug(column)}"
-        # Per order first: "orders with the value" then needs no DISTINCT aggregate.
-        con.execute(
-            f"""CREATE OR REPLACE TEMP TABLE {name} AS
-                SELECT customer_id, value, SUM(spend) AS spend, COUNT(*) AS orders,
-                       SUM(recent_spend) AS recent_spend, SUM(recent_units) AS recent_units
-                FROM (SELECT customer_id, order_id, CAST({column} AS VARCHAR) AS value, SUM(amount) AS spend,
-                             SUM(amount) FILTER (WHERE age <= {ACTIVITY_WINDOW}) AS recent_spend,
-                             SUM(quantity) FILTER (WHERE age <= {ACTIVITY_WINDOW}) AS recent_units
-                      FROM {PURCHASES_READ} WHERE amount > 0 AND {column} IS NOT NULL GROUP BY ALL) o
-                GROUP BY customer_id, value"""
-        )
+        recent = f"age <= {ACTIVITY_WINDOW}"
+        if column in ORDER_LEVEL:  # per order first: "orders with the value" needs no DISTINCT
+            sql = f"""SELECT customer_id, value, SUM(spend) AS spend, COUNT(*) AS orders,
+                             SUM(recent_spend) AS recent_spend, SUM(recent_units) AS recent_units
+                      FROM (SELECT customer_id, order_id, CAST({column} AS VARCHAR) AS value, SUM(amount) AS spend,
+                                   SUM(amount) FILTER (WHERE {recent}) AS recent_spend,
+                                   SUM(quantity) FILTER (WHERE {recent}) AS recent_units
+                            FROM {PURCHASES_READ} WHERE amount > 0 AND {column} IS NOT NULL GROUP BY ALL) o
+                      GROUP BY customer_id, value"""
+        else:  # a line's value: one aggregation of the lines (three times cheaper than per order)
+            sql = f"""SELECT customer_id, CAST({column} AS VARCHAR) AS value, SUM(amount) AS spend,
+                             SUM(amount) FILTER (WHERE {recent}) AS recent_spend,
+                             SUM(quantity) FILTER (WHERE {recent}) AS recent_units
+                      FROM {PURCHASES_READ} WHERE amount > 0 AND {column} IS NOT NULL GROUP BY ALL"""
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {sql}")
         self._per_customer[column] = name
         return name
 

@@ -201,10 +201,12 @@ def line_tables(data: CrowdData, crowd: np.ndarray, base: np.ndarray):
                     WHERE recent_spend IS NOT NULL GROUP BY value"""
             ).df()
             tables.append(_top(found, int(crowd.sum()), int(base.sum())))
+        # An order spans several categories exactly when its smallest and largest differ: cheaper
+        # than COUNT(DISTINCT category) per order, and NULL categories are ignored by both.
         cross = con.execute(
             f"""SELECT COUNT(*) FILTER (WHERE c) AS orders, COUNT(*) FILTER (WHERE c AND multi) AS multi,
                        COUNT(*) FILTER (WHERE b) AS base_orders, COUNT(*) FILTER (WHERE b AND multi) AS base_multi
-                FROM (SELECT customer_id, order_id, COUNT(DISTINCT category) > 1 AS multi FROM {PURCHASES_READ}
+                FROM (SELECT customer_id, order_id, MIN(category) <> MAX(category) AS multi FROM {PURCHASES_READ}
                       WHERE amount > 0 AND {window} GROUP BY customer_id, order_id) o
                 JOIN _crowd_members m USING (customer_id)"""
         ).fetchall()[0]

@@ -426,6 +426,16 @@ def test_building_only_some_features_gives_the_same_values(features):
     pd.testing.assert_frame_equal(only, features[only.columns], check_categorical=False)
 
 
+def test_event_counts_built_without_the_active_days_are_the_same(features):
+    # Without an active-days feature the events are not grouped by day: same counts and recency.
+    names = ["view_count_7d", "event_count_90d", "days_since_last_event", "campaign_response_rate"]
+    only = build_features(dataset(), CUTOFF, only=names).set_index("customer_id")
+    assert not any(c.startswith("active_event_days") for c in only.columns)
+    pd.testing.assert_frame_equal(only[names], features[names], check_categorical=False)
+    both = build_features(dataset(), CUTOFF, only=[*names, "active_event_days_90d"]).set_index("customer_id")
+    pd.testing.assert_frame_equal(both[names], features[names], check_categorical=False)
+
+
 def test_customers_with_only_events_stay_in_a_build_without_event_features():
     frame = build_features(dataset(), CUTOFF, families=["value"])
     assert frame["customer_id"].tolist() == ["A", "B", "C", "D"]  # B has only events

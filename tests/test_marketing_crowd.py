@@ -39,6 +39,9 @@ PURCHASES = pd.DataFrame(
     ],
     columns=COLUMNS,
 )
+# The store of each order. A: one order in s1, one (two lines, 20.00) in s2.
+STORES = {"a1": "s1", "a2": "s2", "b1": "s2", "c1": "s1", "c2": "s1", "c3": "s2"}
+PURCHASES = PURCHASES.assign(store_id=PURCHASES["order_id"].map(STORES).fillna("s3"))
 EVENTS = pd.DataFrame([("E", "2024-02-10 09:00:00", "view")], columns=["customer_id", "ts", "event_type"])
 CUSTOMERS = pd.DataFrame(
     {"customer_id": ["A", "B", "C", "D", "E"], "age_band": ["25-34", "25-34", "35-44", None, "35-44"]}
@@ -93,6 +96,13 @@ def test_portrait_of_a_hand_written_crowd():
     assert rows(report, "age_band") == {"25-34": (1, 2, 83.3), "35-44": (1, 2, 83.3), "unknown": (1, 1, 166.7)}
     # A paid one order by cash and one by card: a tie goes to the first name, card.
     assert rows(report, "favourite_payment") == {"card": (2, 3, 111.1), "cash": (1, 1, 166.7), "unknown": (0, 1, 0.0)}
+    # Stores count orders, not lines or spend: A's tie (one order each) goes to s1, C has 2 in s1.
+    assert rows(report, "favourite_store") == {
+        "s1": (2, 2, 166.7),
+        "s2": (0, 1, 0.0),
+        "s3": (1, 1, 166.7),
+        "unknown": (0, 1, 0.0),
+    }
     assert rows(report, "favourite_category")["Meat"] == (2, 2, 166.7)
     figures = report.figures.set_index("measure")
     assert figures.loc["revenue, last 365 days", "crowd"] == pytest.approx(276.0)  # 30 + 46 + 200
