@@ -80,7 +80,11 @@ def test_model_beats_chance_and_calibration_is_reported(trained):
         "holdout_ece",
         "holdout_ece_uncalibrated",
         "baseline_rfm_holdout_roc_auc",
-        "baseline_recent_buyer_holdout_roc_auc",
+        "baseline_bgnbd_holdout_roc_auc",
+        "baseline_bgnbd_holdout_lift_at_10pct",
+        "holdout_roc_auc_margin_over_best_peer",
+        "holdout_roc_auc_margin_ci_low",
+        "holdout_roc_auc_margin_ci_high",
     ):
         assert name in m
 

@@ -1,16 +1,25 @@
 """Pure pieces of training: config validation, time splits, metrics, baselines."""
 
 import datetime as dt
+import re
 
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from features.config import FeatureConfig
 from portrait.errors import ConfigError, PortraitError
 from training.config import parse_experiment
-from training.evaluate import recent_spend
-from training.metrics import expected_calibration_error, lift_and_capture, normalized_gini
+from training.evaluate import Peer, peer_comparison, recent_spend, rfm_score
+from training.metrics import (
+    bootstrap_counts,
+    expected_calibration_error,
+    lift_and_capture,
+    normalized_gini,
+    paired_bootstrap_auc_margin,
+    weighted_roc_auc,
+)
 from training.splits import explicit_split, monthly_split
 
 BASE = {
@@ -112,3 +121,110 @@ def test_recent_spend_reads_windows_from_the_feature_settings():
     np.testing.assert_allclose(recent_spend(features, 50, FeatureConfig(windows=(14, 60), behaviour_window=60)), [25.0])
     with pytest.raises(ValueError, match=r"no windowed spend feature among the columns \['spend_14d', 'spend_60d'\]"):
         recent_spend(features, 50)  # the default windows have neither
+
+
+def test_rfm_rank_score_sums_three_percentile_ranks_by_hand():
+    features = pd.DataFrame(
+        {
+            "days_since_last_purchase": [5.0, 50.0, 5.0, np.nan],
+            "orders_lifetime": [4, 1, 2, 0],
+            "spend_lifetime": [100.0, 10.0, 300.0, 0.0],
+        }
+    )
+    # among the three buyers: recency ranks (fewer days better) 2.5/3, 1/3, 2.5/3 (tie);
+    # frequency 3/3, 1/3, 2/3; monetary 2/3, 1/3, 3/3; no purchase yet scores 0
+    expected = [2.5 / 3 + 1 + 2 / 3, 1 / 3 + 1 / 3 + 1 / 3, 2.5 / 3 + 2 / 3 + 1, 0.0]
+    np.testing.assert_allclose(rfm_score(features), expected)
+
+
+def test_weighted_roc_auc_equals_sklearn_with_sample_weights_and_ties():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 300)
+    score = np.round(rng.normal(size=300) + y, 1)  # many ties
+    weights = rng.integers(0, 4, (6, 300))
+    expected = [roc_auc_score(y, score, sample_weight=w) for w in weights]
+    np.testing.assert_allclose(weighted_roc_auc(y, score, weights), expected, rtol=1e-12)
+
+
+def test_paired_bootstrap_interval_of_the_auc_margin():
+    y = np.array([0, 0, 0, 1, 1, 1, 0, 1] * 25)
+    perfect = y + np.linspace(0, 0.5, len(y))
+    noise = np.random.default_rng(1).normal(size=len(y))
+    margin, low, high = paired_bootstrap_auc_margin(y, perfect, noise, resamples=500, seed=3)
+    assert margin == pytest.approx(1 - roc_auc_score(y, noise))
+    assert 0 < low < margin < high
+    assert paired_bootstrap_auc_margin(y, noise, noise, resamples=200) == (0.0, 0.0, 0.0)  # paired: no spread
+    # The same seed gives the same interval; the loop over resamples by hand agrees with it.
+    assert paired_bootstrap_auc_margin(y, perfect, noise, resamples=500, seed=3) == (margin, low, high)
+    by_hand = [
+        roc_auc_score(y, perfect, sample_weight=c) - roc_auc_score(y, noise, sample_weight=c)
+        for chunk in bootstrap_counts(len(y), 500, 3)
+        for c in chunk
+    ]
+    assert (low, high) == pytest.approx(tuple(np.percentile(by_hand, [2.5, 97.5])))
+
+
+def test_peer_comparison_names_the_best_peer_and_its_interval():
+    y = np.array([0, 1] * 50)
+    good = y + np.linspace(0, 2, 100)  # AUC 0.75
+    weak = np.linspace(0, 1, 100)  # AUC 0.51
+    model = y * 3.0 + np.linspace(0, 1, 100)  # perfect
+    metrics, tags = peer_comparison(y, model, [Peer("weak", "weak", weak), Peer("good", "good", good, ("a note",))])
+    assert tags == {"best_peer": "good", "peer_good_notes": "a note"}
+    assert metrics["baseline_good_holdout_roc_auc"] == pytest.approx(roc_auc_score(y, good))
+    assert metrics["holdout_roc_auc_margin_over_best_peer"] == pytest.approx(1 - roc_auc_score(y, good))
+    assert metrics["holdout_roc_auc_margin_ci_low"] > 0
+    assert {"baseline_weak_holdout_pr_auc", "baseline_weak_holdout_lift_at_10pct"} <= set(metrics)
+
+
+def test_train_prints_cutoffs_holdout_base_rate_and_the_peer_table():
+    from training.cli import summary_lines
+    from training.train import RunSummary
+
+    metrics = {
+        "holdout_roc_auc": 0.81,
+        "holdout_pr_auc": 0.7,
+        "holdout_lift_at_10pct": 2.0,
+        "holdout_positive_rate": 0.412,
+        "holdout_ece": 0.01,
+        "holdout_ece_uncalibrated": 0.03,
+        "baseline_rfm_holdout_roc_auc": 0.79,
+        "baseline_rfm_holdout_pr_auc": 0.6,
+        "baseline_rfm_holdout_lift_at_10pct": 1.9,
+        "baseline_bgnbd_holdout_roc_auc": 0.8,
+        "baseline_bgnbd_holdout_pr_auc": 0.65,
+        "baseline_bgnbd_holdout_lift_at_10pct": 1.95,
+        "holdout_roc_auc_margin_over_best_peer": 0.01,
+        "holdout_roc_auc_margin_ci_low": -0.002,
+        "holdout_roc_auc_margin_ci_high": 0.021,
+        "bootstrap_resamples": 1000.0,
+    }
+    summary = RunSummary(
+        "run1",
+        "1",
+        "m",
+        "3",
+        metrics,
+        "sqlite:///x",
+        train_cutoffs=(dt.date(2024, 8, 1), dt.date(2024, 9, 1)),
+        validation_cutoff=dt.date(2024, 11, 1),
+        holdout_cutoff=dt.date(2024, 12, 1),
+        horizon_days=30,
+        holdout_rows=2950,
+        best_peer="bgnbd",
+        peer_labels={"rfm": "RFM rank score", "bgnbd": "BG/NBD P(any purchase)"},
+        notes=("BG/NBD P(any purchase): b is at its upper bound",),
+    )
+    text = "\n".join(summary_lines(summary))
+    assert (
+        "cutoffs: training 2024-08-01, 2024-09-01; validation 2024-11-01; holdout 2024-12-01 (label window 30 days)"
+        in text
+    )
+    assert "holdout: 2,950 customers, base rate 41.2%" in text
+    assert re.search(r"RFM rank score\s+0\.7900\s+0\.6000\s+1\.9000", text)
+    assert re.search(r"model\s+0\.8100\s+0\.7000\s+2\.0000", text)
+    assert (
+        "best peer (BG/NBD P(any purchase)) in ROC AUC: +0.0100, 95% paired bootstrap interval [-0.0020, +0.0210]"
+        in text
+    )
+    assert "note: BG/NBD P(any purchase): b is at its upper bound" in text

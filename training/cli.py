@@ -8,21 +8,13 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-HEADLINE = (
-    "holdout_roc_auc",
-    "holdout_pr_auc",
-    "holdout_lift_at_10pct",
-    "holdout_ece",
-    "holdout_ece_uncalibrated",
-    "baseline_rfm_holdout_roc_auc",
-    "baseline_rfm_holdout_lift_at_10pct",
-    "baseline_recent_buyer_holdout_roc_auc",
-    "baseline_recent_buyer_holdout_lift_at_10pct",
+SPEND_HEADLINE = (
     "holdout_gini",
     "holdout_spearman",
     "baseline_recent_spend_holdout_gini",
     "baseline_rfm_holdout_gini",
 )
+COMPARED = (("roc_auc", "ROC AUC"), ("pr_auc", "PR AUC"), ("lift_at_10pct", "lift at 10%"))
 
 
 def _load(experiment: Path, data: Path | None):
@@ -32,12 +24,54 @@ def _load(experiment: Path, data: Path | None):
     return config.with_data(data) if data else config
 
 
+def summary_lines(summary) -> list[str]:
+    """What ``portrait train`` prints after the run: the cutoffs, the holdout, and for
+    classification the model beside each peer with the interval of its margin over the best."""
+    m = summary.metrics
+    lines = [
+        f"run {summary.run_id} in experiment {summary.model_name} ({summary.tracking_uri})",
+        f"registered {summary.model_name} v{summary.model_version} with alias 'candidate'",
+    ]
+    if summary.holdout_cutoff is not None:
+        parts = []
+        if summary.train_cutoffs:
+            parts.append("training " + ", ".join(c.isoformat() for c in summary.train_cutoffs))
+        if summary.validation_cutoff:
+            parts.append(f"validation {summary.validation_cutoff.isoformat()}")
+        parts.append(f"holdout {summary.holdout_cutoff.isoformat()}")
+        lines.append(f"cutoffs: {'; '.join(parts)} (label window {summary.horizon_days} days)")
+    if "holdout_roc_auc" not in m:
+        return lines + [f"  {name:<45} {m[name]:.4f}" for name in SPEND_HEADLINE if name in m]
+    lines.append(
+        f"holdout: {summary.holdout_rows:,} customers, base rate {m['holdout_positive_rate']:.1%}"
+        + (f" ({summary.validation_scheme})" if summary.validation_scheme else "")
+    )
+    rows = [("model", "holdout_")] + [
+        (label, f"baseline_{name}_holdout_") for name, label in summary.peer_labels.items()
+    ]
+    width = max(len(label) for label, _ in rows) + 2
+    lines.append(" " * (width + 2) + "".join(f"{title:>13}" for _, title in COMPARED))
+    for label, prefix in rows:
+        values = "".join(f"{m.get(prefix + key, float('nan')):>13.4f}" for key, _ in COMPARED)
+        lines.append(f"  {label:<{width}}{values}")
+    if summary.best_peer and "holdout_roc_auc_margin_over_best_peer" in m:
+        lines.append(
+            f"model minus the best peer ({summary.peer_labels.get(summary.best_peer, summary.best_peer)}) in ROC AUC: "
+            f"{m['holdout_roc_auc_margin_over_best_peer']:+.4f}, 95% paired bootstrap interval "
+            f"[{m['holdout_roc_auc_margin_ci_low']:+.4f}, {m['holdout_roc_auc_margin_ci_high']:+.4f}] "
+            f"({int(m['bootstrap_resamples']):,} resamples of the holdout customers)"
+        )
+    if "holdout_ece" in m:
+        lines.append(
+            f"calibration error (ECE): {m['holdout_ece']:.4f} (uncalibrated {m.get('holdout_ece_uncalibrated', float('nan')):.4f})"
+        )
+    lines += [f"note: {note}" for note in summary.notes]
+    return lines
+
+
 def _print_summary(out, summary) -> None:
-    out.print(f"run {summary.run_id} in experiment {summary.model_name} ({summary.tracking_uri})")
-    out.print(f"registered {summary.model_name} v{summary.model_version} with alias 'candidate'")
-    for name in HEADLINE:
-        if name in summary.metrics:
-            out.print(f"  {name:<45} {summary.metrics[name]:.4f}")
+    for line in summary_lines(summary):
+        out.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 def register(app: typer.Typer, out, console) -> None:

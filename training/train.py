@@ -3,9 +3,10 @@ with the alias ``candidate``."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import joblib
@@ -20,7 +21,7 @@ from models.pyfunc import PortraitModel, serving_frame
 from training import plots
 from training.config import ExperimentConfig
 from training.data import TrainingData, prepare
-from training.evaluate import FitResult, fit_and_evaluate, rfm_score
+from training.evaluate import FitResult, fit_and_evaluate
 from training.tracking import ensure_experiment
 
 CANDIDATE = "candidate"
@@ -36,6 +37,15 @@ class RunSummary:
     model_version: str
     metrics: dict[str, float]
     tracking_uri: str
+    train_cutoffs: tuple[dt.date, ...] = ()
+    validation_cutoff: dt.date | None = None
+    holdout_cutoff: dt.date | None = None
+    horizon_days: int | None = None
+    holdout_rows: int = 0
+    validation_scheme: str = ""
+    best_peer: str | None = None
+    peer_labels: dict[str, str] = field(default_factory=dict)  # peer name -> what a person reads
+    notes: tuple[str, ...] = ()  # e.g. a degenerate BG/NBD fit
 
 
 def headline_metric(config: ExperimentConfig) -> str:
@@ -59,7 +69,24 @@ def train_experiment(
         if progress:
             progress("logging the model")
         version = _log_model(config, data, result)
-    return RunSummary(run.info.run_id, experiment_id, config.name, version, result.metrics, mlflow.get_tracking_uri())
+    split = data.split
+    return RunSummary(
+        run.info.run_id,
+        experiment_id,
+        config.name,
+        version,
+        result.metrics,
+        mlflow.get_tracking_uri(),
+        train_cutoffs=split.train,
+        validation_cutoff=split.validation,
+        holdout_cutoff=split.holdout,
+        horizon_days=config.label.horizon_days,
+        holdout_rows=len(result.holdout_y),
+        validation_scheme=result.tags.get("validation_scheme", ""),
+        best_peer=result.tags.get("best_peer"),
+        peer_labels={p.name: p.label for p in result.peers},
+        notes=tuple(f"{p.label}: {note}" for p in result.peers for note in p.notes),
+    )
 
 
 def _log_run(config: ExperimentConfig, data: TrainingData, result: FitResult, params, tags) -> None:
@@ -101,9 +128,7 @@ def _log_run(config: ExperimentConfig, data: TrainingData, result: FitResult, pa
         importance = _shap_importance(result)
         importance.rename("mean_abs_shap").to_csv(tmp / "shap_importance.csv", index_label="feature")
         plots.importance_chart(importance, tmp / "feature_importance.png")
-        scores = {"model": result.holdout_prediction}
-        if {"orders_lifetime", "spend_lifetime", "days_since_last_purchase"} <= set(result.holdout.columns):
-            scores["RFM baseline"] = rfm_score(result.holdout)
+        scores = {"model": result.holdout_prediction, **{p.label: p.scores for p in result.peers}}
         plots.gains_chart(result.holdout_y, scores, tmp / "gains_chart.png")
         if config.label.is_classification:
             plots.calibration_curve(
