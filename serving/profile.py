@@ -64,7 +64,7 @@ KEY_FEATURES = (
 LAST_ORDERS = 10
 LAST_EVENTS = 20
 _RFM_FILE = re.compile(r"rfm_(\d{4}-\d{2}-\d{2})\.parquet")
-_SCORE_SUFFIXES = ("score", "percentile", "decile", "version")
+_MANY = 1_000  # more ids or identifiers than this are matched by a join instead of bound parameters
 
 
 class UnknownCustomer(PortraitError):
@@ -429,11 +429,14 @@ def _placeholders(values: Sequence) -> str:
 def _rows(con: duckdb.DuckDBPyConnection, files: Path | list[Path], ids: list[str], columns: str = "*") -> pd.DataFrame:
     """The rows of ``ids`` in Parquet ``files``, the filter pushed into the scan."""
     paths = [str(files)] if isinstance(files, Path) else [str(p) for p in files]
-    return con.execute(
-        f"SELECT {columns} FROM read_parquet(?, filename = true, union_by_name = true) "
-        f"WHERE CAST(customer_id AS VARCHAR) IN ({_placeholders(ids)})",
-        [paths, *ids],
-    ).df()
+    scan = f"SELECT {columns} FROM read_parquet(?, filename = true, union_by_name = true) WHERE CAST(customer_id AS VARCHAR)"
+    if len(ids) <= _MANY:
+        return con.execute(f"{scan} IN ({_placeholders(ids)})", [paths, *ids]).df()
+    con.register("_wanted_ids", pd.DataFrame({"customer_id": ids}))
+    try:
+        return con.execute(f"{scan} IN (SELECT customer_id FROM _wanted_ids)", [paths]).df()
+    finally:
+        con.unregister("_wanted_ids")
 
 
 def _first_of(frame: pd.DataFrame, ids: list[str]) -> pd.Series | None:
@@ -587,6 +590,8 @@ class _Outputs:
                 found.history_source = f"scores tables in {scores_dir}"
         elif scores_dir is None and sources.runs is None:
             note("scores", "no scores folder given (--scores or --runs)")
+        elif scores_dir is not None:
+            note("scores", f"the run has no scores folder ({scores_dir})")
         found.as_of = as_of or found.date
         if tags_dir is not None and tags_dir.is_dir():
             dates = tags_dates(tags_dir)
@@ -597,6 +602,8 @@ class _Outputs:
                 note("tags", _missing_note("tags", tags_dir, found.as_of, dates))
         elif tags_dir is None and sources.runs is None:
             note("tags", "no tags folder given (--tags or --runs)")
+        elif tags_dir is not None:
+            note("tags", f"the run has no tags folder ({tags_dir})")
         if rfm_dir is not None and rfm_dir.is_dir():
             chosen, dates = _dated(rfm_dir, _RFM_FILE, found.as_of)
             if chosen is None:
@@ -605,6 +612,8 @@ class _Outputs:
                 found.rfm_date, found.rfm_file = chosen, rfm_dir / f"rfm_{chosen.isoformat()}.parquet"
         elif rfm_dir is None and sources.runs is None:
             note("rfm", "no RFM folder given (--rfm or --runs)")
+        elif rfm_dir is not None:
+            note("rfm", f"the run has no RFM folder ({rfm_dir})")
         if sources.segments is not None:
             from marketing.segments import SegmentStore
 
@@ -1074,6 +1083,14 @@ def _narrowed(dataset, customer_id: str):
             where = column(table, contract_name)
             if where is None or not values:
                 return con.sql(f"SELECT * FROM {scan} LIMIT 0").to_arrow_table()
+            if len(values) > _MANY:  # a huge merged person: a join, not thousands of parameters
+                con.register("_wanted", pd.DataFrame({"value": list(values)}))
+                try:
+                    return con.sql(
+                        f"SELECT * FROM {scan} WHERE {where} IN (SELECT value FROM _wanted)"
+                    ).to_arrow_table()
+                finally:
+                    con.unregister("_wanted")
             return con.sql(
                 f"SELECT * FROM {scan} WHERE {where} IN ({_placeholders(values)})", params=list(values)
             ).to_arrow_table()

@@ -1,0 +1,540 @@
+"""The whole profile (serving/profile.py) and ``portrait profile`` on a hand-built data set.
+
+Person c1 is three customer ids: c1 and c2 share a phone hash, c2 and c4 an e-mail hash (so c4
+reaches c1 in two steps). c3 is someone else. Stored outputs are written by hand: a scores
+folder (two dates), tags, RFM, saved segments, and a refresh root with two runs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from portrait.errors import ConfigError, PortraitError
+from serving.profile import (
+    CustomerProfile,
+    ProfileSources,
+    UnknownCustomer,
+    build_profile,
+)
+
+AS_OF = dt.date(2025, 3, 5)
+T = pd.Timestamp
+
+PURCHASES = pd.DataFrame(
+    [
+        # order_id, customer_id, ts, amount, category, channel
+        ("o1", "c1", T("2025-01-03 10:00"), 10.0, "dairy", "store"),
+        ("o1", "c1", T("2025-01-03 10:00"), 5.0, "bakery", "store"),
+        ("o2", "c2", T("2025-02-10 09:30"), 20.0, "dairy", "web"),
+        ("o2", "c2", T("2025-02-10 09:31"), -5.0, "dairy", "web"),  # a refund line: net 15
+        ("o3", "c4", T("2025-03-01 18:00"), 7.5, "snacks", "app"),
+        ("o3", "c4", T("2025-03-01 18:00"), 7.5, "snacks", "app"),  # an exact copy: counted once
+        ("o4", "c1", T("2025-03-05 00:00"), 100.0, "wine", "store"),  # on the as-of date: not before it
+        ("o5", "c1", T("2025-04-01 12:00"), 50.0, "wine", "store"),  # after it
+        ("o7", "c1", T("2025-02-20 12:00"), None, "dairy", "store"),  # no amount: quarantined
+        ("o6", "c3", T("2025-01-15 11:00"), 42.0, "toys", "web"),
+    ],
+    columns=["order_id", "customer_id", "ts", "amount", "category", "channel"],
+).assign(product_id=lambda f: "p-" + f["category"])
+EVENTS = pd.DataFrame(
+    [
+        ("c1", T("2025-01-02 08:00"), "view", "web", "dairy", None),
+        ("c2", T("2025-02-09 20:00"), "add_to_cart", "web", "dairy", None),
+        ("c4", T("2025-03-04 09:00"), "campaign_received", "email", None, 5.0),
+        ("c1", T("2025-03-05 00:00"), "view", "web", "wine", None),  # on the as-of date
+        ("c1", T("2025-06-01 10:00"), "view", "web", "wine", None),  # after it
+        ("c3", T("2025-01-10 10:00"), "view", "web", "toys", None),
+    ],
+    columns=["customer_id", "ts", "event_type", "channel", "category", "value"],
+)
+CUSTOMERS = pd.DataFrame(
+    {
+        "customer_id": ["c1", "c2", "c3"],
+        "region": ["north", "south", "east"],
+        "age_band": ["35-44", "25-34", "45-54"],  # sensitive
+        "email": ["ann@example.com", "ann2@example.com", "bob@example.com"],  # personal data by name
+        "loyalty_card": ["LC-111", "LC-222", "LC-333"],  # personal data by configuration
+        "signup_date": pd.to_datetime(["2024-05-01", "2024-06-01", "2024-07-01"]).date,
+    }
+)
+IDENTITIES = pd.DataFrame(
+    {
+        "customer_id": ["c1", "c2", "c2", "c4", "c3"],
+        "id_type": ["phone_hash", "phone_hash", "email_hash", "email_hash", "email_hash"],
+        "id_value": ["ph-1", "ph-1", "em-9", "em-9", "em-3"],
+    }
+)
+PORTRAIT_TOML = '[privacy]\npii_columns = ["loyalty_card"]\nsensitive_columns = ["age_band"]\n'
+
+
+def _scores(as_of: str, rows: dict[str, tuple], reasons: bool) -> pd.DataFrame:
+    """rows: customer -> (repurchase score, percentile, decile, high_value score, percentile, decile)."""
+    ids = list(rows)
+    values = np.array([rows[i] for i in ids], dtype=float)
+    frame = pd.DataFrame(
+        {
+            "customer_id": ids,
+            "as_of": T(as_of),
+            "repurchase_90d_score": values[:, 0],
+            "repurchase_90d_percentile": values[:, 1],
+            "repurchase_90d_decile": values[:, 2].astype(int),
+            "repurchase_90d_version": "3",
+            "high_value_90d_score": values[:, 3],
+            "high_value_90d_percentile": values[:, 4],
+            "high_value_90d_decile": values[:, 5].astype(int),
+            "high_value_90d_version": "2",
+            "persona_id": [1, 0][: len(ids)],
+            "persona_name": ["Loyal regulars · store", "Browsers"][: len(ids)],
+            "personas_version": "5",
+        }
+    )
+    if reasons:
+        frame["repurchase_90d_reason_1"] = ["orders in all: 3", "spend in all: 42.00"][: len(ids)]
+        frame["repurchase_90d_reason_2"] = ["days since the last purchase: 4 days", None][: len(ids)]
+        frame["repurchase_90d_reason_3"] = [None, None][: len(ids)]
+    return frame
+
+
+FEATURES = pd.DataFrame(
+    {
+        "customer_id": ["c1", "c3"],
+        "days_since_last_purchase": [4.0, 49.0],
+        "orders_lifetime": [3.0, 1.0],
+        "spend_lifetime": [37.5, 42.0],
+        "favourite_category": ["dairy", "toys"],
+    }
+)
+TAGS = pd.DataFrame(
+    {
+        "customer_id": ["c1", "c1", "c3"],
+        "tag": ["loyal repurchaser", "interest: dairy", "interest: toys"],
+        "group": ["behaviour", "interests", "interests"],
+        "kind": ["rule", "rule", "rule"],
+        "since": pd.to_datetime(["2025-02-01", "2025-03-05", "2025-03-05"]).date,
+    }
+)
+RFM = pd.DataFrame(
+    {
+        "customer_id": ["c1", "c3"],
+        "days_since_last_purchase": [4.0, 49.0],
+        "orders_lifetime": [3.0, 1.0],
+        "spend_lifetime": [37.5, 42.0],
+        "rfm_r": pd.array([5, 2], dtype="Int64"),
+        "rfm_f": pd.array([5, 3], dtype="Int64"),
+        "rfm_m": pd.array([4, 5], dtype="Int64"),
+        "rfm_fm": pd.array([5, 4], dtype="Int64"),
+        "rfm_group": ["Champions", "At risk"],
+    }
+)
+
+
+def _write_data(folder: Path, fmt: str = "parquet") -> Path:
+    folder.mkdir(parents=True)
+    for name, frame in {
+        "purchases": PURCHASES,
+        "events": EVENTS,
+        "customers": CUSTOMERS,
+        "identities": IDENTITIES,
+    }.items():
+        if fmt == "parquet":
+            frame.to_parquet(folder / f"{name}.parquet", index=False)
+        else:
+            frame.to_csv(folder / f"{name}.csv", index=False)
+    (folder / "portrait.toml").write_text(PORTRAIT_TOML)
+    return folder
+
+
+def _write_outputs(root: Path) -> dict[str, Path]:
+    """A scores folder (2025-02-01 and 2025-03-05), tags (2025-03-05 and a later 2025-04-01),
+    RFM, saved segments, and a refresh root whose runs hold the same files."""
+    scores = root / "scores"
+    scores.mkdir(parents=True)
+    _scores("2025-02-01", {"c1": (0.5, 40.0, 4, 0.1, 30.0, 3)}, reasons=False).to_parquet(
+        scores / "scores_2025-02-01.parquet", index=False
+    )
+    FEATURES.to_parquet(scores / "features_2025-02-01.parquet", index=False)
+    latest = _scores("2025-03-05", {"c1": (0.8, 90.0, 9, 0.3, 60.0, 6), "c3": (0.2, 10.0, 1, 0.05, 5.0, 1)}, True)
+    latest.to_parquet(scores / "scores_2025-03-05.parquet", index=False)
+    FEATURES.to_parquet(scores / "features_2025-03-05.parquet", index=False)
+    (scores / "LATEST").write_text("scores_2025-03-05.parquet")
+    tags = root / "tags"
+    tags.mkdir()
+    TAGS.to_parquet(tags / "tags_2025-03-05.parquet", index=False)
+    TAGS.assign(tag="from the future").to_parquet(tags / "tags_2025-04-01.parquet", index=False)
+    rfm = root / "rfm"
+    rfm.mkdir()
+    RFM.to_parquet(rfm / "rfm_2025-03-05.parquet", index=False)
+    segments = root / "segments"
+    segments.mkdir()
+    for name, members, as_of in (
+        ("dairy_fans", ["c1", "c3"], "2025-03-05"),
+        ("toy_buyers", ["c3"], "2025-03-05"),
+        ("next_month", ["c1"], "2025-04-01"),  # refreshed after the as-of date
+    ):
+        (segments / f"{name}.toml").write_text('where = "orders_lifetime >= 1"\n')
+        pd.DataFrame({"customer_id": members, "as_of": as_of}).to_parquet(
+            segments / f"{name}.members.parquet", index=False
+        )
+    (segments / "never_refreshed.toml").write_text('where = "orders_lifetime >= 5"\n')
+    refresh = root / "refresh"
+    for day in ("2025-02-01", "2025-03-05"):
+        run = refresh / "runs" / day
+        (run / "scores").mkdir(parents=True)
+        source = scores / f"scores_{day}.parquet"
+        (run / "scores" / source.name).write_bytes(source.read_bytes())
+        (run / "scores" / f"features_{day}.parquet").write_bytes((scores / f"features_{day}.parquet").read_bytes())
+        (run / "scores" / "LATEST").write_text(source.name)
+    run = refresh / "runs" / "2025-03-05"
+    (run / "tags").mkdir()
+    TAGS.to_parquet(run / "tags" / "tags_2025-03-05.parquet", index=False)
+    (run / "rfm").mkdir()
+    RFM.to_parquet(run / "rfm" / "rfm_2025-03-05.parquet", index=False)
+    (run / "segments").mkdir()
+    pd.DataFrame({"customer_id": ["c1", "c3"]}).to_parquet(run / "segments" / "dairy_fans.parquet", index=False)
+    pd.DataFrame({"customer_id": ["c3"]}).to_parquet(run / "segments" / "toy_buyers.parquet", index=False)
+    (refresh / "LATEST").write_text("runs/2025-03-05\n")
+    return {"scores": scores, "tags": tags, "rfm": rfm, "segments": segments, "runs": refresh}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("profile")
+    return {"data": _write_data(root / "data"), **_write_outputs(root)}
+
+
+def _notes(profile: CustomerProfile) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for note in profile.notes:
+        found.setdefault(note.section, []).append(note.note)
+    return found
+
+
+EXPECTED_ORDERS = [
+    # (order_id, ts, amount, lines, categories, channel): before 2025-03-05, newest first
+    ("o3", dt.datetime(2025, 3, 1, 18, 0), 7.5, 1, ["snacks"], "app"),
+    ("o2", dt.datetime(2025, 2, 10, 9, 30), 15.0, 2, ["dairy"], "web"),
+    ("o1", dt.datetime(2025, 1, 3, 10, 0), 15.0, 2, ["bakery", "dairy"], "store"),
+]
+EXPECTED_EVENTS = [
+    (dt.datetime(2025, 3, 4, 9, 0), "campaign_received", "email", None, 5.0),
+    (dt.datetime(2025, 2, 9, 20, 0), "add_to_cart", "web", "dairy", None),
+    (dt.datetime(2025, 1, 2, 8, 0), "view", "web", "dairy", None),
+]
+
+
+def _orders(profile):
+    return [(o.order_id, o.ts, o.amount, o.lines, o.categories, o.channel) for o in profile.orders.last]
+
+
+def _events(profile):
+    return [(e.ts, e.event_type, e.channel, e.category, e.value) for e in profile.events.last]
+
+
+def test_the_whole_profile_from_a_refresh_root(world):
+    profile = build_profile("c1", ProfileSources(data=world["data"], runs=world["runs"]), compute_reasons=False)
+    assert profile.customer_id == "c1" and profile.resolved_from is None
+    assert (profile.as_of, profile.as_of_from) == (AS_OF, "run")
+    # attributes: the person's own customers row; never a personal-data column
+    assert [(a.name, a.value) for a in profile.attributes.values] == [
+        ("region", "north"),
+        ("age_band", "35-44"),
+        ("signup_date", "2024-05-01"),
+    ]
+    assert profile.attributes.from_customer_id == "c1"
+    # identities: ids, counts per type, which shared kinds joined them; no identifier value
+    assert profile.identities.customer_ids == ["c1", "c2", "c4"]
+    assert [(t.id_type, t.identifiers) for t in profile.identities.types] == [("email_hash", 1), ("phone_hash", 1)]
+    assert [(s.id_type, s.customer_ids, s.identifiers) for s in profile.identities.shared] == [
+        ("email_hash", ["c2", "c4"], 1),
+        ("phone_hash", ["c1", "c2"], 1),
+    ]
+    # orders and events of all three ids, strictly before the run's date
+    assert (profile.orders.total, profile.orders.spend) == (3, 37.5)
+    assert _orders(profile) == EXPECTED_ORDERS
+    assert profile.events.total == 3
+    assert _events(profile) == EXPECTED_EVENTS
+    # outputs of the run LATEST names
+    assert profile.persona.model_dump() == {"id": 1, "name": "Loyal regulars · store", "version": "5"}
+    assert profile.scores.as_of == AS_OF and profile.scores.scored_as == "c1"
+    by_model = {m.model: m for m in profile.scores.models}
+    assert by_model["repurchase_90d"].model_dump() == {
+        "model": "repurchase_90d",
+        "score": 0.8,
+        "percentile": 90.0,
+        "decile": 9,
+        "version": "3",
+        "reasons": ["orders in all: 3", "days since the last purchase: 4 days"],
+        "reasons_note": "stored with the scores",
+    }
+    assert by_model["high_value_90d"].reasons is None
+    assert "not computed" in by_model["high_value_90d"].reasons_note
+    assert [(p.as_of, [(m.model, m.score, m.percentile) for m in p.models]) for p in profile.score_history.points] == [
+        (dt.date(2025, 2, 1), [("high_value_90d", 0.1, 30.0), ("repurchase_90d", 0.5, 40.0)]),
+        (AS_OF, [("high_value_90d", 0.3, 60.0), ("repurchase_90d", 0.8, 90.0)]),
+    ]
+    assert [(t.tag, t.group, t.kind, t.since) for t in profile.tags.tags] == [
+        ("loyal repurchaser", "behaviour", "rule", dt.date(2025, 2, 1)),
+        ("interest: dairy", "interests", "rule", AS_OF),
+    ]
+    assert profile.segments.checked == ["dairy_fans", "toy_buyers"]
+    assert [(m.name, m.as_of) for m in profile.segments.member_of] == [("dairy_fans", AS_OF)]
+    assert profile.rfm.model_dump() == {
+        "as_of": AS_OF,
+        "r": 5,
+        "f": 5,
+        "m": 4,
+        "fm": 5,
+        "group": "Champions",
+        "days_since_last_purchase": 4.0,
+        "orders_lifetime": 3.0,
+        "spend_lifetime": 37.5,
+    }
+    assert [(k.name, k.value, k.shown) for k in profile.key_features] == [
+        ("days_since_last_purchase", 4.0, "4 days"),
+        ("orders_lifetime", 3.0, "3"),
+        ("spend_lifetime", 37.5, "37.50"),
+        ("favourite_category", "dairy", "dairy"),
+    ]
+    assert profile.key_features[0].label == "days since the last purchase"
+
+
+def test_a_merged_secondary_id_answers_with_the_person_and_says_so(world):
+    sources = ProfileSources(data=world["data"], runs=world["runs"])
+    asked = build_profile("c4", sources, compute_reasons=False)
+    person = build_profile("c1", sources, compute_reasons=False)
+    assert (asked.customer_id, asked.resolved_from) == ("c1", "c4")
+    assert asked.model_dump(exclude={"resolved_from"}) == person.model_dump(exclude={"resolved_from"})
+
+
+def test_an_unknown_id_is_an_error_naming_it(world):
+    with pytest.raises(UnknownCustomer, match=r"unknown customer id 'zz': not in the data set") as caught:
+        build_profile("zz", ProfileSources(data=world["data"], runs=world["runs"]))
+    assert caught.value.status_code == 404
+    with pytest.raises(UnknownCustomer, match=r"unknown customer id 'c2': not in the stored scores, tags, RFM"):
+        build_profile("c2", ProfileSources(scores=world["scores"]))  # without data, c2 cannot be resolved to c1
+
+
+def test_personal_data_is_never_shown_and_sensitive_columns_only_when_asked(world):
+    sources = ProfileSources(data=world["data"], runs=world["runs"])
+    full = build_profile("c2", sources, compute_reasons=False)
+    marketing = build_profile("c2", sources, include_sensitive=False, compute_reasons=False)
+    assert [a.name for a in full.attributes.values] == ["region", "age_band", "signup_date"]
+    assert [a.name for a in marketing.attributes.values] == ["region", "signup_date"]
+    assert (full.attributes.sensitive_left_out, marketing.attributes.sensitive_left_out) == (0, 1)
+    for profile in (full, marketing):
+        text = profile.model_dump_json()
+        for secret in ("example.com", "LC-111", "LC-222", "loyalty_card", '"name":"email"', "ph-1", "em-9"):
+            assert secret not in text
+    assert "35-44" not in marketing.model_dump_json()
+
+
+def test_rows_on_or_after_the_as_of_date_never_appear(world, tmp_path):
+    sources = ProfileSources(data=world["data"], scores=world["scores"], as_of=AS_OF)
+    before = build_profile("c1", sources, compute_reasons=False)
+    assert [o[0] for o in _orders(before)] == ["o3", "o2", "o1"]  # not o4 (on the date) nor o5
+    assert all(e.ts < dt.datetime(2025, 3, 5) for e in before.events.last)
+    # appending more rows at and after the date changes nothing
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("customers", "identities"):
+        (data / f"{name}.parquet").write_bytes((world["data"] / f"{name}.parquet").read_bytes())
+    (data / "portrait.toml").write_text(PORTRAIT_TOML)
+    later = PURCHASES.iloc[[0]].assign(order_id="o9", ts=T("2025-03-05 00:00:00"), amount=999.0)
+    pd.concat([PURCHASES, later]).to_parquet(data / "purchases.parquet", index=False)
+    more = EVENTS.iloc[[0]].assign(ts=T("2025-03-05 00:00:01"), event_type="search")
+    pd.concat([EVENTS, more]).to_parquet(data / "events.parquet", index=False)
+    after = build_profile("c1", sources.model_copy(update={"data": data}), compute_reasons=False)
+    assert after.model_dump() == before.model_dump()
+
+
+def test_outputs_later_than_the_as_of_date_are_not_used(world):
+    sources = ProfileSources(
+        data=world["data"],
+        scores=world["scores"],
+        tags=world["tags"],
+        rfm=world["rfm"],
+        segments=world["segments"],
+        as_of=dt.date(2025, 3, 1),
+    )
+    profile = build_profile("c1", sources, compute_reasons=False)
+    assert profile.scores.as_of == dt.date(2025, 2, 1)
+    assert [p.as_of for p in profile.score_history.points] == [dt.date(2025, 2, 1)]
+    assert profile.tags is None and profile.rfm is None
+    notes = _notes(profile)
+    assert "later tables would show the future" in notes["tags"][0]
+    assert "later tables would show the future" in notes["rfm"][0]
+    # segment members refreshed after the date are left out, with a note
+    assert [m.name for m in profile.segments.member_of] == []
+    assert any("next_month (2025-04-01)" in n for n in notes["segments"])
+    assert [o.order_id for o in profile.orders.last] == ["o2", "o1"]
+
+
+def test_with_an_earlier_as_of_date_the_run_of_that_date_is_read(world):
+    sources = ProfileSources(data=world["data"], runs=world["runs"], as_of=dt.date(2025, 3, 1))
+    profile = build_profile("c1", sources, compute_reasons=False)
+    assert profile.scores.as_of == dt.date(2025, 2, 1)
+    assert {m.model: m.score for m in profile.scores.models} == {"high_value_90d": 0.1, "repurchase_90d": 0.5}
+    assert [p.as_of for p in profile.score_history.points] == [dt.date(2025, 2, 1)]
+    assert profile.tags is profile.rfm is profile.segments is None  # that run kept none
+    assert "the run has no tags folder" in _notes(profile)["tags"][0]
+    before_any = sources.model_copy(update={"as_of": dt.date(2025, 1, 1)})
+    early = build_profile("c1", before_any, compute_reasons=False)
+    assert early.scores is None and early.score_history is None
+    assert "later tables would show the future" in _notes(early)["run"][0]
+
+
+def test_a_person_of_thousands_of_ids_is_resolved_whole(tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    ids = [f"k{i:05d}" for i in range(1500)]
+    pd.DataFrame({"customer_id": ids, "id_type": "device", "id_value": "shared-device"}).to_parquet(
+        folder / "identities.parquet", index=False
+    )
+    PURCHASES.assign(customer_id="k01234").to_parquet(folder / "purchases.parquet", index=False)
+    profile = build_profile("k01499", ProfileSources(data=folder, as_of=AS_OF))
+    assert (profile.customer_id, profile.resolved_from) == ("k00000", "k01499")
+    assert profile.identities.customer_ids == ids
+    assert [(t.id_type, t.identifiers) for t in profile.identities.types] == [("device", 1)]
+    assert profile.orders.total == 4  # o1, o2, o3 and o6, all under k01234 here
+
+
+def test_saved_segments_folder_and_the_newest_tags_by_default(world):
+    sources = ProfileSources(data=world["data"], scores=world["scores"], tags=world["tags"], segments=world["segments"])
+    profile = build_profile("c4", sources, compute_reasons=False)
+    assert profile.as_of == AS_OF and profile.as_of_from == "scores"
+    assert profile.tags.as_of == AS_OF  # not the 2025-04-01 table: it is later than the scores
+    assert profile.segments.checked == ["dairy_fans", "next_month", "toy_buyers"]
+    assert [m.name for m in profile.segments.member_of] == ["dairy_fans"]
+    assert "not refreshed yet, so not checked: never_refreshed" in _notes(profile)["segments"][0]
+
+
+class _Estimator:
+    """Contributions proportional to the features: orders up, recency down."""
+
+    def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
+        weights = {"orders_lifetime": 1.0, "spend_lifetime": 0.01, "days_since_last_purchase": -1.0}
+        return pd.DataFrame({c: X[c].astype(float) * weights[c] for c in X.columns}, index=X.index)
+
+
+def _model(version: str):
+    from serving.registry import LoadedModel
+
+    meta = {"features": ["orders_lifetime", "spend_lifetime", "days_since_last_purchase"], "label": "high_value"}
+    return LoadedModel("high_value_90d", version, "champion", meta, _Estimator(), {})
+
+
+def test_reasons_are_computed_for_the_one_row_when_not_stored(world):
+    sources = ProfileSources(data=world["data"], scores=world["scores"])
+    asked = []
+
+    def loader(name):
+        asked.append(name)
+        return _model("2")
+
+    profile = build_profile("c1", sources, model_loader=loader)
+    by_model = {m.model: m for m in profile.scores.models}
+    assert by_model["high_value_90d"].reasons == ["orders in all: 3", "spend in all, net of refunds: 37.50"]
+    assert by_model["high_value_90d"].reasons_note == "computed with high_value_90d v2"
+    assert by_model["repurchase_90d"].reasons_note == "stored with the scores"
+    assert asked == ["high_value_90d"]
+    # another version than the one that scored: no reasons, a note; a loader failure: a note
+    stale = build_profile("c1", sources, model_loader=lambda name: _model("7"))
+    assert {m.model: m.reasons for m in stale.scores.models}["high_value_90d"] is None
+    assert (
+        "the scores are from high_value_90d v2, the model loaded now is v7"
+        in {m.model: m.reasons_note for m in stale.scores.models}["high_value_90d"]
+    )
+
+    def failing(name):
+        raise PortraitError(f"no registered model named {name!r}")
+
+    gone = build_profile("c1", sources, model_loader=failing)
+    assert {m.model: m.reasons_note for m in gone.scores.models}["high_value_90d"] == (
+        "unavailable: no registered model named 'high_value_90d'"
+    )
+
+
+def test_a_csv_data_set_read_whole_gives_the_same_profile(world, tmp_path):
+    csv = _write_data(tmp_path / "csv", fmt="csv")
+    sources = ProfileSources(runs=world["runs"])
+    from_parquet = build_profile("c4", sources.model_copy(update={"data": world["data"]}), compute_reasons=False)
+    from_csv = build_profile("c4", sources.model_copy(update={"data": csv}), compute_reasons=False)
+    assert from_csv.model_dump() == from_parquet.model_dump()
+
+
+def test_missing_pieces_are_null_with_a_note_and_a_missing_folder_is_an_error(world, tmp_path):
+    bare = build_profile("c3", ProfileSources(data=world["data"]))
+    assert bare.scores is bare.tags is bare.rfm is bare.segments is bare.score_history is None
+    assert bare.as_of is None and bare.as_of_from == "none"
+    assert bare.identities.customer_ids == ["c3"] and bare.orders.total == 1
+    assert set(_notes(bare)) == {"scores", "tags", "rfm"}
+    empty_root = tmp_path / "refresh"
+    empty_root.mkdir()
+    no_run = build_profile("c3", ProfileSources(data=world["data"], runs=empty_root))
+    assert no_run.scores is None and "no published run" in _notes(no_run)["run"][0]
+    with pytest.raises(PortraitError, match=r"runs folder .*nowhere does not exist"):
+        build_profile("c3", ProfileSources(data=world["data"], runs=tmp_path / "nowhere"))
+    with pytest.raises(PortraitError, match=r"data folder .*nowhere does not exist"):
+        build_profile("c3", ProfileSources(data=tmp_path / "nowhere"))
+    with pytest.raises(PortraitError, match=r"give either runs .* or scores, not both"):
+        build_profile("c3", ProfileSources(runs=world["runs"], scores=world["scores"]))
+
+
+def test_a_data_set_without_identities_or_events(tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    PURCHASES.to_parquet(folder / "purchases.parquet", index=False)
+    profile = build_profile("c2", ProfileSources(data=folder, as_of=AS_OF))
+    assert profile.identities.customer_ids == ["c2"] and profile.identities.types == []
+    assert [o.order_id for o in profile.orders.last] == ["o2"]
+    assert profile.events is None and profile.attributes is None
+    assert set(_notes(profile)) >= {"events", "attributes"}
+
+
+def test_sensitive_columns_setting_is_checked(tmp_path):
+    from portrait.dataset import open_dataset
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    PURCHASES.to_parquet(folder / "purchases.parquet", index=False)
+    (folder / "portrait.toml").write_text('[privacy]\nsensitive_columns = "age_band"\n')
+    with pytest.raises(ConfigError, match=r"sensitive_columns must be a list of column names"):
+        open_dataset(folder)
+    (folder / "portrait.toml").write_text('[privacy]\nsensitive_columns = ["Age_Band"]\n')
+    assert open_dataset(folder).privacy.is_sensitive("age_band")
+
+
+def _portrait(*args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-c", "from portrait.cli import main; main()", *args]
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_the_command_prints_sections_or_json_and_exits_non_zero_on_errors(world, tmp_path):
+    shown = _portrait("profile", "c4", "--data", str(world["data"]), "--runs", str(world["runs"]), "--no-reasons")
+    assert shown.returncode == 0, shown.stderr
+    assert (
+        "customer c1 (asked as c4, one of this person's merged ids), as of 2025-03-05 (the run's date)" in shown.stdout
+    )
+    for text in ("Identities", "customer ids: c1, c2, c4", "Champions: R 5 F 5 M 4 (FM 5)", "o3", "campaign_received"):
+        assert text in shown.stdout
+    assert "example.com" not in shown.stdout and "ph-1" not in shown.stdout
+    as_json = _portrait("profile", "c1", "--data", str(world["data"]), "--runs", str(world["runs"]), "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    assert json.loads(as_json.stdout)["orders"]["total"] == 3
+    unknown = _portrait("profile", "zz", "--data", str(world["data"]))
+    assert unknown.returncode == 2
+    assert "unknown customer id 'zz'" in unknown.stderr and "Traceback" not in unknown.stderr
+    missing = _portrait("profile", "c1", "--data", str(tmp_path / "nowhere"))
+    assert missing.returncode == 2 and "does not exist" in missing.stderr and "Traceback" not in missing.stderr
+    bad_date = _portrait("profile", "c1", "--data", str(world["data"]), "--as-of", "yesterday")
+    assert bad_date.returncode == 2 and "is not a date" in bad_date.stderr
