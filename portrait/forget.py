@@ -356,7 +356,7 @@ def _clean_outputs(
     result = ForgetResult(
         persons=persons,
         tombstones_added=len(new),
-        tombstones_total=len(existing) + (0 if dry_run else len(new)),
+        tombstones_total=len(existing) + len(new),  # after this run (a dry run: after a real one)
         tombstone_file=folder / TOMBSTONES,
         manual_store=manual_store,
         dry_run=dry_run,
@@ -407,9 +407,10 @@ def _resolve(con, dataset: Dataset, given: list[str], folder: Path | None) -> tu
             f"{members_sql} UNION ALL SELECT given_id, person FROM _forget_persons "
             "UNION ALL SELECT given_id, given_id FROM _forget_persons) u"
         )
+        # Known: a good row in some table (typed_*: before de-duplication, a cheaper read).
         present = [t for t in ("purchases", "events", "customers", "identities") if dataset.has(t)]
         seen = " UNION ".join(
-            f"SELECT customer_id FROM clean_{t} WHERE customer_id IN (SELECT customer_id FROM _forget_members)"
+            f"SELECT customer_id FROM typed_{t} WHERE customer_id IN (SELECT customer_id FROM _forget_members)"
             for t in present
         )
         known = {r[0] for r in con.execute(f"SELECT DISTINCT customer_id FROM ({seen}) s").fetchall()}

@@ -163,7 +163,7 @@ def _notes(reports: list[TableReport], timezone: str) -> list[str]:
     notes = []
     for r in reports:
         if r.forgotten:
-            notes.append(f"{r.table}: {r.forgotten:,} rows of forgotten customers left out (portrait forget)")
+            notes.append(f"{r.table}: {_rows(r.forgotten)} of forgotten customers left out (portrait forget)")
         if r.encoding:
             notes.append(f"{r.table}: read {r.source} as {r.encoding}")
         for column, n in r.timestamps_with_offset.items():
@@ -180,6 +180,10 @@ def _notes(reports: list[TableReport], timezone: str) -> list[str]:
                 f"the first is line {first['line']:,} of {first['file']}"
             )
     return notes
+
+
+def _rows(n: int) -> str:
+    return f"{n:,} row" + ("" if n == 1 else "s")
 
 
 def _lines(n: int) -> str:

@@ -373,3 +373,28 @@ def test_manual_forget_ids_counts_and_removes(tmp_path):
     assert len(pd.read_parquet(store)) == 2
     assert manual.forget_ids(store, ["A", "A2"]) == 1
     assert pd.read_parquet(store)["customer_id"].tolist() == ["B"]
+
+
+def test_defaults_are_outputs_the_segments_folder_and_the_manual_store(world):
+    code, output = run("forget", "C2", "--data", str(world["data"]))  # run in the fixture's folder
+    assert code == 0, output
+    assert "stored outputs checked: 10 files under outputs, segments" in output
+    assert PERSON.isdisjoint(_read(world["outputs"] / "lists/top.csv")["customer_id"])
+    assert PERSON.isdisjoint(pd.read_parquet(world["segments"] / "big.members.parquet")["customer_id"])
+    assert "tags/manual.parquet (manual tags): 1 row removed" in output
+
+
+def test_an_id_no_longer_in_the_data_is_known_by_its_tombstone(world):
+    assert run(*_forget_args(world))[0] == 0
+    data = world["data"]
+    # The source system dropped the person too.
+    PURCHASES[~PURCHASES["customer_id"].isin(PERSON)].to_csv(data / "purchases.csv", index=False)
+    EVENTS[~EVENTS["customer_id"].isin(PERSON)].to_parquet(data / "events.parquet", index=False)
+    CUSTOMERS[~CUSTOMERS["customer_id"].isin(PERSON)].to_csv(data / "customers.csv", index=False)
+    IDENTITIES[~IDENTITIES["customer_id"].isin(PERSON)].to_parquet(data / "identities.parquet", index=False)
+    code, output = run("forget", "C1", "C2", "--data", str(data), "--outputs", str(world["outputs"]))
+    assert code == 0, output
+    assert "C1: already forgotten" in output and "C2: already forgotten" in output
+    assert "tombstone: 0 entries added" in output
+    code, message = run("forget", "C5", "--data", str(data), "--outputs", str(world["outputs"]))
+    assert code == 2 and "unknown customer id C5" in message
