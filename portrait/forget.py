@@ -544,23 +544,24 @@ def _filter_parquet(path: Path, members: list[str], write: bool) -> int:
     import pyarrow.parquet as pq
 
     try:
-        with open(path, "rb") as handle:
-            table = pq.read_table(handle)
+        with open(path, "rb") as handle:  # one handle: one version of the file, however often replaced
+            parquet = pq.ParquetFile(handle)
+            columns = [c for c in ID_COLUMNS if c in parquet.schema_arrow.names]
+            if not columns:
+                return 0
+            ids = parquet.read(columns=columns)  # the id columns only, to see whether the person is there
+            values = pa.array(members, type=pa.string())
+            hit = None
+            for column in columns:
+                found = pc.fill_null(pc.is_in(pc.cast(ids[column], pa.string()), value_set=values), False)
+                hit = found if hit is None else pc.or_(hit, found)
+            removed = int(pc.sum(hit).as_py() or 0)
+            table = parquet.read() if removed and write else None
     except (OSError, pa.ArrowException) as exc:
         raise _Unreadable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
-    columns = [c for c in ID_COLUMNS if c in table.column_names]
-    if not columns:
-        return 0
-    values = pa.array(members, type=pa.string())
-    hit = None
-    for column in columns:
-        found = pc.fill_null(pc.is_in(pc.cast(table[column], pa.string()), value_set=values), False)
-        hit = found if hit is None else pc.or_(hit, found)
-    removed = int(pc.sum(hit).as_py() or 0)
-    if removed and write:
-        kept = table.filter(pc.invert(hit))
+    if table is not None:
         with atomic_target(path) as tmp:
-            pq.write_table(kept, tmp)
+            pq.write_table(table.filter(pc.invert(hit)), tmp)
     return removed
 
 

@@ -398,3 +398,13 @@ def test_an_id_no_longer_in_the_data_is_known_by_its_tombstone(world):
     assert "tombstone: 0 entries added" in output
     code, message = run("forget", "C5", "--data", str(data), "--outputs", str(world["outputs"]))
     assert code == 2 and "unknown customer id C5" in message
+
+
+def test_an_unreadable_output_is_reported_and_the_exit_is_non_zero(world):
+    broken = world["outputs"] / "broken.parquet"
+    broken.write_bytes(b"not parquet at all")
+    code, output = run(*_forget_args(world))
+    assert code == 1
+    assert f"cannot read {broken}" in output and "may still hold the customers" in output
+    assert PERSON.isdisjoint(_read(world["outputs"] / "lists/top.csv")["customer_id"])  # the rest was done
+    assert broken.read_bytes() == b"not parquet at all"
