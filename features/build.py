@@ -295,11 +295,14 @@ def _finish(frame: pd.DataFrame, features: list[Feature], vocabulary: Vocabulary
 
 
 def _favourite(frame: pd.DataFrame, prefix: str, labels: list[str], columns: list[str]) -> pd.Series:
-    """The label of each row's largest share among ``columns`` (NULL when all are zero or null)."""
+    """The label of each row's largest share among ``columns`` (NULL when all are zero or null);
+    equal shares (to 9 decimals) go to the first label."""
     names = [f"{prefix}{c}" for c in columns]
     if not names:
         return pd.Series(pd.NA, index=frame.index, dtype="object")
-    shares = frame[names].to_numpy(dtype="float64", na_value=np.nan)
+    # Rounded like every float feature: parallel sums differ in the last bits from run to run,
+    # and two equal shares must tie (first label wins) in every run, not by that noise.
+    shares = frame[names].to_numpy(dtype="float64", na_value=np.nan).round(9)
     best = np.nanargmax(np.where(np.isnan(shares), -np.inf, shares), axis=1)
     has_any = np.nan_to_num(shares, nan=0.0).max(axis=1) > 0
     return pd.Series(np.where(has_any, np.asarray(labels, dtype=object)[best], None), index=frame.index)

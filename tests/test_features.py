@@ -457,3 +457,12 @@ def test_customers_with_only_events_under_merged_ids_are_their_persons():
     dataset = Dataset.from_frames(purchases=PURCHASES, events=events, identities=identities)
     frame = build_features(dataset, CUTOFF, families=["value"])
     assert frame["customer_id"].tolist() == ["A", "B", "C", "D", "F", "H"]
+
+
+def test_favourite_ties_within_rounding_noise_go_to_the_first_label():
+    from features.build import _favourite
+
+    # Two equal spends summed in a different order differ in the last bit (0.1 + 0.2 vs 0.3).
+    frame = pd.DataFrame({"share_a": [0.3, 0.0, None], "share_b": [0.1 + 0.2, 0.7, None]})
+    found = _favourite(frame, "share_", ["A", "B"], ["a", "b"])
+    assert found[:2].tolist() == ["A", "B"] and found.isna().tolist() == [False, False, True]
