@@ -18,6 +18,7 @@ from sklearn.utils.validation import check_is_fitted
 
 _FIT_ONLY = ("early_stopping_rounds",)
 TIE_BREAK = 1e-6
+DEFAULT_TWEEDIE_POWER = 1.3
 
 
 def _booster_params(params: dict) -> dict:
@@ -114,20 +115,27 @@ class PropensityClassifier(ClassifierMixin, _LightGBMBase):
 class SpendRegressor(RegressorMixin, _LightGBMBase):
     """Tweedie ``LGBMRegressor`` for net spend over the horizon (predicted customer value)."""
 
-    def __init__(self, params: dict | None = None, tweedie_variance_power: float = 1.3, callbacks=None):
+    def __init__(self, params: dict | None = None, tweedie_variance_power: float | None = None, callbacks=None):
         self.params = params
         self.tweedie_variance_power = tweedie_variance_power
         self.callbacks = callbacks
 
     def fit(self, X: pd.DataFrame, y, X_valid: pd.DataFrame, y_valid) -> SpendRegressor:
         self.params = dict(self.params or {})
+        # The power comes from the argument or from params (an experiment's [model] table);
+        # the default only when neither gives it.
+        given = self.params.get("tweedie_variance_power")
+        if given is not None and self.tweedie_variance_power is not None and given != self.tweedie_variance_power:
+            raise ValueError(
+                f"tweedie_variance_power is given twice: {self.tweedie_variance_power} as the argument and "
+                f"{given} in params"
+            )
+        power = next(v for v in (self.tweedie_variance_power, given, DEFAULT_TWEEDIE_POWER) if v is not None)
+        if not 1 <= power < 2:
+            raise ValueError(f"tweedie_variance_power must be in [1, 2), got {power}")
         X = self._prepare_fit(X)
         X_valid = align_columns(X_valid, self.feature_names_, self.categories_)
-        params = {
-            **_booster_params(self.params),
-            "objective": "tweedie",
-            "tweedie_variance_power": self.tweedie_variance_power,
-        }
+        params = {**_booster_params(self.params), "objective": "tweedie", "tweedie_variance_power": power}
         # Tweedie needs non-negative targets: net refunds count as zero spend.
         y, y_valid = np.clip(np.asarray(y, float), 0, None), np.clip(np.asarray(y_valid, float), 0, None)
         self.booster_ = self._fit_booster(lgb.LGBMRegressor(**params), X, y, X_valid, y_valid)

@@ -44,12 +44,38 @@ def test_cdnow_sample_format_without_header(tmp_path):
     assert report.tables[0].valid_rows == 2 and report.purchases_customers == 1
 
 
-def test_cdnow_bad_rows_pass_through_to_be_quarantined(tmp_path):
+def test_cdnow_writes_typed_columns(tmp_path):
+    import pyarrow.parquet as pq
+
     raw = tmp_path / "CDNOW_master.txt"
-    raw.write_text(CDNOW_MASTER + " 00004 1997XX01  1   5.00\n")
-    import_cdnow(raw, tmp_path / "out")
+    raw.write_text(CDNOW_MASTER)
+    import_cdnow(raw, tmp_path / "cdnow")
+    schema = pq.read_schema(tmp_path / "cdnow" / "purchases.parquet")
+    types = {name: str(schema.field(name).type) for name in schema.names}
+    assert types == {
+        "order_id": "string",
+        "customer_id": "string",
+        "ts": "timestamp[us]",
+        "amount": "double",
+        "quantity": "double",
+        "channel": "string",
+    }
+    report = validate(open_dataset(tmp_path / "cdnow"))
+    assert report.tables[0].valid_rows == 4 and not report.tables[0].quarantined
+
+
+def test_cdnow_rows_that_do_not_parse_are_set_aside_with_their_line(tmp_path):
+    raw = tmp_path / "CDNOW_master.txt"
+    raw.write_text(CDNOW_MASTER + " 00004 1997XX01  1   5.00\n 00005 19970105  1   abc\n")
+    counts = import_cdnow(raw, tmp_path / "out")
+    assert counts == {"purchases": 4, "import_rejects": 2}
+    rejects = pd.read_csv(tmp_path / "out" / "import_rejects.csv", dtype=str)
+    assert rejects.to_dict("records") == [
+        {"line": "8", "customer_id": "00004", "date": "1997XX01", "number_of_cds": "1", "dollar_value": "5.00"},
+        {"line": "9", "customer_id": "00005", "date": "19970105", "number_of_cds": "1", "dollar_value": "abc"},
+    ]
     report = validate(open_dataset(tmp_path / "out"))
-    assert report.tables[0].quarantined == {"unparseable_ts": 1}
+    assert report.tables[0].valid_rows == 4
 
 
 def test_cdnow_refuses_a_file_of_another_shape(tmp_path):

@@ -2,6 +2,7 @@
 
 import datetime as dt
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -228,3 +229,116 @@ def test_train_prints_cutoffs_holdout_base_rate_and_the_peer_table():
         in text
     )
     assert "note: BG/NBD P(any purchase): b is at its upper bound" in text
+
+
+def test_data_path_is_resolved_against_the_experiment_files_folder(tmp_path, monkeypatch):
+    from training.config import load_experiment
+
+    project = tmp_path / "project"
+    (project / "experiments").mkdir(parents=True)
+    text = """name = "x"\n[data]\npath = "{path}"\n[cutoffs]\nrule = "monthly"\n[label]\nkind = "repurchase"\nhorizon_days = 30\n"""
+    (project / "experiments" / "mine.toml").write_text(text.format(path="../mydata"))
+    (project / "experiments" / "demo.toml").write_text(text.format(path="demo"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert load_experiment(Path("../project/experiments/mine.toml")).data == str(project / "mydata")
+    demo = load_experiment(project / "experiments" / "demo.toml")
+    assert demo.data == "demo" and demo.demo_path == project / "data" / "completejourney"
+    # an experiment outside an experiments/ folder keeps its demo data beside it
+    (project / "loose.toml").write_text(text.format(path="demo"))
+    assert load_experiment(project / "loose.toml").demo_path == project / "data" / "completejourney"
+    # --data on the command line stays relative to where the command runs
+    assert load_experiment(project / "experiments" / "mine.toml").with_data("local").data == "local"
+
+
+def test_demo_path_opens_the_projects_demo_data_and_imports_nothing_here(tmp_path, monkeypatch):
+    from training.data import resolve_dataset
+
+    demo = tmp_path / "project" / "data" / "completejourney"
+    demo.mkdir(parents=True)
+    pd.DataFrame({"order_id": ["o1"], "customer_id": ["c1"], "ts": ["2017-01-01"], "amount": [1.0]}).to_parquet(
+        demo / "purchases.parquet"
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    dataset = resolve_dataset("demo", demo)
+    assert dataset.root == demo and list(elsewhere.iterdir()) == []
+
+
+def test_spend_regressor_keeps_a_tweedie_power_given_in_params():
+    from models.propensity import SpendRegressor
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"a": rng.normal(size=200)})
+    y = np.exp(X["a"].to_numpy()) * rng.integers(0, 2, 200)
+    params = {"n_estimators": 5, "verbose": -1, "tweedie_variance_power": 1.6}
+    model = SpendRegressor(params=params).fit(X, y, X, y)
+    assert model.booster_.get_params()["tweedie_variance_power"] == 1.6
+    assert SpendRegressor(params={"n_estimators": 5, "verbose": -1}).fit(X, y, X, y).booster_.get_params()[
+        "tweedie_variance_power"
+    ] == pytest.approx(1.3)
+    with pytest.raises(ValueError, match="tweedie_variance_power is given twice: 1.2 as the argument and 1.6"):
+        SpendRegressor(params=params, tweedie_variance_power=1.2).fit(X, y, X, y)
+    with pytest.raises(ValueError, match=r"tweedie_variance_power must be in \[1, 2\), got 2.5"):
+        SpendRegressor(params={**params, "tweedie_variance_power": 2.5}).fit(X, y, X, y)
+
+
+def test_label_window_starts_at_the_cutoff_not_a_moment_before():
+    """A purchase in the last hours before the cutoff is history (a feature), never a label."""
+    from features.labels import build_labels, build_training_set
+    from portrait.dataset import Dataset
+
+    purchases = pd.DataFrame(
+        {
+            "order_id": ["a0", "a1", "b1", "c1", "d1", "e1"],
+            "customer_id": ["a", "a", "b", "c", "d", "e"],
+            "ts": [
+                "2024-11-01 10:00:00",
+                "2024-11-30 23:30:00",  # a: half an hour before the cutoff: not a label
+                "2024-12-01 00:00:00",  # b: at the cutoff: label
+                "2024-12-30 23:59:59",  # c: the last second of the 30-day window: label
+                "2024-12-31 00:00:00",  # d: the window's end is exclusive: not a label
+                "2024-10-01 09:00:00",  # e: only history
+            ],
+            "amount": [10.0, 20.0, 5.0, 7.0, 9.0, 3.0],
+        }
+    )
+    dataset = Dataset.from_frames(purchases=purchases)
+    labels = build_labels(dataset, "2024-12-01", 30, pd.Series(["a", "b", "c", "d", "e"]))
+    assert labels.set_index("customer_id")["repurchase"].to_dict() == {"a": 0, "b": 1, "c": 1, "d": 0, "e": 0}
+    assert labels.set_index("customer_id")["future_spend"].to_dict() == {
+        "a": 0.0,
+        "b": 5.0,
+        "c": 7.0,
+        "d": 0.0,
+        "e": 0.0,
+    }
+    frame = build_training_set(dataset, ["2024-12-01"], 30, families=["value"]).set_index("customer_id")
+    assert frame.loc["a", "repurchase"] == 0 and frame.loc["a", "days_since_last_purchase"] == 1
+    assert frame.loc["a", "orders_lifetime"] == 2
+
+
+@pytest.mark.parametrize("calibration", ["isotonic", "sigmoid"])
+def test_calibrated_probabilities_are_the_validation_rates_not_the_raw_scores(calibration):
+    """One binary feature. Training rates are 10% and 50%; the later validation window's are 30%
+    and 80%. The booster learns the training rates; calibration on validation must map them to
+    the validation rates (by hand: ECE (0.2 + 0.3) / 2 = 0.25 raw, 0 calibrated)."""
+    from models.propensity import TIE_BREAK, PropensityClassifier
+
+    def rows(rate0, rate1, n=1000):
+        x = np.repeat([0, 1], n)
+        y = np.concatenate([np.arange(n) < rate0 * n, np.arange(n) < rate1 * n]).astype(int)
+        return pd.DataFrame({"x": x.astype(float)}), y
+
+    X, y = rows(0.1, 0.5)
+    X_valid, y_valid = rows(0.3, 0.8)
+    params = {"n_estimators": 300, "learning_rate": 0.3, "min_child_samples": 1, "reg_lambda": 0.0, "verbose": -1}
+    model = PropensityClassifier(params=params, calibration=calibration).fit(X, y, X_valid, y_valid)
+    raw = model.predict_uncalibrated(X_valid)
+    np.testing.assert_allclose(raw[[0, -1]], [0.1, 0.5], atol=1e-3)  # the booster learned the training rates
+    calibrated = model.predict_proba(X_valid)[:, 1]
+    np.testing.assert_allclose(calibrated[[0, -1]], [0.3, 0.8], atol=1e-3 if calibration == "sigmoid" else TIE_BREAK)
+    assert expected_calibration_error(y_valid, raw) == pytest.approx(0.25, abs=1e-3)
+    assert expected_calibration_error(y_valid, calibrated) <= 1e-3

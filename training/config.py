@@ -6,7 +6,8 @@ names the file, the key and what is allowed. Example::
     name = "repurchase_90d"
     description = "Who buys again in the next 90 days"
     [data]
-    path = "demo"                    # "demo" (Complete Journey) or a data set folder
+    path = "demo"                    # "demo" (Complete Journey) or a data set folder, relative
+                                     # to this file's folder (see load_experiment)
     [cutoffs]
     rule = "monthly"                 # or: dates = ["2017-04-01", "2017-07-01", "2017-10-01"]
     count = 6                        # the last N monthly cutoffs that fit (see training.splits)
@@ -29,6 +30,7 @@ names the file, the key and what is allowed. Example::
 from __future__ import annotations
 
 import datetime as dt
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +42,7 @@ from portrait.errors import ConfigError
 
 LABEL_KINDS = ("repurchase", "high_value", "future_spend")
 DEMO = "demo"
+DEMO_FOLDER = Path("data") / "completejourney"
 DEFAULT_MODEL_PARAMS: dict[str, Any] = {
     "n_estimators": 2000,
     "learning_rate": 0.03,
@@ -103,6 +106,17 @@ class ExperimentConfig:
     validation: ValidationSpec
     tuning: TuningSpec
     source: Path | None = field(default=None, compare=False)
+
+    @property
+    def demo_path(self) -> Path:
+        """Where ``path = "demo"`` lives: ``data/completejourney`` in the project the experiment
+        file belongs to (the folder holding its ``experiments/`` folder, else the file's own
+        folder), never in whatever folder the command happens to run in. A config built
+        without a file (``parse_experiment``) uses the working directory."""
+        if self.source is None:
+            return DEMO_FOLDER
+        folder = self.source.parent.absolute()
+        return (folder.parent if folder.name == "experiments" else folder) / DEMO_FOLDER
 
     def with_data(self, data: str | Path) -> ExperimentConfig:
         from dataclasses import replace
@@ -234,6 +248,8 @@ def parse_experiment(raw: dict, where: str = "experiment") -> ExperimentConfig:
 
 
 def load_experiment(path: str | Path) -> ExperimentConfig:
+    """The experiment in ``path``; its ``[data] path`` is resolved against the file's folder
+    (``"demo"`` against its project: :attr:`ExperimentConfig.demo_path`)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"experiment file {path} does not exist")
@@ -243,4 +259,9 @@ def load_experiment(path: str | Path) -> ExperimentConfig:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     from dataclasses import replace
 
-    return replace(parse_experiment(raw, str(path)), source=path)
+    config = parse_experiment(raw, str(path))
+    data = config.data
+    if data != DEMO and not Path(data).expanduser().is_absolute():
+        # Relative to the experiment file's folder, as a reader of the file expects.
+        data = os.path.normpath(path.parent.absolute() / Path(data).expanduser())
+    return replace(config, data=str(data), source=path)

@@ -13,20 +13,18 @@ from features.catalogue import Feature, Vocabulary, describe
 from features.labels import LABELS, build_training_set, data_last_day
 from portrait.dataset import Dataset, open_dataset
 from portrait.errors import PortraitError
-from training.config import DEMO, ExperimentConfig
+from training.config import DEMO, DEMO_FOLDER, ExperimentConfig
 from training.splits import TimeSplit, choose_split
 
-DEMO_PATH = Path("data") / "completejourney"
 
-
-def resolve_dataset(data: str) -> Dataset:
-    """``demo`` is the Complete Journey set in ``data/completejourney`` (imported on first use)."""
+def resolve_dataset(data: str, demo_path: Path = DEMO_FOLDER) -> Dataset:
+    """``demo`` is the Complete Journey set in ``demo_path`` (imported there on first use)."""
     if data == DEMO:
-        if not (DEMO_PATH / "purchases.parquet").exists():
+        if not (demo_path / "purchases.parquet").exists():
             from portrait.adapters.completejourney import import_completejourney
 
-            import_completejourney(DEMO_PATH)
-        return open_dataset(DEMO_PATH)
+            import_completejourney(demo_path)
+        return open_dataset(demo_path)
     return open_dataset(data)
 
 
@@ -56,7 +54,7 @@ class TrainingData:
 
 
 def prepare(config: ExperimentConfig, progress=None) -> TrainingData:
-    dataset = resolve_dataset(config.data)
+    dataset = resolve_dataset(config.data, config.demo_path)
     con = dataset.connect()
     try:
         last_day = data_last_day(con)
