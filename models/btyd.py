@@ -346,5 +346,17 @@ class BGNBDClassifier(ClassifierMixin, BaseEstimator):
             )
         return np.column_stack([1 - p, p])
 
+    def expected_purchases(self, X: pd.DataFrame) -> np.ndarray:
+        """Expected purchases within the horizon (0 for customers with no purchase yet)."""
+        check_is_fitted(self, "model_")
+        inputs = btyd_inputs(X, self.unit_days)
+        bought = inputs["frequency"].notna().to_numpy()
+        expected = np.zeros(len(inputs))
+        if bought.any():
+            expected[bought] = self.model_.expected_purchases(
+                self.horizon_days / self.unit_days, *(inputs.loc[bought, c] for c in ("frequency", "recency", "T"))
+            )
+        return expected
+
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)

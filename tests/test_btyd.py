@@ -215,3 +215,18 @@ def test_classifier_scores_buyers_by_p_any_purchase_and_non_buyers_zero():
     )
     assert proba[-1, 1] == 0.0 and np.allclose(proba.sum(axis=1), 1.0)
     assert classifier.get_params() == {"horizon_days": 91, "unit_days": 7.0}
+
+
+def test_classifier_expected_purchases_are_the_models_and_zero_without_a_purchase():
+    features = pd.DataFrame(
+        {
+            "active_days_lifetime": [3, 1, 0],
+            "days_since_first_purchase": [71.0, 8.0, np.nan],
+            "days_since_last_purchase": [1.0, 8.0, np.nan],
+        }
+    )
+    classifier = BGNBDClassifier(horizon_days=70)
+    classifier.model_ = fitted()
+    expected = classifier.expected_purchases(features)
+    np.testing.assert_allclose(expected[:2], fitted().expected_purchases(10.0, [2, 0], [10.0, 0.0], [10.0, 1.0]))
+    assert expected[2] == 0.0
