@@ -46,3 +46,13 @@ def tracking(tmp_path_factory, monkeypatch_session):
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return uri
+
+
+@pytest.fixture(scope="session", autouse=True)
+def audit_log(tmp_path_factory) -> Path:
+    """Exports and list pulls append to the audit log (portrait/audit.py): in tests, to one
+    file in a temporary folder, never to outputs/audit.log of the working directory."""
+    path = tmp_path_factory.mktemp("audit") / "audit.log"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PORTRAIT_AUDIT_LOG", str(path))
+        yield path
