@@ -174,11 +174,24 @@ def register_crowd(app: typer.Typer, out, console) -> None:
         """The customers behind one report cell (a crowd and one dimension value)."""
         from marketing.crowd import cell_mask
         from marketing.crowd_compare import export_cell
+        from portrait.audit import os_user, record_export
 
         crowd = _crowd(segment, tag, persona, where, bought_category, within_days, everyone)
         with open_crowds(console, data, as_of, scores, segments_dir, file, store) as crowds:
             mask = crowds.mask(crowd) & cell_mask(crowds, cell)
             written, notes = export_cell(crowds, mask, cell, out_file)
+            as_of_text = crowds.population.as_of.isoformat()
+        try:
+            record_export(
+                None,
+                os_user(),
+                "portrait crowd export",
+                {"crowd": crowd.describe(), "cell": cell, "as_of": as_of_text, "out": str(out_file)},
+                written,
+            )
+        except PortraitError:
+            out_file.unlink(missing_ok=True)  # an export the audit log cannot account for does not stay
+            raise
         for note in notes:
             out.print(note)
         out.print(f"{crowd.describe()}, {cell}: wrote {written:,} customers to {out_file}")

@@ -261,6 +261,7 @@ def register_segments(app: typer.Typer, out, console) -> None:
         """Write a segment's customers as of a date (ranked by a model's score if asked), without
         those the data set's consent rules leave out."""
         from marketing.segments import SegmentStore
+        from portrait.audit import os_user, record_export
         from portrait.files import atomic_write
         from portrait.privacy import apply_consent, consent_note
 
@@ -284,6 +285,20 @@ def register_segments(app: typer.Typer, out, console) -> None:
             table = table.sort_values([f"{rank_by}_score", "customer_id"], ascending=[False, True], kind="stable")
         else:
             table = table.sort_values("customer_id", kind="stable")
+        record_export(
+            None,
+            os_user(),
+            "portrait segment export",
+            {
+                "segment": name,
+                "as_of": str(result.as_of),
+                "rank_by": rank_by,
+                "columns": wanted or None,
+                "out": str(out_file),
+            },
+            len(table),
+            left_out=left_out,
+        )
         atomic_write(table, out_file, csv=out_file.suffix != ".parquet")
         out.print(f"{len(table):,} customers of {name!r} as of {result.as_of} -> {out_file}")
         if note := consent_note(left_out):

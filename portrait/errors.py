@@ -1,10 +1,44 @@
-"""Errors a user sees: each names the table, the column and examples where it can."""
+"""Errors a user sees: each names the table, the column and examples where it can.
+
+Each class carries the HTTP status the API answers it with (``status_code``); the API maps
+them in one place (``serving/routes/errors.py``), the command line exits 2 with the message.
+"""
 
 from __future__ import annotations
 
 
 class PortraitError(Exception):
-    """An error whose message is meant for the person running the command."""
+    """An error whose message is meant for the person running the command.
+
+    Through the API it is a 422 (the request cannot be served as asked) unless a subclass
+    says otherwise."""
+
+    status_code = 422
+
+
+class NotFound(PortraitError):
+    """What was asked for (a customer, a segment, a model, a tag) does not exist."""
+
+    status_code = 404
+
+
+class Unauthorized(PortraitError):
+    """No credentials, or credentials nobody issued."""
+
+    status_code = 401
+
+
+class Forbidden(PortraitError):
+    """Valid credentials whose role may not do this."""
+
+    status_code = 403
+
+
+class Unavailable(PortraitError):
+    """The server cannot answer right now for a reason the operator must fix (a missing data
+    set, an unreadable keys file or audit log)."""
+
+    status_code = 503
 
 
 class ContractError(PortraitError):

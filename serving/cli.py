@@ -9,16 +9,22 @@ from typing import Annotated
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from portrait.audit import AUDIT_LOG_ENV, DEFAULT_AUDIT_LOG, audit_log_path
 from portrait.errors import PortraitError
+from serving.keys import ROLE_HELP, Role
+from serving.settings import API_KEY_ENV, DEFAULT_SCORES
 
-API_KEY_ENV = "PORTRAIT_API_KEY"
-DEFAULT_SCORES = Path("outputs/scores")
 LOCALHOST = ("127.0.0.1", "localhost", "::1")
 MAX_DEFAULT_WORKERS = 4
+ROLES_TEXT = ", ".join(f"{role.value} ({what})" for role, what in ROLE_HELP.items())
 
 
 def register(app: typer.Typer, out, console) -> None:
     from portrait.tracking import setup_tracking
+
+    keys_app = typer.Typer(no_args_is_help=True, help="API keys with roles: add, list (only hashes are stored).")
+    register_keys(keys_app, out)
+    app.add_typer(keys_app, name="keys")
 
     @app.command("score")
     def score_command(
@@ -104,6 +110,7 @@ def register(app: typer.Typer, out, console) -> None:
         tags_file: Annotated[Path | None, typer.Option("--tags-file", help="Tag library TOML.")] = None,
     ) -> None:
         """Write a scored list a marketer can upload (without those who may not be contacted)."""
+        from portrait.audit import os_user, record_export
         from portrait.files import atomic_write
         from portrait.outputs import latest_scores
         from portrait.privacy import consent_note
@@ -130,6 +137,26 @@ def register(app: typer.Typer, out, console) -> None:
             reasons_model=reasons_model,
             customers=members,
             consent=consent,
+        )
+        record_export(
+            None,
+            os_user(),
+            "portrait list",
+            {
+                "model": model,
+                "as_of": str(scores["as_of"].iloc[0].date()) if len(scores) else None,
+                "top": top,
+                "min_percentile": min_percentile,
+                "min_score": min_score,
+                "persona": persona,
+                "where": where,
+                "exclude_bought_within": exclude_bought_within,
+                "segment": segment,
+                "tag": tag or None,
+                "out": str(out_file),
+            },
+            len(rows),
+            left_out=rows.attrs["left_out"],
         )
         atomic_write(rows, out_file, csv=True)
         out.print(f"{len(rows):,} customers -> {out_file}")
@@ -161,16 +188,41 @@ def register(app: typer.Typer, out, console) -> None:
         host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
         port: Annotated[int, typer.Option(help="Port.")] = 8000,
         scores_dir: Annotated[Path, typer.Option("--scores", help="Folder of scores tables.")] = DEFAULT_SCORES,
+        runs: Annotated[
+            Path | None,
+            typer.Option(
+                "--runs",
+                help="A portrait refresh output root: serve the scores, tags and segment members of the run "
+                "LATEST names, followed without a restart (instead of --scores and --tags).",
+            ),
+        ] = None,
         alias: Annotated[str, typer.Option(help="Registry alias for on-demand scoring.")] = "champion",
         segments_dir: Annotated[Path | None, typer.Option("--segments", help="Segments folder (/segments).")] = None,
         tags_dir: Annotated[
             Path | None, typer.Option("--tags", help="Folder of portrait tags apply outputs (/tags counts).")
         ] = None,
         tags_file: Annotated[Path | None, typer.Option("--tags-file", help="Tag library TOML.")] = None,
+        rfm: Annotated[
+            Path | None, typer.Option("--rfm", help="Folder of portrait rfm outputs (RFM in profiles).")
+        ] = None,
         data: Annotated[
             Path | None,
             typer.Option(
-                "--data", help="Data set whose consent rules lists follow (default: the one the scores come from)."
+                "--data",
+                help="Data set for consent, profiles and crowd reports (default: the one the scores come from).",
+            ),
+        ] = None,
+        keys: Annotated[
+            Path | None,
+            typer.Option(
+                "--keys",
+                help="Keys file with roles (portrait keys add); without it PORTRAIT_API_KEY is the one analyst key.",
+            ),
+        ] = None,
+        audit: Annotated[
+            Path | None,
+            typer.Option(
+                "--audit", help=f"Audit log of list pulls (default: ${AUDIT_LOG_ENV}, else {DEFAULT_AUDIT_LOG})."
             ),
         ] = None,
         workers: Annotated[
@@ -185,49 +237,50 @@ def register(app: typer.Typer, out, console) -> None:
         """Serve profiles, scores, lists, tags and segments over HTTP (docs at /docs)."""
         import uvicorn
 
-        from serving.api import SERVE_ENV, create_app
+        from serving.api import build_app
+        from serving.settings import ServeSettings
 
         api_key = os.environ.get(API_KEY_ENV) or None
-        if host not in LOCALHOST and not api_key:
+        if host not in LOCALHOST and not (api_key or keys):
             raise PortraitError(
-                f"refusing to listen on {host} without an API key: set {API_KEY_ENV}, or keep the default 127.0.0.1"
+                f"refusing to listen on {host} without an API key: set {API_KEY_ENV} or give --keys FILE, "
+                "or keep the default 127.0.0.1"
             )
         workers = workers or default_workers()
         setup_tracking()
-        settings = {
-            "scores_dir": scores_dir,
-            "alias": alias,
-            "segments_dir": segments_dir,
-            "tags_dir": tags_dir,
-            "tags_library": tags_file,
-            "data": data,
-        }
-        # Built here first in every case, so a missing scores folder or a bad tag library stops
-        # with its message before any worker starts (a worker failing at start is restarted).
-        app_instance = create_app(
-            scores_dir,
+        settings = ServeSettings(
+            scores=scores_dir,
+            runs=runs,
             alias=alias,
-            api_key=api_key,
-            segments_dir=segments_dir,
-            tags_dir=tags_dir,
+            segments=segments_dir,
+            tags=tags_dir,
             tags_library=tags_file,
+            rfm=rfm,
             data=data,
+            keys=keys,
+            audit=audit_log_path(audit),
+            api_key=api_key,
+        ).resolved()
+        # Built here first in every case, so a missing scores folder, a bad keys file or tag
+        # library stops with its message before any worker starts (a failing worker is restarted).
+        app_instance = build_app(settings)
+        access = (
+            f"keys from {keys}" if keys else ("one API key (PORTRAIT_API_KEY)" if api_key else "no key: local use only")
         )
         out.print(
             f"serving on http://{host}:{port} with {workers} worker{'s' if workers > 1 else ''} "
-            f"(docs: /docs){' with API key' if api_key else ''}"
+            f"(docs: /docs); {access}; audit log {settings.audit}",
+            highlight=False,
         )
+        if keys and api_key:
+            out.print(f"note: {API_KEY_ENV} is not used: only the keys in {keys} are accepted", highlight=False)
         if workers == 1:
             uvicorn.run(app_instance, host=host, port=port, log_level="warning")
             return
         del app_instance
         # Several workers: uvicorn starts each from an import string, and each builds its app
-        # from these variables (and PORTRAIT_API_KEY) in serving.api.app_from_environment.
-        for name, value in settings.items():
-            if value is None:
-                os.environ.pop(SERVE_ENV[name], None)
-            else:
-                os.environ[SERVE_ENV[name]] = str(Path(value).resolve() if isinstance(value, Path) else value)
+        # from the settings in the environment (serving.api.app_from_environment).
+        os.environ.update(settings.to_environment())
         uvicorn.run(
             "serving.api:app_from_environment",
             factory=True,
@@ -237,6 +290,34 @@ def register(app: typer.Typer, out, console) -> None:
             port=port,
             log_level="warning",
         )
+
+
+def register_keys(app: typer.Typer, out) -> None:
+    """``portrait keys add`` and ``portrait keys list``."""
+
+    @app.command("add")
+    def add_command(
+        name: Annotated[str, typer.Argument(help="Who the key is for; the audit log records this name.")],
+        role: Annotated[Role, typer.Option("--role", help=f"One of: {ROLES_TEXT}.")],
+        keys: Annotated[Path, typer.Option("--keys", help="Keys file (created if missing).")],
+    ) -> None:
+        """Draw a new API key, print it once and store only its hash in the keys file."""
+        from serving.keys import add_key
+
+        key = add_key(keys, name, role)
+        out.print(f"added key {name!r} with the {role.value} role to {keys}; only its hash is stored.", highlight=False)
+        out.print("the key (shown this once; send it in the X-API-Key header):", highlight=False)
+        print(key)
+
+    @app.command("list")
+    def list_command(keys: Annotated[Path, typer.Option("--keys", help="Keys file.")]) -> None:
+        """The names and roles in a keys file (never the keys: only their hashes are stored)."""
+        from serving.keys import load_keys
+
+        callers = sorted(load_keys(keys).values(), key=lambda c: c.name)
+        for caller in callers:
+            out.print(f"{caller.name:<24} {caller.role.value}", highlight=False)
+        out.print(f"{len(callers)} key{'s' if len(callers) != 1 else ''} in {keys}", highlight=False)
 
 
 def consent_of_scores(scores_dir: Path, data: Path | None):

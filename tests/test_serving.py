@@ -11,9 +11,10 @@ from marketing.filters import FilterError, evaluate, parse_filter
 from portrait.dataset import open_dataset
 from portrait.errors import PortraitError
 from portrait.outputs import LATEST, latest_scores
-from serving.api import create_app
+from serving.api import build_app
 from serving.lists import build_list
 from serving.score import score
+from serving.settings import ServeSettings
 from training.config import parse_experiment
 from training.personas import PersonaConfig, run_persona_fit
 from training.registry import promote
@@ -21,6 +22,11 @@ from training.train import train_experiment
 
 AS_OF = "2025-01-01"
 MODEL = "serve_repurchase_30d"
+
+
+def create_app(scores_dir, **settings):
+    """The app over ``scores_dir`` as portrait serve builds it (other settings by name)."""
+    return build_app(ServeSettings(scores=scores_dir, **settings))
 
 
 @pytest.fixture(scope="module")
@@ -163,19 +169,23 @@ def test_api_serves_profiles_scores_lists_and_models(scored):
     customer = run.scores["customer_id"].iloc[7]
     profile = client.get(f"/customers/{customer}").json()
     batch = run.scores.set_index("customer_id").loc[customer]
-    assert profile["scores"][MODEL]["score"] == pytest.approx(batch[f"{MODEL}_score"], abs=0)
+    by_model = {entry["model"]: entry for entry in profile["scores"]["models"]}
+    assert by_model[MODEL]["score"] == pytest.approx(batch[f"{MODEL}_score"], abs=0)
     assert profile["persona"]["name"] == batch["persona_name"]
-    assert 1 <= len(profile["scores"][MODEL]["reasons"]) <= 3
-    assert all(": " in reason for reason in profile["scores"][MODEL]["reasons"])  # "label: value"
+    assert 1 <= len(by_model[MODEL]["reasons"]) <= 3
+    assert all(": " in reason for reason in by_model[MODEL]["reasons"])  # "label: value"
+    _, features = latest_scores(out)
+    stored = features.set_index("customer_id").loc[customer]
     key = {entry["name"]: entry for entry in profile["key_features"]}
-    assert [entry["name"] for entry in profile["key_features"]] == list(profile["features"])
-    assert key["spend_lifetime"] == {
-        "name": "spend_lifetime",
-        "label": "spend in all, net of refunds",
-        "value": profile["features"]["spend_lifetime"],
-        "unit": "currency",
-    }
-    assert (key["orders_90d"]["label"], key["orders_90d"]["unit"]) == ("orders in the last 90 days", "orders")
+    assert key["spend_lifetime"]["label"] == "spend in all, net of refunds"
+    assert key["spend_lifetime"]["value"] == pytest.approx(stored["spend_lifetime"])
+    assert key["orders_90d"]["label"] == "orders in the last 90 days"
+    # the profile reads the data set the scores were computed from, before the scores' date
+    assert profile["as_of"] == AS_OF and profile["customer_id"] == customer
+    last = profile["orders"]["last"]
+    assert 1 <= len(last) <= 10 <= profile["orders"]["total"] or len(last) == profile["orders"]["total"]
+    assert all(order["ts"] < AS_OF for order in last)
+    assert [order["ts"] for order in last] == sorted((order["ts"] for order in last), reverse=True)
     assert client.get("/customers/nobody").status_code == 404
     listed = client.get(f"/lists/{MODEL}", params={"top": 5, "where": "orders_365d >= 1"}).json()
     assert listed["count"] == 5 and listed["customers"][0]["score"] >= listed["customers"][-1]["score"]
@@ -249,7 +259,7 @@ def test_serving_never_imports_training():
     import ast
     from pathlib import Path
 
-    for path in (Path(__file__).parents[1] / "serving").glob("*.py"):
+    for path in (Path(__file__).parents[1] / "serving").rglob("*.py"):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.module:
@@ -375,7 +385,7 @@ def test_a_portrait_error_in_a_route_answers_422_with_its_message(api, score_row
     def refuse(*args, **kwargs):
         raise PortraitError("model serve_repurchase_30d v1 cannot score these rows")
 
-    monkeypatch.setattr("serving.api.predict_scores", refuse)
+    monkeypatch.setattr("serving.routes.scores.predict_scores", refuse)
     response = api.post("/score", json={"model": MODEL, "rows": score_rows[0]})
     assert (response.status_code, response.json()) == (
         422,
@@ -415,6 +425,7 @@ def test_serve_defaults_to_one_worker_per_cpu_and_passes_settings_to_each(scored
     calls = []
     monkeypatch.setattr(uvicorn, "run", lambda target, **kwargs: calls.append((target, kwargs)))
     monkeypatch.setenv("PORTRAIT_API_KEY", "s3cret")
+    monkeypatch.setenv("PORTRAIT_SERVE_SETTINGS", "")  # serve sets it; restored after the test
     _register_later_commands()
     result = CliRunner().invoke(app, ["serve", "--scores", str(out), "--workers", "3", "--port", "8123"])
     assert result.exit_code == 0, result.output
@@ -495,3 +506,18 @@ def test_lists_leave_out_customers_without_consent(registered, scored, tmp_path)
     assert "cannot check marketing consent" in str(result.exception) and "give --data DATASET" in str(result.exception)
     answer = TestClient(create_app(unknown)).get(f"/lists/{MODEL}", params={"top": 5})
     assert answer.status_code == 503 and "cannot check marketing consent" in answer.json()["detail"]
+
+
+def test_an_analyst_key_scores_and_a_marketing_key_is_refused(scored, score_rows, tmp_path):
+    from serving.keys import add_key
+
+    out, _ = scored
+    keys = tmp_path / "keys.toml"
+    marketing, analyst = add_key(keys, "campaigns", "marketing"), add_key(keys, "alice", "analyst")
+    client = TestClient(create_app(out, keys=keys, audit=tmp_path / "audit.log"))
+    body = {"model": MODEL, "rows": score_rows[0]}
+    scored_rows = client.post("/score", json=body, headers={"X-API-Key": analyst})
+    assert scored_rows.status_code == 200 and len(scored_rows.json()["scores"]) == 2
+    refused = client.post("/score", json=body, headers={"X-API-Key": marketing})
+    assert refused.status_code == 403 and "the key 'campaigns' has the marketing role" in refused.json()["detail"]
+    assert client.post("/score", json=body).status_code == 401

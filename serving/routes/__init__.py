@@ -1,0 +1,1 @@
+"""One APIRouter per resource; ``serving.api.build_app`` puts them together."""

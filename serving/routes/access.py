@@ -1,0 +1,64 @@
+"""Who may call what: the ``X-API-Key`` header against the keys file's roles.
+
+- With a keys file (``portrait serve --keys FILE``) every route but ``/health`` needs a key of
+  the file; ``/docs``, ``/redoc`` and ``/openapi.json`` take a key of any role. A marketing key
+  may read lists, segments, tags, crowd reports and profiles without sensitive attributes; an
+  analyst key everything (``POST /score``, ``/models``, full profiles).
+- Without one, ``PORTRAIT_API_KEY`` is the single key, with the analyst role (its name in the
+  audit log is ``api-key``); with neither, anyone on the bound interface is an analyst named
+  ``anonymous`` (``portrait serve`` binds beyond localhost only with a key).
+
+A missing or unknown key is 401; a known key whose role may not use the route is 403 naming
+the role and the route.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from fastapi import Request, Security
+from fastapi.security import APIKeyHeader
+
+from portrait.errors import Forbidden, Unauthorized
+from serving.keys import Caller, KeyRing, Role
+
+API_KEY_HEADER = APIKeyHeader(
+    name="X-API-Key", auto_error=False, description="An API key from the keys file (or PORTRAIT_API_KEY)"
+)
+SINGLE_KEY_NAME = "api-key"
+ANONYMOUS = Caller("anonymous", Role.ANALYST)
+
+
+class Access:
+    def __init__(self, keys: KeyRing | None = None, api_key: str | None = None) -> None:
+        self.keys = keys
+        self.api_key = api_key
+
+    @property
+    def open(self) -> bool:
+        return self.keys is None and not self.api_key
+
+    def caller(self, key: str | None = Security(API_KEY_HEADER)) -> Caller:
+        """The caller the key belongs to (a FastAPI dependency); 401 without a valid key."""
+        if self.keys is not None:
+            found = self.keys.caller(key) if key else None
+            if found is None:
+                raise Unauthorized("missing or wrong X-API-Key")
+            return found
+        if self.api_key:
+            if not (key and secrets.compare_digest(key.encode(), self.api_key.encode())):
+                raise Unauthorized("missing or wrong X-API-Key")
+            return Caller(SINGLE_KEY_NAME, Role.ANALYST)
+        return ANONYMOUS
+
+    def analyst(self, request: Request, key: str | None = Security(API_KEY_HEADER)) -> Caller:
+        """The caller, who must hold the analyst role (403 otherwise)."""
+        caller = self.caller(key)
+        if caller.role is not Role.ANALYST:
+            route = request.scope.get("route")
+            path = getattr(route, "path", request.url.path)
+            raise Forbidden(
+                f"the key {caller.name!r} has the {caller.role.value} role, which may not use "
+                f"{request.method} {path}: it needs an analyst key"
+            )
+        return caller

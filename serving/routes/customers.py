@@ -1,0 +1,56 @@
+"""``GET /customers/{id}``: the whole profile of a customer (``serving/profile.py``), read from
+the served scores (or run), the data set and the stored tags, segments and RFM. A marketing key
+gets it without the attributes the data set marks sensitive; an analyst key in full."""
+
+# No `from __future__ import annotations` here: FastAPI must evaluate the
+# Annotated[..., Depends(access.caller)] parameters, which name a local of the builder.
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from portrait.errors import Unavailable
+from serving.keys import Caller, Role
+from serving.profile import CustomerProfile, ProfileSources, build_profile
+from serving.routes.access import Access
+from serving.routes.errors import ProductErrorRoute
+from serving.state import ServeState
+
+
+def profile_sources(state: ServeState) -> ProfileSources:
+    """What a profile is read from now: the served run (or scores, tags and RFM folders), the
+    saved segments, and the data set (``--data``, else the one the scores were computed from)."""
+    settings = state.settings
+    published = state.published()
+    data = state.data(state.snapshot(published))
+    if data is not None and not Path(data).exists():
+        raise Unavailable(
+            f"the data set {data} the scores were computed from no longer exists; start portrait serve with --data"
+        )
+    if settings.runs is not None:
+        return ProfileSources(data=data, runs=settings.runs)  # the run's own segment members
+    segments = state.segments_folder()
+    return ProfileSources(data=data, scores=published.scores, tags=settings.tags, rfm=settings.rfm, segments=segments)
+
+
+def build_customers_router(state: ServeState, access: Access) -> APIRouter:
+    router = APIRouter(route_class=ProductErrorRoute, tags=["customers"])
+
+    @router.get("/customers/{customer_id}", response_model=CustomerProfile)
+    def customer(
+        customer_id: str,
+        caller: Annotated[Caller, Depends(access.caller)],
+        reasons: bool = Query(True, description="Compute reasons when the scores store none (slower)"),
+    ) -> CustomerProfile:
+        """Attributes, identities (types, counts, merged ids), tags, segments, RFM, persona,
+        every model's score with reasons, score history, key features, the last orders and
+        events. A merged secondary id answers with the person's profile (``resolved_from``)."""
+        return build_profile(
+            customer_id,
+            profile_sources(state),
+            include_sensitive=caller.role is Role.ANALYST,
+            compute_reasons=reasons,
+            model_loader=state.model,
+        )
+
+    return router

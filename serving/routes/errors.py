@@ -1,0 +1,76 @@
+"""The one place the product's errors become HTTP answers.
+
+A :class:`~portrait.errors.PortraitError` carries its status (``status_code``: 404 not found,
+401 no or wrong key, 403 the role may not, 422 a request that cannot be served as asked, 503
+the server cannot answer until the operator fixes something); the answer is that status with
+``{"detail": message}``. Every router is built with :class:`ProductErrorRoute`, so the mapping
+goes with the router wherever it is mounted, and ``build_app`` also registers
+:func:`product_error` as the app's handler for anything raised outside a route.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from fastapi import Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+
+from portrait.errors import PortraitError
+
+MAX_ERRORS = 50
+
+
+def error_response(exc: PortraitError) -> JSONResponse:
+    status = getattr(exc, "status_code", PortraitError.status_code)
+    if not 400 <= status < 600:
+        status = PortraitError.status_code
+    headers = {"WWW-Authenticate": "APIKey"} if status == 401 else None
+    return JSONResponse(status_code=status, content={"detail": str(exc)}, headers=headers)
+
+
+async def product_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, PortraitError)
+    return error_response(exc)
+
+
+class ProductErrorRoute(APIRoute):
+    """An APIRoute whose product errors (from the endpoint or its dependencies) are answered
+    by :func:`error_response`."""
+
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+
+        async def handle(request: Request):
+            try:
+                return await handler(request)
+            except PortraitError as exc:
+                return error_response(exc)
+
+        return handle
+
+
+def _json_safe(value: Any) -> Any:
+    """An error's input as JSON can carry it: NaN and infinities as text, long text cut."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value).replace("inf", "Infinity").replace("nan", "NaN")
+    if isinstance(value, str) and len(value) > 200:
+        return value[:200] + "..."
+    return value
+
+
+async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """422 for a request that does not fit its model. FastAPI's own handler echoes each input,
+    and a NaN or infinity in it made the answer itself fail (500); the whole body as input is
+    left out, as are errors past the first 50."""
+    assert isinstance(exc, RequestValidationError)
+    errors = []
+    for error in exc.errors()[:MAX_ERRORS]:
+        entry = {k: v for k, v in error.items() if k != "input"}
+        if not isinstance(error.get("input"), dict | list):
+            entry["input"] = _json_safe(error.get("input"))
+        errors.append(entry)
+    return JSONResponse(status_code=422, content={"detail": jsonable_encoder(errors)})

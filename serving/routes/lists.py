@@ -1,0 +1,105 @@
+"""``GET /lists/{model}``: a ranked, filtered list for marketing, without the customers the
+consent rules leave out; every pull is recorded in the audit log (``portrait.audit``)."""
+
+# No `from __future__ import annotations` here: FastAPI must evaluate the
+# Annotated[..., Depends(access.caller)] parameters, which name a local of the builder.
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from portrait.audit import record_export
+from serving.keys import Caller
+from serving.lists import build_list
+from serving.routes.access import Access
+from serving.routes.errors import ProductErrorRoute
+from serving.state import ServeState, plain
+
+REASONS_UP_TO = 10_000  # reasons computed (when the scores store none) only for lists this short
+
+
+class ListedCustomer(BaseModel):
+    """One row of the list; the columns the filter used follow the fixed ones."""
+
+    model_config = ConfigDict(extra="allow")
+
+    customer_id: str
+    score: float = Field(description="The model's score")
+    percentile: float = Field(description="Percentile among all customers scored, 0-100")
+    persona: str | None = Field(None, description="Persona name, when personas were scored")
+    reason_1: str | None = None
+    reason_2: str | None = None
+    reason_3: str | None = None
+
+
+class MarketingList(BaseModel):
+    model: str
+    as_of: str | None = Field(description="As-of date of the scores")
+    count: int = Field(description="Customers in the list")
+    left_out: dict[str, int] = Field(
+        description="Customers who matched but may not be contacted, per reason: no_consent, suppressed"
+    )
+    customers: list[ListedCustomer] = Field(description="Best score first")
+
+
+def build_lists_router(state: ServeState, access: Access) -> APIRouter:
+    router = APIRouter(route_class=ProductErrorRoute, tags=["lists"])
+
+    @router.get("/lists/{model_name}", response_model=MarketingList)
+    def marketing_list(
+        model_name: str,
+        caller: Annotated[Caller, Depends(access.caller)],
+        top: int | None = Query(None, ge=1, le=1_000_000, description="At most this many, best first"),
+        min_percentile: float | None = Query(None, ge=0, le=100),
+        min_score: float | None = None,
+        persona: str | None = Query(None, max_length=200, description="Persona name or id"),
+        where: str | None = Query(None, max_length=2000, description="A condition over features and scores"),
+        exclude_bought_within: int | None = Query(None, ge=0, description="Leave out who bought in the last DAYS"),
+    ) -> MarketingList:
+        """Customers ranked by the model's score, filtered; recorded in the audit log."""
+        snap = state.snapshot()
+        columns = snap.scores.columns
+        needs_reasons = f"{model_name}_score" in columns and f"{model_name}_reason_1" not in columns
+        reasons_model = state.model(model_name) if needs_reasons and top and top <= REASONS_UP_TO else None
+        rows = build_list(
+            snap.scores,
+            snap.features,
+            model_name,
+            top=top,
+            min_percentile=min_percentile,
+            min_score=min_score,
+            persona=persona,
+            where=where,
+            exclude_bought_within=exclude_bought_within,
+            reasons_model=reasons_model,
+            consent=state.consent(snap),
+        )
+        left_out = rows.attrs["left_out"]
+        record_export(
+            state.audit_log,
+            caller.name,
+            "GET /lists/{model}",
+            {
+                "model": model_name,
+                "as_of": snap.as_of,
+                "top": top,
+                "min_percentile": min_percentile,
+                "min_score": min_score,
+                "persona": persona,
+                "where": where,
+                "exclude_bought_within": exclude_bought_within,
+            },
+            len(rows),
+            via="api",
+            left_out=left_out,
+        )
+        records = [{k: plain(v) for k, v in record.items()} for record in rows.to_dict("records")]
+        return MarketingList(
+            model=model_name,
+            as_of=snap.as_of,
+            count=len(records),
+            left_out=left_out,
+            customers=[ListedCustomer(**record) for record in records],
+        )
+
+    return router

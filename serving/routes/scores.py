@@ -1,0 +1,151 @@
+"""``POST /score``: score feature rows on demand with a registered model (analyst keys only).
+
+Every value is checked (finite number, text or null; a known category) before a frame is built;
+at most ``MAX_SCORE_ROWS`` rows, in a body of at most ``MAX_BODY_BYTES`` (``serving.api``)."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any
+
+import numpy as np
+import pandas as pd
+from fastapi import APIRouter, Depends, HTTPException
+from pydantic import AfterValidator, BaseModel, Field, field_validator
+from pydantic_core import PydanticCustomError
+
+from serving.routes.access import Access
+from serving.routes.errors import MAX_ERRORS, ProductErrorRoute
+from serving.score import predict_scores, reasons_for
+from serving.state import ServeState
+
+MAX_SCORE_ROWS = 10_000
+MAX_BODY_BYTES = 4 * 1024 * 1024
+
+
+def _feature_value(value: Any) -> Any:
+    """A feature value must be a finite number, text or null (missing): JSON's true/false,
+    arrays and objects, NaN, Infinity, 1e999 (parsed as infinity) and integers beyond float
+    range are refused here, naming the row and feature, before anything is built from them."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        raise PydanticCustomError("feature_value", f"must be a number, text or null, not {str(value).lower()}")
+    if isinstance(value, int):
+        try:
+            float(value)
+        except OverflowError:
+            raise PydanticCustomError(
+                "finite_number", f"is too large for a number ({len(str(abs(value)))} digits)"
+            ) from None
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            shown = "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+            raise PydanticCustomError("finite_number", f"must be a finite number, not {shown}")
+        return value
+    kind = "an array" if isinstance(value, list) else "an object" if isinstance(value, dict) else type(value).__name__
+    raise PydanticCustomError("feature_value", f"must be a number, text or null, not {kind}")
+
+
+FeatureValue = Annotated[Any, AfterValidator(_feature_value)]
+
+
+class ScoreRequest(BaseModel):
+    model: str = Field(max_length=200, description="Registered model name, e.g. repurchase_90d")
+    rows: list[dict[str, FeatureValue]] = Field(
+        description=(
+            f"Feature rows, feature name to value (a finite number, text for a category, or null when "
+            f"missing): 1 to {MAX_SCORE_ROWS:,} rows, and a body of at most {MAX_BODY_BYTES // 2**20} MB"
+        )
+    )
+    reasons: bool = Field(False, description="Add the top three reasons per row (slower)")
+
+    @field_validator("rows", mode="before")
+    @classmethod
+    def _row_count(cls, rows: Any) -> Any:
+        if isinstance(rows, list) and not rows:
+            raise PydanticCustomError("too_short", "give at least one row of features")
+        if isinstance(rows, list) and len(rows) > MAX_SCORE_ROWS:
+            raise PydanticCustomError(
+                "too_long", f"at most {MAX_SCORE_ROWS} rows per request, got {len(rows)}: split the request"
+            )
+        return rows
+
+
+class Score(BaseModel):
+    score: float = Field(description="Probability (propensity models) or expected spend")
+    reasons: list[str] | None = Field(None, description="Top three reasons, with reasons=true")
+
+
+class ScoreAnswer(BaseModel):
+    model: str
+    version: str = Field(description="Registered version that scored")
+    scores: list[Score] = Field(description="One per request row, in order")
+
+
+def _row_errors(request: ScoreRequest, features: list[str], categories: dict[str, set]) -> list[dict]:
+    errors = []
+    for i, row in enumerate(request.rows):
+        for name in features:
+            value = row.get(name)
+            if name not in row:
+                errors.append({"loc": ["body", "rows", i, name], "msg": "feature missing", "type": "missing"})
+            elif value is None:
+                continue
+            elif name in categories and value not in categories[name]:
+                known = sorted(map(str, categories[name]))
+                shown = f"{known[:20]}{' ...' if len(known) > 20 else ''}"
+                errors.append(
+                    {
+                        "loc": ["body", "rows", i, name],
+                        "msg": f"unknown value {value[:60] if isinstance(value, str) else value!r} for "
+                        f"{name}: the model knows {shown}",
+                        "type": "unknown_category",
+                    }
+                )
+            elif name not in categories and isinstance(value, str):
+                errors.append(
+                    {"loc": ["body", "rows", i, name], "msg": "must be a number, not text", "type": "type_error"}
+                )
+        for name in sorted(set(row) - set(features)):
+            errors.append({"loc": ["body", "rows", i, name], "msg": "not a feature of this model", "type": "extra"})
+        if len(errors) >= MAX_ERRORS:
+            break
+    return errors[:MAX_ERRORS]
+
+
+def build_scores_router(state: ServeState, access: Access) -> APIRouter:
+    router = APIRouter(route_class=ProductErrorRoute, tags=["scores"], dependencies=[Depends(access.analyst)])
+
+    @router.post("/score", response_model=ScoreAnswer, response_model_exclude_none=True)
+    def score(request: ScoreRequest) -> ScoreAnswer:
+        """Score feature rows with the model's version under the serving alias (analyst keys)."""
+        loaded = state.model(request.model)
+        if loaded.is_personas:
+            raise HTTPException(
+                status_code=422, detail="use a propensity or spend model; personas come with /customers"
+            )
+        categories = {name: set(values) for name, values in loaded.estimator.categories_.items()}
+        errors = _row_errors(request, loaded.features, categories)
+        if errors:
+            # A list of located errors, as FastAPI's own validation answers.
+            raise HTTPException(status_code=422, detail=errors)
+        # Every value is now a finite number, a known category or null: build the frame from them.
+        frame = pd.DataFrame(
+            {
+                name: pd.Series([row[name] for row in request.rows], dtype=object)
+                if name in categories
+                else np.array([np.nan if row[name] is None else float(row[name]) for row in request.rows])
+                for name in loaded.features
+            },
+            columns=loaded.features,
+        )
+        values = predict_scores(loaded, frame)
+        result = [Score(score=float(v)) for v in values]
+        if request.reasons:
+            for entry, (_, reasons) in zip(result, reasons_for(loaded, frame).iterrows(), strict=True):
+                entry.reasons = [r for r in reasons if isinstance(r, str)]
+        return ScoreAnswer(model=loaded.name, version=str(loaded.version), scores=result)
+
+    return router

@@ -1,0 +1,81 @@
+"""``GET /tags``: the tag library with the counts of the latest stored tags table.
+
+The API never computes tags: it serves what ``portrait tags apply`` (or ``portrait refresh``)
+stored, and says when that was."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from marketing.tags import Library, tags_dates, tags_file
+from portrait.files import read_parquet
+from serving.routes.errors import ProductErrorRoute
+
+
+class TagInfo(BaseModel):
+    name: str = Field(description="Tag name, as used by --tag and in the tags table")
+    group: str = Field(description="Group path, e.g. value/spending_power")
+    kind: str = Field(description="rule, model or manual")
+    definition: str = Field(description="The condition, or how it is assigned")
+    description: str = ""
+    customers: int | None = Field(None, description="Holders in the latest tags table, if one is stored")
+
+
+class TagList(BaseModel):
+    library: str = Field(description="The tag library file (or the packaged template)")
+    as_of: str | None = Field(None, description="As-of date of the latest stored tags table")
+    tags: list[TagInfo]
+
+
+def latest_tags(tags_dir: Path | None) -> tuple[pd.DataFrame | None, str | None]:
+    dates = tags_dates(tags_dir)
+    if not dates:
+        return None, None
+    latest = dates[-1]
+    return read_parquet(tags_file(tags_dir, latest), columns=["customer_id", "tag"]), latest.isoformat()
+
+
+def build_tags_router(library: Library, tags_dir: Callable[[], Path | None]) -> APIRouter:
+    """``library`` is read (and checked) once by the caller, so a bad library stops the server
+    at start; ``tags_dir`` gives the folder of stored tags tables for this request."""
+    router = APIRouter(route_class=ProductErrorRoute, tags=["tags"])
+
+    @router.get("/tags", response_model=TagList)
+    def list_tags() -> TagList:
+        """Every tag of the library, with its holders in the latest stored tags table."""
+        stored, as_of = latest_tags(tags_dir())
+        counts = stored["tag"].value_counts().to_dict() if stored is not None else {}
+        entries = [
+            TagInfo(
+                name=t.name,
+                group=t.group,
+                kind=t.kind,
+                definition=t.definition(),
+                description=t.description,
+                customers=counts.get(t.name, 0) if stored is not None else None,
+            )
+            for t in library.tags
+            if not t.each
+        ]
+        fixed = {t.name for t in library.tags}
+        for name, count in sorted(counts.items()):  # expanded and exclusive-group tags
+            if name not in fixed:
+                group = next((g for g in library.groups.values() if name.startswith(f"{g.label}: ")), None)
+                each = next((t for t in library.tags if t.each and name.startswith(f"{t.name}: ")), None)
+                entries.append(
+                    TagInfo(
+                        name=name,
+                        group=group.path if group else (each.group if each else ""),
+                        kind=each.kind if each else "rule",
+                        definition=f"one value of {group.path}" if group else (each.definition() if each else ""),
+                        customers=int(count),
+                    )
+                )
+        return TagList(library=library.source, as_of=as_of, tags=entries)
+
+    return router

@@ -1,0 +1,158 @@
+"""What the routes read, resolved from :class:`~serving.settings.ServeSettings`.
+
+The scores and features lists are drawn from are held in memory and loaded again only when
+the published scores change: on each request the ``LATEST`` pointer is read (with ``--runs``, the run
+``LATEST`` names through :func:`serving.refresh.current_run`, then that run's scores pointer)
+and the scores file's identity compared, so a new ``portrait score`` or ``portrait refresh`` is
+served without a restart and a request never mixes two runs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from portrait.errors import NotFound, PortraitError, Unavailable
+from portrait.files import read_parquet
+from portrait.outputs import LATEST, features_path, latest_scores_dataset
+from portrait.privacy import Consent
+from serving.registry import LoadedModel, load_model
+from serving.settings import ServeSettings
+
+
+@dataclass(frozen=True)
+class Published:
+    """The folders one request reads: the scores, the tags and, with ``--runs``, the run."""
+
+    scores: Path
+    tags: Path | None
+    run: Path | None = None
+
+    @property
+    def segment_members(self) -> Path | None:
+        """A run's segment members (``segments/<name>.parquet`` and ``summary.json``)."""
+        return self.run / "segments" if self.run is not None else None
+
+
+class ScoresSnapshot:
+    """One scores table and the features it was scored from (in the scores' row order)."""
+
+    def __init__(self, scores_dir: Path, name: str) -> None:
+        self.scores_dir = scores_dir
+        scores = read_parquet(scores_dir / name)
+        as_of = dt.date.fromisoformat(name.removeprefix("scores_").removesuffix(".parquet"))
+        features = read_parquet(features_path(scores_dir, as_of))
+        self.scores = scores
+        self.dataset = latest_scores_dataset(scores_dir)
+        self.scored_models = [c[: -len("_score")] for c in scores.columns if c.endswith("_score")]
+        self.as_of = str(scores["as_of"].iloc[0].date()) if len(scores) else None
+        self.features = features.set_index("customer_id").reindex(scores["customer_id"]).reset_index()
+
+
+class ServeState:
+    """Everything the routers share: the settings, the published outputs, the models, the
+    consent rules, the audit log."""
+
+    def __init__(self, settings: ServeSettings, audit_log: Path) -> None:
+        self.settings = settings
+        self.audit_log = audit_log
+        self._lock = threading.Lock()
+        self._stamp: tuple | None = None
+        self._snapshot: ScoresSnapshot | None = None
+        self._consent_lock = threading.Lock()
+        self._consent: tuple[Path, str, Consent] | None = None
+        self.model = lru_cache(maxsize=16)(self._load_model)
+
+    def _load_model(self, name: str) -> LoadedModel:
+        try:
+            return load_model(name, self.settings.alias)
+        except PortraitError as exc:
+            raise NotFound(str(exc)) from None
+
+    # ------------------------------------------------------------------ published outputs
+
+    def published(self) -> Published:
+        runs = self.settings.runs
+        if runs is None:
+            return Published(self.settings.scores, self.settings.tags)
+        from serving.refresh import current_run
+
+        run = current_run(runs)
+        if run is None:
+            raise Unavailable(f"no published run under {runs} yet (no LATEST): run portrait refresh first")
+        return Published(run / "scores", run / "tags", run)
+
+    def snapshot(self, published: Published | None = None) -> ScoresSnapshot:
+        """The scores LATEST names now, loaded once per version of the file."""
+        scores_dir = (published or self.published()).scores
+        pointer = scores_dir / LATEST
+        try:
+            name = pointer.read_text(encoding="utf-8").strip()
+            stat = (scores_dir / name).stat()
+        except OSError:
+            if self._snapshot is None or not pointer.exists():
+                raise Unavailable(f"no scores in {scores_dir}; run portrait score first") from None
+            raise Unavailable(f"the scores {pointer} names cannot be read") from None
+        stamp = (str(scores_dir), name, stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        if stamp != self._stamp:
+            with self._lock:
+                if stamp != self._stamp:
+                    self._snapshot = ScoresSnapshot(scores_dir, name)
+                    self._stamp = stamp
+        return self._snapshot
+
+    # ------------------------------------------------------------------ consent
+
+    def consent(self, snapshot: ScoresSnapshot) -> Consent:
+        """The consent rules of the data set lists are drawn from (``--data``, else the one the
+        scores were computed from), read on first use and again whenever the data set, its
+        settings or its suppression file change. Without a known data set every list answers
+        503: no list goes out unchecked."""
+        from portrait.dataset import open_dataset
+        from portrait.privacy import consent_version, load_consent
+
+        data = self.settings.data or snapshot.dataset
+        if data is None:
+            raise Unavailable(
+                f"cannot check marketing consent: the scores in {snapshot.scores_dir} do not record their "
+                "data set; start portrait serve with --data DATASET"
+            )
+        if not Path(data).exists():
+            raise Unavailable(
+                f"cannot check marketing consent: the data set {data} no longer exists; "
+                "start portrait serve with --data DATASET"
+            )
+        with self._consent_lock:
+            dataset = open_dataset(data)
+            version = consent_version(dataset)
+            if self._consent is None or self._consent[:2] != (Path(data), version):
+                self._consent = (Path(data), version, load_consent(dataset))
+            return self._consent[2]
+
+    def data(self, snapshot: ScoresSnapshot) -> Path | None:
+        """The data set crowd reports and profiles are read from."""
+        return self.settings.data or snapshot.dataset
+
+    def segments_folder(self) -> Path | None:
+        """The saved segments folder (``--segments``, else the default one when it exists)."""
+        from marketing.segments import SegmentStore
+
+        folder = SegmentStore(self.settings.segments).folder
+        return folder if folder.is_dir() else None
+
+
+def plain(value):
+    """JSON-safe: numpy scalars to Python, NaN to null, timestamps as ISO text."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    return value

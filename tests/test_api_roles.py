@@ -1,0 +1,480 @@
+"""The API as build_app(settings): keys with roles, the audit log of every pull and export, the
+one mapping of the product's errors to HTTP answers, response models, the settings the workers
+get, and --runs followed without a restart. A hand-made scores folder over a five-customer data
+set (no model is trained here)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+from pydantic import BaseModel, SecretStr
+from typer.testing import CliRunner
+
+from portrait.audit import read_audit_log, record_export
+from portrait.errors import (
+    ConfigError,
+    ContractError,
+    Forbidden,
+    NotFound,
+    PortraitError,
+    Unauthorized,
+    Unavailable,
+)
+from serving.api import build_app
+from serving.keys import add_key, hash_key, load_keys
+from serving.settings import SETTINGS_ENV, ServeSettings
+from tests.conftest import write_tables
+from tests.test_marketing_crowd import AS_OF, CUSTOMERS, EVENTS, PURCHASES
+
+IDS = ["A", "B", "C", "D", "E"]
+SCORES = [0.9, 0.7, 0.5, 0.3, 0.1]
+LOG_FIELDS = {"time", "who", "via", "what", "filter", "count", "left_out"}
+
+
+def write_scores(folder: Path, data: Path, as_of: str = AS_OF, scores=SCORES) -> Path:
+    """A scores folder as portrait score writes it, by hand: model m with stored reasons."""
+    folder.mkdir(parents=True, exist_ok=True)
+    table = pd.DataFrame(
+        {
+            "customer_id": IDS,
+            "as_of": pd.Timestamp(as_of),
+            "m_score": scores,
+            "m_percentile": [90.0, 70.0, 50.0, 30.0, 10.0],
+            "m_decile": [10, 8, 6, 4, 2],
+            "m_version": "3",
+            "m_reason_1": ["spend in the last 90 days: 75.00"] * 5,
+            "m_reason_2": [None] * 5,
+            "m_reason_3": [None] * 5,
+        }
+    )
+    table.to_parquet(folder / f"scores_{as_of}.parquet", index=False)
+    features = pd.DataFrame(
+        {
+            "customer_id": IDS,
+            "orders_lifetime": [2.0, 1.0, 3.0, 4.0, 0.0],
+            "spend_lifetime": [30.0, 100.0, 46.0, 200.0, 0.0],
+            "days_since_last_purchase": [29.0, 25.0, 10.0, 29.0, None],
+        }
+    )
+    features.to_parquet(folder / f"features_{as_of}.parquet", index=False)
+    summary = {"as_of": as_of, "dataset_path": str(data)}
+    (folder / f"scores_{as_of}.summary.json").write_text(json.dumps(summary))
+    (folder / "LATEST").write_text(f"scores_{as_of}.parquet")
+    return folder
+
+
+@pytest.fixture
+def world(tmp_path):
+    from marketing.segments import Evaluated, Segment, SegmentStore, record_refresh
+
+    data = write_tables(tmp_path / "data", purchases=PURCHASES, events=EVENTS, customers=CUSTOMERS)
+    (data / "portrait.toml").write_text('[privacy]\nsensitive_columns = ["age_band"]\n')
+    scores = write_scores(tmp_path / "scores", data)
+    store = SegmentStore(tmp_path / "segments")
+    store.save(Segment("meat", where="purchased(category = 'Meat') > 0"))
+    record_refresh(store, Evaluated("meat", pd.Series(["C", "D"]), 5, dt.date.fromisoformat(AS_OF)))
+    keys = tmp_path / "keys.toml"
+    marketing, analyst = add_key(keys, "campaigns", "marketing"), add_key(keys, "alice", "analyst")
+    settings = ServeSettings(scores=scores, segments=store.folder, keys=keys, audit=tmp_path / "audit.log")
+    return settings, {"marketing": {"X-API-Key": marketing}, "analyst": {"X-API-Key": analyst}}
+
+
+def test_keys_file_holds_hashes_only_and_names_a_role(tmp_path):
+    keys = tmp_path / "keys.toml"
+    key = add_key(keys, "campaigns", "marketing")
+    text = keys.read_text()
+    assert key not in text and hash_key(key) in text
+    assert text == f'[keys.campaigns]\nrole = "marketing"\nhash = "{hash_key(key)}"\n'
+    (caller,) = load_keys(keys).values()
+    assert (caller.name, caller.role.value) == ("campaigns", "marketing")
+    with pytest.raises(ConfigError, match="already has a key named 'campaigns'"):
+        add_key(keys, "campaigns", "analyst")
+    with pytest.raises(ValueError, match="'boss' is not a valid Role"):
+        add_key(keys, "bob", "boss")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('[keys.x]\nrole = "admin"\nhash = "sha256:' + "0" * 64 + '"\n', "role 'admin' is not one of"),
+        ('[keys.x]\nrole = "analyst"\nhash = "s3cret"\n', "hash must be 'sha256:' and 64 hex digits"),
+        ('[keys.x]\nrole = "analyst"\nkey = "s3cret"\n', r"unknown field\(s\) \['key'\]"),
+        ('[users.x]\nrole = "analyst"\n', r"unknown section\(s\) \['users'\]"),
+        ("[keys.x\n", "cannot be read"),
+    ],
+)
+def test_a_bad_keys_file_stops_with_a_message(tmp_path, text, message):
+    keys = tmp_path / "keys.toml"
+    keys.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_keys(keys)
+
+
+def test_keys_add_command_prints_the_key_once(tmp_path):
+    from portrait.cli import _register_later_commands, app
+
+    _register_later_commands()
+    keys = tmp_path / "keys.toml"
+    result = CliRunner().invoke(app, ["keys", "add", "alice", "--role", "analyst", "--keys", str(keys)])
+    assert result.exit_code == 0, result.output
+    key = result.output.strip().splitlines()[-1]
+    assert key.startswith("pk_") and len(key) > 40
+    assert key not in keys.read_text() and load_keys(keys)[hash_key(key)].name == "alice"
+    listed = CliRunner().invoke(app, ["keys", "list", "--keys", str(keys)])
+    assert listed.output.split()[:2] == ["alice", "analyst"] and key not in listed.output
+    refused = CliRunner().invoke(app, ["keys", "add", "bob", "--role", "boss", "--keys", str(keys)])
+    assert refused.exit_code != 0 and "boss" in refused.output
+
+
+def test_marketing_key_is_refused_analyst_routes_with_a_403_naming_its_role(world):
+    settings, keys = world
+    client = TestClient(build_app(settings))
+    body = {"model": "m", "rows": [{"x": 1.0}]}
+    refused = client.post("/score", json=body, headers=keys["marketing"])
+    assert refused.status_code == 403
+    assert refused.json() == {
+        "detail": "the key 'campaigns' has the marketing role, which may not use POST /score: it needs an analyst key"
+    }
+    models = client.get("/models", headers=keys["marketing"])
+    assert models.status_code == 403 and "GET /models" in models.json()["detail"]
+    for path in ("/lists/m?top=2", "/segments", "/segments/meat", "/tags", "/customers/A"):
+        assert client.get(path, headers=keys["marketing"]).status_code == 200, path
+
+
+def test_analyst_key_passes_the_role_check(world, tracking):
+    settings, keys = world
+    client = TestClient(build_app(settings))
+    body = {"model": "m", "rows": [{"x": 1.0}]}
+    # past the role check, the model is looked up: none is registered under this name here
+    answer = client.post("/score", json=body, headers=keys["analyst"])
+    assert answer.status_code == 404 and "no registered model named 'm'" in answer.json()["detail"]
+    assert client.get("/models", headers=keys["analyst"]).status_code == 200
+
+
+def test_wrong_or_missing_key_is_401_and_docs_need_a_key(world):
+    settings, keys = world
+    client = TestClient(build_app(settings))
+    assert client.get("/health").status_code == 200  # open
+    for path in ("/customers/A", "/lists/m", "/segments", "/tags", "/docs", "/redoc", "/openapi.json"):
+        assert client.get(path).status_code == 401, path
+        assert client.get(path, headers={"X-API-Key": "pk_guessed"}).status_code == 401, path
+    assert client.get("/lists/m").json() == {"detail": "missing or wrong X-API-Key"}
+    for role in ("marketing", "analyst"):
+        for path in ("/docs", "/redoc", "/openapi.json"):
+            assert client.get(path, headers=keys[role]).status_code == 200, (role, path)
+
+
+def test_marketing_profiles_leave_out_sensitive_attributes(world):
+    settings, keys = world
+    client = TestClient(build_app(settings))
+    full = client.get("/customers/A", headers=keys["analyst"]).json()
+    limited = client.get("/customers/A", headers=keys["marketing"]).json()
+    assert {a["name"]: a["value"] for a in full["attributes"]["values"]} == {"age_band": "25-34"}
+    assert limited["attributes"]["values"] == [] and limited["attributes"]["sensitive_left_out"] == 1
+    assert full["scores"]["models"][0]["score"] == 0.9 and limited["scores"] == full["scores"]
+    missing = client.get("/customers/nobody", headers=keys["marketing"])
+    assert missing.status_code == 404 and "unknown customer id 'nobody'" in missing.json()["detail"]
+
+
+def test_a_revoked_key_stops_working_without_a_restart(world):
+    settings, keys = world
+    client = TestClient(build_app(settings))
+    assert client.get("/tags", headers=keys["marketing"]).status_code == 200
+    text = settings.keys.read_text()
+    settings.keys.write_text(text[text.index("[keys.alice]") :])  # the campaigns section deleted
+    assert client.get("/tags", headers=keys["marketing"]).status_code == 401
+    assert client.get("/tags", headers=keys["analyst"]).status_code == 200
+    settings.keys.write_text("[keys.broken\n")
+    broken = client.get("/tags", headers=keys["analyst"])
+    assert broken.status_code == 503 and "nobody can be let in" in broken.json()["detail"]
+
+
+def test_without_a_keys_file_the_single_key_is_an_analyst(world):
+    settings, _ = world
+    single = settings.model_copy(update={"keys": None, "api_key": SecretStr("s3cret")})
+    client = TestClient(build_app(single))
+    assert client.get("/models").status_code == 401
+    assert client.post("/score", json={"model": "m", "rows": [{}]}).status_code == 401
+    pulled = client.get("/lists/m", params={"top": 1}, headers={"X-API-Key": "s3cret"})
+    assert pulled.status_code == 200
+    assert read_audit_log(settings.audit)[-1]["who"] == "api-key"
+
+
+def _no_ids(line: dict, ids: list[str]) -> None:
+    """No customer id anywhere in an audit line, as a value or inside a list."""
+    assert set(line) <= LOG_FIELDS, line
+
+    def values(value):
+        if isinstance(value, dict):
+            for v in value.values():
+                yield from values(v)
+        elif isinstance(value, list):
+            for v in value:
+                yield from values(v)
+        else:
+            yield value
+
+    assert not set(ids) & {str(v) for v in values(line)}, line
+
+
+def test_every_api_pull_is_audited_with_its_count_and_no_ids(world):
+    settings, keys = world
+    client = TestClient(build_app(settings))
+    listed = client.get("/lists/m", params={"top": 2, "where": "spend_lifetime > 10"}, headers=keys["marketing"])
+    assert listed.status_code == 200 and listed.json()["count"] == 2
+    page = client.get("/segments/meat/customers", params={"limit": 1}, headers=keys["analyst"])
+    assert page.json()["customer_ids"] == ["C"]
+    client.get("/customers/A", headers=keys["analyst"])  # a profile is not an export
+    client.get("/lists/m", params={"where": "nonsense >"}, headers=keys["analyst"])  # refused: nothing pulled
+    first, second = read_audit_log(settings.audit)
+    assert first["time"].endswith("Z") and dt.datetime.fromisoformat(first["time"]).tzinfo is not None
+    assert {k: v for k, v in first.items() if k != "time"} == {
+        "who": "campaigns",
+        "via": "api",
+        "what": "GET /lists/{model}",
+        "filter": {"model": "m", "as_of": AS_OF, "top": 2, "where": "spend_lifetime > 10"},
+        "count": 2,
+    }
+    assert {k: v for k, v in second.items() if k != "time"} == {
+        "who": "alice",
+        "via": "api",
+        "what": "GET /segments/{name}/customers",
+        "filter": {"segment": "meat", "as_of": AS_OF, "offset": 0, "limit": 1},
+        "count": 1,
+    }
+    for line in (first, second):
+        _no_ids(line, IDS)
+
+
+def test_a_pull_that_cannot_be_audited_is_refused(world, tmp_path):
+    settings, keys = world
+    blocked = tmp_path / "not_a_folder"
+    blocked.write_text("a file where the log's folder should be")
+    client = TestClient(build_app(settings.model_copy(update={"audit": blocked / "audit.log"})))
+    answer = client.get("/lists/m", params={"top": 2}, headers=keys["analyst"])
+    assert answer.status_code == 503
+    assert "cannot write the audit log" in answer.json()["detail"] and "customers" not in answer.json()
+
+
+def test_audit_lines_are_appended_one_per_call(tmp_path):
+    log = tmp_path / "logs" / "audit.log"
+    when = dt.datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=dt.UTC)
+    record_export(log, "os:ana", "portrait list", {"model": "m", "top": None, "where": "x > 1"}, 7, now=when)
+    record_export(log, "os:ana", "portrait list", {"model": "m"}, 0, left_out={"suppressed": 2}, now=when)
+    lines = log.read_text().splitlines()
+    assert json.loads(lines[0]) == {
+        "time": "2026-01-02T03:04:05.678Z",
+        "who": "os:ana",
+        "via": "cli",
+        "what": "portrait list",
+        "filter": {"model": "m", "where": "x > 1"},
+        "count": 7,
+    }
+    assert json.loads(lines[1])["left_out"] == {"suppressed": 2} and len(lines) == 2
+    assert oct(log.stat().st_mode & 0o777) == "0o600"
+
+
+def test_cli_exports_are_audited(world, tmp_path, monkeypatch):
+    from portrait.cli import _register_later_commands, app
+
+    settings, _ = world
+    log = tmp_path / "cli_audit.log"
+    monkeypatch.setenv("PORTRAIT_AUDIT_LOG", str(log))
+    monkeypatch.setenv("USER", "ana")
+    monkeypatch.setenv("LOGNAME", "ana")
+    _register_later_commands()
+    runner = CliRunner()
+    data = str(tmp_path / "data")
+    commands = [
+        ["list", "--model", "m", "--scores", str(settings.scores), "--top", "3", "--out", str(tmp_path / "l.csv")],
+        [
+            "segment",
+            "export",
+            "meat",
+            "--data",
+            data,
+            "--as-of",
+            AS_OF,
+            "--segments",
+            str(settings.segments),
+            "--out",
+            str(tmp_path / "s.csv"),
+        ],
+        [
+            "crowd",
+            "export",
+            "--all",
+            "--cell",
+            "favourite_payment = cash",
+            "--data",
+            data,
+            "--as-of",
+            AS_OF,
+            "--out",
+            str(tmp_path / "c.csv"),
+        ],
+    ]
+    for command in commands:
+        result = runner.invoke(app, command)
+        assert result.exit_code == 0, (command, result.output, result.exception)
+    lines = read_audit_log(log)
+    assert [(line["who"], line["via"], line["what"], line["count"]) for line in lines] == [
+        ("os:ana", "cli", "portrait list", 3),
+        ("os:ana", "cli", "portrait segment export", 2),
+        ("os:ana", "cli", "portrait crowd export", 1),
+    ]
+    assert lines[0]["filter"] == {"model": "m", "as_of": AS_OF, "top": 3, "out": str(tmp_path / "l.csv")}
+    assert lines[1]["filter"]["segment"] == "meat" and lines[2]["filter"]["cell"] == "favourite_payment = cash"
+    assert [len(pd.read_csv(tmp_path / f)) for f in ("l.csv", "s.csv", "c.csv")] == [3, 2, 1]
+    for line in lines:
+        _no_ids(line, IDS)
+
+
+def test_a_cli_export_that_cannot_be_audited_writes_nothing(world, tmp_path, monkeypatch):
+    from portrait.cli import _register_later_commands, app
+
+    settings, _ = world
+    blocked = tmp_path / "not_a_folder"
+    blocked.write_text("x")
+    monkeypatch.setenv("PORTRAIT_AUDIT_LOG", str(blocked / "audit.log"))
+    _register_later_commands()
+    out = tmp_path / "l.csv"
+    result = CliRunner().invoke(app, ["list", "--model", "m", "--scores", str(settings.scores), "--out", str(out)])
+    assert isinstance(result.exception, Unavailable) and "cannot write the audit log" in str(result.exception)
+    assert not out.exists()
+    cell = tmp_path / "c.csv"
+    args = ["crowd", "export", "--all", "--cell", "favourite_payment = cash", "--data", str(tmp_path / "data")]
+    result = CliRunner().invoke(app, [*args, "--as-of", AS_OF, "--out", str(cell)])
+    assert isinstance(result.exception, Unavailable) and not cell.exists()
+
+
+@pytest.mark.parametrize(
+    "error, status",
+    [
+        (PortraitError("x"), 422),
+        (ConfigError("x"), 422),
+        (ContractError("x", table="purchases"), 422),
+        (NotFound("x"), 404),
+        (Unauthorized("x"), 401),
+        (Forbidden("x"), 403),
+        (Unavailable("x"), 503),
+    ],
+)
+def test_each_product_error_has_its_status(error, status):
+    from serving.routes.errors import error_response
+
+    response = error_response(error)
+    assert response.status_code == status
+    assert json.loads(response.body) == {"detail": str(error)}
+
+
+def test_the_one_handler_answers_a_product_error_with_its_status(world, monkeypatch):
+    class Conflict(PortraitError):
+        status_code = 409
+
+    def refuse(*args, **kwargs):
+        raise Conflict("the list is being rebuilt; try again in a minute")
+
+    settings, keys = world
+    client = TestClient(build_app(settings), raise_server_exceptions=False)
+    monkeypatch.setattr("serving.routes.lists.build_list", refuse)
+    answer = client.get("/lists/m", headers=keys["analyst"])
+    assert (answer.status_code, answer.json()) == (409, {"detail": "the list is being rebuilt; try again in a minute"})
+    missing = client.get("/segments/nope", headers=keys["analyst"])
+    assert missing.status_code == 404 and "nope" in missing.json()["detail"]
+
+
+def api_routes(routes):
+    """Every APIRoute of an app, inside included routers too (FastAPI 0.16x keeps an
+    included router whole, as one route holding the original router)."""
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            yield from api_routes(inner.routes)
+        elif isinstance(route, APIRoute):
+            yield route
+
+
+def test_every_route_has_a_response_model_and_documented_fields(world):
+    settings, keys = world
+    app = build_app(settings)
+    routes = [r for r in api_routes(app.routes) if r.include_in_schema]
+    paths = {(method, r.path) for r in routes for method in r.methods}
+    assert {
+        ("GET", "/health"),
+        ("GET", "/customers/{customer_id}"),
+        ("POST", "/score"),
+        ("GET", "/lists/{model_name}"),
+        ("GET", "/models"),
+        ("GET", "/segments"),
+        ("GET", "/segments/{name}"),
+        ("GET", "/segments/{name}/customers"),
+        ("GET", "/tags"),
+        ("GET", "/crowds/report"),
+    } == paths
+    for route in routes:
+        model = route.response_model
+        inner = getattr(model, "__args__", (model,))[0]
+        assert isinstance(inner, type) and issubclass(inner, BaseModel), route.path
+    schema = TestClient(app).get("/openapi.json", headers=keys["marketing"]).json()
+    for path, methods in schema["paths"].items():
+        for method, operation in methods.items():
+            answer = operation["responses"]["200"]["content"]["application/json"]["schema"]
+            assert answer != {} and "additionalProperties" not in answer, (method, path)
+    assert "APIKeyHeader" in schema["components"]["securitySchemes"]
+
+
+def test_settings_reach_the_workers_through_the_environment(world, monkeypatch):
+    settings, _ = world
+    settings = settings.model_copy(update={"api_key": SecretStr("s3cret"), "alias": "candidate"})
+    environ = settings.to_environment()
+    assert list(environ) == [SETTINGS_ENV] and "s3cret" not in environ[SETTINGS_ENV]
+    again = ServeSettings.from_environment({**environ, "PORTRAIT_API_KEY": "s3cret"})
+    assert again == settings.resolved() and again.key == "s3cret"
+    assert ServeSettings.from_environment(environ).key is None
+    with pytest.raises(ConfigError, match=f"{SETTINGS_ENV} is not set"):
+        ServeSettings.from_environment({})
+    with pytest.raises(ConfigError, match="does not hold serve settings"):
+        ServeSettings.from_environment({SETTINGS_ENV: '{"scores": 3, "colour": "red"}'})
+
+
+def test_runs_are_followed_without_a_restart(world, tmp_path):
+    settings, keys = world
+    root = tmp_path / "refresh"
+    first = root / "runs" / AS_OF
+    shutil.copytree(settings.scores, first / "scores")
+    (first / "segments").mkdir()
+    pd.DataFrame({"customer_id": ["D"]}).to_parquet(first / "segments" / "meat.parquet")
+    summary = {"as_of": AS_OF, "segments": {"meat": {"customers": 1, "base": 5, "share": 0.2}}}
+    (first / "segments" / "summary.json").write_text(json.dumps(summary))
+    (root / "LATEST").write_text(f"runs/{AS_OF}\n")
+    client = TestClient(build_app(settings.model_copy(update={"runs": root})))
+    health = client.get("/health").json()
+    assert (health["scores_as_of"], health["run"]) == (AS_OF, f"runs/{AS_OF}")
+    meat = client.get("/segments/meat", headers=keys["analyst"]).json()
+    assert (meat["customers"], meat["as_of"]) == (1, AS_OF)
+    assert client.get("/segments/meat/customers", headers=keys["analyst"]).json()["customer_ids"] == ["D"]
+    top = client.get("/lists/m", params={"top": 1}, headers=keys["analyst"]).json()["customers"]
+    assert top[0]["customer_id"] == "A"
+
+    later = "2024-03-08"
+    write_scores(root / "runs" / later / "scores", tmp_path / "data", as_of=later, scores=SCORES[::-1])
+    (root / "LATEST").write_text(f"runs/{later}\n")
+    assert client.get("/health").json()["run"] == f"runs/{later}"
+    top = client.get("/lists/m", params={"top": 1}, headers=keys["analyst"]).json()
+    assert (top["as_of"], top["customers"][0]["customer_id"]) == (later, "E")
+    gone = client.get("/segments/meat/customers", headers=keys["analyst"])
+    assert gone.status_code == 404 and "was not refreshed in the run served" in gone.json()["detail"]
+
+
+def test_runs_without_a_published_run_stop_at_start(world, tmp_path):
+    settings, _ = world
+    with pytest.raises(Unavailable, match="no published run under .* run portrait refresh first"):
+        build_app(settings.model_copy(update={"runs": tmp_path / "empty_root"}))
