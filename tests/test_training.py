@@ -150,3 +150,47 @@ def test_promotion_moves_champion_only_when_at_least_as_good(trained, prepared):
     assert forced.forced and forced.version == second.model_version
     with pytest.raises(PortraitError, match="already the champion"):
         promote(config.name)
+
+
+def test_tune_trial_zero_is_the_experiments_own_parameters_and_completes(tracking, prepared, tmp_path):
+    import optuna
+
+    from training.tune import tune_experiment
+
+    config, data = prepared
+    config = replace(config, name="synthetic_tune")  # its own registered model
+    summary = tune_experiment(config, trials=1, data=data, workdir=tmp_path)
+    study = optuna.load_study(study_name=config.name, storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    trial = study.trials[0]
+    assert trial.state == optuna.trial.TrialState.COMPLETE
+    # the defaults with the experiment's [model] values (FAST), and LightGBM's reg_alpha = 0
+    assert trial.params == {
+        "num_leaves": 31,
+        "learning_rate": 0.1,
+        "min_child_samples": 20,
+        "colsample_bytree": 0.8,
+        "subsample": 0.8,
+        "reg_lambda": 1.0,
+        "reg_alpha": 0.0,
+    }
+    assert summary.default_value == trial.value == summary.best_value
+
+
+def test_promote_refuses_to_compare_versions_of_different_data_sets(trained):
+    config, _, first = trained
+    client = MlflowClient()
+    name = "synthetic_two_datasets"
+    source = client.get_model_version(config.name, first.model_version).source
+    versions = []
+    for dataset, auc in (("shop_a", 0.70), ("shop_b", 0.90)):
+        with mlflow.start_run() as run:
+            mlflow.set_tags({"dataset": dataset, "headline_metric": "holdout_roc_auc"})
+            mlflow.log_metric("holdout_roc_auc", auc)
+        if not versions:
+            client.create_registered_model(name)
+        versions.append(client.create_model_version(name, source, run_id=run.info.run_id).version)
+    promote(name, version=versions[0])
+    with pytest.raises(PortraitError, match=r"trained on the data set 'shop_b' and champion v1 on 'shop_a'"):
+        promote(name, version=versions[1])
+    forced = promote(name, version=versions[1], force=True)
+    assert forced.forced and "trained on 'shop_b', the previous champion on 'shop_a'" in forced.sentence()

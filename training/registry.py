@@ -1,4 +1,11 @@
-"""The model registry: ``candidate`` and ``champion`` aliases and the promotion rule."""
+"""The model registry: ``candidate`` and ``champion`` aliases and the promotion rule.
+
+Models of different data sets are kept apart at promotion: a registered model's name is what
+scoring, lists, tags and the nightly refresh ask for, so versions keep the experiment's name
+whatever data they were trained on (``--data``), but each run records its data set (the tag
+``dataset``, the data set folder's name) and ``promote`` refuses to compare holdout metrics
+of versions trained on different data sets (``--force`` moves the alias anyway, and says so).
+To keep a model per data set, give each its own experiment file and name."""
 
 from __future__ import annotations
 
@@ -20,15 +27,19 @@ class Promotion:
     candidate_value: float
     champion_value: float | None
     forced: bool
+    datasets: tuple[str | None, str | None] | None = None  # (champion's, candidate's) when they differ
 
     def sentence(self) -> str:
         if self.previous is None:
             return f"{self.name} v{self.version} is now champion (there was none; {self.metric} = {self.candidate_value:.4f})"
         how = "forced over" if self.forced else "replaces"
-        return (
+        text = (
             f"{self.name} v{self.version} ({self.metric} {self.candidate_value:.4f}) {how} "
             f"champion v{self.previous} ({self.champion_value:.4f})"
         )
+        if self.datasets:
+            text += f"; trained on {self.datasets[1]!r}, the previous champion on {self.datasets[0]!r}"
+        return text
 
 
 def _version_by_alias(client: MlflowClient, name: str, alias: str):
@@ -46,6 +57,10 @@ def _headline(client: MlflowClient, version) -> tuple[str, float]:
     if metric not in run.data.metrics:
         raise PortraitError(f"run {version.run_id} of version {version.version} has no metric {metric}")
     return metric, run.data.metrics[metric]
+
+
+def _dataset(client: MlflowClient, version) -> str | None:
+    return client.get_run(version.run_id).data.tags.get("dataset")
 
 
 def promote(name: str, version: str | None = None, force: bool = False) -> Promotion:
@@ -72,12 +87,20 @@ def promote(name: str, version: str | None = None, force: bool = False) -> Promo
         if str(champion.version) == str(candidate.version):
             raise PortraitError(f"{name} v{candidate.version} is already the champion")
         _, champion_value = _headline(client, champion)
+        ours, theirs = _dataset(client, candidate), _dataset(client, champion)
+        if ours != theirs and not force:
+            raise PortraitError(
+                f"refusing to promote {name} v{candidate.version}: it was trained on the data set {ours!r} and "
+                f"champion v{champion.version} on {theirs!r}, so their holdout metrics do not compare (use --force "
+                "to promote anyway, or train it under its own name: a copy of the experiment file with another name)"
+            )
         if value < champion_value and not force:
             raise PortraitError(
                 f"refusing to promote {name} v{candidate.version}: its {metric} {value:.4f} is below "
                 f"champion v{champion.version}'s {champion_value:.4f} (use --force to promote anyway)"
             )
     client.set_registered_model_alias(name, CHAMPION, candidate.version)
+    across = champion is not None and _dataset(client, candidate) != _dataset(client, champion)
     return Promotion(
         name,
         str(candidate.version),
@@ -85,5 +108,6 @@ def promote(name: str, version: str | None = None, force: bool = False) -> Promo
         metric,
         value,
         champion_value,
-        force and champion_value is not None and value < champion_value,
+        force and champion_value is not None and (value < champion_value or across),
+        (_dataset(client, champion), _dataset(client, candidate)) if across else None,
     )

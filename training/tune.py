@@ -2,8 +2,9 @@
 each trial a nested MLflow run; the best parameters are retrained and logged like ``train``.
 
 The study lives in ``optuna.db`` in the working directory under the experiment's name, so an
-interrupted study resumes. The default parameters are the first trial of a new study, so the
-best trial is never worse than them on the validation metric.
+interrupted study resumes. The experiment's own parameters (the defaults and its ``[model]``
+values) are the first trial of a new study, so the best trial is never worse than them on the
+validation metric.
 """
 
 from __future__ import annotations
@@ -25,27 +26,37 @@ from training.train import RunSummary, train_experiment
 
 STUDY_STORE = "optuna.db"
 REPORT_EVERY = 25
-DEFAULT_TRIAL = {
-    "num_leaves": 31,
-    "learning_rate": 0.03,
-    "min_child_samples": 50,
-    "colsample_bytree": 0.8,
-    "subsample": 0.8,
-    "reg_lambda": 1.0,
-    "reg_alpha": 0.0,
+# The searched parameters: (kind, low, high, log scale).
+SPACE = {
+    "num_leaves": ("int", 7, 127, True),
+    "learning_rate": ("float", 0.01, 0.2, True),
+    "min_child_samples": ("int", 10, 300, True),
+    "colsample_bytree": ("float", 0.3, 1.0, False),
+    "subsample": ("float", 0.5, 1.0, False),
+    "reg_lambda": ("float", 1e-3, 30.0, True),
+    "reg_alpha": ("float", 1e-3, 10.0, True),
 }
+LIGHTGBM_DEFAULTS = {"reg_alpha": 0.0}  # searched, but left to LightGBM by DEFAULT_MODEL_PARAMS
 
 
-def search_space(trial: optuna.Trial) -> dict:
-    return {
-        "num_leaves": trial.suggest_int("num_leaves", 7, 127, log=True),
-        "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.2, log=True),
-        "min_child_samples": trial.suggest_int("min_child_samples", 10, 300, log=True),
-        "colsample_bytree": trial.suggest_float("colsample_bytree", 0.3, 1.0),
-        "subsample": trial.suggest_float("subsample", 0.5, 1.0),
-        "reg_lambda": trial.suggest_float("reg_lambda", 1e-3, 30.0, log=True),
-        "reg_alpha": trial.suggest_float("reg_alpha", 1e-3, 10.0, log=True),
-    }
+def default_trial(config: ExperimentConfig) -> dict:
+    """Trial 0: the experiment's own values of the searched parameters (the defaults plus its
+    ``[model]`` table), so the best trial is never worse than what ``portrait train`` fits."""
+    return {name: config.model_params.get(name, LIGHTGBM_DEFAULTS.get(name)) for name in SPACE}
+
+
+def search_space(trial: optuna.Trial, defaults: dict) -> dict:
+    """Each range is widened to hold the default trial's value, and a log-scale range whose
+    default is 0 or less (``reg_alpha = 0``, LightGBM's default) becomes linear from that value:
+    a log scale cannot hold 0, and Optuna fails a trial whose fixed value it cannot represent."""
+    params = {}
+    for name, (kind, low, high, log) in SPACE.items():
+        default = defaults[name]
+        low, high = min(low, default), max(high, default)
+        log = log and low > 0
+        suggest = trial.suggest_int if kind == "int" else trial.suggest_float
+        params[name] = suggest(name, low, high, log=log)
+    return params
 
 
 def _validation_sets(config: ExperimentConfig, data: TrainingData):
@@ -85,9 +96,14 @@ class TuneSummary:
 
 
 def tune_experiment(
-    config: ExperimentConfig, trials: int, timeout: float | None = None, progress=None, workdir: Path | None = None
+    config: ExperimentConfig,
+    trials: int,
+    timeout: float | None = None,
+    progress=None,
+    workdir: Path | None = None,
+    data: TrainingData | None = None,
 ) -> TuneSummary:
-    data = prepare(config)
+    data = data or prepare(config)
     X_fit, y_fit, X_valid, y_valid = _validation_sets(config, data)
     metric_name = config.tuning.metric or ("roc_auc" if config.label.is_classification else "gini")
     eval_metric = "auc" if config.label.is_classification else "tweedie"
@@ -101,13 +117,14 @@ def tune_experiment(
         sampler=optuna.samplers.TPESampler(seed=int(config.model_params.get("random_state", 42))),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=50),
     )
+    defaults = default_trial(config)
     if not study.trials:
-        study.enqueue_trial(DEFAULT_TRIAL)
+        study.enqueue_trial(defaults, user_attrs={"default": True})
 
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{config.name}-tune") as parent:
 
         def objective(trial: optuna.Trial) -> float:
-            params = search_space(trial)
+            params = search_space(trial, defaults)
             params["metric"] = eval_metric
             with mlflow.start_run(experiment_id=experiment_id, run_name=f"trial-{trial.number}", nested=True):
                 mlflow.log_params(params)
@@ -135,7 +152,7 @@ def tune_experiment(
         completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         if not completed:
             raise RuntimeError("no tuning trial completed")
-        default = next((t.value for t in completed if t.params == DEFAULT_TRIAL), None)
+        default = next((t.value for t in completed if t.user_attrs.get("default")), None)
         best = study.best_trial
         mlflow.log_params({f"best_{k}": v for k, v in best.params.items()})
         mlflow.log_metrics(
