@@ -70,7 +70,7 @@ from sklearn.utils.validation import check_is_fitted
 WEEK_DAYS = 7.0
 LOG_BOUND = 15.0  # parameters live in [exp(-15), exp(15)] = [3e-7, 3.3e6]
 AT_BOUND = 1e-3  # a log-parameter this close to its bound is "at the bound"
-MIN_MEAN_DROPOUT = 1e-3  # below this a/(a+b) the fit found no dropout to speak of
+NO_DROPOUT_LR = 3.84  # likelihood ratio against the NBD (no dropout) below which dropout is not evidenced
 PARAMETERS = ("r", "alpha", "a", "b")
 # The feature catalogue's columns the BTYD inputs are computed from (features/catalogue.py).
 BTYD_FEATURES = ("active_days_lifetime", "days_since_first_purchase", "days_since_last_purchase")
@@ -163,12 +163,40 @@ def _log_likelihood_and_gradient(log_params: np.ndarray, x, t_x, T, gradient: bo
     return value, np.column_stack([d_r * r, d_alpha * alpha, d_a * a, d_b * b])
 
 
+def _nbd_log_likelihood(x, T, weights, max_iter: int) -> float:
+    """The maximised log-likelihood of the NBD (BG/NBD without dropout, the limit a -> 0):
+    log G(r+x) - log G(r) + r log(alpha) - (r+x) log(alpha+T)."""
+
+    def objective(log_params):
+        r, alpha = np.exp(log_params)
+        with np.errstate(all="ignore"):
+            values = gammaln(r + x) - gammaln(r) + r * np.log(alpha) - (r + x) * np.log(alpha + T)
+            d_r = digamma(r + x) - digamma(r) + np.log(alpha) - np.log(alpha + T)
+            d_alpha = r / alpha - (r + x) / (alpha + T)
+        value, gradient = -float(weights @ values), -np.array([weights @ d_r * r, weights @ d_alpha * alpha])
+        if not (np.isfinite(value) and np.isfinite(gradient).all()):
+            return 1e300, np.zeros(2)
+        return value, gradient
+
+    start = np.log([1.0, max(float(np.mean(T)), 1e-3)])
+    result = minimize(
+        objective,
+        start,
+        jac=True,
+        method="L-BFGS-B",
+        bounds=[(-LOG_BOUND, LOG_BOUND)] * 2,
+        options={"maxiter": max_iter},
+    )
+    return -float(result.fun)
+
+
 class BetaGeoModel(BaseEstimator):
     """BG/NBD fitted by maximum likelihood (see the module docstring).
 
     ``fit(frequency, recency, T)`` sets ``r_``, ``alpha_``, ``a_``, ``b_``,
-    ``log_likelihood_`` (total), ``n_customers_`` and ``flags_`` (a tuple of sentences, empty
-    when the fit is regular).
+    ``log_likelihood_`` (total), ``nbd_log_likelihood_`` (the NBD's, without dropout, when
+    anyone bought twice), ``n_customers_`` and ``flags_`` (a tuple of sentences, empty when
+    the fit is regular).
     """
 
     def __init__(self, max_iter: int = 1000):
@@ -209,11 +237,14 @@ class BetaGeoModel(BaseEstimator):
         for name, value in zip(PARAMETERS, result.x, strict=True):
             if abs(abs(value) - LOG_BOUND) < AT_BOUND:
                 flags.append(f"{name} is at its {'upper' if value > 0 else 'lower'} bound {np.exp(value):.3g}")
-        if (x > 0).any() and self.a_ / (self.a_ + self.b_) < MIN_MEAN_DROPOUT:
-            flags.append(
-                f"no evidence of dropout (mean dropout probability a/(a+b) = {self.a_ / (self.a_ + self.b_):.2g}, "
-                "b -> infinity or a -> 0; e.g. too short a history): P(alive) is about 1 and the model is the NBD"
-            )
+        if (x > 0).any():
+            self.nbd_log_likelihood_ = _nbd_log_likelihood(ux, uT, weights, self.max_iter)
+            if 2 * (self.log_likelihood_ - self.nbd_log_likelihood_) < NO_DROPOUT_LR:
+                flags.append(
+                    "no evidence of dropout: the NBD without dropout fits as well (likelihood ratio "
+                    f"{2 * (self.log_likelihood_ - self.nbd_log_likelihood_):.2f} < {NO_DROPOUT_LR}; the fit drifts to "
+                    "b -> infinity or a -> 0, e.g. on a short history): P(alive) is about 1"
+                )
         if not result.success:
             flags.append(f"the optimiser stopped without converging: {result.message}")
         self.flags_ = tuple(flags)
