@@ -427,17 +427,17 @@ def _resolve(con, dataset: Dataset, given: list[str], folder: Path | None) -> tu
         con.unregister("_forget_given")
         con.execute("DROP TABLE IF EXISTS _forget_persons")
         con.execute("DROP TABLE IF EXISTS _forget_members")
+    by_given = members.groupby("given_id")["customer_id"].agg(lambda ids: sorted(set(ids))).to_dict()
+    value_counts = identity_rows.groupby("given_id").size().to_dict()
+    forgotten_before = _forgotten_ids(con, folder, [g for g in given if not set(by_given[g]) & known])
     persons, unknown = [], []
-    for given_id in given:
-        ids = sorted(set(members.loc[members["given_id"] == given_id, "customer_id"]))
-        if not set(ids) & known:
-            if folder is not None and _already_forgotten(con, folder, given_id):
-                persons.append(Person(given_id, [given_id], 0, already_forgotten=True))
-                continue
+    for given_id in given:  # the ids given (a request's few), not the customers of the data set
+        if set(by_given[given_id]) & known:
+            persons.append(Person(given_id, by_given[given_id], int(value_counts.get(given_id, 0))))
+        elif given_id in forgotten_before:
+            persons.append(Person(given_id, [given_id], 0, already_forgotten=True))
+        else:
             unknown.append(given_id)
-            continue
-        values = identity_rows[identity_rows["given_id"] == given_id]
-        persons.append(Person(given_id, ids, len(values)))
     if unknown:
         shown = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10:,} more" if len(unknown) > 10 else "")
         raise PortraitError(
@@ -454,12 +454,18 @@ def _resolve(con, dataset: Dataset, given: list[str], folder: Path | None) -> tu
     return persons, keys.astype({"kind": "str", "part1": "str"})
 
 
-def _already_forgotten(con, folder: Path, given_id: str) -> bool:
-    existing = _read_tombstones(folder)
-    if existing.empty:
-        return False
-    digest = con.execute(f"SELECT {_key_sql(CUSTOMER, ['?'])}", [given_id]).fetchall()[0][0]
-    return bool((existing["hash"] == digest).any())
+def _forgotten_ids(con, folder: Path | None, ids: list[str]) -> set[str]:
+    """Which of ``ids`` (not in the data) are tombstoned: forgotten before, then dropped."""
+    existing = _read_tombstones(folder) if folder is not None and ids else None
+    if existing is None or existing.empty:
+        return set()
+    con.register("_forget_unknown", pd.DataFrame({"part1": pd.Series(ids, dtype="str")}))
+    try:
+        rows = con.execute(f"SELECT part1, {_key_sql(CUSTOMER, ['part1'])} AS hash FROM _forget_unknown").fetchall()
+    finally:
+        con.unregister("_forget_unknown")
+    tombstoned = set(existing["hash"])
+    return {given_id for given_id, digest in rows if digest in tombstoned}
 
 
 def _hashed(con, keys: pd.DataFrame) -> pd.DataFrame:
