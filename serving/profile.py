@@ -102,8 +102,8 @@ class ProfileSources(BaseModel):
     segments: Path | None = Field(
         None,
         description=(
-            "A saved segments folder: membership from each segment's last refresh (instead of the run's "
-            "segment members)."
+            "A saved segments folder: membership from each segment's last refresh (when no run with "
+            "segment members is read; a run's members come from the same refresh as its scores)."
         ),
     )
     rfm: Path | None = Field(
@@ -553,8 +553,9 @@ class _Outputs:
             if run is not None:
                 found.date, found.date_from = dt.date.fromisoformat(run.name), "run"
                 scores_dir, tags_dir, rfm_dir = run / "scores", run / "tags", run / "rfm"
-                if sources.segments is None and (run / "segments").is_dir():
-                    found.segment_files = {p.stem: p for p in sorted((run / "segments").glob("*.parquet"))}
+                members = sorted((run / "segments").glob("*.parquet")) if (run / "segments").is_dir() else []
+                if members:
+                    found.segment_files = {p.stem: p for p in members}
                     found.segments_source = f"run {run.name} ({run / 'segments'})"
                     found.segments_date = found.date
             limit = as_of or found.date
@@ -614,7 +615,11 @@ class _Outputs:
             note("rfm", "no RFM folder given (--rfm or --runs)")
         elif rfm_dir is not None:
             note("rfm", f"the run has no RFM folder ({rfm_dir})")
-        if sources.segments is not None:
+        if sources.segments is not None and found.segments_source is not None:
+            note(
+                "segments", f"membership from the run, which refreshed every saved segment; {sources.segments} not read"
+            )
+        elif sources.segments is not None:
             from marketing.segments import SegmentStore
 
             store = SegmentStore(sources.segments)

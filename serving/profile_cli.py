@@ -33,7 +33,10 @@ def register(app: typer.Typer, out, console) -> None:
         ] = None,
         rfm: Annotated[Path | None, typer.Option("--rfm", help="Without --runs: a portrait rfm --out folder.")] = None,
         segments: Annotated[
-            Path | None, typer.Option("--segments", help="Saved segments folder (membership of their last refresh).")
+            Path | None,
+            typer.Option(
+                "--segments", help="Saved segments folder (membership of their last refresh), when no run has members."
+            ),
         ] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print the profile as JSON.")] = False,
         reasons: Annotated[
@@ -159,7 +162,7 @@ def show(profile, out) -> None:
             reasons = "; ".join(score.reasons) if score.reasons else f"({score.reasons_note or 'none'})"
             table.add_row(
                 score.model,
-                _number(score.score, "{:.4f}"),
+                _number(score.score, "{:.4g}"),
                 _number(score.percentile, "{:.1f}"),
                 _number(score.decile, "{:.0f}"),
                 score.version or "-",
@@ -179,7 +182,7 @@ def show(profile, out) -> None:
         for point in profile.score_history.points:
             by_model = {m.model: m for m in point.models}
             cells = [
-                f"{by_model[m].score:.4f} ({by_model[m].percentile:.1f})"
+                f"{by_model[m].score:.4g} ({by_model[m].percentile:.1f})"
                 if m in by_model and by_model[m].score is not None and by_model[m].percentile is not None
                 else "-"
                 for m in models
@@ -234,7 +237,9 @@ def show(profile, out) -> None:
         if profile.orders.last:
             table = Table()
             for column in ("date", "order", "amount", "lines", "categories", "channel"):
-                table.add_column(column, justify="right" if column in ("amount", "lines") else "left")
+                table.add_column(
+                    column, justify="right" if column in ("amount", "lines") else "left", no_wrap=column == "date"
+                )
             for order in profile.orders.last:
                 table.add_row(
                     _when(order.ts),
@@ -254,7 +259,7 @@ def show(profile, out) -> None:
         if profile.events.last:
             table = Table()
             for column in ("time", "event", "channel", "category", "value"):
-                table.add_column(column, justify="right" if column == "value" else "left")
+                table.add_column(column, justify="right" if column == "value" else "left", no_wrap=column == "time")
             for event in profile.events.last:
                 table.add_row(
                     _when(event.ts),

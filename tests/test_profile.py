@@ -415,6 +415,12 @@ def test_saved_segments_folder_and_the_newest_tags_by_default(world):
     assert profile.segments.checked == ["dairy_fans", "next_month", "toy_buyers"]
     assert [m.name for m in profile.segments.member_of] == ["dairy_fans"]
     assert "not refreshed yet, so not checked: never_refreshed" in _notes(profile)["segments"][0]
+    # with a run that holds segment members, those (of the same refresh as its scores) are read
+    both = build_profile(
+        "c1", sources.model_copy(update={"runs": world["runs"], "scores": None, "tags": None}), compute_reasons=False
+    )
+    assert both.segments.checked == ["dairy_fans", "toy_buyers"]
+    assert "membership from the run" in _notes(both)["segments"][0]
 
 
 class _Estimator:
