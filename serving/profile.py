@@ -38,6 +38,7 @@ import functools
 import json
 import math
 import re
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -458,6 +459,13 @@ def _dated(folder: Path, pattern: re.Pattern, as_of: dt.date | None) -> tuple[dt
     return (usable[-1] if usable else None), found
 
 
+def _iso(text: str, where: Path) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise PortraitError(f"{where}: {text!r} is not a date (YYYY-MM-DD); is this a run or scores folder?") from None
+
+
 def _missing_note(kind: str, folder: Path, as_of: dt.date | None, found: list[dt.date]) -> str:
     if not found:
         return f"no {kind} table in {folder}"
@@ -535,7 +543,7 @@ class _Outputs:
         scores_dir = tags_dir = rfm_dir = None
         if sources.runs is not None:
             found.any = True
-            dates = [dt.date.fromisoformat(d) for d in run_dates(sources.runs)]
+            dates = [_iso(d, sources.runs / "runs" / d) for d in run_dates(sources.runs)]
             run = None
             if as_of is None:
                 run = current_run(sources.runs)
@@ -551,7 +559,7 @@ class _Outputs:
                 else:
                     note("run", _missing_note("run", sources.runs / "runs", as_of, dates))
             if run is not None:
-                found.date, found.date_from = dt.date.fromisoformat(run.name), "run"
+                found.date, found.date_from = _iso(run.name, sources.runs / "LATEST"), "run"
                 scores_dir, tags_dir, rfm_dir = run / "scores", run / "tags", run / "rfm"
                 members = sorted((run / "segments").glob("*.parquet")) if (run / "segments").is_dir() else []
                 if members:
@@ -572,7 +580,7 @@ class _Outputs:
             dates = scores_dates(scores_dir)
             if as_of is None and (scores_dir / LATEST).exists():
                 name = (scores_dir / LATEST).read_text().strip()
-                chosen = dt.date.fromisoformat(name.removeprefix("scores_").removesuffix(".parquet"))
+                chosen = _iso(name.removeprefix("scores_").removesuffix(".parquet"), scores_dir / LATEST)
             else:
                 usable = [d for d in dates if as_of is None or d <= as_of]
                 chosen = usable[-1] if usable else None
@@ -895,9 +903,7 @@ class _PersonData:
 
     @classmethod
     def read(cls, path: Path, customer_id: str) -> _PersonData:
-        from portrait.dataset import open_dataset
-
-        dataset = open_dataset(path)
+        dataset = _opened(path)
         if any(source.is_csv for source in dataset.sources.values()):
             return cls(dataset, dataset.connect(), customer_id, fast=False)
         narrowed = _narrowed(dataset, customer_id)
@@ -1051,6 +1057,34 @@ class _PersonData:
         )
 
 
+# Data sets opened by profiles in this process, by folder: reused while their files and settings
+# are unchanged, so each profile does not read the tables' column names again.
+_OPENED: dict[str, tuple[tuple, Any]] = {}
+_COLUMN_TYPES: dict[tuple[int, str], dict[str, str]] = {}
+_OPENED_LOCK = threading.Lock()
+
+
+def _opened(path: Path):
+    """``open_dataset(path)``, the same object again while the data set's files (names, sizes,
+    modification times) and its ``portrait.toml`` are unchanged."""
+    from portrait.dataset import CONFIG_FILE, open_dataset
+
+    dataset = open_dataset(path)
+    config = Path(path) / CONFIG_FILE
+    stamp = (config.stat().st_size, config.stat().st_mtime_ns) if config.is_file() else None
+    version = (dataset.fingerprint(), stamp)
+    key = str(Path(path).resolve())
+    with _OPENED_LOCK:
+        cached = _OPENED.get(key)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        if cached is not None:
+            for name in cached[1].sources:
+                _COLUMN_TYPES.pop((id(cached[1]), name), None)
+        _OPENED[key] = (version, dataset)
+    return dataset
+
+
 def _narrowed(dataset, customer_id: str):
     """The data set reduced to the rows of the person ``customer_id`` belongs to: the same
     settings, each table an in-memory copy of its raw rows for the person's customer ids, found
@@ -1068,7 +1102,11 @@ def _narrowed(dataset, customer_id: str):
                 con.execute(f"ATTACH {quote_literal(str(source.duckdb_file))} AS source_db (READ_ONLY)")
                 scans["_attached"] = ("", {})
             scan = source.scan_sql(f"_frame_{name}")
-            types = {r[0]: r[1] for r in con.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()}
+            types = _COLUMN_TYPES.get((id(dataset), name)) if dataset.root is not None else None
+            if types is None:
+                types = {r[0]: r[1] for r in con.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()}
+                if dataset.root is not None:
+                    _COLUMN_TYPES[(id(dataset), name)] = types
             scans[name] = (scan, types)
         scans.pop("_attached", None)
 

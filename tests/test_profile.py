@@ -491,6 +491,11 @@ def test_missing_pieces_are_null_with_a_note_and_a_missing_folder_is_an_error(wo
         build_profile("c3", ProfileSources(data=world["data"], runs=tmp_path / "nowhere"))
     with pytest.raises(PortraitError, match=r"data folder .*nowhere does not exist"):
         build_profile("c3", ProfileSources(data=tmp_path / "nowhere"))
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "LATEST").write_text("scores_yesterday.parquet")
+    with pytest.raises(PortraitError, match=r"broken/LATEST: 'yesterday' is not a date"):
+        build_profile("c3", ProfileSources(data=world["data"], scores=broken))
     with pytest.raises(PortraitError, match=r"give either runs .* or scores, not both"):
         build_profile("c3", ProfileSources(runs=world["runs"], scores=world["scores"]))
 
