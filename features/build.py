@@ -37,6 +37,7 @@ from features.plan import (
     timestamp_literal,
 )
 from portrait.dataset import Dataset, quote_ident
+from portrait.engine import Engine, as_engine
 from portrait.errors import PortraitError
 from portrait.privacy import safe_attribute_columns
 
@@ -61,14 +62,15 @@ def parse_cutoff(value: str | dt.date | dt.datetime | pd.Timestamp) -> dt.date:
     raise PortraitError(f"cutoff must be a date, got {type(value).__name__}")
 
 
-def compute_vocabulary(con: duckdb.DuckDBPyConnection, config: FeatureConfig) -> Vocabulary:
+def compute_vocabulary(con: duckdb.DuckDBPyConnection | Engine, config: FeatureConfig) -> Vocabulary:
     """Top values by net spend (ties broken by name) in ``f_purchases`` (rows before the cutoff)."""
+    engine = as_engine(con)
 
     def top(column: str, k: int) -> tuple[str, ...]:
-        rows = con.execute(
+        rows = engine.rows(
             f"SELECT {column} FROM f_purchases WHERE {column} IS NOT NULL "
             f"GROUP BY {column} ORDER BY SUM(amount) DESC, {column} LIMIT {int(k)}"
-        ).fetchall()
+        )
         return tuple(r[0] for r in rows)
 
     return Vocabulary(
@@ -79,7 +81,7 @@ def compute_vocabulary(con: duckdb.DuckDBPyConnection, config: FeatureConfig) ->
     )
 
 
-def vocabulary_as_of(con: duckdb.DuckDBPyConnection, cutoff: dt.date, config: FeatureConfig) -> Vocabulary:
+def vocabulary_as_of(con: duckdb.DuckDBPyConnection | Engine, cutoff: dt.date, config: FeatureConfig) -> Vocabulary:
     """The vocabulary :func:`build_features` would compute for ``cutoff``."""
     steps = purchase_steps(cutoff)
     _materialize(con, steps, keep=tuple(s.name for s in steps))
@@ -87,25 +89,28 @@ def vocabulary_as_of(con: duckdb.DuckDBPyConnection, cutoff: dt.date, config: Fe
 
 
 def _materialize(
-    con: duckdb.DuckDBPyConnection, steps: list, keep: tuple[str, ...] = (), built: tuple[str, ...] = ()
+    con: duckdb.DuckDBPyConnection | Engine, steps: list, keep: tuple[str, ...] = (), built: tuple[str, ...] = ()
 ) -> None:
     """Run each step into a temporary table (but those already ``built``), dropping every table
-    no later step reads unless asked to ``keep`` it."""
+    no later step reads unless asked to ``keep`` it. The engine (:mod:`portrait.engine`) decides
+    what a table is: DuckDB a temporary table, Spark a cached view."""
+    engine = as_engine(con)
     for step, done in zip(steps, droppable_after(steps), strict=True):
         if step.name not in built:
             started = time.perf_counter()
-            con.execute(f"CREATE OR REPLACE TEMP TABLE {step.name} AS {step.sql}")
+            engine.materialize(step.name, step.sql)
             log.debug("feature step %s took %.1f s", step.name, time.perf_counter() - started)
         for name in done:
             if name not in keep:
-                con.execute(f"DROP TABLE IF EXISTS {name}")
+                engine.drop(name)
 
 
-def attribute_kinds(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+def attribute_kinds(con: duckdb.DuckDBPyConnection | Engine) -> dict[str, str]:
     """Each extra column of ``customers`` as ``number``, ``date`` or ``category``. Personal-data
     columns are not among them: the data set's views never hold them (:mod:`portrait.privacy`),
     and a column named like one (``email``, ``phone``, ...) is passed over here too."""
-    columns = con.execute("DESCRIBE SELECT * FROM customers").fetchall()
+    engine = as_engine(con)
+    columns = engine.columns("SELECT * FROM customers")
     allowed = set(safe_attribute_columns(name for name, *_ in columns))
     kinds: dict[str, str] = {}
     text = []
@@ -124,7 +129,7 @@ def attribute_kinds(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
         # Text columns that are all dates (e.g. a CSV's signup_date) count as dates; one scan
         # of the table answers for every column.
         counts = ", ".join(f"COUNT({quote_ident(n)}), COUNT(TRY_CAST({quote_ident(n)} AS DATE))" for n in text)
-        row = con.execute(f"SELECT {counts} FROM customers").fetchall()[0]
+        row = engine.rows(f"SELECT {counts} FROM customers")[0]
         for i, name in enumerate(text):
             present, dates = row[2 * i], row[2 * i + 1]
             if present and present == dates:
@@ -149,7 +154,7 @@ def _attribute_select(kinds: dict[str, str], features: list[Feature], cutoff: dt
     return f"SELECT {', '.join(parts)} FROM customers"
 
 
-def _register_vocabulary(con: duckdb.DuckDBPyConnection, vocab: Vocabulary) -> None:
+def _register_vocabulary(con: duckdb.DuckDBPyConnection | Engine, vocab: Vocabulary) -> None:
     tables = {
         "vocab_category": vocab.categories,
         "vocab_brand": vocab.brands,
@@ -159,9 +164,7 @@ def _register_vocabulary(con: duckdb.DuckDBPyConnection, vocab: Vocabulary) -> N
     }
     for name, values in tables.items():
         frame = pd.DataFrame({"value": pd.Series(values, dtype="str"), "slot": np.arange(len(values), dtype="int64")})
-        con.register(f"_{name}_frame", frame)
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM _{name}_frame")
-        con.unregister(f"_{name}_frame")
+        as_engine(con).register_frame(name, frame)
 
 
 def build_features(
@@ -171,7 +174,7 @@ def build_features(
     *,
     vocabulary: Vocabulary | None = None,
     families: Collection[str] | None = None,
-    con: duckdb.DuckDBPyConnection | None = None,
+    con: duckdb.DuckDBPyConnection | Engine | None = None,
     only: Collection[str] | None = None,
     purchases_ready: bool = False,
 ) -> pd.DataFrame:
@@ -184,7 +187,9 @@ def build_features(
     from: derived features' inputs, favourites' shares). A pass no selected feature needs is
     not run. ``purchases_ready`` says :func:`vocabulary_as_of` already read the purchases
     before this cutoff into ``f_purchases`` on ``con``: that one read is reused, and left in
-    place for the caller (who owns it) instead of being dropped.
+    place for the caller (who owns it) instead of being dropped. ``con`` may be a DuckDB
+    connection or an :class:`~portrait.engine.Engine` with the data set's views registered
+    (the Spark engine: :func:`portrait.spark_engine.spark_dataset`).
     """
     config = config or FeatureConfig()
     cutoff = parse_cutoff(cutoff)
@@ -217,11 +222,11 @@ def build_features(
         callers = tuple(s.name for s in first_steps) if purchases_ready else ()  # the caller's to drop
         _materialize(con, steps[:-1], keep=_read_by(steps[-1]) + callers, built=tuple(s.name for s in first_steps))
         started = time.perf_counter()
-        frame = con.execute(f"{steps[-1].sql} ORDER BY customer_id").df()
+        frame = as_engine(con).frame(f"{steps[-1].sql} ORDER BY customer_id")
         log.debug("feature step %s took %.1f s", steps[-1].name, time.perf_counter() - started)
         for step in first_steps + steps[:-1]:
             if step.name not in callers:
-                con.execute(f"DROP TABLE IF EXISTS {step.name}")
+                as_engine(con).drop(step.name)
     finally:
         if own_connection:
             con.close()

@@ -1,0 +1,103 @@
+"""Where SQL runs: the engine seam between the feature plan and DuckDB or Spark.
+
+Every stage above this module writes its SQL once, in DuckDB's dialect (the plan in
+:mod:`features.plan`, the views in :mod:`portrait.views`). An :class:`Engine` runs that SQL:
+
+- :class:`DuckDBEngine`, the embedded default, runs it as it is on a DuckDB connection (the
+  statements it issues are the ones the feature build issued before the seam existed);
+- :class:`SparkEngine` (``portrait.spark_engine``, imported only when Spark is asked for)
+  transpiles each statement to Spark SQL with sqlglot and runs it on a ``SparkSession``.
+
+The operations are the few a build needs: register a table from a small pandas frame (a
+vocabulary), create a view, materialise a step as a table (DuckDB: a temporary table; Spark: a
+cached temporary view), drop it, read rows or a frame back, describe a query's columns, and
+write a query's rows to Parquet. Nothing here imports a package above ``portrait``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import duckdb
+import pandas as pd
+
+from portrait.errors import PortraitError
+
+ENGINES = ("duckdb", "spark")
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """Runs DuckDB-dialect SQL on some engine; see the module docstring."""
+
+    name: str
+
+    def register_frame(self, name: str, frame: pd.DataFrame) -> None: ...
+
+    def create_view(self, name: str, sql: str) -> None: ...
+
+    def materialize(self, name: str, sql: str) -> None: ...
+
+    def drop(self, name: str) -> None: ...
+
+    def rows(self, sql: str) -> list[tuple]: ...
+
+    def frame(self, sql: str) -> pd.DataFrame: ...
+
+    def columns(self, sql: str) -> list[tuple[str, str]]: ...
+
+    def write_parquet(self, sql: str, path: str | Path) -> None: ...
+
+
+class DuckDBEngine:
+    """The embedded engine: today's statements on a DuckDB connection (``con``)."""
+
+    name = "duckdb"
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+
+    def register_frame(self, name: str, frame: pd.DataFrame) -> None:
+        self.con.register(f"_{name}_frame", frame)
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM _{name}_frame")
+        self.con.unregister(f"_{name}_frame")
+
+    def create_view(self, name: str, sql: str) -> None:
+        self.con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
+
+    def materialize(self, name: str, sql: str) -> None:
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {sql}")
+
+    def drop(self, name: str) -> None:
+        self.con.execute(f"DROP TABLE IF EXISTS {name}")
+
+    def rows(self, sql: str) -> list[tuple]:
+        return self.con.execute(sql).fetchall()
+
+    def frame(self, sql: str) -> pd.DataFrame:
+        return self.con.execute(sql).df()
+
+    def columns(self, sql: str) -> list[tuple[str, str]]:
+        return [(row[0], row[1]) for row in self.con.execute(f"DESCRIBE {sql}").fetchall()]
+
+    def write_parquet(self, sql: str, path: str | Path) -> None:
+        from portrait.files import atomic_target
+
+        with atomic_target(Path(path)) as tmp:
+            self.con.execute(f"COPY ({sql}) TO '{str(tmp).replace(chr(39), chr(39) * 2)}' (FORMAT parquet)")
+
+
+def as_engine(con: duckdb.DuckDBPyConnection | Engine) -> Engine:
+    """``con`` as an engine: a DuckDB connection is wrapped, an engine returned as it is."""
+    if isinstance(con, duckdb.DuckDBPyConnection):
+        return DuckDBEngine(con)
+    if isinstance(con, Engine):
+        return con
+    raise TypeError(f"expected a DuckDB connection or an Engine, got {type(con).__name__}")
+
+
+def check_engine_name(name: str) -> str:
+    if name not in ENGINES:
+        raise PortraitError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")
+    return name
