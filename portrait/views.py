@@ -52,6 +52,9 @@ _INTEGER_TYPES = (
 )
 _NUMERIC_TYPES = _FLOAT_TYPES + ("DECIMAL",) + _INTEGER_TYPES
 _ALL_MISSING = '"NULL"'  # DuckDB's type for a pandas column holding only None
+# Finite doubles lie within +-1.797...e308: BETWEEN these bounds is isfinite() in a form Spark
+# SQL takes too (a NaN never gets here: the parse maps it to NULL).
+_FINITE = "1.7976931348623157e308"
 # A time (H:MM, optional seconds and fraction) followed by an offset or a zone: +02:00, -0500,
 # Z, UTC, Europe/Paris.
 ZONE_PATTERN = r"\d:\d\d(:\d\d(\.\d*)?)?\s*([+-]\d|[A-Za-z])"
@@ -140,6 +143,29 @@ def _register_table(con, table: contract.Table, source: TableSource, timezone: s
     if empty:
         raise ContractError(f"{empty[0]} is empty (not even a header line)", table=table.name)
     available = source_columns(con, source)
+    selected, types, extras = select_columns(table, source, available)
+    scan = source.scan_sql(f"_frame_{table.name}", keep_rejects=True)
+    raw = f"SELECT {', '.join(selected)} FROM {scan}"
+    if forgetting:  # rows of forgotten customers never reach a view past this one
+        keys = {
+            c.name: parse_expr(c, types[c.name], None, source.is_csv) for c in table.columns if c.name in KEY_COLUMNS
+        }
+        raw = exclude_forgotten(con, table.name, raw, keys)
+    con.execute(f"CREATE OR REPLACE VIEW raw_{table.name} AS {raw}")
+    read_all = [*table.column_names, *extras] if source.is_csv else []
+    for name, sql in checked_views(table, types, extras, source.timestamp_format, source.is_csv, timezone, read_all):
+        con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
+    _register_deduplicated(con, table)
+
+
+def select_columns(
+    table: contract.Table, source: TableSource, available: dict[str, str]
+) -> tuple[list[str], dict[str, str], list[str]]:
+    """The source's columns under their contract names (``portrait.toml``'s mapping applied,
+    case-insensitive; an absent optional column as NULL), each one's source type, and the extra
+    columns the table keeps. ``available`` maps each source column to its DuckDB type name (the
+    Spark engine gives the same names). Raises :class:`ContractError` for a missing required
+    column or a type its kind cannot take."""
     by_lower = {name.lower(): name for name in available}
     selected: list[str] = []
     types: dict[str, str] = {}
@@ -172,34 +198,37 @@ def _register_table(con, table: contract.Table, source: TableSource, timezone: s
     if table.keeps_extra_columns:
         extras = [name for name in available if name not in used]
         selected += [quote_ident(name) for name in extras]
-    scan = source.scan_sql(f"_frame_{table.name}", keep_rejects=True)
-    raw = f"SELECT {', '.join(selected)} FROM {scan}"
-    if forgetting:  # rows of forgotten customers never reach a view past this one
-        keys = {
-            c.name: parse_expr(c, types[c.name], None, source.is_csv) for c in table.columns if c.name in KEY_COLUMNS
-        }
-        raw = exclude_forgotten(con, table.name, raw, keys)
-    con.execute(f"CREATE OR REPLACE VIEW raw_{table.name} AS {raw}")
+    return selected, types, extras
 
-    trim = source.is_csv
+
+def checked_views(
+    table: contract.Table,
+    types: dict[str, str],
+    extras: list[str],
+    timestamp_format: str | None,
+    trim: bool,
+    timezone: str,
+    read_all: list[str],
+) -> list[tuple[str, str]]:
+    """``(name, SELECT)`` of ``cleaned_t``, ``checked_t`` and ``typed_t`` over ``raw_t``: the
+    row rules of the module docstring, in SQL both engines run (the Spark engine transpiles it)."""
+    name = table.name
     cleaned = clean_exprs(table, types, trim)
-    cleaned_columns = "".join(f", {expr} AS {quote_ident(name)}" for name, expr in cleaned.items())
-    con.execute(f"CREATE OR REPLACE VIEW cleaned_{table.name} AS SELECT *{cleaned_columns} FROM raw_{table.name}")
-    parsed = {c.name: parse_expr(c, types[c.name], source.timestamp_format, trim, timezone) for c in table.columns}
-    parsed_columns = ", ".join(f"{expr} AS {quote_ident(PARSED + name)}" for name, expr in parsed.items())
-    reasons = _reason_cases(table, types, trim, read_all=[*table.column_names, *extras] if source.is_csv else [])
-    # Each value is parsed once, in the inner query; reasons and typed columns reuse it.
-    con.execute(
-        f"CREATE OR REPLACE VIEW checked_{table.name} AS SELECT *, {reasons} AS {REASON} "
-        f"FROM (SELECT *, {parsed_columns} FROM cleaned_{table.name}) parsed"
-    )
+    cleaned_columns = "".join(f", {expr} AS {quote_ident(n)}" for n, expr in cleaned.items())
+    parsed = {c.name: parse_expr(c, types[c.name], timestamp_format, trim, timezone) for c in table.columns}
+    parsed_columns = ", ".join(f"{expr} AS {quote_ident(PARSED + n)}" for n, expr in parsed.items())
+    reasons = _reason_cases(table, types, trim, read_all=read_all)
     typed_columns = [f"{quote_ident(PARSED + c.name)} AS {quote_ident(c.name)}" for c in table.columns]
-    typed_columns += [quote_ident(name) for name in extras]
-    con.execute(
-        f"CREATE OR REPLACE VIEW typed_{table.name} AS SELECT {', '.join(typed_columns)} "
-        f"FROM checked_{table.name} WHERE {REASON} IS NULL"
-    )
-    _register_deduplicated(con, table)
+    typed_columns += [quote_ident(n) for n in extras]
+    return [
+        (f"cleaned_{name}", f"SELECT *{cleaned_columns} FROM raw_{name}"),
+        # Each value is parsed once, in the inner query; reasons and typed columns reuse it.
+        (
+            f"checked_{name}",
+            f"SELECT *, {reasons} AS {REASON} FROM (SELECT *, {parsed_columns} FROM cleaned_{name}) parsed",
+        ),
+        (f"typed_{name}", f"SELECT {', '.join(typed_columns)} FROM checked_{name} WHERE {REASON} IS NULL"),
+    ]
 
 
 def parse_expr(
@@ -298,7 +327,8 @@ def _reason_cases(table: contract.Table, types: dict[str, str], trim: bool, read
             cases.append(f"WHEN {value} IS NULL AND {present} THEN 'unparseable_{column.name}'")
         if column.kind == "number":
             cases.append(
-                f"WHEN ({value} IS NULL AND {present}) OR NOT isfinite({value}) THEN 'non_numeric_{column.name}'"
+                f"WHEN ({value} IS NULL AND {present}) OR NOT ({value} BETWEEN -{_FINITE} AND {_FINITE}) "
+                f"THEN 'non_numeric_{column.name}'"
             )
             if column.non_negative:
                 cases.append(f"WHEN {value} < 0 THEN 'negative_{column.name}'")
@@ -319,8 +349,11 @@ def _key_hash(columns) -> str:
     return f"hash({', '.join(quote_ident(c) for c in columns)})"
 
 
-def _register_deduplicated(con, table: contract.Table) -> None:
-    """``clean_t`` (good rows, one copy each) and ``duplicates_t`` (what was dropped, counted)."""
+def _register_deduplicated(con, table: contract.Table, by_key: bool = True) -> None:
+    """``clean_t`` (good rows, one copy each) and ``duplicates_t`` (what was dropped, counted).
+    ``by_key``: find purchases' copies through their candidate key (a DuckDB speed-up, below);
+    without it (the Spark engine, whose ``hash`` and global sort differ) by the plain
+    ``DISTINCT``, which keeps the same rows."""
     name = table.name
     if table.name == "customers":
         con.execute(
@@ -347,7 +380,7 @@ def _register_deduplicated(con, table: contract.Table) -> None:
             WHERE customer_id NOT IN (SELECT customer_id FROM _conflicting_customer_ids)
             GROUP BY ALL HAVING COUNT(*) > 1"""
         )
-    elif table.check_duplicates and name in _CANDIDATE_KEYS:
+    elif table.check_duplicates and by_key and name in _CANDIDATE_KEYS:
         # Exact copies share every column, so in particular the candidate key: only rows whose
         # key occurs more than once can have a copy, and only those go through the all-columns
         # DISTINCT (which treats NULLs as equal, as before); every other row passes as it is.
@@ -435,27 +468,31 @@ def _register_final_views(con, dataset: Dataset) -> None:
         if not has_map:
             con.execute(f"CREATE OR REPLACE VIEW {table.name} AS SELECT * FROM clean_{table.name}")
             continue
-        others = ", ".join(f"t.{quote_ident(c)}" for c in _columns(con, f"clean_{table.name}") if c != "customer_id")
-        mapped = (
-            f"SELECT COALESCE(m.person_id, t.customer_id) AS customer_id"
-            f"{', ' + others if others else ''}, t.customer_id AS _source_customer_id "
-            f"FROM clean_{table.name} t LEFT JOIN identity_remap m ON t.customer_id = m.customer_id"
+        con.execute(
+            f"CREATE OR REPLACE VIEW {table.name} AS {merged_view(table.name, _columns(con, f'clean_{table.name}'))}"
         )
-        if table.name == "customers":
-            # Several merged ids may each have a customers row: keep the person's own row,
-            # else the smallest id's, so the attributes chosen never depend on file order.
-            ranked_columns = ", ".join(quote_ident(c) for c in _columns(con, "clean_customers"))
-            con.execute(
-                f"""CREATE OR REPLACE VIEW customers AS SELECT {ranked_columns} FROM (
-                    SELECT *, ROW_NUMBER() OVER (
-                        PARTITION BY customer_id
-                        ORDER BY CASE WHEN _source_customer_id = customer_id THEN 0 ELSE 1 END,
-                                 _source_customer_id) AS _rank
-                    FROM ({mapped}) merged) ranked WHERE _rank = 1"""
-            )
-        else:
-            columns = ", ".join(quote_ident(c) for c in _columns(con, f"clean_{table.name}"))
-            con.execute(f"CREATE OR REPLACE VIEW {table.name} AS SELECT {columns} FROM ({mapped}) m")
+
+
+def merged_view(name: str, columns: list[str]) -> str:
+    """SQL of the final view of table ``name`` (whose ``clean_`` view has ``columns``) with
+    customer ids mapped to their person through ``identity_remap``."""
+    others = ", ".join(f"t.{quote_ident(c)}" for c in columns if c != "customer_id")
+    mapped = (
+        f"SELECT COALESCE(m.person_id, t.customer_id) AS customer_id"
+        f"{', ' + others if others else ''}, t.customer_id AS _source_customer_id "
+        f"FROM clean_{name} t LEFT JOIN identity_remap m ON t.customer_id = m.customer_id"
+    )
+    listed = ", ".join(quote_ident(c) for c in columns)
+    if name == "customers":
+        # Several merged ids may each have a customers row: keep the person's own row,
+        # else the smallest id's, so the attributes chosen never depend on file order.
+        return f"""SELECT {listed} FROM (
+            SELECT *, ROW_NUMBER() OVER (
+                PARTITION BY customer_id
+                ORDER BY CASE WHEN _source_customer_id = customer_id THEN 0 ELSE 1 END,
+                         _source_customer_id) AS _rank
+            FROM ({mapped}) merged) ranked WHERE _rank = 1"""
+    return f"SELECT {listed} FROM ({mapped}) m"
 
 
 def compute_once(con: duckdb.DuckDBPyConnection, view: str) -> None:
