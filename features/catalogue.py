@@ -585,7 +585,7 @@ def price_promotion_family(config: FeatureConfig, vocab: Vocabulary | None = Non
             None,
             "Share of lines priced over 1.5 times the category median.",
             "lines",
-            "AVG(CASE WHEN price_ratio > 1.5 THEN 1.0 WHEN price_ratio IS NOT NULL THEN 0.0 END)",
+            "AVG(CASE WHEN price_ratio > 1.5 THEN CAST(1 AS DOUBLE) WHEN price_ratio IS NOT NULL THEN CAST(0 AS DOUBLE) END)",
             scale="share",
             unit="fraction",
             label="share of premium-priced items",

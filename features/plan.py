@@ -10,7 +10,9 @@ pass of its own. ``purchase_steps`` come first so that the vocabulary can be com
 ``f_purchases`` before the rest runs.
 
 The SQL keeps to forms both DuckDB and Spark SQL accept (``CASE``, ``DATE_DIFF``, window
-functions, ``GREATEST``/``LEAST``); no value from the data or the user is pasted into it:
+functions, ``GREATEST``/``LEAST``; a 0/1 averaged is a DOUBLE, as Spark averages DECIMAL
+literals to 5 places; ``DATE_DIFF`` on dates, which both count alike); each step is transpiled
+to Spark SQL by :mod:`portrait.spark_engine`. No value from the data or the user is pasted into it:
 vocabularies are joined as tables, and the cutoff is formatted from a parsed date.
 """
 
@@ -195,7 +197,7 @@ def compile_plan(
                 f"""
                 SELECT customer_id,
                        CASE WHEN next_order_ts IS NOT NULL
-                                 AND next_order_ts <= ts + INTERVAL {response} DAY THEN 1.0 ELSE 0.0 END AS responded
+                                 AND next_order_ts <= ts + INTERVAL {response} DAY THEN CAST(1 AS DOUBLE) ELSE CAST(0 AS DOUBLE) END AS responded
                 FROM (
                     SELECT customer_id, ts, is_receipt,
                            MIN(CASE WHEN is_receipt = 0 THEN ts END) OVER (
