@@ -7,7 +7,7 @@
 | ``serving/routes/lists.py`` | ``GET /lists/{model}`` (audited) | any key |
 | ``serving/routes/segments.py`` | ``GET /segments``, ``/segments/{name}``, ``/segments/{name}/customers`` (audited) | any key |
 | ``serving/routes/tags.py`` | ``GET /tags`` | any key |
-| ``serving/routes/crowds.py`` | ``GET /crowds/report`` | any key |
+| ``serving/routes/crowds.py`` | ``GET /crowds/report``, ``/crowds/customers`` (drill-down, audited) | any key |
 | ``serving/routes/scores.py`` | ``POST /score`` | analyst |
 | ``serving/routes/models.py`` | ``GET /models`` | analyst |
 | ``serving/routes/docs.py`` | ``/docs``, ``/redoc``, ``/openapi.json`` | any key |
@@ -165,7 +165,13 @@ def build_app(settings: ServeSettings) -> FastAPI:
     )
     app.include_router(build_tags_router(library, lambda: state.published().tags), dependencies=any_key)
     app.include_router(
-        build_crowds_router(crowd_sources, segments_dir=settings.segments, tags_library=settings.tags_library),
+        build_crowds_router(
+            crowd_sources,
+            segments_dir=settings.segments,
+            tags_library=settings.tags_library,
+            access=access,
+            audit_log=state.audit_log,
+        ),
         dependencies=any_key,
     )
     app.include_router(build_docs_router(app, access))

@@ -418,6 +418,7 @@ def test_every_route_has_a_response_model_and_documented_fields(world):
         ("GET", "/segments/{name}/customers"),
         ("GET", "/tags"),
         ("GET", "/crowds/report"),
+        ("GET", "/crowds/customers"),
     } == paths
     for route in routes:
         model = route.response_model

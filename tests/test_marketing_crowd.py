@@ -397,3 +397,37 @@ def test_crowd_report_route_answers_suppressed_json_and_404_for_unknown_crowds(t
     assert client.get("/crowds/report", params={"tag": "lapsng"}).status_code == 404
     assert client.get("/crowds/report").status_code == 422
     assert client.get("/crowds/report", params={"tag": "lapsing", "segment": "repeaters"}).status_code == 422
+
+
+def test_a_report_cell_drills_down_to_its_customers_through_the_api(tmp_path, data_folder):
+    import json
+
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from marketing.segments import Segment
+    from serving.routes.crowds import CrowdSources, build_crowds_router
+
+    store = SegmentStore(tmp_path / "segments")
+    store.save(Segment("repeaters", where="orders_lifetime >= 2"))
+    log = tmp_path / "audit.log"
+    fixed = CrowdSources(data_folder, AS_OF, None)
+    app = FastAPI()
+    app.include_router(build_crowds_router(lambda: fixed, segments_dir=store.folder, tags_library=None, audit_log=log))
+    client = TestClient(app)
+    # Repeaters A, C, D; A's payment tie goes to card, D pays by card, C by cash.
+    answer = client.get("/crowds/customers", params={"segment": "repeaters", "cell": "favourite_payment = card"})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["customer_ids"] == ["A", "D"] and body["total"] == 2 and body["cell"] == "favourite_payment = card"
+    page = client.get(
+        "/crowds/customers", params={"segment": "repeaters", "cell": "favourite_payment = card", "offset": 1}
+    ).json()
+    assert page["customer_ids"] == ["D"] and page["total"] == 2
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [line["count"] for line in lines] == [2, 1] and lines[0]["what"] == "GET /crowds/customers"
+    assert "A" not in json.dumps(lines[0]["filter"])  # the log holds the filter and the count, never ids
+    bad = client.get("/crowds/customers", params={"segment": "repeaters", "cell": "payment = card"})
+    assert bad.status_code == 422 and "unknown dimension 'payment'" in bad.json()["detail"]
+    missing = client.get("/crowds/customers", params={"segment": "nobody", "cell": "favourite_payment = card"})
+    assert missing.status_code == 404 and "nobody" in missing.json()["detail"]

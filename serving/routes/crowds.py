@@ -1,25 +1,30 @@
 """``GET /crowds/report``: the portrait of a segment, tag or persona as JSON, suppressed as the
-files are (counts under ``min_cell`` as ``"<N"``, figures from them blank).
+files are (counts under ``min_cell`` as ``"<N"``, figures from them blank). ``GET
+/crowds/customers``: the drill-down of one report cell (``cell=DIM = VALUE``) into its customer
+ids, a page at a time, less those the consent rules leave out, recorded in the audit log like
+every export (``portrait crowd export`` is the same from the command line).
 
 Unlike the stored tables the other routes serve, a portrait is computed on request from the
 data set, as of the scores' date unless ``as_of`` is given (point-in-time: data before that
 date only), and the last few answers are kept in memory. On a large data set the first answer
 for a crowd takes as long as ``portrait crowd report``. A report holds counts, never ids, so it
-is not an export and not in the audit log.
+is not an export and not in the audit log; a drill-down is both.
 """
-
-from __future__ import annotations
 
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
+from portrait.audit import record_export
 from portrait.errors import NotFound, PortraitError, Unavailable
+from serving.keys import Caller
+from serving.routes.access import Access
 from serving.routes.errors import ProductErrorRoute
 
 CACHED = 8
@@ -95,22 +100,33 @@ class CrowdPortrait(BaseModel):
     notes: list[str]
 
 
+class CellCustomers(BaseModel):
+    crowd: str
+    cell: str = Field(description="The drilled-down cell, DIMENSION = VALUE")
+    as_of: str
+    total: int = Field(description="Customers of the crowd in the cell who may be contacted")
+    offset: int
+    limit: int
+    left_out: dict[str, int] = Field(description="Customers left out by the consent rules, by reason")
+    customer_ids: list[str]
+
+
 def build_crowds_router(
-    sources: Callable[[], CrowdSources], *, segments_dir: Path | None, tags_library: Path | None
+    sources: Callable[[], CrowdSources],
+    *,
+    segments_dir: Path | None,
+    tags_library: Path | None,
+    access: Access | None = None,
+    audit_log: Path | None = None,
 ) -> APIRouter:
+    """``audit_log``: where drill-downs are recorded (None: not recorded, for a router mounted alone)."""
     router = APIRouter(route_class=ProductErrorRoute, tags=["crowds"])
     cache: OrderedDict[tuple, dict] = OrderedDict()
+    cells: OrderedDict[tuple, tuple[list[str], dict[str, int]]] = OrderedDict()
     lock = threading.Lock()
+    access = access or Access()
 
-    @router.get("/crowds/report", response_model=CrowdPortrait)
-    def crowd_report_route(
-        segment: str | None = Query(None, max_length=64, description="A saved segment"),
-        tag: str | None = Query(None, max_length=200, description="A tag of the library"),
-        persona: str | None = Query(None, max_length=200, description="A persona name"),
-        as_of: str | None = Query(None, description="YYYY-MM-DD; default: the scores' as-of date"),
-        min_cell: int = Query(10, ge=1, le=1000, description="Counts under this are shown as '<N'"),
-    ) -> CrowdPortrait:
-        """The crowd's portrait against all customers, small cells suppressed."""
+    def crowd_and_date(segment, tag, persona, as_of):
         from marketing.crowd import crowd_from_options
 
         try:
@@ -123,6 +139,68 @@ def build_crowds_router(
         date = as_of or current.default_as_of
         if date is None:
             raise PortraitError("give as_of=YYYY-MM-DD (no scores date to default to)")
+        return crowd, date, current
+
+    @router.get("/crowds/customers", response_model=CellCustomers)
+    def crowd_cell_customers(
+        caller: Annotated[Caller, Depends(access.caller)],
+        cell: str = Query(..., max_length=300, description="DIMENSION = VALUE, as in the report"),
+        segment: str | None = Query(None, max_length=64, description="A saved segment"),
+        tag: str | None = Query(None, max_length=200, description="A tag of the library"),
+        persona: str | None = Query(None, max_length=200, description="A persona name"),
+        as_of: str | None = Query(None, description="YYYY-MM-DD; default: the scores' as-of date"),
+        limit: int = Query(100, ge=1, le=10_000),
+        offset: int = Query(0, ge=0),
+    ) -> CellCustomers:
+        """A page of the customers of one report cell who may be contacted; recorded in the audit log."""
+        crowd, date, current = crowd_and_date(segment, tag, persona, as_of)
+        key = (crowd, cell, date, current)
+        with lock:
+            found = cells.get(key)
+        if found is None:
+            try:
+                found = _cell_ids(current.data, date, crowd, cell, current.scores_dir, segments_dir, tags_library)
+            except PortraitError as exc:
+                if str(exc).startswith(UNKNOWN_CROWD):
+                    raise NotFound(str(exc)) from None
+                raise
+            with lock:
+                cells[key] = found
+                while len(cells) > CACHED:
+                    cells.popitem(last=False)
+        ids, left_out = found
+        page = ids[offset : offset + limit]
+        if audit_log is not None:
+            record_export(
+                audit_log,
+                caller.name,
+                "GET /crowds/customers",
+                {"crowd": crowd.describe(), "cell": cell, "as_of": date, "offset": offset, "limit": limit},
+                len(page),
+                via="api",
+                left_out=left_out,
+            )
+        return CellCustomers(
+            crowd=crowd.describe(),
+            cell=cell,
+            as_of=date,
+            total=len(ids),
+            offset=offset,
+            limit=limit,
+            left_out=left_out,
+            customer_ids=page,
+        )
+
+    @router.get("/crowds/report", response_model=CrowdPortrait)
+    def crowd_report_route(
+        segment: str | None = Query(None, max_length=64, description="A saved segment"),
+        tag: str | None = Query(None, max_length=200, description="A tag of the library"),
+        persona: str | None = Query(None, max_length=200, description="A persona name"),
+        as_of: str | None = Query(None, description="YYYY-MM-DD; default: the scores' as-of date"),
+        min_cell: int = Query(10, ge=1, le=1000, description="Counts under this are shown as '<N'"),
+    ) -> CrowdPortrait:
+        """The crowd's portrait against all customers, small cells suppressed."""
+        crowd, date, current = crowd_and_date(segment, tag, persona, as_of)
         key = (crowd, date, min_cell, current)
         with lock:
             if key in cache:
@@ -170,3 +248,24 @@ def _compute(data, as_of, crowd, min_cell, scores_dir, segments_dir, tags_librar
     for row in answer["activity"]:
         row["reach"] = str(row["reach"])
     return answer
+
+
+def _cell_ids(data, as_of, crowd, cell, scores_dir, segments_dir, tags_library) -> tuple[list[str], dict[str, int]]:
+    """The ids of the crowd's customers in ``cell``, less those the consent rules leave out."""
+    import pandas as pd
+
+    from marketing.crowd import CrowdData, cell_mask
+    from marketing.population import Population
+    from marketing.segments import SegmentStore
+    from marketing.tags import load_library
+    from portrait.dataset import open_dataset
+    from portrait.privacy import apply_consent
+
+    library = load_library(tags_library)
+    with Population(open_dataset(data), as_of, scores_dir=scores_dir) as population:
+        crowds = CrowdData(population, library, segments=SegmentStore(segments_dir))
+        crowds.check_as_of()
+        mask = crowds.mask(crowd) & cell_mask(crowds, cell)
+        frame = pd.DataFrame({"customer_id": crowds.ids[mask].to_numpy()})
+        kept, left_out = apply_consent(frame, population.dataset, population.con)
+    return kept["customer_id"].astype("str").tolist(), dict(left_out)
