@@ -50,8 +50,8 @@ import numpy as np
 import pandas as pd
 
 from marketing import manual
-from marketing.filters import Condition, FilterError, Schema, evaluate, parse_condition
-from marketing.population import Population
+from marketing.filters import NUMBER, Condition, FilterError, Schema, evaluate, parse_condition
+from marketing.population import PERSONA_COLUMNS, SCORE_SUFFIXES, Population
 from marketing.rfm import GROUPS as RFM_GROUPS
 from portrait.errors import ConfigError
 from portrait.files import read_parquet
@@ -245,12 +245,31 @@ class Applied:
     notes: list[str] = field(default_factory=list)
 
 
-def check_conditions(library: Library, schema: Schema, with_models: bool) -> dict[str, Condition]:
-    """Parse every rule and model tag's condition against the columns available."""
+def model_output_kind(name: str) -> str | None:
+    """The kind of a column a scores table would hold (``<model>_score``, ``_percentile``,
+    ``_decile``, ``persona_id``, ``persona_name``), or None for any other name."""
+    if name in PERSONA_COLUMNS:
+        return PERSONA_COLUMNS[name]
+    return NUMBER if name.endswith(SCORE_SUFFIXES) else None
+
+
+def check_conditions(
+    library: Library, schema: Schema, with_models: bool, unscored: dict[str, list[str]] | None = None
+) -> dict[str, Condition]:
+    """Parse every rule and model tag's condition against the columns available. A model tag
+    that reads the output of a model the scores do not hold (no personas fitted, say) is left
+    out and, given ``unscored``, recorded there (tag -> missing columns); any other unknown
+    column is an error."""
     conditions = {}
     for tag in library.tags:
         if tag.kind == "manual" or (tag.kind == "model" and not with_models):
             continue
+        if tag.kind == "model":
+            missing = _unscored_columns(tag, schema)
+            if missing:
+                if unscored is not None:
+                    unscored[tag.name] = missing
+                continue
         where = tag.where or ""
         if tag.each:
             if schema.kind(tag.each) is None:
@@ -266,6 +285,18 @@ def check_conditions(library: Library, schema: Schema, with_models: bool) -> dic
     return conditions
 
 
+def _unscored_columns(tag: Tag, schema: Schema) -> list[str]:
+    """Model-output columns ``tag`` reads that the schema does not hold."""
+    wanted = [tag.each] if tag.each else []
+    if tag.where:
+        lenient = Schema(schema.kinds, lambda name: schema.kind(name) or model_output_kind(name))
+        try:
+            wanted += list(parse_condition(tag.where, lenient).columns)
+        except FilterError:
+            return []  # reported with its message by the strict parse
+    return sorted({c for c in wanted if schema.kind(c) is None and model_output_kind(c) is not None})
+
+
 def apply_tags(
     library: Library,
     population: Population,
@@ -279,7 +310,11 @@ def apply_tags(
     if not with_models and any(t.kind == "model" for t in library.tags):
         skipped = [t.name for t in library.tags if t.kind == "model"]
         notes.append(f"model tags skipped (no --scores folder): {', '.join(skipped)}")
-    conditions = check_conditions(library, population.schema(models=with_models), with_models)
+    unscored: dict[str, list[str]] = {}
+    conditions = check_conditions(library, population.schema(models=with_models), with_models, unscored)
+    if unscored:
+        missing = sorted({c for columns in unscored.values() for c in columns})
+        notes.append(f"model tags skipped (the scores hold no {', '.join(missing)}): {', '.join(sorted(unscored))}")
     if with_models and population.scores_date is not None and population.scores_date != population.as_of:
         notes.append(
             f"model tags use the scores as of {population.scores_date} (the newest not after {population.as_of})"

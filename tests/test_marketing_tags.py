@@ -279,6 +279,32 @@ def test_model_tags_need_scores_and_never_read_later_scores(tmp_path):
     assert any("scores as of 2024-02-01" in note for note in applied.notes)
 
 
+def test_model_tags_of_models_not_scored_are_skipped_with_a_note_and_typos_stay_errors(tmp_path):
+    # Scores of one model and no personas: the persona tags and the high-value tag are skipped.
+    scores = pd.DataFrame({"customer_id": ["A", "B", "C"], "repurchase_90d_percentile": [90.0, 10.0, 85.0]})
+    scores.to_parquet(tmp_path / "scores_2024-02-01.parquet")
+    library_path = tmp_path / "lib.toml"
+    library_path.write_text(
+        "[groups.p]\n"
+        '[[tags]]\nname = "likely"\ngroup = "p"\nkind = "model"\nwhere = "repurchase_90d_percentile >= 80"\n'
+        '[[tags]]\nname = "valuable"\ngroup = "p"\nkind = "model"\nwhere = "high_value_90d_percentile >= 80"\n'
+        '[[tags]]\nname = "persona"\ngroup = "p"\nkind = "model"\neach = "persona_name"\n'
+    )
+    with Population(dataset(), AS_OF, scores_dir=tmp_path) as population:
+        applied = apply_tags(load_library(library_path), population)
+    assert set(applied.tags.loc[applied.tags["kind"] == "model", "tag"]) == {"likely"}
+    assert (
+        "model tags skipped (the scores hold no high_value_90d_percentile, persona_name): persona, valuable"
+        in applied.notes
+    )
+    library_path.write_text(
+        '[groups.p]\n[[tags]]\nname = "typo"\ngroup = "p"\nkind = "model"\nwhere = "repurchase_90d_percentle >= 80"\n'
+    )
+    with Population(dataset(), AS_OF, scores_dir=tmp_path) as population:
+        with pytest.raises(PortraitError, match="unknown column 'repurchase_90d_percentle'"):
+            apply_tags(load_library(library_path), population)
+
+
 def test_behaviour_terms_read_the_features_purchases_when_they_can():
     # The features' read of purchases holds category, brand, channel and payment method; a
     # product_id filter needs the purchases view, and both give the same answers.
