@@ -90,6 +90,7 @@ class Feature:
     subject: str | None = None  # per-value features: category, brand, channel, payment, attribute
     value: str | None = None  # the data value a per-value feature is about
     per: str | None = None  # shares of orders: the order count they divide
+    cluster: bool = True  # personas cluster on it by default; False for an input that repeats another
 
     def __post_init__(self) -> None:
         if self.scale not in SCALES:
@@ -227,6 +228,7 @@ def value_family(config: FeatureConfig, vocab: Vocabulary | None = None, attribu
             unit="days",
             label="shopping days in all",
             measure="active_days",
+            cluster=False,  # BG/NBD's frequency; for personas it repeats orders_lifetime
         ),
         Feature(
             "spend_lifetime",

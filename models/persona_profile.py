@@ -42,6 +42,7 @@ def persona_feature_columns(
         if (feature := meanings.get(column)) is not None
         and feature.family != "attributes"
         and feature.window in (None, longest_window)
+        and feature.cluster
     ]
 
 

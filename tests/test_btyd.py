@@ -230,3 +230,14 @@ def test_classifier_expected_purchases_are_the_models_and_zero_without_a_purchas
     expected = classifier.expected_purchases(features)
     np.testing.assert_allclose(expected[:2], fitted().expected_purchases(10.0, [2, 0], [10.0, 0.0], [10.0, 1.0]))
     assert expected[2] == 0.0
+
+
+def test_the_btyd_frequency_feature_is_no_persona_dimension():
+    # It repeats orders_lifetime; clustering on both moved the planted personas' k from 8 to 9
+    # and their adjusted Rand index from 0.889 to 0.857 (20,000 customers, seed 3).
+    from models.persona_profile import persona_feature_columns
+
+    assert persona_feature_columns(["active_days_lifetime", "orders_lifetime", "spend_lifetime"]) == [
+        "orders_lifetime",
+        "spend_lifetime",
+    ]
