@@ -7,7 +7,7 @@ DEMO_DATA := data/completejourney
 OUT := outputs
 SEGMENTS := $(OUT)/segments
 
-.PHONY: install demo test lint docs bench-sample bench-features bench-personas bench-marketing clean
+.PHONY: install demo test lint docs bench-sample bench-features bench-personas bench-marketing bench-refresh clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,7 @@ demo: $(STAMP)
 	$(BIN)/portrait crowd report --all --data $(DEMO_DATA) --as-of 2018-01-02 --scores $(OUT)/scores --out $(OUT)/crowds/all
 	$(BIN)/portrait crowd report --segment big_spenders_going_quiet --segments $(SEGMENTS) --data $(DEMO_DATA) \
 		--as-of 2018-01-02 --scores $(OUT)/scores --out $(OUT)/crowds/big_spenders_going_quiet
+	$(BIN)/portrait refresh refresh.toml
 	@echo
 	@echo "Demo outputs:"
 	@echo "  data set in the contract:  $(DEMO_DATA)/"
@@ -55,6 +56,7 @@ demo: $(STAMP)
 	@echo "  tags of every customer:    $(OUT)/tags/tags_2018-01-02.parquet (+ .summary.json)"
 	@echo "  saved segments, export:    $(SEGMENTS)/, $(OUT)/exports/quiet_milk_buyers.csv"
 	@echo "  crowd portraits (pages):   $(OUT)/crowds/all/crowd.html, $(OUT)/crowds/big_spenders_going_quiet/crowd.html"
+	@echo "  nightly refresh (one run): outputs/refresh/LATEST -> runs/2018-01-02, manifest outputs/refresh/runs/2018-01-02/manifest.json"
 	@echo "  HTTP API:                  $(BIN)/portrait serve --scores $(OUT)/scores --segments $(SEGMENTS) --tags $(OUT)/tags  (then http://127.0.0.1:8000/docs)"
 	@echo "  MLflow runs and models:    mlflow.db, mlartifacts/  (browse: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db)"
 
@@ -81,6 +83,9 @@ bench-personas: $(STAMP)
 
 bench-marketing: $(STAMP)
 	$(BIN)/python benchmarks/bench_marketing.py --data bench-data/synthetic_1000000 --as-of 2025-01-01
+
+bench-refresh: $(STAMP)
+	$(BIN)/python benchmarks/bench_refresh.py --data bench-data/synthetic_1000000 --as-of 2025-01-01
 
 clean:
 	rm -rf $(OUT) data mlruns mlartifacts mlflow.db
