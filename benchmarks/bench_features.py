@@ -1,9 +1,10 @@
 """Feature build speed and memory, DuckDB against a vectorised pandas reference (run by hand).
 
-    .venv/bin/python benchmarks/bench_features.py --sizes 100000,1000000
+    .venv/bin/python benchmarks/bench_features.py --sizes 100000,1000000 [--as-of 2025-01-01] [--steps]
 
 For each size it (generates if needed and) reads synthetic Parquet from disk and runs, each in a
-fresh process so that peak memory is its own:
+fresh process so that peak memory is its own, printing wall time, CPU time (user + system, a
+steadier figure than wall time when other jobs share the cores) and peak resident memory:
 
 - ``duckdb all``: ``build_features`` with every family;
 - ``duckdb subset``: the value, windows and behaviour families;
@@ -12,13 +13,16 @@ fresh process so that peak memory is its own:
   de-duplication and identity merge.
 
 The shared columns of the two subsets are compared value by value, so the reference is also a
-check of the SQL.
+check of the SQL. ``--as-of`` is the cutoff (default 2025-01-01, after all of the generated
+history); ``--steps`` also prints each feature SQL step's time (DuckDB runs); ``--modes`` runs
+only some of the three (e.g. ``--modes duckdb-all``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import resource
 import subprocess
 import sys
@@ -30,17 +34,18 @@ import pandas as pd
 
 from portrait.contract import KNOWN_EVENT_TYPES as EVENT_TYPES
 
-CUTOFF = "2024-07-01"
+CUTOFF = "2025-01-01"
+MODES = ("duckdb-all", "duckdb-subset", "pandas-subset")
 SUBSET_FAMILIES = ["value", "windows", "behaviour"]
 WINDOWS = (7, 30, 90, 180, 365)
 
 
-def run_duckdb(data: Path, families: list[str] | None, out: Path) -> int:
+def run_duckdb(data: Path, families: list[str] | None, out: Path, cutoff: str) -> int:
     from features.build import build_features
     from portrait.dataset import open_dataset
     from portrait.files import atomic_write
 
-    frame = build_features(open_dataset(data), CUTOFF, families=families)
+    frame = build_features(open_dataset(data), cutoff, families=families)
     atomic_write(frame, out)
     return len(frame)
 
@@ -53,11 +58,11 @@ def _recode(column: pd.Series, transform) -> pd.Series:
     return pd.Series(pd.Categorical.from_codes(new_codes, categories=uniques), index=column.index)
 
 
-def run_pandas(data: Path, out: Path) -> int:
+def run_pandas(data: Path, out: Path, as_of: str) -> int:
     from portrait.files import atomic_write
     from portrait.identity import resolve
 
-    cutoff = pd.Timestamp(CUTOFF)
+    cutoff = pd.Timestamp(as_of)
     identities = pd.read_parquet(data / "identities.parquet")
     mapping = resolve(identities)
     remap = mapping[mapping["customer_id"] != mapping["person_id"]].set_index("customer_id")["person_id"]
@@ -136,17 +141,22 @@ def run_pandas(data: Path, out: Path) -> int:
     return len(result)
 
 
-def child(mode: str, data: Path, out: Path) -> None:
+def child(mode: str, data: Path, out: Path, cutoff: str, steps: bool) -> None:
+    if steps:  # each step's time, on stderr (passed through by the parent)
+        logging.basicConfig(level=logging.WARNING, format=f"  {mode}: %(message)s")
+        logging.getLogger("features.build").setLevel(logging.DEBUG)
     started = time.perf_counter()
     if mode == "duckdb-all":
-        rows = run_duckdb(data, None, out)
+        rows = run_duckdb(data, None, out, cutoff)
     elif mode == "duckdb-subset":
-        rows = run_duckdb(data, SUBSET_FAMILIES, out)
+        rows = run_duckdb(data, SUBSET_FAMILIES, out, cutoff)
     else:
-        rows = run_pandas(data, out)
+        rows = run_pandas(data, out, cutoff)
     seconds = time.perf_counter() - started
-    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
-    print(json.dumps({"mode": mode, "rows": rows, "seconds": seconds, "peak_gb": peak_gb}))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    peak_gb = usage.ru_maxrss / 1024**2
+    cpu = usage.ru_utime + usage.ru_stime
+    print(json.dumps({"mode": mode, "rows": rows, "seconds": seconds, "cpu_seconds": cpu, "peak_gb": peak_gb}))
 
 
 def compare(duckdb_file: Path, pandas_file: Path) -> str:
@@ -165,34 +175,38 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="100000,1000000")
     parser.add_argument("--data-root", type=Path, default=Path("bench-data"))
+    parser.add_argument("--as-of", default=CUTOFF, help="the cutoff date (default %(default)s)")
+    parser.add_argument("--steps", action="store_true", help="also print each feature SQL step's time")
+    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated, of %(default)s")
     parser.add_argument("--child", nargs=3, metavar=("MODE", "DATA", "OUT"))
     args = parser.parse_args()
     if args.child:
-        child(args.child[0], Path(args.child[1]), Path(args.child[2]))
+        child(args.child[0], Path(args.child[1]), Path(args.child[2]), args.as_of, args.steps)
         return
+    modes = [m for m in MODES if m in args.modes.split(",")]
+    print(f"as of {args.as_of}")
     for size in (int(s) for s in args.sizes.split(",")):
         data = args.data_root / f"synthetic_{size}"
         if not (data / "events.parquet").exists():
             portrait = Path(sys.executable).with_name("portrait")
             subprocess.run([str(portrait), "sample-data", "--customers", str(size), "--out", str(data)], check=True)
         results = {}
-        for mode in ("duckdb-all", "duckdb-subset", "pandas-subset"):
+        for mode in modes:
             out = args.data_root / f"features_{size}_{mode}.parquet"
+            command = [sys.executable, __file__, "--child", mode, str(data), str(out), "--as-of", args.as_of]
+            command += ["--steps"] if args.steps else []
             line = (
-                subprocess.run(
-                    [sys.executable, __file__, "--child", mode, str(data), str(out)],
-                    check=True,
-                    capture_output=True,
-                    text=True,
-                )
-                .stdout.strip()
-                .splitlines()[-1]
+                subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True).stdout.strip().splitlines()[-1]
             )
             results[mode] = json.loads(line)
             r = results[mode]
             print(
-                f"{size:>9,} customers  {mode:<14} {r['seconds']:6.1f} s  peak {r['peak_gb']:5.2f} GB  ({r['rows']:,} rows)"
+                f"{size:>9,} customers  {mode:<14} {r['seconds']:6.1f} s wall  {r['cpu_seconds']:6.1f} s CPU  "
+                f"peak {r['peak_gb']:5.2f} GB  ({r['rows']:,} rows)",
+                flush=True,
             )
+        if not {"duckdb-subset", "pandas-subset"} <= set(results):
+            continue
         speedup = results["pandas-subset"]["seconds"] / results["duckdb-subset"]["seconds"]
         check = compare(
             args.data_root / f"features_{size}_duckdb-subset.parquet",
