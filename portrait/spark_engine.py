@@ -1,0 +1,663 @@
+"""The Spark engine: the same views, plan and scores on a ``SparkSession``.
+
+Imported only when ``--engine spark`` is asked for; importing it starts nothing (pyspark is
+imported inside :func:`spark_session`). What it does:
+
+- **SQL**: every statement is written once, in DuckDB's dialect (the feature plan, the views'
+  row rules), and transpiled here with sqlglot (``read="duckdb", write="spark"``). Two DuckDB
+  functions have no sqlglot translation and are rewritten on the syntax tree:
+  ``TRY_STRPTIME(text, '%d/%m/%Y')`` becomes ``TRY_TO_TIMESTAMP(text, 'd/M/yyyy')`` (sqlglot's
+  strftime-to-Java pattern mapping), and ``timezone(zone, instant)`` becomes
+  ``CAST(FROM_UTC_TIMESTAMP(instant, zone) AS TIMESTAMP_NTZ)`` (the session time zone is UTC).
+- **Reading**: each table from a local folder (the data set's files, as :func:`open_dataset`
+  finds them, with its ``portrait.toml``), from any path Spark reads (``hdfs://``, ``s3a://``,
+  ``abfss://``: ``NAME.parquet``, ``NAME.csv`` or a folder ``NAME/`` under the root), or from a
+  catalog table (``--table purchases=sales.order_lines``). Personal-data columns
+  (:mod:`portrait.privacy`) are dropped from the source before any view sees them. CSV is read
+  as text (every value parsed by the same rules as on DuckDB); a line Spark cannot split into
+  the header's fields is set aside (``malformed_row``) as DuckDB sets it aside.
+- **Views**: ``raw_t``, ``cleaned_t``, ``checked_t``, ``typed_t``, ``clean_t``,
+  ``duplicates_t`` and ``t`` with the SQL of :mod:`portrait.views` (``select_columns``,
+  ``checked_views``, ``merged_view``), as temporary views of the session.
+- **Identities**: connected components by iterative minimum-label propagation in SQL
+  (:func:`register_identity_map`), never collecting the graph to the driver.
+- **Writing**: a directory output is written to a hidden temporary folder beside the target and
+  renamed into place (:func:`write_directory`), so a failed job leaves nothing where readers look.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import sqlglot
+from sqlglot import exp
+
+from portrait import contract
+from portrait.dataset import (
+    Dataset,
+    TableSource,
+    _csv_file,
+    _find_files,
+    _guard,
+    _read_config,
+)
+from portrait.errors import ContractError, PortraitError
+from portrait.privacy import PrivacySettings, withheld_columns
+
+DEFAULT_MASTER = "local[2]"
+# Settings of a session this module starts itself (local mode): small shuffles, no web UI.
+LOCAL_CONFIG = {
+    "spark.sql.shuffle.partitions": "4",
+    "spark.default.parallelism": "2",
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.driver.memory": os.environ.get("PORTRAIT_SPARK_DRIVER_MEMORY", "3g"),
+}
+# Settings every run needs, also on a session it is given (spark-submit, Databricks).
+SESSION_CONFIG = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.sql.parquet.inferTimestampNTZ.enabled": "true",
+}
+MAX_IDENTITY_ROUNDS = 60
+INSTALL_PYSPARK = "pip install 'pyspark>=4.0' (it is in the project's dev extra: pip install -e '.[dev]')"
+INSTALL_JAVA = "install a Java runtime, 17 or later (e.g. apt-get install openjdk-17-jre-headless), or set JAVA_HOME"
+_CSV_CORRUPT = "_portrait_corrupt_record"
+
+
+# --- session -------------------------------------------------------------------------------
+
+
+def _java_found() -> bool:
+    home = os.environ.get("JAVA_HOME")
+    if home and Path(home, "bin", "java").is_file():
+        return True
+    return shutil.which("java") is not None
+
+
+def _submitted() -> bool:
+    """Running inside spark-submit (or pyspark's shell): the JVM is already there."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def require_spark() -> None:
+    """Raise a :class:`PortraitError` saying what to install when pyspark or Java is missing."""
+    try:
+        import pyspark  # noqa: F401
+    except ImportError:
+        raise PortraitError(f"--engine spark needs pyspark, which is not installed: {INSTALL_PYSPARK}") from None
+    if not _submitted() and not _java_found():
+        raise PortraitError(
+            f"--engine spark needs Java, and none was found (no JAVA_HOME, no java on PATH): {INSTALL_JAVA}"
+        )
+
+
+def spark_session(master: str | None = None):
+    """The session to run on: the active one (spark-submit, Databricks) unless ``master`` is
+    given, else a new local one (``local[2]`` by default, small and without UI)."""
+    require_spark()
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None and master is None:
+        session = active
+    else:
+        builder = SparkSession.builder.appName("portrait")
+        if master is not None or not _submitted():
+            builder = builder.master(master or DEFAULT_MASTER)
+            for key, value in LOCAL_CONFIG.items():
+                builder = builder.config(key, value)
+        try:
+            session = builder.getOrCreate()
+        except Exception as exc:  # the JVM did not start: a message, not a Java stack trace
+            raise PortraitError(f"cannot start Spark ({_first_line(exc)}); check Java: {INSTALL_JAVA}") from None
+        session.sparkContext.setLogLevel("ERROR")
+    for key, value in SESSION_CONFIG.items():
+        session.conf.set(key, value)
+    return session
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+# --- SQL -----------------------------------------------------------------------------------
+
+
+def _rewrite(node: exp.Expression) -> exp.Expression:
+    if isinstance(node, exp.Anonymous):
+        name = node.name.upper()
+        if name == "TRY_STRPTIME" and len(node.expressions) == 2:
+            text, pattern = node.expressions
+            java = exp.StrToTime(this=text, format=pattern).sql(dialect="spark")  # TO_TIMESTAMP(x, 'java')
+            return sqlglot.parse_one("TRY_" + java, read="spark")
+        if name == "TIMEZONE" and len(node.expressions) == 2:
+            zone, value = node.expressions
+            shifted = exp.Anonymous(this="FROM_UTC_TIMESTAMP", expressions=[value, zone])
+            return exp.Cast(this=shifted, to=exp.DataType.build("TIMESTAMP_NTZ", dialect="spark"))
+    return node
+
+
+@functools.lru_cache(maxsize=4096)
+def to_spark_sql(sql: str) -> str:
+    """One DuckDB-dialect statement as Spark SQL (see the module docstring)."""
+    try:
+        tree = sqlglot.parse_one(sql, read="duckdb")
+    except sqlglot.errors.ParseError as exc:
+        raise PortraitError(f"cannot transpile SQL for Spark: {_first_line(exc)}") from None
+    return tree.transform(_rewrite).sql(dialect="spark")
+
+
+def duckdb_type(data_type) -> str:
+    """A Spark column type under the DuckDB name the views' type rules expect."""
+    from pyspark.sql import types as T
+
+    if isinstance(data_type, T.StringType | T.VarcharType | T.CharType):
+        return "VARCHAR"
+    if isinstance(data_type, T.TimestampNTZType):
+        return "TIMESTAMP"
+    if isinstance(data_type, T.TimestampType):
+        return "TIMESTAMP WITH TIME ZONE"
+    if isinstance(data_type, T.DecimalType):
+        return f"DECIMAL({data_type.precision},{data_type.scale})"
+    if isinstance(data_type, T.NullType):
+        return '"NULL"'
+    simple = {
+        T.LongType: "BIGINT",
+        T.IntegerType: "INTEGER",
+        T.ShortType: "SMALLINT",
+        T.ByteType: "TINYINT",
+        T.DoubleType: "DOUBLE",
+        T.FloatType: "FLOAT",
+        T.BooleanType: "BOOLEAN",
+        T.DateType: "DATE",
+        T.BinaryType: "BLOB",
+    }
+    for kind, name in simple.items():
+        if isinstance(data_type, kind):
+            return name
+    return data_type.simpleString().upper()
+
+
+class _Result:
+    def __init__(self, frame) -> None:
+        self._frame = frame
+
+    def fetchall(self) -> list[tuple]:
+        return [tuple(row) for row in self._frame.collect()] if self._frame is not None else []
+
+    def df(self) -> pd.DataFrame:
+        return self._frame.toPandas()
+
+
+class SparkEngine:
+    """:class:`portrait.engine.Engine` on a SparkSession: DuckDB-dialect SQL transpiled."""
+
+    name = "spark"
+
+    def __init__(self, spark) -> None:
+        self.spark = spark
+        self._persisted: dict[str, object] = {}
+        self._release: list = []  # caches to free after the next query
+        self.malformed_rows: dict[str, int] = {}  # CSV lines set aside per table
+
+    def query(self, sql: str):
+        """A Spark DataFrame of a DuckDB-dialect query."""
+        return self.spark.sql(to_spark_sql(sql))
+
+    def execute(self, sql: str) -> _Result:
+        """A DuckDB-dialect statement, as :mod:`portrait.views` issues them on a connection:
+        ``CREATE OR REPLACE VIEW name AS SELECT ...`` becomes a temporary view; anything else
+        is a query."""
+        tree = sqlglot.parse_one(sql, read="duckdb")
+        if isinstance(tree, exp.Create) and tree.kind == "VIEW":
+            name = tree.this.name
+            self.create_view(name, tree.expression.sql(dialect="duckdb"))
+            return _Result(None)
+        return _Result(self.query(sql))
+
+    def register_frame(self, name: str, frame: pd.DataFrame) -> None:
+        self._keep(name, self.spark.createDataFrame(frame) if len(frame) else self._empty_like(frame))
+
+    def _empty_like(self, frame: pd.DataFrame):
+        from pyspark.sql import types as T
+
+        kinds = {"int64": T.LongType(), "float64": T.DoubleType()}
+        schema = T.StructType([T.StructField(c, kinds.get(str(frame[c].dtype), T.StringType())) for c in frame.columns])
+        return self.spark.createDataFrame([], schema)
+
+    def create_view(self, name: str, sql: str) -> None:
+        self.query(sql).createOrReplaceTempView(name)
+
+    def materialize(self, name: str, sql: str, eager: bool = False) -> None:
+        """A cached temporary view of ``sql``. Cached lazily unless ``eager``: it is computed
+        once, by the first query that reads it, so a feature build runs as a few Spark jobs
+        (the vocabulary, the final table) instead of one job per step."""
+        self._keep(name, self.query(sql), eager)
+
+    def _keep(self, name: str, frame, eager: bool = True) -> None:
+        self.drop(name)
+        frame = frame.persist()
+        if eager:
+            frame.count()
+        frame.createOrReplaceTempView(name)
+        self._persisted[name] = frame
+
+    def rename(self, old: str, new: str) -> None:
+        """The cached view ``old`` under the name ``new`` (replacing it), without recomputing it."""
+        frame = self._persisted.pop(old)
+        self.drop(new)
+        self.spark.catalog.dropTempView(old)
+        frame.createOrReplaceTempView(new)
+        self._persisted[new] = frame
+
+    def drop(self, name: str) -> None:
+        """Forget the name now; free its cache after the next query has run (a step dropped
+        before the query that reads it was run is still read through its cache)."""
+        frame = self._persisted.pop(name, None)
+        if frame is not None:
+            self._release.append(frame)
+        self.spark.catalog.dropTempView(name)
+
+    def _released(self, result):
+        for frame in self._release:
+            frame.unpersist()
+        self._release.clear()
+        return result
+
+    def rows(self, sql: str) -> list[tuple]:
+        return self._released([tuple(row) for row in self.query(sql).collect()])
+
+    def frame(self, sql: str) -> pd.DataFrame:
+        return self._released(self.query(sql).toPandas())
+
+    def columns(self, sql: str) -> list[tuple[str, str]]:
+        return [(f.name, duckdb_type(f.dataType)) for f in self.query(sql).schema.fields]
+
+    def write_parquet(self, sql: str, path: str | Path) -> None:
+        self._released(write_directory(self.query(sql), str(path)))
+
+    def close(self) -> None:
+        for name in list(self._persisted):
+            self.drop(name)
+        self._released(None)
+
+
+# --- writing -------------------------------------------------------------------------------
+
+
+def _hadoop_fs(spark, path: str):
+    jvm = spark.sparkContext._jvm
+    hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
+    return hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hadoop_path, jvm
+
+
+def path_exists(spark, path: str) -> bool:
+    fs, hadoop_path, _ = _hadoop_fs(spark, path)
+    return bool(fs.exists(hadoop_path))
+
+
+def write_directory(frame, target: str, mode_format: str = "parquet") -> None:
+    """Write a Spark DataFrame as a Parquet folder at ``target``, whole or not at all: Spark
+    writes to a hidden temporary folder beside it (``.NAME.<random>.tmp``), which is then
+    renamed over the target (a previous target is moved aside first and removed after). A job
+    that fails leaves the old target as it was and removes its temporary folder."""
+    spark = frame.sparkSession
+    target = target.rstrip("/")
+    parent, _, leaf = target.rpartition("/")
+    parent = parent or "."
+    tmp = f"{parent}/.{leaf}.{uuid.uuid4().hex[:8]}.tmp"
+    old = f"{parent}/.{leaf}.{uuid.uuid4().hex[:8]}.old"
+    fs, tmp_path, jvm = _hadoop_fs(spark, tmp)
+    try:
+        frame.write.mode("error").format(mode_format).save(tmp)
+    except BaseException:
+        fs.delete(tmp_path, True)
+        raise
+    target_path = jvm.org.apache.hadoop.fs.Path(target)
+    old_path = jvm.org.apache.hadoop.fs.Path(old)
+    had_target = fs.exists(target_path)
+    if had_target and not fs.rename(target_path, old_path):
+        fs.delete(tmp_path, True)
+        raise PortraitError(f"cannot move the previous {target} aside; nothing was changed")
+    if not fs.rename(tmp_path, target_path):
+        if had_target:
+            fs.rename(old_path, target_path)
+        fs.delete(tmp_path, True)
+        raise PortraitError(f"cannot rename the new output into {target}; the previous one is kept")
+    if had_target:
+        fs.delete(old_path, True)
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SparkInput:
+    """A data set for Spark: the contract sources (column mapping, formats, privacy) and, per
+    table, where Spark reads it: ``("parquet" | "csv", paths)``, ``("table", (name,))`` or
+    ``("frame", ())`` (the source's pandas frame)."""
+
+    dataset: Dataset
+    locations: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
+
+
+def _is_uri(location: str) -> bool:
+    return "://" in location and not location.startswith("file://")
+
+
+def parse_table_options(values: list[str] | None) -> dict[str, str]:
+    """``--table purchases=sales.order_lines`` options as ``{table: catalog name}``."""
+    tables: dict[str, str] = {}
+    for value in values or []:
+        table, sep, name = value.partition("=")
+        table, name = table.strip(), name.strip()
+        if not sep or not table or not name:
+            raise PortraitError(f"--table {value!r}: expected TABLE=CATALOG_TABLE, e.g. purchases=sales.order_lines")
+        if table not in contract.TABLES_BY_NAME:
+            raise PortraitError(
+                f"--table {value!r}: {table!r} is not a contract table; known: {sorted(contract.TABLES_BY_NAME)}"
+            )
+        tables[table] = name
+    return tables
+
+
+def open_spark_input(spark, location: str | Path | Dataset, tables: dict[str, str] | None = None) -> SparkInput:
+    """Where each table is: a local folder (found and configured as :func:`open_dataset`
+    does), a path Spark reads, or an in-memory :class:`Dataset`; ``tables`` names catalog
+    tables that replace or add to those."""
+    tables = dict(tables or {})
+    if isinstance(location, Dataset):
+        dataset = location
+        locations = {}
+        for name, source in dataset.sources.items():
+            if source.frame is not None:
+                locations[name] = ("frame", ())
+            elif source.duckdb_file is not None:
+                raise PortraitError(
+                    f"Spark cannot read the DuckDB file {source.duckdb_file}: export its tables to Parquet "
+                    "(COPY table TO 'NAME.parquet') or use --engine duckdb"
+                )
+            else:
+                if source.is_csv:
+                    locations[name] = ("csv", tuple(str(f.scanned_path) for f in source.resolved_csv_files()))
+                else:
+                    locations[name] = ("parquet", tuple(str(f) for f in source.files))
+    elif _is_uri(str(location)):
+        dataset, locations = _remote(spark, str(location), tables)
+    else:
+        dataset, locations = _local(Path(location), tables)
+    sources = dict(dataset.sources)
+    for table, name in tables.items():
+        previous = sources.get(table)
+        sources[table] = TableSource(
+            table=table,
+            columns=previous.columns if previous else {},
+            timestamp_format=previous.timestamp_format if previous else None,
+            guard=_guard(table, dataset.privacy),
+        )
+        locations[table] = ("table", (name,))
+    if "purchases" not in sources:
+        raise ContractError(
+            f"required table 'purchases' not found in {location}: expected purchases.parquet, purchases.csv, "
+            "a folder purchases/ or --table purchases=CATALOG_TABLE",
+            table="purchases",
+        )
+    from portrait.forget import tombstone_files
+
+    if tombstone_files(dataset):
+        raise PortraitError(
+            f"{location} has forgotten customers (portrait forget): the Spark engine does not apply "
+            "tombstones yet, so it refuses to read it; use --engine duckdb"
+        )
+    dataset = Dataset(dataset.name, sources, dataset.root, dataset.timezone, dataset.privacy)
+    return SparkInput(dataset, locations)
+
+
+def _local(folder: Path, tables: dict[str, str]) -> tuple[Dataset, dict]:
+    if not folder.is_dir():
+        raise ContractError(f"data set {folder} does not exist or is not a folder (Spark reads folders and paths)")
+    config, timezone, privacy = _read_config(folder)
+    sources, locations = {}, {}
+    for table in contract.TABLES:
+        if table.name in tables:
+            continue
+        table_config = config.get(table.name, {})
+        files = _find_files(folder, table.name, table_config.get("file"))
+        if not files:
+            continue
+        is_csv = not files[0].name.endswith(".parquet")
+        encodings = tuple(table_config.get("encoding", ()))
+        csv_files = tuple(_csv_file(f, encodings, table.name) for f in files) if is_csv else ()
+        sources[table.name] = TableSource(
+            table=table.name,
+            files=files,
+            columns=dict(table_config.get("columns", {})),
+            timestamp_format=table_config.get("timestamp_format"),
+            delimiter=table_config.get("delimiter"),
+            encodings=encodings,
+            csv_files=csv_files,
+            guard=_guard(table.name, privacy),
+        )
+        read = [str(f.scanned_path) for f in csv_files] if is_csv else [str(f) for f in files]
+        locations[table.name] = ("csv" if is_csv else "parquet", tuple(read))
+    return Dataset(folder.resolve().name, sources, folder, timezone, privacy), locations
+
+
+def _remote(spark, root: str, tables: dict[str, str]) -> tuple[Dataset, dict]:
+    root = root.rstrip("/")
+    sources, locations = {}, {}
+    privacy = PrivacySettings()
+    for table in contract.TABLES:
+        if table.name in tables:
+            continue
+        for suffix, kind in ((".parquet", "parquet"), (".csv", "csv"), (".csv.gz", "csv"), ("", None)):
+            path = f"{root}/{table.name}{suffix}"
+            if path_exists(spark, path):
+                if kind is None:  # a folder of parts: Parquet unless it holds CSV
+                    fs, hadoop_path, _ = _hadoop_fs(spark, path)
+                    names = [str(s.getPath().getName()) for s in fs.listStatus(hadoop_path)]
+                    kind = "csv" if any(n.endswith((".csv", ".csv.gz")) for n in names) else "parquet"
+                sources[table.name] = TableSource(table=table.name, guard=_guard(table.name, privacy))
+                locations[table.name] = (kind, (path,))
+                break
+    return Dataset(root.rpartition("/")[2], sources, None, "UTC", privacy), locations
+
+
+def _read(engine: SparkEngine, spark_input: SparkInput, table: str):
+    """The source's rows as a DataFrame (CSV as text, malformed lines left out and counted)."""
+    spark = engine.spark
+    source = spark_input.dataset.sources[table]
+    kind, paths = spark_input.locations[table]
+    if kind == "frame":
+        return spark.createDataFrame(source.frame)
+    if kind == "table":
+        return spark.table(paths[0])
+    if kind == "parquet":
+        # Parts are stacked by column name, as DuckDB's union_by_name (merging costs a job: only
+        # when there are several files).
+        return spark.read.option("mergeSchema", str(len(paths) > 1).lower()).parquet(*paths)
+    reader = spark.read.option("header", "true").option("inferSchema", "false")
+    if source.delimiter:
+        reader = reader.option("sep", source.delimiter)
+    encodings = {f.duckdb_encoding for f in source.csv_files} or {"utf-8"}
+    if len(encodings) > 1:
+        raise PortraitError(
+            f"{table}: CSV files in several encodings are not read by the Spark engine; use --engine duckdb"
+        )
+    reader = reader.option("encoding", encodings.pop())
+    header = reader.csv(list(paths)).schema
+    from pyspark.sql import types as T
+
+    schema = T.StructType([*header.fields, T.StructField(_CSV_CORRUPT, T.StringType())])
+    frame = (
+        reader.schema(schema)
+        .option("mode", "PERMISSIVE")
+        .option("columnNameOfCorruptRecord", _CSV_CORRUPT)
+        .csv(list(paths))
+        .persist()
+    )
+    engine.malformed_rows[table] = frame.where(frame[_CSV_CORRUPT].isNotNull()).count()
+    return frame.where(frame[_CSV_CORRUPT].isNull()).drop(_CSV_CORRUPT)
+
+
+def spark_dataset(spark, location, tables: dict[str, str] | None = None) -> tuple[SparkEngine, Dataset]:
+    """A :class:`SparkEngine` with every view of the data set at ``location`` registered (see
+    the module docstring), and the :class:`Dataset` describing its tables."""
+    spark_input = location if isinstance(location, SparkInput) else open_spark_input(spark, location, tables)
+    engine = SparkEngine(spark)
+    register_views(engine, spark_input)
+    return engine, spark_input.dataset
+
+
+def register_views(engine: SparkEngine, spark_input: SparkInput) -> None:
+    from portrait.views import _register_deduplicated, checked_views, select_columns
+
+    dataset = spark_input.dataset
+    for table in contract.TABLES:
+        if not dataset.has(table.name):
+            continue
+        source = dataset.sources[table.name]
+        frame = _read(engine, spark_input, table.name)
+        if source.guard is not None:  # personal data never reaches a view
+            keep = [source.columns.get(c, c) for c in table.column_names]
+            withheld = withheld_columns(table.name, frame.columns, keep, source.guard)
+            frame = frame.drop(*withheld) if withheld else frame
+        frame.createOrReplaceTempView(f"_source_{table.name}")
+        available = {f.name: duckdb_type(f.dataType) for f in frame.schema.fields}
+        selected, types, extras = select_columns(table, source, available)
+        is_csv = spark_input.locations[table.name][0] == "csv"
+        engine.create_view(f"raw_{table.name}", f"SELECT {', '.join(selected)} FROM _source_{table.name}")
+        for name, sql in checked_views(table, types, extras, source.timestamp_format, is_csv, dataset.timezone, []):
+            engine.create_view(name, sql)
+        _register_deduplicated(engine, table, by_key=False)
+    _register_final_views(engine, dataset)
+
+
+def _register_final_views(engine: SparkEngine, dataset: Dataset) -> None:
+    from portrait.views import REMAP, merged_view
+
+    has_map = dataset.has("identities") and register_identity_map(engine)
+    if has_map:
+        engine.create_view(REMAP, "SELECT customer_id, person_id FROM identity_remap")
+    else:
+        engine.create_view(
+            REMAP,
+            "SELECT CAST(NULL AS VARCHAR) AS customer_id, CAST(NULL AS VARCHAR) AS person_id WHERE FALSE",
+        )
+    for table in contract.TABLES:
+        if not dataset.has(table.name) or table.name == "identities":
+            continue
+        if not has_map:
+            engine.create_view(table.name, f"SELECT * FROM clean_{table.name}")
+            continue
+        columns = [name for name, _ in engine.columns(f"SELECT * FROM clean_{table.name}")]
+        engine.create_view(table.name, merged_view(table.name, columns))
+
+
+def register_identity_map(engine: SparkEngine, max_rounds: int = MAX_IDENTITY_ROUNDS) -> bool:
+    """``identity_map`` and ``identity_remap`` from ``clean_identities``, as
+    :func:`portrait.identity.register_identity_map` builds them on DuckDB: every connected
+    component of customer ids joined by shared identifiers is one person, whose id is the
+    smallest customer id (as text) in it.
+
+    How: iterative minimum-label propagation in Spark SQL. Every customer id starts labelled
+    with itself; each round, every shared identifier takes the smallest label of its ids and
+    every id the smallest label of its identifiers, until a round changes nothing. The smallest
+    label in a component spreads one hop per round, so the rounds are the graph's diameter,
+    small for identity graphs (a few links per person). Why this and not GraphFrames: it needs
+    nothing beyond Spark SQL (GraphFrames is a separate Spark package to install on the
+    cluster), every round is a join and a group-by that Spark distributes, the graph is never
+    collected to the driver (DuckDB's path hands it to scipy in one process), and the result
+    is the same smallest-id label by construction. More than ``max_rounds`` rounds (a chain of
+    thousands of ids through shared identifiers: a data problem, such as a placeholder phone
+    number shared by everyone) stops with an error rather than running on.
+    """
+    engine.materialize(
+        "_identity_edges",
+        """WITH links AS (SELECT DISTINCT customer_id, id_type, id_value FROM clean_identities),
+                shared AS (SELECT id_type, id_value FROM links GROUP BY id_type, id_value HAVING COUNT(*) > 1)
+           SELECT links.customer_id, links.id_type, links.id_value FROM links JOIN shared USING (id_type, id_value)""",
+    )
+    engine.materialize("_identity_labels", "SELECT DISTINCT customer_id, customer_id AS label FROM _identity_edges")
+    for _ in range(max_rounds):
+        engine.materialize(
+            "_identity_next",
+            eager=True,
+            sql="""WITH key_labels AS (
+                   SELECT e.id_type, e.id_value, MIN(l.label) AS label
+                   FROM _identity_edges e JOIN _identity_labels l USING (customer_id)
+                   GROUP BY e.id_type, e.id_value)
+               SELECT e.customer_id, MIN(k.label) AS label
+               FROM _identity_edges e JOIN key_labels k USING (id_type, id_value)
+               GROUP BY e.customer_id""",
+        )
+        changed = engine.rows(
+            "SELECT COUNT(*) FROM _identity_next n JOIN _identity_labels l USING (customer_id) WHERE n.label <> l.label"
+        )[0][0]
+        engine.rename("_identity_next", "_identity_labels")
+        if changed == 0:
+            break
+    else:
+        raise PortraitError(
+            f"identity merging did not settle in {max_rounds} rounds of label propagation: some persons are "
+            "chains of very many ids through shared identifiers (a placeholder value shared by many customers?); "
+            "check the identities table (portrait identity) or merge with --engine duckdb"
+        )
+    engine.materialize(
+        "identity_map",
+        """SELECT c.customer_id, COALESCE(m.label, c.customer_id) AS person_id
+           FROM (SELECT DISTINCT CAST(customer_id AS VARCHAR) AS customer_id FROM clean_identities) c
+           LEFT JOIN _identity_labels m USING (customer_id)""",
+    )
+    engine.materialize(
+        "identity_remap", "SELECT customer_id, person_id FROM identity_map WHERE customer_id <> person_id"
+    )
+    engine.drop("_identity_edges")
+    engine.drop("_identity_labels")
+    return bool(engine.rows("SELECT COUNT(*) FROM identity_map")[0][0])
+
+
+def quarantine_counts(engine: SparkEngine, dataset: Dataset) -> dict[str, dict[str, int]]:
+    """Rows set aside per table and reason, by the same rules as :mod:`portrait.validate`
+    (the reasons of ``checked_t``, exact copies, conflicting customer rows, malformed CSV lines)."""
+    result: dict[str, dict[str, int]] = {}
+    for table in contract.TABLES:
+        if not dataset.has(table.name):
+            continue
+        counts = {
+            reason: int(n)
+            for reason, n in engine.rows(
+                f"SELECT _reject_reason, COUNT(*) FROM checked_{table.name} "
+                "WHERE _reject_reason IS NOT NULL GROUP BY _reject_reason"
+            )
+        }
+        if table.check_duplicates:
+            for reason, n in engine.rows(
+                f"SELECT _reject_reason, SUM(_rows) FROM duplicates_{table.name} GROUP BY _reject_reason"
+            ):
+                counts[reason] = counts.get(reason, 0) + int(n)
+        if engine.malformed_rows.get(table.name):
+            counts["malformed_row"] = engine.malformed_rows[table.name]
+        result[table.name] = counts
+    return result
+
+
+__all__ = [
+    "SparkEngine",
+    "spark_session",
+    "spark_dataset",
+    "open_spark_input",
+    "parse_table_options",
+    "quarantine_counts",
+    "require_spark",
+    "to_spark_sql",
+    "write_directory",
+]
