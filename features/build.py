@@ -190,6 +190,7 @@ def build_features(
     con: duckdb.DuckDBPyConnection | Engine | None = None,
     only: Collection[str] | None = None,
     purchases_ready: bool = False,
+    on_engine: bool = False,
 ) -> pd.DataFrame:
     """One row per customer as of ``cutoff`` (see the module docstring for the edge rules).
 
@@ -202,7 +203,9 @@ def build_features(
     before this cutoff into ``f_purchases`` on ``con``: that one read is reused, and left in
     place for the caller (who owns it) instead of being dropped. ``con`` may be a DuckDB
     connection or an :class:`~portrait.engine.Engine` with the data set's views registered
-    (the Spark engine: :func:`portrait.spark_engine.spark_dataset`).
+    (the Spark engine: :func:`portrait.spark_engine.spark_dataset`). ``on_engine`` (Spark):
+    return the table where it was built (a Spark DataFrame, finished batch by batch by the same
+    :func:`_finish`) instead of collecting it; the caller owns the engine's cached steps.
     """
     config = config or FeatureConfig()
     cutoff = parse_cutoff(cutoff)
@@ -234,6 +237,9 @@ def build_features(
         _register_vocabulary(con, vocabulary)
         callers = tuple(s.name for s in first_steps) if purchases_ready else ()  # the caller's to drop
         _materialize(con, steps[:-1], keep=_read_by(steps[-1]) + callers, built=tuple(s.name for s in first_steps))
+        if on_engine:
+            dtypes = {"customer_id": "str"} | {f.name: f.dtype for f in features}
+            return as_engine(con).finished(steps[-1].sql, lambda batch: _finish(batch, features, vocabulary), dtypes)
         started = _clock()
         frame = as_engine(con).frame(f"{steps[-1].sql} ORDER BY customer_id")
         _log_step(steps[-1].name, started)

@@ -278,6 +278,26 @@ class SparkEngine:
     def frame(self, sql: str) -> pd.DataFrame:
         return self._released(self.query(sql).toPandas())
 
+    def finished(self, sql: str, finish, dtypes: dict[str, str]):
+        """A Spark DataFrame of ``sql`` with ``finish`` (a pandas frame to pandas frame function,
+        row by row: the feature build's favourites and dtypes) applied batch by batch on the
+        executors; ``dtypes`` gives each output column as ``int``, ``category``/``str`` or
+        (anything else) a double."""
+        from pyspark.sql import types as T
+
+        kinds = {"int": T.LongType(), "category": T.StringType(), "str": T.StringType()}
+        schema = T.StructType([T.StructField(n, kinds.get(d, T.DoubleType())) for n, d in dtypes.items()])
+
+        def run(batches):
+            for batch in batches:
+                out = finish(batch)
+                for column in out.columns:
+                    if isinstance(out[column].dtype, pd.CategoricalDtype):
+                        out[column] = out[column].astype(object).where(out[column].notna(), None)
+                yield out
+
+        return self.query(sql).mapInPandas(run, schema)
+
     def columns(self, sql: str) -> list[tuple[str, str]]:
         return [(f.name, duckdb_type(f.dataType)) for f in self.query(sql).schema.fields]
 
