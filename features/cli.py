@@ -53,6 +53,23 @@ def catalogue_markdown() -> str:
     return "\n".join(lines)
 
 
+def _build_on_spark(dataset, cutoff, out_file, config, table, spark_master, engine, out) -> None:
+    from features.spark import write_features_spark
+    from portrait.errors import PortraitError
+    from portrait.spark_engine import parse_table_options
+
+    if engine != "spark":
+        raise PortraitError("--table and --spark-master are options of --engine spark")
+    started = time.perf_counter()
+    rows, features = write_features_spark(
+        str(dataset), cutoff, str(out_file), config, tables=parse_table_options(table), master=spark_master
+    )
+    out.print(
+        f"{rows:,} customers x {features} features as of {cutoff} on Spark "
+        f"in {time.perf_counter() - started:.1f} s -> {out_file}"
+    )
+
+
 def register(app: typer.Typer, out, console) -> None:
     @app.command("list")
     def list_command(
@@ -71,20 +88,37 @@ def register(app: typer.Typer, out, console) -> None:
 
     @app.command("build")
     def build_command(
-        dataset: Annotated[Path, typer.Argument(help="Data set folder or DuckDB file.")],
+        dataset: Annotated[
+            str, typer.Argument(help="Data set folder or DuckDB file (Spark: also hdfs://, s3a://, abfss:// paths).")
+        ],
         as_of: Annotated[str, typer.Option("--as-of", help="Cutoff date (YYYY-MM-DD): only data before it is used.")],
-        out_file: Annotated[Path, typer.Option("--out", help="Feature table to write (Parquet).")],
+        out_file: Annotated[
+            str, typer.Option("--out", help="Feature table to write (Parquet; Spark: a folder on an hdfs:// ... path).")
+        ],
         config_file: Annotated[Path | None, typer.Option("--config", help="TOML with a [features] table.")] = None,
+        engine: Annotated[str, typer.Option("--engine", help="duckdb (embedded, default) or spark.")] = "duckdb",
+        spark_master: Annotated[
+            str | None,
+            typer.Option("--spark-master", help="Spark master (default local[2], or the session spark-submit gives)."),
+        ] = None,
+        table: Annotated[
+            list[str] | None,
+            typer.Option("--table", help="Spark: read TABLE from the catalog, e.g. purchases=sales.order_lines."),
+        ] = None,
     ) -> None:
         """Build one feature row per customer as of a cutoff."""
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
         from features.build import build_features, parse_cutoff
         from portrait.dataset import open_dataset
+        from portrait.engine import check_engine_name
         from portrait.files import atomic_write
 
         config = load_feature_config(config_file)
         cutoff = parse_cutoff(as_of)
+        if check_engine_name(engine) == "spark" or table or spark_master:
+            _build_on_spark(dataset, cutoff, out_file, config, table, spark_master, engine, out)
+            return
         ds = open_dataset(dataset)
         started = time.perf_counter()
         with Progress(
@@ -92,7 +126,7 @@ def register(app: typer.Typer, out, console) -> None:
         ) as progress:
             progress.add_task(f"building features as of {cutoff}", total=None)
             frame = build_features(ds, cutoff, config)
-        atomic_write(frame, out_file, csv=False)
+        atomic_write(frame, Path(out_file), csv=False)
         out.print(
             f"{len(frame):,} customers x {frame.shape[1] - 1} features as of {cutoff} "
             f"in {time.perf_counter() - started:.1f} s -> {out_file}"

@@ -27,10 +27,12 @@ imported inside :func:`spark_session`). What it does:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,6 +123,23 @@ def spark_session(master: str | None = None):
     for key, value in SESSION_CONFIG.items():
         session.conf.set(key, value)
     return session
+
+
+@contextlib.contextmanager
+def spark_errors() -> Iterator[None]:
+    """A Spark or JVM failure as a :class:`PortraitError` (one line, no Java stack trace); the
+    writes in this module leave nothing where readers look when a job fails."""
+    try:
+        yield
+    except PortraitError:
+        raise
+    except Exception as exc:
+        from py4j.protocol import Py4JError
+        from pyspark.errors import PySparkException
+
+        if isinstance(exc, PySparkException | Py4JError):
+            raise PortraitError(f"the Spark job failed: {_first_line(exc)}; no output was written") from None
+        raise
 
 
 def _first_line(exc: BaseException) -> str:
@@ -369,7 +388,8 @@ class SparkInput:
     locations: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
 
 
-def _is_uri(location: str) -> bool:
+def is_uri(location: str) -> bool:
+    """A location only Spark (Hadoop's file systems) reads: ``hdfs://``, ``s3a://``, ``abfss://``..."""
     return "://" in location and not location.startswith("file://")
 
 
@@ -410,7 +430,7 @@ def open_spark_input(spark, location: str | Path | Dataset, tables: dict[str, st
                     locations[name] = ("csv", tuple(str(f.scanned_path) for f in source.resolved_csv_files()))
                 else:
                     locations[name] = ("parquet", tuple(str(f) for f in source.files))
-    elif _is_uri(str(location)):
+    elif is_uri(str(location)):
         dataset, locations = _remote(spark, str(location), tables)
     else:
         dataset, locations = _local(Path(location), tables)
