@@ -32,6 +32,7 @@ import functools
 import os
 import shutil
 import uuid
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,7 +69,7 @@ SESSION_CONFIG = {
     "spark.sql.parquet.inferTimestampNTZ.enabled": "true",
 }
 MAX_IDENTITY_ROUNDS = 60
-INSTALL_PYSPARK = "pip install 'pyspark>=4.0' (it is in the project's dev extra: pip install -e '.[dev]')"
+INSTALL_PYSPARK = "pip install 'pyspark>=4.0' (the project's spark and dev extras hold it: pip install -e '.[spark]')"
 INSTALL_JAVA = "install a Java runtime, 17 or later (e.g. apt-get install openjdk-17-jre-headless), or set JAVA_HOME"
 _CSV_CORRUPT = "_portrait_corrupt_record"
 
@@ -122,6 +123,9 @@ def spark_session(master: str | None = None):
         session.sparkContext.setLogLevel("ERROR")
     for key, value in SESSION_CONFIG.items():
         session.conf.set(key, value)
+    # pyspark 4.3 warns on every pandas conversion that it does not "fully support" pandas 3;
+    # the conversions used here (Arrow, flat columns) are checked by the parity test.
+    warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
     return session
 
 
@@ -159,6 +163,7 @@ def _rewrite(node: exp.Expression) -> exp.Expression:
             return sqlglot.parse_one("TRY_" + java, read="spark")
         if name == "TIMEZONE" and len(node.expressions) == 2:
             zone, value = node.expressions
+            value = value.transform(_rewrite)  # a TRY_STRPTIME inside (a format with %z)
             shifted = exp.Anonymous(this="FROM_UTC_TIMESTAMP", expressions=[value, zone])
             return exp.Cast(this=shifted, to=exp.DataType.build("TIMESTAMP_NTZ", dialect="spark"))
     return node
@@ -295,7 +300,7 @@ class SparkEngine:
         return self._released([tuple(row) for row in self.query(sql).collect()])
 
     def frame(self, sql: str) -> pd.DataFrame:
-        return self._released(self.query(sql).toPandas())
+        return self._released(self.query(sql).toPandas().copy())  # one block per dtype, as DuckDB's
 
     def finished(self, sql: str, finish, dtypes: dict[str, str]):
         """A Spark DataFrame of ``sql`` with ``finish`` (a pandas frame to pandas frame function,

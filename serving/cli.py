@@ -28,7 +28,9 @@ def register(app: typer.Typer, out, console) -> None:
 
     @app.command("score")
     def score_command(
-        dataset: Annotated[Path, typer.Argument(help="Data set folder or DuckDB file.")],
+        dataset: Annotated[
+            str, typer.Argument(help="Data set folder or DuckDB file (Spark: also hdfs://, s3a://, abfss:// paths).")
+        ],
         as_of: Annotated[str, typer.Option("--as-of", help="Score as of this date (YYYY-MM-DD).")],
         models: Annotated[
             str, typer.Option(help="Comma-separated registered models.")
@@ -42,12 +44,40 @@ def register(app: typer.Typer, out, console) -> None:
         skip_validation: Annotated[
             bool, typer.Option("--skip-validation", help="Do not validate the data set first.")
         ] = False,
+        engine: Annotated[str, typer.Option("--engine", help="duckdb (embedded, default) or spark.")] = "duckdb",
+        spark_master: Annotated[
+            str | None,
+            typer.Option("--spark-master", help="Spark master (default local[2], or the session spark-submit gives)."),
+        ] = None,
+        table: Annotated[
+            list[str] | None,
+            typer.Option("--table", help="Spark: read TABLE from the catalog, e.g. purchases=sales.order_lines."),
+        ] = None,
     ) -> None:
         """Score every customer with registered models; write one scores table atomically."""
         from portrait.dataset import open_dataset
+        from portrait.engine import check_engine_name
         from serving.score import score
 
         setup_tracking()
+        names = [m.strip() for m in models.split(",") if m.strip()]
+        if check_engine_name(engine) == "spark" or table or spark_master:
+            run = _score_on_spark(
+                dataset,
+                as_of,
+                names,
+                out_dir,
+                alias,
+                reasons,
+                csv,
+                skip_validation,
+                engine,
+                spark_master,
+                table,
+                console,
+            )
+            _print_summary(out, run)
+            return
         ds = open_dataset(dataset)
         with Progress(
             SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True
@@ -64,21 +94,7 @@ def register(app: typer.Typer, out, console) -> None:
                 validate_first=not skip_validation,
                 progress=lambda message: p.update(task, description=message),
             )
-        summary = run.summary
-        out.print(
-            f"scored {summary['customers']:,} customers as of {summary['as_of']} in {summary['duration_seconds']} s"
-        )
-        for name, info in summary["models"].items():
-            line = f"  {name} v{info['version']}"
-            if "mean" in info:
-                line += f": mean {info['mean']:.4f}, median {info['score_quantiles'][0.5]:.4f}"
-                drift = info["drift"]
-                if drift["flagged"]:
-                    line += f"  [red]drift flagged (PSI > 0.25): {', '.join(list(drift['flagged'])[:5])}[/red]"
-                elif drift["warnings"]:
-                    line += f"  [yellow]drift warning (PSI > 0.1): {', '.join(list(drift['warnings'])[:5])}[/yellow]"
-            out.print(line)
-        out.print(f"scores: {run.scores_file}\nsummary: {run.summary_file}")
+        _print_summary(out, run)
 
     @app.command("list")
     def list_command(
@@ -289,6 +305,54 @@ def register(app: typer.Typer, out, console) -> None:
             host=host,
             port=port,
             log_level="warning",
+        )
+
+
+def _print_summary(out, run) -> None:
+    summary = run.summary
+    out.print(f"scored {summary['customers']:,} customers as of {summary['as_of']} in {summary['duration_seconds']} s")
+    for name, info in summary["models"].items():
+        line = f"  {name} v{info['version']}"
+        if "mean" in info:
+            line += f": mean {info['mean']:.4f}, median {info['score_quantiles'][0.5]:.4f}"
+            drift = info["drift"]
+            if drift["flagged"]:
+                line += f"  [red]drift flagged (PSI > 0.25): {', '.join(list(drift['flagged'])[:5])}[/red]"
+            elif drift["warnings"]:
+                line += f"  [yellow]drift warning (PSI > 0.1): {', '.join(list(drift['warnings'])[:5])}[/yellow]"
+        out.print(line)
+    out.print(f"scores: {run.scores_file}\nsummary: {run.summary_file}")
+
+
+def _score_on_spark(
+    dataset, as_of, names, out_dir, alias, reasons, csv, skip_validation, engine, master, table, console
+):
+    from serving.spark_score import score_on_spark
+
+    if engine != "spark":
+        raise PortraitError("--table and --spark-master are options of --engine spark")
+    if reasons:
+        raise PortraitError(
+            "--reasons is not computed for the whole population on Spark: portrait list computes the reasons "
+            "of the customers in a list (or score with --engine duckdb --reasons)"
+        )
+    from portrait.spark_engine import parse_table_options
+
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True
+    ) as p:
+        task = p.add_task("starting", total=None)
+        return score_on_spark(
+            str(dataset),
+            as_of,
+            names,
+            out_dir,
+            alias=alias,
+            csv=csv,
+            validate_first=not skip_validation,
+            tables=parse_table_options(table),
+            master=master,
+            progress=lambda message: p.update(task, description=message),
         )
 
 

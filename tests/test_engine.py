@@ -1,0 +1,157 @@
+"""The engine seam without a Spark session: DuckDB engine, transpiling every plan step and
+view to Spark SQL, and the messages when Spark cannot run (issue 14 §1, bad input)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+
+from features.build import _attribute_select
+from features.catalogue import Vocabulary, catalogue
+from features.config import FeatureConfig
+from features.plan import compile_plan, purchase_steps
+from portrait import contract
+from portrait.engine import DuckDBEngine, as_engine, check_engine_name
+from portrait.errors import PortraitError
+from portrait.spark_engine import parse_table_options, require_spark, to_spark_sql
+from portrait.views import checked_views
+
+CUTOFF = dt.date(2024, 6, 1)
+# DuckDB functions Spark SQL does not have, and table functions each engine scans with its own.
+NOT_ON_SPARK = ("ISFINITE", "TRY_STRPTIME", "STRPTIME", "STRLEN", "TIMEZONE(", "READ_PARQUET", "READ_CSV", "EPOCH(")
+
+
+def _every_step() -> list:
+    vocabulary = Vocabulary(
+        categories=("fresh", "toys"), brands=("acme",), channels=("web", "app"), payment_methods=("card",)
+    )
+    kinds = {"signup_date": "date", "age_band": "category", "income": "number"}
+    config = FeatureConfig()
+    features = catalogue(config, vocabulary, kinds)
+    spine = (
+        "SELECT customer_id FROM customers WHERE TRY_CAST(signup_date AS TIMESTAMP) < TIMESTAMP '2024-06-01 00:00:00'"
+    )
+    steps = compile_plan(
+        [f for f in features if f.stage != "favourite"],
+        CUTOFF,
+        config,
+        has_events=True,
+        spine_extra=spine,
+        attribute_select=_attribute_select(kinds, features, CUTOFF),
+    )
+    return purchase_steps(CUTOFF) + steps
+
+
+def test_every_plan_step_transpiles_to_spark_sql_without_duckdb_only_forms():
+    steps = _every_step()
+    assert len(steps) >= 10 and steps[-1].name == "f_features"
+    for step in steps:
+        assert not re.search(r"(?i)\bisfinite\b|\bread_(parquet|csv)\b|\bstrptime\b", step.sql), step.name
+        # A 0/1 averaged as a DECIMAL literal: Spark averages it to 5 decimal places.
+        assert not re.search(r"THEN\s+[01]\.0\s+(ELSE|WHEN)", step.sql), step.name
+        spark_sql = to_spark_sql(step.sql).upper()
+        assert not [f for f in NOT_ON_SPARK if f in spark_sql], (step.name, spark_sql[:300])
+
+
+def test_every_view_rule_transpiles_with_timestamps_rewritten_for_spark():
+    for table in contract.TABLES:
+        types = {c.name: "VARCHAR" for c in table.columns}
+        for fmt, zone in ((None, "Europe/Paris"), ("%d/%m/%Y %H:%M", "UTC"), ("%Y-%m-%d %H:%M:%S%z", "UTC")):
+            for name, sql in checked_views(table, types, [], fmt, True, zone, []):
+                spark_sql = to_spark_sql(sql).upper()
+                assert not [f for f in NOT_ON_SPARK if f in spark_sql], (table.name, name, fmt)
+                if fmt and name.startswith("checked") and any(c.kind == "timestamp" for c in table.columns):
+                    assert "TRY_TO_TIMESTAMP(" in spark_sql and "'D/M/YYYY H:M'" in spark_sql or "%z" in fmt
+    typed = checked_views(
+        contract.table("events"),
+        {
+            "customer_id": "VARCHAR",
+            "ts": "TIMESTAMP WITH TIME ZONE",
+            "event_type": "VARCHAR",
+            "channel": "VARCHAR",
+            "category": "VARCHAR",
+            "value": "DOUBLE",
+        },
+        [],
+        None,
+        False,
+        "Europe/Paris",
+        [],
+    )
+    checked = to_spark_sql(dict(typed)["checked_events"])
+    assert "CAST(FROM_UTC_TIMESTAMP(`ts`, 'Europe/Paris') AS TIMESTAMP_NTZ)" in checked.replace('"', "`")
+    assert "BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308" in checked
+
+
+def test_the_duckdb_engine_runs_the_statements_of_a_build(tmp_path):
+    con = duckdb.connect()
+    engine = as_engine(con)
+    assert isinstance(engine, DuckDBEngine) and as_engine(engine) is engine
+    engine.register_frame("numbers", pd.DataFrame({"x": [1, 2, 3]}))
+    engine.materialize("doubled", "SELECT x * 2 AS y FROM numbers")
+    assert engine.rows("SELECT SUM(y) FROM doubled") == [(12,)]
+    assert engine.columns("SELECT * FROM doubled") == [("y", "BIGINT")]
+    engine.write_parquet("SELECT y FROM doubled ORDER BY y", tmp_path / "out.parquet")
+    assert pd.read_parquet(tmp_path / "out.parquet")["y"].tolist() == [2, 4, 6]
+    engine.drop("doubled")
+    with pytest.raises(duckdb.CatalogException, match="doubled"):
+        engine.rows("SELECT * FROM doubled")
+    with pytest.raises(TypeError, match="expected a DuckDB connection or an Engine"):
+        as_engine("not a connection")
+
+
+def test_unknown_engine_and_bad_table_options_are_named():
+    with pytest.raises(PortraitError, match="unknown engine 'sparky'; choose one of duckdb, spark"):
+        check_engine_name("sparky")
+    assert parse_table_options(["purchases=sales.order_lines"]) == {"purchases": "sales.order_lines"}
+    with pytest.raises(PortraitError, match="expected TABLE=CATALOG_TABLE"):
+        parse_table_options(["purchases"])
+    with pytest.raises(PortraitError, match="'orders' is not a contract table"):
+        parse_table_options(["orders=sales.orders"])
+
+
+def test_without_pyspark_or_java_the_message_says_what_to_install(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "pyspark", None)  # import pyspark raises ImportError
+    with pytest.raises(PortraitError, match=r"needs pyspark, which is not installed: pip install 'pyspark>=4.0'"):
+        require_spark()
+    monkeypatch.delitem(sys.modules, "pyspark")
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.delenv("PYSPARK_GATEWAY_PORT", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(PortraitError, match=r"needs Java, and none was found .* openjdk-17"):
+        require_spark()
+
+
+@pytest.mark.parametrize("command", ["features", "score"])
+def test_the_commands_without_java_exit_non_zero_with_one_message_and_write_nothing(command, tmp_path):
+    bin_dir = Path(sys.executable).parent
+    env = {k: v for k, v in os.environ.items() if k not in ("JAVA_HOME", "PYSPARK_GATEWAY_PORT")}
+    env["PATH"] = str(bin_dir)  # the venv's commands, no java
+    out = tmp_path / "out.parquet"
+    args = {
+        "features": [
+            "features",
+            "build",
+            str(tmp_path),
+            "--as-of",
+            "2024-01-01",
+            "--engine",
+            "spark",
+            "--out",
+            str(out),
+        ],
+        "score": ["score", str(tmp_path), "--as-of", "2024-01-01", "--engine", "spark", "--out", str(tmp_path / "s")],
+    }[command]
+    result = subprocess.run([str(bin_dir / "portrait"), *args], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    text = " ".join((result.stdout + result.stderr).split())
+    assert "needs Java, and none was found" in text and "Traceback" not in text
+    assert not out.exists() and not (tmp_path / "s").exists()
