@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -307,8 +308,15 @@ def build_profile(
     include_sensitive: bool = True,
     compute_reasons: bool = True,
     model_loader: ModelLoader | None = None,
+    in_memory: bool = False,
 ) -> CustomerProfile:
     """The profile of the person ``customer_id`` belongs to (see the module docstring).
+
+    When ``sources.runs`` names a run with profile material (written by the refresh's
+    ``profiles`` step) and the as-of date is the run's, the data-set part comes from that
+    material by point reads instead of the data set (the same answer: see
+    :func:`write_profile_material`). ``in_memory`` (the API) holds the run's tables in memory
+    in this process, loaded once per run, so a profile reads no file.
 
     ``include_sensitive=False`` leaves out attributes marked sensitive (the marketing role).
     ``compute_reasons``: when the scores hold no reasons, compute them for this one row with
@@ -331,18 +339,24 @@ def build_profile(
     if as_of is None:
         as_of, as_of_from = (outputs.date, outputs.date_from) if outputs.date else (None, "none")
 
-    person = _Person(customer_id, None)
-    data = None
-    if sources.data is not None:
-        data = _PersonData.read(sources.data, customer_id)
-        person = _Person(data.person_id, customer_id if data.person_id != customer_id else None)
-        ids = data.customer_ids
-    else:
-        ids = [customer_id]
-        note("data", "no data set given: attributes, identities, orders and events are not shown")
-    lookup = [person.customer_id, *[i for i in ids if i != person.customer_id]]
-
     with duckdb.connect() as con:
+        outputs.reader = memory_reader(sources.runs, outputs.run) if in_memory and sources.runs else _FileReader(con)
+        person = _Person(customer_id, None)
+        data = None
+        if sources.data is not None:
+            material, why = material_of(outputs.run, sources.as_of, sources.data)
+            if why:
+                note("data", why)
+            if material is not None:
+                data = _PersonMaterial(material, customer_id, outputs.reader)
+            else:
+                data = _PersonData.read(sources.data, customer_id)
+            person = _Person(data.person_id, customer_id if data.person_id != customer_id else None)
+            ids = data.customer_ids
+        else:
+            ids = [customer_id]
+            note("data", "no data set given: attributes, identities, orders and events are not shown")
+        lookup = [person.customer_id, *[i for i in ids if i != person.customer_id]]
         scores_row = outputs.scores_row(con, lookup)
         tags = outputs.tags_of(con, lookup, note)
         segments = outputs.segments_of(con, lookup, as_of, note)
@@ -370,15 +384,15 @@ def build_profile(
                 "scores", f"the scores hold the person under {scores_row['customer_id']!r}, not {person.customer_id!r}"
             )
 
-    attributes = identities = orders = events = None
-    if data is not None:
-        try:
-            attributes = data.attributes(include_sensitive, note)
-            identities = data.identities()
-            orders = data.orders(as_of)
-            events = data.events(as_of, note)
-        finally:
-            data.close()
+        attributes = identities = orders = events = None
+        if data is not None:
+            try:
+                attributes = data.attributes(include_sensitive, note)
+                identities = data.identities()
+                orders = data.orders(as_of)
+                events = data.events(as_of, note)
+            finally:
+                data.close()
     return CustomerProfile(
         customer_id=person.customer_id,
         resolved_from=person.resolved_from,
@@ -531,6 +545,8 @@ class _Outputs:
     history_files: list[tuple[dt.date, Path]] = dataclasses.field(default_factory=list)
     history_source: str | None = None
     any: bool = False
+    run: Path | None = None  # the refresh run read (with runs)
+    reader: Any = None  # point reads of stored tables: _FileReader, or _MemoryReader when serving
 
     @classmethod
     def locate(cls, sources: ProfileSources, note: Callable[[str, str], None]) -> _Outputs:
@@ -559,6 +575,7 @@ class _Outputs:
                 else:
                     note("run", _missing_note("run", sources.runs / "runs", as_of, dates))
             if run is not None:
+                found.run = run
                 found.date, found.date_from = _iso(run.name, sources.runs / "LATEST"), "run"
                 scores_dir, tags_dir, rfm_dir = run / "scores", run / "tags", run / "rfm"
                 members = sorted((run / "segments").glob("*.parquet")) if (run / "segments").is_dir() else []
@@ -646,7 +663,7 @@ class _Outputs:
             return None
         if not self.scores_file.exists():
             raise PortraitError(f"{self.scores_file} is missing (its folder's LATEST names it)")
-        return _first_of(_rows(con, self.scores_file, ids), ids)
+        return _first_of(self.reader.rows(self.scores_file, ids), ids)
 
     def scores_of(self, row, compute_reasons, model_loader, con, note) -> tuple[Scores | None, Persona | None]:
         if self.scores_file is None:
@@ -718,15 +735,13 @@ class _Outputs:
         from features.catalogue import describe, label_of
         from models.reasons import format_value
 
-        present = [
-            r[0] for r in con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [str(self.features_file)]).fetchall()
-        ]
+        present = self.reader.columns(self.features_file)
         wanted = [c for c in KEY_FEATURES if c in present]
         if not wanted:
             note("key_features", f"{self.features_file} has none of the key features")
             return None
         columns = ", ".join(f'"{c}"' for c in ["customer_id", *wanted])
-        rows = _rows(con, self.features_file, [scores_row["customer_id"]], columns)
+        rows = self.reader.rows(self.features_file, [scores_row["customer_id"]], columns)
         if rows.empty:
             note("key_features", f"the person is not in {self.features_file}")
             return None
@@ -749,7 +764,7 @@ class _Outputs:
     def tags_of(self, con, ids: list[str], note) -> Tags | None:
         if self.tags_file is None:
             return None
-        rows = _rows(con, self.tags_file, ids)
+        rows = self.reader.rows(self.tags_file, ids)
         if not rows.empty:
             chosen = _first_of(rows, ids)["customer_id"]
             rows = rows[rows["customer_id"].astype("str") == chosen]
@@ -768,7 +783,7 @@ class _Outputs:
     def rfm_of(self, con, ids: list[str], note) -> Rfm | None:
         if self.rfm_file is None:
             return None
-        row = _first_of(_rows(con, self.rfm_file, ids), ids)
+        row = _first_of(self.reader.rows(self.rfm_file, ids), ids)
         if row is None:
             note("rfm", f"the person is not in {self.rfm_file}")
             return None
@@ -790,7 +805,7 @@ class _Outputs:
         names = sorted(self.segment_files)
         member_of = []
         if names:
-            rows = _rows(con, [self.segment_files[n] for n in names], ids)
+            rows = self.reader.rows([self.segment_files[n] for n in names], ids)
             by_file = {str(path): name for name, path in self.segment_files.items()}
             later = []
             for name, group in rows.groupby(rows["filename"].map(by_file), sort=True):
@@ -816,7 +831,7 @@ class _Outputs:
             note("score_history", f"{missing} stored run(s) without a scores table")
         points = []
         if present:
-            rows = _rows(con, [p for _, p in present], ids)
+            rows = self.reader.rows([p for _, p in present], ids)
             date_of = {str(p): d for d, p in present}
             for path, group in rows.groupby("filename", sort=False):
                 row = _first_of(group, ids)
@@ -1172,6 +1187,447 @@ def _column_values(frame: pd.DataFrame, name: str) -> set[str]:
         return set()
     values = frame[actual].dropna().astype("str")
     return set(values[values != ""])
+
+
+# ---------------------------------------------------------------- the nightly profile material
+
+MATERIAL = "profiles"  # folder of a refresh run holding the per-person profile material
+MATERIAL_SUMMARY = "summary.json"
+MATERIAL_ROW_GROUP = 16_384  # rows per Parquet row group: a point read decodes one small group
+
+
+def write_profile_material(
+    con: duckdb.DuckDBPyConnection, dataset, as_of: dt.date, folder: Path, progress: Callable[[str], None] | None = None
+) -> dict[str, int]:
+    """Write what :func:`build_profile` reads of the data set for every person at once, into
+    ``folder`` (a refresh run's ``profiles/``): whole-table SQL over ``con``, a connection of
+    ``dataset`` with its views (the same validated, merged views the features read). Orders and
+    events are those strictly before ``as_of``. Each table is Parquet sorted by ``customer_id``
+    (the person id; the ids table by the asked id) in row groups of
+    :data:`MATERIAL_ROW_GROUP`, written through the atomic writer:
+
+    - ``ids``: every customer id the data set knows (identities, customers, purchases, events,
+      any date, as the slow path's "unknown id" check) and its person id;
+    - ``people``: per person, the merged ids, the order count and net spend, the event count
+      and whose customers row the attributes are;
+    - ``attributes``: the customers row without personal-data columns (the sensitive ones are
+      kept and named in ``summary.json``, so a role that may not see them drops them);
+    - ``identity_types`` and ``shared``: identifier counts by kind, and which kinds joined which
+      ids (counts only: no identifier value is written);
+    - ``orders`` (the last :data:`LAST_ORDERS`) and ``events`` (the last :data:`LAST_EVENTS`).
+
+    Returns the row count of each table."""
+    from portrait.files import atomic_target, atomic_write_text
+    from portrait.privacy import safe_attribute_columns
+
+    say = progress or (lambda message: None)
+    folder = Path(folder)
+    before = dt.datetime.combine(as_of, dt.time())
+    has_map = dataset.has("identities") and bool(
+        con.execute("SELECT COUNT(*) FROM duckdb_tables() WHERE table_name = 'identity_map'").fetchall()[0][0]
+    )
+    has_events = dataset.has("events")
+    has_customers = dataset.has("customers")
+    counts: dict[str, int] = {}
+
+    def write(name: str, sql: str, params: list | None = None) -> None:
+        say(f"writing {name}")
+        with atomic_target(folder / f"{name}.parquet") as tmp:
+            con.execute(f"COPY ({sql}) TO '{tmp}' (FORMAT PARQUET, ROW_GROUP_SIZE {MATERIAL_ROW_GROUP})", params or [])
+        counts[name] = int(
+            con.execute("SELECT COUNT(*) FROM read_parquet(?)", [str(folder / f"{name}.parquet")]).fetchall()[0][0]
+        )
+
+    known = " UNION ".join(
+        f"SELECT CAST(customer_id AS VARCHAR) AS customer_id FROM {t}"
+        for t in ("customers", "purchases", "events")
+        if dataset.has(t)
+    )
+    mapped = "SELECT customer_id, person_id FROM identity_map" if has_map else None
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _profile_ids AS "
+        + (f"SELECT customer_id, person_id, TRUE AS in_map FROM ({mapped}) UNION ALL " if mapped else "")
+        + f"SELECT customer_id, customer_id AS person_id, FALSE AS in_map FROM ({known}) k"
+        + (" WHERE customer_id NOT IN (SELECT customer_id FROM identity_map)" if mapped else "")
+    )
+    try:
+        write("ids", "SELECT customer_id, person_id, in_map FROM _profile_ids ORDER BY customer_id")
+        con.execute(
+            """CREATE OR REPLACE TEMP TABLE _profile_orders AS
+            SELECT CAST(customer_id AS VARCHAR) AS customer_id, order_id, MIN(ts) AS ts, SUM(amount) AS amount,
+                   COUNT(*) AS lines,
+                   list(DISTINCT category ORDER BY category) FILTER (WHERE category IS NOT NULL) AS categories,
+                   string_agg(DISTINCT channel, ', ' ORDER BY channel) AS channel
+            FROM purchases WHERE ts < CAST(? AS TIMESTAMP) GROUP BY ALL""",
+            [before],
+        )
+        write(
+            "orders",
+            f"""SELECT customer_id, order_id, ts, amount, lines, categories, channel FROM _profile_orders
+            QUALIFY ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY ts DESC, order_id DESC) <= {LAST_ORDERS}
+            ORDER BY customer_id, ts DESC, order_id DESC""",
+        )
+        if has_events:
+            write(
+                "events",
+                f"""SELECT CAST(customer_id AS VARCHAR) AS customer_id, ts, event_type, channel, category,
+                       CAST(value AS DOUBLE) AS value
+                FROM events WHERE ts < CAST(? AS TIMESTAMP)
+                QUALIFY ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY ts DESC, event_type DESC) <= {LAST_EVENTS}
+                ORDER BY customer_id, ts DESC, event_type DESC""",
+                [before],
+            )
+            event_totals = (
+                "SELECT CAST(customer_id AS VARCHAR) AS customer_id, COUNT(*) AS events_total FROM events "
+                "WHERE ts < CAST(? AS TIMESTAMP) GROUP BY 1"
+            )
+            event_params = [before]
+        else:
+            event_totals = (
+                "SELECT CAST(NULL AS VARCHAR) AS customer_id, CAST(NULL AS BIGINT) AS events_total WHERE FALSE"
+            )
+            event_params = []
+        members = (
+            "SELECT person_id, list(customer_id ORDER BY customer_id) AS customer_ids FROM identity_map GROUP BY 1"
+            if has_map
+            else "SELECT CAST(NULL AS VARCHAR) AS person_id, CAST(NULL AS VARCHAR[]) AS customer_ids WHERE FALSE"
+        )
+        # whose customers row the customers view chose: the person's own, else the smallest merged id's
+        chosen = (
+            """SELECT m.person_id, COALESCE(MIN(c.customer_id) FILTER (WHERE c.customer_id = m.person_id),
+                      MIN(c.customer_id)) AS attributes_from
+            FROM identity_map m JOIN (SELECT CAST(customer_id AS VARCHAR) AS customer_id FROM clean_customers
+                 WHERE customer_id NOT IN (SELECT customer_id FROM _conflicting_customer_ids)) c
+              ON c.customer_id = m.customer_id GROUP BY 1"""
+            if has_map and has_customers
+            else "SELECT CAST(NULL AS VARCHAR) AS person_id, CAST(NULL AS VARCHAR) AS attributes_from WHERE FALSE"
+        )
+        write(
+            "people",
+            f"""WITH persons AS (SELECT DISTINCT person_id FROM _profile_ids),
+                totals AS (SELECT customer_id, COUNT(*) AS orders_total, SUM(amount) AS orders_spend
+                           FROM _profile_orders GROUP BY 1),
+                events_totals AS ({event_totals}),
+                members AS ({members}),
+                chosen AS ({chosen})
+            SELECT p.person_id AS customer_id, COALESCE(m.customer_ids, [p.person_id]) AS customer_ids,
+                   COALESCE(t.orders_total, 0) AS orders_total, COALESCE(t.orders_spend, 0) AS orders_spend,
+                   COALESCE(e.events_total, 0) AS events_total,
+                   COALESCE(c.attributes_from, p.person_id) AS attributes_from
+            FROM persons p LEFT JOIN totals t ON t.customer_id = p.person_id
+            LEFT JOIN events_totals e ON e.customer_id = p.person_id
+            LEFT JOIN members m ON m.person_id = p.person_id
+            LEFT JOIN chosen c ON c.person_id = p.person_id
+            ORDER BY 1""",
+            event_params,
+        )
+        if has_map:
+            links = """SELECT DISTINCT i.id_type, i.id_value, m.customer_id, m.person_id FROM clean_identities i
+                JOIN identity_map m ON CAST(i.customer_id AS VARCHAR) = m.customer_id"""
+            write(
+                "identity_types",
+                f"""SELECT person_id AS customer_id, id_type, COUNT(DISTINCT id_value) AS identifiers
+                FROM ({links}) GROUP BY ALL ORDER BY 1, 2""",
+            )
+            write(
+                "shared",
+                f"""WITH per_value AS (
+                    SELECT person_id, id_type, id_value, list(customer_id ORDER BY customer_id) AS customer_ids
+                    FROM ({links}) GROUP BY ALL HAVING COUNT(*) > 1)
+                SELECT person_id AS customer_id, id_type, customer_ids, COUNT(*) AS identifiers
+                FROM per_value GROUP BY ALL ORDER BY 1, 2, 3""",
+            )
+        attribute_columns: list[str] = []
+        sensitive: list[str] = []
+        if has_customers:
+            columns = [r[0] for r in con.execute("DESCRIBE SELECT * FROM customers").fetchall()]
+            attribute_columns = safe_attribute_columns(columns, dataset)
+            sensitive = [c for c in attribute_columns if dataset.privacy.is_sensitive(c)]
+            selected = ", ".join(f'"{c}"' for c in ["customer_id", *attribute_columns])
+            write("attributes", f"SELECT {selected} FROM customers ORDER BY customer_id")
+    finally:
+        con.execute("DROP TABLE IF EXISTS _profile_ids")
+        con.execute("DROP TABLE IF EXISTS _profile_orders")
+    summary = {
+        "as_of": as_of.isoformat(),
+        "data": str(Path(dataset.root).resolve()) if getattr(dataset, "root", None) is not None else None,
+        "has_identities": has_map,
+        "has_customers": has_customers,
+        "has_events": has_events,
+        "attribute_columns": attribute_columns,
+        "sensitive_columns": sensitive,
+        "rows": counts,
+    }
+    atomic_write_text(json.dumps(summary, indent=2), folder / MATERIAL_SUMMARY)
+    return counts
+
+
+def material_of(run: Path | None, as_of: dt.date | None, data: Path | None) -> tuple[Path | None, str | None]:
+    """The run's profile material folder when a profile may be built from it: the run has one,
+    the profile's as-of date is the run's, and it was built from the data set ``data``. Else
+    None and, when the run has material that cannot be used, why (a note)."""
+    if run is None or data is None:
+        return None, None
+    folder = run / MATERIAL
+    try:
+        summary = json.loads((folder / MATERIAL_SUMMARY).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None, None
+    if as_of is not None and summary.get("as_of") != as_of.isoformat():
+        return None, None  # another date: the data set is read (orders and events before that date)
+    if summary.get("data") != str(Path(data).resolve()):
+        return None, (
+            f"the run's profile material was built from {summary.get('data')}, not {data}: read from the data set"
+        )
+    return folder, None
+
+
+class _PersonMaterial:
+    """The person's data-set part from a run's profile material (see
+    :func:`write_profile_material`): the same answers as :class:`_PersonData`, by point reads."""
+
+    fast = True
+
+    def __init__(self, folder: Path, asked: str, reader) -> None:
+        self.folder = folder
+        self.asked = asked
+        self.reader = reader
+        self.summary = json.loads((folder / MATERIAL_SUMMARY).read_text(encoding="utf-8"))
+        found = reader.records(folder / "ids.parquet", asked)
+        self.known = bool(found)
+        self.person_id = found[0]["person_id"] if found else asked
+        people = reader.records(folder / "people.parquet", self.person_id)
+        self.person = people[0] if people else None
+        self.customer_ids = list(self.person["customer_ids"]) if self.person else [self.asked]
+        self.in_map = bool(found and found[0]["in_map"])
+
+    def close(self) -> None:
+        pass
+
+    def attributes(self, include_sensitive: bool, note) -> Attributes | None:
+        if not self.summary.get("has_customers"):
+            note("attributes", "the data set has no customers table")
+            return None
+        rows = self.reader.records(self.folder / "attributes.parquet", self.person_id)
+        if not rows:
+            note("attributes", "no customers row for the person")
+            return None
+        shown = list(self.summary["attribute_columns"])
+        hidden = [c for c in shown if c in set(self.summary["sensitive_columns"])]
+        if not include_sensitive:
+            shown = [c for c in shown if c not in hidden]
+        return Attributes(
+            values=[Attribute(name=c, value=_text(rows[0].get(c))) for c in shown],
+            from_customer_id=self.person["attributes_from"] if self.person else self.person_id,
+            sensitive_left_out=0 if include_sensitive else len(hidden),
+        )
+
+    def identities(self) -> Identities:
+        if not self.in_map:
+            return Identities(customer_ids=[self.person_id], types=[], shared=[])
+        types = self.reader.records(self.folder / "identity_types.parquet", self.person_id)
+        shared = self.reader.records(self.folder / "shared.parquet", self.person_id)
+        shared = sorted(shared, key=lambda s: (s["id_type"], tuple(s["customer_ids"])))
+        return Identities(
+            customer_ids=self.customer_ids,
+            types=[IdentityType(id_type=t["id_type"], identifiers=int(t["identifiers"])) for t in types],
+            shared=[
+                SharedIdentifier(
+                    id_type=s["id_type"], customer_ids=list(s["customer_ids"]), identifiers=s["identifiers"]
+                )
+                for s in shared
+            ],
+        )
+
+    def orders(self, as_of: dt.date | None) -> Orders:
+        last = self.reader.records(self.folder / "orders.parquet", self.person_id)
+        return Orders(
+            total=int(self.person["orders_total"]) if self.person else 0,
+            spend=round(float(self.person["orders_spend"]), 2) if self.person else 0.0,
+            last=[
+                Order(
+                    order_id=str(o["order_id"]),
+                    ts=o["ts"],
+                    amount=round(float(o["amount"]), 2),
+                    lines=int(o["lines"]),
+                    categories=list(o["categories"] or []),
+                    channel=o["channel"],
+                )
+                for o in last
+            ],
+        )
+
+    def events(self, as_of: dt.date | None, note) -> Events | None:
+        if not self.summary.get("has_events"):
+            note("events", "the data set has no events table")
+            return None
+        last = self.reader.records(self.folder / "events.parquet", self.person_id)
+        return Events(
+            total=int(self.person["events_total"]) if self.person else 0,
+            last=[
+                Event(
+                    ts=e["ts"],
+                    event_type=e["event_type"],
+                    channel=e["channel"],
+                    category=e["category"],
+                    value=_float(e["value"]),
+                )
+                for e in last
+            ],
+        )
+
+
+# ---------------------------------------------------------------- point reads of sorted tables
+
+
+class _FileReader:
+    """Point reads of Parquet files by customer id, each a filtered DuckDB scan (the profile
+    material is sorted by id, so row-group statistics skip all but one group)."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+
+    def rows(self, files: Path | list[Path], ids: list[str], columns: str = "*") -> pd.DataFrame:
+        return _rows(self.con, files, ids, columns)
+
+    def columns(self, file: Path) -> list[str]:
+        return [r[0] for r in self.con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [str(file)]).fetchall()]
+
+    def records(self, file: Path, customer_id: str) -> list[dict]:
+        if not file.exists():
+            return []
+        cursor = self.con.execute("SELECT * FROM read_parquet(?) WHERE customer_id = ?", [str(file), customer_id])
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+class _Indexed:
+    """One Parquet file in memory, sorted by customer id, with the start of each id's rows:
+    a point read is a binary search and a slice (no file I/O)."""
+
+    def __init__(self, path: Path, columns: list[str] | None) -> None:
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path, columns=columns)
+        keys = table["customer_id"].cast("string")
+        table = table.set_column(table.schema.get_field_index("customer_id"), "customer_id", keys)
+        if len(table) and not pc.all(pc.greater_equal(keys.slice(1), keys.slice(0, len(keys) - 1))).as_py():
+            table = table.sort_by("customer_id")
+        table = table.combine_chunks()
+        self.table = table
+        self.names = table.column_names
+        if len(table):
+            runs = pc.run_end_encode(table["customer_id"].combine_chunks())
+            self.keys = runs.values.to_numpy(zero_copy_only=False).astype(str)
+            self.ends = runs.run_ends.to_numpy()
+        else:
+            self.keys = np.array([], dtype=str)
+            self.ends = np.array([], dtype=np.int64)
+        self.nbytes = table.nbytes + self.keys.nbytes + self.ends.nbytes
+
+    def span(self, customer_id: str) -> tuple[int, int]:
+        i = int(np.searchsorted(self.keys, customer_id))
+        if i >= len(self.keys) or self.keys[i] != customer_id:
+            return 0, 0
+        return (int(self.ends[i - 1]) if i else 0), int(self.ends[i])
+
+    def slice(self, ids: list[str]):
+        import pyarrow as pa
+
+        spans = [self.span(c) for c in ids]
+        parts = [self.table.slice(a, b - a) for a, b in spans if b > a]
+        if not parts:
+            return self.table.slice(0, 0)
+        return parts[0] if len(parts) == 1 else pa.concat_tables(parts)
+
+
+class _MemoryReader:
+    """Point reads from files held in memory (:class:`_Indexed`), loaded on first use and again
+    when the file changes (its inode, size or modification time). One reader per served run:
+    when the run changes the reader is replaced and the old run's tables freed."""
+
+    def __init__(self) -> None:
+        self._tables: dict[tuple[str, tuple[str, ...] | None], tuple[tuple, _Indexed]] = {}
+        self._lock = threading.Lock()
+
+    def _indexed(self, file: Path, columns: list[str] | None = None) -> _Indexed | None:
+        try:
+            stat = file.stat()
+        except OSError:
+            return None
+        stamp = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        key = (str(file), tuple(columns) if columns else None)
+        held = self._tables.get(key)
+        if held is not None and held[0] == stamp:
+            return held[1]
+        with self._lock:
+            held = self._tables.get(key)
+            if held is None or held[0] != stamp:
+                held = (stamp, _Indexed(file, columns))
+                self._tables[key] = held
+        return held[1]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.nbytes for _, t in self._tables.values())
+
+    def warm(self, files: list[Path]) -> None:
+        for file in files:
+            self._indexed(file)
+
+    def rows(self, files: Path | list[Path], ids: list[str], columns: str = "*") -> pd.DataFrame:
+        import pyarrow as pa
+
+        paths = [files] if isinstance(files, Path) else list(files)
+        wanted = None if columns == "*" else [c.strip().strip('"') for c in columns.split(",")]
+        parts = []
+        for path in paths:
+            indexed = self._indexed(path, wanted)
+            if indexed is None:
+                raise PortraitError(f"{path} cannot be read")
+            part = indexed.slice(ids)
+            parts.append(part.append_column("filename", pa.array([str(path)] * len(part), pa.string())))
+        if len(parts) == 1:
+            return parts[0].to_pandas()
+        return pa.concat_tables(parts, promote_options="permissive").to_pandas()
+
+    def columns(self, file: Path) -> list[str]:
+        indexed = self._indexed(file)
+        if indexed is None:
+            raise PortraitError(f"{file} cannot be read")
+        return list(indexed.names)
+
+    def records(self, file: Path, customer_id: str) -> list[dict]:
+        indexed = self._indexed(file)
+        if indexed is None:
+            return []
+        a, b = indexed.span(customer_id)
+        return indexed.table.slice(a, b - a).to_pylist() if b > a else []
+
+
+_MEMORY: dict[str, tuple[str, _MemoryReader]] = {}
+_MEMORY_LOCK = threading.Lock()
+
+
+def memory_reader(root: Path, run: Path | None) -> _MemoryReader:
+    """The in-memory reader of the run ``run`` of the refresh root ``root`` in this process:
+    the same one while ``run`` (its folder's identity) is unchanged, a fresh one (the old run's
+    tables freed) when LATEST names another run or the run was re-made."""
+    ident = ""
+    if run is not None:
+        try:
+            stat = run.stat()
+            ident = f"{run}:{stat.st_ino}:{stat.st_mtime_ns}"
+        except OSError:
+            ident = str(run)
+    key = str(Path(root).resolve())
+    with _MEMORY_LOCK:
+        held = _MEMORY.get(key)
+        if held is None or held[0] != ident:
+            held = (ident, _MemoryReader())
+            _MEMORY[key] = held
+        return held[1]
 
 
 def profile_json(profile: CustomerProfile) -> str:

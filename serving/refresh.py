@@ -1,5 +1,5 @@
-"""The nightly refresh: validate, features, score, RFM, tags, segments and lists for one as-of
-date, published all at once.
+"""The nightly refresh: validate, features, score, RFM, tags, segments, profile material and
+lists for one as-of date, published all at once.
 
 A run writes everything into a hidden folder ``runs/.<as_of>.tmp-<unique>`` under the output
 root. Only when every step has succeeded is that folder renamed to ``runs/<as_of>`` (replacing
@@ -43,7 +43,7 @@ LOCK = "refresh.lock"
 MANIFEST = "manifest.json"
 DEFAULT_KEEP = 7
 DEFAULT_MODELS = ["repurchase_90d", "high_value_90d", "spend_90d", "personas"]
-STEPS = ("validate", "features", "score", "rfm", "tags", "segments", "lists")
+STEPS = ("validate", "features", "score", "rfm", "tags", "segments", "profiles", "lists")
 _RUN_NAME = re.compile(r"\d{4}-\d{2}-\d{2}")
 _KEYS = {"data", "out", "as_of", "models", "alias", "reasons", "tags", "manual_tags", "segments", "keep", "lists"}
 _LIST_KEYS = {"name", "model", "top", "segment"}
@@ -480,6 +480,15 @@ class _Job:
         summary = {"as_of": self.config.as_of.isoformat(), "folder": str(self.config.segments), "segments": sizes}
         atomic_write_text(json.dumps(summary, indent=2), self.work / "segments" / "summary.json")
         record.rows = {name: size["customers"] for name, size in sizes.items()}
+
+    def profiles(self, record: StepRecord) -> None:
+        """Per-person profile material (serving/profile.py): the last orders and events, the
+        identity summary and the attributes row, so a profile of this run reads no raw data."""
+        from serving.profile import MATERIAL, write_profile_material
+
+        record.rows = write_profile_material(
+            self.population.con, self.dataset, self.config.as_of, self.work / MATERIAL, progress=self.say
+        )
 
     def lists(self, record: StepRecord) -> None:
         from portrait.outputs import latest_scores

@@ -549,3 +549,102 @@ def test_the_command_prints_sections_or_json_and_exits_non_zero_on_errors(world,
     assert missing.returncode == 2 and "does not exist" in missing.stderr and "Traceback" not in missing.stderr
     bad_date = _portrait("profile", "c1", "--data", str(world["data"]), "--as-of", "yesterday")
     assert bad_date.returncode == 2 and "is not a date" in bad_date.stderr
+
+
+# ---------------------------------------------------------------- the refresh's profile material
+
+
+def _material_root(world, tmp_path) -> Path:
+    """A copy of the refresh root whose run of AS_OF holds the profile material."""
+    from portrait.dataset import open_dataset
+    from serving.profile import MATERIAL, write_profile_material
+
+    root = tmp_path / "refresh"
+    root.mkdir()
+    import shutil
+
+    shutil.copytree(world["runs"], root, dirs_exist_ok=True)
+    dataset = open_dataset(world["data"])
+    with dataset.connect() as con:
+        write_profile_material(con, dataset, AS_OF, root / "runs" / AS_OF.isoformat() / MATERIAL)
+    return root
+
+
+@pytest.mark.parametrize("in_memory", [False, True])
+def test_the_material_gives_the_same_profile_as_the_data_set(world, tmp_path, in_memory):
+    from serving.profile import MATERIAL
+
+    root = _material_root(world, tmp_path)
+    folder = root / "runs" / AS_OF.isoformat() / MATERIAL
+    sources = ProfileSources(data=world["data"], runs=root)
+    for asked in ("c1", "c2", "c4", "c3"):  # c2 and c4: merged secondary ids of c1
+        for sensitive in (True, False):  # False: the marketing role
+            fast = build_profile(
+                asked, sources, compute_reasons=False, include_sensitive=sensitive, in_memory=in_memory
+            )
+            folder.rename(folder.with_name("hidden"))  # without it, the data set is read
+            try:
+                slow = build_profile(asked, sources, compute_reasons=False, include_sensitive=sensitive)
+            finally:
+                folder.with_name("hidden").rename(folder)
+            assert fast.model_dump() == slow.model_dump(), asked
+    fast = build_profile("c4", sources, compute_reasons=False, include_sensitive=False, in_memory=in_memory)
+    assert (fast.customer_id, fast.resolved_from) == ("c1", "c4")
+    assert [a.name for a in fast.attributes.values] == ["region", "signup_date"]
+    assert fast.attributes.sensitive_left_out == 1
+    assert _orders(fast) == EXPECTED_ORDERS and _events(fast) == EXPECTED_EVENTS
+    with pytest.raises(UnknownCustomer, match="'nobody'"):
+        build_profile("nobody", sources, compute_reasons=False, in_memory=in_memory)
+
+
+def test_the_material_holds_no_row_on_or_after_the_as_of_date_and_no_personal_data(world, tmp_path):
+    from serving.profile import MATERIAL
+
+    folder = _material_root(world, tmp_path) / "runs" / AS_OF.isoformat() / MATERIAL
+    orders = pd.read_parquet(folder / "orders.parquet")
+    events = pd.read_parquet(folder / "events.parquet")
+    assert set(orders["order_id"]) == {"o1", "o2", "o3", "o6"}  # not o4 (on the date) nor o5 (after)
+    assert (orders["ts"] < T(AS_OF)).all() and (events["ts"] < T(AS_OF)).all()
+    assert len(events) == 4  # c1's two rows on and after the date are left out
+    people = pd.read_parquet(folder / "people.parquet").set_index("customer_id")
+    assert people.loc["c1", "orders_total"] == 3 and people.loc["c1", "events_total"] == 3
+    text = b"".join(p.read_bytes() for p in folder.iterdir())
+    for value in ("ann@example.com", "LC-111", "ph-1", "em-9"):  # no PII column, no identifier value
+        assert value.encode() not in text, value
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["sensitive_columns"] == ["age_band"]
+    assert "email" not in summary["attribute_columns"] and "loyalty_card" not in summary["attribute_columns"]
+
+
+def test_material_of_another_date_or_data_set_is_not_used(world, tmp_path):
+    root = _material_root(world, tmp_path)
+    earlier = build_profile(
+        "c1", ProfileSources(data=world["data"], runs=root, as_of=dt.date(2025, 2, 15)), compute_reasons=False
+    )
+    assert [o[0] for o in _orders(earlier)] == ["o2", "o1"]  # read from the data set before that date
+    other = tmp_path / "other"
+    other.mkdir()
+    for path in world["data"].iterdir():
+        (other / path.name).write_bytes(path.read_bytes())
+    profile = build_profile("c1", ProfileSources(data=other, runs=root), compute_reasons=False)
+    assert any("profile material was built from" in n for n in _notes(profile)["data"])
+    assert _orders(profile) == EXPECTED_ORDERS
+
+
+def test_the_in_memory_reader_follows_a_new_run(world, tmp_path):
+    from serving.profile import memory_reader
+
+    root = _material_root(world, tmp_path)
+    sources = ProfileSources(data=world["data"], runs=root)
+    first = build_profile("c1", sources, compute_reasons=False, in_memory=True)
+    assert first.scores.models[1].score == 0.8
+    run = root / "runs" / AS_OF.isoformat()
+    reader = memory_reader(root, run)
+    assert reader.nbytes > 0
+    scores = run / "scores" / f"scores_{AS_OF}.parquet"
+    frame = pd.read_parquet(scores)
+    frame.loc[frame["customer_id"] == "c1", "repurchase_90d_score"] = 0.7
+    replacement = scores.with_name("new.parquet")
+    frame.to_parquet(replacement, index=False)
+    os.replace(replacement, scores)  # a changed file is loaded again
+    assert build_profile("c1", sources, compute_reasons=False, in_memory=True).scores.models[1].score == 0.7

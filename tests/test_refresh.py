@@ -112,7 +112,16 @@ def test_a_run_publishes_every_step_and_a_manifest(first_run):
     run = root / "runs" / AS_OF
     assert result.run == run and current_run(root) == run
     assert (root / LATEST).read_text().strip() == f"runs/{AS_OF}"
-    assert [r.step for r in seen] == ["validate", "features", "score", "rfm", "tags", "segments", "lists"]
+    assert [r.step for r in seen] == [
+        "validate",
+        "features",
+        "score",
+        "rfm",
+        "tags",
+        "segments",
+        "profiles",
+        "lists",
+    ]
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["outcome"] == "ok" and manifest["as_of"] == AS_OF
     assert [s["step"] for s in manifest["steps"]] == [r.step for r in seen]
@@ -141,6 +150,17 @@ def test_a_run_publishes_every_step_and_a_manifest(first_run):
     assert steps["segments"]["rows"]["likely"] == len(holders) > 0
     top = pd.read_csv(run / "lists/top100.csv")
     assert len(top) == 100 and top["score"].is_monotonic_decreasing
+    # the profile material: row counts in the manifest, every table sorted by person id, nothing
+    # on or after the as-of date
+    profiles = steps["profiles"]["rows"]
+    assert profiles["people"] >= customers and profiles["orders"] > 0 and profiles["events"] > 0
+    for name, rows in profiles.items():
+        frame = pd.read_parquet(run / "profiles" / f"{name}.parquet")
+        assert len(frame) == rows and frame["customer_id"].is_monotonic_increasing, name
+    for name in ("orders", "events"):
+        frame = pd.read_parquet(run / "profiles" / f"{name}.parquet")
+        assert frame["ts"].max() < pd.Timestamp(AS_OF), name
+        assert frame.groupby("customer_id").size().max() == {"orders": 10, "events": 20}[name]
     # nothing half-made is left beside the run
     assert [p.name for p in (root / "runs").iterdir()] == [AS_OF]
 
