@@ -25,10 +25,11 @@ Relations and their columns (all restricted to rows before the cutoff):
   ``category_slot``, ``brand_slot``, ``price_ratio`` (unit list price / category median);
 - ``line_categories`` (one row per category bought): ``age`` of its latest purchase, so
   "categories bought in the last w days" counts rows with ``age <= w``;
-- ``event_buckets`` (events pre-aggregated per customer, type and window bucket, and per day
-  inside the behaviour window): ``type_slot``, ``bucket`` (index of the smallest window
-  holding the events), ``n``, ``min_age``;
-- ``event_days`` (one row per day with an event in the behaviour window);
+- ``event_buckets`` (events pre-aggregated per customer id and event type as written, several
+  rows per customer): ``type_slot``, ``n_<w>d`` (events in the last w days, for each window),
+  ``n`` (all before the cutoff), ``min_age``, and ``event_days_<j>`` (the days with an event in
+  the behaviour window as bits: bit a - 1 - 62 j of mask j for a day a = 62 j + 1 .. 62 j + 62
+  days before the cutoff; :func:`day_mask_count` masks), built only when a feature reads them;
 - ``campaigns`` (one row per campaign received whose response window closed before the
   cutoff): ``responded`` (1 when a purchase followed within the response days).
 
@@ -71,6 +72,14 @@ EVENT_WORDS = {
     "service_contact": "service contacts",
     "review": "reviews written",
 }
+
+
+DAYS_PER_MASK = 62  # days per event_days_<j> mask: bits 0..61 of a BIGINT
+
+
+def day_mask_count(window: int) -> int:
+    """How many ``event_days_<j>`` masks hold the days 1..``window`` before the cutoff."""
+    return -(-window // DAYS_PER_MASK)
 
 
 @dataclass(frozen=True)
@@ -682,7 +691,7 @@ def timing_family(config: FeatureConfig, vocab: Vocabulary | None = None, attrib
 def behaviour_family(config: FeatureConfig, vocab: Vocabulary | None = None, attributes=None) -> list[Feature]:
     f, b = "behaviour", config.behaviour_window
     result = []
-    for k, w in enumerate(config.windows):
+    for w in config.windows:
         for slot, event_type in enumerate(EVENT_TYPES):
             result.append(
                 Feature(
@@ -691,7 +700,7 @@ def behaviour_family(config: FeatureConfig, vocab: Vocabulary | None = None, att
                     w,
                     f"{event_type} events in the last {w} days.",
                     "event_buckets",
-                    f"SUM(CASE WHEN type_slot = {slot} AND bucket <= {k} THEN n ELSE 0 END)",
+                    f"SUM(CASE WHEN type_slot = {slot} THEN n_{w}d ELSE 0 END)",
                     "int",
                     True,
                     scale="count",
@@ -709,7 +718,7 @@ def behaviour_family(config: FeatureConfig, vocab: Vocabulary | None = None, att
                 w,
                 f"Events of any type in the last {w} days.",
                 "event_buckets",
-                f"SUM(CASE WHEN bucket <= {k} THEN n ELSE 0 END)",
+                f"SUM(n_{w}d)",
                 "int",
                 True,
                 scale="count",
@@ -735,8 +744,8 @@ def behaviour_family(config: FeatureConfig, vocab: Vocabulary | None = None, att
             f,
             b,
             f"Days with any event in the last {b} days.",
-            "event_days",
-            "COUNT(*)",
+            "event_buckets",
+            " + ".join(f"COALESCE(BIT_COUNT(BIT_OR(event_days_{j})), 0)" for j in range(day_mask_count(b))),
             "int",
             True,
             scale="count",

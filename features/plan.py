@@ -22,9 +22,9 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 
-from features.catalogue import EVENT_TYPES, Feature
+from features.catalogue import DAYS_PER_MASK, EVENT_TYPES, Feature, day_mask_count
 from features.config import FeatureConfig
-from portrait.views import by_person
+from portrait.views import REMAP, by_person
 
 STAGE_RELATIONS = {
     "orders": "f_orders",
@@ -33,10 +33,9 @@ STAGE_RELATIONS = {
     "lines": "f_lines",
     "line_categories": "f_line_categories",
     "event_buckets": "f_event_buckets",
-    "event_days": "f_event_days",
     "campaigns": "f_campaigns",
 }
-EVENT_STAGES = ("event_buckets", "event_days", "campaigns")
+EVENT_STAGES = ("event_buckets", "campaigns")
 
 
 @dataclass(frozen=True)
@@ -154,43 +153,45 @@ def compile_plan(
         ),
     ]
     if has_events:
-        # age <= w (whole days from the event's date to the cutoff) is ts >= cutoff - w days
-        buckets = " ".join(
-            f"WHEN ts >= {timestamp_literal(cutoff - dt.timedelta(days=w))} THEN {k}"
-            for k, w in enumerate(config.windows)
+        # age <= w (whole days from the event's date to the cutoff) is ts >= cutoff - w days; a
+        # COUNT is a BIGINT (a SUM of 0/1 would be a 128-bit integer, slower to sum again)
+        window_counts = "".join(
+            f"COUNT(CASE WHEN ts >= {timestamp_literal(cutoff - dt.timedelta(days=w))} THEN 1 END) AS n_{w}d, "
+            for w in config.windows
         )
         response = config.campaign_response_days
-        # The day of each recent event only when a selected feature counts active days: grouping
-        # by the day multiplies the groups (customers x types x days) and the time.
-        recent_day = "CAST(NULL AS DATE)"
-        if any(f.stage == "event_days" for f in features):
-            recent_day = (
-                f"CASE WHEN ts >= {timestamp_literal(cutoff - dt.timedelta(days=config.behaviour_window))} "
-                "THEN CAST(ts AS DATE) END"
-            )
+        # The days with an event in the behaviour window, as bits of whole numbers (bit a - 1 of
+        # mask j for an event a = 62 j + 1 .. 62 j + 62 days before the cutoff), only when a
+        # selected feature counts active days: OR-ing the masks of a person's rows is the set of
+        # their days, without grouping ~100M events by day.
+        day_masks, mask_columns = "", ""
+        if any(re.search(r"\bevent_days_\d+\b", f.sql) for f in features if f.stage == "event_buckets"):
+            age = f"DATE_DIFF('day', CAST(ts AS DATE), {date_literal(cutoff)})"
+            recent = f"ts >= {timestamp_literal(cutoff - dt.timedelta(days=config.behaviour_window))}"
+            for j in range(day_mask_count(config.behaviour_window)):
+                low = DAYS_PER_MASK * j + 1
+                day_masks += (
+                    f", BIT_OR(CASE WHEN {recent} AND {age} BETWEEN {low} AND {low + DAYS_PER_MASK - 1} "
+                    f"THEN CAST(POWER(2, {age} - {low}) AS BIGINT) END) AS event_days_{j}"
+                )
+                mask_columns += f", event_days_{j}"
         steps += [
-            # Aggregate the raw rows first (timestamps compared with fixed bounds, the type as
-            # written), then normalise types and compute ages on the far fewer grouped rows.
+            # One pass over the events as written (no identity map on ~100M rows, one group per
+            # id and type as written, window counts as conditional sums), then the ~6M grouped
+            # rows are mapped to their person and their type's slot. Every feature of the stage
+            # is a sum, a minimum or an OR, so a person's rows need no second grouping here.
             Step(
                 "f_event_buckets",
                 f"""
-                SELECT customer_id, et.slot AS type_slot, bucket,
-                       CASE WHEN recent_day IS NOT NULL THEN DATE_DIFF('day', recent_day, {date_literal(cutoff)}) END AS recent_age,
-                       n, DATE_DIFF('day', CAST(last_ts AS DATE), {date_literal(cutoff)}) AS min_age
+                SELECT COALESCE(m.person_id, g.customer_id) AS customer_id, et.slot AS type_slot,
+                       {"".join(f"n_{w}d, " for w in config.windows)}n,
+                       DATE_DIFF('day', CAST(last_ts AS DATE), {date_literal(cutoff)}) AS min_age{mask_columns}
                 FROM (
-                    SELECT customer_id, event_type, bucket, recent_day, COUNT(*) AS n, MAX(ts) AS last_ts FROM (
-                        SELECT customer_id, event_type, ts,
-                               CASE {buckets} ELSE {len(config.windows)} END AS bucket,
-                               {recent_day} AS recent_day
-                        FROM events WHERE {before}
-                    ) e GROUP BY customer_id, event_type, bucket, recent_day
+                    SELECT customer_id, event_type, {window_counts}COUNT(*) AS n, MAX(ts) AS last_ts{day_masks}
+                    FROM clean_events WHERE {before} GROUP BY customer_id, event_type
                 ) g
+                LEFT JOIN {REMAP} m ON g.customer_id = m.customer_id
                 LEFT JOIN vocab_event_type et ON LOWER(TRIM(g.event_type)) = et.value""",
-            ),
-            Step(
-                "f_event_days",
-                """
-                SELECT DISTINCT customer_id, recent_age FROM f_event_buckets WHERE recent_age IS NOT NULL""",
             ),
             Step(
                 "f_campaigns",
