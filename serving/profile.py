@@ -1549,6 +1549,7 @@ class _MemoryReader:
 
     def __init__(self) -> None:
         self._tables: dict[tuple[str, tuple[str, ...] | None], tuple[tuple, _Indexed]] = {}
+        self._schemas: dict[tuple[str, tuple], list[str]] = {}
         self._lock = threading.Lock()
 
     def _indexed(self, file: Path, columns: list[str] | None = None) -> _Indexed | None:
@@ -1593,10 +1594,17 @@ class _MemoryReader:
         return pa.concat_tables(parts, promote_options="permissive").to_pandas()
 
     def columns(self, file: Path) -> list[str]:
-        indexed = self._indexed(file)
-        if indexed is None:
-            raise PortraitError(f"{file} cannot be read")
-        return list(indexed.names)
+        import pyarrow.parquet as pq
+
+        try:
+            stat = file.stat()
+        except OSError:
+            raise PortraitError(f"{file} cannot be read") from None
+        key = (str(file), (stat.st_ino, stat.st_size, stat.st_mtime_ns))
+        names = self._schemas.get(key)
+        if names is None:
+            names = self._schemas[key] = pq.read_schema(file).names
+        return list(names)
 
     def records(self, file: Path, customer_id: str) -> list[dict]:
         indexed = self._indexed(file)

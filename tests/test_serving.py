@@ -167,7 +167,7 @@ def test_api_serves_profiles_scores_lists_and_models(scored):
     client = TestClient(create_app(out))
     assert client.get("/health").json()["status"] == "ok"
     customer = run.scores["customer_id"].iloc[7]
-    profile = client.get(f"/customers/{customer}").json()
+    profile = client.get(f"/customers/{customer}", params={"reasons": "true"}).json()  # none stored
     batch = run.scores.set_index("customer_id").loc[customer]
     by_model = {entry["model"]: entry for entry in profile["scores"]["models"]}
     assert by_model[MODEL]["score"] == pytest.approx(batch[f"{MODEL}_score"], abs=0)

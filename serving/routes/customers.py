@@ -1,6 +1,11 @@
 """``GET /customers/{id}``: the whole profile of a customer (``serving/profile.py``), read from
 the served scores (or run), the data set and the stored tags, segments and RFM. A marketing key
-gets it without the attributes the data set marks sensitive; an analyst key in full."""
+gets it without the attributes the data set marks sensitive; an analyst key in full.
+
+Served from a refresh root (``--runs``), the run's tables (scores, features' key columns, tags,
+RFM, segment members, the score history and the run's profile material) are held in memory per
+worker, loaded on the first request of each run, so a profile reads no file; reasons are the
+stored ones unless ``?reasons=true``."""
 
 # No `from __future__ import annotations` here: FastAPI must evaluate the
 # Annotated[..., Depends(access.caller)] parameters, which name a local of the builder.
@@ -40,7 +45,13 @@ def build_customers_router(state: ServeState, access: Access) -> APIRouter:
     def customer(
         customer_id: str,
         caller: Annotated[Caller, Depends(access.caller)],
-        reasons: bool = Query(True, description="Compute reasons when the scores store none (slower)"),
+        reasons: bool = Query(
+            False,
+            description=(
+                "Compute each model's reasons for this person when the scores store none (TreeSHAP, several "
+                "ms per model); stored reasons are always given"
+            ),
+        ),
     ) -> CustomerProfile:
         """Attributes, identities (types, counts, merged ids), tags, segments, RFM, persona,
         every model's score with reasons, score history, key features, the last orders and
@@ -51,6 +62,7 @@ def build_customers_router(state: ServeState, access: Access) -> APIRouter:
             include_sensitive=caller.role is Role.ANALYST,
             compute_reasons=reasons,
             model_loader=state.model,
+            in_memory=state.settings.runs is not None,
         )
 
     return router
