@@ -32,6 +32,7 @@ is not there (no run yet, no tags folder, no RFM for the date) is ``null`` with 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import functools
@@ -339,8 +340,9 @@ def build_profile(
     if as_of is None:
         as_of, as_of_from = (outputs.date, outputs.date_from) if outputs.date else (None, "none")
 
-    with duckdb.connect() as con:
-        outputs.reader = memory_reader(sources.runs, outputs.run) if in_memory and sources.runs else _FileReader(con)
+    memory = in_memory and sources.runs is not None
+    with contextlib.nullcontext() if memory else duckdb.connect() as con:
+        outputs.reader = memory_reader(sources.runs, outputs.run) if memory else _FileReader(con)
         person = _Person(customer_id, None)
         data = None
         if sources.data is not None:
@@ -454,13 +456,12 @@ def _rows(con: duckdb.DuckDBPyConnection, files: Path | list[Path], ids: list[st
         con.unregister("_wanted_ids")
 
 
-def _first_of(frame: pd.DataFrame, ids: list[str]) -> pd.Series | None:
+def _first_of(rows: list[dict], ids: list[str]) -> dict | None:
     """The row stored under the earliest of ``ids`` (the person id first)."""
-    if frame.empty:
+    if not rows:
         return None
     order = {customer: i for i, customer in enumerate(ids)}
-    ranked = frame.assign(_rank=frame["customer_id"].astype("str").map(order)).sort_values("_rank", kind="stable")
-    row = ranked.iloc[0].drop("_rank")
+    row = dict(min(rows, key=lambda r: order.get(str(r["customer_id"]), len(order))))
     row["customer_id"] = str(row["customer_id"])
     return row
 
@@ -663,7 +664,7 @@ class _Outputs:
             return None
         if not self.scores_file.exists():
             raise PortraitError(f"{self.scores_file} is missing (its folder's LATEST names it)")
-        return _first_of(self.reader.rows(self.scores_file, ids), ids)
+        return _first_of(self.reader.records_of(self.scores_file, ids), ids)
 
     def scores_of(self, row, compute_reasons, model_loader, con, note) -> tuple[Scores | None, Persona | None]:
         if self.scores_file is None:
@@ -672,7 +673,7 @@ class _Outputs:
             note("scores", f"the person is not in {self.scores_file}")
             return None, None
         persona = None
-        if "persona_name" in row.index:
+        if "persona_name" in row:
             persona = Persona(
                 id=_int(row.get("persona_id")),
                 name=_plain(row.get("persona_name")),
@@ -680,12 +681,12 @@ class _Outputs:
             )
         else:
             note("persona", f"no personas model was scored in {self.scores_file}")
-        names = sorted(c.removesuffix("_score") for c in row.index if c.endswith("_score"))
+        names = sorted(c.removesuffix("_score") for c in row if c.endswith("_score"))
         models = []
         features = None
         for name in names:
             version = _plain(row.get(f"{name}_version"))
-            stored = [f"{name}_reason_{k}" for k in (1, 2, 3) if f"{name}_reason_{k}" in row.index]
+            stored = [f"{name}_reason_{k}" for k in (1, 2, 3) if f"{name}_reason_{k}" in row]
             reasons, reasons_note = None, None
             if stored:
                 reasons = [r for r in (_plain(row[c]) for c in stored) if isinstance(r, str)]
@@ -741,11 +742,11 @@ class _Outputs:
             note("key_features", f"{self.features_file} has none of the key features")
             return None
         columns = ", ".join(f'"{c}"' for c in ["customer_id", *wanted])
-        rows = self.reader.rows(self.features_file, [scores_row["customer_id"]], columns)
-        if rows.empty:
+        rows = self.reader.records_of(self.features_file, [scores_row["customer_id"]], columns)
+        if not rows:
             note("key_features", f"the person is not in {self.features_file}")
             return None
-        row = rows.iloc[0]
+        row = rows[0]
         meanings = describe(wanted)
         result = []
         for name in wanted:
@@ -764,26 +765,20 @@ class _Outputs:
     def tags_of(self, con, ids: list[str], note) -> Tags | None:
         if self.tags_file is None:
             return None
-        rows = self.reader.rows(self.tags_file, ids)
-        if not rows.empty:
+        rows = self.reader.records_of(self.tags_file, ids)
+        if rows:
             chosen = _first_of(rows, ids)["customer_id"]
-            rows = rows[rows["customer_id"].astype("str") == chosen]
-        rows = rows.sort_values(["group", "tag"], kind="stable") if not rows.empty else rows
+            rows = sorted((r for r in rows if str(r["customer_id"]) == chosen), key=lambda r: (r["group"], r["tag"]))
         return Tags(
             as_of=self.tags_date,
             source=str(self.tags_file),
-            tags=[
-                Tag(tag=r.tag, group=r.group, kind=r.kind, since=_date(r.since))
-                for r in rows[["tag", "group", "kind", "since"]].itertuples(index=False)
-            ]
-            if not rows.empty
-            else [],
+            tags=[Tag(tag=r["tag"], group=r["group"], kind=r["kind"], since=_date(r["since"])) for r in rows],
         )
 
     def rfm_of(self, con, ids: list[str], note) -> Rfm | None:
         if self.rfm_file is None:
             return None
-        row = _first_of(self.reader.rows(self.rfm_file, ids), ids)
+        row = _first_of(self.reader.records_of(self.rfm_file, ids), ids)
         if row is None:
             note("rfm", f"the person is not in {self.rfm_file}")
             return None
@@ -805,11 +800,14 @@ class _Outputs:
         names = sorted(self.segment_files)
         member_of = []
         if names:
-            rows = self.reader.rows([self.segment_files[n] for n in names], ids)
+            rows = self.reader.records_of([self.segment_files[n] for n in names], ids)
             by_file = {str(path): name for name, path in self.segment_files.items()}
+            first: dict[str, dict] = {}
+            for row in rows:
+                first.setdefault(by_file[row["filename"]], row)
             later = []
-            for name, group in rows.groupby(rows["filename"].map(by_file), sort=True):
-                when = _date(group["as_of"].iloc[0]) if "as_of" in group.columns else self.segments_date
+            for name, row in sorted(first.items()):
+                when = _date(row.get("as_of")) or self.segments_date
                 if as_of is not None and when is not None and when > as_of:
                     later.append(f"{name} ({when})")
                     continue
@@ -831,12 +829,15 @@ class _Outputs:
             note("score_history", f"{missing} stored run(s) without a scores table")
         points = []
         if present:
-            rows = self.reader.rows([p for _, p in present], ids)
+            rows = self.reader.records_of([p for _, p in present], ids)
             date_of = {str(p): d for d, p in present}
-            for path, group in rows.groupby("filename", sort=False):
+            by_path: dict[str, list[dict]] = {}
+            for row in rows:
+                by_path.setdefault(row["filename"], []).append(row)
+            for path, group in by_path.items():
                 row = _first_of(group, ids)
                 models = sorted(
-                    c.removesuffix("_score") for c in row.index if c.endswith("_score") and _plain(row[c]) is not None
+                    c.removesuffix("_score") for c in row if c.endswith("_score") and _plain(row[c]) is not None
                 )
                 points.append(
                     HistoryPoint(
@@ -1487,8 +1488,13 @@ class _FileReader:
     def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
         self.con = con
 
-    def rows(self, files: Path | list[Path], ids: list[str], columns: str = "*") -> pd.DataFrame:
-        return _rows(self.con, files, ids, columns)
+    def records_of(self, files: Path | list[Path], ids: list[str], columns: str = "*") -> list[dict]:
+        """The rows of ``ids`` in ``files`` as dicts, each with the ``filename`` it came from."""
+        frame = _rows(self.con, files, ids, columns)
+        if columns != "*":
+            paths = [files] if isinstance(files, Path) else files
+            frame["filename"] = str(paths[0])
+        return frame.to_dict("records")
 
     def columns(self, file: Path) -> list[str]:
         return [r[0] for r in self.con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [str(file)]).fetchall()]
@@ -1532,15 +1538,6 @@ class _Indexed:
             return 0, 0
         return (int(self.ends[i - 1]) if i else 0), int(self.ends[i])
 
-    def slice(self, ids: list[str]):
-        import pyarrow as pa
-
-        spans = [self.span(c) for c in ids]
-        parts = [self.table.slice(a, b - a) for a, b in spans if b > a]
-        if not parts:
-            return self.table.slice(0, 0)
-        return parts[0] if len(parts) == 1 else pa.concat_tables(parts)
-
 
 class _MemoryReader:
     """Point reads from files held in memory (:class:`_Indexed`), loaded on first use and again
@@ -1577,21 +1574,23 @@ class _MemoryReader:
         for file in files:
             self._indexed(file)
 
-    def rows(self, files: Path | list[Path], ids: list[str], columns: str = "*") -> pd.DataFrame:
-        import pyarrow as pa
-
+    def records_of(self, files: Path | list[Path], ids: list[str], columns: str = "*") -> list[dict]:
+        """The rows of ``ids`` in ``files`` as dicts, each with the ``filename`` it came from."""
         paths = [files] if isinstance(files, Path) else list(files)
         wanted = None if columns == "*" else [c.strip().strip('"') for c in columns.split(",")]
-        parts = []
+        found = []
         for path in paths:
             indexed = self._indexed(path, wanted)
             if indexed is None:
                 raise PortraitError(f"{path} cannot be read")
-            part = indexed.slice(ids)
-            parts.append(part.append_column("filename", pa.array([str(path)] * len(part), pa.string())))
-        if len(parts) == 1:
-            return parts[0].to_pandas()
-        return pa.concat_tables(parts, promote_options="permissive").to_pandas()
+            name = str(path)
+            for customer in ids:
+                a, b = indexed.span(customer)
+                if b > a:
+                    for row in indexed.table.slice(a, b - a).to_pylist():
+                        row["filename"] = name
+                        found.append(row)
+        return found
 
     def columns(self, file: Path) -> list[str]:
         import pyarrow.parquet as pq
