@@ -1239,10 +1239,37 @@ def write_profile_material(
             con.execute("SELECT COUNT(*) FROM read_parquet(?)", [str(folder / f"{name}.parquet")]).fetchall()[0][0]
         )
 
+    # One read of each large view: purchases grouped into orders (lines before the date counted;
+    # an order with none only says the id exists), events ranked newest first with the count
+    # before the date (rows on or after it rank last and are kept only to say the id exists).
+    cut = "ts < CAST($before AS TIMESTAMP)"
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE _profile_orders AS
+        SELECT CAST(customer_id AS VARCHAR) AS customer_id, order_id, MIN(ts) FILTER (WHERE {cut}) AS ts,
+               SUM(amount) FILTER (WHERE {cut}) AS amount, COUNT(*) FILTER (WHERE {cut}) AS lines,
+               list(DISTINCT category ORDER BY category) FILTER (WHERE category IS NOT NULL AND {cut}) AS categories,
+               string_agg(DISTINCT channel, ', ' ORDER BY channel) FILTER (WHERE {cut}) AS channel
+        FROM purchases GROUP BY ALL""",
+        {"before": before},
+    )
+    if has_events:
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE _profile_events AS
+            SELECT * FROM (
+                SELECT CAST(customer_id AS VARCHAR) AS customer_id, ts, event_type, channel, category,
+                       CAST(value AS DOUBLE) AS value, {cut} AS before_date,
+                       ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY {cut} DESC, ts DESC, event_type DESC) AS rn,
+                       COUNT(*) FILTER (WHERE {cut}) OVER (PARTITION BY customer_id) AS total
+                FROM events)
+            WHERE rn <= {LAST_EVENTS}""",
+            {"before": before},
+        )
     known = " UNION ".join(
-        f"SELECT CAST(customer_id AS VARCHAR) AS customer_id FROM {t}"
-        for t in ("customers", "purchases", "events")
-        if dataset.has(t)
+        [
+            *(["SELECT CAST(customer_id AS VARCHAR) AS customer_id FROM customers"] if has_customers else []),
+            "SELECT customer_id FROM _profile_orders",
+            *(["SELECT customer_id FROM _profile_events"] if has_events else []),
+        ]
     )
     mapped = "SELECT customer_id, person_id FROM identity_map" if has_map else None
     con.execute(
@@ -1253,15 +1280,7 @@ def write_profile_material(
     )
     try:
         write("ids", "SELECT customer_id, person_id, in_map FROM _profile_ids ORDER BY customer_id")
-        con.execute(
-            """CREATE OR REPLACE TEMP TABLE _profile_orders AS
-            SELECT CAST(customer_id AS VARCHAR) AS customer_id, order_id, MIN(ts) AS ts, SUM(amount) AS amount,
-                   COUNT(*) AS lines,
-                   list(DISTINCT category ORDER BY category) FILTER (WHERE category IS NOT NULL) AS categories,
-                   string_agg(DISTINCT channel, ', ' ORDER BY channel) AS channel
-            FROM purchases WHERE ts < CAST(? AS TIMESTAMP) GROUP BY ALL""",
-            [before],
-        )
+        con.execute("DELETE FROM _profile_orders WHERE lines = 0")
         write(
             "orders",
             f"""SELECT customer_id, order_id, ts, amount, lines, categories, channel FROM _profile_orders
@@ -1271,23 +1290,14 @@ def write_profile_material(
         if has_events:
             write(
                 "events",
-                f"""SELECT CAST(customer_id AS VARCHAR) AS customer_id, ts, event_type, channel, category,
-                       CAST(value AS DOUBLE) AS value
-                FROM events WHERE ts < CAST(? AS TIMESTAMP)
-                QUALIFY ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY ts DESC, event_type DESC) <= {LAST_EVENTS}
-                ORDER BY customer_id, ts DESC, event_type DESC""",
-                [before],
+                """SELECT customer_id, ts, event_type, channel, category, value FROM _profile_events
+                WHERE before_date ORDER BY customer_id, rn""",
             )
-            event_totals = (
-                "SELECT CAST(customer_id AS VARCHAR) AS customer_id, COUNT(*) AS events_total FROM events "
-                "WHERE ts < CAST(? AS TIMESTAMP) GROUP BY 1"
-            )
-            event_params = [before]
+            event_totals = "SELECT customer_id, MAX(total) AS events_total FROM _profile_events GROUP BY 1"
         else:
             event_totals = (
                 "SELECT CAST(NULL AS VARCHAR) AS customer_id, CAST(NULL AS BIGINT) AS events_total WHERE FALSE"
             )
-            event_params = []
         members = (
             "SELECT person_id, list(customer_id ORDER BY customer_id) AS customer_ids FROM identity_map GROUP BY 1"
             if has_map
@@ -1320,7 +1330,6 @@ def write_profile_material(
             LEFT JOIN members m ON m.person_id = p.person_id
             LEFT JOIN chosen c ON c.person_id = p.person_id
             ORDER BY 1""",
-            event_params,
         )
         if has_map:
             links = """SELECT DISTINCT i.id_type, i.id_value, m.customer_id, m.person_id FROM clean_identities i
@@ -1347,8 +1356,8 @@ def write_profile_material(
             selected = ", ".join(f'"{c}"' for c in ["customer_id", *attribute_columns])
             write("attributes", f"SELECT {selected} FROM customers ORDER BY customer_id")
     finally:
-        con.execute("DROP TABLE IF EXISTS _profile_ids")
-        con.execute("DROP TABLE IF EXISTS _profile_orders")
+        for table in ("_profile_ids", "_profile_orders", "_profile_events"):
+            con.execute(f"DROP TABLE IF EXISTS {table}")
     summary = {
         "as_of": as_of.isoformat(),
         "data": str(Path(dataset.root).resolve()) if getattr(dataset, "root", None) is not None else None,
