@@ -31,6 +31,7 @@ import contextlib
 import functools
 import os
 import shutil
+import sys
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -116,6 +117,9 @@ def spark_session(master: str | None = None):
             builder = builder.master(master or DEFAULT_MASTER)
             for key, value in LOCAL_CONFIG.items():
                 builder = builder.config(key, value)
+            # Python workers run this interpreter (the features and models import from it),
+            # not whatever python3 is first on PATH: pyspark reads PYSPARK_PYTHON.
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         try:
             session = builder.getOrCreate()
         except Exception as exc:  # the JVM did not start: a message, not a Java stack trace
@@ -126,6 +130,7 @@ def spark_session(master: str | None = None):
     # pyspark 4.3 warns on every pandas conversion that it does not "fully support" pandas 3;
     # the conversions used here (Arrow, flat columns) are checked by the parity test.
     warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
+    warnings.filterwarnings("ignore", message="The copy keyword is deprecated", module="pyspark")
     return session
 
 
