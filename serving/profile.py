@@ -350,7 +350,7 @@ def build_profile(
             if why:
                 note("data", why)
             if material is not None:
-                data = _PersonMaterial(material, customer_id, outputs.reader)
+                data = _PersonMaterial(material, customer_id, outputs.reader, sources.data)
             else:
                 data = _PersonData.read(sources.data, customer_id)
             person = _Person(data.person_id, customer_id if data.person_id != customer_id else None)
@@ -1392,14 +1392,43 @@ def material_of(run: Path | None, as_of: dt.date | None, data: Path | None) -> t
     return folder, None
 
 
+_PRIVACY: dict[str, tuple[tuple, Any]] = {}
+
+
+def _privacy_now(data: Path):
+    """The ``[privacy]`` settings in the data set's ``portrait.toml`` now (read again when the
+    file changes; none without the file)."""
+    import tomllib
+
+    from portrait.dataset import CONFIG_FILE
+    from portrait.privacy import PrivacySettings
+
+    config = Path(data) / CONFIG_FILE
+    try:
+        stat = config.stat()
+    except OSError:
+        return PrivacySettings()
+    stamp = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    held = _PRIVACY.get(str(config))
+    if held is None or held[0] != stamp:
+        try:
+            raw = tomllib.loads(config.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise PortraitError(f"{config}: {exc}") from None
+        held = (stamp, PrivacySettings.from_config(raw.get("privacy", {}), config, Path(data)))
+        _PRIVACY[str(config)] = held
+    return held[1]
+
+
 class _PersonMaterial:
     """The person's data-set part from a run's profile material (see
     :func:`write_profile_material`): the same answers as :class:`_PersonData`, by point reads."""
 
     fast = True
 
-    def __init__(self, folder: Path, asked: str, reader) -> None:
+    def __init__(self, folder: Path, asked: str, reader, data: Path) -> None:
         self.folder = folder
+        self.data = data
         self.asked = asked
         self.reader = reader
         self.summary = json.loads((folder / MATERIAL_SUMMARY).read_text(encoding="utf-8"))
@@ -1422,8 +1451,13 @@ class _PersonMaterial:
         if not rows:
             note("attributes", "no customers row for the person")
             return None
-        shown = list(self.summary["attribute_columns"])
-        hidden = [c for c in shown if c in set(self.summary["sensitive_columns"])]
+        # the data set's [privacy] settings now, besides those the material was written with: a
+        # column marked personal or sensitive since the run is withheld at once
+        privacy = _privacy_now(self.data)
+        blocked = {c.lower() for c in privacy.pii_columns}
+        shown = [c for c in self.summary["attribute_columns"] if c.lower() not in blocked]
+        marked = set(self.summary["sensitive_columns"])
+        hidden = [c for c in shown if c in marked or privacy.is_sensitive(c)]
         if not include_sensitive:
             shown = [c for c in shown if c not in hidden]
         return Attributes(

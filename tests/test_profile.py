@@ -648,3 +648,28 @@ def test_the_in_memory_reader_follows_a_new_run(world, tmp_path):
     frame.to_parquet(replacement, index=False)
     os.replace(replacement, scores)  # a changed file is loaded again
     assert build_profile("c1", sources, compute_reasons=False, in_memory=True).scores.models[1].score == 0.7
+
+
+def test_columns_marked_after_the_run_are_withheld_at_once(world, tmp_path):
+    root = _material_root(world, tmp_path)
+    data = tmp_path / "data"
+    data.mkdir()
+    for path in world["data"].iterdir():
+        (data / path.name).write_bytes(path.read_bytes())
+    # the material was written from world["data"]; point its summary at this copy
+    summary_path = root / "runs" / AS_OF.isoformat() / "profiles" / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    summary_path.write_text(json.dumps({**summary, "data": str(data.resolve())}))
+    (data / "portrait.toml").write_text(
+        '[privacy]\npii_columns = ["loyalty_card", "region"]\nsensitive_columns = ["age_band", "signup_date"]\n'
+    )
+    for in_memory in (False, True):
+        profile = build_profile(
+            "c1",
+            ProfileSources(data=data, runs=root),
+            compute_reasons=False,
+            include_sensitive=False,
+            in_memory=in_memory,
+        )
+        assert not any("data set" in n for n in _notes(profile).get("data", []))  # the material was read
+        assert profile.attributes.values == [] and profile.attributes.sensitive_left_out == 2
