@@ -10,6 +10,13 @@ With --rate, requests are sent open-loop at the given rate by a few threads (bou
 and time). With --burst N, N clients (one thread and connection each) start together and each
 sends --per-client requests back to back. Only this machine is targeted; latency is measured
 per request and reported as percentiles. The key in PORTRAIT_API_KEY, if set, is sent.
+
+The ids asked are drawn from ``--ids-file`` (a Parquet or text file of customer ids, e.g. a
+run's ``profiles/ids.parquet``: every known id, merged secondary ids included) or else from
+the ranked list of ``--model`` (``GET /lists/{model}``, the first ``--top``). One warm-up
+request per worker is sent first and not counted (a worker loads the served run's tables on
+its first profile). The server's CPU time per request is printed when ``--server-pid`` names
+it (a figure the machine's load changes less than latency).
 """
 
 from __future__ import annotations
@@ -33,19 +40,35 @@ def main() -> None:
     parser.add_argument("--query", default="", help="e.g. reasons=false")
     parser.add_argument("--burst", type=int, default=0, help="N concurrent clients instead of a fixed rate")
     parser.add_argument("--per-client", type=int, default=20, help="requests each burst client sends")
+    parser.add_argument("--model", default="repurchase_90d", help="draw ids from this model's list")
+    parser.add_argument("--top", type=int, default=100000, help="how many of the list to draw from")
+    parser.add_argument("--ids-file", help="draw ids from this Parquet (customer_id) or text file instead")
+    parser.add_argument("--warm", type=int, default=4, help="untimed requests sent first")
+    parser.add_argument("--server-pid", type=int, nargs="*", default=[], help="server processes: CPU per request")
     args = parser.parse_args()
     if not args.url.startswith(("http://127.", "http://localhost", "http://[::1]")):
         raise SystemExit("this benchmark only targets this machine")
     if not 0 <= args.burst <= 200 or not 1 <= args.per_client <= 1000:
         raise SystemExit("--burst is at most 200 clients, --per-client at most 1000 requests")
     headers = {"X-API-Key": os.environ["PORTRAIT_API_KEY"]} if os.environ.get("PORTRAIT_API_KEY") else {}
-    ids = [
-        c["customer_id"]
-        for c in httpx.get(
-            f"{args.url}/lists/repurchase_90d", params={"top": 100000}, headers=headers, timeout=60
-        ).json()["customers"]
-    ]
+    if args.ids_file:
+        if args.ids_file.endswith(".parquet"):
+            import pandas as pd
+
+            ids = pd.read_parquet(args.ids_file, columns=["customer_id"])["customer_id"].astype(str).tolist()
+        else:
+            ids = [line.strip() for line in open(args.ids_file, encoding="utf-8") if line.strip()]
+    else:
+        answer = httpx.get(f"{args.url}/lists/{args.model}", params={"top": args.top}, headers=headers, timeout=120)
+        if answer.status_code != 200:
+            raise SystemExit(f"GET /lists/{args.model}: {answer.status_code} {answer.text[:200]}")
+        ids = [c["customer_id"] for c in answer.json()["customers"]]
+    if not ids:
+        raise SystemExit("no customer ids to ask for")
     path = "/customers/{}" + (f"?{args.query}" if args.query else "")
+    for customer in random.Random(1).sample(ids, min(args.warm, len(ids))):
+        httpx.get(args.url + path.format(customer), headers=headers, timeout=300)
+    cpu_before = _cpu_seconds(args.server_pid)
     if args.burst:
         burst(args, ids, path, headers)
         return
@@ -87,6 +110,22 @@ def main() -> None:
         f"(achieved {achieved:.0f}/s), {np.mean(statuses == 200):.1%} OK; latency ms p50 {np.percentile(ms, 50):.2f}, "
         f"p90 {np.percentile(ms, 90):.2f}, p99 {np.percentile(ms, 99):.2f}, max {ms.max():.2f}"
     )
+    if args.server_pid:
+        spent = _cpu_seconds(args.server_pid) - cpu_before
+        print(f"server CPU: {spent:.2f} s for {total} requests, {spent / total * 1000:.2f} ms per request")
+    load = os.getloadavg()
+    print(f"load average during the run: {load[0]:.2f} (1 min), {load[1]:.2f} (5 min) on {os.cpu_count()} CPUs")
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of ``pids`` (Linux /proc), 0 when none."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
 
 
 def burst(args, ids: list[str], path: str, headers: dict) -> None:

@@ -335,22 +335,41 @@ def build_profile(
     def note(section: str, text: str) -> None:
         notes.append(SectionNote(section=section, note=text))
 
-    outputs = _Outputs.locate(sources, note)
+    memory = in_memory and sources.runs is not None
+    reader = None
+    if memory:
+        from serving.refresh import current_run
+
+        # a published run's files never change (a re-run replaces the folder): what is found in
+        # it is found once per run and process
+        reader = memory_reader(sources.runs, current_run(sources.runs))
+        key = ("located", sources.model_dump_json())
+        if key not in reader.memo:
+            found: list[SectionNote] = []
+            located = _Outputs.locate(
+                sources, lambda section, text: found.append(SectionNote(section=section, note=text))
+            )
+            reader.memo[key] = (located, found, material_of(located.run, sources.as_of, sources.data))
+        located, found, chosen = reader.memo[key]
+        outputs = dataclasses.replace(located)
+        notes.extend(found)
+    else:
+        outputs = _Outputs.locate(sources, note)
+        chosen = material_of(outputs.run, sources.as_of, sources.data)
     as_of, as_of_from = sources.as_of, "given"
     if as_of is None:
         as_of, as_of_from = (outputs.date, outputs.date_from) if outputs.date else (None, "none")
 
-    memory = in_memory and sources.runs is not None
     with contextlib.nullcontext() if memory else duckdb.connect() as con:
-        outputs.reader = memory_reader(sources.runs, outputs.run) if memory else _FileReader(con)
+        outputs.reader = reader if memory else _FileReader(con)
         person = _Person(customer_id, None)
         data = None
         if sources.data is not None:
-            material, why = material_of(outputs.run, sources.as_of, sources.data)
+            material, summary, why = chosen
             if why:
                 note("data", why)
             if material is not None:
-                data = _PersonMaterial(material, customer_id, outputs.reader, sources.data)
+                data = _PersonMaterial(material, summary, customer_id, outputs.reader, sources.data)
             else:
                 data = _PersonData.read(sources.data, customer_id)
             person = _Person(data.person_id, customer_id if data.person_id != customer_id else None)
@@ -1372,24 +1391,25 @@ def write_profile_material(
     return counts
 
 
-def material_of(run: Path | None, as_of: dt.date | None, data: Path | None) -> tuple[Path | None, str | None]:
-    """The run's profile material folder when a profile may be built from it: the run has one,
-    the profile's as-of date is the run's, and it was built from the data set ``data``. Else
-    None and, when the run has material that cannot be used, why (a note)."""
+def material_of(
+    run: Path | None, as_of: dt.date | None, data: Path | None
+) -> tuple[Path | None, dict | None, str | None]:
+    """The run's profile material folder and its summary when a profile may be built from it:
+    the run has one, the profile's as-of date is the run's, and it was built from the data set
+    ``data``. Else None and, when the run has material that cannot be used, why (a note)."""
     if run is None or data is None:
-        return None, None
+        return None, None, None
     folder = run / MATERIAL
     try:
         summary = json.loads((folder / MATERIAL_SUMMARY).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None, None
+        return None, None, None
     if as_of is not None and summary.get("as_of") != as_of.isoformat():
-        return None, None  # another date: the data set is read (orders and events before that date)
+        return None, None, None  # another date: the data set is read (orders and events before that date)
     if summary.get("data") != str(Path(data).resolve()):
-        return None, (
-            f"the run's profile material was built from {summary.get('data')}, not {data}: read from the data set"
-        )
-    return folder, None
+        why = f"the run's profile material was built from {summary.get('data')}, not {data}: read from the data set"
+        return None, None, why
+    return folder, summary, None
 
 
 _PRIVACY: dict[str, tuple[tuple, Any]] = {}
@@ -1426,12 +1446,12 @@ class _PersonMaterial:
 
     fast = True
 
-    def __init__(self, folder: Path, asked: str, reader, data: Path) -> None:
+    def __init__(self, folder: Path, summary: dict, asked: str, reader, data: Path) -> None:
         self.folder = folder
         self.data = data
         self.asked = asked
         self.reader = reader
-        self.summary = json.loads((folder / MATERIAL_SUMMARY).read_text(encoding="utf-8"))
+        self.summary = summary
         found = reader.records(folder / "ids.parquet", asked)
         self.known = bool(found)
         self.person_id = found[0]["person_id"] if found else asked
@@ -1583,35 +1603,33 @@ class _Indexed:
 
 
 class _MemoryReader:
-    """Point reads from files held in memory (:class:`_Indexed`), loaded on first use and again
-    when the file changes (its inode, size or modification time). One reader per served run:
-    when the run changes the reader is replaced and the old run's tables freed."""
+    """Point reads from files held in memory (:class:`_Indexed`), loaded on first use. One reader
+    per served run (a published run's files never change: a re-run replaces the whole folder),
+    replaced, and the old run's tables freed, when LATEST names another run or the folder was
+    replaced."""
 
     def __init__(self) -> None:
-        self._tables: dict[tuple[str, tuple[str, ...] | None], tuple[tuple, _Indexed]] = {}
-        self._schemas: dict[tuple[str, tuple], list[str]] = {}
+        self._tables: dict[tuple[str, tuple[str, ...] | None], _Indexed] = {}
+        self._schemas: dict[str, list[str]] = {}
+        self.memo: dict = {}  # what build_profile found in the run (its files, notes, material)
         self._lock = threading.Lock()
 
     def _indexed(self, file: Path, columns: list[str] | None = None) -> _Indexed | None:
-        try:
-            stat = file.stat()
-        except OSError:
-            return None
-        stamp = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
         key = (str(file), tuple(columns) if columns else None)
         held = self._tables.get(key)
-        if held is not None and held[0] == stamp:
-            return held[1]
+        if held is not None:
+            return held
         with self._lock:
             held = self._tables.get(key)
-            if held is None or held[0] != stamp:
-                held = (stamp, _Indexed(file, columns))
-                self._tables[key] = held
-        return held[1]
+            if held is None:
+                if not file.exists():
+                    return None
+                held = self._tables[key] = _Indexed(file, columns)
+        return held
 
     @property
     def nbytes(self) -> int:
-        return sum(t.nbytes for _, t in self._tables.values())
+        return sum(t.nbytes for t in self._tables.values())
 
     def warm(self, files: list[Path]) -> None:
         for file in files:
@@ -1638,14 +1656,12 @@ class _MemoryReader:
     def columns(self, file: Path) -> list[str]:
         import pyarrow.parquet as pq
 
-        try:
-            stat = file.stat()
-        except OSError:
-            raise PortraitError(f"{file} cannot be read") from None
-        key = (str(file), (stat.st_ino, stat.st_size, stat.st_mtime_ns))
-        names = self._schemas.get(key)
+        names = self._schemas.get(str(file))
         if names is None:
-            names = self._schemas[key] = pq.read_schema(file).names
+            try:
+                names = self._schemas[str(file)] = pq.read_schema(file).names
+            except OSError:
+                raise PortraitError(f"{file} cannot be read") from None
         return list(names)
 
     def records(self, file: Path, customer_id: str) -> list[dict]:
@@ -1671,7 +1687,7 @@ def memory_reader(root: Path, run: Path | None) -> _MemoryReader:
             ident = f"{run}:{stat.st_ino}:{stat.st_mtime_ns}"
         except OSError:
             ident = str(run)
-    key = str(Path(root).resolve())
+    key = str(root)
     with _MEMORY_LOCK:
         held = _MEMORY.get(key)
         if held is None or held[0] != ident:

@@ -641,13 +641,18 @@ def test_the_in_memory_reader_follows_a_new_run(world, tmp_path):
     run = root / "runs" / AS_OF.isoformat()
     reader = memory_reader(root, run)
     assert reader.nbytes > 0
-    scores = run / "scores" / f"scores_{AS_OF}.parquet"
+    remade = run.with_name("remade")  # a re-run of the date: the whole folder is replaced
+    import shutil
+
+    shutil.copytree(run, remade)
+    scores = remade / "scores" / f"scores_{AS_OF}.parquet"
     frame = pd.read_parquet(scores)
     frame.loc[frame["customer_id"] == "c1", "repurchase_90d_score"] = 0.7
-    replacement = scores.with_name("new.parquet")
-    frame.to_parquet(replacement, index=False)
-    os.replace(replacement, scores)  # a changed file is loaded again
+    frame.to_parquet(scores, index=False)
+    shutil.rmtree(run)
+    remade.rename(run)
     assert build_profile("c1", sources, compute_reasons=False, in_memory=True).scores.models[1].score == 0.7
+    assert memory_reader(root, run) is not reader
 
 
 def test_columns_marked_after_the_run_are_withheld_at_once(world, tmp_path):
