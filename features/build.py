@@ -115,7 +115,14 @@ def _clock() -> tuple[float, float]:
 def _log_step(name: str, started: tuple[float, float]) -> None:
     if log.isEnabledFor(logging.DEBUG):
         wall, cpu = _clock()
-        log.debug("feature step %s took %.1f s (%.1f s CPU)", name, wall - started[0], cpu - started[1])
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KiB on Linux
+        log.debug(
+            "feature step %s took %.1f s (%.1f s CPU; peak RSS so far %.2f GB)",
+            name,
+            wall - started[0],
+            cpu - started[1],
+            peak,
+        )
 
 
 def attribute_kinds(con: duckdb.DuckDBPyConnection | Engine) -> dict[str, str]:
