@@ -60,7 +60,7 @@ def _score_batches(models: list[LoadedModel]):
                     out["persona_id"] = assigned["persona_id"].to_numpy().astype("int64")
                     out["persona_name"] = assigned["persona_name"].to_numpy()
                 else:
-                    model = LoadedModel(name, "", "", {"label": label}, estimator, {})
+                    model = LoadedModel(name, "", "", {"label": label, "features": features}, estimator, {})
                     out[f"{name}_score"] = np.asarray(predict_scores(model, X), dtype="float64")
             yield out
 
