@@ -407,8 +407,10 @@ class CrowdData:
                 result[name] = np.full(len(self.frame), None, dtype=object)
                 continue
             weight = "orders" if column in ORDER_LEVEL else "spend"
+            # Rounded: parallel sums differ in the last bits from run to run, and equal spends
+            # must tie (to the first name) in every run.
             favourite = self.population.con.execute(
-                f"""SELECT customer_id, arg_min(value, {{'w': -{weight}, 'v': value}}) AS v
+                f"""SELECT customer_id, arg_min(value, {{'w': -ROUND({weight}, 6), 'v': value}}) AS v
                     FROM {table} WHERE {weight} > 0 GROUP BY customer_id"""
             ).df()
             values = favourite.set_index(favourite["customer_id"].astype("str"))["v"].reindex(self.ids)

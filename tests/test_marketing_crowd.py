@@ -431,3 +431,18 @@ def test_a_report_cell_drills_down_to_its_customers_through_the_api(tmp_path, da
     assert bad.status_code == 422 and "unknown dimension 'payment'" in bad.json()["detail"]
     missing = client.get("/crowds/customers", params={"segment": "nobody", "cell": "favourite_payment = card"})
     assert missing.status_code == 404 and "nobody" in missing.json()["detail"]
+
+
+def test_favourite_spend_ties_within_rounding_noise_go_to_the_first_name():
+    # 0.1 + 0.2 sums to 0.30000000000000004: still a tie with 0.3, so "Alpha" wins by name.
+    lines = pd.DataFrame(
+        [
+            ("z1", "Z", "2024-01-10 10:00:00", 0.1, 1, "Bakery", 0.0, "cash"),
+            ("z1", "Z", "2024-01-10 10:00:00", 0.2, 1, "Bakery", 0.0, "cash"),
+            ("z2", "Z", "2024-01-11 10:00:00", 0.3, 1, "Alpha", 0.0, "cash"),
+        ],
+        columns=COLUMNS,
+    )
+    with Population(Dataset.from_frames(purchases=lines), AS_OF) as population:
+        data = CrowdData(population, load_library())
+        assert data.dimensions["favourite_category"].astype(str).tolist() == ["Alpha"]
