@@ -1612,6 +1612,8 @@ class _MemoryReader:
         self._tables: dict[tuple[str, tuple[str, ...] | None], _Indexed] = {}
         self._schemas: dict[str, list[str]] = {}
         self.memo: dict = {}  # what build_profile found in the run (its files, notes, material)
+        self.ready = False  # every table a profile reads is loaded (see in_memory_ready)
+        self.warming: threading.Thread | None = None
         self._lock = threading.Lock()
 
     def _indexed(self, file: Path, columns: list[str] | None = None) -> _Indexed | None:
@@ -1694,6 +1696,53 @@ def memory_reader(root: Path, run: Path | None) -> _MemoryReader:
             held = (ident, _MemoryReader())
             _MEMORY[key] = held
         return held[1]
+
+
+def in_memory_ready(sources: ProfileSources) -> bool:
+    """Whether profiles of ``sources`` (a refresh root) can be answered from memory now. When the
+    served run's tables are not loaded yet in this process, their loading starts in a
+    background thread (once per run) and False is returned: the caller answers this request
+    from the files (:func:`build_profile` without ``in_memory``) instead of making it wait for
+    the whole run to load."""
+    from serving.refresh import current_run
+
+    if sources.runs is None:
+        return False
+    run = current_run(sources.runs)
+    reader = memory_reader(sources.runs, run)
+    if reader.ready:
+        return True
+    with reader._lock:
+        if reader.warming is None:
+            reader.warming = threading.Thread(target=_warm, args=(sources, run, reader), daemon=True)
+            reader.warming.start()
+    return False
+
+
+def _warm(sources: ProfileSources, run: Path | None, reader: _MemoryReader) -> None:
+    """Load every table a profile of ``run`` reads, by building one profile of a known id."""
+    try:
+        customer = _some_customer(run)
+        if customer is not None:
+            build_profile(customer, sources, compute_reasons=False, in_memory=True)
+    except PortraitError:
+        pass  # a profile's error is its request's to report; the tables loaded so far stay
+    finally:
+        reader.ready = True
+
+
+def _some_customer(run: Path | None) -> str | None:
+    """A customer id the run knows: the first of its profile material's ids, else of its scores."""
+    import pyarrow.parquet as pq
+
+    if run is None:
+        return None
+    for path in (run / MATERIAL / "ids.parquet", *sorted((run / "scores").glob("scores_*.parquet"))):
+        if path.exists():
+            column = pq.ParquetFile(path).read_row_group(0, columns=["customer_id"])["customer_id"]
+            if len(column):
+                return str(column[0])
+    return None
 
 
 def profile_json(profile: CustomerProfile) -> str:

@@ -678,3 +678,18 @@ def test_columns_marked_after_the_run_are_withheld_at_once(world, tmp_path):
         )
         assert not any("data set" in n for n in _notes(profile).get("data", []))  # the material was read
         assert profile.attributes.values == [] and profile.attributes.sensitive_left_out == 2
+
+
+def test_a_run_is_loaded_in_the_background_and_served_from_files_meanwhile(world, tmp_path):
+    from serving.profile import in_memory_ready, memory_reader
+
+    root = _material_root(world, tmp_path)
+    sources = ProfileSources(data=world["data"], runs=root)
+    assert in_memory_ready(sources) is False  # starts loading the run
+    reader = memory_reader(root, root / "runs" / AS_OF.isoformat())
+    reader.warming.join(timeout=60)
+    assert in_memory_ready(sources) is True and reader.nbytes > 0
+    held = reader.nbytes
+    from_memory = build_profile("c2", sources, compute_reasons=False, in_memory=True)
+    assert reader.nbytes == held  # everything a profile reads was loaded by the warm-up
+    assert from_memory.model_dump() == build_profile("c2", sources, compute_reasons=False).model_dump()

@@ -4,8 +4,8 @@ gets it without the attributes the data set marks sensitive; an analyst key in f
 
 Served from a refresh root (``--runs``), the run's tables (scores, features' key columns, tags,
 RFM, segment members, the score history and the run's profile material) are held in memory per
-worker, loaded on the first request of each run, so a profile reads no file; reasons are the
-stored ones unless ``?reasons=true``."""
+worker, loaded in the background from the first request of each run (requests meanwhile read
+the files), so a profile reads no file; reasons are the stored ones unless ``?reasons=true``."""
 
 # No `from __future__ import annotations` here: FastAPI must evaluate the
 # Annotated[..., Depends(access.caller)] parameters, which name a local of the builder.
@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Query
 
 from portrait.errors import Unavailable
 from serving.keys import Caller, Role
-from serving.profile import CustomerProfile, ProfileSources, build_profile
+from serving.profile import CustomerProfile, ProfileSources, build_profile, in_memory_ready
 from serving.routes.access import Access
 from serving.routes.errors import ProductErrorRoute
 from serving.state import ServeState
@@ -56,13 +56,16 @@ def build_customers_router(state: ServeState, access: Access) -> APIRouter:
         """Attributes, identities (types, counts, merged ids), tags, segments, RFM, persona,
         every model's score with reasons, score history, key features, the last orders and
         events. A merged secondary id answers with the person's profile (``resolved_from``)."""
+        sources = profile_sources(state)
         return build_profile(
             customer_id,
-            profile_sources(state),
+            sources,
             include_sensitive=caller.role is Role.ANALYST,
             compute_reasons=reasons,
             model_loader=state.model,
-            in_memory=state.settings.runs is not None,
+            # from memory once this worker has loaded the served run (in the background, started
+            # by the first profile of the run); from the files until then
+            in_memory=state.settings.runs is not None and in_memory_ready(sources),
         )
 
     return router
