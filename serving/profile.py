@@ -1575,16 +1575,26 @@ class _Indexed:
     a point read is a binary search and a slice (no file I/O)."""
 
     def __init__(self, path: Path, columns: list[str] | None) -> None:
+        import pyarrow as pa
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
-        table = pq.read_table(path, columns=columns)
+        # text columns other than ids repeat a few values (event types, channels, tags): held
+        # dictionary-encoded; the customer id is held once per customer (keys), not per row
+        schema = pq.read_schema(path)
+        repeated = [
+            f.name
+            for f in schema
+            if (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))
+            and f.name not in ("customer_id", "order_id")
+            and (columns is None or f.name in columns)
+        ]
+        table = pq.read_table(path, columns=columns, read_dictionary=repeated)
         keys = table["customer_id"].cast("string")
         table = table.set_column(table.schema.get_field_index("customer_id"), "customer_id", keys)
         if len(table) and not pc.all(pc.greater_equal(keys.slice(1), keys.slice(0, len(keys) - 1))).as_py():
             table = table.sort_by("customer_id")
         table = table.combine_chunks()
-        self.table = table
         self.names = table.column_names
         if len(table):
             runs = pc.run_end_encode(table["customer_id"].combine_chunks())
@@ -1593,7 +1603,18 @@ class _Indexed:
         else:
             self.keys = np.array([], dtype=str)
             self.ends = np.array([], dtype=np.int64)
-        self.nbytes = table.nbytes + self.keys.nbytes + self.ends.nbytes
+        self.table = table.drop_columns(["customer_id"])
+        self.nbytes = self.table.nbytes + self.keys.nbytes + self.ends.nbytes
+
+    def rows(self, customer_id: str) -> list[dict]:
+        """The rows of ``customer_id`` as dicts (with their ``customer_id``)."""
+        a, b = self.span(customer_id)
+        if b <= a:
+            return []
+        rows = self.table.slice(a, b - a).to_pylist()
+        for row in rows:
+            row["customer_id"] = customer_id
+        return rows
 
     def span(self, customer_id: str) -> tuple[int, int]:
         i = int(np.searchsorted(self.keys, customer_id))
@@ -1648,11 +1669,9 @@ class _MemoryReader:
                 raise PortraitError(f"{path} cannot be read")
             name = str(path)
             for customer in ids:
-                a, b = indexed.span(customer)
-                if b > a:
-                    for row in indexed.table.slice(a, b - a).to_pylist():
-                        row["filename"] = name
-                        found.append(row)
+                for row in indexed.rows(customer):
+                    row["filename"] = name
+                    found.append(row)
         return found
 
     def columns(self, file: Path) -> list[str]:
@@ -1670,8 +1689,7 @@ class _MemoryReader:
         indexed = self._indexed(file)
         if indexed is None:
             return []
-        a, b = indexed.span(customer_id)
-        return indexed.table.slice(a, b - a).to_pylist() if b > a else []
+        return indexed.rows(customer_id)
 
 
 _MEMORY: dict[str, tuple[str, _MemoryReader]] = {}
