@@ -14,7 +14,8 @@ steadier figure than wall time when other jobs share the cores) and peak residen
 
 The shared columns of the two subsets are compared value by value, so the reference is also a
 check of the SQL. ``--as-of`` is the cutoff (default 2025-01-01, after all of the generated
-history); ``--steps`` also prints each feature SQL step's time (DuckDB runs); ``--modes`` runs
+history); ``--memory-limit 4GB`` caps DuckDB's memory (it spills to disk above it);
+``--steps`` also prints each feature SQL step's time (DuckDB runs); ``--modes`` runs
 only some of the three (e.g. ``--modes duckdb-all``).
 """
 
@@ -40,12 +41,17 @@ SUBSET_FAMILIES = ["value", "windows", "behaviour"]
 WINDOWS = (7, 30, 90, 180, 365)
 
 
-def run_duckdb(data: Path, families: list[str] | None, out: Path, cutoff: str) -> int:
+def run_duckdb(data: Path, families: list[str] | None, out: Path, cutoff: str, memory_limit: str | None) -> int:
     from features.build import build_features
     from portrait.dataset import open_dataset
     from portrait.files import atomic_write
 
-    frame = build_features(open_dataset(data), cutoff, families=families)
+    dataset = open_dataset(data)
+    con = dataset.connect(memory_limit=memory_limit)  # DuckDB's own default without one
+    try:
+        frame = build_features(dataset, cutoff, families=families, con=con)
+    finally:
+        con.close()
     atomic_write(frame, out)
     return len(frame)
 
@@ -141,15 +147,15 @@ def run_pandas(data: Path, out: Path, as_of: str) -> int:
     return len(result)
 
 
-def child(mode: str, data: Path, out: Path, cutoff: str, steps: bool) -> None:
+def child(mode: str, data: Path, out: Path, cutoff: str, steps: bool, memory_limit: str | None) -> None:
     if steps:  # each step's time, on stderr (passed through by the parent)
         logging.basicConfig(level=logging.WARNING, format=f"  {mode}: %(message)s")
         logging.getLogger("features.build").setLevel(logging.DEBUG)
     started = time.perf_counter()
     if mode == "duckdb-all":
-        rows = run_duckdb(data, None, out, cutoff)
+        rows = run_duckdb(data, None, out, cutoff, memory_limit)
     elif mode == "duckdb-subset":
-        rows = run_duckdb(data, SUBSET_FAMILIES, out, cutoff)
+        rows = run_duckdb(data, SUBSET_FAMILIES, out, cutoff, memory_limit)
     else:
         rows = run_pandas(data, out, cutoff)
     seconds = time.perf_counter() - started
@@ -178,10 +184,11 @@ def main() -> None:
     parser.add_argument("--as-of", default=CUTOFF, help="the cutoff date (default %(default)s)")
     parser.add_argument("--steps", action="store_true", help="also print each feature SQL step's time")
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated, of %(default)s")
+    parser.add_argument("--memory-limit", help="DuckDB memory_limit of the DuckDB runs, e.g. 4GB (default: DuckDB's)")
     parser.add_argument("--child", nargs=3, metavar=("MODE", "DATA", "OUT"))
     args = parser.parse_args()
     if args.child:
-        child(args.child[0], Path(args.child[1]), Path(args.child[2]), args.as_of, args.steps)
+        child(args.child[0], Path(args.child[1]), Path(args.child[2]), args.as_of, args.steps, args.memory_limit)
         return
     modes = [m for m in MODES if m in args.modes.split(",")]
     print(f"as of {args.as_of}")
@@ -195,6 +202,7 @@ def main() -> None:
             out = args.data_root / f"features_{size}_{mode}.parquet"
             command = [sys.executable, __file__, "--child", mode, str(data), str(out), "--as-of", args.as_of]
             command += ["--steps"] if args.steps else []
+            command += ["--memory-limit", args.memory_limit] if args.memory_limit else []
             line = (
                 subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True).stdout.strip().splitlines()[-1]
             )
