@@ -220,3 +220,54 @@ def test_scores_on_spark_equal_scores_on_duckdb(spark, registered, tmp_path):
     assert not math.isnan(run.summary["models"][MODEL]["mean"])
     features = pd.read_parquet(tmp_path / "spark" / next(p.name for p in (tmp_path / "duck").glob("features_*")))
     _assert_same_features(pd.read_parquet(next((tmp_path / "duck").glob("features_*"))), features)
+
+
+def test_tables_from_a_spark_path_and_from_the_catalog_hold_the_same_rows(spark, data, tmp_path):
+    import shutil
+
+    from portrait.spark_engine import spark_dataset
+
+    folder = tmp_path / "lake"
+    folder.mkdir()
+    shutil.copytree(data / "purchases", folder / "purchases")
+    shutil.copy(data / "events.csv", folder / "events.csv")
+    con = open_dataset(folder).connect()
+    try:
+        expected = [
+            con.execute(f"SELECT COUNT(*), COUNT(DISTINCT customer_id) FROM {t}").fetchall()[0]
+            for t in ("purchases", "events")
+        ]
+    finally:
+        con.close()
+    engine, dataset = spark_dataset(spark, f"file://{folder}")  # read through Hadoop's file system
+    try:
+        assert sorted(dataset.sources) == ["events", "purchases"]
+        assert [
+            engine.rows(f"SELECT COUNT(*), COUNT(DISTINCT customer_id) FROM {t}")[0] for t in ("purchases", "events")
+        ] == expected
+    finally:
+        engine.close()
+    spark.read.parquet(str(folder / "purchases")).createOrReplaceTempView("lake_order_lines")
+    (tmp_path / "config_only").mkdir()  # a local folder holding the portrait.toml, here none
+    engine, dataset = spark_dataset(spark, tmp_path / "config_only", {"purchases": "lake_order_lines"})
+    try:
+        assert engine.rows("SELECT COUNT(*), COUNT(DISTINCT customer_id) FROM purchases")[0] == expected[0]
+    finally:
+        engine.close()
+
+
+def test_a_failed_spark_write_leaves_the_previous_output_and_no_temporary_folder(spark, tmp_path):
+    from portrait.errors import PortraitError
+    from portrait.spark_engine import spark_errors, write_directory
+
+    target = tmp_path / "scores"
+    write_directory(spark.range(3).selectExpr("id AS x"), str(target))
+    assert sorted(spark.read.parquet(str(target)).toPandas()["x"]) == [0, 1, 2]
+    failing = spark.range(3).selectExpr("1 / (id - id) AS x")  # ANSI: division by zero when it runs
+    with pytest.raises(PortraitError, match="the Spark job failed: .*DIVIDE_BY_ZERO.*no output was written"):
+        with spark_errors():
+            write_directory(failing, str(target))
+    assert sorted(spark.read.parquet(str(target)).toPandas()["x"]) == [0, 1, 2]
+    assert [p.name for p in tmp_path.iterdir()] == ["scores"]
+    write_directory(spark.range(5).selectExpr("id AS x"), str(target))
+    assert len(spark.read.parquet(str(target)).toPandas()) == 5 and [p.name for p in tmp_path.iterdir()] == ["scores"]
