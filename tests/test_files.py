@@ -323,7 +323,16 @@ def test_an_interrupted_benchmark_cache_write_leaves_the_old_cache(tmp_path, mon
     out = tmp_path / "features_10_duckdb-all.parquet"
     pd.DataFrame({"customer_id": ["old"]}).to_parquet(out)
     monkeypatch.setattr("features.build.build_features", lambda *a, **k: pd.DataFrame({"customer_id": ["new"]}))
-    monkeypatch.setattr("portrait.dataset.open_dataset", lambda path: None)
+
+    class Connection:
+        def close(self):
+            pass
+
+    class Opened:  # the data set is never read: build_features is replaced above
+        def connect(self, memory_limit=None):
+            return Connection()
+
+    monkeypatch.setattr("portrait.dataset.open_dataset", lambda path: Opened())
 
     def killed(self, path, *args, **kwargs):
         Path(path).write_bytes(b"PAR1 half a table")
@@ -331,7 +340,7 @@ def test_an_interrupted_benchmark_cache_write_leaves_the_old_cache(tmp_path, mon
 
     monkeypatch.setattr(pd.DataFrame, "to_parquet", killed)
     with pytest.raises(KeyboardInterrupt):
-        bench.run_duckdb(tmp_path, None, out)
+        bench.run_duckdb(tmp_path, None, out, "2025-01-01", None)
     monkeypatch.undo()
     assert pd.read_parquet(out)["customer_id"].tolist() == ["old"]
     assert [p.name for p in tmp_path.iterdir()] == [out.name]
