@@ -319,7 +319,7 @@ class SparkEngine:
 
         def run(batches):
             for batch in batches:
-                out = finish(batch)
+                out = finish(batch.copy())  # one block per dtype: no fragmentation warnings
                 for column in out.columns:
                     if isinstance(out[column].dtype, pd.CategoricalDtype):
                         out[column] = out[column].astype(object).where(out[column].notna(), None)
