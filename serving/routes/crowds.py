@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
@@ -122,9 +122,28 @@ def build_crowds_router(
     """``audit_log``: where drill-downs are recorded (None: not recorded, for a router mounted alone)."""
     router = APIRouter(route_class=ProductErrorRoute, tags=["crowds"])
     cache: OrderedDict[tuple, dict] = OrderedDict()
-    cells: OrderedDict[tuple, tuple[list[str], dict[str, int]]] = OrderedDict()
+    cells: OrderedDict[tuple, tuple[list[str], dict[str, int]]] = OrderedDict()  # drill-downs
     lock = threading.Lock()
     access = access or Access()
+
+    def cached(store: OrderedDict, key: tuple, compute: Callable[[], Any]) -> Any:
+        """The answer kept for ``key``, else computed (an unknown crowd is a 404) and kept (the
+        last :data:`CACHED` answers)."""
+        with lock:
+            if key in store:
+                store.move_to_end(key)
+                return store[key]
+        try:
+            answer = compute()
+        except PortraitError as exc:
+            if str(exc).startswith(UNKNOWN_CROWD):
+                raise NotFound(str(exc)) from None
+            raise
+        with lock:
+            store[key] = answer
+            while len(store) > CACHED:
+                store.popitem(last=False)
+        return answer
 
     def crowd_and_date(segment, tag, persona, as_of):
         from marketing.crowd import crowd_from_options
@@ -154,21 +173,11 @@ def build_crowds_router(
     ) -> CellCustomers:
         """A page of the customers of one report cell who may be contacted; recorded in the audit log."""
         crowd, date, current = crowd_and_date(segment, tag, persona, as_of)
-        key = (crowd, cell, date, current)
-        with lock:
-            found = cells.get(key)
-        if found is None:
-            try:
-                found = _cell_ids(current.data, date, crowd, cell, current.scores_dir, segments_dir, tags_library)
-            except PortraitError as exc:
-                if str(exc).startswith(UNKNOWN_CROWD):
-                    raise NotFound(str(exc)) from None
-                raise
-            with lock:
-                cells[key] = found
-                while len(cells) > CACHED:
-                    cells.popitem(last=False)
-        ids, left_out = found
+        ids, left_out = cached(
+            cells,
+            (crowd, cell, date, current),
+            lambda: _cell_ids(current.data, date, crowd, cell, current.scores_dir, segments_dir, tags_library),
+        )
         page = ids[offset : offset + limit]
         if audit_log is not None:
             record_export(
@@ -201,21 +210,11 @@ def build_crowds_router(
     ) -> CrowdPortrait:
         """The crowd's portrait against all customers, small cells suppressed."""
         crowd, date, current = crowd_and_date(segment, tag, persona, as_of)
-        key = (crowd, date, min_cell, current)
-        with lock:
-            if key in cache:
-                cache.move_to_end(key)
-                return CrowdPortrait(**cache[key])
-        try:
-            answer = _compute(current.data, date, crowd, min_cell, current.scores_dir, segments_dir, tags_library)
-        except PortraitError as exc:
-            if str(exc).startswith(UNKNOWN_CROWD):
-                raise NotFound(str(exc)) from None
-            raise
-        with lock:
-            cache[key] = answer
-            while len(cache) > CACHED:
-                cache.popitem(last=False)
+        answer = cached(
+            cache,
+            (crowd, date, min_cell, current),
+            lambda: _compute(current.data, date, crowd, min_cell, current.scores_dir, segments_dir, tags_library),
+        )
         return CrowdPortrait(**answer)
 
     return router
