@@ -48,14 +48,19 @@ def build_model_features(dataset: Dataset, as_of: dt.date, models: list[LoadedMo
         families = sorted({f for m in group for f in m.meta.get("families", [])}) or None
         frame = build_features(dataset, as_of, config, vocabulary=vocabulary, families=families)
         for model in group:
-            missing = [c for c in model.features if c not in frame.columns]
-            if missing:
-                raise PortraitError(
-                    f"model {model.name} v{model.version} needs {len(missing)} feature(s) this data set "
-                    f"does not provide: {missing[:8]}{' ...' if len(missing) > 8 else ''}"
-                )
+            check_model_features(model, frame.columns)
             result[model.name] = frame
     return result
+
+
+def check_model_features(model, columns) -> None:
+    """A model must find every feature it was trained on in the table built for it."""
+    missing = [c for c in model.features if c not in set(columns)]
+    if missing:
+        raise PortraitError(
+            f"model {model.name} v{model.version} needs {len(missing)} feature(s) this data set "
+            f"does not provide: {missing[:8]}{' ...' if len(missing) > 8 else ''}"
+        )
 
 
 def predict_scores(model: LoadedModel, features: pd.DataFrame) -> np.ndarray:

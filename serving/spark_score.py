@@ -34,7 +34,7 @@ from portrait.outputs import LATEST, features_path, scores_path
 from portrait.spark_engine import quarantine_counts, require_spark, spark_dataset, spark_errors, spark_session
 from serving.drift import drift_report
 from serving.registry import LoadedModel, load_model
-from serving.score import ScoreRun, _feature_groups, percentile_and_decile, predict_scores
+from serving.score import ScoreRun, _feature_groups, check_model_features, percentile_and_decile, predict_scores
 
 DRIFT_SAMPLE = 200_000
 
@@ -124,12 +124,7 @@ def score_on_spark(
                     on_engine=True,
                 ).persist()
                 for model in group:
-                    missing = [c for c in model.features if c not in table.columns]
-                    if missing:
-                        raise PortraitError(
-                            f"model {model.name} v{model.version} needs {len(missing)} feature(s) this data set "
-                            f"does not provide: {missing[:8]}{' ...' if len(missing) > 8 else ''}"
-                        )
+                    check_model_features(model, table.columns)
                     feature_tables[model.name] = table
                 say(f"scoring {', '.join(m.name for m in group)}")
                 part = table.mapInPandas(_score_batches(group), _schema(group))
