@@ -309,7 +309,64 @@ def value_family(config: FeatureConfig, vocab: Vocabulary | None = None, attribu
             unit="fraction",
             label="share of spend refunded",
         ),
+        *tenure_rates(f),
     ]
+
+
+MONTH_DAYS = 30.4375  # days in an average month
+# Tenure in months for the per-month rates, counted as at least one month: a customer whose
+# first purchase was last week has one month of tenure, not a quarter of one.
+_TENURE_MONTHS = f"(GREATEST(days_since_first_purchase, {MONTH_DAYS}) / {MONTH_DAYS})"
+
+
+def tenure_rates(family: str) -> list[Feature]:
+    """Rates per month of tenure: comparable across cutoffs with different history lengths,
+    where lifetime counts grow with the history the data holds before the cutoff (a customer
+    with 4 orders in 2 months is not one with 4 orders in 2 years). NULL for a customer with no
+    purchase yet. Not clustered by personas (they repeat the lifetime value features)."""
+    rates = (
+        ("orders", "orders_lifetime", "Purchase orders", "orders per month", "ratio", "orders per month"),
+        ("spend", "spend_lifetime", "Net spend", "spend per month", "money", "currency per month"),
+        (
+            "active_days",
+            "active_days_lifetime",
+            "Days with a purchase",
+            "shopping days per month",
+            "ratio",
+            "days per month",
+        ),
+    )
+    features = [
+        Feature(
+            f"{measure}_per_month_of_tenure",
+            family,
+            None,
+            f"{what} per month since the first purchase (tenure of at least one month).",
+            "derived",
+            f"CASE WHEN days_since_first_purchase IS NOT NULL THEN {source} / {_TENURE_MONTHS} END",
+            scale=scale,
+            unit=unit,
+            label=f"{label} since the first purchase",
+            cluster=False,
+        )
+        for measure, source, what, label, scale, unit in rates
+    ]
+    features.append(
+        Feature(
+            "recency_share_of_tenure",
+            family,
+            None,
+            "Days since the last purchase as a share of the days since the first (0: bought just "
+            "before the cutoff, 1: bought only once, long ago).",
+            "derived",
+            "days_since_last_purchase * 1.0 / NULLIF(days_since_first_purchase, 0)",
+            scale="share",
+            unit="fraction",
+            label="time since the last purchase as a share of the time since the first",
+            cluster=False,
+        )
+    )
+    return features
 
 
 def windows_family(config: FeatureConfig, vocab: Vocabulary | None = None, attributes=None) -> list[Feature]:
