@@ -1,4 +1,4 @@
-"""``portrait features ...`` commands, registered on the CLI by ``portrait.cli``."""
+"""``portrait features ...`` commands, registered on the CLI by ``portrait_cli.main``."""
 
 from __future__ import annotations
 

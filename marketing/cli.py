@@ -1,4 +1,4 @@
-"""``portrait tags ...`` and ``portrait rfm``, registered by ``portrait.cli`` (segments: ``segment_cli``)."""
+"""``portrait tags ...`` and ``portrait rfm``, registered by ``portrait_cli.main`` (segments: ``segment_cli``)."""
 
 from __future__ import annotations
 

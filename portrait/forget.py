@@ -18,7 +18,8 @@
 3. removes the person's rows from the stored outputs: every Parquet and CSV file under the
    given folders with a ``customer_id`` (or ``person_id``, ``given_id``) column, each rewritten
    through the atomic writer, files without the person untouched; and from the manual tag store
-   (:func:`marketing.manual.forget_ids`).
+   through the caller's ``forget_manual_ids`` (the command passes :func:`marketing.manual.forget_ids`:
+   this module imports nothing above ``portrait``).
 
 The tombstone is written first, so a run that stops halfway is completed by running it again.
 
@@ -40,7 +41,7 @@ import logging
 import os
 import secrets
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -300,9 +301,14 @@ def forget(
     reason: str = "",
     dry_run: bool = False,
     progress=None,
+    forget_manual_ids: Callable[..., int] | None = None,
 ) -> ForgetResult:
     """Forget the people with customer ids ``ids`` (see the module docstring). Raises
-    :class:`PortraitError`, before anything is written, when an id is not in the data set."""
+    :class:`PortraitError`, before anything is written, when an id is not in the data set.
+    With a ``manual_store``, ``forget_manual_ids(store, ids, dry_run=...)`` removes the
+    person's rows from it and returns how many (:func:`marketing.manual.forget_ids`)."""
+    if manual_store is not None and forget_manual_ids is None:
+        raise TypeError("forget: a manual_store needs forget_manual_ids (marketing.manual.forget_ids)")
     say = progress or (lambda message: None)
     folder = folder_of(dataset)
     if folder is None:
@@ -335,7 +341,9 @@ def forget(
                 say("recording the tombstone")
                 _record(folder, existing, new, reason, con)
             con.close()
-            return _clean_outputs(persons, new, existing, folder, dataset, outputs, manual_store, dry_run, say)
+            return _clean_outputs(
+                persons, new, existing, folder, dataset, outputs, manual_store, forget_manual_ids, dry_run, say
+            )
     finally:
         con.close()
 
@@ -348,6 +356,7 @@ def _clean_outputs(
     dataset: Dataset,
     outputs: Sequence[Path],
     manual_store: Path | None,
+    forget_manual_ids: Callable[..., int] | None,
     dry_run: bool,
     say,
 ) -> ForgetResult:
@@ -362,10 +371,8 @@ def _clean_outputs(
         dry_run=dry_run,
     )
     if manual_store is not None:
-        from marketing.manual import forget_ids
-
         say("removing manual tags")
-        result.manual_rows = forget_ids(manual_store, members, dry_run=dry_run)
+        result.manual_rows = forget_manual_ids(manual_store, members, dry_run=dry_run)
     skip = {Path(manual_store).resolve()} if manual_store is not None else set()
     data_root = Path(dataset.root).resolve()
     for path in _output_files(outputs):

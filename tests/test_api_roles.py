@@ -118,7 +118,7 @@ def test_a_bad_keys_file_stops_with_a_message(tmp_path, text, message):
 
 
 def test_keys_add_command_prints_the_key_once(tmp_path):
-    from portrait.cli import _register_later_commands, app
+    from portrait_cli.main import _register_later_commands, app
 
     _register_later_commands()
     keys = tmp_path / "keys.toml"
@@ -282,7 +282,7 @@ def test_audit_lines_are_appended_one_per_call(tmp_path):
 
 
 def test_cli_exports_are_audited(world, tmp_path, monkeypatch):
-    from portrait.cli import _register_later_commands, app
+    from portrait_cli.main import _register_later_commands, app
 
     settings, _ = world
     log = tmp_path / "cli_audit.log"
@@ -338,7 +338,7 @@ def test_cli_exports_are_audited(world, tmp_path, monkeypatch):
 
 
 def test_a_cli_export_that_cannot_be_audited_writes_nothing(world, tmp_path, monkeypatch):
-    from portrait.cli import _register_later_commands, app
+    from portrait_cli.main import _register_later_commands, app
 
     settings, _ = world
     blocked = tmp_path / "not_a_folder"

@@ -94,11 +94,11 @@ def world(tmp_path, monkeypatch) -> dict[str, Path]:
 
 
 def run(*args: str) -> tuple[int, str]:
-    """The command as portrait.cli registers it; a product error is exit 2 with its message,
-    as in portrait.cli.main."""
+    """The command as portrait_cli.main registers it; a product error is exit 2 with its message,
+    as in portrait_cli.main."""
     from rich.console import Console
 
-    from portrait import forget_cli
+    from portrait_cli import forget_cli
 
     app = typer.Typer()
     app.callback()(lambda: None)

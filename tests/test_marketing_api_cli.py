@@ -27,8 +27,8 @@ def data_folder(tmp_path) -> Path:
 
 
 def run(*args: str):
-    """Invoke the CLI; a product error counts as exit 2 with its message, as in portrait.cli.main."""
-    from portrait.cli import _register_later_commands, app
+    """Invoke the CLI; a product error counts as exit 2 with its message, as in portrait_cli.main."""
+    from portrait_cli.main import _register_later_commands, app
 
     _register_later_commands()
     result = CliRunner().invoke(app, list(args))

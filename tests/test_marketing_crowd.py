@@ -276,8 +276,8 @@ def test_planted_seasonal_buyers_trend_peaks_in_the_fourth_quarter(planted):
 
 
 def run(*args) -> tuple[int, str]:
-    """Invoke the CLI; a product error counts as exit 2 with its message, as in portrait.cli.main."""
-    from portrait.cli import _register_later_commands, app
+    """Invoke the CLI; a product error counts as exit 2 with its message, as in portrait_cli.main."""
+    from portrait_cli.main import _register_later_commands, app
 
     _register_later_commands()
     result = CliRunner().invoke(app, [str(a) for a in args])

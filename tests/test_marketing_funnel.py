@@ -264,8 +264,8 @@ def test_an_as_of_date_outside_the_data(data, as_of):
 
 
 def run(*args: str):
-    """The CLI as a user runs it; a product error is exit 2 with its message, as in portrait.cli.main."""
-    from portrait.cli import _register_later_commands, app
+    """The CLI as a user runs it; a product error is exit 2 with its message, as in portrait_cli.main."""
+    from portrait_cli.main import _register_later_commands, app
 
     _register_later_commands()
     result = CliRunner().invoke(app, list(args))
@@ -369,7 +369,7 @@ def test_cli_errors(data, tmp_path, extra, message):
 
 def test_an_error_exits_non_zero_without_a_traceback(data, tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "portrait.cli", "funnel", str(data), "--as-of", "2024-03-01", "--steps", "view",
+        [sys.executable, "-m", "portrait_cli", "funnel", str(data), "--as-of", "2024-03-01", "--steps", "view",
          "--within-days", "30", "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip

@@ -525,7 +525,7 @@ def test_sensitive_columns_setting_is_checked(tmp_path):
 
 
 def _portrait(*args: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-c", "from portrait.cli import main; main()", *args]
+    command = [sys.executable, "-c", "from portrait_cli.main import main; main()", *args]
     env = {**os.environ, "COLUMNS": "200"}
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
 

@@ -212,7 +212,7 @@ def test_a_failed_step_leaves_latest_and_records_the_failure(first_run, monkeypa
 
 def _portrait(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-c", "from portrait.cli import main; main()", *args],
+        [sys.executable, "-c", "from portrait_cli.main import main; main()", *args],
         capture_output=True,
         text=True,
         cwd=cwd,

@@ -32,7 +32,7 @@ def _dataset(tmp_path: Path, content: bytes, config: str | None = None, name: st
 
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "portrait.cli", *args], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "portrait_cli", *args], capture_output=True, text=True)
 
 
 @pytest.fixture(autouse=True)

@@ -246,7 +246,7 @@ def test_api_key_is_required_on_every_route_but_health(scored):
 def test_serve_refuses_a_public_interface_without_an_api_key(monkeypatch):
     from typer.testing import CliRunner
 
-    from portrait.cli import _register_later_commands, app
+    from portrait_cli.main import _register_later_commands, app
 
     monkeypatch.delenv("PORTRAIT_API_KEY", raising=False)
     _register_later_commands()
@@ -410,7 +410,7 @@ def test_serve_defaults_to_one_worker_per_cpu_and_passes_settings_to_each(scored
     import uvicorn
     from typer.testing import CliRunner
 
-    from portrait.cli import _register_later_commands, app
+    from portrait_cli.main import _register_later_commands, app
     from serving.api import app_from_environment
     from serving.cli import default_workers
 
@@ -474,7 +474,7 @@ def test_worker_connections_have_nagle_off():
 def test_lists_leave_out_customers_without_consent(registered, scored, tmp_path):
     from typer.testing import CliRunner
 
-    from portrait.cli import _register_later_commands, app
+    from portrait_cli.main import _register_later_commands, app
     from portrait.outputs import latest_scores_dataset
 
     out, _ = scored

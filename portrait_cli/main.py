@@ -1,4 +1,5 @@
-"""The ``portrait`` command. Side effects (logging, output folders) start here, not at import."""
+"""The ``portrait`` command (the root app). Side effects (logging, output folders) start here, not at
+import. It lives above every package: the foundation (``portrait``) never imports it."""
 
 from __future__ import annotations
 
@@ -274,7 +275,7 @@ def _register_later_commands() -> None:
     from training.retrain import retrain_and_promote
 
     refresh_cli.register(app, out, console, retrainer=retrain_and_promote)
-    from portrait import forget_cli
+    from portrait_cli import forget_cli
 
     forget_cli.register(app, out, console)
     from serving import profile_cli

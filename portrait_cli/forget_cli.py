@@ -42,7 +42,7 @@ def register(app: typer.Typer, out, console) -> None:
     ) -> None:
         """Forget customers: tombstone them in the data set (every later read and import leaves
         them out) and remove their rows from stored outputs and the manual tag store."""
-        from marketing.manual import default_store, read_ids
+        from marketing.manual import default_store, forget_ids, read_ids
         from marketing.segments import default_folder
         from portrait.dataset import open_dataset
         from portrait.forget import forget
@@ -67,6 +67,7 @@ def register(app: typer.Typer, out, console) -> None:
                 given,
                 outputs=folders,
                 manual_store=store,
+                forget_manual_ids=forget_ids,
                 reason=reason,
                 dry_run=dry_run,
                 progress=lambda message: status.update(escape(message)),
