@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import codecs
 import functools
-import gzip
 import hashlib
 import os
 import tomllib
@@ -60,7 +59,11 @@ import pandas as pd
 
 from portrait import contract
 from portrait.errors import ConfigError, ContractError
+from portrait.files import atomic_target, open_bytes
+from portrait.forget import tombstone_files
 from portrait.privacy import GUARDED_TABLES, PrivacySettings, withheld_columns
+from portrait.sql import quote_ident, quote_literal
+from portrait.views import register_views
 
 CONFIG_FILE = "portrait.toml"
 DEFAULT_TIMEZONE = "UTC"
@@ -71,14 +74,6 @@ _TOP_CONFIG_KEYS = {"tables", "name", "timezone", "privacy"}
 _DUCKDB_ENCODINGS = {"utf-8": "utf-8", "utf-8-sig": "utf-8", "iso8859-1": "latin-1", "utf-16": "utf-16"}
 _SHOWN_ENCODING = {"utf-8-sig": "utf-8", "iso8859-1": "latin-1"}
 _CHUNK = 1 << 24
-
-
-def quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def quote_literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 @dataclass(frozen=True)
@@ -230,13 +225,9 @@ def _same_layout_groups(files: tuple[CsvFile, ...]) -> list[list[CsvFile]]:
     return list(groups.values())
 
 
-def _open_bytes(path: Path):
-    return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
-
-
 def _first_line(path: Path) -> bytes:
     try:
-        with _open_bytes(path) as handle:
+        with open_bytes(path) as handle:
             return handle.readline(1 << 20).rstrip(b"\r\n")
     except OSError:
         return b""
@@ -282,8 +273,6 @@ class Dataset:
             for path in source.files or ((source.duckdb_file,) if source.duckdb_file else ()):
                 stat = path.stat()
                 digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-        from portrait.forget import tombstone_files
-
         for path in tombstone_files(self):  # forgetting someone changes what the data set holds
             stat = path.stat()
             digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
@@ -291,8 +280,6 @@ class Dataset:
 
     def connect(self, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
         """A new DuckDB connection with the raw, checked and clean views of every table."""
-        from portrait.views import register_views
-
         con = duckdb.connect()
         if memory_limit:
             con.execute(f"SET memory_limit = {quote_literal(memory_limit)}")
@@ -424,7 +411,7 @@ def _checked_encodings(value: object, config_path: Path, table_name: str) -> tup
 def _csv_file(path: Path, encodings: tuple[str, ...], table_name: str) -> CsvFile:
     """How to decode one CSV file: see the module docstring."""
     if not encodings:
-        with _open_bytes(path) as handle:
+        with open_bytes(path) as handle:
             start = handle.read(2)
         if start in (b"\xff\xfe", b"\xfe\xff"):
             return CsvFile(path, "utf-16", "byte-order mark")
@@ -459,7 +446,7 @@ def _decode_problem(path: Path, codec: str) -> str | None:
     """None if the whole file decodes in ``codec``, else where it first fails (streamed in chunks)."""
     decoder = codecs.getincrementaldecoder(codec)(errors="strict")
     line, offset = 1, 0
-    with _open_bytes(path) as handle:
+    with open_bytes(path) as handle:
         while True:
             chunk = handle.read(_CHUNK)
             try:
@@ -486,8 +473,6 @@ def _converted_copy(path: Path, codec: str) -> Path:
     """A UTF-8 copy of a CSV file in ``codec`` (an encoding DuckDB cannot read), made once per
     version of the file. Bytes that do not decode are kept as they are (``surrogateescape``):
     they are not valid UTF-8, so DuckDB rejects their lines and validation quarantines them."""
-    from portrait.files import atomic_target
-
     stat = path.stat()
     key = hashlib.sha256(f"{path.resolve()}\0{codec}".encode()).hexdigest()[:16]
     folder = cache_folder() / "converted"
@@ -498,7 +483,7 @@ def _converted_copy(path: Path, codec: str) -> Path:
     for older in folder.glob(f"{key}-*.csv"):  # earlier versions of the same file
         older.unlink(missing_ok=True)
     decoder = codecs.getincrementaldecoder(codec)(errors="surrogateescape")
-    with atomic_target(target) as tmp, _open_bytes(path) as source, open(tmp, "wb") as copy:
+    with atomic_target(target) as tmp, open_bytes(path) as source, open(tmp, "wb") as copy:
         while chunk := source.read(_CHUNK):
             copy.write(decoder.decode(chunk).encode("utf-8", "surrogateescape"))
         copy.write(decoder.decode(b"", final=True).encode("utf-8", "surrogateescape"))

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import gzip
 import hashlib
 import os
 import re
@@ -122,6 +123,11 @@ def exclusive_lock(lock_path: Path, what: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def open_bytes(path: Path):
+    """``path`` opened for reading bytes, decompressed when its name ends in ``.gz``."""
+    return gzip.open(path, "rb") if Path(path).name.endswith(".gz") else open(path, "rb")
 
 
 def read_parquet(path: Path, **options) -> pd.DataFrame:

@@ -21,7 +21,10 @@ import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from portrait.adapters._write import copy_to_parquet
 from portrait.errors import PortraitError
+from portrait.files import open_bytes
+from portrait.sql import quote_ident, quote_literal
 
 SALT_ENV = "PORTRAIT_IDENTITY_SALT"
 
@@ -171,9 +174,6 @@ def hash_identities_file(source: Path, target: Path, salt: str | None = None) ->
     that is not UTF-8 or has another number of fields than the header stops the copy with the
     file and line, before anything is written. The copy goes to a temporary file and is renamed.
     """
-    from portrait.adapters._write import copy_to_parquet
-    from portrait.dataset import quote_ident, quote_literal
-
     salt = salt or salt_from_environment()
     source = Path(source)
     if not source.is_file():
@@ -217,10 +217,8 @@ def check_csv(path: Path) -> tuple[str, list[str]]:
     line's text: it holds identifiers."""
     import csv
 
-    from portrait.dataset import _open_bytes
-
     def lines():
-        with _open_bytes(path) as handle:
+        with open_bytes(path) as handle:
             for number, raw in enumerate(handle, 1):
                 try:
                     yield raw.decode("utf-8-sig" if number == 1 else "utf-8")

@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 
 from portrait.errors import ConfigError, ContractError
+from portrait.sql import quote_ident
 
 if TYPE_CHECKING:
     import duckdb
@@ -432,8 +433,6 @@ def _persons(merged: bool, relation: str) -> str:
 
 
 def _consented_persons(con, dataset: Dataset, column: str, merged: bool) -> np.ndarray:
-    from portrait.dataset import quote_ident
-
     where = f"{dataset.privacy.source} [privacy] consent_column"
     if not dataset.has("customers"):
         raise ConfigError(f"{where} is {column!r}, but the data set has no customers table to read it from")

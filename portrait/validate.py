@@ -19,12 +19,13 @@ from pathlib import Path
 import duckdb
 
 from portrait import contract
-from portrait.dataset import CONFIG_FILE, Dataset, TableSource, quote_ident, quote_literal
+from portrait.dataset import CONFIG_FILE, Dataset, TableSource
 from portrait.errors import ContractError
 from portrait.files import atomic_target, atomic_write_text
 from portrait.forget import forgotten_rows
 from portrait.identity import IdentitySummary, identity_summary
 from portrait.privacy import GUARDED_TABLES
+from portrait.sql import quote_ident, quote_literal
 from portrait.views import REASON, parse_expr, present_expr, zone_expr
 
 MALFORMED = "malformed_row"

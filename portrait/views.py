@@ -27,12 +27,17 @@ whose lines are malformed or that is not in its encoding.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import duckdb
 
 from portrait import contract
-from portrait.dataset import Dataset, TableSource, quote_ident, quote_literal
 from portrait.errors import ConfigError, ContractError
 from portrait.forget import KEY_COLUMNS, exclude_forgotten, finish_tombstones, register_tombstones
+from portrait.sql import quote_ident, quote_literal
+
+if TYPE_CHECKING:
+    from portrait.dataset import Dataset, TableSource
 
 REASON = "_reject_reason"
 PARSED = "_parsed_"  # prefix of the parsed copy of each column inside checked_*

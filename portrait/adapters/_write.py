@@ -7,8 +7,8 @@ from pathlib import Path
 
 import duckdb
 
-from portrait.dataset import quote_literal
 from portrait.files import atomic_target, atomic_write_text
+from portrait.sql import quote_literal
 
 
 def copy_to_parquet(con: duckdb.DuckDBPyConnection, select_sql: str, target: Path) -> int:

@@ -18,7 +18,7 @@ from pathlib import Path
 import duckdb
 
 from portrait.adapters._write import copy_to_parquet, write_provenance
-from portrait.dataset import quote_literal
+from portrait.sql import quote_literal
 
 
 def package_data_dir() -> Path:
