@@ -37,10 +37,11 @@ from features.plan import (
     purchase_steps,
     timestamp_literal,
 )
-from portrait.dataset import Dataset, quote_ident
+from portrait.dataset import Dataset
 from portrait.engine import Engine, as_engine
 from portrait.errors import PortraitError
 from portrait.privacy import safe_attribute_columns
+from portrait.sql import quote_ident
 
 log = logging.getLogger(__name__)
 

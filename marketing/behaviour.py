@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from marketing.filters import BehaviourTerm, FilterError
-from portrait.dataset import quote_ident
+from portrait.sql import quote_ident
 from portrait.views import by_person
 
 # The columns of the features' one read of the purchases (features.plan.purchase_steps).

@@ -1125,7 +1125,8 @@ def _narrowed(dataset, customer_id: str):
     settings, each table an in-memory copy of its raw rows for the person's customer ids, found
     by following shared identifiers from ``customer_id`` (every row that could join it, so the
     identity map computed on the copy gives the person the full data set gives)."""
-    from portrait.dataset import Dataset, quote_ident, quote_literal
+    from portrait.dataset import Dataset
+    from portrait.sql import quote_ident, quote_literal
 
     con = duckdb.connect()
     try:
