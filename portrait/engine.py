@@ -23,6 +23,8 @@ import duckdb
 import pandas as pd
 
 from portrait.errors import PortraitError
+from portrait.files import atomic_target
+from portrait.sql import quote_literal
 
 ENGINES = ("duckdb", "spark")
 
@@ -82,10 +84,8 @@ class DuckDBEngine:
         return [(row[0], row[1]) for row in self.con.execute(f"DESCRIBE {sql}").fetchall()]
 
     def write_parquet(self, sql: str, path: str | Path) -> None:
-        from portrait.files import atomic_target
-
         with atomic_target(Path(path)) as tmp:
-            self.con.execute(f"COPY ({sql}) TO '{str(tmp).replace(chr(39), chr(39) * 2)}' (FORMAT parquet)")
+            self.con.execute(f"COPY ({sql}) TO {quote_literal(str(tmp))} (FORMAT parquet)")
 
 
 def as_engine(con: duckdb.DuckDBPyConnection | Engine) -> Engine:
