@@ -1,9 +1,17 @@
 """LightGBM propensity (calibrated probabilities) and spend (Tweedie) models.
 
-Both follow scikit-learn's estimator contract: ``__init__`` stores parameters, ``fit``
-returns ``self``, fitted attributes end in ``_``, and prediction checks the model is fitted.
-``fit`` takes a validation set that is later in time than the training rows: the booster
-early-stops on it and the calibrator is fitted on it, never on the training rows.
+Both follow scikit-learn's estimator contract: ``__init__`` stores parameters and ``fit``
+never changes them, ``fit`` returns ``self``, fitted attributes end in ``_``, and prediction
+checks the model is fitted. ``fit(X, y, X_valid=..., y_valid=...)`` takes the validation set
+as keywords: rows of customers held out of training (or later in time); the booster
+early-stops on its log loss and the calibrator is fitted on it, never on the training rows.
+Without one (in a ``Pipeline`` or ``cross_val_score``) a stratified ``validation_fraction`` of
+the rows is held out.
+
+With ``horizon_days`` the classifier adds the point-in-time history features (RFM ranks, BG/NBD
+outputs: :mod:`models.history`) to its inputs, each cutoff of a stacked frame (``cutoff``
+column) on its own; with ``monotone`` it constrains the features whose direction is known
+(:data:`models.history.DIRECTIONS`: recency down, frequency up).
 """
 
 from __future__ import annotations
@@ -14,7 +22,10 @@ import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
 from sklearn.utils.validation import check_is_fitted
+
+from models.history import DIRECTIONS, GROUP_COLUMN, HistoryFeatures, fold_contributions
 
 _FIT_ONLY = ("early_stopping_rounds",)
 TIE_BREAK = 1e-6
@@ -38,7 +49,15 @@ def align_columns(X: pd.DataFrame, columns: list[str], categories: dict[str, lis
 
 
 class _LightGBMBase(BaseEstimator):
+    def _booster_input(self, X: pd.DataFrame) -> pd.DataFrame:
+        history = getattr(self, "history_", None)
+        if history is not None:
+            X = history.transform(X)
+        return X.drop(columns=[GROUP_COLUMN], errors="ignore")
+
     def _prepare_fit(self, X: pd.DataFrame) -> pd.DataFrame:
+        self.input_features_ = [c for c in X.columns if c != GROUP_COLUMN]
+        X = self._booster_input(X)
         self.feature_names_ = list(X.columns)
         self.categories_ = {
             c: list(X[c].cat.categories) for c in X.columns if isinstance(X[c].dtype, pd.CategoricalDtype)
@@ -47,20 +66,38 @@ class _LightGBMBase(BaseEstimator):
 
     def _prepare(self, X: pd.DataFrame) -> pd.DataFrame:
         check_is_fitted(self, "booster_")
-        return align_columns(X, self.feature_names_, self.categories_)
+        return align_columns(self._booster_input(X), self.feature_names_, self.categories_)
 
-    def _fit_booster(self, estimator, X, y, X_valid, y_valid):
-        rounds = self.params.get("early_stopping_rounds")
-        callbacks = [lgb.early_stopping(rounds, verbose=False)] if rounds else []
+    def _split_validation(self, X, y, X_valid, y_valid, stratify: bool):
+        if (X_valid is None) != (y_valid is None):
+            raise ValueError("give both X_valid and y_valid, or neither")
+        if X_valid is not None:
+            return X, np.asarray(y), X_valid, np.asarray(y_valid)
+        y = np.asarray(y)
+        X_fit, X_valid, y_fit, y_valid = train_test_split(
+            X,
+            y,
+            test_size=self.validation_fraction,
+            random_state=self.random_state,
+            stratify=y if stratify else None,
+        )
+        return X_fit, y_fit, X_valid, y_valid
+
+    def _fit_booster(self, estimator, X, y, X_valid, y_valid, params: dict):
+        rounds = params.get("early_stopping_rounds")
+        callbacks = [lgb.early_stopping(rounds, first_metric_only=True, verbose=False)] if rounds else []
         callbacks += list(getattr(self, "callbacks", None) or [])
         estimator.fit(X, y, eval_set=[(X_valid, y_valid)], callbacks=callbacks)
         return estimator
 
     def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
-        """Per-row TreeSHAP contributions (raw score units), one column per feature."""
-        X = self._prepare(X)
-        values = self.booster_.booster_.predict(X, pred_contrib=True)
-        return pd.DataFrame(values[:, :-1], columns=self.feature_names_, index=X.index)
+        """Per-row TreeSHAP contributions (raw score units), one column per input feature; a
+        history feature's contribution is shared among the features it is computed from."""
+        prepared = self._prepare(X)
+        values = self.booster_.booster_.predict(prepared, pred_contrib=True)
+        frame = pd.DataFrame(values[:, :-1], columns=self.feature_names_, index=prepared.index)
+        inputs = getattr(self, "input_features_", self.feature_names_)
+        return fold_contributions(frame, inputs) if list(inputs) != self.feature_names_ else frame
 
     @property
     def best_iteration_(self) -> int:
@@ -69,22 +106,38 @@ class _LightGBMBase(BaseEstimator):
 
 
 class PropensityClassifier(ClassifierMixin, _LightGBMBase):
-    """``LGBMClassifier`` whose probabilities are calibrated on a later validation set."""
+    """``LGBMClassifier`` whose probabilities are calibrated on held-out validation rows."""
 
-    def __init__(self, params: dict | None = None, calibration: str = "isotonic", callbacks=None):
+    def __init__(
+        self,
+        params: dict | None = None,
+        calibration: str = "isotonic",
+        callbacks=None,
+        horizon_days: int | None = None,
+        monotone: bool = False,
+        validation_fraction: float = 0.2,
+        random_state: int = 0,
+    ):
         self.params = params
         self.calibration = calibration
         self.callbacks = callbacks
+        self.horizon_days = horizon_days
+        self.monotone = monotone
+        self.validation_fraction = validation_fraction
+        self.random_state = random_state
 
-    def fit(self, X: pd.DataFrame, y, X_valid: pd.DataFrame, y_valid) -> PropensityClassifier:
+    def fit(self, X: pd.DataFrame, y, X_valid: pd.DataFrame | None = None, y_valid=None) -> PropensityClassifier:
         if self.calibration not in ("isotonic", "sigmoid"):
             raise ValueError(f"calibration must be 'isotonic' or 'sigmoid', got {self.calibration!r}")
-        self.params = dict(self.params or {})
+        X, y, X_valid, y_valid = self._split_validation(X, y, X_valid, y_valid, stratify=True)
+        params = _booster_params(dict(self.params or {}))
+        params.setdefault("metric", "binary_logloss")  # early stopping on log loss, not AUC
+        self.history_ = HistoryFeatures(self.horizon_days).fit(X) if self.horizon_days else None
         X = self._prepare_fit(X)
-        X_valid = align_columns(X_valid, self.feature_names_, self.categories_)
-        self.booster_ = self._fit_booster(
-            lgb.LGBMClassifier(**_booster_params(self.params)), X, np.asarray(y), X_valid, np.asarray(y_valid)
-        )
+        X_valid = align_columns(self._booster_input(X_valid), self.feature_names_, self.categories_)
+        if self.monotone:
+            params["monotone_constraints"] = [DIRECTIONS.get(c, 0) for c in self.feature_names_]
+        self.booster_ = self._fit_booster(lgb.LGBMClassifier(**params), X, y, X_valid, y_valid, dict(self.params or {}))
         self.classes_ = np.array([0, 1])
         raw = self.booster_.predict_proba(X_valid)[:, 1]
         if self.calibration == "isotonic":
@@ -115,16 +168,25 @@ class PropensityClassifier(ClassifierMixin, _LightGBMBase):
 class SpendRegressor(RegressorMixin, _LightGBMBase):
     """Tweedie ``LGBMRegressor`` for net spend over the horizon (predicted customer value)."""
 
-    def __init__(self, params: dict | None = None, tweedie_variance_power: float | None = None, callbacks=None):
+    def __init__(
+        self,
+        params: dict | None = None,
+        tweedie_variance_power: float | None = None,
+        callbacks=None,
+        validation_fraction: float = 0.2,
+        random_state: int = 0,
+    ):
         self.params = params
         self.tweedie_variance_power = tweedie_variance_power
         self.callbacks = callbacks
+        self.validation_fraction = validation_fraction
+        self.random_state = random_state
 
-    def fit(self, X: pd.DataFrame, y, X_valid: pd.DataFrame, y_valid) -> SpendRegressor:
-        self.params = dict(self.params or {})
+    def fit(self, X: pd.DataFrame, y, X_valid: pd.DataFrame | None = None, y_valid=None) -> SpendRegressor:
+        params = dict(self.params or {})
         # The power comes from the argument or from params (an experiment's [model] table);
         # the default only when neither gives it.
-        given = self.params.get("tweedie_variance_power")
+        given = params.get("tweedie_variance_power")
         if given is not None and self.tweedie_variance_power is not None and given != self.tweedie_variance_power:
             raise ValueError(
                 f"tweedie_variance_power is given twice: {self.tweedie_variance_power} as the argument and "
@@ -133,12 +195,14 @@ class SpendRegressor(RegressorMixin, _LightGBMBase):
         power = next(v for v in (self.tweedie_variance_power, given, DEFAULT_TWEEDIE_POWER) if v is not None)
         if not 1 <= power < 2:
             raise ValueError(f"tweedie_variance_power must be in [1, 2), got {power}")
+        X, y, X_valid, y_valid = self._split_validation(X, y, X_valid, y_valid, stratify=False)
+        self.history_ = None
         X = self._prepare_fit(X)
-        X_valid = align_columns(X_valid, self.feature_names_, self.categories_)
-        params = {**_booster_params(self.params), "objective": "tweedie", "tweedie_variance_power": power}
+        X_valid = align_columns(self._booster_input(X_valid), self.feature_names_, self.categories_)
+        booster = {**_booster_params(params), "objective": "tweedie", "tweedie_variance_power": power}
         # Tweedie needs non-negative targets: net refunds count as zero spend.
         y, y_valid = np.clip(np.asarray(y, float), 0, None), np.clip(np.asarray(y_valid, float), 0, None)
-        self.booster_ = self._fit_booster(lgb.LGBMRegressor(**params), X, y, X_valid, y_valid)
+        self.booster_ = self._fit_booster(lgb.LGBMRegressor(**booster), X, y, X_valid, y_valid, params)
         return self
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:

@@ -35,7 +35,12 @@ def summary_lines(summary) -> list[str]:
     if summary.holdout_cutoff is not None:
         parts = []
         if summary.train_cutoffs:
-            parts.append("training " + ", ".join(c.isoformat() for c in summary.train_cutoffs))
+            train = summary.train_cutoffs
+            parts.append(
+                "training " + ", ".join(c.isoformat() for c in train)
+                if len(train) <= 4
+                else f"training {len(train)} from {train[0].isoformat()} to {train[-1].isoformat()}"
+            )
         if summary.validation_cutoff:
             parts.append(f"validation {summary.validation_cutoff.isoformat()}")
         parts.append(f"holdout {summary.holdout_cutoff.isoformat()}")
@@ -61,6 +66,14 @@ def summary_lines(summary) -> list[str]:
             f"[{m['holdout_roc_auc_margin_ci_low']:+.4f}, {m['holdout_roc_auc_margin_ci_high']:+.4f}] "
             f"({int(m['bootstrap_resamples']):,} resamples of the holdout customers)"
         )
+    if summary.candidates:
+        lines.append(f"model chosen on validation: {summary.model_type}; candidates (validation, holdout ROC AUC):")
+        for name, values in summary.candidates.items():
+            mark = " <- registered" if name == summary.model_type else ""
+            lines.append(
+                f"  {name:<10}{values.get('validation_roc_auc', float('nan')):>9.4f}"
+                f"{values.get('holdout_roc_auc', float('nan')):>9.4f}{mark}"
+            )
     if "holdout_ece" in m:
         lines.append(
             f"calibration error (ECE): {m['holdout_ece']:.4f} (uncalibrated {m.get('holdout_ece_uncalibrated', float('nan')):.4f})"

@@ -9,8 +9,10 @@ names the file, the key and what is allowed. Example::
     path = "demo"                    # "demo" (Complete Journey) or a data set folder, relative
                                      # to this file's folder (see load_experiment)
     [cutoffs]
-    rule = "monthly"                 # or: dates = ["2017-04-01", "2017-07-01", "2017-10-01"]
-    count = 6                        # the last N monthly cutoffs that fit (see training.splits)
+    rule = "spaced"                  # "spaced" | "monthly", or: dates = ["2017-04-01", "2017-10-01"]
+    spacing_days = 14                # "spaced": a training cutoff every N days
+    count = 12                       # at most N training cutoffs (default: "spaced" all that fit,
+                                     # "monthly" 6); see training.splits
     [label]
     kind = "repurchase"              # repurchase | high_value | future_spend
     horizon_days = 90
@@ -18,10 +20,16 @@ names the file, the key and what is allowed. Example::
     [features]
     exclude_families = ["attributes"]
     [model]
-    learning_rate = 0.05             # any LightGBM parameter
+    type = "select"                  # select (the best on validation) | lightgbm | logistic |
+                                     # bgnbd | rfm | blend; spend models are always lightgbm
+    monotone = true                  # LightGBM: recency down, frequency up (models.history)
+    learning_rate = 0.05             # any other key is a LightGBM parameter
     [validation]
     scheme = "time"                  # time | customer_kfold (one cutoff, K folds of customers)
     calibration = "isotonic"         # isotonic | sigmoid
+    customers = 0.25                 # time: share of customers held out of training whose rows
+    cutoffs = 2                      # at the latest N training cutoffs stop, calibrate, select
+    base_rate_margin = 0.05          # warn when validation and holdout base rates differ more
     [tuning]
     trials = 20
     timeout_seconds = 900
@@ -43,15 +51,19 @@ from portrait.errors import ConfigError
 LABEL_KINDS = ("repurchase", "high_value", "future_spend")
 DEMO = "demo"
 DEMO_FOLDER = Path("data") / "completejourney"
+MODEL_TYPES = ("select", "lightgbm", "logistic", "bgnbd", "rfm", "blend")
+CUTOFF_RULES = ("spaced", "monthly")
+# Regularised for a few thousand customers repeated over many cutoffs (issue 13: about 15
+# leaves, 200 rows per leaf, half the features per tree, L2 5).
 DEFAULT_MODEL_PARAMS: dict[str, Any] = {
     "n_estimators": 2000,
     "learning_rate": 0.03,
-    "num_leaves": 31,
-    "min_child_samples": 50,
+    "num_leaves": 15,
+    "min_child_samples": 200,
     "subsample": 0.8,
     "subsample_freq": 1,
-    "colsample_bytree": 0.8,
-    "reg_lambda": 1.0,
+    "colsample_bytree": 0.5,
+    "reg_lambda": 5.0,
     "early_stopping_rounds": 100,
     "random_state": 42,
     "n_jobs": 2,
@@ -61,9 +73,10 @@ DEFAULT_MODEL_PARAMS: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class CutoffRule:
-    rule: str | None = None  # "monthly"
-    count: int = 6
+    rule: str | None = None  # "spaced" or "monthly"
+    count: int | None = None  # at most this many training cutoffs; None: spaced all, monthly 6
     dates: tuple[dt.date, ...] = ()
+    spacing_days: int = 14
 
 
 @dataclass(frozen=True)
@@ -84,6 +97,9 @@ class ValidationSpec:
     folds: int = 5
     min_positives: int = 100
     min_negatives: int = 100
+    customers: float = 0.25
+    cutoffs: int = 2
+    base_rate_margin: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -106,6 +122,8 @@ class ExperimentConfig:
     validation: ValidationSpec
     tuning: TuningSpec
     source: Path | None = field(default=None, compare=False)
+    model_type: str = "select"
+    monotone: bool = True
 
     @property
     def demo_path(self) -> Path:
@@ -132,11 +150,12 @@ class ExperimentConfig:
                 "rule": self.cutoffs.rule,
                 "count": self.cutoffs.count,
                 "dates": [d.isoformat() for d in self.cutoffs.dates],
+                "spacing_days": self.cutoffs.spacing_days,
             },
             "label": self.label.__dict__,
             "families": list(self.families),
             "features": {k: list(v) if isinstance(v, tuple) else v for k, v in self.features.__dict__.items()},
-            "model": self.model_params,
+            "model": {"type": self.model_type, "monotone": self.monotone, **self.model_params},
             "validation": self.validation.__dict__,
             "tuning": self.tuning.__dict__,
         }
@@ -169,19 +188,24 @@ def parse_experiment(raw: dict, where: str = "experiment") -> ExperimentConfig:
         raise ConfigError(f"{where} [data]: path is required ('demo' or a data set folder)")
 
     cutoffs_raw = _table(where, raw, "cutoffs")
-    _check_keys(f"{where} [cutoffs]", cutoffs_raw, {"rule", "count", "dates"})
+    _check_keys(f"{where} [cutoffs]", cutoffs_raw, {"rule", "count", "dates", "spacing_days"})
     if ("dates" in cutoffs_raw) == ("rule" in cutoffs_raw):
-        raise ConfigError(f'{where} [cutoffs]: give either rule = "monthly" or dates = [...]')
-    if "rule" in cutoffs_raw and cutoffs_raw["rule"] != "monthly":
-        raise ConfigError(f"{where} [cutoffs]: rule must be 'monthly', got {cutoffs_raw['rule']!r}")
+        raise ConfigError(f'{where} [cutoffs]: give either rule = "spaced" (or "monthly") or dates = [...]')
+    if "rule" in cutoffs_raw and cutoffs_raw["rule"] not in CUTOFF_RULES:
+        raise ConfigError(f"{where} [cutoffs]: rule must be one of {list(CUTOFF_RULES)}, got {cutoffs_raw['rule']!r}")
     try:
         dates = tuple(sorted(dt.date.fromisoformat(str(d)) for d in cutoffs_raw.get("dates", ())))
     except ValueError as exc:
         raise ConfigError(f"{where} [cutoffs]: dates must be YYYY-MM-DD: {exc}") from exc
-    count = cutoffs_raw.get("count", 6)
-    if not isinstance(count, int) or count < 1:
+    count = cutoffs_raw.get("count")
+    if count is not None and (not isinstance(count, int) or count < 1):
         raise ConfigError(f"{where} [cutoffs]: count must be a positive integer, got {count!r}")
-    cutoffs = CutoffRule(rule=cutoffs_raw.get("rule"), count=count, dates=dates)
+    spacing = cutoffs_raw.get("spacing_days", 14)
+    if not isinstance(spacing, int) or spacing < 1:
+        raise ConfigError(f"{where} [cutoffs]: spacing_days must be a positive integer, got {spacing!r}")
+    if "spacing_days" in cutoffs_raw and cutoffs_raw.get("rule") != "spaced":
+        raise ConfigError(f'{where} [cutoffs]: spacing_days goes with rule = "spaced"')
+    cutoffs = CutoffRule(rule=cutoffs_raw.get("rule"), count=count, dates=dates, spacing_days=spacing)
 
     label_raw = _table(where, raw, "label")
     _check_keys(f"{where} [label]", label_raw, {"kind", "horizon_days", "high_value_quantile"})
@@ -213,13 +237,44 @@ def parse_experiment(raw: dict, where: str = "experiment") -> ExperimentConfig:
     except ConfigError as exc:
         raise ConfigError(f"{where} [features]: {exc}") from exc
 
-    model_params = {**DEFAULT_MODEL_PARAMS, **_table(where, raw, "model")}
+    model_raw = dict(_table(where, raw, "model"))
+    model_type = model_raw.pop("type", "select")
+    if model_type not in MODEL_TYPES:
+        raise ConfigError(f"{where} [model]: type must be one of {list(MODEL_TYPES)}, got {model_type!r}")
+    if kind == "future_spend" and model_type not in ("select", "lightgbm"):
+        raise ConfigError(f"{where} [model]: a future_spend model is a LightGBM regressor; type {model_type!r} is not")
+    monotone = model_raw.pop("monotone", True)
+    if not isinstance(monotone, bool):
+        raise ConfigError(f"{where} [model]: monotone must be true or false, got {monotone!r}")
+    model_params = {**DEFAULT_MODEL_PARAMS, **model_raw}
 
     validation_raw = _table(where, raw, "validation")
     _check_keys(
-        f"{where} [validation]", validation_raw, {"scheme", "calibration", "folds", "min_positives", "min_negatives"}
+        f"{where} [validation]",
+        validation_raw,
+        {
+            "scheme",
+            "calibration",
+            "folds",
+            "min_positives",
+            "min_negatives",
+            "customers",
+            "cutoffs",
+            "base_rate_margin",
+        },
     )
     validation = ValidationSpec(**validation_raw)
+    if not (isinstance(validation.customers, float | int) and 0 < validation.customers < 1):
+        raise ConfigError(
+            f"{where} [validation]: customers (the share held out for validation) must be between 0 and 1, "
+            f"got {validation.customers!r}"
+        )
+    if not isinstance(validation.cutoffs, int) or validation.cutoffs < 1:
+        raise ConfigError(f"{where} [validation]: cutoffs must be a positive integer, got {validation.cutoffs!r}")
+    if not (isinstance(validation.base_rate_margin, float | int) and validation.base_rate_margin >= 0):
+        raise ConfigError(
+            f"{where} [validation]: base_rate_margin must be a number >= 0, got {validation.base_rate_margin!r}"
+        )
     if validation.scheme not in ("time", "customer_kfold"):
         raise ConfigError(f"{where} [validation]: scheme must be 'time' or 'customer_kfold', got {validation.scheme!r}")
     if validation.calibration not in ("isotonic", "sigmoid"):
@@ -244,6 +299,8 @@ def parse_experiment(raw: dict, where: str = "experiment") -> ExperimentConfig:
         model_params=model_params,
         validation=validation,
         tuning=tuning,
+        model_type=model_type,
+        monotone=monotone,
     )
 
 

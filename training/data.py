@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +11,7 @@ import pandas as pd
 
 from features.catalogue import Feature, Vocabulary, describe
 from features.labels import LABELS, build_training_set, data_last_day
+from models.history import GROUP_COLUMN, HISTORY_FEATURES, NEEDED, add_history_features
 from portrait.dataset import Dataset, open_dataset
 from portrait.errors import PortraitError
 from training.config import DEMO, DEMO_FOLDER, ExperimentConfig
@@ -38,6 +39,8 @@ class TrainingData:
     meanings: dict[str, Feature]  # the catalogue entry of each feature column
     dataset_name: str
     dataset_fingerprint: str
+    history_columns: list[str] = field(default_factory=list)  # models.history, per cutoff
+    history_flags: dict[str, tuple[str, ...]] = field(default_factory=dict)  # BG/NBD fit flags by cutoff
 
     def rows(self, cutoff: dt.date) -> pd.DataFrame:
         return self.frame[self.frame["cutoff"] == pd.Timestamp(cutoff)]
@@ -48,6 +51,13 @@ class TrainingData:
 
     def X(self, rows: pd.DataFrame) -> pd.DataFrame:
         return rows[self.feature_columns]
+
+    def model_X(self, rows: pd.DataFrame) -> pd.DataFrame:
+        """What a classifier is fitted on and judged with: the features, the history features
+        computed on each cutoff's whole population, and the cutoff (which groups them)."""
+        if not self.history_columns:
+            return self.X(rows)
+        return rows[self.feature_columns + self.history_columns + [GROUP_COLUMN]]
 
     def y(self, rows: pd.DataFrame) -> np.ndarray:
         return rows[self.target].to_numpy()
@@ -61,7 +71,14 @@ def prepare(config: ExperimentConfig, progress=None) -> TrainingData:
         first_day = con.execute("SELECT CAST(MIN(ts) AS DATE) FROM purchases").fetchall()[0][0]
     finally:
         con.close()
-    split = choose_split(config.cutoffs, config.validation.scheme, config.label.horizon_days, first_day, last_day)
+    split = choose_split(
+        config.cutoffs,
+        config.validation.scheme,
+        config.label.horizon_days,
+        first_day,
+        last_day,
+        config.validation.cutoffs,
+    )
     frame = build_training_set(
         dataset,
         list(split.all),
@@ -74,8 +91,23 @@ def prepare(config: ExperimentConfig, progress=None) -> TrainingData:
     vocabulary = Vocabulary.from_dict(frame.attrs["vocabulary"])
     features = [c for c in frame.columns if c not in ("customer_id", "cutoff", *LABELS)]
     meanings = describe(features, config.features, vocabulary)
+    history, flags = [], {}
+    if config.label.is_classification and set(NEEDED) <= set(features):
+        if progress:
+            progress("RFM ranks and BG/NBD at each cutoff")
+        frame, flags = add_history_features(frame, config.label.horizon_days)
+        history = list(HISTORY_FEATURES)
     data = TrainingData(
-        frame, split, features, config.label.kind, vocabulary, meanings, dataset.name, dataset.fingerprint()
+        frame,
+        split,
+        features,
+        config.label.kind,
+        vocabulary,
+        meanings,
+        dataset.name,
+        dataset.fingerprint(),
+        history,
+        flags,
     )
     check_sufficiency(data, config)
     return data

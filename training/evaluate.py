@@ -15,18 +15,29 @@ from features.catalogue import describe, windowed
 from features.config import FeatureConfig
 from models.btyd import BTYD_FEATURES, BGNBDClassifier
 from models.propensity import PropensityClassifier, SpendRegressor
+from models.repurchase import BGNBDRepurchase, LogisticRepurchase, RankBlend
 from training.config import ExperimentConfig
 from training.data import TrainingData
 from training.metrics import classification_metrics, paired_bootstrap_auc_margin, ranking_metrics, spend_metrics
+from training.splits import customer_validation_split
 
 BOOTSTRAP_RESAMPLES = 1000
 
 
-def make_model(config: ExperimentConfig, params: dict | None = None, callbacks=None):
+def make_model(config: ExperimentConfig, params: dict | None = None, callbacks=None, horizon_days: int | None = None):
+    """The LightGBM model of the experiment; ``horizon_days`` adds the history features."""
     params = {**config.model_params, **(params or {})}
+    seed = int(params.get("random_state", 0))
     if config.label.is_classification:
-        return PropensityClassifier(params=params, calibration=config.validation.calibration, callbacks=callbacks)
-    return SpendRegressor(params=params, callbacks=callbacks)
+        return PropensityClassifier(
+            params=params,
+            calibration=config.validation.calibration,
+            callbacks=callbacks,
+            horizon_days=horizon_days,
+            monotone=config.monotone,
+            random_state=seed,
+        )
+    return SpendRegressor(params=params, callbacks=callbacks, random_state=seed)
 
 
 def predict(model, X: pd.DataFrame) -> np.ndarray:
@@ -162,28 +173,169 @@ class FitResult:
     holdout_uncalibrated: np.ndarray | None = None
     tags: dict[str, str] = field(default_factory=dict)
     peers: list[Peer] = field(default_factory=list)  # scored on the holdout rows
+    holdout_model_X: pd.DataFrame | None = None  # what the model scores: features, history, cutoff
+    model_type: str = "lightgbm"
+    candidates: dict[str, dict[str, float]] = field(default_factory=dict)  # name -> metrics
+    notes: tuple[str, ...] = ()
 
 
 def _score_metrics(config, y, p, prefix) -> dict[str, float]:
     return classification_metrics(y, p, prefix) if config.label.is_classification else spend_metrics(y, p, prefix)
 
 
+def _auc(y, p) -> float:
+    return ranking_metrics(y, p, "")["roc_auc"] if len(np.unique(y)) == 2 else float("nan")
+
+
+def candidate_types(config: ExperimentConfig, with_history: bool) -> tuple[str, ...]:
+    """The model types fitted: every one for ``select``, else the configured one (a blend needs
+    its LightGBM). Without history features (no value family) only LightGBM."""
+    if not config.label.is_classification or not with_history:
+        return ("lightgbm",)
+    if config.model_type == "select":
+        return ("lightgbm", "logistic", "bgnbd", "rfm", "blend")
+    if config.model_type == "blend":
+        return ("lightgbm", "blend")
+    return (config.model_type,)
+
+
+@dataclass
+class Selection:
+    chosen: str
+    models: dict[str, object]
+    validation_auc: dict[str, float]
+
+
+def fit_candidates(
+    config: ExperimentConfig,
+    X_fit: pd.DataFrame,
+    y_fit: np.ndarray,
+    X_valid: pd.DataFrame,
+    y_valid: np.ndarray,
+    params: dict | None,
+    with_history: bool,
+    callbacks=None,
+) -> Selection:
+    """Fit every candidate on the training rows (LightGBM early-stopped, and the calibrated
+    ones calibrated, on the validation rows) and choose the one with the highest validation
+    ROC AUC (the first listed on a tie). Spend: the LightGBM regressor alone."""
+    types = candidate_types(config, with_history)
+    horizon = config.label.horizon_days
+    models: dict[str, object] = {}
+    for name in types:
+        if name == "lightgbm":
+            model = make_model(config, params, callbacks, horizon if with_history else None)
+            models[name] = model.fit(X_fit, y_fit, X_valid=X_valid, y_valid=y_valid)
+        elif name == "logistic":
+            models[name] = LogisticRepurchase(horizon_days=horizon).fit(X_fit, y_fit)
+        elif name == "bgnbd":
+            models[name] = BGNBDRepurchase(horizon_days=horizon).fit(X_fit, X_valid=X_valid, y_valid=y_valid)
+        elif name == "rfm":
+            models[name] = RankBlend(weight=0.0, horizon_days=horizon).fit(X_fit, X_valid=X_valid, y_valid=y_valid)
+        elif name == "blend":
+            blend = RankBlend(models["lightgbm"], weight=0.5, horizon_days=horizon)
+            models[name] = blend.fit(X_fit, X_valid=X_valid, y_valid=y_valid)
+    if not config.label.is_classification:
+        return Selection("lightgbm", models, {})
+    auc = {name: _auc(y_valid, predict(model, X_valid)) for name, model in models.items()}
+    wanted = [n for n in types if config.model_type in ("select", n)]
+    chosen = max(wanted, key=lambda n: (np.nan_to_num(auc[n], nan=-1.0), -wanted.index(n)))
+    return Selection(chosen, models, auc)
+
+
+def validation_peer_auc(X_valid: pd.DataFrame, y_valid: np.ndarray) -> dict[str, float]:
+    """The peers' ROC AUC on the validation rows, from the history features computed at each
+    row's cutoff: the RFM score, BG/NBD P(any purchase) and expected purchases."""
+    columns = {"rfm": "rfm_score", "bgnbd": "bgnbd_p_any", "bgnbd_expected": "bgnbd_expected_purchases"}
+    return {
+        peer: _auc(y_valid, X_valid[column].fillna(0.0).to_numpy(float))
+        for peer, column in columns.items()
+        if column in X_valid.columns
+    }
+
+
+def _selection_metrics(selection: Selection, peer_auc: dict[str, float]) -> tuple[dict[str, float], dict[str, str]]:
+    metrics = {f"candidate_{n}_validation_roc_auc": v for n, v in selection.validation_auc.items()}
+    metrics |= {f"baseline_{n}_validation_roc_auc": v for n, v in peer_auc.items()}
+    tags = {"model_type": selection.chosen, "candidates": ",".join(selection.models)}
+    if selection.validation_auc:
+        chosen = selection.validation_auc[selection.chosen]
+        metrics["validation_roc_auc_selected"] = chosen
+        if peer_auc:
+            best = max(peer_auc.values())
+            metrics["validation_roc_auc_margin_over_best_peer"] = chosen - best
+            tags["validation_never_worse_than_peers"] = str(bool(chosen >= best - 1e-12)).lower()
+    return metrics, tags
+
+
+def base_rate_note(validation_rate: float, holdout_rate: float, margin: float) -> str | None:
+    """A warning when the calibration (validation) base rate is more than ``margin`` from the
+    holdout's: the calibrated probabilities then miss the holdout's level."""
+    if abs(validation_rate - holdout_rate) <= margin:
+        return None
+    return (
+        f"the calibration rows' base rate {validation_rate:.1%} differs from the holdout's {holdout_rate:.1%} "
+        f"by more than {margin:.1%}: probabilities are calibrated to another level than the holdout's"
+    )
+
+
 def fit_time_split(config: ExperimentConfig, data: TrainingData, params: dict | None = None) -> FitResult:
-    train, valid, holdout = data.train_rows, data.rows(data.split.validation), data.rows(data.split.holdout)
-    model = make_model(config, params).fit(data.X(train), data.y(train), data.X(valid), data.y(valid))
-    p_valid, p_holdout = predict(model, data.X(valid)), predict(model, data.X(holdout))
+    """Training on every training cutoff's rows of the customers not held out; early stopping,
+    calibration and model selection on the held-out customers' rows at the latest training
+    cutoffs; judged on the holdout cutoff (all customers)."""
+    rows = data.train_rows
+    seed = int(config.model_params.get("random_state", 42))
+    fit_mask, valid_mask = customer_validation_split(
+        rows, data.split.validation_cutoffs, config.validation.customers, seed
+    )
+    train, valid, holdout = rows[fit_mask], rows[valid_mask], data.rows(data.split.holdout)
+    with_history = bool(data.history_columns)
+    selection = fit_candidates(
+        config,
+        data.model_X(train),
+        data.y(train),
+        data.model_X(valid),
+        data.y(valid),
+        params,
+        with_history,
+    )
+    model = selection.models[selection.chosen]
+    X_holdout = data.model_X(holdout)
+    p_valid, p_holdout = predict(model, data.model_X(valid)), predict(model, X_holdout)
     y_holdout = data.y(holdout)
     peer_metrics, peer_tags, peers = baseline_metrics(data.X(holdout), y_holdout, config, p_holdout)
+    selection_metrics, selection_tags = _selection_metrics(
+        selection, validation_peer_auc(data.model_X(valid), data.y(valid))
+    )
     metrics = {
         **_score_metrics(config, data.y(valid), p_valid, "validation_"),
         **_score_metrics(config, y_holdout, p_holdout, "holdout_"),
         **peer_metrics,
-        "best_iteration": float(model.best_iteration_),
+        **selection_metrics,
+        "rows_fit": float(len(train)),
+        "rows_validation": float(len(valid)),
     }
-    uncalibrated = None
+    if "lightgbm" in selection.models:
+        metrics["best_iteration"] = float(selection.models["lightgbm"].best_iteration_)
+    candidates = {}
+    for name, candidate in selection.models.items():
+        candidates[name] = {
+            "validation_roc_auc": selection.validation_auc.get(name, float("nan")),
+            **_score_metrics(config, y_holdout, predict(candidate, X_holdout), "holdout_"),
+        }
+    uncalibrated, notes = None, []
     if config.label.is_classification:
-        uncalibrated = model.predict_uncalibrated(data.X(holdout))
-        metrics["holdout_ece_uncalibrated"] = classification_metrics(y_holdout, uncalibrated)["ece"]
+        if hasattr(model, "predict_uncalibrated"):
+            uncalibrated = model.predict_uncalibrated(X_holdout)
+            metrics["holdout_ece_uncalibrated"] = classification_metrics(y_holdout, uncalibrated)["ece"]
+        note = base_rate_note(
+            float(np.mean(data.y(valid))), float(np.mean(y_holdout)), config.validation.base_rate_margin
+        )
+        notes += [note] if note else []
+    scheme = (
+        f"time: {len(data.split.train)} training cutoffs, validation on {config.validation.customers:.0%} of "
+        f"customers held out at the latest {len(data.split.validation_cutoffs)}"
+    )
     return FitResult(
         model,
         metrics,
@@ -191,52 +343,78 @@ def fit_time_split(config: ExperimentConfig, data: TrainingData, params: dict | 
         y_holdout,
         p_holdout,
         uncalibrated,
-        {"validation_scheme": "time", **peer_tags},
+        {"validation_scheme": scheme, **peer_tags, **selection_tags},
         peers,
+        X_holdout,
+        selection.chosen,
+        candidates,
+        tuple(notes),
     )
 
 
 def fit_customer_folds(config: ExperimentConfig, data: TrainingData, params: dict | None = None) -> FitResult:
-    """One cutoff, K folds of customers: each fold is scored by a model trained (and early-
-    stopped and calibrated on an inner 20% split) on the other folds. Out-of-fold predictions
-    are the holdout. The returned model is refitted the same way on all rows."""
+    """One cutoff, K folds of customers: each fold is scored by the candidate chosen on an
+    inner 20% split of the other folds (trained on the rest, early-stopped and calibrated on
+    that split). Out-of-fold predictions are the holdout, for the chosen model and for every
+    candidate. The returned model is chosen and fitted the same way on all rows."""
     rows = data.rows(data.split.holdout)
-    X, y = data.X(rows), data.y(rows)
+    X, y = data.model_X(rows), data.y(rows)
     seed = int(config.model_params.get("random_state", 42))
     classify = config.label.is_classification
+    with_history = bool(data.history_columns)
     folds = (StratifiedKFold if classify else KFold)(config.validation.folds, shuffle=True, random_state=seed)
     out_of_fold = np.zeros(len(rows))
-    uncalibrated = np.zeros(len(rows))
+    uncalibrated = np.full(len(rows), np.nan)
+    per_candidate: dict[str, np.ndarray] = {}
+    chosen_counts: dict[str, int] = {}
 
-    def fit_inner(X_part, y_part):
+    def fit_inner(X_part, y_part) -> Selection:
         X_fit, X_stop, y_fit, y_stop = train_test_split(
             X_part, y_part, test_size=0.2, random_state=seed, stratify=y_part if classify else None
         )
-        return make_model(config, params).fit(X_fit, y_fit, X_stop, y_stop)
+        return fit_candidates(config, X_fit, y_fit, X_stop, y_stop, params, with_history)
 
     for train_index, test_index in folds.split(X, y):
-        model = fit_inner(X.iloc[train_index], y[train_index])
+        selection = fit_inner(X.iloc[train_index], y[train_index])
+        chosen_counts[selection.chosen] = chosen_counts.get(selection.chosen, 0) + 1
+        model = selection.models[selection.chosen]
         out_of_fold[test_index] = predict(model, X.iloc[test_index])
-        if classify:
+        for name, candidate in selection.models.items():
+            per_candidate.setdefault(name, np.zeros(len(rows)))[test_index] = predict(candidate, X.iloc[test_index])
+        if classify and hasattr(model, "predict_uncalibrated"):
             uncalibrated[test_index] = model.predict_uncalibrated(X.iloc[test_index])
     final = fit_inner(X, y)
-    peer_metrics, peer_tags, peers = baseline_metrics(X, y, config, out_of_fold)
-    metrics = {
-        **_score_metrics(config, y, out_of_fold, "holdout_"),
-        **peer_metrics,
-        "best_iteration": float(final.best_iteration_),
-    }
-    if classify:
+    peer_metrics, peer_tags, peers = baseline_metrics(data.X(rows), y, config, out_of_fold)
+    selection_metrics, selection_tags = _selection_metrics(final, {})
+    metrics = {**_score_metrics(config, y, out_of_fold, "holdout_"), **peer_metrics, **selection_metrics}
+    if "lightgbm" in final.models:
+        metrics["best_iteration"] = float(final.models["lightgbm"].best_iteration_)
+    if classify and np.isfinite(uncalibrated).all():
         metrics["holdout_ece_uncalibrated"] = classification_metrics(y, uncalibrated)["ece"]
+    candidates = {
+        name: {
+            "validation_roc_auc": final.validation_auc.get(name, float("nan")),
+            **_score_metrics(config, y, oof, "holdout_"),
+        }
+        for name, oof in per_candidate.items()
+    }
+    chosen = ", ".join(f"{n} in {k}" for n, k in sorted(chosen_counts.items()))
     return FitResult(
-        final,
+        final.models[final.chosen],
         metrics,
-        X,
+        data.X(rows),
         y,
         out_of_fold,
-        uncalibrated if classify else None,
-        {"validation_scheme": f"customer_kfold ({config.validation.folds} folds, out-of-fold holdout)", **peer_tags},
+        uncalibrated if classify and np.isfinite(uncalibrated).all() else None,
+        {
+            "validation_scheme": f"customer_kfold ({config.validation.folds} folds, out-of-fold holdout; chosen {chosen})",
+            **peer_tags,
+            **selection_tags,
+        },
         peers,
+        X,
+        final.chosen,
+        candidates,
     )
 
 

@@ -1,8 +1,15 @@
-"""Choosing cutoffs and splitting them in time: training, validation, holdout.
+"""Choosing cutoffs and splitting them in time: training cutoffs and a holdout cutoff.
 
-The rule keeps every label window apart: a training cutoff's label window ends on or before
-the validation cutoff, and the validation cutoff's ends on or before the holdout cutoff. So no
-outcome the model learned from, or was calibrated on, lies in the period it is judged on.
+The holdout cutoff is the latest month start whose label window fits in the data. Training
+cutoffs are as many as fit (every ``spacing_days``, or month starts) up to the last one whose
+label window ends before the holdout cutoff, each with at least four weeks of history before
+it; every training row sees all history before its own cutoff. So no outcome the model learned
+from lies in the period it is judged on.
+
+There is no separate later validation window: validation (early stopping, calibration, model
+selection) uses the customers held out of training at the latest ``validation.cutoffs``
+training cutoffs (:func:`customer_validation_split`), whose base rate is the nearest in time to
+the holdout's.
 """
 
 from __future__ import annotations
@@ -10,17 +17,22 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+import numpy as np
+import pandas as pd
+
 from portrait.errors import PortraitError
 from training.config import CutoffRule
 
 MIN_HISTORY_DAYS = 28  # a training cutoff needs at least four weeks of history before it
+MONTHLY_DEFAULT_COUNT = 6
 
 
 @dataclass(frozen=True)
 class TimeSplit:
     train: tuple[dt.date, ...]
-    validation: dt.date | None
+    validation: dt.date | None  # always None: validation is a customer split of the training cutoffs
     holdout: dt.date
+    validation_cutoffs: tuple[dt.date, ...] = ()  # the training cutoffs whose held-out customers validate
 
     @property
     def all(self) -> tuple[dt.date, ...]:
@@ -36,25 +48,44 @@ def _months_back(day: dt.date, months: int) -> dt.date:
     return dt.date(index // 12, index % 12 + 1, 1)
 
 
-def monthly_split(first_day: dt.date, last_day: dt.date, horizon_days: int, train_count: int) -> TimeSplit:
-    """Holdout: the latest month start whose label window fits in the data; validation: the
-    latest month start a horizon before it; training: up to ``train_count`` month starts a
-    horizon before the validation cutoff, each with at least four weeks of history."""
-    horizon = dt.timedelta(days=horizon_days)
-    holdout = _month_start_at_or_before(last_day - horizon + dt.timedelta(days=1))
-    validation = _month_start_at_or_before(holdout - horizon)
-    latest_train = _month_start_at_or_before(validation - horizon)
+def holdout_cutoff(last_day: dt.date, horizon_days: int) -> dt.date:
+    """The latest month start whose label window ends on or before ``last_day``."""
+    return _month_start_at_or_before(last_day - dt.timedelta(days=horizon_days - 1))
+
+
+def _too_short(first_day, last_day, horizon_days, holdout) -> PortraitError:
+    return PortraitError(
+        f"the history from {first_day} to {last_day} is too short for a {horizon_days}-day "
+        f"horizon: a training cutoff needs its label window to end before the holdout cutoff "
+        f"{holdout} and {MIN_HISTORY_DAYS} days of history before it; use a shorter horizon or "
+        "validation scheme 'customer_kfold' with one cutoff"
+    )
+
+
+def training_cutoffs(
+    first_day: dt.date,
+    holdout: dt.date,
+    horizon_days: int,
+    rule: str = "spaced",
+    spacing_days: int = 14,
+    count: int | None = None,
+) -> tuple[dt.date, ...]:
+    """Training cutoffs up to the last whose label window ``[c, c + horizon)`` ends before
+    ``holdout``, back to the first with ``MIN_HISTORY_DAYS`` of history: every ``spacing_days``
+    (rule ``spaced``, all that fit unless ``count``) or month starts (``monthly``, ``count``
+    of them, default 6)."""
+    latest = holdout - dt.timedelta(days=horizon_days)
     earliest = first_day + dt.timedelta(days=MIN_HISTORY_DAYS)
-    train = [c for c in (_months_back(latest_train, i) for i in range(train_count)) if c >= earliest]
-    if not train:
-        raise PortraitError(
-            f"the history from {first_day} to {last_day} is too short for a {horizon_days}-day "
-            f"horizon: time-ordered training needs three label windows one after another (training "
-            f"before {validation}, validation at {validation}, holdout at {holdout}) plus "
-            f"{MIN_HISTORY_DAYS} days of history before the first training cutoff; use a shorter "
-            "horizon or validation scheme 'customer_kfold' with one cutoff"
-        )
-    return TimeSplit(train=tuple(sorted(train)), validation=validation, holdout=holdout)
+    if rule == "monthly":
+        latest = _month_start_at_or_before(latest)
+        candidates = (_months_back(latest, i) for i in range(count or MONTHLY_DEFAULT_COUNT))
+        return tuple(sorted(c for c in candidates if c >= earliest))
+    if rule != "spaced":
+        raise PortraitError(f"cutoff rule must be 'spaced' or 'monthly', got {rule!r}")
+    steps = max((latest - earliest).days // spacing_days + 1, 0)
+    if count is not None:
+        steps = min(steps, count)
+    return tuple(sorted(latest - dt.timedelta(days=spacing_days * i) for i in range(steps)))
 
 
 def explicit_split(dates: tuple[dt.date, ...], horizon_days: int, scheme: str) -> TimeSplit:
@@ -62,27 +93,37 @@ def explicit_split(dates: tuple[dt.date, ...], horizon_days: int, scheme: str) -
         if len(dates) != 1:
             raise PortraitError(f"validation scheme 'customer_kfold' takes exactly one cutoff, got {len(dates)}")
         return TimeSplit(train=(), validation=None, holdout=dates[0])
-    if len(dates) < 3:
-        raise PortraitError("time-ordered validation needs at least three cutoffs: training, validation, holdout")
-    *train, validation, holdout = dates
-    horizon = dt.timedelta(days=horizon_days)
-    if validation + horizon > holdout or train[-1] + horizon > validation:
+    if len(dates) < 2:
+        raise PortraitError("time-ordered validation needs at least two cutoffs: training cutoffs, then the holdout")
+    *train, holdout = dates
+    if train[-1] + dt.timedelta(days=horizon_days) > holdout:
         raise PortraitError(
             f"cutoffs {[d.isoformat() for d in dates]} let label windows overlap: with a {horizon_days}-day "
-            "horizon each training cutoff must be at least a horizon before the validation cutoff, "
-            "and the validation cutoff a horizon before the holdout"
+            "horizon each training cutoff must be at least a horizon before the holdout cutoff (the last date)"
         )
-    return TimeSplit(train=tuple(train), validation=validation, holdout=holdout)
+    return TimeSplit(train=tuple(train), validation=None, holdout=holdout)
 
 
-def choose_split(rule: CutoffRule, scheme: str, horizon_days: int, first_day: dt.date, last_day: dt.date) -> TimeSplit:
+def choose_split(
+    rule: CutoffRule,
+    scheme: str,
+    horizon_days: int,
+    first_day: dt.date,
+    last_day: dt.date,
+    validation_cutoffs: int = 2,
+) -> TimeSplit:
     if rule.dates:
         split = explicit_split(rule.dates, horizon_days, scheme)
     elif scheme == "customer_kfold":
-        holdout = _month_start_at_or_before(last_day - dt.timedelta(days=horizon_days - 1))
-        split = TimeSplit(train=(), validation=None, holdout=holdout)
+        split = TimeSplit(train=(), validation=None, holdout=holdout_cutoff(last_day, horizon_days))
     else:
-        split = monthly_split(first_day, last_day, horizon_days, rule.count)
+        holdout = holdout_cutoff(last_day, horizon_days)
+        train = training_cutoffs(first_day, holdout, horizon_days, rule.rule or "spaced", rule.spacing_days, rule.count)
+        if not train:
+            raise _too_short(first_day, last_day, horizon_days, holdout)
+        split = TimeSplit(train=train, validation=None, holdout=holdout)
+    if split.train:
+        split = TimeSplit(split.train, None, split.holdout, split.train[-validation_cutoffs:])
     if split.holdout + dt.timedelta(days=horizon_days - 1) > last_day:
         raise PortraitError(
             f"the holdout cutoff {split.holdout} needs data until "
@@ -91,3 +132,24 @@ def choose_split(rule: CutoffRule, scheme: str, horizon_days: int, first_day: dt
     if split.all[0] <= first_day:
         raise PortraitError(f"cutoff {split.all[0]} is not after the data's first day {first_day}")
     return split
+
+
+def held_out_customers(customers: pd.Series, share: float, seed: int) -> np.ndarray:
+    """A boolean mask: is each row's customer among the ``share`` of distinct customers held
+    out (the same draw for every cutoff of a customer)."""
+    ids = pd.Index(customers.astype(str).unique()).sort_values()
+    order = np.random.default_rng(seed).permutation(len(ids))
+    held = ids[order[: int(round(share * len(ids)))]]
+    return customers.astype(str).isin(held).to_numpy()
+
+
+def customer_validation_split(
+    rows: pd.DataFrame, validation_cutoffs: tuple[dt.date, ...], share: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Masks over the training rows: the training rows (customers not held out, every cutoff)
+    and the validation rows (held-out customers at ``validation_cutoffs``). A held-out
+    customer's rows at earlier cutoffs are in neither: their label windows overlap the
+    validation windows, so training on them would leak the validation outcome."""
+    held = held_out_customers(rows["customer_id"], share, seed)
+    latest = rows["cutoff"].isin([pd.Timestamp(c) for c in validation_cutoffs]).to_numpy()
+    return ~held, held & latest

@@ -46,6 +46,8 @@ class RunSummary:
     best_peer: str | None = None
     peer_labels: dict[str, str] = field(default_factory=dict)  # peer name -> what a person reads
     notes: tuple[str, ...] = ()  # e.g. a degenerate BG/NBD fit
+    model_type: str = "lightgbm"  # the candidate chosen on validation and registered
+    candidates: dict[str, dict[str, float]] = field(default_factory=dict)  # name -> its metrics
 
 
 def headline_metric(config: ExperimentConfig) -> str:
@@ -66,6 +68,7 @@ def train_experiment(
     experiment_id = ensure_experiment(config.name)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{config.name}-train") as run:
         _log_run(config, data, result, params, parent_tags or {})
+        _log_candidates(config, experiment_id, result)
         if progress:
             progress("logging the model")
         version = _log_model(config, data, result)
@@ -85,7 +88,9 @@ def train_experiment(
         validation_scheme=result.tags.get("validation_scheme", ""),
         best_peer=result.tags.get("best_peer"),
         peer_labels={p.name: p.label for p in result.peers},
-        notes=tuple(f"{p.label}: {note}" for p in result.peers for note in p.notes),
+        notes=tuple(f"{p.label}: {note}" for p in result.peers for note in p.notes) + result.notes,
+        model_type=result.model_type,
+        candidates=result.candidates,
     )
 
 
@@ -101,6 +106,8 @@ def _log_run(config: ExperimentConfig, data: TrainingData, result: FitResult, pa
             **tags,
         }
     )
+    if data.history_flags:
+        mlflow.log_dict({k: list(v) for k, v in data.history_flags.items()}, "report/bgnbd_flags_by_cutoff.json")
     model_params = {**config.model_params, **(params or {})}
     mlflow.log_params({f"model_{k}": v for k, v in model_params.items()})
     mlflow.log_params(
@@ -110,7 +117,10 @@ def _log_run(config: ExperimentConfig, data: TrainingData, result: FitResult, pa
             "high_value_quantile": config.label.high_value_quantile,
             "families": ",".join(config.families),
             "train_cutoffs": ",".join(c.isoformat() for c in split.train) or "-",
-            "validation_cutoff": split.validation.isoformat() if split.validation else "-",
+            "validation_cutoffs": ",".join(c.isoformat() for c in split.validation_cutoffs) or "-",
+            "validation_customers": config.validation.customers,
+            "model_type": config.model_type,
+            "monotone": config.monotone,
             "holdout_cutoff": split.holdout.isoformat(),
             "calibration": config.validation.calibration,
             "features": len(data.feature_columns),
@@ -118,8 +128,6 @@ def _log_run(config: ExperimentConfig, data: TrainingData, result: FitResult, pa
         }
     )
     counts = {"rows_holdout": len(data.rows(split.holdout)), "rows_train": len(data.train_rows) if split.train else 0}
-    if split.validation:
-        counts["rows_validation"] = len(data.rows(split.validation))
     mlflow.log_metrics({k: float(v) for k, v in {**result.metrics, **counts}.items() if np.isfinite(v)})
     mlflow.log_dict(config.to_dict(), "config.json")
 
@@ -137,8 +145,25 @@ def _log_run(config: ExperimentConfig, data: TrainingData, result: FitResult, pa
         mlflow.log_artifacts(str(tmp), artifact_path="report")
 
 
+def _log_candidates(config: ExperimentConfig, experiment_id: str, result: FitResult) -> None:
+    """One nested run per candidate fitted: its validation and holdout metrics; the chosen
+    one is tagged. Only the chosen one is registered."""
+    for name, metrics in result.candidates.items():
+        with mlflow.start_run(experiment_id=experiment_id, run_name=f"{config.name}-{name}", nested=True):
+            mlflow.set_tags({"candidate": name, "chosen": str(name == result.model_type).lower()})
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items() if np.isfinite(v)})
+    mlflow.log_metrics(
+        {
+            f"candidate_{name}_holdout_roc_auc": m["holdout_roc_auc"]
+            for name, m in result.candidates.items()
+            if np.isfinite(m.get("holdout_roc_auc", float("nan")))
+        }
+    )
+
+
 def _shap_importance(result: FitResult) -> pd.Series:
-    sample = result.holdout.sample(min(SHAP_SAMPLE_ROWS, len(result.holdout)), random_state=0)
+    frame = result.holdout_model_X if result.holdout_model_X is not None else result.holdout
+    sample = frame.sample(min(SHAP_SAMPLE_ROWS, len(frame)), random_state=0)
     contributions = result.model.contributions(sample)
     return contributions.abs().mean().sort_values(ascending=False)
 
@@ -155,11 +180,12 @@ def _log_model(config: ExperimentConfig, data: TrainingData, result: FitResult) 
         "vocabulary": data.vocabulary.to_dict(),
         "descriptions": {k: f.description for k, f in data.meanings.items() if k in data.feature_columns},
         "meanings": {k: f.meaning() for k, f in data.meanings.items() if k in data.feature_columns},
-        "categories": result.model.categories_,
+        "categories": getattr(result.model, "categories_", {}),
         "reference": reference_distributions(train_X),
         "holdout_cutoff": data.split.holdout.isoformat(),
         "headline_metric": headline_metric(config),
         "metrics": {k: v for k, v in result.metrics.items() if k.startswith(("holdout_", "baseline_"))},
+        "model_type": result.model_type,
     }
     example = serving_frame(result.holdout.head(5)).reset_index(drop=True)
     scores = pd.DataFrame({"score": _predict(result.model, config, result.holdout.head(5))})

@@ -21,6 +21,7 @@ from training.config import ExperimentConfig
 from training.data import TrainingData, prepare
 from training.evaluate import make_model, predict
 from training.metrics import classification_metrics, spend_metrics
+from training.splits import customer_validation_split
 from training.tracking import ensure_experiment
 from training.train import RunSummary, train_experiment
 
@@ -60,16 +61,19 @@ def search_space(trial: optuna.Trial, defaults: dict) -> dict:
 
 
 def _validation_sets(config: ExperimentConfig, data: TrainingData):
-    """Training and validation rows: the time split, or for customer folds one stratified 75/25
-    split of the single cutoff (the holdout folds are then judged in the final retraining)."""
+    """Training and validation rows: the time scheme's customer split of the training cutoffs
+    (as ``train`` uses), or for customer folds one stratified 75/25 split of the single cutoff
+    (the holdout folds are then judged in the final retraining)."""
     if config.validation.scheme == "time":
-        valid = data.rows(data.split.validation)
-        return data.X(data.train_rows), data.y(data.train_rows), data.X(valid), data.y(valid)
+        rows = data.train_rows
+        seed = int(config.model_params.get("random_state", 42))
+        fit, valid = customer_validation_split(rows, data.split.validation_cutoffs, config.validation.customers, seed)
+        return data.model_X(rows[fit]), data.y(rows[fit]), data.model_X(rows[valid]), data.y(rows[valid])
     rows = data.rows(data.split.holdout)
     y = data.y(rows)
     stratify = y if config.label.is_classification else None
     X_fit, X_valid, y_fit, y_valid = train_test_split(
-        data.X(rows), y, test_size=0.25, random_state=0, stratify=stratify
+        data.model_X(rows), y, test_size=0.25, random_state=0, stratify=stratify
     )
     return X_fit, y_fit, X_valid, y_valid
 
@@ -106,7 +110,7 @@ def tune_experiment(
     data = data or prepare(config)
     X_fit, y_fit, X_valid, y_valid = _validation_sets(config, data)
     metric_name = config.tuning.metric or ("roc_auc" if config.label.is_classification else "gini")
-    eval_metric = "auc" if config.label.is_classification else "tweedie"
+    eval_metric = "binary_logloss" if config.label.is_classification else "tweedie"  # early stopping, pruning
     experiment_id = ensure_experiment(config.name)
     storage = f"sqlite:///{((workdir or Path.cwd()) / STUDY_STORE).resolve()}"
     study = optuna.create_study(
@@ -128,9 +132,10 @@ def tune_experiment(
             params["metric"] = eval_metric
             with mlflow.start_run(experiment_id=experiment_id, run_name=f"trial-{trial.number}", nested=True):
                 mlflow.log_params(params)
-                model = make_model(config, params, callbacks=[_pruning_callback(trial)])
+                horizon = config.label.horizon_days if data.history_columns else None
+                model = make_model(config, params, callbacks=[_pruning_callback(trial)], horizon_days=horizon)
                 try:
-                    model.fit(X_fit, y_fit, X_valid, y_valid)
+                    model.fit(X_fit, y_fit, X_valid=X_valid, y_valid=y_valid)
                 except optuna.TrialPruned:
                     mlflow.set_tag("state", "pruned")
                     raise
