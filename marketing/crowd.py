@@ -391,30 +391,49 @@ class CrowdData:
         self.definitions.setdefault(name, Dimension(name, f"{label} (quintile bands)"))
         return name, bands(values)
 
-    def _favourites(self) -> dict[str, np.ndarray]:
+    def _favourites(self) -> dict[str, Coded]:
         """Favourite category, brand (by spend), payment method and store (by orders) from the
         purchases read once, over every value (the favourite_category feature only knows the top
-        ones). Ties go to the alphabetically first value, so the result never depends on row order."""
+        ones). Ties go to the alphabetically first value, so the result never depends on row order.
+        Returned as codes aligned with :attr:`frame` (placed by row number in SQL: no string
+        index of a million ids in pandas)."""
+        con = self.population.con
+        rows = pd.DataFrame({"customer_id": self.ids.to_numpy(), "row": np.arange(len(self.frame), dtype="int64")})
+        con.register("_crowd_rows", rows)
         result = {}
-        for name, column in (
-            ("favourite_category", "category"),
-            ("favourite_brand", "brand"),
-            ("favourite_payment", "payment_method"),
-            ("favourite_store", "store_id"),
-        ):
-            table = self.per_customer(column)
-            if table is None:
-                result[name] = np.full(len(self.frame), None, dtype=object)
-                continue
-            weight = "orders" if column in ORDER_LEVEL else "spend"
-            # Rounded: parallel sums differ in the last bits from run to run, and equal spends
-            # must tie (to the first name) in every run.
-            favourite = self.population.con.execute(
-                f"""SELECT customer_id, arg_min(value, {{'w': -ROUND({weight}, 6), 'v': value}}) AS v
-                    FROM {table} WHERE {weight} > 0 GROUP BY customer_id"""
-            ).df()
-            values = favourite.set_index(favourite["customer_id"].astype("str"))["v"].reindex(self.ids)
-            result[name] = top_values(values, MAX_VALUES)
+        try:
+            for name, column in (
+                ("favourite_category", "category"),
+                ("favourite_brand", "brand"),
+                ("favourite_payment", "payment_method"),
+                ("favourite_store", "store_id"),
+            ):
+                table = self.per_customer(column)
+                if table is None:
+                    result[name] = Coded(np.full(len(self.frame), -1, dtype="int64"), [])
+                    continue
+                weight = "orders" if column in ORDER_LEVEL else "spend"
+                # Rounded: parallel sums differ in the last bits from run to run, and equal spends
+                # must tie (to the first name) in every run.
+                con.execute(
+                    f"""CREATE OR REPLACE TEMP TABLE _crowd_favourite AS
+                        SELECT customer_id, arg_min(value, {{'w': -ROUND({weight}, 6), 'v': value}}) AS v
+                        FROM {table} WHERE {weight} > 0 GROUP BY customer_id"""
+                )
+                labels = [
+                    row[0] for row in con.execute("SELECT DISTINCT v FROM _crowd_favourite ORDER BY v").fetchall()
+                ]
+                found = con.execute(
+                    """SELECT r.row, l.code FROM _crowd_favourite f JOIN _crowd_rows r USING (customer_id)
+                       JOIN (SELECT v, (ROW_NUMBER() OVER (ORDER BY v) - 1)::BIGINT AS code
+                             FROM (SELECT DISTINCT v FROM _crowd_favourite)) l USING (v)"""
+                ).fetchnumpy()
+                codes = np.full(len(self.frame), -1, dtype="int64")
+                codes[np.asarray(found["row"], dtype="int64")] = np.asarray(found["code"], dtype="int64")
+                result[name] = top_coded(Coded(codes, labels), MAX_VALUES)
+        finally:
+            con.execute("DROP TABLE IF EXISTS _crowd_favourite")
+            con.unregister("_crowd_rows")
         return result
 
     def per_customer(self, column: str) -> str | None:
@@ -453,15 +472,37 @@ class CrowdData:
         return name
 
 
-def top_values(values: pd.Series, keep: int) -> np.ndarray:
+@dataclass(frozen=True)
+class Coded:
+    """A dimension as integer codes into ``labels`` (-1: unknown), one per customer: a million
+    small integers instead of a million strings."""
+
+    codes: np.ndarray
+    labels: list
+
+    @classmethod
+    def of(cls, values) -> Coded:
+        codes, uniques = pd.factorize(pd.Series(values, dtype="object"), use_na_sentinel=True)
+        return cls(np.asarray(codes, dtype="int64"), list(uniques))
+
+
+def top_values(values, keep: int) -> Coded:
     """The ``keep`` most common values (ties by name); the rest become :data:`OTHER`."""
-    values = pd.Series(values, dtype="object").reset_index(drop=True)
-    counts = values.value_counts()
-    if len(counts) <= keep:
-        return values.to_numpy()
-    ranked = counts.rename_axis("v").reset_index(name="n").sort_values(["n", "v"], ascending=[False, True])
-    kept = set(ranked["v"].head(keep))
-    return values.where(values.isna() | values.isin(kept), OTHER).to_numpy()
+    return top_coded(Coded.of(values), keep)
+
+
+def top_coded(coded: Coded, keep: int) -> Coded:
+    """:func:`top_values` on codes."""
+    counts = np.bincount(coded.codes[coded.codes >= 0], minlength=len(coded.labels))
+    used = np.flatnonzero(counts)
+    if len(used) <= keep:
+        return coded
+    ranked = sorted(used, key=lambda i: (-counts[i], str(coded.labels[i])))
+    kept = np.asarray(ranked[:keep])
+    remap = np.full(len(coded.labels), keep, dtype="int64")  # everything else: OTHER
+    remap[kept] = np.arange(keep)
+    codes = np.where(coded.codes >= 0, remap[np.maximum(coded.codes, 0)], -1)
+    return Coded(codes, [coded.labels[i] for i in kept] + [OTHER])
 
 
 def bands(values: pd.Series, q: int = 5) -> np.ndarray:
@@ -498,13 +539,25 @@ def _argmax_label(frame: pd.DataFrame, columns: list[str], labels: list[str]) ->
 
 
 def _categorical(values, definition: Dimension | None) -> pd.Categorical:
-    text = pd.Series(values, dtype="object").where(pd.notna(values), UNKNOWN).astype("str")
-    text = text.where(text.str.strip() != "", UNKNOWN)
-    seen = pd.unique(text)
-    order = [v for v in (definition.order if definition else ()) if v in set(seen)]
-    rest = sorted((v for v in seen if v not in set(order) and v != UNKNOWN), key=_natural)
-    categories = order + rest + ([UNKNOWN] if UNKNOWN in set(seen) else [])
-    return pd.Categorical(text, categories=categories)
+    """Values (or :class:`Coded`) as a categorical: the definition's order first, then the rest
+    in natural order, then :data:`UNKNOWN` for missing and blank values. Works on the distinct
+    labels, never on a million strings."""
+    coded = values if isinstance(values, Coded) else Coded.of(values)
+    text = np.asarray([str(label) for label in coded.labels], dtype=object)
+    unknown_label = np.asarray([t.strip() in ("", UNKNOWN) for t in text], dtype=bool)
+    counts = np.bincount(coded.codes[coded.codes >= 0], minlength=len(text))
+    seen = {t for t, n, u in zip(text, counts, unknown_label, strict=True) if n and not u}
+    order = [v for v in (definition.order if definition else ()) if v in seen]
+    rest = sorted(seen - set(order), key=_natural)
+    has_unknown = bool((coded.codes < 0).any() or counts[unknown_label].any())
+    categories = order + rest + ([UNKNOWN] if has_unknown else [])
+    position = {v: i for i, v in enumerate(categories)}
+    unknown = position.get(UNKNOWN, -1)
+    remap = np.asarray(
+        [unknown if u else position.get(t, -1) for t, u in zip(text, unknown_label, strict=True)] + [unknown],
+        dtype="int64",
+    )
+    return pd.Categorical.from_codes(remap[coded.codes], categories=categories)  # code -1 reads remap[-1]
 
 
 def _natural(value: str):

@@ -11,7 +11,18 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from marketing.crowd import Crowd, CrowdData, bands, cell_mask, crowd_from_options, parse_crowd
+from marketing.crowd import (
+    Coded,
+    Crowd,
+    CrowdData,
+    Dimension,
+    _categorical,
+    bands,
+    cell_mask,
+    crowd_from_options,
+    parse_crowd,
+    top_values,
+)
 from marketing.crowd_compare import compare, crosstab, holm
 from marketing.crowd_report import crowd_report, report_json, suppressed_dimensions, suppression_mask
 from marketing.crowd_trend import crowd_trend, trend_dates
@@ -159,6 +170,43 @@ def test_a_crowd_smaller_than_the_minimum_cell_shows_no_figure():
 def test_bands_cut_at_quintiles_of_everyone():
     values = pd.Series([1.0, 2.0, 3.0, 4.0, 5.0, np.nan])
     assert bands(values).tolist() == ["1.00-1.80", "1.80-2.60", "2.60-3.40", "3.40-4.20", "4.20-5.00", None]
+
+
+def test_dimension_values_keep_the_most_common_then_other_and_unknown_last():
+    values = ["b", "a", None, "c", "a", "b", " ", "d", "a", "unknown", "10.00-20.00", "2.00-10.00"]
+    kept = top_values(values, 2)
+    assert [kept.labels[c] if c >= 0 else None for c in kept.codes] == [
+        "b",
+        "a",
+        None,
+        "other",
+        "a",
+        "b",
+        "other",
+        "other",
+        "a",
+        "other",
+        "other",
+        "other",
+    ]
+    column = _categorical(values, Dimension("x", "x", order=("d", "c")))
+    assert list(column.categories) == ["d", "c", "2.00-10.00", "10.00-20.00", "a", "b", "unknown"]
+    assert column.tolist() == [
+        "b",
+        "a",
+        "unknown",
+        "c",
+        "a",
+        "b",
+        "unknown",
+        "d",
+        "a",
+        "unknown",
+        "10.00-20.00",
+        "2.00-10.00",
+    ]
+    unused = _categorical(Coded(np.array([1, 1, -1]), ["never", "seen"]), None)
+    assert list(unused.categories) == ["seen", "unknown"] and unused.tolist() == ["seen", "seen", "unknown"]
 
 
 def test_holm_adjusts_p_values_in_order():
