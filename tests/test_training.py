@@ -5,6 +5,7 @@ from dataclasses import replace
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -47,11 +48,23 @@ def test_cutoffs_are_split_in_time_with_no_holdout_rows_in_training(prepared):
     config, data = prepared
     split = data.split
     assert split.holdout == dt.date(2024, 12, 1)
-    assert split.validation == dt.date(2024, 11, 1)
-    assert split.train == (dt.date(2024, 8, 1), dt.date(2024, 9, 1), dt.date(2024, 10, 1))
+    assert split.validation is None
+    assert split.train == (dt.date(2024, 9, 1), dt.date(2024, 10, 1), dt.date(2024, 11, 1))
+    assert split.validation_cutoffs == (dt.date(2024, 10, 1), dt.date(2024, 11, 1))
     train_cutoffs = set(data.train_rows["cutoff"].dt.date)
-    assert split.holdout not in train_cutoffs and split.validation not in train_cutoffs
-    assert max(train_cutoffs) + dt.timedelta(days=30) <= split.validation
+    assert split.holdout not in train_cutoffs
+    assert max(train_cutoffs) + dt.timedelta(days=30) <= split.holdout
+
+
+def test_history_features_are_computed_per_cutoff(prepared):
+    from models.history import HISTORY_FEATURES, population_history
+
+    _, data = prepared
+    assert data.history_columns == list(HISTORY_FEATURES)
+    assert not set(HISTORY_FEATURES) & set(data.feature_columns)  # serving builds catalogue features only
+    rows = data.rows(dt.date(2024, 10, 1))
+    alone, _ = population_history(rows[data.feature_columns], 30)
+    pd.testing.assert_frame_equal(rows[list(HISTORY_FEATURES)], alone)
 
 
 def test_sufficiency_gate_says_what_is_missing(small_synthetic):
@@ -72,6 +85,12 @@ def test_model_beats_chance_and_calibration_is_reported(trained):
     _, _, summary = trained
     m = summary.metrics
     assert m["holdout_roc_auc"] > 0.7
+    # every candidate was fitted and judged; the chosen one is no worse than any peer on validation
+    assert set(summary.candidates) == {"lightgbm", "logistic", "bgnbd", "bgnbd_expected", "rfm", "blend"}
+    chosen = summary.candidates[summary.model_type]["validation_roc_auc"]
+    assert chosen == max(c["validation_roc_auc"] for c in summary.candidates.values())
+    assert chosen >= max(m[f"baseline_{p}_validation_roc_auc"] for p in ("rfm", "bgnbd", "bgnbd_expected"))
+    assert m["validation_roc_auc_margin_over_best_peer"] >= 0
     for name in (
         "holdout_pr_auc",
         "holdout_log_loss",
@@ -140,7 +159,9 @@ def test_promotion_moves_champion_only_when_at_least_as_good(trained, prepared):
     config, data, first = trained
     assert "is now champion" in promote(config.name).sentence()
     worse = replace(
-        config, model_params={**config.model_params, "n_estimators": 1, "num_leaves": 2, "early_stopping_rounds": None}
+        config,
+        model_type="lightgbm",
+        model_params={**config.model_params, "n_estimators": 1, "num_leaves": 2, "early_stopping_rounds": None},
     )
     second = train_experiment(worse, data=data)
     assert second.metrics["holdout_roc_auc"] < first.metrics["holdout_roc_auc"]
@@ -165,12 +186,12 @@ def test_tune_trial_zero_is_the_experiments_own_parameters_and_completes(trackin
     assert trial.state == optuna.trial.TrialState.COMPLETE
     # the defaults with the experiment's [model] values (FAST), and LightGBM's reg_alpha = 0
     assert trial.params == {
-        "num_leaves": 31,
+        "num_leaves": 15,
         "learning_rate": 0.1,
         "min_child_samples": 20,
-        "colsample_bytree": 0.8,
+        "colsample_bytree": 0.5,
         "subsample": 0.8,
-        "reg_lambda": 1.0,
+        "reg_lambda": 5.0,
         "reg_alpha": 0.0,
     }
     assert summary.default_value == trial.value == summary.best_value

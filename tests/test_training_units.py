@@ -21,7 +21,7 @@ from training.metrics import (
     paired_bootstrap_auc_margin,
     weighted_roc_auc,
 )
-from training.splits import explicit_split, monthly_split
+from training.splits import choose_split, customer_validation_split, explicit_split, training_cutoffs
 
 BASE = {
     "name": "x",
@@ -31,24 +31,61 @@ BASE = {
 }
 
 
-def test_monthly_split_keeps_every_label_window_apart():
-    split = monthly_split(dt.date(2017, 1, 1), dt.date(2017, 12, 31), horizon_days=90, train_count=6)
+def test_spaced_cutoffs_fit_as_many_as_end_before_the_holdout():
+    from training.config import CutoffRule
+
+    first, last = dt.date(2017, 1, 1), dt.date(2017, 12, 31)
+    split = choose_split(CutoffRule(rule="spaced", spacing_days=14), "time", 90, first, last, validation_cutoffs=2)
     assert split.holdout == dt.date(2017, 10, 1)  # 10-01 + 89 days = 12-29 <= 12-31
-    assert split.validation == dt.date(2017, 7, 1)  # at least 90 days before the holdout
-    assert split.train == (dt.date(2017, 2, 1), dt.date(2017, 3, 1), dt.date(2017, 4, 1))
+    assert split.validation is None  # no separate later window
+    # the last training cutoff's window [07-03, 10-01) ends the day before the holdout cutoff;
+    # every 14 days back to the first with 28 days of history (01-29 or later: 01-30)
+    assert split.train[-1] == dt.date(2017, 7, 3) and split.train[0] == dt.date(2017, 1, 30)
+    assert len(split.train) == 12 and all(
+        (b - a).days == 14 for a, b in zip(split.train[:-1], split.train[1:], strict=True)
+    )
+    assert split.validation_cutoffs == (dt.date(2017, 6, 19), dt.date(2017, 7, 3))
     for cutoff in split.train:
-        assert cutoff + dt.timedelta(days=90) <= split.validation
+        assert cutoff + dt.timedelta(days=90) <= split.holdout
 
 
-def test_monthly_split_refuses_history_too_short_for_the_horizon():
-    with pytest.raises(PortraitError, match="too short for a 180-day horizon"):
-        monthly_split(dt.date(2017, 1, 1), dt.date(2017, 12, 31), horizon_days=180, train_count=3)
+def test_monthly_and_counted_training_cutoffs():
+    holdout = dt.date(2017, 10, 1)
+    assert training_cutoffs(dt.date(2017, 1, 1), holdout, 90, "monthly", count=3) == (
+        dt.date(2017, 5, 1),
+        dt.date(2017, 6, 1),
+        dt.date(2017, 7, 1),
+    )
+    assert training_cutoffs(dt.date(2017, 1, 1), holdout, 90, "spaced", 28, count=2) == (
+        dt.date(2017, 6, 5),
+        dt.date(2017, 7, 3),
+    )
+
+
+def test_history_too_short_for_the_horizon_is_refused():
+    from training.config import CutoffRule
+
+    with pytest.raises(PortraitError, match="too short for a 300-day horizon"):
+        choose_split(CutoffRule(rule="spaced"), "time", 300, dt.date(2017, 1, 1), dt.date(2017, 12, 31))
+
+
+def test_validation_holds_customers_out_of_every_training_cutoff():
+    cutoffs = pd.to_datetime(["2017-01-02", "2017-01-16", "2017-01-30"])
+    rows = pd.DataFrame({"customer_id": np.repeat([f"c{i}" for i in range(8)], 3), "cutoff": np.tile(cutoffs, 8)})
+    fit, valid = customer_validation_split(rows, (dt.date(2017, 1, 30),), share=0.25, seed=0)
+    held = set(rows.loc[valid, "customer_id"])
+    assert len(held) == 2  # a quarter of 8 customers
+    assert set(rows.loc[valid, "cutoff"]) == {pd.Timestamp("2017-01-30")}  # validation at the latest cutoff
+    assert held.isdisjoint(rows.loc[fit, "customer_id"])  # no row of theirs in training, at any cutoff
+    assert fit.sum() == 6 * 3 and not (fit & valid).any()
 
 
 def test_explicit_cutoffs_whose_label_windows_overlap_are_refused():
-    dates = (dt.date(2017, 3, 1), dt.date(2017, 5, 1), dt.date(2017, 8, 1))
+    dates = (dt.date(2017, 3, 1), dt.date(2017, 5, 1), dt.date(2017, 7, 1))
     with pytest.raises(PortraitError, match="let label windows overlap"):
         explicit_split(dates, 90, "time")
+    split = explicit_split((dt.date(2017, 3, 1), dt.date(2017, 4, 1), dt.date(2017, 7, 1)), 90, "time")
+    assert split.train == (dt.date(2017, 3, 1), dt.date(2017, 4, 1)) and split.holdout == dt.date(2017, 7, 1)
 
 
 def test_config_rejects_unknown_keys_and_bad_values():
@@ -62,6 +99,22 @@ def test_config_rejects_unknown_keys_and_bad_values():
         parse_experiment({**BASE, "features": {"exclude_families": ["mood"]}})
     with pytest.raises(ConfigError, match="either rule"):
         parse_experiment({**BASE, "cutoffs": {"rule": "monthly", "dates": ["2017-01-01"]}})
+    with pytest.raises(ConfigError, match=r"rule must be one of \['spaced', 'monthly'\], got 'weekly'"):
+        parse_experiment({**BASE, "cutoffs": {"rule": "weekly"}})
+    with pytest.raises(ConfigError, match='spacing_days goes with rule = "spaced"'):
+        parse_experiment({**BASE, "cutoffs": {"rule": "monthly", "spacing_days": 7}})
+    with pytest.raises(ConfigError, match="spacing_days must be a positive integer, got 0"):
+        parse_experiment({**BASE, "cutoffs": {"rule": "spaced", "spacing_days": 0}})
+    with pytest.raises(ConfigError, match=r"\[model\]: type must be one of \['select', 'lightgbm'"):
+        parse_experiment({**BASE, "model": {"type": "xgboost"}})
+    with pytest.raises(ConfigError, match="a future_spend model is a LightGBM regressor; type 'logistic'"):
+        parse_experiment({**BASE, "label": {"kind": "future_spend", "horizon_days": 90}, "model": {"type": "logistic"}})
+    with pytest.raises(ConfigError, match="monotone must be true or false"):
+        parse_experiment({**BASE, "model": {"monotone": "yes"}})
+    with pytest.raises(ConfigError, match=r"customers \(the share held out for validation\) must be between 0 and 1"):
+        parse_experiment({**BASE, "validation": {"customers": 1.5}})
+    with pytest.raises(ConfigError, match="cutoffs must be a positive integer, got 0"):
+        parse_experiment({**BASE, "validation": {"cutoffs": 0}})
 
 
 def test_config_defaults_and_family_exclusion():
@@ -208,19 +261,20 @@ def test_train_prints_cutoffs_holdout_base_rate_and_the_peer_table():
         metrics,
         "sqlite:///x",
         train_cutoffs=(dt.date(2024, 8, 1), dt.date(2024, 9, 1)),
-        validation_cutoff=dt.date(2024, 11, 1),
         holdout_cutoff=dt.date(2024, 12, 1),
         horizon_days=30,
         holdout_rows=2950,
         best_peer="bgnbd",
         peer_labels={"rfm": "RFM rank score", "bgnbd": "BG/NBD P(any purchase)"},
         notes=("BG/NBD P(any purchase): b is at its upper bound",),
+        model_type="blend",
+        candidates={
+            "lightgbm": {"validation_roc_auc": 0.8, "holdout_roc_auc": 0.805},
+            "blend": {"validation_roc_auc": 0.81, "holdout_roc_auc": 0.81},
+        },
     )
     text = "\n".join(summary_lines(summary))
-    assert (
-        "cutoffs: training 2024-08-01, 2024-09-01; validation 2024-11-01; holdout 2024-12-01 (label window 30 days)"
-        in text
-    )
+    assert "cutoffs: training 2024-08-01, 2024-09-01; holdout 2024-12-01 (label window 30 days)" in text
     assert "holdout: 2,950 customers, base rate 41.2%" in text
     assert re.search(r"RFM rank score\s+0\.7900\s+0\.6000\s+1\.9000", text)
     assert re.search(r"model\s+0\.8100\s+0\.7000\s+2\.0000", text)
@@ -229,6 +283,8 @@ def test_train_prints_cutoffs_holdout_base_rate_and_the_peer_table():
         in text
     )
     assert "note: BG/NBD P(any purchase): b is at its upper bound" in text
+    assert "model chosen on validation: blend" in text
+    assert re.search(r"blend\s+0\.8100\s+0\.8100 <- registered", text)
 
 
 def test_data_path_is_resolved_against_the_experiment_files_folder(tmp_path, monkeypatch):
@@ -335,7 +391,7 @@ def test_calibrated_probabilities_are_the_validation_rates_not_the_raw_scores(ca
     X, y = rows(0.1, 0.5)
     X_valid, y_valid = rows(0.3, 0.8)
     params = {"n_estimators": 300, "learning_rate": 0.3, "min_child_samples": 1, "reg_lambda": 0.0, "verbose": -1}
-    model = PropensityClassifier(params=params, calibration=calibration).fit(X, y, X_valid, y_valid)
+    model = PropensityClassifier(params=params, calibration=calibration).fit(X, y, X_valid=X_valid, y_valid=y_valid)
     raw = model.predict_uncalibrated(X_valid)
     np.testing.assert_allclose(raw[[0, -1]], [0.1, 0.5], atol=1e-3)  # the booster learned the training rates
     calibrated = model.predict_proba(X_valid)[:, 1]

@@ -193,7 +193,7 @@ def candidate_types(config: ExperimentConfig, with_history: bool) -> tuple[str, 
     if not config.label.is_classification or not with_history:
         return ("lightgbm",)
     if config.model_type == "select":
-        return ("lightgbm", "logistic", "bgnbd", "rfm", "blend")
+        return ("lightgbm", "logistic", "bgnbd", "bgnbd_expected", "rfm", "blend")
     if config.model_type == "blend":
         return ("lightgbm", "blend")
     return (config.model_type,)
@@ -230,6 +230,9 @@ def fit_candidates(
             models[name] = LogisticRepurchase(horizon_days=horizon).fit(X_fit, y_fit)
         elif name == "bgnbd":
             models[name] = BGNBDRepurchase(horizon_days=horizon).fit(X_fit, X_valid=X_valid, y_valid=y_valid)
+        elif name == "bgnbd_expected":
+            bgnbd = BGNBDRepurchase(horizon_days=horizon, score="expected")
+            models[name] = bgnbd.fit(X_fit, X_valid=X_valid, y_valid=y_valid)
         elif name == "rfm":
             models[name] = RankBlend(weight=0.0, horizon_days=horizon).fit(X_fit, X_valid=X_valid, y_valid=y_valid)
         elif name == "blend":
@@ -238,7 +241,7 @@ def fit_candidates(
     if not config.label.is_classification:
         return Selection("lightgbm", models, {})
     auc = {name: _auc(y_valid, predict(model, X_valid)) for name, model in models.items()}
-    wanted = [n for n in types if config.model_type in ("select", n)]
+    wanted = [n for n in types if config.model_type in ("select", n)]  # a blend's LightGBM is not chosen
     chosen = max(wanted, key=lambda n: (np.nan_to_num(auc[n], nan=-1.0), -wanted.index(n)))
     return Selection(chosen, models, auc)
 
