@@ -1,0 +1,213 @@
+"""History features (RFM ranks, BG/NBD outputs per cutoff) and the repurchase candidates: by
+hand, point in time, the degenerate BG/NBD guarded, and scikit-learn's estimator contract."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+from sklearn.model_selection import cross_val_score
+from sklearn.pipeline import Pipeline
+from sklearn.utils.estimator_checks import (
+    check_get_params_invariance,
+    check_no_attributes_set_in_init,
+    check_parameters_default_constructible,
+    check_set_params,
+)
+
+from features.build import build_features
+from models.history import (
+    HISTORY_FEATURES,
+    HistoryFeatures,
+    add_history_features,
+    fold_contributions,
+    population_history,
+    rank_reference,
+    rfm_ranks,
+)
+from models.propensity import PropensityClassifier, SpendRegressor
+from models.repurchase import BGNBDRepurchase, LogisticRepurchase, RankBlend
+from portrait.dataset import Dataset
+
+FAST = {"n_estimators": 40, "learning_rate": 0.1, "num_leaves": 7, "min_child_samples": 20, "verbose": -1}
+
+
+def value_frame(n: int = 600, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    """Value features of ``n`` customers (a tenth never bought) and a label that follows
+    frequency and recency."""
+    rng = np.random.default_rng(seed)
+    bought = rng.random(n) > 0.1
+    first = rng.integers(30, 300, n).astype(float)
+    active = np.where(bought, rng.integers(1, 12, n), 0)
+    last = np.where(active > 1, np.floor((first - 1) * rng.random(n)) + 1, first)
+    frame = pd.DataFrame(
+        {
+            "days_since_first_purchase": np.where(bought, first, np.nan),
+            "days_since_last_purchase": np.where(bought, last, np.nan),
+            "active_days_lifetime": active,
+            "orders_lifetime": active,
+            "spend_lifetime": active * rng.gamma(2.0, 20.0, n),
+            "orders_per_month_of_tenure": np.where(bought, active / np.maximum(first, 30.4375) * 30.4375, np.nan),
+            "recency_share_of_tenure": np.where(bought, last / first, np.nan),
+        }
+    )
+    logit = 0.4 * active - 0.02 * np.nan_to_num(last, nan=300) + rng.normal(0, 0.5, n)
+    return frame, (logit > np.median(logit)).astype(int)
+
+
+def test_rfm_ranks_by_hand():
+    frame = pd.DataFrame(
+        {
+            "days_since_last_purchase": [5.0, 20.0, 20.0, np.nan],
+            "orders_lifetime": [3, 1, 2, 0],
+            "spend_lifetime": [30.0, 10.0, 50.0, 0.0],
+        }
+    )
+    ranks = rfm_ranks(frame)
+    # recency: 5 days is best (1), the two at 20 days share ranks 1 and 2 (0.5 of 3 each: 1.5/3)
+    np.testing.assert_allclose(ranks["rfm_recency_rank"], [1.0, 0.5, 0.5, 0.0])
+    np.testing.assert_allclose(ranks["rfm_frequency_rank"], [1.0, 1 / 3, 2 / 3, 0.0])
+    np.testing.assert_allclose(ranks["rfm_monetary_rank"], [2 / 3, 1 / 3, 1.0, 0.0])
+    np.testing.assert_allclose(ranks["rfm_score"], [8 / 3, 7 / 6, 13 / 6, 0.0])
+    # ranked against the population's own reference: the same numbers
+    against = rfm_ranks(frame, rank_reference(frame))
+    pd.testing.assert_frame_equal(ranks, against)
+
+
+def test_each_cutoff_is_its_own_population():
+    a, _ = value_frame(300, seed=1)
+    b, _ = value_frame(300, seed=2)
+    stacked = pd.concat(
+        [a.assign(cutoff=pd.Timestamp("2024-01-01")), b.assign(cutoff=pd.Timestamp("2024-02-01"))], ignore_index=True
+    )
+    with_history, _ = add_history_features(stacked, 30)
+    alone, _ = population_history(b, 30)
+    np.testing.assert_allclose(with_history[list(HISTORY_FEATURES)].iloc[300:].to_numpy(), alone.to_numpy())
+
+
+def test_history_features_read_nothing_at_or_after_the_cutoff():
+    columns = ["order_id", "customer_id", "ts", "amount", "quantity", "category", "brand", "channel"]
+    rows = [
+        (
+            f"o{c}{i}",
+            f"c{c}",
+            f"2024-0{1 + i % 2}-{3 + (c * 7 + i * 5) % 25:02d} 10:00:00",
+            10.0 + c,
+            1,
+            "x",
+            "y",
+            "web",
+        )
+        for c in range(40)
+        for i in range(1 + c % 4)
+    ]
+    later = [(f"l{c}", f"c{c}", "2024-03-02 10:00:00", 99.0, 1, "x", "y", "web") for c in range(0, 40, 3)]
+    before = build_features(Dataset.from_frames(purchases=pd.DataFrame(rows, columns=columns)), "2024-03-01")
+    leaked = build_features(Dataset.from_frames(purchases=pd.DataFrame(rows + later, columns=columns)), "2024-03-01")
+    pd.testing.assert_frame_equal(population_history(before, 30)[0], population_history(leaked, 30)[0])
+
+
+def test_a_degenerate_bgnbd_fit_is_flagged_and_its_outputs_stay_finite():
+    # two weeks of history, nobody drops out: the fit drifts to the NBD (b -> infinity)
+    n = 300
+    rng = np.random.default_rng(3)
+    active = rng.integers(1, 4, n)
+    frame = pd.DataFrame(
+        {
+            "days_since_first_purchase": np.full(n, 14.0),
+            "days_since_last_purchase": np.where(active > 1, rng.integers(1, 5, n), 14).astype(float),
+            "active_days_lifetime": active,
+            "orders_lifetime": active,
+            "spend_lifetime": active * 10.0,
+        }
+    )
+    history, flags = population_history(frame, 90)
+    assert flags and any("dropout" in f or "bound" in f for f in flags)
+    assert np.isfinite(history.to_numpy()).all()
+    assert (history["bgnbd_p_alive"] > 0.9).all()
+    # nobody has bought: no fit, missing BG/NBD outputs, zero ranks
+    nobody = frame.assign(active_days_lifetime=0, orders_lifetime=0, spend_lifetime=0.0)
+    history, flags = population_history(nobody, 90)
+    assert flags == ("nobody has bought yet",)
+    assert history["bgnbd_p_any"].isna().all() and (history["rfm_score"] == 0).all()
+
+
+def test_a_small_frame_is_ranked_and_scored_against_the_reference_population():
+    frame, _ = value_frame(600)
+    history = HistoryFeatures(horizon_days=30).fit(frame)
+    whole = history.transform(frame)
+    few = history.transform(frame.head(5))  # five customers are no population
+    np.testing.assert_allclose(
+        few[list(HISTORY_FEATURES)].to_numpy(), whole[list(HISTORY_FEATURES)].head(5).to_numpy(), atol=1e-9
+    )
+
+
+def test_folded_contributions_keep_the_row_sums_and_name_catalogue_features():
+    contributions = pd.DataFrame({"orders_lifetime": [0.1, -0.2], "rfm_score": [0.3, 0.6], "bgnbd_p_any": [0.3, 0.0]})
+    columns = ["orders_lifetime", "days_since_last_purchase", "spend_lifetime", "active_days_lifetime"]
+    folded = fold_contributions(contributions, columns)
+    assert list(folded.columns) == columns
+    np.testing.assert_allclose(folded.sum(axis=1), contributions.sum(axis=1))
+    # rfm_score splits over its three inputs; bgnbd over the two of its inputs present here
+    np.testing.assert_allclose(folded["spend_lifetime"], [0.1, 0.2])
+    np.testing.assert_allclose(folded["orders_lifetime"], [0.1 + 0.1, -0.2 + 0.2], atol=1e-12)
+    np.testing.assert_allclose(folded["active_days_lifetime"], [0.15, 0.0], atol=1e-12)
+
+
+ESTIMATORS = [
+    PropensityClassifier(params=FAST, horizon_days=30, monotone=True),
+    LogisticRepurchase(horizon_days=30),
+    BGNBDRepurchase(horizon_days=30),
+    RankBlend(weight=0.0, horizon_days=30),
+]
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS, ids=lambda e: type(e).__name__)
+def test_candidates_follow_the_estimator_contract(estimator):
+    frame, y = value_frame(500)
+    name = type(estimator).__name__
+    check_no_attributes_set_in_init(name, estimator)
+    check_get_params_invariance(name, estimator)
+    check_set_params(name, clone(estimator))
+    check_parameters_default_constructible(name, estimator)
+    before = clone(estimator).get_params()
+    fitted = clone(estimator).fit(frame, y)
+    assert fitted.get_params() == before  # fit changes no constructor parameter (params stays as given)
+    p = fitted.predict_proba(frame)
+    assert p.shape == (len(frame), 2) and np.all((p >= 0) & (p <= 1))
+    contributions = fitted.contributions(frame.head(50))
+    assert list(contributions.columns) == list(frame.columns)  # reasons name catalogue features only
+    scores = cross_val_score(Pipeline([("model", clone(estimator))]), frame, y, cv=2, scoring="roc_auc")
+    assert np.all(scores > 0.6)
+
+
+def test_params_none_stays_none_after_fit():
+    frame, y = value_frame(400)
+    model = PropensityClassifier(params=None).fit(frame, y)
+    assert model.params is None
+    spend = SpendRegressor(params=None).fit(frame, y.astype(float))
+    assert spend.params is None
+
+
+def test_the_lightgbm_candidate_is_monotone_in_recency_and_frequency():
+    frame, y = value_frame(800)
+    model = PropensityClassifier(params=FAST, horizon_days=30, monotone=True).fit(frame, y)
+    row = frame[frame["orders_lifetime"] > 0].head(1)
+    more_orders = pd.concat([row.assign(orders_lifetime=k, active_days_lifetime=k) for k in (1, 3, 6, 10)])
+    later = pd.concat([row.assign(days_since_last_purchase=d) for d in (1.0, 10.0, 50.0, 100.0)])
+    reference = model.history_
+    # history features of a one-row frame come from the reference population, so these are comparable
+    assert reference is not None
+    p_orders = model.predict_uncalibrated(more_orders)
+    p_later = model.predict_uncalibrated(later)
+    assert np.all(np.diff(p_later) <= 1e-12)
+    assert p_orders[-1] >= p_orders[0] - 1e-12
+
+
+def test_a_blend_needs_its_base_and_a_weight_between_0_and_1():
+    frame, y = value_frame(300)
+    with pytest.raises(ValueError, match="weight must be between 0 and 1, got 1.5"):
+        RankBlend(weight=1.5).fit(frame, y)
+    with pytest.raises(ValueError, match="a blend with weight > 0 needs a fitted base classifier"):
+        RankBlend(weight=0.5).fit(frame, y)
+    with pytest.raises(ValueError, match="give both X_valid and y_valid, or neither"):
+        PropensityClassifier(params=FAST).fit(frame, y, X_valid=frame)
