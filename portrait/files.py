@@ -15,22 +15,32 @@ A killed process cannot remove its temporary file, so each write first cleans th
 no longer running, or one older than :data:`STALE_AFTER_SECONDS` from another machine (a
 shared folder) or left by older versions under the fixed name ``<target>.tmp``. A file of a
 live process on this machine is never touched, however old: the write may still be running.
+
+A whole folder (a refresh run, a Spark output of part files) is written under a hidden name
+beside its target and published with :func:`replace_directory`: renamed into place, or, over an
+existing one, exchanged with it in one atomic rename (Linux) or moved aside first. It works on
+the local file system or, given the operations of another (:class:`Folders`: Spark passes
+Hadoop's), on that one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime as dt
 import fcntl
 import gzip
 import hashlib
 import os
 import re
+import shutil
 import socket
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
 
 import pandas as pd
 
@@ -90,6 +100,86 @@ def atomic_write_text(text: str, path: Path) -> None:
     with atomic_target(path) as tmp:
         with tmp.open("w", encoding="utf-8") as handle:
             handle.write(text)
+
+
+class Folders(Protocol):
+    """The folder operations :func:`replace_directory` needs, on some file system."""
+
+    def exists(self, path: str) -> bool: ...
+
+    def rename(self, source: str, target: str) -> bool:
+        """Rename ``source`` to ``target`` (which does not exist); False (or an error) if it could not."""
+        ...
+
+    def exchange(self, a: str, b: str) -> bool:
+        """Swap two existing folders in one atomic step; False where the file system cannot."""
+        ...
+
+    def remove(self, path: str) -> None: ...
+
+
+class LocalFolders:
+    """:class:`Folders` of the local file system."""
+
+    def exists(self, path: str) -> bool:
+        return os.path.lexists(path)
+
+    def rename(self, source: str, target: str) -> bool:
+        os.rename(source, target)
+        return True
+
+    def exchange(self, a: str, b: str) -> bool:
+        return _exchange(a, b)
+
+    def remove(self, path: str) -> None:
+        shutil.rmtree(path)
+
+
+def replace_directory(work: str | Path, final: str | Path, folders: Folders | None = None) -> None:
+    """Publish the finished folder ``work`` (a hidden sibling of ``final``) as ``final``, whole.
+    When ``final`` does not exist ``work`` is renamed to it. When it exists (a re-run) the two
+    are exchanged in one atomic rename (Linux ``renameat2(RENAME_EXCHANGE)``), so ``final``
+    never disappears, and the old one is removed; elsewhere the old one is moved aside first
+    (``.<name>.old-<random>``, hidden), ``work`` renamed, and the old one removed. A rename
+    that fails raises and leaves the previous ``final`` in place (moved back if it was moved
+    aside); ``work`` is then left for the caller to keep or remove."""
+    folders = folders or LocalFolders()
+    work, final = str(work), str(final).rstrip("/")
+    if not folders.exists(final):
+        if not folders.rename(work, final):
+            raise PortraitError(f"cannot rename the new output into {final}")
+        return
+    if folders.exchange(work, final):
+        folders.remove(work)
+        return
+    parent, _, name = final.rpartition("/")
+    aside = f"{parent}/.{name}.old-{uuid.uuid4().hex[:8]}" if parent else f".{name}.old-{uuid.uuid4().hex[:8]}"
+    if not folders.rename(final, aside):
+        raise PortraitError(f"cannot move the previous {final} aside; nothing was changed")
+    try:
+        renamed = folders.rename(work, final)
+    except BaseException:
+        folders.rename(aside, final)
+        raise
+    if not renamed:
+        folders.rename(aside, final)
+        raise PortraitError(f"cannot rename the new output into {final}; the previous one is kept")
+    folders.remove(aside)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: str | Path, b: str | Path) -> bool:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    done = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    return done == 0
 
 
 class LockHeld(PortraitError):

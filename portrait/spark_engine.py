@@ -52,6 +52,7 @@ from portrait.dataset import (
     _read_config,
 )
 from portrait.errors import ContractError, PortraitError
+from portrait.files import replace_directory
 from portrait.privacy import PrivacySettings, withheld_columns
 
 DEFAULT_MASTER = "local[2]"
@@ -353,36 +354,51 @@ def path_exists(spark, path: str) -> bool:
     return bool(fs.exists(hadoop_path))
 
 
+class _HadoopFolders:
+    """:class:`portrait.files.Folders` on the file system Hadoop finds for a path (local,
+    ``hdfs://``, ``s3a://``, ``abfss://``); no atomic exchange there."""
+
+    def __init__(self, spark):
+        self.spark = spark
+
+    def _fs(self, path: str):
+        fs, hadoop_path, _ = _hadoop_fs(self.spark, path)
+        return fs, hadoop_path
+
+    def exists(self, path: str) -> bool:
+        fs, hadoop_path = self._fs(path)
+        return bool(fs.exists(hadoop_path))
+
+    def rename(self, source: str, target: str) -> bool:
+        fs, source_path = self._fs(source)
+        return bool(fs.rename(source_path, self._fs(target)[1]))
+
+    def exchange(self, a: str, b: str) -> bool:
+        return False
+
+    def remove(self, path: str) -> None:
+        fs, hadoop_path = self._fs(path)
+        fs.delete(hadoop_path, True)
+
+
 def write_directory(frame, target: str, mode_format: str = "parquet") -> None:
     """Write a Spark DataFrame as a Parquet folder at ``target``, whole or not at all: Spark
     writes to a hidden temporary folder beside it (``.NAME.<random>.tmp``), which is then
-    renamed over the target (a previous target is moved aside first and removed after). A job
-    that fails leaves the old target as it was and removes its temporary folder."""
+    renamed over the target by :func:`portrait.files.replace_directory` (a previous target is
+    moved aside first and removed after). A job or a rename that fails leaves the old target as
+    it was and removes the temporary folder."""
     spark = frame.sparkSession
     target = target.rstrip("/")
     parent, _, leaf = target.rpartition("/")
     parent = parent or "."
     tmp = f"{parent}/.{leaf}.{uuid.uuid4().hex[:8]}.tmp"
-    old = f"{parent}/.{leaf}.{uuid.uuid4().hex[:8]}.old"
-    fs, tmp_path, jvm = _hadoop_fs(spark, tmp)
+    folders = _HadoopFolders(spark)
     try:
         frame.write.mode("error").format(mode_format).save(tmp)
+        replace_directory(tmp, target, folders)
     except BaseException:
-        fs.delete(tmp_path, True)
+        folders.remove(tmp)
         raise
-    target_path = jvm.org.apache.hadoop.fs.Path(target)
-    old_path = jvm.org.apache.hadoop.fs.Path(old)
-    had_target = fs.exists(target_path)
-    if had_target and not fs.rename(target_path, old_path):
-        fs.delete(tmp_path, True)
-        raise PortraitError(f"cannot move the previous {target} aside; nothing was changed")
-    if not fs.rename(tmp_path, target_path):
-        if had_target:
-            fs.rename(old_path, target_path)
-        fs.delete(tmp_path, True)
-        raise PortraitError(f"cannot rename the new output into {target}; the previous one is kept")
-    if had_target:
-        fs.delete(old_path, True)
 
 
 # --- reading -------------------------------------------------------------------------------

@@ -3,9 +3,10 @@ lists for one as-of date, published all at once.
 
 A run writes everything into a hidden folder ``runs/.<as_of>.tmp-<unique>`` under the output
 root. Only when every step has succeeded is that folder renamed to ``runs/<as_of>`` (replacing
-an earlier run of the same date in one atomic exchange) and the pointer file ``LATEST`` (which
-names ``runs/<as_of>``) rewritten atomically, so a reader that follows ``LATEST`` always sees
-the features, scores, tags and segments of one complete run. A failed step leaves ``LATEST``
+an earlier run of the same date in one atomic exchange, :func:`portrait.files.replace_directory`)
+and the pointer file ``LATEST`` (which names ``runs/<as_of>``) rewritten atomically, so a
+reader that follows ``LATEST`` always sees the features, scores, tags and segments of one
+complete run. A failed step leaves ``LATEST``
 as it was; the partial outputs and a manifest naming the failure are kept in
 ``runs/<as_of>.failed`` (replaced by the next failure of that date, removed by its success).
 
@@ -19,7 +20,6 @@ like all of ``serving/``, never imports ``training``.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import datetime as dt
 import json
 import os
@@ -35,7 +35,7 @@ from pathlib import Path
 import pandas as pd
 
 from portrait.errors import PortraitError
-from portrait.files import atomic_write, atomic_write_text, exclusive_lock
+from portrait.files import atomic_write, atomic_write_text, exclusive_lock, replace_directory
 
 LATEST = "LATEST"
 RUNS = "runs"
@@ -273,7 +273,7 @@ def _locked_refresh(config, retrain_if_drift, retrainer, on_step, progress) -> R
     manifest["seconds"] = round(sum(s["seconds"] for s in manifest["steps"]), 2)
     atomic_write_text(json.dumps(manifest, indent=2, default=str), work / MANIFEST)
     final = runs / as_of
-    _swap_into_place(work, final)
+    replace_directory(work, final)
     atomic_write_text(f"{RUNS}/{as_of}\n", root / LATEST)
     shutil.rmtree(runs / f"{as_of}.failed", ignore_errors=True)
     pruned = prune(root, config.keep)
@@ -556,41 +556,10 @@ def prune(root: Path, keep: int) -> list[str]:
     return removed
 
 
-def _swap_into_place(work: Path, final: Path) -> None:
-    """Rename ``work`` to ``final``. When ``final`` exists (a re-run of its date) the two are
-    exchanged in one atomic rename (Linux ``renameat2(RENAME_EXCHANGE)``) so ``final`` never
-    disappears, then the old run is removed; elsewhere the old one is moved aside first."""
-    if not final.exists():
-        os.rename(work, final)
-        return
-    if not _exchange(work, final):
-        aside = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
-        os.rename(final, aside)
-        os.rename(work, final)
-        work = aside
-    shutil.rmtree(work)
-
-
-_RENAME_EXCHANGE = 2
-_AT_FDCWD = -100
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    done = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
-    return done == 0
-
-
 def _keep_failed(work: Path, failed: Path, manifest: dict) -> None:
     with contextlib.suppress(OSError):
         atomic_write_text(json.dumps(manifest, indent=2, default=str), work / MANIFEST)
-        shutil.rmtree(failed, ignore_errors=True)
-        os.rename(work, failed)
+        replace_directory(work, failed)
 
 
 def _clean_abandoned(runs: Path) -> None:

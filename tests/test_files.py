@@ -344,3 +344,28 @@ def test_an_interrupted_benchmark_cache_write_leaves_the_old_cache(tmp_path, mon
     monkeypatch.undo()
     assert pd.read_parquet(out)["customer_id"].tolist() == ["old"]
     assert [p.name for p in tmp_path.iterdir()] == [out.name]
+
+
+def test_a_folder_replacement_whose_rename_fails_keeps_the_previous_folder(tmp_path):
+    """replace_directory on a file system without an atomic exchange (Spark's Hadoop one): the
+    previous folder is moved aside, and moved back when the new one cannot be renamed in."""
+    final, work = tmp_path / "scores", tmp_path / ".scores.abcd1234.tmp"
+    final.mkdir()
+    (final / "old.txt").write_text("old")
+    work.mkdir()
+    (work / "new.txt").write_text("new")
+
+    class NoExchange(files.LocalFolders):
+        def exchange(self, a, b):
+            return False
+
+    class Refusing(NoExchange):
+        def rename(self, source, target):
+            return False if source == str(work) else super().rename(source, target)
+
+    with pytest.raises(files.PortraitError, match="previous one is kept"):
+        files.replace_directory(work, final, Refusing())
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".scores.abcd1234.tmp", "scores"]
+    assert [p.name for p in final.iterdir()] == ["old.txt"]
+    files.replace_directory(work, final, NoExchange())
+    assert [p.name for p in tmp_path.iterdir()] == ["scores"] and [p.name for p in final.iterdir()] == ["new.txt"]

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from marketing.segments import Segment, SegmentStore
+from portrait import files
 from portrait.files import LockHeld, exclusive_lock
 from serving import refresh as refresh_module
 from serving.refresh import LATEST, LOCK, RefreshFailed, current_run, load_config, refresh, run_dates
@@ -311,12 +312,12 @@ def test_retrain_if_drift_retrains_the_flagged_model_then_scores_again(registere
 @pytest.mark.parametrize("exchange", [True, False])
 def test_a_run_folder_is_replaced_whole_with_or_without_an_atomic_exchange(tmp_path, monkeypatch, exchange):
     if not exchange:
-        monkeypatch.setattr(refresh_module, "_exchange", lambda a, b: False)
+        monkeypatch.setattr(files, "_exchange", lambda a, b: False)
     final, work = tmp_path / "2025-01-01", tmp_path / ".2025-01-01.tmp-1"
     final.mkdir()
     (final / "old.txt").write_text("old")
     work.mkdir()
     (work / "new.txt").write_text("new")
-    refresh_module._swap_into_place(work, final)
+    files.replace_directory(work, final)
     assert [p.name for p in tmp_path.iterdir()] == ["2025-01-01"]
     assert [p.name for p in final.iterdir()] == ["new.txt"]
