@@ -156,6 +156,7 @@ def identity_resolve_command(
 ) -> None:
     """Merge customer ids that share an identifier; report how many merged."""
     from portrait.dataset import open_dataset
+    from portrait.files import atomic_write
     from portrait.identity import identity_summary
 
     ds = open_dataset(dataset)
@@ -164,8 +165,7 @@ def identity_resolve_command(
     con = ds.connect()
     out.print(identity_summary(con).sentence())
     if out_file:
-        out_file.parent.mkdir(parents=True, exist_ok=True)
-        con.execute("SELECT * FROM identity_map ORDER BY customer_id").df().to_parquet(out_file, index=False)
+        atomic_write(con.execute("SELECT * FROM identity_map ORDER BY customer_id").df(), out_file, csv=False)
         out.print(f"id map: {out_file}")
 
 
