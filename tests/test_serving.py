@@ -474,8 +474,8 @@ def test_worker_connections_have_nagle_off():
 def test_lists_leave_out_customers_without_consent(registered, scored, tmp_path):
     from typer.testing import CliRunner
 
-    from portrait_cli.main import _register_later_commands, app
     from portrait.outputs import latest_scores_dataset
+    from portrait_cli.main import _register_later_commands, app
 
     out, _ = scored
     assert latest_scores_dataset(out) == registered.resolve()  # the scores say where they come from
