@@ -54,6 +54,14 @@ EVENT_TYPES = KNOWN_EVENT_TYPES
 DAY_NAMES = ("sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday")
 HOUR_BANDS = (("night", 0, 5), ("morning", 6, 11), ("afternoon", 12, 17), ("evening", 18, 23))
 SCALES = ("count", "money", "share", "ratio", "days", "category", "flag", "number")
+# What a feature says about a customer: ``volume`` how much or how often they buy (spend, orders,
+# units, rates per month, intervals: it grows with the customer's value), ``shape`` how they buy
+# whatever the amount (shares, per-order rates, price and engagement ratios, the timeline's
+# shape), ``state`` where they are in time (days since, which depend on the history's length),
+# ``descriptive`` what they are (attributes, favourites). Personas cluster on shape; the value
+# level is its own axis (the spending-power tag).
+ASPECTS = ("volume", "shape", "state", "descriptive")
+_SCALE_ASPECTS = {"count": "volume", "money": "volume", "share": "shape", "ratio": "shape", "days": "state"}
 # Per-value features: the subject, the prefix of their names, and what their share is of.
 PER_VALUE_PREFIXES = {
     "category": "category_share_",
@@ -100,10 +108,15 @@ class Feature:
     value: str | None = None  # the data value a per-value feature is about
     per: str | None = None  # shares of orders: the order count they divide
     cluster: bool = True  # personas cluster on it by default; False for an input that repeats another
+    aspect: str = ""  # one of ASPECTS; by default from the scale (money and counts are volume...)
 
     def __post_init__(self) -> None:
         if self.scale not in SCALES:
             raise ValueError(f"feature {self.name}: scale {self.scale!r} is not one of {SCALES}")
+        if not self.aspect:
+            object.__setattr__(self, "aspect", _SCALE_ASPECTS.get(self.scale, "descriptive"))
+        if self.aspect not in ASPECTS:
+            raise ValueError(f"feature {self.name}: aspect {self.aspect!r} is not one of {ASPECTS}")
         if not self.label:
             object.__setattr__(self, "label", self.description.rstrip(".").lower())
         if not self.measure:
@@ -121,6 +134,7 @@ class Feature:
             "subject": self.subject,
             "value": self.value,
             "per": self.per,
+            "aspect": self.aspect,
         }
 
 
@@ -323,7 +337,8 @@ def tenure_rates(family: str) -> list[Feature]:
     """Rates per month of tenure: comparable across cutoffs with different history lengths,
     where lifetime counts grow with the history the data holds before the cutoff (a customer
     with 4 orders in 2 months is not one with 4 orders in 2 years). NULL for a customer with no
-    purchase yet. Not clustered by personas (they repeat the lifetime value features)."""
+    purchase yet. Rates are volume, not clustered by personas (they repeat the lifetime value
+    features); the recency share is the timeline's shape, which personas cluster on."""
     rates = (
         ("orders", "orders_lifetime", "Purchase orders", "orders per month", "ratio", "orders per month"),
         ("spend", "spend_lifetime", "Net spend", "spend per month", "money", "currency per month"),
@@ -348,6 +363,7 @@ def tenure_rates(family: str) -> list[Feature]:
             unit=unit,
             label=f"{label} since the first purchase",
             cluster=False,
+            aspect="volume",
         )
         for measure, source, what, label, scale, unit in rates
     ]
@@ -363,7 +379,7 @@ def tenure_rates(family: str) -> list[Feature]:
             scale="share",
             unit="fraction",
             label="time since the last purchase as a share of the time since the first",
-            cluster=False,
+            cluster=True,  # the one scale-free recency personas cluster on (days since is a state)
         )
     )
     return features
@@ -463,6 +479,7 @@ def rhythm_family(config: FeatureConfig, vocab: Vocabulary | None = None, attrib
             scale="days",
             unit="days",
             label="days between orders on average",
+            aspect="volume",  # the inverse of frequency
         ),
         Feature(
             "std_days_between_orders",
@@ -474,6 +491,7 @@ def rhythm_family(config: FeatureConfig, vocab: Vocabulary | None = None, attrib
             scale="days",
             unit="days",
             label="variation of the days between orders",
+            aspect="volume",
         ),
         Feature(
             "overdue_ratio",
@@ -782,6 +800,20 @@ def behaviour_family(config: FeatureConfig, vocab: Vocabulary | None = None, att
                 unit="events",
                 label=f"interactions {_last(w)}",
                 measure="event_count",
+            )
+        )
+        result.append(
+            Feature(
+                f"interactions_per_order_{w}d",
+                f,
+                w,
+                f"Events the customer started (all but campaigns received) per purchase order in the last {w} days.",
+                "derived",
+                f"(event_count_{w}d - campaign_received_count_{w}d) * 1.0 / NULLIF(orders_{w}d, 0)",
+                scale="ratio",
+                unit="events per order",
+                label=f"interactions per order {_last(w)}",
+                measure="interactions_per_order",
             )
         )
     result += [

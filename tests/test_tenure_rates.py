@@ -76,7 +76,15 @@ def test_rates_read_nothing_at_or_after_the_cutoff(features):
 def test_rates_carry_their_meaning():
     meanings = describe(RATES)
     assert {m.family for m in meanings.values()} == {"value"}
-    assert all(m.window is None and not m.cluster for m in meanings.values())
+    assert all(m.window is None for m in meanings.values())
+    # the rates are volume, not clustered by personas; the recency share is the timeline's shape
+    assert {n for n, m in meanings.items() if m.cluster} == {"recency_share_of_tenure"}
+    assert {n: m.aspect for n, m in meanings.items()} == {
+        "orders_per_month_of_tenure": "volume",
+        "spend_per_month_of_tenure": "volume",
+        "active_days_per_month_of_tenure": "volume",
+        "recency_share_of_tenure": "shape",
+    }
     assert meanings["spend_per_month_of_tenure"].scale == "money"
     assert meanings["spend_per_month_of_tenure"].unit == "currency per month"
     assert meanings["recency_share_of_tenure"].scale == "share"
