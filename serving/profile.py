@@ -1717,6 +1717,14 @@ def memory_reader(root: Path, run: Path | None) -> _MemoryReader:
         return held[1]
 
 
+def memory_loaded(root: Path) -> bool:
+    """Whether this process holds the tables of the run LATEST under ``root`` names now (no
+    loading started: see :func:`in_memory_ready`)."""
+    from serving.refresh import current_run
+
+    return memory_reader(root, current_run(root)).ready
+
+
 def in_memory_ready(sources: ProfileSources) -> bool:
     """Whether profiles of ``sources`` (a refresh root) can be answered from memory now. When the
     served run's tables are not loaded yet in this process, their loading starts in a

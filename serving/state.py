@@ -93,19 +93,31 @@ class ServeState:
         scores_dir = (published or self.published()).scores
         pointer = scores_dir / LATEST
         try:
-            name = pointer.read_text(encoding="utf-8").strip()
-            stat = (scores_dir / name).stat()
+            name, stamp = _scores_stamp(scores_dir)
         except OSError:
             if self._snapshot is None or not pointer.exists():
                 raise Unavailable(f"no scores in {scores_dir}; run portrait score first") from None
             raise Unavailable(f"the scores {pointer} names cannot be read") from None
-        stamp = (str(scores_dir), name, stat.st_ino, stat.st_mtime_ns, stat.st_size)
         if stamp != self._stamp:
             with self._lock:
                 if stamp != self._stamp:
                     self._snapshot = ScoresSnapshot(scores_dir, name)
                     self._stamp = stamp
         return self._snapshot
+
+    def run_loaded(self) -> bool:
+        """Whether a profile of the served run needs nothing loaded now: the scores its LATEST
+        names are the ones held, and the run's tables are in this worker's memory
+        (:func:`serving.profile.in_memory_ready`). Never loads or starts loading anything."""
+        from serving.profile import memory_loaded
+
+        if self.settings.runs is None or self._stamp is None:
+            return False
+        try:
+            _, stamp = _scores_stamp(self.published().scores)
+        except (OSError, PortraitError):
+            return False
+        return stamp == self._stamp and memory_loaded(self.settings.runs)
 
     # ------------------------------------------------------------------ consent
 
@@ -145,6 +157,14 @@ class ServeState:
 
         folder = SegmentStore(self.settings.segments).folder
         return folder if folder.is_dir() else None
+
+
+def _scores_stamp(scores_dir: Path) -> tuple[str, tuple]:
+    """The scores file ``LATEST`` in ``scores_dir`` names, and its identity (a new file or a
+    rewrite changes it); OSError when either cannot be read."""
+    name = (scores_dir / LATEST).read_text(encoding="utf-8").strip()
+    stat = (scores_dir / name).stat()
+    return name, (str(scores_dir), name, stat.st_ino, stat.st_mtime_ns, stat.st_size)
 
 
 def plain(value):

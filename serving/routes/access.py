@@ -38,8 +38,8 @@ class Access:
     def open(self) -> bool:
         return self.keys is None and not self.api_key
 
-    def caller(self, key: str | None = Security(API_KEY_HEADER)) -> Caller:
-        """The caller the key belongs to (a FastAPI dependency); 401 without a valid key."""
+    def identify(self, key: str | None) -> Caller:
+        """The caller the key belongs to; :class:`Unauthorized` without a valid key."""
         if self.keys is not None:
             found = self.keys.caller(key) if key else None
             if found is None:
@@ -51,9 +51,16 @@ class Access:
             return Caller(SINGLE_KEY_NAME, Role.ANALYST)
         return ANONYMOUS
 
-    def analyst(self, request: Request, key: str | None = Security(API_KEY_HEADER)) -> Caller:
+    # The dependencies are ``async``: a hash and a dictionary look-up, answered on the event
+    # loop (a plain ``def`` dependency costs every request a trip through the thread pool).
+
+    async def caller(self, key: str | None = Security(API_KEY_HEADER)) -> Caller:
+        """The caller the key belongs to (a FastAPI dependency); 401 without a valid key."""
+        return self.identify(key)
+
+    async def analyst(self, request: Request, key: str | None = Security(API_KEY_HEADER)) -> Caller:
         """The caller, who must hold the analyst role (403 otherwise)."""
-        caller = self.caller(key)
+        caller = self.identify(key)
         if caller.role is not Role.ANALYST:
             route = request.scope.get("route")
             path = getattr(route, "path", request.url.path)

@@ -12,7 +12,8 @@ the files), so a profile reads no file; reasons are the stored ones unless ``?re
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
+from fastapi.concurrency import run_in_threadpool
 
 from portrait.errors import Unavailable
 from serving.keys import Caller, Role
@@ -42,7 +43,7 @@ def build_customers_router(state: ServeState, access: Access) -> APIRouter:
     router = APIRouter(route_class=ProductErrorRoute, tags=["customers"])
 
     @router.get("/customers/{customer_id}", response_model=CustomerProfile)
-    def customer(
+    async def customer(
         customer_id: str,
         caller: Annotated[Caller, Depends(access.caller)],
         reasons: bool = Query(
@@ -52,20 +53,32 @@ def build_customers_router(state: ServeState, access: Access) -> APIRouter:
                 "ms per model); stored reasons are always given"
             ),
         ),
-    ) -> CustomerProfile:
+    ) -> Response:
         """Attributes, identities (types, counts, merged ids), tags, segments, RFM, persona,
         every model's score with reasons, score history, key features, the last orders and
         events. A merged secondary id answers with the person's profile (``resolved_from``)."""
-        sources = profile_sources(state)
-        return build_profile(
-            customer_id,
-            sources,
-            include_sensitive=caller.role is Role.ANALYST,
-            compute_reasons=reasons,
-            model_loader=state.model,
-            # from memory once this worker has loaded the served run (in the background, started
-            # by the first profile of the run); from the files until then
-            in_memory=state.settings.runs is not None and in_memory_ready(sources),
-        )
+
+        def answer() -> Response:
+            sources = profile_sources(state)
+            profile = build_profile(
+                customer_id,
+                sources,
+                include_sensitive=caller.role is Role.ANALYST,
+                compute_reasons=reasons,
+                model_loader=state.model,
+                # from memory once this worker has loaded the served run (in the background,
+                # started by the first profile of the run); from the files until then
+                in_memory=state.settings.runs is not None and in_memory_ready(sources),
+            )
+            # Serialised once by pydantic: handing FastAPI the model would dump, validate and
+            # encode it again (the response model above still documents every field).
+            return Response(profile.model_dump_json(), media_type="application/json")
+
+        # A profile from the run in memory is a few look-ups (well under a millisecond of CPU):
+        # answered on the event loop. Anything that may read files, load a published run or
+        # compute reasons goes to the thread pool, so it never holds up other requests.
+        if state.settings.runs is not None and not reasons and state.run_loaded():
+            return answer()
+        return await run_in_threadpool(answer)
 
     return router
