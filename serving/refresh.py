@@ -24,6 +24,7 @@ import datetime as dt
 import json
 import os
 import re
+import resource
 import shutil
 import time
 import tomllib
@@ -181,14 +182,52 @@ class StepRecord:
     rows: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     error: str | None = None
+    cpu_seconds: float | None = None  # user + system, every thread of the process
+    peak_rss_gb: float | None = None  # the process's peak memory during the step (see StepMeter)
 
     def to_dict(self) -> dict:
         record = {"step": self.step, "outcome": self.outcome, "seconds": self.seconds, "rows": self.rows}
+        if self.cpu_seconds is not None:
+            record["cpu_seconds"] = self.cpu_seconds
+        if self.peak_rss_gb is not None:
+            record["peak_rss_gb"] = self.peak_rss_gb
         if self.notes:
             record["notes"] = self.notes
         if self.error:
             record["error"] = self.error
         return record
+
+
+class StepMeter:
+    """Wall and CPU seconds of one step, and the process's peak memory during it: on Linux the
+    peak (VmHWM) is reset when the step starts (``/proc/self/clear_refs``), so each step reports
+    its own; elsewhere the peak so far is reported."""
+
+    def __init__(self) -> None:
+        with contextlib.suppress(OSError):
+            Path("/proc/self/clear_refs").write_text("5")
+        self.wall = time.perf_counter()
+        self.cpu = _cpu_seconds()
+
+    def read(self) -> tuple[float, float, float]:
+        return (
+            round(time.perf_counter() - self.wall, 2),
+            round(_cpu_seconds() - self.cpu, 2),
+            round(_peak_rss_bytes() / 1024**3, 2),
+        )
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _peak_rss_bytes() -> int:
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
 @dataclass
@@ -244,13 +283,13 @@ def _locked_refresh(config, retrain_if_drift, retrainer, on_step, progress) -> R
     try:
         for step in STEPS:
             record = StepRecord(step)
-            started = time.perf_counter()
+            meter = StepMeter()
             try:
                 getattr(job, step)(record)
             except Exception as exc:  # every failure ends the run the same way: recorded, no switch
                 record.outcome = "failed"
                 record.error = _message(exc)
-            record.seconds = round(time.perf_counter() - started, 2)
+            record.seconds, record.cpu_seconds, record.peak_rss_gb = meter.read()
             manifest["steps"].append(record.to_dict())
             if on_step:
                 on_step(record)

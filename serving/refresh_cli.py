@@ -57,6 +57,8 @@ def register(app: typer.Typer, out, console, retrainer=None) -> None:
                 rows = ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}" for k, v in shown[:4])
                 rows += ", ..." if len(shown) > 4 else ""
                 line = f"  {record.step:<9} {record.seconds:>7.1f} s  {mark}"
+                if record.peak_rss_gb is not None:
+                    line += f"  peak {record.peak_rss_gb:.1f} GB"
                 if rows:
                     line += f"  {escape(rows)}"
                 lines.print(line, highlight=False, soft_wrap=True)

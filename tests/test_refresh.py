@@ -127,6 +127,7 @@ def test_a_run_publishes_every_step_and_a_manifest(first_run):
     assert manifest["outcome"] == "ok" and manifest["as_of"] == AS_OF
     assert [s["step"] for s in manifest["steps"]] == [r.step for r in seen]
     assert all(s["outcome"] == "ok" and s["seconds"] >= 0 for s in manifest["steps"])
+    assert all(s["cpu_seconds"] >= 0 and s["peak_rss_gb"] > 0 for s in manifest["steps"])
     assert list(manifest["models"]) == [MODEL] and manifest["models"][MODEL].isdigit()
     assert set(manifest["drift"][MODEL]) == {"flagged", "warnings"}
     steps = {s["step"]: s for s in manifest["steps"]}
@@ -321,3 +322,17 @@ def test_a_run_folder_is_replaced_whole_with_or_without_an_atomic_exchange(tmp_p
     files.replace_directory(work, final)
     assert [p.name for p in tmp_path.iterdir()] == ["2025-01-01"]
     assert [p.name for p in final.iterdir()] == ["new.txt"]
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="per-step peak memory needs Linux's /proc")
+def test_each_step_reports_its_own_peak_memory():
+    import numpy as np
+
+    from serving.refresh import StepMeter
+
+    meter = StepMeter()
+    block = np.ones(400 * 2**20 // 8)  # 400 MB, touched
+    big = meter.read()
+    del block
+    small = StepMeter().read()
+    assert big[2] >= 0.4 and big[2] - small[2] >= 0.3  # the second step's peak does not carry the first's
