@@ -8,7 +8,7 @@ retail tag library's model tags expect: repurchase_90d, high_value_90d), saves t
 segments of ``bench_marketing.py``, writes a refresh.toml (retail tags, every segment, two
 lists) and runs ``portrait refresh`` on the 1M synthetic set as a user would: one process, its
 own output (the step lines), then each step's seconds and rows from the run's manifest, the
-wall time and the peak memory of the refresh process. Training is not timed.
+wall time and the peak memory of the refresh process (and each step's own peak, from the manifest). Training is not timed.
 """
 
 from __future__ import annotations
@@ -122,10 +122,11 @@ top = 5000
         sys.exit(f"portrait refresh failed (exit {done.returncode}); outputs in {work}")
     manifest = json.loads((work / "out" / "runs" / args.as_of / "manifest.json").read_text())
     print()
-    print(f"{'step':<10} {'seconds':>8}  rows")
+    print(f"{'step':<10} {'seconds':>8} {'CPU s':>8} {'peak GB':>8}  rows")
     for step in manifest["steps"]:
         rows = ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}" for k, v in step["rows"].items())
-        print(f"{step['step']:<10} {step['seconds']:>8.1f}  {rows}")
+        cpu, peak_gb = step.get("cpu_seconds", float("nan")), step.get("peak_rss_gb", float("nan"))
+        print(f"{step['step']:<10} {step['seconds']:>8.1f} {cpu:>8.1f} {peak_gb:>8.2f}  {rows}")
     print(f"refresh of {args.data} as of {args.as_of}: {wall:.1f} s wall, peak RSS {peak:.2f} GB (the refresh process)")
     print(f"outputs: {work}")
 
