@@ -7,9 +7,10 @@ their history before it (no label is read). A stacked training frame holds sever
 its ``cutoff`` column groups the rows, so each cutoff's ranks and fit see only that cutoff's
 population. A frame without the column is one population (a scoring run as of one day).
 
-A frame with fewer than ``min_population`` buyers (an API call for a handful of customers) is
-no population to rank in or fit on: it is ranked against, and scored with the BG/NBD fit of,
-the reference population kept at ``fit`` (the latest cutoff seen in training).
+A frame without the ``cutoff`` column and without the history columns is what serving scores
+(a batch as of one day, or a handful of customers through the API): it is ranked against, and
+scored with the BG/NBD fit of, the reference population kept at ``fit`` (the latest cutoff seen
+in training), so a customer's score never depends on who else is scored with them.
 
 Guards: BG/NBD on a short history degenerates (``b`` to its bound, no evidence of dropout,
 P(alive) about 1); the fit is kept and flagged (``flags_``), the outputs stay finite. Expected
@@ -65,7 +66,6 @@ DIRECTIONS: dict[str, int] = {
     "orders_per_month_of_tenure": 1,
     "active_days_per_month_of_tenure": 1,
 }
-MIN_POPULATION = 200
 
 
 def percentile(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -181,13 +181,13 @@ class HistoryFeatures(TransformerMixin, BaseEstimator):
     """Adds :data:`HISTORY_FEATURES` to a feature frame (see the module docstring).
 
     ``fit`` keeps the reference population (the rows of the latest ``cutoff``, or all rows):
-    its sorted RFM inputs and its BG/NBD fit, used for frames too small to be a population.
-    ``transform`` leaves a frame that already has every history column as it is (a training
-    frame where they were computed per cutoff on the whole population)."""
+    its sorted RFM inputs and its BG/NBD fit. ``transform`` leaves a frame that already has
+    every history column as it is (a training frame where they were computed per cutoff on the
+    whole population), computes them per cutoff for a frame with a ``cutoff`` column, and
+    against the reference for any other frame (what serving scores)."""
 
-    def __init__(self, horizon_days: int = 90, min_population: int = MIN_POPULATION):
+    def __init__(self, horizon_days: int = 90):
         self.horizon_days = horizon_days
-        self.min_population = min_population
 
     def fit(self, X: pd.DataFrame, y=None) -> HistoryFeatures:
         _check_columns(X)
@@ -203,8 +203,7 @@ class HistoryFeatures(TransformerMixin, BaseEstimator):
         if all(c in X.columns for c in HISTORY_FEATURES):
             return X
         _check_columns(X)
-        buyers = int((X["orders_lifetime"].to_numpy(float) > 0).sum())
-        if GROUP_COLUMN in X.columns or buyers >= self.min_population:
+        if GROUP_COLUMN in X.columns:
             return add_history_features(X, self.horizon_days)[0]
         history = pd.concat([rfm_ranks(X, self.reference_), bgnbd_outputs(X, self.bgnbd_)], axis=1)
         return pd.concat([X, history[list(HISTORY_FEATURES)]], axis=1)

@@ -25,7 +25,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.utils.validation import check_is_fitted
 
-from models.history import DIRECTIONS, GROUP_COLUMN, HistoryFeatures, fold_contributions
+from models.history import DIRECTIONS, GROUP_COLUMN, HISTORY_FEATURES, HistoryFeatures, fold_contributions
 
 _FIT_ONLY = ("early_stopping_rounds",)
 TIE_BREAK = 1e-6
@@ -56,7 +56,7 @@ class _LightGBMBase(BaseEstimator):
         return X.drop(columns=[GROUP_COLUMN], errors="ignore")
 
     def _prepare_fit(self, X: pd.DataFrame) -> pd.DataFrame:
-        self.input_features_ = [c for c in X.columns if c != GROUP_COLUMN]
+        self.input_features_ = [c for c in X.columns if c != GROUP_COLUMN and c not in HISTORY_FEATURES]
         X = self._booster_input(X)
         self.feature_names_ = list(X.columns)
         self.categories_ = {

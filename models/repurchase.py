@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils.validation import check_is_fitted
 
 from models.btyd import BTYD_FEATURES
-from models.history import GROUP_COLUMN, RFM_FEATURES, HistoryFeatures, percentile
+from models.history import GROUP_COLUMN, HISTORY_FEATURES, RFM_FEATURES, HistoryFeatures, percentile
 
 TIE_BREAK = 1e-6
 # Compact inputs of the logistic regression: name -> (history or catalogue column, transform)
@@ -56,7 +56,9 @@ COMPACT_SOURCES: dict[str, tuple[str, ...]] = {
 
 
 def _inputs(X: pd.DataFrame) -> list[str]:
-    return [c for c in X.columns if c != GROUP_COLUMN]
+    """The catalogue features a model is given (what serving passes, and what reasons name):
+    not the grouping column nor history features computed ahead for a training frame."""
+    return [c for c in X.columns if c != GROUP_COLUMN and c not in HISTORY_FEATURES]
 
 
 def _isotonic(scores: np.ndarray, y) -> IsotonicRegression:
@@ -185,7 +187,9 @@ class RankBlend(ClassifierMixin, BaseEstimator):
         self.weight = weight
         self.horizon_days = horizon_days
 
-    def fit(self, X: pd.DataFrame, y=None, X_valid=None, y_valid=None) -> RankBlend:
+    def fit(self, X: pd.DataFrame, y=None, X_valid=None, y_valid=None, base_valid_scores=None) -> RankBlend:
+        """``base_valid_scores``: the base's scores of the validation rows when they differ
+        from its ``predict_proba`` there (out-of-fold scores of a cross-fitted ensemble)."""
         if not 0 <= self.weight <= 1:
             raise ValueError(f"weight must be between 0 and 1, got {self.weight}")
         if self.weight > 0 and self.base is None:
@@ -196,6 +200,8 @@ class RankBlend(ClassifierMixin, BaseEstimator):
         self.history_ = HistoryFeatures(self.horizon_days).fit(X)
         self.base_ = self.base if self.weight > 0 else None
         rfm, model = self._scores(X_valid)
+        if base_valid_scores is not None and model is not None:
+            model = np.asarray(base_valid_scores, float)
         self.rfm_reference_ = np.sort(rfm)
         self.model_reference_ = np.sort(model) if model is not None else None
         self.calibrator_ = _isotonic(self._blend(rfm, model), y_valid)
@@ -217,6 +223,11 @@ class RankBlend(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "calibrator_")
         return _calibrated(self.calibrator_, self._blend(*self._scores(X)))
 
+    def predict_proba_from(self, rfm: np.ndarray, model: np.ndarray | None) -> np.ndarray:
+        """P(positive) from given RFM and base scores (e.g. the base's out-of-fold scores)."""
+        check_is_fitted(self, "calibrator_")
+        return _calibrated(self.calibrator_, self._blend(rfm, model))[:, 1]
+
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
 
@@ -232,3 +243,67 @@ class RankBlend(ClassifierMixin, BaseEstimator):
         if self.base_ is not None:
             folded += self.weight * self.base_.contributions(X).reindex(columns=folded.columns, fill_value=0.0)
         return folded
+
+
+class AveragedClassifier(ClassifierMixin, BaseEstimator):
+    """The average of fitted classifiers' probabilities (and contributions): the members of a
+    cross-fit, each trained without one fold of customers and early-stopped and calibrated on
+    that fold. ``fit`` does not refit them (they are fitted already); it checks they are."""
+
+    def __init__(self, members=()):
+        self.members = members
+
+    def fit(self, X=None, y=None) -> AveragedClassifier:
+        if not len(self.members):
+            raise ValueError("an average needs at least one fitted member")
+        for member in self.members:
+            check_is_fitted(member)
+        self.members_ = list(self.members)
+        self.classes_ = np.array([0, 1])
+        return self
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        check_is_fitted(self, "members_")
+        return np.mean([m.predict_proba(X) for m in self.members_], axis=0)
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
+
+    def predict_uncalibrated(self, X: pd.DataFrame) -> np.ndarray:
+        return np.mean([m.predict_uncalibrated(X) for m in self.members_], axis=0)
+
+    def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
+        parts = [m.contributions(X) for m in self.members_]
+        return sum(parts[1:], parts[0]) / len(parts)
+
+    def __getattr__(self, name: str):
+        # categories_, feature_names_, best_iteration_ ...: the first member's (all share them)
+        if name.endswith("_") and not name.startswith("__") and "members_" in self.__dict__:
+            return getattr(self.__dict__["members_"][0], name)
+        raise AttributeError(name)
+
+
+class AveragedRegressor(RegressorMixin, BaseEstimator):
+    """The average of fitted regressors' predictions and contributions (a cross-fit's members)."""
+
+    def __init__(self, members=()):
+        self.members = members
+
+    def fit(self, X=None, y=None) -> AveragedRegressor:
+        if not len(self.members):
+            raise ValueError("an average needs at least one fitted member")
+        self.members_ = list(self.members)
+        return self
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        check_is_fitted(self, "members_")
+        return np.mean([m.predict(X) for m in self.members_], axis=0)
+
+    def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
+        parts = [m.contributions(X) for m in self.members_]
+        return sum(parts[1:], parts[0]) / len(parts)
+
+    def __getattr__(self, name: str):
+        if name.endswith("_") and not name.startswith("__") and "members_" in self.__dict__:
+            return getattr(self.__dict__["members_"][0], name)
+        raise AttributeError(name)

@@ -178,6 +178,15 @@ def test_candidates_follow_the_estimator_contract(estimator):
     assert list(contributions.columns) == list(frame.columns)  # reasons name catalogue features only
     scores = cross_val_score(Pipeline([("model", clone(estimator))]), frame, y, cv=2, scoring="roc_auc")
     assert np.all(scores > 0.6)
+    # fitted on a training frame with the history computed ahead and the cutoff, it still
+    # names only catalogue features in its reasons and scores the catalogue frame serving passes
+    ahead, _ = add_history_features(frame.assign(cutoff=pd.Timestamp("2024-01-01")), 30)
+    trained = clone(estimator).fit(ahead, y)
+    assert list(trained.contributions(frame.head(20)).columns) == list(frame.columns)
+    # the catalogue frame is ranked against the reference (the rows fitted on, without the
+    # internal validation split), the frame computed ahead against itself: nearly the same
+    served, ahead_scores = trained.predict_proba(frame)[:, 1], trained.predict_proba(ahead)[:, 1]
+    assert pd.Series(served).corr(pd.Series(ahead_scores), method="spearman") > 0.98
 
 
 def test_params_none_stays_none_after_fit():

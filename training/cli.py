@@ -71,12 +71,14 @@ def summary_lines(summary) -> list[str]:
         for name, values in summary.candidates.items():
             mark = " <- registered" if name == summary.model_type else ""
             lines.append(
-                f"  {name:<10}{values.get('validation_roc_auc', float('nan')):>9.4f}"
+                f"  {name:<15}{values.get('validation_roc_auc', float('nan')):>9.4f}"
                 f"{values.get('holdout_roc_auc', float('nan')):>9.4f}{mark}"
             )
     if "holdout_ece" in m:
+        raw = m.get("holdout_ece_uncalibrated")
         lines.append(
-            f"calibration error (ECE): {m['holdout_ece']:.4f} (uncalibrated {m.get('holdout_ece_uncalibrated', float('nan')):.4f})"
+            f"calibration error (ECE): {m['holdout_ece']:.4f}"
+            + (f" (uncalibrated {raw:.4f})" if raw is not None else "")
         )
     lines += [f"note: {note}" for note in summary.notes]
     return lines

@@ -15,11 +15,11 @@ from features.catalogue import describe, windowed
 from features.config import FeatureConfig
 from models.btyd import BTYD_FEATURES, BGNBDClassifier
 from models.propensity import PropensityClassifier, SpendRegressor
-from models.repurchase import BGNBDRepurchase, LogisticRepurchase, RankBlend
+from models.repurchase import AveragedClassifier, AveragedRegressor, BGNBDRepurchase, LogisticRepurchase, RankBlend
 from training.config import ExperimentConfig
 from training.data import TrainingData
 from training.metrics import classification_metrics, paired_bootstrap_auc_margin, ranking_metrics, spend_metrics
-from training.splits import customer_validation_split
+from training.splits import customer_folds
 
 BOOTSTRAP_RESAMPLES = 1000
 
@@ -215,6 +215,7 @@ def fit_candidates(
     params: dict | None,
     with_history: bool,
     callbacks=None,
+    blend: bool = True,
 ) -> Selection:
     """Fit every candidate on the training rows (LightGBM early-stopped, and the calibrated
     ones calibrated, on the validation rows) and choose the one with the highest validation
@@ -235,23 +236,63 @@ def fit_candidates(
             models[name] = bgnbd.fit(X_fit, X_valid=X_valid, y_valid=y_valid)
         elif name == "rfm":
             models[name] = RankBlend(weight=0.0, horizon_days=horizon).fit(X_fit, X_valid=X_valid, y_valid=y_valid)
-        elif name == "blend":
-            blend = RankBlend(models["lightgbm"], weight=0.5, horizon_days=horizon)
-            models[name] = blend.fit(X_fit, X_valid=X_valid, y_valid=y_valid)
+        elif name == "blend" and blend:
+            blender = RankBlend(models["lightgbm"], weight=0.5, horizon_days=horizon)
+            models[name] = blender.fit(X_fit, X_valid=X_valid, y_valid=y_valid)
     if not config.label.is_classification:
         return Selection("lightgbm", models, {})
     auc = {name: _auc(y_valid, predict(model, X_valid)) for name, model in models.items()}
-    wanted = [n for n in types if config.model_type in ("select", n)]  # a blend's LightGBM is not chosen
+    wanted = [n for n in types if config.model_type in ("select", n) and n in models]  # not a blend's LightGBM
     chosen = max(wanted, key=lambda n: (np.nan_to_num(auc[n], nan=-1.0), -wanted.index(n)))
     return Selection(chosen, models, auc)
 
 
-def validation_peer_auc(X_valid: pd.DataFrame, y_valid: np.ndarray) -> dict[str, float]:
-    """The peers' ROC AUC on the validation rows, from the history features computed at each
-    row's cutoff: the RFM score, BG/NBD P(any purchase) and expected purchases."""
+SIMPLEST_FIRST = ("rfm", "bgnbd", "bgnbd_expected", "logistic", "lightgbm", "blend")
+
+
+def _per_fold_auc(y: np.ndarray, scores: np.ndarray, folds: np.ndarray) -> np.ndarray:
+    return np.array([_auc(y[folds == f], scores[folds == f]) for f in np.unique(folds)])
+
+
+def one_standard_error_choice(per_fold: dict[str, np.ndarray]) -> str:
+    """The simplest candidate (:data:`SIMPLEST_FIRST`) whose mean validation AUC over the folds
+    is within one standard error of the best's: the standard error of the mean of their paired
+    per-fold differences. A more complex model is chosen only when its lead over a simpler one
+    is larger than the folds' noise (Breiman's one-standard-error rule)."""
+    means = {name: float(np.nanmean(values)) for name, values in per_fold.items()}
+    best = max(means, key=lambda n: (means[n], -SIMPLEST_FIRST.index(n) if n in SIMPLEST_FIRST else 0))
+    order = sorted(per_fold, key=lambda n: SIMPLEST_FIRST.index(n) if n in SIMPLEST_FIRST else len(SIMPLEST_FIRST))
+    for name in order:
+        difference = per_fold[best] - per_fold[name]
+        error = (
+            float(np.nanstd(difference, ddof=1) / np.sqrt(np.sum(np.isfinite(difference))))
+            if len(difference) > 1
+            else 0.0
+        )
+        if float(np.nanmean(difference)) <= error:
+            return name
+    return best
+
+
+def _fold_auc(y: np.ndarray, scores: np.ndarray, folds: np.ndarray | None) -> float:
+    """ROC AUC, or with ``folds`` the mean of each fold's: a fold's scores come from the model
+    calibrated on that fold's rows, and pooling folds calibrated apart would mix their steps
+    (an isotonic step fitted on the rows it scores lifts a pooled AUC); within one fold
+    calibration keeps the order, so each fold's AUC is its model's ranking."""
+    if folds is None:
+        return _auc(y, scores)
+    return float(np.nanmean([_auc(y[folds == f], scores[folds == f]) for f in np.unique(folds)]))
+
+
+def validation_peer_auc(
+    X_valid: pd.DataFrame, y_valid: np.ndarray, folds: np.ndarray | None = None
+) -> dict[str, float]:
+    """The peers' ROC AUC on the validation rows (per fold and averaged with ``folds``), from
+    the history features computed at each row's cutoff: the RFM score, BG/NBD P(any purchase)
+    and expected purchases."""
     columns = {"rfm": "rfm_score", "bgnbd": "bgnbd_p_any", "bgnbd_expected": "bgnbd_expected_purchases"}
     return {
-        peer: _auc(y_valid, X_valid[column].fillna(0.0).to_numpy(float))
+        peer: _fold_auc(y_valid, X_valid[column].fillna(0.0).to_numpy(float), folds)
         for peer, column in columns.items()
         if column in X_valid.columns
     }
@@ -282,62 +323,107 @@ def base_rate_note(validation_rate: float, holdout_rate: float, margin: float) -
     )
 
 
+def _uncalibrated(model, X: pd.DataFrame) -> np.ndarray | None:
+    try:
+        return model.predict_uncalibrated(X)
+    except AttributeError:  # a candidate without a calibration step (logistic) or an average of them
+        return None
+
+
 def fit_time_split(config: ExperimentConfig, data: TrainingData, params: dict | None = None) -> FitResult:
-    """Training on every training cutoff's rows of the customers not held out; early stopping,
-    calibration and model selection on the held-out customers' rows at the latest training
-    cutoffs; judged on the holdout cutoff (all customers)."""
+    """A cross-fit over customers on every training cutoff's rows: the customers are split in
+    ``validation.folds`` folds; each fold's model is trained on the other folds' rows (every
+    cutoff) and early-stopped and calibrated on its fold's rows at the latest
+    ``validation.cutoffs`` training cutoffs (none of a fold's rows is trained on: its earlier
+    label windows overlap the validation ones). Each candidate is the average of its fold
+    models; candidates are compared on the out-of-fold validation predictions (every customer
+    at the latest cutoffs) and the best is judged on the holdout cutoff (all customers)."""
     rows = data.train_rows
     seed = int(config.model_params.get("random_state", 42))
-    fit_mask, valid_mask = customer_validation_split(
-        rows, data.split.validation_cutoffs, config.validation.customers, seed
-    )
-    train, valid, holdout = rows[fit_mask], rows[valid_mask], data.rows(data.split.holdout)
+    k = config.validation.folds
+    fold = customer_folds(rows["customer_id"], k, seed)
+    latest = rows["cutoff"].isin([pd.Timestamp(c) for c in data.split.validation_cutoffs]).to_numpy()
+    valid_rows = rows[latest]
+    X_valid_all, y_valid_all = data.model_X(valid_rows), data.y(valid_rows)
     with_history = bool(data.history_columns)
-    selection = fit_candidates(
-        config,
-        data.model_X(train),
-        data.y(train),
-        data.model_X(valid),
-        data.y(valid),
-        params,
-        with_history,
+    members: dict[str, list] = {}
+    out_of_fold: dict[str, np.ndarray] = {}
+    for f in range(k):
+        fit_mask, valid_mask = fold != f, (fold == f) & latest
+        train, valid = rows[fit_mask], rows[valid_mask]
+        selection = fit_candidates(
+            config,
+            data.model_X(train),
+            data.y(train),
+            data.model_X(valid),
+            data.y(valid),
+            params,
+            with_history,
+            blend=False,
+        )
+        at = fold[latest] == f
+        for name, model in selection.models.items():
+            members.setdefault(name, []).append(model)
+            out_of_fold.setdefault(name, np.zeros(len(valid_rows)))[at] = predict(model, data.model_X(valid))
+    models: dict[str, object] = {name: AveragedClassifier(m).fit() for name, m in members.items()}
+    if not config.label.is_classification:
+        models = {name: AveragedRegressor(m).fit() for name, m in members.items()}
+    if "blend" in candidate_types(config, with_history):
+        blend = RankBlend(models["lightgbm"], weight=0.5, horizon_days=config.label.horizon_days)
+        models["blend"] = blend.fit(
+            X_valid_all, X_valid=X_valid_all, y_valid=y_valid_all, base_valid_scores=out_of_fold["lightgbm"]
+        )
+        rfm_valid, _ = blend._scores(X_valid_all)
+        out_of_fold["blend"] = blend.predict_proba_from(rfm_valid, out_of_fold["lightgbm"])
+    valid_fold = fold[latest]
+    types = candidate_types(config, with_history)
+    wanted = [n for n in types if config.model_type in ("select", n)]
+    per_fold = (
+        {name: _per_fold_auc(y_valid_all, out_of_fold[name], valid_fold) for name in types}
+        if config.label.is_classification
+        else {}
     )
-    model = selection.models[selection.chosen]
-    X_holdout = data.model_X(holdout)
-    p_valid, p_holdout = predict(model, data.model_X(valid)), predict(model, X_holdout)
+    validation_auc = {name: float(np.nanmean(values)) for name, values in per_fold.items()}
+    chosen = one_standard_error_choice({n: per_fold[n] for n in wanted}) if per_fold else "lightgbm"
+    selection = Selection(chosen, models, validation_auc)
+    model = models[chosen]
+    holdout = data.rows(data.split.holdout)
+    # the holdout is scored as serving scores: the catalogue features alone, the history
+    # features from each model's reference population (models.history)
+    X_holdout = data.X(holdout)
+    p_valid, p_holdout = out_of_fold[chosen], predict(model, X_holdout)
     y_holdout = data.y(holdout)
     peer_metrics, peer_tags, peers = baseline_metrics(data.X(holdout), y_holdout, config, p_holdout)
     selection_metrics, selection_tags = _selection_metrics(
-        selection, validation_peer_auc(data.model_X(valid), data.y(valid))
+        selection, validation_peer_auc(X_valid_all, y_valid_all, valid_fold)
     )
     metrics = {
-        **_score_metrics(config, data.y(valid), p_valid, "validation_"),
+        **_score_metrics(config, y_valid_all, p_valid, "validation_"),
         **_score_metrics(config, y_holdout, p_holdout, "holdout_"),
         **peer_metrics,
         **selection_metrics,
-        "rows_fit": float(len(train)),
-        "rows_validation": float(len(valid)),
+        "rows_validation": float(len(valid_rows)),
     }
-    if "lightgbm" in selection.models:
-        metrics["best_iteration"] = float(selection.models["lightgbm"].best_iteration_)
+    if "lightgbm" in members:
+        metrics["best_iteration"] = float(np.mean([m.best_iteration_ for m in members["lightgbm"]]))
     candidates = {}
-    for name, candidate in selection.models.items():
+    for name, candidate in models.items():
         candidates[name] = {
-            "validation_roc_auc": selection.validation_auc.get(name, float("nan")),
+            "validation_roc_auc": validation_auc.get(name, float("nan")),
             **_score_metrics(config, y_holdout, predict(candidate, X_holdout), "holdout_"),
         }
     uncalibrated, notes = None, []
     if config.label.is_classification:
-        if hasattr(model, "predict_uncalibrated"):
-            uncalibrated = model.predict_uncalibrated(X_holdout)
+        uncalibrated = _uncalibrated(model, X_holdout)
+        if uncalibrated is not None:
             metrics["holdout_ece_uncalibrated"] = classification_metrics(y_holdout, uncalibrated)["ece"]
         note = base_rate_note(
-            float(np.mean(data.y(valid))), float(np.mean(y_holdout)), config.validation.base_rate_margin
+            float(np.mean(y_valid_all)), float(np.mean(y_holdout)), config.validation.base_rate_margin
         )
         notes += [note] if note else []
     scheme = (
-        f"time: {len(data.split.train)} training cutoffs, validation on {config.validation.customers:.0%} of "
-        f"customers held out at the latest {len(data.split.validation_cutoffs)}"
+        f"time: {len(data.split.train)} training cutoffs, {k} folds of customers, out-of-fold validation at the "
+        f"latest {len(data.split.validation_cutoffs)}"
     )
     return FitResult(
         model,
@@ -349,7 +435,7 @@ def fit_time_split(config: ExperimentConfig, data: TrainingData, params: dict | 
         {"validation_scheme": scheme, **peer_tags, **selection_tags},
         peers,
         X_holdout,
-        selection.chosen,
+        chosen,
         candidates,
         tuple(notes),
     )
@@ -377,15 +463,18 @@ def fit_customer_folds(config: ExperimentConfig, data: TrainingData, params: dic
         )
         return fit_candidates(config, X_fit, y_fit, X_stop, y_stop, params, with_history)
 
+    served = data.X(rows)  # scored as serving scores (see fit_time_split)
     for train_index, test_index in folds.split(X, y):
         selection = fit_inner(X.iloc[train_index], y[train_index])
         chosen_counts[selection.chosen] = chosen_counts.get(selection.chosen, 0) + 1
         model = selection.models[selection.chosen]
-        out_of_fold[test_index] = predict(model, X.iloc[test_index])
+        test = served.iloc[test_index]
+        out_of_fold[test_index] = predict(model, test)
         for name, candidate in selection.models.items():
-            per_candidate.setdefault(name, np.zeros(len(rows)))[test_index] = predict(candidate, X.iloc[test_index])
-        if classify and hasattr(model, "predict_uncalibrated"):
-            uncalibrated[test_index] = model.predict_uncalibrated(X.iloc[test_index])
+            per_candidate.setdefault(name, np.zeros(len(rows)))[test_index] = predict(candidate, test)
+        raw = _uncalibrated(model, test) if classify else None
+        if raw is not None:
+            uncalibrated[test_index] = raw
     final = fit_inner(X, y)
     peer_metrics, peer_tags, peers = baseline_metrics(data.X(rows), y, config, out_of_fold)
     selection_metrics, selection_tags = _selection_metrics(final, {})
@@ -415,7 +504,7 @@ def fit_customer_folds(config: ExperimentConfig, data: TrainingData, params: dic
             **selection_tags,
         },
         peers,
-        X,
+        served,
         final.chosen,
         candidates,
     )

@@ -153,3 +153,11 @@ def customer_validation_split(
     held = held_out_customers(rows["customer_id"], share, seed)
     latest = rows["cutoff"].isin([pd.Timestamp(c) for c in validation_cutoffs]).to_numpy()
     return ~held, held & latest
+
+
+def customer_folds(customers: pd.Series, folds: int, seed: int) -> np.ndarray:
+    """Each row's fold (0 .. ``folds`` - 1) by its customer: every row of a customer, at
+    every cutoff, is in the same fold; folds differ in size by at most one customer."""
+    ids = pd.Index(customers.astype(str).unique()).sort_values()
+    fold_of = pd.Series(np.random.default_rng(seed).permutation(len(ids)) % folds, index=ids)
+    return fold_of.reindex(customers.astype(str).to_numpy()).to_numpy()
