@@ -109,6 +109,9 @@ class Feature:
     per: str | None = None  # shares of orders: the order count they divide
     cluster: bool = True  # personas cluster on it by default; False for an input that repeats another
     aspect: str = ""  # one of ASPECTS; by default from the scale (money and counts are volume...)
+    # Features that describe one thing together (the shares of each weekday, of each category):
+    # personas weigh a group as one feature. By default the measure (per-value shares share one).
+    group: str = ""
 
     def __post_init__(self) -> None:
         if self.scale not in SCALES:
@@ -121,6 +124,8 @@ class Feature:
             object.__setattr__(self, "label", self.description.rstrip(".").lower())
         if not self.measure:
             object.__setattr__(self, "measure", self.name)
+        if not self.group:
+            object.__setattr__(self, "group", self.measure)
 
     def meaning(self) -> dict:
         """What is stored beside a model or a report: everything but the SQL."""
@@ -708,6 +713,7 @@ def timing_family(config: FeatureConfig, vocab: Vocabulary | None = None, attrib
             f"Share of purchase orders placed on a {day.title()}.",
             _share(f"dow = {i}"),
             f"share of orders on {day.title()}s",
+            group="order_share_weekday",
         )
         for i, day in enumerate(DAY_NAMES)
     ]
@@ -718,6 +724,7 @@ def timing_family(config: FeatureConfig, vocab: Vocabulary | None = None, attrib
             "Share of purchase orders on Saturday or Sunday.",
             _share("dow IN (0, 6)"),
             "share of orders at the weekend",
+            group="order_share_weekday",
         )
     )
     result += [
@@ -729,6 +736,7 @@ def timing_family(config: FeatureConfig, vocab: Vocabulary | None = None, attrib
             f"share of orders in the {band} ({lo:02d}-{hi + 1:02d} h)"
             if band != "night"
             else "share of orders at night (00-06 h)",
+            group="order_share_hour",
         )
         for band, lo, hi in HOUR_BANDS
     ]
@@ -739,6 +747,7 @@ def timing_family(config: FeatureConfig, vocab: Vocabulary | None = None, attrib
             f"Share of purchase orders placed in quarter {q} ({months}).",
             _share(f"quarter = {q}"),
             f"share of orders in {months}",
+            group="order_share_season",
         )
         for q, months in ((1, "Jan-Mar"), (2, "Apr-Jun"), (3, "Jul-Sep"), (4, "Oct-Dec"))
     ]
@@ -758,6 +767,7 @@ def timing_family(config: FeatureConfig, vocab: Vocabulary | None = None, attrib
             + ", ".join(f"SUM(CASE WHEN is_purchase = 1 AND quarter = {q} THEN 1 ELSE 0 END)" for q in (1, 2, 3, 4))
             + ") * 1.0 / NULLIF(SUM(is_purchase), 0)",
             "share of orders in the busiest quarter",
+            group="order_share_season",
         ),
     ]
     return result
@@ -807,9 +817,10 @@ def behaviour_family(config: FeatureConfig, vocab: Vocabulary | None = None, att
                 f"interactions_per_order_{w}d",
                 f,
                 w,
-                f"Events the customer started (all but campaigns received) per purchase order in the last {w} days.",
+                f"Events the customer started (all but campaigns received) per purchase order in the last {w} days, "
+                "counting one order more (defined without an order: browsing without buying is engagement too).",
                 "derived",
-                f"(event_count_{w}d - campaign_received_count_{w}d) * 1.0 / NULLIF(orders_{w}d, 0)",
+                f"(event_count_{w}d - campaign_received_count_{w}d) * 1.0 / (orders_{w}d + 1)",
                 scale="ratio",
                 unit="events per order",
                 label=f"interactions per order {_last(w)}",
