@@ -15,6 +15,8 @@ import joblib
 import mlflow.pyfunc
 import pandas as pd
 
+from models.task import task_for_label
+
 
 def serving_frame(X: pd.DataFrame) -> pd.DataFrame:
     """Features as the model's signature expects them: categoricals as text (None when missing),
@@ -36,10 +38,7 @@ class PortraitModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         frame = pd.DataFrame(model_input)
-        if self.meta["label"] == "future_spend":
-            scores = self.estimator.predict(frame)
-        else:
-            scores = self.estimator.predict_proba(frame)[:, 1]
+        scores = task_for_label(self.meta["label"]).predict(self.estimator, frame)
         return pd.DataFrame({"score": scores}, index=frame.index)
 
 

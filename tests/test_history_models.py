@@ -220,3 +220,50 @@ def test_a_blend_needs_its_base_and_a_weight_between_0_and_1():
         RankBlend(weight=0.5).fit(frame, y)
     with pytest.raises(ValueError, match="give both X_valid and y_valid, or neither"):
         PropensityClassifier(params=FAST).fit(frame, y, X_valid=frame)
+
+
+def test_the_task_owns_prediction_and_the_headline_metric():
+    from models.task import CLASSIFICATION, REGRESSION, task_for_label
+
+    frame, y = value_frame(300)
+    assert task_for_label("repurchase") is CLASSIFICATION and task_for_label("high_value") is CLASSIFICATION
+    assert task_for_label("future_spend") is REGRESSION
+    assert (CLASSIFICATION.headline_metric, REGRESSION.headline_metric) == ("holdout_roc_auc", "holdout_gini")
+    model = LogisticRepurchase(horizon_days=30).fit(frame, y)
+    np.testing.assert_allclose(CLASSIFICATION.predict(model, frame), model.predict_proba(frame)[:, 1])
+    with pytest.raises(
+        ValueError, match=r"label must be one of \['future_spend', 'high_value', 'repurchase'\], got 'churn'"
+    ):
+        task_for_label("churn")
+
+
+def test_the_model_card_is_typed_and_refuses_what_does_not_fit():
+    from models.task import ModelCard
+
+    card = dict(
+        name="m",
+        label="repurchase",
+        horizon_days=30,
+        features=["orders_lifetime"],
+        families=["value"],
+        feature_config={},
+        vocabulary={},
+        descriptions={},
+        meanings={},
+        holdout_cutoff="2024-12-01",
+        headline_metric="holdout_roc_auc",
+        metrics={"holdout_roc_auc": np.float64(0.8)},
+    )
+    written = ModelCard(**card)
+    assert written.task == "classification" and written.model_type == "lightgbm"
+    import json
+
+    assert ModelCard.from_dict(json.loads(written.to_json())) == ModelCard(
+        **{**card, "metrics": {"holdout_roc_auc": 0.8}}
+    )
+    with pytest.raises(ValueError, match=r"model card: unknown keys \['colour'\]"):
+        ModelCard.from_dict({**card, "colour": "red"})
+    with pytest.raises(
+        ValueError, match="headline metric 'holdout_gini', the classification task's is 'holdout_roc_auc'"
+    ):
+        ModelCard(**{**card, "headline_metric": "holdout_gini"})

@@ -47,6 +47,7 @@ from typing import Any
 
 from features.catalogue import FAMILIES
 from features.config import FeatureConfig
+from models.task import Task, task_for_label
 from portrait.errors import ConfigError
 
 LABEL_KINDS = ("repurchase", "high_value", "future_spend")
@@ -87,8 +88,13 @@ class LabelSpec:
     high_value_quantile: float = 0.8
 
     @property
+    def task(self) -> Task:
+        """What the model does (models.task): the one place that decides classifier or regressor."""
+        return task_for_label(self.kind)
+
+    @property
     def is_classification(self) -> bool:
-        return self.kind != "future_spend"
+        return self.task.is_classification
 
 
 @dataclass(frozen=True)

@@ -40,3 +40,26 @@ def ensure_experiment(name: str, workdir: Path | None = None) -> str:
                 raise
             time.sleep(0.2 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def register_pyfunc(
+    name: str, python_model, artifacts: dict[str, str], example, output, alias: str, pip_requirements=None
+) -> str:
+    """Log ``python_model`` with its ``artifacts`` as the run's ``model``, register it under
+    ``name`` (a new version), point ``alias`` at that version and return it: the one way
+    propensity, spend and persona models are registered."""
+    from mlflow.models import infer_signature
+    from mlflow.tracking import MlflowClient
+
+    info = mlflow.pyfunc.log_model(
+        name="model",
+        python_model=python_model,
+        artifacts=artifacts,
+        signature=infer_signature(example, output),
+        input_example=example,
+        registered_model_name=name,
+        pip_requirements=pip_requirements,
+    )
+    version = str(info.registered_model_version)
+    MlflowClient().set_registered_model_alias(name, alias, version)
+    return version

@@ -4,7 +4,6 @@ with the alias ``candidate``."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,16 +12,15 @@ import joblib
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.models import infer_signature
-from mlflow.tracking import MlflowClient
 
 from models.drift import reference_distributions
 from models.pyfunc import PortraitModel, serving_frame
+from models.task import ModelCard
 from training import plots
 from training.config import ExperimentConfig
 from training.data import TrainingData, prepare
 from training.evaluate import FitResult, fit_and_evaluate
-from training.tracking import ensure_experiment
+from training.tracking import ensure_experiment, register_pyfunc
 
 CANDIDATE = "candidate"
 CHAMPION = "champion"
@@ -51,7 +49,7 @@ class RunSummary:
 
 
 def headline_metric(config: ExperimentConfig) -> str:
-    return "holdout_roc_auc" if config.label.is_classification else "holdout_gini"
+    return config.label.task.headline_metric
 
 
 def train_experiment(
@@ -168,50 +166,41 @@ def _shap_importance(result: FitResult) -> pd.Series:
     return contributions.abs().mean().sort_values(ascending=False)
 
 
-def _log_model(config: ExperimentConfig, data: TrainingData, result: FitResult) -> str:
+def model_card(config: ExperimentConfig, data: TrainingData, result: FitResult) -> ModelCard:
+    """The typed card stored beside the registered model (``meta.json``)."""
     train_X = data.X(data.train_rows) if data.split.train else result.holdout
-    meta = {
-        "name": config.name,
-        "label": config.label.kind,
-        "horizon_days": config.label.horizon_days,
-        "features": data.feature_columns,
-        "families": list(config.families),
-        "feature_config": config.to_dict()["features"],
-        "vocabulary": data.vocabulary.to_dict(),
-        "descriptions": {k: f.description for k, f in data.meanings.items() if k in data.feature_columns},
-        "meanings": {k: f.meaning() for k, f in data.meanings.items() if k in data.feature_columns},
-        "categories": getattr(result.model, "categories_", {}),
-        "reference": reference_distributions(train_X),
-        "holdout_cutoff": data.split.holdout.isoformat(),
-        "headline_metric": headline_metric(config),
-        "metrics": {k: v for k, v in result.metrics.items() if k.startswith(("holdout_", "baseline_"))},
-        "model_type": result.model_type,
-    }
+    return ModelCard(
+        name=config.name,
+        label=config.label.kind,
+        horizon_days=config.label.horizon_days,
+        features=data.feature_columns,
+        families=list(config.families),
+        feature_config=config.to_dict()["features"],
+        vocabulary=data.vocabulary.to_dict(),
+        descriptions={k: f.description for k, f in data.meanings.items() if k in data.feature_columns},
+        meanings={k: f.meaning() for k, f in data.meanings.items() if k in data.feature_columns},
+        categories=getattr(result.model, "categories_", {}),
+        reference=reference_distributions(train_X),
+        holdout_cutoff=data.split.holdout.isoformat(),
+        headline_metric=headline_metric(config),
+        metrics={k: v for k, v in result.metrics.items() if k.startswith(("holdout_", "baseline_"))},
+        model_type=result.model_type,
+    )
+
+
+def _log_model(config: ExperimentConfig, data: TrainingData, result: FitResult) -> str:
+    card = model_card(config, data, result)
     example = serving_frame(result.holdout.head(5)).reset_index(drop=True)
-    scores = pd.DataFrame({"score": _predict(result.model, config, result.holdout.head(5))})
+    scores = pd.DataFrame({"score": config.label.task.predict(result.model, result.holdout.head(5))})
     with tempfile.TemporaryDirectory() as tmp:
         estimator_path = Path(tmp) / "estimator.joblib"
-        meta_path = Path(tmp) / "meta.json"
         joblib.dump(result.model, estimator_path)
-        meta_path.write_text(json.dumps(meta, default=_json_default))
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=PortraitModel(),
-            artifacts={"estimator": str(estimator_path), "meta": str(meta_path)},
-            signature=infer_signature(example, scores),
-            input_example=example,
-            registered_model_name=config.name,
+        meta_path = card.write(Path(tmp) / "meta.json")
+        return register_pyfunc(
+            config.name,
+            PortraitModel(),
+            {"estimator": str(estimator_path), "meta": str(meta_path)},
+            example,
+            scores,
+            CANDIDATE,
         )
-    version = str(info.registered_model_version)
-    MlflowClient().set_registered_model_alias(config.name, CANDIDATE, version)
-    return version
-
-
-def _predict(model, config: ExperimentConfig, X: pd.DataFrame) -> np.ndarray:
-    return model.predict_proba(X)[:, 1] if config.label.is_classification else model.predict(X)
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    return str(value)

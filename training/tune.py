@@ -109,8 +109,9 @@ def tune_experiment(
 ) -> TuneSummary:
     data = data or prepare(config)
     X_fit, y_fit, X_valid, y_valid = _validation_sets(config, data)
-    metric_name = config.tuning.metric or ("roc_auc" if config.label.is_classification else "gini")
-    eval_metric = "binary_logloss" if config.label.is_classification else "tweedie"  # early stopping, pruning
+    task = config.label.task
+    metric_name = config.tuning.metric or task.tuning_metric
+    eval_metric = task.early_stopping_metric  # early stopping and pruning (log loss, not AUC)
     experiment_id = ensure_experiment(config.name)
     storage = f"sqlite:///{((workdir or Path.cwd()) / STUDY_STORE).resolve()}"
     study = optuna.create_study(
