@@ -398,3 +398,15 @@ def test_calibrated_probabilities_are_the_validation_rates_not_the_raw_scores(ca
     np.testing.assert_allclose(calibrated[[0, -1]], [0.3, 0.8], atol=1e-3 if calibration == "sigmoid" else TIE_BREAK)
     assert expected_calibration_error(y_valid, raw) == pytest.approx(0.25, abs=1e-3)
     assert expected_calibration_error(y_valid, calibrated) <= 1e-3
+
+
+def test_every_model_type_of_the_config_is_in_the_registry():
+    from training.config import MODEL_TYPES
+    from training.evaluate import MODEL_REGISTRY, candidate_types
+
+    assert set(MODEL_TYPES) - {"select"} <= set(MODEL_REGISTRY)
+    config = parse_experiment({**BASE, "model": {"type": "logistic"}})
+    assert config.model_type == "logistic" and "type" not in config.model_params
+    assert candidate_types(config, with_history=True) == ("logistic",)
+    assert candidate_types(parse_experiment({**BASE, "model": {"type": "blend"}}), True) == ("lightgbm", "blend")
+    assert candidate_types(config, with_history=False) == ("lightgbm",)  # no value family: LightGBM only

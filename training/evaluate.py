@@ -199,6 +199,23 @@ def candidate_types(config: ExperimentConfig, with_history: bool) -> tuple[str, 
     return (config.model_type,)
 
 
+# ``[model] type`` -> an unfitted estimator, built from (config, params, callbacks, whether
+# the history features are there, the candidates fitted before it). Every one is fitted as
+# fit(X, y, X_valid=..., y_valid=...) and scores with predict_proba (predict for spend).
+MODEL_REGISTRY = {
+    "lightgbm": lambda config, params, callbacks, history, fitted: make_model(
+        config, params, callbacks, config.label.horizon_days if history else None
+    ),
+    "logistic": lambda config, *_: LogisticRepurchase(horizon_days=config.label.horizon_days),
+    "bgnbd": lambda config, *_: BGNBDRepurchase(horizon_days=config.label.horizon_days),
+    "bgnbd_expected": lambda config, *_: BGNBDRepurchase(horizon_days=config.label.horizon_days, score="expected"),
+    "rfm": lambda config, *_: RankBlend(weight=0.0, horizon_days=config.label.horizon_days),
+    "blend": lambda config, params, callbacks, history, fitted: RankBlend(
+        fitted["lightgbm"], weight=0.5, horizon_days=config.label.horizon_days
+    ),
+}
+
+
 @dataclass
 class Selection:
     chosen: str
@@ -221,24 +238,12 @@ def fit_candidates(
     ones calibrated, on the validation rows) and choose the one with the highest validation
     ROC AUC (the first listed on a tie). Spend: the LightGBM regressor alone."""
     types = candidate_types(config, with_history)
-    horizon = config.label.horizon_days
     models: dict[str, object] = {}
     for name in types:
-        if name == "lightgbm":
-            model = make_model(config, params, callbacks, horizon if with_history else None)
-            models[name] = model.fit(X_fit, y_fit, X_valid=X_valid, y_valid=y_valid)
-        elif name == "logistic":
-            models[name] = LogisticRepurchase(horizon_days=horizon).fit(X_fit, y_fit)
-        elif name == "bgnbd":
-            models[name] = BGNBDRepurchase(horizon_days=horizon).fit(X_fit, X_valid=X_valid, y_valid=y_valid)
-        elif name == "bgnbd_expected":
-            bgnbd = BGNBDRepurchase(horizon_days=horizon, score="expected")
-            models[name] = bgnbd.fit(X_fit, X_valid=X_valid, y_valid=y_valid)
-        elif name == "rfm":
-            models[name] = RankBlend(weight=0.0, horizon_days=horizon).fit(X_fit, X_valid=X_valid, y_valid=y_valid)
-        elif name == "blend" and blend:
-            blender = RankBlend(models["lightgbm"], weight=0.5, horizon_days=horizon)
-            models[name] = blender.fit(X_fit, X_valid=X_valid, y_valid=y_valid)
+        if name == "blend" and not blend:
+            continue
+        estimator = MODEL_REGISTRY[name](config, params, callbacks, with_history, models)
+        models[name] = estimator.fit(X_fit, y_fit, X_valid=X_valid, y_valid=y_valid)
     if not config.label.is_classification:
         return Selection("lightgbm", models, {})
     auc = {name: _auc(y_valid, predict(model, X_valid)) for name, model in models.items()}
