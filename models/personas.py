@@ -3,10 +3,14 @@
 Pipeline: numeric features only (text attributes and favourites are left out: they are shown
 in the portrait table, not clustered on). Shares are shrunk towards the population's by the
 customer's order count (a one-order customer's shares are all 0 or 1, which is noise, not
-behaviour); money, count and day columns get a signed log1p, since they are heavily skewed (the
-scale and the order count behind each share are the feature catalogue's); missing
-values take the median; then standard scaling, optional PCA, and k-means (default),
-``MiniBatchKMeans`` or ``GaussianMixture``.
+behaviour); the order counts can be ``support`` columns, read for the shrinkage and not
+clustered on (personas cluster on how customers shop, the counts are how much). Money, count,
+day and ratio columns get a signed log1p, since they are heavily skewed (the scale and the
+order count behind each share are the feature catalogue's); missing values take the median;
+then standard scaling, clipping at ``clip`` standard deviations (a handful of extreme
+customers must not get a persona of their own, nor move the others' boundaries between
+bootstrap refits), optional PCA, and k-means (default), ``MiniBatchKMeans`` or
+``GaussianMixture``.
 
 k-means restarts run on a sample, where k is also chosen; the full data then refines the best
 restart's centres in one pass of Lloyd iterations, so fitting scales to millions of rows.
@@ -35,9 +39,12 @@ from features.catalogue import Feature, describe
 ALGORITHMS = ("kmeans", "minibatch_kmeans", "gaussian_mixture")
 # Bootstrap agreement (adjusted Rand index) from which a k counts as stable.
 STABLE_ARI = 0.75
+# Silhouettes closer than this are a tie (a sample's silhouette moves by about this much between
+# seeds); the tie goes to the larger k, whose personas are more specific.
+SILHOUETTE_TIE = 0.01
 # Scales whose values are heavily skewed and get a signed log; shares and ratios (in [0, 1] or
 # already ratio-scaled) do not. A column the catalogue does not know counts as a number.
-LOGGED_SCALES = ("money", "count", "days", "number")
+LOGGED_SCALES = ("money", "count", "days", "number", "ratio")
 
 
 def signed_log1p(X):
@@ -53,7 +60,7 @@ def numeric_columns(X: pd.DataFrame) -> list[str]:
 
 def skewed(columns: list[str], meanings: dict[str, Feature] | None = None) -> list[bool]:
     """For each (numeric) column, whether it gets the signed log: by the catalogue's scale
-    (money, count, days and plain numbers do; shares, ratios and flags do not). A numeric
+    (money, count, days, ratios and plain numbers do; shares and flags do not). A numeric
     column the catalogue calls a category is an attribute it recognised by name only, whose
     kind it cannot know: a number."""
     meanings = meanings if meanings is not None else describe(columns)
@@ -111,6 +118,66 @@ class ShrinkShares(TransformerMixin, BaseEstimator):
         return X
 
 
+class Clip(TransformerMixin, BaseEstimator):
+    """Clips every value to ``[-limit, limit]`` (standardised columns); ``None`` leaves them."""
+
+    def __init__(self, limit: float | None = 3.0):
+        self.limit = limit
+
+    def fit(self, X, y=None):
+        return self
+
+    def __sklearn_is_fitted__(self):
+        return True  # stateless
+
+    def transform(self, X):
+        X = np.asarray(X, dtype=float)
+        return X if self.limit is None else np.clip(X, -self.limit, self.limit)
+
+
+class Weigh(TransformerMixin, BaseEstimator):
+    """Multiplies each column by its weight."""
+
+    def __init__(self, weights=()):
+        self.weights = weights
+
+    def fit(self, X, y=None):
+        return self
+
+    def __sklearn_is_fitted__(self):
+        return True  # stateless
+
+    def transform(self, X):
+        return np.asarray(X, dtype=float) * np.asarray(self.weights, dtype=float)
+
+
+def group_weights(columns: list[str], balance: float, meanings: dict[str, Feature] | None = None) -> np.ndarray:
+    """A weight per column: ``1 / n ** balance`` for a column of a catalogue group of ``n``
+    clustered columns (the shares of each weekday, of each category). With ``balance`` 0.5 a
+    group of standardised columns weighs as much as one feature (its total variance is 1), so
+    seven weekday shares do not outvote the share of orders on promotion; 0 weighs every column
+    alike. A column the catalogue does not know is a group of its own."""
+    meanings = meanings if meanings is not None else describe(columns)
+    groups = pd.Series([meanings[c].group if c in meanings else c for c in columns])
+    return 1.0 / groups.map(groups.value_counts()).to_numpy(dtype=float) ** balance
+
+
+class Keep(TransformerMixin, BaseEstimator):
+    """Keeps the columns at ``positions`` (drops the support columns after the shrinkage)."""
+
+    def __init__(self, positions=()):
+        self.positions = positions
+
+    def fit(self, X, y=None):
+        return self
+
+    def __sklearn_is_fitted__(self):
+        return True  # stateless
+
+    def transform(self, X):
+        return np.asarray(X, dtype=float)[:, list(self.positions)]
+
+
 def share_counts(columns: list[str], meanings: dict[str, Feature] | None = None) -> tuple[list[int], list[int]]:
     """Positions of the share columns and of the order count behind each: the catalogue's
     ``per`` (``orders_<w>d`` for a windowed share, else ``orders_lifetime``). Shares without a
@@ -136,13 +203,19 @@ class PersonaModel(ClusterMixin, BaseEstimator):
         algorithm: str = "kmeans",
         pca_components: int | None = None,
         sample_size: int = 20000,
-        bootstrap_fits: int = 2,
+        bootstrap_fits: int = 3,
         random_state: int = 42,
         n_init: int = 10,
         shrinkage: float = 1.0,
+        support: tuple[str, ...] = (),
+        clip: float | None = 3.0,
+        balance: float = 0.5,
     ):
+        self.balance = balance
         self.n_init = n_init
         self.shrinkage = shrinkage
+        self.support = support
+        self.clip = clip
         self.k = k
         self.k_range = k_range
         self.algorithm = algorithm
@@ -157,14 +230,18 @@ class PersonaModel(ClusterMixin, BaseEstimator):
         if self.shrinkage:
             shares, counts = share_counts(columns, meanings)
             steps.append(("shrink", ShrinkShares(shares, counts, self.shrinkage)))
+        clustered = [c for c in columns if c not in self.support]
         steps += [
+            ("keep", Keep([columns.index(c) for c in clustered])),
             ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
-            ("log", SignedLog(mask=skewed(columns, meanings))),
+            ("log", SignedLog(mask=skewed(clustered, meanings))),
             ("scale", StandardScaler()),
+            ("clip", Clip(self.clip)),
+            ("weigh", Weigh(group_weights(clustered, self.balance, meanings))),
         ]
         if self.pca_components:
             steps.append(
-                ("pca", PCA(n_components=min(self.pca_components, len(columns)), random_state=self.random_state))
+                ("pca", PCA(n_components=min(self.pca_components, len(clustered)), random_state=self.random_state))
             )
         return Pipeline(steps)
 
@@ -182,7 +259,8 @@ class PersonaModel(ClusterMixin, BaseEstimator):
 
     def fit(self, X: pd.DataFrame, y=None) -> PersonaModel:
         self.feature_names_ = numeric_columns(X)
-        if not self.feature_names_:
+        self.clustered_names_ = [c for c in self.feature_names_ if c not in self.support]
+        if not self.clustered_names_:
             raise ValueError("no numeric feature to cluster on")
         self.transformer_ = self._transformer(self.feature_names_)
         Z = self.transformer_.fit_transform(X[self.feature_names_])
@@ -192,6 +270,7 @@ class PersonaModel(ClusterMixin, BaseEstimator):
         scored = [self._score_k(k, sample, rng) for k in candidates]
         self.k_scores_ = pd.DataFrame([scores for scores, _ in scored]).set_index("k")
         self.k_ = self.k or self._choose_k(self.k_scores_)
+        self.stability_ = float(self.k_scores_.loc[self.k_, "stability"])
         # The restarts run on the sample; all rows then refine the best of them. Restarts on all
         # rows would cost n_init full passes, and mini-batch restarts settle in worse optima.
         centres = dict((scores["k"], fitted) for scores, fitted in scored)[self.k_]
@@ -218,10 +297,11 @@ class PersonaModel(ClusterMixin, BaseEstimator):
 
     @staticmethod
     def _choose_k(scores: pd.DataFrame) -> int:
-        """The best silhouette among the stable ks (bootstrap ARI >= STABLE_ARI), else the most stable."""
+        """Among the stable ks (bootstrap ARI >= STABLE_ARI), the largest whose silhouette ties
+        the best (within SILHOUETTE_TIE); with no stable k, the most stable."""
         stable = scores[scores["stability"] >= STABLE_ARI]
         if len(stable):
-            return int(stable["silhouette"].idxmax())
+            return int(stable.index[stable["silhouette"] >= stable["silhouette"].max() - SILHOUETTE_TIE].max())
         return int(scores["stability"].idxmax())
 
     def transform(self, X: pd.DataFrame) -> np.ndarray:

@@ -1,5 +1,6 @@
 """Personas recover planted structure, carry ids across refits, and describe themselves."""
 
+import json
 from html import escape
 
 import numpy as np
@@ -9,8 +10,17 @@ from matplotlib.figure import Figure
 from sklearn.metrics import adjusted_rand_score
 
 from features.build import build_features
-from models.persona_profile import generate_name, persona_feature_columns, portrait_table
-from models.personas import ShrinkShares, share_counts, skewed
+from features.catalogue import Feature, describe
+from models.persona_profile import (
+    distinguishing,
+    generate_name,
+    name_personas,
+    persona_feature_columns,
+    portrait_table,
+    spending_power,
+    support_columns,
+)
+from models.personas import Clip, PersonaModel, ShrinkShares, group_weights, share_counts, skewed
 from models.pyfunc import StoredFit
 from portrait.dataset import open_dataset
 from portrait.errors import ConfigError
@@ -189,7 +199,7 @@ def test_shares_and_their_order_counts_come_from_the_catalogue():
     assert share_counts(["promo_share_365d", "channel_share_app"]) == ([], [])  # no count column
 
 
-def test_only_money_count_and_day_columns_are_logged():
+def test_only_money_count_day_and_ratio_columns_are_logged():
     columns = [
         "spend_365d",  # money
         "orders_lifetime",  # count
@@ -204,7 +214,8 @@ def test_only_money_count_and_day_columns_are_logged():
         "attr_household_size",  # numeric attribute, kind unknown to the catalogue: a number
         "noise",  # not a feature: a number
     ]
-    assert skewed(columns) == [True, True, True, False, False, False, False, False, False, False, True, True]
+    # ratios are heavy-tailed too (a price level of 600 times the category median on real data)
+    assert skewed(columns) == [True, True, True, False, False, True, True, True, False, True, True, True]
 
 
 def test_default_persona_features_are_window_free_or_the_longest_window():
@@ -286,12 +297,13 @@ def test_persona_page_shows_feature_labels_not_column_names(tmp_path, monkeypatc
         assert "median days since the last purchase" in shown
         assert "median_spend_365d" not in shown
     assert "- **Regulars**: share of spend on Dairy &amp; Eggs x2.00" not in page  # markdown is not HTML
-    assert "- **Regulars**: share of spend on Dairy & Eggs x2.00, spend in the last 365 days x1.20" in page
+    # the charts show how a persona shops: spend (volume, the value axis) is left out
+    assert "- **Regulars**: share of spend on Dairy & Eggs x2.00\n" in page
     # the cards' charts (one per persona), then the sizes and the heat map
     assert len(ticks) == 4
     first_card, second_card, _, heat_map = ticks
-    assert first_card[-2:] == ["share of spend on Dairy & Eggs", "spend in the last 365 days"]
-    assert second_card[-2:] == ["spend in the last 365 days", "share of spend on Dairy & Eggs"]
+    assert first_card[-1:] == second_card[-1:] == ["share of spend on Dairy & Eggs"]
+    assert "spend in the last 365 days" not in first_card + second_card
     assert {"spend in the last 365 days", "share of orders with a discount in the last 365 days"} <= set(heat_map)
     assert not {"spend_365d", "promo_share_365d", "category_share_dairy_eggs"} & {t for f in ticks for t in f}
     # the CSV keeps the column names for machines
@@ -308,13 +320,21 @@ def test_unknown_algorithm_is_refused(tmp_path):
 @pytest.mark.parametrize(
     ("lift", "orders", "expected"),
     [
-        ({"days_since_first_purchase": 0.2, "orders_365d": 0.3, "spend_365d": 0.2}, 1, "Low-spend new customers"),
+        ({"days_since_first_purchase": 0.2, "orders_365d": 0.3, "spend_365d": 0.2}, 1, "New customers"),
         ({"order_share_q4": 2.7, "overdue_ratio": 1.9, "days_since_last_purchase": 1.6}, 3, "Seasonal shoppers"),
         ({"days_since_last_purchase": 2.5, "spend_365d": 0.01}, 5, "Lapsed regulars"),
         ({"overdue_ratio": 2.0, "days_since_last_purchase": 1.0}, 6, "Lapsing regulars"),
         ({"promo_share_365d": 1.8, "price_level": 0.7}, 8, "Promotion hunters · value"),
-        ({"spend_365d": 6.9, "orders_365d": 2.9, "price_level": 1.3}, 15, "High-spend regulars · full price"),
-        ({"spend_365d": 0.3, "orders_365d": 0.5}, 4, "Low-spend occasional buyers"),
+        # the value level is not in the name (it is the spending-power axis); volume names only
+        # a persona with no distinguishing shape trait
+        ({"spend_365d": 6.9, "orders_365d": 2.9, "price_level": 1.3}, 15, "Regulars · full price"),
+        ({"spend_365d": 0.3, "orders_365d": 0.5}, 4, "Occasional buyers"),
+        ({"spend_365d": 3.0, "order_share_weekend": 1.9, "order_share_monday": 0.5}, 20, "Weekend shoppers"),
+        ({"category_share_beers_ales": 2.0, "price_level": 0.7}, 20, "Beers ales buyers · value"),
+        ({"price_level": 0.5}, 20, "Value shoppers"),  # not "Value shoppers · value"
+        # engagement is named by the event type that stands out
+        ({"interactions_per_order_365d": 3.0, "coupon_redeemed_count_365d": 4.0}, 20, "Coupon redeemers"),
+        ({"interactions_per_order_365d": 3.0, "view_count_365d": 5.0}, 20, "Browsers"),
         ({"spend_365d": 1.1, "orders_365d": 1.2}, 40, "Mainstream shoppers"),
     ],
 )
@@ -406,3 +426,210 @@ def test_a_second_concurrent_fit_of_the_same_personas_stops_at_once(tmp_path, mo
     finally:
         mlflow.set_tracking_uri(previous[0])
         mlflow.set_registry_uri(previous[1])
+
+
+def test_shape_features_leave_volume_out_and_keep_the_order_counts_as_support():
+    columns = [
+        "spend_365d",  # volume
+        "orders_lifetime",  # volume: the count behind the lifetime shares
+        "orders_365d",  # volume: the count behind promo_share_365d
+        "orders_per_month_of_tenure",  # volume although a ratio
+        "mean_days_between_orders",  # volume: the inverse of frequency
+        "days_since_last_purchase",  # state
+        "promo_share_365d",  # shape
+        "order_share_weekend",  # shape
+        "price_level",  # shape
+        "recency_share_of_tenure",  # shape: the timeline's
+        "interactions_per_order_365d",  # shape: engagement
+        "favourite_channel",  # descriptive
+    ]
+    shape = persona_feature_columns(columns, aspects=("shape",))
+    assert shape == [
+        "promo_share_365d",
+        "order_share_weekend",
+        "price_level",
+        "recency_share_of_tenure",
+        "interactions_per_order_365d",
+    ]
+    assert support_columns(shape, columns) == ["orders_lifetime", "orders_365d"]
+    assert persona_feature_columns(columns) == [c for c in columns if c != "orders_per_month_of_tenure"]
+
+
+def test_catalogue_aspects_and_groups():
+    meanings = describe(
+        [
+            "spend_365d",
+            "promo_share_365d",
+            "days_since_last_purchase",
+            "favourite_category",
+            "order_share_monday",
+            "order_share_weekend",
+            "order_share_q4",
+            "category_share_dairy",
+            "category_share_other",
+            "payday_order_share",
+        ]
+    )
+    assert {c: m.aspect for c, m in meanings.items()} == {
+        "spend_365d": "volume",
+        "promo_share_365d": "shape",
+        "days_since_last_purchase": "state",
+        "favourite_category": "descriptive",
+        "order_share_monday": "shape",
+        "order_share_weekend": "shape",
+        "order_share_q4": "shape",
+        "category_share_dairy": "shape",
+        "category_share_other": "shape",
+        "payday_order_share": "shape",
+    }
+    assert meanings["order_share_monday"].group == meanings["order_share_weekend"].group == "order_share_weekday"
+    assert meanings["category_share_dairy"].group == meanings["category_share_other"].group == "category_share"
+    assert meanings["payday_order_share"].group == "payday_order_share"  # a group of its own
+    with pytest.raises(ValueError, match="aspect 'size' is not one of"):
+        Feature("x", "value", None, "x", "orders", "1", aspect="size")
+
+
+def test_a_group_of_columns_weighs_as_one_feature():
+    columns = [
+        "order_share_monday",
+        "order_share_tuesday",
+        "order_share_weekend",
+        "order_share_q1",
+        "promo_share_365d",
+        "noise",
+    ]
+    np.testing.assert_allclose(
+        group_weights(columns, 0.5), [1 / np.sqrt(3), 1 / np.sqrt(3), 1 / np.sqrt(3), 1.0, 1.0, 1.0]
+    )
+    np.testing.assert_allclose(group_weights(columns, 0.0), np.ones(6))
+
+
+def test_support_columns_shrink_the_shares_and_are_not_clustered():
+    frame = pd.DataFrame(
+        {
+            "promo_share_365d": [1.0, 0.0, 0.5, 0.5],
+            "orders_365d": [1, 1, 10, 10],
+        }
+    )
+    model = PersonaModel(k=2, support=("orders_365d",), shrinkage=1.0, clip=None, balance=0.0, n_init=2).fit(frame)
+    assert model.feature_names_ == ["promo_share_365d", "orders_365d"]
+    assert model.clustered_names_ == ["promo_share_365d"]
+    # population share 11/22 = 0.5; one order: (1 + 0.5) / 2 = 0.75 and 0.25; ten orders: 0.5
+    Z = model.transform(frame)
+    assert Z.shape == (4, 1)
+    np.testing.assert_allclose(Z[:, 0], (np.array([0.75, 0.25, 0.5, 0.5]) - 0.5) / np.std([0.75, 0.25, 0.5, 0.5]))
+
+
+def test_clipping_limits_standardised_values():
+    np.testing.assert_allclose(Clip(3.0).transform([[-5.0, 1.0, 4.0]]), [[-3.0, 1.0, 3.0]])
+    np.testing.assert_allclose(Clip(None).transform([[-5.0, 4.0]]), [[-5.0, 4.0]])
+
+
+def test_spending_power_levels_are_quintiles_of_the_positive_spend():
+    spend = pd.Series([0.0, 10.0, 20.0, 30.0, 40.0, 50.0, np.nan])
+    # quintile bounds of 10..50: 18, 26, 34, 42
+    assert spending_power(spend).tolist() == ["low", "low", "lower-middle", "middle", "upper-middle", "high", "low"]
+
+
+def test_distinguishing_features_are_non_volume_and_far_from_one():
+    lift = pd.Series(
+        {
+            "spend_365d": 3.0,  # volume: never distinguishing
+            "promo_share_365d": 1.49,  # below 1.5
+            "order_share_weekend": 1.6,
+            "price_level": 0.5,
+            "days_since_last_purchase": 0.66,  # a state, at most 0.67
+            "promo_share_90d": 3.0,  # a shorter window: repeats the 365-day share
+            "noise": 5.0,  # not a feature
+        }
+    )
+    traits = distinguishing(lift, describe(lift.index))
+    assert traits.round(2).to_dict() == {
+        "price_level": 0.5,
+        "days_since_last_purchase": 0.66,
+        "order_share_weekend": 1.6,
+    }
+
+
+def _shape_frame() -> pd.DataFrame:
+    """Two personas that differ in when they shop, not in how much; everyone buys in store."""
+    return pd.DataFrame(
+        {
+            "spend_365d": [100.0, 100.0, 100.0, 100.0],
+            "orders_lifetime": [10, 10, 10, 10],
+            "order_share_weekend": [0.9, 0.8, 0.1, 0.2],
+            "order_share_evening": [0.2, 0.2, 0.2, 0.2],
+            "price_level": [1.0, 1.0, 0.5, 0.5],
+            "favourite_channel": ["store"] * 4,
+        }
+    )
+
+
+def test_a_name_part_every_persona_shares_is_dropped():
+    names = name_personas(_shape_frame(), np.array([0, 0, 1, 1]))
+    # weekend shares 0.85 and 0.15 against 0.5: lifts 1.7 and 0.3; price levels 1.0 and 0.5 against
+    # 0.75: lifts 1.33 (full price, a suffix) and 0.67 (value, the core: not repeated as a suffix)
+    assert names == {0: "Weekend shoppers · full price", 1: "Value shoppers"}  # no "· store": everyone's
+
+
+def test_personas_with_the_same_strongest_trait_get_different_names():
+    frame = pd.DataFrame(
+        {
+            "order_share_weekend": [0.6, 0.6, 0.9] + [0.1] * 5,
+            "order_share_evening": [0.6, 0.6, 0.1] + [0.1] * 5,
+            "favourite_channel": ["store"] * 8,
+        }
+    )
+    names = name_personas(frame, np.array([0, 0, 1, 2, 2, 2, 2, 2]))
+    # weekend: mean 0.325, lifts 1.85 (0), 2.77 (1), 0.31 (2); evening: mean 0.225, lifts 2.67 (0),
+    # 0.44 (1, 2). Both 0 and 1 shop at the weekend: the name goes to the stronger, 1; 0 is named
+    # by its evenings. 2 only does less of both, which has no name: mainstream.
+    assert names == {0: "Evening shoppers", 1: "Weekend shoppers", 2: "Mainstream shoppers"}
+
+
+def test_persona_config_checks_aspects_and_clip(tmp_path):
+    path = tmp_path / "p.toml"
+    path.write_text('name = "p"\n[clustering]\naspects = ["shape", "size"]\n')
+    with pytest.raises(ConfigError, match="aspects must be a non-empty list of"):
+        load_persona_config(path)
+    path.write_text('name = "p"\n[clustering]\nclip = -1\n')
+    with pytest.raises(ConfigError, match="clip must be a positive number"):
+        load_persona_config(path)
+    path.write_text('name = "p"\n[clustering]\naspects = ["shape", "state"]\nbalance = 0.25\n')
+    config = load_persona_config(path)
+    assert (config.aspects, config.balance, config.clip) == (("shape", "state"), 0.25, 3.0)
+
+
+def test_personas_page_shows_stability_and_distinguishing_features(tmp_path):
+    table = pd.DataFrame(
+        {
+            "persona_id": [0, 1],
+            "persona_name": ["Weekend shoppers", "Value shoppers"],
+            "customers": [3, 1],
+            "share_of_customers": [0.75, 0.25],
+            "share_of_revenue": [0.9, 0.1],
+            "distinguishing_features": ["share of orders at the weekend x1.70", ""],
+            "spending_power": ["low 0%, lower-middle 0%, middle 0%, upper-middle 33%, high 67%", "low 100%"],
+        }
+    )
+    summary = {
+        "k": 2,
+        "stability_ari": 0.8123,
+        "silhouette": 0.0861,
+        "stable_from": 0.75,
+        "k_range": [2, 5],
+        "aspects": ["shape"],
+        "clustered_features": 4,
+        "customers": 4,
+        "personas_distinguished": 1,
+    }
+    paths = write_portrait(table, tmp_path, summary=summary)
+    html = paths["html"].read_text()
+    assert "Bootstrap stability (adjusted Rand index between refits on bootstrap samples): 0.81, stable" in html
+    assert "1 of 2 personas have a distinguishing feature other than volume" in html
+    assert "<li>share of orders at the weekend x1.70</li>" in html
+    assert "No distinguishing non-volume feature" in html  # the second persona, said plainly
+    assert "Spending power (the value axis): low 100%" in html
+    assert json.loads(paths["summary"].read_text())["stability_ari"] == 0.8123
+    unstable = write_portrait(table, tmp_path / "u", summary={**summary, "stability_ari": 0.6})["markdown"]
+    assert "NOT stable (below 0.75" in unstable.read_text()

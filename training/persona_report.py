@@ -1,11 +1,13 @@
 """The crowd portrait as files a marketer opens: CSV, Markdown, and one self-contained HTML page
-(sizes, a heat map of key-feature lifts, and a card per persona with a chart of what sets it
-apart). Features are shown by their catalogue label ("spend in the last 365 days"), not their
+(how the personas were found and how stable they are, sizes, a heat map of key-feature lifts,
+and a card per persona with its distinguishing non-volume features, its spending-power mix and
+a chart of what sets it apart in how it shops). Features are shown by their catalogue label ("spend in the last 365 days"), not their
 column name. Everything taken from the data is HTML-escaped: category and channel names are text
 a retailer's systems wrote, not markup."""
 
 from __future__ import annotations
 
+import json
 from html import escape
 from pathlib import Path
 
@@ -15,8 +17,8 @@ import pandas as pd
 from features.catalogue import Feature, describe, label_of
 from portrait import pages
 
-TEXT_COLUMNS = ("top_categories", "top_channels", "top_payment_methods")
-SUMMARY_COLUMNS = ("persona_id", "persona_name", "customers", "share_of_customers", "share_of_revenue") + TEXT_COLUMNS
+TEXT_COLUMNS = ("top_categories", "top_channels", "top_payment_methods", "distinguishing_features", "spending_power")
+SUMMARY_COLUMNS = ("persona_id", "persona_name", "customers", "share_of_customers", "share_of_revenue") + TEXT_COLUMNS[:3]
 CARD_FIGURES = {
     "median_spend_365d": ("median spend, last 365 days", "{:,.0f}"),
     "median_orders_365d": ("median orders, last 365 days", "{:,.0f}"),
@@ -26,8 +28,14 @@ CARD_FIGURES = {
 TOP_TRAITS = 8
 
 
-def distinguishing_traits(lifts: pd.Series, top: int = TOP_TRAITS) -> pd.Series:
-    """The features furthest from the population (by |log2 lift|), as log2 lifts."""
+def distinguishing_traits(
+    lifts: pd.Series, top: int = TOP_TRAITS, meanings: dict[str, Feature] | None = None
+) -> pd.Series:
+    """The features furthest from the population (by |log2 lift|), as log2 lifts; with
+    ``meanings``, volume features (spend, orders: the value axis) are left out, so the chart
+    shows how a persona shops rather than how much."""
+    if meanings is not None:
+        lifts = lifts[[c for c in lifts.index if c not in meanings or meanings[c].aspect != "volume"]]
     log_lift = np.log2(pd.to_numeric(lifts, errors="coerce").clip(lower=0.01)).dropna()
     return log_lift.reindex(log_lift.abs().sort_values(ascending=False).index).head(top)
 
@@ -40,6 +48,7 @@ def write_portrait(
     folder: Path,
     lifts: pd.DataFrame | None = None,
     meanings: dict[str, Feature] | None = None,
+    summary: dict | None = None,
 ) -> dict[str, Path]:
     """Writes ``personas.csv``, ``personas.md``, ``personas.html`` and, given the per-feature
     ``lifts`` (one row per persona, ``persona_id`` and ``persona_name`` then a column per
@@ -47,7 +56,9 @@ def write_portrait(
 
     The pages label features from ``meanings`` (the catalogue entries), else from the catalogue
     with the vocabulary in ``table.attrs`` (set by the portrait table), else by name alone.
-    The CSV files keep the column names."""
+    The CSV files keep the column names. ``summary`` (k, bootstrap stability, silhouette...:
+    :func:`training.personas.persona_summary`) heads the pages and goes to
+    ``persona_summary.json``."""
     folder.mkdir(parents=True, exist_ok=True)
     labels = _labels(table, lifts, meanings)
     table = table.copy()
@@ -58,10 +69,37 @@ def write_portrait(
     if lifts is not None:
         paths["lifts"] = folder / "persona_lifts.csv"
         lifts.to_csv(paths["lifts"], index=False)
-    traits = _traits_by_persona(table, lifts)
-    paths["markdown"].write_text(_markdown_page(table, traits, labels))
-    paths["html"].write_text(_html_page(table, traits, labels))
+    if summary is not None:
+        paths["summary"] = folder / "persona_summary.json"
+        paths["summary"].write_text(json.dumps(summary, indent=2))
+    known = {**describe(list(labels), vocabulary=table.attrs.get("vocabulary")), **(meanings or {})}
+    traits = _traits_by_persona(table, lifts, known)
+    paths["markdown"].write_text(_markdown_page(table, traits, labels, summary))
+    paths["html"].write_text(_html_page(table, traits, labels, summary))
     return paths
+
+
+def summary_text(summary: dict | None) -> str:
+    """One paragraph on how the personas were found and how far to trust them."""
+    if not summary:
+        return ""
+    stable = summary["stability_ari"] >= summary["stable_from"]
+    low, high = summary["k_range"]
+    chosen = f"chosen over k = {low}-{high}" if low != high else "fixed in the experiment"
+    return (
+        f"{summary['k']} personas ({chosen}) among {summary['customers']:,} customers, clustered on "
+        f"{summary['clustered_features']} features of how customers shop ({', '.join(summary['aspects'])}: "
+        "shares, timing, promotion, category mix, engagement), not how much they spend, which is the "
+        "spending-power mix of each persona. Bootstrap stability (adjusted Rand index between refits on "
+        f"bootstrap samples): {summary['stability_ari']:.2f}, "
+        + (
+            f"stable (at least {summary['stable_from']:.2f})"
+            if stable
+            else f"NOT stable (below {summary['stable_from']:.2f}: the personas may reshuffle on the next refit)"
+        )
+        + f"; silhouette {summary['silhouette']:.3f}. {summary['personas_distinguished']} of {summary['k']} "
+        "personas have a distinguishing feature other than volume (lift at least 1.5 or at most 0.67)."
+    )
 
 
 def _labels(table: pd.DataFrame, lifts: pd.DataFrame | None, meanings: dict[str, Feature] | None) -> dict[str, str]:
@@ -78,28 +116,37 @@ def _median_headers(table: pd.DataFrame, labels: dict[str, str]) -> dict[str, st
     return {c: f"median {labels.get(c[7:], c[7:])}" for c in table.columns if c.startswith("median_")}
 
 
-def _traits_by_persona(table: pd.DataFrame, lifts: pd.DataFrame | None) -> dict[int, pd.Series]:
+def _traits_by_persona(
+    table: pd.DataFrame, lifts: pd.DataFrame | None, meanings: dict[str, Feature] | None = None
+) -> dict[int, pd.Series]:
     if lifts is None:  # portraits logged before per-feature lifts were kept: key features only
         lifts = table.set_index("persona_id")[[c for c in table.columns if c.startswith("lift_")]]
         lifts.columns = [c[5:] for c in lifts.columns]
     else:
         lifts = lifts.set_index("persona_id").drop(columns="persona_name", errors="ignore")
-    return {int(persona): distinguishing_traits(row) for persona, row in lifts.iterrows()}
+    return {int(persona): distinguishing_traits(row, meanings=meanings) for persona, row in lifts.iterrows()}
 
 
 def _non_empty(table: pd.DataFrame, columns) -> list[str]:
     return [c for c in columns if c in table and not (table[c].isna() | (table[c].astype(str) == "")).all()]
 
 
-def _markdown_page(table: pd.DataFrame, traits: dict[int, pd.Series], labels: dict[str, str]) -> str:
-    parts = ["# Personas", "", markdown(table[_non_empty(table, SUMMARY_COLUMNS)]), ""]
+def _markdown_page(
+    table: pd.DataFrame, traits: dict[int, pd.Series], labels: dict[str, str], summary: dict | None = None
+) -> str:
+    parts = ["# Personas", ""] + ([summary_text(summary), ""] if summary else [])
+    parts += [markdown(table[_non_empty(table, SUMMARY_COLUMNS)]), ""]
     parts += ["## Key features (median)", ""]
     medians = _median_headers(table, labels)
     parts += [markdown(table[["persona_name", *medians]].rename(columns=medians)), ""]
     mix = _non_empty(table, [c for c in table.columns if c.startswith("mix_")])
     if mix:
         parts += ["## Demographic mix", "", markdown(table[["persona_name", *mix]]), ""]
-    parts += ["## What sets each persona apart (lift against all customers)", ""]
+    shown = _non_empty(table, ["distinguishing_features", "spending_power"])
+    if shown:
+        parts += ["## Distinguishing non-volume features and spending power", ""]
+        parts += [markdown(table[["persona_name", *shown]]), ""]
+    parts += ["## What sets each persona apart in how it shops (lift against all customers)", ""]
     for row in table.itertuples():
         shown = ", ".join(
             f"{labels.get(feature, feature)} x{2**value:.2f}" for feature, value in traits[row.persona_id].items()
@@ -150,7 +197,7 @@ def _traits_chart(traits: pd.Series, labels: dict[str, str]) -> str:
     shown = [labels.get(feature, feature) for feature in traits.index]
     ax.barh(shown, traits.to_numpy(), color=np.where(traits.to_numpy() >= 0, "#c0392b", "#2e86c1"))
     ax.axvline(0, color="#444", linewidth=0.8)
-    ax.set_xlabel("log2 lift vs all customers (1 = twice the average)")
+    ax.set_xlabel("log2 lift vs all customers (1 = twice the average); spend and counts left out")
     ax.invert_yaxis()
     return _png(fig)
 
@@ -164,12 +211,22 @@ def _card(row: pd.Series, traits: pd.Series, mix: list[str], labels: dict[str, s
     described = "".join(
         f"<li>{escape(label)}: {escape(str(row[column]))}</li>"
         for column, label in (
+            ("spending_power", "Spending power (the value axis)"),
             ("top_categories", "Top categories"),
             ("top_channels", "Channels"),
             ("top_payment_methods", "Payment methods"),
         )
         if column in row and row[column]
     )
+    distinct = ""
+    if "distinguishing_features" in row:
+        items = [item for item in str(row["distinguishing_features"]).split("; ") if item]
+        distinct = (
+            "<p><b>Distinguishing non-volume features</b> (lift against all customers, at least 1.5 or at most "
+            "0.67):</p><ul>" + "".join(f"<li>{escape(item)}</li>" for item in items) + "</ul>"
+            if items
+            else "<p><b>No distinguishing non-volume feature</b> (no lift of 1.5 or more, or 0.67 or less).</p>"
+        )
     demographics = "".join(f"<li>{escape(c[4:].replace('_', ' '))}: {escape(str(row[c]))}</li>" for c in mix if row[c])
     if mix and not demographics:
         demographics = "<li>not known for anyone in this persona</li>"
@@ -178,13 +235,15 @@ def _card(row: pd.Series, traits: pd.Series, mix: list[str], labels: dict[str, s
     return (
         f"<section><h2>{name}</h2><p>{row['customers']:,} customers ({row['share_of_customers']:.0%}), "
         f"{row['share_of_revenue']:.0%} of revenue in the last 365 days</p><div class='cols'>"
-        f"<div><ul>{figures}{described}</ul>"
+        f"<div>{distinct}<ul>{figures}{described}</ul>"
         + (f"<p>Demographic mix:</p><ul>{demographics}</ul>" if demographics else "")
         + f"</div><div>{_img(_traits_chart(traits, labels), alt)}</div></div></section>"
     )
 
 
-def _html_page(table: pd.DataFrame, traits: dict[int, pd.Series], labels: dict[str, str]) -> str:
+def _html_page(
+    table: pd.DataFrame, traits: dict[int, pd.Series], labels: dict[str, str], summary: dict | None = None
+) -> str:
     mix = _non_empty(table, [c for c in table.columns if c.startswith("mix_")])
     cards = "".join(_card(row, traits[int(row["persona_id"])], mix, labels) for _, row in table.iterrows())
     medians = _median_headers(table, labels)
@@ -192,7 +251,8 @@ def _html_page(table: pd.DataFrame, traits: dict[int, pd.Series], labels: dict[s
     return pages.page(
         "Personas",
         "<h1>Personas</h1>"
-        f"<h2>Sizes</h2>{_img(_sizes_chart(table), 'Share of customers and revenue per persona')}"
+        + (f"<p>{escape(summary_text(summary))}</p>" if summary else "")
+        + f"<h2>Sizes</h2>{_img(_sizes_chart(table), 'Share of customers and revenue per persona')}"
         f"<h2>Key features against all customers</h2>{_img(_lift_heat_map(table, labels), 'Lift heat map')}"
         f"{cards}<h2>Portrait table</h2><div style='overflow-x:auto'>"
         + shown.to_html(index=False, float_format=lambda v: f"{v:,.2f}", na_rep="")

@@ -20,15 +20,16 @@ from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
 from features.build import build_features, parse_cutoff
-from features.catalogue import FAMILIES
+from features.catalogue import ASPECTS, FAMILIES
 from models.persona_profile import (
     feature_lifts,
     match_personas,
     name_personas,
     persona_feature_columns,
     portrait_table,
+    support_columns,
 )
-from models.personas import ALGORITHMS, PersonaModel, numeric_columns
+from models.personas import ALGORITHMS, STABLE_ARI, PersonaModel, numeric_columns
 from models.pyfunc import PersonaPyfunc, StoredFit, serving_frame
 from portrait.errors import ConfigError, PortraitError
 from portrait.files import atomic_write, exclusive_lock
@@ -54,6 +55,9 @@ class PersonaConfig:
     pca_components: int | None = None
     random_state: int = 42
     shrinkage: float = 1.0  # pseudo-orders pulling each share towards the population's
+    aspects: tuple[str, ...] = ("shape",)  # the catalogue aspects clustered on by default
+    clip: float | None = 3.0  # standard deviations each clustered value is clipped at
+    balance: float = 0.5  # a catalogue group of n columns weighs n ** (1 - balance) columns
 
 
 def load_persona_config(path: Path) -> PersonaConfig:
@@ -65,7 +69,18 @@ def load_persona_config(path: Path) -> PersonaConfig:
     if unknown := set(raw) - allowed:
         raise ConfigError(f"{path}: unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
     clustering = raw.get("clustering", {})
-    allowed_clustering = {"k", "k_min", "k_max", "algorithm", "pca_components", "random_state", "shrinkage"}
+    allowed_clustering = {
+        "k",
+        "k_min",
+        "k_max",
+        "algorithm",
+        "pca_components",
+        "random_state",
+        "shrinkage",
+        "aspects",
+        "clip",
+        "balance",
+    }
     if unknown := set(clustering) - allowed_clustering:
         raise ConfigError(f"{path} [clustering]: unknown keys {sorted(unknown)}; allowed: {sorted(allowed_clustering)}")
     families = tuple(raw.get("families", DEFAULT_FAMILIES))
@@ -80,6 +95,12 @@ def load_persona_config(path: Path) -> PersonaConfig:
     shrinkage = float(clustering.get("shrinkage", 1.0))
     if shrinkage < 0:
         raise ConfigError(f"{path} [clustering]: shrinkage must be >= 0, got {shrinkage}")
+    aspects = clustering.get("aspects", ["shape"])
+    if not isinstance(aspects, list) or not aspects or set(aspects) - set(ASPECTS):
+        raise ConfigError(f"{path} [clustering]: aspects must be a non-empty list of {list(ASPECTS)}, got {aspects!r}")
+    clip = clustering.get("clip", 3.0)
+    if clip is not None and (not isinstance(clip, int | float) or clip <= 0):
+        raise ConfigError(f"{path} [clustering]: clip must be a positive number of standard deviations, got {clip!r}")
     k_min, k_max = int(clustering.get("k_min", 4)), int(clustering.get("k_max", 9))
     if not 2 <= k_min <= k_max:
         raise ConfigError(f"{path} [clustering]: need 2 <= k_min <= k_max, got {k_min}, {k_max}")
@@ -97,6 +118,9 @@ def load_persona_config(path: Path) -> PersonaConfig:
         pca_components=clustering.get("pca_components"),
         random_state=int(clustering.get("random_state", 42)),
         shrinkage=shrinkage,
+        aspects=tuple(aspects),
+        clip=float(clip),
+        balance=float(clustering.get("balance", 0.5)),
     )
 
 
@@ -116,6 +140,7 @@ def fit_personas(config: PersonaConfig, features: pd.DataFrame, previous=None) -
     """Fit, then carry ids and names over from ``previous`` (a fitted :class:`PersonaFit`-like
     object with ``model`` and ``names`` and ``cluster_to_persona``) where clusters match."""
     columns = _clustered_columns(config, features)
+    support = support_columns(columns, list(features.columns)) if config.features is None else []
     model = PersonaModel(
         k=config.k,
         k_range=(config.k_min, config.k_max),
@@ -123,7 +148,10 @@ def fit_personas(config: PersonaConfig, features: pd.DataFrame, previous=None) -
         pca_components=config.pca_components,
         random_state=config.random_state,
         shrinkage=config.shrinkage,
-    ).fit(features[columns])
+        support=tuple(support),
+        clip=config.clip,
+        balance=config.balance,
+    ).fit(features[columns + support])
     clusters = model.predict(features)
     names = name_personas(features, clusters)
     cluster_to_persona = {c: c for c in range(model.k_)}
@@ -139,7 +167,15 @@ def fit_personas(config: PersonaConfig, features: pd.DataFrame, previous=None) -
 
 def _clustered_columns(config: PersonaConfig, features: pd.DataFrame) -> list[str]:
     if config.features is None:
-        return persona_feature_columns([c for c in features.columns if c != "customer_id"])
+        columns = [c for c in features.columns if c != "customer_id"]
+        chosen = persona_feature_columns(columns, aspects=config.aspects)
+        numeric = numeric_columns(features[chosen])
+        if not numeric:
+            raise ConfigError(
+                f"{config.name}: no numeric feature of aspects {list(config.aspects)} in families "
+                f"{list(config.families)}; `portrait features list` shows every feature's family"
+            )
+        return numeric
     if missing := [c for c in config.features if c not in features.columns]:
         raise ConfigError(
             f"{config.name}: features {missing} are not built by families {list(config.families)}; "
@@ -181,6 +217,24 @@ def _carry_over(model, features, clusters, names, previous):
             changes["gone"].append(persona)
     changes["gone"] += [previous.cluster_to_persona[c] for c in range(previous.model.k_) if c not in present]
     return mapping, new_names, changes
+
+
+def persona_summary(fit: PersonaFit, config: PersonaConfig) -> dict:
+    """What the personas page says about the fit as a whole: k, its bootstrap stability and
+    silhouette, what was clustered, and how many personas have a distinguishing non-volume
+    feature."""
+    chosen = fit.model.k_scores_.loc[fit.model.k_]
+    return {
+        "k": int(fit.model.k_),
+        "stability_ari": round(float(chosen["stability"]), 4),
+        "silhouette": round(float(chosen["silhouette"]), 4),
+        "stable_from": STABLE_ARI,
+        "k_range": [config.k_min, config.k_max] if config.k is None else [config.k, config.k],
+        "aspects": list(config.aspects),
+        "clustered_features": len(fit.model.clustered_names_),
+        "customers": int(len(fit.labels)),
+        "personas_distinguished": int((fit.table["distinguishing_count"] > 0).sum()),
+    }
 
 
 def previous_fit(name: str):
@@ -243,6 +297,9 @@ def _run_persona_fit(
                 "as_of": cutoff.isoformat(),
                 "algorithm": config.algorithm,
                 "shrinkage": config.shrinkage,
+                "aspects": ",".join(config.aspects),
+                "clip": config.clip,
+                "balance": config.balance,
                 "k": fit.model.k_,
                 "k_range": f"{config.k_min}-{config.k_max}",
                 "families": ",".join(config.families),
@@ -256,13 +313,20 @@ def _run_persona_fit(
             mlflow.log_metrics({"silhouette": row["silhouette"], "stability_ari": row["stability"]}, step=int(k))
         mlflow.log_metric("chosen_k", fit.model.k_)
         chosen = fit.model.k_scores_.loc[fit.model.k_]
-        mlflow.log_metrics({"persona_silhouette": chosen["silhouette"], "persona_stability": chosen["stability"]})
+        summary = persona_summary(fit, config)
+        mlflow.log_metrics(
+            {
+                "persona_silhouette": chosen["silhouette"],
+                "persona_stability": chosen["stability"],
+                "personas_distinguished": summary["personas_distinguished"],
+            }
+        )
         # promotion compares bootstrap stability: a refit must be at least as reproducible
         mlflow.set_tag("headline_metric", "persona_stability")
         mlflow.log_dict(fit.changes, "persona_changes.json")
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
-            write_portrait(fit.table, tmp, fit.lifts)
+            write_portrait(fit.table, tmp, fit.lifts, summary=summary)
             write_k_plot(fit.model.k_scores_, tmp / "k_selection.png")
             mlflow.log_artifacts(str(tmp), artifact_path="portrait")
             stored = tmp / "persona_fit.joblib"
@@ -312,4 +376,10 @@ def show_personas(name: str, alias: str, out: Path) -> dict[str, Path]:
         raise PortraitError(f"no {name!r} model with alias {alias!r}; run portrait personas fit") from None
     portrait = Path(mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path="portrait"))
     lifts = portrait / "persona_lifts.csv"  # absent from runs logged before it was kept
-    return write_portrait(pd.read_csv(portrait / "personas.csv"), out, pd.read_csv(lifts) if lifts.exists() else None)
+    summary = portrait / "persona_summary.json"  # likewise
+    return write_portrait(
+        pd.read_csv(portrait / "personas.csv"),
+        out,
+        pd.read_csv(lifts) if lifts.exists() else None,
+        summary=json.loads(summary.read_text()) if summary.exists() else None,
+    )
