@@ -410,3 +410,25 @@ def test_every_model_type_of_the_config_is_in_the_registry():
     assert candidate_types(config, with_history=True) == ("logistic",)
     assert candidate_types(parse_experiment({**BASE, "model": {"type": "blend"}}), True) == ("lightgbm", "blend")
     assert candidate_types(config, with_history=False) == ("lightgbm",)  # no value family: LightGBM only
+
+
+def test_a_validation_base_rate_far_from_the_holdouts_is_warned_about():
+    from training.evaluate import base_rate_note
+
+    assert base_rate_note(0.90, 0.94, margin=0.05) is None
+    note = base_rate_note(0.80, 0.94, margin=0.05)
+    assert note == (
+        "the calibration rows' base rate 80.0% differs from the holdout's 94.0% by more than 5.0%: "
+        "probabilities are calibrated to another level than the holdout's"
+    )
+
+
+def test_the_one_standard_error_rule_prefers_the_simpler_model_within_the_noise():
+    from training.evaluate import one_standard_error_choice
+
+    # LightGBM leads logistic by 0.002 on average, but the per-fold differences swing by more
+    noisy = {"logistic": np.array([0.80, 0.82, 0.79, 0.81]), "lightgbm": np.array([0.81, 0.81, 0.80, 0.81])}
+    assert one_standard_error_choice(noisy) == "logistic"
+    # a lead of 0.01 in every fold is no noise
+    steady = {"logistic": np.array([0.80, 0.82, 0.79, 0.81]), "lightgbm": np.array([0.81, 0.83, 0.80, 0.82])}
+    assert one_standard_error_choice(steady) == "lightgbm"
