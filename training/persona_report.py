@@ -17,8 +17,9 @@ import pandas as pd
 from features.catalogue import Feature, describe, label_of
 from portrait import pages
 
-TEXT_COLUMNS = ("top_categories", "top_channels", "top_payment_methods", "distinguishing_features", "spending_power")
-SUMMARY_COLUMNS = ("persona_id", "persona_name", "customers", "share_of_customers", "share_of_revenue") + TEXT_COLUMNS[:3]
+TOP_COLUMNS = ("top_categories", "top_channels", "top_payment_methods")
+TEXT_COLUMNS = (*TOP_COLUMNS, "distinguishing_features", "spending_power")
+SUMMARY_COLUMNS = ("persona_id", "persona_name", "customers", "share_of_customers", "share_of_revenue") + TOP_COLUMNS
 CARD_FIGURES = {
     "median_spend_365d": ("median spend, last 365 days", "{:,.0f}"),
     "median_orders_365d": ("median orders, last 365 days", "{:,.0f}"),
