@@ -89,9 +89,10 @@ def test_refit_on_a_later_cutoff_keeps_ids_of_unchanged_personas(planted, fitted
     dataset, truth = planted
     later_features, _, _ = fitted
     earlier_features = build_features(dataset, "2024-12-01", families=DEFAULT_FAMILIES)
-    first = fit_personas(CONFIG, earlier_features)
+    refit = PersonaConfig("personas", "unused", k=7)  # ids, not the k search, are under test here
+    first = fit_personas(refit, earlier_features)
     previous = StoredFit(first.model, first.names, first.cluster_to_persona)
-    second = fit_personas(CONFIG, later_features, previous)
+    second = fit_personas(refit, later_features, previous)
     before = _joined(earlier_features, first, truth).groupby("persona")["label"].agg(lambda s: s.mode()[0])
     after = _joined(later_features, second, truth).groupby("persona")["label"].agg(lambda s: s.mode()[0])
     # every planted persona is unchanged between the cutoffs, so each keeps its id and name
