@@ -62,7 +62,7 @@ def _joined(features, fit, truth):
 
 
 def test_planted_personas_are_recovered(fitted):
-    # Clustered on shape only (no spend or order counts), seed 3 at 20k: k=7, ARI 0.843; some
+    # Clustered on shape only (no spend or order counts), seed 3 at 20k: k=7, ARI 0.857; some
     # lapsing regulars whose active months included Oct-Dec join the seasonal shoppers.
     features, truth, fit = fitted
     joined = _joined(features, fit, truth)

@@ -57,7 +57,7 @@ class PersonaConfig:
     shrinkage: float = 1.0  # pseudo-orders pulling each share towards the population's
     aspects: tuple[str, ...] = ("shape",)  # the catalogue aspects clustered on by default
     clip: float | None = 3.0  # standard deviations each clustered value is clipped at
-    balance: float = 0.5  # a catalogue group of n columns weighs n ** (1 - balance) columns
+    balance: float = 0.4  # a catalogue group of n columns weighs n ** (1 - 2 * balance) columns
 
 
 def load_persona_config(path: Path) -> PersonaConfig:
@@ -120,7 +120,7 @@ def load_persona_config(path: Path) -> PersonaConfig:
         shrinkage=shrinkage,
         aspects=tuple(aspects),
         clip=float(clip),
-        balance=float(clustering.get("balance", 0.5)),
+        balance=float(clustering.get("balance", 0.4)),
     )
 
 
