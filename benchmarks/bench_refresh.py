@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -117,7 +116,6 @@ top = 5000
     started = time.perf_counter()
     done = subprocess.run([str(portrait), "refresh", str(settings)], env=env, cwd=store, check=False)
     wall = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2
     if done.returncode != 0:
         sys.exit(f"portrait refresh failed (exit {done.returncode}); outputs in {work}")
     manifest = json.loads((work / "out" / "runs" / args.as_of / "manifest.json").read_text())
@@ -127,7 +125,10 @@ top = 5000
         rows = ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}" for k, v in step["rows"].items())
         cpu, peak_gb = step.get("cpu_seconds", float("nan")), step.get("peak_rss_gb", float("nan"))
         print(f"{step['step']:<10} {step['seconds']:>8.1f} {cpu:>8.1f} {peak_gb:>8.2f}  {rows}")
-    print(f"refresh of {args.data} as of {args.as_of}: {wall:.1f} s wall, peak RSS {peak:.2f} GB (the refresh process)")
+    # The refresh resets the kernel's peak at each step (per-step figures), so the child's
+    # ru_maxrss would be the last step's: the run's peak is the largest step's.
+    peak = max(step.get("peak_rss_gb", 0.0) for step in manifest["steps"])
+    print(f"refresh of {args.data} as of {args.as_of}: {wall:.1f} s wall, peak RSS {peak:.2f} GB (its largest step)")
     print(f"outputs: {work}")
 
 
