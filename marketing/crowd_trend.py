@@ -19,6 +19,7 @@ import pandas as pd
 
 from features.build import parse_cutoff
 from marketing.crowd import Crowd, CrowdData
+from marketing.filters import parse_condition
 from marketing.population import PURCHASES_READ, Population
 from marketing.segments import SegmentStore
 from marketing.tags import Library
@@ -107,7 +108,13 @@ def _read_purchases_once(con, last: dt.date) -> None:
 def _point(dataset, con, crowd, as_of, period_start, previous, library, segments, scores_dir, manual_store) -> dict:
     """One point: the crowd found again as of ``as_of`` on the shared connection."""
     with Population(dataset, as_of, scores_dir=scores_dir, con=con) as population:
-        data = CrowdData(population, library, segments=segments, manual_store=manual_store, columns=TREND_COLUMNS)
+        # A filter's feature columns are built with the point's own (one feature build per
+        # point; asking for them later would build every column again)
+        columns = list(TREND_COLUMNS)
+        if crowd.kind == "where":
+            condition = parse_condition(crowd.value, population.schema(), behaviour=True)
+            columns += sorted(set(condition.columns) - set(columns))
+        data = CrowdData(population, library, segments=segments, manual_store=manual_store, columns=columns)
         mask = data.mask(crowd)
         members = pd.Index(data.ids[mask])
         revenue = _revenue(population, members, period_start)

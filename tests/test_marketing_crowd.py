@@ -275,6 +275,10 @@ def test_trend_points_ignore_rows_after_them():
     assert before["customers"].tolist() == [2, 3] and before["entered"].tolist()[1] == 1
     # Revenue of the second point: members' net spend from 2024-02-01: A 20, C 30, D 50.
     assert before["revenue"].tolist()[1] == pytest.approx(100.0)
+    # A filter with a behaviour term and an RFM column (always true for these buyers) finds the
+    # same crowd: its columns are built with the point's own
+    mixed = Crowd("where", "orders_lifetime >= 2 and purchased(within_days = 3650) >= 1 and rfm_f >= 1")
+    assert crowd_trend(dataset(), mixed, dates, load_library())["customers"].tolist() == [2, 3]
     with pytest.raises(PortraitError, match="outside the data's range"):
         crowd_trend(dataset(), crowd, [dt.date(2020, 1, 1)], load_library())
     with pytest.raises(PortraitError, match="week or month"):
