@@ -267,3 +267,19 @@ def test_the_model_card_is_typed_and_refuses_what_does_not_fit():
         ValueError, match="headline metric 'holdout_gini', the classification task's is 'holdout_roc_auc'"
     ):
         ModelCard(**{**card, "headline_metric": "holdout_gini"})
+
+
+def test_a_large_batch_predicts_on_every_core_with_the_same_scores(monkeypatch):
+    import os
+
+    import models.propensity as propensity
+
+    assert propensity.prediction_threads(10) == 1
+    assert propensity.prediction_threads(10**6) == (os.cpu_count() or 1)
+    frame, y = value_frame(500)
+    model = PropensityClassifier(params=FAST).fit(frame, y)
+    spend = SpendRegressor(params=FAST).fit(frame, y.astype(float))
+    one_thread = model.predict_proba(frame)[:, 1], spend.predict(frame)
+    monkeypatch.setattr(propensity, "PARALLEL_PREDICT_ROWS", 10)  # this frame counts as large
+    np.testing.assert_array_equal(model.predict_proba(frame)[:, 1], one_thread[0])
+    np.testing.assert_array_equal(spend.predict(frame), one_thread[1])
