@@ -245,20 +245,39 @@ class RankBlend(ClassifierMixin, BaseEstimator):
         return folded
 
 
-class AveragedClassifier(ClassifierMixin, BaseEstimator):
-    """The average of fitted classifiers' probabilities (and contributions): the members of a
-    cross-fit, each trained without one fold of customers and early-stopped and calibrated on
-    that fold. ``fit`` does not refit them (they are fitted already); it checks they are."""
+class _Averaged(BaseEstimator):
+    """What an average of a cross-fit's fitted members shares: ``fit`` does not refit them (they
+    are fitted already), it checks they are; contributions are the members' mean; fitted
+    attributes (``categories_``, ``feature_names_``, ...) are the first member's, which all share."""
 
     def __init__(self, members=()):
         self.members = members
 
-    def fit(self, X=None, y=None) -> AveragedClassifier:
+    def fit(self, X=None, y=None):
         if not len(self.members):
             raise ValueError("an average needs at least one fitted member")
         for member in self.members:
             check_is_fitted(member)
         self.members_ = list(self.members)
+        return self
+
+    def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
+        parts = [m.contributions(X) for m in self.members_]
+        return sum(parts[1:], parts[0]) / len(parts)
+
+    def __getattr__(self, name: str):
+        if name.endswith("_") and not name.startswith("__") and "members_" in self.__dict__:
+            return getattr(self.__dict__["members_"][0], name)
+        raise AttributeError(name)
+
+
+class AveragedClassifier(ClassifierMixin, _Averaged):
+    """The average of fitted classifiers' probabilities (and contributions): the members of a
+    cross-fit, each trained without one fold of customers and early-stopped and calibrated on
+    that fold."""
+
+    def fit(self, X=None, y=None) -> AveragedClassifier:
+        super().fit(X, y)
         self.classes_ = np.array([0, 1])
         return self
 
@@ -272,38 +291,10 @@ class AveragedClassifier(ClassifierMixin, BaseEstimator):
     def predict_uncalibrated(self, X: pd.DataFrame) -> np.ndarray:
         return np.mean([m.predict_uncalibrated(X) for m in self.members_], axis=0)
 
-    def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
-        parts = [m.contributions(X) for m in self.members_]
-        return sum(parts[1:], parts[0]) / len(parts)
 
-    def __getattr__(self, name: str):
-        # categories_, feature_names_, best_iteration_ ...: the first member's (all share them)
-        if name.endswith("_") and not name.startswith("__") and "members_" in self.__dict__:
-            return getattr(self.__dict__["members_"][0], name)
-        raise AttributeError(name)
-
-
-class AveragedRegressor(RegressorMixin, BaseEstimator):
+class AveragedRegressor(RegressorMixin, _Averaged):
     """The average of fitted regressors' predictions and contributions (a cross-fit's members)."""
-
-    def __init__(self, members=()):
-        self.members = members
-
-    def fit(self, X=None, y=None) -> AveragedRegressor:
-        if not len(self.members):
-            raise ValueError("an average needs at least one fitted member")
-        self.members_ = list(self.members)
-        return self
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         check_is_fitted(self, "members_")
         return np.mean([m.predict(X) for m in self.members_], axis=0)
-
-    def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
-        parts = [m.contributions(X) for m in self.members_]
-        return sum(parts[1:], parts[0]) / len(parts)
-
-    def __getattr__(self, name: str):
-        if name.endswith("_") and not name.startswith("__") and "members_" in self.__dict__:
-            return getattr(self.__dict__["members_"][0], name)
-        raise AttributeError(name)
