@@ -19,7 +19,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-import resource
 import time
 from collections.abc import Collection
 
@@ -41,6 +40,7 @@ from portrait.dataset import Dataset
 from portrait.engine import Engine, as_engine
 from portrait.errors import PortraitError
 from portrait.privacy import safe_attribute_columns
+from portrait.resources import cpu_seconds, peak_rss_bytes
 from portrait.sql import quote_ident
 
 log = logging.getLogger(__name__)
@@ -109,14 +109,13 @@ def _materialize(
 
 def _clock() -> tuple[float, float]:
     """Wall and CPU (user + system, every thread of the process) seconds, for the step log."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return time.perf_counter(), usage.ru_utime + usage.ru_stime
+    return time.perf_counter(), cpu_seconds()
 
 
 def _log_step(name: str, started: tuple[float, float]) -> None:
     if log.isEnabledFor(logging.DEBUG):
         wall, cpu = _clock()
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KiB on Linux
+        peak = peak_rss_bytes() / 1024**3
         log.debug(
             "feature step %s took %.1f s (%.1f s CPU; peak RSS so far %.2f GB)",
             name,

@@ -50,6 +50,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from portrait.errors import PortraitError
+from portrait.resources import duckdb_memory_limit
 
 KEY_FEATURES = (
     "days_since_last_purchase",
@@ -1222,41 +1223,6 @@ MATERIAL_ROW_GROUP = 16_384  # rows per Parquet row group: a point read decodes 
 MATERIAL_MEMORY_SHARE = 0.25
 
 
-_UNITS = {"": 1, "bytes": 1, "b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12}
-_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
-
-
-def _size_bytes(text: str) -> float:
-    """DuckDB's memory limit text ("18.8 GiB", "500MB") in bytes; infinity when unreadable."""
-    match = re.fullmatch(r"\s*([0-9.]+)\s*([A-Za-z]*)\s*", str(text))
-    if not match or match[2].lower() not in _UNITS:
-        return math.inf
-    return float(match[1]) * _UNITS[match[2].lower()]
-
-
-@contextlib.contextmanager
-def _memory_limit(con: duckdb.DuckDBPyConnection, share: float):
-    """DuckDB's memory limit lowered to ``share`` of the machine's memory (never raised) while
-    inside, then put back; it spills to its temporary directory beyond that."""
-    import os
-
-    try:
-        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        yield
-        return
-    previous = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
-    limit = max(2**30, int(physical * share))
-    if limit >= _size_bytes(previous):
-        yield  # the connection's own limit is lower already
-        return
-    con.execute(f"SET memory_limit = '{limit // 2**20}MB'")
-    try:
-        yield
-    finally:
-        con.execute(f"SET memory_limit = '{previous}'")
-
-
 def write_profile_material(
     con: duckdb.DuckDBPyConnection, dataset, as_of: dt.date, folder: Path, progress: Callable[[str], None] | None = None
 ) -> dict[str, int]:
@@ -1279,7 +1245,7 @@ def write_profile_material(
 
     Returns the row count of each table. DuckDB works within :data:`MATERIAL_MEMORY_SHARE`
     of the machine's memory meanwhile (spilling beyond it)."""
-    with _memory_limit(con, MATERIAL_MEMORY_SHARE):
+    with duckdb_memory_limit(con, MATERIAL_MEMORY_SHARE):
         return _write_profile_material(con, dataset, as_of, folder, progress)
 
 

@@ -24,7 +24,6 @@ import datetime as dt
 import json
 import os
 import re
-import resource
 import shutil
 import time
 import tomllib
@@ -37,6 +36,7 @@ import pandas as pd
 
 from portrait.errors import PortraitError
 from portrait.files import atomic_write, atomic_write_text, exclusive_lock, replace_directory
+from portrait.resources import cpu_seconds, peak_rss_bytes, reset_peak_rss
 
 LATEST = "LATEST"
 RUNS = "runs"
@@ -204,30 +204,16 @@ class StepMeter:
     its own; elsewhere the peak so far is reported."""
 
     def __init__(self) -> None:
-        with contextlib.suppress(OSError):
-            Path("/proc/self/clear_refs").write_text("5")
+        reset_peak_rss()
         self.wall = time.perf_counter()
-        self.cpu = _cpu_seconds()
+        self.cpu = cpu_seconds()
 
     def read(self) -> tuple[float, float, float]:
         return (
             round(time.perf_counter() - self.wall, 2),
-            round(_cpu_seconds() - self.cpu, 2),
-            round(_peak_rss_bytes() / 1024**3, 2),
+            round(cpu_seconds() - self.cpu, 2),
+            round(peak_rss_bytes() / 1024**3, 2),
         )
-
-
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _peak_rss_bytes() -> int:
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
 @dataclass

@@ -693,24 +693,3 @@ def test_a_run_is_loaded_in_the_background_and_served_from_files_meanwhile(world
     from_memory = build_profile("c2", sources, compute_reasons=False, in_memory=True)
     assert reader.nbytes == held  # everything a profile reads was loaded by the warm-up
     assert from_memory.model_dump() == build_profile("c2", sources, compute_reasons=False).model_dump()
-
-
-def test_the_profile_material_is_written_within_a_lower_memory_limit_that_is_put_back():
-    import duckdb
-
-    from serving.profile import _memory_limit, _size_bytes
-
-    assert _size_bytes("18.8 GiB") == pytest.approx(18.8 * 2**30)
-    assert _size_bytes("500MB") == 500e6 and _size_bytes("unreadable") == float("inf")
-    con = duckdb.connect()
-    con.execute("SET memory_limit = '1000GB'")
-
-    def limit() -> float:
-        return _size_bytes(con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0])
-
-    with _memory_limit(con, 0.001):
-        assert limit() < 1000e9 / 2  # lowered (to at least 1 GiB)
-    assert limit() == pytest.approx(1000e9, rel=0.01)  # put back
-    con.execute("SET memory_limit = '1GB'")
-    with _memory_limit(con, 0.5):
-        assert limit() == pytest.approx(1e9, rel=0.01)  # never raised
