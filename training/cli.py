@@ -8,13 +8,8 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-SPEND_HEADLINE = (
-    "holdout_gini",
-    "holdout_spearman",
-    "baseline_recent_spend_holdout_gini",
-    "baseline_rfm_holdout_gini",
-)
 COMPARED = (("roc_auc", "ROC AUC"), ("pr_auc", "PR AUC"), ("lift_at_10pct", "lift at 10%"))
+SPEND_COMPARED = (("gini", "Gini"), ("spearman", "Spearman"))
 
 
 def _load(experiment: Path, data: Path | None):
@@ -25,8 +20,9 @@ def _load(experiment: Path, data: Path | None):
 
 
 def summary_lines(summary) -> list[str]:
-    """What ``portrait train`` prints after the run: the cutoffs, the holdout, and for
-    classification the model beside each peer with the interval of its margin over the best."""
+    """What ``portrait train`` prints after the run: the cutoffs, the holdout, and the model
+    beside each peer (ROC AUC, PR AUC, lift for classification; Gini and Spearman for spend)
+    with the interval of its margin over the best peer."""
     m = summary.metrics
     lines = [
         f"run {summary.run_id} in experiment {summary.model_name} ({summary.tracking_uri})",
@@ -45,27 +41,31 @@ def summary_lines(summary) -> list[str]:
             parts.append(f"validation {summary.validation_cutoff.isoformat()}")
         parts.append(f"holdout {summary.holdout_cutoff.isoformat()}")
         lines.append(f"cutoffs: {'; '.join(parts)} (label window {summary.horizon_days} days)")
-    if "holdout_roc_auc" not in m:
-        return lines + [f"  {name:<45} {m[name]:.4f}" for name in SPEND_HEADLINE if name in m]
-    lines.append(
-        f"holdout: {summary.holdout_rows:,} customers, base rate {m['holdout_positive_rate']:.1%}"
-        + (f" ({summary.validation_scheme})" if summary.validation_scheme else "")
-    )
+    spend = "holdout_roc_auc" not in m
+    scheme = f" ({summary.validation_scheme})" if summary.validation_scheme else ""
+    if spend:
+        mean = m["holdout_total_actual"] / summary.holdout_rows if summary.holdout_rows else float("nan")
+        lines.append(f"holdout: {summary.holdout_rows:,} customers, mean spend {mean:,.2f}{scheme}")
+    else:
+        lines.append(f"holdout: {summary.holdout_rows:,} customers, base rate {m['holdout_positive_rate']:.1%}{scheme}")
+    compared, metric, title = (SPEND_COMPARED, "gini", "Gini") if spend else (COMPARED, "roc_auc", "ROC AUC")
     rows = [("model", "holdout_")] + [
         (label, f"baseline_{name}_holdout_") for name, label in summary.peer_labels.items()
     ]
     width = max(len(label) for label, _ in rows) + 2
-    lines.append(" " * (width + 2) + "".join(f"{title:>13}" for _, title in COMPARED))
+    lines.append(" " * (width + 2) + "".join(f"{heading:>13}" for _, heading in compared))
     for label, prefix in rows:
-        values = "".join(f"{m.get(prefix + key, float('nan')):>13.4f}" for key, _ in COMPARED)
+        values = "".join(f"{m.get(prefix + key, float('nan')):>13.4f}" for key, _ in compared)
         lines.append(f"  {label:<{width}}{values}")
-    if summary.best_peer and "holdout_roc_auc_margin_over_best_peer" in m:
+    if summary.best_peer and f"holdout_{metric}_margin_over_best_peer" in m:
         lines.append(
-            f"model minus the best peer ({summary.peer_labels.get(summary.best_peer, summary.best_peer)}) in ROC AUC: "
-            f"{m['holdout_roc_auc_margin_over_best_peer']:+.4f}, 95% paired bootstrap interval "
-            f"[{m['holdout_roc_auc_margin_ci_low']:+.4f}, {m['holdout_roc_auc_margin_ci_high']:+.4f}] "
+            f"model minus the best peer ({summary.peer_labels.get(summary.best_peer, summary.best_peer)}) in {title}: "
+            f"{m[f'holdout_{metric}_margin_over_best_peer']:+.4f}, 95% paired bootstrap interval "
+            f"[{m[f'holdout_{metric}_margin_ci_low']:+.4f}, {m[f'holdout_{metric}_margin_ci_high']:+.4f}] "
             f"({int(m['bootstrap_resamples']):,} resamples of the holdout customers)"
         )
+    if spend:
+        return lines + [f"note: {note}" for note in summary.notes]
     if summary.candidates:
         lines.append(f"model chosen on validation: {summary.model_type}; candidates (validation, holdout ROC AUC):")
         for name, values in summary.candidates.items():

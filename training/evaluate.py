@@ -1,7 +1,9 @@
 """Fitting a model on a time split (or customer folds) and judging it on the holdout, with the
 classic peers beside it: for classification the RFM rank score and BG/NBD, with the paired
 bootstrap interval of the model's ROC AUC margin over the best of them; for spend the RFM rank
-score and the last horizon's spend. Metrics of a peer are ``baseline_<peer>_holdout_*``."""
+score, the last horizon's spend and BG/NBD expected purchases times Gamma-Gamma expected spend,
+with the paired bootstrap interval of the model's Gini margin over the best of them. Metrics of
+a peer are ``baseline_<peer>_holdout_*``."""
 
 from __future__ import annotations
 
@@ -14,11 +16,18 @@ from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 from features.catalogue import describe, windowed
 from features.config import FeatureConfig
 from models.btyd import BTYD_FEATURES, BGNBDClassifier
+from models.gamma_gamma import GammaGammaModel
 from models.propensity import PropensityClassifier, SpendRegressor
 from models.repurchase import AveragedClassifier, AveragedRegressor, BGNBDRepurchase, LogisticRepurchase, RankBlend
 from training.config import ExperimentConfig
 from training.data import TrainingData
-from training.metrics import classification_metrics, paired_bootstrap_auc_margin, ranking_metrics, spend_metrics
+from training.metrics import (
+    classification_metrics,
+    paired_bootstrap_auc_margin,
+    paired_bootstrap_gini_margin,
+    ranking_metrics,
+    spend_metrics,
+)
 from training.splits import customer_folds
 
 BOOTSTRAP_RESAMPLES = 1000
@@ -67,6 +76,7 @@ PEER_LABELS = {
     "bgnbd": "BG/NBD P(any purchase)",
     "bgnbd_expected": "BG/NBD expected purchases",
     "recent_spend": "spend in the last horizon",
+    "bgnbd_gg": "BG/NBD x Gamma-Gamma expected spend",
 }
 
 
@@ -137,30 +147,105 @@ def recent_spend(features: pd.DataFrame, horizon_days: int, config: FeatureConfi
     return (features[spend[nearest].name] * horizon_days / nearest).clip(lower=0).to_numpy()
 
 
+# The value features the BG/NBD x Gamma-Gamma spend peer is computed from.
+SPEND_PEER_FEATURES = (*BTYD_FEATURES, "spend_lifetime")
+
+
+def bgnbd_gamma_gamma_spend(features: pd.DataFrame, horizon_days: int) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Expected spend within the horizon from the classic pair of models (Fader, Hardie & Lee
+    2005): BG/NBD expected purchases in the horizon (:class:`BGNBDClassifier`) times the
+    Gamma-Gamma expected spend per purchase (:class:`GammaGammaModel`), both fitted on the
+    history before the features' cutoff (no label is used). Returns (scores, notes).
+
+    A purchase is a day with a purchase, as for BG/NBD's frequency. The features hold a
+    customer's net spend over all their purchase days (``spend_lifetime``) but not the first
+    day's alone, so the Gamma-Gamma mean is taken over all ``n = active_days_lifetime``
+    purchase days, the first included, where the paper averages the ``x = n - 1`` repeat
+    transactions (the model is the same with ``n`` in place of ``x``; a customer with one
+    purchase day has a mean over one). Customers with no purchase yet expect no purchase
+    (score 0); a buyer whose net spend is not positive (refunds) has no transaction value to
+    condition on and gets the population mean spend per purchase, ``v p / (q - 1)``. When
+    the fit has ``q <= 1`` (infinite population mean, flagged) the spend per purchase falls
+    back to each buyer's own mean and, for those without one, the pooled mean of the others
+    (total net spend over total purchase days); the notes say so."""
+    bgnbd = BGNBDClassifier(horizon_days=horizon_days).fit(features)
+    purchases = bgnbd.expected_purchases(features)
+    days = features["active_days_lifetime"].fillna(0).to_numpy(float)
+    spend = features["spend_lifetime"].fillna(0).to_numpy(float)
+    valued = (days > 0) & (spend > 0)
+    n = np.where(valued, days, 0.0)
+    mean = np.where(valued, spend / np.where(valued, days, 1.0), np.nan)
+    notes = tuple(bgnbd.flags_)
+    if not valued.any():
+        return np.zeros(len(features)), (*notes, "no customer with positive net spend: Gamma-Gamma not fitted")
+    gamma_gamma = GammaGammaModel().fit(n, mean)
+    notes += tuple(f"Gamma-Gamma: {flag}" for flag in gamma_gamma.flags_)
+    if gamma_gamma.q_ > 1:
+        per_purchase = gamma_gamma.conditional_expected_average_spend(n, mean)
+    else:
+        pooled = spend[valued].sum() / days[valued].sum()
+        per_purchase = np.where(valued, mean, pooled)
+        notes += ("Gamma-Gamma q <= 1: spend per purchase is each buyer's own mean (the pooled mean without one)",)
+    return np.where(days > 0, purchases * per_purchase, 0.0), notes
+
+
+def spend_peers(features: pd.DataFrame, horizon_days: int, config: FeatureConfig | None = None) -> list[Peer]:
+    """The peers of a spend task, on the holdout cutoff's features: the RFM rank score, the
+    last horizon's spend and BG/NBD x Gamma-Gamma expected spend (fitted on the history
+    before the same cutoff). A peer whose inputs are not among the features is left out."""
+    peers = []
+    if set(RFM_FEATURES) <= set(features.columns):
+        peers += [
+            Peer("rfm", PEER_LABELS["rfm"], rfm_score(features)),
+            Peer("recent_spend", PEER_LABELS["recent_spend"], recent_spend(features, horizon_days, config)),
+        ]
+    if set(SPEND_PEER_FEATURES) <= set(features.columns) and (features["active_days_lifetime"] > 0).any():
+        scores, notes = bgnbd_gamma_gamma_spend(features, horizon_days)
+        peers.append(Peer("bgnbd_gg", PEER_LABELS["bgnbd_gg"], scores, notes))
+    return peers
+
+
+def spend_peer_comparison(
+    y: np.ndarray, prediction: np.ndarray, peers: list[Peer], resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
+) -> tuple[dict[str, float], dict[str, str]]:
+    """Each peer's holdout spend metrics (``baseline_<peer>_holdout_*``: Gini, Spearman, ...),
+    and the model's normalised Gini margin over the best peer (highest holdout Gini) with its
+    paired bootstrap interval (same customers and spend, customers resampled). Returns
+    (metrics, tags)."""
+    metrics: dict[str, float] = {}
+    tags: dict[str, str] = {}
+    if not peers:
+        return metrics, tags
+    for peer in peers:
+        metrics.update(spend_metrics(y, peer.scores, f"baseline_{peer.name}_holdout_"))
+        if peer.notes:
+            tags[f"peer_{peer.name}_notes"] = "; ".join(peer.notes)
+    ginis = {p.name: metrics[f"baseline_{p.name}_holdout_gini"] for p in peers}
+    if not all(np.isfinite(list(ginis.values()))):
+        return metrics, tags  # nobody spent anything in the holdout window
+    best = max(peers, key=lambda p: ginis[p.name])
+    margin, low, high = paired_bootstrap_gini_margin(y, prediction, best.scores, resamples, seed)
+    metrics |= {
+        "holdout_gini_margin_over_best_peer": margin,
+        "holdout_gini_margin_ci_low": low,
+        "holdout_gini_margin_ci_high": high,
+        "bootstrap_resamples": float(resamples),
+    }
+    tags["best_peer"] = best.name
+    return metrics, tags
+
+
 def baseline_metrics(
     holdout: pd.DataFrame, y: np.ndarray, config: ExperimentConfig, prediction: np.ndarray
 ) -> tuple[dict[str, float], dict[str, str], list[Peer]]:
     """The peers' holdout metrics beside the model's ``prediction`` (see :func:`peer_comparison`
-    for classification; spend keeps its RFM and recent-spend baselines). Returns (metrics,
-    tags, peers)."""
+    for classification, :func:`spend_peer_comparison` for spend). Returns (metrics, tags,
+    peers)."""
     if config.label.is_classification:
         peers = classification_peers(holdout, config.label.horizon_days)
         return *peer_comparison(y, prediction, peers), peers
-    if not set(RFM_FEATURES) <= set(holdout.columns):
-        return {}, {}, []
-    peers = [
-        Peer("rfm", PEER_LABELS["rfm"], rfm_score(holdout)),
-        Peer(
-            "recent_spend",
-            PEER_LABELS["recent_spend"],
-            recent_spend(holdout, config.label.horizon_days, config.features),
-        ),
-    ]
-    return (
-        {k: v for p in peers for k, v in spend_metrics(y, p.scores, f"baseline_{p.name}_holdout_").items()},
-        {},
-        peers,
-    )
+    peers = spend_peers(holdout, config.label.horizon_days, config.features)
+    return *spend_peer_comparison(y, prediction, peers), peers
 
 
 @dataclass
