@@ -209,12 +209,27 @@ class CrowdData:
         self._per_customer: dict[str, str | None] = {}
         self.definitions = _dimensions(library)
 
+    @property
+    def as_of(self):
+        return self.population.as_of
+
+    @property
+    def con(self):
+        """The connection holding the purchases read as of the date (and the per-customer tables)."""
+        return self.population.con
+
+    def apply_consent(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+        """``frame`` (with ``customer_id``) less those the consent rules leave out, and why."""
+        from portrait.privacy import apply_consent
+
+        return apply_consent(frame, self.population.dataset, self.population.con)
+
     def check_as_of(self, max_gap_days: int = 366) -> None:
         """An as-of date before any purchase, or more than a year after the last one, is a
         mistake more often than a question: say so with the data's range."""
         from marketing.population import PURCHASES_READ
 
-        first, last = self.population.con.execute(f"SELECT MIN(ts), MAX(ts) FROM {PURCHASES_READ}").fetchall()[0]
+        first, last = self.con.execute(f"SELECT MIN(ts), MAX(ts) FROM {PURCHASES_READ}").fetchall()[0]
         as_of = self.population.as_of
         if first is None:
             raise PortraitError(f"no purchase before {as_of}: the as-of date is before the data's range")
@@ -280,7 +295,7 @@ class CrowdData:
         from marketing.behaviour import behaviour_table
         from marketing.population import PURCHASES_READ
 
-        table = behaviour_table(self.population.con, [term], self.population.as_of, self.ids, purchases=PURCHASES_READ)
+        table = behaviour_table(self.con, [term], self.as_of, self.ids, purchases=PURCHASES_READ)
         return table[term.column].to_numpy()
 
     @property
@@ -397,7 +412,7 @@ class CrowdData:
         ones). Ties go to the alphabetically first value, so the result never depends on row order.
         Returned as codes aligned with :attr:`frame` (placed by row number in SQL: no string
         index of a million ids in pandas)."""
-        con = self.population.con
+        con = self.con
         rows = pd.DataFrame({"customer_id": self.ids.to_numpy(), "row": np.arange(len(self.frame), dtype="int64")})
         con.register("_crowd_rows", rows)
         result = {}
@@ -436,6 +451,32 @@ class CrowdData:
             con.unregister("_crowd_rows")
         return result
 
+    def order_mix(self) -> str:
+        """A temporary table with one row per customer with orders in the last 365 days:
+        ``orders`` (with a line of amount > 0) and ``multi``, those spanning several categories.
+        An order spans several exactly when its smallest and largest category differ: cheaper than
+        COUNT(DISTINCT category) per order, and NULL categories are ignored by both."""
+        from marketing.population import PURCHASES_READ
+
+        if "_order_mix" not in self._per_customer:
+            self.con.execute(
+                f"""CREATE OR REPLACE TEMP TABLE _crowd_order_mix AS
+                    SELECT customer_id, COUNT(*) AS orders, COUNT(*) FILTER (WHERE multi) AS multi
+                    FROM (SELECT customer_id, order_id, MIN(category) <> MAX(category) AS multi
+                          FROM {PURCHASES_READ} WHERE amount > 0 AND age <= {int(ACTIVITY_WINDOW)}
+                          GROUP BY customer_id, order_id)
+                    GROUP BY customer_id"""
+            )
+            self._per_customer["_order_mix"] = "_crowd_order_mix"
+        return self._per_customer["_order_mix"]
+
+    def drop_work_tables(self) -> None:
+        """Drop the per-customer tables (the caller's connection goes on to other work)."""
+        for name in self._per_customer.values():
+            if name is not None:
+                self.con.execute(f"DROP TABLE IF EXISTS {name}")
+        self._per_customer = {}
+
     def per_customer(self, column: str) -> str | None:
         """A temporary table with one row per customer and value of the purchases' ``column``
         (purchase lines with amount > 0): ``spend`` over all history before the as-of date,
@@ -447,7 +488,7 @@ class CrowdData:
 
         if column in self._per_customer:
             return self._per_customer[column]
-        con = self.population.con
+        con = self.con
         present = {row[0] for row in con.execute(f"DESCRIBE {PURCHASES_READ}").fetchall()}
         if column not in present:
             self._per_customer[column] = None

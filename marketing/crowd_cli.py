@@ -62,19 +62,51 @@ def _base(text: str):
     return Crowd("segment", text)
 
 
+RunOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--run",
+        help="A refresh run folder, or a refresh root (its LATEST run): read the crowd material the "
+        "refresh stored for its date instead of computing every dimension (--as-of must be the run's date).",
+    ),
+]
+
+
 @contextmanager
-def open_crowds(console, data, as_of, scores, segments_dir, file, store):
+def open_crowds(console, data, as_of, scores, segments_dir, file, store, run=None):
     from marketing.crowd import CrowdData
     from marketing.segments import SegmentStore
     from marketing.tags import load_library
 
     library = load_library(file)
+    if run is not None:
+        with progress_spinner(console, "reading the crowd material") as say:
+            crowds = _stored(run, data, as_of, library, SegmentStore(segments_dir), manual_store_path(store), say)
+            try:
+                yield crowds
+            finally:
+                crowds.close()
+        return
     with progress_spinner(console, "reading the data") as say, open_population(data, as_of, scores, say) as population:
         crowds = CrowdData(
             population, library, segments=SegmentStore(segments_dir), manual_store=manual_store_path(store), say=say
         )
         crowds.check_as_of()
         yield crowds
+
+
+def _stored(run: Path, data: Path, as_of: str, library, segments, manual_store, say):
+    from features.build import parse_cutoff
+    from marketing.crowd_material import open_stored_crowds
+    from serving.refresh import LATEST, current_run
+
+    if not run.is_dir():
+        raise PortraitError(f"run folder {run} does not exist")
+    if (run / LATEST).is_file():
+        run = current_run(run)
+    return open_stored_crowds(
+        run, data, library, as_of=parse_cutoff(as_of), segments=segments, manual_store=manual_store, say=say
+    )
 
 
 def register_crowd(app: typer.Typer, out, console) -> None:
@@ -96,6 +128,7 @@ def register_crowd(app: typer.Typer, out, console) -> None:
         segments_dir: SegmentsOption = None,
         file: TagsFileOption = None,
         store: StoreOption = None,
+        run: RunOpt = None,
     ) -> None:
         """The portrait of one crowd against a base: every dimension with shares and TGI."""
         from marketing.crowd_page import write_report
@@ -104,7 +137,7 @@ def register_crowd(app: typer.Typer, out, console) -> None:
         started = time.perf_counter()
         crowd = _crowd(segment, tag, persona, where, bought_category, within_days, everyone)
         base = _base(compare_to)
-        with open_crowds(console, data, as_of, scores, segments_dir, file, store) as crowds:
+        with open_crowds(console, data, as_of, scores, segments_dir, file, store, run) as crowds:
             crowds.say(f"finding {crowd.describe()}")
             mask, base_mask = crowds.mask(crowd), crowds.mask(base)
             report = crowd_report(
@@ -139,6 +172,7 @@ def register_crowd(app: typer.Typer, out, console) -> None:
         segments_dir: SegmentsOption = None,
         file: TagsFileOption = None,
         store: StoreOption = None,
+        run: RunOpt = None,
     ) -> None:
         """Counts, row and column percentages of two dimensions within a crowd (everyone by default)."""
         from marketing.crowd import Crowd
@@ -146,7 +180,7 @@ def register_crowd(app: typer.Typer, out, console) -> None:
 
         named = any(v is not None for v in (segment, tag, persona, where, bought_category)) or everyone
         crowd = _crowd(segment, tag, persona, where, bought_category, within_days, everyone) if named else Crowd("all")
-        with open_crowds(console, data, as_of, scores, segments_dir, file, store) as crowds:
+        with open_crowds(console, data, as_of, scores, segments_dir, file, store, run) as crowds:
             crowds.check_dimension(rows)
             crowds.check_dimension(cols)
             table = crosstab(crowds, crowds.mask(crowd), rows, cols)
@@ -170,6 +204,7 @@ def register_crowd(app: typer.Typer, out, console) -> None:
         segments_dir: SegmentsOption = None,
         file: TagsFileOption = None,
         store: StoreOption = None,
+        run: RunOpt = None,
     ) -> None:
         """The customers behind one report cell (a crowd and one dimension value)."""
         from marketing.crowd import cell_mask
@@ -177,10 +212,10 @@ def register_crowd(app: typer.Typer, out, console) -> None:
         from portrait.audit import os_user, record_export
 
         crowd = _crowd(segment, tag, persona, where, bought_category, within_days, everyone)
-        with open_crowds(console, data, as_of, scores, segments_dir, file, store) as crowds:
+        with open_crowds(console, data, as_of, scores, segments_dir, file, store, run) as crowds:
             mask = crowds.mask(crowd) & cell_mask(crowds, cell)
             written, notes = export_cell(crowds, mask, cell, out_file)
-            as_of_text = crowds.population.as_of.isoformat()
+            as_of_text = crowds.as_of.isoformat()
         try:
             record_export(
                 None,
@@ -209,6 +244,7 @@ def register_crowd(app: typer.Typer, out, console) -> None:
         segments_dir: SegmentsOption = None,
         file: TagsFileOption = None,
         store: StoreOption = None,
+        run: RunOpt = None,
     ) -> None:
         """Crowds side by side on every dimension, largest differences first, tested for significance."""
         from marketing.crowd import parse_crowd
@@ -219,7 +255,7 @@ def register_crowd(app: typer.Typer, out, console) -> None:
         chosen = [parse_crowd(text) for text in crowds_named]
         if len(set(chosen)) != len(chosen):
             raise PortraitError("each crowd may be named once")
-        with open_crowds(console, data, as_of, scores, segments_dir, file, store) as crowds:
+        with open_crowds(console, data, as_of, scores, segments_dir, file, store, run) as crowds:
             masks = {c.describe(): crowds.mask(c) for c in chosen}
             result = compare(crowds, masks)
             paths = write_compare(result, crowds, min_cell, out_dir)
@@ -293,6 +329,7 @@ def register_crowd(app: typer.Typer, out, console) -> None:
         segments_dir: SegmentsOption = None,
         file: TagsFileOption = None,
         store: StoreOption = None,
+        run: RunOpt = None,
     ) -> None:
         """Engagement against spend in four cells; exports the potential high spenders."""
         from marketing.crowd import Crowd
@@ -301,7 +338,7 @@ def register_crowd(app: typer.Typer, out, console) -> None:
         columns_for(window)
         named = any(v is not None for v in (segment, tag, persona, where)) or everyone
         crowd = _crowd(segment, tag, persona, where, None, None, everyone) if named else Crowd("all")
-        with open_crowds(console, data, as_of, scores, segments_dir, file, store) as crowds:
+        with open_crowds(console, data, as_of, scores, segments_dir, file, store, run) as crowds:
             result = quadrant(crowds, crowds.mask(crowd), window, split)
             paths, notes = write_quadrant(crowds, result, crowd.describe(), min_cell, out_dir)
         potential = int(result.cells.set_index("cell").loc[POTENTIAL, "customers"])

@@ -69,7 +69,7 @@ def write_crosstab(
     atomic_write(shown.rename(columns={"row": rows, "column": cols}), paths["csv"], csv=True)
     row_label, col_label = data.dimension_label(rows), data.dimension_label(cols)
     title = f"{row_label} by {col_label}: {crowd_name}"
-    body = f"<h1>{escape(title)}</h1><p class='note'>As of {data.population.as_of}. Colour: row percentage. "
+    body = f"<h1>{escape(title)}</h1><p class='note'>As of {data.as_of}. Colour: row percentage. "
     body += f"Counts under {min_cell} customers are shown as &lt;{min_cell}.</p>"
     body += _heat_map(table, shown, row_label, col_label) if len(table) else "<p>The crowd is empty.</p>"
     wide = shown.pivot(index="row", columns="column", values="count").reindex(
@@ -115,13 +115,13 @@ def _heat_map(table: pd.DataFrame, shown: pd.DataFrame, row_label: str, col_labe
 
 def export_cell(data: CrowdData, mask: np.ndarray, cell: str, out_file: Path) -> tuple[int, list[str]]:
     """Write the customers of ``mask`` (ids only), less those the consent rules leave out."""
-    from portrait.privacy import apply_consent, consent_note
+    from portrait.privacy import consent_note
 
     frame = pd.DataFrame({"customer_id": data.ids[mask].to_numpy()})
-    kept, left_out = apply_consent(frame, data.population.dataset, data.population.con)
+    kept, left_out = data.apply_consent(frame)
     notes = [note] if (note := consent_note(left_out)) else []
     out_file.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(kept.assign(cell=cell, as_of=data.population.as_of.isoformat()), out_file, csv=True)
+    atomic_write(kept.assign(cell=cell, as_of=data.as_of.isoformat()), out_file, csv=True)
     return len(kept), notes
 
 
@@ -244,7 +244,7 @@ def write_compare(result: Comparison, data: CrowdData, min_cell: int, out_dir: P
     figures = _figures(result, min_cell)
     names = list(result.sizes)
     intro = (
-        f"As of {data.population.as_of}. Differences are the largest minus the smallest share; 'significant' after "
+        f"As of {data.as_of}. Differences are the largest minus the smallest share; 'significant' after "
         f"Holm's correction over {int(result.table['tested'].sum()):,} chi-square tests at 5%. "
         f"{result.overlap:,} customers are in more than one crowd. Counts under {min_cell} are shown as <{min_cell}."
     )

@@ -113,7 +113,7 @@ def potential_high_spenders(data: CrowdData, result: Quadrant) -> tuple[pd.DataF
 def write_quadrant(
     data: CrowdData, result: Quadrant, crowd_name: str, min_cell: int, out_dir: Path
 ) -> tuple[dict[str, Path], list[str]]:
-    from portrait.privacy import apply_consent, consent_note
+    from portrait.privacy import consent_note
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {
@@ -128,12 +128,12 @@ def write_quadrant(
         cells[column] = np.where(hide, "", result.cells[column].map(lambda v: f"{v:.4f}"))
     atomic_write(cells, paths["csv"], csv=True)
     ranked, how = potential_high_spenders(data, result)
-    kept, left_out = apply_consent(ranked, data.population.dataset, data.population.con)
+    kept, left_out = data.apply_consent(ranked)
     notes = [how] + ([note] if (note := consent_note(left_out)) else [])
     atomic_write(kept, paths["potential"], csv=True)
     title = f"Engagement against spend: {crowd_name}"
     intro = (
-        f"As of {data.population.as_of}. Engagement: interactions in the last {result.window} days; spend: net spend "
+        f"As of {data.as_of}. Engagement: interactions in the last {result.window} days; spend: net spend "
         f"in the same days; both as percentiles within the crowd, high from the {result.split:g}th. "
         f"Counts under {min_cell} shown as &lt;{min_cell}."
     )

@@ -99,7 +99,7 @@ def crowd_report(
     report = CrowdReport(
         crowd=crowd_name,
         base=base_name,
-        as_of=data.population.as_of,
+        as_of=data.as_of,
         min_cell=min_cell,
         size=int(crowd.sum()),
         base_size=int(base.sum()),
@@ -179,13 +179,10 @@ def activity_table(frame: pd.DataFrame, crowd: np.ndarray, base: np.ndarray) -> 
 
 def line_tables(data: CrowdData, crowd: np.ndarray, base: np.ndarray):
     """Top categories and brands by the crowd's spend, and the cross-sell rate, in SQL."""
-    from marketing.population import PURCHASES_READ
-
-    con = data.population.con
+    con = data.con
     members = pd.DataFrame({"customer_id": data.ids.to_numpy(), "c": crowd, "b": base})[crowd | base]
     con.register("_crowd_members", members)
     try:
-        window = f"age <= {int(ACTIVITY_WINDOW)}"  # ts >= as_of - 365 days (features' window rule)
         tables = []
         for column in ("category", "brand"):
             per_customer = data.per_customer(column)
@@ -201,14 +198,10 @@ def line_tables(data: CrowdData, crowd: np.ndarray, base: np.ndarray):
                     WHERE recent_spend IS NOT NULL GROUP BY value"""
             ).df()
             tables.append(_top(found, int(crowd.sum()), int(base.sum())))
-        # An order spans several categories exactly when its smallest and largest differ: cheaper
-        # than COUNT(DISTINCT category) per order, and NULL categories are ignored by both.
         cross = con.execute(
-            f"""SELECT COUNT(*) FILTER (WHERE c) AS orders, COUNT(*) FILTER (WHERE c AND multi) AS multi,
-                       COUNT(*) FILTER (WHERE b) AS base_orders, COUNT(*) FILTER (WHERE b AND multi) AS base_multi
-                FROM (SELECT customer_id, order_id, MIN(category) <> MAX(category) AS multi FROM {PURCHASES_READ}
-                      WHERE amount > 0 AND {window} GROUP BY customer_id, order_id) o
-                JOIN _crowd_members m USING (customer_id)"""
+            f"""SELECT SUM(orders) FILTER (WHERE c), SUM(multi) FILTER (WHERE c),
+                       SUM(orders) FILTER (WHERE b), SUM(multi) FILTER (WHERE b)
+                FROM {data.order_mix()} o JOIN _crowd_members m USING (customer_id)"""
         ).fetchall()[0]
     finally:
         con.unregister("_crowd_members")

@@ -134,7 +134,7 @@ def build_app(settings: ServeSettings) -> FastAPI:
     def crowd_sources() -> CrowdSources:
         published = state.published()
         snap = state.snapshot(published)
-        return CrowdSources(state.data(snap), snap.as_of, published.scores)
+        return CrowdSources(state.data(snap), snap.as_of, published.scores, published.run)
 
     # Docs and schema are routes of their own (serving/routes/docs.py), behind the key.
     app = FastAPI(

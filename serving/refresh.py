@@ -44,7 +44,7 @@ LOCK = "refresh.lock"
 MANIFEST = "manifest.json"
 DEFAULT_KEEP = 7
 DEFAULT_MODELS = ["repurchase_90d", "high_value_90d", "spend_90d", "personas"]
-STEPS = ("validate", "features", "score", "rfm", "tags", "segments", "profiles", "lists")
+STEPS = ("validate", "features", "score", "rfm", "tags", "segments", "crowds", "profiles", "lists")
 _RUN_NAME = re.compile(r"\d{4}-\d{2}-\d{2}")
 _KEYS = {"data", "out", "as_of", "models", "alias", "reasons", "tags", "manual_tags", "segments", "keep", "lists"}
 _LIST_KEYS = {"name", "model", "top", "segment"}
@@ -505,6 +505,15 @@ class _Job:
         summary = {"as_of": self.config.as_of.isoformat(), "folder": str(self.config.segments), "segments": sizes}
         atomic_write_text(json.dumps(summary, indent=2), self.work / "segments" / "summary.json")
         record.rows = {name: size["customers"] for name, size in sizes.items()}
+
+    def crowds(self, record: StepRecord) -> None:
+        """The crowd material (marketing/crowd_material.py): every dimension per customer and
+        the per-customer category and brand spend, so a crowd report on this run reads no raw data."""
+        from marketing.crowd import CrowdData
+        from marketing.crowd_material import FOLDER, write_crowd_material
+
+        data = CrowdData(self.population, self.library, say=self.say)
+        record.rows = write_crowd_material(data, self.work / FOLDER)
 
     def profiles(self, record: StepRecord) -> None:
         """Per-person profile material (serving/profile.py): the last orders and events, the

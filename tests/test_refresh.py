@@ -120,6 +120,7 @@ def test_a_run_publishes_every_step_and_a_manifest(first_run):
         "rfm",
         "tags",
         "segments",
+        "crowds",
         "profiles",
         "lists",
     ]
@@ -143,6 +144,8 @@ def test_a_run_publishes_every_step_and_a_manifest(first_run):
         "segments/likely.parquet",
         "segments/frequent.parquet",
         "lists/top100.csv",
+        "crowds/meta.json",
+        "crowds/dimensions.parquet",
     ):
         assert (run / path).is_file(), path
     # the segment's members are the holders of the tag, as the run's tags table says
@@ -165,6 +168,36 @@ def test_a_run_publishes_every_step_and_a_manifest(first_run):
         assert frame.groupby("customer_id").size().max() == {"orders": 10, "events": 20}[name]
     # nothing half-made is left beside the run
     assert [p.name for p in (root / "runs").iterdir()] == [AS_OF]
+
+
+def test_a_crowd_report_on_the_run_reads_its_material_and_matches_the_data(first_run):
+    from marketing.crowd import Crowd, CrowdData
+    from marketing.crowd_material import open_stored_crowds
+    from marketing.population import Population
+    from marketing.tags import load_library
+    from portrait.dataset import open_dataset
+    from tests.test_marketing_crowd_material import assert_same_report, reports
+
+    settings, root, _, _ = first_run
+    config = load_config(settings)
+    run = root / "runs" / AS_OF
+    library, store = load_library(config.tags), SegmentStore(config.segments)
+    crowds = [
+        Crowd("segment", "frequent"),
+        Crowd("tag", "likely repurchaser"),
+        Crowd("where", "orders_lifetime >= 3 and rfm_r >= 3"),
+    ]
+    assert json.loads((run / "manifest.json").read_text())["steps"][6]["rows"]["customers"] > 2000
+    with Population(open_dataset(config.data), AS_OF, scores_dir=run / "scores") as population:
+        computed = reports(CrowdData(population, library, segments=store), crowds)
+    stored = open_stored_crowds(run, config.data, library, as_of=config.as_of, segments=store)
+    try:
+        for left, right in zip(computed, reports(stored, crowds), strict=True):
+            assert_same_report(left, right)
+        assert stored._population is None  # read from the run alone
+    finally:
+        stored.close()
+    assert all(report.size > 0 for report in computed)
 
 
 def _contents(run: Path) -> dict[str, object]:

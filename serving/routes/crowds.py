@@ -13,7 +13,8 @@ is not an export and not in the audit log; a drill-down is both.
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -38,6 +39,7 @@ class CrowdSources:
     data: Path | None
     default_as_of: str | None
     scores_dir: Path | None
+    run: Path | None = None  # a refresh run: its crowd material answers for its own date
 
 
 class Figure(BaseModel):
@@ -176,7 +178,7 @@ def build_crowds_router(
         ids, left_out = cached(
             cells,
             (crowd, cell, date, current),
-            lambda: _cell_ids(current.data, date, crowd, cell, current.scores_dir, segments_dir, tags_library),
+            lambda: _cell_ids(current, date, crowd, cell, segments_dir, tags_library),
         )
         page = ids[offset : offset + limit]
         if audit_log is not None:
@@ -213,25 +215,47 @@ def build_crowds_router(
         answer = cached(
             cache,
             (crowd, date, min_cell, current),
-            lambda: _compute(current.data, date, crowd, min_cell, current.scores_dir, segments_dir, tags_library),
+            lambda: _compute(current, date, crowd, min_cell, segments_dir, tags_library),
         )
         return CrowdPortrait(**answer)
 
     return router
 
 
-def _compute(data, as_of, crowd, min_cell, scores_dir, segments_dir, tags_library) -> dict:
-    from marketing.crowd import Crowd, CrowdData
-    from marketing.crowd_report import crowd_report, report_json
+@contextmanager
+def _crowd_data(sources: CrowdSources, as_of: str, segments_dir, tags_library) -> Iterator:
+    """The crowds as of ``as_of``: from the served run's crowd material when it holds that date
+    (and the same tag library and data set), else computed from the data set."""
+    from features.build import parse_cutoff
+    from marketing.crowd import CrowdData
+    from marketing.crowd_material import FOLDER, StoredCrowdData, material_problem
     from marketing.population import Population
     from marketing.segments import SegmentStore
     from marketing.tags import load_library
     from portrait.dataset import open_dataset
 
     library = load_library(tags_library)
-    with Population(open_dataset(data), as_of, scores_dir=scores_dir) as population:
-        crowds = CrowdData(population, library, segments=SegmentStore(segments_dir))
+    segments = SegmentStore(segments_dir)
+    dataset = open_dataset(sources.data)
+    date = parse_cutoff(as_of)
+    if sources.run is not None and not material_problem(sources.run / FOLDER, library, date, dataset.fingerprint()):
+        crowds = StoredCrowdData(sources.run, sources.data, library, segments=segments)
+        try:
+            yield crowds
+        finally:
+            crowds.close()
+        return
+    with Population(dataset, date, scores_dir=sources.scores_dir) as population:
+        crowds = CrowdData(population, library, segments=segments)
         crowds.check_as_of()
+        yield crowds
+
+
+def _compute(sources: CrowdSources, as_of, crowd, min_cell, segments_dir, tags_library) -> dict:
+    from marketing.crowd import Crowd
+    from marketing.crowd_report import crowd_report, report_json
+
+    with _crowd_data(sources, as_of, segments_dir, tags_library) as crowds:
         mask = crowds.mask(crowd)
         report = crowd_report(
             crowds,
@@ -249,22 +273,16 @@ def _compute(data, as_of, crowd, min_cell, scores_dir, segments_dir, tags_librar
     return answer
 
 
-def _cell_ids(data, as_of, crowd, cell, scores_dir, segments_dir, tags_library) -> tuple[list[str], dict[str, int]]:
+def _cell_ids(
+    sources: CrowdSources, as_of, crowd, cell, segments_dir, tags_library
+) -> tuple[list[str], dict[str, int]]:
     """The ids of the crowd's customers in ``cell``, less those the consent rules leave out."""
     import pandas as pd
 
-    from marketing.crowd import CrowdData, cell_mask
-    from marketing.population import Population
-    from marketing.segments import SegmentStore
-    from marketing.tags import load_library
-    from portrait.dataset import open_dataset
-    from portrait.privacy import apply_consent
+    from marketing.crowd import cell_mask
 
-    library = load_library(tags_library)
-    with Population(open_dataset(data), as_of, scores_dir=scores_dir) as population:
-        crowds = CrowdData(population, library, segments=SegmentStore(segments_dir))
-        crowds.check_as_of()
+    with _crowd_data(sources, as_of, segments_dir, tags_library) as crowds:
         mask = crowds.mask(crowd) & cell_mask(crowds, cell)
         frame = pd.DataFrame({"customer_id": crowds.ids[mask].to_numpy()})
-        kept, left_out = apply_consent(frame, population.dataset, population.con)
+        kept, left_out = crowds.apply_consent(frame)
     return kept["customer_id"].astype("str").tolist(), dict(left_out)

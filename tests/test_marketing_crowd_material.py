@@ -1,0 +1,174 @@
+"""The refresh's crowd material: a report read from it equals the report computed from the data
+(same crowds, same base, same numbers), and material that cannot answer says why."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from marketing.crowd import Crowd, CrowdData
+from marketing.crowd_material import (
+    FOLDER,
+    StoredCrowdData,
+    material_problem,
+    open_stored_crowds,
+    write_crowd_material,
+)
+from marketing.crowd_report import crowd_report
+from marketing.population import Population
+from marketing.tags import apply_tags, load_library, tags_file
+from portrait.dataset import open_dataset
+from portrait.errors import PortraitError
+from tests.test_marketing_crowd import AS_OF, CUSTOMERS, EVENTS, PURCHASES, run
+
+CROWDS = [
+    Crowd("all"),
+    Crowd("where", "orders_lifetime >= 2"),
+    Crowd("where", "discount_order_share > 0 and purchased(within_days = 60) >= 1"),
+    Crowd("where", "spend_30d > 10"),  # a feature the material does not hold
+    Crowd("bought_category", "Meat"),
+    Crowd("tag", "spending power: high"),
+]
+
+
+def assert_same_report(computed, stored) -> None:
+    pd.testing.assert_frame_equal(computed.dimensions, stored.dimensions)
+    pd.testing.assert_frame_equal(computed.figures, stored.figures)
+    for name in ("categories", "brands", "activity"):
+        left, right = getattr(computed, name), getattr(stored, name)
+        if left is None:
+            assert right is None, name
+        else:
+            pd.testing.assert_frame_equal(left, right, obj=name)
+    assert computed.cross_sell == pytest.approx(stored.cross_sell, nan_ok=True)
+    assert (computed.size, computed.base_size, computed.as_of) == (stored.size, stored.base_size, stored.as_of)
+
+
+def reports(data, crowds=CROWDS) -> list:
+    base = data.mask(Crowd("all"))
+    return [
+        crowd_report(data, data.mask(c), base, crowd_name=c.describe(), base_name="all", min_cell=1) for c in crowds
+    ]
+
+
+@pytest.fixture()
+def run_folder(tmp_path) -> tuple[Path, Path]:
+    """A data folder and a run folder holding its crowd material and tags as of AS_OF."""
+    from tests.conftest import write_tables
+
+    data = write_tables(tmp_path / "data", purchases=PURCHASES, events=EVENTS, customers=CUSTOMERS)
+    run_dir = tmp_path / "runs" / AS_OF
+    library = load_library()
+    with Population(open_dataset(data), AS_OF) as population:
+        write_crowd_material(CrowdData(population, library), run_dir / FOLDER)
+        tags = apply_tags(library, population).tags
+    tags_file(run_dir / "tags", dt.date.fromisoformat(AS_OF)).parent.mkdir(parents=True)
+    tags.to_parquet(tags_file(run_dir / "tags", dt.date.fromisoformat(AS_OF)), index=False)
+    return data, run_dir
+
+
+def test_a_report_from_the_material_equals_the_report_from_the_data(run_folder):
+    data, run_dir = run_folder
+    library = load_library()
+    with Population(open_dataset(data), AS_OF) as population:
+        computed = reports(CrowdData(population, library))
+    stored = open_stored_crowds(run_dir, data, library, as_of=dt.date.fromisoformat(AS_OF))
+    try:
+        # the stored columns and a tag answer without opening the data set's population
+        reports(stored, [Crowd("all"), Crowd("where", "orders_lifetime >= 2"), Crowd("tag", "spending power: high")])
+        assert stored._population is None
+        for left, right in zip(computed, reports(stored), strict=True):
+            assert_same_report(left, right)
+    finally:
+        stored.close()
+    # the hand-written crowd: A, C and D have two orders or more; D alone bought Meat twice
+    assert computed[1].size == 3 and computed[4].size == 2
+
+
+def test_material_that_cannot_answer_says_why(run_folder, tmp_path):
+    data, run_dir = run_folder
+    library = load_library()
+    folder = run_dir / FOLDER
+    fingerprint = open_dataset(data).fingerprint()
+    assert material_problem(folder, library, dt.date.fromisoformat(AS_OF), fingerprint) is None
+    with pytest.raises(PortraitError, match=r"is as of 2024-03-01, not 2024-04-01"):
+        open_stored_crowds(run_dir, data, library, as_of=dt.date(2024, 4, 1))
+    with pytest.raises(PortraitError, match="holds no crowd material"):
+        open_stored_crowds(tmp_path, data, library, as_of=dt.date.fromisoformat(AS_OF))
+    other = tmp_path / "tags.toml"
+    other.write_text(
+        '[groups.value]\nlabel = "value"\n[groups."value/spend"]\nlabel = "spend"\nexclusive = "levels"\n'
+        'feature = "spend_lifetime"\nquantiles = [0.5]\nvalues = ["low", "high"]\n'
+    )
+    with pytest.raises(PortraitError, match="another tag library's levels"):
+        open_stored_crowds(run_dir, data, load_library(other), as_of=dt.date.fromisoformat(AS_OF))
+    PURCHASES.iloc[:-1].to_csv(data / "purchases.csv", index=False)  # a line less: another data set
+    with pytest.raises(PortraitError, match="data set changed since the crowd material"):
+        open_stored_crowds(run_dir, data, library, as_of=dt.date.fromisoformat(AS_OF))
+
+
+def test_behaviour_terms_on_material_without_the_data_set_are_a_clear_error(run_folder):
+    _, run_dir = run_folder
+    stored = StoredCrowdData(run_dir, None, load_library())
+    try:
+        assert stored.mask(Crowd("where", "orders_lifetime >= 2")).sum() == 3
+        with pytest.raises(PortraitError, match=r"need the data set \(--data\)"):
+            stored.mask(Crowd("where", "purchased(within_days = 60) >= 1"))
+    finally:
+        stored.close()
+
+
+def test_crowd_report_with_run_writes_what_the_data_gives(run_folder, tmp_path):
+    data, run_dir = run_folder
+    common = ["--data", data, "--as-of", AS_OF, "--min-cell", "1", "--where", "orders_lifetime >= 2"]
+    code, output = run("crowd", "report", *common, "--out", tmp_path / "cold")
+    assert code == 0, output
+    root = run_dir.parent.parent  # a refresh root: its LATEST names the run
+    (root / "LATEST").write_text(f"runs/{AS_OF}\n")
+    code, output = run("crowd", "report", *common, "--run", root, "--out", tmp_path / "warm")
+    assert code == 0, output
+    cold, warm = (pd.read_csv(tmp_path / name / "crowd.csv", dtype=str) for name in ("cold", "warm"))
+    pd.testing.assert_frame_equal(cold, warm)
+    code, output = run(
+        "crowd", "report", *common[:2], "--as-of", "2024-02-01", *common[4:], "--run", run_dir, "--out", tmp_path / "x"
+    )
+    assert code != 0 and "is as of 2024-03-01, not 2024-02-01" in output
+
+
+def test_the_api_answers_from_the_served_runs_material(run_folder, tmp_path, monkeypatch):
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from marketing.segments import Segment, SegmentStore
+    from serving.routes.crowds import CrowdSources, build_crowds_router
+
+    data, run_dir = run_folder
+    store = SegmentStore(tmp_path / "segments")
+    store.save(Segment("repeaters", where="orders_lifetime >= 2"))
+
+    def client(run_dir):
+        app = FastAPI()
+        sources = CrowdSources(data, AS_OF, None, run_dir)
+        app.include_router(build_crowds_router(lambda: sources, segments_dir=store.folder, tags_library=None))
+        return TestClient(app)
+
+    asks = [{"segment": "repeaters", "min_cell": 1}, {"tag": "spending power: high", "min_cell": 1}]
+    cold = [client(None).get("/crowds/report", params=ask) for ask in asks]
+    import marketing.population
+
+    def no_population(*args, **kwargs):
+        raise AssertionError("the material answers without the data set's population")
+
+    # the saved segment is not in the run (evaluated from the data), the tag is
+    warm = [client(run_dir).get("/crowds/report", params=asks[0])]
+    monkeypatch.setattr(marketing.population.Population, "__init__", no_population)
+    warm.append(client(run_dir).get("/crowds/report", params=asks[1]))
+    for before, after in zip(cold, warm, strict=True):
+        assert before.status_code == after.status_code == 200, after.text
+        assert before.json() == after.json()
+    assert cold[0].json()["customers"] == 3
+    missing = client(run_dir).get("/crowds/report", params={"tag": "no such tag"})
+    assert missing.status_code == 404 and "no such tag" in missing.json()["detail"]
