@@ -113,18 +113,12 @@ class Population:
         conditions = list(conditions)
         wanted = set(columns) | {c for cond in conditions for c in cond.columns}
         names = {f.name for f in self.features if f.name in wanted} | set(RFM_INPUTS)
-        if self._frame is None or not names <= self._built:
+        if self._frame is not None and not names <= self._built:
+            self._add_features(names - self._built)
+        if self._frame is None:
             self._built |= names
             self.say(f"building {len(self._built)} features")
-            built = build_features(
-                self.dataset,
-                self.as_of,
-                self.config,
-                vocabulary=self.vocabulary,
-                only=self._built,
-                con=self.con,
-                purchases_ready=True,
-            )
+            built = self._build(self._built)
             self.say("RFM scores")
             rfm = rfm_scores(built)
             if rfm["customer_id"].equals(built["customer_id"]):  # row for row: no merge on the ids
@@ -145,6 +139,30 @@ class Population:
         if missing:
             raise PortraitError(f"these columns are not available as of {self.as_of}: {missing}")
         return frame
+
+    def _build(self, names: set[str]) -> pd.DataFrame:
+        return build_features(
+            self.dataset,
+            self.as_of,
+            self.config,
+            vocabulary=self.vocabulary,
+            only=names,
+            con=self.con,
+            purchases_ready=True,
+        )
+
+    def _add_features(self, names: set[str]) -> None:
+        """Build only the features not built yet and add them beside the others: every build has
+        the same customers in the same order (the spine does not depend on the features asked),
+        so the columns are placed row for row. Should that ever not hold, everything is rebuilt."""
+        self.say(f"building {len(names)} more features")
+        built = self._build(names)
+        if not built["customer_id"].equals(self._frame["customer_id"]):
+            self._frame = None  # rebuilt whole by the caller
+            return
+        added = [c for c in built.columns if c not in self._frame.columns]
+        self._frame = pd.concat([self._frame, built[added].set_axis(self._frame.index)], axis=1)
+        self._built |= names
 
     def _score_columns(self) -> list[str]:
         if self.scores is None:

@@ -172,3 +172,18 @@ def test_the_api_answers_from_the_served_runs_material(run_folder, tmp_path, mon
     assert cold[0].json()["customers"] == 3
     missing = client(run_dir).get("/crowds/report", params={"tag": "no such tag"})
     assert missing.status_code == 404 and "no such tag" in missing.json()["detail"]
+
+
+def test_features_asked_later_are_built_alone_and_placed_row_for_row(run_folder, monkeypatch):
+    data, _ = run_folder
+    with Population(open_dataset(data), AS_OF) as population:
+        whole = population.frame(columns=["orders_lifetime", "spend_30d", "view_count_365d"])
+    with Population(open_dataset(data), AS_OF) as population:
+        population.frame(columns=["orders_lifetime"])
+        asked = []
+        build = population._build
+        monkeypatch.setattr(population, "_build", lambda names: asked.append(set(names)) or build(names))
+        later = population.frame(columns=["spend_30d", "view_count_365d"])
+    assert asked == [{"spend_30d", "view_count_365d"}]  # not the features built before
+    pd.testing.assert_frame_equal(later[whole.columns], whole)
+    assert list(whole.set_index("customer_id")["spend_30d"].round(2).items())[:2] == [("A", 20.0), ("B", 100.0)]

@@ -4,10 +4,12 @@ files are (counts under ``min_cell`` as ``"<N"``, figures from them blank). ``GE
 ids, a page at a time, less those the consent rules leave out, recorded in the audit log like
 every export (``portrait crowd export`` is the same from the command line).
 
-Unlike the stored tables the other routes serve, a portrait is computed on request from the
-data set, as of the scores' date unless ``as_of`` is given (point-in-time: data before that
-date only), and the last few answers are kept in memory. On a large data set the first answer
-for a crowd takes as long as ``portrait crowd report``. A report holds counts, never ids, so it
+A portrait is computed on request, as of the scores' date unless ``as_of`` is given
+(point-in-time: data before that date only), and the last few answers are kept in memory.
+Served from a refresh root (``--runs``), the run's crowd material answers for the run's date
+(marketing/crowd_material.py): a mask and a few group-bys. Otherwise, or for another date, it
+is computed from the data set, and on a large one the first answer for a crowd takes as long as
+``portrait crowd report``. A report holds counts, never ids, so it
 is not an export and not in the audit log; a drill-down is both.
 """
 
