@@ -17,6 +17,8 @@ What is stored (all as of the run's date, data before it only):
   and spend and units over the last 365 days (what the top categories and brands read);
 - ``order_mix.parquet``: per customer, orders of the last 365 days and those spanning several
   categories (the cross-sell rate);
+- ``lines.parquet``: the purchase lines before the date, as the features read them (identities
+  merged, bad and repeated rows out), which behaviour terms on purchases read;
 - ``meta.json``: the date, the data set's fingerprint, the tag library's level groups (the
   spending power and buyer level dimensions depend on them), the condition schema, the
   dimension labels and categories.
@@ -24,8 +26,8 @@ What is stored (all as of the run's date, data before it only):
 A :class:`StoredCrowdData` answers like :class:`~marketing.crowd.CrowdData`. Tags, saved
 segments and personas come from the run's own tables; a ``--where`` filter on the stored columns
 is evaluated on them; anything else (other features, behaviour terms, a segment the run did not
-refresh, consent for an export) opens the data set as of the run's date, as a report without the
-material would.
+refresh, consent for an export, behaviour terms on events or on a column the lines do not hold)
+opens the data set as of the run's date, as a report without the material would.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ import pandas as pd
 
 from marketing.crowd import CrowdData, Dimension, level_groups
 from marketing.filters import Schema, evaluate, parse_condition
-from marketing.population import Population
+from marketing.population import PURCHASES_READ, Population
 from marketing.segments import SegmentStore
 from marketing.tags import Library, tags_file
 from portrait.errors import PortraitError
@@ -51,8 +53,9 @@ from portrait.sql import quote_literal
 
 FOLDER = "crowds"
 META = "meta.json"
+LINES = "lines.parquet"
 LINE_COLUMNS = ("category", "brand")
-FORMAT = 1  # bumped when what is stored changes; older material is not read
+FORMAT = 2  # bumped when what is stored changes; older material is not read
 
 
 def levels_fingerprint(library: Library) -> str:
@@ -68,7 +71,12 @@ def write_crowd_material(data: CrowdData, folder: Path) -> dict[str, int]:
     dims = data.dimensions
     data.say("writing the crowd material")
     atomic_write(frame, folder / "frame.parquet")
-    codes = pd.DataFrame({name: dims[name].cat.codes.to_numpy().astype("int16") for name in dims.columns})
+    codes = pd.DataFrame(
+        {
+            "customer_id": frame["customer_id"].to_numpy(),  # with each row, so a rewrite keeps them together
+            **{name: dims[name].cat.codes.to_numpy().astype("int16") for name in dims.columns},
+        }
+    )
     atomic_write(codes, folder / "dimensions.parquet")
     con = data.con
     counts = {"customers": int(len(frame))}
@@ -79,6 +87,9 @@ def write_crowd_material(data: CrowdData, folder: Path) -> dict[str, int]:
         with atomic_target(folder / f"by_{column}.parquet") as tmp:
             con.execute(f"COPY (SELECT * FROM {table}) TO '{tmp}' (FORMAT PARQUET)")
         counts[f"by_{column}"] = int(con.execute(f"SELECT COUNT(*) FROM {table}").fetchall()[0][0])
+    with atomic_target(folder / LINES) as tmp:  # what behaviour terms read: the lines before the date
+        con.execute(f"COPY (SELECT * EXCLUDE (age) FROM {PURCHASES_READ}) TO '{tmp}' (FORMAT PARQUET)")
+    counts["lines"] = int(con.execute(f"SELECT COUNT(*) FROM {PURCHASES_READ}").fetchall()[0][0])
     with atomic_target(folder / "order_mix.parquet") as tmp:
         con.execute(f"COPY (SELECT * FROM {data.order_mix()}) TO '{tmp}' (FORMAT PARQUET)")
     population = data.population
@@ -90,6 +101,7 @@ def write_crowd_material(data: CrowdData, folder: Path) -> dict[str, int]:
         "has_events": data.has_events,
         "schema": population.schema(models=False).kinds,
         "attribute_features": data.attribute_features(),
+        "lines_columns": [row[0] for row in con.execute(f"DESCRIBE {PURCHASES_READ}").fetchall() if row[0] != "age"],
         "dimensions": {
             name: {
                 "label": data.dimension_label(name),
@@ -205,6 +217,8 @@ class StoredCrowdData(CrowdData):
     def dimensions(self) -> pd.DataFrame:
         if self._dims is None:
             codes = read_parquet(self.folder / "dimensions.parquet")
+            if not codes["customer_id"].astype("str").equals(self.ids):  # rows in the frame's order
+                codes = codes.set_index(codes["customer_id"].astype("str")).reindex(self.ids).reset_index(drop=True)
             self._dims = pd.DataFrame(
                 {
                     name: pd.Categorical.from_codes(
@@ -280,14 +294,24 @@ class StoredCrowdData(CrowdData):
             from marketing.behaviour import behaviour_table
 
             self.say(f"computing {len(set(condition.terms))} behaviour condition(s) in SQL")
-            behaviour = behaviour_table(self._dataset_con(), condition.terms, self.as_of, self.ids)
+            behaviour = behaviour_table(self._terms_con(condition.terms), condition.terms, self.as_of, self.ids)
             frame = pd.concat([frame.reset_index(drop=True), behaviour.drop(columns="customer_id")], axis=1)
         return evaluate(condition, frame).to_numpy(bool)
 
     def _behaviour(self, term) -> np.ndarray:
         from marketing.behaviour import behaviour_table
 
-        return behaviour_table(self._dataset_con(), [term], self.as_of, self.ids)[term.column].to_numpy()
+        return behaviour_table(self._terms_con([term]), [term], self.as_of, self.ids)[term.column].to_numpy()
+
+    def _terms_con(self, terms) -> duckdb.DuckDBPyConnection:
+        """Where behaviour terms are read: the stored purchase lines when every term is on
+        purchases and filters on columns they hold, else the data set."""
+        lines = self.folder / LINES
+        stored = set(self.meta.get("lines_columns", ()))
+        if lines.is_file() and all(t.table == "purchases" and {c for c, _ in t.filters} <= stored for t in terms):
+            self._view("purchases", lines)
+            return self.con
+        return self._dataset_con()
 
     def apply_consent(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
         from portrait.dataset import open_dataset

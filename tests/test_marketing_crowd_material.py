@@ -110,13 +110,17 @@ def test_material_that_cannot_answer_says_why(run_folder, tmp_path):
         open_stored_crowds(run_dir, data, library, as_of=dt.date.fromisoformat(AS_OF))
 
 
-def test_behaviour_terms_on_material_without_the_data_set_are_a_clear_error(run_folder):
+def test_purchase_terms_read_the_stored_lines_and_event_terms_need_the_data_set(run_folder):
     _, run_dir = run_folder
     stored = StoredCrowdData(run_dir, None, load_library())
     try:
-        assert stored.mask(Crowd("where", "orders_lifetime >= 2")).sum() == 3
+        # the lines before the date: A (2024-02-01), B (02-05), C (02-20) and D (02-01) bought in
+        # the last 60 days; only C and D bought Meat ever, and the line at the date is not read
+        assert stored.mask(Crowd("where", "purchased(within_days = 60) >= 1")).tolist() == [1, 1, 1, 1, 0]
+        assert stored.mask(Crowd("bought_category", "Meat")).tolist() == [0, 0, 1, 1, 0]
+        assert stored._population is None and stored._raw_con is None
         with pytest.raises(PortraitError, match=r"need the data set \(--data\)"):
-            stored.mask(Crowd("where", "purchased(within_days = 60) >= 1"))
+            stored.mask(Crowd("where", "events(type = 'view', within_days = 60) >= 1"))
     finally:
         stored.close()
 
