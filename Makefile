@@ -44,6 +44,8 @@ demo: $(STAMP)
 	$(BIN)/portrait crowd report --segment big_spenders_going_quiet --segments $(SEGMENTS) --data $(DEMO_DATA) \
 		--as-of 2018-01-02 --scores $(OUT)/scores --out $(OUT)/crowds/big_spenders_going_quiet
 	$(BIN)/portrait refresh refresh.toml
+	$(BIN)/portrait crowd report --tag 'spending power: high' --data $(DEMO_DATA) --as-of 2018-01-02 \
+		--run outputs/refresh --out $(OUT)/crowds/spending_power_high
 	@echo
 	@echo "Demo outputs:"
 	@echo "  data set in the contract:  $(DEMO_DATA)/"
@@ -56,6 +58,7 @@ demo: $(STAMP)
 	@echo "  tags of every customer:    $(OUT)/tags/tags_2018-01-02.parquet (+ .summary.json)"
 	@echo "  saved segments, export:    $(SEGMENTS)/, $(OUT)/exports/quiet_milk_buyers.csv"
 	@echo "  crowd portraits (pages):   $(OUT)/crowds/all/crowd.html, $(OUT)/crowds/big_spenders_going_quiet/crowd.html"
+	@echo "  crowd portrait from the run: $(OUT)/crowds/spending_power_high/crowd.html (read from the refresh's crowd material)"
 	@echo "  nightly refresh (one run): outputs/refresh/LATEST -> runs/2018-01-02, manifest outputs/refresh/runs/2018-01-02/manifest.json"
 	@echo "  HTTP API:                  $(BIN)/portrait serve --scores $(OUT)/scores --segments $(SEGMENTS) --tags $(OUT)/tags  (then http://127.0.0.1:8000/docs)"
 	@echo "  MLflow runs and models:    mlflow.db, mlartifacts/  (browse: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db)"
