@@ -13,7 +13,7 @@ written with ``gammaln``/``betaln``::
     log L = log G(r+x) - log G(r) + r log(alpha) + log[ B(a, b+x)/B(a, b) (alpha+T)^-(r+x)
             + [x > 0] B(a+1, b+x-1)/B(a, b) (alpha+t_x)^-(r+x) ]
 
-maximised by L-BFGS-B over the logs of the four parameters (bounded to +-:data:`LOG_BOUND`), on
+maximised by L-BFGS-B over the logs of the four parameters (bounded to +-:data:`models.likelihood.LOG_BOUND`), on
 the distinct ``(x, t_x, T)`` triplets weighted by their count. On the CDNOW sample (2,357
 customers, 39-week calibration) it gives the published r=0.243, alpha=4.414, a=0.793, b=2.426
 (tested within 2%).
@@ -62,14 +62,13 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import minimize
 from scipy.special import betainc, betaln, digamma, expit, gammaln, hyp2f1, roots_legendre
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
+from models.likelihood import bound_flags, guarded, minimise_log_parameters
+
 WEEK_DAYS = 7.0
-LOG_BOUND = 15.0  # parameters live in [exp(-15), exp(15)] = [3e-7, 3.3e6]
-AT_BOUND = 1e-3  # a log-parameter this close to its bound is "at the bound"
 NO_DROPOUT_LR = 3.84  # likelihood ratio against the NBD (no dropout) below which dropout is not evidenced
 PARAMETERS = ("r", "alpha", "a", "b")
 # The feature catalogue's columns the BTYD inputs are computed from (features/catalogue.py).
@@ -173,20 +172,9 @@ def _nbd_log_likelihood(x, T, weights, max_iter: int) -> float:
             values = gammaln(r + x) - gammaln(r) + r * np.log(alpha) - (r + x) * np.log(alpha + T)
             d_r = digamma(r + x) - digamma(r) + np.log(alpha) - np.log(alpha + T)
             d_alpha = r / alpha - (r + x) / (alpha + T)
-        value, gradient = -float(weights @ values), -np.array([weights @ d_r * r, weights @ d_alpha * alpha])
-        if not (np.isfinite(value) and np.isfinite(gradient).all()):
-            return 1e300, np.zeros(2)
-        return value, gradient
+        return guarded(-float(weights @ values), -np.array([weights @ d_r * r, weights @ d_alpha * alpha]))
 
-    start = np.log([1.0, max(float(np.mean(T)), 1e-3)])
-    result = minimize(
-        objective,
-        start,
-        jac=True,
-        method="L-BFGS-B",
-        bounds=[(-LOG_BOUND, LOG_BOUND)] * 2,
-        options={"maxiter": max_iter},
-    )
+    result = minimise_log_parameters(objective, [1.0, max(float(np.mean(T)), 1e-3)], max_iter)
     return -float(result.fun)
 
 
@@ -214,29 +202,17 @@ class BetaGeoModel(BaseEstimator):
         def objective(log_params):
             with np.errstate(all="ignore"):
                 values, gradients = _log_likelihood_and_gradient(log_params, ux, ut, uT)
-            value, gradient = -float(weights @ values), -(weights @ gradients)
-            if not (np.isfinite(value) and np.isfinite(gradient).all()):
-                return 1e300, np.zeros(4)  # outside where the likelihood can be evaluated: go back
-            return value, gradient
+            return guarded(-float(weights @ values), -(weights @ gradients))
 
-        start = np.log([1.0, max(float(np.mean(T)), 1e-3), 1.0, 1.0])
-        result = minimize(
-            objective,
-            start,
-            jac=True,
-            method="L-BFGS-B",
-            bounds=[(-LOG_BOUND, LOG_BOUND)] * 4,
-            options={"maxiter": self.max_iter, "ftol": 1e-13, "gtol": 1e-8},
-        )
+        start = [1.0, max(float(np.mean(T)), 1e-3), 1.0, 1.0]
+        result = minimise_log_parameters(objective, start, self.max_iter, ftol=1e-13, gtol=1e-8)
         self.r_, self.alpha_, self.a_, self.b_ = (float(v) for v in np.exp(result.x))
         self.log_likelihood_ = -float(result.fun)
         self.n_customers_ = len(x)
         flags = []
         if not (x > 0).any():
             flags.append("nobody made a repeat purchase: purchase rates and dropout cannot be estimated")
-        for name, value in zip(PARAMETERS, result.x, strict=True):
-            if abs(abs(value) - LOG_BOUND) < AT_BOUND:
-                flags.append(f"{name} is at its {'upper' if value > 0 else 'lower'} bound {np.exp(value):.3g}")
+        flags += bound_flags(PARAMETERS, result.x)
         if (x > 0).any():
             self.nbd_log_likelihood_ = _nbd_log_likelihood(ux, uT, weights, self.max_iter)
             if 2 * (self.log_likelihood_ - self.nbd_log_likelihood_) < NO_DROPOUT_LR:

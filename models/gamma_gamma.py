@@ -14,7 +14,7 @@ Fitting is maximum likelihood of the mean values given ``x`` (the paper's equati
     log f(m | p, q, v, x) = log G(p x + q) - log G(p x) - log G(q) + q log v
                             + (p x - 1) log m + p x log x - (p x + q) log(v + m x)
 
-maximised by L-BFGS-B over the logs of the three parameters (bounded to +-:data:`LOG_BOUND`),
+maximised by L-BFGS-B over the logs of the three parameters (bounded to +-:data:`models.likelihood.LOG_BOUND`),
 with its analytic gradient. Only customers with ``x > 0`` carry information (a mean of no
 transactions is no value). On the CDNOW sample (the 946 of 2,357 customers with a repeat
 purchase in the 39-week calibration period, the mean of their repeat transactions, several
@@ -43,13 +43,12 @@ where ``x > 0``, no customer with ``x > 0``) raises ``ValueError``.
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import minimize
 from scipy.special import digamma, gammaln
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
-LOG_BOUND = 15.0  # parameters live in [exp(-15), exp(15)] = [3e-7, 3.3e6]
-AT_BOUND = 1e-3  # a log-parameter this close to its bound is "at the bound"
+from models.likelihood import bound_flags, guarded, minimise_log_parameters
+
 PARAMETERS = ("p", "q", "v")
 
 
@@ -129,29 +128,17 @@ class GammaGammaModel(BaseEstimator):
         def objective(log_params):
             with np.errstate(all="ignore"):
                 values, gradients = _log_likelihood_and_gradient(log_params, ux, um)
-            value, gradient = -float(weights @ values), -(weights @ gradients)
-            if not (np.isfinite(value) and np.isfinite(gradient).all()):
-                return 1e300, np.zeros(3)  # outside where the likelihood can be evaluated: go back
-            return value, gradient
+            return guarded(-float(weights @ values), -(weights @ gradients))
 
         # Start from p = 1, q = 2 and v at the customers' average mean value, so that the
         # population mean v p/(q-1) starts at that average.
-        start = np.log([1.0, 2.0, max(float(np.average(um, weights=weights)), 1e-6)])
-        result = minimize(
-            objective,
-            start,
-            jac=True,
-            method="L-BFGS-B",
-            bounds=[(-LOG_BOUND, LOG_BOUND)] * 3,
-            options={"maxiter": self.max_iter, "ftol": 1e-12, "gtol": 1e-6},
-        )
+        start = [1.0, 2.0, max(float(np.average(um, weights=weights)), 1e-6)]
+        result = minimise_log_parameters(objective, start, self.max_iter, ftol=1e-12, gtol=1e-6)
         self.p_, self.q_, self.v_ = (float(v) for v in np.exp(result.x))
         self.log_likelihood_ = -float(result.fun)
         self.n_customers_ = int(counted.sum())
         flags = []
-        for name, value in zip(PARAMETERS, result.x, strict=True):
-            if abs(abs(value) - LOG_BOUND) < AT_BOUND:
-                flags.append(f"{name} is at its {'upper' if value > 0 else 'lower'} bound {np.exp(value):.3g}")
+        flags += bound_flags(PARAMETERS, result.x)
         if self.q_ <= 1:
             flags.append(
                 f"q = {self.q_:.3g} <= 1: the population mean spend v p/(q-1) is infinite (a heavy tail of "

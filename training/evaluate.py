@@ -117,20 +117,30 @@ def peer_comparison(
     """Each peer's holdout ranking metrics (``baseline_<peer>_holdout_*``), and the model's ROC
     AUC margin over the best peer (highest holdout AUC) with its paired bootstrap interval
     (same customers and labels, customers resampled). Returns (metrics, tags)."""
+    if not peers or len(np.unique(y)) < 2:
+        return {}, {}
+    return _compared(y, prediction, peers, ranking_metrics, "roc_auc", paired_bootstrap_auc_margin, resamples, seed)
+
+
+def _compared(y, prediction, peers: list[Peer], peer_metrics, metric: str, bootstrap, resamples: int, seed: int):
+    """Each peer's ``peer_metrics`` (``baseline_<peer>_holdout_*``) and the model's margin in
+    ``metric`` over the best peer (highest holdout ``metric``) with ``bootstrap``'s paired
+    interval; nothing more when a peer's ``metric`` is not finite (e.g. nobody spent)."""
     metrics: dict[str, float] = {}
     tags: dict[str, str] = {}
-    if not peers or len(np.unique(y)) < 2:
-        return metrics, tags
     for peer in peers:
-        metrics.update(ranking_metrics(y, peer.scores, f"baseline_{peer.name}_holdout_"))
+        metrics.update(peer_metrics(y, peer.scores, f"baseline_{peer.name}_holdout_"))
         if peer.notes:
             tags[f"peer_{peer.name}_notes"] = "; ".join(peer.notes)
-    best = max(peers, key=lambda p: metrics[f"baseline_{p.name}_holdout_roc_auc"])
-    margin, low, high = paired_bootstrap_auc_margin(y, prediction, best.scores, resamples, seed)
+    values = {p.name: metrics[f"baseline_{p.name}_holdout_{metric}"] for p in peers}
+    if not all(np.isfinite(list(values.values()))):
+        return metrics, tags
+    best = max(peers, key=lambda p: values[p.name])
+    margin, low, high = bootstrap(y, prediction, best.scores, resamples, seed)
     metrics |= {
-        "holdout_roc_auc_margin_over_best_peer": margin,
-        "holdout_roc_auc_margin_ci_low": low,
-        "holdout_roc_auc_margin_ci_high": high,
+        f"holdout_{metric}_margin_over_best_peer": margin,
+        f"holdout_{metric}_margin_ci_low": low,
+        f"holdout_{metric}_margin_ci_high": high,
         "bootstrap_resamples": float(resamples),
     }
     tags["best_peer"] = best.name
@@ -212,27 +222,9 @@ def spend_peer_comparison(
     and the model's normalised Gini margin over the best peer (highest holdout Gini) with its
     paired bootstrap interval (same customers and spend, customers resampled). Returns
     (metrics, tags)."""
-    metrics: dict[str, float] = {}
-    tags: dict[str, str] = {}
     if not peers:
-        return metrics, tags
-    for peer in peers:
-        metrics.update(spend_metrics(y, peer.scores, f"baseline_{peer.name}_holdout_"))
-        if peer.notes:
-            tags[f"peer_{peer.name}_notes"] = "; ".join(peer.notes)
-    ginis = {p.name: metrics[f"baseline_{p.name}_holdout_gini"] for p in peers}
-    if not all(np.isfinite(list(ginis.values()))):
-        return metrics, tags  # nobody spent anything in the holdout window
-    best = max(peers, key=lambda p: ginis[p.name])
-    margin, low, high = paired_bootstrap_gini_margin(y, prediction, best.scores, resamples, seed)
-    metrics |= {
-        "holdout_gini_margin_over_best_peer": margin,
-        "holdout_gini_margin_ci_low": low,
-        "holdout_gini_margin_ci_high": high,
-        "bootstrap_resamples": float(resamples),
-    }
-    tags["best_peer"] = best.name
-    return metrics, tags
+        return {}, {}
+    return _compared(y, prediction, peers, spend_metrics, "gini", paired_bootstrap_gini_margin, resamples, seed)
 
 
 def baseline_metrics(
