@@ -16,6 +16,7 @@ column) on its own; with ``monotone`` it constrains the features whose direction
 
 from __future__ import annotations
 
+import inspect
 import os
 
 import lightgbm as lgb
@@ -25,11 +26,15 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.validation import check_is_fitted
 
 from models.history import DIRECTIONS, GROUP_COLUMN, HISTORY_FEATURES, HistoryFeatures, fold_contributions
 
 _FIT_ONLY = ("early_stopping_rounds",)
+# LightGBM 4.7 deprecates ``fit(eval_set=[(X, y)])`` for ``fit(eval_X=X, eval_y=y)``; the
+# versions before it (pyproject allows 4.3) know only ``eval_set``.
+_EVAL_XY = "eval_X" in inspect.signature(lgb.LGBMModel.fit).parameters
 TIE_BREAK = 1e-6
 DEFAULT_TWEEDIE_POWER = 1.3
 
@@ -99,7 +104,7 @@ class _LightGBMBase(BaseEstimator):
         rounds = params.get("early_stopping_rounds")
         callbacks = [lgb.early_stopping(rounds, first_metric_only=True, verbose=False)] if rounds else []
         callbacks += list(getattr(self, "callbacks", None) or [])
-        estimator.fit(X, y, eval_set=[(X_valid, y_valid)], callbacks=callbacks)
+        estimator.fit(X, y, callbacks=callbacks, **_validation_set(estimator, y, X_valid, y_valid))
         return estimator
 
     def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
@@ -219,6 +224,18 @@ class SpendRegressor(RegressorMixin, _LightGBMBase):
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         return self.booster_.predict(self._prepare(X), num_threads=prediction_threads(len(X)))
+
+
+def _validation_set(estimator, y, X_valid, y_valid) -> dict:
+    """The booster's validation rows as its ``fit`` keywords. Through ``eval_set`` an
+    ``LGBMClassifier`` label-encodes the validation labels as it does the training labels;
+    through ``eval_y`` (LightGBM 4.7) it passes them on as given, so they are encoded here the
+    same way (the identity for 0/1 labels)."""
+    if not _EVAL_XY:
+        return {"eval_set": [(X_valid, y_valid)]}
+    if isinstance(estimator, lgb.LGBMClassifier):
+        y_valid = LabelEncoder().fit(y).transform(y_valid)
+    return {"eval_X": X_valid, "eval_y": y_valid}
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
