@@ -1,6 +1,7 @@
 """One contract for every model: the task a model does (classification, regression, personas)
-owns how it predicts a score, which metrics judge it and its headline metric; the typed model
-card is what is stored beside a registered model (``meta.json``).
+owns how it predicts a score, which metrics judge it and its headline metric; the typed card is
+what is stored beside a registered model (``meta.json``): :class:`ModelCard` for propensity and
+spend models, :class:`PersonaCard` for persona models.
 
 Everything that used to ask "is this a classifier?" (``label.is_classification``, the
 headline metric chosen in several places, ``meta["label"] == "future_spend"``) asks the task.
@@ -11,9 +12,9 @@ stays free of MLflow and of the training package.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -58,11 +59,41 @@ def task_for_label(label: str) -> Task:
         raise ValueError(f"label must be one of {sorted(LABEL_TASKS)}, got {label!r}") from None
 
 
+class _Card:
+    """What the cards share: written as JSON, read back with :meth:`from_dict`, which refuses
+    unknown keys, names missing ones and fills (from the fields' defaults) what older cards
+    lack."""
+
+    kind: ClassVar[str]  # how messages name the card
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), default=_json_default)
+
+    def write(self, path: Path) -> Path:
+        path.write_text(self.to_json())
+        return path
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]):
+        known = {f.name for f in fields(cls)}
+        if unknown := set(raw) - known:
+            raise ValueError(f"{cls.kind}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
+        required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
+        if missing := required - set(raw):
+            raise ValueError(f"{cls.kind}: missing keys {sorted(missing)}")
+        return cls(**raw)
+
+
 @dataclass
-class ModelCard:
+class ModelCard(_Card):
     """What is stored beside a registered propensity or spend model (``meta.json``): enough to
     build its features, score, phrase reasons and check drift. Read back with
     :meth:`from_dict`, which refuses unknown keys and fills what older cards lack."""
+
+    kind: ClassVar[str] = "model card"
 
     name: str
     label: str
@@ -98,23 +129,61 @@ class ModelCard:
     def task_(self) -> Task:
         return TASKS[self.task]
 
+
+PERSONA_LABEL = "persona"  # the label of a persona card: what readers tell persona models by
+
+
+@dataclass
+class PersonaCard(_Card):
+    """What is stored beside a registered persona model (``meta.json``): the features it
+    assigns from and the families and vocabulary to build them with, its personas' names by id,
+    the date it was fitted as of, and its headline metric with the fit's metrics.
+
+    The dictionary keeps the shape persona models were first stored with (``label`` is
+    ``"persona"``, ``names`` keyed by the id as text, as JSON keeps it), so readers of
+    ``meta.json`` read old and new cards alike. Cards stored before this class lack
+    ``vocabulary`` and ``feature_config`` (the first ones) and everything after ``as_of``:
+    :meth:`from_dict` fills them (no vocabulary and default feature settings: what those
+    models were fitted with; no name, no metrics)."""
+
+    kind: ClassVar[str] = "persona card"
+
+    features: list[str]
+    families: list[str]
+    names: dict[int, str]  # persona id -> name
+    as_of: str  # ISO date the features were built as of
+    vocabulary: dict[str, Any] = field(default_factory=dict)
+    feature_config: dict[str, Any] = field(default_factory=dict)
+    label: str = PERSONA_LABEL
+    name: str = ""  # the registered model's name
+    task: str = PERSONAS.kind
+    headline_metric: str = PERSONAS.headline_metric
+    metrics: dict[str, float] = field(default_factory=dict)
+    card_version: int = CARD_VERSION
+
+    def __post_init__(self) -> None:
+        what = f"persona card {self.name}".rstrip()
+        if self.label != PERSONA_LABEL:
+            raise ValueError(f"{what}: label {self.label!r}, a persona card's is {PERSONA_LABEL!r}")
+        if self.task != PERSONAS.kind:
+            raise ValueError(f"{what}: task {self.task!r}, a persona card's is {PERSONAS.kind!r}")
+        if self.headline_metric != PERSONAS.headline_metric:
+            raise ValueError(
+                f"{what}: headline metric {self.headline_metric!r}, the personas task's is {PERSONAS.headline_metric!r}"
+            )
+        try:
+            self.names = {int(k): str(v) for k, v in self.names.items()}
+        except (TypeError, ValueError):
+            raise ValueError(f"{what}: names must map persona ids (integers) to names") from None
+        self.metrics = {k: float(v) for k, v in self.metrics.items()}
+
+    @property
+    def task_(self) -> Task:
+        return PERSONAS
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), default=_json_default)
-
-    def write(self, path: Path) -> Path:
-        path.write_text(self.to_json())
-        return path
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> ModelCard:
-        known = {f.name for f in fields(cls)}
-        unknown = set(raw) - known
-        if unknown:
-            raise ValueError(f"model card: unknown keys {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**raw)
+        """As stored: persona ids as text, the only keys JSON has."""
+        return {**asdict(self), "names": {str(k): v for k, v in self.names.items()}}
 
 
 def _json_default(value):

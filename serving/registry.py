@@ -10,6 +10,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from models.task import PERSONA_LABEL, PersonaCard
 from portrait.errors import PortraitError
 
 PERSONAS = "personas"
@@ -26,7 +27,7 @@ class LoadedModel:
 
     @property
     def is_personas(self) -> bool:
-        return self.meta.get("label") == "persona"
+        return self.meta.get("label") == PERSONA_LABEL
 
     @property
     def features(self) -> list[str]:
@@ -50,6 +51,12 @@ def load_model(name: str, alias: str = "champion") -> LoadedModel:
     python_model = pyfunc.unwrap_python_model()
     folder = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version.version}"))
     meta = json.loads((folder / "artifacts" / "meta.json").read_text())
+    if meta.get("label") == PERSONA_LABEL:
+        # Through the typed card: cards stored before it gain what they lack (the same shape).
+        try:
+            meta = PersonaCard.from_dict({"name": name, **meta}).to_dict()
+        except ValueError as exc:
+            raise PortraitError(f"model {name!r} version {version.version}: {exc}") from None
     estimator = python_model.fit if hasattr(python_model, "fit") else python_model.estimator
     metrics = client.get_run(version.run_id).data.metrics
     return LoadedModel(name, str(version.version), alias, meta, estimator, metrics)

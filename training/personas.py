@@ -16,7 +16,6 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
-from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
 from features.build import build_features, parse_cutoff
@@ -31,11 +30,12 @@ from models.persona_profile import (
 )
 from models.personas import ALGORITHMS, STABLE_ARI, PersonaModel, numeric_columns
 from models.pyfunc import PersonaPyfunc, StoredFit, serving_frame
+from models.task import PERSONAS, PersonaCard
 from portrait.errors import ConfigError, PortraitError
 from portrait.files import atomic_write, exclusive_lock
 from training.data import resolve_dataset
 from training.persona_report import write_k_plot, write_portrait
-from training.tracking import ensure_experiment
+from training.tracking import ensure_experiment, register_pyfunc
 from training.train import CANDIDATE, CHAMPION
 
 DEFAULT_FAMILIES = ("value", "windows", "rhythm", "preferences", "price_promotion", "timing", "behaviour", "attributes")
@@ -237,6 +237,27 @@ def persona_summary(fit: PersonaFit, config: PersonaConfig) -> dict:
     }
 
 
+def persona_card(
+    config: PersonaConfig, fit: PersonaFit, features: pd.DataFrame, as_of: dt.date, summary: dict
+) -> PersonaCard:
+    """The typed card stored beside the registered persona model (``meta.json``)."""
+    chosen = fit.model.k_scores_.loc[fit.model.k_]
+    return PersonaCard(
+        name=config.name,
+        features=list(fit.model.feature_names_),
+        families=list(config.families),
+        names=fit.names,
+        as_of=as_of.isoformat(),
+        vocabulary=features.attrs["vocabulary"],
+        feature_config={},  # personas build features with the default settings
+        metrics={
+            "persona_stability": chosen["stability"],
+            "persona_silhouette": chosen["silhouette"],
+            "personas_distinguished": summary["personas_distinguished"],
+        },
+    )
+
+
 def previous_fit(name: str):
     """The registered model's latest (champion, else candidate) persona fit, or None."""
     client = MlflowClient()
@@ -312,17 +333,11 @@ def _run_persona_fit(
         for k, row in fit.model.k_scores_.iterrows():
             mlflow.log_metrics({"silhouette": row["silhouette"], "stability_ari": row["stability"]}, step=int(k))
         mlflow.log_metric("chosen_k", fit.model.k_)
-        chosen = fit.model.k_scores_.loc[fit.model.k_]
         summary = persona_summary(fit, config)
-        mlflow.log_metrics(
-            {
-                "persona_silhouette": chosen["silhouette"],
-                "persona_stability": chosen["stability"],
-                "personas_distinguished": summary["personas_distinguished"],
-            }
-        )
+        card = persona_card(config, fit, features, cutoff, summary)
+        mlflow.log_metrics(card.metrics)  # persona_stability (the headline), silhouette, distinguished
         # promotion compares bootstrap stability: a refit must be at least as reproducible
-        mlflow.set_tag("headline_metric", "persona_stability")
+        mlflow.set_tag("headline_metric", PERSONAS.headline_metric)
         mlflow.log_dict(fit.changes, "persona_changes.json")
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
@@ -331,31 +346,18 @@ def _run_persona_fit(
             mlflow.log_artifacts(str(tmp), artifact_path="portrait")
             stored = tmp / "persona_fit.joblib"
             joblib.dump(StoredFit(fit.model, fit.names, fit.cluster_to_persona), stored)
-            meta = tmp / "meta.json"
-            meta.write_text(
-                json.dumps(
-                    {
-                        "label": "persona",
-                        "features": fit.model.feature_names_,
-                        "families": list(config.families),
-                        "names": fit.names,
-                        "vocabulary": features.attrs["vocabulary"],
-                        "feature_config": {},
-                        "as_of": cutoff.isoformat(),
-                    }
-                )
-            )
+            meta = card.write(tmp / "meta.json")
             example = serving_frame(features[fit.model.feature_names_].head(5))
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=PersonaPyfunc(),
-                artifacts={"persona_fit": str(stored), "meta": str(meta)},
-                signature=infer_signature(example, pd.DataFrame({"persona_id": [0], "persona_name": ["x"]})),
-                input_example=example,
-                registered_model_name=config.name,
+            # Inside the fit lock (run_persona_fit): ids carried over from the version this fit
+            # read are registered before another fit of the model can read it.
+            version = register_pyfunc(
+                config.name,
+                PersonaPyfunc(),
+                {"persona_fit": str(stored), "meta": str(meta)},
+                example,
+                pd.DataFrame({"persona_id": [0], "persona_name": ["x"]}),
+                CANDIDATE,
             )
-    version = str(info.registered_model_version)
-    MlflowClient().set_registered_model_alias(config.name, CANDIDATE, version)
     if out:
         assignments = pd.DataFrame(
             {

@@ -47,7 +47,10 @@ def register_pyfunc(
 ) -> str:
     """Log ``python_model`` with its ``artifacts`` as the run's ``model``, register it under
     ``name`` (a new version), point ``alias`` at that version and return it: the one way
-    propensity, spend and persona models are registered."""
+    propensity, spend and persona models are registered. ``artifacts["meta"]`` is the model's
+    typed card (:class:`models.task.ModelCard` or :class:`models.task.PersonaCard`). A caller
+    whose new version depends on the one it read (a persona fit carries ids over) holds its own
+    lock from that read through this call (:func:`training.personas.run_persona_fit`)."""
     from mlflow.models import infer_signature
     from mlflow.tracking import MlflowClient
 
