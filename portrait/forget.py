@@ -14,7 +14,10 @@
    whose value is, are dropped from ``raw_<table>``, the first view, so validation, quarantine,
    identity merging, features, scores, tags, segments, lists and crowds never see them, and a
    later import of files that still hold the person leaves them out again. Validation counts
-   them per table as ``forgotten`` (a count, never the ids);
+   them per table as ``forgotten`` (a count, never the ids). The Spark engine does the same at
+   its ``raw_<table>`` (:mod:`portrait.spark_engine`), with the SHA-256 of the same key text
+   (:func:`_keys`; Spark's ``sha2``) checked per row against the tombstones' hashes: it has no
+   DuckDB hash, so no probes;
 3. removes the person's rows from the stored outputs: every Parquet and CSV file under the
    given folders with a ``customer_id`` (or ``person_id``, ``given_id``) column, each rewritten
    through the atomic writer, files without the person untouched; and from the manual tag store
@@ -128,10 +131,7 @@ def register_tombstones(con: duckdb.DuckDBPyConnection, dataset: Dataset) -> boo
         return False
     salt = _read_salt(folder)
     if salt is None:
-        raise PortraitError(
-            f"{folder / TOMBSTONES} exists but its salt {folder / SALT} is missing or damaged: the forgotten "
-            "customers cannot be recognised; restore the salt file from a backup"
-        )
+        raise missing_salt(folder / TOMBSTONES, folder / SALT)
     con.execute(f"SET VARIABLE {_SALT_VARIABLE} = ?", [salt])
     hashes = read_parquet(folder / TOMBSTONES, columns=["hash"])["hash"].astype("str")
     stored = _read_probes(folder, con)
@@ -240,10 +240,25 @@ def _read_probes(folder: Path, con) -> dict:
 
 def _read_salt(folder: Path) -> str | None:
     try:
-        salt = (folder / SALT).read_text().strip()
+        text = (folder / SALT).read_text()
     except OSError:
         return None
+    return valid_salt(text)
+
+
+def valid_salt(text: str) -> str | None:
+    """The salt a salt file's ``text`` holds, or None when it is damaged (the Spark engine
+    reads the file of a remote data set itself)."""
+    salt = text.strip()
     return salt if len(salt) == 64 and all(c in "0123456789abcdef" for c in salt) else None
+
+
+def missing_salt(tombstones: Path | str, salt: Path | str) -> PortraitError:
+    """The error of a tombstone file whose salt is missing or damaged (on either engine)."""
+    return PortraitError(
+        f"{tombstones} exists but its salt {salt} is missing or damaged: the forgotten "
+        "customers cannot be recognised; restore the salt file from a backup"
+    )
 
 
 def _salt(folder: Path) -> str:

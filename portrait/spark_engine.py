@@ -19,6 +19,14 @@ imported inside :func:`spark_session`). What it does:
 - **Views**: ``raw_t``, ``cleaned_t``, ``checked_t``, ``typed_t``, ``clean_t``,
   ``duplicates_t`` and ``t`` with the SQL of :mod:`portrait.views` (``select_columns``,
   ``checked_views``, ``merged_view``), as temporary views of the session.
+- **Forgotten customers** (:mod:`portrait.forget`): with tombstones in the data set
+  (``.portrait/`` in the local folder, or under the root of a path Spark reads), ``raw_t``
+  leaves out the rows whose customer id (identities: or id_type/id_value pair) is tombstoned,
+  as DuckDB's ``raw_t`` does: Spark's ``sha2`` of the same key text as
+  :func:`portrait.forget._key_sql` (salt, kind and the parsed text of the key columns, joined
+  by ``chr(31)``) per row, left-joined with the broadcast set of tombstone hashes.
+  ``forgotten_t`` holds the rows left out (:func:`forgotten_counts`, validation's count); a
+  tombstone file without its salt is the same error as on DuckDB.
 - **Identities**: connected components by iterative minimum-label propagation in SQL
   (:func:`register_identity_map`), never collecting the graph to the driver.
 - **Writing**: a directory output is written to a hidden temporary folder beside the target and
@@ -52,7 +60,18 @@ from portrait.dataset import (
     _read_config,
 )
 from portrait.errors import ContractError, PortraitError
-from portrait.files import replace_directory
+from portrait.files import read_parquet, replace_directory
+from portrait.forget import (
+    FOLDER,
+    KEY_COLUMNS,
+    SALT,
+    TOMBSTONES,
+    _keys,
+    _read_salt,
+    folder_of,
+    missing_salt,
+    valid_salt,
+)
 from portrait.privacy import PrivacySettings, withheld_columns
 
 DEFAULT_MASTER = "local[2]"
@@ -237,6 +256,7 @@ class SparkEngine:
         self._persisted: dict[str, object] = {}
         self._release: list = []  # caches to free after the next query
         self.malformed_rows: dict[str, int] = {}  # CSV lines set aside per table
+        self.forgetting: set[str] = set()  # tables with a forgotten_<table> view (portrait.forget)
 
     def query(self, sql: str):
         """A Spark DataFrame of a DuckDB-dialect query."""
@@ -408,10 +428,13 @@ def write_directory(frame, target: str, mode_format: str = "parquet") -> None:
 class SparkInput:
     """A data set for Spark: the contract sources (column mapping, formats, privacy) and, per
     table, where Spark reads it: ``("parquet" | "csv", paths)``, ``("table", (name,))`` or
-    ``("frame", ())`` (the source's pandas frame)."""
+    ``("frame", ())`` (the source's pandas frame); ``forget_folder``: where the data set's
+    tombstones would be (a local folder or a URI under the root; None for frames in memory)."""
 
     dataset: Dataset
     locations: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
+    # Where the data set's tombstones would be (portrait.forget): a local folder, a URI, or None.
+    forget_folder: str | None = None
 
 
 def is_uri(location: str) -> bool:
@@ -477,15 +500,13 @@ def open_spark_input(spark, location: str | Path | Dataset, tables: dict[str, st
             "a folder purchases/ or --table purchases=CATALOG_TABLE",
             table="purchases",
         )
-    from portrait.forget import tombstone_files
-
-    if tombstone_files(dataset):
-        raise PortraitError(
-            f"{location} has forgotten customers (portrait forget): the Spark engine does not apply "
-            "tombstones yet, so it refuses to read it; use --engine duckdb"
-        )
+    if not isinstance(location, Dataset) and is_uri(str(location)):
+        forget_folder = f"{str(location).rstrip('/')}/{FOLDER}"
+    else:
+        local = folder_of(dataset)
+        forget_folder = str(local) if local is not None else None
     dataset = Dataset(dataset.name, sources, dataset.root, dataset.timezone, dataset.privacy)
-    return SparkInput(dataset, locations)
+    return SparkInput(dataset, locations, forget_folder)
 
 
 def _local(folder: Path, tables: dict[str, str]) -> tuple[Dataset, dict]:
@@ -584,10 +605,77 @@ def spark_dataset(spark, location, tables: dict[str, str] | None = None) -> tupl
     return engine, spark_input.dataset
 
 
+def read_tombstones(engine: SparkEngine, folder: str | None) -> str | None:
+    """The salt of the data set's tombstones in ``folder`` (a local folder or a URI), with their
+    hashes cached as the view ``_forgotten_hashes``; None when there is no tombstone file.
+    Raises the same :class:`PortraitError` as DuckDB when the salt is missing or damaged."""
+    if folder is None:
+        return None
+    spark = engine.spark
+    if is_uri(folder):
+        tombstones, salt_file = f"{folder}/{TOMBSTONES}", f"{folder}/{SALT}"
+        if not path_exists(spark, tombstones):
+            return None
+        salt = None
+        if path_exists(spark, salt_file):
+            salt = valid_salt("\n".join(row.value for row in spark.read.text(salt_file).collect()))
+        if salt is None:
+            raise missing_salt(tombstones, salt_file)
+        hashes = spark.read.parquet(tombstones).selectExpr("CAST(hash AS STRING) AS hash")
+    else:
+        local = Path(folder)
+        if not (local / TOMBSTONES).is_file():
+            return None
+        salt = _read_salt(local)
+        if salt is None:
+            raise missing_salt(local / TOMBSTONES, local / SALT)
+        # Read once, here (the forget command rewrites the file whole: one version of it).
+        values = read_parquet(local / TOMBSTONES, columns=["hash"])["hash"].astype("str")
+        hashes = spark.createDataFrame(pd.DataFrame({"hash": values.to_numpy()}), "hash STRING")
+    engine._keep("_forgotten_hashes", hashes.where("hash IS NOT NULL").distinct())  # eager: one version
+    return salt
+
+
+def _exclude_forgotten(engine: SparkEngine, table: str, raw_sql: str, exprs: dict[str, str], salt: str) -> None:
+    """``raw_<table>`` as ``raw_sql`` (DuckDB dialect) without the rows of forgotten customers,
+    and ``forgotten_<table>`` those rows; ``exprs``: DuckDB SQL of the parsed text of the key
+    columns, as :func:`portrait.forget.exclude_forgotten` is given them. The key of a row is the
+    SHA-256 hex of salt, kind and parts joined by ``chr(31)``, each part cast to text, exactly
+    :func:`portrait.forget._key_sql`; a NULL part gives no key (DuckDB: no match either)."""
+    from pyspark.sql import functions as F
+
+    keys = _keys(table, exprs)
+    if not keys:
+        engine.create_view(f"raw_{table}", raw_sql)
+        return
+    engine.create_view(f"unfiltered_raw_{table}", raw_sql)
+    parts = [part for _, key_parts in keys for part in key_parts]
+    names = [f"__portrait_forget_part{i}" for i in range(len(parts))]
+    selected = ", ".join(f"CAST({part} AS VARCHAR) AS {name}" for part, name in zip(parts, names, strict=True))
+    frame = engine.query(f"SELECT *, {selected} FROM unfiltered_raw_{table}")
+    hashes = engine.spark.table("_forgotten_hashes")
+    separator = F.lit(chr(31))
+    helpers, hit, used = list(names), None, 0
+    for i, (kind, key_parts) in enumerate(keys):
+        columns = [c for name in names[used : used + len(key_parts)] for c in (separator, F.col(name))]
+        used += len(key_parts)
+        key, found = f"__portrait_forget_key{i}", f"__portrait_forget_hit{i}"
+        frame = frame.withColumn(key, F.sha2(F.concat(F.lit(salt), separator, F.lit(kind), *columns), 256))
+        frame = frame.join(F.broadcast(hashes.select(F.col("hash").alias(found))), F.col(key) == F.col(found), "left")
+        flag = F.col(found).isNotNull()
+        hit = flag if hit is None else hit | flag
+        helpers += [key, found]
+    flagged = frame.withColumn("__portrait_forgotten", hit).drop(*helpers)
+    flagged.where("NOT __portrait_forgotten").drop("__portrait_forgotten").createOrReplaceTempView(f"raw_{table}")
+    flagged.where("__portrait_forgotten").drop("__portrait_forgotten").createOrReplaceTempView(f"forgotten_{table}")
+    engine.forgetting.add(table)
+
+
 def register_views(engine: SparkEngine, spark_input: SparkInput) -> None:
-    from portrait.views import _register_deduplicated, checked_views, select_columns
+    from portrait.views import _register_deduplicated, checked_views, parse_expr, select_columns
 
     dataset = spark_input.dataset
+    salt = read_tombstones(engine, spark_input.forget_folder)  # forgotten customers: portrait.forget
     for table in contract.TABLES:
         if not dataset.has(table.name):
             continue
@@ -601,7 +689,12 @@ def register_views(engine: SparkEngine, spark_input: SparkInput) -> None:
         available = {f.name: duckdb_type(f.dataType) for f in frame.schema.fields}
         selected, types, extras = select_columns(table, source, available)
         is_csv = spark_input.locations[table.name][0] == "csv"
-        engine.create_view(f"raw_{table.name}", f"SELECT {', '.join(selected)} FROM _source_{table.name}")
+        raw = f"SELECT {', '.join(selected)} FROM _source_{table.name}"
+        if salt is not None:  # rows of forgotten customers never reach a view past this one
+            keys = {c.name: parse_expr(c, types[c.name], None, is_csv) for c in table.columns if c.name in KEY_COLUMNS}
+            _exclude_forgotten(engine, table.name, raw, keys, salt)
+        else:
+            engine.create_view(f"raw_{table.name}", raw)
         for name, sql in checked_views(table, types, extras, source.timestamp_format, is_csv, dataset.timezone, []):
             engine.create_view(name, sql)
         _register_deduplicated(engine, table, by_key=False)
@@ -717,8 +810,21 @@ def quarantine_counts(engine: SparkEngine, dataset: Dataset) -> dict[str, dict[s
     return result
 
 
+def forgotten_counts(engine: SparkEngine, dataset: Dataset) -> dict[str, int]:
+    """Rows of forgotten customers left out per table (:mod:`portrait.forget`), as
+    :mod:`portrait.validate` counts them (``forgotten``): 0 for every table without tombstones."""
+    return {
+        table.name: int(engine.rows(f"SELECT COUNT(*) FROM forgotten_{table.name}")[0][0])
+        if table.name in engine.forgetting
+        else 0
+        for table in contract.TABLES
+        if dataset.has(table.name)
+    }
+
+
 __all__ = [
     "SparkEngine",
+    "forgotten_counts",
     "spark_session",
     "spark_dataset",
     "open_spark_input",
