@@ -56,3 +56,17 @@ def audit_log(tmp_path_factory) -> Path:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PORTRAIT_AUDIT_LOG", str(path))
         yield path
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One local Spark session (2 cores) for every Spark test of the session: starting the JVM
+    costs tens of seconds. Skipped without pyspark or a Java runtime."""
+    pytest.importorskip("pyspark")
+    from portrait.spark_engine import _java_found, spark_session
+
+    if not _java_found():
+        pytest.skip("no Java runtime: the Spark tests need Java 17 or later")
+    session = spark_session("local[2]")
+    yield session
+    session.stop()

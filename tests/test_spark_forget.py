@@ -1,5 +1,7 @@
 """Forgotten customers on Spark (portrait forget, issue 14): the Spark engine leaves out the same
-rows as DuckDB, at the first view, so both build the same features without the forgotten people.
+rows as DuckDB, at the first view: the same rows forgotten, quarantined and merged, the same
+ids in every final view, none of them the forgotten people's (the features built from those
+views are the parity test's business, tests/test_spark_parity.py).
 
 The data set: 300 synthetic customers; events as CSV with padded customer ids (both engines trim
 CSV text before hashing it), a purchase line without a customer id (quarantined on both, never
@@ -8,8 +10,8 @@ row is left out, so it is merged with nobody; its purchase stays), both added af
 as a later import would. Two customers are forgotten: one merged with a second account through
 identities (given by that account's id), one alone.
 
-One SparkSession for the module, as in tests/test_spark_parity.py (marked ``spark``; skipped
-when pyspark or Java is missing).
+The session's one SparkSession (tests/conftest.py; marked ``spark``; skipped when pyspark or
+Java is missing).
 """
 
 from __future__ import annotations
@@ -19,30 +21,16 @@ import shutil
 import pandas as pd
 import pytest
 
-from features.build import build_features
 from portrait.dataset import open_dataset
 from portrait.errors import PortraitError
 from portrait.forget import forget
 from portrait.synthetic import write_sample_data
 from portrait.validate import validate
-from tests.test_spark_parity import _assert_same_features, _java_missing
 
 pytestmark = pytest.mark.spark
 
 AS_OF = "2024-10-01"
 NEW_ID = "N00000001"  # not in the data before: shares a forgotten person's phone
-
-
-@pytest.fixture(scope="module")
-def spark():
-    pytest.importorskip("pyspark")
-    if _java_missing():
-        pytest.skip("no Java runtime: the Spark tests need Java 17 or later")
-    from portrait.spark_engine import spark_session
-
-    session = spark_session("local[2]")
-    yield session
-    session.stop()
 
 
 @pytest.fixture(scope="module")
@@ -96,16 +84,6 @@ def spark_views(spark, world):
     engine, dataset = spark_dataset(spark, world["data"])
     yield engine, dataset
     engine.close()
-
-
-def test_features_on_spark_leave_out_the_forgotten_as_duckdb_does(spark_views, world):
-    engine, dataset = spark_views
-    duck = build_features(open_dataset(world["data"]), AS_OF)
-    on_spark = build_features(dataset, AS_OF, con=engine)
-    assert len(duck) > 250 and duck.shape[1] > 150
-    assert not world["person"] & set(duck["customer_id"])
-    assert not world["person"] & set(on_spark["customer_id"])
-    _assert_same_features(duck, on_spark)
 
 
 def test_the_same_rows_are_forgotten_and_quarantined_and_merged(spark_views, world):

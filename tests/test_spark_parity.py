@@ -36,23 +36,6 @@ SCORE_AS_OF = "2024-12-01"
 MODEL = "spark_parity_repurchase"
 
 
-def _java_missing() -> bool:
-    from portrait.spark_engine import _java_found
-
-    return not _java_found()
-
-
-@pytest.fixture(scope="module")
-def spark():
-    if _java_missing():
-        pytest.skip("no Java runtime: the Spark parity test needs Java 17 or later")
-    from portrait.spark_engine import spark_session
-
-    session = spark_session("local[2]")
-    yield session
-    session.stop()
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     folder = tmp_path_factory.mktemp("spark_parity") / "data"
