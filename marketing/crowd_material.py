@@ -181,14 +181,11 @@ class StoredCrowdData(CrowdData):
     def population(self) -> Population:
         """The data set as of the run's date, opened only when the material cannot answer."""
         if self._population is None:
-            if self.dataset_path is None:
-                raise PortraitError("this question needs the data set (--data), not only the run's crowd material")
             from portrait.dataset import open_dataset
 
+            dataset = open_dataset(self._need_data())
             self.say("reading the data set (the crowd material does not hold this)")
-            self._population = Population(
-                open_dataset(self.dataset_path), self.as_of, scores_dir=self._scores_dir(), progress=self.say
-            )
+            self._population = Population(dataset, self.as_of, scores_dir=self._scores_dir(), progress=self.say)
         return self._population
 
     @property
@@ -250,16 +247,11 @@ class StoredCrowdData(CrowdData):
         return folder if folder.is_dir() else None
 
     def personas(self) -> pd.Series | None:
-        from portrait.outputs import scores_as_of
-
-        folder = self._scores_dir()
-        if folder is None:
+        """Each customer's persona from the run's scores (read once, with the score columns)."""
+        if "persona_name" not in self._score_kinds():
             return None
-        scores, _ = scores_as_of(folder, self.as_of)
-        if "persona_name" not in scores.columns:
-            return None
-        named = scores.assign(customer_id=scores["customer_id"].astype("str")).drop_duplicates("customer_id")
-        return pd.Series(named.set_index("customer_id")["persona_name"].reindex(self.ids).to_numpy(), dtype="object")
+        named = self._score_table(["persona_name"]).set_index("customer_id")["persona_name"]
+        return pd.Series(named.reindex(self.ids).to_numpy(), dtype="object")
 
     @property
     def tags(self) -> pd.DataFrame:
