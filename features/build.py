@@ -198,6 +198,7 @@ def build_features(
     only: Collection[str] | None = None,
     purchases_ready: bool = False,
     on_engine: bool = False,
+    event_first_seen: str | None = None,
 ) -> pd.DataFrame:
     """One row per customer as of ``cutoff`` (see the module docstring for the edge rules).
 
@@ -213,6 +214,8 @@ def build_features(
     (the Spark engine: :func:`portrait.spark_engine.spark_dataset`). ``on_engine`` (Spark):
     return the table where it was built (a Spark DataFrame, finished batch by batch by the same
     :func:`_finish`) instead of collecting it; the caller owns the engine's cached steps.
+    ``event_first_seen``: a relation on ``con`` of each event id's first event time
+    (:func:`features.plan.compile_plan`), read instead of the events when no event feature is built.
     """
     config = config or FeatureConfig()
     cutoff = parse_cutoff(cutoff)
@@ -240,6 +243,7 @@ def build_features(
             has_events=dataset.has("events"),
             spine_extra=spine_extra,
             attribute_select=_attribute_select(kinds, features, cutoff) if kinds else None,
+            event_first_seen=event_first_seen,
         )
         _register_vocabulary(con, vocabulary)
         callers = tuple(s.name for s in first_steps) if purchases_ready else ()  # the caller's to drop

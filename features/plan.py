@@ -76,11 +76,17 @@ def compile_plan(
     has_events: bool,
     spine_extra: str | None = None,
     attribute_select: str | None = None,
+    event_first_seen: str | None = None,
 ) -> list[Step]:
     """Steps that build one row per customer with every feature, as of ``cutoff``.
 
     ``spine_extra`` is an optional ``SELECT customer_id ...`` adding known customers without
     activity; ``attribute_select`` an optional ``SELECT customer_id, ...`` of attribute columns.
+    ``event_first_seen`` optionally names a relation of ``customer_id, first_ts`` (the ids as
+    written in ``clean_events`` and the time of each one's first event, over all events): when
+    no event feature is selected, who had an event before the cutoff is read from it instead of
+    from the events (the same ids: an id has an event before the cutoff exactly when its first
+    one is), so that several cutoffs read the events once (the crowd trend).
     """
     before = f"ts < {timestamp_literal(cutoff)}"
     # The lines' brand slot and price ratio (and the category prices it needs) only when a
@@ -228,7 +234,12 @@ def compile_plan(
         spine_parts.append(f"SELECT customer_id FROM {relation}")
     elif has_events:  # no event feature: only who had an event, without the buckets
         # The ids as written first (a million, not 100M rows), then mapped to persons.
-        spine_parts.append(by_person(f"SELECT DISTINCT customer_id FROM clean_events WHERE {before}"))
+        ids = (
+            f"SELECT customer_id FROM {event_first_seen} WHERE first_ts < {timestamp_literal(cutoff)}"
+            if event_first_seen
+            else f"SELECT DISTINCT customer_id FROM clean_events WHERE {before}"
+        )
+        spine_parts.append(by_person(ids))
     if spine_extra:
         spine_parts.append(spine_extra)
     steps.append(Step("f_spine", f"SELECT DISTINCT customer_id FROM ({' UNION ALL '.join(spine_parts)}) s"))

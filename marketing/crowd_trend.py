@@ -27,6 +27,7 @@ from portrait import pages
 from portrait.dataset import Dataset
 from portrait.errors import PortraitError
 from portrait.files import atomic_write, atomic_write_text
+from portrait.views import compute_once
 
 EVERY = {"week": pd.DateOffset(weeks=1), "month": pd.DateOffset(months=1)}
 MAX_POINTS = 120
@@ -71,6 +72,12 @@ def crowd_trend(
     try:
         say("reading the purchases once for every point")
         _read_purchases_once(con, max(dates))
+        if dataset.has("customers"):  # every point reads it several times: its checks run once
+            compute_once(con, "customers")
+        first_seen = None
+        if dataset.has("events"):
+            say("reading the events once for every point")
+            first_seen = _read_event_first_seen(con)
         first, last = con.execute("SELECT MIN(ts), MAX(ts) FROM _trend_purchases").fetchall()[0]
         first, last = (None, None) if first is None else (pd.Timestamp(first).date(), pd.Timestamp(last).date())
         outside = [d for d in dates if first is None or d <= first or d > last + step]
@@ -84,7 +91,19 @@ def crowd_trend(
             say(f"point {i + 1} of {len(dates)}: {crowd.describe()} as of {as_of}")
             period_start = dates[i - 1] if i else as_of - step
             rows.append(
-                _point(dataset, con, crowd, as_of, period_start, previous, library, segments, scores_dir, manual_store)
+                _point(
+                    dataset,
+                    con,
+                    crowd,
+                    as_of,
+                    period_start,
+                    previous,
+                    library,
+                    segments,
+                    scores_dir,
+                    manual_store,
+                    first_seen,
+                )
             )
             previous = rows[-1].pop("_members")
     finally:
@@ -105,9 +124,23 @@ def _read_purchases_once(con, last: dt.date) -> None:
     con.execute(f"CREATE OR REPLACE TEMP VIEW purchases AS SELECT {listed} FROM _trend_purchases")
 
 
-def _point(dataset, con, crowd, as_of, period_start, previous, library, segments, scores_dir, manual_store) -> dict:
+def _read_event_first_seen(con) -> str:
+    """Each event id's first event time, from one read of the events: who had an event before a
+    point is who first had one before it, so the points' customers are found without reading
+    the ~100M events at every point (a point's event features, when a crowd needs them, still
+    read the events before it)."""
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _trend_event_first_seen AS "
+        "SELECT customer_id, MIN(ts) AS first_ts FROM clean_events GROUP BY customer_id"
+    )
+    return "_trend_event_first_seen"
+
+
+def _point(
+    dataset, con, crowd, as_of, period_start, previous, library, segments, scores_dir, manual_store, first_seen
+) -> dict:
     """One point: the crowd found again as of ``as_of`` on the shared connection."""
-    with Population(dataset, as_of, scores_dir=scores_dir, con=con) as population:
+    with Population(dataset, as_of, scores_dir=scores_dir, con=con, event_first_seen=first_seen) as population:
         # A filter's feature columns are built with the point's own (one feature build per
         # point; asking for them later would build every column again)
         columns = list(TREND_COLUMNS)

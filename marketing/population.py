@@ -52,11 +52,15 @@ class Population:
         config: FeatureConfig | None = None,
         progress: Callable[[str], None] | None = None,
         con=None,
+        event_first_seen: str | None = None,
     ):
-        """``con``: a connection of ``dataset`` to use (and leave open) instead of a new one."""
+        """``con``: a connection of ``dataset`` to use (and leave open) instead of a new one;
+        ``event_first_seen``: a relation on it of each event id's first event time, read for who
+        had an event before the date when no event feature is built (:func:`build_features`)."""
         self.dataset = dataset
         self.as_of: dt.date = parse_cutoff(as_of)
         self.scores_dir = scores_dir
+        self.event_first_seen = event_first_seen
         self.config = config or FeatureConfig()
         self.say = progress or (lambda message: None)
         self._own_connection = con is None
@@ -149,6 +153,7 @@ class Population:
             only=names,
             con=self.con,
             purchases_ready=True,
+            event_first_seen=self.event_first_seen,
         )
 
     def _add_features(self, names: set[str]) -> None:

@@ -466,3 +466,24 @@ def test_favourite_ties_within_rounding_noise_go_to_the_first_label():
     frame = pd.DataFrame({"share_a": [0.3, 0.0, None], "share_b": [0.1 + 0.2, 0.7, None]})
     found = _favourite(frame, "share_", ["A", "B"], ["a", "b"])
     assert found[:2].tolist() == ["A", "B"] and found.isna().tolist() == [False, False, True]
+
+
+def test_the_spine_from_each_ids_first_event_is_the_spine_from_the_events():
+    """Who had an event before the cutoff, read from each id's first event time (the crowd
+    trend reads the events once for every point): B (events only) is in, E (first event after
+    the cutoff) is not, and the frame is the one built from the events."""
+    data = dataset()
+    con = data.connect()
+    try:
+        con.execute(
+            "CREATE TEMP TABLE first_seen AS SELECT customer_id, MIN(ts) AS first_ts FROM clean_events GROUP BY 1"
+        )
+        from_events = build_features(data, CUTOFF, con=con, only={"orders_lifetime"})
+        from_first_seen = build_features(data, CUTOFF, con=con, only={"orders_lifetime"}, event_first_seen="first_seen")
+        con.execute("CREATE TEMP TABLE nobody_seen AS SELECT * FROM first_seen WHERE false")
+        read = build_features(data, CUTOFF, con=con, only={"orders_lifetime"}, event_first_seen="nobody_seen")
+    finally:
+        con.close()
+    assert from_first_seen["customer_id"].tolist() == ["A", "B", "C", "D"]
+    pd.testing.assert_frame_equal(from_first_seen, from_events)
+    assert read["customer_id"].tolist() == ["A", "C", "D"]  # the relation is what is read
