@@ -328,6 +328,9 @@ class SparkEngine:
     def frame(self, sql: str) -> pd.DataFrame:
         return self._released(self.query(sql).toPandas().copy())  # one block per dtype, as DuckDB's
 
+    def wide_frame(self, sql: str) -> pd.DataFrame:
+        return self.frame(sql)
+
     def finished(self, sql: str, finish, dtypes: dict[str, str]):
         """A Spark DataFrame of ``sql`` with ``finish`` (a pandas frame to pandas frame function,
         row by row: the feature build's favourites and dtypes) applied batch by batch on the
