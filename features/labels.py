@@ -119,7 +119,9 @@ def build_training_set(
                 dataset, cutoff, horizon_days, features["customer_id"], high_value_quantile=high_value_quantile, con=con
             )
             frame = features.merge(labels, on="customer_id", how="left", validate="one_to_one")
-            frame.insert(1, "cutoff", pd.Timestamp(cutoff))
+            # Placed by concatenation: inserting into a frame of one block per column warns.
+            cutoff_column = pd.Series(pd.Timestamp(cutoff), index=frame.index, name="cutoff")
+            frame = pd.concat([frame.iloc[:, :1], cutoff_column, frame.iloc[:, 1:]], axis=1)
             frames.append(frame)
     finally:
         con.close()

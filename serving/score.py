@@ -70,6 +70,15 @@ def predict_scores(model: LoadedModel, features: pd.DataFrame) -> np.ndarray:
     return model.estimator.predict_proba(X)[:, 1]
 
 
+def _rows_of(table: pd.DataFrame, ids: pd.Series) -> pd.DataFrame:
+    """The rows of ``table`` for ``ids``, in their order (every id is in it: the scores are
+    the feature table's customers)."""
+    positions = pd.Index(table["customer_id"]).get_indexer(ids)
+    if (positions < 0).any():
+        raise PortraitError(f"{int((positions < 0).sum())} scored customers have no feature row")
+    return table.take(positions).reset_index(drop=True)
+
+
 def percentile_and_decile(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Percentile among all scored customers (0-100, higher is better) and decile (10 = top)."""
     ranks = pd.Series(scores).rank(pct=True, method="average").to_numpy()
@@ -149,7 +158,7 @@ def score(
     }
     for model in models:
         say(f"scoring {model.name}")
-        features = features_by_model[model.name].set_index("customer_id").loc[scores["customer_id"]].reset_index()
+        features = _rows_of(features_by_model[model.name], scores["customer_id"])
         if model.is_personas:
             assigned = model.estimator.assign(features[model.features])
             scores["persona_id"] = assigned["persona_id"].to_numpy()
