@@ -176,6 +176,14 @@ def slugs(values: tuple[str, ...]) -> list[str]:
     return result
 
 
+def money_sum(expr: str) -> str:
+    """A sum of money as a ratio reads it: rounded to 6 decimals. Amounts in cents that cancel
+    (a purchase refunded in parts) leave a residue of about 1e-17 whose size and sign depend on
+    the order of addition, which differs between runs and engines; a ratio over such a residue
+    would be NULL in one run and -1, 1 or 1e16 in the next. Rounded, the residue is 0 (NULL)."""
+    return f"ROUND(SUM({expr}), 6)"
+
+
 def _share(condition: str) -> str:
     return f"SUM(CASE WHEN is_purchase = 1 AND {condition} THEN 1 ELSE 0 END) * 1.0 / NULLIF(SUM(is_purchase), 0)"
 
@@ -515,8 +523,10 @@ def rhythm_family(config: FeatureConfig, vocab: Vocabulary | None = None, attrib
             t,
             f"Spend in the last {t} days vs the {t} before, from -1 (stopped) to 1 (new).",
             "orders",
-            f"(SUM(CASE WHEN {recent} THEN amount ELSE 0 END) - SUM(CASE WHEN {before} THEN amount ELSE 0 END))"
-            f" / NULLIF(ABS(SUM(CASE WHEN {recent} THEN amount ELSE 0 END)) + ABS(SUM(CASE WHEN {before} THEN amount ELSE 0 END)), 0)",
+            f"({money_sum(f'CASE WHEN {recent} THEN amount ELSE 0 END')}"
+            f" - {money_sum(f'CASE WHEN {before} THEN amount ELSE 0 END')})"
+            f" / NULLIF(ABS({money_sum(f'CASE WHEN {recent} THEN amount ELSE 0 END')})"
+            f" + ABS({money_sum(f'CASE WHEN {before} THEN amount ELSE 0 END')}), 0)",
             scale="ratio",
             label=f"spend trend, last {t} days against the {t} before",
             measure="spend_trend",

@@ -487,3 +487,23 @@ def test_the_spine_from_each_ids_first_event_is_the_spine_from_the_events():
     assert from_first_seen["customer_id"].tolist() == ["A", "B", "C", "D"]
     pd.testing.assert_frame_equal(from_first_seen, from_events)
     assert read["customer_id"].tolist() == ["A", "C", "D"]  # the relation is what is read
+
+
+def test_money_that_cancels_to_a_floating_residue_is_zero_in_ratios():
+    """0.10 + 0.20 - 0.30 is 5.6e-17 (or 2.8e-17, by the order of addition), not 0: the spend
+    trend over it is NULL, as over a spend of exactly 0, never -1 or 1 by the order in which an
+    engine happened to add (Spark and DuckDB differed on one of 100k customers). Spend shares
+    are over purchase lines only, whose sum cannot cancel."""
+    lines = pd.DataFrame(
+        [
+            ("z1", "Z", "2024-02-10 10:00:00", 0.10, 1, "books", "b1", "web", "card", 0.0),
+            ("z2", "Z", "2024-02-11 10:00:00", 0.20, 1, "books", "b1", "web", "card", 0.0),
+            ("z3", "Z", "2024-02-12 10:00:00", -0.30, -1, "books", "b1", "web", "card", 0.0),
+        ],
+        columns=PURCHASE_COLUMNS,
+    )
+    frame = build_features(dataset(purchases=pd.concat([PURCHASES, lines])), CUTOFF).set_index("customer_id")
+    assert frame.loc["Z", "spend_90d"] == 0.0
+    assert math.isnan(frame.loc["Z", "spend_trend_90d"])
+    assert frame.loc["Z", "category_share_books"] == pytest.approx(1.0)
+    assert frame.loc["A", "spend_trend_90d"] == pytest.approx(1.0)  # all of A's spend is recent
