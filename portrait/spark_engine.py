@@ -166,9 +166,27 @@ def spark_errors() -> Iterator[None]:
         from py4j.protocol import Py4JError
         from pyspark.errors import PySparkException
 
+        if _jvm_gone(exc):
+            raise PortraitError(
+                "the Spark JVM stopped during the job (on a local session most often for lack of driver "
+                f"memory: {LOCAL_CONFIG['spark.driver.memory']} now, set PORTRAIT_SPARK_DRIVER_MEMORY, e.g. 12g); "
+                "no output was written"
+            ) from None
         if isinstance(exc, PySparkException | Py4JError):
             raise PortraitError(f"the Spark job failed: {_first_line(exc)}; no output was written") from None
         raise
+
+
+def _jvm_gone(exc: BaseException) -> bool:
+    """Whether ``exc`` says the JVM behind the session is no longer there: py4j cannot reach
+    it (a refused or reset connection, its network error)."""
+    if isinstance(exc, ConnectionError):
+        return True
+    try:
+        from py4j.protocol import Py4JNetworkError
+    except ImportError:
+        return False
+    return isinstance(exc, Py4JNetworkError)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -358,9 +376,16 @@ class SparkEngine:
         self._released(write_directory(self.query(sql), str(path)))
 
     def close(self) -> None:
-        for name in list(self._persisted):
-            self.drop(name)
-        self._released(None)
+        """Drop the cached steps; when the JVM has already stopped (the error being raised is
+        the one to report) there is nothing left to drop."""
+        try:
+            for name in list(self._persisted):
+                self.drop(name)
+            self._released(None)
+        except Exception as exc:
+            if not _jvm_gone(exc):
+                raise
+            self._persisted.clear()
 
 
 # --- writing -------------------------------------------------------------------------------

@@ -155,3 +155,33 @@ def test_the_commands_without_java_exit_non_zero_with_one_message_and_write_noth
     text = " ".join((result.stdout + result.stderr).split())
     assert "needs Java, and none was found" in text and "Traceback" not in text
     assert not out.exists() and not (tmp_path / "s").exists()
+
+
+def test_a_jvm_that_stopped_mid_job_is_one_message_and_closing_does_not_hide_it():
+    """A local Spark driver out of memory kills the JVM: py4j's calls then fail with a refused
+    connection (seen at 1M customers with the default 3g driver). The user gets one line saying
+    what to change, not the traceback of the engine's cleanup."""
+    pytest.importorskip("pyspark")
+    from portrait.spark_engine import SparkEngine, spark_errors
+
+    class StoppedCatalog:
+        def dropTempView(self, name):
+            raise ConnectionRefusedError(111, "Connection refused")
+
+    class StoppedSession:
+        catalog = StoppedCatalog()
+
+    engine = SparkEngine(StoppedSession())
+    engine._persisted["f_orders"] = object()
+    with pytest.raises(PortraitError, match="Spark JVM stopped during the job .*PORTRAIT_SPARK_DRIVER_MEMORY"):
+        with spark_errors():
+            try:
+                raise ConnectionRefusedError(111, "Connection refused")
+            finally:
+                engine.close()
+    assert engine._persisted == {}
+    with pytest.raises(PortraitError, match="the Spark job failed: boom"):
+        with spark_errors():
+            from py4j.protocol import Py4JError
+
+            raise Py4JError("boom")
