@@ -82,6 +82,9 @@ LOCAL_CONFIG = {
     "spark.ui.enabled": "false",
     "spark.ui.showConsoleProgress": "false",
     "spark.driver.memory": os.environ.get("PORTRAIT_SPARK_DRIVER_MEMORY", "3g"),
+    # A local --out collects the feature table to the driver (1.3 GB at 1M customers, over the
+    # 1g default): the driver's memory is the limit on a local session.
+    "spark.driver.maxResultSize": "0",
 }
 # Settings every run needs, also on a session it is given (spark-submit, Databricks).
 SESSION_CONFIG = {
@@ -170,6 +173,12 @@ def spark_errors() -> Iterator[None]:
             raise PortraitError(
                 "the Spark JVM stopped during the job (on a local session most often for lack of driver "
                 f"memory: {LOCAL_CONFIG['spark.driver.memory']} now, set PORTRAIT_SPARK_DRIVER_MEMORY, e.g. 12g); "
+                "no output was written"
+            ) from None
+        if isinstance(exc, PySparkException | Py4JError) and "spark.driver.maxResultSize" in str(exc):
+            raise PortraitError(
+                "the Spark job's result is larger than the session's spark.driver.maxResultSize: raise it, or "
+                "write to a path Spark writes (hdfs://, s3a://, abfss://) so that the executors write the table; "
                 "no output was written"
             ) from None
         if isinstance(exc, PySparkException | Py4JError):

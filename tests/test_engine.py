@@ -180,6 +180,14 @@ def test_a_jvm_that_stopped_mid_job_is_one_message_and_closing_does_not_hide_it(
             finally:
                 engine.close()
     assert engine._persisted == {}
+    with pytest.raises(PortraitError, match="larger than the session's spark.driver.maxResultSize"):
+        with spark_errors():
+            from py4j.protocol import Py4JError
+
+            raise Py4JError(
+                "An error occurred while calling o335.getResult.\nCaused by: Total size of serialized results "
+                "of 4 tasks (1263.5 MiB) is bigger than spark.driver.maxResultSize (1024.0 MiB)"
+            )
     with pytest.raises(PortraitError, match="the Spark job failed: boom"):
         with spark_errors():
             from py4j.protocol import Py4JError
