@@ -180,7 +180,7 @@ def money_sum(expr: str) -> str:
     """A sum of money as a ratio reads it: rounded to 6 decimals. Amounts in cents that cancel
     (a purchase refunded in parts) leave a residue of about 1e-17 whose size and sign depend on
     the order of addition, which differs between runs and engines; a ratio over such a residue
-    would be NULL in one run and -1, 1 or 1e16 in the next. Rounded, the residue is 0 (NULL)."""
+    would be NULL in one run and -1 or 1 in the next. Rounded, the residue is 0 (NULL)."""
     return f"ROUND(SUM({expr}), 6)"
 
 
@@ -480,6 +480,8 @@ def rhythm_family(config: FeatureConfig, vocab: Vocabulary | None = None, attrib
     f, t = "rhythm", config.trend_window
     recent = f"age <= {t}"
     before = f"age > {t} AND age <= {2 * t}"
+    recent_spend = money_sum(f"CASE WHEN {recent} THEN amount ELSE 0 END")
+    before_spend = money_sum(f"CASE WHEN {before} THEN amount ELSE 0 END")
     return [
         Feature(
             "mean_days_between_orders",
@@ -523,10 +525,7 @@ def rhythm_family(config: FeatureConfig, vocab: Vocabulary | None = None, attrib
             t,
             f"Spend in the last {t} days vs the {t} before, from -1 (stopped) to 1 (new).",
             "orders",
-            f"({money_sum(f'CASE WHEN {recent} THEN amount ELSE 0 END')}"
-            f" - {money_sum(f'CASE WHEN {before} THEN amount ELSE 0 END')})"
-            f" / NULLIF(ABS({money_sum(f'CASE WHEN {recent} THEN amount ELSE 0 END')})"
-            f" + ABS({money_sum(f'CASE WHEN {before} THEN amount ELSE 0 END')}), 0)",
+            f"({recent_spend} - {before_spend}) / NULLIF(ABS({recent_spend}) + ABS({before_spend}), 0)",
             scale="ratio",
             label=f"spend trend, last {t} days against the {t} before",
             measure="spend_trend",

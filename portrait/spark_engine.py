@@ -189,13 +189,9 @@ def spark_errors() -> Iterator[None]:
 def _jvm_gone(exc: BaseException) -> bool:
     """Whether ``exc`` says the JVM behind the session is no longer there: py4j cannot reach
     it (a refused or reset connection, its network error)."""
-    if isinstance(exc, ConnectionError):
-        return True
-    try:
-        from py4j.protocol import Py4JNetworkError
-    except ImportError:
-        return False
-    return isinstance(exc, Py4JNetworkError)
+    from py4j.protocol import Py4JNetworkError  # only called where pyspark (and py4j) ran
+
+    return isinstance(exc, ConnectionError | Py4JNetworkError)
 
 
 def _first_line(exc: BaseException) -> str:
