@@ -19,8 +19,9 @@ Relations and their columns (all restricted to rows before the cutoff):
   ``is_purchase`` (net amount >= 0), ``is_refund`` (net amount < 0), ``has_discount``, ``dow``
   (0 = Sunday), ``hour``, ``dom`` (day of month), ``quarter``, ``channel_slot``,
   ``payment_slot`` (index in the top-K vocabulary, NULL for the rest);
-- ``gaps`` (one row per purchase order after a customer's first): ``gap`` in days;
-- ``purchase_days`` (one row per day with a purchase order): ``age``;
+- ``timeline`` (one row per purchase order): ``age``, ``gap`` (days since the customer's
+  previous purchase order, NULL for the first) and ``new_day`` (1 for the first purchase order
+  of its day, so ``SUM(new_day)`` counts the days with a purchase);
 - ``lines`` (one row per purchase line): ``amount``, ``age``, ``category``,
   ``category_slot``, ``brand_slot``, ``price_ratio`` (unit list price / category median);
 - ``line_categories`` (one row per category bought): ``age`` of its latest purchase, so
@@ -256,8 +257,8 @@ def value_family(config: FeatureConfig, vocab: Vocabulary | None = None, attribu
             f,
             None,
             "Days with a purchase before the cutoff (several orders on one day count once).",
-            "purchase_days",
-            "COUNT(*)",
+            "timeline",
+            "SUM(new_day)",
             "int",
             True,
             scale="count",
@@ -449,8 +450,8 @@ def windows_family(config: FeatureConfig, vocab: Vocabulary | None = None, attri
                 f,
                 w,
                 f"Days with a purchase in the last {w} days.",
-                "purchase_days",
-                f"SUM(CASE WHEN {inside} THEN 1 ELSE 0 END)",
+                "timeline",
+                f"SUM(CASE WHEN {inside} THEN new_day ELSE 0 END)",
                 "int",
                 True,
                 scale="count",
@@ -501,7 +502,7 @@ def rhythm_family(config: FeatureConfig, vocab: Vocabulary | None = None, attrib
             f,
             None,
             "Standard deviation of days between purchase orders.",
-            "gaps",
+            "timeline",
             "STDDEV_SAMP(gap)",
             scale="days",
             unit="days",

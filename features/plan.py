@@ -28,8 +28,7 @@ from portrait.views import REMAP, by_person
 
 STAGE_RELATIONS = {
     "orders": "f_orders",
-    "gaps": "f_gaps",
-    "purchase_days": "f_purchase_days",
+    "timeline": "f_timeline",
     "lines": "f_lines",
     "line_categories": "f_line_categories",
     "event_buckets": "f_event_buckets",
@@ -125,16 +124,20 @@ def compile_plan(
             LEFT JOIN vocab_channel vc ON o.channel = vc.value
             LEFT JOIN vocab_payment vp ON o.payment_method = vp.value""",
         ),
+        # Each purchase order's place in its customer's timeline, oldest first: the days since
+        # the previous purchase order (NULL for the first) and 1 for the first purchase order of
+        # its day. One sort of the narrow rows gives both the gaps and the distinct days.
         Step(
-            "f_gaps",
+            "f_timeline",
             """
-            SELECT customer_id, previous_age - age AS gap FROM (
+            SELECT customer_id, age, previous_age - age AS gap,
+                   CASE WHEN previous_age IS NULL OR previous_age <> age THEN 1 ELSE 0 END AS new_day
+            FROM (
                 SELECT customer_id, age,
                        LAG(age) OVER (PARTITION BY customer_id ORDER BY age DESC, order_id) AS previous_age
                 FROM f_orders WHERE is_purchase = 1
-            ) g WHERE previous_age IS NOT NULL""",
+            ) t""",
         ),
-        Step("f_purchase_days", "SELECT DISTINCT customer_id, age FROM f_orders WHERE is_purchase = 1"),
         Step(
             "f_category_price",
             """
@@ -154,8 +157,8 @@ def compile_plan(
         Step(
             "f_line_categories",
             """
-            SELECT customer_id, category, MIN(age) AS age FROM f_lines
-            WHERE category IS NOT NULL GROUP BY customer_id, category""",
+            SELECT customer_id, category, MIN(age) AS age FROM f_purchases
+            WHERE amount > 0 AND category IS NOT NULL GROUP BY customer_id, category""",
         ),
     ]
     if has_events:
