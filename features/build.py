@@ -325,10 +325,8 @@ def _finish(frame: pd.DataFrame, features: list[Feature], vocabulary: Vocabulary
             result[feature.name] = column.fillna(0).astype("int64")
         elif feature.dtype == "category":
             result[feature.name] = column.astype("category")
-        else:
-            # Parallel sums in DuckDB differ in the last bits from run to run; rounding keeps
-            # features, and so models trained on them, reproducible.
-            result[feature.name] = column.astype("float64").round(9)
+        else:  # rounded to 9 decimals by the plan's last step (features.plan.compile_plan)
+            result[feature.name] = column.astype("float64")
     # One block per column, as built: consolidating 150 columns of 1M rows into one array per
     # dtype copies them all (about 3 s) for nothing a reader needs.
     return pd.DataFrame(result, copy=False)

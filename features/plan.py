@@ -263,7 +263,16 @@ def compile_plan(
         columns += [f.name for f in by_stage.get("attributes", [])]
     derived = ", ".join(f"CAST({f.sql} AS DOUBLE) AS {f.name}" for f in by_stage.get("derived", []))
     joined = f"SELECT f_spine.customer_id, {', '.join(columns)} FROM f_spine {' '.join(joins)}"
-    final = Step("f_features", f"SELECT j.*{', ' + derived if derived else ''} FROM ({joined}) j")
+    # Every number rounded to 9 decimals: parallel sums differ in the last bits from run to run
+    # (on either engine), and rounding keeps features, and the models trained on them,
+    # reproducible. Done here, in the engine, rather than on 150 columns in pandas. Written as
+    # ROUND(x * 1e9) / 1e9, which both engines compute alike (the same product, halves away from
+    # zero); Spark's ROUND(x, 9) rounds the decimal text of x instead.
+    output = ", ".join(f"ROUND({f.name} * 1e9) / 1e9 AS {f.name}" if f.dtype == "float" else f.name for f in features)
+    final = Step(
+        "f_features",
+        f"SELECT customer_id, {output} FROM (SELECT j.*{', ' + derived if derived else ''} FROM ({joined}) j) r",
+    )
     kept = _prune(_aggregates_after_their_relation(steps), final.sql)
     return _inline_single_readers(kept, final, first=[s.name for s in purchase_steps(cutoff)]) + [final]
 
