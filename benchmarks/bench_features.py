@@ -47,11 +47,14 @@ def run_duckdb(data: Path, families: list[str] | None, out: Path, cutoff: str, m
     from portrait.files import atomic_write
 
     dataset = open_dataset(data)
-    con = dataset.connect(memory_limit=memory_limit)  # DuckDB's own default without one
-    try:
-        frame = build_features(dataset, cutoff, families=families, con=con)
-    finally:
-        con.close()
+    if memory_limit is None:  # as `portrait features build` runs it, on a connection of its own
+        frame = build_features(dataset, cutoff, families=families)
+    else:
+        con = dataset.connect(memory_limit=memory_limit)
+        try:
+            frame = build_features(dataset, cutoff, families=families, con=con)
+        finally:
+            con.close()
     atomic_write(frame, out)
     return len(frame)
 

@@ -42,6 +42,7 @@ from portrait.errors import PortraitError
 from portrait.privacy import safe_attribute_columns
 from portrait.resources import cpu_seconds, peak_rss_bytes
 from portrait.sql import quote_ident
+from portrait.views import compute_once
 
 log = logging.getLogger(__name__)
 
@@ -67,20 +68,30 @@ def parse_cutoff(value: str | dt.date | dt.datetime | pd.Timestamp) -> dt.date:
 def compute_vocabulary(con: duckdb.DuckDBPyConnection | Engine, config: FeatureConfig) -> Vocabulary:
     """Top values by net spend (ties broken by name) in ``f_purchases`` (rows before the cutoff)."""
     engine = as_engine(con)
+    # One pass over the lines: net spend per combination of the four columns (thousands of rows
+    # where the lines are millions), each column's ranking read from that.
+    engine.materialize(
+        "f_vocabulary_spend",
+        "SELECT category, brand, channel, payment_method, SUM(amount) AS spend FROM f_purchases "
+        "GROUP BY category, brand, channel, payment_method",
+    )
 
     def top(column: str, k: int) -> tuple[str, ...]:
         rows = engine.rows(
-            f"SELECT {column} FROM f_purchases WHERE {column} IS NOT NULL "
-            f"GROUP BY {column} ORDER BY SUM(amount) DESC, {column} LIMIT {int(k)}"
+            f"SELECT {column} FROM f_vocabulary_spend WHERE {column} IS NOT NULL "
+            f"GROUP BY {column} ORDER BY SUM(spend) DESC, {column} LIMIT {int(k)}"
         )
         return tuple(r[0] for r in rows)
 
-    return Vocabulary(
-        categories=top("category", config.top_categories),
-        brands=top("brand", config.top_brands),
-        channels=top("channel", config.top_channels),
-        payment_methods=top("payment_method", config.top_payment_methods),
-    )
+    try:
+        return Vocabulary(
+            categories=top("category", config.top_categories),
+            brands=top("brand", config.top_brands),
+            channels=top("channel", config.top_channels),
+            payment_methods=top("payment_method", config.top_payment_methods),
+        )
+    finally:
+        engine.drop("f_vocabulary_spend")
 
 
 def vocabulary_as_of(con: duckdb.DuckDBPyConnection | Engine, cutoff: dt.date, config: FeatureConfig) -> Vocabulary:
@@ -226,6 +237,11 @@ def build_features(
         if not purchases_ready:  # else vocabulary_as_of(con, cutoff) built them on this connection
             _materialize(con, first_steps, keep=tuple(s.name for s in first_steps))
         vocabulary = vocabulary or compute_vocabulary(con, config)
+        if own_connection and dataset.has("customers"):
+            # Read three times below (the attribute kinds, the signups, the attributes), each
+            # read repeating the view's de-duplication, conflict check and identity ranking; a
+            # caller's connection is left as it was given.
+            compute_once(con, "customers")
         kinds = attribute_kinds(con) if dataset.has("customers") else {}
         features = select_families(catalogue(config, vocabulary, kinds), families)
         if only is not None:

@@ -170,6 +170,9 @@ def compile_plan(
             for w in config.windows
         )
         response = config.campaign_response_days
+        # Receipts whose response window closed before the cutoff (the others are not counted,
+        # and a receipt changes no other row's next order), so they never enter the sort.
+        closed = f"ts + INTERVAL {response} DAY <= {timestamp_literal(cutoff)}"
         # The days with an event in the behaviour window, as bits of whole numbers (bit a - 1 of
         # mask j for an event a = 62 j + 1 .. 62 j + 62 days before the cutoff), only when a
         # selected feature counts active days: OR-ing the masks of a person's rows is the set of
@@ -216,12 +219,12 @@ def compile_plan(
                                ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING) AS next_order_ts
                     FROM (
                         SELECT customer_id, ts, 1 AS is_receipt FROM events
-                        WHERE {before} AND LOWER(TRIM(event_type)) = 'campaign_received'
+                        WHERE {closed} AND LOWER(TRIM(event_type)) = 'campaign_received'
                         UNION ALL
                         SELECT customer_id, ts, 0 AS is_receipt FROM f_orders WHERE is_purchase = 1
                     ) u
                 ) r
-                WHERE is_receipt = 1 AND ts + INTERVAL {response} DAY <= {timestamp_literal(cutoff)}""",
+                WHERE is_receipt = 1""",
             ),
         ]
 
