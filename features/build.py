@@ -94,9 +94,12 @@ def compute_vocabulary(con: duckdb.DuckDBPyConnection | Engine, config: FeatureC
         engine.drop("f_vocabulary_spend")
 
 
-def vocabulary_as_of(con: duckdb.DuckDBPyConnection | Engine, cutoff: dt.date, config: FeatureConfig) -> Vocabulary:
-    """The vocabulary :func:`build_features` would compute for ``cutoff``."""
-    steps = purchase_steps(cutoff)
+def vocabulary_as_of(
+    con: duckdb.DuckDBPyConnection | Engine, cutoff: dt.date, config: FeatureConfig, with_store: bool = False
+) -> Vocabulary:
+    """The vocabulary :func:`build_features` would compute for ``cutoff``; the lines it reads
+    stay in ``f_purchases`` (with ``store_id`` when ``with_store``, for crowd reports)."""
+    steps = purchase_steps(cutoff, with_store)
     _materialize(con, steps, keep=tuple(s.name for s in steps))
     return compute_vocabulary(con, config)
 

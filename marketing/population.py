@@ -68,7 +68,7 @@ class Population:
         if self._own_connection and dataset.has("customers"):  # read several times: computed once
             compute_once(self.con, "customers")
         self.say("reading purchases before the as-of date")
-        self.vocabulary = vocabulary_as_of(self.con, self.as_of, self.config)
+        self.vocabulary = vocabulary_as_of(self.con, self.as_of, self.config, with_store=True)
         self.attributes = attribute_kinds(self.con) if dataset.has("customers") else {}
         self.features = catalogue(self.config, self.vocabulary, self.attributes)
         self._scores: pd.DataFrame | None = None
