@@ -3,8 +3,9 @@
 Every term of every condition in a run is computed in one pass per table: one grouped query
 over ``purchases`` and one over ``events``, each reading only rows before the as-of date (and
 after the start of the longest window asked for). Values from the user (categories, event
-types, windows) are bound parameters, never pasted into the SQL text; column names come from
-a fixed list in :mod:`marketing.filters`.
+types) are bound parameters, never pasted into the SQL text; windows are whole numbers the
+parser bounded, written as timestamps formatted from dates; column names come from a fixed list
+in :mod:`marketing.filters`. The SQL runs on DuckDB or, through :mod:`portrait.engine`, Spark.
 
 Windows follow the features' rule: ``within_days = N`` is ``ts >= as_of - N days`` (midnight),
 so "in the last 30 days" means the same thing in a feature, a tag and a segment. Text filters
@@ -23,7 +24,9 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from features.plan import timestamp_literal
 from marketing.filters import BehaviourTerm, FilterError
+from portrait.engine import Engine, as_engine
 from portrait.sql import quote_ident
 from portrait.views import by_person
 
@@ -36,8 +39,9 @@ _FILTER_COLUMNS = {
 _CUSTOMERS = "_behaviour_customers"  # the listed customers and their positions, while a query runs
 
 
-def _start(as_of: dt.date, days: int) -> dt.datetime:
-    return dt.datetime.combine(as_of - dt.timedelta(days=days), dt.time())
+def _start(as_of: dt.date, days: int) -> str:
+    """The first moment of a ``within_days`` window, as SQL (formatted from a parsed date)."""
+    return timestamp_literal(as_of - dt.timedelta(days=days))
 
 
 def _condition(term: BehaviourTerm, as_of: dt.date) -> tuple[str, list]:
@@ -50,8 +54,7 @@ def _condition(term: BehaviourTerm, as_of: dt.date) -> tuple[str, list]:
         parts.append("event_type = ?")
         params.append(term.event_type)
     if term.within_days is not None:
-        parts.append("ts >= ?")
-        params.append(_start(as_of, term.within_days))
+        parts.append(f"ts >= {_start(as_of, term.within_days)}")
     for column, value in term.filters:
         if column not in _FILTER_COLUMNS[term.table]:  # the parser allows only these
             raise FilterError(f"{term.describe()}: {column} is not a column of {term.table}")
@@ -61,7 +64,7 @@ def _condition(term: BehaviourTerm, as_of: dt.date) -> tuple[str, list]:
 
 
 def behaviour_table(
-    con: duckdb.DuckDBPyConnection,
+    con: duckdb.DuckDBPyConnection | Engine,
     terms: Iterable[BehaviourTerm],
     as_of: dt.date,
     customers: pd.Series,
@@ -71,31 +74,33 @@ def behaviour_table(
     customer has no matching rows; a filter value the data never has is an error.
     ``purchases`` names a table already holding the purchase lines before ``as_of`` (with
     ``order_id, ts, amount, category, brand, channel, payment_method``) to read instead of the
-    ``purchases`` view, when the terms filter on no other column."""
+    ``purchases`` view, when the terms filter on no other column. ``con`` is a DuckDB connection
+    or an engine (:mod:`portrait.engine`: Spark too)."""
+    engine = as_engine(con)
     terms = list(dict.fromkeys(terms))
     ids = customers.astype("str").reset_index(drop=True)
     columns: dict[str, object] = {"customer_id": ids}
     # The customers' positions, joined in SQL: the answer comes back as row numbers and
     # numbers, never as a million id strings to convert and merge.
-    con.register(_CUSTOMERS, pd.DataFrame({"customer_id": ids, "_pos": np.arange(len(ids), dtype="int64")}))
+    engine.register_frame(_CUSTOMERS, pd.DataFrame({"customer_id": ids, "_pos": np.arange(len(ids), dtype="int64")}))
     try:
         for table in ("purchases", "events"):
             chosen = [t for t in terms if t.table == table]
             if not chosen:
                 continue
-            if not _has_table(con, table):
+            if not engine.has_relation(table):
                 raise FilterError(f"{chosen[0].describe()} needs the {table} table, which this data set does not have")
             asked = _asked(chosen)
             source = table
             if table == "purchases" and purchases and {c for t in chosen for c, _ in t.filters} <= _READ_COLUMNS:
                 source = purchases
-            frame = _query(con, table, chosen, as_of, asked, source)
+            frame = _query(engine, table, chosen, as_of, asked, source)
             # The query flags which asked values it saw (over every customer, listed or not);
             # only a value it did not see (perhaps outside the windows) needs a look at the
             # whole history, which raises if it is a typo.
             unseen = [pair for i, pair in enumerate(asked) if not frame[f"s{i}"].max() > 0]
             if unseen:
-                check_values(con, chosen, as_of, only=set(unseen))
+                check_values(engine, chosen, as_of, only=set(unseen))
             positions = frame["_pos"].to_numpy()
             listed = positions >= 0
             for i, term in enumerate(chosen):
@@ -103,7 +108,7 @@ def behaviour_table(
                 values[positions[listed]] = frame[f"t{i}"].fillna(0).to_numpy(dtype="float64")[listed]
                 columns[term.column] = values
     finally:
-        con.unregister(_CUSTOMERS)
+        engine.drop(_CUSTOMERS)
     return pd.DataFrame(columns)
 
 
@@ -122,7 +127,7 @@ def _normalised(column: str) -> str:
 
 
 def _query(
-    con: duckdb.DuckDBPyConnection,
+    engine: Engine,
     table: str,
     terms: list[BehaviourTerm],
     as_of: dt.date,
@@ -132,10 +137,9 @@ def _query(
     """``_pos`` (the customer's position in :data:`_CUSTOMERS`, -1 for a customer not listed),
     ``t<i>`` (the value of ``terms[i]``) and ``s<i>`` (1 if ``asked[i]`` occurs in the rows
     read), one row per customer with rows in the windows."""
-    as_of_ts = dt.datetime.combine(as_of, dt.time())
     windows = [t.within_days for t in terms]
-    lower = "" if None in windows else " AND ts >= ?"
-    read_params = [as_of_ts] + ([_start(as_of, max(windows))] if lower else [])
+    lower = "" if None in windows else f" AND ts >= {_start(as_of, max(windows))}"
+    before = f"ts < {timestamp_literal(as_of)}"
     # Each filter column is normalised once per row, in the read; the conditions compare with it.
     filtered = sorted({c for t in terms for c, _ in t.filters} | ({"event_type"} if table == "events" else set()))
     kept = ["customer_id", "ts"] + (["order_id", "amount"] if table == "purchases" else [])
@@ -164,38 +168,31 @@ def _query(
         outer = [f"SUM(t{i}) AS t{i}" for i in range(len(terms))] + [f"MAX(s{i}) AS s{i}" for i in range(len(asked))]
         grouped = (
             f"SELECT customer_id, {', '.join(outer)} FROM ("
-            f"SELECT customer_id, {', '.join(values + seen)} FROM (SELECT {read} FROM {source} WHERE ts < ?{lower}) l "
+            f"SELECT customer_id, {', '.join(values + seen)} FROM (SELECT {read} FROM {source} WHERE {before}{lower}) l "
             f"GROUP BY customer_id{order_key}) o GROUP BY customer_id"
         )
-        params = value_params + read_params + key_params
+        params = value_params + key_params
     else:
         # Events are counted under the ids as written (clean_events), then the counts are
         # summed per person: the events view's counts without mapping each of 100M rows.
         values = [f"SUM(CASE WHEN {condition} THEN 1 ELSE 0 END) AS t{i}" for i, condition in enumerate(conditions)]
         grouped = by_person(
             f"SELECT customer_id, {', '.join(values + seen)} "
-            f"FROM (SELECT {read} FROM clean_events WHERE ts < ?{lower}) e GROUP BY customer_id",
+            f"FROM (SELECT {read} FROM clean_events WHERE {before}{lower}) e GROUP BY customer_id",
             [(f"t{i}", "SUM") for i in range(len(terms))] + [(f"s{i}", "MAX") for i in range(len(asked))],
         )
-        params = value_params + read_params
+        params = value_params
     answers = [f"CAST(g.t{i} AS DOUBLE) AS t{i}" for i in range(len(terms))]
     answers += [f"g.s{i}" for i in range(len(asked))]
     sql = (
         f"SELECT COALESCE(c._pos, -1) AS _pos, {', '.join(answers)} "
         f"FROM ({grouped}) g LEFT JOIN {_CUSTOMERS} c ON g.customer_id = c.customer_id"
     )
-    return con.execute(sql, params).df()
-
-
-def _has_table(con: duckdb.DuckDBPyConnection, table: str) -> bool:
-    found = con.execute("SELECT COUNT(*) FROM duckdb_views() WHERE view_name = ? AND NOT internal", [table]).fetchall()[
-        0
-    ][0]
-    return bool(found)
+    return engine.frame(sql, params)
 
 
 def check_values(
-    con: duckdb.DuckDBPyConnection, terms: list[BehaviourTerm], as_of: dt.date, only: set | None = None
+    con: duckdb.DuckDBPyConnection | Engine, terms: list[BehaviourTerm], as_of: dt.date, only: set | None = None
 ) -> None:
     """A filter value or event type the data never has before ``as_of`` is a typo more often
     than a real empty set: say so, with the closest values."""
@@ -208,7 +205,8 @@ def check_values(
     if only is not None:
         asked = {key: {v for v in values if (key[1], v) in only} for key, values in asked.items()}
         asked = {key: values for key, values in asked.items() if values}
-    as_of_ts = dt.datetime.combine(as_of, dt.time())
+    engine = as_engine(con)
+    before = f"ts < {timestamp_literal(as_of)}"
     for (table, column), values in asked.items():
         # One scan per column: which of the asked values occur at all before the as-of date.
         normalised = _normalised(column)
@@ -216,20 +214,20 @@ def check_values(
         placeholders = ", ".join("?" for _ in asked_values)
         present = {
             row[0]
-            for row in con.execute(
-                f"SELECT DISTINCT {normalised} FROM {table} WHERE ts < ? AND {normalised} IN ({placeholders})",
-                [as_of_ts, *asked_values],
-            ).fetchall()
+            for row in engine.rows(
+                f"SELECT DISTINCT {normalised} FROM {table} WHERE {before} AND {normalised} IN ({placeholders})",
+                asked_values,
+            )
         }
         for value in asked_values:
             if value in present:
                 continue
             known = [
                 row[0]
-                for row in con.execute(
-                    f"SELECT DISTINCT {normalised} AS v FROM {table} WHERE ts < ? AND v IS NOT NULL LIMIT 100000",
-                    [as_of_ts],
-                ).fetchall()
+                for row in engine.rows(
+                    f"SELECT DISTINCT {normalised} AS v FROM {table} WHERE {before} AND {normalised} IS NOT NULL "
+                    "LIMIT 100000"
+                )
             ]
             close = difflib.get_close_matches(value, known, n=5, cutoff=0.5) or sorted(known)[:5]
             raise FilterError(

@@ -32,6 +32,19 @@ StoreOption = Annotated[
 SegmentsOption = Annotated[
     Path | None, typer.Option("--segments", help="Segments folder (default segments/ or $PORTRAIT_SEGMENTS).")
 ]
+# The commands that can run their SQL (features, behaviour terms) on Spark take the data set as
+# text: a Path would turn s3a://bucket/x into s3a:/bucket/x.
+EngineDataOption = Annotated[
+    str, typer.Option("--data", help="Data set folder or DuckDB file (Spark: also hdfs://, s3a://, abfss:// paths).")
+]
+EngineOption = Annotated[
+    str,
+    typer.Option("--engine", help="duckdb (embedded, default) or spark: where features and behaviour are computed."),
+]
+SparkMasterOption = Annotated[
+    str | None,
+    typer.Option("--spark-master", help="Spark master (default local[2], or the session spark-submit gives)."),
+]
 
 
 @contextmanager
@@ -43,13 +56,34 @@ def progress_spinner(console, title: str):
         yield lambda message: progress.update(task, description=message)
 
 
-def open_population(dataset: Path, as_of: str, scores: Path | None, say):
+@contextmanager
+def open_population(
+    dataset: str | Path, as_of: str, scores: Path | None, say, engine: str = "duckdb", spark_master: str | None = None
+):
+    """A :class:`~marketing.population.Population` of the data set, on DuckDB or on Spark
+    (``engine``); closed, with its Spark session's caches, when the block ends."""
     from marketing.population import Population
     from portrait.dataset import open_dataset
+    from portrait.engine import check_engine_name
 
     if scores is not None and not scores.is_dir():
         raise PortraitError(f"scores folder {scores} does not exist")
-    return Population(open_dataset(dataset), as_of, scores_dir=scores, progress=say)
+    if check_engine_name(engine) != "spark":
+        if spark_master:
+            raise PortraitError("--spark-master is an option of --engine spark")
+        with Population(open_dataset(Path(dataset)), as_of, scores_dir=scores, progress=say) as population:
+            yield population
+        return
+    from portrait.spark_engine import spark_dataset, spark_errors, spark_session
+
+    with spark_errors():
+        say("starting Spark")
+        spark_engine, ds = spark_dataset(spark_session(spark_master), str(dataset))
+        try:
+            with Population(ds, as_of, scores_dir=scores, progress=say, con=spark_engine) as population:
+                yield population
+        finally:
+            spark_engine.close()
 
 
 def manual_store_path(store: Path | None) -> Path:
@@ -93,12 +127,16 @@ def register_tags(app: typer.Typer, out, console) -> None:
 
     @app.command("apply")
     def apply_command(
-        dataset: Annotated[Path, typer.Argument(help="Data set folder or DuckDB file.")],
+        dataset: Annotated[
+            str, typer.Argument(help="Data set folder or DuckDB file (Spark: also hdfs://, s3a://, abfss:// paths).")
+        ],
         as_of: AsOfOption,
         out_dir: Annotated[Path, typer.Option("--out", help="Folder for tags_<date>.parquet and its summary.")],
         scores: ScoresOption = None,
         file: TagsFileOption = None,
         store: StoreOption = None,
+        engine: EngineOption = "duckdb",
+        spark_master: SparkMasterOption = None,
     ) -> None:
         """Tag every customer as of a date; write the tags table and a summary."""
         from marketing.tags import apply_tags, load_library, movement, previous_tags, tags_file, with_since
@@ -106,7 +144,10 @@ def register_tags(app: typer.Typer, out, console) -> None:
 
         started = time.perf_counter()
         library = load_library(file)
-        with progress_spinner(console, "tagging") as say, open_population(dataset, as_of, scores, say) as population:
+        with (
+            progress_spinner(console, "tagging") as say,
+            open_population(dataset, as_of, scores, say, engine, spark_master) as population,
+        ):
             applied = apply_tags(library, population, manual_store=manual_store_path(store))
             as_of_date = population.as_of
         previous, previous_date = previous_tags(out_dir, as_of_date)

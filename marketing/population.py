@@ -23,6 +23,7 @@ from marketing.behaviour import behaviour_table
 from marketing.filters import NUMBER, TEXT, Condition, Schema
 from marketing.rfm import RFM_COLUMNS, RFM_INPUTS, rfm_scores
 from portrait.dataset import Dataset
+from portrait.engine import as_engine
 from portrait.errors import PortraitError
 from portrait.outputs import scores_as_of
 from portrait.views import compute_once
@@ -54,7 +55,8 @@ class Population:
         con=None,
         event_first_seen: str | None = None,
     ):
-        """``con``: a connection of ``dataset`` to use (and leave open) instead of a new one;
+        """``con``: a connection of ``dataset`` to use (and leave open) instead of a new one, or
+        an engine with its views (:func:`portrait.spark_engine.spark_dataset`: Spark);
         ``event_first_seen``: a relation on it of each event id's first event time, read for who
         had an event before the date when no event feature is built (:func:`build_features`)."""
         self.dataset = dataset
@@ -79,8 +81,8 @@ class Population:
     def close(self) -> None:
         if self._own_connection:
             self.con.close()
-        else:  # the caller's connection: leave it as it was
-            self.con.execute(f"DROP TABLE IF EXISTS {PURCHASES_READ}")
+        else:  # the caller's connection or engine: leave it as it was
+            as_engine(self.con).drop(PURCHASES_READ)
 
     def __enter__(self) -> Population:
         return self

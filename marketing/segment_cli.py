@@ -13,8 +13,11 @@ from rich.table import Table
 from marketing.cli import (
     AsOfOption,
     DataOption,
+    EngineDataOption,
+    EngineOption,
     ScoresOption,
     SegmentsOption,
+    SparkMasterOption,
     StoreOption,
     TagsFileOption,
     manual_store_path,
@@ -206,13 +209,15 @@ def register_segments(app: typer.Typer, out, console) -> None:
 
     @app.command("refresh")
     def refresh_command(
-        data: DataOption,
+        data: EngineDataOption,
         as_of: AsOfOption,
         names: Annotated[list[str] | None, typer.Argument(help="Segments to refresh (default: all).")] = None,
         scores: ScoresOption = None,
         file: TagsFileOption = None,
         store: StoreOption = None,
         segments_dir: SegmentsOption = None,
+        engine: EngineOption = "duckdb",
+        spark_master: SparkMasterOption = None,
     ) -> None:
         """Recompute segments as of a date; record size, entered and left."""
         from marketing.segments import SegmentStore, record_refresh
@@ -222,7 +227,10 @@ def register_segments(app: typer.Typer, out, console) -> None:
         if not chosen:
             raise PortraitError(f"no segments in {segment_store.folder}/ (portrait segment create)")
         started = time.perf_counter()
-        with progress_spinner(console, "refreshing") as say, open_population(data, as_of, scores, say) as population:
+        with (
+            progress_spinner(console, "refreshing") as say,
+            open_population(data, as_of, scores, say, engine, spark_master) as population,
+        ):
             evaluator = _evaluator(population, segments_dir, file, store)
             evaluator.prepare(chosen)
             results = [evaluator.evaluate(segment) for segment in chosen]

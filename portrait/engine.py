@@ -44,9 +44,11 @@ class Engine(Protocol):
 
     def drop(self, name: str) -> None: ...
 
-    def rows(self, sql: str) -> list[tuple]: ...
+    def has_relation(self, name: str) -> bool: ...
 
-    def frame(self, sql: str) -> pd.DataFrame: ...
+    def rows(self, sql: str, params: list | None = None) -> list[tuple]: ...
+
+    def frame(self, sql: str, params: list | None = None) -> pd.DataFrame: ...
 
     def wide_frame(self, sql: str) -> pd.DataFrame: ...
 
@@ -77,11 +79,20 @@ class DuckDBEngine:
     def drop(self, name: str) -> None:
         self.con.execute(f"DROP TABLE IF EXISTS {name}")
 
-    def rows(self, sql: str) -> list[tuple]:
-        return self.con.execute(sql).fetchall()
+    def has_relation(self, name: str) -> bool:
+        """Whether a view or table of that name is there (a data set's table is a view)."""
+        found = self.con.execute(
+            "SELECT COUNT(*) FROM (SELECT view_name AS name FROM duckdb_views() WHERE NOT internal "
+            "UNION ALL SELECT table_name FROM duckdb_tables()) r WHERE name = ?",
+            [name],
+        ).fetchall()
+        return bool(found[0][0])
 
-    def frame(self, sql: str) -> pd.DataFrame:
-        return self.con.execute(sql).df()
+    def rows(self, sql: str, params: list | None = None) -> list[tuple]:
+        return self.con.execute(sql, params).fetchall()
+
+    def frame(self, sql: str, params: list | None = None) -> pd.DataFrame:
+        return self.con.execute(sql, params).df()
 
     def wide_frame(self, sql: str) -> pd.DataFrame:
         """:meth:`frame` for a result of many number and text columns only (a feature table),

@@ -281,8 +281,11 @@ class SparkEngine:
         self.malformed_rows: dict[str, int] = {}  # CSV lines set aside per table
         self.forgetting: set[str] = set()  # tables with a forgotten_<table> view (portrait.forget)
 
-    def query(self, sql: str):
-        """A Spark DataFrame of a DuckDB-dialect query."""
+    def query(self, sql: str, params: list | None = None):
+        """A Spark DataFrame of a DuckDB-dialect query; ``params`` bind its ``?`` markers
+        (values are never pasted into the text)."""
+        if params:
+            return self.spark.sql(to_spark_sql(sql), args=list(params))
         return self.spark.sql(to_spark_sql(sql))
 
     def execute(self, sql: str) -> _Result:
@@ -331,6 +334,9 @@ class SparkEngine:
         frame.createOrReplaceTempView(new)
         self._persisted[new] = frame
 
+    def has_relation(self, name: str) -> bool:
+        return bool(self.spark.catalog.tableExists(name))
+
     def drop(self, name: str) -> None:
         """Forget the name now; free its cache after the next query has run (a step dropped
         before the query that reads it was run is still read through its cache)."""
@@ -345,11 +351,12 @@ class SparkEngine:
         self._release.clear()
         return result
 
-    def rows(self, sql: str) -> list[tuple]:
-        return self._released([tuple(row) for row in self.query(sql).collect()])
+    def rows(self, sql: str, params: list | None = None) -> list[tuple]:
+        return self._released([tuple(row) for row in self.query(sql, params).collect()])
 
-    def frame(self, sql: str) -> pd.DataFrame:
-        return self._released(self.query(sql).toPandas().copy())  # one block per dtype, as DuckDB's
+    def frame(self, sql: str, params: list | None = None) -> pd.DataFrame:
+        # one block per dtype, as DuckDB's
+        return self._released(self.query(sql, params).toPandas().copy())
 
     def wide_frame(self, sql: str) -> pd.DataFrame:
         return self.frame(sql)

@@ -171,3 +171,37 @@ def test_a_list_keeps_only_the_given_customers_in_score_order():
     rows = build_list(scores, features, "m", customers={"B", "C"})
     assert rows["customer_id"].tolist() == ["C", "B"]
     assert build_list(scores, features, "m", customers=set()).empty
+
+
+def test_tags_and_segment_refresh_name_a_wrong_engine_option(data_folder, tmp_path):
+    code, message = run(
+        "tags", "apply", str(data_folder), "--as-of", "2024-03-01", "--out", str(tmp_path / "t"), "--engine", "flink"
+    )
+    assert code == 2 and "unknown engine 'flink'; choose one of duckdb, spark" in message
+    code, message = run(
+        "tags",
+        "apply",
+        str(data_folder),
+        "--as-of",
+        "2024-03-01",
+        "--out",
+        str(tmp_path / "t"),
+        "--spark-master",
+        "local[1]",
+    )
+    assert code == 2 and "--spark-master is an option of --engine spark" in message
+    SegmentStore(tmp_path / "segments").save(Segment("viewers", where="events('view') > 0"))
+    code, message = run(
+        "segment",
+        "refresh",
+        "--data",
+        str(data_folder),
+        "--as-of",
+        "2024-03-01",
+        "--segments",
+        str(tmp_path / "segments"),
+        "--engine",
+        "flink",
+    )
+    assert code == 2 and "unknown engine 'flink'" in message
+    assert not (tmp_path / "t").exists()
