@@ -14,6 +14,14 @@ from features.catalogue import catalogue
 from features.config import FeatureConfig
 from portrait.errors import ConfigError
 
+# The engine options of every command that can run its SQL on Spark (features build, score, tags
+# apply, segment refresh), defined once.
+EngineOption = Annotated[str, typer.Option("--engine", help="duckdb (embedded, default) or spark.")]
+SparkMasterOption = Annotated[
+    str | None,
+    typer.Option("--spark-master", help="Spark master (default local[2], or the session spark-submit gives)."),
+]
+
 
 def load_feature_config(path: Path | None) -> FeatureConfig:
     """A ``[features]`` table from a TOML file (or the whole file), or the defaults."""
@@ -96,11 +104,8 @@ def register(app: typer.Typer, out, console) -> None:
             str, typer.Option("--out", help="Feature table to write (Parquet; Spark: a folder on an hdfs:// ... path).")
         ],
         config_file: Annotated[Path | None, typer.Option("--config", help="TOML with a [features] table.")] = None,
-        engine: Annotated[str, typer.Option("--engine", help="duckdb (embedded, default) or spark.")] = "duckdb",
-        spark_master: Annotated[
-            str | None,
-            typer.Option("--spark-master", help="Spark master (default local[2], or the session spark-submit gives)."),
-        ] = None,
+        engine: EngineOption = "duckdb",
+        spark_master: SparkMasterOption = None,
         table: Annotated[
             list[str] | None,
             typer.Option("--table", help="Spark: read TABLE from the catalog, e.g. purchases=sales.order_lines."),

@@ -15,6 +15,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.tree import Tree
 
+from features.cli import EngineOption, SparkMasterOption
 from portrait.errors import PortraitError
 
 DataOption = Annotated[Path, typer.Option("--data", help="Data set folder or DuckDB file.")]
@@ -36,14 +37,6 @@ SegmentsOption = Annotated[
 # text: a Path would turn s3a://bucket/x into s3a:/bucket/x.
 EngineDataOption = Annotated[
     str, typer.Option("--data", help="Data set folder or DuckDB file (Spark: also hdfs://, s3a://, abfss:// paths).")
-]
-EngineOption = Annotated[
-    str,
-    typer.Option("--engine", help="duckdb (embedded, default) or spark: where features and behaviour are computed."),
-]
-SparkMasterOption = Annotated[
-    str | None,
-    typer.Option("--spark-master", help="Spark master (default local[2], or the session spark-submit gives)."),
 ]
 
 

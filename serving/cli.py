@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from features.cli import EngineOption, SparkMasterOption
 from portrait.audit import AUDIT_LOG_ENV, DEFAULT_AUDIT_LOG, audit_log_path
 from portrait.errors import PortraitError
 from serving.keys import ROLE_HELP, Role
@@ -44,11 +45,8 @@ def register(app: typer.Typer, out, console) -> None:
         skip_validation: Annotated[
             bool, typer.Option("--skip-validation", help="Do not validate the data set first.")
         ] = False,
-        engine: Annotated[str, typer.Option("--engine", help="duckdb (embedded, default) or spark.")] = "duckdb",
-        spark_master: Annotated[
-            str | None,
-            typer.Option("--spark-master", help="Spark master (default local[2], or the session spark-submit gives)."),
-        ] = None,
+        engine: EngineOption = "duckdb",
+        spark_master: SparkMasterOption = None,
         table: Annotated[
             list[str] | None,
             typer.Option("--table", help="Spark: read TABLE from the catalog, e.g. purchases=sales.order_lines."),
