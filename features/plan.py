@@ -218,10 +218,11 @@ def compile_plan(
                        CASE WHEN next_order_ts IS NOT NULL
                                  AND next_order_ts <= ts + INTERVAL {response} DAY THEN CAST(1 AS DOUBLE) ELSE CAST(0 AS DOUBLE) END AS responded
                 FROM (
+                    -- A receipt's next purchase order: the first order after it (at the same
+                    -- time, receipts sort first), skipping the receipts in between.
                     SELECT customer_id, ts, is_receipt,
-                           MIN(CASE WHEN is_receipt = 0 THEN ts END) OVER (
-                               PARTITION BY customer_id ORDER BY ts, is_receipt DESC
-                               ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING) AS next_order_ts
+                           LEAD(CASE WHEN is_receipt = 0 THEN ts END IGNORE NULLS) OVER (
+                               PARTITION BY customer_id ORDER BY ts, is_receipt DESC) AS next_order_ts
                     FROM (
                         SELECT customer_id, ts, 1 AS is_receipt FROM events
                         WHERE {closed} AND LOWER(TRIM(event_type)) = 'campaign_received'
