@@ -92,12 +92,19 @@ def register_segments(app: typer.Typer, out, console) -> None:
         exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Remove this segment's members.")] = None,
         description: Annotated[str | None, typer.Option("--description")] = None,
         replace: Annotated[bool, typer.Option("--replace", help="Overwrite a segment of that name.")] = False,
-        data: Annotated[Path | None, typer.Option("--data", help="Also count it on this data set.")] = None,
+        data: Annotated[
+            str | None,
+            typer.Option(
+                "--data", help="Also count it on this data set (Spark: also hdfs://, s3a://, abfss:// paths)."
+            ),
+        ] = None,
         as_of: Annotated[str | None, typer.Option("--as-of", help="Count as of this date (with --data).")] = None,
         scores: ScoresOption = None,
         file: TagsFileOption = None,
         store: StoreOption = None,
         segments_dir: SegmentsOption = None,
+        engine: EngineOption = "duckdb",
+        spark_master: SparkMasterOption = None,
     ) -> None:
         """Save a segment (checked first; nothing is written if a check fails)."""
         from marketing.segments import SegmentStore
@@ -107,15 +114,21 @@ def register_segments(app: typer.Typer, out, console) -> None:
         if data is not None:
             if not as_of:
                 raise PortraitError("--data needs --as-of to count the segment")
-            _count(segment, data, as_of, scores, file, store, segments_dir, save_first=True, replace=replace)
+            _count(segment, data, as_of, scores, file, store, segments_dir, (engine, spark_master), True, replace)
             return
+        if engine != "duckdb" or spark_master is not None:
+            raise PortraitError("--engine and --spark-master count the segment: give --data and --as-of too")
         path = SegmentStore(segments_dir).save(segment, replace=replace)
         out.print(f"saved segment {name!r}: {segment.definition()} -> {path}")
 
-    def _count(segment, data, as_of, scores, file, store, segments_dir, save_first=False, replace=False):
+    def _count(segment, data, as_of, scores, file, store, segments_dir, engine, save_first=False, replace=False):
+        """``engine``: the engine's name and its Spark master (or None)."""
         from marketing.segments import SegmentStore
 
-        with progress_spinner(console, "counting") as say, open_population(data, as_of, scores, say) as population:
+        with (
+            progress_spinner(console, "counting") as say,
+            open_population(data, as_of, scores, say, *engine) as population,
+        ):
             evaluator = _evaluator(population, segments_dir, file, store)
             evaluator.check(segment)
             if save_first:
@@ -132,7 +145,7 @@ def register_segments(app: typer.Typer, out, console) -> None:
 
     @app.command("count")
     def count_command(
-        data: DataOption,
+        data: EngineDataOption,
         as_of: AsOfOption,
         where: Annotated[str | None, typer.Option("--where")] = None,
         tag: Annotated[list[str] | None, typer.Option("--tag")] = None,
@@ -144,6 +157,8 @@ def register_segments(app: typer.Typer, out, console) -> None:
         file: TagsFileOption = None,
         store: StoreOption = None,
         segments_dir: SegmentsOption = None,
+        engine: EngineOption = "duckdb",
+        spark_master: SparkMasterOption = None,
     ) -> None:
         """Preview a segment's size without saving it."""
         from marketing.segments import SegmentStore, check_graph
@@ -152,7 +167,7 @@ def register_segments(app: typer.Typer, out, console) -> None:
         segments = SegmentStore(segments_dir).all()
         segments.pop("preview", None)
         check_graph({**segments, "preview": segment})
-        _count(segment, data, as_of, scores, file, store, segments_dir)
+        _count(segment, data, as_of, scores, file, store, segments_dir, (engine, spark_master))
 
     @app.command("list")
     def list_command(segments_dir: SegmentsOption = None) -> None:

@@ -205,3 +205,19 @@ def test_tags_and_segment_refresh_name_a_wrong_engine_option(data_folder, tmp_pa
     )
     assert code == 2 and "unknown engine 'flink'" in message
     assert not (tmp_path / "t").exists()
+
+
+def test_segment_count_and_create_take_the_engine_options(data_folder, tmp_path):
+    segments = ["--segments", str(tmp_path / "segments")]
+    common = ["--data", str(data_folder), "--as-of", "2024-03-01", *segments]
+    code, message = run("segment", "count", "--where", "events('view') > 0", *common, "--engine", "flink")
+    assert code == 2 and "unknown engine 'flink'; choose one of duckdb, spark" in message
+    code, message = run("segment", "create", "viewers", "--where", "events('view') > 0", *common, "--engine", "flink")
+    assert code == 2 and "unknown engine 'flink'" in message
+    assert not (tmp_path / "segments").exists() or not SegmentStore(tmp_path / "segments").names()
+    code, message = run("segment", "create", "viewers", "--where", "events('view') > 0", *segments, "--engine", "spark")
+    assert code == 2 and "give --data and --as-of too" in message
+    code, message = run("segment", "count", "--where", "events('view') > 0", *common, "--spark-master", "local[1]")
+    assert code == 2 and "--spark-master is an option of --engine spark" in message
+    code, message = run("segment", "count", "--where", "events('view') > 0", *common, "--engine", "duckdb")
+    assert code == 0 and "preview:" in message
