@@ -18,7 +18,9 @@ imported inside :func:`spark_session`). What it does:
   the header's fields is set aside (``malformed_row``) as DuckDB sets it aside.
 - **Views**: ``raw_t``, ``cleaned_t``, ``checked_t``, ``typed_t``, ``clean_t``,
   ``duplicates_t`` and ``t`` with the SQL of :mod:`portrait.views` (``select_columns``,
-  ``checked_views``, ``merged_view``), as temporary views of the session.
+  ``checked_views``, ``merged_view``), as temporary views of the session, each engine's under
+  a prefix of its own (two data sets on one session keep their views apart; see
+  :class:`SparkEngine`).
 - **Forgotten customers** (:mod:`portrait.forget`): with tombstones in the data set
   (``.portrait/`` in the local folder, or under the root of a path Spark reads), ``raw_t``
   leaves out the rows whose customer id (identities: or id_type/id_value pair) is tombstoned,
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import os
 import shutil
 import sys
@@ -217,14 +220,34 @@ def _rewrite(node: exp.Expression) -> exp.Expression:
     return node
 
 
-@functools.lru_cache(maxsize=4096)
-def to_spark_sql(sql: str) -> str:
-    """One DuckDB-dialect statement as Spark SQL (see the module docstring)."""
+def _spark_tree(sql: str) -> exp.Expression:
     try:
         tree = sqlglot.parse_one(sql, read="duckdb")
     except sqlglot.errors.ParseError as exc:
         raise PortraitError(f"cannot transpile SQL for Spark: {_first_line(exc)}") from None
-    return tree.transform(_rewrite).sql(dialect="spark")
+    return tree.transform(_rewrite)
+
+
+@functools.lru_cache(maxsize=4096)
+def to_spark_sql(sql: str) -> str:
+    """One DuckDB-dialect statement as Spark SQL (see the module docstring)."""
+    return _spark_tree(sql).sql(dialect="spark")
+
+
+@functools.lru_cache(maxsize=4096)
+def _engine_spark_sql(sql: str, views: frozenset[str], prefix: str) -> str:
+    """:func:`to_spark_sql` with each table named in ``views`` read from its prefixed view
+    (aliased to its own name, so that ``f_spine.customer_id`` still resolves). A CTE of the
+    same name and a qualified catalog table (``sales.order_lines``) are left alone."""
+    tree = _spark_tree(sql)
+    ctes = {cte.alias for cte in tree.find_all(exp.CTE)}
+    for table in list(tree.find_all(exp.Table)):
+        if table.args.get("db") or table.name not in views or table.name in ctes:
+            continue
+        if not table.alias:
+            table.set("alias", exp.TableAlias(this=exp.to_identifier(table.name)))
+        table.set("this", exp.to_identifier(prefix + table.name))
+    return tree.sql(dialect="spark")
 
 
 def duckdb_type(data_type) -> str:
@@ -269,8 +292,17 @@ class _Result:
         return self._frame.toPandas()
 
 
+_ENGINE_NUMBERS = itertools.count(1)
+
+
 class SparkEngine:
-    """:class:`portrait.engine.Engine` on a SparkSession: DuckDB-dialect SQL transpiled."""
+    """:class:`portrait.engine.Engine` on a SparkSession: DuckDB-dialect SQL transpiled.
+
+    Spark's temporary views belong to the whole session, so each engine names its views with a
+    prefix of its own (``portrait1_raw_purchases``): two data sets opened on one session (a
+    notebook calling :func:`spark_dataset` twice) keep their views apart. The SQL names them
+    as on DuckDB (``raw_purchases``); :meth:`query` reads each name this engine registered from
+    its prefixed view."""
 
     name = "spark"
 
@@ -280,13 +312,29 @@ class SparkEngine:
         self._release: list = []  # caches to free after the next query
         self.malformed_rows: dict[str, int] = {}  # CSV lines set aside per table
         self.forgetting: set[str] = set()  # tables with a forgotten_<table> view (portrait.forget)
+        self._prefix = f"portrait{next(_ENGINE_NUMBERS)}_"
+        self._views: set[str] = set()
+
+    def view_name(self, name: str) -> str:
+        """The session-wide name of this engine's view ``name`` (registered as this engine's)."""
+        self._views.add(name)
+        return self._prefix + name
+
+    def register_dataframe(self, name: str, frame) -> None:
+        """A Spark DataFrame as this engine's view ``name`` (not cached)."""
+        frame.createOrReplaceTempView(self.view_name(name))
+
+    def table(self, name: str):
+        """This engine's view ``name`` as a Spark DataFrame."""
+        return self.spark.table(self.view_name(name))
 
     def query(self, sql: str, params: list | None = None):
         """A Spark DataFrame of a DuckDB-dialect query; ``params`` bind its ``?`` markers
         (values are never pasted into the text)."""
+        text = _engine_spark_sql(sql, frozenset(self._views), self._prefix)
         if params:
-            return self.spark.sql(to_spark_sql(sql), args=list(params))
-        return self.spark.sql(to_spark_sql(sql))
+            return self.spark.sql(text, args=list(params))
+        return self.spark.sql(text)
 
     def execute(self, sql: str) -> _Result:
         """A DuckDB-dialect statement, as :mod:`portrait.views` issues them on a connection:
@@ -310,7 +358,7 @@ class SparkEngine:
         return self.spark.createDataFrame([], schema)
 
     def create_view(self, name: str, sql: str) -> None:
-        self.query(sql).createOrReplaceTempView(name)
+        self.register_dataframe(name, self.query(sql))
 
     def materialize(self, name: str, sql: str, eager: bool = False) -> None:
         """A cached temporary view of ``sql``. Cached lazily unless ``eager``: it is computed
@@ -323,19 +371,21 @@ class SparkEngine:
         frame = frame.persist()
         if eager:
             frame.count()
-        frame.createOrReplaceTempView(name)
+        self.register_dataframe(name, frame)
         self._persisted[name] = frame
 
     def rename(self, old: str, new: str) -> None:
         """The cached view ``old`` under the name ``new`` (replacing it), without recomputing it."""
         frame = self._persisted.pop(old)
         self.drop(new)
-        self.spark.catalog.dropTempView(old)
-        frame.createOrReplaceTempView(new)
+        self.spark.catalog.dropTempView(self._prefix + old)
+        self._views.discard(old)
+        self.register_dataframe(new, frame)
         self._persisted[new] = frame
 
     def has_relation(self, name: str) -> bool:
-        return bool(self.spark.catalog.tableExists(name))
+        """Whether this engine has a view ``name`` (a data set's table is a view)."""
+        return name in self._views and bool(self.spark.catalog.tableExists(self._prefix + name))
 
     def drop(self, name: str) -> None:
         """Forget the name now; free its cache after the next query has run (a step dropped
@@ -343,7 +393,8 @@ class SparkEngine:
         frame = self._persisted.pop(name, None)
         if frame is not None:
             self._release.append(frame)
-        self.spark.catalog.dropTempView(name)
+        self.spark.catalog.dropTempView(self._prefix + name)
+        self._views.discard(name)
 
     def _released(self, result):
         for frame in self._release:
@@ -693,7 +744,7 @@ def _exclude_forgotten(engine: SparkEngine, table: str, raw_sql: str, exprs: dic
     names = [f"__portrait_forget_part{i}" for i in range(len(parts))]
     selected = ", ".join(f"CAST({part} AS VARCHAR) AS {name}" for part, name in zip(parts, names, strict=True))
     frame = engine.query(f"SELECT *, {selected} FROM unfiltered_raw_{table}")
-    hashes = engine.spark.table("_forgotten_hashes")
+    hashes = engine.table("_forgotten_hashes")
     separator = F.lit(chr(31))
     helpers, hit, used = list(names), None, 0
     for i, (kind, key_parts) in enumerate(keys):
@@ -706,8 +757,8 @@ def _exclude_forgotten(engine: SparkEngine, table: str, raw_sql: str, exprs: dic
         hit = flag if hit is None else hit | flag
         helpers += [key, found]
     flagged = frame.withColumn("__portrait_forgotten", hit).drop(*helpers)
-    flagged.where("NOT __portrait_forgotten").drop("__portrait_forgotten").createOrReplaceTempView(f"raw_{table}")
-    flagged.where("__portrait_forgotten").drop("__portrait_forgotten").createOrReplaceTempView(f"forgotten_{table}")
+    engine.register_dataframe(f"raw_{table}", flagged.where("NOT __portrait_forgotten").drop("__portrait_forgotten"))
+    engine.register_dataframe(f"forgotten_{table}", flagged.where("__portrait_forgotten").drop("__portrait_forgotten"))
     engine.forgetting.add(table)
 
 
@@ -725,7 +776,7 @@ def register_views(engine: SparkEngine, spark_input: SparkInput) -> None:
             keep = [source.columns.get(c, c) for c in table.column_names]
             withheld = withheld_columns(table.name, frame.columns, keep, source.guard)
             frame = frame.drop(*withheld) if withheld else frame
-        frame.createOrReplaceTempView(f"_source_{table.name}")
+        engine.register_dataframe(f"_source_{table.name}", frame)
         available = {f.name: duckdb_type(f.dataType) for f in frame.schema.fields}
         selected, types, extras = select_columns(table, source, available)
         is_csv = spark_input.locations[table.name][0] == "csv"

@@ -193,3 +193,19 @@ def test_a_jvm_that_stopped_mid_job_is_one_message_and_closing_does_not_hide_it(
             from py4j.protocol import Py4JError
 
             raise Py4JError("boom")
+
+
+def test_an_engines_views_are_read_under_its_prefix_and_other_names_are_left_alone():
+    from portrait.spark_engine import _engine_spark_sql
+
+    sql = (
+        "WITH f_orders AS (SELECT customer_id FROM purchases) "
+        "SELECT f_spine.customer_id, o.customer_id FROM f_spine LEFT JOIN f_orders o USING (customer_id) "
+        "LEFT JOIN sales.purchases s USING (customer_id) LEFT JOIN lake_lines USING (customer_id)"
+    )
+    text = _engine_spark_sql(sql, frozenset({"purchases", "f_spine", "f_orders"}), "portrait7_")
+    assert "FROM portrait7_purchases AS purchases" in text  # a view of the engine, aliased to its name
+    assert "FROM portrait7_f_spine AS f_spine" in text  # so f_spine.customer_id still resolves
+    assert "LEFT JOIN f_orders AS o" in text  # the CTE, not the engine's view of that name
+    assert "sales.purchases AS s" in text  # a catalog table
+    assert "LEFT JOIN lake_lines USING" in text  # a name the engine did not register

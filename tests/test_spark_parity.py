@@ -301,3 +301,28 @@ def test_a_failed_spark_write_leaves_the_previous_output_and_no_temporary_folder
     assert [p.name for p in tmp_path.iterdir()] == ["scores"]
     write_directory(spark.range(5).selectExpr("id AS x"), str(target))
     assert len(spark.read.parquet(str(target)).toPandas()) == 5 and [p.name for p in tmp_path.iterdir()] == ["scores"]
+
+
+def test_two_data_sets_opened_on_one_session_keep_their_views_apart(spark, spark_views, data, tmp_path):
+    """Spark's temporary views belong to the session: each engine's views carry its own prefix,
+    so opening a second data set (a notebook) leaves the first one's views as they were."""
+    from portrait.spark_engine import spark_dataset
+
+    engine, _ = spark_views
+    count = "SELECT COUNT(*), COUNT(DISTINCT customer_id) FROM purchases"
+    write_sample_data(tmp_path / "small", customers=20, seed=5)
+    duck = []
+    for folder in (data, tmp_path / "small"):
+        con = open_dataset(folder).connect()
+        try:
+            duck.append(con.execute(count).fetchall()[0])
+        finally:
+            con.close()
+    assert duck[0] != duck[1]
+    other, _ = spark_dataset(spark, tmp_path / "small")
+    try:
+        assert other.rows(count)[0] == duck[1]
+        assert engine.rows(count)[0] == duck[0]
+    finally:
+        other.close()
+    assert engine.rows(count)[0] == duck[0]
