@@ -271,11 +271,14 @@ def build_features(
             dtypes = {"customer_id": "str"} | {f.name: f.dtype for f in features}
             return as_engine(con).finished(steps[-1].sql, lambda batch: _finish(batch, features, vocabulary), dtypes)
         started = _clock()
-        frame = as_engine(con).wide_frame(f"{steps[-1].sql} ORDER BY customer_id")
+
+        def drop_steps() -> None:  # once the table is fetched, before it is converted
+            for step in first_steps + steps[:-1]:
+                if step.name not in callers:
+                    as_engine(con).drop(step.name)
+
+        frame = as_engine(con).wide_frame(f"{steps[-1].sql} ORDER BY customer_id", release=drop_steps)
         _log_step(steps[-1].name, started)
-        for step in first_steps + steps[:-1]:
-            if step.name not in callers:
-                as_engine(con).drop(step.name)
     finally:
         if own_connection:
             con.close()

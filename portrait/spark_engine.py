@@ -45,7 +45,7 @@ import shutil
 import sys
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -409,8 +409,11 @@ class SparkEngine:
         # one block per dtype, as DuckDB's
         return self._released(self.query(sql, params).toPandas().copy())
 
-    def wide_frame(self, sql: str) -> pd.DataFrame:
-        return self.frame(sql)
+    def wide_frame(self, sql: str, release: Callable[[], None] | None = None) -> pd.DataFrame:
+        frame = self.frame(sql)
+        if release is not None:
+            release()
+        return frame
 
     def finished(self, sql: str, finish, dtypes: dict[str, str]):
         """A Spark DataFrame of ``sql`` with ``finish`` (a pandas frame to pandas frame function,

@@ -209,3 +209,17 @@ def test_an_engines_views_are_read_under_its_prefix_and_other_names_are_left_alo
     assert "LEFT JOIN f_orders AS o" in text  # the CTE, not the engine's view of that name
     assert "sales.purchases AS s" in text  # a catalog table
     assert "LEFT JOIN lake_lines USING" in text  # a name the engine did not register
+
+
+def test_wide_frame_releases_the_tables_it_read_once_the_rows_are_fetched():
+    engine = as_engine(duckdb.connect())
+    engine.register_frame("numbers", pd.DataFrame({"x": [1.5, 2.5], "label": ["a", "b"]}))
+    released = []
+
+    def release() -> None:
+        engine.drop("numbers")
+        released.append(True)
+
+    frame = engine.wide_frame("SELECT * FROM numbers ORDER BY x", release=release)
+    assert released == [True] and not engine.has_relation("numbers")
+    assert frame["x"].tolist() == [1.5, 2.5] and frame["label"].tolist() == ["a", "b"]
