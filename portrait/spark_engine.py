@@ -442,16 +442,20 @@ class SparkEngine:
         self._released(write_directory(self.query(sql), str(path)))
 
     def close(self) -> None:
-        """Drop the cached steps; when the JVM has already stopped (the error being raised is
-        the one to report) there is nothing left to drop."""
+        """Drop the cached steps and every view of this engine (a notebook's session keeps no
+        trace of it); when the JVM has already stopped (the error being raised is the one to
+        report) there is nothing left to drop."""
         try:
             for name in list(self._persisted):
                 self.drop(name)
             self._released(None)
+            for name in list(self._views):
+                self.drop(name)
         except Exception as exc:
             if not _jvm_gone(exc):
                 raise
             self._persisted.clear()
+            self._views.clear()
 
 
 # --- writing -------------------------------------------------------------------------------

@@ -326,3 +326,4 @@ def test_two_data_sets_opened_on_one_session_keep_their_views_apart(spark, spark
     finally:
         other.close()
     assert engine.rows(count)[0] == duck[0]
+    assert not [t.name for t in spark.catalog.listTables() if t.name.startswith(other._prefix)]  # closed: no view left
