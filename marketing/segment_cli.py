@@ -114,20 +114,33 @@ def register_segments(app: typer.Typer, out, console) -> None:
         if data is not None:
             if not as_of:
                 raise PortraitError("--data needs --as-of to count the segment")
-            _count(segment, data, as_of, scores, file, store, segments_dir, (engine, spark_master), True, replace)
+            _count(
+                segment,
+                data,
+                as_of,
+                scores,
+                file,
+                store,
+                segments_dir,
+                engine,
+                spark_master,
+                save_first=True,
+                replace=replace,
+            )
             return
         if engine != "duckdb" or spark_master is not None:
             raise PortraitError("--engine and --spark-master count the segment: give --data and --as-of too")
         path = SegmentStore(segments_dir).save(segment, replace=replace)
         out.print(f"saved segment {name!r}: {segment.definition()} -> {path}")
 
-    def _count(segment, data, as_of, scores, file, store, segments_dir, engine, save_first=False, replace=False):
-        """``engine``: the engine's name and its Spark master (or None)."""
+    def _count(
+        segment, data, as_of, scores, file, store, segments_dir, engine, spark_master, save_first=False, replace=False
+    ):
         from marketing.segments import SegmentStore
 
         with (
             progress_spinner(console, "counting") as say,
-            open_population(data, as_of, scores, say, *engine) as population,
+            open_population(data, as_of, scores, say, engine, spark_master) as population,
         ):
             evaluator = _evaluator(population, segments_dir, file, store)
             evaluator.check(segment)
@@ -167,7 +180,7 @@ def register_segments(app: typer.Typer, out, console) -> None:
         segments = SegmentStore(segments_dir).all()
         segments.pop("preview", None)
         check_graph({**segments, "preview": segment})
-        _count(segment, data, as_of, scores, file, store, segments_dir, (engine, spark_master))
+        _count(segment, data, as_of, scores, file, store, segments_dir, engine, spark_master)
 
     @app.command("list")
     def list_command(segments_dir: SegmentsOption = None) -> None:

@@ -326,7 +326,7 @@ class SparkEngine:
 
     def table(self, name: str):
         """This engine's view ``name`` as a Spark DataFrame."""
-        return self.spark.table(self.view_name(name))
+        return self.spark.table(self._prefix + name)
 
     def query(self, sql: str, params: list | None = None):
         """A Spark DataFrame of a DuckDB-dialect query; ``params`` bind its ``?`` markers
@@ -378,8 +378,7 @@ class SparkEngine:
         """The cached view ``old`` under the name ``new`` (replacing it), without recomputing it."""
         frame = self._persisted.pop(old)
         self.drop(new)
-        self.spark.catalog.dropTempView(self._prefix + old)
-        self._views.discard(old)
+        self.drop(old)  # the name only: its cache is now the frame's under the new name
         self.register_dataframe(new, frame)
         self._persisted[new] = frame
 
@@ -446,11 +445,9 @@ class SparkEngine:
         trace of it); when the JVM has already stopped (the error being raised is the one to
         report) there is nothing left to drop."""
         try:
-            for name in list(self._persisted):
+            for name in self._views | set(self._persisted):
                 self.drop(name)
             self._released(None)
-            for name in list(self._views):
-                self.drop(name)
         except Exception as exc:
             if not _jvm_gone(exc):
                 raise
