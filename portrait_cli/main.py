@@ -38,8 +38,11 @@ app.add_typer(tags_app, name="tags")
 app.add_typer(segment_app, name="segment")
 app.add_typer(crowd_app, name="crowd")
 
-console = Console(stderr=True)
-out = Console()
+# soft_wrap: text lines are never broken at the console's width (80 columns when the output is a
+# file or a pipe, as in a nightly job's log): a long path stays one piece a user can copy.
+# Tables still fit the width.
+console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 
 def _spinner(description: str):
