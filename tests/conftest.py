@@ -19,6 +19,13 @@ def write_tables(folder: Path, fmt: str = "csv", **tables: pd.DataFrame) -> Path
     return folder
 
 
+def pytest_collection_modifyitems(config, items):
+    """The Spark modules first. `make test` runs the suite on two processes (pytest-xdist,
+    ``--dist loadfile``: each module whole on one process, in its order); the two Spark modules
+    are the longest and start at once, one on each process, and the other modules fill in."""
+    items.sort(key=lambda item: item.get_closest_marker("spark") is None)  # stable: modules keep their order
+
+
 @pytest.fixture(scope="session")
 def small_synthetic(tmp_path_factory) -> Path:
     """A 3,000-customer synthetic data set shared by the whole session (seed 11)."""
