@@ -8,7 +8,8 @@ CSV text before hashing it), a purchase line without a customer id (quarantined 
 taken for a forgotten one) and a new id sharing the phone of a forgotten person (its identities
 row is left out, so it is merged with nobody; its purchase stays), both added after the forget
 as a later import would. Two customers are forgotten: one merged with a second account through
-identities (given by that account's id), one alone.
+identities (given by that account's id), one alone. Spark reads it through a ``file://`` URI
+(Hadoop's file system, as a lake path would be), tombstones and salt included.
 
 The session's one SparkSession (tests/conftest.py; marked ``spark``; skipped when pyspark or
 Java is missing).
@@ -81,7 +82,8 @@ def world(tmp_path_factory) -> dict:
 def spark_views(spark, world):
     from portrait.spark_engine import spark_dataset
 
-    engine, dataset = spark_dataset(spark, world["data"])
+    # read through Hadoop's file system (a URI, as for a lake), tombstones and salt included
+    engine, dataset = spark_dataset(spark, f"file://{world['data']}")
     yield engine, dataset
     engine.close()
 
@@ -116,22 +118,6 @@ def test_the_same_rows_are_forgotten_and_quarantined_and_merged(spark_views, wor
         assert not world["person"] & set(spark_ids), table
     # NEW_ID is kept, merged with nobody: the phone it shared is forgotten (its identities row too).
     assert NEW_ID in duck_ids["purchases"] and NEW_ID not in set(spark_map["customer_id"])
-
-
-def test_a_data_set_on_a_spark_path_applies_its_tombstones(spark, world, tmp_path):
-    from portrait.spark_engine import forgotten_counts, spark_dataset
-
-    folder = tmp_path / "lake"
-    shutil.copytree(world["data"], folder)
-    engine, dataset = spark_dataset(spark, f"file://{folder}")  # read through Hadoop's file system
-    try:
-        assert forgotten_counts(engine, dataset) == {
-            t.table: t.forgotten for t in validate(open_dataset(folder)).tables
-        }
-        ids = {r[0] for r in engine.rows("SELECT DISTINCT customer_id FROM purchases")}
-        assert ids and not world["person"] & ids
-    finally:
-        engine.close()
 
 
 def test_tombstones_without_their_salt_are_an_error_on_spark(spark, world, tmp_path):
