@@ -11,8 +11,10 @@ from typing import Annotated
 
 import pandas as pd
 import typer
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 from rich.tree import Tree
 
 from features.cli import EngineOption, SparkMasterOption
@@ -43,7 +45,11 @@ EngineDataOption = Annotated[
 @contextmanager
 def progress_spinner(console, title: str):
     with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True
+        SpinnerColumn(),
+        TextColumn("{task.description}", markup=False),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
     ) as progress:
         task = progress.add_task(title, total=None)
         yield lambda message: progress.update(task, description=message)
@@ -92,13 +98,13 @@ def register_tags(app: typer.Typer, out, console) -> None:
         from marketing.tags import load_library
 
         library = load_library(file)
-        tree = Tree(f"[bold]tag library[/bold] {library.source}")
+        tree = Tree(Text().append("tag library", style="bold").append(f" {library.source}"))
 
         def add(node, path: str) -> None:
             group = library.groups[path]
-            text = f"[bold]{path}[/bold]" + (f" — {group.description}" if group.description else "")
+            text = Text().append(path, style="bold").append(f" — {group.description}" if group.description else "")
             if group.exclusive:
-                text += f"  [cyan](exclusive: {group.exclusive})[/cyan]"
+                text.append(f"  (exclusive: {group.exclusive})", style="cyan")
             branch = node.add(text)
             if group.exclusive == "levels":
                 cuts = (
@@ -110,13 +116,15 @@ def register_tags(app: typer.Typer, out, console) -> None:
             elif group.exclusive == "rfm":
                 branch.add("RFM groups: portrait rfm (rules in docs/rfm.md)")
             for tag in (t for t in library.tags if t.group == path):
-                branch.add(f"{tag.name} [dim]({tag.kind})[/dim]: {tag.definition()}", highlight=False)
+                branch.add(
+                    Text().append(tag.name).append(f" ({tag.kind})", style="dim").append(f": {tag.definition()}")
+                )
             for child in library.children(path):
                 add(branch, child)
 
         for root in library.children(None):
             add(tree, root)
-        out.print(tree)
+        out.print(tree, soft_wrap=False)  # wrapped to the width; soft wrap would crop a tree
 
     @app.command("apply")
     def apply_command(
@@ -182,7 +190,7 @@ def register_tags(app: typer.Typer, out, console) -> None:
             covered = sum(info["values"].values())
             out.print(f"exclusive group {group}: {covered:,} of {info['customers']:,} customers, one value each")
         for note in applied.notes:
-            out.print(f"[yellow]note:[/yellow] {note}")
+            out.print(f"[yellow]note:[/yellow] {escape(note)}", markup=True)
         out.print(f"tags: {target}\nsummary: {target.with_suffix('.summary.json')} ({summary['duration_seconds']} s)")
 
     def _manual(tag_name: str, file: Path | None):
@@ -218,7 +226,10 @@ def register_tags(app: typer.Typer, out, console) -> None:
                 blank_row = pd.DataFrame({"given_id": [""], "reason": [f"{int(blank.sum())} blank id(s)"]})
                 reasons = pd.concat([reasons, blank_row], ignore_index=True)
             atomic_write(reasons.rename(columns={"given_id": "customer_id"}), target, csv=True)
-            out.print(f"[yellow]{rejected_count:,} id(s) rejected[/yellow] (unknown or blank) -> {target}")
+            out.print(
+                f"[yellow]{rejected_count:,} id(s) rejected[/yellow] (unknown or blank) -> {escape(str(target))}",
+                markup=True,
+            )
         return resolved[resolved["known"].astype(bool)]
 
     @app.command("assign")

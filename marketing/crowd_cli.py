@@ -150,7 +150,8 @@ def register_crowd(app: typer.Typer, out, console) -> None:
             f"as of {report.as_of}"
         )
         if report.empty:
-            out.print(f"[yellow]the crowd is empty as of {report.as_of}[/yellow]: the report says so")
+            out.print(f"the crowd is empty as of {report.as_of}", style="yellow", end="")
+            out.print(": the report says so")
         out.print(f"wrote {paths['csv']}, {paths['md']}, {paths['html']} in {time.perf_counter() - started:.1f} s")
 
     @app.command("crosstab")

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from marketing.cli import AsOfOption, ScoresOption, SegmentsOption, progress_spinner
@@ -146,7 +147,7 @@ def register_funnel(app: typer.Typer, out, console) -> None:
                 )
             out.print(per_group)
         for text in notes:
-            out.print(f"[yellow]note:[/yellow] {text}")
+            out.print(f"[yellow]note:[/yellow] {escape(text)}", markup=True)
         out.print(f"funnel: {csv_path}\nchart: {png_path} ({time.perf_counter() - started:.1f} s)")
 
 

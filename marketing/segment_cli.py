@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from marketing.cli import (
     AsOfOption,
@@ -153,7 +155,10 @@ def register_segments(app: typer.Typer, out, console) -> None:
             f"{segment.name}: {len(result.members):,} customers, {result.share:.1%} of {result.base:,} as of {result.as_of}"
         )
         if not len(result.members):
-            out.print(f"[yellow]warning:[/yellow] segment {segment.name!r} has no customers as of {result.as_of}")
+            out.print(
+                f"[yellow]warning:[/yellow] segment {escape(repr(segment.name))} has no customers as of {result.as_of}",
+                markup=True,
+            )
         return result
 
     @app.command("count")
@@ -210,7 +215,7 @@ def register_segments(app: typer.Typer, out, console) -> None:
 
         store = SegmentStore(segments_dir)
         segment = store.load(name)
-        out.print(f"[bold]{name}[/bold]" + (f" — {segment.description}" if segment.description else ""))
+        out.print(Text().append(name, style="bold").append(f" — {segment.description}" if segment.description else ""))
         out.print(f"definition: {segment.definition()}", highlight=False)
         history = store.history(name)
         if not len(history):
@@ -277,7 +282,10 @@ def register_segments(app: typer.Typer, out, console) -> None:
         out.print(table)
         for result in results:
             if not len(result.members):
-                out.print(f"[yellow]warning:[/yellow] segment {result.name!r} has no customers as of {result.as_of}")
+                out.print(
+                    f"[yellow]warning:[/yellow] segment {escape(repr(result.name))} has no customers as of {result.as_of}",
+                    markup=True,
+                )
 
     @app.command("export")
     def export_command(
@@ -340,7 +348,10 @@ def register_segments(app: typer.Typer, out, console) -> None:
         if note := consent_note(left_out):
             out.print(note)
         if not len(table):
-            out.print(f"[yellow]warning:[/yellow] segment {name!r} has no customers as of {result.as_of}")
+            out.print(
+                f"[yellow]warning:[/yellow] segment {escape(repr(name))} has no customers as of {result.as_of}",
+                markup=True,
+            )
 
     @app.command("delete")
     def delete_command(name: str, segments_dir: SegmentsOption = None) -> None:

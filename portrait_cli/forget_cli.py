@@ -76,14 +76,14 @@ def register(app: typer.Typer, out, console) -> None:
         for person in result.persons:
             if person.already_forgotten:
                 out.print(
-                    f"{escape(person.given_id)}: already forgotten (no longer in the data)",
+                    f"{person.given_id}: already forgotten (no longer in the data)",
                     highlight=False,
                     soft_wrap=True,
                 )
                 continue
             n, v = len(person.customer_ids), person.identity_values
             out.print(
-                f"{escape(person.given_id)}: one person, {n} customer id{'s' if n != 1 else ''} and "
+                f"{person.given_id}: one person, {n} customer id{'s' if n != 1 else ''} and "
                 f"{v} identity value{'s' if v != 1 else ''} {would}forgotten",
                 highlight=False,
                 soft_wrap=True,
@@ -125,12 +125,14 @@ def register(app: typer.Typer, out, console) -> None:
                 console.print(
                     f"[bold red]error:[/bold red] cannot read {escape(str(path))}: {escape(problem)}",
                     highlight=False,
+                    markup=True,
                     soft_wrap=True,
                 )
             console.print(
                 "[bold red]error:[/bold red] the files above could not be checked and may still hold the "
                 "customers; fix or remove them and run the command again",
                 highlight=False,
+                markup=True,
                 soft_wrap=True,
             )
             raise typer.Exit(1)

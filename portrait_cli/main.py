@@ -40,13 +40,22 @@ app.add_typer(crowd_app, name="crowd")
 
 # soft_wrap: text lines are never broken at the console's width (80 columns when the output is a
 # file or a pipe, as in a nightly job's log): a long path stays one piece a user can copy.
-# Tables still fit the width.
-console = Console(stderr=True, soft_wrap=True)
-out = Console(soft_wrap=True)
+# Tables still fit the width (a tree is printed with soft_wrap=False, or it would be cropped).
+# markup=False: what is printed is text, never rich markup, since it holds paths, names and
+# values a user chose ("out[/red]" was a MarkupError, "[b]" vanished); the few styled lines say
+# markup=True and escape every value in them.
+console = Console(stderr=True, soft_wrap=True, markup=False)
+out = Console(soft_wrap=True, markup=False)
 
 
 def _spinner(description: str):
-    return Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console, transient=True)
+    return Progress(
+        TextColumn("{task.description}", markup=False),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
 
 
 # ---------------------------------------------------------------- data in
@@ -132,7 +141,7 @@ def validate_command(
     if report.missing_optional_tables:
         out.print(f"optional tables not present: {', '.join(report.missing_optional_tables)}")
     for note in report.notes:
-        out.print(f"note: {escape(note)}", highlight=False)
+        out.print(f"note: {note}", highlight=False)
     out.print(
         f"purchases: {report.purchases_customers:,} customers from {report.purchases_first_ts} "
         f"to {report.purchases_last_ts}"
@@ -142,10 +151,11 @@ def validate_command(
     if report.quarantined_rows:
         out.print(
             f"[yellow]{report.quarantined_rows:,} rows quarantined, not used:[/yellow] "
-            + ", ".join(t.quarantine_file for t in report.tables if t.quarantine_file)
+            + escape(", ".join(t.quarantine_file for t in report.tables if t.quarantine_file)),
+            markup=True,
         )
     else:
-        out.print("[green]no rows quarantined[/green]")
+        out.print("[green]no rows quarantined[/green]", markup=True)
     out.print(f"report: {target / 'report.json'}")
 
 
@@ -225,7 +235,7 @@ def main() -> None:
         app()
     except PortraitError as exc:
         # The message is the user's to read as written: "[tables.purchases]" is not markup.
-        console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False)
+        console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, markup=True)
         sys.exit(2)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from features.cli import EngineOption, SparkMasterOption
@@ -78,7 +79,11 @@ def register(app: typer.Typer, out, console) -> None:
             return
         ds = open_dataset(dataset)
         with Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True
+            SpinnerColumn(),
+            TextColumn("{task.description}", markup=False),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
         ) as p:
             task = p.add_task("starting", total=None)
             run = score(
@@ -310,15 +315,17 @@ def _print_summary(out, run) -> None:
     summary = run.summary
     out.print(f"scored {summary['customers']:,} customers as of {summary['as_of']} in {summary['duration_seconds']} s")
     for name, info in summary["models"].items():
-        line = f"  {name} v{info['version']}"
+        line = f"  {escape(name)} v{info['version']}"
         if "mean" in info:
             line += f": mean {info['mean']:.4f}, median {info['score_quantiles'][0.5]:.4f}"
             drift = info["drift"]
             if drift["flagged"]:
-                line += f"  [red]drift flagged (PSI > 0.25): {', '.join(list(drift['flagged'])[:5])}[/red]"
+                line += f"  [red]drift flagged (PSI > 0.25): {escape(', '.join(list(drift['flagged'])[:5]))}[/red]"
             elif drift["warnings"]:
-                line += f"  [yellow]drift warning (PSI > 0.1): {', '.join(list(drift['warnings'])[:5])}[/yellow]"
-        out.print(line)
+                line += (
+                    f"  [yellow]drift warning (PSI > 0.1): {escape(', '.join(list(drift['warnings'])[:5]))}[/yellow]"
+                )
+        out.print(line, markup=True)
     out.print(f"scores: {run.scores_file}\nsummary: {run.summary_file}")
 
 
@@ -337,7 +344,11 @@ def _score_on_spark(
     from portrait.spark_engine import parse_table_options
 
     with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True
+        SpinnerColumn(),
+        TextColumn("{task.description}", markup=False),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
     ) as p:
         task = p.add_task("starting", total=None)
         return score_on_spark(

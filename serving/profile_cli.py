@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 
 def register(app: typer.Typer, out, console) -> None:
@@ -108,23 +108,25 @@ def _when(value: dt.datetime) -> str:
 
 def show(profile, out) -> None:
     """The profile as readable sections."""
-    head = f"[bold]customer {escape(profile.customer_id)}[/bold]"
+    # The console prints text, not markup (portrait_cli.main): styles are given as styles.
+    head = Text().append(f"customer {profile.customer_id}", style="bold")
     if profile.resolved_from:
-        head += f" (asked as {escape(profile.resolved_from)}, one of this person's merged ids)"
+        head.append(f" (asked as {profile.resolved_from}, one of this person's merged ids)")
     when = {
         "given": f"as of {profile.as_of}",
         "run": f"as of {profile.as_of} (the run's date)",
         "scores": f"as of {profile.as_of} (the scores' date)",
     }.get(profile.as_of_from, "all history")
-    out.print(f"{head}, {when}", highlight=False)
+    out.print(head.append(f", {when}"), highlight=False)
 
     def section(title: str) -> None:
-        out.print(f"\n[bold underline]{title}[/bold underline]")
+        out.print()
+        out.print(title, style="bold underline")
 
     section("Attributes")
     if profile.attributes:
         for attribute in profile.attributes.values:
-            out.print(f"  {escape(attribute.name)}: {escape(attribute.value or '-')}", highlight=False)
+            out.print(f"  {attribute.name}: {attribute.value or '-'}", highlight=False)
         if profile.attributes.sensitive_left_out:
             out.print(f"  ({profile.attributes.sensitive_left_out} sensitive column(s) left out)")
     else:
@@ -133,14 +135,13 @@ def show(profile, out) -> None:
     section("Identities")
     if profile.identities:
         ids = profile.identities
-        out.print(f"  customer ids: {escape(', '.join(ids.customer_ids))}", highlight=False)
+        out.print(f"  customer ids: {', '.join(ids.customer_ids)}", highlight=False)
         if ids.types:
             held = ", ".join(f"{t.id_type} {t.identifiers}" for t in ids.types)
-            out.print(f"  identifiers held: {escape(held)}", highlight=False)
+            out.print(f"  identifiers held: {held}", highlight=False)
         for shared in ids.shared:
             out.print(
-                f"  joined by {shared.identifiers} shared {escape(shared.id_type)}: "
-                f"{escape(', '.join(shared.customer_ids))}",
+                f"  joined by {shared.identifiers} shared {shared.id_type}: {', '.join(shared.customer_ids)}",
                 highlight=False,
             )
     else:
@@ -149,7 +150,7 @@ def show(profile, out) -> None:
     section("Persona")
     if profile.persona:
         version = f" (personas v{profile.persona.version})" if profile.persona.version else ""
-        out.print(f"  {escape(str(profile.persona.name))}{version}", highlight=False)
+        out.print(f"  {profile.persona.name}{version}", highlight=False)
     else:
         out.print("  -")
 
@@ -166,7 +167,7 @@ def show(profile, out) -> None:
                 _number(score.percentile, "{:.1f}"),
                 _number(score.decile, "{:.0f}"),
                 score.version or "-",
-                escape(reasons),
+                reasons,
             )
         out.print(table)
     else:
@@ -197,7 +198,7 @@ def show(profile, out) -> None:
         r = profile.rfm
         scores = f"R {r.r} F {r.f} M {r.m} (FM {r.fm})" if r.r is not None else "no purchase"
         out.print(
-            f"  {escape(r.group)}: {scores}; {_number(r.days_since_last_purchase)} days since the last purchase, "
+            f"  {r.group}: {scores}; {_number(r.days_since_last_purchase)} days since the last purchase, "
             f"{_number(r.orders_lifetime)} orders, {_money(r.spend_lifetime)} spent (as of {r.as_of})",
             highlight=False,
         )
@@ -213,21 +214,21 @@ def show(profile, out) -> None:
             groups.setdefault(tag.group, []).append(tag)
         for group, tags in groups.items():
             shown = ", ".join(f"{t.tag}" + (f" (since {t.since})" if t.since else "") for t in tags)
-            out.print(f"  {escape(group)}: {escape(shown)}", highlight=False)
+            out.print(f"  {group}: {shown}", highlight=False)
     else:
         out.print("  -")
 
     section("Segments")
     if profile.segments:
         member = ", ".join(m.name for m in profile.segments.member_of) or "none"
-        out.print(f"  member of: {escape(member)} (of {len(profile.segments.checked)} checked)", highlight=False)
+        out.print(f"  member of: {member} (of {len(profile.segments.checked)} checked)", highlight=False)
     else:
         out.print("  -")
 
     section("Key features")
     if profile.key_features:
         for feature in profile.key_features:
-            out.print(f"  {escape(feature.label)}: {escape(feature.shown)}", highlight=False)
+            out.print(f"  {feature.label}: {feature.shown}", highlight=False)
     else:
         out.print("  -")
 
@@ -243,11 +244,11 @@ def show(profile, out) -> None:
             for order in profile.orders.last:
                 table.add_row(
                     _when(order.ts),
-                    escape(order.order_id),
+                    order.order_id,
                     _money(order.amount),
                     str(order.lines),
-                    escape(", ".join(order.categories)),
-                    escape(order.channel or "-"),
+                    ", ".join(order.categories),
+                    order.channel or "-",
                 )
             out.print(table)
     else:
@@ -263,9 +264,9 @@ def show(profile, out) -> None:
             for event in profile.events.last:
                 table.add_row(
                     _when(event.ts),
-                    escape(event.event_type),
-                    escape(event.channel or "-"),
-                    escape(event.category or "-"),
+                    event.event_type,
+                    event.channel or "-",
+                    event.category or "-",
                     _number(event.value, "{:,.2f}"),
                 )
             out.print(table)
@@ -275,4 +276,4 @@ def show(profile, out) -> None:
     if profile.notes:
         section("Notes")
         for note in profile.notes:
-            out.print(f"  {escape(note.section)}: {escape(note.note)}", highlight=False)
+            out.print(f"  {note.section}: {note.note}", highlight=False)

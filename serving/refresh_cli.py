@@ -37,7 +37,11 @@ def register(app: typer.Typer, out, console, retrainer=None) -> None:
         setup_tracking()
         out.print(f"refresh as of {config.as_of} of {config.data} into {config.out}")
         with Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True
+            SpinnerColumn(),
+            TextColumn("{task.description}", markup=False),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
         ) as progress:
             task = progress.add_task("starting", total=None)
             current = {"step": "validate"}
@@ -61,9 +65,14 @@ def register(app: typer.Typer, out, console, retrainer=None) -> None:
                     line += f"  peak {record.peak_rss_gb:.1f} GB"
                 if rows:
                     line += f"  {escape(rows)}"
-                lines.print(line, highlight=False, soft_wrap=True)
+                lines.print(line, highlight=False, soft_wrap=True, markup=True)
                 for note in record.notes:
-                    lines.print(f"            [yellow]note:[/yellow] {escape(note)}", highlight=False, soft_wrap=True)
+                    lines.print(
+                        f"            [yellow]note:[/yellow] {escape(note)}",
+                        highlight=False,
+                        soft_wrap=True,
+                        markup=True,
+                    )
                 steps = ("validate", "features", "score", "rfm", "tags", "segments", "lists")
                 if record.step in steps[:-1]:
                     current["step"] = steps[steps.index(record.step) + 1]
@@ -76,6 +85,6 @@ def register(app: typer.Typer, out, console, retrainer=None) -> None:
         out.print(f"published {result.run} in {manifest['seconds']} s; LATEST -> {result.run.name}")
         out.print(f"manifest: {result.run / 'manifest.json'}")
         if manifest.get("retraining_advised"):
-            out.print("[yellow]drift is flagged: retraining advised (see the manifest's drift)[/yellow]")
+            out.print("[yellow]drift is flagged: retraining advised (see the manifest's drift)[/yellow]", markup=True)
         if result.pruned:
             out.print(f"removed older runs: {', '.join(result.pruned)}")

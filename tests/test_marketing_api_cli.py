@@ -221,3 +221,31 @@ def test_segment_count_and_create_take_the_engine_options(data_folder, tmp_path)
     assert code == 2 and "--spark-master is an option of --engine spark" in message
     code, message = run("segment", "count", "--where", "events('view') > 0", *common, "--engine", "duckdb")
     assert code == 0 and "preview:" in message
+
+
+def test_text_that_looks_like_markup_is_printed_as_it_is(tmp_path, data_folder, monkeypatch):
+    """Paths, names and descriptions a user chose are text, not rich markup: a closing tag with
+    nothing open was a MarkupError traceback, and ``[b]`` vanished from the output."""
+    monkeypatch.chdir(tmp_path)
+    description = "bought [b]twice[/b] then went quiet [/red]"
+    code, text = run("segment", "create", "quiet", "--description", description, "--where", "orders_lifetime >= 2")
+    assert code == 0, text
+    code, text = run("segment", "show", "quiet")
+    assert code == 0 and f"quiet — {description}\n" in text
+    out = tmp_path / "rfm[/red] [b]x"
+    code, text = run("rfm", str(data_folder), "--as-of", "2024-03-01", "--out", str(out))
+    assert code == 0 and str(out / "rfm_2024-03-01.parquet") in text
+    assert (out / "rfm_2024-03-01.parquet").is_file()
+    code, text = run("validate", str(data_folder), "--out", str(tmp_path / "checks [/yellow]"))
+    assert code == 0 and f"report: {tmp_path / 'checks [/yellow]' / 'report.json'}\n" in text
+
+
+def test_the_tag_library_tree_shows_every_definition_whole():
+    """The tree wraps long definitions at the width (80 columns in a log) and crops none."""
+    from marketing.tags import load_library
+
+    code, text = run("tags", "list")
+    assert code == 0, text
+    flat = "".join(ch for ch in text if not ch.isspace() and ch not in "│├└─")
+    for tag in load_library().tags:
+        assert "".join(tag.definition().split()) in flat, tag.name

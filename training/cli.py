@@ -103,7 +103,11 @@ def register(app: typer.Typer, out, console) -> None:
         config = _load(experiment, data)
         setup_tracking()
         with Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True
+            SpinnerColumn(),
+            TextColumn("{task.description}", markup=False),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
         ) as progress:
             task = progress.add_task("building the training set", total=None)
 
@@ -136,7 +140,7 @@ def register(app: typer.Typer, out, console) -> None:
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", markup=False),
             console=console,
             transient=True,
         ) as progress:
@@ -194,7 +198,11 @@ def register_personas(app: typer.Typer, out, console) -> None:
             config = replace(config, data=str(data))
         setup_tracking()
         with Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True
+            SpinnerColumn(),
+            TextColumn("{task.description}", markup=False),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
         ) as progress:
             task = progress.add_task("fitting personas", total=None)
             fit, run_id, version = run_persona_fit(
@@ -214,7 +222,8 @@ def register_personas(app: typer.Typer, out, console) -> None:
             out.print(
                 f"[yellow]warning:[/] no k in {config.k_min}-{config.k_max} was stable (best bootstrap agreement "
                 f"{stability:.2f} < {STABLE_ARI}): these personas may reshuffle on the next refit; "
-                "try a smaller k_min or fewer features"
+                "try a smaller k_min or fewer features",
+                markup=True,
             )
         if any(fit.changes.values()):
             out.print(f"compared with the previous model: {fit.changes}")
