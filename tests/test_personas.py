@@ -636,5 +636,6 @@ def test_personas_page_shows_stability_and_distinguishing_features(tmp_path):
     assert "No distinguishing non-volume feature" in html  # the second persona, said plainly
     assert "Spending power (the value axis): low 100%" in html
     assert json.loads(paths["summary"].read_text())["stability_ari"] == 0.8123
+    assert "Key features against all customers" not in html  # no lift column: no empty heat map
     unstable = write_portrait(table, tmp_path / "u", summary={**summary, "stability_ari": 0.6})["markdown"]
     assert "NOT stable (below 0.75" in unstable.read_text()

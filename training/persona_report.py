@@ -174,10 +174,13 @@ def _sizes_chart(table: pd.DataFrame) -> str:
     return _png(fig)
 
 
-def _lift_heat_map(table: pd.DataFrame, labels: dict[str, str]) -> str:
-    plt = _pyplot()
+def _lift_heat_map(table: pd.DataFrame, labels: dict[str, str]) -> str | None:
+    """The heat map of the personas' lifts; None when the table has none to show."""
     heat = table.set_index("persona_name")[[c for c in table.columns if c.startswith("lift_")]].astype(float)
     heat = heat.dropna(axis=1, how="all")  # features the data set does not have
+    if heat.empty:
+        return None
+    plt = _pyplot()
     heat.columns = [labels.get(c[5:], c[5:]) for c in heat.columns]
     fig, ax = plt.subplots(figsize=(1 + 0.6 * len(heat.columns), 0.5 * len(heat) + 2))
     colour = np.log2(heat.clip(lower=0.05).fillna(1.0)).to_numpy()
@@ -249,13 +252,15 @@ def _html_page(
     cards = "".join(_card(row, traits[int(row["persona_id"])], mix, labels) for _, row in table.iterrows())
     medians = _median_headers(table, labels)
     shown = table[_non_empty(table, SUMMARY_COLUMNS) + list(medians)].rename(columns=medians)
+    sizes = _img(_sizes_chart(table), "Share of customers and revenue per persona")
+    heat_map = _lift_heat_map(table, labels)
     return pages.page(
         "Personas",
         "<h1>Personas</h1>"
         + (f"<p>{escape(summary_text(summary))}</p>" if summary else "")
-        + f"<h2>Sizes</h2>{_img(_sizes_chart(table), 'Share of customers and revenue per persona')}"
-        f"<h2>Key features against all customers</h2>{_img(_lift_heat_map(table, labels), 'Lift heat map')}"
-        f"{cards}<h2>Portrait table</h2><div style='overflow-x:auto'>"
+        + f"<h2>Sizes</h2>{sizes}"
+        + (f"<h2>Key features against all customers</h2>{_img(heat_map, 'Lift heat map')}" if heat_map else "")
+        + f"{cards}<h2>Portrait table</h2><div style='overflow-x:auto'>"
         + shown.to_html(index=False, float_format=lambda v: f"{v:,.2f}", na_rep="")
         + "</div>",
     )
