@@ -96,13 +96,12 @@ def world(tmp_path, monkeypatch) -> dict[str, Path]:
 def run(*args: str) -> tuple[int, str]:
     """The command as portrait_cli.main registers it; a product error is exit 2 with its message,
     as in portrait_cli.main."""
-    from rich.console import Console
-
     from portrait_cli import forget_cli
+    from portrait_cli.main import console, out
 
     app = typer.Typer()
     app.callback()(lambda: None)
-    forget_cli.register(app, Console(), Console(stderr=True))
+    forget_cli.register(app, out, console)  # the product's consoles (text, not markup)
     result = CliRunner().invoke(app, list(args))
     if isinstance(result.exception, PortraitError):
         return 2, str(result.exception)
