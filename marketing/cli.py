@@ -298,7 +298,7 @@ def register_rfm(app: typer.Typer, out, console) -> None:
     ) -> None:
         """RFM scores (1-5) and value groups of every customer; summary; migration."""
         from marketing.population import Population
-        from marketing.rfm import group_summary, migration, top_share_of_revenue
+        from marketing.rfm import LATE_AS_OF_DAYS, group_summary, migration, top_share_of_revenue
         from portrait.dataset import open_dataset
         from portrait.files import atomic_write, atomic_write_text
 
@@ -335,7 +335,17 @@ def register_rfm(app: typer.Typer, out, console) -> None:
                 _fmt(row.mean_monetary, "{:,.2f}"),
             )
         out.print(table)
-        out.print(f"the top 20% of buyers bring {top:.1%} of revenue")
+        if pd.isna(top):
+            facts["top_20pct_share_of_revenue"] = None  # JSON has no NaN
+            out.print(f"note: no customer has revenue before {as_of_date}: no share of revenue to show")
+        else:
+            out.print(f"the top 20% of buyers bring {top:.1%} of revenue")
+        latest = frame["days_since_last_purchase"].min()
+        if latest > LATE_AS_OF_DAYS:  # NaN (nobody bought) compares False
+            out.print(
+                f"note: the latest purchase in the data is {latest:.0f} days before {as_of_date}: "
+                "recency is measured from the as-of date; is it the one meant?"
+            )
         if earlier is not None:
             moves = migration(earlier, frame)
             path = out_dir / f"rfm_migration_{previous}_{as_of_date.isoformat()}.csv"

@@ -27,6 +27,7 @@ from features.catalogue import slug
 from marketing.filters import BehaviourTerm, FilterError, evaluate, parse_condition
 from marketing.population import Population
 from marketing.rfm import GROUPS as RFM_GROUPS
+from marketing.rfm import LATE_AS_OF_DAYS
 from marketing.segments import SegmentEvaluator, SegmentStore
 from marketing.tags import Library, apply_tags, levels
 from portrait.errors import PortraitError
@@ -224,7 +225,7 @@ class CrowdData:
 
         return apply_consent(frame, self.population.dataset, self.population.con)
 
-    def check_as_of(self, max_gap_days: int = 366) -> None:
+    def check_as_of(self, max_gap_days: int = LATE_AS_OF_DAYS) -> None:
         """An as-of date before any purchase, or more than a year after the last one, is a
         mistake more often than a question: say so with the data's range."""
         from marketing.population import PURCHASES_READ

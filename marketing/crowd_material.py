@@ -45,6 +45,7 @@ import pandas as pd
 from marketing.crowd import CrowdData, Dimension, level_groups
 from marketing.filters import Schema, evaluate, parse_condition
 from marketing.population import PURCHASES_READ, Population
+from marketing.rfm import LATE_AS_OF_DAYS
 from marketing.segments import SegmentStore
 from marketing.tags import Library, tags_file
 from portrait.errors import PortraitError
@@ -201,7 +202,7 @@ class StoredCrowdData(CrowdData):
         if self._population is not None:
             self._population.close()
 
-    def check_as_of(self, max_gap_days: int = 366) -> None:
+    def check_as_of(self, max_gap_days: int = LATE_AS_OF_DAYS) -> None:
         """The refresh checked its date against the data when it ran."""
 
     def attribute_features(self) -> list[str]:

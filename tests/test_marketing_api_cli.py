@@ -249,3 +249,16 @@ def test_the_tag_library_tree_shows_every_definition_whole():
     flat = "".join(ch for ch in text if not ch.isspace() and ch not in "│├└─")
     for tag in load_library().tags:
         assert "".join(tag.definition().split()) in flat, tag.name
+
+
+def test_rfm_says_so_when_nobody_bought_before_the_date_or_the_date_is_long_after_the_data(tmp_path, data_folder):
+    import json
+
+    code, text = run("rfm", str(data_folder), "--as-of", "2000-01-01", "--out", str(tmp_path / "early"))
+    assert code == 0 and "note: no customer has revenue before 2000-01-01" in text and "nan" not in text
+    summary = json.loads((tmp_path / "early" / "rfm_2000-01-01.summary.json").read_text())  # valid JSON: no NaN
+    assert summary["top_20pct_share_of_revenue"] is None and summary["customers"] == 0
+    code, text = run("rfm", str(data_folder), "--as-of", "2030-01-01", "--out", str(tmp_path / "late"))
+    assert code == 0 and "note: the latest purchase in the data is" in text and "days before 2030-01-01" in text
+    code, text = run("rfm", str(data_folder), "--as-of", "2024-03-01", "--out", str(tmp_path / "now"))
+    assert code == 0 and "note:" not in text
