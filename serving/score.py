@@ -47,10 +47,20 @@ def build_model_features(dataset: Dataset, as_of: dt.date, models: list[LoadedMo
         vocabulary = Vocabulary.from_dict(meta["vocabulary"]) if meta.get("vocabulary") else None
         families = sorted({f for m in group for f in m.meta.get("families", [])}) or None
         frame = build_features(dataset, as_of, config, vocabulary=vocabulary, families=families)
+        require_customers(len(frame), as_of)
         for model in group:
             check_model_features(model, frame.columns)
             result[model.name] = frame
     return result
+
+
+def require_customers(count: int, as_of: dt.date) -> None:
+    """Scoring nobody is a mistake (a date before the data, most often), not an empty table."""
+    if count == 0:
+        raise PortraitError(
+            f"no customer has a purchase, event or signup before {as_of}: nothing to score "
+            "(is the as-of date before the data?)"
+        )
 
 
 def check_model_features(model, columns) -> None:

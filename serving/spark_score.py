@@ -34,7 +34,14 @@ from portrait.outputs import LATEST, features_path, scores_path
 from portrait.spark_engine import quarantine_counts, require_spark, spark_dataset, spark_errors, spark_session
 from serving.drift import drift_report
 from serving.registry import LoadedModel, load_model
-from serving.score import ScoreRun, _feature_groups, check_model_features, percentile_and_decile, predict_scores
+from serving.score import (
+    ScoreRun,
+    _feature_groups,
+    check_model_features,
+    percentile_and_decile,
+    predict_scores,
+    require_customers,
+)
 
 DRIFT_SAMPLE = 200_000
 
@@ -130,6 +137,7 @@ def score_on_spark(
                 part = table.mapInPandas(_score_batches(group), _schema(group))
                 scored = part if scored is None else scored.join(part, "customer_id", "full_outer")
             frame = scored.toPandas().sort_values("customer_id", kind="stable").reset_index(drop=True)
+            require_customers(len(frame), as_of)
             propensity = [m for m in models if not m.is_personas]
             profile_table = feature_tables[(propensity or models)[0].name]
             samples = {}

@@ -117,6 +117,9 @@ def test_bad_requests_stop_before_anything_is_written(registered, tmp_path):
         PortraitError, match=r"needs \d+ feature\(s\) this data set does not provide: \['days_since_signup_date'"
     ):
         score(open_dataset(lacking), AS_OF, [MODEL], out, validate_first=False)
+    # a date before the data: nobody to score (LightGBM's "non empty" ValueError before)
+    with pytest.raises(PortraitError, match="no customer has a purchase, event or signup before 1990-01-01"):
+        score(open_dataset(registered), "1990-01-01", [MODEL], out, validate_first=False)
     assert not out.exists()
 
 
