@@ -79,8 +79,10 @@ def crowd_trend(
             say("reading the events once for every point")
             first_seen = _read_event_first_seen(con)
         first, last = con.execute("SELECT MIN(ts), MAX(ts) FROM _trend_purchases").fetchall()[0]
-        first, last = (None, None) if first is None else (pd.Timestamp(first).date(), pd.Timestamp(last).date())
-        outside = [d for d in dates if first is None or d <= first or d > last + step]
+        if first is None:  # the purchases read are those before the last date
+            raise PortraitError(f"no purchase before {max(dates)}: every date is before the data's range")
+        first, last = pd.Timestamp(first).date(), pd.Timestamp(last).date()
+        outside = [d for d in dates if d <= first or d > last + step]
         if outside:
             raise PortraitError(
                 f"dates outside the data's range (purchases from {first} to {last}): "

@@ -279,8 +279,12 @@ def test_trend_points_ignore_rows_after_them():
     # same crowd: its columns are built with the point's own
     mixed = Crowd("where", "orders_lifetime >= 2 and purchased(within_days = 3650) >= 1 and rfm_f >= 1")
     assert crowd_trend(dataset(), mixed, dates, load_library())["customers"].tolist() == [2, 3]
-    with pytest.raises(PortraitError, match="outside the data's range"):
-        crowd_trend(dataset(), crowd, [dt.date(2020, 1, 1)], load_library())
+    with pytest.raises(PortraitError, match=r"^no purchase before 2020-01-01: every date is before the data's range$"):
+        crowd_trend(dataset(), crowd, [dt.date(2020, 1, 1)], load_library())  # said "from None to None" before
+    with pytest.raises(
+        PortraitError, match=r"outside the data's range \(purchases from 2023-11-01 to 2024-02-20\): 2026-01-01;"
+    ):
+        crowd_trend(dataset(), crowd, [dt.date(2024, 3, 1), dt.date(2026, 1, 1)], load_library())
     with pytest.raises(PortraitError, match="week or month"):
         trend_dates("2024-01-01", "2024-03-01", "day")
     assert trend_dates("2024-01-31", "2024-04-30", "month") == [
