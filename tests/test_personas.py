@@ -1,5 +1,6 @@
 """Personas recover planted structure, carry ids across refits, and describe themselves."""
 
+import datetime as dt
 import json
 from html import escape
 
@@ -159,6 +160,41 @@ def test_persona_config_rejects_unknown_keys(tmp_path):
     path.write_text('name = "p"\n[clustering]\nclusters = 5\n')
     with pytest.raises(ConfigError, match=r"unknown keys \['clusters'\]"):
         load_persona_config(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('data = "../data"\n', r"\[data\] must be a table"),  # a traceback (AttributeError) before
+        ("clustering = 5\n", r"\[clustering\] must be a table"),
+        ('[clustering]\nk_min = "four"\n', r"k_min must be a whole number, got 'four'"),
+        ("[clustering]\nk = 1\n", "k must be at least 2, got 1"),
+        ("[clustering]\nk = 5.5\n", "k must be a whole number, got 5.5"),
+        ('[clustering]\nbalance = "x"\n', "balance must be a number, got 'x'"),
+        ("[clustering]\nrandom_state = true\n", "random_state must be a whole number, got True"),
+        ("[clustering]\npca_components = 0\n", "pca_components must be a positive integer"),
+        ('families = "value"\n', "families must be a list of family names"),
+        ('name = "my personas"\n', "name must be letters, digits"),
+        ("[data]\npath = 3\n", r"\[data\]: path must be 'demo' or a data set folder, got 3"),
+    ],
+)
+def test_persona_config_checks_every_value(tmp_path, text, message):
+    path = tmp_path / "p.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_persona_config(path)
+
+
+def test_persona_config_reads_its_data_path_from_its_own_folder(tmp_path, monkeypatch):
+    project = tmp_path / "project"
+    (project / "experiments").mkdir(parents=True)
+    (project / "experiments" / "p.toml").write_text('[data]\npath = "../sales"\n')
+    (project / "experiments" / "demo.toml").write_text('as_of = 2017-10-01\n[data]\npath = "demo"\n')
+    monkeypatch.chdir(tmp_path)  # another folder: nothing resolves against it
+    assert load_persona_config(project / "experiments" / "p.toml").data == str(project / "sales")
+    demo = load_persona_config(project / "experiments" / "demo.toml")
+    assert demo.data == "demo" and demo.demo_path == project / "data" / "completejourney"
+    assert demo.as_of == dt.date(2017, 10, 1)
 
 
 def test_shares_shrink_towards_the_population_by_order_count():

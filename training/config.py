@@ -134,14 +134,7 @@ class ExperimentConfig:
 
     @property
     def demo_path(self) -> Path:
-        """Where ``path = "demo"`` lives: ``data/completejourney`` in the project the experiment
-        file belongs to (the folder holding its ``experiments/`` folder, else the file's own
-        folder), never in whatever folder the command happens to run in. A config built
-        without a file (``parse_experiment``) uses the working directory."""
-        if self.source is None:
-            return DEMO_FOLDER
-        folder = self.source.parent.absolute()
-        return (folder.parent if folder.name == "experiments" else folder) / DEMO_FOLDER
+        return demo_path_of(self.source)
 
     def with_data(self, data: str | Path) -> ExperimentConfig:
         from dataclasses import replace
@@ -168,13 +161,32 @@ class ExperimentConfig:
         }
 
 
-def _check_keys(where: str, table: dict, allowed: set[str]) -> None:
+def demo_path_of(source: Path | None) -> Path:
+    """Where ``path = "demo"`` lives for a config file ``source``: ``data/completejourney`` in
+    the project the file belongs to (the folder holding its ``experiments/`` folder, else the
+    file's own folder), never in whatever folder the command happens to run in. A config built
+    without a file uses the working directory."""
+    if source is None:
+        return DEMO_FOLDER
+    folder = source.parent.absolute()
+    return (folder.parent if folder.name == "experiments" else folder) / DEMO_FOLDER
+
+
+def data_path_of(data: str, source: Path) -> str:
+    """A ``[data] path`` of the config file ``source``: relative paths are read from the file's
+    folder, as a reader of the file expects; ``demo`` stays (:func:`demo_path_of`)."""
+    if data != DEMO and not Path(data).expanduser().is_absolute():
+        return os.path.normpath(source.parent.absolute() / Path(data).expanduser())
+    return data
+
+
+def check_keys(where: str, table: dict, allowed: set[str]) -> None:
     unknown = set(table) - allowed
     if unknown:
         raise ConfigError(f"{where}: unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
 
 
-def _table(where: str, raw: dict, key: str) -> dict:
+def table_of(where: str, raw: dict, key: str) -> dict:
     value = raw.get(key, {})
     if not isinstance(value, dict):
         raise ConfigError(f"{where}: [{key}] must be a table")
@@ -182,20 +194,20 @@ def _table(where: str, raw: dict, key: str) -> dict:
 
 
 def parse_experiment(raw: dict, where: str = "experiment") -> ExperimentConfig:
-    _check_keys(
+    check_keys(
         where, raw, {"name", "description", "data", "cutoffs", "label", "features", "model", "validation", "tuning"}
     )
     name = raw.get("name")
     if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
         raise ConfigError(f"{where}: name must be letters, digits, '_' or '-', got {name!r}")
 
-    data = _table(where, raw, "data")
-    _check_keys(f"{where} [data]", data, {"path"})
+    data = table_of(where, raw, "data")
+    check_keys(f"{where} [data]", data, {"path"})
     if "path" not in data:
         raise ConfigError(f"{where} [data]: path is required ('demo' or a data set folder)")
 
-    cutoffs_raw = _table(where, raw, "cutoffs")
-    _check_keys(f"{where} [cutoffs]", cutoffs_raw, {"rule", "count", "dates", "spacing_days"})
+    cutoffs_raw = table_of(where, raw, "cutoffs")
+    check_keys(f"{where} [cutoffs]", cutoffs_raw, {"rule", "count", "dates", "spacing_days"})
     if ("dates" in cutoffs_raw) == ("rule" in cutoffs_raw):
         raise ConfigError(f'{where} [cutoffs]: give either rule = "spaced" (or "monthly") or dates = [...]')
     if "rule" in cutoffs_raw and cutoffs_raw["rule"] not in CUTOFF_RULES:
@@ -214,8 +226,8 @@ def parse_experiment(raw: dict, where: str = "experiment") -> ExperimentConfig:
         raise ConfigError(f'{where} [cutoffs]: spacing_days goes with rule = "spaced"')
     cutoffs = CutoffRule(rule=cutoffs_raw.get("rule"), count=count, dates=dates, spacing_days=spacing)
 
-    label_raw = _table(where, raw, "label")
-    _check_keys(f"{where} [label]", label_raw, {"kind", "horizon_days", "high_value_quantile"})
+    label_raw = table_of(where, raw, "label")
+    check_keys(f"{where} [label]", label_raw, {"kind", "horizon_days", "high_value_quantile"})
     kind = label_raw.get("kind")
     if kind not in LABEL_KINDS:
         raise ConfigError(f"{where} [label]: kind must be one of {list(LABEL_KINDS)}, got {kind!r}")
@@ -227,7 +239,7 @@ def parse_experiment(raw: dict, where: str = "experiment") -> ExperimentConfig:
         raise ConfigError(f"{where} [label]: high_value_quantile must be between 0 and 1, got {quantile!r}")
     label = LabelSpec(kind=kind, horizon_days=horizon, high_value_quantile=float(quantile))
 
-    features_raw = dict(_table(where, raw, "features"))
+    features_raw = dict(table_of(where, raw, "features"))
     include = features_raw.pop("include_families", list(FAMILIES))
     exclude = features_raw.pop("exclude_families", [])
     for key, value in (("include_families", include), ("exclude_families", exclude)):
@@ -244,7 +256,7 @@ def parse_experiment(raw: dict, where: str = "experiment") -> ExperimentConfig:
     except ConfigError as exc:
         raise ConfigError(f"{where} [features]: {exc}") from exc
 
-    model_raw = dict(_table(where, raw, "model"))
+    model_raw = dict(table_of(where, raw, "model"))
     model_type = model_raw.pop("type", "select")
     if model_type not in MODEL_TYPES:
         raise ConfigError(f"{where} [model]: type must be one of {list(MODEL_TYPES)}, got {model_type!r}")
@@ -255,8 +267,8 @@ def parse_experiment(raw: dict, where: str = "experiment") -> ExperimentConfig:
         raise ConfigError(f"{where} [model]: monotone must be true or false, got {monotone!r}")
     model_params = {**DEFAULT_MODEL_PARAMS, **model_raw}
 
-    validation_raw = _table(where, raw, "validation")
-    _check_keys(
+    validation_raw = table_of(where, raw, "validation")
+    check_keys(
         f"{where} [validation]",
         validation_raw,
         {
@@ -291,8 +303,8 @@ def parse_experiment(raw: dict, where: str = "experiment") -> ExperimentConfig:
     if validation.folds < 2:
         raise ConfigError(f"{where} [validation]: folds must be at least 2")
 
-    tuning_raw = _table(where, raw, "tuning")
-    _check_keys(f"{where} [tuning]", tuning_raw, {"trials", "timeout_seconds", "metric"})
+    tuning_raw = table_of(where, raw, "tuning")
+    check_keys(f"{where} [tuning]", tuning_raw, {"trials", "timeout_seconds", "metric"})
     tuning = TuningSpec(**tuning_raw)
 
     return ExperimentConfig(
@@ -324,8 +336,4 @@ def load_experiment(path: str | Path) -> ExperimentConfig:
     from dataclasses import replace
 
     config = parse_experiment(raw, str(path))
-    data = config.data
-    if data != DEMO and not Path(data).expanduser().is_absolute():
-        # Relative to the experiment file's folder, as a reader of the file expects.
-        data = os.path.normpath(path.parent.absolute() / Path(data).expanduser())
-    return replace(config, data=str(data), source=path)
+    return replace(config, data=data_path_of(config.data, path), source=path)

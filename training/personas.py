@@ -8,7 +8,7 @@ import json
 import re
 import tempfile
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import joblib
@@ -33,6 +33,7 @@ from models.pyfunc import PersonaPyfunc, StoredFit, serving_frame
 from models.task import PERSONAS, PersonaCard
 from portrait.errors import ConfigError, PortraitError
 from portrait.files import atomic_write, exclusive_lock
+from training.config import DEMO, check_keys, data_path_of, demo_path_of, table_of
 from training.data import resolve_dataset
 from training.persona_report import write_k_plot, write_portrait
 from training.tracking import ensure_experiment, register_pyfunc
@@ -58,70 +59,99 @@ class PersonaConfig:
     aspects: tuple[str, ...] = ("shape",)  # the catalogue aspects clustered on by default
     clip: float | None = 3.0  # standard deviations each clustered value is clipped at
     balance: float = 0.4  # a catalogue group of n columns weighs n ** (1 - 2 * balance) columns
+    source: Path | None = field(default=None, compare=False)  # the config file, if any
+
+    @property
+    def demo_path(self) -> Path:
+        return demo_path_of(self.source)
 
 
 def load_persona_config(path: Path) -> PersonaConfig:
+    """The persona experiment in ``path``, every value type-checked; its ``[data] path`` is read
+    from the file's folder (``"demo"`` from its project), as for training experiments."""
+    path = Path(path)
     try:
-        raw = tomllib.loads(Path(path).read_text())
+        raw = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: {exc}") from exc
-    allowed = {"name", "data", "as_of", "families", "features", "clustering"}
-    if unknown := set(raw) - allowed:
-        raise ConfigError(f"{path}: unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
-    clustering = raw.get("clustering", {})
-    allowed_clustering = {
-        "k",
-        "k_min",
-        "k_max",
-        "algorithm",
-        "pca_components",
-        "random_state",
-        "shrinkage",
-        "aspects",
-        "clip",
-        "balance",
-    }
-    if unknown := set(clustering) - allowed_clustering:
-        raise ConfigError(f"{path} [clustering]: unknown keys {sorted(unknown)}; allowed: {sorted(allowed_clustering)}")
-    families = tuple(raw.get("families", DEFAULT_FAMILIES))
+    check_keys(str(path), raw, {"name", "data", "as_of", "families", "features", "clustering"})
+    name = raw.get("name", "personas")
+    if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
+        raise ConfigError(f"{path}: name must be letters, digits, '_' or '-', got {name!r}")
+    data = table_of(str(path), raw, "data")
+    check_keys(f"{path} [data]", data, {"path"})
+    data_path = data.get("path", DEMO)
+    if not isinstance(data_path, str) or not data_path:
+        raise ConfigError(f"{path} [data]: path must be 'demo' or a data set folder, got {data_path!r}")
+    clustering = table_of(str(path), raw, "clustering")
+    check_keys(f"{path} [clustering]", clustering, {
+        "k", "k_min", "k_max", "algorithm", "pca_components", "random_state", "shrinkage", "aspects", "clip", "balance",
+    })  # fmt: skip
+    where = f"{path} [clustering]"
+    families = raw.get("families", list(DEFAULT_FAMILIES))
+    if not isinstance(families, list) or not all(isinstance(f, str) for f in families):
+        raise ConfigError(f"{path}: families must be a list of family names, got {families!r}")
     features = raw.get("features")
-    if features is not None and (not isinstance(features, list) or not features):
+    if features is not None and (
+        not isinstance(features, list) or not features or not all(isinstance(f, str) for f in features)
+    ):
         raise ConfigError(f"{path}: features must be a non-empty list of feature names, got {features!r}")
     if unknown := set(families) - set(FAMILIES):
         raise ConfigError(f"{path}: unknown families {sorted(unknown)}; known: {list(FAMILIES)}")
     algorithm = clustering.get("algorithm", "kmeans")
     if algorithm not in ALGORITHMS:
-        raise ConfigError(f"{path} [clustering]: algorithm must be one of {list(ALGORITHMS)}, got {algorithm!r}")
-    shrinkage = float(clustering.get("shrinkage", 1.0))
+        raise ConfigError(f"{where}: algorithm must be one of {list(ALGORITHMS)}, got {algorithm!r}")
+    shrinkage = _number(where, clustering, "shrinkage", 1.0)
     if shrinkage < 0:
-        raise ConfigError(f"{path} [clustering]: shrinkage must be >= 0, got {shrinkage}")
+        raise ConfigError(f"{where}: shrinkage must be >= 0, got {shrinkage}")
     aspects = clustering.get("aspects", ["shape"])
     if not isinstance(aspects, list) or not aspects or set(aspects) - set(ASPECTS):
-        raise ConfigError(f"{path} [clustering]: aspects must be a non-empty list of {list(ASPECTS)}, got {aspects!r}")
+        raise ConfigError(f"{where}: aspects must be a non-empty list of {list(ASPECTS)}, got {aspects!r}")
     clip = clustering.get("clip", 3.0)
-    if clip is not None and (not isinstance(clip, int | float) or clip <= 0):
-        raise ConfigError(f"{path} [clustering]: clip must be a positive number of standard deviations, got {clip!r}")
-    k_min, k_max = int(clustering.get("k_min", 4)), int(clustering.get("k_max", 9))
+    if clip is not None and (isinstance(clip, bool) or not isinstance(clip, int | float) or clip <= 0):
+        raise ConfigError(f"{where}: clip must be a positive number of standard deviations, got {clip!r}")
+    k_min, k_max = _integer(where, clustering, "k_min", 4), _integer(where, clustering, "k_max", 9)
     if not 2 <= k_min <= k_max:
-        raise ConfigError(f"{path} [clustering]: need 2 <= k_min <= k_max, got {k_min}, {k_max}")
-    data = raw.get("data", {})
+        raise ConfigError(f"{where}: need 2 <= k_min <= k_max, got {k_min}, {k_max}")
+    k = _integer(where, clustering, "k", None)
+    if k is not None and k < 2:
+        raise ConfigError(f"{where}: k must be at least 2, got {k}")
+    pca_components = _integer(where, clustering, "pca_components", None)
+    if pca_components is not None and pca_components < 1:
+        raise ConfigError(f"{where}: pca_components must be a positive integer, got {pca_components}")
+    as_of = raw.get("as_of")
     return PersonaConfig(
-        name=raw.get("name", "personas"),
-        data=str(data.get("path", "demo")),
-        as_of=parse_cutoff(raw["as_of"]) if "as_of" in raw else None,
-        families=families,
+        name=name,
+        data=data_path_of(data_path, path),
+        as_of=parse_cutoff(str(as_of)) if as_of is not None else None,
+        families=tuple(families),
         features=tuple(features) if features else None,
-        k=clustering.get("k"),
+        k=k,
         k_min=k_min,
         k_max=k_max,
         algorithm=algorithm,
-        pca_components=clustering.get("pca_components"),
-        random_state=int(clustering.get("random_state", 42)),
+        pca_components=pca_components,
+        random_state=_integer(where, clustering, "random_state", 42),
         shrinkage=shrinkage,
         aspects=tuple(aspects),
-        clip=float(clip),
-        balance=float(clustering.get("balance", 0.4)),
+        clip=float(clip) if clip is not None else None,
+        balance=_number(where, clustering, "balance", 0.4),
+        source=path,
     )
+
+
+def _integer(where: str, table: dict, key: str, default: int | None) -> int | None:
+    value = table.get(key, default)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{where}: {key} must be a whole number, got {value!r}")
+    return value
+
+
+def _number(where: str, table: dict, key: str, default: float) -> float:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{where}: {key} must be a number, got {value!r}")
+    return float(value)
 
 
 @dataclass
@@ -298,7 +328,7 @@ def _run_persona_fit(
     config: PersonaConfig, as_of: dt.date | None, out: Path | None, progress
 ) -> tuple[PersonaFit, str, str]:
     say = progress or (lambda message: None)
-    dataset = resolve_dataset(config.data)
+    dataset = resolve_dataset(config.data, config.demo_path)
     cutoff = as_of or config.as_of
     if cutoff is None:
         con = dataset.connect()
