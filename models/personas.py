@@ -39,6 +39,23 @@ from features.catalogue import Feature, describe
 ALGORITHMS = ("kmeans", "minibatch_kmeans", "gaussian_mixture")
 # Bootstrap agreement (adjusted Rand index) from which a k counts as stable.
 STABLE_ARI = 0.75
+# Fewer customers than this per persona give clusters of a handful of people (and silhouette and
+# bootstrap agreement need more rows than clusters): `portrait personas fit` refuses them (the
+# estimator itself fits any frame it can, as scikit-learn's do).
+MIN_CUSTOMERS_PER_PERSONA = 20
+
+
+def too_few_customers(customers: int, largest_k: int) -> str | None:
+    """Why ``customers`` rows cannot be clustered into up to ``largest_k`` personas, or None."""
+    needed = largest_k * MIN_CUSTOMERS_PER_PERSONA
+    if customers < needed:
+        return (
+            f"{customers:,} customers are too few for up to {largest_k} personas: "
+            f"need at least {needed:,} ({MIN_CUSTOMERS_PER_PERSONA} per persona)"
+        )
+    return None
+
+
 # Silhouettes closer than this are a tie (a sample's silhouette moves by about this much between
 # seeds); the tie goes to the larger k, whose personas are more specific.
 SILHOUETTE_TIE = 0.01

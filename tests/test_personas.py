@@ -24,7 +24,7 @@ from models.persona_profile import (
 from models.personas import Clip, PersonaModel, ShrinkShares, group_weights, share_counts, skewed
 from models.pyfunc import StoredFit
 from portrait.dataset import open_dataset
-from portrait.errors import ConfigError
+from portrait.errors import ConfigError, PortraitError
 from portrait.synthetic import write_sample_data
 from training import persona_report
 from training.persona_report import distinguishing_traits, write_portrait
@@ -411,6 +411,15 @@ def _two_group_frame() -> pd.DataFrame:
     return frame.assign(customer_id=[f"c{i}" for i in range(60)], favourite_channel="store", noise=rng.normal(size=60))
 
 
+def test_a_fit_on_too_few_customers_says_so_before_clustering():
+    config = PersonaConfig("p", "unused", features=("spend_365d", "orders_365d"), k=2)
+    with pytest.raises(PortraitError, match=r"^39 customers are too few for up to 2 personas: need at least 40"):
+        fit_personas(config, _two_group_frame().head(39))  # sklearn's ValueError traceback before
+    searched = PersonaConfig("p", "unused", k_min=2, k_max=4)  # the largest k searched counts
+    with pytest.raises(PortraitError, match="60 customers are too few for up to 4 personas: need at least 80"):
+        fit_personas(searched, _two_group_frame())
+
+
 def test_configured_features_are_the_only_ones_clustered_on():
     config = PersonaConfig("p", "unused", features=("spend_365d", "orders_365d"), k=2)
     fit = fit_personas(config, _two_group_frame())
@@ -459,8 +468,10 @@ def test_a_second_concurrent_fit_of_the_same_personas_stops_at_once(tmp_path, mo
         with exclusive_lock(lock, "a personas fit of 'my/personas'"):  # the first fit, still running
             with pytest.raises(LockHeld, match=r"a personas fit of 'my/personas' is already running \(pid \d+"):
                 run_persona_fit(config)
-            # From the command line: exit 2 with the message, nothing fitted.
-            (tmp_path / "personas.toml").write_text('name = "my/personas"\n[data]\npath = "/nowhere"\n')
+        # From the command line (a persona experiment's name is letters, digits, '_' or '-'): exit 2
+        # with the message, nothing fitted.
+        with exclusive_lock(fit_lock_path("my-personas"), "a personas fit of 'my-personas'"):
+            (tmp_path / "personas.toml").write_text('name = "my-personas"\n[data]\npath = "/nowhere"\n')
             code, text = run("personas", "fit", str(tmp_path / "personas.toml"))
         assert code == 2 and "is already running" in text
         assert not (tmp_path / "mlflow.db").exists()

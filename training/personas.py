@@ -28,7 +28,7 @@ from models.persona_profile import (
     portrait_table,
     support_columns,
 )
-from models.personas import ALGORITHMS, STABLE_ARI, PersonaModel, numeric_columns
+from models.personas import ALGORITHMS, STABLE_ARI, PersonaModel, numeric_columns, too_few_customers
 from models.pyfunc import PersonaPyfunc, StoredFit, serving_frame
 from models.task import PERSONAS, PersonaCard
 from portrait.errors import ConfigError, PortraitError
@@ -169,6 +169,8 @@ class PersonaFit:
 def fit_personas(config: PersonaConfig, features: pd.DataFrame, previous=None) -> PersonaFit:
     """Fit, then carry ids and names over from ``previous`` (a fitted :class:`PersonaFit`-like
     object with ``model`` and ``names`` and ``cluster_to_persona``) where clusters match."""
+    if problem := too_few_customers(len(features), config.k or config.k_max):
+        raise PortraitError(f"{problem}; a smaller k_max (or k) or a larger data set")
     columns = _clustered_columns(config, features)
     support = support_columns(columns, list(features.columns)) if config.features is None else []
     model = PersonaModel(
