@@ -175,6 +175,20 @@ def _bound(text: str) -> None:
         )
 
 
+def _parse_problem(exc: ParseError) -> str:
+    """The parser's complaint in a marketer's words: where, and what is missing (sqlglot says
+    "Required keyword: 'high' missing for <class '...Between'>" for ``x between 5 and``)."""
+    errors = getattr(exc, "errors", None) or []
+    if not errors:
+        return str(exc).splitlines()[0]
+    first = errors[0]
+    where = f"at {first.get('highlight')!r} (character {first.get('col')})"
+    description = str(first.get("description", ""))
+    if description.startswith("Required keyword"):
+        return f"something is missing {where}"
+    return f"{description.rstrip('.')} {where}"
+
+
 def parse_condition(text: str, schema: Schema, *, behaviour: bool = False) -> Condition:
     """Parse, bound and check a condition; raise :class:`FilterError` saying what is wrong."""
     if not isinstance(text, str) or not text.strip():
@@ -183,7 +197,7 @@ def parse_condition(text: str, schema: Schema, *, behaviour: bool = False) -> Co
     try:
         tree = sqlglot.parse_one(text, read="duckdb")
     except ParseError as exc:
-        raise FilterError(f"cannot parse condition {text!r}: {str(exc).splitlines()[0]}") from None
+        raise FilterError(f"cannot parse condition {text!r}: {_parse_problem(exc)}") from None
     except RecursionError:
         raise FilterError("the condition is nested too deeply") from None
     checker = _Checker(schema, behaviour)

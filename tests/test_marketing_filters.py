@@ -39,6 +39,9 @@ def test_is_null_and_is_not_null_by_hand():
         ("spend_365d > 1e999", "not a finite number"),
         ("spend_365d > 1; drop table x", "';' is not allowed"),
         ("spend_356d > 1", r"unknown column 'spend_356d'; did you mean one of \['spend_365d'"),
+        # where the parser stopped, in words (not sqlglot's "Required keyword ... <class ...>")
+        ("spend_365d between 5 and", r"cannot parse condition .*: something is missing at 'and' \(character 24\)$"),
+        ("(spend_365d > 1", r"cannot parse condition .*: Expecting \) at '1' \(character 15\)$"),
     ],
 )
 def test_filters_are_bounded_and_type_checked(text, message):
