@@ -21,6 +21,7 @@ from scipy.stats import chi2_contingency
 from marketing.crowd import CrowdData
 from marketing.crowd_report import suppression_mask
 from portrait import pages
+from portrait.errors import PortraitError
 from portrait.files import atomic_write, atomic_write_text
 
 ALPHA = 0.05
@@ -32,6 +33,8 @@ MIN_EXPECTED = 5
 
 def crosstab(data: CrowdData, crowd: np.ndarray, rows: str, cols: str) -> pd.DataFrame:
     """Exact counts of ``rows`` x ``cols`` values within the crowd (long form)."""
+    if rows == cols:
+        raise PortraitError(f"rows and columns are both {rows!r}: cross two different dimensions")
     row_values, col_values = data.dimensions[rows][crowd], data.dimensions[cols][crowd]
     counts = pd.crosstab(row_values, col_values, dropna=False)
     long = counts.stack().rename("count").reset_index()

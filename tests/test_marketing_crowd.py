@@ -222,6 +222,8 @@ def test_crosstab_drill_down_and_comparison_on_hand_written_data():
         table = crosstab(data, everyone, "age_band", "favourite_payment").set_index(["row", "column"])
         assert table.loc[("25-34", "card"), "count"] == 2 and table.loc[("35-44", "cash"), "count"] == 1
         assert table.loc[("35-44", "cash"), "row_pct"] == pytest.approx(0.5)
+        with pytest.raises(PortraitError, match="rows and columns are both 'age_band'"):  # a pandas traceback before
+            crosstab(data, everyone, "age_band", "age_band")
         cell = cell_mask(data, "favourite_payment = cash")
         assert data.ids[cell].tolist() == ["C"]
         with pytest.raises(PortraitError, match="no value 'cheque'.*cash"):
