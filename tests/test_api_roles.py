@@ -181,6 +181,8 @@ def test_marketing_profiles_leave_out_sensitive_attributes(world):
     assert full["scores"]["models"][0]["score"] == 0.9 and limited["scores"] == full["scores"]
     missing = client.get("/customers/nobody", headers=keys["marketing"])
     assert missing.status_code == 404 and "unknown customer id 'nobody'" in missing.json()["detail"]
+    too_long = client.get("/customers/" + "x" * 201, headers=keys["marketing"])  # not echoed back whole
+    assert too_long.status_code == 422 and too_long.json()["detail"][0]["type"] == "string_too_long"
 
 
 def test_a_revoked_key_stops_working_without_a_restart(world):

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
+from fastapi import Path as PathParameter
 from fastapi.concurrency import run_in_threadpool
 
 from portrait.errors import Unavailable
@@ -44,7 +45,7 @@ def build_customers_router(state: ServeState, access: Access) -> APIRouter:
 
     @router.get("/customers/{customer_id}", response_model=CustomerProfile)
     async def customer(
-        customer_id: str,
+        customer_id: Annotated[str, PathParameter(max_length=200, description="A customer id (or a merged id)")],
         caller: Annotated[Caller, Depends(access.caller)],
         reasons: bool = Query(
             False,
