@@ -54,6 +54,7 @@ def test_routes_serve_stored_tags_and_segments(tmp_path):
     client = TestClient(app)
     listed = client.get("/tags").json()
     assert listed["as_of"] == "2024-03-01"
+    assert listed["library"] == "retail.toml"  # the file's name, not its folder on the server
     by_name = {t["name"]: t for t in listed["tags"]}
     assert by_name["promotion-sensitive"]["customers"] == 2 and by_name["promotion-sensitive"]["kind"] == "rule"
     assert by_name["RFM: Lost"]["group"] == "value/rfm" and by_name["RFM: Lost"]["customers"] == 1

@@ -27,7 +27,9 @@ class TagInfo(BaseModel):
 
 
 class TagList(BaseModel):
-    library: str = Field(description="The tag library file (or the packaged template)")
+    library: str = Field(
+        description="The tag library's file name (retail.toml: the packaged template); not its folder on the server"
+    )
     as_of: str | None = Field(None, description="As-of date of the latest stored tags table")
     tags: list[TagInfo]
 
@@ -76,6 +78,6 @@ def build_tags_router(library: Library, tags_dir: Callable[[], Path | None]) -> 
                         customers=int(count),
                     )
                 )
-        return TagList(library=library.source, as_of=as_of, tags=entries)
+        return TagList(library=Path(library.source).name, as_of=as_of, tags=entries)
 
     return router
