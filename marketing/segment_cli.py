@@ -30,6 +30,9 @@ from portrait.errors import PortraitError
 
 
 def register_segments(app: typer.Typer, out, console) -> None:
+    def _warn_empty(name: str, as_of) -> None:  # a warning, not an error: the segment is kept
+        out.print(f"[yellow]warning:[/yellow] segment {escape(repr(name))} has no customers as of {as_of}", markup=True)
+
     def _definition(name, where, tag, not_tag, persona, include, exclude, description):
         from marketing.segments import Segment, check_name
 
@@ -155,10 +158,7 @@ def register_segments(app: typer.Typer, out, console) -> None:
             f"{segment.name}: {len(result.members):,} customers, {result.share:.1%} of {result.base:,} as of {result.as_of}"
         )
         if not len(result.members):
-            out.print(
-                f"[yellow]warning:[/yellow] segment {escape(repr(segment.name))} has no customers as of {result.as_of}",
-                markup=True,
-            )
+            _warn_empty(segment.name, result.as_of)
         return result
 
     @app.command("count")
@@ -282,10 +282,7 @@ def register_segments(app: typer.Typer, out, console) -> None:
         out.print(table)
         for result in results:
             if not len(result.members):
-                out.print(
-                    f"[yellow]warning:[/yellow] segment {escape(repr(result.name))} has no customers as of {result.as_of}",
-                    markup=True,
-                )
+                _warn_empty(result.name, result.as_of)
 
     @app.command("export")
     def export_command(
@@ -348,10 +345,7 @@ def register_segments(app: typer.Typer, out, console) -> None:
         if note := consent_note(left_out):
             out.print(note)
         if not len(table):
-            out.print(
-                f"[yellow]warning:[/yellow] segment {escape(repr(name))} has no customers as of {result.as_of}",
-                markup=True,
-            )
+            _warn_empty(name, result.as_of)
 
     @app.command("delete")
     def delete_command(name: str, segments_dir: SegmentsOption = None) -> None:

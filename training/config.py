@@ -186,6 +186,12 @@ def check_keys(where: str, table: dict, allowed: set[str]) -> None:
         raise ConfigError(f"{where}: unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
 
 
+def check_name(where: str, name: object) -> None:
+    """An experiment's name (a registered model's name): letters, digits, '_' or '-'."""
+    if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
+        raise ConfigError(f"{where}: name must be letters, digits, '_' or '-', got {name!r}")
+
+
 def table_of(where: str, raw: dict, key: str) -> dict:
     value = raw.get(key, {})
     if not isinstance(value, dict):
@@ -198,8 +204,7 @@ def parse_experiment(raw: dict, where: str = "experiment") -> ExperimentConfig:
         where, raw, {"name", "description", "data", "cutoffs", "label", "features", "model", "validation", "tuning"}
     )
     name = raw.get("name")
-    if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
-        raise ConfigError(f"{where}: name must be letters, digits, '_' or '-', got {name!r}")
+    check_name(where, name)
 
     data = table_of(where, raw, "data")
     check_keys(f"{where} [data]", data, {"path"})

@@ -33,7 +33,7 @@ from models.pyfunc import PersonaPyfunc, StoredFit, serving_frame
 from models.task import PERSONAS, PersonaCard
 from portrait.errors import ConfigError, PortraitError
 from portrait.files import atomic_write, exclusive_lock
-from training.config import DEMO, check_keys, data_path_of, demo_path_of, table_of
+from training.config import DEMO, check_keys, check_name, data_path_of, demo_path_of, table_of
 from training.data import resolve_dataset
 from training.persona_report import write_k_plot, write_portrait
 from training.tracking import ensure_experiment, register_pyfunc
@@ -76,8 +76,7 @@ def load_persona_config(path: Path) -> PersonaConfig:
         raise ConfigError(f"{path}: {exc}") from exc
     check_keys(str(path), raw, {"name", "data", "as_of", "families", "features", "clustering"})
     name = raw.get("name", "personas")
-    if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
-        raise ConfigError(f"{path}: name must be letters, digits, '_' or '-', got {name!r}")
+    check_name(str(path), name)
     data = table_of(str(path), raw, "data")
     check_keys(f"{path} [data]", data, {"path"})
     data_path = data.get("path", DEMO)
