@@ -160,7 +160,9 @@ def _register_table(con, table: contract.Table, source: TableSource, timezone: s
     read_all = [*table.column_names, *extras] if source.is_csv else []
     for name, sql in checked_views(table, types, extras, source.timestamp_format, source.is_csv, timezone, read_all):
         con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
-    _register_deduplicated(con, table)
+    # A file or frame is read once here for its repeated keys (see _register_deduplicated); a
+    # CSV is not, since each read of it adds its malformed lines to the rejects table again.
+    _register_deduplicated(con, table, settle=not source.is_csv)
 
 
 def select_columns(
@@ -354,11 +356,13 @@ def _key_hash(columns) -> str:
     return f"hash({', '.join(quote_ident(c) for c in columns)})"
 
 
-def _register_deduplicated(con, table: contract.Table, by_key: bool = True) -> None:
+def _register_deduplicated(con, table: contract.Table, by_key: bool = True, settle: bool = False) -> None:
     """``clean_t`` (good rows, one copy each) and ``duplicates_t`` (what was dropped, counted).
     ``by_key``: find purchases' copies through their candidate key (a DuckDB speed-up, below);
     without it (the Spark engine, whose ``hash`` and global sort differ) by the plain
-    ``DISTINCT``, which keeps the same rows."""
+    ``DISTINCT``, which keeps the same rows. ``settle``: find the repeated keys now, once, into
+    a table (one read of the key columns), rather than in every read of ``clean_t``; when there
+    are none, ``clean_t`` is the typed rows as they are, one read of the source instead of two."""
     name = table.name
     if table.name == "customers":
         con.execute(
@@ -395,20 +399,26 @@ def _register_deduplicated(con, table: contract.Table, by_key: bool = True) -> N
         # superset of the good rows' keys, for a cheaper read.
         parsed_key = _key_hash(PARSED + c for c in _CANDIDATE_KEYS[name])
         typed_key = _key_hash(_CANDIDATE_KEYS[name])
-        con.execute(
-            f"""CREATE OR REPLACE VIEW _repeated_keys_{name} AS
-            SELECT DISTINCT _key FROM (
+        repeated_keys = f"""SELECT DISTINCT _key FROM (
                 SELECT _key, LAG(_key) OVER (ORDER BY _key) AS _previous
                 FROM (SELECT {parsed_key} AS _key FROM checked_{name}) k
             ) s WHERE _key = _previous"""
-        )
-        con.execute(
-            f"""CREATE OR REPLACE VIEW clean_{name} AS
-            WITH repeated AS MATERIALIZED (SELECT _key FROM _repeated_keys_{name})
-            SELECT * FROM typed_{name} WHERE {typed_key} NOT IN (SELECT _key FROM repeated)
-            UNION ALL
-            SELECT DISTINCT * FROM typed_{name} WHERE {typed_key} IN (SELECT _key FROM repeated)"""
-        )
+        if settle:
+            con.execute(f"CREATE OR REPLACE TEMP TABLE _repeated_keys_{name} AS {repeated_keys}")
+            none_repeated = con.execute(f"SELECT COUNT(*) = 0 FROM _repeated_keys_{name}").fetchall()[0][0]
+        else:
+            con.execute(f"CREATE OR REPLACE VIEW _repeated_keys_{name} AS {repeated_keys}")
+            none_repeated = False
+        if none_repeated:  # nothing can have a copy (the keys of every row were checked)
+            con.execute(f"CREATE OR REPLACE VIEW clean_{name} AS SELECT * FROM typed_{name}")
+        else:
+            con.execute(
+                f"""CREATE OR REPLACE VIEW clean_{name} AS
+                WITH repeated AS MATERIALIZED (SELECT _key FROM _repeated_keys_{name})
+                SELECT * FROM typed_{name} WHERE {typed_key} NOT IN (SELECT _key FROM repeated)
+                UNION ALL
+                SELECT DISTINCT * FROM typed_{name} WHERE {typed_key} IN (SELECT _key FROM repeated)"""
+            )
         con.execute(
             f"""CREATE OR REPLACE VIEW duplicates_{name} AS
             SELECT *, 'duplicate_line' AS _reject_reason, COUNT(*) - 1 AS _rows

@@ -184,6 +184,26 @@ def test_only_exact_copies_of_purchase_lines_are_dropped(tmp_path, source):
     assert (table.rows, table.valid_rows, table.quarantined) == (10, 6, {"duplicate_line": 4})
 
 
+@pytest.mark.parametrize("source", ["csv", "parquet"])
+def test_purchases_without_repeated_keys_are_read_once(tmp_path, source):
+    # No two lines share order, product and timestamp: no line can have a copy, so the clean
+    # view of a Parquet file reads it once (its repeated keys were found once, at connect); a
+    # CSV keeps finding them in each read (each read of it stores its rejects again).
+    line = {**GOOD, "product_id": "p1"}
+    frame = pd.DataFrame([line, {**line, "product_id": "p2"}, {**line, "order_id": "o2"}])
+    con = open_dataset(write_tables(tmp_path / "data", source, purchases=frame)).connect()
+    plan = con.execute("EXPLAIN SELECT * FROM clean_purchases").fetchall()[0][1].upper()
+    scans = plan.count("READ_PARQUET") + plan.count("READ_CSV")
+    assert scans == (1 if source == "parquet" else 3)
+    rows = "SELECT order_id, product_id FROM {} ORDER BY ALL"
+    assert con.execute(rows.format("clean_purchases")).fetchall() == [("o1", "p1"), ("o1", "p2"), ("o2", "p1")]
+    assert con.execute(rows.format("(SELECT DISTINCT * FROM typed_purchases)")).fetchall() == [
+        ("o1", "p1"),
+        ("o1", "p2"),
+        ("o2", "p1"),
+    ]
+
+
 def test_nan_in_an_optional_float_column_means_missing_not_bad(tmp_path):
     frame = purchases({}).assign(amount=12.5, discount=float("nan"))
     report = validate(Dataset.from_frames(purchases=frame))
