@@ -49,6 +49,25 @@ log = logging.getLogger(__name__)
 _NUMERIC = ("DOUBLE", "FLOAT", "REAL", "DECIMAL", "BIGINT", "INTEGER", "SMALLINT", "TINYINT", "HUGEINT")
 
 
+# A cutoff more than this many days after the latest purchase is more often a mistake than a
+# question (every purchase window up to a year is empty): crowd reports refuse it, the other
+# commands say so. Defined once here, for every command.
+LATE_AS_OF_DAYS = 366
+
+
+def late_as_of_note(frame: pd.DataFrame, cutoff: dt.date, consequence: str = "") -> str | None:
+    """A note when the latest purchase in ``frame`` (a feature table with
+    ``days_since_last_purchase``) is more than :data:`LATE_AS_OF_DAYS` before ``cutoff``; None
+    otherwise, and when nobody bought (then the table is empty or says so itself)."""
+    if "days_since_last_purchase" not in frame.columns:
+        return None
+    latest = frame["days_since_last_purchase"].min()
+    if not latest > LATE_AS_OF_DAYS:  # NaN (nobody bought) compares False
+        return None
+    consequence = consequence or "every purchase window up to a year is empty"
+    return f"the latest purchase in the data is {latest:.0f} days before {cutoff}: {consequence}; is it the date meant?"
+
+
 def parse_cutoff(value: str | dt.date | dt.datetime | pd.Timestamp) -> dt.date:
     """A cutoff as a date; a timestamp must be at midnight, since windows count whole days."""
     if isinstance(value, str):
@@ -376,4 +395,12 @@ def feature_columns(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns if c not in ("customer_id", "cutoff")]
 
 
-__all__ = ["build_features", "vocabulary_as_of", "parse_cutoff", "feature_columns", "slug"]
+__all__ = [
+    "LATE_AS_OF_DAYS",
+    "late_as_of_note",
+    "build_features",
+    "vocabulary_as_of",
+    "parse_cutoff",
+    "feature_columns",
+    "slug",
+]

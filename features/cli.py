@@ -12,7 +12,7 @@ from rich.table import Table
 
 from features.catalogue import catalogue
 from features.config import FeatureConfig
-from portrait.errors import ConfigError
+from portrait.errors import ConfigError, PortraitError
 
 # The engine options of every command that can run its SQL on Spark (features build, score, tags
 # apply, segment refresh), defined once.
@@ -63,7 +63,6 @@ def catalogue_markdown() -> str:
 
 def _build_on_spark(dataset, cutoff, out_file, config, table, spark_master, engine, out) -> None:
     from features.spark import write_features_spark
-    from portrait.errors import PortraitError
     from portrait.spark_engine import parse_table_options
 
     if engine != "spark":
@@ -114,7 +113,7 @@ def register(app: typer.Typer, out, console) -> None:
         """Build one feature row per customer as of a cutoff."""
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-        from features.build import build_features, parse_cutoff
+        from features.build import build_features, late_as_of_note, parse_cutoff
         from portrait.dataset import open_dataset
         from portrait.engine import check_engine_name
         from portrait.files import atomic_write
@@ -131,8 +130,16 @@ def register(app: typer.Typer, out, console) -> None:
         ) as progress:
             progress.add_task(f"building features as of {cutoff}", total=None)
             frame = build_features(ds, cutoff, config)
+        if not len(frame):  # a date before the data, most often: an empty table is no answer
+            raise PortraitError(
+                f"no customer has a purchase, event or signup before {cutoff}: no features to build "
+                "(is the as-of date before the data?); nothing written"
+            )
         atomic_write(frame, Path(out_file), csv=False)
         out.print(
             f"{len(frame):,} customers x {frame.shape[1] - 1} features as of {cutoff} "
             f"in {time.perf_counter() - started:.1f} s -> {out_file}"
         )
+        late = late_as_of_note(frame, cutoff)
+        if late:
+            out.print(f"note: {late}")

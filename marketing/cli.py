@@ -297,8 +297,9 @@ def register_rfm(app: typer.Typer, out, console) -> None:
         ] = None,
     ) -> None:
         """RFM scores (1-5) and value groups of every customer; summary; migration."""
+        from features.build import late_as_of_note
         from marketing.population import Population
-        from marketing.rfm import LATE_AS_OF_DAYS, group_summary, migration, top_share_of_revenue
+        from marketing.rfm import group_summary, migration, top_share_of_revenue
         from portrait.dataset import open_dataset
         from portrait.files import atomic_write, atomic_write_text
 
@@ -340,12 +341,9 @@ def register_rfm(app: typer.Typer, out, console) -> None:
             out.print(f"note: no customer has revenue before {as_of_date}: no share of revenue to show")
         else:
             out.print(f"the top 20% of buyers bring {top:.1%} of revenue")
-        latest = frame["days_since_last_purchase"].min()
-        if latest > LATE_AS_OF_DAYS:  # NaN (nobody bought) compares False
-            out.print(
-                f"note: the latest purchase in the data is {latest:.0f} days before {as_of_date}: "
-                "recency is measured from the as-of date; is it the one meant?"
-            )
+        late = late_as_of_note(frame, as_of_date, "recency is measured from the as-of date")
+        if late:
+            out.print(f"note: {late}")
         if earlier is not None:
             moves = migration(earlier, frame)
             path = out_dir / f"rfm_migration_{previous}_{as_of_date.isoformat()}.csv"

@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from features.build import LATE_AS_OF_DAYS
 from features.catalogue import slug
 from marketing.filters import BehaviourTerm, FilterError, evaluate, parse_condition
 from marketing.population import Population
 from marketing.rfm import GROUPS as RFM_GROUPS
-from marketing.rfm import LATE_AS_OF_DAYS
 from marketing.segments import SegmentEvaluator, SegmentStore
 from marketing.tags import Library, apply_tags, levels
 from portrait.errors import PortraitError

@@ -42,10 +42,10 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from features.build import LATE_AS_OF_DAYS
 from marketing.crowd import CrowdData, Dimension, level_groups
 from marketing.filters import Schema, evaluate, parse_condition
 from marketing.population import PURCHASES_READ, Population
-from marketing.rfm import LATE_AS_OF_DAYS
 from marketing.segments import SegmentStore
 from marketing.tags import Library, tags_file
 from portrait.errors import PortraitError

@@ -48,9 +48,6 @@ GROUP_GRID = {
     1: ("Lost", "Lost", "At risk", "At risk", "Can't lose"),
 }
 RFM_INPUTS = ("days_since_last_purchase", "orders_lifetime", "spend_lifetime")
-# An as-of date more than this many days after the data's last purchase is more often a mistake
-# than a question: crowd reports refuse it, RFM says so.
-LATE_AS_OF_DAYS = 366
 RFM_COLUMNS = ("rfm_r", "rfm_f", "rfm_m", "rfm_fm", "rfm_group")
 
 

@@ -33,6 +33,11 @@ def register_segments(app: typer.Typer, out, console) -> None:
     def _warn_empty(name: str, as_of) -> None:  # a warning, not an error: the segment is kept
         out.print(f"[yellow]warning:[/yellow] segment {escape(repr(name))} has no customers as of {as_of}", markup=True)
 
+    def _late_note(population) -> str | None:  # read inside the population's block
+        from features.build import late_as_of_note
+
+        return late_as_of_note(population.frame(), population.as_of)
+
     def _definition(name, where, tag, not_tag, persona, include, exclude, description):
         from marketing.segments import Segment, check_name
 
@@ -152,6 +157,7 @@ def register_segments(app: typer.Typer, out, console) -> None:
             if save_first:
                 SegmentStore(segments_dir).save(segment, replace=replace)
             result = evaluator.evaluate(segment)
+            late = _late_note(population)
         if save_first:
             out.print(f"saved segment {segment.name!r}: {segment.definition()}")
         out.print(
@@ -159,6 +165,8 @@ def register_segments(app: typer.Typer, out, console) -> None:
         )
         if not len(result.members):
             _warn_empty(segment.name, result.as_of)
+        if late:
+            out.print(f"note: {late}")
         return result
 
     @app.command("count")
@@ -267,6 +275,7 @@ def register_segments(app: typer.Typer, out, console) -> None:
             evaluator = _evaluator(population, segments_dir, file, store)
             evaluator.prepare(chosen)
             results = [evaluator.evaluate(segment) for segment in chosen]
+            late = _late_note(population)
         table = Table(title=f"segments as of {results[0].as_of} ({time.perf_counter() - started:.1f} s)")
         for column in ("segment", "customers", "share", "entered", "left"):
             table.add_column(column, justify="left" if column == "segment" else "right")
@@ -283,6 +292,8 @@ def register_segments(app: typer.Typer, out, console) -> None:
         for result in results:
             if not len(result.members):
                 _warn_empty(result.name, result.as_of)
+        if late:
+            out.print(f"note: {late}")
 
     @app.command("export")
     def export_command(
@@ -322,6 +333,7 @@ def register_segments(app: typer.Typer, out, console) -> None:
                 raise PortraitError(f"the scores have no model {rank_by!r}; scored models: {scored}")
             table = evaluator.columns(result.members, list(dict.fromkeys(wanted)))
             table, left_out = apply_consent(table, population.dataset, con=population.con)
+            late = _late_note(population)
         if rank_by:
             table = table.sort_values([f"{rank_by}_score", "customer_id"], ascending=[False, True], kind="stable")
         else:
@@ -346,6 +358,8 @@ def register_segments(app: typer.Typer, out, console) -> None:
             out.print(note)
         if not len(table):
             _warn_empty(name, result.as_of)
+        if late:
+            out.print(f"note: {late}")
 
     @app.command("delete")
     def delete_command(name: str, segments_dir: SegmentsOption = None) -> None:

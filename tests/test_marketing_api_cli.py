@@ -263,3 +263,22 @@ def test_rfm_says_so_when_nobody_bought_before_the_date_or_the_date_is_long_afte
     assert code == 0 and "note: the latest purchase in the data is" in text and "days before 2030-01-01" in text
     code, text = run("rfm", str(data_folder), "--as-of", "2024-03-01", "--out", str(tmp_path / "now"))
     assert code == 0 and "note:" not in text
+
+
+def test_features_tags_and_segments_say_so_when_the_date_is_long_after_the_data(tmp_path, data_folder):
+    late = "note: the latest purchase in the data is"
+    out = tmp_path / "features.parquet"
+    code, text = run("features", "build", str(data_folder), "--as-of", "2000-01-01", "--out", str(out))
+    assert code == 2 and "no customer has a purchase, event or signup before 2000-01-01" in text
+    assert not out.exists()  # an empty table is no answer: nothing written
+    code, text = run("features", "build", str(data_folder), "--as-of", "2030-01-01", "--out", str(out))
+    assert code == 0 and late in text and "days before 2030-01-01" in text and out.exists()
+    code, text = run("tags", "apply", str(data_folder), "--as-of", "2030-01-01", "--out", str(tmp_path / "tags"))
+    assert code == 0 and late in text
+    where = ["--where", "orders_lifetime >= 1"]
+    code, text = run("segment", "count", "--data", str(data_folder), "--as-of", "2030-01-01", *where)
+    assert code == 0 and late in text
+    code, text = run("segment", "count", "--data", str(data_folder), "--as-of", "2024-03-01", *where)
+    assert code == 0 and "note:" not in text
+    code, text = run("features", "build", str(data_folder), "--as-of", "2024-03-01", "--out", str(out))
+    assert code == 0 and "note:" not in text
