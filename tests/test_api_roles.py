@@ -181,6 +181,8 @@ def test_marketing_profiles_leave_out_sensitive_attributes(world):
     assert full["scores"]["models"][0]["score"] == 0.9 and limited["scores"] == full["scores"]
     missing = client.get("/customers/nobody", headers=keys["marketing"])
     assert missing.status_code == 404 and "unknown customer id 'nobody'" in missing.json()["detail"]
+    # The data set is named, not where the server keeps it (serving.routes.errors).
+    assert str(settings.data or settings.scores) not in missing.text and "/" not in missing.json()["detail"]
     too_long = client.get("/customers/" + "x" * 201, headers=keys["marketing"])  # not echoed back whole
     assert too_long.status_code == 422 and too_long.json()["detail"][0]["type"] == "string_too_long"
 
@@ -481,3 +483,14 @@ def test_runs_without_a_published_run_stop_at_start(world, tmp_path):
     settings, _ = world
     with pytest.raises(Unavailable, match="no published run under .* run portrait refresh first"):
         build_app(settings.model_copy(update={"runs": tmp_path / "empty_root"}))
+
+
+def test_answers_name_files_and_folders_not_where_the_server_keeps_them():
+    from serving.routes.errors import without_server_paths
+
+    assert without_server_paths("no segment 'quiet' in /tmp/portrait/segments/") == "no segment 'quiet' in segments/"
+    assert without_server_paths("no tag 'x' in /usr/app/retail.toml.") == "no tag 'x' in retail.toml."
+    assert without_server_paths("not in the data set /tmp/cj (customers)") == "not in the data set cj (customers)"
+    # what the caller sent (quoted), routes, ratios, URLs and tag groups are left as they are
+    kept = "unknown customer id '/etc/passwd'; may not use POST /score; 1/2 of a / b, http://host/x, value/rfm"
+    assert without_server_paths(kept) == kept

@@ -11,6 +11,8 @@ goes with the router wherever it is mounted, and ``build_app`` also registers
 from __future__ import annotations
 
 import math
+import os
+import re
 from typing import Any
 
 from fastapi import Request
@@ -24,12 +26,36 @@ from portrait.errors import PortraitError
 MAX_ERRORS = 50
 
 
+# An absolute path (one starting a word, not in a URL or a ratio such as 1/2) in a message; not
+# one in quotes, which is how messages echo what the caller sent (an id may start with a slash).
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/'\"])/[^\s'\",;()\[\]]+")
+
+
+def without_server_paths(message: str) -> str:
+    """``message`` with each absolute path on this server (its first folder exists here) cut to
+    its last part: a caller needs the file or folder ("segments/", "retail.toml"), not where the
+    server keeps it. The same errors name
+    whole paths on the command line, where they help the person who ran it."""
+
+    def last_part(match: re.Match) -> str:
+        path = match.group(0)
+        if not os.path.isdir("/" + path[1:].split("/", 1)[0]):  # a route ("POST /score"), not a file
+            return path
+        core = path.rstrip(".:")
+        end = path[len(core) :]  # a sentence's full stop or a colon after the path
+        folder = core.endswith("/")
+        name = core.rstrip("/").rsplit("/", 1)[-1]
+        return (name + ("/" if folder else "") + end) if name else path
+
+    return _ABSOLUTE_PATH.sub(last_part, message)
+
+
 def error_response(exc: PortraitError) -> JSONResponse:
     status = getattr(exc, "status_code", PortraitError.status_code)
     if not 400 <= status < 600:
         status = PortraitError.status_code
     headers = {"WWW-Authenticate": "APIKey"} if status == 401 else None
-    return JSONResponse(status_code=status, content={"detail": str(exc)}, headers=headers)
+    return JSONResponse(status_code=status, content={"detail": without_server_paths(str(exc))}, headers=headers)
 
 
 async def product_error(request: Request, exc: Exception) -> JSONResponse:
