@@ -1198,7 +1198,11 @@ def _narrowed(dataset, customer_id: str):
         )
         for name, source in dataset.sources.items()
     }
-    return Dataset(name=dataset.name, sources=sources, root=None, timezone=dataset.timezone, privacy=dataset.privacy)
+    # The data set's root stays: its tombstones (portrait.forget) filter the copied rows as they
+    # filter the files, so a forgotten person is as unknown here as in every other read.
+    return Dataset(
+        name=dataset.name, sources=sources, root=dataset.root, timezone=dataset.timezone, privacy=dataset.privacy
+    )
 
 
 def _column_values(frame: pd.DataFrame, name: str) -> set[str]:

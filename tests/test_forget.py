@@ -233,6 +233,26 @@ def test_reads_leave_the_person_out_and_validation_counts_them(world, tmp_path):
     assert sorted(features["customer_id"]) == ["C3", "C4"]
 
 
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_the_profile_from_the_data_set_does_not_know_a_forgotten_person(world, kind):
+    # An all-Parquet data set is profiled from an in-memory copy of the person's rows: the
+    # tombstones must reach that copy too.
+    from serving.profile import ProfileSources, UnknownCustomer, build_profile
+
+    data = world["data"]
+    if kind == "parquet":
+        for name in ("purchases", "customers"):
+            pd.read_csv(data / f"{name}.csv", dtype="str").to_parquet(data / f"{name}.parquet", index=False)
+            (data / f"{name}.csv").unlink()
+    sources = ProfileSources(data=data)
+    assert build_profile("C3", sources, compute_reasons=False).customer_id == "C3"
+    assert run(*_forget_args(world))[0] == 0
+    for asked in ("C1", "C2"):  # the person forgotten and the id merged into them
+        with pytest.raises(UnknownCustomer, match=f"unknown customer id '{asked}'"):
+            build_profile(asked, sources, compute_reasons=False)
+    assert build_profile("C3", sources, compute_reasons=False).customer_id == "C3"
+
+
 def test_a_later_import_of_files_that_still_hold_the_person_leaves_them_out(world, tmp_path):
     assert run(*_forget_args(world))[0] == 0
     data = world["data"]
