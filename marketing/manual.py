@@ -41,20 +41,30 @@ def read_log(store: Path) -> pd.DataFrame:
 
 
 def read_ids(path: Path) -> pd.Series:
-    """Customer ids from a CSV: its ``customer_id`` column, or its only column."""
+    """Customer ids from a CSV: its ``customer_id`` column (the first line is then the header),
+    or, with one column and no such header, every line, the first included: a first line taken
+    for a header would leave its id out without a word (a forget request half done). A header
+    of another name is then read as an id, which the caller reports as unknown."""
     if not path.is_file():
         raise PortraitError(f"{path}: no such file")
     try:
-        frame = pd.read_csv(path, dtype="str", keep_default_na=False)
+        frame = pd.read_csv(path, dtype="str", keep_default_na=False, header=None)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise PortraitError(f"{path}: cannot read the id list: {str(exc).splitlines()[0]}") from None
-    if "customer_id" in frame.columns:
-        ids = frame["customer_id"]
+    header = [str(c).strip().lower() for c in frame.iloc[0]] if len(frame) else []
+    if "customer_id" in header:
+        ids = frame.iloc[1:, header.index("customer_id")]
     elif frame.shape[1] == 1:
         ids = frame.iloc[:, 0]
     else:
-        raise PortraitError(f"{path}: expected a customer_id column (found {list(frame.columns)[:6]})")
-    return ids.str.strip()
+        raise PortraitError(  # the values are not shown: a headerless line may hold personal data
+            f"{path}: expected a customer_id column or a single column (the first line has {frame.shape[1]} "
+            "fields and no customer_id)"
+        )
+    ids = ids.str.strip().reset_index(drop=True)
+    if not (ids != "").any():
+        raise PortraitError(f"{path}: no customer ids in the file")
+    return ids
 
 
 def record(

@@ -329,3 +329,30 @@ def test_segments_with_tags_build_the_features_once(monkeypatch):
     segment = Segment("d", where="purchased(category = 'dairy') > 0", tags=["buyer level: junior"])
     assert members(dataset(), segment) == ["A"]
     assert len(builds) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("C1\nC2\n", ["C1", "C2"]),  # no header: the first line is an id too
+        ("customer_id\nC1\nC2\n", ["C1", "C2"]),
+        ("\ufeffCustomer_ID \r\n C1\r\nC2\r\n", ["C1", "C2"]),  # BOM, case, spaces, CRLF
+        ("name,customer_id\nx,C1\ny,C2\n", ["C1", "C2"]),
+        ("id\nC1\n", ["id", "C1"]),  # another header is read as an id: the caller reports it unknown
+    ],
+)
+def test_id_files_never_lose_their_first_id(tmp_path, text, expected):
+    path = tmp_path / "ids.csv"
+    path.write_bytes(text.encode())
+    assert manual.read_ids(path).tolist() == expected
+
+
+def test_id_files_without_ids_or_with_several_unnamed_columns_are_errors(tmp_path):
+    path = tmp_path / "ids.csv"
+    path.write_text("customer_id\n")
+    with pytest.raises(PortraitError, match="no customer ids in the file"):
+        manual.read_ids(path)
+    path.write_text("a@example.com,C1\n")
+    with pytest.raises(PortraitError, match=r"2 fields and no customer_id\)$") as caught:
+        manual.read_ids(path)
+    assert "example.com" not in str(caught.value)
