@@ -61,7 +61,7 @@ from portrait import contract
 from portrait.errors import ConfigError, ContractError
 from portrait.files import atomic_target, open_bytes
 from portrait.forget import tombstone_files
-from portrait.privacy import GUARDED_TABLES, PrivacySettings, withheld_columns
+from portrait.privacy import GUARDED_TABLES, PrivacySettings, is_pii_name, withheld_columns
 from portrait.sql import quote_ident, quote_literal
 from portrait.views import register_views
 
@@ -150,6 +150,17 @@ class TableSource:
             return ()
         keep = [self.columns.get(c, c) for c in contract.table(self.table).column_names]
         return withheld_columns(self.table, self._column_names(), keep, self.guard)
+
+    @functools.cached_property
+    def private_lines(self) -> bool:
+        """Whether a line of this source may hold personal data, so that its text is never shown
+        or stored (a malformed line's quarantine, an encoding error's example): it has withheld
+        columns, or a column named like personal data in any table (a purchases export with a
+        ``customer_email``), or it is ``identities``, whose values are e-mails, phones and card
+        numbers, raw or hashed."""
+        if self.withheld or self.table == "identities":
+            return True
+        return any(is_pii_name(name) for name in self._column_names())
 
     def _column_names(self) -> list[str]:
         if self.frame is not None:

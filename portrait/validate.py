@@ -29,7 +29,7 @@ from portrait.sql import quote_ident, quote_literal
 from portrait.views import REASON, parse_expr, present_expr, zone_expr
 
 MALFORMED = "malformed_row"
-WITHHELD_LINE = "(text withheld: the line holds personal-data columns)"
+WITHHELD_LINE = "(text withheld: the line may hold personal data)"
 INVALID_ENCODING = "invalid_encoding"
 
 
@@ -318,8 +318,8 @@ def _collect_malformed(con, source: TableSource) -> dict[str, int]:
             "text VARCHAR, byte BIGINT)"
         )
         return {}
-    # A line of a table with personal-data columns holds their values: its text is not kept.
-    text = f"{quote_literal(WITHHELD_LINE)}" if source.withheld else "any_value(e.csv_line)"
+    # A line that may hold personal data (TableSource.private_lines): its text is not kept.
+    text = f"{quote_literal(WITHHELD_LINE)}" if source.private_lines else "any_value(e.csv_line)"
     renamed = [f for f in source.resolved_csv_files() if f.read_path is not None]
     file_name = "s.file_path"
     if renamed:
@@ -375,7 +375,7 @@ def _check_encoding(con, source: TableSource, table: contract.Table, lines: int)
     share = contract.MAX_UNDECLARED_ENCODING_SHARE
     for file, n, line, byte, text in rows:
         if file in guessed and (n > contract.MAX_UNDECLARED_ENCODING_ERRORS or n > share * lines):
-            raw = None if source.withheld else _raw_line(guessed[file].path, byte)
+            raw = None if source.private_lines else _raw_line(guessed[file].path, byte)
             encoding = guessed[file].encoding.upper()
             problems.append(
                 f"{file} is not {encoding}: {n:,} lines have bytes that are not valid {encoding} "

@@ -171,6 +171,34 @@ def test_pii_columns_are_not_in_a_list_or_an_export(pii_data, tmp_path, monkeypa
     assert code == 2 and "attr_email" in text
 
 
+@pytest.mark.parametrize(
+    ("table", "header", "bad_line"),
+    [
+        # identities' values are e-mails, phones or card numbers (raw or hashed)
+        ("identities", "customer_id,id_type,id_value", "C1,email,cust1@example.com,extra"),
+        # a column named like personal data in a table that is not guarded
+        ("purchases", "order_id,customer_id,ts,amount,customer_email", "o9,C1,2024-01-02,5.0,cust1@example.com,x"),
+    ],
+)
+def test_a_malformed_line_that_may_hold_personal_data_is_not_kept(tmp_path, table, header, bad_line):
+    from portrait.validate import validate
+
+    data = tmp_path / "data"
+    data.mkdir()
+    lines = {
+        "purchases": ["order_id,customer_id,ts,amount", "o1,C1,2024-01-01,10.0"],
+        "identities": ["customer_id,id_type,id_value", "C1,phone_hash,h1"],
+    }
+    lines[table] = [header, lines[table][1] + (",x@y.z" if table == "purchases" else ""), bad_line]
+    for name, rows in lines.items():
+        (data / f"{name}.csv").write_text("\n".join(rows) + "\n")
+    report = validate(open_dataset(data), tmp_path / "report")
+    quarantine = pd.read_parquet(tmp_path / "report" / "quarantine" / f"{table}.parquet")
+    assert quarantine["_raw_line"].tolist() == ["(text withheld: the line may hold personal data)"]
+    assert "example.com" not in (tmp_path / "report" / "report.json").read_text()
+    assert report.tables[0].rows >= 1
+
+
 def test_validation_lists_withheld_columns_by_name_only(pii_data, tmp_path):
     from portrait.validate import validate
 
@@ -185,7 +213,7 @@ def test_validation_lists_withheld_columns_by_name_only(pii_data, tmp_path):
     ]
     quarantine = pd.read_parquet(tmp_path / "report" / "quarantine" / "customers.parquet")
     assert quarantine["_reject_reason"].tolist() == ["malformed_row"]
-    assert quarantine["_raw_line"].tolist() == ["(text withheld: the line holds personal-data columns)"]
+    assert quarantine["_raw_line"].tolist() == ["(text withheld: the line may hold personal data)"]
     assert "dee@example.com" not in (tmp_path / "report" / "report.json").read_text()
     assert "dee@example.com" not in quarantine.to_csv()
 
