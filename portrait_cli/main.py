@@ -237,6 +237,22 @@ def main() -> None:
         # The message is the user's to read as written: "[tables.purchases]" is not markup.
         console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, markup=True)
         sys.exit(2)
+    except OSError as exc:  # a path of the wrong kind, no permission, a full disk: not a traceback
+        console.print(f"[bold red]error:[/bold red] {escape(os_error_message(exc))}", highlight=False, markup=True)
+        sys.exit(2)
+
+
+def os_error_message(exc: OSError) -> str:
+    """One line for an operating-system error on a path the user gave (``--out`` a file where a
+    folder is wanted, or the reverse)."""
+    path = exc.filename2 if exc.filename2 is not None else exc.filename
+    if path is None:
+        return str(exc)
+    if isinstance(exc, FileExistsError | NotADirectoryError):
+        return f"{path} (or a folder above it) is a file, not a folder; give a folder path"
+    if isinstance(exc, IsADirectoryError):
+        return f"{path} is a folder, not a file; give a file path"
+    return f"{path}: {exc.strerror or exc}"
 
 
 def _quiet_libraries() -> None:

@@ -63,6 +63,18 @@ def test_the_command_exits_non_zero_with_the_message_and_no_traceback(tmp_path):
     assert "Traceback" not in result.stderr + result.stdout
 
 
+def test_an_output_path_of_the_wrong_kind_is_one_message_not_a_traceback(tmp_path):
+    folder = _dataset(tmp_path, (HEADER + "o1,c1,2024-01-05,1.5,dairy\n").encode())
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    result = _run_cli("validate", str(folder), "--out", str(a_file))  # a file where a folder goes
+    assert result.returncode == 2 and "Traceback" not in result.stderr + result.stdout
+    assert f"error: {a_file} (or a folder above it) is a file, not a folder" in " ".join(result.stderr.split())
+    result = _run_cli("features", "build", str(folder), "--as-of", "2024-02-01", "--out", str(folder))
+    assert result.returncode == 2 and "Traceback" not in result.stderr + result.stdout
+    assert f"error: {folder} is a folder, not a file" in " ".join(result.stderr.split())
+
+
 def test_a_configured_latin1_encoding_reads_the_accents_and_the_report_says_so(tmp_path):
     folder = _dataset(tmp_path, LATIN1_ROWS.encode("latin-1"), '[tables.purchases]\nencoding = "latin-1"\n')
     report = validate(open_dataset(folder), tmp_path / "out")
