@@ -510,16 +510,23 @@ def _find_files(folder: Path, table_name: str, configured: str | None) -> tuple[
                 table=table_name,
             )
         return _one_format(tuple(matches), table_name)
-    for suffix in _SUFFIXES:
-        candidate = folder / f"{table_name}{suffix}"
-        if candidate.is_file():
-            return (candidate,)
+    # Every form the table may take: reading one of two and leaving the other unread would
+    # silently drop its rows.
+    found = [folder / f"{table_name}{suffix}" for suffix in _SUFFIXES if (folder / f"{table_name}{suffix}").is_file()]
     part_folder = folder / table_name
+    parts = ()
     if part_folder.is_dir():
-        parts = sorted(p for p in part_folder.rglob("*") if p.is_file() and p.name.endswith(_SUFFIXES))
-        if parts:
-            return _one_format(tuple(parts), table_name)
-    return ()
+        parts = tuple(sorted(p for p in part_folder.rglob("*") if p.is_file() and p.name.endswith(_SUFFIXES)))
+    if len(found) + bool(parts) > 1:
+        named = [p.name for p in found] + ([f"{table_name}/ ({len(parts)} part files)"] if parts else [])
+        raise ContractError(
+            f"{folder} holds the table more than once: {', '.join(named)}; keep one (or name the file "
+            f"in {CONFIG_FILE})",
+            table=table_name,
+        )
+    if found:
+        return (found[0],)
+    return _one_format(parts, table_name) if parts else ()
 
 
 def _one_format(files: tuple[Path, ...], table_name: str) -> tuple[Path, ...]:
@@ -530,7 +537,13 @@ def _one_format(files: tuple[Path, ...], table_name: str) -> tuple[Path, ...]:
 
 
 def _open_duckdb_file(path: Path) -> Dataset:
-    con = duckdb.connect(str(path), read_only=True)
+    if path.suffix.lower() in (".csv", ".parquet", ".txt", ".tsv", ".gz"):
+        raise ContractError(f"{path} is a table file, not a data set: give the folder that holds it ({path.parent})")
+    try:
+        con = duckdb.connect(str(path), read_only=True)
+    except duckdb.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ContractError(f"{path} is neither a data set folder nor a DuckDB file ({first})") from None
     try:
         present = {row[0] for row in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
     finally:

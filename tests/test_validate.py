@@ -221,3 +221,25 @@ def test_synthetic_data_validates_clean(small_synthetic: Path):
     report = validate(open_dataset(small_synthetic))
     assert report.quarantined_rows == 0
     assert report.identities is not None and report.identities.merged_persons > 0
+
+
+def test_a_table_file_or_any_other_file_is_not_a_data_set(tmp_path):
+    folder = write_tables(tmp_path / "data", "parquet", purchases=purchases({}))
+    with pytest.raises(ContractError, match=r"purchases.parquet is a table file, not a data set: give the folder"):
+        open_dataset(folder / "purchases.parquet")
+    other = tmp_path / "notes.db"
+    other.write_text("not a database")
+    with pytest.raises(ContractError, match=r"notes.db is neither a data set folder nor a DuckDB file"):
+        open_dataset(other)
+
+
+def test_a_table_found_twice_in_a_folder_is_an_error_not_a_silent_choice(tmp_path):
+    folder = write_tables(tmp_path / "data", "parquet", purchases=purchases({}))
+    purchases({"order_id": "o2"}).to_csv(folder / "purchases.csv", index=False)
+    with pytest.raises(ContractError, match=r"holds the table more than once: purchases.parquet, purchases.csv"):
+        open_dataset(folder)
+    (folder / "purchases.csv").unlink()
+    (folder / "purchases").mkdir()
+    purchases({"order_id": "o3"}).to_csv(folder / "purchases" / "part-1.csv", index=False)
+    with pytest.raises(ContractError, match=r"purchases.parquet, purchases/ \(1 part files\)"):
+        open_dataset(folder)
