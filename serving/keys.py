@@ -111,10 +111,13 @@ def add_key(path: Path, name: str, role: Role | str) -> str:
     before = path.read_text(encoding="utf-8") if path.exists() else ""
     if before:
         existing = load_keys(path)
-        if name in {caller.name for caller in existing.values()}:
-            raise ConfigError(f"keys file {path} already has a key named {name!r}; delete its section first")
+        # Names that differ only in case would read as one caller in the audit log.
+        same = [caller.name for caller in existing.values() if caller.name.lower() == name.lower()]
+        if same:
+            raise ConfigError(f"keys file {path} already has a key named {same[0]!r}; delete its section first")
     key = new_key()
-    block = f'[keys.{name}]\nrole = "{role.value}"\nhash = "{hash_key(key)}"\n'
+    # Quoted: a bare dotted name ([keys.a.b]) would be a table inside a table in TOML.
+    block = f'[keys."{name}"]\nrole = "{role.value}"\nhash = "{hash_key(key)}"\n'
     text = (before.rstrip("\n") + "\n\n" if before.strip() else "") + block
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(text, path)

@@ -91,11 +91,16 @@ def test_keys_file_holds_hashes_only_and_names_a_role(tmp_path):
     key = add_key(keys, "campaigns", "marketing")
     text = keys.read_text()
     assert key not in text and hash_key(key) in text
-    assert text == f'[keys.campaigns]\nrole = "marketing"\nhash = "{hash_key(key)}"\n'
+    assert text == f'[keys."campaigns"]\nrole = "marketing"\nhash = "{hash_key(key)}"\n'
     (caller,) = load_keys(keys).values()
     assert (caller.name, caller.role.value) == ("campaigns", "marketing")
     with pytest.raises(ConfigError, match="already has a key named 'campaigns'"):
         add_key(keys, "campaigns", "analyst")
+    with pytest.raises(ConfigError, match="already has a key named 'campaigns'"):  # one name in the audit log
+        add_key(keys, "Campaigns", "analyst")
+    dotted = add_key(keys, "team.eu", "analyst")  # a dot is a table separator in TOML unless quoted
+    assert {c.name: c.role.value for c in load_keys(keys).values()} == {"campaigns": "marketing", "team.eu": "analyst"}
+    assert load_keys(keys)[hash_key(dotted)].name == "team.eu"
     with pytest.raises(ValueError, match="'boss' is not a valid Role"):
         add_key(keys, "bob", "boss")
 
