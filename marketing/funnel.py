@@ -96,9 +96,15 @@ def parse_steps(steps: str | list[str]) -> list[str]:
     return names
 
 
+# A century: longer than any purchase history, and far from the calendar's end (year 1).
+MAX_WINDOW_DAYS = 36_600
+
+
 def check_window(within_days: int) -> int:
-    if isinstance(within_days, bool) or not isinstance(within_days, int) or within_days <= 0:
-        raise FunnelError(f"--within-days must be a whole number of days above 0, got {within_days!r}")
+    if isinstance(within_days, bool) or not isinstance(within_days, int) or not 0 < within_days <= MAX_WINDOW_DAYS:
+        raise FunnelError(
+            f"--within-days must be a whole number of days from 1 to {MAX_WINDOW_DAYS:,}, got {within_days!r}"
+        )
     return within_days
 
 

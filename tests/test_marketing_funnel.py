@@ -249,9 +249,9 @@ def test_event_steps_without_an_events_table():
         con.close()
 
 
-@pytest.mark.parametrize("days", [0, -3])
-def test_the_window_must_be_positive(data, days):
-    with pytest.raises(FunnelError, match=f"--within-days must be a whole number of days above 0, got {days}"):
+@pytest.mark.parametrize("days", [0, -3, 36_601, 99_999_999])  # the last past the calendar's start
+def test_the_window_must_be_positive_and_at_most_a_century(data, days):
+    with pytest.raises(FunnelError, match=f"--within-days must be a whole number of days from 1 to 36,600, got {days}"):
         funnel_of(data, days=days)
 
 
@@ -343,7 +343,7 @@ def test_cli_by_tag_and_by_segment(data, tmp_path):
     [
         (["--steps", "view"], "at least two steps"),
         (["--steps", "view,add_to_chart"], r"unknown step 'add_to_chart'.*closest: \['add_to_cart'\]"),
-        (["--within-days", "0"], "--within-days must be a whole number of days above 0"),
+        (["--within-days", "0"], "--within-days must be a whole number of days from 1 to 36,600"),
         (["--as-of", "2031-01-01"], "outside the data's range"),
         (["--by", "persona"], "--by persona needs --scores DIR"),
         (["--by", "tag"], "--by tag needs --tags-file"),
