@@ -197,7 +197,7 @@ def test_a_revoked_key_stops_working_without_a_restart(world):
     client = TestClient(build_app(settings))
     assert client.get("/tags", headers=keys["marketing"]).status_code == 200
     text = settings.keys.read_text()
-    settings.keys.write_text(text[text.index("[keys.alice]") :])  # the campaigns section deleted
+    settings.keys.write_text(text[text.index('[keys."alice"]') :])  # the campaigns section deleted
     assert client.get("/tags", headers=keys["marketing"]).status_code == 401
     assert client.get("/tags", headers=keys["analyst"]).status_code == 200
     settings.keys.write_text("[keys.broken\n")
