@@ -68,13 +68,26 @@ def late_as_of_note(frame: pd.DataFrame, cutoff: dt.date, consequence: str = "")
     return f"the latest purchase in the data is {latest:.0f} days before {cutoff}: {consequence}; is it the date meant?"
 
 
+# A date as the help texts ask for it (YYYY-MM-DD), optionally with a time, which must be
+# midnight: "01/06/2024" (June or January?), "24-06-01", "today" or an offset are refused, not
+# guessed.
+_DATE_TEXT = re.compile(r"(\d{4})-(\d{2})-(\d{2})(?:[ T](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?)?")
+
+
 def parse_cutoff(value: str | dt.date | dt.datetime | pd.Timestamp) -> dt.date:
-    """A cutoff as a date; a timestamp must be at midnight, since windows count whole days."""
+    """A cutoff as a date; a timestamp must be at midnight, since windows count whole days.
+    Text must be ``YYYY-MM-DD`` (a time after it only if midnight)."""
     if isinstance(value, str):
+        match = _DATE_TEXT.fullmatch(value.strip())
         try:
-            value = pd.Timestamp(value)
-        except ValueError as exc:
-            raise PortraitError(f"cutoff {value!r} is not a date (expected YYYY-MM-DD)") from exc
+            day = dt.date(*(int(part) for part in match.groups()[:3])) if match else None
+        except ValueError:
+            day = None
+        if day is None:
+            raise PortraitError(f"cutoff {value!r} is not a date (expected YYYY-MM-DD)")
+        if any(part and int(part) for part in match.groups()[3:]):
+            raise PortraitError(f"cutoff {value!r} must be a date at midnight; windows count whole days")
+        return day
     if isinstance(value, pd.Timestamp | dt.datetime):
         if (value.hour, value.minute, value.second, value.microsecond) != (0, 0, 0, 0):
             raise PortraitError(f"cutoff {value} must be a date at midnight; windows count whole days")

@@ -101,6 +101,14 @@ def load_config(path: Path, as_of: str | None = None) -> RefreshConfig:
     for key in ("data", "out"):
         if not isinstance(raw.get(key), str):
             raise PortraitError(f'{path}: {key} = "FOLDER" is required')
+    if "as_of" in raw and not isinstance(raw["as_of"], str | dt.date):
+        raise PortraitError(f'{path}: as_of must be a date, as_of = "YYYY-MM-DD" (got {raw["as_of"]!r})')
+    for key in ("reasons",):
+        if key in raw and not isinstance(raw[key], bool):
+            raise PortraitError(f"{path}: {key} must be true or false (got {raw[key]!r})")
+    for key in ("alias", "tags", "manual_tags", "segments"):
+        if key in raw and not isinstance(raw[key], str):
+            raise PortraitError(f'{path}: {key} must be text, {key} = "..." (got {raw[key]!r})')
     when = as_of or raw.get("as_of") or dt.date.today().isoformat()
     keep = raw.get("keep", DEFAULT_KEEP)
     if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
@@ -108,6 +116,9 @@ def load_config(path: Path, as_of: str | None = None) -> RefreshConfig:
     models = raw.get("models", DEFAULT_MODELS)
     if not isinstance(models, list) or not models or not all(isinstance(m, str) for m in models):
         raise PortraitError(f"{path}: models must be a non-empty list of registered model names")
+    repeated = sorted({m for m in models if models.count(m) > 1})
+    if repeated:
+        raise PortraitError(f"{path}: models names {repeated} more than once")
     lists = []
     for i, spec in enumerate(raw.get("lists", [])):
         if not isinstance(spec, dict) or "model" not in spec:
@@ -124,6 +135,13 @@ def load_config(path: Path, as_of: str | None = None) -> RefreshConfig:
         name = spec.get("name", default_name)
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
             raise PortraitError(f"{path}: list name {name!r}: letters, digits, '_', '-' and '.' only")
+        if spec["model"] not in models:  # said now, not after every other step has run
+            raise PortraitError(
+                f"{path}: [[lists]] entry {i + 1}: model {spec['model']!r} is not scored by this refresh; "
+                f"models = {models}"
+            )
+        if name in {earlier.name for earlier in lists}:  # the second would overwrite the first's file
+            raise PortraitError(f"{path}: [[lists]] entry {i + 1}: a list named {name!r} comes earlier; name it apart")
         lists.append(ListSpec(name, spec["model"], top, spec.get("segment")))
     retrain = raw.get("retrain", {})
     if not isinstance(retrain, dict) or not all(isinstance(v, str) for v in retrain.values()):

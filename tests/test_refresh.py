@@ -14,6 +14,7 @@ import pytest
 
 from marketing.segments import Segment, SegmentStore
 from portrait import files
+from portrait.errors import PortraitError
 from portrait.files import LockHeld, exclusive_lock
 from serving import refresh as refresh_module
 from serving.refresh import LATEST, LOCK, RefreshFailed, current_run, load_config, refresh, run_dates
@@ -314,6 +315,28 @@ def test_settings_errors_name_the_setting(tmp_path):
         load_config(path)
     path.write_text('out = "o"\n')
     with pytest.raises(Exception, match='data = "FOLDER" is required'):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ('reasons = "no"', r"reasons must be true or false \(got 'no'\)"),  # was read as true
+        ("as_of = 20241201", r'as_of must be a date, as_of = "YYYY-MM-DD" \(got 20241201\)'),
+        ('as_of = "01/12/2024"', r"cutoff '01/12/2024' is not a date \(expected YYYY-MM-DD\)"),  # not 12 January
+        ("segments = 3", r'segments must be text, segments = "..."'),
+        ('models = ["a", "a"]', r"models names \['a'\] more than once"),
+        ('models = ["a"]\n[[lists]]\nmodel = "b"', r"model 'b' is not scored by this refresh; models = \['a'\]"),
+        (
+            'models = ["a"]\n[[lists]]\nmodel = "a"\nname = "top"\ntop = 50\n[[lists]]\nmodel = "a"\nname = "top"\ntop = 10',
+            r"\[\[lists\]\] entry 2: a list named 'top' comes earlier",
+        ),
+    ],
+)
+def test_settings_of_the_wrong_type_or_repeated_are_refused_before_the_run(tmp_path, settings, message):
+    path = tmp_path / "refresh.toml"
+    path.write_text(f'data = "d"\nout = "o"\n{settings}\n')
+    with pytest.raises(PortraitError, match=message):
         load_config(path)
 
 
