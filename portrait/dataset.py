@@ -151,6 +151,29 @@ class TableSource:
         keep = [self.columns.get(c, c) for c in contract.table(self.table).column_names]
         return withheld_columns(self.table, self._column_names(), keep, self.guard)
 
+    def repeated_header_names(self) -> set[str]:
+        """Column names (lower case) that the source's header holds more than once: DuckDB
+        reads the second as ``name_1``, so a contract column could silently be the wrong copy.
+        Read from each Parquet file's schema, each CSV file's first line (split on its
+        delimiter: the configured one, else the most frequent of , ; tab |) or a frame's columns."""
+        if self.frame is not None:
+            names = [[str(c).strip().lower() for c in self.frame.columns]]
+        elif self.is_csv:
+            names = []
+            for csv_file in self.resolved_csv_files():
+                if not csv_file.scanned_path.is_file():  # a path only Spark reads (hdfs://, s3a://)
+                    continue
+                line = _first_line(csv_file.scanned_path).decode(csv_file.duckdb_encoding, errors="replace")
+                delimiter = self.delimiter or max(",;\t|", key=line.count)
+                names.append([n.strip().strip('"').strip().lstrip("\ufeff").lower() for n in line.split(delimiter)])
+        elif self.files:
+            import pyarrow.parquet as pq
+
+            names = [[n.lower() for n in pq.read_schema(path).names] for path in self.files if Path(path).is_file()]
+        else:
+            return set()
+        return {n for columns in names for n in columns if n and columns.count(n) > 1}
+
     @functools.cached_property
     def private_lines(self) -> bool:
         """Whether a line of this source may hold personal data, so that its text is never shown

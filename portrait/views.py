@@ -177,8 +177,19 @@ def select_columns(
     selected: list[str] = []
     types: dict[str, str] = {}
     used: set[str] = set()
+    repeated = source.repeated_header_names()
     for column in table.columns:
         wanted = source.columns.get(column.name, column.name)
+        # Two columns that could be this one: taking either would silently drop the other.
+        alike = [name for name in available if name.lower() == wanted.lower()]
+        if wanted.lower() in repeated or (len(alike) > 1 and wanted not in available):
+            copies = "appears twice in the header" if wanted.lower() in repeated else f"is {' and '.join(alike)}"
+            raise ContractError(
+                f"column {wanted!r} {copies} of {source.describe()}: which one is {column.name}? "
+                "Rename the other (or map it in portrait.toml)",
+                table=table.name,
+                column=column.name,
+            )
         actual = wanted if wanted in available else by_lower.get(wanted.lower())
         if actual is None:
             if column.required:

@@ -243,3 +243,21 @@ def test_a_table_found_twice_in_a_folder_is_an_error_not_a_silent_choice(tmp_pat
     purchases({"order_id": "o3"}).to_csv(folder / "purchases" / "part-1.csv", index=False)
     with pytest.raises(ContractError, match=r"purchases.parquet, purchases/ \(1 part files\)"):
         open_dataset(folder)
+
+
+@pytest.mark.parametrize("source", ["csv", "parquet", "frame"])
+def test_a_contract_column_found_twice_is_an_error_not_a_silent_choice(tmp_path, source):
+    # "amount" twice (DuckDB would read the second as amount_1) or "amount" beside "Amount"
+    frame = purchases({}).assign(category="dairy")
+    frame.columns = ["order_id", "customer_id", "ts", "amount", "Amount"]
+    if source == "frame":
+        dataset = Dataset.from_frames(purchases=frame)
+    elif source == "csv":
+        folder = tmp_path / "data"
+        folder.mkdir()
+        (folder / "purchases.csv").write_text("order_id,customer_id,ts,amount,amount\no1,a,2024-01-05,12.5,dairy\n")
+        dataset = open_dataset(folder)
+    else:
+        dataset = open_dataset(write_tables(tmp_path / "data", "parquet", purchases=frame))
+    with pytest.raises(ContractError, match=r"column 'amount' (appears twice in the header|is amount and Amount)"):
+        validate(dataset)
