@@ -366,6 +366,26 @@ class _Job:
             "quarantined": report.quarantined_rows,
         }
         record.notes = list(report.notes)
+        self._check_as_of(report.purchases_first_ts, report.purchases_last_ts)
+
+    def _check_as_of(self, first: str | None, last: str | None) -> None:
+        """A run as of a date before the data, or more than a year after its latest purchase,
+        would publish scores, tags and lists in which every window is empty: a stopped feed or
+        a mistyped date, to be fixed, not served."""
+        from features.build import LATE_AS_OF_DAYS
+
+        as_of = self.config.as_of
+        if first in (None, "None") or last in (None, "None"):
+            return
+        first_day, last_day = dt.date.fromisoformat(first[:10]), dt.date.fromisoformat(last[:10])
+        if as_of <= first_day:
+            raise PortraitError(f"as of {as_of} is before the first purchase ({first_day}): nothing to refresh")
+        gap = (as_of - last_day).days
+        if gap > LATE_AS_OF_DAYS:
+            raise PortraitError(
+                f"as of {as_of} is {gap} days after the latest purchase ({last_day}; the data runs from "
+                f"{first_day}): every window would be empty. Is the data feed stopped, or the date mistyped?"
+            )
 
     def features(self, record: StepRecord) -> None:
         from serving.registry import load_model

@@ -227,6 +227,21 @@ def test_rerunning_the_same_date_replaces_the_run_with_the_same_files(first_run)
     assert current_run(root) == root / "runs" / AS_OF
 
 
+@pytest.mark.parametrize(
+    ("as_of", "message"),
+    [
+        ("2031-01-01", r"failed at step validate: .*days after the latest purchase .*every window would be empty"),
+        ("2001-01-01", r"failed at step validate: .*as of 2001-01-01 is before the first purchase"),
+    ],
+)
+def test_a_date_far_outside_the_data_fails_and_leaves_latest(first_run, as_of, message):
+    settings, root, _, _ = first_run
+    pointer = (root / LATEST).read_text()
+    with pytest.raises(RefreshFailed, match=message):
+        refresh(load_config(settings, as_of=as_of))
+    assert (root / LATEST).read_text() == pointer and run_dates(root) == [AS_OF]
+
+
 def test_a_failed_step_leaves_latest_and_records_the_failure(first_run, monkeypatch):
     settings, root, _, _ = first_run
     pointer = (root / LATEST).read_text()
