@@ -175,9 +175,13 @@ def hash_identities_file(source: Path, target: Path, salt: str | None = None) ->
     file and line, before anything is written. The copy goes to a temporary file and is renamed.
     """
     salt = salt or salt_from_environment()
-    source = Path(source)
+    source, target = Path(source), Path(target)
     if not source.is_file():
         raise PortraitError(f"{source} is not a file")
+    if target.resolve() == source.resolve():
+        raise PortraitError(f"--out {target} is the source itself: the hashed copy goes to another file")
+    if target.suffix.lower() != ".parquet":
+        raise PortraitError(f"--out {target}: the hashed copy is written as Parquet; name it ....parquet")
     if source.name.endswith(".parquet"):
         scan = f"read_parquet({quote_literal(str(source))})"
     else:
@@ -193,6 +197,12 @@ def hash_identities_file(source: Path, target: Path, salt: str | None = None) ->
         columns = [row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()]
         if "id_value" not in columns:
             raise PortraitError(f"{source} has no id_value column; its columns are {columns}")
+        hashed = con.execute(
+            f"SELECT COUNT(*) > 0 AND bool_and(regexp_full_match(CAST(id_value AS VARCHAR), '[0-9a-f]{{64}}')) "
+            f"FROM {scan} WHERE id_value IS NOT NULL"
+        ).fetchall()[0][0]
+        if hashed:  # hashed twice, the values would match nothing hashed once
+            raise PortraitError(f"{source}: every id_value is already a SHA-256 hex digest; nothing was written")
         return copy_to_parquet(
             con,
             f"SELECT * REPLACE (sha256(getvariable('identity_salt') || CAST(id_value AS VARCHAR)) "

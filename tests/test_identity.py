@@ -145,6 +145,21 @@ def test_hashing_replaces_values_with_salted_hashes(tmp_path, monkeypatch):
     assert not set(pd.read_parquet(tmp_path / "b.parquet")["id_value"]) & set(hashed["id_value"])
 
 
+def test_hashing_refuses_to_overwrite_its_source_a_csv_name_or_hashing_twice(tmp_path):
+    source = tmp_path / "identities.csv"
+    LINKS.to_csv(source, index=False)
+    before = source.read_bytes()
+    with pytest.raises(PortraitError, match="is the source itself"):
+        hash_identities_file(source, source, salt="pepper")
+    with pytest.raises(PortraitError, match="written as Parquet"):
+        hash_identities_file(source, tmp_path / "hashed.csv", salt="pepper")
+    assert source.read_bytes() == before and not (tmp_path / "hashed.csv").exists()
+    hash_identities_file(source, tmp_path / "hashed.parquet", salt="pepper")
+    with pytest.raises(PortraitError, match="every id_value is already a SHA-256 hex digest"):
+        hash_identities_file(tmp_path / "hashed.parquet", tmp_path / "twice.parquet", salt="pepper")
+    assert not (tmp_path / "twice.parquet").exists()
+
+
 def test_hashing_without_a_salt_is_refused(tmp_path, monkeypatch):
     monkeypatch.delenv("PORTRAIT_IDENTITY_SALT", raising=False)
     LINKS.to_csv(tmp_path / "identities.csv", index=False)
