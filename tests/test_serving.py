@@ -142,6 +142,22 @@ def test_list_filters_ranks_and_reports_the_columns_used(scored):
 
 
 @pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ({"min_score": float("nan")}, "--min-score must be a number, got nan"),  # NaN passes any range check
+        ({"min_percentile": float("nan")}, "--min-percentile must be from 0 to 100, got nan"),
+        ({"exclude_bought_within": 0}, "--exclude-bought-within must be a whole number of days, at least 1, got 0"),
+        ({"exclude_bought_within": -5}, "at least 1, got -5"),
+    ],
+)
+def test_list_thresholds_that_select_nothing_or_everything_by_accident_are_errors(scored, option, message):
+    out, _ = scored
+    scores, features = latest_scores(out)
+    with pytest.raises(PortraitError, match=message):
+        build_list(scores, features, MODEL, **option)
+
+
+@pytest.mark.parametrize(
     "text, message",
     [
         ("spend_365d > 1; DROP TABLE purchases", "';' is not allowed"),
