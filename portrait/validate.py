@@ -177,7 +177,7 @@ def _notes(reports: list[TableReport], timezone: str) -> list[str]:
             first = r.malformed_lines[0]
             counts = ", ".join(f"{k}: {v:,}" for k, v in unreadable.items())
             notes.append(
-                f"{r.table}: {_lines(sum(unreadable.values()))} could not be read and are quarantined ({counts}); "
+                f"{r.table}: {_lines(sum(unreadable.values()))} could not be read, quarantined ({counts}); "
                 f"the first is line {first['line']:,} of {first['file']}"
             )
     return notes

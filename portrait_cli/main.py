@@ -150,8 +150,8 @@ def validate_command(
         out.print(f"identities: {report.identities.sentence()}")
     if report.quarantined_rows:
         out.print(
-            f"[yellow]{report.quarantined_rows:,} rows quarantined, not used:[/yellow] "
-            + escape(", ".join(t.quarantine_file for t in report.tables if t.quarantine_file)),
+            f"[yellow]{report.quarantined_rows:,} row{'' if report.quarantined_rows == 1 else 's'} quarantined, "
+            "not used:[/yellow] " + escape(", ".join(t.quarantine_file for t in report.tables if t.quarantine_file)),
             markup=True,
         )
     else:
