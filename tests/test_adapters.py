@@ -177,3 +177,20 @@ def test_completejourney_package_data_imports_and_validates_clean(tmp_path):
     assert report.tables[0].rows == 1_469_307
     assert report.purchases_customers == 2_469
     assert report.quarantined_rows == 0
+
+
+def test_an_import_refuses_a_folder_holding_another_data_set_and_replaces_its_own(tmp_path):
+    from portrait.errors import PortraitError
+
+    raw = tmp_path / "CDNOW_master.txt"
+    raw.write_text(CDNOW_MASTER)
+    import_cdnow(raw, tmp_path / "cdnow")
+    assert import_cdnow(raw, tmp_path / "cdnow") == {"purchases": 4}  # the same import again: replaced
+    other = tmp_path / "other"
+    other.mkdir()
+    pd.DataFrame({"customer_id": ["a"], "ts": ["2024-01-01"], "event_type": ["view"]}).to_csv(
+        other / "events.csv", index=False
+    )
+    with pytest.raises(PortraitError, match=r"already holds a data set \(events.csv\): import into a new or empty"):
+        import_cdnow(raw, other)
+    assert sorted(p.name for p in other.iterdir()) == ["events.csv"]  # nothing written

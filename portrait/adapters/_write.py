@@ -7,8 +7,36 @@ from pathlib import Path
 
 import duckdb
 
+from portrait import contract
+from portrait.errors import PortraitError
 from portrait.files import atomic_target, atomic_write_text
 from portrait.sql import quote_literal
+
+_TABLE_FORMS = (".parquet", ".csv", ".csv.gz", ".tsv", "")  # "": a folder of part files
+
+
+def check_target_folder(out_dir: Path, adapter: str) -> None:
+    """Refuse to import into a folder holding another data set: the tables this import does not
+    write would stay beside those it does (CDNOW's purchases next to the Complete Journey's
+    events). A folder from the same adapter is imported again (its tables replaced)."""
+    held = sorted(
+        f"{table.name}{form or '/'}"
+        for table in contract.TABLES
+        for form in _TABLE_FORMS
+        if (out_dir / f"{table.name}{form}").exists()
+    )
+    if not held:
+        return
+    try:
+        previous = json.loads((out_dir / "SOURCE.json").read_text()).get("adapter")
+    except (OSError, ValueError, AttributeError):
+        previous = None
+    if previous != adapter:
+        raise PortraitError(
+            f"{out_dir} already holds a data set ({', '.join(held)}"
+            f"{', imported by ' + str(previous) if previous else ''}): import into a new or empty folder; "
+            "importing over it would mix two data sets"
+        )
 
 
 def copy_to_parquet(con: duckdb.DuckDBPyConnection, select_sql: str, target: Path) -> int:

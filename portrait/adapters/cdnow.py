@@ -22,7 +22,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from portrait.adapters._write import copy_to_parquet, write_provenance
+from portrait.adapters._write import check_target_folder, copy_to_parquet, write_provenance
 from portrait.errors import ContractError
 from portrait.files import atomic_write_text
 
@@ -55,6 +55,7 @@ REJECTS_FILE = "import_rejects.csv"
 
 
 def import_cdnow(source: Path, out_dir: Path) -> dict[str, int]:
+    check_target_folder(out_dir, __name__)
     raw = read_cdnow(source)
     con = duckdb.connect()
     con.register("raw", raw)

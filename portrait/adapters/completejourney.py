@@ -17,7 +17,7 @@ from pathlib import Path
 
 import duckdb
 
-from portrait.adapters._write import copy_to_parquet, write_provenance
+from portrait.adapters._write import check_target_folder, copy_to_parquet, write_provenance
 from portrait.sql import quote_literal
 
 
@@ -27,6 +27,7 @@ def package_data_dir() -> Path:
 
 def import_completejourney(out_dir: Path, source_dir: Path | None = None) -> dict[str, int]:
     """Write purchases, events and customers for Complete Journey into ``out_dir``."""
+    check_target_folder(out_dir, __name__)
     data = source_dir or package_data_dir()
 
     def src(name: str) -> str:
