@@ -151,7 +151,8 @@ class TableSource:
         keep = [self.columns.get(c, c) for c in contract.table(self.table).column_names]
         return withheld_columns(self.table, self._column_names(), keep, self.guard)
 
-    def repeated_header_names(self) -> set[str]:
+    @functools.cached_property
+    def repeated_header_names(self) -> frozenset[str]:
         """Column names (lower case) that the source's header holds more than once: DuckDB
         reads the second as ``name_1``, so a contract column could silently be the wrong copy.
         Read from each Parquet file's schema, each CSV file's first line (split on its
@@ -171,8 +172,8 @@ class TableSource:
 
             names = [[n.lower() for n in pq.read_schema(path).names] for path in self.files if Path(path).is_file()]
         else:
-            return set()
-        return {n for columns in names for n in columns if n and columns.count(n) > 1}
+            return frozenset()
+        return frozenset(n for columns in names for n in columns if n and columns.count(n) > 1)
 
     @functools.cached_property
     def private_lines(self) -> bool:

@@ -177,7 +177,7 @@ def select_columns(
     selected: list[str] = []
     types: dict[str, str] = {}
     used: set[str] = set()
-    repeated = source.repeated_header_names()
+    repeated = source.repeated_header_names
     for column in table.columns:
         wanted = source.columns.get(column.name, column.name)
         # Two columns that could be this one: taking either would silently drop the other.
