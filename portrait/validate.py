@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 
 from portrait import contract
 from portrait.dataset import CONFIG_FILE, Dataset, TableSource
@@ -346,7 +347,36 @@ def _collect_malformed(con, source: TableSource) -> dict[str, int]:
         FROM {quote_ident(errors)} e JOIN {quote_ident(scans)} s USING (scan_id, file_id)
         GROUP BY s.file_path, e.line"""
     )
+    if not source.private_lines:
+        _keep_raw_bytes(con, target, {f.path for f in source.resolved_csv_files() if f.read_path is None})
     return {reason: int(n) for reason, n in con.execute(f"SELECT reason, COUNT(*) FROM {target} GROUP BY 1").fetchall()}
+
+
+_RAW_BYTES_LINES = 10_000  # lines re-read from their file at most (one seek each)
+
+
+def _keep_raw_bytes(con, target: str, files: set[Path]) -> None:
+    """The text of a line that is not valid in its encoding as its bytes were, a byte that does
+    not decode shown as ``\\xNN``: DuckDB's copy replaces such bytes (and may lose the field
+    separator after one), and the quarantine must hold the line unchanged."""
+    by_name = {str(path): path for path in files}
+    rows = con.execute(
+        f"SELECT file, line, byte FROM {target} WHERE reason = '{INVALID_ENCODING}' ORDER BY file, line "
+        f"LIMIT {_RAW_BYTES_LINES}"
+    ).fetchall()
+    fixed = []
+    for file, line, byte in rows:
+        raw = _raw_line(by_name[file], byte) if file in by_name else None
+        if raw is not None:
+            fixed.append((file, line, raw.decode("utf-8", errors="backslashreplace")))
+    if not fixed:
+        return
+    files_, lines_, texts = zip(*fixed, strict=True)
+    con.register("_raw_bytes", pa.table({"file": files_, "line": lines_, "text": texts}))
+    try:
+        con.execute(f"UPDATE {target} t SET text = r.text FROM _raw_bytes r WHERE t.file = r.file AND t.line = r.line")
+    finally:
+        con.unregister("_raw_bytes")
 
 
 def _malformed_examples(con, table_name: str, limit: int = 5) -> list[dict]:

@@ -161,6 +161,8 @@ def test_malformed_lines_deep_in_a_file_are_quarantined_with_their_line_numbers(
     assert lines.loc[50_002, "_reject_reason"] == "malformed_row"
     assert lines.loc[50_002, "_raw_line"] == "o50000,c1,2024-01-01 10:00:00"
     assert lines.loc[57_002, "_reject_reason"] == "invalid_encoding"
+    # the line as its bytes were, the one that is not UTF-8 shown as \xff (DuckDB's copy lost it)
+    assert lines.loc[57_002, "_raw_line"].startswith("o57\\xff000,c")
     assert lines.loc[55_002, "_source_file"] == str(folder / "purchases.csv")
     assert [e["line"] for e in table.malformed_lines] == [50_002, 55_002, 57_002]
     assert any("3 lines could not be read" in note for note in report.notes)
