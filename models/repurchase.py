@@ -115,6 +115,7 @@ class LogisticRepurchase(ClassifierMixin, BaseEstimator):
         self.columns_ = list(matrix.columns)
         self.model_ = LogisticRegression(C=self.C, max_iter=2000).fit((matrix - self.means_) / self.scales_, y)
         self.classes_ = self.model_.classes_
+        self.categories_ = {}  # the text features it reads and their values: none (numbers only)
         return self
 
     def _standardised(self, X: pd.DataFrame) -> pd.DataFrame:
@@ -152,6 +153,7 @@ class BGNBDRepurchase(ClassifierMixin, BaseEstimator):
         self.history_ = HistoryFeatures(self.horizon_days).fit(X)
         self.calibrator_ = _isotonic(self._raw(X_valid), y_valid) if X_valid is not None else None
         self.classes_ = np.array([0, 1])
+        self.categories_ = {}  # the text features it reads and their values: none (numbers only)
         return self
 
     def _raw(self, X: pd.DataFrame) -> np.ndarray:
@@ -199,6 +201,8 @@ class RankBlend(ClassifierMixin, BaseEstimator):
         self.input_features_ = _inputs(X)
         self.history_ = HistoryFeatures(self.horizon_days).fit(X)
         self.base_ = self.base if self.weight > 0 else None
+        # the text features it reads and their values: its base model's (the RFM ranks are numbers)
+        self.categories_ = dict(getattr(self.base_, "categories_", {})) if self.base_ is not None else {}
         rfm, model = self._scores(X_valid)
         if base_valid_scores is not None and model is not None:
             model = np.asarray(base_valid_scores, float)

@@ -242,6 +242,36 @@ def test_api_scores_equal_batch_scores_for_the_same_customer(scored):
     np.testing.assert_array_equal(api, batch)
 
 
+def test_score_answers_for_a_model_that_is_not_lightgbm(scored, monkeypatch):
+    # Validation may register a rank blend of LightGBM and the RFM score (the demo's repurchase
+    # champion): POST /score read LightGBM's categories_ from whatever model it had: a 500.
+    import dataclasses
+
+    import serving.state
+    from models.repurchase import RankBlend
+    from serving.registry import load_model
+
+    out, _ = scored
+    scores, features = latest_scores(out)
+    lightgbm = load_model(MODEL)
+    X = features[lightgbm.features].iloc[:400]
+    y = (X["orders_lifetime"] > X["orders_lifetime"].median()).astype(int).to_numpy()
+    blend = RankBlend(base=lightgbm.estimator, weight=0.5, horizon_days=30).fit(X, y)
+    assert blend.categories_ == lightgbm.estimator.categories_
+    monkeypatch.setattr(serving.state, "load_model", lambda name, alias: dataclasses.replace(lightgbm, estimator=blend))
+    client = TestClient(create_app(out))
+    rows = [
+        {k: (None if pd.isna(v) else (v if isinstance(v, str) else float(v))) for k, v in row.items()}
+        for row in X.iloc[:3].to_dict("records")
+    ]
+    response = client.post("/score", json={"model": MODEL, "rows": rows})
+    assert response.status_code == 200, response.text
+    expected = blend.predict_proba(X.iloc[:3])[:, 1]
+    np.testing.assert_allclose([s["score"] for s in response.json()["scores"]], expected, rtol=1e-12)
+    bad = client.post("/score", json={"model": MODEL, "rows": [{**rows[0], "orders_lifetime": "many"}]})
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"][-1] == "orders_lifetime"
+
+
 def test_api_rejects_bad_rows_naming_the_field(scored):
     out, _ = scored
     client = TestClient(create_app(out))

@@ -126,7 +126,9 @@ def build_scores_router(state: ServeState, access: Access) -> APIRouter:
             raise HTTPException(
                 status_code=422, detail="use a propensity or spend model; personas come with /customers"
             )
-        categories = {name: set(values) for name, values in loaded.estimator.categories_.items()}
+        # The text features the model reads and their values (none for a model of numbers only).
+        known = getattr(loaded.estimator, "categories_", None) or {}
+        categories = {name: set(values) for name, values in known.items()}
         errors = _row_errors(request, loaded.features, categories)
         if errors:
             # A list of located errors, as FastAPI's own validation answers.
