@@ -178,7 +178,10 @@ _reported: set[tuple] = set()
 
 
 def _words(name: str) -> list[str]:
+    """The words of a column name: split at separators, case changes and where letters and
+    digits meet (``email2``, ``address1``, ``zip5`` are ``email``, ``address``, ``zip`` + a number)."""
     spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", str(name))
+    spaced = re.sub(r"([A-Za-z])([0-9])|([0-9])([A-Za-z])", r"\1\3 \2\4", spaced)
     return [w for w in re.split(r"[^a-z0-9]+", spaced.lower()) if w]
 
 
@@ -193,9 +196,12 @@ def is_pii_name(column: str) -> bool:
     if _ALWAYS & (set(words) | pairs):
         return True
     core = list(words)
-    while len(core) > 1 and core[-1] in _NUMBER_SUFFIXES:
+    while len(core) > 1 and (core[-1] in _NUMBER_SUFFIXES or core[-1].isdigit()):
         core.pop()
-    return core[-1] in _AS_HEAD and (len(core) == 1 or core[-2] in _WHOSE)
+    if core[-1] in _AS_HEAD and (len(core) == 1 or core[-2] in _WHOSE):
+        return True
+    # the same two words the other way round: name_first, name_last, mobile_home
+    return len(core) == 2 and core[0] in _AS_HEAD and core[1] in _WHOSE
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,17 @@ def _no_secret_in(text: str) -> None:
         "national_id",
         "passport_no",
         "ssn",
+        # a number after the word, or the words the other way round
+        "email2",
+        "phone_2",
+        "Phone2",
+        "address1",
+        "street1",
+        "zip5",
+        "mobile2",
+        "customer_name_1",
+        "name_first",
+        "name_last",
     ],
 )
 def test_the_guard_knows_personal_data_by_its_name(column):
@@ -98,6 +109,9 @@ def test_the_guard_knows_personal_data_by_its_name(column):
         "phone_verified",
         "address_type",
         "mobile_app_user",
+        "name_brand",
+        "category2",
+        "email2_verified",
         "hotel",
     ],
 )
