@@ -14,7 +14,8 @@ The guard knows e-mail addresses (``email``, ``e-mail``, ``contact_email``), pho
 (``phone``, ``mobile``, ``tel``, ``fax``), personal names (``name``, ``first_name``,
 ``full_name``, ``surname``, ``customer_name``; not ``brand_name`` or ``store_name``), postal
 addresses (``address``, ``street``, ``postcode``, ``zip``) and identity documents (``id_card``,
-``national_id``, ``passport``, ``ssn``). A name ending like a flag (``email_opt_in``,
+``national_id``, ``passport``, ``ssn``), also with a number (``email2``, ``address1``) or the
+words the other way round (``name_first``). A name ending like a flag (``email_opt_in``,
 ``phone_verified``, ``address_type``) or starting with ``has_``/``is_`` is not withheld: it
 holds no personal value. Contract columns (``customer_id``, ``id_type``, ``id_value``) and the
 configured consent column are never withheld.
