@@ -9,6 +9,7 @@ the files), so a profile reads no file; reasons are the stored ones unless ``?re
 
 # No `from __future__ import annotations` here: FastAPI must evaluate the
 # Annotated[..., Depends(access.caller)] parameters, which name a local of the builder.
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -20,7 +21,7 @@ from portrait.errors import Unavailable
 from serving.keys import Caller, Role
 from serving.profile import CustomerProfile, ProfileSources, build_profile, in_memory_ready
 from serving.routes.access import Access
-from serving.routes.errors import ProductErrorRoute
+from serving.routes.errors import ProductErrorRoute, last_part, without_server_paths
 from serving.state import ServeState
 
 
@@ -38,6 +39,16 @@ def profile_sources(state: ServeState) -> ProfileSources:
         return ProfileSources(data=data, runs=settings.runs)  # the run's own segment members
     segments = state.segments_folder()
     return ProfileSources(data=data, scores=published.scores, tags=settings.tags, rfm=settings.rfm, segments=segments)
+
+
+_SOURCE = re.compile(r'("source":")([^"]*)(")')
+
+
+def _without_server_paths(profile: CustomerProfile) -> str:
+    """The profile as JSON, its sections' sources and its notes naming files and folders by
+    their last part, as error answers do (the customer's values are left as they are)."""
+    text = _SOURCE.sub(lambda m: m[1] + last_part(m[2]) + m[3], profile.model_dump_json())
+    return without_server_paths(text)
 
 
 def build_customers_router(state: ServeState, access: Access) -> APIRouter:
@@ -73,7 +84,7 @@ def build_customers_router(state: ServeState, access: Access) -> APIRouter:
             )
             # Serialised once by pydantic: handing FastAPI the model would dump, validate and
             # encode it again (the response model above still documents every field).
-            return Response(profile.model_dump_json(), media_type="application/json")
+            return Response(_without_server_paths(profile), media_type="application/json")
 
         # A profile from the run in memory is a few look-ups (well under a millisecond of CPU):
         # answered on the event loop. Anything that may read files, load a published run or

@@ -31,23 +31,23 @@ MAX_ERRORS = 50
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.:/'\"])/[^\s'\",;()\[\]]+")
 
 
+def last_part(path: str) -> str:
+    """A path on this server (its first folder exists here) cut to its last part, a folder
+    keeping its slash and a sentence's full stop or colon kept; anything else as it is."""
+    if not path.startswith("/") or not os.path.isdir("/" + path[1:].split("/", 1)[0]):
+        return path  # a route ("POST /score"), not a file
+    core = path.rstrip(".:")
+    end = path[len(core) :]
+    name = core.rstrip("/").rsplit("/", 1)[-1]
+    return (name + ("/" if core.endswith("/") else "") + end) if name else path
+
+
 def without_server_paths(message: str) -> str:
-    """``message`` with each absolute path on this server (its first folder exists here) cut to
-    its last part: a caller needs the file or folder ("segments/", "retail.toml"), not where the
-    server keeps it. The same errors name
-    whole paths on the command line, where they help the person who ran it."""
-
-    def last_part(match: re.Match) -> str:
-        path = match.group(0)
-        if not os.path.isdir("/" + path[1:].split("/", 1)[0]):  # a route ("POST /score"), not a file
-            return path
-        core = path.rstrip(".:")
-        end = path[len(core) :]  # a sentence's full stop or a colon after the path
-        folder = core.endswith("/")
-        name = core.rstrip("/").rsplit("/", 1)[-1]
-        return (name + ("/" if folder else "") + end) if name else path
-
-    return _ABSOLUTE_PATH.sub(last_part, message)
+    """``message`` with each absolute path on this server cut to its last part
+    (:func:`last_part`): a caller needs the file or folder ("segments/", "retail.toml"), not
+    where the server keeps it. The same errors name whole paths on the command line, where they
+    help the person who ran it."""
+    return _ABSOLUTE_PATH.sub(lambda match: last_part(match.group(0)), message)
 
 
 def error_response(exc: PortraitError) -> JSONResponse:
