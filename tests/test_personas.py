@@ -176,6 +176,11 @@ def test_persona_config_rejects_unknown_keys(tmp_path):
         ('families = "value"\n', "families must be a list of family names"),
         ('name = "my personas"\n', "name must be letters, digits"),
         ("[data]\npath = 3\n", r"\[data\]: path must be 'demo' or a data set folder, got 3"),
+        ("[clustering]\nbalance = nan\n", "balance must be a number, got nan"),  # a scikit-learn traceback
+        ("[clustering]\nbalance = -3\n", "balance must be from 0 to 1, got -3"),
+        ("[clustering]\nclip = nan\n", "clip must be a positive number of standard deviations, got nan"),
+        ("[clustering]\nshrinkage = inf\n", "shrinkage must be a number, got inf"),
+        ("[clustering]\nrandom_state = -1\n", "random_state must be a whole number from 0 to 4294967295, got -1"),
     ],
 )
 def test_persona_config_checks_every_value(tmp_path, text, message):

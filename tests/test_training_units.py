@@ -93,7 +93,7 @@ def test_config_rejects_unknown_keys_and_bad_values():
         parse_experiment({**BASE, "lable": {}})
     with pytest.raises(ConfigError, match="kind must be one of"):
         parse_experiment({**BASE, "label": {"kind": "churn", "horizon_days": 90}})
-    with pytest.raises(ConfigError, match="horizon_days must be a positive integer"):
+    with pytest.raises(ConfigError, match="horizon_days must be a whole number from 1 to 3,660, got '90'"):
         parse_experiment({**BASE, "label": {"kind": "repurchase", "horizon_days": "90"}})
     with pytest.raises(ConfigError, match=r"unknown families \['mood'\]"):
         parse_experiment({**BASE, "features": {"exclude_families": ["mood"]}})
@@ -115,6 +115,35 @@ def test_config_rejects_unknown_keys_and_bad_values():
         parse_experiment({**BASE, "validation": {"customers": 1.5}})
     with pytest.raises(ConfigError, match="cutoffs must be a positive integer, got 0"):
         parse_experiment({**BASE, "validation": {"cutoffs": 0}})
+
+
+@pytest.mark.parametrize(
+    ("section", "values", "message"),
+    [
+        # each was a traceback, or silently changed what ran
+        ("validation", {"folds": "5"}, r"\[validation\]: folds must be a whole number from 2 to 100, got '5'"),
+        ("validation", {"folds": 2.5}, "folds must be a whole number from 2 to 100, got 2.5"),
+        ("validation", {"min_positives": "x"}, "min_positives must be a whole number at least 1, got 'x'"),
+        ("cutoffs", {"rule": None, "dates": 5}, "dates must be a list of dates"),
+        ("cutoffs", {"rule": None, "dates": []}, "dates must be a list of dates"),  # was 12 spaced cutoffs
+        ("cutoffs", {"count": True}, "count must be a whole number at least 1, got True"),  # was 1
+        ("label", {"horizon_days": True}, "horizon_days must be a whole number from 1 to 3,660, got True"),
+        ("label", {"horizon_days": 99_999_999_999}, "from 1 to 3,660, got 99999999999"),
+        ("features", {"include_families": "value"}, "include_families must be a list of names"),
+        ("model", {"n_estimators": "many"}, r"\[model\]: n_estimators must be a whole number at least 1"),
+        ("model", {"learning_rate": float("nan")}, "learning_rate must be a number, got nan"),
+        ("model", {"n_estimatorz": 5}, "unknown key 'n_estimatorz'; did you mean 'n_estimators'"),  # was ignored
+        ("tuning", {"trials": "many"}, "trials must be a whole number from 1 to 100,000"),
+        ("tuning", {"timeout_seconds": -5}, "timeout_seconds must be a whole number at least 1, got -5"),
+        ("tuning", {"metric": "gini"}, r"metric must be one of \['roc_auc', 'pr_auc'\], got 'gini'"),
+    ],
+)
+def test_config_values_of_the_wrong_type_are_errors_naming_the_setting(section, values, message):
+    raw = {**BASE, section: {**BASE.get(section, {}), **values}}
+    raw[section] = {k: v for k, v in raw[section].items() if v is not None}
+    with pytest.raises(ConfigError, match=message):
+        parse_experiment(raw)
+    assert parse_experiment({**BASE, "model": {"max_bin": 63}}).model_params["max_bin"] == 63  # LightGBM's own
 
 
 def test_config_defaults_and_family_exclusion():
@@ -432,3 +461,12 @@ def test_the_one_standard_error_rule_prefers_the_simpler_model_within_the_noise(
     # a lead of 0.01 in every fold is no noise
     steady = {"logistic": np.array([0.80, 0.82, 0.79, 0.81]), "lightgbm": np.array([0.81, 0.83, 0.80, 0.82])}
     assert one_standard_error_choice(steady) == "lightgbm"
+
+
+def test_an_experiment_file_that_is_not_utf8_is_an_error(tmp_path):
+    from training.config import load_experiment
+
+    path = tmp_path / "e.toml"
+    path.write_bytes('name = "caf\u00e9"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"e.toml: not UTF-8 text \(byte 11\); save the file as UTF-8"):
+        load_experiment(path)

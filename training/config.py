@@ -199,6 +199,59 @@ def table_of(where: str, raw: dict, key: str) -> dict:
     return value
 
 
+# Validation metrics a tuning study can maximise (training.metrics; higher is better).
+TUNING_METRICS = {"classification": ("roc_auc", "pr_auc"), "future_spend": ("gini", "spearman")}
+# A horizon or window longer than this (ten years) is a typo, and past the calendar's end.
+MAX_DAYS = 3660
+
+
+def whole_number(where: str, key: str, value: object, low: int = 1, high: int | None = None) -> int:
+    """``value`` as a whole number from ``low`` (to ``high``), or a ConfigError naming ``key``
+    (true and false are not numbers here, though Python counts them as 1 and 0)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        bounds = f"from {low:,} to {high:,}" if high is not None else f"at least {low:,}"
+        raise ConfigError(f"{where}: {key} must be a whole number {bounds}, got {value!r}")
+    return value
+
+
+def text_list(where: str, key: str, value: object) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f'{where}: {key} must be a list of names, e.g. {key} = ["value"], got {value!r}')
+    return value
+
+
+def _check_model_params(where: str, params: dict) -> None:
+    """The numbers of ``[model]`` that the defaults know have the defaults' types; a key close
+    to a known one is a typo (LightGBM would ignore it without a word)."""
+    import difflib
+    import math
+
+    for key, value in params.items():
+        default = DEFAULT_MODEL_PARAMS.get(key)
+        if default is None:
+            close = difflib.get_close_matches(key, [*DEFAULT_MODEL_PARAMS, *_OTHER_MODEL_KEYS], n=1, cutoff=0.8)
+            if close and close[0] != key:
+                raise ConfigError(f"{where} [model]: unknown key {key!r}; did you mean {close[0]!r}?")
+            continue
+        if isinstance(default, int) and not isinstance(default, bool):
+            whole_number(f"{where} [model]", key, value, low=-(2**31) if key in ("random_state", "verbose") else 1)
+        elif isinstance(default, float) and (
+            isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
+        ):
+            raise ConfigError(f"{where} [model]: {key} must be a number, got {value!r}")
+
+
+# [model] keys read besides LightGBM's defaults above (LightGBM's own other parameters pass through).
+_OTHER_MODEL_KEYS = (
+    "max_depth",
+    "min_child_weight",
+    "min_split_gain",
+    "reg_alpha",
+    "max_bin",
+    "tweedie_variance_power",
+)
+
+
 def parse_experiment(raw: dict, where: str = "experiment") -> ExperimentConfig:
     check_keys(
         where, raw, {"name", "description", "data", "cutoffs", "label", "features", "model", "validation", "tuning"}
@@ -217,13 +270,16 @@ def parse_experiment(raw: dict, where: str = "experiment") -> ExperimentConfig:
         raise ConfigError(f'{where} [cutoffs]: give either rule = "spaced" (or "monthly") or dates = [...]')
     if "rule" in cutoffs_raw and cutoffs_raw["rule"] not in CUTOFF_RULES:
         raise ConfigError(f"{where} [cutoffs]: rule must be one of {list(CUTOFF_RULES)}, got {cutoffs_raw['rule']!r}")
+    given_dates = cutoffs_raw.get("dates", [])
+    if "dates" in cutoffs_raw and (not isinstance(given_dates, list) or not given_dates):
+        raise ConfigError(f'{where} [cutoffs]: dates must be a list of dates, dates = ["2017-06-01", ...]')
     try:
-        dates = tuple(sorted(dt.date.fromisoformat(str(d)) for d in cutoffs_raw.get("dates", ())))
+        dates = tuple(sorted(d if isinstance(d, dt.date) else dt.date.fromisoformat(str(d)) for d in given_dates))
     except ValueError as exc:
         raise ConfigError(f"{where} [cutoffs]: dates must be YYYY-MM-DD: {exc}") from exc
     count = cutoffs_raw.get("count")
-    if count is not None and (not isinstance(count, int) or count < 1):
-        raise ConfigError(f"{where} [cutoffs]: count must be a positive integer, got {count!r}")
+    if count is not None:
+        whole_number(f"{where} [cutoffs]", "count", count)
     spacing = cutoffs_raw.get("spacing_days", 14)
     if not isinstance(spacing, int) or spacing < 1:
         raise ConfigError(f"{where} [cutoffs]: spacing_days must be a positive integer, got {spacing!r}")
@@ -236,9 +292,7 @@ def parse_experiment(raw: dict, where: str = "experiment") -> ExperimentConfig:
     kind = label_raw.get("kind")
     if kind not in LABEL_KINDS:
         raise ConfigError(f"{where} [label]: kind must be one of {list(LABEL_KINDS)}, got {kind!r}")
-    horizon = label_raw.get("horizon_days")
-    if not isinstance(horizon, int) or horizon < 1:
-        raise ConfigError(f"{where} [label]: horizon_days must be a positive integer, got {horizon!r}")
+    horizon = whole_number(f"{where} [label]", "horizon_days", label_raw.get("horizon_days"), high=MAX_DAYS)
     quantile = label_raw.get("high_value_quantile", 0.8)
     if not isinstance(quantile, float | int) or not 0 < quantile < 1:
         raise ConfigError(f"{where} [label]: high_value_quantile must be between 0 and 1, got {quantile!r}")
@@ -248,7 +302,7 @@ def parse_experiment(raw: dict, where: str = "experiment") -> ExperimentConfig:
     include = features_raw.pop("include_families", list(FAMILIES))
     exclude = features_raw.pop("exclude_families", [])
     for key, value in (("include_families", include), ("exclude_families", exclude)):
-        unknown = set(value) - set(FAMILIES)
+        unknown = set(text_list(f"{where} [features]", key, value)) - set(FAMILIES)
         if unknown:
             raise ConfigError(
                 f"{where} [features]: {key} has unknown families {sorted(unknown)}; known: {list(FAMILIES)}"
@@ -270,6 +324,7 @@ def parse_experiment(raw: dict, where: str = "experiment") -> ExperimentConfig:
     monotone = model_raw.pop("monotone", True)
     if not isinstance(monotone, bool):
         raise ConfigError(f"{where} [model]: monotone must be true or false, got {monotone!r}")
+    _check_model_params(where, model_raw)
     model_params = {**DEFAULT_MODEL_PARAMS, **model_raw}
 
     validation_raw = table_of(where, raw, "validation")
@@ -287,6 +342,12 @@ def parse_experiment(raw: dict, where: str = "experiment") -> ExperimentConfig:
             "base_rate_margin",
         },
     )
+    for key in ("folds", "min_positives", "min_negatives"):
+        if key in validation_raw:
+            folds = key == "folds"
+            whole_number(
+                f"{where} [validation]", key, validation_raw[key], low=2 if folds else 1, high=100 if folds else None
+            )
     validation = ValidationSpec(**validation_raw)
     if not (isinstance(validation.customers, float | int) and 0 < validation.customers < 1):
         raise ConfigError(
@@ -310,6 +371,13 @@ def parse_experiment(raw: dict, where: str = "experiment") -> ExperimentConfig:
 
     tuning_raw = table_of(where, raw, "tuning")
     check_keys(f"{where} [tuning]", tuning_raw, {"trials", "timeout_seconds", "metric"})
+    if "trials" in tuning_raw:
+        whole_number(f"{where} [tuning]", "trials", tuning_raw["trials"], high=100_000)
+    if tuning_raw.get("timeout_seconds") is not None:
+        whole_number(f"{where} [tuning]", "timeout_seconds", tuning_raw["timeout_seconds"])
+    metrics = TUNING_METRICS["future_spend" if kind == "future_spend" else "classification"]
+    if tuning_raw.get("metric") is not None and tuning_raw["metric"] not in metrics:
+        raise ConfigError(f"{where} [tuning]: metric must be one of {list(metrics)}, got {tuning_raw['metric']!r}")
     tuning = TuningSpec(**tuning_raw)
 
     return ExperimentConfig(
@@ -335,9 +403,11 @@ def load_experiment(path: str | Path) -> ExperimentConfig:
     if not path.is_file():
         raise ConfigError(f"experiment file {path} does not exist")
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save the file as UTF-8") from exc
     from dataclasses import replace
 
     config = parse_experiment(raw, str(path))

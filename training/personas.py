@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import re
 import tempfile
 import tomllib
@@ -71,9 +72,11 @@ def load_persona_config(path: Path) -> PersonaConfig:
     from the file's folder (``"demo"`` from its project), as for training experiments."""
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save the file as UTF-8") from exc
     check_keys(str(path), raw, {"name", "data", "as_of", "families", "features", "clustering"})
     name = raw.get("name", "personas")
     check_name(str(path), name)
@@ -107,7 +110,9 @@ def load_persona_config(path: Path) -> PersonaConfig:
     if not isinstance(aspects, list) or not aspects or set(aspects) - set(ASPECTS):
         raise ConfigError(f"{where}: aspects must be a non-empty list of {list(ASPECTS)}, got {aspects!r}")
     clip = clustering.get("clip", 3.0)
-    if clip is not None and (isinstance(clip, bool) or not isinstance(clip, int | float) or clip <= 0):
+    if clip is not None and (
+        isinstance(clip, bool) or not isinstance(clip, int | float) or not math.isfinite(clip) or clip <= 0
+    ):
         raise ConfigError(f"{where}: clip must be a positive number of standard deviations, got {clip!r}")
     k_min, k_max = _integer(where, clustering, "k_min", 4), _integer(where, clustering, "k_max", 9)
     if not 2 <= k_min <= k_max:
@@ -118,6 +123,12 @@ def load_persona_config(path: Path) -> PersonaConfig:
     pca_components = _integer(where, clustering, "pca_components", None)
     if pca_components is not None and pca_components < 1:
         raise ConfigError(f"{where}: pca_components must be a positive integer, got {pca_components}")
+    random_state = _integer(where, clustering, "random_state", 42)
+    if not 0 <= random_state < 2**32:  # scikit-learn's range for a seed
+        raise ConfigError(f"{where}: random_state must be a whole number from 0 to 4294967295, got {random_state}")
+    balance = _number(where, clustering, "balance", 0.4)
+    if not 0 <= balance <= 1:
+        raise ConfigError(f"{where}: balance must be from 0 to 1, got {balance}")
     as_of = raw.get("as_of")
     return PersonaConfig(
         name=name,
@@ -130,11 +141,11 @@ def load_persona_config(path: Path) -> PersonaConfig:
         k_max=k_max,
         algorithm=algorithm,
         pca_components=pca_components,
-        random_state=_integer(where, clustering, "random_state", 42),
+        random_state=random_state,
         shrinkage=shrinkage,
         aspects=tuple(aspects),
         clip=float(clip) if clip is not None else None,
-        balance=_number(where, clustering, "balance", 0.4),
+        balance=balance,
         source=path,
     )
 
@@ -148,7 +159,7 @@ def _integer(where: str, table: dict, key: str, default: int | None) -> int | No
 
 def _number(where: str, table: dict, key: str, default: float) -> float:
     value = table.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ConfigError(f"{where}: {key} must be a number, got {value!r}")
     return float(value)
 
