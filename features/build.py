@@ -74,9 +74,22 @@ def late_as_of_note(frame: pd.DataFrame, cutoff: dt.date, consequence: str = "")
 _DATE_TEXT = re.compile(r"(\d{4})-(\d{2})-(\d{2})(?:[ T](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?)?")
 
 
+# The dates a cutoff may take: windows and horizons (up to ten years) reach back and forward
+# from it without leaving the calendar, and 0001-01-01 or 9999-12-31 placeholders are refused.
+CUTOFF_RANGE = (dt.date(1900, 1, 1), dt.date(2199, 12, 31))
+
+
 def parse_cutoff(value: str | dt.date | dt.datetime | pd.Timestamp) -> dt.date:
-    """A cutoff as a date; a timestamp must be at midnight, since windows count whole days.
-    Text must be ``YYYY-MM-DD`` (a time after it only if midnight)."""
+    """A cutoff as a date from 1900 to 2199 (:data:`CUTOFF_RANGE`); a timestamp must be at
+    midnight, since windows count whole days. Text must be ``YYYY-MM-DD`` (a time after it only
+    if midnight)."""
+    day = _cutoff_date(value)
+    if not CUTOFF_RANGE[0] <= day <= CUTOFF_RANGE[1]:
+        raise PortraitError(f"cutoff {day} is out of range: give a date from 1900-01-01 to 2199-12-31")
+    return day
+
+
+def _cutoff_date(value: str | dt.date | dt.datetime | pd.Timestamp) -> dt.date:
     if isinstance(value, str):
         match = _DATE_TEXT.fullmatch(value.strip())
         try:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.build import build_features, parse_cutoff
+from features.build import LATE_AS_OF_DAYS, build_features, parse_cutoff
 from features.catalogue import Vocabulary, describe
 from features.config import FeatureConfig
 from models.reasons import top_reasons
@@ -48,10 +48,24 @@ def build_model_features(dataset: Dataset, as_of: dt.date, models: list[LoadedMo
         families = sorted({f for m in group for f in m.meta.get("families", [])}) or None
         frame = build_features(dataset, as_of, config, vocabulary=vocabulary, families=families)
         require_customers(len(frame), as_of)
+        require_recent(frame, as_of)
         for model in group:
             check_model_features(model, frame.columns)
             result[model.name] = frame
     return result
+
+
+def require_recent(frame: pd.DataFrame, as_of: dt.date) -> None:
+    """Scores as of a date more than a year after the latest purchase are of nobody's present:
+    every window is empty and the served file would be the newest. Refused, as the refresh does."""
+    if "days_since_last_purchase" not in frame.columns:
+        return
+    latest = frame["days_since_last_purchase"].min()
+    if latest > LATE_AS_OF_DAYS:  # NaN (nobody bought) compares False
+        raise PortraitError(
+            f"the latest purchase in the data is {latest:.0f} days before {as_of}: every purchase window "
+            "is empty and the scores would say nothing; give a date within the data"
+        )
 
 
 def require_customers(count: int, as_of: dt.date) -> None:
@@ -143,6 +157,8 @@ def score(
     say("loading models")
     if models is None:
         models = [load_model(name, alias) for name in model_names]
+    if not models:
+        raise PortraitError("no model to score with: give --models NAME[,NAME...]")
     quarantined = None
     if validate_first:
         from portrait.validate import validate

@@ -120,6 +120,13 @@ def test_bad_requests_stop_before_anything_is_written(registered, tmp_path):
     # a date before the data: nobody to score (LightGBM's "non empty" ValueError before)
     with pytest.raises(PortraitError, match="no customer has a purchase, event or signup before 1990-01-01"):
         score(open_dataset(registered), "1990-01-01", [MODEL], out, validate_first=False)
+    # long after the data: every window empty, and the newest file, the one served (was written)
+    with pytest.raises(PortraitError, match=r"days before 2030-01-01: every purchase window is empty"):
+        score(open_dataset(registered), "2030-01-01", [MODEL], out, validate_first=False)
+    with pytest.raises(PortraitError, match="cutoff 9999-12-31 is out of range"):
+        score(open_dataset(registered), "9999-12-31", [MODEL], out, validate_first=False)
+    with pytest.raises(PortraitError, match="no model to score with"):  # --models '' (a StopIteration)
+        score(open_dataset(registered), AS_OF, [], out, validate_first=False)
     assert not out.exists()
 
 
