@@ -218,3 +218,27 @@ def test_promote_refuses_to_compare_versions_of_different_data_sets(trained):
         promote(name, version=versions[1])
     forced = promote(name, version=versions[1], force=True)
     assert forced.forced and "trained on 'shop_b', the previous champion on 'shop_a'" in forced.sentence()
+
+
+def test_promote_refuses_a_version_that_predicts_something_else(trained):
+    # A spend model trained under a classifier's name: its Gini 0.88 is not "better" than AUC 0.80.
+    config, _, first = trained
+    client = MlflowClient()
+    name = "synthetic_two_labels"
+    source = client.get_model_version(config.name, first.model_version).source
+    versions = []
+    for label, metric, value in (("repurchase", "holdout_roc_auc", 0.80), ("future_spend", "holdout_gini", 0.88)):
+        with mlflow.start_run() as run:
+            mlflow.set_tags({"dataset": "shop", "headline_metric": metric})
+            mlflow.log_params({"label": label, "horizon_days": 90})
+            mlflow.log_metric(metric, value)
+        if not versions:
+            client.create_registered_model(name)
+        versions.append(client.create_model_version(name, source, run_id=run.info.run_id).version)
+    promote(name, version=versions[0])
+    with pytest.raises(
+        PortraitError, match=r"it predicts future_spend over 90 days \(holdout_gini\) and champion v1 repurchase"
+    ):
+        promote(name, version=versions[1])
+    forced = promote(name, version=versions[1], force=True)
+    assert forced.version == str(versions[1]) and forced.forced

@@ -63,6 +63,12 @@ def _dataset(client: MlflowClient, version) -> str | None:
     return client.get_run(version.run_id).data.tags.get("dataset")
 
 
+def _label(client: MlflowClient, version) -> tuple[str | None, str | None]:
+    """What the version predicts: its label kind and horizon (params of its run)."""
+    params = client.get_run(version.run_id).data.params
+    return params.get("label"), params.get("horizon_days")
+
+
 def promote(name: str, version: str | None = None, force: bool = False) -> Promotion:
     """Move ``champion`` to ``version`` (default: the ``candidate``) when its holdout metric is
     at least the champion's, or when forced; otherwise refuse and say why."""
@@ -82,11 +88,21 @@ def promote(name: str, version: str | None = None, force: bool = False) -> Promo
             raise PortraitError(f"{name} has no version {version}") from None
     metric, value = _headline(client, candidate)
     champion = _version_by_alias(client, name, CHAMPION)
-    champion_value = None
+    champion_value, other_label = None, False
     if champion is not None:
         if str(champion.version) == str(candidate.version):
             raise PortraitError(f"{name} v{candidate.version} is already the champion")
-        _, champion_value = _headline(client, champion)
+        champion_metric, champion_value = _headline(client, champion)
+        labels = _label(client, candidate), _label(client, champion)
+        other_label = labels[0] != labels[1] or metric != champion_metric
+        if other_label and not force:
+            # A spend model's Gini is no better or worse than a classifier's AUC: not the same model.
+            (kind, days), (their_kind, their_days) = labels
+            raise PortraitError(
+                f"refusing to promote {name} v{candidate.version}: it predicts {kind} over {days} days ({metric}) "
+                f"and champion v{champion.version} {their_kind} over {their_days} days ({champion_metric}): "
+                "train it under its own name (a copy of the experiment file with another name)"
+            )
         ours, theirs = _dataset(client, candidate), _dataset(client, champion)
         if ours != theirs and not force:
             raise PortraitError(
@@ -108,6 +124,6 @@ def promote(name: str, version: str | None = None, force: bool = False) -> Promo
         metric,
         value,
         champion_value,
-        force and champion_value is not None and (value < champion_value or across),
+        force and champion_value is not None and (value < champion_value or across or other_label),
         (_dataset(client, champion), _dataset(client, candidate)) if across else None,
     )
