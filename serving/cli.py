@@ -205,7 +205,7 @@ def register(app: typer.Typer, out, console) -> None:
     @app.command("serve")
     def serve_command(
         host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
-        port: Annotated[int, typer.Option(help="Port.")] = 8000,
+        port: Annotated[int, typer.Option(help="Port.", min=1, max=65535)] = 8000,
         scores_dir: Annotated[Path, typer.Option("--scores", help="Folder of scores tables.")] = DEFAULT_SCORES,
         runs: Annotated[
             Path | None,
@@ -257,7 +257,7 @@ def register(app: typer.Typer, out, console) -> None:
         import uvicorn
 
         from serving.api import build_app
-        from serving.settings import ServeSettings
+        from serving.settings import ServeSettings, check_serve_paths
 
         api_key = os.environ.get(API_KEY_ENV) or None
         if host not in LOCALHOST and not (api_key or keys):
@@ -280,6 +280,7 @@ def register(app: typer.Typer, out, console) -> None:
             audit=audit_log_path(audit),
             api_key=api_key,
         ).resolved()
+        check_serve_paths(settings)
         # Built here first in every case, so a missing scores folder, a bad keys file or tag
         # library stops with its message before any worker starts (a failing worker is restarted).
         app_instance = build_app(settings)

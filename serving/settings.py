@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-from portrait.errors import ConfigError
+from portrait.errors import ConfigError, PortraitError
 
 API_KEY_ENV = "PORTRAIT_API_KEY"
 SETTINGS_ENV = "PORTRAIT_SERVE_SETTINGS"
@@ -72,3 +72,18 @@ class ServeSettings(BaseModel):
     @property
     def key(self) -> str | None:
         return self.api_key.get_secret_value() if self.api_key is not None else None
+
+
+def check_serve_paths(settings: ServeSettings) -> None:
+    """What the server is told to read or write is there before it starts (a server that
+    starts on a data set that does not exist answers 503 to every profile instead)."""
+    if settings.data is not None and not Path(settings.data).exists():
+        raise PortraitError(f"--data {settings.data} does not exist")
+    for option, folder in (("--segments", settings.segments), ("--tags", settings.tags), ("--rfm", settings.rfm)):
+        if folder is not None and Path(folder).exists() and not Path(folder).is_dir():
+            raise PortraitError(f"{option} {folder} is a file, not a folder")
+    if settings.audit is not None:
+        try:
+            Path(settings.audit).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PortraitError(f"--audit {settings.audit}: cannot create its folder ({exc.strerror})") from None

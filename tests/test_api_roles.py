@@ -501,3 +501,18 @@ def test_answers_name_files_and_folders_not_where_the_server_keeps_them():
     # what the caller sent (quoted), routes, ratios, URLs and tag groups are left as they are
     kept = "unknown customer id '/etc/passwd'; may not use POST /score; 1/2 of a / b, http://host/x, value/rfm"
     assert without_server_paths(kept) == kept
+
+
+def test_serve_checks_its_paths_before_it_starts(world, tmp_path):
+    from serving.settings import check_serve_paths
+
+    settings, _ = world
+    check_serve_paths(settings)
+    with pytest.raises(PortraitError, match="--data .*nowhere does not exist"):
+        check_serve_paths(settings.model_copy(update={"data": tmp_path / "nowhere"}))
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    with pytest.raises(PortraitError, match="--segments .*a_file is a file, not a folder"):
+        check_serve_paths(settings.model_copy(update={"segments": a_file}))
+    with pytest.raises(PortraitError, match="--audit .*cannot create its folder"):
+        check_serve_paths(settings.model_copy(update={"audit": a_file / "logs" / "audit.log"}))
