@@ -242,3 +242,18 @@ def test_promote_refuses_a_version_that_predicts_something_else(trained):
         promote(name, version=versions[1])
     forced = promote(name, version=versions[1], force=True)
     assert forced.version == str(versions[1]) and forced.forced
+
+
+def test_persona_commands_refuse_the_name_of_a_propensity_model(trained, tmp_path):
+    from training.personas import PersonaConfig, _require_personas_name, run_persona_fit, show_personas
+
+    config, _, _ = trained
+    with pytest.raises(PortraitError, match=rf"{config.name} v\d+ \(candidate\) is not a persona model"):
+        show_personas(config.name, "candidate", tmp_path)  # was an MlflowException traceback
+    with pytest.raises(
+        PortraitError, match=rf"'{config.name}' is the name of a registered model that is not a persona"
+    ):
+        _require_personas_name(config.name)
+    # before anything is read or fitted (it failed after the whole fit, naming an internal path)
+    with pytest.raises(PortraitError, match="is not a persona model"):
+        run_persona_fit(PersonaConfig(config.name, str(tmp_path / "no data needed: the name comes first")))

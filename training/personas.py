@@ -340,6 +340,7 @@ def _run_persona_fit(
     config: PersonaConfig, as_of: dt.date | None, out: Path | None, progress
 ) -> tuple[PersonaFit, str, str]:
     say = progress or (lambda message: None)
+    _require_personas_name(config.name)  # before the fit, not after it
     dataset = resolve_dataset(config.data, config.demo_path)
     cutoff = as_of or config.as_of
     if cutoff is None:
@@ -412,12 +413,33 @@ def _run_persona_fit(
     return fit, run.info.run_id, version
 
 
+def _is_personas_run(client: MlflowClient, run_id: str) -> bool:
+    return client.get_run(run_id).data.tags.get("headline_metric") == PERSONAS.headline_metric
+
+
+def _require_personas_name(name: str) -> None:
+    """A persona model may not take the name of a registered model of another kind (its
+    versions would be compared with a propensity model's, and read as one)."""
+    client = MlflowClient()
+    try:
+        versions = client.search_model_versions(f"name = '{name}'", max_results=1)
+    except MlflowException:
+        return
+    if versions and not _is_personas_run(client, versions[0].run_id):
+        raise PortraitError(
+            f"{name!r} is the name of a registered model that is not a persona model: name the personas "
+            'otherwise (name = "..." in the persona experiment)'
+        )
+
+
 def show_personas(name: str, alias: str, out: Path) -> dict[str, Path]:
     client = MlflowClient()
     try:
         version = client.get_model_version_by_alias(name, alias)
     except MlflowException:
         raise PortraitError(f"no {name!r} model with alias {alias!r}; run portrait personas fit") from None
+    if not _is_personas_run(client, version.run_id):
+        raise PortraitError(f"{name} v{version.version} ({alias}) is not a persona model; give the personas' --name")
     portrait = Path(mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path="portrait"))
     lifts = portrait / "persona_lifts.csv"  # absent from runs logged before it was kept
     summary = portrait / "persona_summary.json"  # likewise
