@@ -237,6 +237,9 @@ def main() -> None:
         # The message is the user's to read as written: "[tables.purchases]" is not markup.
         console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, markup=True)
         sys.exit(2)
+    except KeyboardInterrupt:  # Ctrl-C: what was written is whole (every write is atomic)
+        console.print("[bold red]interrupted[/bold red]", highlight=False, markup=True)
+        sys.exit(130)
     except OSError as exc:  # a path of the wrong kind, no permission, a full disk: not a traceback
         console.print(f"[bold red]error:[/bold red] {escape(os_error_message(exc))}", highlight=False, markup=True)
         sys.exit(2)

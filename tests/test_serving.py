@@ -395,6 +395,15 @@ def test_score_rejects_an_unknown_category_and_a_boolean_category(api, score_row
     assert _post_with_literal(api, rows, categorical, "null", row=0).status_code == 200
 
 
+def test_score_refuses_unknown_keys_and_a_flag_that_is_not_true_or_false(api, score_rows):
+    rows, _, _ = score_rows
+    extra = api.post("/score", json={"model": MODEL, "rows": rows, "reason": True})  # misspelt
+    assert extra.status_code == 422 and extra.json()["detail"][0]["type"] == "extra_forbidden"
+    yes = api.post("/score", json={"model": MODEL, "rows": rows, "reasons": "yes"})  # was read as true
+    assert yes.status_code == 422 and yes.json()["detail"][0]["loc"] == ["body", "reasons"]
+    assert api.post("/score", json={"model": MODEL, "rows": rows, "reasons": False}).status_code == 200
+
+
 def test_score_needs_between_one_and_the_row_limit(api):
     empty = api.post("/score", json={"model": MODEL, "rows": []})
     assert empty.status_code == 422, empty.text

@@ -125,7 +125,7 @@ def register(app: typer.Typer, out, console) -> None:
             int | None, typer.Option("--trials", min=1, help="Trials to run (default: the config's).")
         ] = None,
         timeout: Annotated[
-            float | None, typer.Option("--timeout", help="Stop starting trials after S seconds.")
+            float | None, typer.Option("--timeout", help="Stop starting trials after S seconds.", min=1)
         ] = None,
         data: Annotated[Path | None, typer.Option("--data", help="Run on this data set instead.")] = None,
     ) -> None:

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import numpy as np
 import pandas as pd
 from fastapi import APIRouter, Depends, HTTPException
-from pydantic import AfterValidator, BaseModel, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, field_validator
 from pydantic_core import PydanticCustomError
 
 from serving.routes.access import Access
@@ -52,6 +52,9 @@ FeatureValue = Annotated[Any, AfterValidator(_feature_value)]
 
 
 class ScoreRequest(BaseModel):
+    # A misspelt key ("reason") or "yes" for a flag is refused, not read as the default or true.
+    model_config = ConfigDict(extra="forbid")
+
     model: str = Field(max_length=200, description="Registered model name, e.g. repurchase_90d")
     rows: list[dict[str, FeatureValue]] = Field(
         description=(
@@ -59,7 +62,7 @@ class ScoreRequest(BaseModel):
             f"missing): 1 to {MAX_SCORE_ROWS:,} rows, and a body of at most {MAX_BODY_BYTES // 2**20} MB"
         )
     )
-    reasons: bool = Field(False, description="Add the top three reasons per row (slower)")
+    reasons: StrictBool = Field(False, description="Add the top three reasons per row (slower)")
 
     @field_validator("rows", mode="before")
     @classmethod
