@@ -48,7 +48,10 @@ def trend_dates(start: str | dt.date, end: str | dt.date, every: str) -> list[dt
             break
         dates.append(point)
     if len(dates) > MAX_POINTS:
-        raise PortraitError(f"{len(dates)} points from {first} to {last}: at most {MAX_POINTS}; use a longer step")
+        raise PortraitError(
+            f"more than {MAX_POINTS} points from {first} to {last} every {every}: at most {MAX_POINTS}; "
+            "use a longer step or a shorter span"
+        )
     return dates
 
 

@@ -504,3 +504,10 @@ def test_favourite_spend_ties_within_rounding_noise_go_to_the_first_name():
     with Population(Dataset.from_frames(purchases=lines), AS_OF) as population:
         data = CrowdData(population, load_library())
         assert data.dimensions["favourite_category"].astype(str).tolist() == ["Alpha"]
+
+
+def test_a_trend_with_too_many_points_says_so_without_a_wrong_count():
+    from marketing.crowd_trend import trend_dates
+
+    with pytest.raises(PortraitError, match=r"more than 120 points from 1990-01-01 to 2030-01-01 every month"):
+        trend_dates("1990-01-01", "2030-01-01", "month")

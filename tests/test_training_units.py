@@ -470,3 +470,10 @@ def test_an_experiment_file_that_is_not_utf8_is_an_error(tmp_path):
     path.write_bytes('name = "caf\u00e9"\n'.encode("latin-1"))
     with pytest.raises(ConfigError, match=r"e.toml: not UTF-8 text \(byte 11\); save the file as UTF-8"):
         load_experiment(path)
+
+
+def test_a_folder_given_as_an_experiment_file_is_said_to_be_one(tmp_path):
+    from training.config import load_experiment
+
+    with pytest.raises(ConfigError, match="is a folder; give one of its experiment files"):
+        load_experiment(tmp_path)

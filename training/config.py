@@ -401,7 +401,8 @@ def load_experiment(path: str | Path) -> ExperimentConfig:
     (``"demo"`` against its project: :attr:`ExperimentConfig.demo_path`)."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"experiment file {path} does not exist")
+        what = "is a folder; give one of its experiment files" if path.is_dir() else "does not exist"
+        raise ConfigError(f"experiment file {path} {what}")
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
