@@ -200,19 +200,33 @@ def test_tune_trial_zero_is_the_experiments_own_parameters_and_completes(trackin
     assert summary.default_value == trial.value == summary.best_value
 
 
-def test_promote_refuses_to_compare_versions_of_different_data_sets(trained):
+def _versions(trained, name: str, runs: list[tuple[dict, dict, dict]]) -> list[str]:
+    """Versions of a new registered model ``name`` (the trained model's artifact), one per
+    ``(tags, params, metrics)`` of a run logged for it."""
     config, _, first = trained
     client = MlflowClient()
-    name = "synthetic_two_datasets"
     source = client.get_model_version(config.name, first.model_version).source
+    client.create_registered_model(name)
     versions = []
-    for dataset, auc in (("shop_a", 0.70), ("shop_b", 0.90)):
+    for tags, params, metrics in runs:
         with mlflow.start_run() as run:
-            mlflow.set_tags({"dataset": dataset, "headline_metric": "holdout_roc_auc"})
-            mlflow.log_metric("holdout_roc_auc", auc)
-        if not versions:
-            client.create_registered_model(name)
+            mlflow.set_tags(tags)
+            mlflow.log_params(params)
+            mlflow.log_metrics(metrics)
         versions.append(client.create_model_version(name, source, run_id=run.info.run_id).version)
+    return versions
+
+
+def test_promote_refuses_to_compare_versions_of_different_data_sets(trained):
+    name = "synthetic_two_datasets"
+    versions = _versions(
+        trained,
+        name,
+        [
+            ({"dataset": shop, "headline_metric": "holdout_roc_auc"}, {}, {"holdout_roc_auc": auc})
+            for shop, auc in (("shop_a", 0.70), ("shop_b", 0.90))
+        ],
+    )
     promote(name, version=versions[0])
     with pytest.raises(PortraitError, match=r"trained on the data set 'shop_b' and champion v1 on 'shop_a'"):
         promote(name, version=versions[1])
@@ -222,19 +236,18 @@ def test_promote_refuses_to_compare_versions_of_different_data_sets(trained):
 
 def test_promote_refuses_a_version_that_predicts_something_else(trained):
     # A spend model trained under a classifier's name: its Gini 0.88 is not "better" than AUC 0.80.
-    config, _, first = trained
-    client = MlflowClient()
     name = "synthetic_two_labels"
-    source = client.get_model_version(config.name, first.model_version).source
-    versions = []
-    for label, metric, value in (("repurchase", "holdout_roc_auc", 0.80), ("future_spend", "holdout_gini", 0.88)):
-        with mlflow.start_run() as run:
-            mlflow.set_tags({"dataset": "shop", "headline_metric": metric})
-            mlflow.log_params({"label": label, "horizon_days": 90})
-            mlflow.log_metric(metric, value)
-        if not versions:
-            client.create_registered_model(name)
-        versions.append(client.create_model_version(name, source, run_id=run.info.run_id).version)
+    versions = _versions(
+        trained,
+        name,
+        [
+            ({"dataset": "shop", "headline_metric": metric}, {"label": label, "horizon_days": 90}, {metric: value})
+            for label, metric, value in (
+                ("repurchase", "holdout_roc_auc", 0.80),
+                ("future_spend", "holdout_gini", 0.88),
+            )
+        ],
+    )
     promote(name, version=versions[0])
     with pytest.raises(
         PortraitError, match=r"it predicts future_spend over 90 days \(holdout_gini\) and champion v1 repurchase"
