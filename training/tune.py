@@ -1,14 +1,17 @@
 """``portrait tune``: an Optuna study (TPE sampler, median pruning on the validation metric),
 each trial a nested MLflow run; the best parameters are retrained and logged like ``train``.
 
-The study lives in ``optuna.db`` in the working directory under the experiment's name, so an
-interrupted study resumes. The experiment's own parameters (the defaults and its ``[model]``
+The study lives in ``optuna.db`` in the working directory under the experiment's name and a
+digest of what makes its trials comparable (:func:`study_name`), so an interrupted study
+resumes, and an edited experiment (another metric, horizon, data set) starts a study of its own. The experiment's own parameters (the defaults and its ``[model]``
 values) are the first trial of a new study, so the best trial is never worse than them on the
 validation metric.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,6 +102,15 @@ class TuneSummary:
     final: RunSummary
 
 
+def study_name(config: ExperimentConfig, metric_name: str) -> str:
+    """The experiment's name and a digest of what makes its trials comparable (data, cutoffs,
+    label, features, fixed model values, validation, the metric): a study resumes only trials
+    of the same question, not those of an edited experiment under the same name."""
+    compared = {k: v for k, v in config.to_dict().items() if k not in ("name", "description", "tuning")}
+    digest = hashlib.sha256(json.dumps([compared, metric_name], sort_keys=True, default=str).encode())
+    return f"{config.name}-{digest.hexdigest()[:10]}"
+
+
 def tune_experiment(
     config: ExperimentConfig,
     trials: int,
@@ -115,7 +127,7 @@ def tune_experiment(
     experiment_id = ensure_experiment(config.name)
     storage = f"sqlite:///{((workdir or Path.cwd()) / STUDY_STORE).resolve()}"
     study = optuna.create_study(
-        study_name=config.name,
+        study_name=study_name(config, metric_name),
         storage=storage,
         load_if_exists=True,
         direction="maximize",
