@@ -55,14 +55,21 @@ _NUMERIC = ("DOUBLE", "FLOAT", "REAL", "DECIMAL", "BIGINT", "INTEGER", "SMALLINT
 LATE_AS_OF_DAYS = 366
 
 
-def late_as_of_note(frame: pd.DataFrame, cutoff: dt.date, consequence: str = "") -> str | None:
-    """A note when the latest purchase in ``frame`` (a feature table with
-    ``days_since_last_purchase``) is more than :data:`LATE_AS_OF_DAYS` before ``cutoff``; None
-    otherwise, and when nobody bought (then the table is empty or says so itself)."""
+def days_past_data(frame: pd.DataFrame) -> float | None:
+    """How many days before the cutoff the latest purchase in ``frame`` (a feature table) is,
+    when more than :data:`LATE_AS_OF_DAYS`; None otherwise, without ``days_since_last_purchase``
+    and when nobody bought."""
     if "days_since_last_purchase" not in frame.columns:
         return None
     latest = frame["days_since_last_purchase"].min()
-    if not latest > LATE_AS_OF_DAYS:  # NaN (nobody bought) compares False
+    return float(latest) if latest > LATE_AS_OF_DAYS else None  # NaN (nobody bought) compares False
+
+
+def late_as_of_note(frame: pd.DataFrame, cutoff: dt.date, consequence: str = "") -> str | None:
+    """A note when the latest purchase in ``frame`` is more than :data:`LATE_AS_OF_DAYS` before
+    ``cutoff`` (:func:`days_past_data`); None otherwise."""
+    latest = days_past_data(frame)
+    if latest is None:
         return None
     consequence = consequence or "every purchase window up to a year is empty"
     return f"the latest purchase in the data is {latest:.0f} days before {cutoff}: {consequence}; is it the date meant?"
@@ -423,6 +430,7 @@ def feature_columns(frame: pd.DataFrame) -> list[str]:
 
 __all__ = [
     "LATE_AS_OF_DAYS",
+    "days_past_data",
     "late_as_of_note",
     "build_features",
     "vocabulary_as_of",

@@ -142,6 +142,8 @@ IDENTITIES = Table(
 
 TABLES: tuple[Table, ...] = (PURCHASES, EVENTS, CUSTOMERS, IDENTITIES)
 TABLES_BY_NAME: dict[str, Table] = {t.name: t for t in TABLES}
+# The files a table may be, NAME + one of these (or a folder NAME/ of such part files).
+TABLE_SUFFIXES = (".parquet", ".csv", ".csv.gz", ".tsv")
 
 # A column is a hard error (wrong type altogether), not a few bad rows, when more than this
 # share of its non-null values fails to parse.

@@ -46,6 +46,7 @@ Raw files are never modified.
 from __future__ import annotations
 
 import codecs
+import csv
 import functools
 import hashlib
 import os
@@ -67,7 +68,6 @@ from portrait.views import register_views
 
 CONFIG_FILE = "portrait.toml"
 DEFAULT_TIMEZONE = "UTC"
-_SUFFIXES = (".parquet", ".csv", ".csv.gz", ".tsv")
 _TABLE_CONFIG_KEYS = {"file", "columns", "timestamp_format", "delimiter", "encoding"}
 _TOP_CONFIG_KEYS = {"tables", "name", "timezone", "privacy"}
 # Python's codec name -> the name DuckDB's CSV reader knows; other encodings are converted first.
@@ -166,7 +166,8 @@ class TableSource:
                     continue
                 line = _first_line(csv_file.scanned_path).decode(csv_file.duckdb_encoding, errors="replace")
                 delimiter = self.delimiter or max(",;\t|", key=line.count)
-                names.append([n.strip().strip('"').strip().lstrip("\ufeff").lower() for n in line.split(delimiter)])
+                header = next(csv.reader([line], delimiter=delimiter), [])  # quoted names may hold it
+                names.append([n.strip().lstrip("\ufeff").lower() for n in header])
         elif self.files:
             import pyarrow.parquet as pq
 
@@ -536,11 +537,17 @@ def _find_files(folder: Path, table_name: str, configured: str | None) -> tuple[
         return _one_format(tuple(matches), table_name)
     # Every form the table may take: reading one of two and leaving the other unread would
     # silently drop its rows.
-    found = [folder / f"{table_name}{suffix}" for suffix in _SUFFIXES if (folder / f"{table_name}{suffix}").is_file()]
+    found = [
+        folder / f"{table_name}{suffix}"
+        for suffix in contract.TABLE_SUFFIXES
+        if (folder / f"{table_name}{suffix}").is_file()
+    ]
     part_folder = folder / table_name
     parts = ()
     if part_folder.is_dir():
-        parts = tuple(sorted(p for p in part_folder.rglob("*") if p.is_file() and p.name.endswith(_SUFFIXES)))
+        parts = tuple(
+            sorted(p for p in part_folder.rglob("*") if p.is_file() and p.name.endswith(contract.TABLE_SUFFIXES))
+        )
     if len(found) + bool(parts) > 1:
         named = [p.name for p in found] + ([f"{table_name}/ ({len(parts)} part files)"] if parts else [])
         raise ContractError(

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.build import LATE_AS_OF_DAYS, build_features, parse_cutoff
+from features.build import build_features, days_past_data, parse_cutoff
 from features.catalogue import Vocabulary, describe
 from features.config import FeatureConfig
 from models.reasons import top_reasons
@@ -58,10 +58,8 @@ def build_model_features(dataset: Dataset, as_of: dt.date, models: list[LoadedMo
 def require_recent(frame: pd.DataFrame, as_of: dt.date) -> None:
     """Scores as of a date more than a year after the latest purchase are of nobody's present:
     every window is empty and the served file would be the newest. Refused, as the refresh does."""
-    if "days_since_last_purchase" not in frame.columns:
-        return
-    latest = frame["days_since_last_purchase"].min()
-    if latest > LATE_AS_OF_DAYS:  # NaN (nobody bought) compares False
+    latest = days_past_data(frame)
+    if latest is not None:
         raise PortraitError(
             f"the latest purchase in the data is {latest:.0f} days before {as_of}: every purchase window "
             "is empty and the scores would say nothing; give a date within the data"

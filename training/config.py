@@ -39,6 +39,8 @@ names the file, the key and what is allowed. Example::
 from __future__ import annotations
 
 import datetime as dt
+import difflib
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -220,12 +222,20 @@ def text_list(where: str, key: str, value: object) -> list[str]:
     return value
 
 
+# [model] keys read besides LightGBM's defaults above (LightGBM's own other parameters pass through).
+_OTHER_MODEL_KEYS = (
+    "max_depth",
+    "min_child_weight",
+    "min_split_gain",
+    "reg_alpha",
+    "max_bin",
+    "tweedie_variance_power",
+)
+
+
 def _check_model_params(where: str, params: dict) -> None:
     """The numbers of ``[model]`` that the defaults know have the defaults' types; a key close
     to a known one is a typo (LightGBM would ignore it without a word)."""
-    import difflib
-    import math
-
     for key, value in params.items():
         default = DEFAULT_MODEL_PARAMS.get(key)
         if default is None:
@@ -239,17 +249,6 @@ def _check_model_params(where: str, params: dict) -> None:
             isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
         ):
             raise ConfigError(f"{where} [model]: {key} must be a number, got {value!r}")
-
-
-# [model] keys read besides LightGBM's defaults above (LightGBM's own other parameters pass through).
-_OTHER_MODEL_KEYS = (
-    "max_depth",
-    "min_child_weight",
-    "min_split_gain",
-    "reg_alpha",
-    "max_bin",
-    "tweedie_variance_power",
-)
 
 
 def parse_experiment(raw: dict, where: str = "experiment") -> ExperimentConfig:

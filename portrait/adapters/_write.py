@@ -12,8 +12,6 @@ from portrait.errors import PortraitError
 from portrait.files import atomic_target, atomic_write_text
 from portrait.sql import quote_literal
 
-_TABLE_FORMS = (".parquet", ".csv", ".csv.gz", ".tsv", "")  # "": a folder of part files
-
 
 def check_target_folder(out_dir: Path, adapter: str) -> None:
     """Refuse to import into a folder holding another data set: the tables this import does not
@@ -22,7 +20,7 @@ def check_target_folder(out_dir: Path, adapter: str) -> None:
     held = sorted(
         f"{table.name}{form or '/'}"
         for table in contract.TABLES
-        for form in _TABLE_FORMS
+        for form in (*contract.TABLE_SUFFIXES, "")  # "": a folder of part files
         if (out_dir / f"{table.name}{form}").exists()
     )
     if not held:
