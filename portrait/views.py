@@ -63,6 +63,12 @@ _FINITE = "1.7976931348623157e308"
 # A time (H:MM, optional seconds and fraction) followed by an offset or a zone: +02:00, -0500,
 # Z, UTC, Europe/Paris.
 ZONE_PATTERN = r"\d:\d\d(:\d\d(\.\d*)?)?\s*([+-]\d|[A-Za-z])"
+# A numeric offset (or Z) at the end of a value, with any spaces before it: DuckDB parses
+# "13:07:14+0530" but not "13:07:14 +0530", so the spaces are taken out before the cast.
+OFFSET_AT_END = r"([+-]\d\d(:?\d\d)?|Z)$"
+# Offsets in use run from -12:00 to +14:00: hours above 14 or minutes above 59 are not an
+# offset ("+25:00" would otherwise move the time by a day), and the value does not parse.
+IMPOSSIBLE_OFFSET = r"\d\s*[+-](1[5-9]|[2-9]\d)(:?\d\d)?$|\d\s*[+-]\d\d:?[6-9]\d$"
 
 
 def register_views(con: duckdb.DuckDBPyConnection, dataset: Dataset) -> None:
@@ -283,10 +289,15 @@ def parse_expr(
                     value = f"CASE WHEN {value} >= TIMESTAMP '1000-01-01' THEN {value} END"
                 return value
             # ISO with a four-digit year; an offset or zone converts the value to the data set's.
+            # Written without back-references (Spark's replacement syntax differs): the offset
+            # is cut off the end and put back after the rest, right-trimmed.
+            offset = f"regexp_extract({text}, {quote_literal(OFFSET_AT_END)}, 1)"
+            joined = f"rtrim(substr({text}, 1, length({text}) - length({offset}))) || {offset}"
             return (
                 f"CASE WHEN strpos({text}, '-') <> 5 THEN NULL "
                 f"WHEN regexp_matches({text}, {quote_literal(ZONE_PATTERN)}) "
-                f"THEN timezone({zone}, TRY_CAST({text} AS TIMESTAMPTZ)) "
+                f"THEN CASE WHEN regexp_matches({text}, {quote_literal(IMPOSSIBLE_OFFSET)}) THEN NULL "
+                f"ELSE timezone({zone}, TRY_CAST({joined} AS TIMESTAMPTZ)) END "
                 f"ELSE TRY_CAST({text} AS TIMESTAMP) END"
             )
         if source_type == "TIMESTAMP WITH TIME ZONE":

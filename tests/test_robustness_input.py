@@ -236,6 +236,34 @@ def test_timestamps_with_an_offset_are_converted_to_utc_and_counted(tmp_path):
     assert "purchases.ts: 3 values carried a UTC offset or time zone and were converted to UTC" in report.notes
 
 
+def test_spaces_before_an_offset_are_allowed_and_impossible_offsets_are_quarantined(tmp_path):
+    frame = pd.DataFrame(
+        {
+            "order_id": [f"o{i}" for i in range(1, 8)],
+            "customer_id": list("abcdefg"),
+            "ts": [
+                "2024-01-05 13:07:14 +0530",  # a space before the offset, as some exports write it
+                "2024-01-05 13:07:14  -05:00",
+                "2024-01-05 13:07:14 Z",
+                "2024-01-05 13:07:14+14:00",  # the largest offset in use
+                "2024-01-05 13:07:14+25:00",  # no such offset: would move the time by a day
+                "2024-01-05 13:07:14 -1500",
+                "2024-01-05 13:07:14+05:75",  # 75 minutes
+            ],
+            "amount": ["1"] * 7,
+        }
+    )
+    folder = write_tables(tmp_path / "data", purchases=frame)
+    assert _times(folder) == [
+        "2024-01-05 07:37:14",
+        "2024-01-05 18:07:14",
+        "2024-01-05 13:07:14",
+        "2024-01-04 23:07:14",
+    ]
+    report = validate(open_dataset(folder))
+    assert report.tables[0].quarantined == {"unparseable_ts": 3}
+
+
 def test_the_data_sets_zone_is_configurable(tmp_path):
     folder = write_tables(tmp_path / "data", purchases=OFFSETS)
     (folder / "portrait.toml").write_text('timezone = "Europe/Paris"\n')
