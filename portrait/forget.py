@@ -403,7 +403,26 @@ def _clean_outputs(
             continue
         if removed:
             result.removed.append((path, removed))
+            if not dry_run:
+                _mark_changed(path, outputs)
     return result
+
+
+def _mark_changed(path: Path, outputs: Sequence[Path]) -> None:
+    """A new modification time for each folder from ``path``'s up to the output folder holding
+    it. Rewriting a file in place (an atomic rename) changes only its own folder's time, and a
+    reader that keeps a whole run in memory (``portrait serve --runs``) knows the run by its
+    folder's: without this it would go on answering with the forgotten person."""
+    roots = [Path(o).resolve() for o in outputs]
+    folder = path.resolve().parent
+    while True:
+        try:
+            os.utime(folder)
+        except OSError:
+            return  # a folder this user may not touch: the files themselves are already clean
+        if folder in roots or folder.parent == folder or not any(r in folder.parents for r in roots):
+            return
+        folder = folder.parent
 
 
 def _resolve(con, dataset: Dataset, given: list[str], folder: Path | None) -> tuple[list[Person], pd.DataFrame]:

@@ -655,6 +655,26 @@ def test_the_in_memory_reader_follows_a_new_run(world, tmp_path):
     assert memory_reader(root, run) is not reader
 
 
+def test_a_forgotten_person_leaves_the_run_held_in_memory(world, tmp_path):
+    from portrait.dataset import open_dataset
+    from portrait.forget import forget
+    from serving.profile import memory_reader
+
+    root = _material_root(world, tmp_path)
+    data = tmp_path / "forget-data"
+    data.mkdir()
+    for path in world["data"].iterdir():
+        (data / path.name).write_bytes(path.read_bytes())
+    sources = ProfileSources(data=data, runs=root)
+    assert build_profile("c1", sources, compute_reasons=False, in_memory=True).scores.models[1].score == 0.8
+    run = root / "runs" / AS_OF.isoformat()
+    reader = memory_reader(root, run)
+    forget(open_dataset(data), ["c1"], outputs=[root])  # rewrites files inside the run, in place
+    assert memory_reader(root, run) is not reader
+    with pytest.raises(UnknownCustomer, match="'c1'"):
+        build_profile("c1", sources, compute_reasons=False, in_memory=True)
+
+
 def test_columns_marked_after_the_run_are_withheld_at_once(world, tmp_path):
     root = _material_root(world, tmp_path)
     data = tmp_path / "data"
