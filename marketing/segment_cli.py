@@ -315,7 +315,7 @@ def register_segments(app: typer.Typer, out, console) -> None:
         from marketing.segments import SegmentStore
         from portrait.audit import os_user, record_export
         from portrait.files import atomic_write
-        from portrait.privacy import apply_consent, consent_note
+        from portrait.privacy import apply_consent, export_note
 
         segment = SegmentStore(segments_dir).load(name)
         wanted = [c.strip() for c in (columns or "").split(",") if c.strip()]
@@ -354,8 +354,7 @@ def register_segments(app: typer.Typer, out, console) -> None:
         )
         atomic_write(table, out_file, csv=out_file.suffix != ".parquet")
         out.print(f"{len(table):,} customers of {name!r} as of {result.as_of} -> {out_file}")
-        if note := consent_note(left_out):
-            out.print(note)
+        out.print(export_note(left_out))
         if not len(table):
             _warn_empty(name, result.as_of)
         if late:

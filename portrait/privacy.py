@@ -413,16 +413,29 @@ def apply_consent(
 
 def consent_note(left_out: dict[str, int]) -> str | None:
     """One line for the person running an export: how many were left out and why; None when
-    the data set has no consent rules."""
-    if not left_out:
-        return None
+    the data set has no consent rules or they left nobody out."""
     total = sum(left_out.values())
+    if not total:
+        return None
     reasons = []
     if NO_CONSENT in left_out:
         reasons.append(f"{left_out[NO_CONSENT]:,} without marketing consent (opted out or none recorded)")
     if SUPPRESSED in left_out:
         reasons.append(f"{left_out[SUPPRESSED]:,} on the suppression list")
     return f"left out {total:,} customer{'s' if total != 1 else ''}: {', '.join(reasons)}"
+
+
+NO_CONSENT_RULES = (
+    "no consent rule applies: the data set's portrait.toml sets no [privacy] consent_column or "
+    "suppression_file, so nobody was left out for consent"
+)
+
+
+def export_note(left_out: dict[str, int]) -> str:
+    """:func:`consent_note` for a contact export (a list, a segment's customers), which also
+    says when no consent rule is set: a marketer uploading the file must know it was not
+    filtered."""
+    return consent_note(left_out) or (NO_CONSENT_RULES if not left_out else "nobody was left out for consent")
 
 
 def _has_table(con, name: str) -> bool:

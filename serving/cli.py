@@ -132,7 +132,7 @@ def register(app: typer.Typer, out, console) -> None:
         from portrait.audit import os_user, record_export
         from portrait.files import atomic_write
         from portrait.outputs import latest_scores
-        from portrait.privacy import consent_note
+        from portrait.privacy import export_note
         from serving.lists import build_list
         from serving.registry import load_model
 
@@ -179,8 +179,7 @@ def register(app: typer.Typer, out, console) -> None:
         )
         atomic_write(rows, out_file, csv=True)
         out.print(f"{len(rows):,} customers -> {out_file}")
-        if note := consent_note(rows.attrs["left_out"]):
-            out.print(note)
+        out.print(export_note(rows.attrs["left_out"]))
 
     def _members(scores, scores_dir, segment, tags, data, segments_dir, tags_file) -> set[str]:
         """Members of a segment and/or holders of every tag, as of the scores' date."""

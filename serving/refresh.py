@@ -564,7 +564,7 @@ class _Job:
 
     def lists(self, record: StepRecord) -> None:
         from portrait.outputs import latest_scores
-        from portrait.privacy import consent_note, load_consent
+        from portrait.privacy import export_note, load_consent
         from serving.lists import build_list
         from serving.registry import load_model
 
@@ -599,8 +599,7 @@ class _Job:
             )
             atomic_write(rows, self.work / "lists" / f"{spec.name}.csv", csv=True)
             record.rows[spec.name] = int(len(rows))
-            if note := consent_note(rows.attrs["left_out"]):
-                record.notes.append(f"{spec.name}: {note}")
+            record.notes.append(f"{spec.name}: {export_note(rows.attrs['left_out'])}")
 
 
 # ---------------------------------------------------------------- publishing, keeping

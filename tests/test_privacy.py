@@ -334,11 +334,17 @@ def test_an_opt_out_under_any_merged_id_leaves_the_person_out(tmp_path):
 
 
 def test_no_rules_leave_the_frame_as_it_is():
-    from portrait.privacy import apply_consent, consent_note
+    from portrait.privacy import apply_consent, consent_note, export_note
 
     frame = pd.DataFrame({"customer_id": ["A", "B"]})
     kept, left_out = apply_consent(frame, Dataset.from_frames(purchases=CONSENT_PURCHASES))
     assert kept is frame and left_out == {} and consent_note(left_out) is None
+    assert export_note(left_out) == (
+        "no consent rule applies: the data set's portrait.toml sets no [privacy] consent_column or "
+        "suppression_file, so nobody was left out for consent"
+    )
+    assert export_note({"no_consent": 0}) == "nobody was left out for consent"
+    assert export_note({"no_consent": 2}) == "left out 2 customers: 2 without marketing consent (opted out or none recorded)"
 
 
 @pytest.mark.parametrize(
