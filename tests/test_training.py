@@ -276,3 +276,11 @@ def test_persona_commands_refuse_the_name_of_a_propensity_model(trained, tmp_pat
     # before anything is read or fitted (it failed after the whole fit, naming an internal path)
     with pytest.raises(PortraitError, match="is not a persona model"):
         run_persona_fit(PersonaConfig(config.name, str(tmp_path / "no data needed: the name comes first")))
+
+
+def test_more_folds_than_validation_customers_is_an_error_not_a_lightgbm_traceback(prepared):
+    config, data = prepared
+    customers = data.train_rows["customer_id"].nunique()
+    config = replace(config, validation=replace(config.validation, folds=customers + 10))
+    with pytest.raises(PortraitError, match=r"\[validation\] folds = \d+ leaves \d+ fold\(s\) without validation rows"):
+        fit_and_evaluate(config, data)

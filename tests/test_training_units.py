@@ -438,7 +438,13 @@ def test_every_model_type_of_the_config_is_in_the_registry():
     assert config.model_type == "logistic" and "type" not in config.model_params
     assert candidate_types(config, with_history=True) == ("logistic",)
     assert candidate_types(parse_experiment({**BASE, "model": {"type": "blend"}}), True) == ("lightgbm", "blend")
-    assert candidate_types(config, with_history=False) == ("lightgbm",)  # no value family: LightGBM only
+    # without the history features a logistic model (or BG/NBD, RFM, a blend) cannot be made:
+    # said, not replaced by LightGBM
+    with pytest.raises(PortraitError, match="type 'logistic' needs the purchase history features"):
+        candidate_types(config, with_history=False)
+    assert candidate_types(parse_experiment(BASE), with_history=False) == ("lightgbm",)
+    with pytest.raises(ConfigError, match="type 'bgnbd' is computed from the purchase history"):
+        parse_experiment({**BASE, "model": {"type": "bgnbd"}, "features": {"exclude_families": ["value"]}})
 
 
 def test_a_validation_base_rate_far_from_the_holdouts_is_warned_about():
@@ -461,6 +467,11 @@ def test_the_one_standard_error_rule_prefers_the_simpler_model_within_the_noise(
     # a lead of 0.01 in every fold is no noise
     steady = {"logistic": np.array([0.80, 0.82, 0.79, 0.81]), "lightgbm": np.array([0.81, 0.83, 0.80, 0.82])}
     assert one_standard_error_choice(steady) == "lightgbm"
+    # logistic (mean 0.805) would be below a peer at 0.806 on validation: never chosen that way
+    assert one_standard_error_choice(noisy, floor=0.806) == "lightgbm"
+    assert one_standard_error_choice(noisy, floor=0.805) == "logistic"
+    # every candidate below the peer: the best of them
+    assert one_standard_error_choice(noisy, floor=0.9) == "lightgbm"
 
 
 def test_an_experiment_file_that_is_not_utf8_is_an_error(tmp_path):
@@ -477,3 +488,19 @@ def test_a_folder_given_as_an_experiment_file_is_said_to_be_one(tmp_path):
 
     with pytest.raises(ConfigError, match="is a folder; give one of its experiment files"):
         load_experiment(tmp_path)
+
+
+def test_validation_metrics_are_each_folds_averaged_not_the_pooled_rows():
+    from types import SimpleNamespace
+
+    from training.evaluate import _per_fold_metrics
+
+    config = SimpleNamespace(label=SimpleNamespace(is_classification=True))
+    y = np.array([0, 1, 0, 1, 0, 1, 0, 1])
+    # each fold's model ranks its own rows perfectly, at different levels (each calibrated on its
+    # own fold): pooled, the rows of the two folds interleave (pooled ROC AUC 0.75)
+    p = np.array([0.1, 0.2, 0.1, 0.2, 0.5, 0.6, 0.5, 0.6])
+    folds = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    metrics = _per_fold_metrics(config, y, p, folds, "validation_")
+    assert metrics["validation_roc_auc"] == 1.0
+    assert metrics["validation_pr_auc"] == 1.0

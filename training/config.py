@@ -320,6 +320,11 @@ def parse_experiment(raw: dict, where: str = "experiment") -> ExperimentConfig:
         raise ConfigError(f"{where} [model]: type must be one of {list(MODEL_TYPES)}, got {model_type!r}")
     if kind == "future_spend" and model_type not in ("select", "lightgbm"):
         raise ConfigError(f"{where} [model]: a future_spend model is a LightGBM regressor; type {model_type!r} is not")
+    if model_type not in ("select", "lightgbm") and "value" not in families:
+        raise ConfigError(
+            f"{where} [model]: type {model_type!r} is computed from the purchase history (the value family), "
+            "which [features] leaves out; include it or use type 'lightgbm'"
+        )
     monotone = model_raw.pop("monotone", True)
     if not isinstance(monotone, bool):
         raise ConfigError(f"{where} [model]: monotone must be true or false, got {monotone!r}")

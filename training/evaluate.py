@@ -19,6 +19,7 @@ from models.btyd import BTYD_FEATURES, BGNBDClassifier
 from models.gamma_gamma import GammaGammaModel
 from models.propensity import PropensityClassifier, SpendRegressor
 from models.repurchase import AveragedClassifier, AveragedRegressor, BGNBDRepurchase, LogisticRepurchase, RankBlend
+from portrait.errors import PortraitError
 from training.config import ExperimentConfig
 from training.data import TrainingData
 from training.metrics import (
@@ -260,6 +261,14 @@ def _score_metrics(config, y, p, prefix) -> dict[str, float]:
     return classification_metrics(y, p, prefix) if config.label.is_classification else spend_metrics(y, p, prefix)
 
 
+def _per_fold_metrics(config, y: np.ndarray, p: np.ndarray, folds: np.ndarray, prefix: str) -> dict[str, float]:
+    """:func:`_score_metrics` of each fold, averaged: out-of-fold predictions come from models
+    calibrated on their own fold's rows, so metrics of the pooled rows would be lifted by the
+    calibration steps fitted on the rows they score (see :func:`_fold_auc`)."""
+    each = [_score_metrics(config, y[folds == f], p[folds == f], prefix) for f in np.unique(folds)]
+    return {key: float(np.nanmean([m[key] for m in each])) for key in each[0]}
+
+
 def _auc(y, p) -> float:
     return ranking_metrics(y, p, "")["roc_auc"] if len(np.unique(y)) == 2 else float("nan")
 
@@ -267,7 +276,13 @@ def _auc(y, p) -> float:
 def candidate_types(config: ExperimentConfig, with_history: bool) -> tuple[str, ...]:
     """The model types fitted: every one for ``select``, else the configured one (a blend needs
     its LightGBM). Without history features (no value family) only LightGBM."""
-    if not config.label.is_classification or not with_history:
+    if not config.label.is_classification:
+        return ("lightgbm",)
+    if not with_history:
+        if config.model_type not in ("select", "lightgbm"):
+            raise PortraitError(
+                f"[model] type {config.model_type!r} needs the purchase history features, which this data has none of"
+            )
         return ("lightgbm",)
     if config.model_type == "select":
         return ("lightgbm", "logistic", "bgnbd", "bgnbd_expected", "rfm", "blend")
@@ -336,15 +351,19 @@ def _per_fold_auc(y: np.ndarray, scores: np.ndarray, folds: np.ndarray) -> np.nd
     return np.array([_auc(y[folds == f], scores[folds == f]) for f in np.unique(folds)])
 
 
-def one_standard_error_choice(per_fold: dict[str, np.ndarray]) -> str:
+def one_standard_error_choice(per_fold: dict[str, np.ndarray], floor: float = -np.inf) -> str:
     """The simplest candidate (:data:`SIMPLEST_FIRST`) whose mean validation AUC over the folds
     is within one standard error of the best's: the standard error of the mean of their paired
     per-fold differences. A more complex model is chosen only when its lead over a simpler one
-    is larger than the folds' noise (Breiman's one-standard-error rule)."""
+    is larger than the folds' noise (Breiman's one-standard-error rule). A candidate whose mean
+    is below ``floor`` (the best peer's validation AUC) is not chosen that way: the registered
+    model is never below a peer on validation, unless every candidate is (then the best)."""
     means = {name: float(np.nanmean(values)) for name, values in per_fold.items()}
     best = max(means, key=lambda n: (means[n], -SIMPLEST_FIRST.index(n) if n in SIMPLEST_FIRST else 0))
     order = sorted(per_fold, key=lambda n: SIMPLEST_FIRST.index(n) if n in SIMPLEST_FIRST else len(SIMPLEST_FIRST))
     for name in order:
+        if means[name] < floor - 1e-12:
+            continue
         difference = per_fold[best] - per_fold[name]
         error = (
             float(np.nanstd(difference, ddof=1) / np.sqrt(np.sum(np.isfinite(difference))))
@@ -425,6 +444,13 @@ def fit_time_split(config: ExperimentConfig, data: TrainingData, params: dict | 
     k = config.validation.folds
     fold = customer_folds(rows["customer_id"], k, seed)
     latest = rows["cutoff"].isin([pd.Timestamp(c) for c in data.split.validation_cutoffs]).to_numpy()
+    empty = sorted(set(range(k)) - set(np.unique(fold[latest])))
+    if empty:
+        customers = rows.loc[latest, "customer_id"].nunique()
+        raise PortraitError(
+            f"[validation] folds = {k} leaves {len(empty)} fold(s) without validation rows: only {customers:,} "
+            f"customers are at the latest {len(data.split.validation_cutoffs)} training cutoff(s); use fewer folds"
+        )
     valid_rows = rows[latest]
     X_valid_all, y_valid_all = data.model_X(valid_rows), data.y(valid_rows)
     with_history = bool(data.history_columns)
@@ -466,7 +492,9 @@ def fit_time_split(config: ExperimentConfig, data: TrainingData, params: dict | 
         else {}
     )
     validation_auc = {name: float(np.nanmean(values)) for name, values in per_fold.items()}
-    chosen = one_standard_error_choice({n: per_fold[n] for n in wanted}) if per_fold else "lightgbm"
+    peer_auc = validation_peer_auc(X_valid_all, y_valid_all, valid_fold)
+    floor = max(peer_auc.values(), default=-np.inf)
+    chosen = one_standard_error_choice({n: per_fold[n] for n in wanted}, floor) if per_fold else "lightgbm"
     selection = Selection(chosen, models, validation_auc)
     model = models[chosen]
     holdout = data.rows(data.split.holdout)
@@ -476,11 +504,9 @@ def fit_time_split(config: ExperimentConfig, data: TrainingData, params: dict | 
     p_valid, p_holdout = out_of_fold[chosen], predict(model, X_holdout)
     y_holdout = data.y(holdout)
     peer_metrics, peer_tags, peers = baseline_metrics(data.X(holdout), y_holdout, config, p_holdout)
-    selection_metrics, selection_tags = _selection_metrics(
-        selection, validation_peer_auc(X_valid_all, y_valid_all, valid_fold)
-    )
+    selection_metrics, selection_tags = _selection_metrics(selection, peer_auc)
     metrics = {
-        **_score_metrics(config, y_valid_all, p_valid, "validation_"),
+        **_per_fold_metrics(config, y_valid_all, p_valid, valid_fold, "validation_"),
         **_score_metrics(config, y_holdout, p_holdout, "holdout_"),
         **peer_metrics,
         **selection_metrics,
@@ -495,6 +521,12 @@ def fit_time_split(config: ExperimentConfig, data: TrainingData, params: dict | 
             **_score_metrics(config, y_holdout, predict(candidate, X_holdout), "holdout_"),
         }
     uncalibrated, notes = None, []
+    if validation_auc and validation_auc[chosen] < floor - 1e-12:
+        best_peer = max(peer_auc, key=peer_auc.get)
+        notes.append(
+            f"every candidate is below the best peer on validation ({best_peer} {floor:.4f}); the best of them, "
+            f"{chosen} ({validation_auc[chosen]:.4f}), is registered"
+        )
     if config.label.is_classification:
         uncalibrated = _uncalibrated(model, X_holdout)
         if uncalibrated is not None:
@@ -533,6 +565,12 @@ def fit_customer_folds(config: ExperimentConfig, data: TrainingData, params: dic
     seed = int(config.model_params.get("random_state", 42))
     classify = config.label.is_classification
     with_history = bool(data.history_columns)
+    smallest = int(min(np.sum(y == 1), np.sum(y == 0))) if classify else len(y)
+    if config.validation.folds > smallest:
+        raise PortraitError(
+            f"[validation] folds = {config.validation.folds} is more than the "
+            f"{'smaller class' if classify else 'customers'} at the cutoff ({smallest:,}): use fewer folds"
+        )
     folds = (StratifiedKFold if classify else KFold)(config.validation.folds, shuffle=True, random_state=seed)
     out_of_fold = np.zeros(len(rows))
     uncalibrated = np.full(len(rows), np.nan)
