@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from portrait import contract
 from portrait.errors import PortraitError
 from portrait.files import atomic_write, read_parquet
 
@@ -35,9 +36,30 @@ def default_store() -> Path:
 
 
 def read_log(store: Path) -> pd.DataFrame:
+    """The log in ``store``, checked: a file that is not a manual-tag log (another Parquet file,
+    a data set's table, a CSV) is an error, never read as one nor appended to."""
+    store = Path(store)
     if not store.exists():
         return pd.DataFrame({c: pd.Series(dtype="str") for c in COLUMNS}).astype({"at": "datetime64[us, UTC]"})
-    return read_parquet(store)
+    if store.is_dir():
+        raise PortraitError(f"the manual tags store {store} is a folder; give a .parquet file")
+    try:
+        log = read_parquet(store)
+    except (OSError, ValueError) as exc:  # pyarrow's errors are ValueErrors (ArrowInvalid)
+        raise PortraitError(
+            f"the manual tags store {store} is not a Parquet file ({str(exc).splitlines()[0][:120]}); "
+            "give the manual tags log (default tags/manual.parquet) or a new file"
+        ) from None
+    missing = [c for c in COLUMNS if c not in log.columns]
+    extra = [c for c in log.columns if c not in COLUMNS]
+    if missing or extra:
+        raise PortraitError(
+            f"the manual tags store {store} is not a manual tags log (columns {list(log.columns)[:8]}; "
+            f"a log has {list(COLUMNS)}): give the log or a new file"
+        )
+    if not isinstance(log["at"].dtype, pd.DatetimeTZDtype):
+        raise PortraitError(f"the manual tags store {store} has an 'at' column that is not a UTC timestamp")
+    return log
 
 
 def read_ids(path: Path) -> pd.Series:
@@ -94,6 +116,12 @@ def record(
             "expires": expires.isoformat() if expires else None,  # ISO text compares as dates do
         }
     )
+    tables = {t.name for t in contract.TABLES}
+    if Path(store).stem.lower() in tables:
+        raise PortraitError(
+            f"the manual tags store {store} is named like a data set table ({sorted(tables)}); "
+            "give the manual tags log another name (default tags/manual.parquet)"
+        )
     log = read_log(store)
     combined = pd.concat([log, rows], ignore_index=True) if len(log) else rows
     atomic_write(combined.astype({"at": "datetime64[us, UTC]"}), store)

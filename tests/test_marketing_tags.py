@@ -242,6 +242,26 @@ def test_manual_tags_hold_from_assignment_until_expiry_or_removal(tmp_path):
     assert log["by"].tolist() == ["ann", "ann", "bob"] and log["note"].iloc[0] == "key accounts"
 
 
+def test_a_store_that_is_not_a_manual_tags_log_is_refused_and_left_as_it_is(tmp_path):
+    ids = pd.Series(["A"])
+    table = tmp_path / "customers.parquet"  # a data set's table, given as the store by mistake
+    pd.DataFrame({"customer_id": ["A", "B"], "region": ["n", "s"]}).to_parquet(table, index=False)
+    before = table.read_bytes()
+    with pytest.raises(PortraitError, match="is named like a data set table"):
+        manual.record(table, "assign", "VIP", ids, ids)
+    other = tmp_path / "other.parquet"
+    table.rename(other)
+    with pytest.raises(PortraitError, match=r"other.parquet is not a manual tags log \(columns \['customer_id', 'region'\]"):
+        manual.record(other, "assign", "VIP", ids, ids)
+    with pytest.raises(PortraitError, match="is not a manual tags log"):
+        manual.holders(other, dt.date(2024, 1, 1))
+    assert other.read_bytes() == before
+    text = tmp_path / "log.parquet"
+    text.write_text("customer_id\nA\n")
+    with pytest.raises(PortraitError, match="log.parquet is not a Parquet file"):
+        manual.holders(text, dt.date(2024, 1, 1))
+
+
 def test_tag_movement_counts_entered_and_left():
     before = pd.DataFrame({"customer_id": ["A", "B"], "tag": ["x", "x"]})
     now = pd.DataFrame({"customer_id": ["B", "C", "C"], "tag": ["x", "x", "y"]})
