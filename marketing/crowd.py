@@ -480,7 +480,7 @@ class CrowdData:
 
     def per_customer(self, column: str) -> str | None:
         """A temporary table with one row per customer and value of the purchases' ``column``
-        (purchase lines with amount > 0): ``spend`` over all history before the as-of date,
+        whose net spend is above 0: ``spend`` over all history before the as-of date,
         ``recent_spend`` and ``recent_units`` over the last 365 days, and for a column of the
         order (:data:`ORDER_LEVEL`) ``orders``, the orders with that value. Built once; the
         favourites and the report's category and brand tables read it. None when the data set
@@ -496,19 +496,25 @@ class CrowdData:
             return None
         name = f"_crowd_by_{slug(column)}"
         recent = f"age <= {ACTIVITY_WINDOW}"
+        # Money is net, as in the features: refunds are deducted per customer and value, and a
+        # value whose purchases were all refunded (net spend <= 0) is not one the customer buys;
+        # recent money and units net too, never below 0 (NULL: none in the window).
         if column in ORDER_LEVEL:  # per order first: "orders with the value" needs no DISTINCT
-            sql = f"""SELECT customer_id, value, SUM(spend) AS spend, COUNT(*) AS orders,
-                             SUM(recent_spend) AS recent_spend, SUM(recent_units) AS recent_units
+            sql = f"""SELECT customer_id, value, SUM(spend) AS spend, COUNT(*) FILTER (WHERE spend >= 0) AS orders,
+                             CASE WHEN SUM(recent_spend) < 0 THEN 0 ELSE SUM(recent_spend) END AS recent_spend,
+                             CASE WHEN SUM(recent_units) < 0 THEN 0 ELSE SUM(recent_units) END AS recent_units
                       FROM (SELECT customer_id, order_id, CAST({column} AS VARCHAR) AS value, SUM(amount) AS spend,
                                    SUM(amount) FILTER (WHERE {recent}) AS recent_spend,
                                    SUM(quantity) FILTER (WHERE {recent}) AS recent_units
-                            FROM {PURCHASES_READ} WHERE amount > 0 AND {column} IS NOT NULL GROUP BY ALL) o
-                      GROUP BY customer_id, value"""
+                            FROM {PURCHASES_READ} WHERE {column} IS NOT NULL GROUP BY ALL) o
+                      GROUP BY customer_id, value HAVING SUM(spend) > 0"""
         else:  # a line's value: one aggregation of the lines (three times cheaper than per order)
             sql = f"""SELECT customer_id, CAST({column} AS VARCHAR) AS value, SUM(amount) AS spend,
-                             SUM(amount) FILTER (WHERE {recent}) AS recent_spend,
-                             SUM(quantity) FILTER (WHERE {recent}) AS recent_units
-                      FROM {PURCHASES_READ} WHERE amount > 0 AND {column} IS NOT NULL GROUP BY ALL"""
+                             CASE WHEN SUM(amount) FILTER (WHERE {recent}) < 0 THEN 0
+                                  ELSE SUM(amount) FILTER (WHERE {recent}) END AS recent_spend,
+                             CASE WHEN SUM(quantity) FILTER (WHERE {recent}) < 0 THEN 0
+                                  ELSE SUM(quantity) FILTER (WHERE {recent}) END AS recent_units
+                      FROM {PURCHASES_READ} WHERE {column} IS NOT NULL GROUP BY ALL HAVING SUM(amount) > 0"""
         con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {sql}")
         self._per_customer[column] = name
         return name

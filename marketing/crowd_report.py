@@ -9,8 +9,10 @@ from the crowd's size, so the next-smallest count is suppressed with it (seconda
 Edge rules: TGI is 100 x (share in the crowd / share in the base), blank when the base has
 nobody with that value. Revenue is net spend (refunds deducted) in the 365 days before the
 as-of date. The line-level tables (categories, brands, cross-sell) read purchase lines of those
-365 days: a category's buyers are customers with a purchase line in it (amount > 0), its
-penetration the buyers' share of the crowd, and its TGI the ratio of penetrations.
+365 days: a category's spend and units are net (refunds deducted), its buyers are customers
+whose net spend on it is above 0 (all of whose purchases were not refunded), its penetration
+the buyers' share of the crowd, and its TGI the ratio of penetrations. "Share who bought"
+counts customers with a purchase order in the 365 days (a refund alone is none).
 """
 
 from __future__ import annotations
@@ -125,6 +127,9 @@ def key_figures(frame: pd.DataFrame, crowd: np.ndarray, base: np.ndarray) -> pd.
     orders = frame["orders_365d"].fillna(0).to_numpy(dtype=float) if "orders_365d" in frame else None
     lifetime = frame["orders_lifetime"].fillna(0).to_numpy(dtype=float)
     total_revenue = spend.sum()
+    # a purchase order in the window, not money: refunds alone are no purchase, and purchases
+    # cancelled out by refunds still are
+    bought = orders > 0 if orders is not None else spend > 0
 
     def figures(mask: np.ndarray) -> dict:
         n = int(mask.sum())
@@ -135,7 +140,7 @@ def key_figures(frame: pd.DataFrame, crowd: np.ndarray, base: np.ndarray) -> pd.
             f"revenue, last {ACTIVITY_WINDOW} days": revenue,
             "share of revenue": revenue / total_revenue if total_revenue else np.nan,
             "mean spend per customer": revenue / n if n else np.nan,
-            "share who bought in the last 365 days": float((spend[mask] != 0).mean()) if n else np.nan,
+            "share who bought in the last 365 days": float(bought[mask].mean()) if n else np.nan,
             "mean orders ever": float(lifetime[mask].mean()) if n else np.nan,
             **(
                 {"mean orders, last 365 days": float(orders[mask].mean()) if n else np.nan}

@@ -126,6 +126,32 @@ def test_portrait_of_a_hand_written_crowd():
     assert report.cross_sell["rate"] == pytest.approx(1 / 9) and report.cross_sell["base_rate"] == pytest.approx(1 / 10)
 
 
+def test_refunds_are_deducted_and_a_refund_alone_is_no_purchase():
+    purchases = pd.DataFrame(
+        [
+            ("o1", "Z", "2024-01-05 10:00:00", 500.0, 1, "Electronics", 0.0, "card"),
+            ("o2", "Z", "2024-01-07 10:00:00", -500.0, -1, "Electronics", 0.0, "card"),  # all of it returned
+            ("o3", "Z", "2024-01-10 10:00:00", 20.0, 1, "Dairy", 0.0, "card"),
+            ("o4", "Y", "2024-01-10 10:00:00", 30.0, 1, "Dairy", 0.0, "card"),
+            ("o5", "Y", "2024-01-11 10:00:00", 60.0, 3, "Meat", 0.0, "card"),
+            ("o6", "Y", "2024-01-12 10:00:00", -20.0, -1, "Meat", 0.0, "card"),  # one of three returned
+            ("o7", "X", "2024-01-10 10:00:00", -30.0, -1, "Dairy", 0.0, "card"),  # a refund alone
+        ],
+        columns=COLUMNS,
+    )
+    with Population(Dataset.from_frames(purchases=purchases), AS_OF) as population:
+        data = CrowdData(population, load_library())
+        everyone = data.mask(Crowd("all"))
+        report = crowd_report(data, everyone, everyone, crowd_name="all", base_name="all", min_cell=1)
+    categories = report.categories.set_index("value")
+    # net: Z's electronics are gone, Y's meat is 40 for 2 units
+    assert categories["spend"].to_dict() == {"Dairy": 50.0, "Meat": 40.0}
+    assert categories.loc["Meat", "avg_unit_price"] == pytest.approx(20.0)
+    assert rows(report, "favourite_category")["Dairy"][0] == 1  # Z (Y's favourite is Meat, 40 > 30)
+    figures = report.figures.set_index("measure")
+    assert figures.loc["share who bought in the last 365 days", "crowd"] == pytest.approx(2 / 3)  # not X
+
+
 def test_shares_and_unknown_add_to_one_in_every_dimension():
     report, _ = hand_report(dataset())
     sums = report.dimensions.groupby("dimension")[["share", "base_share"]].sum()
