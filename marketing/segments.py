@@ -344,13 +344,22 @@ class SegmentEvaluator:
 
 
 def record_refresh(store: SegmentStore, result: Evaluated) -> dict:
-    """Write the members and append the size, entered and left to the segment's history."""
+    """Write the members and add the size, entered and left to the segment's history (kept in
+    the order of the as-of dates). Entered and left compare with the stored members when they
+    are of an earlier date (or the same one, re-run). A backfill (a date before the stored
+    members') is added to the history without entered and left (the members of the refresh
+    before it are not kept) and leaves the newer stored members as they are."""
     current = pd.Index(result.members.astype("str")).unique()
     entered = left = None
+    backfill = False
     if store.members_path(result.name).exists():
-        previous = pd.Index(store.members(result.name)["customer_id"].astype("str")).unique()
-        stayed = int((current.get_indexer(previous) >= 0).sum())  # hash lookups, no Python sets
-        entered, left = len(current) - stayed, len(previous) - stayed
+        stored = store.members(result.name)
+        stored_as_of = str(stored["as_of"].iloc[0]) if len(stored) else None
+        backfill = stored_as_of is not None and stored_as_of > result.as_of.isoformat()
+        if not backfill:
+            previous = pd.Index(stored["customer_id"].astype("str")).unique()
+            stayed = int((current.get_indexer(previous) >= 0).sum())  # hash lookups, no Python sets
+            entered, left = len(current) - stayed, len(previous) - stayed
     row = {
         "as_of": result.as_of.isoformat(),
         "refreshed_at": pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"),
@@ -362,9 +371,11 @@ def record_refresh(store: SegmentStore, result: Evaluated) -> dict:
     }
     history = store.history(result.name)
     history = pd.concat([history, pd.DataFrame([row])], ignore_index=True) if len(history) else pd.DataFrame([row])
-    atomic_write(
-        pd.DataFrame({"customer_id": result.members.reset_index(drop=True), "as_of": result.as_of.isoformat()}),
-        store.members_path(result.name),
-    )
+    history = history.sort_values("as_of", kind="stable").reset_index(drop=True)
+    if not backfill:
+        atomic_write(
+            pd.DataFrame({"customer_id": result.members.reset_index(drop=True), "as_of": result.as_of.isoformat()}),
+            store.members_path(result.name),
+        )
     atomic_write(history, store.history_path(result.name), csv=True)
     return row

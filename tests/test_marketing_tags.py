@@ -149,6 +149,14 @@ def test_segments_combine_include_exclude_and_record_entered_and_left(tmp_path):
     second = record_refresh(store, result)
     assert (second["customers"], second["entered"], second["left"]) == (4, 2, 0)  # B and D bought dairy
     assert store.history("dairy")["as_of"].tolist() == ["2024-03-01", "2024-03-04"]
+    # a backfill: a date before the stored members' is added to the history in date order,
+    # without entered and left, and the newer members stay
+    with Population(dataset(), "2024-02-01") as population:
+        result = SegmentEvaluator(population, store, load_library()).evaluate(store.load("dairy"))
+    backfill = record_refresh(store, result)
+    assert (backfill["entered"], backfill["left"]) == (None, None)
+    assert store.history("dairy")["as_of"].tolist() == ["2024-02-01", "2024-03-01", "2024-03-04"]
+    assert set(store.members("dairy")["as_of"]) == {"2024-03-04"} and len(store.members("dairy")) == 4
 
 
 @pytest.mark.parametrize(
