@@ -19,7 +19,7 @@ import pandas as pd
 from scipy.stats import chi2_contingency
 
 from marketing.crowd import CrowdData
-from marketing.crowd_report import suppression_mask
+from marketing.crowd_report import hidden_counts, suppression_mask
 from portrait import pages
 from portrait.errors import PortraitError
 from portrait.files import atomic_write, atomic_write_text
@@ -56,7 +56,7 @@ def suppressed_crosstab(table: pd.DataFrame, min_cell: int) -> pd.DataFrame:
         {
             "row": table["row"].astype(str),
             "column": table["column"].astype(str),
-            "count": np.where(hide, f"<{min_cell}", table["count"].astype(str)),
+            "count": hidden_counts(table["count"].to_numpy(), hide, min_cell),
             "row_pct": np.where(hide, "", table["row_pct"].map(lambda v: f"{v:.4f}")),
             "col_pct": np.where(hide, "", table["col_pct"].map(lambda v: f"{v:.4f}")),
         }
@@ -224,7 +224,7 @@ def suppressed_comparison(result: Comparison, min_cell: int) -> pd.DataFrame:
     for i, name in enumerate(names):
         counts = result.table[f"count_{i + 1}"].to_numpy()
         hide = suppression_mask(counts, min_cell, result.table["dimension"].to_numpy())
-        shown[f"{name}: customers"] = np.where(hide, f"<{min_cell}", counts.astype(str))
+        shown[f"{name}: customers"] = hidden_counts(counts, hide, min_cell)
         shown[f"{name}: share"] = np.where(hide, "", result.table[f"share_{i + 1}"].map(lambda v: f"{v:.4f}"))
     any_hidden = shown[[f"{n}: share" for n in names]].eq("").any(axis=1)
     shown["difference"] = np.where(any_hidden, "", result.table["difference"].map(lambda v: f"{v:.4f}"))

@@ -231,6 +231,7 @@ def _top(found: pd.DataFrame, n_crowd: int, n_base: int, top: int = TOP) -> pd.D
             "share_of_spend": found["spend"] / total if total else np.nan,
             "buyers": found["buyers"].astype(int),
             "penetration": found["buyers"] / n_crowd if n_crowd else np.nan,
+            "base_buyers": found["base_buyers"].astype(int),
             "base_penetration": found["base_buyers"] / n_base if n_base else np.nan,
             "avg_unit_price": found["spend"] / found["units"].where(found["units"] > 0),
         }
@@ -245,8 +246,12 @@ def _top(found: pd.DataFrame, n_crowd: int, n_base: int, top: int = TOP) -> pd.D
 # ------------------------------------------------------------------ suppression
 
 
-def small(count, min_cell: int) -> str:
-    return f"<{min_cell}"
+def hidden_counts(counts: np.ndarray, hide: np.ndarray, min_cell: int) -> np.ndarray:
+    """Counts as they may leave the program: ``<N`` for a count under ``min_cell``, ``hidden``
+    for one hidden only so that a small one cannot be worked out (secondary suppression: it
+    may be large, and ``<N`` would be false), else the count."""
+    counts = np.asarray(counts)
+    return np.where(hide, np.where(counts < min_cell, f"<{min_cell}", "hidden"), counts.astype(str))
 
 
 def suppression_mask(counts: np.ndarray, min_cell: int, groups: np.ndarray | None = None) -> np.ndarray:
@@ -272,12 +277,11 @@ def suppressed_dimensions(report: CrowdReport) -> pd.DataFrame:
     groups = table["dimension"].to_numpy()
     hide = suppression_mask(table["count"].to_numpy(), report.min_cell, groups)
     hide_base = suppression_mask(table["base_count"].to_numpy(), report.min_cell, groups)
-    hidden = f"<{report.min_cell}"
     return pd.DataFrame(
         {
             "dimension": table["dimension"],
             "value": table["value"],
-            "count": np.where(hide, hidden, table["count"].astype(str)),
+            "count": hidden_counts(table["count"].to_numpy(), hide, report.min_cell),
             "share": np.where(hide, "", table["share"].map(lambda v: f"{v:.4f}")),
             "base_share": np.where(hide_base, "", table["base_share"].map(lambda v: f"{v:.4f}")),
             "tgi": np.where(hide | hide_base | table["tgi"].isna(), "", table["tgi"].map(lambda v: f"{v:.0f}")),
@@ -286,13 +290,16 @@ def suppressed_dimensions(report: CrowdReport) -> pd.DataFrame:
 
 
 def suppressed_lines(table: pd.DataFrame | None, min_cell: int) -> pd.DataFrame | None:
-    """A top categories/brands table with rows of fewer than ``min_cell`` buyers blanked."""
+    """A top categories/brands table with rows of fewer than ``min_cell`` buyers blanked, and
+    the base's penetration (and the TGI) blank where fewer than ``min_cell`` of the base bought."""
     if table is None or table.empty:
         return table
     hide = table["buyers"].to_numpy() < min_cell
-    shown = table.astype(object).copy()
+    hide_base = table["base_buyers"].to_numpy() < min_cell
+    shown = table.drop(columns=["base_buyers"]).astype(object).copy()
     for column in ("spend", "share_of_spend", "penetration", "avg_unit_price", "tgi"):
         shown.loc[hide, column] = None
+    shown.loc[hide_base, ["base_penetration", "tgi"]] = None
     shown["buyers"] = np.where(hide, f"<{min_cell}", table["buyers"].astype(str))
     return shown
 

@@ -24,7 +24,13 @@ from marketing.crowd import (
     top_values,
 )
 from marketing.crowd_compare import compare, crosstab, holm
-from marketing.crowd_report import crowd_report, report_json, suppressed_dimensions, suppression_mask
+from marketing.crowd_report import (
+    crowd_report,
+    hidden_counts,
+    report_json,
+    suppressed_dimensions,
+    suppression_mask,
+)
 from marketing.crowd_trend import crowd_trend, trend_dates
 from marketing.population import Population
 from marketing.segments import SegmentStore
@@ -171,6 +177,8 @@ def test_small_counts_are_suppressed_with_a_second_cell_where_one_would_be_recov
     assert suppression_mask(np.array([5, 1, 20]), 3).tolist() == [True, True, False]
     assert suppression_mask(np.array([1, 2, 30]), 3).tolist() == [True, True, False]
     assert suppression_mask(np.array([1, 30, 2, 40]), 3, np.array([0, 0, 1, 1])).tolist() == [True, True, True, True]
+    # the count hidden second may be large: shown as hidden, never as "<3"
+    assert hidden_counts(np.array([5, 1, 20]), np.array([True, True, False]), 3).tolist() == ["hidden", "<3", "20"]
     report, _ = hand_report(dataset(), min_cell=2)
     shown = suppressed_dimensions(report).set_index(["dimension", "value"])
     assert shown.loc[("age_band", "25-34"), "count"] == "<2"
@@ -179,7 +187,7 @@ def test_small_counts_are_suppressed_with_a_second_cell_where_one_would_be_recov
     assert shown.loc[("promotion_sensitivity", "high (half of orders or more)"), "count"] == "2"
     answer = report_json(report)
     assert answer["customers"] == 3
-    assert all(row["count"] == "<2" or int(row["count"]) >= 2 for row in answer["dimensions"])
+    assert all(row["count"] in ("<2", "hidden") or int(row["count"]) >= 2 for row in answer["dimensions"])
     assert {row["value"] for row in answer["top_categories"] if row["buyers"] == "<2"} == {"Bakery"}
 
 
@@ -189,6 +197,9 @@ def test_a_crowd_smaller_than_the_minimum_cell_shows_no_figure():
     assert answer["customers"] == "<10"
     assert {row["count"] for row in answer["dimensions"]} == {"<10"}
     assert all(row["spend"] is None for row in answer["top_categories"])
+    # the base (5 customers) is under the minimum cell too: its penetration would give its counts
+    assert all(row["base_penetration"] is None and row["tgi"] is None for row in answer["top_categories"])
+    assert all("base_buyers" not in row for row in answer["top_categories"])
     figures = {row["measure"]: row["crowd"] for row in answer["figures"]}
     assert figures["customers"] == "<10" and figures["share of revenue"] is None
 
