@@ -227,12 +227,34 @@ def identity_hash_command(
     out.print(f"hashed {rows:,} identity values into {out_file}; keep the salt secret and stable")
 
 
+# click's base exception, as the typer in use has it (typer 0.29 carries its own click): a bad
+# option, a missing argument, an unknown command.
+_CLICK_EXCEPTION = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     _quiet_libraries()
     try:
         _register_later_commands()
-        app()
+        # Not standalone: a bad option (click's UsageError) is reported below as every other
+        # error is, on one line, instead of click's framed box.
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:  # typer.Exit(code) and --help return their exit code
+            sys.exit(code)
+    except _CLICK_EXCEPTION as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a group given no command: its help
+            typer.echo(exc.ctx.get_help())
+            sys.exit(2)
+        command = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else "portrait"
+        message = exc.format_message().replace("\n", " ")
+        console.print(
+            f"[bold red]error:[/bold red] {escape(message)} (see {escape(command)} --help)", highlight=False, markup=True
+        )
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        console.print("[bold red]interrupted[/bold red]", highlight=False, markup=True)
+        sys.exit(130)
     except PortraitError as exc:
         # The message is the user's to read as written: "[tables.purchases]" is not markup.
         console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, markup=True)

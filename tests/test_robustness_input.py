@@ -63,6 +63,27 @@ def test_the_command_exits_non_zero_with_the_message_and_no_traceback(tmp_path):
     assert "Traceback" not in result.stderr + result.stdout
 
 
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ("tune", "x.toml", "--trials", "0"),
+            "error: Invalid value for '--trials': Input should be greater than or equal to 1 (see portrait tune --help)",
+        ),
+        (
+            ("features", "build", "--as-of", "2024-01-01"),
+            "error: Missing argument 'dataset'. (see portrait features build --help)",
+        ),
+        (("nosuch",), "error: No such command 'nosuch'. (see portrait --help)"),
+    ],
+)
+def test_a_bad_option_is_one_error_line(args, message):
+    result = _run_cli(*args)
+    assert result.returncode == 2
+    # run as python -m portrait_cli here; installed, the program is named portrait
+    assert result.stderr.strip().replace("python -m portrait_cli", "portrait") == message and result.stdout == ""
+
+
 def test_an_output_path_of_the_wrong_kind_is_one_message_not_a_traceback(tmp_path):
     folder = _dataset(tmp_path, (HEADER + "o1,c1,2024-01-05,1.5,dairy\n").encode())
     a_file = tmp_path / "a_file"
