@@ -249,7 +249,9 @@ def main() -> None:
         command = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else "portrait"
         message = exc.format_message().replace("\n", " ")
         console.print(
-            f"[bold red]error:[/bold red] {escape(message)} (see {escape(command)} --help)", highlight=False, markup=True
+            f"[bold red]error:[/bold red] {escape(message)} (see {escape(command)} --help)",
+            highlight=False,
+            markup=True,
         )
         sys.exit(exc.exit_code)
     except typer.Abort:

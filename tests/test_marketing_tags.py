@@ -259,7 +259,9 @@ def test_a_store_that_is_not_a_manual_tags_log_is_refused_and_left_as_it_is(tmp_
         manual.record(table, "assign", "VIP", ids, ids)
     other = tmp_path / "other.parquet"
     table.rename(other)
-    with pytest.raises(PortraitError, match=r"other.parquet is not a manual tags log \(columns \['customer_id', 'region'\]"):
+    with pytest.raises(
+        PortraitError, match=r"other.parquet is not a manual tags log \(columns \['customer_id', 'region'\]"
+    ):
         manual.record(other, "assign", "VIP", ids, ids)
     with pytest.raises(PortraitError, match="is not a manual tags log"):
         manual.holders(other, dt.date(2024, 1, 1))

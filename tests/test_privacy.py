@@ -344,7 +344,10 @@ def test_no_rules_leave_the_frame_as_it_is():
         "suppression_file, so nobody was left out for consent"
     )
     assert export_note({"no_consent": 0}) == "nobody was left out for consent"
-    assert export_note({"no_consent": 2}) == "left out 2 customers: 2 without marketing consent (opted out or none recorded)"
+    assert (
+        export_note({"no_consent": 2})
+        == "left out 2 customers: 2 without marketing consent (opted out or none recorded)"
+    )
 
 
 @pytest.mark.parametrize(
