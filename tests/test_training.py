@@ -284,3 +284,40 @@ def test_more_folds_than_validation_customers_is_an_error_not_a_lightgbm_traceba
     config = replace(config, validation=replace(config.validation, folds=customers + 10))
     with pytest.raises(PortraitError, match=r"\[validation\] folds = \d+ leaves \d+ fold\(s\) without validation rows"):
         fit_and_evaluate(config, data)
+
+
+def test_promote_tells_apart_data_sets_of_one_folder_name_and_high_value_quantiles(trained):
+    name = "synthetic_two_places"
+    versions = _versions(
+        trained,
+        name,
+        [
+            (
+                {"dataset": "data", "dataset_path": place, "headline_metric": "holdout_roc_auc"},
+                {},
+                {"holdout_roc_auc": auc},
+            )
+            for place, auc in (("/shops/a/data", 0.70), ("/shops/b/data", 0.90))
+        ],
+    )
+    promote(name, version=versions[0])
+    with pytest.raises(PortraitError, match=r"'data \(/shops/b/data\)' and champion v1 on 'data \(/shops/a/data\)'"):
+        promote(name, version=versions[1])
+    name = "synthetic_two_quantiles"
+    versions = _versions(
+        trained,
+        name,
+        [
+            (
+                {"dataset": "shop", "headline_metric": "holdout_roc_auc"},
+                {"label": "high_value", "horizon_days": 30, "high_value_quantile": quantile},
+                {"holdout_roc_auc": auc},
+            )
+            for quantile, auc in ((0.8, 0.85), (0.95, 0.92))
+        ],
+    )
+    promote(name, version=versions[0])
+    with pytest.raises(
+        PortraitError, match=r"predicts high_value \(quantile 0.95\) over 30 days .* high_value \(quantile 0.8\)"
+    ):
+        promote(name, version=versions[1])

@@ -41,6 +41,7 @@ class TrainingData:
     dataset_fingerprint: str
     history_columns: list[str] = field(default_factory=list)  # models.history, per cutoff
     history_flags: dict[str, tuple[str, ...]] = field(default_factory=dict)  # BG/NBD fit flags by cutoff
+    dataset_root: str = ""  # where the data set is (its folder, resolved): tells two sets of one name apart
 
     def rows(self, cutoff: dt.date) -> pd.DataFrame:
         return self.frame[self.frame["cutoff"] == pd.Timestamp(cutoff)]
@@ -108,6 +109,7 @@ def prepare(config: ExperimentConfig, progress=None) -> TrainingData:
         dataset.fingerprint(),
         history,
         flags,
+        str(Path(dataset.root).resolve()) if dataset.root is not None else "",
     )
     check_sufficiency(data, config)
     return data

@@ -60,13 +60,30 @@ def _headline(client: MlflowClient, version) -> tuple[str, float]:
 
 
 def _dataset(client: MlflowClient, version) -> str | None:
-    return client.get_run(version.run_id).data.tags.get("dataset")
+    """The data set a version was trained on, as its runs name it: the folder's name, and its
+    place where recorded (``shop_a/data`` and ``shop_b/data`` share the name ``data``)."""
+    tags = client.get_run(version.run_id).data.tags
+    name, path = tags.get("dataset"), tags.get("dataset_path")
+    return f"{name} ({path})" if path else name
+
+
+def _same_dataset(ours: str | None, theirs: str | None) -> bool:
+    """Equal, or equal by name where one run (trained before places were recorded) has none."""
+    if ours == theirs:
+        return True
+    if ours is None or theirs is None:
+        return False
+    return (" (" not in ours or " (" not in theirs) and ours.split(" (")[0] == theirs.split(" (")[0]
 
 
 def _label(client: MlflowClient, version) -> tuple[str | None, str | None]:
-    """What the version predicts: its label kind and horizon (params of its run)."""
+    """What the version predicts (params of its run): its label kind and horizon, the high-value
+    kind with its quantile ("the top 20%" and "the top 5%" are different targets)."""
     params = client.get_run(version.run_id).data.params
-    return params.get("label"), params.get("horizon_days")
+    kind = params.get("label")
+    if kind == "high_value" and params.get("high_value_quantile") is not None:
+        kind = f"high_value (quantile {params['high_value_quantile']})"
+    return kind, params.get("horizon_days")
 
 
 def promote(name: str, version: str | None = None, force: bool = False) -> Promotion:
@@ -104,7 +121,7 @@ def promote(name: str, version: str | None = None, force: bool = False) -> Promo
                 "train it under its own name (a copy of the experiment file with another name)"
             )
         ours, theirs = _dataset(client, candidate), _dataset(client, champion)
-        if ours != theirs and not force:
+        if not _same_dataset(ours, theirs) and not force:
             raise PortraitError(
                 f"refusing to promote {name} v{candidate.version}: it was trained on the data set {ours!r} and "
                 f"champion v{champion.version} on {theirs!r}, so their holdout metrics do not compare (use --force "
@@ -116,7 +133,7 @@ def promote(name: str, version: str | None = None, force: bool = False) -> Promo
                 f"champion v{champion.version}'s {champion_value:.4f} (use --force to promote anyway)"
             )
     client.set_registered_model_alias(name, CHAMPION, candidate.version)
-    across = champion is not None and _dataset(client, candidate) != _dataset(client, champion)
+    across = champion is not None and not _same_dataset(_dataset(client, candidate), _dataset(client, champion))
     return Promotion(
         name,
         str(candidate.version),

@@ -100,6 +100,7 @@ def _log_run(config: ExperimentConfig, data: TrainingData, result: FitResult, pa
             "label": config.label.kind,
             "dataset": data.dataset_name,
             "dataset_fingerprint": data.dataset_fingerprint,
+            "dataset_path": data.dataset_root,
             **result.tags,
             **tags,
         }
