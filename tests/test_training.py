@@ -186,11 +186,13 @@ def test_tune_trial_zero_is_the_experiments_own_parameters_and_completes(trackin
     summary = tune_experiment(config, trials=1, data=data, workdir=tmp_path)
     from training.tune import study_name
 
-    name = study_name(config, config.label.task.tuning_metric)
+    metric = config.label.task.tuning_metric
+    name = study_name(config, metric, data.dataset_fingerprint)
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'optuna.db'}")
-    # an edited experiment (another horizon) would not resume these trials
+    # an edited experiment (another horizon), or the data set's files changed, would not resume these trials
     other = replace(config, label=replace(config.label, horizon_days=config.label.horizon_days + 1))
-    assert name.startswith("synthetic_tune-") and study_name(other, config.label.task.tuning_metric) != name
+    assert name.startswith("synthetic_tune-") and study_name(other, metric, data.dataset_fingerprint) != name
+    assert study_name(config, metric, "another fingerprint") != name
     trial = study.trials[0]
     assert trial.state == optuna.trial.TrialState.COMPLETE
     # the defaults with the experiment's [model] values (FAST), and LightGBM's reg_alpha = 0

@@ -102,12 +102,13 @@ class TuneSummary:
     final: RunSummary
 
 
-def study_name(config: ExperimentConfig, metric_name: str) -> str:
-    """The experiment's name and a digest of what makes its trials comparable (data, cutoffs,
-    label, features, fixed model values, validation, the metric): a study resumes only trials
-    of the same question, not those of an edited experiment under the same name."""
+def study_name(config: ExperimentConfig, metric_name: str, data_fingerprint: str = "") -> str:
+    """The experiment's name and a digest of what makes its trials comparable (the data set's
+    contents, cutoffs, label, features, fixed model values, validation, the metric): a study
+    resumes only trials of the same question, not those of an edited experiment under the same
+    name, nor those scored on the data set before its files changed."""
     compared = {k: v for k, v in config.to_dict().items() if k not in ("name", "description", "tuning")}
-    digest = hashlib.sha256(json.dumps([compared, metric_name], sort_keys=True, default=str).encode())
+    digest = hashlib.sha256(json.dumps([compared, metric_name, data_fingerprint], sort_keys=True, default=str).encode())
     return f"{config.name}-{digest.hexdigest()[:10]}"
 
 
@@ -127,7 +128,7 @@ def tune_experiment(
     experiment_id = ensure_experiment(config.name)
     storage = f"sqlite:///{((workdir or Path.cwd()) / STUDY_STORE).resolve()}"
     study = optuna.create_study(
-        study_name=study_name(config, metric_name),
+        study_name=study_name(config, metric_name, data.dataset_fingerprint),
         storage=storage,
         load_if_exists=True,
         direction="maximize",
