@@ -504,3 +504,27 @@ def test_validation_metrics_are_each_folds_averaged_not_the_pooled_rows():
     metrics = _per_fold_metrics(config, y, p, folds, "validation_")
     assert metrics["validation_roc_auc"] == 1.0
     assert metrics["validation_pr_auc"] == 1.0
+
+
+def test_a_high_value_label_with_a_zero_threshold_is_noted():
+    from types import SimpleNamespace
+
+    from training.data import label_notes
+
+    config = parse_experiment({**BASE, "label": {"kind": "high_value", "horizon_days": 7}})
+    # at the first cutoff 1 of 10 customers spends (the 80% quantile is 0): "any purchase";
+    # at the second 3 of 10 do (the 80% quantile is above 0)
+    frame = pd.DataFrame(
+        {
+            "cutoff": pd.to_datetime(["2024-01-01"] * 10 + ["2024-02-01"] * 10),
+            "future_spend": [0.0] * 9 + [5.0] + [0.0] * 7 + [5.0, 6.0, 7.0],
+        }
+    )
+    notes = label_notes(config, SimpleNamespace(frame=frame))
+    assert notes == (
+        "the high-value threshold (the top 20% of spend over 7 days) is 0 at 1 of 2 cutoffs: fewer customers than "
+        "that spend in the window, so there the label is any purchase; a longer horizon or a higher "
+        "high_value_quantile keeps it a value target",
+    )
+    assert label_notes(config, SimpleNamespace(frame=frame.iloc[10:])) == ()
+    assert label_notes(parse_experiment(BASE), SimpleNamespace(frame=frame)) == ()

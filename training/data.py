@@ -140,3 +140,21 @@ def check_sufficiency(data: TrainingData, config: ExperimentConfig) -> None:
             f"{'; '.join(problems)} in {len(training):,} training rows at cutoffs "
             f"{', '.join(c.isoformat() for c in (data.split.train or (data.split.holdout,)))}"
         )
+
+
+def label_notes(config: ExperimentConfig, data: TrainingData) -> tuple[str, ...]:
+    """Notes on what the label means on this data: a high-value label whose spend threshold is
+    0 at some cutoffs (fewer customers than its top share spend anything in the window: there
+    it is "any purchase", not value)."""
+    if config.label.kind != "high_value" or "future_spend" not in data.frame.columns:
+        return ()
+    quantile = config.label.high_value_quantile
+    thresholds = data.frame.groupby("cutoff", observed=True)["future_spend"].quantile(quantile)
+    zero = int((thresholds <= 0).sum())
+    if not zero:
+        return ()
+    return (
+        f"the high-value threshold (the top {1 - quantile:.0%} of spend over {config.label.horizon_days} days) is 0 "
+        f"at {zero} of {len(thresholds)} cutoffs: fewer customers than that spend in the window, so there the label "
+        "is any purchase; a longer horizon or a higher high_value_quantile keeps it a value target",
+    )

@@ -18,7 +18,7 @@ from models.pyfunc import PortraitModel, serving_frame
 from models.task import ModelCard
 from training import plots
 from training.config import ExperimentConfig
-from training.data import TrainingData, prepare
+from training.data import TrainingData, label_notes, prepare
 from training.evaluate import FitResult, fit_and_evaluate
 from training.tracking import ensure_experiment, register_pyfunc
 
@@ -86,7 +86,9 @@ def train_experiment(
         validation_scheme=result.tags.get("validation_scheme", ""),
         best_peer=result.tags.get("best_peer"),
         peer_labels={p.name: p.label for p in result.peers},
-        notes=tuple(f"{p.label}: {note}" for p in result.peers for note in p.notes) + result.notes,
+        notes=label_notes(config, data)
+        + tuple(f"{p.label}: {note}" for p in result.peers for note in p.notes)
+        + result.notes,
         model_type=result.model_type,
         candidates=result.candidates,
     )
