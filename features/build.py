@@ -41,7 +41,7 @@ from portrait.engine import Engine, as_engine
 from portrait.errors import PortraitError
 from portrait.privacy import safe_attribute_columns
 from portrait.resources import cpu_seconds, peak_rss_bytes
-from portrait.sql import quote_ident
+from portrait.sql import quote_ident, quote_literal
 from portrait.views import compute_once
 
 log = logging.getLogger(__name__)
@@ -191,6 +191,16 @@ def _log_step(name: str, started: tuple[float, float]) -> None:
         )
 
 
+# A text attribute is personal data when most of its values look like these, whatever its name.
+EMAIL_LIKE = r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$"
+PHONE_LIKE = r"^\+?[0-9(][0-9 ()-]{5,18}[0-9]$"  # 7 to 20 digits, spaces, dashes, brackets
+# A text column of numbers with at most this many distinct values is a code (a category).
+NUMERIC_CODES = 12
+# A text column with more distinct values than this (and than half its values) names people
+# one by one (an identifier, a name, free text), not groups of them: not an attribute.
+IDENTIFIER_LIKE = 100
+
+
 def attribute_kinds(con: duckdb.DuckDBPyConnection | Engine) -> dict[str, str]:
     """Each extra column of ``customers`` as ``number``, ``date`` or ``category``. Personal-data
     columns are not among them: the data set's views never hold them (:mod:`portrait.privacy`),
@@ -212,14 +222,32 @@ def attribute_kinds(con: duckdb.DuckDBPyConnection | Engine) -> dict[str, str]:
             kinds[name] = "category"
             text.append(name)
     if text:
-        # Text columns that are all dates (e.g. a CSV's signup_date) count as dates; one scan
-        # of the table answers for every column.
-        counts = ", ".join(f"COUNT({quote_ident(n)}), COUNT(TRY_CAST({quote_ident(n)} AS DATE))" for n in text)
+        # Text columns (a CSV's are all text) read by their values, in one scan of the table:
+        # all dates (a signup_date) are dates; all numbers with more than a few distinct values
+        # (an age, an income) are numbers, where a handful of numeric codes stays a category;
+        # mostly e-mail addresses or phone numbers are personal data, whatever the column's name
+        # (a "contact" column), and nearly one value per customer names people, not groups:
+        # neither is an attribute.
+        counts = ", ".join(
+            f"COUNT({q}), COUNT(TRY_CAST({q} AS DATE)), COUNT(TRY_CAST({q} AS DOUBLE)), "
+            f"COUNT(DISTINCT {q}), COUNT(CASE WHEN regexp_matches({q}, {quote_literal(EMAIL_LIKE)}) "
+            f"OR regexp_matches({q}, {quote_literal(PHONE_LIKE)}) THEN 1 END)"
+            for q in (quote_ident(n) for n in text)
+        )
         row = engine.rows(f"SELECT {counts} FROM customers")[0]
         for i, name in enumerate(text):
-            present, dates = row[2 * i], row[2 * i + 1]
+            present, dates, numbers, distinct, personal = row[5 * i : 5 * i + 5]
             if present and present == dates:
                 kinds[name] = "date"
+            elif present and personal * 2 >= present:
+                del kinds[name]
+                log.warning("customers.%s: most values look like e-mail addresses or phone numbers; not used", name)
+            elif present and present == numbers:
+                if distinct > NUMERIC_CODES:
+                    kinds[name] = "number"
+            elif distinct > max(IDENTIFIER_LIKE, present // 2):
+                del kinds[name]
+                log.warning("customers.%s: nearly one value per customer, an identifier or free text; not used", name)
     return kinds
 
 
@@ -233,8 +261,8 @@ def _attribute_select(kinds: dict[str, str], features: list[Feature], cutoff: dt
         if kind == "date":
             days = f"DATE_DIFF('day', TRY_CAST({column} AS DATE), DATE '{cutoff.isoformat()}')"
             parts.append(f"CASE WHEN {days} >= 0 THEN CAST({days} AS DOUBLE) END AS {feature.name}")
-        elif kind == "number":
-            parts.append(f"CAST({column} AS DOUBLE) AS {feature.name}")
+        elif kind == "number":  # TRY_: a text column of numbers (a CSV's)
+            parts.append(f"TRY_CAST({column} AS DOUBLE) AS {feature.name}")
         else:
             parts.append(f"CAST({column} AS VARCHAR) AS {feature.name}")
     return f"SELECT {', '.join(parts)} FROM customers"

@@ -456,3 +456,30 @@ def test_the_api_segment_customers_follow_consent(tmp_path):
     answer = TestClient(app).get("/segments/all/customers").json()
     assert (answer["total"], answer["customer_ids"]) == (2, ["A", "D"])
     assert answer["left_out"] == {"suppressed": 1, "no_consent": 3}
+
+
+def test_text_attributes_are_read_by_their_values(tmp_path, caplog):
+    """A CSV's columns are all text: numbers are numbers (a handful of numeric codes stays a
+    category), and e-mail addresses or one value per customer are not attributes, whatever the
+    column is called."""
+    caplog.set_level(logging.WARNING, logger="features.build")
+    folder = tmp_path / "data"
+    folder.mkdir()
+    PURCHASES.to_csv(folder / "purchases.csv", index=False)
+    ids = ["A", "B", "C"] + [f"X{i:03d}" for i in range(117)]
+    pd.DataFrame(
+        {
+            "customer_id": ids,
+            "contact": [f"person{i}@example.com" for i in range(120)],
+            "age": [18 + i % 50 for i in range(120)],
+            "tier": [1 + i % 3 for i in range(120)],
+            "member_no": [f"M{i:05d}" for i in range(120)],
+            "region": ["north", "south"] * 60,
+        }
+    ).to_csv(folder / "customers.csv", index=False)
+    features = build_features(open_dataset(folder), AS_OF)
+    attributes = {c: str(features[c].dtype) for c in features.columns if c.startswith("attr_")}
+    assert attributes == {"attr_age": "float64", "attr_tier": "category", "attr_region": "category"}
+    assert features.set_index("customer_id").loc["C", "attr_age"] == 20.0
+    assert "customers.contact: most values look like e-mail addresses or phone numbers" in caplog.text
+    assert "customers.member_no: nearly one value per customer" in caplog.text
