@@ -188,9 +188,14 @@ def register(app: typer.Typer, out, console) -> None:
         from marketing.segments import Segment, SegmentEvaluator, SegmentStore
         from marketing.tags import load_library
         from portrait.dataset import open_dataset
+        from portrait.outputs import latest_scores_dataset
 
-        if data is None:
-            raise PortraitError("--segment and --tag are evaluated on the data set: give --data DATASET")
+        data = data or latest_scores_dataset(scores_dir)  # as --data's help says: the scores' own
+        if data is None or not Path(data).exists():
+            raise PortraitError(
+                "--segment and --tag are evaluated on the data set the scores were computed from, which "
+                f"{'they do not record' if data is None else f'no longer exists ({data})'}: give --data DATASET"
+            )
         as_of = scores["as_of"].iloc[0].date()
         store = SegmentStore(segments_dir)
         with Population(open_dataset(data), as_of, scores_dir=scores_dir) as population:

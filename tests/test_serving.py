@@ -586,3 +586,22 @@ def test_an_analyst_key_scores_and_a_marketing_key_is_refused(scored, score_rows
     refused = client.post("/score", json=body, headers={"X-API-Key": marketing})
     assert refused.status_code == 403 and "the key 'campaigns' has the marketing role" in refused.json()["detail"]
     assert client.post("/score", json=body).status_code == 401
+
+
+def test_a_list_of_a_segment_reads_the_data_set_the_scores_came_from(scored, registered, tmp_path):
+    from typer.testing import CliRunner
+
+    from marketing.segments import Segment, SegmentStore
+    from portrait_cli.main import _register_later_commands, app
+
+    out, _ = scored
+    segments = tmp_path / "segments"
+    SegmentStore(segments).save(Segment("repeaters", where="orders_lifetime >= 2"))
+    _register_later_commands()
+    listed = tmp_path / "l.csv"
+    command = ["list", "--model", MODEL, "--scores", str(out), "--segment", "repeaters"]
+    result = CliRunner().invoke(app, [*command, "--segments", str(segments), "--out", str(listed)])
+    assert result.exit_code == 0, result.output  # no --data: the scores' own data set
+    features = latest_scores(out)[1].set_index("customer_id")
+    ids = pd.read_csv(listed, dtype={"customer_id": "str"})["customer_id"]
+    assert len(ids) and (features.loc[ids, "orders_lifetime"] >= 2).all()
