@@ -261,7 +261,7 @@ def register_segments(app: typer.Typer, out, console) -> None:
         spark_master: SparkMasterOption = None,
     ) -> None:
         """Recompute segments as of a date; record size, entered and left."""
-        from marketing.segments import SegmentStore, record_refresh
+        from marketing.segments import SegmentStore, evaluate_each, record_refresh
 
         segment_store = SegmentStore(segments_dir)
         chosen = [segment_store.load(n) for n in (names or segment_store.names())]
@@ -273,9 +273,10 @@ def register_segments(app: typer.Typer, out, console) -> None:
             open_population(data, as_of, scores, say, engine, spark_master) as population,
         ):
             evaluator = _evaluator(population, segments_dir, file, store)
-            evaluator.prepare(chosen)
-            results = [evaluator.evaluate(segment) for segment in chosen]
+            results, failed = evaluate_each(evaluator, chosen)
             late = _late_note(population)
+        if not results:
+            raise PortraitError("; ".join(f"segment {name!r}: {message}" for name, message in failed))
         table = Table(title=f"segments as of {results[0].as_of} ({time.perf_counter() - started:.1f} s)")
         for column in ("segment", "customers", "share", "entered", "left"):
             table.add_column(column, justify="left" if column == "segment" else "right")
@@ -294,6 +295,11 @@ def register_segments(app: typer.Typer, out, console) -> None:
                 _warn_empty(result.name, result.as_of)
         if late:
             out.print(f"note: {late}")
+        if failed:  # the others are refreshed; these are said, and the exit is not 0
+            raise PortraitError(
+                f"{len(failed)} of {len(chosen)} segments not refreshed: "
+                + "; ".join(f"segment {name!r}: {message}" for name, message in failed)
+            )
 
     @app.command("export")
     def export_command(

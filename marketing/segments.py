@@ -261,15 +261,17 @@ class SegmentEvaluator:
     def prepare(self, segments: list[Segment]) -> None:
         """Build, in one pass, every column the segments and their includes need."""
         closure = self._closure(segments)
-        for segment in closure:
+        conditions = dict(self._conditions)  # kept only once the frame is built: a failed
+        for segment in closure:  # segment's condition must not break the next prepare
             if (condition := self.check(segment)) is not None:
-                self._conditions[segment.name] = condition
+                conditions[segment.name] = condition
         needs_tags = self._tags is None and any(s.tags or s.not_tags for s in closure)
         columns: list[str] = []
         if needs_tags:  # one feature build for the segments and the tag library together
             with_models = self.population.scores_dir is not None
             columns = tag_columns(self.library, check_conditions(self.library, self.schema(), with_models))
-        self._frame = self.population.frame(self._conditions.values(), columns=columns)
+        self._frame = self.population.frame(conditions.values(), columns=columns)
+        self._conditions = conditions
         self._index, self._memo = None, {}
         if needs_tags:
             self._tags = apply_tags(self.library, self.population, manual_store=self.manual_store).tags
@@ -379,3 +381,22 @@ def record_refresh(store: SegmentStore, result: Evaluated) -> dict:
         )
     atomic_write(history, store.history_path(result.name), csv=True)
     return row
+
+
+def evaluate_each(evaluator: SegmentEvaluator, chosen: list[Segment]) -> tuple[list[Evaluated], list[tuple[str, str]]]:
+    """Every segment evaluated in one pass; when that pass fails (a segment names a value the
+    data does not hold yet), each segment on its own, so that one segment's error neither stops
+    the others nor goes unnamed. Returns the results and the (name, error) of those that failed."""
+    try:
+        evaluator.prepare(chosen)
+        return [evaluator.evaluate(segment) for segment in chosen], []
+    except PortraitError:
+        pass
+    results, failed = [], []
+    for segment in chosen:
+        try:
+            evaluator.prepare([segment])
+            results.append(evaluator.evaluate(segment))
+        except PortraitError as exc:
+            failed.append((segment.name, str(exc)))
+    return results, failed

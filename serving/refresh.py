@@ -518,7 +518,7 @@ class _Job:
 
     def segments(self, record: StepRecord) -> None:
         from marketing.manual import default_store
-        from marketing.segments import SegmentEvaluator, SegmentStore
+        from marketing.segments import SegmentEvaluator, SegmentStore, evaluate_each
 
         if self.config.segments is None:
             record.outcome = "skipped"
@@ -530,10 +530,11 @@ class _Job:
         chosen = [store.load(name) for name in store.names()]
         manual = self.config.manual_tags or default_store()
         evaluator = SegmentEvaluator(self.population, store, self.library, manual, tags=self.tag_rows)
-        evaluator.prepare(chosen)
+        results, failed = evaluate_each(evaluator, chosen)
+        if failed:  # the run is not published without them: said by name
+            raise PortraitError("; ".join(f"segment {name!r}: {message}" for name, message in failed))
         sizes = {}
-        for segment in chosen:
-            result = evaluator.evaluate(segment)
+        for segment, result in zip(chosen, results, strict=True):
             members = result.members.astype("str").sort_values(kind="stable").reset_index(drop=True)
             self.members[segment.name] = members
             atomic_write(pd.DataFrame({"customer_id": members}), self.work / "segments" / f"{segment.name}.parquet")

@@ -282,3 +282,19 @@ def test_features_tags_and_segments_say_so_when_the_date_is_long_after_the_data(
     assert code == 0 and "note:" not in text
     code, text = run("features", "build", str(data_folder), "--as-of", "2024-03-01", "--out", str(out))
     assert code == 0 and "note:" not in text
+
+
+def test_one_segment_that_cannot_be_evaluated_stops_neither_the_others_nor_goes_unnamed(
+    tmp_path, data_folder, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    store = SegmentStore(tmp_path / "segments")
+    store.save(Segment("dairy", where="purchased(category = 'dairy') > 0"))
+    store.save(Segment("toys", where="purchased(category = 'toys') > 0"))  # no toys sold yet
+    code, text = run("segment", "refresh", "--data", str(data_folder), "--as-of", "2024-03-01")
+    assert code == 2
+    assert (
+        "1 of 2 segments not refreshed: segment 'toys': no purchases row before 2024-03-01 has category = 'toys'"
+        in (" ".join(text.split()))
+    )
+    assert store.history("dairy")["customers"].tolist() == [2] and store.history("toys").empty
