@@ -24,6 +24,10 @@ Relations and their columns (all restricted to rows before the cutoff):
   of its day, so ``SUM(new_day)`` counts the days with a purchase);
 - ``lines`` (one row per purchase line): ``amount``, ``age``, ``category``,
   ``category_slot``, ``brand_slot``, ``price_ratio`` (unit list price / category median);
+- ``category_spend`` and ``brand_spend`` (one row per customer and top-K category or brand,
+  the rest pooled in a NULL slot): ``category_slot`` (``brand_slot``) and ``spend``, the net
+  spend (refunds deducted; 0 where they cancel the purchases or exceed them), so that shares
+  of spend go to what the customer kept;
 - ``line_categories`` (one row per category bought): ``age`` of its latest purchase, so
   "categories bought in the last w days" counts rows with ``age <= w``;
 - ``event_buckets`` (events pre-aggregated per customer id and event type as written, several
@@ -570,8 +574,8 @@ def per_value_feature(subject: str, label: str, slot: int | None, value: str | N
             "preferences",
             None,
             described,
-            "lines",
-            f"SUM(CASE WHEN {condition} THEN amount ELSE 0 END) / NULLIF(SUM(amount), 0)",
+            f"{subject}_spend",
+            f"SUM(CASE WHEN {condition} THEN spend ELSE 0 END) / NULLIF(SUM(spend), 0)",
             scale="share",
             unit="fraction",
             label=label_text,

@@ -22,7 +22,7 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 
-from features.catalogue import DAYS_PER_MASK, EVENT_TYPES, Feature, day_mask_count
+from features.catalogue import DAYS_PER_MASK, EVENT_TYPES, Feature, day_mask_count, money_sum
 from features.config import FeatureConfig
 from portrait.views import REMAP, by_person
 
@@ -30,6 +30,8 @@ STAGE_RELATIONS = {
     "orders": "f_orders",
     "timeline": "f_timeline",
     "lines": "f_lines",
+    "category_spend": "f_category_spend",
+    "brand_spend": "f_brand_spend",
     "line_categories": "f_line_categories",
     "event_buckets": "f_event_buckets",
     "campaigns": "f_campaigns",
@@ -123,6 +125,23 @@ def compile_plan(
             FROM f_purchases p
             LEFT JOIN vocab_category vc ON p.category = vc.value{brand_join}{price_join}
             WHERE p.amount > 0""",
+        ),
+        # Net spend per customer and top category (brand), refunds deducted, never below 0: a
+        # category whose purchases were all returned is not where the customer spends (its
+        # share is 0). The categories (brands) outside the top K are one slot, NULL. Rounded to
+        # 6 decimals (money_sum, as window sums are) so that money that cancels is 0 on either engine, not
+        # a floating residue of either sign.
+        *(
+            Step(
+                f"f_{subject}_spend",
+                f"""
+            SELECT customer_id, slot AS {subject}_slot,
+                   CASE WHEN {money_sum("amount")} > 0 THEN {money_sum("amount")} ELSE 0 END AS spend
+            FROM (SELECT p.customer_id, p.amount, v.slot FROM f_purchases p
+                  LEFT JOIN vocab_{subject} v ON p.{subject} = v.value) l
+            GROUP BY customer_id, slot""",
+            )
+            for subject in ("category", "brand")
         ),
         Step(
             "f_line_categories",

@@ -89,11 +89,12 @@ EXPECTED_A = {
     "overdue_ratio": 15 / 45,
     "spend_trend_90d": 1.0,
     "orders_trend_90d": 1.0,
-    "category_share_toys": 10 / 70,
-    "category_share_books": 60 / 70,
+    # shares of net spend: books 20 + 40 - 20 (the refund r1) = 40, toys 10
+    "category_share_toys": 10 / 50,
+    "category_share_books": 40 / 50,
     "category_share_other": 0.0,
-    "brand_share_b2": 10 / 70,
-    "brand_share_b1": 60 / 70,
+    "brand_share_b2": 10 / 50,
+    "brand_share_b1": 40 / 50,
     "channel_share_store": 0.0,
     "channel_share_app": 0.5,
     "channel_share_web": 0.5,
@@ -493,7 +494,7 @@ def test_money_that_cancels_to_a_floating_residue_is_zero_in_ratios():
     """0.10 + 0.20 - 0.30 is 5.6e-17 (or 2.8e-17, by the order of addition), not 0: the spend
     trend over it is NULL, as over a spend of exactly 0, never -1 or 1 by the order in which an
     engine happened to add (Spark and DuckDB differed on one of 100k customers). Spend shares
-    are over purchase lines only, whose sum cannot cancel."""
+    are over net spend per category, rounded alike: all of Z's books returned leaves no share."""
     lines = pd.DataFrame(
         [
             ("z1", "Z", "2024-02-10 10:00:00", 0.10, 1, "books", "b1", "web", "card", 0.0),
@@ -505,5 +506,25 @@ def test_money_that_cancels_to_a_floating_residue_is_zero_in_ratios():
     frame = build_features(dataset(purchases=pd.concat([PURCHASES, lines])), CUTOFF).set_index("customer_id")
     assert frame.loc["Z", "spend_90d"] == 0.0
     assert math.isnan(frame.loc["Z", "spend_trend_90d"])
-    assert frame.loc["Z", "category_share_books"] == pytest.approx(1.0)
+    assert math.isnan(frame.loc["Z", "category_share_books"])
+
+
+def test_a_category_whose_purchases_were_returned_is_not_the_favourite():
+    lines = pd.DataFrame(
+        [
+            ("z1", "Z", "2024-02-01 10:00:00", 500.0, 1, "toys", "b2", "web", "card", 0.0),
+            ("z2", "Z", "2024-02-03 10:00:00", -500.0, -1, "toys", "b2", "web", "card", 0.0),
+            ("z3", "Z", "2024-02-10 10:00:00", 20.0, 1, "books", "b1", "web", "card", 0.0),
+            ("y1", "Y", "2024-02-01 10:00:00", 90.0, 3, "toys", "b2", "web", "card", 0.0),
+            ("y2", "Y", "2024-02-02 10:00:00", -60.0, -2, "toys", "b2", "web", "card", 0.0),
+            ("y3", "Y", "2024-02-10 10:00:00", 40.0, 1, "books", "b1", "web", "card", 0.0),
+        ],
+        columns=PURCHASE_COLUMNS,
+    )
+    frame = build_features(dataset(purchases=pd.concat([PURCHASES, lines])), CUTOFF).set_index("customer_id")
+    assert frame.loc["Z", "category_share_toys"] == 0.0 and frame.loc["Z", "category_share_books"] == 1.0
+    assert frame.loc["Z", "favourite_category"] == "books" and frame.loc["Z", "brand_share_b1"] == 1.0
+    # Y kept 30 of toys and 40 of books
+    assert frame.loc["Y", "category_share_toys"] == pytest.approx(30 / 70)
+    assert frame.loc["Y", "favourite_category"] == "books"
     assert frame.loc["A", "spend_trend_90d"] == pytest.approx(1.0)  # all of A's spend is recent
