@@ -560,13 +560,15 @@ def per_value_feature(subject: str, label: str, slot: int | None, value: str | N
     meaning = {"measure": f"{subject}_share", "subject": subject, "value": value}
     if subject in ("category", "brand"):
         condition = f"{subject}_slot IS NULL" if slot is None else f"{subject}_slot = {slot}"
+        plural = {"category": "categories", "brand": "brands"}[subject]
         if slot is None:
-            described, label_text = f"Share of spend outside the top {subject}s.", f"share of spend on other {subject}s"
+            described = f"Share of net spend (refunds deducted) outside the top {plural}."
+            label_text = f"share of spend on other {plural}"
         else:
             described = (
-                f"Share of spend on {subject} {shown!r}."
+                f"Share of net spend (refunds deducted) on {subject} {shown!r}."
                 if value is not None
-                else f"Share of spend on each top {subject}."
+                else f"Share of net spend (refunds deducted) on each top {subject}."
             )
             label_text = f"share of spend on {shown}"
         return Feature(
