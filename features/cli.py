@@ -116,13 +116,14 @@ def register(app: typer.Typer, out, console) -> None:
         from features.build import build_features, late_as_of_note, parse_cutoff
         from portrait.dataset import open_dataset
         from portrait.engine import check_engine_name
-        from portrait.files import atomic_write
+        from portrait.files import atomic_write, check_suffix
 
         config = load_feature_config(config_file)
         cutoff = parse_cutoff(as_of)
         if check_engine_name(engine) == "spark" or table or spark_master:
             _build_on_spark(dataset, cutoff, out_file, config, table, spark_master, engine, out)
             return
+        check_suffix(out_file, (".parquet",))
         ds = open_dataset(dataset)
         started = time.perf_counter()
         with Progress(

@@ -208,6 +208,9 @@ def register_crowd(app: typer.Typer, out, console) -> None:
         run: RunOpt = None,
     ) -> None:
         """The customers behind one report cell (a crowd and one dimension value)."""
+        from portrait.files import check_suffix
+
+        check_suffix(out_file, (".csv",))
         from marketing.crowd import cell_mask
         from marketing.crowd_compare import export_cell
         from portrait.audit import os_user, record_export

@@ -318,6 +318,9 @@ def register_segments(app: typer.Typer, out, console) -> None:
     ) -> None:
         """Write a segment's customers as of a date (ranked by a model's score if asked), without
         those the data set's consent rules leave out."""
+        from portrait.files import check_suffix
+
+        check_suffix(out_file, (".csv", ".parquet"))
         from marketing.segments import SegmentStore
         from portrait.audit import os_user, record_export
         from portrait.files import atomic_write

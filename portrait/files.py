@@ -85,6 +85,17 @@ def atomic_target(path: Path) -> Iterator[Path]:
     _sync_folder(path.parent)
 
 
+def check_suffix(path: str | Path, allowed: tuple[str, ...], option: str = "--out") -> None:
+    """Refuse an output path whose suffix is not one the command writes (``x.xlsx`` would get
+    CSV bytes, ``x.parquet`` CSV text): before any work is done."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in allowed:
+        raise PortraitError(
+            f"{option} {path}: this command writes {' or '.join(allowed)} files; give a path ending in "
+            f"{' or '.join(allowed)}"
+        )
+
+
 def atomic_write(frame: pd.DataFrame, path: Path, csv: bool | None = None) -> None:
     """Writes ``frame`` to a temporary name beside ``path``, then renames it into place.
     CSV when ``csv`` is true, or when it is None and ``path`` ends in ``.csv``; else Parquet."""

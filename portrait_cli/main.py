@@ -169,9 +169,11 @@ def identity_resolve_command(
 ) -> None:
     """Merge customer ids that share an identifier; report how many merged."""
     from portrait.dataset import open_dataset
-    from portrait.files import atomic_write
+    from portrait.files import atomic_write, check_suffix
     from portrait.identity import identity_summary
 
+    if out_file:
+        check_suffix(out_file, (".parquet",))
     ds = open_dataset(dataset)
     if not ds.has("identities"):
         raise PortraitError(f"data set {dataset} has no identities table; nothing to merge")

@@ -75,6 +75,14 @@ def test_the_command_exits_non_zero_with_the_message_and_no_traceback(tmp_path):
             "error: Missing argument 'dataset'. (see portrait features build --help)",
         ),
         (("nosuch",), "error: No such command 'nosuch'. (see portrait --help)"),
+        (
+            ("features", "build", "nowhere", "--as-of", "2024-01-01", "--out", "features.xlsx"),
+            "error: --out features.xlsx: this command writes .parquet files; give a path ending in .parquet",
+        ),
+        (
+            ("list", "--model", "m", "--out", "top.parquet"),
+            "error: --out top.parquet: this command writes .csv files; give a path ending in .csv",
+        ),
     ],
 )
 def test_a_bad_option_is_one_error_line(args, message):
