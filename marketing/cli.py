@@ -256,7 +256,7 @@ def register_tags(app: typer.Typer, out, console) -> None:
         written = record(
             target, "assign", tag, known["given_id"], known["customer_id"], by=by, note=note, expires=expiry
         )
-        out.print(f"assigned {tag!r} to {written:,} customer(s) -> {target}")
+        out.print(f"assigned {tag!r} to {_people(known, written)} -> {target}")
 
     @app.command("remove")
     def remove_command(
@@ -276,7 +276,7 @@ def register_tags(app: typer.Typer, out, console) -> None:
         known = _resolve(data, ids, rejected)
         target = manual_store_path(store)
         written = record(target, "remove", tag, known["given_id"], known["customer_id"], by=by, note=note)
-        out.print(f"removed {tag!r} from {written:,} customer(s) -> {target}")
+        out.print(f"removed {tag!r} from {_people(known, written)} -> {target}")
 
 
 def _date(text: str, option: str) -> dt.date:
@@ -358,3 +358,10 @@ def register_rfm(app: typer.Typer, out, console) -> None:
 
 def _fmt(value, pattern: str) -> str:
     return "-" if value is None or value != value else pattern.format(value)
+
+
+def _people(known: pd.DataFrame, ids: int) -> str:
+    """How many people the listed ids are (merged ids of one person count once)."""
+    persons = int(known["customer_id"].nunique())
+    text = f"{persons:,} customer{'' if persons == 1 else 's'}"
+    return text if persons == ids else f"{text} ({ids:,} ids listed)"

@@ -140,7 +140,7 @@ def test_manual_tags_from_the_command_line(tmp_path, data_folder, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "ids.csv").write_text("customer_id\nA\nC\nnobody\n\n")
     code, text = run("tags", "assign", "VIP", "--ids", "ids.csv", "--data", str(data_folder), "--note", "launch guests")
-    assert code == 0 and "assigned 'VIP' to 2 customer(s)" in text and "1 id(s) rejected" in text
+    assert code == 0 and "assigned 'VIP' to 2 customers ->" in text and "1 id(s) rejected" in text
     assert pd.read_csv(tmp_path / "ids.rejected.csv")["customer_id"].tolist() == ["nobody"]
     code, text = run("tags", "assign", "promotion-sensitive", "--ids", "ids.csv", "--data", str(data_folder))
     assert code == 2 and "is a rule tag" in text
@@ -298,3 +298,11 @@ def test_one_segment_that_cannot_be_evaluated_stops_neither_the_others_nor_goes_
         in (" ".join(text.split()))
     )
     assert store.history("dairy")["customers"].tolist() == [2] and store.history("toys").empty
+
+
+def test_a_manual_tag_counts_people_not_the_ids_listed():
+    from marketing.cli import _people
+
+    known = pd.DataFrame({"given_id": ["C6", "C7", "C1"], "customer_id": ["C6", "C6", "C1"]})  # C7 is C6
+    assert _people(known, 3) == "2 customers (3 ids listed)"
+    assert _people(known.iloc[2:], 1) == "1 customer"
