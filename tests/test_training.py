@@ -323,3 +323,24 @@ def test_promote_tells_apart_data_sets_of_one_folder_name_and_high_value_quantil
         PortraitError, match=r"predicts high_value \(quantile 0.95\) over 30 days .* high_value \(quantile 0.8\)"
     ):
         promote(name, version=versions[1])
+
+
+def test_a_pruned_trial_is_a_finished_run_tagged_pruned_not_a_failed_one(tracking, prepared, tmp_path, monkeypatch):
+    import optuna
+
+    import training.tune as tune
+
+    def prune_the_second(trial):
+        def callback(env) -> None:
+            if trial.number == 1:
+                raise optuna.TrialPruned("pruned for the test")
+
+        return callback
+
+    monkeypatch.setattr(tune, "_pruning_callback", prune_the_second)
+    config, data = prepared
+    config = replace(config, name="synthetic_tune_pruned")
+    tune.tune_experiment(config, trials=2, data=data, workdir=tmp_path)
+    runs = mlflow.search_runs(experiment_names=[config.name], filter_string="attributes.run_name = 'trial-1'")
+    assert len(runs) == 1
+    assert runs.loc[0, "status"] == "FINISHED" and runs.loc[0, "tags.state"] == "pruned"

@@ -20,6 +20,7 @@ import mlflow
 import optuna
 from sklearn.model_selection import train_test_split
 
+from portrait.errors import PortraitError
 from training.config import ExperimentConfig
 from training.data import TrainingData, prepare
 from training.evaluate import make_model, predict
@@ -144,24 +145,30 @@ def tune_experiment(
         def objective(trial: optuna.Trial) -> float:
             params = search_space(trial, defaults)
             params["metric"] = eval_metric
+            pruned = None
             with mlflow.start_run(experiment_id=experiment_id, run_name=f"trial-{trial.number}", nested=True):
                 mlflow.log_params(params)
                 horizon = config.label.horizon_days if data.history_columns else None
                 model = make_model(config, params, callbacks=[_pruning_callback(trial)], horizon_days=horizon)
                 try:
                     model.fit(X_fit, y_fit, X_valid=X_valid, y_valid=y_valid)
-                except optuna.TrialPruned:
+                except optuna.TrialPruned as exc:
+                    # a pruned trial is a finished run tagged pruned, not a FAILED one: the
+                    # exception leaves the run's context only after the run has ended
                     mlflow.set_tag("state", "pruned")
-                    raise
-                score = predict(model, X_valid)
-                metrics = (
-                    classification_metrics(y_valid, score)
-                    if config.label.is_classification
-                    else spend_metrics(y_valid, score)
-                )
-                value = metrics[metric_name]
-                mlflow.log_metric(f"validation_{metric_name}", value)
-                return value
+                    pruned = exc
+                if pruned is None:
+                    score = predict(model, X_valid)
+                    metrics = (
+                        classification_metrics(y_valid, score)
+                        if config.label.is_classification
+                        else spend_metrics(y_valid, score)
+                    )
+                    value = metrics[metric_name]
+                    mlflow.log_metric(f"validation_{metric_name}", value)
+            if pruned is not None:
+                raise pruned
+            return value
 
         def after_trial(study, trial) -> None:
             if progress:
@@ -170,7 +177,9 @@ def tune_experiment(
         study.optimize(objective, n_trials=trials, timeout=timeout, callbacks=[after_trial], catch=(ValueError,))
         completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         if not completed:
-            raise RuntimeError("no tuning trial completed")
+            raise PortraitError(
+                f"no tuning trial of {config.name!r} completed (all {len(study.trials)} failed or were pruned)"
+            )
         default = next((t.value for t in completed if t.user_attrs.get("default")), None)
         best = study.best_trial
         mlflow.log_params({f"best_{k}": v for k, v in best.params.items()})
