@@ -40,7 +40,7 @@ def build_list(
         scored = sorted(c[: -len("_score")] for c in scores.columns if c.endswith("_score"))
         raise PortraitError(f"the latest scores have no model {model!r}; scored models: {scored}")
     if sum(x is not None for x in (top, min_percentile, min_score)) > 1:
-        raise PortraitError("give one of --top, --min-percentile and --min-score")
+        raise PortraitError("give one of top, min percentile and min score (--top, --min-percentile, --min-score)")
     # NaN passes every range check (each comparison is false): said here, for the CLI and the API.
     if min_score is not None and not math.isfinite(min_score):
         raise PortraitError(f"--min-score must be a number, got {min_score}")
