@@ -622,10 +622,7 @@ def test_material_of_another_date_or_data_set_is_not_used(world, tmp_path):
         "c1", ProfileSources(data=world["data"], runs=root, as_of=dt.date(2025, 2, 15)), compute_reasons=False
     )
     assert [o[0] for o in _orders(earlier)] == ["o2", "o1"]  # read from the data set before that date
-    other = tmp_path / "other"
-    other.mkdir()
-    for path in world["data"].iterdir():
-        (other / path.name).write_bytes(path.read_bytes())
+    other = _copy_of(world["data"], tmp_path / "other")
     profile = build_profile("c1", ProfileSources(data=other, runs=root), compute_reasons=False)
     assert any("profile material was built from" in n for n in _notes(profile)["data"])
     assert _orders(profile) == EXPECTED_ORDERS
@@ -655,16 +652,21 @@ def test_the_in_memory_reader_follows_a_new_run(world, tmp_path):
     assert memory_reader(root, run) is not reader
 
 
+def _copy_of(source: Path, folder: Path) -> Path:
+    """A copy of the data set's files (a test that changes them leaves the shared one alone)."""
+    folder.mkdir()
+    for path in source.iterdir():
+        (folder / path.name).write_bytes(path.read_bytes())
+    return folder
+
+
 def test_a_forgotten_person_leaves_the_run_held_in_memory(world, tmp_path):
     from portrait.dataset import open_dataset
     from portrait.forget import forget
     from serving.profile import memory_reader
 
     root = _material_root(world, tmp_path)
-    data = tmp_path / "forget-data"
-    data.mkdir()
-    for path in world["data"].iterdir():
-        (data / path.name).write_bytes(path.read_bytes())
+    data = _copy_of(world["data"], tmp_path / "forget-data")
     sources = ProfileSources(data=data, runs=root)
     assert build_profile("c1", sources, compute_reasons=False, in_memory=True).scores.models[1].score == 0.8
     run = root / "runs" / AS_OF.isoformat()
@@ -677,10 +679,7 @@ def test_a_forgotten_person_leaves_the_run_held_in_memory(world, tmp_path):
 
 def test_columns_marked_after_the_run_are_withheld_at_once(world, tmp_path):
     root = _material_root(world, tmp_path)
-    data = tmp_path / "data"
-    data.mkdir()
-    for path in world["data"].iterdir():
-        (data / path.name).write_bytes(path.read_bytes())
+    data = _copy_of(world["data"], tmp_path / "data")
     # the material was written from world["data"]; point its summary at this copy
     summary_path = root / "runs" / AS_OF.isoformat() / "profiles" / "summary.json"
     summary = json.loads(summary_path.read_text())
