@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from portrait.sql import quote_literal
+
 ColumnKind = Literal["id", "timestamp", "number", "text"]
 
 SQL_TYPE: dict[ColumnKind, str] = {
@@ -139,6 +141,25 @@ IDENTITIES = Table(
         Column("id_value", "id", True, "The identifier (ideally a salted hash)."),
     ),
 )
+
+# Identifier values that stand for "none" in exports: shared by every customer without one,
+# they would merge all of them into one person. Compared lower-cased and trimmed; a value of
+# only zeros and punctuation ("0", "000-000", "+0") is one too. Such rows are quarantined
+# (placeholder_id_value), as a blank value is (missing_id_value).
+PLACEHOLDER_ID_VALUES = (
+    "null", "none", "nil", "nan", "n/a", "na", "n.a.", "unknown", "undefined", "missing", "not available",
+    "-", "--", "?", "x", "xx", "xxx", "test",
+)  # fmt: skip
+PLACEHOLDER_ID_PATTERN = r"^[0 .+()/-]+$"
+
+
+def placeholder_expr(value: str) -> str:
+    """SQL true when the text ``value`` (an SQL expression) is a placeholder for no identifier
+    (:data:`PLACEHOLDER_ID_VALUES`, :data:`PLACEHOLDER_ID_PATTERN`)."""
+    listed = ", ".join(quote_literal(v) for v in PLACEHOLDER_ID_VALUES)
+    text = f"LOWER(TRIM(CAST({value} AS VARCHAR)))"
+    return f"({text} IN ({listed}) OR regexp_matches({text}, {quote_literal(PLACEHOLDER_ID_PATTERN)}))"
+
 
 TABLES: tuple[Table, ...] = (PURCHASES, EVENTS, CUSTOMERS, IDENTITIES)
 TABLES_BY_NAME: dict[str, Table] = {t.name: t for t in TABLES}

@@ -21,6 +21,7 @@ import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from portrait import contract
 from portrait.adapters._write import copy_to_parquet
 from portrait.errors import PortraitError
 from portrait.files import open_bytes
@@ -203,10 +204,17 @@ def hash_identities_file(source: Path, target: Path, salt: str | None = None) ->
         ).fetchall()[0][0]
         if hashed:  # hashed twice, the values would match nothing hashed once
             raise PortraitError(f"{source}: every id_value is already a SHA-256 hex digest; nothing was written")
+        # The reader's rules, so that the hashed copy merges the same people as the source: a
+        # CSV's values are trimmed (Parquet's are read as they are), and a blank value or a
+        # placeholder ("null", "N/A", "0") stays empty (quarantined as missing), never the hash
+        # that every customer without an identifier would share.
+        value = (
+            "TRIM(CAST(id_value AS VARCHAR))" if not source.name.endswith(".parquet") else "CAST(id_value AS VARCHAR)"
+        )
         return copy_to_parquet(
             con,
-            f"SELECT * REPLACE (sha256(getvariable('identity_salt') || CAST(id_value AS VARCHAR)) "
-            f"AS {quote_ident('id_value')}) FROM {scan}",
+            f"SELECT * REPLACE (CASE WHEN NULLIF({value}, '') IS NULL OR {contract.placeholder_expr(value)} THEN NULL "
+            f"ELSE sha256(getvariable('identity_salt') || {value}) END AS {quote_ident('id_value')}) FROM {scan}",
             target,
         )
     except duckdb.Error as exc:  # checked above, so not expected: still a message, not a traceback

@@ -228,3 +228,49 @@ def test_hashing_a_strict_csv_keeps_quoted_fields_and_other_delimiters(tmp_path)
         hashlib.sha256(b"pepper222").hexdigest(),
     ]
     assert pd.read_parquet(tmp_path / "b.parquet")["id_value"].tolist() == [hashlib.sha256(b"pepper111").hexdigest()]
+
+
+PLACEHOLDERS = (
+    "customer_id,id_type,id_value\n"
+    "A,email,a@x.com\nB,email,a@x.com\n"  # a real shared identifier: A and B are one person
+    "C,phone,N/A\nD,phone,null\nE,phone,0\nF,phone,000-000\nG,phone,unknown\nH,phone,N/A\n"
+    "C,email, \nD,email, \nE,email,e@x.com \nF,email,e@x.com\n"  # CSV values are trimmed
+)
+
+
+def _persons(folder) -> dict[str, str]:
+    from portrait.dataset import open_dataset
+
+    con = open_dataset(folder).connect()
+    rows = con.execute("SELECT customer_id, person_id FROM identity_map WHERE customer_id <> person_id").fetchall()
+    return dict(rows)
+
+
+def test_placeholder_identifiers_are_quarantined_and_merge_nobody(tmp_path):
+    from portrait.dataset import open_dataset
+    from portrait.validate import validate
+
+    folder = tmp_path / "raw"
+    folder.mkdir()
+    (folder / "purchases.csv").write_text(
+        "order_id,customer_id,ts,amount\n" + "".join(f"o{c},{c},2024-01-01,1\n" for c in "ABCDEFGH")
+    )
+    (folder / "identities.csv").write_text(PLACEHOLDERS)
+    # only the real shared values merge: A~B (a@x.com), E~F (e@x.com, trimmed); C, D, G and H
+    # share only placeholders and blanks
+    assert _persons(folder) == {"B": "A", "F": "E"}
+    report = validate(open_dataset(folder))
+    reasons = next(t for t in report.tables if t.table == "identities").quarantined
+    assert reasons == {"placeholder_id_value": 6, "missing_id_value": 2}
+
+
+def test_the_hashed_copy_merges_the_same_people_as_the_source(tmp_path):
+    folder, hashed = tmp_path / "raw", tmp_path / "hashed"
+    for target in (folder, hashed):
+        target.mkdir()
+        (target / "purchases.csv").write_text(
+            "order_id,customer_id,ts,amount\n" + "".join(f"o{c},{c},2024-01-01,1\n" for c in "ABCDEFGH")
+        )
+    (folder / "identities.csv").write_text(PLACEHOLDERS)
+    hash_identities_file(folder / "identities.csv", hashed / "identities.parquet", salt="pepper")
+    assert _persons(hashed) == _persons(folder) == {"B": "A", "F": "E"}
