@@ -270,7 +270,11 @@ def _locked_refresh(config, retrain_if_drift, retrainer, on_step, progress) -> R
     as_of = config.as_of.isoformat()
     work = runs / f".{as_of}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     work.mkdir()
-    previous = current_run(root)
+    latest = current_run(root)
+    # The run this one follows (tags entered/left, drift): the newest before its date, never
+    # the run it replaces (a re-run of a date) nor a later one (a backfill).
+    earlier = [d for d in run_dates(root) if d < as_of]
+    previous = runs / earlier[-1] if earlier else None
     manifest: dict = {
         "as_of": as_of,
         "settings": config.source,
@@ -300,7 +304,7 @@ def _locked_refresh(config, retrain_if_drift, retrainer, on_step, progress) -> R
             if record.outcome == "failed":
                 raise RefreshFailed(
                     f"refresh as of {as_of} failed at step {step}: {record.error}; "
-                    + (f"LATEST still points to {previous.relative_to(root)}" if previous else "no LATEST yet")
+                    + (f"LATEST still points to {latest.relative_to(root)}" if latest else "no LATEST yet")
                     + f"; manifest: {runs / f'{as_of}.failed' / MANIFEST}"
                 )
     except BaseException as exc:

@@ -314,8 +314,16 @@ def test_only_the_last_runs_are_kept(registered, tmp_path):
     assert removed == ["2024-12-01"]
     assert not abandoned.exists()
     assert current_run(root) == root / "runs" / "2025-01-01"
+    # a re-run of a date follows the run before its date, not the run it replaces: the tags'
+    # entered and left (and their "since") are the same as the first time
+    first_summary = json.loads((root / "runs" / "2025-01-01" / "tags" / "tags_2025-01-01.summary.json").read_text())
+    rerun = refresh(load_config(settings, as_of="2025-01-01"))
+    summary = json.loads((rerun.run / "tags" / "tags_2025-01-01.summary.json").read_text())
+    assert rerun.manifest["previous_run"] == "runs/2024-12-15" and summary["previous_run"] == "2024-12-15"
+    assert summary["tags"] == first_summary["tags"]
     # a re-run of an older date is published and kept although it is not among the newest two
-    refresh(load_config(settings, as_of="2024-11-01"))
+    backfill = refresh(load_config(settings, as_of="2024-11-01"))
+    assert backfill.manifest["previous_run"] is None  # no run before its date; never a later one
     assert current_run(root) == root / "runs" / "2024-11-01"
     assert run_dates(root) == ["2024-11-01", "2024-12-15", "2025-01-01"]
 
