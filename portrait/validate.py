@@ -288,7 +288,7 @@ def _check_rows(con, dataset: Dataset, table: contract.Table, out_dir: Path | No
     if out_dir is not None and report.quarantined_rows:
         target = out_dir / "quarantine" / f"{name}.parquet"
         columns = _raw_types(con, name)
-        as_text = ", ".join(f"CAST({quote_ident(c)} AS VARCHAR) AS {quote_ident(c)}" for c in columns)
+        as_text = ", ".join(_quarantined_value(name, c) for c in columns)
         no_line = (
             ", CAST(NULL AS VARCHAR) AS _source_file, CAST(NULL AS BIGINT) AS _line, CAST(NULL AS VARCHAR) AS _raw_line"
             if source.is_csv
@@ -307,6 +307,19 @@ def _check_rows(con, dataset: Dataset, table: contract.Table, out_dir: Path | No
             con.execute(f"COPY ({' UNION ALL '.join(parts)}) TO {quote_literal(str(tmp))} (FORMAT PARQUET)")
         report.quarantine_file = str(target)
     return report
+
+
+# Columns whose values are personal data by the contract's meaning (an identities row's e-mail
+# address or phone number): a quarantined row keeps that a value was there, not the value.
+PRIVATE_VALUES = {"identities": ("id_value",)}
+WITHHELD_VALUE = "(withheld)"
+
+
+def _quarantined_value(table: str, column: str) -> str:
+    ident = quote_ident(column)
+    if column in PRIVATE_VALUES.get(table, ()):
+        return f"CASE WHEN {ident} IS NULL THEN NULL ELSE {quote_literal(WITHHELD_VALUE)} END AS {ident}"
+    return f"CAST({ident} AS VARCHAR) AS {ident}"
 
 
 def _temporary_tables(con) -> set[str]:

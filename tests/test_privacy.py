@@ -483,3 +483,35 @@ def test_text_attributes_are_read_by_their_values(tmp_path, caplog):
     assert features.set_index("customer_id").loc["C", "attr_age"] == 20.0
     assert "customers.contact: most values look like e-mail addresses or phone numbers" in caplog.text
     assert "customers.member_no: nearly one value per customer" in caplog.text
+
+
+def test_quarantined_identities_rows_keep_no_identity_value(tmp_path):
+    from portrait.validate import validate
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "purchases.csv").write_text("order_id,customer_id,ts,amount\no1,A1,2024-01-05,1\no2,B1,2024-01-06,2\n")
+    (data / "identities.csv").write_text(
+        "customer_id,id_type,id_value\n"
+        "A1,email,alice@example.com\n"
+        ",email,bob@example.com\n"  # no customer id
+        "B1,,+15551234567\n"  # no type
+        "A1,email,alice@example.com\n"  # a copy
+        "C1,phone,\n"  # no value
+    )
+    validate(open_dataset(data), tmp_path / "report")
+    quarantine = pd.read_parquet(tmp_path / "report" / "quarantine" / "identities.parquet")
+    by_reason = dict(
+        zip(
+            quarantine["_reject_reason"],
+            quarantine["id_value"].astype(object).where(quarantine["id_value"].notna(), None),
+            strict=True,
+        )
+    )
+    assert by_reason == {
+        "missing_customer_id": "(withheld)",
+        "missing_id_type": "(withheld)",
+        "duplicate_line": "(withheld)",
+        "missing_id_value": None,
+    }
+    assert "example.com" not in quarantine.to_csv() and "5551234567" not in quarantine.to_csv()
