@@ -148,7 +148,7 @@ IDENTITIES = Table(
 # (placeholder_id_value), as a blank value is (missing_id_value).
 PLACEHOLDER_ID_VALUES = (
     "null", "none", "nil", "nan", "n/a", "na", "n.a.", "unknown", "undefined", "missing", "not available",
-    "-", "--", "?", "x", "xx", "xxx", "test",
+    "-", "--", "?",
 )  # fmt: skip
 PLACEHOLDER_ID_PATTERN = r"^[0 .+()/-]+$"
 

@@ -88,6 +88,8 @@ def atomic_target(path: Path) -> Iterator[Path]:
 def check_suffix(path: str | Path, allowed: tuple[str, ...], option: str = "--out") -> None:
     """Refuse an output path whose suffix is not one the command writes (``x.xlsx`` would get
     CSV bytes, ``x.parquet`` CSV text): before any work is done."""
+    if Path(path).is_dir():
+        raise PortraitError(f"{path} is a folder, not a file; give a file path ending in {' or '.join(allowed)}")
     suffix = Path(path).suffix.lower()
     if suffix not in allowed:
         raise PortraitError(
