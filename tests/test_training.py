@@ -330,17 +330,17 @@ def test_a_pruned_trial_is_a_finished_run_tagged_pruned_not_a_failed_one(trackin
 
     import training.tune as tune
 
-    def prune_the_second(trial):
+    def prune_at_once(trial):
         def callback(env) -> None:
-            if trial.number == 1:
-                raise optuna.TrialPruned("pruned for the test")
+            raise optuna.TrialPruned("pruned for the test")
 
         return callback
 
-    monkeypatch.setattr(tune, "_pruning_callback", prune_the_second)
+    monkeypatch.setattr(tune, "_pruning_callback", prune_at_once)
     config, data = prepared
     config = replace(config, name="synthetic_tune_pruned")
-    tune.tune_experiment(config, trials=2, data=data, workdir=tmp_path)
-    runs = mlflow.search_runs(experiment_names=[config.name], filter_string="attributes.run_name = 'trial-1'")
+    with pytest.raises(PortraitError, match="no tuning trial of 'synthetic_tune_pruned' completed"):
+        tune.tune_experiment(config, trials=1, data=data, workdir=tmp_path)
+    runs = mlflow.search_runs(experiment_names=[config.name], filter_string="attributes.run_name = 'trial-0'")
     assert len(runs) == 1
     assert runs.loc[0, "status"] == "FINISHED" and runs.loc[0, "tags.state"] == "pruned"
