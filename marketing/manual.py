@@ -116,10 +116,9 @@ def record(
             "expires": expires.isoformat() if expires else None,  # ISO text compares as dates do
         }
     )
-    tables = {t.name for t in contract.TABLES}
-    if Path(store).stem.lower() in tables:
+    if Path(store).stem.lower() in contract.TABLES_BY_NAME:
         raise PortraitError(
-            f"the manual tags store {store} is named like a data set table ({sorted(tables)}); "
+            f"the manual tags store {store} is named like a data set table ({sorted(contract.TABLES_BY_NAME)}); "
             "give the manual tags log another name (default tags/manual.parquet)"
         )
     log = read_log(store)

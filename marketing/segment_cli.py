@@ -261,7 +261,7 @@ def register_segments(app: typer.Typer, out, console) -> None:
         spark_master: SparkMasterOption = None,
     ) -> None:
         """Recompute segments as of a date; record size, entered and left."""
-        from marketing.segments import SegmentStore, evaluate_each, record_refresh
+        from marketing.segments import SegmentStore, evaluate_each, failures_message, record_refresh
 
         segment_store = SegmentStore(segments_dir)
         chosen = [segment_store.load(n) for n in (names or segment_store.names())]
@@ -276,7 +276,7 @@ def register_segments(app: typer.Typer, out, console) -> None:
             results, failed = evaluate_each(evaluator, chosen)
             late = _late_note(population)
         if not results:
-            raise PortraitError("; ".join(f"segment {name!r}: {message}" for name, message in failed))
+            raise PortraitError(failures_message(failed))
         table = Table(title=f"segments as of {results[0].as_of} ({time.perf_counter() - started:.1f} s)")
         for column in ("segment", "customers", "share", "entered", "left"):
             table.add_column(column, justify="left" if column == "segment" else "right")
@@ -296,10 +296,7 @@ def register_segments(app: typer.Typer, out, console) -> None:
         if late:
             out.print(f"note: {late}")
         if failed:  # the others are refreshed; these are said, and the exit is not 0
-            raise PortraitError(
-                f"{len(failed)} of {len(chosen)} segments not refreshed: "
-                + "; ".join(f"segment {name!r}: {message}" for name, message in failed)
-            )
+            raise PortraitError(f"{len(failed)} of {len(chosen)} segments not refreshed: {failures_message(failed)}")
 
     @app.command("export")
     def export_command(

@@ -400,3 +400,8 @@ def evaluate_each(evaluator: SegmentEvaluator, chosen: list[Segment]) -> tuple[l
         except PortraitError as exc:
             failed.append((segment.name, str(exc)))
     return results, failed
+
+
+def failures_message(failed: list[tuple[str, str]]) -> str:
+    """The segments :func:`evaluate_each` could not evaluate, each named with its error."""
+    return "; ".join(f"segment {name!r}: {message}" for name, message in failed)

@@ -36,6 +36,9 @@ class Column:
     required: bool
     description: str
     non_negative: bool = False
+    # An identifier of a person (an e-mail address, a phone number, or their hash): personal
+    # data, kept out of quarantine files, and a placeholder value ("null", "N/A") is no value.
+    identifier: bool = False
 
 
 @dataclass(frozen=True)
@@ -138,7 +141,7 @@ IDENTITIES = Table(
     columns=(
         Column("customer_id", "id", True, "A customer id as it appears in the other tables."),
         Column("id_type", "text", True, "phone_hash, email_hash, account, device, ..."),
-        Column("id_value", "id", True, "The identifier (ideally a salted hash)."),
+        Column("id_value", "id", True, "The identifier (ideally a salted hash).", identifier=True),
     ),
 )
 

@@ -288,7 +288,8 @@ def _check_rows(con, dataset: Dataset, table: contract.Table, out_dir: Path | No
     if out_dir is not None and report.quarantined_rows:
         target = out_dir / "quarantine" / f"{name}.parquet"
         columns = _raw_types(con, name)
-        as_text = ", ".join(_quarantined_value(name, c) for c in columns)
+        private = {c.name for c in table.columns if c.identifier}
+        as_text = ", ".join(_quarantined_value(c, c in private) for c in columns)
         no_line = (
             ", CAST(NULL AS VARCHAR) AS _source_file, CAST(NULL AS BIGINT) AS _line, CAST(NULL AS VARCHAR) AS _raw_line"
             if source.is_csv
@@ -309,15 +310,14 @@ def _check_rows(con, dataset: Dataset, table: contract.Table, out_dir: Path | No
     return report
 
 
-# Columns whose values are personal data by the contract's meaning (an identities row's e-mail
-# address or phone number): a quarantined row keeps that a value was there, not the value.
-PRIVATE_VALUES = {"identities": ("id_value",)}
+# A quarantined row keeps that an identifier (contract.Column.identifier: an e-mail address, a
+# phone number) was there, not the identifier.
 WITHHELD_VALUE = "(withheld)"
 
 
-def _quarantined_value(table: str, column: str) -> str:
+def _quarantined_value(column: str, private: bool) -> str:
     ident = quote_ident(column)
-    if column in PRIVATE_VALUES.get(table, ()):
+    if private:
         return f"CASE WHEN {ident} IS NULL THEN NULL ELSE {quote_literal(WITHHELD_VALUE)} END AS {ident}"
     return f"CAST({ident} AS VARCHAR) AS {ident}"
 

@@ -361,7 +361,7 @@ def _reason_cases(table: contract.Table, types: dict[str, str], trim: bool, read
             )
             if column.non_negative:
                 cases.append(f"WHEN {value} < 0 THEN 'negative_{column.name}'")
-        if table.name == "identities" and column.name == "id_value":
+        if column.identifier:
             cases.append(f"WHEN {contract.placeholder_expr(value)} THEN 'placeholder_id_value'")
     if read_all:
         never = " OR ".join(f"strlen({quote_ident(name)}) < 0" for name in read_all)

@@ -522,7 +522,7 @@ class _Job:
 
     def segments(self, record: StepRecord) -> None:
         from marketing.manual import default_store
-        from marketing.segments import SegmentEvaluator, SegmentStore, evaluate_each
+        from marketing.segments import SegmentEvaluator, SegmentStore, evaluate_each, failures_message
 
         if self.config.segments is None:
             record.outcome = "skipped"
@@ -536,7 +536,7 @@ class _Job:
         evaluator = SegmentEvaluator(self.population, store, self.library, manual, tags=self.tag_rows)
         results, failed = evaluate_each(evaluator, chosen)
         if failed:  # the run is not published without them: said by name
-            raise PortraitError("; ".join(f"segment {name!r}: {message}" for name, message in failed))
+            raise PortraitError(failures_message(failed))
         sizes = {}
         for segment, result in zip(chosen, results, strict=True):
             members = result.members.astype("str").sort_values(kind="stable").reset_index(drop=True)
