@@ -75,5 +75,14 @@ def spark():
     if not _java_found():
         pytest.skip("no Java runtime: the Spark tests need Java 17 or later")
     session = spark_session("local[2]")
+    # On a few hundred rows, compiling each query's Java (whole-stage code generation) and
+    # re-planning it (adaptive execution) cost more than running it: without them the Spark
+    # files took 37-46 s instead of 77 s (test_spark_forget) and 189 s instead of 215 s
+    # (test_spark_parity) here. Both are optimisations that do not change a result; users'
+    # sessions keep them (portrait.spark_engine.LOCAL_CONFIG).
+    session.conf.set("spark.sql.codegen.wholeStage", "false")
+    session.conf.set("spark.sql.adaptive.enabled", "false")
     yield session
+    session.conf.unset("spark.sql.codegen.wholeStage")
+    session.conf.unset("spark.sql.adaptive.enabled")
     session.stop()
