@@ -528,6 +528,42 @@ def test_a_report_cell_drills_down_to_its_customers_through_the_api(tmp_path, da
     assert missing.status_code == 404 and "nobody" in missing.json()["detail"]
 
 
+def test_drill_downs_and_reports_follow_a_new_opt_out_and_a_forgotten_person(tmp_path, data_folder):
+    """Answers are kept per worker: a later opt-out (suppression file) or a `portrait forget`
+    must be out of the very next answer, not of the next restart."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from marketing.segments import Segment
+    from portrait.dataset import open_dataset
+    from portrait.forget import forget
+    from serving.routes.crowds import CrowdSources, build_crowds_router
+
+    (data_folder / "suppressed.csv").write_text("customer_id\nnobody\n")
+    (data_folder / "portrait.toml").write_text('[privacy]\nsuppression_file = "suppressed.csv"\n')
+    store = SegmentStore(tmp_path / "segments")
+    store.save(Segment("repeaters", where="orders_lifetime >= 2"))
+    fixed = CrowdSources(data_folder, AS_OF, None)
+    app = FastAPI()
+    app.include_router(build_crowds_router(lambda: fixed, segments_dir=store.folder, tags_library=None))
+    client = TestClient(app)
+    params = {"segment": "repeaters", "cell": "favourite_payment = card"}
+
+    def report_customers() -> int:
+        answer = client.get("/crowds/report", params={"segment": "repeaters", "min_cell": 1})
+        assert answer.status_code == 200, answer.text
+        return answer.json()["customers"]
+
+    assert client.get("/crowds/customers", params=params).json()["customer_ids"] == ["A", "D"]
+    assert report_customers() == 3
+    (data_folder / "suppressed.csv").write_text("customer_id\nA\n")
+    body = client.get("/crowds/customers", params=params).json()
+    assert body["customer_ids"] == ["D"] and body["left_out"] == {"suppressed": 1}
+    forget(open_dataset(data_folder), ["D"], reason="test")
+    assert client.get("/crowds/customers", params=params).json()["customer_ids"] == []
+    assert report_customers() == 2  # D's rows are gone from the data set
+
+
 def test_favourite_spend_ties_within_rounding_noise_go_to_the_first_name():
     # 0.1 + 0.2 sums to 0.30000000000000004: still a tie with 0.3, so "Alpha" wins by name.
     lines = pd.DataFrame(

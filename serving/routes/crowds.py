@@ -179,7 +179,7 @@ def build_crowds_router(
         crowd, date, current = crowd_and_date(segment, tag, persona, as_of)
         ids, left_out = cached(
             cells,
-            (crowd, cell, date, current),
+            (crowd, cell, date, current, _freshness(current)),
             lambda: _cell_ids(current, date, crowd, cell, segments_dir, tags_library),
         )
         page = ids[offset : offset + limit]
@@ -216,12 +216,29 @@ def build_crowds_router(
         crowd, date, current = crowd_and_date(segment, tag, persona, as_of)
         answer = cached(
             cache,
-            (crowd, date, min_cell, current),
+            (crowd, date, min_cell, current, _freshness(current)),
             lambda: _compute(current, date, crowd, min_cell, segments_dir, tags_library),
         )
         return CrowdPortrait(**answer)
 
     return router
+
+
+def _freshness(sources: CrowdSources) -> tuple[str, int]:
+    """Changes whenever a kept answer could be stale: the data set's files or tombstones
+    (a correction, a `portrait forget`), its consent rules or suppression file, or the run's
+    files (forget rewrites them and touches the run's folder). Part of every cache key, so a
+    new opt-out or a forgotten person is out of the very next answer, on every worker."""
+    from portrait.dataset import open_dataset
+    from portrait.privacy import consent_version
+
+    run_time = 0
+    if sources.run is not None:
+        try:
+            run_time = sources.run.stat().st_mtime_ns
+        except OSError:
+            run_time = -1
+    return consent_version(open_dataset(sources.data)), run_time
 
 
 @contextmanager
