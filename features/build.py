@@ -41,7 +41,7 @@ from portrait.engine import Engine, as_engine
 from portrait.errors import PortraitError
 from portrait.privacy import safe_attribute_columns
 from portrait.resources import cpu_seconds, peak_rss_bytes
-from portrait.sql import quote_ident, quote_literal
+from portrait.sql import quote_ident
 from portrait.views import compute_once
 
 log = logging.getLogger(__name__)
@@ -191,9 +191,6 @@ def _log_step(name: str, started: tuple[float, float]) -> None:
         )
 
 
-# A text attribute is personal data when most of its values look like these, whatever its name.
-EMAIL_LIKE = r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$"
-PHONE_LIKE = r"^\+?[0-9(][0-9 ()-]{5,18}[0-9]$"  # 7 to 20 digits, spaces, dashes, brackets
 # A text column of numbers with at most this many distinct values is a code (a category).
 NUMERIC_CODES = 12
 # A text column with more distinct values than this (and than half its values) names people
@@ -203,8 +200,9 @@ IDENTIFIER_LIKE = 100
 
 def attribute_kinds(con: duckdb.DuckDBPyConnection | Engine) -> dict[str, str]:
     """Each extra column of ``customers`` as ``number``, ``date`` or ``category``. Personal-data
-    columns are not among them: the data set's views never hold them (:mod:`portrait.privacy`),
-    and a column named like one (``email``, ``phone``, ...) is passed over here too."""
+    columns are not among them: the data set's views never hold them, whether named like
+    personal data or holding e-mail addresses or phone numbers (:mod:`portrait.privacy`), and a
+    column named like one (``email``, ``phone``, ...) is passed over here too."""
     engine = as_engine(con)
     columns = engine.columns("SELECT * FROM customers")
     allowed = set(safe_attribute_columns(name for name, *_ in columns))
@@ -225,23 +223,16 @@ def attribute_kinds(con: duckdb.DuckDBPyConnection | Engine) -> dict[str, str]:
         # Text columns (a CSV's are all text) read by their values, in one scan of the table:
         # all dates (a signup_date) are dates; all numbers with more than a few distinct values
         # (an age, an income) are numbers, where a handful of numeric codes stays a category;
-        # mostly e-mail addresses or phone numbers are personal data, whatever the column's name
-        # (a "contact" column), and nearly one value per customer names people, not groups:
-        # neither is an attribute.
+        # nearly one value per customer names people, not groups: not an attribute.
         counts = ", ".join(
-            f"COUNT({q}), COUNT(TRY_CAST({q} AS DATE)), COUNT(TRY_CAST({q} AS DOUBLE)), "
-            f"COUNT(DISTINCT {q}), COUNT(CASE WHEN regexp_matches({q}, {quote_literal(EMAIL_LIKE)}) "
-            f"OR regexp_matches({q}, {quote_literal(PHONE_LIKE)}) THEN 1 END)"
+            f"COUNT({q}), COUNT(TRY_CAST({q} AS DATE)), COUNT(TRY_CAST({q} AS DOUBLE)), COUNT(DISTINCT {q})"
             for q in (quote_ident(n) for n in text)
         )
         row = engine.rows(f"SELECT {counts} FROM customers")[0]
         for i, name in enumerate(text):
-            present, dates, numbers, distinct, personal = row[5 * i : 5 * i + 5]
+            present, dates, numbers, distinct = row[4 * i : 4 * i + 4]
             if present and present == dates:
                 kinds[name] = "date"
-            elif present and personal * 2 >= present:
-                del kinds[name]
-                log.warning("customers.%s: most values look like e-mail addresses or phone numbers; not used", name)
             elif present and present == numbers:
                 if distinct > NUMERIC_CODES:
                     kinds[name] = "number"

@@ -62,7 +62,14 @@ from portrait import contract
 from portrait.errors import ConfigError, ContractError
 from portrait.files import atomic_target, open_bytes
 from portrait.forget import tombstone_files
-from portrait.privacy import GUARDED_TABLES, PrivacySettings, is_pii_name, withheld_columns
+from portrait.privacy import (
+    GUARDED_TABLES,
+    PrivacySettings,
+    is_pii_name,
+    personal_value_checks,
+    report_personal_values,
+    withheld_columns,
+)
 from portrait.sql import quote_ident, quote_literal
 from portrait.views import register_views
 
@@ -149,7 +156,30 @@ class TableSource:
         if self.guard is None:
             return ()
         keep = [self.columns.get(c, c) for c in contract.table(self.table).column_names]
-        return withheld_columns(self.table, self._column_names(), keep, self.guard)
+        named = withheld_columns(self.table, self._column_names(), keep, self.guard)
+        never = {c.lower() for c in keep} | {(self.guard.consent_column or "").lower()} | {c.lower() for c in named}
+        found = self._personal_by_value([(n, t) for n, t in self._column_types if n.lower() not in never])
+        report_personal_values(self.table, found, self.describe())
+        return named + tuple(found)
+
+    def _personal_by_value(self, columns: list[tuple[str, str]]) -> dict[str, str]:
+        """Which of ``columns`` hold personal data by their values (one scan of the source)."""
+        checks = personal_value_checks(columns)
+        if checks is None:
+            return {}
+        con = duckdb.connect()
+        try:
+            if self.frame is not None:
+                con.register("_guarded_frame", self.frame)
+            if self.duckdb_file is not None:
+                con.execute(f"ATTACH {quote_literal(str(self.duckdb_file))} AS source_db (READ_ONLY)")
+            scan = self._scan_sql("_guarded_frame", keep_rejects=self.is_csv)
+            return checks.personal(con.execute(f"SELECT {checks.select} FROM {scan}").fetchone())
+        except duckdb.Error as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ContractError(f"cannot read {self.describe()}: {first}", table=self.table) from exc
+        finally:
+            con.close()
 
     @functools.cached_property
     def repeated_header_names(self) -> frozenset[str]:
@@ -181,21 +211,26 @@ class TableSource:
         """Whether a line of this source may hold personal data, so that its text is never shown
         or stored (a malformed line's quarantine, an encoding error's example): it has withheld
         columns, or a column named like personal data in any table (a purchases export with a
-        ``customer_email``), or it is ``identities``, whose values are e-mails, phones and card
-        numbers, raw or hashed."""
-        if self.withheld or self.table == "identities":
+        ``customer_email``), or it is ``customers`` or ``identities`` (a malformed line's fields
+        are not where the header says, so no column check can clear its text)."""
+        if self.withheld or self.table in GUARDED_TABLES:
             return True
         return any(is_pii_name(name) for name in self._column_names())
 
     def _column_names(self) -> list[str]:
-        if self.frame is not None:
-            return [str(c) for c in self.frame.columns]
+        return [name for name, _ in self._column_types]
+
+    @functools.cached_property
+    def _column_types(self) -> list[tuple[str, str]]:
+        """The source's (column name, DuckDB type) pairs, read once without its rows."""
         con = duckdb.connect()
         try:
+            if self.frame is not None:
+                con.register("_frame", self.frame)
             if self.duckdb_file is not None:
                 con.execute(f"ATTACH {quote_literal(str(self.duckdb_file))} AS source_db (READ_ONLY)")
-            scan = self._scan_sql("", keep_rejects=self.is_csv)
-            return [row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()]
+            scan = self._scan_sql("_frame", keep_rejects=self.is_csv)
+            return [(str(row[0]), str(row[1])) for row in con.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()]
         except duckdb.Error as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ContractError(

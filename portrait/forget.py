@@ -42,6 +42,7 @@ import contextvars
 import json
 import logging
 import os
+import re
 import secrets
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -52,6 +53,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from portrait.errors import PortraitError
+from portrait.privacy import EMAIL_IN_TEXT, INTERNATIONAL_PHONE
 from portrait.files import atomic_target, atomic_write, atomic_write_text, exclusive_lock, read_parquet
 
 if TYPE_CHECKING:
@@ -308,6 +310,24 @@ class ForgetResult:
     dry_run: bool = False
 
 
+MAX_REASON = 120
+
+
+def check_reason(reason: str) -> None:
+    """A reason is kept for good with the tombstones (they are never rewritten): a reference
+    such as a ticket number, never the person's details. Raises on an e-mail address or a phone
+    number in it, or on more than :data:`MAX_REASON` characters."""
+    if len(reason) > MAX_REASON:
+        raise PortraitError(
+            f"--reason is {len(reason)} characters; at most {MAX_REASON}: a reference such as a ticket number"
+        )
+    if re.search(EMAIL_IN_TEXT, reason) or re.search(INTERNATIONAL_PHONE, reason):
+        raise PortraitError(
+            "--reason holds an e-mail address or a phone number; it is kept for good with the tombstone, "
+            "so give a reference such as a ticket number instead (nothing was changed)"
+        )
+
+
 def forget(
     dataset: Dataset,
     ids: Sequence[str],
@@ -324,6 +344,7 @@ def forget(
     person's rows from it and returns how many (:func:`marketing.manual.forget_ids`)."""
     if manual_store is not None and forget_manual_ids is None:
         raise TypeError("forget: a manual_store needs forget_manual_ids (marketing.manual.forget_ids)")
+    check_reason(reason)
     say = progress or (lambda message: None)
     folder = folder_of(dataset)
     if folder is None:

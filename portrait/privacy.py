@@ -20,6 +20,15 @@ words the other way round (``name_first``). A name ending like a flag (``email_o
 holds no personal value. Contract columns (``customer_id``, ``id_type``, ``id_value``) and the
 configured consent column are never withheld.
 
+A column whose *values* are personal data is withheld too, whatever its name (a ``contact``
+or ``note`` column; :func:`personal_value_checks`, one scan of the table when it is first
+read): one value holding an e-mail address or an international phone number (``+44 7700
+900123``), even inside other text, withholds it, and so do values mostly shaped like phone numbers (7 to 20 digits with
+spaces, dashes or brackets; not dates or ranges) or, in a number column, mostly distinct
+integers of 9 to 15 digits (phone numbers or identifiers stored as numbers). Placeholders
+(``unknown``, ``n/a``, ``-``) do not count as values. Personal data that has no shape, a name
+in free text, is not recognisable: name such a column in ``pii_columns``.
+
 Withheld columns are left out of the table where it is read (:meth:`TableSource.scan_sql
 <portrait.dataset.TableSource.scan_sql>`), so no view, feature, persona page, report, list,
 MLflow run, log or API answer can see them; their names (never their values) are logged once
@@ -45,8 +54,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from portrait.contract import placeholder_expr
 from portrait.errors import ConfigError, ContractError
-from portrait.sql import quote_ident
+from portrait.sql import quote_ident, quote_literal
 
 if TYPE_CHECKING:
     import duckdb
@@ -282,6 +292,100 @@ def withheld_columns(
     return withheld
 
 
+# Values that are personal data whatever their column is called (see the module docstring).
+EMAIL_IN_TEXT = r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,}"  # anywhere in a value
+INTERNATIONAL_PHONE = r"\+[0-9][0-9 ()-]{5,18}[0-9]"  # anywhere in a value: +44 7700 900123
+PHONE_LIKE = r"^\+?[0-9(][0-9 ()-]{5,18}[0-9]$"  # 7 to 20 digits, spaces, dashes, brackets
+NUMBER_RANGE = r"^[0-9]+ *- *[0-9]+$"  # an income band, 100000-149999: not a phone number
+ISO_DATE = r"^[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}$"  # nor is a date (a regex: engines cast text to dates differently)
+LONG_INTEGERS = (1e8, 1e15)  # 9 to 15 digits
+_TEXT_CHECKS = 4  # present, e-mails, international phones, phone-shaped
+_NUMBER_CHECKS = 3  # present, long integers, distinct
+
+
+@dataclass(frozen=True)
+class ValueChecks:
+    """One SQL select list checking some columns' values, and how to read its one row."""
+
+    select: str
+    columns: tuple[tuple[str, str], ...]  # (name, "text" | "number") in the select's order
+
+    def personal(self, row: tuple) -> dict[str, str]:
+        """The checked columns whose values are personal data, each with what they look like."""
+        found: dict[str, str] = {}
+        at = 0
+        for name, kind in self.columns:
+            if kind == "text":
+                present, emails, international, phones = row[at : at + _TEXT_CHECKS]
+                at += _TEXT_CHECKS
+                if emails:
+                    found[name] = "e-mail addresses"
+                elif international or (present and phones * 2 >= present):
+                    found[name] = "phone numbers"
+            else:
+                present, long_integers, distinct = row[at : at + _NUMBER_CHECKS]
+                at += _NUMBER_CHECKS
+                if present and long_integers * 2 >= present and distinct * 2 > present:
+                    found[name] = "long distinct numbers (phone numbers or identifiers)"
+        return found
+
+
+def personal_value_checks(columns: Iterable[tuple[str, str]]) -> ValueChecks | None:
+    """Checks of ``columns`` ((name, SQL type) pairs: text and number columns are checked,
+    others are not) for values that are personal data, as one select list over the table (no
+    FROM: the caller reads it from the table on its engine; the SQL is DuckDB's, which the
+    Spark engine transpiles). None when no column can be checked."""
+    parts: list[str] = []
+    checked: list[tuple[str, str]] = []
+    for name, sql_type in columns:
+        q = quote_ident(name)
+        upper = sql_type.upper()
+        if upper.startswith(("VARCHAR", "STRING", "TEXT")):
+            value = f"TRIM({q})"
+            present = f"NULLIF({value}, '') IS NOT NULL AND NOT {placeholder_expr(q)}"
+            phone = (
+                f"regexp_matches({value}, {quote_literal(PHONE_LIKE)}) "
+                f"AND NOT regexp_matches({value}, {quote_literal(NUMBER_RANGE)}) "
+                f"AND NOT regexp_matches({value}, {quote_literal(ISO_DATE)})"
+            )
+            parts += [
+                f"COUNT(CASE WHEN {present} THEN 1 END)",
+                f"COUNT(CASE WHEN regexp_matches({q}, {quote_literal(EMAIL_IN_TEXT)}) THEN 1 END)",
+                f"COUNT(CASE WHEN regexp_matches({q}, {quote_literal(INTERNATIONAL_PHONE)}) THEN 1 END)",
+                f"COUNT(CASE WHEN {present} AND {phone} THEN 1 END)",
+            ]
+            checked.append((name, "text"))
+        elif upper.startswith(
+            ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UBIGINT", "DECIMAL", "DOUBLE", "FLOAT", "REAL")
+        ):
+            number = f"CAST({q} AS DOUBLE)"
+            low, high = LONG_INTEGERS
+            parts += [
+                f"COUNT({number})",
+                f"COUNT(CASE WHEN {number} = FLOOR({number}) AND ABS({number}) >= {low:.0f} AND ABS({number}) < {high:.0f} THEN 1 END)",
+                f"COUNT(DISTINCT {number})",
+            ]
+            checked.append((name, "number"))
+    if not checked:
+        return None
+    return ValueChecks(", ".join(parts), tuple(checked))
+
+
+def report_personal_values(table: str, found: dict[str, str], source: str) -> None:
+    """Log the columns withheld by their values (names and what they looked like, never a
+    value), once per process for each ``source`` (the table's files)."""
+    for name, what in found.items():
+        key = (table, name, source)
+        if key not in _reported:
+            _reported.add(key)
+            log.warning(
+                "%s.%s: values look like %s; withheld as personal data (name it in [privacy] pii_columns to say so)",
+                table,
+                name,
+                what,
+            )
+
+
 def _report_once(table: str, withheld: tuple[str, ...], settings: PrivacySettings) -> None:
     key = (table, withheld, settings.source)
     if not withheld or key in _reported:
@@ -442,6 +546,16 @@ def _has_table(con, name: str) -> bool:
     return bool(con.execute("SELECT COUNT(*) FROM duckdb_tables() WHERE table_name = ?", [name]).fetchall()[0][0])
 
 
+def _shown_value(value: str) -> str:
+    """A bad consent value as an error may show it (to an API caller too): a short word as it
+    is ("maybe"), anything that could be personal data (a column of e-mails named as the
+    consent column by mistake) only by its length."""
+    text = str(value)
+    if len(text) <= 12 and "@" not in text and sum(ch.isdigit() for ch in text) < 5:
+        return text
+    return f"(a value of {len(text)} characters, not shown)"
+
+
 def _persons(merged: bool, relation: str) -> str:
     """SQL: ``relation``'s rows with ``person`` (the merged person's id) added."""
     if not merged:
@@ -483,7 +597,7 @@ def _consented_persons(con, dataset: Dataset, column: str, merged: bool) -> np.n
                 "no list can tell whether those customers may be contacted",
                 table="customers",
                 column=available[column.lower()],
-                examples=[{"customer_id": c, column: v} for c, v in bad],
+                examples=[{"customer_id": c, column: _shown_value(v)} for c, v in bad],
             )
         # A person is consented when some row of theirs says yes and none says no.
         rows = con.execute(

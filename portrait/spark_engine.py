@@ -75,7 +75,7 @@ from portrait.forget import (
     missing_salt,
     valid_salt,
 )
-from portrait.privacy import PrivacySettings, withheld_columns
+from portrait.privacy import PrivacySettings, personal_value_checks, report_personal_values, withheld_columns
 
 DEFAULT_MASTER = "local[2]"
 # Settings of a session this module starts itself (local mode): small shuffles, no web UI.
@@ -766,6 +766,20 @@ def _exclude_forgotten(engine: SparkEngine, table: str, raw_sql: str, exprs: dic
     engine.forgetting.add(table)
 
 
+def _drop_personal_values(engine: SparkEngine, table: str, frame, keep: list[str], guard: PrivacySettings):
+    """``frame`` less the columns whose values are personal data, by the checks DuckDB makes
+    (:func:`portrait.privacy.personal_value_checks`, transpiled): one pass over the table."""
+    never = {c.lower() for c in keep} | {(guard.consent_column or "").lower()}
+    columns = [(f.name, duckdb_type(f.dataType)) for f in frame.schema.fields if f.name.lower() not in never]
+    checks = personal_value_checks(columns)
+    if checks is None:
+        return frame
+    engine.register_dataframe(f"_guarded_{table}", frame)
+    found = checks.personal(engine.rows(f"SELECT {checks.select} FROM _guarded_{table}")[0])
+    report_personal_values(table, found, f"{table} on Spark")
+    return frame.drop(*found) if found else frame
+
+
 def register_views(engine: SparkEngine, spark_input: SparkInput) -> None:
     from portrait.views import _register_deduplicated, checked_views, parse_expr, select_columns
 
@@ -780,6 +794,7 @@ def register_views(engine: SparkEngine, spark_input: SparkInput) -> None:
             keep = [source.columns.get(c, c) for c in table.column_names]
             withheld = withheld_columns(table.name, frame.columns, keep, source.guard)
             frame = frame.drop(*withheld) if withheld else frame
+            frame = _drop_personal_values(engine, table.name, frame, keep, source.guard)
         engine.register_dataframe(f"_source_{table.name}", frame)
         available = {f.name: duckdb_type(f.dataType) for f in frame.schema.fields}
         selected, types, extras = select_columns(table, source, available)

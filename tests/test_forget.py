@@ -301,6 +301,11 @@ def test_bad_arguments_are_errors(world):
     assert code == 2 and "give the customer ids" in message
     code, message = run("forget", "C2", "--data", str(world["data"]), "--outputs", "nowhere")
     assert code == 2 and "--outputs nowhere: no such folder" in message
+    for reason in ("erasure request from jane.doe@example.com", "called back on +44 7700 900123"):
+        code, message = run("forget", "C2", "--data", str(world["data"]), "--reason", reason)
+        assert code == 2 and "--reason holds an e-mail address or a phone number" in message
+    code, message = run("forget", "C2", "--data", str(world["data"]), "--reason", "x" * 121)
+    assert code == 2 and "--reason is 121 characters; at most 120" in message
     assert not (world["data"] / ".portrait").exists()
 
 

@@ -359,6 +359,11 @@ def test_no_rules_leave_the_frame_as_it_is():
             r"customers.marketing_consent: the consent column has 1 value that is neither a yes .* nor a no"
             r"[\s\S]*'customer_id': 'B', 'marketing_consent': 'maybe'",
         ),
+        (  # an e-mail column named as the consent column: its values are not shown
+            {"customers": CONSENT_CUSTOMERS.assign(marketing_consent=["yes", "b@example.com", None, "1", "0"])},
+            ContractError,
+            r"'customer_id': 'B', 'marketing_consent': '\(a value of 13 characters, not shown\)'",
+        ),
         (
             {"consent_column": "consent"},
             ContractError,
@@ -463,6 +468,7 @@ def test_text_attributes_are_read_by_their_values(tmp_path, caplog):
     category), and e-mail addresses or one value per customer are not attributes, whatever the
     column is called."""
     caplog.set_level(logging.WARNING, logger="features.build")
+    caplog.set_level(logging.WARNING, logger="portrait.privacy")
     folder = tmp_path / "data"
     folder.mkdir()
     PURCHASES.to_csv(folder / "purchases.csv", index=False)
@@ -481,7 +487,7 @@ def test_text_attributes_are_read_by_their_values(tmp_path, caplog):
     attributes = {c: str(features[c].dtype) for c in features.columns if c.startswith("attr_")}
     assert attributes == {"attr_age": "float64", "attr_tier": "category", "attr_region": "category"}
     assert features.set_index("customer_id").loc["C", "attr_age"] == 20.0
-    assert "customers.contact: most values look like e-mail addresses or phone numbers" in caplog.text
+    assert "customers.contact: values look like e-mail addresses; withheld as personal data" in caplog.text
     assert "customers.member_no: nearly one value per customer" in caplog.text
 
 
@@ -515,3 +521,56 @@ def test_quarantined_identities_rows_keep_no_identity_value(tmp_path):
         "missing_id_value": None,
     }
     assert "example.com" not in quarantine.to_csv() and "5551234567" not in quarantine.to_csv()
+
+
+def test_columns_whose_values_are_personal_data_are_withheld_whatever_their_name(tmp_path, caplog):
+    """A ``contact`` of e-mails (mostly placeholders), a phone number stored as a number, a note
+    with one international phone number: withheld where the table is read, so neither features
+    nor a profile holds them; an income band, ISO dates and short codes are no phone numbers."""
+    caplog.set_level(logging.WARNING, logger="portrait.privacy")
+    folder = tmp_path / "data"
+    folder.mkdir()
+    PURCHASES.to_csv(folder / "purchases.csv", index=False)
+    customers = pd.DataFrame(
+        {
+            "customer_id": ["A", "B", "C"],
+            "contact": ["unknown", "n/a", "c@example.org"],
+            "extra": [447700900001, 447700900002, 447700900003],
+            "note": ["likes shoes", "call +44 7700 900123", "vip"],
+            "income_band": ["100000-149999", "50000-74999", "100000-149999"],
+            "since": ["2023-01-05", "2023-02-06", "2022-12-01"],
+            "store": [1001, 1002, 1001],
+        }
+    )
+    customers.to_parquet(folder / "customers.parquet", index=False)
+    dataset = open_dataset(folder)
+    assert set(dataset.sources["customers"].withheld) == {"contact", "extra", "note"}
+    con = dataset.connect()
+    try:
+        columns = {row[0] for row in con.execute("DESCRIBE SELECT * FROM customers").fetchall()}
+    finally:
+        con.close()
+    assert columns == {"customer_id", "income_band", "since", "store"}
+    assert "customers.contact: values look like e-mail addresses" in caplog.text
+    assert "customers.extra: values look like long distinct numbers" in caplog.text
+    assert "customers.note: values look like phone numbers" in caplog.text
+    assert "c@example.org" not in caplog.text and "4477" not in caplog.text
+    features = build_features(open_dataset(folder), AS_OF)
+    assert not {"attr_contact", "attr_extra"} & set(features.columns)
+    assert {"attr_income_band", "attr_store"} <= set(features.columns)
+
+
+def test_a_malformed_customers_line_is_withheld_even_without_a_personal_column_name(tmp_path):
+    """The line's fields are not where the header says: no column check clears its text."""
+    from portrait.validate import validate
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "purchases.csv").write_text("order_id,customer_id,ts,amount\no1,C1,2024-01-01,10.0\n")
+    (data / "customers.csv").write_text(
+        'customer_id,region,contact\nC1,north,x\nC7,north,"Jane Doe" <jane.doe@example.com>,+44 7700 900123\n'
+    )
+    validate(open_dataset(data), tmp_path / "report")
+    quarantine = pd.read_parquet(tmp_path / "report" / "quarantine" / "customers.parquet")
+    assert quarantine["_raw_line"].tolist() == ["(text withheld: the line may hold personal data)"]
+    assert "jane" not in (tmp_path / "report" / "report.json").read_text().lower()
