@@ -53,8 +53,8 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from portrait.errors import PortraitError
-from portrait.privacy import EMAIL_IN_TEXT, INTERNATIONAL_PHONE
 from portrait.files import atomic_target, atomic_write, atomic_write_text, exclusive_lock, read_parquet
+from portrait.privacy import EMAIL_IN_TEXT, INTERNATIONAL_PHONE
 
 if TYPE_CHECKING:
     import duckdb
