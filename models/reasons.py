@@ -97,13 +97,18 @@ def top_reasons(
     features: pd.DataFrame,
     k: int = 3,
     meanings: Mapping[str, Meaning] | None = None,
+    leave_out: Iterable[str] = (),
 ) -> pd.DataFrame:
     """Columns ``reason_1..k``: the ``k`` largest positive contributions of each row, phrased.
 
     Vectorised over rows: one argsort of the contribution matrix, then a phrase per chosen cell.
     ``meanings`` (feature name to catalogue entry or stored meaning) labels the features.
+    ``leave_out``: features never given as a reason (the data set's sensitive attributes), the
+    next largest contributions taking their place.
     """
-    values = contributions.to_numpy()
+    values = contributions.to_numpy(dtype="float64", copy=True)
+    hidden = [i for i, name in enumerate(contributions.columns) if name in set(leave_out)]
+    values[:, hidden] = -np.inf
     order = np.argsort(-values, axis=1)[:, :k]
     names = list(contributions.columns)
     meanings = resolve_meanings(names, meanings)

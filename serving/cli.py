@@ -135,13 +135,14 @@ def register(app: typer.Typer, out, console) -> None:
         check_suffix(out_file, (".csv",))
         from portrait.files import atomic_write
         from portrait.outputs import latest_scores
-        from portrait.privacy import export_note
+        from portrait.privacy import export_note, load_consent
         from serving.lists import build_list
         from serving.registry import load_model
 
         setup_tracking()
         scores, features = latest_scores(scores_dir)
-        consent = consent_of_scores(scores_dir, data)
+        source = dataset_of_scores(scores_dir, data)
+        consent = load_consent(source)
         members = None
         if segment or tag:
             members = _members(scores, scores_dir, segment, tag or [], data, segments_dir, tags_file)
@@ -159,6 +160,7 @@ def register(app: typer.Typer, out, console) -> None:
             reasons_model=reasons_model,
             customers=members,
             consent=consent,
+            privacy=source.privacy,
         )
         record_export(
             None,
@@ -401,13 +403,13 @@ def register_keys(app: typer.Typer, out) -> None:
         out.print(f"{len(callers)} key{'s' if len(callers) != 1 else ''} in {keys}", highlight=False)
 
 
-def consent_of_scores(scores_dir: Path, data: Path | None):
-    """The consent rules (:func:`portrait.privacy.load_consent`) of ``data``, else of the data
-    set the latest scores in ``scores_dir`` were computed from. A list is never written
-    without them: when neither is known or the data set is gone, stop and say so."""
+def dataset_of_scores(scores_dir: Path, data: Path | None):
+    """``data``, else the data set the latest scores in ``scores_dir`` were computed from, whose
+    consent rules (:func:`portrait.privacy.load_consent`) and sensitive columns a list applies.
+    A list is never written without them: when neither is known or the data set is gone, stop
+    and say so."""
     from portrait.dataset import open_dataset
     from portrait.outputs import latest_scores_dataset
-    from portrait.privacy import load_consent
 
     path = data or latest_scores_dataset(scores_dir)
     if path is None:
@@ -420,7 +422,7 @@ def consent_of_scores(scores_dir: Path, data: Path | None):
             f"cannot check marketing consent: the scores in {scores_dir} were computed from {path}, which "
             "no longer exists; give --data DATASET"
         )
-    return load_consent(open_dataset(path))
+    return open_dataset(path)
 
 
 def default_workers() -> int:

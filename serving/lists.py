@@ -8,7 +8,7 @@ import pandas as pd
 
 from marketing.filters import Schema, columns_used, evaluate, parse_filter
 from portrait.errors import PortraitError
-from portrait.privacy import Consent
+from portrait.privacy import Consent, PrivacySettings
 
 
 def build_list(
@@ -25,6 +25,7 @@ def build_list(
     reasons_model=None,
     customers: set[str] | None = None,
     consent: Consent | None = None,
+    privacy: PrivacySettings | None = None,
 ) -> pd.DataFrame:
     """Customers ranked by ``model``'s score, best first.
 
@@ -33,7 +34,8 @@ def build_list(
     restricts the list to those ids (a segment's or a tag's members). ``consent`` (the data
     set's rules, :func:`portrait.privacy.load_consent`) leaves out those who may not be
     contacted before ``top`` is taken; how many matched the filters but were left out, per
-    reason, is in ``result.attrs["left_out"]`` (empty without rules).
+    reason, is in ``result.attrs["left_out"]`` (empty without rules). ``privacy``: the data
+    set's settings, whose sensitive attributes computed reasons never name.
     """
     score_column = f"{model}_score"
     if score_column not in scores.columns:
@@ -92,7 +94,7 @@ def build_list(
     elif reasons_model is not None and len(chosen):
         from serving.score import reasons_for
 
-        reasons = reasons_for(reasons_model, chosen.reset_index(drop=True))
+        reasons = reasons_for(reasons_model, chosen.reset_index(drop=True), privacy=privacy)
         for column in reasons.columns:
             result[column] = reasons[column].to_numpy()
     for column in used:

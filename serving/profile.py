@@ -400,7 +400,10 @@ def build_profile(
             )
         if data is not None and not data.known:
             note("data", f"the data set {sources.data} has no rows for {customer_id!r}; shown from stored outputs only")
-        scores, persona = outputs.scores_of(scores_row, compute_reasons, model_loader, con, note)
+        privacy = _privacy_now(sources.data) if sources.data is not None else None
+        scores, persona = outputs.scores_of(
+            scores_row, compute_reasons, model_loader, con, note, privacy=privacy, include_sensitive=include_sensitive
+        )
         if scores_row is not None and scores_row["customer_id"] != person.customer_id:
             note(
                 "scores", f"the scores hold the person under {scores_row['customer_id']!r}, not {person.customer_id!r}"
@@ -686,7 +689,9 @@ class _Outputs:
             raise PortraitError(f"{self.scores_file} is missing (its folder's LATEST names it)")
         return _first_of(self.reader.records_of(self.scores_file, ids), ids)
 
-    def scores_of(self, row, compute_reasons, model_loader, con, note) -> tuple[Scores | None, Persona | None]:
+    def scores_of(
+        self, row, compute_reasons, model_loader, con, note, privacy=None, include_sensitive: bool = True
+    ) -> tuple[Scores | None, Persona | None]:
         if self.scores_file is None:
             return None, None
         if row is None:
@@ -711,10 +716,12 @@ class _Outputs:
             if stored:
                 reasons = [r for r in (_plain(row[c]) for c in stored) if isinstance(r, str)]
                 reasons_note = "stored with the scores"
+                if not include_sensitive:  # scored before reasons left sensitive attributes out
+                    reasons = _without_sensitive(reasons, privacy)
             elif compute_reasons:
                 if features is None:
                     features = self._feature_row(con, row["customer_id"])
-                reasons, reasons_note = _computed_reasons(name, version, features, model_loader)
+                reasons, reasons_note = _computed_reasons(name, version, features, model_loader, privacy)
             else:
                 reasons_note = "not stored with the scores (portrait score --reasons) and not computed"
             models.append(
@@ -882,8 +889,19 @@ def _champion(name: str):
     return load_model(name, "champion")
 
 
+def _without_sensitive(reasons: list[str], privacy) -> list[str]:
+    """``reasons`` less those phrased on a sensitive attribute (``"age band: 35-44"``)."""
+    from features.catalogue import describe, slug
+
+    if privacy is None or not privacy.sensitive_columns:
+        return reasons
+    meanings = describe([f"attr_{slug(column)}" for column in privacy.sensitive_columns])
+    labels = tuple(f"{meaning.label}:" for meaning in meanings.values())
+    return [reason for reason in reasons if not reason.startswith(labels)]
+
+
 def _computed_reasons(
-    name: str, version: Any, features: pd.DataFrame | None, model_loader: ModelLoader | None
+    name: str, version: Any, features: pd.DataFrame | None, model_loader: ModelLoader | None, privacy=None
 ) -> tuple[list[str] | None, str]:
     """Reasons for one row with the model that scored it; never raises (a note instead)."""
     from serving.score import reasons_for
@@ -903,7 +921,7 @@ def _computed_reasons(
     missing = [c for c in model.features if c not in features.columns]
     if missing:
         return None, f"unavailable: the stored feature table lacks {len(missing)} feature(s) {name} needs"
-    reasons = reasons_for(model, features).iloc[0]
+    reasons = reasons_for(model, features, privacy=privacy).iloc[0]
     return [r for r in reasons if isinstance(r, str)], f"computed with {name} v{model.version}"
 
 

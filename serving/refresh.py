@@ -601,6 +601,7 @@ class _Job:
                 reasons_model=reasons_model,
                 customers=members,
                 consent=consent,
+                privacy=(self.dataset or self._open_dataset(self.dataset_path)).privacy,
             )
             atomic_write(rows, self.work / "lists" / f"{spec.name}.csv", csv=True)
             record.rows[spec.name] = int(len(rows))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,13 +19,14 @@ import numpy as np
 import pandas as pd
 
 from features.build import build_features, days_past_data, parse_cutoff
-from features.catalogue import Vocabulary, describe
+from features.catalogue import Vocabulary, describe, slug
 from features.config import FeatureConfig
 from models.reasons import top_reasons
 from portrait.dataset import Dataset
 from portrait.errors import PortraitError
 from portrait.files import atomic_write, atomic_write_text
 from portrait.outputs import LATEST, features_path, scores_path
+from portrait.privacy import PrivacySettings
 from serving.drift import drift_report
 from serving.registry import LoadedModel, load_model
 
@@ -119,10 +121,23 @@ def model_meanings(meta: dict) -> dict:
     return describe(meta.get("features", []), config, meta.get("vocabulary"))
 
 
-def reasons_for(model: LoadedModel, features: pd.DataFrame, k: int = 3) -> pd.DataFrame:
+def sensitive_features(privacy: PrivacySettings | None, names: Iterable[str]) -> list[str]:
+    """The attribute features of ``names`` made from the data set's ``sensitive_columns``."""
+    if privacy is None or not privacy.sensitive_columns:
+        return []
+    marked = {f"attr_{slug(column)}" for column in privacy.sensitive_columns}
+    return [name for name in names if name in marked]
+
+
+def reasons_for(
+    model: LoadedModel, features: pd.DataFrame, k: int = 3, privacy: PrivacySettings | None = None
+) -> pd.DataFrame:
+    """Each row's top ``k`` reasons. Never a sensitive attribute of the data set (``privacy``):
+    reasons reach lists and the marketing role, who may not see those."""
     X = features[model.features]
     contributions = model.estimator.contributions(X)
-    return top_reasons(contributions, X, k=k, meanings=model_meanings(model.meta))
+    leave_out = sensitive_features(privacy, model.features)
+    return top_reasons(contributions, X, k=k, meanings=model_meanings(model.meta), leave_out=leave_out)
 
 
 @dataclass
@@ -201,7 +216,7 @@ def score(
         scores[f"{model.name}_version"] = model.version
         if with_reasons:
             say(f"reasons for {model.name}")
-            reasons = reasons_for(model, features)
+            reasons = reasons_for(model, features, privacy=dataset.privacy)
             for column in reasons.columns:
                 scores[f"{model.name}_{column}"] = reasons[column].to_numpy()
         summary["models"][model.name] = {

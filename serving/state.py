@@ -147,6 +147,16 @@ class ServeState:
                 self._consent = (Path(data), version, load_consent(dataset))
             return self._consent[2]
 
+    def privacy(self, snapshot: ScoresSnapshot):
+        """The privacy settings (:class:`portrait.privacy.PrivacySettings`) of the data set
+        lists and crowds are drawn from, as its ``portrait.toml`` says now; None when unknown."""
+        from portrait.dataset import open_dataset
+
+        data = self.data(snapshot)
+        if data is None or not Path(data).exists():
+            return None
+        return open_dataset(data).privacy
+
     def data(self, snapshot: ScoresSnapshot) -> Path | None:
         """The data set crowd reports and profiles are read from."""
         return self.settings.data or snapshot.dataset

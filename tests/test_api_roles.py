@@ -50,7 +50,7 @@ def write_scores(folder: Path, data: Path, as_of: str = AS_OF, scores=SCORES) ->
             "m_decile": [10, 8, 6, 4, 2],
             "m_version": "3",
             "m_reason_1": ["spend in the last 90 days: 75.00"] * 5,
-            "m_reason_2": [None] * 5,
+            "m_reason_2": ["age band: 25-34"] * 5,  # scored before reasons left sensitive attributes out
             "m_reason_3": [None] * 5,
         }
     )
@@ -61,6 +61,7 @@ def write_scores(folder: Path, data: Path, as_of: str = AS_OF, scores=SCORES) ->
             "orders_lifetime": [2.0, 1.0, 3.0, 4.0, 0.0],
             "spend_lifetime": [30.0, 100.0, 46.0, 200.0, 0.0],
             "days_since_last_purchase": [29.0, 25.0, 10.0, 29.0, None],
+            "attr_age_band": ["25-34", "25-34", "35-44", None, "35-44"],
         }
     )
     features.to_parquet(folder / f"features_{as_of}.parquet", index=False)
@@ -185,13 +186,32 @@ def test_marketing_profiles_leave_out_sensitive_attributes(world):
     limited = client.get("/customers/A", headers=keys["marketing"]).json()
     assert {a["name"]: a["value"] for a in full["attributes"]["values"]} == {"age_band": "25-34"}
     assert limited["attributes"]["values"] == [] and limited["attributes"]["sensitive_left_out"] == 1
-    assert full["scores"]["models"][0]["score"] == 0.9 and limited["scores"] == full["scores"]
+    assert full["scores"]["models"][0]["score"] == 0.9
+    assert full["scores"]["models"][0]["reasons"] == ["spend in the last 90 days: 75.00", "age band: 25-34"]
+    assert limited["scores"]["models"][0]["reasons"] == ["spend in the last 90 days: 75.00"]
     missing = client.get("/customers/nobody", headers=keys["marketing"])
     assert missing.status_code == 404 and "unknown customer id 'nobody'" in missing.json()["detail"]
     # The data set is named, not where the server keeps it (serving.routes.errors).
     assert str(settings.data or settings.scores) not in missing.text and "/" not in missing.json()["detail"]
     too_long = client.get("/customers/" + "x" * 201, headers=keys["marketing"])  # not echoed back whole
     assert too_long.status_code == 422 and too_long.json()["detail"][0]["type"] == "string_too_long"
+
+
+def test_marketing_keys_cannot_filter_or_drill_down_by_a_sensitive_attribute(world):
+    """A list filtered by a sensitive attribute, or a report cell of one, tells each customer's
+    value: refused to the marketing role (403 naming it), answered for an analyst."""
+    settings, keys = world
+    client = TestClient(build_app(settings))
+    params = {"where": "attr_age_band = '25-34'", "top": 5}
+    refused = client.get("/lists/m", params=params, headers=keys["marketing"])
+    assert refused.status_code == 403, refused.text
+    assert "may not filter by sensitive attributes (attr_age_band" in refused.json()["detail"]
+    assert client.get("/lists/m", params=params, headers=keys["analyst"]).status_code == 200
+    allowed = client.get("/lists/m", params={"where": "orders_lifetime >= 1"}, headers=keys["marketing"])
+    assert allowed.status_code == 200, allowed.text
+    cell = {"segment": "meat", "cell": "age_band = 25-34"}
+    drill = client.get("/crowds/customers", params=cell, headers=keys["marketing"])
+    assert drill.status_code == 403 and "may not drill into report cells by sensitive" in drill.json()["detail"]
 
 
 def test_a_revoked_key_stops_working_without_a_restart(world):

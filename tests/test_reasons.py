@@ -73,6 +73,10 @@ def test_top_reasons_take_the_largest_positive_contributions():
         "orders in the last 90 days: 4",
     ]
     assert reasons.loc[1].tolist() == ["spend in the last 30 days: 55.50", None]
+    # A left-out feature (a sensitive attribute) is never a reason: the next one takes its place.
+    hidden = top_reasons(contributions, features, k=2, leave_out=["view_count_7d"])
+    assert hidden.loc[0].tolist() == ["orders in the last 90 days: 4", "spend in the last 30 days: 20.00"]
+    assert hidden.loc[1].tolist() == ["spend in the last 30 days: 55.50", None]
 
 
 class _Contributions:

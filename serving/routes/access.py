@@ -2,8 +2,8 @@
 
 - With a keys file (``portrait serve --keys FILE``) every route but ``/health`` needs a key of
   the file; ``/docs``, ``/redoc`` and ``/openapi.json`` take a key of any role. A marketing key
-  may read lists, segments, tags, crowd reports and profiles without sensitive attributes; an
-  analyst key everything (``POST /score``, ``/models``, full profiles).
+  may read lists, segments, tags, crowd reports and profiles without sensitive attributes (nor
+  filter lists or drill into report cells by them); an analyst key everything (``POST /score``, ``/models``, full profiles).
 - Without one, ``PORTRAIT_API_KEY`` is the single key, with the analyst role (its name in the
   audit log is ``api-key``); with neither, anyone on the bound interface is an analyst named
   ``anonymous`` (``portrait serve`` binds beyond localhost only with a key).
@@ -14,6 +14,7 @@ the role and the route.
 
 from __future__ import annotations
 
+import re
 import secrets
 
 from fastapi import Request, Security
@@ -69,3 +70,18 @@ class Access:
                 f"{request.method} {path}: it needs an analyst key"
             )
         return caller
+
+
+def refuse_sensitive_terms(caller: Caller, text: str | None, sensitive: list[str], what: str) -> None:
+    """403 when a marketing caller's ``text`` (a filter, a report cell) names one of
+    ``sensitive`` (the data set's sensitive attributes, as features or dimensions): a list or a
+    drill-down by them would tell each customer's value, which that role may not see."""
+    if caller.role is Role.ANALYST or not text or not sensitive:
+        return
+    words = set(re.findall(r"[A-Za-z_][A-Za-z_0-9]*", text))
+    named = [name for name in sensitive if name in words]
+    if named:
+        raise Forbidden(
+            f"the key {caller.name!r} has the {caller.role.value} role, which may not {what} sensitive "
+            f"attributes ({', '.join(named)}; [privacy] sensitive_columns of the data set)"
+        )

@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 from portrait.audit import record_export
 from portrait.errors import NotFound, PortraitError, Unavailable
 from serving.keys import Caller
-from serving.routes.access import Access
+from serving.routes.access import Access, refuse_sensitive_terms
 from serving.routes.errors import ProductErrorRoute
 
 CACHED = 8
@@ -177,6 +177,7 @@ def build_crowds_router(
     ) -> CellCustomers:
         """A page of the customers of one report cell who may be contacted; recorded in the audit log."""
         crowd, date, current = crowd_and_date(segment, tag, persona, as_of)
+        refuse_sensitive_terms(caller, cell.split("=")[0], _sensitive_dimensions(current), "drill into report cells by")
         ids, left_out = cached(
             cells,
             (crowd, cell, date, current, _freshness(current)),
@@ -222,6 +223,15 @@ def build_crowds_router(
         return CrowdPortrait(**answer)
 
     return router
+
+
+def _sensitive_dimensions(sources: CrowdSources) -> list[str]:
+    """The report dimensions (and attribute features) of the data set's sensitive columns."""
+    from features.catalogue import slug
+    from portrait.dataset import open_dataset
+
+    columns = open_dataset(sources.data).privacy.sensitive_columns
+    return [name for column in columns for name in (slug(column), f"attr_{slug(column)}")]
 
 
 def _freshness(sources: CrowdSources) -> tuple[str, int]:

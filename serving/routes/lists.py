@@ -11,8 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from portrait.audit import record_export
 from serving.keys import Caller
 from serving.lists import build_list
-from serving.routes.access import Access
+from serving.routes.access import Access, refuse_sensitive_terms
 from serving.routes.errors import ProductErrorRoute
+from serving.score import sensitive_features
 from serving.state import ServeState, plain
 
 REASONS_UP_TO = 10_000  # reasons computed (when the scores store none) only for lists this short
@@ -58,6 +59,8 @@ def build_lists_router(state: ServeState, access: Access) -> APIRouter:
     ) -> MarketingList:
         """Customers ranked by the model's score, filtered; recorded in the audit log."""
         snap = state.snapshot()
+        privacy = state.privacy(snap)
+        refuse_sensitive_terms(caller, where, sensitive_features(privacy, snap.features.columns), "filter by")
         columns = snap.scores.columns
         needs_reasons = f"{model_name}_score" in columns and f"{model_name}_reason_1" not in columns
         reasons_model = state.model(model_name) if needs_reasons and top and top <= REASONS_UP_TO else None
@@ -73,6 +76,7 @@ def build_lists_router(state: ServeState, access: Access) -> APIRouter:
             exclude_bought_within=exclude_bought_within,
             reasons_model=reasons_model,
             consent=state.consent(snap),
+            privacy=privacy,
         )
         left_out = rows.attrs["left_out"]
         record_export(
