@@ -388,9 +388,17 @@ def build_profile(
         known_elsewhere = scores_row is not None or bool(tags and tags.tags) or rfm is not None
         known_elsewhere = known_elsewhere or bool(segments and segments.member_of) or bool(history and history.points)
         if data is not None and not data.known and not known_elsewhere:
+            where = f"the data set {sources.data}"
+            if isinstance(data, _PersonMaterial):  # the run's copy: ids added since are not in it
+                where = (
+                    f"the data set {sources.data} as the run of {outputs.date} read it (an id added since is "
+                    "found after the next refresh, or without --runs"
+                )
             raise UnknownCustomer(
-                f"unknown customer id {customer_id!r}: not in the data set {sources.data} (customers, purchases, "
-                "events, identities)" + (" nor in the stored scores, tags or RFM" if outputs.any else "")
+                f"unknown customer id {customer_id!r}: not in {where}"
+                + (")" if isinstance(data, _PersonMaterial) else "")
+                + " (customers, purchases, events, identities)"
+                + (" nor in the stored scores, tags or RFM" if outputs.any else "")
             )
         if data is None and not known_elsewhere:
             raise UnknownCustomer(
