@@ -22,10 +22,12 @@ configured consent column are never withheld.
 
 A column whose *values* are personal data is withheld too, whatever its name (a ``contact``
 or ``note`` column; :func:`personal_value_checks`, one scan of the table when it is first
-read): one value holding an e-mail address or an international phone number (``+44 7700
-900123``), even inside other text, withholds it, and so do values mostly shaped like phone numbers (7 to 20 digits with
-spaces, dashes or brackets; not dates or ranges) or, in a number column, mostly distinct
-integers of 9 to 15 digits (phone numbers or identifiers stored as numbers). Placeholders
+read): one value holding an e-mail address (not ``img@2x.png``) or an international phone
+number (``+44 7700 900123``), even inside other text, withholds it; so do values mostly
+shaped like phone numbers (7 to 20 characters of digits with spaces, dots, slashes, dashes or
+brackets; not dates, ranges such as ``100000-149999`` or amounts) and values mostly distinct
+whole numbers of 9 to 15 digits, as numbers or as digit strings (phone, card or account
+numbers; not times in seconds or milliseconds since 1970). Placeholders
 (``unknown``, ``n/a``, ``-``) do not count as values. Personal data that has no shape, a name
 in free text, is not recognisable: name such a column in ``pii_columns``.
 
@@ -293,14 +295,28 @@ def withheld_columns(
 
 
 # Values that are personal data whatever their column is called (see the module docstring).
+# Regular expressions both engines read alike (RE2 in DuckDB, Java's in Spark).
 EMAIL_IN_TEXT = r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,}"  # anywhere in a value
-INTERNATIONAL_PHONE = r"\+[0-9][0-9 ()-]{5,18}[0-9]"  # anywhere in a value: +44 7700 900123
-PHONE_LIKE = r"^\+?[0-9(][0-9 ()-]{5,18}[0-9]$"  # 7 to 20 digits, spaces, dashes, brackets
-NUMBER_RANGE = r"^[0-9]+ *- *[0-9]+$"  # an income band, 100000-149999: not a phone number
-ISO_DATE = r"^[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}$"  # nor is a date (a regex: engines cast text to dates differently)
-LONG_INTEGERS = (1e8, 1e15)  # 9 to 15 digits
-_TEXT_CHECKS = 4  # present, e-mails, international phones, phone-shaped
-_NUMBER_CHECKS = 3  # present, long integers, distinct
+FILE_AT = r"(?i)@[^@\s]*\.(png|jpe?g|gif|svg|webp|pdf)($|[^a-z])"  # img@2x.png is no address
+INTERNATIONAL_PHONE = r"\+[0-9]([ ()./-]?[0-9]){8,14}"  # anywhere: +44 7700 900123 (9 to 15 digits)
+PHONE_SHAPED = r"^\+?[0-9(][0-9 ()./-]{5,18}[0-9]$"  # 7 to 20 characters of digits and separators
+NOT_PHONES = (
+    r"^[0-9]+$",  # digits only: judged as numbers (below)
+    r"^[0-9]+ *- *[0-9]+$",  # a range, an income band: 100000-149999
+    r"^[0-9]{4}[-/.][0-9]{1,2}[-/.][0-9]{1,2}$",  # dates: 2023-01-05, 2023/1/5
+    r"^[0-9]{1,2}[-/.][0-9]{1,2}[-/.][0-9]{2,4}$",  # 05-01-2023, 5.1.23
+    r"^[0-9]+[.,][0-9]{1,2}$",  # an amount: 1234567.50
+)
+LONG_DIGITS = r"^[0-9]{9,15}$"
+LONG_INTEGERS = (1e8, 1e15)  # 9 to 15 digits: phone numbers, card or account numbers...
+EPOCH_RANGES = ((1e9, 2e9), (1e12, 2e12))  # ...but not times in seconds or milliseconds since 1970
+TEXT_TYPES = ("VARCHAR", "STRING", "TEXT", "CHAR", "BPCHAR", "ENUM")
+NUMBER_TYPES = (
+    "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT",
+    "UHUGEINT", "DECIMAL", "DOUBLE", "FLOAT", "REAL",
+)  # fmt: skip
+_TEXT_CHECKS = 6  # present, e-mails, international phones, phone-shaped, long digit strings, distinct ones
+_NUMBER_CHECKS = 3  # present, long integers, distinct ones
 
 
 @dataclass(frozen=True)
@@ -316,54 +332,69 @@ class ValueChecks:
         at = 0
         for name, kind in self.columns:
             if kind == "text":
-                present, emails, international, phones = row[at : at + _TEXT_CHECKS]
+                present, emails, international, phones, long, distinct = row[at : at + _TEXT_CHECKS]
                 at += _TEXT_CHECKS
-                if emails:
-                    found[name] = "e-mail addresses"
-                elif international or (present and phones * 2 >= present):
-                    found[name] = "phone numbers"
             else:
-                present, long_integers, distinct = row[at : at + _NUMBER_CHECKS]
+                present, long, distinct = row[at : at + _NUMBER_CHECKS]
+                emails = international = phones = 0
                 at += _NUMBER_CHECKS
-                if present and long_integers * 2 >= present and distinct * 2 > present:
-                    found[name] = "long distinct numbers (phone numbers or identifiers)"
+            if emails:
+                found[name] = "e-mail addresses"
+            elif international or (present and phones * 2 >= present):
+                found[name] = "phone numbers"
+            elif present and long * 2 >= present and distinct * 2 > long:
+                found[name] = "long distinct numbers (phone numbers or identifiers)"
         return found
 
 
+def _long_number(number: str) -> str:
+    """SQL: the DOUBLE ``number`` is a whole number of 9 to 15 digits, not a time since 1970.
+    (``% 1`` rather than FLOOR: Spark's FLOOR makes a BIGINT, which overflows under ANSI.)"""
+    low, high = LONG_INTEGERS
+    epochs = " ".join(f"AND NOT ABS({number}) BETWEEN {a:.0f} AND {b:.0f}" for a, b in EPOCH_RANGES)
+    return f"ABS({number}) >= {low:.0f} AND ABS({number}) < {high:.0f} AND {number} % 1 = 0 {epochs}"
+
+
 def personal_value_checks(columns: Iterable[tuple[str, str]]) -> ValueChecks | None:
-    """Checks of ``columns`` ((name, SQL type) pairs: text and number columns are checked,
-    others are not) for values that are personal data, as one select list over the table (no
-    FROM: the caller reads it from the table on its engine; the SQL is DuckDB's, which the
-    Spark engine transpiles). None when no column can be checked."""
+    """Checks of ``columns`` ((name, SQL type) pairs: text and number columns are checked;
+    lists, structs and other types are not) for values that are personal data, as one select
+    list over the table (no FROM: the caller reads it from the table on its engine; the SQL is
+    DuckDB's, which the Spark engine transpiles). None when no column can be checked."""
     parts: list[str] = []
     checked: list[tuple[str, str]] = []
     for name, sql_type in columns:
         q = quote_ident(name)
-        upper = sql_type.upper()
-        if upper.startswith(("VARCHAR", "STRING", "TEXT")):
-            value = f"TRIM({q})"
-            present = f"NULLIF({value}, '') IS NOT NULL AND NOT {placeholder_expr(q)}"
-            phone = (
-                f"regexp_matches({value}, {quote_literal(PHONE_LIKE)}) "
-                f"AND NOT regexp_matches({value}, {quote_literal(NUMBER_RANGE)}) "
-                f"AND NOT regexp_matches({value}, {quote_literal(ISO_DATE)})"
+        upper = sql_type.upper().strip()
+        if any(mark in upper for mark in ("[", "<", "STRUCT", "MAP", "UNION")):
+            continue  # a nested value: no column of the contract, and no shape to judge
+        base = re.split(r"[\s(]", upper, maxsplit=1)[0]
+        if base in TEXT_TYPES:
+            raw = q if base != "ENUM" else f"CAST({q} AS VARCHAR)"
+            value = f"TRIM({raw})"
+            present = f"NULLIF({value}, '') IS NOT NULL AND NOT {placeholder_expr(raw)}"
+            phone = f"regexp_matches({value}, {quote_literal(PHONE_SHAPED)})" + "".join(
+                f" AND NOT regexp_matches({value}, {quote_literal(p)})" for p in NOT_PHONES
+            )
+            digits = f"regexp_matches({value}, {quote_literal(LONG_DIGITS)}) AND {_long_number(f'TRY_CAST({value} AS DOUBLE)')}"
+            email = (
+                f"regexp_matches({raw}, {quote_literal(EMAIL_IN_TEXT)}) "
+                f"AND NOT regexp_matches({raw}, {quote_literal(FILE_AT)})"
             )
             parts += [
                 f"COUNT(CASE WHEN {present} THEN 1 END)",
-                f"COUNT(CASE WHEN regexp_matches({q}, {quote_literal(EMAIL_IN_TEXT)}) THEN 1 END)",
-                f"COUNT(CASE WHEN regexp_matches({q}, {quote_literal(INTERNATIONAL_PHONE)}) THEN 1 END)",
+                f"COUNT(CASE WHEN {email} THEN 1 END)",
+                f"COUNT(CASE WHEN regexp_matches({raw}, {quote_literal(INTERNATIONAL_PHONE)}) THEN 1 END)",
                 f"COUNT(CASE WHEN {present} AND {phone} THEN 1 END)",
+                f"COUNT(CASE WHEN {digits} THEN 1 END)",
+                f"COUNT(DISTINCT CASE WHEN {digits} THEN {value} END)",
             ]
             checked.append((name, "text"))
-        elif upper.startswith(
-            ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UBIGINT", "DECIMAL", "DOUBLE", "FLOAT", "REAL")
-        ):
+        elif base in NUMBER_TYPES:
             number = f"CAST({q} AS DOUBLE)"
-            low, high = LONG_INTEGERS
             parts += [
                 f"COUNT({number})",
-                f"COUNT(CASE WHEN {number} = FLOOR({number}) AND ABS({number}) >= {low:.0f} AND ABS({number}) < {high:.0f} THEN 1 END)",
-                f"COUNT(DISTINCT {number})",
+                f"COUNT(CASE WHEN {_long_number(number)} THEN 1 END)",
+                f"COUNT(DISTINCT CASE WHEN {_long_number(number)} THEN {number} END)",
             ]
             checked.append((name, "number"))
     if not checked:

@@ -574,3 +574,44 @@ def test_a_malformed_customers_line_is_withheld_even_without_a_personal_column_n
     quarantine = pd.read_parquet(tmp_path / "report" / "quarantine" / "customers.parquet")
     assert quarantine["_raw_line"].tolist() == ["(text withheld: the line may hold personal data)"]
     assert "jane" not in (tmp_path / "report" / "report.json").read_text().lower()
+
+
+def test_value_checks_tell_personal_values_from_codes_dates_amounts_and_times():
+    """Each column on its own, through DuckDB as a data set reads it (the same SQL runs on
+    Spark, transpiled: tests/test_spark_parity.py holds two such columns)."""
+    import duckdb
+
+    from portrait.privacy import personal_value_checks
+
+    columns = {
+        # withheld
+        "email_among_placeholders": ["unknown", "n/a", "c@example.org"],
+        "phone_in_a_note": ["likes shoes", "call +44 7700 900123", "vip"],
+        "dotted_phones": ["06.12.34.56.78", "555.123.4567", "030/1234567"],
+        "digit_phones": ["0612345678", "0712345679", "0612345670"],
+        # kept
+        "income_band": ["100000-149999", "50000-74999", "100000-149999"],
+        "compact_dates": ["20230105", "19901231", "20220101"],
+        "day_first_dates": ["01-05-2023", "5-1-2023", "12.03.2021"],
+        "big_incomes": ["1200000", "1500000", "2300000"],
+        "epoch_seconds": ["1700000000", "1700000100", "1700000200"],
+        "amounts": ["1234567.50", "2345678.10", "3456789.99"],
+        "image": ["img@2x.png", "a", "b"],
+        "points": ["+1000000 pts", "x", "y"],
+    }
+    frame = pd.DataFrame(columns)
+    frame["phone_numbers"] = pd.Series([4155550100, 4155550101, 4155550102], dtype="int64")
+    frame["epoch_millis"] = [1.7e12, 1.7e12 + 1, 1.7e12 + 2]
+    frame["odd_numbers"] = [float("nan"), float("inf"), 1e20]
+    frame["lists"] = [["a"], ["b"], ["c"]]  # not checked (a nested type), and no error
+    con = duckdb.connect()
+    con.register("t", frame)
+    checks = personal_value_checks([(r[0], r[1]) for r in con.execute("DESCRIBE t").fetchall()])
+    found = checks.personal(con.execute(f"SELECT {checks.select} FROM t").fetchone())
+    assert found == {
+        "email_among_placeholders": "e-mail addresses",
+        "phone_in_a_note": "phone numbers",
+        "dotted_phones": "phone numbers",
+        "digit_phones": "long distinct numbers (phone numbers or identifiers)",
+        "phone_numbers": "long distinct numbers (phone numbers or identifiers)",
+    }
