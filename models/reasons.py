@@ -107,7 +107,8 @@ def top_reasons(
     next largest contributions taking their place.
     """
     values = contributions.to_numpy(dtype="float64", copy=True)
-    hidden = [i for i, name in enumerate(contributions.columns) if name in set(leave_out)]
+    left_out = set(leave_out)
+    hidden = [i for i, name in enumerate(contributions.columns) if name in left_out]
     values[:, hidden] = -np.inf
     order = np.argsort(-values, axis=1)[:, :k]
     names = list(contributions.columns)

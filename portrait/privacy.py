@@ -582,7 +582,7 @@ def _shown_value(value: str) -> str:
     is ("maybe"), anything that could be personal data (a column of e-mails named as the
     consent column by mistake) only by its length."""
     text = str(value)
-    if len(text) <= 12 and "@" not in text and sum(ch.isdigit() for ch in text) < 5:
+    if len(text) <= 12 and not any(ch in text for ch in "@ +") and sum(ch.isdigit() for ch in text) < 5:
         return text
     return f"(a value of {len(text)} characters, not shown)"
 

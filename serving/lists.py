@@ -89,8 +89,11 @@ def build_list(
         result["persona"] = chosen["persona_name"].to_numpy()
     reason_columns = [f"{model}_reason_{i}" for i in (1, 2, 3)]
     if all(c in chosen.columns for c in reason_columns):
+        from serving.score import without_sensitive_reasons
+
+        stored = without_sensitive_reasons(chosen[reason_columns], privacy)
         for i, column in enumerate(reason_columns, 1):
-            result[f"reason_{i}"] = chosen[column].to_numpy()
+            result[f"reason_{i}"] = stored[column].to_numpy()
     elif reasons_model is not None and len(chosen):
         from serving.score import reasons_for
 

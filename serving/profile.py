@@ -408,7 +408,7 @@ def build_profile(
             )
         if data is not None and not data.known:
             note("data", f"the data set {sources.data} has no rows for {customer_id!r}; shown from stored outputs only")
-        privacy = _privacy_now(sources.data) if sources.data is not None else None
+        privacy = privacy_now(sources.data) if sources.data is not None else None
         scores, persona = outputs.scores_of(
             scores_row, compute_reasons, model_loader, con, note, privacy=privacy, include_sensitive=include_sensitive
         )
@@ -724,8 +724,7 @@ class _Outputs:
             if stored:
                 reasons = [r for r in (_plain(row[c]) for c in stored) if isinstance(r, str)]
                 reasons_note = "stored with the scores"
-                if not include_sensitive:  # scored before reasons left sensitive attributes out
-                    reasons = _without_sensitive(reasons, privacy)
+                reasons = _without_sensitive(reasons, privacy)  # scored before reasons left them out
             elif compute_reasons:
                 if features is None:
                     features = self._feature_row(con, row["customer_id"])
@@ -899,13 +898,12 @@ def _champion(name: str):
 
 def _without_sensitive(reasons: list[str], privacy) -> list[str]:
     """``reasons`` less those phrased on a sensitive attribute (``"age band: 35-44"``)."""
-    from features.catalogue import describe, slug
+    from serving.score import without_sensitive_reasons
 
-    if privacy is None or not privacy.sensitive_columns:
+    if not reasons:
         return reasons
-    meanings = describe([f"attr_{slug(column)}" for column in privacy.sensitive_columns])
-    labels = tuple(f"{meaning.label}:" for meaning in meanings.values())
-    return [reason for reason in reasons if not reason.startswith(labels)]
+    kept = without_sensitive_reasons(pd.DataFrame([reasons]), privacy).iloc[0]
+    return [reason for reason in kept if isinstance(reason, str)]
 
 
 def _computed_reasons(
@@ -1460,7 +1458,7 @@ def material_of(
 _PRIVACY: dict[str, tuple[tuple, Any]] = {}
 
 
-def _privacy_now(data: Path):
+def privacy_now(data: Path):
     """The ``[privacy]`` settings in the data set's ``portrait.toml`` now (read again when the
     file changes; none without the file)."""
     import tomllib
@@ -1518,7 +1516,7 @@ class _PersonMaterial:
             return None
         # the data set's [privacy] settings now, besides those the material was written with: a
         # column marked personal or sensitive since the run is withheld at once
-        privacy = _privacy_now(self.data)
+        privacy = privacy_now(self.data)
         blocked = {c.lower() for c in privacy.pii_columns}
         shown = [c for c in self.summary["attribute_columns"] if c.lower() not in blocked]
         marked = set(self.summary["sensitive_columns"])

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from features.build import build_features, days_past_data, parse_cutoff
-from features.catalogue import Vocabulary, describe, slug
+from features.catalogue import Feature, Vocabulary, attribute_feature, describe
 from features.config import FeatureConfig
 from models.reasons import top_reasons
 from portrait.dataset import Dataset
@@ -121,12 +121,31 @@ def model_meanings(meta: dict) -> dict:
     return describe(meta.get("features", []), config, meta.get("vocabulary"))
 
 
+def sensitive_attribute_features(privacy: PrivacySettings | None) -> list[Feature]:
+    """The catalogue's features a sensitive column can become (a value, or days since a date)."""
+    if privacy is None:
+        return []
+    return [attribute_feature(c, kind) for c in privacy.sensitive_columns for kind in ("category", "date")]
+
+
 def sensitive_features(privacy: PrivacySettings | None, names: Iterable[str]) -> list[str]:
     """The attribute features of ``names`` made from the data set's ``sensitive_columns``."""
-    if privacy is None or not privacy.sensitive_columns:
-        return []
-    marked = {f"attr_{slug(column)}" for column in privacy.sensitive_columns}
+    marked = {feature.name for feature in sensitive_attribute_features(privacy)}
     return [name for name in names if name in marked]
+
+
+def without_sensitive_reasons(reasons: pd.DataFrame, privacy: PrivacySettings | None) -> pd.DataFrame:
+    """``reasons`` (columns of phrased reasons, best first) less those phrased on a sensitive
+    attribute (``"age band: 35-44"``: stored by scores made before reasons left them out, or
+    before the column was marked), the rest moved up in their order. Vectorised over rows."""
+    labels = tuple(f"{feature.label}:" for feature in sensitive_attribute_features(privacy))
+    if not labels or reasons.empty:
+        return reasons
+    values = reasons.to_numpy(dtype=object)
+    keep = np.vectorize(lambda r: isinstance(r, str) and not r.startswith(labels), otypes=[bool])(values)
+    order = np.argsort(~keep, axis=1, kind="stable")  # kept reasons first, in their order
+    moved = np.take_along_axis(np.where(keep, values, None), order, axis=1)
+    return pd.DataFrame(moved, columns=reasons.columns, index=reasons.index, dtype=object)
 
 
 def reasons_for(

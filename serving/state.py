@@ -149,13 +149,14 @@ class ServeState:
 
     def privacy(self, snapshot: ScoresSnapshot):
         """The privacy settings (:class:`portrait.privacy.PrivacySettings`) of the data set
-        lists and crowds are drawn from, as its ``portrait.toml`` says now; None when unknown."""
-        from portrait.dataset import open_dataset
+        lists and crowds are drawn from, as its ``portrait.toml`` says now (read again only when
+        it changes); None when unknown."""
+        from serving.profile import privacy_now
 
         data = self.data(snapshot)
         if data is None or not Path(data).exists():
             return None
-        return open_dataset(data).privacy
+        return privacy_now(data)
 
     def data(self, snapshot: ScoresSnapshot) -> Path | None:
         """The data set crowd reports and profiles are read from."""

@@ -116,3 +116,27 @@ def test_a_model_with_stored_meanings_uses_them():
     }
     model = LoadedModel("m", "1", "champion", meta, _Contributions(), {})
     assert reasons_for(model, pd.DataFrame({"spend_60d": [10.0]}), k=1).loc[0].tolist() == ["two months' spend: 10.00"]
+
+
+def test_sensitive_attributes_are_found_as_values_and_dates_and_dropped_from_stored_reasons():
+    from portrait.privacy import PrivacySettings
+    from serving.score import sensitive_features, without_sensitive_reasons
+
+    privacy = PrivacySettings(sensitive_columns=("age_band", "birth_date"))
+    names = ["attr_age_band", "days_since_birth_date", "attr_birth_date", "attr_region", "orders_90d"]
+    assert sensitive_features(privacy, names) == ["attr_age_band", "days_since_birth_date", "attr_birth_date"]
+    assert sensitive_features(None, names) == []
+    stored = pd.DataFrame(
+        {
+            "reason_1": ["age band: 25-34", "orders in the last 90 days: 4", None],
+            "reason_2": ["spend in the last 30 days: 20.00", "days since birth date: 12000 days", None],
+            "reason_3": ["orders in the last 90 days: 4", "region: north", None],
+        }
+    )
+    kept = without_sensitive_reasons(stored, privacy)
+    assert kept.to_numpy().tolist() == [
+        ["spend in the last 30 days: 20.00", "orders in the last 90 days: 4", None],
+        ["orders in the last 90 days: 4", "region: north", None],
+        [None, None, None],
+    ]
+    assert without_sensitive_reasons(stored, PrivacySettings()).equals(stored)

@@ -226,12 +226,15 @@ def build_crowds_router(
 
 
 def _sensitive_dimensions(sources: CrowdSources) -> list[str]:
-    """The report dimensions (and attribute features) of the data set's sensitive columns."""
+    """The report dimensions (a value, or quintile bands of a number) and the attribute
+    features of the data set's sensitive columns."""
     from features.catalogue import slug
-    from portrait.dataset import open_dataset
+    from serving.profile import privacy_now
+    from serving.score import sensitive_attribute_features
 
-    columns = open_dataset(sources.data).privacy.sensitive_columns
-    return [name for column in columns for name in (slug(column), f"attr_{slug(column)}")]
+    privacy = privacy_now(sources.data)
+    features = [feature.name for feature in sensitive_attribute_features(privacy)]
+    return features + [name for c in privacy.sensitive_columns for name in (slug(c), f"{slug(c)}_band")]
 
 
 def _freshness(sources: CrowdSources) -> tuple[str, int]:
