@@ -81,9 +81,17 @@ def check_model_features(model, columns) -> None:
     """A model must find every feature it was trained on in the table built for it."""
     missing = [c for c in model.features if c not in set(columns)]
     if missing:
+        attributes = [c for c in missing if c.startswith(("attr_", "days_since_"))]
+        hint = (
+            "; those come from the customers table: it or a column of it is missing, or a column is withheld "
+            "now as personal data (see the warnings: values that look like e-mail addresses or phone numbers, "
+            "or [privacy] pii_columns); train the model again on the data set as it is"
+            if attributes
+            else ""
+        )
         raise PortraitError(
             f"model {model.name} v{model.version} needs {len(missing)} feature(s) this data set "
-            f"does not provide: {missing[:8]}{' ...' if len(missing) > 8 else ''}"
+            f"does not provide: {missing[:8]}{' ...' if len(missing) > 8 else ''}{hint}"
         )
 
 

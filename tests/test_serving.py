@@ -114,7 +114,9 @@ def test_bad_requests_stop_before_anything_is_written(registered, tmp_path):
     lacking = tmp_path / "no_customers"
     shutil.copytree(registered, lacking, ignore=shutil.ignore_patterns("customers.parquet"))
     with pytest.raises(
-        PortraitError, match=r"needs \d+ feature\(s\) this data set does not provide: \['days_since_signup_date'"
+        PortraitError,
+        match=r"needs \d+ feature\(s\) this data set does not provide: \['days_since_signup_date'.*those come "
+        r"from the customers table: it or a column of it is missing, or a column is withheld now as personal data",
     ):
         score(open_dataset(lacking), AS_OF, [MODEL], out, validate_first=False)
     # a date before the data: nobody to score (LightGBM's "non empty" ValueError before)
