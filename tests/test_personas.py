@@ -104,6 +104,19 @@ def test_refit_on_a_later_cutoff_keeps_ids_of_unchanged_personas(planted, fitted
         assert second.names[persona] == first.names[persona]
 
 
+def test_a_refit_on_data_lacking_a_previous_feature_gives_new_ids_and_says_why(fitted):
+    """A nightly refit where a category left the top list (its share feature is gone): the
+    previous personas cannot label today's rows, so none is matched; new ids follow theirs."""
+    features, _, fit = fitted
+    previous = StoredFit(fit.model, fit.names, fit.cluster_to_persona)
+    gone = next(c for c in fit.model.feature_names_ if c.startswith("category_share_"))
+    refit = fit_personas(PersonaConfig("personas", "unused", k=3), features.head(600).drop(columns=[gone]), previous)
+    first = max(fit.cluster_to_persona.values()) + 1
+    assert sorted(refit.names) == [first, first + 1, first + 2]
+    assert refit.changes["kept"] == [] and sorted(refit.changes["gone"]) == sorted(set(fit.cluster_to_persona.values()))
+    assert f"lacks 1 of the features they were fitted on ({gone})" in refit.changes["note"]
+
+
 def test_predict_assigns_any_feature_row(fitted):
     features, _, fit = fitted
     stored = StoredFit(fit.model, fit.names, fit.cluster_to_persona)

@@ -225,8 +225,10 @@ def register_personas(app: typer.Typer, out, console) -> None:
                 "try a smaller k_min or fewer features",
                 markup=True,
             )
-        if any(fit.changes.values()):
-            out.print(f"compared with the previous model: {fit.changes}")
+        if fit.changes.get("note"):
+            out.print(f"note: {fit.changes['note']}")
+        if any(v for k, v in fit.changes.items() if k != "note"):
+            out.print(f"compared with the previous model: { {k: v for k, v in fit.changes.items() if k != 'note'} }")
         if out_file:
             out.print(f"assignments: {out_file}")
 

@@ -231,9 +231,19 @@ def _clustered_columns(config: PersonaConfig, features: pd.DataFrame) -> list[st
 def _carry_over(model, features, clusters, names, previous):
     """Match clusters to the previous model's by centroid distance in the new model's space:
     the previous model labels today's rows, and its personas' centroids are those rows' means."""
+    old_ids = sorted(set(previous.cluster_to_persona.values()))
+    lacking = [c for c in previous.model.feature_names_ if c not in features.columns]
+    if lacking:  # today's data lacks features the previous model clustered on: nothing to match
+        first = max(old_ids) + 1  # new ids, never an old persona's id for a different group
+        mapping = {cluster: first + cluster for cluster in range(model.k_)}
+        changes = {"kept": [], "new": list(mapping.values()), "gone": old_ids, "merged": []}
+        changes["note"] = (
+            f"the previous personas were not matched: this data set lacks {len(lacking)} of the features "
+            f"they were fitted on ({', '.join(lacking[:3])}{', ...' if len(lacking) > 3 else ''}); new ids from {first}"
+        )
+        return mapping, names, changes
     Z = model.transform(features)
     old_clusters = previous.model.predict(features)
-    old_ids = sorted(set(previous.cluster_to_persona.values()))
     present = [c for c in range(previous.model.k_) if (old_clusters == c).any()]
     old_centroids = np.vstack([Z[old_clusters == c].mean(axis=0) for c in present])
     matches, gone, cost = match_personas(old_centroids, model.centroids())
