@@ -64,16 +64,51 @@ def test_cdnow_writes_typed_columns(tmp_path):
     assert report.tables[0].valid_rows == 4 and not report.tables[0].quarantined
 
 
+def test_cdnow_lines_that_cannot_be_split_are_set_aside_with_their_true_line_number(tmp_path):
+    """A line with a sixth field, a byte that is not UTF-8, a blank line before them (counted):
+    the rest is imported; ids are kept as written (NA is an id, not a missing value)."""
+    raw = tmp_path / "CDNOW_master.txt"
+    lines = (
+        CDNOW_MASTER.encode() + b"\n NA 19970105  1   5.00\n 00006 19970105  1   5.00  77\n 00007 1997\xff0105 1 5.00\n"
+    )
+    raw.write_bytes(lines)
+    counts = import_cdnow(raw, tmp_path / "out")
+    assert counts == {"purchases": 5, "import_rejects": 2}
+    rejects = pd.read_csv(tmp_path / "out" / "import_rejects.csv", dtype=str, keep_default_na=False)
+    assert rejects[["line", "reason"]].to_dict("records") == [
+        {"line": "10", "reason": "5 fields, expected 4"},
+        {"line": "11", "reason": "not UTF-8"},
+    ]
+    purchases = pd.read_parquet(tmp_path / "out" / "purchases.parquet")
+    assert "NA" in purchases["customer_id"].tolist()
+
+
 def test_cdnow_rows_that_do_not_parse_are_set_aside_with_their_line(tmp_path):
     raw = tmp_path / "CDNOW_master.txt"
     raw.write_text(CDNOW_MASTER + " 00004 1997XX01  1   5.00\n 00005 19970105  1   abc\n")
     counts = import_cdnow(raw, tmp_path / "out")
     assert counts == {"purchases": 4, "import_rejects": 2}
     rejects = pd.read_csv(tmp_path / "out" / "import_rejects.csv", dtype=str)
-    assert rejects.to_dict("records") == [
-        {"line": "8", "customer_id": "00004", "date": "1997XX01", "number_of_cds": "1", "dollar_value": "5.00"},
-        {"line": "9", "customer_id": "00005", "date": "19970105", "number_of_cds": "1", "dollar_value": "abc"},
+    parse = "date, count or amount does not parse"
+    assert rejects.drop(columns=["raw_line"]).to_dict("records") == [
+        {
+            "line": "8",
+            "customer_id": "00004",
+            "date": "1997XX01",
+            "number_of_cds": "1",
+            "dollar_value": "5.00",
+            "reason": parse,
+        },
+        {
+            "line": "9",
+            "customer_id": "00005",
+            "date": "19970105",
+            "number_of_cds": "1",
+            "dollar_value": "abc",
+            "reason": parse,
+        },
     ]
+    assert rejects["raw_line"].tolist() == [" 00004 1997XX01  1   5.00", " 00005 19970105  1   abc"]
     report = validate(open_dataset(tmp_path / "out"))
     assert report.tables[0].valid_rows == 4
 

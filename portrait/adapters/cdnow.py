@@ -9,9 +9,11 @@ same customer often bought the same number of CDs for the same price twice on on
 line-level duplicate check could not tell from a double export. Money is preserved exactly
 (summed as decimals, rounded to cents). Columns are written typed: ``ts`` a timestamp,
 ``amount`` and ``quantity`` doubles, the ids and ``channel`` text. A row whose date, CD count
-or dollar value does not parse cannot go into a typed column: it is left out of
-``purchases`` and written, raw, with its line number to ``import_rejects.csv`` beside it (and
-counted in the result and ``SOURCE.json``), never dropped silently. Customer ids keep their
+or dollar value does not parse cannot go into a typed column, nor can a line with another
+number of fields or bytes that are not UTF-8: it is left out of ``purchases`` and written,
+with its line number (blank lines counted), its text as written and the reason, to
+``import_rejects.csv`` beside it (and counted in the result and ``SOURCE.json``), never
+dropped silently. Values are kept as written (a customer id ``NA`` stays ``NA``). Customer ids keep their
 leading zeros. The shop was online, so ``channel`` is ``web``.
 """
 
@@ -30,25 +32,48 @@ MASTER_COLUMNS = ["customer_id", "date", "number_of_cds", "dollar_value"]
 SAMPLE_COLUMNS = ["customer_id", "sample_id", "date", "number_of_cds", "dollar_value"]
 
 
-def read_cdnow(path: Path) -> pd.DataFrame:
-    """The raw file as text columns, with each row's ``line`` number in the file."""
-    first = path.read_text().split("\n", 1)[0].split()
+def read_cdnow(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The raw file as text columns, each row with its ``line`` number in the file (blank lines
+    counted) and its text (``raw_line``), exactly as written (``NA`` stays ``NA``); and the lines
+    that cannot be split into those columns (another number of fields, bytes that are not
+    UTF-8), with their ``line``, text and ``reason``."""
+    lines = path.read_bytes().split(b"\n")
+    texts, readable = [], []
+    for raw in lines:
+        raw = raw.rstrip(b"\r")
+        try:
+            texts.append(raw.decode("utf-8"))
+            readable.append(True)
+        except UnicodeDecodeError:
+            texts.append(raw.decode("utf-8", errors="replace"))
+            readable.append(False)
+    numbered = [(n, text, ok) for n, (text, ok) in enumerate(zip(texts, readable, strict=True), 1) if text.strip()]
+    if not numbered:
+        raise ContractError(f"{path} is empty: no CDNOW line in it")
+    first = numbered[0][1].split()
     if first[:1] == ["customer_id"]:
-        raw = pd.read_csv(path, sep=r"\s+", dtype="str", skiprows=1, names=MASTER_COLUMNS)
-        skipped = 1
-    elif len(first) == 5:
-        raw = pd.read_csv(path, sep=r"\s+", dtype="str", header=None, names=SAMPLE_COLUMNS)
-        skipped = 0
-    elif len(first) == 4:
-        raw = pd.read_csv(path, sep=r"\s+", dtype="str", header=None, names=MASTER_COLUMNS)
-        skipped = 0
+        columns, numbered = MASTER_COLUMNS, numbered[1:]
+    elif len(first) in (4, 5):
+        columns = SAMPLE_COLUMNS if len(first) == 5 else MASTER_COLUMNS
     else:
         raise ContractError(
             f"{path} does not look like a CDNOW file: its first line has {len(first)} fields "
             f"({first}); expected {MASTER_COLUMNS} or {SAMPLE_COLUMNS}"
         )
-    raw.insert(0, "line", range(skipped + 1, skipped + 1 + len(raw)))
-    return raw
+    rows, malformed = [], []
+    for number, text, ok in numbered:
+        fields = text.split()
+        if not ok:
+            malformed.append((number, text, "not UTF-8"))
+        elif len(fields) != len(columns):
+            malformed.append((number, text, f"{len(fields)} fields, expected {len(columns)}"))
+        else:
+            rows.append((number, *fields, text))
+    raw = pd.DataFrame(rows, columns=["line", *columns, "raw_line"], dtype="object").astype(
+        {"line": "int64"} | {c: "str" for c in [*columns, "raw_line"]}
+    )
+    bad = pd.DataFrame(malformed, columns=["line", "raw_line", "reason"]).astype({"line": "int64"})
+    return raw, bad
 
 
 REJECTS_FILE = "import_rejects.csv"
@@ -56,9 +81,10 @@ REJECTS_FILE = "import_rejects.csv"
 
 def import_cdnow(source: Path, out_dir: Path) -> dict[str, int]:
     check_target_folder(out_dir, __name__)
-    raw = read_cdnow(source)
+    raw, malformed = read_cdnow(source)
     con = duckdb.connect()
     con.register("raw", raw)
+    con.register("malformed", malformed)
     parses = (
         "TRY_STRPTIME(date, '%Y%m%d') IS NOT NULL AND TRY_CAST(dollar_value AS DECIMAL(18, 2)) IS NOT NULL "
         "AND TRY_CAST(number_of_cds AS DOUBLE) IS NOT NULL"
@@ -72,7 +98,11 @@ def import_cdnow(source: Path, out_dir: Path) -> dict[str, int]:
         ORDER BY customer_id, ts"""
     out_dir.mkdir(parents=True, exist_ok=True)
     counts = {"purchases": copy_to_parquet(con, purchases, out_dir / "purchases.parquet")}
-    rejects = con.execute(f"SELECT * FROM raw WHERE NOT ({parses}) ORDER BY line").df()
+    rejects = con.execute(
+        f"""SELECT * EXCLUDE (raw_line), 'date, count or amount does not parse' AS reason, raw_line
+        FROM raw WHERE NOT ({parses})
+        UNION ALL BY NAME SELECT line, reason, raw_line FROM malformed ORDER BY line"""
+    ).df()
     con.close()
     target = out_dir / REJECTS_FILE
     if len(rejects):
