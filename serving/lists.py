@@ -40,7 +40,13 @@ def build_list(
     score_column = f"{model}_score"
     if score_column not in scores.columns:
         scored = sorted(c[: -len("_score")] for c in scores.columns if c.endswith("_score"))
-        raise PortraitError(f"the latest scores have no model {model!r}; scored models: {scored}")
+        hint = (
+            "; a personas model is scored as persona_id and persona_name, not as a score: rank by a propensity "
+            "model (portrait list --persona keeps one persona)"
+            if "persona_name" in scores.columns
+            else ""
+        )
+        raise PortraitError(f"the latest scores have no model {model!r}; scored models: {scored}{hint}")
     if sum(x is not None for x in (top, min_percentile, min_score)) > 1:
         raise PortraitError("give one of top, min percentile and min score (--top, --min-percentile, --min-score)")
     # NaN passes every range check (each comparison is false): said here, for the CLI and the API.

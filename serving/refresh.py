@@ -126,6 +126,11 @@ def load_config(path: Path, as_of: str | None = None) -> RefreshConfig:
         extra = sorted(set(spec) - _LIST_KEYS)
         if extra:
             raise PortraitError(f"{path}: [[lists]] entry {i + 1}: unknown key(s) {extra}; known: {sorted(_LIST_KEYS)}")
+        for key in ("model", "name", "segment"):
+            if key in spec and not isinstance(spec[key], str):
+                raise PortraitError(
+                    f'{path}: [[lists]] entry {i + 1}: {key} must be text, {key} = "..." (got {spec[key]!r})'
+                )
         top = spec.get("top")
         if top is not None and (not isinstance(top, int) or isinstance(top, bool) or top < 1):
             raise PortraitError(f"{path}: [[lists]] entry {i + 1}: top must be a whole number of customers")
@@ -142,6 +147,8 @@ def load_config(path: Path, as_of: str | None = None) -> RefreshConfig:
             )
         if name in {earlier.name for earlier in lists}:  # the second would overwrite the first's file
             raise PortraitError(f"{path}: [[lists]] entry {i + 1}: a list named {name!r} comes earlier; name it apart")
+        if spec.get("segment"):  # said now, not after every other step has run
+            check_saved_segment(spec["segment"], Path(raw["segments"]) if raw.get("segments") else None, path, i)
         lists.append(ListSpec(name, spec["model"], top, spec.get("segment")))
     retrain = raw.get("retrain", {})
     if not isinstance(retrain, dict) or not all(isinstance(v, str) for v in retrain.values()):
@@ -167,6 +174,24 @@ def load_config(path: Path, as_of: str | None = None) -> RefreshConfig:
         retrain={name: Path(file) for name, file in retrain.items()},
         source=str(path),
     )
+
+
+def check_saved_segment(name: str, folder: Path | None, path: Path, index: int) -> None:
+    """A list's segment must be a saved one (the refresh refreshes every saved segment)."""
+    from marketing.segments import SegmentStore
+
+    if folder is None:
+        raise PortraitError(
+            f'{path}: [[lists]] entry {index + 1}: segment {name!r} needs segments = "FOLDER" in the settings '
+            "(the refresh refreshes the saved segments there)"
+        )
+    store = SegmentStore(folder)
+    saved = store.names()
+    if name not in saved:
+        raise PortraitError(
+            f"{path}: [[lists]] entry {index + 1}: segment {name!r} is not saved in {store.folder} "
+            f"(saved: {', '.join(saved) or 'none'}); portrait segment create saves one"
+        )
 
 
 # ---------------------------------------------------------------- where things are

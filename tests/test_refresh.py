@@ -354,6 +354,16 @@ def test_settings_errors_name_the_setting(tmp_path):
             'models = ["a"]\n[[lists]]\nmodel = "a"\nname = "top"\ntop = 50\n[[lists]]\nmodel = "a"\nname = "top"\ntop = 10',
             r"\[\[lists\]\] entry 2: a list named 'top' comes earlier",
         ),
+        ('models = ["a"]\n[[lists]]\nmodel = "a"\nname = 5', r'entry 1: name must be text, name = "..." \(got 5\)'),
+        ('models = ["a"]\n[[lists]]\nmodel = 5', r'entry 1: model must be text, model = "..." \(got 5\)'),
+        (
+            'models = ["a"]\n[[lists]]\nmodel = "a"\nsegment = "big_spender"',
+            r"entry 1: segment 'big_spender' needs segments = \"FOLDER\" in the settings",
+        ),
+        (
+            'models = ["a"]\nsegments = "nowhere"\n[[lists]]\nmodel = "a"\nsegment = "big_spender"',
+            r"entry 1: segment 'big_spender' is not saved in nowhere \(saved: none\)",
+        ),
     ],
 )
 def test_settings_of_the_wrong_type_or_repeated_are_refused_before_the_run(tmp_path, settings, message):
