@@ -229,3 +229,13 @@ def test_an_import_refuses_a_folder_holding_another_data_set_and_replaces_its_ow
     with pytest.raises(PortraitError, match=r"already holds a data set \(events.csv\): import into a new or empty"):
         import_cdnow(raw, other)
     assert sorted(p.name for p in other.iterdir()) == ["events.csv"]  # nothing written
+    renamed = tmp_path / "renamed"  # a data set whose purchases file has another name
+    renamed.mkdir()
+    (renamed / "sales_export.csv").write_text("order_id,customer_id,ts,amount\no1,c1,2024-01-01,5\n")
+    (renamed / "portrait.toml").write_text('[tables.purchases]\nfile = "sales_export.csv"\n')
+    with pytest.raises(PortraitError, match=r"already holds a data set \(tables named in portrait.toml\)"):
+        import_cdnow(raw, renamed)
+    settings_only = tmp_path / "settings_only"  # privacy settings written before the first import
+    settings_only.mkdir()
+    (settings_only / "portrait.toml").write_text('[privacy]\nsensitive_columns = ["gender"]\n')
+    assert import_cdnow(raw, settings_only) == {"purchases": 4}

@@ -23,6 +23,8 @@ def check_target_folder(out_dir: Path, adapter: str) -> None:
         for form in (*contract.TABLE_SUFFIXES, "")  # "": a folder of part files
         if (out_dir / f"{table.name}{form}").exists()
     )
+    if _names_tables(out_dir / "portrait.toml"):  # its tables are files of any name ([tables.*] file)
+        held.append("tables named in portrait.toml")
     if not held:
         return
     try:
@@ -35,6 +37,17 @@ def check_target_folder(out_dir: Path, adapter: str) -> None:
             f"{', imported by ' + str(previous) if previous else ''}): import into a new or empty folder; "
             "importing over it would mix two data sets"
         )
+
+
+def _names_tables(config: Path) -> bool:
+    """Whether a data set's ``portrait.toml`` maps tables to files ([tables.NAME] file = ...)."""
+    import tomllib
+
+    try:
+        tables = tomllib.loads(config.read_text(encoding="utf-8")).get("tables", {})
+    except (OSError, ValueError):
+        return config.is_file()  # unreadable settings: not a folder to import into blindly
+    return isinstance(tables, dict) and any(isinstance(t, dict) and t.get("file") for t in tables.values())
 
 
 def copy_to_parquet(con: duckdb.DuckDBPyConnection, select_sql: str, target: Path) -> int:
