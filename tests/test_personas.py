@@ -2,6 +2,7 @@
 
 import datetime as dt
 import json
+import re
 from html import escape
 
 import numpy as np
@@ -704,3 +705,28 @@ def test_personas_page_shows_stability_and_distinguishing_features(tmp_path):
     assert "Key features against all customers" not in html  # no lift column: no empty heat map
     unstable = write_portrait(table, tmp_path / "u", summary={**summary, "stability_ari": 0.6})["markdown"]
     assert "NOT stable (below 0.75" in unstable.read_text()
+
+
+@pytest.mark.parametrize(
+    "as_of, message",
+    [
+        (
+            "2026-06-01",
+            r"the latest purchase in the data is \d+ days before 2026-06-01: every purchase window is empty",
+        ),
+        ("2020-01-01", r"no customer has a purchase, event or signup before 2020-01-01: nothing to cluster"),
+    ],
+)
+def test_a_fit_as_of_a_date_far_from_the_data_is_refused(tmp_path, monkeypatch, as_of, message):
+    from tests.conftest import write_tables
+    from tests.test_marketing_api_cli import run
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    purchases = pd.DataFrame(
+        {"order_id": ["o1", "o2"], "customer_id": ["A", "B"], "ts": ["2024-01-05", "2024-01-06"], "amount": [5.0, 7.0]}
+    )
+    data = write_tables(tmp_path / "data", purchases=purchases)
+    (tmp_path / "personas.toml").write_text(f'name = "far_personas"\n[data]\npath = "{data}"\n')
+    code, text = run("personas", "fit", str(tmp_path / "personas.toml"), "--as-of", as_of)
+    assert code == 2 and re.search(message, text), text
+    assert "registered" not in text

@@ -19,7 +19,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from features.build import build_features, parse_cutoff
+from features.build import LATE_AS_OF_DAYS, build_features, late_as_of_note, parse_cutoff
 from features.catalogue import ASPECTS, FAMILIES
 from models.persona_profile import (
     feature_lifts,
@@ -360,6 +360,15 @@ def _run_persona_fit(
         cutoff = last + dt.timedelta(days=1)
     say(f"building features as of {cutoff}")
     features = build_features(dataset, cutoff, families=config.families)
+    if features.empty:
+        raise PortraitError(
+            f"no customer has a purchase, event or signup before {cutoff}: nothing to cluster "
+            "(is the as-of date before the data?)"
+        )
+    if late := late_as_of_note(
+        features, cutoff, "every purchase window is empty, so personas would be told apart by nothing recent"
+    ):
+        raise PortraitError(f"{late} (give an as-of date within {LATE_AS_OF_DAYS} days of the data)")
     searched = f"k={config.k}" if config.k else f"k search {config.k_min}-{config.k_max}"
     say(f"clustering {len(features):,} customers ({searched} on a sample, then all rows)")
     fit = fit_personas(config, features, previous_fit(config.name))
