@@ -99,7 +99,7 @@ def load_config(path: Path, as_of: str | None = None) -> RefreshConfig:
     if unknown:
         raise PortraitError(f"{path}: unknown setting(s) {unknown}; known: {sorted(_KEYS | {'retrain'})}")
     for key in ("data", "out"):
-        if not isinstance(raw.get(key), str):
+        if not isinstance(raw.get(key), str) or not raw[key].strip():
             raise PortraitError(f'{path}: {key} = "FOLDER" is required')
     if "as_of" in raw and not isinstance(raw["as_of"], str | dt.date):
         raise PortraitError(f'{path}: as_of must be a date, as_of = "YYYY-MM-DD" (got {raw["as_of"]!r})')
@@ -282,6 +282,11 @@ def refresh(
     is doing. Raises :class:`RefreshFailed` when a step fails (LATEST unchanged) and
     :class:`portrait.files.LockHeld` when another refresh holds the output root."""
     root = config.out
+    if not config.data.exists():  # before the output root is made (a run from the wrong folder)
+        raise PortraitError(
+            f"{config.source}: data = {str(config.data)!r} is {config.data.resolve()}, which does not exist "
+            f"(a relative path is read from the working folder, {Path.cwd()}); nothing was run or written"
+        )
     root.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(root / LOCK, f"portrait refresh of {root}"):
         return _locked_refresh(config, retrain_if_drift, retrainer, on_step, progress)

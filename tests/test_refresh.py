@@ -339,6 +339,24 @@ def test_settings_errors_name_the_setting(tmp_path):
     path.write_text('out = "o"\n')
     with pytest.raises(Exception, match='data = "FOLDER" is required'):
         load_config(path)
+    path.write_text('data = ""\nout = "o"\n')  # not the working folder
+    with pytest.raises(Exception, match='data = "FOLDER" is required'):
+        load_config(path)
+
+
+def test_a_data_set_that_is_not_there_stops_before_the_output_root_is_made(tmp_path, monkeypatch):
+    """Run from the wrong folder, a relative data path names nothing: say so, make nothing."""
+    from serving.refresh import refresh
+
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "refresh.toml"
+    path.write_text('data = "data4k"\nout = "out/refresh"\n')
+    with pytest.raises(
+        PortraitError,
+        match=r"data = 'data4k' is .*data4k, which does not exist \(a relative path is read from the working folder",
+    ):
+        refresh(load_config(path))
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize(
