@@ -421,6 +421,9 @@ def build_profile(
         if data is not None:
             try:
                 attributes = data.attributes(include_sensitive, note)
+                if attributes is not None and (joined := _signed_up_after(attributes, as_of)):
+                    note("attributes", f"signed up on {joined}, after the as-of date {as_of}: not yet a customer then")
+                    attributes = None
                 identities = data.identities()
                 orders = data.orders(as_of)
                 events = data.events(as_of, note)
@@ -894,6 +897,18 @@ def _champion(name: str):
     from serving.registry import load_model
 
     return load_model(name, "champion")
+
+
+def _signed_up_after(attributes: Attributes, as_of: dt.date | None) -> str | None:
+    """The ``signup_date`` attribute when it is on or after ``as_of`` (the customers row is
+    today's, and a profile as of an earlier date must not show someone who had not joined)."""
+    if as_of is None:
+        return None
+    value = next((a.value for a in attributes.values if a.name.lower() == "signup_date"), None)
+    joined = pd.to_datetime(value, errors="coerce") if value else pd.NaT
+    if pd.isna(joined) or joined.date() < as_of:
+        return None
+    return joined.date().isoformat()
 
 
 def _without_sensitive(reasons: list[str], privacy) -> list[str]:

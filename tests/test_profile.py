@@ -715,3 +715,18 @@ def test_a_run_is_loaded_in_the_background_and_served_from_files_meanwhile(world
     from_memory = build_profile("c2", sources, compute_reasons=False, in_memory=True)
     assert reader.nbytes == held  # everything a profile reads was loaded by the warm-up
     assert from_memory.model_dump() == build_profile("c2", sources, compute_reasons=False).model_dump()
+
+
+def test_a_customer_who_signed_up_after_the_as_of_date_shows_no_attributes(world):
+    """The customers row is today's: as of a date before c3 joined (2024-07-01), the profile
+    says c3 was not yet a customer instead of showing the row; c1 (joined 2024-05-01) keeps it."""
+    before = dt.date(2024, 6, 15)
+    sources = ProfileSources(data=world["data"], as_of=before)
+    c3 = build_profile("c3", sources, compute_reasons=False)
+    assert c3.attributes is None
+    assert any(
+        n.section == "attributes"
+        and n.note == "signed up on 2024-07-01, after the as-of date 2024-06-15: not yet a customer then"
+        for n in c3.notes
+    )
+    assert build_profile("c1", sources, compute_reasons=False).attributes is not None
