@@ -399,8 +399,38 @@ class _Job:
             **{f"{t.table}_valid": t.valid_rows for t in report.tables},
             "quarantined": report.quarantined_rows,
         }
-        record.notes = list(report.notes)
+        record.notes = list(report.notes) + self._changes_since_previous(record.rows)
         self._check_as_of(report.purchases_first_ts, report.purchases_last_ts)
+
+    def _changes_since_previous(self, rows: dict[str, int]) -> list[str]:
+        """Warnings when a table the previous run read is gone, or holds under half of the valid
+        rows it held then: a broken feed, whose empty features would otherwise be scored and
+        published like any other night's (only drift would hint at it)."""
+        if self.previous is None:
+            return []
+        try:
+            manifest = json.loads((self.previous / "manifest.json").read_text())
+            before = next(s for s in manifest["steps"] if s["step"] == "validate")["rows"]
+        except (OSError, ValueError, KeyError, StopIteration, TypeError):
+            return []
+        when = manifest.get("as_of", self.previous.name)
+        warnings = []
+        for key, count in before.items():
+            if not key.endswith("_valid") or not isinstance(count, int) or count <= 0:
+                continue
+            table = key.removesuffix("_valid")
+            now = rows.get(key)
+            if now is None:
+                warnings.append(
+                    f"warning: the run of {when} read {count:,} valid {table} rows; the data set has no {table} "
+                    f"table now, so every feature built from it is empty (a broken feed?)"
+                )
+            elif now * 2 < count:
+                warnings.append(
+                    f"warning: {table} holds {now:,} valid rows against {count:,} in the run of {when} "
+                    "(a broken or partial feed?)"
+                )
+        return warnings
 
     def _check_as_of(self, first: str | None, last: str | None) -> None:
         """A run as of a date before the data, or more than a year after its latest purchase,

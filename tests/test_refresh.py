@@ -443,3 +443,26 @@ def test_each_step_reports_its_own_peak_memory():
     del block
     small = StepMeter().read()
     assert big[2] >= 0.4 and big[2] - small[2] >= 0.3  # the second step's peak does not carry the first's
+
+
+def test_a_table_gone_or_shrunk_since_the_previous_run_is_a_warning(tmp_path):
+    """A broken feed (events gone, purchases cut to a third) is said in the validate step,
+    against the valid rows the previous run read; growth and new tables are not."""
+    from serving.refresh import _Job
+
+    previous = tmp_path / "runs" / "2024-12-01"
+    previous.mkdir(parents=True)
+    rows = {"customers": 90, "purchases_valid": 900, "events_valid": 5000, "customers_valid": 100, "quarantined": 3}
+    manifest = {"as_of": "2024-12-01", "steps": [{"step": "validate", "rows": rows}]}
+    (previous / "manifest.json").write_text(json.dumps(manifest))
+    job = _Job.__new__(_Job)  # only the previous run is read
+    job.previous = previous
+    now = {"customers": 40, "purchases_valid": 300, "customers_valid": 120, "quarantined": 0}
+    assert job._changes_since_previous(now) == [
+        "warning: purchases holds 300 valid rows against 900 in the run of 2024-12-01 (a broken or partial feed?)",
+        "warning: the run of 2024-12-01 read 5,000 valid events rows; the data set has no events table now, so "
+        "every feature built from it is empty (a broken feed?)",
+    ]
+    assert job._changes_since_previous({**now, "purchases_valid": 950, "events_valid": 5100}) == []
+    job.previous = None
+    assert job._changes_since_previous(now) == []
