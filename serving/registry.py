@@ -47,10 +47,17 @@ def load_model(name: str, alias: str = "champion") -> LoadedModel:
             f"model {name!r} has no version with alias {alias!r}; promote one (portrait promote {name}) "
             "or choose another alias with --alias"
         ) from None
-    pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}")
-    python_model = pyfunc.unwrap_python_model()
-    folder = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version.version}"))
-    meta = json.loads((folder / "artifacts" / "meta.json").read_text())
+    try:
+        pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}")
+        python_model = pyfunc.unwrap_python_model()
+        folder = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version.version}"))
+        meta = json.loads((folder / "artifacts" / "meta.json").read_text())
+    except (MlflowException, OSError, ValueError) as exc:  # files moved or deleted under the registry
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PortraitError(
+            f"model {name!r} version {version.version} ({alias}) cannot be loaded from {version.source}: {first}; "
+            "its files were moved or deleted: train and promote it again, or restore them"
+        ) from None
     if meta.get("label") == PERSONA_LABEL:
         # Through the typed card: cards stored before it gain what they lack (the same shape).
         try:

@@ -1,6 +1,7 @@
 """Serving on small synthetic data: batch scores, atomic writes, lists, filters and the API."""
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -607,3 +608,25 @@ def test_a_list_of_a_segment_reads_the_data_set_the_scores_came_from(scored, reg
     features = latest_scores(out)[1].set_index("customer_id")
     ids = pd.read_csv(listed, dtype={"customer_id": "str"})["customer_id"]
     assert len(ids) and (features.loc[ids, "orders_lifetime"] >= 2).all()
+
+
+def test_a_model_whose_files_were_deleted_is_named_in_one_message(registered):
+    """The registry still lists the version, but its artifacts are gone (moved by hand): the
+    message names the model, version and where it was, not MLflow's "No such artifact: ''"."""
+    import mlflow
+
+    from serving.registry import load_model
+
+    version = mlflow.MlflowClient().get_model_version_by_alias(MODEL, "champion")
+    folder = Path(mlflow.artifacts.download_artifacts(f"models:/{MODEL}/{version.version}"))
+    aside = folder.with_name(folder.name + ".aside")
+    folder.rename(aside)
+    try:
+        with pytest.raises(
+            PortraitError,
+            match=rf"model '{MODEL}' version {version.version} \(champion\) cannot be loaded from .*moved or deleted",
+        ):
+            load_model(MODEL)
+    finally:
+        aside.rename(folder)
+    assert load_model(MODEL).version == str(version.version)
