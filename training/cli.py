@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -89,6 +90,21 @@ def _print_summary(out, summary) -> None:
         out.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
+def _reporter(progress: Progress, task, console):
+    """Show a progress message on the spinner; where the output is no terminal (a log, cron),
+    where the spinner shows nothing, as a line with the seconds since the start."""
+    started = time.monotonic()
+    last = [None]
+
+    def say(text: str, **update) -> None:
+        progress.update(task, description=text, **update)
+        if not console.is_terminal and text != last[0]:
+            last[0] = text
+            console.print(f"[{time.monotonic() - started:6.0f} s] {text}", markup=False, highlight=False)
+
+    return say
+
+
 def register(app: typer.Typer, out, console) -> None:
     from training.tracking import setup_tracking
 
@@ -110,10 +126,10 @@ def register(app: typer.Typer, out, console) -> None:
             transient=True,
         ) as progress:
             task = progress.add_task("building the training set", total=None)
+            report = _reporter(progress, task, console)
 
             def say(message) -> None:
-                text = f"features as of {message}" if not isinstance(message, str) else message
-                progress.update(task, description=text)
+                report(f"features as of {message}" if not isinstance(message, str) else message)
 
             summary = train_experiment(config, progress=say)
         _print_summary(out, summary)
@@ -145,9 +161,10 @@ def register(app: typer.Typer, out, console) -> None:
             transient=True,
         ) as progress:
             task = progress.add_task("", total=n)
+            report = _reporter(progress, task, console)
 
             def on_trial(trial) -> None:
-                progress.update(task, advance=1, description=f"last: {trial.state.name.lower()} {trial.value or ''}")
+                report(f"trial {trial.number}: {trial.state.name.lower()} {trial.value or ''}", advance=1)
 
             summary = tune_experiment(config, n, timeout or config.tuning.timeout_seconds, progress=on_trial)
         out.print(
@@ -206,10 +223,7 @@ def register_personas(app: typer.Typer, out, console) -> None:
         ) as progress:
             task = progress.add_task("fitting personas", total=None)
             fit, run_id, version = run_persona_fit(
-                config,
-                parse_cutoff(as_of) if as_of else None,
-                out_file,
-                progress=lambda message: progress.update(task, description=message),
+                config, parse_cutoff(as_of) if as_of else None, out_file, progress=_reporter(progress, task, console)
             )
         out.print(f"run {run_id}: {fit.model.k_} personas, registered {config.name} v{version} with alias 'candidate'")
         for row in fit.table.itertuples():
