@@ -167,6 +167,11 @@ def test_page_escapes_text_from_the_data(tmp_path):
 def test_distinguishing_traits_rank_by_distance_from_the_population():
     traits = distinguishing_traits(pd.Series({"a": 1.1, "b": 0.25, "c": 4.0, "d": np.nan, "e": 1.0}), top=3)
     assert traits.round(3).to_dict() == {"b": -2.0, "c": 2.0, "a": 0.138}
+    # Half the places go to traits above the population: a persona named for payday shopping
+    # (x1.9) shows it, although three tiny shares sit further below (x0.08 to x0.18).
+    lifts = pd.Series({"grocery": 0.08, "morning": 0.10, "toys": 0.18, "payday": 1.9, "web": 1.2, "fresh": 0.9})
+    shown = distinguishing_traits(lifts, top=4)
+    assert list(shown.index) == ["grocery", "morning", "payday", "web"]
 
 
 def test_persona_config_rejects_unknown_keys(tmp_path):

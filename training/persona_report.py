@@ -32,13 +32,19 @@ TOP_TRAITS = 8
 def distinguishing_traits(
     lifts: pd.Series, top: int = TOP_TRAITS, meanings: dict[str, Feature] | None = None
 ) -> pd.Series:
-    """The features furthest from the population (by |log2 lift|), as log2 lifts; with
-    ``meanings``, volume features (spend, orders: the value axis) are left out, so the chart
-    shows how a persona shops rather than how much."""
+    """The features furthest from the population (by |log2 lift|), as log2 lifts, of which
+    up to half the places go to the strongest traits *above* the population's: tiny shares'
+    low lifts (x0.08 of a category nobody buys much) would otherwise push out what a persona
+    does more than others, which is what its name says. With ``meanings``, volume features
+    (spend, orders: the value axis) are left out, so the chart shows how a persona shops rather
+    than how much."""
     if meanings is not None:
         lifts = lifts[[c for c in lifts.index if c not in meanings or meanings[c].aspect != "volume"]]
     log_lift = np.log2(pd.to_numeric(lifts, errors="coerce").clip(lower=0.01)).dropna()
-    return log_lift.reindex(log_lift.abs().sort_values(ascending=False).index).head(top)
+    above = log_lift[log_lift > 0].sort_values(ascending=False).head(top // 2)
+    rest = log_lift.drop(above.index)
+    chosen = pd.concat([above, rest.reindex(rest.abs().sort_values(ascending=False).index).head(top - len(above))])
+    return chosen.reindex(chosen.abs().sort_values(ascending=False, kind="stable").index)
 
 
 markdown = pages.markdown
