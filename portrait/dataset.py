@@ -167,19 +167,7 @@ class TableSource:
         checks = personal_value_checks(columns)
         if checks is None:
             return {}
-        con = duckdb.connect()
-        try:
-            if self.frame is not None:
-                con.register("_guarded_frame", self.frame)
-            if self.duckdb_file is not None:
-                con.execute(f"ATTACH {quote_literal(str(self.duckdb_file))} AS source_db (READ_ONLY)")
-            scan = self._scan_sql("_guarded_frame", keep_rejects=self.is_csv)
-            return checks.personal(con.execute(f"SELECT {checks.select} FROM {scan}").fetchone())
-        except duckdb.Error as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ContractError(f"cannot read {self.describe()}: {first}", table=self.table) from exc
-        finally:
-            con.close()
+        return checks.personal(self._read_whole("SELECT " + checks.select + " FROM {scan}", "the values of")[0])
 
     @functools.cached_property
     def repeated_header_names(self) -> frozenset[str]:
@@ -223,19 +211,25 @@ class TableSource:
     @functools.cached_property
     def _column_types(self) -> list[tuple[str, str]]:
         """The source's (column name, DuckDB type) pairs, read once without its rows."""
+        rows = self._read_whole("DESCRIBE SELECT * FROM {scan}", "the column names of")
+        return [(str(row[0]), str(row[1])) for row in rows]
+
+    def _read_whole(self, query: str, what: str) -> list[tuple]:
+        """The rows of ``query`` (``{scan}`` standing for the whole source, withheld columns
+        included) on a connection of its own; an unreadable source is a :class:`ContractError`
+        saying ``what`` could not be read."""
         con = duckdb.connect()
         try:
             if self.frame is not None:
                 con.register("_frame", self.frame)
             if self.duckdb_file is not None:
                 con.execute(f"ATTACH {quote_literal(str(self.duckdb_file))} AS source_db (READ_ONLY)")
+            # replace, not format: the value checks' regular expressions hold braces ({2,})
             scan = self._scan_sql("_frame", keep_rejects=self.is_csv)
-            return [(str(row[0]), str(row[1])) for row in con.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()]
+            return con.execute(query.replace("{scan}", scan)).fetchall()
         except duckdb.Error as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ContractError(
-                f"cannot read the column names of {self.describe()}: {first}", table=self.table
-            ) from exc
+            raise ContractError(f"cannot read {what} {self.describe()}: {first}", table=self.table) from exc
         finally:
             con.close()
 

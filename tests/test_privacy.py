@@ -491,22 +491,29 @@ def test_text_attributes_are_read_by_their_values(tmp_path, caplog):
     assert "customers.member_no: nearly one value per customer" in caplog.text
 
 
-def test_quarantined_identities_rows_keep_no_identity_value(tmp_path):
+def _quarantine_of(tmp_path, table: str, text: str) -> pd.DataFrame:
+    """Validate a data set of two purchases and ``table``'s CSV ``text``; its quarantine."""
     from portrait.validate import validate
 
     data = tmp_path / "data"
     data.mkdir()
     (data / "purchases.csv").write_text("order_id,customer_id,ts,amount\no1,A1,2024-01-05,1\no2,B1,2024-01-06,2\n")
-    (data / "identities.csv").write_text(
+    (data / f"{table}.csv").write_text(text)
+    validate(open_dataset(data), tmp_path / "report")
+    return pd.read_parquet(tmp_path / "report" / "quarantine" / f"{table}.parquet")
+
+
+def test_quarantined_identities_rows_keep_no_identity_value(tmp_path):
+    quarantine = _quarantine_of(
+        tmp_path,
+        "identities",
         "customer_id,id_type,id_value\n"
         "A1,email,alice@example.com\n"
         ",email,bob@example.com\n"  # no customer id
         "B1,,+15551234567\n"  # no type
         "A1,email,alice@example.com\n"  # a copy
-        "C1,phone,\n"  # no value
+        "C1,phone,\n",  # no value
     )
-    validate(open_dataset(data), tmp_path / "report")
-    quarantine = pd.read_parquet(tmp_path / "report" / "quarantine" / "identities.parquet")
     by_reason = dict(
         zip(
             quarantine["_reject_reason"],
@@ -562,16 +569,11 @@ def test_columns_whose_values_are_personal_data_are_withheld_whatever_their_name
 
 def test_a_malformed_customers_line_is_withheld_even_without_a_personal_column_name(tmp_path):
     """The line's fields are not where the header says: no column check clears its text."""
-    from portrait.validate import validate
-
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "purchases.csv").write_text("order_id,customer_id,ts,amount\no1,C1,2024-01-01,10.0\n")
-    (data / "customers.csv").write_text(
-        'customer_id,region,contact\nC1,north,x\nC7,north,"Jane Doe" <jane.doe@example.com>,+44 7700 900123\n'
+    quarantine = _quarantine_of(
+        tmp_path,
+        "customers",
+        'customer_id,region,contact\nA1,north,x\nC7,north,"Jane Doe" <jane.doe@example.com>,+44 7700 900123\n',
     )
-    validate(open_dataset(data), tmp_path / "report")
-    quarantine = pd.read_parquet(tmp_path / "report" / "quarantine" / "customers.parquet")
     assert quarantine["_raw_line"].tolist() == ["(text withheld: the line may hold personal data)"]
     assert "jane" not in (tmp_path / "report" / "report.json").read_text().lower()
 
