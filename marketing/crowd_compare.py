@@ -252,9 +252,9 @@ def write_compare(result: Comparison, data: CrowdData, min_cell: int, out_dir: P
         f"{result.overlap:,} customers are in more than one crowd. Counts under {min_cell} are shown as <{min_cell}."
     )
     markdown = [
-        "# Crowd comparison: " + " / ".join(names),
+        "# Crowd comparison: " + pages.md_text(" / ".join(names)),
         "",
-        intro,
+        pages.md_text(intro),
         "",
         "## Key figures",
         "",

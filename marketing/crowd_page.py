@@ -142,18 +142,18 @@ def _header(report: CrowdReport) -> str:
 
 
 def markdown_page(report: CrowdReport) -> str:
-    parts = [f"# Crowd portrait: {report.crowd}", "", _header(report), ""]
+    parts = [f"# Crowd portrait: {pages.md_text(report.crowd)}", "", pages.md_text(_header(report)), ""]
     parts += ["## Key figures", "", pages.markdown(_figures_table(report)), ""]
     for note in report.notes:
-        parts.append(f"- {note}")
+        parts.append(f"- {pages.md_text(note)}")
     if report.empty:
         return "\n".join(parts) + "\n"
     unknown = _unknown_everywhere(report)
     if unknown:
-        parts += ["", f"Not known for anyone in this data set: {', '.join(unknown)}.", ""]
+        parts += ["", pages.md_text(f"Not known for anyone in this data set: {', '.join(unknown)}."), ""]
     parts += ["## Who they are", ""]
     for _, label, rows in _dimension_tables(report):
-        parts += [f"### {label}", "", pages.markdown(rows.rename(columns=HEADERS)), ""]
+        parts += [f"### {pages.md_text(label)}", "", pages.markdown(rows.rename(columns=HEADERS)), ""]
     for title, table in (
         (
             "Top categories by the crowd's spend (last 365 days)",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 from html import escape
 
 import pandas as pd
@@ -49,15 +50,24 @@ def img(encoded_png: str, alt: str) -> str:
     return f"<img alt='{escape(alt, quote=True)}' src='data:image/png;base64,{encoded_png}'>"
 
 
+def md_text(value) -> str:
+    """Text from the data as Markdown shows it literally: no HTML tag or entity (a viewer that
+    renders HTML inside Markdown runs no tag from the data: a ``<`` that opens one and an ``&``
+    that starts one are escaped, while ``<10``, a suppressed count, stays readable), on one line
+    (a newline would end a table row or a heading), pipes escaped (a table cell's border)."""
+    text = re.sub(r"&(?=#?[A-Za-z0-9]+;)", "&amp;", str(value))
+    text = re.sub(r"<(?=[A-Za-z/!?])", "&lt;", text)
+    return re.sub(r"[\r\n\v\f\x85\u2028\u2029]+", " ", text).replace("|", "\\|")
+
+
 def markdown(table: pd.DataFrame) -> str:
-    """A Markdown table; floats with two decimals and thousands separators, NaN blank."""
+    """A Markdown table; floats with two decimals and thousands separators, NaN blank; every
+    header and cell through :func:`md_text`."""
     shown = table.copy()
     for column in shown.columns:
         if pd.api.types.is_float_dtype(shown[column]):
             shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:,.2f}")
     shown = shown.astype(object).where(shown.notna(), "")
-    lines = ["| " + " | ".join(map(str, shown.columns)) + " |", "|" + " --- |" * len(shown.columns)]
-    lines += [
-        "| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in shown.itertuples(index=False)
-    ]
+    lines = ["| " + " | ".join(map(md_text, shown.columns)) + " |", "|" + " --- |" * len(shown.columns)]
+    lines += ["| " + " | ".join(map(md_text, row)) + " |" for row in shown.itertuples(index=False)]
     return "\n".join(lines)

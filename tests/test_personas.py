@@ -162,6 +162,21 @@ def test_page_escapes_text_from_the_data(tmp_path):
     assert "alt='What sets Regulars · &lt;b&gt;web&lt;/b&gt; apart'" in page  # escaped once, not twice
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "Payment methods" not in page  # no payment data: the line is left out, not shown empty
+    # The Markdown page too: a viewer that renders HTML in Markdown runs no tag from the data,
+    # and a newline in a value does not break a table row.
+    table.loc[1, "top_categories"] = "fresh\nproduce | deli (100%)"
+    text = write_portrait(table, tmp_path)["markdown"].read_text()
+    assert "<script>" not in text and "<b>" not in text and "&lt;script>alert(1)&lt;/script>" in text
+    assert "| fresh produce \\| deli (100%) |" in text
+
+
+def test_markdown_text_is_one_line_without_tags_and_keeps_suppressed_counts():
+    from portrait.pages import markdown, md_text
+
+    assert md_text("<img src=x onerror=alert(1)>") == "&lt;img src=x onerror=alert(1)>"
+    assert md_text("we\r\nst|x") == "we st\\|x" and md_text("<10") == "<10" and md_text("AT&amp;T") == "AT&amp;amp;T"
+    table = pd.DataFrame({"tier <b>|x": ["a\nb"], "n": [1.5]})
+    assert markdown(table) == "| tier &lt;b>\\|x | n |\n| --- | --- |\n| a b | 1.50 |"
 
 
 def test_distinguishing_traits_rank_by_distance_from_the_population():

@@ -158,7 +158,7 @@ def _markdown_page(
         shown = ", ".join(
             f"{labels.get(feature, feature)} x{2**value:.2f}" for feature, value in traits[row.persona_id].items()
         )
-        parts.append(f"- **{row.persona_name}**: {shown}")
+        parts.append(f"- **{pages.md_text(row.persona_name)}**: {pages.md_text(shown)}")
     return "\n".join(parts) + "\n"
 
 
