@@ -750,3 +750,7 @@ def test_a_fit_as_of_a_date_far_from_the_data_is_refused(tmp_path, monkeypatch, 
     code, text = run("personas", "fit", str(tmp_path / "personas.toml"), "--as-of", as_of)
     assert code == 2 and re.search(message, text), text
     assert "registered" not in text
+    # A bad --out is refused before any work (it used to be found after a version was registered).
+    for out, said in ((tmp_path, "is a folder, not a file"), (tmp_path / "x.txt", "writes .csv or .parquet files")):
+        code, text = run("personas", "fit", str(tmp_path / "personas.toml"), "--out", str(out))
+        assert code == 2 and said in text and "registered" not in text, text

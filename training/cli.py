@@ -208,8 +208,11 @@ def register_personas(app: typer.Typer, out, console) -> None:
 
         from features.build import parse_cutoff
         from models.personas import STABLE_ARI
+        from portrait.files import check_suffix
         from training.personas import load_persona_config, run_persona_fit
 
+        if out_file is not None:  # before the fit registers a version, not after
+            check_suffix(out_file, (".csv", ".parquet"))
         config = load_persona_config(experiment)
         if data:
             config = replace(config, data=str(data))
