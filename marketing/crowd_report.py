@@ -222,8 +222,9 @@ def line_tables(data: CrowdData, crowd: np.ndarray, base: np.ndarray):
 
 def _top(found: pd.DataFrame, n_crowd: int, n_base: int, top: int = TOP) -> pd.DataFrame:
     found = found.fillna({"spend": 0.0, "units": 0.0, "buyers": 0, "base_buyers": 0, "base_spend": 0.0})
-    found = found[found["buyers"] > 0].sort_values(["spend", "value"], ascending=[False, True]).head(top)
-    total = found["spend"].sum()
+    found = found[found["buyers"] > 0]
+    total = found["spend"].sum()  # of every category (brand), not only the top ones shown
+    found = found.sort_values(["spend", "value"], ascending=[False, True]).head(top)
     result = pd.DataFrame(
         {
             "value": found["value"].astype("str"),

@@ -584,3 +584,21 @@ def test_a_trend_with_too_many_points_says_so_without_a_wrong_count():
 
     with pytest.raises(PortraitError, match=r"more than 120 points from 1990-01-01 to 2030-01-01 every month"):
         trend_dates("1990-01-01", "2030-01-01", "month")
+
+
+def test_a_top_category_share_is_of_all_the_crowds_category_spend_not_of_the_rows_shown():
+    from marketing.crowd_report import _top
+
+    found = pd.DataFrame(
+        {
+            "value": [f"c{i:02d}" for i in range(12)],
+            "spend": [100.0] * 2 + [10.0] * 10,  # 300 in all; the top 10 hold 280
+            "units": [1.0] * 12,
+            "buyers": [5] * 12,
+            "base_buyers": [50] * 12,
+            "base_spend": [1000.0] * 12,
+        }
+    )
+    top = _top(found, n_crowd=20, n_base=200, top=10)
+    assert len(top) == 10 and top["share_of_spend"].iloc[0] == pytest.approx(100 / 300)
+    assert top["share_of_spend"].sum() == pytest.approx(280 / 300)
