@@ -44,6 +44,10 @@ def test_each_row_problem_is_counted_by_reason_and_quarantined(tmp_path):
     bad_ts = quarantine[quarantine["_reject_reason"] == "unparseable_ts"]
     assert bad_ts["ts"].tolist() == ["5th of May"]  # the raw value is kept for inspection
     assert (tmp_path / "out" / "report.json").exists()
+    # The data corrected and validated into the same folder: the old quarantine goes too.
+    write_tables(tmp_path / "data", purchases=purchases({}))
+    assert validate(open_dataset(folder), tmp_path / "out").quarantined_rows == 0
+    assert not (tmp_path / "out" / "quarantine" / "purchases.parquet").exists()
 
 
 def test_nothing_is_written_to_quarantine_when_all_rows_are_good(tmp_path):
