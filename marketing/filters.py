@@ -155,6 +155,8 @@ def _bound(text: str) -> None:
     for token in tokens:
         if token.token_type == TokenType.SEMICOLON:
             raise FilterError("a condition is one expression; ';' is not allowed")
+        if token.comments:  # the parser drops them: "x >= 0 -- and y > 9" would count everyone
+            raise FilterError("comments (-- or /* */) are not allowed in a condition: every word of it counts")
         if token.token_type == TokenType.L_PAREN:
             depth += 1
             deepest = max(deepest, depth)
@@ -265,6 +267,8 @@ class _Checker:
                 raise FilterError("'in' takes a list of values, not a query")
             if len(node.expressions) > MAX_IN_VALUES:
                 raise FilterError(f"'in' takes at most {MAX_IN_VALUES:,} values")
+            if not node.expressions:  # matches nobody: a list left empty by mistake, said
+                raise FilterError("'in ()' is an empty list of values: it matches nobody; give at least one value")
             column, _ = self.operand(node.this, column_only=True)
             values = [self.literal(v) for v in node.expressions]
             self.same_kind(node, [column, *values])

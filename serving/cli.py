@@ -183,7 +183,9 @@ def register(app: typer.Typer, out, console) -> None:
             left_out=rows.attrs["left_out"],
         )
         atomic_write(rows, out_file, csv=True)
-        out.print(f"{len(rows):,} customers -> {out_file}")
+        scored = str(scores["as_of"].iloc[0].date()) if len(scores) else "unknown"
+        # LATEST names the scores: after a backfill, an older date than the newest scores
+        out.print(f"{len(rows):,} customers -> {out_file} (scores as of {scored}, {model})")
         out.print(export_note(rows.attrs["left_out"]))
 
     def _members(scores, scores_dir, segment, tags, data, segments_dir, tags_file) -> set[str]:

@@ -38,6 +38,9 @@ def test_is_null_and_is_not_null_by_hand():
         ("1 = 1", "compares two values"),
         ("spend_365d > 1e999", "not a finite number"),
         ("spend_365d > 1; drop table x", "';' is not allowed"),
+        ("spend_365d >= 0 -- and spend_365d > 1000000000", r"comments \(-- or /\* \*/\) are not allowed"),
+        ("spend_365d >= 0 /* and spend_365d > 9 */", r"comments \(-- or /\* \*/\) are not allowed"),
+        ("favourite_category in ()", "an empty list"),
         ("spend_356d > 1", r"unknown column 'spend_356d'; did you mean one of \['spend_365d'"),
         # where the parser stopped, in words (not sqlglot's "Required keyword ... <class ...>")
         ("spend_365d between 5 and", r"cannot parse condition .*: something is missing at 'and' \(character 24\)$"),
