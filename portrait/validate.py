@@ -285,7 +285,7 @@ def _check_rows(con, dataset: Dataset, table: contract.Table, out_dir: Path | No
     # the clean count needs no further pass over the table.
     report.valid_rows = int(rows - sum(quarantined.values()) - forgotten)
     report.quarantined = dict(sorted(quarantined.items()))
-    if out_dir is not None and not report.quarantined_rows:
+    if out_dir is not None and not report.quarantined_rows and (out_dir / "quarantine").is_dir():
         # an earlier validation's quarantine of this table, into the same folder, is not this one's
         (out_dir / "quarantine" / f"{name}.parquet").unlink(missing_ok=True)
     if out_dir is not None and report.quarantined_rows:
