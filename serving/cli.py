@@ -339,6 +339,8 @@ def _print_summary(out, run) -> None:
                 )
         out.print(line, markup=True)
     out.print(f"scores: {run.scores_file}\nsummary: {run.summary_file}")
+    if summary.get("csv"):
+        out.print(f"scores as CSV: {summary['csv']}")
 
 
 def _score_on_spark(

@@ -195,6 +195,7 @@ def score_on_spark(
     atomic_write(scores, target)
     if csv:
         atomic_write(scores, target.with_suffix(".csv"), csv=True)
+        summary["csv"] = str(target.with_suffix(".csv"))
     summary["duration_seconds"] = round(time.perf_counter() - started, 2)
     summary_file = target.with_name(target.stem + ".summary.json")
     atomic_write_text(json.dumps(summary, indent=2, default=str), summary_file)

@@ -1,5 +1,6 @@
 """Serving on small synthetic data: batch scores, atomic writes, lists, filters and the API."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -630,3 +631,17 @@ def test_a_model_whose_files_were_deleted_is_named_in_one_message(registered):
     finally:
         aside.rename(folder)
     assert load_model(MODEL).version == str(version.version)
+
+
+def test_score_with_csv_says_where_the_csv_is(registered, tmp_path):
+    from tests.test_marketing_api_cli import run
+
+    out = tmp_path / "scores"
+    code, text = run(
+        "score", str(registered), "--as-of", AS_OF, "--models", MODEL, "--csv", "--skip-validation", "--out", str(out)
+    )
+    assert code == 0, text
+    written = out / f"scores_{AS_OF}.csv"
+    assert f"scores as CSV: {written}" in " ".join(text.split()) and written.is_file()
+    summary = json.loads((out / f"scores_{AS_OF}.summary.json").read_text())
+    assert summary["csv"] == str(written)
