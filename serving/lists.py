@@ -106,6 +106,9 @@ def build_list(
         reasons = reasons_for(reasons_model, chosen.reset_index(drop=True), privacy=privacy)
         for column in reasons.columns:
             result[column] = reasons[column].to_numpy()
+    elif reasons_model is not None:  # nobody matched: the same columns as a list with rows
+        for i in (1, 2, 3):
+            result[f"reason_{i}"] = pd.Series([], dtype="object")
     for column in used:
         if column not in result.columns:
             result[column] = chosen[column].to_numpy()

@@ -645,3 +645,16 @@ def test_score_with_csv_says_where_the_csv_is(registered, tmp_path):
     assert f"scores as CSV: {written}" in " ".join(text.split()) and written.is_file()
     summary = json.loads((out / f"scores_{AS_OF}.summary.json").read_text())
     assert summary["csv"] == str(written)
+
+
+def test_an_empty_list_has_the_columns_of_a_list_with_rows(scored):
+    """Reasons computed for the rows: an empty list keeps the reason columns (a CSV header a
+    loader expects), not fewer columns."""
+    from serving.registry import load_model
+
+    out, _ = scored
+    scores, features = latest_scores(out)
+    model = load_model(MODEL)
+    full = build_list(scores, features, MODEL, top=3, reasons_model=model)
+    empty = build_list(scores, features, MODEL, min_score=2.0, reasons_model=model)
+    assert empty.empty and list(empty.columns) == list(full.columns)
