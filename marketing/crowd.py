@@ -59,6 +59,13 @@ OTHER = "other"
 PROMOTION = ("none (no discounted order)", "some (under half of orders)", "high (half of orders or more)")
 
 
+def attribute_dimensions(column: str) -> tuple[str, str]:
+    """The report dimension a customers column becomes: its values (``age_band``), or for
+    numbers their quintile bands (``income_band``)."""
+    name = slug(column)
+    return name, f"{name}_band"
+
+
 @dataclass(frozen=True)
 class Crowd:
     """One named group of customers. ``value``: the segment, tag, persona, filter or category."""
@@ -398,12 +405,12 @@ class CrowdData:
 
     def _attribute_dimension(self, feature: str, values: pd.Series) -> tuple[str, pd.Series | np.ndarray]:
         found = next(f for f in self.population.features if f.name == feature)
-        name = slug(found.value or feature.removeprefix("attr_"))
+        name, banded = attribute_dimensions(found.value or feature.removeprefix("attr_"))
         label = found.label or name.replace("_", " ")
         if found.scale == "category" or not pd.api.types.is_numeric_dtype(values):
             self.definitions.setdefault(name, Dimension(name, label))
             return name, top_values(values.astype("object"), MAX_VALUES)
-        name = f"{name}_band"
+        name = banded
         self.definitions.setdefault(name, Dimension(name, f"{label} (quintile bands)"))
         return name, bands(values)
 

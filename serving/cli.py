@@ -130,14 +130,13 @@ def register(app: typer.Typer, out, console) -> None:
     ) -> None:
         """Write a scored list a marketer can upload (without those who may not be contacted)."""
         from portrait.audit import os_user, record_export
-        from portrait.files import check_suffix
-
-        check_suffix(out_file, (".csv",))
-        from portrait.files import atomic_write
+        from portrait.files import atomic_write, check_suffix
         from portrait.outputs import latest_scores
         from portrait.privacy import export_note, load_consent
         from serving.lists import build_list
         from serving.registry import load_model
+
+        check_suffix(out_file, (".csv",))
 
         setup_tracking()
         scores, features = latest_scores(scores_dir)

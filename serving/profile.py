@@ -390,14 +390,12 @@ def build_profile(
         if data is not None and not data.known and not known_elsewhere:
             where = f"the data set {sources.data}"
             if isinstance(data, _PersonMaterial):  # the run's copy: ids added since are not in it
-                where = (
-                    f"the data set {sources.data} as the run of {outputs.date} read it (an id added since is "
-                    "found after the next refresh, or without --runs"
+                where += (
+                    f" as the run of {outputs.date} read it (an id added since is found after the next "
+                    "refresh, or without --runs)"
                 )
             raise UnknownCustomer(
-                f"unknown customer id {customer_id!r}: not in {where}"
-                + (")" if isinstance(data, _PersonMaterial) else "")
-                + " (customers, purchases, events, identities)"
+                f"unknown customer id {customer_id!r}: not in {where} (customers, purchases, events, identities)"
                 + (" nor in the stored scores, tags or RFM" if outputs.any else "")
             )
         if data is None and not known_elsewhere:

@@ -13,8 +13,8 @@ or dollar value does not parse cannot go into a typed column, nor can a line wit
 number of fields or bytes that are not UTF-8: it is left out of ``purchases`` and written,
 with its line number (blank lines counted), its text as written and the reason, to
 ``import_rejects.csv`` beside it (and counted in the result and ``SOURCE.json``), never
-dropped silently. Values are kept as written (a customer id ``NA`` stays ``NA``). Customer ids keep their
-leading zeros. The shop was online, so ``channel`` is ``web``.
+dropped silently. Values are kept as written (a customer id ``NA`` stays ``NA``); customer
+ids keep their leading zeros. The shop was online, so ``channel`` is ``web``.
 """
 
 from __future__ import annotations

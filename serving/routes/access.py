@@ -3,7 +3,8 @@
 - With a keys file (``portrait serve --keys FILE``) every route but ``/health`` needs a key of
   the file; ``/docs``, ``/redoc`` and ``/openapi.json`` take a key of any role. A marketing key
   may read lists, segments, tags, crowd reports and profiles without sensitive attributes (nor
-  filter lists or drill into report cells by them); an analyst key everything (``POST /score``, ``/models``, full profiles).
+  filter lists or drill into report cells by them); an analyst key everything (``POST
+  /score``, ``/models``, full profiles).
 - Without one, ``PORTRAIT_API_KEY`` is the single key, with the analyst role (its name in the
   audit log is ``api-key``); with neither, anyone on the bound interface is an analyst named
   ``anonymous`` (``portrait serve`` binds beyond localhost only with a key).

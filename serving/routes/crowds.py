@@ -228,13 +228,13 @@ def build_crowds_router(
 def _sensitive_dimensions(sources: CrowdSources) -> list[str]:
     """The report dimensions (a value, or quintile bands of a number) and the attribute
     features of the data set's sensitive columns."""
-    from features.catalogue import slug
+    from marketing.crowd import attribute_dimensions
     from serving.profile import privacy_now
     from serving.score import sensitive_attribute_features
 
     privacy = privacy_now(sources.data)
     features = [feature.name for feature in sensitive_attribute_features(privacy)]
-    return features + [name for c in privacy.sensitive_columns for name in (slug(c), f"{slug(c)}_band")]
+    return features + [name for c in privacy.sensitive_columns for name in attribute_dimensions(c)]
 
 
 def _freshness(sources: CrowdSources) -> tuple[str, int]:
