@@ -65,6 +65,14 @@ def days_past_data(frame: pd.DataFrame) -> float | None:
     return float(latest) if latest > LATE_AS_OF_DAYS else None  # NaN (nobody bought) compares False
 
 
+def nobody_before(cutoff, consequence: str) -> str:
+    """The message for a cutoff no customer existed before (a date before the data, most often)."""
+    return (
+        f"no customer has a purchase, event or signup before {cutoff}: {consequence} "
+        "(is the as-of date before the data?)"
+    )
+
+
 def late_as_of_note(frame: pd.DataFrame, cutoff: dt.date, consequence: str = "") -> str | None:
     """A note when the latest purchase in ``frame`` is more than :data:`LATE_AS_OF_DAYS` before
     ``cutoff`` (:func:`days_past_data`); None otherwise."""
@@ -451,6 +459,7 @@ __all__ = [
     "LATE_AS_OF_DAYS",
     "days_past_data",
     "late_as_of_note",
+    "nobody_before",
     "build_features",
     "vocabulary_as_of",
     "parse_cutoff",

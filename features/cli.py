@@ -113,7 +113,7 @@ def register(app: typer.Typer, out, console) -> None:
         """Build one feature row per customer as of a cutoff."""
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-        from features.build import build_features, late_as_of_note, parse_cutoff
+        from features.build import build_features, late_as_of_note, nobody_before, parse_cutoff
         from portrait.dataset import open_dataset
         from portrait.engine import check_engine_name
         from portrait.files import atomic_write, check_suffix
@@ -132,10 +132,7 @@ def register(app: typer.Typer, out, console) -> None:
             progress.add_task(f"building features as of {cutoff}", total=None)
             frame = build_features(ds, cutoff, config)
         if not len(frame):  # a date before the data, most often: an empty table is no answer
-            raise PortraitError(
-                f"no customer has a purchase, event or signup before {cutoff}: no features to build "
-                "(is the as-of date before the data?); nothing written"
-            )
+            raise PortraitError(nobody_before(cutoff, "no features to build") + "; nothing written")
         atomic_write(frame, Path(out_file), csv=False)
         out.print(
             f"{len(frame):,} customers x {frame.shape[1] - 1} features as of {cutoff} "

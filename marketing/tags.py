@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.build import late_as_of_note
+from features.build import late_as_of_note, nobody_before
 from marketing import manual
 from marketing.filters import NUMBER, Condition, FilterError, Schema, evaluate, parse_condition
 from marketing.population import PERSONA_COLUMNS, SCORE_SUFFIXES, Population
@@ -324,7 +324,7 @@ def apply_tags(
     customers = frame["customer_id"].astype("str").reset_index(drop=True)
     bought = frame["orders_lifetime"].fillna(0).to_numpy() > 0
     if not len(frame):
-        notes.append(f"no customer has a purchase, event or signup before {population.as_of}: nothing to tag")
+        notes.append(nobody_before(population.as_of, "nothing to tag"))
     late = late_as_of_note(frame, population.as_of)
     if late:
         notes.append(late)

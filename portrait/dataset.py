@@ -68,6 +68,7 @@ from portrait.privacy import (
     is_pii_name,
     personal_value_checks,
     report_personal_values,
+    value_checked,
     withheld_columns,
 )
 from portrait.sql import quote_ident, quote_literal
@@ -157,8 +158,7 @@ class TableSource:
             return ()
         keep = [self.columns.get(c, c) for c in contract.table(self.table).column_names]
         named = withheld_columns(self.table, self._column_names(), keep, self.guard)
-        never = {c.lower() for c in keep} | {(self.guard.consent_column or "").lower()} | {c.lower() for c in named}
-        found = self._personal_by_value([(n, t) for n, t in self._column_types if n.lower() not in never])
+        found = self._personal_by_value(value_checked(self._column_types, [*keep, *named], self.guard))
         report_personal_values(self.table, found, self.describe())
         return named + tuple(found)
 

@@ -355,6 +355,15 @@ def _long_number(number: str) -> str:
     return f"ABS({number}) >= {low:.0f} AND ABS({number}) < {high:.0f} AND {number} % 1 = 0 {epochs}"
 
 
+def value_checked(
+    columns: Iterable[tuple[str, str]], keep: Iterable[str], settings: PrivacySettings
+) -> list[tuple[str, str]]:
+    """The (name, type) ``columns`` of a guarded table whose values are checked: not the
+    contract's columns (``keep``, source names, and any already withheld) nor the consent column."""
+    never = {str(c).lower() for c in keep} | {(settings.consent_column or "").lower()}
+    return [(name, sql_type) for name, sql_type in columns if name.lower() not in never]
+
+
 def personal_value_checks(columns: Iterable[tuple[str, str]]) -> ValueChecks | None:
     """Checks of ``columns`` ((name, SQL type) pairs: text and number columns are checked;
     lists, structs and other types are not) for values that are personal data, as one select

@@ -75,7 +75,13 @@ from portrait.forget import (
     missing_salt,
     valid_salt,
 )
-from portrait.privacy import PrivacySettings, personal_value_checks, report_personal_values, withheld_columns
+from portrait.privacy import (
+    PrivacySettings,
+    personal_value_checks,
+    report_personal_values,
+    value_checked,
+    withheld_columns,
+)
 
 DEFAULT_MASTER = "local[2]"
 # Settings of a session this module starts itself (local mode): small shuffles, no web UI.
@@ -769,9 +775,8 @@ def _exclude_forgotten(engine: SparkEngine, table: str, raw_sql: str, exprs: dic
 def _drop_personal_values(engine: SparkEngine, table: str, frame, keep: list[str], guard: PrivacySettings):
     """``frame`` less the columns whose values are personal data, by the checks DuckDB makes
     (:func:`portrait.privacy.personal_value_checks`, transpiled): one pass over the table."""
-    never = {c.lower() for c in keep} | {(guard.consent_column or "").lower()}
-    columns = [(f.name, duckdb_type(f.dataType)) for f in frame.schema.fields if f.name.lower() not in never]
-    checks = personal_value_checks(columns)
+    columns = [(f.name, duckdb_type(f.dataType)) for f in frame.schema.fields]
+    checks = personal_value_checks(value_checked(columns, keep, guard))
     if checks is None:
         return frame
     engine.register_dataframe(f"_guarded_{table}", frame)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.build import build_features, days_past_data, parse_cutoff
+from features.build import build_features, days_past_data, nobody_before, parse_cutoff
 from features.catalogue import Feature, Vocabulary, attribute_feature, describe
 from features.config import FeatureConfig
 from models.reasons import top_reasons
@@ -71,10 +71,7 @@ def require_recent(frame: pd.DataFrame, as_of: dt.date) -> None:
 def require_customers(count: int, as_of: dt.date) -> None:
     """Scoring nobody is a mistake (a date before the data, most often), not an empty table."""
     if count == 0:
-        raise PortraitError(
-            f"no customer has a purchase, event or signup before {as_of}: nothing to score "
-            "(is the as-of date before the data?)"
-        )
+        raise PortraitError(nobody_before(as_of, "nothing to score"))
 
 
 def check_model_features(model, columns) -> None:

@@ -19,7 +19,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from features.build import LATE_AS_OF_DAYS, build_features, late_as_of_note, parse_cutoff
+from features.build import LATE_AS_OF_DAYS, build_features, late_as_of_note, nobody_before, parse_cutoff
 from features.catalogue import ASPECTS, FAMILIES
 from models.persona_profile import (
     feature_lifts,
@@ -361,10 +361,7 @@ def _run_persona_fit(
     say(f"building features as of {cutoff}")
     features = build_features(dataset, cutoff, families=config.families)
     if features.empty:
-        raise PortraitError(
-            f"no customer has a purchase, event or signup before {cutoff}: nothing to cluster "
-            "(is the as-of date before the data?)"
-        )
+        raise PortraitError(nobody_before(cutoff, "nothing to cluster"))
     if late := late_as_of_note(
         features, cutoff, "every purchase window is empty, so personas would be told apart by nothing recent"
     ):
