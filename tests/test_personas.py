@@ -28,7 +28,7 @@ from portrait.dataset import open_dataset
 from portrait.errors import ConfigError, PortraitError
 from portrait.synthetic import write_sample_data
 from training import persona_report
-from training.persona_report import distinguishing_traits, write_portrait
+from training.persona_report import distinguishing_traits, read_portrait_table, write_portrait
 from training.personas import DEFAULT_FAMILIES, PersonaConfig, fit_personas, load_persona_config
 
 CONFIG = PersonaConfig("personas", "unused", k_min=5, k_max=9)
@@ -388,6 +388,10 @@ def test_persona_page_shows_feature_labels_not_column_names(tmp_path, monkeypatc
     assert not {"spend_365d", "promo_share_365d", "category_share_dairy_eggs"} & {t for f in ticks for t in f}
     # the CSV keeps the column names for machines
     assert "median_spend_365d" in paths["csv"].read_text()
+    # a page made again from the written folder (portrait personas show) names the data value,
+    # not the slug ("dairy eggs")
+    again = write_portrait(read_portrait_table(tmp_path), tmp_path / "again", pd.read_csv(paths["lifts"]))
+    assert "- **Regulars**: share of spend on Dairy & Eggs x2.00\n" in again["markdown"].read_text()
 
 
 def test_unknown_algorithm_is_refused(tmp_path):

@@ -27,6 +27,7 @@ CARD_FIGURES = {
     "median_days_since_last_purchase": ("median days since last purchase", "{:,.0f}"),
 }
 TOP_TRAITS = 8
+VOCABULARY_FILE = "persona_vocabulary.json"
 
 
 def distinguishing_traits(
@@ -79,11 +80,27 @@ def write_portrait(
     if summary is not None:
         paths["summary"] = folder / "persona_summary.json"
         paths["summary"].write_text(json.dumps(summary, indent=2))
+    if table.attrs.get("vocabulary"):
+        # The per-value shares' data values (BEERS/ALES for share_of_spend_beers_ales): the CSV
+        # keeps column names only, and a page made again from it (portrait personas show)
+        # names them from this file rather than from the slugs.
+        paths["vocabulary"] = folder / VOCABULARY_FILE
+        paths["vocabulary"].write_text(json.dumps(table.attrs["vocabulary"], indent=2))
     known = {**describe(list(labels), vocabulary=table.attrs.get("vocabulary")), **(meanings or {})}
     traits = _traits_by_persona(table, lifts, known)
     paths["markdown"].write_text(_markdown_page(table, traits, labels, summary))
     paths["html"].write_text(_html_page(table, traits, labels, summary))
     return paths
+
+
+def read_portrait_table(folder: Path) -> pd.DataFrame:
+    """``personas.csv`` as :func:`write_portrait` wrote it, with the vocabulary it was built
+    with in ``attrs`` when the folder holds it (portraits logged before it was kept do not)."""
+    table = pd.read_csv(folder / "personas.csv")
+    vocabulary = folder / VOCABULARY_FILE
+    if vocabulary.exists():
+        table.attrs["vocabulary"] = json.loads(vocabulary.read_text())
+    return table
 
 
 def summary_text(summary: dict | None) -> str:

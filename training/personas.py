@@ -36,7 +36,7 @@ from portrait.errors import ConfigError, PortraitError
 from portrait.files import atomic_write, exclusive_lock
 from training.config import DEMO, check_keys, check_name, data_path_of, demo_path_of, table_of
 from training.data import resolve_dataset
-from training.persona_report import write_k_plot, write_portrait
+from training.persona_report import read_portrait_table, write_k_plot, write_portrait
 from training.tracking import ensure_experiment, register_pyfunc
 from training.train import CANDIDATE, CHAMPION
 
@@ -460,7 +460,7 @@ def show_personas(name: str, alias: str, out: Path) -> dict[str, Path]:
     lifts = portrait / "persona_lifts.csv"  # absent from runs logged before it was kept
     summary = portrait / "persona_summary.json"  # likewise
     return write_portrait(
-        pd.read_csv(portrait / "personas.csv"),
+        read_portrait_table(portrait),
         out,
         pd.read_csv(lifts) if lifts.exists() else None,
         summary=json.loads(summary.read_text()) if summary.exists() else None,
