@@ -5,7 +5,9 @@ Edge rules:
 - The label window is ``[cutoff, cutoff + horizon_days)``; only its rows are read.
 - ``repurchase`` is 1 when the customer has any purchase line with a positive amount in the
   window (a refund alone is not a purchase).
-- ``future_spend`` is the net spend in the window: refunds reduce it, and it can be negative.
+- ``future_spend`` is the net spend in the window: refunds reduce it, and it can be negative;
+  rounded to 6 decimals (money), so that it is the same in every run (a parallel sum's last
+  bits are not).
 - ``high_value`` is 1 when ``future_spend`` is positive and at or above the given quantile
   (default 0.8: the top 20%) of ``future_spend`` over all labelled customers, zeros included.
 - A cutoff's window is complete when its last day is no later than the last day with a
@@ -21,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from features.build import build_features, parse_cutoff, vocabulary_as_of
+from features.catalogue import money_sum
 from features.config import FeatureConfig
 from features.plan import timestamp_literal
 from portrait.dataset import Dataset
@@ -56,7 +59,7 @@ def build_labels(
     con = con or dataset.connect()
     try:
         window = con.execute(
-            f"""SELECT customer_id, SUM(amount) AS future_spend,
+            f"""SELECT customer_id, {money_sum("amount")} AS future_spend,
                        MAX(CASE WHEN amount > 0 THEN 1 ELSE 0 END) AS repurchase
                 FROM purchases WHERE ts >= {timestamp_literal(cutoff)} AND ts < {timestamp_literal(end)}
                 GROUP BY customer_id"""

@@ -285,7 +285,19 @@ def compile_plan(
         aggregates = ", ".join(f"CAST({f.sql} AS {_sql_type(f)}) AS {f.name}" for f in stage_features)
         steps.append(Step(f"f_stage_{stage}", f"SELECT customer_id, {aggregates} FROM {relation} GROUP BY customer_id"))
         joins.append(f"LEFT JOIN f_stage_{stage} USING (customer_id)")
-        columns += [f"COALESCE({f.name}, 0) AS {f.name}" if f.fill_zero else f.name for f in stage_features]
+        # Rounded (below) before the derived features read them: an aggregate's last bits differ
+        # from run to run with the order of a parallel sum, and a ratio of two such values
+        # (spend per month of tenure) rounded to 9 decimals afterwards still tips either way
+        # where it falls on a half; rounded first, the derived features' inputs are the same
+        # numbers in every run.
+        columns += [
+            f"{_rounded(f'COALESCE({f.name}, 0)' if f.fill_zero else f.name)} AS {f.name}"
+            if f.dtype == "float"
+            else f"COALESCE({f.name}, 0) AS {f.name}"
+            if f.fill_zero
+            else f.name
+            for f in stage_features
+        ]
     if attribute_select:
         joins.append(f"LEFT JOIN ({attribute_select}) attributes USING (customer_id)")
         columns += [f.name for f in by_stage.get("attributes", [])]
@@ -296,13 +308,18 @@ def compile_plan(
     # reproducible. Done here, in the engine, rather than on 150 columns in pandas. Written as
     # ROUND(x * 1e9) / 1e9, which both engines compute alike (the same product, halves away from
     # zero); Spark's ROUND(x, 9) rounds the decimal text of x instead.
-    output = ", ".join(f"ROUND({f.name} * 1e9) / 1e9 AS {f.name}" if f.dtype == "float" else f.name for f in features)
+    output = ", ".join(f"{_rounded(f.name)} AS {f.name}" if f.dtype == "float" else f.name for f in features)
     final = Step(
         "f_features",
         f"SELECT customer_id, {output} FROM (SELECT j.*{', ' + derived if derived else ''} FROM ({joined}) j) r",
     )
     kept = _prune(_aggregates_after_their_relation(steps), final.sql)
     return _inline_single_readers(kept, final, first=[s.name for s in purchase_steps(cutoff)]) + [final]
+
+
+def _rounded(expr: str) -> str:
+    """``expr`` rounded to 9 decimals, alike on both engines (see :func:`compile_plan`)."""
+    return f"ROUND({expr} * 1e9) / 1e9"
 
 
 def _prune(steps: list[Step], final_sql: str) -> list[Step]:

@@ -315,6 +315,21 @@ def test_high_value_is_the_top_quantile_of_future_spend():
     assert labels.loc[labels["high_value"] == 1, "customer_id"].tolist() == ["c8", "c9"]
 
 
+def test_future_spend_is_money_rounded_so_the_high_value_cut_is_the_same_every_run():
+    # 0.70 + 0.20 is 0.8999999999999999 in floating point, and a parallel sum's last bits
+    # differ from run to run: the label is the money, rounded to 6 decimals, so that a customer
+    # at the high-value quantile is on the same side of it in every run. c1 spends 0.90 in two
+    # lines, c2 0.90 in one: the same future spend, and both at the 0.5 quantile (0.90).
+    rows = [("a", "c1", "2024-03-05", 0.70), ("a", "c1", "2024-03-05", 0.20), ("b", "c2", "2024-03-06", 0.90)]
+    rows += [("c", "c3", "2024-03-07", 0.10)]
+    purchases = pd.DataFrame(rows, columns=["order_id", "customer_id", "ts", "amount"])
+    labels = build_labels(
+        Dataset.from_frames(purchases=purchases), CUTOFF, 30, pd.Series(["c1", "c2", "c3"]), high_value_quantile=0.5
+    ).set_index("customer_id")
+    assert labels["future_spend"].to_dict() == {"c1": 0.9, "c2": 0.9, "c3": 0.1}
+    assert labels["high_value"].to_dict() == {"c1": 1, "c2": 1, "c3": 0}
+
+
 def test_training_set_stacks_cutoffs_with_their_labels():
     rows = [(f"o{m}", "A", f"2024-{m:02d}-10", 10.0 * m) for m in range(1, 7)]
     purchases = pd.DataFrame(rows, columns=["order_id", "customer_id", "ts", "amount"])

@@ -89,3 +89,23 @@ def test_rates_carry_their_meaning():
     assert meanings["spend_per_month_of_tenure"].unit == "currency per month"
     assert meanings["recency_share_of_tenure"].scale == "share"
     assert meanings["orders_per_month_of_tenure"].label == "orders per month since the first purchase"
+
+
+def test_a_rate_is_computed_from_the_spend_as_rounded_not_from_its_floating_residue():
+    # D: one order of two lines, 0.70 + 0.20, 32 days before the cutoff. In floating point the
+    # sum is 0.8999999999999999, and 0.8999999999999999 x 30.4375 / 32 = 0.85605468749999...,
+    # which rounds down at 9 decimals, where 0.90 x 30.4375 / 32 = 0.8560546875 exactly rounds
+    # half away from zero, up. A parallel sum's last bits differ from run to run, so a rate read
+    # from the unrounded spend tipped either way between runs; read from the spend as the
+    # table shows it (rounded to 9 decimals: 0.9), it is the same in every run.
+    lines = pd.DataFrame(
+        [
+            ("d1", "D", "2024-01-29 10:00:00", 0.70, 1, "books", "b1", "web"),
+            ("d1", "D", "2024-01-29 10:00:00", 0.20, 1, "toys", "b2", "web"),
+        ],
+        columns=COLUMNS,
+    )
+    d = build(lines).loc["D"]
+    assert d["spend_lifetime"] == 0.9
+    assert d["days_since_first_purchase"] == 32
+    assert d["spend_per_month_of_tenure"] == 0.856054688
