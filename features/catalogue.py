@@ -679,9 +679,12 @@ def price_promotion_family(config: FeatureConfig, vocab: Vocabulary | None = Non
             "price_level",
             f,
             None,
-            "Average unit list price relative to its category's median (1 = typical, >1 = pricier).",
+            "Typical unit list price relative to its category's median (1 = typical, >1 = pricier): "
+            "the geometric mean of the lines' ratios, so that a few lines priced at thousands of times "
+            "their category's median (fuel or coupons counted in odd units) do not set it, as they "
+            "set an average.",
             "lines",
-            "AVG(price_ratio)",
+            "EXP(AVG(CASE WHEN price_ratio > 0 THEN LN(price_ratio) END))",
             scale="ratio",
             unit="times the category median",
             label="price level against the category median",

@@ -105,7 +105,7 @@ EXPECTED_A = {
     "distinct_categories_lifetime": 2,
     "discount_order_share": 0.5,
     "avg_discount_depth": 5 / 35,
-    "price_level": (1 + 7.5 / 53.75 + 1) / 3,
+    "price_level": (1 * 7.5 / 53.75 * 1) ** (1 / 3),  # geometric mean of the three lines' ratios
     "premium_line_share": 0.0,
     "promo_share_30d": 0.0,
     "promo_share_90d": 0.5,
@@ -543,3 +543,16 @@ def test_a_category_whose_purchases_were_returned_is_not_the_favourite():
     assert frame.loc["Y", "category_share_toys"] == pytest.approx(30 / 70)
     assert frame.loc["Y", "favourite_category"] == "books"
     assert frame.loc["A", "spend_trend_90d"] == pytest.approx(1.0)  # all of A's spend is recent
+
+
+def test_price_level_is_the_typical_ratio_not_an_average_set_by_one_odd_line():
+    # Category median unit price 2.00 (six lines at 2.00, one at 2,000.00). A bought three
+    # lines at 1, 1 and 1,000 times the median: price level (1 x 1 x 1000)^(1/3) = 10, where an
+    # average would be 334 (one fuel line counted in odd units set a whole persona's price level
+    # on the Complete Journey). B bought at the median: 1.
+    rows = [("a1", "A", "2024-02-01", 2.0, 1), ("a2", "A", "2024-02-02", 2.0, 1), ("a3", "A", "2024-02-03", 2000.0, 1)]
+    rows += [(f"b{i}", "B", f"2024-02-0{i + 1}", 2.0, 1) for i in range(4)]
+    purchases = pd.DataFrame(rows, columns=["order_id", "customer_id", "ts", "amount", "quantity"])
+    purchases["category"] = "fuel"
+    frame = build_features(Dataset.from_frames(purchases=purchases), CUTOFF, only=["price_level"])
+    assert frame.set_index("customer_id")["price_level"].to_dict() == {"A": pytest.approx(10.0), "B": 1.0}
