@@ -758,3 +758,29 @@ def test_a_fit_as_of_a_date_far_from_the_data_is_refused(tmp_path, monkeypatch, 
     for out, said in ((tmp_path, "is a folder, not a file"), (tmp_path / "x.txt", "writes .csv or .parquet files")):
         code, text = run("personas", "fit", str(tmp_path / "personas.toml"), "--out", str(out))
         assert code == 2 and said in text and "registered" not in text, text
+
+
+def test_a_key_feature_zero_for_every_customer_is_named_once_not_shown_as_a_column(tmp_path):
+    # The Complete Journey records no product views: the median views of every persona were a
+    # column of zeros. It is said once, under the table, and not shown as a column.
+    table = pd.DataFrame(
+        {
+            "persona_id": [0, 1],
+            "persona_name": ["Regulars", "Occasional buyers"],
+            "customers": [3, 1],
+            "share_of_customers": [0.75, 0.25],
+            "share_of_revenue": [0.9, 0.1],
+            "median_spend_365d": [120.0, 10.0],
+            "mean_spend_365d": [130.0, 10.0],
+            "lift_spend_365d": [1.3, 0.1],
+            "median_view_count_365d": [0.0, 0.0],
+            "mean_view_count_365d": [0.0, 0.0],
+            "lift_view_count_365d": [float("nan"), float("nan")],
+        }
+    )
+    paths = write_portrait(table, tmp_path)
+    note = "Zero for every customer in this data set, not shown: product views in the last 365 days."
+    for page in (paths["markdown"].read_text(), paths["html"].read_text()):
+        assert "median spend in the last 365 days" in page
+        assert "median product views" not in page
+        assert note in page

@@ -136,8 +136,27 @@ def _labels(table: pd.DataFrame, lifts: pd.DataFrame | None, meanings: dict[str,
 
 
 def _median_headers(table: pd.DataFrame, labels: dict[str, str]) -> dict[str, str]:
-    """``median_<feature>`` columns to "median <label>"."""
-    return {c: f"median {labels.get(c[7:], c[7:])}" for c in table.columns if c.startswith("median_")}
+    """``median_<feature>`` columns to "median <label>", less the features zero for everyone."""
+    absent = set(_zero_for_everyone(table))
+    return {
+        c: f"median {labels.get(c[7:], c[7:])}"
+        for c in table.columns
+        if c.startswith("median_") and c[7:] not in absent
+    }
+
+
+def _zero_for_everyone(table: pd.DataFrame) -> list[str]:
+    """Key features whose mean is 0 in every persona: 0 for every customer, so nothing the data
+    set records (product views where it has no view events), not a median worth a column."""
+    means = [c for c in table.columns if c.startswith("mean_")]
+    return [c[5:] for c in means if (pd.to_numeric(table[c], errors="coerce").fillna(0) == 0).all()]
+
+
+def _absent_note(table: pd.DataFrame, labels: dict[str, str]) -> str:
+    absent = _zero_for_everyone(table)
+    if not absent:
+        return ""
+    return "Zero for every customer in this data set, not shown: " + ", ".join(labels.get(f, f) for f in absent) + "."
 
 
 def _traits_by_persona(
@@ -163,6 +182,8 @@ def _markdown_page(
     parts += ["## Key features (median)", ""]
     medians = _median_headers(table, labels)
     parts += [markdown(table[["persona_name", *medians]].rename(columns=medians)), ""]
+    if note := _absent_note(table, labels):
+        parts += [pages.md_text(note), ""]
     mix = _non_empty(table, [c for c in table.columns if c.startswith("mix_")])
     if mix:
         parts += ["## Demographic mix", "", markdown(table[["persona_name", *mix]]), ""]
@@ -285,7 +306,8 @@ def _html_page(
         + (f"<h2>Key features against all customers</h2>{_img(heat_map, 'Lift heat map')}" if heat_map else "")
         + f"{cards}<h2>Portrait table</h2><div style='overflow-x:auto'>"
         + shown.to_html(index=False, float_format=lambda v: f"{v:,.2f}", na_rep="")
-        + "</div>",
+        + "</div>"
+        + (f"<p>{escape(note)}</p>" if (note := _absent_note(table, labels)) else ""),
     )
 
 
