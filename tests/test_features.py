@@ -556,3 +556,22 @@ def test_price_level_is_the_typical_ratio_not_an_average_set_by_one_odd_line():
     purchases["category"] = "fuel"
     frame = build_features(Dataset.from_frames(purchases=purchases), CUTOFF, only=["price_level"])
     assert frame.set_index("customer_id")["price_level"].to_dict() == {"A": pytest.approx(10.0), "B": 1.0}
+
+
+def test_a_half_at_the_tenth_decimal_rounds_alike_from_either_side():
+    # 0.2021484375 (207/1024) is exactly a half at the 10th decimal; a parallel sum hands it over
+    # one unit in the last place above or below from run to run. Both round as the half does,
+    # away from zero (2 values of 162 million differed between two 1M-customer builds before).
+    import duckdb
+    import numpy as np
+
+    from features.plan import rounded
+
+    half = 0.2021484375
+    values = [np.nextafter(half, 0.0), half, np.nextafter(half, 1.0), -np.nextafter(half, 0.0), 0.8999999999999999]
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t (i INTEGER, x DOUBLE)")
+    con.executemany("INSERT INTO t VALUES (?, ?)", list(enumerate(float(v) for v in values)))
+    out = [row[0] for row in con.execute(f"SELECT {rounded('x')} FROM t ORDER BY i").fetchall()]
+    assert out == [0.202148438, 0.202148438, 0.202148438, -0.202148438, 0.9]
+    assert con.execute(f"SELECT {rounded('1234.5678901234')}").fetchall()[0][0] == 1234.567890123
