@@ -340,6 +340,18 @@ def test_portrait_table_names_values_from_the_vocabulary():
     )
 
 
+def two_personas(**columns) -> pd.DataFrame:
+    """A portrait table of two personas (their sizes), then ``columns`` (name: two values)."""
+    sizes = {
+        "persona_id": [0, 1],
+        "persona_name": ["Regulars", "Occasional buyers"],
+        "customers": [3, 1],
+        "share_of_customers": [0.75, 0.25],
+        "share_of_revenue": [0.9, 0.1],
+    }
+    return pd.DataFrame(sizes | columns)
+
+
 def test_persona_page_shows_feature_labels_not_column_names(tmp_path, monkeypatch):
     ticks = []
 
@@ -348,18 +360,11 @@ def test_persona_page_shows_feature_labels_not_column_names(tmp_path, monkeypatc
         return ""
 
     monkeypatch.setattr(persona_report, "_png", record)
-    table = pd.DataFrame(
-        {
-            "persona_id": [0, 1],
-            "persona_name": ["Regulars", "Occasional buyers"],
-            "customers": [3, 1],
-            "share_of_customers": [0.75, 0.25],
-            "share_of_revenue": [0.9, 0.1],
-            "median_spend_365d": [120.0, 10.0],
-            "median_days_since_last_purchase": [5.0, 60.0],
-            "lift_spend_365d": [1.2, 0.4],
-            "lift_promo_share_365d": [0.5, 2.5],
-        }
+    table = two_personas(
+        median_spend_365d=[120.0, 10.0],
+        median_days_since_last_purchase=[5.0, 60.0],
+        lift_spend_365d=[1.2, 0.4],
+        lift_promo_share_365d=[0.5, 2.5],
     )
     table.attrs["vocabulary"] = {"categories": ["Dairy & Eggs"]}
     lifts = pd.DataFrame(
@@ -763,20 +768,13 @@ def test_a_fit_as_of_a_date_far_from_the_data_is_refused(tmp_path, monkeypatch, 
 def test_a_key_feature_zero_for_every_customer_is_named_once_not_shown_as_a_column(tmp_path):
     # The Complete Journey records no product views: the median views of every persona were a
     # column of zeros. It is said once, under the table, and not shown as a column.
-    table = pd.DataFrame(
-        {
-            "persona_id": [0, 1],
-            "persona_name": ["Regulars", "Occasional buyers"],
-            "customers": [3, 1],
-            "share_of_customers": [0.75, 0.25],
-            "share_of_revenue": [0.9, 0.1],
-            "median_spend_365d": [120.0, 10.0],
-            "mean_spend_365d": [130.0, 10.0],
-            "lift_spend_365d": [1.3, 0.1],
-            "median_view_count_365d": [0.0, 0.0],
-            "mean_view_count_365d": [0.0, 0.0],
-            "lift_view_count_365d": [float("nan"), float("nan")],
-        }
+    table = two_personas(
+        median_spend_365d=[120.0, 10.0],
+        mean_spend_365d=[130.0, 10.0],
+        lift_spend_365d=[1.3, 0.1],
+        median_view_count_365d=[0.0, 0.0],
+        mean_view_count_365d=[0.0, 0.0],
+        lift_view_count_365d=[float("nan"), float("nan")],
     )
     paths = write_portrait(table, tmp_path)
     note = "Zero for every customer in this data set, not shown: product views in the last 365 days."
