@@ -285,19 +285,7 @@ def compile_plan(
         aggregates = ", ".join(f"CAST({f.sql} AS {_sql_type(f)}) AS {f.name}" for f in stage_features)
         steps.append(Step(f"f_stage_{stage}", f"SELECT customer_id, {aggregates} FROM {relation} GROUP BY customer_id"))
         joins.append(f"LEFT JOIN f_stage_{stage} USING (customer_id)")
-        # Rounded (below) before the derived features read them: an aggregate's last bits differ
-        # from run to run with the order of a parallel sum, and a ratio of two such values
-        # (spend per month of tenure) rounded to 9 decimals afterwards still tips either way
-        # where it falls on a half; rounded first, the derived features' inputs are the same
-        # numbers in every run.
-        columns += [
-            f"{rounded(f'COALESCE({f.name}, 0)' if f.fill_zero else f.name)} AS {f.name}"
-            if f.dtype == "float"
-            else f"COALESCE({f.name}, 0) AS {f.name}"
-            if f.fill_zero
-            else f.name
-            for f in stage_features
-        ]
+        columns += [_joined_column(f) for f in stage_features]
     if attribute_select:
         joins.append(f"LEFT JOIN ({attribute_select}) attributes USING (customer_id)")
         columns += [f.name for f in by_stage.get("attributes", [])]
@@ -315,6 +303,16 @@ def compile_plan(
     )
     kept = _prune(_aggregates_after_their_relation(steps), final.sql)
     return _inline_single_readers(kept, final, first=[s.name for s in purchase_steps(cutoff)]) + [final]
+
+
+def _joined_column(feature: Feature) -> str:
+    """A stage feature as the final step joins it: NULL as 0 where it counts, and a number
+    rounded (:func:`rounded`) before the derived features read it. An aggregate's last bits
+    differ from run to run with the order of a parallel sum, and a ratio of two such values
+    (spend per month of tenure) rounded afterwards still tips either way where it falls on a
+    half; rounded first, the derived features' inputs are the same numbers in every run."""
+    value = f"COALESCE({feature.name}, 0)" if feature.fill_zero else feature.name
+    return f"{rounded(value) if feature.dtype == 'float' else value} AS {feature.name}"
 
 
 def rounded(expr: str) -> str:
