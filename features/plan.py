@@ -319,7 +319,7 @@ def rounded(expr: str) -> str:
     """``expr`` rounded to 9 decimals, alike on both engines (see :func:`compile_plan`), by way
     of 12: a ratio or average that is exactly a half at the 10th decimal (0.2021484375 is
     207/1024) comes out of a parallel sum a bit above or a bit below it from run to run, and
-    rounded once it would tip either way (2 values in 162 million at 1M customers); rounded
+    rounded once it would tip either way (5 values in 162 million at 1M customers); rounded
     to 12 decimals first, both are the half, which then rounds away from zero. The price: a
     value within 5e-13 of a half rounds away from zero too (off by at most 0.5005e-9)."""
     return f"ROUND(ROUND({expr} * 1e12) / 1e3) / 1e9"

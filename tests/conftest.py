@@ -81,7 +81,7 @@ def spark():
     # (test_spark_parity) here. Both are optimisations that do not change a result; users'
     # sessions keep them (portrait.spark_engine.LOCAL_CONFIG). Two shuffle partitions instead
     # of four (one per core, so results still come from more than one partition): the parity
-    # file took 151 s against 174 s (139 s with one partition), 2026-12-04.
+    # file took 151 and 166 s against 174 s (139 s with one partition), 2026-12-04.
     session.conf.set("spark.sql.codegen.wholeStage", "false")
     session.conf.set("spark.sql.adaptive.enabled", "false")
     session.conf.set("spark.sql.shuffle.partitions", "2")

@@ -561,7 +561,7 @@ def test_price_level_is_the_typical_ratio_not_an_average_set_by_one_odd_line():
 def test_a_half_at_the_tenth_decimal_rounds_alike_from_either_side():
     # 0.2021484375 (207/1024) is exactly a half at the 10th decimal; a parallel sum hands it over
     # one unit in the last place above or below from run to run. Both round as the half does,
-    # away from zero (2 values of 162 million differed between two 1M-customer builds before).
+    # away from zero (5 values of 162 million differed between two 1M-customer builds before).
     import duckdb
     import numpy as np
 
