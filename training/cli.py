@@ -134,6 +134,34 @@ def register(app: typer.Typer, out, console) -> None:
             summary = train_experiment(config, progress=say)
         _print_summary(out, summary)
 
+    @app.command("backtest")
+    def backtest_command(
+        experiment: Annotated[Path, typer.Argument(help="experiments/NAME.toml")],
+        origins: Annotated[
+            int, typer.Option("--origins", help="Holdout windows, the latest first, one before the other.")
+        ] = 3,
+        data: Annotated[Path | None, typer.Option("--data", help="Run on this data set instead.")] = None,
+    ) -> None:
+        """Judge an experiment's design on several holdout windows (nothing is registered)."""
+        from training.backtest import backtest_lines, log_backtest, run_backtest
+        from training.evaluate import PEER_LABELS
+
+        config = _load(experiment, data)
+        setup_tracking()
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}", markup=False),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as progress:
+            task = progress.add_task("backtest", total=None)
+            result = run_backtest(config, origins, progress=_reporter(progress, task, console))
+        run_id = log_backtest(config, result)
+        for line in backtest_lines(result, PEER_LABELS):
+            out.print(line, highlight=False, markup=False, soft_wrap=True)
+        out.print(f"logged as run {run_id} in experiment {config.name}", highlight=False, markup=False)
+
     @app.command("tune")
     def tune_command(
         experiment: Annotated[Path, typer.Argument(help="experiments/NAME.toml")],

@@ -64,11 +64,14 @@ class TrainingData:
         return rows[self.target].to_numpy()
 
 
-def prepare(config: ExperimentConfig, progress=None) -> TrainingData:
+def prepare(config: ExperimentConfig, progress=None, ends_on: dt.date | None = None) -> TrainingData:
+    """The training set of ``config``: cutoffs chosen from the data's first and last days, or
+    as if the data ended on ``ends_on`` (a backtest origin: then no label window, and so no
+    feature, reads a day after it)."""
     dataset = resolve_dataset(config.data, config.demo_path)
     con = dataset.connect()
     try:
-        last_day = data_last_day(con)
+        last_day = data_last_day(con) if ends_on is None else min(data_last_day(con), ends_on)
         first_day = con.execute("SELECT CAST(MIN(ts) AS DATE) FROM purchases").fetchall()[0][0]
     finally:
         con.close()
