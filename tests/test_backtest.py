@@ -112,3 +112,24 @@ def test_backtest_refuses_fixed_cutoffs(tiny_synthetic):
         PortraitError, match="a backtest moves the holdout cutoff back, but \\[cutoffs\\] dates fixes it"
     ):
         run_backtest(config, origins=2)
+
+
+def test_a_backtest_is_logged_as_one_run_with_each_window_and_the_pooled_margin(tracking, tiny_synthetic):
+    from mlflow.tracking import MlflowClient
+
+    from training.backtest import Backtest, Origin, log_backtest
+
+    window = Origin(
+        dt.date(2024, 12, 31), dt.date(2024, 12, 1), 2, 400, 0.6, "lightgbm", 0.71, "rfm", 0.69, 0.02, -0.01, 0.05
+    )
+    earlier = Origin(
+        dt.date(2024, 11, 30), dt.date(2024, 11, 1), 1, 390, 0.5, "bgnbd", 0.65, "bgnbd", 0.66, -0.01, -0.04, 0.02
+    )
+    backtest = Backtest("roc_auc", [window, earlier], 0.005, -0.02, 0.03, 200)
+    run = MlflowClient().get_run(log_backtest(experiment(tiny_synthetic), backtest))
+    assert run.data.tags["kind"] == "backtest"
+    assert run.data.tags["origin_2"] == "holdout 2024-11-01 (bgnbd against bgnbd)"
+    assert run.data.metrics["pooled_roc_auc_margin_over_best_peer"] == pytest.approx(0.005)
+    assert run.data.metrics["origin_1_margin_ci_high"] == pytest.approx(0.05)
+    assert run.data.metrics["origin_2_holdout_roc_auc"] == pytest.approx(0.65)
+    assert not MlflowClient().search_registered_models(filter_string="name = 'backtest_repurchase_30d'")

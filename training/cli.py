@@ -138,7 +138,8 @@ def register(app: typer.Typer, out, console) -> None:
     def backtest_command(
         experiment: Annotated[Path, typer.Argument(help="experiments/NAME.toml")],
         origins: Annotated[
-            int, typer.Option("--origins", help="Holdout windows, the latest first, one before the other.")
+            int,
+            typer.Option("--origins", min=1, help="Holdout windows, the latest first, one before the other."),
         ] = 3,
         data: Annotated[Path | None, typer.Option("--data", help="Run on this data set instead.")] = None,
     ) -> None:
