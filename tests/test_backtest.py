@@ -95,15 +95,24 @@ def test_an_origin_reads_nothing_after_its_end(tiny_synthetic, tmp_path):
 
 
 def test_backtest_judges_each_window_and_pools_them(tiny_synthetic):
-    result = run_backtest(experiment(tiny_synthetic), origins=2, resamples=200)
+    config = experiment(tiny_synthetic, model={**FAST, "type": "blend"})  # two candidates: lightgbm, blend
+    result = run_backtest(config, origins=2, resamples=200)
     holdouts = [o.holdout for o in result.origins]
     assert holdouts == [dt.date(2024, 12, 1), dt.date(2024, 11, 1)]
     assert [o.ends_on for o in result.origins] == [dt.date(2024, 12, 31), dt.date(2024, 11, 30)]
     assert result.margin == pytest.approx(np.mean([o.margin for o in result.origins]))
     assert result.low <= result.margin <= result.high
+    assert set(result.by_candidate) == {"lightgbm", "blend"}
+    for name, (margin, low, high) in result.by_candidate.items():  # as if registered at both windows
+        assert margin == pytest.approx(np.mean([o.candidates[name] - o.peer for o in result.origins]))
+        assert low <= margin <= high
+    chosen = {o.model_type for o in result.origins}
+    if len(chosen) == 1:  # the same candidate chosen at both windows: its pooled margin is the model's
+        assert result.by_candidate[chosen.pop()][0] == pytest.approx(result.margin)
     lines = backtest_lines(result, {"rfm": "RFM rank score"})
     assert lines[1].startswith("2024-12-01") and lines[2].startswith("2024-11-01")
     assert "pooled over 2 holdout windows" in lines[3]
+    assert lines[5].lstrip().startswith("lightgbm") and lines[6].lstrip().startswith("blend")
 
 
 def test_backtest_refuses_fixed_cutoffs(tiny_synthetic):

@@ -288,6 +288,16 @@ def test_more_folds_than_validation_customers_is_an_error_not_a_lightgbm_traceba
         fit_and_evaluate(config, data)
 
 
+def test_a_blend_experiment_trains_on_the_time_scheme(prepared):
+    # [model] type = "blend": each fold fits its LightGBM, the blend is made of their average
+    # (it used to stop with "max() arg is an empty sequence" in every fold)
+    config, data = prepared
+    result = fit_and_evaluate(replace(config, model_type="blend"), data)
+    assert set(result.candidates) == {"lightgbm", "blend"}
+    assert result.model_type in ("lightgbm", "blend")
+    assert np.isfinite(result.metrics["holdout_roc_auc"])
+
+
 def test_promote_tells_apart_data_sets_of_one_folder_name_and_high_value_quantiles(trained):
     name = "synthetic_two_places"
     versions = _versions(

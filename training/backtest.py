@@ -48,6 +48,7 @@ class Origin:
     margin: float
     low: float
     high: float
+    candidates: dict[str, float] = field(default_factory=dict)  # each candidate's holdout metric
 
 
 @dataclass
@@ -59,6 +60,9 @@ class Backtest:
     high: float
     resamples: int
     notes: list[str] = field(default_factory=list)
+    # each candidate's pooled margin over the best peer (margin, low, high), had it been registered
+    # at every window: evidence about the selection, never used by it
+    by_candidate: dict[str, tuple[float, float, float]] = field(default_factory=dict)
 
 
 def origin_ends(last_day: dt.date, horizon_days: int, origins: int) -> list[dt.date]:
@@ -137,6 +141,7 @@ def run_backtest(
     metric = "gini" if spend else "roc_auc"
     done: list[Origin] = []
     parts = []
+    candidate_parts: dict[str, list] = {}
     notes = []
     for number, ends_on in enumerate(origin_ends(last_day, config.label.horizon_days, origins), start=1):
         if progress:
@@ -159,7 +164,10 @@ def run_backtest(
             continue
         y = np.asarray(result.holdout_y, float)
         holdout_ids = data.rows(data.split.holdout)["customer_id"].to_numpy()
-        parts.append((holdout_ids, y, np.asarray(result.holdout_prediction, float), np.asarray(peer.scores, float)))
+        peer_scores = np.asarray(peer.scores, float)
+        parts.append((holdout_ids, y, np.asarray(result.holdout_prediction, float), peer_scores))
+        for name, scores in result.candidate_predictions.items():
+            candidate_parts.setdefault(name, []).append((holdout_ids, y, np.asarray(scores, float), peer_scores))
         done.append(
             Origin(
                 ends_on=ends_on,
@@ -174,12 +182,18 @@ def run_backtest(
                 margin=float(m[f"holdout_{metric}_margin_over_best_peer"]),
                 low=float(m[f"holdout_{metric}_margin_ci_low"]),
                 high=float(m[f"holdout_{metric}_margin_ci_high"]),
+                candidates={n: float(c.get(f"holdout_{metric}", np.nan)) for n, c in result.candidates.items()},
             )
         )
     if not done:
         raise PortraitError(f"{config.name}: no origin had a peer to compare with")
     margin, low, high = pooled_margin(parts, spend, resamples)
-    return Backtest(metric, done, margin, low, high, resamples, notes)
+    by_candidate = {
+        name: pooled_margin(pieces, spend, resamples)
+        for name, pieces in candidate_parts.items()
+        if len(pieces) == len(parts) and len(candidate_parts) > 1
+    }
+    return Backtest(metric, done, margin, low, high, resamples, notes, by_candidate)
 
 
 def backtest_lines(backtest: Backtest, peer_labels: dict[str, str] | None = None) -> list[str]:
@@ -201,6 +215,17 @@ def backtest_lines(backtest: Backtest, peer_labels: dict[str, str] | None = None
         f"95% paired bootstrap interval [{backtest.low:+.4f}, {backtest.high:+.4f}] ({backtest.resamples:,} "
         f"resamples of customers, one draw for every window); ahead in {wins} of {len(backtest.origins)}"
     )
+    if backtest.by_candidate:
+        lines.append(
+            "each candidate had it been registered at every window (evidence only: the selection uses validation):"
+        )
+        for name, (margin, low, high) in backtest.by_candidate.items():
+            wins = sum(o.candidates.get(name, np.nan) > o.peer for o in backtest.origins)
+            each = ", ".join(f"{o.candidates.get(name, np.nan):.4f}" for o in backtest.origins)
+            lines.append(
+                f"  {name:<15}{margin:>+9.4f}  [{low:+.4f}, {high:+.4f}]  ahead in {wins} of {len(backtest.origins)} "
+                f"({title} {each})"
+            )
     if peer_labels:
         used = sorted({o.best_peer for o in backtest.origins})
         lines.append("peers: " + "; ".join(f"{name} = {peer_labels.get(name, name)}" for name in used))

@@ -255,6 +255,7 @@ class FitResult:
     model_type: str = "lightgbm"
     candidates: dict[str, dict[str, float]] = field(default_factory=dict)  # name -> metrics
     notes: tuple[str, ...] = ()
+    candidate_predictions: dict[str, np.ndarray] = field(default_factory=dict)  # name -> holdout scores
 
 
 def _score_metrics(config, y, p, prefix) -> dict[str, float]:
@@ -340,6 +341,8 @@ def fit_candidates(
         return Selection("lightgbm", models, {})
     auc = {name: _auc(y_valid, predict(model, X_valid)) for name, model in models.items()}
     wanted = [n for n in types if config.model_type in ("select", n) and n in models]  # not a blend's LightGBM
+    # a blend left for later (``blend=False``, the cross-fit blends the averaged folds): its LightGBM
+    wanted = wanted or [n for n in types if n in models]
     chosen = max(wanted, key=lambda n: (np.nan_to_num(auc[n], nan=-1.0), -wanted.index(n)))
     return Selection(chosen, models, auc)
 
@@ -514,11 +517,12 @@ def fit_time_split(config: ExperimentConfig, data: TrainingData, params: dict | 
     }
     if "lightgbm" in members:
         metrics["best_iteration"] = float(np.mean([m.best_iteration_ for m in members["lightgbm"]]))
-    candidates = {}
+    candidates, candidate_predictions = {}, {}
     for name, candidate in models.items():
+        candidate_predictions[name] = predict(candidate, X_holdout)
         candidates[name] = {
             "validation_roc_auc": validation_auc.get(name, float("nan")),
-            **_score_metrics(config, y_holdout, predict(candidate, X_holdout), "holdout_"),
+            **_score_metrics(config, y_holdout, candidate_predictions[name], "holdout_"),
         }
     uncalibrated, notes = None, []
     if validation_auc and validation_auc[chosen] < floor - 1e-12:
@@ -552,6 +556,7 @@ def fit_time_split(config: ExperimentConfig, data: TrainingData, params: dict | 
         chosen,
         candidates,
         tuple(notes),
+        candidate_predictions,
     )
 
 
@@ -627,6 +632,7 @@ def fit_customer_folds(config: ExperimentConfig, data: TrainingData, params: dic
         served,
         final.chosen,
         candidates,
+        candidate_predictions=per_candidate,
     )
 
 
