@@ -146,8 +146,15 @@ def run_backtest(
     for number, ends_on in enumerate(origin_ends(last_day, config.label.horizon_days, origins), start=1):
         if progress:
             progress(f"origin {number} of {origins}: the data as if it ended on {ends_on}")
+
+        def say(cutoff, number=number) -> None:
+            if progress:
+                progress(
+                    cutoff if isinstance(cutoff, str) else f"origin {number} of {origins}: features as of {cutoff}"
+                )
+
         try:
-            data = prepare(config, ends_on=ends_on)
+            data = prepare(config, progress=say, ends_on=ends_on)
         except PortraitError as error:
             if not done:
                 raise
