@@ -311,9 +311,12 @@ def test_train_prints_cutoffs_holdout_base_rate_and_the_peer_table():
         "best peer (BG/NBD P(any purchase)) in ROC AUC: +0.0100, 95% paired bootstrap interval [-0.0020, +0.0210]"
         in text
     )
+    assert "the interval holds 0: this holdout cannot tell the model from the peer" in text
     assert "note: BG/NBD P(any purchase): b is at its upper bound" in text
     assert "model chosen on validation: blend" in text
     assert re.search(r"blend\s+0\.8100\s+0\.8100 <- registered", text)
+    metrics["holdout_roc_auc_margin_ci_low"] = 0.001  # the whole interval above 0: nothing to add
+    assert "cannot tell" not in "\n".join(summary_lines(summary))
 
 
 def test_data_path_is_resolved_against_the_experiment_files_folder(tmp_path, monkeypatch):

@@ -65,6 +65,11 @@ def summary_lines(summary) -> list[str]:
             f"[{m[f'holdout_{metric}_margin_ci_low']:+.4f}, {m[f'holdout_{metric}_margin_ci_high']:+.4f}] "
             f"({int(m['bootstrap_resamples']):,} resamples of the holdout customers)"
         )
+        if m[f"holdout_{metric}_margin_ci_low"] < 0 < m[f"holdout_{metric}_margin_ci_high"]:
+            lines.append(
+                "the interval holds 0: this holdout cannot tell the model from the peer; "
+                "portrait backtest judges the design on more windows"
+            )
     if spend:
         return lines + [f"note: {note}" for note in summary.notes]
     if summary.candidates:
