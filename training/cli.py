@@ -1,8 +1,9 @@
-"""``portrait train``, ``portrait tune`` and ``portrait promote``."""
+"""``portrait train``, ``backtest``, ``tune`` and ``promote``, and ``portrait personas``."""
 
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -110,6 +111,19 @@ def _reporter(progress: Progress, task, console):
     return say
 
 
+@contextmanager
+def _spinner(console, title: str):
+    """A spinner with the elapsed time; yields :func:`_reporter`'s ``say``."""
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}", markup=False),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        yield _reporter(progress, progress.add_task(title, total=None), console)
+
+
 def register(app: typer.Typer, out, console) -> None:
     from training.tracking import setup_tracking
 
@@ -123,15 +137,7 @@ def register(app: typer.Typer, out, console) -> None:
 
         config = _load(experiment, data)
         setup_tracking()
-        with Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}", markup=False),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        ) as progress:
-            task = progress.add_task("building the training set", total=None)
-            report = _reporter(progress, task, console)
+        with _spinner(console, "building the training set") as report:
 
             def say(message) -> None:
                 report(f"features as of {message}" if not isinstance(message, str) else message)
@@ -154,15 +160,8 @@ def register(app: typer.Typer, out, console) -> None:
 
         config = _load(experiment, data)
         setup_tracking()
-        with Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}", markup=False),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        ) as progress:
-            task = progress.add_task("backtest", total=None)
-            result = run_backtest(config, origins, progress=_reporter(progress, task, console))
+        with _spinner(console, "backtest") as say:
+            result = run_backtest(config, origins, progress=say)
         run_id = log_backtest(config, result)
         for line in backtest_lines(result, PEER_LABELS):
             out.print(line, highlight=False, markup=False, soft_wrap=True)
@@ -251,16 +250,9 @@ def register_personas(app: typer.Typer, out, console) -> None:
         if data:
             config = replace(config, data=str(data))
         setup_tracking()
-        with Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}", markup=False),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        ) as progress:
-            task = progress.add_task("fitting personas", total=None)
+        with _spinner(console, "fitting personas") as say:
             fit, run_id, version = run_persona_fit(
-                config, parse_cutoff(as_of) if as_of else None, out_file, progress=_reporter(progress, task, console)
+                config, parse_cutoff(as_of) if as_of else None, out_file, progress=say
             )
         out.print(f"run {run_id}: {fit.model.k_} personas, registered {config.name} v{version} with alias 'candidate'")
         for row in fit.table.itertuples():
