@@ -1,5 +1,6 @@
 """Backtests: origins one before the other, no origin reading past its end, the pooled margin."""
 
+import dataclasses
 import datetime as dt
 import shutil
 
@@ -142,3 +143,6 @@ def test_a_backtest_is_logged_as_one_run_with_each_window_and_the_pooled_margin(
     assert run.data.metrics["origin_1_margin_ci_high"] == pytest.approx(0.05)
     assert run.data.metrics["origin_2_holdout_roc_auc"] == pytest.approx(0.65)
     assert not MlflowClient().search_registered_models(filter_string="name = 'backtest_repurchase_30d'")
+    # a customer-fold design trains at the holdout cutoff alone: "folds", not 0 training cutoffs
+    folds = Backtest("roc_auc", [dataclasses.replace(earlier, training_cutoffs=0)], 0, 0, 0, 10)
+    assert backtest_lines(folds)[1].startswith("2024-11-01      folds        390")

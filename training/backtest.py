@@ -204,7 +204,8 @@ def run_backtest(
 
 
 def backtest_lines(backtest: Backtest, peer_labels: dict[str, str] | None = None) -> list[str]:
-    """What ``portrait backtest`` prints: one line per origin, then the pooled margin."""
+    """What ``portrait backtest`` prints: one line per origin (its training cutoffs, or "folds"
+    for a customer-fold design at the holdout cutoff alone), then the pooled margin."""
     title = "Gini" if backtest.metric == "gini" else "ROC AUC"
     lines = [
         f"{'holdout':<12}{'training':>9}{'customers':>11}{'base rate':>11}  {'model':<15}{title:>8}"
@@ -212,7 +213,7 @@ def backtest_lines(backtest: Backtest, peer_labels: dict[str, str] | None = None
     ]
     for o in backtest.origins:
         lines.append(
-            f"{o.holdout.isoformat():<12}{o.training_cutoffs:>9}{o.customers:>11,}{o.base_rate:>11.1%}  "
+            f"{o.holdout.isoformat():<12}{o.training_cutoffs or 'folds':>9}{o.customers:>11,}{o.base_rate:>11.1%}  "
             f"{o.model_type:<15}{o.model:>8.4f}  {o.best_peer:<16}{o.peer:>8.4f}{o.margin:>+9.4f}  "
             f"[{o.low:+.4f}, {o.high:+.4f}]"
         )
