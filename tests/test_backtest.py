@@ -2,6 +2,7 @@
 
 import dataclasses
 import datetime as dt
+import re
 import shutil
 
 import numpy as np
@@ -146,3 +147,27 @@ def test_a_backtest_is_logged_as_one_run_with_each_window_and_the_pooled_margin(
     # a customer-fold design trains at the holdout cutoff alone: "folds", not 0 training cutoffs
     folds = Backtest("roc_auc", [dataclasses.replace(earlier, training_cutoffs=0)], 0, 0, 0, 10)
     assert backtest_lines(folds)[1].startswith("2024-11-01      folds        390")
+
+
+def test_the_command_prints_each_window_and_the_pooled_margin_and_refuses_fixed_cutoffs(
+    tracking, tiny_synthetic, tmp_path
+):
+    from tests.test_marketing_api_cli import run
+
+    experiment_file = tmp_path / "bt.toml"
+    experiment_file.write_text(
+        f'name = "backtest_cli"\n[data]\npath = "{tiny_synthetic}"\n[cutoffs]\nrule = "monthly"\ncount = 2\n'
+        '[label]\nkind = "repurchase"\nhorizon_days = 30\n[model]\ntype = "lightgbm"\nn_estimators = 40\n'
+        "[validation]\nfolds = 2\ncutoffs = 1\n"
+    )
+    code, text = run("backtest", str(experiment_file), "--origins", "2")
+    assert code == 0, text
+    assert re.search(r"^2024-12-01\s+2\s+400\s", text, re.M) and re.search(r"^2024-11-01\s+2\s+", text, re.M)
+    assert "pooled over 2 holdout windows: model minus the best peer" in text
+    assert "logged as run" in text and "in experiment backtest_cli" in text
+    fixed = tmp_path / "fixed.toml"
+    fixed.write_text(
+        experiment_file.read_text().replace('rule = "monthly"\ncount = 2', 'dates = ["2024-11-01", "2024-12-01"]')
+    )
+    code, text = run("backtest", str(fixed))
+    assert code == 2 and "[cutoffs] dates fixes it" in text
