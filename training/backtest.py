@@ -26,7 +26,7 @@ from portrait.errors import PortraitError
 from training.config import ExperimentConfig
 from training.data import prepare
 from training.evaluate import BOOTSTRAP_RESAMPLES, fit_and_evaluate
-from training.metrics import _ResampledAUC, _ResampledGini, bootstrap_counts, normalized_gini, ranking_metrics
+from training.metrics import ResampledAUC, ResampledGini, bootstrap_counts, normalized_gini, ranking_metrics
 from training.splits import holdout_cutoff
 
 MAX_ORIGINS = 12
@@ -99,9 +99,9 @@ def pooled_margin(
         y = np.asarray(y, float)
         if spend:
             y = np.clip(y, 0, None)
-            scorers.append((_ResampledGini(y, model), _ResampledGini(y, peer), _ResampledGini(y, y)))
+            scorers.append((ResampledGini(y, model), ResampledGini(y, peer), ResampledGini(y, y)))
         else:
-            scorers.append((_ResampledAUC(y, model), _ResampledAUC(y, peer), None))
+            scorers.append((ResampledAUC(y, model), ResampledAUC(y, peer), None))
     margins = []
     for counts in bootstrap_counts(len(ids), resamples, seed):
         counts = counts.astype(float)

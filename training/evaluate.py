@@ -518,7 +518,8 @@ def fit_time_split(config: ExperimentConfig, data: TrainingData, params: dict | 
     # the holdout is scored as serving scores: the catalogue features alone, the history
     # features from each model's reference population (models.history)
     X_holdout = data.X(holdout)
-    p_valid, p_holdout = out_of_fold[chosen], predict(model, X_holdout)
+    candidate_predictions = {name: predict(candidate, X_holdout) for name, candidate in models.items()}
+    p_valid, p_holdout = out_of_fold[chosen], candidate_predictions[chosen]
     y_holdout = data.y(holdout)
     peer_metrics, peer_tags, peers = baseline_metrics(data.X(holdout), y_holdout, config, p_holdout)
     selection_metrics, selection_tags = _selection_metrics(selection, peer_auc)
@@ -531,13 +532,13 @@ def fit_time_split(config: ExperimentConfig, data: TrainingData, params: dict | 
     }
     if "lightgbm" in members:
         metrics["best_iteration"] = float(np.mean([m.best_iteration_ for m in members["lightgbm"]]))
-    candidates, candidate_predictions = {}, {}
-    for name, candidate in models.items():
-        candidate_predictions[name] = predict(candidate, X_holdout)
-        candidates[name] = {
+    candidates = {
+        name: {
             "validation_roc_auc": validation_auc.get(name, float("nan")),
-            **_score_metrics(config, y_holdout, candidate_predictions[name], "holdout_"),
+            **_score_metrics(config, y_holdout, scores, "holdout_"),
         }
+        for name, scores in candidate_predictions.items()
+    }
     uncalibrated, notes = None, []
     if validation_auc and validation_auc[chosen] < floor - 1e-12:
         best_peer = max(peer_auc, key=peer_auc.get)

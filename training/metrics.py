@@ -99,10 +99,10 @@ def weighted_roc_auc(y, score, weights) -> np.ndarray:
     """ROC AUC of ``score`` for each row of ``weights`` (resamples x customers; a customer's
     weight is how many times a bootstrap resample drew them). Ties count one half, as in
     ``roc_auc_score``."""
-    return _ResampledAUC(y, score)(np.atleast_2d(np.asarray(weights, float)))
+    return ResampledAUC(y, score)(np.atleast_2d(np.asarray(weights, float)))
 
 
-class _ResampledAUC:
+class ResampledAUC:
     """The weighted AUC of one score for many weight rows: customers are grouped by tied score
     once (sparse indicator matrices), then each batch of rows is two sparse products and a
     cumulative sum over the groups; no loop over customers or resamples."""
@@ -142,7 +142,7 @@ def paired_bootstrap_auc_margin(
     percentile interval of that margin over ``resamples`` bootstrap resamples of customers
     (each resample scores both on the same draw: paired). Returns (margin, low, high)."""
     y = np.asarray(y, float)
-    first, second = _ResampledAUC(y, score), _ResampledAUC(y, other)
+    first, second = ResampledAUC(y, score), ResampledAUC(y, other)
     margins = np.concatenate(
         [first(c) - second(c) for c in (counts.astype(float) for counts in bootstrap_counts(len(y), resamples, seed))]
     )
@@ -152,7 +152,7 @@ def paired_bootstrap_auc_margin(
     return margin, float(low), float(high)
 
 
-class _ResampledGini:
+class ResampledGini:
     """The Gini of one ordering of ``actual`` for many weight rows (resamples x customers, a
     customer's weight being how many times a resample drew them), as :func:`normalized_gini`'s
     unnormalised Gini of the resample with each customer's copies side by side in the order
@@ -182,7 +182,7 @@ def paired_bootstrap_gini_margin(
     on the same draw: paired; the same draws as :func:`paired_bootstrap_auc_margin` for the
     same seed). Returns (margin, low, high)."""
     y = np.clip(np.asarray(y, float), 0, None)
-    first, second, perfect = _ResampledGini(y, score), _ResampledGini(y, other), _ResampledGini(y, y)
+    first, second, perfect = ResampledGini(y, score), ResampledGini(y, other), ResampledGini(y, y)
     margins = []
     for counts in bootstrap_counts(len(y), resamples, seed):
         c = counts.astype(float)
