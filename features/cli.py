@@ -111,12 +111,11 @@ def register(app: typer.Typer, out, console) -> None:
         ] = None,
     ) -> None:
         """Build one feature row per customer as of a cutoff."""
-        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
         from features.build import build_features, late_as_of_note, nobody_before, parse_cutoff
         from portrait.dataset import open_dataset
         from portrait.engine import check_engine_name
         from portrait.files import atomic_write, check_suffix
+        from portrait.progress import spinner
 
         config = load_feature_config(config_file)
         cutoff = parse_cutoff(as_of)
@@ -126,10 +125,8 @@ def register(app: typer.Typer, out, console) -> None:
         check_suffix(out_file, (".parquet",))
         ds = open_dataset(dataset)
         started = time.perf_counter()
-        with Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True
-        ) as progress:
-            progress.add_task(f"building features as of {cutoff}", total=None)
+        with spinner(console, "features") as say:
+            say(f"building features as of {cutoff}")
             frame = build_features(ds, cutoff, config)
         if not len(frame):  # a date before the data, most often: an empty table is no answer
             raise PortraitError(nobody_before(cutoff, "no features to build") + "; nothing written")

@@ -12,13 +12,13 @@ from typing import Annotated
 import pandas as pd
 import typer
 from rich.markup import escape
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
 from features.cli import EngineOption, SparkMasterOption
 from portrait.errors import PortraitError
+from portrait.progress import spinner
 
 DataOption = Annotated[Path, typer.Option("--data", help="Data set folder or DuckDB file.")]
 AsOfOption = Annotated[str, typer.Option("--as-of", help="As of this date (YYYY-MM-DD): only data before it is used.")]
@@ -40,19 +40,6 @@ SegmentsOption = Annotated[
 EngineDataOption = Annotated[
     str, typer.Option("--data", help="Data set folder or DuckDB file (Spark: also hdfs://, s3a://, abfss:// paths).")
 ]
-
-
-@contextmanager
-def progress_spinner(console, title: str):
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}", markup=False),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
-        task = progress.add_task(title, total=None)
-        yield lambda message: progress.update(task, description=message)
 
 
 @contextmanager
@@ -146,7 +133,7 @@ def register_tags(app: typer.Typer, out, console) -> None:
         started = time.perf_counter()
         library = load_library(file)
         with (
-            progress_spinner(console, "tagging") as say,
+            spinner(console, "tagging") as say,
             open_population(dataset, as_of, scores, say, engine, spark_master) as population,
         ):
             applied = apply_tags(library, population, manual_store=manual_store_path(store))
@@ -305,7 +292,7 @@ def register_rfm(app: typer.Typer, out, console) -> None:
 
         ds = open_dataset(dataset)
         value_columns = ["days_since_last_purchase", "orders_lifetime", "spend_lifetime"]
-        with progress_spinner(console, "RFM") as say:
+        with spinner(console, "RFM") as say:
             with Population(ds, as_of, progress=say) as population:
                 frame = population.frame(columns=value_columns)
                 as_of_date = population.as_of

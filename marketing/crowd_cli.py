@@ -18,9 +18,9 @@ from marketing.cli import (
     TagsFileOption,
     manual_store_path,
     open_population,
-    progress_spinner,
 )
 from portrait.errors import PortraitError
+from portrait.progress import spinner
 
 SegmentOpt = Annotated[str | None, typer.Option("--segment", help="A saved segment.")]
 TagOpt = Annotated[str | None, typer.Option("--tag", help="A tag of the library, e.g. 'spending power: high'.")]
@@ -80,14 +80,14 @@ def open_crowds(console, data, as_of, scores, segments_dir, file, store, run=Non
 
     library = load_library(file)
     if run is not None:
-        with progress_spinner(console, "reading the crowd material") as say:
+        with spinner(console, "reading the crowd material") as say:
             crowds = _stored(run, data, as_of, library, SegmentStore(segments_dir), manual_store_path(store), say)
             try:
                 yield crowds
             finally:
                 crowds.close()
         return
-    with progress_spinner(console, "reading the data") as say, open_population(data, as_of, scores, say) as population:
+    with spinner(console, "reading the data") as say, open_population(data, as_of, scores, say) as population:
         crowds = CrowdData(
             population, library, segments=SegmentStore(segments_dir), manual_store=manual_store_path(store), say=say
         )
@@ -299,7 +299,7 @@ def register_crowd(app: typer.Typer, out, console) -> None:
         crowd = _crowd(segment, tag, persona, where, bought_category, within_days, everyone)
         dates = trend_dates(start, end, every)
         library = load_library(file)
-        with progress_spinner(console, "trend") as say:
+        with spinner(console, "trend") as say:
             table = crowd_trend(
                 open_dataset(data),
                 crowd,

@@ -11,7 +11,8 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from marketing.cli import AsOfOption, ScoresOption, SegmentsOption, progress_spinner
+from marketing.cli import AsOfOption, ScoresOption, SegmentsOption
+from portrait.progress import spinner
 
 
 def register_funnel(app: typer.Typer, out, console) -> None:
@@ -79,7 +80,7 @@ def register_funnel(app: typer.Typer, out, console) -> None:
         as_of_date = parse_cutoff(as_of)
         ds = open_dataset(dataset)
         notes = []
-        with progress_spinner(console, "funnel") as say:
+        with spinner(console, "funnel") as say:
             groups = None
             if by == "persona":
                 groups, date = persona_groups(scores, as_of_date)

@@ -24,9 +24,9 @@ from marketing.cli import (
     TagsFileOption,
     manual_store_path,
     open_population,
-    progress_spinner,
 )
 from portrait.errors import PortraitError
+from portrait.progress import spinner
 
 
 def register_segments(app: typer.Typer, out, console) -> None:
@@ -149,7 +149,7 @@ def register_segments(app: typer.Typer, out, console) -> None:
         from marketing.segments import SegmentStore
 
         with (
-            progress_spinner(console, "counting") as say,
+            spinner(console, "counting") as say,
             open_population(data, as_of, scores, say, engine, spark_master) as population,
         ):
             evaluator = _evaluator(population, segments_dir, file, store)
@@ -269,7 +269,7 @@ def register_segments(app: typer.Typer, out, console) -> None:
             raise PortraitError(f"no segments in {segment_store.folder}/ (portrait segment create)")
         started = time.perf_counter()
         with (
-            progress_spinner(console, "refreshing") as say,
+            spinner(console, "refreshing") as say,
             open_population(data, as_of, scores, say, engine, spark_master) as population,
         ):
             evaluator = _evaluator(population, segments_dir, file, store)
@@ -329,7 +329,7 @@ def register_segments(app: typer.Typer, out, console) -> None:
             if scores is None:
                 raise PortraitError("--rank-by needs --scores DIR")
             wanted = [*wanted, f"{rank_by}_score", f"{rank_by}_percentile"]
-        with progress_spinner(console, "exporting") as say, open_population(data, as_of, scores, say) as population:
+        with spinner(console, "exporting") as say, open_population(data, as_of, scores, say) as population:
             evaluator = _evaluator(population, segments_dir, file, store)
             result = evaluator.evaluate(segment)
             if rank_by and f"{rank_by}_score" not in (

