@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from portrait.progress import spinner
 
 
 def register(app: typer.Typer, out, console, retrainer=None) -> None:
@@ -36,22 +37,15 @@ def register(app: typer.Typer, out, console, retrainer=None) -> None:
         config = load_config(settings, as_of)
         setup_tracking()
         out.print(f"refresh as of {config.as_of} of {config.data} into {config.out}")
-        with Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}", markup=False),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        ) as progress:
-            task = progress.add_task("starting", total=None)
+        with spinner(console, "starting") as show:
             current = {"step": "validate"}
 
             def say(message: str) -> None:
-                progress.update(task, description=f"{current['step']}: {message}")
+                show(f"{current['step']}: {message}")
 
             # Step lines go to stdout (the log); on a terminal through the spinner's console,
             # so the two do not overwrite each other.
-            lines = progress.console if out.is_terminal and console.is_terminal else out
+            lines = console if out.is_terminal and console.is_terminal else out
 
             def on_step(record) -> None:
                 mark = {"ok": "[green]ok[/green]", "skipped": "[dim]skipped[/dim]"}.get(
@@ -76,7 +70,7 @@ def register(app: typer.Typer, out, console, retrainer=None) -> None:
                 steps = ("validate", "features", "score", "rfm", "tags", "segments", "lists")
                 if record.step in steps[:-1]:
                     current["step"] = steps[steps.index(record.step) + 1]
-                    progress.update(task, description=current["step"])
+                    show(current["step"])
 
             result = refresh(
                 config, retrain_if_drift=retrain_if_drift, retrainer=retrainer, on_step=on_step, progress=say
