@@ -112,6 +112,9 @@ class ModelCard(_Card):
     model_type: str = "lightgbm"
     task: str = ""
     card_version: int = CARD_VERSION
+    # a relative label's share of any scored population (high value: the top 20%); batch scores
+    # are moved to it (models.prior_shift). None: an absolute label, or a card from before it.
+    positive_share: float | None = None
 
     def __post_init__(self) -> None:
         task = task_for_label(self.label)

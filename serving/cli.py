@@ -322,6 +322,8 @@ def _print_summary(out, run) -> None:
         line = f"  {escape(name)} v{info['version']}"
         if "mean" in info:
             line += f": mean {info['mean']:.4f}, median {info['score_quantiles'][0.5]:.4f}"
+            if "prior_shift_logit" in info:
+                line += f" (moved to the label's share from a mean of {info['mean_before_shift']:.4f})"
             drift = info["drift"]
             if drift["flagged"]:
                 line += f"  [red]drift flagged (PSI > 0.25): {escape(', '.join(list(drift['flagged'])[:5]))}[/red]"

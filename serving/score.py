@@ -21,6 +21,7 @@ import pandas as pd
 from features.build import build_features, days_past_data, nobody_before, parse_cutoff
 from features.catalogue import Feature, Vocabulary, attribute_feature, describe
 from features.config import FeatureConfig
+from models.prior_shift import shift_to_share
 from models.reasons import top_reasons
 from portrait.dataset import Dataset
 from portrait.errors import PortraitError
@@ -97,6 +98,18 @@ def predict_scores(model: LoadedModel, features: pd.DataFrame) -> np.ndarray:
     if model.meta["label"] == "future_spend":
         return model.estimator.predict(X)
     return model.estimator.predict_proba(X)[:, 1]
+
+
+def population_scores(model: LoadedModel, values: np.ndarray) -> tuple[np.ndarray, dict]:
+    """A batch's scores of ``model``: a relative label's probabilities (its card's
+    ``positive_share``, e.g. the top 20% of spend) moved by one logit offset to that share over
+    the scored population (models.prior_shift: the order is kept). Returns (scores, what the run
+    summary records about the move; nothing for an absolute label)."""
+    share = model.meta.get("positive_share")
+    if share is None or not len(values):
+        return values, {}
+    moved, offset = shift_to_share(values, float(share))
+    return moved, {"shifted_to_share": share, "prior_shift_logit": offset, "mean_before_shift": float(values.mean())}
 
 
 def _rows_of(table: pd.DataFrame, ids: pd.Series) -> pd.DataFrame:
@@ -232,7 +245,7 @@ def score(
                 "sizes": scores["persona_name"].value_counts().to_dict(),
             }
             continue
-        values = predict_scores(model, features)
+        values, shifted = population_scores(model, predict_scores(model, features))
         percentile, decile = percentile_and_decile(values)
         scores[f"{model.name}_score"] = values
         scores[f"{model.name}_percentile"] = percentile
@@ -248,6 +261,7 @@ def score(
             "label": model.meta["label"],
             "score_quantiles": {q: float(np.quantile(values, q)) for q in (0.1, 0.25, 0.5, 0.75, 0.9)},
             "mean": float(values.mean()),
+            **shifted,
             "drift": drift_report(model.meta.get("reference", {}), features),
         }
     # One feature table (the first propensity model's build) is kept for profiles and filters.

@@ -39,6 +39,7 @@ from serving.score import (
     _feature_groups,
     check_model_features,
     percentile_and_decile,
+    population_scores,
     predict_scores,
     require_customers,
 )
@@ -173,7 +174,7 @@ def score_on_spark(
                 "sizes": scores["persona_name"].value_counts().to_dict(),
             }
             continue
-        values = frame[f"{model.name}_score"].to_numpy(dtype="float64")
+        values, shifted = population_scores(model, frame[f"{model.name}_score"].to_numpy(dtype="float64"))
         percentile, decile = percentile_and_decile(values)
         scores[f"{model.name}_score"] = values
         scores[f"{model.name}_percentile"] = percentile
@@ -184,6 +185,7 @@ def score_on_spark(
             "label": model.meta["label"],
             "score_quantiles": {q: float(np.quantile(values, q)) for q in (0.1, 0.25, 0.5, 0.75, 0.9)},
             "mean": float(values.mean()),
+            **shifted,
             "drift": drift_report(model.meta.get("reference", {}), samples[id(feature_tables[model.name])]),
         }
     for column in profile_features.columns:  # the DuckDB build's dtypes: categoricals for text

@@ -658,3 +658,24 @@ def test_an_empty_list_has_the_columns_of_a_list_with_rows(scored):
     full = build_list(scores, features, MODEL, top=3, reasons_model=model)
     empty = build_list(scores, features, MODEL, min_score=2.0, reasons_model=model)
     assert empty.empty and list(empty.columns) == list(full.columns)
+
+
+def test_a_relative_labels_batch_is_moved_to_its_share_and_the_summary_says_by_how_much():
+    from serving.registry import LoadedModel
+    from serving.score import population_scores
+
+    raw = np.array([0.5, 0.5, 0.5, 0.5])
+    high_value = LoadedModel(
+        "high_value_90d", "3", "champion", {"label": "high_value", "positive_share": 0.25}, None, {}
+    )
+    moved, summary = population_scores(high_value, raw)
+    assert moved == pytest.approx([0.25] * 4)
+    assert summary == {
+        "shifted_to_share": 0.25,
+        "prior_shift_logit": pytest.approx(np.log(1 / 3)),
+        "mean_before_shift": 0.5,
+    }
+    # an absolute label (or a card from before the share was stored) is scored as predicted
+    repurchase = LoadedModel("repurchase_90d", "1", "champion", {"label": "repurchase"}, None, {})
+    same, nothing = population_scores(repurchase, raw)
+    assert same is raw and nothing == {}

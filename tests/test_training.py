@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from models.pyfunc import serving_frame
 from portrait.errors import PortraitError
-from training.config import ValidationSpec, parse_experiment
+from training.config import LabelSpec, ValidationSpec, parse_experiment
 from training.data import prepare
 from training.evaluate import fit_and_evaluate
 from training.registry import promote
@@ -354,3 +354,19 @@ def test_a_pruned_trial_is_a_finished_run_tagged_pruned_not_a_failed_one(trackin
     runs = mlflow.search_runs(experiment_names=[config.name], filter_string="attributes.run_name = 'trial-0'")
     assert len(runs) == 1
     assert runs.loc[0, "status"] == "FINISHED" and runs.loc[0, "tags.state"] == "pruned"
+
+
+def test_a_relative_labels_holdout_is_scored_at_its_share_as_batch_scoring_scores_it(prepared):
+    # high value (the top 20% of the next 30 days' spend) on the same rows: every training
+    # cutoff has 20% positives, so the holdout's probabilities are moved to a mean of 0.2 by one
+    # logit offset (models.prior_shift), their order kept
+    config, data = prepared
+    hv_config = replace(config, label=LabelSpec("high_value", 30, 0.8))
+    hv_data = replace(data, target="high_value")
+    result = fit_and_evaluate(hv_config, hv_data)
+    assert result.positive_share == pytest.approx(0.2)
+    assert result.holdout_prediction.mean() == pytest.approx(0.2, abs=1e-9)
+    assert np.isfinite(result.metrics["holdout_prior_shift_logit"])
+    assert result.metrics["holdout_ece_before_shift"] >= 0
+    for scores in result.candidate_predictions.values():
+        assert scores.mean() == pytest.approx(0.2, abs=1e-9)

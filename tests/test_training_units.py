@@ -483,6 +483,21 @@ def test_lightgbm_is_registered_unless_validation_clearly_says_otherwise():
     assert preferred_choice(tie, floor=0.75) == "bgnbd"
 
 
+def test_a_label_has_a_share_by_construction_only_when_every_training_cutoff_showed_it():
+    from training.evaluate import label_share
+
+    high_value = parse_experiment({**BASE, "label": {"kind": "high_value", "horizon_days": 30}})
+    cutoffs = np.array(["a"] * 10 + ["b"] * 10)
+    two_of_ten = np.array([1, 1] + [0] * 8)
+    assert label_share(high_value, np.concatenate([two_of_ten, two_of_ten]), cutoffs) == pytest.approx(0.2)
+    # at b only one customer of ten spent anything in the window: the positives are the spenders
+    one_of_ten = np.array([1] + [0] * 9)
+    assert label_share(high_value, np.concatenate([two_of_ten, one_of_ten]), cutoffs) is None
+    # an absolute label has no share to move to
+    repurchase = parse_experiment(BASE)
+    assert label_share(repurchase, np.concatenate([two_of_ten, two_of_ten]), cutoffs) is None
+
+
 def test_an_experiment_file_that_is_not_utf8_is_an_error(tmp_path):
     from training.config import load_experiment
 

@@ -87,6 +87,12 @@ def summary_lines(summary) -> list[str]:
             f"calibration error (ECE): {m['holdout_ece']:.4f}"
             + (f" (uncalibrated {raw:.4f})" if raw is not None else "")
         )
+    if "holdout_prior_shift_logit" in m:
+        lines.append(
+            f"the label marks a fixed share of customers: holdout probabilities moved to it by "
+            f"{m['holdout_prior_shift_logit']:+.3f} logits, as batch scores are (ECE before the move "
+            f"{m['holdout_ece_before_shift']:.4f})"
+        )
     lines += [f"note: {note}" for note in summary.notes]
     return lines
 

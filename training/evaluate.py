@@ -17,6 +17,7 @@ from features.catalogue import describe, windowed
 from features.config import FeatureConfig
 from models.btyd import BTYD_FEATURES, BGNBDClassifier
 from models.gamma_gamma import GammaGammaModel
+from models.prior_shift import shift_to_share
 from models.propensity import PropensityClassifier, SpendRegressor
 from models.repurchase import AveragedClassifier, AveragedRegressor, BGNBDRepurchase, LogisticRepurchase, RankBlend
 from portrait.errors import PortraitError
@@ -256,6 +257,7 @@ class FitResult:
     candidates: dict[str, dict[str, float]] = field(default_factory=dict)  # name -> metrics
     notes: tuple[str, ...] = ()
     candidate_predictions: dict[str, np.ndarray] = field(default_factory=dict)  # name -> holdout scores
+    positive_share: float | None = None  # a relative label's share: batch scores are moved to it
 
 
 def _score_metrics(config, y, p, prefix) -> dict[str, float]:
@@ -448,6 +450,42 @@ def _uncalibrated(model, X: pd.DataFrame) -> np.ndarray | None:
         return None
 
 
+# How far a cutoff's share of positives may be from 1 - high_value_quantile for the label to
+# count as that share by construction (ties at the cut move it by a customer or two).
+SHARE_TOLERANCE = 0.005
+
+
+def label_share(config: ExperimentConfig, y: np.ndarray, cutoffs: np.ndarray) -> float | None:
+    """The share of the scored population a label marks positive by construction, or None: for
+    ``high_value`` the top ``1 - high_value_quantile`` of spend, when every training cutoff's
+    share of positives was that share (within :data:`SHARE_TOLERANCE`). Where fewer customers
+    than that spend in a window, the positives are only the spenders, a share no model can know
+    in advance, so there is none (CDNOW-like logs with few repeat buyers)."""
+    if config.label.kind != "high_value" or not len(y):
+        return None
+    share = 1 - config.label.high_value_quantile
+    by_cutoff = pd.Series(np.asarray(y, dtype="float64")).groupby(np.asarray(cutoffs)).mean()
+    return share if bool((by_cutoff - share).abs().le(SHARE_TOLERANCE).all()) else None
+
+
+def _shift_metrics(y: np.ndarray, unshifted: np.ndarray, offset: float | None) -> dict[str, float]:
+    if offset is None:
+        return {}
+    return {
+        "holdout_prior_shift_logit": offset,
+        "holdout_ece_before_shift": classification_metrics(y, unshifted)["ece"],
+    }
+
+
+def _at_share(predictions: dict[str, np.ndarray], share: float | None) -> tuple[dict[str, np.ndarray], dict]:
+    """Holdout scores as batch scoring gives them: a relative label's probabilities moved to its
+    share over the holdout's population (models.prior_shift); the chosen offset is a metric."""
+    if share is None:
+        return predictions, {}
+    moved = {name: shift_to_share(scores, share) for name, scores in predictions.items()}
+    return {name: m[0] for name, m in moved.items()}, {name: m[1] for name, m in moved.items()}
+
+
 def fit_time_split(config: ExperimentConfig, data: TrainingData, params: dict | None = None) -> FitResult:
     """A cross-fit over customers on every training cutoff's rows: the customers are split in
     ``validation.folds`` folds; each fold's model is trained on the other folds' rows (every
@@ -518,7 +556,10 @@ def fit_time_split(config: ExperimentConfig, data: TrainingData, params: dict | 
     # the holdout is scored as serving scores: the catalogue features alone, the history
     # features from each model's reference population (models.history)
     X_holdout = data.X(holdout)
-    candidate_predictions = {name: predict(candidate, X_holdout) for name, candidate in models.items()}
+    share = label_share(config, data.y(rows), rows["cutoff"].to_numpy())
+    as_predicted = {name: predict(candidate, X_holdout) for name, candidate in models.items()}
+    unshifted = as_predicted[chosen]
+    candidate_predictions, offsets = _at_share(as_predicted, share)
     p_valid, p_holdout = out_of_fold[chosen], candidate_predictions[chosen]
     y_holdout = data.y(holdout)
     peer_metrics, peer_tags, peers = baseline_metrics(data.X(holdout), y_holdout, config, p_holdout)
@@ -529,6 +570,7 @@ def fit_time_split(config: ExperimentConfig, data: TrainingData, params: dict | 
         **peer_metrics,
         **selection_metrics,
         "rows_validation": float(len(valid_rows)),
+        **_shift_metrics(y_holdout, unshifted, offsets.get(chosen)),
     }
     if "lightgbm" in members:
         metrics["best_iteration"] = float(np.mean([m.best_iteration_ for m in members["lightgbm"]]))
@@ -572,6 +614,7 @@ def fit_time_split(config: ExperimentConfig, data: TrainingData, params: dict | 
         candidates,
         tuple(notes),
         candidate_predictions,
+        share,
     )
 
 
@@ -616,9 +659,19 @@ def fit_customer_folds(config: ExperimentConfig, data: TrainingData, params: dic
         if raw is not None:
             uncalibrated[test_index] = raw
     final = fit_inner(X, y)
+    share = label_share(config, y, np.zeros(len(y)))  # one cutoff: its labels are the training labels
+    unshifted, offset = out_of_fold, None
+    if share is not None:
+        out_of_fold, offset = shift_to_share(out_of_fold, share)
+    per_candidate, _ = _at_share(per_candidate, share)
     peer_metrics, peer_tags, peers = baseline_metrics(data.X(rows), y, config, out_of_fold)
     selection_metrics, selection_tags = _selection_metrics(final, {})
-    metrics = {**_score_metrics(config, y, out_of_fold, "holdout_"), **peer_metrics, **selection_metrics}
+    metrics = {
+        **_score_metrics(config, y, out_of_fold, "holdout_"),
+        **peer_metrics,
+        **selection_metrics,
+        **_shift_metrics(y, unshifted, offset),
+    }
     if "lightgbm" in final.models:
         metrics["best_iteration"] = float(final.models["lightgbm"].best_iteration_)
     if classify and np.isfinite(uncalibrated).all():
@@ -648,6 +701,7 @@ def fit_customer_folds(config: ExperimentConfig, data: TrainingData, params: dic
         final.chosen,
         candidates,
         candidate_predictions=per_candidate,
+        positive_share=share,
     )
 
 

@@ -188,6 +188,7 @@ def model_card(config: ExperimentConfig, data: TrainingData, result: FitResult) 
         headline_metric=headline_metric(config),
         metrics={k: v for k, v in result.metrics.items() if k.startswith(("holdout_", "baseline_"))},
         model_type=result.model_type,
+        positive_share=result.positive_share,
     )
 
 

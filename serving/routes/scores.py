@@ -123,7 +123,9 @@ def build_scores_router(state: ServeState, access: Access) -> APIRouter:
 
     @router.post("/score", response_model=ScoreAnswer, response_model_exclude_none=True)
     def score(request: ScoreRequest) -> ScoreAnswer:
-        """Score feature rows with the model's version under the serving alias (analyst keys)."""
+        """Score feature rows with the model's version under the serving alias (analyst keys). A
+        relative label's probabilities are the model's own: batch scores move them to the label's
+        share over the scored population (serving.score.population_scores), sent rows have none."""
         loaded = state.model(request.model)
         if loaded.is_personas:
             raise HTTPException(
