@@ -20,7 +20,7 @@ import datetime as dt
 import logging
 import re
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 import duckdb
 import numpy as np
@@ -164,15 +164,30 @@ def vocabulary_as_of(
     return compute_vocabulary(con, config)
 
 
+def step_label(name: str) -> str:
+    """What a person reads for a plan step: ``f_orders`` -> ``orders`` (a table of rows), a
+    stage ``f_stage_orders`` -> ``orders per customer`` (its aggregates)."""
+    if name.startswith("f_stage_"):
+        return name.removeprefix("f_stage_").replace("_", " ") + " per customer"
+    return name.removeprefix("f_").replace("_", " ")
+
+
 def _materialize(
-    con: duckdb.DuckDBPyConnection | Engine, steps: list, keep: tuple[str, ...] = (), built: tuple[str, ...] = ()
+    con: duckdb.DuckDBPyConnection | Engine,
+    steps: list,
+    keep: tuple[str, ...] = (),
+    built: tuple[str, ...] = (),
+    progress: Callable[[str], None] | None = None,
 ) -> None:
     """Run each step into a temporary table (but those already ``built``), dropping every table
     no later step reads unless asked to ``keep`` it. The engine (:mod:`portrait.engine`) decides
-    what a table is: DuckDB a temporary table, Spark a cached view."""
+    what a table is: DuckDB a temporary table, Spark a cached view. ``progress`` is told each
+    step as it starts."""
     engine = as_engine(con)
     for step, done in zip(steps, droppable_after(steps), strict=True):
         if step.name not in built:
+            if progress is not None:
+                progress(f"features: {step_label(step.name)}")
             started = _clock()
             engine.materialize(step.name, step.sql)
             _log_step(step.name, started)
@@ -292,6 +307,7 @@ def build_features(
     purchases_ready: bool = False,
     on_engine: bool = False,
     event_first_seen: str | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> pd.DataFrame:
     """One row per customer as of ``cutoff`` (see the module docstring for the edge rules).
 
@@ -309,6 +325,7 @@ def build_features(
     :func:`_finish`) instead of collecting it; the caller owns the engine's cached steps.
     ``event_first_seen``: a relation on ``con`` of each event id's first event time
     (:func:`features.plan.compile_plan`), read instead of the events when no event feature is built.
+    ``progress``: told each step as it starts (``features: orders``), for a command's log.
     """
     config = config or FeatureConfig()
     cutoff = parse_cutoff(cutoff)
@@ -317,7 +334,7 @@ def build_features(
     try:
         first_steps = purchase_steps(cutoff)
         if not purchases_ready:  # else vocabulary_as_of(con, cutoff) built them on this connection
-            _materialize(con, first_steps, keep=tuple(s.name for s in first_steps))
+            _materialize(con, first_steps, keep=tuple(s.name for s in first_steps), progress=progress)
         vocabulary = vocabulary or compute_vocabulary(con, config)
         if own_connection and dataset.has("customers"):
             # Read three times below (the attribute kinds, the signups, the attributes), each
@@ -345,7 +362,13 @@ def build_features(
         )
         _register_vocabulary(con, vocabulary)
         callers = tuple(s.name for s in first_steps) if purchases_ready else ()  # the caller's to drop
-        _materialize(con, steps[:-1], keep=_read_by(steps[-1]) + callers, built=tuple(s.name for s in first_steps))
+        _materialize(
+            con,
+            steps[:-1],
+            keep=_read_by(steps[-1]) + callers,
+            built=tuple(s.name for s in first_steps),
+            progress=progress,
+        )
         if on_engine:
             dtypes = {"customer_id": "str"} | {f.name: f.dtype for f in features}
             return as_engine(con).finished(steps[-1].sql, lambda batch: _finish(batch, features, vocabulary), dtypes)
@@ -356,6 +379,8 @@ def build_features(
                 if step.name not in callers:
                     as_engine(con).drop(step.name)
 
+        if progress is not None:
+            progress("features: joining them into one table")
         frame = as_engine(con).wide_frame(f"{steps[-1].sql} ORDER BY customer_id", release=drop_steps)
         _log_step(steps[-1].name, started)
     finally:

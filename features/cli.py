@@ -127,7 +127,7 @@ def register(app: typer.Typer, out, console) -> None:
         started = time.perf_counter()
         with spinner(console, "features") as say:
             say(f"building features as of {cutoff}")
-            frame = build_features(ds, cutoff, config)
+            frame = build_features(ds, cutoff, config, progress=say)
         if not len(frame):  # a date before the data, most often: an empty table is no answer
             raise PortraitError(nobody_before(cutoff, "no features to build") + "; nothing written")
         atomic_write(frame, Path(out_file), csv=False)

@@ -459,7 +459,7 @@ class _Job:
         self.models = [load_model(name, self.config.alias) for name in self.config.models]
         self.manifest["models"] = {m.name: str(m.version) for m in self.models}
         self.say("building features")
-        self.feature_frames = build_model_features(self.dataset, self.config.as_of, self.models)
+        self.feature_frames = build_model_features(self.dataset, self.config.as_of, self.models, progress=self.say)
         first = next(iter(self.feature_frames.values()))
         record.rows = {"customers": int(len(first)), "columns": int(first.shape[1] - 1)}
 

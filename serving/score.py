@@ -41,15 +41,18 @@ def _feature_groups(models: list[LoadedModel]) -> dict[str, list[LoadedModel]]:
     return groups
 
 
-def build_model_features(dataset: Dataset, as_of: dt.date, models: list[LoadedModel]) -> dict[str, pd.DataFrame]:
-    """Feature rows per model name, each built with that model's vocabulary and settings."""
+def build_model_features(
+    dataset: Dataset, as_of: dt.date, models: list[LoadedModel], progress=None
+) -> dict[str, pd.DataFrame]:
+    """Feature rows per model name, each built with that model's vocabulary and settings
+    (``progress`` is told each step)."""
     result = {}
     for group in _feature_groups(models).values():
         meta = group[0].meta
         config = FeatureConfig.from_dict(meta.get("feature_config") or {})
         vocabulary = Vocabulary.from_dict(meta["vocabulary"]) if meta.get("vocabulary") else None
         families = sorted({f for m in group for f in m.meta.get("families", [])}) or None
-        frame = build_features(dataset, as_of, config, vocabulary=vocabulary, families=families)
+        frame = build_features(dataset, as_of, config, vocabulary=vocabulary, families=families, progress=progress)
         require_customers(len(frame), as_of)
         require_recent(frame, as_of)
         for model in group:
@@ -217,7 +220,7 @@ def score(
         quarantined = validate(dataset).quarantined_rows
     if features_by_model is None:
         say("building features")
-        features_by_model = build_model_features(dataset, as_of, models)
+        features_by_model = build_model_features(dataset, as_of, models, progress=say)
     propensity = [m for m in models if not m.is_personas]
     base = next(iter(features_by_model.values()))
     scores = pd.DataFrame({"customer_id": base["customer_id"], "as_of": pd.Timestamp(as_of)})

@@ -271,6 +271,15 @@ def test_without_events_behaviour_features_are_zero_or_null():
     assert frame["days_since_last_event"].isna().all()
 
 
+def test_a_build_tells_its_progress_each_step_by_name_and_gives_the_same_table(features):
+    told = []
+    frame = build_features(dataset(), CUTOFF, progress=told.append).set_index("customer_id")
+    assert told[0] == "features: purchases" and told[-1] == "features: joining them into one table"
+    assert {"features: orders", "features: orders per customer", "features: event buckets per customer"} <= set(told)
+    assert all(message.startswith("features: ") and "f_" not in message for message in told)
+    pd.testing.assert_frame_equal(frame, features)
+
+
 def test_cutoff_is_required_to_be_a_date():
     with pytest.raises(PortraitError, match="must be a date at midnight"):
         build_features(dataset(), "2024-03-01 12:00")
