@@ -113,6 +113,7 @@ def test_backtest_judges_each_window_and_pools_them(tiny_synthetic):
         assert result.by_candidate[chosen.pop()][0] == pytest.approx(result.margin)
     lines = backtest_lines(result, {"rfm": "RFM rank score"})
     assert lines[1].startswith("2024-12-01") and lines[2].startswith("2024-11-01")
+    assert lines[0].endswith("ECE") and lines[1].endswith(f"{result.origins[0].ece:.4f}")  # calibration too
     assert "pooled over 2 holdout windows" in lines[3]
     assert lines[5].lstrip().startswith("lightgbm") and lines[6].lstrip().startswith("blend")
 

@@ -49,6 +49,7 @@ class Origin:
     low: float
     high: float
     candidates: dict[str, float] = field(default_factory=dict)  # each candidate's holdout metric
+    ece: float | None = None  # the chosen model's calibration error (classification)
 
 
 @dataclass
@@ -190,6 +191,7 @@ def run_backtest(
                 low=float(m[f"holdout_{metric}_margin_ci_low"]),
                 high=float(m[f"holdout_{metric}_margin_ci_high"]),
                 candidates={n: float(c.get(f"holdout_{metric}", np.nan)) for n, c in result.candidates.items()},
+                ece=float(m["holdout_ece"]) if "holdout_ece" in m else None,
             )
         )
     if not done:
@@ -207,15 +209,17 @@ def backtest_lines(backtest: Backtest, peer_labels: dict[str, str] | None = None
     """What ``portrait backtest`` prints: one line per origin (its training cutoffs, or "folds"
     for a customer-fold design at the holdout cutoff alone), then the pooled margin."""
     title = "Gini" if backtest.metric == "gini" else "ROC AUC"
+    calibrated = any(o.ece is not None for o in backtest.origins)
     lines = [
         f"{'holdout':<12}{'training':>9}{'customers':>11}{'base rate':>11}  {'model':<15}{title:>8}"
-        f"  {'best peer':<16}{title:>8}{'margin':>9}  95% interval"
+        f"  {'best peer':<16}{title:>8}{'margin':>9}  {'95% interval':<20}" + ("     ECE" if calibrated else "")
     ]
     for o in backtest.origins:
+        ece = f"{o.ece:>8.4f}" if o.ece is not None else ""
         lines.append(
             f"{o.holdout.isoformat():<12}{o.training_cutoffs or 'folds':>9}{o.customers:>11,}{o.base_rate:>11.1%}  "
             f"{o.model_type:<15}{o.model:>8.4f}  {o.best_peer:<16}{o.peer:>8.4f}{o.margin:>+9.4f}  "
-            f"[{o.low:+.4f}, {o.high:+.4f}]"
+            f"{f'[{o.low:+.4f}, {o.high:+.4f}]':<20}{ece}".rstrip()
         )
     wins = sum(o.margin > 0 for o in backtest.origins)
     lines.append(
@@ -265,6 +269,8 @@ def log_backtest(config: ExperimentConfig, backtest: Backtest) -> str:
                 f"origin_{number}_margin_ci_low": o.low,
                 f"origin_{number}_margin_ci_high": o.high,
             }
+            if o.ece is not None:
+                metrics[f"origin_{number}_holdout_ece"] = o.ece
             mlflow.set_tag(f"origin_{number}", f"holdout {o.holdout} ({o.model_type} against {o.best_peer})")
         mlflow.log_metrics(metrics)
     return run.info.run_id
