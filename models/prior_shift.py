@@ -37,3 +37,10 @@ def shift_to_share(probabilities: np.ndarray, share: float) -> tuple[np.ndarray,
     logits = logit(np.clip(p, EDGE, 1 - EDGE))
     offset = float(brentq(lambda d: expit(logits + d).mean() - share, -BOUND, BOUND, xtol=1e-10))
     return expit(logits + offset), offset
+
+
+def move_by(probabilities: np.ndarray, offset: float) -> np.ndarray:
+    """``probabilities`` moved by a given logit ``offset`` (one a batch found with
+    :func:`shift_to_share`), for rows scored apart from their population; the same clipping."""
+    p = np.asarray(probabilities, dtype="float64")
+    return expit(logit(np.clip(p, EDGE, 1 - EDGE)) + float(offset))

@@ -54,17 +54,24 @@ def scores_as_of(scores_dir: Path, as_of: dt.date) -> tuple[pd.DataFrame, dt.dat
     return read_parquet(scores_path(scores_dir, dates[-1])), dates[-1]
 
 
+def scores_summary(scores_dir: Path, name: str) -> dict:
+    """The run summary written beside the scores file ``name`` ({} when it is missing or
+    unreadable: scores written by hand, or before summaries were)."""
+    summary = scores_dir / (name.removesuffix(".parquet") + ".summary.json")
+    try:
+        loaded = json.loads(summary.read_text())
+    except (OSError, ValueError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
 def latest_scores_dataset(scores_dir: Path) -> Path | None:
     """The data set the latest scores were computed from, as their summary records it (None
     for scores written before it was recorded, or from in-memory frames)."""
     pointer = scores_dir / LATEST
     if not pointer.exists():
         return None
-    summary = scores_dir / (pointer.read_text().strip().removesuffix(".parquet") + ".summary.json")
-    try:
-        path = json.loads(summary.read_text()).get("dataset_path")
-    except (OSError, ValueError):
-        return None
+    path = scores_summary(scores_dir, pointer.read_text().strip()).get("dataset_path")
     return Path(path) if path else None
 
 

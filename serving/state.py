@@ -20,7 +20,7 @@ import pandas as pd
 
 from portrait.errors import NotFound, PortraitError, Unavailable
 from portrait.files import read_parquet
-from portrait.outputs import LATEST, features_path, latest_scores_dataset
+from portrait.outputs import LATEST, features_path, latest_scores_dataset, scores_summary
 from portrait.privacy import Consent
 from serving.registry import LoadedModel, load_model
 from serving.settings import ServeSettings
@@ -51,6 +51,8 @@ class ScoresSnapshot:
         self.scores = scores
         self.dataset = latest_scores_dataset(scores_dir)
         self.scored_models = [c[: -len("_score")] for c in scores.columns if c.endswith("_score")]
+        # what the batch recorded per model (version, a relative label's offset, drift)
+        self.model_summaries: dict = scores_summary(scores_dir, name).get("models", {})
         self.as_of = str(scores["as_of"].iloc[0].date()) if len(scores) else None
         self.features = features.set_index("customer_id").reindex(scores["customer_id"]).reset_index()
 

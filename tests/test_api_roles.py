@@ -10,6 +10,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from fastapi.routing import APIRoute
@@ -539,3 +540,44 @@ def test_serve_checks_its_paths_before_it_starts(world, tmp_path):
         check_serve_paths(settings.model_copy(update={"segments": a_file}))
     with pytest.raises(PortraitError, match="--audit .*cannot create its folder"):
         check_serve_paths(settings.model_copy(update={"audit": a_file / "logs" / "audit.log"}))
+
+
+class _EvenChances:
+    """An estimator that gives every row P = 0.5 (a high-value model's stand-in)."""
+
+    def predict_proba(self, X):
+        return np.full((len(X), 2), 0.5)
+
+
+def test_a_relative_labels_rows_are_moved_by_the_served_batchs_offset(world, monkeypatch):
+    from serving.registry import LoadedModel
+
+    settings, keys = world
+    summary = settings.scores / f"scores_{AS_OF}.summary.json"
+    batch = {"as_of": AS_OF, "models": {"m": {"version": "3", "prior_shift_logit": float(np.log(1 / 3))}}}
+    summary.write_text(json.dumps(batch))
+    meta = {"label": "high_value", "positive_share": 0.25, "features": ["x"]}
+    version = {"now": "3"}
+    monkeypatch.setattr(
+        "serving.state.load_model",
+        lambda name, alias: LoadedModel(name, version["now"], alias, meta, _EvenChances(), {}),
+    )
+    client = TestClient(build_app(settings))
+    body = {"model": "m", "rows": [{"x": 1.0}, {"x": 2.0}]}
+    answer = client.post("/score", json=body, headers=keys["analyst"]).json()
+    # 0.5 moved by logit(1/3): 0.25, as the batch of version 3 moved its population
+    assert [s["score"] for s in answer["scores"]] == pytest.approx([0.25, 0.25])
+    assert answer["moved_to_share"] == {
+        "share": 0.25,
+        "logit_offset": pytest.approx(np.log(1 / 3)),
+        "batch_as_of": AS_OF,
+    }
+    # another version than the served batch's: the model's own probabilities, and why
+    version["now"] = "4"
+    client = TestClient(build_app(settings))  # a new app: models are cached per app
+    answer = client.post("/score", json=body, headers=keys["analyst"]).json()
+    assert [s["score"] for s in answer["scores"]] == [0.5, 0.5] and "moved_to_share" not in answer
+    assert answer["note"] == (
+        "m marks a fixed share of customers (25%), which batch scores are moved to; no served batch of "
+        "version 4 to take the offset from: the model's own probabilities"
+    )

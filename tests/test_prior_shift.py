@@ -26,3 +26,9 @@ def test_no_rows_and_bad_shares_are_said():
         shift_to_share(np.array([0.5]), 1.0)
     with pytest.raises(ValueError, match="probabilities must be finite"):
         shift_to_share(np.array([0.5, np.nan]), 0.2)
+
+
+def test_rows_scored_apart_are_moved_by_a_given_offset_as_their_batch_was():
+    from models.prior_shift import move_by
+
+    assert move_by(np.array([0.5, 0.75]), np.log(1 / 3)) == pytest.approx([0.25, 0.5])  # odds 1 -> 1/3, 3 -> 1

@@ -463,7 +463,7 @@ def label_share(config: ExperimentConfig, y: np.ndarray, cutoffs: np.ndarray) ->
     in advance, so there is none (CDNOW-like logs with few repeat buyers)."""
     if config.label.kind != "high_value" or not len(y):
         return None
-    share = 1 - config.label.high_value_quantile
+    share = round(1 - config.label.high_value_quantile, 12)  # 0.2, not 0.19999999999999996
     by_cutoff = pd.Series(np.asarray(y, dtype="float64")).groupby(np.asarray(cutoffs)).mean()
     return share if bool((by_cutoff - share).abs().le(SHARE_TOLERANCE).all()) else None
 

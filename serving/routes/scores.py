@@ -14,6 +14,8 @@ from fastapi import APIRouter, Depends, HTTPException
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, field_validator
 from pydantic_core import PydanticCustomError
 
+from models.prior_shift import move_by
+from portrait.errors import PortraitError
 from serving.routes.access import Access
 from serving.routes.errors import MAX_ERRORS, ProductErrorRoute
 from serving.score import predict_scores, reasons_for
@@ -81,10 +83,46 @@ class Score(BaseModel):
     reasons: list[str] | None = Field(None, description="Top three reasons, with reasons=true")
 
 
+class ShareMove(BaseModel):
+    """How a relative label's probabilities were moved: as the served batch moved them."""
+
+    share: float = Field(description="The share of customers the label marks (high value: the top 20%)")
+    logit_offset: float = Field(description="Added to every row's logit: the offset the served batch found")
+    batch_as_of: str | None = Field(description="The as-of date of that batch")
+
+
 class ScoreAnswer(BaseModel):
     model: str
     version: str = Field(description="Registered version that scored")
     scores: list[Score] = Field(description="One per request row, in order")
+    moved_to_share: ShareMove | None = Field(
+        None, description="A relative label's probabilities, moved by the served batch's offset"
+    )
+    note: str | None = Field(None, description="Why a relative label's probabilities were not moved")
+
+
+def _as_in_batch(state: ServeState, loaded, values: np.ndarray) -> tuple[np.ndarray, ShareMove | None, str | None]:
+    """A relative label's probabilities moved by the logit offset the served batch of the same
+    model version found over its whole population (serving.score.population_scores), so a row
+    scores here as it scored there; unmoved, with a note, when no such batch is served."""
+    share = loaded.meta.get("positive_share")
+    if share is None:
+        return values, None, None
+    try:
+        snapshot = state.snapshot()
+    except PortraitError:  # no scores served: nothing to take the offset from
+        snapshot = None
+    batch = snapshot.model_summaries.get(loaded.name, {}) if snapshot is not None else {}
+    offset = batch.get("prior_shift_logit")
+    if offset is None or str(batch.get("version")) != str(loaded.version):
+        return (
+            values,
+            None,
+            f"{loaded.name} marks a fixed share of customers ({share:.0%}), which batch scores are moved to; "
+            f"no served batch of version {loaded.version} to take the offset from: the model's own probabilities",
+        )
+    move = ShareMove(share=float(share), logit_offset=float(offset), batch_as_of=snapshot.as_of)
+    return move_by(values, offset), move, None
 
 
 def _row_errors(request: ScoreRequest, features: list[str], categories: dict[str, set]) -> list[dict]:
@@ -124,8 +162,8 @@ def build_scores_router(state: ServeState, access: Access) -> APIRouter:
     @router.post("/score", response_model=ScoreAnswer, response_model_exclude_none=True)
     def score(request: ScoreRequest) -> ScoreAnswer:
         """Score feature rows with the model's version under the serving alias (analyst keys). A
-        relative label's probabilities are the model's own: batch scores move them to the label's
-        share over the scored population (serving.score.population_scores), sent rows have none."""
+        relative label's probabilities (high value) are moved by the offset the served batch of
+        the same version found over its population, so a row scores as it would in that batch."""
         loaded = state.model(request.model)
         if loaded.is_personas:
             raise HTTPException(
@@ -148,11 +186,13 @@ def build_scores_router(state: ServeState, access: Access) -> APIRouter:
             },
             columns=loaded.features,
         )
-        values = predict_scores(loaded, frame)
+        values, moved, note = _as_in_batch(state, loaded, predict_scores(loaded, frame))
         result = [Score(score=float(v)) for v in values]
         if request.reasons:
             for entry, (_, reasons) in zip(result, reasons_for(loaded, frame).iterrows(), strict=True):
                 entry.reasons = [r for r in reasons if isinstance(r, str)]
-        return ScoreAnswer(model=loaded.name, version=str(loaded.version), scores=result)
+        return ScoreAnswer(
+            model=loaded.name, version=str(loaded.version), scores=result, moved_to_share=moved, note=note
+        )
 
     return router
