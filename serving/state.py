@@ -51,8 +51,6 @@ class ScoresSnapshot:
         self.scores = scores
         self.dataset = latest_scores_dataset(scores_dir)
         self.scored_models = [c[: -len("_score")] for c in scores.columns if c.endswith("_score")]
-        # what the batch recorded per model (version, a relative label's offset, drift)
-        self.model_summaries: dict = scores_summary(scores_dir, name).get("models", {})
         self.as_of = str(scores["as_of"].iloc[0].date()) if len(scores) else None
         self.features = features.set_index("customer_id").reindex(scores["customer_id"]).reset_index()
 
@@ -67,6 +65,7 @@ class ServeState:
         self._lock = threading.Lock()
         self._stamp: tuple | None = None
         self._snapshot: ScoresSnapshot | None = None
+        self._batch: tuple[tuple, str, dict] | None = None  # (stamp, as-of, models) of batch_models
         self._consent_lock = threading.Lock()
         self._consent: tuple[Path, str, Consent] | None = None
         self.model = lru_cache(maxsize=16)(self._load_model)
@@ -106,6 +105,22 @@ class ServeState:
                     self._snapshot = ScoresSnapshot(scores_dir, name)
                     self._stamp = stamp
         return self._snapshot
+
+    def batch_models(self) -> tuple[str, dict]:
+        """The published batch's as-of date and what its summary recorded per model (version,
+        a relative label's offset), read from the summary alone: scoring sent rows needs no
+        scores table. Read once per version of the scores file; Unavailable without one."""
+        scores_dir = self.published().scores
+        try:
+            name, stamp = _scores_stamp(scores_dir)
+        except OSError:
+            raise Unavailable(f"no scores in {scores_dir}; run portrait score first") from None
+        batch = self._batch
+        if batch is None or batch[0] != stamp:
+            summary = scores_summary(scores_dir, name)
+            batch = (stamp, name.removeprefix("scores_").removesuffix(".parquet"), summary.get("models", {}))
+            self._batch = batch
+        return batch[1], batch[2]
 
     def run_loaded(self) -> bool:
         """Whether a profile of the served run needs nothing loaded now: the scores its LATEST

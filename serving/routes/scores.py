@@ -109,10 +109,10 @@ def _as_in_batch(state: ServeState, loaded, values: np.ndarray) -> tuple[np.ndar
     if share is None:
         return values, None, None
     try:
-        snapshot = state.snapshot()
+        as_of, models = state.batch_models()
     except PortraitError:  # no scores served: nothing to take the offset from
-        snapshot = None
-    batch = snapshot.model_summaries.get(loaded.name, {}) if snapshot is not None else {}
+        as_of, models = None, {}
+    batch = models.get(loaded.name, {})
     offset = batch.get("prior_shift_logit")
     if offset is None or str(batch.get("version")) != str(loaded.version):
         return (
@@ -121,7 +121,7 @@ def _as_in_batch(state: ServeState, loaded, values: np.ndarray) -> tuple[np.ndar
             f"{loaded.name} marks a fixed share of customers ({share:.0%}), which batch scores are moved to; "
             f"no served batch of version {loaded.version} to take the offset from: the model's own probabilities",
         )
-    move = ShareMove(share=float(share), logit_offset=float(offset), batch_as_of=snapshot.as_of)
+    move = ShareMove(share=float(share), logit_offset=float(offset), batch_as_of=as_of)
     return move_by(values, offset), move, None
 
 
