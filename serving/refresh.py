@@ -6,12 +6,14 @@ root. Only when every step has succeeded is that folder renamed to ``runs/<as_of
 an earlier run of the same date in one atomic exchange, :func:`portrait.files.replace_directory`)
 and the pointer file ``LATEST`` (which names ``runs/<as_of>``) rewritten atomically, so a
 reader that follows ``LATEST`` always sees the features, scores, tags and segments of one
-complete run. A failed step leaves ``LATEST``
+complete run. ``LATEST`` names the newest date: a run of an earlier date than a published
+one (a backfill) is published beside it and leaves ``LATEST`` alone. A failed step leaves ``LATEST``
 as it was; the partial outputs and a manifest naming the failure are kept in
 ``runs/<as_of>.failed`` (replaced by the next failure of that date, removed by its success).
 
 One run at a time per output root (``refresh.lock``); after a successful switch only the last
-``keep`` runs are kept (never the one ``LATEST`` names).
+``keep`` runs are kept (never the one ``LATEST`` names, nor the run just published: a backfill
+older than the newest ``keep`` stays until the next run's switch).
 
 Retraining (``--retrain-if-drift``) is injected by the caller as a function, so this module,
 like all of ``serving/``, never imports ``training``.
@@ -264,6 +266,11 @@ class RefreshResult:
     run: Path
     manifest: dict
     pruned: list[str]
+    latest: Path  # the run LATEST names afterwards: ``run``, unless ``run`` is a backfill
+
+    @property
+    def is_backfill(self) -> bool:
+        return self.latest != self.run
 
 
 Reporter = Callable[[StepRecord], None]
@@ -351,10 +358,14 @@ def _locked_refresh(config, retrain_if_drift, retrainer, on_step, progress) -> R
     atomic_write_text(json.dumps(manifest, indent=2, default=str), work / MANIFEST)
     final = runs / as_of
     replace_directory(work, final)
-    atomic_write_text(f"{RUNS}/{as_of}\n", root / LATEST)
+    # LATEST names the newest date: a backfill must not send readers (lists, the API, the next
+    # night's comparisons) back to an older day.
+    newest = run_dates(root)[-1]
+    if newest == as_of:
+        atomic_write_text(f"{RUNS}/{as_of}\n", root / LATEST)
     shutil.rmtree(runs / f"{as_of}.failed", ignore_errors=True)
-    pruned = prune(root, config.keep)
-    return RefreshResult(final, manifest, pruned)
+    pruned = prune(root, config.keep, also_keep=as_of)
+    return RefreshResult(final, manifest, pruned, current_run(root) or final)
 
 
 class _Job:
@@ -671,15 +682,17 @@ class _Job:
 # ---------------------------------------------------------------- publishing, keeping
 
 
-def prune(root: Path, keep: int) -> list[str]:
-    """Delete complete runs beyond the newest ``keep`` (never the one LATEST names) and failed
-    runs older than the oldest kept; return the folder names removed."""
+def prune(root: Path, keep: int, also_keep: str | None = None) -> list[str]:
+    """Delete complete runs beyond the newest ``keep`` (never the one LATEST names, nor the run
+    ``also_keep``) and failed runs older than the oldest kept; return the folder names removed."""
     runs = Path(root) / RUNS
     dates = run_dates(root)
     current = current_run(root)
     kept = set(dates[-keep:])
     if current is not None:
         kept.add(current.name)
+    if also_keep is not None:
+        kept.add(also_keep)
     removed = []
     for name in dates:
         if name not in kept:

@@ -76,7 +76,13 @@ def register(app: typer.Typer, out, console, retrainer=None) -> None:
                 config, retrain_if_drift=retrain_if_drift, retrainer=retrainer, on_step=on_step, progress=say
             )
         manifest = result.manifest
-        out.print(f"published {result.run} in {manifest['seconds']} s; LATEST -> {result.run.name}")
+        if result.is_backfill:
+            out.print(
+                f"published {result.run} in {manifest['seconds']} s (a backfill: LATEST stays at the newer "
+                f"run {result.latest.name})"
+            )
+        else:
+            out.print(f"published {result.run} in {manifest['seconds']} s; LATEST -> {result.run.name}")
         out.print(f"manifest: {result.run / 'manifest.json'}")
         if manifest.get("retraining_advised"):
             out.print("[yellow]drift is flagged: retraining advised (see the manifest's drift)[/yellow]", markup=True)

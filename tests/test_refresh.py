@@ -321,11 +321,15 @@ def test_only_the_last_runs_are_kept(registered, tmp_path):
     summary = json.loads((rerun.run / "tags" / "tags_2025-01-01.summary.json").read_text())
     assert rerun.manifest["previous_run"] == "runs/2024-12-15" and summary["previous_run"] == "2024-12-15"
     assert summary["tags"] == first_summary["tags"]
-    # a re-run of an older date is published and kept although it is not among the newest two
+    # a run of an older date (a backfill) is published and kept although it is not among the
+    # newest two, and LATEST stays at the newest date
     backfill = refresh(load_config(settings, as_of="2024-11-01"))
     assert backfill.manifest["previous_run"] is None  # no run before its date; never a later one
-    assert current_run(root) == root / "runs" / "2024-11-01"
+    assert backfill.is_backfill and backfill.latest == root / "runs" / "2025-01-01"
+    assert current_run(root) == root / "runs" / "2025-01-01"
     assert run_dates(root) == ["2024-11-01", "2024-12-15", "2025-01-01"]
+    # the next run's switch keeps the newest two again
+    assert refresh(load_config(settings, as_of="2025-01-01")).pruned == ["2024-11-01"]
 
 
 def test_settings_errors_name_the_setting(tmp_path):
