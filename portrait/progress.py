@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 
 def _log_lines(console: Console) -> Callable[[str], None]:
@@ -22,19 +22,6 @@ def _log_lines(console: Console) -> Callable[[str], None]:
             console.print(f"[{time.monotonic() - started:6.0f} s] {text}", markup=False, highlight=False)
 
     return log
-
-
-def reporter(progress: Progress, task, console: Console) -> Callable[..., None]:
-    """``say(message, **update)`` for ``task`` of ``progress`` (a spinner or a bar), also written
-    as log lines where the output is no terminal."""
-    log = None if console.is_terminal else _log_lines(console)
-
-    def say(text: str, **update) -> None:
-        progress.update(task, description=text, **update)
-        if log is not None:
-            log(text)
-
-    return say
 
 
 @contextmanager
@@ -53,4 +40,31 @@ def spinner(console: Console, title: str) -> Iterator[Callable[..., None]]:
         console=console,
         transient=True,
     ) as progress:
-        yield reporter(progress, progress.add_task(title, total=None), console)
+        task = progress.add_task(title, total=None)
+        yield lambda text, **update: progress.update(task, description=text, **update)
+
+
+@contextmanager
+def counter(console: Console, title: str, total: int) -> Iterator[Callable[[str], None]]:
+    """A bar titled ``title`` counting ``total`` units of work; yields ``done(message)``, called
+    once per unit finished. Without a terminal: a log line ``title i/total: message`` each."""
+    if not console.is_terminal:
+        log, count = _log_lines(console), [0]
+
+        def logged(text: str) -> None:
+            count[0] += 1
+            log(f"{title} {count[0]}/{total}: {text}")
+
+        yield logged
+        return
+    with Progress(
+        TextColumn(title, markup=False),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}", markup=False),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("", total=total)
+        yield lambda text: progress.update(task, description=text, advance=1)

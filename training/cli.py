@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from portrait.progress import reporter, spinner
+from portrait.progress import counter, spinner
 
 COMPARED = (("roc_auc", "ROC AUC"), ("pr_auc", "PR AUC"), ("lift_at_10pct", "lift at 10%"))
 SPEND_COMPARED = (("gini", "Gini"), ("spearman", "Spearman"))
@@ -162,20 +161,10 @@ def register(app: typer.Typer, out, console) -> None:
         config = _load(experiment, data)
         setup_tracking()
         n = trials or config.tuning.trials
-        with Progress(
-            TextColumn("tuning"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.description}", markup=False),
-            console=console,
-            transient=True,
-        ) as progress:
-            task = progress.add_task("", total=n)
-            report = reporter(progress, task, console)
+        with counter(console, "tuning", n) as trial_done:
 
             def on_trial(trial) -> None:
-                report(f"trial {trial.number}: {trial.state.name.lower()} {trial.value or ''}", advance=1)
+                trial_done(f"trial {trial.number}: {trial.state.name.lower()} {trial.value or ''}")
 
             summary = tune_experiment(config, n, timeout or config.tuning.timeout_seconds, progress=on_trial)
         out.print(
