@@ -86,6 +86,13 @@ PURCHASES = Table(
         Column("payment_method", "text", False, "How it was paid."),
         Column("discount", "number", False, "Money off the line, >= 0.", non_negative=True),
         Column("store_id", "id", False, "Store or site."),
+        Column(
+            "line_id",
+            "id",
+            False,
+            "The export's own line (item) id: lines alike in every other column but with different "
+            "line ids are separate lines, not copies.",
+        ),
     ),
 )
 

@@ -27,7 +27,7 @@ from portrait.forget import forgotten_rows
 from portrait.identity import IdentitySummary, identity_summary
 from portrait.privacy import GUARDED_TABLES
 from portrait.sql import quote_ident, quote_literal
-from portrait.views import REASON, parse_expr, present_expr, zone_expr
+from portrait.views import REASON, parse_expr, present_expr, source_columns, zone_expr
 
 MALFORMED = "malformed_row"
 WITHHELD_LINE = "(text withheld: the line may hold personal data)"
@@ -49,6 +49,8 @@ class TableReport:
     malformed_lines: list[dict] = field(default_factory=list)
     # Rows of forgotten customers (portrait forget), left out of everything; counted in rows.
     forgotten: int = 0
+    # purchases: the source column read as line_id (None: the export has none)
+    line_id_column: str | None = None
 
     @property
     def quarantined_rows(self) -> int:
@@ -185,6 +187,9 @@ def _notes(reports: list[TableReport], timezone: str) -> list[str]:
                 notes.append(
                     f"{r.table}.{column}: {n:,} values carried a UTC offset or time zone and were converted to {timezone}"
                 )
+        duplicates = _duplicates_note(r)
+        if duplicates:
+            notes.append(duplicates)
         unreadable = {k: v for k, v in r.quarantined.items() if k in (MALFORMED, INVALID_ENCODING)}
         if unreadable:
             first = r.malformed_lines[0]
@@ -194,6 +199,31 @@ def _notes(reports: list[TableReport], timezone: str) -> list[str]:
                 f"the first is line {first['line']:,} of {first['file']}"
             )
     return notes
+
+
+# A share of exact copies above this is more likely separate lines the export tells apart by a
+# column outside the contract (a line or item number) than copies: said, with the setting.
+DUPLICATE_SHARE_NOTE = 0.01
+
+
+def _duplicates_note(r: TableReport) -> str | None:
+    copies = r.quarantined.get("duplicate_line", 0)
+    if not r.rows or copies <= DUPLICATE_SHARE_NOTE * r.rows:
+        return None
+    said = f"{r.table}: {_rows(copies)} ({copies / r.rows:.1%}) equal another line in every contract column"
+    if r.line_id_column is not None:
+        return f"{said} and in {r.line_id_column!r}, the line id: quarantined as copies (duplicate_line)"
+    return (
+        f"{said} and were quarantined as copies (duplicate_line). If the export has a column that tells "
+        "such lines apart (a line or item number), map it as line_id in portrait.toml "
+        "([tables.purchases.columns] line_id = \"...\"): they are then separate lines"
+    )
+
+
+def _source_column(con, source, contract_name: str) -> str | None:
+    """The source column read as ``contract_name`` (the mapping applied, case-insensitive)."""
+    wanted = source.columns.get(contract_name, contract_name).lower()
+    return next((c for c in source_columns(con, source) if c.lower() == wanted), None)
 
 
 def _rows(n: int) -> str:
@@ -273,6 +303,8 @@ def _check_rows(con, dataset: Dataset, table: contract.Table, out_dir: Path | No
     quarantined = {reason: n for reason, n in counts.items() if reason is not None}
     quarantined.update(malformed)
     report = TableReport(table=name, source=source.describe(), rows=rows, valid_rows=0, forgotten=forgotten)
+    if "line_id" in table.column_names:
+        report.line_id_column = _source_column(con, source, "line_id")
     if malformed:
         report.malformed_lines = _malformed_examples(con, name)
         _check_malformed_share(source, table, rows, malformed, report.malformed_lines)

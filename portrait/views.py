@@ -373,7 +373,7 @@ def _reason_cases(table: contract.Table, types: dict[str, str], trim: bool, read
 
 # Columns that every exact copy of a row shares and that few distinct rows share: a table listed
 # here is de-duplicated by :func:`_register_deduplicated` without grouping all its rows.
-_CANDIDATE_KEYS = {"purchases": ("order_id", "product_id", "ts")}
+_CANDIDATE_KEYS = {"purchases": ("order_id", "product_id", "line_id", "ts")}
 
 
 def _key_hash(columns) -> str:

@@ -188,6 +188,36 @@ def test_only_exact_copies_of_purchase_lines_are_dropped(tmp_path, source):
     assert (table.rows, table.valid_rows, table.quarantined) == (10, 6, {"duplicate_line": 4})
 
 
+def test_lines_told_apart_only_by_a_line_id_are_separate_lines_once_it_is_mapped(tmp_path):
+    # An export with one row per order item: two items alike in every contract column (two
+    # units bought as two lines) differ only in the export's item number.
+    export = pd.DataFrame(
+        {
+            "order_id": ["o1", "o1", "o1", "o2"],
+            "customer_id": ["a", "a", "a", "b"],
+            "ts": ["2024-01-05"] * 4,
+            "amount": ["9.99", "9.99", "9.99", "5"],
+            "item_no": ["1", "2", "2", "1"],  # the third row repeats the second: a true copy
+        }
+    )
+    folder = tmp_path / "data"
+    folder.mkdir()
+    export.to_csv(folder / "purchases.csv", index=False)
+    unmapped = validate(open_dataset(folder))
+    assert unmapped.tables[0].quarantined == {"duplicate_line": 2}
+    assert any(
+        "2 rows (50.0%) equal another line in every contract column" in note
+        and 'map it as line_id in portrait.toml ([tables.purchases.columns] line_id = "...")' in note
+        for note in unmapped.notes
+    ), unmapped.notes
+    (folder / "portrait.toml").write_text('[tables.purchases.columns]\nline_id = "item_no"\n')
+    mapped = validate(open_dataset(folder))
+    assert (mapped.tables[0].valid_rows, mapped.tables[0].quarantined) == (3, {"duplicate_line": 1})
+    assert any("1 row (25.0%)" in note and "in 'item_no', the line id" in note for note in mapped.notes)
+    con = open_dataset(folder).connect()
+    assert con.execute("SELECT SUM(amount) FROM purchases").fetchall() == [(9.99 * 2 + 5,)]
+
+
 @pytest.mark.parametrize("source", ["csv", "parquet"])
 def test_purchases_without_repeated_keys_are_read_once(tmp_path, source):
     # No two lines share order, product and timestamp: no line can have a copy, so the clean
