@@ -216,7 +216,7 @@ def _duplicates_note(r: TableReport) -> str | None:
     return (
         f"{said} and were quarantined as copies (duplicate_line). If the export has a column that tells "
         "such lines apart (a line or item number), map it as line_id in portrait.toml "
-        "([tables.purchases.columns] line_id = \"...\"): they are then separate lines"
+        '([tables.purchases.columns] line_id = "..."): they are then separate lines'
     )
 
 
