@@ -2,7 +2,7 @@
 # A third real purchase log, not shipped: the arasel-test package's order items (PyPI), read
 # through portrait.toml alone, trained with the shipped design on fixed cutoffs (README,
 # "A third real log"). Run from the project folder after `make install`:
-#   bash benchmarks/arasel/run.sh [WORK_FOLDER]     (default /tmp/arasel; about 8 minutes)
+#   bash benchmarks/arasel/run.sh [WORK_FOLDER]     (default /tmp/arasel; about 6 minutes)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 bin=$(pwd)/.venv/bin
