@@ -198,6 +198,18 @@ class HistoryFeatures(TransformerMixin, BaseEstimator):
         self.bgnbd_ = fit_bgnbd(rows, self.horizon_days)
         return self
 
+    def against_reference(self, X: pd.DataFrame) -> bool:
+        """Whether ``transform`` computes ``X``'s history features against the reference
+        population (a frame without a ``cutoff`` column and without them): what serving scores."""
+        return GROUP_COLUMN not in X.columns and not any(c in X.columns for c in HISTORY_FEATURES)
+
+    def reference_history(self, X: pd.DataFrame) -> pd.DataFrame:
+        """Only the history columns ``transform`` adds to such a frame."""
+        check_is_fitted(self, "reference_")
+        _check_columns(X)
+        history = pd.concat([rfm_ranks(X, self.reference_), bgnbd_outputs(X, self.bgnbd_)], axis=1)
+        return history[list(HISTORY_FEATURES)]
+
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
         check_is_fitted(self, "reference_")
         if all(c in X.columns for c in HISTORY_FEATURES):
@@ -205,8 +217,7 @@ class HistoryFeatures(TransformerMixin, BaseEstimator):
         _check_columns(X)
         if GROUP_COLUMN in X.columns:
             return add_history_features(X, self.horizon_days)[0]
-        history = pd.concat([rfm_ranks(X, self.reference_), bgnbd_outputs(X, self.bgnbd_)], axis=1)
-        return pd.concat([X, history[list(HISTORY_FEATURES)]], axis=1)
+        return pd.concat([X, self.reference_history(X)], axis=1)
 
 
 def fold_contributions(contributions: pd.DataFrame, columns: list[str]) -> pd.DataFrame:

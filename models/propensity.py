@@ -59,13 +59,67 @@ def align_columns(X: pd.DataFrame, columns: list[str], categories: dict[str, lis
     missing = [c for c in columns if c not in X.columns]
     if missing:
         raise ValueError(f"the data lacks {len(missing)} feature(s) the model needs: {missing[:10]}")
-    X = X[columns].copy()
+    X = X[columns]  # a new frame (copy-on-write): recoding a column below leaves the caller's
     for column, values in categories.items():
-        X[column] = pd.Categorical(X[column].astype("object"), categories=values)
+        raw = X[column].astype("object")
+        # an unseen value becomes missing here (pandas 4 refuses it in the constructor)
+        X[column] = pd.Categorical(raw.where(raw.isin(values)), categories=values)
     return X
 
 
+def numeric_matrix(frame: pd.DataFrame) -> np.ndarray:
+    """``frame`` as the float64 matrix LightGBM makes of it: a categorical column as its codes
+    (missing: NaN), every other column as floats (missing: NaN)."""
+    matrix = np.empty(frame.shape, dtype=np.float64, order="F")  # a column is one write; LightGBM reads either order
+    for j, column in enumerate(frame.columns):
+        matrix[:, j] = _numeric_column(frame[column])
+    return matrix
+
+
+def _numeric_column(values: pd.Series) -> np.ndarray:
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        codes = values.cat.codes.to_numpy().astype(np.float64)
+        codes[codes < 0] = np.nan
+        return codes
+    return values.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+class SharedInputs:
+    """The booster matrix that the members of an average (a cross-fit's fold models) share for
+    one frame: built once; a member whose history features differ (its own reference
+    population) overwrites only those columns. Members predict one after the other."""
+
+    def __init__(self):
+        self.key = None
+        self.matrix: np.ndarray | None = None
+
+
 class _LightGBMBase(BaseEstimator):
+    shares_inputs = True  # predicts with a SharedInputs (see _Averaged)
+
+    def _booster_matrix(self, X: pd.DataFrame, shared: SharedInputs | None = None) -> np.ndarray:
+        """The booster's input matrix for ``X``. With ``shared`` (the members of an average),
+        the columns other than the history features are built once for all members."""
+        check_is_fitted(self, "booster_")
+        history = getattr(self, "history_", None)
+        if shared is None or (history is not None and not history.against_reference(X)):
+            return numeric_matrix(self._prepare(X))
+        names = self.feature_names_
+        key = (tuple(names), tuple((c, tuple(v)) for c, v in sorted(self.categories_.items())))
+        if shared.key != key:
+            shared.key, shared.matrix = None, np.empty((len(X), len(names)), dtype=np.float64, order="F")
+            base = [c for c in names if c not in HISTORY_FEATURES]
+            aligned = align_columns(X, base, self.categories_)
+            for column in base:
+                shared.matrix[:, names.index(column)] = _numeric_column(aligned[column])
+            shared.key = key
+        if history is not None:
+            part = history.reference_history(X)
+            for column in part.columns:
+                if column in names:
+                    shared.matrix[:, names.index(column)] = _numeric_column(part[column])
+        return shared.matrix
+
     def _booster_input(self, X: pd.DataFrame) -> pd.DataFrame:
         history = getattr(self, "history_", None)
         if history is not None:
@@ -163,11 +217,14 @@ class PropensityClassifier(ClassifierMixin, _LightGBMBase):
             self.calibrator_ = LogisticRegression(C=1e6).fit(_logit(raw).reshape(-1, 1), y_valid)
         return self
 
-    def predict_uncalibrated(self, X: pd.DataFrame) -> np.ndarray:
-        return self.booster_.predict_proba(self._prepare(X), num_threads=prediction_threads(len(X)))[:, 1]
+    def predict_uncalibrated(self, X: pd.DataFrame, shared: SharedInputs | None = None) -> np.ndarray:
+        # The Booster on the matrix: what LGBMClassifier.predict_proba gives for class 1, without
+        # converting the frame again for each member of an average.
+        matrix = self._booster_matrix(X, shared)
+        return self.booster_.booster_.predict(matrix, num_threads=prediction_threads(len(X)))
 
-    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
-        raw = self.predict_uncalibrated(X)
+    def predict_proba(self, X: pd.DataFrame, shared: SharedInputs | None = None) -> np.ndarray:
+        raw = self.predict_uncalibrated(X, shared)
         if self.calibration == "isotonic":
             p = self.calibrator_.predict(raw)
         else:
@@ -222,8 +279,9 @@ class SpendRegressor(RegressorMixin, _LightGBMBase):
         self.booster_ = self._fit_booster(lgb.LGBMRegressor(**booster), X, y, X_valid, y_valid, params)
         return self
 
-    def predict(self, X: pd.DataFrame) -> np.ndarray:
-        return self.booster_.predict(self._prepare(X), num_threads=prediction_threads(len(X)))
+    def predict(self, X: pd.DataFrame, shared: SharedInputs | None = None) -> np.ndarray:
+        matrix = self._booster_matrix(X, shared)
+        return self.booster_.booster_.predict(matrix, num_threads=prediction_threads(len(X)))
 
 
 def _validation_set(estimator, y, X_valid, y_valid) -> dict:

@@ -24,6 +24,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from models.btyd import BTYD_FEATURES
 from models.history import GROUP_COLUMN, HISTORY_FEATURES, RFM_FEATURES, HistoryFeatures, percentile
+from models.propensity import SharedInputs
 
 TIE_BREAK = 1e-6
 # Compact inputs of the logistic regression: name -> (history or catalogue column, transform)
@@ -265,6 +266,15 @@ class _Averaged(BaseEstimator):
         self.members_ = list(self.members)
         return self
 
+    def _each(self, method: str, X: pd.DataFrame) -> list[np.ndarray]:
+        """Each member's ``method`` on ``X``; LightGBM members share one input matrix (built once,
+        not once per member: at 1M customers that conversion cost more than the trees)."""
+        shared = SharedInputs()
+        return [
+            getattr(m, method)(X, shared=shared) if getattr(m, "shares_inputs", False) else getattr(m, method)(X)
+            for m in self.members_
+        ]
+
     def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
         parts = [m.contributions(X) for m in self.members_]
         return sum(parts[1:], parts[0]) / len(parts)
@@ -287,13 +297,13 @@ class AveragedClassifier(ClassifierMixin, _Averaged):
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         check_is_fitted(self, "members_")
-        return np.mean([m.predict_proba(X) for m in self.members_], axis=0)
+        return np.mean(self._each("predict_proba", X), axis=0)
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
 
     def predict_uncalibrated(self, X: pd.DataFrame) -> np.ndarray:
-        return np.mean([m.predict_uncalibrated(X) for m in self.members_], axis=0)
+        return np.mean(self._each("predict_uncalibrated", X), axis=0)
 
 
 class AveragedRegressor(RegressorMixin, _Averaged):
@@ -301,4 +311,4 @@ class AveragedRegressor(RegressorMixin, _Averaged):
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         check_is_fitted(self, "members_")
-        return np.mean([m.predict(X) for m in self.members_], axis=0)
+        return np.mean(self._each("predict", X), axis=0)

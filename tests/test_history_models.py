@@ -283,3 +283,46 @@ def test_a_large_batch_predicts_on_every_core_with_the_same_scores(monkeypatch):
     monkeypatch.setattr(propensity, "PARALLEL_PREDICT_ROWS", 10)  # this frame counts as large
     np.testing.assert_array_equal(model.predict_proba(frame)[:, 1], one_thread[0])
     np.testing.assert_array_equal(spend.predict(frame), one_thread[1])
+
+
+def test_the_members_of_an_average_share_one_input_matrix_and_score_as_each_alone():
+    from models.propensity import SharedInputs, numeric_matrix
+    from models.repurchase import AveragedClassifier, AveragedRegressor
+
+    frame, y = value_frame(600)
+    colours = np.array(["red", "green", "blue", None], dtype=object)
+    frame["favourite_colour"] = pd.Categorical(colours[np.arange(600) % 4], categories=["blue", "green", "red"])
+    # two members with their own reference populations (trained on different customers), as a
+    # cross-fit's folds are
+    halves = [np.arange(600) % 2 == k for k in (0, 1)]
+    members = [
+        PropensityClassifier(params=FAST, horizon_days=30).fit(frame[rows], y[rows], frame[~rows], y[~rows])
+        for rows in halves
+    ]
+    assert (
+        members[0].history_.reference_["spend_lifetime"].tolist()
+        != members[1].history_.reference_["spend_lifetime"].tolist()
+    )
+    scored = frame.head(200).copy()
+    scored.loc[0, "favourite_colour"] = np.nan
+    scored["favourite_colour"] = scored["favourite_colour"].cat.add_categories(["purple"])
+    scored.loc[1, "favourite_colour"] = "purple"  # unseen in training: missing, as LightGBM reads it
+    alone = [m.predict_proba(scored)[:, 1] for m in members]
+    # the matrix is what LGBMClassifier makes of the frame
+    prepared = members[0]._prepare(scored)
+    np.testing.assert_array_equal(
+        members[0].booster_.booster_.predict(numeric_matrix(prepared)),
+        members[0].booster_.predict_proba(prepared)[:, 1],
+    )
+    average = AveragedClassifier(members=members).fit()
+    np.testing.assert_array_equal(average.predict_proba(scored)[:, 1], np.mean(alone, axis=0))
+    shared = SharedInputs()
+    members[0].predict_proba(scored, shared=shared)
+    built = shared.matrix
+    np.testing.assert_array_equal(members[1].predict_proba(scored, shared=shared)[:, 1], alone[1])
+    assert shared.matrix is built  # the second member rewrote its history columns, nothing else
+    spenders = [SpendRegressor(params=FAST).fit(frame[rows], y[rows].astype(float)) for rows in halves]
+    np.testing.assert_array_equal(
+        AveragedRegressor(members=spenders).fit().predict(scored),
+        np.mean([s.predict(scored) for s in spenders], axis=0),
+    )
