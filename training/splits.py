@@ -57,8 +57,9 @@ def _too_short(first_day, last_day, horizon_days, holdout) -> PortraitError:
     return PortraitError(
         f"the history from {first_day} to {last_day} is too short for a {horizon_days}-day "
         f"horizon: a training cutoff needs its label window to end before the holdout cutoff "
-        f"{holdout} and {MIN_HISTORY_DAYS} days of history before it; use a shorter horizon or "
-        "validation scheme 'customer_kfold' with one cutoff"
+        f"{holdout} and {MIN_HISTORY_DAYS} days of history before it; use a shorter horizon, "
+        "validation scheme 'customer_kfold' with one cutoff, or list the cutoffs yourself "
+        "([cutoffs] dates = [...]: the last is the holdout, at least a horizon after the one before it)"
     )
 
 
