@@ -361,8 +361,8 @@ def _locked_refresh(config, retrain_if_drift, retrainer, on_step, progress) -> R
     # LATEST names the newest date: a backfill must not send readers (lists, the API, the next
     # night's comparisons) back to an older day.
     newest = run_dates(root)[-1]
-    if newest == as_of:
-        atomic_write_text(f"{RUNS}/{as_of}\n", root / LATEST)
+    if newest == as_of or current_run(root) is None:  # (no LATEST at all: the newest complete run)
+        atomic_write_text(f"{RUNS}/{newest}\n", root / LATEST)
     shutil.rmtree(runs / f"{as_of}.failed", ignore_errors=True)
     pruned = prune(root, config.keep, also_keep=as_of)
     return RefreshResult(final, manifest, pruned, current_run(root) or final)

@@ -330,6 +330,10 @@ def test_only_the_last_runs_are_kept(registered, tmp_path):
     assert run_dates(root) == ["2024-11-01", "2024-12-15", "2025-01-01"]
     # the next run's switch keeps the newest two again
     assert refresh(load_config(settings, as_of="2025-01-01")).pruned == ["2024-11-01"]
+    # without a LATEST (deleted by hand), a backfill points it at the newest run, not at itself
+    (root / LATEST).unlink()
+    assert refresh(load_config(settings, as_of="2024-12-01")).latest == root / "runs" / "2025-01-01"
+    assert (root / LATEST).read_text().strip() == "runs/2025-01-01"
 
 
 def test_settings_errors_name_the_setting(tmp_path):
