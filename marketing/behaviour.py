@@ -24,6 +24,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from features.catalogue import money_sum
 from features.plan import timestamp_literal
 from marketing.filters import BehaviourTerm, FilterError
 from portrait.engine import Engine, as_engine
@@ -165,7 +166,12 @@ def _query(
         if per_order:
             order_key = f", CASE WHEN {' OR '.join(f'({conditions[i]})' for i in per_order)} THEN order_id END"
             key_params = [p for i in per_order for p in condition_params[i]]
-        outer = [f"SUM(t{i}) AS t{i}" for i in range(len(terms))] + [f"MAX(s{i}) AS s{i}" for i in range(len(asked))]
+        # money rounded as the features round it (money_sum): a fully refunded purchase sums to a
+        # residue of either sign, which "spent(...) > 0" would read differently from run to run
+        outer = [
+            f"SUM(t{i}) AS t{i}" if term.function == "purchased" else f"{money_sum(f't{i}')} AS t{i}"
+            for i, term in enumerate(terms)
+        ] + [f"MAX(s{i}) AS s{i}" for i in range(len(asked))]
         grouped = (
             f"SELECT customer_id, {', '.join(outer)} FROM ("
             f"SELECT customer_id, {', '.join(values + seen)} FROM (SELECT {read} FROM {source} WHERE {before}{lower}) l "

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from features.build import LATE_AS_OF_DAYS
-from features.catalogue import slug
+from features.catalogue import money_sum, slug
 from marketing.filters import BehaviourTerm, FilterError, evaluate, parse_condition
 from marketing.population import Population
 from marketing.rfm import GROUPS as RFM_GROUPS
@@ -506,22 +506,26 @@ class CrowdData:
         # Money is net, as in the features: refunds are deducted per customer and value, and a
         # value whose purchases were all refunded (net spend <= 0) is not one the customer buys;
         # recent money and units net too, never below 0 (NULL: none in the window).
+        # Sums of money are rounded as the features round them (money_sum): amounts that cancel
+        # (a refunded purchase) leave a residue of about 1e-17 whose sign depends on the order of
+        # addition, which would put a customer's fully refunded value in or out from run to run.
+        spend, recent_spend = money_sum("amount"), money_sum(f"CASE WHEN {recent} THEN amount END")
         if column in ORDER_LEVEL:  # per order first: "orders with the value" needs no DISTINCT
-            sql = f"""SELECT customer_id, value, SUM(spend) AS spend, COUNT(*) FILTER (WHERE spend >= 0) AS orders,
-                             CASE WHEN SUM(recent_spend) < 0 THEN 0 ELSE SUM(recent_spend) END AS recent_spend,
+            sql = f"""SELECT customer_id, value, {money_sum("spend")} AS spend, COUNT(*) FILTER (WHERE spend >= 0) AS orders,
+                             CASE WHEN {money_sum("recent_spend")} < 0 THEN 0 ELSE {money_sum("recent_spend")} END
+                                 AS recent_spend,
                              CASE WHEN SUM(recent_units) < 0 THEN 0 ELSE SUM(recent_units) END AS recent_units
-                      FROM (SELECT customer_id, order_id, CAST({column} AS VARCHAR) AS value, SUM(amount) AS spend,
-                                   SUM(amount) FILTER (WHERE {recent}) AS recent_spend,
+                      FROM (SELECT customer_id, order_id, CAST({column} AS VARCHAR) AS value, {spend} AS spend,
+                                   {recent_spend} AS recent_spend,
                                    SUM(quantity) FILTER (WHERE {recent}) AS recent_units
                             FROM {PURCHASES_READ} WHERE {column} IS NOT NULL GROUP BY ALL) o
-                      GROUP BY customer_id, value HAVING SUM(spend) > 0"""
+                      GROUP BY customer_id, value HAVING {money_sum("spend")} > 0"""
         else:  # a line's value: one aggregation of the lines (three times cheaper than per order)
-            sql = f"""SELECT customer_id, CAST({column} AS VARCHAR) AS value, SUM(amount) AS spend,
-                             CASE WHEN SUM(amount) FILTER (WHERE {recent}) < 0 THEN 0
-                                  ELSE SUM(amount) FILTER (WHERE {recent}) END AS recent_spend,
+            sql = f"""SELECT customer_id, CAST({column} AS VARCHAR) AS value, {spend} AS spend,
+                             CASE WHEN {recent_spend} < 0 THEN 0 ELSE {recent_spend} END AS recent_spend,
                              CASE WHEN SUM(quantity) FILTER (WHERE {recent}) < 0 THEN 0
                                   ELSE SUM(quantity) FILTER (WHERE {recent}) END AS recent_units
-                      FROM {PURCHASES_READ} WHERE {column} IS NOT NULL GROUP BY ALL HAVING SUM(amount) > 0"""
+                      FROM {PURCHASES_READ} WHERE {column} IS NOT NULL GROUP BY ALL HAVING {spend} > 0"""
         con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {sql}")
         self._per_customer[column] = name
         return name

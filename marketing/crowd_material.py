@@ -50,6 +50,7 @@ from marketing.segments import SegmentStore
 from marketing.tags import Library, tags_file
 from portrait.errors import PortraitError
 from portrait.files import atomic_target, atomic_write, atomic_write_text, read_parquet
+from portrait.resources import MATERIAL_MEMORY_SHARE, duckdb_memory_limit
 from portrait.sql import quote_literal
 
 FOLDER = "crowds"
@@ -67,7 +68,14 @@ def levels_fingerprint(library: Library) -> str:
 
 def write_crowd_material(data: CrowdData, folder: Path) -> dict[str, int]:
     """Store ``data``'s per-customer tables in ``folder`` (see the module); the row counts. Rows
-    are written in a fixed order, so re-running a date writes the same files."""
+    are written in a fixed order, so re-running a date writes the same files. DuckDB works
+    within :data:`~portrait.resources.MATERIAL_MEMORY_SHARE` of the machine's memory meanwhile
+    (spilling beyond it): the sorted copy of every purchase line is the largest sort of a run."""
+    with duckdb_memory_limit(data.con, MATERIAL_MEMORY_SHARE):
+        return _write_crowd_material(data, folder)
+
+
+def _write_crowd_material(data: CrowdData, folder: Path) -> dict[str, int]:
     folder = Path(folder)
     frame = data.frame
     dims = data.dimensions

@@ -50,7 +50,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from portrait.errors import PortraitError
-from portrait.resources import duckdb_memory_limit
+from portrait.resources import MATERIAL_MEMORY_SHARE, duckdb_memory_limit
 
 KEY_FEATURES = (
     "days_since_last_purchase",
@@ -1257,11 +1257,6 @@ def _column_values(frame: pd.DataFrame, name: str) -> set[str]:
 MATERIAL = "profiles"  # folder of a refresh run holding the per-person profile material
 MATERIAL_SUMMARY = "summary.json"
 MATERIAL_ROW_GROUP = 16_384  # rows per Parquet row group: a point read decodes one small group
-# DuckDB's memory for writing the material, as a share of the machine's memory. Ranking every
-# customer's events (106M rows on the 1M benchmark) took 10.5 GB under DuckDB's default limit
-# (80% of memory) and the refresh process peaked at 16.5 GB; with 6 GB on the 24 GB machine
-# the same query spilled to disk, peaked at 5.8 GB and ran faster (84.7 s against 99.3 s).
-MATERIAL_MEMORY_SHARE = 0.25
 
 
 def write_profile_material(

@@ -41,7 +41,8 @@ def register(app: typer.Typer, out, console, retrainer=None) -> None:
             current = {"step": "validate"}
 
             def say(message: str) -> None:
-                show(f"{current['step']}: {message}")
+                prefix = f"{current['step']}: "  # a feature build's messages already carry it
+                show(message if message.startswith(prefix) else prefix + message)
 
             # Step lines go to stdout (the log); on a terminal through the spinner's console,
             # so the two do not overwrite each other.

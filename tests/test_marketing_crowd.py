@@ -132,6 +132,31 @@ def test_portrait_of_a_hand_written_crowd():
     assert report.cross_sell["rate"] == pytest.approx(1 / 9) and report.cross_sell["base_rate"] == pytest.approx(1 / 10)
 
 
+def test_a_purchase_refunded_in_parts_is_no_purchase_whatever_the_order_of_addition():
+    from marketing.behaviour import behaviour_table
+    from marketing.filters import BehaviourTerm
+
+    # 0.1 + 0.2 - 0.3 is 5.6e-17 in floating point, not 0: a fully refunded purchase must not
+    # make Z a buyer of Electronics in one run and not in the next
+    purchases = pd.DataFrame(
+        [
+            ("o1", "Z", "2024-01-05 10:00:00", 0.1, 1, "Electronics", 0.0, "card"),
+            ("o1", "Z", "2024-01-05 10:00:00", 0.2, 2, "Electronics", 0.0, "card"),
+            ("o2", "Z", "2024-01-07 10:00:00", -0.3, -3, "Electronics", 0.0, "card"),
+            ("o3", "Z", "2024-01-10 10:00:00", 20.0, 1, "Dairy", 0.0, "card"),
+        ],
+        columns=COLUMNS,
+    )
+    with Population(Dataset.from_frames(purchases=purchases), AS_OF) as population:
+        data = CrowdData(population, load_library())
+        table = data.per_customer("category")
+        kept = population.con.execute(f"SELECT value, spend FROM {table} ORDER BY value").fetchall()
+        term = BehaviourTerm("spent", filters=(("category", "Electronics"),))
+        spent = behaviour_table(population.con, [term], dt.date.fromisoformat(AS_OF), pd.Series(["Z"]))
+    assert kept == [("Dairy", 20.0)]
+    assert spent[term.column].tolist() == [0.0]
+
+
 def test_refunds_are_deducted_and_a_refund_alone_is_no_purchase():
     purchases = pd.DataFrame(
         [

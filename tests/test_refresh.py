@@ -283,6 +283,8 @@ def test_the_command_exits_non_zero_with_a_message_when_a_segment_is_wrong(first
     assert "failed at step segments" in done.stderr and "no such tag" in done.stderr
     assert "Traceback" not in done.stderr + done.stdout
     assert "validate" in done.stdout and "FAILED" in done.stdout  # the step lines were shown
+    # the log's progress lines name each step once (a feature build's messages carry "features:")
+    assert "s] features: orders" in done.stderr and "features: features:" not in done.stderr
     assert (root / LATEST).read_text() == pointer
     assert not (root / "runs" / "2025-01-15").exists()
     assert (root / "runs" / "2025-01-15.failed" / "manifest.json").is_file()
