@@ -13,6 +13,10 @@ Edge rules:
   scores, and a large block of ties (many one-order customers) sits in the quintile that holds
   its middle, so quintiles can be unequal in size. Recency is ranked so that fewer days since
   the last purchase is better (R = 5 is the most recent).
+- A customer with one order has ``F = 1``, the lowest frequency there is, however many share
+  it: where most buyers bought once (86% of a real online shop's), the average rank of that
+  block sits at F = 3, and one-time buyers would be called Champions (recent, high spend) or
+  At risk (lapsed). Where fewer than 40% bought once the block's average rank gives 1 anyway.
 - ``FM`` is the mean of F and M rounded half up: (3 + 4) / 2 = 3.5 gives 4.
 - The group comes from the table :data:`GROUP_GRID` of R against FM, every cell named once.
 - Customers with no purchase order before the as-of date (only events, only refunds, or a
@@ -67,7 +71,8 @@ def rfm_scores(features: pd.DataFrame) -> pd.DataFrame:
         raise ValueError(f"RFM needs the value features {missing}")
     bought = features["orders_lifetime"].fillna(0) > 0
     r = quintile_scores(features["days_since_last_purchase"].where(bought), higher_is_better=False)
-    f = quintile_scores(features["orders_lifetime"].where(bought).astype("float64"))
+    orders = features["orders_lifetime"].where(bought).astype("float64")
+    f = quintile_scores(orders).mask(orders == 1, 1)  # one order: the lowest frequency (module rules)
     m = quintile_scores(features["spend_lifetime"].where(bought))
     fm = np.floor((f.astype("float64") + m.astype("float64")) / 2 + 0.5)
     grid = np.array([GROUP_GRID[row] for row in (1, 2, 3, 4, 5)], dtype=object)

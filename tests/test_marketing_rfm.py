@@ -59,6 +59,20 @@ def test_ties_share_a_score():
     assert quintile_scores(pd.Series([10.0, 1.0]), higher_is_better=False).tolist() == [3, 5]
 
 
+def test_one_order_is_the_lowest_frequency_when_most_customers_bought_once():
+    # 7 of 10 bought once: their average rank is 4 of 10, which alone would give F = 2
+    frame = pd.DataFrame(
+        {
+            "customer_id": list("ABCDEFGHIJ"),
+            "days_since_last_purchase": [1.0] * 10,
+            "orders_lifetime": [1, 1, 1, 1, 1, 1, 1, 2, 3, 4],
+            "spend_lifetime": [10.0] * 10,
+        }
+    )
+    assert quintile_scores(frame["orders_lifetime"].astype("float64")).tolist() == [2] * 7 + [4, 5, 5]
+    assert rfm_scores(frame)["rfm_f"].tolist() == [1] * 7 + [4, 5, 5]
+
+
 def test_top_share_of_revenue_by_hand():
     # top 20% of 11 buyers = 3 customers: 2000 + 1500 + 1200 of 7300
     assert top_share_of_revenue(FRAME) == pytest.approx(4700 / 7300)
