@@ -27,7 +27,7 @@ from portrait.forget import forgotten_rows
 from portrait.identity import IdentitySummary, identity_summary
 from portrait.privacy import GUARDED_TABLES
 from portrait.sql import quote_ident, quote_literal
-from portrait.views import REASON, parse_expr, present_expr, source_columns, zone_expr
+from portrait.views import REASON, mapped_column, parse_expr, present_expr, source_columns, zone_expr
 
 MALFORMED = "malformed_row"
 WITHHELD_LINE = "(text withheld: the line may hold personal data)"
@@ -206,10 +206,14 @@ def _notes(reports: list[TableReport], timezone: str) -> list[str]:
 DUPLICATE_SHARE_NOTE = 0.01
 
 
+def _many_copies(r: TableReport) -> bool:
+    return bool(r.rows) and r.quarantined.get("duplicate_line", 0) > DUPLICATE_SHARE_NOTE * r.rows
+
+
 def _duplicates_note(r: TableReport) -> str | None:
-    copies = r.quarantined.get("duplicate_line", 0)
-    if not r.rows or copies <= DUPLICATE_SHARE_NOTE * r.rows:
+    if not _many_copies(r):
         return None
+    copies = r.quarantined["duplicate_line"]
     said = f"{r.table}: {_rows(copies)} ({copies / r.rows:.1%}) equal another line in every contract column"
     if r.line_id_column is not None:
         return f"{said} and in {r.line_id_column!r}, the line id: quarantined as copies (duplicate_line)"
@@ -218,12 +222,6 @@ def _duplicates_note(r: TableReport) -> str | None:
         "such lines apart (a line or item number), map it as line_id in portrait.toml "
         '([tables.purchases.columns] line_id = "..."): they are then separate lines'
     )
-
-
-def _source_column(con, source, contract_name: str) -> str | None:
-    """The source column read as ``contract_name`` (the mapping applied, case-insensitive)."""
-    wanted = source.columns.get(contract_name, contract_name).lower()
-    return next((c for c in source_columns(con, source) if c.lower() == wanted), None)
 
 
 def _rows(n: int) -> str:
@@ -303,8 +301,6 @@ def _check_rows(con, dataset: Dataset, table: contract.Table, out_dir: Path | No
     quarantined = {reason: n for reason, n in counts.items() if reason is not None}
     quarantined.update(malformed)
     report = TableReport(table=name, source=source.describe(), rows=rows, valid_rows=0, forgotten=forgotten)
-    if "line_id" in table.column_names:
-        report.line_id_column = _source_column(con, source, "line_id")
     if malformed:
         report.malformed_lines = _malformed_examples(con, name)
         _check_malformed_share(source, table, rows, malformed, report.malformed_lines)
@@ -317,6 +313,8 @@ def _check_rows(con, dataset: Dataset, table: contract.Table, out_dir: Path | No
     # the clean count needs no further pass over the table.
     report.valid_rows = int(rows - sum(quarantined.values()) - forgotten)
     report.quarantined = dict(sorted(quarantined.items()))
+    if "line_id" in table.column_names and _many_copies(report):  # only then is the source read for it
+        report.line_id_column = mapped_column(source, "line_id", source_columns(con, source))
     if out_dir is not None and not report.quarantined_rows and (out_dir / "quarantine").is_dir():
         # an earlier validation's quarantine of this table, into the same folder, is not this one's
         (out_dir / "quarantine" / f"{name}.parquet").unlink(missing_ok=True)

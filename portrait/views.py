@@ -171,6 +171,15 @@ def _register_table(con, table: contract.Table, source: TableSource, timezone: s
     _register_deduplicated(con, table, settle=not source.is_csv)
 
 
+def mapped_column(source: TableSource, contract_name: str, available: dict[str, str]) -> str | None:
+    """The source column read as ``contract_name``: ``portrait.toml``'s mapping applied, an
+    exact name first, then case-insensitively; None when the source has none."""
+    wanted = source.columns.get(contract_name, contract_name)
+    if wanted in available:
+        return wanted
+    return next((name for name in available if name.lower() == wanted.lower()), None)
+
+
 def select_columns(
     table: contract.Table, source: TableSource, available: dict[str, str]
 ) -> tuple[list[str], dict[str, str], list[str]]:
@@ -179,7 +188,6 @@ def select_columns(
     columns the table keeps. ``available`` maps each source column to its DuckDB type name (the
     Spark engine gives the same names). Raises :class:`ContractError` for a missing required
     column or a type its kind cannot take."""
-    by_lower = {name.lower(): name for name in available}
     selected: list[str] = []
     types: dict[str, str] = {}
     used: set[str] = set()
@@ -196,7 +204,7 @@ def select_columns(
                 table=table.name,
                 column=column.name,
             )
-        actual = wanted if wanted in available else by_lower.get(wanted.lower())
+        actual = mapped_column(source, column.name, available)
         if actual is None:
             if column.required:
                 renamed = f" (renamed from {wanted!r} in the config)" if wanted != column.name else ""
