@@ -909,8 +909,6 @@ def behaviour_family(config: FeatureConfig, vocab: Vocabulary | None = None, att
             label="share of campaigns answered with a purchase",
         ),
     ]
-    if b not in config.windows:
-        raise ValueError(f"behaviour_window {b} must be one of the windows {config.windows}")
     return result
 
 

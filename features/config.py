@@ -31,6 +31,13 @@ class FeatureConfig:
                 raise ConfigError(f"{name} must be at least 1")
         if not 1 <= self.payday_days <= 14:
             raise ConfigError("payday_days must be between 1 and 14")
+        if self.behaviour_window not in self.windows:  # the behaviour family counts events over it
+            raise ConfigError(
+                f"behaviour_window = {self.behaviour_window} must be one of the windows {list(self.windows)}"
+            )
+        for name in ("trend_window", "campaign_response_days"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1 day, got {getattr(self, name)}")
 
     @classmethod
     def from_dict(cls, data: dict) -> FeatureConfig:

@@ -292,6 +292,12 @@ def test_feature_config_rejects_unknown_keys_and_bad_windows():
         FeatureConfig.from_dict({"windowz": [7]})
     with pytest.raises(ConfigError, match="distinct and ascending"):
         FeatureConfig(windows=(30, 7, 90))
+    with pytest.raises(ConfigError, match="trend_window must be at least 1 day, got 0"):
+        FeatureConfig(trend_window=0)
+    # the behaviour family counts events over one of the windows (a ValueError traceback before)
+    with pytest.raises(ConfigError, match=r"behaviour_window = 90 must be one of the windows \[30, 60\]"):
+        FeatureConfig(windows=(30, 60))
+    assert "orders_60d" in {f.name for f in catalogue(FeatureConfig(windows=(30, 60), behaviour_window=60))}
 
 
 def test_configured_windows_change_the_catalogue():
