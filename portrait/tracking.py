@@ -59,3 +59,13 @@ def _exclusive(lock_path: Path):
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def load_version(name: str, version: str) -> tuple[object, dict]:
+    """A registered version's python model (the pyfunc unwrapped) and its card (``meta.json``
+    as stored). MLflow's and the file system's errors pass through for the caller to word."""
+    import json
+
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    folder = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}"))
+    return pyfunc.unwrap_python_model(), json.loads((folder / "artifacts" / "meta.json").read_text())

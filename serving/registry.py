@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
-import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from models.task import PERSONA_LABEL, PersonaCard
 from portrait.errors import PortraitError
+from portrait.tracking import load_version
 
 PERSONAS = "personas"
 
@@ -48,10 +46,7 @@ def load_model(name: str, alias: str = "champion") -> LoadedModel:
             "or choose another alias with --alias"
         ) from None
     try:
-        pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}")
-        python_model = pyfunc.unwrap_python_model()
-        folder = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version.version}"))
-        meta = json.loads((folder / "artifacts" / "meta.json").read_text())
+        python_model, meta = load_version(name, str(version.version))
     except (MlflowException, OSError, ValueError) as exc:  # files moved or deleted under the registry
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise PortraitError(

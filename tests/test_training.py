@@ -168,12 +168,70 @@ def test_promotion_moves_champion_only_when_at_least_as_good(trained, prepared):
     )
     second = train_experiment(worse, data=data)
     assert second.metrics["holdout_roc_auc"] < first.metrics["holdout_roc_auc"]
-    with pytest.raises(PortraitError, match=r"refusing to promote .* below champion"):
+    # the champion judged on this run's holdout: the same window as its own, so its own figure back
+    assert second.champion.version == first.model_version
+    assert second.champion.champion_value == pytest.approx(first.metrics["holdout_roc_auc"], abs=1e-12)
+    assert second.champion.margin == pytest.approx(
+        second.metrics["holdout_roc_auc"] - first.metrics["holdout_roc_auc"], abs=1e-12
+    )
+    with pytest.raises(
+        PortraitError, match=r"refusing to promote .* below champion v\d+'s .* on the candidate's holdout"
+    ):
         promote(config.name)
     forced = promote(config.name, force=True)
     assert forced.forced and forced.version == second.model_version
     with pytest.raises(PortraitError, match="already the champion"):
         promote(config.name)
+
+
+def test_the_champion_is_judged_on_the_candidates_holdout_not_on_its_own(tracking, prepared, small_synthetic):
+    from sklearn.metrics import roc_auc_score
+
+    from portrait.dataset import open_dataset
+    from serving.registry import load_model
+    from serving.score import build_model_features, predict_scores
+
+    config, data = prepared  # holdout 2024-12-01
+    name = "synthetic_champion_window"
+    # an earlier champion, with other feature settings: its features are rebuilt its own way
+    early = replace(
+        experiment(
+            small_synthetic,
+            cutoffs={"dates": ["2024-09-01", "2024-11-01"]},
+            features={"exclude_families": ["timing"], "behaviour_window": 30},
+        ),
+        name=name,
+    )
+    first = train_experiment(early)
+    assert first.holdout_cutoff == dt.date(2024, 11, 1) and first.champion is None
+    promote(name)
+    later = train_experiment(replace(config, name=name), data=data)
+    judged = later.champion
+    assert judged.version == first.model_version and judged.holdout == dt.date(2024, 12, 1)
+    # what scoring the champion as of 2024-12-01 gives, on the run's holdout customers and labels
+    champion = load_model(name, "champion")
+    features = build_model_features(open_dataset(small_synthetic), dt.date(2024, 12, 1), [champion])[name]
+    holdout = data.rows(data.split.holdout)
+    scores = pd.Series(predict_scores(champion, features), index=features["customer_id"]).loc[holdout["customer_id"]]
+    assert judged.champion_value == pytest.approx(roc_auc_score(data.y(holdout), scores), abs=1e-12)
+    assert judged.champion_value != pytest.approx(first.metrics["holdout_roc_auc"], abs=1e-4)  # another window
+    run = MlflowClient().get_run(later.run_id).data
+    assert run.metrics["champion_holdout_roc_auc"] == judged.champion_value
+    assert run.tags["champion_compared_version"] == first.model_version
+    if later.metrics["holdout_roc_auc"] >= judged.champion_value:
+        assert "both on the candidate's holdout of 2024-12-01" in promote(name).sentence()
+    else:
+        promote(name, force=True)
+    # a candidate of an older window than the champion's is not judged against it, nor promoted over it
+    older = train_experiment(early)
+    assert older.champion is None
+    assert any(
+        "learned from outcomes until 2024-12-01, after this holdout's cutoff 2024-11-01" in n for n in older.notes
+    )
+    with pytest.raises(
+        PortraitError, match=r"measured on the holdout of 2024-11-01 and champion v\d+'s on that of 2024-12-01"
+    ):
+        promote(name)
 
 
 def test_tune_trial_zero_is_the_experiments_own_parameters_and_completes(tracking, prepared, tmp_path):

@@ -70,6 +70,8 @@ def summary_lines(summary) -> list[str]:
                 "the interval holds 0: this holdout cannot tell the model from the peer; "
                 "portrait backtest judges the design on more windows"
             )
+    if summary.champion is not None:
+        lines.append(summary.champion.sentence(title))
     if spend:
         return lines + [f"note: {note}" for note in summary.notes]
     if summary.candidates:

@@ -34,11 +34,12 @@ from models.pyfunc import PersonaPyfunc, StoredFit, serving_frame
 from models.task import PERSONAS, PersonaCard
 from portrait.errors import ConfigError, PortraitError
 from portrait.files import atomic_write, exclusive_lock
+from training.champion import CHAMPION
 from training.config import DEMO, check_keys, check_name, data_path_of, demo_path_of, table_of
 from training.data import resolve_dataset
 from training.persona_report import read_portrait_table, write_k_plot, write_portrait
 from training.tracking import ensure_experiment, register_pyfunc
-from training.train import CANDIDATE, CHAMPION
+from training.train import CANDIDATE
 
 DEFAULT_FAMILIES = ("value", "windows", "rhythm", "preferences", "price_promotion", "timing", "behaviour", "attributes")
 

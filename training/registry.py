@@ -15,7 +15,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from portrait.errors import PortraitError
-from training.train import CANDIDATE, CHAMPION
+from training.champion import CHAMPION, COMPARED_VERSION_TAG, champion_metric
+from training.train import CANDIDATE
 
 
 @dataclass
@@ -28,6 +29,8 @@ class Promotion:
     champion_value: float | None
     forced: bool
     datasets: tuple[str | None, str | None] | None = None  # (champion's, candidate's) when they differ
+    basis: str | None = None  # where both were judged, when the champion was judged on the candidate's holdout
+    apart: bool = False  # forced over a champion measured on another holdout
 
     def sentence(self) -> str:
         if self.previous is None:
@@ -37,6 +40,10 @@ class Promotion:
             f"{self.name} v{self.version} ({self.metric} {self.candidate_value:.4f}) {how} "
             f"champion v{self.previous} ({self.champion_value:.4f})"
         )
+        if self.basis:
+            text += f", both on {self.basis}"
+        if self.apart:
+            text += "; the two were measured on different holdouts"
         if self.datasets:
             text += f"; trained on {self.datasets[1]!r}, the previous champion on {self.datasets[0]!r}"
         return text
@@ -57,6 +64,43 @@ def _headline(client: MlflowClient, version) -> tuple[str, float]:
     if metric not in run.data.metrics:
         raise PortraitError(f"run {version.run_id} of version {version.version} has no metric {metric}")
     return metric, run.data.metrics[metric]
+
+
+def _on_one_holdout(client, name, candidate, champion, metric, champion_value, force) -> tuple[float, str | None, bool]:
+    """The champion's ``metric`` to compare with the candidate's, where both were measured, and
+    whether the two figures are of different holdouts (compared only when forced).
+
+    When the candidate's run judged this champion on its own holdout (training.champion), that
+    figure: the same customers, window and labels. Otherwise the champion's own holdout metric,
+    which compares only when both runs had the same holdout cutoff on the same data (else a
+    refusal, unless forced)."""
+    run = client.get_run(candidate.run_id).data
+    judged = champion_metric(metric)
+    if run.tags.get(COMPARED_VERSION_TAG) == str(champion.version) and judged in run.metrics:
+        return run.metrics[judged], f"the candidate's holdout of {run.params.get('holdout_cutoff')}", False
+    theirs = client.get_run(champion.run_id).data.params
+    ours = run.params
+    windows = ours.get("holdout_cutoff"), theirs.get("holdout_cutoff")
+    data = ours.get("dataset_fingerprint"), theirs.get("dataset_fingerprint")
+    apart = windows[0] != windows[1] or data[0] != data[1]
+    if apart and not force:
+        what = (
+            f"the holdout of {windows[0]} and champion v{champion.version}'s on that of {windows[1]}"
+            if windows[0] != windows[1]
+            else f"a holdout of {windows[0]} on other contents of the data set than champion v{champion.version}'s"
+        )
+        older = None not in windows and windows[0] < windows[1]
+        remedy = (
+            "a holdout older than the champion's cannot judge it (it learned from those outcomes)"
+            if older
+            else f"train it again while v{champion.version} is champion (portrait train judges the champion on "
+            "the new holdout)"
+        )
+        raise PortraitError(
+            f"refusing to promote {name} v{candidate.version}: its {metric} was measured on {what}, other customers "
+            f"and outcomes, so the two do not compare; {remedy}, or use --force to promote anyway"
+        )
+    return champion_value, None, apart
 
 
 def _dataset(client: MlflowClient, version) -> str | None:
@@ -105,19 +149,19 @@ def promote(name: str, version: str | None = None, force: bool = False) -> Promo
             raise PortraitError(f"{name} has no version {version}") from None
     metric, value = _headline(client, candidate)
     champion = _version_by_alias(client, name, CHAMPION)
-    champion_value, other_label = None, False
+    champion_value, other_label, basis, apart = None, False, None, False
     if champion is not None:
         if str(champion.version) == str(candidate.version):
             raise PortraitError(f"{name} v{candidate.version} is already the champion")
-        champion_metric, champion_value = _headline(client, champion)
+        their_metric, champion_value = _headline(client, champion)
         labels = _label(client, candidate), _label(client, champion)
-        other_label = labels[0] != labels[1] or metric != champion_metric
+        other_label = labels[0] != labels[1] or metric != their_metric
         if other_label and not force:
             # A spend model's Gini is no better or worse than a classifier's AUC: not the same model.
             (kind, days), (their_kind, their_days) = labels
             raise PortraitError(
                 f"refusing to promote {name} v{candidate.version}: it predicts {kind} over {days} days ({metric}) "
-                f"and champion v{champion.version} {their_kind} over {their_days} days ({champion_metric}): "
+                f"and champion v{champion.version} {their_kind} over {their_days} days ({their_metric}): "
                 "train it under its own name (a copy of the experiment file with another name)"
             )
         ours, theirs = _dataset(client, candidate), _dataset(client, champion)
@@ -127,10 +171,12 @@ def promote(name: str, version: str | None = None, force: bool = False) -> Promo
                 f"champion v{champion.version} on {theirs!r}, so their holdout metrics do not compare (use --force "
                 "to promote anyway, or train it under its own name: a copy of the experiment file with another name)"
             )
+        champion_value, basis, apart = _on_one_holdout(client, name, candidate, champion, metric, champion_value, force)
         if value < champion_value and not force:
             raise PortraitError(
                 f"refusing to promote {name} v{candidate.version}: its {metric} {value:.4f} is below "
-                f"champion v{champion.version}'s {champion_value:.4f} (use --force to promote anyway)"
+                f"champion v{champion.version}'s {champion_value:.4f}{f' on {basis}' if basis else ''} "
+                "(use --force to promote anyway)"
             )
     client.set_registered_model_alias(name, CHAMPION, candidate.version)
     across = champion is not None and not _same_dataset(_dataset(client, candidate), _dataset(client, champion))
@@ -141,6 +187,8 @@ def promote(name: str, version: str | None = None, force: bool = False) -> Promo
         metric,
         value,
         champion_value,
-        force and champion_value is not None and (value < champion_value or across or other_label),
+        force and champion_value is not None and (value < champion_value or across or other_label or apart),
         (_dataset(client, champion), _dataset(client, candidate)) if across else None,
+        basis,
+        force and apart,
     )

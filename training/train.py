@@ -17,13 +17,13 @@ from models.drift import reference_distributions
 from models.pyfunc import PortraitModel, serving_frame
 from models.task import ModelCard
 from training import plots
+from training.champion import COMPARED_VERSION_TAG, ChampionComparison, compare_with_champion
 from training.config import ExperimentConfig
 from training.data import TrainingData, label_notes, prepare
 from training.evaluate import FitResult, fit_and_evaluate
 from training.tracking import ensure_experiment, register_pyfunc
 
 CANDIDATE = "candidate"
-CHAMPION = "champion"
 SHAP_SAMPLE_ROWS = 2000
 
 
@@ -46,6 +46,7 @@ class RunSummary:
     notes: tuple[str, ...] = ()  # e.g. a degenerate BG/NBD fit
     model_type: str = "lightgbm"  # the candidate chosen on validation and registered
     candidates: dict[str, dict[str, float]] = field(default_factory=dict)  # name -> its metrics
+    champion: ChampionComparison | None = None  # the champion judged on this run's holdout
 
 
 def headline_metric(config: ExperimentConfig) -> str:
@@ -64,8 +65,14 @@ def train_experiment(
         progress("fitting")
     result = fit_and_evaluate(config, data, params)
     experiment_id = ensure_experiment(config.name)
+    if progress:
+        progress("judging the champion on this holdout")
+    champion, champion_note = compare_with_champion(config, data, result)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{config.name}-train") as run:
         _log_run(config, data, result, params, parent_tags or {})
+        if champion is not None:
+            mlflow.log_metrics(champion.metrics())
+            mlflow.set_tag(COMPARED_VERSION_TAG, champion.version)
         _log_candidates(config, experiment_id, result)
         if progress:
             progress("logging the model")
@@ -88,9 +95,11 @@ def train_experiment(
         peer_labels={p.name: p.label for p in result.peers},
         notes=label_notes(config, data)
         + tuple(f"{p.label}: {note}" for p in result.peers for note in p.notes)
-        + result.notes,
+        + result.notes
+        + ((champion_note,) if champion_note else ()),
         model_type=result.model_type,
         candidates=result.candidates,
+        champion=champion,
     )
 
 
