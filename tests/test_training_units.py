@@ -21,7 +21,13 @@ from training.metrics import (
     paired_bootstrap_auc_margin,
     weighted_roc_auc,
 )
-from training.splits import choose_split, customer_validation_split, explicit_split, training_cutoffs
+from training.splits import (
+    choose_split,
+    customer_validation_split,
+    explicit_split,
+    holdout_cutoff,
+    training_cutoffs,
+)
 
 BASE = {
     "name": "x",
@@ -60,6 +66,29 @@ def test_monthly_and_counted_training_cutoffs():
         dt.date(2017, 6, 5),
         dt.date(2017, 7, 3),
     )
+
+
+def test_the_holdout_cutoff_falls_on_a_month_start_a_monday_or_any_day():
+    from training.config import CutoffRule
+
+    # a 6.5-week log ending on Monday 2017-10-16, a 7-day horizon: the window must end by 10-16
+    first, last = dt.date(2017, 9, 1), dt.date(2017, 10, 16)
+    assert holdout_cutoff(last, 7) == dt.date(2017, 10, 1)  # a week and a half of labels unused
+    assert holdout_cutoff(last, 7, "week") == dt.date(2017, 10, 9)  # Monday; 10-09 + 6 = 10-15
+    assert holdout_cutoff(last, 7, "day") == dt.date(2017, 10, 10)  # 10-10 + 6 = 10-16
+    split = choose_split(CutoffRule(rule="spaced", spacing_days=7, align="week"), "time", 7, first, last, 2)
+    assert split.holdout == dt.date(2017, 10, 9)
+    # its window [10-02, 10-09) ends before the holdout; 09-25 has under 28 days of history
+    assert split.train == (dt.date(2017, 10, 2),)
+    with pytest.raises(PortraitError, match="must be 'month', 'week' or 'day', got 'year'"):
+        holdout_cutoff(last, 7, "year")
+    with pytest.raises(
+        ConfigError, match=r"\[cutoffs\]: align must be one of \['month', 'week', 'day'\], got 'fortnight'"
+    ):
+        parse_experiment({**BASE, "cutoffs": {"rule": "spaced", "align": "fortnight"}})
+    with pytest.raises(ConfigError, match="align goes with rule"):
+        parse_experiment({**BASE, "cutoffs": {"dates": ["2017-06-01", "2017-10-01"], "align": "day"}})
+    assert parse_experiment({**BASE, "cutoffs": {"rule": "spaced", "align": "day"}}).cutoffs.align == "day"
 
 
 def test_history_too_short_for_the_horizon_is_refused():

@@ -66,14 +66,14 @@ class Backtest:
     by_candidate: dict[str, tuple[float, float, float]] = field(default_factory=dict)
 
 
-def origin_ends(last_day: dt.date, horizon_days: int, origins: int) -> list[dt.date]:
+def origin_ends(last_day: dt.date, horizon_days: int, origins: int, align: str = "month") -> list[dt.date]:
     """The last day of the data at each origin: the data's own last day, then each time the
     day before the previous origin's holdout cutoff (so holdout windows do not overlap)."""
     if not 1 <= origins <= MAX_ORIGINS:
         raise PortraitError(f"--origins must be from 1 to {MAX_ORIGINS}, got {origins}")
     ends = [last_day]
     for _ in range(origins - 1):
-        ends.append(holdout_cutoff(ends[-1], horizon_days) - dt.timedelta(days=1))
+        ends.append(holdout_cutoff(ends[-1], horizon_days, align) - dt.timedelta(days=1))
     return ends
 
 
@@ -144,7 +144,9 @@ def run_backtest(
     parts = []
     candidate_parts: dict[str, list] = {}
     notes = []
-    for number, ends_on in enumerate(origin_ends(last_day, config.label.horizon_days, origins), start=1):
+    for number, ends_on in enumerate(
+        origin_ends(last_day, config.label.horizon_days, origins, config.cutoffs.align), start=1
+    ):
         if progress:
             progress(f"origin {number} of {origins}: the data as if it ended on {ends_on}")
 

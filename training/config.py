@@ -11,6 +11,8 @@ names the file, the key and what is allowed. Example::
     [cutoffs]
     rule = "spaced"                  # "spaced" | "monthly", or: dates = ["2017-04-01", "2017-10-01"]
     spacing_days = 14                # "spaced": a training cutoff every N days
+    align = "month"                  # the holdout cutoff: the latest month start (or "week":
+                                     # Monday, "day": any day) whose label window fits the data
     count = 12                       # at most N training cutoffs (default: "spaced" all that fit,
                                      # "monthly" 6); see training.splits
     [label]
@@ -57,6 +59,7 @@ DEMO = "demo"
 DEMO_FOLDER = Path("data") / "completejourney"
 MODEL_TYPES = ("select", "lightgbm", "logistic", "bgnbd", "rfm", "blend")
 CUTOFF_RULES = ("spaced", "monthly")
+HOLDOUT_ALIGNS = ("month", "week", "day")
 # Regularised for a few thousand customers repeated over many cutoffs (issue 13: about 15
 # leaves, 200 rows per leaf, half the features per tree, L2 5).
 DEFAULT_MODEL_PARAMS: dict[str, Any] = {
@@ -81,6 +84,7 @@ class CutoffRule:
     count: int | None = None  # at most this many training cutoffs; None: spaced all, monthly 6
     dates: tuple[dt.date, ...] = ()
     spacing_days: int = 14
+    align: str = "month"  # where the holdout cutoff falls: a month start, a Monday, or any day
 
 
 @dataclass(frozen=True)
@@ -153,6 +157,7 @@ class ExperimentConfig:
                 "count": self.cutoffs.count,
                 "dates": [d.isoformat() for d in self.cutoffs.dates],
                 "spacing_days": self.cutoffs.spacing_days,
+                "align": self.cutoffs.align,
             },
             "label": self.label.__dict__,
             "families": list(self.families),
@@ -264,7 +269,7 @@ def parse_experiment(raw: dict, where: str = "experiment") -> ExperimentConfig:
         raise ConfigError(f"{where} [data]: path is required ('demo' or a data set folder)")
 
     cutoffs_raw = table_of(where, raw, "cutoffs")
-    check_keys(f"{where} [cutoffs]", cutoffs_raw, {"rule", "count", "dates", "spacing_days"})
+    check_keys(f"{where} [cutoffs]", cutoffs_raw, {"rule", "count", "dates", "spacing_days", "align"})
     if ("dates" in cutoffs_raw) == ("rule" in cutoffs_raw):
         raise ConfigError(f'{where} [cutoffs]: give either rule = "spaced" (or "monthly") or dates = [...]')
     if "rule" in cutoffs_raw and cutoffs_raw["rule"] not in CUTOFF_RULES:
@@ -284,7 +289,12 @@ def parse_experiment(raw: dict, where: str = "experiment") -> ExperimentConfig:
         raise ConfigError(f"{where} [cutoffs]: spacing_days must be a positive integer, got {spacing!r}")
     if "spacing_days" in cutoffs_raw and cutoffs_raw.get("rule") != "spaced":
         raise ConfigError(f'{where} [cutoffs]: spacing_days goes with rule = "spaced"')
-    cutoffs = CutoffRule(rule=cutoffs_raw.get("rule"), count=count, dates=dates, spacing_days=spacing)
+    align = cutoffs_raw.get("align", "month")
+    if align not in HOLDOUT_ALIGNS:
+        raise ConfigError(f"{where} [cutoffs]: align must be one of {list(HOLDOUT_ALIGNS)}, got {align!r}")
+    if "align" in cutoffs_raw and "dates" in cutoffs_raw:
+        raise ConfigError(f"{where} [cutoffs]: align goes with rule (with dates the last date is the holdout cutoff)")
+    cutoffs = CutoffRule(rule=cutoffs_raw.get("rule"), count=count, dates=dates, spacing_days=spacing, align=align)
 
     label_raw = table_of(where, raw, "label")
     check_keys(f"{where} [label]", label_raw, {"kind", "horizon_days", "high_value_quantile"})

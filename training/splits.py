@@ -1,6 +1,8 @@
 """Choosing cutoffs and splitting them in time: training cutoffs and a holdout cutoff.
 
-The holdout cutoff is the latest month start whose label window fits in the data. Training
+The holdout cutoff is the latest month start (``[cutoffs] align``: or Monday, or day) whose
+label window fits in the data; month starts keep it still while the data grows day by day, a
+Monday or a day waste less of a short log. Training
 cutoffs are as many as fit (every ``spacing_days``, or month starts) up to the last one whose
 label window ends before the holdout cutoff, each with at least four weeks of history before
 it; every training row sees all history before its own cutoff. So no outcome the model learned
@@ -48,9 +50,17 @@ def _months_back(day: dt.date, months: int) -> dt.date:
     return dt.date(index // 12, index % 12 + 1, 1)
 
 
-def holdout_cutoff(last_day: dt.date, horizon_days: int) -> dt.date:
-    """The latest month start whose label window ends on or before ``last_day``."""
-    return _month_start_at_or_before(last_day - dt.timedelta(days=horizon_days - 1))
+def holdout_cutoff(last_day: dt.date, horizon_days: int, align: str = "month") -> dt.date:
+    """The latest month start (``align = "week"``: Monday; ``"day"``: day) whose label window
+    ends on or before ``last_day``."""
+    latest = last_day - dt.timedelta(days=horizon_days - 1)
+    if align == "month":
+        return _month_start_at_or_before(latest)
+    if align == "week":
+        return latest - dt.timedelta(days=latest.weekday())
+    if align == "day":
+        return latest
+    raise PortraitError(f"holdout alignment must be 'month', 'week' or 'day', got {align!r}")
 
 
 def _too_short(first_day, last_day, horizon_days, holdout) -> PortraitError:
@@ -58,7 +68,8 @@ def _too_short(first_day, last_day, horizon_days, holdout) -> PortraitError:
         f"the history from {first_day} to {last_day} is too short for a {horizon_days}-day "
         f"horizon: a training cutoff needs its label window to end before the holdout cutoff "
         f"{holdout} and {MIN_HISTORY_DAYS} days of history before it; use a shorter horizon, "
-        "validation scheme 'customer_kfold' with one cutoff, or list the cutoffs yourself "
+        "validation scheme 'customer_kfold' with one cutoff, a holdout on any day ([cutoffs] align = \"day\"), "
+        "or list the cutoffs yourself "
         "([cutoffs] dates = [...]: the last is the holdout, at least a horizon after the one before it)"
     )
 
@@ -116,9 +127,9 @@ def choose_split(
     if rule.dates:
         split = explicit_split(rule.dates, horizon_days, scheme)
     elif scheme == "customer_kfold":
-        split = TimeSplit(train=(), validation=None, holdout=holdout_cutoff(last_day, horizon_days))
+        split = TimeSplit(train=(), validation=None, holdout=holdout_cutoff(last_day, horizon_days, rule.align))
     else:
-        holdout = holdout_cutoff(last_day, horizon_days)
+        holdout = holdout_cutoff(last_day, horizon_days, rule.align)
         train = training_cutoffs(first_day, holdout, horizon_days, rule.rule or "spaced", rule.spacing_days, rule.count)
         if not train:
             raise _too_short(first_day, last_day, horizon_days, holdout)
