@@ -51,6 +51,9 @@ class TableReport:
     forgotten: int = 0
     # purchases: the source column read as line_id (None: the export has none)
     line_id_column: str | None = None
+    # Customer ids with spaces around them in a file that is not a CSV (a CSV's cells are
+    # trimmed; a Parquet file's values are taken as written): 'C1 ' and 'C1' are two customers.
+    padded_customer_ids: int = 0
 
     @property
     def quarantined_rows(self) -> int:
@@ -187,6 +190,12 @@ def _notes(reports: list[TableReport], timezone: str) -> list[str]:
                 notes.append(
                     f"{r.table}.{column}: {n:,} values carried a UTC offset or time zone and were converted to {timezone}"
                 )
+        if r.padded_customer_ids:
+            notes.append(
+                f"{r.table}.customer_id: {_values(r.padded_customer_ids)} with spaces around the id, kept as "
+                "written (only a CSV file's cells are trimmed): 'C1 ' and 'C1' are two customers to every "
+                "table; trim them where the file is written if they are one"
+            )
         duplicates = _duplicates_note(r)
         if duplicates:
             notes.append(duplicates)
@@ -226,6 +235,10 @@ def _duplicates_note(r: TableReport) -> str | None:
 
 def _rows(n: int) -> str:
     return f"{n:,} row" + ("" if n == 1 else "s")
+
+
+def _values(n: int) -> str:
+    return f"{n:,} value" + ("" if n == 1 else "s")
 
 
 def _lines(n: int) -> str:
@@ -293,7 +306,14 @@ def _check_rows(con, dataset: Dataset, table: contract.Table, out_dir: Path | No
     source = dataset.sources[name]
     if source.is_csv:
         _clear_rejects(con, source)
-    counts = dict(con.execute(f"SELECT {REASON}, COUNT(*) FROM checked_{name} GROUP BY 1").fetchall())
+    # In the same scan: customer ids that a CSV's trimming would have changed (see TableReport)
+    padded = (
+        "COUNT(*) FILTER (WHERE prefix(customer_id, ' ') OR suffix(customer_id, ' '))"
+        if not source.is_csv and "customer_id" in table.column_names
+        else "0"
+    )
+    scanned = con.execute(f"SELECT {REASON}, COUNT(*), {padded} FROM checked_{name} GROUP BY 1").fetchall()
+    counts = {reason: n for reason, n, _ in scanned}
     # The scan above stored the lines DuckDB could not read; keep them before another scan adds more.
     malformed = _collect_malformed(con, source) if source.is_csv else {}
     forgotten = forgotten_rows(con, name)
@@ -301,6 +321,7 @@ def _check_rows(con, dataset: Dataset, table: contract.Table, out_dir: Path | No
     quarantined = {reason: n for reason, n in counts.items() if reason is not None}
     quarantined.update(malformed)
     report = TableReport(table=name, source=source.describe(), rows=rows, valid_rows=0, forgotten=forgotten)
+    report.padded_customer_ids = int(sum(n for reason, _, n in scanned if reason is None))
     if malformed:
         report.malformed_lines = _malformed_examples(con, name)
         _check_malformed_share(source, table, rows, malformed, report.malformed_lines)

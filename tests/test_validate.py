@@ -238,6 +238,24 @@ def test_purchases_without_repeated_keys_are_read_once(tmp_path, source):
     ]
 
 
+@pytest.mark.parametrize("source", ["csv", "parquet"])
+def test_customer_ids_with_spaces_around_them_in_a_parquet_file_are_kept_and_said(tmp_path, source):
+    frame = purchases({"customer_id": "a "}, {"order_id": "o2", "customer_id": " a"}, {"order_id": "o3"})
+    report = validate(open_dataset(write_tables(tmp_path / "data", source, purchases=frame)))
+    table = report.tables[0]
+    assert table.valid_rows == 3
+    notes = [n for n in report.notes if "spaces around the id" in n]
+    if source == "csv":  # a CSV's cells are trimmed: all three are customer 'a'
+        assert table.padded_customer_ids == 0 and notes == []
+    else:
+        assert table.padded_customer_ids == 2
+        assert notes == [
+            "purchases.customer_id: 2 values with spaces around the id, kept as written (only a CSV file's "
+            "cells are trimmed): 'C1 ' and 'C1' are two customers to every table; trim them where the file is "
+            "written if they are one"
+        ]
+
+
 def test_nan_in_an_optional_float_column_means_missing_not_bad(tmp_path):
     frame = purchases({}).assign(amount=12.5, discount=float("nan"))
     report = validate(Dataset.from_frames(purchases=frame))
