@@ -288,11 +288,19 @@ class SegmentEvaluator:
         return list(seen.values())
 
     def evaluate(self, segment: Segment) -> Evaluated:
-        if self._frame is None or (segment.where and segment.name not in self._conditions):
+        if self._frame is None or self._unprepared(segment):
             self.prepare([segment])
         mask = self._mask(segment)
         ids = self._frame["customer_id"].astype("str")
         return Evaluated(segment.name, ids[mask].reset_index(drop=True), len(ids), self.population.as_of)
+
+    def _unprepared(self, segment: Segment) -> bool:
+        """Whether ``segment`` or a segment it includes needs what the frame lacks: a where
+        not built yet, or tags not applied yet (an evaluation of another segment before)."""
+        closure = self._closure([segment])
+        return any(s.where and s.name not in self._conditions for s in closure) or (
+            self._tags is None and any(s.tags or s.not_tags for s in closure)
+        )
 
     def _mask(self, segment: Segment) -> np.ndarray:
         if segment.name in self._memo:

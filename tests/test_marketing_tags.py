@@ -159,6 +159,22 @@ def test_segments_combine_include_exclude_and_record_entered_and_left(tmp_path):
     assert set(store.members("dairy")["as_of"]) == {"2024-03-04"} and len(store.members("dairy")) == 4
 
 
+def test_one_evaluator_evaluates_a_segment_of_tags_after_one_of_conditions(tmp_path):
+    # crowd compare and --compare-to evaluate two segments on one evaluator: the second's tags,
+    # or an included segment's condition, were not built by the first (an AttributeError)
+    store = SegmentStore(tmp_path)
+    store.save(Segment("dairy", where="purchased(category = 'dairy') > 0"))  # A, C
+    store.save(Segment("juniors", tags=["buyer level: junior"]))  # A
+    store.save(Segment("viewers", where="events('view') > 0"))  # B, C
+    store.save(Segment("juniors_or_viewers", include=["juniors", "viewers"]))
+    with Population(dataset(), AS_OF) as population:
+        evaluator = SegmentEvaluator(population, store, load_library())
+        assert sorted(evaluator.evaluate(store.load("dairy")).members) == ["A", "C"]
+        assert sorted(evaluator.evaluate(store.load("juniors")).members) == ["A"]
+        assert sorted(evaluator.evaluate(store.load("juniors_or_viewers")).members) == ["A", "B", "C"]
+        assert sorted(evaluator.evaluate(store.load("dairy")).members) == ["A", "C"]
+
+
 @pytest.mark.parametrize(
     "segments, message",
     [
