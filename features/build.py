@@ -26,7 +26,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from features.catalogue import FAMILIES, Feature, Vocabulary, catalogue, slug, slugs
+from features.catalogue import FAMILIES, OTHER_SLOT, Feature, Vocabulary, catalogue, slug, slugs
 from features.config import FeatureConfig
 from features.plan import (
     Step,
@@ -437,10 +437,7 @@ def _finish(frame: pd.DataFrame, features: list[Feature], vocabulary: Vocabulary
     names = {f.name for f in features}
     favourites = {}  # beside the frame, not inserted into it (one block per column: no copies)
     if "favourite_category" in names:
-        categories = list(vocabulary.categories)
-        favourites["favourite_category"] = _favourite(
-            frame, "category_share_", categories + ["other"], slugs(tuple(categories)) + ["other"]
-        )
+        favourites["favourite_category"] = _named_slot(frame["favourite_category"], list(vocabulary.categories))
     if "favourite_channel" in names:
         channels = list(vocabulary.channels)
         favourites["favourite_channel"] = _favourite(frame, "channel_share_", channels, slugs(tuple(channels)))
@@ -456,6 +453,18 @@ def _finish(frame: pd.DataFrame, features: list[Feature], vocabulary: Vocabulary
     # One block per column, as built: consolidating 150 columns of 1M rows into one array per
     # dtype copies them all (about 3 s) for nothing a reader needs.
     return pd.DataFrame(result, copy=False)
+
+
+def _named_slot(slots: pd.Series, values: list[str]) -> pd.Series:
+    """Each slot of the vocabulary ``values`` as its value; ``OTHER_SLOT`` as 'other'; NULL kept."""
+    codes = slots.to_numpy(dtype="float64", na_value=np.nan)
+    missing, other = np.isnan(codes), codes == OTHER_SLOT
+    named = ~missing & ~other
+    if ((codes[named] < 0) | (codes[named] >= len(values))).any():
+        raise AssertionError(f"a favourite slot outside the vocabulary of {len(values)} values")
+    index = np.where(named, np.nan_to_num(codes), 0).astype(int)
+    result = np.where(missing, None, np.where(other, "other", np.asarray([*values, ""], dtype=object)[index]))
+    return pd.Series(result, index=slots.index, dtype=object)
 
 
 def _favourite(frame: pd.DataFrame, prefix: str, labels: list[str], columns: list[str]) -> pd.Series:

@@ -29,7 +29,9 @@ Relations and their columns (all restricted to rows before the cutoff):
   spend (refunds deducted; 0 where they cancel the purchases or exceed them), so that shares
   of spend go to what the customer kept;
 - ``line_categories`` (one row per category bought): ``age`` of its latest purchase, so
-  "categories bought in the last w days" counts rows with ``age <= w``;
+  "categories bought in the last w days" counts rows with ``age <= w``, and
+  ``favourite_key``, whose largest value per customer gives the favourite category's slot
+  (:data:`FAVOURITE_SLOT`: the net spend, then the vocabulary's order; 999 outside it);
 - ``event_buckets`` (events pre-aggregated per customer id and event type as written, several
   rows per customer): ``type_slot``, ``n_<w>d`` (events in the last w days, for each window),
   ``n`` (all before the cutoff), ``min_age``, and ``event_days_<j>`` (the days with an event in
@@ -179,6 +181,14 @@ def slugs(values: tuple[str, ...]) -> list[str]:
         seen[base] = seen.get(base, 0) + 1
         result.append(base if seen[base] == 1 else f"{base}_{seen[base]}")
     return result
+
+
+# The favourite category's slot among the top categories (999: outside them; NULL: no net
+# spend in any category), from the line_categories stage's favourite_key.
+OTHER_SLOT = 999
+FAVOURITE_SLOT = (
+    f"CASE WHEN MAX(favourite_key) >= 1000 THEN {OTHER_SLOT} - CAST(MOD(MAX(favourite_key), 1000) AS BIGINT) END"
+)
 
 
 def money_sum(expr: str) -> str:
@@ -616,9 +626,10 @@ def preferences_family(config: FeatureConfig, vocab: Vocabulary | None = None, a
             "favourite_category",
             f,
             None,
-            "Category with the largest share of spend.",
-            "favourite",
-            "",
+            "Category with the largest net spend (refunds deducted; equal spends: the one higher in the "
+            "top categories); 'other' when it is not one of the top categories.",
+            "line_categories",
+            FAVOURITE_SLOT,
             "category",
             scale="category",
             label="favourite category",

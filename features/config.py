@@ -27,8 +27,8 @@ class FeatureConfig:
         if tuple(sorted(set(self.windows))) != tuple(self.windows):
             raise ConfigError(f"windows must be distinct and ascending, got {self.windows}")
         for name in ("top_categories", "top_brands", "top_channels", "top_payment_methods"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1")
+            if not 1 <= getattr(self, name) <= 998:  # slots below catalogue.OTHER_SLOT
+                raise ConfigError(f"{name} must be between 1 and 998, got {getattr(self, name)}")
         if not 1 <= self.payday_days <= 14:
             raise ConfigError("payday_days must be between 1 and 14")
         if self.behaviour_window not in self.windows:  # the behaviour family counts events over it

@@ -70,7 +70,8 @@ def timestamp_literal(day: dt.date) -> str:
 
 
 def _sql_type(feature: Feature) -> str:
-    return "BIGINT" if feature.dtype == "int" else "DOUBLE"
+    # a category computed in SQL is a slot of the vocabulary, named in pandas (build._finish)
+    return "BIGINT" if feature.dtype in ("int", "category") else "DOUBLE"
 
 
 def compile_plan(
@@ -143,11 +144,24 @@ def compile_plan(
             )
             for subject in ("category", "brand")
         ),
+        # One row per category bought (a purchase line with amount > 0): the age of its latest
+        # purchase, and a key whose largest value per customer names the favourite category: the
+        # net spend (rounded as money_sum rounds it) in millionths, times 1000, plus 999 minus its
+        # slot among the top categories (0 outside them), so that equal spends go to the category
+        # higher in the vocabulary, and any category outside it reads as 'other' (slot 999).
         Step(
             "f_line_categories",
-            """
-            SELECT customer_id, category, MIN(age) AS age FROM f_purchases
-            WHERE amount > 0 AND category IS NOT NULL GROUP BY customer_id, category""",
+            f"""
+            SELECT c.customer_id, c.category, c.age,
+                   CAST(ROUND(c.spend * 1000000) AS DECIMAL(38, 0)) * 1000
+                       + (999 - COALESCE(v.slot, 999)) AS favourite_key
+            FROM (
+                SELECT customer_id, category, MIN(CASE WHEN amount > 0 THEN age END) AS age,
+                       CASE WHEN {money_sum("amount")} > 0 THEN {money_sum("amount")} ELSE 0 END AS spend
+                FROM f_purchases WHERE category IS NOT NULL GROUP BY customer_id, category
+                HAVING COUNT(CASE WHEN amount > 0 THEN 1 END) > 0
+            ) c
+            LEFT JOIN vocab_category v ON c.category = v.value""",
         ),
         Step(
             "f_orders",

@@ -499,6 +499,47 @@ def test_favourite_ties_within_rounding_noise_go_to_the_first_label():
     assert found[:2].tolist() == ["A", "B"] and found.isna().tolist() == [False, False, True]
 
 
+def test_the_favourite_category_is_the_largest_net_spend_not_the_pooled_rest():
+    # One top category (by total spend: toys 160, books 90, food 30, garden 25, pets 25).
+    lines = [
+        ("a1", "A", "2024-02-01 10:00:00", 40.0, "books"),  # books 40 against 60 in three others
+        ("a1", "A", "2024-02-01 10:00:00", 20.0, "food"),
+        ("a1", "A", "2024-02-01 10:00:00", 20.0, "garden"),
+        ("a2", "A", "2024-02-02 10:00:00", 20.0, "pets"),
+        ("b1", "B", "2024-02-01 10:00:00", 10.0, "toys"),  # toys 10, food 10, books 50 - 45 = 5
+        ("b1", "B", "2024-02-01 10:00:00", 10.0, "food"),
+        ("b2", "B", "2024-02-03 10:00:00", 50.0, "books"),
+        ("r1", "B", "2024-02-04 10:00:00", -45.0, "books"),  # books nets to 5
+        ("c1", "C", "2024-02-01 10:00:00", 150.0, "toys"),
+        ("c1", "C", "2024-02-01 10:00:00", 5.0, "garden"),
+        ("d1", "D", "2024-02-01 10:00:00", 5.0, "pets"),  # pets 5, toys 0 after its refund
+        ("d1", "D", "2024-02-01 10:00:00", 5.0, "toys"),
+        ("r2", "D", "2024-02-02 10:00:00", -5.0, "toys"),
+        ("e1", "E", "2024-02-01 10:00:00", 15.0, "books"),  # all refunded: no favourite
+        ("r3", "E", "2024-02-02 10:00:00", -15.0, "books"),
+    ]
+    purchases = pd.DataFrame(
+        [(o, c, ts, amount, 1, category) for o, c, ts, amount, category in lines],
+        columns=["order_id", "customer_id", "ts", "amount", "quantity", "category"],
+    )
+    frame = build_features(
+        Dataset.from_frames(purchases=purchases), CUTOFF, FeatureConfig(top_categories=1), families=["preferences"]
+    ).set_index("customer_id")
+    assert frame.attrs["vocabulary"]["categories"] == ["toys"]
+    # A: books is the largest (40) though outside the top 1 -> other; C: toys; B: toys 10 and
+    # food 10 tie, and the tie goes to the top category; D: toys nets to 0, pets 5 -> other
+    favourite = frame["favourite_category"].astype(object)
+    assert favourite.where(favourite.notna(), None).to_dict() == {
+        "A": "other",
+        "B": "toys",
+        "C": "toys",
+        "D": "other",
+        "E": None,
+    }
+    assert frame.loc["A", "category_share_other"] == 1.0  # the pooled rest is not a category
+    assert frame["distinct_categories_lifetime"].to_dict() == {"A": 4, "B": 3, "C": 2, "D": 2, "E": 1}
+
+
 def test_the_spine_from_each_ids_first_event_is_the_spine_from_the_events():
     """Who had an event before the cutoff, read from each id's first event time (the crowd
     trend reads the events once for every point): B (events only) is in, E (first event after
