@@ -277,6 +277,8 @@ def register_segments(app: typer.Typer, out, console) -> None:
             late = _late_note(population)
         if not results:
             raise PortraitError(failures_message(failed))
+        if late:  # nothing recorded: the members would all "leave" and the history would say so
+            raise PortraitError(f"{late}; segments are not refreshed as of a date past the data")
         table = Table(title=f"segments as of {results[0].as_of} ({time.perf_counter() - started:.1f} s)")
         for column in ("segment", "customers", "share", "entered", "left"):
             table.add_column(column, justify="left" if column == "segment" else "right")
@@ -293,8 +295,6 @@ def register_segments(app: typer.Typer, out, console) -> None:
         for result in results:
             if not len(result.members):
                 _warn_empty(result.name, result.as_of)
-        if late:
-            out.print(f"note: {late}")
         if failed:  # the others are refreshed; these are said, and the exit is not 0
             raise PortraitError(f"{len(failed)} of {len(chosen)} segments not refreshed: {failures_message(failed)}")
 

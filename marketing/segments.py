@@ -355,13 +355,17 @@ class SegmentEvaluator:
 
 def record_refresh(store: SegmentStore, result: Evaluated) -> dict:
     """Write the members and add the size, entered and left to the segment's history (kept in
-    the order of the as-of dates). Entered and left compare with the stored members when they
-    are of an earlier date (or the same one, re-run). A backfill (a date before the stored
-    members') is added to the history without entered and left (the members of the refresh
-    before it are not kept) and leaves the newer stored members as they are."""
+    the order of the as-of dates, one row per date). Entered and left compare with the stored
+    members when they are of an earlier date. A re-run of the stored members' date replaces
+    that date's row: it keeps its entered and left when the members are the same, and has none
+    when they differ (the members of the date before are not kept). A backfill (a date before
+    the stored members') is added without entered and left and leaves the newer stored members
+    as they are."""
     current = pd.Index(result.members.astype("str")).unique()
     entered = left = None
     backfill = False
+    history = store.history(result.name)
+    same_day = history[history["as_of"].astype(str) == result.as_of.isoformat()] if len(history) else history
     if store.members_path(result.name).exists():
         stored = store.members(result.name)
         stored_as_of = str(stored["as_of"].iloc[0]) if len(stored) else None
@@ -370,6 +374,9 @@ def record_refresh(store: SegmentStore, result: Evaluated) -> dict:
             previous = pd.Index(stored["customer_id"].astype("str")).unique()
             stayed = int((current.get_indexer(previous) >= 0).sum())  # hash lookups, no Python sets
             entered, left = len(current) - stayed, len(previous) - stayed
+            if stored_as_of == result.as_of.isoformat():  # a re-run of that date
+                unchanged = entered == 0 and left == 0 and len(same_day)
+                entered, left = (_count(same_day, "entered"), _count(same_day, "left")) if unchanged else (None, None)
     row = {
         "as_of": result.as_of.isoformat(),
         "refreshed_at": pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"),
@@ -379,7 +386,8 @@ def record_refresh(store: SegmentStore, result: Evaluated) -> dict:
         "entered": entered,
         "left": left,
     }
-    history = store.history(result.name)
+    if len(history):
+        history = history[history["as_of"].astype(str) != result.as_of.isoformat()]
     history = pd.concat([history, pd.DataFrame([row])], ignore_index=True) if len(history) else pd.DataFrame([row])
     history = history.sort_values("as_of", kind="stable").reset_index(drop=True)
     if not backfill:
@@ -389,6 +397,12 @@ def record_refresh(store: SegmentStore, result: Evaluated) -> dict:
         )
     atomic_write(history, store.history_path(result.name), csv=True)
     return row
+
+
+def _count(rows: pd.DataFrame, column: str) -> int | None:
+    """The last of ``rows``' ``column`` as a count, None where it was empty."""
+    value = rows[column].iloc[-1]
+    return None if pd.isna(value) else int(value)
 
 
 def evaluate_each(evaluator: SegmentEvaluator, chosen: list[Segment]) -> tuple[list[Evaluated], list[tuple[str, str]]]:

@@ -280,6 +280,12 @@ def test_features_tags_and_segments_say_so_when_the_date_is_long_after_the_data(
     assert code == 0 and late in text
     code, text = run("segment", "count", "--data", str(data_folder), "--as-of", "2024-03-01", *where)
     assert code == 0 and "note:" not in text
+    # a refresh records history: as of a date past the data every member would "leave"; refused
+    segments = ["--segments", str(tmp_path / "segments")]
+    assert run("segment", "create", "buyers", *where, *segments)[0] == 0
+    code, text = run("segment", "refresh", "--data", str(data_folder), "--as-of", "2030-01-01", *segments)
+    assert code == 2 and "segments are not refreshed as of a date past the data" in text
+    assert not (tmp_path / "segments" / "buyers.history.csv").exists()
     code, text = run("features", "build", str(data_folder), "--as-of", "2024-03-01", "--out", str(out))
     assert code == 0 and "note:" not in text
 

@@ -157,6 +157,20 @@ def test_segments_combine_include_exclude_and_record_entered_and_left(tmp_path):
     assert (backfill["entered"], backfill["left"]) == (None, None)
     assert store.history("dairy")["as_of"].tolist() == ["2024-02-01", "2024-03-01", "2024-03-04"]
     assert set(store.members("dairy")["as_of"]) == {"2024-03-04"} and len(store.members("dairy")) == 4
+    # a re-run of the latest date replaces its row (one per date) and keeps its entered and
+    # left while the members are the same; other members: the date before's are not kept
+    with Population(dataset(later=True), "2024-03-04") as population:
+        result = SegmentEvaluator(population, store, load_library()).evaluate(store.load("dairy"))
+    again = record_refresh(store, result)
+    assert (again["customers"], again["entered"], again["left"]) == (4, 2, 0)
+    assert store.history("dairy")["as_of"].tolist() == ["2024-02-01", "2024-03-01", "2024-03-04"]
+    with Population(dataset(), "2024-03-04") as population:  # the data without its later rows
+        result = SegmentEvaluator(population, store, load_library()).evaluate(store.load("dairy"))
+    corrected = record_refresh(store, result)
+    assert (corrected["customers"], corrected["entered"], corrected["left"]) == (2, None, None)
+    history = store.history("dairy")
+    assert history["as_of"].tolist() == ["2024-02-01", "2024-03-01", "2024-03-04"]
+    assert history["customers"].tolist() == [1, 2, 2]
 
 
 def test_one_evaluator_evaluates_a_segment_of_tags_after_one_of_conditions(tmp_path):
