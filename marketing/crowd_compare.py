@@ -19,7 +19,7 @@ import pandas as pd
 from scipy.stats import chi2_contingency
 
 from marketing.crowd import CrowdData
-from marketing.crowd_report import hidden_counts, suppression_mask
+from marketing.crowd_report import hidden_counts, suppression_mask, suppression_mask_2d
 from portrait import pages
 from portrait.errors import PortraitError
 from portrait.files import atomic_write, atomic_write_text
@@ -49,16 +49,21 @@ def crosstab(data: CrowdData, crowd: np.ndarray, rows: str, cols: str) -> pd.Dat
 
 
 def suppressed_crosstab(table: pd.DataFrame, min_cell: int) -> pd.DataFrame:
-    """Counts under ``min_cell`` as ``<N`` (and one more per row with a single one), their
-    percentages blank."""
-    hide = suppression_mask(table["count"].to_numpy(), min_cell, table["row"].astype(str).to_numpy())
+    """Counts under ``min_cell`` as ``<N``, and more hidden until no row or column has a single
+    hidden cell. A row's percentages are blank wherever it has a hidden cell, and so are a
+    column's: a shown count over its percentage is the row's (column's) total, and the total
+    less the shown counts would be the hidden ones."""
+    rows, columns = table["row"].astype(str).to_numpy(), table["column"].astype(str).to_numpy()
+    hide = suppression_mask_2d(table["count"].to_numpy(), rows, columns, min_cell)
+    row_hidden = pd.Series(hide).groupby(rows).transform("any").to_numpy()
+    column_hidden = pd.Series(hide).groupby(columns).transform("any").to_numpy()
     return pd.DataFrame(
         {
-            "row": table["row"].astype(str),
-            "column": table["column"].astype(str),
+            "row": rows,
+            "column": columns,
             "count": hidden_counts(table["count"].to_numpy(), hide, min_cell),
-            "row_pct": np.where(hide, "", table["row_pct"].map(lambda v: f"{v:.4f}")),
-            "col_pct": np.where(hide, "", table["col_pct"].map(lambda v: f"{v:.4f}")),
+            "row_pct": np.where(row_hidden, "", table["row_pct"].map(lambda v: f"{v:.4f}")),
+            "col_pct": np.where(column_hidden, "", table["col_pct"].map(lambda v: f"{v:.4f}")),
         }
     )
 

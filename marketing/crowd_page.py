@@ -79,6 +79,10 @@ def _lines_table(table: pd.DataFrame | None, min_cell: int, what: str) -> pd.Dat
     )
 
 
+def _lines_note(min_cell: int) -> str:
+    return f"Left out: what fewer than {min_cell} of the crowd bought (its place in the order would tell)."
+
+
 def _activity_table(report: CrowdReport) -> pd.DataFrame | None:
     shown = suppressed_activity(report.activity, report.size, report.min_cell)
     if shown is None or shown.empty:
@@ -162,7 +166,7 @@ def markdown_page(report: CrowdReport) -> str:
         ("Top brands by the crowd's spend (last 365 days)", _lines_table(report.brands, report.min_cell, "brand")),
     ):
         if table is not None:
-            parts += [f"## {title}", "", pages.markdown(table), ""]
+            parts += [f"## {title}", "", pages.markdown(table), "", _lines_note(report.min_cell), ""]
     cross = _cross_sell_text(report)
     if cross:
         parts += [cross, ""]
@@ -184,7 +188,7 @@ def _share_chart(name: str, label: str, rows: pd.DataFrame, report: CrowdReport)
     order = [v for v in rows["value"] if v in set(exact["value"])]  # the dimension's own order
     exact = exact.set_index("value").loc[order]
     hidden = shown.loc[order, "share"].eq("").to_numpy()
-    base_hidden = shown.loc[order, "base_share"].eq("").to_numpy()
+    base_hidden = shown.loc[order, "base_share"].isin(["", "hidden"]).to_numpy()
     if hidden.all() and base_hidden.all():
         return None
     plt = pages.pyplot()
@@ -265,7 +269,9 @@ def html_page(report: CrowdReport) -> str:
         ("Top brands by the crowd's spend (last 365 days)", _lines_table(report.brands, report.min_cell, "brand")),
     ):
         if table is not None:
-            body.append(f"<h2>{escape(title_text)}</h2>{_html_table(table)}")
+            body.append(
+                f"<h2>{escape(title_text)}</h2>{_html_table(table)}<p class='note'>{_lines_note(report.min_cell)}</p>"
+            )
     cross = _cross_sell_text(report)
     if cross:
         body.append(f"<p>{escape(cross)}</p>")

@@ -270,6 +270,26 @@ def suppression_mask(counts: np.ndarray, min_cell: int, groups: np.ndarray | Non
     return hide
 
 
+def suppression_mask_2d(counts: np.ndarray, rows: np.ndarray, columns: np.ndarray, min_cell: int) -> np.ndarray:
+    """Cells of a two-way table to hide: counts under ``min_cell``, plus, until no row and no
+    column has exactly one hidden cell, the next-smallest cell of each that has (else that one
+    is its row's or column's total minus the others)."""
+    counts = np.asarray(counts)
+    hide = counts < min_cell
+    for _ in range(len(counts) + 1):  # each pass hides at least one more cell, or stops
+        changed = False
+        for groups in (rows, columns):
+            for group in pd.unique(groups):
+                members = np.flatnonzero(groups == group)
+                open_members = members[~hide[members]]
+                if hide[members].sum() == 1 and len(open_members):
+                    hide[open_members[np.argmin(counts[open_members])]] = True
+                    changed = True
+        if not changed:
+            return hide
+    return hide
+
+
 def suppressed_dimensions(report: CrowdReport) -> pd.DataFrame:
     """``dimension, value, count, share, base_share, tgi`` as they may leave the program."""
     table = report.dimensions
@@ -284,36 +304,39 @@ def suppressed_dimensions(report: CrowdReport) -> pd.DataFrame:
             "value": table["value"],
             "count": hidden_counts(table["count"].to_numpy(), hide, report.min_cell),
             "share": np.where(hide, "", table["share"].map(lambda v: f"{v:.4f}")),
-            "base_share": np.where(hide_base, "", table["base_share"].map(lambda v: f"{v:.4f}")),
+            # marked: a blank read as 0% beside the crowd's share
+            "base_share": np.where(hide_base, "hidden", table["base_share"].map(lambda v: f"{v:.4f}")),
             "tgi": np.where(hide | hide_base | table["tgi"].isna(), "", table["tgi"].map(lambda v: f"{v:.0f}")),
         }
     )
 
 
 def suppressed_lines(table: pd.DataFrame | None, min_cell: int) -> pd.DataFrame | None:
-    """A top categories/brands table with rows of fewer than ``min_cell`` buyers blanked, and
-    the base's penetration (and the TGI) blank where fewer than ``min_cell`` of the base bought."""
+    """A top categories/brands table without the rows of fewer than ``min_cell`` buyers (their
+    place in an order by the crowd's spend would tell what those few bought: the whole table of
+    a crowd under ``min_cell``), and the base's penetration (and the TGI) blank where fewer than
+    ``min_cell`` of the base bought."""
     if table is None or table.empty:
         return table
-    hide = table["buyers"].to_numpy() < min_cell
+    table = table[table["buyers"].to_numpy() >= min_cell].reset_index(drop=True)
     hide_base = table["base_buyers"].to_numpy() < min_cell
     shown = table.drop(columns=["base_buyers"]).astype(object).copy()
-    for column in ("spend", "share_of_spend", "penetration", "avg_unit_price", "tgi"):
-        shown.loc[hide, column] = None
     shown.loc[hide_base, ["base_penetration", "tgi"]] = None
-    shown["buyers"] = np.where(hide, f"<{min_cell}", table["buyers"].astype(str))
+    shown["buyers"] = table["buyers"].astype(str)
     return shown
 
 
 def suppressed_activity(table: pd.DataFrame | None, size: int, min_cell: int) -> pd.DataFrame | None:
     if table is None or table.empty:
         return table
+    # an activity nobody in the base has is not in the data (or not of these customers): left out
+    table = table[table["base_reach"].to_numpy() > 0].reset_index(drop=True)
     shown = table.astype(object).copy()
     hide = table["reach"].to_numpy() < min_cell
     shown["reach"] = np.where(hide, f"<{min_cell}", table["reach"].astype(str))
     shown.loc[hide, "reach_share"] = None
-    if size < min_cell:
-        shown[["mean", "index"]] = None
+    # a mean over the crowd is the few's total divided by its size: hidden with the reach
+    shown.loc[hide | (size < min_cell), ["mean", "index"]] = None
     return shown
 
 

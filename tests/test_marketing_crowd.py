@@ -213,7 +213,10 @@ def test_small_counts_are_suppressed_with_a_second_cell_where_one_would_be_recov
     answer = report_json(report)
     assert answer["customers"] == 3
     assert all(row["count"] in ("<2", "hidden") or int(row["count"]) >= 2 for row in answer["dimensions"])
-    assert {row["value"] for row in answer["top_categories"] if row["buyers"] == "<2"} == {"Bakery"}
+    # Bakery (1 buyer) is left out of the top categories: its place in the order by spend would
+    # tell what that one customer spent
+    assert report.categories["value"].tolist() == ["Meat", "Dairy", "Bakery"]
+    assert [(row["value"], row["buyers"]) for row in answer["top_categories"]] == [("Meat", "2"), ("Dairy", "2")]
 
 
 def test_a_crowd_smaller_than_the_minimum_cell_shows_no_figure():
@@ -221,12 +224,60 @@ def test_a_crowd_smaller_than_the_minimum_cell_shows_no_figure():
     answer = report_json(report)
     assert answer["customers"] == "<10"
     assert {row["count"] for row in answer["dimensions"]} == {"<10"}
-    assert all(row["spend"] is None for row in answer["top_categories"])
-    # the base (5 customers) is under the minimum cell too: its penetration would give its counts
-    assert all(row["base_penetration"] is None and row["tgi"] is None for row in answer["top_categories"])
-    assert all("base_buyers" not in row for row in answer["top_categories"])
+    assert answer["top_categories"] == []  # not even in an order: what the few bought most
+    assert all(row["mean"] is None and row["index"] is None for row in answer["activity"])
     figures = {row["measure"]: row["crowd"] for row in answer["figures"]}
     assert figures["customers"] == "<10" and figures["share of revenue"] is None
+
+
+def test_a_crosstab_hides_enough_that_no_hidden_count_can_be_worked_out():
+    from marketing.crowd_compare import suppressed_crosstab
+    from marketing.crowd_report import suppression_mask_2d
+
+    # 3 x 3 counts, one under 5 (r1, c1 = 2): its row and its column each need a second hidden
+    # cell, and so do the row and column of those
+    cells = [("r1", "c1", 2), ("r1", "c2", 30), ("r1", "c3", 40)]
+    cells += [("r2", "c1", 20), ("r2", "c2", 50), ("r2", "c3", 60)]
+    cells += [("r3", "c1", 70), ("r3", "c2", 80), ("r3", "c3", 90)]
+    table = pd.DataFrame(cells, columns=["row", "column", "count"])
+    hide = suppression_mask_2d(table["count"].to_numpy(), table["row"].to_numpy(), table["column"].to_numpy(), 5)
+    hidden = set(table.loc[hide, ["row", "column"]].itertuples(index=False, name=None))
+    assert hidden == {("r1", "c1"), ("r1", "c2"), ("r2", "c1"), ("r2", "c2")}
+    for axis in ("row", "column"):  # never exactly one hidden cell in a row or a column
+        assert set(table.loc[hide].groupby(axis).size()) <= {2, 3}
+    totals = {axis: table.groupby(axis)["count"].transform("sum") for axis in ("row", "column")}
+    table["row_pct"], table["col_pct"] = table["count"] / totals["row"], table["count"] / totals["column"]
+    shown = suppressed_crosstab(table, 5).set_index(["row", "column"])
+    assert shown.loc[("r1", "c1"), "count"] == "<5" and shown.loc[("r2", "c2"), "count"] == "hidden"
+    # a shown count over its percentage would give its row's (column's) total: none where the
+    # row (column) hides a cell
+    assert (shown.loc["r1", "row_pct"] == "").all() and (shown.loc["r2", "row_pct"] == "").all()
+    assert (shown.loc["r3", "row_pct"] != "").all()
+    assert (shown.xs("c1", level="column")["col_pct"] == "").all()
+    assert (shown.xs("c3", level="column")["col_pct"] != "").all()
+
+
+def test_activity_means_are_hidden_with_their_reach_and_activities_nobody_has_are_left_out():
+    from marketing.crowd_report import suppressed_activity
+
+    activity = pd.DataFrame(
+        {
+            "measure": ["views", "clicks", "calls"],
+            "label": ["views", "clicks", "calls"],
+            "reach": [30, 2, 0],
+            "base_reach": [300, 40, 0],
+            "mean": [3.0, 0.02, 0.0],  # clicks: 2 customers' 2 clicks over a crowd of 100
+            "base_mean": [2.0, 0.1, 0.0],
+            "reach_share": [0.3, 0.02, 0.0],
+            "base_reach_share": [0.3, 0.04, 0.0],
+            "index": [150.0, 20.0, np.nan],
+        }
+    )
+    shown = suppressed_activity(activity, size=100, min_cell=10).set_index("measure")
+    assert shown.index.tolist() == ["views", "clicks"]  # nobody in the base made a call
+    assert shown.loc["views", "mean"] == 3.0 and shown.loc["views", "reach"] == "30"
+    assert shown.loc["clicks", "reach"] == "<10"
+    assert shown.loc["clicks", ["mean", "index", "reach_share"]].isna().all()
 
 
 def test_bands_cut_at_quintiles_of_everyone():
