@@ -99,9 +99,34 @@ class Schema:
     on the data), returning their kind or None.
     """
 
-    def __init__(self, kinds: dict[str, str], resolve: Callable[[str], str | None] | None = None):
+    def __init__(
+        self,
+        kinds: dict[str, str],
+        resolve: Callable[[str], str | None] | None = None,
+        values: dict[str, tuple[str, ...]] | None = None,
+        current: dict[str, tuple[str, ...]] | None = None,
+    ):
+        """``values``: the only values some text columns can ever hold (the RFM groups): a
+        condition naming another is refused with the closest. ``current``: the values some hold
+        as of this date (the top categories and 'other'), which move with the data: only a value
+        that differs from one of them in case or spaces alone is refused (a typo), not one that
+        is not among them today (a saved segment would stop refreshing when the top moves)."""
         self.kinds = dict(kinds)
         self.resolve = resolve
+        self.values = dict(values or {})
+        self.current = dict(current or {})
+
+    def check_value(self, column: str, value: str) -> None:
+        if column in self.values and value not in self.values[column]:
+            known = self.values[column]
+            close = [v for v in known if _folded(v) == _folded(value)]
+            close = close or difflib.get_close_matches(value, list(known), n=3, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise FilterError(f"{column} has no value {value!r}{hint} (its values: {list(known)})")
+        if column in self.current and value not in self.current[column]:
+            same = [v for v in self.current[column] if _folded(v) == _folded(value)]
+            if same:
+                raise FilterError(f"{column} has no value {value!r}; did you mean {same[0]!r}? (values match exactly)")
 
     def kind(self, name: str) -> str | None:
         if name in self.kinds:
@@ -117,6 +142,10 @@ class Schema:
     @classmethod
     def of_frame(cls, frame: pd.DataFrame) -> Schema:
         return cls({c: kind_of(frame[c]) for c in frame.columns})
+
+
+def _folded(value: str) -> str:
+    return " ".join(value.split()).casefold()
 
 
 def kind_of(column: pd.Series) -> str:
@@ -261,6 +290,8 @@ class _Checker:
             if left_kind == "literal" and right_kind == "literal":
                 raise FilterError(f"{node.sql()!r} compares two values; name a column")
             self.same_kind(node, [left, right])
+            self.known_values(left, [right])
+            self.known_values(right, [left])
             return type(node)(this=left, expression=right)
         if isinstance(node, exp.In):
             if node.args.get("query") or node.args.get("unnest") or node.args.get("field"):
@@ -272,6 +303,7 @@ class _Checker:
             column, _ = self.operand(node.this, column_only=True)
             values = [self.literal(v) for v in node.expressions]
             self.same_kind(node, [column, *values])
+            self.known_values(column, values)
             return exp.In(this=column, expressions=values)
         if isinstance(node, exp.Between):
             column, _ = self.operand(node.this, column_only=True)
@@ -331,6 +363,13 @@ class _Checker:
             _number(node.this.this, node)
             return node
         raise FilterError(f"{node.sql()!r} is not a value or a column name")
+
+    def known_values(self, column: exp.Expression, values: list[exp.Expression]) -> None:
+        if not isinstance(column, exp.Column):
+            return
+        for value in values:
+            if isinstance(value, exp.Literal) and value.is_string:
+                self.schema.check_value(column.name, value.this)
 
     def same_kind(self, node: exp.Expression, operands: list[exp.Expression]) -> None:
         kinds = {}

@@ -21,6 +21,7 @@ from features.catalogue import Feature, catalogue
 from features.config import FeatureConfig
 from marketing.behaviour import behaviour_table
 from marketing.filters import NUMBER, TEXT, Condition, Schema
+from marketing.rfm import GROUPS as RFM_GROUPS
 from marketing.rfm import RFM_COLUMNS, RFM_INPUTS, rfm_scores
 from portrait.dataset import Dataset
 from portrait.engine import as_engine
@@ -105,11 +106,15 @@ class Population:
         """Feature, RFM and (with ``models``) score columns with their kinds."""
         kinds = {f.name: feature_kind(f) for f in self.features}
         kinds.update(RFM_KINDS)
+        current = {
+            "favourite_category": (*self.vocabulary.categories, "other"),
+            "favourite_channel": tuple(self.vocabulary.channels),
+        }
         if models and self.scores is not None:
             kinds.update(
                 {c: NUMBER if c != "persona_name" else TEXT for c in self.scores.columns if c != "customer_id"}
             )
-        return Schema(kinds)
+        return Schema(kinds, values={"rfm_group": RFM_GROUPS}, current=current)
 
     # ------------------------------------------------------------ the table
 

@@ -138,3 +138,22 @@ def test_behaviour_terms_sum_a_persons_merged_ids_in_the_order_asked():
     assert table["customer_id"].tolist() == ["Z", "B", "A"]
     values = table[[t.column for t in terms]].to_numpy().tolist()
     assert values == [[0.0, 0.0, 0.0], [0.0, 0.0, 7.0], [2.0, 2.0, 15.0]]
+
+
+def test_a_value_a_column_never_holds_is_refused_and_a_case_slip_of_a_current_one_too():
+    schema = Schema(
+        {"rfm_group": "text", "favourite_category": "text"},
+        values={"rfm_group": ("Champions", "Loyal")},
+        current={"favourite_category": ("BEEF", "other")},
+    )
+    with pytest.raises(FilterError, match=r"rfm_group has no value 'Champion'; did you mean 'Champions'\?"):
+        parse_condition("rfm_group = 'Champion'", schema)
+    with pytest.raises(FilterError, match=r"rfm_group has no value 'loyal '; did you mean 'Loyal'\?"):
+        parse_condition("rfm_group in ('Champions', 'loyal ')", schema)
+    with pytest.raises(FilterError, match=r"favourite_category has no value 'beef'; did you mean 'BEEF'\?"):
+        parse_condition("'beef' != favourite_category", schema)
+    # not among today's top categories is no error: a saved segment keeps refreshing as the top moves
+    assert parse_condition("favourite_category = 'TOYS' or rfm_group = 'Loyal'", schema).columns == [
+        "favourite_category",
+        "rfm_group",
+    ]
