@@ -128,7 +128,7 @@ def register_tags(app: typer.Typer, out, console) -> None:
     ) -> None:
         """Tag every customer as of a date; write the tags table and a summary."""
         from marketing.tags import apply_tags, load_library, movement, previous_tags, tags_file, with_since
-        from portrait.files import atomic_write, atomic_write_text
+        from portrait.files import atomic_write, atomic_write_text, check_targets
 
         started = time.perf_counter()
         library = load_library(file)
@@ -159,6 +159,7 @@ def register_tags(app: typer.Typer, out, console) -> None:
             "duration_seconds": round(time.perf_counter() - started, 2),
         }
         target = tags_file(out_dir, as_of_date)
+        check_targets([target, target.with_suffix(".summary.json")])
         atomic_write(tags, target)
         atomic_write_text(json.dumps(summary, indent=2, default=str), target.with_suffix(".summary.json"))
         table = Table(title=f"tags as of {as_of_date} ({applied.customers:,} customers)")
@@ -288,7 +289,7 @@ def register_rfm(app: typer.Typer, out, console) -> None:
         from marketing.population import Population
         from marketing.rfm import group_summary, migration, top_share_of_revenue
         from portrait.dataset import open_dataset
-        from portrait.files import atomic_write, atomic_write_text
+        from portrait.files import atomic_write, atomic_write_text, check_targets
 
         ds = open_dataset(dataset)
         value_columns = ["days_since_last_purchase", "orders_lifetime", "spend_lifetime"]
@@ -306,6 +307,10 @@ def register_rfm(app: typer.Typer, out, console) -> None:
         summary = group_summary(frame, frame)
         top = top_share_of_revenue(frame)
         stem = out_dir / f"rfm_{as_of_date.isoformat()}"
+        check_targets(
+            [stem.with_suffix(".parquet"), stem.with_suffix(".summary.json"), out_dir / f"{stem.name}_groups.csv"]
+            + ([out_dir / f"rfm_migration_{previous}_{as_of_date.isoformat()}.csv"] if earlier is not None else [])
+        )
         atomic_write(rfm, stem.with_suffix(".parquet"))
         atomic_write(summary, out_dir / f"rfm_{as_of_date.isoformat()}_groups.csv", csv=True)
         facts = {"as_of": as_of_date.isoformat(), "customers": len(frame), "top_20pct_share_of_revenue": top}

@@ -22,7 +22,7 @@ from marketing.crowd import CrowdData
 from marketing.crowd_report import hidden_counts, suppression_mask, suppression_mask_2d
 from portrait import pages
 from portrait.errors import PortraitError
-from portrait.files import atomic_write, atomic_write_text
+from portrait.files import atomic_write, atomic_write_text, check_targets
 
 ALPHA = 0.05
 MIN_EXPECTED = 5
@@ -73,6 +73,7 @@ def write_crosstab(
 ) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out_dir / "crosstab.csv", "html": out_dir / "crosstab.html"}
+    check_targets(paths.values())
     shown = suppressed_crosstab(table, min_cell)
     atomic_write(shown.rename(columns={"row": rows, "column": cols}), paths["csv"], csv=True)
     row_label, col_label = data.dimension_label(rows), data.dimension_label(cols)
@@ -247,6 +248,7 @@ def suppressed_comparison(result: Comparison, min_cell: int) -> pd.DataFrame:
 def write_compare(result: Comparison, data: CrowdData, min_cell: int, out_dir: Path) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out_dir / "compare.csv", "md": out_dir / "compare.md", "html": out_dir / "compare.html"}
+    check_targets(paths.values())
     shown = suppressed_comparison(result, min_cell)
     atomic_write(shown, paths["csv"], csv=True)
     figures = _figures(result, min_cell)

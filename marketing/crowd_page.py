@@ -19,7 +19,7 @@ from marketing.crowd_report import (
     suppressed_lines,
 )
 from portrait import pages
-from portrait.files import atomic_write, atomic_write_text
+from portrait.files import atomic_write, atomic_write_text, check_targets
 
 HEADERS = {
     "dimension": "dimension",
@@ -36,9 +36,11 @@ CROWD_COLOUR, BASE_COLOUR = "#c0392b", "#95a5a6"
 def write_report(report: CrowdReport, out_dir: Path) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out_dir / "crowd.csv", "md": out_dir / "crowd.md", "html": out_dir / "crowd.html"}
+    check_targets(paths.values())
+    markdown, html = markdown_page(report), html_page(report)  # both made before anything is written
     atomic_write(suppressed_dimensions(report), paths["csv"], csv=True)
-    atomic_write_text(markdown_page(report), paths["md"])
-    atomic_write_text(html_page(report), paths["html"])
+    atomic_write_text(markdown, paths["md"])
+    atomic_write_text(html, paths["html"])
     return paths
 
 

@@ -20,7 +20,7 @@ import pandas as pd
 from marketing.crowd import CrowdData
 from portrait import pages
 from portrait.errors import PortraitError
-from portrait.files import atomic_write, atomic_write_text
+from portrait.files import atomic_write, atomic_write_text, check_targets
 
 WINDOWS = (30, 90, 180, 365)
 CELLS = {
@@ -121,6 +121,7 @@ def write_quadrant(
         "html": out_dir / "quadrant.html",
         "potential": out_dir / "potential_high_spenders.csv",
     }
+    check_targets(paths.values())
     cells = result.cells.astype(object).copy()
     hide = result.cells["customers"].to_numpy() < min_cell
     cells["customers"] = np.where(hide, f"<{min_cell}", result.cells["customers"].astype(str))

@@ -26,7 +26,7 @@ from marketing.tags import Library
 from portrait import pages
 from portrait.dataset import Dataset
 from portrait.errors import PortraitError
-from portrait.files import atomic_write, atomic_write_text
+from portrait.files import atomic_write, atomic_write_text, check_targets
 from portrait.views import compute_once
 
 EVERY = {"week": pd.DateOffset(weeks=1), "month": pd.DateOffset(months=1)}
@@ -208,6 +208,7 @@ def suppressed_trend(table: pd.DataFrame, min_cell: int) -> pd.DataFrame:
 def write_trend(table: pd.DataFrame, crowd: Crowd, min_cell: int, out_dir: Path) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out_dir / "trend.csv", "png": out_dir / "trend.png", "html": out_dir / "trend.html"}
+    check_targets(paths.values())
     shown = suppressed_trend(table, min_cell)
     atomic_write(shown, paths["csv"], csv=True)
     chart = _chart(table, shown, crowd)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import operator
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -231,6 +232,14 @@ def parse_condition(text: str, schema: Schema, *, behaviour: bool = False) -> Co
         raise FilterError(f"cannot parse condition {text!r}: {_parse_problem(exc)}") from None
     except RecursionError:
         raise FilterError("the condition is nested too deeply") from None
+    alias = next(iter(tree.find_all(exp.Alias)), None) if not isinstance(tree, exp.Alias) else tree
+    if alias is not None:  # "0x10" or "spend 100": two words side by side read as "0 AS x10"
+        hexadecimal = re.fullmatch(r"[xXbBoO][0-9a-fA-F_]+", alias.alias or "")
+        raise FilterError(
+            f"cannot parse condition {text!r}: {alias.this.sql()!r} is followed by {alias.alias!r} with nothing "
+            "between them (an operator, a quote or a space too many?)"
+            + ("; numbers are written in decimal" if hexadecimal else "")
+        )
     checker = _Checker(schema, behaviour)
     try:
         tree = checker.boolean(tree)

@@ -63,7 +63,7 @@ def register_funnel(app: typer.Typer, out, console) -> None:
             tag_groups,
         )
         from portrait.dataset import open_dataset
-        from portrait.files import atomic_write
+        from portrait.files import atomic_write, check_targets
 
         started = time.perf_counter()
         # Checks that need no data come first, so a typo costs nothing.
@@ -106,6 +106,7 @@ def register_funnel(app: typer.Typer, out, console) -> None:
             say("writing")
             shown = suppress(funnel.table, min_cell)
             csv_path, png_path = out_dir / "funnel.csv", out_dir / "funnel.png"
+            check_targets([csv_path, png_path])
             atomic_write(shown, csv_path, csv=True)
             note = funnel_chart(funnel, min_cell, png_path)
         if note:

@@ -98,6 +98,20 @@ def check_suffix(path: str | Path, allowed: tuple[str, ...], option: str = "--ou
         )
 
 
+def check_targets(paths) -> None:
+    """Refuse, before the first of several files is written, a target that is a folder or
+    whose folder is a file: each file is written whole or not at all, and this keeps a
+    command from leaving some new files beside old ones when a later one cannot be written."""
+    for path in map(Path, paths):
+        if path.is_dir():
+            raise PortraitError(f"cannot write {path}: it is a folder; move it or choose another --out")
+        for parent in path.parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise PortraitError(f"cannot write {path}: {parent} is a file, not a folder")
+                break
+
+
 def atomic_write(frame: pd.DataFrame, path: Path, csv: bool | None = None) -> None:
     """Writes ``frame`` to a temporary name beside ``path``, then renames it into place.
     CSV when ``csv`` is true, or when it is None and ``path`` ends in ``.csv``; else Parquet."""

@@ -369,3 +369,15 @@ def test_a_folder_replacement_whose_rename_fails_keeps_the_previous_folder(tmp_p
     assert [p.name for p in final.iterdir()] == ["old.txt"]
     files.replace_directory(work, final, NoExchange())
     assert [p.name for p in tmp_path.iterdir()] == ["scores"] and [p.name for p in final.iterdir()] == ["new.txt"]
+
+
+def test_targets_that_cannot_be_written_are_refused_before_any_is_written(tmp_path):
+    from portrait.errors import PortraitError
+
+    (tmp_path / "crowd.html").mkdir()
+    (tmp_path / "a_file").write_text("x")
+    files.check_targets([tmp_path / "crowd.csv", tmp_path / "new" / "deeper" / "crowd.md"])  # absent: fine
+    with pytest.raises(PortraitError, match=r"cannot write .*crowd.html: it is a folder"):
+        files.check_targets([tmp_path / "crowd.csv", tmp_path / "crowd.html"])
+    with pytest.raises(PortraitError, match=r"cannot write .*a_file/crowd.csv: .*a_file is a file, not a folder"):
+        files.check_targets([tmp_path / "a_file" / "crowd.csv"])

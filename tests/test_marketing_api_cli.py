@@ -312,3 +312,15 @@ def test_a_manual_tag_counts_people_not_the_ids_listed():
     known = pd.DataFrame({"given_id": ["C6", "C7", "C1"], "customer_id": ["C6", "C6", "C1"]})  # C7 is C6
     assert _people(known, 3) == "2 customers (3 ids listed)"
     assert _people(known.iloc[2:], 1) == "1 customer"
+
+
+def test_a_command_with_one_target_a_folder_writes_none_of_its_files(tmp_path, data_folder):
+    out = tmp_path / "out"
+    (out / "crowd.html").mkdir(parents=True)
+    code, text = run("crowd", "report", "--all", "--data", str(data_folder), "--as-of", "2024-03-01", "--out", str(out))
+    assert code == 2 and "crowd.html: it is a folder" in text
+    assert sorted(p.name for p in out.iterdir()) == ["crowd.html"]  # crowd.csv and .md were written before
+    (out / "rfm_2024-03-01.summary.json").mkdir()
+    code, text = run("rfm", str(data_folder), "--as-of", "2024-03-01", "--out", str(out))
+    assert code == 2 and "summary.json: it is a folder" in text
+    assert sorted(p.name for p in out.iterdir()) == ["crowd.html", "rfm_2024-03-01.summary.json"]

@@ -45,6 +45,9 @@ def test_is_null_and_is_not_null_by_hand():
         # where the parser stopped, in words (not sqlglot's "Required keyword ... <class ...>")
         ("spend_365d between 5 and", r"cannot parse condition .*: something is missing at 'and' \(character 24\)$"),
         ("(spend_365d > 1", r"cannot parse condition .*: Expecting \) at '1' \(character 15\)$"),
+        # two words side by side were read as an alias ("0 AS x10") and shown so
+        ("spend_365d > 0x10", r"'spend_365d > 0' is followed by 'x10' .*; numbers are written in decimal$"),
+        ("spend_365d > 5\uff09", r"'spend_365d > 5' is followed by '\uff09' with nothing between them \(.*\?\)$"),
     ],
 )
 def test_filters_are_bounded_and_type_checked(text, message):
