@@ -365,7 +365,8 @@ def segment_groups(population, segments_dir: Path | None) -> pd.DataFrame:
 
 def suppress(table: pd.DataFrame, min_cell: int = 10) -> pd.DataFrame:
     """The table as it may leave the program: counts below ``min_cell`` become ``"<min_cell"``,
-    and so do the rates, drop-off and median computed from a suppressed count. Rates are
+    and so do the rates, drop-off and median computed from a suppressed count (a drop-off between
+    two shown counts is shown, however small: it is their difference). Rates are
     rounded to 4 decimals, hours to 1."""
     if isinstance(min_cell, bool) or not isinstance(min_cell, int) or min_cell < 1:
         raise FunnelError(f"--min-cell must be a whole number of at least 1, got {min_cell!r}")
@@ -388,8 +389,8 @@ def suppress(table: pd.DataFrame, min_cell: int = 10) -> pd.DataFrame:
     out["customers"] = shown(table["customers"], small, None)
     out["conversion_from_previous"] = shown(table["conversion_from_previous"], small | previous_small, 4)
     out["conversion_from_first"] = shown(table["conversion_from_first"], small | first_small, 4)
-    drop = table["drop_off"]
-    out["drop_off"] = shown(drop, small | previous_small | (drop.fillna(min_cell) < min_cell), None)
+    # the difference of two counts shown beside it: hidden only with one of them
+    out["drop_off"] = shown(table["drop_off"], small | previous_small, None)
     out["median_hours_from_previous"] = shown(table["median_hours_from_previous"], small | previous_small, 1)
     return out
 

@@ -172,7 +172,8 @@ def test_small_cells_and_what_is_computed_from_them_are_suppressed(data):
     shown = suppress(funnel.table, 3)
     assert shown["customers"].tolist() == [6, 3, 3, "<3"]
     assert shown["conversion_from_previous"].tolist() == ["", 0.5, 1.0, "<3"]
-    assert shown["drop_off"].tolist() == ["", 3, "<3", "<3"]  # 0 and 1 are counts below 3 too
+    # 3 - 3 = 0 is shown (both counts are); 3 - <3 is not
+    assert shown["drop_off"].tolist() == ["", 3, 0, "<3"]
     assert shown["median_hours_from_previous"].tolist() == ["", 1.0, 1.0, "<3"]
     # A suppressed first step hides every rate from the first.
     assert set(suppress(funnel.table, 7)["conversion_from_first"]) == {"<7"}
