@@ -92,7 +92,7 @@ def _activity_table(report: CrowdReport) -> pd.DataFrame | None:
     return pd.DataFrame(
         {
             "activity": shown["label"],
-            "customers with any": shown["reach"],
+            "customers with any": shown["reach"].map(_count_text),
             "share with any (crowd)": shown["reach_share"].map(_pct),
             "share with any (base)": shown["base_reach_share"].map(_pct),
             "mean per customer (crowd)": shown["mean"].map(_num),
@@ -127,8 +127,26 @@ def _dimension_tables(report: CrowdReport) -> list[tuple[str, str, pd.DataFrame]
     for name, rows in shown.groupby("dimension", sort=False):
         if set(rows["value"]) == {"unknown"}:
             continue
-        result.append((name, report.labels.get(name, name), rows.drop(columns="dimension")))
+        rows = rows.drop(columns="dimension").assign(
+            count=rows["count"].map(_count_text),
+            share=rows["share"].map(_share_text),
+            base_share=rows["base_share"].map(_share_text),
+        )
+        result.append((name, report.labels.get(name, name), rows))
     return result
+
+
+def _count_text(value: str) -> str:
+    """A count as the CSV has it ('1234', '<10', 'hidden') with thousands separators."""
+    return f"{int(value):,}" if value.isdigit() else value
+
+
+def _share_text(value: str) -> str:
+    """A share as the CSV has it ('0.1080', '' or 'hidden') as a percentage."""
+    try:
+        return f"{float(value):.1%}"
+    except ValueError:
+        return value
 
 
 def _unknown_everywhere(report: CrowdReport) -> list[str]:
