@@ -240,6 +240,10 @@ class CrowdData:
         first, last = self.con.execute(f"SELECT MIN(ts), MAX(ts) FROM {PURCHASES_READ}").fetchall()[0]
         as_of = self.population.as_of
         if first is None:
+            if not self.con.execute("SELECT COUNT(*) FROM (SELECT 1 FROM clean_purchases LIMIT 1)").fetchall()[0][0]:
+                raise PortraitError(
+                    "the purchases table has no readable row at all (portrait validate DATASET says why)"
+                )
             raise PortraitError(f"no purchase before {as_of}: the as-of date is before the data's range")
         gap = (as_of - pd.Timestamp(last).date()).days
         if gap > max_gap_days:

@@ -466,6 +466,17 @@ def data_folder(tmp_path) -> Path:
     return write_tables(tmp_path / "data", purchases=PURCHASES, events=EVENTS, customers=CUSTOMERS)
 
 
+def test_a_purchases_table_without_a_readable_row_is_said_as_such_not_as_an_early_date(tmp_path):
+    from tests.conftest import write_tables
+
+    folder = write_tables(tmp_path / "data", purchases=PURCHASES.iloc[:0])  # the header alone
+    code, output = run("crowd", "report", "--all", "--data", folder, "--as-of", AS_OF, "--out", tmp_path / "r")
+    assert code == 2 and "the purchases table has no readable row at all" in output
+    folder = write_tables(tmp_path / "early", purchases=PURCHASES)
+    code, output = run("crowd", "report", "--all", "--data", folder, "--as-of", "2000-01-01", "--out", tmp_path / "r")
+    assert code == 2 and "no purchase before 2000-01-01: the as-of date is before the data's range" in output
+
+
 def test_crowd_commands_as_a_user(tmp_path, data_folder):
     common = ["--data", data_folder, "--as-of", AS_OF, "--min-cell", "1"]
     code, output = run("crowd", "report", "--where", "orders_lifetime >= 2", *common, "--out", tmp_path / "r")
