@@ -124,11 +124,11 @@ def _heat_map(table: pd.DataFrame, shown: pd.DataFrame, row_label: str, col_labe
 
 def export_cell(data: CrowdData, mask: np.ndarray, cell: str, out_file: Path) -> tuple[int, list[str]]:
     """Write the customers of ``mask`` (ids only), less those the consent rules leave out."""
-    from portrait.privacy import consent_note
+    from portrait.privacy import export_note
 
     frame = pd.DataFrame({"customer_id": data.ids[mask].to_numpy()})
     kept, left_out = data.apply_consent(frame)
-    notes = [note] if (note := consent_note(left_out)) else []
+    notes = [export_note(left_out)]  # also when no consent rule is set: the file was not filtered
     out_file.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(kept.assign(cell=cell, as_of=data.as_of.isoformat()), out_file, csv=True)
     return len(kept), notes

@@ -506,6 +506,7 @@ def test_crowd_commands_as_a_user(tmp_path, data_folder):
     )
     assert code == 0, output
     assert pd.read_csv(out)["customer_id"].tolist() == ["C"]
+    assert "no consent rule applies" in " ".join(output.split())  # as segment export says it
     code, output = run("crowd", "report", "--where", "orders_lifetime >= 50", *common, "--out", tmp_path / "empty")
     assert code == 0 and "empty" in output
     assert "no customers" in (tmp_path / "empty" / "crowd.md").read_text()
