@@ -158,6 +158,7 @@ def register_segments(app: typer.Typer, out, console) -> None:
                 SegmentStore(segments_dir).save(segment, replace=replace)
             result = evaluator.evaluate(segment)
             late = _late_note(population)
+            unheld = evaluator.tags_nobody_holds(segment)
         if save_first:
             out.print(f"saved segment {segment.name!r}: {segment.definition()}")
         out.print(
@@ -165,6 +166,9 @@ def register_segments(app: typer.Typer, out, console) -> None:
         )
         if not len(result.members):
             _warn_empty(segment.name, result.as_of)
+        for tag, close in unheld.items():  # "interest: FLUID MILK PRODUCTZ": a value no one has
+            hint = f"; did you mean {close}?" if close else ""
+            out.print(f"note: nobody holds the tag {escape(repr(tag))} as of {result.as_of}{escape(hint)}")
         if late:
             out.print(f"note: {late}")
         return result

@@ -294,6 +294,18 @@ class SegmentEvaluator:
         ids = self._frame["customer_id"].astype("str")
         return Evaluated(segment.name, ids[mask].reset_index(drop=True), len(ids), self.population.as_of)
 
+    def tags_nobody_holds(self, segment: Segment) -> dict[str, list[str]]:
+        """The tags ``segment`` asks for that nobody holds as of the date (a misspelt value of
+        an ``each`` tag, most often), each with the closest tags that someone holds."""
+        if self._tags is None:
+            return {}
+        held = set(self._tags["tag"].astype(str))
+        return {
+            tag: difflib.get_close_matches(tag, sorted(held), n=3)
+            for tag in (*segment.tags, *segment.not_tags)
+            if tag not in held
+        }
+
     def _unprepared(self, segment: Segment) -> bool:
         """Whether ``segment`` or a segment it includes needs what the frame lacks: a where
         not built yet, or tags not applied yet (an evaluation of another segment before)."""

@@ -324,3 +324,13 @@ def test_a_command_with_one_target_a_folder_writes_none_of_its_files(tmp_path, d
     code, text = run("rfm", str(data_folder), "--as-of", "2024-03-01", "--out", str(out))
     assert code == 2 and "summary.json: it is a folder" in text
     assert sorted(p.name for p in out.iterdir()) == ["crowd.html", "rfm_2024-03-01.summary.json"]
+
+
+def test_a_tag_value_nobody_holds_is_said_with_the_closest(tmp_path, data_folder):
+    args = ["--data", str(data_folder), "--as-of", "2024-03-01", "--segments", str(tmp_path / "segments")]
+    code, text = run("segment", "count", "--tag", "interest: Diary", *args)
+    text = " ".join(text.split())
+    assert code == 0 and "0 customers" in text
+    assert "nobody holds the tag 'interest: Diary' as of 2024-03-01; did you mean ['interest: Dairy', 'interest: Bakery']?" in text
+    code, text = run("segment", "count", "--tag", "interest: Dairy", *args)
+    assert code == 0 and "nobody holds" not in text
