@@ -213,7 +213,9 @@ def backtest_lines(backtest: Backtest, peer_labels: dict[str, str] | None = None
     title = "Gini" if backtest.metric == "gini" else "ROC AUC"
     calibrated = any(o.ece is not None for o in backtest.origins)
     lines = [
-        f"{'holdout':<12}{'training':>9}{'customers':>11}{'base rate':>11}  {'model':<15}{title:>8}"
+        # a spend label's "base rate" is the share of customers who spent in the window
+        f"{'holdout':<12}{'training':>9}{'customers':>11}{'buyers' if title == 'Gini' else 'base rate':>11}  "
+        f"{'model':<15}{title:>8}"
         f"  {'best peer':<16}{title:>8}{'margin':>9}  {'95% interval':<20}" + ("     ECE" if calibrated else "")
     ]
     for o in backtest.origins:
