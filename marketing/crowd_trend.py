@@ -234,10 +234,13 @@ def _chart(table: pd.DataFrame, shown: pd.DataFrame, crowd: Crowd) -> str:
     top.plot(dates, np.where(hidden, np.nan, table["customers"]), marker="o", color="#c0392b")
     top.set_ylabel("customers in the crowd")
     top.set_title(crowd.describe(), loc="left", fontsize=11)
+    # each point's revenue is of the period before it: the bar ends at the point's date
+    step = dates.diff().median() if len(dates) > 1 else pd.Timedelta(days=7)
     bottom.bar(
         dates,
         np.where(hidden, 0, table["revenue"]),
-        width=max((dates.diff().median() or pd.Timedelta(days=7)).days * 0.7, 1),
+        width=-max(step.days * 0.9, 1),
+        align="edge",
         color="#95a5a6",
     )
     bottom.set_ylabel("revenue in the period")
