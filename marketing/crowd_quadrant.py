@@ -138,7 +138,13 @@ def write_quadrant(
         f"in the same days; both as percentiles within the crowd, high from the {result.split:g}th. "
         f"Counts under {min_cell} shown as &lt;{min_cell}."
     )
-    body = f"<h1>{title}</h1><p class='note'>{intro}</p>{pages.img(_chart(result, min_cell), title)}"
+    shown_any = bool((result.grid >= min_cell).any())
+    chart = (
+        pages.img(_chart(result, min_cell), title)
+        if shown_any
+        else f"<p>Every cell of the chart holds fewer than {min_cell} customers: no chart is drawn.</p>"
+    )
+    body = f"<h1>{title}</h1><p class='note'>{intro}</p>{chart}"
     body += cells.to_html(index=False) + f"<p>Potential high spenders: {paths['potential'].name} ({how}).</p>"
     atomic_write_text(pages.page(title, body), paths["html"])
     return paths, notes
