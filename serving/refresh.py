@@ -46,6 +46,7 @@ LOCK = "refresh.lock"
 MANIFEST = "manifest.json"
 DEFAULT_KEEP = 7
 DEFAULT_MODELS = ["repurchase_90d", "high_value_90d", "spend_90d", "personas"]
+STALE_FEED_DAYS = 31  # a nightly run this long after the latest purchase says so (see _check_as_of)
 STEPS = ("validate", "features", "score", "rfm", "tags", "segments", "crowds", "profiles", "lists")
 _RUN_NAME = re.compile(r"\d{4}-\d{2}-\d{2}")
 _KEYS = {"data", "out", "as_of", "models", "alias", "reasons", "tags", "manual_tags", "segments", "keep", "lists"}
@@ -411,7 +412,8 @@ class _Job:
             "quarantined": report.quarantined_rows,
         }
         record.notes = list(report.notes) + self._changes_since_previous(record.rows)
-        self._check_as_of(report.purchases_first_ts, report.purchases_last_ts)
+        stale = self._check_as_of(report.purchases_first_ts, report.purchases_last_ts)
+        record.notes += [stale] if stale else []
 
     def _changes_since_previous(self, rows: dict[str, int]) -> list[str]:
         """Warnings when a table the previous run read is gone, or holds under half of the valid
@@ -443,10 +445,11 @@ class _Job:
                 )
         return warnings
 
-    def _check_as_of(self, first: str | None, last: str | None) -> None:
+    def _check_as_of(self, first: str | None, last: str | None) -> str | None:
         """A run as of a date before the data, or more than a year after its latest purchase,
         would publish scores, tags and lists in which every window is empty: a stopped feed or
-        a mistyped date, to be fixed, not served."""
+        a mistyped date, to be fixed, not served. More than :data:`STALE_FEED_DAYS` after it, the
+        run is published with a warning (the short windows are empty); returned."""
         from features.build import LATE_AS_OF_DAYS
 
         as_of = self.config.as_of
@@ -461,6 +464,12 @@ class _Job:
                 f"as of {as_of} is {gap} days after the latest purchase ({last_day}; the data runs from "
                 f"{first_day}): every window would be empty. Is the data feed stopped, or the date mistyped?"
             )
+        if gap > STALE_FEED_DAYS:
+            return (
+                f"warning: the latest purchase ({last_day}) is {gap} days before {as_of}: the 30-day windows "
+                "are empty for everyone and recency grows for all (a stopped feed, or a mistyped date?)"
+            )
+        return None
 
     def features(self, record: StepRecord) -> None:
         from serving.registry import load_model

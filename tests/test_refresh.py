@@ -476,3 +476,19 @@ def test_a_table_gone_or_shrunk_since_the_previous_run_is_a_warning(tmp_path):
     assert job._changes_since_previous({**now, "purchases_valid": 950, "events_valid": 5100}) == []
     job.previous = None
     assert job._changes_since_previous(now) == []
+
+
+def test_a_run_well_after_the_latest_purchase_is_published_with_a_warning():
+    import datetime as dt
+
+    from serving.refresh import _Job
+
+    job = _Job.__new__(_Job)  # only the settings' date is read
+    job.config = type("Settings", (), {"as_of": dt.date(2025, 3, 1)})()
+    first, last = "2024-01-01 09:00:00", "2025-01-10 18:00:00"
+    assert job._check_as_of(first, last) == (
+        "warning: the latest purchase (2025-01-10) is 50 days before 2025-03-01: the 30-day windows are empty "
+        "for everyone and recency grows for all (a stopped feed, or a mistyped date?)"
+    )
+    job.config.as_of = dt.date(2025, 2, 10)  # 31 days: a quiet month is no warning
+    assert job._check_as_of(first, last) is None
