@@ -68,7 +68,11 @@ def build_list(
     if persona is not None:
         if "persona_name" not in table.columns:
             raise PortraitError("the latest scores have no personas; score with the personas model")
-        mask &= (table["persona_name"] == persona) | (table["persona_id"].astype(str) == str(persona))
+        chosen_persona = (table["persona_name"] == persona) | (table["persona_id"].astype(str) == str(persona))
+        if not chosen_persona.any():  # a typo would be an empty campaign list, not an answer
+            names = sorted(table["persona_name"].dropna().astype(str).unique())
+            raise PortraitError(f"no persona {persona!r} in the latest scores; personas: {names} (or their ids)")
+        mask &= chosen_persona
     if customers is not None:
         mask &= table["customer_id"].astype("str").isin(customers)
     if exclude_bought_within is not None:

@@ -150,6 +150,9 @@ def test_list_filters_ranks_and_reports_the_columns_used(scored):
     assert (rows["spend_365d"] > 100).all() and rows["days_since_last_purchase"].between(4, 59).all()
     persona = scores["persona_name"].iloc[0]
     assert (build_list(scores, features, MODEL, persona=persona)["persona"] == persona).all()
+    # a persona the scores do not hold is an error naming them (it was an empty list)
+    with pytest.raises(PortraitError, match=rf"no persona 'No such' in the latest scores; personas: \[.*{persona}"):
+        build_list(scores, features, MODEL, persona="No such")
 
 
 @pytest.mark.parametrize(
