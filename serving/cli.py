@@ -287,6 +287,7 @@ def register(app: typer.Typer, out, console) -> None:
         # Built here first in every case, so a missing scores folder, a bad keys file or tag
         # library stops with its message before any worker starts (a failing worker is restarted).
         app_instance = build_app(settings)
+        _check_port_free(host, port)
         access = (
             f"keys from {keys}" if keys else ("one API key (PORTRAIT_API_KEY)" if api_key else "no key: local use only")
         )
@@ -313,6 +314,24 @@ def register(app: typer.Typer, out, console) -> None:
             port=port,
             log_level="warning",
         )
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Refuse a port another program holds, with one line, before saying "serving on" (uvicorn
+    logs the bind error and exits 3). A probe, not a reservation: the race is left to uvicorn."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise PortraitError(f"--host {host}: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise PortraitError(f"cannot serve on {host}:{port}: {exc.strerror}; choose another --port") from None
 
 
 def _print_summary(out, run) -> None:

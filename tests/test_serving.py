@@ -682,3 +682,17 @@ def test_a_relative_labels_batch_is_moved_to_its_share_and_the_summary_says_by_h
     repurchase = LoadedModel("repurchase_90d", "1", "champion", {"label": "repurchase"}, None, {})
     same, nothing = population_scores(repurchase, raw)
     assert same is raw and nothing == {}
+
+
+def test_a_port_in_use_is_one_error_line_before_serving():
+    import socket
+
+    from serving.cli import _check_port_free
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        with pytest.raises(PortraitError, match=rf"cannot serve on 127.0.0.1:{port}: .*; choose another --port"):
+            _check_port_free("127.0.0.1", port)
+    _check_port_free("127.0.0.1", port)  # free again
