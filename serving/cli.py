@@ -179,6 +179,8 @@ def register(app: typer.Typer, out, console) -> None:
         # LATEST names the scores: after a backfill, an older date than the newest scores
         out.print(f"{len(rows):,} customers -> {out_file} (scores as of {scored}, {model})")
         out.print(export_note(rows.attrs["left_out"]))
+        if rows.attrs.get("note"):
+            out.print(f"note: {rows.attrs['note']}")
 
     def _members(scores, scores_dir, segment, tags, data, segments_dir, tags_file) -> set[str]:
         """Members of a segment and/or holders of every tag, as of the scores' date."""

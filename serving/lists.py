@@ -23,6 +23,7 @@ def build_list(
     where: str | None = None,
     exclude_bought_within: int | None = None,
     reasons_model=None,
+    reasons_up_to: int | None = None,
     customers: set[str] | None = None,
     consent: Consent | None = None,
     privacy: PrivacySettings | None = None,
@@ -35,7 +36,9 @@ def build_list(
     set's rules, :func:`portrait.privacy.load_consent`) leaves out those who may not be
     contacted before ``top`` is taken; how many matched the filters but were left out, per
     reason, is in ``result.attrs["left_out"]`` (empty without rules). ``privacy``: the data
-    set's settings, whose sensitive attributes computed reasons never name.
+    set's settings, whose sensitive attributes computed reasons never name. Reasons are not
+    computed from a model version other than the one that scored the rows, nor for more than
+    ``reasons_up_to`` rows; ``result.attrs["note"]`` then says why they are missing.
     """
     score_column = f"{model}_score"
     if score_column not in scores.columns:
@@ -104,6 +107,10 @@ def build_list(
         stored = without_sensitive_reasons(chosen[reason_columns], privacy)
         for i, column in enumerate(reason_columns, 1):
             result[f"reason_{i}"] = stored[column].to_numpy()
+    elif reasons_model is not None and (note := _no_reasons(chosen, model, reasons_model, reasons_up_to)):
+        result.attrs["note"] = note
+        for i in (1, 2, 3):
+            result[f"reason_{i}"] = None
     elif reasons_model is not None and len(chosen):
         from serving.score import reasons_for
 
@@ -116,6 +123,25 @@ def build_list(
     for column in used:
         if column not in result.columns:
             result[column] = chosen[column].to_numpy()
+    note = result.attrs.get("note")
     result = result.reset_index(drop=True)
     result.attrs["left_out"] = left_out
+    if note:
+        result.attrs["note"] = note
     return result
+
+
+def _no_reasons(chosen: pd.DataFrame, model: str, reasons_model, up_to: int | None) -> str | None:
+    """Why reasons are not computed for ``chosen``, or None: the rows were scored by another
+    version than the one loaded (its reasons would explain other scores), or they are too many."""
+    version_column = f"{model}_version"
+    if version_column in chosen.columns and len(chosen):
+        scored_by = {str(v) for v in chosen[version_column].dropna().unique()}
+        if scored_by and scored_by != {str(reasons_model.version)}:
+            return (
+                f"no reasons: the scores are from {model} v{', v'.join(sorted(scored_by))}, the model loaded now is "
+                f"v{reasons_model.version} (score again, or store reasons when scoring)"
+            )
+    if up_to is not None and len(chosen) > up_to:
+        return f"no reasons: they are computed for lists of at most {up_to:,} customers; this one has {len(chosen):,}"
+    return None

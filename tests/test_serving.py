@@ -661,6 +661,15 @@ def test_an_empty_list_has_the_columns_of_a_list_with_rows(scored):
     full = build_list(scores, features, MODEL, top=3, reasons_model=model)
     empty = build_list(scores, features, MODEL, min_score=2.0, reasons_model=model)
     assert empty.empty and list(empty.columns) == list(full.columns)
+    assert full["reason_1"].notna().all() and "note" not in full.attrs
+    # too many rows for reasons, or scores of another version than the model loaded: no reasons
+    # (one rule for the API and the CLI), and a note says why
+    many = build_list(scores, features, MODEL, top=3, reasons_model=model, reasons_up_to=2)
+    assert many["reason_1"].isna().all() and "at most 2 customers; this one has 3" in many.attrs["note"]
+    other = scores.assign(**{f"{MODEL}_version": "999"})
+    stale = build_list(other, features, MODEL, top=3, reasons_model=model)
+    assert stale["reason_1"].isna().all()
+    assert f"the scores are from {MODEL} v999, the model loaded now is v{model.version}" in stale.attrs["note"]
 
 
 def test_a_relative_labels_batch_is_moved_to_its_share_and_the_summary_says_by_how_much():

@@ -41,6 +41,7 @@ class MarketingList(BaseModel):
         description="Customers who matched but may not be contacted, per reason: no_consent, suppressed"
     )
     customers: list[ListedCustomer] = Field(description="Best score first")
+    note: str | None = Field(None, description="Why the reasons are missing, when they are")
 
 
 def build_lists_router(state: ServeState, access: Access) -> APIRouter:
@@ -63,7 +64,7 @@ def build_lists_router(state: ServeState, access: Access) -> APIRouter:
         refuse_sensitive_terms(caller, where, sensitive_features(privacy, snap.features.columns), "filter by")
         columns = snap.scores.columns
         needs_reasons = f"{model_name}_score" in columns and f"{model_name}_reason_1" not in columns
-        reasons_model = state.model(model_name) if needs_reasons and top and top <= REASONS_UP_TO else None
+        reasons_model = state.model(model_name) if needs_reasons else None
         rows = build_list(
             snap.scores,
             snap.features,
@@ -75,6 +76,7 @@ def build_lists_router(state: ServeState, access: Access) -> APIRouter:
             where=where,
             exclude_bought_within=exclude_bought_within,
             reasons_model=reasons_model,
+            reasons_up_to=REASONS_UP_TO,
             consent=state.consent(snap),
             privacy=privacy,
         )
@@ -104,6 +106,7 @@ def build_lists_router(state: ServeState, access: Access) -> APIRouter:
             count=len(records),
             left_out=left_out,
             customers=[ListedCustomer(**record) for record in records],
+            note=rows.attrs.get("note"),
         )
 
     return router
