@@ -58,6 +58,10 @@ def register(app: typer.Typer, out, console) -> None:
         scores with reasons and their history, the last orders and events."""
         from features.build import parse_cutoff
         from serving.profile import ProfileSources, build_profile, profile_json
+        from serving.refresh import check_refresh_root
+
+        if runs is not None:
+            check_refresh_root(runs)
 
         sources = ProfileSources(
             data=data,

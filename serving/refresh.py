@@ -209,6 +209,17 @@ def current_run(root: Path) -> Path | None:
     return Path(root) / pointer.read_text(encoding="utf-8").strip()
 
 
+def check_refresh_root(root: Path, option: str = "--runs") -> None:
+    """Refuse one run's folder (``ROOT/runs/DATE``) where a refresh root is asked for: read as
+    a root it holds no LATEST, and every score, tag and RFM group would be silently absent."""
+    root = Path(root)
+    if not (root / LATEST).exists() and root.parent.name == RUNS and (root / "manifest.json").exists():
+        raise PortraitError(
+            f"{option} {root} is one run's folder; give the refresh root {root.parent.parent} "
+            f"(with --as-of {root.name} for that run where the command takes one)"
+        )
+
+
 def run_dates(root: Path) -> list[str]:
     """The as-of dates of the complete runs under ``root``, oldest first."""
     folder = Path(root) / RUNS

@@ -79,6 +79,10 @@ def check_serve_paths(settings: ServeSettings) -> None:
     starts on a data set that does not exist answers 503 to every profile instead)."""
     if settings.data is not None and not Path(settings.data).exists():
         raise PortraitError(f"--data {settings.data} does not exist")
+    if settings.runs is not None:
+        from serving.refresh import check_refresh_root
+
+        check_refresh_root(settings.runs)
     for option, folder in (("--segments", settings.segments), ("--tags", settings.tags), ("--rfm", settings.rfm)):
         if folder is not None and Path(folder).exists() and not Path(folder).is_dir():
             raise PortraitError(f"{option} {folder} is a file, not a folder")

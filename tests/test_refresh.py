@@ -492,3 +492,16 @@ def test_a_run_well_after_the_latest_purchase_is_published_with_a_warning():
     )
     job.config.as_of = dt.date(2025, 2, 10)  # 31 days: a quiet month is no warning
     assert job._check_as_of(first, last) is None
+
+
+def test_one_runs_folder_given_for_a_refresh_root_is_refused_naming_the_root(tmp_path):
+    from serving.refresh import check_refresh_root
+
+    run = tmp_path / "out" / "runs" / "2025-01-01"
+    run.mkdir(parents=True)
+    (run / "manifest.json").write_text("{}")
+    (tmp_path / "out" / "LATEST").write_text("runs/2025-01-01")
+    with pytest.raises(PortraitError, match=rf"--runs {run} is one run's folder; give the refresh root .*out \(with"):
+        check_refresh_root(run)
+    check_refresh_root(tmp_path / "out")  # the root itself
+    check_refresh_root(tmp_path / "nothing yet")  # no run yet: said later as "no published run"
