@@ -453,6 +453,13 @@ def test_validation_errors_with_nan_in_the_body_answer_422_not_500(api):
     assert ["body", "model"] in [e["loc"] for e in response.json()["detail"]]
 
 
+def test_a_body_sent_as_text_is_not_echoed_whole_in_the_422(api):
+    body = '{"model": "m", "rows": [' + ", ".join(['{"x": 1}'] * 20_000) + "]}"  # about 200 KB
+    response = api.post("/score", content=body, headers={"Content-Type": "text/plain"})
+    assert response.status_code == 422 and len(response.content) < 2_000
+    assert any(e.get("input") == f"({len(body):,} characters, not shown)" for e in response.json()["detail"])
+
+
 def test_a_portrait_error_in_a_route_answers_422_with_its_message(api, score_rows, monkeypatch):
     def refuse(*args, **kwargs):
         raise PortraitError("model serve_repurchase_30d v1 cannot score these rows")

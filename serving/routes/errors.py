@@ -88,6 +88,9 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+MAX_INPUT_ECHO = 200  # characters of a rejected value an error answer repeats
+
+
 async def validation_error(request: Request, exc: Exception) -> JSONResponse:
     """422 for a request that does not fit its model. FastAPI's own handler echoes each input,
     and a NaN or infinity in it made the answer itself fail (500); the whole body as input is
@@ -96,7 +99,10 @@ async def validation_error(request: Request, exc: Exception) -> JSONResponse:
     errors = []
     for error in exc.errors()[:MAX_ERRORS]:
         entry = {k: v for k, v in error.items() if k != "input"}
-        if not isinstance(error.get("input"), dict | list):
-            entry["input"] = _json_safe(error.get("input"))
+        value = error.get("input")
+        if isinstance(value, str | bytes) and len(value) > MAX_INPUT_ECHO:  # a body sent as text, echoed whole
+            entry["input"] = f"({len(value):,} characters, not shown)"
+        elif not isinstance(value, dict | list):
+            entry["input"] = _json_safe(value)
         errors.append(entry)
     return JSONResponse(status_code=422, content={"detail": jsonable_encoder(errors)})

@@ -56,7 +56,7 @@ def build_lists_router(state: ServeState, access: Access) -> APIRouter:
         min_score: float | None = None,
         persona: str | None = Query(None, max_length=200, description="Persona name or id"),
         where: str | None = Query(None, max_length=2000, description="A condition over features and scores"),
-        exclude_bought_within: int | None = Query(None, ge=0, description="Leave out who bought in the last DAYS"),
+        exclude_bought_within: int | None = Query(None, ge=1, description="Leave out who bought in the last DAYS"),
     ) -> MarketingList:
         """Customers ranked by the model's score, filtered; recorded in the audit log."""
         snap = state.snapshot()
