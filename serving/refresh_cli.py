@@ -32,7 +32,7 @@ def register(app: typer.Typer, out, console, retrainer=None) -> None:
         """Validate, build features, score, RFM, tag, refresh segments and write lists for one
         date; publish the run all at once (LATEST) only if every step succeeded."""
         from portrait.tracking import setup_tracking
-        from serving.refresh import load_config, refresh
+        from serving.refresh import STEPS, load_config, refresh
 
         config = load_config(settings, as_of)
         setup_tracking()
@@ -68,9 +68,8 @@ def register(app: typer.Typer, out, console, retrainer=None) -> None:
                         soft_wrap=True,
                         markup=True,
                     )
-                steps = ("validate", "features", "score", "rfm", "tags", "segments", "lists")
-                if record.step in steps[:-1]:
-                    current["step"] = steps[steps.index(record.step) + 1]
+                if record.step in STEPS[:-1]:  # the steps' one list: crowds and profiles were said as lists
+                    current["step"] = STEPS[STEPS.index(record.step) + 1]
                     show(current["step"])
 
             result = refresh(
