@@ -438,4 +438,8 @@ def evaluate_each(evaluator: SegmentEvaluator, chosen: list[Segment]) -> tuple[l
 
 def failures_message(failed: list[tuple[str, str]]) -> str:
     """The segments :func:`evaluate_each` could not evaluate, each named with its error."""
-    return "; ".join(f"segment {name!r}: {message}" for name, message in failed)
+    # a condition's own error already names its segment ("segment 'x': unknown column ...")
+    return "; ".join(
+        message if message.startswith(f"segment {name!r}: ") else f"segment {name!r}: {message}"
+        for name, message in failed
+    )

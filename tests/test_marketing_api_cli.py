@@ -331,6 +331,9 @@ def test_a_tag_value_nobody_holds_is_said_with_the_closest(tmp_path, data_folder
     code, text = run("segment", "count", "--tag", "interest: Diary", *args)
     text = " ".join(text.split())
     assert code == 0 and "0 customers" in text
-    assert "nobody holds the tag 'interest: Diary' as of 2024-03-01; did you mean ['interest: Dairy', 'interest: Bakery']?" in text
+    assert (
+        "nobody holds the tag 'interest: Diary' as of 2024-03-01; did you mean ['interest: Dairy', 'interest: Bakery']?"
+        in text
+    )
     code, text = run("segment", "count", "--tag", "interest: Dairy", *args)
     assert code == 0 and "nobody holds" not in text

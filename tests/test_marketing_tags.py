@@ -416,3 +416,12 @@ def test_id_files_without_ids_or_with_several_unnamed_columns_are_errors(tmp_pat
     with pytest.raises(PortraitError, match=r"2 fields and no customer_id\)$") as caught:
         manual.read_ids(path)
     assert "example.com" not in str(caught.value)
+
+
+def test_a_failed_segment_is_named_once():
+    from marketing.segments import failures_message
+
+    failed = [("b", "segment 'b': unknown column 'x'"), ("c", "no purchases row before 2024-03-01")]
+    assert failures_message(failed) == (
+        "segment 'b': unknown column 'x'; segment 'c': no purchases row before 2024-03-01"
+    )
