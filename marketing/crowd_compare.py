@@ -19,7 +19,7 @@ import pandas as pd
 from scipy.stats import chi2_contingency
 
 from marketing.crowd import CrowdData
-from marketing.crowd_report import hidden_counts, suppression_mask, suppression_mask_2d
+from marketing.crowd_report import hidden_counts, suppression_mask
 from portrait import pages
 from portrait.errors import PortraitError
 from portrait.files import atomic_write, atomic_write_text, check_targets
@@ -54,7 +54,7 @@ def suppressed_crosstab(table: pd.DataFrame, min_cell: int) -> pd.DataFrame:
     column's: a shown count over its percentage is the row's (column's) total, and the total
     less the shown counts would be the hidden ones."""
     rows, columns = table["row"].astype(str).to_numpy(), table["column"].astype(str).to_numpy()
-    hide = suppression_mask_2d(table["count"].to_numpy(), rows, columns, min_cell)
+    hide = suppression_mask(table["count"].to_numpy(), min_cell, rows, columns)
     row_hidden = pd.Series(hide).groupby(rows).transform("any").to_numpy()
     column_hidden = pd.Series(hide).groupby(columns).transform("any").to_numpy()
     return pd.DataFrame(

@@ -255,30 +255,17 @@ def hidden_counts(counts: np.ndarray, hide: np.ndarray, min_cell: int) -> np.nda
     return np.where(hide, np.where(counts < min_cell, f"<{min_cell}", "hidden"), counts.astype(str))
 
 
-def suppression_mask(counts: np.ndarray, min_cell: int, groups: np.ndarray | None = None) -> np.ndarray:
-    """Cells to hide: counts under ``min_cell``, plus, in any group with exactly one such cell,
-    its next-smallest cell (else the hidden one is the group's total minus the others)."""
+def suppression_mask(counts: np.ndarray, min_cell: int, *groupings: np.ndarray) -> np.ndarray:
+    """Cells to hide: counts under ``min_cell``, plus, until no group of any grouping (the
+    dimension of each cell; a crosstab's rows and its columns) has exactly one hidden cell, the
+    next-smallest cell of each that has (else the hidden one is the group's total minus the
+    others). Without a grouping the cells are one group."""
     counts = np.asarray(counts)
     hide = counts < min_cell
-    if groups is None:
-        groups = np.zeros(len(counts), dtype=int)
-    for group in pd.unique(groups):
-        rows = np.flatnonzero(groups == group)
-        if hide[rows].sum() == 1 and len(rows) > 1:
-            open_rows = rows[~hide[rows]]
-            hide[open_rows[np.argmin(counts[open_rows])]] = True
-    return hide
-
-
-def suppression_mask_2d(counts: np.ndarray, rows: np.ndarray, columns: np.ndarray, min_cell: int) -> np.ndarray:
-    """Cells of a two-way table to hide: counts under ``min_cell``, plus, until no row and no
-    column has exactly one hidden cell, the next-smallest cell of each that has (else that one
-    is its row's or column's total minus the others)."""
-    counts = np.asarray(counts)
-    hide = counts < min_cell
+    groupings = groupings or (np.zeros(len(counts), dtype=int),)
     for _ in range(len(counts) + 1):  # each pass hides at least one more cell, or stops
         changed = False
-        for groups in (rows, columns):
+        for groups in groupings:
             for group in pd.unique(groups):
                 members = np.flatnonzero(groups == group)
                 open_members = members[~hide[members]]
@@ -286,7 +273,7 @@ def suppression_mask_2d(counts: np.ndarray, rows: np.ndarray, columns: np.ndarra
                     hide[open_members[np.argmin(counts[open_members])]] = True
                     changed = True
         if not changed:
-            return hide
+            break
     return hide
 
 

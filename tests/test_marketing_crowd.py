@@ -232,7 +232,6 @@ def test_a_crowd_smaller_than_the_minimum_cell_shows_no_figure():
 
 def test_a_crosstab_hides_enough_that_no_hidden_count_can_be_worked_out():
     from marketing.crowd_compare import suppressed_crosstab
-    from marketing.crowd_report import suppression_mask_2d
 
     # 3 x 3 counts, one under 5 (r1, c1 = 2): its row and its column each need a second hidden
     # cell, and so do the row and column of those
@@ -240,7 +239,7 @@ def test_a_crosstab_hides_enough_that_no_hidden_count_can_be_worked_out():
     cells += [("r2", "c1", 20), ("r2", "c2", 50), ("r2", "c3", 60)]
     cells += [("r3", "c1", 70), ("r3", "c2", 80), ("r3", "c3", 90)]
     table = pd.DataFrame(cells, columns=["row", "column", "count"])
-    hide = suppression_mask_2d(table["count"].to_numpy(), table["row"].to_numpy(), table["column"].to_numpy(), 5)
+    hide = suppression_mask(table["count"].to_numpy(), 5, table["row"].to_numpy(), table["column"].to_numpy())
     hidden = set(table.loc[hide, ["row", "column"]].itertuples(index=False, name=None))
     assert hidden == {("r1", "c1"), ("r1", "c2"), ("r2", "c1"), ("r2", "c2")}
     for axis in ("row", "column"):  # never exactly one hidden cell in a row or a column
