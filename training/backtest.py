@@ -26,7 +26,7 @@ from portrait.errors import PortraitError
 from training.config import ExperimentConfig
 from training.data import prepare
 from training.evaluate import BOOTSTRAP_RESAMPLES, fit_and_evaluate
-from training.metrics import ResampledAUC, ResampledGini, bootstrap_counts, normalized_gini, ranking_metrics
+from training.metrics import ResampledAUC, ResampledGini, bootstrap_counts, headline_value
 from training.splits import holdout_cutoff
 
 MAX_ORIGINS = 12
@@ -77,12 +77,6 @@ def origin_ends(last_day: dt.date, horizon_days: int, origins: int, align: str =
     return ends
 
 
-def _metric(spend: bool, y: np.ndarray, score: np.ndarray) -> float:
-    if spend:
-        return float(normalized_gini(np.clip(y, 0, None), score))
-    return float(ranking_metrics(y, score, "")["roc_auc"])
-
-
 def pooled_margin(
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
     spend: bool,
@@ -115,7 +109,7 @@ def pooled_margin(
         margins.append(np.mean(per_origin, axis=0))
     tail = (1 - level) / 2 * 100
     low, high = np.nanpercentile(np.concatenate(margins), [tail, 100 - tail])
-    margin = float(np.mean([_metric(spend, y, m) - _metric(spend, y, p) for _, y, m, p in parts]))
+    margin = float(np.mean([headline_value(y, m, spend) - headline_value(y, p, spend) for _, y, m, p in parts]))
     return margin, float(low), float(high)
 
 

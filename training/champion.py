@@ -29,7 +29,7 @@ from portrait.tracking import load_version
 from training.config import ExperimentConfig
 from training.data import TrainingData, resolve_dataset
 from training.evaluate import BOOTSTRAP_RESAMPLES, FitResult
-from training.metrics import normalized_gini, paired_bootstrap_auc_margin, paired_bootstrap_gini_margin
+from training.metrics import headline_value, paired_bootstrap_auc_margin, paired_bootstrap_gini_margin
 
 CHAMPION = "champion"
 COMPARED_VERSION_TAG = "champion_compared_version"  # the champion version judged on this run's holdout
@@ -157,14 +157,8 @@ def compare_with_champion(
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         return None, f"{where}: {first}"
     headline = config.label.task.headline_metric
-    if config.label.is_classification:
-        from sklearn.metrics import roc_auc_score
-
-        value = float(roc_auc_score(np.asarray(y, int), scores))
-        margin, low, high = paired_bootstrap_auc_margin(y, result.holdout_prediction, scores, BOOTSTRAP_RESAMPLES, seed)
-    else:
-        value = float(normalized_gini(np.clip(np.asarray(y, float), 0, None), scores))
-        margin, low, high = paired_bootstrap_gini_margin(
-            y, result.holdout_prediction, scores, BOOTSTRAP_RESAMPLES, seed
-        )
+    spend = not config.label.is_classification
+    bootstrap = paired_bootstrap_gini_margin if spend else paired_bootstrap_auc_margin
+    value = headline_value(y, scores, spend)
+    margin, low, high = bootstrap(y, result.holdout_prediction, scores, BOOTSTRAP_RESAMPLES, seed)
     return ChampionComparison(str(champion.version), headline, data.split.holdout, value, margin, low, high), None

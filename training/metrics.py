@@ -192,3 +192,11 @@ def paired_bootstrap_gini_margin(
     low, high = np.nanpercentile(np.concatenate(margins), [tail, 100 - tail])
     margin = normalized_gini(y, score) - normalized_gini(y, other)
     return float(margin), float(low), float(high)
+
+
+def headline_value(y, score, spend: bool) -> float:
+    """The metric a run is judged by, of ``score`` on ``y``: the normalised Gini of spend (clipped
+    at 0, as :func:`spend_metrics`), else the ROC AUC."""
+    if spend:
+        return float(normalized_gini(np.clip(np.asarray(y, float), 0, None), score))
+    return float(ranking_metrics(y, score, "")["roc_auc"])
