@@ -64,10 +64,11 @@ _FILE_MODE = 0o666 & ~_current_umask()
 
 
 @contextlib.contextmanager
-def atomic_target(path: Path) -> Iterator[Path]:
+def atomic_target(path: Path, mode: int | None = None) -> Iterator[Path]:
     """Yield a fresh temporary path beside ``path`` to write to (by any means: pandas, DuckDB's
     ``COPY``, a Parquet writer); when the block ends without an error it is synced and renamed
-    over ``path``; on an error it is removed and ``path`` is left as it was."""
+    over ``path``; on an error it is removed and ``path`` is left as it was. ``mode``: the file's
+    permissions (default: what the umask gives a new file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_temporaries(path.parent)
@@ -77,7 +78,7 @@ def atomic_target(path: Path) -> Iterator[Path]:
     try:
         yield tmp
         _sync_file(tmp)
-        os.chmod(tmp, _FILE_MODE)
+        os.chmod(tmp, _FILE_MODE if mode is None else mode)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -122,9 +123,9 @@ def atomic_write(frame: pd.DataFrame, path: Path, csv: bool | None = None) -> No
             frame.to_parquet(tmp, index=False)
 
 
-def atomic_write_text(text: str, path: Path) -> None:
+def atomic_write_text(text: str, path: Path, mode: int | None = None) -> None:
     """``text`` (UTF-8) as the whole new content of ``path``, or no change at all."""
-    with atomic_target(path) as tmp:
+    with atomic_target(path, mode) as tmp:
         with tmp.open("w", encoding="utf-8") as handle:
             handle.write(text)
 

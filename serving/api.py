@@ -148,7 +148,7 @@ def build_app(settings: ServeSettings) -> FastAPI:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(PortraitError, product_error)
     any_key = [Depends(access.caller)]
-    app.include_router(build_health_router(state))
+    app.include_router(build_health_router(state, keys))
     app.include_router(build_customers_router(state, access), dependencies=any_key)
     app.include_router(build_scores_router(state, access))
     app.include_router(build_lists_router(state, access), dependencies=any_key)

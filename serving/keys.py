@@ -120,7 +120,8 @@ def add_key(path: Path, name: str, role: Role | str) -> str:
     block = f'[keys."{name}"]\nrole = "{role.value}"\nhash = "{hash_key(key)}"\n'
     text = (before.rstrip("\n") + "\n\n" if before.strip() else "") + block
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(text, path)
+    # Owner only: the hashes are not the keys, but who holds which role is the operator's business.
+    atomic_write_text(text, path, mode=0o600)
     return key
 
 

@@ -94,6 +94,7 @@ def test_keys_file_holds_hashes_only_and_names_a_role(tmp_path):
     text = keys.read_text()
     assert key not in text and hash_key(key) in text
     assert text == f'[keys."campaigns"]\nrole = "marketing"\nhash = "{hash_key(key)}"\n'
+    assert keys.stat().st_mode & 0o777 == 0o600  # the owner's only
     (caller,) = load_keys(keys).values()
     assert (caller.name, caller.role.value) == ("campaigns", "marketing")
     with pytest.raises(ConfigError, match="already has a key named 'campaigns'"):
@@ -229,6 +230,8 @@ def test_a_revoked_key_stops_working_without_a_restart(world):
     settings.keys.write_text("[keys.broken\n")
     broken = client.get("/tags", headers=keys["analyst"])
     assert broken.status_code == 503 and "nobody can be let in" in broken.json()["detail"]
+    health = client.get("/health")  # a server that lets nobody in is not healthy
+    assert health.status_code == 503 and "nobody can be let in" in health.json()["detail"]
 
 
 def test_without_a_keys_file_the_single_key_is_an_analyst(world):

@@ -284,6 +284,14 @@ def test_score_answers_for_a_model_that_is_not_lightgbm(scored, monkeypatch):
     np.testing.assert_allclose([s["score"] for s in response.json()["scores"]], expected, rtol=1e-12)
     bad = client.post("/score", json={"model": MODEL, "rows": [{**rows[0], "orders_lifetime": "many"}]})
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"][-1] == "orders_lifetime"
+    # A count or a number of days below zero is no customer the model has seen; money may be (refunds).
+    negative = {**rows[0], "orders_lifetime": -3, "days_since_last_purchase": -1.5, "spend_lifetime": -20.0}
+    refused = client.post("/score", json={"model": MODEL, "rows": [negative]})
+    assert refused.status_code == 422
+    assert {e["loc"][-1]: e["msg"] for e in refused.json()["detail"]} == {
+        "orders_lifetime": "must be 0 or more (a number of orders), not -3",
+        "days_since_last_purchase": "must be 0 or more (a number of days), not -1.5",
+    }
 
 
 def test_api_rejects_bad_rows_naming_the_field(scored):

@@ -5,6 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
+from portrait.errors import Unavailable
+from serving.keys import KeyRing
 from serving.routes.errors import ProductErrorRoute
 from serving.state import ServeState
 
@@ -17,12 +19,18 @@ class Health(BaseModel):
     run: str | None = Field(None, description="With --runs: the run folder served (runs/<as_of>)")
 
 
-def build_health_router(state: ServeState) -> APIRouter:
+def build_health_router(state: ServeState, keys: KeyRing | None = None) -> APIRouter:
     router = APIRouter(route_class=ProductErrorRoute, tags=["health"])
 
     @router.get("/health", response_model=Health)
     def health() -> Health:
-        """Liveness and what is served; needs no key."""
+        """Liveness and what is served; needs no key. 503 when the keys file cannot be read (the
+        server would refuse every caller, so a load balancer should not send it any)."""
+        if keys is not None:
+            try:
+                keys.current()
+            except Unavailable:  # why is for a caller with a key; this route is open to anyone
+                raise Unavailable("the keys file cannot be used: nobody can be let in until it is fixed") from None
         published = state.published()
         snap = state.snapshot(published)
         run = published.run.relative_to(state.settings.runs).as_posix() if published.run is not None else None

@@ -18,7 +18,7 @@ from models.prior_shift import move_by
 from portrait.errors import PortraitError
 from serving.routes.access import Access
 from serving.routes.errors import MAX_ERRORS, ProductErrorRoute
-from serving.score import predict_scores, reasons_for
+from serving.score import model_meanings, predict_scores, reasons_for
 from serving.state import ServeState
 
 MAX_SCORE_ROWS = 10_000
@@ -125,7 +125,26 @@ def _as_in_batch(state: ServeState, loaded, values: np.ndarray) -> tuple[np.ndar
     return move_by(values, offset), move, None
 
 
-def _row_errors(request: ScoreRequest, features: list[str], categories: dict[str, set]) -> list[dict]:
+# Scales whose values are never below zero (counts of orders, days since): a what-if row with
+# -3 orders would get a score the model never learned anything about.
+NONNEGATIVE_SCALES = ("count", "days")
+
+
+def nonnegative_features(meta: dict) -> dict[str, str]:
+    """Each of a model's features that cannot be negative, with its unit (from the catalogue)."""
+    found = {}
+    for name, meaning in model_meanings(meta).items():
+        scale, unit = (
+            (meaning.get("scale"), meaning.get("unit")) if isinstance(meaning, dict) else (meaning.scale, meaning.unit)
+        )
+        if scale in NONNEGATIVE_SCALES:
+            found[name] = unit or scale
+    return found
+
+
+def _row_errors(
+    request: ScoreRequest, features: list[str], categories: dict[str, set], nonnegative: dict[str, str]
+) -> list[dict]:
     errors = []
     for i, row in enumerate(request.rows):
         for name in features:
@@ -148,6 +167,14 @@ def _row_errors(request: ScoreRequest, features: list[str], categories: dict[str
             elif name not in categories and isinstance(value, str):
                 errors.append(
                     {"loc": ["body", "rows", i, name], "msg": "must be a number, not text", "type": "type_error"}
+                )
+            elif name in nonnegative and value < 0:
+                errors.append(
+                    {
+                        "loc": ["body", "rows", i, name],
+                        "msg": f"must be 0 or more (a number of {nonnegative[name]}), not {value}",
+                        "type": "greater_than_equal",
+                    }
                 )
         for name in sorted(set(row) - set(features)):
             errors.append({"loc": ["body", "rows", i, name], "msg": "not a feature of this model", "type": "extra"})
@@ -172,7 +199,7 @@ def build_scores_router(state: ServeState, access: Access) -> APIRouter:
         # The text features the model reads and their values (none for a model of numbers only).
         known = getattr(loaded.estimator, "categories_", None) or {}
         categories = {name: set(values) for name, values in known.items()}
-        errors = _row_errors(request, loaded.features, categories)
+        errors = _row_errors(request, loaded.features, categories, nonnegative_features(loaded.meta))
         if errors:
             # A list of located errors, as FastAPI's own validation answers.
             raise HTTPException(status_code=422, detail=errors)
