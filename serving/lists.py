@@ -51,15 +51,21 @@ def build_list(
         )
         raise PortraitError(f"the latest scores have no model {model!r}; scored models: {scored}{hint}")
     if sum(x is not None for x in (top, min_percentile, min_score)) > 1:
-        raise PortraitError("give one of top, min percentile and min score (--top, --min-percentile, --min-score)")
+        raise PortraitError(
+            "give one of top, min percentile and min score (--top, --min-percentile, --min-score; on the API "
+            "top, min_percentile, min_score)"
+        )
     # NaN passes every range check (each comparison is false): said here, for the CLI and the API.
     if min_score is not None and not math.isfinite(min_score):
-        raise PortraitError(f"--min-score must be a number, got {min_score}")
+        raise PortraitError(f"the minimum score (--min-score, min_score) must be a number, got {min_score}")
     if min_percentile is not None and not 0 <= min_percentile <= 100:
-        raise PortraitError(f"--min-percentile must be from 0 to 100, got {min_percentile}")
+        raise PortraitError(
+            f"the minimum percentile (--min-percentile, min_percentile) must be from 0 to 100, got {min_percentile}"
+        )
     if exclude_bought_within is not None and exclude_bought_within < 1:
         raise PortraitError(
-            f"--exclude-bought-within must be a whole number of days, at least 1, got {exclude_bought_within}"
+            f"--exclude-bought-within (exclude_bought_within) must be a whole number of days, at least 1, "
+            f"got {exclude_bought_within}"
         )
     table = scores.merge(features, on="customer_id", how="left", suffixes=("", "_feature"))
     mask = pd.Series(True, index=table.index)

@@ -1,6 +1,7 @@
 """Serving on small synthetic data: batch scores, atomic writes, lists, filters and the API."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -158,16 +159,19 @@ def test_list_filters_ranks_and_reports_the_columns_used(scored):
 @pytest.mark.parametrize(
     ("option", "message"),
     [
-        ({"min_score": float("nan")}, "--min-score must be a number, got nan"),  # NaN passes any range check
-        ({"min_percentile": float("nan")}, "--min-percentile must be from 0 to 100, got nan"),
-        ({"exclude_bought_within": 0}, "--exclude-bought-within must be a whole number of days, at least 1, got 0"),
+        (
+            {"min_score": float("nan")},
+            "minimum score (--min-score, min_score) must be a number, got nan",
+        ),  # NaN passes any range check
+        ({"min_percentile": float("nan")}, "(--min-percentile, min_percentile) must be from 0 to 100, got nan"),
+        ({"exclude_bought_within": 0}, "(exclude_bought_within) must be a whole number of days, at least 1, got 0"),
         ({"exclude_bought_within": -5}, "at least 1, got -5"),
     ],
 )
 def test_list_thresholds_that_select_nothing_or_everything_by_accident_are_errors(scored, option, message):
     out, _ = scored
     scores, features = latest_scores(out)
-    with pytest.raises(PortraitError, match=message):
+    with pytest.raises(PortraitError, match=re.escape(message)):
         build_list(scores, features, MODEL, **option)
 
 
