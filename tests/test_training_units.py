@@ -581,3 +581,19 @@ def test_a_high_value_label_with_a_zero_threshold_is_noted():
     )
     assert label_notes(config, SimpleNamespace(frame=frame.iloc[10:])) == ()
     assert label_notes(parse_experiment(BASE), SimpleNamespace(frame=frame)) == ()
+
+
+def test_a_runs_target_is_its_label_horizon_and_high_value_quantile():
+    from training.champion import _same_target, target_of
+
+    assert target_of({"label": "repurchase", "horizon_days": "90"}) == ("repurchase", "90")
+    top20 = {"label": "high_value", "horizon_days": "90", "high_value_quantile": "0.8"}
+    assert target_of(top20) == ("high_value (quantile 0.8)", "90")
+    high_value = parse_experiment(
+        {**BASE, "label": {"kind": "high_value", "horizon_days": 90, "high_value_quantile": 0.8}}
+    )
+    assert _same_target(top20, high_value)
+    assert not _same_target({**top20, "high_value_quantile": "0.95"}, high_value)  # the top 5%: another target
+    assert not _same_target({**top20, "horizon_days": "30"}, high_value)
+    assert _same_target({"label": "high_value", "horizon_days": "90"}, high_value)  # logged before the quantile
+    assert not _same_target({"label": "repurchase", "horizon_days": "90"}, high_value)

@@ -75,11 +75,23 @@ def _champion_version(client: MlflowClient, name: str):
         return None
 
 
+def target_of(params: dict) -> tuple[str | None, str | None]:
+    """What a run's model predicts, from its params: the label kind (a high-value kind with its
+    quantile: "the top 20%" and "the top 5%" are different targets) and the horizon in days.
+    Runs logged before the quantile was a param read as the plain kind."""
+    kind = params.get("label")
+    if kind == "high_value" and params.get("high_value_quantile") is not None:
+        kind = f"high_value (quantile {params['high_value_quantile']})"
+    return kind, params.get("horizon_days")
+
+
 def _same_target(params: dict, config: ExperimentConfig) -> bool:
     label = config.label
-    if params.get("label") != label.kind or params.get("horizon_days") != str(label.horizon_days):
-        return False
-    return label.kind != "high_value" or params.get("high_value_quantile") in (None, str(label.high_value_quantile))
+    quantile = {"high_value_quantile": str(label.high_value_quantile)} if label.kind == "high_value" else {}
+    wanted = target_of({"label": label.kind, "horizon_days": str(label.horizon_days), **quantile})
+    if "high_value_quantile" not in params:
+        wanted = (label.kind, wanted[1])
+    return target_of(params) == wanted
 
 
 def learned_until(params: dict) -> dt.date | None:

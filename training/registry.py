@@ -15,7 +15,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from portrait.errors import PortraitError
-from training.champion import CHAMPION, COMPARED_VERSION_TAG, champion_metric
+from training.champion import CHAMPION, COMPARED_VERSION_TAG, champion_metric, target_of
 from training.train import CANDIDATE
 
 
@@ -121,13 +121,8 @@ def _same_dataset(ours: str | None, theirs: str | None) -> bool:
 
 
 def _label(client: MlflowClient, version) -> tuple[str | None, str | None]:
-    """What the version predicts (params of its run): its label kind and horizon, the high-value
-    kind with its quantile ("the top 20%" and "the top 5%" are different targets)."""
-    params = client.get_run(version.run_id).data.params
-    kind = params.get("label")
-    if kind == "high_value" and params.get("high_value_quantile") is not None:
-        kind = f"high_value (quantile {params['high_value_quantile']})"
-    return kind, params.get("horizon_days")
+    """What the version predicts: :func:`training.champion.target_of` of its run's params."""
+    return target_of(client.get_run(version.run_id).data.params)
 
 
 def promote(name: str, version: str | None = None, force: bool = False) -> Promotion:
