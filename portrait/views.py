@@ -208,9 +208,17 @@ def select_columns(
         if actual is None:
             if column.required:
                 renamed = f" (renamed from {wanted!r} in the config)" if wanted != column.name else ""
+                contract = {c.name.lower() for c in table.columns}
+                others = [name for name in sorted(available) if name.lower() not in contract]
+                hint = (
+                    f"; if one of {others} is it, name it in the folder's portrait.toml: "
+                    f'[tables.{table.name}.columns] {column.name} = "{others[0]}"'
+                    if others and not renamed
+                    else ""
+                )
                 raise ContractError(
                     f"required column {column.name!r}{renamed} is missing from "
-                    f"{source.describe()}; its columns are {sorted(available)}",
+                    f"{source.describe()}; its columns are {sorted(available)}{hint}",
                     table=table.name,
                     column=column.name,
                 )

@@ -67,6 +67,11 @@ def test_missing_required_column_names_table_and_column(tmp_path):
     folder = write_tables(tmp_path / "data", purchases=purchases({}).drop(columns="amount"))
     with pytest.raises(ContractError, match=r"purchases\.amount: required column 'amount' is missing"):
         validate(open_dataset(folder))
+    # A column the contract does not know is offered as the one to name in portrait.toml.
+    renamed = purchases({}).rename(columns={"amount": "revenue"})
+    folder = write_tables(tmp_path / "other", purchases=renamed)
+    with pytest.raises(ContractError, match=r"\[tables\.purchases\.columns\] amount = \"revenue\""):
+        validate(open_dataset(folder))
 
 
 def test_a_column_that_is_mostly_unparseable_is_a_hard_error_with_examples(tmp_path):
