@@ -27,6 +27,7 @@ from portrait import pages
 from portrait.dataset import Dataset
 from portrait.errors import PortraitError
 from portrait.files import atomic_write, atomic_write_text, check_targets
+from portrait.sql import quote_ident
 from portrait.views import compute_once
 
 EVERY = {"week": pd.DateOffset(weeks=1), "month": pd.DateOffset(months=1)}
@@ -125,7 +126,7 @@ def _read_purchases_once(con, last: dt.date) -> None:
         "CREATE OR REPLACE TEMP TABLE _trend_purchases AS SELECT * FROM purchases WHERE ts < ?",
         [dt.datetime.combine(last, dt.time())],
     )
-    listed = ", ".join(f'"{c}"' for c in columns)
+    listed = ", ".join(quote_ident(c) for c in columns)
     con.execute(f"CREATE OR REPLACE TEMP VIEW purchases AS SELECT {listed} FROM _trend_purchases")
 
 

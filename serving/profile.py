@@ -51,6 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from portrait.errors import PortraitError
 from portrait.resources import MATERIAL_MEMORY_SHARE, duckdb_memory_limit
+from portrait.sql import quote_ident, quote_literal
 
 KEY_FEATURES = (
     "days_since_last_purchase",
@@ -776,7 +777,7 @@ class _Outputs:
         if not wanted:
             note("key_features", f"{self.features_file} has none of the key features")
             return None
-        columns = ", ".join(f'"{c}"' for c in ["customer_id", *wanted])
+        columns = ", ".join(quote_ident(c) for c in ["customer_id", *wanted])
         rows = self.reader.records_of(self.features_file, [scores_row["customer_id"]], columns)
         if not rows:
             note("key_features", f"the person is not in {self.features_file}")
@@ -1164,7 +1165,6 @@ def _narrowed(dataset, customer_id: str):
     by following shared identifiers from ``customer_id`` (every row that could join it, so the
     identity map computed on the copy gives the person the full data set gives)."""
     from portrait.dataset import Dataset
-    from portrait.sql import quote_ident, quote_literal
 
     con = duckdb.connect()
     try:
@@ -1304,7 +1304,10 @@ def _write_profile_material(
     def write(name: str, sql: str, params: list | None = None) -> None:
         say(f"writing {name}")
         with atomic_target(folder / f"{name}.parquet") as tmp:
-            con.execute(f"COPY ({sql}) TO '{tmp}' (FORMAT PARQUET, ROW_GROUP_SIZE {MATERIAL_ROW_GROUP})", params or [])
+            con.execute(
+                f"COPY ({sql}) TO {quote_literal(str(tmp))} (FORMAT PARQUET, ROW_GROUP_SIZE {MATERIAL_ROW_GROUP})",
+                params or [],
+            )
         counts[name] = int(
             con.execute("SELECT COUNT(*) FROM read_parquet(?)", [str(folder / f"{name}.parquet")]).fetchall()[0][0]
         )
@@ -1423,7 +1426,7 @@ def _write_profile_material(
             columns = [r[0] for r in con.execute("DESCRIBE SELECT * FROM customers").fetchall()]
             attribute_columns = safe_attribute_columns(columns, dataset)
             sensitive = [c for c in attribute_columns if dataset.privacy.is_sensitive(c)]
-            selected = ", ".join(f'"{c}"' for c in ["customer_id", *attribute_columns])
+            selected = ", ".join(quote_ident(c) for c in ["customer_id", *attribute_columns])
             write("attributes", f"SELECT {selected} FROM customers ORDER BY customer_id")
     finally:
         for table in ("_profile_ids", "_profile_orders", "_profile_events"):

@@ -60,7 +60,7 @@ def run_folder(tmp_path) -> tuple[Path, Path]:
     from tests.conftest import write_tables
 
     data = write_tables(tmp_path / "data", purchases=PURCHASES, events=EVENTS, customers=CUSTOMERS)
-    run_dir = tmp_path / "runs" / AS_OF
+    run_dir = tmp_path / "o'refresh" / "runs" / AS_OF  # a quote in the path: paths are quoted into COPY statements
     library = load_library()
     with Population(open_dataset(data), AS_OF) as population:
         write_crowd_material(CrowdData(population, library), run_dir / FOLDER)

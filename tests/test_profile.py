@@ -559,7 +559,7 @@ def _material_root(world, tmp_path) -> Path:
     from portrait.dataset import open_dataset
     from serving.profile import MATERIAL, write_profile_material
 
-    root = tmp_path / "refresh"
+    root = tmp_path / "o'refresh"  # a quote in the path: paths are quoted into COPY statements
     root.mkdir()
     import shutil
 
@@ -568,6 +568,24 @@ def _material_root(world, tmp_path) -> Path:
     with dataset.connect() as con:
         write_profile_material(con, dataset, AS_OF, root / "runs" / AS_OF.isoformat() / MATERIAL)
     return root
+
+
+def test_the_material_quotes_a_customers_column_name_holding_a_quote(tmp_path):
+    """A header is the data file's text: pasted into SQL unquoted it broke the refresh's
+    profiles step (and could have added SQL of its own)."""
+    from portrait.dataset import open_dataset
+    from serving.profile import write_profile_material
+    from tests.conftest import write_tables
+
+    customers = pd.DataFrame({"customer_id": ["c1"], 'tier"x': ["gold"]})
+    purchases = pd.DataFrame(
+        {"customer_id": ["c1"], "order_id": ["o1"], "ts": ["2024-01-05"], "amount": [10.0], "quantity": [1]}
+    )
+    dataset = open_dataset(write_tables(tmp_path / "data", purchases=purchases, customers=customers))
+    with dataset.connect() as con:
+        write_profile_material(con, dataset, dt.date(2024, 3, 1), tmp_path / "material")
+    stored = pd.read_parquet(tmp_path / "material" / "attributes.parquet")
+    assert stored.to_dict("records") == [{"customer_id": "c1", 'tier"x': "gold"}]
 
 
 @pytest.mark.parametrize("in_memory", [False, True])
