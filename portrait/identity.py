@@ -257,7 +257,14 @@ def check_csv(path: Path) -> tuple[str, list[str]]:
     try:
         header = next(reader)
         if "id_value" not in header:
-            raise PortraitError(f"{path} has no id_value column; its columns are {header}")
+            # Not the line itself: without a header line it is the first row's identifiers.
+            named = [name for name in ("customer_id", "id_type", "id_value") if name in header]
+            raise PortraitError(
+                f"{path} has no id_value column: its first line has {len(header)} field(s)"
+                f"{', of them ' + ', '.join(named) if named else ', none of them customer_id, id_type or id_value'}; "
+                "the first line must be the header customer_id, id_type, id_value (the line is not shown: it may "
+                "hold identifiers)"
+            )
         for row in reader:
             if len(row) != len(header) and row:
                 raise PortraitError(

@@ -191,7 +191,12 @@ def test_the_map_built_on_a_connection_equals_the_full_graphs():
         (b"customer_id,id_type,id_value\nA,phone,111\nD,phone,444,extra\n", r"line 3 has 4 fields, the header 3"),
         (b"customer_id,id_type,id_value\nA,phone,111\nB,phone,2\xff22\n", r"line 3: byte b'\\xff' .* is not UTF-8"),
         (b'customer_id,id_type,id_value\nA,phone,"11\n', r"line 2: unexpected end of data"),
-        (b"customer_id,id_type,value\nA,phone,111\n", r"has no id_value column; its columns are"),
+        (
+            b"customer_id,id_type,value\nA,phone,111\n",
+            r"no id_value column: .* 3 field\(s\), of them customer_id, id_type;",
+        ),
+        # no header line: the first row's identifiers are not repeated in the message
+        (b"C1,email,alice@example.com\n", r"3 field\(s\), none of them customer_id, id_type or id_value;(?!.*alice)"),
         (b"", r"is empty: expected a header line"),
     ],
 )
