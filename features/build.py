@@ -274,7 +274,9 @@ def _attribute_select(kinds: dict[str, str], features: list[Feature], cutoff: dt
         kind = kinds[feature.sql]
         if kind == "date":
             days = f"DATE_DIFF('day', TRY_CAST({column} AS DATE), DATE '{cutoff.isoformat()}')"
-            parts.append(f"CASE WHEN {days} >= 0 THEN CAST({days} AS DOUBLE) END AS {feature.name}")
+            # > 0: the cutoff is the first instant of its day, so a date on that day, at any hour,
+            # is not before it (as the spine's own signup rule reads timestamps).
+            parts.append(f"CASE WHEN {days} > 0 THEN CAST({days} AS DOUBLE) END AS {feature.name}")
         elif kind == "number":  # TRY_: a text column of numbers (a CSV's)
             parts.append(f"TRY_CAST({column} AS DOUBLE) AS {feature.name}")
         else:

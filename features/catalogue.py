@@ -930,7 +930,7 @@ def attribute_feature(column: str, kind: str) -> Feature:
             f"days_since_{slug(column)}",
             "attributes",
             None,
-            f"Days from the customer's {column} to the cutoff.",
+            f"Days from the customer's {column} to the cutoff (missing when it is on the cutoff's day or later).",
             "attributes",
             column,
             scale="days",

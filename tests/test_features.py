@@ -631,3 +631,19 @@ def test_a_half_at_the_tenth_decimal_rounds_alike_from_either_side():
     out = [row[0] for row in con.execute(f"SELECT {rounded('x')} FROM t ORDER BY i").fetchall()]
     assert out == [0.202148438, 0.202148438, 0.202148438, -0.202148438, 0.9]
     assert con.execute(f"SELECT {rounded('1234.5678901234')}").fetchall()[0][0] == 1234.567890123
+
+
+def test_a_date_attribute_counts_days_only_when_it_is_before_the_cutoff():
+    """The cutoff is the first instant of its day: a date on the cutoff's day (any hour) is not
+    before it, so its days-since is NULL, as for a later date; the day before counts 1."""
+    customers = pd.DataFrame(
+        {
+            "customer_id": ["A", "C", "D", "E"],
+            "signup_date": ["2024-03-01 09:00:00", "2024-02-29 23:00:00", "2024-03-01 00:00:00", "2023-03-01"],
+        }
+    )
+    data = Dataset.from_frames(purchases=PURCHASES, events=EVENTS, customers=customers)
+    frame = build_features(data, CUTOFF, families=["attributes"]).set_index("customer_id")
+    days = frame["days_since_signup_date"]
+    assert days.isna()["A"] and days.isna()["D"]  # on the cutoff's day: not before it
+    assert (days["C"], days["E"]) == (1.0, 366.0)
