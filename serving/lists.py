@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pandas as pd
 
 from marketing.filters import Schema, columns_used, evaluate, parse_filter
 from portrait.errors import PortraitError
 from portrait.privacy import Consent, PrivacySettings
+
+_REASON_COLUMN = re.compile(r".+_reason_[0-9]+")
 
 
 def build_list(
@@ -71,7 +74,10 @@ def build_list(
     mask = pd.Series(True, index=table.index)
     used: list[str] = []
     if where:
-        tree = parse_filter(where, Schema.of_frame(table))
+        # Not the stored reasons: text naming a feature's value, which may be a sensitive attribute
+        # marked since the scores were written (the reason columns are scrubbed; a filter is not).
+        filterable = table.drop(columns=[c for c in table.columns if _REASON_COLUMN.fullmatch(c)])
+        tree = parse_filter(where, Schema.of_frame(filterable))
         mask &= evaluate(tree, table)
         used = columns_used(tree)
     if persona is not None:

@@ -154,6 +154,11 @@ def test_list_filters_ranks_and_reports_the_columns_used(scored):
     # a persona the scores do not hold is an error naming them (it was an empty list)
     with pytest.raises(PortraitError, match=rf"no persona 'No such' in the latest scores; personas: \[.*{persona}"):
         build_list(scores, features, MODEL, persona="No such")
+    # Stored reasons are text about feature values (perhaps an attribute marked sensitive since):
+    # not a filter's column, so they cannot come back through one.
+    with_reasons = scores.assign(**{f"{MODEL}_reason_{i}": "gender: female" for i in (1, 2, 3)})
+    with pytest.raises(FilterError, match=f"unknown column '{MODEL}_reason_1'"):
+        build_list(with_reasons, features, MODEL, where=f"{MODEL}_reason_1 is not null")
 
 
 @pytest.mark.parametrize(
