@@ -353,6 +353,9 @@ def _print_summary(out, run) -> None:
                     f"  [yellow]drift warning (PSI > 0.1): {escape(', '.join(list(drift['warnings'])[:5]))}[/yellow]"
                 )
         out.print(line, markup=True)
+    for info in summary["models"].values():
+        if info.get("note"):
+            out.print(f"[yellow]warning: {escape(info['note'])}[/yellow]", markup=True)
     out.print(f"scores: {run.scores_file}\nsummary: {run.summary_file}")
     if summary.get("csv"):
         out.print(f"scores as CSV: {summary['csv']}")

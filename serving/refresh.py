@@ -398,6 +398,7 @@ class _Job:
         self._open_dataset = open_dataset
         self.models = None
         self.feature_frames = None
+        self.last_purchase: dt.date | None = None  # the data's, from the validate step
         self.population = None
         self.library = None
         self.tag_rows = None
@@ -467,6 +468,7 @@ class _Job:
         if first in (None, "None") or last in (None, "None"):
             return
         first_day, last_day = dt.date.fromisoformat(first[:10]), dt.date.fromisoformat(last[:10])
+        self.last_purchase = last_day
         if as_of <= first_day:
             raise PortraitError(f"as of {as_of} is before the first purchase ({first_day}): nothing to refresh")
         gap = (as_of - last_day).days
@@ -497,7 +499,20 @@ class _Job:
     def score(self, record: StepRecord) -> None:
         run = self._score()
         flagged = self._drift(run.summary)
-        if flagged and self.retrain_if_drift:
+        if (
+            flagged
+            and self.retrain_if_drift
+            and self.last_purchase is not None
+            and self.last_purchase >= self.config.as_of
+        ):
+            # Training reads the whole data set: as of an earlier date (a backfill) its labels
+            # would be the purchases that followed the date, and the champion would move with them.
+            record.notes.append(
+                f"drift flagged (PSI > 0.25) for {', '.join(flagged)}; not retrained: the data holds purchases up to "
+                f"{self.last_purchase}, after {self.config.as_of}, and a model trained for this run would learn "
+                "from them (retrain in a run of today's date)"
+            )
+        elif flagged and self.retrain_if_drift:
             record.notes.append(f"drift flagged for {', '.join(flagged)}: retraining")
             record.notes += self._retrain(flagged)
             self.features(StepRecord("features"))  # the new champions' features
@@ -510,6 +525,7 @@ class _Job:
                 f"drift flagged (PSI > 0.25) for {', '.join(flagged)}: retraining advised "
                 "(portrait train and promote, or run with --retrain-if-drift)"
             )
+        record.notes += [f"warning: {info['note']}" for info in run.summary["models"].values() if info.get("note")]
         record.rows = {"customers": run.summary["customers"]}
         self.manifest["retraining_advised"] = bool(self._drift(run.summary))
 

@@ -96,6 +96,19 @@ def check_model_features(model, columns) -> None:
         )
 
 
+def hindsight_note(model: LoadedModel, as_of: dt.date) -> str | None:
+    """A note when ``model`` learned from outcomes after ``as_of`` (its training labels run up
+    to its holdout cutoff): its scores as of that date have seen what followed it. Fine for a
+    backfill's lists; not a fair test of the model, nor history to judge it by."""
+    cutoff = model.meta.get("holdout_cutoff")
+    if not cutoff or model.is_personas or as_of >= dt.date.fromisoformat(str(cutoff)[:10]):
+        return None
+    return (
+        f"{model.name} v{model.version} learned from purchases up to {str(cutoff)[:10]}, after {as_of}: "
+        "its scores as of this date know what came next (use them for lists, not to judge the model)"
+    )
+
+
 def predict_scores(model: LoadedModel, features: pd.DataFrame) -> np.ndarray:
     X = features[model.features]
     if model.meta["label"] == "future_spend":
@@ -267,6 +280,8 @@ def score(
             **shifted,
             "drift": drift_report(model.meta.get("reference", {}), features),
         }
+        if note := hindsight_note(model, as_of):
+            summary["models"][model.name]["note"] = note
     # One feature table (the first propensity model's build) is kept for profiles and filters.
     profile_features = features_by_model[propensity[0].name] if propensity else base
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -427,6 +427,32 @@ def test_retrain_if_drift_retrains_the_flagged_model_then_scores_again(registere
     assert manifest["retraining_advised"] is True and manifest["drift"][MODEL]["flagged"] == {"spend_365d": 0.9}
 
 
+def test_a_run_as_of_a_date_inside_the_data_does_not_retrain(registered, tmp_path, monkeypatch):
+    """Training reads the whole data set: for a backfill its labels would be the purchases after
+    the run's date, and the champion would move with them."""
+    import serving.score
+
+    settings = write_settings(tmp_path, registered)
+    earlier = "2024-10-01"
+    settings.write_text(
+        settings.read_text().replace(f'as_of = "{AS_OF}"', f'as_of = "{earlier}"')
+        + f'\n[retrain]\n{MODEL} = "experiments/{MODEL}.toml"\n'
+    )
+    monkeypatch.setattr(
+        serving.score, "drift_report", lambda reference, features: {"flagged": {"spend_365d": 0.9}, "warnings": {}}
+    )
+    calls = []
+    result = refresh(load_config(settings), retrain_if_drift=True, retrainer=lambda *args: calls.append(args))
+    assert calls == [] and "retrained" not in result.manifest
+    notes = next(s for s in result.manifest["steps"] if s["step"] == "score")["notes"]
+    assert notes[0].startswith(
+        f"drift flagged (PSI > 0.25) for {MODEL}; not retrained: the data holds purchases up to "
+    )
+    assert notes[0].endswith(
+        f"after {earlier}, and a model trained for this run would learn from them (retrain in a run of today's date)"
+    )
+
+
 @pytest.mark.parametrize("exchange", [True, False])
 def test_a_run_folder_is_replaced_whole_with_or_without_an_atomic_exchange(tmp_path, monkeypatch, exchange):
     if not exchange:

@@ -78,6 +78,22 @@ def test_scores_table_has_every_column_and_a_summary(scored):
     assert table["customer_id"].is_unique
     assert (out / LATEST).read_text() == run.scores_file.name
     assert set(run.summary["models"][MODEL]["drift"]) == {"flagged", "warnings", "features_checked"}
+    assert "note" not in run.summary["models"][MODEL]  # scored after everything the model learned from
+
+
+def test_scores_before_the_models_holdout_say_the_model_knew_what_came_next(registered, tmp_path):
+    import datetime as dt
+
+    from serving.registry import load_model
+
+    model = load_model(MODEL)
+    holdout = dt.date.fromisoformat(model.meta["holdout_cutoff"])
+    earlier = holdout - dt.timedelta(days=30)
+    run = score(open_dataset(registered), earlier.isoformat(), [MODEL], tmp_path, validate_first=False)
+    assert run.summary["models"][MODEL]["note"] == (
+        f"{MODEL} v{model.version} learned from purchases up to {holdout}, after {earlier}: its scores as of "
+        "this date know what came next (use them for lists, not to judge the model)"
+    )
 
 
 def test_rerunning_an_as_of_date_replaces_its_table_with_the_same_scores(registered, scored):
