@@ -159,6 +159,17 @@ class SegmentStore:
         for path in (self.path(name), self.members_path(name), self.history_path(name)):
             path.unlink(missing_ok=True)
 
+    def reads(self, name: str, library: Library, _seen: frozenset[str] = frozenset()) -> str:
+        """The text of everything segment ``name`` is computed from: its condition, what its
+        tags are computed from, and the same for the segments it includes or excludes (a
+        segment's members tell each one's value of whatever it reads)."""
+        segment = self.load(name)
+        parts = [segment.where or ""] + [library.reads(t) for t in (*segment.tags, *segment.not_tags)]
+        for other in (*segment.include, *segment.exclude):
+            if other not in _seen and self.exists(other):
+                parts.append(self.reads(other, library, _seen | {name}))
+        return " ".join(part for part in parts if part)
+
     def members_path(self, name: str) -> Path:
         return self.folder / f"{check_name(name)}.members.parquet"
 

@@ -134,6 +134,19 @@ class Library:
         close = difflib.get_close_matches(name, names, n=5)
         raise ConfigError(f"no tag {name!r} in {self.source}" + (f"; did you mean {close}?" if close else ""))
 
+    def reads(self, name: str) -> str:
+        """The text of what tag ``name`` is computed from (its condition, the column of an
+        ``each`` tag, the feature of a level group), for checks on what a crowd reveals about
+        its members; empty for a manual tag or a name the library does not hold."""
+        parts = []
+        for tag in self.tags:
+            if tag.name == name or (tag.each and name.startswith(f"{tag.name}: ")):
+                parts += [tag.where or "", tag.each or ""]
+        for group in self.groups.values():
+            if group.label and name.startswith(f"{group.label}: "):
+                parts.append(group.feature or "")
+        return " ".join(part for part in parts if part)
+
     def children(self, path: str | None) -> list[str]:
         return sorted(g.path for g in self.groups.values() if g.parent == path)
 

@@ -44,6 +44,7 @@ from serving.routes.models import build_models_router
 from serving.routes.scores import MAX_BODY_BYTES, MAX_SCORE_ROWS, build_scores_router
 from serving.routes.segments import build_segments_router
 from serving.routes.tags import build_tags_router
+from serving.score import sensitive_features
 from serving.settings import ServeSettings
 from serving.state import ServeState
 
@@ -136,6 +137,10 @@ def build_app(settings: ServeSettings) -> FastAPI:
         snap = state.snapshot(published)
         return CrowdSources(state.data(snap), snap.as_of, published.scores, published.run)
 
+    def sensitive_now() -> list[str]:
+        snap = state.snapshot()
+        return sensitive_features(state.privacy(snap), snap.features.columns)
+
     # Docs and schema are routes of their own (serving/routes/docs.py), behind the key.
     app = FastAPI(
         title="customer-portrait",
@@ -160,6 +165,8 @@ def build_app(settings: ServeSettings) -> FastAPI:
             consent=lambda: state.consent(state.snapshot()),
             access=access,
             audit_log=state.audit_log,
+            library=library,
+            sensitive=sensitive_now,
         ),
         dependencies=any_key,
     )

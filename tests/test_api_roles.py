@@ -584,3 +584,29 @@ def test_a_relative_labels_rows_are_moved_by_the_served_batchs_offset(world, mon
         "m marks a fixed share of customers (25%), which batch scores are moved to; no served batch of "
         "version 4 to take the offset from: the model's own probabilities"
     )
+
+
+def test_marketing_keys_cannot_pull_members_of_a_crowd_computed_from_a_sensitive_attribute(world):
+    """A segment (or one it includes) defined on a sensitive attribute: its members' ids tell
+    each one's value, so a marketing key may not pull them, by the segment or by a crowd cell."""
+    from marketing.segments import Evaluated, Segment, SegmentStore, record_refresh
+
+    settings, keys = world
+    store = SegmentStore(settings.segments)
+    store.save(Segment("young", where="attr_age_band = '25-34'"))
+    store.save(Segment("young_or_meat", include=["young", "meat"]))
+    for name in ("young", "young_or_meat"):
+        record_refresh(store, Evaluated(name, pd.Series(["A"]), 5, dt.date.fromisoformat(AS_OF)))
+    client = TestClient(build_app(settings))
+    for name in ("young", "young_or_meat"):
+        refused = client.get(f"/segments/{name}/customers", headers=keys["marketing"])
+        assert refused.status_code == 403, refused.text
+        assert (
+            "may not pull the members of a segment computed from sensitive attributes (attr_age_band"
+            in (refused.json()["detail"])
+        )
+        assert client.get(f"/segments/{name}/customers", headers=keys["analyst"]).status_code == 200
+    assert client.get("/segments/meat/customers", headers=keys["marketing"]).status_code == 200
+    cell = {"segment": "young", "cell": "favourite_payment = card"}
+    drill = client.get("/crowds/customers", params=cell, headers=keys["marketing"])
+    assert drill.status_code == 403 and "may not drill into a crowd computed from sensitive" in drill.json()["detail"]

@@ -425,3 +425,11 @@ def test_a_failed_segment_is_named_once():
     assert failures_message(failed) == (
         "segment 'b': unknown column 'x'; segment 'c': no purchases row before 2024-03-01"
     )
+
+
+def test_what_a_tag_reads_is_its_condition_its_each_column_or_its_levels_feature():
+    library = load_library()
+    assert library.reads("promotion-sensitive") == "discount_order_share >= 0.5 and orders_lifetime >= 3"
+    assert library.reads("interest: BEEF") == "favourite_category != 'other' favourite_category"
+    assert library.reads("spending power: high") == "spend_365d"
+    assert library.reads("VIP") == "" and library.reads("no such tag") == ""  # manual; unknown

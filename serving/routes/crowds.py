@@ -177,7 +177,14 @@ def build_crowds_router(
     ) -> CellCustomers:
         """A page of the customers of one report cell who may be contacted; recorded in the audit log."""
         crowd, date, current = crowd_and_date(segment, tag, persona, as_of)
-        refuse_sensitive_terms(caller, cell.split("=")[0], _sensitive_dimensions(current), "drill into report cells by")
+        sensitive = _sensitive_dimensions(current)
+        refuse_sensitive_terms(caller, cell.split("=")[0], sensitive, "drill into report cells by")
+        refuse_sensitive_terms(
+            caller,
+            _crowd_reads(segment, tag, segments_dir, tags_library),
+            sensitive,
+            "drill into a crowd computed from",
+        )
         ids, left_out = cached(
             cells,
             (crowd, cell, date, current, _freshness(current)),
@@ -223,6 +230,18 @@ def build_crowds_router(
         return CrowdPortrait(**answer)
 
     return router
+
+
+def _crowd_reads(segment: str | None, tag: str | None, segments_dir: Path | None, tags_library: Path | None) -> str:
+    """What a segment's or a tag's crowd is computed from (empty for a persona): its members'
+    ids tell each one's value of it."""
+    from marketing.segments import SegmentStore
+    from marketing.tags import load_library
+
+    if segment is None and tag is None:
+        return ""
+    library = load_library(tags_library)
+    return SegmentStore(segments_dir).reads(segment, library) if segment is not None else library.reads(tag)
 
 
 def _sensitive_dimensions(sources: CrowdSources) -> list[str]:

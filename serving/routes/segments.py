@@ -14,12 +14,13 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
 from marketing.segments import SegmentStore
+from marketing.tags import Library
 from portrait.audit import record_export
 from portrait.errors import NotFound, PortraitError
 from portrait.files import read_parquet
 from portrait.privacy import Consent
 from serving.keys import Caller
-from serving.routes.access import Access
+from serving.routes.access import Access, refuse_sensitive_terms
 from serving.routes.errors import ProductErrorRoute
 
 
@@ -91,10 +92,15 @@ def build_segments_router(
     consent: Callable[[], Consent] | None = None,
     access: Access | None = None,
     audit_log: Path | None = None,
+    library: Library | None = None,
+    sensitive: Callable[[], list[str]] = lambda: [],
 ) -> APIRouter:
     """``run_members`` gives the folder of a run's members for this request (None: the
     segments folder's own); ``consent`` the current consent rules (None: no rules);
-    ``audit_log`` where pulls are recorded (None: not recorded, for a router mounted alone)."""
+    ``audit_log`` where pulls are recorded (None: not recorded, for a router mounted alone);
+    ``library`` the tag library segments' tags come from and ``sensitive`` the data set's
+    sensitive attribute features: a marketing key may not pull the members of a segment
+    computed from one (the list would tell each member's value)."""
     router = APIRouter(route_class=ProductErrorRoute, tags=["segments"])
     access = access or Access()
 
@@ -118,6 +124,9 @@ def build_segments_router(
     ) -> SegmentMembers:
         """A page of the segment's members who may be contacted; recorded in the audit log."""
         _load(store, name)
+        if library is not None:
+            reads = store.reads(name, library)
+            refuse_sensitive_terms(caller, reads, sensitive(), "pull the members of a segment computed from")
         folder = run_members()
         if folder is not None:
             path = folder / f"{name}.parquet"
