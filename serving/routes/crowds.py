@@ -241,7 +241,11 @@ def _crowd_reads(segment: str | None, tag: str | None, segments_dir: Path | None
     if segment is None and tag is None:
         return ""
     library = load_library(tags_library)
-    return SegmentStore(segments_dir).reads(segment, library) if segment is not None else library.reads(tag)
+    if segment is None:
+        return library.reads(tag)
+    store = SegmentStore(segments_dir)
+    # An unknown segment is answered later, as a 404 naming the saved ones.
+    return store.reads(segment, library) if store.exists(segment) else ""
 
 
 def _sensitive_dimensions(sources: CrowdSources) -> list[str]:
