@@ -112,10 +112,10 @@ def register(app: typer.Typer, out, console) -> None:
     ) -> None:
         """Build one feature row per customer as of a cutoff."""
         from features.build import build_features, late_as_of_note, nobody_before, parse_cutoff
-        from portrait.dataset import open_dataset
         from portrait.engine import check_engine_name
         from portrait.files import atomic_write, check_suffix
         from portrait.progress import spinner
+        from portrait.validate import open_checked
 
         config = load_feature_config(config_file)
         cutoff = parse_cutoff(as_of)
@@ -123,9 +123,9 @@ def register(app: typer.Typer, out, console) -> None:
             _build_on_spark(dataset, cutoff, out_file, config, table, spark_master, engine, out)
             return
         check_suffix(out_file, (".parquet",))
-        ds = open_dataset(dataset)
         started = time.perf_counter()
         with spinner(console, "features") as say:
+            ds = open_checked(dataset, say, note=lambda text: out.print(f"note: {text}"))
             say(f"building features as of {cutoff}")
             frame = build_features(ds, cutoff, config, progress=say)
         if not len(frame):  # a date before the data, most often: an empty table is no answer

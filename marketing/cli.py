@@ -49,15 +49,15 @@ def open_population(
     """A :class:`~marketing.population.Population` of the data set, on DuckDB or on Spark
     (``engine``); closed, with its Spark session's caches, when the block ends."""
     from marketing.population import Population
-    from portrait.dataset import open_dataset
     from portrait.engine import check_engine_name
+    from portrait.validate import open_checked
 
     if scores is not None and not scores.is_dir():
         raise PortraitError(f"scores folder {scores} does not exist")
     if check_engine_name(engine) != "spark":
         if spark_master:
             raise PortraitError("--spark-master is an option of --engine spark")
-        with Population(open_dataset(Path(dataset)), as_of, scores_dir=scores, progress=say) as population:
+        with Population(open_checked(Path(dataset), say), as_of, scores_dir=scores, progress=say) as population:
             yield population
         return
     from portrait.spark_engine import spark_dataset, spark_errors, spark_session
@@ -288,10 +288,10 @@ def register_rfm(app: typer.Typer, out, console) -> None:
         from features.build import late_as_of_note
         from marketing.population import Population
         from marketing.rfm import group_summary, migration, top_share_of_revenue
-        from portrait.dataset import open_dataset
         from portrait.files import atomic_write, atomic_write_text, check_targets
+        from portrait.validate import open_checked
 
-        ds = open_dataset(dataset)
+        ds = open_checked(dataset)
         value_columns = ["days_since_last_purchase", "orders_lifetime", "spend_lifetime"]
         with spinner(console, "RFM") as say:
             with Population(ds, as_of, progress=say) as population:

@@ -293,7 +293,7 @@ def register_crowd(app: typer.Typer, out, console) -> None:
         from marketing.crowd_trend import crowd_trend, trend_dates, write_trend
         from marketing.segments import SegmentStore
         from marketing.tags import load_library
-        from portrait.dataset import open_dataset
+        from portrait.validate import open_checked
 
         started = time.perf_counter()
         crowd = _crowd(segment, tag, persona, where, bought_category, within_days, everyone)
@@ -301,7 +301,7 @@ def register_crowd(app: typer.Typer, out, console) -> None:
         library = load_library(file)
         with spinner(console, "trend") as say:
             table = crowd_trend(
-                open_dataset(data),
+                open_checked(data, say),
                 crowd,
                 dates,
                 library,

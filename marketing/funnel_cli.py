@@ -62,8 +62,8 @@ def register_funnel(app: typer.Typer, out, console) -> None:
             suppress,
             tag_groups,
         )
-        from portrait.dataset import open_dataset
         from portrait.files import atomic_write, check_targets
+        from portrait.validate import open_checked
 
         started = time.perf_counter()
         # Checks that need no data come first, so a typo costs nothing.
@@ -78,7 +78,7 @@ def register_funnel(app: typer.Typer, out, console) -> None:
         if by == "tag" and tags_file is None:
             raise FunnelError("--by tag needs --tags-file F (tags_<date>.parquet written by portrait tags apply)")
         as_of_date = parse_cutoff(as_of)
-        ds = open_dataset(dataset)
+        ds = open_checked(dataset)
         notes = []
         with spinner(console, "funnel") as say:
             groups = None

@@ -29,6 +29,24 @@ from portrait.sql import quote_ident, quote_literal
 
 SALT_ENV = "PORTRAIT_IDENTITY_SALT"
 
+# An identifier held by more customer ids than this links nobody: a household shares a phone or
+# a card among a few ids; one value shared by dozens is a placeholder (the hash of an empty
+# e-mail, "0000000000", a store's own card) that would otherwise merge them all into one person.
+MAX_IDS_PER_IDENTIFIER = 20
+
+# The identities rows that can merge anything: identifiers held by two ids or more, but not by
+# more than MAX_IDS_PER_IDENTIFIER (every other id is its own person). One statement for both
+# engines (DuckDB here, Spark in portrait.spark_engine).
+MERGING_LINKS = f"""WITH links AS (SELECT DISTINCT customer_id, id_type, id_value FROM clean_identities),
+        shared AS (SELECT id_type, id_value FROM links GROUP BY id_type, id_value
+                   HAVING COUNT(*) > 1 AND COUNT(*) <= {MAX_IDS_PER_IDENTIFIER})
+    SELECT links.customer_id, links.id_type, links.id_value FROM links JOIN shared USING (id_type, id_value)"""
+
+# How many identifiers were too widely shared to link, and how many ids hold them.
+UNLINKED_IDENTIFIERS = f"""SELECT COUNT(*), COALESCE(SUM(ids), 0) FROM (
+    SELECT COUNT(DISTINCT customer_id) AS ids FROM clean_identities GROUP BY id_type, id_value
+    HAVING COUNT(DISTINCT customer_id) > {MAX_IDS_PER_IDENTIFIER})"""
+
 
 @dataclass(frozen=True)
 class IdentitySummary:
@@ -36,12 +54,36 @@ class IdentitySummary:
     persons: int
     merged_ids: int  # ids that now belong to a person with more than one id
     merged_persons: int  # persons made of more than one id
+    largest_person: int = 1  # ids of the person with the most
+    unlinked_identifiers: int = 0  # identifiers held by more than MAX_IDS_PER_IDENTIFIER ids
+    unlinked_identifier_ids: int = 0  # the ids holding them (counted once per identifier)
 
     def sentence(self) -> str:
-        return (
+        people = "person" if self.merged_persons == 1 else "people"
+        text = (
             f"{self.customer_ids:,} customer ids in identities resolve to {self.persons:,} "
-            f"people: {self.merged_ids:,} ids merged into {self.merged_persons:,} people"
+            f"people: {self.merged_ids:,} ids merged into {self.merged_persons:,} {people}"
         )
+        if self.largest_person > MAX_IDS_PER_IDENTIFIER:
+            text += f"; the largest person holds {self.largest_person:,} ids (chained through shared identifiers)"
+        return text
+
+    def warnings(self) -> list[str]:
+        """What a person reading the merge should check: identifiers too widely shared to link
+        anyone (placeholders), and persons chained from many ids."""
+        found = []
+        if self.unlinked_identifiers:
+            found.append(
+                f"identities: {self.unlinked_identifiers:,} identifier value(s) are each held by more than "
+                f"{MAX_IDS_PER_IDENTIFIER} customer ids ({self.unlinked_identifier_ids:,} in all) and link nobody: "
+                "placeholders such as an empty value's hash? (portrait identity explain ID shows an id's identifiers)"
+            )
+        if self.largest_person > MAX_IDS_PER_IDENTIFIER:
+            found.append(
+                f"identities: one person is {self.largest_person:,} customer ids chained through shared identifiers; "
+                "check it with portrait identity explain"
+            )
+        return found
 
 
 def resolve(links: pd.DataFrame) -> pd.DataFrame:
@@ -67,7 +109,7 @@ def resolve(links: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"customer_id": np.asarray(customers), "person_id": np.asarray(customers)[first_in_component]})
 
 
-def summarize(mapping: pd.DataFrame) -> IdentitySummary:
+def summarize(mapping: pd.DataFrame, unlinked: tuple[int, int] = (0, 0)) -> IdentitySummary:
     sizes = mapping.groupby("person_id").size()
     multi = sizes[sizes > 1]
     return IdentitySummary(
@@ -75,18 +117,16 @@ def summarize(mapping: pd.DataFrame) -> IdentitySummary:
         persons=len(sizes),
         merged_ids=int(multi.sum()),
         merged_persons=len(multi),
+        largest_person=int(sizes.max()) if len(sizes) else 1,
+        unlinked_identifiers=int(unlinked[0]),
+        unlinked_identifier_ids=int(unlinked[1]),
     )
 
 
 def register_identity_map(con: duckdb.DuckDBPyConnection) -> bool:
     """Compute the map from ``clean_identities`` and store it as table ``identity_map``."""
-    # Only identifiers held by two or more ids can merge anything: the graph is built from
-    # those links alone (a few percent of the table), every other id is its own person.
-    links = con.execute(
-        """WITH links AS (SELECT DISTINCT customer_id, id_type, id_value FROM clean_identities),
-                shared AS (SELECT id_type, id_value FROM links GROUP BY id_type, id_value HAVING COUNT(*) > 1)
-           SELECT links.* FROM links JOIN shared USING (id_type, id_value)"""
-    ).df()
+    # The graph is built from the links that can merge anything (a few percent of the table).
+    links = con.execute(MERGING_LINKS).df()
     con.register("_identity_merged_frame", resolve(links))
     con.execute(
         """CREATE OR REPLACE TEMP TABLE identity_map AS
@@ -104,7 +144,8 @@ def register_identity_map(con: duckdb.DuckDBPyConnection) -> bool:
 
 
 def identity_summary(con: duckdb.DuckDBPyConnection) -> IdentitySummary:
-    return summarize(con.execute("SELECT customer_id, person_id FROM identity_map").df())
+    unlinked = con.execute(UNLINKED_IDENTIFIERS).fetchall()[0]
+    return summarize(con.execute("SELECT customer_id, person_id FROM identity_map").df(), unlinked)
 
 
 def salted_hash(value: str, salt: str) -> str:

@@ -75,6 +75,7 @@ from portrait.forget import (
     missing_salt,
     valid_salt,
 )
+from portrait.identity import MERGING_LINKS
 from portrait.privacy import (
     PrivacySettings,
     personal_value_checks,
@@ -855,12 +856,7 @@ def register_identity_map(engine: SparkEngine, max_rounds: int = MAX_IDENTITY_RO
     thousands of ids through shared identifiers: a data problem, such as a placeholder phone
     number shared by everyone) stops with an error rather than running on.
     """
-    engine.materialize(
-        "_identity_edges",
-        """WITH links AS (SELECT DISTINCT customer_id, id_type, id_value FROM clean_identities),
-                shared AS (SELECT id_type, id_value FROM links GROUP BY id_type, id_value HAVING COUNT(*) > 1)
-           SELECT links.customer_id, links.id_type, links.id_value FROM links JOIN shared USING (id_type, id_value)""",
-    )
+    engine.materialize("_identity_edges", MERGING_LINKS)
     engine.materialize("_identity_labels", "SELECT DISTINCT customer_id, customer_id AS label FROM _identity_edges")
     for _ in range(max_rounds):
         engine.materialize(

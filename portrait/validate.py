@@ -11,6 +11,7 @@ line's text, like any other bad row.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -20,7 +21,7 @@ import duckdb
 import pyarrow as pa
 
 from portrait import contract
-from portrait.dataset import CONFIG_FILE, Dataset, TableSource
+from portrait.dataset import CONFIG_FILE, Dataset, TableSource, cache_folder
 from portrait.errors import ContractError
 from portrait.files import atomic_target, atomic_write_text
 from portrait.forget import forgotten_rows
@@ -139,23 +140,89 @@ def validate(dataset: Dataset, out_dir: Path | None = None, progress: Progress |
             if implausible
             else []
         )
+        identities = identity_summary(con) if dataset.has("identities") else None
         report = ValidationReport(
             dataset=dataset.name,
             fingerprint=dataset.fingerprint(),
             tables=reports,
             missing_optional_tables=[t.name for t in contract.TABLES if not dataset.has(t.name)],
-            identities=identity_summary(con) if dataset.has("identities") else None,
+            identities=identities,
             purchases_customers=int(customers),
             purchases_first_ts=str(first_ts),
             purchases_last_ts=str(last_ts),
             timezone=dataset.timezone,
-            notes=_privacy_notes(dataset) + _notes(reports, dataset.timezone) + implausible_note,
+            notes=_privacy_notes(dataset)
+            + _notes(reports, dataset.timezone)
+            + implausible_note
+            + (identities.warnings() if identities else []),
         )
     finally:
         con.close()
     if out_dir is not None:
         atomic_write_text(json.dumps(report.to_dict(), indent=2), out_dir / "report.json")
+    _write_stamp(dataset, report)
     return report
+
+
+# Bump when a check is added or changed: data sets checked by older code are checked again.
+CHECKS_VERSION = 1
+
+
+def _stamp_path(dataset: Dataset) -> Path | None:
+    """Where the outcome of this version of the data set's checks is kept: keyed by its
+    folder, its files (names, sizes, times), its portrait.toml and :data:`CHECKS_VERSION`.
+    None for frames (nothing on disk to key by)."""
+    if dataset.root is None:
+        return None
+    digest = hashlib.sha256(f"{CHECKS_VERSION}|{dataset.root.resolve()}|{dataset.fingerprint()}".encode())
+    config = dataset.root / CONFIG_FILE
+    if config.is_file():
+        digest.update(config.read_bytes())
+    return cache_folder() / "checked" / f"{digest.hexdigest()[:32]}.json"
+
+
+def _write_stamp(dataset: Dataset, report: ValidationReport) -> None:
+    stamp = _stamp_path(dataset)
+    if stamp is None:
+        return
+    summary = {"fingerprint": report.fingerprint, "quarantined_rows": report.quarantined_rows}
+    try:
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(json.dumps(summary), stamp)
+    except OSError:  # an unwritable cache: the checks run again next time, nothing else changes
+        pass
+
+
+def require_checked(dataset: Dataset, progress: Progress | None = None) -> int:
+    """Run the contract's table-level checks on ``dataset`` unless this version of it (files
+    and settings) passed them before, and return how many rows its checks leave out. Every
+    command that reads a data set calls this first: without it a file in the wrong encoding or
+    a column nobody can parse would lose its rows silently (the views drop what they cannot
+    read; only the checks stop on it). Raises :class:`ContractError` as ``portrait validate``."""
+    stamp = _stamp_path(dataset)
+    if stamp is not None and stamp.is_file():
+        try:
+            return int(json.loads(stamp.read_text())["quarantined_rows"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    say = progress or (lambda message: None)
+    say("checking the data set against the contract (once per version of its files)")
+    return validate(dataset, progress=progress).quarantined_rows
+
+
+def open_checked(path: str | Path, progress: Progress | None = None, note: Callable[[str], None] | None = None):
+    """:func:`portrait.dataset.open_dataset`, then :func:`require_checked`; ``note`` hears how
+    many rows the checks leave out, when any do."""
+    from portrait.dataset import open_dataset
+
+    dataset = open_dataset(path)
+    left_out = require_checked(dataset, progress)
+    if left_out and note is not None:
+        note(
+            f"{left_out:,} row{'' if left_out == 1 else 's'} of {dataset.name} fail the contract's checks and are "
+            f"left out (portrait validate {path} --out DIR lists them)"
+        )
+    return dataset
 
 
 def _first_line(exc: Exception) -> str:

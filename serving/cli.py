@@ -188,8 +188,8 @@ def register(app: typer.Typer, out, console) -> None:
         from marketing.population import Population
         from marketing.segments import Segment, SegmentEvaluator, SegmentStore
         from marketing.tags import load_library
-        from portrait.dataset import open_dataset
         from portrait.outputs import latest_scores_dataset
+        from portrait.validate import open_checked
 
         data = data or latest_scores_dataset(scores_dir)  # as --data's help says: the scores' own
         if data is None or not Path(data).exists():
@@ -199,7 +199,7 @@ def register(app: typer.Typer, out, console) -> None:
             )
         as_of = scores["as_of"].iloc[0].date()
         store = SegmentStore(segments_dir)
-        with Population(open_dataset(data), as_of, scores_dir=scores_dir) as population:
+        with Population(open_checked(data), as_of, scores_dir=scores_dir) as population:
             evaluator = SegmentEvaluator(population, store, load_library(tags_file), default_store())
             found = set(evaluator.evaluate(store.load(segment)).members) if segment else None
             if tags:

@@ -227,10 +227,10 @@ def score(
         raise PortraitError("no model to score with: give --models NAME[,NAME...]")
     quarantined = None
     if validate_first:
-        from portrait.validate import validate
+        from portrait.validate import require_checked
 
         say("validating the data set")
-        quarantined = validate(dataset).quarantined_rows
+        quarantined = require_checked(dataset, say)
     if features_by_model is None:
         say("building features")
         features_by_model = build_model_features(dataset, as_of, models, progress=say)

@@ -26,6 +26,14 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: item.get_closest_marker("spark") is None)  # stable: modules keep their order
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_cache_folder(tmp_path_factory):
+    """The data sets' check stamps and converted copies in the session's folder, not the home's."""
+    import os
+
+    os.environ["PORTRAIT_CACHE_DIR"] = str(tmp_path_factory.mktemp("portrait-cache"))
+
+
 @pytest.fixture(scope="session")
 def small_synthetic(tmp_path_factory) -> Path:
     """A 3,000-customer synthetic data set shared by the whole session (seed 11)."""

@@ -279,3 +279,43 @@ def test_the_hashed_copy_merges_the_same_people_as_the_source(tmp_path):
     (folder / "identities.csv").write_text(PLACEHOLDERS)
     hash_identities_file(folder / "identities.csv", hashed / "identities.parquet", salt="pepper")
     assert _persons(hashed) == _persons(folder) == {"B": "A", "F": "E"}
+
+
+def test_an_identifier_shared_by_more_than_the_limit_links_nobody_and_is_reported(tmp_path):
+    """One value held by dozens of ids (the hash of an empty e-mail, a store's own card) would
+    merge them all into one person; it links nobody, and validate says how many such values."""
+    from portrait.dataset import open_dataset
+    from portrait.identity import MAX_IDS_PER_IDENTIFIER
+    from portrait.validate import validate
+
+    many = [f"c{i:02d}" for i in range(MAX_IDS_PER_IDENTIFIER + 5)]
+    folder = tmp_path / "raw"
+    folder.mkdir()
+    (folder / "purchases.csv").write_text(
+        "order_id,customer_id,ts,amount\n" + "".join(f"o{c},{c},2024-01-01,1\n" for c in many)
+    )
+    rows = [f"{c},email,samehash\n" for c in many] + ["c00,phone,p1\n", "c01,phone,p1\n"]
+    (folder / "identities.csv").write_text("customer_id,id_type,id_value\n" + "".join(rows))
+    assert _persons(folder) == {"c01": "c00"}  # only the phone two ids share merges them
+    report = validate(open_dataset(folder))
+    summary = report.identities
+    assert (summary.merged_ids, summary.largest_person) == (2, 2)
+    assert (summary.unlinked_identifiers, summary.unlinked_identifier_ids) == (1, MAX_IDS_PER_IDENTIFIER + 5)
+    assert (
+        f"identities: 1 identifier value(s) are each held by more than {MAX_IDS_PER_IDENTIFIER} customer ids "
+        f"({MAX_IDS_PER_IDENTIFIER + 5} in all) and link nobody"
+    ) in " ".join(report.notes)
+    assert "samehash" not in " ".join(report.notes)
+
+
+def test_a_chain_of_ids_longer_than_the_limit_is_one_person_and_is_reported():
+    ids = [f"c{i:02d}" for i in range(25)]
+    links = pd.DataFrame(  # c00 -k0- c01 -k1- c02 ...: each value shared by two ids only
+        {"customer_id": ids[:-1] + ids[1:], "id_type": ["card"] * 48, "id_value": [f"k{i}" for i in range(24)] * 2}
+    )
+    summary = summarize(resolve(links))
+    assert (summary.persons, summary.largest_person) == (1, 25)
+    assert summary.warnings() == [
+        "identities: one person is 25 customer ids chained through shared identifiers; check it with portrait "
+        "identity explain"
+    ]

@@ -63,6 +63,38 @@ def test_the_command_exits_non_zero_with_the_message_and_no_traceback(tmp_path):
     assert "Traceback" not in result.stderr + result.stdout
 
 
+def test_every_command_reading_the_data_stops_where_validate_stops(tmp_path):
+    """The views leave out what they cannot read; only the checks stop on a file in the wrong
+    encoding. features build wrote a table without those rows, exit 0, before it ran them."""
+    folder = _dataset(tmp_path, LATIN1_ROWS.encode("latin-1"))
+    for args in (
+        ("features", "build", str(folder), "--as-of", "2024-02-01", "--out", str(tmp_path / "f.parquet")),
+        ("tags", "apply", str(folder), "--as-of", "2024-02-01", "--out", str(tmp_path / "tags")),
+        ("rfm", str(folder), "--as-of", "2024-02-01", "--out", str(tmp_path / "rfm")),
+    ):
+        result = _run_cli(*args)
+        assert result.returncode == 2 and "is not UTF-8" in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+    assert not (tmp_path / "f.parquet").exists() and not (tmp_path / "tags").exists()
+
+
+def test_the_checks_run_once_per_version_of_the_files_and_settings(tmp_path, monkeypatch):
+    import portrait.validate as checks
+
+    folder = _dataset(tmp_path, "".join([HEADER, *_lines(40)]).encode())
+    calls = []
+    real = checks.validate
+    monkeypatch.setattr(checks, "validate", lambda dataset, **kw: calls.append(1) or real(dataset, **kw))
+    assert checks.require_checked(open_dataset(folder)) == 0
+    assert checks.require_checked(open_dataset(folder)) == 0 and len(calls) == 1  # the stamp holds
+    (folder / "portrait.toml").write_text('timezone = "Europe/Paris"\n')  # new settings: checked again
+    checks.require_checked(open_dataset(folder))
+    (folder / "purchases.csv").write_bytes(LATIN1_ROWS.encode("latin-1"))  # new files: checked again
+    with pytest.raises(ContractError, match="is not UTF-8"):
+        checks.require_checked(open_dataset(folder))
+    assert len(calls) == 3
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -14,19 +14,23 @@ from features.labels import LABELS, build_training_set, data_last_day
 from models.history import GROUP_COLUMN, HISTORY_FEATURES, NEEDED, add_history_features
 from portrait.dataset import Dataset, open_dataset
 from portrait.errors import PortraitError
+from portrait.validate import require_checked
 from training.config import DEMO, DEMO_FOLDER, ExperimentConfig
 from training.splits import TimeSplit, choose_split
 
 
 def resolve_dataset(data: str, demo_path: Path = DEMO_FOLDER) -> Dataset:
-    """``demo`` is the Complete Journey set in ``demo_path`` (imported there on first use)."""
+    """``demo`` is the Complete Journey set in ``demo_path`` (imported there on first use). The
+    data set's checks run first, once per version of its files (:func:`require_checked`)."""
     if data == DEMO:
         if not (demo_path / "purchases.parquet").exists():
             from portrait.adapters.completejourney import import_completejourney
 
             import_completejourney(demo_path)
-        return open_dataset(demo_path)
-    return open_dataset(data)
+        data = demo_path
+    dataset = open_dataset(data)
+    require_checked(dataset)
+    return dataset
 
 
 @dataclass
