@@ -428,3 +428,22 @@ def test_a_relative_labels_holdout_is_scored_at_its_share_as_batch_scoring_score
     assert result.metrics["holdout_ece_before_shift"] >= 0
     for scores in result.candidate_predictions.values():
         assert scores.mean() == pytest.approx(0.2, abs=1e-9)
+
+
+def test_the_peers_are_judged_when_the_model_leaves_their_families_out(small_synthetic):
+    """The peers read the value features (RFM, BG/NBD): a model without that family was shown
+    with no peer at all, and no margin."""
+    from features.catalogue import describe
+
+    config = experiment(
+        small_synthetic,
+        cutoffs={"rule": "monthly", "count": 2},
+        features={"exclude_families": ["value", "attributes"]},
+        model={**FAST, "type": "lightgbm"},
+    )
+    data = prepare(config)
+    families = {meaning.family for meaning in describe(data.feature_columns).values()}
+    assert "value" not in families and "orders_lifetime" not in data.feature_columns
+    result = fit_and_evaluate(config, data)
+    assert {"baseline_rfm_holdout_roc_auc", "baseline_bgnbd_holdout_roc_auc"} <= set(result.metrics)
+    assert "holdout_roc_auc_margin_over_best_peer" in result.metrics

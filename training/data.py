@@ -33,6 +33,11 @@ def resolve_dataset(data: str, demo_path: Path = DEMO_FOLDER) -> Dataset:
     return dataset
 
 
+# The families the peers' inputs come from: built for every experiment, used by its model only
+# when its [features] families include them.
+PEER_FAMILIES = ("value", "windows")
+
+
 @dataclass
 class TrainingData:
     frame: pd.DataFrame
@@ -93,12 +98,15 @@ def prepare(config: ExperimentConfig, progress=None, ends_on: dt.date | None = N
         config.label.horizon_days,
         config.features,
         high_value_quantile=config.label.high_value_quantile,
-        families=config.families,
+        # The peers (RFM, BG/NBD, recent spend) read these even when the model leaves them out.
+        families=tuple(dict.fromkeys((*config.families, *PEER_FAMILIES))),
         progress=progress,
     )
     vocabulary = Vocabulary.from_dict(frame.attrs["vocabulary"])
-    features = [c for c in frame.columns if c not in ("customer_id", "cutoff", *LABELS)]
-    meanings = describe(features, config.features, vocabulary)
+    built = [c for c in frame.columns if c not in ("customer_id", "cutoff", *LABELS)]
+    described = describe(built, config.features, vocabulary)
+    features = [c for c in built if c not in described or described[c].family in config.families]
+    meanings = {c: described[c] for c in features if c in described}
     history, flags = [], {}
     if config.label.is_classification and set(NEEDED) <= set(features):
         if progress:

@@ -562,7 +562,8 @@ def fit_time_split(config: ExperimentConfig, data: TrainingData, params: dict | 
     candidate_predictions, offsets = _at_share(as_predicted, share)
     p_valid, p_holdout = out_of_fold[chosen], candidate_predictions[chosen]
     y_holdout = data.y(holdout)
-    peer_metrics, peer_tags, peers = baseline_metrics(data.X(holdout), y_holdout, config, p_holdout)
+    # The rows whole: the peers' inputs are built even when the model's families leave them out.
+    peer_metrics, peer_tags, peers = baseline_metrics(holdout, y_holdout, config, p_holdout)
     selection_metrics, selection_tags = _selection_metrics(selection, peer_auc)
     metrics = {
         **_per_fold_metrics(config, y_valid_all, p_valid, valid_fold, "validation_"),
@@ -664,7 +665,7 @@ def fit_customer_folds(config: ExperimentConfig, data: TrainingData, params: dic
     if share is not None:
         out_of_fold, offset = shift_to_share(out_of_fold, share)
     per_candidate, _ = _at_share(per_candidate, share)
-    peer_metrics, peer_tags, peers = baseline_metrics(data.X(rows), y, config, out_of_fold)
+    peer_metrics, peer_tags, peers = baseline_metrics(rows, y, config, out_of_fold)
     selection_metrics, selection_tags = _selection_metrics(final, {})
     metrics = {
         **_score_metrics(config, y, out_of_fold, "holdout_"),
