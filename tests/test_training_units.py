@@ -344,8 +344,13 @@ def test_train_prints_cutoffs_holdout_base_rate_and_the_peer_table():
     assert "note: BG/NBD P(any purchase): b is at its upper bound" in text
     assert "model chosen on validation: blend" in text
     assert re.search(r"blend\s+0\.8100\s+0\.8100 <- registered", text)
+    assert "a candidate named as a peer" not in text
     metrics["holdout_roc_auc_margin_ci_low"] = 0.001  # the whole interval above 0: nothing to add
     assert "cannot tell" not in "\n".join(summary_lines(summary))
+    metrics["holdout_roc_auc_margin_ci_low"], metrics["holdout_roc_auc_margin_ci_high"] = -0.0864, 0.0
+    assert "the interval holds 0" in "\n".join(summary_lines(summary))  # an end at 0 holds it too
+    summary.candidates["rfm"] = {"validation_roc_auc": 0.78, "holdout_roc_auc": 0.7897}
+    assert "a candidate named as a peer is that peer made a model" in "\n".join(summary_lines(summary))
 
 
 def test_data_path_is_resolved_against_the_experiment_files_folder(tmp_path, monkeypatch):

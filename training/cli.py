@@ -65,7 +65,7 @@ def summary_lines(summary) -> list[str]:
             f"[{m[f'holdout_{metric}_margin_ci_low']:+.4f}, {m[f'holdout_{metric}_margin_ci_high']:+.4f}] "
             f"({int(m['bootstrap_resamples']):,} resamples of the holdout customers)"
         )
-        if m[f"holdout_{metric}_margin_ci_low"] < 0 < m[f"holdout_{metric}_margin_ci_high"]:
+        if m[f"holdout_{metric}_margin_ci_low"] <= 0 <= m[f"holdout_{metric}_margin_ci_high"]:
             lines.append(
                 "the interval holds 0: this holdout cannot tell the model from the peer; "
                 "portrait backtest judges the design on more windows"
@@ -81,6 +81,12 @@ def summary_lines(summary) -> list[str]:
             lines.append(
                 f"  {name:<15}{values.get('validation_roc_auc', float('nan')):>9.4f}"
                 f"{values.get('holdout_roc_auc', float('nan')):>9.4f}{mark}"
+            )
+        if set(summary.candidates) & set(summary.peer_labels):
+            lines.append(
+                "  (a candidate named as a peer is that peer made a model: it ranks customers against its "
+                "training customers and is calibrated, which ties some scores, so its holdout figure differs a "
+                "little from the peer's, ranked within the holdout's own customers)"
             )
     if "holdout_ece" in m:
         raw = m.get("holdout_ece_uncalibrated")
