@@ -373,10 +373,13 @@ def _check_rows(con, dataset: Dataset, table: contract.Table, out_dir: Path | No
     source = dataset.sources[name]
     if source.is_csv:
         _clear_rejects(con, source)
-    # In the same scan: customer ids that a CSV's trimming would have changed (see TableReport)
+    # In the same scan: customer ids that a CSV's trimming would have changed (see TableReport);
+    # only text ids can have spaces (a Parquet file's whole-number ids are integers).
     padded = (
         "COUNT(*) FILTER (WHERE prefix(customer_id, ' ') OR suffix(customer_id, ' '))"
-        if not source.is_csv and "customer_id" in table.column_names
+        if not source.is_csv
+        and "customer_id" in table.column_names
+        and con.execute(f"DESCRIBE SELECT customer_id FROM checked_{name}").fetchall()[0][1] == "VARCHAR"
         else "0"
     )
     scanned = con.execute(f"SELECT {REASON}, COUNT(*), {padded} FROM checked_{name} GROUP BY 1").fetchall()

@@ -261,6 +261,18 @@ def test_customer_ids_with_spaces_around_them_in_a_parquet_file_are_kept_and_sai
         ]
 
 
+def test_whole_number_customer_ids_in_a_parquet_file_are_read(tmp_path):
+    """Integer ids (allowed by the contract) have no spaces to look for: the check of padded
+    ids was a DuckDB binder error on them (found by a review)."""
+    frame = purchases({"customer_id": 101}, {"order_id": "o2", "customer_id": 102})
+    customers = pd.DataFrame({"customer_id": [101, 102], "region": ["north", "south"]})
+    report = validate(open_dataset(write_tables(tmp_path / "data", "parquet", purchases=frame, customers=customers)))
+    assert [(t.table, t.valid_rows, t.padded_customer_ids) for t in report.tables] == [
+        ("purchases", 2, 0),
+        ("customers", 2, 0),
+    ]
+
+
 def test_nan_in_an_optional_float_column_means_missing_not_bad(tmp_path):
     frame = purchases({}).assign(amount=12.5, discount=float("nan"))
     report = validate(Dataset.from_frames(purchases=frame))
