@@ -13,6 +13,8 @@ Row-level rules (a row breaking one is quarantined, with the first reason that a
   `` Europe/Paris``) is converted to the data set's time zone (UTC unless configured), a value
   without one is taken as already in it;
 - a number that does not parse or is not finite: ``non_numeric_<column>``;
+- a number of magnitude :data:`IMPLAUSIBLE_NUMBER` or more (no line costs 10^15 in any
+  currency; sums of such values overflow): ``implausible_<column>``;
 - a negative value in a column that must be >= 0: ``negative_<column>``;
 - purchases: an exact copy of an earlier line: ``duplicate_line`` (one copy is kept);
 - customers: one customer id with different attributes in several rows:
@@ -60,6 +62,10 @@ _ALL_MISSING = '"NULL"'  # DuckDB's type for a pandas column holding only None
 # Finite doubles lie within +-1.797...e308: BETWEEN these bounds is isfinite() in a form Spark
 # SQL takes too (a NaN never gets here: the parse maps it to NULL).
 _FINITE = "1.7976931348623157e308"
+# No purchase line, discount, quantity or event value reaches this in any currency (10^15 Iranian
+# rials are about two billion dollars); past it a value is an export's error, and money sums of
+# such values overflow the plan's exact arithmetic.
+IMPLAUSIBLE_NUMBER = 1e15
 # A time (H:MM, optional seconds and fraction) followed by an offset or a zone: +02:00, -0500,
 # Z, UTC, Europe/Paris.
 ZONE_PATTERN = r"\d:\d\d(:\d\d(\.\d*)?)?\s*([+-]\d|[A-Za-z])"
@@ -375,6 +381,7 @@ def _reason_cases(table: contract.Table, types: dict[str, str], trim: bool, read
                 f"WHEN ({value} IS NULL AND {present}) OR NOT ({value} BETWEEN -{_FINITE} AND {_FINITE}) "
                 f"THEN 'non_numeric_{column.name}'"
             )
+            cases.append(f"WHEN ABS({value}) >= {IMPLAUSIBLE_NUMBER:.0e} THEN 'implausible_{column.name}'")
             if column.non_negative:
                 cases.append(f"WHEN {value} < 0 THEN 'negative_{column.name}'")
         if column.identifier:

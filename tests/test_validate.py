@@ -3,6 +3,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from features.build import build_features
 from portrait.dataset import Dataset, open_dataset
 from portrait.errors import ConfigError, ContractError
 from portrait.validate import validate
@@ -259,6 +260,16 @@ def test_customer_ids_with_spaces_around_them_in_a_parquet_file_are_kept_and_sai
             "cells are trimmed): 'C1 ' and 'C1' are two customers to every table; trim them where the file is "
             "written if they are one"
         ]
+
+
+def test_numbers_no_export_means_are_quarantined_as_implausible(tmp_path):
+    """1e300 passed validate and then broke the feature build (an exact money sum overflowed)."""
+    frame = purchases({"amount": 1e300}, {"order_id": "o2", "amount": -2e15}, {"order_id": "o3", "quantity": 1e16})
+    folder = write_tables(tmp_path / "data", purchases=pd.concat([frame, purchases({"order_id": "o4"})]))
+    report = validate(open_dataset(folder))
+    assert report.tables[0].quarantined == {"implausible_amount": 2, "implausible_quantity": 1}
+    assert report.tables[0].valid_rows == 1
+    assert len(build_features(open_dataset(folder), "2030-01-01")) == 1
 
 
 def test_whole_number_customer_ids_in_a_parquet_file_are_read(tmp_path):
