@@ -22,6 +22,12 @@ class FeatureConfig:
     trend_window: int = 90
 
     def __post_init__(self) -> None:
+        # Types first: a TOML file can give "abc" or 5 where a list of day counts belongs.
+        if not isinstance(self.windows, tuple) or not all(_whole(w) for w in self.windows):
+            raise ConfigError(f"windows must be a list of whole day counts, e.g. [7, 30, 90], got {self.windows!r}")
+        for field in fields(self):
+            if field.name != "windows" and not _whole(getattr(self, field.name)):
+                raise ConfigError(f"{field.name} must be a whole number, got {getattr(self, field.name)!r}")
         if not self.windows or any(w <= 0 for w in self.windows):
             raise ConfigError(f"windows must be positive day counts, got {self.windows}")
         if tuple(sorted(set(self.windows))) != tuple(self.windows):
@@ -46,10 +52,15 @@ class FeatureConfig:
         if unknown:
             raise ConfigError(f"unknown feature settings {sorted(unknown)}; known: {sorted(known)}")
         values = dict(data)
-        if "windows" in values:
+        if isinstance(values.get("windows"), list | tuple):
             values["windows"] = tuple(values["windows"])
         return cls(**values)
 
     @property
     def longest_window(self) -> int:
         return max(self.windows)
+
+
+def _whole(value) -> bool:
+    """An int and not a bool (TOML's true would otherwise be 1)."""
+    return isinstance(value, int) and not isinstance(value, bool)

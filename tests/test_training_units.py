@@ -160,7 +160,22 @@ def test_config_rejects_unknown_keys_and_bad_values():
         ("label", {"horizon_days": 99_999_999_999}, "from 1 to 3,660, got 99999999999"),
         ("features", {"include_families": "value"}, "include_families must be a list of names"),
         ("model", {"n_estimators": "many"}, r"\[model\]: n_estimators must be a whole number at least 1"),
-        ("model", {"learning_rate": float("nan")}, "learning_rate must be a number, got nan"),
+        ("model", {"learning_rate": float("nan")}, "learning_rate must be a number more than 0 and at most 1, got nan"),
+        # each was a LightGBMError traceback once the features were built
+        ("model", {"learning_rate": -1.0}, "learning_rate must be a number more than 0 and at most 1, got -1.0"),
+        ("model", {"subsample": 5.0}, "subsample must be a number more than 0 and at most 1, got 5.0"),
+        ("model", {"max_depth": "deep"}, "max_depth must be a whole number at least -1, got 'deep'"),
+        ("model", {"num_leaves": 1}, "num_leaves must be a whole number at least 2, got 1"),
+        ("model", {"tweedie_variance_power": 2.5}, "tweedie_variance_power must be a number from 1 to 1.99, got 2.5"),
+        ("model", {"reg_alpha": -0.1}, "reg_alpha must be a number of at least 0, got -0.1"),
+        ("features", {"windows": 5}, r"windows must be a list of whole day counts, e.g. \[7, 30, 90\], got 5"),
+        ("features", {"top_categories": "x"}, "top_categories must be a whole number, got 'x'"),
+        (
+            "cutoffs",
+            {"rule": None, "dates": [dt.datetime(2017, 6, 1, 10)]},
+            "dates are days, YYYY-MM-DD, not date-times",
+        ),
+        ("cutoffs", {"spacing_days": True, "rule": "spaced"}, "spacing_days must be a positive integer, got True"),
         ("model", {"n_estimatorz": 5}, "unknown key 'n_estimatorz'; did you mean 'n_estimators'"),  # was ignored
         ("tuning", {"trials": "many"}, "trials must be a whole number from 1 to 100,000"),
         ("tuning", {"timeout_seconds": -5}, "timeout_seconds must be a whole number at least 1, got -5"),
@@ -173,6 +188,8 @@ def test_config_values_of_the_wrong_type_are_errors_naming_the_setting(section, 
     with pytest.raises(ConfigError, match=message):
         parse_experiment(raw)
     assert parse_experiment({**BASE, "model": {"max_bin": 63}}).model_params["max_bin"] == 63  # LightGBM's own
+    for fine in ({"n_jobs": -1}, {"subsample_freq": 0}, {"max_depth": -1}, {"reg_alpha": 0.0}):
+        assert parse_experiment({**BASE, "model": fine}).model_params.items() >= fine.items()
 
 
 def test_config_defaults_and_family_exclusion():

@@ -238,22 +238,54 @@ _OTHER_MODEL_KEYS = (
 )
 
 
+# What LightGBM accepts for each [model] number, checked before any feature is built (a bad
+# value was a LightGBMError traceback after minutes of work): whole numbers with their least
+# value, and fractions (low, high, whether low itself is allowed).
+_WHOLE_FROM = {
+    "n_estimators": 1,
+    "num_leaves": 2,
+    "min_child_samples": 1,
+    "subsample_freq": 0,
+    "early_stopping_rounds": 1,
+    "random_state": -(2**31),
+    "verbose": -(2**31),
+    "max_bin": 2,
+    "max_depth": -1,  # -1 (or 0): no limit
+}
+_NUMBER_RANGES = {
+    "learning_rate": (0.0, 1.0, False),
+    "subsample": (0.0, 1.0, False),
+    "colsample_bytree": (0.0, 1.0, False),
+    "reg_lambda": (0.0, math.inf, True),
+    "reg_alpha": (0.0, math.inf, True),
+    "min_split_gain": (0.0, math.inf, True),
+    "min_child_weight": (0.0, math.inf, True),
+    "tweedie_variance_power": (1.0, 1.99, True),
+}
+
+
 def _check_model_params(where: str, params: dict) -> None:
-    """The numbers of ``[model]`` that the defaults know have the defaults' types; a key close
+    """Every number of ``[model]`` the product knows has LightGBM's type and range; a key close
     to a known one is a typo (LightGBM would ignore it without a word)."""
     for key, value in params.items():
-        default = DEFAULT_MODEL_PARAMS.get(key)
-        if default is None:
+        if key == "n_jobs":
+            if value != -1:
+                whole_number(f"{where} [model]", key, value, low=1)
+        elif key in _WHOLE_FROM:
+            whole_number(f"{where} [model]", key, value, low=_WHOLE_FROM[key])
+        elif key in _NUMBER_RANGES:
+            low, high, low_allowed = _NUMBER_RANGES[key]
+            number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+            if not number or not (low <= value if low_allowed else low < value) or value > high:
+                if not low_allowed:
+                    bounds = f"more than {low:g} and at most {high:g}"
+                else:
+                    bounds = f"from {low:g} to {high:g}" if math.isfinite(high) else f"of at least {low:g}"
+                raise ConfigError(f"{where} [model]: {key} must be a number {bounds}, got {value!r}")
+        else:
             close = difflib.get_close_matches(key, [*DEFAULT_MODEL_PARAMS, *_OTHER_MODEL_KEYS], n=1, cutoff=0.8)
             if close and close[0] != key:
                 raise ConfigError(f"{where} [model]: unknown key {key!r}; did you mean {close[0]!r}?")
-            continue
-        if isinstance(default, int) and not isinstance(default, bool):
-            whole_number(f"{where} [model]", key, value, low=-(2**31) if key in ("random_state", "verbose") else 1)
-        elif isinstance(default, float) and (
-            isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
-        ):
-            raise ConfigError(f"{where} [model]: {key} must be a number, got {value!r}")
 
 
 def parse_experiment(raw: dict, where: str = "experiment") -> ExperimentConfig:
@@ -277,6 +309,9 @@ def parse_experiment(raw: dict, where: str = "experiment") -> ExperimentConfig:
     given_dates = cutoffs_raw.get("dates", [])
     if "dates" in cutoffs_raw and (not isinstance(given_dates, list) or not given_dates):
         raise ConfigError(f'{where} [cutoffs]: dates must be a list of dates, dates = ["2017-06-01", ...]')
+    timed = [d for d in given_dates if isinstance(d, dt.datetime)]
+    if timed:  # a cutoff is the first instant of a day: an hour or a zone would be silently dropped
+        raise ConfigError(f"{where} [cutoffs]: dates are days, YYYY-MM-DD, not date-times: got {timed[0].isoformat()}")
     try:
         dates = tuple(sorted(d if isinstance(d, dt.date) else dt.date.fromisoformat(str(d)) for d in given_dates))
     except ValueError as exc:
@@ -285,7 +320,7 @@ def parse_experiment(raw: dict, where: str = "experiment") -> ExperimentConfig:
     if count is not None:
         whole_number(f"{where} [cutoffs]", "count", count)
     spacing = cutoffs_raw.get("spacing_days", 14)
-    if not isinstance(spacing, int) or spacing < 1:
+    if not isinstance(spacing, int) or isinstance(spacing, bool) or spacing < 1:
         raise ConfigError(f"{where} [cutoffs]: spacing_days must be a positive integer, got {spacing!r}")
     if "spacing_days" in cutoffs_raw and cutoffs_raw.get("rule") != "spaced":
         raise ConfigError(f'{where} [cutoffs]: spacing_days goes with rule = "spaced"')
