@@ -421,6 +421,7 @@ def _read_config(folder: Path) -> tuple[dict[str, dict], str, PrivacySettings]:
                 f"{config_path}: [tables.{table_name}] has unknown keys {sorted(unknown)}; "
                 f"allowed: {sorted(_TABLE_CONFIG_KEYS)}"
             )
+        _check_table_settings(table_config, config_path, table_name)
         known_columns = set(contract.table(table_name).column_names)
         for contract_name in table_config.get("columns", {}):
             if contract_name not in known_columns:
@@ -431,6 +432,32 @@ def _read_config(folder: Path) -> tuple[dict[str, dict], str, PrivacySettings]:
         if "encoding" in table_config:
             table_config["encoding"] = _checked_encodings(table_config["encoding"], config_path, table_name)
     return tables, timezone, privacy
+
+
+def _check_table_settings(table_config: dict, config_path: Path, table_name: str) -> None:
+    """Each ``[tables.NAME]`` value of the type it must have (a wrong one was a traceback)."""
+    where = f"{config_path}: [tables.{table_name}]"
+    delimiter = table_config.get("delimiter")
+    if delimiter is not None and (not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in '"\r\n'):
+        raise ConfigError(f'{where} delimiter must be one character such as ";" or "\\t", got {delimiter!r}')
+    file = table_config.get("file")
+    if file is not None:
+        if not isinstance(file, str) or not file.strip():
+            raise ConfigError(f'{where} file must be a file name or pattern in the folder ("sales.csv"), got {file!r}')
+        if Path(file).is_absolute() or ".." in Path(file).parts:
+            raise ConfigError(
+                f"{where} file {file!r} must be inside the data set folder (a name or a pattern relative to it; "
+                "put or link the file there)"
+            )
+    for key in ("timestamp_format",):
+        if key in table_config and not isinstance(table_config[key], str):
+            raise ConfigError(f"{where} {key} must be text, got {table_config[key]!r}")
+    columns = table_config.get("columns", {})
+    if not isinstance(columns, dict) or not all(isinstance(v, str) and v for v in columns.values()):
+        raise ConfigError(
+            f'{where}.columns must map contract names to the export\'s column names (order_id = "InvoiceNo"), '
+            f"got {columns!r}"
+        )
 
 
 def _checked_timezone(name: object, where: str) -> str:

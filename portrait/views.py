@@ -222,6 +222,13 @@ def select_columns(
                     if others and not renamed
                     else ""
                 )
+                one = next(iter(available)) if len(available) == 1 else ""
+                seen = [d for d in ",;\t|" if d in one]
+                if seen:  # the whole header read as one name: the file is split by another character
+                    hint = (
+                        f"; the header was read as one column: is the file separated by {seen[0]!r}? "
+                        f"(delimiter in [tables.{table.name}] of portrait.toml)"
+                    )
                 raise ContractError(
                     f"required column {column.name!r}{renamed} is missing from "
                     f"{source.describe()}; its columns are {sorted(available)}{hint}",

@@ -119,6 +119,31 @@ def test_config_with_an_unknown_key_is_refused(tmp_path):
         open_dataset(folder)
 
 
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [  # each was a TypeError or NotImplementedError traceback
+        ('delimiter = ";;"', "delimiter must be one character such as .* got ';;'"),
+        ('file = "/etc/passwd"', "file '/etc/passwd' must be inside the data set folder"),
+        ('file = "../elsewhere.csv"', "file '../elsewhere.csv' must be inside the data set folder"),
+        ("file = 5", "file must be a file name or pattern in the folder"),
+        ("timestamp_format = 5", "timestamp_format must be text, got 5"),
+        ("columns = { ts = 5 }", r"\.columns must map contract names to the export's column names"),
+    ],
+)
+def test_table_settings_of_the_wrong_kind_are_refused_naming_them(tmp_path, settings, message):
+    folder = write_tables(tmp_path / "data", purchases=purchases({}))
+    (folder / "portrait.toml").write_text(f"[tables.purchases]\n{settings}\n")
+    with pytest.raises(ConfigError, match=message):
+        open_dataset(folder)
+
+
+def test_a_header_read_as_one_column_names_the_delimiter_to_set(tmp_path):
+    folder = write_tables(tmp_path / "data", purchases=purchases({}))
+    (folder / "portrait.toml").write_text('[tables.purchases]\ndelimiter = "|"\n')
+    with pytest.raises(ContractError, match=r"the header was read as one column: is the file separated by ','\?"):
+        validate(open_dataset(folder))
+
+
 def test_config_renaming_a_column_the_contract_lacks_is_refused(tmp_path):
     folder = write_tables(tmp_path / "data", purchases=purchases({}))
     (folder / "portrait.toml").write_text('[tables.purchases.columns]\nprice = "Price"\n')
