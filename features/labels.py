@@ -33,9 +33,24 @@ LABELS = ("repurchase", "future_spend", "high_value")
 
 
 def data_last_day(con: duckdb.DuckDBPyConnection) -> dt.date:
+    """The day of the latest purchase: where label windows must end. A purchase dated after
+    tomorrow is a placeholder (9999-12-31) or a wrong clock: taken as the data's end it would put
+    the holdout centuries ahead, or let label windows run past the real data with nobody
+    buying in them; refused, with the count."""
     last = con.execute("SELECT CAST(MAX(ts) AS DATE) FROM purchases").fetchall()[0][0]
     if last is None:
         raise PortraitError("the purchases table has no valid rows, so no label window can be built")
+    tomorrow = dt.date.today() + dt.timedelta(days=1)
+    if last > tomorrow:
+        later, real_last = con.execute(
+            "SELECT COUNT(*) FILTER (WHERE ts >= $t), CAST(MAX(ts) FILTER (WHERE ts < $t) AS DATE) FROM purchases",
+            {"t": dt.datetime.combine(tomorrow, dt.time())},
+        ).fetchall()[0]
+        raise PortraitError(
+            f"{later:,} purchase line{'' if later == 1 else 's'} dated after today (the latest {last}; the "
+            f"others end on {real_last}): placeholders or a wrong clock. Label windows cannot end there: fix or "
+            "remove those lines (portrait validate counts them)"
+        )
     return last
 
 

@@ -359,6 +359,16 @@ def test_training_set_refuses_a_cutoff_whose_label_window_is_incomplete():
         build_training_set(dataset(), ["2024-03-01"], 30)
 
 
+def test_training_refuses_label_windows_against_a_placeholder_date():
+    """One line dated 9999-12-31 made the data end there: a holdout in 2200, or label windows
+    past the real data with nobody buying in them."""
+    rows = [(f"o{m}", "A", f"2024-{m:02d}-10", 10.0) for m in range(1, 7)] + [("o9", "B", "9999-12-31", 1.0)]
+    purchases = pd.DataFrame(rows, columns=["order_id", "customer_id", "ts", "amount"])
+    message = r"1 purchase line dated after today \(the latest 9999-12-31; the others end on 2024-06-10\)"
+    with pytest.raises(PortraitError, match=message):
+        build_training_set(Dataset.from_frames(purchases=purchases), ["2024-03-01"], 30)
+
+
 def test_docs_catalogue_agrees_with_the_code():
     from pathlib import Path
 
