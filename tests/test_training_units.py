@@ -619,3 +619,24 @@ def test_a_runs_target_is_its_label_horizon_and_high_value_quantile():
     assert not _same_target({**top20, "horizon_days": "30"}, high_value)
     assert _same_target({"label": "high_value", "horizon_days": "90"}, high_value)  # logged before the quantile
     assert not _same_target({"label": "repurchase", "horizon_days": "90"}, high_value)
+
+
+def test_a_holdout_with_one_class_says_which_class_is_missing():
+    from features.catalogue import Vocabulary
+    from training.data import TrainingData, check_sufficiency
+    from training.splits import TimeSplit
+
+    config = parse_experiment({**BASE, "validation": {"min_positives": 1, "min_negatives": 1}})
+    frame = pd.DataFrame(
+        {
+            "customer_id": ["a", "b", "a", "b"],
+            "cutoff": pd.to_datetime(["2024-01-01", "2024-01-01", "2024-04-01", "2024-04-01"]),
+            "repurchase": [1, 0, 0, 0],
+        }
+    )
+    split = TimeSplit(train=(dt.date(2024, 1, 1),), validation=None, holdout=dt.date(2024, 4, 1))
+    data = TrainingData(frame, split, [], "repurchase", Vocabulary((), (), (), ()), {}, "d", "f")
+    with pytest.raises(
+        PortraitError, match=r"at the holdout cutoff 2024-04-01 nobody of its 2 customers has the label \(no positives"
+    ):
+        check_sufficiency(data, config)

@@ -148,12 +148,18 @@ def check_sufficiency(data: TrainingData, config: ExperimentConfig) -> None:
             continue
         labels = data.y(data.rows(cutoff))
         if len(set(labels)) < 2:
-            problems.append(f"the {name} cutoff {cutoff} has only one class")
+            held = "nobody" if not labels.any() else "everyone"
+            problems.append(
+                f"at the {name} cutoff {cutoff} {held} of its {len(labels):,} customers has the label "
+                f"({'no positives' if held == 'nobody' else 'no negatives'}: the metrics there cannot be measured)"
+            )
     if problems:
-        raise PortraitError(
-            f"not enough data to train {config.name!r} on {data.dataset_name}: "
-            f"{'; '.join(problems)} in {len(training):,} training rows at cutoffs "
+        counted = (
+            f"{len(training):,} training rows at cutoffs "
             f"{', '.join(c.isoformat() for c in (data.split.train or (data.split.holdout,)))}"
+        )
+        raise PortraitError(
+            f"not enough data to train {config.name!r} on {data.dataset_name}: {'; '.join(problems)} ({counted})"
         )
 
 
