@@ -591,6 +591,13 @@ def _find_files(folder: Path, table_name: str, configured: str | None) -> tuple[
                 table=table_name,
             )
         return _one_format(tuple(matches), table_name)
+    for suffix in contract.TABLE_SUFFIXES:
+        if (folder / f"{table_name}{suffix}").is_dir():
+            raise ContractError(
+                f"{folder / f'{table_name}{suffix}'} is a folder, not a file: a table split into part files goes "
+                f"in a folder named {table_name}/",
+                table=table_name,
+            )
     # Every form the table may take: reading one of two and leaving the other unread would
     # silently drop its rows.
     found = [

@@ -356,7 +356,13 @@ def _check_column_types(con: duckdb.DuckDBPyConnection, dataset: Dataset, table:
                     if column.kind == "timestamp" and not source.timestamp_format
                     else ""
                 )
-                + "; is this the right column, or does the config need a rename or a format?",
+                + (
+                    "; numbers are read with a point for decimals and no thousands separator or currency sign "
+                    "('21,99' and '$3.00' do not parse, and no setting changes that): convert them where the file "
+                    "is written, or, if this is the wrong column, rename the right one in portrait.toml"
+                    if column.kind == "number"
+                    else "; is this the right column, or does portrait.toml need a rename or a timestamp_format?"
+                ),
                 table=table.name,
                 column=column.name,
                 examples=examples.astype("str").to_dict("records"),

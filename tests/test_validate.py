@@ -80,6 +80,11 @@ def test_a_column_that_is_mostly_unparseable_is_a_hard_error_with_examples(tmp_p
     folder = write_tables(tmp_path / "data", purchases=frame)
     with pytest.raises(ContractError, match=r"(?s)purchases\.ts: 5 of 6 values cannot be parsed.*example rows:.*day 0"):
         validate(open_dataset(folder))
+    # Decimal commas: no setting reads them, so the message does not point at one.
+    frame = purchases(*[{"amount": f"{i},50"} for i in range(5)], {})
+    folder = write_tables(tmp_path / "commas", purchases=frame)
+    with pytest.raises(ContractError, match=r"purchases\.amount: 5 of 6 .* \('21,99' and '\$3\.00' do not parse"):
+        validate(open_dataset(folder))
 
 
 def test_an_empty_purchases_table_is_a_hard_error(tmp_path):
@@ -110,6 +115,13 @@ def test_config_renames_columns_and_reads_other_timestamp_formats(tmp_path):
         ("i1", "c1", "2024-01-05 00:00:00", 1.5),
         ("i2", "c2", "2024-01-06 00:00:00", 2.0),
     ]
+
+
+def test_a_table_file_that_is_a_folder_is_named_as_such(tmp_path):
+    folder = tmp_path / "data"
+    (folder / "purchases.csv").mkdir(parents=True)
+    with pytest.raises(ContractError, match=r"purchases\.csv is a folder, not a file: .* a folder named purchases/"):
+        open_dataset(folder)
 
 
 def test_config_with_an_unknown_key_is_refused(tmp_path):
