@@ -197,6 +197,7 @@ def select_columns(
     selected: list[str] = []
     types: dict[str, str] = {}
     used: set[str] = set()
+    readers: dict[str, str] = {}  # contract column -> the source column read as it
     repeated = source.repeated_header_names
     for column in table.columns:
         wanted = source.columns.get(column.name, column.name)
@@ -244,7 +245,16 @@ def select_columns(
             raise ContractError(
                 f"column{renamed} in {source.describe()} {problem}", table=table.name, column=column.name
             )
+        if actual in used:  # one export column read as two contract columns: one of them is wrong
+            other = next(name for name, source_name in readers.items() if source_name == actual)
+            raise ContractError(
+                f"column {actual!r} of {source.describe()} would be read as both {other} and {column.name}; "
+                "map each contract column to its own column in portrait.toml",
+                table=table.name,
+                column=column.name,
+            )
         used.add(actual)
+        readers[column.name] = actual
         selected.append(f"{quote_ident(actual)} AS {quote_ident(column.name)}")
         types[column.name] = available[actual].upper()
     extras: list[str] = []

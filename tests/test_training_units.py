@@ -142,7 +142,7 @@ def test_config_rejects_unknown_keys_and_bad_values():
         parse_experiment({**BASE, "model": {"monotone": "yes"}})
     with pytest.raises(ConfigError, match=r"customers \(the share held out for validation\) must be between 0 and 1"):
         parse_experiment({**BASE, "validation": {"customers": 1.5}})
-    with pytest.raises(ConfigError, match="cutoffs must be a positive integer, got 0"):
+    with pytest.raises(ConfigError, match="cutoffs must be a whole number at least 1, got 0"):
         parse_experiment({**BASE, "validation": {"cutoffs": 0}})
 
 
@@ -176,6 +176,8 @@ def test_config_rejects_unknown_keys_and_bad_values():
             "dates are days, YYYY-MM-DD, not date-times",
         ),
         ("cutoffs", {"spacing_days": True, "rule": "spaced"}, "spacing_days must be a positive integer, got True"),
+        ("validation", {"cutoffs": True}, "cutoffs must be a whole number at least 1, got True"),  # was 1
+        ("data", {"path": 5}, r"\[data\]: path must be text \('demo' or a data set folder\), got 5"),
         ("model", {"n_estimatorz": 5}, "unknown key 'n_estimatorz'; did you mean 'n_estimators'"),  # was ignored
         ("tuning", {"trials": "many"}, "trials must be a whole number from 1 to 100,000"),
         ("tuning", {"timeout_seconds": -5}, "timeout_seconds must be a whole number at least 1, got -5"),

@@ -156,6 +156,15 @@ def test_a_header_read_as_one_column_names_the_delimiter_to_set(tmp_path):
         validate(open_dataset(folder))
 
 
+def test_one_export_column_read_as_two_contract_columns_is_refused(tmp_path):
+    folder = write_tables(tmp_path / "data", purchases=purchases({}))
+    (folder / "portrait.toml").write_text('[tables.purchases.columns]\norder_id = "customer_id"\n')
+    with pytest.raises(
+        ContractError, match="column 'customer_id' of .* would be read as both order_id and customer_id"
+    ):
+        validate(open_dataset(folder))
+
+
 def test_config_renaming_a_column_the_contract_lacks_is_refused(tmp_path):
     folder = write_tables(tmp_path / "data", purchases=purchases({}))
     (folder / "portrait.toml").write_text('[tables.purchases.columns]\nprice = "Price"\n')

@@ -299,6 +299,8 @@ def parse_experiment(raw: dict, where: str = "experiment") -> ExperimentConfig:
     check_keys(f"{where} [data]", data, {"path"})
     if "path" not in data:
         raise ConfigError(f"{where} [data]: path is required ('demo' or a data set folder)")
+    if not isinstance(data["path"], str) or not data["path"].strip():
+        raise ConfigError(f"{where} [data]: path must be text ('demo' or a data set folder), got {data['path']!r}")
 
     cutoffs_raw = table_of(where, raw, "cutoffs")
     check_keys(f"{where} [cutoffs]", cutoffs_raw, {"rule", "count", "dates", "spacing_days", "align"})
@@ -391,21 +393,25 @@ def parse_experiment(raw: dict, where: str = "experiment") -> ExperimentConfig:
             "base_rate_margin",
         },
     )
-    for key in ("folds", "min_positives", "min_negatives"):
+    for key in ("folds", "min_positives", "min_negatives", "cutoffs"):
         if key in validation_raw:
             folds = key == "folds"
             whole_number(
                 f"{where} [validation]", key, validation_raw[key], low=2 if folds else 1, high=100 if folds else None
             )
     validation = ValidationSpec(**validation_raw)
-    if not (isinstance(validation.customers, float | int) and 0 < validation.customers < 1):
+    if isinstance(validation.customers, bool) or not (
+        isinstance(validation.customers, float | int) and 0 < validation.customers < 1
+    ):
         raise ConfigError(
             f"{where} [validation]: customers (the share held out for validation) must be between 0 and 1, "
             f"got {validation.customers!r}"
         )
     if not isinstance(validation.cutoffs, int) or validation.cutoffs < 1:
         raise ConfigError(f"{where} [validation]: cutoffs must be a positive integer, got {validation.cutoffs!r}")
-    if not (isinstance(validation.base_rate_margin, float | int) and validation.base_rate_margin >= 0):
+    if isinstance(validation.base_rate_margin, bool) or not (
+        isinstance(validation.base_rate_margin, float | int) and validation.base_rate_margin >= 0
+    ):
         raise ConfigError(
             f"{where} [validation]: base_rate_margin must be a number >= 0, got {validation.base_rate_margin!r}"
         )
