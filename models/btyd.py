@@ -66,7 +66,7 @@ from scipy.special import betainc, betaln, digamma, expit, gammaln, hyp2f1, root
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
-from models.likelihood import bound_flags, guarded, minimise_log_parameters
+from models.likelihood import bound_flags, guarded, minimise_log_parameters, not_converged
 
 WEEK_DAYS = 7.0
 NO_DROPOUT_LR = 3.84  # likelihood ratio against the NBD (no dropout) below which dropout is not evidenced
@@ -222,7 +222,7 @@ class BetaGeoModel(BaseEstimator):
                     "b -> infinity or a -> 0, e.g. on a short history): P(alive) is about 1"
                 )
         if not result.success:
-            flags.append(f"the optimiser stopped without converging: {result.message}")
+            flags.append(not_converged(result))
         self.flags_ = tuple(flags)
         return self
 

@@ -47,7 +47,7 @@ from scipy.special import digamma, gammaln
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
-from models.likelihood import bound_flags, guarded, minimise_log_parameters
+from models.likelihood import bound_flags, guarded, minimise_log_parameters, not_converged
 
 PARAMETERS = ("p", "q", "v")
 
@@ -148,7 +148,7 @@ class GammaGammaModel(BaseEstimator):
         # L-BFGS-B may stop on a failed line search at the optimum itself (rounding in the
         # weighted sum); only a gradient that is not small per customer is "not converged".
         if not result.success and np.max(np.abs(result.jac)) > 1e-4 * max(self.n_customers_, 1):
-            flags.append(f"the optimiser stopped without converging: {result.message}")
+            flags.append(not_converged(result))
         self.flags_ = tuple(flags)
         return self
 

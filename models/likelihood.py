@@ -50,3 +50,14 @@ def bound_flags(names: Sequence[str], log_values: Sequence[float]) -> list[str]:
         for name, value in zip(names, log_values, strict=True)
         if abs(abs(value) - LOG_BOUND) < AT_BOUND
     ]
+
+
+def not_converged(result: OptimizeResult) -> str:
+    """A flag for a search that stopped without converging, in words (scipy's own message can
+    be as terse as "ABNORMAL: ")."""
+    message = str(result.message).strip().rstrip(":").strip()
+    if message.upper().startswith("ABNORMAL"):
+        message = "the line search failed (a flat likelihood: too few customers who bought again?)"
+    elif "ITERATIONS" in message.upper():
+        message = "it ran out of iterations"
+    return f"the optimiser stopped without converging: {message or 'no reason given'}"

@@ -241,3 +241,17 @@ def test_the_btyd_frequency_feature_is_no_persona_dimension():
         "orders_lifetime",
         "spend_lifetime",
     ]
+
+
+def test_a_search_that_did_not_converge_is_said_in_words():
+    from scipy.optimize import OptimizeResult
+
+    from models.likelihood import not_converged
+
+    assert not_converged(OptimizeResult(message="ABNORMAL: ")) == (
+        "the optimiser stopped without converging: the line search failed (a flat likelihood: too few customers "
+        "who bought again?)"
+    )
+    assert not_converged(OptimizeResult(message="STOP: TOTAL NO. OF ITERATIONS REACHED LIMIT")).endswith(
+        "it ran out of iterations"
+    )

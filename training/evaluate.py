@@ -597,6 +597,11 @@ def fit_time_split(config: ExperimentConfig, data: TrainingData, params: dict | 
             float(np.mean(y_valid_all)), float(np.mean(y_holdout)), config.validation.base_rate_margin
         )
         notes += [note] if note else []
+    if len(p_holdout) and np.ptp(p_holdout) == 0:
+        notes.append(
+            f"the registered model ({chosen}) gives every holdout customer the same score: it learned nothing "
+            f"from {len(rows):,} training rows (too few, or no feature tells the classes apart)"
+        )
     scheme = (
         f"time: {len(data.split.train)} training cutoffs, {k} folds of customers, out-of-fold validation at the "
         f"latest {len(data.split.validation_cutoffs)}"
