@@ -396,14 +396,17 @@ def test_a_person_of_thousands_of_ids_is_resolved_whole(tmp_path):
     folder = tmp_path / "data"
     folder.mkdir()
     ids = [f"k{i:05d}" for i in range(1500)]
-    pd.DataFrame({"customer_id": ids, "id_type": "device", "id_value": "shared-device"}).to_parquet(
+    # a chain: each device shared by two neighbouring ids (one value shared by all 1,500 would
+    # link nobody: portrait.identity.MAX_IDS_PER_IDENTIFIER)
+    devices = [f"d{i}" for i in range(1499)]
+    pd.DataFrame({"customer_id": ids[:-1] + ids[1:], "id_type": "device", "id_value": devices * 2}).to_parquet(
         folder / "identities.parquet", index=False
     )
     PURCHASES.assign(customer_id="k01234").to_parquet(folder / "purchases.parquet", index=False)
     profile = build_profile("k01499", ProfileSources(data=folder, as_of=AS_OF))
     assert (profile.customer_id, profile.resolved_from) == ("k00000", "k01499")
     assert profile.identities.customer_ids == ids
-    assert [(t.id_type, t.identifiers) for t in profile.identities.types] == [("device", 1)]
+    assert [(t.id_type, t.identifiers) for t in profile.identities.types] == [("device", 1499)]
     assert profile.orders.total == 4  # o1, o2, o3 and o6, all under k01234 here
 
 
