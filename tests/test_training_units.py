@@ -368,6 +368,8 @@ def test_train_prints_cutoffs_holdout_base_rate_and_the_peer_table():
     assert "cannot tell" not in "\n".join(summary_lines(summary))
     metrics["holdout_roc_auc_margin_ci_low"], metrics["holdout_roc_auc_margin_ci_high"] = -0.0864, 0.0
     assert "the interval holds 0" in "\n".join(summary_lines(summary))  # an end at 0 holds it too
+    metrics["holdout_roc_auc_margin_over_best_peer"] = -0.00001  # not printed as a loss
+    assert "in ROC AUC: +0.0000, 95% paired bootstrap interval [-0.0864, +0.0000]" in "\n".join(summary_lines(summary))
     summary.candidates["rfm"] = {"validation_roc_auc": 0.78, "holdout_roc_auc": 0.7897}
     assert "a candidate named as a peer is that peer made a model" in "\n".join(summary_lines(summary))
 

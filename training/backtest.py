@@ -26,7 +26,7 @@ from portrait.errors import PortraitError
 from training.config import ExperimentConfig
 from training.data import prepare
 from training.evaluate import BOOTSTRAP_RESAMPLES, fit_and_evaluate
-from training.metrics import ResampledAUC, ResampledGini, bootstrap_counts, headline_value
+from training.metrics import ResampledAUC, ResampledGini, bootstrap_counts, headline_value, shown
 from training.splits import holdout_cutoff
 
 MAX_ORIGINS = 12
@@ -217,12 +217,12 @@ def backtest_lines(backtest: Backtest, peer_labels: dict[str, str] | None = None
         lines.append(
             f"{o.holdout.isoformat():<12}{o.training_cutoffs or 'folds':>9}{o.customers:>11,}{o.base_rate:>11.1%}  "
             f"{o.model_type:<15}{o.model:>8.4f}  {o.best_peer:<16}{o.peer:>8.4f}{o.margin:>+9.4f}  "
-            f"{f'[{o.low:+.4f}, {o.high:+.4f}]':<20}{ece}".rstrip()
+            f"{f'[{shown(o.low):+.4f}, {shown(o.high):+.4f}]':<20}{ece}".rstrip()
         )
     wins = sum(o.margin > 0 for o in backtest.origins)
     lines.append(
-        f"pooled over {len(backtest.origins)} holdout windows: model minus the best peer {backtest.margin:+.4f}, "
-        f"95% paired bootstrap interval [{backtest.low:+.4f}, {backtest.high:+.4f}] ({backtest.resamples:,} "
+        f"pooled over {len(backtest.origins)} holdout windows: model minus the best peer {shown(backtest.margin):+.4f}, "
+        f"95% paired bootstrap interval [{shown(backtest.low):+.4f}, {shown(backtest.high):+.4f}] ({backtest.resamples:,} "
         f"resamples of customers, one draw for every window); ahead in {wins} of {len(backtest.origins)}"
     )
     if backtest.by_candidate:
@@ -233,7 +233,7 @@ def backtest_lines(backtest: Backtest, peer_labels: dict[str, str] | None = None
             wins = sum(o.candidates.get(name, np.nan) > o.peer for o in backtest.origins)
             each = ", ".join(f"{o.candidates.get(name, np.nan):.4f}" for o in backtest.origins)
             lines.append(
-                f"  {name:<15}{margin:>+9.4f}  [{low:+.4f}, {high:+.4f}]  ahead in {wins} of {len(backtest.origins)} "
+                f"  {name:<15}{shown(margin):>+9.4f}  [{shown(low):+.4f}, {shown(high):+.4f}]  ahead in {wins} of {len(backtest.origins)} "
                 f"({title} {each})"
             )
     if peer_labels:

@@ -29,7 +29,7 @@ from portrait.tracking import load_version
 from training.config import ExperimentConfig
 from training.data import TrainingData, resolve_dataset
 from training.evaluate import BOOTSTRAP_RESAMPLES, FitResult
-from training.metrics import headline_value, paired_bootstrap_auc_margin, paired_bootstrap_gini_margin
+from training.metrics import headline_value, paired_bootstrap_auc_margin, paired_bootstrap_gini_margin, shown
 
 CHAMPION = "champion"
 COMPARED_VERSION_TAG = "champion_compared_version"  # the champion version judged on this run's holdout
@@ -63,8 +63,8 @@ class ChampionComparison:
     def sentence(self, title: str) -> str:
         return (
             f"champion v{self.version} on this holdout ({self.holdout}): {title} {self.champion_value:.4f}; "
-            f"this model minus it {self.margin:+.4f}, 95% paired bootstrap interval "
-            f"[{self.low:+.4f}, {self.high:+.4f}]"
+            f"this model minus it {shown(self.margin):+.4f}, 95% paired bootstrap interval "
+            f"[{shown(self.low):+.4f}, {shown(self.high):+.4f}]"
         )
 
 

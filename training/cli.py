@@ -24,6 +24,8 @@ def summary_lines(summary) -> list[str]:
     """What ``portrait train`` prints after the run: the cutoffs, the holdout, and the model
     beside each peer (ROC AUC, PR AUC, lift for classification; Gini and Spearman for spend)
     with the interval of its margin over the best peer."""
+    from training.metrics import shown  # here: the CLI starts without scikit-learn
+
     m = summary.metrics
     lines = [
         f"run {summary.run_id} in experiment {summary.model_name} ({summary.tracking_uri})",
@@ -61,8 +63,8 @@ def summary_lines(summary) -> list[str]:
     if summary.best_peer and f"holdout_{metric}_margin_over_best_peer" in m:
         lines.append(
             f"model minus the best peer ({summary.peer_labels.get(summary.best_peer, summary.best_peer)}) in {title}: "
-            f"{m[f'holdout_{metric}_margin_over_best_peer']:+.4f}, 95% paired bootstrap interval "
-            f"[{m[f'holdout_{metric}_margin_ci_low']:+.4f}, {m[f'holdout_{metric}_margin_ci_high']:+.4f}] "
+            f"{shown(m[f'holdout_{metric}_margin_over_best_peer']):+.4f}, 95% paired bootstrap interval "
+            f"[{shown(m[f'holdout_{metric}_margin_ci_low']):+.4f}, {shown(m[f'holdout_{metric}_margin_ci_high']):+.4f}] "
             f"({int(m['bootstrap_resamples']):,} resamples of the holdout customers)"
         )
         if m[f"holdout_{metric}_margin_ci_low"] <= 0 <= m[f"holdout_{metric}_margin_ci_high"]:

@@ -200,3 +200,9 @@ def headline_value(y, score, spend: bool) -> float:
     if spend:
         return float(normalized_gini(np.clip(np.asarray(y, float), 0, None), score))
     return float(ranking_metrics(y, score, "")["roc_auc"])
+
+
+def shown(value: float, digits: int = 4) -> float:
+    """``value`` rounded for printing, a negative zero made zero: a margin of -0.00001 printed
+    as "-0.0000" reads as a loss."""
+    return round(value, digits) + 0.0
