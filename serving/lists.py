@@ -12,6 +12,34 @@ from portrait.errors import PortraitError
 from portrait.privacy import Consent, PrivacySettings
 
 _REASON_COLUMN = re.compile(r".+_reason_[0-9]+")
+_RFM_TERM = re.compile(r"\brfm_(r|f|m|fm|group)\b", re.IGNORECASE)
+
+
+def _with_rfm(table: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with the RFM scores and group of the scored population (marketing.rfm, from
+    the value features stored beside the scores, so as of the scores' date)."""
+    from marketing.rfm import RFM_INPUTS, rfm_scores
+
+    if not set(RFM_INPUTS) <= set(features.columns):
+        return table  # the filter then names an unknown column
+    rfm = rfm_scores(features[["customer_id", *RFM_INPUTS]])
+    return table.merge(rfm, on="customer_id", how="left")
+
+
+def list_schema(table: pd.DataFrame) -> Schema:
+    """The columns a list's filter may name, as segments know them: RFM groups checked against
+    the groups, a favourite category or channel against the values held that day (a value off
+    only in case, 'beef' for 'BEEF', is refused rather than giving an empty list)."""
+    from marketing.rfm import GROUPS
+
+    schema = Schema.of_frame(table)
+    schema.values = {"rfm_group": tuple(GROUPS)} if "rfm_group" in table.columns else {}
+    schema.current = {
+        column: tuple(str(v) for v in table[column].dropna().unique())
+        for column in ("favourite_category", "favourite_channel")
+        if column in table.columns
+    }
+    return schema
 
 
 def build_list(
@@ -74,10 +102,11 @@ def build_list(
     mask = pd.Series(True, index=table.index)
     used: list[str] = []
     if where:
+        table = _with_rfm(table, features) if _RFM_TERM.search(where) else table
         # Not the stored reasons: text naming a feature's value, which may be a sensitive attribute
         # marked since the scores were written (the reason columns are scrubbed; a filter is not).
         filterable = table.drop(columns=[c for c in table.columns if _REASON_COLUMN.fullmatch(c)])
-        tree = parse_filter(where, Schema.of_frame(filterable))
+        tree = parse_filter(where, list_schema(filterable))
         mask &= evaluate(tree, table)
         used = columns_used(tree)
     if persona is not None:

@@ -172,6 +172,18 @@ def test_list_filters_ranks_and_reports_the_columns_used(scored):
         build_list(scores, features, MODEL, persona="No such")
     # Stored reasons are text about feature values (perhaps an attribute marked sensitive since):
     # not a filter's column, so they cannot come back through one.
+    # RFM columns, as segments know them (the README promised them; they were unknown columns)
+    from marketing.rfm import rfm_scores
+
+    best = build_list(scores, features, MODEL, where="rfm_r >= 4 and rfm_group != 'Lost'")
+    rfm = rfm_scores(features).set_index("customer_id").loc[best["customer_id"]]
+    assert len(best) and (rfm["rfm_r"] >= 4).all() and (rfm["rfm_group"] != "Lost").all()
+    assert best.columns[-2:].tolist() == ["rfm_r", "rfm_group"]  # the columns used, as for features
+    with pytest.raises(FilterError, match=r"rfm_group has no value 'Champion'; did you mean 'Champions'\?"):
+        build_list(scores, features, MODEL, where="rfm_group = 'Champion'")
+    held = features["favourite_category"].dropna().iloc[0]
+    with pytest.raises(FilterError, match="favourite_category"):  # off in case alone: a typo, not an empty list
+        build_list(scores, features, MODEL, where=f"favourite_category = '{held.swapcase()}'")
     with_reasons = scores.assign(**{f"{MODEL}_reason_{i}": "gender: female" for i in (1, 2, 3)})
     with pytest.raises(FilterError, match=f"unknown column '{MODEL}_reason_1'"):
         build_list(with_reasons, features, MODEL, where=f"{MODEL}_reason_1 is not null")
