@@ -42,7 +42,7 @@ from serving.routes.health import build_health_router
 from serving.routes.lists import build_lists_router
 from serving.routes.models import build_models_router
 from serving.routes.scores import MAX_BODY_BYTES, MAX_SCORE_ROWS, build_scores_router
-from serving.routes.segments import build_segments_router
+from serving.routes.segments import build_segments_router, run_segments_folder
 from serving.routes.tags import build_tags_router
 from serving.score import sensitive_features
 from serving.settings import ServeSettings
@@ -130,7 +130,8 @@ def build_app(settings: ServeSettings) -> FastAPI:
     state = ServeState(settings, audit_log_path(settings.audit))
     state.snapshot()
     library = load_library(settings.tags_library)
-    store = SegmentStore(settings.segments)
+    # With --runs and no --segments: the folder the served run's refresh refreshed.
+    store = SegmentStore(settings.segments or run_segments_folder(settings.runs))
 
     def crowd_sources() -> CrowdSources:
         published = state.published()
@@ -174,7 +175,7 @@ def build_app(settings: ServeSettings) -> FastAPI:
     app.include_router(
         build_crowds_router(
             crowd_sources,
-            segments_dir=settings.segments,
+            segments_dir=store.folder,
             tags_library=settings.tags_library,
             access=access,
             audit_log=state.audit_log,

@@ -652,7 +652,11 @@ class _Job:
             sizes[segment.name] = {"customers": int(len(members)), "base": result.base, "share": round(result.share, 6)}
             if not len(members):
                 record.notes.append(f"segment {segment.name!r} has no customers")
-        summary = {"as_of": self.config.as_of.isoformat(), "folder": str(self.config.segments), "segments": sizes}
+        summary = {
+            "as_of": self.config.as_of.isoformat(),
+            "folder": str(self.config.segments.resolve()),  # whole: serve --runs reads it from anywhere
+            "segments": sizes,
+        }
         atomic_write_text(json.dumps(summary, indent=2), self.work / "segments" / "summary.json")
         record.rows = {name: size["customers"] for name, size in sizes.items()}
 

@@ -513,6 +513,23 @@ def test_runs_are_followed_without_a_restart(world, tmp_path):
     assert gone.status_code == 404 and "was not refreshed in the run served" in gone.json()["detail"]
 
 
+def test_runs_without_segments_serve_the_folder_the_run_refreshed(world, tmp_path):
+    """serve --runs without --segments served the default segments/ folder: no segment of the
+    run's refresh was found (the README's serve example)."""
+    settings, keys = world
+    root = tmp_path / "refresh"
+    run = root / "runs" / AS_OF
+    shutil.copytree(settings.scores, run / "scores")
+    (run / "segments").mkdir()
+    pd.DataFrame({"customer_id": ["D"]}).to_parquet(run / "segments" / "meat.parquet")
+    summary = {"as_of": AS_OF, "folder": str(settings.segments), "segments": {"meat": {"customers": 1, "share": 0.2}}}
+    (run / "segments" / "summary.json").write_text(json.dumps(summary))
+    (root / "LATEST").write_text(f"runs/{AS_OF}\n")
+    client = TestClient(build_app(settings.model_copy(update={"runs": root, "segments": None})))
+    assert [s["name"] for s in client.get("/segments", headers=keys["analyst"]).json()["segments"]] == ["meat"]
+    assert client.get("/segments/meat/customers", headers=keys["analyst"]).json()["customer_ids"] == ["D"]
+
+
 def test_runs_without_a_published_run_stop_at_start(world, tmp_path):
     settings, _ = world
     with pytest.raises(Unavailable, match="no published run under .* run portrait refresh first"):

@@ -60,6 +60,17 @@ def read_run_segments(folder: Path) -> dict:
         return {}
 
 
+def run_segments_folder(runs: Path | None) -> Path | None:
+    """The saved segments folder the refresh of the run ``LATEST`` names refreshed (recorded
+    in its ``segments/summary.json``), when it still exists: what ``serve --runs`` serves
+    without ``--segments``."""
+    from serving.refresh import current_run
+
+    run = current_run(runs) if runs is not None else None
+    folder = read_run_segments(run / "segments").get("folder") if run is not None else None
+    return Path(folder) if folder and Path(folder).is_dir() else None
+
+
 def _load(store: SegmentStore, name: str):
     try:
         return store.load(name)
