@@ -150,6 +150,16 @@ def _user() -> str:
         return "unknown"
 
 
+def assigned_later(store: Path, as_of: dt.date, tags: list[str] | None = None) -> int:
+    """How many assignments in ``store`` are dated after ``as_of``: they hold only from their
+    own date, so tags as of an earlier one (a past date of a demo's data) do not show them."""
+    log = read_log(store)
+    if tags is not None:
+        log = log[log["tag"].isin(tags)]
+    later = log["at"] >= pd.Timestamp(as_of + dt.timedelta(days=1), tz="UTC")
+    return int(((log["action"] == "assign") & later).sum())
+
+
 def holders(store: Path, as_of: dt.date, tags: list[str] | None = None) -> pd.DataFrame:
     """``tag``, ``customer_id``, ``since`` (date assigned) for the manual tags that hold on
     ``as_of`` (see the module docstring)."""

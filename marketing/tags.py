@@ -376,7 +376,13 @@ def apply_tags(
         coverage[group.path] = _check_exclusive(group, library, conditions, frame, customers.to_numpy())
     since: list[np.ndarray] = [np.full(len(p), population.as_of, dtype=object) for p in positions]
     if manual_store is not None:
-        held = manual.holders(manual_store, population.as_of, [t.name for t in library.tags if t.kind == "manual"])
+        manual_names = [t.name for t in library.tags if t.kind == "manual"]
+        held = manual.holders(manual_store, population.as_of, manual_names)
+        if later := manual.assigned_later(manual_store, population.as_of, manual_names):
+            notes.append(
+                f"{later:,} manual assignment(s) are dated after {population.as_of} and hold from their own date: "
+                "tags as of a later date show them"
+            )
         where = pd.Index(customers).get_indexer(held["customer_id"])
         if (where < 0).any():
             notes.append(
