@@ -196,9 +196,9 @@ class StoredCrowdData(CrowdData):
     def population(self) -> Population:
         """The data set as of the run's date, opened only when the material cannot answer."""
         if self._population is None:
-            from portrait.dataset import open_dataset
+            from portrait.validate import open_checked
 
-            dataset = open_dataset(self._need_data())
+            dataset = open_checked(self._need_data(), self.say)
             self.say("reading the data set (the crowd material does not hold this)")
             self._population = Population(dataset, self.as_of, scores_dir=self._scores_dir(), progress=self.say)
         return self._population
@@ -341,9 +341,9 @@ class StoredCrowdData(CrowdData):
         if self.dataset_path is None:
             raise PortraitError("behaviour conditions need the data set (--data)")
         if self._raw_con is None:
-            from portrait.dataset import open_dataset
+            from portrait.validate import open_checked
 
-            self._raw_con = open_dataset(self.dataset_path).connect()
+            self._raw_con = open_checked(self.dataset_path, self.say).connect()
         return self._raw_con
 
     def _schema(self) -> Schema:
