@@ -40,14 +40,16 @@ def data_last_day(con: duckdb.DuckDBPyConnection) -> dt.date:
     last = con.execute("SELECT CAST(MAX(ts) AS DATE) FROM purchases").fetchall()[0][0]
     if last is None:
         raise PortraitError("the purchases table has no valid rows, so no label window can be built")
-    tomorrow = dt.date.today() + dt.timedelta(days=1)
-    if last > tomorrow:
+    # After tomorrow, as portrait validate counts "dated after tomorrow" (a zone ahead of the
+    # server's may date today's lines tomorrow).
+    beyond = dt.date.today() + dt.timedelta(days=2)
+    if last >= beyond:
         later, real_last = con.execute(
             "SELECT COUNT(*) FILTER (WHERE ts >= $t), CAST(MAX(ts) FILTER (WHERE ts < $t) AS DATE) FROM purchases",
-            {"t": dt.datetime.combine(tomorrow, dt.time())},
+            {"t": dt.datetime.combine(beyond, dt.time())},
         ).fetchall()[0]
         raise PortraitError(
-            f"{later:,} purchase line{'' if later == 1 else 's'} dated after today (the latest {last}; the "
+            f"{later:,} purchase line{'' if later == 1 else 's'} dated after tomorrow (the latest {last}; the "
             f"others end on {real_last}): placeholders or a wrong clock. Label windows cannot end there: fix or "
             "remove those lines (portrait validate counts them)"
         )

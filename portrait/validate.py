@@ -101,6 +101,7 @@ def validate(dataset: Dataset, out_dir: Path | None = None, progress: Progress |
     sources also ``_source_file``, ``_line`` and ``_raw_line`` of malformed lines).
     """
     say = progress or (lambda message: None)
+    stamp = _stamp_path(dataset)  # the files as they were when the checks began
     con = dataset.connect()
     try:
         reports = []
@@ -160,7 +161,8 @@ def validate(dataset: Dataset, out_dir: Path | None = None, progress: Progress |
         con.close()
     if out_dir is not None:
         atomic_write_text(json.dumps(report.to_dict(), indent=2), out_dir / "report.json")
-    _write_stamp(dataset, report)
+    if stamp is not None and stamp == _stamp_path(dataset):  # no file changed while it was checked
+        _write_stamp(stamp, report)
     return report
 
 
@@ -181,10 +183,7 @@ def _stamp_path(dataset: Dataset) -> Path | None:
     return cache_folder() / "checked" / f"{digest.hexdigest()[:32]}.json"
 
 
-def _write_stamp(dataset: Dataset, report: ValidationReport) -> None:
-    stamp = _stamp_path(dataset)
-    if stamp is None:
-        return
+def _write_stamp(stamp: Path, report: ValidationReport) -> None:
     summary = {"fingerprint": report.fingerprint, "quarantined_rows": report.quarantined_rows}
     try:
         stamp.parent.mkdir(parents=True, exist_ok=True)

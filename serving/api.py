@@ -44,7 +44,7 @@ from serving.routes.models import build_models_router
 from serving.routes.scores import MAX_BODY_BYTES, MAX_SCORE_ROWS, build_scores_router
 from serving.routes.segments import build_segments_router, run_segments_folder
 from serving.routes.tags import build_tags_router
-from serving.score import sensitive_features
+from serving.score import sensitive_attribute_features
 from serving.settings import ServeSettings
 from serving.state import ServeState
 
@@ -139,8 +139,9 @@ def build_app(settings: ServeSettings) -> FastAPI:
         return CrowdSources(state.data(snap), snap.as_of, published.scores, published.run)
 
     def sensitive_now() -> list[str]:
-        snap = state.snapshot()
-        return sensitive_features(state.privacy(snap), snap.features.columns)
+        # Every feature a sensitive column can become, not only those in the served features
+        # file: a segment reads its own features (the crowds route checks the same names).
+        return [feature.name for feature in sensitive_attribute_features(state.privacy(state.snapshot()))]
 
     # Docs and schema are routes of their own (serving/routes/docs.py), behind the key.
     app = FastAPI(

@@ -503,7 +503,7 @@ class _Job:
             flagged
             and self.retrain_if_drift
             and self.last_purchase is not None
-            and self.last_purchase >= self.config.as_of
+            and self.last_purchase > self.config.as_of + dt.timedelta(days=1)
         ):
             # Training reads the whole data set: as of an earlier date (a backfill) its labels
             # would be the purchases that followed the date, and the champion would move with them.

@@ -624,6 +624,11 @@ def test_marketing_keys_cannot_pull_members_of_a_crowd_computed_from_a_sensitive
         )
         assert client.get(f"/segments/{name}/customers", headers=keys["analyst"]).status_code == 200
     assert client.get("/segments/meat/customers", headers=keys["marketing"]).status_code == 200
+    # ... also when the served features leave the attribute out (a model without the attributes family)
+    features = next(settings.scores.glob("features_*.parquet"))
+    pd.read_parquet(features).drop(columns=["attr_age_band"]).to_parquet(features)
+    without = TestClient(build_app(settings)).get("/segments/young/customers", headers=keys["marketing"])
+    assert without.status_code == 403, without.text
     cell = {"segment": "young", "cell": "favourite_payment = card"}
     drill = client.get("/crowds/customers", params=cell, headers=keys["marketing"])
     assert drill.status_code == 403 and "may not drill into a crowd computed from sensitive" in drill.json()["detail"]

@@ -364,7 +364,7 @@ def test_training_refuses_label_windows_against_a_placeholder_date():
     past the real data with nobody buying in them."""
     rows = [(f"o{m}", "A", f"2024-{m:02d}-10", 10.0) for m in range(1, 7)] + [("o9", "B", "9999-12-31", 1.0)]
     purchases = pd.DataFrame(rows, columns=["order_id", "customer_id", "ts", "amount"])
-    message = r"1 purchase line dated after today \(the latest 9999-12-31; the others end on 2024-06-10\)"
+    message = r"1 purchase line dated after tomorrow \(the latest 9999-12-31; the others end on 2024-06-10\)"
     with pytest.raises(PortraitError, match=message):
         build_training_set(Dataset.from_frames(purchases=purchases), ["2024-03-01"], 30)
 

@@ -95,6 +95,21 @@ def test_the_checks_run_once_per_version_of_the_files_and_settings(tmp_path, mon
     assert len(calls) == 3
 
 
+def test_files_replaced_while_they_are_checked_are_not_stamped_as_checked(tmp_path, monkeypatch):
+    import portrait.validate as checks
+
+    folder = _dataset(tmp_path, "".join([HEADER, *_lines(40)]).encode())
+    (folder / "events.csv").write_text("customer_id,ts,event_type\nc1,2024-01-02,view\n")
+
+    def replace_purchases(message):
+        if message == "checking events":  # purchases passed; now a Latin-1 copy replaces it
+            (folder / "purchases.csv").write_bytes(LATIN1_ROWS.encode("latin-1"))
+
+    assert checks.validate(open_dataset(folder), progress=replace_purchases).quarantined_rows == 0
+    with pytest.raises(ContractError, match="is not UTF-8"):  # checked again, not taken from a stamp
+        checks.require_checked(open_dataset(folder))
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -160,13 +160,17 @@ def test_config_rejects_unknown_keys_and_bad_values():
         ("label", {"horizon_days": 99_999_999_999}, "from 1 to 3,660, got 99999999999"),
         ("features", {"include_families": "value"}, "include_families must be a list of names"),
         ("model", {"n_estimators": "many"}, r"\[model\]: n_estimators must be a whole number at least 1"),
-        ("model", {"learning_rate": float("nan")}, "learning_rate must be a number more than 0 and at most 1, got nan"),
+        ("model", {"learning_rate": float("nan")}, "learning_rate must be a number more than 0, got nan"),
         # each was a LightGBMError traceback once the features were built
-        ("model", {"learning_rate": -1.0}, "learning_rate must be a number more than 0 and at most 1, got -1.0"),
+        ("model", {"learning_rate": -1.0}, "learning_rate must be a number more than 0, got -1.0"),
         ("model", {"subsample": 5.0}, "subsample must be a number more than 0 and at most 1, got 5.0"),
         ("model", {"max_depth": "deep"}, "max_depth must be a whole number at least -1, got 'deep'"),
         ("model", {"num_leaves": 1}, "num_leaves must be a whole number at least 2, got 1"),
-        ("model", {"tweedie_variance_power": 2.5}, "tweedie_variance_power must be a number from 1 to 1.99, got 2.5"),
+        (
+            "model",
+            {"tweedie_variance_power": 2.5},
+            "tweedie_variance_power must be a number from 1 to below 2, got 2.5",
+        ),
         ("model", {"reg_alpha": -0.1}, "reg_alpha must be a number of at least 0, got -0.1"),
         ("features", {"windows": 5}, r"windows must be a list of whole day counts, e.g. \[7, 30, 90\], got 5"),
         ("features", {"top_categories": "x"}, "top_categories must be a whole number, got 'x'"),
@@ -190,7 +194,15 @@ def test_config_values_of_the_wrong_type_are_errors_naming_the_setting(section, 
     with pytest.raises(ConfigError, match=message):
         parse_experiment(raw)
     assert parse_experiment({**BASE, "model": {"max_bin": 63}}).model_params["max_bin"] == 63  # LightGBM's own
-    for fine in ({"n_jobs": -1}, {"subsample_freq": 0}, {"max_depth": -1}, {"reg_alpha": 0.0}):
+    for fine in (
+        {"n_jobs": -1},
+        {"n_jobs": 0},
+        {"subsample_freq": 0},
+        {"max_depth": -1},
+        {"reg_alpha": 0.0},
+        {"learning_rate": 1.5},
+        {"tweedie_variance_power": 1.995},
+    ):
         assert parse_experiment({**BASE, "model": fine}).model_params.items() >= fine.items()
 
 
@@ -368,6 +380,9 @@ def test_train_prints_cutoffs_holdout_base_rate_and_the_peer_table():
     assert "cannot tell" not in "\n".join(summary_lines(summary))
     metrics["holdout_roc_auc_margin_ci_low"], metrics["holdout_roc_auc_margin_ci_high"] = -0.0864, 0.0
     assert "the interval holds 0" in "\n".join(summary_lines(summary))  # an end at 0 holds it too
+    metrics["holdout_roc_auc_margin_ci_high"] = -0.00002  # printed as +0.0000: it holds 0 too
+    assert "the interval holds 0" in "\n".join(summary_lines(summary))
+    metrics["holdout_roc_auc_margin_ci_high"] = 0.0
     metrics["holdout_roc_auc_margin_over_best_peer"] = -0.00001  # not printed as a loss
     assert "in ROC AUC: +0.0000, 95% paired bootstrap interval [-0.0864, +0.0000]" in "\n".join(summary_lines(summary))
     summary.candidates["rfm"] = {"validation_roc_auc": 0.78, "holdout_roc_auc": 0.7897}

@@ -67,7 +67,8 @@ def summary_lines(summary) -> list[str]:
             f"[{shown(m[f'holdout_{metric}_margin_ci_low']):+.4f}, {shown(m[f'holdout_{metric}_margin_ci_high']):+.4f}] "
             f"({int(m['bootstrap_resamples']):,} resamples of the holdout customers)"
         )
-        if m[f"holdout_{metric}_margin_ci_low"] <= 0 <= m[f"holdout_{metric}_margin_ci_high"]:
+        # As printed: an end shown as +0.0000 holds 0.
+        if shown(m[f"holdout_{metric}_margin_ci_low"]) <= 0 <= shown(m[f"holdout_{metric}_margin_ci_high"]):
             lines.append(
                 "the interval holds 0: this holdout cannot tell the model from the peer; "
                 "portrait backtest judges the design on more windows"

@@ -253,14 +253,14 @@ _WHOLE_FROM = {
     "max_depth": -1,  # -1 (or 0): no limit
 }
 _NUMBER_RANGES = {
-    "learning_rate": (0.0, 1.0, False),
+    "learning_rate": (0.0, math.inf, False),
     "subsample": (0.0, 1.0, False),
     "colsample_bytree": (0.0, 1.0, False),
     "reg_lambda": (0.0, math.inf, True),
     "reg_alpha": (0.0, math.inf, True),
     "min_split_gain": (0.0, math.inf, True),
     "min_child_weight": (0.0, math.inf, True),
-    "tweedie_variance_power": (1.0, 1.99, True),
+    "tweedie_variance_power": (1.0, 2.0, True),  # below 2: LightGBM refuses 2 itself
 }
 
 
@@ -268,17 +268,19 @@ def _check_model_params(where: str, params: dict) -> None:
     """Every number of ``[model]`` the product knows has LightGBM's type and range; a key close
     to a known one is a typo (LightGBM would ignore it without a word)."""
     for key, value in params.items():
-        if key == "n_jobs":
-            if value != -1:
-                whole_number(f"{where} [model]", key, value, low=1)
+        if key == "n_jobs":  # LightGBM: 0 or less, its default threads
+            whole_number(f"{where} [model]", key, value, low=-(2**31))
         elif key in _WHOLE_FROM:
             whole_number(f"{where} [model]", key, value, low=_WHOLE_FROM[key])
         elif key in _NUMBER_RANGES:
             low, high, low_allowed = _NUMBER_RANGES[key]
             number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-            if not number or not (low <= value if low_allowed else low < value) or value > high:
-                if not low_allowed:
-                    bounds = f"more than {low:g} and at most {high:g}"
+            too_high = value >= 2.0 if key == "tweedie_variance_power" else value > high
+            if not number or not (low <= value if low_allowed else low < value) or too_high:
+                if key == "tweedie_variance_power":
+                    bounds = "from 1 to below 2"
+                elif not low_allowed:
+                    bounds = f"more than {low:g}" + (f" and at most {high:g}" if math.isfinite(high) else "")
                 else:
                     bounds = f"from {low:g} to {high:g}" if math.isfinite(high) else f"of at least {low:g}"
                 raise ConfigError(f"{where} [model]: {key} must be a number {bounds}, got {value!r}")
