@@ -180,10 +180,21 @@ def explain(con: duckdb.DuckDBPyConnection, customer_id: str, salt: str | None =
         ).fetchall()
     ]
     links = con.execute(
-        """SELECT DISTINCT i.id_type, i.id_value, i.customer_id FROM clean_identities i
-        JOIN identity_map m ON i.customer_id = m.customer_id WHERE m.person_id = ?""",
+        """WITH mine AS (SELECT DISTINCT i.id_type, i.id_value, i.customer_id FROM clean_identities i
+                         JOIN identity_map m ON i.customer_id = m.customer_id WHERE m.person_id = ?),
+                holders AS (SELECT id_type, id_value, COUNT(DISTINCT customer_id) AS holders
+                            FROM clean_identities WHERE (id_type, id_value) IN (SELECT id_type, id_value FROM mine)
+                            GROUP BY ALL)
+           SELECT mine.*, holders.holders FROM mine JOIN holders USING (id_type, id_value)""",
         [person_id],
     ).df()
+    # Held by more ids than MAX_IDS_PER_IDENTIFIER: they linked nobody (MERGING_LINKS).
+    wide = links[links["holders"] > MAX_IDS_PER_IDENTIFIER].drop_duplicates(["id_type", "id_value"])
+    unlinked = [
+        {"id_type": id_type, "identifiers": len(group), "most_ids_holding_one": int(group["holders"].max())}
+        for id_type, group in wide.groupby("id_type", sort=True)
+    ]
+    links = links[links["holders"] <= MAX_IDS_PER_IDENTIFIER]
     grouped: dict[tuple[str, tuple[str, ...]], list[str]] = {}
     for (id_type, id_value), group in links.groupby(["id_type", "id_value"], sort=True):
         ids = tuple(sorted(group["customer_id"].unique()))
@@ -195,7 +206,12 @@ def explain(con: duckdb.DuckDBPyConnection, customer_id: str, salt: str | None =
         if salt:
             entry["salted_hashes"] = sorted(salted_hash(v, salt) for v in values)
         shared.append(entry)
-    return {"person_id": person_id, "customer_ids": members, "shared_identifiers": shared}
+    return {
+        "person_id": person_id,
+        "customer_ids": members,
+        "shared_identifiers": shared,
+        "unlinked_identifiers": unlinked,
+    }
 
 
 def salt_from_environment() -> str:

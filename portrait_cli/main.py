@@ -184,7 +184,7 @@ def identity_explain_command(
     import os
 
     from portrait.dataset import open_dataset
-    from portrait.identity import SALT_ENV, explain
+    from portrait.identity import MAX_IDS_PER_IDENTIFIER, SALT_ENV, explain
 
     ds = open_dataset(dataset)
     if not ds.has("identities"):
@@ -205,6 +205,13 @@ def identity_explain_command(
             out.print(f"  {n} {shared['id_type']} identifier{'s' if n != 1 else ''} shared by {ids}", highlight=False)
     if result["shared_identifiers"] and not salt:
         out.print(f"(set {SALT_ENV} to see each identifier's salted hash)", highlight=False)
+    for wide in result["unlinked_identifiers"]:
+        n = wide["identifiers"]
+        out.print(
+            f"  {n} {wide['id_type']} identifier{'s' if n != 1 else ''} held by too many ids to link anyone (up to "
+            f"{wide['most_ids_holding_one']:,} ids hold one; the limit is {MAX_IDS_PER_IDENTIFIER}): a placeholder?",
+            highlight=False,
+        )
 
 
 @identity_app.command("hash")

@@ -50,6 +50,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from portrait.errors import PortraitError
+from portrait.identity import MAX_IDS_PER_IDENTIFIER
 from portrait.resources import MATERIAL_MEMORY_SHARE, duckdb_memory_limit
 from portrait.sql import quote_ident, quote_literal
 
@@ -1414,9 +1415,13 @@ def _write_profile_material(
             )
             write(
                 "shared",
-                f"""WITH per_value AS (
+                f"""WITH wide AS (  -- held by too many ids to link anyone (portrait.identity.explain)
+                    SELECT id_type, id_value FROM clean_identities GROUP BY ALL
+                    HAVING COUNT(DISTINCT customer_id) > {MAX_IDS_PER_IDENTIFIER}),
+                per_value AS (
                     SELECT person_id, id_type, id_value, list(customer_id ORDER BY customer_id) AS customer_ids
-                    FROM ({links}) GROUP BY ALL HAVING COUNT(*) > 1)
+                    FROM ({links}) WHERE (id_type, id_value) NOT IN (SELECT id_type, id_value FROM wide)
+                    GROUP BY ALL HAVING COUNT(*) > 1)
                 SELECT person_id AS customer_id, id_type, customer_ids, COUNT(*) AS identifiers
                 FROM per_value GROUP BY ALL ORDER BY 1, 2, 3""",
             )

@@ -80,6 +80,7 @@ def test_explain_names_the_shared_identifiers_by_type_and_count_without_a_salt()
             {"id_type": "email", "customer_ids": ["app-3", "store-9"], "identifiers": 1},
             {"id_type": "phone", "customer_ids": ["app-3", "web-7"], "identifiers": 1},
         ],
+        "unlinked_identifiers": [],
     }
     # Neither the values nor any unsalted hash of them (brute-forceable for a phone number).
     for value in ("e1", "p1"):
@@ -306,6 +307,13 @@ def test_an_identifier_shared_by_more_than_the_limit_links_nobody_and_is_reporte
         f"({MAX_IDS_PER_IDENTIFIER + 5} in all) and link nobody"
     ) in " ".join(report.notes)
     assert "samehash" not in " ".join(report.notes)
+    # explain shows the phone as what joined them, and the e-mail as too widely held to link anyone
+    with open_dataset(folder).connect() as con:
+        explained = explain(con, "c01")
+    assert [(s["id_type"], s["customer_ids"]) for s in explained["shared_identifiers"]] == [("phone", ["c00", "c01"])]
+    assert explained["unlinked_identifiers"] == [
+        {"id_type": "email", "identifiers": 1, "most_ids_holding_one": MAX_IDS_PER_IDENTIFIER + 5}
+    ]
 
 
 def test_a_chain_of_ids_longer_than_the_limit_is_one_person_and_is_reported():
