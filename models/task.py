@@ -115,6 +115,9 @@ class ModelCard(_Card):
     # a relative label's share of any scored population (high value: the top 20%); batch scores
     # are moved to it (models.prior_shift). None: an absolute label, or a card from before it.
     positive_share: float | None = None
+    # The end of the latest label window the model learned from (learned_until_of); None: a
+    # card from before it (its holdout cutoff is then the nearest bound known).
+    learned_until: str | None = None
 
     def __post_init__(self) -> None:
         task = task_for_label(self.label)
@@ -193,3 +196,13 @@ def _json_default(value):
     if isinstance(value, np.generic):
         return value.item()
     return str(value)
+
+
+def learned_until_of(train_cutoffs, holdout_cutoff, horizon_days: int):
+    """The end of the latest label window a model learned from: its last training cutoff plus
+    the horizon; with no training cutoff (customer folds at the holdout cutoff, the final model
+    fitted on all of its rows), the holdout cutoff plus the horizon. Dates in, a date out."""
+    import datetime as dt
+
+    last = max(train_cutoffs) if train_cutoffs else holdout_cutoff
+    return last + dt.timedelta(days=int(horizon_days))

@@ -97,14 +97,16 @@ def check_model_features(model, columns) -> None:
 
 
 def hindsight_note(model: LoadedModel, as_of: dt.date) -> str | None:
-    """A note when ``model`` learned from outcomes after ``as_of`` (its training labels run up
-    to its holdout cutoff): its scores as of that date have seen what followed it. Fine for a
+    """A note when ``model`` learned from outcomes after ``as_of`` (its card's
+    ``learned_until``, :func:`models.task.learned_until_of`): its scores as of that date have
+    seen what followed it. Fine for a
     backfill's lists; not a fair test of the model, nor history to judge it by."""
-    cutoff = model.meta.get("holdout_cutoff")
-    if not cutoff or model.is_personas or as_of >= dt.date.fromisoformat(str(cutoff)[:10]):
+    # Older cards lack learned_until: their holdout cutoff is the nearest bound they know.
+    until = model.meta.get("learned_until") or model.meta.get("holdout_cutoff")
+    if not until or model.is_personas or as_of >= dt.date.fromisoformat(str(until)[:10]):
         return None
     return (
-        f"{model.name} v{model.version} learned from purchases up to {str(cutoff)[:10]}, after {as_of}: "
+        f"{model.name} v{model.version} learned from purchases up to {str(until)[:10]}, after {as_of}: "
         "its scores as of this date know what came next (use them for lists, not to judge the model)"
     )
 

@@ -87,13 +87,16 @@ def test_scores_before_the_models_holdout_say_the_model_knew_what_came_next(regi
     from serving.registry import load_model
 
     model = load_model(MODEL)
-    holdout = dt.date.fromisoformat(model.meta["holdout_cutoff"])
-    earlier = holdout - dt.timedelta(days=30)
+    until = dt.date.fromisoformat(model.meta["learned_until"])  # its last training cutoff + 30 days
+    assert until <= dt.date.fromisoformat(model.meta["holdout_cutoff"])
+    earlier = until - dt.timedelta(days=1)
     run = score(open_dataset(registered), earlier.isoformat(), [MODEL], tmp_path, validate_first=False)
     assert run.summary["models"][MODEL]["note"] == (
-        f"{MODEL} v{model.version} learned from purchases up to {holdout}, after {earlier}: its scores as of "
+        f"{MODEL} v{model.version} learned from purchases up to {until}, after {earlier}: its scores as of "
         "this date know what came next (use them for lists, not to judge the model)"
     )
+    on_time = score(open_dataset(registered), until.isoformat(), [MODEL], tmp_path, validate_first=False)
+    assert "note" not in on_time.summary["models"][MODEL]
 
 
 def test_rerunning_an_as_of_date_replaces_its_table_with_the_same_scores(registered, scored):

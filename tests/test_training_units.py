@@ -659,3 +659,15 @@ def test_a_holdout_with_one_class_says_which_class_is_missing():
         PortraitError, match=r"at the holdout cutoff 2024-04-01 nobody of its 2 customers has the label \(no positives"
     ):
         check_sufficiency(data, config)
+
+
+def test_what_a_model_learned_from_ends_a_horizon_after_its_last_training_cutoff():
+    from models.task import learned_until_of
+    from training.champion import learned_until
+
+    cutoffs = (dt.date(2024, 9, 1), dt.date(2024, 10, 1))
+    assert learned_until_of(cutoffs, dt.date(2024, 12, 1), 30) == dt.date(2024, 10, 31)
+    assert learned_until_of((), dt.date(1997, 10, 1), 273) == dt.date(1998, 7, 1)  # customer folds at one cutoff
+    params = {"train_cutoffs": "2024-09-01,2024-10-01", "holdout_cutoff": "2024-12-01", "horizon_days": "30"}
+    assert learned_until(params) == dt.date(2024, 10, 31)
+    assert learned_until({**params, "train_cutoffs": "-"}) == dt.date(2024, 12, 31)

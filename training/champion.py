@@ -23,7 +23,7 @@ from mlflow.tracking import MlflowClient
 from features.build import build_features
 from features.catalogue import Vocabulary
 from features.config import FeatureConfig
-from models.task import task_for_label
+from models.task import learned_until_of, task_for_label
 from portrait.errors import PortraitError
 from portrait.tracking import load_version
 from training.config import ExperimentConfig
@@ -99,16 +99,10 @@ def learned_until(params: dict) -> dt.date | None:
     cutoff plus the horizon (with one cutoff of customer folds, that cutoff: the final model is
     fitted on all its rows)."""
     try:
-        horizon = dt.timedelta(days=int(params["horizon_days"]))
-        cutoffs = [c for c in params.get("train_cutoffs", "-").split(",") if c and c != "-"]
-        last = (
-            max(dt.date.fromisoformat(c) for c in cutoffs)
-            if cutoffs
-            else dt.date.fromisoformat(params["holdout_cutoff"])
-        )
+        cutoffs = [dt.date.fromisoformat(c) for c in params.get("train_cutoffs", "-").split(",") if c and c != "-"]
+        return learned_until_of(cutoffs, dt.date.fromisoformat(params["holdout_cutoff"]), params["horizon_days"])
     except (KeyError, ValueError):
         return None
-    return last + horizon
 
 
 def _champion_features(meta: dict, config: ExperimentConfig, data: TrainingData, result: FitResult) -> pd.DataFrame:

@@ -15,7 +15,7 @@ import pandas as pd
 
 from models.drift import reference_distributions
 from models.pyfunc import PortraitModel, serving_frame
-from models.task import ModelCard
+from models.task import ModelCard, learned_until_of
 from training import plots
 from training.champion import COMPARED_VERSION_TAG, ChampionComparison, compare_with_champion
 from training.config import ExperimentConfig
@@ -198,6 +198,7 @@ def model_card(config: ExperimentConfig, data: TrainingData, result: FitResult) 
         metrics={k: v for k, v in result.metrics.items() if k.startswith(("holdout_", "baseline_"))},
         model_type=result.model_type,
         positive_share=result.positive_share,
+        learned_until=learned_until_of(data.split.train, data.split.holdout, config.label.horizon_days).isoformat(),
     )
 
 
