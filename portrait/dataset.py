@@ -67,6 +67,7 @@ from portrait.privacy import (
     PrivacySettings,
     is_pii_name,
     personal_value_checks,
+    refuse_values_as_names,
     report_personal_values,
     value_checked,
     withheld_columns,
@@ -156,6 +157,7 @@ class TableSource:
         its column names (read once, without its rows)."""
         if self.guard is None:
             return ()
+        refuse_values_as_names(self._column_names(), self.describe(), contract.table(self.table))
         keep = [self.columns.get(c, c) for c in contract.table(self.table).column_names]
         named = withheld_columns(self.table, self._column_names(), keep, self.guard)
         found = self._personal_by_value(value_checked(self._column_types, [*keep, *named], self.guard))

@@ -300,6 +300,22 @@ EMAIL_IN_TEXT = r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,}"  # anywhere in a value
 FILE_AT = r"(?i)@[^@\s]*\.(png|jpe?g|gif|svg|webp|pdf)($|[^a-z])"  # img@2x.png is no address
 INTERNATIONAL_PHONE = r"\+[0-9]([ ()./-]?[0-9]){8,14}"  # anywhere: +44 7700 900123 (9 to 15 digits)
 PHONE_SHAPED = r"^\+?[0-9(][0-9 ()./-]{5,18}[0-9]$"  # 7 to 20 characters of digits and separators
+
+
+def refuse_values_as_names(names, where: str, table) -> None:
+    """Refuse a source whose column names hold e-mail addresses or phone numbers: a file without
+    a header line, its first row read as the names. No message may repeat them, nor the
+    privacy checks name them as columns. ``table``: the contract table (its required columns)."""
+    personal = [n for n in names if re.search(EMAIL_IN_TEXT, str(n)) or re.fullmatch(PHONE_SHAPED, str(n).strip())]
+    if personal:
+        raise ContractError(
+            f"the first line of {where} holds {len(personal)} value(s) shaped like an e-mail address or a phone "
+            "number where column names belong (not shown: they may be personal data): the file needs a header line "
+            f"naming its columns ({', '.join(c.name for c in table.columns if c.required)}, ...)",
+            table=table.name,
+        )
+
+
 NOT_PHONES = (
     r"^[0-9]+$",  # digits only: judged as numbers (below)
     r"^[0-9]+ *- *[0-9]+$",  # a range, an income band: 100000-149999

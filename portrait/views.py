@@ -36,6 +36,7 @@ import duckdb
 from portrait import contract
 from portrait.errors import ConfigError, ContractError
 from portrait.forget import KEY_COLUMNS, exclude_forgotten, finish_tombstones, register_tombstones
+from portrait.privacy import refuse_values_as_names
 from portrait.sql import quote_ident, quote_literal
 
 if TYPE_CHECKING:
@@ -194,6 +195,7 @@ def select_columns(
     columns the table keeps. ``available`` maps each source column to its DuckDB type name (the
     Spark engine gives the same names). Raises :class:`ContractError` for a missing required
     column or a type its kind cannot take."""
+    refuse_values_as_names(available, source.describe(), table)
     selected: list[str] = []
     types: dict[str, str] = {}
     used: set[str] = set()

@@ -400,3 +400,14 @@ def test_placeholder_dates_are_kept_and_said(tmp_path):
         "dated before 1970" in note
         for note in validate(open_dataset(write_tables(tmp_path / "ok", purchases=purchases({})))).notes
     )
+
+
+def test_a_file_without_a_header_line_is_refused_without_repeating_its_first_row(tmp_path, caplog):
+    """Its first row is read as the column names: the privacy checks logged
+    'identities.alice@example.com: values look like e-mail addresses', and the missing-column
+    message listed it."""
+    folder = write_tables(tmp_path / "data", purchases=purchases({}))
+    (folder / "identities.csv").write_text("C1,email,alice@example.com\nC2,phone,+44 7700 900123\n")
+    with pytest.raises(ContractError, match="the first line of .*identities.csv holds 1 value") as error:
+        validate(open_dataset(folder))
+    assert "alice" not in str(error.value) and "alice" not in caplog.text
