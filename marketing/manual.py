@@ -156,8 +156,16 @@ def assigned_later(store: Path, as_of: dt.date, tags: list[str] | None = None) -
     log = read_log(store)
     if tags is not None:
         log = log[log["tag"].isin(tags)]
-    later = log["at"] >= pd.Timestamp(as_of + dt.timedelta(days=1), tz="UTC")
-    return int(((log["action"] == "assign") & later).sum())
+    # The latest action of each (tag, customer): an assignment later removed holds at no date.
+    latest = log.sort_values("at", kind="stable").groupby(["tag", "customer_id"]).tail(1)
+    later = latest["at"] >= _day_after(as_of)
+    return int(((latest["action"] == "assign") & later).sum())
+
+
+def _day_after(as_of: dt.date) -> pd.Timestamp:
+    """The first instant an action no longer counts as of ``as_of`` (the module's rule: an
+    action on the as-of day itself holds on it)."""
+    return pd.Timestamp(as_of + dt.timedelta(days=1), tz="UTC")
 
 
 def holders(store: Path, as_of: dt.date, tags: list[str] | None = None) -> pd.DataFrame:
@@ -166,8 +174,7 @@ def holders(store: Path, as_of: dt.date, tags: list[str] | None = None) -> pd.Da
     log = read_log(store)
     if tags is not None:
         log = log[log["tag"].isin(tags)]
-    cutoff = pd.Timestamp(as_of + dt.timedelta(days=1), tz="UTC")
-    log = log[log["at"] < cutoff]
+    log = log[log["at"] < _day_after(as_of)]
     if log.empty:
         return pd.DataFrame({"tag": [], "customer_id": [], "since": []}, dtype="object")
     latest = log.sort_values("at", kind="stable").groupby(["tag", "customer_id"], as_index=False).tail(1)
