@@ -129,6 +129,8 @@ class TableSource:
             return f"in-memory frame ({len(self.frame)} rows)"
         if self.duckdb_file is not None:
             return f"{self.duckdb_file}:{self.table}"
+        if not self.files:  # read by another engine from its own path or catalog table
+            return f"the {self.table} table"
         if len(self.files) == 1:
             return str(self.files[0])
         return f"{self.files[0].parent} ({len(self.files)} files)"
@@ -157,7 +159,7 @@ class TableSource:
         its column names (read once, without its rows)."""
         if self.guard is None:
             return ()
-        refuse_values_as_names(self._column_names(), self.describe(), contract.table(self.table))
+        refuse_values_as_names(self._column_names(), self, contract.table(self.table))
         keep = [self.columns.get(c, c) for c in contract.table(self.table).column_names]
         named = withheld_columns(self.table, self._column_names(), keep, self.guard)
         found = self._personal_by_value(value_checked(self._column_types, [*keep, *named], self.guard))

@@ -302,14 +302,15 @@ INTERNATIONAL_PHONE = r"\+[0-9]([ ()./-]?[0-9]){8,14}"  # anywhere: +44 7700 900
 PHONE_SHAPED = r"^\+?[0-9(][0-9 ()./-]{5,18}[0-9]$"  # 7 to 20 characters of digits and separators
 
 
-def refuse_values_as_names(names, where: str, table) -> None:
+def refuse_values_as_names(names, source, table) -> None:
     """Refuse a source whose column names hold e-mail addresses or phone numbers: a file without
     a header line, its first row read as the names. No message may repeat them, nor the
-    privacy checks name them as columns. ``table``: the contract table (its required columns)."""
+    privacy checks name them as columns. ``source``: the table's source (described only when
+    refused); ``table``: the contract table (its required columns)."""
     personal = [n for n in names if re.search(EMAIL_IN_TEXT, str(n)) or re.fullmatch(PHONE_SHAPED, str(n).strip())]
     if personal:
         raise ContractError(
-            f"the first line of {where} holds {len(personal)} value(s) shaped like an e-mail address or a phone "
+            f"the first line of {source.describe()} holds {len(personal)} value(s) shaped like an e-mail address or a phone "
             "number where column names belong (not shown: they may be personal data): the file needs a header line "
             f"naming its columns ({', '.join(c.name for c in table.columns if c.required)}, ...)",
             table=table.name,

@@ -798,7 +798,7 @@ def register_views(engine: SparkEngine, spark_input: SparkInput) -> None:
         source = dataset.sources[table.name]
         frame = _read(engine, spark_input, table.name)
         if source.guard is not None:  # personal data never reaches a view
-            refuse_values_as_names(frame.columns, source.describe(), table)
+            refuse_values_as_names(frame.columns, source, table)
             keep = [source.columns.get(c, c) for c in table.column_names]
             withheld = withheld_columns(table.name, frame.columns, keep, source.guard)
             frame = frame.drop(*withheld) if withheld else frame

@@ -195,7 +195,7 @@ def select_columns(
     columns the table keeps. ``available`` maps each source column to its DuckDB type name (the
     Spark engine gives the same names). Raises :class:`ContractError` for a missing required
     column or a type its kind cannot take."""
-    refuse_values_as_names(available, source.describe(), table)
+    refuse_values_as_names(available, source, table)
     selected: list[str] = []
     types: dict[str, str] = {}
     used: set[str] = set()
