@@ -484,16 +484,21 @@ def test_settings_reach_the_workers_through_the_environment(world, monkeypatch):
         ServeSettings.from_environment({SETTINGS_ENV: '{"scores": 3, "colour": "red"}'})
 
 
+def _published_run(settings, root: Path, **summary) -> None:
+    """A refresh root whose run of AS_OF holds the world's scores and segment meat's members (D)."""
+    run = root / "runs" / AS_OF
+    shutil.copytree(settings.scores, run / "scores")
+    (run / "segments").mkdir()
+    pd.DataFrame({"customer_id": ["D"]}).to_parquet(run / "segments" / "meat.parquet")
+    summary = {"as_of": AS_OF, "segments": {"meat": {"customers": 1, "base": 5, "share": 0.2}}, **summary}
+    (run / "segments" / "summary.json").write_text(json.dumps(summary))
+    (root / "LATEST").write_text(f"runs/{AS_OF}\n")
+
+
 def test_runs_are_followed_without_a_restart(world, tmp_path):
     settings, keys = world
     root = tmp_path / "refresh"
-    first = root / "runs" / AS_OF
-    shutil.copytree(settings.scores, first / "scores")
-    (first / "segments").mkdir()
-    pd.DataFrame({"customer_id": ["D"]}).to_parquet(first / "segments" / "meat.parquet")
-    summary = {"as_of": AS_OF, "segments": {"meat": {"customers": 1, "base": 5, "share": 0.2}}}
-    (first / "segments" / "summary.json").write_text(json.dumps(summary))
-    (root / "LATEST").write_text(f"runs/{AS_OF}\n")
+    _published_run(settings, root)
     client = TestClient(build_app(settings.model_copy(update={"runs": root})))
     health = client.get("/health").json()
     assert (health["scores_as_of"], health["run"]) == (AS_OF, f"runs/{AS_OF}")
@@ -518,13 +523,7 @@ def test_runs_without_segments_serve_the_folder_the_run_refreshed(world, tmp_pat
     run's refresh was found (the README's serve example)."""
     settings, keys = world
     root = tmp_path / "refresh"
-    run = root / "runs" / AS_OF
-    shutil.copytree(settings.scores, run / "scores")
-    (run / "segments").mkdir()
-    pd.DataFrame({"customer_id": ["D"]}).to_parquet(run / "segments" / "meat.parquet")
-    summary = {"as_of": AS_OF, "folder": str(settings.segments), "segments": {"meat": {"customers": 1, "share": 0.2}}}
-    (run / "segments" / "summary.json").write_text(json.dumps(summary))
-    (root / "LATEST").write_text(f"runs/{AS_OF}\n")
+    _published_run(settings, root, folder=str(settings.segments))
     client = TestClient(build_app(settings.model_copy(update={"runs": root, "segments": None})))
     assert [s["name"] for s in client.get("/segments", headers=keys["analyst"]).json()["segments"]] == ["meat"]
     assert client.get("/segments/meat/customers", headers=keys["analyst"]).json()["customer_ids"] == ["D"]
