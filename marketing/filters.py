@@ -141,8 +141,9 @@ class Schema:
         return (close + extra)[:n]
 
     @classmethod
-    def of_frame(cls, frame: pd.DataFrame) -> Schema:
-        return cls({c: kind_of(frame[c]) for c in frame.columns})
+    def of_frame(cls, frame: pd.DataFrame, **rules) -> Schema:
+        """The columns of ``frame`` with their kinds; ``rules``: ``values`` and ``current``."""
+        return cls({c: kind_of(frame[c]) for c in frame.columns}, **rules)
 
 
 def _folded(value: str) -> str:

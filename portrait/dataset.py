@@ -453,9 +453,8 @@ def _check_table_settings(table_config: dict, config_path: Path, table_name: str
                 f"{where} file {file!r} must be inside the data set folder (a name or a pattern relative to it; "
                 "put or link the file there)"
             )
-    for key in ("timestamp_format",):
-        if key in table_config and not isinstance(table_config[key], str):
-            raise ConfigError(f"{where} {key} must be text, got {table_config[key]!r}")
+    if "timestamp_format" in table_config and not isinstance(table_config["timestamp_format"], str):
+        raise ConfigError(f"{where} timestamp_format must be text, got {table_config['timestamp_format']!r}")
     columns = table_config.get("columns", {})
     if not isinstance(columns, dict) or not all(isinstance(v, str) and v for v in columns.values()):
         raise ConfigError(

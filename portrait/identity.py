@@ -42,10 +42,12 @@ MERGING_LINKS = f"""WITH links AS (SELECT DISTINCT customer_id, id_type, id_valu
                    HAVING COUNT(*) > 1 AND COUNT(*) <= {MAX_IDS_PER_IDENTIFIER})
     SELECT links.customer_id, links.id_type, links.id_value FROM links JOIN shared USING (id_type, id_value)"""
 
+# The identifiers too widely held to link anyone, with how many ids hold each.
+WIDELY_HELD = f"""SELECT id_type, id_value, COUNT(DISTINCT customer_id) AS holders FROM clean_identities
+    GROUP BY id_type, id_value HAVING COUNT(DISTINCT customer_id) > {MAX_IDS_PER_IDENTIFIER}"""
+
 # How many identifiers were too widely shared to link, and how many ids hold them.
-UNLINKED_IDENTIFIERS = f"""SELECT COUNT(*), COALESCE(SUM(ids), 0) FROM (
-    SELECT COUNT(DISTINCT customer_id) AS ids FROM clean_identities GROUP BY id_type, id_value
-    HAVING COUNT(DISTINCT customer_id) > {MAX_IDS_PER_IDENTIFIER})"""
+UNLINKED_IDENTIFIERS = f"SELECT COUNT(*), COALESCE(SUM(holders), 0) FROM ({WIDELY_HELD})"
 
 
 @dataclass(frozen=True)

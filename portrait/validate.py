@@ -21,7 +21,7 @@ import duckdb
 import pyarrow as pa
 
 from portrait import contract
-from portrait.dataset import CONFIG_FILE, Dataset, TableSource, cache_folder
+from portrait.dataset import CONFIG_FILE, Dataset, TableSource, cache_folder, open_dataset
 from portrait.errors import ContractError
 from portrait.files import atomic_target, atomic_write_text
 from portrait.forget import forgotten_rows
@@ -212,8 +212,6 @@ def require_checked(dataset: Dataset, progress: Progress | None = None) -> int:
 def open_checked(path: str | Path, progress: Progress | None = None, note: Callable[[str], None] | None = None):
     """:func:`portrait.dataset.open_dataset`, then :func:`require_checked`; ``note`` hears how
     many rows the checks leave out, when any do."""
-    from portrait.dataset import open_dataset
-
     dataset = open_dataset(path)
     left_out = require_checked(dataset, progress)
     if left_out and note is not None:

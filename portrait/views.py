@@ -198,7 +198,6 @@ def select_columns(
     refuse_values_as_names(available, source, table)
     selected: list[str] = []
     types: dict[str, str] = {}
-    used: set[str] = set()
     readers: dict[str, str] = {}  # contract column -> the source column read as it
     repeated = source.repeated_header_names
     for column in table.columns:
@@ -217,8 +216,8 @@ def select_columns(
         if actual is None:
             if column.required:
                 renamed = f" (renamed from {wanted!r} in the config)" if wanted != column.name else ""
-                contract = {c.name.lower() for c in table.columns}
-                others = [name for name in sorted(available) if name.lower() not in contract]
+                contract_names = {c.name.lower() for c in table.columns}
+                others = [name for name in sorted(available) if name.lower() not in contract_names]
                 hint = (
                     f"; if one of {others} is it, name it in the folder's portrait.toml: "
                     f'[tables.{table.name}.columns] {column.name} = "{others[0]}"'
@@ -247,7 +246,7 @@ def select_columns(
             raise ContractError(
                 f"column{renamed} in {source.describe()} {problem}", table=table.name, column=column.name
             )
-        if actual in used:  # one export column read as two contract columns: one of them is wrong
+        if actual in readers.values():  # one export column read as two contract columns: one is wrong
             other = next(name for name, source_name in readers.items() if source_name == actual)
             raise ContractError(
                 f"column {actual!r} of {source.describe()} would be read as both {other} and {column.name}; "
@@ -255,13 +254,12 @@ def select_columns(
                 table=table.name,
                 column=column.name,
             )
-        used.add(actual)
         readers[column.name] = actual
         selected.append(f"{quote_ident(actual)} AS {quote_ident(column.name)}")
         types[column.name] = available[actual].upper()
     extras: list[str] = []
     if table.keeps_extra_columns:
-        extras = [name for name in available if name not in used]
+        extras = [name for name in available if name not in readers.values()]
         selected += [quote_ident(name) for name in extras]
     return selected, types, extras
 

@@ -32,14 +32,13 @@ def list_schema(table: pd.DataFrame) -> Schema:
     only in case, 'beef' for 'BEEF', is refused rather than giving an empty list)."""
     from marketing.rfm import GROUPS
 
-    schema = Schema.of_frame(table)
-    schema.values = {"rfm_group": tuple(GROUPS)} if "rfm_group" in table.columns else {}
-    schema.current = {
+    current = {
         column: tuple(str(v) for v in table[column].dropna().unique())
         for column in ("favourite_category", "favourite_channel")
         if column in table.columns
     }
-    return schema
+    values = {"rfm_group": tuple(GROUPS)} if "rfm_group" in table.columns else {}
+    return Schema.of_frame(table, values=values, current=current)
 
 
 def build_list(

@@ -50,7 +50,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from portrait.errors import PortraitError
-from portrait.identity import MAX_IDS_PER_IDENTIFIER
+from portrait.identity import WIDELY_HELD
 from portrait.resources import MATERIAL_MEMORY_SHARE, duckdb_memory_limit
 from portrait.sql import quote_ident, quote_literal
 
@@ -1415,9 +1415,7 @@ def _write_profile_material(
             )
             write(
                 "shared",
-                f"""WITH wide AS (  -- held by too many ids to link anyone (portrait.identity.explain)
-                    SELECT id_type, id_value FROM clean_identities GROUP BY ALL
-                    HAVING COUNT(DISTINCT customer_id) > {MAX_IDS_PER_IDENTIFIER}),
+                f"""WITH wide AS ({WIDELY_HELD}),
                 per_value AS (
                     SELECT person_id, id_type, id_value, list(customer_id ORDER BY customer_id) AS customer_ids
                     FROM ({links}) WHERE (id_type, id_value) NOT IN (SELECT id_type, id_value FROM wide)

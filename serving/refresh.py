@@ -213,7 +213,7 @@ def check_refresh_root(root: Path, option: str = "--runs") -> None:
     """Refuse one run's folder (``ROOT/runs/DATE``) where a refresh root is asked for: read as
     a root it holds no LATEST, and every score, tag and RFM group would be silently absent."""
     root = Path(root)
-    if not (root / LATEST).exists() and root.parent.name == RUNS and (root / "manifest.json").exists():
+    if not (root / LATEST).exists() and root.parent.name == RUNS and (root / MANIFEST).exists():
         raise PortraitError(
             f"{option} {root} is one run's folder; give the refresh root {root.parent.parent} "
             f"(with --as-of {root.name} for that run where the command takes one)"

@@ -87,11 +87,10 @@ def target_of(params: dict) -> tuple[str | None, str | None]:
 
 def _same_target(params: dict, config: ExperimentConfig) -> bool:
     label = config.label
-    quantile = {"high_value_quantile": str(label.high_value_quantile)} if label.kind == "high_value" else {}
-    wanted = target_of({"label": label.kind, "horizon_days": str(label.horizon_days), **quantile})
-    if "high_value_quantile" not in params:
-        wanted = (label.kind, wanted[1])
-    return target_of(params) == wanted
+    wanted = {"label": label.kind, "horizon_days": str(label.horizon_days)}
+    if "high_value_quantile" in params:  # runs logged before it was a param read as the plain kind
+        wanted["high_value_quantile"] = str(label.high_value_quantile)
+    return target_of(params) == target_of(wanted)
 
 
 def learned_until(params: dict) -> dt.date | None:

@@ -240,7 +240,7 @@ _OTHER_MODEL_KEYS = (
 
 # What LightGBM accepts for each [model] number, checked before any feature is built (a bad
 # value was a LightGBMError traceback after minutes of work): whole numbers with their least
-# value, and fractions (low, high, whether low itself is allowed).
+# value, and other numbers with their range.
 _WHOLE_FROM = {
     "n_estimators": 1,
     "num_leaves": 2,
@@ -251,39 +251,46 @@ _WHOLE_FROM = {
     "verbose": -(2**31),
     "max_bin": 2,
     "max_depth": -1,  # -1 (or 0): no limit
+    "n_jobs": -(2**31),  # 0 or less: LightGBM's default threads
 }
-_NUMBER_RANGES = {
-    "learning_rate": (0.0, math.inf, False),
-    "subsample": (0.0, 1.0, False),
-    "colsample_bytree": (0.0, 1.0, False),
-    "reg_lambda": (0.0, math.inf, True),
-    "reg_alpha": (0.0, math.inf, True),
-    "min_split_gain": (0.0, math.inf, True),
-    "min_child_weight": (0.0, math.inf, True),
-    "tweedie_variance_power": (1.0, 2.0, True),  # below 2: LightGBM refuses 2 itself
+_NUMBER_RANGES = {  # low, high, whether low itself is allowed, whether high is
+    "learning_rate": (0.0, math.inf, False, False),
+    "subsample": (0.0, 1.0, False, True),
+    "colsample_bytree": (0.0, 1.0, False, True),
+    "reg_lambda": (0.0, math.inf, True, False),
+    "reg_alpha": (0.0, math.inf, True, False),
+    "min_split_gain": (0.0, math.inf, True, False),
+    "min_child_weight": (0.0, math.inf, True, False),
+    "tweedie_variance_power": (1.0, 2.0, True, False),  # LightGBM refuses 2 itself
 }
+
+
+def _in_range(value: object, low: float, high: float, low_in: bool, high_in: bool) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return False
+    return (low <= value if low_in else low < value) and (value <= high if high_in else value < high)
+
+
+def _range_words(low: float, high: float, low_in: bool, high_in: bool) -> str:
+    """ "more than 0 and at most 1", "from 1 to below 2", "of at least 0"..."""
+    if not math.isfinite(high):
+        return f"of at least {low:g}" if low_in else f"more than {low:g}"
+    if low_in:
+        return f"from {low:g} to {'' if high_in else 'below '}{high:g}"
+    return f"more than {low:g} and {'at most' if high_in else 'below'} {high:g}"
 
 
 def _check_model_params(where: str, params: dict) -> None:
     """Every number of ``[model]`` the product knows has LightGBM's type and range; a key close
     to a known one is a typo (LightGBM would ignore it without a word)."""
     for key, value in params.items():
-        if key == "n_jobs":  # LightGBM: 0 or less, its default threads
-            whole_number(f"{where} [model]", key, value, low=-(2**31))
-        elif key in _WHOLE_FROM:
+        if key in _WHOLE_FROM:
             whole_number(f"{where} [model]", key, value, low=_WHOLE_FROM[key])
         elif key in _NUMBER_RANGES:
-            low, high, low_allowed = _NUMBER_RANGES[key]
-            number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-            too_high = value >= 2.0 if key == "tweedie_variance_power" else value > high
-            if not number or not (low <= value if low_allowed else low < value) or too_high:
-                if key == "tweedie_variance_power":
-                    bounds = "from 1 to below 2"
-                elif not low_allowed:
-                    bounds = f"more than {low:g}" + (f" and at most {high:g}" if math.isfinite(high) else "")
-                else:
-                    bounds = f"from {low:g} to {high:g}" if math.isfinite(high) else f"of at least {low:g}"
-                raise ConfigError(f"{where} [model]: {key} must be a number {bounds}, got {value!r}")
+            if not _in_range(value, *_NUMBER_RANGES[key]):
+                raise ConfigError(
+                    f"{where} [model]: {key} must be a number {_range_words(*_NUMBER_RANGES[key])}, got {value!r}"
+                )
         else:
             close = difflib.get_close_matches(key, [*DEFAULT_MODEL_PARAMS, *_OTHER_MODEL_KEYS], n=1, cutoff=0.8)
             if close and close[0] != key:
