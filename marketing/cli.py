@@ -195,12 +195,12 @@ def register_tags(app: typer.Typer, out, console) -> None:
 
     def _resolve(dataset: Path, ids_file: Path, rejected: Path | None):
         from marketing.manual import read_ids, resolve_ids
-        from portrait.dataset import open_dataset
         from portrait.files import atomic_write
+        from portrait.validate import open_checked
 
         ids = read_ids(ids_file)
         blank = ids == ""
-        con = open_dataset(dataset).connect()
+        con = open_checked(dataset, note=lambda text: out.print(f"note: {text}", highlight=False)).connect()
         try:
             resolved = resolve_ids(con, ids[~blank].drop_duplicates())
         finally:

@@ -210,14 +210,19 @@ def require_checked(dataset: Dataset, progress: Progress | None = None) -> int:
 
 
 def open_checked(path: str | Path, progress: Progress | None = None, note: Callable[[str], None] | None = None):
-    """:func:`portrait.dataset.open_dataset`, then :func:`require_checked`; ``note`` hears how
-    many rows the checks leave out, when any do."""
-    dataset = open_dataset(path)
+    """:func:`portrait.dataset.open_dataset`, then :func:`checked`."""
+    return checked(open_dataset(path), progress, note)
+
+
+def checked(dataset: Dataset, progress: Progress | None = None, note: Callable[[str], None] | None = None) -> Dataset:
+    """``dataset`` once :func:`require_checked` passed; ``note`` hears how many rows the checks
+    leave out, when any do."""
     left_out = require_checked(dataset, progress)
     if left_out and note is not None:
+        where = dataset.root if dataset.root is not None else dataset.name
         note(
             f"{left_out:,} row{'' if left_out == 1 else 's'} of {dataset.name} fail the contract's checks and are "
-            f"left out (portrait validate {path} --out DIR lists them)"
+            f"left out (portrait validate {where} --out DIR lists them)"
         )
     return dataset
 

@@ -161,12 +161,15 @@ def identity_resolve_command(
     from portrait.dataset import open_dataset
     from portrait.files import atomic_write, check_suffix
     from portrait.identity import identity_summary
+    from portrait.validate import checked
 
     if out_file:
         check_suffix(out_file, (".parquet",))
     ds = open_dataset(dataset)
     if not ds.has("identities"):
         raise PortraitError(f"data set {dataset} has no identities table; nothing to merge")
+    with spinner(console, "identities") as say:
+        checked(ds, say, note=lambda text: out.print(f"note: {text}", highlight=False))
     con = ds.connect()
     out.print(identity_summary(con).sentence())
     if out_file:
@@ -185,10 +188,13 @@ def identity_explain_command(
 
     from portrait.dataset import open_dataset
     from portrait.identity import MAX_IDS_PER_IDENTIFIER, SALT_ENV, explain
+    from portrait.validate import checked
 
     ds = open_dataset(dataset)
     if not ds.has("identities"):
         raise PortraitError(f"data set {dataset} has no identities table; no id was merged")
+    with spinner(console, "identities") as say:
+        checked(ds, say, note=lambda text: out.print(f"note: {text}", highlight=False))
     salt = os.environ.get(SALT_ENV) or None
     result = explain(ds.connect(), customer_id, salt=salt)
     out.print(f"person {result['person_id']}: customer ids {', '.join(result['customer_ids'])}", highlight=False)

@@ -63,19 +63,46 @@ def test_the_command_exits_non_zero_with_the_message_and_no_traceback(tmp_path):
     assert "Traceback" not in result.stderr + result.stdout
 
 
-def test_every_command_reading_the_data_stops_where_validate_stops(tmp_path):
+def _exit_of(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    """The whole command as ``portrait ARGS`` runs it (its error handling included), in this
+    process: its exit code and what it printed on stderr."""
+    from portrait_cli.main import main
+
+    monkeypatch.setattr(sys, "argv", ["portrait", *args])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    return exit_.value.code, capsys.readouterr().err
+
+
+def test_every_command_reading_the_data_stops_where_validate_stops(tmp_path, monkeypatch, capsys):
     """The views leave out what they cannot read; only the checks stop on a file in the wrong
     encoding. features build wrote a table without those rows, exit 0, before it ran them."""
     folder = _dataset(tmp_path, LATIN1_ROWS.encode("latin-1"))
+    (folder / "identities.csv").write_text("customer_id,id_type,id_value\nc1,account,a1\nc2,account,a1\n")
+    (tmp_path / "ids.csv").write_text("customer_id\nc1\n")
     for args in (
         ("features", "build", str(folder), "--as-of", "2024-02-01", "--out", str(tmp_path / "f.parquet")),
         ("tags", "apply", str(folder), "--as-of", "2024-02-01", "--out", str(tmp_path / "tags")),
         ("rfm", str(folder), "--as-of", "2024-02-01", "--out", str(tmp_path / "rfm")),
+        ("identity", "resolve", str(folder), "--out", str(tmp_path / "map.parquet")),
+        ("identity", "explain", "c1", "--data", str(folder)),
+        (
+            "tags",
+            "assign",
+            "VIP",
+            "--ids",
+            str(tmp_path / "ids.csv"),
+            "--data",
+            str(folder),
+            "--store",
+            str(tmp_path / "manual.parquet"),
+        ),
     ):
-        result = _run_cli(*args)
-        assert result.returncode == 2 and "is not UTF-8" in result.stderr, (args, result.stderr)
-        assert "Traceback" not in result.stderr
+        code, stderr = _exit_of(monkeypatch, capsys, *args)
+        assert code == 2 and "is not UTF-8" in stderr, (args, stderr)
+        assert "Traceback" not in stderr
     assert not (tmp_path / "f.parquet").exists() and not (tmp_path / "tags").exists()
+    assert not (tmp_path / "map.parquet").exists() and not (tmp_path / "manual.parquet").exists()
 
 
 def test_the_checks_run_once_per_version_of_the_files_and_settings(tmp_path, monkeypatch):
