@@ -180,8 +180,11 @@ def test_promotion_moves_champion_only_when_at_least_as_good(trained, prepared):
         promote(config.name)
     forced = promote(config.name, force=True)
     assert forced.forced and forced.version == second.model_version
-    with pytest.raises(PortraitError, match="already the champion"):
-        promote(config.name)
+    again = promote(config.name)  # a retried promote: nothing changes, and it is no error
+    assert again.unchanged and again.version == second.model_version
+    assert again.sentence() == f"{config.name} v{second.model_version} is already the champion (holdout_roc_auc " + (
+        f"{second.metrics['holdout_roc_auc']:.4f}); nothing changed"
+    )
 
 
 def test_the_champion_is_judged_on_the_candidates_holdout_not_on_its_own(tracking, prepared, small_synthetic):

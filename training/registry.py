@@ -31,8 +31,11 @@ class Promotion:
     datasets: tuple[str | None, str | None] | None = None  # (champion's, candidate's) when they differ
     basis: str | None = None  # where both were judged, when the champion was judged on the candidate's holdout
     apart: bool = False  # forced over a champion measured on another holdout
+    unchanged: bool = False  # the version was the champion already: promoting it again changes nothing
 
     def sentence(self) -> str:
+        if self.unchanged:
+            return f"{self.name} v{self.version} is already the champion ({self.metric} {self.candidate_value:.4f}); nothing changed"
         if self.previous is None:
             return f"{self.name} v{self.version} is now champion (there was none; {self.metric} = {self.candidate_value:.4f})"
         how = "forced over" if self.forced else "replaces"
@@ -127,7 +130,8 @@ def _label(client: MlflowClient, version) -> tuple[str | None, str | None]:
 
 def promote(name: str, version: str | None = None, force: bool = False) -> Promotion:
     """Move ``champion`` to ``version`` (default: the ``candidate``) when its holdout metric is
-    at least the champion's, or when forced; otherwise refuse and say why."""
+    at least the champion's, or when forced; otherwise refuse and say why. Promoting the
+    champion itself changes nothing and is no error (``unchanged``), so a retried job passes."""
     client = MlflowClient()
     try:
         client.get_registered_model(name)
@@ -146,8 +150,8 @@ def promote(name: str, version: str | None = None, force: bool = False) -> Promo
     champion = _version_by_alias(client, name, CHAMPION)
     champion_value, other_label, basis, apart = None, False, None, False
     if champion is not None:
-        if str(champion.version) == str(candidate.version):
-            raise PortraitError(f"{name} v{candidate.version} is already the champion")
+        if str(champion.version) == str(candidate.version):  # a repeated promote (a retried job): no error
+            return Promotion(name, str(candidate.version), None, metric, value, None, False, unchanged=True)
         their_metric, champion_value = _headline(client, champion)
         labels = _label(client, candidate), _label(client, champion)
         other_label = labels[0] != labels[1] or metric != their_metric
