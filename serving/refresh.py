@@ -649,7 +649,14 @@ class _Job:
             members = result.members.astype("str").sort_values(kind="stable").reset_index(drop=True)
             self.members[segment.name] = members
             atomic_write(pd.DataFrame({"customer_id": members}), self.work / "segments" / f"{segment.name}.parquet")
-            sizes[segment.name] = {"customers": int(len(members)), "base": result.base, "share": round(result.share, 6)}
+            sizes[segment.name] = {
+                "customers": int(len(members)),
+                "base": result.base,
+                "share": round(result.share, 6),
+                # What chose these members, as the run saw it: the API's privacy check reads it
+                # too, so a definition edited after the run cannot hide a sensitive attribute.
+                "reads": store.reads(segment.name, self.library),
+            }
             if not len(members):
                 record.notes.append(f"segment {segment.name!r} has no customers")
         summary = {

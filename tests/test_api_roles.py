@@ -529,6 +529,32 @@ def test_runs_without_segments_serve_the_folder_the_run_refreshed(world, tmp_pat
     assert client.get("/segments/meat/customers", headers=keys["analyst"]).json()["customer_ids"] == ["D"]
 
 
+def test_a_runs_members_chosen_by_a_sensitive_attribute_stay_refused_after_the_definition_changes(world, tmp_path):
+    """The members served are the run's: what chose them is what the run recorded, whatever the
+    segment's definition says today (meat reads no sensitive attribute now)."""
+    settings, keys = world
+    root = tmp_path / "refresh"
+    then = {"meat": {"customers": 1, "base": 5, "share": 0.2, "reads": "attr_age_band = '25-34'"}}
+    _published_run(settings, root, segments=then)
+    client = TestClient(build_app(settings.model_copy(update={"runs": root})))
+    refused = client.get("/segments/meat/customers", headers=keys["marketing"])
+    assert (
+        refused.status_code == 403
+        and "segment computed from sensitive attributes (attr_age_band" in (refused.json()["detail"])
+    )
+    assert client.get("/segments/meat/customers", headers=keys["analyst"]).json()["customer_ids"] == ["D"]
+    drill = client.get(
+        "/crowds/customers", params={"segment": "meat", "cell": "favourite_payment = card"}, headers=keys["marketing"]
+    )
+    assert (
+        drill.status_code == 403
+        and "crowd computed from sensitive attributes (attr_age_band" in (drill.json()["detail"])
+    )
+    _published_run(settings, tmp_path / "other", segments={"meat": {**then["meat"], "reads": "orders_90d >= 1"}})
+    served = TestClient(build_app(settings.model_copy(update={"runs": tmp_path / "other"})))
+    assert served.get("/segments/meat/customers", headers=keys["marketing"]).json()["customer_ids"] == ["D"]
+
+
 def test_runs_without_a_published_run_stop_at_start(world, tmp_path):
     settings, _ = world
     with pytest.raises(Unavailable, match="no published run under .* run portrait refresh first"):

@@ -154,6 +154,12 @@ def test_a_run_publishes_every_step_and_a_manifest(first_run):
     holders = set(tags.loc[tags["tag"] == "likely repurchaser", "customer_id"].astype(str))
     assert set(pd.read_parquet(run / "segments/likely.parquet")["customer_id"]) == holders
     assert steps["segments"]["rows"]["likely"] == len(holders) > 0
+    # what chose each segment's members, recorded for the API's privacy check
+    recorded = json.loads((run / "segments/summary.json").read_text())["segments"]
+    assert (recorded["frequent"]["reads"], recorded["likely"]["reads"]) == (
+        "orders_lifetime >= 3",
+        f"{MODEL}_percentile >= 80",
+    )
     top = pd.read_csv(run / "lists/top100.csv")
     assert len(top) == 100 and top["score"].is_monotonic_decreasing
     # the profile material: row counts in the manifest, every table sorted by person id, nothing

@@ -181,7 +181,7 @@ def build_crowds_router(
         refuse_sensitive_terms(caller, cell.split("=")[0], sensitive, "drill into report cells by")
         refuse_sensitive_terms(
             caller,
-            _crowd_reads(segment, tag, segments_dir, tags_library),
+            _crowd_reads(segment, tag, segments_dir, tags_library, current.run),
             sensitive,
             "drill into a crowd computed from",
         )
@@ -232,11 +232,19 @@ def build_crowds_router(
     return router
 
 
-def _crowd_reads(segment: str | None, tag: str | None, segments_dir: Path | None, tags_library: Path | None) -> str:
+def _crowd_reads(
+    segment: str | None,
+    tag: str | None,
+    segments_dir: Path | None,
+    tags_library: Path | None,
+    run: Path | None = None,
+) -> str:
     """What a segment's or a tag's crowd is computed from (empty for a persona): its members'
-    ids tell each one's value of it."""
+    ids tell each one's value of it. With a served ``run``, a segment's members may be that
+    run's, so what the run recorded it was computed from counts too."""
     from marketing.segments import SegmentStore
     from marketing.tags import load_library
+    from serving.routes.segments import run_reads
 
     if segment is None and tag is None:
         return ""
@@ -244,8 +252,9 @@ def _crowd_reads(segment: str | None, tag: str | None, segments_dir: Path | None
     if segment is None:
         return library.reads(tag)
     store = SegmentStore(segments_dir)
+    recorded = run_reads(run / "segments", segment) if run is not None else ""
     # An unknown segment is answered later, as a 404 naming the saved ones.
-    return store.reads(segment, library) if store.exists(segment) else ""
+    return f"{store.reads(segment, library)} {recorded}" if store.exists(segment) else recorded
 
 
 def _sensitive_dimensions(sources: CrowdSources) -> list[str]:

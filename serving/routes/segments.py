@@ -60,6 +60,16 @@ def read_run_segments(folder: Path) -> dict:
         return {}
 
 
+def run_reads(folder: Path | None, name: str) -> str:
+    """What segment ``name`` was computed from when the run whose members are in ``folder``
+    refreshed it (its ``summary.json``; empty when not recorded): the members served are that
+    run's, so the privacy check reads this beside today's definition."""
+    if folder is None:
+        return ""
+    recorded = read_run_segments(folder).get("segments", {}).get(name) or {}
+    return str(recorded.get("reads") or "")
+
+
 def run_segments_folder(runs: Path | None) -> Path | None:
     """The saved segments folder the refresh of the run ``LATEST`` names refreshed (recorded
     in its ``segments/summary.json``), when it still exists: what ``serve --runs`` serves
@@ -135,10 +145,10 @@ def build_segments_router(
     ) -> SegmentMembers:
         """A page of the segment's members who may be contacted; recorded in the audit log."""
         _load(store, name)
-        if library is not None:
-            reads = store.reads(name, library)
-            refuse_sensitive_terms(caller, reads, sensitive(), "pull the members of a segment computed from")
         folder = run_members()
+        if library is not None:
+            reads = f"{store.reads(name, library)} {run_reads(folder, name)}"
+            refuse_sensitive_terms(caller, reads, sensitive(), "pull the members of a segment computed from")
         if folder is not None:
             path = folder / f"{name}.parquet"
             if not path.exists():
