@@ -32,20 +32,30 @@ MIN_EXPECTED = 5
 
 
 def crosstab(data: CrowdData, crowd: np.ndarray, rows: str, cols: str) -> pd.DataFrame:
-    """Exact counts of ``rows`` x ``cols`` values within the crowd (long form)."""
+    """Exact counts of ``rows`` x ``cols`` values within the crowd (long form). The rows and
+    columns are the values the whole base holds, as a crowd report lists them: a table of only
+    the values the crowd holds would tell them even where every count is hidden (a crowd of one
+    person would be its one row and column)."""
     if rows == cols:
         raise PortraitError(f"rows and columns are both {rows!r}: cross two different dimensions")
-    row_values, col_values = data.dimensions[rows][crowd], data.dimensions[cols][crowd]
-    counts = pd.crosstab(row_values, col_values, dropna=False)
+    row_all, col_all = data.dimensions[rows], data.dimensions[cols]
+    counts = pd.crosstab(row_all[crowd], col_all[crowd], dropna=False).reindex(
+        index=_held(row_all), columns=_held(col_all), fill_value=0
+    )
     long = counts.stack().rename("count").reset_index()
     long.columns = ["row", "column", "count"]
-    long = long[long.groupby("row", observed=True)["count"].transform("sum") > 0]
-    long = long[long.groupby("column", observed=True)["count"].transform("sum") > 0]
     row_total = long.groupby("row", observed=True)["count"].transform("sum")
     col_total = long.groupby("column", observed=True)["count"].transform("sum")
     long["row_pct"] = long["count"] / row_total.where(row_total > 0)
     long["col_pct"] = long["count"] / col_total.where(col_total > 0)
     return long.reset_index(drop=True)
+
+
+def _held(values: pd.Series) -> list:
+    """The values some customer of the base holds, in the dimension's order."""
+    present = set(values.dropna().unique())
+    order = values.cat.categories if isinstance(values.dtype, pd.CategoricalDtype) else sorted(present, key=str)
+    return [value for value in order if value in present]
 
 
 def suppressed_crosstab(table: pd.DataFrame, min_cell: int) -> pd.DataFrame:

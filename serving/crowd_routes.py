@@ -18,7 +18,10 @@ def build_crowd_router(
     scores_dir: Path | None,
     segments_dir: Path | None,
     tags_library: Path | None,
+    least_cell: int | None = None,
 ) -> APIRouter:
     """``/crowds/report`` over fixed sources (``build_app`` gives the served run's per request)."""
     fixed = CrowdSources(data, default_as_of, scores_dir)
-    return build_crowds_router(lambda: fixed, segments_dir=segments_dir, tags_library=tags_library)
+    return build_crowds_router(
+        lambda: fixed, segments_dir=segments_dir, tags_library=tags_library, least_cell=least_cell
+    )

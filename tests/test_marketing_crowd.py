@@ -23,7 +23,7 @@ from marketing.crowd import (
     parse_crowd,
     top_values,
 )
-from marketing.crowd_compare import compare, crosstab, holm
+from marketing.crowd_compare import compare, crosstab, holm, suppressed_crosstab
 from marketing.crowd_report import (
     crowd_report,
     hidden_counts,
@@ -334,6 +334,14 @@ def test_crosstab_drill_down_and_comparison_on_hand_written_data():
         table = crosstab(data, everyone, "age_band", "favourite_payment").set_index(["row", "column"])
         assert table.loc[("25-34", "card"), "count"] == 2 and table.loc[("35-44", "cash"), "count"] == 1
         assert table.loc[("35-44", "cash"), "row_pct"] == pytest.approx(0.5)
+        # a crowd of one (C): every value the base holds is a row or a column, not only C's, which
+        # a table of hidden counts would otherwise still tell
+        alone = crosstab(data, cell_mask(data, "favourite_payment = cash"), "age_band", "favourite_payment")
+        assert list(pd.unique(alone["row"])) == ["25-34", "35-44", "unknown"]
+        assert list(pd.unique(alone["column"])) == ["card", "cash", "unknown"]
+        assert alone["count"].sum() == 1 and len(alone) == 9
+        shown = suppressed_crosstab(alone, 10)
+        assert len(shown) == 9 and set(shown["count"]) <= {"<10", "hidden"}
         with pytest.raises(PortraitError, match="rows and columns are both 'age_band'"):  # a pandas traceback before
             crosstab(data, everyone, "age_band", "age_band")
         cell = cell_mask(data, "favourite_payment = cash")
@@ -563,7 +571,9 @@ def test_crowd_report_route_answers_suppressed_json_and_404_for_unknown_crowds(t
     store.save(Segment("repeaters", where="orders_lifetime >= 2"))
     app = FastAPI()
     app.include_router(
-        build_crowd_router(data_folder, AS_OF, scores_dir=None, segments_dir=store.folder, tags_library=None)
+        build_crowd_router(
+            data_folder, AS_OF, scores_dir=None, segments_dir=store.folder, tags_library=None, least_cell=2
+        )
     )
     client = TestClient(app)
     answer = client.get("/crowds/report", params={"segment": "repeaters", "min_cell": 2})
@@ -572,13 +582,18 @@ def test_crowd_report_route_answers_suppressed_json_and_404_for_unknown_crowds(t
     assert body["customers"] == 3 and body["as_of"] == AS_OF
     shown = {(r["dimension"], r["value"]): r for r in body["dimensions"]}
     assert shown[("age_band", "25-34")]["count"] == "<2" and shown[("age_band", "25-34")]["share"] == ""
-    small = client.get("/crowds/report", params={"segment": "repeaters"}).json()
+    small = client.get("/crowds/report", params={"segment": "repeaters", "min_cell": 10}).json()
     assert small["customers"] == "<10" and {r["count"] for r in small["dimensions"]} == {"<10"}
     missing = client.get("/crowds/report", params={"segment": "nobody"})
     assert missing.status_code == 404 and "nobody" in missing.json()["detail"]
     assert client.get("/crowds/report", params={"tag": "lapsng"}).status_code == 404
     assert client.get("/crowds/report").status_code == 422
     assert client.get("/crowds/report", params={"tag": "lapsing", "segment": "repeaters"}).status_code == 422
+    # the server's own floor: a caller may hide more, never less (the API's default is 10)
+    app = FastAPI()
+    app.include_router(build_crowd_router(data_folder, AS_OF, scores_dir=None, segments_dir=None, tags_library=None))
+    lowered = TestClient(app).get("/crowds/report", params={"segment": "repeaters", "min_cell": 9})
+    assert lowered.status_code == 422 and "greater than or equal to 10" in lowered.text
 
 
 def test_a_report_cell_drills_down_to_its_customers_through_the_api(tmp_path, data_folder):
@@ -632,7 +647,7 @@ def test_drill_downs_and_reports_follow_a_new_opt_out_and_a_forgotten_person(tmp
     store.save(Segment("repeaters", where="orders_lifetime >= 2"))
     fixed = CrowdSources(data_folder, AS_OF, None)
     app = FastAPI()
-    app.include_router(build_crowds_router(lambda: fixed, segments_dir=store.folder, tags_library=None))
+    app.include_router(build_crowds_router(lambda: fixed, segments_dir=store.folder, tags_library=None, least_cell=1))
     client = TestClient(app)
     params = {"segment": "repeaters", "cell": "favourite_payment = card"}
 

@@ -156,7 +156,9 @@ def test_the_api_answers_from_the_served_runs_material(run_folder, tmp_path, mon
     def client(run_dir):
         app = FastAPI()
         sources = CrowdSources(data, AS_OF, None, run_dir)
-        app.include_router(build_crowds_router(lambda: sources, segments_dir=store.folder, tags_library=None))
+        app.include_router(
+            build_crowds_router(lambda: sources, segments_dir=store.folder, tags_library=None, least_cell=1)
+        )
         return TestClient(app)
 
     asks = [{"segment": "repeaters", "min_cell": 1}, {"tag": "spending power: high", "min_cell": 1}]

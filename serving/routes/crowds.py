@@ -122,8 +122,14 @@ def build_crowds_router(
     tags_library: Path | None,
     access: Access | None = None,
     audit_log: Path | None = None,
+    least_cell: int | None = None,
 ) -> APIRouter:
-    """``audit_log``: where drill-downs are recorded (None: not recorded, for a router mounted alone)."""
+    """``audit_log``: where drill-downs are recorded (None: not recorded, for a router mounted
+    alone); ``least_cell``: the smallest ``min_cell`` a caller may ask for (default the reports'
+    own, :data:`marketing.crowd_report.DEFAULT_MIN_CELL`; hand-written test data asks for less)."""
+    from marketing.crowd_report import DEFAULT_MIN_CELL
+
+    least_cell = DEFAULT_MIN_CELL if least_cell is None else least_cell
     router = APIRouter(route_class=ProductErrorRoute, tags=["crowds"])
     cache: OrderedDict[tuple, dict] = OrderedDict()
     cells: OrderedDict[tuple, tuple[list[str], dict[str, int]]] = OrderedDict()  # drill-downs
@@ -218,7 +224,12 @@ def build_crowds_router(
         tag: str | None = Query(None, max_length=200, description="A tag of the library"),
         persona: str | None = Query(None, max_length=200, description="A persona name"),
         as_of: str | None = Query(None, description="YYYY-MM-DD; default: the scores' as-of date"),
-        min_cell: int = Query(10, ge=1, le=1000, description="Counts under this are shown as '<N'"),
+        min_cell: int = Query(
+            least_cell,
+            ge=least_cell,  # a caller may hide more, never less: small cells identify people
+            le=1000,
+            description=f"Counts under this are shown as '<N' (at least {least_cell})",
+        ),
     ) -> CrowdPortrait:
         """The crowd's portrait against all customers, small cells suppressed."""
         crowd, date, current = crowd_and_date(segment, tag, persona, as_of)
