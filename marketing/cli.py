@@ -127,7 +127,7 @@ def register_tags(app: typer.Typer, out, console) -> None:
         spark_master: SparkMasterOption = None,
     ) -> None:
         """Tag every customer as of a date; write the tags table and a summary."""
-        from marketing.tags import apply_tags, load_library, movement, previous_tags, tags_file, with_since
+        from marketing.tags import apply_tags, load_library, previous_tags, tags_file, tags_summary, with_since
         from portrait.files import atomic_write, atomic_write_text, check_targets
 
         started = time.perf_counter()
@@ -140,24 +140,8 @@ def register_tags(app: typer.Typer, out, console) -> None:
             as_of_date = population.as_of
         previous, previous_date = previous_tags(out_dir, as_of_date)
         tags = with_since(applied.tags, previous)
-        moves = movement(tags, previous)
-        summary = {
-            "as_of": as_of_date.isoformat(),
-            "library": library.source,
-            "customers": applied.customers,
-            "previous_run": previous_date.isoformat() if previous_date else None,
-            "tags": {
-                row.tag: {
-                    "customers": int(row.customers),
-                    "entered": None if previous is None else int(row.entered),
-                    "left": None if previous is None else int(row.left),
-                }
-                for row in moves.itertuples()
-            },
-            "exclusive_groups": applied.coverage,
-            "notes": applied.notes,
-            "duration_seconds": round(time.perf_counter() - started, 2),
-        }
+        summary = tags_summary(library, applied, tags, as_of_date, previous, previous_date)
+        summary["duration_seconds"] = round(time.perf_counter() - started, 2)
         target = tags_file(out_dir, as_of_date)
         check_targets([target, target.with_suffix(".summary.json")])
         atomic_write(tags, target)
@@ -165,13 +149,13 @@ def register_tags(app: typer.Typer, out, console) -> None:
         table = Table(title=f"tags as of {as_of_date} ({applied.customers:,} customers)")
         for column in ("tag", "customers", "share", "entered", "left"):
             table.add_column(column, justify="left" if column == "tag" else "right")
-        for row in moves.sort_values("tag").itertuples():
+        for tag, info in sorted(summary["tags"].items()):
             table.add_row(
-                row.tag,
-                f"{row.customers:,}",
-                f"{row.customers / max(applied.customers, 1):.1%}",
-                "-" if previous is None else f"{row.entered:,}",
-                "-" if previous is None else f"{row.left:,}",
+                tag,
+                f"{info['customers']:,}",
+                f"{info['customers'] / max(applied.customers, 1):.1%}",
+                "-" if previous is None else f"{info['entered']:,}",
+                "-" if previous is None else f"{info['left']:,}",
             )
         out.print(table)
         for group, info in applied.coverage.items():

@@ -478,6 +478,48 @@ def movement(current: pd.DataFrame, previous: pd.DataFrame | None) -> pd.DataFra
     return table.rename_axis("tag").reset_index()
 
 
+def tags_summary(
+    library: Library,
+    applied: Applied,
+    tags: pd.DataFrame,
+    as_of: dt.date,
+    previous: pd.DataFrame | None,
+    previous_date: dt.date | None,
+) -> dict:
+    """What is written beside a tags table (``tags_<date>.summary.json``): per tag its size,
+    who entered and left since ``previous``, and what it is computed from (``reads``, so a
+    reader without the library, a profile, can tell a tag computed from a sensitive attribute)."""
+    moves = movement(tags, previous)
+    return {
+        "as_of": as_of.isoformat(),
+        "library": library.source,
+        "customers": applied.customers,
+        "previous_run": previous_date.isoformat() if previous_date else None,
+        "tags": {
+            row.tag: {
+                "customers": int(row.customers),
+                "entered": None if previous is None else int(row.entered),
+                "left": None if previous is None else int(row.left),
+                "reads": library.reads(row.tag),
+            }
+            for row in moves.itertuples()
+        },
+        "exclusive_groups": applied.coverage,
+        "notes": applied.notes,
+    }
+
+
+class RecordedReads:
+    """What each tag was computed from, as a tags summary recorded it (:func:`tags_summary`):
+    answers :meth:`Library.reads` where the library itself is not at hand."""
+
+    def __init__(self, summary: dict) -> None:
+        self._reads = {tag: str(info.get("reads") or "") for tag, info in (summary.get("tags") or {}).items()}
+
+    def reads(self, name: str) -> str:
+        return self._reads.get(name, "")
+
+
 def tags_file(out_dir: Path, as_of: dt.date) -> Path:
     return out_dir / f"tags_{as_of.isoformat()}.parquet"
 

@@ -710,3 +710,12 @@ def read_suppression_file(path: Path) -> list[str]:
 
 def _sql_list(values: tuple[str, ...]) -> str:
     return "(" + ", ".join(f"'{v}'" for v in values) + ")"
+
+
+def sensitive_terms(text: str | None, sensitive: list[str]) -> list[str]:
+    """The names of ``sensitive`` that ``text`` (a filter, a tag's or a segment's definition)
+    names as a whole word."""
+    if not text or not sensitive:
+        return []
+    words = set(re.findall(r"[A-Za-z_][A-Za-z_0-9]*", text))
+    return [name for name in sensitive if name in words]

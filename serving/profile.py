@@ -412,6 +412,8 @@ def build_profile(
         scores, persona = outputs.scores_of(
             scores_row, compute_reasons, model_loader, con, note, privacy=privacy, include_sensitive=include_sensitive
         )
+        if privacy is not None and not include_sensitive:
+            tags, segments = _memberships_without_sensitive(tags, segments, outputs, privacy, note)
         if scores_row is not None and scores_row["customer_id"] != person.customer_id:
             note(
                 "scores", f"the scores hold the person under {scores_row['customer_id']!r}, not {person.customer_id!r}"
@@ -447,6 +449,49 @@ def build_profile(
         events=events,
         notes=notes,
     )
+
+
+def _memberships_without_sensitive(tags, segments, outputs: _Outputs, privacy, note):
+    """``tags`` and ``segments`` less those computed from a sensitive attribute: that a person
+    holds one tells their value of it (a segment of ``attr_age_band = '65+'`` tells the age)."""
+    from marketing.segments import SegmentStore
+    from marketing.tags import RecordedReads
+    from portrait.privacy import sensitive_terms
+    from serving.routes.segments import run_reads
+    from serving.score import sensitive_attribute_features
+
+    sensitive = [feature.name for feature in sensitive_attribute_features(privacy)]
+    if not sensitive:
+        return tags, segments
+    summary = outputs.tags_file.with_suffix(".summary.json") if outputs.tags_file is not None else None
+    try:
+        recorded = RecordedReads(json.loads(summary.read_text(encoding="utf-8")) if summary else {})
+    except (OSError, ValueError):
+        recorded = RecordedReads({})
+    if tags is not None and tags.tags:
+        kept = [t for t in tags.tags if not sensitive_terms(recorded.reads(t.tag), sensitive)]
+        if len(kept) < len(tags.tags):
+            note("tags", f"{len(tags.tags) - len(kept)} tag(s) computed from sensitive attributes left out")
+            tags = tags.model_copy(update={"tags": kept})
+    if segments is not None and segments.member_of:
+        folder = outputs.segments_folder
+
+        def reads(name: str) -> str:
+            text = run_reads(folder, name)
+            store = SegmentStore(folder) if folder is not None else None
+            if store is not None and store.exists(name):  # a saved folder (or the run's definitions)
+                with contextlib.suppress(PortraitError):
+                    text += " " + store.reads(name, recorded)
+            return text
+
+        kept = [m for m in segments.member_of if not sensitive_terms(reads(m.name), sensitive)]
+        if len(kept) < len(segments.member_of):
+            note(
+                "segments",
+                f"{len(segments.member_of) - len(kept)} segment(s) computed from sensitive attributes left out",
+            )
+            segments = segments.model_copy(update={"member_of": kept})
+    return tags, segments
 
 
 @dataclasses.dataclass(frozen=True)
@@ -576,6 +621,7 @@ class _Outputs:
     rfm_date: dt.date | None = None
     segment_files: dict[str, Path] = dataclasses.field(default_factory=dict)
     segments_source: str | None = None
+    segments_folder: Path | None = None  # a run's segments/ or a saved segments folder
     segments_date: dt.date | None = None  # a run's date (a folder's members carry their own)
     history_files: list[tuple[dt.date, Path]] = dataclasses.field(default_factory=list)
     history_source: str | None = None
@@ -617,6 +663,7 @@ class _Outputs:
                 if members:
                     found.segment_files = {p.stem: p for p in members}
                     found.segments_source = f"run {run.name} ({run / 'segments'})"
+                    found.segments_folder = run / "segments"
                     found.segments_date = found.date
             limit = as_of or found.date
             found.history_files = [
@@ -686,6 +733,7 @@ class _Outputs:
             names = store.names()
             found.segment_files = {n: store.members_path(n) for n in names if store.members_path(n).exists()}
             found.segments_source = f"saved segments in {sources.segments}"
+            found.segments_folder = Path(sources.segments)
             never = [n for n in names if n not in found.segment_files]
             if never:
                 note("segments", f"not refreshed yet, so not checked: {', '.join(never)}")

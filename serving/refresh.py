@@ -594,7 +594,7 @@ class _Job:
 
     def tags(self, record: StepRecord) -> None:
         from marketing.manual import default_store
-        from marketing.tags import apply_tags, load_library, movement, previous_tags, tags_file, with_since
+        from marketing.tags import apply_tags, load_library, previous_tags, tags_file, tags_summary, with_since
 
         self.library = load_library(self.config.tags)
         manual = self.config.manual_tags or default_store()
@@ -603,23 +603,7 @@ class _Job:
         if self.previous is not None:
             before, before_date = previous_tags(self.previous / "tags", self.config.as_of)
         tags = with_since(applied.tags, before)
-        moves = movement(tags, before)
-        summary = {
-            "as_of": self.config.as_of.isoformat(),
-            "library": self.library.source,
-            "customers": applied.customers,
-            "previous_run": before_date.isoformat() if before_date else None,
-            "tags": {
-                row.tag: {
-                    "customers": int(row.customers),
-                    "entered": None if before is None else int(row.entered),
-                    "left": None if before is None else int(row.left),
-                }
-                for row in moves.itertuples()
-            },
-            "exclusive_groups": applied.coverage,
-            "notes": applied.notes,
-        }
+        summary = tags_summary(self.library, applied, tags, self.config.as_of, before, before_date)
         target = tags_file(self.work / "tags", self.config.as_of)
         atomic_write(tags, target)
         atomic_write_text(json.dumps(summary, indent=2, default=str), target.with_suffix(".summary.json"))

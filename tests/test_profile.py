@@ -751,3 +751,39 @@ def test_a_customer_who_signed_up_after_the_as_of_date_shows_no_attributes(world
         for n in c3.notes
     )
     assert build_profile("c1", sources, compute_reasons=False).attributes is not None
+
+
+def test_tags_and_segments_computed_from_a_sensitive_attribute_are_left_out_without_sensitive_data(world, tmp_path):
+    """Holding a tag or a segment of `attr_age_band = '35-44'` tells the person's age band: a
+    caller who may not see the attribute does not see the membership either."""
+    from marketing.segments import Segment, SegmentStore
+
+    tags = tmp_path / "tags"
+    tags.mkdir()
+    held = TAGS.copy()
+    held.loc[len(held)] = ["c1", "age: 35-44", "age", "rule", held["since"].iloc[0]]
+    held.to_parquet(tags / "tags_2025-03-05.parquet", index=False)
+    recorded = {"loyal repurchaser": "orders_lifetime >= 3", "age: 35-44": "attr_age_band = '35-44'"}
+    summary = {
+        "as_of": "2025-03-05",
+        "tags": {tag: {"customers": 1, "reads": reads} for tag, reads in recorded.items()},
+    }
+    (tags / "tags_2025-03-05.summary.json").write_text(json.dumps(summary))
+    store = SegmentStore(tmp_path / "segments")
+    store.save(Segment("older", where="attr_age_band = '35-44'"))
+    store.save(Segment("older_buyers", include=["older"]))  # reads what it includes
+    store.save(Segment("by_tag", tags=["age: 35-44"]))  # reads what its tag was computed from
+    store.save(Segment("buyers", where="orders_lifetime >= 1"))
+    for name in ("older", "older_buyers", "by_tag", "buyers"):
+        pd.DataFrame({"customer_id": ["c1"], "as_of": "2025-03-05"}).to_parquet(store.members_path(name), index=False)
+    sources = ProfileSources(data=world["data"], scores=world["scores"], tags=tags, segments=store.folder)
+    full = build_profile("c1", sources, compute_reasons=False)
+    hidden = build_profile("c1", sources, include_sensitive=False, compute_reasons=False)
+    assert [m.name for m in full.segments.member_of] == ["buyers", "by_tag", "older", "older_buyers"]
+    assert [m.name for m in hidden.segments.member_of] == ["buyers"]
+    assert "age: 35-44" in [t.tag for t in full.tags.tags]
+    assert [t.tag for t in hidden.tags.tags] == ["loyal repurchaser", "interest: dairy"]
+    said = {(n.section, n.note) for n in hidden.notes}
+    assert ("tags", "1 tag(s) computed from sensitive attributes left out") in said
+    assert ("segments", "3 segment(s) computed from sensitive attributes left out") in said
+    assert "35-44" not in hidden.model_dump_json()

@@ -15,13 +15,13 @@ the role and the route.
 
 from __future__ import annotations
 
-import re
 import secrets
 
 from fastapi import Request, Security
 from fastapi.security import APIKeyHeader
 
 from portrait.errors import Forbidden, Unauthorized
+from portrait.privacy import sensitive_terms
 from serving.keys import Caller, KeyRing, Role
 
 API_KEY_HEADER = APIKeyHeader(
@@ -77,10 +77,9 @@ def refuse_sensitive_terms(caller: Caller, text: str | None, sensitive: list[str
     """403 when a marketing caller's ``text`` (a filter, a report cell) names one of
     ``sensitive`` (the data set's sensitive attributes, as features or dimensions): a list or a
     drill-down by them would tell each customer's value, which that role may not see."""
-    if caller.role is Role.ANALYST or not text or not sensitive:
+    if caller.role is Role.ANALYST:
         return
-    words = set(re.findall(r"[A-Za-z_][A-Za-z_0-9]*", text))
-    named = [name for name in sensitive if name in words]
+    named = sensitive_terms(text, sensitive)
     if named:
         raise Forbidden(
             f"the key {caller.name!r} has the {caller.role.value} role, which may not {what} sensitive "
