@@ -88,6 +88,16 @@ class Segment:
         return "\n".join(lines) + "\n"
 
 
+_LIST_KEYS = {"tags", "not_tags", "include", "exclude"}  # the rest of a segment's keys are text
+
+
+class BrokenSegment(ConfigError):
+    """A saved segment's file cannot be used as it is (edited by hand: not TOML, a key of the
+    wrong type, a cycle): through the API a 503, for the server's operator to fix."""
+
+    status_code = 503
+
+
 def _toml_value(value) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
@@ -128,12 +138,19 @@ class SegmentStore:
                 f"no segment {name!r} in {self.folder}/" + (f"; did you mean {close}?" if close else "")
             )
         try:
-            raw = tomllib.loads(path.read_text())
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise BrokenSegment(f"{path}: not UTF-8 text; save the segment file as UTF-8") from None
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+            raise BrokenSegment(f"{path}: not valid TOML: {exc}") from None
         known = set(Segment.__dataclass_fields__) - {"name"}
         if unknown := set(raw) - known:
-            raise ConfigError(f"{path}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
+            raise BrokenSegment(f"{path}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
+        for key, value in raw.items():  # a hand-edited file: include = "x" would read as x's letters
+            if key in _LIST_KEYS and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+                raise BrokenSegment(f'{path}: {key} must be a list of names, {key} = ["..."] (got {value!r})')
+            if key not in _LIST_KEYS and not isinstance(value, str):
+                raise BrokenSegment(f'{path}: {key} must be text, {key} = "..." (got {value!r})')
         return Segment(name=name, **raw)
 
     def all(self) -> dict[str, Segment]:
@@ -325,9 +342,13 @@ class SegmentEvaluator:
             self._tags is None and any(s.tags or s.not_tags for s in closure)
         )
 
-    def _mask(self, segment: Segment) -> np.ndarray:
+    def _mask(self, segment: Segment, _path: tuple[str, ...] = ()) -> np.ndarray:
         if segment.name in self._memo:
             return self._memo[segment.name]
+        if segment.name in _path:  # a file edited by hand can include itself; saving checks it
+            cycle = " -> ".join([*_path[_path.index(segment.name) :], segment.name])
+            raise BrokenSegment(f"segments include or exclude each other in a cycle: {cycle}")
+        _path = (*_path, segment.name)
         frame = self._frame
         mask = np.ones(len(frame), bool) if segment.has_conditions else np.zeros(len(frame), bool)
         if segment.has_conditions:
@@ -340,9 +361,9 @@ class SegmentEvaluator:
             if segment.persona:
                 mask &= self._persona_mask(segment.persona)
         for name in segment.include:
-            mask |= self._mask(self.store.load(name))
+            mask |= self._mask(self.store.load(name), _path)
         for name in segment.exclude:
-            mask &= ~self._mask(self.store.load(name))
+            mask &= ~self._mask(self.store.load(name), _path)
         self._memo[segment.name] = mask
         return mask
 

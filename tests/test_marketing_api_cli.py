@@ -77,6 +77,13 @@ def test_routes_serve_stored_tags_and_segments(tmp_path):
     assert client.get("/segments/nope").status_code == 404
     assert "not been refreshed" in client.get("/segments/empty/customers").json()["detail"]
     assert client.get("/segments/viewers/customers", params={"limit": 0}).status_code == 422
+    # a file edited by hand: the listing goes on without it (naming it), the segment is a 503
+    (store.folder / "edited.toml").write_text("where = 5\n")
+    listing = client.get("/segments").json()
+    assert sorted(s["name"] for s in listing["segments"]) == ["empty", "viewers"]
+    assert listing["unreadable"] == ['edited.toml: where must be text, where = "..." (got 5)']
+    broken = client.get("/segments/edited/customers")
+    assert broken.status_code == 503 and "where must be text" in broken.json()["detail"]
 
 
 def test_segment_commands_as_a_user(tmp_path, data_folder, monkeypatch):

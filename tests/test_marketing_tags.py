@@ -11,7 +11,7 @@ import pytest
 from marketing import manual
 from marketing.filters import FilterError
 from marketing.population import Population
-from marketing.segments import Segment, SegmentEvaluator, SegmentStore, record_refresh
+from marketing.segments import BrokenSegment, Segment, SegmentEvaluator, SegmentStore, record_refresh
 from marketing.tags import apply_tags, load_library, movement
 from portrait.dataset import Dataset, open_dataset
 from portrait.errors import ConfigError, PortraitError
@@ -208,6 +208,33 @@ def test_bad_segments_are_refused_and_nothing_is_saved(tmp_path, segments, messa
         for segment in segments:
             store.save(segment, replace=segment.name == "kept")
     assert store.load("kept").where == "orders_lifetime > 0" and store.load("kept").include == []
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b'include = "kept"\n', r'include must be a list of names, include = \["..."\] \(got \'kept\'\)'),
+        (b"where = 5\n", r'where must be text, where = "..." \(got 5\)'),
+        (b'tags = ["a", 3]\n', "tags must be a list of names"),
+        (b"\xff\xfewhere = 'x'\n", "not UTF-8 text"),
+        (b"where = \n", "not valid TOML"),
+    ],
+)
+def test_a_segment_file_edited_by_hand_is_refused_with_what_is_wrong(tmp_path, content, message):
+    store = SegmentStore(tmp_path)
+    (tmp_path / "edited.toml").write_bytes(content)
+    with pytest.raises(BrokenSegment, match=message):
+        store.load("edited")
+
+
+def test_a_segment_file_edited_to_include_itself_is_refused_not_a_recursion(tmp_path):
+    store = SegmentStore(tmp_path)
+    store.save(Segment("kept", where="orders_lifetime > 0"))
+    (tmp_path / "loop.toml").write_text('where = "orders_lifetime > 0"\ninclude = ["loop"]\n')
+    with Population(dataset(), AS_OF) as population:
+        evaluator = SegmentEvaluator(population, store, load_library())
+        with pytest.raises(BrokenSegment, match="in a cycle: loop -> loop"):
+            evaluator.evaluate(store.load("loop"))
 
 
 def test_a_segment_in_use_cannot_be_deleted(tmp_path):

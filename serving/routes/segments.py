@@ -13,15 +13,15 @@ import pandas as pd
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
-from marketing.segments import SegmentStore
+from marketing.segments import BrokenSegment, SegmentStore
 from marketing.tags import Library
 from portrait.audit import record_export
-from portrait.errors import NotFound, PortraitError
+from portrait.errors import NotFound, PortraitError, Unavailable
 from portrait.files import read_parquet
 from portrait.privacy import Consent
 from serving.keys import Caller
 from serving.routes.access import Access, refuse_sensitive_terms
-from serving.routes.errors import ProductErrorRoute
+from serving.routes.errors import ProductErrorRoute, without_server_paths
 
 
 class SegmentInfo(BaseModel):
@@ -37,6 +37,9 @@ class SegmentInfo(BaseModel):
 
 class SegmentList(BaseModel):
     segments: list[SegmentInfo]
+    unreadable: list[str] = Field(
+        default_factory=list, description="Saved segment files that cannot be read, each with why (for the operator)."
+    )
 
 
 class SegmentMembers(BaseModel):
@@ -84,6 +87,8 @@ def run_segments_folder(runs: Path | None) -> Path | None:
 def _load(store: SegmentStore, name: str):
     try:
         return store.load(name)
+    except BrokenSegment as exc:
+        raise Unavailable(str(exc)) from None
     except PortraitError as exc:
         raise NotFound(str(exc)) from None
 
@@ -129,7 +134,13 @@ def build_segments_router(
     def list_segments() -> SegmentList:
         """Every saved segment with its size at the latest refresh."""
         folder = run_members()
-        return SegmentList(segments=[segment_info(store, name, folder) for name in store.names()])
+        listed, unreadable = [], []
+        for name in store.names():  # one file edited by hand does not take the listing down
+            try:
+                listed.append(segment_info(store, name, folder))
+            except Unavailable as exc:
+                unreadable.append(without_server_paths(str(exc)))
+        return SegmentList(segments=listed, unreadable=unreadable)
 
     @router.get("/segments/{name}", response_model=SegmentInfo)
     def segment(name: str) -> SegmentInfo:
