@@ -159,14 +159,20 @@ def load_library(path: Path | None = None) -> Library:
     """Read and check a tag library (the shipped retail template when ``path`` is None)."""
     path = path or template_path()
     try:
-        raw = tomllib.loads(Path(path).read_text())
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"cannot read tag library {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text; save the tag library as UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     unknown = set(raw) - {"groups", "tags"}
     if unknown:
         raise ConfigError(f"{path}: unknown sections {sorted(unknown)}; a library has [groups.*] and [[tags]]")
+    if not isinstance(raw.get("groups", {}), dict):
+        raise ConfigError(f"{path}: groups must be tables, [groups.NAME] (got groups = {raw['groups']!r})")
+    if not isinstance(raw.get("tags", []), list):
+        raise ConfigError(f"{path}: tags must be [[tags]] entries (got tags = {raw['tags']!r})")
     groups = {name: _group(path, name, spec) for name, spec in (raw.get("groups") or {}).items()}
     for group in groups.values():
         if group.parent and group.parent not in groups:
@@ -192,6 +198,7 @@ def _group(path, name: str, spec: dict) -> Group:
         raise ConfigError(f"{path}: [groups.{name}] must be a table")
     if unknown := set(spec) - _GROUP_KEYS:
         raise ConfigError(f"{path}: group {name!r} has unknown keys {sorted(unknown)}; known: {sorted(_GROUP_KEYS)}")
+    _check_types(path, f"group {name!r}", spec, _GROUP_LISTS)
     exclusive = spec.get("exclusive")
     if exclusive is not None and exclusive not in EXCLUSIVE:
         raise ConfigError(f"{path}: group {name!r}: exclusive must be one of {EXCLUSIVE}, got {exclusive!r}")
@@ -222,10 +229,35 @@ def _group(path, name: str, spec: dict) -> Group:
     return group
 
 
+# A group's keys that take a list, and of what; every other key of a group or a tag is text.
+_GROUP_LISTS = {"quantiles": "numbers", "bounds": "numbers", "values": "names"}
+
+
+def _check_types(path, what: str, spec: dict, lists: dict[str, str]) -> None:
+    """Each value of ``spec`` of the type its key takes: a library edited by hand would
+    otherwise be misread (values = "xyz" as three levels) or fail later with a traceback."""
+    for key, value in spec.items():
+        if key in lists:
+            numbers = lists[key] == "numbers"
+            fits = isinstance(value, list) and all(
+                (isinstance(v, int | float) and not isinstance(v, bool)) if numbers else isinstance(v, str)
+                for v in value
+            )
+            if not fits:
+                raise ConfigError(
+                    f"{path}: {what}: {key} must be a list of {lists[key]}, {key} = [...] (got {value!r})"
+                )
+        elif not isinstance(value, str):
+            raise ConfigError(f'{path}: {what}: {key} must be text, {key} = "..." (got {value!r})')
+
+
 def _tag(path, spec: dict, groups: dict[str, Group]) -> Tag:
     if not isinstance(spec, dict) or not spec.get("name"):
         raise ConfigError(f"{path}: every [[tags]] entry needs a name")
-    name = str(spec["name"])
+    if not isinstance(spec["name"], str):
+        raise ConfigError(f'{path}: a tag\'s name must be text, name = "..." (got {spec["name"]!r})')
+    name = spec["name"]
+    _check_types(path, f"tag {name!r}", spec, {})
     if unknown := set(spec) - _TAG_KEYS:
         raise ConfigError(f"{path}: tag {name!r} has unknown keys {sorted(unknown)}; known: {sorted(_TAG_KEYS)}")
     group = spec.get("group")
@@ -288,6 +320,11 @@ def check_conditions(
         if tag.each:
             if schema.kind(tag.each) is None:
                 raise FilterError(f"tag {tag.name!r}: each = {tag.each!r} is not a known column")
+            if schema.kind(tag.each) == NUMBER:  # one tag per amount would tell customers apart
+                raise FilterError(
+                    f"tag {tag.name!r}: each = {tag.each!r} is a number, which would make nearly one tag per "
+                    "customer; each takes a text column (favourite_category, persona_name, ...), or use a levels group"
+                )
             where = f"({where}) and {tag.each} is not null" if where else f"{tag.each} is not null"
         try:
             conditions[tag.name] = parse_condition(where, schema, behaviour=tag.kind == "rule")
@@ -296,6 +333,8 @@ def check_conditions(
     for group in library.groups.values():
         if group.exclusive == "levels" and schema.kind(group.feature) is None:
             raise FilterError(f"levels group {group.path!r}: unknown feature {group.feature!r}")
+        if group.exclusive == "levels" and schema.kind(group.feature) != NUMBER:
+            raise FilterError(f"levels group {group.path!r}: feature {group.feature!r} is text; levels cut a number")
     return conditions
 
 

@@ -267,6 +267,20 @@ LIBRARY_ERRORS = [
         "needs two or more plain rule tags",
     ),
     ('[groups.a]\ncolour = "red"\n', "unknown keys \\['colour'\\]"),
+    # edited by hand: a value of the wrong type is named, not misread nor a traceback
+    ("groups = 3\n", "groups must be tables"),
+    ('groups = ["a"]\n', "groups must be tables"),
+    ('tags = "x"\n', "tags must be \\[\\[tags\\]\\] entries"),
+    (
+        '[groups.a]\nexclusive = "levels"\nfeature = "spend_365d"\nquantiles = "x"\nvalues = ["a", "b"]\n',
+        "group 'a': quantiles must be a list of numbers",
+    ),
+    ('[groups.a]\nvalues = "xyz"\n', "group 'a': values must be a list of names"),
+    ('[groups.a]\nbounds = [1, "2"]\n', "bounds must be a list of numbers"),
+    ("[groups.a]\nfeature = 5\n", "group 'a': feature must be text, feature = \"...\" \\(got 5\\)"),
+    ('[groups.a]\n[[tags]]\nname = 5\ngroup = "a"\nwhere = "orders_90d > 1"\n', "a tag's name must be text"),
+    ('[groups.a]\n[[tags]]\nname = "x"\ngroup = ["a"]\nwhere = "orders_90d > 1"\n', "tag 'x': group must be text"),
+    ('[groups.a]\n[[tags]]\nname = "x"\ngroup = "a"\nwhere = 5\n', "tag 'x': where must be text"),
 ]
 
 
@@ -276,6 +290,34 @@ def test_bad_libraries_are_refused(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_library(path)
+
+
+def test_a_library_that_is_not_utf8_is_refused(tmp_path):
+    path = tmp_path / "tags.toml"
+    path.write_bytes(b"\xff\xfe[groups.a]\n")
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        load_library(path)
+
+
+@pytest.mark.parametrize(
+    "library, message",
+    [
+        (
+            '[groups.a]\n[[tags]]\nname = "x"\ngroup = "a"\neach = "spend_365d"\n',
+            "each = 'spend_365d' is a number, which would make nearly one tag per customer",
+        ),
+        (
+            '[groups.a]\nexclusive = "levels"\nfeature = "favourite_category"\nbounds = [1]\nvalues = ["l", "h"]\n',
+            "feature 'favourite_category' is text; levels cut a number",
+        ),
+    ],
+)
+def test_columns_of_the_wrong_kind_for_each_and_levels_are_refused(tmp_path, library, message):
+    path = tmp_path / "tags.toml"
+    path.write_text(library)
+    with Population(dataset(), AS_OF) as population:
+        with pytest.raises(FilterError, match=message):
+            apply_tags(load_library(path), population)
 
 
 def test_an_exclusive_group_that_overlaps_or_leaves_customers_out_says_how_many(tmp_path):
