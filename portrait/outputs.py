@@ -41,6 +41,8 @@ def scores_dates(scores_dir: Path) -> list[dt.date]:
 def scores_as_of(scores_dir: Path, as_of: dt.date) -> tuple[pd.DataFrame, dt.date]:
     """The newest scores table with an as-of date on or before ``as_of``, and its date."""
     dates = [d for d in scores_dates(scores_dir) if d <= as_of]
+    if not dates and (problem := refresh_folder_problem(scores_dir)):
+        raise PortraitError(problem)
     if not dates:
         later = scores_dates(scores_dir)
         raise PortraitError(
@@ -75,8 +77,26 @@ def latest_scores_dataset(scores_dir: Path) -> Path | None:
     return Path(path) if path else None
 
 
+def refresh_folder_problem(scores_dir: Path) -> str | None:
+    """What to give instead when ``scores_dir`` is a refresh root or one run's folder, which
+    hold scores one level down (``runs/DATE/scores``): None for any other folder."""
+    scores_dir = Path(scores_dir)
+    pointer = scores_dir / LATEST
+    if (scores_dir / "runs").is_dir() and pointer.is_file():
+        run = pointer.read_text(encoding="utf-8").strip()
+        return (
+            f"{scores_dir} is a refresh root, not a scores folder: its latest scores are in "
+            f"{scores_dir / run / 'scores'} (give that, or --runs {scores_dir} where the command takes it)"
+        )
+    if (scores_dir / "scores").is_dir() and (scores_dir / "manifest.json").is_file():
+        return f"{scores_dir} is one refresh run's folder: its scores are in {scores_dir / 'scores'}"
+    return None
+
+
 def latest_scores(scores_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The latest scores table and the features it was scored from."""
+    if problem := refresh_folder_problem(scores_dir):
+        raise PortraitError(problem)
     pointer = scores_dir / LATEST
     if not pointer.exists():
         raise PortraitError(f"no scores in {scores_dir}; run portrait score first")

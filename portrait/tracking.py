@@ -49,6 +49,23 @@ def ensure_store() -> None:
         mlflow.tracking.MlflowClient(uri).search_experiments(max_results=1)
 
 
+def missing_store() -> str | None:
+    """Why the current registry cannot be read, when it is a SQLite file that does not exist:
+    readers (score, refresh, serve) say so, where MLflow would create an empty store and
+    answer that no model is registered."""
+    uri = mlflow.get_tracking_uri()
+    if not uri.startswith(_SQLITE) or ":memory:" in uri:
+        return None
+    database = Path(uri[len(_SQLITE) :].split("?", 1)[0])
+    if database.is_file():
+        return None
+    return (
+        f"the model registry {database} does not exist (MLFLOW_TRACKING_URI, or mlflow.db in the working folder "
+        "by default): point MLFLOW_TRACKING_URI at the store the models were trained into, or train them "
+        "(portrait train); nothing was created"
+    )
+
+
 @contextlib.contextmanager
 def _exclusive(lock_path: Path):
     """An advisory lock held by one process at a time (released if the process dies)."""

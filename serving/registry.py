@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from models.task import PERSONA_LABEL, PersonaCard
-from portrait.errors import PortraitError
-from portrait.tracking import load_version
+from portrait.errors import PortraitError, Unavailable
+from portrait.tracking import load_version, missing_store
 
 PERSONAS = "personas"
 
@@ -33,24 +34,29 @@ class LoadedModel:
 
 
 def load_model(name: str, alias: str = "champion") -> LoadedModel:
+    if problem := missing_store():
+        raise Unavailable(problem)
     client = MlflowClient()
     try:
         client.get_registered_model(name)
-    except MlflowException:
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":  # a server that cannot be reached, a broken store
+            raise PortraitError(
+                f"cannot read the model registry at {mlflow.get_tracking_uri()}: {_first(exc)}"
+            ) from None
         raise PortraitError(f"no registered model named {name!r}; train it first (portrait train)") from None
     try:
         version = client.get_model_version_by_alias(name, alias)
     except MlflowException:
         raise PortraitError(
             f"model {name!r} has no version with alias {alias!r}; promote one (portrait promote {name}) "
-            "or choose another alias with --alias"
+            "or choose another alias (--alias, or alias in the refresh settings)"
         ) from None
     try:
         python_model, meta = load_version(name, str(version.version))
     except (MlflowException, OSError, ValueError) as exc:  # files moved or deleted under the registry
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise PortraitError(
-            f"model {name!r} version {version.version} ({alias}) cannot be loaded from {version.source}: {first}; "
+            f"model {name!r} version {version.version} ({alias}) cannot be loaded from {version.source}: {_first(exc)}; "
             "its files were moved or deleted: train and promote it again, or restore them"
         ) from None
     if meta.get("label") == PERSONA_LABEL:
@@ -62,6 +68,10 @@ def load_model(name: str, alias: str = "champion") -> LoadedModel:
     estimator = python_model.fit if hasattr(python_model, "fit") else python_model.estimator
     metrics = client.get_run(version.run_id).data.metrics
     return LoadedModel(name, str(version.version), alias, meta, estimator, metrics)
+
+
+def _first(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def list_models() -> list[dict]:

@@ -20,7 +20,7 @@ import pandas as pd
 
 from portrait.errors import NotFound, PortraitError, Unavailable
 from portrait.files import read_parquet
-from portrait.outputs import LATEST, features_path, latest_scores_dataset, scores_summary
+from portrait.outputs import LATEST, features_path, latest_scores_dataset, refresh_folder_problem, scores_summary
 from portrait.privacy import Consent
 from serving.registry import LoadedModel, load_model
 from serving.settings import ServeSettings
@@ -73,6 +73,8 @@ class ServeState:
     def _load_model(self, name: str) -> LoadedModel:
         try:
             return load_model(name, self.settings.alias)
+        except Unavailable:  # the registry itself: the operator's to fix
+            raise
         except PortraitError as exc:
             raise NotFound(str(exc)) from None
 
@@ -87,6 +89,10 @@ class ServeState:
         run = current_run(runs)
         if run is None:
             raise Unavailable(f"no published run under {runs} yet (no LATEST): run portrait refresh first")
+        if not run.is_dir():
+            raise Unavailable(
+                f"LATEST under {runs} names {run.name}, which is not there (removed?): run portrait refresh"
+            )
         return Published(run / "scores", run / "tags", run)
 
     def snapshot(self, published: Published | None = None) -> ScoresSnapshot:
@@ -97,7 +103,9 @@ class ServeState:
             name, stamp = _scores_stamp(scores_dir)
         except OSError:
             if self._snapshot is None or not pointer.exists():
-                raise Unavailable(f"no scores in {scores_dir}; run portrait score first") from None
+                raise Unavailable(
+                    refresh_folder_problem(scores_dir) or f"no scores in {scores_dir}; run portrait score first"
+                ) from None
             raise Unavailable(f"the scores {pointer} names cannot be read") from None
         if stamp != self._stamp:
             with self._lock:

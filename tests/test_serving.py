@@ -127,6 +127,18 @@ def test_an_interrupted_write_leaves_the_previous_table_whole(registered, scored
     assert (out / LATEST).read_text() == run.scores_file.name
 
 
+def test_a_registry_that_does_not_exist_is_named_and_not_created(tmp_path, monkeypatch):
+    """MLflow creates an empty store at a mistyped path, and the job then said "train it first":
+    advice that trains into the wrong store."""
+    from serving.registry import load_model
+
+    missing = tmp_path / "nowhere" / "mlflow.db"
+    monkeypatch.setattr("mlflow.get_tracking_uri", lambda: f"sqlite:///{missing}")
+    with pytest.raises(PortraitError, match=rf"the model registry {missing} does not exist .* nothing was created"):
+        load_model("repurchase_90d")
+    assert not missing.parent.exists()
+
+
 def test_bad_requests_stop_before_anything_is_written(registered, tmp_path):
     out = tmp_path / "scores"
     with pytest.raises(PortraitError, match="no registered model named 'nosuch'"):
