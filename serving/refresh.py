@@ -27,6 +27,8 @@ import json
 import os
 import re
 import shutil
+import signal
+import threading
 import time
 import tomllib
 import uuid
@@ -59,6 +61,29 @@ Retrainer = Callable[[str, Path, Path], str]
 
 class RefreshFailed(PortraitError):
     """A step of the refresh failed; LATEST was left where it was."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's time limit, a service stop) during a refresh: it ends the run as a
+    failure, recorded like any other (a KeyboardInterrupt, so no step takes it for its own error)."""
+
+
+def _terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_ends_the_run():
+    """While a refresh runs in the main thread, SIGTERM raises :class:`Terminated` instead of
+    killing the process with no record of why (the default)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 @dataclass
@@ -112,6 +137,12 @@ def load_config(path: Path, as_of: str | None = None) -> RefreshConfig:
     for key in ("alias", "tags", "manual_tags", "segments"):
         if key in raw and not isinstance(raw[key], str):
             raise PortraitError(f'{path}: {key} must be text, {key} = "..." (got {raw[key]!r})')
+    for key, kind in (("tags", "file"), ("segments", "folder")):  # said now, not after the steps before them
+        given = raw.get(key)
+        if given and not (Path(given).is_file() if kind == "file" else Path(given).is_dir()):
+            raise PortraitError(
+                f"{path}: {key} = {given!r}: no such {kind} (read from the working folder, {Path.cwd()})"
+            )
     when = as_of or raw.get("as_of") or dt.date.today().isoformat()
     keep = raw.get("keep", DEFAULT_KEEP)
     if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
@@ -158,6 +189,13 @@ def load_config(path: Path, as_of: str | None = None) -> RefreshConfig:
         raise PortraitError(
             f'{path}: [retrain] maps a model name to its experiment file: NAME = "experiments/NAME.toml"'
         )
+    for name, file in retrain.items():  # found now, not after a first model was retrained and promoted
+        if not Path(file).is_file():
+            raise PortraitError(f"{path}: [retrain] {name} = {file!r}: no such experiment file")
+    try:
+        cutoff = parse_cutoff(str(when))
+    except PortraitError as exc:
+        raise PortraitError(f"{path if not as_of else '--as-of'}: as_of: {exc}") from None
 
     def optional(key: str) -> Path | None:
         return Path(raw[key]) if raw.get(key) else None
@@ -165,7 +203,7 @@ def load_config(path: Path, as_of: str | None = None) -> RefreshConfig:
     return RefreshConfig(
         data=Path(raw["data"]),
         out=Path(raw["out"]),
-        as_of=parse_cutoff(str(when)),
+        as_of=cutoff,
         models=list(models),
         alias=str(raw.get("alias", "champion")),
         reasons=bool(raw.get("reasons", False)),
@@ -307,7 +345,7 @@ def refresh(
             f"(a relative path is read from the working folder, {Path.cwd()}); nothing was run or written"
         )
     root.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(root / LOCK, f"portrait refresh of {root}"):
+    with exclusive_lock(root / LOCK, f"portrait refresh of {root}"), _sigterm_ends_the_run():
         return _locked_refresh(config, retrain_if_drift, retrainer, on_step, progress)
 
 
@@ -351,18 +389,33 @@ def _locked_refresh(config, retrain_if_drift, retrainer, on_step, progress) -> R
             if on_step:
                 on_step(record)
             if record.outcome == "failed":
-                raise RefreshFailed(
-                    f"refresh as of {as_of} failed at step {step}: {record.error}; "
-                    + (f"LATEST still points to {latest.relative_to(root)}" if latest else "no LATEST yet")
-                    + f"; manifest: {runs / f'{as_of}.failed' / MANIFEST}"
-                )
+                raise RefreshFailed(f"refresh as of {as_of} failed at step {step}: {record.error}")
+        if changed := job.data_changed():
+            raise RefreshFailed(
+                f"refresh as of {as_of}: the data set changed while the run read it ({changed}): its steps would "
+                "mix two versions of the data, so nothing was published; run again once the files are complete"
+            )
     except BaseException as exc:
         job.close()
         manifest["outcome"] = "failed"
         manifest["error"] = _message(exc)
         manifest["finished_at"] = _now()
-        _keep_failed(work, runs / f"{as_of}.failed", manifest)
-        raise
+        kept = _keep_failed(work, runs / f"{as_of}.failed", manifest)
+        if isinstance(exc, Terminated):
+            at = STEPS[min(len(manifest["steps"]), len(STEPS) - 1)]
+            exc = RefreshFailed(f"refresh as of {as_of} stopped by SIGTERM at step {at}")
+        if not isinstance(exc, RefreshFailed):
+            raise
+        text = str(exc) + "; " + (f"LATEST still points to {latest.relative_to(root)}" if latest else "no LATEST yet")
+        if manifest.get("retrained"):  # the registry moved even though the run did not
+            text += "; before it failed, it retrained: " + "; ".join(
+                f"{r['model']}: {r['outcome']}" for r in manifest["retrained"]
+            )
+        if kept is None:
+            text += f"; manifest: {runs / f'{as_of}.failed' / MANIFEST}"
+        else:
+            text += f"; the failure's record could not be written either ({kept}): free disk space and run again"
+        raise RefreshFailed(text) from None
     job.close()
     manifest["outcome"] = "ok"
     manifest["finished_at"] = _now()
@@ -370,11 +423,22 @@ def _locked_refresh(config, retrain_if_drift, retrainer, on_step, progress) -> R
     atomic_write_text(json.dumps(manifest, indent=2, default=str), work / MANIFEST)
     final = runs / as_of
     replace_directory(work, final)
-    # LATEST names the newest date: a backfill must not send readers (lists, the API, the next
-    # night's comparisons) back to an older day.
-    newest = run_dates(root)[-1]
-    if newest == as_of or current_run(root) is None:  # (no LATEST at all: the newest complete run)
-        atomic_write_text(f"{RUNS}/{newest}\n", root / LATEST)
+    # LATEST names the newest published date: a backfill must not send readers (lists, the API,
+    # the next night's comparisons) back to an older day. Compared with what LATEST names, not
+    # with the newest folder: a newer run whose LATEST write failed was never published.
+    published = current_run(root)
+    # (no LATEST at all, deleted by hand: the newest complete run)
+    target = run_dates(root)[-1] if published is None or not published.is_dir() else max(published.name, as_of)
+    if published is None or published.name != target:
+        try:
+            atomic_write_text(f"{RUNS}/{target}\n", root / LATEST)
+        except OSError as exc:
+            raise RefreshFailed(
+                f"refresh as of {as_of}: the run is complete in {final}, but LATEST could not be updated "
+                f"({exc.strerror or exc}): readers still see "
+                + (f"{published.relative_to(root)}" if published else "no run")
+                + "; fix that and run again"
+            ) from None
     shutil.rmtree(runs / f"{as_of}.failed", ignore_errors=True)
     pruned = prune(root, config.keep, also_keep=as_of)
     return RefreshResult(final, manifest, pruned, current_run(root) or final)
@@ -403,6 +467,7 @@ class _Job:
         self.library = None
         self.tag_rows = None
         self.members: dict[str, pd.Series] = {}
+        self.files: dict[str, tuple[int, int] | None] | None = None  # the data set's files as validate read them
 
     def close(self) -> None:
         if self.population is not None:
@@ -417,15 +482,34 @@ class _Job:
         if not self.dataset_path.exists():
             raise PortraitError(f"data set {self.dataset_path} does not exist")
         self.dataset = self._open_dataset(self.dataset_path)
+        self.files = _file_states(self.dataset)
         report = validate(self.dataset, self.work / "validation", progress=self.say)
         record.rows = {
             "customers": report.purchases_customers,
-            **{f"{t.table}_valid": t.valid_rows for t in report.tables},
             "quarantined": report.quarantined_rows,
+            **{f"{t.table}_valid": t.valid_rows for t in report.tables},
         }
         record.notes = list(report.notes) + self._changes_since_previous(record.rows)
+        if report.quarantined_rows:
+            record.notes.append(
+                f"{report.quarantined_rows:,} row(s) quarantined, not used "
+                + ", ".join(f"({t.table}: {t.quarantined_rows:,})" for t in report.tables if t.quarantined_rows)
+                + "; the rows are in the run's validation/ folder"
+            )
         stale = self._check_as_of(report.purchases_first_ts, report.purchases_last_ts)
         record.notes += [stale] if stale else []
+
+    def data_changed(self) -> str | None:
+        """Which of the data set's files changed since the validate step read them (None when
+        none did): a feed that re-exported during the run."""
+        if self.files is None:
+            return None
+        try:
+            now = _file_states(self._open_dataset(self.dataset_path))
+        except (PortraitError, OSError) as exc:
+            return f"it cannot be opened now: {exc}"
+        changed = sorted(Path(p).name for p in set(self.files) | set(now) if self.files.get(p) != now.get(p))
+        return ", ".join(changed) + " changed" if changed else None
 
     def _changes_since_previous(self, rows: dict[str, int]) -> list[str]:
         """Warnings when a table the previous run read is gone, or holds under half of the valid
@@ -440,12 +524,24 @@ class _Job:
             return []
         when = manifest.get("as_of", self.previous.name)
         warnings = []
+        # A table gone for more than one night is said every night, from the run that last read it.
+        missing = {
+            table: since
+            for table, since in (manifest.get("missing_tables") or {}).items()
+            if rows.get(f"{table}_valid") is None
+        }
+        for table, since in sorted(missing.items()):
+            warnings.append(
+                f"warning: the data set has had no {table} table since the run of {since}, so every feature "
+                "built from it is empty (a broken feed?)"
+            )
         for key, count in before.items():
             if not key.endswith("_valid") or not isinstance(count, int) or count <= 0:
                 continue
             table = key.removesuffix("_valid")
             now = rows.get(key)
             if now is None:
+                missing[table] = when
                 warnings.append(
                     f"warning: the run of {when} read {count:,} valid {table} rows; the data set has no {table} "
                     f"table now, so every feature built from it is empty (a broken feed?)"
@@ -455,6 +551,8 @@ class _Job:
                     f"warning: {table} holds {now:,} valid rows against {count:,} in the run of {when} "
                     "(a broken or partial feed?)"
                 )
+        if missing:
+            self.manifest["missing_tables"] = missing
         return warnings
 
     def _check_as_of(self, first: str | None, last: str | None) -> str | None:
@@ -471,6 +569,8 @@ class _Job:
         self.last_purchase = last_day
         if as_of <= first_day:
             raise PortraitError(f"as of {as_of} is before the first purchase ({first_day}): nothing to refresh")
+        if last_day >= as_of:  # the feed's freshness is its latest purchase up to the date, not a stray future row
+            last_day = self._last_purchase_by(as_of) or last_day
         gap = (as_of - last_day).days
         if gap > LATE_AS_OF_DAYS:
             raise PortraitError(
@@ -483,6 +583,17 @@ class _Job:
                 "are empty for everyone and recency grows for all (a stopped feed, or a mistyped date?)"
             )
         return None
+
+    def _last_purchase_by(self, as_of: dt.date) -> dt.date | None:
+        """The day of the latest purchase before ``as_of`` (None when there is none)."""
+        from features.plan import timestamp_literal
+
+        con = self.dataset.connect()
+        try:
+            latest = con.execute(f"SELECT MAX(ts) FROM purchases WHERE ts < {timestamp_literal(as_of)}").fetchone()[0]
+        finally:
+            con.close()
+        return None if latest is None else pd.Timestamp(latest).date()
 
     def features(self, record: StepRecord) -> None:
         from serving.registry import load_model
@@ -557,7 +668,8 @@ class _Job:
 
     def _retrain(self, flagged: list[str]) -> list[str]:
         notes = []
-        done = []
+        done: list[dict] = []
+        self.manifest["retrained"] = done  # filled as it goes: a later failure still records a promotion
         for name in flagged:
             experiment = self.config.retrain.get(name)
             if experiment is None:
@@ -570,7 +682,6 @@ class _Job:
             outcome = self.retrainer(name, experiment, self.dataset_path)
             notes.append(f"{name}: {outcome}")
             done.append({"model": name, "experiment": str(experiment), "outcome": outcome})
-        self.manifest["retrained"] = done
         return notes
 
     def rfm(self, record: StepRecord) -> None:
@@ -737,10 +848,31 @@ def prune(root: Path, keep: int, also_keep: str | None = None) -> list[str]:
     return removed
 
 
-def _keep_failed(work: Path, failed: Path, manifest: dict) -> None:
-    with contextlib.suppress(OSError):
+def _file_states(dataset) -> dict[str, tuple[int, int] | None]:
+    """Each of the data set's files (and tombstones) with its size and modification time."""
+    from portrait.forget import tombstone_files
+
+    paths = [p for source in dataset.sources.values() for p in (source.files or ())]
+    paths += [source.duckdb_file for source in dataset.sources.values() if source.duckdb_file]
+    states: dict[str, tuple[int, int] | None] = {}
+    for path in [*paths, *tombstone_files(dataset)]:
+        try:
+            stat = Path(path).stat()
+            states[str(path)] = (stat.st_size, stat.st_mtime_ns)
+        except OSError:
+            states[str(path)] = None
+    return states
+
+
+def _keep_failed(work: Path, failed: Path, manifest: dict) -> str | None:
+    """Keep a failed run's outputs and manifest as ``failed``; why it could not, when it could
+    not (a full disk), so the message names no record that is not there."""
+    try:
         atomic_write_text(json.dumps(manifest, indent=2, default=str), work / MANIFEST)
         replace_directory(work, failed)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
 
 
 def _clean_abandoned(runs: Path) -> None:
@@ -752,6 +884,8 @@ def _clean_abandoned(runs: Path) -> None:
 def _message(exc: BaseException) -> str:
     if isinstance(exc, PortraitError):
         return str(exc)
+    if isinstance(exc, Terminated):
+        return "stopped by SIGTERM"
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted"
     text = str(exc).strip().splitlines()

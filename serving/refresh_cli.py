@@ -68,7 +68,7 @@ def register(app: typer.Typer, out, console, retrainer=None) -> None:
                         soft_wrap=True,
                         markup=True,
                     )
-                if record.step in STEPS[:-1]:  # the steps' one list: crowds and profiles were said as lists
+                if record.step in STEPS[:-1] and record.outcome != "failed":  # crowds and profiles were said as lists
                     current["step"] = STEPS[STEPS.index(record.step) + 1]
                     show(current["step"])
 

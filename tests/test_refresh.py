@@ -396,7 +396,7 @@ def test_a_data_set_that_is_not_there_stops_before_the_output_root_is_made(tmp_p
         ),
         (
             'models = ["a"]\nsegments = "nowhere"\n[[lists]]\nmodel = "a"\nsegment = "big_spender"',
-            r"entry 1: segment 'big_spender' is not saved in nowhere \(saved: none\)",
+            "segments = 'nowhere': no such folder",
         ),
     ],
 )
@@ -411,7 +411,9 @@ def test_retrain_if_drift_retrains_the_flagged_model_then_scores_again(registere
     import serving.score
 
     settings = write_settings(tmp_path, registered)
-    settings.write_text(settings.read_text() + f'\n[retrain]\n{MODEL} = "experiments/{MODEL}.toml"\n')
+    experiment = tmp_path / f"{MODEL}.toml"  # the retrainer is a stand-in: the file needs only to be there
+    experiment.write_text("")
+    settings.write_text(settings.read_text() + f'\n[retrain]\n{MODEL} = "{experiment}"\n')
     monkeypatch.setattr(
         serving.score, "drift_report", lambda reference, features: {"flagged": {"spend_365d": 0.9}, "warnings": {}}
     )
@@ -422,10 +424,10 @@ def test_retrain_if_drift_retrains_the_flagged_model_then_scores_again(registere
         return "trained v9; kept the champion"
 
     result = refresh(load_config(settings), retrain_if_drift=True, retrainer=retrainer)
-    assert calls == [(MODEL, Path(f"experiments/{MODEL}.toml"), registered)]
+    assert calls == [(MODEL, experiment, registered)]
     manifest = result.manifest
     assert manifest["retrained"] == [
-        {"model": MODEL, "experiment": f"experiments/{MODEL}.toml", "outcome": "trained v9; kept the champion"}
+        {"model": MODEL, "experiment": str(experiment), "outcome": "trained v9; kept the champion"}
     ]
     notes = next(s for s in manifest["steps"] if s["step"] == "score")["notes"]
     assert notes[0] == f"drift flagged for {MODEL}: retraining"
@@ -442,7 +444,7 @@ def test_a_run_as_of_a_date_inside_the_data_does_not_retrain(registered, tmp_pat
     earlier = "2024-10-01"
     settings.write_text(
         settings.read_text().replace(f'as_of = "{AS_OF}"', f'as_of = "{earlier}"')
-        + f'\n[retrain]\n{MODEL} = "experiments/{MODEL}.toml"\n'
+        + f'\n[retrain]\n{MODEL} = "{settings}"\n'  # never read: no retraining here
     )
     monkeypatch.setattr(
         serving.score, "drift_report", lambda reference, features: {"flagged": {"spend_365d": 0.9}, "warnings": {}}
@@ -497,14 +499,29 @@ def test_a_table_gone_or_shrunk_since_the_previous_run_is_a_warning(tmp_path):
     rows = {"customers": 90, "purchases_valid": 900, "events_valid": 5000, "customers_valid": 100, "quarantined": 3}
     manifest = {"as_of": "2024-12-01", "steps": [{"step": "validate", "rows": rows}]}
     (previous / "manifest.json").write_text(json.dumps(manifest))
-    job = _Job.__new__(_Job)  # only the previous run is read
-    job.previous = previous
+    job = _Job.__new__(_Job)  # only the previous run is read, and this run's manifest written
+    job.previous, job.manifest = previous, {}
     now = {"customers": 40, "purchases_valid": 300, "customers_valid": 120, "quarantined": 0}
     assert job._changes_since_previous(now) == [
         "warning: purchases holds 300 valid rows against 900 in the run of 2024-12-01 (a broken or partial feed?)",
         "warning: the run of 2024-12-01 read 5,000 valid events rows; the data set has no events table now, so "
         "every feature built from it is empty (a broken feed?)",
     ]
+    assert job.manifest["missing_tables"] == {"events": "2024-12-01"}
+    # the next night, the table still gone: said again, from the run that last read it
+    later = tmp_path / "runs" / "2024-12-02"
+    later.mkdir()
+    validate = {"step": "validate", "rows": now}
+    later_manifest = {"as_of": "2024-12-02", "steps": [validate], "missing_tables": job.manifest["missing_tables"]}
+    (later / "manifest.json").write_text(json.dumps(later_manifest))
+    job.previous, job.manifest = later, {}
+    assert job._changes_since_previous(now) == [
+        "warning: the data set has had no events table since the run of 2024-12-01, so every feature built "
+        "from it is empty (a broken feed?)"
+    ]
+    assert job.manifest["missing_tables"] == {"events": "2024-12-01"}
+    assert job._changes_since_previous({**now, "events_valid": 10}) == []  # back: no longer said
+    job.previous = previous
     assert job._changes_since_previous({**now, "purchases_valid": 950, "events_valid": 5100}) == []
     job.previous = None
     assert job._changes_since_previous(now) == []
@@ -537,3 +554,119 @@ def test_one_runs_folder_given_for_a_refresh_root_is_refused_naming_the_root(tmp
         check_refresh_root(run)
     check_refresh_root(tmp_path / "out")  # the root itself
     check_refresh_root(tmp_path / "nothing yet")  # no run yet: said later as "no published run"
+
+
+def test_a_stop_signal_or_data_changing_during_the_run_ends_it_recorded_and_unpublished(registered, tmp_path):
+    """SIGTERM (a scheduler's time limit) killed the job with no record; a data set re-exported
+    while the run read it was published as one run of two versions of the data."""
+    import shutil
+    import signal
+
+    data = tmp_path / "data"
+    shutil.copytree(registered, data)
+    settings = write_settings(tmp_path, data)
+    root = tmp_path / "out"
+
+    def stop_after_validate(record):
+        if record.step == "validate":
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(RefreshFailed, match=r"stopped by SIGTERM at step features; no LATEST yet; manifest: "):
+        refresh(load_config(settings), on_step=stop_after_validate)
+    failed = json.loads((root / "runs" / f"{AS_OF}.failed" / "manifest.json").read_text())
+    assert failed["outcome"] == "failed" and failed["error"] == "stopped by SIGTERM"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is the run's only
+
+    def reexport_during_scoring(record):
+        if record.step == "score":
+            table = data / "purchases.parquet"
+            pd.read_parquet(table).iloc[:-5].to_parquet(table)
+
+    with pytest.raises(
+        RefreshFailed,
+        match=r"the data set changed while the run read it \(purchases.parquet changed\).* nothing was published",
+    ):
+        refresh(load_config(settings), on_step=reexport_during_scoring)
+    assert not (root / LATEST).exists() and run_dates(root) == []
+
+
+def test_latest_moves_to_a_run_newer_than_the_one_it_names_even_past_an_unpublished_folder(registered, tmp_path):
+    """A newer run whose LATEST write failed (or was killed before it) left a complete folder:
+    a later run of an earlier date than that folder was called a backfill and LATEST stayed put."""
+    settings = write_settings(tmp_path, registered)
+    root = tmp_path / "out"
+    for day in ("2024-12-01", "2025-02-01"):  # published, and a newer one never published
+        (root / "runs" / day).mkdir(parents=True)
+        (root / "runs" / day / "manifest.json").write_text("{}")
+    (root / LATEST).write_text("runs/2024-12-01\n")
+    result = refresh(load_config(settings))
+    assert not result.is_backfill and (root / LATEST).read_text() == f"runs/{AS_OF}\n"
+
+
+def test_a_failure_record_that_cannot_be_written_is_said(tmp_path):
+    from serving.refresh import _keep_failed
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (tmp_path / "a_file").write_text("")
+    assert _keep_failed(work, tmp_path / "a_file" / "2025-01-01.failed", {"outcome": "failed"}) is not None
+    assert _keep_failed(work, tmp_path / "2025-01-01.failed", {"outcome": "failed"}) is None
+    assert (tmp_path / "2025-01-01.failed" / "manifest.json").is_file()
+
+
+def test_a_stray_future_purchase_does_not_hide_a_stopped_feed():
+    import datetime as dt
+
+    from portrait.dataset import Dataset
+    from serving.refresh import _Job
+
+    purchases = pd.DataFrame(
+        {
+            "order_id": ["o1", "o2", "o3"],
+            "customer_id": ["a", "b", "c"],
+            "ts": pd.to_datetime(
+                ["2024-06-01 09:00", "2025-01-10 18:00", "2031-05-05 09:00"]
+            ),  # the last: a placeholder
+            "amount": [1.0, 2.0, 3.0],
+        }
+    )
+    job = _Job.__new__(_Job)
+    job.config = type("Settings", (), {"as_of": dt.date(2025, 3, 1)})()
+    job.dataset = Dataset.from_frames(purchases=purchases)
+    assert job._check_as_of("2024-06-01 00:00:00", "2031-05-05 00:00:00") == (
+        "warning: the latest purchase (2025-01-10) is 50 days before 2025-03-01: the 30-day windows are empty "
+        "for everyone and recency grows for all (a stopped feed, or a mistyped date?)"
+    )
+    assert job.last_purchase == dt.date(2031, 5, 5)  # what the data holds after the date, for the retraining guard
+
+
+def test_retrain_files_and_tag_library_are_checked_when_the_settings_are_read(tmp_path):
+    base = f'data = "{tmp_path}"\nout = "{tmp_path / "out"}"\n'
+    settings = tmp_path / "refresh.toml"
+    settings.write_text(base + 'tags = "tags/retial.toml"\n')
+    with pytest.raises(PortraitError, match=r"tags = 'tags/retial.toml': no such file"):
+        load_config(settings)
+    settings.write_text(base + '[retrain]\nrepurchase_90d = "experiments/repurchase_90d.tmol"\n')
+    with pytest.raises(PortraitError, match=r"\[retrain\] repurchase_90d = .*tmol': no such experiment file"):
+        load_config(settings)
+    settings.write_text(base + 'as_of = "2018-13-01"\n')
+    with pytest.raises(PortraitError, match=r"refresh.toml: as_of: cutoff '2018-13-01' is not a date"):
+        load_config(settings)
+
+
+def test_a_refresh_root_or_a_runs_folder_given_as_scores_says_where_the_scores_are(tmp_path):
+    from portrait.outputs import latest_scores
+
+    run = tmp_path / "out" / "runs" / "2025-01-01"
+    (run / "scores").mkdir(parents=True)
+    (run / "manifest.json").write_text("{}")
+    (tmp_path / "out" / "LATEST").write_text("runs/2025-01-01\n")
+    with pytest.raises(
+        PortraitError,
+        match=r"out is a refresh root, not a scores folder: its latest scores are in .*runs/2025-01-01/scores",
+    ):
+        latest_scores(tmp_path / "out")
+    with pytest.raises(
+        PortraitError, match=r"2025-01-01 is one refresh run's folder: its scores are in .*2025-01-01/scores"
+    ):
+        latest_scores(run)
