@@ -86,7 +86,9 @@ def late_as_of_note(frame: pd.DataFrame, cutoff: dt.date, consequence: str = "")
 # A date as the help texts ask for it (YYYY-MM-DD), optionally with a time, which must be
 # midnight: "01/06/2024" (June or January?), "24-06-01", "today" or an offset are refused, not
 # guessed.
-_DATE_TEXT = re.compile(r"(\d{4})-(\d{2})-(\d{2})(?:[ T](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?)?")
+_DATE_TEXT = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})(?:[ T](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?)?", re.ASCII
+)  # ASCII: int() reads other scripts' digits too
 
 
 # The dates a cutoff may take: windows and horizons (up to ten years) reach back and forward

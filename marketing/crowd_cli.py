@@ -145,8 +145,9 @@ def register_crowd(app: typer.Typer, out, console) -> None:
             )
             paths = write_report(report, out_dir)
         size = f"{report.size:,}" if report.size >= min_cell else f"fewer than {min_cell}"
+        base_size = f"{report.base_size:,}" if report.base_size >= min_cell else f"fewer than {min_cell}"
         out.print(
-            f"{crowd.describe()}: {size} customers against {base.describe()} ({report.base_size:,}) "
+            f"{crowd.describe()}: {size} customers against {base.describe()} ({base_size}) "
             f"as of {report.as_of}"
         )
         if report.empty:

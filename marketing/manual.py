@@ -26,9 +26,11 @@ import pandas as pd
 from portrait import contract
 from portrait.errors import PortraitError
 from portrait.files import atomic_write, read_parquet
+from portrait.privacy import refuse_personal_text
 
 STORE_ENV = "PORTRAIT_MANUAL_TAGS"
 COLUMNS = ("action", "tag", "customer_id", "given_id", "at", "by", "note", "expires")
+MAX_NOTE = 200  # characters of a note: why (a campaign, a ticket), not a customer's details
 
 
 def default_store() -> Path:
@@ -103,6 +105,8 @@ def record(
     """Append one action for each id; returns how many rows were written."""
     if action not in ("assign", "remove"):
         raise ValueError(f"action must be assign or remove, got {action!r}")
+    if note:  # kept in the log for every listed customer, and read by whoever audits it
+        refuse_personal_text(note, "--note", MAX_NOTE, "kept in the manual-tag log beside the customers")
     now = pd.Timestamp.now(tz="UTC").floor("us")
     rows = pd.DataFrame(
         {

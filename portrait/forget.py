@@ -42,7 +42,6 @@ import contextvars
 import json
 import logging
 import os
-import re
 import secrets
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -54,7 +53,7 @@ import pandas as pd
 
 from portrait.errors import PortraitError
 from portrait.files import atomic_target, atomic_write, atomic_write_text, exclusive_lock, read_parquet
-from portrait.privacy import EMAIL_IN_TEXT, INTERNATIONAL_PHONE
+from portrait.privacy import refuse_personal_text
 
 if TYPE_CHECKING:
     import duckdb
@@ -315,17 +314,8 @@ MAX_REASON = 120
 
 def check_reason(reason: str) -> None:
     """A reason is kept for good with the tombstones (they are never rewritten): a reference
-    such as a ticket number, never the person's details. Raises on an e-mail address or a phone
-    number in it, or on more than :data:`MAX_REASON` characters."""
-    if len(reason) > MAX_REASON:
-        raise PortraitError(
-            f"--reason is {len(reason)} characters; at most {MAX_REASON}: a reference such as a ticket number"
-        )
-    if re.search(EMAIL_IN_TEXT, reason) or re.search(INTERNATIONAL_PHONE, reason):
-        raise PortraitError(
-            "--reason holds an e-mail address or a phone number; it is kept for good with the tombstone, "
-            "so give a reference such as a ticket number instead (nothing was changed)"
-        )
+    such as a ticket number, never the person's details (:func:`portrait.privacy.refuse_personal_text`)."""
+    refuse_personal_text(reason, "--reason", MAX_REASON, "kept for good with the tombstone")
 
 
 def forget(

@@ -57,7 +57,7 @@ import numpy as np
 import pandas as pd
 
 from portrait.contract import placeholder_expr
-from portrait.errors import ConfigError, ContractError
+from portrait.errors import ConfigError, ContractError, PortraitError
 from portrait.sql import quote_ident, quote_literal
 
 if TYPE_CHECKING:
@@ -719,3 +719,17 @@ def sensitive_terms(text: str | None, sensitive: list[str]) -> list[str]:
         return []
     words = set(re.findall(r"[A-Za-z_][A-Za-z_0-9]*", text))
     return [name for name in sensitive if name in words]
+
+
+def refuse_personal_text(text: str, option: str, limit: int, kept: str) -> None:
+    """Refuse free text kept beside customers (a forget reason, a manual tag's note) that is
+    longer than ``limit`` or holds an e-mail address or a phone number: such fields are for a
+    reference (a ticket number, a campaign), never for the person's details. ``kept`` says
+    where the text would stay."""
+    if len(text) > limit:
+        raise PortraitError(f"{option} is {len(text)} characters; at most {limit}: a reference such as a ticket number")
+    if re.search(EMAIL_IN_TEXT, text) or re.search(INTERNATIONAL_PHONE, text):
+        raise PortraitError(
+            f"{option} holds an e-mail address or a phone number; it is {kept}, so give a reference such as a "
+            "ticket number instead (nothing was changed)"
+        )

@@ -336,6 +336,21 @@ def test_an_exclusive_group_that_overlaps_or_leaves_customers_out_says_how_many(
             apply_tags(load_library(path), population)
 
 
+@pytest.mark.parametrize(
+    "note, message",
+    [
+        ("call john@example.com", "--note holds an e-mail address or a phone number"),
+        ("ring +44 7700 900123 first", "--note holds an e-mail address or a phone number"),
+        ("x" * 201, "--note is 201 characters; at most 200"),
+    ],
+)
+def test_a_manual_tag_note_with_personal_details_is_refused_and_nothing_written(tmp_path, note, message):
+    store = tmp_path / "manual.parquet"
+    with pytest.raises(PortraitError, match=message):
+        manual.record(store, "assign", "VIP", pd.Series(["A"]), pd.Series(["A"]), note=note)
+    assert not store.exists()
+
+
 def test_manual_tags_hold_from_assignment_until_expiry_or_removal(tmp_path):
     store = tmp_path / "manual.parquet"
     ids = pd.Series(["A", "B"])
