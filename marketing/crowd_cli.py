@@ -146,10 +146,7 @@ def register_crowd(app: typer.Typer, out, console) -> None:
             paths = write_report(report, out_dir)
         size = f"{report.size:,}" if report.size >= min_cell else f"fewer than {min_cell}"
         base_size = f"{report.base_size:,}" if report.base_size >= min_cell else f"fewer than {min_cell}"
-        out.print(
-            f"{crowd.describe()}: {size} customers against {base.describe()} ({base_size}) "
-            f"as of {report.as_of}"
-        )
+        out.print(f"{crowd.describe()}: {size} customers against {base.describe()} ({base_size}) as of {report.as_of}")
         if report.empty:
             out.print(f"the crowd is empty as of {report.as_of}", style="yellow", end="")
             out.print(": the report says so")

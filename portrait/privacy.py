@@ -677,23 +677,32 @@ def _suppressed_persons(con, path: Path, merged: bool) -> np.ndarray:
     return np.array([r[0] for r in rows], dtype=object)
 
 
+class SuppressionFileError(ConfigError):
+    """The suppression file named in ``[privacy]`` cannot be read: nobody may be contacted
+    until it can (through the API a 503, the operator's to fix)."""
+
+    status_code = 503
+
+
 def read_suppression_file(path: Path) -> list[str]:
     """The customer ids of a suppression file: one per line, blank lines and a first line
     ``customer_id`` (a header) skipped, surrounding quotes and spaces removed. UTF-8."""
     try:
         raw = Path(path).read_bytes()
     except FileNotFoundError:
-        raise ConfigError(
+        raise SuppressionFileError(
             f"the suppression file {path} does not exist; no list is written without it "
             "(create it, even empty, or remove suppression_file from [privacy])"
         ) from None
     except OSError as exc:
-        raise ConfigError(f"cannot read the suppression file {path}: {exc}") from exc
+        raise SuppressionFileError(f"cannot read the suppression file {path}: {exc}") from exc
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        raise ConfigError(f"the suppression file {path} is not UTF-8 (line {line:,}); save it as UTF-8") from None
+        raise SuppressionFileError(
+            f"the suppression file {path} is not UTF-8 (line {line:,}); save it as UTF-8"
+        ) from None
     ids = []
     for number, line in enumerate(text.splitlines(), 1):
         value = line.strip().strip('"').strip()

@@ -8,7 +8,7 @@ import re
 import pandas as pd
 
 from marketing.filters import Schema, columns_used, evaluate, parse_filter
-from portrait.errors import PortraitError
+from portrait.errors import NotFound, PortraitError
 from portrait.privacy import Consent, PrivacySettings
 
 _REASON_COLUMN = re.compile(r".+_reason_[0-9]+")
@@ -79,7 +79,7 @@ def build_list(
             if "persona_name" in scores.columns
             else ""
         )
-        raise PortraitError(f"the latest scores have no model {model!r}; scored models: {scored}{hint}")
+        raise NotFound(f"the latest scores have no model {model!r}; scored models: {scored}{hint}")
     if sum(x is not None for x in (top, min_percentile, min_score)) > 1:
         raise PortraitError(
             "give one of top, min percentile and min score (--top, --min-percentile, --min-score; on the API "

@@ -154,9 +154,16 @@ def test_marketing_key_is_refused_analyst_routes_with_a_403_naming_its_role(worl
     assert models.status_code == 403 and "GET /models" in models.json()["detail"]
     for path in ("/lists/m?top=2", "/segments", "/segments/meat", "/tags", "/customers/A"):
         assert client.get(path, headers=keys["marketing"]).status_code == 200, path
+    # a mistyped parameter is refused, not ignored (tpo=2 returned every customer)
+    typo = client.get("/lists/m?tpo=2", headers=keys["marketing"])
+    assert typo.status_code == 422 and "unknown query parameter(s) tpo for /lists/m: it takes " in typo.json()["detail"]
+    assert client.get("/lists/nope", headers=keys["marketing"]).status_code == 404
 
 
 def test_analyst_key_passes_the_role_check(world, tracking):
+    from portrait.tracking import ensure_store
+
+    ensure_store()  # the session's store, made now if no test used it before (a missing one is a 503)
     settings, keys = world
     client = TestClient(build_app(settings))
     body = {"model": "m", "rows": [{"x": 1.0}]}

@@ -626,6 +626,10 @@ def test_lists_leave_out_customers_without_consent(registered, scored, tmp_path)
 
     listed = TestClient(create_app(out, data=data)).get(f"/lists/{MODEL}", params={"top": 5}).json()
     assert listed.get("left_out") == {"suppressed": 2} and listed["count"] == 5, listed
+    (data / "portrait.toml").write_text('[privacy]\nsuppression_file = "gone.csv"\n')  # the operator's to fix
+    refused = TestClient(create_app(out, data=data)).get(f"/lists/{MODEL}", params={"top": 5})
+    assert refused.status_code == 503 and "the suppression file gone.csv does not exist" in refused.json()["detail"]
+    (data / "portrait.toml").write_text('[privacy]\nsuppression_file = "suppressed.csv"\n')
     assert [c["customer_id"] for c in listed["customers"]][:3] == [top[1], top[2], top[4]]
 
     _register_later_commands()

@@ -106,3 +106,22 @@ async def validation_error(request: Request, exc: Exception) -> JSONResponse:
             entry["input"] = _json_safe(value)
         errors.append(entry)
     return JSONResponse(status_code=422, content={"detail": jsonable_encoder(errors)})
+
+
+def refuse_unknown_query(request: Request) -> None:
+    """422 for a query parameter the route does not take: a mistyped ``tpo=3`` on a list would
+    otherwise be ignored and every customer returned (every route, through ``build_app``)."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    known: set[str] = set()
+    pending = [dependant]
+    while pending:  # the route's own parameters and its dependencies'
+        current = pending.pop()
+        known |= {param.alias for param in current.query_params}
+        pending += current.dependencies
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        takes = f"it takes {', '.join(sorted(known))}" if known else "it takes none"
+        raise PortraitError(f"unknown query parameter(s) {', '.join(unknown)} for {request.url.path}: {takes}")
