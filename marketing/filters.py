@@ -328,6 +328,11 @@ class _Checker:
         if self.behaviour and isinstance(node, exp.Anonymous) and node.name.lower() in FUNCTIONS:
             column, _ = self.operand(node)
             return exp.GT(this=column, expression=exp.Literal.number(0))
+        if isinstance(node, exp.RegexpLike):  # `~`: no pattern matching, and no function to suggest
+            raise FilterError(
+                f"{node.sql()!r}: pattern matching (~, LIKE) is not available in a condition; compare with = or "
+                "in ('...', '...')"
+            )
         if isinstance(node, exp.Column | exp.Anonymous | exp.Func):
             raise FilterError(
                 f"{node.sql()!r} on its own is not a condition: compare it, e.g. {node.sql()} > 0"
@@ -348,8 +353,11 @@ class _Checker:
             kind = self.schema.kind(node.name)
             if kind is None and node.name not in self.schema.kinds:
                 close = self.schema.closest(node.name)
+                scored = re.search(r"_(score|percentile|decile)$|^persona_(name|id)$", node.name)
                 raise FilterError(
-                    f"unknown column {node.name!r}" + (f"; did you mean one of {close}?" if close else "")
+                    f"unknown column {node.name!r}"
+                    + (f"; did you mean one of {close}?" if close else "")
+                    + ("; a model's output is read from the scores (--scores DIR)" if scored else "")
                 )
             self.columns.append(node.name)
             return exp.column(node.name), kind or "any"

@@ -191,6 +191,8 @@ def register(app: typer.Typer, out, console) -> None:
         from portrait.outputs import latest_scores_dataset
         from portrait.validate import open_checked
 
+        if data is not None and not Path(data).exists():
+            raise PortraitError(f"--data {data} does not exist")
         data = data or latest_scores_dataset(scores_dir)  # as --data's help says: the scores' own
         if data is None or not Path(data).exists():
             raise PortraitError(
@@ -432,6 +434,8 @@ def dataset_of_scores(scores_dir: Path, data: Path | None):
             f"cannot check marketing consent: the scores in {scores_dir} do not record the data set they "
             "were computed from (scored before it was recorded); give --data DATASET or score again"
         )
+    if data is not None and not Path(data).exists():
+        raise PortraitError(f"--data {data} does not exist")
     if not Path(path).exists():
         raise PortraitError(
             f"cannot check marketing consent: the scores in {scores_dir} were computed from {path}, which "

@@ -42,6 +42,11 @@ def test_is_null_and_is_not_null_by_hand():
         ("spend_365d >= 0 /* and spend_365d > 9 */", r"comments \(-- or /\* \*/\) are not allowed"),
         ("favourite_category in ()", "an empty list"),
         ("spend_356d > 1", r"unknown column 'spend_356d'; did you mean one of \['spend_365d'"),
+        (
+            "repurchase_90d_percentile > 50",
+            r"unknown column .*; a model's output is read from the scores \(--scores DIR\)$",
+        ),
+        ("favourite_category ~ 'x'", r"pattern matching \(~, LIKE\) is not available in a condition; compare with ="),
         # where the parser stopped, in words (not sqlglot's "Required keyword ... <class ...>")
         ("spend_365d between 5 and", r"cannot parse condition .*: something is missing at 'and' \(character 24\)$"),
         ("(spend_365d > 1", r"cannot parse condition .*: Expecting \) at '1' \(character 15\)$"),

@@ -776,3 +776,10 @@ def test_a_port_in_use_is_one_error_line_before_serving():
         with pytest.raises(PortraitError, match=rf"cannot serve on 127.0.0.1:{port}: .*; choose another --port"):
             _check_port_free("127.0.0.1", port)
     _check_port_free("127.0.0.1", port)  # free again
+
+
+def test_a_data_option_that_does_not_exist_is_named_as_the_option(tmp_path):
+    from serving.cli import dataset_of_scores
+
+    with pytest.raises(PortraitError, match=r"^--data .*nope does not exist$"):
+        dataset_of_scores(tmp_path, tmp_path / "nope")
