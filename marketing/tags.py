@@ -257,9 +257,9 @@ def _tag(path, spec: dict, groups: dict[str, Group]) -> Tag:
     if not isinstance(spec["name"], str):
         raise ConfigError(f'{path}: a tag\'s name must be text, name = "..." (got {spec["name"]!r})')
     name = spec["name"]
-    _check_types(path, f"tag {name!r}", spec, {})
     if unknown := set(spec) - _TAG_KEYS:
         raise ConfigError(f"{path}: tag {name!r} has unknown keys {sorted(unknown)}; known: {sorted(_TAG_KEYS)}")
+    _check_types(path, f"tag {name!r}", spec, {})
     group = spec.get("group")
     if group not in groups:
         close = difflib.get_close_matches(str(group), list(groups), n=3)
@@ -320,11 +320,6 @@ def check_conditions(
         if tag.each:
             if schema.kind(tag.each) is None:
                 raise FilterError(f"tag {tag.name!r}: each = {tag.each!r} is not a known column")
-            if schema.kind(tag.each) == NUMBER:  # one tag per amount would tell customers apart
-                raise FilterError(
-                    f"tag {tag.name!r}: each = {tag.each!r} is a number, which would make nearly one tag per "
-                    "customer; each takes a text column (favourite_category, persona_name, ...), or use a levels group"
-                )
             where = f"({where}) and {tag.each} is not null" if where else f"{tag.each} is not null"
         try:
             conditions[tag.name] = parse_condition(where, schema, behaviour=tag.kind == "rule")
@@ -396,7 +391,16 @@ def apply_tags(
         mask = evaluate(conditions[tag.name], frame).to_numpy()
         if tag.each:
             values = frame[tag.each].astype("object").where(mask)
-            for value in sorted(pd.unique(values.dropna()), key=str):
+            distinct = pd.unique(values.dropna())
+            if len(distinct) > MAX_EACH_VALUES or _has_fractions(frame[tag.each]):
+                # one tag per amount (spend_365d) would tell customers apart, not group them
+                raise FilterError(
+                    f"tag {tag.name!r}: each = {tag.each!r} has {len(distinct):,} distinct values"
+                    + (" with fractions" if _has_fractions(frame[tag.each]) else "")
+                    + f"; each takes a column of names or codes (at most {MAX_EACH_VALUES}: favourite_category, "
+                    "rfm_r, persona_name, ...); cut an amount into a levels group instead"
+                )
+            for value in sorted(distinct, key=str):
                 add(values == value, f"{tag.name}: {value}", tag.group, tag.kind)
         else:
             add(mask, tag.name, tag.group, tag.kind)
@@ -491,6 +495,17 @@ def _check_exclusive(group, library, conditions, frame, customers) -> dict:
             f"{[t.name for t in members]}: " + "; ".join(problems)
         )
     return {"customers": int(len(hits)), "values": {t.name: int(masks[:, i].sum()) for i, t in enumerate(members)}}
+
+
+MAX_EACH_VALUES = 200  # tags one ``each`` tag may make: beyond, the column names people, not groups
+
+
+def _has_fractions(column: pd.Series) -> bool:
+    """A number column holding values that are not whole: an amount, not a code."""
+    if not pd.api.types.is_float_dtype(column):
+        return False
+    values = column.dropna().to_numpy()
+    return bool(len(values)) and bool((values != np.round(values)).any())
 
 
 def with_since(current: pd.DataFrame, previous: pd.DataFrame | None) -> pd.DataFrame:

@@ -150,17 +150,19 @@ def build_app(settings: ServeSettings) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
-        dependencies=[Depends(refuse_unknown_query)],
     )
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(PortraitError, product_error)
-    any_key = [Depends(access.caller)]
-    app.include_router(build_health_router(state, keys))
+    # A query parameter no route takes is refused after the key is checked: the refusal names
+    # the route's parameters, which a caller without a key is not told.
+    known_query = Depends(refuse_unknown_query)
+    any_key = [Depends(access.caller), known_query]
+    app.include_router(build_health_router(state, keys), dependencies=[known_query])
     app.include_router(build_customers_router(state, access), dependencies=any_key)
-    app.include_router(build_scores_router(state, access))
+    app.include_router(build_scores_router(state, access), dependencies=any_key)
     app.include_router(build_lists_router(state, access), dependencies=any_key)
-    app.include_router(build_models_router(access))
+    app.include_router(build_models_router(access), dependencies=any_key)
     app.include_router(
         build_segments_router(
             store,

@@ -189,13 +189,10 @@ def load_config(path: Path, as_of: str | None = None) -> RefreshConfig:
         raise PortraitError(
             f'{path}: [retrain] maps a model name to its experiment file: NAME = "experiments/NAME.toml"'
         )
-    for name, file in retrain.items():  # found now, not after a first model was retrained and promoted
-        if not Path(file).is_file():
-            raise PortraitError(f"{path}: [retrain] {name} = {file!r}: no such experiment file")
     try:
         cutoff = parse_cutoff(str(when))
     except PortraitError as exc:
-        raise PortraitError(f"{path if not as_of else '--as-of'}: as_of: {exc}") from None
+        raise PortraitError(f"--as-of: {exc}" if as_of else f"{path}: as_of: {exc}") from None
 
     def optional(key: str) -> Path | None:
         return Path(raw[key]) if raw.get(key) else None
@@ -339,6 +336,10 @@ def refresh(
     is doing. Raises :class:`RefreshFailed` when a step fails (LATEST unchanged) and
     :class:`portrait.files.LockHeld` when another refresh holds the output root."""
     root = config.out
+    if retrain_if_drift:  # found now, not after a first model was retrained and promoted
+        for name, file in config.retrain.items():
+            if not file.is_file():
+                raise PortraitError(f"{config.source}: [retrain] {name} = {str(file)!r}: no such experiment file")
     if not config.data.exists():  # before the output root is made (a run from the wrong folder)
         raise PortraitError(
             f"{config.source}: data = {str(config.data)!r} is {config.data.resolve()}, which does not exist "

@@ -41,9 +41,7 @@ def load_model(name: str, alias: str = "champion") -> LoadedModel:
         client.get_registered_model(name)
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_DOES_NOT_EXIST":  # a server that cannot be reached, a broken store
-            raise PortraitError(
-                f"cannot read the model registry at {mlflow.get_tracking_uri()}: {_first(exc)}"
-            ) from None
+            raise Unavailable(f"cannot read the model registry at {mlflow.get_tracking_uri()}: {_first(exc)}") from None
         raise PortraitError(f"no registered model named {name!r}; train it first (portrait train)") from None
     try:
         version = client.get_model_version_by_alias(name, alias)

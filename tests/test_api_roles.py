@@ -158,6 +158,7 @@ def test_marketing_key_is_refused_analyst_routes_with_a_403_naming_its_role(worl
     typo = client.get("/lists/m?tpo=2", headers=keys["marketing"])
     assert typo.status_code == 422 and "unknown query parameter(s) tpo for /lists/m: it takes " in typo.json()["detail"]
     assert client.get("/lists/nope", headers=keys["marketing"]).status_code == 404
+    assert client.get("/lists/m?tpo=2").status_code == 401  # no key: not told what the route takes
 
 
 def test_analyst_key_passes_the_role_check(world, tracking):

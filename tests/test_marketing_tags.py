@@ -303,8 +303,8 @@ def test_a_library_that_is_not_utf8_is_refused(tmp_path):
     "library, message",
     [
         (
-            '[groups.a]\n[[tags]]\nname = "x"\ngroup = "a"\neach = "spend_365d"\n',
-            "each = 'spend_365d' is a number, which would make nearly one tag per customer",
+            '[groups.a]\n[[tags]]\nname = "x"\ngroup = "a"\neach = "avg_order_value"\n',  # A's is 16.67
+            "each = 'avg_order_value' has 3 distinct values with fractions; each takes a column of names or codes",
         ),
         (
             '[groups.a]\nexclusive = "levels"\nfeature = "favourite_category"\nbounds = [1]\nvalues = ["l", "h"]\n',
@@ -313,10 +313,25 @@ def test_a_library_that_is_not_utf8_is_refused(tmp_path):
     ],
 )
 def test_columns_of_the_wrong_kind_for_each_and_levels_are_refused(tmp_path, library, message):
+    """(A number column of codes, rfm_r's 1-5 or a decile, still makes one tag per value: see below.)"""
     path = tmp_path / "tags.toml"
     path.write_text(library)
     with Population(dataset(), AS_OF) as population:
         with pytest.raises(FilterError, match=message):
+            apply_tags(load_library(path), population)
+
+
+def test_each_over_a_number_column_of_codes_makes_one_tag_per_code(tmp_path, monkeypatch):
+    import marketing.tags
+
+    path = tmp_path / "tags.toml"
+    path.write_text('[groups.a]\n[[tags]]\nname = "orders"\ngroup = "a"\neach = "orders_lifetime"\n')
+    with Population(dataset(), AS_OF) as population:
+        tags = apply_tags(load_library(path), population).tags
+    assert sorted(set(tags["tag"])) == ["orders: 1", "orders: 3"]  # A has 3 orders, B and C one each
+    monkeypatch.setattr(marketing.tags, "MAX_EACH_VALUES", 1)  # more values than a tag may make: refused
+    with Population(dataset(), AS_OF) as population:
+        with pytest.raises(FilterError, match="each = 'orders_lifetime' has 2 distinct values; each takes"):
             apply_tags(load_library(path), population)
 
 

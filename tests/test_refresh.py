@@ -444,7 +444,7 @@ def test_a_run_as_of_a_date_inside_the_data_does_not_retrain(registered, tmp_pat
     earlier = "2024-10-01"
     settings.write_text(
         settings.read_text().replace(f'as_of = "{AS_OF}"', f'as_of = "{earlier}"')
-        + f'\n[retrain]\n{MODEL} = "{settings}"\n'  # never read: no retraining here
+        + f'\n[retrain]\n{MODEL} = "{settings}"\n'  # never read: no retraining here (but it must exist)
     )
     monkeypatch.setattr(
         serving.score, "drift_report", lambda reference, features: {"flagged": {"spend_365d": 0.9}, "warnings": {}}
@@ -647,8 +647,10 @@ def test_retrain_files_and_tag_library_are_checked_when_the_settings_are_read(tm
     with pytest.raises(PortraitError, match=r"tags = 'tags/retial.toml': no such file"):
         load_config(settings)
     settings.write_text(base + '[retrain]\nrepurchase_90d = "experiments/repurchase_90d.tmol"\n')
+    config = load_config(settings)  # read only when retraining: a run without it does not need the files
     with pytest.raises(PortraitError, match=r"\[retrain\] repurchase_90d = .*tmol': no such experiment file"):
-        load_config(settings)
+        refresh(config, retrain_if_drift=True)
+    assert not (tmp_path / "out").exists()
     settings.write_text(base + 'as_of = "2018-13-01"\n')
     with pytest.raises(PortraitError, match=r"refresh.toml: as_of: cutoff '2018-13-01' is not a date"):
         load_config(settings)

@@ -783,3 +783,19 @@ def test_a_data_option_that_does_not_exist_is_named_as_the_option(tmp_path):
 
     with pytest.raises(PortraitError, match=r"^--data .*nope does not exist$"):
         dataset_of_scores(tmp_path, tmp_path / "nope")
+
+
+def test_a_registry_that_cannot_be_read_is_the_operators_503(monkeypatch):
+    from mlflow.exceptions import MlflowException
+
+    from portrait.errors import Unavailable
+    from serving import registry
+
+    class Unreachable:
+        def get_registered_model(self, name):
+            raise MlflowException("API request to http://127.0.0.1:9 failed: Connection refused")
+
+    monkeypatch.setattr(registry, "missing_store", lambda: None)
+    monkeypatch.setattr(registry, "MlflowClient", Unreachable)
+    with pytest.raises(Unavailable, match="cannot read the model registry at .*: API request to .* Connection refused"):
+        registry.load_model("repurchase_90d")
