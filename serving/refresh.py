@@ -68,22 +68,35 @@ class Terminated(KeyboardInterrupt):
     failure, recorded like any other (a KeyboardInterrupt, so no step takes it for its own error)."""
 
 
+# SIGTERM seen during this refresh; and whether the run is publishing (a rename and a pointer
+# write, each atomic: a stop then waits for them rather than leave the operator guessing).
+_TERMINATION = threading.Event()
+_PUBLISHING = threading.Event()
+
+
 def _terminated(signum, frame) -> None:
-    raise Terminated()
+    _TERMINATION.set()
+    if not _PUBLISHING.is_set():
+        raise Terminated()
 
 
 @contextlib.contextmanager
 def _sigterm_ends_the_run():
     """While a refresh runs in the main thread, SIGTERM raises :class:`Terminated` instead of
-    killing the process with no record of why (the default)."""
+    killing the process with no record of why (the default). Python runs the handler when the
+    interpreter has control: a DuckDB query under way ends first (it may turn the signal into
+    its own "Query interrupted"; the step's failure is then taken for the stop it was)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    _TERMINATION.clear()
+    _PUBLISHING.clear()
     before = signal.signal(signal.SIGTERM, _terminated)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, before)
+        _PUBLISHING.clear()
 
 
 @dataclass
@@ -383,6 +396,8 @@ def _locked_refresh(config, retrain_if_drift, retrainer, on_step, progress) -> R
             try:
                 getattr(job, step)(record)
             except Exception as exc:  # every failure ends the run the same way: recorded, no switch
+                if _TERMINATION.is_set():  # DuckDB's "Query interrupted" for our SIGTERM
+                    raise Terminated() from None
                 record.outcome = "failed"
                 record.error = _message(exc)
             record.seconds, record.cpu_seconds, record.peak_rss_gb = meter.read()
@@ -417,6 +432,7 @@ def _locked_refresh(config, retrain_if_drift, retrainer, on_step, progress) -> R
         else:
             text += f"; the failure's record could not be written either ({kept}): free disk space and run again"
         raise RefreshFailed(text) from None
+    _PUBLISHING.set()  # from here a SIGTERM waits for the run to be published whole
     job.close()
     manifest["outcome"] = "ok"
     manifest["finished_at"] = _now()

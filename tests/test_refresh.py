@@ -577,6 +577,15 @@ def test_a_stop_signal_or_data_changing_during_the_run_ends_it_recorded_and_unpu
     assert failed["outcome"] == "failed" and failed["error"] == "stopped by SIGTERM"
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is the run's only
 
+    def query_interrupted(self, record):  # DuckDB turns the signal it saw into its own error
+        refresh_module._TERMINATION.set()
+        raise RuntimeError("Query interrupted")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(refresh_module._Job, "validate", query_interrupted)
+        with pytest.raises(RefreshFailed, match=r"stopped by SIGTERM at step validate; no LATEST yet"):
+            refresh(load_config(settings))
+
     def reexport_during_scoring(record):
         if record.step == "score":
             table = data / "purchases.parquet"
