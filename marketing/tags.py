@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import json
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -564,14 +565,26 @@ def tags_summary(
 
 
 class RecordedReads:
-    """What each tag was computed from, as a tags summary recorded it (:func:`tags_summary`):
-    answers :meth:`Library.reads` where the library itself is not at hand."""
+    """What each tag was computed from, as a tags summary recorded it (:func:`tags_summary`),
+    else as ``fallback`` (a library) says: answers :meth:`Library.reads` where the library the
+    tags were made with is not at hand (summaries written before they recorded it have none)."""
 
-    def __init__(self, summary: dict) -> None:
+    def __init__(self, summary: dict, fallback: Library | None = None) -> None:
         self._reads = {tag: str(info.get("reads") or "") for tag, info in (summary.get("tags") or {}).items()}
+        self._fallback = fallback
+
+    @classmethod
+    def beside(cls, tags_table: Path | None, fallback: Library | None = None) -> RecordedReads:
+        """The reads recorded beside the tags table ``tags_table`` (its ``.summary.json``)."""
+        try:
+            summary = json.loads(tags_table.with_suffix(".summary.json").read_text(encoding="utf-8"))
+        except (AttributeError, OSError, ValueError):  # no table, no summary, or an unreadable one
+            summary = {}
+        return cls(summary if isinstance(summary, dict) else {}, fallback)
 
     def reads(self, name: str) -> str:
-        return self._reads.get(name, "")
+        recorded = self._reads.get(name, "")
+        return recorded or (self._fallback.reads(name) if self._fallback is not None else "")
 
 
 def tags_file(out_dir: Path, as_of: dt.date) -> Path:

@@ -455,19 +455,16 @@ def _memberships_without_sensitive(tags, segments, outputs: _Outputs, privacy, n
     """``tags`` and ``segments`` less those computed from a sensitive attribute: that a person
     holds one tells their value of it (a segment of ``attr_age_band = '65+'`` tells the age)."""
     from marketing.segments import SegmentStore
-    from marketing.tags import RecordedReads
+    from marketing.tags import RecordedReads, load_library
     from portrait.privacy import sensitive_terms
-    from serving.routes.segments import run_reads
+    from serving.routes.segments import read_run_segments, run_reads
     from serving.score import sensitive_attribute_features
 
     sensitive = [feature.name for feature in sensitive_attribute_features(privacy)]
     if not sensitive:
         return tags, segments
-    summary = outputs.tags_file.with_suffix(".summary.json") if outputs.tags_file is not None else None
-    try:
-        recorded = RecordedReads(json.loads(summary.read_text(encoding="utf-8")) if summary else {})
-    except (OSError, ValueError):
-        recorded = RecordedReads({})
+    # Tags tables written before their summaries recorded what each tag reads: the shipped library's.
+    recorded = RecordedReads.beside(outputs.tags_file, fallback=load_library())
     if tags is not None and tags.tags:
         kept = [t for t in tags.tags if not sensitive_terms(recorded.reads(t.tag), sensitive)]
         if len(kept) < len(tags.tags):
@@ -475,13 +472,16 @@ def _memberships_without_sensitive(tags, segments, outputs: _Outputs, privacy, n
             tags = tags.model_copy(update={"tags": kept})
     if segments is not None and segments.member_of:
         folder = outputs.segments_folder
+        # a run's members: what the run recorded, and the saved folder it refreshed as it is now
+        saved = read_run_segments(folder).get("folder") if folder is not None else None
+        stores = [SegmentStore(f) for f in (folder, saved) if f is not None and Path(f).is_dir()]
 
         def reads(name: str) -> str:
             text = run_reads(folder, name)
-            store = SegmentStore(folder) if folder is not None else None
-            if store is not None and store.exists(name):  # a saved folder (or the run's definitions)
-                with contextlib.suppress(PortraitError):
-                    text += " " + store.reads(name, recorded)
+            for store in stores:
+                if store.exists(name):
+                    with contextlib.suppress(PortraitError):
+                        text += " " + store.reads(name, recorded)
             return text
 
         kept = [m for m in segments.member_of if not sensitive_terms(reads(m.name), sensitive)]

@@ -558,6 +558,14 @@ def test_a_runs_members_chosen_by_a_sensitive_attribute_stay_refused_after_the_d
         drill.status_code == 403
         and "crowd computed from sensitive attributes (attr_age_band" in (drill.json()["detail"])
     )
+    # a tag's crowd read from the run: what the run's tags summary recorded the tag reads counts too
+    (root / "runs" / AS_OF / "tags").mkdir(exist_ok=True)
+    recorded = {"tags": {"spending power: high": {"customers": 3, "reads": "attr_age_band = '65+'"}}}
+    (root / "runs" / AS_OF / "tags" / f"tags_{AS_OF}.summary.json").write_text(json.dumps(recorded))
+    (root / "runs" / AS_OF / "tags" / f"tags_{AS_OF}.parquet").write_bytes(b"")
+    by_tag = {"tag": "spending power: high", "cell": "favourite_payment = card"}
+    tagged = client.get("/crowds/customers", params=by_tag, headers=keys["marketing"])
+    assert tagged.status_code == 403 and "crowd computed from sensitive attributes (attr_age_band" in tagged.text
     _published_run(settings, tmp_path / "other", segments={"meat": {**then["meat"], "reads": "orders_90d >= 1"}})
     served = TestClient(build_app(settings.model_copy(update={"runs": tmp_path / "other"})))
     assert served.get("/segments/meat/customers", headers=keys["marketing"]).json()["customer_ids"] == ["D"]

@@ -787,3 +787,26 @@ def test_tags_and_segments_computed_from_a_sensitive_attribute_are_left_out_with
     assert ("tags", "1 tag(s) computed from sensitive attributes left out") in said
     assert ("segments", "3 segment(s) computed from sensitive attributes left out") in said
     assert "35-44" not in hidden.model_dump_json()
+
+
+def test_a_runs_segment_members_are_judged_by_the_saved_definitions_too(world, tmp_path):
+    """A run refreshed before segments recorded what they read: its members are judged by the
+    saved folder the run names, as the segment members route judges them."""
+    import shutil
+
+    from marketing.segments import Segment, SegmentStore
+
+    runs = tmp_path / "refresh"
+    shutil.copytree(world["runs"], runs)
+    store = SegmentStore(tmp_path / "segments")
+    store.save(Segment("older", where="attr_age_band = '35-44'"))
+    members = runs / "runs" / "2025-03-05" / "segments"
+    members.mkdir(exist_ok=True)
+    for old in members.iterdir():  # this test's segment alone
+        old.unlink()
+    pd.DataFrame({"customer_id": ["c1"]}).to_parquet(members / "older.parquet", index=False)
+    (members / "summary.json").write_text(json.dumps({"as_of": "2025-03-05", "folder": str(store.folder)}))
+    sources = ProfileSources(data=world["data"], runs=runs)
+    assert [m.name for m in build_profile("c1", sources, compute_reasons=False).segments.member_of] == ["older"]
+    hidden = build_profile("c1", sources, include_sensitive=False, compute_reasons=False)
+    assert hidden.segments.member_of == []

@@ -254,14 +254,16 @@ def _crowd_reads(
     ids tell each one's value of it. With a served ``run``, a segment's members may be that
     run's, so what the run recorded it was computed from counts too."""
     from marketing.segments import SegmentStore
-    from marketing.tags import load_library
+    from marketing.tags import RecordedReads, load_library
     from serving.routes.segments import run_reads
 
     if segment is None and tag is None:
         return ""
     library = load_library(tags_library)
-    if segment is None:
-        return library.reads(tag)
+    if segment is None:  # with a run, its tags may be another library's: what the run recorded too
+        tables = sorted((run / "tags").glob("tags_*.parquet")) if run is not None else []
+        recorded = RecordedReads.beside(tables[-1] if tables else None)
+        return f"{library.reads(tag)} {recorded.reads(tag)}"
     store = SegmentStore(segments_dir)
     recorded = run_reads(run / "segments", segment) if run is not None else ""
     # An unknown segment is answered later, as a 404 naming the saved ones.
