@@ -217,9 +217,10 @@ def register_tags(app: typer.Typer, out, console) -> None:
         rejected: Annotated[Path | None, typer.Option("--rejected", help="Where rejected ids go.")] = None,
     ) -> None:
         """Assign a manual tag to listed customers (unknown ids are counted and written out)."""
-        from marketing.manual import record
+        from marketing.manual import check_note, record
 
         _manual(tag, file)
+        check_note(note)  # before the ids are resolved and the rejected ones written
         expiry = _date(expires, "--expires") if expires else None
         if expiry is not None and expiry <= dt.date.today():
             raise PortraitError(f"--expires {expiry} is not in the future")
@@ -242,9 +243,10 @@ def register_tags(app: typer.Typer, out, console) -> None:
         rejected: Annotated[Path | None, typer.Option("--rejected", help="Where rejected ids go.")] = None,
     ) -> None:
         """Remove a manual tag from listed customers (the history is kept)."""
-        from marketing.manual import record
+        from marketing.manual import check_note, record
 
         _manual(tag, file)
+        check_note(note)  # before the ids are resolved and the rejected ones written
         known = _resolve(data, ids, rejected)
         target = manual_store_path(store)
         written = record(target, "remove", tag, known["given_id"], known["customer_id"], by=by, note=note)

@@ -330,8 +330,8 @@ class _Checker:
             return exp.GT(this=column, expression=exp.Literal.number(0))
         if isinstance(node, exp.RegexpLike):  # `~`: no pattern matching, and no function to suggest
             raise FilterError(
-                f"{node.sql()!r}: pattern matching (~, LIKE) is not available in a condition; compare with = or "
-                "in ('...', '...')"
+                "pattern matching (~, LIKE, regular expressions) is not available in a condition; compare with = "
+                "or in ('...', '...')"
             )
         if isinstance(node, exp.Column | exp.Anonymous | exp.Func):
             raise FilterError(

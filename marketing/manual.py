@@ -33,6 +33,13 @@ COLUMNS = ("action", "tag", "customer_id", "given_id", "at", "by", "note", "expi
 MAX_NOTE = 200  # characters of a note: why (a campaign, a ticket), not a customer's details
 
 
+def check_note(note: str | None) -> None:
+    """A note is kept in the log for every listed customer and read by whoever audits it: a
+    reference, never a person's details (:func:`portrait.privacy.refuse_personal_text`)."""
+    if note:
+        refuse_personal_text(note, "--note", MAX_NOTE, "kept in the manual-tag log beside the customers")
+
+
 def default_store() -> Path:
     return Path(os.environ.get(STORE_ENV) or "tags/manual.parquet")
 
@@ -105,8 +112,7 @@ def record(
     """Append one action for each id; returns how many rows were written."""
     if action not in ("assign", "remove"):
         raise ValueError(f"action must be assign or remove, got {action!r}")
-    if note:  # kept in the log for every listed customer, and read by whoever audits it
-        refuse_personal_text(note, "--note", MAX_NOTE, "kept in the manual-tag log beside the customers")
+    check_note(note)
     now = pd.Timestamp.now(tz="UTC").floor("us")
     rows = pd.DataFrame(
         {

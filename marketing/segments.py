@@ -149,7 +149,12 @@ class SegmentStore:
         for key, value in raw.items():  # a hand-edited file: include = "x" would read as x's letters
             if key in _LIST_KEYS and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
                 raise BrokenSegment(f'{path}: {key} must be a list of names, {key} = ["..."] (got {value!r})')
-            if key not in _LIST_KEYS and not isinstance(value, str):
+            # TOML reads persona = 2 as a number and an unquoted date as a date: both as meant
+            if key == "persona" and isinstance(value, int) and not isinstance(value, bool):
+                raw[key] = str(value)
+            elif key == "created_at" and isinstance(value, dt.date | dt.datetime):
+                raw[key] = value.isoformat()
+            elif key not in _LIST_KEYS and not isinstance(value, str):
                 raise BrokenSegment(f'{path}: {key} must be text, {key} = "..." (got {value!r})')
         return Segment(name=name, **raw)
 

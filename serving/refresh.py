@@ -521,10 +521,7 @@ class _Job:
         none did): a feed that re-exported during the run."""
         if self.files is None:
             return None
-        try:
-            now = _file_states(self._open_dataset(self.dataset_path))
-        except (PortraitError, OSError) as exc:
-            return f"it cannot be opened now: {exc}"
+        now = _file_states(self.dataset)  # (not opened again: that would decode its CSV files again)
         changed = sorted(Path(p).name for p in set(self.files) | set(now) if self.files.get(p) != now.get(p))
         return ", ".join(changed) + " changed" if changed else None
 
@@ -866,13 +863,17 @@ def prune(root: Path, keep: int, also_keep: str | None = None) -> list[str]:
 
 
 def _file_states(dataset) -> dict[str, tuple[int, int] | None]:
-    """Each of the data set's files (and tombstones) with its size and modification time."""
+    """Each of the data set's files (its tables', its tombstones, and any file now in its
+    folder, such as a part file added) with its size and modification time (None: gone)."""
     from portrait.forget import tombstone_files
 
-    paths = [p for source in dataset.sources.values() for p in (source.files or ())]
-    paths += [source.duckdb_file for source in dataset.sources.values() if source.duckdb_file]
+    paths = {str(p) for source in dataset.sources.values() for p in (source.files or ())}
+    paths |= {str(source.duckdb_file) for source in dataset.sources.values() if source.duckdb_file}
+    paths |= {str(p) for p in tombstone_files(dataset)}
+    if dataset.root is not None and dataset.root.is_dir():
+        paths |= {str(p) for p in dataset.root.rglob("*") if p.is_file()}
     states: dict[str, tuple[int, int] | None] = {}
-    for path in [*paths, *tombstone_files(dataset)]:
+    for path in sorted(paths):
         try:
             stat = Path(path).stat()
             states[str(path)] = (stat.st_size, stat.st_mtime_ns)

@@ -227,6 +227,12 @@ def test_a_segment_file_edited_by_hand_is_refused_with_what_is_wrong(tmp_path, c
         store.load("edited")
 
 
+def test_a_segment_file_edited_by_hand_keeps_a_persona_number_and_a_bare_date(tmp_path):
+    (tmp_path / "edited.toml").write_text("persona = 2\ncreated_at = 2025-01-31\n")
+    segment = SegmentStore(tmp_path).load("edited")
+    assert (segment.persona, segment.created_at) == ("2", "2025-01-31")
+
+
 def test_a_segment_file_edited_to_include_itself_is_refused_not_a_recursion(tmp_path):
     store = SegmentStore(tmp_path)
     store.save(Segment("kept", where="orders_lifetime > 0"))
