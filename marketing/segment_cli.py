@@ -202,13 +202,19 @@ def register_segments(app: typer.Typer, out, console) -> None:
     @app.command("list")
     def list_command(segments_dir: SegmentsOption = None) -> None:
         """Saved segments with their definition and last refreshed size."""
-        from marketing.segments import SegmentStore
+        from marketing.segments import BrokenSegment, SegmentStore
 
         store = SegmentStore(segments_dir)
         table = Table(title=f"segments in {store.folder}/")
         for column in ("name", "definition", "customers", "share", "as of"):
             table.add_column(column, justify="right" if column in ("customers", "share") else "left")
-        for name, segment in store.all().items():
+        unreadable = []
+        for name in store.names():  # one file edited by hand does not hide the others
+            try:
+                segment = store.load(name)
+            except BrokenSegment as exc:
+                unreadable.append(str(exc))
+                continue
             history = store.history(name)
             last = history.iloc[-1] if len(history) else None
             table.add_row(
@@ -219,6 +225,8 @@ def register_segments(app: typer.Typer, out, console) -> None:
                 "never refreshed" if last is None else str(last["as_of"]),
             )
         out.print(table)
+        if unreadable:
+            raise PortraitError("; ".join(unreadable))
 
     @app.command("show")
     def show_command(name: str, segments_dir: SegmentsOption = None) -> None:
