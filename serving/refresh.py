@@ -865,13 +865,22 @@ def prune(root: Path, keep: int, also_keep: str | None = None) -> list[str]:
 def _file_states(dataset) -> dict[str, tuple[int, int] | None]:
     """Each of the data set's files (its tables', its tombstones, and any file now in its
     folder, such as a part file added) with its size and modification time (None: gone)."""
+    from portrait import contract
+    from portrait.dataset import CONFIG_FILE
     from portrait.forget import tombstone_files
 
     paths = {str(p) for source in dataset.sources.values() for p in (source.files or ())}
     paths |= {str(source.duckdb_file) for source in dataset.sources.values() if source.duckdb_file}
     paths |= {str(p) for p in tombstone_files(dataset)}
     if dataset.root is not None and dataset.root.is_dir():
-        paths |= {str(p) for p in dataset.root.rglob("*") if p.is_file()}
+        # a table's files (a part file added too) and the settings; not whatever else the folder
+        # holds (the refresh's own outputs, when they are kept inside it)
+        names = tuple(table.name for table in contract.TABLES)
+        paths |= {
+            str(p)
+            for p in dataset.root.rglob("*")
+            if p.is_file() and (p.relative_to(dataset.root).parts[0].lower().startswith(names) or p.name == CONFIG_FILE)
+        }
     states: dict[str, tuple[int, int] | None] = {}
     for path in sorted(paths):
         try:

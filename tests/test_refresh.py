@@ -681,3 +681,17 @@ def test_a_refresh_root_or_a_runs_folder_given_as_scores_says_where_the_scores_a
         PortraitError, match=r"2025-01-01 is one refresh run's folder: its scores are in .*2025-01-01/scores"
     ):
         latest_scores(run)
+
+
+def test_the_data_change_check_reads_the_tables_and_settings_not_other_files_in_the_folder(tmp_path):
+    from portrait.dataset import open_dataset
+    from serving.refresh import _file_states
+
+    (tmp_path / "purchases.csv").write_text("order_id,customer_id,ts,amount\no1,a,2024-01-01,1\n")
+    (tmp_path / "portrait.toml").write_text("")
+    (tmp_path / "outputs").mkdir()  # a refresh root kept inside the data folder
+    (tmp_path / "outputs" / "x.parquet").write_text("")
+    (tmp_path / "events").mkdir()  # a table split into part files, one added later
+    (tmp_path / "events" / "part-0.csv").write_text("customer_id,ts,event_type\na,2024-01-01,view\n")
+    names = sorted(Path(p).relative_to(tmp_path).as_posix() for p in _file_states(open_dataset(tmp_path)))
+    assert names == ["events/part-0.csv", "portrait.toml", "purchases.csv"]
