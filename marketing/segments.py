@@ -36,7 +36,7 @@ import pandas as pd
 from marketing.filters import Condition, FilterError, Schema, evaluate, parse_condition
 from marketing.population import Population
 from marketing.tags import Library, apply_tags, check_conditions, tag_columns
-from portrait.errors import ConfigError, PortraitError
+from portrait.errors import ConfigError, PortraitError, Unavailable
 from portrait.files import atomic_write, atomic_write_text, read_parquet
 
 SEGMENTS_ENV = "PORTRAIT_SEGMENTS"
@@ -91,11 +91,9 @@ class Segment:
 _LIST_KEYS = {"tags", "not_tags", "include", "exclude"}  # the rest of a segment's keys are text
 
 
-class BrokenSegment(ConfigError):
+class BrokenSegment(ConfigError, Unavailable):
     """A saved segment's file cannot be used as it is (edited by hand: not TOML, a key of the
     wrong type, a cycle): through the API a 503, for the server's operator to fix."""
-
-    status_code = 503
 
 
 def _toml_value(value) -> str:

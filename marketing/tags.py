@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import functools
 import json
 import tomllib
 from dataclasses import dataclass, field
@@ -154,6 +155,12 @@ class Library:
 
 def template_path() -> Path:
     return Path(str(resources.files("marketing") / "templates" / "retail.toml"))
+
+
+@functools.cache
+def shipped_library() -> Library:
+    """The packaged retail template, read once per process (it never changes while it runs)."""
+    return load_library()
 
 
 def load_library(path: Path | None = None) -> Library:
@@ -392,12 +399,12 @@ def apply_tags(
         mask = evaluate(conditions[tag.name], frame).to_numpy()
         if tag.each:
             values = frame[tag.each].astype("object").where(mask)
-            distinct = pd.unique(values.dropna())
-            if len(distinct) > MAX_EACH_VALUES or _has_fractions(frame[tag.each]):
+            distinct, fractions = pd.unique(values.dropna()), _has_fractions(frame[tag.each])
+            if len(distinct) > MAX_EACH_VALUES or fractions:
                 # one tag per amount (spend_365d) would tell customers apart, not group them
                 raise FilterError(
                     f"tag {tag.name!r}: each = {tag.each!r} has {len(distinct):,} distinct values"
-                    + (" with fractions" if _has_fractions(frame[tag.each]) else "")
+                    + (" with fractions" if fractions else "")
                     + f"; each takes a column of names or codes (at most {MAX_EACH_VALUES}: favourite_category, "
                     "rfm_r, persona_name, ...); cut an amount into a levels group instead"
                 )

@@ -18,7 +18,9 @@ import pandas as pd
 from portrait.errors import PortraitError
 from portrait.files import read_parquet
 
-LATEST = "LATEST"
+LATEST = "LATEST"  # the pointer file of a scores folder and of a refresh root
+RUNS = "runs"  # a refresh root's folder of runs (runs/<as_of>)
+MANIFEST = "manifest.json"  # what a refresh run did, in its folder
 _SCORES_FILE = re.compile(r"scores_(\d{4}-\d{2}-\d{2})\.parquet")
 
 
@@ -77,18 +79,27 @@ def latest_scores_dataset(scores_dir: Path) -> Path | None:
     return Path(path) if path else None
 
 
+def is_refresh_root(folder: Path) -> bool:
+    """``folder`` holds refresh runs and names the published one (``runs/``, ``LATEST``)."""
+    return (Path(folder) / RUNS).is_dir() and (Path(folder) / LATEST).is_file()
+
+
+def is_run_folder(folder: Path) -> bool:
+    """``folder`` is one refresh run's (``ROOT/runs/<as_of>`` with its manifest)."""
+    return Path(folder).parent.name == RUNS and (Path(folder) / MANIFEST).is_file()
+
+
 def refresh_folder_problem(scores_dir: Path) -> str | None:
     """What to give instead when ``scores_dir`` is a refresh root or one run's folder, which
     hold scores one level down (``runs/DATE/scores``): None for any other folder."""
     scores_dir = Path(scores_dir)
-    pointer = scores_dir / LATEST
-    if (scores_dir / "runs").is_dir() and pointer.is_file():
-        run = pointer.read_text(encoding="utf-8").strip()
+    if is_refresh_root(scores_dir):
+        run = (scores_dir / LATEST).read_text(encoding="utf-8").strip()
         return (
             f"{scores_dir} is a refresh root, not a scores folder: its latest scores are in "
             f"{scores_dir / run / 'scores'} (give that, or --runs {scores_dir} where the command takes it)"
         )
-    if (scores_dir / "scores").is_dir() and (scores_dir / "manifest.json").is_file():
+    if is_run_folder(scores_dir):
         return f"{scores_dir} is one refresh run's folder: its scores are in {scores_dir / 'scores'}"
     return None
 

@@ -57,7 +57,7 @@ import numpy as np
 import pandas as pd
 
 from portrait.contract import placeholder_expr
-from portrait.errors import ConfigError, ContractError, PortraitError
+from portrait.errors import ConfigError, ContractError, PortraitError, Unavailable
 from portrait.sql import quote_ident, quote_literal
 
 if TYPE_CHECKING:
@@ -677,11 +677,9 @@ def _suppressed_persons(con, path: Path, merged: bool) -> np.ndarray:
     return np.array([r[0] for r in rows], dtype=object)
 
 
-class SuppressionFileError(ConfigError):
+class SuppressionFileError(ConfigError, Unavailable):
     """The suppression file named in ``[privacy]`` cannot be read: nobody may be contacted
     until it can (through the API a 503, the operator's to fix)."""
-
-    status_code = 503
 
 
 def read_suppression_file(path: Path) -> list[str]:

@@ -42,22 +42,26 @@ def ensure_store() -> None:
     Writers (training) call this before their first use of the store; a store that exists
     already is only opened, which the first use would do anyway."""
     uri = mlflow.get_tracking_uri()
-    if not uri.startswith(_SQLITE) or ":memory:" in uri:
+    database = _sqlite_file(uri)
+    if database is None:
         return
-    database = Path(uri[len(_SQLITE) :].split("?", 1)[0])
     with _exclusive(database.with_name(f".{database.name}.init-lock")):
         mlflow.tracking.MlflowClient(uri).search_experiments(max_results=1)
+
+
+def _sqlite_file(uri: str) -> Path | None:
+    """The database file of a SQLite store's URI (None for any other store, or one in memory)."""
+    if not uri.startswith(_SQLITE) or ":memory:" in uri:
+        return None
+    return Path(uri[len(_SQLITE) :].split("?", 1)[0])
 
 
 def missing_store() -> str | None:
     """Why the current registry cannot be read, when it is a SQLite file that does not exist:
     readers (score, refresh, serve) say so, where MLflow would create an empty store and
     answer that no model is registered."""
-    uri = mlflow.get_tracking_uri()
-    if not uri.startswith(_SQLITE) or ":memory:" in uri:
-        return None
-    database = Path(uri[len(_SQLITE) :].split("?", 1)[0])
-    if database.is_file():
+    database = _sqlite_file(mlflow.get_tracking_uri())
+    if database is None or database.is_file():
         return None
     return (
         f"the model registry {database} does not exist (MLFLOW_TRACKING_URI, or mlflow.db in the working folder "

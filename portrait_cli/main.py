@@ -152,25 +152,30 @@ def validate_command(
 # ---------------------------------------------------------------- identity
 
 
+def _with_identities(dataset: Path, otherwise: str):
+    """The data set, its checks passed (once per version of its files), when it has identities."""
+    from portrait.dataset import open_dataset
+    from portrait.validate import checked
+
+    ds = open_dataset(dataset)
+    if not ds.has("identities"):
+        raise PortraitError(f"data set {dataset} has no identities table; {otherwise}")
+    with spinner(console, "identities") as say:
+        return checked(ds, say, note=lambda text: out.print(f"note: {text}", highlight=False))
+
+
 @identity_app.command("resolve")
 def identity_resolve_command(
     dataset: Annotated[Path, typer.Argument(help="Data set folder or DuckDB file.")],
     out_file: Annotated[Path | None, typer.Option("--out", help="Write the id map (Parquet).")] = None,
 ) -> None:
     """Merge customer ids that share an identifier; report how many merged."""
-    from portrait.dataset import open_dataset
     from portrait.files import atomic_write, check_suffix
     from portrait.identity import identity_summary
-    from portrait.validate import checked
 
     if out_file:
         check_suffix(out_file, (".parquet",))
-    ds = open_dataset(dataset)
-    if not ds.has("identities"):
-        raise PortraitError(f"data set {dataset} has no identities table; nothing to merge")
-    with spinner(console, "identities") as say:
-        checked(ds, say, note=lambda text: out.print(f"note: {text}", highlight=False))
-    con = ds.connect()
+    con = _with_identities(dataset, "nothing to merge").connect()
     out.print(identity_summary(con).sentence())
     if out_file:
         atomic_write(con.execute("SELECT * FROM identity_map ORDER BY customer_id").df(), out_file, csv=False)
@@ -186,15 +191,9 @@ def identity_explain_command(
     by salted hash when PORTRAIT_IDENTITY_SALT is set; never the values)."""
     import os
 
-    from portrait.dataset import open_dataset
     from portrait.identity import MAX_IDS_PER_IDENTIFIER, SALT_ENV, explain
-    from portrait.validate import checked
 
-    ds = open_dataset(dataset)
-    if not ds.has("identities"):
-        raise PortraitError(f"data set {dataset} has no identities table; no id was merged")
-    with spinner(console, "identities") as say:
-        checked(ds, say, note=lambda text: out.print(f"note: {text}", highlight=False))
+    ds = _with_identities(dataset, "no id was merged")
     salt = os.environ.get(SALT_ENV) or None
     result = explain(ds.connect(), customer_id, salt=salt)
     out.print(f"person {result['person_id']}: customer ids {', '.join(result['customer_ids'])}", highlight=False)

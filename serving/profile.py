@@ -455,7 +455,7 @@ def _memberships_without_sensitive(tags, segments, outputs: _Outputs, privacy, n
     """``tags`` and ``segments`` less those computed from a sensitive attribute: that a person
     holds one tells their value of it (a segment of ``attr_age_band = '65+'`` tells the age)."""
     from marketing.segments import SegmentStore
-    from marketing.tags import RecordedReads, load_library
+    from marketing.tags import RecordedReads, shipped_library
     from portrait.privacy import sensitive_terms
     from serving.routes.segments import read_run_segments, run_reads
     from serving.score import sensitive_attribute_features
@@ -464,7 +464,7 @@ def _memberships_without_sensitive(tags, segments, outputs: _Outputs, privacy, n
     if not sensitive:
         return tags, segments
     # Tags tables written before their summaries recorded what each tag reads: the shipped library's.
-    recorded = RecordedReads.beside(outputs.tags_file, fallback=load_library())
+    recorded = RecordedReads.beside(outputs.tags_file, fallback=shipped_library())
     if tags is not None and tags.tags:
         kept = [t for t in tags.tags if not sensitive_terms(recorded.reads(t.tag), sensitive)]
         if len(kept) < len(tags.tags):

@@ -40,12 +40,10 @@ import pandas as pd
 
 from portrait.errors import PortraitError
 from portrait.files import atomic_write, atomic_write_text, exclusive_lock, replace_directory
+from portrait.outputs import LATEST, MANIFEST, RUNS, is_run_folder
 from portrait.resources import cpu_seconds, peak_rss_bytes, reset_peak_rss
 
-LATEST = "LATEST"
-RUNS = "runs"
 LOCK = "refresh.lock"
-MANIFEST = "manifest.json"
 DEFAULT_KEEP = 7
 DEFAULT_MODELS = ["repurchase_90d", "high_value_90d", "spend_90d", "personas"]
 STALE_FEED_DAYS = 31  # a nightly run this long after the latest purchase says so (see _check_as_of)
@@ -261,7 +259,7 @@ def check_refresh_root(root: Path, option: str = "--runs") -> None:
     """Refuse one run's folder (``ROOT/runs/DATE``) where a refresh root is asked for: read as
     a root it holds no LATEST, and every score, tag and RFM group would be silently absent."""
     root = Path(root)
-    if not (root / LATEST).exists() and root.parent.name == RUNS and (root / MANIFEST).exists():
+    if not (root / LATEST).exists() and is_run_folder(root):
         raise PortraitError(
             f"{option} {root} is one run's folder; give the refresh root {root.parent.parent} "
             f"(with --as-of {root.name} for that run where the command takes one)"
@@ -532,7 +530,7 @@ class _Job:
         if self.previous is None:
             return []
         try:
-            manifest = json.loads((self.previous / "manifest.json").read_text())
+            manifest = json.loads((self.previous / MANIFEST).read_text())
             before = next(s for s in manifest["steps"] if s["step"] == "validate")["rows"]
         except (OSError, ValueError, KeyError, StopIteration, TypeError):
             return []
@@ -583,7 +581,7 @@ class _Job:
         self.last_purchase = last_day
         if as_of <= first_day:
             raise PortraitError(f"as of {as_of} is before the first purchase ({first_day}): nothing to refresh")
-        if last_day >= as_of:  # the feed's freshness is its latest purchase up to the date, not a stray future row
+        if last_day > as_of:  # the feed's freshness is its latest purchase up to the date, not a stray future row
             last_day = self._last_purchase_by(as_of) or last_day
         gap = (as_of - last_day).days
         if gap > LATE_AS_OF_DAYS:
@@ -885,9 +883,9 @@ def _file_states(dataset) -> dict[str, tuple[int, int] | None]:
     for path in sorted(paths):
         try:
             stat = Path(path).stat()
-            states[str(path)] = (stat.st_size, stat.st_mtime_ns)
+            states[path] = (stat.st_size, stat.st_mtime_ns)
         except OSError:
-            states[str(path)] = None
+            states[path] = None
     return states
 
 

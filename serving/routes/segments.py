@@ -87,8 +87,8 @@ def run_segments_folder(runs: Path | None) -> Path | None:
 def _load(store: SegmentStore, name: str):
     try:
         return store.load(name)
-    except BrokenSegment as exc:
-        raise Unavailable(str(exc)) from None
+    except BrokenSegment:  # an Unavailable (503): the operator's to fix, not an unknown name
+        raise
     except PortraitError as exc:
         raise NotFound(str(exc)) from None
 
