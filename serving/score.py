@@ -174,11 +174,13 @@ def without_sensitive_reasons(reasons: pd.DataFrame, privacy: PrivacySettings | 
     """``reasons`` (columns of phrased reasons, best first) less those phrased on a sensitive
     attribute (``"age band: 35-44"``: stored by scores made before reasons left them out, or
     before the column was marked), the rest moved up in their order. Vectorised over rows."""
-    labels = tuple(f"{feature.label}:" for feature in sensitive_attribute_features(privacy))
+    # In any case: sensitive_columns match the customers' columns in any case ("Age" marks the
+    # column age), and a reason is phrased with the column's name as the data set wrote it.
+    labels = tuple(f"{feature.label}:".casefold() for feature in sensitive_attribute_features(privacy))
     if not labels or reasons.empty:
         return reasons
     values = reasons.to_numpy(dtype=object)
-    keep = np.vectorize(lambda r: isinstance(r, str) and not r.startswith(labels), otypes=[bool])(values)
+    keep = np.vectorize(lambda r: isinstance(r, str) and not r.casefold().startswith(labels), otypes=[bool])(values)
     order = np.argsort(~keep, axis=1, kind="stable")  # kept reasons first, in their order
     moved = np.take_along_axis(np.where(keep, values, None), order, axis=1)
     return pd.DataFrame(moved, columns=reasons.columns, index=reasons.index, dtype=object)

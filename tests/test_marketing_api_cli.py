@@ -96,6 +96,13 @@ def test_segment_commands_as_a_user(tmp_path, data_folder, monkeypatch):
         "events('view', within_days = 14) >= 3 and not purchased(within_days = 14)",
     )
     assert code == 0 and "saved segment 'browsers'" in text
+    # counted on the data first: a value no row has is an error, and nothing is saved
+    code, text = run(
+        "segment", "create", "toys", "--where", "purchased(category = 'toys') > 0",
+        "--data", str(data_folder), "--as-of", "2024-03-01",
+    )  # fmt: skip
+    assert code == 2 and "has category = 'toys'" in text
+    assert not (tmp_path / "segments" / "toys.toml").exists()
     code, text = run("segment", "refresh", "--data", str(data_folder), "--as-of", "2024-03-01")
     assert code == 0 and "browsers" in text
     assert SegmentStore(tmp_path / "segments").history("browsers")["customers"].tolist() == [1]

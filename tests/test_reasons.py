@@ -140,3 +140,14 @@ def test_sensitive_attributes_are_found_as_values_and_dates_and_dropped_from_sto
         [None, None, None],
     ]
     assert without_sensitive_reasons(stored, PrivacySettings()).equals(stored)
+
+
+def test_a_sensitive_column_marked_in_another_case_still_drops_its_stored_reasons():
+    """``sensitive_columns = ["Age"]`` marks the column ``age`` (any case); the reasons stored
+    before the mark say ``age: 75.0`` and must go as well."""
+    from portrait.privacy import PrivacySettings
+    from serving.score import without_sensitive_reasons
+
+    stored = pd.DataFrame({"reason_1": ["age: 75.0", "Age Band: 65+"], "reason_2": ["orders in the last 90 days: 4", None]})
+    kept = without_sensitive_reasons(stored, PrivacySettings(sensitive_columns=("Age", "age_band")))
+    assert kept.to_numpy().tolist() == [["orders in the last 90 days: 4", None], [None, None]]
