@@ -56,6 +56,9 @@ _COMPARISONS = {
     exp.LTE: operator.le,
 }
 NUMBER, TEXT = "number", "text"
+# A column whose kind the data decides (a customers attribute before the data is read): it
+# compares with numbers and text alike, and the data's schema checks it when evaluated.
+ANY = "any"
 # Behaviour functions: which filters each takes (purchase line columns or event columns).
 PURCHASE_FILTERS = ("category", "brand", "channel", "product_id", "store_id", "payment_method")
 EVENT_FILTERS = ("category", "channel")
@@ -360,7 +363,7 @@ class _Checker:
                     + ("; a model's output is read from the scores (--scores DIR)" if scored else "")
                 )
             self.columns.append(node.name)
-            return exp.column(node.name), kind or "any"
+            return exp.column(node.name), kind or ANY
         if self.behaviour and isinstance(node, exp.Anonymous) and node.name.lower() in FUNCTIONS:
             term = behaviour_term(node)
             self.terms.append(term)
@@ -394,7 +397,7 @@ class _Checker:
         for operand in operands:
             if isinstance(operand, exp.Column):
                 kind = self.schema.kind(operand.name)
-                if kind:
+                if kind and kind != ANY:
                     kinds.setdefault(kind, operand.name)
             else:
                 kinds.setdefault(

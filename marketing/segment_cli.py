@@ -59,11 +59,13 @@ def register_segments(app: typer.Typer, out, console) -> None:
 
         return SegmentEvaluator(population, SegmentStore(segments_dir), load_library(file), manual_store_path(store))
 
-    def _static_check(segment, segments_dir, file) -> None:
+    def _static_check(segment, segments_dir, file, with_data: bool = False) -> None:
         """Checks that need no data: names, tags, references, cycles, the condition's grammar
-        against the catalogue (per-value features and scores are checked when evaluated)."""
+        against the catalogue (per-value features and scores are checked when evaluated).
+        ``with_data``: the condition is checked against the data set's own columns next (a
+        date attribute's ``days_since_signup_date`` is known there), so not here."""
         from features.catalogue import describe
-        from marketing.filters import NUMBER, TEXT, Schema, parse_condition
+        from marketing.filters import ANY, NUMBER, TEXT, Schema, parse_condition
         from marketing.population import RFM_KINDS, SCORE_SUFFIXES
         from marketing.segments import SegmentStore, check_graph
         from marketing.tags import load_library
@@ -74,7 +76,7 @@ def register_segments(app: typer.Typer, out, console) -> None:
         segments = SegmentStore(segments_dir).all()
         segments[segment.name] = segment
         check_graph(segments)
-        if segment.where:
+        if segment.where and not with_data:
 
             def resolve(name: str) -> str | None:
                 if name in RFM_KINDS:
@@ -84,6 +86,8 @@ def register_segments(app: typer.Typer, out, console) -> None:
                 if name == "persona_name":
                     return TEXT
                 found = describe([name]).get(name)
+                if found is not None and found.family == "attributes":
+                    return ANY  # number, date or text: the data tells (a CSV's age is a number)
                 return None if found is None else (TEXT if found.scale == "category" else NUMBER)
 
             from features.catalogue import catalogue
@@ -120,7 +124,7 @@ def register_segments(app: typer.Typer, out, console) -> None:
         from marketing.segments import SegmentStore
 
         segment = _definition(name, where, tag, not_tag, persona, include, exclude, description)
-        _static_check(segment, segments_dir, file)
+        _static_check(segment, segments_dir, file, with_data=data is not None)
         if data is not None:
             if not as_of:
                 raise PortraitError("--data needs --as-of to count the segment")

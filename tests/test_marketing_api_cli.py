@@ -354,3 +354,29 @@ def test_a_tag_value_nobody_holds_is_said_with_the_closest(tmp_path, data_folder
     )
     code, text = run("segment", "count", "--tag", "interest: Dairy", *args)
     assert code == 0 and "nobody holds" not in text
+
+
+def test_segment_create_leaves_a_customers_attribute_to_the_data(tmp_path, monkeypatch):
+    """An attribute's kind is the data's: a CSV's age of many values is a number, a date
+    column becomes days_since_<column>. Without --data the condition is saved for the data to
+    check; with it, the data's columns decide before anything is saved."""
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "shop"
+    folder.mkdir()
+    ids = [f"C{i}" for i in range(20)]
+    pd.DataFrame(
+        {"order_id": ids, "customer_id": ids, "ts": "2024-01-05", "amount": 10.0, "product_id": "p", "category": "x"}
+    ).to_csv(folder / "purchases.csv", index=False)
+    pd.DataFrame(
+        {"customer_id": ids, "signup_date": ["2023-01-01"] * 15 + ["2024-01-01"] * 5, "age": [str(40 + 2 * i) for i in range(20)]}
+    ).to_csv(folder / "customers.csv", index=False)
+    code, text = run("segment", "create", "older", "--where", "attr_age >= 60")
+    assert code == 0 and "saved segment 'older'" in text
+    data = ("--data", str(folder), "--as-of", "2024-03-01")
+    code, text = run("segment", "create", "older-members", "--where", "days_since_signup_date > 200 and attr_age >= 60", *data)
+    assert code == 0 and "older-members: 5 customers" in text  # ages 60-68 signed up in 2023
+    code, text = run("segment", "create", "quoted", "--where", "attr_age >= '60'", *data)
+    assert code == 2 and "attr_age is number" in text
+    assert sorted(p.name for p in (tmp_path / "segments").glob("*.toml")) == ["older-members.toml", "older.toml"]
+    code, text = run("segment", "refresh", *data)
+    assert code == 0 and "older" in text
