@@ -368,12 +368,18 @@ def test_segment_create_leaves_a_customers_attribute_to_the_data(tmp_path, monke
         {"order_id": ids, "customer_id": ids, "ts": "2024-01-05", "amount": 10.0, "product_id": "p", "category": "x"}
     ).to_csv(folder / "purchases.csv", index=False)
     pd.DataFrame(
-        {"customer_id": ids, "signup_date": ["2023-01-01"] * 15 + ["2024-01-01"] * 5, "age": [str(40 + 2 * i) for i in range(20)]}
+        {
+            "customer_id": ids,
+            "signup_date": ["2023-01-01"] * 15 + ["2024-01-01"] * 5,
+            "age": [str(40 + 2 * i) for i in range(20)],
+        }
     ).to_csv(folder / "customers.csv", index=False)
     code, text = run("segment", "create", "older", "--where", "attr_age >= 60")
     assert code == 0 and "saved segment 'older'" in text
     data = ("--data", str(folder), "--as-of", "2024-03-01")
-    code, text = run("segment", "create", "older-members", "--where", "days_since_signup_date > 200 and attr_age >= 60", *data)
+    code, text = run(
+        "segment", "create", "older-members", "--where", "days_since_signup_date > 200 and attr_age >= 60", *data
+    )
     assert code == 0 and "older-members: 5 customers" in text  # ages 60-68 signed up in 2023
     code, text = run("segment", "create", "quoted", "--where", "attr_age >= '60'", *data)
     assert code == 2 and "attr_age is number" in text

@@ -148,6 +148,8 @@ def test_a_sensitive_column_marked_in_another_case_still_drops_its_stored_reason
     from portrait.privacy import PrivacySettings
     from serving.score import without_sensitive_reasons
 
-    stored = pd.DataFrame({"reason_1": ["age: 75.0", "Age Band: 65+"], "reason_2": ["orders in the last 90 days: 4", None]})
+    stored = pd.DataFrame(
+        {"reason_1": ["age: 75.0", "Age Band: 65+"], "reason_2": ["orders in the last 90 days: 4", None]}
+    )
     kept = without_sensitive_reasons(stored, PrivacySettings(sensitive_columns=("Age", "age_band")))
     assert kept.to_numpy().tolist() == [["orders in the last 90 days: 4", None], [None, None]]
