@@ -140,6 +140,28 @@ class TableSource:
             return self.csv_files
         return tuple(CsvFile(path, "utf-8", "default") for path in self.files)
 
+    def check_header_decodes(self) -> None:
+        """Raise :class:`ContractError` when a CSV file's header line is not in the encoding it
+        is read in: the reader would skip it, like any line that does not decode, and take the
+        next line that does for the header, so a customer's values would pass for column names
+        (and be shown as such). The line's bytes are not shown: they may be a customer's."""
+        if not self.is_csv:
+            return
+        for csv_file in self.resolved_csv_files():
+            if csv_file.duckdb_encoding != "utf-8" or not csv_file.scanned_path.is_file():
+                continue  # latin-1 decodes any bytes; UTF-16 lines do not end at a newline byte
+            try:
+                _first_line(csv_file.scanned_path).decode("utf-8")
+            except UnicodeDecodeError:
+                shown = _SHOWN_ENCODING.get(codecs.lookup(csv_file.encoding).name, csv_file.encoding)
+                raise ContractError(
+                    f"{csv_file.path}: its header line (line 1) is not {shown.upper()}, so its column names "
+                    f"cannot be read. Name the file's encoding in {CONFIG_FILE}, e.g. at the top of the file:\n"
+                    f'  tables.{self.table}.encoding = "cp1252"\n'
+                    '(or "latin-1", "gbk", "shift_jis", ...; or a list tried in order per file: ["utf-8", "cp1252"])',
+                    table=self.table,
+                ) from None
+
     def encoding_note(self) -> str | None:
         """Which encoding each CSV file was read in, and why; None for other sources."""
         if not self.is_csv:
@@ -215,6 +237,7 @@ class TableSource:
     @functools.cached_property
     def _column_types(self) -> list[tuple[str, str]]:
         """The source's (column name, DuckDB type) pairs, read once without its rows."""
+        self.check_header_decodes()
         rows = self._read_whole("DESCRIBE SELECT * FROM {scan}", "the column names of")
         return [(str(row[0]), str(row[1])) for row in rows]
 

@@ -111,6 +111,7 @@ def _first_line(exc: Exception) -> str:
 
 
 def source_columns(con: duckdb.DuckDBPyConnection, source: TableSource) -> dict[str, str]:
+    source.check_header_decodes()
     scan = source.scan_sql(f"_frame_{source.table}", keep_rejects=True)
     rows = con.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()
     return {row[0]: row[1] for row in rows}

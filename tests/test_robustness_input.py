@@ -55,6 +55,27 @@ def test_a_latin1_file_without_an_encoding_stops_with_the_file_and_what_to_set(t
     assert 'tables.purchases.encoding = "latin-1"' in message
 
 
+def test_a_header_not_in_the_files_encoding_stops_before_a_customers_line_passes_for_it(tmp_path):
+    """A cp1252 customers export whose header has accents: the reader skips every line that is
+    not UTF-8, the header first, and took the first plain line, a customer's, for the header:
+    the missing-column message then listed their name as a column."""
+    rows = ["Code client;Pr\u00e9nom;Ville\n", "C1;J\u00e9r\u00f4me;Lyon\n", "C2;Marc;Moreau\n"]
+    folder = _dataset(tmp_path, "".join(rows).encode("cp1252"), name="customers.csv")
+    (folder / "purchases.csv").write_text(HEADER + "".join(_lines(3)))
+    (folder / "portrait.toml").write_text(
+        '[tables.customers]\ndelimiter = ";"\n[tables.customers.columns]\ncustomer_id = "Code client"\n'
+    )
+    with pytest.raises(ContractError, match=r"customers\.csv: its header line \(line 1\) is not UTF-8") as error:
+        validate(open_dataset(folder))
+    assert 'tables.customers.encoding = "cp1252"' in str(error.value)
+    assert "Marc" not in str(error.value) and "Moreau" not in str(error.value)
+    (folder / "portrait.toml").write_text(
+        '[tables.customers]\ndelimiter = ";"\nencoding = "cp1252"\n[tables.customers.columns]\ncustomer_id = "Code client"\n'
+    )
+    customers = next(t for t in validate(open_dataset(folder)).tables if t.table == "customers")
+    assert customers.valid_rows == 2
+
+
 def test_the_command_exits_non_zero_with_the_message_and_no_traceback(tmp_path):
     folder = _dataset(tmp_path, LATIN1_ROWS.encode("latin-1"))
     result = _run_cli("validate", str(folder), "--out", str(tmp_path / "out"))
