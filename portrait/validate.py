@@ -477,7 +477,9 @@ def _collect_malformed(con, source: TableSource) -> dict[str, int]:
         )
         return {}
     # A line that may hold personal data (TableSource.private_lines): its text is not kept.
-    text = f"{quote_literal(WITHHELD_LINE)}" if source.private_lines else "any_value(e.csv_line)"
+    # The line without its end: in a CRLF file DuckDB's copy starts with the previous line's \n.
+    line = "TRIM(any_value(e.csv_line), chr(13) || chr(10))"
+    text = f"{quote_literal(WITHHELD_LINE)}" if source.private_lines else line
     renamed = [f for f in source.resolved_csv_files() if f.read_path is not None]
     file_name = "s.file_path"
     if renamed:

@@ -292,6 +292,17 @@ def test_malformed_lines_deep_in_a_file_are_quarantined_with_their_line_numbers(
     assert any("3 lines could not be read" in note for note in report.notes)
 
 
+def test_a_malformed_line_of_a_windows_file_is_kept_without_its_line_ends(tmp_path):
+    lines = _lines(40)
+    lines[30] = "o30,c1,2024-01-01 10:00:00\n"  # two fields missing
+    folder = _dataset(tmp_path, (HEADER + "".join(lines)).replace("\n", "\r\n").encode())
+    report = validate(open_dataset(folder), tmp_path / "out")
+    assert report.tables[0].quarantined == {"malformed_row": 1}
+    assert report.tables[0].malformed_lines[0]["text"] == "o30,c1,2024-01-01 10:00:00"
+    quarantine = pd.read_parquet(tmp_path / "out" / "quarantine" / "purchases.parquet")
+    assert quarantine[["_line", "_raw_line"]].values.tolist() == [[32, "o30,c1,2024-01-01 10:00:00"]]
+
+
 def test_the_good_rows_of_a_ragged_file_are_what_every_later_stage_reads(tmp_path):
     folder = _dataset(tmp_path, _ragged_60000())
     con = open_dataset(folder).connect()
