@@ -117,9 +117,13 @@ def _has_view(con: duckdb.DuckDBPyConnection, name: str) -> bool:
     return bool(rows[0][0])
 
 
-def check_as_of(con: duckdb.DuckDBPyConnection, as_of: dt.date, tables: list[str]) -> tuple[dt.date, dt.date]:
-    """The first and last day of the data in ``tables``; an as-of date on or before the first
-    day (nothing before it) or more than one day after the last is an error."""
+def check_as_of(
+    con: duckdb.DuckDBPyConnection, as_of: dt.date, tables: list[str], within_days: int | None = None
+) -> tuple[dt.date, dt.date]:
+    """The first and last day of the data in ``tables``. An as-of date on or before the first day
+    (nothing before it) is an error, and so is one whose window ``[as_of - within_days, as_of)``
+    starts after the last day (no row can be in it); one a few days after the data (a weekend
+    without a new export) is not. Without ``within_days``: more than a day after the last."""
     # The first and last timestamps do not change with de-duplication or identity merging, so
     # they are read from the typed good rows (typed_t) when the connection has them: at 1M
     # customers that is ~1 s instead of ~14 s through the de-duplicating views.
@@ -129,15 +133,19 @@ def check_as_of(con: duckdb.DuckDBPyConnection, as_of: dt.date, tables: list[str
     if lo is None:
         raise FunnelError(f"the data set has no rows in {' or '.join(tables)}")
     first, last = lo.date(), hi.date()
-    if as_of <= first or as_of > last + dt.timedelta(days=1):
+    latest = last + dt.timedelta(days=within_days if within_days is not None else 1)
+    if as_of <= first or as_of > latest:
         raise FunnelError(
             f"--as-of {as_of} is outside the data's range: {' and '.join(tables)} run from {first} to {last}, "
-            f"so the as-of date must lie from {first + dt.timedelta(days=1)} to {last + dt.timedelta(days=1)}"
+            f"so the as-of date must lie from {first + dt.timedelta(days=1)} to {latest}"
+            + (f" (a window of {within_days} days must reach the data)" if within_days is not None else "")
         )
     return first, last
 
 
-def check_inputs(con: duckdb.DuckDBPyConnection, as_of: dt.date, steps: list[str]) -> None:
+def check_inputs(
+    con: duckdb.DuckDBPyConnection, as_of: dt.date, steps: list[str], within_days: int | None = None
+) -> None:
     """Event steps need an events table; the as-of date must lie in the range of the tables
     the steps read (purchases always: it is the data set's one required table)."""
     event_types = [s for s in steps if s not in PURCHASE_STEPS]
@@ -146,7 +154,7 @@ def check_inputs(con: duckdb.DuckDBPyConnection, as_of: dt.date, steps: list[str
             f"unknown step(s) {event_types}: this data set has no events table, so the only steps are "
             f"{list(PURCHASE_STEPS)}"
         )
-    check_as_of(con, as_of, ["purchases", *(["events"] if event_types else [])])
+    check_as_of(con, as_of, ["purchases", *(["events"] if event_types else [])], within_days)
 
 
 def compute_funnel(
@@ -167,7 +175,7 @@ def compute_funnel(
     event_types = list(dict.fromkeys(s for s in steps if s not in PURCHASE_STEPS))
     uses_purchases = any(s in PURCHASE_STEPS for s in steps)
     if check_range:
-        check_inputs(con, as_of, steps)
+        check_inputs(con, as_of, steps, within_days)
     start, end = _midnight(as_of - dt.timedelta(days=within_days)), _midnight(as_of)
     codes = {name: i + 1 for i, name in enumerate(event_types)}
     kinds = [_PURCHASE_KIND if s in PURCHASE_STEPS else codes[s] for s in steps]

@@ -92,7 +92,7 @@ def register_funnel(app: typer.Typer, out, console) -> None:
             con = ds.connect()
             try:
                 say("checking the as-of date against the data")
-                check_inputs(con, as_of_date, names)
+                check_inputs(con, as_of_date, names, within_days)
                 if by == "segment":
                     from marketing.population import Population
 

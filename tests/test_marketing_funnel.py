@@ -256,12 +256,21 @@ def test_the_window_must_be_positive_and_at_most_a_century(data, days):
         funnel_of(data, days=days)
 
 
-@pytest.mark.parametrize("as_of", [dt.date(2023, 6, 1), dt.date(2020, 1, 1), dt.date(2024, 3, 3)])
+@pytest.mark.parametrize("as_of", [dt.date(2023, 6, 1), dt.date(2020, 1, 1), dt.date(2024, 4, 1)])
 def test_an_as_of_date_outside_the_data(data, as_of):
-    # The data runs from 2023-06-01 (Z's order) to 2024-03-01 (D's cart at midnight).
-    with pytest.raises(FunnelError, match=r"outside the data's range: .* from 2023-06-01 to 2024-03-01"):
+    # The data runs from 2023-06-01 (Z's order) to 2024-03-01 (D's cart at midnight); a 30-day
+    # window as of 2024-04-01 starts on 2024-03-02, after it.
+    with pytest.raises(
+        FunnelError, match=r"outside the data's range: .* from 2023-06-01 to 2024-03-01, .* to 2024-03-31 \(a window"
+    ):
         funnel_of(data, as_of=as_of)
     funnel_of(data, as_of=dt.date(2024, 3, 2))  # the day after the last is still in range
+
+
+def test_an_as_of_date_days_after_the_data_counts_the_window_that_reaches_it(data):
+    """A weekend without a new export: the window still holds the data's last days."""
+    later = rows(funnel_of(data, as_of=dt.date(2024, 3, 4), days=DAYS + 3))  # from 2024-01-31, as below
+    assert len(later) == 4 and later.equals(rows(funnel_of(data, as_of=dt.date(2024, 3, 2), days=DAYS + 1)))
 
 
 def run(*args: str):
