@@ -264,6 +264,12 @@ def check_refresh_root(root: Path, option: str = "--runs") -> None:
             f"{option} {root} is one run's folder; give the refresh root {root.parent.parent} "
             f"(with --as-of {root.name} for that run where the command takes one)"
         )
+    if (root / LATEST).is_file() and not (root / RUNS).is_dir():
+        named = (root / LATEST).read_text(encoding="utf-8", errors="replace").strip()
+        if named.startswith("scores_") and named.endswith(".parquet"):  # portrait score's LATEST
+            raise PortraitError(
+                f"{option} {root} is a scores folder (portrait score's), not a refresh root: give --scores {root}"
+            )
 
 
 def run_dates(root: Path) -> list[str]:

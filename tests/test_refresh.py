@@ -554,6 +554,11 @@ def test_one_runs_folder_given_for_a_refresh_root_is_refused_naming_the_root(tmp
         check_refresh_root(run)
     check_refresh_root(tmp_path / "out")  # the root itself
     check_refresh_root(tmp_path / "nothing yet")  # no run yet: said later as "no published run"
+    scores = tmp_path / "scores"  # portrait score's folder, whose LATEST names a file
+    scores.mkdir()
+    (scores / "LATEST").write_text("scores_2025-01-01.parquet")
+    with pytest.raises(PortraitError, match=rf"--runs {scores} is a scores folder .*: give --scores {scores}$"):
+        check_refresh_root(scores)
 
 
 def test_a_stop_signal_or_data_changing_during_the_run_ends_it_recorded_and_unpublished(registered, tmp_path):
