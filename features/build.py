@@ -216,6 +216,8 @@ def _log_step(name: str, started: tuple[float, float]) -> None:
         )
 
 
+# A date written day or month first (31/12/2023, 12-31-23, 31.12.2023 10:00): not read as one.
+_OTHER_DATE_SHAPE = r"^[0-9]{1,2}[/.-][0-9]{1,2}[/.-][0-9]{2,4}([ T].*)?$"
 # A text column of numbers with at most this many distinct values is a code (a category).
 NUMERIC_CODES = 12
 # A text column with more distinct values than this (and than half its values) names people
@@ -250,17 +252,25 @@ def attribute_kinds(con: duckdb.DuckDBPyConnection | Engine) -> dict[str, str]:
         # (an age, an income) are numbers, where a handful of numeric codes stays a category;
         # nearly one value per customer names people, not groups: not an attribute.
         counts = ", ".join(
-            f"COUNT({q}), COUNT(TRY_CAST({q} AS DATE)), COUNT(TRY_CAST({q} AS DOUBLE)), COUNT(DISTINCT {q})"
+            f"COUNT({q}), COUNT(TRY_CAST({q} AS DATE)), COUNT(TRY_CAST({q} AS DOUBLE)), COUNT(DISTINCT {q}), "
+            f"COUNT(CASE WHEN regexp_matches(TRIM({q}), '{_OTHER_DATE_SHAPE}') THEN 1 END)"
             for q in (quote_ident(n) for n in text)
         )
         row = engine.rows(f"SELECT {counts} FROM customers")[0]
         for i, name in enumerate(text):
-            present, dates, numbers, distinct = row[4 * i : 4 * i + 4]
+            present, dates, numbers, distinct, other_dates = row[5 * i : 5 * i + 5]
             if present and present == dates:
                 kinds[name] = "date"
             elif present and present == numbers:
                 if distinct > NUMERIC_CODES:
                     kinds[name] = "number"
+            elif present and present == other_dates:  # 31/12/2023: which is the day is not guessed
+                del kinds[name]
+                log.warning(
+                    "customers.%s: dates not written YYYY-MM-DD (such as 31/12/2023 or 12/31/2023); not used: "
+                    "export them as YYYY-MM-DD to have the days since each",
+                    name,
+                )
             elif distinct > max(IDENTIFIER_LIKE, present // 2):
                 del kinds[name]
                 log.warning("customers.%s: nearly one value per customer, an identifier or free text; not used", name)
