@@ -450,3 +450,40 @@ def test_the_peers_are_judged_when_the_model_leaves_their_families_out(small_syn
     result = fit_and_evaluate(config, data)
     assert {"baseline_rfm_holdout_roc_auc", "baseline_bgnbd_holdout_roc_auc"} <= set(result.metrics)
     assert "holdout_roc_auc_margin_over_best_peer" in result.metrics
+
+
+def test_customer_folds_say_the_registered_candidates_own_figure_when_folds_chose_others(prepared, monkeypatch):
+    """With K folds of customers the model row scores each fold with that fold's own choice: a
+    figure of the procedure. When folds chose other candidates than the registered one, its own
+    out-of-fold figure and margin over the best peer are logged and said beside it."""
+    import training.evaluate as evaluate
+
+    config, _ = prepared
+    y = np.array([0, 0, 1, 1])
+    per_candidate = {"lightgbm": np.array([0.1, 0.6, 0.4, 0.9]), "logistic": np.array([0.1, 0.2, 0.8, 0.9])}
+    monkeypatch.setattr(  # the peers' comparison, as baseline_metrics returns it for these scores
+        evaluate,
+        "baseline_metrics",
+        lambda rows, y_, config_, prediction: (
+            {
+                "holdout_roc_auc_margin_over_best_peer": 0.0011,
+                "holdout_roc_auc_margin_ci_low": -0.0015,
+                "holdout_roc_auc_margin_ci_high": 0.0035,
+            },
+            {},
+            [],
+        ),
+    )
+    metrics: dict = {}
+    note = evaluate._registered_candidate_note(
+        config, None, y, "lightgbm", per_candidate, {"logistic": 3, "lightgbm": 2}, metrics
+    )
+    assert note == (
+        "the model row scores each fold's customers with the candidate chosen in that fold (lightgbm in 2, "
+        "logistic in 3): it judges the procedure. The registered lightgbm alone scored 0.7500 out of fold, "
+        "+0.0011 over the best peer, 95% paired bootstrap interval [-0.0015, +0.0035]",
+    )
+    assert metrics["registered_candidate_holdout_roc_auc"] == 0.75  # 3 of 4 pairs ranked right
+    assert metrics["registered_candidate_holdout_roc_auc_margin_ci_high"] == 0.0035
+    # every fold chose the registered candidate: the model row is its own figure, nothing to add
+    assert evaluate._registered_candidate_note(config, None, y, "lightgbm", per_candidate, {"lightgbm": 5}, {}) == ()

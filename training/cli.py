@@ -70,8 +70,8 @@ def summary_lines(summary) -> list[str]:
         # As printed: an end shown as +0.0000 holds 0.
         if shown(m[f"holdout_{metric}_margin_ci_low"]) <= 0 <= shown(m[f"holdout_{metric}_margin_ci_high"]):
             lines.append(
-                "the interval holds 0: this holdout cannot tell the model from the peer; "
-                "portrait backtest judges the design on more windows"
+                "the interval holds 0: this holdout cannot tell the model from the peer"
+                + ("; portrait backtest judges the design on more windows" if summary.can_backtest else "")
             )
     if summary.champion is not None:
         lines.append(summary.champion.sentence(title))

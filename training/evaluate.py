@@ -690,6 +690,7 @@ def fit_customer_folds(config: ExperimentConfig, data: TrainingData, params: dic
         for name, oof in per_candidate.items()
     }
     chosen = ", ".join(f"{n} in {k}" for n, k in sorted(chosen_counts.items()))
+    notes = _registered_candidate_note(config, rows, y, final.chosen, per_candidate, chosen_counts, metrics)
     return FitResult(
         final.models[final.chosen],
         metrics,
@@ -708,6 +709,37 @@ def fit_customer_folds(config: ExperimentConfig, data: TrainingData, params: dic
         candidates,
         candidate_predictions=per_candidate,
         positive_share=share,
+        notes=notes,
+    )
+
+
+def _registered_candidate_note(
+    config, rows, y, registered: str, per_candidate, chosen_counts, metrics
+) -> tuple[str, ...]:
+    """With K folds of customers the model row scores each fold with the candidate chosen in
+    that fold: an estimate of the procedure that chose the registered model. When folds chose
+    differently, the registered candidate's own out-of-fold figure and margin over the best peer
+    (same customers, labels and bootstrap) are logged (``registered_candidate_*``) and said."""
+    if set(chosen_counts) == {registered} or registered not in per_candidate:
+        return ()
+    own, _, _ = baseline_metrics(rows, y, config, per_candidate[registered])
+    metric = "roc_auc" if config.label.is_classification else "gini"
+    keys = [
+        f"holdout_{metric}_margin_over_best_peer",
+        f"holdout_{metric}_margin_ci_low",
+        f"holdout_{metric}_margin_ci_high",
+    ]
+    figure = _score_metrics(config, y, per_candidate[registered], "holdout_").get(f"holdout_{metric}")
+    if figure is None or not all(k in own for k in keys):
+        return ()
+    margin, low, high = (own[k] for k in keys)
+    metrics[f"registered_candidate_holdout_{metric}"] = figure
+    metrics |= {f"registered_candidate_{k}": own[k] for k in keys}
+    return (
+        f"the model row scores each fold's customers with the candidate chosen in that fold "
+        f"({', '.join(f'{n} in {k}' for n, k in sorted(chosen_counts.items()))}): it judges the procedure. "
+        f"The registered {registered} alone scored {figure:.4f} out of fold, {margin:+.4f} over the best peer, "
+        f"95% paired bootstrap interval [{low:+.4f}, {high:+.4f}]",
     )
 
 

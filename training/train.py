@@ -47,6 +47,7 @@ class RunSummary:
     model_type: str = "lightgbm"  # the candidate chosen on validation and registered
     candidates: dict[str, dict[str, float]] = field(default_factory=dict)  # name -> its metrics
     champion: ChampionComparison | None = None  # the champion judged on this run's holdout
+    can_backtest: bool = True  # False with fixed [cutoffs] dates: portrait backtest refuses them
 
 
 def headline_metric(config: ExperimentConfig) -> str:
@@ -100,6 +101,7 @@ def train_experiment(
         model_type=result.model_type,
         candidates=result.candidates,
         champion=champion,
+        can_backtest=not config.cutoffs.dates,
     )
 
 
