@@ -183,6 +183,8 @@ def test_config_rejects_unknown_keys_and_bad_values():
         ("validation", {"cutoffs": True}, "cutoffs must be a whole number at least 1, got True"),  # was 1
         ("data", {"path": 5}, r"\[data\]: path must be text \('demo' or a data set folder\), got 5"),
         ("model", {"n_estimatorz": 5}, "unknown key 'n_estimatorz'; did you mean 'n_estimators'"),  # was ignored
+        ("model", {"leaves": 7}, "unknown key 'leaves': neither the product's .* nor a LightGBM parameter"),  # was too
+        ("model", {"not_a_param": 3}, "unknown key 'not_a_param'"),
         ("tuning", {"trials": "many"}, "trials must be a whole number from 1 to 100,000"),
         ("tuning", {"timeout_seconds": -5}, "timeout_seconds must be a whole number at least 1, got -5"),
         ("tuning", {"metric": "gini"}, r"metric must be one of \['roc_auc', 'pr_auc'\], got 'gini'"),
@@ -202,6 +204,8 @@ def test_config_values_of_the_wrong_type_are_errors_naming_the_setting(section, 
         {"reg_alpha": 0.0},
         {"learning_rate": 1.5},
         {"tweedie_variance_power": 1.995},
+        {"max_leaves": 7},  # LightGBM's alias of num_leaves
+        {"lambda_l2": 2.0},
     ):
         assert parse_experiment({**BASE, "model": fine}).model_params.items() >= fine.items()
 

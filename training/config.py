@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import functools
 import math
 import os
 import tomllib
@@ -292,9 +293,35 @@ def _check_model_params(where: str, params: dict) -> None:
                     f"{where} [model]: {key} must be a number {_range_words(*_NUMBER_RANGES[key])}, got {value!r}"
                 )
         else:
+            known = _lightgbm_parameters()
+            if key in known:  # a LightGBM parameter or alias (max_leaves)
+                continue
             close = difflib.get_close_matches(key, [*DEFAULT_MODEL_PARAMS, *_OTHER_MODEL_KEYS], n=1, cutoff=0.8)
             if close and close[0] != key:
                 raise ConfigError(f"{where} [model]: unknown key {key!r}; did you mean {close[0]!r}?")
+            if known:
+                hint = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+                raise ConfigError(
+                    f"{where} [model]: unknown key {key!r}: neither the product's (type, monotone) nor a LightGBM "
+                    "parameter, which LightGBM would ignore without a word"
+                    + (f"; did you mean {hint[0]!r}?" if hint else "")
+                )
+
+
+@functools.cache
+def _lightgbm_parameters() -> frozenset[str]:
+    """Every name LightGBM takes for a parameter (canonical names, their aliases and its scikit-
+    learn wrapper's), read from the installed LightGBM; empty if this LightGBM does not tell
+    (the known-typo check above still runs)."""
+    try:
+        from lightgbm import LGBMModel
+        from lightgbm.basic import _ConfigAliases
+
+        aliases = _ConfigAliases._get_all_param_aliases()
+        names = set(aliases) | {alias for group in aliases.values() for alias in group}
+        return frozenset(names | set(LGBMModel().get_params()) | set(DEFAULT_MODEL_PARAMS) | set(_OTHER_MODEL_KEYS))
+    except Exception:  # a private LightGBM API: never let its absence stop a training
+        return frozenset()
 
 
 def parse_experiment(raw: dict, where: str = "experiment") -> ExperimentConfig:
