@@ -271,7 +271,7 @@ def register_rfm(app: typer.Typer, out, console) -> None:
         ] = None,
     ) -> None:
         """RFM scores (1-5) and value groups of every customer; summary; migration."""
-        from features.build import late_as_of_note
+        from features.build import late_as_of_note, nobody_before
         from marketing.population import Population
         from marketing.rfm import group_summary, migration, top_share_of_revenue
         from portrait.files import atomic_write, atomic_write_text, check_targets
@@ -289,6 +289,8 @@ def register_rfm(app: typer.Typer, out, console) -> None:
                     if before.as_of >= as_of_date:
                         raise PortraitError(f"--previous {before.as_of} must be before --as-of {as_of_date}")
                     earlier = before.frame(columns=value_columns)
+        if frame.empty:  # as features build and score: an empty table is no answer
+            raise PortraitError(nobody_before(as_of_date, "no RFM scores to compute") + "; nothing written")
         rfm = frame[["customer_id", *value_columns, "rfm_r", "rfm_f", "rfm_m", "rfm_fm", "rfm_group"]]
         summary = group_summary(frame, frame)
         top = top_share_of_revenue(frame)

@@ -30,6 +30,7 @@ from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.validation import check_is_fitted
 
 from models.history import DIRECTIONS, GROUP_COLUMN, HISTORY_FEATURES, HistoryFeatures, fold_contributions
+from models.targets import binary_target, codes_in, numeric_target
 
 _FIT_ONLY = ("early_stopping_rounds",)
 # LightGBM 4.7 deprecates ``fit(eval_set=[(X, y)])`` for ``fit(eval_X=X, eval_y=y)``; the
@@ -200,6 +201,8 @@ class PropensityClassifier(ClassifierMixin, _LightGBMBase):
     def fit(self, X: pd.DataFrame, y, X_valid: pd.DataFrame | None = None, y_valid=None) -> PropensityClassifier:
         if self.calibration not in ("isotonic", "sigmoid"):
             raise ValueError(f"calibration must be 'isotonic' or 'sigmoid', got {self.calibration!r}")
+        y, classes = binary_target(y)
+        y_valid = None if y_valid is None else codes_in(y_valid, classes)
         X, y, X_valid, y_valid = self._split_validation(X, y, X_valid, y_valid, stratify=True)
         params = _booster_params(dict(self.params or {}))
         params.setdefault("metric", "binary_logloss")  # early stopping on log loss, not AUC
@@ -209,7 +212,7 @@ class PropensityClassifier(ClassifierMixin, _LightGBMBase):
         if self.monotone:
             params["monotone_constraints"] = [DIRECTIONS.get(c, 0) for c in self.feature_names_]
         self.booster_ = self._fit_booster(lgb.LGBMClassifier(**params), X, y, X_valid, y_valid, dict(self.params or {}))
-        self.classes_ = np.array([0, 1])
+        self.classes_ = classes
         raw = self.booster_.predict_proba(X_valid)[:, 1]
         if self.calibration == "isotonic":
             self.calibrator_ = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(raw, y_valid)
@@ -236,7 +239,7 @@ class PropensityClassifier(ClassifierMixin, _LightGBMBase):
         return np.column_stack([1 - p, p])
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
-        return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
+        return self.classes_[(self.predict_proba(X)[:, 1] >= 0.5).astype(int)]
 
 
 class SpendRegressor(RegressorMixin, _LightGBMBase):
@@ -269,6 +272,8 @@ class SpendRegressor(RegressorMixin, _LightGBMBase):
         power = next(v for v in (self.tweedie_variance_power, given, DEFAULT_TWEEDIE_POWER) if v is not None)
         if not 1 <= power < 2:
             raise ValueError(f"tweedie_variance_power must be in [1, 2), got {power}")
+        y = numeric_target(y)
+        y_valid = None if y_valid is None else numeric_target(y_valid, "y_valid")
         X, y, X_valid, y_valid = self._split_validation(X, y, X_valid, y_valid, stratify=False)
         self.history_ = None
         X = self._prepare_fit(X)

@@ -25,6 +25,7 @@ from sklearn.utils.validation import check_is_fitted
 from models.btyd import BTYD_FEATURES
 from models.history import GROUP_COLUMN, HISTORY_FEATURES, RFM_FEATURES, HistoryFeatures, percentile
 from models.propensity import SharedInputs
+from models.targets import binary_target
 
 TIE_BREAK = 1e-6
 # Compact inputs of the logistic regression: name -> (history or catalogue column, transform)
@@ -107,6 +108,7 @@ class LogisticRepurchase(ClassifierMixin, BaseEstimator):
         return pd.DataFrame(columns, index=X.index)
 
     def fit(self, X: pd.DataFrame, y, X_valid=None, y_valid=None) -> LogisticRepurchase:
+        codes, classes = binary_target(y)
         self.input_features_ = _inputs(X)
         self.history_ = HistoryFeatures(self.horizon_days).fit(X)
         matrix = self._matrix(X)
@@ -114,8 +116,8 @@ class LogisticRepurchase(ClassifierMixin, BaseEstimator):
         matrix = matrix.fillna(self.medians_)
         self.means_, self.scales_ = matrix.mean(), matrix.std(ddof=0).replace(0, 1.0)
         self.columns_ = list(matrix.columns)
-        self.model_ = LogisticRegression(C=self.C, max_iter=2000).fit((matrix - self.means_) / self.scales_, y)
-        self.classes_ = self.model_.classes_
+        self.model_ = LogisticRegression(C=self.C, max_iter=2000).fit((matrix - self.means_) / self.scales_, codes)
+        self.classes_ = classes
         self.categories_ = {}  # the text features it reads and their values: none (numbers only)
         return self
 
@@ -125,10 +127,11 @@ class LogisticRepurchase(ClassifierMixin, BaseEstimator):
         return (matrix - self.means_) / self.scales_
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
-        return self.model_.predict_proba(self._standardised(X))
+        standardised = self._standardised(X)  # first: it checks the model is fitted
+        return self.model_.predict_proba(standardised)
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
-        return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
+        return self.classes_[(self.predict_proba(X)[:, 1] >= 0.5).astype(int)]
 
     def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
         """Coefficient times standardised value (log-odds against the average customer)."""
@@ -150,6 +153,8 @@ class BGNBDRepurchase(ClassifierMixin, BaseEstimator):
     def fit(self, X: pd.DataFrame, y=None, X_valid=None, y_valid=None) -> BGNBDRepurchase:
         if self.score not in self.SCORES:
             raise ValueError(f"score must be one of {list(self.SCORES)}, got {self.score!r}")
+        if len(X) == 0:
+            raise ValueError("no rows to fit: X is empty")
         self.input_features_ = _inputs(X)
         self.history_ = HistoryFeatures(self.horizon_days).fit(X)
         self.calibrator_ = _isotonic(self._raw(X_valid), y_valid) if X_valid is not None else None

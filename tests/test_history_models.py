@@ -189,6 +189,57 @@ def test_candidates_follow_the_estimator_contract(estimator):
     assert pd.Series(served).corr(pd.Series(ahead_scores), method="spearman") > 0.98
 
 
+@pytest.mark.parametrize("estimator", ESTIMATORS[:2], ids=lambda e: type(e).__name__)
+def test_classifiers_answer_in_the_labels_they_were_given(estimator):
+    """scikit-learn's contract: labels other than 0/1 are kept in ``classes_`` and ``predict``
+    answers in them (labels 1/2 gave every customer a probability of 1; 'no'/'yes' made
+    ``predict`` answer 0/1, so accuracy was NaN)."""
+    frame, y = value_frame(500)
+    for labels in (np.array([1, 2]), np.array(["no", "yes"])):
+        fitted = clone(estimator).fit(frame, labels[y])
+        assert fitted.classes_.tolist() == labels.tolist()
+        as_01 = clone(estimator).fit(frame, y)
+        np.testing.assert_allclose(fitted.predict_proba(frame), as_01.predict_proba(frame))
+        assert (fitted.predict(frame) == labels[as_01.predict(frame)]).all()
+
+
+@pytest.mark.parametrize(
+    ("estimator", "target", "message"),
+    [
+        (PropensityClassifier(params=FAST), "one class", r"y must hold two classes .* got 1: \[1\]"),
+        (LogisticRepurchase(), "one class", r"y must hold two classes"),
+        (PropensityClassifier(params=FAST), "missing", r"Input y contains NaN \(3 rows\)"),
+        (SpendRegressor(params=FAST), "missing", r"Input y contains NaN \(3 rows\)"),
+        (LogisticRepurchase(), "empty", "no rows to fit"),
+        (BGNBDRepurchase(), "empty", "no rows to fit: X is empty"),
+        (SpendRegressor(params=FAST), "empty", "no rows to fit"),
+    ],
+)
+def test_a_target_that_cannot_be_learned_is_refused_at_fit(estimator, target, message):
+    """A spend target with missing values was learned as if they were not there (the mean
+    prediction fell from 460 to 250); one class gave 0.999999 to everyone; an empty frame
+    divided by zero, or fitted and failed at predict."""
+    frame, y = value_frame(200)
+    if target == "one class":
+        y = np.ones(len(frame), dtype=int)
+    elif target == "missing":
+        y = y.astype(float)
+        y[:3] = np.nan
+    else:
+        frame, y = frame.iloc[:0], y[:0]
+    with pytest.raises(ValueError, match=message):
+        clone(estimator).fit(frame, y)
+
+
+def test_an_unfitted_candidate_says_it_is_not_fitted():
+    from sklearn.exceptions import NotFittedError
+
+    frame, _ = value_frame(50)
+    for estimator in ESTIMATORS:
+        with pytest.raises(NotFittedError, match="not fitted yet"):
+            clone(estimator).predict_proba(frame)
+
+
 def test_params_none_stays_none_after_fit():
     frame, y = value_frame(400)
     model = PropensityClassifier(params=None).fit(frame, y)

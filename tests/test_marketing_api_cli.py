@@ -273,9 +273,18 @@ def test_rfm_says_so_when_nobody_bought_before_the_date_or_the_date_is_long_afte
     import json
 
     code, text = run("rfm", str(data_folder), "--as-of", "2000-01-01", "--out", str(tmp_path / "early"))
-    assert code == 0 and "note: no customer has revenue before 2000-01-01" in text and "nan" not in text
-    summary = json.loads((tmp_path / "early" / "rfm_2000-01-01.summary.json").read_text())  # valid JSON: no NaN
-    assert summary["top_20pct_share_of_revenue"] is None and summary["customers"] == 0
+    assert code == 2 and "no customer has a purchase, event or signup before 2000-01-01" in text
+    assert not (tmp_path / "early").exists()  # as features build: an empty table is no answer
+    # customers (they viewed) but no purchase yet: the table, and a note instead of a share
+    events_only = tmp_path / "events_only"
+    events_only.mkdir()
+    later = pd.read_csv(data_folder / "purchases.csv").assign(ts="2024-03-05 10:00:00")  # after the date
+    later.to_csv(events_only / "purchases.csv", index=False)
+    (events_only / "events.csv").write_text((data_folder / "events.csv").read_text())
+    code, text = run("rfm", str(events_only), "--as-of", "2024-03-01", "--out", str(tmp_path / "no_revenue"))
+    assert code == 0 and "note: no customer has revenue before 2024-03-01" in text and "nan" not in text
+    summary = json.loads((tmp_path / "no_revenue" / "rfm_2024-03-01.summary.json").read_text())  # no NaN
+    assert summary["top_20pct_share_of_revenue"] is None and summary["customers"] > 0
     code, text = run("rfm", str(data_folder), "--as-of", "2030-01-01", "--out", str(tmp_path / "late"))
     assert code == 0 and "note: the latest purchase in the data is" in text and "days before 2030-01-01" in text
     code, text = run("rfm", str(data_folder), "--as-of", "2024-03-01", "--out", str(tmp_path / "now"))

@@ -180,6 +180,12 @@ def test_config_rejects_unknown_keys_and_bad_values():
             "dates are days, YYYY-MM-DD, not date-times",
         ),
         ("cutoffs", {"spacing_days": True, "rule": "spaced"}, "spacing_days must be a positive integer, got True"),
+        ("cutoffs", {"rule": None, "dates": [19971001]}, r"dates must be YYYY-MM-DD: 19971001 is not a date"),
+        (
+            "cutoffs",
+            {"rule": None, "dates": ["19971001"]},
+            r"dates must be YYYY-MM-DD: cutoff '19971001' is not a date",
+        ),
         ("validation", {"cutoffs": True}, "cutoffs must be a whole number at least 1, got True"),  # was 1
         ("data", {"path": 5}, r"\[data\]: path must be text \('demo' or a data set folder\), got 5"),
         ("model", {"n_estimatorz": 5}, "unknown key 'n_estimatorz'; did you mean 'n_estimators'"),  # was ignored

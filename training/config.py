@@ -53,7 +53,7 @@ from typing import Any
 from features.catalogue import FAMILIES
 from features.config import FeatureConfig
 from models.task import Task, task_for_label
-from portrait.errors import ConfigError
+from portrait.errors import ConfigError, PortraitError
 
 LABEL_KINDS = ("repurchase", "high_value", "future_spend")
 DEMO = "demo"
@@ -308,6 +308,14 @@ def _check_model_params(where: str, params: dict) -> None:
                 )
 
 
+def _cutoff_text(value) -> dt.date:
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a date")
+    from features.build import parse_cutoff
+
+    return parse_cutoff(value)
+
+
 @functools.cache
 def _lightgbm_parameters() -> frozenset[str]:
     """Every name LightGBM takes for a parameter (canonical names, their aliases and its scikit-
@@ -350,10 +358,10 @@ def parse_experiment(raw: dict, where: str = "experiment") -> ExperimentConfig:
     timed = [d for d in given_dates if isinstance(d, dt.datetime)]
     if timed:  # a cutoff is the first instant of a day: an hour or a zone would be silently dropped
         raise ConfigError(f"{where} [cutoffs]: dates are days, YYYY-MM-DD, not date-times: got {timed[0].isoformat()}")
-    try:
-        dates = tuple(sorted(d if isinstance(d, dt.date) else dt.date.fromisoformat(str(d)) for d in given_dates))
-    except ValueError as exc:
-        raise ConfigError(f"{where} [cutoffs]: dates must be YYYY-MM-DD: {exc}") from exc
+    try:  # one reading of a date for every command (parse_cutoff): 19971001 or 1997-W40 is not one
+        dates = tuple(sorted(d if isinstance(d, dt.date) else _cutoff_text(d) for d in given_dates))
+    except (ValueError, PortraitError) as exc:
+        raise ConfigError(f"{where} [cutoffs]: dates must be YYYY-MM-DD: {exc}") from None
     count = cutoffs_raw.get("count")
     if count is not None:
         whole_number(f"{where} [cutoffs]", "count", count)
