@@ -93,6 +93,9 @@ def test_model_beats_chance_and_calibration_is_reported(trained):
     assert chosen == max(c["validation_roc_auc"] for c in summary.candidates.values())
     assert chosen >= max(m[f"baseline_{p}_validation_roc_auc"] for p in ("rfm", "bgnbd", "bgnbd_expected"))
     assert m["validation_roc_auc_margin_over_best_peer"] >= 0
+    # calibration measured on the rows the calibration was fitted on is no measure: holdout only
+    assert "validation_pr_auc" in m and "holdout_ece" in m
+    assert not [k for k in m if k.startswith("validation_") and k.endswith(("_ece", "_brier", "_log_loss"))]
     for name in (
         "holdout_pr_auc",
         "holdout_log_loss",

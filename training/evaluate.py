@@ -272,6 +272,16 @@ def _per_fold_metrics(config, y: np.ndarray, p: np.ndarray, folds: np.ndarray, p
     return {key: float(np.nanmean([m[key] for m in each])) for key in each[0]}
 
 
+# Measures of calibrated probabilities: on the validation rows they would be measured on the
+# rows the calibration was fitted on (near 0 by construction), so they are logged for the
+# holdout only.
+_CALIBRATION_MEASURES = ("_ece", "_brier", "_log_loss")
+
+
+def _ranking_only(metrics: dict[str, float]) -> dict[str, float]:
+    return {key: value for key, value in metrics.items() if not key.endswith(_CALIBRATION_MEASURES)}
+
+
 def _auc(y, p) -> float:
     return ranking_metrics(y, p, "")["roc_auc"] if len(np.unique(y)) == 2 else float("nan")
 
@@ -566,7 +576,7 @@ def fit_time_split(config: ExperimentConfig, data: TrainingData, params: dict | 
     peer_metrics, peer_tags, peers = baseline_metrics(holdout, y_holdout, config, p_holdout)
     selection_metrics, selection_tags = _selection_metrics(selection, peer_auc)
     metrics = {
-        **_per_fold_metrics(config, y_valid_all, p_valid, valid_fold, "validation_"),
+        **_ranking_only(_per_fold_metrics(config, y_valid_all, p_valid, valid_fold, "validation_")),
         **_score_metrics(config, y_holdout, p_holdout, "holdout_"),
         **peer_metrics,
         **selection_metrics,
