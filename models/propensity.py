@@ -23,12 +23,12 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
-from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.validation import check_is_fitted
 
+from models.calibration import SmoothedIsotonic
 from models.history import DIRECTIONS, GROUP_COLUMN, HISTORY_FEATURES, HistoryFeatures, fold_contributions
 from models.targets import binary_target, codes_in, numeric_target
 
@@ -215,7 +215,7 @@ class PropensityClassifier(ClassifierMixin, _LightGBMBase):
         self.classes_ = classes
         raw = self.booster_.predict_proba(X_valid)[:, 1]
         if self.calibration == "isotonic":
-            self.calibrator_ = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(raw, y_valid)
+            self.calibrator_ = SmoothedIsotonic().fit(raw, y_valid)
         else:
             self.calibrator_ = LogisticRegression(C=1e6).fit(_logit(raw).reshape(-1, 1), y_valid)
         return self

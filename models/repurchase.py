@@ -18,11 +18,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
-from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils.validation import check_is_fitted
 
 from models.btyd import BTYD_FEATURES
+from models.calibration import SmoothedIsotonic
 from models.history import GROUP_COLUMN, HISTORY_FEATURES, RFM_FEATURES, HistoryFeatures, percentile
 from models.propensity import SharedInputs
 from models.targets import binary_target
@@ -63,11 +63,11 @@ def _inputs(X: pd.DataFrame) -> list[str]:
     return [c for c in X.columns if c != GROUP_COLUMN and c not in HISTORY_FEATURES]
 
 
-def _isotonic(scores: np.ndarray, y) -> IsotonicRegression:
-    return IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(scores, np.asarray(y))
+def _isotonic(scores: np.ndarray, y) -> SmoothedIsotonic:
+    return SmoothedIsotonic().fit(scores, np.asarray(y))
 
 
-def _calibrated(calibrator: IsotonicRegression, scores: np.ndarray) -> np.ndarray:
+def _calibrated(calibrator, scores: np.ndarray) -> np.ndarray:
     # Keeps the order of the scores inside an isotonic step (see models.propensity.TIE_BREAK).
     p = (1 - TIE_BREAK) * np.clip(calibrator.predict(scores), 0, 1) + TIE_BREAK * scores / (1 + np.abs(scores))
     return np.column_stack([1 - p, p])

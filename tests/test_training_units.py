@@ -492,7 +492,8 @@ def test_label_window_starts_at_the_cutoff_not_a_moment_before():
 def test_calibrated_probabilities_are_the_validation_rates_not_the_raw_scores(calibration):
     """One binary feature. Training rates are 10% and 50%; the later validation window's are 30%
     and 80%. The booster learns the training rates; calibration on validation must map them to
-    the validation rates (by hand: ECE (0.2 + 0.3) / 2 = 0.25 raw, 0 calibrated)."""
+    the validation rates (by hand: ECE (0.2 + 0.3) / 2 = 0.25 raw, 0 calibrated; isotonic steps
+    smoothed by their size: 301 / 1002 and 801 / 1002, models.calibration)."""
     from models.propensity import TIE_BREAK, PropensityClassifier
 
     def rows(rate0, rate1, n=1000):
@@ -507,9 +508,23 @@ def test_calibrated_probabilities_are_the_validation_rates_not_the_raw_scores(ca
     raw = model.predict_uncalibrated(X_valid)
     np.testing.assert_allclose(raw[[0, -1]], [0.1, 0.5], atol=1e-3)  # the booster learned the training rates
     calibrated = model.predict_proba(X_valid)[:, 1]
-    np.testing.assert_allclose(calibrated[[0, -1]], [0.3, 0.8], atol=1e-3 if calibration == "sigmoid" else TIE_BREAK)
+    expected = [0.3, 0.8] if calibration == "sigmoid" else [301 / 1002, 801 / 1002]
+    np.testing.assert_allclose(calibrated[[0, -1]], expected, atol=1e-3 if calibration == "sigmoid" else TIE_BREAK)
     assert expected_calibration_error(y_valid, raw) == pytest.approx(0.25, abs=1e-3)
     assert expected_calibration_error(y_valid, calibrated) <= 1e-3
+
+
+def test_isotonic_steps_are_smoothed_by_their_size_and_stay_monotone():
+    """A step's share is (positives + 1) / (rows + 2): a pure step is never certain. Steps that
+    smoothing puts out of order are pooled, weighted by rows + 2."""
+    from models.calibration import SmoothedIsotonic
+
+    scores = np.arange(0.1, 0.85, 0.1)
+    calibrator = SmoothedIsotonic().fit(scores, [0, 0, 1, 0, 1, 1, 1, 1])  # steps 0/2, 1/2, 4/4
+    np.testing.assert_allclose(calibrator.predict([0.0, 0.15, 0.35, 0.45, 0.9]), [1 / 4, 1 / 4, 2 / 4, 2 / 3, 5 / 6])
+    # steps 0/1 and 1/10 (plain isotonic: 0 and 0.1) smooth to 1/3 and 2/12: pooled, (1 + 2) / (3 + 12)
+    pooled = SmoothedIsotonic().fit(np.arange(1.0, 12.0), [0, 1] + [0] * 9)
+    np.testing.assert_allclose(pooled.predict([1.0, 6.0, 11.0]), [0.2, 0.2, 0.2])
 
 
 def test_every_model_type_of_the_config_is_in_the_registry():
