@@ -23,6 +23,8 @@ class SmoothedIsotonic(BaseEstimator):
 
     def fit(self, scores, y) -> SmoothedIsotonic:
         scores, y = np.asarray(scores, dtype=float), np.asarray(y, dtype=float)
+        if not np.isin(y, (0.0, 1.0)).all():
+            raise ValueError("y must be 0/1 (who did not and who did): encode the labels first")
         steps = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(scores, y)
         fitted = steps.predict(scores)
         # One group per step (a step's rows share its fitted share, and shares rise with scores).

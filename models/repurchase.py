@@ -157,8 +157,10 @@ class BGNBDRepurchase(ClassifierMixin, BaseEstimator):
             raise ValueError("no rows to fit: X is empty")
         self.input_features_ = _inputs(X)
         self.history_ = HistoryFeatures(self.horizon_days).fit(X)
-        self.calibrator_ = _isotonic(self._raw(X_valid), y_valid) if X_valid is not None else None
-        self.classes_ = np.array([0, 1])
+        self.calibrator_, self.classes_ = None, np.array([0, 1])  # uncalibrated: P(any), 0/1
+        if X_valid is not None:
+            codes, self.classes_ = binary_target(y_valid, "y_valid")
+            self.calibrator_ = _isotonic(self._raw(X_valid), codes)
         self.categories_ = {}  # the text features it reads and their values: none (numbers only)
         return self
 
@@ -174,7 +176,7 @@ class BGNBDRepurchase(ClassifierMixin, BaseEstimator):
         return _calibrated(self.calibrator_, raw)
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
-        return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
+        return self.classes_[(self.predict_proba(X)[:, 1] >= 0.5).astype(int)]
 
     def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
         """BG/NBD has no per-feature attribution: a customer's log-odds above the average is
@@ -214,8 +216,8 @@ class RankBlend(ClassifierMixin, BaseEstimator):
             model = np.asarray(base_valid_scores, float)
         self.rfm_reference_ = np.sort(rfm)
         self.model_reference_ = np.sort(model) if model is not None else None
-        self.calibrator_ = _isotonic(self._blend(rfm, model), y_valid)
-        self.classes_ = np.array([0, 1])
+        codes, self.classes_ = binary_target(y_valid, "y_valid" if y_valid is not y else "y")
+        self.calibrator_ = _isotonic(self._blend(rfm, model), codes)
         return self
 
     def _scores(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
@@ -239,7 +241,7 @@ class RankBlend(ClassifierMixin, BaseEstimator):
         return _calibrated(self.calibrator_, self._blend(rfm, model))[:, 1]
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
-        return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
+        return self.classes_[(self.predict_proba(X)[:, 1] >= 0.5).astype(int)]
 
     def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
         """The base model's contributions times ``weight``, and the RFM ranks' deviations from

@@ -525,6 +525,8 @@ def test_isotonic_steps_are_smoothed_by_their_size_and_stay_monotone():
     # steps 0/1 and 1/10 (plain isotonic: 0 and 0.1) smooth to 1/3 and 2/12: pooled, (1 + 2) / (3 + 12)
     pooled = SmoothedIsotonic().fit(np.arange(1.0, 12.0), [0, 1] + [0] * 9)
     np.testing.assert_allclose(pooled.predict([1.0, 6.0, 11.0]), [0.2, 0.2, 0.2])
+    with pytest.raises(ValueError, match="y must be 0/1"):  # labels 1/2 gave shares of 1.4
+        SmoothedIsotonic().fit([0.1, 0.2, 0.3], [2, 1, 2])
 
 
 def test_every_model_type_of_the_config_is_in_the_registry():
