@@ -191,6 +191,10 @@ def test_config_rejects_unknown_keys_and_bad_values():
         ("model", {"n_estimatorz": 5}, "unknown key 'n_estimatorz'; did you mean 'n_estimators'"),  # was ignored
         ("model", {"leaves": 7}, "unknown key 'leaves': neither the product's .* nor a LightGBM parameter"),  # was too
         ("model", {"not_a_param": 3}, "unknown key 'not_a_param'"),
+        # an alias of a parameter the product sets: LightGBM keeps the product's value, ignores it
+        ("model", {"max_leaves": 3}, "max_leaves is LightGBM's other name for num_leaves: write num_leaves = 3"),
+        ("model", {"eta": 0.9}, "eta is LightGBM's other name for learning_rate"),
+        ("model", {"lambda_l2": -5.0}, "lambda_l2 is LightGBM's other name for reg_lambda"),  # its range unchecked
         ("tuning", {"trials": "many"}, "trials must be a whole number from 1 to 100,000"),
         ("tuning", {"timeout_seconds": -5}, "timeout_seconds must be a whole number at least 1, got -5"),
         ("tuning", {"metric": "gini"}, r"metric must be one of \['roc_auc', 'pr_auc'\], got 'gini'"),
@@ -210,8 +214,8 @@ def test_config_values_of_the_wrong_type_are_errors_naming_the_setting(section, 
         {"reg_alpha": 0.0},
         {"learning_rate": 1.5},
         {"tweedie_variance_power": 1.995},
-        {"max_leaves": 7},  # LightGBM's alias of num_leaves
-        {"lambda_l2": 2.0},
+        {"cat_smooth": 5.0},  # LightGBM parameters the product neither sets nor checks
+        {"min_data_in_bin": 5},
     ):
         assert parse_experiment({**BASE, "model": fine}).model_params.items() >= fine.items()
 

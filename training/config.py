@@ -293,8 +293,14 @@ def _check_model_params(where: str, params: dict) -> None:
                     f"{where} [model]: {key} must be a number {_range_words(*_NUMBER_RANGES[key])}, got {value!r}"
                 )
         else:
+            own_name = _product_name_of(key)
+            if own_name is not None:  # LightGBM keeps the main name and drops the other: said
+                raise ConfigError(
+                    f"{where} [model]: {key} is LightGBM's other name for {own_name}: write {own_name} = {value!r} "
+                    f"(the name the product sets and checks; given both, LightGBM keeps one and ignores the other)"
+                )
             known = _lightgbm_parameters()
-            if key in known:  # a LightGBM parameter or alias (max_leaves)
+            if key in known:  # a LightGBM parameter or alias the product does not set
                 continue
             close = difflib.get_close_matches(key, [*DEFAULT_MODEL_PARAMS, *_OTHER_MODEL_KEYS], n=1, cutoff=0.8)
             if close and close[0] != key:
@@ -314,6 +320,29 @@ def _cutoff_text(value) -> dt.date:
     from features.build import parse_cutoff
 
     return parse_cutoff(value)
+
+
+def _product_name_of(key: str) -> str | None:
+    """The product's own name for ``key`` when ``key`` is another LightGBM name (an alias) of a
+    parameter the product sets or checks (``max_leaves`` -> ``num_leaves``, ``eta`` ->
+    ``learning_rate``); None for the product's names and other parameters."""
+    own = [*DEFAULT_MODEL_PARAMS, *_OTHER_MODEL_KEYS, *_WHOLE_FROM, *_NUMBER_RANGES]
+    if key in own:
+        return None
+    group = next((names for names in _lightgbm_alias_groups() if key in names), None)
+    return next((name for name in own if group is not None and name in group), None)
+
+
+@functools.cache
+def _lightgbm_alias_groups() -> tuple[frozenset[str], ...]:
+    """Each LightGBM parameter's names (its main name and aliases); empty if this LightGBM does
+    not tell."""
+    try:
+        from lightgbm.basic import _ConfigAliases
+
+        return tuple(frozenset([main, *aliases]) for main, aliases in _ConfigAliases._get_all_param_aliases().items())
+    except Exception:  # a private LightGBM API: never let its absence stop a training
+        return ()
 
 
 @functools.cache
