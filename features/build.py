@@ -265,11 +265,16 @@ def attribute_kinds(con: duckdb.DuckDBPyConnection | Engine) -> dict[str, str]:
                 if distinct > NUMERIC_CODES:
                     kinds[name] = "number"
             elif present and present == other_dates:  # 31/12/2023: which is the day is not guessed
-                del kinds[name]
+                # Many values: left out, as any column of nearly one value per customer; a few
+                # stay a category (as before this rule: a model or segment may read them so).
+                dropped = distinct > max(IDENTIFIER_LIKE, present // 2)
+                if dropped:
+                    del kinds[name]
                 log.warning(
-                    "customers.%s: dates not written YYYY-MM-DD (such as 31/12/2023 or 12/31/2023); not used: "
+                    "customers.%s: dates not written YYYY-MM-DD (such as 31/12/2023 or 12/31/2023); %s: "
                     "export them as YYYY-MM-DD to have the days since each",
                     name,
+                    "not used" if dropped else "each date used as a category",
                 )
             elif distinct > max(IDENTIFIER_LIKE, present // 2):
                 del kinds[name]

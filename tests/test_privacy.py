@@ -481,15 +481,26 @@ def test_text_attributes_are_read_by_their_values(tmp_path, caplog):
             "tier": [1 + i % 3 for i in range(120)],
             "member_no": [f"M{i:05d}" for i in range(120)],
             "region": ["north", "south"] * 60,
-            "signed_up": [f"{1 + i % 28:02d}/{1 + i % 12:02d}/2023" for i in range(120)],  # day first
+            "signed_up": [f"{1 + i % 28:02d}/{1 + i // 28:02d}/2023" for i in range(120)],  # day first, 120 dates
+            "visited": [f"{1 + i % 3:02d}/03/2023" for i in range(120)],  # day first, 3 dates: a category
             "joined": [f"2023-{1 + i % 12:02d}-{1 + i % 28:02d}" for i in range(120)],
         }
     ).to_csv(folder / "customers.csv", index=False)
     features = build_features(open_dataset(folder), AS_OF)
     attributes = {c: str(features[c].dtype) for c in features.columns if c.startswith("attr_")}
-    assert attributes == {"attr_age": "float64", "attr_tier": "category", "attr_region": "category"}
+    assert attributes == {
+        "attr_age": "float64",
+        "attr_tier": "category",
+        "attr_region": "category",
+        "attr_visited": "category",  # as before the rule: a model or segment may read it
+    }
     assert "days_since_joined" in features and "days_since_signed_up" not in features
-    assert "customers.signed_up: dates not written YYYY-MM-DD (such as 31/12/2023" in caplog.text
+    assert (
+        "customers.signed_up: dates not written YYYY-MM-DD (such as 31/12/2023 or 12/31/2023); not used" in caplog.text
+    )
+    assert (
+        "customers.visited: dates not written YYYY-MM-DD (such as 31/12/2023 or 12/31/2023); each date" in caplog.text
+    )
     assert features.set_index("customer_id").loc["C", "attr_age"] == 20.0
     assert "customers.contact: values look like e-mail addresses; withheld as personal data" in caplog.text
     assert "customers.member_no: nearly one value per customer" in caplog.text
