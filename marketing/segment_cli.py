@@ -59,11 +59,12 @@ def register_segments(app: typer.Typer, out, console) -> None:
 
         return SegmentEvaluator(population, SegmentStore(segments_dir), load_library(file), manual_store_path(store))
 
-    def _static_check(segment, segments_dir, file, with_data: bool = False) -> None:
+    def _static_check(segment, segments_dir, file, with_data: bool = False) -> list[str]:
         """Checks that need no data: names, tags, references, cycles, the condition's grammar
         against the catalogue (per-value features and scores are checked when evaluated).
         ``with_data``: the condition is checked against the data set's own columns next (a
-        date attribute's ``days_since_signup_date`` is known there), so not here."""
+        date attribute's ``days_since_signup_date`` is known there), so not here. Returns the
+        customers attributes the condition names, whose kind only the data tells."""
         from features.catalogue import describe
         from marketing.filters import ANY, NUMBER, TEXT, Schema, parse_condition
         from marketing.population import RFM_KINDS, SCORE_SUFFIXES
@@ -76,6 +77,7 @@ def register_segments(app: typer.Typer, out, console) -> None:
         segments = SegmentStore(segments_dir).all()
         segments[segment.name] = segment
         check_graph(segments)
+        unchecked: list[str] = []
         if segment.where and not with_data:
 
             def resolve(name: str) -> str | None:
@@ -87,6 +89,7 @@ def register_segments(app: typer.Typer, out, console) -> None:
                     return TEXT
                 found = describe([name]).get(name)
                 if found is not None and found.family == "attributes":
+                    unchecked.append(name)
                     return ANY  # number, date or text: the data tells (a CSV's age is a number)
                 return None if found is None else (TEXT if found.scale == "category" else NUMBER)
 
@@ -94,6 +97,7 @@ def register_segments(app: typer.Typer, out, console) -> None:
 
             known = {f.name: (TEXT if f.scale == "category" else NUMBER) for f in catalogue(attributes={})}
             parse_condition(segment.where, Schema({**known, **RFM_KINDS}, resolve), behaviour=True)
+        return sorted(set(unchecked))
 
     @app.command("create")
     def create_command(
@@ -124,7 +128,7 @@ def register_segments(app: typer.Typer, out, console) -> None:
         from marketing.segments import SegmentStore
 
         segment = _definition(name, where, tag, not_tag, persona, include, exclude, description)
-        _static_check(segment, segments_dir, file, with_data=data is not None)
+        unchecked = _static_check(segment, segments_dir, file, with_data=data is not None)
         if data is not None:
             if not as_of:
                 raise PortraitError("--data needs --as-of to count the segment")
@@ -146,6 +150,12 @@ def register_segments(app: typer.Typer, out, console) -> None:
             raise PortraitError("--engine and --spark-master count the segment: give --data and --as-of too")
         path = SegmentStore(segments_dir).save(segment, replace=replace)
         out.print(f"saved segment {name!r}: {segment.definition()} -> {path}")
+        if unchecked:  # a text attribute compared with a number would fail every refresh: said now
+            out.print(
+                f"note: whether {', '.join(unchecked)} {'is a number or text' if len(unchecked) == 1 else 'are numbers or text'} "
+                "depends on the data: the condition is checked against it at refresh (give --data DIR --as-of DATE "
+                "to check it now)"
+            )
 
     def _count(
         segment, data, as_of, scores, file, store, segments_dir, engine, spark_master, save_first=False, replace=False

@@ -385,6 +385,7 @@ def test_segment_create_leaves_a_customers_attribute_to_the_data(tmp_path, monke
     ).to_csv(folder / "customers.csv", index=False)
     code, text = run("segment", "create", "older", "--where", "attr_age >= 60")
     assert code == 0 and "saved segment 'older'" in text
+    assert "note: whether attr_age is a number or text depends on the data" in text
     data = ("--data", str(folder), "--as-of", "2024-03-01")
     code, text = run(
         "segment", "create", "older-members", "--where", "days_since_signup_date > 200 and attr_age >= 60", *data
