@@ -593,6 +593,11 @@ class RecordedReads:
         recorded = self._reads.get(name, "")
         return recorded or (self._fallback.reads(name) if self._fallback is not None else "")
 
+    def names(self) -> list[str]:
+        """Every tag it knows what it reads of: the summary's, then the fallback library's."""
+        fallback = [t.name for t in self._fallback.tags] if self._fallback is not None else []
+        return list(dict.fromkeys([*self._reads, *fallback]))
+
 
 def tags_file(out_dir: Path, as_of: dt.date) -> Path:
     return out_dir / f"tags_{as_of.isoformat()}.parquet"

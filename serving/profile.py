@@ -453,7 +453,9 @@ def build_profile(
 
 def _memberships_without_sensitive(tags, segments, outputs: _Outputs, privacy, note):
     """``tags`` and ``segments`` less those computed from a sensitive attribute: that a person
-    holds one tells their value of it (a segment of ``attr_age_band = '65+'`` tells the age)."""
+    holds one tells their value of it (a segment of ``attr_age_band = '65+'`` tells the age).
+    The notes count such tags and segments among all there are, never among the person's: a
+    count of the person's own would tell the same thing."""
     from marketing.segments import SegmentStore
     from marketing.tags import RecordedReads, shipped_library
     from portrait.privacy import sensitive_terms
@@ -465,15 +467,17 @@ def _memberships_without_sensitive(tags, segments, outputs: _Outputs, privacy, n
         return tags, segments
     # Tags tables written before their summaries recorded what each tag reads: the shipped library's.
     recorded = RecordedReads.beside(outputs.tags_file, fallback=shipped_library())
-    if tags is not None and tags.tags:
+    if tags is not None:
+        hidden = {name for name in recorded.names() if sensitive_terms(recorded.reads(name), sensitive)}
         kept = [t for t in tags.tags if not sensitive_terms(recorded.reads(t.tag), sensitive)]
-        if len(kept) < len(tags.tags):
-            note("tags", f"{len(tags.tags) - len(kept)} tag(s) computed from sensitive attributes left out")
+        if hidden or len(kept) < len(tags.tags):
+            note("tags", "tags computed from sensitive attributes are never shown here, whoever holds them")
             tags = tags.model_copy(update={"tags": kept})
-    if segments is not None and segments.member_of:
+    if segments is not None:
         folder = outputs.segments_folder
         # a run's members: what the run recorded, and the saved folder it refreshed as it is now
-        saved = read_run_segments(folder).get("folder") if folder is not None else None
+        run_summary = read_run_segments(folder) if folder is not None else {}
+        saved = run_summary.get("folder")
         stores = [SegmentStore(f) for f in (folder, saved) if f is not None and Path(f).is_dir()]
 
         def reads(name: str) -> str:
@@ -484,13 +488,18 @@ def _memberships_without_sensitive(tags, segments, outputs: _Outputs, privacy, n
                         text += " " + store.reads(name, recorded)
             return text
 
-        kept = [m for m in segments.member_of if not sensitive_terms(reads(m.name), sensitive)]
-        if len(kept) < len(segments.member_of):
+        everyone = set(run_summary.get("segments") or {}) | {m.name for m in segments.member_of}
+        for store in stores:
+            everyone |= set(store.names())
+        hidden = {name for name in everyone if sensitive_terms(reads(name), sensitive)}
+        if hidden:
             note(
                 "segments",
-                f"{len(segments.member_of) - len(kept)} segment(s) computed from sensitive attributes left out",
+                f"{len(hidden)} segment(s) computed from sensitive attributes are never shown here, whoever is in them",
             )
-            segments = segments.model_copy(update={"member_of": kept})
+            segments = segments.model_copy(
+                update={"member_of": [m for m in segments.member_of if m.name not in hidden]}
+            )
     return tags, segments
 
 

@@ -784,9 +784,18 @@ def test_tags_and_segments_computed_from_a_sensitive_attribute_are_left_out_with
     assert "age: 35-44" in [t.tag for t in full.tags.tags]
     assert [t.tag for t in hidden.tags.tags] == ["loyal repurchaser", "interest: dairy"]
     said = {(n.section, n.note) for n in hidden.notes}
-    assert ("tags", "1 tag(s) computed from sensitive attributes left out") in said
-    assert ("segments", "3 segment(s) computed from sensitive attributes left out") in said
+    assert ("tags", "tags computed from sensitive attributes are never shown here, whoever holds them") in said
+    assert (
+        "segments",
+        "3 segment(s) computed from sensitive attributes are never shown here, whoever is in them",
+    ) in said
     assert "35-44" not in hidden.model_dump_json()
+    # the notes say the same for someone in none of them: a count of the person's own (it was)
+    # told who is in them
+    other = build_profile("c2", sources, include_sensitive=False, compute_reasons=False)
+    assert {(n.section, n.note) for n in other.notes if n.section in ("tags", "segments")} == {
+        (section, note) for section, note in said if section in ("tags", "segments")
+    }
 
 
 def test_a_runs_segment_members_are_judged_by_the_saved_definitions_too(world, tmp_path):
