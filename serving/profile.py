@@ -1812,15 +1812,15 @@ _MEMORY_LOCK = threading.Lock()
 
 def memory_reader(root: Path, run: Path | None) -> _MemoryReader:
     """The in-memory reader of the run ``run`` of the refresh root ``root`` in this process:
-    the same one while ``run`` (its folder's identity) is unchanged, a fresh one (the old run's
-    tables freed) when LATEST names another run or the run was re-made."""
+    the same one while ``run`` and the runs beside it (their folders' identities: the score
+    history reads every kept run) are unchanged, a fresh one (the old tables freed) when LATEST
+    names another run, a run was re-made, or a backfill added or removed one."""
     ident = ""
     if run is not None:
-        try:
-            stat = run.stat()
-            ident = f"{run}:{stat.st_ino}:{stat.st_mtime_ns}"
-        except OSError:
-            ident = str(run)
+        from portrait.outputs import RUNS
+
+        folders = [run, *sorted(p for p in (Path(root) / RUNS).glob("*") if p.is_dir())]
+        ident = ";".join(_folder_identity(folder) for folder in folders)
     key = str(root)
     with _MEMORY_LOCK:
         held = _MEMORY.get(key)
@@ -1828,6 +1828,14 @@ def memory_reader(root: Path, run: Path | None) -> _MemoryReader:
             held = (ident, _MemoryReader())
             _MEMORY[key] = held
         return held[1]
+
+
+def _folder_identity(folder: Path) -> str:
+    try:
+        stat = folder.stat()
+        return f"{folder}:{stat.st_ino}:{stat.st_mtime_ns}"
+    except OSError:
+        return str(folder)
 
 
 def memory_loaded(root: Path) -> bool:

@@ -676,6 +676,28 @@ def test_the_in_memory_reader_follows_a_new_run(world, tmp_path):
     assert memory_reader(root, run) is not reader
 
 
+def test_the_in_memory_reader_follows_a_backfilled_run_beside_the_latest(world, tmp_path):
+    """A backfill publishes a run of an earlier date and leaves LATEST as it was: the score
+    history (every kept run) must show it at once, as `portrait profile` does."""
+    import shutil
+
+    from serving.profile import memory_reader
+
+    root = _material_root(world, tmp_path)
+    sources = ProfileSources(data=world["data"], runs=root)
+    before = build_profile("c1", sources, compute_reasons=False, in_memory=True).score_history
+    run = root / "runs" / AS_OF.isoformat()
+    reader = memory_reader(root, run)
+    earlier = run.with_name((AS_OF - dt.timedelta(days=40)).isoformat())
+    shutil.copytree(run, earlier)
+    (earlier / "scores" / f"scores_{AS_OF}.parquet").rename(earlier / "scores" / f"scores_{earlier.name}.parquet")
+    (earlier / "scores" / "LATEST").write_text(f"scores_{earlier.name}.parquet")
+    after = build_profile("c1", sources, compute_reasons=False, in_memory=True).score_history
+    assert memory_reader(root, run) is not reader
+    assert len(after.points) == len(before.points) + 1
+    assert after.points[0].as_of.isoformat() == earlier.name
+
+
 def _copy_of(source: Path, folder: Path) -> Path:
     """A copy of the data set's files (a test that changes them leaves the shared one alone)."""
     folder.mkdir()
