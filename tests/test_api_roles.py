@@ -475,6 +475,19 @@ def test_every_route_has_a_response_model_and_documented_fields(world):
         for method, operation in methods.items():
             answer = operation["responses"]["200"]["content"]["application/json"]["schema"]
             assert answer != {} and "additionalProperties" not in answer, (method, path)
+            # the error answers a generated client must parse: documented, by the product's models
+            errors = {
+                code: r["content"]["application/json"]["schema"]
+                for code, r in operation["responses"].items()
+                if code != "200"
+            }
+            assert errors["422"] == {"$ref": "#/components/schemas/InvalidRequestAnswer"}, (method, path)
+            assert errors["503"] == {"$ref": "#/components/schemas/ErrorAnswer"}, (method, path)
+            if path != "/health":
+                assert {"401", "403", "404"} <= set(errors), (method, path)
+    assert "413" in schema["paths"]["/score"]["post"]["responses"]
+    detail = schema["components"]["schemas"]["InvalidRequestAnswer"]["properties"]["detail"]
+    assert {"type": "string"} in detail["anyOf"]  # the product's own 422s say it in a sentence
     assert "APIKeyHeader" in schema["components"]["securitySchemes"]
 
 

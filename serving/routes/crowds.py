@@ -28,7 +28,7 @@ from portrait.audit import record_export
 from portrait.errors import NotFound, PortraitError, Unavailable
 from serving.keys import Caller
 from serving.routes.access import Access, refuse_sensitive_terms
-from serving.routes.errors import ProductErrorRoute
+from serving.routes.errors import ProductErrorRoute, error_answers
 
 CACHED = 8
 UNKNOWN_CROWD = ("no saved segment", "no tag", "no persona")
@@ -130,7 +130,7 @@ def build_crowds_router(
     from marketing.crowd_report import DEFAULT_MIN_CELL
 
     least_cell = DEFAULT_MIN_CELL if least_cell is None else least_cell
-    router = APIRouter(route_class=ProductErrorRoute, tags=["crowds"])
+    router = APIRouter(route_class=ProductErrorRoute, responses=error_answers(), tags=["crowds"])
     cache: OrderedDict[tuple, dict] = OrderedDict()
     cells: OrderedDict[tuple, tuple[list[str], dict[str, int]]] = OrderedDict()  # drill-downs
     lock = threading.Lock()

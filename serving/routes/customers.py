@@ -21,7 +21,7 @@ from portrait.errors import Unavailable
 from serving.keys import Caller, Role
 from serving.profile import CustomerProfile, ProfileSources, build_profile, in_memory_ready
 from serving.routes.access import Access
-from serving.routes.errors import ProductErrorRoute, last_part, without_server_paths
+from serving.routes.errors import ProductErrorRoute, error_answers, last_part, without_server_paths
 from serving.state import ServeState
 
 
@@ -52,7 +52,7 @@ def _without_server_paths(profile: CustomerProfile) -> str:
 
 
 def build_customers_router(state: ServeState, access: Access) -> APIRouter:
-    router = APIRouter(route_class=ProductErrorRoute, tags=["customers"])
+    router = APIRouter(route_class=ProductErrorRoute, responses=error_answers(), tags=["customers"])
 
     @router.get("/customers/{customer_id}", response_model=CustomerProfile)
     async def customer(

@@ -20,10 +20,51 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from pydantic import BaseModel, Field
 
 from portrait.errors import PortraitError
 
 MAX_ERRORS = 50
+
+
+class ErrorAnswer(BaseModel):
+    """Every error answer but a request that does not fit its model."""
+
+    detail: str = Field(description="What is wrong and, where the caller can, what to do instead")
+
+
+class RequestIssue(BaseModel):
+    """One way a request does not fit its model (FastAPI's validation, its input cut short)."""
+
+    loc: list[str | int] = Field(description="Where: the part of the request and the field")
+    msg: str
+    type: str
+    input: Any = None
+    ctx: dict[str, Any] | None = None
+
+
+class InvalidRequestAnswer(BaseModel):
+    """422: the request does not fit its model (``detail`` lists each issue), or cannot be
+    served as asked (``detail`` says why: an unknown query parameter, a filter naming no column)."""
+
+    detail: str | list[RequestIssue]
+
+
+# The error answers of every route, documented in /openapi.json beside its 200 (a generated
+# client parses them by these models); a router passes the ones it can give.
+ERROR_ANSWERS: dict[int, dict[str, Any]] = {
+    401: {"model": ErrorAnswer, "description": "No API key, or one the server does not know"},
+    403: {"model": ErrorAnswer, "description": "The key's role may not ask this"},
+    404: {"model": ErrorAnswer, "description": "No such customer, model, segment, tag or persona"},
+    413: {"model": ErrorAnswer, "description": "The request body is larger than the server takes"},
+    422: {"model": InvalidRequestAnswer, "description": "The request does not fit, or cannot be served as asked"},
+    503: {"model": ErrorAnswer, "description": "The server cannot answer until its operator fixes something"},
+}
+
+
+def error_answers(*statuses: int) -> dict[int, dict[str, Any]]:
+    """The documented answers of ``statuses`` (every route's but 413 when none is given)."""
+    return {status: ERROR_ANSWERS[status] for status in statuses or (401, 403, 404, 422, 503)}
 
 
 # An absolute path (one starting a word, not in a URL or a ratio such as 1/2) in a message; not

@@ -7,7 +7,7 @@ from pydantic import BaseModel, Field
 
 from portrait.errors import Unavailable
 from serving.keys import KeyRing
-from serving.routes.errors import ProductErrorRoute
+from serving.routes.errors import ProductErrorRoute, error_answers
 from serving.state import ServeState
 
 
@@ -20,7 +20,7 @@ class Health(BaseModel):
 
 
 def build_health_router(state: ServeState, keys: KeyRing | None = None) -> APIRouter:
-    router = APIRouter(route_class=ProductErrorRoute, tags=["health"])
+    router = APIRouter(route_class=ProductErrorRoute, responses=error_answers(422, 503), tags=["health"])
 
     @router.get("/health", response_model=Health)
     def health() -> Health:

@@ -12,7 +12,7 @@ from portrait.audit import record_export
 from serving.keys import Caller
 from serving.lists import build_list
 from serving.routes.access import Access, refuse_sensitive_terms
-from serving.routes.errors import ProductErrorRoute
+from serving.routes.errors import ProductErrorRoute, error_answers
 from serving.score import sensitive_features
 from serving.state import ServeState, plain
 
@@ -45,7 +45,7 @@ class MarketingList(BaseModel):
 
 
 def build_lists_router(state: ServeState, access: Access) -> APIRouter:
-    router = APIRouter(route_class=ProductErrorRoute, tags=["lists"])
+    router = APIRouter(route_class=ProductErrorRoute, responses=error_answers(), tags=["lists"])
 
     @router.get("/lists/{model_name}", response_model=MarketingList)
     def marketing_list(

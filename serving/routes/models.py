@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 
 from serving.registry import list_models
 from serving.routes.access import Access
-from serving.routes.errors import ProductErrorRoute
+from serving.routes.errors import ProductErrorRoute, error_answers
 
 
 class RegisteredModel(BaseModel):
@@ -21,7 +21,12 @@ class RegisteredModel(BaseModel):
 
 
 def build_models_router(access: Access) -> APIRouter:
-    router = APIRouter(route_class=ProductErrorRoute, tags=["models"], dependencies=[Depends(access.analyst)])
+    router = APIRouter(
+        route_class=ProductErrorRoute,
+        responses=error_answers(),
+        tags=["models"],
+        dependencies=[Depends(access.analyst)],
+    )
 
     @router.get("/models", response_model=list[RegisteredModel])
     def models() -> list[RegisteredModel]:

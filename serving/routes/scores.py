@@ -17,7 +17,7 @@ from pydantic_core import PydanticCustomError
 from models.prior_shift import move_by
 from portrait.errors import PortraitError
 from serving.routes.access import Access
-from serving.routes.errors import MAX_ERRORS, ProductErrorRoute
+from serving.routes.errors import MAX_ERRORS, ProductErrorRoute, error_answers
 from serving.score import model_meanings, predict_scores, reasons_for
 from serving.state import ServeState
 
@@ -184,7 +184,12 @@ def _row_errors(
 
 
 def build_scores_router(state: ServeState, access: Access) -> APIRouter:
-    router = APIRouter(route_class=ProductErrorRoute, tags=["scores"], dependencies=[Depends(access.analyst)])
+    router = APIRouter(
+        route_class=ProductErrorRoute,
+        responses=error_answers(401, 403, 404, 413, 422, 503),
+        tags=["scores"],
+        dependencies=[Depends(access.analyst)],
+    )
 
     @router.post("/score", response_model=ScoreAnswer, response_model_exclude_none=True)
     def score(request: ScoreRequest) -> ScoreAnswer:

@@ -21,7 +21,7 @@ from portrait.files import read_parquet
 from portrait.privacy import Consent
 from serving.keys import Caller
 from serving.routes.access import Access, refuse_sensitive_terms
-from serving.routes.errors import ProductErrorRoute, without_server_paths
+from serving.routes.errors import ProductErrorRoute, error_answers, without_server_paths
 
 
 class SegmentInfo(BaseModel):
@@ -127,7 +127,7 @@ def build_segments_router(
     ``library`` the tag library segments' tags come from and ``sensitive`` the data set's
     sensitive attribute features: a marketing key may not pull the members of a segment
     computed from one (the list would tell each member's value)."""
-    router = APIRouter(route_class=ProductErrorRoute, tags=["segments"])
+    router = APIRouter(route_class=ProductErrorRoute, responses=error_answers(), tags=["segments"])
     access = access or Access()
 
     @router.get("/segments", response_model=SegmentList)

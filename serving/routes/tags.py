@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from marketing.tags import Library, tags_dates, tags_file
 from portrait.files import read_parquet
-from serving.routes.errors import ProductErrorRoute
+from serving.routes.errors import ProductErrorRoute, error_answers
 
 
 class TagInfo(BaseModel):
@@ -45,7 +45,7 @@ def latest_tags(tags_dir: Path | None) -> tuple[pd.DataFrame | None, str | None]
 def build_tags_router(library: Library, tags_dir: Callable[[], Path | None]) -> APIRouter:
     """``library`` is read (and checked) once by the caller, so a bad library stops the server
     at start; ``tags_dir`` gives the folder of stored tags tables for this request."""
-    router = APIRouter(route_class=ProductErrorRoute, tags=["tags"])
+    router = APIRouter(route_class=ProductErrorRoute, responses=error_answers(), tags=["tags"])
 
     @router.get("/tags", response_model=TagList)
     def list_tags() -> TagList:
