@@ -23,6 +23,7 @@ import datetime as dt
 import getpass
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,16 @@ def _plain(value: Any) -> Any:
     return text if len(text) <= MAX_FILTER_TEXT else text[:MAX_FILTER_TEXT] + "..."
 
 
+# A condition naming customer ids (customer_id = '2070', customer_id in (...)): the values it
+# compares are the ids the log never holds, so each quoted value is written as '...'.
+_NAMES_IDS = re.compile(r"\bcustomer_id\b", re.IGNORECASE)
+_QUOTED = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"")
+
+
+def _without_ids(condition: str) -> str:
+    return _QUOTED.sub("'...'", condition) if _NAMES_IDS.search(condition) else condition
+
+
 def record_export(
     log_path: Path | None,
     who: str,
@@ -84,7 +95,7 @@ def record_export(
         "who": who,
         "via": via,
         "what": what,
-        "filter": _plain(dict(filter)),
+        "filter": _plain({k: _without_ids(v) if k == "where" and isinstance(v, str) else v for k, v in filter.items()}),
         "count": int(count),
     }
     if left_out:

@@ -325,6 +325,11 @@ def test_audit_lines_are_appended_one_per_call(tmp_path):
     }
     assert json.loads(lines[1])["left_out"] == {"suppressed": 2} and len(lines) == 2
     assert oct(log.stat().st_mode & 0o777) == "0o600"
+    # a condition naming customer ids: the log keeps its shape, never the ids it compares
+    where = "customer_id in ('2070', 'O''Brien') and category = 'dairy'"
+    record_export(log, "os:ana", "portrait list", {"model": "m", "where": where}, 2, now=when)
+    logged = json.loads(log.read_text().splitlines()[2])["filter"]["where"]
+    assert logged == "customer_id in ('...', '...') and category = '...'"
 
 
 def test_cli_exports_are_audited(world, tmp_path, monkeypatch):
