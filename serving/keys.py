@@ -19,6 +19,7 @@ its section; the server reads the file again when it changes.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import secrets
 import threading
@@ -29,6 +30,8 @@ from pathlib import Path
 
 from portrait.errors import ConfigError, Unavailable
 from portrait.files import atomic_write_text
+
+log = logging.getLogger(__name__)
 
 HASH_PREFIX = "sha256:"
 _HASH = re.compile(r"sha256:[0-9a-f]{64}")
@@ -154,7 +157,13 @@ class KeyRing:
                     try:
                         self._keys = self._read()
                     except ConfigError as exc:
-                        raise Unavailable(f"{exc}; nobody can be let in until it is fixed") from None
+                        # The whole message to the operator's log; to callers, who may hold no
+                        # key at all, only that the file is broken, not how or where.
+                        log.error("%s; nobody can be let in until it is fixed", exc)
+                        raise Unavailable(
+                            "the server's keys file cannot be used (its operator finds why in the server's log); "
+                            "nobody can be let in until it is fixed"
+                        ) from None
         return self._keys
 
     def caller(self, key: str) -> Caller | None:

@@ -157,6 +157,11 @@ def test_marketing_key_is_refused_analyst_routes_with_a_403_naming_its_role(worl
     # a mistyped parameter is refused, not ignored (tpo=2 returned every customer)
     typo = client.get("/lists/m?tpo=2", headers=keys["marketing"])
     assert typo.status_code == 422 and "unknown query parameter(s) tpo for /lists/m: it takes " in typo.json()["detail"]
+    twice = client.get("/lists/m?top=5&top=6", headers=keys["marketing"])  # top 6 was served, top 5 dropped
+    assert (
+        twice.status_code == 422
+        and twice.json()["detail"] == "query parameter(s) top given more than once; give each once"
+    )
     assert client.get("/lists/nope", headers=keys["marketing"]).status_code == 404
     assert client.get("/lists/m?tpo=2").status_code == 401  # no key: not told what the route takes
 
@@ -238,6 +243,7 @@ def test_a_revoked_key_stops_working_without_a_restart(world):
     settings.keys.write_text("[keys.broken\n")
     broken = client.get("/tags", headers=keys["analyst"])
     assert broken.status_code == 503 and "nobody can be let in" in broken.json()["detail"]
+    assert "line 1" not in broken.json()["detail"]  # how the file is broken: the operator's log only
     health = client.get("/health")  # a server that lets nobody in is not healthy
     assert health.status_code == 503 and "nobody can be let in" in health.json()["detail"]
 

@@ -150,8 +150,9 @@ async def validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def refuse_unknown_query(request: Request) -> None:
-    """422 for a query parameter the route does not take: a mistyped ``tpo=3`` on a list would
-    otherwise be ignored and every customer returned (every route, through ``build_app``)."""
+    """422 for a query parameter the route does not take (a mistyped ``tpo=3`` on a list would
+    otherwise be ignored and every customer returned) or one given twice (every route, through
+    ``build_app``)."""
     route = request.scope.get("route")
     dependant = getattr(route, "dependant", None)
     if dependant is None:
@@ -166,3 +167,7 @@ def refuse_unknown_query(request: Request) -> None:
     if unknown:
         takes = f"it takes {', '.join(sorted(known))}" if known else "it takes none"
         raise PortraitError(f"unknown query parameter(s) {', '.join(unknown)} for {request.url.path}: {takes}")
+    # Every parameter takes one value: of top=5&top=6 one would be used and the other dropped.
+    repeated = sorted({name for name in request.query_params if len(request.query_params.getlist(name)) > 1})
+    if repeated:
+        raise PortraitError(f"query parameter(s) {', '.join(repeated)} given more than once; give each once")
