@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from features.build import LATE_AS_OF_DAYS
-from marketing.crowd import CrowdData, Dimension, level_groups
+from marketing.crowd import CrowdData, Dimension, level_groups, persona_name_of_id
 from marketing.filters import Schema, evaluate, parse_condition
 from marketing.population import PURCHASES_READ, Population
 from marketing.segments import SegmentStore
@@ -267,6 +267,12 @@ class StoredCrowdData(CrowdData):
             return None
         named = self._score_table(["persona_name"]).set_index("customer_id")["persona_name"]
         return pd.Series(named.reindex(self.ids).to_numpy(), dtype="object")
+
+    def _persona_named_by_id(self, persona: str) -> str | None:
+        if "persona_id" not in self._score_kinds() or "persona_name" not in self._score_kinds():
+            return None
+        known = self._score_table(["persona_id", "persona_name"]).drop_duplicates("persona_id").dropna()
+        return persona_name_of_id(known, persona)
 
     @property
     def tags(self) -> pd.DataFrame:

@@ -387,6 +387,25 @@ def test_unknown_crowds_are_clear_errors(tmp_path):
         assert data.ids[data.mask(Crowd("bought_category", "dairy", 40))].tolist() == ["A"]  # from 2024-01-21
 
 
+def test_a_persona_crowd_is_named_by_its_name_or_its_id(tmp_path):
+    """As lists and segments take them: /crowds/report?persona=3 answered 404 where
+    /lists/...?persona=3 served the persona."""
+    scores = pd.DataFrame(
+        {
+            "customer_id": ["A", "B", "C"],
+            "persona_id": [3.0, 5.0, 3.0],
+            "persona_name": ["Mainstream", "Lapsed", "Mainstream"],
+        }
+    )
+    scores.to_parquet(tmp_path / "scores_2024-02-01.parquet")
+    with Population(dataset(), AS_OF, scores_dir=tmp_path) as population:
+        data = CrowdData(population, load_library(), segments=SegmentStore(tmp_path / "segments"))
+        by_name, by_id = data.mask(Crowd("persona", "Mainstream")), data.mask(Crowd("persona", "3"))
+        assert data.ids[by_id].tolist() == data.ids[by_name].tolist() == ["A", "C"]
+        with pytest.raises(PortraitError, match=r"no persona '9' in the scores; personas: .* \(or their ids\)"):
+            data.mask(Crowd("persona", "9"))
+
+
 def test_trend_points_ignore_rows_after_them():
     dates = [dt.date(2024, 2, 1), dt.date(2024, 3, 1)]
     crowd = Crowd("where", "orders_lifetime >= 2")
