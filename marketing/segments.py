@@ -105,8 +105,13 @@ def _toml_value(value) -> str:
 
 def check_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME.fullmatch(name):
+        shown = (
+            repr(name)
+            if not isinstance(name, str) or len(name) <= 80
+            else f"{name[:64]!r}... ({len(name):,} characters)"
+        )
         raise ConfigError(
-            f"segment name {name!r}: use 1-64 lower-case letters, digits, '-' or '_', starting with a letter or digit"
+            f"segment name {shown}: use 1-64 lower-case letters, digits, '-' or '_', starting with a letter or digit"
         )
     return name
 

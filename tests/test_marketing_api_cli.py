@@ -75,6 +75,10 @@ def test_routes_serve_stored_tags_and_segments(tmp_path):
         "customer_ids": ["C", "E"],
     }
     assert client.get("/segments/nope").status_code == 404
+    # a name no segment can have: a bad request, said without echoing a long one whole
+    bad = client.get("/segments/" + "X" * 300 + "/customers")
+    assert bad.status_code == 422 and "segment name 'XXXX" in bad.json()["detail"]
+    assert "(300 characters)" in bad.json()["detail"] and "X" * 100 not in bad.json()["detail"]
     assert "not been refreshed" in client.get("/segments/empty/customers").json()["detail"]
     assert client.get("/segments/viewers/customers", params={"limit": 0}).status_code == 422
     # a file edited by hand: the listing goes on without it (naming it), the segment is a 503

@@ -13,7 +13,7 @@ import pandas as pd
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
-from marketing.segments import BrokenSegment, SegmentStore
+from marketing.segments import BrokenSegment, SegmentStore, check_name
 from marketing.tags import Library
 from portrait.audit import record_export
 from portrait.errors import NotFound, PortraitError, Unavailable
@@ -85,6 +85,7 @@ def run_segments_folder(runs: Path | None) -> Path | None:
 
 
 def _load(store: SegmentStore, name: str):
+    check_name(name)  # a name no segment can have is a bad request (422), as crowd reports say
     try:
         return store.load(name)
     except BrokenSegment:  # an Unavailable (503): the operator's to fix, not an unknown name
