@@ -329,7 +329,8 @@ def build_profile(
     or whose champion is no longer the version that scored, gives no reasons and a note.
     Raises :class:`UnknownCustomer` when nothing knows the id, :class:`PortraitError` for a
     folder that does not exist or contradictory sources."""
-    customer_id = str(customer_id).strip()
+    asked = str(customer_id)
+    customer_id = asked.strip()  # as the data's ids are read: "A1 " and "A1" are one id
     if not customer_id:
         raise PortraitError("give a customer id")
     _check_sources(sources)
@@ -337,6 +338,9 @@ def build_profile(
 
     def note(section: str, text: str) -> None:
         notes.append(SectionNote(section=section, note=text))
+
+    if asked != customer_id:
+        note("customer_id", f"the id was read without the spaces around it, as {customer_id!r}")
 
     memory = in_memory and sources.runs is not None
     reader = None

@@ -760,6 +760,18 @@ def test_a_run_is_loaded_in_the_background_and_served_from_files_meanwhile(world
     assert from_memory.model_dump() == build_profile("c2", sources, compute_reasons=False).model_dump()
 
 
+def test_an_id_with_spaces_around_it_is_the_id_and_the_profile_says_so(world):
+    """As the data's ids are read ("A1 " and "A1" are one id), but not silently."""
+    sources = ProfileSources(data=world["data"])
+    padded = build_profile("  c1 ", sources, compute_reasons=False)
+    assert padded.customer_id == "c1"
+    assert ("customer_id", "the id was read without the spaces around it, as 'c1'") in {
+        (n.section, n.note) for n in padded.notes
+    }
+    plain = build_profile("c1", sources, compute_reasons=False)
+    assert not [n for n in plain.notes if n.section == "customer_id"]
+
+
 def test_a_customer_who_signed_up_after_the_as_of_date_shows_no_attributes(world):
     """The customers row is today's: as of a date before c3 joined (2024-07-01), the profile
     says c3 was not yet a customer instead of showing the row; c1 (joined 2024-05-01) keeps it."""
