@@ -51,6 +51,9 @@ class Table:
     # None: every contract column together (a row repeated exactly).
     duplicate_key: tuple[str, ...] | None = None
     check_duplicates: bool = True
+    # Pairs of number columns whose signs must agree when neither is 0 (a line of -1 unit and
+    # +5.00 is a return recorded as a sale, or a sale as a return: which one is not guessed).
+    same_sign: tuple[tuple[str, str], ...] = ()
     keeps_extra_columns: bool = False
     extra_columns_note: str = ""
 
@@ -94,6 +97,7 @@ PURCHASES = Table(
             "line ids are separate lines, not copies.",
         ),
     ),
+    same_sign=(("quantity", "amount"),),
 )
 
 # Event types with features of their own; any other type still counts in the event totals.
