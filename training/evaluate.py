@@ -733,7 +733,7 @@ def _registered_candidate_note(
     if set(chosen_counts) == {registered} or registered not in per_candidate:
         return ()
     own, _, _ = baseline_metrics(rows, y, config, per_candidate[registered])
-    metric = "roc_auc" if config.label.is_classification else "gini"
+    metric = config.label.task.headline_metric.removeprefix("holdout_")  # the task's own
     keys = [
         f"holdout_{metric}_margin_over_best_peer",
         f"holdout_{metric}_margin_ci_low",
