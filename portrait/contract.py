@@ -51,9 +51,10 @@ class Table:
     # None: every contract column together (a row repeated exactly).
     duplicate_key: tuple[str, ...] | None = None
     check_duplicates: bool = True
-    # Pairs of number columns whose signs must agree when neither is 0 (a line of -1 unit and
-    # +5.00 is a return recorded as a sale, or a sale as a return: which one is not guessed).
-    same_sign: tuple[tuple[str, str], ...] = ()
+    # (count, money) column pairs where a negative count with positive money contradicts the
+    # contract: -1 unit for +5.00 is a return whose money would count as a sale (amount is
+    # negative for a refund). +1 unit for -5.00 is a refund of one unit, a common convention.
+    returns_with_money_paid: tuple[tuple[str, str], ...] = ()
     keeps_extra_columns: bool = False
     extra_columns_note: str = ""
 
@@ -97,7 +98,7 @@ PURCHASES = Table(
             "line ids are separate lines, not copies.",
         ),
     ),
-    same_sign=(("quantity", "amount"),),
+    returns_with_money_paid=(("quantity", "amount"),),
 )
 
 # Event types with features of their own; any other type still counts in the event totals.

@@ -404,9 +404,9 @@ def _reason_cases(table: contract.Table, types: dict[str, str], trim: bool, read
                 cases.append(f"WHEN {value} < 0 THEN 'negative_{column.name}'")
         if column.identifier:
             cases.append(f"WHEN {contract.placeholder_expr(value)} THEN 'placeholder_id_value'")
-    for first, second in table.same_sign:
-        a, b = quote_ident(PARSED + first), quote_ident(PARSED + second)
-        cases.append(f"WHEN {a} * {b} < 0 THEN '{first}_and_{second}_of_opposite_signs'")
+    for count, money in table.returns_with_money_paid:
+        a, b = quote_ident(PARSED + count), quote_ident(PARSED + money)
+        cases.append(f"WHEN {a} < 0 AND {b} > 0 THEN 'negative_{count}_positive_{money}'")
     if read_all:
         never = " OR ".join(f"strlen({quote_ident(name)}) < 0" for name in read_all)
         cases.append(f"WHEN {never} THEN 'unreadable'")

@@ -27,25 +27,26 @@ def test_each_row_problem_is_counted_by_reason_and_quarantined(tmp_path):
         {"amount": "twelve"},  # non_numeric_amount
         {"order_id": "o3", "discount": "-1"},  # negative_discount
         {"order_id": "o4", "discount": "2"},  # good
-        {"order_id": "o5", "quantity": "-1", "amount": "5.00"},  # quantity_and_amount_of_opposite_signs
+        {"order_id": "o5", "quantity": "-1", "amount": "5.00"},  # negative_quantity_positive_amount
         {"order_id": "o6", "quantity": "-1", "amount": "-5.00"},  # good: a return
-        {"order_id": "o7", "quantity": "0", "amount": "5.00"},  # good: sold by weight
+        {"order_id": "o7", "quantity": "1", "amount": "-5.00"},  # good: a refund of one unit
+        {"order_id": "o8", "quantity": "0", "amount": "5.00"},  # good: sold by weight
     )
     folder = write_tables(tmp_path / "data", purchases=frame)
     report = validate(open_dataset(folder), tmp_path / "out")
     table = report.tables[0]
-    assert table.rows == 12
-    assert table.valid_rows == 5
+    assert table.rows == 13
+    assert table.valid_rows == 6
     assert table.quarantined == {
         "duplicate_line": 1,
         "missing_customer_id": 2,
         "negative_discount": 1,
         "non_numeric_amount": 1,
-        "quantity_and_amount_of_opposite_signs": 1,
+        "negative_quantity_positive_amount": 1,
         "unparseable_ts": 1,
     }
     quarantine = pd.read_parquet(tmp_path / "out" / "quarantine" / "purchases.parquet")
-    assert quarantine["_rows"].sum() == 7  # every bad row accounted for: 5 + 7 == 12
+    assert quarantine["_rows"].sum() == 7  # every bad row accounted for: 6 + 7 == 13
     bad_ts = quarantine[quarantine["_reject_reason"] == "unparseable_ts"]
     assert bad_ts["ts"].tolist() == ["5th of May"]  # the raw value is kept for inspection
     assert (tmp_path / "out" / "report.json").exists()
