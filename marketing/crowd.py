@@ -26,7 +26,7 @@ import pandas as pd
 from features.build import LATE_AS_OF_DAYS
 from features.catalogue import money_sum, slug
 from marketing.filters import BehaviourTerm, FilterError, evaluate, parse_condition
-from marketing.population import Population
+from marketing.population import Population, persona_named
 from marketing.rfm import GROUPS as RFM_GROUPS
 from marketing.segments import SegmentEvaluator, SegmentStore
 from marketing.tags import Library, apply_tags, levels
@@ -335,20 +335,17 @@ class CrowdData:
         personas = self.personas()
         if personas is None:
             raise PortraitError("a persona crowd needs a scores folder with personas (--scores DIR)")
-        known = sorted(pd.unique(personas.dropna()))
-        if persona not in known:  # a persona's id names it too, as in lists and segments
-            persona = self._persona_named_by_id(persona) or persona
-        if persona not in known:
+        name = persona_named(self._persona_table(), persona)  # a name, or a persona's id
+        if name is None:
+            known = sorted(pd.unique(personas.dropna()))
             close = difflib.get_close_matches(persona, known, n=5, cutoff=0.4)
             raise PortraitError(f"no persona {persona!r} in the scores; personas: {close or known} (or their ids)")
-        return (personas == persona).to_numpy(bool)
+        return (personas == name).to_numpy(bool)
 
-    def _persona_named_by_id(self, persona: str) -> str | None:
+    def _persona_table(self) -> pd.DataFrame:
+        """The scores' personas: ``persona_name`` and, when scored, ``persona_id``."""
         scores = self.population.scores
-        if scores is None or "persona_id" not in scores.columns:
-            return None
-        known = scores.drop_duplicates("persona_id")[["persona_id", "persona_name"]].dropna()
-        return persona_name_of_id(known, persona)
+        return scores[[c for c in ("persona_id", "persona_name") if c in scores.columns]].drop_duplicates()
 
     def personas(self) -> pd.Series | None:
         """Each customer's persona name (aligned with :attr:`frame`), or None without one."""
@@ -650,14 +647,3 @@ def cell_mask(data: CrowdData, cell: str) -> np.ndarray:
         close = difflib.get_close_matches(value, values, n=5, cutoff=0.3)
         raise FilterError(f"dimension {name!r} has no value {value!r}; values: {close or values[:12]}")
     return (column == value).to_numpy(bool)
-
-
-def persona_name_of_id(known: pd.DataFrame, persona: str) -> str | None:
-    """The name of the persona whose id is ``persona`` ("3", as a caller writes it) among
-    ``known`` (``persona_id``, ``persona_name`` rows; an id stored as 3.0 is 3 too); None."""
-    try:
-        wanted = float(persona)
-    except ValueError:
-        return None
-    match = known.loc[pd.to_numeric(known["persona_id"], errors="coerce") == wanted, "persona_name"]
-    return str(match.iloc[0]) if len(match) else None

@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from features.build import LATE_AS_OF_DAYS
-from marketing.crowd import CrowdData, Dimension, level_groups, persona_name_of_id
+from marketing.crowd import CrowdData, Dimension, level_groups
 from marketing.filters import Schema, evaluate, parse_condition
 from marketing.population import PURCHASES_READ, Population
 from marketing.segments import SegmentStore
@@ -268,11 +268,9 @@ class StoredCrowdData(CrowdData):
         named = self._score_table(["persona_name"]).set_index("customer_id")["persona_name"]
         return pd.Series(named.reindex(self.ids).to_numpy(), dtype="object")
 
-    def _persona_named_by_id(self, persona: str) -> str | None:
-        if "persona_id" not in self._score_kinds() or "persona_name" not in self._score_kinds():
-            return None
-        known = self._score_table(["persona_id", "persona_name"]).drop_duplicates("persona_id").dropna()
-        return persona_name_of_id(known, persona)
+    def _persona_table(self) -> pd.DataFrame:
+        columns = [c for c in ("persona_id", "persona_name") if c in self._score_kinds()]
+        return self._score_table(columns)[columns].drop_duplicates()
 
     @property
     def tags(self) -> pd.DataFrame:

@@ -38,6 +38,23 @@ SCORE_SUFFIXES = ("_score", "_percentile", "_decile")
 PERSONA_COLUMNS = {"persona_id": NUMBER, "persona_name": TEXT}
 
 
+def persona_named(known: pd.DataFrame, persona: str) -> str | None:
+    """The name of the persona ``persona`` names among ``known`` (its ``persona_name`` and, when
+    it has one, ``persona_id`` columns): itself when it is a name, else the name of the persona
+    whose id it is ("3", as a caller writes it; an id stored as 3.0 is 3 too); None for neither.
+    Lists, segments and crowd reports take a persona either way."""
+    if persona in set(known["persona_name"].dropna().astype(str)):
+        return persona
+    if "persona_id" not in known.columns:
+        return None
+    try:
+        wanted = float(persona)
+    except ValueError:
+        return None
+    match = known.loc[pd.to_numeric(known["persona_id"], errors="coerce") == wanted, "persona_name"].dropna()
+    return str(match.iloc[0]) if len(match) else None
+
+
 def feature_kind(feature: Feature) -> str:
     return TEXT if feature.scale == "category" else NUMBER
 

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from marketing.filters import Condition, FilterError, Schema, evaluate, parse_condition
-from marketing.population import Population
+from marketing.population import Population, persona_named
 from marketing.tags import Library, apply_tags, check_conditions, tag_columns
 from portrait.errors import ConfigError, PortraitError, Unavailable
 from portrait.files import atomic_write, atomic_write_text, read_parquet
@@ -386,11 +386,12 @@ class SegmentEvaluator:
 
     def _persona_mask(self, persona: str) -> np.ndarray:
         scores = self.population.scores
-        known = scores.drop_duplicates("persona_name")[["persona_id", "persona_name"]].dropna()
-        match = known[(known["persona_name"] == persona) | (known["persona_id"].astype(str) == str(persona))]
-        if match.empty:
-            raise PortraitError(f"no persona {persona!r} in the scores; personas: {sorted(known['persona_name'])}")
-        return self._rows(scores.loc[scores["persona_id"].isin(match["persona_id"]), "customer_id"])
+        known = scores[[c for c in ("persona_id", "persona_name") if c in scores.columns]].drop_duplicates()
+        name = persona_named(known, persona)  # a name, or a persona's id
+        if name is None:
+            names = sorted(known["persona_name"].dropna().astype(str).unique())
+            raise PortraitError(f"no persona {persona!r} in the scores; personas: {names}")
+        return self._rows(scores.loc[scores["persona_name"] == name, "customer_id"])
 
     def columns(self, members: pd.Series, columns: list[str]) -> pd.DataFrame:
         """Members with the requested feature, RFM or score columns (built if needed)."""

@@ -8,6 +8,7 @@ import re
 import pandas as pd
 
 from marketing.filters import Schema, columns_used, evaluate, parse_filter
+from marketing.population import persona_named
 from portrait.errors import NotFound, PortraitError
 from portrait.privacy import Consent, PrivacySettings
 
@@ -111,11 +112,12 @@ def build_list(
     if persona is not None:
         if "persona_name" not in table.columns:
             raise PortraitError("the latest scores have no personas; score with the personas model")
-        chosen_persona = (table["persona_name"] == persona) | (table["persona_id"].astype(str) == str(persona))
-        if not chosen_persona.any():  # a typo would be an empty campaign list, not an answer
-            names = sorted(table["persona_name"].dropna().astype(str).unique())
+        known = table[[c for c in ("persona_id", "persona_name") if c in table.columns]].drop_duplicates()
+        name = persona_named(known, persona)  # a name, or a persona's id
+        if name is None:  # a typo would be an empty campaign list, not an answer
+            names = sorted(known["persona_name"].dropna().astype(str).unique())
             raise PortraitError(f"no persona {persona!r} in the latest scores; personas: {names} (or their ids)")
-        mask &= chosen_persona
+        mask &= table["persona_name"] == name
     if customers is not None:
         mask &= table["customer_id"].astype("str").isin(customers)
     if exclude_bought_within is not None:

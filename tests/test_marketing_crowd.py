@@ -406,6 +406,18 @@ def test_a_persona_crowd_is_named_by_its_name_or_its_id(tmp_path):
             data.mask(Crowd("persona", "9"))
 
 
+def test_a_persona_is_named_by_its_name_or_its_id_wherever_one_is_asked_for():
+    """The one reading of a persona (lists, segments, crowd reports): a name, or an id as a
+    caller writes it, an id stored as 3.0 being 3 (lists and segments compared "3.0" with "3")."""
+    from marketing.population import persona_named
+
+    known = pd.DataFrame({"persona_id": [3.0, 5.0, None], "persona_name": ["Mainstream", "Lapsed", None]})
+    assert persona_named(known, "Lapsed") == "Lapsed"
+    assert persona_named(known, "3") == persona_named(known, "3.0") == "Mainstream"
+    assert persona_named(known, "4") is None and persona_named(known, "lapsed") is None
+    assert persona_named(known[["persona_name"]], "3") is None  # no ids to read it as one
+
+
 def test_trend_points_ignore_rows_after_them():
     dates = [dt.date(2024, 2, 1), dt.date(2024, 3, 1)]
     crowd = Crowd("where", "orders_lifetime >= 2")
