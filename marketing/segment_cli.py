@@ -169,8 +169,8 @@ def register_segments(app: typer.Typer, out, console) -> None:
             evaluator = _evaluator(population, segments_dir, file, store)
             evaluator.check(segment)
             segment_store = SegmentStore(segments_dir)
-            if save_first and segment_store.exists(segment.name) and not replace:
-                segment_store.save(segment, replace=replace)  # its error, before the data is read
+            if save_first:
+                segment_store.check_save(segment, replace=replace)  # before the data is read
             result = evaluator.evaluate(segment)  # a value no row has fails here: nothing saved
             late = _late_note(population)
             unheld = evaluator.tags_nobody_holds(segment)

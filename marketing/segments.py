@@ -164,14 +164,18 @@ class SegmentStore:
     def all(self) -> dict[str, Segment]:
         return {name: self.load(name) for name in self.names()}
 
-    def save(self, segment: Segment, *, replace: bool = False) -> Path:
-        """Check the references and cycles first; nothing is written if a check fails."""
+    def check_save(self, segment: Segment, *, replace: bool = False) -> None:
+        """Raise what :meth:`save` would refuse (a bad name, a name taken, references, cycles)."""
         check_name(segment.name)
         if self.exists(segment.name) and not replace:
             raise ConfigError(f"segment {segment.name!r} exists already (delete it first, or use --replace)")
         segments = self.all()
         segments[segment.name] = segment
         check_graph(segments)
+
+    def save(self, segment: Segment, *, replace: bool = False) -> Path:
+        """Check the references and cycles first; nothing is written if a check fails."""
+        self.check_save(segment, replace=replace)
         self.folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(segment.to_toml(), self.path(segment.name))
         return self.path(segment.name)

@@ -350,15 +350,12 @@ def _lightgbm_parameters() -> frozenset[str]:
     """Every name LightGBM takes for a parameter (canonical names, their aliases and its scikit-
     learn wrapper's), read from the installed LightGBM; empty if this LightGBM does not tell
     (the known-typo check above still runs)."""
-    try:
-        from lightgbm import LGBMModel
-        from lightgbm.basic import _ConfigAliases
-
-        aliases = _ConfigAliases._get_all_param_aliases()
-        names = set(aliases) | {alias for group in aliases.values() for alias in group}
-        return frozenset(names | set(LGBMModel().get_params()) | set(DEFAULT_MODEL_PARAMS) | set(_OTHER_MODEL_KEYS))
-    except Exception:  # a private LightGBM API: never let its absence stop a training
+    groups = _lightgbm_alias_groups()
+    if not groups:
         return frozenset()
+    from lightgbm import LGBMModel
+
+    return frozenset().union(*groups, LGBMModel().get_params(), DEFAULT_MODEL_PARAMS, _OTHER_MODEL_KEYS)
 
 
 def parse_experiment(raw: dict, where: str = "experiment") -> ExperimentConfig:
