@@ -14,9 +14,10 @@ one builder function plus one entry in :data:`FAMILY_BUILDERS`.
 
 Relations and their columns (all restricted to rows before the cutoff):
 
-- ``orders`` (one row per order): ``amount`` (net), ``gross`` (amount + discount), ``discount``,
-  ``items``, ``age`` (whole days from the order's date to the cutoff date, >= 1), ``day``,
-  ``is_purchase`` (net amount >= 0), ``is_refund`` (net amount < 0), ``has_discount``, ``dow``
+- ``orders`` (one row per order): ``amount`` (net, rounded to 6 decimals), ``gross`` (amount +
+  discount), ``discount``, ``items``, ``age`` (whole days from the order's date to the cutoff
+  date, >= 1), ``day``, ``is_purchase`` (net amount >= 0: a purchase order, as the labels count
+  one), ``is_refund`` (net amount < 0), ``has_discount``, ``dow``
   (0 = Sunday), ``hour``, ``dom`` (day of month), ``quarter``, ``channel_slot``,
   ``payment_slot`` (index in the top-K vocabulary, NULL for the rest);
 - ``timeline`` (one row per purchase order): ``age``, ``gap`` (days since the customer's

@@ -3,8 +3,10 @@
 Edge rules:
 
 - The label window is ``[cutoff, cutoff + horizon_days)``; only its rows are read.
-- ``repurchase`` is 1 when the customer has any purchase line with a positive amount in the
-  window (a refund alone is not a purchase).
+- ``repurchase`` is 1 when the customer has a purchase order in the window: an order whose
+  net amount (its lines in the window, rounded to 6 decimals) is 0 or more, as the features
+  count one (``is_purchase``) and the BTYD literature counts a transaction (an order of $0.00
+  lines is one). A refund alone (an order netting below 0) is not a purchase.
 - ``future_spend`` is the net spend in the window: refunds reduce it, and it can be negative;
   rounded to 6 decimals (money), so that it is the same in every run (a parallel sum's last
   bits are not).
@@ -76,9 +78,11 @@ def build_labels(
     con = con or dataset.connect()
     try:
         window = con.execute(
-            f"""SELECT customer_id, {money_sum("amount")} AS future_spend,
-                       MAX(CASE WHEN amount > 0 THEN 1 ELSE 0 END) AS repurchase
-                FROM purchases WHERE ts >= {timestamp_literal(cutoff)} AND ts < {timestamp_literal(end)}
+            f"""SELECT customer_id, {money_sum("net")} AS future_spend,
+                       MAX(CASE WHEN net >= 0 THEN 1 ELSE 0 END) AS repurchase
+                FROM (SELECT customer_id, order_id, {money_sum("amount")} AS net FROM purchases
+                      WHERE ts >= {timestamp_literal(cutoff)} AND ts < {timestamp_literal(end)}
+                      GROUP BY customer_id, order_id)
                 GROUP BY customer_id"""
         ).df()
     finally:

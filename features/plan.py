@@ -163,9 +163,13 @@ def compile_plan(
             ) c
             LEFT JOIN vocab_category v ON c.category = v.value""",
         ),
+        # A purchase order is an order whose net amount is 0 or more, as the labels read one
+        # (features.labels) and as the BTYD literature counts transactions (CDNOW's $0.00 orders
+        # are purchases there); the net is rounded as money_sum rounds it, so that lines cancelling
+        # to a floating residue read as 0 and the order is a purchase in every run.
         Step(
             "f_orders",
-            """
+            f"""
             SELECT customer_id, order_id, ts, age, amount, gross, discount, items,
                    CASE WHEN amount >= 0 THEN 1 ELSE 0 END AS is_purchase,
                    CASE WHEN amount < 0 THEN 1 ELSE 0 END AS is_refund,
@@ -175,7 +179,7 @@ def compile_plan(
                    EXTRACT(QUARTER FROM ts) AS quarter,
                    vc.slot AS channel_slot, vp.slot AS payment_slot
             FROM (
-                SELECT customer_id, order_id, MIN(ts) AS ts, MAX(age) AS age, SUM(amount) AS amount,
+                SELECT customer_id, order_id, MIN(ts) AS ts, MAX(age) AS age, {money_sum("amount")} AS amount,
                        SUM(amount + COALESCE(discount, 0)) AS gross, SUM(COALESCE(discount, 0)) AS discount,
                        SUM(COALESCE(quantity, 1)) AS items, MIN(channel) AS channel,
                        MIN(payment_method) AS payment_method

@@ -7,7 +7,8 @@ on: a customer reaches step k at the first row of step k's kind later than the t
 reached step k-1. Steps are
 
 - an event type of the ``events`` table, compared case-insensitively after trimming;
-- ``purchase``: an order with a line of amount > 0, at the order's first timestamp in the window;
+- ``purchase``: a purchase order (its lines in the window net 0 or more, as the features and
+  the labels count one; a refund alone is not one), at the order's first timestamp in the window;
 - ``repurchase``: a purchase order after the one that reached ``purchase`` (it must follow a
   purchase step).
 
@@ -33,6 +34,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from features.catalogue import money_sum
 from portrait.errors import PortraitError
 
 PURCHASE = "purchase"
@@ -193,7 +195,7 @@ def compute_funnel(
     if uses_purchases:
         reads.append(
             f"SELECT CAST(customer_id AS VARCHAR) AS customer_id, {_PURCHASE_KIND} AS kind, MIN(ts) AS ts "
-            "FROM purchases WHERE ts >= ? AND ts < ? GROUP BY customer_id, order_id HAVING MAX(amount) > 0"
+            f"FROM purchases WHERE ts >= ? AND ts < ? GROUP BY customer_id, order_id HAVING {money_sum('amount')} >= 0"
         )
         params += [start, end]
     con.execute(f"CREATE OR REPLACE TEMP TABLE _funnel_rows AS {' UNION ALL '.join(reads)}", params)

@@ -320,6 +320,36 @@ def test_refunds_reduce_future_spend_and_are_not_a_repurchase():
     assert labels.loc["A", "future_spend"] == 55.0 + 999.0
 
 
+def test_the_labels_count_a_purchase_order_as_the_features_do():
+    # One rule for both: an order whose lines net 0 or more (rounded as money is) is a purchase
+    # order; one netting below 0 is a refund, even with a positive line. F's orders are free
+    # ($0.00, as the BTYD literature counts a transaction); G's lines cancel to a floating
+    # residue below 0 (0.3 - 0.1 - 0.2); H's exchanges net -5.00.
+    rows = [
+        ("f1", "F", "2024-02-01 10:00:00", 0.0),
+        ("f2", "F", "2024-03-10 10:00:00", 0.0),
+        ("g1", "G", "2024-02-01 10:00:00", 0.3),
+        ("g1", "G", "2024-02-01 10:00:00", -0.1),
+        ("g1", "G", "2024-02-01 10:00:00", -0.2),
+        ("g2", "G", "2024-03-10 10:00:00", 0.3),
+        ("g2", "G", "2024-03-10 10:00:00", -0.1),
+        ("g2", "G", "2024-03-10 10:00:00", -0.2),
+        ("h0", "H", "2024-01-05 10:00:00", 20.0),
+        ("h1", "H", "2024-02-01 10:00:00", 5.0),
+        ("h1", "H", "2024-02-01 10:00:00", -10.0),
+        ("h2", "H", "2024-03-10 10:00:00", 5.0),
+        ("h2", "H", "2024-03-10 10:00:00", -10.0),
+    ]
+    purchases = pd.DataFrame(rows, columns=["order_id", "customer_id", "ts", "amount"])
+    data = Dataset.from_frames(purchases=purchases)
+    features = build_features(data, CUTOFF).set_index("customer_id")
+    assert features["orders_lifetime"].to_dict() == {"F": 1, "G": 1, "H": 1}
+    assert features.loc["H", "days_since_last_purchase"] == 56  # h0 on 2024-01-05; h1 is a refund
+    labels = build_labels(data, CUTOFF, 30, pd.Series(["F", "G", "H"])).set_index("customer_id")
+    assert labels["repurchase"].to_dict() == {"F": 1, "G": 1, "H": 0}
+    assert labels["future_spend"].to_dict() == {"F": 0.0, "G": 0.0, "H": -5.0}
+
+
 def test_high_value_is_the_top_quantile_of_future_spend():
     rows = [(f"o{i}", f"c{i}", "2024-01-10", 10.0) for i in range(10)]
     rows += [(f"p{i}", f"c{i}", "2024-03-05", float(i * 10)) for i in range(10)]  # 0..90
