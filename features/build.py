@@ -220,9 +220,11 @@ def _log_step(name: str, started: tuple[float, float]) -> None:
 _OTHER_DATE_SHAPE = r"^[0-9]{1,2}[/.-][0-9]{1,2}[/.-][0-9]{2,4}([ T].*)?$"
 # A text column of numbers with at most this many distinct values is a code (a category).
 NUMERIC_CODES = 12
-# A text column with more distinct values than this (and than half its values) names people
-# one by one (an identifier, a name, free text), not groups of them: not an attribute.
-IDENTIFIER_LIKE = 100
+# A text column with more distinct values than this, and than half of the customers who have a
+# value, names people one by one (an identifier, a name, free text such as notes kept on a few
+# customers), not groups of them: not an attribute.
+IDENTIFIER_LIKE = 10
+_NESTED_MARKS = ("[", "<", "STRUCT", "MAP", "UNION")
 
 
 def attribute_kinds(con: duckdb.DuckDBPyConnection | Engine) -> dict[str, str]:
@@ -239,6 +241,9 @@ def attribute_kinds(con: duckdb.DuckDBPyConnection | Engine) -> dict[str, str]:
         if name not in allowed:
             continue
         sql_type = sql_type.upper()
+        if any(mark in sql_type for mark in _NESTED_MARKS):
+            log.warning("customers.%s: nested values (lists, structs, maps); not used", name)
+            continue
         if sql_type.startswith(_NUMERIC):
             kinds[name] = "number"
         elif sql_type.startswith(("DATE", "TIMESTAMP")):

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from portrait.errors import Unavailable
+from portrait.privacy import holds_personal_value
 
 AUDIT_LOG_ENV = "PORTRAIT_AUDIT_LOG"
 DEFAULT_AUDIT_LOG = Path("outputs") / "audit.log"
@@ -63,13 +64,19 @@ def _plain(value: Any) -> Any:
 
 
 # A condition naming customer ids (customer_id = '2070', customer_id in (...)): the values it
-# compares are the ids the log never holds, so each quoted value is written as '...'.
+# compares are the ids the log never holds, so each quoted value is written as '...'. In any
+# condition, a quoted value holding an e-mail address or a phone number, and a bare number of 8
+# or more digits (a card or phone number compared with an attribute), are written so too.
 _NAMES_IDS = re.compile(r"\bcustomer_id\b", re.IGNORECASE)
 _QUOTED = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"")
+_LONG_NUMBER = re.compile(r"(?<![\w.])[0-9]{8,}(?:\.[0-9]+)?(?![\w.])")
 
 
 def _without_ids(condition: str) -> str:
-    return _QUOTED.sub("'...'", condition) if _NAMES_IDS.search(condition) else condition
+    if _NAMES_IDS.search(condition):
+        return _QUOTED.sub("'...'", condition)
+    masked = _QUOTED.sub(lambda m: "'...'" if holds_personal_value(m.group(0)) else m.group(0), condition)
+    return _LONG_NUMBER.sub("...", masked)
 
 
 def record_export(

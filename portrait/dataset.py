@@ -355,8 +355,14 @@ class Dataset:
         return table_name in self.sources
 
     def fingerprint(self) -> str:
-        """A short hash of the files' names, sizes and modification times (or frame contents)."""
+        """A short hash of the files' names, sizes and modification times (or frame contents),
+        and of the folder's ``portrait.toml``: its mapping and ``[privacy]`` settings change what
+        the data set holds (a column named in ``pii_columns`` since is no longer read), so
+        outputs stored before it changed are of another version."""
         digest = hashlib.sha256()
+        config = self.root / CONFIG_FILE if self.root is not None and self.root.is_dir() else None
+        if config is not None and config.is_file():
+            digest.update(b"config:" + config.read_bytes())
         for table_name in sorted(self.sources):
             source = self.sources[table_name]
             digest.update(table_name.encode())

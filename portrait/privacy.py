@@ -22,14 +22,18 @@ configured consent column are never withheld.
 
 A column whose *values* are personal data is withheld too, whatever its name (a ``contact``
 or ``note`` column; :func:`personal_value_checks`, one scan of the table when it is first
-read): one value holding an e-mail address (not ``img@2x.png``) or an international phone
-number (``+44 7700 900123``), even inside other text, withholds it; so do values mostly
-shaped like phone numbers (7 to 20 characters of digits with spaces, dots, slashes, dashes or
-brackets; not dates, ranges such as ``100000-149999`` or amounts) and values mostly distinct
-whole numbers of 9 to 15 digits, as numbers or as digit strings (phone, card or account
-numbers; not times in seconds or milliseconds since 1970). Placeholders
-(``unknown``, ``n/a``, ``-``) do not count as values. Personal data that has no shape, a name
-in free text, is not recognisable: name such a column in ``pii_columns``.
+read): one value holding an e-mail address (not ``img@2x.png``) or a phone number, even inside
+other text, withholds it: international (``+44 7700 900123``) or national (a trunk 0 and 8 to
+11 more digits: ``call 07700 900123 after 6pm``, ``06.12.34.56.78``; a value with a date
+written out, ``01.02.2023 10:15``, is not judged by this rule); so do values mostly shaped like
+phone numbers (7 to 20 characters of digits with spaces, dots, slashes, dashes or brackets;
+not dates, ranges such as ``100000-149999`` or amounts) and values mostly distinct whole
+numbers of 8 to 16 digits, as numbers or as digit strings (phone, card or account numbers; not
+times in seconds or milliseconds since 1970, nor dates written as 8 digits, ``20231231``).
+Placeholders (``unknown``, ``n/a``, ``-``) do not count as values. Personal data that has no
+shape, a name in free text, is not recognisable: name such a column in ``pii_columns`` (a text
+column of nearly one value per customer is not used as an attribute either:
+:func:`features.build.attribute_kinds`).
 
 Withheld columns are left out of the table where it is read (:meth:`TableSource.scan_sql
 <portrait.dataset.TableSource.scan_sql>`), so no view, feature, persona page, report, list,
@@ -299,6 +303,12 @@ def withheld_columns(
 EMAIL_IN_TEXT = r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,}"  # anywhere in a value
 FILE_AT = r"(?i)@[^@\s]*\.(png|jpe?g|gif|svg|webp|pdf)($|[^a-z])"  # img@2x.png is no address
 INTERNATIONAL_PHONE = r"\+[0-9]([ ()./-]?[0-9]){8,14}"  # anywhere: +44 7700 900123 (9 to 15 digits)
+# Anywhere in text: a national number, a trunk 0 then 8 to 11 more digits with separators
+# ("call 07700 900123", "020 7946 1005", "06.12.34.56.78"), not within a longer number. A value
+# with a date written out (01.02.2023 10:15) is not judged by it, nor is a value of digits only
+# (judged as a number below).
+NATIONAL_PHONE = r"(^|[^0-9+])0[1-9]([ ()./-]?[0-9]){7,10}($|[^0-9])"
+DATE_IN_TEXT = r"([0-9]{1,2}[./-][0-9]{1,2}[./-](19|20)[0-9]{2}|(19|20)[0-9]{2}[./-][0-9]{1,2}[./-][0-9]{1,2})"
 PHONE_SHAPED = r"^\+?[0-9(][0-9 ()./-]{5,18}[0-9]$"  # 7 to 20 characters of digits and separators
 
 
@@ -324,9 +334,12 @@ NOT_PHONES = (
     r"^[0-9]{1,2}[-/.][0-9]{1,2}[-/.][0-9]{2,4}$",  # 05-01-2023, 5.1.23
     r"^[0-9]+[.,][0-9]{1,2}$",  # an amount: 1234567.50
 )
-LONG_DIGITS = r"^[0-9]{9,15}$"
-LONG_INTEGERS = (1e8, 1e15)  # 9 to 15 digits: phone numbers, card or account numbers...
-EPOCH_RANGES = ((1e9, 2e9), (1e12, 2e12))  # ...but not times in seconds or milliseconds since 1970
+LONG_DIGITS = r"^[0-9]{8,16}$"
+LONG_INTEGERS = (1e7, 1e16)  # 8 to 16 digits: phone numbers, card or account numbers...
+# ...but not times in seconds or milliseconds since 1970, nor dates written as 8 digits (20231231)
+EPOCH_RANGES = ((1e9, 2e9), (1e12, 2e12), (1.9e7, 2.2e7))
+# From 15 digits on, a number read as a DOUBLE may not be whole (4111111111110000 as ...09999.5)
+WHOLE_UP_TO = 1e15
 TEXT_TYPES = ("VARCHAR", "STRING", "TEXT", "CHAR", "BPCHAR", "ENUM")
 NUMBER_TYPES = (
     "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT",
@@ -364,12 +377,46 @@ class ValueChecks:
         return found
 
 
+def phone_in_text_sql(text: str) -> str:
+    """SQL: the text ``text`` holds a phone number somewhere (international, or national outside
+    a written-out date and not digits only): as :func:`holds_phone_number` reads it."""
+    national = (
+        f"(regexp_matches({text}, {quote_literal(NATIONAL_PHONE)}) AND NOT regexp_matches({text}, "
+        f"{quote_literal(DATE_IN_TEXT)}) AND NOT regexp_matches(TRIM({text}), '^[0-9]+$'))"
+    )
+    return f"(regexp_matches({text}, {quote_literal(INTERNATIONAL_PHONE)}) OR {national})"
+
+
+def holds_phone_number(text: str) -> bool:
+    """Whether ``text`` holds a phone number somewhere, as :func:`phone_in_text_sql` judges it."""
+    if re.search(INTERNATIONAL_PHONE, text):
+        return True
+    return bool(
+        re.search(NATIONAL_PHONE, text)
+        and not re.search(DATE_IN_TEXT, text)
+        and not re.fullmatch(r"[0-9]+", text.strip())
+    )
+
+
+def holds_personal_value(text: str) -> bool:
+    """Whether free text holds an e-mail address or a phone number anywhere in it."""
+    return bool(re.search(EMAIL_IN_TEXT, text) and not re.search(FILE_AT, text)) or holds_phone_number(text)
+
+
+def personal_text_sql(text: str) -> str:
+    """SQL: the text ``text`` holds an e-mail address or a phone number anywhere in it."""
+    email = f"(regexp_matches({text}, {quote_literal(EMAIL_IN_TEXT)}) AND NOT regexp_matches({text}, {quote_literal(FILE_AT)}))"
+    return f"({email} OR {phone_in_text_sql(text)})"
+
+
 def _long_number(number: str) -> str:
-    """SQL: the DOUBLE ``number`` is a whole number of 9 to 15 digits, not a time since 1970.
-    (``% 1`` rather than FLOOR: Spark's FLOOR makes a BIGINT, which overflows under ANSI.)"""
+    """SQL: the DOUBLE ``number`` is a whole number of 8 to 16 digits, not a time since 1970 nor
+    a date written as digits. (``% 1`` rather than FLOOR: Spark's FLOOR makes a BIGINT, which
+    overflows under ANSI.)"""
     low, high = LONG_INTEGERS
     epochs = " ".join(f"AND NOT ABS({number}) BETWEEN {a:.0f} AND {b:.0f}" for a, b in EPOCH_RANGES)
-    return f"ABS({number}) >= {low:.0f} AND ABS({number}) < {high:.0f} AND {number} % 1 = 0 {epochs}"
+    whole = f"({number} % 1 = 0 OR ABS({number}) >= {WHOLE_UP_TO:.0f})"
+    return f"ABS({number}) >= {low:.0f} AND ABS({number}) < {high:.0f} AND {whole} {epochs}"
 
 
 def value_checked(
@@ -409,7 +456,7 @@ def personal_value_checks(columns: Iterable[tuple[str, str]]) -> ValueChecks | N
             parts += [
                 f"COUNT(CASE WHEN {present} THEN 1 END)",
                 f"COUNT(CASE WHEN {email} THEN 1 END)",
-                f"COUNT(CASE WHEN regexp_matches({raw}, {quote_literal(INTERNATIONAL_PHONE)}) THEN 1 END)",
+                f"COUNT(CASE WHEN {phone_in_text_sql(raw)} THEN 1 END)",
                 f"COUNT(CASE WHEN {present} AND {phone} THEN 1 END)",
                 f"COUNT(CASE WHEN {digits} THEN 1 END)",
                 f"COUNT(DISTINCT CASE WHEN {digits} THEN {value} END)",
@@ -735,7 +782,7 @@ def refuse_personal_text(text: str, option: str, limit: int, kept: str) -> None:
     where the text would stay."""
     if len(text) > limit:
         raise PortraitError(f"{option} is {len(text)} characters; at most {limit}: a reference such as a ticket number")
-    if re.search(EMAIL_IN_TEXT, text) or re.search(INTERNATIONAL_PHONE, text):
+    if holds_personal_value(text):
         raise PortraitError(
             f"{option} holds an e-mail address or a phone number; it is {kept}, so give a reference such as a "
             "ticket number instead (nothing was changed)"

@@ -26,7 +26,7 @@ from portrait.errors import ContractError
 from portrait.files import atomic_target, atomic_write_text
 from portrait.forget import forgotten_rows
 from portrait.identity import IdentitySummary, identity_summary
-from portrait.privacy import GUARDED_TABLES
+from portrait.privacy import GUARDED_TABLES, holds_personal_value, personal_text_sql
 from portrait.sql import quote_ident, quote_literal
 from portrait.views import REASON, mapped_column, parse_expr, present_expr, source_columns, zone_expr
 
@@ -141,6 +141,18 @@ def validate(dataset: Dataset, out_dir: Path | None = None, progress: Progress |
             if implausible
             else []
         )
+        personal_ids = con.execute(
+            f"SELECT COUNT(*) FROM (SELECT DISTINCT customer_id FROM purchases) WHERE {personal_text_sql('customer_id')}"
+        ).fetchall()[0][0]
+        personal_ids_note = (
+            [
+                f"purchases: {personal_ids:,} customer id{'' if personal_ids == 1 else 's'} look like e-mail addresses "
+                "or phone numbers; ids reach lists, exports, API answers and messages, so replace them with opaque "
+                "ids (or salted hashes) in the export"
+            ]
+            if personal_ids
+            else []
+        )
         identities = identity_summary(con) if dataset.has("identities") else None
         report = ValidationReport(
             dataset=dataset.name,
@@ -155,6 +167,7 @@ def validate(dataset: Dataset, out_dir: Path | None = None, progress: Progress |
             notes=_privacy_notes(dataset)
             + _notes(reports, dataset.timezone)
             + implausible_note
+            + personal_ids_note
             + (identities.warnings() if identities else []),
         )
     finally:
@@ -476,10 +489,15 @@ def _collect_malformed(con, source: TableSource) -> dict[str, int]:
             "text VARCHAR, byte BIGINT)"
         )
         return {}
-    # A line that may hold personal data (TableSource.private_lines): its text is not kept.
+    # A line that may hold personal data (TableSource.private_lines), or that holds an e-mail
+    # address or a phone number in any field (a memo, a payload): its text is not kept.
     # The line without its end: in a CRLF file DuckDB's copy starts with the previous line's \n.
     line = "TRIM(any_value(e.csv_line), chr(13) || chr(10))"
-    text = f"{quote_literal(WITHHELD_LINE)}" if source.private_lines else line
+    text = (
+        f"{quote_literal(WITHHELD_LINE)}"
+        if source.private_lines
+        else f"CASE WHEN {personal_text_sql(line)} THEN {quote_literal(WITHHELD_LINE)} ELSE {line} END"
+    )
     renamed = [f for f in source.resolved_csv_files() if f.read_path is not None]
     file_name = "s.file_path"
     if renamed:
@@ -515,7 +533,8 @@ def _keep_raw_bytes(con, target: str, files: set[Path]) -> None:
     for file, line, byte in rows:
         raw = _raw_line(by_name[file], byte) if file in by_name else None
         if raw is not None:
-            fixed.append((file, line, raw.decode("utf-8", errors="backslashreplace")))
+            text = raw.decode("utf-8", errors="backslashreplace")
+            fixed.append((file, line, WITHHELD_LINE if holds_personal_value(text) else text))
     if not fixed:
         return
     files_, lines_, texts = zip(*fixed, strict=True)
@@ -565,6 +584,8 @@ def _check_encoding(con, source: TableSource, table: contract.Table, lines: int)
     for file, n, line, byte, text in rows:
         if file in guessed and (n > contract.MAX_UNDECLARED_ENCODING_ERRORS or n > share * lines):
             raw = None if source.private_lines else _raw_line(guessed[file].path, byte)
+            if raw is not None and holds_personal_value(raw.decode("utf-8", errors="backslashreplace")):
+                raw = None  # the quarantine's text, withheld as it is there
             encoding = guessed[file].encoding.upper()
             problems.append(
                 f"{file} is not {encoding}: {n:,} lines have bytes that are not valid {encoding} "

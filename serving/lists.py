@@ -98,6 +98,10 @@ def build_list(
             f"--exclude-bought-within (exclude_bought_within) must be a whole number of days, at least 1, "
             f"got {exclude_bought_within}"
         )
+    from serving.score import without_withheld_features
+
+    # stored before a column was named personal data: its features are never read now
+    features = without_withheld_features(features, privacy)
     table = scores.merge(features, on="customer_id", how="left", suffixes=("", "_feature"))
     mask = pd.Series(True, index=table.index)
     used: list[str] = []

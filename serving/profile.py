@@ -960,6 +960,33 @@ def _champion(name: str):
     return load_model(name, "champion")
 
 
+_USED_ATTRIBUTES: dict[tuple, frozenset[str]] = {}
+_USED_ATTRIBUTES_LOCK = threading.Lock()
+
+
+def _used_attributes(dataset, con) -> frozenset[str]:
+    """The customers columns read as attributes (:func:`features.build.attribute_kinds`), once
+    per version of the customers files (and withheld columns) in this process: one scan of the
+    table, not one per profile."""
+    from features.build import attribute_kinds
+
+    source = dataset.sources.get("customers")
+    files = tuple(source.files) if source is not None and source.frame is None else ()
+    key = None
+    if files:
+        stats = tuple((str(path), path.stat().st_size, path.stat().st_mtime_ns) for path in files)
+        key = (stats, tuple(sorted(source.withheld)))
+    with _USED_ATTRIBUTES_LOCK:
+        if key is not None and key in _USED_ATTRIBUTES:
+            return _USED_ATTRIBUTES[key]
+    used = frozenset(attribute_kinds(con))
+    if key is not None:
+        with _USED_ATTRIBUTES_LOCK:
+            _USED_ATTRIBUTES.clear()  # one data set version at a time is enough
+            _USED_ATTRIBUTES[key] = used
+    return used
+
+
 def _signed_up_after(attributes: Attributes, as_of: dt.date | None) -> str | None:
     """The ``signup_date`` attribute when it is on or after ``as_of`` (the customers row is
     today's, and a profile as of an earlier date must not show someone who had not joined)."""
@@ -1097,6 +1124,18 @@ class _PersonData:
             return None
         row = dict(zip(columns, rows[0], strict=True))
         shown = safe_attribute_columns(columns, self.dataset)
+        # Only the columns the product reads as attributes: one of nearly one value per
+        # customer (free text such as notes, an identifier) or of nested values may name people
+        # in ways no check recognises, so it is not shown, as it is not used.
+        used = _used_attributes(self.dataset, self.con)
+        unused = [c for c in shown if c not in used]
+        if unused:
+            note(
+                "attributes",
+                f"{len(unused)} column(s) not shown: nearly one value per customer (an identifier or free text) "
+                "or nested values, which the product does not use",
+            )
+            shown = [c for c in shown if c in used]
         hidden = [c for c in shown if self.dataset.privacy.is_sensitive(c)]
         if not include_sensitive:
             shown = [c for c in shown if c not in hidden]

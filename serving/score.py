@@ -164,6 +164,21 @@ def sensitive_attribute_features(privacy: PrivacySettings | None) -> list[Featur
     return [attribute_feature(c, kind) for c in privacy.sensitive_columns for kind in ("category", "date")]
 
 
+def withheld_attribute_features(privacy: PrivacySettings | None) -> list[Feature]:
+    """The catalogue's features a column named in ``pii_columns`` can have become in outputs
+    stored before it was named (features tables, reasons): never read from them."""
+    if privacy is None:
+        return []
+    return [attribute_feature(c, kind) for c in privacy.pii_columns for kind in ("category", "date")]
+
+
+def without_withheld_features(features: pd.DataFrame, privacy: PrivacySettings | None) -> pd.DataFrame:
+    """A stored features table less the columns made from a column named personal data since."""
+    withheld = {feature.name for feature in withheld_attribute_features(privacy)}
+    dropped = [c for c in features.columns if c in withheld]
+    return features.drop(columns=dropped) if dropped else features
+
+
 def sensitive_features(privacy: PrivacySettings | None, names: Iterable[str]) -> list[str]:
     """The attribute features of ``names`` made from the data set's ``sensitive_columns``."""
     marked = {feature.name for feature in sensitive_attribute_features(privacy)}
@@ -176,7 +191,9 @@ def without_sensitive_reasons(reasons: pd.DataFrame, privacy: PrivacySettings | 
     before the column was marked), the rest moved up in their order. Vectorised over rows."""
     # In any case: sensitive_columns match the customers' columns in any case ("Age" marks the
     # column age), and a reason is phrased with the column's name as the data set wrote it.
-    labels = tuple(f"{feature.label}:".casefold() for feature in sensitive_attribute_features(privacy))
+    # ... and those phrased on a column named personal data since they were stored
+    marked = sensitive_attribute_features(privacy) + withheld_attribute_features(privacy)
+    labels = tuple(f"{feature.label}:".casefold() for feature in marked)
     if not labels or reasons.empty:
         return reasons
     values = reasons.to_numpy(dtype=object)
@@ -193,7 +210,8 @@ def reasons_for(
     reasons reach lists and the marketing role, who may not see those."""
     X = features[model.features]
     contributions = model.estimator.contributions(X)
-    leave_out = sensitive_features(privacy, model.features)
+    withheld = {feature.name for feature in withheld_attribute_features(privacy)}
+    leave_out = sensitive_features(privacy, model.features) + [f for f in model.features if f in withheld]
     return top_reasons(contributions, X, k=k, meanings=model_meanings(model.meta), leave_out=leave_out)
 
 

@@ -336,6 +336,11 @@ def test_audit_lines_are_appended_one_per_call(tmp_path):
     record_export(log, "os:ana", "portrait list", {"model": "m", "where": where}, 2, now=when)
     logged = json.loads(log.read_text().splitlines()[2])["filter"]["where"]
     assert logged == "customer_id in ('...', '...') and category = '...'"
+    # any condition: a value holding a phone number or an e-mail address, a bare long number
+    where = "attr_notes = 'call 07700 900123' and attr_card = 4111111111110005 and attr_region = 'north' and x > 12"
+    record_export(log, "os:ana", "portrait list", {"model": "m", "where": where}, 2, now=when)
+    logged = json.loads(log.read_text().splitlines()[3])["filter"]["where"]
+    assert logged == "attr_notes = '...' and attr_card = ... and attr_region = 'north' and x > 12"
 
 
 def test_cli_exports_are_audited(world, tmp_path, monkeypatch):

@@ -10,7 +10,7 @@ import pytest
 
 from features.build import build_features
 from portrait.dataset import Dataset, open_dataset
-from portrait.errors import ConfigError, ContractError
+from portrait.errors import ConfigError, ContractError, PortraitError
 from portrait.privacy import PrivacySettings, is_pii_name, pii_columns, safe_attribute_columns
 from tests.test_marketing_api_cli import run
 from tests.test_marketing_tags import AS_OF, EVENTS, PURCHASES
@@ -606,7 +606,12 @@ def test_value_checks_tell_personal_values_from_codes_dates_amounts_and_times():
         "phone_in_a_note": ["likes shoes", "call +44 7700 900123", "vip"],
         "dotted_phones": ["06.12.34.56.78", "555.123.4567", "030/1234567"],
         "digit_phones": ["0612345678", "0712345679", "0612345670"],
+        "national_phone_in_a_note": ["call 07700 900123 after 6pm", "vip", "likes shoes"],
+        "eight_digit_mobiles": ["81000000", "81001237", "91234567"],
+        "card_numbers_as_text": ["4111111111110000", "4111111111110001", "5500000000000004"],
         # kept
+        "day_first_times": ["01.02.2023 10:15", "12.03.2021 09:00", "01.02.2023 10:15"],
+        "order_refs": ["order 123-456 shipped", "ref 0-24999", "0.12345678"],
         "income_band": ["100000-149999", "50000-74999", "100000-149999"],
         "compact_dates": ["20230105", "19901231", "20220101"],
         "day_first_dates": ["01-05-2023", "5-1-2023", "12.03.2021"],
@@ -619,6 +624,8 @@ def test_value_checks_tell_personal_values_from_codes_dates_amounts_and_times():
     frame = pd.DataFrame(columns)
     frame["phone_numbers"] = pd.Series([4155550100, 4155550101, 4155550102], dtype="int64")
     frame["epoch_millis"] = [1.7e12, 1.7e12 + 1, 1.7e12 + 2]
+    # a card number read as a DOUBLE may not be whole: 4111111111109999.5
+    frame["card_numbers"] = [4111111111109999.5, 4111111111110001.0, 5500000000000004.0]
     frame["odd_numbers"] = [float("nan"), float("inf"), 1e20]
     frame["lists"] = [["a"], ["b"], ["c"]]  # not checked (a nested type), and no error
     con = duckdb.connect()
@@ -631,4 +638,138 @@ def test_value_checks_tell_personal_values_from_codes_dates_amounts_and_times():
         "dotted_phones": "phone numbers",
         "digit_phones": "long distinct numbers (phone numbers or identifiers)",
         "phone_numbers": "long distinct numbers (phone numbers or identifiers)",
+        "national_phone_in_a_note": "phone numbers",
+        "eight_digit_mobiles": "long distinct numbers (phone numbers or identifiers)",
+        "card_numbers_as_text": "long distinct numbers (phone numbers or identifiers)",
+        "card_numbers": "long distinct numbers (phone numbers or identifiers)",
     }
+
+
+@pytest.mark.parametrize(
+    ("text", "personal"),
+    [
+        ("call 07700 900123 after 6pm", True),
+        ("tel. 020 7946 1005", True),
+        ("06.12.34.56.78", True),
+        ("write to ann@example.com", True),
+        ("+44 7700 900123", True),
+        ("ticket 4711", False),
+        ("0612345678", False),  # digits only: a reference number, judged as a number in columns
+        ("01.02.2023 10:15", False),
+        ("2024-01-05 10:15:00", False),
+        ("img@2x.png", False),
+        ("o123,C0001,2024-01-05 10:15:00,12.50,1,books", False),
+    ],
+)
+def test_free_text_holding_a_phone_number_or_an_e_mail_address(text, personal):
+    from portrait.privacy import holds_personal_value, personal_text_sql
+
+    assert holds_personal_value(text) is personal
+    import duckdb
+
+    assert (
+        duckdb.connect().execute(f"SELECT {personal_text_sql('t')} FROM (SELECT ? AS t)", [text]).fetchone()[0]
+        is personal
+    )
+
+
+def test_a_note_with_a_national_phone_number_is_refused():
+    from portrait.privacy import refuse_personal_text
+
+    with pytest.raises(PortraitError, match="holds an e-mail address or a phone number"):
+        refuse_personal_text("caller 07700 900123 Mary", "--reason", 200, "kept with the tombstone")
+    refuse_personal_text("ticket 4711", "--reason", 200, "kept with the tombstone")
+
+
+def test_free_text_kept_on_a_few_customers_and_nested_values_are_not_attributes(tmp_path, caplog):
+    """Notes on 20 of 200 customers, each its own (names and addresses no check recognises), and
+    a list column: not attributes, not shown in a profile; the build does not stop on the list."""
+    from serving.profile import ProfileSources, build_profile
+
+    caplog.set_level(logging.WARNING, logger="features.build")
+    folder = tmp_path / "data"
+    folder.mkdir()
+    PURCHASES.to_csv(folder / "purchases.csv", index=False)
+    ids = ["A", "B", "C"] + [f"X{i:03d}" for i in range(197)]
+    notes = [f"wife {name} picks up at {i} High St" for i, name in enumerate(["Mary Jones", "Ann Lee"] * 10)]
+    pd.DataFrame(
+        {
+            "customer_id": ids,
+            "notes": notes + [None] * 180,
+            "store": [f"S{i % 8}" for i in range(200)],
+            "aliases": [[f"a{i}"] for i in range(200)],
+        }
+    ).to_parquet(folder / "customers.parquet", index=False)
+    features = build_features(open_dataset(folder), AS_OF)
+    assert [c for c in features.columns if c.startswith("attr_")] == ["attr_store"]
+    assert "customers.notes: nearly one value per customer, an identifier or free text; not used" in caplog.text
+    assert "customers.aliases: nested values (lists, structs, maps); not used" in caplog.text
+    profile = build_profile("A", ProfileSources(data=folder))
+    assert [a.name for a in profile.attributes.values] == ["store"]
+    assert any("2 column(s) not shown" in n.note for n in profile.notes)
+    assert "High St" not in profile.model_dump_json() and "a0" not in profile.model_dump_json()
+
+
+def test_validation_notes_customer_ids_that_are_e_mail_addresses(tmp_path):
+    from portrait.validate import validate
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "purchases.csv").write_text(
+        "order_id,customer_id,ts,amount\no1,ann@example.com,2024-01-05,1\no2,B1,2024-01-06,2\n"
+    )
+    report = validate(open_dataset(data), tmp_path / "report")
+    assert any("1 customer id look like e-mail addresses or phone numbers" in n for n in report.notes)
+    assert "ann@example.com" not in " ".join(report.notes)
+
+
+def test_a_malformed_line_holding_an_e_mail_in_any_field_is_withheld(tmp_path):
+    """No column is named like personal data; the bad line's memo holds an address: withheld.
+    The other bad line keeps its text."""
+    quarantine = _quarantine_of(
+        tmp_path,
+        "events",
+        "customer_id,ts,event_type,memo\n"
+        + "A1,2024-01-05,view,x\n" * 8
+        + "A1,2024-01-05,view,from ann@example.com,extra\nB1,2024-01-06,view,plain,extra\n",
+    )
+    assert quarantine["_raw_line"].tolist() == [
+        "(text withheld: the line may hold personal data)",
+        "B1,2024-01-06,view,plain,extra",
+    ]
+    assert "ann@" not in (tmp_path / "report" / "report.json").read_text()
+
+
+def test_a_column_named_personal_data_after_scoring_is_not_read_from_the_stored_outputs(tmp_path):
+    """Scores and features stored before ``pii_columns`` named loyalty_card: a list neither
+    filters by it nor shows it, a stored reason on it is dropped, and the data set's version
+    (its fingerprint: what stored crowd material is checked against) changed with the file."""
+    from marketing.filters import FilterError
+    from serving.lists import build_list
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    PURCHASES.to_csv(folder / "purchases.csv", index=False)
+    before = open_dataset(folder).fingerprint()
+    (folder / "portrait.toml").write_text('[privacy]\npii_columns = ["loyalty_card"]\n')
+    assert open_dataset(folder).fingerprint() != before
+    privacy = open_dataset(folder).privacy
+    features = pd.DataFrame(
+        {"customer_id": ["A", "B"], "attr_loyalty_card": [4111.0, 5500.0], "orders_lifetime": [2, 1]}
+    )
+    scores = pd.DataFrame(
+        {
+            "customer_id": ["A", "B"],
+            "m_score": [0.9, 0.5],
+            "m_percentile": [100, 50],
+            "m_reason_1": ["loyalty card: 4111.0", "orders: 1"],
+            "m_reason_2": ["orders: 2", None],
+            "m_reason_3": [None, None],
+        }
+    )
+    with pytest.raises(FilterError, match="unknown column 'attr_loyalty_card'"):
+        build_list(scores, features, "m", where="attr_loyalty_card > 0", privacy=privacy)
+    rows = build_list(scores, features, "m", privacy=privacy)
+    assert "attr_loyalty_card" not in rows.columns
+    assert "4111" not in rows.to_csv()
+    assert rows.filter(like="reason").iloc[0].dropna().tolist() == ["orders: 2"]
