@@ -28,6 +28,7 @@ from features.catalogue import money_sum
 from features.plan import timestamp_literal
 from marketing.filters import BehaviourTerm, FilterError
 from portrait.engine import Engine, as_engine
+from portrait.privacy import holds_personal_value
 from portrait.sql import quote_ident
 from portrait.views import by_person
 
@@ -228,12 +229,14 @@ def check_values(
         for value in asked_values:
             if value in present:
                 continue
+            # never a value holding an e-mail address or a phone number (a payload in event_type)
             known = [
                 row[0]
                 for row in engine.rows(
                     f"SELECT DISTINCT {normalised} AS v FROM {table} WHERE {before} AND {normalised} IS NOT NULL "
                     "LIMIT 100000"
                 )
+                if not holds_personal_value(str(row[0]))
             ]
             close = difflib.get_close_matches(value, known, n=5, cutoff=0.5) or sorted(known)[:5]
             raise FilterError(

@@ -36,6 +36,7 @@ import pandas as pd
 
 from features.catalogue import money_sum
 from portrait.errors import PortraitError
+from portrait.privacy import holds_personal_value
 
 PURCHASE = "purchase"
 REPURCHASE = "repurchase"
@@ -222,6 +223,7 @@ def _check_event_types(con: duckdb.DuckDBPyConnection, names: list[str], as_of: 
             f"SELECT DISTINCT LOWER(TRIM(event_type)) AS t FROM {source} WHERE ts < ? AND t IS NOT NULL AND t <> ''",
             [_midnight(as_of)],
         ).fetchall()
+        if not holds_personal_value(str(row[0]))  # never echo a payload holding an address or a phone number
     )
     for name in names:
         if name in known:

@@ -97,6 +97,20 @@ def test_an_unknown_category_names_the_closest_values():
             evaluator.evaluate(segment)
 
 
+def test_the_closest_values_never_echo_a_value_holding_personal_data():
+    """An event type holding an address (a payload written into event_type) is not suggested."""
+    payload = pd.DataFrame(
+        {"customer_id": ["A"], "ts": ["2024-02-01 10:00:00"], "event_type": ["unsubscribe: bob.unsub@example.com"]}
+    )
+    data = Dataset.from_frames(purchases=PURCHASES, events=pd.concat([EVENTS, payload]))
+    segment = Segment("s", where="events('unsubscribe: bob') > 0")
+    with Population(data, AS_OF) as population:
+        evaluator = SegmentEvaluator(population, SegmentStore(Path("/nonexistent")), load_library())
+        with pytest.raises(FilterError, match="has event_type = 'unsubscribe: bob'; closest") as raised:
+            evaluator.evaluate(segment)
+    assert "example.com" not in str(raised.value)
+
+
 def members(ds: Dataset, segment: Segment, store: SegmentStore | None = None) -> list[str]:
     with Population(ds, AS_OF) as population:
         evaluator = SegmentEvaluator(population, store or SegmentStore(Path("/nonexistent")), load_library())
