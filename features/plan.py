@@ -339,8 +339,13 @@ def rounded(expr: str) -> str:
     207/1024) comes out of a parallel sum a bit above or a bit below it from run to run, and
     rounded once it would tip either way (5 values in 162 million at 1M customers); rounded
     to 12 decimals first, both are the half, which then rounds away from zero. The price: a
-    value within 5e-13 of a half rounds away from zero too (off by at most 0.5005e-9)."""
-    return f"ROUND(ROUND({expr} * 1e12) / 1e3) / 1e9"
+    value within 5e-13 of a half rounds away from zero too (off by at most 0.5005e-9).
+
+    From a million on, 9 decimals are past a double's precision (81012370 would come out as
+    81012369.99999999): such a value is rounded to 3 decimals, which it holds exactly."""
+    return (
+        f"CASE WHEN ABS({expr}) < 1e6 THEN ROUND(ROUND({expr} * 1e12) / 1e3) / 1e9 ELSE ROUND({expr} * 1e3) / 1e3 END"
+    )
 
 
 def _prune(steps: list[Step], final_sql: str) -> list[Step]:

@@ -687,3 +687,15 @@ def test_a_date_attribute_counts_days_only_when_it_is_before_the_cutoff():
     days = frame["days_since_signup_date"]
     assert days.isna()["A"] and days.isna()["D"]  # on the cutoff's day: not before it
     assert (days["C"], days["E"]) == (1.0, 366.0)
+
+
+def test_numbers_past_a_million_keep_their_digits():
+    # rounded to 9 decimals by way of 12, 81012370 came out as 81012369.99999999: past a
+    # million a value is rounded to 3 decimals, which it holds exactly
+    purchases = pd.DataFrame(
+        [("o1", "A", "2024-01-05 10:00:00", 81012370.0), ("o2", "B", "2024-01-06 10:00:00", 1234567.891234)],
+        columns=["order_id", "customer_id", "ts", "amount"],
+    )
+    features = build_features(Dataset.from_frames(purchases=purchases), CUTOFF).set_index("customer_id")
+    assert features.loc["A", "spend_lifetime"] == 81012370.0
+    assert features.loc["B", "spend_lifetime"] == 1234567.891
