@@ -39,7 +39,7 @@ from features.plan import (
 from portrait.dataset import Dataset
 from portrait.engine import Engine, as_engine
 from portrait.errors import PortraitError
-from portrait.privacy import safe_attribute_columns
+from portrait.privacy import is_nested_type, safe_attribute_columns
 from portrait.resources import cpu_seconds, peak_rss_bytes
 from portrait.sql import quote_ident
 from portrait.views import compute_once
@@ -220,11 +220,13 @@ def _log_step(name: str, started: tuple[float, float]) -> None:
 _OTHER_DATE_SHAPE = r"^[0-9]{1,2}[/.-][0-9]{1,2}[/.-][0-9]{2,4}([ T].*)?$"
 # A text column of numbers with at most this many distinct values is a code (a category).
 NUMERIC_CODES = 12
-# A text column with more distinct values than this, and than half of the customers who have a
-# value, names people one by one (an identifier, a name, free text such as notes kept on a few
-# customers), not groups of them: not an attribute.
-IDENTIFIER_LIKE = 10
-_NESTED_MARKS = ("[", "<", "STRUCT", "MAP", "UNION")
+# A text column with more distinct values than this, and than half of its values, names people
+# one by one (an identifier, a name, free text), not groups of them: not an attribute...
+IDENTIFIER_LIKE = 100
+# ...nor, with more distinct values than this, a sparse one (a value for fewer than half of the
+# customers) most of whose values are distinct: notes kept on a few customers. A full column of
+# 35 cities among 60 customers stays an attribute.
+SPARSE_IDENTIFIER_LIKE = 10
 
 
 def attribute_kinds(con: duckdb.DuckDBPyConnection | Engine) -> dict[str, str]:
@@ -241,7 +243,7 @@ def attribute_kinds(con: duckdb.DuckDBPyConnection | Engine) -> dict[str, str]:
         if name not in allowed:
             continue
         sql_type = sql_type.upper()
-        if any(mark in sql_type for mark in _NESTED_MARKS):
+        if is_nested_type(sql_type):
             log.warning("customers.%s: nested values (lists, structs, maps); not used", name)
             continue
         if sql_type.startswith(_NUMERIC):
@@ -256,14 +258,15 @@ def attribute_kinds(con: duckdb.DuckDBPyConnection | Engine) -> dict[str, str]:
         # all dates (a signup_date) are dates; all numbers with more than a few distinct values
         # (an age, an income) are numbers, where a handful of numeric codes stays a category;
         # nearly one value per customer names people, not groups: not an attribute.
-        counts = ", ".join(
+        counts = "COUNT(*), " + ", ".join(
             f"COUNT({q}), COUNT(TRY_CAST({q} AS DATE)), COUNT(TRY_CAST({q} AS DOUBLE)), COUNT(DISTINCT {q}), "
             f"COUNT(CASE WHEN regexp_matches(TRIM({q}), '{_OTHER_DATE_SHAPE}') THEN 1 END)"
             for q in (quote_ident(n) for n in text)
         )
-        row = engine.rows(f"SELECT {counts} FROM customers")[0]
+        rows, *row = engine.rows(f"SELECT {counts} FROM customers")[0]
         for i, name in enumerate(text):
             present, dates, numbers, distinct, other_dates = row[5 * i : 5 * i + 5]
+            floor = SPARSE_IDENTIFIER_LIKE if present * 2 < rows else IDENTIFIER_LIKE
             if present and present == dates:
                 kinds[name] = "date"
             elif present and present == numbers:
@@ -272,7 +275,7 @@ def attribute_kinds(con: duckdb.DuckDBPyConnection | Engine) -> dict[str, str]:
             elif present and present == other_dates:  # 31/12/2023: which is the day is not guessed
                 # Many values: left out, as any column of nearly one value per customer; a few
                 # stay a category (as before this rule: a model or segment may read them so).
-                dropped = distinct > max(IDENTIFIER_LIKE, present // 2)
+                dropped = distinct > max(floor, present // 2)
                 if dropped:
                     del kinds[name]
                 log.warning(
@@ -281,7 +284,7 @@ def attribute_kinds(con: duckdb.DuckDBPyConnection | Engine) -> dict[str, str]:
                     name,
                     "not used" if dropped else "each date used as a category",
                 )
-            elif distinct > max(IDENTIFIER_LIKE, present // 2):
+            elif distinct > max(floor, present // 2):
                 del kinds[name]
                 log.warning("customers.%s: nearly one value per customer, an identifier or free text; not used", name)
     return kinds

@@ -342,9 +342,11 @@ def rounded(expr: str) -> str:
     value within 5e-13 of a half rounds away from zero too (off by at most 0.5005e-9).
 
     From a million on, 9 decimals are past a double's precision (81012370 would come out as
-    81012369.99999999): such a value is rounded to 3 decimals, which it holds exactly."""
+    81012369.99999999): such a value is rounded to 3 decimals, which it holds exactly, by way of
+    6 for the same reason as above."""
     return (
-        f"CASE WHEN ABS({expr}) < 1e6 THEN ROUND(ROUND({expr} * 1e12) / 1e3) / 1e9 ELSE ROUND({expr} * 1e3) / 1e3 END"
+        f"CASE WHEN ABS({expr}) < 1e6 THEN ROUND(ROUND({expr} * 1e12) / 1e3) / 1e9 "
+        f"ELSE ROUND(ROUND({expr} * 1e6) / 1e3) / 1e3 END"
     )
 
 

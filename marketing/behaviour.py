@@ -9,9 +9,12 @@ in :mod:`marketing.filters`. The SQL runs on DuckDB or, through :mod:`portrait.e
 
 Windows follow the features' rule: ``within_days = N`` is ``ts >= as_of - N days`` (midnight),
 so "in the last 30 days" means the same thing in a feature, a tag and a segment. Text filters
-compare case-insensitively after trimming. ``purchased`` counts orders with at least one
-matching purchase line (amount > 0); ``spent`` sums the net amount of matching lines (refund
-lines deduct); ``events`` counts events of the type.
+compare case-insensitively after trimming. ``purchased`` without a filter counts purchase
+orders, as the features and the labels count them: orders whose lines in the window net 0 or
+more (rounded as money is; a $0.00 order is one, a refund or an exchange netting below 0 is
+not); with a filter (``category = ...``) it counts orders with at least one matching purchase
+line (amount > 0). ``spent`` sums the net amount of matching lines (refund lines deduct);
+``events`` counts events of the type.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ def _condition(term: BehaviourTerm, as_of: dt.date) -> tuple[str, list]:
     """The term's test of one row (on the normalised columns of :func:`_query`'s read of the
     rows) and its parameters."""
     parts, params = [], []
-    if term.function == "purchased":
+    if term.function == "purchased" and term.filters:
         parts.append("amount > 0")
     if term.function == "events":
         parts.append("event_type = ?")
@@ -157,11 +160,9 @@ def _query(
         # match a ``purchased`` term need their order: every other line of a customer joins
         # one group (a NULL order), which keeps the grouping several times smaller.
         values = [
-            f"MAX(CASE WHEN {condition} THEN 1 ELSE 0 END) AS t{i}"
-            if term.function == "purchased"
-            else f"SUM(CASE WHEN {condition} THEN amount ELSE 0 END) AS t{i}"
-            for i, (term, condition) in enumerate(zip(terms, conditions, strict=True))
+            _per_order(term, condition, i) for i, (term, condition) in enumerate(zip(terms, conditions, strict=True))
         ]
+
         per_order = [i for i, term in enumerate(terms) if term.function == "purchased"]
         order_key, key_params = "", []
         if per_order:
@@ -196,6 +197,20 @@ def _query(
         f"FROM ({grouped}) g LEFT JOIN {_CUSTOMERS} c ON g.customer_id = c.customer_id"
     )
     return engine.frame(sql, params)
+
+
+def _per_order(term: BehaviourTerm, condition: str, i: int) -> str:
+    """The value of ``term`` for one order's lines (one customer's other lines: a NULL order)."""
+    if term.function != "purchased":
+        return f"SUM(CASE WHEN {condition} THEN amount ELSE 0 END) AS t{i}"
+    if term.filters:  # a matching purchase line
+        return f"MAX(CASE WHEN {condition} THEN 1 ELSE 0 END) AS t{i}"
+    # a purchase order: its lines in the window net 0 or more (every such line is in the group).
+    # The condition is read twice: it has no parameters (a window, formatted from a date).
+    return (
+        f"CASE WHEN COUNT(CASE WHEN {condition} THEN 1 END) > 0 "
+        f"AND {money_sum(f'CASE WHEN {condition} THEN amount ELSE 0 END')} >= 0 THEN 1 ELSE 0 END AS t{i}"
+    )
 
 
 def check_values(

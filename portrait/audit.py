@@ -74,8 +74,9 @@ _LONG_NUMBER = re.compile(r"(?<![\w.])[0-9]{8,}(?:\.[0-9]+)?(?![\w.])")
 
 def _without_ids(condition: str) -> str:
     if _NAMES_IDS.search(condition):
-        return _QUOTED.sub("'...'", condition)
-    masked = _QUOTED.sub(lambda m: "'...'" if holds_personal_value(m.group(0)) else m.group(0), condition)
+        masked = _QUOTED.sub("'...'", condition)
+    else:
+        masked = _QUOTED.sub(lambda m: "'...'" if holds_personal_value(m.group(0)) else m.group(0), condition)
     return _LONG_NUMBER.sub("...", masked)
 
 

@@ -49,6 +49,7 @@ import codecs
 import csv
 import functools
 import hashlib
+import json
 import os
 import tomllib
 import zoneinfo
@@ -362,7 +363,12 @@ class Dataset:
         digest = hashlib.sha256()
         config = self.root / CONFIG_FILE if self.root is not None and self.root.is_dir() else None
         if config is not None and config.is_file():
-            digest.update(b"config:" + config.read_bytes())
+            # its settings, not its text: a comment or a blank line changes no version
+            try:
+                settings = json.dumps(tomllib.loads(config.read_text(encoding="utf-8")), sort_keys=True, default=str)
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+                settings = config.read_bytes().hex()
+            digest.update(b"config:" + settings.encode())
         for table_name in sorted(self.sources):
             source = self.sources[table_name]
             digest.update(table_name.encode())

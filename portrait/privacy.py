@@ -23,13 +23,15 @@ configured consent column are never withheld.
 A column whose *values* are personal data is withheld too, whatever its name (a ``contact``
 or ``note`` column; :func:`personal_value_checks`, one scan of the table when it is first
 read): one value holding an e-mail address (not ``img@2x.png``) or a phone number, even inside
-other text, withholds it: international (``+44 7700 900123``) or national (a trunk 0 and 8 to
-11 more digits: ``call 07700 900123 after 6pm``, ``06.12.34.56.78``; a value with a date
-written out, ``01.02.2023 10:15``, is not judged by this rule); so do values mostly shaped like
+other text, withholds it: international (``+44 7700 900123``, ``0049 30 1234567``) or national
+(a trunk 0 and 9 to 11 more digits: ``call 07700 900123 after 6pm``, ``06.12.34.56.78``; or
+North American, ``415-555-0100``; dates
+written out, ``01.02.2023``, are taken out of the text first); so do values mostly shaped like
 phone numbers (7 to 20 characters of digits with spaces, dots, slashes, dashes or brackets;
 not dates, ranges such as ``100000-149999`` or amounts) and values mostly distinct whole
-numbers of 8 to 16 digits, as numbers or as digit strings (phone, card or account numbers; not
-times in seconds or milliseconds since 1970, nor dates written as 8 digits, ``20231231``).
+numbers of 9 to 16 digits, as numbers or as digit strings (phone, card or account numbers; not
+times in seconds or milliseconds since 1970). An 8-digit number is not judged (dates written
+as digits, amounts in cents): a column of 8-digit phone numbers needs ``pii_columns``.
 Placeholders (``unknown``, ``n/a``, ``-``) do not count as values. Personal data that has no
 shape, a name in free text, is not recognisable: name such a column in ``pii_columns`` (a text
 column of nearly one value per customer is not used as an attribute either:
@@ -302,12 +304,15 @@ def withheld_columns(
 # Regular expressions both engines read alike (RE2 in DuckDB, Java's in Spark).
 EMAIL_IN_TEXT = r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,}"  # anywhere in a value
 FILE_AT = r"(?i)@[^@\s]*\.(png|jpe?g|gif|svg|webp|pdf)($|[^a-z])"  # img@2x.png is no address
-INTERNATIONAL_PHONE = r"\+[0-9]([ ()./-]?[0-9]){8,14}"  # anywhere: +44 7700 900123 (9 to 15 digits)
-# Anywhere in text: a national number, a trunk 0 then 8 to 11 more digits with separators
-# ("call 07700 900123", "020 7946 1005", "06.12.34.56.78"), not within a longer number. A value
-# with a date written out (01.02.2023 10:15) is not judged by it, nor is a value of digits only
-# (judged as a number below).
-NATIONAL_PHONE = r"(^|[^0-9+])0[1-9]([ ()./-]?[0-9]){7,10}($|[^0-9])"
+# Anywhere: +44 7700 900123 (9 to 15 digits), or the same written with 00 (0049 30 1234567).
+INTERNATIONAL_PHONE = r"\+[0-9]([ ()./-]?[0-9]){8,14}|(^|[^0-9])00[1-9]([ ()./-]?[0-9]){7,13}"
+# Anywhere in text: a national number, a trunk 0 then 9 to 11 more digits with separators
+# ("call 07700 900123", "020 7946 1005", "06.12.34.56.78"), not within a longer number (nor a
+# ZIP+4 code, 02134-1234: 9 digits). Dates written out (01.02.2023, 2023-01-05) are taken out of
+# the text before it is judged, and a value of digits only is judged as a number (below).
+NATIONAL_PHONE = r"(^|[^0-9+])0[1-9]([ ()./-]?[0-9]){8,10}($|[^0-9])"
+# ...and a North American number written 3-3-4 with separators: 415-555-0100, (415) 555-0100.
+NANP_PHONE = r"(^|[^0-9])(\([2-9][0-9]{2}\) ?|[2-9][0-9]{2}[ .-])[2-9][0-9]{2}[ .-][0-9]{4}($|[^0-9])"
 DATE_IN_TEXT = r"([0-9]{1,2}[./-][0-9]{1,2}[./-](19|20)[0-9]{2}|(19|20)[0-9]{2}[./-][0-9]{1,2}[./-][0-9]{1,2})"
 PHONE_SHAPED = r"^\+?[0-9(][0-9 ()./-]{5,18}[0-9]$"  # 7 to 20 characters of digits and separators
 
@@ -334,10 +339,11 @@ NOT_PHONES = (
     r"^[0-9]{1,2}[-/.][0-9]{1,2}[-/.][0-9]{2,4}$",  # 05-01-2023, 5.1.23
     r"^[0-9]+[.,][0-9]{1,2}$",  # an amount: 1234567.50
 )
-LONG_DIGITS = r"^[0-9]{8,16}$"
-LONG_INTEGERS = (1e7, 1e16)  # 8 to 16 digits: phone numbers, card or account numbers...
-# ...but not times in seconds or milliseconds since 1970, nor dates written as 8 digits (20231231)
-EPOCH_RANGES = ((1e9, 2e9), (1e12, 2e12), (1.9e7, 2.2e7))
+# 9 to 16 digits: phone numbers, card or account numbers. Not 8: dates written as digits
+# (31121985, 20231231) and amounts in cents are 8 digits as often as some countries' phones.
+LONG_DIGITS = r"^[0-9]{9,16}$"
+LONG_INTEGERS = (1e8, 1e16)
+EPOCH_RANGES = ((1e9, 2e9), (1e12, 2e12))  # ...but not times in seconds or milliseconds since 1970
 # From 15 digits on, a number read as a DOUBLE may not be whole (4111111111110000 as ...09999.5)
 WHOLE_UP_TO = 1e15
 TEXT_TYPES = ("VARCHAR", "STRING", "TEXT", "CHAR", "BPCHAR", "ENUM")
@@ -378,11 +384,13 @@ class ValueChecks:
 
 
 def phone_in_text_sql(text: str) -> str:
-    """SQL: the text ``text`` holds a phone number somewhere (international, or national outside
-    a written-out date and not digits only): as :func:`holds_phone_number` reads it."""
+    """SQL: the text ``text`` holds a phone number somewhere (international, or national once
+    dates written out are taken out, and not digits only): as :func:`holds_phone_number` reads it."""
+    undated = f"regexp_replace({text}, {quote_literal(DATE_IN_TEXT)}, ' ', 'g')"
     national = (
-        f"(regexp_matches({text}, {quote_literal(NATIONAL_PHONE)}) AND NOT regexp_matches({text}, "
-        f"{quote_literal(DATE_IN_TEXT)}) AND NOT regexp_matches(TRIM({text}), '^[0-9]+$'))"
+        f"((regexp_matches({undated}, {quote_literal(NATIONAL_PHONE)}) "
+        f"OR regexp_matches({undated}, {quote_literal(NANP_PHONE)})) "
+        f"AND NOT regexp_matches(TRIM({text}), '^[0-9]+$'))"
     )
     return f"(regexp_matches({text}, {quote_literal(INTERNATIONAL_PHONE)}) OR {national})"
 
@@ -391,11 +399,17 @@ def holds_phone_number(text: str) -> bool:
     """Whether ``text`` holds a phone number somewhere, as :func:`phone_in_text_sql` judges it."""
     if re.search(INTERNATIONAL_PHONE, text):
         return True
-    return bool(
-        re.search(NATIONAL_PHONE, text)
-        and not re.search(DATE_IN_TEXT, text)
-        and not re.fullmatch(r"[0-9]+", text.strip())
-    )
+    undated = re.sub(DATE_IN_TEXT, " ", text)
+    national = re.search(NATIONAL_PHONE, undated) or re.search(NANP_PHONE, undated)
+    return bool(national and not re.fullmatch(r"[0-9]+", text.strip()))
+
+
+def is_nested_type(sql_type: str) -> bool:
+    """Whether a column of this SQL type (DuckDB's or Spark's spelling) holds lists, structs,
+    maps or unions: judged by the type's name, not by labels an ENUM may hold ('<25')."""
+    upper = sql_type.strip().upper()
+    base = re.split(r"[\s(<\[]", upper, maxsplit=1)[0]
+    return base in ("STRUCT", "MAP", "UNION", "ARRAY", "LIST") or (base != "ENUM" and upper.endswith("]"))
 
 
 def holds_personal_value(text: str) -> bool:
@@ -410,9 +424,8 @@ def personal_text_sql(text: str) -> str:
 
 
 def _long_number(number: str) -> str:
-    """SQL: the DOUBLE ``number`` is a whole number of 8 to 16 digits, not a time since 1970 nor
-    a date written as digits. (``% 1`` rather than FLOOR: Spark's FLOOR makes a BIGINT, which
-    overflows under ANSI.)"""
+    """SQL: the DOUBLE ``number`` is a whole number of 9 to 16 digits, not a time since 1970.
+    (``% 1`` rather than FLOOR: Spark's FLOOR makes a BIGINT, which overflows under ANSI.)"""
     low, high = LONG_INTEGERS
     epochs = " ".join(f"AND NOT ABS({number}) BETWEEN {a:.0f} AND {b:.0f}" for a, b in EPOCH_RANGES)
     whole = f"({number} % 1 = 0 OR ABS({number}) >= {WHOLE_UP_TO:.0f})"
@@ -438,7 +451,7 @@ def personal_value_checks(columns: Iterable[tuple[str, str]]) -> ValueChecks | N
     for name, sql_type in columns:
         q = quote_ident(name)
         upper = sql_type.upper().strip()
-        if any(mark in upper for mark in ("[", "<", "STRUCT", "MAP", "UNION")):
+        if is_nested_type(upper):
             continue  # a nested value: no column of the contract, and no shape to judge
         base = re.split(r"[\s(]", upper, maxsplit=1)[0]
         if base in TEXT_TYPES:

@@ -32,6 +32,8 @@ from portrait.views import REASON, mapped_column, parse_expr, present_expr, sour
 
 MALFORMED = "malformed_row"
 WITHHELD_LINE = "(text withheld: the line may hold personal data)"
+# A customer id of digits only that reads as a national phone number: a trunk 0, 10 to 12 digits.
+PHONE_DIGITS = "^0[1-9][0-9]{8,10}$"
 INVALID_ENCODING = "invalid_encoding"
 
 
@@ -142,12 +144,18 @@ def validate(dataset: Dataset, out_dir: Path | None = None, progress: Progress |
             else []
         )
         personal_ids = con.execute(
-            f"SELECT COUNT(*) FROM (SELECT DISTINCT customer_id FROM purchases) WHERE {personal_text_sql('customer_id')}"
+            "SELECT COUNT(*) FROM (SELECT DISTINCT customer_id FROM purchases) "
+            f"WHERE {personal_text_sql('customer_id')} OR regexp_matches(customer_id, {quote_literal(PHONE_DIGITS)})"
         ).fetchall()[0][0]
         personal_ids_note = (
             [
-                f"purchases: {personal_ids:,} customer id{'' if personal_ids == 1 else 's'} look like e-mail addresses "
-                "or phone numbers; ids reach lists, exports, API answers and messages, so replace them with opaque "
+                f"purchases: {personal_ids:,} customer id"
+                + (
+                    " looks like an e-mail address or a phone number"
+                    if personal_ids == 1
+                    else "s look like e-mail addresses or phone numbers"
+                )
+                + "; ids reach lists, exports, API answers and messages, so replace them with opaque "
                 "ids (or salted hashes) in the export"
             ]
             if personal_ids

@@ -98,10 +98,8 @@ def build_list(
             f"--exclude-bought-within (exclude_bought_within) must be a whole number of days, at least 1, "
             f"got {exclude_bought_within}"
         )
-    from serving.score import without_withheld_features
+    from serving.score import withheld_attribute_features
 
-    # stored before a column was named personal data: its features are never read now
-    features = without_withheld_features(features, privacy)
     table = scores.merge(features, on="customer_id", how="left", suffixes=("", "_feature"))
     mask = pd.Series(True, index=table.index)
     used: list[str] = []
@@ -109,7 +107,10 @@ def build_list(
         table = _with_rfm(table, features) if _RFM_TERM.search(where) else table
         # Not the stored reasons: text naming a feature's value, which may be a sensitive attribute
         # marked since the scores were written (the reason columns are scrubbed; a filter is not).
-        filterable = table.drop(columns=[c for c in table.columns if _REASON_COLUMN.fullmatch(c)])
+        # Nor features of a column named personal data since they were stored: never filtered by
+        # or shown (a model's reasons still read them, and leave them out).
+        withheld = {feature.name for feature in withheld_attribute_features(privacy)}
+        filterable = table.drop(columns=[c for c in table.columns if _REASON_COLUMN.fullmatch(c) or c in withheld])
         tree = parse_filter(where, list_schema(filterable))
         mask &= evaluate(tree, table)
         used = columns_used(tree)

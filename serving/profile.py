@@ -964,25 +964,26 @@ _USED_ATTRIBUTES: dict[tuple, frozenset[str]] = {}
 _USED_ATTRIBUTES_LOCK = threading.Lock()
 
 
-def _used_attributes(dataset, con) -> frozenset[str]:
-    """The customers columns read as attributes (:func:`features.build.attribute_kinds`), once
-    per version of the customers files (and withheld columns) in this process: one scan of the
-    table, not one per profile."""
+def _used_attributes(dataset) -> frozenset[str]:
+    """The customers columns ``dataset`` (the whole data set, never a copy narrowed to one
+    person, on which every column would be one value per customer) reads as attributes
+    (:func:`features.build.attribute_kinds`): once per version of its files and portrait.toml
+    in this process, one scan of the table rather than one per profile."""
     from features.build import attribute_kinds
 
-    source = dataset.sources.get("customers")
-    files = tuple(source.files) if source is not None and source.frame is None else ()
-    key = None
-    if files:
-        stats = tuple((str(path), path.stat().st_size, path.stat().st_mtime_ns) for path in files)
-        key = (stats, tuple(sorted(source.withheld)))
+    key = (str(dataset.root), dataset.fingerprint()) if dataset.root is not None else None
     with _USED_ATTRIBUTES_LOCK:
         if key is not None and key in _USED_ATTRIBUTES:
             return _USED_ATTRIBUTES[key]
-    used = frozenset(attribute_kinds(con))
+    con = dataset.connect()
+    try:
+        used = frozenset(attribute_kinds(con))
+    finally:
+        con.close()
     if key is not None:
         with _USED_ATTRIBUTES_LOCK:
-            _USED_ATTRIBUTES.clear()  # one data set version at a time is enough
+            if len(_USED_ATTRIBUTES) > 8:  # a few data sets' versions are plenty
+                _USED_ATTRIBUTES.clear()
             _USED_ATTRIBUTES[key] = used
     return used
 
@@ -1053,8 +1054,9 @@ def _text(value: Any) -> str | None:
 class _PersonData:
     """The person's rows of a data set on one DuckDB connection with the data set's views."""
 
-    def __init__(self, dataset, con, asked: str, fast: bool) -> None:
+    def __init__(self, dataset, con, asked: str, fast: bool, whole=None) -> None:
         self.dataset = dataset
+        self.whole = whole if whole is not None else dataset  # the data set before narrowing
         self.con = con
         self.asked = asked
         self.fast = fast
@@ -1070,7 +1072,7 @@ class _PersonData:
         if any(source.is_csv for source in dataset.sources.values()):
             return cls(dataset, dataset.connect(), customer_id, fast=False)
         narrowed = _narrowed(dataset, customer_id)
-        return cls(narrowed, narrowed.connect(), customer_id, fast=True)
+        return cls(narrowed, narrowed.connect(), customer_id, fast=True, whole=dataset)
 
     def close(self) -> None:
         self.con.close()
@@ -1127,7 +1129,7 @@ class _PersonData:
         # Only the columns the product reads as attributes: one of nearly one value per
         # customer (free text such as notes, an identifier) or of nested values may name people
         # in ways no check recognises, so it is not shown, as it is not used.
-        used = _used_attributes(self.dataset, self.con)
+        used = _used_attributes(self.whole)
         unused = [c for c in shown if c not in used]
         if unused:
             note(
@@ -1389,6 +1391,7 @@ def write_profile_material(
 def _write_profile_material(
     con: duckdb.DuckDBPyConnection, dataset, as_of: dt.date, folder: Path, progress: Callable[[str], None] | None
 ) -> dict[str, int]:
+    from features.build import attribute_kinds
     from portrait.files import atomic_target, atomic_write_text
     from portrait.privacy import safe_attribute_columns
 
@@ -1527,7 +1530,9 @@ def _write_profile_material(
         sensitive: list[str] = []
         if has_customers:
             columns = [r[0] for r in con.execute("DESCRIBE SELECT * FROM customers").fetchall()]
-            attribute_columns = safe_attribute_columns(columns, dataset)
+            # only the columns used as attributes (free text and identifiers are not: see _PersonData)
+            used = attribute_kinds(con)
+            attribute_columns = [c for c in safe_attribute_columns(columns, dataset) if c in used]
             sensitive = [c for c in attribute_columns if dataset.privacy.is_sensitive(c)]
             selected = ", ".join(quote_ident(c) for c in ["customer_id", *attribute_columns])
             write("attributes", f"SELECT {selected} FROM customers ORDER BY customer_id")

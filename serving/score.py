@@ -172,13 +172,6 @@ def withheld_attribute_features(privacy: PrivacySettings | None) -> list[Feature
     return [attribute_feature(c, kind) for c in privacy.pii_columns for kind in ("category", "date")]
 
 
-def without_withheld_features(features: pd.DataFrame, privacy: PrivacySettings | None) -> pd.DataFrame:
-    """A stored features table less the columns made from a column named personal data since."""
-    withheld = {feature.name for feature in withheld_attribute_features(privacy)}
-    dropped = [c for c in features.columns if c in withheld]
-    return features.drop(columns=dropped) if dropped else features
-
-
 def sensitive_features(privacy: PrivacySettings | None, names: Iterable[str]) -> list[str]:
     """The attribute features of ``names`` made from the data set's ``sensitive_columns``."""
     marked = {feature.name for feature in sensitive_attribute_features(privacy)}

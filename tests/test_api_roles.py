@@ -341,6 +341,9 @@ def test_audit_lines_are_appended_one_per_call(tmp_path):
     record_export(log, "os:ana", "portrait list", {"model": "m", "where": where}, 2, now=when)
     logged = json.loads(log.read_text().splitlines()[3])["filter"]["where"]
     assert logged == "attr_notes = '...' and attr_card = ... and attr_region = 'north' and x > 12"
+    where = "customer_id <> 'x' and attr_card = 4111111111110005"
+    record_export(log, "os:ana", "portrait list", {"model": "m", "where": where}, 2, now=when)
+    assert json.loads(log.read_text().splitlines()[4])["filter"]["where"] == "customer_id <> '...' and attr_card = ..."
 
 
 def test_cli_exports_are_audited(world, tmp_path, monkeypatch):

@@ -607,10 +607,12 @@ def test_value_checks_tell_personal_values_from_codes_dates_amounts_and_times():
         "dotted_phones": ["06.12.34.56.78", "555.123.4567", "030/1234567"],
         "digit_phones": ["0612345678", "0712345679", "0612345670"],
         "national_phone_in_a_note": ["call 07700 900123 after 6pm", "vip", "likes shoes"],
-        "eight_digit_mobiles": ["81000000", "81001237", "91234567"],
         "card_numbers_as_text": ["4111111111110000", "4111111111110001", "5500000000000004"],
         # kept
         "day_first_times": ["01.02.2023 10:15", "12.03.2021 09:00", "01.02.2023 10:15"],
+        # 8 digits are not judged: birth dates written DDMMYYYY, amounts in cents (and 8-digit phones)
+        "birth_dates_as_digits": ["31121985", "01021990", "15071979"],
+        "zip_plus_four": ["02134-1234", "90210-3301", "10001-0001"],
         "order_refs": ["order 123-456 shipped", "ref 0-24999", "0.12345678"],
         "income_band": ["100000-149999", "50000-74999", "100000-149999"],
         "compact_dates": ["20230105", "19901231", "20220101"],
@@ -639,7 +641,6 @@ def test_value_checks_tell_personal_values_from_codes_dates_amounts_and_times():
         "digit_phones": "long distinct numbers (phone numbers or identifiers)",
         "phone_numbers": "long distinct numbers (phone numbers or identifiers)",
         "national_phone_in_a_note": "phone numbers",
-        "eight_digit_mobiles": "long distinct numbers (phone numbers or identifiers)",
         "card_numbers_as_text": "long distinct numbers (phone numbers or identifiers)",
         "card_numbers": "long distinct numbers (phone numbers or identifiers)",
     }
@@ -659,6 +660,14 @@ def test_value_checks_tell_personal_values_from_codes_dates_amounts_and_times():
         ("2024-01-05 10:15:00", False),
         ("img@2x.png", False),
         ("o123,C0001,2024-01-05 10:15:00,12.50,1,books", False),
+        # a date elsewhere in the text does not hide a phone number
+        ("A1,2024-01-05,view,call 07700 900123 Mary,extra", True),
+        ("07700 900123 (Mary) since 2023-01-05", True),
+        ("ring 0049 30 1234567", True),
+        ("02134-1234", False),  # a ZIP+4 code
+        ("call 415-555-0100 after 5", True),
+        ("(415) 555-0100", True),
+        ("sizes 100-200-3000", False),
     ],
 )
 def test_free_text_holding_a_phone_number_or_an_e_mail_address(text, personal):
@@ -706,6 +715,11 @@ def test_free_text_kept_on_a_few_customers_and_nested_values_are_not_attributes(
     assert "customers.aliases: nested values (lists, structs, maps); not used" in caplog.text
     profile = build_profile("A", ProfileSources(data=folder))
     assert [a.name for a in profile.attributes.values] == ["store"]
+    # with Parquet purchases the profile reads a copy narrowed to the person: still judged on all
+    PURCHASES.to_parquet(folder / "purchases.parquet", index=False)
+    (folder / "purchases.csv").unlink()
+    profile = build_profile("A", ProfileSources(data=folder))
+    assert [a.name for a in profile.attributes.values] == ["store"]
     assert any("2 column(s) not shown" in n.note for n in profile.notes)
     assert "High St" not in profile.model_dump_json() and "a0" not in profile.model_dump_json()
 
@@ -719,7 +733,7 @@ def test_validation_notes_customer_ids_that_are_e_mail_addresses(tmp_path):
         "order_id,customer_id,ts,amount\no1,ann@example.com,2024-01-05,1\no2,B1,2024-01-06,2\n"
     )
     report = validate(open_dataset(data), tmp_path / "report")
-    assert any("1 customer id look like e-mail addresses or phone numbers" in n for n in report.notes)
+    assert any("1 customer id looks like an e-mail address or a phone number" in n for n in report.notes)
     assert "ann@example.com" not in " ".join(report.notes)
 
 
@@ -773,3 +787,69 @@ def test_a_column_named_personal_data_after_scoring_is_not_read_from_the_stored_
     assert "attr_loyalty_card" not in rows.columns
     assert "4111" not in rows.to_csv()
     assert rows.filter(like="reason").iloc[0].dropna().tolist() == ["orders: 2"]
+
+
+def test_validation_notes_customer_ids_that_are_phone_numbers_written_as_digits(tmp_path):
+    from portrait.validate import validate
+
+    data = tmp_path / "data"
+    data.mkdir()
+    lines = [f"o{i},0770090000{i},2024-01-05,1" for i in range(3)] + ["o9,B1,2024-01-06,2", "o8,12345,2024-01-06,2"]
+    (data / "purchases.csv").write_text("order_id,customer_id,ts,amount\n" + "\n".join(lines) + "\n")
+    report = validate(open_dataset(data), tmp_path / "report")
+    assert any("3 customer ids look like e-mail addresses or phone numbers" in n for n in report.notes)
+
+
+def test_full_columns_of_many_values_stay_attributes_and_enum_labels_are_no_nesting():
+    """35 cities among 60 customers (every one has a city) and a categorical column whose labels
+    hold '<' or a type's name: attributes, as before the sparse free-text rule."""
+    purchases = pd.DataFrame(
+        [(f"o{i}", f"C{i}", "2024-01-05", 5.0) for i in range(60)], columns=["order_id", "customer_id", "ts", "amount"]
+    )
+    customers = pd.DataFrame(
+        {
+            "customer_id": [f"C{i}" for i in range(60)],
+            "city": [f"city{i % 35}" for i in range(60)],
+            "age_band": pd.Categorical(["<25" if i % 2 else "25-34" for i in range(60)]),
+            "sector": pd.Categorical(["CONSTRUCTION" if i % 2 else "Union County" for i in range(60)]),
+        }
+    )
+    features = build_features(Dataset.from_frames(purchases=purchases, customers=customers), AS_OF)
+    assert [c for c in features.columns if c.startswith("attr_")] == ["attr_city", "attr_age_band", "attr_sector"]
+
+
+def test_a_dataset_version_follows_its_settings_not_comments(tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    PURCHASES.to_csv(folder / "purchases.csv", index=False)
+    (folder / "portrait.toml").write_text('timezone = "UTC"\n')
+    first = open_dataset(folder).fingerprint()
+    (folder / "portrait.toml").write_text('# the shop\ntimezone = "UTC"   # as exported\n')
+    assert open_dataset(folder).fingerprint() == first
+    (folder / "portrait.toml").write_text('timezone = "UTC"\n[privacy]\npii_columns = ["x"]\n')
+    assert open_dataset(folder).fingerprint() != first
+
+
+def test_a_withheld_column_is_still_given_to_the_reasons_model_which_leaves_it_out(monkeypatch):
+    """Reasons computed for a list read the model's features, a withheld one among them (it is
+    never named in a reason): the list does not stop for want of it."""
+    import serving.score
+    from serving.lists import build_list
+
+    given = {}
+
+    def fake_reasons(model, frame, k=3, privacy=None):
+        given["columns"] = list(frame.columns)
+        return pd.DataFrame({f"reason_{i}": ["orders: 2"] * len(frame) for i in (1, 2, 3)})
+
+    monkeypatch.setattr(serving.score, "reasons_for", fake_reasons)
+    features = pd.DataFrame(
+        {"customer_id": ["A", "B"], "attr_loyalty_card": [4111.0, 5500.0], "orders_lifetime": [2, 1]}
+    )
+    scores = pd.DataFrame({"customer_id": ["A", "B"], "m_score": [0.9, 0.5], "m_percentile": [100, 50]})
+    model = type("Model", (), {"version": 1, "features": ["attr_loyalty_card", "orders_lifetime"]})()
+    rows = build_list(
+        scores, features, "m", reasons_model=model, privacy=PrivacySettings(pii_columns=("loyalty_card",))
+    )
+    assert "attr_loyalty_card" in given["columns"] and "attr_loyalty_card" not in rows.columns
+    assert rows["reason_1"].tolist() == ["orders: 2", "orders: 2"]
