@@ -964,22 +964,33 @@ _USED_ATTRIBUTES: dict[tuple, frozenset[str]] = {}
 _USED_ATTRIBUTES_LOCK = threading.Lock()
 
 
-def _used_attributes(dataset) -> frozenset[str]:
+def _used_attributes(dataset, con=None) -> frozenset[str]:
     """The customers columns ``dataset`` (the whole data set, never a copy narrowed to one
     person, on which every column would be one value per customer) reads as attributes
     (:func:`features.build.attribute_kinds`): once per version of its files and portrait.toml
-    in this process, one scan of the table rather than one per profile."""
+    in this process. ``con``: a connection with the whole data set's views; without one, its
+    customers table alone is read on a connection of its own (no identity merging: a narrowed
+    profile stays quick)."""
     from features.build import attribute_kinds
 
     key = (str(dataset.root), dataset.fingerprint()) if dataset.root is not None else None
     with _USED_ATTRIBUTES_LOCK:
         if key is not None and key in _USED_ATTRIBUTES:
             return _USED_ATTRIBUTES[key]
-    con = dataset.connect()
-    try:
+    if con is not None:
         used = frozenset(attribute_kinds(con))
-    finally:
-        con.close()
+    else:
+        source = dataset.sources["customers"]
+        own = duckdb.connect()
+        try:
+            if source.frame is not None:
+                own.register("_frame_customers", source.frame)
+            if source.duckdb_file is not None:
+                own.execute(f"ATTACH {quote_literal(str(source.duckdb_file))} AS source_db (READ_ONLY)")
+            own.execute(f"CREATE TEMP VIEW customers AS SELECT * FROM {source.scan_sql('_frame_customers')}")
+            used = frozenset(attribute_kinds(own))
+        finally:
+            own.close()
     if key is not None:
         with _USED_ATTRIBUTES_LOCK:
             if len(_USED_ATTRIBUTES) > 8:  # a few data sets' versions are plenty
@@ -1129,7 +1140,7 @@ class _PersonData:
         # Only the columns the product reads as attributes: one of nearly one value per
         # customer (free text such as notes, an identifier) or of nested values may name people
         # in ways no check recognises, so it is not shown, as it is not used.
-        used = _used_attributes(self.whole)
+        used = _used_attributes(self.whole, self.con if self.whole is self.dataset else None)
         unused = [c for c in shown if c not in used]
         if unused:
             note(
