@@ -246,12 +246,9 @@ class TableSource:
         """The rows of ``query`` (``{scan}`` standing for the whole source, withheld columns
         included) on a connection of its own; an unreadable source is a :class:`ContractError`
         saying ``what`` could not be read."""
-        con = duckdb.connect()
+        con = None
         try:
-            if self.frame is not None:
-                con.register("_frame", self.frame)
-            if self.duckdb_file is not None:
-                con.execute(f"ATTACH {quote_literal(str(self.duckdb_file))} AS source_db (READ_ONLY)")
+            con = self.connection("_frame")
             # replace, not format: the value checks' regular expressions hold braces ({2,})
             scan = self._scan_sql("_frame", keep_rejects=self.is_csv)
             return con.execute(query.replace("{scan}", scan)).fetchall()
@@ -259,7 +256,22 @@ class TableSource:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ContractError(f"cannot read {what} {self.describe()}: {first}", table=self.table) from exc
         finally:
+            if con is not None:
+                con.close()
+
+    def connection(self, frame_view: str) -> duckdb.DuckDBPyConnection:
+        """A DuckDB connection of its own on which :meth:`scan_sql` (given ``frame_view``) reads
+        this source: its frame registered under that name, its DuckDB file attached."""
+        con = duckdb.connect()
+        try:
+            if self.frame is not None:
+                con.register(frame_view, self.frame)
+            if self.duckdb_file is not None:
+                con.execute(f"ATTACH {quote_literal(str(self.duckdb_file))} AS source_db (READ_ONLY)")
+        except BaseException:
             con.close()
+            raise
+        return con
 
     def scan_sql(self, frame_view: str, keep_rejects: bool = False) -> str:
         """SQL reading the source, less its :attr:`withheld` columns. ``keep_rejects`` (CSV):

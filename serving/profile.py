@@ -981,12 +981,8 @@ def _used_attributes(dataset, con=None) -> frozenset[str]:
         used = frozenset(attribute_kinds(con))
     else:
         source = dataset.sources["customers"]
-        own = duckdb.connect()
+        own = source.connection("_frame_customers")
         try:
-            if source.frame is not None:
-                own.register("_frame_customers", source.frame)
-            if source.duckdb_file is not None:
-                own.execute(f"ATTACH {quote_literal(str(source.duckdb_file))} AS source_db (READ_ONLY)")
             own.execute(f"CREATE TEMP VIEW customers AS SELECT * FROM {source.scan_sql('_frame_customers')}")
             used = frozenset(attribute_kinds(own))
         finally:
