@@ -1596,7 +1596,7 @@ def privacy_now(data: Path):
     try:
         stat = config.stat()
     except OSError:
-        return PrivacySettings()
+        return _with_withheld(PrivacySettings(), data)
     stamp = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
     held = _PRIVACY.get(str(config))
     if held is None or held[0] != stamp:
@@ -1606,7 +1606,22 @@ def privacy_now(data: Path):
             raise PortraitError(f"{config}: {exc}") from None
         held = (stamp, PrivacySettings.from_config(raw.get("privacy", {}), config, Path(data)))
         _PRIVACY[str(config)] = held
-    return held[1]
+    return _with_withheld(held[1], data)
+
+
+def _with_withheld(privacy, data: Path):
+    """``privacy`` with the customers columns the data set withholds now, by their name or their
+    values, among its ``pii_columns``: outputs stored before a column was recognised (a run of an
+    older version) are then read without it, as those stored before it was named are. The data
+    set is opened once per version of its files (:func:`_opened`); a data set that cannot be
+    opened adds nothing."""
+    try:
+        source = _opened(Path(data)).sources.get("customers")
+        withheld = tuple(source.withheld) if source is not None else ()
+    except PortraitError:
+        return privacy
+    extra = [c for c in withheld if c.lower() not in {p.lower() for p in privacy.pii_columns}]
+    return dataclasses.replace(privacy, pii_columns=(*privacy.pii_columns, *extra)) if extra else privacy
 
 
 class _PersonMaterial:

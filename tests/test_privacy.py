@@ -853,3 +853,24 @@ def test_a_withheld_column_is_still_given_to_the_reasons_model_which_leaves_it_o
     )
     assert "attr_loyalty_card" in given["columns"] and "attr_loyalty_card" not in rows.columns
     assert rows["reason_1"].tolist() == ["orders: 2", "orders: 2"]
+
+
+def test_a_column_withheld_by_its_values_is_not_read_from_outputs_stored_before(tmp_path):
+    """A run of an older version stored attr_note; the data set withholds note now by its values
+    (a phone number in it), without pii_columns: the privacy settings lists read name it."""
+    from marketing.filters import FilterError
+    from serving.lists import build_list
+    from serving.profile import privacy_now
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    PURCHASES.to_csv(folder / "purchases.csv", index=False)
+    pd.DataFrame({"customer_id": ["A", "B"], "note": ["call 07700 900123", "vip"]}).to_csv(
+        folder / "customers.csv", index=False
+    )
+    privacy = privacy_now(folder)
+    assert privacy.pii_columns == ("note",)
+    features = pd.DataFrame({"customer_id": ["A", "B"], "attr_note": ["call 07700 900123", "vip"]})
+    scores = pd.DataFrame({"customer_id": ["A", "B"], "m_score": [0.9, 0.5], "m_percentile": [100, 50]})
+    with pytest.raises(FilterError, match="unknown column 'attr_note'"):
+        build_list(scores, features, "m", where="attr_note = 'vip'", privacy=privacy)
