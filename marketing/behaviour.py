@@ -10,9 +10,11 @@ in :mod:`marketing.filters`. The SQL runs on DuckDB or, through :mod:`portrait.e
 Windows follow the features' rule: ``within_days = N`` is ``ts >= as_of - N days`` (midnight),
 so "in the last 30 days" means the same thing in a feature, a tag and a segment. Text filters
 compare case-insensitively after trimming. ``purchased`` without a filter counts purchase
-orders, as the features and the labels count them: orders whose lines in the window net 0 or
-more (rounded as money is; a $0.00 order is one, a refund or an exchange netting below 0 is
-not); with a filter (``category = ...``) it counts orders with at least one matching purchase
+orders by the features' rule, on the order's lines in the window: orders whose lines there net 0
+or more (rounded as money is; a $0.00 order is one, a refund or an exchange netting below 0 is
+not). An order whose lines straddle the window's start is judged by its lines inside it, where
+the features date it by its first line and judge all of its lines (rare: an order is one
+moment in most data); with a filter (``category = ...``) it counts orders with at least one matching purchase
 line (amount > 0). ``spent`` sums the net amount of matching lines (refund lines deduct);
 ``events`` counts events of the type.
 """

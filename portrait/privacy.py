@@ -52,6 +52,7 @@ customer ids is left out under all of them.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from collections.abc import Iterable
@@ -304,16 +305,19 @@ def withheld_columns(
 # Regular expressions both engines read alike (RE2 in DuckDB, Java's in Spark).
 EMAIL_IN_TEXT = r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,}"  # anywhere in a value
 FILE_AT = r"(?i)@[^@\s]*\.(png|jpe?g|gif|svg|webp|pdf)($|[^a-z])"  # img@2x.png is no address
-# Anywhere: +44 7700 900123 (9 to 15 digits), or the same written with 00 (0049 30 1234567).
-INTERNATIONAL_PHONE = r"\+[0-9]([ ()./-]?[0-9]){8,14}|(^|[^0-9])00[1-9]([ ()./-]?[0-9]){7,13}"
-# Anywhere in text: a national number, a trunk 0 then 9 to 11 more digits with separators
-# ("call 07700 900123", "020 7946 1005", "06.12.34.56.78"), not within a longer number (nor a
-# ZIP+4 code, 02134-1234: 9 digits). Dates written out (01.02.2023, 2023-01-05) are taken out of
-# the text before it is judged, and a value of digits only is judged as a number (below).
-NATIONAL_PHONE = r"(^|[^0-9+])0[1-9]([ ()./-]?[0-9]){8,10}($|[^0-9])"
-# ...and a North American number written 3-3-4 with separators: 415-555-0100, (415) 555-0100.
-NANP_PHONE = r"(^|[^0-9])(\([2-9][0-9]{2}\) ?|[2-9][0-9]{2}[ .-])[2-9][0-9]{2}[ .-][0-9]{4}($|[^0-9])"
-DATE_IN_TEXT = r"([0-9]{1,2}[./-][0-9]{1,2}[./-](19|20)[0-9]{2}|(19|20)[0-9]{2}[./-][0-9]{1,2}[./-][0-9]{1,2})"
+# Anywhere: +44 7700 900123 (9 to 15 digits), or the same written with 00 (0049 30 1234567),
+# not after a decimal point (0.0012345678).
+INTERNATIONAL_PHONE = r"\+[0-9]([ ()./-]?[0-9]){8,14}|(^|[^0-9.])00[1-9]([ ()./-]?[0-9]){7,13}"
+# Anywhere in text: a national number, a trunk 0 then 8 to 11 more digits with separators
+# ("call 07700 900123", "02 555 12 34", "06.12.34.56.78"), not within a longer number nor after
+# a decimal point or a colon (a time's fraction). Dates written out (01.02.2023, 2023-01-05) and
+# ZIP+4 codes (02134-1234) are taken out of the text before it is judged, and a value of digits
+# only is judged as a number (below).
+NATIONAL_PHONE = r"(^|[^0-9+.:])0[1-9]([ ()./-]?[0-9]){7,10}($|[^0-9])"
+# ...and a North American number written 3-3-4 with dashes or dots: 415-555-0100, (415) 555-0100.
+NANP_PHONE = r"(^|[^0-9])(\([2-9][0-9]{2}\) ?|[2-9][0-9]{2}[.-])[2-9][0-9]{2}[.-][0-9]{4}($|[^0-9])"
+# Dates written out and ZIP+4 codes: taken out of a text before it is judged for phone numbers.
+NOT_PHONES_IN_TEXT = r"([0-9]{1,2}[./-][0-9]{1,2}[./-](19|20)[0-9]{2}|(19|20)[0-9]{2}[./-][0-9]{1,2}[./-][0-9]{1,2}|(^|[^0-9])[0-9]{5}-[0-9]{4}($|[^0-9]))"
 PHONE_SHAPED = r"^\+?[0-9(][0-9 ()./-]{5,18}[0-9]$"  # 7 to 20 characters of digits and separators
 
 
@@ -386,7 +390,7 @@ class ValueChecks:
 def phone_in_text_sql(text: str) -> str:
     """SQL: the text ``text`` holds a phone number somewhere (international, or national once
     dates written out are taken out, and not digits only): as :func:`holds_phone_number` reads it."""
-    undated = f"regexp_replace({text}, {quote_literal(DATE_IN_TEXT)}, ' ', 'g')"
+    undated = f"regexp_replace({text}, {quote_literal(NOT_PHONES_IN_TEXT)}, ' ', 'g')"
     national = (
         f"((regexp_matches({undated}, {quote_literal(NATIONAL_PHONE)}) "
         f"OR regexp_matches({undated}, {quote_literal(NANP_PHONE)})) "
@@ -399,17 +403,17 @@ def holds_phone_number(text: str) -> bool:
     """Whether ``text`` holds a phone number somewhere, as :func:`phone_in_text_sql` judges it."""
     if re.search(INTERNATIONAL_PHONE, text):
         return True
-    undated = re.sub(DATE_IN_TEXT, " ", text)
+    undated = re.sub(NOT_PHONES_IN_TEXT, " ", text)
     national = re.search(NATIONAL_PHONE, undated) or re.search(NANP_PHONE, undated)
     return bool(national and not re.fullmatch(r"[0-9]+", text.strip()))
 
 
 def is_nested_type(sql_type: str) -> bool:
     """Whether a column of this SQL type (DuckDB's or Spark's spelling) holds lists, structs,
-    maps or unions: judged by the type's name, not by labels an ENUM may hold ('<25')."""
-    upper = sql_type.strip().upper()
-    base = re.split(r"[\s(<\[]", upper, maxsplit=1)[0]
-    return base in ("STRUCT", "MAP", "UNION", "ARRAY", "LIST") or (base != "ENUM" and upper.endswith("]"))
+    maps or unions: judged by the type's text without the labels an ENUM may hold ('<25')."""
+    bare = re.sub(r"'(?:[^']|'')*'", "''", sql_type).strip().upper()
+    base = re.split(r"[\s(<\[]", bare, maxsplit=1)[0]
+    return base in ("STRUCT", "MAP", "UNION", "ARRAY", "LIST") or "[" in bare or "<" in bare
 
 
 def holds_personal_value(text: str) -> bool:
@@ -517,6 +521,17 @@ def _report_once(table: str, withheld: tuple[str, ...], settings: PrivacySetting
     if named:
         parts.append(f"{', '.join(named)} (pii_columns in {settings.source})")
     log.warning("%s: personal-data columns withheld, never read: %s", table, "; ".join(parts))
+
+
+def with_withheld_columns(privacy: PrivacySettings, dataset: Dataset) -> PrivacySettings:
+    """``privacy`` with the customers columns ``dataset`` withholds now, by their name or their
+    values, among its ``pii_columns``: outputs stored before a column was recognised (a run of
+    an older version) are then read without it, as those stored before it was named are."""
+    source = dataset.sources.get("customers")
+    withheld = tuple(source.withheld) if source is not None else ()
+    named = {c.lower() for c in privacy.pii_columns}
+    extra = tuple(c for c in withheld if c.lower() not in named)
+    return dataclasses.replace(privacy, pii_columns=(*privacy.pii_columns, *extra)) if extra else privacy
 
 
 def pii_columns(dataset: Dataset) -> frozenset[str]:

@@ -125,7 +125,7 @@ def register(app: typer.Typer, out, console) -> None:
         from portrait.audit import os_user, record_export
         from portrait.files import atomic_write, check_suffix
         from portrait.outputs import latest_scores
-        from portrait.privacy import export_note, load_consent
+        from portrait.privacy import export_note, load_consent, with_withheld_columns
         from serving.lists import build_list
         from serving.registry import load_model
 
@@ -152,7 +152,7 @@ def register(app: typer.Typer, out, console) -> None:
             reasons_model=reasons_model,
             customers=members,
             consent=consent,
-            privacy=source.privacy,
+            privacy=with_withheld_columns(source.privacy, source),
         )
         record_export(
             None,

@@ -38,6 +38,7 @@ import datetime as dt
 import functools
 import json
 import math
+import os
 import re
 import threading
 from collections.abc import Callable, Sequence
@@ -1609,18 +1610,31 @@ def privacy_now(data: Path):
     return _with_withheld(held[1], data)
 
 
+_WITHHELD: dict[str, tuple[tuple, tuple[str, ...]]] = {}
+
+
 def _with_withheld(privacy, data: Path):
-    """``privacy`` with the customers columns the data set withholds now, by their name or their
-    values, among its ``pii_columns``: outputs stored before a column was recognised (a run of an
-    older version) are then read without it, as those stored before it was named are. The data
-    set is opened once per version of its files (:func:`_opened`); a data set that cannot be
-    opened adds nothing."""
+    """``privacy`` with the customers columns the data set withholds now among its
+    ``pii_columns`` (:func:`portrait.privacy.with_withheld_columns`). The data set is opened
+    again only when its folder's files change (names, sizes, times: one listing per call);
+    one that cannot be opened adds nothing."""
+    from portrait.privacy import PrivacySettings, with_withheld_columns
+
+    folder = Path(data)
     try:
-        source = _opened(Path(data)).sources.get("customers")
-        withheld = tuple(source.withheld) if source is not None else ()
-    except PortraitError:
+        stamp = tuple(sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(folder)))
+    except OSError:
         return privacy
-    extra = [c for c in withheld if c.lower() not in {p.lower() for p in privacy.pii_columns}]
+    held = _WITHHELD.get(str(folder))
+    if held is None or held[0] != stamp:
+        try:
+            withheld = with_withheld_columns(PrivacySettings(), _opened(folder)).pii_columns
+        except PortraitError:
+            withheld = ()
+        held = (stamp, withheld)
+        _WITHHELD[str(folder)] = held
+    named = {c.lower() for c in privacy.pii_columns}
+    extra = tuple(c for c in held[1] if c.lower() not in named)
     return dataclasses.replace(privacy, pii_columns=(*privacy.pii_columns, *extra)) if extra else privacy
 
 

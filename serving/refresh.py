@@ -41,6 +41,7 @@ import pandas as pd
 from portrait.errors import PortraitError
 from portrait.files import atomic_write, atomic_write_text, exclusive_lock, replace_directory
 from portrait.outputs import LATEST, MANIFEST, RUNS, is_run_folder
+from portrait.privacy import with_withheld_columns
 from portrait.resources import cpu_seconds, peak_rss_bytes, reset_peak_rss
 
 LOCK = "refresh.lock"
@@ -819,6 +820,7 @@ class _Job:
                         f"(segments: {sorted(self.members) or 'none'})"
                     )
                 members = set(self.members[spec.segment])
+            dataset = self.dataset or self._open_dataset(self.dataset_path)
             reasons_model = None
             if f"{spec.model}_reason_1" not in scores.columns and f"{spec.model}_score" in scores.columns:
                 reasons_model = next((m for m in self.models if m.name == spec.model), None) or load_model(
@@ -832,7 +834,7 @@ class _Job:
                 reasons_model=reasons_model,
                 customers=members,
                 consent=consent,
-                privacy=(self.dataset or self._open_dataset(self.dataset_path)).privacy,
+                privacy=with_withheld_columns(dataset.privacy, dataset),
             )
             atomic_write(rows, self.work / "lists" / f"{spec.name}.csv", csv=True)
             record.rows[spec.name] = int(len(rows))

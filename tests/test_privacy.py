@@ -668,6 +668,12 @@ def test_value_checks_tell_personal_values_from_codes_dates_amounts_and_times():
         ("call 415-555-0100 after 5", True),
         ("(415) 555-0100", True),
         ("sizes 100-200-3000", False),
+        ("call 02 555 12 34", True),  # 9 digits: Brussels
+        ("tel 06 1234567", True),
+        ("lat 48.0012345678", False),  # after a decimal point
+        ("p=0.00123456789", False),
+        ("sizes 250 500 1000", False),
+        ("2024-01-05 10:15:01.123456789", False),  # a time's fraction
     ],
 )
 def test_free_text_holding_a_phone_number_or_an_e_mail_address(text, personal):
@@ -874,3 +880,38 @@ def test_a_column_withheld_by_its_values_is_not_read_from_outputs_stored_before(
     scores = pd.DataFrame({"customer_id": ["A", "B"], "m_score": [0.9, 0.5], "m_percentile": [100, 50]})
     with pytest.raises(FilterError, match="unknown column 'attr_note'"):
         build_list(scores, features, "m", where="attr_note = 'vip'", privacy=privacy)
+
+
+@pytest.mark.parametrize(
+    ("sql_type", "nested"),
+    [
+        ("VARCHAR[]", True),
+        ("INTEGER[3]", True),
+        ("STRUCT(a INTEGER)", True),
+        ("MAP(VARCHAR, INTEGER)", True),
+        ("ARRAY<STRING>", True),
+        ("ENUM('sad', 'ok')[]", True),
+        ("ENUM('<25', '25-34')", False),
+        ("ENUM('CONSTRUCTION', 'Union County')", False),
+        ("VARCHAR", False),
+        ("DECIMAL(10,2)", False),
+    ],
+)
+def test_nested_types_are_told_by_the_type_not_by_enum_labels(sql_type, nested):
+    from portrait.privacy import is_nested_type
+
+    assert is_nested_type(sql_type) is nested
+
+
+def test_settings_with_the_columns_withheld_now_for_cli_lists(tmp_path):
+    from portrait.privacy import with_withheld_columns
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    PURCHASES.to_csv(folder / "purchases.csv", index=False)
+    pd.DataFrame({"customer_id": ["A", "B"], "note": ["call 07700 900123", "vip"], "email": ["a@b.co", None]}).to_csv(
+        folder / "customers.csv", index=False
+    )
+    (folder / "portrait.toml").write_text('[privacy]\npii_columns = ["loyalty"]\n')
+    dataset = open_dataset(folder)
+    assert with_withheld_columns(dataset.privacy, dataset).pii_columns == ("loyalty", "email", "note")
