@@ -223,10 +223,10 @@ NUMERIC_CODES = 12
 # A text column with more distinct values than this, and than half of its values, names people
 # one by one (an identifier, a name, free text), not groups of them: not an attribute...
 IDENTIFIER_LIKE = 100
-# ...nor, with more distinct values than this, a sparse one (a value for fewer than half of the
-# customers) most of whose values are distinct: notes kept on a few customers. A full column of
-# 35 cities among 60 customers stays an attribute.
-SPARSE_IDENTIFIER_LIKE = 10
+# ...nor a sparse one (a value for fewer than half of the customers) most of whose values are
+# distinct, however few: notes kept on a few customers (one note on one customer is one). A full
+# column of 35 cities among 60 customers stays an attribute.
+SPARSE_IDENTIFIER_LIKE = 0
 
 
 def attribute_kinds(con: duckdb.DuckDBPyConnection | Engine) -> dict[str, str]:

@@ -721,6 +721,10 @@ def test_free_text_kept_on_a_few_customers_and_nested_values_are_not_attributes(
     assert "customers.aliases: nested values (lists, structs, maps); not used" in caplog.text
     profile = build_profile("A", ProfileSources(data=folder))
     assert [a.name for a in profile.attributes.values] == ["store"]
+    # one note on one customer is free text too
+    one = pd.read_parquet(folder / "customers.parquet").assign(notes=["wife Ann Lee picks up"] + [None] * 199)
+    one.to_parquet(folder / "customers.parquet", index=False)
+    assert "attr_notes" not in build_features(open_dataset(folder), AS_OF).columns
     # with Parquet purchases the profile reads a copy narrowed to the person: still judged on all
     PURCHASES.to_parquet(folder / "purchases.parquet", index=False)
     (folder / "purchases.csv").unlink()
