@@ -72,7 +72,7 @@ _QUOTED = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"")
 _LONG_NUMBER = re.compile(r"(?<![\w.])[0-9]{8,}(?:\.[0-9]+)?(?![\w.])")
 
 
-def _without_ids(condition: str) -> str:
+def _masked(condition: str) -> str:
     if _NAMES_IDS.search(condition):
         masked = _QUOTED.sub("'...'", condition)
     else:
@@ -103,7 +103,7 @@ def record_export(
         "who": who,
         "via": via,
         "what": what,
-        "filter": _plain({k: _without_ids(v) if k == "where" and isinstance(v, str) else v for k, v in filter.items()}),
+        "filter": _plain({k: _masked(v) if k == "where" and isinstance(v, str) else v for k, v in filter.items()}),
         "count": int(count),
     }
     if left_out:

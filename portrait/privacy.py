@@ -316,6 +316,7 @@ INTERNATIONAL_PHONE = r"\+[0-9]([ ()./-]?[0-9]){8,14}|(^|[^0-9.])00[1-9]([ ()./-
 NATIONAL_PHONE = r"(^|[^0-9+.:])0[1-9]([ ()./-]?[0-9]){7,10}($|[^0-9])"
 # ...and a North American number written 3-3-4 with dashes or dots: 415-555-0100, (415) 555-0100.
 NANP_PHONE = r"(^|[^0-9])(\([2-9][0-9]{2}\) ?|[2-9][0-9]{2}[.-])[2-9][0-9]{2}[.-][0-9]{4}($|[^0-9])"
+_NATIONAL_OR_NANP = f"{NATIONAL_PHONE}|{NANP_PHONE}"  # one pass over a text for both
 # Dates written out and ZIP+4 codes: taken out of a text before it is judged for phone numbers.
 NOT_PHONES_IN_TEXT = r"([0-9]{1,2}[./-][0-9]{1,2}[./-](19|20)[0-9]{2}|(19|20)[0-9]{2}[./-][0-9]{1,2}[./-][0-9]{1,2}|(^|[^0-9])[0-9]{5}-[0-9]{4}($|[^0-9]))"
 PHONE_SHAPED = r"^\+?[0-9(][0-9 ()./-]{5,18}[0-9]$"  # 7 to 20 characters of digits and separators
@@ -391,11 +392,7 @@ def phone_in_text_sql(text: str) -> str:
     """SQL: the text ``text`` holds a phone number somewhere (international, or national once
     dates written out are taken out, and not digits only): as :func:`holds_phone_number` reads it."""
     undated = f"regexp_replace({text}, {quote_literal(NOT_PHONES_IN_TEXT)}, ' ', 'g')"
-    national = (
-        f"((regexp_matches({undated}, {quote_literal(NATIONAL_PHONE)}) "
-        f"OR regexp_matches({undated}, {quote_literal(NANP_PHONE)})) "
-        f"AND NOT regexp_matches(TRIM({text}), '^[0-9]+$'))"
-    )
+    national = f"(regexp_matches({undated}, {quote_literal(_NATIONAL_OR_NANP)}) AND NOT regexp_matches(TRIM({text}), '^[0-9]+$'))"
     return f"(regexp_matches({text}, {quote_literal(INTERNATIONAL_PHONE)}) OR {national})"
 
 
@@ -404,8 +401,7 @@ def holds_phone_number(text: str) -> bool:
     if re.search(INTERNATIONAL_PHONE, text):
         return True
     undated = re.sub(NOT_PHONES_IN_TEXT, " ", text)
-    national = re.search(NATIONAL_PHONE, undated) or re.search(NANP_PHONE, undated)
-    return bool(national and not re.fullmatch(r"[0-9]+", text.strip()))
+    return bool(re.search(_NATIONAL_OR_NANP, undated) and not re.fullmatch(r"[0-9]+", text.strip()))
 
 
 def is_nested_type(sql_type: str) -> bool:
@@ -421,10 +417,31 @@ def holds_personal_value(text: str) -> bool:
     return bool(re.search(EMAIL_IN_TEXT, text) and not re.search(FILE_AT, text)) or holds_phone_number(text)
 
 
+def email_in_text_sql(text: str) -> str:
+    """SQL: the text ``text`` holds an e-mail address somewhere (not a file name: ``img@2x.png``)."""
+    return f"(regexp_matches({text}, {quote_literal(EMAIL_IN_TEXT)}) AND NOT regexp_matches({text}, {quote_literal(FILE_AT)}))"
+
+
 def personal_text_sql(text: str) -> str:
     """SQL: the text ``text`` holds an e-mail address or a phone number anywhere in it."""
-    email = f"(regexp_matches({text}, {quote_literal(EMAIL_IN_TEXT)}) AND NOT regexp_matches({text}, {quote_literal(FILE_AT)}))"
-    return f"({email} OR {phone_in_text_sql(text)})"
+    return f"({email_in_text_sql(text)} OR {phone_in_text_sql(text)})"
+
+
+# A customer id of digits only that reads as a national phone number: a trunk 0, 10 to 12 digits.
+PHONE_DIGITS = "^0[1-9][0-9]{8,10}$"
+
+
+def personal_id_sql(customer_id: str) -> str:
+    """SQL: the customer id looks like an e-mail address or a phone number (also one written as
+    digits only, which a text's rules judge as a number)."""
+    return f"({personal_text_sql(customer_id)} OR regexp_matches({customer_id}, {quote_literal(PHONE_DIGITS)}))"
+
+
+def with_pii_columns(privacy: PrivacySettings, columns: Iterable[str]) -> PrivacySettings:
+    """``privacy`` with ``columns`` among its ``pii_columns`` (those not named there already)."""
+    named = {c.lower() for c in privacy.pii_columns}
+    extra = tuple(c for c in columns if c.lower() not in named)
+    return dataclasses.replace(privacy, pii_columns=(*privacy.pii_columns, *extra)) if extra else privacy
 
 
 def _long_number(number: str) -> str:
@@ -466,10 +483,7 @@ def personal_value_checks(columns: Iterable[tuple[str, str]]) -> ValueChecks | N
                 f" AND NOT regexp_matches({value}, {quote_literal(p)})" for p in NOT_PHONES
             )
             digits = f"regexp_matches({value}, {quote_literal(LONG_DIGITS)}) AND {_long_number(f'TRY_CAST({value} AS DOUBLE)')}"
-            email = (
-                f"regexp_matches({raw}, {quote_literal(EMAIL_IN_TEXT)}) "
-                f"AND NOT regexp_matches({raw}, {quote_literal(FILE_AT)})"
-            )
+            email = email_in_text_sql(raw)
             parts += [
                 f"COUNT(CASE WHEN {present} THEN 1 END)",
                 f"COUNT(CASE WHEN {email} THEN 1 END)",
@@ -528,10 +542,7 @@ def with_withheld_columns(privacy: PrivacySettings, dataset: Dataset) -> Privacy
     values, among its ``pii_columns``: outputs stored before a column was recognised (a run of
     an older version) are then read without it, as those stored before it was named are."""
     source = dataset.sources.get("customers")
-    withheld = tuple(source.withheld) if source is not None else ()
-    named = {c.lower() for c in privacy.pii_columns}
-    extra = tuple(c for c in withheld if c.lower() not in named)
-    return dataclasses.replace(privacy, pii_columns=(*privacy.pii_columns, *extra)) if extra else privacy
+    return with_pii_columns(privacy, source.withheld if source is not None else ())
 
 
 def pii_columns(dataset: Dataset) -> frozenset[str]:

@@ -1618,7 +1618,7 @@ def _with_withheld(privacy, data: Path):
     ``pii_columns`` (:func:`portrait.privacy.with_withheld_columns`). The data set is opened
     again only when its folder's files change (names, sizes, times: one listing per call);
     one that cannot be opened adds nothing."""
-    from portrait.privacy import PrivacySettings, with_withheld_columns
+    from portrait.privacy import with_pii_columns
 
     folder = Path(data)
     try:
@@ -1628,14 +1628,13 @@ def _with_withheld(privacy, data: Path):
     held = _WITHHELD.get(str(folder))
     if held is None or held[0] != stamp:
         try:
-            withheld = with_withheld_columns(PrivacySettings(), _opened(folder)).pii_columns
+            source = _opened(folder).sources.get("customers")
+            withheld = tuple(source.withheld) if source is not None else ()
         except PortraitError:
             withheld = ()
         held = (stamp, withheld)
         _WITHHELD[str(folder)] = held
-    named = {c.lower() for c in privacy.pii_columns}
-    extra = tuple(c for c in held[1] if c.lower() not in named)
-    return dataclasses.replace(privacy, pii_columns=(*privacy.pii_columns, *extra)) if extra else privacy
+    return with_pii_columns(privacy, held[1])
 
 
 class _PersonMaterial:

@@ -810,7 +810,9 @@ class _Job:
             record.notes = ["no [[lists]] in the settings"]
             return
         scores, features = latest_scores(self.work / "scores")
-        consent = load_consent(self.dataset)
+        dataset = self.dataset or self._open_dataset(self.dataset_path)
+        consent = load_consent(dataset)
+        privacy = with_withheld_columns(dataset.privacy, dataset)  # once for every list
         for spec in self.config.lists:
             members = None
             if spec.segment is not None:
@@ -820,7 +822,6 @@ class _Job:
                         f"(segments: {sorted(self.members) or 'none'})"
                     )
                 members = set(self.members[spec.segment])
-            dataset = self.dataset or self._open_dataset(self.dataset_path)
             reasons_model = None
             if f"{spec.model}_reason_1" not in scores.columns and f"{spec.model}_score" in scores.columns:
                 reasons_model = next((m for m in self.models if m.name == spec.model), None) or load_model(
@@ -834,7 +835,7 @@ class _Job:
                 reasons_model=reasons_model,
                 customers=members,
                 consent=consent,
-                privacy=with_withheld_columns(dataset.privacy, dataset),
+                privacy=privacy,
             )
             atomic_write(rows, self.work / "lists" / f"{spec.name}.csv", csv=True)
             record.rows[spec.name] = int(len(rows))
