@@ -344,8 +344,7 @@ class CrowdData:
 
     def _persona_table(self) -> pd.DataFrame:
         """The scores' personas: ``persona_name`` and, when scored, ``persona_id``."""
-        scores = self.population.scores
-        return scores[[c for c in ("persona_id", "persona_name") if c in scores.columns]].drop_duplicates()
+        return self.population.scores
 
     def personas(self) -> pd.Series | None:
         """Each customer's persona name (aligned with :attr:`frame`), or None without one."""

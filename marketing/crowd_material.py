@@ -270,7 +270,7 @@ class StoredCrowdData(CrowdData):
 
     def _persona_table(self) -> pd.DataFrame:
         columns = [c for c in ("persona_id", "persona_name") if c in self._score_kinds()]
-        return self._score_table(columns)[columns].drop_duplicates()
+        return self._score_table(columns)
 
     @property
     def tags(self) -> pd.DataFrame:

@@ -38,11 +38,12 @@ SCORE_SUFFIXES = ("_score", "_percentile", "_decile")
 PERSONA_COLUMNS = {"persona_id": NUMBER, "persona_name": TEXT}
 
 
-def persona_named(known: pd.DataFrame, persona: str) -> str | None:
-    """The name of the persona ``persona`` names among ``known`` (its ``persona_name`` and, when
-    it has one, ``persona_id`` columns): itself when it is a name, else the name of the persona
-    whose id it is ("3", as a caller writes it; an id stored as 3.0 is 3 too); None for neither.
-    Lists, segments and crowd reports take a persona either way."""
+def persona_named(scores: pd.DataFrame, persona: str) -> str | None:
+    """The name of the persona ``persona`` names among ``scores`` (its ``persona_name`` and, when
+    it has one, ``persona_id`` columns; one row per customer or per persona): itself when it is a
+    name, else the name of the persona whose id it is ("3", as a caller writes it; an id stored as
+    3.0 is 3 too); None for neither. Lists, segments and crowd reports take a persona either way."""
+    known = scores[[c for c in ("persona_id", "persona_name") if c in scores.columns]].drop_duplicates()
     if persona in set(known["persona_name"].dropna().astype(str)):
         return persona
     if "persona_id" not in known.columns:

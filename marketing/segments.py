@@ -390,10 +390,9 @@ class SegmentEvaluator:
 
     def _persona_mask(self, persona: str) -> np.ndarray:
         scores = self.population.scores
-        known = scores[[c for c in ("persona_id", "persona_name") if c in scores.columns]].drop_duplicates()
-        name = persona_named(known, persona)  # a name, or a persona's id
+        name = persona_named(scores, persona)  # a name, or a persona's id
         if name is None:
-            names = sorted(known["persona_name"].dropna().astype(str).unique())
+            names = sorted(scores["persona_name"].dropna().astype(str).unique())
             raise PortraitError(f"no persona {persona!r} in the scores; personas: {names}")
         return self._rows(scores.loc[scores["persona_name"] == name, "customer_id"])
 

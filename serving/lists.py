@@ -117,10 +117,9 @@ def build_list(
     if persona is not None:
         if "persona_name" not in table.columns:
             raise PortraitError("the latest scores have no personas; score with the personas model")
-        known = table[[c for c in ("persona_id", "persona_name") if c in table.columns]].drop_duplicates()
-        name = persona_named(known, persona)  # a name, or a persona's id
+        name = persona_named(table, persona)  # a name, or a persona's id
         if name is None:  # a typo would be an empty campaign list, not an answer
-            names = sorted(known["persona_name"].dropna().astype(str).unique())
+            names = sorted(table["persona_name"].dropna().astype(str).unique())
             raise PortraitError(f"no persona {persona!r} in the latest scores; personas: {names} (or their ids)")
         mask &= table["persona_name"] == name
     if customers is not None:
