@@ -48,6 +48,7 @@ from marketing.filters import Schema, evaluate, parse_condition
 from marketing.population import PURCHASES_READ, Population
 from marketing.segments import SegmentStore
 from marketing.tags import Library, tags_file
+from portrait import connections
 from portrait.errors import PortraitError
 from portrait.files import atomic_target, atomic_write, atomic_write_text, read_parquet
 from portrait.resources import MATERIAL_MEMORY_SHARE, duckdb_memory_limit
@@ -206,7 +207,7 @@ class StoredCrowdData(CrowdData):
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
         if self._con is None:
-            self._con = duckdb.connect()
+            self._con = connections.connect()
         return self._con
 
     def close(self) -> None:

@@ -59,7 +59,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from portrait import contract
+from portrait import connections, contract
 from portrait.errors import ConfigError, ContractError
 from portrait.files import atomic_target, open_bytes
 from portrait.forget import tombstone_files
@@ -262,7 +262,7 @@ class TableSource:
     def connection(self, frame_view: str) -> duckdb.DuckDBPyConnection:
         """A DuckDB connection of its own on which :meth:`scan_sql` (given ``frame_view``) reads
         this source: its frame registered under that name, its DuckDB file attached."""
-        con = duckdb.connect()
+        con = connections.connect()
         try:
             if self.frame is not None:
                 con.register(frame_view, self.frame)
@@ -396,7 +396,7 @@ class Dataset:
 
     def connect(self, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
         """A new DuckDB connection with the raw, checked and clean views of every table."""
-        con = duckdb.connect()
+        con = connections.connect()
         if memory_limit:
             con.execute(f"SET memory_limit = {quote_literal(memory_limit)}")
         con.execute("SET preserve_insertion_order = false")
@@ -684,7 +684,7 @@ def _open_duckdb_file(path: Path) -> Dataset:
     if path.suffix.lower() in (".csv", ".parquet", ".txt", ".tsv", ".gz"):
         raise ContractError(f"{path} is a table file, not a data set: give the folder that holds it ({path.parent})")
     try:
-        con = duckdb.connect(str(path), read_only=True)
+        con = connections.connect(str(path), read_only=True)
     except duckdb.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ContractError(f"{path} is neither a data set folder nor a DuckDB file ({first})") from None

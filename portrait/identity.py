@@ -21,7 +21,7 @@ import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from portrait import contract
+from portrait import connections, contract
 from portrait.adapters._write import copy_to_parquet
 from portrait.errors import PortraitError
 from portrait.files import open_bytes
@@ -251,7 +251,7 @@ def hash_identities_file(source: Path, target: Path, salt: str | None = None) ->
             f"read_csv({quote_literal(str(source))}, header = true, auto_detect = false, strict_mode = true, "
             f"delim = {quote_literal(delimiter)}, quote = '\"', escape = '\"', columns = {spec})"
         )
-    con = duckdb.connect()
+    con = connections.connect()
     con.execute("SET VARIABLE identity_salt = ?", [salt])
     try:
         columns = [row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()]

@@ -50,6 +50,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from portrait import connections
 from portrait.errors import PortraitError
 from portrait.identity import WIDELY_HELD
 from portrait.resources import MATERIAL_MEMORY_SHARE, duckdb_memory_limit
@@ -368,7 +369,7 @@ def build_profile(
     if as_of is None:
         as_of, as_of_from = (outputs.date, outputs.date_from) if outputs.date else (None, "none")
 
-    with contextlib.nullcontext() if memory else duckdb.connect() as con:
+    with contextlib.nullcontext() if memory else connections.connect() as con:
         outputs.reader = reader if memory else _FileReader(con)
         person = _Person(customer_id, None)
         data = None
@@ -1277,7 +1278,7 @@ def _narrowed(dataset, customer_id: str):
     identity map computed on the copy gives the person the full data set gives)."""
     from portrait.dataset import Dataset
 
-    con = duckdb.connect()
+    con = connections.connect()
     try:
         scans: dict[str, tuple[str, dict[str, str]]] = {}
         for name, source in dataset.sources.items():

@@ -7,13 +7,15 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 import pytest
 
 from marketing.segments import Segment, SegmentStore
-from portrait import files
+from portrait import connections, files
 from portrait.errors import PortraitError
 from portrait.files import LockHeld, exclusive_lock
 from serving import refresh as refresh_module
@@ -590,6 +592,39 @@ def test_a_stop_signal_or_data_changing_during_the_run_ends_it_recorded_and_unpu
         patch.setattr(refresh_module._Job, "validate", query_interrupted)
         with pytest.raises(RefreshFailed, match=r"stopped by SIGTERM at step validate; no LATEST yet"):
             refresh(load_config(settings))
+
+    def query_under_way(self, record):  # minutes of work (40 billion rows), little memory
+        con = connections.connect()
+
+        def run():
+            try:
+                con.execute("SELECT SUM(hash(i) % 7) FROM range(40000000000) t(i)").fetchall()
+                ended.append("completed")
+            except duckdb.InterruptException:
+                ended.append("interrupted")
+
+        worker = threading.Thread(target=run, daemon=True)
+        running.append((worker, con))
+        worker.start()
+        threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        worker.join()
+
+    # DuckDB interrupts a query by itself on Ctrl-C, not on SIGTERM: its Python handler ran when
+    # the main thread next had control, which in a query was often its end (minutes on a large
+    # data set, past a scheduler's grace period). The product's queries are interrupted at
+    # once, in whichever thread they run (here one other than the main thread, which is
+    # stopped by the handler itself).
+    running, ended = [], []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(refresh_module._Job, "validate", query_under_way)
+        with pytest.raises(RefreshFailed, match=r"stopped by SIGTERM at step validate; no LATEST yet"):
+            refresh(load_config(settings))
+    worker, con = running[0]
+    try:
+        worker.join(timeout=60)
+        assert ended == ["interrupted"]
+    finally:
+        con.interrupt()
 
     def reexport_during_scoring(record):
         if record.step == "score":

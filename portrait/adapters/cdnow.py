@@ -21,9 +21,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import duckdb
 import pandas as pd
 
+from portrait import connections
 from portrait.adapters._write import check_target_folder, copy_to_parquet, write_provenance
 from portrait.errors import ContractError
 from portrait.files import atomic_write_text
@@ -82,7 +82,7 @@ REJECTS_FILE = "import_rejects.csv"
 def import_cdnow(source: Path, out_dir: Path) -> dict[str, int]:
     check_target_folder(out_dir, __name__)
     raw, malformed = read_cdnow(source)
-    con = duckdb.connect()
+    con = connections.connect()
     con.register("raw", raw)
     con.register("malformed", malformed)
     parses = (

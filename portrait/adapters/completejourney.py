@@ -15,8 +15,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-import duckdb
-
+from portrait import connections
 from portrait.adapters._write import check_target_folder, copy_to_parquet, write_provenance
 from portrait.sql import quote_literal
 
@@ -33,7 +32,7 @@ def import_completejourney(out_dir: Path, source_dir: Path | None = None) -> dic
     def src(name: str) -> str:
         return f"read_parquet({quote_literal(str(data / (name + '.parquet')))})"
 
-    con = duckdb.connect()
+    con = connections.connect()
     purchases = f"""
         SELECT CAST(t.basket_id AS VARCHAR) AS order_id,
                CAST(t.household_id AS VARCHAR) AS customer_id,
