@@ -82,9 +82,14 @@ def register(app: typer.Typer, out, console) -> None:
     def list_command(
         markdown: Annotated[bool, typer.Option("--markdown", help="Print as a Markdown table.")] = False,
     ) -> None:
-        """The feature catalogue: name, label, family, window, scale, unit, description."""
+        """The feature catalogue: name, label, family, window, scale, unit, description (a table on a
+        terminal; tab-separated lines when piped, so that grep and cut see whole names)."""
         if markdown:
             out.print(catalogue_markdown(), soft_wrap=True, highlight=False, markup=False)
+            return
+        if not out.is_terminal:  # a table cut to 80 columns shortened the names (days_si...)
+            lines = ["\t".join(CATALOGUE_COLUMNS), *("\t".join(row) for row in catalogue_rows())]
+            typer.echo("\n".join(lines))  # as written: rich would expand the tabs
             return
         table = Table(title="feature catalogue (names in <> depend on the data)")
         for column in CATALOGUE_COLUMNS:
@@ -102,7 +107,7 @@ def register(app: typer.Typer, out, console) -> None:
         out_file: Annotated[
             str, typer.Option("--out", help="Feature table to write (Parquet; Spark: a folder on an hdfs:// ... path).")
         ],
-        config_file: Annotated[Path | None, typer.Option("--config", help="TOML with a [features] table.")] = None,
+        config_file: Annotated[Path | None, typer.Option("--config", help="TOML with a \\[features] table.")] = None,
         engine: EngineOption = "duckdb",
         spark_master: SparkMasterOption = None,
         table: Annotated[

@@ -13,9 +13,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from features.build import build_features
+from features.build import build_features, nobody_before
 from features.config import FeatureConfig
-from portrait.spark_engine import is_uri, spark_dataset, spark_errors, spark_session, write_directory
+from portrait.errors import PortraitError
+from portrait.files import atomic_write, check_suffix
+from portrait.spark_engine import (
+    check_folder_target,
+    is_uri,
+    spark_dataset,
+    spark_errors,
+    spark_session,
+    write_directory,
+)
 
 
 def build_features_spark(
@@ -45,18 +54,29 @@ def write_features_spark(
     tables: dict[str, str] | None = None,
     master: str | None = None,
 ) -> tuple[int, int]:
-    """Build and write the feature table (see the module docstring); (rows, features)."""
+    """Build and write the feature table (see the module docstring); (rows, features). The
+    target is checked before any work (a local file must end in ``.parquet`` and not be a
+    folder; a URI must not name a file, which the Parquet folder would replace), and an empty
+    table (a cutoff before the data) is an error with nothing written, as on DuckDB."""
     if not is_uri(str(out)):
-        from portrait.files import atomic_write
-
+        check_suffix(out, (".parquet",))
         frame = build_features_spark(location, cutoff, config, tables=tables, master=master)
+        if not len(frame):
+            raise PortraitError(nobody_before(cutoff, "no features to build") + "; nothing written")
         atomic_write(frame, Path(out), csv=False)
         return len(frame), frame.shape[1] - 1
     with spark_errors():
-        engine, dataset = spark_dataset(spark_session(master), location, tables)
+        spark = spark_session(master)
+        check_folder_target(spark, str(out))
+        engine, dataset = spark_dataset(spark, location, tables)
         try:
             table = build_features(dataset, cutoff, config, con=engine, on_engine=True)
-            write_directory(table, str(out))
+
+            def not_empty(written: str) -> None:
+                if spark.read.parquet(written).limit(1).count() == 0:
+                    raise PortraitError(nobody_before(cutoff, "no features to build") + "; nothing written")
+
+            write_directory(table, str(out), check=not_empty)
             return engine.spark.read.parquet(str(out)).count(), len(table.columns) - 1
         finally:
             engine.close()

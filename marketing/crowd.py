@@ -644,5 +644,8 @@ def cell_mask(data: CrowdData, cell: str) -> np.ndarray:
     values = [str(v) for v in column.cat.categories]
     if value not in values:
         close = difflib.get_close_matches(value, values, n=5, cutoff=0.3)
-        raise FilterError(f"dimension {name!r} has no value {value!r}; values: {close or values[:12]}")
+        listed = f"closest: {close} (of its {len(values)} values)" if close else f"its values: {values[:12]}"
+        raise FilterError(
+            f"dimension {name!r} has no value {value!r}; {listed}{' ...' if not close and len(values) > 12 else ''}"
+        )
     return (column == value).to_numpy(bool)

@@ -393,10 +393,16 @@ class _Checker:
                 self.schema.check_value(column.name, value.this)
 
     def same_kind(self, node: exp.Expression, operands: list[exp.Expression]) -> None:
+        # a behaviour term (purchased(...), spent(...), events(...)) is a number, named by its call
+        terms = {term.column: term.describe() for term in self.terms}
+
+        def kind_of_column(name: str) -> str | None:
+            return NUMBER if name in terms else self.schema.kind(name)
+
         kinds = {}
         for operand in operands:
             if isinstance(operand, exp.Column):
-                kind = self.schema.kind(operand.name)
+                kind = kind_of_column(operand.name)
                 if kind and kind != ANY:
                     kinds.setdefault(kind, operand.name)
             else:
@@ -405,7 +411,7 @@ class _Checker:
                 )
         if len(kinds) > 1:
             column = next((o.name for o in operands if isinstance(o, exp.Column)), None)
-            column_kind = self.schema.kind(column) if column else None
+            column_kind = kind_of_column(column) if column else None
             hint = (
                 f"; quote the value: {column} = '...'"
                 if column_kind == TEXT
@@ -413,7 +419,8 @@ class _Checker:
                 if column_kind == NUMBER
                 else ""
             )
-            raise FilterError(f"{node.sql()!r} compares text with a number: {column} is {column_kind}{hint}")
+            named = terms.get(column, column)
+            raise FilterError(f"{node.sql()!r} compares text with a number: {named} is {column_kind}{hint}")
 
 
 def _number(text: str, node: exp.Expression) -> float:

@@ -297,6 +297,9 @@ class Applied:
     customers: int
     coverage: dict[str, dict]  # exclusive group -> {"customers": n, "values": {...}}
     notes: list[str] = field(default_factory=list)
+    # Model tags not computed (no scores, or scores without their column): they neither left
+    # nor entered, and their history is carried from the last run that computed them.
+    skipped: list[str] = field(default_factory=list)
 
 
 def model_output_kind(name: str) -> str | None:
@@ -362,6 +365,7 @@ def apply_tags(
     """Every customer's tags as of ``population.as_of`` (``since`` is that date; see
     :func:`with_since` to carry it over from a previous run)."""
     notes: list[str] = []
+    skipped: list[str] = []
     with_models = population.scores_dir is not None
     if not with_models and any(t.kind == "model" for t in library.tags):
         skipped = [t.name for t in library.tags if t.kind == "model"]
@@ -371,6 +375,7 @@ def apply_tags(
     if unscored:
         missing = sorted({c for columns in unscored.values() for c in columns})
         notes.append(f"model tags skipped (the scores hold no {', '.join(missing)}): {', '.join(sorted(unscored))}")
+        skipped += sorted(unscored)
     if with_models and population.scores_date is not None and population.scores_date != population.as_of:
         notes.append(
             f"model tags use the scores as of {population.scores_date} (the newest not after {population.as_of})"
@@ -459,7 +464,16 @@ def apply_tags(
             "since": np.concatenate(since) if since else np.zeros(0, dtype=object),
         }
     )
-    return Applied(tags, int(len(frame)), coverage, notes)
+    return Applied(tags, int(len(frame)), coverage, notes, skipped)
+
+
+def of_tags(tags: pd.DataFrame, names: list[str]) -> np.ndarray:
+    """Which rows of a tags table come from the library tags ``names`` (a tag with ``each``
+    gives rows named ``"<name>: <value>"``)."""
+    if not names or tags.empty:
+        return np.zeros(len(tags), dtype=bool)
+    text = tags["tag"].astype("str")
+    return (text.isin(names) | text.str.startswith(tuple(f"{n}: " for n in names))).to_numpy()
 
 
 def tag_columns(library: Library, conditions: dict[str, Condition]) -> list[str]:
@@ -550,7 +564,10 @@ def tags_summary(
 ) -> dict:
     """What is written beside a tags table (``tags_<date>.summary.json``): per tag its size,
     who entered and left since ``previous``, and what it is computed from (``reads``, so a
-    reader without the library, a profile, can tell a tag computed from a sensitive attribute)."""
+    reader without the library, a profile, can tell a tag computed from a sensitive attribute).
+    Tags skipped in this run (``applied.skipped``) are listed as such, not as everyone leaving."""
+    if previous is not None:
+        previous = previous[~of_tags(previous, applied.skipped)]
     moves = movement(tags, previous)
     return {
         "as_of": as_of.isoformat(),
@@ -567,6 +584,7 @@ def tags_summary(
             for row in moves.itertuples()
         },
         "exclusive_groups": applied.coverage,
+        "skipped": applied.skipped,
         "notes": applied.notes,
     }
 
@@ -612,11 +630,34 @@ def tags_dates(out_dir: Path | None) -> list[dt.date]:
 
 
 def previous_tags(out_dir: Path, as_of: dt.date) -> tuple[pd.DataFrame | None, dt.date | None]:
-    """The newest tags table in ``out_dir`` dated before ``as_of``."""
+    """The newest tags table in ``out_dir`` dated before ``as_of``, and its date. The tags that
+    run skipped (its summary's ``skipped``: model tags without scores) come from the newest
+    earlier table that computed them, so that their ``since`` and movement carry over a run
+    made without ``--scores``."""
     earlier = [d for d in tags_dates(out_dir) if d < as_of]
     if not earlier:
         return None, None
-    return read_parquet(tags_file(out_dir, earlier[-1])), earlier[-1]
+    newest = read_parquet(tags_file(out_dir, earlier[-1]))
+    missing = _skipped_in(out_dir, earlier[-1])
+    parts = [newest]
+    for day in reversed(earlier[:-1]):
+        if not missing:
+            break
+        older = read_parquet(tags_file(out_dir, day))
+        computed = [name for name in missing if name not in _skipped_in(out_dir, day)]
+        parts.append(older[of_tags(older, computed)])
+        missing = [name for name in missing if name not in computed]
+    return (pd.concat(parts, ignore_index=True) if len(parts) > 1 else newest), earlier[-1]
+
+
+def _skipped_in(out_dir: Path, as_of: dt.date) -> list[str]:
+    """The tags the run of ``as_of`` skipped, as its summary records them (none if unreadable)."""
+    try:
+        summary = json.loads(tags_file(out_dir, as_of).with_suffix(".summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    skipped = summary.get("skipped") if isinstance(summary, dict) else None
+    return [str(name) for name in skipped] if isinstance(skipped, list) else []
 
 
 def _is_date(text: str) -> bool:

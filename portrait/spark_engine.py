@@ -114,8 +114,8 @@ _CSV_CORRUPT = "_portrait_corrupt_record"
 
 def _java_found() -> bool:
     home = os.environ.get("JAVA_HOME")
-    if home and Path(home, "bin", "java").is_file():
-        return True
+    if home:  # Spark's launcher runs $JAVA_HOME/bin/java when it is set, whatever PATH holds
+        return Path(home, "bin", "java").is_file()
     return shutil.which("java") is not None
 
 
@@ -131,6 +131,12 @@ def require_spark() -> None:
     except ImportError:
         raise PortraitError(f"--engine spark needs pyspark, which is not installed: {INSTALL_PYSPARK}") from None
     if not _submitted() and not _java_found():
+        home = os.environ.get("JAVA_HOME")
+        if home:
+            raise PortraitError(
+                f"--engine spark needs Java: JAVA_HOME is {home}, which holds no bin/java; point it at a Java "
+                "runtime (17 or later) or unset it to use the java on PATH"
+            )
         raise PortraitError(
             f"--engine spark needs Java, and none was found (no JAVA_HOME, no java on PATH): {INSTALL_JAVA}"
         )
@@ -504,20 +510,37 @@ class _HadoopFolders:
         fs.delete(hadoop_path, True)
 
 
-def write_directory(frame, target: str, mode_format: str = "parquet") -> None:
+def check_folder_target(spark, target: str) -> None:
+    """Refuse a folder target (:func:`write_directory`) that is a file: the folder would
+    replace it. Called before any work, so that nothing runs for a write that cannot happen."""
+    fs, hadoop_path, _ = _hadoop_fs(spark, target.rstrip("/"))
+    if fs.exists(hadoop_path) and fs.getFileStatus(hadoop_path).isFile():
+        raise PortraitError(
+            f"{target} is a file; on a URI the output is a Parquet folder, which would replace it: "
+            "give a folder path (nothing was written)"
+        )
+
+
+def write_directory(
+    frame, target: str, mode_format: str = "parquet", check: Callable[[str], None] | None = None
+) -> None:
     """Write a Spark DataFrame as a Parquet folder at ``target``, whole or not at all: Spark
     writes to a hidden temporary folder beside it (``.NAME.<random>.tmp``), which is then
     renamed over the target by :func:`portrait.files.replace_directory` (a previous target is
     moved aside first and removed after). A job or a rename that fails leaves the old target as
-    it was and removes the temporary folder."""
+    it was and removes the temporary folder; so does ``check`` (given the temporary folder's
+    path) raising. A target that is a file is refused (:func:`check_folder_target`)."""
     spark = frame.sparkSession
     target = target.rstrip("/")
+    check_folder_target(spark, target)
     parent, _, leaf = target.rpartition("/")
     parent = parent or "."
     tmp = f"{parent}/.{leaf}.{uuid.uuid4().hex[:8]}.tmp"
     folders = _HadoopFolders(spark)
     try:
         frame.write.mode("error").format(mode_format).save(tmp)
+        if check is not None:
+            check(tmp)
         replace_directory(tmp, target, folders)
     except BaseException:
         folders.remove(tmp)

@@ -106,7 +106,9 @@ def register(app: typer.Typer, out, console) -> None:
         exclude_bought_within: Annotated[
             int | None, typer.Option("--exclude-bought-within", help="Drop customers who bought in the last DAYS.")
         ] = None,
-        scores_dir: Annotated[Path, typer.Option("--scores", help="Folder of scores tables.")] = DEFAULT_SCORES,
+        scores_dir: Annotated[
+            Path | None, typer.Option("--scores", help=f"Folder of scores tables (default: {DEFAULT_SCORES}).")
+        ] = None,
         alias: Annotated[str, typer.Option(help="Alias of the model used for reasons.")] = "champion",
         segment: Annotated[str | None, typer.Option("--segment", help="Only this saved segment's members.")] = None,
         tag: Annotated[list[str] | None, typer.Option("--tag", help="Only holders of this tag (repeatable).")] = None,
@@ -213,7 +215,9 @@ def register(app: typer.Typer, out, console) -> None:
     def serve_command(
         host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
         port: Annotated[int, typer.Option(help="Port.", min=1, max=65535)] = 8000,
-        scores_dir: Annotated[Path, typer.Option("--scores", help="Folder of scores tables.")] = DEFAULT_SCORES,
+        scores_dir: Annotated[
+            Path | None, typer.Option("--scores", help=f"Folder of scores tables (default: {DEFAULT_SCORES}).")
+        ] = None,
         runs: Annotated[
             Path | None,
             typer.Option(
@@ -272,10 +276,17 @@ def register(app: typer.Typer, out, console) -> None:
                 f"refusing to listen on {host} without an API key: set {API_KEY_ENV} or give --keys FILE, "
                 "or keep the default 127.0.0.1"
             )
+        # --runs serves one run's scores, tags and RFM: a folder given beside it would be ignored
+        mixed = [option for option, value in (("--scores", scores_dir), ("--tags", tags_dir), ("--rfm", rfm)) if value]
+        if runs is not None and mixed:
+            raise PortraitError(
+                f"give either --runs (a refresh root: the scores, tags and RFM of its latest run) or "
+                f"{', '.join(mixed)}, not both"
+            )
         workers = workers or default_workers()
         setup_tracking()
         settings = ServeSettings(
-            scores=scores_dir,
+            scores=scores_dir or DEFAULT_SCORES,
             runs=runs,
             alias=alias,
             segments=segments_dir,

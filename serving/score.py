@@ -111,6 +111,25 @@ def hindsight_note(model: LoadedModel, as_of: dt.date) -> str | None:
     )
 
 
+def model_summary(
+    model: LoadedModel, values: np.ndarray, shifted: dict, drift_features: pd.DataFrame, as_of: dt.date
+) -> dict:
+    """What a scores summary says of one propensity or spend model, on either engine: its
+    version, label, score quantiles, the population shift, drift against its training reference
+    (measured on ``drift_features``, the scored rows or a sample of them) and its hindsight note."""
+    summary = {
+        "version": model.version,
+        "label": model.meta["label"],
+        "score_quantiles": {q: float(np.quantile(values, q)) for q in (0.1, 0.25, 0.5, 0.75, 0.9)},
+        "mean": float(values.mean()),
+        **shifted,
+        "drift": drift_report(model.meta.get("reference", {}), drift_features),
+    }
+    if note := hindsight_note(model, as_of):
+        summary["note"] = note
+    return summary
+
+
 def predict_scores(model: LoadedModel, features: pd.DataFrame) -> np.ndarray:
     X = features[model.features]
     if model.meta["label"] == "future_spend":
@@ -287,16 +306,7 @@ def score(
             reasons = reasons_for(model, features, privacy=dataset.privacy)
             for column in reasons.columns:
                 scores[f"{model.name}_{column}"] = reasons[column].to_numpy()
-        summary["models"][model.name] = {
-            "version": model.version,
-            "label": model.meta["label"],
-            "score_quantiles": {q: float(np.quantile(values, q)) for q in (0.1, 0.25, 0.5, 0.75, 0.9)},
-            "mean": float(values.mean()),
-            **shifted,
-            "drift": drift_report(model.meta.get("reference", {}), features),
-        }
-        if note := hindsight_note(model, as_of):
-            summary["models"][model.name]["note"] = note
+        summary["models"][model.name] = model_summary(model, values, shifted, features, as_of)
     # One feature table (the first propensity model's build) is kept for profiles and filters.
     profile_features = features_by_model[propensity[0].name] if propensity else base
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -32,12 +32,12 @@ from portrait.errors import PortraitError
 from portrait.files import atomic_write, atomic_write_text
 from portrait.outputs import LATEST, features_path, scores_path
 from portrait.spark_engine import quarantine_counts, require_spark, spark_dataset, spark_errors, spark_session
-from serving.drift import drift_report
 from serving.registry import LoadedModel, load_model
 from serving.score import (
     ScoreRun,
     _feature_groups,
     check_model_features,
+    model_summary,
     percentile_and_decile,
     population_scores,
     predict_scores,
@@ -180,14 +180,9 @@ def score_on_spark(
         scores[f"{model.name}_percentile"] = percentile
         scores[f"{model.name}_decile"] = decile
         scores[f"{model.name}_version"] = model.version
-        summary["models"][model.name] = {
-            "version": model.version,
-            "label": model.meta["label"],
-            "score_quantiles": {q: float(np.quantile(values, q)) for q in (0.1, 0.25, 0.5, 0.75, 0.9)},
-            "mean": float(values.mean()),
-            **shifted,
-            "drift": drift_report(model.meta.get("reference", {}), samples[id(feature_tables[model.name])]),
-        }
+        summary["models"][model.name] = model_summary(
+            model, values, shifted, samples[id(feature_tables[model.name])], as_of
+        )
     for column in profile_features.columns:  # the DuckDB build's dtypes: categoricals for text
         if column != "customer_id" and _is_text(profile_features[column]):
             profile_features[column] = profile_features[column].astype("category")

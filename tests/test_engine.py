@@ -128,6 +128,32 @@ def test_without_pyspark_or_java_the_message_says_what_to_install(monkeypatch, t
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(PortraitError, match=r"needs Java, and none was found .* openjdk-17"):
         require_spark()
+    # a JAVA_HOME pointing nowhere, with java on PATH: Spark's launcher uses JAVA_HOME
+    (tmp_path / "java").write_text("#!/bin/sh\n")
+    (tmp_path / "java").chmod(0o755)
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "nowhere"))
+    with pytest.raises(PortraitError, match=r"JAVA_HOME is .*nowhere, which holds no bin/java; point it at a Java"):
+        require_spark()
+
+
+def test_a_local_spark_output_is_checked_before_any_work_and_an_empty_table_is_not_written(monkeypatch, tmp_path):
+    """On Spark a .csv --out got Parquet bytes, a folder was refused after the whole job, and a
+    cutoff before the data wrote an empty table with exit 0: DuckDB refuses all three."""
+    import features.spark as features_spark
+
+    monkeypatch.setattr(features_spark, "build_features_spark", lambda *a, **k: pytest.fail("the build started"))
+    cutoff = dt.date(2000, 1, 1)
+    with pytest.raises(PortraitError, match=r"this command writes \.parquet files"):
+        features_spark.write_features_spark(tmp_path, cutoff, str(tmp_path / "early.csv"))
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(PortraitError, match=r"folder is a folder, not a file"):
+        features_spark.write_features_spark(tmp_path, cutoff, str(tmp_path / "folder"))
+    monkeypatch.setattr(features_spark, "build_features_spark", lambda *a, **k: pd.DataFrame({"customer_id": []}))
+    with pytest.raises(
+        PortraitError, match=r"no customer has a purchase, event or signup before 2000-01-01: .*nothing written"
+    ):
+        features_spark.write_features_spark(tmp_path, cutoff, str(tmp_path / "early.parquet"))
+    assert not (tmp_path / "early.parquet").exists() and not (tmp_path / "early.csv").exists()
 
 
 @pytest.mark.parametrize("command", ["features", "score"])

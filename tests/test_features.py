@@ -408,6 +408,22 @@ def test_docs_catalogue_agrees_with_the_code():
     assert catalogue_markdown() in docs.read_text()
 
 
+def test_the_catalogue_piped_is_one_tab_separated_line_per_feature():
+    """Off a terminal the table was cut to 80 columns: `features list | grep spend_90d` found nothing."""
+    from typer.testing import CliRunner
+
+    from portrait_cli.main import _register_later_commands, app
+
+    _register_later_commands()
+    result = CliRunner().invoke(app, ["features", "list"])
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assert lines[0] == "name\tlabel\tfamily\twindow\tscale\tunit\tdescription"
+    spend = next(line.split("\t") for line in lines if line.startswith("spend_90d\t"))
+    assert spend[:6] == ["spend_90d", "spend in the last 90 days", "windows", "90d", "money", "currency"]
+    assert len(lines) == 1 + len(catalogue())
+
+
 def test_selected_families_only_and_their_values_unchanged(features):
     frame = build_features(dataset(), CUTOFF, families=["value", "behaviour"]).set_index("customer_id")
     assert {c for c in frame.columns} <= {f.name for f in catalogue() if f.family in ("value", "behaviour")}

@@ -92,6 +92,12 @@ def test_behaviour_calls_become_terms_with_their_arguments():
         ("events(within_days = 3) > 0", "needs an event type first"),
         ("spent(category = 'a', category = 'b') > 0", "category is given twice"),
         ("sleep(5) > 0", "is not a value"),
+        # a term is a number, named by its call (was a runtime error naming an internal column)
+        (
+            "spent(within_days = 30) > 'abc'",
+            r"^\"SPENT\(within_days = 30\) > 'abc'\" compares text with a number: spent\(within_days = 30\) is number; "
+            r"compare it with a number \(no quotes\)$",
+        ),
     ],
 )
 def test_behaviour_calls_are_checked(text, message):

@@ -518,6 +518,57 @@ def test_model_tags_of_models_not_scored_are_skipped_with_a_note_and_typos_stay_
             apply_tags(load_library(library_path), population)
 
 
+def test_a_run_without_scores_neither_empties_the_model_tags_nor_restarts_their_history(tmp_path):
+    """A run without --scores reported every model tag's customers as having left, and the next
+    run with scores dated their tags from that run: their history was lost."""
+    import json
+
+    from marketing.tags import previous_tags, tags_file, tags_summary, with_since
+
+    scores = pd.DataFrame({"customer_id": ["A", "B", "C"], "repurchase_90d_percentile": [90.0, 10.0, 85.0]})
+    scores.to_parquet(tmp_path / "scores_2024-03-01.parquet")
+    library = load_library_text(
+        tmp_path,
+        '[groups.p]\n[[tags]]\nname = "likely"\ngroup = "p"\nkind = "model"\nwhere = "repurchase_90d_percentile >= 80"\n'
+        '[[tags]]\nname = "buyer"\ngroup = "p"\nwhere = "orders_lifetime >= 1"\n',
+    )
+    out = tmp_path / "tags"
+    out.mkdir()
+
+    def run(as_of: str, scores_dir):
+        with Population(dataset(), as_of, scores_dir=scores_dir) as population:
+            applied = apply_tags(library, population)
+        day = dt.date.fromisoformat(as_of)
+        previous, previous_date = previous_tags(out, day)
+        tags = with_since(applied.tags, previous)
+        summary = tags_summary(library, applied, tags, day, previous, previous_date)
+        tags.to_parquet(tags_file(out, day))
+        tags_file(out, day).with_suffix(".summary.json").write_text(json.dumps(summary, default=str))
+        return tags, summary
+
+    first, _ = run("2024-03-01", tmp_path)
+    assert sorted(first.loc[first["tag"] == "likely", "customer_id"]) == ["A", "C"]
+    _, without = run("2024-03-02", None)
+    assert without["skipped"] == ["likely"] and "likely" not in without["tags"]
+    assert without["tags"]["buyer"]["left"] == 0
+    again, summary = run("2024-03-03", tmp_path)  # the scores of 03-01, the newest not after
+    likely = again[again["tag"] == "likely"]
+    assert sorted(likely["customer_id"]) == ["A", "C"]
+    assert set(likely["since"]) == {dt.date(2024, 3, 1)}  # carried from the run that computed it
+    assert summary["tags"]["likely"] == {
+        "customers": 2,
+        "entered": 0,
+        "left": 0,
+        "reads": "repurchase_90d_percentile >= 80",
+    }
+
+
+def load_library_text(folder: Path, text: str):
+    path = folder / "library.toml"
+    path.write_text(text)
+    return load_library(path)
+
+
 def test_behaviour_terms_read_the_features_purchases_when_they_can():
     # The features' read of purchases holds category, brand, channel and payment method; a
     # product_id filter needs the purchases view, and both give the same answers.

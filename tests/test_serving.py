@@ -366,7 +366,7 @@ def test_api_key_is_required_on_every_route_but_health(scored):
     assert client.get("/models").status_code == 401
 
 
-def test_serve_refuses_a_public_interface_without_an_api_key(monkeypatch):
+def test_serve_refuses_a_public_interface_without_an_api_key_and_runs_beside_scores(monkeypatch):
     from typer.testing import CliRunner
 
     from portrait_cli.main import _register_later_commands, app
@@ -376,6 +376,10 @@ def test_serve_refuses_a_public_interface_without_an_api_key(monkeypatch):
     result = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0"])
     assert result.exit_code != 0
     assert "without an API key" in str(result.exception)
+    # --runs serves a run's scores, tags and RFM: a --scores beside it was silently ignored
+    result = CliRunner().invoke(app, ["serve", "--runs", "outputs/refresh", "--scores", "outputs/scores"])
+    with pytest.raises(PortraitError, match=r"give either --runs .* or --scores, not both$"):
+        raise result.exception
 
 
 def test_serving_never_imports_training():

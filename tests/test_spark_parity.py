@@ -20,6 +20,7 @@ Java is installed (the skip names it); pyspark comes with the dev extra.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 
 import numpy as np
@@ -33,7 +34,7 @@ from portrait.synthetic import write_sample_data
 pytestmark = pytest.mark.spark
 
 AS_OF = "2024-10-01"
-SCORE_AS_OF = "2024-12-01"
+SCORE_AS_OF = "2024-11-15"  # before what the model learned from ends: a note on both engines
 MODEL = "spark_parity_repurchase"
 
 
@@ -263,6 +264,9 @@ def test_scores_on_spark_equal_scores_on_duckdb(spark, registered, tmp_path):
     assert (on_spark[f"{MODEL}_decile"] == duck[f"{MODEL}_decile"]).all()
     assert run.summary["quarantined_rows"] == duck_run.summary["quarantined_rows"] > 0
     assert not math.isnan(run.summary["models"][MODEL]["mean"])
+    assert run.summary["models"][MODEL].keys() == duck_run.summary["models"][MODEL].keys()
+    assert run.summary["models"][MODEL]["note"] == duck_run.summary["models"][MODEL]["note"]
+    assert "know what came next" in run.summary["models"][MODEL]["note"]
     features = pd.read_parquet(tmp_path / "spark" / next(p.name for p in (tmp_path / "duck").glob("features_*")))
     _assert_same_features(pd.read_parquet(next((tmp_path / "duck").glob("features_*"))), features)
 
@@ -316,6 +320,26 @@ def test_a_failed_spark_write_leaves_the_previous_output_and_no_temporary_folder
     assert [p.name for p in tmp_path.iterdir()] == ["scores"]
     write_directory(spark.range(5).selectExpr("id AS x"), str(target))
     assert len(spark.read.parquet(str(target)).toPandas()) == 5 and [p.name for p in tmp_path.iterdir()] == ["scores"]
+
+    def refuse(written):  # a check of the written folder (an empty feature table) stops the write
+        raise PortraitError(f"nothing in {len(spark.read.parquet(written).toPandas())} rows")
+
+    with pytest.raises(PortraitError, match="nothing in 2 rows"):
+        write_directory(spark.range(2).selectExpr("id AS x"), str(target), check=refuse)
+    assert len(spark.read.parquet(str(target)).toPandas()) == 5 and [p.name for p in tmp_path.iterdir()] == ["scores"]
+
+
+def test_a_uri_output_that_is_a_file_is_refused_before_any_work(spark, tmp_path, monkeypatch):
+    """A URI --out is a Parquet folder, which replaced a file of the same name (exit 0)."""
+    import features.spark as features_spark
+    from portrait.errors import PortraitError
+
+    precious = tmp_path / "afile"
+    precious.write_text("precious")
+    monkeypatch.setattr(features_spark, "spark_dataset", lambda *a, **k: pytest.fail("the build started"))
+    with pytest.raises(PortraitError, match=r"afile is a file; on a URI the output is a Parquet folder, which would"):
+        features_spark.write_features_spark(tmp_path, dt.date(2024, 6, 1), f"file://{precious}")
+    assert precious.read_text() == "precious"
 
 
 def test_two_data_sets_opened_on_one_session_keep_their_views_apart(spark, spark_views, data, tmp_path):
