@@ -36,3 +36,11 @@ def interrupt_all() -> int:
         except duckdb.Error:  # closed meanwhile: nothing to interrupt
             continue
     return asked
+
+
+def is_interruption(exc: BaseException) -> bool:
+    """Whether ``exc`` is DuckDB stopping a query for Ctrl-C (its Python client turns the
+    KeyboardInterrupt into a RuntimeError) or for :func:`interrupt_all`."""
+    return isinstance(exc, duckdb.InterruptException) or (
+        isinstance(exc, RuntimeError) and str(exc).startswith("Query interrupted")
+    )

@@ -42,7 +42,9 @@ import functools
 import itertools
 import os
 import shutil
+import signal
 import sys
+import threading
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
@@ -165,24 +167,53 @@ def spark_session(master: str | None = None):
         except Exception as exc:  # the JVM did not start: a message, not a Java stack trace
             raise PortraitError(f"cannot start Spark ({_first_line(exc)}); check Java: {INSTALL_JAVA}") from None
         session.sparkContext.setLogLevel("ERROR")
+        _cancel_jobs_on_ctrl_c(session)
     for key, value in SESSION_CONFIG.items():
         session.conf.set(key, value)
     # pyspark 4.3 warns on every pandas conversion that it does not "fully support" pandas 3;
     # the conversions used here (Arrow, flat columns) are checked by the parity test.
     warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
     warnings.filterwarnings("ignore", message="The copy keyword is deprecated", module="pyspark")
+    # said before the error it announces (with a Java stack): the error is what the user reads
+    warnings.filterwarnings("ignore", message="toPandas attempted Arrow optimization", module="pyspark")
     return session
+
+
+# Set by Ctrl-C on a session this module started: the job failure that follows is the stop.
+_INTERRUPTED = threading.Event()
+
+
+def _cancel_jobs_on_ctrl_c(session) -> None:
+    """Ctrl-C cancels the session's jobs and stops the command as an interruption. pyspark's
+    own handler cancels them from inside the signal handler, on the py4j connection the main
+    thread is reading: a "reentrant call" error, a Java stack trace and a "job failed" message
+    followed. Here the cancel goes through another thread's connection."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    _INTERRUPTED.clear()
+    context = session.sparkContext
+
+    def interrupted(signum, frame) -> None:
+        _INTERRUPTED.set()
+        threading.Thread(target=context.cancelAllJobs, name="portrait-cancel", daemon=True).start()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupted)
 
 
 @contextlib.contextmanager
 def spark_errors() -> Iterator[None]:
     """A Spark or JVM failure as a :class:`PortraitError` (one line, no Java stack trace); the
-    writes in this module leave nothing where readers look when a job fails."""
+    writes in this module leave nothing where readers look when a job fails. A job failing
+    because Ctrl-C cancelled it is the KeyboardInterrupt it was."""
+    _INTERRUPTED.clear()
     try:
         yield
     except PortraitError:
         raise
     except Exception as exc:
+        if _INTERRUPTED.is_set():  # the job Ctrl-C cancelled
+            raise KeyboardInterrupt from None
         from py4j.protocol import Py4JError
         from pyspark.errors import PySparkException
 

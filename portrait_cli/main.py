@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from portrait.connections import is_interruption
 from portrait.errors import PortraitError
 from portrait.progress import spinner
 
@@ -244,6 +245,8 @@ def main() -> None:
         # Not standalone: a bad option (click's UsageError) is reported below as every other
         # error is, on one line, instead of click's framed box.
         code = app(standalone_mode=False)
+        if code == 130:  # typer turns Ctrl-C (a KeyboardInterrupt) into this exit code, silently
+            raise KeyboardInterrupt
         if isinstance(code, int) and code:  # typer.Exit(code) and --help return their exit code
             sys.exit(code)
     except _CLICK_EXCEPTION as exc:
@@ -271,6 +274,11 @@ def main() -> None:
     except OSError as exc:  # a path of the wrong kind, no permission, a full disk: not a traceback
         console.print(f"[bold red]error:[/bold red] {escape(os_error_message(exc))}", highlight=False, markup=True)
         sys.exit(2)
+    except RuntimeError as exc:
+        if not is_interruption(exc):  # Ctrl-C during a DuckDB query comes back as its RuntimeError
+            raise
+        console.print("[bold red]interrupted[/bold red]", highlight=False, markup=True)
+        sys.exit(130)
 
 
 def os_error_message(exc: OSError) -> str:

@@ -95,6 +95,24 @@ def _exit_of(monkeypatch, capsys, *args: str) -> tuple[int, str]:
     return exit_.value.code, capsys.readouterr().err
 
 
+@pytest.mark.parametrize("stop", [KeyboardInterrupt(), RuntimeError("Query interrupted")])
+def test_ctrl_c_is_one_line_and_exit_130_whatever_was_running(stop, tmp_path, monkeypatch, capsys):
+    """Ctrl-C in a DuckDB query came back as DuckDB's RuntimeError: a traceback and exit 1; in
+    Python code typer turned it into exit 130 without a word."""
+    import features.build
+
+    def interrupted(*args, **kwargs):
+        raise stop
+
+    monkeypatch.setattr(features.build, "build_features", interrupted)
+    purchases = pd.DataFrame({"order_id": ["o1"], "customer_id": ["A"], "ts": ["2024-01-05"], "amount": [10.0]})
+    write_tables(tmp_path / "data", purchases=purchases)
+    code, stderr = _exit_of(
+        monkeypatch, capsys, "features", "build", str(tmp_path / "data"), "--as-of", "2024-02-01", "--out", "x.parquet"
+    )
+    assert code == 130 and stderr.splitlines()[-1] == "interrupted" and "Traceback" not in stderr
+
+
 def test_every_command_reading_the_data_stops_where_validate_stops(tmp_path, monkeypatch, capsys):
     """The views leave out what they cannot read; only the checks stop on a file in the wrong
     encoding. features build wrote a table without those rows, exit 0, before it ran them."""

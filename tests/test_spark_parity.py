@@ -329,6 +329,24 @@ def test_a_failed_spark_write_leaves_the_previous_output_and_no_temporary_folder
     assert len(spark.read.parquet(str(target)).toPandas()) == 5 and [p.name for p in tmp_path.iterdir()] == ["scores"]
 
 
+def test_ctrl_c_cancels_the_job_and_stops_as_an_interruption(spark):
+    """pyspark's handler cancelled the jobs from inside the signal handler, on the connection the
+    main thread was reading: a reentrant-call error, a Java stack and "the Spark job failed"."""
+    import os
+    import signal
+    import threading
+
+    from portrait.spark_engine import spark_errors
+
+    handler = signal.getsignal(signal.SIGINT)
+    assert getattr(handler, "__qualname__", "").startswith("_cancel_jobs_on_ctrl_c")  # else SIGINT stops pytest
+    threading.Timer(3, os.kill, (os.getpid(), signal.SIGINT)).start()
+    with pytest.raises(KeyboardInterrupt):
+        with spark_errors():
+            spark.range(20_000_000_000).selectExpr("SUM(HASH(id))").collect()  # minutes uncancelled
+    assert spark.range(3).count() == 3  # the session goes on
+
+
 def test_a_uri_output_that_is_a_file_is_refused_before_any_work(spark, tmp_path, monkeypatch):
     """A URI --out is a Parquet folder, which replaced a file of the same name (exit 0)."""
     import features.spark as features_spark
