@@ -61,16 +61,25 @@ def catalogue_markdown() -> str:
     return "\n".join(lines)
 
 
-def _build_on_spark(dataset, cutoff, out_file, config, table, spark_master, engine, out) -> None:
+def _build_on_spark(dataset, cutoff, out_file, config, table, spark_master, engine, out, console) -> None:
     from features.spark import write_features_spark
+    from portrait.progress import spinner
     from portrait.spark_engine import parse_table_options
 
     if engine != "spark":
         raise PortraitError("--table and --spark-master are options of --engine spark")
     started = time.perf_counter()
-    rows, features = write_features_spark(
-        str(dataset), cutoff, str(out_file), config, tables=parse_table_options(table), master=spark_master
-    )
+    with spinner(console, "features") as say:
+        say("starting Spark")
+        rows, features = write_features_spark(
+            str(dataset),
+            cutoff,
+            str(out_file),
+            config,
+            tables=parse_table_options(table),
+            master=spark_master,
+            progress=say,
+        )
     out.print(
         f"{rows:,} customers x {features} features as of {cutoff} on Spark "
         f"in {time.perf_counter() - started:.1f} s -> {out_file}"
@@ -125,7 +134,7 @@ def register(app: typer.Typer, out, console) -> None:
         config = load_feature_config(config_file)
         cutoff = parse_cutoff(as_of)
         if check_engine_name(engine) == "spark" or table or spark_master:
-            _build_on_spark(dataset, cutoff, out_file, config, table, spark_master, engine, out)
+            _build_on_spark(dataset, cutoff, out_file, config, table, spark_master, engine, out, console)
             return
         check_suffix(out_file, (".parquet",))
         started = time.perf_counter()

@@ -53,6 +53,7 @@ def write_features_spark(
     *,
     tables: dict[str, str] | None = None,
     master: str | None = None,
+    progress=None,
 ) -> tuple[int, int]:
     """Build and write the feature table (see the module docstring); (rows, features). The
     target is checked before any work (a local file must end in ``.parquet`` and not be a
@@ -60,7 +61,7 @@ def write_features_spark(
     table (a cutoff before the data) is an error with nothing written, as on DuckDB."""
     if not is_uri(str(out)):
         check_suffix(out, (".parquet",))
-        frame = build_features_spark(location, cutoff, config, tables=tables, master=master)
+        frame = build_features_spark(location, cutoff, config, tables=tables, master=master, progress=progress)
         if not len(frame):
             raise PortraitError(nobody_before(cutoff, "no features to build") + "; nothing written")
         atomic_write(frame, Path(out), csv=False)
@@ -70,7 +71,7 @@ def write_features_spark(
         check_folder_target(spark, str(out))
         engine, dataset = spark_dataset(spark, location, tables)
         try:
-            table = build_features(dataset, cutoff, config, con=engine, on_engine=True)
+            table = build_features(dataset, cutoff, config, con=engine, on_engine=True, progress=progress)
 
             def not_empty(written: str) -> None:
                 if spark.read.parquet(written).limit(1).count() == 0:

@@ -44,6 +44,7 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 import uuid
 import warnings
@@ -144,6 +145,27 @@ def require_spark() -> None:
         )
 
 
+# Spark's own start-up lines (its default log profile, the host's address, native Hadoop
+# libraries) on every command's stderr say nothing a user of the product acts on: errors only.
+_LOG4J_ERRORS_ONLY = """status = error
+appender.console.type = Console
+appender.console.name = console
+appender.console.target = SYSTEM_ERR
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = %d{yy/MM/dd HH:mm:ss} %p %c{1}: %m%n
+rootLogger.level = error
+rootLogger.appenderRef.stdout.ref = console
+"""
+
+
+def _quiet_log4j() -> str:
+    """A log4j2 configuration for a local session's JVM (errors only), written once per process."""
+    path = Path(tempfile.gettempdir()) / f"portrait-log4j2-{os.getpid()}.properties"
+    if not path.exists():
+        path.write_text(_LOG4J_ERRORS_ONLY, encoding="utf-8")
+    return str(path)
+
+
 def spark_session(master: str | None = None):
     """The session to run on: the active one (spark-submit, Databricks) unless ``master`` is
     given, else a new local one (``local[2]`` by default, small and without UI)."""
@@ -159,6 +181,7 @@ def spark_session(master: str | None = None):
             builder = builder.master(master or DEFAULT_MASTER)
             for key, value in LOCAL_CONFIG.items():
                 builder = builder.config(key, value)
+            builder = builder.config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={_quiet_log4j()}")
             # Python workers run this interpreter (the features and models import from it),
             # not whatever python3 is first on PATH: pyspark reads PYSPARK_PYTHON.
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
