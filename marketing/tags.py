@@ -395,7 +395,10 @@ def apply_tags(
     coverage: dict[str, dict] = {}
 
     def add(mask, tag: str, group: str, kind: str) -> None:
-        positions.append(np.flatnonzero(np.asarray(mask, bool)))
+        add_rows(np.flatnonzero(np.asarray(mask, bool)), tag, group, kind)
+
+    def add_rows(rows: np.ndarray, tag: str, group: str, kind: str) -> None:
+        positions.append(rows)
         labels.append((tag, group, kind))
 
     for tag in library.tags:
@@ -413,8 +416,13 @@ def apply_tags(
                     + f"; each takes a column of names or codes (at most {MAX_EACH_VALUES}: favourite_category, "
                     "rfm_r, persona_name, ...); cut an amount into a levels group instead"
                 )
-            for value in sorted(distinct, key=str):
-                add(values == value, f"{tag.name}: {value}", tag.group, tag.kind)
+            # each value's rows from one sort of the codes, not a pass over everyone per value
+            codes, uniques = pd.factorize(values)
+            matched = np.flatnonzero(codes >= 0)
+            by_value = matched[np.argsort(codes[matched], kind="stable")]
+            bounds = np.searchsorted(codes[by_value], np.arange(len(uniques) + 1))
+            for code in sorted(range(len(uniques)), key=lambda c: str(uniques[c])):
+                add_rows(by_value[bounds[code] : bounds[code + 1]], f"{tag.name}: {uniques[code]}", tag.group, tag.kind)
         else:
             add(mask, tag.name, tag.group, tag.kind)
     for group in library.groups.values():

@@ -14,7 +14,7 @@ from portrait.audit import AUDIT_LOG_ENV, DEFAULT_AUDIT_LOG, audit_log_path
 from portrait.errors import PortraitError
 from portrait.progress import spinner
 from serving.keys import ROLE_HELP, Role
-from serving.settings import API_KEY_ENV, DEFAULT_SCORES
+from serving.settings import API_KEY_ENV, DEFAULT_SCORES, REASONS_FIRST
 
 LOCALHOST = ("127.0.0.1", "localhost", "::1")
 MAX_DEFAULT_WORKERS = 4
@@ -122,6 +122,15 @@ def register(app: typer.Typer, out, console) -> None:
         ] = None,
         segments_dir: Annotated[Path | None, typer.Option("--segments", help="Segments folder.")] = None,
         tags_file: Annotated[Path | None, typer.Option("--tags-file", help="Tag library TOML.")] = None,
+        reasons_for: Annotated[
+            int,
+            typer.Option(
+                "--reasons-for",
+                min=0,
+                help="Compute reasons (when the scores store none) for the list's first N customers; "
+                "a few hundred a second.",
+            ),
+        ] = REASONS_FIRST,
     ) -> None:
         """Write a scored list a marketer can upload (without those who may not be contacted)."""
         from portrait.audit import os_user, record_export
@@ -152,6 +161,7 @@ def register(app: typer.Typer, out, console) -> None:
             where=where,
             exclude_bought_within=exclude_bought_within,
             reasons_model=reasons_model,
+            reasons_first=reasons_for,
             customers=members,
             consent=consent,
             privacy=with_withheld_columns(source.privacy, source),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 
+import numpy as np
 import pandas as pd
 
 from marketing.filters import Schema, columns_used, evaluate, parse_filter
@@ -55,6 +56,7 @@ def build_list(
     exclude_bought_within: int | None = None,
     reasons_model=None,
     reasons_up_to: int | None = None,
+    reasons_first: int | None = None,
     customers: set[str] | None = None,
     consent: Consent | None = None,
     privacy: PrivacySettings | None = None,
@@ -70,6 +72,8 @@ def build_list(
     set's settings, whose sensitive attributes computed reasons never name. Reasons are not
     computed from a model version other than the one that scored the rows, nor for more than
     ``reasons_up_to`` rows; ``result.attrs["note"]`` then says why they are missing.
+    ``reasons_first``: computed reasons only for the list's first rows (the best scores; the
+    others' are empty, and the note says so): TreeSHAP explains a few hundred rows a second.
     """
     score_column = f"{model}_score"
     if score_column not in scores.columns:
@@ -160,9 +164,17 @@ def build_list(
     elif reasons_model is not None and len(chosen):
         from serving.score import reasons_for
 
-        reasons = reasons_for(reasons_model, chosen.reset_index(drop=True), privacy=privacy)
+        explained = chosen if reasons_first is None else chosen.head(reasons_first)
+        reasons = reasons_for(reasons_model, explained.reset_index(drop=True), privacy=privacy)
         for column in reasons.columns:
-            result[column] = reasons[column].to_numpy()
+            values = np.full(len(chosen), None, dtype=object)
+            values[: len(explained)] = reasons[column].to_numpy()
+            result[column] = values
+        if len(explained) < len(chosen):
+            result.attrs["note"] = (
+                f"reasons for the first {len(explained):,} of {len(chosen):,} customers (TreeSHAP explains a few hundred a second): "
+                "--reasons-for N for more, or store them when scoring (portrait score --reasons)"
+            )
     elif reasons_model is not None:  # nobody matched: the same columns as a list with rows
         for i in (1, 2, 3):
             result[f"reason_{i}"] = pd.Series([], dtype="object")

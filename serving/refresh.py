@@ -843,6 +843,7 @@ class _Job:
         from portrait.privacy import export_note, load_consent
         from serving.lists import build_list
         from serving.registry import load_model
+        from serving.settings import REASONS_FIRST
 
         if not self.config.lists:
             record.outcome = "skipped"
@@ -872,6 +873,7 @@ class _Job:
                 spec.model,
                 top=spec.top,
                 reasons_model=reasons_model,
+                reasons_first=REASONS_FIRST,
                 customers=members,
                 consent=consent,
                 privacy=privacy,
@@ -879,6 +881,8 @@ class _Job:
             atomic_write(rows, self.work / "lists" / f"{spec.name}.csv", csv=True)
             record.rows[spec.name] = int(len(rows))
             record.notes.append(f"{spec.name}: {export_note(rows.attrs['left_out'])}")
+            if rows.attrs.get("note"):
+                record.notes.append(f"{spec.name}: {rows.attrs['note']}")
 
 
 # ---------------------------------------------------------------- publishing, keeping
