@@ -113,6 +113,13 @@ def check_targets(paths) -> None:
                 break
 
 
+# Rows per Parquet row group. Feature and scores tables are written sorted by customer_id, so a
+# reader of one customer (a profile's reasons) skips every group but one by its statistics: at
+# 1M customers 0.04-0.18 s against 1.2-10 s for pyarrow's one group of a million rows, for files
+# 9% larger and a whole read a little slower (1.5-1.8 s warm against 1.0).
+PARQUET_ROW_GROUP_ROWS = 131_072
+
+
 def atomic_write(frame: pd.DataFrame, path: Path, csv: bool | None = None) -> None:
     """Writes ``frame`` to a temporary name beside ``path``, then renames it into place.
     CSV when ``csv`` is true, or when it is None and ``path`` ends in ``.csv``; else Parquet."""
@@ -120,7 +127,7 @@ def atomic_write(frame: pd.DataFrame, path: Path, csv: bool | None = None) -> No
         if csv or (csv is None and Path(path).suffix == ".csv"):
             frame.to_csv(tmp, index=False)
         else:
-            frame.to_parquet(tmp, index=False)
+            frame.to_parquet(tmp, index=False, row_group_size=PARQUET_ROW_GROUP_ROWS)
 
 
 def atomic_write_text(text: str, path: Path, mode: int | None = None) -> None:

@@ -4,6 +4,7 @@ import. It lives above every package: the foundation (``portrait``) never import
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from portrait.connections import is_interruption
+from portrait.connections import interrupting_queries, is_interruption
 from portrait.errors import PortraitError
 from portrait.progress import spinner
 
@@ -244,7 +245,8 @@ def main() -> None:
         _register_later_commands()
         # Not standalone: a bad option (click's UsageError) is reported below as every other
         # error is, on one line, instead of click's framed box.
-        code = app(standalone_mode=False)
+        with interrupting_queries(lambda number: number == signal.SIGINT):  # Ctrl-C stops a query at once
+            code = app(standalone_mode=False)
         if code == 130:  # typer turns Ctrl-C (a KeyboardInterrupt) into this exit code, silently
             raise KeyboardInterrupt
         if isinstance(code, int) and code:  # typer.Exit(code) and --help return their exit code

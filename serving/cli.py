@@ -106,9 +106,7 @@ def register(app: typer.Typer, out, console) -> None:
         exclude_bought_within: Annotated[
             int | None, typer.Option("--exclude-bought-within", help="Drop customers who bought in the last DAYS.")
         ] = None,
-        scores_dir: Annotated[
-            Path | None, typer.Option("--scores", help=f"Folder of scores tables (default: {DEFAULT_SCORES}).")
-        ] = None,
+        scores_dir: Annotated[Path, typer.Option("--scores", help="Folder of scores tables.")] = DEFAULT_SCORES,
         alias: Annotated[str, typer.Option(help="Alias of the model used for reasons.")] = "champion",
         segment: Annotated[str | None, typer.Option("--segment", help="Only this saved segment's members.")] = None,
         tag: Annotated[list[str] | None, typer.Option("--tag", help="Only holders of this tag (repeatable).")] = None,

@@ -28,7 +28,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import threading
 import time
 import tomllib
@@ -39,7 +38,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from portrait.connections import interrupt_all
+from portrait.connections import interrupting_queries, is_interruption
 from portrait.errors import PortraitError
 from portrait.files import atomic_write, atomic_write_text, exclusive_lock, replace_directory
 from portrait.outputs import LATEST, MANIFEST, RUNS, is_run_folder
@@ -86,8 +85,8 @@ def _sigterm_ends_the_run():
     """While a refresh runs in the main thread, SIGTERM raises :class:`Terminated` instead of
     killing the process with no record of why (the default). Python runs the handler only when
     the interpreter has control, so a DuckDB query under way is interrupted from another thread
-    (:func:`_queries_interrupted_on_sigterm`); the step's failure is then taken for the stop it
-    was."""
+    (:func:`portrait.connections.interrupting_queries`); the step's failure is then taken for the
+    stop it was."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -95,46 +94,19 @@ def _sigterm_ends_the_run():
     _PUBLISHING.clear()
     before = signal.signal(signal.SIGTERM, _terminated)
     try:
-        with _queries_interrupted_on_sigterm():
+        with interrupting_queries(_stops_the_run):
             yield
     finally:
         signal.signal(signal.SIGTERM, before)
         _PUBLISHING.clear()
 
 
-@contextlib.contextmanager
-def _queries_interrupted_on_sigterm():
-    """A thread that interrupts the product's DuckDB queries as soon as SIGTERM arrives (unless
-    the run is publishing). Without it the stop waited for the running query to end: minutes on
-    a large data set, past a scheduler's grace period, which then kills the job unrecorded.
-    Python's C-level handler writes the signal's number to the wakeup socket at once, even
-    while the main thread waits in a query."""
-    reader, writer = socket.socketpair()
-    writer.setblocking(False)
-    finished = threading.Event()
-    previous = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
-
-    def watch() -> None:
-        while not finished.is_set():
-            received = reader.recv(64)
-            if finished.is_set() or not received:
-                return
-            if signal.SIGTERM in received:
-                _TERMINATION.set()
-                if not _PUBLISHING.is_set():
-                    interrupt_all()
-
-    watcher = threading.Thread(target=watch, name="portrait-sigterm", daemon=True)
-    watcher.start()
-    try:
-        yield
-    finally:
-        signal.set_wakeup_fd(previous)
-        finished.set()
-        writer.send(b"\0")
-        watcher.join(timeout=5)
-        reader.close()
-        writer.close()
+def _stops_the_run(number: int) -> bool:
+    """Whether a signal arriving now interrupts the run's queries (SIGTERM, Ctrl-C), unless the
+    run is publishing (a rename and a pointer write, which a stop waits for)."""
+    if number == signal.SIGTERM:
+        _TERMINATION.set()
+    return number in (signal.SIGTERM, signal.SIGINT) and not _PUBLISHING.is_set()
 
 
 @dataclass
@@ -442,6 +414,8 @@ def _locked_refresh(config, retrain_if_drift, retrainer, on_step, progress) -> R
             except Exception as exc:  # every failure ends the run the same way: recorded, no switch
                 if _TERMINATION.is_set():  # DuckDB's "Query interrupted" for our SIGTERM
                     raise Terminated() from None
+                if is_interruption(exc):  # Ctrl-C: the run ends as interrupted, not as a failed step
+                    raise KeyboardInterrupt from None
                 record.outcome = "failed"
                 record.error = _message(exc)
             record.seconds, record.cpu_seconds, record.peak_rss_gb = meter.read()

@@ -593,6 +593,16 @@ def test_a_stop_signal_or_data_changing_during_the_run_ends_it_recorded_and_unpu
         with pytest.raises(RefreshFailed, match=r"stopped by SIGTERM at step validate; no LATEST yet"):
             refresh(load_config(settings))
 
+    def ctrl_c_in_a_query(self, record):  # DuckDB's error for Ctrl-C was a failed step, exit 2
+        raise RuntimeError("Query interrupted")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(refresh_module._Job, "validate", ctrl_c_in_a_query)
+        with pytest.raises(KeyboardInterrupt):
+            refresh(load_config(settings))
+    failed = json.loads((root / "runs" / f"{AS_OF}.failed" / "manifest.json").read_text())
+    assert failed["error"] == "interrupted" and failed["steps"] == []
+
     def query_under_way(self, record):  # minutes of work (40 billion rows), little memory
         con = connections.connect()
 

@@ -113,6 +113,13 @@ def test_ctrl_c_is_one_line_and_exit_130_whatever_was_running(stop, tmp_path, mo
     assert code == 130 and stderr.splitlines()[-1] == "interrupted" and "Traceback" not in stderr
 
 
+def test_list_without_scores_reads_the_default_folder(tmp_path, monkeypatch, capsys):
+    """A change of serve's --scores default reached list's: None went to the reader, a traceback."""
+    monkeypatch.chdir(tmp_path)
+    code, stderr = _exit_of(monkeypatch, capsys, "list", "--model", "m", "--top", "3", "--out", "l.csv")
+    assert code == 2 and "no scores in outputs/scores" in stderr and "Traceback" not in stderr
+
+
 def test_every_command_reading_the_data_stops_where_validate_stops(tmp_path, monkeypatch, capsys):
     """The views leave out what they cannot read; only the checks stop on a file in the wrong
     encoding. features build wrote a table without those rows, exit 0, before it ran them."""
