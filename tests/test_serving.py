@@ -810,3 +810,26 @@ def test_a_registry_that_cannot_be_read_is_the_operators_503(monkeypatch):
     monkeypatch.setattr(registry, "MlflowClient", Unreachable)
     with pytest.raises(Unavailable, match="cannot read the model registry at .*: API request to .* Connection refused"):
         registry.load_model("repurchase_90d")
+
+
+def test_a_list_ranks_by_score_then_id_and_reads_only_the_features_it_filters_on():
+    """The list merged every feature of the whole population and sorted everyone for top=10
+    (3 s per API request at 1M customers): the same rows come from the best scores and their ties."""
+    from serving.lists import build_list
+
+    scores = pd.DataFrame(
+        {
+            "customer_id": ["E", "D", "C", "B", "A"],
+            "m_score": [0.9, 0.5, 0.7, 0.7, 0.7],
+            "m_percentile": [100.0, 20.0, 60.0, 60.0, 60.0],
+        }
+    )
+    features = pd.DataFrame(
+        {"customer_id": ["A", "B", "C", "D", "E"], "spend_365d": [1.0, 50.0, 80.0, 90.0, 5.0], "other": [0] * 5}
+    )
+    assert build_list(scores, features, "m", top=2)["customer_id"].tolist() == ["E", "A"]  # A before B and C
+    assert build_list(scores, features, "m", top=3)["customer_id"].tolist() == ["E", "A", "B"]
+    assert build_list(scores, features, "m")["customer_id"].tolist() == ["E", "A", "B", "C", "D"]
+    filtered = build_list(scores, features, "m", top=2, where="spend_365d > 10")
+    assert filtered["customer_id"].tolist() == ["B", "C"] and filtered["spend_365d"].tolist() == [50.0, 80.0]
+    assert "other" not in filtered.columns
