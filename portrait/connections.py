@@ -20,6 +20,14 @@ from collections.abc import Callable, Iterator
 import duckdb
 
 _LIVE: weakref.WeakSet[duckdb.DuckDBPyConnection] = weakref.WeakSet()
+# Other engines' ways to stop their running work (a Spark session's job cancelling), by name.
+_STOPPERS: dict[str, Callable[[], None]] = {}
+
+
+def on_interrupt(name: str, stop: Callable[[], None]) -> None:
+    """Have :func:`interrupt_all` also call ``stop`` (from its thread), e.g. to cancel a Spark
+    session's jobs; a later call under the same ``name`` replaces it."""
+    _STOPPERS[name] = stop
 
 
 def connect(database: str = ":memory:", read_only: bool = False) -> duckdb.DuckDBPyConnection:
@@ -31,9 +39,9 @@ def connect(database: str = ":memory:", read_only: bool = False) -> duckdb.DuckD
 
 
 def interrupt_all() -> int:
-    """Interrupt the query each live connection is running (none: nothing happens); the query
-    raises DuckDB's interrupt error in the thread that runs it. Returns how many connections
-    were asked. Safe to call from any thread."""
+    """Interrupt the query each live connection is running (none: nothing happens), and call
+    every :func:`on_interrupt` stopper; the query raises DuckDB's interrupt error in the thread
+    that runs it. Returns how many were asked. Safe to call from any thread."""
     asked = 0
     for con in list(_LIVE):
         try:
@@ -41,6 +49,9 @@ def interrupt_all() -> int:
             asked += 1
         except duckdb.Error:  # closed meanwhile: nothing to interrupt
             continue
+    for stop in list(_STOPPERS.values()):
+        stop()
+        asked += 1
     return asked
 
 

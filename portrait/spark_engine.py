@@ -57,6 +57,7 @@ import sqlglot
 from sqlglot import exp
 
 from portrait import contract
+from portrait.connections import on_interrupt
 from portrait.dataset import (
     Dataset,
     TableSource,
@@ -145,21 +146,22 @@ def require_spark() -> None:
         )
 
 
-# Spark's own start-up lines (its default log profile, the host's address, native Hadoop
-# libraries) on every command's stderr say nothing a user of the product acts on: errors only.
+# Spark's own log lines (its default log profile, the host's address, native Hadoop libraries,
+# a cancelled job's tasks) on every command's stderr say nothing a user of the product acts on:
+# a failed job reaches the user as its exception, in one line (spark_errors). Fatal ones only.
 _LOG4J_ERRORS_ONLY = """status = error
 appender.console.type = Console
 appender.console.name = console
 appender.console.target = SYSTEM_ERR
 appender.console.layout.type = PatternLayout
 appender.console.layout.pattern = %d{yy/MM/dd HH:mm:ss} %p %c{1}: %m%n
-rootLogger.level = error
+rootLogger.level = fatal
 rootLogger.appenderRef.stdout.ref = console
 """
 
 
 def _quiet_log4j() -> str:
-    """A log4j2 configuration for a local session's JVM (errors only), written once per process."""
+    """A log4j2 configuration for a local session's JVM (fatal errors only), written once per process."""
     path = Path(tempfile.gettempdir()) / f"portrait-log4j2-{os.getpid()}.properties"
     if not path.exists():
         path.write_text(_LOG4J_ERRORS_ONLY, encoding="utf-8")
@@ -210,18 +212,41 @@ def _cancel_jobs_on_ctrl_c(session) -> None:
     """Ctrl-C cancels the session's jobs and stops the command as an interruption. pyspark's
     own handler cancels them from inside the signal handler, on the py4j connection the main
     thread is reading: a "reentrant call" error, a Java stack trace and a "job failed" message
-    followed. Here the cancel goes through another thread's connection."""
+    followed. And a Python handler runs only when the main thread next runs Python code, which
+    while it waits for a job's result may be the job's end: the jobs are cancelled from the
+    thread :func:`portrait.connections.interrupting_queries` wakes (the command's), and the
+    handler here only raises the KeyboardInterrupt."""
+    context = session.sparkContext
+
+    def cancel() -> None:  # from the waking thread, on a py4j connection of its own
+        _INTERRUPTED.set()
+        try:
+            context.cancelAllJobs()
+        except Exception:  # the session is gone: nothing runs to cancel
+            pass
+
+    on_interrupt("spark", cancel)
     if threading.current_thread() is not threading.main_thread():
         return
-    _INTERRUPTED.clear()
-    context = session.sparkContext
 
     def interrupted(signum, frame) -> None:
         _INTERRUPTED.set()
-        threading.Thread(target=context.cancelAllJobs, name="portrait-cancel", daemon=True).start()
+        if _in_py4j(frame):  # waiting for the JVM: cancelled, its call fails, spark_errors says so
+            threading.Thread(target=cancel, name="portrait-cancel", daemon=True).start()
+            return  # raised here, py4j logs the KeyboardInterrupt with a traceback
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, interrupted)
+
+
+def _in_py4j(frame) -> bool:
+    """Whether ``frame`` (where the main thread was when a signal was handled) is inside a py4j
+    call to the JVM."""
+    while frame is not None:
+        if f"{os.sep}py4j{os.sep}" in frame.f_code.co_filename:
+            return True
+        frame = frame.f_back
+    return False
 
 
 @contextlib.contextmanager
