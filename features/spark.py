@@ -72,12 +72,14 @@ def write_features_spark(
         engine, dataset = spark_dataset(spark, location, tables)
         try:
             table = build_features(dataset, cutoff, config, con=engine, on_engine=True, progress=progress)
+            rows: list[int] = []
 
-            def not_empty(written: str) -> None:
-                if spark.read.parquet(written).limit(1).count() == 0:
+            def counted(written: str) -> None:  # the rows written, read once; none is no answer
+                rows.append(spark.read.parquet(written).count())
+                if not rows[0]:
                     raise PortraitError(nobody_before(cutoff, "no features to build") + "; nothing written")
 
-            write_directory(table, str(out), check=not_empty)
-            return engine.spark.read.parquet(str(out)).count(), len(table.columns) - 1
+            write_directory(table, str(out), check=counted)
+            return rows[0], len(table.columns) - 1
         finally:
             engine.close()

@@ -407,17 +407,17 @@ def apply_tags(
         mask = evaluate(conditions[tag.name], frame).to_numpy()
         if tag.each:
             values = frame[tag.each].astype("object").where(mask)
-            distinct, fractions = pd.unique(values.dropna()), _has_fractions(frame[tag.each])
-            if len(distinct) > MAX_EACH_VALUES or fractions:
+            codes, uniques = pd.factorize(values)  # the distinct values, and each row's one
+            fractions = _has_fractions(frame[tag.each])
+            if len(uniques) > MAX_EACH_VALUES or fractions:
                 # one tag per amount (spend_365d) would tell customers apart, not group them
                 raise FilterError(
-                    f"tag {tag.name!r}: each = {tag.each!r} has {len(distinct):,} distinct values"
+                    f"tag {tag.name!r}: each = {tag.each!r} has {len(uniques):,} distinct values"
                     + (" with fractions" if fractions else "")
                     + f"; each takes a column of names or codes (at most {MAX_EACH_VALUES}: favourite_category, "
                     "rfm_r, persona_name, ...); cut an amount into a levels group instead"
                 )
             # each value's rows from one sort of the codes, not a pass over everyone per value
-            codes, uniques = pd.factorize(values)
             matched = np.flatnonzero(codes >= 0)
             by_value = matched[np.argsort(codes[matched], kind="stable")]
             bounds = np.searchsorted(codes[by_value], np.arange(len(uniques) + 1))
@@ -609,11 +609,7 @@ class RecordedReads:
     @classmethod
     def beside(cls, tags_table: Path | None, fallback: Library | None = None) -> RecordedReads:
         """The reads recorded beside the tags table ``tags_table`` (its ``.summary.json``)."""
-        try:
-            summary = json.loads(tags_table.with_suffix(".summary.json").read_text(encoding="utf-8"))
-        except (AttributeError, OSError, ValueError):  # no table, no summary, or an unreadable one
-            summary = {}
-        return cls(summary if isinstance(summary, dict) else {}, fallback)
+        return cls(summary_beside(tags_table), fallback)
 
     def reads(self, name: str) -> str:
         recorded = self._reads.get(name, "")
@@ -658,13 +654,19 @@ def previous_tags(out_dir: Path, as_of: dt.date) -> tuple[pd.DataFrame | None, d
     return (pd.concat(parts, ignore_index=True) if len(parts) > 1 else newest), earlier[-1]
 
 
+def summary_beside(tags_table: Path | None) -> dict:
+    """The summary written beside a tags table (:func:`tags_summary`); empty when there is no
+    table, no summary or an unreadable one."""
+    try:
+        summary = json.loads(tags_table.with_suffix(".summary.json").read_text(encoding="utf-8"))
+    except (AttributeError, OSError, ValueError):
+        return {}
+    return summary if isinstance(summary, dict) else {}
+
+
 def _skipped_in(out_dir: Path, as_of: dt.date) -> list[str]:
     """The tags the run of ``as_of`` skipped, as its summary records them (none if unreadable)."""
-    try:
-        summary = json.loads(tags_file(out_dir, as_of).with_suffix(".summary.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return []
-    skipped = summary.get("skipped") if isinstance(summary, dict) else None
+    skipped = summary_beside(tags_file(out_dir, as_of)).get("skipped")
     return [str(name) for name in skipped] if isinstance(skipped, list) else []
 
 

@@ -149,7 +149,7 @@ def require_spark() -> None:
 # Spark's own log lines (its default log profile, the host's address, native Hadoop libraries,
 # a cancelled job's tasks) on every command's stderr say nothing a user of the product acts on:
 # a failed job reaches the user as its exception, in one line (spark_errors). Fatal ones only.
-_LOG4J_ERRORS_ONLY = """status = error
+_LOG4J_FATAL_ONLY = """status = error
 appender.console.type = Console
 appender.console.name = console
 appender.console.target = SYSTEM_ERR
@@ -164,7 +164,7 @@ def _quiet_log4j() -> str:
     """A log4j2 configuration for a local session's JVM (fatal errors only), written once per process."""
     path = Path(tempfile.gettempdir()) / f"portrait-log4j2-{os.getpid()}.properties"
     if not path.exists():
-        path.write_text(_LOG4J_ERRORS_ONLY, encoding="utf-8")
+        path.write_text(_LOG4J_FATAL_ONLY, encoding="utf-8")
     return str(path)
 
 
