@@ -34,6 +34,13 @@ class Forbidden(PortraitError):
     status_code = 403
 
 
+class Conflict(PortraitError):
+    """The request asks for a state that is no longer current (a page of a list whose scores
+    were replaced since its first page)."""
+
+    status_code = 409
+
+
 class Unavailable(PortraitError):
     """The server cannot answer right now for a reason the operator must fix (a missing data
     set, an unreadable keys file or audit log)."""

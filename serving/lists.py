@@ -62,6 +62,8 @@ def build_list(
     customers: set[str] | None = None,
     consent: Consent | None = None,
     privacy: PrivacySettings | None = None,
+    offset: int = 0,
+    limit: int | None = None,
 ) -> pd.DataFrame:
     """Customers ranked by ``model``'s score, best first.
 
@@ -76,6 +78,9 @@ def build_list(
     ``reasons_up_to`` rows; ``result.attrs["note"]`` then says why they are missing.
     ``reasons_first``: computed reasons only for the list's first rows (the best scores; the
     others' are empty, and the note says so): TreeSHAP explains a few hundred rows a second.
+    ``offset`` and ``limit``: one page of the ranked list (its rows ``offset`` to ``offset +
+    limit``), reasons computed for that page alone; ``result.attrs["total"]`` is the whole list's
+    length.
     """
     score_column = f"{model}_score"
     if score_column not in scores.columns:
@@ -98,6 +103,10 @@ def build_list(
     if min_percentile is not None and not 0 <= min_percentile <= 100:
         raise PortraitError(
             f"the minimum percentile (--min-percentile, min_percentile) must be from 0 to 100, got {min_percentile}"
+        )
+    if offset < 0 or (limit is not None and limit < 1):
+        raise PortraitError(
+            f"a page starts at offset 0 or later and holds at least 1 row, got offset {offset}, limit {limit}"
         )
     if exclude_bought_within is not None and exclude_bought_within < 1:
         raise PortraitError(
@@ -156,11 +165,13 @@ def build_list(
     matched = table[mask]
     if consent is not None:
         matched, left_out = consent.apply(matched)
-    if top is not None:  # the best `top` scores and every tie at the last one, then those sorted
-        matched = matched.loc[matched[score_column].nlargest(top, keep="all").index]
+    total = len(matched) if top is None else min(top, len(matched))
+    # The rows up to the page's end: the best scores and every tie at the last one, then those sorted.
+    needed = min(x for x in (top, None if limit is None else offset + limit, len(matched)) if x is not None)
+    if needed < len(matched):
+        matched = matched.loc[matched[score_column].nlargest(needed, keep="all").index]
     chosen = matched.sort_values([score_column, "customer_id"], ascending=[False, True], kind="stable")
-    if top is not None:
-        chosen = chosen.head(top)
+    chosen = chosen.iloc[offset:needed]
     result = pd.DataFrame(
         {
             "customer_id": chosen["customer_id"].to_numpy(),
@@ -205,6 +216,7 @@ def build_list(
     note = result.attrs.get("note")
     result = result.reset_index(drop=True)
     result.attrs["left_out"] = left_out
+    result.attrs["total"] = total
     if note:
         result.attrs["note"] = note
     return result

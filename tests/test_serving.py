@@ -752,6 +752,14 @@ def test_an_empty_list_has_the_columns_of_a_list_with_rows(scored):
     assert first.attrs["note"].startswith(
         "reasons for the first 2 of 3 customers (TreeSHAP explains a few hundred a second): --reasons-for"
     )
+    # a page (the API's offset and limit) is those rows of the whole list, reasons computed for them
+    page = build_list(scores, features, MODEL, reasons_model=model, offset=1, limit=2)
+    assert page.attrs["total"] == len(scores) and "note" not in page.attrs
+    assert page.equals(full.iloc[1:3].reset_index(drop=True))
+    with pytest.raises(
+        PortraitError, match="a page starts at offset 0 or later and holds at least 1 row, got offset -1"
+    ):
+        build_list(scores, features, MODEL, offset=-1)
 
 
 def test_a_relative_labels_batch_is_moved_to_its_share_and_the_summary_says_by_how_much():

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from portrait.audit import record_export
+from portrait.errors import Conflict
 from serving.keys import Caller
 from serving.lists import build_list
 from serving.routes.access import Access, refuse_sensitive_terms
@@ -16,7 +17,8 @@ from serving.routes.errors import ProductErrorRoute, error_answers
 from serving.score import sensitive_features
 from serving.state import ServeState, plain
 
-REASONS_UP_TO = 10_000  # reasons computed (when the scores store none) only for lists this short
+PAGE_ROWS = 1_000  # a list's rows per answer unless the caller asks for another page size
+MAX_PAGE_ROWS = 10_000  # and at most this many: reasons (when the scores store none) are computed per page
 
 
 class ListedCustomer(BaseModel):
@@ -35,8 +37,12 @@ class ListedCustomer(BaseModel):
 
 class MarketingList(BaseModel):
     model: str
-    as_of: str | None = Field(description="As-of date of the scores")
-    count: int = Field(description="Customers in the list")
+    as_of: str | None = Field(description="As-of date of the scores: pass it with the next page's request")
+    total: int = Field(description="Customers in the whole list, every page")
+    offset: int = Field(description="Rows of the list before this page")
+    limit: int = Field(description="The page size asked for")
+    count: int = Field(description="Customers in this page")
+    next_offset: int | None = Field(description="The next page's offset; null on the last page")
     left_out: dict[str, int] = Field(
         description="Customers who matched but may not be contacted, per reason: no_consent, suppressed"
     )
@@ -45,7 +51,9 @@ class MarketingList(BaseModel):
 
 
 def build_lists_router(state: ServeState, access: Access) -> APIRouter:
-    router = APIRouter(route_class=ProductErrorRoute, responses=error_answers(), tags=["lists"])
+    router = APIRouter(
+        route_class=ProductErrorRoute, responses=error_answers(401, 403, 404, 409, 422, 503), tags=["lists"]
+    )
 
     @router.get("/lists/{model_name}", response_model=MarketingList)
     def marketing_list(
@@ -57,9 +65,20 @@ def build_lists_router(state: ServeState, access: Access) -> APIRouter:
         persona: str | None = Query(None, max_length=200, description="Persona name or id"),
         where: str | None = Query(None, max_length=2000, description="A condition over features and scores"),
         exclude_bought_within: int | None = Query(None, ge=1, description="Leave out who bought in the last DAYS"),
+        offset: int = Query(0, ge=0, le=10_000_000, description="Rows of the list to skip: a page's start"),
+        limit: int = Query(PAGE_ROWS, ge=1, le=MAX_PAGE_ROWS, description="Rows in this page"),
+        as_of: str | None = Query(
+            None, max_length=40, description="The as_of of the first page: refused (409) if the scores changed since"
+        ),
     ) -> MarketingList:
-        """Customers ranked by the model's score, filtered; recorded in the audit log."""
+        """Customers ranked by the model's score, filtered, one page at a time (``next_offset``);
+        each page is recorded in the audit log."""
         snap = state.snapshot()
+        if as_of is not None and as_of != snap.as_of:
+            raise Conflict(
+                f"the scores are now as of {snap.as_of}, not {as_of}: the list changed since its first page; "
+                "start again at offset 0"
+            )
         privacy = state.privacy(snap)
         refuse_sensitive_terms(caller, where, sensitive_features(privacy, snap.features.columns), "filter by")
         columns = snap.scores.columns
@@ -76,9 +95,10 @@ def build_lists_router(state: ServeState, access: Access) -> APIRouter:
             where=where,
             exclude_bought_within=exclude_bought_within,
             reasons_model=reasons_model,
-            reasons_up_to=REASONS_UP_TO,
             consent=state.consent(snap),
             privacy=privacy,
+            offset=offset,
+            limit=limit,
         )
         left_out = rows.attrs["left_out"]
         record_export(
@@ -94,16 +114,23 @@ def build_lists_router(state: ServeState, access: Access) -> APIRouter:
                 "persona": persona,
                 "where": where,
                 "exclude_bought_within": exclude_bought_within,
+                "offset": offset,
+                "limit": limit,
             },
             len(rows),
             via="api",
             left_out=left_out,
         )
         records = [{k: plain(v) for k, v in record.items()} for record in rows.to_dict("records")]
+        total = rows.attrs["total"]
         return MarketingList(
             model=model_name,
             as_of=snap.as_of,
+            total=total,
+            offset=offset,
+            limit=limit,
             count=len(records),
+            next_offset=offset + len(records) if offset + len(records) < total else None,
             left_out=left_out,
             customers=[ListedCustomer(**record) for record in records],
             note=rows.attrs.get("note"),
