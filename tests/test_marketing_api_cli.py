@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -59,6 +60,21 @@ def test_routes_serve_stored_tags_and_segments(tmp_path):
     assert by_name["promotion-sensitive"]["customers"] == 2 and by_name["promotion-sensitive"]["kind"] == "rule"
     assert by_name["RFM: Lost"]["group"] == "value/rfm" and by_name["RFM: Lost"]["customers"] == 1
     assert by_name["VIP"]["kind"] == "manual" and by_name["VIP"]["customers"] == 0  # none in the stored table
+    # the counts come from the summary written beside the table when it is that table's (not the
+    # whole table read per request); a tag everyone left since the run before is not listed
+    summary = tags / "tags_2024-03-01.summary.json"
+    recorded = {
+        "promotion-sensitive": {"customers": 7},
+        "RFM: Lost": {"customers": 1},
+        "RFM: Champions": {"customers": 0},
+    }
+    summary.write_text(json.dumps({"as_of": "2024-03-01", "tags": recorded}))
+    by_name = {t["name"]: t for t in client.get("/tags").json()["tags"]}
+    assert by_name["promotion-sensitive"]["customers"] == 7 and "RFM: Champions" not in by_name
+    for stale in ({"as_of": "2024-02-01", "tags": recorded}, {"as_of": "2024-03-01", "tags": {"VIP": {"n": 1}}}):
+        summary.write_text(json.dumps(stale))  # another day's summary, or one edited by hand: the table counts
+        by_name = {t["name"]: t for t in client.get("/tags").json()["tags"]}
+        assert by_name["promotion-sensitive"]["customers"] == 2 and by_name["VIP"]["customers"] == 0
     segments = {s["name"]: s for s in client.get("/segments").json()["segments"]}
     assert segments["viewers"]["customers"] == 3 and segments["viewers"]["share"] == 0.3
     assert segments["empty"]["customers"] is None and segments["empty"]["as_of"] is None

@@ -8,11 +8,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import pandas as pd
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from marketing.tags import Library, tags_dates, tags_file
+from marketing.tags import Library, summary_beside, tags_dates, tags_file
 from portrait.files import read_parquet
 from serving.routes.errors import ProductErrorRoute, error_answers
 
@@ -34,12 +33,26 @@ class TagList(BaseModel):
     tags: list[TagInfo]
 
 
-def latest_tags(tags_dir: Path | None) -> tuple[pd.DataFrame | None, str | None]:
+def latest_tag_counts(tags_dir: Path | None) -> tuple[dict[str, int] | None, str | None]:
+    """Holders per tag in the latest stored tags table, and its date (None, None without one).
+    Read from the summary written beside the table (a few KB) when it is the table's; a table
+    without one is counted (0.2 s a request at a million customers)."""
     dates = tags_dates(tags_dir)
     if not dates:
         return None, None
     latest = dates[-1]
-    return read_parquet(tags_file(tags_dir, latest), columns=["customer_id", "tag"]), latest.isoformat()
+    table = tags_file(tags_dir, latest)
+    summary = summary_beside(table)
+    recorded = summary.get("tags")
+    if summary.get("as_of") == latest.isoformat() and isinstance(recorded, dict):
+        try:
+            counts = {str(tag): int(info["customers"]) for tag, info in recorded.items()}
+            # the summary also lists the tags everyone left since the run before (0 holders)
+            return {tag: n for tag, n in counts.items() if n > 0}, latest.isoformat()
+        except (TypeError, KeyError, ValueError):
+            pass  # a summary edited by hand: the table itself says
+    counts = read_parquet(table, columns=["tag"])["tag"].value_counts()
+    return {str(tag): int(n) for tag, n in counts.items()}, latest.isoformat()
 
 
 def build_tags_router(library: Library, tags_dir: Callable[[], Path | None]) -> APIRouter:
@@ -50,8 +63,8 @@ def build_tags_router(library: Library, tags_dir: Callable[[], Path | None]) -> 
     @router.get("/tags", response_model=TagList)
     def list_tags() -> TagList:
         """Every tag of the library, with its holders in the latest stored tags table."""
-        stored, as_of = latest_tags(tags_dir())
-        counts = stored["tag"].value_counts().to_dict() if stored is not None else {}
+        stored, as_of = latest_tag_counts(tags_dir())
+        counts = stored or {}
         entries = [
             TagInfo(
                 name=t.name,
