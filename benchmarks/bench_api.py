@@ -59,10 +59,15 @@ def main() -> None:
         else:
             ids = [line.strip() for line in open(args.ids_file, encoding="utf-8") if line.strip()]
     else:
-        answer = httpx.get(f"{args.url}/lists/{args.model}", params={"top": args.top}, headers=headers, timeout=120)
-        if answer.status_code != 200:
-            raise SystemExit(f"GET /lists/{args.model}: {answer.status_code} {answer.text[:200]}")
-        ids = [c["customer_id"] for c in answer.json()["customers"]]
+        ids, offset, as_of = [], 0, None
+        while offset is not None:  # the list's pages, of one scores table (as_of pins them)
+            params = {"top": args.top, "offset": offset, "limit": 10_000, **({"as_of": as_of} if as_of else {})}
+            answer = httpx.get(f"{args.url}/lists/{args.model}", params=params, headers=headers, timeout=120)
+            if answer.status_code != 200:
+                raise SystemExit(f"GET /lists/{args.model}: {answer.status_code} {answer.text[:200]}")
+            page = answer.json()
+            ids += [c["customer_id"] for c in page["customers"]]
+            offset, as_of = page["next_offset"], page["as_of"]
     if not ids:
         raise SystemExit("no customer ids to ask for")
     path = "/customers/{}" + (f"?{args.query}" if args.query else "")
