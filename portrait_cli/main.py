@@ -4,6 +4,7 @@ import. It lives above every package: the foundation (``portrait``) never import
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import time
@@ -238,7 +239,60 @@ def identity_hash_command(
 _CLICK_EXCEPTION = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 
+class _ReaderMayLeave:
+    """sys.stdout or sys.stderr for a command whose reader may stop reading (``| head -1``, a
+    log shipper that dies): once a write finds the pipe closed, the rest of the command's text
+    goes to the null device and the command goes on, so what it writes to files never depends
+    on who reads its output (a nightly refresh piped into ``head`` was left failed, silently)."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._to_null_device()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._to_null_device()
+
+    def _to_null_device(self) -> None:
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, self._stream.fileno())
+        finally:
+            os.close(null)
+        try:
+            self._stream.flush()  # what was buffered for the closed pipe
+        except OSError:
+            pass
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+def _outlive_readers() -> None:
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is not None and not isinstance(stream, _ReaderMayLeave) and _has_descriptor(stream):
+            setattr(sys, name, _ReaderMayLeave(stream))
+
+
+def _has_descriptor(stream) -> bool:
+    try:
+        stream.fileno()
+    except (OSError, ValueError, AttributeError):  # a test runner's capture, a closed stream
+        return False
+    return True
+
+
 def main() -> None:
+    _outlive_readers()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     _quiet_libraries()
     try:
@@ -252,8 +306,7 @@ def main() -> None:
         if isinstance(code, int) and code:  # typer.Exit(code) and --help return their exit code
             sys.exit(code)
     except _CLICK_EXCEPTION as exc:
-        if type(exc).__name__ == "NoArgsIsHelpError":  # a group given no command: its help
-            typer.echo(exc.ctx.get_help())
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a group given no command: typer printed its help
             sys.exit(2)
         command = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else "portrait"
         message = exc.format_message().replace("\n", " ")

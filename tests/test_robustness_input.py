@@ -535,3 +535,21 @@ def test_an_unterminated_quote_is_suggested_when_most_lines_are_unreadable(tmp_p
     folder = _dataset(tmp_path, (HEADER + "".join(lines)).encode())
     with pytest.raises(ContractError, match="open a quote it never closes"):
         validate(open_dataset(folder))
+
+
+def test_a_reader_that_stops_reading_does_not_stop_the_command(tmp_path):
+    """``portrait ... | head -1``: the pipe closes before the command prints; what it writes to
+    files is written all the same, and it exits 0 without a traceback (a nightly refresh piped
+    into head was left failed, with no message)."""
+    out = tmp_path / "sample"
+    command = [sys.executable, "-m", "portrait_cli", "sample-data", "--customers", "40", "--out", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()  # the reader leaves before the first line
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 0 and "Traceback" not in stderr and "Error" not in stderr
+    assert {"purchases.parquet", "customers.parquet"} <= {p.name for p in out.iterdir()}
+
+
+def test_a_group_without_a_command_prints_its_help_once():
+    result = _run_cli("features")
+    assert result.returncode == 2 and result.stdout.count("Usage:") == 1 and " build " in result.stdout
