@@ -334,6 +334,29 @@ def main() -> None:
             raise
         console.print("[bold red]interrupted[/bold red]", highlight=False, markup=True)
         sys.exit(130)
+    except Exception as exc:
+        problem = tracking_store_problem(exc)
+        if problem is None:
+            raise
+        console.print(f"[bold red]error:[/bold red] {escape(problem)}", highlight=False, markup=True)
+        sys.exit(2)
+
+
+def tracking_store_problem(exc: BaseException) -> str | None:
+    """One line for an MLflow store's database that cannot be used (MLflow lets SQLAlchemy's and
+    sqlite3's errors through): locked by another command, or damaged. None for anything else."""
+    if type(exc).__module__.split(".")[0] not in ("sqlalchemy", "sqlite3"):
+        return None
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    mlflow = sys.modules.get("mlflow")
+    store = mlflow.get_tracking_uri() if mlflow is not None else "(MLFLOW_TRACKING_URI)"
+    if "locked" in reason:
+        hint = "another command is writing to it, a training, a promotion or a refresh: run this again when it has finished"
+    elif "not a database" in reason or "malformed" in reason:
+        hint = "the file is damaged: restore it from a backup, or point MLFLOW_TRACKING_URI at another store"
+    else:
+        hint = "check the store, or point MLFLOW_TRACKING_URI at another one"
+    return f"the MLflow store {store} cannot be used: {reason} ({hint})"
 
 
 def os_error_message(exc: OSError) -> str:

@@ -2,6 +2,7 @@
 offsets, two-digit years, and columns of the wrong type. Each gives a clear message or a counted
 quarantine, never a traceback and never a silent change."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -553,3 +554,30 @@ def test_a_reader_that_stops_reading_does_not_stop_the_command(tmp_path):
 def test_a_group_without_a_command_prints_its_help_once():
     result = _run_cli("features")
     assert result.returncode == 2 and result.stdout.count("Usage:") == 1 and " build " in result.stdout
+
+
+def test_a_damaged_or_locked_model_store_is_one_line_not_a_traceback(tmp_path):
+    import sqlite3
+
+    from portrait_cli.main import tracking_store_problem
+
+    damaged = tmp_path / "mlflow.db"
+    damaged.write_bytes(b"not an sqlite file " * 64)
+    result = subprocess.run(
+        [sys.executable, "-m", "portrait_cli", "promote", "repurchase_90d"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{damaged}"},
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    expected = (
+        f"error: the MLflow store sqlite:///{damaged} cannot be used: file is not a database (the file is damaged: "
+        "restore it from a backup, or point MLFLOW_TRACKING_URI at another store)"
+    )
+    assert result.stderr.strip() == expected
+    locked = tracking_store_problem(sqlite3.OperationalError("database is locked"))
+    assert locked.endswith(
+        "cannot be used: database is locked (another command is writing to it, a training, "
+        "a promotion or a refresh: run this again when it has finished)"
+    )
+    assert tracking_store_problem(ValueError("database is locked")) is None  # not the store's
