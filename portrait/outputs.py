@@ -58,6 +58,24 @@ def scores_as_of(scores_dir: Path, as_of: dt.date) -> tuple[pd.DataFrame, dt.dat
     return read_parquet(scores_path(scores_dir, dates[-1])), dates[-1]
 
 
+def point_latest_at(scores_dir: Path, target: Path, as_of: dt.date) -> str | None:
+    """Name ``target`` (a scores file of ``as_of``) in the folder's ``LATEST`` unless it names
+    newer scores: scoring an earlier date (a backfill) leaves it there, as a refresh does, and
+    the newer file's name is returned (None when ``LATEST`` now names ``target``)."""
+    from portrait.files import atomic_write_text
+
+    pointer = scores_dir / LATEST
+    try:
+        current = pointer.read_text(encoding="utf-8").strip()
+    except OSError:
+        current = ""
+    named = _SCORES_FILE.fullmatch(current)
+    if named and dt.date.fromisoformat(named.group(1)) > as_of and (scores_dir / current).is_file():
+        return current
+    atomic_write_text(target.name, pointer)
+    return None
+
+
 def scores_summary(scores_dir: Path, name: str) -> dict:
     """The run summary written beside the scores file ``name`` ({} when it is missing or
     unreadable: scores written by hand, or before summaries were)."""

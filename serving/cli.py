@@ -378,6 +378,8 @@ def _print_summary(out, run) -> None:
         if info.get("note"):
             out.print(f"[yellow]warning: {escape(info['note'])}[/yellow]", markup=True)
     out.print(f"scores: {run.scores_file}\nsummary: {run.summary_file}")
+    if run.newer:
+        out.print(f"a backfill: LATEST stays at the newer {run.newer} (lists, profiles and serve read those)")
     if summary.get("csv"):
         out.print(f"scores as CSV: {summary['csv']}")
 

@@ -26,7 +26,7 @@ from models.reasons import top_reasons
 from portrait.dataset import Dataset
 from portrait.errors import PortraitError
 from portrait.files import atomic_write, atomic_write_text
-from portrait.outputs import LATEST, features_path, scores_path
+from portrait.outputs import features_path, point_latest_at, scores_path
 from portrait.privacy import PrivacySettings
 from serving.drift import drift_report
 from serving.registry import LoadedModel, load_model
@@ -233,6 +233,7 @@ class ScoreRun:
     summary: dict
     scores_file: Path
     summary_file: Path
+    newer: str | None = None  # LATEST's scores when they are newer than these (a backfill): kept
 
 
 def score(
@@ -319,5 +320,5 @@ def score(
     summary["duration_seconds"] = round(time.perf_counter() - started, 2)
     summary_file = target.with_name(target.stem + ".summary.json")
     atomic_write_text(json.dumps(summary, indent=2, default=str), summary_file)
-    atomic_write_text(target.name, out_dir / LATEST)
-    return ScoreRun(scores, summary, target, summary_file)
+    newer = point_latest_at(out_dir, target, as_of)
+    return ScoreRun(scores, summary, target, summary_file, newer)

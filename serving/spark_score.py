@@ -30,7 +30,7 @@ from features.catalogue import Vocabulary
 from features.config import FeatureConfig
 from portrait.errors import PortraitError
 from portrait.files import atomic_write, atomic_write_text
-from portrait.outputs import LATEST, features_path, scores_path
+from portrait.outputs import features_path, point_latest_at, scores_path
 from portrait.spark_engine import quarantine_counts, require_spark, spark_dataset, spark_errors, spark_session
 from serving.registry import LoadedModel, load_model
 from serving.score import (
@@ -196,5 +196,5 @@ def score_on_spark(
     summary["duration_seconds"] = round(time.perf_counter() - started, 2)
     summary_file = target.with_name(target.stem + ".summary.json")
     atomic_write_text(json.dumps(summary, indent=2, default=str), summary_file)
-    atomic_write_text(target.name, out_dir / LATEST)
-    return ScoreRun(scores, summary, target, summary_file)
+    newer = point_latest_at(out_dir, target, as_of)
+    return ScoreRun(scores, summary, target, summary_file, newer)

@@ -841,3 +841,27 @@ def test_a_list_ranks_by_score_then_id_and_reads_only_the_features_it_filters_on
     filtered = build_list(scores, features, "m", top=2, where="spend_365d > 10")
     assert filtered["customer_id"].tolist() == ["B", "C"] and filtered["spend_365d"].tolist() == [50.0, 80.0]
     assert "other" not in filtered.columns
+
+
+def test_scoring_an_earlier_date_leaves_latest_at_the_newer_scores(tmp_path):
+    """A backfill (scores of an earlier date) does not move LATEST back: lists, profiles and
+    the API would silently read the older scores; a refresh keeps LATEST the same way."""
+    import datetime as dt
+
+    from portrait.outputs import point_latest_at
+
+    newer, older = tmp_path / "scores_2024-03-01.parquet", tmp_path / "scores_2024-02-01.parquet"
+    for path in (newer, older):
+        path.write_bytes(b"")
+    assert point_latest_at(tmp_path, newer, dt.date(2024, 3, 1)) is None
+    assert point_latest_at(tmp_path, older, dt.date(2024, 2, 1)) == newer.name
+    assert (tmp_path / LATEST).read_text() == newer.name
+    assert point_latest_at(tmp_path, newer, dt.date(2024, 3, 1)) is None  # the same date again: named
+    later = tmp_path / "scores_2024-04-01.parquet"
+    assert (
+        point_latest_at(tmp_path, later, dt.date(2024, 4, 1)) is None and (tmp_path / LATEST).read_text() == later.name
+    )
+    # LATEST naming a newer file that is gone (removed by hand) does not hold the pointer back
+    assert (
+        point_latest_at(tmp_path, older, dt.date(2024, 2, 1)) is None and (tmp_path / LATEST).read_text() == older.name
+    )
