@@ -11,7 +11,8 @@ Row-level rules (a row breaking one is quarantined, with the first reason that a
   four-digit year (``24-01-05`` is not the year 24) unless the data set gives a
   ``timestamp_format``; a value with an offset or zone (``+02:00``, ``Z``, ``-0500``,
   `` Europe/Paris``) is converted to the data set's time zone (UTC unless configured), a value
-  without one is taken as already in it;
+  without one is taken as already in it; a zone abbreviation other than UTC, GMT and Z
+  (``BST``, ``CST``: each names several zones) does not parse;
 - a number that does not parse or is not finite: ``non_numeric_<column>``;
 - a number of magnitude :data:`IMPLAUSIBLE_NUMBER` or more (no line costs 10^15 in any
   currency; sums of such values overflow): ``implausible_<column>``;
@@ -76,6 +77,12 @@ OFFSET_AT_END = r"([+-]\d\d(:?\d\d)?|Z)$"
 # Offsets in use run from -12:00 to +14:00: hours above 14 or minutes above 59 are not an
 # offset ("+25:00" would otherwise move the time by a day), and the value does not parse.
 IMPOSSIBLE_OFFSET = r"\d\s*[+-](1[5-9]|[2-9]\d)(:?\d\d)?$|\d\s*[+-]\d\d:?[6-9]\d$"
+# A zone written as an abbreviation ("BST", "CST", "IST", "PST"): DuckDB reads each as one of
+# several zones that share it (BST as Bangladesh, +6, not British Summer Time; PST in June as
+# -7), so such a value does not parse (quarantined, counted) rather than move by hours. UTC, GMT
+# and Z are unambiguous; a zone's full name (Europe/London) is read as itself.
+ZONE_ABBREVIATION = r"\d\s*[A-Za-z]+$"
+UNAMBIGUOUS_ZONE = r"\d\s*(?i:UTC|GMT|Z)$"
 
 
 def register_views(con: duckdb.DuckDBPyConnection, dataset: Dataset) -> None:
@@ -337,6 +344,8 @@ def parse_expr(
                 f"CASE WHEN strpos({text}, '-') <> 5 THEN NULL "
                 f"WHEN regexp_matches({text}, {quote_literal(ZONE_PATTERN)}) "
                 f"THEN CASE WHEN regexp_matches({text}, {quote_literal(IMPOSSIBLE_OFFSET)}) THEN NULL "
+                f"WHEN regexp_matches({text}, {quote_literal(ZONE_ABBREVIATION)}) "
+                f"AND NOT regexp_matches({text}, {quote_literal(UNAMBIGUOUS_ZONE)}) THEN NULL "
                 f"ELSE timezone({zone}, TRY_CAST({joined} AS TIMESTAMPTZ)) END "
                 f"ELSE TRY_CAST({text} AS TIMESTAMP) END"
             )

@@ -425,6 +425,31 @@ def test_spaces_before_an_offset_are_allowed_and_impossible_offsets_are_quaranti
     assert report.tables[0].quarantined == {"unparseable_ts": 3}
 
 
+def test_a_zone_abbreviation_shared_by_several_zones_is_quarantined_not_guessed(tmp_path):
+    """DuckDB reads BST as Bangladesh (+6), not British Summer Time (+1): a UK export's
+    03:00 BST would land hours from where it happened. UTC, GMT, Z and full names are read."""
+    values = {
+        "2024-06-01 12:00:00 BST": None,
+        "2024-06-01 12:00:00 CST": None,
+        "2024-06-15 12:00:00 PST": None,
+        "2024-06-01 12:00:00 utc": "2024-06-01 12:00:00",
+        "2024-06-01 12:00:00 GMT": "2024-06-01 12:00:00",
+        "2024-06-01T12:00:00Z": "2024-06-01 12:00:00",
+        "2024-06-01 12:00:00 Europe/London": "2024-06-01 11:00:00",
+    }
+    frame = pd.DataFrame(
+        {
+            "order_id": [f"o{i}" for i in range(7)],
+            "customer_id": list("abcdefg"),
+            "ts": list(values),
+            "amount": ["1"] * 7,
+        }
+    )
+    folder = write_tables(tmp_path / "data", purchases=frame)
+    assert _times(folder) == [v for v in values.values() if v]
+    assert validate(open_dataset(folder)).tables[0].quarantined == {"unparseable_ts": 3}
+
+
 def test_the_data_sets_zone_is_configurable(tmp_path):
     folder = write_tables(tmp_path / "data", purchases=OFFSETS)
     (folder / "portrait.toml").write_text('timezone = "Europe/Paris"\n')
