@@ -221,6 +221,24 @@ class TableSource:
             return frozenset()
         return frozenset(n for columns in names for n in columns if n and columns.count(n) > 1)
 
+    def parquet_zones(self, column: str) -> dict[str, str | None]:
+        """Per Parquet file of this source holding ``column`` (a timestamp), its time zone (None
+        for times stored without one); empty for other sources. Read from each file's schema."""
+        if self.frame is not None or self.duckdb_file is not None or self.is_csv or not self.files:
+            return {}
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        zones: dict[str, str | None] = {}
+        for path in self.files:
+            if not Path(path).is_file():  # a path only Spark reads
+                continue
+            schema = pq.read_schema(path)
+            field = next((f for f in schema if f.name.lower() == column.lower()), None)
+            if field is not None and pa.types.is_timestamp(field.type):
+                zones[Path(path).name] = field.type.tz
+        return zones
+
     @functools.cached_property
     def private_lines(self) -> bool:
         """Whether a line of this source may hold personal data, so that its text is never shown

@@ -254,6 +254,8 @@ def select_columns(
             raise ContractError(
                 f"column{renamed} in {source.describe()} {problem}", table=table.name, column=column.name
             )
+        if column.kind == "timestamp":
+            refuse_mixed_zones(source, table.name, column.name, actual)
         if actual in readers.values():  # one export column read as two contract columns: one is wrong
             other = next(name for name, source_name in readers.items() if source_name == actual)
             raise ContractError(
@@ -270,6 +272,27 @@ def select_columns(
         extras = [name for name in available if name not in readers.values()]
         selected += [quote_ident(name) for name in extras]
     return selected, types, extras
+
+
+def refuse_mixed_zones(source: TableSource, table: str, column: str, actual: str) -> None:
+    """Parquet parts of one table storing a timestamp column with a time zone in some files and
+    without one in others: read together, the times without one would be taken as UTC (moved by
+    the data set's offset, and reported as converted), so the table is refused."""
+    zones = source.parquet_zones(actual)
+    aware = sorted(name for name, zone in zones.items() if zone is not None)
+    naive = sorted(name for name, zone in zones.items() if zone is None)
+    if aware and naive:
+        raise ContractError(
+            f"column {actual!r} is stored with a time zone in {_some(aware)} and without one in {_some(naive)} "
+            f"({source.describe()}): read together, the times without one would be moved as if they were UTC; "
+            "write every part the same way (all with a zone, or all without one in the data set's timezone)",
+            table=table,
+            column=column,
+        )
+
+
+def _some(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
 def checked_views(

@@ -450,6 +450,27 @@ def test_a_zone_abbreviation_shared_by_several_zones_is_quarantined_not_guessed(
     assert validate(open_dataset(folder)).tables[0].quarantined == {"unparseable_ts": 3}
 
 
+def test_parquet_parts_storing_times_with_and_without_a_zone_are_refused(tmp_path):
+    """Read together, the naive part's times were taken as UTC and moved by the data set's
+    offset (a Berlin 23:30 became 01:30 the next day), reported as converted."""
+    folder = tmp_path / "data" / "purchases"
+    folder.mkdir(parents=True)
+    part = {"order_id": ["o1"], "customer_id": ["a"], "amount": [1.0]}
+    aware = pd.DataFrame({**part, "ts": pd.to_datetime(["2024-03-31 10:00"]).tz_localize("Europe/Berlin")})
+    naive = pd.DataFrame({**part, "order_id": ["o2"], "ts": pd.to_datetime(["2024-03-31 23:30"])})
+    aware.to_parquet(folder / "part-0.parquet")
+    naive.to_parquet(folder / "part-1.parquet")
+    (folder.parent / "portrait.toml").write_text('timezone = "Europe/Berlin"\n')
+    with pytest.raises(
+        ContractError,
+        match=r"purchases.ts: column 'ts' is stored with a time zone in part-0.parquet and without one in "
+        r"part-1.parquet \(.*\): read together, the times without one would be moved as if they were UTC",
+    ):
+        validate(open_dataset(folder.parent))
+    naive.assign(ts=naive["ts"].dt.tz_localize("Europe/Berlin")).to_parquet(folder / "part-1.parquet")
+    assert _times(folder.parent) == ["2024-03-31 10:00:00", "2024-03-31 23:30:00"]  # both with one: read as written
+
+
 def test_the_data_sets_zone_is_configurable(tmp_path):
     folder = write_tables(tmp_path / "data", purchases=OFFSETS)
     (folder / "portrait.toml").write_text('timezone = "Europe/Paris"\n')
