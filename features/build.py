@@ -42,7 +42,7 @@ from portrait.errors import PortraitError
 from portrait.privacy import is_nested_type, safe_attribute_columns
 from portrait.resources import cpu_seconds, peak_rss_bytes
 from portrait.sql import quote_ident
-from portrait.views import compute_once
+from portrait.views import compute_once, iso_text_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -290,7 +290,16 @@ def attribute_kinds(con: duckdb.DuckDBPyConnection | Engine) -> dict[str, str]:
     return kinds
 
 
-def _attribute_select(kinds: dict[str, str], features: list[Feature], cutoff: dt.date) -> str:
+def attribute_instant(column: str, timezone: str) -> str:
+    """SQL reading the date attribute ``column`` as a timestamp in the data set's zone, as
+    purchase times are read: a value with an offset or zone (``2024-03-31T23:30:00-05:00``, a
+    zone-aware Parquet column) converted, one without taken as in the zone (a plain date is its
+    midnight). Casting it straight to a date or timestamp dropped the offset: a signup after
+    the cutoff in New York read as before it."""
+    return iso_text_timestamp(f"TRIM(CAST({quote_ident(column)} AS VARCHAR))", timezone)
+
+
+def _attribute_select(kinds: dict[str, str], features: list[Feature], cutoff: dt.date, timezone: str) -> str:
     parts = ["customer_id"]
     for feature in features:
         if feature.family != "attributes":
@@ -298,7 +307,8 @@ def _attribute_select(kinds: dict[str, str], features: list[Feature], cutoff: dt
         column = quote_ident(feature.sql)
         kind = kinds[feature.sql]
         if kind == "date":
-            days = f"DATE_DIFF('day', TRY_CAST({column} AS DATE), DATE '{cutoff.isoformat()}')"
+            instant = attribute_instant(feature.sql, timezone)
+            days = f"DATE_DIFF('day', CAST({instant} AS DATE), DATE '{cutoff.isoformat()}')"
             # > 0: the cutoff is the first instant of its day, so a date on that day, at any hour,
             # is not before it (as the spine's own signup rule reads timestamps).
             parts.append(f"CASE WHEN {days} > 0 THEN CAST({days} AS DOUBLE) END AS {feature.name}")
@@ -375,7 +385,7 @@ def build_features(
         spine_extra = None
         if "signup_date" in kinds and kinds["signup_date"] == "date":
             spine_extra = (
-                f"SELECT customer_id FROM customers WHERE TRY_CAST(signup_date AS TIMESTAMP) < "
+                f"SELECT customer_id FROM customers WHERE {attribute_instant('signup_date', dataset.timezone)} < "
                 f"{timestamp_literal(cutoff)}"
             )
         steps = compile_plan(
@@ -384,7 +394,7 @@ def build_features(
             config,
             has_events=dataset.has("events"),
             spine_extra=spine_extra,
-            attribute_select=_attribute_select(kinds, features, cutoff) if kinds else None,
+            attribute_select=_attribute_select(kinds, features, cutoff, dataset.timezone) if kinds else None,
             event_first_seen=event_first_seen,
         )
         _register_vocabulary(con, vocabulary)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -254,8 +255,11 @@ def register_tags(app: typer.Typer, out, console) -> None:
 
 
 def _date(text: str, option: str) -> dt.date:
+    """A date written YYYY-MM-DD, nothing else: Python also reads 2027-W18 and 20270501 as dates."""
     try:
-        return dt.date.fromisoformat(text)
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text.strip()):
+            raise ValueError(text)
+        return dt.date.fromisoformat(text.strip())
     except ValueError:
         raise PortraitError(f"{option} {text!r} is not a date (YYYY-MM-DD)") from None
 
@@ -283,12 +287,12 @@ def register_rfm(app: typer.Typer, out, console) -> None:
             with Population(ds, as_of, progress=say) as population:
                 frame = population.frame(columns=value_columns)
                 as_of_date = population.as_of
-            earlier = None
+            earlier, previous_date = None, None
             if previous:
                 with Population(ds, previous, progress=say) as before:
                     if before.as_of >= as_of_date:
                         raise PortraitError(f"--previous {before.as_of} must be before --as-of {as_of_date}")
-                    earlier = before.frame(columns=value_columns)
+                    earlier, previous_date = before.frame(columns=value_columns), before.as_of
         if frame.empty:  # as features build and score: an empty table is no answer
             raise PortraitError(nobody_before(as_of_date, "no RFM scores to compute") + "; nothing written")
         rfm = frame[["customer_id", *value_columns, "rfm_r", "rfm_f", "rfm_m", "rfm_fm", "rfm_group"]]
@@ -297,7 +301,7 @@ def register_rfm(app: typer.Typer, out, console) -> None:
         stem = out_dir / f"rfm_{as_of_date.isoformat()}"
         check_targets(
             [stem.with_suffix(".parquet"), stem.with_suffix(".summary.json"), out_dir / f"{stem.name}_groups.csv"]
-            + ([out_dir / f"rfm_migration_{previous}_{as_of_date.isoformat()}.csv"] if earlier is not None else [])
+            + ([out_dir / f"rfm_migration_{previous_date}_{as_of_date.isoformat()}.csv"] if earlier is not None else [])
         )
         atomic_write(rfm, stem.with_suffix(".parquet"))
         atomic_write(summary, out_dir / f"rfm_{as_of_date.isoformat()}_groups.csv", csv=True)
@@ -326,10 +330,10 @@ def register_rfm(app: typer.Typer, out, console) -> None:
             out.print(f"note: {late}")
         if earlier is not None:
             moves = migration(earlier, frame)
-            path = out_dir / f"rfm_migration_{previous}_{as_of_date.isoformat()}.csv"
+            path = out_dir / f"rfm_migration_{previous_date}_{as_of_date.isoformat()}.csv"
             atomic_write(moves.reset_index(), path, csv=True)
             facts["migration_file"] = str(path)
-            out.print(f"migration {previous} -> {as_of_date}: {path}")
+            out.print(f"migration {previous_date} -> {as_of_date}: {path}")
         atomic_write_text(json.dumps(facts, indent=2, default=str), stem.with_suffix(".summary.json"))
         out.print(
             f"scores: {stem.with_suffix('.parquet')}\ngroups: {out_dir / f'rfm_{as_of_date.isoformat()}_groups.csv'}"

@@ -358,26 +358,33 @@ def parse_expr(
                 if "%Y" in timestamp_format:  # %Y also takes 2 digits: 24-01-05 would be the year 24
                     value = f"CASE WHEN {value} >= TIMESTAMP '1000-01-01' THEN {value} END"
                 return value
-            # ISO with a four-digit year; an offset or zone converts the value to the data set's.
-            # Written without back-references (Spark's replacement syntax differs): the offset
-            # is cut off the end and put back after the rest, right-trimmed.
-            offset = f"regexp_extract({text}, {quote_literal(OFFSET_AT_END)}, 1)"
-            joined = f"rtrim(substr({text}, 1, length({text}) - length({offset}))) || {offset}"
-            return (
-                f"CASE WHEN strpos({text}, '-') <> 5 THEN NULL "
-                f"WHEN regexp_matches({text}, {quote_literal(ZONE_PATTERN)}) "
-                f"THEN CASE WHEN regexp_matches({text}, {quote_literal(IMPOSSIBLE_OFFSET)}) THEN NULL "
-                f"WHEN regexp_matches({text}, {quote_literal(ZONE_ABBREVIATION)}) "
-                f"AND NOT regexp_matches({text}, {quote_literal(UNAMBIGUOUS_ZONE)}) THEN NULL "
-                f"ELSE timezone({zone}, TRY_CAST({joined} AS TIMESTAMPTZ)) END "
-                f"ELSE TRY_CAST({text} AS TIMESTAMP) END"
-            )
+            return iso_text_timestamp(text, timezone)
         if source_type == "TIMESTAMP WITH TIME ZONE":
             return f"timezone({zone}, {ident})"
         if source_type == "TIMESTAMP":
             return ident
         return f"TRY_CAST({ident} AS TIMESTAMP)"
     raise AssertionError(column.kind)
+
+
+def iso_text_timestamp(text: str, timezone: str) -> str:
+    """SQL reading the text ``text`` (an SQL expression, trimmed) as an ISO timestamp with a
+    four-digit year: one with an offset or zone converted to ``timezone``, one without taken as
+    already in it; NULL when it does not parse (an impossible offset, an ambiguous zone
+    abbreviation). Written without back-references (Spark's replacement syntax differs): the
+    offset is cut off the end and put back after the rest, right-trimmed."""
+    zone = quote_literal(timezone)
+    offset = f"regexp_extract({text}, {quote_literal(OFFSET_AT_END)}, 1)"
+    joined = f"rtrim(substr({text}, 1, length({text}) - length({offset}))) || {offset}"
+    return (
+        f"CASE WHEN strpos({text}, '-') <> 5 THEN NULL "
+        f"WHEN regexp_matches({text}, {quote_literal(ZONE_PATTERN)}) "
+        f"THEN CASE WHEN regexp_matches({text}, {quote_literal(IMPOSSIBLE_OFFSET)}) THEN NULL "
+        f"WHEN regexp_matches({text}, {quote_literal(ZONE_ABBREVIATION)}) "
+        f"AND NOT regexp_matches({text}, {quote_literal(UNAMBIGUOUS_ZONE)}) THEN NULL "
+        f"ELSE timezone({zone}, TRY_CAST({joined} AS TIMESTAMPTZ)) END "
+        f"ELSE TRY_CAST({text} AS TIMESTAMP) END"
+    )
 
 
 def zone_expr(column: contract.Column, source_type: str, timestamp_format: str | None) -> str | None:

@@ -186,6 +186,11 @@ def test_manual_tags_from_the_command_line(tmp_path, data_folder, monkeypatch):
     assert sorted(tags.loc[tags["tag"] == "VIP", "customer_id"]) == ["A", "C"]
     code, text = run("tags", "remove", "VIP", "--ids", "ids.csv", "--data", str(data_folder))
     assert code == 0 and "removed 'VIP' from 2" in text
+    for week_date in ("2027-W18", "20270501"):  # Python reads both as dates; the help says YYYY-MM-DD
+        code, text = run(
+            "tags", "assign", "VIP", "--ids", "ids.csv", "--data", str(data_folder), "--expires", week_date
+        )
+        assert code == 2 and text == f"--expires {week_date!r} is not a date (YYYY-MM-DD)"
 
 
 def test_rfm_command_writes_scores_groups_and_migration(tmp_path, data_folder):
@@ -197,6 +202,20 @@ def test_rfm_command_writes_scores_groups_and_migration(tmp_path, data_folder):
     assert set(scores["customer_id"]) == {"A", "B", "C"}
     migration = pd.read_csv(tmp_path / "rfm" / "rfm_migration_2024-02-01_2024-03-01.csv")
     assert migration.drop(columns="from").to_numpy().sum() == 3
+    # a date with a time at midnight names the file by its date, not by the text given
+    code, text = run(
+        "rfm",
+        str(data_folder),
+        "--as-of",
+        "2024-03-01",
+        "--previous",
+        "2024-02-01 00:00",
+        "--out",
+        str(tmp_path / "rfm"),
+    )
+    assert code == 0 and sorted(p.name for p in (tmp_path / "rfm").glob("rfm_migration_*")) == [
+        "rfm_migration_2024-02-01_2024-03-01.csv"
+    ]
 
 
 def test_a_list_keeps_only_the_given_customers_in_score_order():

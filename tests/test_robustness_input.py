@@ -471,6 +471,27 @@ def test_parquet_parts_storing_times_with_and_without_a_zone_are_refused(tmp_pat
     assert _times(folder.parent) == ["2024-03-31 10:00:00", "2024-03-31 23:30:00"]  # both with one: read as written
 
 
+def test_a_signup_dates_offset_decides_which_side_of_the_cutoff_it_is(tmp_path):
+    """2024-03-31T23:30-05:00 is 04:30 UTC on the cutoff's day: not a customer yet; 00:30+02:00
+    on the cutoff's day is 22:30 UTC the day before: one. A plain date is its midnight."""
+    from features.build import build_features
+
+    customers = pd.DataFrame(
+        {
+            "customer_id": ["late_new_york", "early_berlin", "plain", "on_the_day"],
+            "signup_date": ["2024-03-31T23:30:00-05:00", "2024-04-01T00:30:00+02:00", "2024-03-15", "2024-04-01"],
+        }
+    )
+    purchases = pd.DataFrame(
+        {"order_id": ["o1"], "customer_id": ["buyer"], "ts": ["2024-03-01 10:00:00"], "amount": [5]}
+    )
+    folder = write_tables(tmp_path / "data", purchases=purchases, customers=customers)
+    features = build_features(open_dataset(folder), "2024-04-01", families=["attributes"])
+    days = dict(zip(features["customer_id"], features["days_since_signup_date"], strict=True))
+    assert set(days) == {"buyer", "early_berlin", "plain"}
+    assert (days["early_berlin"], days["plain"]) == (1.0, 17.0) and pd.isna(days["buyer"])
+
+
 def test_the_data_sets_zone_is_configurable(tmp_path):
     folder = write_tables(tmp_path / "data", purchases=OFFSETS)
     (folder / "portrait.toml").write_text('timezone = "Europe/Paris"\n')
