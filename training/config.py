@@ -14,7 +14,7 @@ names the file, the key and what is allowed. Example::
     align = "month"                  # the holdout cutoff: the latest month start (or "week":
                                      # Monday, "day": any day) whose label window fits the data
     count = 12                       # at most N training cutoffs (default: "spaced" all that fit,
-                                     # "monthly" 6); see training.splits
+                                     # the latest 52 at most; "monthly" 6); see training.splits
     [label]
     kind = "repurchase"              # repurchase | high_value | future_spend
     horizon_days = 90

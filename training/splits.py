@@ -27,6 +27,10 @@ from training.config import CutoffRule
 
 MIN_HISTORY_DAYS = 28  # a training cutoff needs at least four weeks of history before it
 MONTHLY_DEFAULT_COUNT = 6
+# "spaced" without a count takes the latest this many of those that fit (two years every 14 days):
+# the training set grows by the customers at each cutoff, and a line dated decades before the
+# rest (a placeholder's 1950-06-01) gave 1,900 cutoffs and a training that never ended.
+MAX_SPACED_CUTOFFS = 52
 
 
 @dataclass(frozen=True)
@@ -84,8 +88,8 @@ def training_cutoffs(
 ) -> tuple[dt.date, ...]:
     """Training cutoffs up to the last whose label window ``[c, c + horizon)`` ends before
     ``holdout``, back to the first with ``MIN_HISTORY_DAYS`` of history: every ``spacing_days``
-    (rule ``spaced``, all that fit unless ``count``) or month starts (``monthly``, ``count``
-    of them, default 6)."""
+    (rule ``spaced``, all that fit unless ``count``, at most :data:`MAX_SPACED_CUTOFFS` without
+    one) or month starts (``monthly``, ``count`` of them, default 6)."""
     latest = holdout - dt.timedelta(days=horizon_days)
     earliest = first_day + dt.timedelta(days=MIN_HISTORY_DAYS)
     if rule == "monthly":
@@ -95,8 +99,7 @@ def training_cutoffs(
     if rule != "spaced":
         raise PortraitError(f"cutoff rule must be 'spaced' or 'monthly', got {rule!r}")
     steps = max((latest - earliest).days // spacing_days + 1, 0)
-    if count is not None:
-        steps = min(steps, count)
+    steps = min(steps, MAX_SPACED_CUTOFFS if count is None else count)
     return tuple(sorted(latest - dt.timedelta(days=spacing_days * i) for i in range(steps)))
 
 
