@@ -373,21 +373,24 @@ def register_segments(app: typer.Typer, out, console) -> None:
             table = table.sort_values([f"{rank_by}_score", "customer_id"], ascending=[False, True], kind="stable")
         else:
             table = table.sort_values("customer_id", kind="stable")
-        record_export(
-            None,
-            os_user(),
-            "portrait segment export",
-            {
-                "segment": name,
-                "as_of": str(result.as_of),
-                "rank_by": rank_by,
-                "columns": wanted or None,
-                "out": str(out_file),
-            },
-            len(table),
-            left_out=left_out,
-        )
-        atomic_write(table, out_file, csv=out_file.suffix != ".parquet")
+
+        def audited() -> None:  # recorded once the file is written whole, published once recorded
+            record_export(
+                None,
+                os_user(),
+                "portrait segment export",
+                {
+                    "segment": name,
+                    "as_of": str(result.as_of),
+                    "rank_by": rank_by,
+                    "columns": wanted or None,
+                    "out": str(out_file),
+                },
+                len(table),
+                left_out=left_out,
+            )
+
+        atomic_write(table, out_file, csv=out_file.suffix != ".parquet", before_publish=audited)
         out.print(f"{len(table):,} customers of {name!r} as of {result.as_of} -> {out_file}")
         out.print(export_note(left_out))
         if not len(table):

@@ -38,7 +38,7 @@ import socket
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -64,11 +64,15 @@ _FILE_MODE = 0o666 & ~_current_umask()
 
 
 @contextlib.contextmanager
-def atomic_target(path: Path, mode: int | None = None) -> Iterator[Path]:
+def atomic_target(
+    path: Path, mode: int | None = None, before_publish: Callable[[], None] | None = None
+) -> Iterator[Path]:
     """Yield a fresh temporary path beside ``path`` to write to (by any means: pandas, DuckDB's
     ``COPY``, a Parquet writer); when the block ends without an error it is synced and renamed
     over ``path``; on an error it is removed and ``path`` is left as it was. ``mode``: the file's
-    permissions (default: what the umask gives a new file)."""
+    permissions (default: what the umask gives a new file). ``before_publish`` runs once the
+    file is written whole, before the rename; if it raises, nothing is published (an export is
+    recorded in the audit log only once it is written, and not published unless recorded)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_temporaries(path.parent)
@@ -79,6 +83,8 @@ def atomic_target(path: Path, mode: int | None = None) -> Iterator[Path]:
         yield tmp
         _sync_file(tmp)
         os.chmod(tmp, _FILE_MODE if mode is None else mode)
+        if before_publish is not None:
+            before_publish()
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -120,10 +126,13 @@ def check_targets(paths) -> None:
 PARQUET_ROW_GROUP_ROWS = 131_072
 
 
-def atomic_write(frame: pd.DataFrame, path: Path, csv: bool | None = None) -> None:
+def atomic_write(
+    frame: pd.DataFrame, path: Path, csv: bool | None = None, before_publish: Callable[[], None] | None = None
+) -> None:
     """Writes ``frame`` to a temporary name beside ``path``, then renames it into place.
-    CSV when ``csv`` is true, or when it is None and ``path`` ends in ``.csv``; else Parquet."""
-    with atomic_target(path) as tmp:
+    CSV when ``csv`` is true, or when it is None and ``path`` ends in ``.csv``; else Parquet.
+    ``before_publish``: as :func:`atomic_target`'s."""
+    with atomic_target(path, before_publish=before_publish) as tmp:
         if csv or (csv is None and Path(path).suffix == ".csv"):
             frame.to_csv(tmp, index=False)
         else:

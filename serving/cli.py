@@ -164,27 +164,30 @@ def register(app: typer.Typer, out, console) -> None:
             consent=consent,
             privacy=with_withheld_columns(source.privacy, source),
         )
-        record_export(
-            None,
-            os_user(),
-            "portrait list",
-            {
-                "model": model,
-                "as_of": str(scores["as_of"].iloc[0].date()) if len(scores) else None,
-                "top": top,
-                "min_percentile": min_percentile,
-                "min_score": min_score,
-                "persona": persona,
-                "where": where,
-                "exclude_bought_within": exclude_bought_within,
-                "segment": segment,
-                "tag": tag or None,
-                "out": str(out_file),
-            },
-            len(rows),
-            left_out=rows.attrs["left_out"],
-        )
-        atomic_write(rows, out_file, csv=True)
+
+        def audited() -> None:  # recorded once the file is written whole, published once recorded
+            record_export(
+                None,
+                os_user(),
+                "portrait list",
+                {
+                    "model": model,
+                    "as_of": str(scores["as_of"].iloc[0].date()) if len(scores) else None,
+                    "top": top,
+                    "min_percentile": min_percentile,
+                    "min_score": min_score,
+                    "persona": persona,
+                    "where": where,
+                    "exclude_bought_within": exclude_bought_within,
+                    "segment": segment,
+                    "tag": tag or None,
+                    "out": str(out_file),
+                },
+                len(rows),
+                left_out=rows.attrs["left_out"],
+            )
+
+        atomic_write(rows, out_file, csv=True, before_publish=audited)
         scored = str(scores["as_of"].iloc[0].date()) if len(scores) else "unknown"
         # LATEST names the scores: after a backfill, an older date than the newest scores
         out.print(f"{len(rows):,} customers -> {out_file} (scores as of {scored}, {model})")

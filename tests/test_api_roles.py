@@ -448,6 +448,30 @@ def test_a_cli_export_that_cannot_be_audited_writes_nothing(world, tmp_path, mon
     assert isinstance(result.exception, Unavailable) and not cell.exists()
 
 
+def test_a_cli_export_that_cannot_be_written_is_not_in_the_audit_log(world, tmp_path, monkeypatch):
+    """A full disk: the list is not written, and the log holds no export that never happened."""
+    import errno
+
+    from portrait_cli.main import _register_later_commands, app
+
+    settings, _ = world
+    log = tmp_path / "audit.log"
+    monkeypatch.setenv("PORTRAIT_AUDIT_LOG", str(log))
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", disk_full)
+    _register_later_commands()
+    out = tmp_path / "l.csv"
+    result = CliRunner().invoke(app, ["list", "--model", "m", "--scores", str(settings.scores), "--out", str(out)])
+    assert isinstance(result.exception, OSError) and not out.exists() and not log.exists()
+    monkeypatch.undo()
+    monkeypatch.setenv("PORTRAIT_AUDIT_LOG", str(log))
+    result = CliRunner().invoke(app, ["list", "--model", "m", "--scores", str(settings.scores), "--out", str(out)])
+    assert result.exit_code == 0 and [line["count"] for line in read_audit_log(log)] == [5]
+
+
 @pytest.mark.parametrize(
     "error, status",
     [
