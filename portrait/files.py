@@ -86,6 +86,11 @@ def atomic_target(
         if before_publish is not None:
             before_publish()
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.filename is None and exc.errno is not None:  # a writer's own error (pyarrow's): name the file
+            raise OSError(exc.errno, os.strerror(exc.errno), str(path)) from exc
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -105,6 +105,21 @@ def test_atomic_target_renames_only_on_success(tmp_path):
     assert target.read_bytes() == b"whole"
 
 
+def test_a_writers_error_without_a_file_name_is_given_the_targets(tmp_path, monkeypatch):
+    """pyarrow's full-disk error names no file ("[Errno 28] Error writing bytes to file")."""
+    import errno
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "Error writing bytes to file. Detail: [errno 28] No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", disk_full)
+    target = tmp_path / "scores.parquet"
+    with pytest.raises(OSError) as raised:
+        atomic_write(pd.DataFrame({"a": [1]}), target)
+    assert (raised.value.errno, raised.value.filename) == (errno.ENOSPC, str(target))
+    assert list(tmp_path.iterdir()) == []
+
+
 # ---------------------------------------------------------------- concurrent writers
 
 _WRITER = textwrap.dedent(
