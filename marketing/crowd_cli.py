@@ -20,6 +20,7 @@ from marketing.cli import (
     open_population,
 )
 from portrait.errors import PortraitError
+from portrait.files import check_targets
 from portrait.progress import spinner
 
 SegmentOpt = Annotated[str | None, typer.Option("--segment", help="A saved segment.")]
@@ -131,6 +132,7 @@ def register_crowd(app: typer.Typer, out, console) -> None:
         run: RunOpt = None,
     ) -> None:
         """The portrait of one crowd against a base: every dimension with shares and TGI."""
+        check_targets([out_dir / name for name in ["crowd.csv", "crowd.md", "crowd.html"]])  # before any work
         from marketing.crowd_page import write_report
         from marketing.crowd_report import crowd_report
 
@@ -174,6 +176,7 @@ def register_crowd(app: typer.Typer, out, console) -> None:
         run: RunOpt = None,
     ) -> None:
         """Counts, row and column percentages of two dimensions within a crowd (everyone by default)."""
+        check_targets([out_dir / name for name in ["crosstab.csv", "crosstab.html"]])  # before any work
         from marketing.crowd import Crowd
         from marketing.crowd_compare import crosstab, write_crosstab
 
@@ -249,6 +252,7 @@ def register_crowd(app: typer.Typer, out, console) -> None:
         run: RunOpt = None,
     ) -> None:
         """Crowds side by side on every dimension, largest differences first, tested for significance."""
+        check_targets([out_dir / name for name in ["compare.csv", "compare.md", "compare.html"]])  # before any work
         from marketing.crowd import parse_crowd
         from marketing.crowd_compare import compare, write_compare
 
@@ -288,6 +292,7 @@ def register_crowd(app: typer.Typer, out, console) -> None:
         store: StoreOption = None,
     ) -> None:
         """The crowd recomputed as of each date: size, share, revenue, mean spend, entered and left."""
+        check_targets([out_dir / name for name in ["trend.csv", "trend.png", "trend.html"]])  # before any work
         from marketing.crowd_trend import crowd_trend, trend_dates, write_trend
         from marketing.segments import SegmentStore
         from marketing.tags import load_library
@@ -334,6 +339,7 @@ def register_crowd(app: typer.Typer, out, console) -> None:
         run: RunOpt = None,
     ) -> None:
         """Engagement against spend in four cells; exports the potential high spenders."""
+        check_targets([out_dir / name for name in ["quadrant.csv", "quadrant.html"]])  # before any work
         from marketing.crowd import Crowd
         from marketing.crowd_quadrant import POTENTIAL, columns_for, quadrant, write_quadrant
 

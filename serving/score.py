@@ -25,8 +25,8 @@ from models.prior_shift import shift_to_share
 from models.reasons import top_reasons
 from portrait.dataset import Dataset
 from portrait.errors import PortraitError
-from portrait.files import atomic_write, atomic_write_text
-from portrait.outputs import features_path, point_latest_at, scores_path
+from portrait.files import atomic_write, atomic_write_text, check_targets
+from portrait.outputs import LATEST, features_path, point_latest_at, scores_path
 from portrait.privacy import PrivacySettings
 from serving.drift import drift_report
 from serving.registry import LoadedModel, load_model
@@ -227,6 +227,22 @@ def reasons_for(
     return top_reasons(contributions, X, k=k, meanings=model_meanings(model.meta), leave_out=leave_out)
 
 
+def check_score_targets(out_dir: Path, as_of: dt.date, csv: bool) -> None:
+    """Refuse, before any work, an ``--out`` where the scores cannot be written (a file, or a
+    folder under a file): at a million customers the scoring takes minutes."""
+    target = scores_path(out_dir, as_of)
+    summary = target.with_name(target.stem + ".summary.json")
+    check_targets(
+        [
+            target,
+            features_path(out_dir, as_of),
+            summary,
+            out_dir / LATEST,
+            *([target.with_suffix(".csv")] if csv else []),
+        ]
+    )
+
+
 @dataclass
 class ScoreRun:
     scores: pd.DataFrame
@@ -255,6 +271,7 @@ def score(
     started = time.perf_counter()
     say = progress or (lambda message: None)
     as_of = parse_cutoff(as_of)
+    check_score_targets(out_dir, as_of, csv)
     say("loading models")
     if models is None:
         models = [load_model(name, alias) for name in model_names]

@@ -37,6 +37,7 @@ from serving.score import (
     ScoreRun,
     _feature_groups,
     check_model_features,
+    check_score_targets,
     model_summary,
     percentile_and_decile,
     population_scores,
@@ -105,6 +106,7 @@ def score_on_spark(
     started = time.perf_counter()
     say = progress or (lambda message: None)
     as_of: dt.date = parse_cutoff(as_of)
+    check_score_targets(out_dir, as_of, csv)
     say("loading models")
     if models is None:
         models = [load_model(name, alias) for name in model_names]

@@ -223,6 +223,14 @@ def test_an_output_path_of_the_wrong_kind_is_one_message_not_a_traceback(tmp_pat
     result = _run_cli("features", "build", str(folder), "--as-of", "2024-02-01", "--out", str(folder))
     assert result.returncode == 2 and "Traceback" not in result.stderr + result.stdout
     assert f"error: {folder} is a folder, not a file" in " ".join(result.stderr.split())
+    # refused before any work (scoring or a crowd's report at a million customers takes minutes)
+    for command in (
+        ("score", str(folder), "--as-of", "2024-02-01", "--models", "m", "--out", str(a_file)),
+        ("crowd", "report", "--all", "--data", str(folder), "--as-of", "2024-02-01", "--out", str(a_file)),
+    ):
+        result = _run_cli(*command)
+        assert result.returncode == 2 and result.stdout == "" and "[" not in result.stderr  # no progress line
+        assert "is a file, not a folder" in result.stderr and str(a_file) in result.stderr
 
 
 def test_a_configured_latin1_encoding_reads_the_accents_and_the_report_says_so(tmp_path):
