@@ -31,7 +31,10 @@ from portrait.progress import spinner
 
 def register_segments(app: typer.Typer, out, console) -> None:
     def _warn_empty(name: str, as_of) -> None:  # a warning, not an error: the segment is kept
-        out.print(f"[yellow]warning:[/yellow] segment {escape(repr(name))} has no customers as of {as_of}", markup=True)
+        # on stderr, as every warning: n=$(portrait segment count ...) reads the count alone
+        console.print(
+            f"[yellow]warning:[/yellow] segment {escape(repr(name))} has no customers as of {as_of}", markup=True
+        )
 
     def _late_note(population) -> str | None:  # read inside the population's block
         from features.build import late_as_of_note
@@ -185,9 +188,9 @@ def register_segments(app: typer.Typer, out, console) -> None:
             _warn_empty(segment.name, result.as_of)
         for tag, close in unheld.items():  # "interest: FLUID MILK PRODUCTZ": a value no one has
             hint = f"; did you mean {close}?" if close else ""
-            out.print(f"note: nobody holds the tag {escape(repr(tag))} as of {result.as_of}{escape(hint)}")
+            console.print(f"note: nobody holds the tag {tag!r} as of {result.as_of}{hint}")
         if late:
-            out.print(f"note: {late}")
+            console.print(f"note: {late}")
         return result
 
     @app.command("count")

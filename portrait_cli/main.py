@@ -291,8 +291,21 @@ def _has_descriptor(stream) -> bool:
     return True
 
 
+# Output read by a program or kept in a log (a pipe, a file) is as wide as its longest line: at
+# rich's 80 columns for such output (or COLUMNS) a table cut names and definitions with an
+# ellipsis, and COLUMNS=20 left its cells empty. A terminal keeps its own width.
+UNBOUNDED_WIDTH = 4096
+
+
+def _full_width_when_read_by_programs() -> None:
+    for stream in (out, console):
+        if not stream.is_terminal:
+            stream.width = UNBOUNDED_WIDTH
+
+
 def main() -> None:
     _outlive_readers()
+    _full_width_when_read_by_programs()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     _quiet_libraries()
     try:
