@@ -14,7 +14,6 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from portrait.connections import interrupting_queries, is_interruption
@@ -97,16 +96,14 @@ def sample_data_command(
     from portrait.synthetic import write_sample_data
 
     started = time.perf_counter()
-    with Progress(
-        TextColumn("generating"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
-        task = progress.add_task("customers", total=customers)
-        counts = write_sample_data(out_dir, customers, seed, progress=lambda n: progress.advance(task, n))
+    with spinner(console, "generating") as say:  # a log line per tenth where the output is no terminal
+        done = [0]
+
+        def advanced(n: int) -> None:
+            done[0] += n
+            say(f"generating customers: {done[0] * 10 // customers * 10}% of {customers:,}")
+
+        counts = write_sample_data(out_dir, customers, seed, progress=advanced)
     _print_counts(out_dir, counts)
     out.print(f"took {time.perf_counter() - started:.1f} s")
 
