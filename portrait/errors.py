@@ -11,9 +11,10 @@ class PortraitError(Exception):
     """An error whose message is meant for the person running the command.
 
     Through the API it is a 422 (the request cannot be served as asked) unless a subclass
-    says otherwise."""
+    says otherwise; on the command line the exit code is ``exit_code``: 2, something to fix."""
 
     status_code = 422
+    exit_code = 2
 
 
 class NotFound(PortraitError):
@@ -32,6 +33,10 @@ class Forbidden(PortraitError):
     """Valid credentials whose role may not do this."""
 
     status_code = 403
+
+
+# sysexits' EX_TEMPFAIL: a scheduler may run the command again later, unchanged
+TRY_AGAIN_LATER = 75
 
 
 class Conflict(PortraitError):

@@ -44,7 +44,7 @@ from typing import Protocol
 
 import pandas as pd
 
-from portrait.errors import PortraitError
+from portrait.errors import TRY_AGAIN_LATER, PortraitError
 
 STALE_AFTER_SECONDS = 3600
 # Which machine wrote a temporary file: a process id means nothing on another machine.
@@ -232,7 +232,9 @@ def _exchange(a: str | Path, b: str | Path) -> bool:
 
 
 class LockHeld(PortraitError):
-    """Another process is running the same job on the same output."""
+    """Another process is running the same job on the same output: run again later (exit 75)."""
+
+    exit_code = TRY_AGAIN_LATER
 
 
 @contextlib.contextmanager

@@ -3,6 +3,7 @@ import. It lives above every package: the foundation (``portrait``) never import
 
 from __future__ import annotations
 
+import codecs
 import logging
 import os
 import signal
@@ -17,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from portrait.connections import interrupting_queries, is_interruption
-from portrait.errors import PortraitError
+from portrait.errors import TRY_AGAIN_LATER, PortraitError
 from portrait.progress import spinner
 
 app = typer.Typer(
@@ -277,6 +278,9 @@ def _outlive_readers() -> None:
     for name in ("stdout", "stderr"):
         stream = getattr(sys, name)
         if stream is not None and not isinstance(stream, _ReaderMayLeave) and _has_descriptor(stream):
+            if hasattr(stream, "reconfigure") and codecs.lookup(stream.encoding or "ascii").name != "utf-8":
+                # an ASCII-only output (LC_ALL=C with PYTHONUTF8=0): "…" as "\u2026", not a traceback
+                stream.reconfigure(errors="backslashreplace")
             setattr(sys, name, _ReaderMayLeave(stream))
 
 
@@ -332,7 +336,7 @@ def main() -> None:
     except PortraitError as exc:
         # The message is the user's to read as written: "[tables.purchases]" is not markup.
         console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, markup=True)
-        sys.exit(2)
+        sys.exit(exc.exit_code)
     except KeyboardInterrupt:  # Ctrl-C: what was written is whole (every write is atomic)
         console.print("[bold red]interrupted[/bold red]", highlight=False, markup=True)
         sys.exit(130)
@@ -348,25 +352,29 @@ def main() -> None:
         problem = tracking_store_problem(exc)
         if problem is None:
             raise
-        console.print(f"[bold red]error:[/bold red] {escape(problem)}", highlight=False, markup=True)
-        sys.exit(2)
+        message, code = problem
+        console.print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False, markup=True)
+        sys.exit(code)
 
 
-def tracking_store_problem(exc: BaseException) -> str | None:
+def tracking_store_problem(exc: BaseException) -> tuple[str, int] | None:
     """One line for an MLflow store's database that cannot be used (MLflow lets SQLAlchemy's and
-    sqlite3's errors through): locked by another command, or damaged. None for anything else."""
+    sqlite3's errors through), and the exit code: locked by another command (75: run again
+    later), or damaged (2). None for anything else."""
     if type(exc).__module__.split(".")[0] not in ("sqlalchemy", "sqlite3"):
         return None
     reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     mlflow = sys.modules.get("mlflow")
     store = mlflow.get_tracking_uri() if mlflow is not None else "(MLFLOW_TRACKING_URI)"
+    code = 2
     if "locked" in reason:
         hint = "another command is writing to it, a training, a promotion or a refresh: run this again when it has finished"
+        code = TRY_AGAIN_LATER
     elif "not a database" in reason or "malformed" in reason:
         hint = "the file is damaged: restore it from a backup, or point MLFLOW_TRACKING_URI at another store"
     else:
         hint = "check the store, or point MLFLOW_TRACKING_URI at another one"
-    return f"the MLflow store {store} cannot be used: {reason} ({hint})"
+    return f"the MLflow store {store} cannot be used: {reason} ({hint})", code
 
 
 def os_error_message(exc: OSError) -> str:

@@ -650,9 +650,20 @@ def test_a_damaged_or_locked_model_store_is_one_line_not_a_traceback(tmp_path):
         "restore it from a backup, or point MLFLOW_TRACKING_URI at another store)"
     )
     assert result.stderr.strip() == expected
-    locked = tracking_store_problem(sqlite3.OperationalError("database is locked"))
-    assert locked.endswith(
+    locked, code = tracking_store_problem(sqlite3.OperationalError("database is locked"))
+    assert code == 75 and locked.endswith(
         "cannot be used: database is locked (another command is writing to it, a training, "
         "a promotion or a refresh: run this again when it has finished)"
     )
     assert tracking_store_problem(ValueError("database is locked")) is None  # not the store's
+
+
+def test_an_ascii_only_output_gets_escapes_not_a_traceback():
+    """LC_ALL=C with PYTHONUTF8=0: the tag library's dashes could not be written."""
+    result = subprocess.run(
+        [sys.executable, "-m", "portrait_cli", "tags", "list"],
+        capture_output=True,
+        env={**os.environ, "PYTHONIOENCODING": "ascii"},
+    )
+    assert result.returncode == 0 and b"Traceback" not in result.stderr
+    assert b"\\u2014" in result.stdout and max(result.stdout) < 128
