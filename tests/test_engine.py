@@ -14,7 +14,7 @@ import duckdb
 import pandas as pd
 import pytest
 
-from features.build import _attribute_select
+from features.build import _attribute_select, attribute_instant
 from features.catalogue import Vocabulary, catalogue
 from features.config import FeatureConfig
 from features.plan import compile_plan, purchase_steps
@@ -36,16 +36,14 @@ def _every_step() -> list:
     kinds = {"signup_date": "date", "age_band": "category", "income": "number"}
     config = FeatureConfig()
     features = catalogue(config, vocabulary, kinds)
-    spine = (
-        "SELECT customer_id FROM customers WHERE TRY_CAST(signup_date AS TIMESTAMP) < TIMESTAMP '2024-06-01 00:00:00'"
-    )
+    spine = f"SELECT customer_id FROM customers WHERE {attribute_instant('signup_date', 'Europe/Paris')} < TIMESTAMP '2024-06-01 00:00:00'"
     steps = compile_plan(
         [f for f in features if f.stage != "favourite"],
         CUTOFF,
         config,
         has_events=True,
         spine_extra=spine,
-        attribute_select=_attribute_select(kinds, features, CUTOFF),
+        attribute_select=_attribute_select(kinds, features, CUTOFF, "Europe/Paris"),
     )
     return purchase_steps(CUTOFF) + steps
 
