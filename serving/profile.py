@@ -298,6 +298,11 @@ class CustomerProfile(BaseModel):
     )
     orders: Orders | None = Field(description="Order summary and the latest orders; null without a data set.")
     events: Events | None = Field(description="Event count and the latest events; null without a data set or events.")
+    timezone: str | None = Field(
+        None,
+        description="The data set's time zone: order and event times are local times in it (timestamps with an "
+        "offset were converted to it); null without a data set.",
+    )
     notes: list[SectionNote] = Field(description="What is absent or partial, and why.")
 
 
@@ -425,9 +430,10 @@ def build_profile(
                 "scores", f"the scores hold the person under {scores_row['customer_id']!r}, not {person.customer_id!r}"
             )
 
-        attributes = identities = orders = events = None
+        attributes = identities = orders = events = timezone = None
         if data is not None:
             try:
+                timezone = data.timezone
                 attributes = data.attributes(include_sensitive, note)
                 if attributes is not None and (joined := _signed_up_after(attributes, as_of)):
                     note("attributes", f"signed up on {joined}, after the as-of date {as_of}: not yet a customer then")
@@ -453,6 +459,7 @@ def build_profile(
         key_features=key_features,
         orders=orders,
         events=events,
+        timezone=timezone,
         notes=notes,
     )
 
@@ -1065,6 +1072,7 @@ class _PersonData:
 
     def __init__(self, dataset, con, asked: str, fast: bool, whole=None) -> None:
         self.dataset = dataset
+        self.timezone: str | None = dataset.timezone
         self.whole = whole if whole is not None else dataset  # the data set before narrowing
         self.con = con
         self.asked = asked
@@ -1551,6 +1559,7 @@ def _write_profile_material(
     summary = {
         "as_of": as_of.isoformat(),
         "data": str(Path(dataset.root).resolve()) if getattr(dataset, "root", None) is not None else None,
+        "timezone": dataset.timezone,
         "has_identities": has_map,
         "has_customers": has_customers,
         "has_events": has_events,
@@ -1650,6 +1659,7 @@ class _PersonMaterial:
         self.asked = asked
         self.reader = reader
         self.summary = summary
+        self.timezone: str | None = summary.get("timezone")  # material written before it was recorded: None
         found = reader.records(folder / "ids.parquet", asked)
         self.known = bool(found)
         self.person_id = found[0]["person_id"] if found else asked

@@ -238,7 +238,8 @@ def show(profile, out) -> None:
 
     section("Last orders")
     if profile.orders:
-        out.print(f"  {profile.orders.total:,} orders, {_money(profile.orders.spend)} net")
+        zone = f" (times in {profile.timezone})" if profile.timezone else ""
+        out.print(f"  {profile.orders.total:,} orders, {_money(profile.orders.spend)} net{zone}")
         if profile.orders.last:
             table = Table()
             for column in ("date", "order", "amount", "lines", "categories", "channel"):

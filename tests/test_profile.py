@@ -480,6 +480,19 @@ def test_a_csv_data_set_read_whole_gives_the_same_profile(world, tmp_path):
     assert from_csv.model_dump() == from_parquet.model_dump()
 
 
+def test_the_profile_names_the_time_zone_its_times_are_in(world, tmp_path):
+    """Order and event times are local times of the data set's zone: the answer says which."""
+    import shutil
+
+    assert build_profile("c3", ProfileSources(data=world["data"])).timezone == "UTC"
+    paris = tmp_path / "paris"
+    shutil.copytree(world["data"], paris)
+    (paris / "portrait.toml").write_text('timezone = "Europe/Paris"\n')
+    assert build_profile("c3", ProfileSources(data=paris)).timezone == "Europe/Paris"
+    scores_only = build_profile("c1", ProfileSources(scores=world["scores"]), compute_reasons=False)
+    assert scores_only.orders is None and scores_only.timezone is None
+
+
 def test_missing_pieces_are_null_with_a_note_and_a_missing_folder_is_an_error(world, tmp_path):
     bare = build_profile("c3", ProfileSources(data=world["data"]))
     assert bare.scores is bare.tags is bare.rfm is bare.segments is bare.score_history is None
