@@ -41,8 +41,8 @@ from portrait.engine import Engine, as_engine
 from portrait.errors import PortraitError
 from portrait.privacy import is_nested_type, safe_attribute_columns
 from portrait.resources import cpu_seconds, peak_rss_bytes
-from portrait.sql import quote_ident
-from portrait.views import compute_once, iso_text_timestamp
+from portrait.sql import quote_ident, quote_literal
+from portrait.views import ZONE_PATTERN, compute_once, iso_text_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -290,16 +290,31 @@ def attribute_kinds(con: duckdb.DuckDBPyConnection | Engine) -> dict[str, str]:
     return kinds
 
 
-def attribute_instant(column: str, timezone: str) -> str:
-    """SQL reading the date attribute ``column`` as a timestamp in the data set's zone, as
-    purchase times are read: a value with an offset or zone (``2024-03-31T23:30:00-05:00``, a
-    zone-aware Parquet column) converted, one without taken as in the zone (a plain date is its
-    midnight). Casting it straight to a date or timestamp dropped the offset: a signup after
-    the cutoff in New York read as before it."""
-    return iso_text_timestamp(f"TRIM(CAST({quote_ident(column)} AS VARCHAR))", timezone)
+def attribute_instant(column: str, sql_type: str, timezone: str) -> str:
+    """SQL reading the date attribute ``column`` (stored as ``sql_type``) as a timestamp in the
+    data set's zone, as purchase times are read: a zone-aware column, or text with an offset or
+    zone (``2024-03-31T23:30:00-05:00``), converted; a date, a plain timestamp, or text without
+    a zone taken as in the zone (a date is its midnight; text such as ``2024/03/15``, which
+    ``attribute_kinds`` takes for a date, as before). Casting text with an offset straight to
+    a date or timestamp dropped the offset: a signup after the cutoff in New York read as
+    before it."""
+    name = quote_ident(column)
+    sql_type = sql_type.upper()
+    if sql_type == "TIMESTAMP WITH TIME ZONE":
+        return f"timezone({quote_literal(timezone)}, {name})"
+    if sql_type.startswith(("DATE", "TIMESTAMP")):
+        return f"CAST({name} AS TIMESTAMP)"
+    text = f"TRIM(CAST({name} AS VARCHAR))"
+    without_zone = (
+        f"CASE WHEN NOT regexp_matches({text}, {quote_literal(ZONE_PATTERN)}) "
+        f"THEN COALESCE(TRY_CAST({text} AS TIMESTAMP), CAST(TRY_CAST({text} AS DATE) AS TIMESTAMP)) END"
+    )
+    return f"COALESCE({iso_text_timestamp(text, timezone)}, {without_zone})"
 
 
-def _attribute_select(kinds: dict[str, str], features: list[Feature], cutoff: dt.date, timezone: str) -> str:
+def _attribute_select(
+    kinds: dict[str, str], features: list[Feature], cutoff: dt.date, types: dict[str, str], timezone: str
+) -> str:
     parts = ["customer_id"]
     for feature in features:
         if feature.family != "attributes":
@@ -307,7 +322,7 @@ def _attribute_select(kinds: dict[str, str], features: list[Feature], cutoff: dt
         column = quote_ident(feature.sql)
         kind = kinds[feature.sql]
         if kind == "date":
-            instant = attribute_instant(feature.sql, timezone)
+            instant = attribute_instant(feature.sql, types[feature.sql], timezone)
             days = f"DATE_DIFF('day', CAST({instant} AS DATE), DATE '{cutoff.isoformat()}')"
             # > 0: the cutoff is the first instant of its day, so a date on that day, at any hour,
             # is not before it (as the spine's own signup rule reads timestamps).
@@ -379,13 +394,15 @@ def build_features(
             # caller's connection is left as it was given.
             compute_once(con, "customers")
         kinds = attribute_kinds(con) if dataset.has("customers") else {}
+        types = dict(as_engine(con).columns("SELECT * FROM customers")) if kinds else {}
         features = select_families(catalogue(config, vocabulary, kinds), families)
         if only is not None:
             features = select_features(features, only)
         spine_extra = None
         if "signup_date" in kinds and kinds["signup_date"] == "date":
             spine_extra = (
-                f"SELECT customer_id FROM customers WHERE {attribute_instant('signup_date', dataset.timezone)} < "
+                f"SELECT customer_id FROM customers "
+                f"WHERE {attribute_instant('signup_date', types['signup_date'], dataset.timezone)} < "
                 f"{timestamp_literal(cutoff)}"
             )
         steps = compile_plan(
@@ -394,7 +411,7 @@ def build_features(
             config,
             has_events=dataset.has("events"),
             spine_extra=spine_extra,
-            attribute_select=_attribute_select(kinds, features, cutoff, dataset.timezone) if kinds else None,
+            attribute_select=_attribute_select(kinds, features, cutoff, types, dataset.timezone) if kinds else None,
             event_first_seen=event_first_seen,
         )
         _register_vocabulary(con, vocabulary)

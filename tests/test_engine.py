@@ -36,14 +36,21 @@ def _every_step() -> list:
     kinds = {"signup_date": "date", "age_band": "category", "income": "number"}
     config = FeatureConfig()
     features = catalogue(config, vocabulary, kinds)
-    spine = f"SELECT customer_id FROM customers WHERE {attribute_instant('signup_date', 'Europe/Paris')} < TIMESTAMP '2024-06-01 00:00:00'"
+    instant = attribute_instant("signup_date", "VARCHAR", "Europe/Paris")
+    spine = f"SELECT customer_id FROM customers WHERE {instant} < TIMESTAMP '2024-06-01 00:00:00'"
     steps = compile_plan(
         [f for f in features if f.stage != "favourite"],
         CUTOFF,
         config,
         has_events=True,
         spine_extra=spine,
-        attribute_select=_attribute_select(kinds, features, CUTOFF, "Europe/Paris"),
+        attribute_select=_attribute_select(
+            kinds,
+            features,
+            CUTOFF,
+            {"signup_date": "VARCHAR", "age_band": "VARCHAR", "income": "DOUBLE"},
+            "Europe/Paris",
+        ),
     )
     return purchase_steps(CUTOFF) + steps
 

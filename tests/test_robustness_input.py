@@ -481,23 +481,47 @@ def test_parquet_parts_storing_times_with_and_without_a_zone_are_refused(tmp_pat
 
 def test_a_signup_dates_offset_decides_which_side_of_the_cutoff_it_is(tmp_path):
     """2024-03-31T23:30-05:00 is 04:30 UTC on the cutoff's day: not a customer yet; 00:30+02:00
-    on the cutoff's day is 22:30 UTC the day before: one. A plain date is its midnight."""
+    on the cutoff's day is 22:30 UTC the day before: one. A plain date is its midnight; a date
+    written 2024/03/10 is read as before. The same instants stored in Parquet as dates, plain
+    timestamps or instants with a zone give the same customers and days."""
     from features.build import build_features
 
     customers = pd.DataFrame(
         {
-            "customer_id": ["late_new_york", "early_berlin", "plain", "on_the_day"],
-            "signup_date": ["2024-03-31T23:30:00-05:00", "2024-04-01T00:30:00+02:00", "2024-03-15", "2024-04-01"],
+            "customer_id": ["late_new_york", "early_berlin", "plain", "on_the_day", "slashed", "buyer"],
+            "signup_date": [
+                "2024-03-31T23:30:00-05:00",
+                "2024-04-01T00:30:00+02:00",
+                "2024-03-15",
+                "2024-04-01",
+                "2024/03/10",
+                "2024/01/10",
+            ],
         }
     )
     purchases = pd.DataFrame(
         {"order_id": ["o1"], "customer_id": ["buyer"], "ts": ["2024-03-01 10:00:00"], "amount": [5]}
     )
-    folder = write_tables(tmp_path / "data", purchases=purchases, customers=customers)
+    expected = {"buyer": 82.0, "early_berlin": 1.0, "plain": 17.0, "slashed": 22.0}
+    folder = write_tables(tmp_path / "csv", purchases=purchases, customers=customers)
     features = build_features(open_dataset(folder), "2024-04-01", families=["attributes"])
-    days = dict(zip(features["customer_id"], features["days_since_signup_date"], strict=True))
-    assert set(days) == {"buyer", "early_berlin", "plain"}
-    assert (days["early_berlin"], days["plain"]) == (1.0, 17.0) and pd.isna(days["buyer"])
+    assert dict(zip(features["customer_id"], features["days_since_signup_date"], strict=True)) == expected
+    instants = pd.to_datetime(
+        [
+            "2024-04-01 04:30",
+            "2024-03-31 22:30",
+            "2024-03-15 00:00",
+            "2024-04-01 00:00",
+            "2024-03-10 00:00",
+            "2024-01-10 00:00",
+        ]
+    )
+    for name, stored in (("zoned", instants.tz_localize("UTC")), ("plain", instants), ("dates", instants.date)):
+        folder = write_tables(
+            tmp_path / name, "parquet", purchases=purchases, customers=customers.assign(signup_date=stored)
+        )
+        features = build_features(open_dataset(folder), "2024-04-01", families=["attributes"])
+        assert dict(zip(features["customer_id"], features["days_since_signup_date"], strict=True)) == expected, name
 
 
 def test_the_data_sets_zone_is_configurable(tmp_path):
