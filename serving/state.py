@@ -10,6 +10,7 @@ served without a restart and a request never mixes two runs.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
@@ -43,8 +44,9 @@ class Published:
 class ScoresSnapshot:
     """One scores table and the features it was scored from (in the scores' row order)."""
 
-    def __init__(self, scores_dir: Path, name: str) -> None:
+    def __init__(self, scores_dir: Path, name: str, stamp: tuple = ()) -> None:
         self.scores_dir = scores_dir
+        self.stamp = stamp  # the file's identity (_scores_stamp): a rewrite of the same date changes it
         scores = read_parquet(scores_dir / name)
         as_of = dt.date.fromisoformat(name.removeprefix("scores_").removesuffix(".parquet"))
         features = read_parquet(features_path(scores_dir, as_of))
@@ -110,7 +112,7 @@ class ServeState:
         if stamp != self._stamp:
             with self._lock:
                 if stamp != self._stamp:
-                    self._snapshot = ScoresSnapshot(scores_dir, name)
+                    self._snapshot = ScoresSnapshot(scores_dir, name, stamp)
                     self._stamp = stamp
         return self._snapshot
 
@@ -171,6 +173,14 @@ class ServeState:
             if self._consent is None or self._consent[:2] != (Path(data), version):
                 self._consent = (Path(data), version, load_consent(dataset))
             return self._consent[2]
+
+    def list_version(self, snapshot: ScoresSnapshot) -> str:
+        """A token that changes whenever a list drawn now could differ from one drawn before: the
+        scores file (a new date, or the same date scored again) or the consent rules. The pages
+        of one list carry it; a page asked with another is refused (409)."""
+        self.consent(snapshot)  # the rules' version, read again if they changed
+        rules = self._consent[1] if self._consent is not None else ""
+        return hashlib.sha256(repr((snapshot.stamp, rules)).encode()).hexdigest()[:16]
 
     def privacy(self, snapshot: ScoresSnapshot):
         """The privacy settings (:class:`portrait.privacy.PrivacySettings`) of the data set

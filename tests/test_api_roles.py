@@ -292,7 +292,7 @@ def test_every_api_pull_is_audited_with_its_count_and_no_ids(world):
         "who": "campaigns",
         "via": "api",
         "what": "GET /lists/{model}",
-        "filter": {"model": "m", "as_of": AS_OF, "top": 2, "where": "spend_lifetime > 10", "offset": 0, "limit": 1000},
+        "filter": {"model": "m", "as_of": AS_OF, "top": 2, "where": "spend_lifetime > 10", "offset": 0, "limit": 2},
         "count": 2,
     }
     assert {k: v for k, v in second.items() if k != "time"} == {
@@ -309,28 +309,37 @@ def test_every_api_pull_is_audited_with_its_count_and_no_ids(world):
 def test_a_list_is_served_in_pages_of_one_scores_table(world):
     settings, keys = world
     client = TestClient(build_app(settings))
-    pages, offset = [], 0
+    pages, offset, version = [], 0, None
     while offset is not None:
-        answer = client.get("/lists/m", params={"limit": 2, "offset": offset}, headers=keys["analyst"]).json()
+        params = {"limit": 2, "offset": offset, **({"version": version} if version else {})}
+        answer = client.get("/lists/m", params=params, headers=keys["analyst"]).json()
         assert (answer["total"], answer["limit"], answer["offset"]) == (5, 2, offset)
         pages.append([c["customer_id"] for c in answer["customers"]])
-        offset = answer["next_offset"]
+        offset, version = answer["next_offset"], answer["version"]
     assert pages == [["A", "B"], ["C", "D"], ["E"]]  # best score first, every customer once
     inside_top = client.get("/lists/m", params={"top": 3, "limit": 2, "offset": 2}, headers=keys["analyst"]).json()
     assert (inside_top["total"], inside_top["next_offset"], inside_top["customers"][0]["customer_id"]) == (3, None, "C")
+    whole_top = client.get("/lists/m", params={"top": 4}, headers=keys["analyst"]).json()  # no limit: the whole top
+    assert (whole_top["count"], whole_top["limit"], whole_top["next_offset"]) == (4, 4, None)
     past_the_end = client.get("/lists/m", params={"offset": 9}, headers=keys["analyst"]).json()
     assert (past_the_end["count"], past_the_end["next_offset"], past_the_end["customers"]) == (0, None, [])
-    pinned = client.get("/lists/m", params={"offset": 2, "as_of": AS_OF}, headers=keys["analyst"])
-    assert pinned.status_code == 200 and pinned.json()["count"] == 3
-    stale = client.get("/lists/m", params={"offset": 2, "as_of": "2024-02-23"}, headers=keys["analyst"])
+    # the same date scored again (a new champion): the next page is refused, not drawn from another ranking
+    scores_file = settings.scores / f"scores_{AS_OF}.parquet"
+    rescored = pd.read_parquet(scores_file).assign(m_score=SCORES[::-1])
+    scores_file.unlink()
+    rescored.to_parquet(scores_file, index=False)
+    stale = client.get("/lists/m", params={"offset": 2, "version": version}, headers=keys["analyst"])
     assert stale.status_code == 409
     assert stale.json()["detail"] == (
-        f"the scores are now as of {AS_OF}, not 2024-02-23: the list changed since its first page; start again at offset 0"
+        f"the list changed since its first page (its scores were replaced, now as of {AS_OF}, or the consent rules "
+        "changed): start again at offset 0"
     )
+    fresh = client.get("/lists/m", params={"limit": 1}, headers=keys["analyst"]).json()
+    assert fresh["version"] != version and fresh["customers"][0]["customer_id"] == "E"
     too_big = client.get("/lists/m", params={"limit": 10_001}, headers=keys["analyst"])
     assert too_big.status_code == 422 and too_big.json()["detail"][0]["loc"] == ["query", "limit"]
     counts = [line["count"] for line in read_audit_log(settings.audit)]
-    assert counts == [2, 2, 1, 1, 0, 3]  # each page served is recorded with its rows; refusals are not
+    assert counts == [2, 2, 1, 1, 4, 0, 1]  # each page served is recorded with its rows; refusals are not
 
 
 def test_a_pull_that_cannot_be_audited_is_refused(world, tmp_path):

@@ -1,7 +1,7 @@
 """The one place the product's errors become HTTP answers.
 
 A :class:`~portrait.errors.PortraitError` carries its status (``status_code``: 404 not found,
-401 no or wrong key, 403 the role may not, 409 a page of scores replaced since, 422 a request that cannot be served as asked, 503
+401 no or wrong key, 403 the role may not, 409 a page of a list that changed since its first page, 422 a request that cannot be served as asked, 503
 the server cannot answer until the operator fixes something); the answer is that status with
 ``{"detail": message}``. Every router is built with :class:`ProductErrorRoute`, so the mapping
 goes with the router wherever it is mounted, and ``build_app`` also registers
@@ -56,7 +56,7 @@ ERROR_ANSWERS: dict[int, dict[str, Any]] = {
     401: {"model": ErrorAnswer, "description": "No API key, or one the server does not know"},
     403: {"model": ErrorAnswer, "description": "The key's role may not ask this"},
     404: {"model": ErrorAnswer, "description": "No such customer, model, segment, tag or persona"},
-    409: {"model": ErrorAnswer, "description": "The scores changed since the first page: start again"},
+    409: {"model": ErrorAnswer, "description": "The list changed since its first page: start again"},
     413: {"model": ErrorAnswer, "description": "The request body is larger than the server takes"},
     422: {"model": InvalidRequestAnswer, "description": "The request does not fit, or cannot be served as asked"},
     503: {"model": ErrorAnswer, "description": "The server cannot answer until its operator fixes something"},

@@ -37,7 +37,10 @@ class ListedCustomer(BaseModel):
 
 class MarketingList(BaseModel):
     model: str
-    as_of: str | None = Field(description="As-of date of the scores: pass it with the next page's request")
+    as_of: str | None = Field(description="As-of date of the scores")
+    version: str = Field(
+        description="The list's version (its scores file and consent rules): pass it with the next pages' requests"
+    )
     total: int = Field(description="Customers in the whole list, every page")
     offset: int = Field(description="Rows of the list before this page")
     limit: int = Field(description="The page size asked for")
@@ -66,19 +69,27 @@ def build_lists_router(state: ServeState, access: Access) -> APIRouter:
         where: str | None = Query(None, max_length=2000, description="A condition over features and scores"),
         exclude_bought_within: int | None = Query(None, ge=1, description="Leave out who bought in the last DAYS"),
         offset: int = Query(0, ge=0, le=10_000_000, description="Rows of the list to skip: a page's start"),
-        limit: int = Query(PAGE_ROWS, ge=1, le=MAX_PAGE_ROWS, description="Rows in this page"),
-        as_of: str | None = Query(
-            None, max_length=40, description="The as_of of the first page: refused (409) if the scores changed since"
+        limit: int | None = Query(
+            None,
+            ge=1,
+            le=MAX_PAGE_ROWS,
+            description=f"Rows in this page; default: the whole top when it is at most {MAX_PAGE_ROWS:,}, else {PAGE_ROWS:,}",
+        ),
+        version: str | None = Query(
+            None, max_length=64, description="The first page's version: refused (409) if the list changed since"
         ),
     ) -> MarketingList:
         """Customers ranked by the model's score, filtered, one page at a time (``next_offset``);
         each page is recorded in the audit log."""
         snap = state.snapshot()
-        if as_of is not None and as_of != snap.as_of:
+        now = state.list_version(snap)
+        if version is not None and version != now:
             raise Conflict(
-                f"the scores are now as of {snap.as_of}, not {as_of}: the list changed since its first page; "
-                "start again at offset 0"
+                f"the list changed since its first page (its scores were replaced, now as of {snap.as_of}, or the "
+                "consent rules changed): start again at offset 0"
             )
+        if limit is None:
+            limit = min(top, MAX_PAGE_ROWS) if top is not None else PAGE_ROWS
         privacy = state.privacy(snap)
         refuse_sensitive_terms(caller, where, sensitive_features(privacy, snap.features.columns), "filter by")
         columns = snap.scores.columns
@@ -126,6 +137,7 @@ def build_lists_router(state: ServeState, access: Access) -> APIRouter:
         return MarketingList(
             model=model_name,
             as_of=snap.as_of,
+            version=now,
             total=total,
             offset=offset,
             limit=limit,
