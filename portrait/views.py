@@ -11,8 +11,8 @@ Row-level rules (a row breaking one is quarantined, with the first reason that a
   four-digit year (``24-01-05`` is not the year 24) unless the data set gives a
   ``timestamp_format``; a value with an offset or zone (``+02:00``, ``Z``, ``-0500``,
   `` Europe/Paris``) is converted to the data set's time zone (UTC unless configured), a value
-  without one is taken as already in it; a zone abbreviation other than UTC, GMT and Z
-  (``BST``, ``CST``: each names several zones) does not parse;
+  without one is taken as already in it; a zone name that is not in the time zone database
+  (``BST``, ``CST``, ``IST``: abbreviations several zones share) does not parse;
 - a number that does not parse or is not finite: ``non_numeric_<column>``;
 - a number of magnitude :data:`IMPLAUSIBLE_NUMBER` or more (no line costs 10^15 in any
   currency; sums of such values overflow): ``implausible_<column>``;
@@ -77,12 +77,25 @@ OFFSET_AT_END = r"([+-]\d\d(:?\d\d)?|Z)$"
 # Offsets in use run from -12:00 to +14:00: hours above 14 or minutes above 59 are not an
 # offset ("+25:00" would otherwise move the time by a day), and the value does not parse.
 IMPOSSIBLE_OFFSET = r"\d\s*[+-](1[5-9]|[2-9]\d)(:?\d\d)?$|\d\s*[+-]\d\d:?[6-9]\d$"
-# A zone written as an abbreviation ("BST", "CST", "IST", "PST"): DuckDB reads each as one of
-# several zones that share it (BST as Bangladesh, +6, not British Summer Time; PST in June as
-# -7), so such a value does not parse (quarantined, counted) rather than move by hours. UTC, GMT
-# and Z are unambiguous; a zone's full name (Europe/London) is read as itself.
-ZONE_ABBREVIATION = r"\d\s*[A-Za-z]+$"
-UNAMBIGUOUS_ZONE = r"\d\s*(?i:UTC|GMT|Z)$"
+# A zone written as a name without a slash at the end of a value: one of the time zone
+# database's own names (UTC, GMT, Z, CET, EST, Japan, EST5EDT ...) is read as that zone; any
+# other ("BST", "CST", "IST", "PST": DuckDB reads BST as Bangladesh, +6, not British Summer
+# Time, and PST in June as -7) names several zones, so the value does not parse (quarantined,
+# counted) rather than move by hours. A name with a slash (Europe/London) is read as itself.
+ZONE_NAME_AT_END = r"\d\s*([A-Za-z][A-Za-z0-9_+-]*)$"
+ZONE_NAMES_WITHOUT_SLASH = (
+    "CET CST6CDT CUBA EET EGYPT EIRE EST EST5EDT GB GB-EIRE GMT GMT+0 GMT-0 GMT0 GREENWICH HST HONGKONG ICELAND "
+    "IRAN ISRAEL JAMAICA JAPAN KWAJALEIN LIBYA MET MST MST7MDT NAVAJO NZ NZ-CHAT POLAND PORTUGAL PRC PST8PDT "
+    "ROC ROK SINGAPORE TURKEY UCT UNIVERSAL UTC W-SU WET Z ZULU"
+).split()  # the IANA database's names without a slash (zoneinfo.available_timezones()), and Z
+
+
+def unknown_zone_name(text: str) -> str:
+    """SQL true when the text value ``text`` ends in a zone name that is not one of
+    :data:`ZONE_NAMES_WITHOUT_SLASH` (an abbreviation several zones share)."""
+    name = f"regexp_extract({text}, {quote_literal(ZONE_NAME_AT_END)}, 1)"
+    known = ", ".join(quote_literal(n) for n in ZONE_NAMES_WITHOUT_SLASH)
+    return f"({name} <> '' AND UPPER({name}) NOT IN ({known}))"
 
 
 def register_views(con: duckdb.DuckDBPyConnection, dataset: Dataset) -> None:
@@ -354,7 +367,7 @@ def parse_expr(
             if timestamp_format:
                 value = f"TRY_STRPTIME({text}, {quote_literal(timestamp_format)})"
                 if _format_has_zone(timestamp_format):
-                    value = f"timezone({zone}, {value})"
+                    value = f"CASE WHEN NOT {unknown_zone_name(text)} THEN timezone({zone}, {value}) END"
                 if "%Y" in timestamp_format:  # %Y also takes 2 digits: 24-01-05 would be the year 24
                     value = f"CASE WHEN {value} >= TIMESTAMP '1000-01-01' THEN {value} END"
                 return value
@@ -380,8 +393,7 @@ def iso_text_timestamp(text: str, timezone: str) -> str:
         f"CASE WHEN strpos({text}, '-') <> 5 THEN NULL "
         f"WHEN regexp_matches({text}, {quote_literal(ZONE_PATTERN)}) "
         f"THEN CASE WHEN regexp_matches({text}, {quote_literal(IMPOSSIBLE_OFFSET)}) THEN NULL "
-        f"WHEN regexp_matches({text}, {quote_literal(ZONE_ABBREVIATION)}) "
-        f"AND NOT regexp_matches({text}, {quote_literal(UNAMBIGUOUS_ZONE)}) THEN NULL "
+        f"WHEN {unknown_zone_name(text)} THEN NULL "
         f"ELSE timezone({zone}, TRY_CAST({joined} AS TIMESTAMPTZ)) END "
         f"ELSE TRY_CAST({text} AS TIMESTAMP) END"
     )

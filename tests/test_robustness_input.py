@@ -435,27 +435,36 @@ def test_spaces_before_an_offset_are_allowed_and_impossible_offsets_are_quaranti
 
 def test_a_zone_abbreviation_shared_by_several_zones_is_quarantined_not_guessed(tmp_path):
     """DuckDB reads BST as Bangladesh (+6), not British Summer Time (+1): a UK export's
-    03:00 BST would land hours from where it happened. UTC, GMT, Z and full names are read."""
+    03:00 BST would land hours from where it happened. The time zone database's own names
+    (UTC, GMT, Z, CET, Japan, EST5EDT) and names with a slash are read as those zones."""
     values = {
         "2024-06-01 12:00:00 BST": None,
         "2024-06-01 12:00:00 CST": None,
         "2024-06-15 12:00:00 PST": None,
         "2024-06-01 12:00:00 utc": "2024-06-01 12:00:00",
         "2024-06-01 12:00:00 GMT": "2024-06-01 12:00:00",
-        "2024-06-01T12:00:00Z": "2024-06-01 12:00:00",
+        "2024-06-01T12:00:00.250Z": "2024-06-01 12:00:00.250000",
         "2024-06-01 12:00:00 Europe/London": "2024-06-01 11:00:00",
+        "2024-06-01 12:00:00 Japan": "2024-06-01 03:00:00",
+        "2024-06-01 12:00:00 CET": "2024-06-01 10:00:00",  # the database's CET keeps summer time
+        "2024-06-01 12:00:00 EST5EDT": "2024-06-01 16:00:00",
     }
     frame = pd.DataFrame(
         {
-            "order_id": [f"o{i}" for i in range(7)],
-            "customer_id": list("abcdefg"),
+            "order_id": [f"o{i}" for i in range(len(values))],
+            "customer_id": [f"c{i}" for i in range(len(values))],
             "ts": list(values),
-            "amount": ["1"] * 7,
+            "amount": ["1"] * len(values),
         }
     )
     folder = write_tables(tmp_path / "data", purchases=frame)
     assert _times(folder) == [v for v in values.values() if v]
     assert validate(open_dataset(folder)).tables[0].quarantined == {"unparseable_ts": 3}
+    # a format with %Z follows the same rule
+    (folder / "portrait.toml").write_text('[tables.purchases]\ntimestamp_format = "%Y-%m-%d %H:%M:%S %Z"\n')
+    frame = frame.iloc[[0, 4]].assign(ts=["2024-06-01 03:00:00 BST", "2024-06-01 03:00:00 GMT"])
+    write_tables(folder, purchases=frame)
+    assert _times(folder) == ["2024-06-01 03:00:00"]
 
 
 def test_parquet_parts_storing_times_with_and_without_a_zone_are_refused(tmp_path):
