@@ -39,6 +39,13 @@ class Forbidden(PortraitError):
 TRY_AGAIN_LATER = 75
 
 
+class Busy(PortraitError):
+    """Another process holds what the command needs (a lock, a locked database): the same
+    command can simply run again later (exit 75)."""
+
+    exit_code = TRY_AGAIN_LATER
+
+
 class Conflict(PortraitError):
     """The request asks for a state that is no longer current (a page of a list whose scores
     were replaced since its first page)."""

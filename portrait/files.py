@@ -44,7 +44,7 @@ from typing import Protocol
 
 import pandas as pd
 
-from portrait.errors import TRY_AGAIN_LATER, PortraitError
+from portrait.errors import Busy, PortraitError
 
 STALE_AFTER_SECONDS = 3600
 # Which machine wrote a temporary file: a process id means nothing on another machine.
@@ -231,10 +231,8 @@ def _exchange(a: str | Path, b: str | Path) -> bool:
     return done == 0
 
 
-class LockHeld(PortraitError):
+class LockHeld(Busy):
     """Another process is running the same job on the same output: run again later (exit 75)."""
-
-    exit_code = TRY_AGAIN_LATER
 
 
 @contextlib.contextmanager

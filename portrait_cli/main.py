@@ -6,6 +6,7 @@ from __future__ import annotations
 import codecs
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -361,9 +362,16 @@ def tracking_store_problem(exc: BaseException) -> tuple[str, int] | None:
     """One line for an MLflow store's database that cannot be used (MLflow lets SQLAlchemy's and
     sqlite3's errors through), and the exit code: locked by another command (75: run again
     later), or damaged (2). None for anything else."""
-    if type(exc).__module__.split(".")[0] not in ("sqlalchemy", "sqlite3"):
+    module = type(exc).__module__.split(".")[0]
+    wrapped = re.search(r"\(sqlite3\.\w+\) ([^\n\[]+)", str(exc)) if module == "mlflow" else None
+    if module not in ("sqlalchemy", "sqlite3") and wrapped is None:  # MLflow wraps some of them
         return None
-    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if wrapped is not None:
+        reason = wrapped.group(1).strip()
+    else:
+        reason = (
+            str(getattr(exc, "orig", None) or exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        )
     mlflow = sys.modules.get("mlflow")
     store = mlflow.get_tracking_uri() if mlflow is not None else "(MLFLOW_TRACKING_URI)"
     code = 2

@@ -689,6 +689,11 @@ def test_a_damaged_or_locked_model_store_is_one_line_not_a_traceback(tmp_path):
         "a promotion or a refresh: run this again when it has finished)"
     )
     assert tracking_store_problem(ValueError("database is locked")) is None  # not the store's
+    from mlflow.exceptions import MlflowException  # a lock met inside a session comes wrapped
+
+    wrapped = MlflowException("(sqlite3.OperationalError) database is locked\n[SQL: UPDATE ...]")
+    assert tracking_store_problem(wrapped) == (locked, 75)
+    assert tracking_store_problem(MlflowException("RESOURCE_DOES_NOT_EXIST: no such model")) is None
 
 
 def test_an_ascii_only_output_gets_escapes_not_a_traceback():

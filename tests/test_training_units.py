@@ -711,3 +711,27 @@ def test_what_a_model_learned_from_ends_a_horizon_after_its_last_training_cutoff
     params = {"train_cutoffs": "2024-09-01,2024-10-01", "holdout_cutoff": "2024-12-01", "horizon_days": "30"}
     assert learned_until(params) == dt.date(2024, 10, 31)
     assert learned_until({**params, "train_cutoffs": "-"}) == dt.date(2024, 12, 31)
+
+
+def test_a_damaged_or_locked_study_store_is_named_not_blamed_on_mlflow(tmp_path):
+    import sqlite3
+
+    import optuna
+
+    from portrait.errors import Busy, PortraitError
+    from training.tune import _study_store_error
+
+    store = tmp_path / "optuna.db"
+    store.write_bytes(b"not an sqlite file " * 64)
+    with pytest.raises(Exception) as raised:
+        optuna.create_study(study_name="s", storage=f"sqlite:///{store}", load_if_exists=True)
+    error = _study_store_error(store, raised.value)
+    assert type(error) is PortraitError and error.exit_code == 2
+    assert str(error) == (
+        f"the tuning study's store {store} cannot be used: file is not a database (move the file away, and a new "
+        "study starts from the experiment's settings)"
+    )
+    locked = _study_store_error(store, sqlite3.OperationalError("database is locked"))
+    assert (
+        isinstance(locked, Busy) and locked.exit_code == 75 and "another portrait tune is writing to it" in str(locked)
+    )

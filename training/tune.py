@@ -20,7 +20,7 @@ import mlflow
 import optuna
 from sklearn.model_selection import train_test_split
 
-from portrait.errors import PortraitError
+from portrait.errors import Busy, PortraitError
 from training.config import ExperimentConfig
 from training.data import TrainingData, prepare
 from training.evaluate import make_model, predict
@@ -42,6 +42,21 @@ SPACE = {
     "reg_alpha": ("float", 1e-3, 10.0, True),
 }
 LIGHTGBM_DEFAULTS = {"reg_alpha": 0.0}  # searched, but left to LightGBM by DEFAULT_MODEL_PARAMS
+
+
+def _study_store_error(store: Path, exc: Exception) -> PortraitError:
+    """One line for a tuning study's database that cannot be used: locked by another tune of it
+    (busy: run again later) or damaged (move it away: a new study starts from the defaults)."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    reason = text.splitlines()[0] if text else type(exc).__name__
+    if "locked" in reason:
+        return Busy(
+            f"the tuning study's store {store} cannot be used: {reason} (another portrait tune is writing to it: run this again when it has finished)"
+        )
+    return PortraitError(
+        f"the tuning study's store {store} cannot be used: {reason} (move the file away, and a new study starts from "
+        "the experiment's settings)"
+    )
 
 
 def default_trial(config: ExperimentConfig) -> dict:
@@ -127,15 +142,20 @@ def tune_experiment(
     metric_name = config.tuning.metric or task.tuning_metric
     eval_metric = task.early_stopping_metric  # early stopping and pruning (log loss, not AUC)
     experiment_id = ensure_experiment(config.name)
-    storage = f"sqlite:///{((workdir or Path.cwd()) / STUDY_STORE).resolve()}"
-    study = optuna.create_study(
-        study_name=study_name(config, metric_name, data.dataset_fingerprint),
-        storage=storage,
-        load_if_exists=True,
-        direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=int(config.model_params.get("random_state", 42))),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=50),
-    )
+    store = ((workdir or Path.cwd()) / STUDY_STORE).resolve()
+    try:
+        study = optuna.create_study(
+            study_name=study_name(config, metric_name, data.dataset_fingerprint),
+            storage=f"sqlite:///{store}",
+            load_if_exists=True,
+            direction="maximize",
+            sampler=optuna.samplers.TPESampler(seed=int(config.model_params.get("random_state", 42))),
+            pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=50),
+        )
+    except Exception as exc:  # the study's own database (SQLAlchemy's errors, optuna's wrapping of them)
+        if type(exc).__module__.split(".")[0] not in ("sqlalchemy", "sqlite3", "optuna"):
+            raise
+        raise _study_store_error(store, exc) from None
     defaults = default_trial(config)
     if not study.trials:
         study.enqueue_trial(defaults, user_attrs={"default": True})
