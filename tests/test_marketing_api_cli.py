@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -71,6 +72,12 @@ def test_routes_serve_stored_tags_and_segments(tmp_path):
     summary.write_text(json.dumps({"as_of": "2024-03-01", "tags": recorded}))
     by_name = {t["name"]: t for t in client.get("/tags").json()["tags"]}
     assert by_name["promotion-sensitive"]["customers"] == 7 and "RFM: Champions" not in by_name
+    # the table rewritten after its summary (portrait forget removes a person from it): the table counts
+    table = tags / "tags_2024-03-01.parquet"
+    os.utime(table, ns=(summary.stat().st_mtime_ns + 1_000_000, summary.stat().st_mtime_ns + 1_000_000))
+    by_name = {t["name"]: t for t in client.get("/tags").json()["tags"]}
+    assert by_name["promotion-sensitive"]["customers"] == 2
+    os.utime(table, ns=(summary.stat().st_mtime_ns - 1_000_000, summary.stat().st_mtime_ns - 1_000_000))
     for stale in ({"as_of": "2024-02-01", "tags": recorded}, {"as_of": "2024-03-01", "tags": {"VIP": {"n": 1}}}):
         summary.write_text(json.dumps(stale))  # another day's summary, or one edited by hand: the table counts
         by_name = {t["name"]: t for t in client.get("/tags").json()["tags"]}

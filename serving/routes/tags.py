@@ -35,14 +35,15 @@ class TagList(BaseModel):
 
 def latest_tag_counts(tags_dir: Path | None) -> tuple[dict[str, int] | None, str | None]:
     """Holders per tag in the latest stored tags table, and its date (None, None without one).
-    Read from the summary written beside the table (a few KB) when it is the table's; a table
-    without one is counted (0.2 s a request at a million customers)."""
+    Read from the summary written beside the table (a few KB) when it is the table's: of its
+    date, and written after it (``portrait forget`` rewrites the table alone); otherwise the
+    table is counted (0.3-0.5 s a request at a million customers)."""
     dates = tags_dates(tags_dir)
     if not dates:
         return None, None
     latest = dates[-1]
     table = tags_file(tags_dir, latest)
-    summary = summary_beside(table)
+    summary = summary_beside(table) if _written_after(table.with_suffix(".summary.json"), table) else {}
     recorded = summary.get("tags")
     if summary.get("as_of") == latest.isoformat() and isinstance(recorded, dict):
         try:
@@ -94,3 +95,10 @@ def build_tags_router(library: Library, tags_dir: Callable[[], Path | None]) -> 
         return TagList(library=Path(library.source).name, as_of=as_of, tags=entries)
 
     return router
+
+
+def _written_after(summary: Path, table: Path) -> bool:
+    try:
+        return summary.stat().st_mtime_ns >= table.stat().st_mtime_ns
+    except OSError:
+        return False
