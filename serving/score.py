@@ -26,7 +26,7 @@ from models.reasons import top_reasons
 from portrait.dataset import Dataset
 from portrait.errors import PortraitError
 from portrait.files import atomic_write, atomic_write_text, check_targets
-from portrait.outputs import LATEST, features_path, point_latest_at, scores_path
+from portrait.outputs import LATEST, features_path, point_latest_at, refresh_folder_problem, scores_path
 from portrait.privacy import PrivacySettings
 from serving.drift import drift_report
 from serving.registry import LoadedModel, load_model
@@ -230,6 +230,8 @@ def reasons_for(
 def check_score_targets(out_dir: Path, as_of: dt.date, csv: bool) -> None:
     """Refuse, before any work, an ``--out`` where the scores cannot be written (a file, or a
     folder under a file): at a million customers the scoring takes minutes."""
+    if problem := refresh_folder_problem(out_dir):  # its LATEST names a run: scoring there would break it
+        raise PortraitError(f"--out {problem.split(':')[0]}; score into a scores folder of its own")
     target = scores_path(out_dir, as_of)
     summary = target.with_name(target.stem + ".summary.json")
     check_targets(

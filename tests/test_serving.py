@@ -865,3 +865,19 @@ def test_scoring_an_earlier_date_leaves_latest_at_the_newer_scores(tmp_path):
     assert (
         point_latest_at(tmp_path, older, dt.date(2024, 2, 1)) is None and (tmp_path / LATEST).read_text() == older.name
     )
+
+
+def test_scores_are_not_written_into_a_refresh_root_or_run(tmp_path):
+    """Its LATEST names a run: a scores file named there broke serve --runs."""
+    import datetime as dt
+
+    from serving.score import check_score_targets
+
+    (tmp_path / "runs" / "2024-03-01").mkdir(parents=True)
+    (tmp_path / "runs" / "2024-03-01" / "manifest.json").write_text("{}")
+    (tmp_path / LATEST).write_text("runs/2024-03-01")
+    with pytest.raises(PortraitError, match=r"--out .* is a refresh root, not a scores folder; score into a scores"):
+        check_score_targets(tmp_path, dt.date(2024, 2, 1), csv=False)
+    with pytest.raises(PortraitError, match=r"is one refresh run's folder; score into a scores folder of its own"):
+        check_score_targets(tmp_path / "runs" / "2024-03-01", dt.date(2024, 2, 1), csv=False)
+    assert (tmp_path / LATEST).read_text() == "runs/2024-03-01"
