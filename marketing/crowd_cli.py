@@ -339,7 +339,9 @@ def register_crowd(app: typer.Typer, out, console) -> None:
         run: RunOpt = None,
     ) -> None:
         """Engagement against spend in four cells; exports the potential high spenders."""
-        check_targets([out_dir / name for name in ["quadrant.csv", "quadrant.html"]])  # before any work
+        check_targets(
+            [out_dir / name for name in ["quadrant.csv", "quadrant.html", "potential_high_spenders.csv"]]
+        )  # before any work
         from marketing.crowd import Crowd
         from marketing.crowd_quadrant import POTENTIAL, columns_for, quadrant, write_quadrant
 

@@ -247,7 +247,7 @@ class _ReaderMayLeave:
     def __init__(self, stream) -> None:
         self._stream = stream
 
-    def write(self, text: str) -> int:
+    def write(self, text):
         try:
             return self._stream.write(text)
         except BrokenPipeError:
@@ -270,6 +270,13 @@ class _ReaderMayLeave:
             self._stream.flush()  # what was buffered for the closed pipe
         except OSError:
             pass
+
+    @property
+    def buffer(self):
+        """The byte stream under it, with the same care: click writes there directly when the
+        text stream's encoding is ASCII."""
+        buffer = self._stream.buffer
+        return buffer if isinstance(buffer, _ReaderMayLeave) else _ReaderMayLeave(buffer)
 
     def __getattr__(self, name: str):
         return getattr(self._stream, name)

@@ -657,6 +657,13 @@ def test_a_reader_that_stops_reading_does_not_stop_the_command(tmp_path):
     stderr = process.stderr.read().decode()
     assert process.wait(timeout=120) == 0 and "Traceback" not in stderr and "Error" not in stderr
     assert {"purchases.parquet", "customers.parquet"} <= {p.name for p in out.iterdir()}
+    # an ASCII output, which click writes as bytes under the text stream
+    command = [sys.executable, "-m", "portrait_cli", "features", "list"]
+    env = {**os.environ, "PYTHONIOENCODING": "ascii"}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 0 and stderr == ""
 
 
 def test_a_group_without_a_command_prints_its_help_once():
