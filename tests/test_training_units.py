@@ -68,13 +68,16 @@ def test_monthly_and_counted_training_cutoffs():
     )
 
 
-def test_spaced_cutoffs_without_a_count_are_the_latest_52_that_fit():
-    """A placeholder line dated 1950 in a 2017 log: 1,750 cutoffs fit, 52 are taken (the latest,
+def test_spaced_cutoffs_without_a_count_are_the_latest_52_that_fit(caplog):
+    """A placeholder line dated 1950 in a 2017 log: 1,749 cutoffs fit, 52 are taken (the latest,
     14 days apart); a count asks for more."""
     holdout = dt.date(2017, 10, 1)
     taken = training_cutoffs(dt.date(1950, 6, 1), holdout, 90)
     assert len(taken) == 52 and taken[-1] == dt.date(2017, 7, 3) and taken[0] == dt.date(2015, 7, 20)  # 51 x 14 days
+    assert "1749 training cutoffs fit from 1950-06-29" in caplog.text and "the latest 52 are used" in caplog.text
+    caplog.clear()
     assert len(training_cutoffs(dt.date(1950, 6, 1), holdout, 90, count=60)) == 60
+    assert caplog.text == ""  # asked for: no warning
 
 
 def test_the_holdout_cutoff_falls_on_a_month_start_a_monday_or_any_day():

@@ -17,6 +17,7 @@ the holdout's.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +25,8 @@ import pandas as pd
 
 from portrait.errors import PortraitError
 from training.config import CutoffRule
+
+log = logging.getLogger(__name__)
 
 MIN_HISTORY_DAYS = 28  # a training cutoff needs at least four weeks of history before it
 MONTHLY_DEFAULT_COUNT = 6
@@ -99,6 +102,16 @@ def training_cutoffs(
     if rule != "spaced":
         raise PortraitError(f"cutoff rule must be 'spaced' or 'monthly', got {rule!r}")
     steps = max((latest - earliest).days // spacing_days + 1, 0)
+    if count is None and steps > MAX_SPACED_CUTOFFS:
+        log.warning(
+            "%d training cutoffs fit from %s (the first purchase day plus %d days) to %s; the latest %d are used "
+            "([cutoffs] count = N for more; a first purchase decades before the rest is a placeholder to fix)",
+            steps,
+            earliest,
+            MIN_HISTORY_DAYS,
+            latest,
+            MAX_SPACED_CUTOFFS,
+        )
     steps = min(steps, MAX_SPACED_CUTOFFS if count is None else count)
     return tuple(sorted(latest - dt.timedelta(days=spacing_days * i) for i in range(steps)))
 
