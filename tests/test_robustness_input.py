@@ -657,6 +657,7 @@ def test_a_reader_that_stops_reading_does_not_stop_the_command(tmp_path):
     stderr = process.stderr.read().decode()
     assert process.wait(timeout=120) == 0 and "Traceback" not in stderr and "Error" not in stderr
     assert {"purchases.parquet", "customers.parquet"} <= {p.name for p in out.iterdir()}
+    assert "s] generating customers: 100% of 40" in stderr  # progress where the output is no terminal
     # an ASCII output, which click writes as bytes under the text stream
     command = [sys.executable, "-m", "portrait_cli", "features", "list"]
     env = {**os.environ, "PYTHONIOENCODING": "ascii"}
@@ -712,3 +713,29 @@ def test_an_ascii_only_output_gets_escapes_not_a_traceback():
     )
     assert result.returncode == 0 and b"Traceback" not in result.stderr
     assert b"\\u2014" in result.stdout and max(result.stdout) < 128
+
+
+def test_output_read_by_a_program_is_whole_and_warnings_go_to_stderr(tmp_path):
+    """Piped, a table was cut to 80 columns (COLUMNS=20 emptied its cells), and segment count
+    printed its warning among the count."""
+    from marketing.segments import Segment, SegmentStore
+
+    long = "purchased(category = 'fluid milk products', within_days = 60) >= 3 and not purchased(within_days = 14)"
+    store = SegmentStore(tmp_path / "segments")
+    store.save(Segment("quiet_milk_buyers_with_a_long_name", where=long))
+    env = {**os.environ, "COLUMNS": "20"}
+    command = [sys.executable, "-m", "portrait_cli", "segment", "list", "--segments", str(store.folder)]
+    listed = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert listed.returncode == 0 and long in listed.stdout and "quiet_milk_buyers_with_a_long_name" in listed.stdout
+    folder = write_tables(
+        tmp_path / "data",
+        purchases=pd.DataFrame(
+            {"order_id": ["o1"], "customer_id": ["a"], "ts": ["2024-01-05 10:00:00"], "amount": [5]}
+        ),
+    )
+    counted = _run_cli(
+        "segment", "count", "--data", str(folder), "--as-of", "2024-02-01", "--where", "orders_lifetime > 5"
+    )
+    assert counted.returncode == 0
+    assert counted.stdout.strip() == "preview: 0 customers, 0.0% of 1 as of 2024-02-01"
+    assert "warning: segment 'preview' has no customers as of 2024-02-01" in counted.stderr
