@@ -135,7 +135,7 @@ def register(app: typer.Typer, out, console) -> None:
         from portrait.files import atomic_write, check_suffix
         from portrait.outputs import latest_scores
         from portrait.privacy import export_note, load_consent, with_withheld_columns
-        from serving.lists import build_list
+        from serving.lists import build_list, list_filter
         from serving.registry import load_model
 
         check_suffix(out_file, (".csv",))
@@ -148,16 +148,19 @@ def register(app: typer.Typer, out, console) -> None:
         if segment or tag:
             members = _members(scores, scores_dir, segment, tag or [], data, segments_dir, tags_file)
         reasons_model = load_model(model, alias) if f"{model}_reason_1" not in scores.columns else None
+        asked = {
+            "top": top,
+            "min_percentile": min_percentile,
+            "min_score": min_score,
+            "persona": persona,
+            "where": where,
+            "exclude_bought_within": exclude_bought_within,
+        }
         rows = build_list(
             scores,
             features,
             model,
-            top=top,
-            min_percentile=min_percentile,
-            min_score=min_score,
-            persona=persona,
-            where=where,
-            exclude_bought_within=exclude_bought_within,
+            **asked,
             reasons_model=reasons_model,
             reasons_first=reasons_for,
             customers=members,
@@ -170,19 +173,14 @@ def register(app: typer.Typer, out, console) -> None:
                 None,
                 os_user(),
                 "portrait list",
-                {
-                    "model": model,
-                    "as_of": str(scores["as_of"].iloc[0].date()) if len(scores) else None,
-                    "top": top,
-                    "min_percentile": min_percentile,
-                    "min_score": min_score,
-                    "persona": persona,
-                    "where": where,
-                    "exclude_bought_within": exclude_bought_within,
-                    "segment": segment,
-                    "tag": tag or None,
-                    "out": str(out_file),
-                },
+                list_filter(
+                    model,
+                    str(scores["as_of"].iloc[0].date()) if len(scores) else None,
+                    **asked,
+                    segment=segment,
+                    tag=tag or None,
+                    out=str(out_file),
+                ),
                 len(rows),
                 left_out=rows.attrs["left_out"],
             )

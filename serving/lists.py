@@ -45,6 +45,13 @@ def list_schema(table: pd.DataFrame, values_from: pd.DataFrame | None = None) ->
     return Schema.of_frame(table, values=values, current=current)
 
 
+def list_filter(model: str, as_of: str | None, **asked) -> dict:
+    """What a list pull asked for, as the audit log records it (the CLI and the API add their
+    own: the output file, the page): the model, the scores' date, then each option as given
+    (``top``, ``min_percentile``, ``min_score``, ``persona``, ``where``, ``exclude_bought_within``)."""
+    return {"model": model, "as_of": as_of, **asked}
+
+
 def build_list(
     scores: pd.DataFrame,
     features: pd.DataFrame,

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from portrait.audit import record_export
 from portrait.errors import Conflict
 from serving.keys import Caller
-from serving.lists import build_list
+from serving.lists import build_list, list_filter
 from serving.routes.access import Access, refuse_sensitive_terms
 from serving.routes.errors import ProductErrorRoute, error_answers
 from serving.score import sensitive_features
@@ -95,16 +95,19 @@ def build_lists_router(state: ServeState, access: Access) -> APIRouter:
         columns = snap.scores.columns
         needs_reasons = f"{model_name}_score" in columns and f"{model_name}_reason_1" not in columns
         reasons_model = state.model(model_name) if needs_reasons else None
+        asked = {
+            "top": top,
+            "min_percentile": min_percentile,
+            "min_score": min_score,
+            "persona": persona,
+            "where": where,
+            "exclude_bought_within": exclude_bought_within,
+        }
         rows = build_list(
             snap.scores,
             snap.features,
             model_name,
-            top=top,
-            min_percentile=min_percentile,
-            min_score=min_score,
-            persona=persona,
-            where=where,
-            exclude_bought_within=exclude_bought_within,
+            **asked,
             reasons_model=reasons_model,
             consent=state.consent(snap),
             privacy=privacy,
@@ -116,18 +119,7 @@ def build_lists_router(state: ServeState, access: Access) -> APIRouter:
             state.audit_log,
             caller.name,
             "GET /lists/{model}",
-            {
-                "model": model_name,
-                "as_of": snap.as_of,
-                "top": top,
-                "min_percentile": min_percentile,
-                "min_score": min_score,
-                "persona": persona,
-                "where": where,
-                "exclude_bought_within": exclude_bought_within,
-                "offset": offset,
-                "limit": limit,
-            },
+            list_filter(model_name, snap.as_of, **asked, offset=offset, limit=limit),
             len(rows),
             via="api",
             left_out=left_out,
