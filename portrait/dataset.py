@@ -461,6 +461,12 @@ def _guard(table_name: str, privacy: PrivacySettings) -> PrivacySettings | None:
     return privacy if table_name in GUARDED_TABLES else None
 
 
+def dataset_timezone(folder: str | Path) -> str:
+    """The time zone a data set folder's times are in (its ``portrait.toml``), without opening
+    its tables."""
+    return _read_config(Path(folder))[1]
+
+
 def _read_config(folder: Path) -> tuple[dict[str, dict], str, PrivacySettings]:
     """The ``[tables.*]`` settings (``encoding`` as a tuple of codec names), the time zone and
     the ``[privacy]`` settings."""

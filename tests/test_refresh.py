@@ -745,3 +745,20 @@ def test_the_data_change_check_reads_the_tables_and_settings_not_other_files_in_
     (tmp_path / "events" / "part-0.csv").write_text("customer_id,ts,event_type\na,2024-01-01,view\n")
     names = sorted(Path(p).relative_to(tmp_path).as_posix() for p in _file_states(open_dataset(tmp_path)))
     assert names == ["events/part-0.csv", "portrait.toml", "purchases.csv"]
+
+
+def test_the_default_as_of_is_today_in_the_data_sets_zone(tmp_path):
+    """Kiritimati (+14) and Pago Pago (-11) are 25 hours apart: their dates always differ."""
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    days = {}
+    for zone in ("Pacific/Kiritimati", "Pacific/Pago_Pago"):
+        data = tmp_path / zone.replace("/", "_")
+        data.mkdir()
+        (data / "portrait.toml").write_text(f'timezone = "{zone}"\n')
+        settings = tmp_path / f"{data.name}.toml"
+        settings.write_text(f'data = "{data}"\nout = "{tmp_path / "out"}"\n')
+        days[zone] = load_config(settings).as_of
+        assert days[zone] == dt.datetime.now(ZoneInfo(zone)).date()
+    assert days["Pacific/Kiritimati"] - days["Pacific/Pago_Pago"] == dt.timedelta(days=1)
