@@ -39,11 +39,12 @@ from pathlib import Path
 import pandas as pd
 
 from portrait.connections import interrupting_queries, is_interruption
-from portrait.errors import PortraitError
+from portrait.errors import TRY_AGAIN_LATER, Busy, PortraitError
 from portrait.files import atomic_write, atomic_write_text, exclusive_lock, replace_directory
 from portrait.outputs import LATEST, MANIFEST, RUNS, is_run_folder
 from portrait.privacy import with_withheld_columns
 from portrait.resources import cpu_seconds, peak_rss_bytes, reset_peak_rss
+from portrait.store_errors import tracking_store_problem
 
 LOCK = "refresh.lock"
 DEFAULT_KEEP = 7
@@ -426,6 +427,7 @@ def _locked_refresh(config, retrain_if_drift, retrainer, on_step, progress) -> R
         for step in STEPS:
             record = StepRecord(step)
             meter = StepMeter()
+            busy = False
             try:
                 getattr(job, step)(record)
             except Exception as exc:  # every failure ends the run the same way: recorded, no switch
@@ -435,12 +437,16 @@ def _locked_refresh(config, retrain_if_drift, retrainer, on_step, progress) -> R
                     raise KeyboardInterrupt from None
                 record.outcome = "failed"
                 record.error = _message(exc)
+                busy = isinstance(exc, Busy) or (tracking_store_problem(exc) or ("", 2))[1] == TRY_AGAIN_LATER
             record.seconds, record.cpu_seconds, record.peak_rss_gb = meter.read()
             manifest["steps"].append(record.to_dict())
             if on_step:
                 on_step(record)
             if record.outcome == "failed":
-                raise RefreshFailed(f"refresh as of {as_of} failed at step {step}: {record.error}")
+                failed = RefreshFailed(f"refresh as of {as_of} failed at step {step}: {record.error}")
+                if busy:  # a lock another command holds: the same run can simply be started again
+                    failed.exit_code = TRY_AGAIN_LATER
+                raise failed
         if changed := job.data_changed():
             raise RefreshFailed(
                 f"refresh as of {as_of}: the data set changed while the run read it ({changed}): its steps would "
@@ -466,7 +472,9 @@ def _locked_refresh(config, retrain_if_drift, retrainer, on_step, progress) -> R
             text += f"; manifest: {runs / f'{as_of}.failed' / MANIFEST}"
         else:
             text += f"; the failure's record could not be written either ({kept}): free disk space and run again"
-        raise RefreshFailed(text) from None
+        failed = RefreshFailed(text)
+        failed.exit_code = exc.exit_code
+        raise failed from None
     _PUBLISHING.set()  # from here a SIGTERM waits for the run to be published whole
     job.close()
     manifest["outcome"] = "ok"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -16,7 +17,7 @@ import pytest
 
 from marketing.segments import Segment, SegmentStore
 from portrait import connections, files
-from portrait.errors import PortraitError
+from portrait.errors import Busy, PortraitError
 from portrait.files import LockHeld, exclusive_lock
 from serving import refresh as refresh_module
 from serving.refresh import LATEST, LOCK, RefreshFailed, current_run, load_config, refresh, run_dates
@@ -762,3 +763,27 @@ def test_the_default_as_of_is_today_in_the_data_sets_zone(tmp_path):
         days[zone] = load_config(settings).as_of
         assert days[zone] == dt.datetime.now(ZoneInfo(zone)).date()
     assert days["Pacific/Kiritimati"] - days["Pacific/Pago_Pago"] == dt.timedelta(days=1)
+
+
+@pytest.mark.parametrize(
+    "error, code",
+    [
+        (Busy("a personas fit holds the lock"), 75),
+        (sqlite3.OperationalError("database is locked"), 75),
+        (ValueError("a step's own failure"), 2),
+    ],
+)
+def test_a_step_stopped_by_another_commands_lock_ends_the_run_as_busy(first_run, monkeypatch, error, code):
+    """Exit 75 when the same run can simply be started again; 2 when something must be fixed."""
+    from serving.refresh import _Job
+
+    settings, root, _, _ = first_run
+    pointer = (root / LATEST).read_text()
+
+    def held(self, record):
+        raise error
+
+    monkeypatch.setattr(_Job, "validate", held)
+    with pytest.raises(RefreshFailed, match="failed at step validate") as failed:
+        refresh(load_config(settings, as_of="2025-01-29"))
+    assert failed.value.exit_code == code and (root / LATEST).read_text() == pointer

@@ -675,7 +675,7 @@ def test_a_group_without_a_command_prints_its_help_once():
 def test_a_damaged_or_locked_model_store_is_one_line_not_a_traceback(tmp_path):
     import sqlite3
 
-    from portrait_cli.main import tracking_store_problem
+    from portrait.store_errors import tracking_store_problem
 
     damaged = tmp_path / "mlflow.db"
     damaged.write_bytes(b"not an sqlite file " * 64)

@@ -1,0 +1,37 @@
+"""The MLflow store's database errors as one line for the person running the command (MLflow
+lets SQLAlchemy's and sqlite3's errors through, or wraps them in its own). Imports nothing
+heavy: the command line reads it at start."""
+
+from __future__ import annotations
+
+import re
+import sys
+
+from portrait.errors import TRY_AGAIN_LATER
+
+
+def tracking_store_problem(exc: BaseException) -> tuple[str, int] | None:
+    """One line for an MLflow store's database that cannot be used (MLflow lets SQLAlchemy's and
+    sqlite3's errors through), and the exit code: locked by another command (75: run again
+    later), or damaged (2). None for anything else."""
+    module = type(exc).__module__.split(".")[0]
+    wrapped = re.search(r"\(sqlite3\.\w+\) ([^\n\[]+)", str(exc)) if module == "mlflow" else None
+    if module not in ("sqlalchemy", "sqlite3") and wrapped is None:  # MLflow wraps some of them
+        return None
+    if wrapped is not None:
+        reason = wrapped.group(1).strip()
+    else:
+        reason = (
+            str(getattr(exc, "orig", None) or exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        )
+    mlflow = sys.modules.get("mlflow")
+    store = mlflow.get_tracking_uri() if mlflow is not None else "(MLFLOW_TRACKING_URI)"
+    code = 2
+    if "locked" in reason:
+        hint = "another command is writing to it, a training, a promotion or a refresh: run this again when it has finished"
+        code = TRY_AGAIN_LATER
+    elif "not a database" in reason or "malformed" in reason:
+        hint = "the file is damaged: restore it from a backup, or point MLFLOW_TRACKING_URI at another store"
+    else:
+        hint = "check the store, or point MLFLOW_TRACKING_URI at another one"
+    return f"the MLflow store {store} cannot be used: {reason} ({hint})", code
