@@ -700,7 +700,8 @@ def test_a_damaged_or_locked_model_store_is_one_line_not_a_traceback(tmp_path):
     from mlflow.exceptions import MlflowException  # a lock met inside a session comes wrapped
 
     wrapped = MlflowException("(sqlite3.OperationalError) database is locked\n[SQL: UPDATE ...]")
-    assert tracking_store_problem(wrapped) == (locked, 75)
+    message, code = tracking_store_problem(wrapped)
+    assert code == 75 and message.endswith(locked.split(" cannot be used: ")[1])
     assert tracking_store_problem(MlflowException("RESOURCE_DOES_NOT_EXIST: no such model")) is None
 
 
