@@ -221,6 +221,22 @@ class TableSource:
             return frozenset()
         return frozenset(n for columns in names for n in columns if n and columns.count(n) > 1)
 
+    def parquet_timestamp_columns(self) -> list[str]:
+        """The columns some Parquet file of this source stores as timestamps (none for others)."""
+        if self.frame is not None or self.duckdb_file is not None or self.is_csv or not self.files:
+            return []
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        names = {
+            field.name: None
+            for path in self.files
+            if Path(path).is_file()
+            for field in pq.read_schema(path)
+            if pa.types.is_timestamp(field.type)
+        }
+        return list(names)
+
     def parquet_zones(self, column: str) -> dict[str, str | None]:
         """Per Parquet file of this source holding ``column`` (a timestamp), its time zone (None
         for times stored without one); empty for other sources. Read from each file's schema."""

@@ -776,9 +776,8 @@ def _read(engine: SparkEngine, spark_input: SparkInput, table: str):
     if kind == "parquet":
         from portrait.views import refuse_mixed_zones
 
-        for column in contract.TABLES_BY_NAME[table].columns:  # local parts: refused as on DuckDB
-            if column.kind == "timestamp":
-                refuse_mixed_zones(source, table, column.name, source.columns.get(column.name, column.name))
+        for column in source.parquet_timestamp_columns():  # local parts: refused as on DuckDB
+            refuse_mixed_zones(source, table, column, column)
         # Parts are stacked by column name, as DuckDB's union_by_name (merging costs a job: only
         # when there are several files).
         return spark.read.option("mergeSchema", str(len(paths) > 1).lower()).parquet(*paths)

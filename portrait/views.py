@@ -283,6 +283,9 @@ def select_columns(
     extras: list[str] = []
     if table.keeps_extra_columns:
         extras = [name for name in available if name not in readers.values()]
+        for name in extras:  # a customers attribute such as signup_date: read as a time too
+            if available[name].upper().startswith("TIMESTAMP"):
+                refuse_mixed_zones(source, table.name, name, name)
         selected += [quote_ident(name) for name in extras]
     return selected, types, extras
 

@@ -56,8 +56,9 @@ def register(app: typer.Typer, out, console) -> None:
         """Score every customer with registered models; write one scores table atomically."""
         from portrait.dataset import open_dataset
         from portrait.engine import check_engine_name
-        from serving.score import score
+        from serving.score import refuse_refresh_output, score
 
+        refuse_refresh_output(out_dir)
         setup_tracking()
         names = [m.strip() for m in models.split(",") if m.strip()]
         if check_engine_name(engine) == "spark" or table or spark_master:

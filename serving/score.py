@@ -26,7 +26,7 @@ from models.reasons import top_reasons
 from portrait.dataset import Dataset
 from portrait.errors import PortraitError
 from portrait.files import atomic_write, atomic_write_text, check_targets
-from portrait.outputs import LATEST, features_path, point_latest_at, refresh_folder_problem, scores_path
+from portrait.outputs import LATEST, RUNS, features_path, point_latest_at, refresh_folder_problem, scores_path
 from portrait.privacy import PrivacySettings
 from serving.drift import drift_report
 from serving.registry import LoadedModel, load_model
@@ -227,11 +227,38 @@ def reasons_for(
     return top_reasons(contributions, X, k=k, meanings=model_meanings(model.meta), leave_out=leave_out)
 
 
+def refresh_root_around(folder: Path) -> Path | None:
+    """The refresh output root ``folder`` is, or whose ``runs/`` it lies in (a run's ``scores/``,
+    the ``runs`` folder itself), also before its first run is published (a ``runs/`` folder, its
+    lock); None for any other folder."""
+    from serving.refresh import LOCK
+
+    path = Path(folder).absolute()
+    if (path / RUNS).is_dir():
+        return path
+    for parent in (path, *path.parents):
+        if parent.name == RUNS and any((parent.parent / name).exists() for name in (LATEST, LOCK)):
+            return parent.parent
+    return None
+
+
+def refuse_refresh_output(out_dir: Path) -> None:
+    """``portrait score --out`` in a refresh output root (the root, its ``runs``, a run's
+    ``scores/``): the refresh writes and publishes its runs whole, and scores written there by
+    hand replaced a run's (serve --runs then lost the other models) or its LATEST. The refresh
+    itself scores into its own work folder through :func:`score`, which does not ask this."""
+    if problem := refresh_folder_problem(out_dir):
+        raise PortraitError(f"--out {problem.split(':')[0]}; score into a scores folder of its own")
+    if root := refresh_root_around(out_dir):
+        raise PortraitError(
+            f"--out {out_dir} is in the refresh output root {root}, whose runs portrait refresh writes and publishes "
+            "whole (scores there would replace a run's, or its LATEST); score into a scores folder of its own"
+        )
+
+
 def check_score_targets(out_dir: Path, as_of: dt.date, csv: bool) -> None:
     """Refuse, before any work, an ``--out`` where the scores cannot be written (a file, or a
     folder under a file): at a million customers the scoring takes minutes."""
-    if problem := refresh_folder_problem(out_dir):  # its LATEST names a run: scoring there would break it
-        raise PortraitError(f"--out {problem.split(':')[0]}; score into a scores folder of its own")
     target = scores_path(out_dir, as_of)
     summary = target.with_name(target.stem + ".summary.json")
     check_targets(

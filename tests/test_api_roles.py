@@ -321,6 +321,8 @@ def test_a_list_is_served_in_pages_of_one_scores_table(world):
     assert (inside_top["total"], inside_top["next_offset"], inside_top["customers"][0]["customer_id"]) == (3, None, "C")
     whole_top = client.get("/lists/m", params={"top": 4}, headers=keys["analyst"]).json()  # no limit: the whole top
     assert (whole_top["count"], whole_top["limit"], whole_top["next_offset"]) == (4, 4, None)
+    past_a_page = client.get("/lists/m", params={"top": 20_000}, headers=keys["analyst"]).json()
+    assert past_a_page["limit"] == 1_000  # a top past 10,000 rows: pages of the default size
     past_the_end = client.get("/lists/m", params={"offset": 9}, headers=keys["analyst"]).json()
     assert (past_the_end["count"], past_the_end["next_offset"], past_the_end["customers"]) == (0, None, [])
     # the same date scored again (a new champion): the next page is refused, not drawn from another ranking
@@ -339,7 +341,7 @@ def test_a_list_is_served_in_pages_of_one_scores_table(world):
     too_big = client.get("/lists/m", params={"limit": 10_001}, headers=keys["analyst"])
     assert too_big.status_code == 422 and too_big.json()["detail"][0]["loc"] == ["query", "limit"]
     counts = [line["count"] for line in read_audit_log(settings.audit)]
-    assert counts == [2, 2, 1, 1, 4, 0, 1]  # each page served is recorded with its rows; refusals are not
+    assert counts == [2, 2, 1, 1, 4, 5, 0, 1]  # each page served is recorded with its rows; refusals are not
 
 
 def test_a_pull_that_cannot_be_audited_is_refused(world, tmp_path):

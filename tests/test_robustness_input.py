@@ -486,6 +486,15 @@ def test_parquet_parts_storing_times_with_and_without_a_zone_are_refused(tmp_pat
         validate(open_dataset(folder.parent))
     naive.assign(ts=naive["ts"].dt.tz_localize("Europe/Berlin")).to_parquet(folder / "part-1.parquet")
     assert _times(folder.parent) == ["2024-03-31 10:00:00", "2024-03-31 23:30:00"]  # both with one: read as written
+    # a customers attribute (signup_date) too: a New York signup after the cutoff counted as before it
+    customers = folder.parent / "customers"
+    customers.mkdir()
+    pd.DataFrame({"customer_id": ["k0"], "signup_date": aware["ts"]}).to_parquet(customers / "a.parquet")
+    pd.DataFrame({"customer_id": ["k3"], "signup_date": naive["ts"]}).to_parquet(customers / "b.parquet")
+    with pytest.raises(
+        ContractError, match=r"customers.signup_date: column 'signup_date' is stored with a time zone in a.parquet"
+    ):
+        validate(open_dataset(folder.parent))
 
 
 def test_a_signup_dates_offset_decides_which_side_of_the_cutoff_it_is(tmp_path):

@@ -868,16 +868,24 @@ def test_scoring_an_earlier_date_leaves_latest_at_the_newer_scores(tmp_path):
 
 
 def test_scores_are_not_written_into_a_refresh_root_or_run(tmp_path):
-    """Its LATEST names a run: a scores file named there broke serve --runs."""
-    import datetime as dt
+    """Its LATEST names a run: a scores file named there broke serve --runs; one written into a
+    run's scores/ replaced that run's scores with one model's."""
+    from serving.score import refuse_refresh_output
 
-    from serving.score import check_score_targets
-
-    (tmp_path / "runs" / "2024-03-01").mkdir(parents=True)
-    (tmp_path / "runs" / "2024-03-01" / "manifest.json").write_text("{}")
+    run = tmp_path / "runs" / "2024-03-01"
+    (run / "scores").mkdir(parents=True)
+    (run / "manifest.json").write_text("{}")
     (tmp_path / LATEST).write_text("runs/2024-03-01")
     with pytest.raises(PortraitError, match=r"--out .* is a refresh root, not a scores folder; score into a scores"):
-        check_score_targets(tmp_path, dt.date(2024, 2, 1), csv=False)
+        refuse_refresh_output(tmp_path)
     with pytest.raises(PortraitError, match=r"is one refresh run's folder; score into a scores folder of its own"):
-        check_score_targets(tmp_path / "runs" / "2024-03-01", dt.date(2024, 2, 1), csv=False)
-    assert (tmp_path / LATEST).read_text() == "runs/2024-03-01"
+        refuse_refresh_output(run)
+    for inside in (run / "scores", tmp_path / "runs"):
+        with pytest.raises(
+            PortraitError, match=rf"--out {inside} is in the refresh output root {tmp_path}, whose runs"
+        ):
+            refuse_refresh_output(inside)
+    (tmp_path / LATEST).unlink()  # a root whose first run failed: its runs/ folder says what it is
+    with pytest.raises(PortraitError, match="is in the refresh output root"):
+        refuse_refresh_output(tmp_path)
+    refuse_refresh_output(tmp_path / "scores")  # a folder beside the runs is any folder

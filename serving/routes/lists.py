@@ -89,7 +89,7 @@ def build_lists_router(state: ServeState, access: Access) -> APIRouter:
                 "consent rules changed): start again at offset 0"
             )
         if limit is None:
-            limit = min(top, MAX_PAGE_ROWS) if top is not None else PAGE_ROWS
+            limit = top if top is not None and top <= MAX_PAGE_ROWS else PAGE_ROWS
         privacy = state.privacy(snap)
         refuse_sensitive_terms(caller, where, sensitive_features(privacy, snap.features.columns), "filter by")
         columns = snap.scores.columns
