@@ -749,3 +749,14 @@ def test_output_read_by_a_program_is_whole_and_warnings_go_to_stderr(tmp_path):
     assert counted.returncode == 0
     assert counted.stdout.strip() == "preview: 0 customers, 0.0% of 1 as of 2024-02-01"
     assert "warning: segment 'preview' has no customers as of 2024-02-01" in counted.stderr
+
+
+def test_a_signup_date_whose_zone_is_not_read_is_said_not_silently_missing(tmp_path, caplog):
+    from features.build import build_features
+
+    customers = pd.DataFrame({"customer_id": ["k8", "k9"], "signup_date": ["2024-03-10 01:00:00 BST", "2024-03-01"]})
+    purchases = pd.DataFrame({"order_id": ["o1"], "customer_id": ["k9"], "ts": ["2024-03-05 10:00:00"], "amount": [5]})
+    folder = write_tables(tmp_path / "data", purchases=purchases, customers=customers)
+    features = build_features(open_dataset(folder), "2024-03-20", families=["attributes"])
+    assert features["customer_id"].tolist() == ["k9"]  # k8 has no signup date that can be read
+    assert "customers.signup_date: 1 value(s) with a time zone the time zone database does not know" in caplog.text
