@@ -132,8 +132,9 @@ def register_crowd(app: typer.Typer, out, console) -> None:
         run: RunOpt = None,
     ) -> None:
         """The portrait of one crowd against a base: every dimension with shares and TGI."""
-        check_targets([out_dir / name for name in ["crowd.csv", "crowd.md", "crowd.html"]])  # before any work
-        from marketing.crowd_page import write_report
+        from marketing.crowd_page import report_paths, write_report
+
+        check_targets(report_paths(out_dir).values())  # before any work
         from marketing.crowd_report import crowd_report
 
         started = time.perf_counter()
@@ -176,9 +177,10 @@ def register_crowd(app: typer.Typer, out, console) -> None:
         run: RunOpt = None,
     ) -> None:
         """Counts, row and column percentages of two dimensions within a crowd (everyone by default)."""
-        check_targets([out_dir / name for name in ["crosstab.csv", "crosstab.html"]])  # before any work
         from marketing.crowd import Crowd
-        from marketing.crowd_compare import crosstab, write_crosstab
+        from marketing.crowd_compare import crosstab, crosstab_paths, write_crosstab
+
+        check_targets(crosstab_paths(out_dir).values())  # before any work
 
         named = any(v is not None for v in (segment, tag, persona, where, bought_category)) or everyone
         crowd = _crowd(segment, tag, persona, where, bought_category, within_days, everyone) if named else Crowd("all")
@@ -252,9 +254,10 @@ def register_crowd(app: typer.Typer, out, console) -> None:
         run: RunOpt = None,
     ) -> None:
         """Crowds side by side on every dimension, largest differences first, tested for significance."""
-        check_targets([out_dir / name for name in ["compare.csv", "compare.md", "compare.html"]])  # before any work
         from marketing.crowd import parse_crowd
-        from marketing.crowd_compare import compare, write_compare
+        from marketing.crowd_compare import compare, compare_paths, write_compare
+
+        check_targets(compare_paths(out_dir).values())  # before any work
 
         if not 2 <= len(crowds_named) <= 6:
             raise PortraitError(f"compare takes 2 to 6 crowds, got {len(crowds_named)}")
@@ -292,8 +295,9 @@ def register_crowd(app: typer.Typer, out, console) -> None:
         store: StoreOption = None,
     ) -> None:
         """The crowd recomputed as of each date: size, share, revenue, mean spend, entered and left."""
-        check_targets([out_dir / name for name in ["trend.csv", "trend.png", "trend.html"]])  # before any work
-        from marketing.crowd_trend import crowd_trend, trend_dates, write_trend
+        from marketing.crowd_trend import crowd_trend, trend_dates, trend_paths, write_trend
+
+        check_targets(trend_paths(out_dir).values())  # before any work
         from marketing.segments import SegmentStore
         from marketing.tags import load_library
         from portrait.validate import open_checked
@@ -339,11 +343,10 @@ def register_crowd(app: typer.Typer, out, console) -> None:
         run: RunOpt = None,
     ) -> None:
         """Engagement against spend in four cells; exports the potential high spenders."""
-        check_targets(
-            [out_dir / name for name in ["quadrant.csv", "quadrant.html", "potential_high_spenders.csv"]]
-        )  # before any work
         from marketing.crowd import Crowd
-        from marketing.crowd_quadrant import POTENTIAL, columns_for, quadrant, write_quadrant
+        from marketing.crowd_quadrant import POTENTIAL, columns_for, quadrant, quadrant_paths, write_quadrant
+
+        check_targets(quadrant_paths(out_dir).values())  # before any work
 
         columns_for(window)
         named = any(v is not None for v in (segment, tag, persona, where)) or everyone

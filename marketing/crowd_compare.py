@@ -78,11 +78,16 @@ def suppressed_crosstab(table: pd.DataFrame, min_cell: int) -> pd.DataFrame:
     )
 
 
+def crosstab_paths(out_dir: Path) -> dict[str, Path]:
+    """The files a crosstab writes in ``out_dir`` (checked before any work)."""
+    return {"csv": out_dir / "crosstab.csv", "html": out_dir / "crosstab.html"}
+
+
 def write_crosstab(
     table: pd.DataFrame, data: CrowdData, rows: str, cols: str, crowd_name: str, min_cell: int, out_dir: Path
 ) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"csv": out_dir / "crosstab.csv", "html": out_dir / "crosstab.html"}
+    paths = crosstab_paths(out_dir)
     check_targets(paths.values())
     shown = suppressed_crosstab(table, min_cell)
     atomic_write(shown.rename(columns={"row": rows, "column": cols}), paths["csv"], csv=True)
@@ -255,9 +260,14 @@ def suppressed_comparison(result: Comparison, min_cell: int) -> pd.DataFrame:
     return shown
 
 
+def compare_paths(out_dir: Path) -> dict[str, Path]:
+    """The files a crowd comparison writes in ``out_dir`` (checked before any work)."""
+    return {"csv": out_dir / "compare.csv", "md": out_dir / "compare.md", "html": out_dir / "compare.html"}
+
+
 def write_compare(result: Comparison, data: CrowdData, min_cell: int, out_dir: Path) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"csv": out_dir / "compare.csv", "md": out_dir / "compare.md", "html": out_dir / "compare.html"}
+    paths = compare_paths(out_dir)
     check_targets(paths.values())
     shown = suppressed_comparison(result, min_cell)
     atomic_write(shown, paths["csv"], csv=True)

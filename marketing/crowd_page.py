@@ -33,9 +33,14 @@ CHART_VALUES = 12  # values per dimension chart (the CSV has them all)
 CROWD_COLOUR, BASE_COLOUR = "#c0392b", "#95a5a6"
 
 
+def report_paths(out_dir: Path) -> dict[str, Path]:
+    """The files a crowd report writes in ``out_dir`` (checked before any work)."""
+    return {"csv": out_dir / "crowd.csv", "md": out_dir / "crowd.md", "html": out_dir / "crowd.html"}
+
+
 def write_report(report: CrowdReport, out_dir: Path) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"csv": out_dir / "crowd.csv", "md": out_dir / "crowd.md", "html": out_dir / "crowd.html"}
+    paths = report_paths(out_dir)
     check_targets(paths.values())
     markdown, html = markdown_page(report), html_page(report)  # both made before anything is written
     atomic_write(suppressed_dimensions(report), paths["csv"], csv=True)

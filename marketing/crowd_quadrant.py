@@ -110,17 +110,22 @@ def potential_high_spenders(data: CrowdData, result: Quadrant) -> tuple[pd.DataF
     return chosen.reset_index(drop=True), f"ranked by engagement (no {score_column} in the scores)"
 
 
+def quadrant_paths(out_dir: Path) -> dict[str, Path]:
+    """The files a quadrant writes in ``out_dir`` (checked before any work)."""
+    return {
+        "csv": out_dir / "quadrant.csv",
+        "html": out_dir / "quadrant.html",
+        "potential": out_dir / "potential_high_spenders.csv",
+    }
+
+
 def write_quadrant(
     data: CrowdData, result: Quadrant, crowd_name: str, min_cell: int, out_dir: Path
 ) -> tuple[dict[str, Path], list[str]]:
     from portrait.privacy import consent_note
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "csv": out_dir / "quadrant.csv",
-        "html": out_dir / "quadrant.html",
-        "potential": out_dir / "potential_high_spenders.csv",
-    }
+    paths = quadrant_paths(out_dir)
     check_targets(paths.values())
     cells = result.cells.astype(object).copy()
     hide = result.cells["customers"].to_numpy() < min_cell

@@ -206,9 +206,14 @@ def suppressed_trend(table: pd.DataFrame, min_cell: int) -> pd.DataFrame:
     return shown
 
 
+def trend_paths(out_dir: Path) -> dict[str, Path]:
+    """The files a crowd trend writes in ``out_dir`` (checked before any work)."""
+    return {"csv": out_dir / "trend.csv", "png": out_dir / "trend.png", "html": out_dir / "trend.html"}
+
+
 def write_trend(table: pd.DataFrame, crowd: Crowd, min_cell: int, out_dir: Path) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"csv": out_dir / "trend.csv", "png": out_dir / "trend.png", "html": out_dir / "trend.html"}
+    paths = trend_paths(out_dir)
     check_targets(paths.values())
     shown = suppressed_trend(table, min_cell)
     atomic_write(shown, paths["csv"], csv=True)
