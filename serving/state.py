@@ -149,6 +149,10 @@ class ServeState:
     # ------------------------------------------------------------------ consent
 
     def consent(self, snapshot: ScoresSnapshot) -> Consent:
+        """The consent rules (:meth:`consent_and_version`)."""
+        return self.consent_and_version(snapshot)[0]
+
+    def consent_and_version(self, snapshot: ScoresSnapshot) -> tuple[Consent, str]:
         """The consent rules of the data set lists are drawn from (``--data``, else the one the
         scores were computed from), read on first use and again whenever the data set, its
         settings or its suppression file change. Without a known data set every list answers
@@ -172,15 +176,15 @@ class ServeState:
             version = consent_version(dataset)
             if self._consent is None or self._consent[:2] != (Path(data), version):
                 self._consent = (Path(data), version, load_consent(dataset))
-            return self._consent[2]
+            return self._consent[2], version
 
-    def list_version(self, snapshot: ScoresSnapshot) -> str:
+    @staticmethod
+    def list_version(snapshot: ScoresSnapshot, consent_version: str) -> str:
         """A token that changes whenever a list drawn now could differ from one drawn before: the
-        scores file (a new date, or the same date scored again) or the consent rules. The pages
-        of one list carry it; a page asked with another is refused (409)."""
-        self.consent(snapshot)  # the rules' version, read again if they changed
-        rules = self._consent[1] if self._consent is not None else ""
-        return hashlib.sha256(repr((snapshot.stamp, rules)).encode()).hexdigest()[:16]
+        scores file (a new date, or the same date scored again) or the consent rules (their
+        version from :meth:`consent_and_version`). The pages of one list carry it; a page asked
+        with another is refused (409)."""
+        return hashlib.sha256(repr((snapshot.stamp, consent_version)).encode()).hexdigest()[:16]
 
     def privacy(self, snapshot: ScoresSnapshot):
         """The privacy settings (:class:`portrait.privacy.PrivacySettings`) of the data set

@@ -82,7 +82,8 @@ def build_lists_router(state: ServeState, access: Access) -> APIRouter:
         """Customers ranked by the model's score, filtered, one page at a time (``next_offset``);
         each page is recorded in the audit log."""
         snap = state.snapshot()
-        now = state.list_version(snap)
+        consent, rules = state.consent_and_version(snap)
+        now = state.list_version(snap, rules)
         if version is not None and version != now:
             raise Conflict(
                 f"the list changed since its first page (its scores were replaced, now as of {snap.as_of}, or the "
@@ -109,7 +110,7 @@ def build_lists_router(state: ServeState, access: Access) -> APIRouter:
             model_name,
             **asked,
             reasons_model=reasons_model,
-            consent=state.consent(snap),
+            consent=consent,
             privacy=privacy,
             offset=offset,
             limit=limit,
