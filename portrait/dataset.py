@@ -214,45 +214,40 @@ class TableSource:
                 header = next(csv.reader([line], delimiter=delimiter), [])  # quoted names may hold it
                 names.append([n.strip().lstrip("\ufeff").lower() for n in header])
         elif self.files:
-            import pyarrow.parquet as pq
-
-            names = [[n.lower() for n in pq.read_schema(path).names] for path in self.files if Path(path).is_file()]
+            names = [[n.lower() for n in schema.names] for schema in self._parquet_schemas.values()]
         else:
             return frozenset()
         return frozenset(n for columns in names for n in columns if n and columns.count(n) > 1)
 
-    def parquet_timestamp_columns(self) -> list[str]:
-        """The columns some Parquet file of this source stores as timestamps (none for others)."""
+    @functools.cached_property
+    def _parquet_schemas(self) -> dict[str, object]:
+        """Each local Parquet file's schema (pyarrow's), by its path, read once; empty for
+        other sources and for paths only Spark reads (hdfs://, s3a://)."""
         if self.frame is not None or self.duckdb_file is not None or self.is_csv or not self.files:
-            return []
-        import pyarrow as pa
+            return {}
         import pyarrow.parquet as pq
 
+        return {str(path): pq.read_schema(path) for path in self.files if Path(path).is_file()}
+
+    def parquet_timestamp_columns(self) -> list[str]:
+        """The columns some Parquet file of this source stores as timestamps (none for others)."""
+        import pyarrow as pa
+
         names = {
-            field.name: None
-            for path in self.files
-            if Path(path).is_file()
-            for field in pq.read_schema(path)
-            if pa.types.is_timestamp(field.type)
+            f.name: None for schema in self._parquet_schemas.values() for f in schema if pa.types.is_timestamp(f.type)
         }
         return list(names)
 
     def parquet_zones(self, column: str) -> dict[str, str | None]:
-        """Per Parquet file of this source holding ``column`` (a timestamp), its time zone (None
-        for times stored without one); empty for other sources. Read from each file's schema."""
-        if self.frame is not None or self.duckdb_file is not None or self.is_csv or not self.files:
-            return {}
+        """Per Parquet file (path) of this source holding ``column`` (a timestamp), its time zone
+        (None for times stored without one); empty for other sources."""
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         zones: dict[str, str | None] = {}
-        for path in self.files:
-            if not Path(path).is_file():  # a path only Spark reads
-                continue
-            schema = pq.read_schema(path)
+        for path, schema in self._parquet_schemas.items():
             field = next((f for f in schema if f.name.lower() == column.lower()), None)
             if field is not None and pa.types.is_timestamp(field.type):
-                zones[Path(path).name] = field.type.tz
+                zones[path] = field.type.tz
         return zones
 
     @functools.cached_property

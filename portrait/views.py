@@ -30,6 +30,7 @@ whose lines are malformed or that is not in its encoding.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import duckdb
@@ -307,7 +308,8 @@ def refuse_mixed_zones(source: TableSource, table: str, column: str, actual: str
         )
 
 
-def _some(names: list[str]) -> str:
+def _some(paths: list[str]) -> str:
+    names = [Path(p).name for p in paths]
     return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
