@@ -20,6 +20,7 @@ from portrait.files import read_parquet
 
 LATEST = "LATEST"  # the pointer file of a scores folder and of a refresh root
 RUNS = "runs"  # a refresh root's folder of runs (runs/<as_of>)
+LOCK = "refresh.lock"  # a refresh root's lock: one run at a time
 MANIFEST = "manifest.json"  # what a refresh run did, in its folder
 _SCORES_FILE = re.compile(r"scores_(\d{4}-\d{2}-\d{2})\.parquet")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import sys
 
-from portrait.errors import TRY_AGAIN_LATER
+from portrait.errors import TRY_AGAIN_LATER, Busy
 
 
 def tracking_store_problem(exc: BaseException) -> tuple[str, int] | None:
@@ -35,3 +35,10 @@ def tracking_store_problem(exc: BaseException) -> tuple[str, int] | None:
     else:
         hint = "check the store, or point MLFLOW_TRACKING_URI at another one"
     return f"the MLflow store {store} cannot be used: {reason} ({hint})", code
+
+
+def is_busy(exc: BaseException) -> bool:
+    """Whether ``exc`` says another process holds what was needed (a lock, a locked MLflow
+    store): the same command can simply run again later (exit 75)."""
+    problem = tracking_store_problem(exc)
+    return isinstance(exc, Busy) or (problem is not None and problem[1] == TRY_AGAIN_LATER)

@@ -39,14 +39,13 @@ from pathlib import Path
 import pandas as pd
 
 from portrait.connections import interrupting_queries, is_interruption
-from portrait.errors import TRY_AGAIN_LATER, Busy, PortraitError
+from portrait.errors import TRY_AGAIN_LATER, PortraitError
 from portrait.files import atomic_write, atomic_write_text, exclusive_lock, replace_directory
-from portrait.outputs import LATEST, MANIFEST, RUNS, is_run_folder
+from portrait.outputs import LATEST, LOCK, MANIFEST, RUNS, is_run_folder
 from portrait.privacy import with_withheld_columns
 from portrait.resources import cpu_seconds, peak_rss_bytes, reset_peak_rss
-from portrait.store_errors import tracking_store_problem
+from portrait.store_errors import is_busy
 
-LOCK = "refresh.lock"
 DEFAULT_KEEP = 7
 DEFAULT_MODELS = ["repurchase_90d", "high_value_90d", "spend_90d", "personas"]
 STALE_FEED_DAYS = 31  # a nightly run this long after the latest purchase says so (see _check_as_of)
@@ -437,7 +436,7 @@ def _locked_refresh(config, retrain_if_drift, retrainer, on_step, progress) -> R
                     raise KeyboardInterrupt from None
                 record.outcome = "failed"
                 record.error = _message(exc)
-                busy = isinstance(exc, Busy) or (tracking_store_problem(exc) or ("", 2))[1] == TRY_AGAIN_LATER
+                busy = is_busy(exc)
             record.seconds, record.cpu_seconds, record.peak_rss_gb = meter.read()
             manifest["steps"].append(record.to_dict())
             if on_step:

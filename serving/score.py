@@ -26,7 +26,7 @@ from models.reasons import top_reasons
 from portrait.dataset import Dataset
 from portrait.errors import PortraitError
 from portrait.files import atomic_write, atomic_write_text, check_targets
-from portrait.outputs import LATEST, RUNS, features_path, point_latest_at, refresh_folder_problem, scores_path
+from portrait.outputs import LATEST, LOCK, RUNS, features_path, point_latest_at, refresh_folder_problem, scores_path
 from portrait.privacy import PrivacySettings
 from serving.drift import drift_report
 from serving.registry import LoadedModel, load_model
@@ -231,8 +231,6 @@ def refresh_root_around(folder: Path) -> Path | None:
     """The refresh output root ``folder`` is, or whose ``runs/`` it lies in (a run's ``scores/``,
     the ``runs`` folder itself), also before its first run is published (a ``runs/`` folder, its
     lock); None for any other folder."""
-    from serving.refresh import LOCK
-
     path = Path(folder).absolute()
     if (path / RUNS).is_dir():
         return path
