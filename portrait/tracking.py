@@ -11,13 +11,16 @@ from pathlib import Path
 
 import mlflow
 
+from portrait.errors import PortraitError
+
 DEFAULT_STORE = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
 _SQLITE = "sqlite:///"
 
 
 def setup_tracking(workdir: Path | None = None) -> str:
-    """Point MLflow at ``$MLFLOW_TRACKING_URI`` or ``sqlite:///<workdir>/mlflow.db``."""
+    """Point MLflow at ``$MLFLOW_TRACKING_URI`` or ``sqlite:///<workdir>/mlflow.db``; a SQLite
+    store's file that is there but empty is refused now (:func:`empty_store`), before any work."""
     # MLflow and Optuna configure their loggers when imported; quiet them once they are.
     import logging
 
@@ -29,6 +32,9 @@ def setup_tracking(workdir: Path | None = None) -> str:
     if not uri:
         workdir = (workdir or Path.cwd()).resolve()
         uri = f"sqlite:///{workdir / DEFAULT_STORE}"
+    database = _sqlite_file(uri)
+    if database is not None and (problem := empty_store(database)):
+        raise PortraitError(problem)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return uri
@@ -45,6 +51,8 @@ def ensure_store() -> None:
     database = _sqlite_file(uri)
     if database is None:
         return
+    if problem := empty_store(database):
+        raise PortraitError(problem)
     with _exclusive(database.with_name(f".{database.name}.init-lock")):
         mlflow.tracking.MlflowClient(uri).search_experiments(max_results=1)
 
@@ -57,16 +65,41 @@ def _sqlite_file(uri: str) -> Path | None:
 
 
 def missing_store() -> str | None:
-    """Why the current registry cannot be read, when it is a SQLite file that does not exist:
-    readers (score, refresh, serve) say so, where MLflow would create an empty store and
-    answer that no model is registered."""
+    """Why the current registry cannot be read, when it is a SQLite file that does not exist or
+    is empty (:func:`empty_store`): readers (score, refresh, serve, promote) say so, where MLflow
+    would create an empty store and answer that no model is registered."""
     database = _sqlite_file(mlflow.get_tracking_uri())
-    if database is None or database.is_file():
+    if database is None:
         return None
+    if database.is_file():
+        return empty_store(database)
     return (
         f"the model registry {database} does not exist (MLFLOW_TRACKING_URI, or mlflow.db in the working folder "
         "by default): point MLFLOW_TRACKING_URI at the store the models were trained into, or train them "
         "(portrait train); nothing was created"
+    )
+
+
+def require_store() -> None:
+    """For a command that only reads the registry (promote, personas show): the store must be
+    there (:func:`missing_store`), not created empty by the first read."""
+    if problem := missing_store():
+        raise PortraitError(problem)
+
+
+def empty_store(database: Path) -> str | None:
+    """Why a SQLite store's file cannot be used when it is empty (0 bytes): what a full disk or
+    a stray ``> mlflow.db`` leaves. MLflow would make a new store in it, and every command after
+    would answer that no model is registered, or train into a history that is gone; a new store
+    is the user's choice (remove the file), never made in its place."""
+    try:
+        if database.stat().st_size > 0:
+            return None
+    except OSError:  # not there (a new store) or not readable: MLflow's error says which
+        return None
+    return (
+        f"the MLflow store {database} is empty (0 bytes; a full disk or an overwrite?): restore it from a backup, "
+        "or remove it to start a new store; nothing was written"
     )
 
 

@@ -139,6 +139,26 @@ def test_a_registry_that_does_not_exist_is_named_and_not_created(tmp_path, monke
     assert not missing.parent.exists()
 
 
+def test_an_empty_store_file_is_refused_by_readers_and_writers_and_left_empty(tmp_path, monkeypatch):
+    """A 0-byte mlflow.db (a full disk, a stray ``> mlflow.db``) became a new empty store: every
+    command then said no model was registered, and a training wrote a new history over it."""
+    from portrait.tracking import ensure_store, setup_tracking
+    from serving.registry import load_model
+
+    empty = tmp_path / "mlflow.db"
+    empty.touch()
+    message = rf"the MLflow store {empty} is empty \(0 bytes.*remove it to start a new store; nothing was written"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{empty}")
+    with pytest.raises(PortraitError, match=message):
+        setup_tracking()
+    monkeypatch.setattr("mlflow.get_tracking_uri", lambda: f"sqlite:///{empty}")
+    with pytest.raises(PortraitError, match=message):  # an API worker's read (Unavailable: a 503)
+        load_model("repurchase_90d")
+    with pytest.raises(PortraitError, match=message):  # emptied after the command started
+        ensure_store()
+    assert empty.stat().st_size == 0
+
+
 def test_bad_requests_stop_before_anything_is_written(registered, tmp_path):
     out = tmp_path / "scores"
     with pytest.raises(PortraitError, match="no registered model named 'nosuch'"):

@@ -194,9 +194,11 @@ def register(app: typer.Typer, out, console) -> None:
         force: Annotated[bool, typer.Option("--force", help="Promote even if its holdout metric is lower.")] = False,
     ) -> None:
         """Move the 'champion' alias to the candidate if it is at least as good."""
+        from portrait.tracking import require_store
         from training.registry import promote
 
         setup_tracking()
+        require_store()
         out.print(promote(name, version, force).sentence())
 
 
@@ -262,9 +264,11 @@ def register_personas(app: typer.Typer, out, console) -> None:
         ),
     ) -> None:
         """Write the crowd portrait table (CSV, Markdown, HTML page with charts)."""
+        from portrait.tracking import require_store
         from training.personas import show_personas
 
         setup_tracking()
+        require_store()
         paths = show_personas(name, alias, out_dir)
         out.print(paths["markdown"].read_text())
         out.print("written: " + ", ".join(str(p) for p in paths.values()))
