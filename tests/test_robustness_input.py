@@ -760,3 +760,15 @@ def test_a_signup_date_whose_zone_is_not_read_is_said_not_silently_missing(tmp_p
     features = build_features(open_dataset(folder), "2024-03-20", families=["attributes"])
     assert features["customer_id"].tolist() == ["k9"]  # k8 has no signup date that can be read
     assert "customers.signup_date: 1 value(s) with a time zone the time zone database does not know" in caplog.text
+
+
+@pytest.mark.parametrize("command", [["promote", "repurchase_90d"], ["personas", "show"]])
+def test_reading_a_registry_that_is_not_there_creates_no_store(command, tmp_path, monkeypatch, capsys):
+    """``promote`` and ``personas show`` only read the registry: MLflow made an empty store at a
+    mistyped path, and they answered that no model was registered there."""
+    store = tmp_path / "nowhere.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+    code, err = _exit_of(monkeypatch, capsys, *command, *(["--out", str(tmp_path / "p")] if "show" in command else []))
+    assert code == 2
+    assert f"the model registry {store} does not exist" in err and "nothing was created" in err
+    assert not store.exists()
