@@ -12,23 +12,24 @@ from marketing.filters import Schema, columns_used, evaluate, parse_filter
 from marketing.population import persona_named
 from portrait.errors import NotFound, PortraitError
 from portrait.privacy import Consent, PrivacySettings
+from serving.feature_columns import FeatureColumns
 
 _REASON_COLUMN = re.compile(r".+_reason_[0-9]+")
 _RFM_TERM = re.compile(r"\brfm_(r|f|m|fm|group)\b", re.IGNORECASE)
 
 
-def _with_rfm(table: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
+def _with_rfm(table: pd.DataFrame, features: FeatureColumns) -> pd.DataFrame:
     """``table`` with the RFM scores and group of the scored population (marketing.rfm, from
     the value features stored beside the scores, so as of the scores' date)."""
     from marketing.rfm import RFM_INPUTS, rfm_scores
 
     if not set(RFM_INPUTS) <= set(features.columns):
         return table  # the filter then names an unknown column
-    rfm = rfm_scores(features[["customer_id", *RFM_INPUTS]])
+    rfm = rfm_scores(features.read(RFM_INPUTS))
     return table.merge(rfm, on="customer_id", how="left")
 
 
-def list_schema(table: pd.DataFrame, values_from: pd.DataFrame | None = None) -> Schema:
+def list_schema(table: pd.DataFrame, values_from: pd.DataFrame | FeatureColumns | None = None) -> Schema:
     """The columns a list's filter may name, as segments know them: RFM groups checked against
     the groups, a favourite category or channel against the values held that day (a value off
     only in case, 'beef' for 'BEEF', is refused rather than giving an empty list). Kinds come
@@ -36,6 +37,8 @@ def list_schema(table: pd.DataFrame, values_from: pd.DataFrame | None = None) ->
     from marketing.rfm import GROUPS
 
     held = table if values_from is None else values_from
+    if isinstance(held, FeatureColumns):
+        held = held.read([c for c in ("favourite_category", "favourite_channel") if c in held.columns])
     current = {
         column: tuple(str(v) for v in held[column].dropna().unique())
         for column in ("favourite_category", "favourite_channel")
@@ -54,7 +57,7 @@ def list_filter(model: str, as_of: str | None, **asked) -> dict:
 
 def build_list(
     scores: pd.DataFrame,
-    features: pd.DataFrame,
+    features: pd.DataFrame | FeatureColumns,
     model: str,
     *,
     top: int | None = None,
@@ -74,6 +77,8 @@ def build_list(
 ) -> pd.DataFrame:
     """Customers ranked by ``model``'s score, best first.
 
+    ``features``: the feature table the scores were computed from, or its columns read as
+    needed (:class:`~serving.feature_columns.FeatureColumns`, as an API worker holds them).
     ``where`` may use any feature, score or persona column. ``reasons_model`` (a loaded model)
     computes reasons for the rows of the list when the scores table has none. ``customers``
     restricts the list to those ids (a segment's or a tag's members). ``consent`` (the data
@@ -122,13 +127,15 @@ def build_list(
         )
     from serving.score import withheld_attribute_features
 
+    if isinstance(features, pd.DataFrame):
+        features = FeatureColumns(features, scores["customer_id"])
     # The scores with the feature columns the list reads, not all of them: a whole merge of the
     # scored population's features on every API request took 3 s at 1M customers for top=10.
     # A feature named like a scores column is read as <name>_feature, as a whole merge names it.
     as_merged = {(c if c not in scores.columns else f"{c}_feature"): c for c in features.columns if c != "customer_id"}
     tree, used, rfm = None, [], None
     if where:
-        shape = scores.head(0).merge(features.head(0), on="customer_id", how="left", suffixes=("", "_feature"))
+        shape = scores.head(0).merge(features.empty, on="customer_id", how="left", suffixes=("", "_feature"))
         if _RFM_TERM.search(where):
             rfm = _with_rfm(scores[["customer_id"]], features)
             shape = shape.merge(rfm.head(0), on="customer_id", how="left")
@@ -145,8 +152,11 @@ def build_list(
         read.append("days_since_last_purchase")
     table = scores
     if read:
-        picked = features[["customer_id", *(as_merged[c] for c in read)]].set_axis(["customer_id", *read], axis=1)
-        table = table.merge(picked, on="customer_id", how="left")
+        picked = features.read([as_merged[c] for c in read]).set_axis(["customer_id", *read], axis=1)
+        if features.in_order_of(scores["customer_id"]):  # as it was made for these scores: no merge
+            table = table.assign(**{c: picked[c].set_axis(table.index) for c in read})
+        else:
+            table = table.merge(picked, on="customer_id", how="left")
     if rfm is not None and len(rfm.columns) > 1:
         table = table.merge(rfm, on="customer_id", how="left")
     mask = pd.Series(True, index=table.index)
@@ -203,7 +213,7 @@ def build_list(
         from serving.score import reasons_for
 
         explained = chosen if reasons_first is None else chosen.head(reasons_first)
-        explained = explained[["customer_id"]].merge(features, on="customer_id", how="left")
+        explained = features.rows(explained["customer_id"])
         reasons = reasons_for(reasons_model, explained, privacy=privacy)
         for column in reasons.columns:
             values = np.full(len(chosen), None, dtype=object)

@@ -1,9 +1,10 @@
 """What the routes read, resolved from :class:`~serving.settings.ServeSettings`.
 
-The scores and features lists are drawn from are held in memory and loaded again only when
-the published scores change: on each request the ``LATEST`` pointer is read (with ``--runs``, the run
-``LATEST`` names through :func:`serving.refresh.current_run`, then that run's scores pointer)
-and the scores file's identity compared, so a new ``portrait score`` or ``portrait refresh`` is
+The scores lists are drawn from are held in memory, and their features read a few columns at a
+time from the file opened with them (:class:`~serving.feature_columns.FeatureColumns`); both are
+loaded again only when the published scores change: on each request the ``LATEST`` pointer is
+read (with ``--runs``, the run ``LATEST`` names through :func:`serving.refresh.current_run`,
+then that run's scores pointer) and the scores file's identity compared, so a new ``portrait score`` or ``portrait refresh`` is
 served without a restart and a request never mixes two runs.
 """
 
@@ -23,6 +24,7 @@ from portrait.errors import NotFound, PortraitError, Unavailable
 from portrait.files import read_parquet
 from portrait.outputs import LATEST, features_path, latest_scores_dataset, refresh_folder_problem, scores_summary
 from portrait.privacy import Consent
+from serving.feature_columns import FeatureColumns
 from serving.registry import LoadedModel, load_model
 from serving.settings import ServeSettings
 
@@ -49,12 +51,12 @@ class ScoresSnapshot:
         self.stamp = stamp  # the file's identity (_scores_stamp): a rewrite of the same date changes it
         scores = read_parquet(scores_dir / name)
         as_of = dt.date.fromisoformat(name.removeprefix("scores_").removesuffix(".parquet"))
-        features = read_parquet(features_path(scores_dir, as_of))
         self.scores = scores
         self.dataset = latest_scores_dataset(scores_dir)
         self.scored_models = [c[: -len("_score")] for c in scores.columns if c.endswith("_score")]
         self.as_of = str(scores["as_of"].iloc[0].date()) if len(scores) else None
-        self.features = features.set_index("customer_id").reindex(scores["customer_id"]).reset_index()
+        # read a few columns at a time as lists need them, not held whole (2.5 GB a worker at 1M)
+        self.features = FeatureColumns(features_path(scores_dir, as_of), scores["customer_id"])
 
 
 class ServeState:
