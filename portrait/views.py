@@ -30,6 +30,7 @@ whose lines are malformed or that is not in its encoding.
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -256,6 +257,16 @@ def select_columns(
                 raise ContractError(
                     f"required column {column.name!r}{renamed} is missing from "
                     f"{source.describe()}; its columns are {sorted(available)}{hint}",
+                    table=table.name,
+                    column=column.name,
+                )
+            if wanted != column.name:  # mapped on purpose: a typo would silently read it as absent
+                close = difflib.get_close_matches(wanted, list(available), n=1, cutoff=0.6)
+                raise ContractError(
+                    f"column {column.name!r} is mapped to {wanted!r} in portrait.toml, which is not a column of "
+                    f"{source.describe()}"
+                    + (f"; did you mean {close[0]!r}?" if close else "")
+                    + f" Its columns are {sorted(available)} (remove the mapping if the export has no {column.name})",
                     table=table.name,
                     column=column.name,
                 )

@@ -759,6 +759,8 @@ class _Outputs:
             never = [n for n in names if n not in found.segment_files]
             if never:
                 note("segments", f"not refreshed yet, so not checked: {', '.join(never)}")
+        elif found.segments_source is None:
+            note("segments", "no saved segments read: no run with members, and no segments folder (--segments)")
         return found
 
     # -------------------------------------------------------- readers

@@ -35,7 +35,9 @@ def register(app: typer.Typer, out, console) -> None:
         segments: Annotated[
             Path | None,
             typer.Option(
-                "--segments", help="Saved segments folder (membership of their last refresh), when no run has members."
+                "--segments",
+                help="Saved segments folder (membership of their last refresh), when no run has members "
+                "(default segments/ or $PORTRAIT_SEGMENTS, when there).",
             ),
         ] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print the profile as JSON.")] = False,
@@ -62,6 +64,10 @@ def register(app: typer.Typer, out, console) -> None:
 
         if runs is not None:
             check_refresh_root(runs)
+        elif segments is None:  # the folder `segment` and `list` use, as the API's profiles read it
+            from marketing.segments import default_folder
+
+            segments = default_folder() if default_folder().is_dir() else None
 
         sources = ProfileSources(
             data=data,

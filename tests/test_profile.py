@@ -498,7 +498,7 @@ def test_missing_pieces_are_null_with_a_note_and_a_missing_folder_is_an_error(wo
     assert bare.scores is bare.tags is bare.rfm is bare.segments is bare.score_history is None
     assert bare.as_of is None and bare.as_of_from == "none"
     assert bare.identities.customer_ids == ["c3"] and bare.orders.total == 1
-    assert set(_notes(bare)) == {"scores", "tags", "rfm"}
+    assert set(_notes(bare)) == {"scores", "tags", "rfm", "segments"}
     empty_root = tmp_path / "refresh"
     empty_root.mkdir()
     no_run = build_profile("c3", ProfileSources(data=world["data"], runs=empty_root))
@@ -565,6 +565,22 @@ def test_the_command_prints_sections_or_json_and_exits_non_zero_on_errors(world,
     assert missing.returncode == 2 and "does not exist" in missing.stderr and "Traceback" not in missing.stderr
     bad_date = _portrait("profile", "c1", "--data", str(world["data"]), "--as-of", "yesterday")
     assert bad_date.returncode == 2 and "is not a date" in bad_date.stderr
+
+
+def test_the_command_reads_the_default_segments_folder_as_list_and_the_api_do(world, tmp_path, monkeypatch):
+    """Without --segments the command read no segments and showed "-": "in no segment", where
+    ``portrait list --segment`` and the API's profiles read $PORTRAIT_SEGMENTS (else segments/)."""
+    args = ("profile", "c4", "--data", str(world["data"]), "--scores", str(world["scores"]), "--json", "--no-reasons")
+    monkeypatch.setenv("PORTRAIT_SEGMENTS", str(world["segments"]))
+    read = json.loads(_portrait(*args).stdout)
+    assert [m["name"] for m in read["segments"]["member_of"]] == ["dairy_fans"]
+    monkeypatch.setenv("PORTRAIT_SEGMENTS", str(tmp_path / "none"))
+    unread = json.loads(_portrait(*args).stdout)
+    assert unread["segments"] is None
+    assert {
+        "section": "segments",
+        "note": "no saved segments read: no run with members, and no segments folder (--segments)",
+    } in unread["notes"]
 
 
 # ---------------------------------------------------------------- the refresh's profile material

@@ -177,6 +177,22 @@ def test_config_renaming_a_column_the_contract_lacks_is_refused(tmp_path):
         open_dataset(folder)
 
 
+def test_an_optional_column_mapped_to_a_name_the_file_lacks_is_refused_not_read_as_absent(tmp_path):
+    """``quantity = "Mengen"`` for a header saying ``Menge``: the column read as absent, every
+    quantity empty and a negative quantity's line counted as a sale, without a word."""
+    frame = purchases({"quantity": -1.0}, {}).rename(columns={"quantity": "Menge"})
+    folder = write_tables(tmp_path / "data", purchases=frame)
+    (folder / "portrait.toml").write_text('[tables.purchases.columns]\nquantity = "Mengen"\n')
+    with pytest.raises(
+        ContractError,
+        match=r"column 'quantity' is mapped to 'Mengen' in portrait.toml, which is not a column of .*; "
+        r"did you mean 'Menge'\? Its columns are \[.*\] \(remove the mapping if the export has no quantity\)",
+    ):
+        validate(open_dataset(folder))
+    (folder / "portrait.toml").write_text('[tables.purchases.columns]\nquantity = "Menge"\n')
+    assert validate(open_dataset(folder)).tables[0].quarantined == {"negative_quantity_positive_amount": 1}
+
+
 def test_a_table_split_into_part_files_reads_as_one(tmp_path):
     frame = purchases({"order_id": "o1"}, {"order_id": "o2"}, {"order_id": "o3"})
     parts = tmp_path / "data" / "purchases"
