@@ -10,6 +10,8 @@ the folder renames columns and points at other file names::
     [tables.purchases]
     file = "sales_export.csv"            # relative to the folder; a glob is allowed
     timestamp_format = "%d/%m/%Y %H:%M"  # when timestamps are not ISO
+    delimiter = ";"                      # CSV only, when the sniffer guesses wrong
+    decimal = ","                        # CSV only: 12,50 for 12.50 (a point then does not parse)
     encoding = "latin-1"                 # CSV only; or a list tried in order, per file
     [tables.purchases.columns]           # contract name = name in the export
     order_id = "InvoiceNo"
@@ -77,8 +79,24 @@ from portrait.sql import quote_ident, quote_literal
 from portrait.views import register_views
 
 CONFIG_FILE = "portrait.toml"
+
+
+def encoding_hint(table: str) -> str:
+    """How to name a table's encoding in portrait.toml, in either place a user's file may take
+    it (a dotted key after a ``[tables.T]`` section declares it twice: invalid TOML). cp1252
+    first: Windows exports in Western languages are written in it, and unlike latin-1, which
+    reads any bytes (a cp1252 dash as a control character), it refuses bytes it has no letter for."""
+    return (
+        f"Name the file's encoding in {CONFIG_FILE}: in its [tables.{table}] section, when it has one,\n"
+        f'  encoding = "cp1252"\n'
+        f"or else before any section,\n"
+        f'  tables.{table}.encoding = "cp1252"\n'
+        '(or "latin-1", "gbk", "shift_jis", ...; or a list tried in order per file: ["utf-8", "cp1252"])'
+    )
+
+
 DEFAULT_TIMEZONE = "UTC"
-_TABLE_CONFIG_KEYS = {"file", "columns", "timestamp_format", "delimiter", "encoding"}
+_TABLE_CONFIG_KEYS = {"file", "columns", "timestamp_format", "delimiter", "decimal", "encoding"}
 _TOP_CONFIG_KEYS = {"tables", "name", "timezone", "privacy"}
 # Python's codec name -> the name DuckDB's CSV reader knows; other encodings are converted first.
 _DUCKDB_ENCODINGS = {"utf-8": "utf-8", "utf-8-sig": "utf-8", "iso8859-1": "latin-1", "utf-16": "utf-16"}
@@ -115,6 +133,7 @@ class TableSource:
     columns: dict[str, str] = field(default_factory=dict)  # contract name -> source name
     timestamp_format: str | None = None
     delimiter: str | None = None
+    decimal: str = "."  # the decimal separator of numbers written as text (CSV)
     encodings: tuple[str, ...] = ()  # configured, in the order to try; empty: UTF-8
     csv_files: tuple[CsvFile, ...] = ()  # resolved by open_dataset; empty: UTF-8 for every file
     # Customers and identities: the privacy settings whose withheld columns are left out of
@@ -157,9 +176,7 @@ class TableSource:
                 shown = _SHOWN_ENCODING.get(codecs.lookup(csv_file.encoding).name, csv_file.encoding)
                 raise ContractError(
                     f"{csv_file.path}: its header line (line 1) is not {shown.upper()}, so its column names "
-                    f"cannot be read. Name the file's encoding in {CONFIG_FILE}, e.g. at the top of the file:\n"
-                    f'  tables.{self.table}.encoding = "cp1252"\n'
-                    '(or "latin-1", "gbk", "shift_jis", ...; or a list tried in order per file: ["utf-8", "cp1252"])',
+                    f"cannot be read. {encoding_hint(self.table)}",
                     table=self.table,
                 ) from None
 
@@ -454,6 +471,7 @@ def open_dataset(path: str | Path) -> Dataset:
                 columns=dict(table_config.get("columns", {})),
                 timestamp_format=table_config.get("timestamp_format"),
                 delimiter=table_config.get("delimiter"),
+                decimal=table_config.get("decimal", "."),
                 encodings=encodings,
                 csv_files=tuple(_csv_file(f, encodings, table.name) for f in files) if is_csv else (),
                 guard=_guard(table.name, privacy),
@@ -535,6 +553,11 @@ def _check_table_settings(table_config: dict, config_path: Path, table_name: str
                 f"{where} file {file!r} must be inside the data set folder (a name or a pattern relative to it; "
                 "put or link the file there)"
             )
+    decimal = table_config.get("decimal", ".")
+    if decimal not in (".", ","):
+        raise ConfigError(f'{where} decimal must be "." or ",", got {decimal!r}')
+    if decimal == table_config.get("delimiter"):
+        raise ConfigError(f"{where} decimal and delimiter are both {decimal!r}: a line could not be split")
     if "timestamp_format" in table_config and not isinstance(table_config["timestamp_format"], str):
         raise ConfigError(f"{where} timestamp_format must be text, got {table_config['timestamp_format']!r}")
     columns = table_config.get("columns", {})

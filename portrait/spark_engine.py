@@ -696,6 +696,7 @@ def open_spark_input(spark, location: str | Path | Dataset, tables: dict[str, st
             table=table,
             columns=previous.columns if previous else {},
             timestamp_format=previous.timestamp_format if previous else None,
+            decimal=previous.decimal if previous else ".",
             guard=_guard(table, dataset.privacy),
         )
         locations[table] = ("table", (name,))
@@ -919,7 +920,9 @@ def register_views(engine: SparkEngine, spark_input: SparkInput) -> None:
             _exclude_forgotten(engine, table.name, raw, keys, salt)
         else:
             engine.create_view(f"raw_{table.name}", raw)
-        for name, sql in checked_views(table, types, extras, source.timestamp_format, is_csv, dataset.timezone, []):
+        for name, sql in checked_views(
+            table, types, extras, source.timestamp_format, is_csv, dataset.timezone, [], source.decimal
+        ):
             engine.create_view(name, sql)
         _register_deduplicated(engine, table, by_key=False)
     _register_final_views(engine, dataset)

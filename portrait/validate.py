@@ -21,7 +21,7 @@ import duckdb
 import pyarrow as pa
 
 from portrait import contract
-from portrait.dataset import CONFIG_FILE, Dataset, TableSource, cache_folder, open_dataset
+from portrait.dataset import CONFIG_FILE, Dataset, TableSource, cache_folder, encoding_hint, open_dataset
 from portrait.errors import ContractError
 from portrait.files import atomic_target, atomic_write_text
 from portrait.forget import forgotten_rows
@@ -346,7 +346,9 @@ def _check_column_types(con: duckdb.DuckDBPyConnection, dataset: Dataset, table:
         return {}
     trim = source.is_csv
     parse = {
-        column.name: parse_expr(column, types[column.name], source.timestamp_format, trim, dataset.timezone)
+        column.name: parse_expr(
+            column, types[column.name], source.timestamp_format, trim, dataset.timezone, source.decimal
+        )
         for column in parsed
     }
     unparseable = {
@@ -374,16 +376,18 @@ def _check_column_types(con: duckdb.DuckDBPyConnection, dataset: Dataset, table:
             ).df()
             raise ContractError(
                 f"{bad:,} of {present:,} values cannot be parsed as a {column.kind}"
-                + (f" with format {source.timestamp_format!r}" if source.timestamp_format else "")
+                + (
+                    f" with format {source.timestamp_format!r}"
+                    if column.kind == "timestamp" and source.timestamp_format
+                    else ""
+                )
                 + (
                     " (ISO, YYYY-MM-DD[ HH:MM:SS], with a four-digit year)"
                     if column.kind == "timestamp" and not source.timestamp_format
                     else ""
                 )
                 + (
-                    "; numbers are read with a point for decimals and no thousands separator or currency sign "
-                    "('21,99' and '$3.00' do not parse, and no setting changes that): convert them where the file "
-                    "is written, or, if this is the wrong column, rename the right one in portrait.toml"
+                    _number_hint(table.name, source.decimal)
                     if column.kind == "number"
                     else "; is this the right column, or does portrait.toml need a rename or a timestamp_format?"
                 ),
@@ -561,6 +565,20 @@ def _malformed_examples(con, table_name: str, limit: int = 5) -> list[dict]:
     return [{"file": f, "line": int(line), "reason": reason, "text": text} for f, line, reason, text in rows]
 
 
+def _number_hint(table: str, decimal: str) -> str:
+    if decimal == ",":
+        return (
+            '; numbers are read with a comma for decimals (decimal = "," in portrait.toml) and no thousands '
+            "separator, point or currency sign ('1.234,50', '21.99' and '3,00 EUR' do not parse): is the setting "
+            "right for this file, or is this the wrong column (rename the right one in portrait.toml)?"
+        )
+    return (
+        "; numbers are read with a point for decimals and no thousands separator or currency sign ('$3.00' "
+        f"does not parse). For a comma ('21,99'), set decimal = \",\" in the [tables.{table}] section of "
+        "portrait.toml; if this is the wrong column, rename the right one there"
+    )
+
+
 def _check_malformed_share(source, table, rows: int, malformed: dict[str, int], examples: list[dict]) -> None:
     """Most lines unreadable: a wrong delimiter or quote, not a few bad lines."""
     bad = sum(malformed.values())
@@ -568,7 +586,7 @@ def _check_malformed_share(source, table, rows: int, malformed: dict[str, int], 
         shown = "\n".join(f"  {e['file']} line {e['line']:,}: {e['text']}" for e in examples[:3])
         raise ContractError(
             f"{bad:,} of {rows:,} lines of {source.describe()} cannot be split into the header's columns; "
-            f'is the delimiter right (e.g. tables.{table.name}.delimiter = ";" in {CONFIG_FILE}), or does '
+            f'is the delimiter right (e.g. delimiter = ";" in the [tables.{table.name}] section of {CONFIG_FILE}), or does '
             "a line open a quote it never closes (the reader then cannot tell which commas are quoted)?\n"
             f"first lines:\n{shown}",
             table=table.name,
@@ -601,12 +619,9 @@ def _check_encoding(con, source: TableSource, table: contract.Table, lines: int)
                 f"(the first is line {line:,}: {raw if raw else text!r})"
             )
     if problems:
-        # Named as a dotted key: a [section] header would be taken for markup by the CLI's printer.
         raise ContractError(
-            "; ".join(problems) + f". Name the encoding in {CONFIG_FILE} (no guess is safe: latin-1 "
-            f"reads any bytes, rightly or not), e.g. at the top of the file:\n"
-            f'  tables.{table.name}.encoding = "latin-1"\n'
-            '(or "cp1252", "gbk", "shift_jis", ...; or a list tried in order per file: ["utf-8", "latin-1"])',
+            "; ".join(problems)
+            + f" (no guess is safe: latin-1 reads any bytes, rightly or not). {encoding_hint(table.name)}",
             table=table.name,
         )
 

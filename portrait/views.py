@@ -194,7 +194,9 @@ def _register_table(con, table: contract.Table, source: TableSource, timezone: s
         raw = exclude_forgotten(con, table.name, raw, keys)
     con.execute(f"CREATE OR REPLACE VIEW raw_{table.name} AS {raw}")
     read_all = [*table.column_names, *extras] if source.is_csv else []
-    for name, sql in checked_views(table, types, extras, source.timestamp_format, source.is_csv, timezone, read_all):
+    for name, sql in checked_views(
+        table, types, extras, source.timestamp_format, source.is_csv, timezone, read_all, source.decimal
+    ):
         con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
     # A file or frame is read once here for its repeated keys (see _register_deduplicated); a
     # CSV is not, since each read of it adds its malformed lines to the rejects table again.
@@ -241,9 +243,10 @@ def select_columns(
                 renamed = f" (renamed from {wanted!r} in the config)" if wanted != column.name else ""
                 contract_names = {c.name.lower() for c in table.columns}
                 others = [name for name in sorted(available) if name.lower() not in contract_names]
+                likely = difflib.get_close_matches(column.name, others, n=1, cutoff=0.5) or others
                 hint = (
                     f"; if one of {others} is it, name it in the folder's portrait.toml: "
-                    f'[tables.{table.name}.columns] {column.name} = "{others[0]}"'
+                    f'[tables.{table.name}.columns] {column.name} = "{likely[0]}"'
                     if others and not renamed
                     else ""
                 )
@@ -332,13 +335,14 @@ def checked_views(
     trim: bool,
     timezone: str,
     read_all: list[str],
+    decimal: str = ".",
 ) -> list[tuple[str, str]]:
     """``(name, SELECT)`` of ``cleaned_t``, ``checked_t`` and ``typed_t`` over ``raw_t``: the
     row rules of the module docstring, in SQL both engines run (the Spark engine transpiles it)."""
     name = table.name
     cleaned = clean_exprs(table, types, trim)
     cleaned_columns = "".join(f", {expr} AS {quote_ident(n)}" for n, expr in cleaned.items())
-    parsed = {c.name: parse_expr(c, types[c.name], timestamp_format, trim, timezone) for c in table.columns}
+    parsed = {c.name: parse_expr(c, types[c.name], timestamp_format, trim, timezone, decimal) for c in table.columns}
     parsed_columns = ", ".join(f"{expr} AS {quote_ident(PARSED + n)}" for n, expr in parsed.items())
     reasons = _reason_cases(table, types, trim, read_all=read_all)
     typed_columns = [f"{quote_ident(PARSED + c.name)} AS {quote_ident(c.name)}" for c in table.columns]
@@ -355,13 +359,21 @@ def checked_views(
 
 
 def parse_expr(
-    column: contract.Column, source_type: str, timestamp_format: str | None, trim: bool, timezone: str = "UTC"
+    column: contract.Column,
+    source_type: str,
+    timestamp_format: str | None,
+    trim: bool,
+    timezone: str = "UTC",
+    decimal: str = ".",
 ) -> str:
     """SQL parsing a raw value into the column's kind; NULL when missing or unparseable. Reads
     ``cleaned_*`` (the raw columns plus the trimmed text of text timestamps).
 
     ``trim``: strip spaces from text first (CSV exports pad values; Parquet and frames are
     written by programs and are taken as they are, which saves a pass over every string).
+    ``decimal``: the separator of a number written as text. With ``","`` a number is digits
+    with at most one comma (``12,50``, ``-3``): a point, a thousands separator (``1.234,50``)
+    or an exponent does not parse, rather than be guessed.
     """
     ident = quote_ident(column.name)
     is_text = source_type == "VARCHAR"
@@ -375,6 +387,11 @@ def parse_expr(
             return f"CASE WHEN NOT isnan({ident}) THEN CAST({ident} AS DOUBLE) END"
         if source_type.startswith(_NUMERIC_TYPES):
             return f"CAST({ident} AS DOUBLE)"
+        if decimal == ",":
+            return (
+                f"TRY_CAST(CASE WHEN regexp_matches({cleaned}, '^[+-]?[0-9]*,?[0-9]+$') "
+                f"THEN REPLACE({cleaned}, ',', '.') END AS DOUBLE)"
+            )
         return f"TRY_CAST({cleaned} AS DOUBLE)"
     if column.kind == "timestamp":
         zone = quote_literal(timezone)

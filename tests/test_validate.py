@@ -85,11 +85,51 @@ def test_a_column_that_is_mostly_unparseable_is_a_hard_error_with_examples(tmp_p
     folder = write_tables(tmp_path / "data", purchases=frame)
     with pytest.raises(ContractError, match=r"(?s)purchases\.ts: 5 of 6 values cannot be parsed.*example rows:.*day 0"):
         validate(open_dataset(folder))
-    # Decimal commas: no setting reads them, so the message does not point at one.
+    # Decimal commas: the message names the setting that reads them (decimal = ","), not the
+    # timestamp format (it named it for a number column).
     frame = purchases(*[{"amount": f"{i},50"} for i in range(5)], {})
     folder = write_tables(tmp_path / "commas", purchases=frame)
-    with pytest.raises(ContractError, match=r"purchases\.amount: 5 of 6 .* \('21,99' and '\$3\.00' do not parse"):
+    (folder / "portrait.toml").write_text('[tables.purchases]\ntimestamp_format = "%Y-%m-%d %H:%M:%S"\n')
+    with pytest.raises(
+        ContractError,
+        match=r"purchases\.amount: 5 of 6 values cannot be parsed as a number; .*"
+        r"For a comma \('21,99'\), set decimal = \",\" in the \[tables\.purchases\] section of portrait\.toml",
+    ):
         validate(open_dataset(folder))
+
+
+def test_numbers_with_a_decimal_comma_are_read_with_the_setting_and_anything_else_quarantined(tmp_path):
+    """A European export: ``12,50``. With decimal = "," a point, a thousands separator or a
+    currency sign does not parse (quarantined, counted), rather than be guessed."""
+    lines = [
+        "order_id;customer_id;ts;amount;quantity;discount",
+        "o1;c1;2024-01-05;12,50;2;0,5",
+        "o2;c1;2024-01-06;-3;1;",
+        "o3;c2;2024-01-07;,75;1;0",
+        "o4;c2;2024-01-08;1.234,50;1;0",  # thousands separator: not guessed
+        "o5;c3;2024-01-09;21.99;1;0",  # a point under decimal = ","
+        "o6;c3;2024-01-10;3,00 EUR;1;0",
+    ]
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "purchases.csv").write_text("\n".join(lines) + "\n")
+    (folder / "portrait.toml").write_text('[tables.purchases]\ndelimiter = ";"\ndecimal = ","\n')
+    dataset = open_dataset(folder)
+    report = validate(dataset)
+    assert report.tables[0].valid_rows == 3 and report.tables[0].quarantined == {"non_numeric_amount": 3}
+    con = dataset.connect()
+    try:
+        rows = con.execute("SELECT order_id, amount, discount FROM purchases ORDER BY order_id").fetchall()
+    finally:
+        con.close()
+    assert rows == [("o1", 12.5, 0.5), ("o2", -3.0, None), ("o3", 0.75, 0.0)]
+    for setting, said in (
+        ('decimal = "x"', r'decimal must be "\." or ",", got \'x\''),
+        ('delimiter = ","\ndecimal = ","', "decimal and delimiter are both ','"),
+    ):
+        (folder / "portrait.toml").write_text(f"[tables.purchases]\n{setting}\n")
+        with pytest.raises(ConfigError, match=said):
+            open_dataset(folder)
 
 
 def test_an_empty_purchases_table_is_a_hard_error(tmp_path):
