@@ -29,6 +29,7 @@ import pandas as pd
 from features.catalogue import FAMILIES, OTHER_SLOT, Feature, Vocabulary, catalogue, slug, slugs
 from features.config import FeatureConfig
 from features.plan import (
+    UNRECORDED_READ_AS,
     Step,
     compile_plan,
     droppable_after,
@@ -433,6 +434,12 @@ def build_features(
                 f"WHERE {attribute_instant('signup_date', types['signup_date'], dataset.timezone)} < "
                 f"{timestamp_literal(cutoff)}"
             )
+        # A purchase column with no value before the cutoff (an export without discounts): the
+        # features reading it are missing, not 0. From the lines before the cutoff alone.
+        recorded = as_engine(con).rows(
+            "SELECT " + ", ".join(f"COUNT({c})" for c in UNRECORDED_READ_AS) + " FROM f_purchases"
+        )[0]
+        unrecorded = [c for c, n in zip(UNRECORDED_READ_AS, recorded, strict=True) if not n]
         steps = compile_plan(
             [f for f in features if f.stage != "favourite"],
             cutoff,
@@ -441,6 +448,7 @@ def build_features(
             spine_extra=spine_extra,
             attribute_select=_attribute_select(kinds, features, cutoff, types, dataset.timezone) if kinds else None,
             event_first_seen=event_first_seen,
+            unrecorded=unrecorded,
         )
         _register_vocabulary(con, vocabulary)
         callers = tuple(s.name for s in first_steps) if purchases_ready else ()  # the caller's to drop

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from features.catalogue import DAYS_PER_MASK, EVENT_TYPES, Feature, day_mask_count, money_sum
@@ -82,6 +83,7 @@ def compile_plan(
     spine_extra: str | None = None,
     attribute_select: str | None = None,
     event_first_seen: str | None = None,
+    unrecorded: Collection[str] = (),
 ) -> list[Step]:
     """Steps that build one row per customer with every feature, as of ``cutoff``.
 
@@ -92,6 +94,9 @@ def compile_plan(
     no event feature is selected, who had an event before the cutoff is read from it instead of
     from the events (the same ids: an id has an event before the cutoff exactly when its first
     one is), so that several cutoffs read the events once (the crowd trend).
+    ``unrecorded``: purchase columns with no value before the cutoff (:data:`UNRECORDED_READ_AS`):
+    the features that read them are missing for everyone, not 0 ("no discount" where the export
+    has no discount column at all).
     """
     before = f"ts < {timestamp_literal(cutoff)}"
     # The lines' brand slot and price ratio (and the category prices it needs) only when a
@@ -300,6 +305,11 @@ def compile_plan(
         if stage in EVENT_STAGES and not has_events:
             columns += [_absent(f) for f in stage_features]
             continue
+        unknown = [f for f in stage_features if stage in STAGES_READING_PURCHASES and _reads(f, unrecorded)]
+        columns += [f"CAST(NULL AS {_sql_type(f)}) AS {f.name}" for f in unknown]
+        stage_features = [f for f in stage_features if f not in unknown]
+        if not stage_features:
+            continue
         aggregates = ", ".join(f"CAST({f.sql} AS {_sql_type(f)}) AS {f.name}" for f in stage_features)
         steps.append(Step(f"f_stage_{stage}", f"SELECT customer_id, {aggregates} FROM {relation} GROUP BY customer_id"))
         joins.append(f"LEFT JOIN f_stage_{stage} USING (customer_id)")
@@ -403,6 +413,18 @@ def droppable_after(steps: list[Step]) -> list[list[str]]:
         dropped.update(done)
         result.append(done)
     return result
+
+
+# A purchase column, and the columns of the plan's relations computed from it alone: a feature
+# reading one of them says something about the column (COALESCE(discount, 0) reads an absent
+# discount as "none").
+UNRECORDED_READ_AS = {"discount": ("discount", "has_discount")}
+STAGES_READING_PURCHASES = ("orders", "timeline", "lines", "category_spend", "brand_spend", "line_categories")
+
+
+def _reads(feature: Feature, unrecorded: Collection[str]) -> bool:
+    names = {name for column in unrecorded for name in UNRECORDED_READ_AS.get(column, (column,))}
+    return bool(set(re.findall(r"[a-z_][a-z_0-9]*", feature.sql)) & names)
 
 
 def _absent(feature: Feature) -> str:

@@ -715,3 +715,25 @@ def test_numbers_past_a_million_keep_their_digits():
     features = build_features(Dataset.from_frames(purchases=purchases), CUTOFF).set_index("customer_id")
     assert features.loc["A", "spend_lifetime"] == 81012370.0
     assert features.loc["B", "spend_lifetime"] == 1234567.891
+
+
+DISCOUNT_FEATURES = ["discount_order_share", "avg_discount_depth", "promo_share_30d", "promo_share_365d"]
+
+
+def test_discount_features_are_missing_not_zero_when_no_discount_was_recorded_before_the_cutoff():
+    """An export without a discount column read every customer as "never discounted" (0%), in
+    profiles and crowd reports, and a drift alarm when it became missing. Whether any discount
+    was recorded is read from the lines before the cutoff: a discount first written after it
+    changes nothing (no leak), a discount before it brings the features back, 0 for the others."""
+    without = PURCHASES.assign(discount=None)
+    frame = build_features(dataset(purchases=without), CUTOFF)
+    assert frame[DISCOUNT_FEATURES].isna().all().all()
+    assert frame["spend_lifetime"].notna().all()  # the rest as before
+    later = pd.DataFrame(
+        [("o9", "A", "2024-03-05 10:00:00", 10.0, 1, "books", "b1", "web", "card", 2.0)], columns=PURCHASE_COLUMNS
+    )
+    after_cutoff = build_features(dataset(purchases=pd.concat([without, later])), CUTOFF)
+    pd.testing.assert_frame_equal(after_cutoff, frame)
+    recorded = build_features(dataset(purchases=PURCHASES), CUTOFF).set_index("customer_id")
+    assert recorded.loc["A", "discount_order_share"] == 0.5  # o1 (5.00 off) of o1 and o2
+    assert recorded[DISCOUNT_FEATURES].notna().any().all()
