@@ -175,7 +175,9 @@ def compare(data: CrowdData, masks: dict[str, np.ndarray]) -> Comparison:
         codes = column.cat.codes.to_numpy()
         k = len(column.cat.categories)
         counts = np.column_stack([np.bincount(codes[masks[n]], minlength=k) for n in names])
-        for v in np.flatnonzero(counts.sum(axis=1) > 0):
+        # every value someone in the population holds, not the crowds' alone: those rows would
+        # list a small crowd's values (one customer's whole profile for a crowd of one)
+        for v in np.flatnonzero(np.bincount(codes[codes >= 0], minlength=k) > 0):
             rows.append((dim, str(column.cat.categories[v]), counts[v]))
     table = pd.DataFrame(
         {

@@ -230,7 +230,9 @@ def _share_chart(name: str, label: str, rows: pd.DataFrame, report: CrowdReport)
     ax.set_xlim(0, right * 1.28)
     for i, value in enumerate(order):
         tgi = shown.loc[value, "tgi"]
-        text = f"<{report.min_cell}" if hidden[i] else (f"TGI {tgi}" if tgi else "")
+        # the count as shown: "<N", or "hidden" for a cell hidden so a small one cannot be worked
+        # out (it may be large: "<N" would be false)
+        text = shown.loc[value, "count"] if hidden[i] else (f"TGI {tgi}" if tgi else "")
         colour = "#c0392b" if tgi and float(tgi) >= 120 else ("#2e86c1" if tgi and float(tgi) <= 80 else "#444")
         ax.text(max(crowd_share[i], base_share[i]) + right * 0.02, i, text, va="center", fontsize=8, color=colour)
     ax.set_title(label, fontsize=11, loc="left")

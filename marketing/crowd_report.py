@@ -52,7 +52,9 @@ class CrowdReport:
 
 
 def dimension_table(dims: pd.DataFrame, crowd: np.ndarray, base: np.ndarray, labels: dict[str, str]) -> pd.DataFrame:
-    """Counts and shares of every dimension value in the crowd and in the base (exact)."""
+    """Counts and shares of every dimension value in the crowd and in the base (exact), one row
+    per value someone in the whole population holds: rows of only the values a small crowd or
+    base holds would list those few customers' values, whatever their counts show."""
     parts = []
     n_crowd, n_base = int(crowd.sum()), int(base.sum())
     for name in dims.columns:
@@ -61,7 +63,7 @@ def dimension_table(dims: pd.DataFrame, crowd: np.ndarray, base: np.ndarray, lab
         k = len(column.cat.categories)
         counts = np.bincount(codes[crowd], minlength=k)
         base_counts = np.bincount(codes[base], minlength=k)
-        keep = (counts > 0) | (base_counts > 0)
+        keep = np.bincount(codes[codes >= 0], minlength=k) > 0
         share = counts / n_crowd if n_crowd else np.zeros(k)
         base_share = base_counts / n_base if n_base else np.zeros(k)
         with np.errstate(divide="ignore", invalid="ignore"):

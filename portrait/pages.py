@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import re
+import warnings
 from html import escape
 
 import pandas as pd
@@ -28,20 +29,42 @@ def page(title: str, body: str) -> str:
     )
 
 
+# Fonts with letters DejaVu Sans lacks (Chinese, Japanese, Korean), used for those letters when
+# installed (matplotlib falls back glyph by glyph along the list): category names are the data's.
+_FALLBACK_FONTS = (
+    "Noto Sans CJK JP",
+    "Noto Sans CJK SC",
+    "Source Han Sans",
+    "WenQuanYi Zen Hei",
+    "Droid Sans Fallback",
+    "Arial Unicode MS",
+)
+
+
 def pyplot():
-    """matplotlib's pyplot on the file-only Agg backend (imported on first use, not at import)."""
+    """matplotlib's pyplot on the file-only Agg backend (imported on first use, not at import),
+    with the installed fonts of :data:`_FALLBACK_FONTS` after DejaVu Sans."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import font_manager
 
+    installed = {font.name for font in font_manager.fontManager.ttflist}
+    fallbacks = [name for name in _FALLBACK_FONTS if name in installed]
+    if fallbacks and fallbacks[0] not in matplotlib.rcParams["font.sans-serif"]:
+        matplotlib.rcParams["font.sans-serif"] = ["DejaVu Sans", *fallbacks, *matplotlib.rcParams["font.sans-serif"]]
     return plt
 
 
 def png(fig) -> str:
     """The figure as base64 PNG (and closed)."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    with warnings.catch_warnings():
+        # a letter no installed font has is drawn as a box: the tables beside the chart hold the
+        # text, and a warning per letter on the console says nothing the user can act on there
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from font", category=UserWarning)
+        fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     pyplot().close(fig)
     return base64.b64encode(buffer.getvalue()).decode()
 

@@ -230,6 +230,62 @@ def test_a_crowd_smaller_than_the_minimum_cell_shows_no_figure():
     assert figures["customers"] == "<10" and figures["share of revenue"] is None
 
 
+def test_the_values_listed_are_the_populations_never_only_a_small_crowds_or_bases():
+    """Rows listed only for the values the crowds (or a report's base) held: for a crowd of one
+    against an empty one, every row was that customer's value, a whole profile under "<10"."""
+    with Population(dataset(), AS_OF) as population:
+        data = CrowdData(population, load_library())
+        everyone = data.mask(Crowd("all"))
+        one = data.mask(Crowd("where", "orders_lifetime = 1"))  # B alone
+        nobody = data.mask(Crowd("where", "orders_lifetime > 100"))
+        assert one.sum() == 1 and nobody.sum() == 0
+        population_values = crowd_report(data, everyone, everyone, crowd_name="all", base_name="all", min_cell=10)
+        expected = population_values.dimensions.groupby("dimension")["value"].apply(set).to_dict()
+        small_base = crowd_report(data, nobody, one, crowd_name="none", base_name="B", min_cell=10)
+        compared = compare(data, {"B": one, "none": nobody})
+    assert len(expected) > 5 and any(len(values) > 1 for values in expected.values())
+    assert small_base.dimensions.groupby("dimension")["value"].apply(set).to_dict() == expected
+    assert compared.table.groupby("dimension")["value"].apply(set).to_dict() == expected
+
+
+def test_a_chart_labels_a_cell_hidden_second_as_hidden_never_under_the_minimum(monkeypatch):
+    """The bar charts wrote "<N" beside every hidden value, also beside one hidden only so that a
+    small one cannot be worked out, which may hold a hundred customers."""
+    import matplotlib.axes
+
+    from marketing.crowd_page import _share_chart
+
+    written = []
+    real_text = matplotlib.axes.Axes.text
+
+    def text(ax, x, y, s, *args, **kwargs):
+        written.append(s)
+        return real_text(ax, x, y, s, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "text", text)
+    report, _ = hand_report(dataset(), min_cell=1)
+    rows = suppressed_dimensions(report)
+    name = next(d for d, g in rows.groupby("dimension") if (g["share"] != "").sum() >= 2)
+    rows = rows[rows["dimension"] == name].reset_index(drop=True)
+    shown_first = rows.index[rows["share"] != ""][0]
+    rows.loc[shown_first, ["count", "share", "tgi"]] = ["hidden", "", ""]  # as a second hidden cell shows
+    assert _share_chart(name, name, rows, report) is not None
+    assert "hidden" in written  # beside the value hidden second, where "<1" was written
+
+
+def test_letters_no_installed_font_has_draw_without_a_warning_per_letter():
+    import warnings
+
+    from portrait import pages
+
+    plt = pages.pyplot()
+    fig, ax = plt.subplots()
+    ax.set_title("\u65e5\u672c J-Pop")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert pages.png(fig)
+
+
 def test_a_crosstab_hides_enough_that_no_hidden_count_can_be_worked_out():
     from marketing.crowd_compare import suppressed_crosstab
 
