@@ -205,6 +205,10 @@ def build_list(
         stored = without_sensitive_reasons(chosen[reason_columns], privacy)
         for i, column in enumerate(reason_columns, 1):
             result[f"reason_{i}"] = stored[column].to_numpy()
+    elif reasons_model is not None and reasons_first == 0:  # asked for none (--reasons-for 0)
+        result.attrs["note"] = "reasons not computed (--reasons-for 0)"
+        for i in (1, 2, 3):
+            result[f"reason_{i}"] = pd.Series([None] * len(result), dtype="object")
     elif reasons_model is not None and (note := _no_reasons(chosen, model, reasons_model, reasons_up_to)):
         result.attrs["note"] = note
         for i in (1, 2, 3):

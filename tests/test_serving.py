@@ -772,6 +772,10 @@ def test_an_empty_list_has_the_columns_of_a_list_with_rows(scored):
     assert first.attrs["note"].startswith(
         "reasons for the first 2 of 3 customers (TreeSHAP explains a few hundred a second): --reasons-for"
     )
+    # --reasons-for 0: none computed, the same columns (it was a traceback from an empty frame)
+    none = build_list(scores, features, MODEL, top=3, reasons_model=model, reasons_first=0)
+    assert list(none.columns) == list(full.columns) and none["reason_1"].isna().all()
+    assert none.attrs["note"] == "reasons not computed (--reasons-for 0)"
     # a page (the API's offset and limit) is those rows of the whole list, reasons computed for them
     page = build_list(scores, features, MODEL, reasons_model=model, offset=1, limit=2)
     assert page.attrs["total"] == len(scores) and "note" not in page.attrs
