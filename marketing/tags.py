@@ -192,6 +192,12 @@ def load_library(path: Path | None = None) -> Library:
         if name in seen:
             raise ConfigError(f"{path}: tag {name!r} is defined twice")
         seen.add(name)
+        # an each tag names its tags "NAME: VALUE": a tag of such a name would be counted twice
+        if owner := next((t for t in tags if t.each and name.startswith(f"{t.name}: ")), None):
+            raise ConfigError(
+                f"{path}: tag {name!r} takes a name of the tags of {owner.name!r} (each = {owner.each}), which are "
+                f"named '{owner.name}: VALUE': rename it"
+            )
     for group in groups.values():
         members = [t for t in tags if t.group == group.path]
         if group.exclusive in ("levels", "rfm") and members:

@@ -303,6 +303,12 @@ LIBRARY_ERRORS = [
         '[groups.a]\n[[tags]]\nname = "x"\ngroup = "a"\nwhere = "orders_90d > 1"\n[[tags]]\nname = "x"\ngroup = "a"\nwhere = "orders_90d > 2"\n',
         "tag 'x' is defined twice",
     ),
+    # a rule tag named as a value of an each tag: both counted under one name (3,050 rows for 2,238 customers)
+    (
+        '[groups.a]\n[[tags]]\nname = "persona"\ngroup = "a"\neach = "persona_name"\n'
+        '[[tags]]\nname = "persona: Mainstream shoppers"\ngroup = "a"\nwhere = "orders_90d > 1"\n',
+        "tag 'persona: Mainstream shoppers' takes a name of the tags of 'persona' \\(each = persona_name\\)",
+    ),
     ('[groups.a]\n[[tags]]\nname = "x"\ngroup = "b"\nwhere = "orders_90d > 1"\n', "in group 'b', which is not defined"),
     ('[groups."a/b"]\n', "inside 'a', which is not defined"),
     (
