@@ -351,12 +351,20 @@ def register_crowd(app: typer.Typer, out, console) -> None:
         columns_for(window)
         named = any(v is not None for v in (segment, tag, persona, where)) or everyone
         crowd = _crowd(segment, tag, persona, where, None, None, everyone) if named else Crowd("all")
+        from portrait.audit import os_user, record_export
+
         with open_crowds(console, data, as_of, scores, segments_dir, file, store, run) as crowds:
             result = quadrant(crowds, crowds.mask(crowd), window, split)
-            paths, notes = write_quadrant(crowds, result, crowd.describe(), min_cell, out_dir)
-        potential = int(result.cells.set_index("cell").loc[POTENTIAL, "customers"])
+            asked = {"crowd": crowd.describe(), "cell": POTENTIAL, "within_days": window, "split": split}
+            asked |= {"as_of": crowds.as_of.isoformat(), "out": str(out_dir / "potential_high_spenders.csv")}
+
+            def audited(count: int, left_out: dict[str, int]) -> None:  # the ids file, before it is published
+                record_export(None, os_user(), "portrait crowd quadrant", asked, count, left_out=left_out)
+
+            paths, notes, written = write_quadrant(crowds, result, crowd.describe(), min_cell, out_dir, audited)
         for note in notes:
             out.print(note)
         out.print(
-            f"{crowd.describe()}: {potential:,} potential high spenders; wrote {paths['csv']}, {paths['html']}, {paths['potential']}"
+            f"{crowd.describe()}: wrote {written:,} potential high spenders to {paths['potential']}; "
+            f"the quadrant in {paths['csv']}, {paths['html']}"
         )

@@ -11,6 +11,7 @@ spenders, ranked by the high-value model's score when a scores folder is given.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,8 +121,13 @@ def quadrant_paths(out_dir: Path) -> dict[str, Path]:
 
 
 def write_quadrant(
-    data: CrowdData, result: Quadrant, crowd_name: str, min_cell: int, out_dir: Path
-) -> tuple[dict[str, Path], list[str]]:
+    data: CrowdData,
+    result: Quadrant,
+    crowd_name: str,
+    min_cell: int,
+    out_dir: Path,
+    audited: Callable[[int, dict[str, int]], None] | None = None,
+) -> tuple[dict[str, Path], list[str], int]:
     from portrait.privacy import consent_note
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -136,7 +142,10 @@ def write_quadrant(
     ranked, how = potential_high_spenders(data, result)
     kept, left_out = data.apply_consent(ranked)
     notes = [how] + ([note] if (note := consent_note(left_out)) else [])
-    atomic_write(kept, paths["potential"], csv=True)
+    # customer ids leave the program: recorded once the file is written whole, before it is published
+    atomic_write(
+        kept, paths["potential"], csv=True, before_publish=(lambda: audited(len(kept), left_out)) if audited else None
+    )
     title = f"Engagement against spend: {crowd_name}"
     intro = (
         f"As of {data.as_of}. Engagement: interactions in the last {result.window} days; spend: net spend "
@@ -152,7 +161,7 @@ def write_quadrant(
     body = f"<h1>{title}</h1><p class='note'>{intro}</p>{chart}"
     body += cells.to_html(index=False) + f"<p>Potential high spenders: {paths['potential'].name} ({how}).</p>"
     atomic_write_text(pages.page(title, body), paths["html"])
-    return paths, notes
+    return paths, notes, len(kept)
 
 
 def _chart(result: Quadrant, min_cell: int) -> str:

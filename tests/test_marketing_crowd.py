@@ -642,8 +642,11 @@ def test_quadrant_finds_the_engaged_customer_who_does_not_buy(tmp_path):
         assert cells.loc["B", "cell"].startswith("quiet spenders") and cells.loc["A", "cell"].startswith("low value")
         ranked, how = potential_high_spenders(data, result)
         assert ranked["customer_id"].tolist() == ["E"] and "engagement" in how
-        paths, _ = write_quadrant(data, result, "all", 1, tmp_path)
+        recorded = []
+        paths, _, written = write_quadrant(data, result, "all", 1, tmp_path, audited=lambda n, left: recorded.append(n))
         assert pd.read_csv(paths["potential"])["customer_id"].tolist() == ["E"]
+        # the ids file is a pull of customer ids: recorded (it was not), once it is written whole
+        assert written == 1 and recorded == [1]
         assert pd.read_csv(paths["csv"])["customers"].astype(str).tolist()[0] == "1"
         with pytest.raises(PortraitError, match="one of \\[30, 90, 180, 365\\]"):
             quadrant(data, data.mask(Crowd("all")), window=60)
