@@ -244,14 +244,23 @@ def register_tags(app: typer.Typer, out, console) -> None:
         rejected: Annotated[Path | None, typer.Option("--rejected", help="Where rejected ids go.")] = None,
     ) -> None:
         """Remove a manual tag from listed customers (the history is kept)."""
-        from marketing.manual import check_note, record
+        from marketing.manual import check_note, holders, record
 
         _manual(tag, file)
         check_note(note)  # before the ids are resolved and the rejected ones written
         known = _resolve(data, ids, rejected)
         target = manual_store_path(store)
-        written = record(target, "remove", tag, known["given_id"], known["customer_id"], by=by, note=note)
-        out.print(f"removed {tag!r} from {_people(known, written)} -> {target}")
+        # only those who hold it now: "removed from 40" for 40 who never had it was not so
+        today = dt.datetime.now(dt.UTC).date()
+        held = set(holders(target, today, [tag])["customer_id"])
+        holding = known[known["customer_id"].astype("str").isin(held)]
+        others = int(known.loc[~known.index.isin(holding.index), "customer_id"].nunique())
+        not_held = f"{others:,} listed customer{'' if others == 1 else 's'} did not hold it (nothing recorded for them)"
+        if holding.empty:
+            out.print(f"nobody listed holds {tag!r}: {not_held}; {target} unchanged")
+            return
+        written = record(target, "remove", tag, holding["given_id"], holding["customer_id"], by=by, note=note)
+        out.print(f"removed {tag!r} from {_people(holding, written)} -> {target}" + (f"; {not_held}" if others else ""))
 
 
 def _date(text: str, option: str) -> dt.date:

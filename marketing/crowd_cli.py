@@ -147,8 +147,13 @@ def register_crowd(app: typer.Typer, out, console) -> None:
                 crowds, mask, base_mask, crowd_name=crowd.describe(), base_name=base.describe(), min_cell=min_cell
             )
             paths = write_report(report, out_dir)
-        size = f"{report.size:,}" if report.size >= min_cell else f"fewer than {min_cell}"
-        base_size = f"{report.base_size:,}" if report.base_size >= min_cell else f"fewer than {min_cell}"
+        # none is said as 0 (the report says the crowd is empty): "fewer than N" then "empty" read as two answers
+        size = f"{report.size:,}" if report.size >= min_cell or not report.size else f"fewer than {min_cell}"
+        base_size = (
+            f"{report.base_size:,}"
+            if report.base_size >= min_cell or not report.base_size
+            else f"fewer than {min_cell}"
+        )
         out.print(f"{crowd.describe()}: {size} customers against {base.describe()} ({base_size}) as of {report.as_of}")
         if report.empty:
             out.print(f"the crowd is empty as of {report.as_of}", style="yellow", end="")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -244,7 +245,7 @@ def checked(dataset: Dataset, progress: Progress | None = None, note: Callable[[
         where = dataset.root if dataset.root is not None else dataset.name
         note(
             f"{left_out:,} row{'' if left_out == 1 else 's'} of {dataset.name} fail the contract's checks and are "
-            f"left out (portrait validate {where} --out DIR lists them)"
+            f"left out (portrait validate {shlex.quote(str(where))} --out DIR lists them)"
         )
     return dataset
 

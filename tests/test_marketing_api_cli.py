@@ -191,8 +191,16 @@ def test_manual_tags_from_the_command_line(tmp_path, data_folder, monkeypatch):
     code, text = run("tags", "apply", str(data_folder), "--as-of", dt.date.today().isoformat(), "--out", "out")
     tags = pd.read_parquet(next((tmp_path / "out").glob("tags_*.parquet")))
     assert sorted(tags.loc[tags["tag"] == "VIP", "customer_id"]) == ["A", "C"]
+    (tmp_path / "some.csv").write_text("customer_id\nA\nB\n")  # B never held it
+    code, text = run("tags", "remove", "VIP", "--ids", "some.csv", "--data", str(data_folder))
+    assert code == 0 and "removed 'VIP' from 1 customer ->" in text
+    assert "; 1 listed customer did not hold it (nothing recorded for them)" in text
     code, text = run("tags", "remove", "VIP", "--ids", "ids.csv", "--data", str(data_folder))
-    assert code == 0 and "removed 'VIP' from 2" in text
+    assert code == 0 and "removed 'VIP' from 1 customer" in text  # C; A no longer holds it
+    code, text = run("tags", "remove", "VIP", "--ids", "ids.csv", "--data", str(data_folder))
+    assert code == 0 and "nobody listed holds 'VIP': 2 listed customers did not hold it" in text
+    log = pd.read_parquet(tmp_path / "tags" / "manual.parquet")
+    assert sorted(log.loc[log["action"] == "remove", "customer_id"]) == ["A", "C"]  # B never recorded
     for week_date in ("2027-W18", "20270501"):  # Python reads both as dates; the help says YYYY-MM-DD
         code, text = run(
             "tags", "assign", "VIP", "--ids", "ids.csv", "--data", str(data_folder), "--expires", week_date
