@@ -583,6 +583,14 @@ def tags_summary(
     if previous is not None:
         previous = previous[~of_tags(previous, applied.skipped)]
     moves = movement(tags, previous)
+    # a tag nobody holds is listed with 0, not left out: an empty tag read as one never computed
+    listed = set(moves["tag"])
+    empty = [n for n in library.names() if n not in listed and n not in applied.skipped]
+    if empty:
+        zero = 0 if previous is not None else pd.NA
+        moves = pd.concat(
+            [moves, pd.DataFrame({"tag": empty, "customers": 0, "entered": zero, "left": zero})], ignore_index=True
+        )
     return {
         "as_of": as_of.isoformat(),
         "library": library.source,

@@ -536,7 +536,8 @@ def test_a_run_without_scores_neither_empties_the_model_tags_nor_restarts_their_
     library = load_library_text(
         tmp_path,
         '[groups.p]\n[[tags]]\nname = "likely"\ngroup = "p"\nkind = "model"\nwhere = "repurchase_90d_percentile >= 80"\n'
-        '[[tags]]\nname = "buyer"\ngroup = "p"\nwhere = "orders_lifetime >= 1"\n',
+        '[[tags]]\nname = "buyer"\ngroup = "p"\nwhere = "orders_lifetime >= 1"\n'
+        '[[tags]]\nname = "nobody"\ngroup = "p"\nwhere = "orders_lifetime > 1000"\n',
     )
     out = tmp_path / "tags"
     out.mkdir()
@@ -552,11 +553,14 @@ def test_a_run_without_scores_neither_empties_the_model_tags_nor_restarts_their_
         tags_file(out, day).with_suffix(".summary.json").write_text(json.dumps(summary, default=str))
         return tags, summary
 
-    first, _ = run("2024-03-01", tmp_path)
+    first, first_summary = run("2024-03-01", tmp_path)
     assert sorted(first.loc[first["tag"] == "likely", "customer_id"]) == ["A", "C"]
+    # a tag nobody holds is listed with 0 (it was left out, as if never computed)
+    assert first_summary["tags"]["nobody"]["customers"] == 0
     _, without = run("2024-03-02", None)
     assert without["skipped"] == ["likely"] and "likely" not in without["tags"]
     assert without["tags"]["buyer"]["left"] == 0
+    assert without["tags"]["nobody"] == {"customers": 0, "entered": 0, "left": 0, "reads": "orders_lifetime > 1000"}
     again, summary = run("2024-03-03", tmp_path)  # the scores of 03-01, the newest not after
     likely = again[again["tag"] == "likely"]
     assert sorted(likely["customer_id"]) == ["A", "C"]
