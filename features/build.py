@@ -372,6 +372,9 @@ def _register_vocabulary(con: duckdb.DuckDBPyConnection | Engine, vocab: Vocabul
     }
     for name, values in tables.items():
         frame = pd.DataFrame({"value": pd.Series(values, dtype="str"), "slot": np.arange(len(values), dtype="int64")})
+        # each value's rank by name: ties of a favourite go to the first by name, the same
+        # whatever the vocabulary's order (:func:`_named_slot`, :func:`_favourite`)
+        frame["name_rank"] = frame["value"].rank(method="first").astype("int64") - 1
         as_engine(con).register_frame(name, frame)
 
 
@@ -527,10 +530,14 @@ def _finish(frame: pd.DataFrame, features: list[Feature], vocabulary: Vocabulary
     names = {f.name for f in features}
     favourites = {}  # beside the frame, not inserted into it (one block per column: no copies)
     if "favourite_category" in names:
-        favourites["favourite_category"] = _named_slot(frame["favourite_category"], list(vocabulary.categories))
+        favourites["favourite_category"] = _named_slot(frame["favourite_category"], sorted(vocabulary.categories))
     if "favourite_channel" in names:
+        # in order of name: equal shares go to the first by name, whatever the vocabulary's order
         channels = list(vocabulary.channels)
-        favourites["favourite_channel"] = _favourite(frame, "channel_share_", channels, slugs(tuple(channels)))
+        named = sorted(zip(channels, slugs(tuple(channels)), strict=True))
+        favourites["favourite_channel"] = _favourite(
+            frame, "channel_share_", [c for c, _ in named], [s for _, s in named]
+        )
     result = {"customer_id": frame["customer_id"].astype("str")}
     for feature in features:
         column = favourites[feature.name] if feature.name in favourites else frame[feature.name]

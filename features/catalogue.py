@@ -31,8 +31,9 @@ Relations and their columns (all restricted to rows before the cutoff):
   of spend go to what the customer kept;
 - ``line_categories`` (one row per category bought): ``age`` of its latest purchase, so
   "categories bought in the last w days" counts rows with ``age <= w``, and
-  ``favourite_key``, whose largest value per customer gives the favourite category's slot
-  (:data:`FAVOURITE_SLOT`: the net spend, then the vocabulary's order; 999 outside it);
+  ``favourite_key``, whose largest value per customer gives the favourite category
+  (:data:`FAVOURITE_SLOT`: the net spend, then the name; its rank by name among the
+  vocabulary's categories, 999 outside it);
 - ``event_buckets`` (events pre-aggregated per customer id and event type as written, several
   rows per customer): ``type_slot``, ``n_<w>d`` (events in the last w days, for each window),
   ``n`` (all before the cutoff), ``min_age``, and ``event_days_<j>`` (the days with an event in
@@ -184,8 +185,8 @@ def slugs(values: tuple[str, ...]) -> list[str]:
     return result
 
 
-# The favourite category's slot among the top categories (999: outside them; NULL: no net
-# spend in any category), from the line_categories stage's favourite_key.
+# The favourite category's rank by name among the top categories (999: outside them; NULL: no
+# net spend in any category), from the line_categories stage's favourite_key.
 OTHER_SLOT = 999
 FAVOURITE_SLOT = (
     f"CASE WHEN MAX(favourite_key) >= 1000 THEN {OTHER_SLOT} - CAST(MOD(MAX(favourite_key), 1000) AS BIGINT) END"
@@ -627,7 +628,7 @@ def preferences_family(config: FeatureConfig, vocab: Vocabulary | None = None, a
             "favourite_category",
             f,
             None,
-            "Category with the largest net spend (refunds deducted; equal spends: the one higher in the "
+            "Category with the largest net spend (refunds deducted; equal spends: the first by name among the "
             "top categories); 'other' when it is not one of the top categories.",
             "line_categories",
             FAVOURITE_SLOT,
@@ -640,7 +641,7 @@ def preferences_family(config: FeatureConfig, vocab: Vocabulary | None = None, a
             "favourite_channel",
             f,
             None,
-            "Channel with the largest share of orders.",
+            "Channel with the largest share of orders (equal shares: the first by name).",
             "favourite",
             "",
             "category",

@@ -152,14 +152,16 @@ def compile_plan(
         # One row per category bought (a purchase line with amount > 0): the age of its latest
         # purchase, and a key whose largest value per customer names the favourite category: the
         # net spend (rounded as money_sum rounds it) in millionths, times 1000, plus 999 minus its
-        # slot among the top categories (0 outside them), so that equal spends go to the category
-        # higher in the vocabulary, and any category outside it reads as 'other' (slot 999).
+        # rank by name among the top categories (0 outside them), so that equal spends go to the
+        # first by name, whatever the vocabulary's order (a model's, or the day's: one customer
+        # had two favourites, in a tag and in a profile), and any category outside it reads as
+        # 'other' (999).
         Step(
             "f_line_categories",
             f"""
             SELECT c.customer_id, c.category, c.age,
                    CAST(ROUND(c.spend * 1000000) AS DECIMAL(38, 0)) * 1000
-                       + (999 - COALESCE(v.slot, 999)) AS favourite_key
+                       + (999 - COALESCE(v.name_rank, 999)) AS favourite_key
             FROM (
                 SELECT customer_id, category, MIN(CASE WHEN amount > 0 THEN age END) AS age,
                        CASE WHEN {money_sum("amount")} > 0 THEN {money_sum("amount")} ELSE 0 END AS spend

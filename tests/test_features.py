@@ -737,3 +737,28 @@ def test_discount_features_are_missing_not_zero_when_no_discount_was_recorded_be
     recorded = build_features(dataset(purchases=PURCHASES), CUTOFF).set_index("customer_id")
     assert recorded.loc["A", "discount_order_share"] == 0.5  # o1 (5.00 off) of o1 and o2
     assert recorded[DISCOUNT_FEATURES].notna().any().all()
+
+
+def test_a_tie_between_favourites_goes_to_the_first_by_name_whatever_the_vocabulary_order():
+    """Equal spends went to the category higher in the vocabulary: scored with a model's
+    vocabulary and tagged with the day's, one customer had two favourite categories (in a tag
+    and in a profile). By name, both vocabularies agree."""
+    from features.catalogue import Vocabulary
+
+    lines = pd.DataFrame(
+        [
+            ("t1", "T", "2024-02-10 10:00:00", 10.0, 1, "toys", "b1", "web", "card", 0.0),
+            ("t2", "T", "2024-02-11 10:00:00", 10.0, 1, "books", "b1", "app", "card", 0.0),
+        ],
+        columns=PURCHASE_COLUMNS,
+    )
+    data = dataset(purchases=pd.concat([PURCHASES, lines]))
+    found = []
+    for categories, channels in (
+        (("toys", "books"), ("web", "app", "store")),
+        (("books", "toys"), ("store", "app", "web")),
+    ):
+        vocabulary = Vocabulary(categories=categories, brands=("b1", "b2"), channels=channels)
+        frame = build_features(data, CUTOFF, vocabulary=vocabulary).set_index("customer_id")
+        found.append((frame.loc["T", "favourite_category"], frame.loc["T", "favourite_channel"]))
+    assert found == [("books", "app"), ("books", "app")]
