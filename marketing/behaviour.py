@@ -247,15 +247,18 @@ def check_values(
             if value in present:
                 continue
             # never a value holding an e-mail address or a phone number (a payload in event_type)
-            known = [
-                row[0]
+            # each value as the data writes it (values compare without case: 'onions' for 'ONIONS'
+            # read as a value that differs, where exact matches elsewhere are told apart by case)
+            written = {
+                row[0]: row[1]
                 for row in engine.rows(
-                    f"SELECT DISTINCT {normalised} AS v FROM {table} WHERE {before} AND {normalised} IS NOT NULL "
-                    "LIMIT 100000"
+                    f"SELECT {normalised} AS v, MIN(CAST({quote_ident(column)} AS VARCHAR)) AS shown FROM {table} "
+                    f"WHERE {before} AND {normalised} IS NOT NULL GROUP BY {normalised} LIMIT 100000"
                 )
-                if not holds_personal_value(str(row[0]))
-            ]
-            close = difflib.get_close_matches(value, known, n=5, cutoff=0.5) or sorted(known)[:5]
+                if not holds_personal_value(str(row[1]))
+            }
+            close = difflib.get_close_matches(value, list(written), n=5, cutoff=0.5) or sorted(written)[:5]
             raise FilterError(
-                f"no {table} row before {as_of} has {column} = {value!r}" + (f"; closest: {close}" if close else "")
+                f"no {table} row before {as_of} has {column} = {value!r} (compared without case)"
+                + (f"; closest: {[written[v] for v in close]}" if close else "")
             )

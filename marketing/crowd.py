@@ -639,7 +639,7 @@ def cell_mask(data: CrowdData, cell: str) -> np.ndarray:
     name, sep, value = cell.partition("=")
     name, value = name.strip(), value.strip().strip("'\"")
     if not sep or not name or not value:
-        raise PortraitError(f'--cell {cell!r}: write it as "DIMENSION = VALUE", e.g. "spending_power = high"')
+        raise PortraitError(f'the cell {cell!r}: write it as "DIMENSION = VALUE", e.g. "spending_power = high"')
     column = data.dimensions[data.check_dimension(name)]
     values = [str(v) for v in column.cat.categories]
     if value not in values:

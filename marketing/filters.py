@@ -336,10 +336,12 @@ class _Checker:
                 "pattern matching (~, LIKE, regular expressions) is not available in a condition; compare with = "
                 "or in ('...', '...')"
             )
+        if isinstance(node, exp.Anonymous | exp.Func):
+            self.operand(node)  # a function no condition knows says so (never "compare it")
         if isinstance(node, exp.Column | exp.Anonymous | exp.Func):
             raise FilterError(
                 f"{node.sql()!r} on its own is not a condition: compare it, e.g. {node.sql()} > 0"
-                if self.behaviour
+                if isinstance(node, exp.Column)
                 else f"{node.sql()!r} on its own is not a condition: compare a column with a value"
             )
         raise FilterError(
@@ -357,9 +359,11 @@ class _Checker:
             if kind is None and node.name not in self.schema.kinds:
                 close = self.schema.closest(node.name)
                 scored = re.search(r"_(score|percentile|decile)$|^persona_(name|id)$", node.name)
+                quoted = node.this.quoted  # "BEEF": double quotes name a column, as in SQL
                 raise FilterError(
                     f"unknown column {node.name!r}"
-                    + (f"; did you mean one of {close}?" if close else "")
+                    + (f"; a text value takes single quotes: '{node.name}'" if quoted else "")
+                    + (f"; did you mean one of {close}?" if close and not quoted else "")
                     + ("; a model's output is read from the scores (--scores DIR)" if scored else "")
                 )
             self.columns.append(node.name)
@@ -368,6 +372,24 @@ class _Checker:
             term = behaviour_term(node)
             self.terms.append(term)
             return exp.column(term.column), NUMBER
+        if isinstance(node, exp.Cast) and isinstance(node.this, exp.Literal) and node.this.is_string:
+            raise FilterError(  # DATE '...' parsed as a cast: shown as written, not as CAST(... AS DATE)
+                f"a date ({node.this.this!r}) is not a value a condition takes: dates are features counting days "
+                "before the as-of date (days_since_first_purchase > 365, days_since_last_purchase <= 30)"
+            )
+        if isinstance(node, exp.Anonymous) and node.name.lower() in FUNCTIONS:  # not self.behaviour
+            raise FilterError(
+                f"{node.name.lower()}(...) is not available in a list's filter, which reads columns: save a segment "
+                "with it (portrait segment create NAME --where ...) and list --segment NAME"
+            )
+        if isinstance(node, exp.Anonymous | exp.Func):
+            name = node.name.lower() if isinstance(node, exp.Anonymous) else node.sql_name().lower()
+            known = "the functions a condition can use are purchased(...), spent(...) and events(...)"
+            raise FilterError(
+                f"{name}(...) is not a function a condition can use"
+                + (f"; {known}" if self.behaviour else "")
+                + "; compare column names with values"
+            )
         if column_only:
             what = "a column name" + (" or purchased(...), spent(...), events(...)" if self.behaviour else "")
             raise FilterError(f"{node.sql()!r}: expected {what} before the operator")

@@ -439,7 +439,7 @@ def test_unknown_crowds_are_clear_errors(tmp_path):
             data.mask(Crowd("tag", "lapsng"))
         with pytest.raises(PortraitError, match="needs a scores folder"):
             data.mask(Crowd("persona", "x"))
-        with pytest.raises(PortraitError, match="category = 'diary'.*dairy"):
+        with pytest.raises(PortraitError, match="category = 'diary'.*Dairy"):
             data.mask(Crowd("bought_category", "diary"))
         assert data.ids[data.mask(Crowd("bought_category", "dairy", 60))].tolist() == ["A", "C"]  # from 2024-01-01
         assert data.ids[data.mask(Crowd("bought_category", "dairy", 40))].tolist() == ["A"]  # from 2024-01-21

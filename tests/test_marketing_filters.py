@@ -32,8 +32,17 @@ def test_is_null_and_is_not_null_by_hand():
         ("customer_id = 1020", "quote the value: customer_id = '...'"),
         ("favourite_category in ('a', 2)", "compares text with a number"),
         ("spend_365d", "on its own is not a condition"),
-        ("lower(favourite_category) = 'x'", "is not a value"),
-        ("purchased(within_days = 3) > 0", "is not a value"),  # no behaviour in --where
+        ("lower(favourite_category) = 'x'", r"^lower\(\.\.\.\) is not a function a condition can use"),
+        # no behaviour in a list's --where: where it is (the message said "is not a value")
+        (
+            "purchased(within_days = 3) > 0",
+            r"^purchased\(\.\.\.\) is not available in a list's filter.*--segment NAME$",
+        ),
+        ("purchased(within_days = 3)", r"^purchased\(\.\.\.\) is not available in a list's filter"),
+        # a date is shown as written (the message echoed "CAST('2017-01-01' AS DATE)")
+        ("spend_365d > date '2017-01-01'", r"^a date \('2017-01-01'\) is not a value a condition takes: dates are"),
+        # double quotes name a column, as in SQL
+        ('favourite_category = "Dairy"', r"^unknown column 'Dairy'; a text value takes single quotes: 'Dairy'$"),
         ("spend_365d is 3", "only 'is null'"),
         ("1 = 1", "compares two values"),
         ("spend_365d > 1e999", "not a finite number"),
@@ -91,7 +100,12 @@ def test_behaviour_calls_become_terms_with_their_arguments():
         ("purchased(colour = 'red') > 0", "not 'colour'"),
         ("events(within_days = 3) > 0", "needs an event type first"),
         ("spent(category = 'a', category = 'b') > 0", "category is given twice"),
-        ("sleep(5) > 0", "is not a value"),
+        (
+            "sleep(5) > 0",
+            r"^sleep\(\.\.\.\) is not a function a condition can use; the functions a condition can use are",
+        ),
+        # a hint that works when followed (it said "compare it, e.g. TAG('VIP') > 0", which then failed)
+        ("tag('VIP')", r"^tag\(\.\.\.\) is not a function a condition can use"),
         # a term is a number, named by its call (was a runtime error naming an internal column)
         (
             "spent(within_days = 30) > 'abc'",

@@ -300,7 +300,7 @@ def test_api_serves_profiles_scores_lists_and_models(scored):
         ("not " * 100 + "orders_365d > 1", "100 'not's"),
         ("spend_365d between 'a' and 'z'", "compares text with a number"),
         ("customer_id = 1020", "quote the value"),
-        ("lower(persona_name)", "on its own is not a condition"),
+        ("lower(persona_name)", "lower(...) is not a function a condition can use"),
     ):
         answer = client.get(f"/lists/{MODEL}", params={"where": hostile})
         assert answer.status_code == 422 and message in answer.json()["detail"], hostile
