@@ -26,7 +26,7 @@ from marketing.tags import Library
 from portrait import pages
 from portrait.dataset import Dataset
 from portrait.errors import PortraitError
-from portrait.files import atomic_write, atomic_write_text, check_targets
+from portrait.files import atomic_target, atomic_write, atomic_write_text, check_targets
 from portrait.sql import quote_ident
 from portrait.views import compute_once
 
@@ -217,11 +217,11 @@ def write_trend(table: pd.DataFrame, crowd: Crowd, min_cell: int, out_dir: Path)
     check_targets(paths.values())
     shown = suppressed_trend(table, min_cell)
     atomic_write(shown, paths["csv"], csv=True)
-    chart = _chart(table, shown, crowd)
-    paths["png"].parent.mkdir(parents=True, exist_ok=True)
+    chart = _chart(table, shown, crowd, min_cell)
     import base64
 
-    paths["png"].write_bytes(base64.b64decode(chart))
+    with atomic_target(paths["png"]) as tmp:  # the one atomic writer, as every output
+        tmp.write_bytes(base64.b64decode(chart))
     title = f"Trend: {crowd.describe()}"
     body = (
         f"<h1>{title}</h1><p class='note'>Each point recomputed as of its date from data before it. Revenue: "
@@ -232,11 +232,22 @@ def write_trend(table: pd.DataFrame, crowd: Crowd, min_cell: int, out_dir: Path)
     return paths
 
 
-def _chart(table: pd.DataFrame, shown: pd.DataFrame, crowd: Crowd) -> str:
+def _chart(table: pd.DataFrame, shown: pd.DataFrame, crowd: Crowd, min_cell: int) -> str:
     plt = pages.pyplot()
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
     dates = pd.to_datetime(table["as_of"])
     hidden = shown["revenue"].eq("").to_numpy()
+    if hidden.all():  # no point may be drawn: a note, not empty panels with ticks of 0 and -0
+        fig, ax = plt.subplots(figsize=(8, 1.6))
+        ax.axis("off")
+        ax.text(
+            0.0,
+            0.5,
+            f"{crowd.describe()}: fewer than {min_cell} customers at every point, so nothing is drawn",
+            va="center",
+            fontsize=11,
+        )
+        return pages.png(fig)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
     top.plot(dates, np.where(hidden, np.nan, table["customers"]), marker="o", color="#c0392b")
     top.set_ylabel("customers in the crowd")
     top.set_title(crowd.describe(), loc="left", fontsize=11)

@@ -227,7 +227,14 @@ def register_segments(app: typer.Typer, out, console) -> None:
         store = SegmentStore(segments_dir)
         table = Table(title=f"segments in {store.folder}/")
         for column in ("name", "definition", "customers", "share", "as of"):
-            table.add_column(column, justify="right" if column in ("customers", "share") else "left")
+            # a long definition wraps within 80 characters, rather than widen every row of the
+            # table to it (7,000-character lines in a log); segment show NAME prints it whole
+            table.add_column(
+                column,
+                justify="right" if column in ("customers", "share") else "left",
+                max_width=80 if column == "definition" else None,
+                overflow="fold",
+            )
         unreadable = []
         for name in store.names():  # one file edited by hand does not hide the others
             try:

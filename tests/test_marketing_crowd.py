@@ -531,6 +531,27 @@ def test_planted_promotion_hunters_are_promotion_sensitive(planted):
     assert rows(report, "planted")["promotion_hunter"][2] > 300  # the crowd is what it says
 
 
+def test_a_trend_of_a_crowd_hidden_at_every_point_says_so_instead_of_empty_panels(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    from marketing.crowd_trend import write_trend
+
+    written = []
+    real_text = matplotlib.axes.Axes.text
+
+    def text(ax, x, y, s, *args, **kwargs):
+        written.append(s)
+        return real_text(ax, x, y, s, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "text", text)
+    dates = [dt.date(2024, 2, 1), dt.date(2024, 3, 1)]
+    crowd = Crowd("where", "orders_lifetime >= 2")
+    table = crowd_trend(dataset(), crowd, dates, load_library())  # 2 and 3 customers
+    paths = write_trend(table, crowd, 10, tmp_path)
+    assert any("fewer than 10 customers at every point, so nothing is drawn" in t for t in written)
+    assert paths["png"].read_bytes()[:4] == b"\x89PNG" and not list(tmp_path.glob(".*.tmp"))
+
+
 def test_planted_seasonal_buyers_trend_peaks_in_the_fourth_quarter(planted):
     crowd = Crowd("where", "attr_planted = 'seasonal_gift_buyer'")
     dates = trend_dates("2024-02-01", "2025-01-01", "month")
