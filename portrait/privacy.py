@@ -640,7 +640,9 @@ def consent_version(dataset: Dataset) -> str:
     if settings.suppression_file is not None:
         try:
             stat = settings.suppression_file.stat()
-            parts.append(f"{stat.st_size}:{stat.st_mtime_ns}")
+            # the change time and the file's identity too: an edit keeping size and modification
+            # time (cp -p, rsync -t, a coarse clock) changes them, and no program sets them back
+            parts.append(f"{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ctime_ns}:{stat.st_ino}")
         except OSError:
             parts.append("missing")
     return "|".join(parts)

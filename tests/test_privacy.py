@@ -324,6 +324,23 @@ def test_consent_and_suppression_by_hand(tmp_path):
     )
 
 
+def test_the_consent_version_changes_with_a_suppression_edit_that_keeps_size_and_modification_time(tmp_path):
+    """A server reloads the consent rules when their version changes: an edit keeping the file's
+    size and modification time (cp -p, rsync -t) went unnoticed, and lists left out the old list."""
+    import os
+
+    from portrait.privacy import consent_version
+
+    dataset = consent_dataset(tmp_path, suppressed="customer_id\nX\n")
+    path = dataset.privacy.suppression_file
+    before = consent_version(dataset)
+    stat = path.stat()
+    path.write_text("customer_id\nY\n")  # same size
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same modification time
+    assert path.stat().st_size == stat.st_size and path.stat().st_mtime_ns == stat.st_mtime_ns
+    assert consent_version(dataset) != before
+
+
 def test_an_opt_out_under_any_merged_id_leaves_the_person_out(tmp_path):
     from portrait.privacy import apply_consent
 
