@@ -9,6 +9,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
+from zoneinfo import ZoneInfo
 
 import pandas as pd
 import typer
@@ -251,8 +252,11 @@ def register_tags(app: typer.Typer, out, console) -> None:
         known = _resolve(data, ids, rejected)
         target = manual_store_path(store)
         # only those who hold it now: "removed from 40" for 40 who never had it was not so
-        today = dt.datetime.now(dt.UTC).date()
-        held = set(holders(target, today, [tag])["customer_id"])
+        from portrait.dataset import dataset_timezone
+
+        zone = dataset_timezone(data)
+        today = dt.datetime.now(ZoneInfo(zone)).date()
+        held = set(holders(target, today, [tag], zone)["customer_id"])
         holding = known[known["customer_id"].astype("str").isin(held)]
         others = int(known.loc[~known.index.isin(holding.index), "customer_id"].nunique())
         not_held = f"{others:,} listed customer{'' if others == 1 else 's'} did not hold it (nothing recorded for them)"

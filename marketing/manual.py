@@ -11,7 +11,8 @@ removes a forgotten person's rows, history included.
 
 A customer holds a manual tag as of a date when the latest action for that tag and customer
 on or before that date is an assignment, and it has not expired by then (``expires`` is the
-first day it no longer holds). The log keeps the history, so earlier dates stay answerable.
+first day it no longer holds). Days are the data set's (its ``timezone``), as every as-of date:
+a tag given at 00:30 in Berlin holds from that Berlin day, not from the UTC day before. The log keeps the history, so earlier dates stay answerable.
 """
 
 from __future__ import annotations
@@ -161,7 +162,7 @@ def _user() -> str:
         return "unknown"
 
 
-def assigned_later(store: Path, as_of: dt.date, tags: list[str] | None = None) -> int:
+def assigned_later(store: Path, as_of: dt.date, tags: list[str] | None = None, timezone: str = "UTC") -> int:
     """How many assignments in ``store`` are dated after ``as_of``: they hold only from their
     own date, so tags as of an earlier one (a past date of a demo's data) do not show them."""
     log = read_log(store)
@@ -169,23 +170,24 @@ def assigned_later(store: Path, as_of: dt.date, tags: list[str] | None = None) -
         log = log[log["tag"].isin(tags)]
     # The latest action of each (tag, customer): an assignment later removed holds at no date.
     latest = log.sort_values("at", kind="stable").groupby(["tag", "customer_id"]).tail(1)
-    later = latest["at"] >= _day_after(as_of)
+    later = latest["at"] >= _day_after(as_of, timezone)
     return int(((latest["action"] == "assign") & later).sum())
 
 
-def _day_after(as_of: dt.date) -> pd.Timestamp:
+def _day_after(as_of: dt.date, timezone: str = "UTC") -> pd.Timestamp:
     """The first instant an action no longer counts as of ``as_of`` (the module's rule: an
-    action on the as-of day itself holds on it)."""
-    return pd.Timestamp(as_of + dt.timedelta(days=1), tz="UTC")
+    action on the as-of day itself holds on it): the next midnight in ``timezone``."""
+    midnight = pd.Timestamp(as_of + dt.timedelta(days=1)).tz_localize(timezone, nonexistent="shift_forward")
+    return midnight.tz_convert("UTC")
 
 
-def holders(store: Path, as_of: dt.date, tags: list[str] | None = None) -> pd.DataFrame:
+def holders(store: Path, as_of: dt.date, tags: list[str] | None = None, timezone: str = "UTC") -> pd.DataFrame:
     """``tag``, ``customer_id``, ``since`` (date assigned) for the manual tags that hold on
     ``as_of`` (see the module docstring)."""
     log = read_log(store)
     if tags is not None:
         log = log[log["tag"].isin(tags)]
-    log = log[log["at"] < _day_after(as_of)]
+    log = log[log["at"] < _day_after(as_of, timezone)]
     if log.empty:
         return pd.DataFrame({"tag": [], "customer_id": [], "since": []}, dtype="object")
     latest = log.sort_values("at", kind="stable").groupby(["tag", "customer_id"], as_index=False).tail(1)
@@ -196,7 +198,7 @@ def holders(store: Path, as_of: dt.date, tags: list[str] | None = None) -> pd.Da
         {
             "tag": holding["tag"].to_numpy(),
             "customer_id": holding["customer_id"].astype("str").to_numpy(),
-            "since": holding["at"].dt.date.to_numpy(),
+            "since": holding["at"].dt.tz_convert(timezone).dt.date.to_numpy(),
         }
     )
 

@@ -447,8 +447,9 @@ def apply_tags(
     since: list[np.ndarray] = [np.full(len(p), population.as_of, dtype=object) for p in positions]
     if manual_store is not None:
         manual_names = [t.name for t in library.tags if t.kind == "manual"]
-        held = manual.holders(manual_store, population.as_of, manual_names)
-        if later := manual.assigned_later(manual_store, population.as_of, manual_names):
+        zone = population.dataset.timezone
+        held = manual.holders(manual_store, population.as_of, manual_names, zone)
+        if later := manual.assigned_later(manual_store, population.as_of, manual_names, zone):
             notes.append(
                 f"{later:,} manual assignment(s) are dated after {population.as_of} and hold from their own date: "
                 "tags as of a later date show them"

@@ -444,6 +444,32 @@ def test_manual_tags_hold_from_assignment_until_expiry_or_removal(tmp_path):
     assert log["by"].tolist() == ["ann", "ann", "bob"] and log["note"].iloc[0] == "key accounts"
 
 
+def test_a_manual_tag_holds_from_its_day_in_the_data_sets_zone(tmp_path):
+    """Given at 00:30 in Berlin on 2026-06-02 (22:30 UTC on 06-01): it holds as of the Berlin
+    day 06-02 and not as of 06-01 (counted in UTC days, it held a day early)."""
+    store = tmp_path / "manual.parquet"
+    at = pd.Timestamp("2026-06-01 22:30", tz="UTC")
+    log = pd.DataFrame(
+        {
+            "action": ["assign"],
+            "tag": ["VIP"],
+            "customer_id": ["A"],
+            "given_id": ["A"],
+            "at": pd.Series([at]).astype("datetime64[us, UTC]"),
+            "by": ["ann"],
+            "note": [None],
+            "expires": [None],
+        }
+    )
+    log.to_parquet(store)
+    berlin = "Europe/Berlin"
+    assert manual.holders(store, dt.date(2026, 6, 1), timezone=berlin).empty
+    held = manual.holders(store, dt.date(2026, 6, 2), timezone=berlin)
+    assert held["customer_id"].tolist() == ["A"] and held["since"].tolist() == [dt.date(2026, 6, 2)]
+    assert manual.assigned_later(store, dt.date(2026, 6, 1), timezone=berlin) == 1
+    assert manual.holders(store, dt.date(2026, 6, 1))["since"].tolist() == [dt.date(2026, 6, 1)]  # UTC days
+
+
 def test_a_store_that_is_not_a_manual_tags_log_is_refused_and_left_as_it_is(tmp_path):
     ids = pd.Series(["A"])
     table = tmp_path / "customers.parquet"  # a data set's table, given as the store by mistake
