@@ -48,13 +48,10 @@ class FeatureColumns:
             self.empty = pq.read_schema(self._source).empty_table().to_pandas()
         self.columns = list(self.empty.columns)
 
-    def _read(self, columns: list[str], filters=None) -> pd.DataFrame:
+    def _read(self, columns: list[str]) -> pd.DataFrame:
         if isinstance(self._source, pd.DataFrame):
-            frame = self._source[columns]
-            if filters is not None:
-                frame = frame[frame["customer_id"].isin(filters[0][2])]
-            return frame
-        return pd.read_parquet(self._source, columns=columns, filters=filters)
+            return self._source[columns]
+        return pd.read_parquet(self._source, columns=columns)
 
     def _aligned(self, column: pd.Series) -> pd.Series:
         """``column`` (in the source's row order) in the scores' row order."""

@@ -4,8 +4,8 @@ The scores lists are drawn from are held in memory, and their features read a fe
 time from the file opened with them (:class:`~serving.feature_columns.FeatureColumns`); both are
 loaded again only when the published scores change: on each request the ``LATEST`` pointer is
 read (with ``--runs``, the run ``LATEST`` names through :func:`serving.refresh.current_run`,
-then that run's scores pointer) and the scores file's identity compared, so a new ``portrait score`` or ``portrait refresh`` is
-served without a restart and a request never mixes two runs.
+then that run's scores pointer) and the scores file's identity compared, so a new ``portrait
+score`` or ``portrait refresh`` is served without a restart and a request never mixes two runs.
 """
 
 from __future__ import annotations

@@ -66,7 +66,7 @@ def test_columns_read_are_kept_up_to_a_bound_and_read_again_after(features_file,
     columns = FeatureColumns(features_file, pd.Series(["a", "b", "c"]))
     reads = []
     original = columns._read
-    monkeypatch.setattr(columns, "_read", lambda names, filters=None: reads.append(names) or original(names, filters))
+    monkeypatch.setattr(columns, "_read", lambda names: reads.append(names) or original(names))
     columns.read(["spend_365d"])
     columns.read(["spend_365d"])  # kept
     columns.read(["orders_90d"])  # spend_365d no longer kept
