@@ -35,19 +35,22 @@ def rss_gb() -> float:
 
 
 def fake_scores(features: Path, out: Path, as_of: str = "2025-01-01") -> None:
-    out.mkdir(parents=True, exist_ok=True)
+    from portrait.files import atomic_target, atomic_write, atomic_write_text
+
     ids = pd.read_parquet(features, columns=["customer_id"])["customer_id"]
     score = np.random.default_rng(1).random(len(ids))
-    pd.DataFrame(
+    scores = pd.DataFrame(
         {
             "customer_id": ids,
             "as_of": pd.Timestamp(as_of),
             "fake_score": score,
             "fake_percentile": pd.Series(score).rank(pct=True).mul(100).to_numpy(),
         }
-    ).to_parquet(out / f"scores_{as_of}.parquet", index=False)
-    shutil.copy(features, out / f"features_{as_of}.parquet")
-    (out / "LATEST").write_text(f"scores_{as_of}.parquet")
+    )
+    atomic_write(scores, out / f"scores_{as_of}.parquet")
+    with atomic_target(out / f"features_{as_of}.parquet") as tmp:
+        shutil.copyfile(features, tmp)
+    atomic_write_text(f"scores_{as_of}.parquet", out / "LATEST")
 
 
 def main() -> None:

@@ -225,17 +225,8 @@ def register_segments(app: typer.Typer, out, console) -> None:
         from marketing.segments import BrokenSegment, SegmentStore
 
         store = SegmentStore(segments_dir)
-        table = Table(title=f"segments in {store.folder}/")
-        for column in ("name", "definition", "customers", "share", "as of"):
-            # a long definition wraps within 80 characters, rather than widen every row of the
-            # table to it (7,000-character lines in a log); segment show NAME prints it whole
-            table.add_column(
-                column,
-                justify="right" if column in ("customers", "share") else "left",
-                max_width=80 if column == "definition" else None,
-                overflow="fold",
-            )
-        unreadable = []
+        columns = ("name", "definition", "customers", "share", "as of")
+        rows, unreadable = [], []
         for name in store.names():  # one file edited by hand does not hide the others
             try:
                 segment = store.load(name)
@@ -244,14 +235,26 @@ def register_segments(app: typer.Typer, out, console) -> None:
                 continue
             history = store.history(name)
             last = history.iloc[-1] if len(history) else None
-            table.add_row(
-                name,
-                segment.definition(),
-                "-" if last is None else f"{int(last['customers']):,}",
-                "-" if last is None else f"{float(last['share']):.1%}",
-                "never refreshed" if last is None else str(last["as_of"]),
+            rows.append(
+                (
+                    name,
+                    segment.definition(),
+                    "-" if last is None else f"{int(last['customers']):,}",
+                    "-" if last is None else f"{float(last['share']):.1%}",
+                    "never refreshed" if last is None else str(last["as_of"]),
+                )
             )
-        out.print(table)
+        if not out.is_terminal:
+            # piped: one tab-separated line per segment, whole (a table padded every row to its
+            # longest definition, 7,000 characters a line in a log)
+            typer.echo("\n".join("\t".join(row) for row in [columns, *rows]))  # as written: rich would expand tabs
+        else:
+            table = Table(title=f"segments in {store.folder}/")
+            for column in columns:
+                table.add_column(column, justify="right" if column in ("customers", "share") else "left")
+            for row in rows:
+                table.add_row(*row)
+            out.print(table)
         if unreadable:
             raise PortraitError("; ".join(unreadable))
 

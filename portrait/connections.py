@@ -14,6 +14,7 @@ import contextlib
 import signal
 import socket
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator
 
@@ -63,6 +64,11 @@ def is_interruption(exc: BaseException) -> bool:
     )
 
 
+# After a stop, the live connections are interrupted again every REPEAT_EVERY seconds for
+# REPEAT_FOR seconds (the stopped command does not start new work meanwhile).
+REPEAT_EVERY, REPEAT_FOR = 0.1, 3.0
+
+
 @contextlib.contextmanager
 def interrupting_queries(interrupts: Callable[[int], bool]) -> Iterator[None]:
     """While it lasts, a thread calls :func:`interrupt_all` as soon as a signal arrives for which
@@ -81,12 +87,24 @@ def interrupting_queries(interrupts: Callable[[int], bool]) -> Iterator[None]:
     previous = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
 
     def watch() -> None:
+        stopping: bytes = b""  # the signals of a stop under way, and until when to repeat it
+        until = 0.0
         while True:
-            received = reader.recv(64)
-            if finished.is_set() or not received:
+            reader.settimeout(REPEAT_EVERY if stopping else None)
+            try:
+                received = reader.recv(64)
+            except TimeoutError:
+                received = None
+            if finished.is_set() or received == b"":
                 return
-            if any(interrupts(number) for number in received):
+            if received and any(interrupts(number) for number in received):
+                stopping, until = received, time.monotonic() + REPEAT_FOR
+            if stopping and any(interrupts(number) for number in stopping):
+                # again for a moment: a query another thread was about to start when the signal
+                # came (an interrupt then finds nothing to stop) would run to its end otherwise
                 interrupt_all()
+            if stopping and time.monotonic() >= until:
+                stopping = b""
 
     watcher = threading.Thread(target=watch, name="portrait-interrupt", daemon=True)
     watcher.start()

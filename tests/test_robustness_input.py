@@ -740,6 +740,11 @@ def test_output_read_by_a_program_is_whole_and_warnings_go_to_stderr(tmp_path):
     command = [sys.executable, "-m", "portrait_cli", "segment", "list", "--segments", str(store.folder)]
     listed = subprocess.run(command, capture_output=True, text=True, env=env)
     assert listed.returncode == 0 and long in listed.stdout and "quiet_milk_buyers_with_a_long_name" in listed.stdout
+    # one tab-separated line per segment, not a table padded to its longest definition
+    assert listed.stdout.splitlines() == [
+        "name\tdefinition\tcustomers\tshare\tas of",
+        f"quiet_milk_buyers_with_a_long_name\t{long}\t-\t-\tnever refreshed",
+    ]
     folder = write_tables(
         tmp_path / "data",
         purchases=pd.DataFrame(

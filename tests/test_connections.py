@@ -1,0 +1,40 @@
+"""Stopping the product's DuckDB queries from another thread (portrait/connections.py)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import duckdb
+
+from portrait import connections
+
+
+def test_a_query_started_just_after_a_stop_is_interrupted_too():
+    """A stop interrupted the queries running when it came: one another thread started a moment
+    later (a refresh's step starting under load) ran to its end, minutes at scale. For a moment
+    after a stop the live connections are interrupted again."""
+    previous = signal.signal(signal.SIGUSR1, lambda number, frame: None)  # a Python handler: the wakeup fd hears it
+    ended = []
+    try:
+        with connections.interrupting_queries(lambda number: number == signal.SIGUSR1):
+            con = connections.connect()
+            os.kill(os.getpid(), signal.SIGUSR1)
+            time.sleep(0.5)  # the stop has been heard: nothing was running then
+
+            def run() -> None:
+                try:
+                    con.execute("SELECT SUM(hash(i) % 7) FROM range(40000000000) t(i)").fetchall()  # minutes
+                    ended.append("completed")
+                except duckdb.InterruptException:
+                    ended.append("interrupted")
+
+            worker = threading.Thread(target=run, daemon=True)
+            worker.start()
+            worker.join(timeout=30)
+            assert ended == ["interrupted"]
+            assert connections.REPEAT_FOR > 0.5
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
