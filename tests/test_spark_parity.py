@@ -216,7 +216,9 @@ def test_tags_and_behaviour_conditions_on_spark_equal_duckdb(spark_views, data):
     with Population(dataset, AS_OF, con=engine) as population:
         spark_terms, spark_members, spark_tags = run(population)
         typo = parse_condition("purchased(category = 'electronix') >= 1", population.schema(), behaviour=True)
-        with pytest.raises(FilterError, match=r"category = 'electronix' \(compared without case\); closest: \['electronics'\]"):
+        with pytest.raises(
+            FilterError, match=r"category = 'electronix' \(compared without case\); closest: \['electronics'\]"
+        ):
             population.frame([typo])
     assert all(len(m) > 10 for m in duck_members)  # every condition selects someone
     assert spark_members == duck_members
