@@ -248,12 +248,10 @@ def test_the_values_listed_are_the_populations_never_only_a_small_crowds_or_base
     assert compared.table.groupby("dimension")["value"].apply(set).to_dict() == expected
 
 
-def test_a_chart_labels_a_cell_hidden_second_as_hidden_never_under_the_minimum(monkeypatch):
-    """The bar charts wrote "<N" beside every hidden value, also beside one hidden only so that a
-    small one cannot be worked out, which may hold a hundred customers."""
+@pytest.fixture
+def drawn_texts(monkeypatch) -> list[str]:
+    """The texts charts draw (Axes.text), in order."""
     import matplotlib.axes
-
-    from marketing.crowd_page import _share_chart
 
     written = []
     real_text = matplotlib.axes.Axes.text
@@ -263,6 +261,14 @@ def test_a_chart_labels_a_cell_hidden_second_as_hidden_never_under_the_minimum(m
         return real_text(ax, x, y, s, *args, **kwargs)
 
     monkeypatch.setattr(matplotlib.axes.Axes, "text", text)
+    return written
+
+
+def test_a_chart_labels_a_cell_hidden_second_as_hidden_never_under_the_minimum(drawn_texts):
+    """The bar charts wrote "<N" beside every hidden value, also beside one hidden only so that a
+    small one cannot be worked out, which may hold a hundred customers."""
+    from marketing.crowd_page import _share_chart
+
     report, _ = hand_report(dataset(), min_cell=1)
     rows = suppressed_dimensions(report)
     name = next(d for d, g in rows.groupby("dimension") if (g["share"] != "").sum() >= 2)
@@ -270,7 +276,7 @@ def test_a_chart_labels_a_cell_hidden_second_as_hidden_never_under_the_minimum(m
     shown_first = rows.index[rows["share"] != ""][0]
     rows.loc[shown_first, ["count", "share", "tgi"]] = ["hidden", "", ""]  # as a second hidden cell shows
     assert _share_chart(name, name, rows, report) is not None
-    assert "hidden" in written  # beside the value hidden second, where "<1" was written
+    assert "hidden" in drawn_texts  # beside the value hidden second, where "<1" was written
 
 
 def test_letters_no_installed_font_has_draw_without_a_warning_per_letter():
@@ -531,24 +537,14 @@ def test_planted_promotion_hunters_are_promotion_sensitive(planted):
     assert rows(report, "planted")["promotion_hunter"][2] > 300  # the crowd is what it says
 
 
-def test_a_trend_of_a_crowd_hidden_at_every_point_says_so_instead_of_empty_panels(tmp_path, monkeypatch):
-    import matplotlib.axes
-
+def test_a_trend_of_a_crowd_hidden_at_every_point_says_so_instead_of_empty_panels(tmp_path, drawn_texts):
     from marketing.crowd_trend import write_trend
 
-    written = []
-    real_text = matplotlib.axes.Axes.text
-
-    def text(ax, x, y, s, *args, **kwargs):
-        written.append(s)
-        return real_text(ax, x, y, s, *args, **kwargs)
-
-    monkeypatch.setattr(matplotlib.axes.Axes, "text", text)
     dates = [dt.date(2024, 2, 1), dt.date(2024, 3, 1)]
     crowd = Crowd("where", "orders_lifetime >= 2")
     table = crowd_trend(dataset(), crowd, dates, load_library())  # 2 and 3 customers
     paths = write_trend(table, crowd, 10, tmp_path)
-    assert any("fewer than 10 customers at every point, so nothing is drawn" in t for t in written)
+    assert any("fewer than 10 customers at every point, so nothing is drawn" in t for t in drawn_texts)
     assert paths["png"].read_bytes()[:4] == b"\x89PNG" and not list(tmp_path.glob(".*.tmp"))
 
 
