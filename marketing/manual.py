@@ -12,7 +12,8 @@ removes a forgotten person's rows, history included.
 A customer holds a manual tag as of a date when the latest action for that tag and customer
 on or before that date is an assignment, and it has not expired by then (``expires`` is the
 first day it no longer holds). Days are the data set's (its ``timezone``), as every as-of date:
-a tag given at 00:30 in Berlin holds from that Berlin day, not from the UTC day before. The log keeps the history, so earlier dates stay answerable.
+a tag given at 00:30 in Berlin holds from that Berlin day, not from the UTC day before. The log
+keeps the history, so earlier dates stay answerable.
 """
 
 from __future__ import annotations

@@ -247,7 +247,10 @@ def register_segments(app: typer.Typer, out, console) -> None:
         if not out.is_terminal:
             # piped: one tab-separated line per segment, whole (a table padded every row to its
             # longest definition, 7,000 characters a line in a log)
-            typer.echo("\n".join("\t".join(row) for row in [columns, *rows]))  # as written: rich would expand tabs
+            def cell(value: str) -> str:  # a definition written over several lines stays on one
+                return value.replace("\t", " ").replace("\r", " ").replace("\n", " ")
+
+            typer.echo("\n".join("\t".join(map(cell, row)) for row in [columns, *rows]))  # rich would expand tabs
         else:
             table = Table(title=f"segments in {store.folder}/")
             for column in columns:
