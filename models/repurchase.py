@@ -162,6 +162,9 @@ class BGNBDRepurchase(ClassifierMixin, BaseEstimator):
             codes, self.classes_ = binary_target(y_valid, "y_valid")
             self.calibrator_ = _isotonic(self._raw(X_valid), codes)
         self.categories_ = {}  # the text features it reads and their values: none (numbers only)
+        # the average customer's log-odds, which contributions are measured from (not the
+        # average of the rows explained together: a page's last rows then got no reasons)
+        self.logit_mean_ = float(_logit(self.predict_proba(X if X_valid is None else X_valid)[:, 1]).mean())
         return self
 
     def _raw(self, X: pd.DataFrame) -> np.ndarray:
@@ -179,11 +182,17 @@ class BGNBDRepurchase(ClassifierMixin, BaseEstimator):
         return self.classes_[(self.predict_proba(X)[:, 1] >= 0.5).astype(int)]
 
     def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
-        """BG/NBD has no per-feature attribution: a customer's log-odds above the average is
-        shared equally among its three inputs (purchase days, first and last purchase)."""
+        """BG/NBD has no per-feature attribution: a customer's log-odds above the average
+        customer's (``logit_mean_``, of the rows it was fitted or calibrated on) is shared equally
+        among its three inputs (purchase days, first and last purchase). A row's contributions
+        are the same whichever rows are explained with it."""
         logit = _logit(self.predict_proba(X)[:, 1])
-        deviation = pd.DataFrame({"bgnbd": logit - logit.mean()}, index=X.index)
+        center = getattr(self, "logit_mean_", None)  # versions fitted before it: the rows' own mean
+        deviation = pd.DataFrame({"bgnbd": logit - (logit.mean() if center is None else center)}, index=X.index)
         return _share(deviation, {"bgnbd": BTYD_FEATURES}, self.input_features_)
+
+
+RANK_COLUMNS = ("rfm_recency_rank", "rfm_frequency_rank", "rfm_monetary_rank")
 
 
 class RankBlend(ClassifierMixin, BaseEstimator):
@@ -218,6 +227,8 @@ class RankBlend(ClassifierMixin, BaseEstimator):
         self.model_reference_ = np.sort(model) if model is not None else None
         codes, self.classes_ = binary_target(y_valid, "y_valid" if y_valid is not y else "y")
         self.calibrator_ = _isotonic(self._blend(rfm, model), codes)
+        # the average customer's RFM ranks, which contributions are measured from
+        self.rank_means_ = self.history_.transform(X_valid)[list(RANK_COLUMNS)].mean().to_dict()
         return self
 
     def _scores(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
@@ -245,10 +256,12 @@ class RankBlend(ClassifierMixin, BaseEstimator):
 
     def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
         """The base model's contributions times ``weight``, and the RFM ranks' deviations from
-        their mean times 1 - ``weight`` (in rank units, on the RFM features)."""
+        the average customer's (``rank_means_``, of its validation rows) times 1 - ``weight`` (in
+        rank units, on the RFM features): the same whichever rows are explained with it."""
         history = self.history_.transform(X)
-        ranks = history[["rfm_recency_rank", "rfm_frequency_rank", "rfm_monetary_rank"]]
-        rfm = (1 - self.weight) * (ranks - ranks.mean())
+        ranks = history[list(RANK_COLUMNS)]
+        means = getattr(self, "rank_means_", None)  # versions fitted before it: the rows' own means
+        rfm = (1 - self.weight) * (ranks - (ranks.mean() if means is None else pd.Series(means)))
         folded = _share(
             rfm, {c: s for c, s in zip(ranks.columns, ((f,) for f in RFM_FEATURES), strict=True)}, self.input_features_
         )

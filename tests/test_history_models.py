@@ -176,6 +176,11 @@ def test_candidates_follow_the_estimator_contract(estimator):
     assert p.shape == (len(frame), 2) and np.all((p >= 0) & (p <= 1))
     contributions = fitted.contributions(frame.head(50))
     assert list(contributions.columns) == list(frame.columns)  # reasons name catalogue features only
+    # a row's contributions are the same whichever rows are explained with it (a page of a list):
+    # BG/NBD and the blend measured each row against the batch's mean, and a page's last rows
+    # got no reasons, a one-row page none from the RFM ranks
+    alone = pd.concat([fitted.contributions(frame.iloc[[i]]) for i in range(5)])
+    pd.testing.assert_frame_equal(alone, contributions.head(5), check_exact=False, atol=1e-9)
     scores = cross_val_score(Pipeline([("model", clone(estimator))]), frame, y, cv=2, scoring="roc_auc")
     assert np.all(scores > 0.6)
     # fitted on a training frame with the history computed ahead and the cutoff, it still
