@@ -88,6 +88,11 @@ def scores_summary(scores_dir: Path, name: str) -> dict:
     return loaded if isinstance(loaded, dict) else {}
 
 
+# The key, in a scores file's and its features file's pandas attributes (Parquet metadata), of
+# the scoring that wrote them: the same in both when they are of one scoring.
+SCORING_TOKEN = "scoring"
+
+
 def latest_scores_dataset(scores_dir: Path) -> Path | None:
     """The data set the latest scores were computed from, as their summary records it (None
     for scores written before it was recorded, or from in-memory frames)."""

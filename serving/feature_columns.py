@@ -10,6 +10,7 @@ is served the same way.
 
 from __future__ import annotations
 
+import json
 import threading
 import weakref
 from collections import OrderedDict
@@ -39,13 +40,17 @@ class FeatureColumns:
         self._kept: OrderedDict[str, pd.Series] = OrderedDict()
         self._positions: np.ndarray | None = None
         self._file_index: pd.Index | None = None
+        self.attrs: dict = dict(source.attrs) if isinstance(source, pd.DataFrame) else {}
         if isinstance(source, pd.DataFrame):
             self.empty = source.head(0)
         else:
             self._source = open(source, "rb")  # noqa: SIM115  (held while this object lives)
             # closed when this object goes (a request may still read a snapshot just replaced)
             weakref.finalize(self, self._source.close)
-            self.empty = pq.read_schema(self._source).empty_table().to_pandas()
+            schema = pq.read_schema(self._source)
+            self.empty = schema.empty_table().to_pandas()
+            # the frame's pandas attributes as written (a scoring's token among them)
+            self.attrs = json.loads((schema.metadata or {}).get(b"PANDAS_ATTRS", b"{}"))
         self.columns = list(self.empty.columns)
 
     def _read(self, columns: list[str]) -> pd.DataFrame:

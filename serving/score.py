@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +26,17 @@ from models.prior_shift import shift_to_share
 from models.reasons import top_reasons
 from portrait.dataset import Dataset
 from portrait.errors import PortraitError
-from portrait.files import atomic_write, atomic_write_text, check_targets
-from portrait.outputs import LATEST, LOCK, RUNS, features_path, point_latest_at, refresh_folder_problem, scores_path
+from portrait.files import PARQUET_ROW_GROUP_ROWS, atomic_target, atomic_write, atomic_write_text, check_targets
+from portrait.outputs import (
+    LATEST,
+    LOCK,
+    RUNS,
+    SCORING_TOKEN,
+    features_path,
+    point_latest_at,
+    refresh_folder_problem,
+    scores_path,
+)
 from portrait.privacy import PrivacySettings
 from serving.drift import drift_report
 from serving.registry import LoadedModel, load_model
@@ -356,8 +366,18 @@ def score(
     profile_features = features_by_model[propensity[0].name] if propensity else base
     out_dir.mkdir(parents=True, exist_ok=True)
     target = scores_path(out_dir, as_of)
-    atomic_write(profile_features, features_path(out_dir, as_of))
-    atomic_write(scores, target)
+    # one token in both files' metadata: a reader pairing them (an API worker during a re-score
+    # of the same date) can tell whether they are of one scoring
+    token = uuid.uuid4().hex
+    profile_features = profile_features.copy(deep=False)
+    profile_features.attrs = {**profile_features.attrs, SCORING_TOKEN: token}
+    scores.attrs = {**scores.attrs, SCORING_TOKEN: token}
+    # the scores written first and published last: an interrupted write (Ctrl-C, a full disk)
+    # while the scores are written leaves both files of the previous scoring, not this one's
+    # features beside the previous scores
+    with atomic_target(target) as scores_tmp:
+        scores.to_parquet(scores_tmp, index=False, row_group_size=PARQUET_ROW_GROUP_ROWS)
+        atomic_write(profile_features, features_path(out_dir, as_of))
     if csv:
         atomic_write(scores, target.with_suffix(".csv"), csv=True)
         summary["csv"] = str(target.with_suffix(".csv"))

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
+import os
 import threading
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -21,12 +24,20 @@ import numpy as np
 import pandas as pd
 
 from portrait.errors import NotFound, PortraitError, Unavailable
-from portrait.files import read_parquet
-from portrait.outputs import LATEST, features_path, latest_scores_dataset, refresh_folder_problem, scores_summary
+from portrait.outputs import (
+    LATEST,
+    SCORING_TOKEN,
+    features_path,
+    latest_scores_dataset,
+    refresh_folder_problem,
+    scores_summary,
+)
 from portrait.privacy import Consent
 from serving.feature_columns import FeatureColumns
 from serving.registry import LoadedModel, load_model
 from serving.settings import ServeSettings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -43,13 +54,23 @@ class Published:
         return self.run / "segments" if self.run is not None else None
 
 
-class ScoresSnapshot:
-    """One scores table and the features it was scored from (in the scores' row order)."""
+class ScoresReplacing(Exception):
+    """The features file beside the scores is of another scoring (their tokens differ): a
+    re-score of the same date has written its features and not yet its scores (it writes them
+    in that order), so the pair would mix two scorings."""
 
-    def __init__(self, scores_dir: Path, name: str, stamp: tuple = ()) -> None:
+
+class ScoresSnapshot:
+    """One scores table and the features it was scored from (in the scores' row order).
+    Raises :class:`ScoresReplacing` when the two files are of different scorings."""
+
+    def __init__(self, scores_dir: Path, name: str, paired: bool = True) -> None:
         self.scores_dir = scores_dir
-        self.stamp = stamp  # the file's identity (_scores_stamp): a rewrite of the same date changes it
-        scores = read_parquet(scores_dir / name)
+        with open(scores_dir / name, "rb") as handle:  # the identity of the file read, not of the path
+            stat = os.fstat(handle.fileno())
+            # the file's identity (as _scores_stamp gives it): a rewrite of the same date changes it
+            self.stamp = (str(scores_dir), name, stat.st_ino, stat.st_mtime_ns, stat.st_size)
+            scores = pd.read_parquet(handle)
         as_of = dt.date.fromisoformat(name.removeprefix("scores_").removesuffix(".parquet"))
         self.scores = scores
         self.dataset = latest_scores_dataset(scores_dir)
@@ -57,6 +78,9 @@ class ScoresSnapshot:
         self.as_of = str(scores["as_of"].iloc[0].date()) if len(scores) else None
         # read a few columns at a time as lists need them, not held whole (2.5 GB a worker at 1M)
         self.features = FeatureColumns(features_path(scores_dir, as_of), scores["customer_id"])
+        ours, theirs = scores.attrs.get(SCORING_TOKEN), self.features.attrs.get(SCORING_TOKEN)
+        if paired and ours and theirs and ours != theirs:  # files written before the token: taken as a pair
+            raise ScoresReplacing(f"the features beside {scores_dir / name} are of another scoring")
 
 
 class ServeState:
@@ -114,8 +138,8 @@ class ServeState:
         if stamp != self._stamp:
             with self._lock:
                 if stamp != self._stamp:
-                    self._snapshot = ScoresSnapshot(scores_dir, name, stamp)
-                    self._stamp = stamp
+                    self._snapshot = _consistent_snapshot(scores_dir, name)
+                    self._stamp = self._snapshot.stamp  # of the file read, which may be newer than stamp
         return self._snapshot
 
     def batch_models(self) -> tuple[str, dict]:
@@ -209,6 +233,33 @@ class ServeState:
 
         folder = SegmentStore(self.settings.segments).folder
         return folder if folder.is_dir() else None
+
+
+# While a re-score writes its features and then its scores, a snapshot is tried again for up to
+# REPLACING_WAIT seconds (a few seconds at 1M customers).
+REPLACING_WAIT, REPLACING_POLL = 10.0, 0.2
+
+
+def _consistent_snapshot(scores_dir: Path, name: str) -> ScoresSnapshot:
+    """The scores LATEST names and their features, of one scoring: while a re-score is between
+    writing its features and its scores, tried again until its scores are there. A pair still
+    of two scorings after :data:`REPLACING_WAIT` (a re-score interrupted between its two
+    writes) is served as it is, as before the token, and said in the log: refusing would stop
+    every route until the next scoring."""
+    deadline = time.monotonic() + REPLACING_WAIT
+    while True:
+        try:
+            return ScoresSnapshot(scores_dir, name)
+        except ScoresReplacing:
+            if time.monotonic() >= deadline:
+                log.warning(
+                    "the features beside the scores in %s are of another scoring (a re-score interrupted between "
+                    "writing its features and its scores?): lists may filter on them; score again",
+                    scores_dir,
+                )
+                return ScoresSnapshot(scores_dir, name, paired=False)
+            time.sleep(REPLACING_POLL)
+            name, _ = _scores_stamp(scores_dir)
 
 
 def _scores_stamp(scores_dir: Path) -> tuple[str, tuple]:

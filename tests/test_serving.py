@@ -125,6 +125,12 @@ def test_an_interrupted_write_leaves_the_previous_table_whole(registered, scored
     monkeypatch.undo()
     pd.testing.assert_frame_equal(before, pd.read_parquet(run.scores_file))
     assert (out / LATEST).read_text() == run.scores_file.name
+    # and the features beside them are still the previous scoring's: this one's were not published
+    # before its scores (a worker paired them with the previous scores)
+    from portrait.outputs import SCORING_TOKEN
+
+    features = next(out.glob("features_*.parquet"))
+    assert pd.read_parquet(features).attrs[SCORING_TOKEN] == before.attrs[SCORING_TOKEN]
 
 
 def test_a_registry_that_does_not_exist_is_named_and_not_created(tmp_path, monkeypatch):
@@ -913,3 +919,45 @@ def test_scores_are_not_written_into_a_refresh_root_or_run(tmp_path):
     with pytest.raises(PortraitError, match="is in the refresh output root"):
         refuse_refresh_output(tmp_path)
     refuse_refresh_output(tmp_path / "scores")  # a folder beside the runs is any folder
+
+
+def test_a_worker_never_pairs_scores_with_the_features_of_another_scoring(scored, tmp_path, monkeypatch, caplog):
+    """A re-score writes its features, then its scores: a worker loading in between paired one
+    scoring's scores with the next one's features (a filter then read the wrong values). Both
+    files carry the scoring's token; a worker waits for the pair, then answers 503."""
+    import logging
+    import shutil
+    import threading
+
+    import serving.state as state_module
+    from portrait.outputs import SCORING_TOKEN
+    from serving.settings import ServeSettings
+    from serving.state import ScoresReplacing, ScoresSnapshot, ServeState
+
+    out, run = scored
+    folder = tmp_path / "scores"
+    shutil.copytree(out, folder)
+    name = run.scores_file.name
+    features_file = next(folder.glob("features_*.parquet"))
+    assert pd.read_parquet(run.scores_file).attrs[SCORING_TOKEN] == pd.read_parquet(features_file).attrs[SCORING_TOKEN]
+    ScoresSnapshot(folder, name)  # one scoring's pair
+    newer = pd.read_parquet(features_file)
+    newer.attrs[SCORING_TOKEN] = "the next scoring"
+    newer.to_parquet(features_file)  # its features written, its scores not yet
+    with pytest.raises(ScoresReplacing, match="are of another scoring"):
+        ScoresSnapshot(folder, name)
+    # the re-score's scores land while a worker waits: it serves the new pair
+    state = ServeState(ServeSettings(scores=folder), tmp_path / "audit.log")
+    scores = pd.read_parquet(folder / name)
+    scores.attrs[SCORING_TOKEN] = "the next scoring"
+    threading.Timer(0.5, lambda: scores.to_parquet(folder / name)).start()
+    assert state.snapshot().scores.attrs[SCORING_TOKEN] == "the next scoring"
+    # a re-score interrupted between its two writes: served as it is after the wait, and logged
+    # (refusing would stop every route until the next scoring)
+    older = scores.copy()
+    older.attrs[SCORING_TOKEN] = "an interrupted scoring's"
+    older.to_parquet(folder / name)
+    monkeypatch.setattr(state_module, "REPLACING_WAIT", 0.3)
+    with caplog.at_level(logging.WARNING, logger="serving.state"):
+        assert state.snapshot().scores.attrs[SCORING_TOKEN] == "an interrupted scoring's"
+    assert "are of another scoring (a re-score interrupted between" in caplog.text
