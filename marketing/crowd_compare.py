@@ -19,7 +19,7 @@ import pandas as pd
 from scipy.stats import chi2_contingency
 
 from marketing.crowd import CrowdData
-from marketing.crowd_report import hidden_counts, suppression_mask
+from marketing.crowd_report import crowd_size_shown, hidden_counts, suppression_mask
 from portrait import pages
 from portrait.errors import PortraitError
 from portrait.files import atomic_write, atomic_write_text, check_targets
@@ -310,7 +310,7 @@ def _figures(result: Comparison, min_cell: int) -> pd.DataFrame:
     for name, size in result.sizes.items():
         if size < min_cell:
             shown[name] = None
-            shown.loc["customers", name] = f"<{min_cell}"
+            shown.loc["customers", name] = crowd_size_shown(size, min_cell)
     for measure in shown.index:
         for name in shown.columns:
             value = shown.loc[measure, name]

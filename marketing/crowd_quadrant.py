@@ -108,7 +108,9 @@ def potential_high_spenders(data: CrowdData, result: Quadrant) -> tuple[pd.DataF
         chosen = chosen.sort_values([score_column, "customer_id"], ascending=[False, True], na_position="last")
         return chosen.reset_index(drop=True), f"ranked by the {RANK_MODEL} model's score"
     chosen = chosen.sort_values(["engagement_pct", "customer_id"], ascending=[False, True])
-    return chosen.reset_index(drop=True), f"ranked by engagement (no {score_column} in the scores)"
+    return chosen.reset_index(drop=True), (
+        f"ranked by engagement (no {score_column} in the scores; --scores DIR of a scoring with it ranks by it)"
+    )
 
 
 def quadrant_paths(out_dir: Path) -> dict[str, Path]:

@@ -329,15 +329,22 @@ def suppressed_activity(table: pd.DataFrame | None, size: int, min_cell: int) ->
     return shown
 
 
+def crowd_size_shown(size: int, min_cell: int) -> str | int:
+    """A crowd's size as it may leave the program: ``<N`` under ``min_cell``, but 0 as 0 (an
+    empty crowd tells nothing of anyone, and "<10" beside "the crowd is empty" read as two
+    answers)."""
+    return size if size >= min_cell or size == 0 else f"<{min_cell}"
+
+
 def figures_shown(report: CrowdReport) -> pd.DataFrame:
     """Key figures with the crowd's column blanked when the crowd itself is too small."""
     shown = report.figures.astype(object).copy()
     if report.size < report.min_cell:
         shown["crowd"] = None
-        shown.loc[shown["measure"] == "customers", "crowd"] = f"<{report.min_cell}"
+        shown.loc[shown["measure"] == "customers", "crowd"] = crowd_size_shown(report.size, report.min_cell)
     if report.base_size < report.min_cell:
         shown["base"] = None
-        shown.loc[shown["measure"] == "customers", "base"] = f"<{report.min_cell}"
+        shown.loc[shown["measure"] == "customers", "base"] = crowd_size_shown(report.base_size, report.min_cell)
     return shown
 
 

@@ -19,6 +19,7 @@ import pandas as pd
 
 from features.build import parse_cutoff
 from marketing.crowd import Crowd, CrowdData
+from marketing.crowd_report import crowd_size_shown
 from marketing.filters import parse_condition
 from marketing.population import PURCHASES_READ, Population
 from marketing.segments import SegmentStore
@@ -196,7 +197,7 @@ def suppressed_trend(table: pd.DataFrame, min_cell: int) -> pd.DataFrame:
     """Counts under ``min_cell`` as ``<N``; revenue and mean spend of such a point blank."""
     shown = table.astype(object).copy()
     small = table["customers"].to_numpy() < min_cell
-    shown["customers"] = np.where(small, f"<{min_cell}", table["customers"].astype(str))
+    shown["customers"] = [str(crowd_size_shown(int(n), min_cell)) for n in table["customers"]]
     for column, pattern in (("share_of_base", "{:.4f}"), ("revenue", "{:.2f}"), ("mean_spend", "{:.2f}")):
         text = [("" if pd.isna(v) else pattern.format(v)) for v in table[column]]
         shown[column] = np.where(small, "", text)

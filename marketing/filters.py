@@ -380,7 +380,7 @@ class _Checker:
         if isinstance(node, exp.Anonymous) and node.name.lower() in FUNCTIONS:  # not self.behaviour
             raise FilterError(
                 f"{node.name.lower()}(...) is not available in a list's filter, which reads columns: save a segment "
-                "with it (portrait segment create NAME --where ...) and list --segment NAME"
+                "with it (portrait segment create NAME --where ...) and list by it (portrait list --segment NAME)"
             )
         if isinstance(node, exp.Anonymous | exp.Func):
             name = node.name.lower() if isinstance(node, exp.Anonymous) else node.sql_name().lower()

@@ -182,7 +182,8 @@ def register_segments(app: typer.Typer, out, console) -> None:
         if save_first:
             out.print(f"saved segment {segment.name!r}: {segment.definition()}")
         out.print(
-            f"{segment.name}: {len(result.members):,} customers, {result.share:.1%} of {result.base:,} as of {result.as_of}"
+            f"{segment.name}: {len(result.members):,} customer{'' if len(result.members) == 1 else 's'}, "
+            f"{result.share:.1%} of {result.base:,} as of {result.as_of}"
         )
         if not len(result.members):
             _warn_empty(segment.name, result.as_of)

@@ -813,3 +813,24 @@ def test_a_top_category_share_is_of_all_the_crowds_category_spend_not_of_the_row
     top = _top(found, n_crowd=20, n_base=200, top=10)
     assert len(top) == 10 and top["share_of_spend"].iloc[0] == pytest.approx(100 / 300)
     assert top["share_of_spend"].sum() == pytest.approx(280 / 300)
+
+
+def test_an_empty_crowd_is_shown_as_0_wherever_its_size_is_shown():
+    """An empty crowd read "<10" in compare, as a report's base and in a trend, beside notes that
+    it was empty: 0 tells nothing of anyone."""
+    from marketing.crowd_compare import _figures
+    from marketing.crowd_report import crowd_size_shown, figures_shown
+
+    assert [crowd_size_shown(n, 10) for n in (0, 3, 12)] == [0, "<10", 12]
+    with Population(dataset(), AS_OF) as population:
+        data = CrowdData(population, load_library())
+        nobody = data.mask(Crowd("where", "orders_lifetime > 100"))
+        everyone = data.mask(Crowd("all"))
+        compared = compare(data, {"none": nobody, "all": everyone})
+        report = crowd_report(data, everyone, nobody, crowd_name="all", base_name="none", min_cell=10)
+        trend = crowd_trend(dataset(), Crowd("where", "orders_lifetime > 100"), [dt.date(2024, 3, 1)], load_library())
+    assert str(_figures(compared, 10).loc["customers", "none"]) == "0"
+    assert str(figures_shown(report).set_index("measure").loc["customers", "base"]) == "0"
+    from marketing.crowd_trend import suppressed_trend
+
+    assert suppressed_trend(trend, 10)["customers"].tolist() == ["0"]

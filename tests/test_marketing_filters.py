@@ -36,7 +36,7 @@ def test_is_null_and_is_not_null_by_hand():
         # no behaviour in a list's --where: where it is (the message said "is not a value")
         (
             "purchased(within_days = 3) > 0",
-            r"^purchased\(\.\.\.\) is not available in a list's filter.*--segment NAME$",
+            r"^purchased\(\.\.\.\) is not available in a list's filter.*--segment NAME\)$",
         ),
         ("purchased(within_days = 3)", r"^purchased\(\.\.\.\) is not available in a list's filter"),
         # a date is shown as written (the message echoed "CAST('2017-01-01' AS DATE)")
