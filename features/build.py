@@ -43,7 +43,7 @@ from portrait.errors import PortraitError
 from portrait.privacy import is_nested_type, safe_attribute_columns
 from portrait.resources import cpu_seconds, peak_rss_bytes
 from portrait.sql import quote_ident, quote_literal
-from portrait.views import ZONE_PATTERN, compute_once, iso_text_timestamp
+from portrait.views import ZONE_PATTERN, compute_once, iso_text_timestamp, text_number
 
 log = logging.getLogger(__name__)
 
@@ -230,8 +230,9 @@ IDENTIFIER_LIKE = 100
 SPARSE_IDENTIFIER_LIKE = 0
 
 
-def attribute_kinds(con: duckdb.DuckDBPyConnection | Engine) -> dict[str, str]:
-    """Each extra column of ``customers`` as ``number``, ``date`` or ``category``. Personal-data
+def attribute_kinds(con: duckdb.DuckDBPyConnection | Engine, decimal: str = ".") -> dict[str, str]:
+    """Each extra column of ``customers`` as ``number``, ``date`` or ``category`` (``decimal``:
+    the table's decimal separator, for numbers written as text). Personal-data
     columns are not among them: the data set's views never hold them, whether named like
     personal data or holding e-mail addresses or phone numbers (:mod:`portrait.privacy`), and a
     column named like one (``email``, ``phone``, ...) is passed over here too."""
@@ -260,7 +261,8 @@ def attribute_kinds(con: duckdb.DuckDBPyConnection | Engine) -> dict[str, str]:
         # (an age, an income) are numbers, where a handful of numeric codes stays a category;
         # nearly one value per customer names people, not groups: not an attribute.
         counts = "COUNT(*), " + ", ".join(
-            f"COUNT({q}), COUNT(TRY_CAST({q} AS DATE)), COUNT(TRY_CAST({q} AS DOUBLE)), COUNT(DISTINCT {q}), "
+            f"COUNT({q}), COUNT(TRY_CAST({q} AS DATE)), COUNT({text_number(f'TRIM({q})', decimal)}), "
+            f"COUNT(DISTINCT {q}), "
             f"COUNT(CASE WHEN regexp_matches(TRIM({q}), '{_OTHER_DATE_SHAPE}') THEN 1 END)"
             for q in (quote_ident(n) for n in text)
         )
@@ -341,7 +343,12 @@ def _warn_unread_dates(con, kinds: dict[str, str], types: dict[str, str], timezo
 
 
 def _attribute_select(
-    kinds: dict[str, str], features: list[Feature], cutoff: dt.date, types: dict[str, str], timezone: str
+    kinds: dict[str, str],
+    features: list[Feature],
+    cutoff: dt.date,
+    types: dict[str, str],
+    timezone: str,
+    decimal: str = ".",
 ) -> str:
     parts = ["customer_id"]
     for feature in features:
@@ -355,7 +362,9 @@ def _attribute_select(
             # > 0: the cutoff is the first instant of its day, so a date on that day, at any hour,
             # is not before it (as the spine's own signup rule reads timestamps).
             parts.append(f"CASE WHEN {days} > 0 THEN CAST({days} AS DOUBLE) END AS {feature.name}")
-        elif kind == "number":  # TRY_: a text column of numbers (a CSV's)
+        elif kind == "number" and types.get(feature.sql, "VARCHAR").upper() == "VARCHAR":  # a CSV's text
+            parts.append(f"{text_number(f'TRIM({column})', decimal)} AS {feature.name}")
+        elif kind == "number":
             parts.append(f"TRY_CAST({column} AS DOUBLE) AS {feature.name}")
         else:
             parts.append(f"CAST({column} AS VARCHAR) AS {feature.name}")
@@ -424,7 +433,8 @@ def build_features(
             # read repeating the view's de-duplication, conflict check and identity ranking; a
             # caller's connection is left as it was given.
             compute_once(con, "customers")
-        kinds = attribute_kinds(con) if dataset.has("customers") else {}
+        decimal = dataset.sources["customers"].decimal if dataset.has("customers") else "."
+        kinds = attribute_kinds(con, decimal) if dataset.has("customers") else {}
         types = dict(as_engine(con).columns("SELECT * FROM customers")) if kinds else {}
         _warn_unread_dates(con, kinds, types, dataset.timezone)
         features = select_families(catalogue(config, vocabulary, kinds), families)
@@ -449,7 +459,9 @@ def build_features(
             config,
             has_events=dataset.has("events"),
             spine_extra=spine_extra,
-            attribute_select=_attribute_select(kinds, features, cutoff, types, dataset.timezone) if kinds else None,
+            attribute_select=(
+                _attribute_select(kinds, features, cutoff, types, dataset.timezone, decimal) if kinds else None
+            ),
             event_first_seen=event_first_seen,
             unrecorded=unrecorded,
         )

@@ -178,7 +178,10 @@ def assigned_later(store: Path, as_of: dt.date, tags: list[str] | None = None, t
 def _day_after(as_of: dt.date, timezone: str = "UTC") -> pd.Timestamp:
     """The first instant an action no longer counts as of ``as_of`` (the module's rule: an
     action on the as-of day itself holds on it): the next midnight in ``timezone``."""
-    midnight = pd.Timestamp(as_of + dt.timedelta(days=1)).tz_localize(timezone, nonexistent="shift_forward")
+    # a midnight that happens twice (clocks back from 01:00, Atlantic/Azores): the first
+    midnight = pd.Timestamp(as_of + dt.timedelta(days=1)).tz_localize(
+        timezone, ambiguous=True, nonexistent="shift_forward"
+    )
     return midnight.tz_convert("UTC")
 
 

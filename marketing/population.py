@@ -90,7 +90,9 @@ class Population:
             compute_once(self.con, "customers")
         self.say("reading purchases before the as-of date")
         self.vocabulary = vocabulary_as_of(self.con, self.as_of, self.config, with_store=True)
-        self.attributes = attribute_kinds(self.con) if dataset.has("customers") else {}
+        self.attributes = (
+            attribute_kinds(self.con, dataset.sources["customers"].decimal) if dataset.has("customers") else {}
+        )
         self.features = catalogue(self.config, self.vocabulary, self.attributes)
         self._scores: pd.DataFrame | None = None
         self.scores_date: dt.date | None = None

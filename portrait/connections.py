@@ -11,6 +11,7 @@ arrives, while the main thread waits in a query.
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import socket
 import threading
@@ -20,7 +21,10 @@ from collections.abc import Callable, Iterator
 
 import duckdb
 
+log = logging.getLogger(__name__)
+
 _LIVE: weakref.WeakSet[duckdb.DuckDBPyConnection] = weakref.WeakSet()
+_LIVE_LOCK = threading.Lock()  # a copy of the set while another thread adds to it raises
 # Other engines' ways to stop their running work (a Spark session's job cancelling), by name.
 _STOPPERS: dict[str, Callable[[], None]] = {}
 
@@ -35,7 +39,8 @@ def connect(database: str = ":memory:", read_only: bool = False) -> duckdb.DuckD
     """A new DuckDB connection (in memory unless ``database`` names a file), known to
     :func:`interrupt_all` for as long as it lives."""
     con = duckdb.connect(database, read_only=read_only)
-    _LIVE.add(con)
+    with _LIVE_LOCK:
+        _LIVE.add(con)
     return con
 
 
@@ -44,7 +49,9 @@ def interrupt_all() -> int:
     every :func:`on_interrupt` stopper; the query raises DuckDB's interrupt error in the thread
     that runs it. Returns how many were asked. Safe to call from any thread."""
     asked = 0
-    for con in list(_LIVE):
+    with _LIVE_LOCK:
+        live = list(_LIVE)
+    for con in live:
         try:
             con.interrupt()
             asked += 1
@@ -102,7 +109,10 @@ def interrupting_queries(interrupts: Callable[[int], bool]) -> Iterator[None]:
             if stopping and any(interrupts(number) for number in stopping):
                 # again for a moment: a query another thread was about to start when the signal
                 # came (an interrupt then finds nothing to stop) would run to its end otherwise
-                interrupt_all()
+                try:
+                    interrupt_all()
+                except Exception:  # noqa: BLE001 - the watcher outlives one failed round
+                    log.exception("interrupting the running queries failed")
             if stopping and time.monotonic() >= until:
                 stopping = b""
 

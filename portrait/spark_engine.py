@@ -131,7 +131,9 @@ def _submitted() -> bool:
 def require_spark() -> None:
     """Raise a :class:`PortraitError` saying what to install when pyspark or Java is missing."""
     try:
-        import pyspark  # noqa: F401
+        # pyspark.sql, not pyspark alone: a pyspark module without its sql package breaks MLflow's
+        # model logging later in the same process ("module 'pyspark' has no attribute 'sql'")
+        import pyspark.sql  # noqa: F401
     except ImportError:
         raise PortraitError(f"--engine spark needs pyspark, which is not installed: {INSTALL_PYSPARK}") from None
     if not _submitted() and not _java_found():

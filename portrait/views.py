@@ -387,12 +387,7 @@ def parse_expr(
             return f"CASE WHEN NOT isnan({ident}) THEN CAST({ident} AS DOUBLE) END"
         if source_type.startswith(_NUMERIC_TYPES):
             return f"CAST({ident} AS DOUBLE)"
-        if decimal == ",":
-            return (
-                f"TRY_CAST(CASE WHEN regexp_matches({cleaned}, '^[+-]?[0-9]*,?[0-9]+$') "
-                f"THEN REPLACE({cleaned}, ',', '.') END AS DOUBLE)"
-            )
-        return f"TRY_CAST({cleaned} AS DOUBLE)"
+        return text_number(cleaned, decimal)
     if column.kind == "timestamp":
         zone = quote_literal(timezone)
         if is_text:
@@ -411,6 +406,17 @@ def parse_expr(
             return ident
         return f"TRY_CAST({ident} AS TIMESTAMP)"
     raise AssertionError(column.kind)
+
+
+def text_number(text: str, decimal: str = ".") -> str:
+    """SQL reading the text ``text`` (an SQL expression) as a number written with ``decimal``
+    for its decimal separator (:func:`parse_expr`'s rule), NULL when it is not one."""
+    if decimal == ",":
+        return (
+            f"TRY_CAST(CASE WHEN regexp_matches({text}, '^[+-]?[0-9]*,?[0-9]+$') "
+            f"THEN REPLACE({text}, ',', '.') END AS DOUBLE)"
+        )
+    return f"TRY_CAST({text} AS DOUBLE)"
 
 
 def iso_text_timestamp(text: str, timezone: str) -> str:

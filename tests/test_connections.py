@@ -38,3 +38,26 @@ def test_a_query_started_just_after_a_stop_is_interrupted_too():
             assert connections.REPEAT_FOR > 0.5
     finally:
         signal.signal(signal.SIGUSR1, previous)
+
+
+def test_interrupting_while_other_threads_open_connections_does_not_fail():
+    """The watcher copies the set of live connections while commands open more: unguarded, the
+    copy raised "Set changed size during iteration" and the watcher died."""
+    failures, stop = [], threading.Event()
+
+    def hammer() -> None:
+        while not stop.is_set():
+            try:
+                connections.interrupt_all()
+            except Exception as exc:  # noqa: BLE001 - what the test looks for
+                failures.append(exc)
+
+    worker = threading.Thread(target=hammer, daemon=True)
+    worker.start()
+    try:
+        for _ in range(300):
+            connections.connect().close()
+    finally:
+        stop.set()
+        worker.join(timeout=10)
+    assert failures == []

@@ -129,7 +129,9 @@ def test_without_pyspark_or_java_the_message_says_what_to_install(monkeypatch, t
     monkeypatch.setitem(sys.modules, "pyspark", None)  # import pyspark raises ImportError
     with pytest.raises(PortraitError, match=r"needs pyspark, which is not installed: pip install 'pyspark>=4.0'"):
         require_spark()
-    monkeypatch.delitem(sys.modules, "pyspark")
+    # pyspark importable again as it was: deleting the entry left pyspark.sql in sys.modules under
+    # no pyspark, and MLflow's model logging in a later test read "pyspark has no attribute sql"
+    monkeypatch.undo()
     monkeypatch.delenv("JAVA_HOME", raising=False)
     monkeypatch.delenv("PYSPARK_GATEWAY_PORT", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))
@@ -194,7 +196,7 @@ def test_a_jvm_that_stopped_mid_job_is_one_message_and_closing_does_not_hide_it(
     """A local Spark driver out of memory kills the JVM: py4j's calls then fail with a refused
     connection (seen at 1M customers with the default 3g driver). The user gets one line saying
     what to change, not the traceback of the engine's cleanup."""
-    pytest.importorskip("pyspark")
+    pytest.importorskip("pyspark.sql")
     from portrait.spark_engine import SparkEngine, spark_errors
 
     class StoppedCatalog:

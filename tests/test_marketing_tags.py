@@ -468,6 +468,9 @@ def test_a_manual_tag_holds_from_its_day_in_the_data_sets_zone(tmp_path):
     assert held["customer_id"].tolist() == ["A"] and held["since"].tolist() == [dt.date(2026, 6, 2)]
     assert manual.assigned_later(store, dt.date(2026, 6, 1), timezone=berlin) == 1
     assert manual.holders(store, dt.date(2026, 6, 1))["since"].tolist() == [dt.date(2026, 6, 1)]  # UTC days
+    # a midnight that happens twice (the Azores turn clocks back from 01:00 on 2024-10-27): no error
+    assert manual.holders(store, dt.date(2024, 10, 26), timezone="Atlantic/Azores").empty
+    assert manual.assigned_later(store, dt.date(2024, 10, 26), timezone="Atlantic/Azores") == 1
 
 
 def test_a_store_that_is_not_a_manual_tags_log_is_refused_and_left_as_it_is(tmp_path):

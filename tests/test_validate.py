@@ -123,6 +123,24 @@ def test_numbers_with_a_decimal_comma_are_read_with_the_setting_and_anything_els
     finally:
         con.close()
     assert rows == [("o1", 12.5, 0.5), ("o2", -3.0, None), ("o3", 0.75, 0.0)]
+    # the customers table's numbers too (an income of 3600,15 read as one category per customer)
+    incomes = ["3600,15", "1086,5", "20"] + [f"{100 * (i % 12)},5" for i in range(27)]  # 15 values, 30 people
+    (folder / "customers.csv").write_text(
+        "customer_id;income\n" + "".join(f"c{i + 1};{v}\n" for i, v in enumerate(incomes))
+    )
+    (folder / "portrait.toml").write_text(
+        '[tables.purchases]\ndelimiter = ";"\ndecimal = ","\n[tables.customers]\ndelimiter = ";"\ndecimal = ","\n'
+    )
+    with_customers = open_dataset(folder)
+    from features.build import attribute_kinds
+
+    con = with_customers.connect()
+    try:
+        assert attribute_kinds(con, ",")["income"] == "number"
+    finally:
+        con.close()
+    frame = build_features(with_customers, "2024-02-01").set_index("customer_id")
+    assert frame.loc["c1", "attr_income"] == 3600.15 and frame.loc["c2", "attr_income"] == 1086.5
     for setting, said in (
         ('decimal = "x"', r'decimal must be "\." or ",", got \'x\''),
         ('delimiter = ","\ndecimal = ","', "decimal and delimiter are both ','"),
