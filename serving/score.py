@@ -264,6 +264,25 @@ def refuse_refresh_output(out_dir: Path) -> None:
         )
 
 
+def publish_scores(scores: pd.DataFrame, features: pd.DataFrame, out_dir: Path, as_of: dt.date) -> Path:
+    """Write a scoring's scores and the features they were computed from into ``out_dir`` (for
+    both engines); returns the scores file. One token goes into both files' metadata, so that a
+    reader pairing them (an API worker during a re-score of the same date) can tell whether they
+    are of one scoring. The scores are written first and published last: an interrupted write
+    (Ctrl-C, a full disk) while they are written leaves both files of the previous scoring, not
+    this one's features beside the previous scores."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = scores_path(out_dir, as_of)
+    token = uuid.uuid4().hex
+    features = features.reset_index(drop=True)
+    features.attrs = {**features.attrs, SCORING_TOKEN: token}
+    scores.attrs = {**scores.attrs, SCORING_TOKEN: token}
+    with atomic_target(target) as scores_tmp:
+        scores.to_parquet(scores_tmp, index=False, row_group_size=PARQUET_ROW_GROUP_ROWS)
+        atomic_write(features, features_path(out_dir, as_of))
+    return target
+
+
 def check_score_targets(out_dir: Path, as_of: dt.date, csv: bool) -> None:
     """Refuse, before any work, an ``--out`` where the scores cannot be written (a file, or a
     folder under a file): at a million customers the scoring takes minutes."""
@@ -364,20 +383,7 @@ def score(
         summary["models"][model.name] = model_summary(model, values, shifted, features, as_of)
     # One feature table (the first propensity model's build) is kept for profiles and filters.
     profile_features = features_by_model[propensity[0].name] if propensity else base
-    out_dir.mkdir(parents=True, exist_ok=True)
-    target = scores_path(out_dir, as_of)
-    # one token in both files' metadata: a reader pairing them (an API worker during a re-score
-    # of the same date) can tell whether they are of one scoring
-    token = uuid.uuid4().hex
-    profile_features = profile_features.copy(deep=False)
-    profile_features.attrs = {**profile_features.attrs, SCORING_TOKEN: token}
-    scores.attrs = {**scores.attrs, SCORING_TOKEN: token}
-    # the scores written first and published last: an interrupted write (Ctrl-C, a full disk)
-    # while the scores are written leaves both files of the previous scoring, not this one's
-    # features beside the previous scores
-    with atomic_target(target) as scores_tmp:
-        scores.to_parquet(scores_tmp, index=False, row_group_size=PARQUET_ROW_GROUP_ROWS)
-        atomic_write(profile_features, features_path(out_dir, as_of))
+    target = publish_scores(scores, profile_features, out_dir, as_of)
     if csv:
         atomic_write(scores, target.with_suffix(".csv"), csv=True)
         summary["csv"] = str(target.with_suffix(".csv"))

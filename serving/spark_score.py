@@ -20,7 +20,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +29,8 @@ from features.build import build_features, parse_cutoff
 from features.catalogue import Vocabulary
 from features.config import FeatureConfig
 from portrait.errors import PortraitError
-from portrait.files import PARQUET_ROW_GROUP_ROWS, atomic_target, atomic_write, atomic_write_text
-from portrait.outputs import SCORING_TOKEN, features_path, point_latest_at, scores_path
+from portrait.files import atomic_write, atomic_write_text
+from portrait.outputs import point_latest_at
 from portrait.spark_engine import quarantine_counts, require_spark, spark_dataset, spark_errors, spark_session
 from serving.registry import LoadedModel, load_model
 from serving.score import (
@@ -43,6 +42,7 @@ from serving.score import (
     percentile_and_decile,
     population_scores,
     predict_scores,
+    publish_scores,
     require_customers,
 )
 
@@ -189,17 +189,7 @@ def score_on_spark(
     for column in profile_features.columns:  # the DuckDB build's dtypes: categoricals for text
         if column != "customer_id" and _is_text(profile_features[column]):
             profile_features[column] = profile_features[column].astype("category")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    target = scores_path(out_dir, as_of)
-    # as serving.score writes them: one scoring's token in both, the scores written first and
-    # published last, so a worker never pairs them with another scoring's features
-    token = uuid.uuid4().hex
-    profile_features = profile_features.reset_index(drop=True)
-    profile_features.attrs = {**profile_features.attrs, SCORING_TOKEN: token}
-    scores.attrs = {**scores.attrs, SCORING_TOKEN: token}
-    with atomic_target(target) as scores_tmp:
-        scores.to_parquet(scores_tmp, index=False, row_group_size=PARQUET_ROW_GROUP_ROWS)
-        atomic_write(profile_features, features_path(out_dir, as_of))
+    target = publish_scores(scores, profile_features, out_dir, as_of)
     if csv:
         atomic_write(scores, target.with_suffix(".csv"), csv=True)
         summary["csv"] = str(target.with_suffix(".csv"))
