@@ -38,8 +38,8 @@ class FeatureColumns:
         self._ids = pd.Series(ids).reset_index(drop=True)
         self._lock = threading.Lock()
         self._kept: OrderedDict[str, pd.Series] = OrderedDict()
-        self._positions: np.ndarray | None = None
-        self._file_index: pd.Index | None = None
+        self._positions: np.ndarray | None = None  # each score row's row in the source
+        self._source_index: pd.Index | None = None  # the source's customer ids, read once
         self.attrs: dict = dict(source.attrs) if isinstance(source, pd.DataFrame) else {}
         if isinstance(source, pd.DataFrame):
             self.empty = source.head(0)
@@ -58,12 +58,16 @@ class FeatureColumns:
             return self._source[columns]
         return pd.read_parquet(self._source, columns=columns)
 
+    def _source_ids(self) -> pd.Index:
+        """The source's customer ids in its row order (read once, for the columns and the pages)."""
+        if self._source_index is None:
+            self._source_index = pd.Index(self._read(["customer_id"])["customer_id"])
+        return self._source_index
+
     def _aligned(self, column: pd.Series) -> pd.Series:
         """``column`` (in the source's row order) in the scores' row order."""
         if self._positions is None:
-            source_ids = self._read(["customer_id"])["customer_id"]
-            positions = pd.Index(source_ids).get_indexer(self._ids)
-            self._positions = positions
+            self._positions = self._source_ids().get_indexer(self._ids)
         values = pd.api.extensions.take(column.array, self._positions, allow_fill=True)
         return pd.Series(values, name=column.name)
 
@@ -100,9 +104,7 @@ class FeatureColumns:
         if isinstance(self._source, pd.DataFrame):
             return ids.to_frame("customer_id").merge(self._source[wanted], on="customer_id", how="left")
         with self._lock:
-            if self._file_index is None:
-                self._file_index = pd.Index(self._read(["customer_id"])["customer_id"])
-            positions = self._file_index.get_indexer(ids)
+            positions = self._source_ids().get_indexer(ids)
             file = pq.ParquetFile(self._source)
             starts = np.cumsum([0] + [file.metadata.row_group(g).num_rows for g in range(file.num_row_groups)])
             groups = np.searchsorted(starts, positions, side="right") - 1

@@ -67,9 +67,7 @@ class ScoresSnapshot:
     def __init__(self, scores_dir: Path, name: str, paired: bool = True) -> None:
         self.scores_dir = scores_dir
         with open(scores_dir / name, "rb") as handle:  # the identity of the file read, not of the path
-            stat = os.fstat(handle.fileno())
-            # the file's identity (as _scores_stamp gives it): a rewrite of the same date changes it
-            self.stamp = (str(scores_dir), name, stat.st_ino, stat.st_mtime_ns, stat.st_size)
+            self.stamp = _identity(scores_dir, name, os.fstat(handle.fileno()))
             scores = pd.read_parquet(handle)
         as_of = dt.date.fromisoformat(name.removeprefix("scores_").removesuffix(".parquet"))
         self.scores = scores
@@ -266,8 +264,12 @@ def _scores_stamp(scores_dir: Path) -> tuple[str, tuple]:
     """The scores file ``LATEST`` in ``scores_dir`` names, and its identity (a new file or a
     rewrite changes it); OSError when either cannot be read."""
     name = (scores_dir / LATEST).read_text(encoding="utf-8").strip()
-    stat = (scores_dir / name).stat()
-    return name, (str(scores_dir), name, stat.st_ino, stat.st_mtime_ns, stat.st_size)
+    return name, _identity(scores_dir, name, (scores_dir / name).stat())
+
+
+def _identity(scores_dir: Path, name: str, stat: os.stat_result) -> tuple:
+    """A scores file's identity: a new file or a rewrite of the same date changes it."""
+    return (str(scores_dir), name, stat.st_ino, stat.st_mtime_ns, stat.st_size)
 
 
 def plain(value):
