@@ -53,7 +53,7 @@ import pandas as pd
 
 from portrait.errors import PortraitError
 from portrait.files import atomic_target, atomic_write, atomic_write_text, exclusive_lock, read_parquet
-from portrait.privacy import refuse_personal_text
+from portrait.privacy import has_identity_map, refuse_personal_text
 
 if TYPE_CHECKING:
     import duckdb
@@ -439,8 +439,7 @@ def _mark_changed(path: Path, outputs: Sequence[Path]) -> None:
 def _resolve(con, dataset: Dataset, given: list[str], folder: Path | None) -> tuple[list[Person], pd.DataFrame]:
     """Each given id's person (all merged ids, identity values counted) and the tombstone keys
     (kind, part1, part2) of all of them. Unknown ids raise, listing them."""
-    tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-    merged = "identity_map" in tables
+    merged = has_identity_map(con)
     con.register("_forget_given", pd.DataFrame({"given_id": pd.Series(given, dtype="str")}))
     try:
         person = "COALESCE(m.person_id, g.given_id)" if merged else "g.given_id"

@@ -617,7 +617,7 @@ def load_consent(dataset: Dataset, con: duckdb.DuckDBPyConnection | None = None)
     own = con is None
     con = con or dataset.connect()
     try:
-        merged = _has_table(con, "identity_map")
+        merged = has_identity_map(con)
         consented = (
             _consented_persons(con, dataset, settings.consent_column, merged) if settings.consent_column else None
         )
@@ -687,8 +687,13 @@ def export_note(left_out: dict[str, int]) -> str:
     return consent_note(left_out) or (NO_CONSENT_RULES if not left_out else "nobody was left out for consent")
 
 
-def _has_table(con, name: str) -> bool:
-    return bool(con.execute("SELECT COUNT(*) FROM duckdb_tables() WHERE table_name = ?", [name]).fetchall()[0][0])
+def has_identity_map(con) -> bool:
+    """Whether ``con`` has the view ``identity_map`` (:func:`portrait.identity.register_identity_map`
+    ran on it: the data set has identities)."""
+    found = con.execute(
+        "SELECT COUNT(*) FROM duckdb_views() WHERE view_name = 'identity_map' AND NOT internal"
+    ).fetchall()
+    return bool(found[0][0])
 
 
 def _shown_value(value: str) -> str:

@@ -39,7 +39,7 @@ import duckdb
 from portrait import contract
 from portrait.errors import ConfigError, ContractError
 from portrait.forget import KEY_COLUMNS, exclude_forgotten, finish_tombstones, register_tombstones
-from portrait.privacy import refuse_values_as_names
+from portrait.privacy import has_identity_map, refuse_values_as_names
 from portrait.sql import quote_ident, quote_literal
 
 if TYPE_CHECKING:
@@ -679,6 +679,17 @@ def compute_once(con: duckdb.DuckDBPyConnection, view: str) -> None:
         return
     con.execute(f"CREATE TEMP TABLE {table} AS SELECT * FROM {quote_ident(view)}")
     con.execute(f"CREATE OR REPLACE TEMP VIEW {quote_ident(view)} AS SELECT * FROM {table}")
+
+
+def identity_map_ready(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether ``con`` has ``identity_map`` (the data set has identities); when it has, the
+    view is computed once into a table (:func:`compute_once`) for a reader that reads it
+    several times (a profile, the profile material): each read of the view would repeat the
+    identities' scan."""
+    if not has_identity_map(con):
+        return False
+    compute_once(con, "identity_map")
+    return True
 
 
 def _columns(con, view: str) -> list[str]:

@@ -55,6 +55,7 @@ from portrait.errors import PortraitError
 from portrait.identity import WIDELY_HELD
 from portrait.resources import MATERIAL_MEMORY_SHARE, duckdb_memory_limit
 from portrait.sql import quote_ident, quote_literal
+from portrait.views import identity_map_ready
 
 KEY_FEATURES = (
     "days_since_last_purchase",
@@ -1079,9 +1080,7 @@ class _PersonData:
         self.con = con
         self.asked = asked
         self.fast = fast
-        self.has_map = dataset.has("identities") and bool(
-            con.execute("SELECT COUNT(*) FROM duckdb_tables() WHERE table_name = 'identity_map'").fetchall()[0][0]
-        )
+        self.has_map = dataset.has("identities") and identity_map_ready(con)
         self.person_id, self.customer_ids = self._resolve()
         self.known = self._known()
 
@@ -1417,9 +1416,7 @@ def _write_profile_material(
     say = progress or (lambda message: None)
     folder = Path(folder)
     before = dt.datetime.combine(as_of, dt.time())
-    has_map = dataset.has("identities") and bool(
-        con.execute("SELECT COUNT(*) FROM duckdb_tables() WHERE table_name = 'identity_map'").fetchall()[0][0]
-    )
+    has_map = dataset.has("identities") and identity_map_ready(con)
     has_events = dataset.has("events")
     has_customers = dataset.has("customers")
     counts: dict[str, int] = {}

@@ -63,6 +63,38 @@ def tracking(tmp_path_factory, monkeypatch_session):
     return uri
 
 
+@pytest.fixture(autouse=True)
+def _mlflow_store_restored():
+    """A command run in-process under a test's own store (``setup_tracking`` with the test's
+    ``MLFLOW_TRACKING_URI``) leaves MLflow's process-wide URIs, and ``MLFLOW_REGISTRY_URI``,
+    pointing at that store after the test's environment is restored: a later module's fixture
+    then registered its models there while its commands, run as subprocesses, read the session's
+    store ("no registered model"), but only when the modules ran in one process in that order."""
+    import os
+    import sys
+
+    def state():
+        if "mlflow" not in sys.modules:
+            return None
+        import mlflow.tracking._model_registry.utils as registry
+        import mlflow.tracking._tracking_service.utils as tracking
+
+        return tracking._tracking_uri, registry._registry_uri, os.environ.get("MLFLOW_REGISTRY_URI")
+
+    before = state()
+    yield
+    if "mlflow" not in sys.modules or state() == before:
+        return
+    import mlflow.tracking._model_registry.utils as registry
+    import mlflow.tracking._tracking_service.utils as tracking
+
+    tracking._tracking_uri, registry._registry_uri, registry_env = before or (None, None, None)
+    if registry_env is None:
+        os.environ.pop("MLFLOW_REGISTRY_URI", None)
+    else:
+        os.environ["MLFLOW_REGISTRY_URI"] = registry_env
+
+
 @pytest.fixture(scope="session", autouse=True)
 def audit_log(tmp_path_factory) -> Path:
     """Exports and list pulls append to the audit log (portrait/audit.py): in tests, to one

@@ -458,6 +458,24 @@ def test_a_window_of_w_days_holds_exactly_the_w_days_before_the_cutoff():
     assert (row["search_count_90d"], row["search_count_180d"], row["active_event_days_90d"]) == (1, 2, 3)
 
 
+def test_active_event_days_count_each_day_once_across_the_day_masks():
+    # cutoff 2024-03-01; an event a days before it is on 2024-03-01 minus a days. The days are
+    # kept as bits of masks of 62 days (1-62, 63-124): 62 and 63 days before fall in different
+    # masks, two events of one day count once, and 91 days before is outside the 90-day window.
+    days_before = [1, 62, 62, 63, 90, 91]
+    stamps = [
+        pd.Timestamp(CUTOFF) - pd.Timedelta(days=a) + pd.Timedelta(hours=h)
+        for a, h in zip(days_before, [0, 1, 23, 0, 12, 0], strict=True)
+    ]
+    events = pd.DataFrame({"customer_id": "K", "ts": [t.isoformat(sep=" ") for t in stamps], "event_type": "view"})
+    purchases = pd.DataFrame(
+        [("o", "K", "2024-01-01 00:00:00", 1.0)], columns=["order_id", "customer_id", "ts", "amount"]
+    )
+    row = build_features(Dataset.from_frames(purchases=purchases, events=events), CUTOFF).iloc[0]
+    assert row["active_event_days_90d"] == 4
+    assert row["view_count_90d"] == 5
+
+
 def test_windowed_spend_is_net_of_refunds_like_lifetime_spend():
     # 696.43 of purchases and a 409.27 refund in the window: 287.16, as in spend_lifetime.
     purchases = pd.DataFrame(
