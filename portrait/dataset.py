@@ -214,27 +214,38 @@ class TableSource:
         return checks.personal(self._read_whole("SELECT " + checks.select + " FROM {scan}", "the values of")[0])
 
     @functools.cached_property
-    def repeated_header_names(self) -> frozenset[str]:
-        """Column names (lower case) that the source's header holds more than once: DuckDB
-        reads the second as ``name_1``, so a contract column could silently be the wrong copy.
-        Read from each Parquet file's schema, each CSV file's first line (split on its
-        delimiter: the configured one, else the most frequent of , ; tab |) or a frame's columns."""
+    def file_headers(self) -> dict[str, list[str]]:
+        """Each file's column names (lower case, trimmed), by its path: each CSV file's first line
+        (split on its delimiter: the configured one, else the most frequent of , ; tab |), each
+        Parquet file's schema; a frame's columns under ``"frame"``. Empty for a DuckDB file and
+        for paths only Spark reads (hdfs://, s3a://)."""
         if self.frame is not None:
-            names = [[str(c).strip().lower() for c in self.frame.columns]]
-        elif self.is_csv:
-            names = []
+            return {"frame": [str(c).strip().lower() for c in self.frame.columns]}
+        headers: dict[str, list[str]] = {}
+        if self.is_csv:
             for csv_file in self.resolved_csv_files():
                 if not csv_file.scanned_path.is_file():  # a path only Spark reads (hdfs://, s3a://)
                     continue
                 line = _first_line(csv_file.scanned_path).decode(csv_file.duckdb_encoding, errors="replace")
                 delimiter = self.delimiter or max(",;\t|", key=line.count)
                 header = next(csv.reader([line], delimiter=delimiter), [])  # quoted names may hold it
-                names.append([n.strip().lstrip("\ufeff").lower() for n in header])
+                headers[str(csv_file.path)] = [n.strip().lstrip("\ufeff").lower() for n in header]
         elif self.files:
-            names = [[n.lower() for n in schema.names] for schema in self._parquet_schemas.values()]
-        else:
-            return frozenset()
-        return frozenset(n for columns in names for n in columns if n and columns.count(n) > 1)
+            headers = {path: [n.lower() for n in schema.names] for path, schema in self._parquet_schemas.items()}
+        return headers
+
+    @functools.cached_property
+    def repeated_header_names(self) -> frozenset[str]:
+        """Column names (lower case) that the source's header holds more than once: DuckDB
+        reads the second as ``name_1``, so a contract column could silently be the wrong copy."""
+        return frozenset(n for columns in self.file_headers.values() for n in columns if n and columns.count(n) > 1)
+
+    def files_without(self, column: str) -> list[str]:
+        """The files (paths) whose header lacks ``column`` (compared without case) while another
+        file of the source has it: read together, their rows hold no value for it."""
+        headers = self.file_headers
+        lacking = [path for path, names in headers.items() if column.strip().lower() not in names]
+        return lacking if len(lacking) < len(headers) else []
 
     @functools.cached_property
     def _parquet_schemas(self) -> dict[str, object]:

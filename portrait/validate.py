@@ -56,6 +56,8 @@ class TableReport:
     # Customer ids with spaces around them in a file that is not a CSV (a CSV's cells are
     # trimmed; a Parquet file's values are taken as written): 'C1 ' and 'C1' are two customers.
     padded_customer_ids: int = 0
+    # Optional columns that some files of the table have and others lack: column -> those files.
+    partial_columns: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def quarantined_rows(self) -> int:
@@ -288,6 +290,16 @@ def _notes(reports: list[TableReport], timezone: str) -> list[str]:
                 "written (only a CSV file's cells are trimmed): 'C1 ' and 'C1' are two customers to every "
                 "table; trim them where the file is written if they are one"
             )
+        for column, files in r.partial_columns.items():
+            notes.append(
+                f"{r.table}.{column}: not in the header of {_some_files(files)}, which other files of "
+                f"{r.table} have: the rows of {'that file' if len(files) == 1 else 'those files'} read it as missing"
+                + (
+                    "; a line exported both there and in a file with the column is not found as a copy"
+                    if contract.table(r.table).check_duplicates
+                    else ""
+                )
+            )
         duplicates = _duplicates_note(r)
         if duplicates:
             notes.append(duplicates)
@@ -323,6 +335,11 @@ def _duplicates_note(r: TableReport) -> str | None:
         "such lines apart (a line or item number), map it as line_id in portrait.toml "
         '([tables.purchases.columns] line_id = "..."): they are then separate lines'
     )
+
+
+def _some_files(paths: list[str]) -> str:
+    names = [Path(p).name for p in paths]
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
 def _rows(n: int) -> str:
@@ -367,8 +384,25 @@ def _check_column_types(con: duckdb.DuckDBPyConnection, dataset: Dataset, table:
         aggregates.append(f"COUNT(*) FILTER (WHERE {unparseable[column.name]})")
     for name, zone in zones.items():
         aggregates.append(f"COUNT(*) FILTER (WHERE {zone} AND {parse[name]} IS NOT NULL)")
+    header_in_other_order = _header_in_other_order(source, table, types) if trim else None
+    if header_in_other_order is not None:  # in the same scan
+        aggregates.append(f"COUNT(*) FILTER (WHERE {header_in_other_order})")
     counts = con.execute(f"SELECT {', '.join(aggregates)} FROM cleaned_{table.name}").fetchall()[0]
     raw_columns = ", ".join(quote_ident(c) for c in types)
+    if header_in_other_order is not None and counts[-1]:
+        examples = con.execute(
+            f"SELECT {raw_columns} FROM cleaned_{table.name} WHERE {header_in_other_order} LIMIT 3"
+        ).df()
+        raise ContractError(
+            f"{counts[-1]:,} line(s) of {source.describe()} repeat the header with the columns in another order "
+            "(two exports pasted into one file?): the lines after such a line are read under the file's first "
+            "header, so their values land in the wrong columns. Split the file where the second header is, "
+            "or export it again",
+            table=table.name,
+            examples=examples.astype("str").to_dict("records"),
+        )
+    if header_in_other_order is not None:
+        counts = counts[:-1]
     for i, column in enumerate(parsed):
         present, bad = counts[2 * i], counts[2 * i + 1]
         if present and bad / present > contract.MAX_UNPARSEABLE_SHARE:
@@ -399,6 +433,25 @@ def _check_column_types(con: duckdb.DuckDBPyConnection, dataset: Dataset, table:
     return {name: int(n) for name, n in zip(zones, counts[2 * len(parsed) :], strict=True)}
 
 
+def _header_in_other_order(source, table: contract.Table, types: dict[str, str]) -> str | None:
+    """SQL true for a row of a CSV source whose values are all column names of its files' headers
+    but not each its own column's: a header line in another order inside a file. None when the
+    source has no header to compare with."""
+    names = sorted({n for header in source.file_headers.values() for n in header if n})
+    if not names:
+        return None
+    known = ", ".join(quote_literal(n) for n in names)
+    own = {c.name: source.columns.get(c.name, c.name).strip().lower() for c in table.columns if c.name in types}
+    # only columns read from the file (an absent optional column is NULL here)
+    present = {c: n for c, n in own.items() if n in names}
+    if len(present) < 2:
+        return None
+    value = {c: f"LOWER(TRIM(CAST({quote_ident(c)} AS VARCHAR)))" for c in present}
+    all_names = " AND ".join(f"{v} IN ({known})" for v in value.values())
+    any_elsewhere = " OR ".join(f"{value[c]} <> {quote_literal(n)}" for c, n in present.items())
+    return f"({all_names} AND ({any_elsewhere}))"
+
+
 def _raw_types(con, view: str) -> dict[str, str]:
     return {r[0]: r[1] for r in con.execute(f"DESCRIBE SELECT * FROM raw_{view}").fetchall()}
 
@@ -427,6 +480,11 @@ def _check_rows(con, dataset: Dataset, table: contract.Table, out_dir: Path | No
     quarantined.update(malformed)
     report = TableReport(table=name, source=source.describe(), rows=rows, valid_rows=0, forgotten=forgotten)
     report.padded_customer_ids = int(sum(n for reason, _, n in scanned if reason is None))
+    report.partial_columns = {
+        c.name: lacking
+        for c in table.columns
+        if not c.required and (lacking := source.files_without(source.columns.get(c.name, c.name)))
+    }
     if malformed:
         report.malformed_lines = _malformed_examples(con, name)
         _check_malformed_share(source, table, rows, malformed, report.malformed_lines)

@@ -292,6 +292,19 @@ def select_columns(
                 table=table.name,
                 column=column.name,
             )
+        lacking = source.files_without(actual) if column.required else []
+        if lacking:  # every row of those files would be quarantined for it, the rest read
+            read_names = {source.columns.get(c.name, c.name).lower() for c in table.columns}
+            unread = sorted({n for p in lacking for n in source.file_headers[p] if n and n not in read_names})
+            raise ContractError(
+                f"required column {actual!r} is in the header of some files of {table.name} but not of "
+                f"{_some(lacking)}"
+                + (f", whose header has {unread[:6]} instead" if unread else "")
+                + f": all of their rows would miss {column.name}. Give every file the same column names "
+                "(portrait.toml maps one name for all the files of a table)",
+                table=table.name,
+                column=column.name,
+            )
         readers[column.name] = actual
         selected.append(f"{quote_ident(actual)} AS {quote_ident(column.name)}")
         types[column.name] = available[actual].upper()

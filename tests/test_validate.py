@@ -6,7 +6,7 @@ import pytest
 from features.build import build_features
 from portrait.dataset import Dataset, open_dataset
 from portrait.errors import ConfigError, ContractError
-from portrait.validate import validate
+from portrait.validate import checked, validate
 from tests.conftest import write_tables
 
 GOOD = {"order_id": "o1", "customer_id": "a", "ts": "2024-01-05 10:00:00", "amount": "12.50"}
@@ -490,3 +490,62 @@ def test_a_file_without_a_header_line_is_refused_without_repeating_its_first_row
     with pytest.raises(ContractError, match="the first line of .*identities.csv holds 1 value") as error:
         validate(open_dataset(folder))
     assert "alice" not in str(error.value) and "alice" not in caplog.text
+
+
+def _parts(folder: Path, **texts: str) -> Path:
+    (folder / "purchases").mkdir(parents=True)
+    for name, text in texts.items():
+        (folder / "purchases" / f"{name}.csv").write_text(text)
+    return folder
+
+
+def test_a_header_repeated_in_another_order_inside_a_file_stops_the_check(tmp_path):
+    # two exports pasted into one file: the second's amount and quantity would be read swapped
+    first = "order_id,customer_id,ts,amount,quantity\no1,c1,2024-01-05,10.0,1\n"
+    second = "order_id,customer_id,ts,quantity,amount\no2,c1,2024-03-05,1,30.0\n"
+    data = _parts(tmp_path / "d", all=first + second)
+    with pytest.raises(
+        ContractError, match=r"1 line\(s\) of .*all.csv repeat the header with the columns in another order"
+    ):
+        validate(open_dataset(data))
+    with pytest.raises(ContractError, match=r"repeat the header with the columns in another order"):
+        checked(open_dataset(data))  # what every command reading the data set runs first
+
+
+def test_a_header_repeated_in_the_same_order_is_one_quarantined_line(tmp_path):
+    first = "order_id,customer_id,ts,amount\no1,c1,2024-01-05,10.0\n"
+    data = _parts(tmp_path / "d", all=first + first.replace("o1", "o2"))
+    table = validate(open_dataset(data)).tables[0]
+    assert (table.rows, table.valid_rows, table.quarantined) == (3, 2, {"unparseable_ts": 1})
+
+
+def test_a_required_column_missing_from_some_files_headers_is_refused_naming_them(tmp_path):
+    rows = "o1,c1,2024-01-05,10.0\n"
+    data = _parts(
+        tmp_path / "d",
+        q1="order_id,customer_id,ts,amount\n" + rows,
+        q2="order_id,customer_id,ts,net_amount\n" + rows,
+        q3="order_id,customer_id,ts,net_amount\n" + rows,
+    )
+    message = (
+        r"required column 'amount' is in the header of some files of purchases but not of q2.csv, q3.csv, "
+        r"whose header has \['net_amount'\] instead: all of their rows would miss amount"
+    )
+    with pytest.raises(ContractError, match=message):
+        validate(open_dataset(data))
+
+
+def test_an_optional_column_missing_from_some_files_is_said(tmp_path):
+    data = _parts(
+        tmp_path / "d",
+        old="order_id,customer_id,ts,amount\no1,c1,2024-01-05,10.0\n",
+        new="order_id,customer_id,ts,amount,discount\no1,c1,2024-01-05,10.0,0\no2,c1,2024-02-05,5.0,1\n",
+    )
+    report = validate(open_dataset(data))
+    assert report.tables[0].partial_columns == {"discount": [str(data / "purchases" / "old.csv")]}
+    assert (
+        "purchases.discount: not in the header of old.csv, which other files of purchases have: the rows of that "
+        "file read it as missing; a line exported both there and in a file with the column is not found as a copy"
+    ) in report.notes
+    # a column every file has, or none has, is not said
+    assert not any("quantity" in note for note in report.notes)
