@@ -56,6 +56,26 @@ _NUMERIC = ("DOUBLE", "FLOAT", "REAL", "DECIMAL", "BIGINT", "INTEGER", "SMALLINT
 LATE_AS_OF_DAYS = 366
 
 
+# A date this many days after the latest purchase is said (a stopped feed, or a mistyped date):
+# the 30-day windows are empty for everyone. Defined once here: the refresh and `score` say it.
+STALE_FEED_DAYS = 31
+
+
+def stale_feed_note(frame: pd.DataFrame, cutoff: dt.date) -> str | None:
+    """A note when the latest purchase in ``frame`` (a feature table) is more than
+    :data:`STALE_FEED_DAYS` (and at most :data:`LATE_AS_OF_DAYS`, refused elsewhere) days
+    before ``cutoff``; None otherwise, without ``days_since_last_purchase`` and when nobody bought."""
+    if "days_since_last_purchase" not in frame.columns:
+        return None
+    latest = frame["days_since_last_purchase"].min()
+    if not latest > STALE_FEED_DAYS:  # NaN (nobody bought) is not
+        return None
+    return (
+        f"the latest purchase in the data is {latest:.0f} days before {cutoff}: the 30-day windows are empty "
+        "for everyone and recency grows for all (a stopped feed, or a mistyped date?)"
+    )
+
+
 def days_past_data(frame: pd.DataFrame) -> float | None:
     """How many days before the cutoff the latest purchase in ``frame`` (a feature table) is,
     when more than :data:`LATE_AS_OF_DAYS`; None otherwise, without ``days_since_last_purchase``
@@ -600,6 +620,8 @@ def feature_columns(frame: pd.DataFrame) -> list[str]:
 
 __all__ = [
     "LATE_AS_OF_DAYS",
+    "STALE_FEED_DAYS",
+    "stale_feed_note",
     "days_past_data",
     "late_as_of_note",
     "nobody_before",

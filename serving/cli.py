@@ -376,6 +376,8 @@ def _print_summary(out, run) -> None:
                     f"  [yellow]drift warning (PSI > 0.1): {escape(', '.join(list(drift['warnings'])[:5]))}[/yellow]"
                 )
         out.print(line, markup=True)
+    if summary.get("note"):
+        out.print(f"[yellow]warning: {escape(summary['note'])}[/yellow]", markup=True)
     for info in summary["models"].values():
         if info.get("note"):
             out.print(f"[yellow]warning: {escape(info['note'])}[/yellow]", markup=True)

@@ -48,7 +48,6 @@ from portrait.store_errors import is_busy
 
 DEFAULT_KEEP = 7
 DEFAULT_MODELS = ["repurchase_90d", "high_value_90d", "spend_90d", "personas"]
-STALE_FEED_DAYS = 31  # a nightly run this long after the latest purchase says so (see _check_as_of)
 STEPS = ("validate", "features", "score", "rfm", "tags", "segments", "crowds", "profiles", "lists")
 _RUN_NAME = re.compile(r"\d{4}-\d{2}-\d{2}")
 _KEYS = {"data", "out", "as_of", "models", "alias", "reasons", "tags", "manual_tags", "segments", "keep", "lists"}
@@ -616,7 +615,7 @@ class _Job:
         would publish scores, tags and lists in which every window is empty: a stopped feed or
         a mistyped date, to be fixed, not served. More than :data:`STALE_FEED_DAYS` after it, the
         run is published with a warning (the short windows are empty); returned."""
-        from features.build import LATE_AS_OF_DAYS
+        from features.build import LATE_AS_OF_DAYS, STALE_FEED_DAYS
 
         as_of = self.config.as_of
         if first in (None, "None") or last in (None, "None"):

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.build import build_features, days_past_data, nobody_before, parse_cutoff
+from features.build import build_features, days_past_data, nobody_before, parse_cutoff, stale_feed_note
 from features.catalogue import Feature, Vocabulary, attribute_feature, describe
 from features.config import FeatureConfig
 from models.prior_shift import shift_to_share
@@ -66,7 +66,7 @@ def build_model_features(
         require_customers(len(frame), as_of)
         require_recent(frame, as_of)
         for model in group:
-            check_model_features(model, frame.columns)
+            check_model_features(model, frame.columns, feature_kinds(frame), frame)
             result[model.name] = frame
     return result
 
@@ -88,8 +88,23 @@ def require_customers(count: int, as_of: dt.date) -> None:
         raise PortraitError(nobody_before(as_of, "nothing to score"))
 
 
-def check_model_features(model, columns) -> None:
-    """A model must find every feature it was trained on in the table built for it."""
+def feature_kinds(frame: pd.DataFrame) -> dict[str, str]:
+    """Each column of a feature table as ``number`` or ``text`` (a category)."""
+    return {
+        c: "number"
+        if pd.api.types.is_numeric_dtype(frame[c]) and not isinstance(frame[c].dtype, pd.CategoricalDtype)
+        else "text"
+        for c in frame.columns
+    }
+
+
+def check_model_features(
+    model, columns, kinds: dict[str, str] | None = None, frame: pd.DataFrame | None = None
+) -> None:
+    """A model must find every feature it was trained on in the table built for it, each of the
+    same kind (``kinds``: :func:`feature_kinds`): a customers column that held numbers when the
+    model was trained and now holds text (an "n/a" among the ages), or the other way round, would
+    be scored as something else (a category's codes read as ages)."""
     missing = [c for c in model.features if c not in set(columns)]
     if missing:
         attributes = [c for c in missing if c.startswith(("attr_", "days_since_"))]
@@ -104,6 +119,33 @@ def check_model_features(model, columns) -> None:
             f"model {model.name} v{model.version} needs {len(missing)} feature(s) this data set "
             f"does not provide: {missing[:8]}{' ...' if len(missing) > 8 else ''}{hint}"
         )
+    reference = model.meta.get("reference") or {}  # the numeric features the model was trained on
+    if kinds is None or model.is_personas or not reference:
+        return
+    changed = [c for c in model.features if c in kinds and (c in reference) != (kinds[c] == "number")]
+    if not changed:
+        return
+    said = []
+    for column in changed[:4]:
+        if column in reference:
+            examples = _not_numbers(frame[column]) if frame is not None and column in frame.columns else []
+            shown = f" (such as {', '.join(repr(v) for v in examples)})" if examples else ""
+            said.append(f"{column}: numbers when the model was trained, text now{shown}")
+        else:
+            said.append(f"{column}: text (a category) when the model was trained, numbers now")
+    raise PortraitError(
+        f"model {model.name} v{model.version} would read {len(changed)} feature(s) as another kind than it "
+        f"was trained on: {'; '.join(said)}. A customers column holding a value that is not a number ('n/a') "
+        "is read as text, and a text column of 12 or fewer distinct numbers as codes; write missing values as "
+        "empty cells and numbers as numbers, or train the model again on the data set as it is"
+    )
+
+
+def _not_numbers(values: pd.Series, limit: int = 3) -> list[str]:
+    """A few distinct values of a text column that are not numbers (shortened), for a message."""
+    distinct = pd.Series(values.dropna().astype("str").unique())
+    odd = distinct[pd.to_numeric(distinct, errors="coerce").isna()]
+    return [v if len(v) <= 20 else v[:17] + "..." for v in odd.head(limit)]
 
 
 def hindsight_note(model: LoadedModel, as_of: dt.date) -> str | None:
@@ -356,6 +398,8 @@ def score(
         "models": {},
         "quarantined_rows": quarantined,
     }
+    if stale := stale_feed_note(base, as_of):
+        summary["note"] = stale
     for model in models:
         say(f"scoring {model.name}")
         features = _rows_of(features_by_model[model.name], scores["customer_id"])

@@ -135,7 +135,9 @@ def score_on_spark(
                     on_engine=True,
                 ).persist()
                 for model in group:
-                    check_model_features(model, table.columns)
+                    check_model_features(
+                        model, table.columns, {c: "text" if t == "string" else "number" for c, t in table.dtypes}
+                    )
                     feature_tables[model.name] = table
                 say(f"scoring {', '.join(m.name for m in group)}")
                 part = table.mapInPandas(_score_batches(group), _schema(group))

@@ -961,3 +961,44 @@ def test_a_worker_never_pairs_scores_with_the_features_of_another_scoring(scored
     with caplog.at_level(logging.WARNING, logger="serving.state"):
         assert state.snapshot().scores.attrs[SCORING_TOKEN] == "an interrupted scoring's"
     assert "are of another scoring (a re-score interrupted between" in caplog.text
+
+
+def test_a_feature_of_another_kind_than_the_model_was_trained_on_is_refused():
+    """A customers column of numbers with an 'n/a' among them is read as text: the model would
+    have scored its category codes as ages (and the drift check raised a traceback)."""
+    from types import SimpleNamespace
+
+    from serving.score import check_model_features, feature_kinds
+
+    bins = {"edges": [1.0], "shares": [0.5, 0.5, 0.0]}
+    model = SimpleNamespace(
+        name="m",
+        version="3",
+        is_personas=False,
+        features=["attr_age", "spend_90d", "attr_region"],
+        meta={"reference": {"attr_age": bins, "spend_90d": bins}},  # the numeric ones
+    )
+    same = pd.DataFrame({"attr_age": [47.0, None], "spend_90d": [1.0, 2.0], "attr_region": pd.Categorical(["n", None])})
+    check_model_features(model, same.columns, feature_kinds(same), same)
+    ages_as_text = same.assign(attr_age=pd.Categorical(["47", "n/a"]))
+    message = (
+        r"model m v3 would read 1 feature\(s\) as another kind than it was trained on: attr_age: numbers when "
+        r"the model was trained, text now \(such as 'n/a'\)\. .*write missing values as empty cells"
+    )
+    with pytest.raises(PortraitError, match=message):
+        check_model_features(model, ages_as_text.columns, feature_kinds(ages_as_text), ages_as_text)
+    regions_as_numbers = same.assign(attr_region=[1, 2])
+    with pytest.raises(
+        PortraitError, match=r"attr_region: text \(a category\) when the model was trained, numbers now"
+    ):
+        check_model_features(model, regions_as_numbers.columns, feature_kinds(regions_as_numbers), regions_as_numbers)
+
+
+def test_scores_long_after_the_latest_purchase_say_so(registered, tmp_path, scored):
+    # the synthetic data's latest purchase is on 2024-12-31: 60 days before 2025-03-01
+    run = score(open_dataset(registered), "2025-03-01", [MODEL], tmp_path, validate_first=False)
+    assert run.summary["note"] == (
+        "the latest purchase in the data is 60 days before 2025-03-01: the 30-day windows are empty for "
+        "everyone and recency grows for all (a stopped feed, or a mistyped date?)"
+    )
+    assert "note" not in scored[1].summary  # the day after the latest purchase
