@@ -452,7 +452,7 @@ def windows_family(config: FeatureConfig, vocab: Vocabulary | None = None, attri
                 f"items_{w}d",
                 f,
                 w,
-                f"Units bought in the last {w} days.",
+                f"Units bought in the last {w} days (a line without a quantity counts as one unit).",
                 "orders",
                 f"SUM(CASE WHEN {inside} AND is_purchase = 1 THEN items ELSE 0 END)",
                 fill_zero=True,

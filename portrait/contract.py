@@ -82,7 +82,12 @@ PURCHASES = Table(
         Column("customer_id", "id", True, "Who bought."),
         Column("ts", "timestamp", True, "When the order was placed."),
         Column("amount", "number", True, "Net money paid for the line; negative for a refund."),
-        Column("quantity", "number", False, "Units on the line."),
+        Column(
+            "quantity",
+            "number",
+            False,
+            "Units on the line; a line without one counts as one unit in the units-bought features.",
+        ),
         Column("product_id", "id", False, "Product bought."),
         Column("category", "text", False, "Product category."),
         Column("brand", "text", False, "Product brand."),

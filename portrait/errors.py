@@ -6,6 +6,8 @@ them in one place (``serving/routes/errors.py``), the command line exits 2 with 
 
 from __future__ import annotations
 
+import re
+
 
 class PortraitError(Exception):
     """An error whose message is meant for the person running the command.
@@ -84,3 +86,22 @@ class ContractError(PortraitError):
 
 class ConfigError(PortraitError):
     """A configuration file or option has an unknown key or a bad value."""
+
+
+def read_error_reason(exc: Exception) -> str:
+    """What a DuckDB error reading a source says, in one line: its first line, which never holds
+    the source's text (the lines after it may quote a row of the file: personal data); for a line
+    longer than a CSV line may be, the file and the sizes, which are further down."""
+    lines = str(exc).strip().splitlines()
+    if not lines:
+        return type(exc).__name__
+    size = next((line for line in lines if line.startswith("Maximum line size of")), None)
+    if size is not None:
+        file = next((line.split("=", 1)[1].strip() for line in lines if line.strip().startswith("file =")), None)
+        numbers = re.findall(r"\d+", size)
+        actual = f"{int(numbers[1]):,} bytes" if len(numbers) > 1 else "more"
+        return (
+            f"a line{' of ' + file if file else ''} holds {actual}, more than the {int(numbers[0]):,} a CSV line "
+            "may hold (a field of megabytes: free text or a file pasted into a cell?)"
+        )
+    return lines[0]

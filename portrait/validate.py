@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from portrait import contract
 from portrait.dataset import CONFIG_FILE, Dataset, TableSource, cache_folder, encoding_hint, open_dataset
-from portrait.errors import ContractError
+from portrait.errors import ContractError, read_error_reason
 from portrait.files import atomic_target, atomic_write_text
 from portrait.forget import forgotten_rows
 from portrait.identity import IdentitySummary, identity_summary
@@ -117,7 +117,9 @@ def validate(dataset: Dataset, out_dir: Path | None = None, progress: Progress |
                 offsets = _check_column_types(con, dataset, table)
                 report = _check_rows(con, dataset, table, out_dir)
             except duckdb.Error as exc:
-                raise ContractError(f"cannot read {source.describe()}: {_first_line(exc)}", table=table.name) from exc
+                raise ContractError(
+                    f"cannot read {source.describe()}: {read_error_reason(exc)}", table=table.name
+                ) from exc
             report.timestamps_with_offset = offsets
             report.encoding = source.encoding_note()
             reports.append(report)
@@ -250,10 +252,6 @@ def checked(dataset: Dataset, progress: Progress | None = None, note: Callable[[
             f"left out (portrait validate {shlex.quote(str(where))} --out DIR lists them)"
         )
     return dataset
-
-
-def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def _privacy_notes(dataset: Dataset) -> list[str]:

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from portrait import contract
-from portrait.errors import ConfigError, ContractError
+from portrait.errors import ConfigError, ContractError, read_error_reason
 from portrait.forget import KEY_COLUMNS, exclude_forgotten, finish_tombstones, register_tombstones
 from portrait.privacy import has_identity_map, refuse_values_as_names
 from portrait.sql import quote_ident, quote_literal
@@ -122,14 +122,10 @@ def register_views(con: duckdb.DuckDBPyConnection, dataset: Dataset) -> None:
         try:
             _register_table(con, table, source, dataset.timezone, forgetting)
         except duckdb.Error as exc:
-            raise ContractError(f"cannot read {source.describe()}: {_first_line(exc)}", table=table.name) from exc
+            raise ContractError(f"cannot read {source.describe()}: {read_error_reason(exc)}", table=table.name) from exc
     if forgetting:
         finish_tombstones(con, dataset, list(dataset.sources))
     _register_final_views(con, dataset)
-
-
-def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def source_columns(con: duckdb.DuckDBPyConnection, source: TableSource) -> dict[str, str]:

@@ -549,3 +549,22 @@ def test_an_optional_column_missing_from_some_files_is_said(tmp_path):
     ) in report.notes
     # a column every file has, or none has, is not said
     assert not any("quantity" in note for note in report.notes)
+
+
+def test_a_field_of_megabytes_is_read_and_a_line_past_the_limit_is_named(tmp_path):
+    (tmp_path / "d").mkdir()
+    big = "x" * (3 << 20)  # past DuckDB's default of 2 MB a line
+    (tmp_path / "d" / "purchases.csv").write_text(
+        f"order_id,customer_id,ts,amount,category\no1,c1,2024-01-05,1.0,a\no2,c1,2024-01-06,2.0,{big}\n"
+    )
+    assert validate(open_dataset(tmp_path / "d")).tables[0].valid_rows == 2
+
+    import duckdb
+
+    from portrait.errors import read_error_reason
+
+    with pytest.raises(duckdb.Error) as raised:
+        duckdb.sql(f"SELECT * FROM read_csv('{tmp_path / 'd' / 'purchases.csv'}', max_line_size = 1048576)").fetchall()
+    reason = read_error_reason(raised.value)
+    assert reason.startswith(f"a line of {tmp_path / 'd' / 'purchases.csv'} holds 3,145,7")
+    assert "more than the 1,048,576 a CSV line may hold" in reason and "xxx" not in reason
