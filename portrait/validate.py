@@ -56,6 +56,8 @@ class TableReport:
     # Customer ids with spaces around them in a file that is not a CSV (a CSV's cells are
     # trimmed; a Parquet file's values are taken as written): 'C1 ' and 'C1' are two customers.
     padded_customer_ids: int = 0
+    # Customer ids equal to another but for leading zeros ('00123' and '123'): two customers each.
+    zero_padded_customer_ids: int = 0
     # Optional columns that some files of the table have and others lack: column -> those files.
     partial_columns: dict[str, list[str]] = field(default_factory=dict)
 
@@ -288,6 +290,12 @@ def _notes(reports: list[TableReport], timezone: str) -> list[str]:
                 "written (only a CSV file's cells are trimmed): 'C1 ' and 'C1' are two customers to every "
                 "table; trim them where the file is written if they are one"
             )
+        if r.zero_padded_customer_ids:
+            notes.append(
+                f"{r.table}.customer_id: {_values(r.zero_padded_customer_ids)} equal another id but for leading "
+                "zeros ('00123' and '123'): they are two customers to every table; if they are one, write the ids "
+                "the same way in every file (a file saved through a spreadsheet loses the zeros)"
+            )
         for column, files in r.partial_columns.items():
             notes.append(
                 f"{r.table}.{column}: not in the header of {_some_files(files)}, which other files of "
@@ -468,8 +476,18 @@ def _check_rows(con, dataset: Dataset, table: contract.Table, out_dir: Path | No
         and con.execute(f"DESCRIBE SELECT customer_id FROM checked_{name}").fetchall()[0][1] == "VARCHAR"
         else "0"
     )
-    scanned = con.execute(f"SELECT {REASON}, COUNT(*), {padded} FROM checked_{name} GROUP BY 1").fetchall()
-    counts = {reason: n for reason, n, _ in scanned}
+    # ids that are another id but for leading zeros ('00123', '123'), from the purchases' valid rows
+    zeros = (
+        "COUNT(DISTINCT customer_id) - COUNT(DISTINCT LTRIM(customer_id, '0'))"
+        if name == "purchases"
+        and con.execute(f"DESCRIBE SELECT customer_id FROM checked_{name}").fetchall()[0][1] == "VARCHAR"
+        else "0"
+    )
+    scanned = con.execute(
+        f"SELECT {REASON}, COUNT(*), {padded}, CASE WHEN {REASON} IS NULL THEN {zeros} ELSE 0 END "
+        f"FROM checked_{name} GROUP BY 1"
+    ).fetchall()
+    counts = {reason: n for reason, n, *_ in scanned}
     # The scan above stored the lines DuckDB could not read; keep them before another scan adds more.
     malformed = _collect_malformed(con, source) if source.is_csv else {}
     forgotten = forgotten_rows(con, name)
@@ -477,7 +495,8 @@ def _check_rows(con, dataset: Dataset, table: contract.Table, out_dir: Path | No
     quarantined = {reason: n for reason, n in counts.items() if reason is not None}
     quarantined.update(malformed)
     report = TableReport(table=name, source=source.describe(), rows=rows, valid_rows=0, forgotten=forgotten)
-    report.padded_customer_ids = int(sum(n for reason, _, n in scanned if reason is None))
+    report.padded_customer_ids = int(sum(n for reason, _, n, _ in scanned if reason is None))
+    report.zero_padded_customer_ids = int(sum(z for reason, _, _, z in scanned if reason is None))
     report.partial_columns = {
         c.name: lacking
         for c in table.columns

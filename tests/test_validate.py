@@ -568,3 +568,20 @@ def test_a_field_of_megabytes_is_read_and_a_line_past_the_limit_is_named(tmp_pat
     reason = read_error_reason(raised.value)
     assert reason.startswith(f"a line of {tmp_path / 'd' / 'purchases.csv'} holds 3,145,7")
     assert "more than the 1,048,576 a CSV line may hold" in reason and "xxx" not in reason
+
+
+def test_ids_that_differ_only_by_leading_zeros_are_said(tmp_path):
+    rows = "order_id,customer_id,ts,amount\n" + "".join(
+        f"o{i},{cid},2024-01-0{i + 1},1\n" for i, cid in enumerate(["00123", "123", "0042", "42", "042", "7"])
+    )
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "purchases.csv").write_text(rows)
+    report = validate(open_dataset(tmp_path / "d"))
+    assert report.tables[0].zero_padded_customer_ids == 3  # 123 once, 42 twice
+    assert any(
+        n.startswith("purchases.customer_id: 3 values equal another id but for leading zeros") for n in report.notes
+    )
+    (tmp_path / "d" / "purchases.csv").write_text(
+        rows.replace(",00123,", ",99123,").replace(",0042,", ",1042,").replace(",042,", ",2042,")
+    )
+    assert validate(open_dataset(tmp_path / "d")).tables[0].zero_padded_customer_ids == 0
