@@ -273,7 +273,10 @@ class CrowdData:
         return self.frame["customer_id"].astype("str")
 
     def attribute_features(self) -> list[str]:
-        return [f.name for f in self.population.features if f.family == "attributes" and f.scale != "days"]
+        return [f.name for f in self._attribute_features()]
+
+    def _attribute_features(self) -> list:
+        return [f for f in self.population.features if f.family == "attributes" and f.scale != "days"]
 
     # ------------------------------------------------------------ crowds
 
@@ -419,7 +422,10 @@ class CrowdData:
         if found.scale == "category" or not pd.api.types.is_numeric_dtype(values):
             self.definitions.setdefault(name, Dimension(name, label))
             return name, top_values(values.astype("object"), MAX_VALUES)
-        name = banded
+        # A customers column already named like the bands (an export with both age and age_band):
+        # the bands take another name, not silently its place (or it theirs).
+        named = {attribute_dimensions(f.value or f.name.removeprefix("attr_"))[0] for f in self._attribute_features()}
+        name = banded if banded not in named else f"{name}_quintile_band"
         self.definitions.setdefault(name, Dimension(name, f"{label} (quintile bands)"))
         return name, bands(values)
 

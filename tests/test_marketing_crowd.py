@@ -834,3 +834,14 @@ def test_an_empty_crowd_is_shown_as_0_wherever_its_size_is_shown():
     from marketing.crowd_trend import suppressed_trend
 
     assert suppressed_trend(trend, 10)["customers"].tolist() == ["0"]
+
+
+def test_a_number_column_whose_bands_would_take_a_columns_name_keeps_both():
+    # an export with both age (a number) and age_band (text): the bands of age were dropped
+    customers = CUSTOMERS.assign(age=[30, 41, 52, 63, 74])
+    ds = Dataset.from_frames(purchases=PURCHASES, events=EVENTS, customers=customers)
+    with Population(ds, AS_OF) as population:
+        data = CrowdData(population, load_library())
+        report = crowd_report(data, data.mask(Crowd("all")), data.mask(Crowd("all")), crowd_name="a", base_name="a")
+    assert rows(report, "age_band") == {"25-34": (2, 2, 100.0), "35-44": (2, 2, 100.0), "unknown": (1, 1, 100.0)}
+    assert sum(count for count, _, _ in rows(report, "age_quintile_band").values()) == 5
