@@ -119,6 +119,9 @@ class Schema:
         self.resolve = resolve
         self.values = dict(values or {})
         self.current = dict(current or {})
+        # (column, value) pairs compared with that no row holds today (see check_value): a list
+        # may say why it is empty
+        self.absent: list[tuple[str, str]] = []
 
     def check_value(self, column: str, value: str) -> None:
         if column in self.values and value not in self.values[column]:
@@ -131,6 +134,8 @@ class Schema:
             same = [v for v in self.current[column] if _folded(v) == _folded(value)]
             if same:
                 raise FilterError(f"{column} has no value {value!r}; did you mean {same[0]!r}? (values match exactly)")
+            if (column, value) not in self.absent:
+                self.absent.append((column, value))
 
     def kind(self, name: str) -> str | None:
         if name in self.kinds:

@@ -133,7 +133,7 @@ def build_list(
     # scored population's features on every API request took 3 s at 1M customers for top=10.
     # A feature named like a scores column is read as <name>_feature, as a whole merge names it.
     as_merged = {(c if c not in scores.columns else f"{c}_feature"): c for c in features.columns if c != "customer_id"}
-    tree, used, rfm = None, [], None
+    tree, used, rfm, absent = None, [], None, []
     if where:
         shape = scores.head(0).merge(features.empty, on="customer_id", how="left", suffixes=("", "_feature"))
         if _RFM_TERM.search(where):
@@ -145,7 +145,9 @@ def build_list(
         # or shown (a model's reasons still read them, and leave them out).
         withheld = {feature.name for feature in withheld_attribute_features(privacy)}
         filterable = shape.drop(columns=[c for c in shape.columns if _REASON_COLUMN.fullmatch(c) or c in withheld])
-        tree = parse_filter(where, list_schema(filterable, values_from=features))
+        schema = list_schema(filterable, values_from=features)
+        tree = parse_filter(where, schema)
+        absent = schema.absent
         used = columns_used(tree)
     read = [c for c in used if c in as_merged]
     if exclude_bought_within is not None and "days_since_last_purchase" not in read:
@@ -235,6 +237,15 @@ def build_list(
         if column not in result.columns:
             result[column] = chosen[column].to_numpy()
     note = result.attrs.get("note")
+    if absent and not len(result):
+        said = "; ".join(
+            f"no customer's {column} is {value!r} in these scores (its values: {sorted(schema.current[column])})"
+            for column, value in absent
+        )
+        note = (
+            f"{said}: a favourite is one of the values the scoring model was trained with ('other' for a "
+            "category it does not know)" + (f"; {note}" if note else "")
+        )
     result = result.reset_index(drop=True)
     result.attrs["left_out"] = left_out
     result.attrs["total"] = total

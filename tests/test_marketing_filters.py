@@ -188,3 +188,4 @@ def test_a_value_a_column_never_holds_is_refused_and_a_case_slip_of_a_current_on
         "favourite_category",
         "rfm_group",
     ]
+    assert schema.absent == [("favourite_category", "TOYS")]  # a list may say why it is empty

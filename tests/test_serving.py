@@ -1002,3 +1002,16 @@ def test_scores_long_after_the_latest_purchase_say_so(registered, tmp_path, scor
         "everyone and recency grows for all (a stopped feed, or a mistyped date?)"
     )
     assert "note" not in scored[1].summary  # the day after the latest purchase
+
+
+def test_an_empty_list_of_a_favourite_nobody_holds_says_which_values_there_are():
+    scores = pd.DataFrame({"customer_id": ["a", "b"], "m_score": [0.9, 0.8], "m_percentile": [100.0, 50.0]})
+    features = pd.DataFrame({"customer_id": ["a", "b"], "favourite_channel": pd.Categorical(["web", "store"])})
+    empty = build_list(scores, features, "m", where="favourite_channel = 'kiosk'")
+    assert len(empty) == 0
+    assert empty.attrs["note"] == (
+        "no customer's favourite_channel is 'kiosk' in these scores (its values: ['store', 'web']): a favourite is "
+        "one of the values the scoring model was trained with ('other' for a category it does not know)"
+    )
+    found = build_list(scores, features, "m", where="favourite_channel = 'web' or favourite_channel = 'kiosk'")
+    assert found["customer_id"].tolist() == ["a"] and "note" not in found.attrs
