@@ -26,7 +26,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from features.catalogue import FAMILIES, OTHER_SLOT, Feature, Vocabulary, catalogue, slug, slugs
+from features.catalogue import FAMILIES, OTHER_SLOT, Feature, Vocabulary, catalogue, slug
 from features.config import FeatureConfig
 from features.plan import (
     UNRECORDED_READ_AS,
@@ -402,7 +402,7 @@ def _register_vocabulary(con: duckdb.DuckDBPyConnection | Engine, vocab: Vocabul
     for name, values in tables.items():
         frame = pd.DataFrame({"value": pd.Series(values, dtype="str"), "slot": np.arange(len(values), dtype="int64")})
         # each value's rank by name: ties of a favourite go to the first by name, the same
-        # whatever the vocabulary's order (:func:`_named_slot`, :func:`_favourite`)
+        # whatever the vocabulary's order (:func:`_named_slot`)
         frame["name_rank"] = frame["value"].rank(method="first").astype("int64") - 1
         as_engine(con).register_frame(name, frame)
 
@@ -427,7 +427,7 @@ def build_features(
     shares and ratios, and pandas categoricals for favourites and text attributes. The
     vocabulary used is in ``frame.attrs["vocabulary"]``. ``families`` restricts the build to
     those families (all by default); ``only`` to those features (and what they are computed
-    from: derived features' inputs, favourites' shares). A pass no selected feature needs is
+    from: derived features' inputs). A pass no selected feature needs is
     not run. ``purchases_ready`` says :func:`vocabulary_as_of` already read the purchases
     before this cutoff into ``f_purchases`` on ``con``: that one read is reused, and left in
     place for the caller (who owns it) instead of being dropped. ``con`` may be a DuckDB
@@ -474,7 +474,7 @@ def build_features(
         )[0]
         unrecorded = [c for c, n in zip(UNRECORDED_READ_AS, recorded, strict=True) if not n]
         steps = compile_plan(
-            [f for f in features if f.stage != "favourite"],
+            features,
             cutoff,
             config,
             has_events=dataset.has("events"),
@@ -538,9 +538,8 @@ def select_families(features: list[Feature], families: Collection[str] | None) -
 
 
 def select_features(features: list[Feature], names: Collection[str]) -> list[Feature]:
-    """``names`` and every feature they are computed from, in catalogue order: a derived
-    feature's inputs, and a favourite's per-value shares (``favourite_category`` is the
-    largest ``category_share_*``)."""
+    """``names`` and every feature they are computed from (a derived feature's inputs), in
+    catalogue order."""
     by_name = {f.name: f for f in features}
     needed: set[str] = set()
     frontier = [n for n in names if n in by_name]
@@ -552,8 +551,6 @@ def select_features(features: list[Feature], names: Collection[str]) -> list[Fea
         feature = by_name[name]
         if feature.stage == "derived":
             frontier += [n for n in re.findall(r"[a-z_0-9]+", feature.sql) if n in by_name]
-        elif feature.stage == "favourite":
-            frontier += [f.name for f in features if f.measure == f"{feature.subject}_share"]
     return [f for f in features if f.name in needed]
 
 
@@ -564,12 +561,7 @@ def _finish(frame: pd.DataFrame, features: list[Feature], vocabulary: Vocabulary
     if "favourite_category" in names:
         favourites["favourite_category"] = _named_slot(frame["favourite_category"], sorted(vocabulary.categories))
     if "favourite_channel" in names:
-        # in order of name: equal shares go to the first by name, whatever the vocabulary's order
-        channels = list(vocabulary.channels)
-        named = sorted(zip(channels, slugs(tuple(channels)), strict=True))
-        favourites["favourite_channel"] = _favourite(
-            frame, "channel_share_", [c for c, _ in named], [s for _, s in named]
-        )
+        favourites["favourite_channel"] = _named_slot(frame["favourite_channel"], sorted(vocabulary.channels))
     result = {"customer_id": frame["customer_id"].astype("str")}
     for feature in features:
         column = favourites[feature.name] if feature.name in favourites else frame[feature.name]
@@ -594,20 +586,6 @@ def _named_slot(slots: pd.Series, values: list[str]) -> pd.Series:
     index = np.where(named, np.nan_to_num(codes), 0).astype(int)
     result = np.where(missing, None, np.where(other, "other", np.asarray([*values, ""], dtype=object)[index]))
     return pd.Series(result, index=slots.index, dtype=object)
-
-
-def _favourite(frame: pd.DataFrame, prefix: str, labels: list[str], columns: list[str]) -> pd.Series:
-    """The label of each row's largest share among ``columns`` (NULL when all are zero or null);
-    equal shares (to 9 decimals) go to the first label."""
-    names = [f"{prefix}{c}" for c in columns]
-    if not names:
-        return pd.Series(pd.NA, index=frame.index, dtype="object")
-    # Rounded like every float feature: parallel sums differ in the last bits from run to run,
-    # and two equal shares must tie (first label wins) in every run, not by that noise.
-    shares = frame[names].to_numpy(dtype="float64", na_value=np.nan).round(9)
-    best = np.nanargmax(np.where(np.isnan(shares), -np.inf, shares), axis=1)
-    has_any = np.nan_to_num(shares, nan=0.0).max(axis=1) > 0
-    return pd.Series(np.where(has_any, np.asarray(labels, dtype=object)[best], None), index=frame.index)
 
 
 def _read_by(step: Step) -> tuple[str, ...]:

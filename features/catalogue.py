@@ -641,9 +641,10 @@ def preferences_family(config: FeatureConfig, vocab: Vocabulary | None = None, a
             "favourite_channel",
             f,
             None,
-            "Channel with the largest share of orders (equal shares: the first by name).",
-            "favourite",
-            "",
+            "Channel with the most purchase orders (equal counts: the first by name among the top channels); "
+            "'other' when it is not one of the top channels.",
+            "order_channels",
+            FAVOURITE_SLOT,
             "category",
             scale="category",
             label="favourite channel",

@@ -564,13 +564,34 @@ def test_customers_with_only_events_under_merged_ids_are_their_persons():
     assert frame["customer_id"].tolist() == ["A", "B", "C", "D", "F", "H"]
 
 
-def test_favourite_ties_within_rounding_noise_go_to_the_first_label():
-    from features.build import _favourite
-
-    # Two equal spends summed in a different order differ in the last bit (0.1 + 0.2 vs 0.3).
-    frame = pd.DataFrame({"share_a": [0.3, 0.0, None], "share_b": [0.1 + 0.2, 0.7, None]})
-    found = _favourite(frame, "share_", ["A", "B"], ["a", "b"])
-    assert found[:2].tolist() == ["A", "B"] and found.isna().tolist() == [False, False, True]
+def test_the_favourite_channel_is_the_one_with_most_orders_and_a_channel_outside_the_top_is_other():
+    # Top 2 channels by spend: web (400), app (200); kiosk (4) is outside them.
+    orders = [
+        ("a1", "A", 100.0, "web"),
+        ("a2", "A", 100.0, "web"),
+        ("a3", "A", 100.0, "app"),
+        ("a4", "A", 100.0, "app"),  # 2 and 2: the first by name, app
+        ("b1", "B", 1.0, "kiosk"),
+        ("b2", "B", 1.0, "kiosk"),
+        ("b3", "B", 1.0, "kiosk"),
+        ("b4", "B", 100.0, "web"),  # kiosk 3, web 1: other (the best known one was web)
+        ("c1", "C", 100.0, "web"),
+        ("c2", "C", 1.0, "kiosk"),  # 1 and 1: the known one
+        ("d1", "D", 5.0, None),  # no channel recorded: none
+    ]
+    purchases = pd.DataFrame(
+        [(o, c, f"2024-02-0{i % 9 + 1} 10:00:00", a, ch) for i, (o, c, a, ch) in enumerate(orders)],
+        columns=["order_id", "customer_id", "ts", "amount", "channel"],
+    )
+    frame = build_features(Dataset.from_frames(purchases=purchases), CUTOFF, FeatureConfig(top_channels=2))
+    found = frame.set_index("customer_id")["favourite_channel"]
+    assert found.astype("object").where(found.notna(), None).to_dict() == {
+        "A": "app",
+        "B": "other",
+        "C": "web",
+        "D": None,
+    }
+    assert frame.attrs["vocabulary"]["channels"] == ["web", "app"]
 
 
 def test_the_favourite_category_is_the_largest_net_spend_not_the_pooled_rest():
