@@ -185,7 +185,8 @@ def compile_plan(
                    MOD(DATE_DIFF('day', DATE '1970-01-04', CAST(ts AS DATE)), 7) AS dow,
                    EXTRACT(HOUR FROM ts) AS hour, EXTRACT(DAY FROM ts) AS dom,
                    EXTRACT(QUARTER FROM ts) AS quarter,
-                   vc.slot AS channel_slot, vp.slot AS payment_slot, o.channel
+                   vc.slot AS channel_slot, vp.slot AS payment_slot,
+                   CASE WHEN vc.slot IS NULL THEN o.channel END AS other_channel
             FROM (
                 SELECT customer_id, order_id, MIN(ts) AS ts, MAX(age) AS age, {money_sum("amount")} AS amount,
                        SUM(amount + COALESCE(discount, 0)) AS gross, SUM(COALESCE(discount, 0)) AS discount,
@@ -196,7 +197,8 @@ def compile_plan(
             LEFT JOIN vocab_channel vc ON o.channel = vc.value
             LEFT JOIN vocab_payment vp ON o.payment_method = vp.value""",
         ),
-        # One row per channel a customer's purchase orders went through, with a key whose largest
+        # One row per channel a customer's purchase orders went through (a top channel by its slot,
+        # another by its name: f_orders keeps the name of those alone, a few bytes), with a key whose largest
         # value per customer names the favourite channel, as f_line_categories does for categories:
         # the orders times 1000, plus 999 minus the channel's rank by name among the top channels (0
         # outside them: a channel the vocabulary lacks, a new one, reads as 'other', not as the best
@@ -206,10 +208,11 @@ def compile_plan(
             """
             SELECT c.customer_id, CAST(c.orders AS BIGINT) * 1000 + (999 - COALESCE(v.name_rank, 999)) AS favourite_key
             FROM (
-                SELECT customer_id, channel, COUNT(*) AS orders FROM f_orders
-                WHERE is_purchase = 1 AND channel IS NOT NULL GROUP BY customer_id, channel
+                SELECT customer_id, channel_slot, other_channel, COUNT(*) AS orders FROM f_orders
+                WHERE is_purchase = 1 AND (channel_slot IS NOT NULL OR other_channel IS NOT NULL)
+                GROUP BY customer_id, channel_slot, other_channel
             ) c
-            LEFT JOIN vocab_channel v ON c.channel = v.value""",
+            LEFT JOIN vocab_channel v ON c.channel_slot = v.slot""",
         ),
         # Each purchase order's place in its customer's timeline, oldest first: the days since
         # the previous purchase order (NULL for the first) and 1 for the first purchase order of
