@@ -119,15 +119,18 @@ def check_model_features(
             f"model {model.name} v{model.version} needs {len(missing)} feature(s) this data set "
             f"does not provide: {missing[:8]}{' ...' if len(missing) > 8 else ''}{hint}"
         )
-    reference = model.meta.get("reference") or {}  # the numeric features the model was trained on
-    if kinds is None or model.is_personas or not reference:
+    # the numeric features the model was trained on: those with decile edges in its reference
+    # (a category has its values there; models trained before 2026-12-06 have numbers only)
+    reference = model.meta.get("reference") or {}
+    numeric = {c for c, ref in reference.items() if "edges" in ref}
+    if kinds is None or model.is_personas or not numeric:
         return
-    changed = [c for c in model.features if c in kinds and (c in reference) != (kinds[c] == "number")]
+    changed = [c for c in model.features if c in kinds and (c in numeric) != (kinds[c] == "number")]
     if not changed:
         return
     said = []
     for column in changed[:4]:
-        if column in reference:
+        if column in numeric:
             examples = _not_numbers(frame[column]) if frame is not None and column in frame.columns else []
             shown = f" (such as {', '.join(repr(v) for v in examples)})" if examples else ""
             said.append(f"{column}: numbers when the model was trained, text now{shown}")

@@ -98,3 +98,15 @@ def test_flagged_features_are_listed_worst_first():
     reference = {name: {"edges": [0.5], "shares": [0.5, 0.5, 0.0]} for name in ("a", "b")}
     features = pd.DataFrame({"a": _ones(0.2)["f"], "b": _ones(0.05)["f"]})
     assert list(drift_report(reference, features)["flagged"]) == ["b", "a"]
+
+
+def test_a_category_feature_drifts_when_a_value_it_never_held_takes_a_share():
+    train = pd.DataFrame({"favourite_channel": pd.Categorical(["web"] * 60 + ["app"] * 40)})
+    reference = reference_distributions(train)
+    assert reference == {"favourite_channel": {"values": ["web", "app"], "shares": [0.6, 0.4, 0.0, 0.0]}}
+    same = pd.DataFrame({"favourite_channel": pd.Categorical(["app"] * 4 + ["web"] * 6)})
+    assert drift_report(reference, same) == {"flagged": {}, "warnings": {}, "features_checked": 1}
+    # a new channel takes 20%, from app: PSI = (0.2 - 0.4) ln(0.2 / 0.4) + (0.2 - 1e-4) ln(0.2 / 1e-4)
+    new = pd.DataFrame({"favourite_channel": ["web"] * 60 + ["app"] * 20 + ["kiosk"] * 20})
+    expected = -0.2 * np.log(0.5) + (0.2 - 1e-4) * np.log(0.2 / 1e-4)
+    assert drift_report(reference, new)["flagged"] == {"favourite_channel": round(expected, 4)}
