@@ -14,7 +14,7 @@ from portrait.audit import AUDIT_LOG_ENV, DEFAULT_AUDIT_LOG, audit_log_path
 from portrait.errors import PortraitError
 from portrait.progress import spinner
 from serving.keys import ROLE_HELP, Role
-from serving.settings import API_KEY_ENV, DEFAULT_SCORES, REASONS_FIRST
+from serving.settings import API_KEY_ENV, DEFAULT_MODELS, DEFAULT_SCORES, REASONS_FIRST
 
 LOCALHOST = ("127.0.0.1", "localhost", "::1")
 MAX_DEFAULT_WORKERS = 4
@@ -34,9 +34,7 @@ def register(app: typer.Typer, out, console) -> None:
             str, typer.Argument(help="Data set folder or DuckDB file (Spark: also hdfs://, s3a://, abfss:// paths).")
         ],
         as_of: Annotated[str, typer.Option("--as-of", help="Score as of this date (YYYY-MM-DD).")],
-        models: Annotated[
-            str, typer.Option(help="Comma-separated registered models.")
-        ] = "repurchase_90d,high_value_90d,spend_90d,personas",
+        models: Annotated[str, typer.Option(help="Comma-separated registered models.")] = ",".join(DEFAULT_MODELS),
         out_dir: Annotated[Path, typer.Option("--out", help="Folder for the scores table.")] = DEFAULT_SCORES,
         alias: Annotated[str, typer.Option(help="Registry alias to load.")] = "champion",
         reasons: Annotated[
@@ -61,37 +59,45 @@ def register(app: typer.Typer, out, console) -> None:
         refuse_refresh_output(out_dir)
         setup_tracking()
         names = [m.strip() for m in models.split(",") if m.strip()]
-        if check_engine_name(engine) == "spark" or table or spark_master:
-            run = _score_on_spark(
-                dataset,
-                as_of,
-                names,
-                out_dir,
-                alias,
-                reasons,
-                csv,
-                skip_validation,
-                engine,
-                spark_master,
-                table,
-                console,
-            )
+        try:
+            if check_engine_name(engine) == "spark" or table or spark_master:
+                run = _score_on_spark(
+                    dataset,
+                    as_of,
+                    names,
+                    out_dir,
+                    alias,
+                    reasons,
+                    csv,
+                    skip_validation,
+                    engine,
+                    spark_master,
+                    table,
+                    console,
+                )
+                _print_summary(out, run)
+                return
+            ds = open_dataset(dataset)
+            with spinner(console, "starting") as say:
+                run = score(
+                    ds,
+                    as_of,
+                    names,
+                    out_dir,
+                    alias=alias,
+                    with_reasons=reasons,
+                    csv=csv,
+                    validate_first=not skip_validation,
+                    progress=say,
+                )
             _print_summary(out, run)
-            return
-        ds = open_dataset(dataset)
-        with spinner(console, "starting") as say:
-            run = score(
-                ds,
-                as_of,
-                [m.strip() for m in models.split(",") if m.strip()],
-                out_dir,
-                alias=alias,
-                with_reasons=reasons,
-                csv=csv,
-                validate_first=not skip_validation,
-                progress=say,
-            )
-        _print_summary(out, run)
+        except PortraitError as exc:
+            if names == list(DEFAULT_MODELS) and str(exc).startswith("no registered model named"):
+                raise PortraitError(
+                    f"{exc}; without --models every default model is scored ({', '.join(DEFAULT_MODELS)}): "
+                    "name the registered ones with --models"
+                ) from None
+            raise
 
     @app.command("list")
     def list_command(

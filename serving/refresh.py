@@ -45,9 +45,9 @@ from portrait.outputs import LATEST, LOCK, MANIFEST, RUNS, is_run_folder
 from portrait.privacy import with_withheld_columns
 from portrait.resources import cpu_seconds, peak_rss_bytes, reset_peak_rss
 from portrait.store_errors import is_busy
+from serving.settings import DEFAULT_MODELS
 
 DEFAULT_KEEP = 7
-DEFAULT_MODELS = ["repurchase_90d", "high_value_90d", "spend_90d", "personas"]
 STEPS = ("validate", "features", "score", "rfm", "tags", "segments", "crowds", "profiles", "lists")
 _RUN_NAME = re.compile(r"\d{4}-\d{2}-\d{2}")
 _KEYS = {"data", "out", "as_of", "models", "alias", "reasons", "tags", "manual_tags", "segments", "keep", "lists"}
@@ -186,7 +186,7 @@ def load_config(path: Path, as_of: str | None = None) -> RefreshConfig:
     keep = raw.get("keep", DEFAULT_KEEP)
     if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
         raise PortraitError(f"{path}: keep must be a whole number of runs, at least 1 (got {keep!r})")
-    models = raw.get("models", DEFAULT_MODELS)
+    models = raw.get("models", list(DEFAULT_MODELS))
     if not isinstance(models, list) or not models or not all(isinstance(m, str) for m in models):
         raise PortraitError(f"{path}: models must be a non-empty list of registered model names")
     repeated = sorted({m for m in models if models.count(m) > 1})

@@ -20,6 +20,8 @@ from portrait.errors import ConfigError, PortraitError
 API_KEY_ENV = "PORTRAIT_API_KEY"
 SETTINGS_ENV = "PORTRAIT_SERVE_SETTINGS"
 DEFAULT_SCORES = Path("outputs/scores")
+# The models `portrait score` and a refresh score when none are named.
+DEFAULT_MODELS = ("repurchase_90d", "high_value_90d", "spend_90d", "personas")
 # Reasons computed (when the scores store none) for a list's first rows only, by `portrait list`
 # and the refresh's lists: TreeSHAP explains a few hundred rows a second here (174-732 measured).
 REASONS_FIRST = 10_000

@@ -1015,3 +1015,16 @@ def test_an_empty_list_of_a_favourite_nobody_holds_says_which_values_there_are()
     )
     found = build_list(scores, features, "m", where="favourite_channel = 'web' or favourite_channel = 'kiosk'")
     assert found["customer_id"].tolist() == ["a"] and "note" not in found.attrs
+
+
+def test_scoring_the_default_models_when_one_is_not_registered_says_to_name_them(registered, tmp_path):
+    from tests.test_marketing_api_cli import run
+
+    code, text = run("score", str(registered), "--as-of", AS_OF, "--skip-validation", "--out", str(tmp_path / "s"))
+    said = " ".join(text.split())
+    assert code == 2 and "no registered model named" in said, text
+    assert (
+        "without --models every default model is scored (repurchase_90d, high_value_90d, spend_90d, personas)" in said
+    )
+    code, text = run("score", str(registered), "--as-of", AS_OF, "--models", "nosuch", "--out", str(tmp_path / "s"))
+    assert code == 2 and "without --models" not in text
