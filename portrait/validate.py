@@ -58,6 +58,8 @@ class TableReport:
     padded_customer_ids: int = 0
     # Customer ids equal to another but for leading zeros ('00123' and '123'): two customers each.
     zero_padded_customer_ids: int = 0
+    # events: rows of the most common types without features of their own (at most 5 types)
+    other_event_types: dict[str, int] = field(default_factory=dict)
     # Optional columns that some files of the table have and others lack: column -> those files.
     partial_columns: dict[str, list[str]] = field(default_factory=dict)
 
@@ -296,6 +298,12 @@ def _notes(reports: list[TableReport], timezone: str) -> list[str]:
                 "zeros ('00123' and '123'): they are two customers to every table; if they are one, write the ids "
                 "the same way in every file (a file saved through a spreadsheet loses the zeros)"
             )
+        if r.other_event_types:
+            listed = ", ".join(f"{t} {n:,}" for t, n in r.other_event_types.items())
+            notes.append(
+                f"events.event_type: types without features of their own ({listed}): counted only in the event "
+                "totals (event_count_*, days since the last event, active days)"
+            )
         for column, files in r.partial_columns.items():
             notes.append(
                 f"{r.table}.{column}: not in the header of {_some_files(files)}, which other files of "
@@ -483,8 +491,12 @@ def _check_rows(con, dataset: Dataset, table: contract.Table, out_dir: Path | No
         and con.execute(f"DESCRIBE SELECT customer_id FROM checked_{name}").fetchall()[0][1] == "VARCHAR"
         else "0"
     )
+    # events of types without features of their own (a new type): counted in the totals only
+    known_types = ", ".join(quote_literal(t) for t in contract.KNOWN_EVENT_TYPES)
+    other_type = f"LOWER(TRIM(CAST(event_type AS VARCHAR))) NOT IN ({known_types})"
+    others = f"COUNT(*) FILTER (WHERE {other_type})" if name == "events" else "0"
     scanned = con.execute(
-        f"SELECT {REASON}, COUNT(*), {padded}, CASE WHEN {REASON} IS NULL THEN {zeros} ELSE 0 END "
+        f"SELECT {REASON}, COUNT(*), {padded}, CASE WHEN {REASON} IS NULL THEN {zeros} ELSE 0 END, {others} "
         f"FROM checked_{name} GROUP BY 1"
     ).fetchall()
     counts = {reason: n for reason, n, *_ in scanned}
@@ -495,8 +507,16 @@ def _check_rows(con, dataset: Dataset, table: contract.Table, out_dir: Path | No
     quarantined = {reason: n for reason, n in counts.items() if reason is not None}
     quarantined.update(malformed)
     report = TableReport(table=name, source=source.describe(), rows=rows, valid_rows=0, forgotten=forgotten)
-    report.padded_customer_ids = int(sum(n for reason, _, n, _ in scanned if reason is None))
-    report.zero_padded_customer_ids = int(sum(z for reason, _, _, z in scanned if reason is None))
+    report.padded_customer_ids = int(sum(n for reason, _, n, _, _ in scanned if reason is None))
+    report.zero_padded_customer_ids = int(sum(z for reason, _, _, z, _ in scanned if reason is None))
+    if any(o for reason, *_, o in scanned if reason is None):  # only then: which types, most rows first
+        report.other_event_types = {
+            str(t)[:40]: int(n)
+            for t, n in con.execute(
+                f"SELECT LOWER(TRIM(CAST(event_type AS VARCHAR))) AS t, COUNT(*) FROM typed_{name} "
+                f"WHERE {other_type} GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 5"
+            ).fetchall()
+        }
     report.partial_columns = {
         c.name: lacking
         for c in table.columns

@@ -585,3 +585,21 @@ def test_ids_that_differ_only_by_leading_zeros_are_said(tmp_path):
         rows.replace(",00123,", ",99123,").replace(",0042,", ",1042,").replace(",042,", ",2042,")
     )
     assert validate(open_dataset(tmp_path / "d")).tables[0].zero_padded_customer_ids == 0
+
+
+def test_event_types_without_features_of_their_own_are_said(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "purchases.csv").write_text("order_id,customer_id,ts,amount\no1,a,2024-01-05,1\n")
+    (tmp_path / "d" / "events.csv").write_text(
+        "customer_id,ts,event_type\na,2024-01-05,view\na,2024-01-06,Chat_Message\na,2024-01-07,chat_message\n"
+        "a,2024-01-07,live\n,2024-01-07,quarantined_one\n"
+    )
+    report = validate(open_dataset(tmp_path / "d"))
+    events = next(t for t in report.tables if t.table == "events")
+    assert events.other_event_types == {"chat_message": 2, "live": 1}  # of valid rows, compared as the features do
+    assert (
+        "events.event_type: types without features of their own (chat_message 2, live 1): counted only in the "
+        "event totals (event_count_*, days since the last event, active days)"
+    ) in report.notes
+    (tmp_path / "d" / "events.csv").write_text("customer_id,ts,event_type\na,2024-01-05,View \n")
+    assert not next(t for t in validate(open_dataset(tmp_path / "d")).tables if t.table == "events").other_event_types
