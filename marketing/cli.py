@@ -163,7 +163,7 @@ def register_tags(app: typer.Typer, out, console) -> None:
         for group, info in applied.coverage.items():
             covered = sum(info["values"].values())
             out.print(f"exclusive group {group}: {covered:,} of {info['customers']:,} customers, one value each")
-        for note in applied.notes:
+        for note in summary["notes"]:
             out.print(f"[yellow]note:[/yellow] {escape(note)}", markup=True)
         out.print(f"tags: {target}\nsummary: {target.with_suffix('.summary.json')} ({summary['duration_seconds']} s)")
 

@@ -592,6 +592,14 @@ def tags_summary(
         moves = pd.concat(
             [moves, pd.DataFrame({"tag": empty, "customers": 0, "entered": zero, "left": zero})], ignore_index=True
         )
+    # a tag everyone left (a value it names gone from the data, or out of the top categories):
+    # said, as an empty segment is, not only a 0 in the table
+    emptied = [
+        f"tag {row.tag!r}: nobody holds it now; {int(row.left):,} held it on {previous_date} (does a value it "
+        "names no longer occur, or no longer rank among the top ones?)"
+        for row in moves.itertuples()
+        if previous is not None and int(row.customers) == 0 and int(row.left) > 0
+    ]
     return {
         "as_of": as_of.isoformat(),
         "library": library.source,
@@ -608,7 +616,7 @@ def tags_summary(
         },
         "exclusive_groups": applied.coverage,
         "skipped": applied.skipped,
-        "notes": applied.notes,
+        "notes": [*applied.notes, *emptied],
     }
 
 

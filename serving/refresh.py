@@ -775,7 +775,7 @@ class _Job:
         atomic_write_text(json.dumps(summary, indent=2, default=str), target.with_suffix(".summary.json"))
         self.tag_rows = applied.tags
         record.rows = {"customers": int(applied.customers), "tags": int(tags["tag"].nunique()), "rows": int(len(tags))}
-        record.notes = list(applied.notes)
+        record.notes = list(summary["notes"])
 
     def segments(self, record: StepRecord) -> None:
         from marketing.manual import default_store

@@ -681,3 +681,35 @@ def test_what_a_tag_reads_is_its_condition_its_each_column_or_its_levels_feature
     assert library.reads("interest: BEEF") == "favourite_category != 'other' favourite_category"
     assert library.reads("spending power: high") == "spend_365d"
     assert library.reads("VIP") == "" and library.reads("no such tag") == ""  # manual; unknown
+
+
+def test_a_tag_everyone_left_since_the_last_run_is_said(tmp_path):
+    from marketing.tags import previous_tags, tags_file, tags_summary, with_since
+
+    library = load_library_text(
+        tmp_path, '[groups.p]\n[[tags]]\nname = "recent"\ngroup = "p"\nwhere = "days_since_last_purchase <= 7"\n'
+    )
+    out = tmp_path / "tags"
+    out.mkdir()
+
+    def run(as_of: str) -> dict:
+        with Population(dataset(), as_of) as population:
+            applied = apply_tags(library, population)
+        day = dt.date.fromisoformat(as_of)
+        previous, previous_date = previous_tags(out, day)
+        tags = with_since(applied.tags, previous)
+        tags.to_parquet(tags_file(out, day))
+        return tags_summary(library, applied, tags, day, previous, previous_date)
+
+    assert run("2024-03-01")["tags"]["recent"]["customers"] == 2  # A (02-25) and C (02-28)
+    later = run("2024-03-20")
+    assert later["tags"]["recent"] == {
+        "customers": 0,
+        "entered": 0,
+        "left": 2,
+        "reads": "days_since_last_purchase <= 7",
+    }
+    assert later["notes"] == [
+        "tag 'recent': nobody holds it now; 2 held it on 2024-03-01 (does a value it names no longer occur, or no "
+        "longer rank among the top ones?)"
+    ]
