@@ -15,6 +15,7 @@ crowd and its comparison base share the same bands.
 from __future__ import annotations
 
 import difflib
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,6 +53,8 @@ ACTIVITY = (
     ("coupon_redeemed_count_365d", "coupons redeemed"),
     ("service_contact_count_365d", "service contacts"),
 )
+log = logging.getLogger(__name__)
+
 # Columns of the order (one value per order), counted in orders rather than spend.
 ORDER_LEVEL = frozenset({"payment_method", "store_id", "channel"})
 MAX_VALUES = 20  # a dimension with more values keeps its 20 most common and "other"
@@ -61,9 +64,17 @@ PROMOTION = ("none (no discounted order)", "some (under half of orders)", "high 
 
 def attribute_dimensions(column: str) -> tuple[str, str]:
     """The report dimension a customers column becomes: its values (``age_band``), or for
-    numbers their quintile bands (``income_band``)."""
+    numbers their quintile bands (``income_band``; :func:`attribute_dimension_names`)."""
     name = slug(column)
     return name, f"{name}_band"
+
+
+def attribute_dimension_names(column: str) -> tuple[str, ...]:
+    """Every name a customers column's dimension may take: its values, its quintile bands, and
+    the bands' name when a column or another dimension already has ``<name>_band`` (what a
+    sensitive column's dimensions are refused by)."""
+    name, banded = attribute_dimensions(column)
+    return name, banded, f"{name}_quintile_band"
 
 
 @dataclass(frozen=True)
@@ -216,6 +227,7 @@ class CrowdData:
         self._dims: pd.DataFrame | None = None
         self._per_customer: dict[str, str | None] = {}
         self.definitions = _dimensions(library)
+        self._fixed = frozenset(self.definitions)  # the report's own dimensions, before any attribute's
 
     @property
     def as_of(self):
@@ -410,6 +422,10 @@ class CrowdData:
             name, values = self._attribute_dimension(feature, frame[feature])
             if name not in columns:
                 columns[name] = values
+            else:  # a text column named like a dimension of the report (order_value_band)
+                log.warning(
+                    "customers column %s: a report dimension has its name (%s); not in crowd reports", feature, name
+                )
         dims = pd.DataFrame(
             {name: _categorical(values, self.definitions.get(name)) for name, values in columns.items()}
         )
@@ -425,7 +441,7 @@ class CrowdData:
         # A customers column already named like the bands (an export with both age and age_band):
         # the bands take another name, not silently its place (or it theirs).
         named = {attribute_dimensions(f.value or f.name.removeprefix("attr_"))[0] for f in self._attribute_features()}
-        name = banded if banded not in named else f"{name}_quintile_band"
+        name = banded if banded not in named | self._fixed else attribute_dimension_names(name)[2]
         self.definitions.setdefault(name, Dimension(name, f"{label} (quintile bands)"))
         return name, bands(values)
 

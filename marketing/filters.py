@@ -123,7 +123,10 @@ class Schema:
         # may say why it is empty
         self.absent: list[tuple[str, str]] = []
 
-    def check_value(self, column: str, value: str) -> None:
+    def check_value(self, column: str, value: str, equality: bool = False) -> None:
+        """Refuse a value a column never holds, or one off a current value only in case or
+        spaces; ``equality`` (= or in): a current column's value nobody holds today is kept in
+        :attr:`absent`."""
         if column in self.values and value not in self.values[column]:
             known = self.values[column]
             close = [v for v in known if _folded(v) == _folded(value)]
@@ -134,7 +137,7 @@ class Schema:
             same = [v for v in self.current[column] if _folded(v) == _folded(value)]
             if same:
                 raise FilterError(f"{column} has no value {value!r}; did you mean {same[0]!r}? (values match exactly)")
-            if (column, value) not in self.absent:
+            if equality and (column, value) not in self.absent:
                 self.absent.append((column, value))
 
     def kind(self, name: str) -> str | None:
@@ -308,8 +311,8 @@ class _Checker:
             if left_kind == "literal" and right_kind == "literal":
                 raise FilterError(f"{node.sql()!r} compares two values; name a column")
             self.same_kind(node, [left, right])
-            self.known_values(left, [right])
-            self.known_values(right, [left])
+            self.known_values(left, [right], equality=isinstance(node, exp.EQ))
+            self.known_values(right, [left], equality=isinstance(node, exp.EQ))
             return type(node)(this=left, expression=right)
         if isinstance(node, exp.In):
             if node.args.get("query") or node.args.get("unnest") or node.args.get("field"):
@@ -321,7 +324,7 @@ class _Checker:
             column, _ = self.operand(node.this, column_only=True)
             values = [self.literal(v) for v in node.expressions]
             self.same_kind(node, [column, *values])
-            self.known_values(column, values)
+            self.known_values(column, values, equality=True)
             return exp.In(this=column, expressions=values)
         if isinstance(node, exp.Between):
             column, _ = self.operand(node.this, column_only=True)
@@ -412,12 +415,12 @@ class _Checker:
             return node
         raise FilterError(f"{node.sql()!r} is not a value or a column name")
 
-    def known_values(self, column: exp.Expression, values: list[exp.Expression]) -> None:
+    def known_values(self, column: exp.Expression, values: list[exp.Expression], equality: bool = False) -> None:
         if not isinstance(column, exp.Column):
             return
         for value in values:
             if isinstance(value, exp.Literal) and value.is_string:
-                self.schema.check_value(column.name, value.this)
+                self.schema.check_value(column.name, value.this, equality)
 
     def same_kind(self, node: exp.Expression, operands: list[exp.Expression]) -> None:
         # a behaviour term (purchased(...), spent(...), events(...)) is a number, named by its call

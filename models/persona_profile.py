@@ -234,7 +234,8 @@ def name_parts(
         core = "Payday shoppers"
     suffixes = []
     channel = profile.get("favourite_channel")
-    if isinstance(channel, str) and profile.get("favourite_channel_share", 0) >= 0.5:
+    # 'other' (a channel outside the top ones) names no channel: no suffix
+    if isinstance(channel, str) and channel != "other" and profile.get("favourite_channel_share", 0) >= 0.5:
         suffixes.append(channel)
     if high("price_level", 1.25) and not high("promo_share_365d"):
         suffixes.append("full price")

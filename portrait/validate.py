@@ -374,9 +374,10 @@ def _check_column_types(con: duckdb.DuckDBPyConnection, dataset: Dataset, table:
     source = dataset.sources[table.name]
     types = {c: t.upper() for c, t in _raw_types(con, table.name).items()}
     parsed = [c for c in table.columns if c.kind in ("number", "timestamp")]
-    if not parsed:
-        return {}
     trim = source.is_csv
+    if not parsed:  # nothing to parse (identities): only the header check, in its own scan
+        _refuse_header_in_other_order(con, source, table, types)
+        return {}
     parse = {
         column.name: parse_expr(
             column, types[column.name], source.timestamp_format, trim, dataset.timezone, source.decimal
@@ -403,19 +404,8 @@ def _check_column_types(con: duckdb.DuckDBPyConnection, dataset: Dataset, table:
         aggregates.append(f"COUNT(*) FILTER (WHERE {header_in_other_order})")
     counts = con.execute(f"SELECT {', '.join(aggregates)} FROM cleaned_{table.name}").fetchall()[0]
     raw_columns = ", ".join(quote_ident(c) for c in types)
-    if header_in_other_order is not None and counts[-1]:
-        examples = con.execute(
-            f"SELECT {raw_columns} FROM cleaned_{table.name} WHERE {header_in_other_order} LIMIT 3"
-        ).df()
-        raise ContractError(
-            f"{counts[-1]:,} line(s) of {source.describe()} repeat the header with the columns in another order "
-            "(two exports pasted into one file?): the lines after such a line are read under the file's first "
-            "header, so their values land in the wrong columns. Split the file where the second header is, "
-            "or export it again",
-            table=table.name,
-            examples=examples.astype("str").to_dict("records"),
-        )
     if header_in_other_order is not None:
+        _header_error(con, source, table, types, header_in_other_order, counts[-1])
         counts = counts[:-1]
     for i, column in enumerate(parsed):
         present, bad = counts[2 * i], counts[2 * i + 1]
@@ -447,6 +437,30 @@ def _check_column_types(con: duckdb.DuckDBPyConnection, dataset: Dataset, table:
     return {name: int(n) for name, n in zip(zones, counts[2 * len(parsed) :], strict=True)}
 
 
+def _refuse_header_in_other_order(con, source, table: contract.Table, types: dict[str, str]) -> None:
+    """:func:`_header_error` for a CSV table without columns to parse, in a scan of its own."""
+    condition = _header_in_other_order(source, table, types) if source.is_csv else None
+    if condition is not None:
+        found = con.execute(f"SELECT COUNT(*) FILTER (WHERE {condition}) FROM cleaned_{table.name}").fetchall()[0][0]
+        _header_error(con, source, table, types, condition, found)
+
+
+def _header_error(con, source, table: contract.Table, types: dict[str, str], condition: str, found: int) -> None:
+    """Raise for ``found`` rows of a CSV source that repeat its header in another order."""
+    if not found:
+        return
+    raw_columns = ", ".join(quote_ident(c) for c in types)
+    examples = con.execute(f"SELECT {raw_columns} FROM cleaned_{table.name} WHERE {condition} LIMIT 3").df()
+    raise ContractError(
+        f"{found:,} line(s) of {source.describe()} repeat the header with the columns in another order "
+        "(two exports pasted into one file?): the lines after such a line are read under the file's first "
+        "header, so their values land in the wrong columns. Split the file where the second header is, "
+        "or export it again",
+        table=table.name,
+        examples=examples.astype("str").to_dict("records"),
+    )
+
+
 def _header_in_other_order(source, table: contract.Table, types: dict[str, str]) -> str | None:
     """SQL true for a row of a CSV source whose values are all column names of its files' headers
     but not each its own column's: a header line in another order inside a file. None when the
@@ -456,6 +470,7 @@ def _header_in_other_order(source, table: contract.Table, types: dict[str, str])
         return None
     known = ", ".join(quote_literal(n) for n in names)
     own = {c.name: source.columns.get(c.name, c.name).strip().lower() for c in table.columns if c.name in types}
+    own |= {c: c.strip().lower() for c in types if c not in table.column_names}  # a table's extra columns
     # only columns read from the file (an absent optional column is NULL here)
     present = {c: n for c, n in own.items() if n in names}
     if len(present) < 2:

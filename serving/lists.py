@@ -164,6 +164,7 @@ def build_list(
     mask = pd.Series(True, index=table.index)
     if tree is not None:
         mask &= evaluate(tree, table)
+    nobody_by_filter = tree is not None and not mask.any()  # before the other options, consent and paging
     if persona is not None:
         if "persona_name" not in table.columns:
             raise PortraitError("the latest scores have no personas; score with the personas model")
@@ -237,7 +238,7 @@ def build_list(
         if column not in result.columns:
             result[column] = chosen[column].to_numpy()
     note = result.attrs.get("note")
-    if absent and not len(result):
+    if absent and nobody_by_filter:
         said = "; ".join(
             f"no customer's {column} is {value!r} in these scores (its values: {sorted(schema.current[column])})"
             for column, value in absent

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.build import build_features, parse_cutoff
+from features.build import build_features, parse_cutoff, stale_feed_note
 from features.catalogue import Vocabulary
 from features.config import FeatureConfig
 from portrait.errors import PortraitError
@@ -169,6 +169,8 @@ def score_on_spark(
         "models": {},
         "quarantined_rows": quarantined,
     }
+    if stale := stale_feed_note(profile_features, as_of):
+        summary["note"] = stale
     for model in models:
         if model.is_personas:
             scores["persona_id"] = frame["persona_id"].to_numpy()

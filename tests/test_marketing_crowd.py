@@ -845,3 +845,17 @@ def test_a_number_column_whose_bands_would_take_a_columns_name_keeps_both():
         report = crowd_report(data, data.mask(Crowd("all")), data.mask(Crowd("all")), crowd_name="a", base_name="a")
     assert rows(report, "age_band") == {"25-34": (2, 2, 100.0), "35-44": (2, 2, 100.0), "unknown": (1, 1, 100.0)}
     assert sum(count for count, _, _ in rows(report, "age_quintile_band").values()) == 5
+    # so a sensitive column is refused under every name its dimension may take (serving.routes.crowds)
+    from marketing.crowd import attribute_dimension_names
+
+    assert attribute_dimension_names("Age") == ("age", "age_band", "age_quintile_band")
+
+
+def test_a_number_column_whose_bands_would_take_a_report_dimensions_name_keeps_both():
+    customers = CUSTOMERS.assign(order_value=[30, 41, 52, 63, 74])  # order_value_band is the report's own
+    ds = Dataset.from_frames(purchases=PURCHASES, events=EVENTS, customers=customers)
+    with Population(ds, AS_OF) as population:
+        data = CrowdData(population, load_library())
+        report = crowd_report(data, data.mask(Crowd("all")), data.mask(Crowd("all")), crowd_name="a", base_name="a")
+    assert sum(count for count, _, _ in rows(report, "order_value_quintile_band").values()) == 5
+    assert "unknown" in rows(report, "order_value_band")  # the report's average order value bands, as before

@@ -782,3 +782,12 @@ def test_a_key_feature_zero_for_every_customer_is_named_once_not_shown_as_a_colu
         assert "median spend in the last 365 days" in page
         assert "median product views" not in page
         assert note in page
+
+
+def test_a_persona_whose_favourite_channel_is_outside_the_top_ones_has_no_channel_suffix():
+    from models.persona_profile import name_parts
+
+    lift = pd.Series({"orders_365d": 1.0})
+    for channel, expected in (("app", ["app"]), ("other", [])):
+        profile = pd.Series({"favourite_channel": channel, "favourite_channel_share": 0.8})
+        assert name_parts(lift, profile)[1] == expected

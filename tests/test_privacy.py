@@ -936,3 +936,20 @@ def test_settings_with_the_columns_withheld_now_for_cli_lists(tmp_path):
     (folder / "portrait.toml").write_text('[privacy]\npii_columns = ["loyalty"]\n')
     dataset = open_dataset(folder)
     assert with_withheld_columns(dataset.privacy, dataset).pii_columns == ("loyalty", "email", "note")
+
+
+def test_an_identity_map_view_inside_a_duckdb_data_set_file_is_not_the_merge(tmp_path):
+    """A view named identity_map in an attached data set file (no identities table) was taken
+    for the merge of identities: forget then failed on a table that does not exist."""
+    import duckdb
+
+    from portrait.privacy import has_identity_map
+
+    source = tmp_path / "ds.duckdb"
+    with duckdb.connect(str(source)) as con:
+        con.execute("CREATE VIEW identity_map AS SELECT 'a' AS customer_id, 'a' AS person_id")
+    con = duckdb.connect()
+    con.execute(f"ATTACH '{source}' AS source_db (READ_ONLY)")
+    assert not has_identity_map(con)
+    con.execute("CREATE TEMP VIEW identity_map AS SELECT 'a' AS customer_id, 'a' AS person_id")
+    assert has_identity_map(con)

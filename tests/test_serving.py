@@ -1015,6 +1015,14 @@ def test_an_empty_list_of_a_favourite_nobody_holds_says_which_values_there_are()
     )
     found = build_list(scores, features, "m", where="favourite_channel = 'web' or favourite_channel = 'kiosk'")
     assert found["customer_id"].tolist() == ["a"] and "note" not in found.attrs
+    # empty for another reason: no note blaming the value
+    for where, options in (
+        ("favourite_channel != 'kiosk' and favourite_channel = 'nothing'", {}),
+        ("favourite_channel != 'kiosk'", {"min_score": 0.95}),
+        ("favourite_channel = 'kiosk' or favourite_channel = 'web'", {"offset": 5, "limit": 10}),
+    ):
+        rows = build_list(scores, features, "m", where=where, **options)
+        assert len(rows) == 0 and "'kiosk'" not in rows.attrs.get("note", ""), (where, rows.attrs)
 
 
 def test_scoring_the_default_models_when_one_is_not_registered_says_to_name_them(registered, tmp_path):

@@ -551,7 +551,7 @@ def test_an_optional_column_missing_from_some_files_is_said(tmp_path):
     assert not any("quantity" in note for note in report.notes)
 
 
-def test_a_field_of_megabytes_is_read_and_a_line_past_the_limit_is_named(tmp_path):
+def test_a_field_of_megabytes_is_read_and_duckdbs_line_size_error_is_said_in_one_line(tmp_path):
     (tmp_path / "d").mkdir()
     big = "x" * (3 << 20)  # past DuckDB's default of 2 MB a line
     (tmp_path / "d" / "purchases.csv").write_text(
@@ -603,3 +603,24 @@ def test_event_types_without_features_of_their_own_are_said(tmp_path):
     ) in report.notes
     (tmp_path / "d" / "events.csv").write_text("customer_id,ts,event_type\na,2024-01-05,View \n")
     assert not next(t for t in validate(open_dataset(tmp_path / "d")).tables if t.table == "events").other_event_types
+
+
+def test_a_part_whose_header_has_a_bom_before_quoted_names_is_read_with_the_others(tmp_path):
+    rows = "o1,c1,2024-01-05,10.0\n"
+    data = _parts(tmp_path / "d", p1="order_id,customer_id,ts,amount\n" + rows)
+    (data / "purchases" / "p2.csv").write_bytes(
+        b'\xef\xbb\xbf"order_id","customer_id","ts","amount"\n' + rows.replace("o1", "o2").encode()
+    )
+    assert validate(open_dataset(data)).tables[0].valid_rows == 2
+
+
+def test_a_header_in_another_order_stops_a_table_without_numbers_or_times_too(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "purchases.csv").write_text("order_id,customer_id,ts,amount\no1,c1,2024-01-05,1\n")
+    (tmp_path / "d" / "identities.csv").write_text(
+        "customer_id,id_type,id_value\nc1,email_hash,h1\nc2,email_hash,h2\nid_value,id_type,customer_id\nh3,email_hash,c3\n"
+    )
+    with pytest.raises(
+        ContractError, match=r"1 line\(s\) of .*identities.csv repeat the header with the columns in another order"
+    ):
+        validate(open_dataset(tmp_path / "d"))

@@ -273,13 +273,13 @@ def _crowd_reads(
 def _sensitive_dimensions(sources: CrowdSources) -> list[str]:
     """The report dimensions (a value, or quintile bands of a number) and the attribute
     features of the data set's sensitive columns."""
-    from marketing.crowd import attribute_dimensions
+    from marketing.crowd import attribute_dimension_names
     from serving.profile import privacy_now
     from serving.score import sensitive_attribute_features
 
     privacy = privacy_now(sources.data)
     features = [feature.name for feature in sensitive_attribute_features(privacy)]
-    return features + [name for c in privacy.sensitive_columns for name in attribute_dimensions(c)]
+    return features + [name for c in privacy.sensitive_columns for name in attribute_dimension_names(c)]
 
 
 def _freshness(sources: CrowdSources) -> tuple[str, int]:
