@@ -74,12 +74,13 @@ def _mlflow_store_restored():
     import sys
 
     def state():
+        registry_env = os.environ.get("MLFLOW_REGISTRY_URI")
         if "mlflow" not in sys.modules:
-            return None
+            return None, None, registry_env
         import mlflow.tracking._model_registry.utils as registry
         import mlflow.tracking._tracking_service.utils as tracking
 
-        return tracking._tracking_uri, registry._registry_uri, os.environ.get("MLFLOW_REGISTRY_URI")
+        return tracking._tracking_uri, registry._registry_uri, registry_env
 
     before = state()
     yield
@@ -88,7 +89,7 @@ def _mlflow_store_restored():
     import mlflow.tracking._model_registry.utils as registry
     import mlflow.tracking._tracking_service.utils as tracking
 
-    tracking._tracking_uri, registry._registry_uri, registry_env = before or (None, None, None)
+    tracking._tracking_uri, registry._registry_uri, registry_env = before
     if registry_env is None:
         os.environ.pop("MLFLOW_REGISTRY_URI", None)
     else:
