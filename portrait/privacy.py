@@ -690,9 +690,7 @@ def export_note(left_out: dict[str, int]) -> str:
 def has_identity_map(con) -> bool:
     """Whether ``con`` has the view ``identity_map`` (:func:`portrait.identity.register_identity_map`
     ran on it: the data set has identities)."""
-    found = con.execute(
-        "SELECT COUNT(*) FROM duckdb_views() WHERE view_name = 'identity_map' AND temporary"
-    ).fetchall()
+    found = con.execute("SELECT COUNT(*) FROM duckdb_views() WHERE view_name = 'identity_map' AND temporary").fetchall()
     return bool(found[0][0])
 
 
