@@ -29,7 +29,7 @@ from portrait.forget import forgotten_rows
 from portrait.identity import IdentitySummary, identity_summary
 from portrait.privacy import GUARDED_TABLES, holds_personal_value, personal_id_sql, personal_text_sql
 from portrait.sql import quote_ident, quote_literal
-from portrait.views import REASON, mapped_column, parse_expr, present_expr, source_columns, zone_expr
+from portrait.views import REASON, mapped_column, parse_expr, present_expr, some_files, source_columns, zone_expr
 
 MALFORMED = "malformed_row"
 WITHHELD_LINE = "(text withheld: the line may hold personal data)"
@@ -306,7 +306,7 @@ def _notes(reports: list[TableReport], timezone: str) -> list[str]:
             )
         for column, files in r.partial_columns.items():
             notes.append(
-                f"{r.table}.{column}: not in the header of {_some_files(files)}, which other files of "
+                f"{r.table}.{column}: not in the header of {some_files(files)}, which other files of "
                 f"{r.table} have: the rows of {'that file' if len(files) == 1 else 'those files'} read it as missing"
                 + (
                     "; a line exported both there and in a file with the column is not found as a copy"
@@ -349,11 +349,6 @@ def _duplicates_note(r: TableReport) -> str | None:
         "such lines apart (a line or item number), map it as line_id in portrait.toml "
         '([tables.purchases.columns] line_id = "..."): they are then separate lines'
     )
-
-
-def _some_files(paths: list[str]) -> str:
-    names = [Path(p).name for p in paths]
-    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
 def _rows(n: int) -> str:

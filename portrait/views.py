@@ -294,7 +294,7 @@ def select_columns(
             unread = sorted({n for p in lacking for n in source.file_headers[p] if n and n not in read_names})
             raise ContractError(
                 f"required column {actual!r} is in the header of some files of {table.name} but not of "
-                f"{_some(lacking)}"
+                f"{some_files(lacking)}"
                 + (f", whose header has {unread[:6]} instead" if unread else "")
                 + f": all of their rows would miss {column.name}. Give every file the same column names "
                 "(portrait.toml maps one name for all the files of a table)",
@@ -323,7 +323,7 @@ def refuse_mixed_zones(source: TableSource, table: str, column: str, actual: str
     naive = sorted(name for name, zone in zones.items() if zone is None)
     if aware and naive:
         raise ContractError(
-            f"column {actual!r} is stored with a time zone in {_some(aware)} and without one in {_some(naive)} "
+            f"column {actual!r} is stored with a time zone in {some_files(aware)} and without one in {some_files(naive)} "
             f"({source.describe()}): read together, the times without one would be moved as if they were UTC; "
             "write every part the same way (all with a zone, or all without one in the data set's timezone)",
             table=table,
@@ -331,7 +331,8 @@ def refuse_mixed_zones(source: TableSource, table: str, column: str, actual: str
         )
 
 
-def _some(paths: list[str]) -> str:
+def some_files(paths: list[str]) -> str:
+    """Up to three files' names, then how many more."""
     names = [Path(p).name for p in paths]
     return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
