@@ -495,8 +495,9 @@ def _check_rows(con, dataset: Dataset, table: contract.Table, out_dir: Path | No
         else "0"
     )
     # ids that are another id but for leading zeros ('00123', '123'), from the purchases' valid rows
+    read_id = "TRIM(customer_id)" if source.is_csv else "customer_id"  # as the typed rows read it
     zeros = (
-        "COUNT(DISTINCT customer_id) - COUNT(DISTINCT LTRIM(customer_id, '0'))"
+        f"COUNT(DISTINCT {read_id}) - COUNT(DISTINCT LTRIM({read_id}, '0'))"
         if name == "purchases"
         and con.execute(f"DESCRIBE SELECT customer_id FROM checked_{name}").fetchall()[0][1] == "VARCHAR"
         else "0"

@@ -295,7 +295,7 @@ def select_columns(
             raise ContractError(
                 f"required column {actual!r} is in the header of some files of {table.name} but not of "
                 f"{some_files(lacking)}"
-                + (f", whose header has {unread[:6]} instead" if unread else "")
+                + (f" (other columns in their headers: {unread[:6]})" if unread else "")
                 + f": all of their rows would miss {column.name}. Give every file the same column names "
                 "(portrait.toml maps one name for all the files of a table)",
                 table=table.name,

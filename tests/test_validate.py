@@ -528,8 +528,8 @@ def test_a_required_column_missing_from_some_files_headers_is_refused_naming_the
         q3="order_id,customer_id,ts,net_amount\n" + rows,
     )
     message = (
-        r"required column 'amount' is in the header of some files of purchases but not of q2.csv, q3.csv, "
-        r"whose header has \['net_amount'\] instead: all of their rows would miss amount"
+        r"required column 'amount' is in the header of some files of purchases but not of q2.csv, q3.csv "
+        r"\(other columns in their headers: \['net_amount'\]\): all of their rows would miss amount"
     )
     with pytest.raises(ContractError, match=message):
         validate(open_dataset(data))
@@ -575,7 +575,7 @@ def test_ids_that_differ_only_by_leading_zeros_are_said(tmp_path):
         f"o{i},{cid},2024-01-0{i + 1},1\n" for i, cid in enumerate(["00123", "123", "0042", "42", "042", "7"])
     )
     (tmp_path / "d").mkdir()
-    (tmp_path / "d" / "purchases.csv").write_text(rows)
+    (tmp_path / "d" / "purchases.csv").write_text(rows.replace(",0042,", ", 0042 ,"))  # a CSV's cells are trimmed
     report = validate(open_dataset(tmp_path / "d"))
     assert report.tables[0].zero_padded_customer_ids == 3  # 123 once, 42 twice
     assert any(
