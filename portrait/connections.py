@@ -102,7 +102,10 @@ def interrupting_queries(interrupts: Callable[[int], bool]) -> Iterator[None]:
                 received = reader.recv(64)
             except TimeoutError:
                 received = None
-            if finished.is_set() or received == b"":
+            # Finished (the command ended, often at once on the stop), but a stop under way is
+            # repeated to its end: a query another thread had not yet started when the signal came
+            # ran on otherwise (a test under load saw it run past a minute).
+            if received == b"" or (finished.is_set() and (not stopping or time.monotonic() >= until)):
                 return
             if received and any(interrupts(number) for number in received):
                 stopping, until = received, time.monotonic() + REPEAT_FOR

@@ -40,6 +40,34 @@ def test_a_query_started_just_after_a_stop_is_interrupted_too():
         signal.signal(signal.SIGUSR1, previous)
 
 
+def test_a_stop_is_repeated_to_its_end_after_the_command_ends():
+    """The command ends at once on a stop (its handler raises), which ended the repeats too: a
+    query another thread started a moment later ran on (a refresh test under load, past a minute)."""
+    previous = signal.signal(signal.SIGUSR1, lambda number, frame: None)
+    ended = []
+    con = connections.connect()
+
+    def run() -> None:
+        time.sleep(0.5)  # starts after the command has ended
+        try:
+            con.execute("SELECT SUM(hash(i) % 7) FROM range(40000000000) t(i)").fetchall()  # minutes
+            ended.append("completed")
+        except duckdb.InterruptException:
+            ended.append("interrupted")
+
+    worker = threading.Thread(target=run, daemon=True)
+    try:
+        with connections.interrupting_queries(lambda number: number == signal.SIGUSR1):
+            os.kill(os.getpid(), signal.SIGUSR1)
+            time.sleep(0.1)  # the stop is heard; the command ends now
+            worker.start()
+        worker.join(timeout=30)
+        assert ended == ["interrupted"]
+    finally:
+        con.interrupt()
+        signal.signal(signal.SIGUSR1, previous)
+
+
 def test_interrupting_while_other_threads_open_connections_does_not_fail():
     """The watcher copies the set of live connections while commands open more: unguarded, the
     copy raised "Set changed size during iteration" and the watcher died."""
