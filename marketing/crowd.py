@@ -53,6 +53,7 @@ ACTIVITY = (
     ("coupon_redeemed_count_365d", "coupons redeemed"),
     ("service_contact_count_365d", "service contacts"),
 )
+
 log = logging.getLogger(__name__)
 
 # Columns of the order (one value per order), counted in orders rather than spend.

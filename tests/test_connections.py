@@ -12,6 +12,17 @@ import duckdb
 from portrait import connections
 
 
+def _long_query(con, ended: list, after: float = 0.0) -> None:
+    """Minutes of work on ``con`` (40 billion rows), started ``after`` seconds; how it ended goes
+    to ``ended``."""
+    time.sleep(after)
+    try:
+        con.execute("SELECT SUM(hash(i) % 7) FROM range(40000000000) t(i)").fetchall()
+        ended.append("completed")
+    except duckdb.InterruptException:
+        ended.append("interrupted")
+
+
 def test_a_query_started_just_after_a_stop_is_interrupted_too():
     """A stop interrupted the queries running when it came: one another thread started a moment
     later (a refresh's step starting under load) ran to its end, minutes at scale. For a moment
@@ -24,14 +35,7 @@ def test_a_query_started_just_after_a_stop_is_interrupted_too():
             os.kill(os.getpid(), signal.SIGUSR1)
             time.sleep(0.5)  # the stop has been heard: nothing was running then
 
-            def run() -> None:
-                try:
-                    con.execute("SELECT SUM(hash(i) % 7) FROM range(40000000000) t(i)").fetchall()  # minutes
-                    ended.append("completed")
-                except duckdb.InterruptException:
-                    ended.append("interrupted")
-
-            worker = threading.Thread(target=run, daemon=True)
+            worker = threading.Thread(target=_long_query, args=(con, ended), daemon=True)
             worker.start()
             worker.join(timeout=30)
             assert ended == ["interrupted"]
@@ -47,15 +51,7 @@ def test_a_stop_is_repeated_to_its_end_after_the_command_ends():
     ended = []
     con = connections.connect()
 
-    def run() -> None:
-        time.sleep(0.5)  # starts after the command has ended
-        try:
-            con.execute("SELECT SUM(hash(i) % 7) FROM range(40000000000) t(i)").fetchall()  # minutes
-            ended.append("completed")
-        except duckdb.InterruptException:
-            ended.append("interrupted")
-
-    worker = threading.Thread(target=run, daemon=True)
+    worker = threading.Thread(target=_long_query, args=(con, ended, 0.5), daemon=True)  # after the command ends
     try:
         with connections.interrupting_queries(lambda number: number == signal.SIGUSR1):
             os.kill(os.getpid(), signal.SIGUSR1)
