@@ -52,6 +52,7 @@ import csv
 import functools
 import hashlib
 import json
+import logging
 import os
 import tomllib
 import zoneinfo
@@ -77,6 +78,8 @@ from portrait.privacy import (
 )
 from portrait.sql import quote_ident, quote_literal
 from portrait.views import register_views
+
+log = logging.getLogger(__name__)
 
 CONFIG_FILE = "portrait.toml"
 
@@ -708,6 +711,13 @@ def _converted_copy(path: Path, codec: str) -> Path:
     return target
 
 
+def _not_a_part(relative: Path) -> bool:
+    """A file in a table's folder that is no part of it: hidden (``.x.csv``; a macOS copy
+    ``._x.csv``), an office program's lock file (``~$x.csv``), or anything under a hidden folder
+    or ``__MACOSX``; Spark and Hadoop skip the same."""
+    return any(part.startswith((".", "~$")) or part == "__MACOSX" for part in relative.parts)
+
+
 def _find_files(folder: Path, table_name: str, configured: str | None) -> tuple[Path, ...]:
     if configured:
         matches = sorted(folder.glob(configured))
@@ -734,9 +744,17 @@ def _find_files(folder: Path, table_name: str, configured: str | None) -> tuple[
     part_folder = folder / table_name
     parts = ()
     if part_folder.is_dir():
-        parts = tuple(
-            sorted(p for p in part_folder.rglob("*") if p.is_file() and p.name.endswith(contract.TABLE_SUFFIXES))
+        candidates = sorted(
+            p for p in part_folder.rglob("*") if p.is_file() and p.name.endswith(contract.TABLE_SUFFIXES)
         )
+        parts = tuple(p for p in candidates if not _not_a_part(p.relative_to(part_folder)))
+        if skipped := [p.relative_to(part_folder) for p in candidates if _not_a_part(p.relative_to(part_folder))]:
+            log.warning(
+                "%s/: %d file(s) not read as parts: hidden, a lock file or a macOS copy (%s)",
+                table_name,
+                len(skipped),
+                ", ".join(str(p) for p in skipped[:3]) + (" ..." if len(skipped) > 3 else ""),
+            )
     if len(found) + bool(parts) > 1:
         named = [p.name for p in found] + ([f"{table_name}/ ({len(parts)} part files)"] if parts else [])
         raise ContractError(

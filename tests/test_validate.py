@@ -624,3 +624,15 @@ def test_a_header_in_another_order_stops_a_table_without_numbers_or_times_too(tm
         ContractError, match=r"1 line\(s\) of .*identities.csv repeat the header with the columns in another order"
     ):
         validate(open_dataset(tmp_path / "d"))
+
+
+def test_hidden_lock_and_macos_files_in_a_tables_folder_are_not_read_as_parts(tmp_path, caplog):
+    data = _parts(tmp_path / "d", p1="order_id,customer_id,ts,amount\no1,c1,2024-01-05,10.0\n")
+    (data / "purchases" / "__MACOSX").mkdir()
+    for junk in ("._p1.csv", "__MACOSX/._p1.csv", "~$p2.csv", ".~lock.p1.csv#.csv"):
+        (data / "purchases" / junk).write_bytes(b"\x00\x05\x16\x07 not a table")
+    with caplog.at_level("WARNING"):
+        dataset = open_dataset(data)
+    assert [p.name for p in dataset.sources["purchases"].files] == ["p1.csv"]
+    assert "purchases/: 4 file(s) not read as parts: hidden, a lock file or a macOS copy" in caplog.text
+    assert validate(dataset).tables[0].valid_rows == 1
