@@ -485,21 +485,22 @@ def _check_rows(con, dataset: Dataset, table: contract.Table, out_dir: Path | No
     source = dataset.sources[name]
     if source.is_csv:
         _clear_rejects(con, source)
-    # In the same scan: customer ids that a CSV's trimming would have changed (see TableReport);
-    # only text ids can have spaces (a Parquet file's whole-number ids are integers).
+    # only text ids can have spaces or leading zeros (a Parquet file's whole-number ids are integers)
+    text_ids = (
+        "customer_id" in table.column_names
+        and con.execute(f"DESCRIBE SELECT customer_id FROM checked_{name}").fetchall()[0][1] == "VARCHAR"
+    )
+    # In the same scan: customer ids that a CSV's trimming would have changed (see TableReport)...
     padded = (
         "COUNT(*) FILTER (WHERE prefix(customer_id, ' ') OR suffix(customer_id, ' '))"
-        if not source.is_csv
-        and "customer_id" in table.column_names
-        and con.execute(f"DESCRIBE SELECT customer_id FROM checked_{name}").fetchall()[0][1] == "VARCHAR"
+        if not source.is_csv and text_ids
         else "0"
     )
-    # ids that are another id but for leading zeros ('00123', '123'), from the purchases' valid rows
+    # ...and ids that are another id but for leading zeros ('00123', '123'), of the purchases' valid rows
     read_id = "TRIM(customer_id)" if source.is_csv else "customer_id"  # as the typed rows read it
     zeros = (
         f"COUNT(DISTINCT {read_id}) - COUNT(DISTINCT LTRIM({read_id}, '0'))"
-        if name == "purchases"
-        and con.execute(f"DESCRIBE SELECT customer_id FROM checked_{name}").fetchall()[0][1] == "VARCHAR"
+        if name == "purchases" and text_ids
         else "0"
     )
     # events of types without features of their own (a new type): counted in the totals only

@@ -22,6 +22,7 @@ import pandas as pd
 from features.build import build_features, days_past_data, nobody_before, parse_cutoff, stale_feed_note
 from features.catalogue import Feature, Vocabulary, attribute_feature, describe
 from features.config import FeatureConfig
+from models.drift import is_category
 from models.prior_shift import shift_to_share
 from models.reasons import top_reasons
 from portrait.dataset import Dataset
@@ -90,12 +91,7 @@ def require_customers(count: int, as_of: dt.date) -> None:
 
 def feature_kinds(frame: pd.DataFrame) -> dict[str, str]:
     """Each column of a feature table as ``number`` or ``text`` (a category)."""
-    return {
-        c: "number"
-        if pd.api.types.is_numeric_dtype(frame[c]) and not isinstance(frame[c].dtype, pd.CategoricalDtype)
-        else "text"
-        for c in frame.columns
-    }
+    return {c: "text" if is_category(frame[c]) else "number" for c in frame.columns}
 
 
 def check_model_features(
