@@ -102,10 +102,7 @@ def interrupting_queries(interrupts: Callable[[int], bool]) -> Iterator[None]:
                 received = reader.recv(64)
             except TimeoutError:
                 received = None
-            # Finished (the command ended, often at once on the stop), but a stop under way is
-            # repeated to its end: a query another thread had not yet started when the signal came
-            # ran on otherwise (a test under load saw it run past a minute).
-            if received == b"" or (finished.is_set() and (not stopping or time.monotonic() >= until)):
+            if received == b"":
                 return
             if received and any(interrupts(number) for number in received):
                 stopping, until = received, time.monotonic() + REPEAT_FOR
@@ -118,6 +115,12 @@ def interrupting_queries(interrupts: Callable[[int], bool]) -> Iterator[None]:
                     log.exception("interrupting the running queries failed")
             if stopping and time.monotonic() >= until:
                 stopping = b""
+            # Finished (the command ended, often at once on the stop): only after the signals
+            # received are acted on (the stop's byte and the end's can come in one read, and the
+            # stop was then dropped), and a stop under way is repeated to its end first (a query
+            # another thread started a moment after the signal ran on otherwise, past a minute).
+            if finished.is_set() and not stopping:
+                return
 
     watcher = threading.Thread(target=watch, name="portrait-interrupt", daemon=True)
     watcher.start()
