@@ -140,14 +140,40 @@ def validate(dataset: Dataset, out_dir: Path | None = None, progress: Progress |
         # checks of the reports and the refresh read.
         # One read of the purchases, per customer: the ids are judged once each (an id shaped
         # like an e-mail address or a phone number reaches lists, exports and answers).
-        customers, first_ts, last_ts, implausible, personal_ids = con.execute(
+        # Per order first, then per customer: an order whose sold lines lie days apart is an
+        # order id used again (per till, per store or per month), which the features would
+        # count as one order.
+        customers, first_ts, last_ts, implausible, personal_ids, spread_orders, example = con.execute(
             f"""SELECT COUNT(*), MIN(first_ts), MAX(last_ts), SUM(implausible),
-                       COUNT(*) FILTER (WHERE {personal_id_sql("customer_id")})
-                FROM (SELECT customer_id, MIN(ts) AS first_ts, MAX(ts) AS last_ts,
-                             COUNT(*) FILTER (WHERE ts < TIMESTAMP '1970-01-01'
-                                              OR ts >= CAST(current_date + 2 AS TIMESTAMP)) AS implausible
-                      FROM purchases GROUP BY customer_id)"""
+                       COUNT(*) FILTER (WHERE {personal_id_sql("customer_id")}), SUM(spread_orders),
+                       MIN(example)
+                FROM (SELECT customer_id, MIN(first_ts) AS first_ts, MAX(last_ts) AS last_ts,
+                             SUM(implausible) AS implausible,
+                             COUNT(*) FILTER (WHERE spread) AS spread_orders,
+                             MIN(CASE WHEN spread THEN [order_id, CAST(first_sold AS VARCHAR),
+                                                        CAST(last_sold AS VARCHAR)] END) AS example
+                      FROM (SELECT customer_id, order_id, MIN(ts) AS first_ts, MAX(ts) AS last_ts,
+                                   COUNT(*) FILTER (WHERE ts < TIMESTAMP '1970-01-01'
+                                                    OR ts >= CAST(current_date + 2 AS TIMESTAMP)) AS implausible,
+                                   MIN(ts) FILTER (WHERE amount > 0) AS first_sold,
+                                   MAX(ts) FILTER (WHERE amount > 0) AS last_sold,
+                                   MAX(ts) FILTER (WHERE amount > 0)
+                                       > MIN(ts) FILTER (WHERE amount > 0) + INTERVAL {ORDER_SPREAD_DAYS} DAY AS spread
+                            FROM purchases GROUP BY customer_id, order_id)
+                      GROUP BY customer_id)"""
         ).fetchall()[0]
+        spread_orders = int(spread_orders or 0)
+        spread_note = (
+            [
+                f"purchases: {spread_orders:,} order{' has' if spread_orders == 1 else 's have'} sold lines more "
+                f"than {ORDER_SPREAD_DAYS} day{'' if ORDER_SPREAD_DAYS == 1 else 's'} apart (e.g. order "
+                f"{example[0]}: {example[1]} to {example[2]}); the features count each as one order, at its "
+                "first line's time. If order ids start again (per till, per store or per period), export "
+                "ids that are unique (e.g. the date, the store and the number together)"
+            ]
+            if spread_orders
+            else []
+        )
         implausible = int(implausible or 0)
         implausible_note = (
             [
@@ -185,6 +211,7 @@ def validate(dataset: Dataset, out_dir: Path | None = None, progress: Progress |
             notes=_privacy_notes(dataset)
             + _notes(reports, dataset.timezone)
             + implausible_note
+            + spread_note
             + personal_ids_note
             + (identities.warnings() if identities else []),
         )
@@ -197,8 +224,11 @@ def validate(dataset: Dataset, out_dir: Path | None = None, progress: Progress |
     return report
 
 
+# Sold lines of one order further apart than this are said (validate): an order id used again.
+ORDER_SPREAD_DAYS = 1
+
 # Bump when a check is added or changed: data sets checked by older code are checked again.
-CHECKS_VERSION = 2
+CHECKS_VERSION = 3
 
 
 def _stamp_path(dataset: Dataset) -> Path | None:

@@ -481,6 +481,30 @@ def test_placeholder_dates_are_kept_and_said(tmp_path):
     )
 
 
+def test_an_order_id_used_again_on_another_day_is_said(tmp_path):
+    """Order numbers that start again per till or per month: the features would count two
+    visits as one order. A return days later, or lines minutes apart, are one order."""
+    frame = purchases(
+        {"order_id": "1001", "ts": "2024-01-02 10:00:00", "amount": "10"},
+        {"order_id": "1001", "ts": "2024-02-05 09:00:00", "amount": "30"},  # the number again, a month on
+        {"order_id": "o2", "ts": "2024-01-03 10:00:00", "amount": "10"},
+        {"order_id": "o2", "ts": "2024-01-04 09:59:00", "amount": "5"},  # 23 h 59 min later: one order
+        {"order_id": "o3", "ts": "2024-01-03 10:00:00", "amount": "10"},
+        {"order_id": "o3", "ts": "2024-01-20 10:00:00", "amount": "-10"},  # returned later: one order
+        {"order_id": "1001", "customer_id": "b", "ts": "2024-03-01 10:00:00", "amount": "7"},  # another's
+    )
+    notes = validate(open_dataset(write_tables(tmp_path / "data", purchases=frame))).notes
+    said = [n for n in notes if "apart" in n]
+    assert said == [
+        "purchases: 1 order has sold lines more than 1 day apart (e.g. order 1001: 2024-01-02 10:00:00 to "
+        "2024-02-05 09:00:00); the features count each as one order, at its first line's time. If order ids "
+        "start again (per till, per store or per period), export ids that are unique (e.g. the date, the store "
+        "and the number together)"
+    ]
+    good = purchases({}, {"order_id": "o2", "ts": "2024-01-06 09:00:00"})
+    assert not any("apart" in n for n in validate(open_dataset(write_tables(tmp_path / "ok", purchases=good))).notes)
+
+
 def test_a_file_without_a_header_line_is_refused_without_repeating_its_first_row(tmp_path, caplog):
     """Its first row is read as the column names: the privacy checks logged
     'identities.alice@example.com: values look like e-mail addresses', and the missing-column
