@@ -16,8 +16,10 @@ Relations and their columns (all restricted to rows before the cutoff):
 
 - ``orders`` (one row per order): ``amount`` (net, rounded to 6 decimals), ``gross`` (amount +
   discount), ``discount``, ``items``, ``age`` (whole days from the order's date to the cutoff
-  date, >= 1), ``day``, ``is_purchase`` (net amount >= 0: a purchase order, as the labels count
-  one), ``is_refund`` (net amount < 0), ``has_discount``, ``dow``
+  date, >= 1), ``day``, ``is_purchase`` (a sold line, or no refund line: a purchase order, as
+  the labels count one; :func:`purchase_order`), ``is_refund`` (refund lines and no sold line),
+  ``refunded`` (the money of its refund lines, positive), ``has_refund`` (it has a refund
+  line), ``has_discount``, ``dow``
   (0 = Sunday), ``hour``, ``dom`` (day of month), ``quarter``, ``channel_slot``,
   ``payment_slot`` (index in the top-K vocabulary, NULL for the rest);
 - ``timeline`` (one row per purchase order): ``age``, ``gap`` (days since the customer's
@@ -45,8 +47,9 @@ Relations and their columns (all restricted to rows before the cutoff):
 Null rules: counts and money are 0 for a customer with no rows in a stage; recency, averages,
 shares and ratios are NULL where they are undefined (no purchase, no order in the window, no
 view). A customer with only events therefore has ``orders_lifetime = 0``,
-``spend_lifetime = 0`` and a NULL ``days_since_last_purchase``. Money is net: refund orders
-(net amount < 0) are deducted from every spend sum, windowed or not.
+``spend_lifetime = 0`` and a NULL ``days_since_last_purchase``. Money is net: refund lines
+(amount < 0) are deducted from every spend sum, windowed or not, whether they are booked under
+their order's id or a new one (an order's lines count at its first line's time).
 """
 
 from __future__ import annotations
@@ -201,6 +204,17 @@ def money_sum(expr: str) -> str:
     return f"ROUND(SUM({expr}), 6)"
 
 
+def purchase_order(amount: str = "amount") -> str:
+    """SQL over one order's lines (an aggregate): true when the order is a purchase. An order is a
+    purchase when it has a sold line (amount > 0), or no refund line at all (an order of $0.00
+    lines is one, as the BTYD literature counts a transaction: CDNOW's $0.00 orders are
+    purchases there); an order of refund lines alone is a refund. So a return booked under its
+    order's own id and one booked under a new id give the same purchases, and a refund larger
+    than its order (shipping refunded too) leaves the purchase a purchase. ``amount`` may be
+    NULL on lines outside a window (a ``CASE`` without ``ELSE``): those lines count as neither."""
+    return f"(COUNT(CASE WHEN {amount} > 0 THEN 1 END) > 0 OR COUNT(CASE WHEN {amount} < 0 THEN 1 END) = 0)"
+
+
 def _share(condition: str) -> str:
     return f"SUM(CASE WHEN is_purchase = 1 AND {condition} THEN 1 ELSE 0 END) * 1.0 / NULLIF(SUM(is_purchase), 0)"
 
@@ -321,9 +335,9 @@ def value_family(config: FeatureConfig, vocab: Vocabulary | None = None, attribu
             "refund_count",
             f,
             None,
-            "Orders that were net refunds or returns.",
+            "Orders with a refund or return line (a return booked under its order's id or a new one).",
             "orders",
-            "SUM(is_refund)",
+            "SUM(has_refund)",
             "int",
             True,
             scale="count",
@@ -334,9 +348,9 @@ def value_family(config: FeatureConfig, vocab: Vocabulary | None = None, attribu
             "refund_amount",
             f,
             None,
-            "Money refunded (positive).",
+            "Money refunded (positive): the refund lines, under their order's id or a new one.",
             "orders",
-            "SUM(CASE WHEN is_refund = 1 THEN -amount ELSE 0 END)",
+            "SUM(refunded)",
             fill_zero=True,
             scale="money",
             unit="currency",
@@ -346,7 +360,9 @@ def value_family(config: FeatureConfig, vocab: Vocabulary | None = None, attribu
             "refund_rate",
             f,
             None,
-            "Money refunded per unit of money spent on purchases.",
+            "Money refunded per unit of money spent on purchases (the sold lines): above 1 where the "
+            "refunds exceed what was bought before the cutoff (shipping refunded, or a purchase "
+            "from before the data).",
             "derived",
             "refund_amount / NULLIF(spend_lifetime + refund_amount, 0)",
             scale="share",
@@ -452,7 +468,8 @@ def windows_family(config: FeatureConfig, vocab: Vocabulary | None = None, attri
                 f"items_{w}d",
                 f,
                 w,
-                f"Units bought in the last {w} days (a line without a quantity counts as one unit).",
+                f"Units bought in the last {w} days (a line without a quantity counts as one unit, "
+                "returned on a refund line).",
                 "orders",
                 f"SUM(CASE WHEN {inside} AND is_purchase = 1 THEN items ELSE 0 END)",
                 fill_zero=True,

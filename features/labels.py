@@ -3,10 +3,11 @@
 Edge rules:
 
 - The label window is ``[cutoff, cutoff + horizon_days)``; only its rows are read.
-- ``repurchase`` is 1 when the customer has a purchase order in the window: an order whose
-  net amount (its lines in the window, rounded to 6 decimals) is 0 or more, as the features
-  count one (``is_purchase``) and the BTYD literature counts a transaction (an order of $0.00
-  lines is one). A refund alone (an order netting below 0) is not a purchase.
+- ``repurchase`` is 1 when the customer has a purchase order in the window, judged on the
+  order's lines in the window as the features judge one (``is_purchase``,
+  :func:`features.catalogue.purchase_order`): a sold line, or no refund line (an order of
+  $0.00 lines is one, as the BTYD literature counts a transaction). A refund alone (refund
+  lines and no sold line, such as a return in the window of an order bought before it) is not.
 - ``future_spend`` is the net spend in the window: refunds reduce it, and it can be negative;
   rounded to 6 decimals (money), so that it is the same in every run (a parallel sum's last
   bits are not).
@@ -25,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from features.build import build_features, parse_cutoff, vocabulary_as_of
-from features.catalogue import money_sum
+from features.catalogue import money_sum, purchase_order
 from features.config import FeatureConfig
 from features.plan import timestamp_literal
 from portrait.dataset import Dataset
@@ -79,8 +80,9 @@ def build_labels(
     try:
         window = con.execute(
             f"""SELECT customer_id, {money_sum("net")} AS future_spend,
-                       MAX(CASE WHEN net >= 0 THEN 1 ELSE 0 END) AS repurchase
-                FROM (SELECT customer_id, order_id, {money_sum("amount")} AS net FROM purchases
+                       MAX(CASE WHEN is_purchase THEN 1 ELSE 0 END) AS repurchase
+                FROM (SELECT customer_id, order_id, {money_sum("amount")} AS net,
+                             {purchase_order()} AS is_purchase FROM purchases
                       WHERE ts >= {timestamp_literal(cutoff)} AND ts < {timestamp_literal(end)}
                       GROUP BY customer_id, order_id)
                 GROUP BY customer_id"""

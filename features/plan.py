@@ -23,7 +23,7 @@ import re
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from features.catalogue import DAYS_PER_MASK, EVENT_TYPES, Feature, day_mask_count, money_sum
+from features.catalogue import DAYS_PER_MASK, EVENT_TYPES, Feature, day_mask_count, money_sum, purchase_order
 from features.config import FeatureConfig
 from portrait.views import REMAP, by_person
 
@@ -171,16 +171,14 @@ def compile_plan(
             ) c
             LEFT JOIN vocab_category v ON c.category = v.value""",
         ),
-        # A purchase order is an order whose net amount is 0 or more, as the labels read one
-        # (features.labels) and as the BTYD literature counts transactions (CDNOW's $0.00 orders
-        # are purchases there); the net is rounded as money_sum rounds it, so that lines cancelling
-        # to a floating residue read as 0 and the order is a purchase in every run.
+        # A purchase order as the labels, the tags and the funnel read one
+        # (features.catalogue.purchase_order): a sold line, or no refund line.
         Step(
             "f_orders",
             f"""
             SELECT customer_id, order_id, ts, age, amount, gross, discount, items,
-                   CASE WHEN amount >= 0 THEN 1 ELSE 0 END AS is_purchase,
-                   CASE WHEN amount < 0 THEN 1 ELSE 0 END AS is_refund,
+                   is_purchase, 1 - is_purchase AS is_refund, refunded,
+                   CASE WHEN refunded > 0 THEN 1 ELSE 0 END AS has_refund,
                    CASE WHEN discount > 0 THEN 1 ELSE 0 END AS has_discount,
                    MOD(DATE_DIFF('day', DATE '1970-01-04', CAST(ts AS DATE)), 7) AS dow,
                    EXTRACT(HOUR FROM ts) AS hour, EXTRACT(DAY FROM ts) AS dom,
@@ -190,7 +188,10 @@ def compile_plan(
             FROM (
                 SELECT customer_id, order_id, MIN(ts) AS ts, MAX(age) AS age, {money_sum("amount")} AS amount,
                        SUM(amount + COALESCE(discount, 0)) AS gross, SUM(COALESCE(discount, 0)) AS discount,
-                       SUM(COALESCE(quantity, 1)) AS items, MIN(channel) AS channel,
+                       SUM(COALESCE(quantity, CASE WHEN amount < 0 THEN -1 ELSE 1 END)) AS items,
+                       CASE WHEN {purchase_order()} THEN 1 ELSE 0 END AS is_purchase,
+                       {money_sum("CASE WHEN amount < 0 THEN -amount ELSE 0 END")} AS refunded,
+                       MIN(channel) AS channel,
                        MIN(payment_method) AS payment_method
                 FROM f_purchases GROUP BY customer_id, order_id
             ) o

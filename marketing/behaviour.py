@@ -10,9 +10,9 @@ in :mod:`marketing.filters`. The SQL runs on DuckDB or, through :mod:`portrait.e
 Windows follow the features' rule: ``within_days = N`` is ``ts >= as_of - N days`` (midnight),
 so "in the last 30 days" means the same thing in a feature, a tag and a segment. Text filters
 compare case-insensitively after trimming. ``purchased`` without a filter counts purchase
-orders by the features' rule, on the order's lines in the window: orders whose lines there net 0
-or more (rounded as money is; a $0.00 order is one, a refund or an exchange netting below 0 is
-not). An order whose lines straddle the window's start is judged by its lines inside it, where
+orders by the features' rule (:func:`features.catalogue.purchase_order`), on the order's lines
+in the window: orders with a sold line there, or with no refund line (a $0.00 order is one; a
+refund alone is not). An order whose lines straddle the window's start is judged by its lines inside it, where
 the features date it by its first line and judge all of its lines (rare: an order is one
 moment in most data); with a filter (``category = ...``) it counts orders with at least one matching purchase
 line (amount > 0). ``spent`` sums the net amount of matching lines (refund lines deduct);
@@ -29,7 +29,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from features.catalogue import money_sum
+from features.catalogue import money_sum, purchase_order
 from features.plan import timestamp_literal
 from marketing.filters import BehaviourTerm, FilterError
 from portrait.engine import Engine, as_engine
@@ -207,11 +207,12 @@ def _per_order(term: BehaviourTerm, condition: str, i: int) -> str:
         return f"SUM(CASE WHEN {condition} THEN amount ELSE 0 END) AS t{i}"
     if term.filters:  # a matching purchase line
         return f"MAX(CASE WHEN {condition} THEN 1 ELSE 0 END) AS t{i}"
-    # a purchase order: its lines in the window net 0 or more (every such line is in the group).
-    # The condition is read twice: it has no parameters (a window, formatted from a date).
+    # a purchase order by its lines in the window (every such line is in the group), as the
+    # features judge one. The condition is read more than once: it has no parameters (a
+    # window, formatted from a date).
     return (
         f"CASE WHEN COUNT(CASE WHEN {condition} THEN 1 END) > 0 "
-        f"AND {money_sum(f'CASE WHEN {condition} THEN amount ELSE 0 END')} >= 0 THEN 1 ELSE 0 END AS t{i}"
+        f"AND {purchase_order(f'CASE WHEN {condition} THEN amount END')} THEN 1 ELSE 0 END AS t{i}"
     )
 
 

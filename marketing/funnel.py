@@ -34,7 +34,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from features.catalogue import money_sum
+from features.catalogue import purchase_order
 from portrait.errors import PortraitError
 from portrait.privacy import holds_personal_value
 
@@ -196,7 +196,7 @@ def compute_funnel(
     if uses_purchases:
         reads.append(
             f"SELECT CAST(customer_id AS VARCHAR) AS customer_id, {_PURCHASE_KIND} AS kind, MIN(ts) AS ts "
-            f"FROM purchases WHERE ts >= ? AND ts < ? GROUP BY customer_id, order_id HAVING {money_sum('amount')} >= 0"
+            f"FROM purchases WHERE ts >= ? AND ts < ? GROUP BY customer_id, order_id HAVING {purchase_order()}"
         )
         params += [start, end]
     con.execute(f"CREATE OR REPLACE TEMP TABLE _funnel_rows AS {' UNION ALL '.join(reads)}", params)

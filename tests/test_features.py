@@ -321,10 +321,11 @@ def test_refunds_reduce_future_spend_and_are_not_a_repurchase():
 
 
 def test_the_labels_count_a_purchase_order_as_the_features_do():
-    # One rule for both: an order whose lines net 0 or more (rounded as money is) is a purchase
-    # order; one netting below 0 is a refund, even with a positive line. F's orders are free
-    # ($0.00, as the BTYD literature counts a transaction); G's lines cancel to a floating
-    # residue below 0 (0.3 - 0.1 - 0.2); H's exchanges net -5.00.
+    # One rule for both: an order with a sold line, or with no refund line, is a purchase order;
+    # refund lines alone are a refund. F's orders are free ($0.00, as the BTYD literature counts
+    # a transaction); G's lines cancel to a floating residue below 0 (0.3 - 0.1 - 0.2); H's
+    # exchanges net -5.00 but sell a line; K's only order in the window is a return of one
+    # bought before the cutoff, under that order's id.
     rows = [
         ("f1", "F", "2024-02-01 10:00:00", 0.0),
         ("f2", "F", "2024-03-10 10:00:00", 0.0),
@@ -339,15 +340,45 @@ def test_the_labels_count_a_purchase_order_as_the_features_do():
         ("h1", "H", "2024-02-01 10:00:00", -10.0),
         ("h2", "H", "2024-03-10 10:00:00", 5.0),
         ("h2", "H", "2024-03-10 10:00:00", -10.0),
+        ("k1", "K", "2024-02-20 10:00:00", 40.0),
+        ("k1", "K", "2024-03-05 10:00:00", -40.0),
     ]
     purchases = pd.DataFrame(rows, columns=["order_id", "customer_id", "ts", "amount"])
     data = Dataset.from_frames(purchases=purchases)
     features = build_features(data, CUTOFF).set_index("customer_id")
-    assert features["orders_lifetime"].to_dict() == {"F": 1, "G": 1, "H": 1}
-    assert features.loc["H", "days_since_last_purchase"] == 56  # h0 on 2024-01-05; h1 is a refund
-    labels = build_labels(data, CUTOFF, 30, pd.Series(["F", "G", "H"])).set_index("customer_id")
-    assert labels["repurchase"].to_dict() == {"F": 1, "G": 1, "H": 0}
-    assert labels["future_spend"].to_dict() == {"F": 0.0, "G": 0.0, "H": -5.0}
+    assert features["orders_lifetime"].to_dict() == {"F": 1, "G": 1, "H": 2, "K": 1}
+    assert features.loc["H", "days_since_last_purchase"] == 29  # h1 on 2024-02-01 sold a line
+    assert features["refund_count"].to_dict() == {"F": 0, "G": 1, "H": 1, "K": 0}
+    labels = build_labels(data, CUTOFF, 30, pd.Series(["F", "G", "H", "K"])).set_index("customer_id")
+    assert labels["repurchase"].to_dict() == {"F": 1, "G": 1, "H": 1, "K": 0}
+    assert labels["future_spend"].to_dict() == {"F": 0.0, "G": 0.0, "H": -5.0, "K": -40.0}
+
+
+def test_a_return_counts_alike_under_its_orders_id_or_a_new_one():
+    """How a shop books a return must not change who bought or what was refunded: A returns
+    under the order's id, B under a new id; C's refund (shipping too) exceeds the order; D's
+    return line has no quantity (one unit back)."""
+    rows = [
+        ("a1", "A", "2024-01-10 10:00:00", 60.0, 1.0),
+        ("a1", "A", "2024-01-10 10:00:00", 40.0, 1.0),
+        ("a1", "A", "2024-01-25 10:00:00", -40.0, -1.0),
+        ("b1", "B", "2024-01-10 10:00:00", 60.0, 1.0),
+        ("b1", "B", "2024-01-10 10:00:00", 40.0, 1.0),
+        ("rb", "B", "2024-01-25 10:00:00", -40.0, -1.0),
+        ("c1", "C", "2024-01-10 10:00:00", 100.0, 1.0),
+        ("c1", "C", "2024-01-25 10:00:00", -104.95, -1.0),
+        ("d1", "D", "2024-01-10 10:00:00", 50.0, 2.0),
+        ("d1", "D", "2024-01-10 10:00:00", -25.0, None),
+    ]
+    purchases = pd.DataFrame(rows, columns=["order_id", "customer_id", "ts", "amount", "quantity"])
+    features = build_features(Dataset.from_frames(purchases=purchases), CUTOFF).set_index("customer_id")
+    assert features["orders_lifetime"].to_dict() == {"A": 1, "B": 1, "C": 1, "D": 1}
+    assert features["spend_lifetime"].to_dict() == {"A": 60.0, "B": 60.0, "C": -4.95, "D": 25.0}
+    assert features["refund_count"].to_dict() == {"A": 1, "B": 1, "C": 1, "D": 1}
+    assert features["refund_amount"].to_dict() == {"A": 40.0, "B": 40.0, "C": 104.95, "D": 25.0}
+    assert features["refund_rate"].round(6).to_dict() == {"A": 0.4, "B": 0.4, "C": 1.0495, "D": 0.5}
+    assert features.loc["C", "days_since_first_purchase"] == 51  # 2024-01-10 to the cutoff
+    assert features.loc["D", "items_90d"] == 1.0  # two bought, one back
 
 
 def test_high_value_is_the_top_quantile_of_future_spend():

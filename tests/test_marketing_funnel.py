@@ -38,8 +38,7 @@ PURCHASES = pd.DataFrame(
         ("b1", "B", "2024-02-06 10:00:00", 10.0, 1),
         ("e1", "E", "2024-02-04 10:00:00", 10.0, 1),
         ("f0", "F", "2024-02-05 12:00:00", 10.0, 1),  # before F's view and cart: not step 3
-        # an exchange netting below 0 is a refund, not a purchase, though one of its lines is positive
-        ("fr", "F", "2024-02-12 12:00:00", 5.0, 1),
+        # a return (refund lines alone) is not a purchase
         ("fr", "F", "2024-02-12 12:00:00", -10.0, -1),
         ("f1", "F", "2024-02-13 12:00:00", 15.0, 1),
         ("g1", "G", "2024-02-15 10:00:00", 0.0, 1),  # the order's first line is free...

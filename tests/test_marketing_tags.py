@@ -102,9 +102,10 @@ def test_an_unknown_category_names_the_closest_values():
 
 
 def test_purchased_without_a_filter_counts_the_orders_the_features_count():
-    """A $0.00 order is a purchase order, an exchange netting below 0 is not, and lines that
-    cancel to a floating residue (0.3 - 0.1 - 0.2) net 0: purchased(within_days = 30) agrees with
-    orders_30d; with a category, an order with a matching line above 0 counts (H's exchange)."""
+    """A $0.00 order is a purchase order, so is an exchange netting below 0 (H's sells a line)
+    and lines that cancel to a floating residue (0.3 - 0.1 - 0.2); a return alone (R's) is
+    not: purchased(within_days = 30) agrees with orders_30d; with a category, an order with a
+    matching line above 0 counts."""
     from marketing.filters import parse_condition
 
     rows = [
@@ -117,6 +118,7 @@ def test_purchased_without_a_filter_counts_the_orders_the_features_count():
         ("a1", "A", "2024-02-22 10:00:00", 10.0, "milk"),
         ("a2", "A", "2024-02-23 10:00:00", 4.0, "bread"),
         ("a0", "A", "2023-02-22 10:00:00", 10.0, "milk"),
+        ("r1", "R", "2024-02-24 10:00:00", -10.0, "milk"),
     ]
     data = Dataset.from_frames(
         purchases=pd.DataFrame(rows, columns=["order_id", "customer_id", "ts", "amount", "category"])
@@ -125,10 +127,10 @@ def test_purchased_without_a_filter_counts_the_orders_the_features_count():
     with Population(data, AS_OF) as population:
         conditions = [parse_condition(f"{t} >= 0", population.schema(), behaviour=True) for t in terms]
         frame = population.frame(conditions).set_index("customer_id")
-        values = {c: frame.loc[c, [x.terms[0].column for x in conditions]].tolist() for c in "AFGH"}
-    assert values == {"A": [2, 1], "F": [1, 0], "G": [1, 1], "H": [0, 1]}
+        values = {c: frame.loc[c, [x.terms[0].column for x in conditions]].tolist() for c in "AFGHR"}
+    assert values == {"A": [2, 1], "F": [1, 0], "G": [1, 1], "H": [1, 1], "R": [0, 0]}
     features = build_features(data, AS_OF).set_index("customer_id")
-    assert features["orders_30d"].to_dict() == {"A": 2, "F": 1, "G": 1, "H": 0}
+    assert features["orders_30d"].to_dict() == {"A": 2, "F": 1, "G": 1, "H": 1, "R": 0}
 
 
 def test_the_closest_values_never_echo_a_value_holding_personal_data():
