@@ -105,7 +105,12 @@ def register(app: typer.Typer, out, console) -> None:
 
 
 def _money(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.2f}"
+    # + 0.0: refunds that cancel their purchases leave -0.0 (or a residue below a cent), shown as 0.00
+    return "-" if value is None else f"{round(value, 2) + 0.0:,.2f}"
+
+
+def _orders(count: float | None) -> str:
+    return "- orders" if count is None else f"{count:,.0f} order{'' if count == 1 else 's'}"
 
 
 def _number(value: float | None, pattern: str = "{:,.0f}") -> str:
@@ -209,7 +214,7 @@ def show(profile, out) -> None:
         scores = f"R {r.r} F {r.f} M {r.m} (FM {r.fm})" if r.r is not None else "no purchase"
         out.print(
             f"  {r.group}: {scores}; {_number(r.days_since_last_purchase)} days since the last purchase, "
-            f"{_number(r.orders_lifetime)} orders, {_money(r.spend_lifetime)} spent (as of {r.as_of})",
+            f"{_orders(r.orders_lifetime)}, {_money(r.spend_lifetime)} spent (as of {r.as_of})",
             highlight=False,
         )
     else:
@@ -245,7 +250,8 @@ def show(profile, out) -> None:
     section("Last orders")
     if profile.orders:
         zone = f" (times in {profile.timezone})" if profile.timezone else ""
-        out.print(f"  {profile.orders.total:,} orders, {_money(profile.orders.spend)} net{zone}")
+        # every order, refunds too (the RFM line above counts purchase orders)
+        out.print(f"  {_orders(profile.orders.total)} (refunds too), {_money(profile.orders.spend)} net{zone}")
         if profile.orders.last:
             table = Table()
             for column in ("date", "order", "amount", "lines", "categories", "channel"):

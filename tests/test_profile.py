@@ -552,7 +552,14 @@ def test_the_command_prints_sections_or_json_and_exits_non_zero_on_errors(world,
     assert (
         "customer c1 (asked as c4, one of this person's merged ids), as of 2025-03-05 (the run's date)" in shown.stdout
     )
-    for text in ("Identities", "customer ids: c1, c2, c4", "Champions: R 5 F 5 M 4 (FM 5)", "o3", "campaign_received"):
+    for text in (
+        "Identities",
+        "customer ids: c1, c2, c4",
+        "Champions: R 5 F 5 M 4 (FM 5)",
+        "3 orders (refunds too)",
+        "o3",
+        "campaign_received",
+    ):
         assert text in shown.stdout
     assert "example.com" not in shown.stdout and "ph-1" not in shown.stdout
     as_json = _portrait("profile", "c1", "--data", str(world["data"]), "--runs", str(world["runs"]), "--json")
@@ -882,3 +889,23 @@ def test_a_runs_segment_members_are_judged_by_the_saved_definitions_too(world, t
     assert [m.name for m in build_profile("c1", sources, compute_reasons=False).segments.member_of] == ["older"]
     hidden = build_profile("c1", sources, include_sensitive=False, compute_reasons=False)
     assert hidden.segments.member_of == []
+
+
+def test_money_that_cancels_shows_as_zero_and_one_order_is_singular():
+    from serving.profile_cli import _money, _orders
+
+    assert [_money(v) for v in (-1e-17, -0.004, -0.0, -5.5, 1234.5, None)] == [
+        "0.00",
+        "0.00",
+        "0.00",
+        "-5.50",
+        "1,234.50",
+        "-",
+    ]
+    assert [_orders(n) for n in (0, 1, 2, 1500, None)] == [
+        "0 orders",
+        "1 order",
+        "2 orders",
+        "1,500 orders",
+        "- orders",
+    ]
