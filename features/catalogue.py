@@ -215,6 +215,12 @@ def purchase_order(amount: str = "amount") -> str:
     return f"(COUNT(CASE WHEN {amount} > 0 THEN 1 END) > 0 OR COUNT(CASE WHEN {amount} < 0 THEN 1 END) = 0)"
 
 
+def line_units(quantity: str = "quantity", amount: str = "amount") -> str:
+    """SQL of a line's units: its quantity, or one unit where it has none (the contract's rule),
+    returned (-1) on a refund line."""
+    return f"COALESCE({quantity}, CASE WHEN {amount} < 0 THEN -1 ELSE 1 END)"
+
+
 def _share(condition: str) -> str:
     return f"SUM(CASE WHEN is_purchase = 1 AND {condition} THEN 1 ELSE 0 END) * 1.0 / NULLIF(SUM(is_purchase), 0)"
 

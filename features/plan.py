@@ -23,7 +23,7 @@ import re
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from features.catalogue import DAYS_PER_MASK, EVENT_TYPES, Feature, day_mask_count, money_sum, purchase_order
+from features.catalogue import DAYS_PER_MASK, EVENT_TYPES, Feature, day_mask_count, line_units, money_sum, purchase_order
 from features.config import FeatureConfig
 from portrait.views import REMAP, by_person
 
@@ -188,7 +188,7 @@ def compile_plan(
             FROM (
                 SELECT customer_id, order_id, MIN(ts) AS ts, MAX(age) AS age, {money_sum("amount")} AS amount,
                        SUM(amount + COALESCE(discount, 0)) AS gross, SUM(COALESCE(discount, 0)) AS discount,
-                       SUM(COALESCE(quantity, CASE WHEN amount < 0 THEN -1 ELSE 1 END)) AS items,
+                       SUM({line_units()}) AS items,
                        CASE WHEN {purchase_order()} THEN 1 ELSE 0 END AS is_purchase,
                        {money_sum("CASE WHEN amount < 0 THEN -amount ELSE 0 END")} AS refunded,
                        MIN(channel) AS channel,

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from features.build import LATE_AS_OF_DAYS
-from features.catalogue import money_sum, slug
+from features.catalogue import line_units, money_sum, slug
 from marketing.filters import BehaviourTerm, FilterError, evaluate, parse_condition
 from marketing.population import Population, persona_named
 from marketing.rfm import GROUPS as RFM_GROUPS
@@ -520,7 +520,8 @@ class CrowdData:
     def per_customer(self, column: str) -> str | None:
         """A temporary table with one row per customer and value of the purchases' ``column``
         whose net spend is above 0: ``spend`` over all history before the as-of date,
-        ``recent_spend`` and ``recent_units`` over the last 365 days, and for a column of the
+        ``recent_spend`` and ``recent_units`` of those with a sold line in the last 365 days (NULL
+        for the others), and for a column of the
         order (:data:`ORDER_LEVEL`) ``orders``, the orders with that value. Built once; the
         favourites and the report's category and brand tables read it. None when the data set
         has no such column."""
@@ -536,27 +537,32 @@ class CrowdData:
         name = f"_crowd_by_{slug(column)}"
         recent = f"age <= {ACTIVITY_WINDOW}"
         # Money is net, as in the features: refunds are deducted per customer and value, and a
-        # value whose purchases were all refunded (net spend <= 0) is not one the customer buys;
-        # recent money and units net too, never below 0 (NULL: none in the window).
+        # value whose purchases were all refunded (net spend <= 0) is not one the customer buys
+        # (not even one bought in the last 365 days: the crowd "bought category" counts who
+        # bought). A recent buyer of the value has a sold line of it in the last 365 days (a
+        # refund there alone is not buying): ``recent_spend`` and ``recent_units`` are theirs,
+        # net and never below 0, and NULL for everyone else. Units by the contract's rule
+        # (features.catalogue.line_units).
         # Sums of money are rounded as the features round them (money_sum): amounts that cancel
         # (a refunded purchase) leave a residue of about 1e-17 whose sign depends on the order of
         # addition, which would put a customer's fully refunded value in or out from run to run.
-        spend, recent_spend = money_sum("amount"), money_sum(f"CASE WHEN {recent} THEN amount END")
+        spend, units = money_sum("amount"), line_units()
+        sold = f"COUNT(CASE WHEN {recent} AND amount > 0 THEN 1 END) > 0"
         if column in ORDER_LEVEL:  # per order first: "orders with the value" needs no DISTINCT
             sql = f"""SELECT customer_id, value, {money_sum("spend")} AS spend, COUNT(*) FILTER (WHERE spend >= 0) AS orders,
-                             CASE WHEN {money_sum("recent_spend")} < 0 THEN 0 ELSE {money_sum("recent_spend")} END
-                                 AS recent_spend,
-                             CASE WHEN SUM(recent_units) < 0 THEN 0 ELSE SUM(recent_units) END AS recent_units
+                             CASE WHEN BOOL_OR(sold) THEN GREATEST({money_sum("recent_spend")}, 0) END AS recent_spend,
+                             CASE WHEN BOOL_OR(sold) THEN GREATEST(SUM(recent_units), 0) END AS recent_units
                       FROM (SELECT customer_id, order_id, CAST({column} AS VARCHAR) AS value, {spend} AS spend,
-                                   {recent_spend} AS recent_spend,
-                                   SUM(quantity) FILTER (WHERE {recent}) AS recent_units
+                                   {money_sum(f"CASE WHEN {recent} THEN amount ELSE 0 END")} AS recent_spend,
+                                   SUM(CASE WHEN {recent} THEN {units} ELSE 0 END) AS recent_units, {sold} AS sold
                             FROM {PURCHASES_READ} WHERE {column} IS NOT NULL GROUP BY ALL) o
                       GROUP BY customer_id, value HAVING {money_sum("spend")} > 0"""
         else:  # a line's value: one aggregation of the lines (three times cheaper than per order)
             sql = f"""SELECT customer_id, CAST({column} AS VARCHAR) AS value, {spend} AS spend,
-                             CASE WHEN {recent_spend} < 0 THEN 0 ELSE {recent_spend} END AS recent_spend,
-                             CASE WHEN SUM(quantity) FILTER (WHERE {recent}) < 0 THEN 0
-                                  ELSE SUM(quantity) FILTER (WHERE {recent}) END AS recent_units
+                             CASE WHEN {sold} THEN GREATEST({money_sum(f"CASE WHEN {recent} THEN amount ELSE 0 END")}, 0)
+                                  END AS recent_spend,
+                             CASE WHEN {sold} THEN GREATEST(SUM(CASE WHEN {recent} THEN {units} ELSE 0 END), 0)
+                                  END AS recent_units
                       FROM {PURCHASES_READ} WHERE {column} IS NOT NULL GROUP BY ALL HAVING {spend} > 0"""
         con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {sql}")
         self._per_customer[column] = name

@@ -14,7 +14,8 @@ What is stored (all as of the run's date, data before it only):
 - ``dimensions.parquet``: per customer and dimension, an integer code into the categories kept in
   ``meta.json`` (-1 never occurs: unknown is a category of its own);
 - ``by_category.parquet``, ``by_brand.parquet``: per customer and value, spend over all history
-  and spend and units over the last 365 days (what the top categories and brands read);
+  and, for those with a sold line of it in the last 365 days, spend and units there (what the
+  top categories and brands read);
 - ``order_mix.parquet``: per customer, orders of the last 365 days and those spanning several
   categories (the cross-sell rate);
 - ``lines.parquet``: the purchase lines before the date, as the features read them (identities
@@ -58,7 +59,7 @@ FOLDER = "crowds"
 META = "meta.json"
 LINES = "lines.parquet"
 LINE_COLUMNS = ("category", "brand")
-FORMAT = 2  # bumped when what is stored changes; older material is not read
+FORMAT = 3  # bumped when what is stored changes; older material is not read
 
 
 def levels_fingerprint(library: Library) -> str:

@@ -183,6 +183,29 @@ def test_refunds_are_deducted_and_a_refund_alone_is_no_purchase():
     assert figures.loc["share who bought in the last 365 days", "crowd"] == pytest.approx(2 / 3)  # not X
 
 
+def test_a_refund_in_the_window_alone_is_not_buying_and_a_line_without_a_quantity_is_one_unit():
+    """W bought dairy long before the last 365 days and returned some inside them: no dairy
+    buyer there. V's meat order has a line without a quantity: 4 units for 20.00."""
+    purchases = pd.DataFrame(
+        [
+            ("w1", "W", "2022-06-01 10:00:00", 100.0, 1, "Dairy", 0.0, "card"),
+            ("w2", "W", "2024-01-05 10:00:00", -30.0, -1, "Dairy", 0.0, "card"),
+            ("w3", "W", "2024-01-06 10:00:00", 12.0, 1, "Meat", 0.0, "card"),
+            ("v1", "V", "2024-02-01 10:00:00", 10.0, None, "Meat", 0.0, "card"),
+            ("v1", "V", "2024-02-01 10:00:00", 10.0, 3, "Meat", 0.0, "card"),
+        ],
+        columns=COLUMNS,
+    )
+    with Population(Dataset.from_frames(purchases=purchases), AS_OF) as population:
+        data = CrowdData(population, load_library())
+        everyone = data.mask(Crowd("all"))
+        report = crowd_report(data, everyone, everyone, crowd_name="all", base_name="all", min_cell=1)
+    categories = report.categories.set_index("value")
+    assert list(categories.index) == ["Meat"]
+    assert categories.loc["Meat", ["spend", "buyers"]].tolist() == [32.0, 2]
+    assert categories.loc["Meat", "avg_unit_price"] == pytest.approx(32.0 / 5)
+
+
 def test_shares_and_unknown_add_to_one_in_every_dimension():
     report, _ = hand_report(dataset())
     sums = report.dimensions.groupby("dimension")[["share", "base_share"]].sum()
