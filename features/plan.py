@@ -23,7 +23,15 @@ import re
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from features.catalogue import DAYS_PER_MASK, EVENT_TYPES, Feature, day_mask_count, line_units, money_sum, purchase_order
+from features.catalogue import (
+    DAYS_PER_MASK,
+    EVENT_TYPES,
+    Feature,
+    day_mask_count,
+    line_units,
+    money_sum,
+    purchase_order,
+)
 from features.config import FeatureConfig
 from portrait.views import REMAP, by_person
 
