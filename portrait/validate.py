@@ -78,12 +78,37 @@ class ValidationReport:
     purchases_customers: int = 0
     purchases_first_ts: str | None = None
     purchases_last_ts: str | None = None
+    # Returns as recorded: refund lines (amount < 0), the money they give back against the money
+    # of the sold lines (amount > 0), and orders of refund lines alone (returns booked under
+    # their own id), so that a returns-heavy shop sees how its returns were read.
+    purchases_lines: int = 0
+    purchases_refund_lines: int = 0
+    purchases_refund_orders: int = 0
+    purchases_sold_money: float = 0.0
+    purchases_refunded_money: float = 0.0
     timezone: str = "UTC"  # every timestamp is in this zone
     notes: list[str] = field(default_factory=list)  # what was read how, what was converted
 
     @property
     def quarantined_rows(self) -> int:
         return sum(t.quarantined_rows for t in self.tables)
+
+    def returns_sentence(self) -> str:
+        """How the returns were read, for a person: "no refund lines", or their count, the money
+        they give back and the orders of refund lines alone."""
+        if not self.purchases_refund_lines:
+            return "no refund lines (amount below 0)"
+        given_back = (
+            f"{self.purchases_refunded_money / self.purchases_sold_money:.1%} of the money of the sold lines"
+            if self.purchases_sold_money
+            else f"{self.purchases_refunded_money:,.2f} with no sold line"
+        )
+        orders = self.purchases_refund_orders
+        return (
+            f"{self.purchases_refund_lines:,} refund lines ({self.purchases_refund_lines / self.purchases_lines:.1%} "
+            f"of the lines) give back {given_back}; {orders:,} order{'' if orders == 1 else 's'} of refund lines "
+            "alone (returns booked under their own id); the others are returns inside their orders"
+        )
 
     @property
     def forgotten_rows(self) -> int:
@@ -143,16 +168,29 @@ def validate(dataset: Dataset, out_dir: Path | None = None, progress: Progress |
         # Per order first, then per customer: an order whose sold lines lie days apart is an
         # order id used again (per till, per store or per month), which the features would
         # count as one order.
-        customers, first_ts, last_ts, implausible, personal_ids, spread_orders, example = con.execute(
+        (
+            customers, first_ts, last_ts, implausible, personal_ids, spread_orders, example,
+            lines, refund_lines, refund_orders, sold_money, refunded_money,
+        ) = con.execute(
             f"""SELECT COUNT(*), MIN(first_ts), MAX(last_ts), SUM(implausible),
                        COUNT(*) FILTER (WHERE {personal_id_sql("customer_id")}), SUM(spread_orders),
-                       MIN(example)
+                       MIN(example), SUM(lines), SUM(refund_lines), SUM(refund_orders),
+                       SUM(sold_money), SUM(refunded_money)
                 FROM (SELECT customer_id, MIN(first_ts) AS first_ts, MAX(last_ts) AS last_ts,
                              SUM(implausible) AS implausible,
                              COUNT(*) FILTER (WHERE spread) AS spread_orders,
                              MIN(CASE WHEN spread THEN [order_id, CAST(first_sold AS VARCHAR),
-                                                        CAST(last_sold AS VARCHAR)] END) AS example
+                                                        CAST(last_sold AS VARCHAR)] END) AS example,
+                             SUM(lines) AS lines, SUM(refund_lines) AS refund_lines,
+                             -- refund lines and no sold line: a refund, not a purchase order
+                             -- (the features' rule, features.catalogue.purchase_order)
+                             COUNT(*) FILTER (WHERE refund_lines > 0 AND sold_lines = 0) AS refund_orders,
+                             SUM(sold_money) AS sold_money, SUM(refunded_money) AS refunded_money
                       FROM (SELECT customer_id, order_id, MIN(ts) AS first_ts, MAX(ts) AS last_ts,
+                                   COUNT(*) AS lines, COUNT(*) FILTER (WHERE amount > 0) AS sold_lines,
+                                   COUNT(*) FILTER (WHERE amount < 0) AS refund_lines,
+                                   SUM(amount) FILTER (WHERE amount > 0) AS sold_money,
+                                   -SUM(amount) FILTER (WHERE amount < 0) AS refunded_money,
                                    COUNT(*) FILTER (WHERE ts < TIMESTAMP '1970-01-01'
                                                     OR ts >= CAST(current_date + 2 AS TIMESTAMP)) AS implausible,
                                    MIN(ts) FILTER (WHERE amount > 0) AS first_sold,
@@ -207,6 +245,11 @@ def validate(dataset: Dataset, out_dir: Path | None = None, progress: Progress |
             purchases_customers=int(customers),
             purchases_first_ts=str(first_ts),
             purchases_last_ts=str(last_ts),
+            purchases_lines=int(lines or 0),
+            purchases_refund_lines=int(refund_lines or 0),
+            purchases_refund_orders=int(refund_orders or 0),
+            purchases_sold_money=round(float(sold_money or 0), 2),
+            purchases_refunded_money=round(float(refunded_money or 0), 2),
             timezone=dataset.timezone,
             notes=_privacy_notes(dataset)
             + _notes(reports, dataset.timezone)

@@ -136,7 +136,8 @@ def validate_command(
         out.print(f"note: {note}", highlight=False)
     out.print(
         f"purchases: {report.purchases_customers:,} customers from {report.purchases_first_ts} "
-        f"to {report.purchases_last_ts}"
+        f"to {report.purchases_last_ts}; {report.returns_sentence()}",
+        highlight=False,
     )
     if report.identities:
         out.print(f"identities: {report.identities.sentence()}")

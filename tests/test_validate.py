@@ -505,6 +505,27 @@ def test_an_order_id_used_again_on_another_day_is_said(tmp_path):
     assert not any("apart" in n for n in validate(open_dataset(write_tables(tmp_path / "ok", purchases=good))).notes)
 
 
+def test_the_returns_are_counted_as_read(tmp_path):
+    """Refund lines, the money they give back against the sold lines', and the orders of refund
+    lines alone: a returns-heavy shop sees how its returns were booked and read."""
+    frame = purchases(
+        {"order_id": "o1", "amount": "60"},
+        {"order_id": "o1", "amount": "40", "product_id": "p2"},
+        {"order_id": "o1", "amount": "-40", "ts": "2024-01-20 10:00:00"},  # inside its order
+        {"order_id": "r1", "amount": "-20", "ts": "2024-01-21 10:00:00"},  # its own id
+        {"order_id": "o2", "amount": "0"},
+    )
+    report = validate(open_dataset(write_tables(tmp_path / "data", purchases=frame)))
+    assert (report.purchases_lines, report.purchases_refund_lines, report.purchases_refund_orders) == (5, 2, 1)
+    assert (report.purchases_sold_money, report.purchases_refunded_money) == (100.0, 60.0)
+    assert report.returns_sentence() == (
+        "2 refund lines (40.0% of the lines) give back 60.0% of the money of the sold lines; 1 order of refund "
+        "lines alone (returns booked under their own id); the others are returns inside their orders"
+    )
+    none = validate(open_dataset(write_tables(tmp_path / "ok", purchases=purchases({}))))
+    assert none.returns_sentence() == "no refund lines (amount below 0)"
+
+
 def test_a_file_without_a_header_line_is_refused_without_repeating_its_first_row(tmp_path, caplog):
     """Its first row is read as the column names: the privacy checks logged
     'identities.alice@example.com: values look like e-mail addresses', and the missing-column
