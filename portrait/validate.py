@@ -84,6 +84,7 @@ class ValidationReport:
     purchases_lines: int = 0
     purchases_refund_lines: int = 0
     purchases_refund_orders: int = 0
+    purchases_zero_orders: int = 0  # orders of $0.00 lines alone: purchase orders by the rule
     purchases_sold_money: float = 0.0
     purchases_refunded_money: float = 0.0
     timezone: str = "UTC"  # every timestamp is in this zone
@@ -95,7 +96,19 @@ class ValidationReport:
 
     def returns_sentence(self) -> str:
         """How the returns were read, for a person: "no refund lines", or their count, the money
-        they give back and the orders of refund lines alone."""
+        they give back and the orders of refund lines alone; and the orders of $0.00 lines alone,
+        which count as purchase orders."""
+        zero = self.purchases_zero_orders
+        free = (
+            f"; {zero:,} order{'' if zero == 1 else 's'} of $0.00 lines alone, counted as purchase orders (free "
+            "goods, as the BTYD literature counts a transaction): leave out of the export any that are "
+            "not purchases (store credit, loyalty entries)"
+            if zero
+            else ""
+        )
+        return self._refunds_sentence() + free
+
+    def _refunds_sentence(self) -> str:
         if not self.purchases_refund_lines:
             return "no refund lines (amount below 0)"
         given_back = (
@@ -169,13 +182,24 @@ def validate(dataset: Dataset, out_dir: Path | None = None, progress: Progress |
         # order id used again (per till, per store or per month), which the features would
         # count as one order.
         (
-            customers, first_ts, last_ts, implausible, personal_ids, spread_orders, example,
-            lines, refund_lines, refund_orders, sold_money, refunded_money,
+            customers,
+            first_ts,
+            last_ts,
+            implausible,
+            personal_ids,
+            spread_orders,
+            example,
+            lines,
+            refund_lines,
+            refund_orders,
+            sold_money,
+            refunded_money,
+            zero_orders,
         ) = con.execute(
             f"""SELECT COUNT(*), MIN(first_ts), MAX(last_ts), SUM(implausible),
                        COUNT(*) FILTER (WHERE {personal_id_sql("customer_id")}), SUM(spread_orders),
                        MIN(example), SUM(lines), SUM(refund_lines), SUM(refund_orders),
-                       SUM(sold_money), SUM(refunded_money)
+                       SUM(sold_money), SUM(refunded_money), SUM(zero_orders)
                 FROM (SELECT customer_id, MIN(first_ts) AS first_ts, MAX(last_ts) AS last_ts,
                              SUM(implausible) AS implausible,
                              COUNT(*) FILTER (WHERE spread) AS spread_orders,
@@ -185,6 +209,7 @@ def validate(dataset: Dataset, out_dir: Path | None = None, progress: Progress |
                              -- refund lines and no sold line: a refund, not a purchase order
                              -- (the features' rule, features.catalogue.purchase_order)
                              COUNT(*) FILTER (WHERE refund_lines > 0 AND sold_lines = 0) AS refund_orders,
+                             COUNT(*) FILTER (WHERE refund_lines = 0 AND sold_lines = 0) AS zero_orders,
                              SUM(sold_money) AS sold_money, SUM(refunded_money) AS refunded_money
                       FROM (SELECT customer_id, order_id, MIN(ts) AS first_ts, MAX(ts) AS last_ts,
                                    COUNT(*) AS lines, COUNT(*) FILTER (WHERE amount > 0) AS sold_lines,
@@ -248,6 +273,7 @@ def validate(dataset: Dataset, out_dir: Path | None = None, progress: Progress |
             purchases_lines=int(lines or 0),
             purchases_refund_lines=int(refund_lines or 0),
             purchases_refund_orders=int(refund_orders or 0),
+            purchases_zero_orders=int(zero_orders or 0),
             purchases_sold_money=round(float(sold_money or 0), 2),
             purchases_refunded_money=round(float(refunded_money or 0), 2),
             timezone=dataset.timezone,

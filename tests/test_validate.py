@@ -520,8 +520,11 @@ def test_the_returns_are_counted_as_read(tmp_path):
     assert (report.purchases_sold_money, report.purchases_refunded_money) == (100.0, 60.0)
     assert report.returns_sentence() == (
         "2 refund lines (40.0% of the lines) give back 60.0% of the money of the sold lines; 1 order of refund "
-        "lines alone (returns booked under their own id); the others are returns inside their orders"
+        "lines alone (returns booked under their own id); the others are returns inside their orders; 1 order "
+        "of $0.00 lines alone, counted as purchase orders (free goods, as the BTYD literature counts a "
+        "transaction): leave out of the export any that are not purchases (store credit, loyalty entries)"
     )
+    assert report.purchases_zero_orders == 1
     none = validate(open_dataset(write_tables(tmp_path / "ok", purchases=purchases({}))))
     assert none.returns_sentence() == "no refund lines (amount below 0)"
 
