@@ -17,9 +17,9 @@ Relations and their columns (all restricted to rows before the cutoff):
 - ``orders`` (one row per order): ``amount`` (net, rounded to 6 decimals), ``gross`` (amount +
   discount), ``discount``, ``items``, ``age`` (whole days from the order's date to the cutoff
   date, >= 1), ``day``, ``is_purchase`` (a sold line, or no refund line: a purchase order, as
-  the labels count one; :func:`purchase_order`), ``is_refund`` (refund lines and no sold line),
-  ``refunded`` (the money of its refund lines, positive), ``has_refund`` (it has a refund
-  line), ``has_discount``, ``dow``
+  the labels count one; :func:`purchase_order`; refund lines and no sold line: a refund),
+  ``refunded`` (the money of its refund lines, positive; 0 without one), ``has_discount``,
+  ``dow``
   (0 = Sunday), ``hour``, ``dom`` (day of month), ``quarter``, ``channel_slot``,
   ``payment_slot`` (index in the top-K vocabulary, NULL for the rest);
 - ``timeline`` (one row per purchase order): ``age``, ``gap`` (days since the customer's
@@ -343,7 +343,7 @@ def value_family(config: FeatureConfig, vocab: Vocabulary | None = None, attribu
             None,
             "Orders with a refund or return line (a return booked under its order's id or a new one).",
             "orders",
-            "SUM(has_refund)",
+            "SUM(CASE WHEN refunded > 0 THEN 1 ELSE 0 END)",
             "int",
             True,
             scale="count",

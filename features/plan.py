@@ -185,8 +185,7 @@ def compile_plan(
             "f_orders",
             f"""
             SELECT customer_id, order_id, ts, age, amount, gross, discount, items,
-                   is_purchase, 1 - is_purchase AS is_refund, refunded,
-                   CASE WHEN refunded > 0 THEN 1 ELSE 0 END AS has_refund,
+                   is_purchase, refunded,
                    CASE WHEN discount > 0 THEN 1 ELSE 0 END AS has_discount,
                    MOD(DATE_DIFF('day', DATE '1970-01-04', CAST(ts AS DATE)), 7) AS dow,
                    EXTRACT(HOUR FROM ts) AS hour, EXTRACT(DAY FROM ts) AS dom,
