@@ -85,13 +85,16 @@ def run_pandas(data: Path, out: Path, as_of: str) -> int:
     lines["customer_id"] = unify(lines["customer_id"])
     day = lines["ts"].dt.normalize()
     lines["age"] = (cutoff - day).dt.days
+    # An order's lines that are not refunds are its purchase, its refund lines its refund
+    # (features.catalogue.purchase_order); a line without a quantity is one unit.
+    lines["purchase"] = (lines["amount"] >= 0).astype("int64")
+    lines["units"] = lines["quantity"].fillna(1.0)
     orders = (
-        lines.groupby(["customer_id", "order_id"], observed=True)
-        .agg(age=("age", "max"), amount=("amount", "sum"), items=("quantity", "sum"))
+        lines.groupby(["customer_id", "order_id", "purchase"], observed=True)
+        .agg(age=("age", "max"), amount=("amount", "sum"), items=("units", "sum"))
         .reset_index()
     )
-    purchase = orders["amount"] >= 0
-    orders["purchase"] = purchase.astype("int64")
+    purchase = orders["purchase"] == 1
     orders["refund"] = (~purchase).astype("int64")
     bought = orders[purchase]
     by = orders.groupby("customer_id")

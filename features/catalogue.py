@@ -14,12 +14,12 @@ one builder function plus one entry in :data:`FAMILY_BUILDERS`.
 
 Relations and their columns (all restricted to rows before the cutoff):
 
-- ``orders`` (one row per order): ``amount`` (net, rounded to 6 decimals), ``gross`` (amount +
-  discount), ``discount``, ``items``, ``age`` (whole days from the order's date to the cutoff
-  date, >= 1), ``day``, ``is_purchase`` (a sold line, or no refund line: a purchase order, as
-  the labels count one; :func:`purchase_order`; refund lines and no sold line: a refund),
-  ``refunded`` (the money of its refund lines, positive; 0 without one), ``has_discount``,
-  ``dow``
+- ``orders`` (one row per order part, :func:`purchase_order`: an order's lines that are not
+  refunds are its purchase, ``is_purchase = 1``, as the labels count one; its refund lines are
+  its refund, ``is_purchase = 0``, each part dated by its own first line): ``amount`` (net,
+  rounded to 6 decimals), ``gross`` (amount + discount), ``discount``, ``items``, ``age``
+  (whole days from the part's date to the cutoff date, >= 1), ``day``, ``is_purchase``,
+  ``refunded`` (a refund's money, positive; 0 for a purchase), ``has_discount``, ``dow``
   (0 = Sunday), ``hour``, ``dom`` (day of month), ``quarter``, ``channel_slot``,
   ``payment_slot`` (index in the top-K vocabulary, NULL for the rest);
 - ``timeline`` (one row per purchase order): ``age``, ``gap`` (days since the customer's
@@ -48,8 +48,8 @@ Null rules: counts and money are 0 for a customer with no rows in a stage; recen
 shares and ratios are NULL where they are undefined (no purchase, no order in the window, no
 view). A customer with only events therefore has ``orders_lifetime = 0``,
 ``spend_lifetime = 0`` and a NULL ``days_since_last_purchase``. Money is net: refund lines
-(amount < 0) are deducted from every spend sum, windowed or not, whether they are booked under
-their order's id or a new one (an order's lines count at its first line's time).
+(amount < 0) are deducted from every spend sum, windowed or not, at their own time, whether
+they are booked under their order's id or a new one.
 """
 
 from __future__ import annotations
@@ -205,20 +205,28 @@ def money_sum(expr: str) -> str:
 
 
 def purchase_order(amount: str = "amount") -> str:
-    """SQL over one order's lines (an aggregate): true when the order is a purchase. An order is a
-    purchase when it has a sold line (amount > 0), or no refund line at all (an order of $0.00
-    lines is one, as the BTYD literature counts a transaction: CDNOW's $0.00 orders are
-    purchases there); an order of refund lines alone is a refund. So a return booked under its
-    order's own id and one booked under a new id give the same purchases, and a refund larger
-    than its order (shipping refunded too) leaves the purchase a purchase. ``amount`` may be
-    NULL on lines outside a window (a ``CASE`` without ``ELSE``): those lines count as neither."""
-    return f"(COUNT(CASE WHEN {amount} > 0 THEN 1 END) > 0 OR COUNT(CASE WHEN {amount} < 0 THEN 1 END) = 0)"
+    """SQL over one order's lines (an aggregate): true when the order is a purchase, that is when
+    it has a line that is not a refund (amount >= 0). An order splits into its purchase (its
+    sold lines and $0.00 lines: an order of $0.00 lines is one, as the BTYD literature counts a
+    transaction, CDNOW's $0.00 orders among them) and its refund (its refund lines, amount < 0,
+    dated by their own time), as the features' orders relation splits it. So a return booked
+    under its order's own id and one booked under a new id give the same purchases, refunds and
+    money in every window, and a refund larger than its order (shipping refunded too) leaves the
+    purchase a purchase. ``amount`` may be NULL on lines outside a window (a ``CASE`` without
+    ``ELSE``): those lines count as neither."""
+    return f"(COUNT(CASE WHEN {purchase_line(amount)} THEN 1 END) > 0)"
+
+
+def purchase_line(amount: str = "amount") -> str:
+    """SQL true for a line of an order's purchase (not a refund): see :func:`purchase_order`."""
+    return f"{amount} >= 0"
 
 
 def line_units(quantity: str = "quantity", amount: str = "amount") -> str:
     """SQL of a line's units: its quantity, or one unit where it has none (the contract's rule),
-    returned (-1) on a refund line."""
-    return f"COALESCE({quantity}, CASE WHEN {amount} < 0 THEN -1 ELSE 1 END)"
+    and on a refund line units given back, whatever the quantity's sign (the contract reads
+    +1 unit at -5.00 as a refund of one unit)."""
+    return f"(CASE WHEN {amount} < 0 THEN -ABS(COALESCE({quantity}, 1)) ELSE COALESCE({quantity}, 1) END)"
 
 
 def _share(condition: str) -> str:
@@ -367,8 +375,8 @@ def value_family(config: FeatureConfig, vocab: Vocabulary | None = None, attribu
             f,
             None,
             "Money refunded per unit of money spent on purchases (the sold lines): above 1 where the "
-            "refunds exceed what was bought before the cutoff (shipping refunded, or a purchase "
-            "from before the data).",
+            "refunds exceed what was bought before the cutoff (shipping refunded, or purchases "
+            "from before the data); missing where nothing was bought.",
             "derived",
             "refund_amount / NULLIF(spend_lifetime + refund_amount, 0)",
             scale="share",

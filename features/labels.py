@@ -5,9 +5,9 @@ Edge rules:
 - The label window is ``[cutoff, cutoff + horizon_days)``; only its rows are read.
 - ``repurchase`` is 1 when the customer has a purchase order in the window, judged on the
   order's lines in the window as the features judge one (``is_purchase``,
-  :func:`features.catalogue.purchase_order`): a sold line, or no refund line (an order of
-  $0.00 lines is one, as the BTYD literature counts a transaction). A refund alone (refund
-  lines and no sold line, such as a return in the window of an order bought before it) is not.
+  :func:`features.catalogue.purchase_order`): a line that is not a refund (an order of $0.00
+  lines is one, as the BTYD literature counts a transaction). A refund alone (refund lines
+  only, such as a return in the window of an order bought before it) is not.
 - ``future_spend`` is the net spend in the window: refunds reduce it, and it can be negative;
   rounded to 6 decimals (money), so that it is the same in every run (a parallel sum's last
   bits are not).

@@ -30,7 +30,7 @@ from features.catalogue import (
     day_mask_count,
     line_units,
     money_sum,
-    purchase_order,
+    purchase_line,
 )
 from features.config import FeatureConfig
 from portrait.views import REMAP, by_person
@@ -179,8 +179,10 @@ def compile_plan(
             ) c
             LEFT JOIN vocab_category v ON c.category = v.value""",
         ),
-        # A purchase order as the labels, the tags and the funnel read one
-        # (features.catalogue.purchase_order): a sold line, or no refund line.
+        # One row per order part, as the labels, the tags and the funnel read orders
+        # (features.catalogue.purchase_order): an order's lines that are not refunds (amount >= 0)
+        # are its purchase, its refund lines its refund, each dated by its own first line, so
+        # that a return booked under its order's id counts as one booked under a new id.
         Step(
             "f_orders",
             f"""
@@ -193,14 +195,15 @@ def compile_plan(
                    vc.slot AS channel_slot, vp.slot AS payment_slot,
                    CASE WHEN vc.slot IS NULL THEN o.channel END AS other_channel
             FROM (
-                SELECT customer_id, order_id, MIN(ts) AS ts, MAX(age) AS age, {money_sum("amount")} AS amount,
+                SELECT customer_id, order_id, is_purchase, MIN(ts) AS ts, MAX(age) AS age,
+                       {money_sum("amount")} AS amount,
                        SUM(amount + COALESCE(discount, 0)) AS gross, SUM(COALESCE(discount, 0)) AS discount,
                        SUM({line_units()}) AS items,
-                       CASE WHEN {purchase_order()} THEN 1 ELSE 0 END AS is_purchase,
-                       {money_sum("CASE WHEN amount < 0 THEN -amount ELSE 0 END")} AS refunded,
+                       CASE WHEN is_purchase = 0 THEN -{money_sum("amount")} ELSE 0 END AS refunded,
                        MIN(channel) AS channel,
                        MIN(payment_method) AS payment_method
-                FROM f_purchases GROUP BY customer_id, order_id
+                FROM (SELECT *, CASE WHEN {purchase_line()} THEN 1 ELSE 0 END AS is_purchase FROM f_purchases) p
+                GROUP BY customer_id, order_id, is_purchase
             ) o
             LEFT JOIN vocab_channel vc ON o.channel = vc.value
             LEFT JOIN vocab_payment vp ON o.payment_method = vp.value""",

@@ -11,8 +11,8 @@ Windows follow the features' rule: ``within_days = N`` is ``ts >= as_of - N days
 so "in the last 30 days" means the same thing in a feature, a tag and a segment. Text filters
 compare case-insensitively after trimming. ``purchased`` without a filter counts purchase
 orders by the features' rule (:func:`features.catalogue.purchase_order`), on the order's lines
-in the window: orders with a sold line there, or with no refund line (a $0.00 order is one; a
-refund alone is not). An order whose lines straddle the window's start is judged by its lines inside it, where
+in the window: orders with a line there that is not a refund (a $0.00 order is one; a refund
+alone is not). An order whose lines straddle the window's start is judged by its lines inside it, where
 the features date it by its first line and judge all of its lines (rare: an order is one
 moment in most data); with a filter (``category = ...``) it counts orders with at least one matching purchase
 line (amount > 0). ``spent`` sums the net amount of matching lines (refund lines deduct);

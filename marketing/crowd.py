@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from features.build import LATE_AS_OF_DAYS
-from features.catalogue import line_units, money_sum, slug
+from features.catalogue import line_units, money_sum, purchase_order, slug
 from marketing.filters import BehaviourTerm, FilterError, evaluate, parse_condition
 from marketing.population import Population, persona_named
 from marketing.rfm import GROUPS as RFM_GROUPS
@@ -519,10 +519,10 @@ class CrowdData:
 
     def per_customer(self, column: str) -> str | None:
         """A temporary table with one row per customer and value of the purchases' ``column``
-        whose net spend is above 0: ``spend`` over all history before the as-of date,
-        ``recent_spend`` and ``recent_units`` of those with a sold line in the last 365 days (NULL
-        for the others), and for a column of the
-        order (:data:`ORDER_LEVEL`) ``orders``, the orders with that value. Built once; the
+        whose net spend is above 0 (for a column of the order, :data:`ORDER_LEVEL`: with a
+        purchase order): ``spend`` over all history before the as-of date, ``recent_spend`` and
+        ``recent_units`` of those with a sold line in the last 365 days (NULL for the others),
+        and for a column of the order ``orders``, the purchase orders with that value. Built once; the
         favourites and the report's category and brand tables read it. None when the data set
         has no such column."""
         from marketing.population import PURCHASES_READ
@@ -549,14 +549,18 @@ class CrowdData:
         spend, units = money_sum("amount"), line_units()
         sold = f"COUNT(CASE WHEN {recent} AND amount > 0 THEN 1 END) > 0"
         if column in ORDER_LEVEL:  # per order first: "orders with the value" needs no DISTINCT
-            sql = f"""SELECT customer_id, value, {money_sum("spend")} AS spend, COUNT(*) FILTER (WHERE spend >= 0) AS orders,
+            # orders: the purchase orders with the value, as the features count them (the
+            # favourite payment method or store is the one of most purchase orders, as the
+            # favourite channel is)
+            sql = f"""SELECT customer_id, value, {money_sum("spend")} AS spend, COUNT(*) FILTER (WHERE is_purchase) AS orders,
                              CASE WHEN BOOL_OR(sold) THEN GREATEST({money_sum("recent_spend")}, 0) END AS recent_spend,
                              CASE WHEN BOOL_OR(sold) THEN GREATEST(SUM(recent_units), 0) END AS recent_units
                       FROM (SELECT customer_id, order_id, CAST({column} AS VARCHAR) AS value, {spend} AS spend,
                                    {money_sum(f"CASE WHEN {recent} THEN amount ELSE 0 END")} AS recent_spend,
-                                   SUM(CASE WHEN {recent} THEN {units} ELSE 0 END) AS recent_units, {sold} AS sold
+                                   SUM(CASE WHEN {recent} THEN {units} ELSE 0 END) AS recent_units, {sold} AS sold,
+                                   {purchase_order()} AS is_purchase
                             FROM {PURCHASES_READ} WHERE {column} IS NOT NULL GROUP BY ALL) o
-                      GROUP BY customer_id, value HAVING {money_sum("spend")} > 0"""
+                      GROUP BY customer_id, value HAVING COUNT(*) FILTER (WHERE is_purchase) > 0"""
         else:  # a line's value: one aggregation of the lines (three times cheaper than per order)
             sql = f"""SELECT customer_id, CAST({column} AS VARCHAR) AS value, {spend} AS spend,
                              CASE WHEN {sold} THEN GREATEST({money_sum(f"CASE WHEN {recent} THEN amount ELSE 0 END")}, 0)

@@ -10,7 +10,8 @@ Edge rules: TGI is 100 x (share in the crowd / share in the base), blank when th
 nobody with that value. Revenue is net spend (refunds deducted) in the 365 days before the
 as-of date. The line-level tables (categories, brands, cross-sell) read purchase lines of those
 365 days: a category's spend and units are net (refunds deducted), its buyers are customers
-whose net spend on it is above 0 (all of whose purchases were not refunded), its penetration
+with a sold line of it in those days and net spend on it above 0 before the date (a refund
+alone is not buying; what was bought and returned in full is not bought), its penetration
 the buyers' share of the crowd, and its TGI the ratio of penetrations. "Share who bought"
 counts customers with a purchase order in the 365 days (a refund alone is none).
 """

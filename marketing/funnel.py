@@ -7,7 +7,7 @@ on: a customer reaches step k at the first row of step k's kind later than the t
 reached step k-1. Steps are
 
 - an event type of the ``events`` table, compared case-insensitively after trimming;
-- ``purchase``: a purchase order (its lines in the window net 0 or more, as the features and
+- ``purchase``: a purchase order (a line in the window that is not a refund, as the features and
   the labels count one; a refund alone is not one), at the order's first timestamp in the window;
 - ``repurchase``: a purchase order after the one that reached ``purchase`` (it must follow a
   purchase step).

@@ -38,7 +38,7 @@ def _days(value: float) -> str:
 
 
 _FORMATS: dict[str, Callable[[float], str]] = {
-    "money": lambda v: f"{float(v):,.2f}",
+    "money": lambda v: f"{round(float(v), 2) + 0.0:,.2f}",  # + 0.0: no -0.00 for refunds that cancel
     "share": lambda v: f"{100 * float(v):.0f}%",
     "count": lambda v: f"{round(float(v)):,}",
     "days": _days,

@@ -86,7 +86,7 @@ PURCHASES = Table(
             "quantity",
             "number",
             False,
-            "Units on the line; a line without one counts as one unit in the units-bought features (-1 on a refund line).",
+            "Units on the line; a line without one counts as one unit (given back on a refund line).",
         ),
         Column("product_id", "id", False, "Product bought."),
         Column("category", "text", False, "Product category."),

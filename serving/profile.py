@@ -1219,12 +1219,12 @@ class _PersonData:
         ).fetchall()
         return Orders(
             total=int(total),
-            spend=round(float(spend), 2),
+            spend=round(float(spend), 2) + 0.0,  # + 0.0: refunds that cancel give 0.0, not -0.0
             last=[
                 Order(
                     order_id=str(o[0]),
                     ts=o[1],
-                    amount=round(float(o[2]), 2),
+                    amount=round(float(o[2]), 2) + 0.0,
                     lines=int(o[3]),
                     categories=list(o[4] or []),
                     channel=o[5],
@@ -1714,12 +1714,12 @@ class _PersonMaterial:
         last = self.reader.records(self.folder / "orders.parquet", self.person_id)
         return Orders(
             total=int(self.person["orders_total"]) if self.person else 0,
-            spend=round(float(self.person["orders_spend"]), 2) if self.person else 0.0,
+            spend=round(float(self.person["orders_spend"]), 2) + 0.0 if self.person else 0.0,
             last=[
                 Order(
                     order_id=str(o["order_id"]),
                     ts=o["ts"],
-                    amount=round(float(o["amount"]), 2),
+                    amount=round(float(o["amount"]), 2) + 0.0,
                     lines=int(o["lines"]),
                     categories=list(o["categories"] or []),
                     channel=o["channel"],

@@ -321,8 +321,8 @@ def test_refunds_reduce_future_spend_and_are_not_a_repurchase():
 
 
 def test_the_labels_count_a_purchase_order_as_the_features_do():
-    # One rule for both: an order with a sold line, or with no refund line, is a purchase order;
-    # refund lines alone are a refund. F's orders are free ($0.00, as the BTYD literature counts
+    # One rule for both: an order with a line that is not a refund is a purchase order; refund
+    # lines alone are a refund. F's orders are free ($0.00, as the BTYD literature counts
     # a transaction); G's lines cancel to a floating residue below 0 (0.3 - 0.1 - 0.2); H's
     # exchanges net -5.00 but sell a line; K's only order in the window is a return of one
     # bought before the cutoff, under that order's id.
@@ -355,16 +355,16 @@ def test_the_labels_count_a_purchase_order_as_the_features_do():
 
 
 def test_a_return_counts_alike_under_its_orders_id_or_a_new_one():
-    """How a shop books a return must not change who bought or what was refunded: A returns
-    under the order's id, B under a new id; C's refund (shipping too) exceeds the order; D's
-    return line has no quantity (one unit back)."""
+    """How a shop books a return must not change a feature: A returns under the order's id, B
+    under a new id, in a later window than the purchase; C's refund (shipping too) exceeds its
+    order; D's return line has no quantity."""
     rows = [
         ("a1", "A", "2024-01-10 10:00:00", 60.0, 1.0),
         ("a1", "A", "2024-01-10 10:00:00", 40.0, 1.0),
-        ("a1", "A", "2024-01-25 10:00:00", -40.0, -1.0),
+        ("a1", "A", "2024-02-20 10:00:00", -40.0, -1.0),
         ("b1", "B", "2024-01-10 10:00:00", 60.0, 1.0),
         ("b1", "B", "2024-01-10 10:00:00", 40.0, 1.0),
-        ("rb", "B", "2024-01-25 10:00:00", -40.0, -1.0),
+        ("rb", "B", "2024-02-20 10:00:00", -40.0, -1.0),
         ("c1", "C", "2024-01-10 10:00:00", 100.0, 1.0),
         ("c1", "C", "2024-01-25 10:00:00", -104.95, -1.0),
         ("d1", "D", "2024-01-10 10:00:00", 50.0, 2.0),
@@ -372,13 +372,20 @@ def test_a_return_counts_alike_under_its_orders_id_or_a_new_one():
     ]
     purchases = pd.DataFrame(rows, columns=["order_id", "customer_id", "ts", "amount", "quantity"])
     features = build_features(Dataset.from_frames(purchases=purchases), CUTOFF).set_index("customer_id")
+    pd.testing.assert_series_equal(features.loc["A"], features.loc["B"], check_names=False)
+    assert features.loc["A", ["spend_30d", "spend_90d", "items_90d", "avg_order_value"]].tolist() == [
+        -40.0,
+        60.0,
+        2.0,
+        100.0,
+    ]
     assert features["orders_lifetime"].to_dict() == {"A": 1, "B": 1, "C": 1, "D": 1}
     assert features["spend_lifetime"].to_dict() == {"A": 60.0, "B": 60.0, "C": -4.95, "D": 25.0}
     assert features["refund_count"].to_dict() == {"A": 1, "B": 1, "C": 1, "D": 1}
     assert features["refund_amount"].to_dict() == {"A": 40.0, "B": 40.0, "C": 104.95, "D": 25.0}
     assert features["refund_rate"].round(6).to_dict() == {"A": 0.4, "B": 0.4, "C": 1.0495, "D": 0.5}
-    assert features.loc["C", "days_since_first_purchase"] == 51  # 2024-01-10 to the cutoff
-    assert features.loc["D", "items_90d"] == 1.0  # two bought, one back
+    assert features.loc["C", ["days_since_first_purchase", "max_order_value"]].tolist() == [51, 100.0]
+    assert features.loc["D", "items_90d"] == 2.0  # units bought; the return is a refund
 
 
 def test_high_value_is_the_top_quantile_of_future_spend():

@@ -882,3 +882,23 @@ def test_a_number_column_whose_bands_would_take_a_report_dimensions_name_keeps_b
         report = crowd_report(data, data.mask(Crowd("all")), data.mask(Crowd("all")), crowd_name="a", base_name="a")
     assert sum(count for count, _, _ in rows(report, "order_value_quintile_band").values()) == 5
     assert "unknown" in rows(report, "order_value_band")  # the report's average order value bands, as before
+
+
+def test_the_favourite_payment_counts_purchase_orders_as_the_features_do():
+    """C's refund (shipping too) exceeds its order and E's exchange nets -10: each placed one
+    purchase order, paid by card, as orders_lifetime counts it."""
+    purchases = pd.DataFrame(
+        [
+            ("c1", "C", "2024-01-05 10:00:00", 100.0, 1, "Dairy", 0.0, "card"),
+            ("c1", "C", "2024-01-20 10:00:00", -104.95, -1, "Dairy", 0.0, "card"),
+            ("e1", "E", "2024-01-05 10:00:00", 5.0, 1, "Dairy", 0.0, "card"),
+            ("e1", "E", "2024-01-05 10:00:00", -15.0, -1, "Dairy", 0.0, "card"),
+            ("r1", "R", "2024-01-05 10:00:00", -15.0, -1, "Dairy", 0.0, "cash"),  # a refund alone
+        ],
+        columns=COLUMNS,
+    )
+    with Population(Dataset.from_frames(purchases=purchases), AS_OF) as population:
+        data = CrowdData(population, load_library())
+        table = data.per_customer("payment_method")
+        kept = population.con.execute(f"SELECT customer_id, value, orders FROM {table} ORDER BY ALL").fetchall()
+    assert kept == [("C", "card", 1), ("E", "card", 1)]

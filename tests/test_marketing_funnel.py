@@ -38,9 +38,10 @@ PURCHASES = pd.DataFrame(
         ("b1", "B", "2024-02-06 10:00:00", 10.0, 1),
         ("e1", "E", "2024-02-04 10:00:00", 10.0, 1),
         ("f0", "F", "2024-02-05 12:00:00", 10.0, 1),  # before F's view and cart: not step 3
-        # a return (refund lines alone) is not a purchase
+        # an exchange netting below 0 is a purchase (it sells a line), as the features count it
+        ("fr", "F", "2024-02-12 12:00:00", 5.0, 1),
         ("fr", "F", "2024-02-12 12:00:00", -10.0, -1),
-        ("f1", "F", "2024-02-13 12:00:00", 15.0, 1),
+        ("fs", "F", "2024-02-13 12:00:00", -7.0, -1),  # a return alone is not a purchase (no step 4)
         ("g1", "G", "2024-02-15 10:00:00", 0.0, 1),  # the order's first line is free...
         ("g1", "G", "2024-02-15 10:05:00", 30.0, 1),  # ...it counts at its first timestamp, 10:00
         ("g2", "G", "2024-02-20 10:00:00", 30.0, 1),
@@ -94,8 +95,9 @@ LATER_EVENTS = pd.DataFrame(
     columns=E_COLUMNS,
 )
 # By hand: step 1 (view in the window): A, B, C, D, F, G. Step 2 (cart after the view): A after
-# 0.5 h, F after 24 h, G after 1 h. Step 3 (an order after the cart): A 0.5 h, F 48 h (f1; f0 is
-# too early and fr a refund), G 1 h. Step 4 (an order after that one): A 214 h, G 120 h.
+# 0.5 h, F after 24 h, G after 1 h. Step 3 (an order after the cart): A 0.5 h, F 24 h (the
+# exchange fr; f0 is too early), G 1 h. Step 4 (an order after that one; F's return fs is
+# none): A 214 h, G 120 h.
 EXPECTED = pd.DataFrame(
     {
         "step": STEPS,

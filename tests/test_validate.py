@@ -520,11 +520,17 @@ def test_the_returns_are_counted_as_read(tmp_path):
     assert (report.purchases_sold_money, report.purchases_refunded_money) == (100.0, 60.0)
     assert report.returns_sentence() == (
         "2 refund lines (40.0% of the lines) give back 60.0% of the money of the sold lines; 1 order of refund "
-        "lines alone (returns booked under their own id); the others are returns inside their orders; 1 order "
-        "of $0.00 lines alone, counted as purchase orders (free goods, as the BTYD literature counts a "
+        "lines alone (returns booked under their own id), 1 refund line inside orders with a purchase; 1 order "
+        "of $0.00 lines alone, counted as a purchase order (free goods, as the BTYD literature counts a "
         "transaction): leave out of the export any that are not purchases (store credit, loyalty entries)"
     )
     assert report.purchases_zero_orders == 1
+    inside = purchases({"order_id": "1001", "amount": "10"}, {"order_id": "1001", "amount": "-5", "product_id": "p2"})
+    one = validate(open_dataset(write_tables(tmp_path / "inside", purchases=inside)))
+    assert one.returns_sentence() == (
+        "1 refund line (50.0% of the lines) gives back 50.0% of the money of the sold lines; every one inside "
+        "an order with a purchase"
+    )
     none = validate(open_dataset(write_tables(tmp_path / "ok", purchases=purchases({}))))
     assert none.returns_sentence() == "no refund lines (amount below 0)"
 
