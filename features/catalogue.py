@@ -54,13 +54,16 @@ they are booked under their order's id or a new one.
 
 from __future__ import annotations
 
+import hashlib
 import re
+import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
 from features.config import FeatureConfig
 from portrait.contract import KNOWN_EVENT_TYPES
+from portrait.errors import PortraitError
 
 EVENT_TYPES = KNOWN_EVENT_TYPES
 DAY_NAMES = ("sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday")
@@ -172,20 +175,59 @@ class Vocabulary:
         return cls(**{k: tuple(v) for k, v in data.items()})
 
 
+_SPELLED_OUT = str.maketrans(
+    {
+        "ß": "ss",
+        "ẞ": "ss",
+        "æ": "ae",
+        "Æ": "ae",
+        "ø": "o",
+        "Ø": "o",
+        "œ": "oe",
+        "Œ": "oe",
+        "ł": "l",
+        "Ł": "l",
+        "đ": "d",
+        "Đ": "d",
+        "þ": "th",
+        "Þ": "th",
+    }
+)
+
+
 def slug(value: str) -> str:
-    text = re.sub(r"[^0-9a-z]+", "_", str(value).lower()).strip("_")
-    return text or "blank"
+    """A feature-name-safe form of a data value or column name: lower-case ASCII letters, digits
+    and underscores. Accents are dropped (``Café`` and its decomposed spelling are both
+    ``cafe``; ``Größe`` is ``grosse``). A name with a character that has no such form (``お茶``,
+    ``حلويات``, an emoji) also keeps a short hash of its text (``u5f0c1a``, ``tea_9b2d44``), so
+    that two such names never share a slug and a name's slug does not depend on the other
+    names of the day (it did: all were ``blank``, numbered by their rank)."""
+    text = unicodedata.normalize("NFC", str(value)).strip()
+    if not text:
+        return "blank"
+    letters = "".join(
+        c for c in unicodedata.normalize("NFKD", text.translate(_SPELLED_OUT)) if not unicodedata.combining(c)
+    )
+    base = re.sub(r"[^0-9a-z]+", "_", letters.lower()).strip("_")
+    lost = any(not c.isascii() and not c.isspace() for c in letters)
+    if not lost and base:
+        return base
+    digest = hashlib.sha1(text.encode("utf-8")).hexdigest()[:6]
+    return f"{base}_{digest}" if base else f"u{digest}"
 
 
 def slugs(values: tuple[str, ...]) -> list[str]:
-    """Feature-name-safe labels, unique even when two values slugify alike."""
-    seen: dict[str, int] = {}
-    result = []
-    for value in values:
-        base = slug(value)
-        seen[base] = seen.get(base, 0) + 1
-        result.append(base if seen[base] == 1 else f"{base}_{seen[base]}")
-    return result
+    """Feature-name-safe labels, unique even when two values slugify alike (``Tea`` and
+    ``tea``): then each of them keeps a short hash of its own text, so that a name never
+    passes from one value to another as the values of the day change."""
+    bases = [slug(value) for value in values]
+    shared = {b for b in bases if bases.count(b) > 1}
+    return [
+        f"{b}_{hashlib.sha1(unicodedata.normalize('NFC', str(v)).encode('utf-8')).hexdigest()[:6]}"
+        if b in shared
+        else b
+        for b, v in zip(bases, values, strict=True)
+    ]
 
 
 # The favourite category's rank by name among the top categories (999: outside them; NULL: no
@@ -1006,6 +1048,19 @@ def attributes_family(config: FeatureConfig, vocab: Vocabulary | None = None, at
                 subject="attribute",
             )
         ]
+    by_name: dict[str, list[str]] = {}
+    for column in attributes:
+        by_name.setdefault(slug(column), []).append(column)
+    clashes = [columns for columns in by_name.values() if len(columns) > 1]
+    if clashes:
+        raise PortraitError(
+            "customers columns "
+            + "; ".join(
+                " and ".join(repr(c) for c in columns) + f" would be one feature (attr_{slug(columns[0])})"
+                for columns in clashes
+            )
+            + ": rename all but one of each in the export, or map one of them in portrait.toml"
+        )
     return [attribute_feature(column, kind) for column, kind in attributes.items()]
 
 

@@ -190,8 +190,7 @@ def register_crowd(app: typer.Typer, out, console) -> None:
         named = any(v is not None for v in (segment, tag, persona, where, bought_category)) or everyone
         crowd = _crowd(segment, tag, persona, where, bought_category, within_days, everyone) if named else Crowd("all")
         with open_crowds(console, data, as_of, scores, segments_dir, file, store, run) as crowds:
-            crowds.check_dimension(rows)
-            crowds.check_dimension(cols)
+            rows, cols = crowds.check_dimension(rows), crowds.check_dimension(cols)
             table = crosstab(crowds, crowds.mask(crowd), rows, cols)
             paths = write_crosstab(table, crowds, rows, cols, crowd.describe(), min_cell, out_dir)
         out.print(f"{crowd.describe()}: {rows} by {cols}; wrote {paths['csv']} and {paths['html']}")

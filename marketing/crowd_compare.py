@@ -36,6 +36,7 @@ def crosstab(data: CrowdData, crowd: np.ndarray, rows: str, cols: str) -> pd.Dat
     columns are the values the whole base holds, as a crowd report lists them: a table of only
     the values the crowd holds would tell them even where every count is hidden (a crowd of one
     person would be its one row and column)."""
+    rows, cols = data.check_dimension(rows), data.check_dimension(cols)
     if rows == cols:
         raise PortraitError(f"rows and columns are both {rows!r}: cross two different dimensions")
     row_all, col_all = data.dimensions[rows], data.dimensions[cols]

@@ -839,3 +839,40 @@ def test_a_tie_between_favourites_goes_to_the_first_by_name_whatever_the_vocabul
         frame = build_features(data, CUTOFF, vocabulary=vocabulary).set_index("customer_id")
         found.append((frame.loc["T", "favourite_category"], frame.loc["T", "favourite_channel"]))
     assert found == [("books", "app"), ("books", "app")]
+
+
+def test_names_from_any_script_are_distinct_and_do_not_depend_on_the_other_values():
+    from features.catalogue import slug, slugs
+
+    # accents dropped, either Unicode spelling alike; other scripts keep a hash of their text
+    assert [slug(v) for v in ("Café", "Cafe\u0301", "Größe", "MEAT - BEEF")] == ["cafe", "cafe", "grosse", "meat_beef"]
+    names = [slug(v) for v in ("お茶", "緑茶", "حلويات", "تمور", "地域", "性別")]
+    assert len(set(names)) == 6 and all(n.startswith("u") and len(n) == 7 for n in names)
+    assert slug("お茶") == "uc3da86"  # the same on every day, whatever the other values
+    assert slugs(("緑茶", "お茶", "Milk")) == [slug("緑茶"), "uc3da86", "milk"]
+    # two values that would share a name each keep a hash of their own
+    assert slugs(("Tea", "tea", "Milk")) == ["tea_c675bc", "tea_75490f", "milk"]
+
+
+def test_customers_columns_in_other_scripts_become_distinct_features_and_clashes_are_refused():
+    purchases = pd.DataFrame(
+        [("o1", "C1", "2024-01-05 10:00:00", 12.0), ("o2", "C2", "2024-02-05 10:00:00", 9.8)],
+        columns=["order_id", "customer_id", "ts", "amount"],
+    )
+    customers = pd.DataFrame({"customer_id": ["C1", "C2"], "地域": ["東京", "大阪"], "性別": ["女性", "男性"]})
+    features = build_features(Dataset.from_frames(purchases=purchases, customers=customers), CUTOFF)
+    assert features.set_index("customer_id").loc["C1", ["attr_u48a7cf", f"attr_{slug_of('性別')}"]].tolist() == [
+        "東京",
+        "女性",
+    ]
+    clash = pd.DataFrame({"customer_id": ["C1", "C2"], "Region": ["n", "s"], "region ": ["e", "w"]})
+    with pytest.raises(
+        PortraitError, match=r"customers columns 'Region' and 'region ' would be one feature \(attr_region\)"
+    ):
+        build_features(Dataset.from_frames(purchases=purchases, customers=clash), CUTOFF)
+
+
+def slug_of(value: str) -> str:
+    from features.catalogue import slug
+
+    return slug(value)

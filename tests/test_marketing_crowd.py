@@ -902,3 +902,21 @@ def test_the_favourite_payment_counts_purchase_orders_as_the_features_do():
         table = data.per_customer("payment_method")
         kept = population.con.execute(f"SELECT customer_id, value, orders FROM {table} ORDER BY ALL").fetchall()
     assert kept == [("C", "card", 1), ("E", "card", 1)]
+
+
+def test_a_customers_column_in_another_script_is_a_dimension_by_its_own_name():
+    from features.catalogue import slug
+
+    purchases = pd.DataFrame(
+        [
+            ("o1", "C1", "2024-01-05 10:00:00", 12.0, 1, "Dairy", 0.0, "card"),
+            ("o2", "C2", "2024-02-05 10:00:00", 9.8, 1, "Dairy", 0.0, "card"),
+        ],
+        columns=COLUMNS,
+    )
+    customers = pd.DataFrame({"customer_id": ["C1", "C2"], "地域": ["東京", "大阪"]})
+    with Population(Dataset.from_frames(purchases=purchases, customers=customers), AS_OF) as population:
+        data = CrowdData(population, load_library())
+        assert data.check_dimension("地域") == slug("地域")
+        table = crosstab(data, data.mask(Crowd("all")), "地域", "rfm_group")
+    assert set(table["row"]) == {"東京", "大阪"}
