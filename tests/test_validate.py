@@ -690,3 +690,22 @@ def test_hidden_lock_and_macos_files_in_a_tables_folder_are_not_read_as_parts(tm
     assert [p.name for p in dataset.sources["purchases"].files] == ["p1.csv"]
     assert "purchases/: 4 file(s) not read as parts: hidden, a lock file or a macOS copy" in caplog.text
     assert validate(dataset).tables[0].valid_rows == 1
+
+
+def test_text_in_decomposed_unicode_is_said_per_column(tmp_path):
+    """'Café' composed (NFC) and decomposed (NFD, as some Mac tools write it) are two values:
+    said, with the count, and kept as written."""
+    frame = purchases(
+        {"order_id": "o1", "category": "Caf\u00e9"},
+        {"order_id": "o2", "category": "Cafe\u0301", "customer_id": "Ju\u0308rgen"},
+        {"order_id": "o3", "category": "Tea"},
+    )
+    report = validate(open_dataset(write_tables(tmp_path / "data", purchases=frame)))
+    assert report.tables[0].decomposed_text == {"category": 1, "customer_id": 1}
+    said = [n for n in report.notes if "decomposed Unicode" in n]
+    assert [n.split(":")[0] for n in said] == ["purchases.customer_id", "purchases.category"] or [
+        n.split(":")[0] for n in said
+    ] == ["purchases.category", "purchases.customer_id"]
+    assert "1 value in decomposed Unicode" in said[0] and "Export the files in NFC" in said[0]
+    plain = validate(open_dataset(write_tables(tmp_path / "ok", purchases=purchases({"category": "Caf\u00e9"}))))
+    assert plain.tables[0].decomposed_text == {}
