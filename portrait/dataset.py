@@ -54,6 +54,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tomllib
 import zoneinfo
 from dataclasses import dataclass, field
@@ -634,8 +635,12 @@ def _csv_file(path: Path, encodings: tuple[str, ...], table_name: str) -> CsvFil
     if not encodings:
         with open_bytes(path) as handle:
             start = handle.read(2)
-        if start in (b"\xff\xfe", b"\xfe\xff"):
+        if start == b"\xff\xfe":
             return CsvFile(path, "utf-16", "byte-order mark")
+        if start == b"\xfe\xff":  # big-endian: DuckDB's UTF-16 reader reads little-endian only
+            return CsvFile(
+                path, "utf-16", "byte-order mark; converted to UTF-8 for reading", _converted_copy(path, "utf-16")
+            )
         return CsvFile(path, "utf-8", "default")
     if len(encodings) == 1:
         chosen, how = encodings[0], "configured"
@@ -654,7 +659,8 @@ def _csv_file(path: Path, encodings: tuple[str, ...], table_name: str) -> CsvFil
                 "that do not decode in it are then quarantined",
                 table=table_name,
             )
-    if chosen in _DUCKDB_ENCODINGS:
+    big_endian = codecs.lookup(chosen).name == "utf-16" and _starts_with(path, b"\xfe\xff")
+    if chosen in _DUCKDB_ENCODINGS and not big_endian:  # DuckDB's UTF-16 reader reads little-endian only
         return CsvFile(path, _shown(chosen), how)
     return CsvFile(path, _shown(chosen), how + "; converted to UTF-8 for reading", _converted_copy(path, chosen))
 
@@ -663,13 +669,27 @@ def _shown(codec: str) -> str:
     return _SHOWN_ENCODING.get(codec, codec)
 
 
+# Bytes latin-1 decodes as control characters, which no text file holds, and Windows' cp1252
+# uses for the euro sign, dashes and quotes: DuckDB's latin-1 reader refuses them.
+_C1_BYTES = re.compile(rb"[\x80-\x9f]")
+
+
 def _decode_problem(path: Path, codec: str) -> str | None:
-    """None if the whole file decodes in ``codec``, else where it first fails (streamed in chunks)."""
+    """None if the whole file decodes in ``codec``, else where it first fails (streamed in chunks).
+    In latin-1 (which decodes any bytes) bytes 0x80-0x9F fail: see :data:`_C1_BYTES`."""
     decoder = codecs.getincrementaldecoder(codec)(errors="strict")
+    c1 = codecs.lookup(codec).name == "iso8859-1"
     line, offset = 1, 0
     with open_bytes(path) as handle:
         while True:
             chunk = handle.read(_CHUNK)
+            found = _C1_BYTES.search(chunk) if c1 else None
+            if found is not None:
+                line += chunk[: found.start()].count(b"\n")
+                return (
+                    f"byte {found.group()!r} at line {line:,}, byte {offset + found.start():,}: a control character "
+                    "in latin-1, the euro sign, a dash or a quote in Windows' cp1252"
+                )
             try:
                 decoder.decode(chunk, final=not chunk)
             except UnicodeDecodeError as exc:
@@ -684,6 +704,11 @@ def _decode_problem(path: Path, codec: str) -> str | None:
                 return None
             line += chunk.count(b"\n")
             offset += len(chunk)
+
+
+def _starts_with(path: Path, prefix: bytes) -> bool:
+    with open_bytes(path) as handle:
+        return handle.read(len(prefix)) == prefix
 
 
 def cache_folder() -> Path:

@@ -104,4 +104,9 @@ def read_error_reason(exc: Exception) -> str:
             f"a line{' of ' + file if file else ''} holds {actual}, more than the {int(numbers[0]):,} a CSV line "
             "may hold (a field of megabytes: free text or a file pasted into a cell?)"
         )
+    if "not latin-1 encoded" in lines[0]:  # bytes 0x80-0x9F, which DuckDB's latin-1 refuses
+        return (
+            f"{lines[0]}: it has bytes 0x80-0x9F, control characters in latin-1 that Windows exports use "
+            'for the euro sign, dashes and quotes (cp1252): name encoding = "cp1252" instead'
+        )
     return lines[0]

@@ -11,6 +11,7 @@ line's text, like any other bad row.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import shlex
@@ -852,12 +853,31 @@ def _check_malformed_share(source, table, rows: int, malformed: dict[str, int], 
         )
 
 
+# The encoding Windows writes where a file said to be in the key's has bytes it lacks: a
+# superset of it (cp932: Shift-JIS with NEC and IBM characters such as ①; cp1252 names the euro).
+_WIDER_ENCODING = {
+    "shift_jis": "cp932",
+    "euc_jp": "cp932",
+    "gbk": "gb18030",
+    "gb2312": "gb18030",
+    "euc_kr": "cp949",
+    "big5": "big5hkscs",
+}
+
+
 def _check_encoding(con, source: TableSource, table: contract.Table, lines: int) -> None:
-    """A file read as UTF-8 because no encoding was configured, with more than a few lines
-    (or more than 1% of the table's lines) that are not UTF-8, is in another encoding: stop and say how to name it, rather than
-    quarantine every line with an accent. (A configured encoding is trusted: lines that do not
-    decode in it are quarantined however many.)"""
-    guessed = {str(f.path): f for f in source.resolved_csv_files() if f.how in ("default", "byte-order mark")}
+    """A file with more than a few lines (or more than 1% of the table's lines) that do not
+    decode in the encoding it was read in is in another encoding: stop and say how to name it,
+    rather than quarantine every line with an accent. That holds for UTF-8 (no encoding
+    configured), and for a configured one (a Japanese Windows export named Shift-JIS is cp932);
+    a list of encodings chose one in which the whole file decodes. A configured encoding is
+    trusted further: it stops only past both (more than 10 lines and more than 1% of the
+    table's); fewer are quarantined, as a few stray bytes are."""
+    guessed = {
+        str(f.path): f
+        for f in source.resolved_csv_files()
+        if f.how.startswith(("default", "byte-order mark", "configured"))
+    }
     if not guessed:
         return
     rows = con.execute(
@@ -868,14 +888,18 @@ def _check_encoding(con, source: TableSource, table: contract.Table, lines: int)
     problems = []
     share = contract.MAX_UNDECLARED_ENCODING_SHARE
     for file, n, line, byte, text in rows:
-        if file in guessed and (n > contract.MAX_UNDECLARED_ENCODING_ERRORS or n > share * lines):
+        many, large = n > contract.MAX_UNDECLARED_ENCODING_ERRORS, n > share * lines
+        configured = file in guessed and guessed[file].how.startswith("configured")
+        if file in guessed and ((many and large) if configured else (many or large)):
             raw = None if source.private_lines else _raw_line(guessed[file].path, byte)
             if raw is not None and holds_personal_value(raw.decode("utf-8", errors="backslashreplace")):
                 raw = None  # the quarantine's text, withheld as it is there
             encoding = guessed[file].encoding.upper()
+            wider = _WIDER_ENCODING.get(codecs.lookup(guessed[file].encoding).name.replace("-", "_"))
             problems.append(
                 f"{file} is not {encoding}: {n:,} lines have bytes that are not valid {encoding} "
                 f"(the first is line {line:,}: {raw if raw else text!r})"
+                + (f"; Windows writes it as {wider}, which reads more characters: try that" if wider else "")
             )
     if problems:
         raise ContractError(

@@ -297,6 +297,45 @@ def test_utf16_with_a_byte_order_mark_is_detected(tmp_path):
     assert report.tables[0].encoding == "utf-16 (byte-order mark)"
 
 
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_big_endian_utf16_with_a_byte_order_mark_is_read(tmp_path, newline):
+    text = (HEADER + "o1,c1,2024-01-05,1,\u8336\n").replace("\n", newline)
+    folder = _dataset(tmp_path, b"\xfe\xff" + text.encode("utf-16-be"))
+    report = validate(open_dataset(folder))
+    assert report.tables[0].valid_rows == 1
+    assert report.tables[0].encoding == "utf-16 (byte-order mark; converted to UTF-8 for reading)"
+    (folder / "portrait.toml").write_text('tables.purchases.encoding = "utf-16"\n')
+    con = open_dataset(folder).connect()
+    assert con.execute("SELECT category FROM purchases").fetchall() == [("\u8336",)]
+
+
+def test_windows_bytes_in_a_latin1_file_are_refused_naming_cp1252(tmp_path):
+    """Bytes 0x80-0x9F are control characters in latin-1 and the euro sign, dashes and quotes in
+    cp1252: DuckDB's latin-1 reader refuses them, and a list with latin-1 fails on them."""
+    content = (HEADER + "o1,c1,2024-01-05,1,M\u00fcller \u20ac\n").encode("cp1252")
+    folder = _dataset(tmp_path, content, 'tables.purchases.encoding = "latin-1"\n')
+    with pytest.raises(ContractError, match=r'not latin-1 encoded: it has bytes 0x80-0x9F.*name encoding = "cp1252"'):
+        validate(open_dataset(folder))
+    (folder / "portrait.toml").write_text('tables.purchases.encoding = ["utf-8", "latin-1"]\n')
+    with pytest.raises(ContractError, match=r"not latin-1 \(byte b'\\x80' at line 2, .*cp1252"):
+        open_dataset(folder)
+    (folder / "portrait.toml").write_text('tables.purchases.encoding = ["utf-8", "cp1252"]\n')
+    assert validate(open_dataset(folder)).tables[0].valid_rows == 1
+
+
+def test_many_lines_outside_a_configured_encoding_stop_naming_the_wider_one(tmp_path):
+    """A Japanese Windows export is cp932, which has characters (①, 髙) Shift-JIS lacks."""
+    good = [f"o{i},c{i},2024-01-05,1,\u304a\u8336\n" for i in range(20)]
+    wide = [f"w{i},c{i},2024-01-05,1,\u2460\u9ad9\n" for i in range(15)]
+    folder = _dataset(
+        tmp_path, (HEADER + "".join(good + wide)).encode("cp932"), 'tables.purchases.encoding = "shift_jis"\n'
+    )
+    with pytest.raises(ContractError, match=r"is not SHIFT_JIS: 15 lines .*Windows writes it as cp932"):
+        validate(open_dataset(folder))
+    (folder / "portrait.toml").write_text('tables.purchases.encoding = "cp932"\n')
+    assert validate(open_dataset(folder)).tables[0].valid_rows == 35
+
+
 # ---------------------------------------------------------------- 2. malformed lines
 
 
