@@ -258,8 +258,12 @@ def check_values(
                 )
                 if not holds_personal_value(str(row[1]))
             }
-            close = difflib.get_close_matches(value, list(written), n=5, cutoff=0.5) or sorted(written)[:5]
-            raise FilterError(
-                f"no {table} row before {as_of} has {column} = {value!r} (compared without case)"
-                + (f"; closest: {[written[v] for v in close]}" if close else "")
+            close = difflib.get_close_matches(value, list(written), n=5, cutoff=0.5)
+            listed = (  # none close (another script, another word): some values, not called close
+                f"; closest: {[written[v] for v in close]}"
+                if close
+                else f"; none is close; {len(written):,} values, such as {[written[v] for v in sorted(written)[:5]]}"
+                if written
+                else ""
             )
+            raise FilterError(f"no {table} row before {as_of} has {column} = {value!r} (compared without case){listed}")

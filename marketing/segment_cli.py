@@ -104,7 +104,7 @@ def register_segments(app: typer.Typer, out, console) -> None:
 
     @app.command("create")
     def create_command(
-        name: Annotated[str, typer.Argument(help="Segment name: lower-case letters, digits, - and _.")],
+        name: Annotated[str, typer.Argument(help="Segment name: a-z, 0-9, - and _ (ASCII).")],
         where: Annotated[str | None, typer.Option("--where", help="Condition over features and behaviour.")] = None,
         tag: Annotated[list[str] | None, typer.Option("--tag", help="Must hold this tag (repeatable).")] = None,
         not_tag: Annotated[list[str] | None, typer.Option("--not-tag", help="Must not hold this tag.")] = None,

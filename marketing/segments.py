@@ -111,7 +111,7 @@ def check_name(name: str) -> str:
             else f"{name[:64]!r}... ({len(name):,} characters)"
         )
         raise ConfigError(
-            f"segment name {shown}: use 1-64 lower-case letters, digits, '-' or '_', starting with a letter or digit"
+            f"segment name {shown}: use 1-64 of a-z, 0-9, '-' and '_' (ASCII: it names a file), starting with a letter or digit"
         )
     return name
 

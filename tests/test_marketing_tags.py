@@ -143,7 +143,8 @@ def test_the_closest_values_never_echo_a_value_holding_personal_data():
     with Population(data, AS_OF) as population:
         evaluator = SegmentEvaluator(population, SegmentStore(Path("/nonexistent")), load_library())
         with pytest.raises(
-            FilterError, match="has event_type = 'unsubscribe: bob' \\(compared without case\\); closest"
+            FilterError,
+            match="has event_type = 'unsubscribe: bob' \\(compared without case\\); none is close; 2 values, such as",
         ) as raised:
             evaluator.evaluate(segment)
     assert "example.com" not in str(raised.value)
