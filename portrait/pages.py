@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import re
 import warnings
 from html import escape
 
 import pandas as pd
+
+log = logging.getLogger(__name__)
 
 STYLE = (
     "body{font-family:sans-serif;max-width:1150px;margin:2em auto;color:#222}"
@@ -41,6 +44,11 @@ _FALLBACK_FONTS = (
 )
 
 
+# matplotlib's warning for a letter its fonts lack: "Glyph 12362 (\N{HIRAGANA LETTER O}) missing from font(s) ..."
+_MISSING_GLYPH = re.compile(r"Glyph (\d+) .*missing from font")
+_said_missing_glyphs: list[bool] = []  # once per process
+
+
 def pyplot():
     """matplotlib's pyplot on the file-only Agg backend (imported on first use, not at import),
     with the installed fonts of :data:`_FALLBACK_FONTS` after DejaVu Sans."""
@@ -60,11 +68,23 @@ def pyplot():
 def png(fig) -> str:
     """The figure as base64 PNG (and closed)."""
     buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        # a letter no installed font has is drawn as a box: the tables beside the chart hold the
-        # text, and a warning per letter on the console says nothing the user can act on there
-        warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from font", category=UserWarning)
+    with warnings.catch_warnings(record=True) as caught:
+        # a letter no installed font has is drawn as a box: said once, with what to install (a
+        # warning per letter, matplotlib's, says nothing the user can act on); the tables beside
+        # the chart hold the text
+        warnings.simplefilter("always")
         fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    missing = sorted({m.group(1) for w in caught if (m := _MISSING_GLYPH.search(str(w.message)))})
+    for w in caught:
+        if not _MISSING_GLYPH.search(str(w.message)):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if missing and not _said_missing_glyphs:
+        _said_missing_glyphs.append(True)
+        log.warning(
+            "charts: letters no installed font has (%s) are drawn as boxes; install a font with them "
+            "(Noto Sans CJK for Chinese, Japanese and Korean): the tables beside the charts show the text",
+            " ".join(f"'{chr(int(code))}'" for code in missing[:5]),
+        )
     pyplot().close(fig)
     return base64.b64encode(buffer.getvalue()).decode()
 
