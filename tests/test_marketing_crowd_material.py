@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -193,3 +194,34 @@ def test_features_asked_later_are_built_alone_and_placed_row_for_row(run_folder,
     assert asked == [{"spend_30d", "view_count_365d"}]  # not the features built before
     pd.testing.assert_frame_equal(later[whole.columns], whole)
     assert list(whole.set_index("customer_id")["spend_30d"].round(2).items())[:2] == [("A", 20.0), ("B", 100.0)]
+
+
+def test_the_api_says_once_why_the_runs_material_could_not_answer(run_folder, tmp_path, caplog, monkeypatch):
+    import json as json_module
+
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    import serving.routes.crowds as crowds_routes
+    from marketing.crowd_material import FOLDER, META
+    from serving.routes.crowds import CrowdSources, build_crowds_router
+
+    data, run_dir = run_folder
+    stale = tmp_path / "run"
+    shutil.copytree(run_dir, stale)
+    meta = json_module.loads((stale / FOLDER / META).read_text())
+    (stale / FOLDER / META).write_text(json_module.dumps({**meta, "format": -1}))
+    monkeypatch.setattr(crowds_routes, "_SAID_PROBLEMS", set())
+    app = FastAPI()
+    sources = CrowdSources(data, AS_OF, None, stale)
+    app.include_router(
+        build_crowds_router(lambda: sources, segments_dir=tmp_path / "s", tags_library=None, least_cell=1)
+    )
+    with caplog.at_level("WARNING", logger="serving.routes.crowds"):
+        for _ in range(2):
+            assert (
+                TestClient(app).get("/crowds/report", params={"tag": "spending power: high", "min_cell": 1}).status_code
+                == 200
+            )
+    said = [r.getMessage() for r in caplog.records if "not the served run's material" in r.getMessage()]
+    assert len(said) == 1 and "written by another version" in said[0]

@@ -13,6 +13,7 @@ is computed from the data set, and on a large one the first answer for a crowd t
 is not an export and not in the audit log; a drill-down is both.
 """
 
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -30,7 +31,12 @@ from serving.keys import Caller
 from serving.routes.access import Access, refuse_sensitive_terms
 from serving.routes.errors import ProductErrorRoute, error_answers
 
+log = logging.getLogger(__name__)
+
 CACHED = 8
+# Why a served run's crowd material could not answer, each said once (every answer is then
+# computed from the data set: about a minute at 1M customers).
+_SAID_PROBLEMS: set[str] = set()
 UNKNOWN_CROWD = ("no saved segment", "no tag", "no persona")
 
 
@@ -315,13 +321,17 @@ def _crowd_data(sources: CrowdSources, as_of: str, segments_dir, tags_library) -
     segments = SegmentStore(segments_dir)
     dataset = open_dataset(sources.data)
     date = parse_cutoff(as_of)
-    if sources.run is not None and not material_problem(sources.run / FOLDER, library, date, dataset.fingerprint()):
+    problem = material_problem(sources.run / FOLDER, library, date, dataset.fingerprint()) if sources.run else None
+    if sources.run is not None and problem is None:
         crowds = StoredCrowdData(sources.run, sources.data, library, segments=segments)
         try:
             yield crowds
         finally:
             crowds.close()
         return
+    if problem is not None and problem not in _SAID_PROBLEMS:  # once per reason: each answer is slower
+        _SAID_PROBLEMS.add(problem)
+        log.warning("crowds: computed from the data set, not the served run's material: %s", problem)
     with Population(dataset, date, scores_dir=sources.scores_dir) as population:
         crowds = CrowdData(population, library, segments=segments)
         crowds.check_as_of()
