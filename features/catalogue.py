@@ -218,14 +218,13 @@ def slug(value: str) -> str:
 
 def slugs(values: tuple[str, ...]) -> list[str]:
     """Feature-name-safe labels, unique even when two values slugify alike (``Tea`` and
-    ``tea``): then each of them keeps a short hash of its own text, so that a name never
-    passes from one value to another as the values of the day change."""
+    ``tea``; ``Café`` composed and decomposed, two values to the data): then each of them keeps
+    a short hash of its own text as written, so that a name never passes from one value to
+    another as the values of the day change."""
     bases = [slug(value) for value in values]
     shared = {b for b in bases if bases.count(b) > 1}
     return [
-        f"{b}_{hashlib.sha1(unicodedata.normalize('NFC', str(v)).encode('utf-8')).hexdigest()[:6]}"
-        if b in shared
-        else b
+        f"{b}_{hashlib.sha1(str(v).encode('utf-8', 'surrogatepass')).hexdigest()[:6]}" if b in shared else b
         for b, v in zip(bases, values, strict=True)
     ]
 
@@ -246,22 +245,24 @@ def money_sum(expr: str) -> str:
     return f"ROUND(SUM({expr}), 6)"
 
 
-def purchase_order(amount: str = "amount") -> str:
+def purchase_order(amount: str = "amount", quantity: str = "quantity") -> str:
     """SQL over one order's lines (an aggregate): true when the order is a purchase, that is when
-    it has a line that is not a refund (amount >= 0). An order splits into its purchase (its
+    it has a line of a purchase (:func:`purchase_line`). An order splits into its purchase (its
     sold lines and $0.00 lines: an order of $0.00 lines is one, as the BTYD literature counts a
-    transaction, CDNOW's $0.00 orders among them) and its refund (its refund lines, amount < 0,
+    transaction, CDNOW's $0.00 orders among them) and its refunds (its refund lines, each day's
     dated by their own time), as the features' orders relation splits it. So a return booked
     under its order's own id and one booked under a new id give the same purchases, refunds and
     money in every window, and a refund larger than its order (shipping refunded too) leaves the
     purchase a purchase. ``amount`` may be NULL on lines outside a window (a ``CASE`` without
     ``ELSE``): those lines count as neither."""
-    return f"(COUNT(CASE WHEN {purchase_line(amount)} THEN 1 END) > 0)"
+    return f"(COUNT(CASE WHEN {purchase_line(amount, quantity)} THEN 1 END) > 0)"
 
 
-def purchase_line(amount: str = "amount") -> str:
-    """SQL true for a line of an order's purchase (not a refund): see :func:`purchase_order`."""
-    return f"{amount} >= 0"
+def purchase_line(amount: str = "amount", quantity: str = "quantity") -> str:
+    """SQL true for a line of an order's purchase: a sold line (amount > 0), or a $0.00 line
+    that gives no unit back (a free item; a $0.00 line with a negative quantity is a free item
+    returned, part of a refund). Every other line is a refund line."""
+    return f"({amount} > 0 OR ({amount} = 0 AND COALESCE({quantity}, 0) >= 0))"
 
 
 def line_units(quantity: str = "quantity", amount: str = "amount") -> str:
@@ -524,8 +525,8 @@ def windows_family(config: FeatureConfig, vocab: Vocabulary | None = None, attri
                 f"items_{w}d",
                 f,
                 w,
-                f"Units bought in the last {w} days (a line without a quantity counts as one unit, "
-                "returned on a refund line).",
+                f"Units bought in the last {w} days: the purchases' units (a line without a quantity "
+                "counts as one unit; refunds give none back here).",
                 "orders",
                 f"SUM(CASE WHEN {inside} AND is_purchase = 1 THEN items ELSE 0 END)",
                 fill_zero=True,

@@ -180,9 +180,10 @@ def compile_plan(
             LEFT JOIN vocab_category v ON c.category = v.value""",
         ),
         # One row per order part, as the labels, the tags and the funnel read orders
-        # (features.catalogue.purchase_order): an order's lines that are not refunds (amount >= 0)
-        # are its purchase, its refund lines its refund, each dated by its own first line, so
-        # that a return booked under its order's id counts as one booked under a new id.
+        # (features.catalogue.purchase_order): an order's purchase lines are its purchase, its
+        # refund lines of each day a refund, each dated by its own first line, so that a return
+        # booked under its order's id counts as one booked under a new id (a return in two
+        # parts, on two days, is two refunds either way).
         Step(
             "f_orders",
             f"""
@@ -202,8 +203,10 @@ def compile_plan(
                        CASE WHEN is_purchase = 0 THEN -{money_sum("amount")} ELSE 0 END AS refunded,
                        MIN(channel) AS channel,
                        MIN(payment_method) AS payment_method
-                FROM (SELECT *, CASE WHEN {purchase_line()} THEN 1 ELSE 0 END AS is_purchase FROM f_purchases) p
-                GROUP BY customer_id, order_id, is_purchase
+                FROM (SELECT *, CASE WHEN {purchase_line()} THEN 1 ELSE 0 END AS is_purchase,
+                             CASE WHEN NOT {purchase_line()} THEN CAST(ts AS DATE) END AS refund_day
+                      FROM f_purchases) p
+                GROUP BY customer_id, order_id, is_purchase, refund_day
             ) o
             LEFT JOIN vocab_channel vc ON o.channel = vc.value
             LEFT JOIN vocab_payment vp ON o.payment_method = vp.value""",

@@ -149,7 +149,7 @@ def _query(
     before = f"ts < {timestamp_literal(as_of)}"
     # Each filter column is normalised once per row, in the read; the conditions compare with it.
     filtered = sorted({c for t in terms for c, _ in t.filters} | ({"event_type"} if table == "events" else set()))
-    kept = ["customer_id", "ts"] + (["order_id", "amount"] if table == "purchases" else [])
+    kept = ["customer_id", "ts"] + (["order_id", "amount", "quantity"] if table == "purchases" else [])
     read = ", ".join([*kept, *(f"{_normalised(c)} AS {quote_ident(c)}" for c in filtered)])
     conditions, condition_params = zip(*(_condition(term, as_of) for term in terms), strict=True)
     value_params = [p for term_params in condition_params for p in term_params]

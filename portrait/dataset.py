@@ -85,17 +85,18 @@ log = logging.getLogger(__name__)
 CONFIG_FILE = "portrait.toml"
 
 
-def encoding_hint(table: str) -> str:
+def encoding_hint(table: str, encoding: str = "cp1252") -> str:
     """How to name a table's encoding in portrait.toml, in either place a user's file may take
-    it (a dotted key after a ``[tables.T]`` section declares it twice: invalid TOML). cp1252
-    first: Windows exports in Western languages are written in it, and unlike latin-1, which
-    reads any bytes (a cp1252 dash as a control character), it refuses bytes it has no letter for."""
+    it (a dotted key after a ``[tables.T]`` section declares it twice: invalid TOML). cp1252 by
+    default: Windows exports in Western languages are written in it, and unlike latin-1, which
+    reads any bytes (a cp1252 dash as a control character), it refuses bytes it has no letter
+    for; ``encoding`` where the file's own is known better (cp932 for a file named Shift-JIS)."""
     return (
         f"Name the file's encoding in {CONFIG_FILE}: in its [tables.{table}] section, when it has one,\n"
-        f'  encoding = "cp1252"\n'
+        f'  encoding = "{encoding}"\n'
         f"or else before any section,\n"
-        f'  tables.{table}.encoding = "cp1252"\n'
-        '(or "latin-1", "gbk", "shift_jis", ...; or a list tried in order per file: ["utf-8", "cp1252"])'
+        f'  tables.{table}.encoding = "{encoding}"\n'
+        f'(or "latin-1", "gbk", "shift_jis", ...; or a list tried in order per file: ["utf-8", "{encoding}"])'
     )
 
 

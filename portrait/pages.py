@@ -82,7 +82,8 @@ def png(fig) -> str:
         _said_missing_glyphs.append(True)
         log.warning(
             "charts: letters no installed font has (%s) are drawn as boxes; install a font with them "
-            "(Noto Sans CJK for Chinese, Japanese and Korean): the tables beside the charts show the text",
+            "(Noto Sans CJK JP, SC or KR for Chinese, Japanese and Korean is found by name; for another "
+            "script add its font to matplotlib's font.sans-serif): the tables beside the charts show the text",
             " ".join(f"'{chr(int(code))}'" for code in missing[:5]),
         )
     pyplot().close(fig)

@@ -227,12 +227,14 @@ def validate(dataset: Dataset, out_dir: Path | None = None, progress: Progress |
                              -- (the features' rule, features.catalogue.purchase_order)
                              COUNT(*) FILTER (WHERE kept_lines = 0) AS refund_orders,
                              SUM(refund_lines) FILTER (WHERE kept_lines = 0) AS refund_lines_alone,
-                             COUNT(*) FILTER (WHERE refund_lines = 0 AND sold_lines = 0) AS zero_orders,
+                             COUNT(*) FILTER (WHERE refund_lines = 0 AND sold_lines = 0 AND kept_lines > 0) AS zero_orders,
                              SUM(sold_money) AS sold_money, SUM(refunded_money) AS refunded_money
                       FROM (SELECT hash(customer_id, order_id) AS _order, arbitrary(customer_id) AS customer_id,
                                    MIN(ts) AS first_ts, MAX(ts) AS last_ts,
                                    COUNT(*) AS lines, COUNT(*) FILTER (WHERE amount > 0) AS sold_lines,
-                                   COUNT(*) FILTER (WHERE amount >= 0) AS kept_lines,
+                                   -- lines of a purchase (features.catalogue.purchase_line)
+                                   COUNT(*) FILTER (WHERE amount > 0 OR (amount = 0 AND COALESCE(quantity, 0) >= 0))
+                                       AS kept_lines,
                                    COUNT(*) FILTER (WHERE amount < 0) AS refund_lines,
                                    SUM(amount) FILTER (WHERE amount > 0) AS sold_money,
                                    -SUM(amount) FILTER (WHERE amount < 0) AS refunded_money,
@@ -885,7 +887,7 @@ def _check_encoding(con, source: TableSource, table: contract.Table, lines: int)
         FROM {quote_ident("_malformed_" + source.table)} WHERE reason = '{INVALID_ENCODING}'
         GROUP BY file ORDER BY file"""
     ).fetchall()
-    problems = []
+    problems, suggested = [], []
     share = contract.MAX_UNDECLARED_ENCODING_SHARE
     for file, n, line, byte, text in rows:
         many, large = n > contract.MAX_UNDECLARED_ENCODING_ERRORS, n > share * lines
@@ -901,10 +903,12 @@ def _check_encoding(con, source: TableSource, table: contract.Table, lines: int)
                 f"(the first is line {line:,}: {raw if raw else text!r})"
                 + (f"; Windows writes it as {wider}, which reads more characters: try that" if wider else "")
             )
+            suggested += [wider] if wider else []
     if problems:
         raise ContractError(
             "; ".join(problems)
-            + f" (no guess is safe: latin-1 reads any bytes, rightly or not). {encoding_hint(table.name)}",
+            + (". " if suggested else " (no guess is safe: latin-1 reads any bytes, rightly or not). ")
+            + encoding_hint(table.name, *suggested[:1]),
             table=table.name,
         )
 

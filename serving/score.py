@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from features.build import build_features, days_past_data, nobody_before, parse_cutoff, stale_feed_note
-from features.catalogue import Feature, Vocabulary, attribute_feature, describe
+from features.catalogue import PER_VALUE_PREFIXES, Feature, Vocabulary, attribute_feature, describe
 from features.config import FeatureConfig
 from models.drift import is_category
 from models.prior_shift import shift_to_share
@@ -94,6 +94,10 @@ def feature_kinds(frame: pd.DataFrame) -> dict[str, str]:
     return {c: "text" if is_category(frame[c]) else "number" for c in frame.columns}
 
 
+# Features named after a data value or a customers column (features.catalogue.slug).
+_NAMED_BY_VALUE = (*PER_VALUE_PREFIXES.values(), "attr_")
+
+
 def check_model_features(
     model, columns, kinds: dict[str, str] | None = None, frame: pd.DataFrame | None = None
 ) -> None:
@@ -104,11 +108,18 @@ def check_model_features(
     missing = [c for c in model.features if c not in set(columns)]
     if missing:
         attributes = [c for c in missing if c.startswith(("attr_", "days_since_"))]
+        per_value = [c for c in missing if c.startswith(_NAMED_BY_VALUE)]
         hint = (
             "; those come from the customers table: it or a column of it is missing, or a column is withheld "
             "now as personal data (see the warnings: values that look like e-mail addresses or phone numbers, "
             "or [privacy] pii_columns); train the model again on the data set as it is"
             if attributes
+            else ""
+        ) + (
+            "; features named after a value or a column with accents or letters outside a-z were renamed on "
+            "2026-12-06 (category_share_blank_2 became category_share_u<hash>, category_share_s_waren "
+            "category_share_susswaren): a model trained before on such names must be trained again"
+            if per_value
             else ""
         )
         raise PortraitError(

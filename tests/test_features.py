@@ -852,6 +852,13 @@ def test_names_from_any_script_are_distinct_and_do_not_depend_on_the_other_value
     assert slugs(("緑茶", "お茶", "Milk")) == [slug("緑茶"), "uc3da86", "milk"]
     # two values that would share a name each keep a hash of their own
     assert slugs(("Tea", "tea", "Milk")) == ["tea_c675bc", "tea_75490f", "milk"]
+    assert slugs(("Caf\u00e9", "Cafe\u0301")) == ["cafe_7d6408", "cafe_08bb07"]  # two values to the data
+    both = pd.DataFrame(
+        [("o1", "A", "2024-01-05 10:00:00", 5.0, "Caf\u00e9"), ("o2", "B", "2024-01-06 10:00:00", 5.0, "Cafe\u0301")],
+        columns=["order_id", "customer_id", "ts", "amount", "category"],
+    )
+    built = build_features(Dataset.from_frames(purchases=both), CUTOFF).set_index("customer_id")
+    assert built.loc["A", "category_share_cafe_7d6408"] == built.loc["B", "category_share_cafe_08bb07"] == 1.0
 
 
 def test_customers_columns_in_other_scripts_become_distinct_features_and_clashes_are_refused():
@@ -876,3 +883,39 @@ def slug_of(value: str) -> str:
     from features.catalogue import slug
 
     return slug(value)
+
+
+def test_a_return_in_parts_or_with_a_free_item_counts_alike_under_either_id():
+    """E returns in two parts on two days under the order's id, F under two new ids; G returns a
+    free gift with the item ($0.00, one unit back) under the order's id, H under a new id: a
+    returned gift is part of the refund, not a purchase."""
+    rows = [
+        ("e1", "E", "2024-01-10 10:00:00", 90.0, 3.0),
+        ("e1", "E", "2024-01-12 10:00:00", -30.0, -1.0),
+        ("e1", "E", "2024-02-20 10:00:00", -30.0, -1.0),
+        ("f1", "F", "2024-01-10 10:00:00", 90.0, 3.0),
+        ("r1", "F", "2024-01-12 10:00:00", -30.0, -1.0),
+        ("r2", "F", "2024-02-20 10:00:00", -30.0, -1.0),
+        ("g1", "G", "2024-01-10 10:00:00", 50.0, 1.0),
+        ("g1", "G", "2024-01-10 10:00:00", 0.0, 1.0),
+        ("g1", "G", "2024-02-20 10:00:00", -50.0, -1.0),
+        ("g1", "G", "2024-02-20 10:00:00", 0.0, -1.0),
+        ("h1", "H", "2024-01-10 10:00:00", 50.0, 1.0),
+        ("h1", "H", "2024-01-10 10:00:00", 0.0, 1.0),
+        ("rh", "H", "2024-02-20 10:00:00", -50.0, -1.0),
+        ("rh", "H", "2024-02-20 10:00:00", 0.0, -1.0),
+    ]
+    purchases = pd.DataFrame(rows, columns=["order_id", "customer_id", "ts", "amount", "quantity"])
+    data = Dataset.from_frames(purchases=purchases)
+    features = build_features(data, CUTOFF).set_index("customer_id")
+    pd.testing.assert_series_equal(features.loc["E"], features.loc["F"], check_names=False)
+    pd.testing.assert_series_equal(features.loc["G"], features.loc["H"], check_names=False)
+    assert features.loc["E", ["spend_30d", "spend_90d", "refund_count", "orders_lifetime"]].tolist() == [
+        -30.0,
+        30.0,
+        2,
+        1,
+    ]
+    assert features.loc["G", ["orders_lifetime", "days_since_last_purchase", "items_90d"]].tolist() == [1, 51, 2.0]
+    labels = build_labels(data, "2024-02-01", 30, pd.Series(["G", "H"])).set_index("customer_id")
+    assert labels["repurchase"].to_dict() == {"G": 0, "H": 0}

@@ -80,3 +80,18 @@ def test_a_frame_is_served_like_the_file(features_file):
     ids = pd.Series(["c", "x", "a"])
     from_file = FeatureColumns(features_file, ids).read(["orders_90d", "favourite_channel"])
     pd.testing.assert_frame_equal(FeatureColumns(frame, ids).read(["orders_90d", "favourite_channel"]), from_file)
+
+
+def test_a_model_missing_features_named_after_values_hears_they_were_renamed():
+    from types import SimpleNamespace
+
+    from portrait.errors import PortraitError
+    from serving.score import check_model_features
+
+    model = SimpleNamespace(
+        name="m", version=3, features=["orders_lifetime", "category_share_s_waren"], meta={}, is_personas=False
+    )
+    with pytest.raises(
+        PortraitError, match=r"category_share_s_waren'\]; features named after a value .* renamed on 2026-12-06"
+    ):
+        check_model_features(model, ["orders_lifetime", "category_share_susswaren"])
