@@ -14,9 +14,10 @@ one builder function plus one entry in :data:`FAMILY_BUILDERS`.
 
 Relations and their columns (all restricted to rows before the cutoff):
 
-- ``orders`` (one row per order part, :func:`purchase_order`: an order's lines that are not
-  refunds are its purchase, ``is_purchase = 1``, as the labels count one; its refund lines are
-  its refund, ``is_purchase = 0``, each part dated by its own first line): ``amount`` (net,
+- ``orders`` (one row per order part, :func:`purchase_order`: an order's purchase lines
+  (:func:`purchase_line`) are its purchase, ``is_purchase = 1``, as the labels count one; its
+  refund lines of each day are a refund, ``is_purchase = 0``; each part dated by its own first
+  line): ``amount`` (net,
   rounded to 6 decimals), ``gross`` (amount + discount), ``discount``, ``items``, ``age``
   (whole days from the part's date to the cutoff date, >= 1), ``day``, ``is_purchase``,
   ``refunded`` (a refund's money, positive; 0 for a purchase), ``has_discount``, ``dow``
@@ -370,7 +371,7 @@ def value_family(config: FeatureConfig, vocab: Vocabulary | None = None, attribu
             "avg_order_value",
             f,
             None,
-            "Average net value of a purchase order.",
+            "Average value of a purchase (its sold lines, discounts deducted; refunds are counted apart).",
             "orders",
             "SUM(CASE WHEN is_purchase = 1 THEN amount END) / NULLIF(SUM(is_purchase), 0)",
             scale="money",
@@ -392,7 +393,8 @@ def value_family(config: FeatureConfig, vocab: Vocabulary | None = None, attribu
             "refund_count",
             f,
             None,
-            "Orders with a refund or return line (a return booked under its order's id or a new one).",
+            "Refunds and returns: an order's refund lines of one day are one, booked under the order's id or "
+            "a new one.",
             "orders",
             "SUM(CASE WHEN refunded > 0 THEN 1 ELSE 0 END)",
             "int",
@@ -1054,13 +1056,17 @@ def attributes_family(config: FeatureConfig, vocab: Vocabulary | None = None, at
         by_name.setdefault(slug(column), []).append(column)
     clashes = [columns for columns in by_name.values() if len(columns) > 1]
     if clashes:
+
+        def shown(column: str) -> str:  # two spellings that look alike (composed, decomposed) told apart
+            return repr(column) if column.isascii() else f"{column!r} ({ascii(column)})"
+
         raise PortraitError(
             "customers columns "
             + "; ".join(
-                " and ".join(repr(c) for c in columns) + f" would be one feature (attr_{slug(columns[0])})"
+                " and ".join(shown(c) for c in columns) + f" would be one feature (attr_{slug(columns[0])})"
                 for columns in clashes
             )
-            + ": rename all but one of each in the export, or map one of them in portrait.toml"
+            + ": rename all but one of each in the export"
         )
     return [attribute_feature(column, kind) for column, kind in attributes.items()]
 

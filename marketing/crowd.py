@@ -387,8 +387,9 @@ class CrowdData:
     def check_dimension(self, name: str) -> str:
         """The dimension's name: as given, or a customers column's own name (``地域``, ``Größe``)
         for the dimension it became (:func:`attribute_dimensions`)."""
-        if name not in self.dimensions.columns and slug(name) in self.dimensions.columns:
-            return slug(name)
+        for own in (slug(name), *attribute_dimension_names(name)):  # a customers column's own name
+            if name not in self.dimensions.columns and own in self.dimensions.columns:
+                return own
         if name not in self.dimensions.columns:
             known = list(self.dimensions.columns)
             close = difflib.get_close_matches(name, known, n=5, cutoff=0.4)

@@ -59,7 +59,7 @@ FOLDER = "crowds"
 META = "meta.json"
 LINES = "lines.parquet"
 LINE_COLUMNS = ("category", "brand")
-FORMAT = 3  # bumped when what is stored changes; older material is not read
+FORMAT = 4  # bumped when what is stored changes; older material is not read
 
 
 def levels_fingerprint(library: Library) -> str:

@@ -640,7 +640,10 @@ def _csv_file(path: Path, encodings: tuple[str, ...], table_name: str) -> CsvFil
             return CsvFile(path, "utf-16", "byte-order mark")
         if start == b"\xfe\xff":  # big-endian: DuckDB's UTF-16 reader reads little-endian only
             return CsvFile(
-                path, "utf-16", "byte-order mark; converted to UTF-8 for reading", _converted_copy(path, "utf-16")
+                path,
+                "utf-16",
+                "byte-order mark; converted to UTF-8 for reading",
+                _converted_copy(path, "utf-16", table_name),
             )
         return CsvFile(path, "utf-8", "default")
     if len(encodings) == 1:
@@ -656,14 +659,16 @@ def _csv_file(path: Path, encodings: tuple[str, ...], table_name: str) -> CsvFil
         else:
             raise ContractError(
                 f"{path} decodes in none of the configured encodings: {'; '.join(failures)}. Give the one "
-                f'it is in alone (encoding = "..." under [tables.{table_name}] in {CONFIG_FILE}): lines '
-                "that do not decode in it are then quarantined",
+                f'it is in alone (encoding = "..." under [tables.{table_name}] in {CONFIG_FILE}): a few '
+                "lines that do not decode in it are then quarantined (many stop the read, naming them)",
                 table=table_name,
             )
     big_endian = codecs.lookup(chosen).name == "utf-16" and _starts_with(path, b"\xfe\xff")
     if chosen in _DUCKDB_ENCODINGS and not big_endian:  # DuckDB's UTF-16 reader reads little-endian only
         return CsvFile(path, _shown(chosen), how)
-    return CsvFile(path, _shown(chosen), how + "; converted to UTF-8 for reading", _converted_copy(path, chosen))
+    return CsvFile(
+        path, _shown(chosen), how + "; converted to UTF-8 for reading", _converted_copy(path, chosen, table_name)
+    )
 
 
 def _shown(codec: str) -> str:
@@ -716,7 +721,7 @@ def cache_folder() -> Path:
     return Path(os.environ.get("PORTRAIT_CACHE_DIR") or Path.home() / ".cache" / "portrait")
 
 
-def _converted_copy(path: Path, codec: str) -> Path:
+def _converted_copy(path: Path, codec: str, table: str | None = None) -> Path:
     """A UTF-8 copy of a CSV file in ``codec`` (an encoding DuckDB cannot read), made once per
     version of the file. Bytes that do not decode are kept as they are (``surrogateescape``):
     they are not valid UTF-8, so DuckDB rejects their lines and validation quarantines them."""
@@ -730,10 +735,17 @@ def _converted_copy(path: Path, codec: str) -> Path:
     for older in folder.glob(f"{key}-*.csv"):  # earlier versions of the same file
         older.unlink(missing_ok=True)
     decoder = codecs.getincrementaldecoder(codec)(errors="surrogateescape")
-    with atomic_target(target) as tmp, open_bytes(path) as source, open(tmp, "wb") as copy:
-        while chunk := source.read(_CHUNK):
-            copy.write(decoder.decode(chunk).encode("utf-8", "surrogateescape"))
-        copy.write(decoder.decode(b"", final=True).encode("utf-8", "surrogateescape"))
+    try:
+        with atomic_target(target) as tmp, open_bytes(path) as source, open(tmp, "wb") as copy:
+            while chunk := source.read(_CHUNK):
+                copy.write(decoder.decode(chunk).encode("utf-8", "surrogateescape"))
+            copy.write(decoder.decode(b"", final=True).encode("utf-8", "surrogateescape"))
+    except UnicodeError as exc:  # UTF-16 cannot keep a stray byte as it is (an odd last byte, a lone surrogate)
+        raise ContractError(
+            f"{path} is not {_shown(codec)} throughout: {_decode_problem(path, codec) or exc.reason}; "
+            "export it again (or as UTF-8)",
+            table=table,
+        ) from None
     return target
 
 

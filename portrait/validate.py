@@ -225,7 +225,7 @@ def validate(dataset: Dataset, out_dir: Path | None = None, progress: Progress |
                              SUM(lines) AS lines, SUM(refund_lines) AS refund_lines,
                              -- no line that is not a refund: a refund, not a purchase order
                              -- (the features' rule, features.catalogue.purchase_order)
-                             COUNT(*) FILTER (WHERE kept_lines = 0) AS refund_orders,
+                             COUNT(*) FILTER (WHERE kept_lines = 0 AND refund_lines > 0) AS refund_orders,
                              SUM(refund_lines) FILTER (WHERE kept_lines = 0) AS refund_lines_alone,
                              COUNT(*) FILTER (WHERE refund_lines = 0 AND sold_lines = 0 AND kept_lines > 0) AS zero_orders,
                              SUM(sold_money) AS sold_money, SUM(refunded_money) AS refunded_money
@@ -261,9 +261,10 @@ def validate(dataset: Dataset, out_dir: Path | None = None, progress: Progress |
             [
                 f"purchases: {spread_orders:,} order{' has' if spread_orders == 1 else 's have'} sold lines more "
                 f"than {ORDER_SPREAD_DAYS} day{'' if ORDER_SPREAD_DAYS == 1 else 's'} apart (e.g. order "
-                f"{example[0]}: {example[1]} to {example[2]}); the features count each as one order, at its "
-                "first line's time. If order ids start again (per till, per store or per period), export "
-                "ids that are unique (e.g. the date, the store and the number together)"
+                f"{example[0]}: {example[1]} to {example[2]}); the features count each as one purchase, at its "
+                "first line's time (a refund is dated by its own lines). If order ids start again (per till, "
+                "per store or per period), export ids that are unique (e.g. the date, the store and the number "
+                "together); if lines were added to an order later (an exchange), that is how they count"
             ]
             if spread_orders
             else []
@@ -855,11 +856,12 @@ def _check_malformed_share(source, table, rows: int, malformed: dict[str, int], 
         )
 
 
-# The encoding Windows writes where a file said to be in the key's has bytes it lacks: a
-# superset of it (cp932: Shift-JIS with NEC and IBM characters such as ①; cp1252 names the euro).
+# Where a file said to be in the key's encoding has bytes it lacks, the wider encoding of the same
+# family it is most likely in: cp932 (what Windows writes: Shift-JIS with NEC and IBM characters
+# such as ①), euc_jis_2004 for EUC-JP, gb18030 for GBK.
 _WIDER_ENCODING = {
     "shift_jis": "cp932",
-    "euc_jp": "cp932",
+    "euc_jp": "euc_jis_2004",
     "gbk": "gb18030",
     "gb2312": "gb18030",
     "euc_kr": "cp949",
@@ -901,7 +903,11 @@ def _check_encoding(con, source: TableSource, table: contract.Table, lines: int)
             problems.append(
                 f"{file} is not {encoding}: {n:,} lines have bytes that are not valid {encoding} "
                 f"(the first is line {line:,}: {raw if raw else text!r})"
-                + (f"; Windows writes it as {wider}, which reads more characters: try that" if wider else "")
+                + (
+                    f"; {wider} is a wider encoding of the same family (Windows writes cp932): try that"
+                    if wider
+                    else ""
+                )
             )
             suggested += [wider] if wider else []
     if problems:

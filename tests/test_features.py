@@ -874,7 +874,8 @@ def test_customers_columns_in_other_scripts_become_distinct_features_and_clashes
     ]
     clash = pd.DataFrame({"customer_id": ["C1", "C2"], "Region": ["n", "s"], "region ": ["e", "w"]})
     with pytest.raises(
-        PortraitError, match=r"customers columns 'Region' and 'region ' would be one feature \(attr_region\)"
+        PortraitError,
+        match=r"customers columns 'Region' and 'region ' would be one feature \(attr_region\): rename all but one",
     ):
         build_features(Dataset.from_frames(purchases=purchases, customers=clash), CUTOFF)
 

@@ -653,7 +653,7 @@ def test_crowd_commands_as_a_user(tmp_path, data_folder):
     [
         (["report", "--out", "o"], "exactly one crowd"),
         (["report", "--tag", "lapsng", "--out", "o"], "no tag 'lapsng'"),
-        (["crosstab", "--rows", "age", "--cols", "favourite_payment", "--out", "o"], "unknown dimension 'age'"),
+        (["crosstab", "--rows", "agee", "--cols", "favourite_payment", "--out", "o"], "unknown dimension 'agee'"),
         (["compare", "tag:lapsing", "--out", "o"], "2 to 6 crowds"),
         (["report", "--where", "orders_lifetime >= 1; drop table x", "--out", "o"], "not allowed"),
         (["report", "--all", "--out", "o", "--as-of", "2023-01-01"], "before the data's range"),
@@ -918,5 +918,6 @@ def test_a_customers_column_in_another_script_is_a_dimension_by_its_own_name():
     with Population(Dataset.from_frames(purchases=purchases, customers=customers), AS_OF) as population:
         data = CrowdData(population, load_library())
         assert data.check_dimension("地域") == slug("地域")
+        assert data.check_dimension("rfm_group") == "rfm_group"
         table = crosstab(data, data.mask(Crowd("all")), "地域", "rfm_group")
     assert set(table["row"]) == {"東京", "大阪"}

@@ -331,7 +331,7 @@ def test_many_lines_outside_a_configured_encoding_stop_naming_the_wider_one(tmp_
         tmp_path, (HEADER + "".join(good + wide)).encode("cp932"), 'tables.purchases.encoding = "shift_jis"\n'
     )
     with pytest.raises(
-        ContractError, match=r"is not SHIFT_JIS: 15 lines .*Windows writes it as cp932(.|\n)*encoding = \"cp932\""
+        ContractError, match=r"is not SHIFT_JIS: 15 lines .*cp932 is a wider encoding(.|\n)*encoding = \"cp932\""
     ):
         validate(open_dataset(folder))
     (folder / "portrait.toml").write_text('tables.purchases.encoding = "cp932"\n')
@@ -821,3 +821,10 @@ def test_reading_a_registry_that_is_not_there_creates_no_store(command, tmp_path
     assert code == 2
     assert f"the model registry {store} does not exist" in err and "nothing was created" in err
     assert not store.exists()
+
+
+def test_a_big_endian_utf16_file_that_does_not_decode_is_refused_naming_the_byte(tmp_path):
+    text = HEADER + "o1,c1,2024-01-05,1,x\n"
+    folder = _dataset(tmp_path, b"\xfe\xff" + text.encode("utf-16-be") + b"\x00")  # an odd last byte
+    with pytest.raises(ContractError, match=r"purchases.csv is not utf-16 throughout: byte b'\\x00' at line 3"):
+        validate(open_dataset(folder))

@@ -497,9 +497,10 @@ def test_an_order_id_used_again_on_another_day_is_said(tmp_path):
     said = [n for n in notes if "apart" in n]
     assert said == [
         "purchases: 1 order has sold lines more than 1 day apart (e.g. order 1001: 2024-01-02 10:00:00 to "
-        "2024-02-05 09:00:00); the features count each as one order, at its first line's time. If order ids "
-        "start again (per till, per store or per period), export ids that are unique (e.g. the date, the store "
-        "and the number together)"
+        "2024-02-05 09:00:00); the features count each as one purchase, at its first line's time (a refund is "
+        "dated by its own lines). If order ids start again (per till, per store or per period), export ids that "
+        "are unique (e.g. the date, the store and the number together); if lines were added to an order later "
+        "(an exchange), that is how they count"
     ]
     good = purchases({}, {"order_id": "o2", "ts": "2024-01-06 09:00:00"})
     assert not any("apart" in n for n in validate(open_dataset(write_tables(tmp_path / "ok", purchases=good))).notes)
