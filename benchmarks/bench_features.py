@@ -85,12 +85,21 @@ def run_pandas(data: Path, out: Path, as_of: str) -> int:
     lines["customer_id"] = unify(lines["customer_id"])
     day = lines["ts"].dt.normalize()
     lines["age"] = (cutoff - day).dt.days
-    # An order's lines that are not refunds are its purchase, its refund lines its refund
-    # (features.catalogue.purchase_order); a line without a quantity is one unit.
-    lines["purchase"] = (lines["amount"] >= 0).astype("int64")
+    # An order's purchase lines (sold, or $0.00 giving no unit back) are its purchase, its
+    # refund lines a refund until one comes more than a day after the previous (then another)
+    # (features.catalogue.purchase_order, features.plan); a line without a quantity is one unit.
+    sold = (lines["amount"] > 0) | ((lines["amount"] == 0) & (lines["quantity"].fillna(0) >= 0))
+    lines["purchase"] = sold.astype("int64")
     lines["units"] = lines["quantity"].fillna(1.0)
+    refunds = lines[~sold].sort_values(["customer_id", "order_id", "ts"])
+    previous = refunds.groupby(["customer_id", "order_id"], observed=True)["ts"].shift()
+    starts = (refunds["ts"] > previous + pd.Timedelta(days=1)).astype("int64")
+    lines["part"] = 0
+    lines.loc[refunds.index, "part"] = starts.groupby(
+        [refunds["customer_id"], refunds["order_id"]], observed=True
+    ).cumsum()
     orders = (
-        lines.groupby(["customer_id", "order_id", "purchase"], observed=True)
+        lines.groupby(["customer_id", "order_id", "purchase", "part"], observed=True)
         .agg(age=("age", "max"), amount=("amount", "sum"), items=("units", "sum"))
         .reset_index()
     )

@@ -35,6 +35,11 @@ from features.catalogue import (
 from features.config import FeatureConfig
 from portrait.views import REMAP, by_person
 
+# Refund lines of one order further apart than this are separate refunds (f_orders).
+REFUND_GAP_DAYS = 1
+# The purchase lines' columns f_orders reads.
+ORDER_LINE_COLUMNS = "customer_id, order_id, ts, age, amount, quantity, discount, channel, payment_method"
+
 STAGE_RELATIONS = {
     "orders": "f_orders",
     "timeline": "f_timeline",
@@ -181,9 +186,10 @@ def compile_plan(
         ),
         # One row per order part, as the labels, the tags and the funnel read orders
         # (features.catalogue.purchase_order): an order's purchase lines are its purchase, its
-        # refund lines of each day a refund, each dated by its own first line, so that a return
-        # booked under its order's id counts as one booked under a new id (a return in two
-        # parts, on two days, is two refunds either way).
+        # refund lines a refund until one comes more than REFUND_GAP_DAYS after the previous
+        # (then another), each dated by its own first line, so that a return booked under its
+        # order's id counts as one booked under a new id (a return in two parts, weeks apart, is
+        # two refunds either way; one across midnight is one).
         Step(
             "f_orders",
             f"""
@@ -203,10 +209,21 @@ def compile_plan(
                        CASE WHEN is_purchase = 0 THEN -{money_sum("amount")} ELSE 0 END AS refunded,
                        MIN(channel) AS channel,
                        MIN(payment_method) AS payment_method
-                FROM (SELECT *, CASE WHEN {purchase_line()} THEN 1 ELSE 0 END AS is_purchase,
-                             CASE WHEN NOT {purchase_line()} THEN CAST(ts AS DATE) END AS refund_day
-                      FROM f_purchases) p
-                GROUP BY customer_id, order_id, is_purchase, refund_day
+                FROM (
+                    SELECT {ORDER_LINE_COLUMNS}, 1 AS is_purchase, 0 AS refund_part
+                    FROM f_purchases WHERE {purchase_line()}
+                    UNION ALL
+                    -- a refund line more than a day after the order's previous one starts another
+                    -- refund (the refund lines alone are ordered: a few of the lines)
+                    SELECT {ORDER_LINE_COLUMNS}, 0 AS is_purchase,
+                           SUM(starts) OVER (PARTITION BY customer_id, order_id ORDER BY ts
+                                             ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS refund_part
+                    FROM (SELECT {ORDER_LINE_COLUMNS},
+                                 CASE WHEN ts > LAG(ts) OVER (PARTITION BY customer_id, order_id ORDER BY ts)
+                                                + INTERVAL {REFUND_GAP_DAYS} DAY THEN 1 ELSE 0 END AS starts
+                          FROM f_purchases WHERE NOT {purchase_line()}) r
+                ) p
+                GROUP BY customer_id, order_id, is_purchase, refund_part
             ) o
             LEFT JOIN vocab_channel vc ON o.channel = vc.value
             LEFT JOIN vocab_payment vp ON o.payment_method = vp.value""",

@@ -920,3 +920,21 @@ def test_a_return_in_parts_or_with_a_free_item_counts_alike_under_either_id():
     assert features.loc["G", ["orders_lifetime", "days_since_last_purchase", "items_90d"]].tolist() == [1, 51, 2.0]
     labels = build_labels(data, "2024-02-01", 30, pd.Series(["G", "H"])).set_index("customer_id")
     assert labels["repurchase"].to_dict() == {"G": 0, "H": 0}
+
+
+def test_a_return_across_midnight_is_one_refund_and_returns_weeks_apart_are_two():
+    rows = [
+        ("b1", "B", "2024-01-10 23:50:00", 50.0, 1.0),
+        ("b1", "B", "2024-01-11 00:05:00", 30.0, 1.0),
+        ("b1", "B", "2024-01-20 23:59:00", -30.0, -1.0),
+        ("b1", "B", "2024-01-21 00:01:00", -20.0, -1.0),  # the same return, two minutes on
+        ("b1", "B", "2024-02-20 10:00:00", -10.0, -1.0),  # another, a month later
+    ]
+    purchases = pd.DataFrame(rows, columns=["order_id", "customer_id", "ts", "amount", "quantity"])
+    features = build_features(Dataset.from_frames(purchases=purchases), CUTOFF).set_index("customer_id")
+    assert features.loc["B", ["refund_count", "refund_amount", "spend_30d", "orders_lifetime"]].tolist() == [
+        2,
+        60.0,
+        -10.0,
+        1,
+    ]
