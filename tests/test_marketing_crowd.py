@@ -661,6 +661,7 @@ def test_crowd_commands_as_a_user(tmp_path, data_folder):
     ],
 )
 def test_bad_crowd_commands_exit_non_zero(tmp_path, data_folder, args, message):
+    args = [str(tmp_path / "o") if a == "o" else a for a in args]  # never the working folder
     as_of = [] if "--as-of" in args else ["--as-of", AS_OF]
     code, output = run("crowd", *args, "--data", data_folder, *as_of)
     assert code != 0
