@@ -132,6 +132,14 @@ def test_portrait_of_a_hand_written_crowd():
     assert report.cross_sell["rate"] == pytest.approx(1 / 9) and report.cross_sell["base_rate"] == pytest.approx(1 / 10)
 
 
+def everyone_report(purchases: pd.DataFrame):
+    """The crowd report of everyone against everyone, small cells shown."""
+    with Population(Dataset.from_frames(purchases=purchases), AS_OF) as population:
+        data = CrowdData(population, load_library())
+        everyone = data.mask(Crowd("all"))
+        return crowd_report(data, everyone, everyone, crowd_name="all", base_name="all", min_cell=1)
+
+
 def test_a_purchase_refunded_in_parts_is_no_purchase_whatever_the_order_of_addition():
     from marketing.behaviour import behaviour_table
     from marketing.filters import BehaviourTerm
@@ -170,10 +178,7 @@ def test_refunds_are_deducted_and_a_refund_alone_is_no_purchase():
         ],
         columns=COLUMNS,
     )
-    with Population(Dataset.from_frames(purchases=purchases), AS_OF) as population:
-        data = CrowdData(population, load_library())
-        everyone = data.mask(Crowd("all"))
-        report = crowd_report(data, everyone, everyone, crowd_name="all", base_name="all", min_cell=1)
+    report = everyone_report(purchases)
     categories = report.categories.set_index("value")
     # net: Z's electronics are gone, Y's meat is 40 for 2 units
     assert categories["spend"].to_dict() == {"Dairy": 50.0, "Meat": 40.0}
@@ -196,10 +201,7 @@ def test_a_refund_in_the_window_alone_is_not_buying_and_a_line_without_a_quantit
         ],
         columns=COLUMNS,
     )
-    with Population(Dataset.from_frames(purchases=purchases), AS_OF) as population:
-        data = CrowdData(population, load_library())
-        everyone = data.mask(Crowd("all"))
-        report = crowd_report(data, everyone, everyone, crowd_name="all", base_name="all", min_cell=1)
+    report = everyone_report(purchases)
     categories = report.categories.set_index("value")
     assert list(categories.index) == ["Meat"]
     assert categories.loc["Meat", ["spend", "buyers"]].tolist() == [32.0, 2]
