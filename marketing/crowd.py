@@ -387,9 +387,13 @@ class CrowdData:
     def check_dimension(self, name: str) -> str:
         """The dimension's name: as given, or a customers column's own name (``地域``, ``Größe``)
         for the dimension it became (:func:`attribute_dimensions`)."""
-        for own in (slug(name), *attribute_dimension_names(name)):  # a customers column's own name
-            if name not in self.dimensions.columns and own in self.dimensions.columns:
-                return own
+        column = next((f for f in self._attribute_features() if f.value == name), None)
+        if name not in self.dimensions.columns and column is not None:  # a customers column's own name
+            values, banded, renamed = attribute_dimension_names(name)
+            # its values (text), or its bands (numbers; renamed where another has the bands' name)
+            for own in (values,) if column.scale == "category" else (renamed, banded):
+                if own in self.dimensions.columns:
+                    return own
         if name not in self.dimensions.columns:
             known = list(self.dimensions.columns)
             close = difflib.get_close_matches(name, known, n=5, cutoff=0.4)

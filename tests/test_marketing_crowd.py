@@ -924,3 +924,18 @@ def test_a_customers_column_in_another_script_is_a_dimension_by_its_own_name():
         assert data.check_dimension("rfm_group") == "rfm_group"
         table = crosstab(data, data.mask(Crowd("all")), "地域", "rfm_group")
     assert set(table["row"]) == {"東京", "大阪"}
+
+
+def test_a_numeric_customers_column_is_asked_for_by_its_name_even_beside_its_bands_name():
+    purchases = pd.DataFrame(
+        [(f"o{i}", f"C{i}", "2024-01-05 10:00:00", 12.0, 1, "Dairy", 0.0, "card") for i in range(6)], columns=COLUMNS
+    )
+    customers = pd.DataFrame(
+        {"customer_id": [f"C{i}" for i in range(6)], "年齢": [20, 30, 40, 50, 60, 70], "age": [1, 2, 3, 4, 5, 6]}
+        | {"age_band": ["a", "a", "b", "b", "c", "c"]}
+    )
+    with Population(Dataset.from_frames(purchases=purchases, customers=customers), AS_OF) as population:
+        data = CrowdData(population, load_library())
+        assert data.check_dimension("年齢") == "u1910bd_band"
+        assert data.check_dimension("age") == "age_quintile_band"  # not the text column age_band
+        assert data.check_dimension("age_band") == "age_band"
