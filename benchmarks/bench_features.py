@@ -87,7 +87,7 @@ def run_pandas(data: Path, out: Path, as_of: str) -> int:
     lines["age"] = (cutoff - day).dt.days
     # An order's purchase lines (sold, or $0.00 giving no unit back) are its purchase, its
     # refund lines a refund until one comes more than a day after the previous (then another)
-    # (features.catalogue.purchase_order, features.plan); a line without a quantity is one unit.
+    # (portrait.contract.purchase_order, features.plan); a line without a quantity is one unit.
     sold = (lines["amount"] > 0) | ((lines["amount"] == 0) & (lines["quantity"].fillna(0) >= 0))
     lines["purchase"] = sold.astype("int64")
     lines["units"] = lines["quantity"].fillna(1.0)

@@ -14,9 +14,10 @@ one builder function plus one entry in :data:`FAMILY_BUILDERS`.
 
 Relations and their columns (all restricted to rows before the cutoff):
 
-- ``orders`` (one row per order part, :func:`purchase_order`: an order's purchase lines
-  (:func:`purchase_line`) are its purchase, ``is_purchase = 1``, as the labels count one; its
-  refund lines of each day are a refund, ``is_purchase = 0``; each part dated by its own first
+- ``orders`` (one row per order part, :func:`portrait.contract.purchase_order`: an order's
+  purchase lines (:func:`portrait.contract.purchase_line`) are its purchase, ``is_purchase =
+  1``, as the labels count one; its refund lines are a refund, ``is_purchase = 0``, until one
+  comes more than a day after the previous (then another); each part dated by its own first
   line): ``amount`` (net,
   rounded to 6 decimals), ``gross`` (amount + discount), ``discount``, ``items``, ``age``
   (whole days from the part's date to the cutoff date, >= 1), ``day``, ``is_purchase``,
@@ -196,6 +197,11 @@ _SPELLED_OUT = str.maketrans(
 )
 
 
+def _short_hash(text: str) -> str:
+    """Six hex digits of the text as written: stable from day to day, distinct in practice."""
+    return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:6]
+
+
 def slug(value: str) -> str:
     """A feature-name-safe form of a data value or column name: lower-case ASCII letters, digits
     and underscores. Accents are dropped (``Café`` and its decomposed spelling are both
@@ -213,8 +219,7 @@ def slug(value: str) -> str:
     lost = any(not c.isascii() and not c.isspace() for c in letters)
     if not lost and base:
         return base
-    digest = hashlib.sha1(text.encode("utf-8")).hexdigest()[:6]
-    return f"{base}_{digest}" if base else f"u{digest}"
+    return f"{base}_{_short_hash(text)}" if base else f"u{_short_hash(text)}"
 
 
 def slugs(values: tuple[str, ...]) -> list[str]:
@@ -224,10 +229,7 @@ def slugs(values: tuple[str, ...]) -> list[str]:
     another as the values of the day change."""
     bases = [slug(value) for value in values]
     shared = {b for b in bases if bases.count(b) > 1}
-    return [
-        f"{b}_{hashlib.sha1(str(v).encode('utf-8', 'surrogatepass')).hexdigest()[:6]}" if b in shared else b
-        for b, v in zip(bases, values, strict=True)
-    ]
+    return [f"{b}_{_short_hash(str(v))}" if b in shared else b for b, v in zip(bases, values, strict=True)]
 
 
 # The favourite category's rank by name among the top categories (999: outside them; NULL: no
@@ -244,33 +246,6 @@ def money_sum(expr: str) -> str:
     the order of addition, which differs between runs and engines; a ratio over such a residue
     would be NULL in one run and -1 or 1 in the next. Rounded, the residue is 0 (NULL)."""
     return f"ROUND(SUM({expr}), 6)"
-
-
-def purchase_order(amount: str = "amount", quantity: str = "quantity") -> str:
-    """SQL over one order's lines (an aggregate): true when the order is a purchase, that is when
-    it has a line of a purchase (:func:`purchase_line`). An order splits into its purchase (its
-    sold lines and $0.00 lines: an order of $0.00 lines is one, as the BTYD literature counts a
-    transaction, CDNOW's $0.00 orders among them) and its refunds (its refund lines, each day's
-    dated by their own time), as the features' orders relation splits it. So a return booked
-    under its order's own id and one booked under a new id give the same purchases, refunds and
-    money in every window, and a refund larger than its order (shipping refunded too) leaves the
-    purchase a purchase. ``amount`` may be NULL on lines outside a window (a ``CASE`` without
-    ``ELSE``): those lines count as neither."""
-    return f"(COUNT(CASE WHEN {purchase_line(amount, quantity)} THEN 1 END) > 0)"
-
-
-def purchase_line(amount: str = "amount", quantity: str = "quantity") -> str:
-    """SQL true for a line of an order's purchase: a sold line (amount > 0), or a $0.00 line
-    that gives no unit back (a free item; a $0.00 line with a negative quantity is a free item
-    returned, part of a refund). Every other line is a refund line."""
-    return f"({amount} > 0 OR ({amount} = 0 AND COALESCE({quantity}, 0) >= 0))"
-
-
-def line_units(quantity: str = "quantity", amount: str = "amount") -> str:
-    """SQL of a line's units: its quantity, or one unit where it has none (the contract's rule),
-    and on a refund line units given back, whatever the quantity's sign (the contract reads
-    +1 unit at -5.00 as a refund of one unit)."""
-    return f"(CASE WHEN {amount} < 0 THEN -ABS(COALESCE({quantity}, 1)) ELSE COALESCE({quantity}, 1) END)"
 
 
 def _share(condition: str) -> str:
@@ -393,8 +368,8 @@ def value_family(config: FeatureConfig, vocab: Vocabulary | None = None, attribu
             "refund_count",
             f,
             None,
-            "Refunds and returns: an order's refund lines of one day are one, booked under the order's id or "
-            "a new one.",
+            "Refunds and returns, booked under the order's id or a new one: an order's refund lines are one "
+            "until one comes more than a day after the previous.",
             "orders",
             "SUM(CASE WHEN refunded > 0 THEN 1 ELSE 0 END)",
             "int",

@@ -5,7 +5,7 @@ Edge rules:
 - The label window is ``[cutoff, cutoff + horizon_days)``; only its rows are read.
 - ``repurchase`` is 1 when the customer has a purchase order in the window, judged on the
   order's lines in the window as the features judge one (``is_purchase``,
-  :func:`features.catalogue.purchase_order`): a line that is not a refund (an order of $0.00
+  :func:`portrait.contract.purchase_order`): a line that is not a refund (an order of $0.00
   lines is one, as the BTYD literature counts a transaction). A refund alone (refund lines
   only, such as a return in the window of an order bought before it) is not.
 - ``future_spend`` is the net spend in the window: refunds reduce it, and it can be negative;
@@ -26,9 +26,10 @@ import numpy as np
 import pandas as pd
 
 from features.build import build_features, parse_cutoff, vocabulary_as_of
-from features.catalogue import money_sum, purchase_order
+from features.catalogue import money_sum
 from features.config import FeatureConfig
 from features.plan import timestamp_literal
+from portrait.contract import purchase_order
 from portrait.dataset import Dataset
 from portrait.errors import PortraitError
 

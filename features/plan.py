@@ -28,11 +28,10 @@ from features.catalogue import (
     EVENT_TYPES,
     Feature,
     day_mask_count,
-    line_units,
     money_sum,
-    purchase_line,
 )
 from features.config import FeatureConfig
+from portrait.contract import line_units, purchase_line
 from portrait.views import REMAP, by_person
 
 # Refund lines of one order further apart than this are separate refunds (f_orders).
@@ -185,7 +184,7 @@ def compile_plan(
             LEFT JOIN vocab_category v ON c.category = v.value""",
         ),
         # One row per order part, as the labels, the tags and the funnel read orders
-        # (features.catalogue.purchase_order): an order's purchase lines are its purchase, its
+        # (portrait.contract.purchase_order): an order's purchase lines are its purchase, its
         # refund lines a refund until one comes more than REFUND_GAP_DAYS after the previous
         # (then another), each dated by its own first line, so that a return booked under its
         # order's id counts as one booked under a new id (a return in two parts, weeks apart, is

@@ -10,7 +10,7 @@ in :mod:`marketing.filters`. The SQL runs on DuckDB or, through :mod:`portrait.e
 Windows follow the features' rule: ``within_days = N`` is ``ts >= as_of - N days`` (midnight),
 so "in the last 30 days" means the same thing in a feature, a tag and a segment. Text filters
 compare case-insensitively after trimming. ``purchased`` without a filter counts purchase
-orders by the features' rule (:func:`features.catalogue.purchase_order`), on the order's lines
+orders by the features' rule (:func:`portrait.contract.purchase_order`), on the order's lines
 in the window: orders with a line there that is not a refund (a $0.00 order is one; a refund
 alone is not). An order whose lines straddle the window's start is judged by its lines inside it, where
 the features date it by its first line and judge all of its lines (rare: an order is one
@@ -29,9 +29,10 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from features.catalogue import money_sum, purchase_order
+from features.catalogue import money_sum
 from features.plan import timestamp_literal
 from marketing.filters import BehaviourTerm, FilterError
+from portrait.contract import purchase_order
 from portrait.engine import Engine, as_engine
 from portrait.privacy import holds_personal_value
 from portrait.sql import quote_ident

@@ -25,12 +25,13 @@ import numpy as np
 import pandas as pd
 
 from features.build import LATE_AS_OF_DAYS
-from features.catalogue import line_units, money_sum, purchase_order, slug
+from features.catalogue import money_sum, slug
 from marketing.filters import BehaviourTerm, FilterError, evaluate, parse_condition
 from marketing.population import Population, persona_named
 from marketing.rfm import GROUPS as RFM_GROUPS
 from marketing.segments import SegmentEvaluator, SegmentStore
 from marketing.tags import Library, apply_tags, levels
+from portrait.contract import line_units, purchase_order
 from portrait.errors import PortraitError
 
 UNKNOWN = "unknown"
@@ -551,7 +552,7 @@ class CrowdData:
         # bought). A recent buyer of the value has a sold line of it in the last 365 days (a
         # refund there alone is not buying): ``recent_spend`` and ``recent_units`` are theirs,
         # net and never below 0, and NULL for everyone else. Units by the contract's rule
-        # (features.catalogue.line_units).
+        # (portrait.contract.line_units).
         # Sums of money are rounded as the features round them (money_sum): amounts that cancel
         # (a refunded purchase) leave a residue of about 1e-17 whose sign depends on the order of
         # addition, which would put a customer's fully refunded value in or out from run to run.

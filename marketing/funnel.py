@@ -34,7 +34,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from features.catalogue import purchase_order
+from portrait.contract import purchase_order
 from portrait.errors import PortraitError
 from portrait.privacy import holds_personal_value
 

@@ -181,6 +181,38 @@ def placeholder_expr(value: str) -> str:
     return f"({text} IN ({listed}) OR regexp_matches({text}, {quote_literal(PLACEHOLDER_ID_PATTERN)}))"
 
 
+# How a purchase line is read, in SQL both engines run: one rule for the checks, the features,
+# the labels, the tags, the funnel and the crowd reports.
+
+
+def purchase_order(amount: str = "amount", quantity: str = "quantity") -> str:
+    """SQL over one order's lines (an aggregate): true when the order is a purchase, that is when
+    it has a line of a purchase (:func:`purchase_line`). An order splits into its purchase (its
+    sold lines and $0.00 lines: an order of $0.00 lines is one, as the BTYD literature counts a
+    transaction, CDNOW's $0.00 orders among them) and its refunds (its refund lines, a new refund
+    where one comes more than a day after the previous, each dated by its own time), as the
+    features' orders relation splits it (features.plan). So a return booked
+    under its order's own id and one booked under a new id give the same purchases, refunds and
+    money in every window, and a refund larger than its order (shipping refunded too) leaves the
+    purchase a purchase. ``amount`` may be NULL on lines outside a window (a ``CASE`` without
+    ``ELSE``): those lines count as neither."""
+    return f"(COUNT(CASE WHEN {purchase_line(amount, quantity)} THEN 1 END) > 0)"
+
+
+def purchase_line(amount: str = "amount", quantity: str = "quantity") -> str:
+    """SQL true for a line of an order's purchase: a sold line (amount > 0), or a $0.00 line
+    that gives no unit back (a free item; a $0.00 line with a negative quantity is a free item
+    returned, part of a refund). Every other line is a refund line."""
+    return f"({amount} > 0 OR ({amount} = 0 AND COALESCE({quantity}, 0) >= 0))"
+
+
+def line_units(quantity: str = "quantity", amount: str = "amount") -> str:
+    """SQL of a line's units: its quantity, or one unit where it has none (the contract's rule),
+    and on a refund line units given back, whatever the quantity's sign (the contract reads
+    +1 unit at -5.00 as a refund of one unit)."""
+    return f"(CASE WHEN {amount} < 0 THEN -ABS(COALESCE({quantity}, 1)) ELSE COALESCE({quantity}, 1) END)"
+
+
 TABLES: tuple[Table, ...] = (PURCHASES, EVENTS, CUSTOMERS, IDENTITIES)
 TABLES_BY_NAME: dict[str, Table] = {t.name: t for t in TABLES}
 # The files a table may be, NAME + one of these (or a folder NAME/ of such part files).

@@ -223,8 +223,7 @@ def validate(dataset: Dataset, out_dir: Path | None = None, progress: Progress |
                              SUM(implausible) AS implausible,
                              COUNT(*) FILTER (WHERE {_SPREAD}) AS spread_orders,
                              SUM(lines) AS lines, SUM(refund_lines) AS refund_lines,
-                             -- no line that is not a refund: a refund, not a purchase order
-                             -- (the features' rule, features.catalogue.purchase_order)
+                             -- no purchase line: a refund, not a purchase order (contract.purchase_order)
                              COUNT(*) FILTER (WHERE kept_lines = 0 AND refund_lines > 0) AS refund_orders,
                              SUM(refund_lines) FILTER (WHERE kept_lines = 0) AS refund_lines_alone,
                              COUNT(*) FILTER (WHERE refund_lines = 0 AND sold_lines = 0 AND kept_lines > 0) AS zero_orders,
@@ -232,9 +231,7 @@ def validate(dataset: Dataset, out_dir: Path | None = None, progress: Progress |
                       FROM (SELECT hash(customer_id, order_id) AS _order, arbitrary(customer_id) AS customer_id,
                                    MIN(ts) AS first_ts, MAX(ts) AS last_ts,
                                    COUNT(*) AS lines, COUNT(*) FILTER (WHERE amount > 0) AS sold_lines,
-                                   -- lines of a purchase (features.catalogue.purchase_line)
-                                   COUNT(*) FILTER (WHERE amount > 0 OR (amount = 0 AND COALESCE(quantity, 0) >= 0))
-                                       AS kept_lines,
+                                   COUNT(*) FILTER (WHERE {contract.purchase_line()}) AS kept_lines,
                                    COUNT(*) FILTER (WHERE amount < 0) AS refund_lines,
                                    SUM(amount) FILTER (WHERE amount > 0) AS sold_money,
                                    -SUM(amount) FILTER (WHERE amount < 0) AS refunded_money,
@@ -649,12 +646,12 @@ def _check_rows(con, dataset: Dataset, table: contract.Table, out_dir: Path | No
     others = f"COUNT(*) FILTER (WHERE {other_type})" if name == "events" else "0"
 
     # text in decomposed Unicode (about 0.1 s per text column of 20M rows at 1M customers)
-    def text_columns(view: str) -> set[str]:
-        return {c for c, kind, *_ in con.execute(f"DESCRIBE SELECT * FROM {view}").fetchall() if kind == "VARCHAR"}
-
     # the columns read as text that are text in the file too (a Parquet file's integer ids are not)
-    typed_texts = text_columns(f"typed_{name}") & text_columns(f"checked_{name}")
-    texts = [c for c, *_ in con.execute(f"DESCRIBE SELECT * FROM typed_{name}").fetchall() if c in typed_texts]
+    def texts_of(view: str) -> list[str]:
+        return [c for c, kind, *_ in con.execute(f"DESCRIBE SELECT * FROM {view}").fetchall() if kind == "VARCHAR"]
+
+    in_file = set(texts_of(f"checked_{name}"))
+    texts = [c for c in texts_of(f"typed_{name}") if c in in_file]
     decomposed = "".join(
         f", COUNT(*) FILTER (WHERE nfc_normalize({quote_ident(c)}) <> {quote_ident(c)})" for c in texts
     )

@@ -251,6 +251,11 @@ class KeyFeature(BaseModel):
     shown: str = Field(description="The value as a person reads it (money, days, shares...).")
 
 
+def _cents(money) -> float:
+    """Money to the cent; + 0.0: refunds that cancel give 0.0, not -0.0."""
+    return round(float(money), 2) + 0.0
+
+
 class Order(BaseModel):
     order_id: str = Field(description="Order (basket) id.")
     ts: dt.datetime = Field(description="When the order was placed (its first line before as-of).")
@@ -1219,12 +1224,12 @@ class _PersonData:
         ).fetchall()
         return Orders(
             total=int(total),
-            spend=round(float(spend), 2) + 0.0,  # + 0.0: refunds that cancel give 0.0, not -0.0
+            spend=_cents(spend),
             last=[
                 Order(
                     order_id=str(o[0]),
                     ts=o[1],
-                    amount=round(float(o[2]), 2) + 0.0,
+                    amount=_cents(o[2]),
                     lines=int(o[3]),
                     categories=list(o[4] or []),
                     channel=o[5],
@@ -1714,12 +1719,12 @@ class _PersonMaterial:
         last = self.reader.records(self.folder / "orders.parquet", self.person_id)
         return Orders(
             total=int(self.person["orders_total"]) if self.person else 0,
-            spend=round(float(self.person["orders_spend"]), 2) + 0.0 if self.person else 0.0,
+            spend=_cents(self.person["orders_spend"]) if self.person else 0.0,
             last=[
                 Order(
                     order_id=str(o["order_id"]),
                     ts=o["ts"],
-                    amount=round(float(o["amount"]), 2) + 0.0,
+                    amount=_cents(o["amount"]),
                     lines=int(o["lines"]),
                     categories=list(o["categories"] or []),
                     channel=o["channel"],
