@@ -280,6 +280,27 @@ def test_a_build_tells_its_progress_each_step_by_name_and_gives_the_same_table(f
     pd.testing.assert_frame_equal(frame, features)
 
 
+def test_orders_of_one_day_give_the_same_timeline_whatever_their_ids():
+    """Two orders on 2024-02-01 and one ten days later: two active days, gaps 0 and 10 (the
+    second order of the day is 0 days after the first), whichever id sorts first."""
+
+    def timeline(first_id: str, second_id: str) -> pd.Series:
+        purchases = pd.DataFrame(
+            [
+                (first_id, "F", "2024-02-01 10:00:00", 10.0, 1, "books", "b1", "web", "card", 0.0),
+                (second_id, "F", "2024-02-01 15:00:00", 12.0, 1, "books", "b1", "web", "card", 0.0),
+                ("m3", "F", "2024-02-11 09:00:00", 14.0, 1, "books", "b1", "web", "card", 0.0),
+            ],
+            columns=PURCHASE_COLUMNS,
+        )
+        frame = build_features(dataset(purchases, EVENTS.iloc[:0]), CUTOFF).set_index("customer_id")
+        return frame.loc["F", ["active_days_lifetime", "active_days_30d", "std_days_between_orders"]]
+
+    expected = {"active_days_lifetime": 2, "active_days_30d": 2, "std_days_between_orders": math.sqrt(50)}
+    for ids in (("a1", "z2"), ("z2", "a1")):
+        assert timeline(*ids).to_dict() == pytest.approx(expected)
+
+
 def test_cutoff_is_required_to_be_a_date():
     with pytest.raises(PortraitError, match="must be a date at midnight"):
         build_features(dataset(), "2024-03-01 12:00")
