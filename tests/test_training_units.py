@@ -643,6 +643,25 @@ def test_validation_metrics_are_each_folds_averaged_not_the_pooled_rows():
     assert metrics["validation_pr_auc"] == 1.0
 
 
+def test_spend_metrics_of_folds_smaller_than_ten_customers_have_every_decile():
+    """A fold of 4 customers fills 4 deciles of 10: the others are NaN, not missing keys (a
+    spend model on a small shop stopped with a KeyError)."""
+    from types import SimpleNamespace
+
+    from training.evaluate import _per_fold_metrics
+    from training.metrics import spend_metrics
+
+    small = spend_metrics([0.0, 10.0, 20.0, 30.0], [1.0, 12.0, 18.0, 35.0])
+    assert [k for k in small if k.startswith("mean_error_decile_")] == [f"mean_error_decile_{i}" for i in range(1, 11)]
+    assert sum(not np.isnan(small[f"mean_error_decile_{i}"]) for i in range(1, 11)) == 4
+    config = SimpleNamespace(label=SimpleNamespace(is_classification=False))
+    y = np.array([0.0, 10.0, 20.0, 30.0, 5.0, 6.0, 7.0])
+    p = np.array([1.0, 12.0, 18.0, 35.0, 5.0, 6.0, 9.0])
+    metrics = _per_fold_metrics(config, y, p, np.array([0, 0, 0, 0, 1, 1, 1]), "validation_")
+    assert metrics["validation_mae"] == pytest.approx(((1 + 2 + 2 + 5) / 4 + 2 / 3) / 2)
+    assert len([k for k in metrics if "decile" in k]) == 10
+
+
 def test_a_high_value_label_with_a_zero_threshold_is_noted():
     from types import SimpleNamespace
 

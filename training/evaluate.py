@@ -7,6 +7,7 @@ a peer are ``baseline_<peer>_holdout_*``."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -269,7 +270,10 @@ def _per_fold_metrics(config, y: np.ndarray, p: np.ndarray, folds: np.ndarray, p
     calibrated on their own fold's rows, so metrics of the pooled rows would be lifted by the
     calibration steps fitted on the rows they score (see :func:`_fold_auc`)."""
     each = [_score_metrics(config, y[folds == f], p[folds == f], prefix) for f in np.unique(folds)]
-    return {key: float(np.nanmean([m[key] for m in each])) for key in each[0]}
+    keys = list(dict.fromkeys(key for metrics in each for key in metrics))
+    with warnings.catch_warnings():  # a measure no fold could compute is NaN, as in one fold
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return {key: float(np.nanmean([m.get(key, np.nan) for m in each])) for key in keys}
 
 
 # Measures of calibrated probabilities: on the validation rows they would be measured on the

@@ -89,7 +89,9 @@ def spend_metrics(y, prediction, prefix: str = "") -> dict[str, float]:
         "total_predicted": float(prediction.sum()),
     }
     deciles = pd.qcut(pd.Series(prediction).rank(method="first"), 10, labels=False)
-    errors = pd.Series(prediction - y).groupby(deciles.to_numpy()).mean()
+    # Every decile is named, NaN where it has no row (fewer than 10 customers): metrics of
+    # several folds or runs then have the same keys.
+    errors = pd.Series(prediction - y).groupby(deciles.to_numpy()).mean().reindex(range(10))
     for decile, error in errors.items():
         metrics[f"mean_error_decile_{int(decile) + 1}"] = float(error)
     return {f"{prefix}{k}": float(v) for k, v in metrics.items()}
