@@ -260,7 +260,12 @@ def suppressed_comparison(result: Comparison, min_cell: int) -> pd.DataFrame:
         "",
         np.where(result.table["tested"], result.table["significant"].map({True: "yes", False: "no"}), "not tested"),
     )
-    return shown
+    # Rows whose difference is hidden come last, by dimension and value: in the order of their
+    # true difference, right after the shown ones, they would tell a small crowd's values (its
+    # four members' RFM group and age band) though every count of theirs is hidden.
+    return pd.concat(
+        [shown[~any_hidden], shown[any_hidden].sort_values(["dimension", "value"], kind="stable")], ignore_index=True
+    )
 
 
 def compare_paths(out_dir: Path) -> dict[str, Path]:

@@ -23,7 +23,7 @@ from marketing.crowd import (
     parse_crowd,
     top_values,
 )
-from marketing.crowd_compare import compare, crosstab, holm, suppressed_crosstab
+from marketing.crowd_compare import compare, crosstab, holm, suppressed_comparison, suppressed_crosstab
 from marketing.crowd_report import (
     crowd_report,
     hidden_counts,
@@ -445,6 +445,19 @@ def test_crosstab_drill_down_and_comparison_on_hand_written_data():
         assert result.sizes == {"buyers": 4, "all": 5} and result.overlap == 4
         top = result.table.iloc[0]
         assert top["difference"] == pytest.approx(result.table["difference"].max())
+        # Every count hidden: the rows come by dimension and value, not by their true
+        # difference, whose order would tell the small crowd's values.
+        hidden = suppressed_comparison(result, 10)
+        assert (hidden["difference"] == "").all()
+        assert list(zip(hidden["dimension"], hidden["value"], strict=True)) == sorted(
+            zip(result.table["dimension"], result.table["value"], strict=True)
+        )
+        some = suppressed_comparison(result, 1)  # zero counts hidden: the shown rows first, largest first
+        visible = some["difference"] != ""
+        assert visible.any() and (~visible).any() and not visible[visible.idxmin() :].any()
+        assert some.loc[visible, "difference"].astype(float).is_monotonic_decreasing
+        rest = some.loc[~visible]
+        assert list(zip(rest["dimension"], rest["value"], strict=True)) == sorted(zip(rest["dimension"], rest["value"], strict=True))
 
 
 def test_crowd_options_name_exactly_one_crowd():
