@@ -372,6 +372,39 @@ def test_score_answers_for_a_model_that_is_not_lightgbm(scored, monkeypatch):
     }
 
 
+def test_a_model_that_reads_no_text_takes_the_feature_rows_as_written(scored, monkeypatch):
+    """A logistic (or BG/NBD) model reads no text feature, but the rows a features table holds
+    have text favourites and attributes: they are taken, as batch scoring takes them (they were
+    refused as "must be a number, not text"); a number where the catalogue says text is not."""
+    import dataclasses
+
+    import serving.state
+    from models.repurchase import LogisticRepurchase
+    from serving.registry import load_model
+
+    out, _ = scored
+    _, features = latest_scores(out)
+    lightgbm = load_model(MODEL)
+    X = features[lightgbm.features].iloc[:400]
+    y = (X["orders_lifetime"] > X["orders_lifetime"].median()).astype(int).to_numpy()
+    logistic = LogisticRepurchase(horizon_days=30).fit(X, y)
+    assert logistic.categories_ == {} and "favourite_category" in lightgbm.features
+    monkeypatch.setattr(serving.state, "load_model", lambda name, alias: dataclasses.replace(lightgbm, estimator=logistic))
+    client = TestClient(create_app(out))
+    rows = [
+        {k: (None if pd.isna(v) else (v if isinstance(v, str) else float(v))) for k, v in row.items()}
+        for row in X.iloc[:3].to_dict("records")
+    ]
+    assert any(isinstance(row["favourite_category"], str) for row in rows)
+    response = client.post("/score", json={"model": MODEL, "rows": rows})
+    assert response.status_code == 200, response.text
+    expected = logistic.predict_proba(X.iloc[:3])[:, 1]
+    np.testing.assert_allclose([s["score"] for s in response.json()["scores"]], expected, rtol=1e-12)
+    number = client.post("/score", json={"model": MODEL, "rows": [{**rows[0], "favourite_category": 3}]})
+    assert number.status_code == 422
+    assert number.json()["detail"][0]["msg"] == "must be text (a category), not a number"
+
+
 def test_api_rejects_bad_rows_naming_the_field(scored):
     out, _ = scored
     client = TestClient(create_app(out))

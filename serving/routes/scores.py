@@ -142,8 +142,23 @@ def nonnegative_features(meta: dict) -> dict[str, str]:
     return found
 
 
+def text_features(meta: dict) -> set[str]:
+    """A model's features whose values are text (favourites, text attributes), from the
+    catalogue: a model that does not read them (logistic, BG/NBD) still takes them as text, as
+    its batch scoring does, rather than asking for a number."""
+    return {
+        name
+        for name, meaning in model_meanings(meta).items()
+        if (meaning.get("scale") if isinstance(meaning, dict) else meaning.scale) == "category"
+    }
+
+
 def _row_errors(
-    request: ScoreRequest, features: list[str], categories: dict[str, set], nonnegative: dict[str, str]
+    request: ScoreRequest,
+    features: list[str],
+    categories: dict[str, set],
+    nonnegative: dict[str, str],
+    texts: set[str] = frozenset(),
 ) -> list[dict]:
     errors = []
     for i, row in enumerate(request.rows):
@@ -164,7 +179,11 @@ def _row_errors(
                         "type": "unknown_category",
                     }
                 )
-            elif name not in categories and isinstance(value, str):
+            elif name in texts and not isinstance(value, str):
+                errors.append(
+                    {"loc": ["body", "rows", i, name], "msg": "must be text (a category), not a number", "type": "type_error"}
+                )
+            elif name not in categories and name not in texts and isinstance(value, str):
                 errors.append(
                     {"loc": ["body", "rows", i, name], "msg": "must be a number, not text", "type": "type_error"}
                 )
@@ -204,7 +223,8 @@ def build_scores_router(state: ServeState, access: Access) -> APIRouter:
         # The text features the model reads and their values (none for a model of numbers only).
         known = getattr(loaded.estimator, "categories_", None) or {}
         categories = {name: set(values) for name, values in known.items()}
-        errors = _row_errors(request, loaded.features, categories, nonnegative_features(loaded.meta))
+        texts = text_features(loaded.meta) - set(categories)  # text the model takes but does not read
+        errors = _row_errors(request, loaded.features, categories, nonnegative_features(loaded.meta), texts)
         if errors:
             # A list of located errors, as FastAPI's own validation answers.
             raise HTTPException(status_code=422, detail=errors)
@@ -212,7 +232,7 @@ def build_scores_router(state: ServeState, access: Access) -> APIRouter:
         frame = pd.DataFrame(
             {
                 name: pd.Series([row[name] for row in request.rows], dtype=object)
-                if name in categories
+                if name in categories or name in texts
                 else np.array([np.nan if row[name] is None else float(row[name]) for row in request.rows])
                 for name in loaded.features
             },
