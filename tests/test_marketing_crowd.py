@@ -457,7 +457,9 @@ def test_crosstab_drill_down_and_comparison_on_hand_written_data():
         assert visible.any() and (~visible).any() and not visible[visible.idxmin() :].any()
         assert some.loc[visible, "difference"].astype(float).is_monotonic_decreasing
         rest = some.loc[~visible]
-        assert list(zip(rest["dimension"], rest["value"], strict=True)) == sorted(zip(rest["dimension"], rest["value"], strict=True))
+        assert list(zip(rest["dimension"], rest["value"], strict=True)) == sorted(
+            zip(rest["dimension"], rest["value"], strict=True)
+        )
 
 
 def test_crowd_options_name_exactly_one_crowd():

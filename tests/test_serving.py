@@ -389,7 +389,9 @@ def test_a_model_that_reads_no_text_takes_the_feature_rows_as_written(scored, mo
     y = (X["orders_lifetime"] > X["orders_lifetime"].median()).astype(int).to_numpy()
     logistic = LogisticRepurchase(horizon_days=30).fit(X, y)
     assert logistic.categories_ == {} and "favourite_category" in lightgbm.features
-    monkeypatch.setattr(serving.state, "load_model", lambda name, alias: dataclasses.replace(lightgbm, estimator=logistic))
+    monkeypatch.setattr(
+        serving.state, "load_model", lambda name, alias: dataclasses.replace(lightgbm, estimator=logistic)
+    )
     client = TestClient(create_app(out))
     rows = [
         {k: (None if pd.isna(v) else (v if isinstance(v, str) else float(v))) for k, v in row.items()}

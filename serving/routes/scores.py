@@ -181,7 +181,11 @@ def _row_errors(
                 )
             elif name in texts and not isinstance(value, str):
                 errors.append(
-                    {"loc": ["body", "rows", i, name], "msg": "must be text (a category), not a number", "type": "type_error"}
+                    {
+                        "loc": ["body", "rows", i, name],
+                        "msg": "must be text (a category), not a number",
+                        "type": "type_error",
+                    }
                 )
             elif name not in categories and name not in texts and isinstance(value, str):
                 errors.append(
