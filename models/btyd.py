@@ -218,8 +218,10 @@ class BetaGeoModel(BaseEstimator):
             if 2 * (self.log_likelihood_ - self.nbd_log_likelihood_) < NO_DROPOUT_LR:
                 flags.append(
                     "no evidence of dropout: the NBD without dropout fits as well (likelihood ratio "
-                    f"{2 * (self.log_likelihood_ - self.nbd_log_likelihood_):.2f} < {NO_DROPOUT_LR}; the fit drifts to "
-                    "b -> infinity or a -> 0, e.g. on a short history): P(alive) is about 1"
+                    f"{2 * (self.log_likelihood_ - self.nbd_log_likelihood_):.2f} < {NO_DROPOUT_LR}, e.g. on a short "
+                    "history): the dropout parameters a and b are not identified, so P(alive), and the scores built "
+                    "on it, rest on a flat likelihood (near 1 where the fit drifts to b -> infinity or a -> 0; "
+                    "a fixed dropout per purchase where a and b grow together)"
                 )
         if not result.success:
             flags.append(not_converged(result))

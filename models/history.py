@@ -12,8 +12,9 @@ A frame without the ``cutoff`` column and without the history columns is what se
 scored with the BG/NBD fit of, the reference population kept at ``fit`` (the latest cutoff seen
 in training), so a customer's score never depends on who else is scored with them.
 
-Guards: BG/NBD on a short history degenerates (``b`` to its bound, no evidence of dropout,
-P(alive) about 1); the fit is kept and flagged (``flags_``), the outputs stay finite. Expected
+Guards: BG/NBD on a short history degenerates (no evidence of dropout: ``b`` to its bound and
+P(alive) about 1, or ``a`` and ``b`` growing together, a fixed dropout per purchase that puts
+one-time buyers above regulars); the fit is kept and flagged (``flags_``), the outputs stay finite. Expected
 purchases that are not finite (an overflow the closed form's fallback did not catch) become
 missing, which the models read as "unknown". No customer has a missing P(any purchase): a
 customer without a purchase gets 0 and rank 0, as the RFM score gives them.

@@ -662,6 +662,29 @@ def test_spend_metrics_of_folds_smaller_than_ten_customers_have_every_decile():
     assert len([k for k in metrics if "decile" in k]) == 10
 
 
+def test_a_small_shops_training_says_what_its_figures_rest_on():
+    """A holdout of 12 customers (3 buyers), LightGBM flat in each fold (another level per fold,
+    each calibrated on its own), and a registered BG/NBD whose fits were flagged."""
+    from types import SimpleNamespace
+
+    from training.evaluate import _small_data_notes
+
+    config = SimpleNamespace(label=SimpleNamespace(is_classification=True))
+    folds = np.array([0, 0, 1, 1])
+    out_of_fold = {"lightgbm": np.array([0.3, 0.3, 0.4, 0.4]), "logistic": np.array([0.1, 0.2, 0.3, 0.3])}
+    flags = {"2025-04-01": ("alpha is at its upper bound",), "2025-05-01": ("no evidence of dropout",)}
+    notes = _small_data_notes(config, "bgnbd_expected", out_of_fold, folds, np.array([1] * 3 + [0] * 9), flags)
+    assert len(notes) == 3
+    assert notes[0].startswith("the holdout has 12 customers, 3 of them with the label")
+    assert notes[1].startswith("lightgbm gave every validation customer the same score")
+    assert notes[2].startswith(
+        "the registered model (bgnbd_expected) is BG/NBD, whose fit was flagged at 2 cutoff(s); "
+    )
+    assert "at 2025-05-01: no evidence of dropout" in notes[2]
+    large = np.array([1] * 60 + [0] * 60)
+    assert _small_data_notes(config, "lightgbm", {"logistic": out_of_fold["logistic"]}, folds, large, flags) == []
+
+
 def test_a_high_value_label_with_a_zero_threshold_is_noted():
     from types import SimpleNamespace
 

@@ -446,6 +446,52 @@ def _selection_metrics(selection: Selection, peer_auc: dict[str, float]) -> tupl
     return metrics, tags
 
 
+# A holdout class (buyers or not) smaller than this: its AUC and lift move widely from sample to
+# sample, which the figures alone do not show.
+FEW_HOLDOUT_CUSTOMERS = 50
+BGNBD_CANDIDATES = ("bgnbd", "bgnbd_expected")
+
+
+def _small_data_notes(
+    config: ExperimentConfig,
+    chosen: str,
+    out_of_fold: dict[str, np.ndarray],
+    folds: np.ndarray,
+    y_holdout: np.ndarray,
+    history_flags: dict[str, tuple[str, ...]],
+) -> list[str]:
+    """What a small shop's figures rest on: a holdout with few customers in a class, candidates
+    that gave every validation customer one score (LightGBM with fewer rows than its leaves
+    need), and a registered BG/NBD whose fits were flagged."""
+    notes = []
+    if config.label.is_classification and len(y_holdout):
+        positives = int(np.sum(y_holdout))
+        smaller = min(positives, len(y_holdout) - positives)
+        if smaller < FEW_HOLDOUT_CUSTOMERS:
+            notes.append(
+                f"the holdout has {len(y_holdout):,} customers, {positives:,} of them with the label: on so few, "
+                "its AUC, lift and calibration error move widely from one sample to the next; read the interval, "
+                "not the point, and let portrait backtest judge on more windows"
+            )
+    flat = [  # one score for every customer of each fold (each fold's model calibrated on its own)
+        name
+        for name, scores in out_of_fold.items()
+        if len(scores) and all(np.ptp(scores[folds == f]) == 0 for f in np.unique(folds))
+    ]
+    if flat:
+        notes.append(
+            f"{', '.join(flat)} gave every validation customer the same score (too few rows for what "
+            "it needs, e.g. LightGBM's minimum rows per leaf): its AUC of 0.5 is no ranking at all"
+        )
+    if chosen in BGNBD_CANDIDATES and history_flags:
+        latest = max(history_flags)
+        notes.append(
+            f"the registered model ({chosen}) is BG/NBD, whose fit was flagged at {len(history_flags)} cutoff(s); "
+            f"at {latest}: {'; '.join(history_flags[latest])}. Check who it ranks first before using its lists"
+        )
+    return notes
+
+
 def base_rate_note(validation_rate: float, holdout_rate: float, margin: float) -> str | None:
     """A warning when the calibration (validation) base rate is more than ``margin`` from the
     holdout's: the calibrated probabilities then miss the holdout's level."""
@@ -611,6 +657,7 @@ def fit_time_split(config: ExperimentConfig, data: TrainingData, params: dict | 
             float(np.mean(y_valid_all)), float(np.mean(y_holdout)), config.validation.base_rate_margin
         )
         notes += [note] if note else []
+    notes += _small_data_notes(config, chosen, out_of_fold, valid_fold, y_holdout, data.history_flags)
     if len(p_holdout) and np.ptp(p_holdout) == 0:
         notes.append(
             f"the registered model ({chosen}) gives every holdout customer the same score: it learned nothing "
