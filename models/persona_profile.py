@@ -29,6 +29,10 @@ MATCH_DISTANCE = 0.5
 # A persona is distinguished by a feature whose mean is at least 1.5 times, or at most 2/3 of,
 # the population's (issue 13 §5).
 DISTINCT_HIGH, DISTINCT_LOW = 1.5, 0.67
+# A lift needs customers behind it: a feature fewer than this many customers hold (not 0) in the
+# whole population has none (one night order made 32 customers "night shoppers"), and a
+# persona is high on a feature only when at least MIN_PERSONA_HOLDERS of its own hold it.
+MIN_HOLDERS, MIN_PERSONA_HOLDERS = 10, 5
 TOP_DISTINGUISHING = 3  # shown in the portrait table
 # The spending-power axis: levels of spend_365d at quintiles of the customers who spent, as the
 # "value/spending_power" group of the shipped tag library (marketing/templates/retail.toml).
@@ -110,9 +114,24 @@ def lifts(features: pd.DataFrame, labels: np.ndarray) -> pd.DataFrame:
     return means / population.where(population > 0)
 
 
+def trait_lifts(features: pd.DataFrame, labels: np.ndarray) -> pd.DataFrame:
+    """:func:`lifts` that can name a persona: missing where too few customers hold the feature
+    to say (:data:`MIN_HOLDERS` in the population, :data:`MIN_PERSONA_HOLDERS` in a persona
+    said to be high on it)."""
+    lift = lifts(features, labels)
+    numeric = features.select_dtypes("number")
+    holds = numeric.notna() & numeric.ne(0)
+    held = holds.groupby(labels).sum()
+    too_few = (held < MIN_PERSONA_HOLDERS) & (lift > 1)
+    too_few |= pd.DataFrame(
+        np.broadcast_to((holds.sum() < MIN_HOLDERS).to_numpy(), lift.shape), index=lift.index, columns=lift.columns
+    )
+    return lift.mask(too_few)
+
+
 def feature_lifts(features: pd.DataFrame, labels: np.ndarray, names: dict[int, str]) -> pd.DataFrame:
-    """:func:`lifts` as a table: ``persona_id``, ``persona_name``, then one column per feature."""
-    table = lifts(features, labels)
+    """:func:`trait_lifts` as a table: ``persona_id``, ``persona_name``, then one column per feature."""
+    table = trait_lifts(features, labels)
     table.insert(0, "persona_name", [names[int(p)] for p in table.index])
     return table.rename_axis("persona_id").reset_index()
 
@@ -307,7 +326,7 @@ def portrait_table(features: pd.DataFrame, labels: np.ndarray, names: dict[int, 
     labels = np.asarray(labels)
     revenue = features["spend_365d"].clip(lower=0) if "spend_365d" in features else pd.Series(0, index=features.index)
     total_revenue = revenue.sum() or 1.0
-    lift = lifts(features, labels)
+    lift, traits_lift = lifts(features, labels), trait_lifts(features, labels)
     meanings = describe_frame(features)
     attributes = [
         (c, f.value)
@@ -330,7 +349,7 @@ def portrait_table(features: pd.DataFrame, labels: np.ndarray, names: dict[int, 
                 row[f"median_{feature}"] = features.loc[mask, feature].median()
                 row[f"mean_{feature}"] = features.loc[mask, feature].mean()
                 row[f"lift_{feature}"] = lift.loc[persona, feature]
-        traits = distinguishing(lift.loc[persona], meanings)
+        traits = distinguishing(traits_lift.loc[persona], meanings)
         row["distinguishing_features"] = "; ".join(
             f"{meanings[c].label} x{v:.2f}" for c, v in traits.head(TOP_DISTINGUISHING).items()
         )
@@ -357,7 +376,7 @@ def name_personas(features: pd.DataFrame, labels: np.ndarray) -> dict[int, str]:
     cheaper than average are not all "Value shoppers". A suffix every persona shares (the
     channel when everyone buys in store) says nothing and is dropped; names that still collide
     take the persona's next unused trait, else a number."""
-    lift = lifts(features, labels)
+    lift = trait_lifts(features, labels)
     meanings = describe_frame(features)
     labels = np.asarray(labels)
     personas = sorted(int(p) for p in np.unique(labels))

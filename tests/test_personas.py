@@ -16,11 +16,13 @@ from features.catalogue import Feature, describe
 from models.persona_profile import (
     distinguishing,
     generate_name,
+    lifts,
     name_personas,
     persona_feature_columns,
     portrait_table,
     spending_power,
     support_columns,
+    trait_lifts,
 )
 from models.personas import Clip, PersonaModel, ShrinkShares, group_weights, share_counts, skewed
 from models.pyfunc import StoredFit
@@ -665,8 +667,14 @@ def _shape_frame() -> pd.DataFrame:
     )
 
 
+def _times(frame: pd.DataFrame, labels: list[int], n: int = 5) -> tuple[pd.DataFrame, np.ndarray]:
+    """Each customer ``n`` times over (the same means and lifts): a trait needs at least 10
+    customers holding it, 5 of them in a persona said to be high on it."""
+    return frame.loc[frame.index.repeat(n)].reset_index(drop=True), np.repeat(labels, n)
+
+
 def test_a_name_part_every_persona_shares_is_dropped():
-    names = name_personas(_shape_frame(), np.array([0, 0, 1, 1]))
+    names = name_personas(*_times(_shape_frame(), [0, 0, 1, 1]))
     # weekend shares 0.85 and 0.15 against 0.5: lifts 1.7 and 0.3; price levels 1.0 and 0.5 against
     # 0.75: lifts 1.33 (full price, a suffix) and 0.67 (value, the core: not repeated as a suffix)
     assert names == {0: "Weekend shoppers · full price", 1: "Value shoppers"}  # no "· store": everyone's
@@ -680,11 +688,33 @@ def test_personas_with_the_same_strongest_trait_get_different_names():
             "favourite_channel": ["store"] * 8,
         }
     )
-    names = name_personas(frame, np.array([0, 0, 1, 2, 2, 2, 2, 2]))
+    names = name_personas(*_times(frame, [0, 0, 1, 2, 2, 2, 2, 2]))
     # weekend: mean 0.325, lifts 1.85 (0), 2.77 (1), 0.31 (2); evening: mean 0.225, lifts 2.67 (0),
     # 0.44 (1, 2). Both 0 and 1 shop at the weekend: the name goes to the stronger, 1; 0 is named
     # by its evenings. 2 only does less of both, which has no name: mainstream.
     assert names == {0: "Evening shoppers", 1: "Weekend shoppers", 2: "Mainstream shoppers"}
+
+
+def test_a_trait_too_few_customers_hold_names_no_persona():
+    """One night order in the population (and a persona of 32 customers) named "Night
+    shoppers" at a small shop: a feature fewer than 10 customers hold has no lift to name by,
+    nor does a persona with fewer than 5 holders of a feature it is high on."""
+    frame = pd.DataFrame(
+        {
+            "order_share_night": [1.0] + [0.0] * 39,  # one customer of 40
+            "order_share_weekend": [1.0] * 4 + [0.0] * 16 + [0.02] * 20,  # high in persona 0: 4 holders
+            "order_share_evening": [0.8] * 10 + [0.1] * 30,
+        }
+    )
+    labels = np.array([0] * 20 + [1] * 20)
+    lift = trait_lifts(frame, labels)
+    assert np.isnan(lift.loc[0, "order_share_night"]) and np.isnan(lift.loc[1, "order_share_night"])
+    assert lifts(frame, labels).loc[0, "order_share_night"] == pytest.approx(2.0)  # the raw lift is kept
+    assert lifts(frame, labels).loc[0, "order_share_weekend"] == pytest.approx(0.2 / (4.4 / 40))
+    assert np.isnan(lift.loc[0, "order_share_weekend"])  # 4 holders in persona 0, though 24 hold it
+    assert lift.loc[0, "order_share_evening"] == pytest.approx((8 + 1) / 20 / ((8 + 3) / 40))
+    assert lift.loc[1, "order_share_weekend"] == pytest.approx(0.02 / (4.4 / 40))  # low, 20 holders: kept
+    assert "Night" not in name_personas(frame, labels)[0]
 
 
 def test_persona_config_checks_aspects_and_clip(tmp_path):
