@@ -29,6 +29,7 @@ import pandas as pd
 from features.catalogue import FAMILIES, OTHER_SLOT, Feature, Vocabulary, catalogue, slug
 from features.config import FeatureConfig
 from features.plan import (
+    RECORDED_SQL,
     UNRECORDED_READ_AS,
     Step,
     compile_plan,
@@ -467,12 +468,10 @@ def build_features(
                 f"WHERE {attribute_instant('signup_date', types['signup_date'], dataset.timezone)} < "
                 f"{timestamp_literal(cutoff)}"
             )
-        # A purchase column with no value before the cutoff (an export without discounts): the
-        # features reading it are missing, not 0. From the lines before the cutoff alone.
-        recorded = as_engine(con).rows(
-            "SELECT " + ", ".join(f"COUNT({c})" for c in UNRECORDED_READ_AS) + " FROM f_purchases"
-        )[0]
-        unrecorded = [c for c, n in zip(UNRECORDED_READ_AS, recorded, strict=True) if not n]
+        # A purchase column with no value before the cutoff (an export without discounts, a log
+        # of dates without times): the features reading it are missing, not 0. From the lines
+        # before the cutoff alone.
+        unrecorded = [c for c in UNRECORDED_READ_AS if not as_engine(con).rows(RECORDED_SQL[c])[0][0]]
         steps = compile_plan(
             features,
             cutoff,

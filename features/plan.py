@@ -31,7 +31,7 @@ from features.catalogue import (
     money_sum,
 )
 from features.config import FeatureConfig
-from portrait.contract import line_units, purchase_line
+from portrait.contract import any_timed, line_units, purchase_line
 from portrait.views import REMAP, by_person
 
 # Refund lines of one order further apart than this are separate refunds (f_orders).
@@ -482,10 +482,17 @@ def droppable_after(steps: list[Step]) -> list[list[str]]:
     return result
 
 
-# A purchase column, and the columns of the plan's relations computed from it alone: a feature
-# reading one of them says something about the column (COALESCE(discount, 0) reads an absent
-# discount as "none").
-UNRECORDED_READ_AS = {"discount": ("discount", "has_discount")}
+# A purchase column (or what it records), and the columns of the plan's relations computed from
+# it alone: a feature reading one of them says something about the column (COALESCE(discount, 0)
+# reads an absent discount as "none"; an hour of 0 for every order of a log of dates reads as
+# "everyone shops at night").
+UNRECORDED_READ_AS = {"discount": ("discount", "has_discount"), "time_of_day": ("hour",)}
+# Whether the lines before the cutoff (f_purchases) record it: one boolean each. A log with times
+# has a line past midnight among its first, where the scan stops.
+RECORDED_SQL = {
+    "discount": "SELECT COUNT(discount) > 0 FROM f_purchases",
+    "time_of_day": any_timed("f_purchases"),
+}
 STAGES_READING_PURCHASES = ("orders", "timeline", "lines", "category_spend", "brand_spend", "line_categories")
 
 

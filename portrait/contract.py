@@ -206,6 +206,18 @@ def purchase_line(amount: str = "amount", quantity: str = "quantity") -> str:
     return f"({amount} > 0 OR ({amount} = 0 AND COALESCE({quantity}, 0) >= 0))"
 
 
+def timed(ts: str = "ts") -> str:
+    """SQL true for a time with a time of day: not midnight. A log where no line has one holds
+    dates alone (CDNOW), whose hour says nothing: not "everyone shops at night"."""
+    return f"({ts} <> CAST(CAST({ts} AS DATE) AS TIMESTAMP))"
+
+
+def any_timed(relation: str) -> str:
+    """SQL of one boolean: whether any line of ``relation`` (with a ``ts``) has a time of day;
+    the scan stops at the first one, among the first lines of a log with times."""
+    return f"SELECT COUNT(*) > 0 FROM (SELECT 1 AS one FROM {relation} WHERE {timed()} LIMIT 1) t"
+
+
 def line_units(quantity: str = "quantity", amount: str = "amount") -> str:
     """SQL of a line's units: its quantity, or one unit where it has none (the contract's rule),
     and on a refund line units given back, whatever the quantity's sign (the contract reads

@@ -289,6 +289,15 @@ def validate(dataset: Dataset, out_dir: Path | None = None, progress: Progress |
             if personal_ids
             else []
         )
+        dates_only_note = (
+            []
+            if not lines or con.execute(contract.any_timed("purchases")).fetchall()[0][0]
+            else [
+                "purchases: every time is midnight (dates without a time of day): the features of the time "
+                "of day (the shares of orders at night, in the morning, afternoon and evening) are left "
+                "empty, and crowd reports give no time of day"
+            ]
+        )
         identities = identity_summary(con) if dataset.has("identities") else None
         report = ValidationReport(
             dataset=dataset.name,
@@ -311,6 +320,7 @@ def validate(dataset: Dataset, out_dir: Path | None = None, progress: Progress |
             + _notes(reports, dataset.timezone)
             + implausible_note
             + spread_note
+            + dates_only_note
             + personal_ids_note
             + (identities.warnings() if identities else []),
         )

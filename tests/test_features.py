@@ -837,6 +837,27 @@ def test_discount_features_are_missing_not_zero_when_no_discount_was_recorded_be
     assert recorded[DISCOUNT_FEATURES].notna().any().all()
 
 
+DAYPART_FEATURES = ["order_share_night", "order_share_morning", "order_share_afternoon", "order_share_evening"]
+
+
+def test_a_log_of_dates_without_times_leaves_the_time_of_day_empty_not_night():
+    """Dates alone (every time midnight, as CDNOW) made every customer a night shopper (share
+    1.0 at 00-06 h) in features, crowd reports and persona names. A time of day first recorded
+    after the cutoff changes nothing; one before it brings the shares back."""
+    dates = PURCHASES.assign(ts=pd.to_datetime(PURCHASES["ts"]).dt.strftime("%Y-%m-%d"))
+    frame = build_features(dataset(purchases=dates), CUTOFF).set_index("customer_id")
+    assert frame[DAYPART_FEATURES].isna().all().all()
+    assert frame.loc["A", "order_share_monday"] == 0.5  # the day is known: o1 on Monday 2024-01-01
+    later = pd.DataFrame(
+        [("o9", "A", "2024-03-05 10:00:00", 10.0, 1, "books", "b1", "web", "card", 0.0)], columns=PURCHASE_COLUMNS
+    )
+    after_cutoff = build_features(dataset(purchases=pd.concat([dates, later])), CUTOFF).set_index("customer_id")
+    pd.testing.assert_frame_equal(after_cutoff, frame)
+    one_time = dates.assign(ts=dates["ts"].where(dates["order_id"] != "o2", "2024-02-15 19:30:00"))
+    timed = build_features(dataset(purchases=one_time), CUTOFF).set_index("customer_id")
+    assert timed.loc["A", ["order_share_night", "order_share_evening"]].tolist() == [0.5, 0.5]
+
+
 def test_a_tie_between_favourites_goes_to_the_first_by_name_whatever_the_vocabulary_order():
     """Equal spends went to the category higher in the vocabulary: scored with a model's
     vocabulary and tagged with the day's, one customer had two favourite categories (in a tag

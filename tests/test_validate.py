@@ -63,6 +63,22 @@ def test_nothing_is_written_to_quarantine_when_all_rows_are_good(tmp_path):
     assert not (tmp_path / "out" / "quarantine").exists()
 
 
+def test_a_log_of_dates_without_times_is_said(tmp_path):
+    dates = write_tables(
+        tmp_path / "dates", purchases=purchases({"ts": "2024-01-01"}, {"order_id": "o2", "ts": "2024-01-02"})
+    )
+    note = [n for n in validate(open_dataset(dates)).notes if "every time is midnight" in n]
+    assert note == [
+        "purchases: every time is midnight (dates without a time of day): the features of the time of day (the "
+        "shares of orders at night, in the morning, afternoon and evening) are left empty, and crowd reports "
+        "give no time of day"
+    ]
+    timed = write_tables(
+        tmp_path / "timed", purchases=purchases({"ts": "2024-01-01"}, {"order_id": "o2", "ts": "2024-01-02 09:30"})
+    )
+    assert not [n for n in validate(open_dataset(timed)).notes if "midnight" in n]
+
+
 def test_missing_required_table_is_a_hard_error(tmp_path):
     folder = write_tables(tmp_path / "data", events=pd.DataFrame({"customer_id": ["a"]}))
     with pytest.raises(ContractError, match="required table 'purchases' not found"):
