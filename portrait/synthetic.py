@@ -36,6 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from portrait.adapters._write import SYNTHETIC, check_target_folder
 from portrait.contract import KNOWN_EVENT_TYPES
 from portrait.files import atomic_target
 
@@ -630,6 +631,7 @@ def write_sample_data(
     """
     if customers < 1:
         raise ValueError("customers must be at least 1")
+    check_target_folder(out_dir, SYNTHETIC)  # another data set's tables would stay beside these
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "truth").mkdir(exist_ok=True)
     writers: dict[str, object] = {}

@@ -226,7 +226,7 @@ def test_an_import_refuses_a_folder_holding_another_data_set_and_replaces_its_ow
     pd.DataFrame({"customer_id": ["a"], "ts": ["2024-01-01"], "event_type": ["view"]}).to_csv(
         other / "events.csv", index=False
     )
-    with pytest.raises(PortraitError, match=r"already holds a data set \(events.csv\): import into a new or empty"):
+    with pytest.raises(PortraitError, match=r"already holds a data set \(events.csv\): write into a new or empty"):
         import_cdnow(raw, other)
     assert sorted(p.name for p in other.iterdir()) == ["events.csv"]  # nothing written
     renamed = tmp_path / "renamed"  # a data set whose purchases file has another name
@@ -235,6 +235,17 @@ def test_an_import_refuses_a_folder_holding_another_data_set_and_replaces_its_ow
     (renamed / "portrait.toml").write_text('[tables.purchases]\nfile = "sales_export.csv"\n')
     with pytest.raises(PortraitError, match=r"already holds a data set \(tables named in portrait.toml\)"):
         import_cdnow(raw, renamed)
+    # sample-data too refuses another data set's folder (it replaced the Complete Journey's tables
+    # and left a stray identities file beside them), and writes its own folder again
+    from portrait.synthetic import write_sample_data
+
+    with pytest.raises(PortraitError, match=r"cdnow already holds a data set \(purchases.parquet, imported by"):
+        write_sample_data(tmp_path / "cdnow", customers=5, seed=1)
+    assert sorted(p.name for p in (tmp_path / "cdnow").iterdir()) == ["SOURCE.json", "purchases.parquet"]
+    assert write_sample_data(tmp_path / "synthetic", customers=5, seed=1)["purchases"] > 0
+    assert write_sample_data(tmp_path / "synthetic", customers=6, seed=1)["customers"] == 6
+    with pytest.raises(PortraitError, match="imported by sample-data"):
+        import_cdnow(raw, tmp_path / "synthetic")
     settings_only = tmp_path / "settings_only"  # privacy settings written before the first import
     settings_only.mkdir()
     (settings_only / "portrait.toml").write_text('[privacy]\nsensitive_columns = ["gender"]\n')

@@ -12,6 +12,8 @@ from portrait.errors import PortraitError
 from portrait.files import atomic_target, atomic_write_text
 from portrait.sql import quote_literal
 
+SYNTHETIC = "sample-data"  # what check_target_folder calls a synthetic set (portrait.synthetic)
+
 
 def check_target_folder(out_dir: Path, adapter: str) -> None:
     """Refuse to import into a folder holding another data set: the tables this import does not
@@ -30,12 +32,13 @@ def check_target_folder(out_dir: Path, adapter: str) -> None:
     try:
         previous = json.loads((out_dir / "SOURCE.json").read_text()).get("adapter")
     except (OSError, ValueError, AttributeError):
-        previous = None
+        # a synthetic set has no SOURCE.json, but its planted truth
+        previous = SYNTHETIC if (out_dir / "truth").is_dir() else None
     if previous != adapter:
         raise PortraitError(
             f"{out_dir} already holds a data set ({', '.join(held)}"
-            f"{', imported by ' + str(previous) if previous else ''}): import into a new or empty folder; "
-            "importing over it would mix two data sets"
+            f"{', imported by ' + str(previous) if previous else ''}): write into a new or empty folder; "
+            "writing over it would mix two data sets"
         )
 
 
