@@ -129,6 +129,7 @@ def register_tags(app: typer.Typer, out, console) -> None:
         spark_master: SparkMasterOption = None,
     ) -> None:
         """Tag every customer as of a date; write the tags table and a summary."""
+        from features.build import nobody_before
         from marketing.tags import apply_tags, load_library, previous_tags, tags_file, tags_summary, with_since
         from portrait.files import atomic_write, atomic_write_text, check_targets
 
@@ -140,6 +141,8 @@ def register_tags(app: typer.Typer, out, console) -> None:
         ):
             applied = apply_tags(library, population, manual_store=manual_store_path(store))
             as_of_date = population.as_of
+        if not applied.customers:  # as rfm and features build: an empty table is no answer
+            raise PortraitError(nobody_before(as_of_date, "no customers to tag") + "; nothing written")
         previous, previous_date = previous_tags(out_dir, as_of_date)
         tags = with_since(applied.tags, previous)
         summary = tags_summary(library, applied, tags, as_of_date, previous, previous_date)

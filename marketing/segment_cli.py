@@ -36,6 +36,12 @@ def register_segments(app: typer.Typer, out, console) -> None:
             f"[yellow]warning:[/yellow] segment {escape(repr(name))} has no customers as of {as_of}", markup=True
         )
 
+    def _refuse_nobody(population, consequence: str) -> None:  # before a segment is evaluated
+        from features.build import nobody_before
+
+        if population.frame().empty:  # not "no purchases row has category = ..." for a category there is
+            raise PortraitError(nobody_before(population.as_of, consequence) + "; nothing recorded")
+
     def _late_note(population) -> str | None:  # read inside the population's block
         from features.build import late_as_of_note
 
@@ -169,6 +175,7 @@ def register_segments(app: typer.Typer, out, console) -> None:
             spinner(console, "counting") as say,
             open_population(data, as_of, scores, say, engine, spark_master) as population,
         ):
+            _refuse_nobody(population, "no customers to count")
             evaluator = _evaluator(population, segments_dir, file, store)
             evaluator.check(segment)
             segment_store = SegmentStore(segments_dir)
@@ -318,6 +325,7 @@ def register_segments(app: typer.Typer, out, console) -> None:
             spinner(console, "refreshing") as say,
             open_population(data, as_of, scores, say, engine, spark_master) as population,
         ):
+            _refuse_nobody(population, "no segment to refresh")
             evaluator = _evaluator(population, segments_dir, file, store)
             results, failed = evaluate_each(evaluator, chosen)
             late = _late_note(population)
@@ -376,6 +384,7 @@ def register_segments(app: typer.Typer, out, console) -> None:
                 raise PortraitError("--rank-by needs --scores DIR")
             wanted = [*wanted, f"{rank_by}_score", f"{rank_by}_percentile"]
         with spinner(console, "exporting") as say, open_population(data, as_of, scores, say) as population:
+            _refuse_nobody(population, "no customers to export")
             evaluator = _evaluator(population, segments_dir, file, store)
             result = evaluator.evaluate(segment)
             if rank_by and f"{rank_by}_score" not in (

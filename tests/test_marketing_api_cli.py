@@ -345,6 +345,29 @@ def test_rfm_says_so_when_nobody_bought_before_the_date_or_the_date_is_long_afte
     assert code == 0 and "note:" not in text
 
 
+def test_tags_and_segments_refuse_a_date_before_the_data(tmp_path, data_folder, monkeypatch):
+    """tags apply wrote an empty table with exit 0 (the next run then said everyone entered);
+    segment refresh recorded a row of zeros, and a category that exists was "no purchases row
+    has category = ...". As features build and rfm: refused, nothing written or recorded."""
+    monkeypatch.chdir(tmp_path)
+    early = "no customer has a purchase, event or signup before 2000-01-01"
+    code, text = run("tags", "apply", str(data_folder), "--as-of", "2000-01-01", "--out", str(tmp_path / "tags"))
+    assert (
+        code == 2
+        and early in text
+        and "no customers to tag (is the as-of date before the data?); nothing written" in text
+    )
+    assert not (tmp_path / "tags").exists()
+    code, text = run("segment", "create", "buyers", "--where", "orders_lifetime >= 1")
+    assert code == 0, text
+    for command in (["segment", "count", "--where", "orders_lifetime >= 1"], ["segment", "refresh"]):
+        code, text = run(*command, "--data", str(data_folder), "--as-of", "2000-01-01")
+        assert code == 2 and early in text, text
+    assert not (tmp_path / "segments" / "buyers.history.csv").exists()
+    code, text = run("segment", "refresh", "--data", str(data_folder), "--as-of", "2024-03-01")
+    assert code == 0 and (tmp_path / "segments" / "buyers.history.csv").exists()
+
+
 def test_features_tags_and_segments_say_so_when_the_date_is_long_after_the_data(tmp_path, data_folder):
     late = "note: the latest purchase in the data is"
     out = tmp_path / "features.parquet"
