@@ -214,6 +214,18 @@ def test_completejourney_package_data_imports_and_validates_clean(tmp_path):
     assert report.quarantined_rows == 0
 
 
+def test_a_text_file_that_is_not_cdnow_is_refused_not_imported_as_nothing(tmp_path):
+    """A readme whose first line has four words was "imported": 0 purchases, exit 0, and the
+    next command failed on an empty table."""
+    from portrait.errors import PortraitError
+
+    readme = tmp_path / "README.md"
+    readme.write_text("CDNOW data set here\n\nThe master file has four columns per line.\nSee the paper.\n")
+    with pytest.raises(PortraitError, match=r"README.md: none of its 3 non-blank lines is a CDNOW purchase"):
+        import_cdnow(readme, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_an_import_refuses_a_folder_holding_another_data_set_and_replaces_its_own(tmp_path):
     from portrait.errors import PortraitError
 

@@ -96,6 +96,14 @@ def import_cdnow(source: Path, out_dir: Path) -> dict[str, int]:
                SUM(CAST(number_of_cds AS DOUBLE)) AS quantity, 'web' AS channel
         FROM raw WHERE {parses} GROUP BY customer_id, date
         ORDER BY customer_id, ts"""
+    parsed = con.execute(f"SELECT COUNT(*) FROM raw WHERE {parses}").fetchall()[0][0]
+    if not parsed:  # another text file (a readme) whose first line happens to have 4 words
+        con.close()
+        lines = len(raw) + len(malformed)
+        raise ContractError(
+            f"{source}: none of its {lines:,} non-blank lines is a CDNOW purchase (customer id, date as YYYYMMDD, "
+            f"number of CDs, dollar value): is it the CDNOW file? nothing imported"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     counts = {"purchases": copy_to_parquet(con, purchases, out_dir / "purchases.parquet")}
     rejects = con.execute(
