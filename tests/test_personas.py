@@ -821,3 +821,26 @@ def test_a_persona_whose_favourite_channel_is_outside_the_top_ones_has_no_channe
     for channel, expected in (("app", ["app"]), ("other", [])):
         profile = pd.Series({"favourite_channel": channel, "favourite_channel_share": 0.8})
         assert name_parts(lift, profile)[1] == expected
+
+
+def test_a_missing_alias_says_which_step_gives_it():
+    """ "run portrait personas fit" was the advice after a fit too, when a promotion was missing,
+    and for a misspelt alias."""
+    from types import SimpleNamespace
+
+    from training.personas import _no_alias_advice
+
+    def client(*aliases):
+        versions = [SimpleNamespace(aliases=list(a)) for a in aliases]
+        return SimpleNamespace(search_model_versions=lambda query: versions)
+
+    fitted = client(["candidate"])
+    assert _no_alias_advice(fitted, "personas", "champion") == (
+        "no 'personas' model with alias 'champion' (its versions hold 'candidate'); try portrait promote personas"
+    )
+    assert _no_alias_advice(client(["candidate"], ["champion"]), "personas", "Candidate").endswith(
+        "try --alias candidate or champion"
+    )
+    assert _no_alias_advice(client(), "personas", "champion") == (
+        "no 'personas' model is registered; run portrait personas fit"
+    )

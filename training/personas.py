@@ -449,12 +449,31 @@ def _require_personas_name(name: str) -> None:
         )
 
 
+def _no_alias_advice(client: MlflowClient, name: str, alias: str) -> str:
+    """Why ``name`` has no version with ``alias``, and the step that gives it one: a fit when
+    nothing is registered, else a promotion (or another alias)."""
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except MlflowException:
+        versions = []
+    if not versions:
+        return f"no {name!r} model is registered; run portrait personas fit"
+    held = sorted({a for v in versions for a in (v.aliases or [])})
+    advice = (
+        f"portrait promote {name}" if alias == "champion" and "candidate" in held else "--alias " + " or ".join(held)
+    )
+    return (
+        f"no {name!r} model with alias {alias!r} (its versions hold {', '.join(map(repr, held)) or 'no alias'}); "
+        + (f"try {advice}" if held else "run portrait personas fit")
+    )
+
+
 def show_personas(name: str, alias: str, out: Path) -> dict[str, Path]:
     client = MlflowClient()
     try:
         version = client.get_model_version_by_alias(name, alias)
     except MlflowException:
-        raise PortraitError(f"no {name!r} model with alias {alias!r}; run portrait personas fit") from None
+        raise PortraitError(_no_alias_advice(client, name, alias)) from None
     if not _is_personas_run(client, version.run_id):
         raise PortraitError(f"{name} v{version.version} ({alias}) is not a persona model; give the personas' --name")
     portrait = Path(mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path="portrait"))
