@@ -606,6 +606,11 @@ def test_a_label_has_a_share_by_construction_only_when_every_training_cutoff_sho
     # at b only one customer of ten spent anything in the window: the positives are the spenders
     one_of_ten = np.array([1] + [0] * 9)
     assert label_share(high_value, np.concatenate([two_of_ten, one_of_ten]), cutoffs) is None
+    # a small shop's top 20%: 7 of 37 and 8 of 38 (the share is less than a customer away)
+    small = np.array(["c"] * 37 + ["d"] * 38)
+    y_small = np.concatenate([[1] * 7 + [0] * 30, [1] * 8 + [0] * 30])
+    assert label_share(high_value, y_small, small) == pytest.approx(0.2)
+    assert label_share(high_value, np.concatenate([[1] * 6 + [0] * 31, [1] * 8 + [0] * 30]), small) is None
     # an absolute label has no share to move to
     repurchase = parse_experiment(BASE)
     assert label_share(repurchase, np.concatenate([two_of_ten, two_of_ten]), cutoffs) is None
