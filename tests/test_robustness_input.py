@@ -121,7 +121,8 @@ def test_list_without_scores_reads_the_default_folder(tmp_path, monkeypatch, cap
     """A change of serve's --scores default reached list's: None went to the reader, a traceback."""
     monkeypatch.chdir(tmp_path)
     code, stderr = _exit_of(monkeypatch, capsys, "list", "--model", "m", "--top", "3", "--out", "l.csv")
-    assert code == 2 and "no scores in outputs/scores" in stderr and "Traceback" not in stderr
+    assert code == 2 and f"no scores in {tmp_path / 'outputs' / 'scores'} (the default folder)" in stderr
+    assert "give the folder it wrote with --scores DIR" in stderr and "Traceback" not in stderr
 
 
 def test_every_command_reading_the_data_stops_where_validate_stops(tmp_path, monkeypatch, capsys):
