@@ -137,8 +137,14 @@ class SegmentStore:
         path = self.path(name)
         if not path.is_file():
             close = difflib.get_close_matches(name, self.names(), n=5)
+            missing = (
+                ": no such folder (segments are read from --segments DIR, else $PORTRAIT_SEGMENTS, else segments/)"
+                if not self.folder.is_dir()
+                else ""
+            )
             raise PortraitError(
-                f"no segment {name!r} in {self.folder}/" + (f"; did you mean {close}?" if close else "")
+                f"no segment {name!r} in {self.folder.resolve()}/{missing}"
+                + (f"; did you mean {close}?" if close else "")
             )
         try:
             raw = tomllib.loads(path.read_text(encoding="utf-8"))

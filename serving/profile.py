@@ -411,7 +411,7 @@ def build_profile(
             if isinstance(data, _PersonMaterial):  # the run's copy: ids added since are not in it
                 where += (
                     f" as the run of {outputs.date} read it (an id added since is found after the next "
-                    "refresh, or without --runs)"
+                    "refresh, or in a profile read from the data set rather than a run)"
                 )
             raise UnknownCustomer(
                 f"unknown customer id {customer_id!r}: not in {where} (customers, purchases, events, identities)"

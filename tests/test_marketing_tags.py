@@ -280,6 +280,20 @@ def test_a_segment_file_edited_by_hand_is_refused_with_what_is_wrong(tmp_path, c
         store.load("edited")
 
 
+def test_a_segment_not_found_names_its_folder_whole_and_where_segments_are_read(tmp_path, monkeypatch):
+    """ "no segment 'x' in segments/" named a relative folder that did not exist, without saying
+    where else segments are read from (the demo saves them in outputs/segments)."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PortraitError, match=r"no segment 'quiet' in .*segments/: no such folder \(segments are read "):
+        SegmentStore(Path("segments")).load("quiet")
+    store = SegmentStore(tmp_path / "kept")
+    store.save(Segment("quiet_buyers", where="orders_lifetime > 0"))
+    with pytest.raises(
+        PortraitError, match=rf"^no segment 'quiet_buyer' in {tmp_path / 'kept'}/; did you mean \['quiet_buyers'\]\?$"
+    ):
+        store.load("quiet_buyer")
+
+
 def test_a_segment_file_edited_by_hand_keeps_a_persona_number_and_a_bare_date(tmp_path):
     (tmp_path / "edited.toml").write_text("persona = 2\ncreated_at = 2025-01-31\n")
     segment = SegmentStore(tmp_path).load("edited")
