@@ -12,6 +12,7 @@ from rich.table import Table
 
 from features.catalogue import catalogue
 from features.config import FeatureConfig
+from features.options import checked_date
 from portrait.errors import ConfigError, PortraitError
 
 # The engine options of every command that can run its SQL on Spark (features build, score, tags
@@ -112,7 +113,12 @@ def register(app: typer.Typer, out, console) -> None:
         dataset: Annotated[
             str, typer.Argument(help="Data set folder or DuckDB file (Spark: also hdfs://, s3a://, abfss:// paths).")
         ],
-        as_of: Annotated[str, typer.Option("--as-of", help="Cutoff date (YYYY-MM-DD): only data before it is used.")],
+        as_of: Annotated[
+            str,
+            typer.Option(
+                "--as-of", callback=checked_date, help="Cutoff date (YYYY-MM-DD): only data before it is used."
+            ),
+        ],
         out_file: Annotated[
             str, typer.Option("--out", help="Feature table to write (Parquet; Spark: a folder on an hdfs:// ... path).")
         ],

@@ -19,11 +19,15 @@ from rich.text import Text
 from rich.tree import Tree
 
 from features.cli import EngineOption, SparkMasterOption
+from features.options import checked_date
 from portrait.errors import PortraitError
 from portrait.progress import spinner
 
 DataOption = Annotated[Path, typer.Option("--data", help="Data set folder or DuckDB file.")]
-AsOfOption = Annotated[str, typer.Option("--as-of", help="As of this date (YYYY-MM-DD): only data before it is used.")]
+AsOfOption = Annotated[
+    str,
+    typer.Option("--as-of", callback=checked_date, help="As of this date (YYYY-MM-DD): only data before it is used."),
+]
 ScoresOption = Annotated[
     Path | None, typer.Option("--scores", help="Scores folder (portrait score --out) for model conditions.")
 ]
@@ -287,7 +291,10 @@ def register_rfm(app: typer.Typer, out, console) -> None:
         as_of: AsOfOption,
         out_dir: Annotated[Path, typer.Option("--out", help="Folder for the RFM tables.")],
         previous: Annotated[
-            str | None, typer.Option("--previous", help="An earlier date: also write the migration between them.")
+            str | None,
+            typer.Option(
+                "--previous", callback=checked_date, help="An earlier date: also write the migration between them."
+            ),
         ] = None,
     ) -> None:
         """RFM scores (1-5) and value groups of every customer; summary; migration."""

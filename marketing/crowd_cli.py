@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from features.options import checked_date
 from marketing.cli import (
     AsOfOption,
     DataOption,
@@ -281,8 +282,8 @@ def register_crowd(app: typer.Typer, out, console) -> None:
     @app.command("trend")
     def trend_command(
         data: DataOption,
-        start: Annotated[str, typer.Option("--from", help="First point (YYYY-MM-DD).")],
-        end: Annotated[str, typer.Option("--to", help="Last point at most this date.")],
+        start: Annotated[str, typer.Option("--from", callback=checked_date, help="First point (YYYY-MM-DD).")],
+        end: Annotated[str, typer.Option("--to", callback=checked_date, help="Last point at most this date.")],
         out_dir: Annotated[Path, typer.Option("--out", help="Folder for trend.csv, trend.png, trend.html.")],
         every: Annotated[str, typer.Option("--every", help="week or month.")] = "month",
         segment: SegmentOpt = None,

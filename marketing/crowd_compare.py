@@ -282,9 +282,13 @@ def write_compare(result: Comparison, data: CrowdData, min_cell: int, out_dir: P
     figures = _figures(result, min_cell)
     names = list(result.sizes)
     intro = (
-        f"As of {data.as_of}. Differences are the largest minus the smallest share; 'significant' after "
-        f"Holm's correction over {int(result.table['tested'].sum()):,} chi-square tests at 5%. "
-        f"{result.overlap:,} customers are in more than one crowd. Counts under {min_cell} are shown as <{min_cell}."
+        f"As of {data.as_of}. Differences are the largest minus the smallest share; "
+        + (
+            f"'significant' after Holm's correction over {tests:,} chi-square tests at 5%. "
+            if (tests := int(result.table["tested"].sum()))
+            else "no value has enough customers in every crowd for a chi-square test. "
+        )
+        + f"{result.overlap:,} customers are in more than one crowd. Counts under {min_cell} are shown as <{min_cell}."
     )
     markdown = [
         "# Crowd comparison: " + pages.md_text(" / ".join(names)),
@@ -297,7 +301,16 @@ def write_compare(result: Comparison, data: CrowdData, min_cell: int, out_dir: P
         "",
     ]
     top = shown[shown["difference"] != ""].head(40)
-    markdown += ["## Largest differences", "", pages.markdown(top.drop(columns="dimension")), ""]
+    nothing_shown = (
+        f"No difference can be shown: in every row a crowd's count is under {min_cell} (hidden), so the "
+        "crowds are too small to compare here; compare larger crowds, or the same ones on more customers."
+    )
+    markdown += [
+        "## Largest differences",
+        "",
+        pages.markdown(top.drop(columns="dimension")) if len(top) else pages.md_text(nothing_shown),
+        "",
+    ]
     atomic_write_text("\n".join(markdown) + "\n", paths["md"])
     body = f"<h1>{escape('Crowd comparison: ' + ' / '.join(names))}</h1><p class='note'>{escape(intro)}</p>"
     body += f"<h2>Key figures</h2>{figures.reset_index().to_html(index=False, na_rep='')}"
@@ -305,7 +318,10 @@ def write_compare(result: Comparison, data: CrowdData, min_cell: int, out_dir: P
     if chart:
         body += f"<h2>Largest differences</h2>{chart}"
     styled = top.drop(columns="dimension").to_html(index=False, na_rep="", escape=True)
-    styled = styled.replace("<td>yes</td>", "<td class='sig'>yes</td>")
+    styled = (
+        styled.replace("<td>yes</td>", "<td class='sig'>yes</td>") if len(top) else f"<p>{escape(nothing_shown)}</p>"
+    )
+
     body += f"<h2>Every difference (largest first)</h2><div style='overflow-x:auto'>{styled}</div>"
     atomic_write_text(pages.page("Crowd comparison", body), paths["html"])
     return paths

@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from features.options import checked_date
 from marketing.cli import (
     AsOfOption,
     DataOption,
@@ -76,7 +77,7 @@ def register_segments(app: typer.Typer, out, console) -> None:
         customers attributes the condition names, whose kind only the data tells."""
         from features.catalogue import describe
         from marketing.filters import ANY, NUMBER, TEXT, Schema, parse_condition
-        from marketing.population import RFM_KINDS, SCORE_SUFFIXES
+        from marketing.population import RFM_GROUPS, RFM_KINDS, SCORE_SUFFIXES
         from marketing.segments import SegmentStore, check_graph
         from marketing.tags import load_library
 
@@ -105,7 +106,9 @@ def register_segments(app: typer.Typer, out, console) -> None:
             from features.catalogue import catalogue
 
             known = {f.name: (TEXT if f.scale == "category" else NUMBER) for f in catalogue(attributes={})}
-            parse_condition(segment.where, Schema({**known, **RFM_KINDS}, resolve), behaviour=True)
+            # the RFM groups are the same names on any data: a value no group has is refused now
+            schema = Schema({**known, **RFM_KINDS}, resolve, values={"rfm_group": RFM_GROUPS})
+            parse_condition(segment.where, schema, behaviour=True)
         return sorted(set(unchecked))
 
     @app.command("create")
@@ -125,7 +128,9 @@ def register_segments(app: typer.Typer, out, console) -> None:
                 "--data", help="Also count it on this data set (Spark: also hdfs://, s3a://, abfss:// paths)."
             ),
         ] = None,
-        as_of: Annotated[str | None, typer.Option("--as-of", help="Count as of this date (with --data).")] = None,
+        as_of: Annotated[
+            str | None, typer.Option("--as-of", callback=checked_date, help="Count as of this date (with --data).")
+        ] = None,
         scores: ScoresOption = None,
         file: TagsFileOption = None,
         store: StoreOption = None,

@@ -812,9 +812,23 @@ def _one_format(files: tuple[Path, ...], table_name: str) -> tuple[Path, ...]:
     return files
 
 
+def _duckdb_header(path: Path) -> bool:
+    """Whether ``path`` begins as a DuckDB database file does (the magic bytes ``DUCK`` at 8)."""
+    try:
+        with path.open("rb") as handle:
+            return handle.read(12)[8:12] == b"DUCK"
+    except OSError:
+        return True  # unreadable: let DuckDB say why
+
+
 def _open_duckdb_file(path: Path) -> Dataset:
     if path.suffix.lower() in (".csv", ".parquet", ".txt", ".tsv", ".gz"):
         raise ContractError(f"{path} is a table file, not a data set: give the folder that holds it ({path.parent})")
+    if path.is_file() and not _duckdb_header(path):  # a readme, a SOURCE.json: not DuckDB's own words
+        raise ContractError(
+            f"{path} is neither a data set folder nor a DuckDB file: give the folder of the data set "
+            f"({path.parent} if it is there)"
+        )
     try:
         con = connections.connect(str(path), read_only=True)
     except duckdb.Error as exc:

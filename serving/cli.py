@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 
 from features.cli import EngineOption, SparkMasterOption
+from features.options import checked_date
 from portrait.audit import AUDIT_LOG_ENV, DEFAULT_AUDIT_LOG, audit_log_path
 from portrait.errors import PortraitError
 from portrait.progress import spinner
@@ -33,7 +34,9 @@ def register(app: typer.Typer, out, console) -> None:
         dataset: Annotated[
             str, typer.Argument(help="Data set folder or DuckDB file (Spark: also hdfs://, s3a://, abfss:// paths).")
         ],
-        as_of: Annotated[str, typer.Option("--as-of", help="Score as of this date (YYYY-MM-DD).")],
+        as_of: Annotated[
+            str, typer.Option("--as-of", callback=checked_date, help="Score as of this date (YYYY-MM-DD).")
+        ],
         models: Annotated[str, typer.Option(help="Comma-separated registered models.")] = ",".join(DEFAULT_MODELS),
         out_dir: Annotated[Path, typer.Option("--out", help="Folder for the scores table.")] = DEFAULT_SCORES,
         alias: Annotated[str, typer.Option(help="Registry alias to load.")] = "champion",

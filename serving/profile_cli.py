@@ -101,7 +101,7 @@ def register(app: typer.Typer, out, console) -> None:
         if as_json:
             out.print_json(profile_json(profile)) if out.is_terminal else print(profile_json(profile))
             return
-        show(profile, out)
+        show(profile, out, hide_sensitive=hide_sensitive)
 
 
 def _money(value: float | None) -> str:
@@ -121,7 +121,7 @@ def _when(value: dt.datetime) -> str:
     return value.strftime("%Y-%m-%d %H:%M")
 
 
-def show(profile, out) -> None:
+def show(profile, out, hide_sensitive: bool = False) -> None:
     """The profile as readable sections."""
     # The console prints text, not markup (portrait_cli.main): styles are given as styles.
     head = Text().append(f"customer {profile.customer_id}", style="bold")
@@ -144,6 +144,10 @@ def show(profile, out) -> None:
             out.print(f"  {attribute.name}: {attribute.value or '-'}", highlight=False)
         if profile.attributes.sensitive_left_out:
             out.print(f"  ({profile.attributes.sensitive_left_out} sensitive column(s) left out)")
+        elif hide_sensitive:  # asked to hide, and nothing to hide: said, not a silent no-op
+            out.print(
+                "  (--hide-sensitive: no column is marked sensitive; [privacy] sensitive_columns in portrait.toml)"
+            )
     else:
         out.print("  -")
 

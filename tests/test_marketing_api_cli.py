@@ -345,6 +345,17 @@ def test_rfm_says_so_when_nobody_bought_before_the_date_or_the_date_is_long_afte
     assert code == 0 and "note:" not in text
 
 
+def test_a_segment_saved_without_data_is_refused_a_value_no_rfm_group_has(tmp_path, monkeypatch):
+    """The RFM groups are the same names on any data: 'Champion' was saved without --data and
+    failed only at the nightly refresh."""
+    monkeypatch.chdir(tmp_path)
+    code, text = run("segment", "create", "s1", "--where", "rfm_group = 'Champion'")
+    assert code == 2 and "rfm_group has no value 'Champion'; did you mean 'Champions'?" in text
+    assert not (tmp_path / "segments").exists()
+    code, text = run("segment", "create", "s1", "--where", "rfm_group = 'Champions'")
+    assert code == 0, text
+
+
 def test_tags_and_segments_refuse_a_date_before_the_data(tmp_path, data_folder, monkeypatch):
     """tags apply wrote an empty table with exit 0 (the next run then said everyone entered);
     segment refresh recorded a row of zeros, and a category that exists was "no purchases row

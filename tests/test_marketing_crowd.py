@@ -23,7 +23,7 @@ from marketing.crowd import (
     parse_crowd,
     top_values,
 )
-from marketing.crowd_compare import compare, crosstab, holm, suppressed_comparison, suppressed_crosstab
+from marketing.crowd_compare import compare, crosstab, holm, suppressed_comparison, suppressed_crosstab, write_compare
 from marketing.crowd_report import (
     crowd_report,
     hidden_counts,
@@ -414,7 +414,7 @@ def test_holm_adjusts_p_values_in_order():
     assert adjusted[1] == pytest.approx(0.06) and np.isnan(adjusted[2])
 
 
-def test_crosstab_drill_down_and_comparison_on_hand_written_data():
+def test_crosstab_drill_down_and_comparison_on_hand_written_data(tmp_path):
     with Population(dataset(), AS_OF) as population:
         data = CrowdData(population, load_library())
         everyone = data.mask(Crowd("all"))
@@ -452,6 +452,11 @@ def test_crosstab_drill_down_and_comparison_on_hand_written_data():
         assert list(zip(hidden["dimension"], hidden["value"], strict=True)) == sorted(
             zip(result.table["dimension"], result.table["value"], strict=True)
         )
+        written = write_compare(result, data, 10, tmp_path / "cmp")  # every count hidden: said, not an empty table
+        text = written["md"].read_text()
+        assert "No difference can be shown: in every row a crowd's count is under 10" in text
+        assert "no value has enough customers in every crowd for a chi-square test" in text
+        assert "No difference can be shown" in written["html"].read_text()
         some = suppressed_comparison(result, 1)  # zero counts hidden: the shown rows first, largest first
         visible = some["difference"] != ""
         assert visible.any() and (~visible).any() and not visible[visible.idxmin() :].any()

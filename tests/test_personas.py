@@ -844,3 +844,11 @@ def test_a_missing_alias_says_which_step_gives_it():
     assert _no_alias_advice(client(), "personas", "champion") == (
         "no 'personas' model is registered; run portrait personas fit"
     )
+
+
+def test_a_refits_changes_are_a_sentence_not_a_python_dict():
+    from training.personas import changes_sentence
+
+    changes = {"kept": [0, 1, 2], "new": [5], "gone": [3], "merged": [[4, 1]]}
+    assert changes_sentence(changes) == "kept 0, 1, 2; new 5; gone 3; merged 4 into 1"
+    assert changes_sentence({"kept": [], "new": [], "gone": [], "merged": []}) == "no change"

@@ -572,6 +572,18 @@ def test_the_command_prints_sections_or_json_and_exits_non_zero_on_errors(world,
     assert missing.returncode == 2 and "does not exist" in missing.stderr and "Traceback" not in missing.stderr
     bad_date = _portrait("profile", "c1", "--data", str(world["data"]), "--as-of", "yesterday")
     assert bad_date.returncode == 2 and "is not a date" in bad_date.stderr
+    # nothing marked sensitive: asked to hide, the profile says so instead of doing nothing silently
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "purchases.csv").write_text("order_id,customer_id,ts,amount\no1,c1,2024-01-05 10:00:00,12.50\n")
+    (plain / "customers.csv").write_text("customer_id,region\nc1,north\n")
+    hidden = _portrait("profile", "c1", "--data", str(plain), "--hide-sensitive", "--no-reasons")
+    assert hidden.returncode == 0, hidden.stderr
+    assert "region: north" in hidden.stdout
+    assert (
+        "(--hide-sensitive: no column is marked sensitive; [privacy] sensitive_columns in portrait.toml)"
+        in hidden.stdout
+    )
 
 
 def test_the_command_reads_the_default_segments_folder_as_list_and_the_api_do(world, tmp_path, monkeypatch):

@@ -125,6 +125,26 @@ def test_list_without_scores_reads_the_default_folder(tmp_path, monkeypatch, cap
     assert "give the folder it wrote with --scores DIR" in stderr and "Traceback" not in stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (
+            ["crowd", "trend", "--all", "--data", "d", "--from", "2017/07/01", "--to", "2018-01-01", "--out", "t"],
+            "--from",
+        ),
+        (["crowd", "trend", "--all", "--data", "d", "--from", "2017-07-01", "--to", "2018-1-1", "--out", "t"], "--to"),
+        (["rfm", "d", "--as-of", "2017-10-01", "--previous", "01/10/2017", "--out", "r"], "--previous"),
+        (["features", "build", "d", "--as-of", "20171001", "--out", "f.parquet"], "--as-of"),
+    ],
+)
+def test_a_date_that_is_not_one_names_its_option(tmp_path, monkeypatch, capsys, args, option):
+    """ "cutoff '2017/07/01' is not a date" named no option: with --from and --to on one line,
+    which one was wrong? Checked as the option is read, before any data is opened."""
+    monkeypatch.chdir(tmp_path)
+    code, stderr = _exit_of(monkeypatch, capsys, *args)
+    assert code == 2 and f"Invalid value for '{option}': " in stderr and "is not a date (expected YYYY-MM-DD)" in stderr
+
+
 def test_every_command_reading_the_data_stops_where_validate_stops(tmp_path, monkeypatch, capsys):
     """The views leave out what they cannot read; only the checks stop on a file in the wrong
     encoding. features build wrote a table without those rows, exit 0, before it ran them."""

@@ -450,8 +450,10 @@ def test_a_table_file_or_any_other_file_is_not_a_data_set(tmp_path):
         open_dataset(folder / "purchases.parquet")
     other = tmp_path / "notes.db"
     other.write_text("not a database")
-    with pytest.raises(ContractError, match=r"notes.db is neither a data set folder nor a DuckDB file"):
-        open_dataset(other)
+    with pytest.raises(
+        ContractError, match=r"notes.db is neither a data set folder nor a DuckDB file: give the folder"
+    ):
+        open_dataset(other)  # DuckDB's own "Catalog Error: Cannot launch in-memory database" before
 
 
 def test_a_table_found_twice_in_a_folder_is_an_error_not_a_silent_choice(tmp_path):

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from features.options import checked_date
 from portrait.progress import counter, spinner
 
 COMPARED = (("roc_auc", "ROC AUC"), ("pr_auc", "PR AUC"), ("lift_at_10pct", "lift at 10%"))
@@ -210,7 +211,8 @@ def register_personas(app: typer.Typer, out, console) -> None:
         experiment: Annotated[Path, typer.Argument(help="experiments/personas.toml")],
         data: Annotated[Path | None, typer.Option("--data", help="Run on this data set instead.")] = None,
         as_of: Annotated[
-            str | None, typer.Option("--as-of", help="Feature cutoff (default: after the last purchase).")
+            str | None,
+            typer.Option("--as-of", callback=checked_date, help="Feature cutoff (default: after the last purchase)."),
         ] = None,
         out_file: Annotated[
             Path | None, typer.Option("--out", help="Write each customer's persona (CSV or Parquet).")
@@ -222,7 +224,7 @@ def register_personas(app: typer.Typer, out, console) -> None:
         from features.build import parse_cutoff
         from models.personas import STABLE_ARI
         from portrait.files import check_suffix
-        from training.personas import load_persona_config, run_persona_fit
+        from training.personas import changes_sentence, load_persona_config, run_persona_fit
 
         if out_file is not None:  # before the fit registers a version, not after
             check_suffix(out_file, (".csv", ".parquet"))
@@ -245,13 +247,17 @@ def register_personas(app: typer.Typer, out, console) -> None:
             out.print(
                 f"[yellow]warning:[/] no k in {config.k_min}-{config.k_max} was stable (best bootstrap agreement "
                 f"{stability:.2f} < {STABLE_ARI}): these personas may reshuffle on the next refit; "
-                "try a smaller k_min or fewer features",
+                + (
+                    "try fewer features"
+                    if config.k_min <= 2
+                    else f"try a smaller k_min (now {config.k_min}) or fewer features"
+                ),
                 markup=True,
             )
         if fit.changes.get("note"):
             out.print(f"note: {fit.changes['note']}")
         if any(v for k, v in fit.changes.items() if k != "note"):
-            out.print(f"compared with the previous model: { {k: v for k, v in fit.changes.items() if k != 'note'} }")
+            out.print(f"compared with the previous model: {changes_sentence(fit.changes)}")
         if out_file:
             out.print(f"assignments: {out_file}")
 

@@ -468,6 +468,18 @@ def _no_alias_advice(client: MlflowClient, name: str, alias: str) -> str:
     )
 
 
+def changes_sentence(changes: dict) -> str:
+    """A refit's persona changes as a sentence (``kept``, ``new``, ``gone``: persona ids;
+    ``merged``: [old, into] pairs), each part only when it has any."""
+    parts = []
+    for key, label in (("kept", "kept"), ("new", "new"), ("gone", "gone")):
+        if changes.get(key):
+            parts.append(f"{label} {', '.join(map(str, changes[key]))}")
+    if changes.get("merged"):
+        parts.append("merged " + ", ".join(f"{old} into {into}" for old, into in changes["merged"]))
+    return "; ".join(parts) or "no change"
+
+
 def show_personas(name: str, alias: str, out: Path) -> dict[str, Path]:
     client = MlflowClient()
     try:
