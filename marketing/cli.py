@@ -246,7 +246,7 @@ def register_tags(app: typer.Typer, out, console) -> None:
         ids: Annotated[Path, typer.Option("--ids", help="CSV with a customer_id column (or one column of ids).")],
         data: DataOption,
         by: Annotated[str | None, typer.Option("--by", help="Who removes (default: the system user).")] = None,
-        note: Annotated[str | None, typer.Option("--note")] = None,
+        note: Annotated[str | None, typer.Option("--note", help="Why; kept with the removal.")] = None,
         file: TagsFileOption = None,
         store: StoreOption = None,
         rejected: Annotated[Path | None, typer.Option("--rejected", help="Where rejected ids go.")] = None,

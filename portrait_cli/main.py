@@ -33,8 +33,12 @@ identity_app = typer.Typer(no_args_is_help=True, help="Identity resolution: merg
 features_app = typer.Typer(no_args_is_help=True, help="Point-in-time customer features.")
 personas_app = typer.Typer(no_args_is_help=True, help="Personas: clustering customers, crowd portraits.")
 tags_app = typer.Typer(no_args_is_help=True, help="The tag library: rule, model and manual tags; exclusive groups.")
-segment_app = typer.Typer(no_args_is_help=True, help="Saved segments: create, count, refresh, export.")
-crowd_app = typer.Typer(no_args_is_help=True, help="Portraits of any crowd: report, crosstab, export, compare, trend.")
+segment_app = typer.Typer(
+    no_args_is_help=True, help="Saved segments: create, count, list, show, refresh, export, delete."
+)
+crowd_app = typer.Typer(
+    no_args_is_help=True, help="Portraits of any crowd: report, crosstab, export, compare, trend, quadrant."
+)
 app.add_typer(import_app, name="import")
 app.add_typer(identity_app, name="identity")
 app.add_typer(features_app, name="features")
@@ -113,7 +117,10 @@ def sample_data_command(
 @app.command("validate")
 def validate_command(
     dataset: Annotated[Path, typer.Argument(help="Data set folder or DuckDB file.")],
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Where the report and quarantine go.")] = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out", help="Where the report and quarantine go [default: outputs/validation/NAME]."),
+    ] = None,
 ) -> None:
     """Check a data set against the contract; quarantine and count bad rows."""
     from portrait.dataset import open_dataset

@@ -121,7 +121,7 @@ def register(app: typer.Typer, out, console) -> None:
         experiment: Annotated[Path, typer.Argument(help="experiments/NAME.toml")],
         data: Annotated[Path | None, typer.Option("--data", help="Run on this data set instead.")] = None,
     ) -> None:
-        """Train an experiment: time-ordered split, calibrated LightGBM, baselines, MLflow run."""
+        """Train an experiment: time-ordered cutoffs, candidates (LightGBM, logistic, BG/NBD, RFM, blend) chosen on validation, calibrated, judged against the peers; an MLflow run."""
         from training.train import train_experiment
 
         config = _load(experiment, data)
