@@ -232,8 +232,9 @@ def salt_from_environment() -> str:
     return salt
 
 
-def hash_identities_file(source: Path, target: Path, salt: str | None = None) -> int:
-    """Copy an identities table with ``id_value`` replaced by its salted SHA-256 hex digest.
+def hash_identities_file(source: Path, target: Path, salt: str | None = None) -> tuple[int, int]:
+    """Copy an identities table with ``id_value`` replaced by its salted SHA-256 hex digest;
+    returns (rows written, values hashed): a blank value or a placeholder stays empty.
 
     The salt comes from ``PORTRAIT_IDENTITY_SALT`` unless given, and is bound as a query
     parameter, never pasted into SQL. A CSV source is read strictly (:func:`check_csv`): a line
@@ -276,12 +277,14 @@ def hash_identities_file(source: Path, target: Path, salt: str | None = None) ->
         value = (
             "TRIM(CAST(id_value AS VARCHAR))" if not source.name.endswith(".parquet") else "CAST(id_value AS VARCHAR)"
         )
-        return copy_to_parquet(
+        rows = copy_to_parquet(
             con,
             f"SELECT * REPLACE (CASE WHEN NULLIF({value}, '') IS NULL OR {contract.placeholder_expr(value)} THEN NULL "
             f"ELSE sha256(getvariable('identity_salt') || {value}) END AS {quote_ident('id_value')}) FROM {scan}",
             target,
         )
+        written = f"read_parquet({quote_literal(str(target))})"
+        return rows, int(con.execute(f"SELECT COUNT(id_value) FROM {written}").fetchall()[0][0])
     except duckdb.Error as exc:  # checked above, so not expected: still a message, not a traceback
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise PortraitError(f"cannot read {source}: {first}; nothing was written") from exc

@@ -237,8 +237,13 @@ def identity_hash_command(
     """Replace identity values with salted SHA-256 hashes (salt from PORTRAIT_IDENTITY_SALT)."""
     from portrait.identity import hash_identities_file
 
-    rows = hash_identities_file(source, out_file)
-    out.print(f"hashed {rows:,} identity values into {out_file}; keep the salt secret and stable")
+    rows, hashed = hash_identities_file(source, out_file)
+    empty = rows - hashed
+    out.print(
+        f"hashed {hashed:,} identity value{'' if hashed == 1 else 's'} into {out_file}"
+        + (f" ({empty:,} blank or placeholder value{'' if empty == 1 else 's'} left empty)" if empty else "")
+        + "; keep the salt secret and stable"
+    )
 
 
 # click's base exception, as the typer in use has it (typer 0.29 carries its own click): a bad

@@ -90,7 +90,7 @@ def test_explain_names_the_shared_identifiers_by_type_and_count_without_a_salt()
 def test_explain_with_the_salt_shows_the_hashes_identity_hash_writes(tmp_path):
     source = tmp_path / "identities.csv"
     LINKS.to_csv(source, index=False)
-    hash_identities_file(source, tmp_path / "hashed.parquet", salt="pepper")
+    assert hash_identities_file(source, tmp_path / "hashed.parquet", salt="pepper") == (len(LINKS), len(LINKS))
     hashed = pd.read_parquet(tmp_path / "hashed.parquet")
     written = dict(zip(LINKS["id_value"], hashed["id_value"], strict=True))
     result = explain(_dataset().connect(), "store-9", salt="pepper")
@@ -223,8 +223,8 @@ def test_hashing_reads_the_csv_strictly_and_writes_nothing_on_a_bad_line(tmp_pat
 def test_hashing_a_strict_csv_keeps_quoted_fields_and_other_delimiters(tmp_path):
     (tmp_path / "a.csv").write_text('customer_id,id_type,id_value\nA,phone,111\n"B, jr",phone,222\n\n')
     (tmp_path / "b.csv").write_text("customer_id;id_type;id_value\nA;phone;111\n")
-    assert hash_identities_file(tmp_path / "a.csv", tmp_path / "a.parquet", salt="pepper") == 2
-    assert hash_identities_file(tmp_path / "b.csv", tmp_path / "b.parquet", salt="pepper") == 1
+    assert hash_identities_file(tmp_path / "a.csv", tmp_path / "a.parquet", salt="pepper") == (2, 2)
+    assert hash_identities_file(tmp_path / "b.csv", tmp_path / "b.parquet", salt="pepper") == (1, 1)
     a = pd.read_parquet(tmp_path / "a.parquet")
     assert a["customer_id"].tolist() == ["A", "B, jr"]
     import hashlib
@@ -278,7 +278,13 @@ def test_the_hashed_copy_merges_the_same_people_as_the_source(tmp_path):
             "order_id,customer_id,ts,amount\n" + "".join(f"o{c},{c},2024-01-01,1\n" for c in "ABCDEFGH")
         )
     (folder / "identities.csv").write_text(PLACEHOLDERS)
-    hash_identities_file(folder / "identities.csv", hashed / "identities.parquet", salt="pepper")
+    rows, values = hash_identities_file(folder / "identities.csv", hashed / "identities.parquet", salt="pepper")
+    # the blanks and placeholders stay empty: not counted as hashed (it said 3 of 3 with one N/A)
+    assert (rows, values) == (
+        PLACEHOLDERS.count("\n") - 1,
+        int(pd.read_parquet(hashed / "identities.parquet")["id_value"].notna().sum()),
+    )
+    assert values == rows - 8
     assert _persons(hashed) == _persons(folder) == {"B": "A", "F": "E"}
 
 
