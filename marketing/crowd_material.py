@@ -393,6 +393,6 @@ def open_stored_crowds(
 
         fingerprint = open_dataset(dataset_path).fingerprint()
     problem = material_problem(Path(run) / FOLDER, library, as_of, fingerprint)
-    if problem:
-        raise PortraitError(problem)
+    if problem:  # the command line's way round it (the API logs its own and reads the data set)
+        raise PortraitError(f"{problem}: run the command again without --run (it reads the data set itself)")
     return StoredCrowdData(run, dataset_path, library, segments=segments, manual_store=manual_store, say=say)

@@ -107,7 +107,9 @@ def test_material_that_cannot_answer_says_why(run_folder, tmp_path):
     with pytest.raises(PortraitError, match="another tag library's levels"):
         open_stored_crowds(run_dir, data, load_library(other), as_of=dt.date.fromisoformat(AS_OF))
     PURCHASES.iloc[:-1].to_csv(data / "purchases.csv", index=False)  # a line less: another data set
-    with pytest.raises(PortraitError, match="data set changed since the crowd material"):
+    with pytest.raises(
+        PortraitError, match=r"data set changed since the crowd material.*: run the command again without --run"
+    ):
         open_stored_crowds(run_dir, data, library, as_of=dt.date.fromisoformat(AS_OF))
 
 
@@ -140,7 +142,7 @@ def test_crowd_report_with_run_writes_what_the_data_gives(run_folder, tmp_path):
     code, output = run(
         "crowd", "report", *common[:2], "--as-of", "2024-02-01", *common[4:], "--run", run_dir, "--out", tmp_path / "x"
     )
-    assert code != 0 and "is as of 2024-03-01, not 2024-02-01" in output
+    assert code != 0 and "is as of 2024-03-01, not 2024-02-01: run the command again without --run" in output
 
 
 def test_the_api_answers_from_the_served_runs_material(run_folder, tmp_path, monkeypatch):
