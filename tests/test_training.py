@@ -71,7 +71,11 @@ def test_history_features_are_computed_per_cutoff(prepared):
 def test_sufficiency_gate_says_what_is_missing(small_synthetic):
     config = experiment(small_synthetic)
     strict = replace(config, validation=ValidationSpec(min_positives=10**6))
-    with pytest.raises(PortraitError, match=r"not enough data to train .*positives \(need 1000000\)"):
+    with pytest.raises(
+        PortraitError,
+        match=r"not enough data to train .*positives \(need 1000000\).*; the minimums are min_positives and "
+        r"min_negatives in the experiment's \[validation\]",
+    ):
         prepare(strict)
 
 

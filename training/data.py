@@ -158,8 +158,16 @@ def check_sufficiency(data: TrainingData, config: ExperimentConfig) -> None:
             f"{len(training):,} training rows at cutoffs "
             f"{', '.join(c.isoformat() for c in (data.split.train or (data.split.holdout,)))}"
         )
+        fewer = positives < v.min_positives or (data.target != "future_spend" and negatives < v.min_negatives)
+        advice = (
+            "; the minimums are min_positives and min_negatives in the experiment's [validation]: below about "
+            "100 the figures say little (a holdout of a few dozen customers), so more history, a shorter horizon "
+            "or more customers is the better remedy"
+            if fewer
+            else ""
+        )
         raise PortraitError(
-            f"not enough data to train {config.name!r} on {data.dataset_name}: {'; '.join(problems)} ({counted})"
+            f"not enough data to train {config.name!r} on {data.dataset_name}: {'; '.join(problems)} ({counted}){advice}"
         )
 
 
