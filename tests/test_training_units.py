@@ -785,3 +785,17 @@ def test_a_damaged_or_locked_study_store_is_named_not_blamed_on_mlflow(tmp_path)
     assert (
         isinstance(locked, Busy) and locked.exit_code == 75 and "another portrait tune is writing to it" in str(locked)
     )
+
+
+def test_a_promotion_says_when_the_version_trailed_the_best_peer_on_its_holdout():
+    """A small shop's high-value model became champion "(there was none; holdout_roc_auc = 0.5449)",
+    0.126 below the BG/NBD peer on the same holdout, and the promotion did not say so."""
+    from training.registry import Promotion
+
+    promotion = Promotion("hv", "1", None, "holdout_roc_auc", 0.5449, None, False, below_peer=("bgnbd", -0.1261))
+    assert promotion.sentence() == (
+        "hv v1 is now champion (there was none; holdout_roc_auc = 0.5449); note: on its holdout it trails the "
+        "best peer (bgnbd) by 0.1261 in roc_auc"
+    )
+    ahead = Promotion("hv", "1", None, "holdout_roc_auc", 0.7, None, False)
+    assert ahead.sentence() == "hv v1 is now champion (there was none; holdout_roc_auc = 0.7000)"

@@ -32,8 +32,17 @@ class Promotion:
     basis: str | None = None  # where both were judged, when the champion was judged on the candidate's holdout
     apart: bool = False  # forced over a champion measured on another holdout
     unchanged: bool = False  # the version was the champion already: promoting it again changes nothing
+    below_peer: tuple[str, float] | None = None  # (best peer, margin) when the version trailed it on its holdout
 
     def sentence(self) -> str:
+        return self._sentence() + (
+            f"; note: on its holdout it trails the best peer ({self.below_peer[0]}) by {-self.below_peer[1]:.4f} "
+            f"in {self.metric.removeprefix('holdout_')}"
+            if self.below_peer and not self.unchanged
+            else ""
+        )
+
+    def _sentence(self) -> str:
         if self.unchanged:
             return f"{self.name} v{self.version} is already the champion ({self.metric} {self.candidate_value:.4f}); nothing changed"
         if self.previous is None:
@@ -178,6 +187,9 @@ def promote(name: str, version: str | None = None, force: bool = False) -> Promo
                 "(use --force to promote anyway)"
             )
     client.set_registered_model_alias(name, CHAMPION, candidate.version)
+    run = client.get_run(candidate.run_id)
+    margin = run.data.metrics.get(f"{metric}_margin_over_best_peer")
+    below_peer = (run.data.tags.get("best_peer", "?"), float(margin)) if margin is not None and margin < 0 else None
     across = champion is not None and not _same_dataset(_dataset(client, candidate), _dataset(client, champion))
     return Promotion(
         name,
@@ -190,4 +202,5 @@ def promote(name: str, version: str | None = None, force: bool = False) -> Promo
         (_dataset(client, champion), _dataset(client, candidate)) if across else None,
         basis,
         force and apart,
+        below_peer=below_peer,
     )
