@@ -220,9 +220,25 @@ def _rows_of(table: pd.DataFrame, ids: pd.Series) -> pd.DataFrame:
     return table.take(positions).reset_index(drop=True)
 
 
+def significant(values: np.ndarray, digits: int) -> np.ndarray:
+    """``values`` rounded to ``digits`` significant digits (0, NaN and infinities as they are)."""
+    values = np.asarray(values, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        magnitude = np.where(np.isfinite(values) & (values != 0), np.floor(np.log10(np.abs(values))), 0)
+    scale = 10.0 ** (digits - 1 - magnitude)
+    return np.where(np.isfinite(values), np.round(values * scale) / scale, values)
+
+
+# Scores equal to this many significant digits are one score when ranked: an average of fold
+# models gave 6,483 CDNOW customers 0.14353311 +- 1.2e-8 (float noise), which the ranks spread
+# over percentiles 4.8-32.3 and deciles 1-4.
+RANKED_DIGITS = 7
+
+
 def percentile_and_decile(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile among all scored customers (0-100, higher is better) and decile (10 = top)."""
-    ranks = pd.Series(scores).rank(pct=True, method="average").to_numpy()
+    """Percentile among all scored customers (0-100, higher is better) and decile (10 = top);
+    scores equal to :data:`RANKED_DIGITS` significant digits share their average rank."""
+    ranks = pd.Series(significant(scores, RANKED_DIGITS)).rank(pct=True, method="average").to_numpy()
     percentile = np.round(100 * ranks, 2)
     decile = np.minimum(np.ceil(ranks * 10), 10).astype(int)
     return percentile, decile
