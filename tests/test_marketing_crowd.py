@@ -959,3 +959,23 @@ def test_a_numeric_customers_column_is_asked_for_by_its_name_even_beside_its_ban
         assert data.check_dimension("年齢") == "u1910bd_band"
         assert data.check_dimension("age") == "age_quintile_band"  # not the text column age_band
         assert data.check_dimension("age_band") == "age_band"
+
+
+def test_a_favourite_weekday_shared_by_two_days_is_a_tie_not_the_first_day():
+    """One order on a Monday and one on a Friday: no favourite weekday. The first day in the
+    week's order was taken, which made Monday the favourite of a quarter of CDNOW."""
+    lines = pd.DataFrame(
+        [
+            ("t1", "T", "2024-01-01 10:00:00", 10.0),  # Monday
+            ("t2", "T", "2024-01-05 10:00:00", 10.0),  # Friday
+            ("f1", "F", "2024-01-01 10:00:00", 10.0),  # Monday
+            ("f2", "F", "2024-01-05 18:00:00", 10.0),  # Friday
+            ("f3", "F", "2024-01-12 19:00:00", 10.0),  # Friday
+        ],
+        columns=["order_id", "customer_id", "ts", "amount"],
+    )
+    with Population(Dataset.from_frames(purchases=lines), AS_OF) as population:
+        dims = CrowdData(population, load_library()).dimensions.set_index(population.frame()["customer_id"])
+    assert dims.loc["T", "favourite_weekday"] == "tied" and dims.loc["F", "favourite_weekday"] == "Friday"
+    assert dims.loc["T", "favourite_daypart"] == "morning (06-12 h)"
+    assert dims.loc["F", "favourite_daypart"] == "evening (18-24 h)"
