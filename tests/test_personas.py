@@ -805,9 +805,15 @@ def test_a_key_feature_zero_for_every_customer_is_named_once_not_shown_as_a_colu
         median_view_count_365d=[0.0, 0.0],
         mean_view_count_365d=[0.0, 0.0],
         lift_view_count_365d=[float("nan"), float("nan")],
+        median_discount_order_share=[float("nan"), float("nan")],  # CDNOW records no discount: missing, not 0
+        mean_discount_order_share=[float("nan"), float("nan")],
+        lift_discount_order_share=[float("nan"), float("nan")],
     )
     paths = write_portrait(table, tmp_path)
-    note = "Zero for every customer in this data set, not shown: product views in the last 365 days."
+    note = (
+        "Zero for every customer in this data set, not shown: product views in the last 365 days. "
+        "Not recorded for anyone in this data set, not shown: share of orders with a discount."
+    )
     for page in (paths["markdown"].read_text(), paths["html"].read_text()):
         assert "median spend in the last 365 days" in page
         assert "median product views" not in page

@@ -153,10 +153,21 @@ def _zero_for_everyone(table: pd.DataFrame) -> list[str]:
 
 
 def _absent_note(table: pd.DataFrame, labels: dict[str, str]) -> str:
+    """The key features left out as columns, said once: those 0 for everyone, and those no
+    customer has a value of (a log without discounts or campaigns), which are not zero."""
     absent = _zero_for_everyone(table)
-    if not absent:
-        return ""
-    return "Zero for every customer in this data set, not shown: " + ", ".join(labels.get(f, f) for f in absent) + "."
+    missing = [f for f in absent if pd.to_numeric(table[f"mean_{f}"], errors="coerce").isna().all()]
+    zero = [f for f in absent if f not in missing]
+    parts = []
+    if zero:
+        parts.append(
+            "Zero for every customer in this data set, not shown: " + ", ".join(labels.get(f, f) for f in zero) + "."
+        )
+    if missing:
+        parts.append(
+            "Not recorded for anyone in this data set, not shown: " + ", ".join(labels.get(f, f) for f in missing) + "."
+        )
+    return " ".join(parts)
 
 
 def _traits_by_persona(
