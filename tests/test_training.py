@@ -1,6 +1,7 @@
 """Training end to end on small synthetic data, with one MLflow store for the session."""
 
 import datetime as dt
+import re
 from dataclasses import replace
 
 import mlflow
@@ -131,6 +132,11 @@ def test_run_has_every_artifact_and_the_candidate_alias(trained):
     run = client.get_run(summary.run_id)
     assert run.data.params["holdout_cutoff"] == "2024-12-01"
     assert run.data.tags["dataset_fingerprint"]
+    # the peer's BG/NBD parameters, which a data scientist compares with their own fit
+    assert re.match(
+        r"fitted on the history before the holdout cutoff \(weeks\): r [0-9.e+-]+, alpha [0-9.e+-]+, a [0-9.e+-]+, b ",
+        run.data.tags["peer_bgnbd_notes"],
+    )
 
 
 def test_pyfunc_returns_calibrated_probabilities_not_labels(trained):

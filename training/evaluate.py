@@ -107,8 +107,14 @@ def classification_peers(features: pd.DataFrame, horizon_days: int) -> list[Peer
         bought = features["active_days_lifetime"].to_numpy() > 0
         if bought.any():
             bgnbd = BGNBDClassifier(horizon_days=horizon_days).fit(features)
+            fitted = ", ".join(f"{k} {v:.4g}" for k, v in bgnbd.model_.params_.items())
             peers += [
-                Peer("bgnbd", PEER_LABELS["bgnbd"], bgnbd.predict_proba(features)[:, 1], bgnbd.flags_),
+                Peer(
+                    "bgnbd",
+                    PEER_LABELS["bgnbd"],
+                    bgnbd.predict_proba(features)[:, 1],
+                    (f"fitted on the history before the holdout cutoff (weeks): {fitted}", *bgnbd.flags_),
+                ),
                 Peer("bgnbd_expected", PEER_LABELS["bgnbd_expected"], bgnbd.expected_purchases(features)),
             ]
     return peers
