@@ -834,11 +834,17 @@ def test_a_missing_alias_says_which_step_gives_it():
     and for a misspelt alias."""
     from types import SimpleNamespace
 
+    from mlflow.exceptions import MlflowException
+
     from training.personas import _no_alias_advice
 
     def client(*aliases):
-        versions = [SimpleNamespace(aliases=list(a)) for a in aliases]
-        return SimpleNamespace(search_model_versions=lambda query: versions)
+        def registered(name):
+            if not aliases:
+                raise MlflowException(f"Registered Model with name={name} not found")
+            return SimpleNamespace(aliases={a: str(i + 1) for i, held in enumerate(aliases) for a in held})
+
+        return SimpleNamespace(get_registered_model=registered)
 
     fitted = client(["candidate"])
     assert _no_alias_advice(fitted, "personas", "champion") == (

@@ -1084,3 +1084,17 @@ def test_scores_equal_to_seven_digits_share_their_percentile_and_decile():
     assert decile.tolist() == [6, 6, 6, 10, 2]
     spend = np.array([1234.56, 1234.57, 99.0, 0.0])  # money: distinct at 7 digits
     assert percentile_and_decile(spend)[0].tolist() == [75.0, 100.0, 50.0, 25.0]
+
+
+def test_personas_show_names_the_aliases_a_real_store_holds(registered):
+    """The advice read the aliases from a search of versions, which lists none on a SQLite
+    store: "its versions hold no alias; run portrait personas fit" for a fitted, promoted model."""
+    from mlflow.tracking import MlflowClient
+
+    from training.personas import _no_alias_advice
+
+    advice = _no_alias_advice(MlflowClient(), "serve_personas", "Champion")
+    assert advice == (
+        "no 'serve_personas' model with alias 'Champion' (its versions hold 'candidate', 'champion'); "
+        "try --alias candidate or champion"
+    )

@@ -272,6 +272,18 @@ def test_normalized_gini_is_one_for_a_perfect_order_and_minus_one_reversed():
     assert normalized_gini(y, -y) == pytest.approx(-1.0)
 
 
+def test_a_constant_spend_prediction_has_gini_zero_whatever_the_row_order():
+    """A small shop's flat spend model got -0.47 (interval [-1.15, -0.39]) from the rows' order:
+    equal predictions are in no order, their part of the curve is its expectation."""
+    y = np.array([0, 0, 10, 0, 50, 5, 0, 20.0])
+    assert normalized_gini(y, np.ones(8)) == 0.0 and normalized_gini(y[::-1], np.ones(8)) == 0.0
+    # two tied groups by hand: {50, 0} first, then {10, 0}; total 60. Expected curve at 1..4:
+    # 25/60, 50/60, 55/60, 60/60 -> 190/240 - 5/8 = 1/6; perfect (50, 10, 0, 0): 230/240 - 5/8 = 1/3
+    assert normalized_gini([50, 0, 10, 0], [2, 2, 1, 1]) == pytest.approx((1 / 6) / (1 / 3))
+    # distinct predictions: as before (the reversed perfect order is -1)
+    assert normalized_gini(y, y + np.arange(8) * 1e-6) == pytest.approx(1.0)
+
+
 def test_recent_spend_scales_the_nearest_windowed_spend_to_the_horizon():
     features = pd.DataFrame(
         {

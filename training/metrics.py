@@ -64,12 +64,20 @@ def ranking_metrics(y, score, prefix: str = "") -> dict[str, float]:
 
 
 def normalized_gini(y, prediction) -> float:
-    """Gini of the prediction's ordering of actual value, divided by the perfect ordering's."""
+    """Gini of the prediction's ordering of actual value, divided by the perfect ordering's.
+    Customers with equal predictions are in no order among themselves: their part of the
+    curve is its expectation over every order (a straight line), so a constant prediction has
+    Gini 0 (row order gave it -0.36 or +0.36)."""
 
     def gini(actual, order_by):
-        order = np.argsort(-np.asarray(order_by, float), kind="stable")
-        a = np.asarray(actual, float)[order]
-        cumulative = np.cumsum(a) / a.sum()
+        keys = -np.asarray(order_by, float)
+        order = np.argsort(keys, kind="stable")
+        a, keys = np.asarray(actual, float)[order], keys[order]
+        group = np.cumsum(np.r_[True, keys[1:] != keys[:-1]]) - 1
+        sums, sizes = np.bincount(group, weights=a), np.bincount(group)
+        before = np.cumsum(sums) - sums
+        place = np.arange(len(a)) - np.searchsorted(group, group) + 1  # 1.. within its group
+        cumulative = (before[group] + place / sizes[group] * sums[group]) / a.sum()
         n = len(a)
         return cumulative.sum() / n - (n + 1) / (2 * n)
 
@@ -83,7 +91,8 @@ def spend_metrics(y, prediction, prefix: str = "") -> dict[str, float]:
     y, prediction = np.asarray(y, float), np.asarray(prediction, float)
     metrics = {
         "gini": normalized_gini(np.clip(y, 0, None), prediction),
-        "spearman": float(spearmanr(y, prediction).statistic),
+        # no rank correlation with a constant (scipy warns and gives NaN): NaN, said once by the notes
+        "spearman": float(spearmanr(y, prediction).statistic) if np.ptp(prediction) and np.ptp(y) else float("nan"),
         "mae": float(np.mean(np.abs(y - prediction))),
         "total_actual": float(y.sum()),
         "total_predicted": float(prediction.sum()),
@@ -157,20 +166,27 @@ def paired_bootstrap_auc_margin(
 class ResampledGini:
     """The Gini of one ordering of ``actual`` for many weight rows (resamples x customers, a
     customer's weight being how many times a resample drew them), as :func:`normalized_gini`'s
-    unnormalised Gini of the resample with each customer's copies side by side in the order
-    of ``score`` (descending; ties by position, as there). A customer with weight ``w`` after
-    a cumulative total ``S`` adds ``w S + a w (w + 1) / 2`` to the sum of cumulative totals."""
+    unnormalised Gini of the resample in the order of ``score`` (descending), customers of
+    equal score in no order among themselves (the curve's expectation over their orders). A
+    group of equal scores with ``W`` copies worth ``A`` after a cumulative total ``S`` adds
+    ``W S + A (W + 1) / 2`` to the sum of cumulative totals (a customer alone: ``w S + a w (w + 1) / 2``)."""
 
     def __init__(self, actual, score) -> None:
-        self.order = np.argsort(-np.asarray(score, float), kind="stable")
-        self.actual = np.asarray(actual, float)[self.order]
+        keys = -np.asarray(score, float)
+        order = np.argsort(keys, kind="stable")
+        self.actual = np.asarray(actual, float)[order]
+        group = np.cumsum(np.r_[True, keys[order][1:] != keys[order][:-1]]) - 1
+        # customers (in score order) x groups of equal score: one product sums each group's copies
+        self.groups = sparse.csr_matrix((np.ones(len(order)), (np.arange(len(order)), group)))
+        self.order = order
 
     def __call__(self, weights: np.ndarray) -> np.ndarray:
         w = weights[:, self.order]
-        wa = w * self.actual
-        before = np.cumsum(wa, axis=1) - wa
-        total, n = wa.sum(axis=1), w.sum(axis=1)
-        cumulative = (w * before + self.actual * w * (w + 1) / 2).sum(axis=1)
+        copies = np.asarray(w @ self.groups)  # resamples x groups
+        worth = np.asarray((w * self.actual) @ self.groups)
+        before = np.cumsum(worth, axis=1) - worth
+        total, n = worth.sum(axis=1), copies.sum(axis=1)
+        cumulative = (copies * before + worth * (copies + 1) / 2).sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
             return cumulative / (n * total) - (n + 1) / (2 * n)
 

@@ -453,12 +453,14 @@ def _no_alias_advice(client: MlflowClient, name: str, alias: str) -> str:
     """Why ``name`` has no version with ``alias``, and the step that gives it one: a fit when
     nothing is registered, else a promotion (or another alias)."""
     try:
-        versions = client.search_model_versions(f"name = '{name}'")
+        registered = client.get_registered_model(name)
     except MlflowException:
-        versions = []
-    if not versions:
+        registered = None
+    if registered is None:
         return f"no {name!r} model is registered; run portrait personas fit"
-    held = sorted({a for v in versions for a in (v.aliases or [])})
+    # the registered model's aliases (alias -> version): a search of its versions lists none
+    # on a SQLite store
+    held = sorted(registered.aliases or {})
     advice = (
         f"portrait promote {name}" if alias == "champion" and "candidate" in held else "--alias " + " or ".join(held)
     )
