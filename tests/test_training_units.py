@@ -700,6 +700,9 @@ def test_a_small_shops_training_says_what_its_figures_rest_on():
     assert "at 2025-05-01: no evidence of dropout" in notes[2]
     large = np.array([1] * 60 + [0] * 60)
     assert _small_data_notes(config, "lightgbm", {"logistic": out_of_fold["logistic"]}, folds, large, flags) == []
+    spend = SimpleNamespace(label=SimpleNamespace(is_classification=False))  # measured by Gini, not AUC
+    (flat,) = _small_data_notes(spend, "lightgbm", out_of_fold, folds, np.array([5.0, 0.0, 3.0]), flags)
+    assert flat.endswith("its Gini of 0 is no ranking at all")
 
 
 def test_a_high_value_label_with_a_zero_threshold_is_noted():

@@ -159,10 +159,13 @@ def check_sufficiency(data: TrainingData, config: ExperimentConfig) -> None:
             f"{', '.join(c.isoformat() for c in (data.split.train or (data.split.holdout,)))}"
         )
         fewer = positives < v.min_positives or (data.target != "future_spend" and negatives < v.min_negatives)
+        classify = data.target != "future_spend"
         advice = (
-            "; the minimums are min_positives and min_negatives in the experiment's [validation]: below about "
-            "100 the figures say little (a holdout of a few dozen customers), so more history, a shorter horizon "
-            "or more customers is the better remedy"
+            f"; the minimum{'s are min_positives and min_negatives' if classify else ' is min_positives'} in the "
+            "experiment's [validation]: below about 100 the figures say little (a holdout of a few dozen "
+            "customers), so more history"
+            + (", a shorter horizon" if classify else "")
+            + " or more customers is the better remedy"
             if fewer
             else ""
         )

@@ -487,7 +487,9 @@ def _small_data_notes(
     if flat:
         notes.append(
             f"{', '.join(flat)} gave every validation customer the same score (too few rows for what "
-            "it needs, e.g. LightGBM's minimum rows per leaf): its AUC of 0.5 is no ranking at all"
+            "it needs, e.g. LightGBM's minimum rows per leaf): its "
+            + ("AUC of 0.5" if config.label.is_classification else "Gini of 0")
+            + " is no ranking at all"
         )
     if chosen in BGNBD_CANDIDATES and history_flags:
         latest = max(history_flags)
@@ -717,6 +719,7 @@ def fit_customer_folds(config: ExperimentConfig, data: TrainingData, params: dic
     uncalibrated = np.full(len(rows), np.nan)
     per_candidate: dict[str, np.ndarray] = {}
     chosen_counts: dict[str, int] = {}
+    fold_of = np.zeros(len(rows), dtype=int)  # each customer's outer fold, for _small_data_notes
 
     def fit_inner(X_part, y_part) -> Selection:
         X_fit, X_stop, y_fit, y_stop = train_test_split(
@@ -725,7 +728,8 @@ def fit_customer_folds(config: ExperimentConfig, data: TrainingData, params: dic
         return fit_candidates(config, X_fit, y_fit, X_stop, y_stop, params, with_history)
 
     served = data.X(rows)  # scored as serving scores (see fit_time_split)
-    for train_index, test_index in folds.split(X, y):
+    for fold, (train_index, test_index) in enumerate(folds.split(X, y)):
+        fold_of[test_index] = fold
         selection = fit_inner(X.iloc[train_index], y[train_index])
         chosen_counts[selection.chosen] = chosen_counts.get(selection.chosen, 0) + 1
         model = selection.models[selection.chosen]
@@ -763,6 +767,7 @@ def fit_customer_folds(config: ExperimentConfig, data: TrainingData, params: dic
     }
     chosen = ", ".join(f"{n} in {k}" for n, k in sorted(chosen_counts.items()))
     notes = _registered_candidate_note(config, rows, y, final.chosen, per_candidate, chosen_counts, metrics)
+    notes += tuple(_small_data_notes(config, final.chosen, per_candidate, fold_of, y, data.history_flags))
     return FitResult(
         final.models[final.chosen],
         metrics,
