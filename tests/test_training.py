@@ -362,6 +362,23 @@ def test_more_folds_than_validation_customers_is_an_error_not_a_lightgbm_traceba
         fit_and_evaluate(config, data)
 
 
+def test_a_validation_fold_of_one_class_is_an_error_not_a_calibration_traceback(prepared):
+    """A top-10% label on a small shop left a fold's latest rows without a buyer: the
+    calibration stopped with "y_valid must hold two classes" and a traceback."""
+    from training.splits import customer_folds
+
+    config, data = prepared
+    rows = data.train_rows
+    k, seed = config.validation.folds, int(config.model_params.get("random_state", 42))
+    fold = customer_folds(rows["customer_id"], k, seed)
+    latest = rows["cutoff"].isin([pd.Timestamp(c) for c in data.split.validation_cutoffs]).to_numpy()
+    frame = data.frame.copy()
+    at = frame.index.isin(rows.index[latest & (fold != 0)])
+    frame.loc[at, data.target] = 0  # nobody with the label in folds 1.. at the latest cutoffs
+    with pytest.raises(PortraitError, match=rf"\[validation\] folds = {k}: {k - 1} fold\(s\) .* one class only"):
+        fit_and_evaluate(config, replace(data, frame=frame))
+
+
 def test_a_blend_experiment_trains_on_the_time_scheme(prepared):
     # [model] type = "blend": each fold fits its LightGBM, the blend is made of their average
     # (it used to stop with "max() arg is an empty sequence" in every fold)

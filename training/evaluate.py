@@ -579,6 +579,16 @@ def fit_time_split(config: ExperimentConfig, data: TrainingData, params: dict | 
             f"[validation] folds = {k} leaves {len(empty)} fold(s) without validation rows: only {customers:,} "
             f"customers are at the latest {len(data.split.validation_cutoffs)} training cutoff(s); use fewer folds"
         )
+    if config.label.is_classification:  # each fold's calibration needs both classes
+        labels = data.y(rows)
+        one_class = [f for f in range(k) if len(np.unique(labels[(fold == f) & latest])) < 2]
+        if one_class:
+            positives = int(np.sum(labels[latest]))
+            raise PortraitError(
+                f"[validation] folds = {k}: {len(one_class)} fold(s) of the latest training cutoff(s) hold "
+                f"customers of one class only ({positives:,} with the label there in all), which their "
+                "calibration cannot fit: use fewer folds, a label more customers have, or more customers"
+            )
     valid_rows = rows[latest]
     X_valid_all, y_valid_all = data.model_X(valid_rows), data.y(valid_rows)
     with_history = bool(data.history_columns)
