@@ -260,7 +260,7 @@ def register_crowd(app: typer.Typer, out, console) -> None:
     ) -> None:
         """Crowds side by side on every dimension, largest differences first, tested for significance."""
         from marketing.crowd import parse_crowd
-        from marketing.crowd_compare import compare, compare_paths, write_compare
+        from marketing.crowd_compare import compare, compare_paths, suppressed_comparison, write_compare
 
         check_targets(compare_paths(out_dir).values())  # before any work
 
@@ -276,7 +276,9 @@ def register_crowd(app: typer.Typer, out, console) -> None:
         sizes = ", ".join(
             f"{name}: {n:,}" if n >= min_cell else f"{name}: <{min_cell}" for name, n in result.sizes.items()
         )
-        out.print(f"{sizes}; {int(result.table['significant'].sum()):,} significant differences")
+        # as the files show them: a significant difference in a row of hidden counts is not told
+        shown = int((suppressed_comparison(result, min_cell)["significant"] == "yes").sum())
+        out.print(f"{sizes}; {shown:,} significant differences shown")
         out.print(f"wrote {paths['csv']}, {paths['md']}, {paths['html']}")
 
     @app.command("trend")
