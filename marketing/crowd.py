@@ -314,8 +314,14 @@ class CrowdData:
         if crowd.kind == "segment":
             if not self.segments.exists(crowd.value):
                 close = difflib.get_close_matches(crowd.value, self.segments.names(), n=5, cutoff=0.5)
+                folder = self.segments.folder
+                if not folder.is_dir():
+                    raise PortraitError(
+                        f"no saved segment {crowd.value!r} in {folder.resolve()}/: no such folder (segments are "
+                        "read from --segments DIR, else $PORTRAIT_SEGMENTS, else segments/)"
+                    )
                 raise PortraitError(
-                    f"no saved segment {crowd.value!r} in {self.segments.folder}"
+                    f"no saved segment {crowd.value!r} in {folder.resolve()}/"
                     + (f"; closest: {close}" if close else f"; saved: {self.segments.names()[:10]}")
                 )
             return self._rows(self.evaluator.evaluate(self.segments.load(crowd.value)).members)

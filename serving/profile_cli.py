@@ -11,6 +11,8 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from features.options import checked_date
+
 
 def register(app: typer.Typer, out, console) -> None:
     @app.command("profile")
@@ -19,7 +21,11 @@ def register(app: typer.Typer, out, console) -> None:
         data: Annotated[Path, typer.Option("--data", help="The data set (folder or DuckDB file).")],
         as_of: Annotated[
             str | None,
-            typer.Option("--as-of", help="Orders and events before this date; outputs of this date or earlier."),
+            typer.Option(
+                "--as-of",
+                callback=checked_date,
+                help="Orders and events before this date; outputs of this date or earlier.",
+            ),
         ] = None,
         runs: Annotated[
             Path | None,

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from features.options import checked_date
 from portrait.progress import spinner
 
 
@@ -19,7 +20,8 @@ def register(app: typer.Typer, out, console, retrainer=None) -> None:
     def refresh_command(
         settings: Annotated[Path, typer.Argument(help="Refresh settings (refresh.toml).")],
         as_of: Annotated[
-            str | None, typer.Option("--as-of", help="As of this date (default: the file's, else today).")
+            str | None,
+            typer.Option("--as-of", callback=checked_date, help="As of this date (default: the file's, else today)."),
         ] = None,
         retrain_if_drift: Annotated[
             bool,

@@ -484,8 +484,11 @@ def test_crowd_options_name_exactly_one_crowd():
 def test_unknown_crowds_are_clear_errors(tmp_path):
     with Population(dataset(), AS_OF) as population:
         data = CrowdData(population, load_library(), segments=SegmentStore(tmp_path))
-        with pytest.raises(PortraitError, match="no saved segment 'nope'"):
+        with pytest.raises(PortraitError, match=rf"^no saved segment 'nope' in {tmp_path}/; saved: \[\]$"):
             data.mask(Crowd("segment", "nope"))
+        missing = CrowdData(population, load_library(), segments=SegmentStore(tmp_path / "none"))
+        with pytest.raises(PortraitError, match=r"none/: no such folder \(segments are read from --segments DIR"):
+            missing.mask(Crowd("segment", "nope"))
         with pytest.raises(PortraitError, match="no tag 'lapsng'.*lapsing"):
             data.mask(Crowd("tag", "lapsng"))
         with pytest.raises(PortraitError, match="needs a scores folder"):
