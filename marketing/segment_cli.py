@@ -29,6 +29,14 @@ from marketing.cli import (
 from portrait.errors import PortraitError
 from portrait.progress import spinner
 
+# A segment's definition, as create and count take it (one text for both commands' help).
+WhereOption = Annotated[str | None, typer.Option("--where", help="Condition over features and behaviour.")]
+TagOption = Annotated[list[str] | None, typer.Option("--tag", help="Must hold this tag (repeatable).")]
+NotTagOption = Annotated[list[str] | None, typer.Option("--not-tag", help="Must not hold this tag.")]
+PersonaOption = Annotated[str | None, typer.Option("--persona", help="Persona name or id.")]
+IncludeOption = Annotated[list[str] | None, typer.Option("--include", help="Add this segment's members.")]
+ExcludeOption = Annotated[list[str] | None, typer.Option("--exclude", help="Remove this segment's members.")]
+
 
 def register_segments(app: typer.Typer, out, console) -> None:
     def _warn_empty(name: str, as_of) -> None:  # a warning, not an error: the segment is kept
@@ -114,12 +122,12 @@ def register_segments(app: typer.Typer, out, console) -> None:
     @app.command("create")
     def create_command(
         name: Annotated[str, typer.Argument(help="Segment name: a-z, 0-9, - and _ (ASCII).")],
-        where: Annotated[str | None, typer.Option("--where", help="Condition over features and behaviour.")] = None,
-        tag: Annotated[list[str] | None, typer.Option("--tag", help="Must hold this tag (repeatable).")] = None,
-        not_tag: Annotated[list[str] | None, typer.Option("--not-tag", help="Must not hold this tag.")] = None,
-        persona: Annotated[str | None, typer.Option("--persona", help="Persona name or id.")] = None,
-        include: Annotated[list[str] | None, typer.Option("--include", help="Add this segment's members.")] = None,
-        exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Remove this segment's members.")] = None,
+        where: WhereOption = None,
+        tag: TagOption = None,
+        not_tag: NotTagOption = None,
+        persona: PersonaOption = None,
+        include: IncludeOption = None,
+        exclude: ExcludeOption = None,
         description: Annotated[str | None, typer.Option("--description")] = None,
         replace: Annotated[bool, typer.Option("--replace", help="Overwrite a segment of that name.")] = False,
         data: Annotated[
@@ -210,12 +218,12 @@ def register_segments(app: typer.Typer, out, console) -> None:
     def count_command(
         data: EngineDataOption,
         as_of: AsOfOption,
-        where: Annotated[str | None, typer.Option("--where", help="Condition over features and behaviour.")] = None,
-        tag: Annotated[list[str] | None, typer.Option("--tag", help="Must hold this tag (repeatable).")] = None,
-        not_tag: Annotated[list[str] | None, typer.Option("--not-tag", help="Must not hold this tag.")] = None,
-        persona: Annotated[str | None, typer.Option("--persona", help="Persona name or id.")] = None,
-        include: Annotated[list[str] | None, typer.Option("--include", help="Add this segment's members.")] = None,
-        exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Remove this segment's members.")] = None,
+        where: WhereOption = None,
+        tag: TagOption = None,
+        not_tag: NotTagOption = None,
+        persona: PersonaOption = None,
+        include: IncludeOption = None,
+        exclude: ExcludeOption = None,
         scores: ScoresOption = None,
         file: TagsFileOption = None,
         store: StoreOption = None,
