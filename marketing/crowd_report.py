@@ -58,10 +58,16 @@ def dimension_table(dims: pd.DataFrame, crowd: np.ndarray, base: np.ndarray, lab
     base holds would list those few customers' values, whatever their counts show."""
     parts = []
     n_crowd, n_base = int(crowd.sum()), int(base.sum())
+    # Each value's customers, as two random projections of the rows they are (equal sets give
+    # equal sums, summed in the same row order): values of two dimensions that hold the same
+    # customers ("novice" buyers and "1" order ever placed) are hidden together (linked).
+    weights = np.random.default_rng(0).random((2, len(dims)))
     for name in dims.columns:
         column = dims[name]
         codes = column.cat.codes.to_numpy()
         k = len(column.cat.categories)
+        valid = codes >= 0
+        signature = [np.bincount(codes[valid], weights=w[valid], minlength=k) for w in weights]
         counts = np.bincount(codes[crowd], minlength=k)
         base_counts = np.bincount(codes[base], minlength=k)
         keep = np.bincount(codes[codes >= 0], minlength=k) > 0
@@ -80,10 +86,19 @@ def dimension_table(dims: pd.DataFrame, crowd: np.ndarray, base: np.ndarray, lab
                     "share": share,
                     "base_share": base_share,
                     "tgi": tgi,
+                    "_held": np.bincount(codes[valid], minlength=k),
+                    "_sig1": signature[0],
+                    "_sig2": signature[1],
                 }
             )[keep]
         )
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    if not parts:
+        return pd.DataFrame()
+    table = pd.concat(parts, ignore_index=True)
+    same = table.groupby(["_held", "_sig1", "_sig2"], sort=False).ngroup().to_numpy()
+    shared = np.bincount(same)[same] > 1
+    table["linked"] = np.where(shared, same, -1)
+    return table.drop(columns=["_held", "_sig1", "_sig2"])
 
 
 def crowd_report(
@@ -258,16 +273,26 @@ def hidden_counts(counts: np.ndarray, hide: np.ndarray, min_cell: int) -> np.nda
     return np.where(hide, np.where(counts < min_cell, f"<{min_cell}", "hidden"), counts.astype(str))
 
 
-def suppression_mask(counts: np.ndarray, min_cell: int, *groupings: np.ndarray) -> np.ndarray:
+def suppression_mask(
+    counts: np.ndarray, min_cell: int, *groupings: np.ndarray, linked: np.ndarray | None = None
+) -> np.ndarray:
     """Cells to hide: counts under ``min_cell``, plus, until no group of any grouping (the
     dimension of each cell; a crosstab's rows and its columns) has exactly one hidden cell, the
     next-smallest cell of each that has (else the hidden one is the group's total minus the
-    others). Without a grouping the cells are one group."""
+    others). Without a grouping the cells are one group. ``linked``: cells of one id (0 or
+    more; -1 for none) hold the same customers in different dimensions: one hidden hides them all
+    (else the other would show it)."""
     counts = np.asarray(counts)
     hide = counts < min_cell
     groupings = groupings or (np.zeros(len(counts), dtype=int),)
     for _ in range(len(counts) + 1):  # each pass hides at least one more cell, or stops
         changed = False
+        if linked is not None:
+            hidden_links = np.unique(linked[hide & (linked >= 0)])
+            newly = np.isin(linked, hidden_links) & ~hide
+            if newly.any():
+                hide |= newly
+                changed = True
         for groups in groupings:
             for group in pd.unique(groups):
                 members = np.flatnonzero(groups == group)
@@ -286,8 +311,9 @@ def suppressed_dimensions(report: CrowdReport) -> pd.DataFrame:
     if table.empty:
         return pd.DataFrame(columns=["dimension", "value", "count", "share", "base_share", "tgi"])
     groups = table["dimension"].to_numpy()
-    hide = suppression_mask(table["count"].to_numpy(), report.min_cell, groups)
-    hide_base = suppression_mask(table["base_count"].to_numpy(), report.min_cell, groups)
+    linked = table["linked"].to_numpy() if "linked" in table else None
+    hide = suppression_mask(table["count"].to_numpy(), report.min_cell, groups, linked=linked)
+    hide_base = suppression_mask(table["base_count"].to_numpy(), report.min_cell, groups, linked=linked)
     return pd.DataFrame(
         {
             "dimension": table["dimension"],

@@ -223,6 +223,29 @@ def test_rows_at_or_after_the_as_of_date_change_nothing():
     pd.testing.assert_frame_equal(before.categories, after.categories)
 
 
+def test_values_of_two_dimensions_that_hold_the_same_customers_are_hidden_together():
+    """A buyer level's "novice" base share was hidden (to protect a small level) while "orders
+    ever placed: 1", the same customers, printed it. Values holding the same customers are
+    linked: one hidden hides both."""
+    from marketing.crowd_report import dimension_table
+
+    level = ["novice"] * 12 + ["regular"] * 3 + ["loyal"] * 15
+    orders = ["1"] * 12 + ["2+"] * 18  # "1" holds exactly the novices
+    dims = pd.DataFrame({"level": pd.Categorical(level), "orders": pd.Categorical(orders)})
+    everyone = np.ones(30, dtype=bool)
+    table = dimension_table(dims, everyone, everyone, {})
+    cells = list(zip(table["dimension"], table["value"], strict=True))
+    linked = dict(zip(cells, table["linked"], strict=True))
+    assert linked[("level", "novice")] == linked[("orders", "1")] >= 0
+    assert [c for c in cells if linked[c] == -1] == [("level", "loyal"), ("level", "regular"), ("orders", "2+")]
+    counts, groups = table["count"].to_numpy(), table["dimension"].to_numpy()
+    alone = dict(zip(cells, suppression_mask(counts, 5, groups), strict=True))
+    # regular (3) hidden, novice (12) hidden beside it; "1" (12) shown: 30 - 15 - 12 = 3 regulars
+    assert alone[("level", "novice")] and not alone[("orders", "1")]
+    together = dict(zip(cells, suppression_mask(counts, 5, groups, linked=table["linked"].to_numpy()), strict=True))
+    assert together[("orders", "1")] and together[("orders", "2+")] and not together[("level", "loyal")]
+
+
 def test_small_counts_are_suppressed_with_a_second_cell_where_one_would_be_recoverable():
     assert suppression_mask(np.array([5, 1, 20]), 3).tolist() == [True, True, False]
     assert suppression_mask(np.array([1, 2, 30]), 3).tolist() == [True, True, False]
