@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -45,11 +46,24 @@ def register_segments(app: typer.Typer, out, console) -> None:
             f"[yellow]warning:[/yellow] segment {escape(repr(name))} has no customers as of {as_of}", markup=True
         )
 
-    def _refuse_nobody(population, consequence: str) -> None:  # before a segment is evaluated
+    def _refuse_nobody(population, consequence: str) -> None:
+        """After a segment is evaluated (the frame it built is read, not built again), or when
+        its evaluation failed: a date before the data is said as such, not as "no purchases row
+        has category = ..." for a category there is."""
         from features.build import nobody_before
 
-        if population.frame().empty:  # not "no purchases row has category = ..." for a category there is
+        if population.frame().empty:
             raise PortraitError(nobody_before(population.as_of, consequence) + "; nothing recorded")
+
+    @contextmanager
+    def _said_if_nobody(population, consequence: str):
+        """Evaluate inside; then, or on a failure, refuse a population of nobody."""
+        try:
+            yield
+        except PortraitError:
+            _refuse_nobody(population, consequence)
+            raise
+        _refuse_nobody(population, consequence)
 
     def _late_note(population) -> str | None:  # read inside the population's block
         from features.build import late_as_of_note
@@ -188,13 +202,13 @@ def register_segments(app: typer.Typer, out, console) -> None:
             spinner(console, "counting") as say,
             open_population(data, as_of, scores, say, engine, spark_master) as population,
         ):
-            _refuse_nobody(population, "no customers to count")
             evaluator = _evaluator(population, segments_dir, file, store)
             evaluator.check(segment)
             segment_store = SegmentStore(segments_dir)
             if save_first:
                 segment_store.check_save(segment, replace=replace)  # before the data is read
-            result = evaluator.evaluate(segment)  # a value no row has fails here: nothing saved
+            with _said_if_nobody(population, "no customers to count"):
+                result = evaluator.evaluate(segment)  # a value no row has fails here: nothing saved
             late = _late_note(population)
             unheld = evaluator.tags_nobody_holds(segment)
             if save_first:
@@ -338,9 +352,9 @@ def register_segments(app: typer.Typer, out, console) -> None:
             spinner(console, "refreshing") as say,
             open_population(data, as_of, scores, say, engine, spark_master) as population,
         ):
-            _refuse_nobody(population, "no segment to refresh")
             evaluator = _evaluator(population, segments_dir, file, store)
-            results, failed = evaluate_each(evaluator, chosen)
+            with _said_if_nobody(population, "no segment to refresh"):  # each failure is kept, then said
+                results, failed = evaluate_each(evaluator, chosen)
             late = _late_note(population)
         if not results:
             raise PortraitError(failures_message(failed))
@@ -397,9 +411,9 @@ def register_segments(app: typer.Typer, out, console) -> None:
                 raise PortraitError("--rank-by needs --scores DIR")
             wanted = [*wanted, f"{rank_by}_score", f"{rank_by}_percentile"]
         with spinner(console, "exporting") as say, open_population(data, as_of, scores, say) as population:
-            _refuse_nobody(population, "no customers to export")
             evaluator = _evaluator(population, segments_dir, file, store)
-            result = evaluator.evaluate(segment)
+            with _said_if_nobody(population, "no customers to export"):
+                result = evaluator.evaluate(segment)
             if rank_by and f"{rank_by}_score" not in (
                 population.scores.columns if population.scores is not None else []
             ):
