@@ -314,15 +314,10 @@ class CrowdData:
         if crowd.kind == "segment":
             if not self.segments.exists(crowd.value):
                 close = difflib.get_close_matches(crowd.value, self.segments.names(), n=5, cutoff=0.5)
-                folder = self.segments.folder
-                if not folder.is_dir():
-                    raise PortraitError(
-                        f"no saved segment {crowd.value!r} in {folder.resolve()}/: no such folder (segments are "
-                        "read from --segments DIR, else $PORTRAIT_SEGMENTS, else segments/)"
-                    )
+                saved = f"; saved: {self.segments.names()[:10]}" if self.segments.folder.is_dir() else ""
                 raise PortraitError(
-                    f"no saved segment {crowd.value!r} in {folder.resolve()}/"
-                    + (f"; closest: {close}" if close else f"; saved: {self.segments.names()[:10]}")
+                    f"no saved segment {crowd.value!r} in {self.segments.where()}"
+                    + (f"; closest: {close}" if close else saved)
                 )
             return self._rows(self.evaluator.evaluate(self.segments.load(crowd.value)).members)
         if crowd.kind == "tag":

@@ -130,6 +130,16 @@ class SegmentStore:
             return []
         return sorted(p.stem for p in self.folder.glob("*.toml") if _NAME.fullmatch(p.stem))
 
+    def where(self) -> str:
+        """The folder as a message names it: whole, and where segments are read from when it
+        does not exist (the demo saves them in outputs/segments, not segments/)."""
+        if self.folder.is_dir():
+            return f"{self.folder.resolve()}/"
+        return (
+            f"{self.folder.resolve()}/: no such folder (segments are read from --segments DIR, else "
+            "$PORTRAIT_SEGMENTS, else segments/)"
+        )
+
     def exists(self, name: str) -> bool:
         return self.path(name).is_file()
 
@@ -137,14 +147,8 @@ class SegmentStore:
         path = self.path(name)
         if not path.is_file():
             close = difflib.get_close_matches(name, self.names(), n=5)
-            missing = (
-                ": no such folder (segments are read from --segments DIR, else $PORTRAIT_SEGMENTS, else segments/)"
-                if not self.folder.is_dir()
-                else ""
-            )
             raise PortraitError(
-                f"no segment {name!r} in {self.folder.resolve()}/{missing}"
-                + (f"; did you mean {close}?" if close else "")
+                f"no segment {name!r} in {self.where()}" + (f"; did you mean {close}?" if close else "")
             )
         try:
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
