@@ -128,12 +128,18 @@ def refresh_folder_problem(scores_dir: Path) -> str | None:
     return None
 
 
-def latest_scores(scores_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The latest scores table and the features it was scored from."""
+def latest_scores(scores_dir: Path, default: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The latest scores table and the features it was scored from. ``default``: the folder is
+    a command's default, not one the user named: a message names it whole, and the option."""
     if problem := refresh_folder_problem(scores_dir):
         raise PortraitError(problem)
     pointer = scores_dir / LATEST
     if not pointer.exists():
+        if default:
+            raise PortraitError(
+                f"no scores in {scores_dir.resolve()} (the default folder); run portrait score first, "
+                "or give the folder it wrote with --scores DIR"
+            )
         raise PortraitError(f"no scores in {scores_dir}; run portrait score first")
     name = pointer.read_text().strip()
     scores = read_parquet(scores_dir / name)

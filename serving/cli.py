@@ -151,7 +151,7 @@ def register(app: typer.Typer, out, console) -> None:
         """Write a scored list a marketer can upload (without those who may not be contacted)."""
         from portrait.audit import os_user, record_export
         from portrait.files import atomic_write, check_suffix
-        from portrait.outputs import LATEST, latest_scores, refresh_folder_problem
+        from portrait.outputs import latest_scores
         from portrait.privacy import export_note, load_consent, with_withheld_columns
         from serving.lists import build_list, list_filter
         from serving.registry import load_model
@@ -159,16 +159,7 @@ def register(app: typer.Typer, out, console) -> None:
         check_suffix(out_file, (".csv",))
 
         setup_tracking()
-        if (
-            scores_dir == DEFAULT_SCORES
-            and not (scores_dir / LATEST).exists()
-            and not refresh_folder_problem(scores_dir)
-        ):
-            raise PortraitError(
-                f"no scores in {scores_dir.resolve()} (the default folder); run portrait score first, "
-                "or give the folder it wrote with --scores DIR"
-            )
-        scores, features = latest_scores(scores_dir)
+        scores, features = latest_scores(scores_dir, default=scores_dir == DEFAULT_SCORES)
         source = dataset_of_scores(scores_dir, data)
         consent = load_consent(source)
         members = None
