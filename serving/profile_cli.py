@@ -123,8 +123,13 @@ def _number(value: float | None, pattern: str = "{:,.0f}") -> str:
     return "-" if value is None else pattern.format(value)
 
 
-def _when(value: dt.datetime) -> str:
-    return value.strftime("%Y-%m-%d %H:%M")
+def _when(value: dt.datetime, dated: bool = False) -> str:
+    return value.strftime("%Y-%m-%d" if dated else "%Y-%m-%d %H:%M")
+
+
+def _dates_only(moments: list[dt.datetime]) -> bool:
+    """Every moment at midnight: a log of dates (CDNOW's), shown without a made-up 00:00."""
+    return bool(moments) and all(m.time() == dt.time() for m in moments)
 
 
 def show(profile, out, hide_sensitive: bool = False) -> None:
@@ -259,7 +264,8 @@ def show(profile, out, hide_sensitive: bool = False) -> None:
 
     section("Last orders")
     if profile.orders:
-        zone = f" (times in {profile.timezone})" if profile.timezone else ""
+        dated = _dates_only([order.ts for order in profile.orders.last])
+        zone = f" (times in {profile.timezone})" if profile.timezone and not dated else ""
         # every order, refunds too (the RFM line above counts purchase orders)
         out.print(f"  {_orders(profile.orders.total)} (refunds too), {_money(profile.orders.spend)} net{zone}")
         if profile.orders.last:
@@ -270,7 +276,7 @@ def show(profile, out, hide_sensitive: bool = False) -> None:
                 )
             for order in profile.orders.last:
                 table.add_row(
-                    _when(order.ts),
+                    _when(order.ts, dated),
                     order.order_id,
                     _money(order.amount),
                     str(order.lines),
@@ -285,12 +291,13 @@ def show(profile, out, hide_sensitive: bool = False) -> None:
     if profile.events:
         out.print(f"  {profile.events.total:,} events")
         if profile.events.last:
+            dated = _dates_only([event.ts for event in profile.events.last])
             table = Table()
             for column in ("time", "event", "channel", "category", "value"):
                 table.add_column(column, justify="right" if column == "value" else "left", no_wrap=column == "time")
             for event in profile.events.last:
                 table.add_row(
-                    _when(event.ts),
+                    _when(event.ts, dated),
                     event.event_type,
                     event.channel or "-",
                     event.category or "-",

@@ -584,6 +584,15 @@ def test_the_command_prints_sections_or_json_and_exits_non_zero_on_errors(world,
         "(--hide-sensitive: no column is marked sensitive; [privacy] sensitive_columns in portrait.toml)"
         in hidden.stdout
     )
+    # a log of dates (CDNOW's): the orders show their dates, not a made-up 00:00
+    dated = tmp_path / "dated"
+    dated.mkdir()
+    (dated / "purchases.csv").write_text(
+        "order_id,customer_id,ts,amount\no1,c1,2024-01-05,12.50\no2,c1,2024-02-07,3.00\n"
+    )
+    shown = _portrait("profile", "c1", "--data", str(dated), "--no-reasons")
+    assert shown.returncode == 0, shown.stderr
+    assert "2024-02-07" in shown.stdout and "2024-01-05" in shown.stdout and "00:00" not in shown.stdout
 
 
 def test_the_command_reads_the_default_segments_folder_as_list_and_the_api_do(world, tmp_path, monkeypatch):
