@@ -122,14 +122,37 @@ def test_expected_purchases_closed_form_quadrature_and_the_published_total(cdnow
     assert expected.sum() == pytest.approx(1652, rel=0.005)
 
 
-def test_expected_purchases_fall_back_where_the_closed_form_overflows():
+# (x, t_x, T, t) and P(alive) times the paper's equation 10 with CDNOW's published parameters,
+# in 50-digit arithmetic (mpmath's hyp2f1 of the formula as printed). Computed from the formula
+# as printed in double precision (scipy's 2F1 of r+x and b+x) the x = 10 row gave 141.5, the
+# x = 20 row 36.75 (as P(alive) 1 if alive), the x = 80 row was 1.5% low, and none fell back.
+EQUATION_10_REFERENCES = [
+    ((0, 0.0, 39.0, 39.0), 0.19453072170326547),
+    ((2, 30.43, 38.86, 39.0), 1.2260281747671445),
+    ((10, 1.0, 1.0, 200.0), 57.745938638934069),
+    ((20, 30.0, 39.0, 200.0), 8.5824653689726706),
+    ((46, 37.0, 39.0, 39.0), 27.847972231305779),
+    ((80, 77.0, 78.0, 39.0), 31.656118061991211),
+    ((150, 1.0, 1.0, 1.0), 25.803702225734181),
+    ((2000, 38.99, 39.0, 39.0), 1370.4735643708429),
+]
+
+
+@pytest.mark.parametrize("history, reference", EQUATION_10_REFERENCES)
+def test_expected_purchases_equal_fifty_digit_references(history, reference):
+    x, t_x, T, t = history
+    expected, fell_back = fitted().expected_purchases(t, [float(x)], [t_x], [T], return_fallback=True)
+    assert expected[0] == pytest.approx(reference, rel=1e-12) and not fell_back[0]
+
+
+def test_expected_purchases_stay_within_their_bounds_and_fall_back_near_a_equal_one():
     x = np.array([0.0, 1.0, 50.0, 300.0, 2000.0])
     t_x = np.array([0.0, 30.0, 38.0, 38.9, 38.99])
     T = np.full(5, 39.0)
-    for params in ({}, {"b": 1e6}, {"a": 1.0}):  # 2F1 overflows; b -> infinity; a = 1 divides by 0
+    for params in ({}, {"b": 1e6}, {"a": 1.0}):  # large x; b -> infinity; a = 1 divides by 0
         model = fitted(**params)
         expected, fell_back = model.expected_purchases(39.0, x, t_x, T, return_fallback=True)
-        assert np.isfinite(expected).all() and fell_back[-1], params
+        assert np.isfinite(expected).all() and fell_back.all() == (params == {"a": 1.0}), params
         alive = model.p_alive(x, t_x, T)
         upper = alive * (model.r_ + x) * 39.0 / (model.alpha_ + T)  # no dropout at all
         lower = model.p_any_purchase(39.0, x, t_x, T)  # at least one purchase
