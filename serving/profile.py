@@ -634,6 +634,24 @@ def _date(value: Any) -> dt.date | None:
     return pd.Timestamp(value).date()
 
 
+def _members_date(path: Path) -> dt.date | None:
+    """The refresh date of a segment's members file, which every row carries (``as_of``): from
+    the Parquet statistics, without reading the rows; None for an empty file or none stored."""
+    import pyarrow.parquet as pq
+
+    metadata = pq.ParquetFile(path).metadata
+    if "as_of" not in metadata.schema.names:
+        return None
+    column = metadata.schema.names.index("as_of")
+    found = None
+    for group in range(metadata.num_row_groups):
+        statistics = metadata.row_group(group).column(column).statistics
+        if statistics is None or not statistics.has_min_max:
+            return _date(pq.read_table(path, columns=["as_of"])["as_of"][0].as_py()) if metadata.num_rows else None
+        found = statistics.max if found is None else max(found, statistics.max)
+    return _date(found)
+
+
 @dataclasses.dataclass
 class _Outputs:
     """The stored output files chosen for a profile (see the module docstring)."""
@@ -915,20 +933,21 @@ class _Outputs:
         names = sorted(self.segment_files)
         member_of = []
         if names:
-            rows = self.reader.records_of([self.segment_files[n] for n in names], ids)
-            by_file = {str(path): name for name, path in self.segment_files.items()}
-            first: dict[str, dict] = {}
-            for row in rows:
-                first.setdefault(by_file[row["filename"]], row)
-            later = []
-            for name, row in sorted(first.items()):
-                when = _date(row.get("as_of")) or self.segments_date
-                if as_of is not None and when is not None and when > as_of:
-                    later.append(f"{name} ({when})")
-                    continue
-                member_of.append(SegmentMembership(name=name, as_of=when))
+            # Each segment's refresh date, whoever is asked about: which segments were refreshed
+            # after the profile's date must not depend on the person (telling only a later
+            # member's profile would tell their later membership).
+            dated = {n: _members_date(self.segment_files[n]) or self.segments_date for n in names}
+            later = [n for n in names if as_of is not None and dated[n] is not None and dated[n] > as_of]
+            names = [n for n in names if n not in later]
             if later:
-                note("segments", f"membership refreshed after {as_of} left out: {', '.join(later)}")
+                note(
+                    "segments",
+                    f"refreshed after {as_of}, so not checked: " + ", ".join(f"{n} ({dated[n]})" for n in later),
+                )
+            rows = self.reader.records_of([self.segment_files[n] for n in names], ids) if names else []
+            by_file = {str(self.segment_files[n]): n for n in names}
+            held = sorted({by_file[row["filename"]] for row in rows})
+            member_of = [SegmentMembership(name=name, as_of=dated[name]) for name in held]
         else:
             note("segments", f"no segment members in {self.segments_source}")
         return Segments(source=self.segments_source, checked=names, member_of=member_of)

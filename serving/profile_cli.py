@@ -249,7 +249,7 @@ def show(profile, out, hide_sensitive: bool = False) -> None:
         out.print("  -")
 
     section("Segments")
-    if profile.segments:
+    if profile.segments and profile.segments.checked:
         member = ", ".join(m.name for m in profile.segments.member_of) or "none"
         out.print(f"  member of: {member} (of {len(profile.segments.checked)} checked)", highlight=False)
     else:

@@ -375,6 +375,12 @@ def test_outputs_later_than_the_as_of_date_are_not_used(world):
     # segment members refreshed after the date are left out, with a note
     assert [m.name for m in profile.segments.member_of] == []
     assert any("next_month (2025-04-01)" in n for n in notes["segments"])
+    # ... the same note, and the same segments checked, for a person who is not a member then:
+    # told only to members, the note told their later membership
+    other = build_profile("c2", sources, compute_reasons=False)  # in no segment at any date
+    later = "refreshed after 2025-03-01, so not checked: dairy_fans (2025-03-05), next_month (2025-04-01), toy_buyers (2025-03-05)"
+    assert later in _notes(other)["segments"] and later in notes["segments"]
+    assert other.segments.checked == profile.segments.checked == []
     assert [o.order_id for o in profile.orders.last] == ["o2", "o1"]
 
 
@@ -415,7 +421,7 @@ def test_saved_segments_folder_and_the_newest_tags_by_default(world):
     profile = build_profile("c4", sources, compute_reasons=False)
     assert profile.as_of == AS_OF and profile.as_of_from == "scores"
     assert profile.tags.as_of == AS_OF  # not the 2025-04-01 table: it is later than the scores
-    assert profile.segments.checked == ["dairy_fans", "next_month", "toy_buyers"]
+    assert profile.segments.checked == ["dairy_fans", "toy_buyers"]  # next_month: refreshed after the scores
     assert [m.name for m in profile.segments.member_of] == ["dairy_fans"]
     assert "not refreshed yet, so not checked: never_refreshed" in _notes(profile)["segments"][0]
     # with a run that holds segment members, those (of the same refresh as its scores) are read
