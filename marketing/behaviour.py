@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import logging
 from collections.abc import Iterable
 
 import duckdb
@@ -45,6 +46,8 @@ _FILTER_COLUMNS = {
     "events": {"category", "channel"},
 }
 _CUSTOMERS = "_behaviour_customers"  # the listed customers and their positions, while a query runs
+
+log = logging.getLogger(__name__)
 
 
 def _start(as_of: dt.date, days: int) -> str:
@@ -217,11 +220,18 @@ def _per_order(term: BehaviourTerm, condition: str, i: int) -> str:
     )
 
 
+def _values(count: int) -> str:
+    return f"{count:,} value{'' if count == 1 else 's'}"
+
+
 def check_values(
     con: duckdb.DuckDBPyConnection | Engine, terms: list[BehaviourTerm], as_of: dt.date, only: set | None = None
 ) -> None:
-    """A filter value or event type the data never has before ``as_of`` is a typo more often
-    than a real empty set: say so, with the closest values."""
+    """A filter value or event type the data never has is a typo more often than a real empty
+    set: say so, with the closest values. One the data has only from ``as_of`` on (a category
+    introduced later, a date before an event type was tracked) is not: nobody has it before
+    then, which is logged as a warning, so that a saved segment can be refreshed, backfilled or
+    followed over time across the day its value first occurs."""
     asked: dict[tuple[str, str], set[str]] = {}
     for term in terms:
         if term.event_type:
@@ -234,19 +244,29 @@ def check_values(
     engine = as_engine(con)
     before = f"ts < {timestamp_literal(as_of)}"
     for (table, column), values in asked.items():
-        # One scan per column: which of the asked values occur at all before the as-of date.
+        # One scan per column: which of the asked values occur at all, and whether before the
+        # as-of date.
         normalised = _normalised(column)
         asked_values = sorted(values)
         placeholders = ", ".join("?" for _ in asked_values)
         present = {
-            row[0]
+            row[0]: bool(row[1])
             for row in engine.rows(
-                f"SELECT DISTINCT {normalised} FROM {table} WHERE {before} AND {normalised} IN ({placeholders})",
+                f"SELECT {normalised}, MAX(CASE WHEN {before} THEN 1 ELSE 0 END) FROM {table} "
+                f"WHERE {normalised} IN ({placeholders}) GROUP BY {normalised}",
                 asked_values,
             )
         }
         for value in asked_values:
             if value in present:
+                if not present[value]:
+                    log.warning(
+                        "%s.%s = %r occurs only on or after %s: nobody has it before then",
+                        table,
+                        column,
+                        value,
+                        as_of,
+                    )
                 continue
             # never a value holding an e-mail address or a phone number (a payload in event_type)
             # each value as the data writes it (values compare without case: 'onions' for 'ONIONS'
@@ -255,7 +275,7 @@ def check_values(
                 row[0]: row[1]
                 for row in engine.rows(
                     f"SELECT {normalised} AS v, MIN(CAST({quote_ident(column)} AS VARCHAR)) AS shown FROM {table} "
-                    f"WHERE {before} AND {normalised} IS NOT NULL GROUP BY {normalised} LIMIT 100000"
+                    f"WHERE {normalised} IS NOT NULL GROUP BY {normalised} LIMIT 100000"
                 )
                 if not holds_personal_value(str(row[1]))
             }
@@ -263,8 +283,8 @@ def check_values(
             listed = (  # none close (another script, another word): some values, not called close
                 f"; closest: {[written[v] for v in close]}"
                 if close
-                else f"; none is close; {len(written):,} values, such as {[written[v] for v in sorted(written)[:5]]}"
+                else f"; none is close; {_values(len(written))}, such as {[written[v] for v in sorted(written)[:5]]}"
                 if written
                 else ""
             )
-            raise FilterError(f"no {table} row before {as_of} has {column} = {value!r} (compared without case){listed}")
+            raise FilterError(f"no {table} row has {column} = {value!r} (compared without case){listed}")

@@ -413,9 +413,8 @@ def test_one_segment_that_cannot_be_evaluated_stops_neither_the_others_nor_goes_
     store.save(Segment("toys", where="purchased(category = 'toys') > 0"))  # no toys sold yet
     code, text = run("segment", "refresh", "--data", str(data_folder), "--as-of", "2024-03-01")
     assert code == 2
-    assert (
-        "1 of 2 segments not refreshed: segment 'toys': no purchases row before 2024-03-01 has category = 'toys'"
-        in (" ".join(text.split()))
+    assert "1 of 2 segments not refreshed: segment 'toys': no purchases row has category = 'toys'" in (
+        " ".join(text.split())
     )
     assert store.history("dairy")["customers"].tolist() == [2] and store.history("toys").empty
 

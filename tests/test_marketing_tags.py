@@ -95,10 +95,32 @@ def test_an_unknown_category_names_the_closest_values():
         with pytest.raises(
             # as the data writes them ('Dairy'): shown lower-cased, they read as values that differ
             FilterError,
-            match=r"no purchases row before 2024-03-01 has category = 'diary' \(compared without case\); "
+            match=r"no purchases row has category = 'diary' \(compared without case\); "
             r"closest: \['Dairy'",
         ):
             evaluator.evaluate(segment)
+
+
+def test_a_value_the_data_has_only_from_the_as_of_date_on_is_held_by_nobody_then(caplog):
+    """Toys first sold on the as-of date, searches first tracked after it: nobody has
+    them before, which is no typo (a saved segment is backfilled across the day they start)."""
+    toys = LATER_PURCHASES.iloc[[0]].assign(order_id="late9", category="Toys")
+    searches = LATER_EVENTS.iloc[[2]].assign(event_type="search")
+    later = Dataset.from_frames(
+        purchases=pd.concat([PURCHASES, toys]), events=pd.concat([EVENTS, LATER_EVENTS, searches])
+    )
+    from marketing.filters import parse_condition
+
+    with caplog.at_level("WARNING"), Population(later, AS_OF) as population:
+        conditions = [
+            parse_condition(t, population.schema(), behaviour=True)
+            for t in ("purchased(category = 'toys') >= 0", "events('search') >= 0")
+        ]
+        frame = population.frame(conditions)
+    assert frame[[c.terms[0].column for c in conditions]].to_numpy().sum() == 0 and len(frame) == 3
+    said = " ".join(caplog.messages)
+    assert "purchases.category = 'toys' occurs only on or after 2024-03-01: nobody has it before then" in said
+    assert "events.event_type = 'search' occurs only on or after 2024-03-01" in said
 
 
 def test_purchased_without_a_filter_counts_the_orders_the_features_count():
