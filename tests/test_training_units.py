@@ -814,3 +814,25 @@ def test_a_promotion_says_when_the_version_trailed_the_best_peer_on_its_holdout(
     )
     ahead = Promotion("hv", "1", None, "holdout_roc_auc", 0.7, None, False)
     assert ahead.sentence() == "hv v1 is now champion (there was none; holdout_roc_auc = 0.7000)"
+
+
+@pytest.mark.parametrize(
+    "labels, told",
+    [
+        # one customer kept apart
+        ([1, 1, 0, 0, 0], "5 customers (2 positive, 3 negative), 20% of them kept apart"),
+        ([1] * 9 + [0], "10 customers (9 positive, 1 negative), 20% of them kept apart"),  # one negative
+    ],
+)
+def test_a_split_too_small_for_two_of_each_class_is_an_error_not_a_traceback(labels, told):
+    """min_positives = 2 let 10 customers in two folds through to scikit-learn's ValueError."""
+    from training.evaluate import check_stratified_split
+
+    with pytest.raises(
+        PortraitError, match=r"^too few customers for \[validation\] folds = 2: a fold trains on "
+    ) as raised:
+        check_stratified_split(
+            np.array(labels), 0.2, "for [validation] folds = 2: a fold trains on", "use more customers"
+        )
+    assert str(raised.value).endswith(f"{told}, which needs at least 2 of each class on each side; use more customers")
+    check_stratified_split(np.array([1, 1, 1, 0, 0, 0, 1, 0, 1, 0]), 0.2, "", "")  # 2 kept, 8 fitted, both classes

@@ -732,6 +732,14 @@ def fit_customer_folds(config: ExperimentConfig, data: TrainingData, params: dic
     fold_of = np.zeros(len(rows), dtype=int)  # each customer's outer fold, for _small_data_notes
 
     def fit_inner(X_part, y_part) -> Selection:
+        if classify:
+            folds = config.validation.folds
+            check_stratified_split(
+                y_part,
+                0.2,
+                f"for [validation] folds = {folds}: a fold trains on",
+                f"use {'fewer folds or ' if folds > 2 else ''}more customers",
+            )
         X_fit, X_stop, y_fit, y_stop = train_test_split(
             X_part, y_part, test_size=0.2, random_state=seed, stratify=y_part if classify else None
         )
@@ -798,6 +806,19 @@ def fit_customer_folds(config: ExperimentConfig, data: TrainingData, params: dic
         positive_share=share,
         notes=notes,
     )
+
+
+def check_stratified_split(y: np.ndarray, share: float, split: str, advice: str) -> None:
+    """``split`` keeps ``share`` of the customers ``y`` apart, by class (scikit-learn's stratified
+    split): each side needs two customers of each class, or it raises a ValueError."""
+    positive = int(np.sum(y == 1))
+    negative = len(y) - positive
+    kept = int(np.ceil(share * len(y)))
+    if min(positive, negative) < 2 or kept < 2 or len(y) - kept < 2:
+        raise PortraitError(
+            f"too few customers {split} {len(y):,} customers ({positive:,} positive, {negative:,} negative), "
+            f"{share:.0%} of them kept apart, which needs at least 2 of each class on each side; {advice}"
+        )
 
 
 def _registered_candidate_note(
