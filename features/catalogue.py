@@ -966,7 +966,8 @@ def behaviour_family(config: FeatureConfig, vocab: Vocabulary | None = None, att
             f,
             None,
             f"Share of campaigns received that were followed by a purchase within "
-            f"{config.campaign_response_days} days.",
+            f"{config.campaign_response_days} days (before the same time {config.campaign_response_days} days later); "
+            "a campaign counts once those days are over.",
             "campaigns",
             "AVG(responded)",
             scale="share",

@@ -271,8 +271,11 @@ def compile_plan(
             for w in config.windows
         )
         response = config.campaign_response_days
-        # Receipts whose response window closed before the cutoff (the others are not counted,
-        # and a receipt changes no other row's next order), so they never enter the sort.
+        # Receipts whose response window [ts, ts + days) closed by the cutoff (the others are not
+        # counted, and a receipt changes no other row's next order), so they never enter the
+        # sort. The window is half-open, so that an order at its very end, which the cutoff
+        # closing it does not see, counts at no later cutoff either: the rate of a campaign does
+        # not change once it is counted.
         closed = f"ts + INTERVAL {response} DAY <= {timestamp_literal(cutoff)}"
         # The days with an event in the behaviour window, as bits of whole numbers (bit a - 1 of
         # mask j for an event a = 62 j + 1 .. 62 j + 62 days before the cutoff), only when a
@@ -317,7 +320,7 @@ def compile_plan(
                 f"""
                 SELECT customer_id,
                        CASE WHEN next_order_ts IS NOT NULL
-                                 AND next_order_ts <= ts + INTERVAL {response} DAY THEN CAST(1 AS DOUBLE) ELSE CAST(0 AS DOUBLE) END AS responded
+                                 AND next_order_ts < ts + INTERVAL {response} DAY THEN CAST(1 AS DOUBLE) ELSE CAST(0 AS DOUBLE) END AS responded
                 FROM (
                     -- A receipt's next purchase order: the first order after it (at the same
                     -- time, receipts sort first), skipping the receipts in between.

@@ -247,6 +247,24 @@ def test_a_campaign_whose_response_window_is_open_at_the_cutoff_is_not_scored():
     assert pd.isna(frame.loc["C", "campaign_response_rate"])
 
 
+def test_a_campaigns_response_does_not_change_once_its_window_is_closed():
+    """Received 7 days before the cutoff to the second: an order at the cutoff itself, the end of
+    the window, is not seen then, nor counted at a later cutoff (it was 0.0, then 1.0); one a
+    second before the end is a response at both."""
+    receipts = pd.DataFrame(
+        [("D", "2024-02-23 00:00:00", "campaign_received"), ("E", "2024-02-23 00:00:00", "campaign_received")],
+        columns=EVENTS.columns,
+    )
+    orders = PURCHASES.iloc[[0]]
+    at_end = orders.assign(order_id="d1", customer_id="D", ts="2024-03-01 00:00:00")
+    just_before = orders.assign(order_id="e1", customer_id="E", ts="2024-02-29 23:59:59")
+    data = dataset(pd.concat([PURCHASES, at_end, just_before]), pd.concat([EVENTS, receipts]))
+    for cutoff in (CUTOFF, "2024-03-02", "2024-03-20"):
+        frame = build_features(data, cutoff).set_index("customer_id")
+        assert frame.loc["D", "campaign_response_rate"] == 0.0, cutoff
+        assert frame.loc["E", "campaign_response_rate"] == 1.0, cutoff
+
+
 def test_row_order_and_part_files_change_nothing(features, tmp_path):
     shuffled = build_features(
         dataset(PURCHASES.sample(frac=1, random_state=1), EVENTS.sample(frac=1, random_state=2)), CUTOFF
