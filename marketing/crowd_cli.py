@@ -323,6 +323,7 @@ def register_crowd(app: typer.Typer, out, console) -> None:
                 scores_dir=scores,
                 manual_store=manual_store_path(store),
                 say=say,
+                every=every,
             )
         paths = write_trend(table, crowd, min_cell, out_dir)
         out.print(f"{crowd.describe()}: {len(dates)} points from {dates[0]} to {dates[-1]}")

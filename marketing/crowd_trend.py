@@ -67,11 +67,15 @@ def crowd_trend(
     scores_dir: Path | None = None,
     manual_store: Path | None = None,
     say: Callable[[str], None] | None = None,
+    every: str | None = None,
 ) -> pd.DataFrame:
     """One row per date: ``as_of, customers, base, share_of_base, revenue, mean_spend,
-    entered, left`` (exact figures; see :func:`suppressed_trend`)."""
+    entered, left`` (exact figures; see :func:`suppressed_trend`). Each point's period starts at
+    the date before it; the first point's one step before it: ``every`` (``week``, ``month``: a
+    calendar month, as :func:`trend_dates` steps), else the first two dates' distance."""
     say = say or (lambda message: None)
     step = dates[1] - dates[0] if len(dates) > 1 else dt.timedelta(days=31)
+    first_period_start = (pd.Timestamp(dates[0]) - EVERY[every]).date() if every in EVERY else dates[0] - step
     rows, previous = [], None
     con = dataset.connect()
     try:
@@ -92,11 +96,11 @@ def crowd_trend(
             raise PortraitError(
                 f"dates outside the data's range (purchases from {first} to {last}): "
                 f"{', '.join(map(str, outside[:5]))}; each point needs purchases before it, and none may be more "
-                "than one step after the last"
+                "than one step after the last purchase"
             )
         for i, as_of in enumerate(dates):
             say(f"point {i + 1} of {len(dates)}: {crowd.describe()} as of {as_of}")
-            period_start = dates[i - 1] if i else as_of - step
+            period_start = dates[i - 1] if i else first_period_start
             rows.append(
                 _point(
                     dataset,

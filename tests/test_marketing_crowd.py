@@ -608,6 +608,19 @@ def test_planted_promotion_hunters_are_promotion_sensitive(planted):
     assert rows(report, "planted")["promotion_hunter"][2] > 300  # the crowd is what it says
 
 
+def test_a_monthly_trends_first_period_is_the_calendar_month_before_it():
+    """As of 2024-02-01 every month: the first point's period is January (it was one step's
+    length before it, 29 days: from 2024-01-03)."""
+    dates = trend_dates("2024-02-01", "2024-03-01", "month")
+    table = crowd_trend(dataset(), Crowd("all"), dates, load_library(), every="month")
+    assert table["period_start"].tolist() == ["2024-01-01", "2024-02-01"]
+    weekly = trend_dates("2024-02-01", "2024-02-08", "week")
+    assert crowd_trend(dataset(), Crowd("all"), weekly, load_library(), every="week")["period_start"].tolist() == [
+        "2024-01-25",
+        "2024-02-01",
+    ]
+
+
 def test_a_trend_of_a_crowd_hidden_at_every_point_says_so_instead_of_empty_panels(tmp_path, drawn_texts):
     from marketing.crowd_trend import write_trend
 
