@@ -167,9 +167,11 @@ def hindsight_note(model: LoadedModel, as_of: dt.date) -> str | None:
     until = model.meta.get("learned_until") or model.meta.get("holdout_cutoff")
     if not until or model.is_personas or as_of >= dt.date.fromisoformat(str(until)[:10]):
         return None
+    last_day = dt.date.fromisoformat(str(until)[:10]) - dt.timedelta(days=1)  # label windows end before it
     return (
-        f"{model.name} v{model.version} learned from purchases up to {str(until)[:10]}, after {as_of}: "
-        "its scores as of this date know what came next (use them for lists, not to judge the model)"
+        f"{model.name} v{model.version} learned from purchases up to and including {last_day}; its scores as of "
+        f"{as_of} read only those before {as_of}, so they know what came next (use them for lists, not to judge "
+        "the model)"
     )
 
 

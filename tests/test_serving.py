@@ -92,8 +92,9 @@ def test_scores_before_the_models_holdout_say_the_model_knew_what_came_next(regi
     earlier = until - dt.timedelta(days=1)
     run = score(open_dataset(registered), earlier.isoformat(), [MODEL], tmp_path, validate_first=False)
     assert run.summary["models"][MODEL]["note"] == (
-        f"{MODEL} v{model.version} learned from purchases up to {until}, after {earlier}: its scores as of "
-        "this date know what came next (use them for lists, not to judge the model)"
+        f"{MODEL} v{model.version} learned from purchases up to and including {earlier}; its scores as of "
+        f"{earlier} read only those before {earlier}, so they know what came next (use them for lists, not to "
+        "judge the model)"
     )
     on_time = score(open_dataset(registered), until.isoformat(), [MODEL], tmp_path, validate_first=False)
     assert "note" not in on_time.summary["models"][MODEL]
