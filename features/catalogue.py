@@ -232,6 +232,45 @@ def slugs(values: tuple[str, ...]) -> list[str]:
     return [f"{b}_{_short_hash(str(v))}" if b in shared else b for b, v in zip(bases, values, strict=True)]
 
 
+# The day per-value feature names took their present form (:func:`slug`): names written before
+# it (saved conditions, models, persona fits) are recognised by :func:`legacy_names`.
+RENAMED_ON = "2026-12-06"
+
+
+def _legacy_slugs(values: tuple[str, ...]) -> list[str]:
+    """Per-value labels as :func:`slugs` wrote them before :data:`RENAMED_ON`: accents and other
+    letters outside a-z dropped (``Süßwaren``: ``s_waren``), nothing left ``blank``, and a label
+    written twice numbered by its rank (``blank_2``)."""
+    seen: dict[str, int] = {}
+    result = []
+    for value in values:
+        base = re.sub(r"[^0-9a-z]+", "_", str(value).lower()).strip("_") or "blank"
+        seen[base] = seen.get(base, 0) + 1
+        result.append(base if seen[base] == 1 else f"{base}_{seen[base]}")
+    return result
+
+
+def legacy_names(vocab: Vocabulary | None) -> dict[str, str]:
+    """Each per-value share feature's name as written before :data:`RENAMED_ON`, where it
+    differs, to its name now, for the values of ``vocab`` (those of the day: a name whose value has
+    left the top since is not found). A legacy name that is also a name now is left out."""
+    if vocab is None:
+        return {}
+    renamed = {}
+    for subject, values in (
+        ("category", vocab.categories),
+        ("brand", vocab.brands),
+        ("channel", vocab.channels),
+        ("payment", vocab.payment_methods),
+    ):
+        prefix = PER_VALUE_PREFIXES[subject]
+        now = slugs(values)
+        for old, new in zip(_legacy_slugs(values), now, strict=True):
+            if old != new and old not in now:
+                renamed[prefix + old] = prefix + new
+    return renamed
+
+
 # The favourite category's rank by name among the top categories (999: outside them; NULL: no
 # net spend in any category), from the line_categories stage's favourite_key.
 OTHER_SLOT = 999
@@ -1095,6 +1134,8 @@ def describe(
     if isinstance(vocabulary, dict):
         vocabulary = Vocabulary.from_dict(vocabulary)
     known = _by_name(config, vocabulary)
+    # a name written before RENAMED_ON (a persona fit's, a model's) means today's feature
+    known |= {old: known[new] for old, new in legacy_names(vocabulary).items() if new in known}
     result = {}
     for name in names:
         if name in known:

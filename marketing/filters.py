@@ -37,6 +37,7 @@ from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 from sqlglot.tokens import Tokenizer, TokenType
 
+from features.catalogue import RENAMED_ON
 from portrait.errors import PortraitError
 
 MAX_LENGTH = 20_000
@@ -109,13 +110,17 @@ class Schema:
         resolve: Callable[[str], str | None] | None = None,
         values: dict[str, tuple[str, ...]] | None = None,
         current: dict[str, tuple[str, ...]] | None = None,
+        renamed: dict[str, str] | None = None,
     ):
         """``values``: the only values some text columns can ever hold (the RFM groups): a
         condition naming another is refused with the closest. ``current``: the values some hold
         as of this date (the top categories and 'other'), which move with the data: only a value
         that differs from one of them in case or spaces alone is refused (a typo), not one that
-        is not among them today (a saved segment would stop refreshing when the top moves)."""
+        is not among them today (a saved segment would stop refreshing when the top moves).
+        ``renamed``: feature names as written before they were renamed, to their names now
+        (:func:`features.catalogue.legacy_names`): a condition saved with one is told the new one."""
         self.kinds = dict(kinds)
+        self.renamed = dict(renamed or {})
         self.resolve = resolve
         self.values = dict(values or {})
         self.current = dict(current or {})
@@ -364,6 +369,13 @@ class _Checker:
             if node.table or not isinstance(node.this, exp.Identifier):
                 raise FilterError(f"{node.sql()!r}: use a plain column name")
             kind = self.schema.kind(node.name)
+            if kind is None and node.name not in self.schema.kinds and node.name in self.schema.renamed:
+                raise FilterError(
+                    f"unknown column {node.name!r}: since {RENAMED_ON} it is {self.schema.renamed[node.name]!r} "
+                    "(features named after a value with accents or letters outside a-z were renamed); "
+                    "write the new name in the condition (a saved segment: segment create NAME --replace with it; "
+                    "a tag: the tag library's file)"
+                )
             if kind is None and node.name not in self.schema.kinds:
                 close = self.schema.closest(node.name)
                 scored = re.search(r"_(score|percentile|decile)$|^persona_(name|id)$", node.name)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from features.build import attribute_kinds, build_features, parse_cutoff, vocabulary_as_of
-from features.catalogue import Feature, catalogue
+from features.catalogue import Feature, catalogue, legacy_names
 from features.config import FeatureConfig
 from marketing.behaviour import behaviour_table
 from marketing.filters import NUMBER, TEXT, Condition, Schema
@@ -134,7 +134,7 @@ class Population:
             kinds.update(
                 {c: NUMBER if c != "persona_name" else TEXT for c in self.scores.columns if c != "customer_id"}
             )
-        return Schema(kinds, values={"rfm_group": RFM_GROUPS}, current=current)
+        return Schema(kinds, values={"rfm_group": RFM_GROUPS}, current=current, renamed=legacy_names(self.vocabulary))
 
     # ------------------------------------------------------------ the table
 

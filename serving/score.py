@@ -20,7 +20,15 @@ import numpy as np
 import pandas as pd
 
 from features.build import build_features, days_past_data, nobody_before, parse_cutoff, stale_feed_note
-from features.catalogue import PER_VALUE_PREFIXES, Feature, Vocabulary, attribute_feature, describe
+from features.catalogue import (
+    PER_VALUE_PREFIXES,
+    RENAMED_ON,
+    Feature,
+    Vocabulary,
+    attribute_feature,
+    describe,
+    legacy_names,
+)
 from features.config import FeatureConfig
 from models.drift import is_category
 from models.prior_shift import shift_to_share
@@ -98,6 +106,16 @@ def feature_kinds(frame: pd.DataFrame) -> dict[str, str]:
 _NAMED_BY_VALUE = (*PER_VALUE_PREFIXES.values(), "attr_")
 
 
+def _renamed_examples(names: list[str], frame: pd.DataFrame | None) -> str:
+    """What ``names`` are called now, where the built table's vocabulary tells; else examples."""
+    vocabulary = frame.attrs.get("vocabulary") if frame is not None else None
+    renamed = legacy_names(Vocabulary.from_dict(vocabulary)) if vocabulary else {}
+    known = [f"{name} is now {renamed[name]}" for name in names if name in renamed]
+    if known:
+        return "; ".join(known[:4]) + (" ..." if len(known) > 4 else "")
+    return "category_share_blank_2 became category_share_u<hash>, category_share_s_waren category_share_susswaren"
+
+
 def check_model_features(
     model, columns, kinds: dict[str, str] | None = None, frame: pd.DataFrame | None = None
 ) -> None:
@@ -116,9 +134,9 @@ def check_model_features(
             if attributes
             else ""
         ) + (
-            "; features named after a value or a column with accents or letters outside a-z were renamed on "
-            "2026-12-06 (category_share_blank_2 became category_share_u<hash>, category_share_s_waren "
-            "category_share_susswaren): a model trained before on such names must be trained again"
+            f"; features named after a value or a column with accents or letters outside a-z were renamed on "
+            f"{RENAMED_ON} ({_renamed_examples(per_value, frame)}): a model trained before on such names must be "
+            "trained again"
             if per_value
             else ""
         )

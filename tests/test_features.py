@@ -998,3 +998,20 @@ def test_a_return_across_midnight_is_one_refund_and_returns_weeks_apart_are_two(
         -10.0,
         1,
     ]
+
+
+def test_names_written_before_the_rename_are_known_by_their_new_names():
+    """Süßwaren was s_waren, 本 and お茶 were blank and blank_2 (numbered by rank), Café caf."""
+    from features.catalogue import Vocabulary, describe, legacy_names, slug
+
+    vocabulary = Vocabulary(categories=("Süßwaren", "本", "お茶", "Café", "dairy"), channels=("web",))
+    assert legacy_names(vocabulary) == {
+        "category_share_s_waren": "category_share_susswaren",
+        "category_share_blank": f"category_share_{slug('本')}",
+        "category_share_blank_2": f"category_share_{slug('お茶')}",
+        "category_share_caf": "category_share_cafe",
+    }
+    assert slug("本").startswith("u") and legacy_names(None) == {}
+    # a persona fit or model of then is labelled with the value, as now
+    labels = describe(["category_share_s_waren", "category_share_blank_2"], vocabulary=vocabulary)
+    assert [f.label for f in labels.values()] == ["share of spend on Süßwaren", "share of spend on お茶"]

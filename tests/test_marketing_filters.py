@@ -189,3 +189,16 @@ def test_a_value_a_column_never_holds_is_refused_and_a_case_slip_of_a_current_on
         "rfm_group",
     ]
     assert schema.absent == [("favourite_category", "TOYS")]  # a list may say why it is empty
+
+
+def test_a_feature_name_written_before_the_rename_is_told_its_new_name():
+    schema = Schema(
+        {"category_share_susswaren": "number"}, renamed={"category_share_s_waren": "category_share_susswaren"}
+    )
+    with pytest.raises(
+        FilterError,
+        match=r"^unknown column 'category_share_s_waren': since 2026-12-06 it is 'category_share_susswaren' .*"
+        r"segment create NAME --replace",
+    ):
+        parse_condition("category_share_s_waren > 0.2", schema)
+    assert parse_condition("category_share_susswaren > 0.2", schema) is not None

@@ -95,3 +95,10 @@ def test_a_model_missing_features_named_after_values_hears_they_were_renamed():
         PortraitError, match=r"category_share_s_waren'\]; features named after a value .* renamed on 2026-12-06"
     ):
         check_model_features(model, ["orders_lifetime", "category_share_susswaren"])
+    # with the built table's vocabulary: what the model's name is called now
+    frame = pd.DataFrame({"orders_lifetime": [1], "category_share_susswaren": [0.5]})
+    frame.attrs["vocabulary"] = {"categories": ["Süßwaren"], "brands": [], "channels": [], "payment_methods": []}
+    with pytest.raises(
+        PortraitError, match=r"renamed on 2026-12-06 \(category_share_s_waren is now category_share_susswaren\)"
+    ):
+        check_model_features(model, frame.columns, frame=frame)
