@@ -592,11 +592,20 @@ def tags_summary(
         moves = pd.concat(
             [moves, pd.DataFrame({"tag": empty, "customers": 0, "entered": zero, "left": zero})], ignore_index=True
         )
+
     # a tag everyone left (a value it names gone from the data, or out of the top categories):
     # said, as an empty segment is, not only a 0 in the table
+    def why(name: str) -> str:
+        if name not in library.names():
+            return ""
+        if library.tag(name).kind == "manual":
+            return " (its assignments expired or were removed: tags assign gives it again)"
+        if "'" in library.reads(name):  # it names a value
+            return " (does a value it names no longer occur, or no longer rank among the top ones?)"
+        return ""
+
     emptied = [
-        f"tag {row.tag!r}: nobody holds it now; {int(row.left):,} held it on {previous_date} (does a value it "
-        "names no longer occur, or no longer rank among the top ones?)"
+        f"tag {row.tag!r}: nobody holds it now; {int(row.left):,} held it on {previous_date}{why(row.tag)}"
         for row in moves.itertuples()
         if previous is not None and int(row.customers) == 0 and int(row.left) > 0
     ]

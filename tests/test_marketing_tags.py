@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -748,7 +749,23 @@ def test_a_tag_everyone_left_since_the_last_run_is_said(tmp_path):
         "left": 2,
         "reads": "days_since_last_purchase <= 7",
     }
-    assert later["notes"] == [
-        "tag 'recent': nobody holds it now; 2 held it on 2024-03-01 (does a value it names no longer occur, or no "
-        "longer rank among the top ones?)"
-    ]
+    # no value named: no question about values (a manual tag's reason: the next test)
+    assert later["notes"] == ["tag 'recent': nobody holds it now; 2 held it on 2024-03-01"]
+
+
+def test_a_manual_tag_everyone_left_is_said_to_have_expired(tmp_path):
+    from marketing.tags import tags_summary
+
+    library = load_library_text(tmp_path, '[groups.v]\n[[tags]]\nname = "VIP"\ngroup = "v"\nkind = "manual"\n')
+    (tmp_path / "d").mkdir()
+    dairy = load_library_text(
+        tmp_path / "d", '[groups.p]\n[[tags]]\nname = "dairy"\ngroup = "p"\nwhere = "favourite_category = \'Dairy\'"\n'
+    )
+    for lib, name, why in (
+        (library, "VIP", " (its assignments expired or were removed: tags assign gives it again)"),
+        (dairy, "dairy", " (does a value it names no longer occur, or no longer rank among the top ones?)"),
+    ):
+        before = pd.DataFrame({"customer_id": ["A"], "tag": [name], "group": ["g"], "kind": ["x"], "since": ["d"]})
+        applied = SimpleNamespace(tags=before.iloc[:0], skipped=(), customers=3, coverage={}, notes=[])
+        summary = tags_summary(lib, applied, before.iloc[:0], dt.date(2024, 3, 20), before, dt.date(2024, 3, 1))
+        assert summary["notes"] == [f"tag {name!r}: nobody holds it now; 1 held it on 2024-03-01{why}"]
