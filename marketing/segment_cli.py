@@ -363,8 +363,9 @@ def register_segments(app: typer.Typer, out, console) -> None:
         table = Table(title=f"segments as of {results[0].as_of} ({time.perf_counter() - started:.1f} s)")
         for column in ("segment", "customers", "share", "entered", "left"):
             table.add_column(column, justify="left" if column == "segment" else "right")
-        for result in results:
-            row = record_refresh(segment_store, result)
+        with segment_store.recording():
+            rows = [record_refresh(segment_store, result) for result in results]
+        for result, row in zip(results, rows, strict=True):
             table.add_row(
                 result.name,
                 f"{row['customers']:,}",

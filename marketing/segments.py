@@ -37,7 +37,7 @@ from marketing.filters import Condition, FilterError, Schema, evaluate, parse_co
 from marketing.population import Population, persona_named
 from marketing.tags import Library, apply_tags, check_conditions, tag_columns
 from portrait.errors import ConfigError, PortraitError, Unavailable
-from portrait.files import atomic_write, atomic_write_text, read_parquet
+from portrait.files import atomic_write, atomic_write_text, exclusive_lock, read_parquet
 
 SEGMENTS_ENV = "PORTRAIT_SEGMENTS"
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -208,6 +208,14 @@ class SegmentStore:
             if other not in _seen and self.exists(other):
                 parts.append(self.reads(other, library, _seen | {name}))
         return " ".join(part for part in parts if part)
+
+    def recording(self):
+        """The lock of recording refreshes into this folder (members and history, read and
+        written): two refreshes at once each wrote the history they had read, and one's rows were
+        lost. The second waits for the first to record (its evaluation runs meanwhile)."""
+        return exclusive_lock(
+            self.folder / ".refresh.lock", f"a segment refresh recording into {self.folder}", wait=RECORD_WAIT_SECONDS
+        )
 
     def members_path(self, name: str) -> Path:
         return self.folder / f"{check_name(name)}.members.parquet"
@@ -456,13 +464,20 @@ def record_refresh(store: SegmentStore, result: Evaluated) -> dict:
         history = history[history["as_of"].astype(str) != result.as_of.isoformat()]
     history = pd.concat([history, pd.DataFrame([row])], ignore_index=True) if len(history) else pd.DataFrame([row])
     history = history.sort_values("as_of", kind="stable").reset_index(drop=True)
+    # The history first: stopped between the two writes, the members are still the earlier
+    # date's, and a re-run of this date compares with them again; written the other way round,
+    # the re-run found its own members stored and its row lost entered and left for good.
+    atomic_write(history, store.history_path(result.name), csv=True)
     if not backfill:
         atomic_write(
             pd.DataFrame({"customer_id": result.members.reset_index(drop=True), "as_of": result.as_of.isoformat()}),
             store.members_path(result.name),
         )
-    atomic_write(history, store.history_path(result.name), csv=True)
     return row
+
+
+# How long recording a refresh waits for another one recording into the same folder.
+RECORD_WAIT_SECONDS = 600.0
 
 
 def _count(rows: pd.DataFrame, column: str) -> int | None:

@@ -246,23 +246,31 @@ class LockHeld(Busy):
 
 
 @contextlib.contextmanager
-def exclusive_lock(lock_path: Path, what: str) -> Iterator[None]:
+def exclusive_lock(lock_path: Path, what: str, wait: float = 0.0) -> Iterator[None]:
     """Run the block as the only holder of ``lock_path`` (an advisory ``flock``), or raise
-    :class:`LockHeld` at once, naming ``what`` and the holder, if another process (or another
-    open of the file in this one) holds it. The operating system releases the lock when its
-    holder exits, however it exits, so a killed run never leaves it held. The lock file (which
-    names its last holder) is left in place: removing it would let two runs lock two files."""
+    :class:`LockHeld`, naming ``what`` and the holder, if another process (or another open of
+    the file in this one) holds it: at once, or after waiting up to ``wait`` seconds for it (a
+    short write, such as a log's append, is worth waiting for). The operating system releases
+    the lock when its holder exits, however it exits, so a killed run never leaves it held. The
+    lock file (which names its last holder) is left in place: removing it would let two runs
+    lock two files."""
     lock_path = Path(lock_path)
     lock_path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + wait
     with open(lock_path, "a+", encoding="utf-8") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise LockHeld(
-                f"{what} is already running ({holder}; lock {lock_path}); wait for it to finish and run again"
-            ) from None
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise LockHeld(
+                    f"{what} is already running ({holder}; lock {lock_path}); wait for it to finish and run again"
+                ) from None
         handle.seek(0)
         handle.truncate()
         started = dt.datetime.now().isoformat(timespec="seconds")

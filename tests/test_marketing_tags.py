@@ -769,3 +769,78 @@ def test_a_manual_tag_everyone_left_is_said_to_have_expired(tmp_path):
         applied = SimpleNamespace(tags=before.iloc[:0], skipped=(), customers=3, coverage={}, notes=[])
         summary = tags_summary(lib, applied, before.iloc[:0], dt.date(2024, 3, 20), before, dt.date(2024, 3, 1))
         assert summary["notes"] == [f"tag {name!r}: nobody holds it now; 1 held it on 2024-03-01{why}"]
+
+
+def test_writes_to_the_manual_tags_log_wait_for_each_other(tmp_path):
+    """Without a lock two assignments at once each rewrote the log they had read (8 at once kept
+    20 of 40 rows), and one read before a forget and written after it brought the person back."""
+    import threading
+
+    store = tmp_path / "manual.parquet"
+    ids = pd.Series(["A"])
+    with manual.store_lock(store):  # another command's write, in progress
+        waiting = threading.Thread(target=manual.record, args=(store, "assign", "VIP", ids, ids))
+        waiting.start()
+        waiting.join(0.5)
+        assert waiting.is_alive() and not store.exists()
+    waiting.join(30)
+    writers = [
+        threading.Thread(
+            target=manual.record, args=(store, "assign", f"T{i}", pd.Series([f"C{i}"]), pd.Series([f"C{i}"]))
+        )
+        for i in range(8)
+    ]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(60)
+    assert sorted(manual.read_log(store)["tag"]) == ["T0", "T1", "T2", "T3", "T4", "T5", "T6", "T7", "VIP"]
+    with manual.store_lock(store):  # a forget waits as well
+        forgetting = threading.Thread(target=manual.forget_ids, args=(store, ["A"]))
+        forgetting.start()
+        forgetting.join(0.5)
+        assert forgetting.is_alive()
+    forgetting.join(30)
+    assert "A" not in set(manual.read_log(store)["customer_id"])
+
+
+def test_a_segment_refresh_stopped_between_its_writes_is_repaired_by_running_it_again(tmp_path, monkeypatch):
+    """Stopped after the history was written and before the members: the members are still the
+    earlier date's, and running the date again counts entered and left against them (written
+    the other way round, the re-run found its own members and lost entered and left for good)."""
+    import marketing.segments as segments
+
+    store = SegmentStore(tmp_path)
+    store.save(Segment("dairy", where="purchased(category = 'dairy') > 0"))
+    with Population(dataset(), AS_OF) as population:
+        record_refresh(store, SegmentEvaluator(population, store, load_library()).evaluate(store.load("dairy")))
+    with Population(dataset(later=True), "2024-03-04") as population:
+        later = SegmentEvaluator(population, store, load_library()).evaluate(store.load("dairy"))
+    written, calls = segments.atomic_write, []
+
+    def stopped_at_the_second_write(frame, path, **options):
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return written(frame, path, **options)
+
+    monkeypatch.setattr(segments, "atomic_write", stopped_at_the_second_write)
+    with pytest.raises(KeyboardInterrupt):
+        record_refresh(store, later)
+    monkeypatch.setattr(segments, "atomic_write", written)
+    again = record_refresh(store, later)
+    assert (again["customers"], again["entered"], again["left"]) == (4, 2, 0)
+    assert store.history("dairy")["entered"].tolist()[-1] == 2
+    import threading
+
+    def record_after_the_other():
+        with store.recording():
+            pass
+
+    with store.recording():  # another refresh recording: this one waits, then records
+        waiting = threading.Thread(target=record_after_the_other)
+        waiting.start()
+        waiting.join(0.5)
+        assert waiting.is_alive()
+    waiting.join(30)
+    assert not waiting.is_alive()
