@@ -98,17 +98,17 @@ def _write_crowd_material(data: CrowdData, folder: Path) -> dict[str, int]:
             continue
         with atomic_target(folder / f"by_{column}.parquet") as tmp:
             con.execute(
-                f"COPY (SELECT * FROM {table} ORDER BY customer_id, value) TO {quote_literal(str(tmp))} (FORMAT PARQUET)"
+                f"COPY (SELECT * FROM {table} ORDER BY customer_id, value) TO {quote_literal(str(tmp))} (FORMAT PARQUET, USE_TMP_FILE false)"
             )
         counts[f"by_{column}"] = int(con.execute(f"SELECT COUNT(*) FROM {table}").fetchall()[0][0])
     with atomic_target(folder / LINES) as tmp:  # what behaviour terms read: the lines before the date
         con.execute(
-            f"COPY (SELECT * EXCLUDE (age) FROM {PURCHASES_READ} ORDER BY ALL) TO {quote_literal(str(tmp))} (FORMAT PARQUET)"
+            f"COPY (SELECT * EXCLUDE (age) FROM {PURCHASES_READ} ORDER BY ALL) TO {quote_literal(str(tmp))} (FORMAT PARQUET, USE_TMP_FILE false)"
         )
     counts["lines"] = int(con.execute(f"SELECT COUNT(*) FROM {PURCHASES_READ}").fetchall()[0][0])
     with atomic_target(folder / "order_mix.parquet") as tmp:
         con.execute(
-            f"COPY (SELECT * FROM {data.order_mix()} ORDER BY customer_id) TO {quote_literal(str(tmp))} (FORMAT PARQUET)"
+            f"COPY (SELECT * FROM {data.order_mix()} ORDER BY customer_id) TO {quote_literal(str(tmp))} (FORMAT PARQUET, USE_TMP_FILE false)"
         )
     population = data.population
     meta = {

@@ -115,7 +115,7 @@ class DuckDBEngine:
 
     def write_parquet(self, sql: str, path: str | Path) -> None:
         with atomic_target(Path(path)) as tmp:
-            self.con.execute(f"COPY ({sql}) TO {quote_literal(str(tmp))} (FORMAT parquet)")
+            self.con.execute(f"COPY ({sql}) TO {quote_literal(str(tmp))} (FORMAT parquet, USE_TMP_FILE false)")
 
 
 def as_engine(con: duckdb.DuckDBPyConnection | Engine) -> Engine:

@@ -49,7 +49,8 @@ from portrait.errors import Busy, PortraitError
 STALE_AFTER_SECONDS = 3600
 # Which machine wrote a temporary file: a process id means nothing on another machine.
 HOST_TAG = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
-_TEMPORARY = re.compile(r"\..+\.[A-Za-z0-9_]{8}\.(?P<pid>\d+)-(?P<host>[0-9a-f]{8})\.tmp")
+# (DuckDB's COPY, before USE_TMP_FILE false, wrote to "tmp_" + the temporary's name and renamed.)
+_TEMPORARY = re.compile(r"(tmp_)?\..+\.[A-Za-z0-9_]{8}\.(?P<pid>\d+)-(?P<host>[0-9a-f]{8})\.tmp")
 # Fixed temporary names of earlier versions ("scores.parquet.tmp"): cleaned only when old.
 _LEGACY_TEMPORARY = re.compile(r"[^.].*\.(parquet|csv|json|txt)\.tmp|LATEST\.tmp")
 

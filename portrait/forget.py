@@ -52,7 +52,14 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from portrait.errors import PortraitError
-from portrait.files import atomic_target, atomic_write, atomic_write_text, exclusive_lock, read_parquet
+from portrait.files import (
+    atomic_target,
+    atomic_write,
+    atomic_write_text,
+    clean_stale_temporaries,
+    exclusive_lock,
+    read_parquet,
+)
 from portrait.privacy import has_identity_map, refuse_personal_text
 
 if TYPE_CHECKING:
@@ -401,7 +408,7 @@ def _clean_outputs(
         result.manual_rows = forget_manual_ids(manual_store, members, dry_run=dry_run)
     skip = {Path(manual_store).resolve()} if manual_store is not None else set()
     data_root = Path(dataset.root).resolve()
-    for path in _output_files(outputs):
+    for path in _output_files(outputs, clean=not dry_run):
         resolved = path.resolve()
         if resolved in skip or resolved == data_root or data_root in resolved.parents:
             continue  # the data set's own files stay as they are: the tombstone covers them
@@ -570,9 +577,10 @@ class _Unreadable(Exception):
     pass
 
 
-def _output_files(folders: Sequence[Path]) -> list[Path]:
+def _output_files(folders: Sequence[Path], clean: bool = False) -> list[Path]:
     """Parquet and CSV files under ``folders``, hidden files and folders (temporaries, runs
-    being written) left out, each once, in a stable order."""
+    being written) left out, each once, in a stable order. ``clean``: each folder's abandoned
+    temporaries (a killed writer's, which may hold the person's rows) are removed on the way."""
     found: dict[Path, None] = {}
     for folder in folders:
         folder = Path(folder)
@@ -581,6 +589,8 @@ def _output_files(folders: Sequence[Path]) -> list[Path]:
             continue
         for root, dirs, files in os.walk(folder):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            if clean:
+                clean_stale_temporaries(Path(root))
             for name in sorted(files):
                 if not name.startswith(".") and name.endswith(_OUTPUT_SUFFIXES):
                     found[Path(root) / name] = None

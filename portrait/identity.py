@@ -287,7 +287,7 @@ def hash_identities_file(source: Path, target: Path, salt: str | None = None) ->
         return rows, int(con.execute(f"SELECT COUNT(id_value) FROM {written}").fetchall()[0][0])
     except duckdb.Error as exc:  # checked above, so not expected: still a message, not a traceback
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PortraitError(f"cannot read {source}: {first}; nothing was written") from exc
+        raise PortraitError(f"cannot hash {source} into {target}: {first}; nothing was written") from exc
     finally:
         con.close()
 

@@ -733,7 +733,9 @@ def _check_rows(con, dataset: Dataset, table: contract.Table, out_dir: Path | No
                 f"text AS _raw_line FROM _malformed_{name}"
             )
         with atomic_target(target) as tmp:
-            con.execute(f"COPY ({' UNION ALL '.join(parts)}) TO {quote_literal(str(tmp))} (FORMAT PARQUET)")
+            con.execute(
+                f"COPY ({' UNION ALL '.join(parts)}) TO {quote_literal(str(tmp))} (FORMAT PARQUET, USE_TMP_FILE false)"
+            )
         report.quarantine_file = str(target)
     return report
 

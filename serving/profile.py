@@ -1449,7 +1449,7 @@ def _write_profile_material(
         say(f"writing {name}")
         with atomic_target(folder / f"{name}.parquet") as tmp:
             con.execute(
-                f"COPY ({sql}) TO {quote_literal(str(tmp))} (FORMAT PARQUET, ROW_GROUP_SIZE {MATERIAL_ROW_GROUP})",
+                f"COPY ({sql}) TO {quote_literal(str(tmp))} (FORMAT PARQUET, ROW_GROUP_SIZE {MATERIAL_ROW_GROUP}, USE_TMP_FILE false)",
                 params or [],
             )
         counts[name] = int(

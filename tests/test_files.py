@@ -175,6 +175,9 @@ def test_a_killed_writers_temporary_file_is_cleaned_on_the_next_write(tmp_path):
     dead_pid = int(dead.stdout)  # that process has exited: its files are abandoned
     abandoned = tmp_path / f".scores.parquet.abcd1234.{dead_pid}-{files.HOST_TAG}.tmp"
     abandoned.write_bytes(b"PAR1 half a file")
+    # DuckDB's COPY into that temporary wrote its own beside it (before USE_TMP_FILE false)
+    abandoned_copy = tmp_path / f"tmp_.scores.parquet.abcd1234.{dead_pid}-{files.HOST_TAG}.tmp"
+    abandoned_copy.write_bytes(b"PAR1 1,500,000 rows")
     ours = tmp_path / f".scores.parquet.efgh5678.{os.getpid()}-{files.HOST_TAG}.tmp"
     ours.write_bytes(b"a write of this live process")
     legacy_old = tmp_path / "features_2025-01-01.parquet.tmp"  # the fixed name older versions used
@@ -410,3 +413,30 @@ def test_targets_that_cannot_be_written_are_refused_before_any_is_written(tmp_pa
         files.check_targets([tmp_path / "crowd.csv", tmp_path / "crowd.html"])
     with pytest.raises(PortraitError, match=r"cannot write .*a_file/crowd.csv: .*a_file is a file, not a folder"):
         files.check_targets([tmp_path / "a_file" / "crowd.csv"])
+
+
+def test_duckdbs_copy_over_the_temporary_writes_no_file_of_its_own(tmp_path, monkeypatch):
+    """The temporary exists (empty) when COPY runs, so DuckDB wrote to "tmp_<its name>" and
+    renamed it over ours: a kill in between left that file, visible and never cleaned. Written
+    in place, the temporary keeps its inode."""
+    import contextlib
+
+    import duckdb
+
+    from portrait.adapters import _write
+
+    inodes = []
+    real_target = _write.atomic_target
+
+    @contextlib.contextmanager
+    def watching(target):
+        with real_target(target) as tmp:
+            before = os.stat(tmp).st_ino
+            yield tmp
+            inodes.append((before, os.stat(tmp).st_ino))
+
+    monkeypatch.setattr(_write, "atomic_target", watching)
+    with duckdb.connect() as con:
+        assert _write.copy_to_parquet(con, "SELECT range AS id FROM range(1000)", tmp_path / "ids.parquet") == 1000
+    assert len(inodes) == 1 and inodes[0][0] == inodes[0][1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ids.parquet"]

@@ -56,7 +56,7 @@ def _names_tables(config: Path) -> bool:
 def copy_to_parquet(con: duckdb.DuckDBPyConnection, select_sql: str, target: Path) -> int:
     """Write the rows of ``select_sql`` to ``target`` atomically; return how many."""
     with atomic_target(target) as tmp:
-        con.execute(f"COPY ({select_sql}) TO {quote_literal(str(tmp))} (FORMAT PARQUET)")
+        con.execute(f"COPY ({select_sql}) TO {quote_literal(str(tmp))} (FORMAT PARQUET, USE_TMP_FILE false)")
         rows = con.execute(f"SELECT COUNT(*) FROM read_parquet({quote_literal(str(tmp))})").fetchall()[0][0]
     return int(rows)
 
