@@ -60,6 +60,8 @@ from portrait.files import (
     exclusive_lock,
     read_parquet,
 )
+from portrait.outputs import LOCK as REFRESH_LOCK
+from portrait.outputs import RUNS
 from portrait.privacy import has_identity_map, refuse_personal_text
 
 if TYPE_CHECKING:
@@ -357,10 +359,14 @@ def forget(
         if salt is not None:
             con.execute(f"SET VARIABLE {_SALT_VARIABLE} = ?", [salt])
         persons, keys = _resolve(con, dataset, given, folder if salt else None)  # raises before any write
-        lock = (
-            contextlib.nullcontext() if dry_run else exclusive_lock(folder / LOCK, f"portrait forget on {dataset.root}")
-        )
-        with lock:
+        with contextlib.ExitStack() as locks:
+            if not dry_run:
+                locks.enter_context(exclusive_lock(folder / LOCK, f"portrait forget on {dataset.root}"))
+                # A refresh writing into an output root meanwhile would keep the person's rows
+                # in what it writes (a run failed by the new tombstone stayed as runs/<date>.failed):
+                # its lock is held, before anything is written, so that none runs while forgetting.
+                for root in _refresh_roots(outputs):
+                    locks.enter_context(exclusive_lock(root / REFRESH_LOCK, f"portrait refresh of {root}"))
             if not dry_run:
                 salt = _salt(folder)
                 con.execute(f"SET VARIABLE {_SALT_VARIABLE} = ?", [salt])
@@ -575,6 +581,27 @@ def _record(folder: Path, existing: pd.DataFrame, new: pd.DataFrame, reason: str
 
 class _Unreadable(Exception):
     pass
+
+
+def _refresh_roots(folders: Sequence[Path]) -> list[Path]:
+    """The refresh roots (a ``runs`` folder and the refresh's lock file) among ``folders``,
+    above them or under them, each once."""
+    found: dict[Path, None] = {}
+
+    def is_root(path: Path) -> bool:
+        return (path / REFRESH_LOCK).is_file() and (path / RUNS).is_dir()
+
+    for folder in folders:
+        folder = Path(folder).resolve()
+        for candidate in (folder, *folder.parents):
+            if is_root(candidate):
+                found[candidate] = None
+        if folder.is_dir():
+            for root, dirs, _ in os.walk(folder):
+                if RUNS in dirs and is_root(Path(root)):
+                    found[Path(root)] = None
+                dirs[:] = [d for d in dirs if not d.startswith(".") and d != RUNS]  # no roots inside runs
+    return list(found)
 
 
 def _output_files(folders: Sequence[Path], clean: bool = False) -> list[Path]:

@@ -432,3 +432,26 @@ def test_an_unreadable_output_is_reported_and_the_exit_is_non_zero(world):
     assert f"cannot read {broken}" in output and "may still hold the customers" in output
     assert PERSON.isdisjoint(_read(world["outputs"] / "lists/top.csv")["customer_id"])  # the rest was done
     assert broken.read_bytes() == b"not parquet at all"
+
+
+def test_a_forget_does_not_run_while_a_refresh_writes_into_its_outputs(world):
+    """The refresh failed on the new tombstone but kept what it had written, the person's rows
+    too, as runs/<date>.failed: forget now holds the refresh's lock (busy, 75, nothing done)."""
+    from portrait.files import LockHeld, exclusive_lock
+    from portrait.outputs import LOCK as REFRESH_LOCK
+
+    root = world["outputs"] / "refresh"  # holds runs/
+    (root / REFRESH_LOCK).write_text("")
+    with exclusive_lock(root / REFRESH_LOCK, "a refresh, running"):
+        snapshot = _snapshot(world["outputs"], world["segments"], world["store"].parent)
+        for outputs in (world["outputs"], root, root / "runs" / "2024-02-01"):  # under, at or above it
+            with pytest.raises(LockHeld, match=r"portrait refresh of .*refresh is already running"):
+                forget(open_dataset(world["data"]), ["C2"], outputs=[outputs])
+        code, message = run("forget", "C2", "--data", str(world["data"]), "--outputs", str(world["outputs"]))
+        assert "is already running" in message  # exit 75 from portrait_cli.main: LockHeld is Busy
+        assert not (world["data"] / ".portrait" / "tombstones.parquet").exists()
+        assert _snapshot(world["outputs"], world["segments"], world["store"].parent) == snapshot
+    forget(open_dataset(world["data"]), ["C2"], outputs=[world["outputs"]])  # once it has ended
+    assert set(_read(world["outputs"] / "refresh/runs/2024-02-01/lists/top.csv")["customer_id"]) == {
+        "C4"
+    }  # C1 (C2) left
