@@ -85,3 +85,19 @@ def test_interrupting_while_other_threads_open_connections_does_not_fail():
         stop.set()
         worker.join(timeout=10)
     assert failures == []
+
+
+def test_a_stopped_command_with_no_connection_left_open_ends_without_waiting_for_the_repeats(monkeypatch):
+    """Every stop took REPEAT_FOR (3 s) more, also when the command had closed its connections
+    and nothing could start another query (the README's "within a second")."""
+    monkeypatch.setattr(connections, "REPEAT_FOR", 60.0)
+    previous = signal.signal(signal.SIGUSR1, lambda number, frame: None)
+    try:
+        started = time.monotonic()
+        with connections.interrupting_queries(lambda number: number == signal.SIGUSR1):
+            connections.connect().close()  # the command's connection, closed as it stops
+            os.kill(os.getpid(), signal.SIGUSR1)
+            time.sleep(0.3)  # the stop is heard; the command ends now
+        assert time.monotonic() - started < 3  # not the 60 s of repeats, nor the 5 s the exit waits for them at most
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
