@@ -134,7 +134,15 @@ def register_tags(app: typer.Typer, out, console) -> None:
     ) -> None:
         """Tag every customer as of a date; write the tags table and a summary."""
         from features.build import nobody_before
-        from marketing.tags import apply_tags, load_library, previous_tags, tags_file, tags_summary, with_since
+        from marketing.tags import (
+            apply_tags,
+            load_library,
+            previous_tags,
+            tags_file,
+            tags_summary,
+            with_since,
+            with_skipped,
+        )
         from portrait.files import atomic_write, atomic_write_text, check_targets
 
         started = time.perf_counter()
@@ -153,7 +161,7 @@ def register_tags(app: typer.Typer, out, console) -> None:
         summary["duration_seconds"] = round(time.perf_counter() - started, 2)
         target = tags_file(out_dir, as_of_date)
         check_targets([target, target.with_suffix(".summary.json")])
-        atomic_write(tags, target)
+        atomic_write(with_skipped(tags, applied.skipped), target)
         atomic_write_text(json.dumps(summary, indent=2, default=str), target.with_suffix(".summary.json"))
         table = Table(title=f"tags as of {as_of_date} ({applied.customers:,} customers)")
         for column in ("tag", "customers", "share", "entered", "left"):

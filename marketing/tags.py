@@ -697,9 +697,32 @@ def summary_beside(tags_table: Path | None) -> dict:
 
 
 def _skipped_in(out_dir: Path, as_of: dt.date) -> list[str]:
-    """The tags the run of ``as_of`` skipped, as its summary records them (none if unreadable)."""
-    skipped = summary_beside(tags_file(out_dir, as_of)).get("skipped")
+    """The tags the run of ``as_of`` skipped, as its table records them (:func:`with_skipped`),
+    else as its summary does (tables written before 2026-12-06; none if unreadable). From the
+    table itself: a run stopped between writing the table and its summary left a table without
+    one, and the next run took every model tag it had skipped for one nobody held, so that
+    everyone "entered" it."""
+    import pyarrow.parquet as pq
+
+    try:
+        attrs = json.loads((pq.read_schema(tags_file(out_dir, as_of)).metadata or {}).get(b"PANDAS_ATTRS", b"{}"))
+    except (OSError, ValueError):
+        attrs = {}
+    skipped = attrs.get(SKIPPED) if isinstance(attrs, dict) and SKIPPED in attrs else None
+    if skipped is None:
+        skipped = summary_beside(tags_file(out_dir, as_of)).get("skipped")
     return [str(name) for name in skipped] if isinstance(skipped, list) else []
+
+
+SKIPPED = "skipped_tags"  # the table's attribute (Parquet metadata) listing the tags its run skipped
+
+
+def with_skipped(tags: pd.DataFrame, skipped: list[str]) -> pd.DataFrame:
+    """``tags`` carrying the names of the tags its run skipped, written with the table (pandas
+    keeps ``attrs`` in the Parquet file's metadata): one file, written atomically, says both."""
+    tags = tags.copy(deep=False)
+    tags.attrs[SKIPPED] = [str(name) for name in skipped]
+    return tags
 
 
 def _is_date(text: str) -> bool:

@@ -760,7 +760,15 @@ class _Job:
 
     def tags(self, record: StepRecord) -> None:
         from marketing.manual import default_store
-        from marketing.tags import apply_tags, load_library, previous_tags, tags_file, tags_summary, with_since
+        from marketing.tags import (
+            apply_tags,
+            load_library,
+            previous_tags,
+            tags_file,
+            tags_summary,
+            with_since,
+            with_skipped,
+        )
 
         self.library = load_library(self.config.tags)
         manual = self.config.manual_tags or default_store()
@@ -771,7 +779,7 @@ class _Job:
         tags = with_since(applied.tags, before)
         summary = tags_summary(self.library, applied, tags, self.config.as_of, before, before_date)
         target = tags_file(self.work / "tags", self.config.as_of)
-        atomic_write(tags, target)
+        atomic_write(with_skipped(tags, applied.skipped), target)
         atomic_write_text(json.dumps(summary, indent=2, default=str), target.with_suffix(".summary.json"))
         self.tag_rows = applied.tags
         record.rows = {"customers": int(applied.customers), "tags": int(tags["tag"].nunique()), "rows": int(len(tags))}
