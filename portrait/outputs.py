@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -17,6 +18,8 @@ import pandas as pd
 
 from portrait.errors import PortraitError
 from portrait.files import read_parquet
+
+log = logging.getLogger(__name__)
 
 LATEST = "LATEST"  # the pointer file of a scores folder and of a refresh root
 RUNS = "runs"  # a refresh root's folder of runs (runs/<as_of>)
@@ -79,13 +82,34 @@ def point_latest_at(scores_dir: Path, target: Path, as_of: dt.date) -> str | Non
 
 def scores_summary(scores_dir: Path, name: str) -> dict:
     """The run summary written beside the scores file ``name`` ({} when it is missing or
-    unreadable: scores written by hand, or before summaries were)."""
+    unreadable: scores written by hand, or before summaries were; and when it is another
+    scoring's: a scoring stopped between writing its scores and its summary left the previous
+    one's beside them, naming another data set and other models' batch)."""
     summary = scores_dir / (name.removesuffix(".parquet") + ".summary.json")
     try:
         loaded = json.loads(summary.read_text())
     except (OSError, ValueError):
         return {}
-    return loaded if isinstance(loaded, dict) else {}
+    if not isinstance(loaded, dict):
+        return {}
+    token = loaded.get(SCORING_TOKEN)  # summaries written before 2026-12-06 have none
+    if token is not None and token != scoring_token(scores_dir / name):
+        log.warning("%s describes another scoring than %s (one stopped between the two): not read", summary, name)
+        return {}
+    return loaded
+
+
+def scoring_token(path: Path) -> str | None:
+    """The token of the scoring that wrote a scores (or features) file, from its Parquet
+    metadata (pandas' attributes), without reading its rows; None when it has none."""
+    import pyarrow.parquet as pq
+
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+        attrs = json.loads(metadata.get(b"PANDAS_ATTRS", b"{}"))
+    except (OSError, ValueError):
+        return None
+    return attrs.get(SCORING_TOKEN) if isinstance(attrs, dict) else None
 
 
 # The key, in a scores file's and its features file's pandas attributes (Parquet metadata), of

@@ -478,6 +478,7 @@ def score(
         atomic_write(scores, target.with_suffix(".csv"), csv=True)
         summary["csv"] = str(target.with_suffix(".csv"))
     summary["duration_seconds"] = round(time.perf_counter() - started, 2)
+    summary[SCORING_TOKEN] = scores.attrs[SCORING_TOKEN]  # which scores file it describes (scores_summary)
     summary_file = target.with_name(target.stem + ".summary.json")
     atomic_write_text(json.dumps(summary, indent=2, default=str), summary_file)
     newer = point_latest_at(out_dir, target, as_of)

@@ -30,7 +30,7 @@ from features.catalogue import Vocabulary
 from features.config import FeatureConfig
 from portrait.errors import PortraitError
 from portrait.files import atomic_write, atomic_write_text
-from portrait.outputs import point_latest_at
+from portrait.outputs import SCORING_TOKEN, point_latest_at
 from portrait.spark_engine import quarantine_counts, require_spark, spark_dataset, spark_errors, spark_session
 from serving.registry import LoadedModel, load_model
 from serving.score import (
@@ -198,6 +198,7 @@ def score_on_spark(
         atomic_write(scores, target.with_suffix(".csv"), csv=True)
         summary["csv"] = str(target.with_suffix(".csv"))
     summary["duration_seconds"] = round(time.perf_counter() - started, 2)
+    summary[SCORING_TOKEN] = scores.attrs[SCORING_TOKEN]  # which scores file it describes (scores_summary)
     summary_file = target.with_name(target.stem + ".summary.json")
     atomic_write_text(json.dumps(summary, indent=2, default=str), summary_file)
     newer = point_latest_at(out_dir, target, as_of)

@@ -1099,3 +1099,22 @@ def test_personas_show_names_the_aliases_a_real_store_holds(registered):
         "no 'serve_personas' model with alias 'Champion' (its versions hold 'candidate', 'champion'); "
         "try --alias candidate or champion"
     )
+
+
+def test_a_summary_left_by_another_scoring_of_the_date_is_not_read(scored, tmp_path):
+    """Re-scoring a date from another data set, stopped between its scores and its summary:
+    the scores were the new data set's while their summary named the old one (lists read the
+    consent rules of the data set it names). The summary records its scoring's token."""
+    from portrait.outputs import SCORING_TOKEN, latest_scores_dataset, scores_summary, scoring_token
+
+    out, run = scored
+    copy = tmp_path / "scores"
+    shutil.copytree(out, copy)
+    name = run.scores_file.name
+    summary = scores_summary(copy, name)
+    assert summary[SCORING_TOKEN] == scoring_token(copy / name) is not None
+    assert latest_scores_dataset(copy) is not None
+    scores = pd.read_parquet(copy / name)
+    scores.attrs[SCORING_TOKEN] = "another scoring"  # the new scores, published before their summary
+    scores.to_parquet(copy / name, index=False)
+    assert scores_summary(copy, name) == {} and latest_scores_dataset(copy) is None
