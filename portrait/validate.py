@@ -712,8 +712,10 @@ def _check_rows(con, dataset: Dataset, table: contract.Table, out_dir: Path | No
         report.line_id_column = mapped_column(source, "line_id", source_columns(con, source))
     if out_dir is not None and not report.quarantined_rows and (out_dir / "quarantine").is_dir():
         # an earlier validation's quarantine of this table, into the same folder, is not this one's
+        _earlier_report_gone(out_dir)
         (out_dir / "quarantine" / f"{name}.parquet").unlink(missing_ok=True)
     if out_dir is not None and report.quarantined_rows:
+        _earlier_report_gone(out_dir)
         target = out_dir / "quarantine" / f"{name}.parquet"
         columns = _raw_types(con, name)
         private = {c.name for c in table.columns if c.identifier}
@@ -738,6 +740,13 @@ def _check_rows(con, dataset: Dataset, table: contract.Table, out_dir: Path | No
             )
         report.quarantine_file = str(target)
     return report
+
+
+def _earlier_report_gone(out_dir: Path) -> None:
+    """Remove an earlier validation's report from ``out_dir`` before its quarantine files
+    change: stopped before writing its own, this one left the earlier report naming files it
+    had deleted or replaced (8,476 quarantined rows beside an empty quarantine)."""
+    (out_dir / "report.json").unlink(missing_ok=True)
 
 
 # A quarantined row keeps that an identifier (contract.Column.identifier: an e-mail address, a

@@ -16,7 +16,7 @@ def purchases(*rows: dict) -> pd.DataFrame:
     return pd.DataFrame([{**GOOD, **row} for row in rows])
 
 
-def test_each_row_problem_is_counted_by_reason_and_quarantined(tmp_path):
+def test_each_row_problem_is_counted_by_reason_and_quarantined(tmp_path, monkeypatch):
     frame = purchases(
         {},  # good
         {"order_id": "o2"},  # good
@@ -52,6 +52,19 @@ def test_each_row_problem_is_counted_by_reason_and_quarantined(tmp_path):
     assert (tmp_path / "out" / "report.json").exists()
     # The data corrected and validated into the same folder: the old quarantine goes too.
     write_tables(tmp_path / "data", purchases=purchases({}))
+    # ... and stopped while writing its report, it leaves no report of the old quarantine (which
+    # is gone): the old report said 7 rows were in quarantine/purchases.parquet
+    import portrait.validate as validate_module
+
+    def stopped(text, path, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(validate_module, "atomic_write_text", stopped)
+        with pytest.raises(KeyboardInterrupt):
+            validate(open_dataset(folder), tmp_path / "out")
+    assert not (tmp_path / "out" / "quarantine" / "purchases.parquet").exists()
+    assert not (tmp_path / "out" / "report.json").exists()
     assert validate(open_dataset(folder), tmp_path / "out").quarantined_rows == 0
     assert not (tmp_path / "out" / "quarantine" / "purchases.parquet").exists()
 
