@@ -79,6 +79,13 @@ def _terminated(signum, frame) -> None:
         raise Terminated()
 
 
+def _interrupted(signum, frame) -> None:
+    """Ctrl-C: as Python's own handler, but, like SIGTERM, not while the run is published (a
+    Ctrl-C then left the run's folder in place and LATEST naming the day before, unsaid)."""
+    if not _PUBLISHING.is_set():
+        raise KeyboardInterrupt
+
+
 @contextlib.contextmanager
 def _sigterm_ends_the_run():
     """While a refresh runs in the main thread, SIGTERM raises :class:`Terminated` instead of
@@ -92,11 +99,13 @@ def _sigterm_ends_the_run():
     _TERMINATION.clear()
     _PUBLISHING.clear()
     before = signal.signal(signal.SIGTERM, _terminated)
+    before_interrupt = signal.signal(signal.SIGINT, _interrupted)
     try:
         with interrupting_queries(_stops_the_run):
             yield
     finally:
         signal.signal(signal.SIGTERM, before)
+        signal.signal(signal.SIGINT, before_interrupt)
         _PUBLISHING.clear()
 
 
@@ -473,7 +482,7 @@ def _locked_refresh(config, retrain_if_drift, retrainer, on_step, progress) -> R
         failed = RefreshFailed(text)
         failed.exit_code = exc.exit_code
         raise failed from None
-    _PUBLISHING.set()  # from here a SIGTERM waits for the run to be published whole
+    _PUBLISHING.set()  # from here a SIGTERM or Ctrl-C waits for the run to be published whole
     job.close()
     manifest["outcome"] = "ok"
     manifest["finished_at"] = _now()

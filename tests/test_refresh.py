@@ -790,3 +790,22 @@ def test_a_step_stopped_by_another_commands_lock_ends_the_run_as_busy(first_run,
     with pytest.raises(RefreshFailed, match="failed at step validate") as failed:
         refresh(load_config(settings, as_of="2025-01-29"))
     assert failed.value.exit_code == code and (root / LATEST).read_text() == pointer
+
+
+def test_a_stop_while_the_run_is_published_waits_for_it(registered, tmp_path, monkeypatch):
+    """SIGTERM waited for the rename and the pointer; Ctrl-C ended the command between them,
+    the run's folder in place and LATEST naming no run (or the day before), unsaid."""
+    import signal
+
+    settings = write_settings(tmp_path, registered)
+    real_replace = refresh_module.replace_directory
+
+    def stopped_while_published(work, final, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real_replace(work, final, *args, **kwargs)
+
+    monkeypatch.setattr(refresh_module, "replace_directory", stopped_while_published)
+    refresh(load_config(settings))
+    assert (tmp_path / "out" / LATEST).read_text().strip() == f"runs/{AS_OF}"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the run's handlers are gone
