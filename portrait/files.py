@@ -115,6 +115,7 @@ def check_targets(paths) -> None:
     """Refuse, before the first of several files is written, a target that is a folder or
     whose folder is a file: each file is written whole or not at all, and this keeps a
     command from leaving some new files beside old ones when a later one cannot be written."""
+    probed: set[Path] = set()
     for path in map(Path, paths):
         if path.is_dir():
             raise PortraitError(f"cannot write {path}: it is a folder; move it or choose another --out")
@@ -122,7 +123,23 @@ def check_targets(paths) -> None:
             if parent.exists():
                 if not parent.is_dir():
                     raise PortraitError(f"cannot write {path}: {parent} is a file, not a folder")
+                if parent not in probed:
+                    probed.add(parent)
+                    _check_writable(parent, path)
                 break
+
+
+def _check_writable(folder: Path, path: Path) -> None:
+    """A file can be made in ``folder`` (read-only, immutable, another owner's): found out by
+    making one, before the work, not by the last write after minutes of scoring."""
+    try:
+        fd, name = tempfile.mkstemp(dir=folder, prefix=".portrait-probe.", suffix=".tmp")
+    except OSError as exc:
+        raise PortraitError(
+            f"cannot write {path}: {folder} does not take new files ({exc.strerror or exc}); choose another --out"
+        ) from None
+    os.close(fd)
+    os.unlink(name)
 
 
 # Rows per Parquet row group. Feature and scores tables are written sorted by customer_id, so a

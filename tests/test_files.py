@@ -413,6 +413,22 @@ def test_targets_that_cannot_be_written_are_refused_before_any_is_written(tmp_pa
         files.check_targets([tmp_path / "crowd.csv", tmp_path / "crowd.html"])
     with pytest.raises(PortraitError, match=r"cannot write .*a_file/crowd.csv: .*a_file is a file, not a folder"):
         files.check_targets([tmp_path / "a_file" / "crowd.csv"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "crowd.html"]  # the probes are gone
+
+
+def test_a_folder_that_takes_no_new_file_is_refused_before_the_work(tmp_path, monkeypatch):
+    """A read-only (or immutable) --out failed only at the last write, after the scoring,
+    naming a hidden temporary file."""
+    from portrait.errors import PortraitError
+
+    def refused(*args, **kwargs):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(files.tempfile, "mkstemp", refused)
+    with pytest.raises(
+        PortraitError, match=r"cannot write .*scores.parquet: .* does not take new files \(Operation not permitted\)"
+    ):
+        files.check_targets([tmp_path / "scores.parquet"])
 
 
 def test_duckdbs_copy_over_the_temporary_writes_no_file_of_its_own(tmp_path, monkeypatch):
