@@ -230,6 +230,7 @@ class HistoryScore(BaseModel):
     model: str = Field(description="Registered model name.")
     score: float | None = Field(description="Score that day.")
     percentile: float | None = Field(description="Percentile that day, 0-100.")
+    version: str | None = Field(None, description="The model version that scored it; null when not stored.")
 
 
 class HistoryPoint(BaseModel):
@@ -979,7 +980,10 @@ class _Outputs:
                         scored_as=row["customer_id"],
                         models=[
                             HistoryScore(
-                                model=m, score=_float(row[f"{m}_score"]), percentile=_float(row.get(f"{m}_percentile"))
+                                model=m,
+                                score=_float(row[f"{m}_score"]),
+                                percentile=_float(row.get(f"{m}_percentile")),
+                                version=None if _plain(row.get(f"{m}_version")) is None else str(row[f"{m}_version"]),
                             )
                             for m in models
                         ],

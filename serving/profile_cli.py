@@ -210,14 +210,19 @@ def show(profile, out, hide_sensitive: bool = False) -> None:
         table.add_column("as of")
         for model in models:
             table.add_column(f"{model} (percentile)", justify="right")
+        shown_version: dict[str, str | None] = {}
         for point in profile.score_history.points:
             by_model = {m.model: m for m in point.models}
-            cells = [
-                f"{by_model[m].score:.4g} ({by_model[m].percentile:.1f})"
-                if m in by_model and by_model[m].score is not None and by_model[m].percentile is not None
-                else "-"
-                for m in models
-            ]
+            cells = []
+            for m in models:
+                held = by_model.get(m)
+                if held is None or held.score is None or held.percentile is None:
+                    cells.append("-")
+                    continue
+                # the version where it changes (and first): scores of two versions differ in kind
+                changed = held.version is not None and shown_version.get(m) != held.version
+                shown_version[m] = held.version
+                cells.append(f"{held.score:.4g} ({held.percentile:.1f})" + (f" v{held.version}" if changed else ""))
             table.add_row(str(point.as_of), *cells)
         out.print(table)
     else:

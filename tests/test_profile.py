@@ -158,9 +158,10 @@ def _write_outputs(root: Path) -> dict[str, Path]:
     RFM, saved segments, and a refresh root whose runs hold the same files."""
     scores = root / "scores"
     scores.mkdir(parents=True)
-    _scores("2025-02-01", {"c1": (0.5, 40.0, 4, 0.1, 30.0, 3)}, reasons=False).to_parquet(
-        scores / "scores_2025-02-01.parquet", index=False
-    )
+    # repurchase_90d was retrained between the two dates: version 2, then 3
+    _scores("2025-02-01", {"c1": (0.5, 40.0, 4, 0.1, 30.0, 3)}, reasons=False).assign(
+        repurchase_90d_version="2"
+    ).to_parquet(scores / "scores_2025-02-01.parquet", index=False)
     FEATURES.to_parquet(scores / "features_2025-02-01.parquet", index=False)
     latest = _scores("2025-03-05", {"c1": (0.8, 90.0, 9, 0.3, 60.0, 6), "c3": (0.2, 10.0, 1, 0.05, 5.0, 1)}, True)
     latest.to_parquet(scores / "scores_2025-03-05.parquet", index=False)
@@ -280,6 +281,11 @@ def test_the_whole_profile_from_a_refresh_root(world):
     assert [(p.as_of, [(m.model, m.score, m.percentile) for m in p.models]) for p in profile.score_history.points] == [
         (dt.date(2025, 2, 1), [("high_value_90d", 0.1, 30.0), ("repurchase_90d", 0.5, 40.0)]),
         (AS_OF, [("high_value_90d", 0.3, 60.0), ("repurchase_90d", 0.8, 90.0)]),
+    ]
+    # which version scored each point: a history across a retraining says where it changed
+    assert [[(m.model, m.version) for m in p.models] for p in profile.score_history.points] == [
+        [("high_value_90d", "2"), ("repurchase_90d", "2")],
+        [("high_value_90d", "2"), ("repurchase_90d", "3")],
     ]
     assert [(t.tag, t.group, t.kind, t.since) for t in profile.tags.tags] == [
         ("loyal repurchaser", "behaviour", "rule", dt.date(2025, 2, 1)),
@@ -565,6 +571,8 @@ def test_the_command_prints_sections_or_json_and_exits_non_zero_on_errors(world,
         "3 orders (refunds too)",
         "o3",
         "campaign_received",
+        "0.5 (40.0) v2",  # the score history marks the version where it changes
+        "0.8 (90.0) v3",
     ):
         assert text in shown.stdout
     assert "example.com" not in shown.stdout and "ph-1" not in shown.stdout
