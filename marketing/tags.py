@@ -596,11 +596,14 @@ def tags_summary(
     # a tag everyone left (a value it names gone from the data, or out of the top categories):
     # said, as an empty segment is, not only a 0 in the table
     def why(name: str) -> str:
-        if name not in library.names():
+        # the library's tag, or the `each` tag it is one of ("interest: Dairy"); a group's
+        # level or RFM tag (customers moved to another level) has none, and no question
+        tag = next((t for t in library.tags if t.name == name or (t.each and name.startswith(f"{t.name}: "))), None)
+        if tag is None:
             return ""
-        if library.tag(name).kind == "manual":
+        if tag.kind == "manual":
             return " (its assignments expired or were removed: tags assign gives it again)"
-        if "'" in library.reads(name):  # it names a value
+        if tag.each or "'" in (tag.where or ""):  # it names a value
             return " (does a value it names no longer occur, or no longer rank among the top ones?)"
         return ""
 

@@ -780,9 +780,13 @@ def test_a_manual_tag_everyone_left_is_said_to_have_expired(tmp_path):
     dairy = load_library_text(
         tmp_path / "d", '[groups.p]\n[[tags]]\nname = "dairy"\ngroup = "p"\nwhere = "favourite_category = \'Dairy\'"\n'
     )
+    retail = load_library()  # the shipped library: RFM groups, levels and `each` tags
     for lib, name, why in (
         (library, "VIP", " (its assignments expired or were removed: tags assign gives it again)"),
         (dairy, "dairy", " (does a value it names no longer occur, or no longer rank among the top ones?)"),
+        # a group's tag (not one of the library's tags: it stopped the summary with an error)
+        (retail, "RFM: Champions", ""),
+        (retail, "interest: Dairy", " (does a value it names no longer occur, or no longer rank among the top ones?)"),
     ):
         before = pd.DataFrame({"customer_id": ["A"], "tag": [name], "group": ["g"], "kind": ["x"], "since": ["d"]})
         applied = SimpleNamespace(tags=before.iloc[:0], skipped=(), customers=3, coverage={}, notes=[])
