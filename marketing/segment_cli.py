@@ -342,12 +342,14 @@ def register_segments(app: typer.Typer, out, console) -> None:
     ) -> None:
         """Recompute segments as of a date; record size, entered and left."""
         from marketing.segments import SegmentStore, evaluate_each, failures_message, record_refresh
+        from portrait.forget import tombstones_stamp
 
         segment_store = SegmentStore(segments_dir)
         chosen = [segment_store.load(n) for n in (names or segment_store.names())]
         if not chosen:
             raise PortraitError(f"no segments in {segment_store.folder}/ (portrait segment create)")
         started = time.perf_counter()
+        forgotten = tombstones_stamp(data)  # before the data set is read
         with (
             spinner(console, "refreshing") as say,
             open_population(data, as_of, scores, say, engine, spark_master) as population,
@@ -364,6 +366,12 @@ def register_segments(app: typer.Typer, out, console) -> None:
         for column in ("segment", "customers", "share", "entered", "left"):
             table.add_column(column, justify="left" if column == "segment" else "right")
         with segment_store.recording():
+            if tombstones_stamp(data) != forgotten:
+                # a forget ran meanwhile: the members evaluated before it may hold the person
+                raise PortraitError(
+                    "a customer was forgotten (portrait forget) while the segments were evaluated: nothing was "
+                    "recorded, so that their rows are not written back; run the refresh again"
+                )
             rows = [record_refresh(segment_store, result) for result in results]
         for result, row in zip(results, rows, strict=True):
             table.add_row(

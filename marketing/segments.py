@@ -38,6 +38,7 @@ from marketing.population import Population, persona_named
 from marketing.tags import Library, apply_tags, check_conditions, tag_columns
 from portrait.errors import ConfigError, PortraitError, Unavailable
 from portrait.files import atomic_write, atomic_write_text, exclusive_lock, read_parquet
+from portrait.outputs import SEGMENT_RECORD_LOCK, SEGMENT_RECORD_WAIT_SECONDS
 
 SEGMENTS_ENV = "PORTRAIT_SEGMENTS"
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -214,7 +215,9 @@ class SegmentStore:
         written): two refreshes at once each wrote the history they had read, and one's rows were
         lost. The second waits for the first to record (its evaluation runs meanwhile)."""
         return exclusive_lock(
-            self.folder / ".refresh.lock", f"a segment refresh recording into {self.folder}", wait=RECORD_WAIT_SECONDS
+            self.folder / SEGMENT_RECORD_LOCK,
+            f"a segment refresh recording into {self.folder}",
+            wait=SEGMENT_RECORD_WAIT_SECONDS,
         )
 
     def members_path(self, name: str) -> Path:
@@ -474,10 +477,6 @@ def record_refresh(store: SegmentStore, result: Evaluated) -> dict:
             store.members_path(result.name),
         )
     return row
-
-
-# How long recording a refresh waits for another one recording into the same folder.
-RECORD_WAIT_SECONDS = 600.0
 
 
 def _count(rows: pd.DataFrame, column: str) -> int | None:

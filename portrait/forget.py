@@ -61,7 +61,7 @@ from portrait.files import (
     read_parquet,
 )
 from portrait.outputs import LOCK as REFRESH_LOCK
-from portrait.outputs import RUNS
+from portrait.outputs import RUNS, SEGMENT_RECORD_LOCK, SEGMENT_RECORD_WAIT_SECONDS
 from portrait.privacy import has_identity_map, refuse_personal_text
 
 if TYPE_CHECKING:
@@ -367,6 +367,17 @@ def forget(
                 # its lock is held, before anything is written, so that none runs while forgetting.
                 for root in _refresh_roots(outputs):
                     locks.enter_context(exclusive_lock(root / REFRESH_LOCK, f"portrait refresh of {root}"))
+                # A segment refresh recording meanwhile would write back members it evaluated
+                # before the tombstone; it checks the tombstones under this lock, so that one
+                # recording after this forget finds them changed and records nothing.
+                for store in _segment_folders(outputs):
+                    locks.enter_context(
+                        exclusive_lock(
+                            store / SEGMENT_RECORD_LOCK,
+                            f"a segment refresh recording into {store}",
+                            wait=SEGMENT_RECORD_WAIT_SECONDS,
+                        )
+                    )
             if not dry_run:
                 salt = _salt(folder)
                 con.execute(f"SET VARIABLE {_SALT_VARIABLE} = ?", [salt])
@@ -602,6 +613,34 @@ def _refresh_roots(folders: Sequence[Path]) -> list[Path]:
                     found[Path(root)] = None
                 dirs[:] = [d for d in dirs if not d.startswith(".") and d != RUNS]  # no roots inside runs
     return list(found)
+
+
+def _segment_folders(folders: Sequence[Path]) -> list[Path]:
+    """The saved segments folders (members files or their recording lock) among ``folders`` and
+    under them, each once."""
+    found: dict[Path, None] = {}
+    for folder in folders:
+        folder = Path(folder).resolve()
+        if not folder.is_dir():
+            continue
+        for root, dirs, files in os.walk(folder):
+            if SEGMENT_RECORD_LOCK in files or any(name.endswith(".members.parquet") for name in files):
+                found[Path(root)] = None
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+    return list(found)
+
+
+def tombstones_stamp(root: str | Path) -> tuple[int, int] | None:
+    """The tombstone file's size and change time of the data set at ``root`` (a folder or a
+    DuckDB file; None without one): a work that read the data set takes it before reading and
+    compares it before writing what it computed, which a forget meanwhile would outdate."""
+    root = Path(root).resolve()
+    folder = root / FOLDER if root.is_dir() else root.with_name(root.name + FOLDER)
+    try:
+        stat = (folder / TOMBSTONES).stat()
+    except OSError:  # none (or not a local path: a cluster's)
+        return None
+    return stat.st_size, stat.st_mtime_ns
 
 
 def _output_files(folders: Sequence[Path], clean: bool = False) -> list[Path]:

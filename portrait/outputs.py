@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 LATEST = "LATEST"  # the pointer file of a scores folder and of a refresh root
 RUNS = "runs"  # a refresh root's folder of runs (runs/<as_of>)
 LOCK = "refresh.lock"  # a refresh root's lock: one run at a time
+# A saved segments folder's lock: refreshes record into it one at a time, and forget rewrites it
+# under it; each waits up to SEGMENT_RECORD_WAIT_SECONDS for the other.
+SEGMENT_RECORD_LOCK = ".refresh.lock"
+SEGMENT_RECORD_WAIT_SECONDS = 600.0
 MANIFEST = "manifest.json"  # what a refresh run did, in its folder
 _SCORES_FILE = re.compile(r"scores_(\d{4}-\d{2}-\d{2})\.parquet")
 

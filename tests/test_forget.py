@@ -455,3 +455,20 @@ def test_a_forget_does_not_run_while_a_refresh_writes_into_its_outputs(world):
     assert set(_read(world["outputs"] / "refresh/runs/2024-02-01/lists/top.csv")["customer_id"]) == {
         "C4"
     }  # C1 (C2) left
+
+
+def test_a_forget_waits_for_a_segment_refresh_recording_into_its_outputs(world, monkeypatch):
+    """It rewrote the members files while a refresh recorded into them (each lost the other's
+    writes); it now holds the folder's recording lock, waiting for a refresh that holds it."""
+    import portrait.forget as forget_module
+    from portrait.files import LockHeld, exclusive_lock
+    from portrait.outputs import SEGMENT_RECORD_LOCK
+
+    monkeypatch.setattr(forget_module, "SEGMENT_RECORD_WAIT_SECONDS", 0.2)
+    with exclusive_lock(world["segments"] / SEGMENT_RECORD_LOCK, "a refresh recording"):
+        snapshot = _snapshot(world["outputs"], world["segments"], world["store"].parent)
+        with pytest.raises(LockHeld, match=r"a segment refresh recording into .*segments is already running"):
+            forget(open_dataset(world["data"]), ["C2"], outputs=[world["outputs"], world["segments"]])
+        assert _snapshot(world["outputs"], world["segments"], world["store"].parent) == snapshot
+    forget(open_dataset(world["data"]), ["C2"], outputs=[world["outputs"], world["segments"]])
+    assert "C1" not in set(_read(world["segments"] / "big.members.parquet")["customer_id"])

@@ -483,3 +483,40 @@ def test_segment_create_leaves_a_customers_attribute_to_the_data(tmp_path, monke
     assert sorted(p.name for p in (tmp_path / "segments").glob("*.toml")) == ["older-members.toml", "older.toml"]
     code, text = run("segment", "refresh", *data)
     assert code == 0 and "older" in text
+
+
+def test_a_segment_refresh_records_under_its_folders_lock_and_not_after_a_forget(tmp_path, data_folder, monkeypatch):
+    """Two refreshes, or a refresh and a forget, each rewrote what the other had written; and a
+    refresh that evaluated its members before a forget wrote the forgotten person back."""
+    import marketing.segments as segments
+    from portrait.files import LockHeld, exclusive_lock
+    from portrait.outputs import SEGMENT_RECORD_LOCK
+
+    monkeypatch.chdir(tmp_path)
+    store = SegmentStore(tmp_path / "segments")
+    store.save(Segment("dairy", where="purchased(category = 'dairy') > 0"))
+    recorded, real_record = [], segments.record_refresh
+
+    def probing(segment_store, result):  # is the folder's lock held while it records?
+        try:
+            with exclusive_lock(segment_store.folder / SEGMENT_RECORD_LOCK, "a probe"):
+                recorded.append("unlocked")
+        except LockHeld:
+            recorded.append("locked")
+        return real_record(segment_store, result)
+
+    monkeypatch.setattr(segments, "record_refresh", probing)
+    code, text = run("segment", "refresh", "--data", str(data_folder), "--as-of", "2024-03-01")
+    assert code == 0 and recorded == ["locked"], text
+    before = store.history("dairy")
+
+    def forgotten_meanwhile(evaluator, chosen):  # a forget writes its tombstone during the evaluation
+        (data_folder / ".portrait").mkdir(exist_ok=True)
+        (data_folder / ".portrait" / "tombstones.parquet").write_bytes(b"a tombstone")
+        return real_evaluate(evaluator, chosen)
+
+    real_evaluate = segments.evaluate_each
+    monkeypatch.setattr(segments, "evaluate_each", forgotten_meanwhile)
+    code, text = run("segment", "refresh", "--data", str(data_folder), "--as-of", "2024-03-02")
+    assert code == 2 and "forgotten (portrait forget) while the segments were evaluated: nothing was recorded" in text
+    pd.testing.assert_frame_equal(store.history("dairy"), before)
