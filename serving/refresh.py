@@ -71,6 +71,7 @@ class Terminated(KeyboardInterrupt):
 # write, each atomic: a stop then waits for them rather than leave the operator guessing).
 _TERMINATION = threading.Event()
 _PUBLISHING = threading.Event()
+_DEFERRED_INTERRUPT = threading.Event()  # a Ctrl-C while publishing, raised once published
 
 
 def _terminated(signum, frame) -> None:
@@ -81,9 +82,11 @@ def _terminated(signum, frame) -> None:
 
 def _interrupted(signum, frame) -> None:
     """Ctrl-C: as Python's own handler, but, like SIGTERM, not while the run is published (a
-    Ctrl-C then left the run's folder in place and LATEST naming the day before, unsaid)."""
+    Ctrl-C then left the run's folder in place and LATEST naming the day before, unsaid): it
+    is raised once the run is published."""
     if not _PUBLISHING.is_set():
         raise KeyboardInterrupt
+    _DEFERRED_INTERRUPT.set()
 
 
 @contextlib.contextmanager
@@ -98,6 +101,7 @@ def _sigterm_ends_the_run():
         return
     _TERMINATION.clear()
     _PUBLISHING.clear()
+    _DEFERRED_INTERRUPT.clear()
     before = signal.signal(signal.SIGTERM, _terminated)
     before_interrupt = signal.signal(signal.SIGINT, _interrupted)
     try:
@@ -506,6 +510,9 @@ def _locked_refresh(config, retrain_if_drift, retrainer, on_step, progress) -> R
                 + (f"{published.relative_to(root)}" if published else "no run")
                 + "; fix that and run again"
             ) from None
+    _PUBLISHING.clear()  # published: a stop from here ends the command (pruning is redone next time)
+    if _DEFERRED_INTERRUPT.is_set():  # a Ctrl-C that waited for the publishing
+        raise KeyboardInterrupt
     shutil.rmtree(runs / f"{as_of}.failed", ignore_errors=True)
     pruned = prune(root, config.keep, also_keep=as_of)
     return RefreshResult(final, manifest, pruned, current_run(root) or final)

@@ -806,6 +806,8 @@ def test_a_stop_while_the_run_is_published_waits_for_it(registered, tmp_path, mo
         return real_replace(work, final, *args, **kwargs)
 
     monkeypatch.setattr(refresh_module, "replace_directory", stopped_while_published)
-    refresh(load_config(settings))
+    with pytest.raises(KeyboardInterrupt):  # said once the run is published (exit 130)
+        refresh(load_config(settings))
     assert (tmp_path / "out" / LATEST).read_text().strip() == f"runs/{AS_OF}"
+    assert json.loads((tmp_path / "out" / "runs" / AS_OF / "manifest.json").read_text())["outcome"] == "ok"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the run's handlers are gone
