@@ -259,19 +259,23 @@ def _exchange(a: str | Path, b: str | Path) -> bool:
     return done == 0
 
 
+_HELD_BY = "held by "  # a lock file's text when another command than its job holds it
+
+
 class LockHeld(Busy):
     """Another process is running the same job on the same output: run again later (exit 75)."""
 
 
 @contextlib.contextmanager
-def exclusive_lock(lock_path: Path, what: str, wait: float = 0.0) -> Iterator[None]:
+def exclusive_lock(lock_path: Path, what: str, wait: float = 0.0, holder: str | None = None) -> Iterator[None]:
     """Run the block as the only holder of ``lock_path`` (an advisory ``flock``), or raise
     :class:`LockHeld`, naming ``what`` and the holder, if another process (or another open of
     the file in this one) holds it: at once, or after waiting up to ``wait`` seconds for it (a
     short write, such as a log's append, is worth waiting for). The operating system releases
     the lock when its holder exits, however it exits, so a killed run never leaves it held. The
     lock file (which names its last holder) is left in place: removing it would let two runs
-    lock two files."""
+    lock two files. ``holder``: who takes the lock when it is not ``what`` itself (a forget
+    holding a refresh's lock), named to whoever finds it held."""
     lock_path = Path(lock_path)
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + wait
@@ -285,14 +289,20 @@ def exclusive_lock(lock_path: Path, what: str, wait: float = 0.0) -> Iterator[No
                     time.sleep(0.05)
                     continue
                 handle.seek(0)
-                holder = handle.read().strip() or "another process"
+                held_by = handle.read().strip() or "another process"
+                if held_by.startswith(_HELD_BY):  # another command holds this job's lock
+                    raise LockHeld(
+                        f"{what} cannot run now: {held_by.removeprefix(_HELD_BY)} holds its lock ({lock_path}); "
+                        "wait for it to finish and run again"
+                    ) from None
                 raise LockHeld(
-                    f"{what} is already running ({holder}; lock {lock_path}); wait for it to finish and run again"
+                    f"{what} is already running ({held_by}; lock {lock_path}); wait for it to finish and run again"
                 ) from None
         handle.seek(0)
         handle.truncate()
         started = dt.datetime.now().isoformat(timespec="seconds")
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {started}")
+        held_by = f"pid {os.getpid()} on {socket.gethostname()} since {started}"
+        handle.write(f"{_HELD_BY}{holder} ({held_by})" if holder else held_by)
         handle.flush()
         try:
             yield

@@ -365,8 +365,11 @@ def forget(
                 # A refresh writing into an output root meanwhile would keep the person's rows
                 # in what it writes (a run failed by the new tombstone stayed as runs/<date>.failed):
                 # its lock is held, before anything is written, so that none runs while forgetting.
+                holder = f"portrait forget on {dataset.root}"
                 for root in _refresh_roots(outputs):
-                    locks.enter_context(exclusive_lock(root / REFRESH_LOCK, f"portrait refresh of {root}"))
+                    locks.enter_context(
+                        exclusive_lock(root / REFRESH_LOCK, f"portrait refresh of {root}", holder=holder)
+                    )
                 # A segment refresh recording meanwhile would write back members it evaluated
                 # before the tombstone; it checks the tombstones under this lock, so that one
                 # recording after this forget finds them changed and records nothing.
@@ -376,6 +379,7 @@ def forget(
                             store / SEGMENT_RECORD_LOCK,
                             f"a segment refresh recording into {store}",
                             wait=SEGMENT_RECORD_WAIT_SECONDS,
+                            holder=holder,
                         )
                     )
             if not dry_run:

@@ -291,6 +291,15 @@ def test_a_held_lock_stops_a_second_holder_at_once_and_is_free_after(tmp_path):
                 raise AssertionError("entered a held lock")
     with files.exclusive_lock(lock, "the nightly job"):  # released when the block ended
         pass
+    # held by another command than the job (a forget holding a refresh's lock): named as such,
+    # not as the job "already running"
+    with files.exclusive_lock(lock, "the nightly job", holder="portrait forget on data"):
+        with pytest.raises(
+            files.LockHeld,
+            match=rf"^the nightly job cannot run now: portrait forget on data \(pid {os.getpid()} on .*\) holds its lock",
+        ):
+            with files.exclusive_lock(lock, "the nightly job"):
+                raise AssertionError("entered a held lock")
 
 
 def test_a_lock_is_released_when_its_holder_is_killed(tmp_path):
