@@ -834,5 +834,7 @@ def test_a_split_too_small_for_two_of_each_class_is_an_error_not_a_traceback(lab
         check_stratified_split(
             np.array(labels), 0.2, "for [validation] folds = 2: a fold trains on", "use more customers"
         )
-    assert str(raised.value).endswith(f"{told}, which needs at least 2 of each class on each side; use more customers")
+    assert str(raised.value).endswith(
+        f"{told}, which needs at least 2 of each class and 2 on each side; use more customers"
+    )
     check_stratified_split(np.array([1, 1, 1, 0, 0, 0, 1, 0, 1, 0]), 0.2, "", "")  # 2 kept, 8 fitted, both classes

@@ -810,14 +810,16 @@ def fit_customer_folds(config: ExperimentConfig, data: TrainingData, params: dic
 
 def check_stratified_split(y: np.ndarray, share: float, split: str, advice: str) -> None:
     """``split`` keeps ``share`` of the customers ``y`` apart, by class (scikit-learn's stratified
-    split): each side needs two customers of each class, or it raises a ValueError."""
+    split): scikit-learn needs two customers of each class and two on each side, or raises a
+    ValueError. (The side kept apart may still hold one class only: its validation AUC is then
+    not defined.)"""
     positive = int(np.sum(y == 1))
     negative = len(y) - positive
     kept = int(np.ceil(share * len(y)))
     if min(positive, negative) < 2 or kept < 2 or len(y) - kept < 2:
         raise PortraitError(
             f"too few customers {split} {len(y):,} customers ({positive:,} positive, {negative:,} negative), "
-            f"{share:.0%} of them kept apart, which needs at least 2 of each class on each side; {advice}"
+            f"{share:.0%} of them kept apart, which needs at least 2 of each class and 2 on each side; {advice}"
         )
 
 
