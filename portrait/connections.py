@@ -74,6 +74,10 @@ def is_interruption(exc: BaseException) -> bool:
 # After a stop, the live connections are interrupted again every REPEAT_EVERY seconds for
 # REPEAT_FOR seconds (the stopped command does not start new work meanwhile).
 REPEAT_EVERY, REPEAT_FOR = 0.1, 3.0
+# ... and for at most FINISHED_REPEAT_FOR seconds once the command has ended: it waits for them,
+# and a connection still open then (one the failure's traceback holds until it is reported)
+# made every such stop 3 s long.
+FINISHED_REPEAT_FOR = 1.5
 
 
 @contextlib.contextmanager
@@ -91,6 +95,7 @@ def interrupting_queries(interrupts: Callable[[int], bool]) -> Iterator[None]:
     reader, writer = socket.socketpair()
     writer.setblocking(False)
     finished = threading.Event()
+    finished_by = [float("inf")]  # when the repeats end at the latest, once the command has ended
     previous = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
 
     def watch() -> None:
@@ -120,9 +125,9 @@ def interrupting_queries(interrupts: Callable[[int], bool]) -> Iterator[None]:
             # received are acted on (the stop's byte and the end's can come in one read, and the
             # stop was then dropped), and a stop under way is repeated to its end first (a query
             # another thread started a moment after the signal ran on otherwise, past a minute)
-            # while a connection is open to start one; with none open the command ends at once
-            # (it waited the whole REPEAT_FOR, 3 s, on every stop).
-            if finished.is_set() and (not stopping or not asked):
+            # while a connection is open to start one, for at most FINISHED_REPEAT_FOR; with none
+            # open the command ends at once (it waited the whole REPEAT_FOR, 3 s, on every stop).
+            if finished.is_set() and (not stopping or not asked or time.monotonic() >= finished_by[0]):
                 return
 
     watcher = threading.Thread(target=watch, name="portrait-interrupt", daemon=True)
@@ -131,6 +136,7 @@ def interrupting_queries(interrupts: Callable[[int], bool]) -> Iterator[None]:
         yield
     finally:
         signal.set_wakeup_fd(previous)
+        finished_by[0] = time.monotonic() + FINISHED_REPEAT_FOR
         finished.set()
         writer.send(b"\0")
         watcher.join(timeout=5)

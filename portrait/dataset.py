@@ -466,10 +466,16 @@ class Dataset:
     def connect(self, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
         """A new DuckDB connection with the raw, checked and clean views of every table."""
         con = connections.connect()
-        if memory_limit:
-            con.execute(f"SET memory_limit = {quote_literal(memory_limit)}")
-        con.execute("SET preserve_insertion_order = false")
-        register_views(con, self)
+        try:
+            if memory_limit:
+                con.execute(f"SET memory_limit = {quote_literal(memory_limit)}")
+            con.execute("SET preserve_insertion_order = false")
+            register_views(con, self)
+        except BaseException:
+            # closed, not left to the failure's traceback, which holds it open until reported
+            # (a stop's interrupts went on for it: 3 s more to every refresh stopped here)
+            con.close()
+            raise
         return con
 
 

@@ -101,3 +101,52 @@ def test_a_stopped_command_with_no_connection_left_open_ends_without_waiting_for
         assert time.monotonic() - started < 3  # not the 60 s of repeats, nor the 5 s the exit waits for them at most
     finally:
         signal.signal(signal.SIGUSR1, previous)
+
+
+def test_a_connection_left_open_holds_a_stopped_command_for_the_finished_repeats_only(monkeypatch):
+    """A connection the failure's traceback still held kept the repeats, and the command, going
+    for the whole REPEAT_FOR (3 s) after every stop of a refresh at its features step."""
+    monkeypatch.setattr(connections, "REPEAT_FOR", 60.0)
+    monkeypatch.setattr(connections, "FINISHED_REPEAT_FOR", 0.5)
+    previous = signal.signal(signal.SIGUSR1, lambda number, frame: None)
+    con = connections.connect()  # open, running nothing
+    try:
+        with connections.interrupting_queries(lambda number: number == signal.SIGUSR1):
+            os.kill(os.getpid(), signal.SIGUSR1)
+            time.sleep(0.3)
+            ending = time.monotonic()
+        ended = time.monotonic()
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+        con.close()
+    assert ended - ending < 3  # 0.5 s of repeats, not the 5 s the exit waits for them at most
+
+
+def test_a_data_set_connection_whose_views_fail_is_closed(monkeypatch, tmp_path):
+    """A stop while the views were registered left the connection open, held by the failure's
+    traceback until it was reported: the stop's interrupts went on for it (a refresh stopped
+    at its features step took 3 s more)."""
+    import pandas as pd
+    import pytest
+
+    import portrait.dataset as dataset_module
+    from portrait.dataset import open_dataset
+
+    pd.DataFrame({"order_id": ["o1"], "customer_id": ["c1"], "ts": ["2024-01-01"], "amount": [1.0]}).to_csv(
+        tmp_path / "purchases.csv", index=False
+    )
+    opened, real_connect = [], connections.connect
+
+    def recorded(*args, **kwargs):
+        opened.append(real_connect(*args, **kwargs))
+        return opened[-1]
+
+    def stopped(con, dataset):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dataset_module.connections, "connect", recorded)
+    monkeypatch.setattr(dataset_module, "register_views", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        open_dataset(tmp_path).connect()
+    with pytest.raises(duckdb.ConnectionException):
+        opened[0].execute("SELECT 1")
