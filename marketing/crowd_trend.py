@@ -91,7 +91,10 @@ def crowd_trend(
         if first is None:  # the purchases read are those before the last date
             raise PortraitError(f"no purchase before {max(dates)}: every date is before the data's range")
         first, last = pd.Timestamp(first).date(), pd.Timestamp(last).date()
-        outside = [d for d in dates if d <= first or d > last + step]
+        # one step after the last purchase at most: a calendar month with every = month (the
+        # first two points' distance made it 30 or 31 days by where --from fell)
+        latest = (pd.Timestamp(last) + EVERY[every]).date() if every in EVERY else last + step
+        outside = [d for d in dates if d <= first or d > latest]
         if outside:
             raise PortraitError(
                 f"dates outside the data's range (purchases from {first} to {last}): "

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,8 @@ import pandas as pd
 from portrait.contract import purchase_order
 from portrait.errors import PortraitError
 from portrait.privacy import holds_personal_value
+
+log = logging.getLogger(__name__)
 
 PURCHASE = "purchase"
 REPURCHASE = "repurchase"
@@ -214,24 +217,32 @@ def compute_funnel(
 
 def _check_event_types(con: duckdb.DuckDBPyConnection, names: list[str], as_of: dt.date) -> None:
     """A step the window never has may still be an event type of the data (then nobody reaches
-    it); one the data never has before the as-of date is a typo more often than not."""
+    it); one the data never has is a typo more often than not. One it has only from the as-of
+    date on (a type tracked since) is reached by nobody then, with a warning, as conditions say
+    (marketing.behaviour.check_values)."""
     # Which types occur does not change with de-duplication or identity merging (see check_as_of).
     source = "typed_events" if _has_view(con, "typed_events") else "events"
-    known = sorted(
-        row[0]
+    first_seen = {
+        row[0]: row[1]
         for row in con.execute(
-            f"SELECT DISTINCT LOWER(TRIM(event_type)) AS t FROM {source} WHERE ts < ? AND t IS NOT NULL AND t <> ''",
+            f"SELECT LOWER(TRIM(event_type)) AS t, MIN(ts) < ? FROM {source} "
+            "WHERE t IS NOT NULL AND t <> '' GROUP BY t",
             [_midnight(as_of)],
         ).fetchall()
         if not holds_personal_value(str(row[0]))  # never echo a payload holding an address or a phone number
-    )
+    }
+    known = sorted(first_seen)
     for name in names:
-        if name in known:
+        if name in first_seen:
+            if not first_seen[name]:
+                log.warning(
+                    "events.event_type = %r occurs only on or after %s: nobody reaches it before then", name, as_of
+                )
             continue
         choices = [*known, *PURCHASE_STEPS]
         close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
         raise FunnelError(
-            f"unknown step {name!r}: no event before {as_of} has that event_type"
+            f"unknown step {name!r}: no event has that event_type"
             + (f"; closest: {close}" if close else "")
             + f". Known steps: event types {known or '(none)'} and {list(PURCHASE_STEPS)}"
         )

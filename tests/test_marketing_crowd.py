@@ -614,6 +614,10 @@ def test_a_monthly_trends_first_period_is_the_calendar_month_before_it():
     dates = trend_dates("2024-02-01", "2024-03-01", "month")
     table = crowd_trend(dataset(), Crowd("all"), dates, load_library(), every="month")
     assert table["period_start"].tolist() == ["2024-01-01", "2024-02-01"]
+    # the range allows one calendar month after the last purchase (2024-03-06 with the later
+    # rows), wherever --from falls: the first step, 29 days in February, refused 04-06
+    from_february = trend_dates("2024-02-06", "2024-04-06", "month")
+    assert len(crowd_trend(dataset(later=True), Crowd("all"), from_february, load_library(), every="month")) == 3
     weekly = trend_dates("2024-02-01", "2024-02-08", "week")
     assert crowd_trend(dataset(), Crowd("all"), weekly, load_library(), every="week")["period_start"].tolist() == [
         "2024-01-25",

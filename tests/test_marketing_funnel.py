@@ -241,6 +241,18 @@ def test_an_unknown_step_lists_the_known_ones_and_the_closest(data):
     assert rows(funnel_of(data, steps=["view", "search"], days=10))["customers"].tolist() == [1, 0]
 
 
+def test_a_step_the_data_has_only_from_the_as_of_date_on_is_reached_by_nobody_then(data, tmp_path, caplog):
+    """It was an "unknown step" (a typo) as of a date before the type was first tracked."""
+    tracked_later = LATER_EVENTS.iloc[[2]].assign(event_type="wishlist")
+    later = write_tables(
+        tmp_path / "later", purchases=PURCHASES, events=pd.concat([EVENTS, LATER_EVENTS, tracked_later])
+    )
+    with caplog.at_level("WARNING"):
+        table = rows(funnel_of(later, steps=["view", "wishlist"]))
+    assert table["customers"].tolist()[1] == 0
+    assert "'wishlist' occurs only on or after 2024-03-01: nobody reaches it before then" in " ".join(caplog.messages)
+
+
 def test_event_steps_without_an_events_table():
     con = Dataset.from_frames(purchases=PURCHASES).connect()
     try:
