@@ -708,6 +708,34 @@ def fit_time_split(config: ExperimentConfig, data: TrainingData, params: dict | 
     )
 
 
+STOPPING_SHARE = 0.2  # of a fold's training customers, kept for early stopping and calibration
+
+
+def check_customer_folds(config: ExperimentConfig, X: pd.DataFrame, y: np.ndarray):
+    """The customer folds of ``config`` over ``y`` (a scikit-learn splitter), once it is known
+    that every fold's training part, and all of them, can keep :data:`STOPPING_SHARE` apart by
+    class: before any fitting, by ``train`` and by ``tune`` (which ran every trial first)."""
+    classify = config.label.is_classification
+    count = config.validation.folds
+    smallest = int(min(np.sum(y == 1), np.sum(y == 0))) if classify else len(y)
+    if count > smallest:
+        raise PortraitError(
+            f"[validation] folds = {count} is more than the "
+            f"{'smaller class' if classify else 'customers'} at the cutoff ({smallest:,}): use fewer folds"
+        )
+    seed = int(config.model_params.get("random_state", 42))
+    folds = (StratifiedKFold if classify else KFold)(count, shuffle=True, random_state=seed)
+    if classify:
+        for train_index, _ in folds.split(X, y):
+            check_stratified_split(
+                y[train_index],
+                STOPPING_SHARE,
+                f"for [validation] folds = {count}: a fold trains on",
+                f"use {'fewer folds or ' if count > 2 else ''}more customers",
+            )
+    return folds
+
+
 def fit_customer_folds(config: ExperimentConfig, data: TrainingData, params: dict | None = None) -> FitResult:
     """One cutoff, K folds of customers: each fold is scored by the candidate chosen on an
     inner 20% split of the other folds (trained on the rest, early-stopped and calibrated on
@@ -718,13 +746,7 @@ def fit_customer_folds(config: ExperimentConfig, data: TrainingData, params: dic
     seed = int(config.model_params.get("random_state", 42))
     classify = config.label.is_classification
     with_history = bool(data.history_columns)
-    smallest = int(min(np.sum(y == 1), np.sum(y == 0))) if classify else len(y)
-    if config.validation.folds > smallest:
-        raise PortraitError(
-            f"[validation] folds = {config.validation.folds} is more than the "
-            f"{'smaller class' if classify else 'customers'} at the cutoff ({smallest:,}): use fewer folds"
-        )
-    folds = (StratifiedKFold if classify else KFold)(config.validation.folds, shuffle=True, random_state=seed)
+    folds = check_customer_folds(config, X, y)
     out_of_fold = np.zeros(len(rows))
     uncalibrated = np.full(len(rows), np.nan)
     per_candidate: dict[str, np.ndarray] = {}
@@ -732,16 +754,8 @@ def fit_customer_folds(config: ExperimentConfig, data: TrainingData, params: dic
     fold_of = np.zeros(len(rows), dtype=int)  # each customer's outer fold, for _small_data_notes
 
     def fit_inner(X_part, y_part) -> Selection:
-        if classify:
-            folds = config.validation.folds
-            check_stratified_split(
-                y_part,
-                0.2,
-                f"for [validation] folds = {folds}: a fold trains on",
-                f"use {'fewer folds or ' if folds > 2 else ''}more customers",
-            )
         X_fit, X_stop, y_fit, y_stop = train_test_split(
-            X_part, y_part, test_size=0.2, random_state=seed, stratify=y_part if classify else None
+            X_part, y_part, test_size=STOPPING_SHARE, random_state=seed, stratify=y_part if classify else None
         )
         return fit_candidates(config, X_fit, y_fit, X_stop, y_stop, params, with_history)
 

@@ -23,7 +23,7 @@ from sklearn.model_selection import train_test_split
 from portrait.errors import Busy, PortraitError
 from training.config import ExperimentConfig
 from training.data import TrainingData, prepare
-from training.evaluate import check_stratified_split, make_model, predict
+from training.evaluate import check_customer_folds, check_stratified_split, make_model, predict
 from training.metrics import classification_metrics, spend_metrics
 from training.splits import customer_validation_split
 from training.tracking import ensure_experiment
@@ -93,6 +93,7 @@ def _validation_sets(config: ExperimentConfig, data: TrainingData):
     stratify = y if config.label.is_classification else None
     if stratify is not None:
         check_stratified_split(y, 0.25, "to tune:", "use more customers")
+    check_customer_folds(config, data.model_X(rows), y)  # the retraining's, before any trial
     X_fit, X_valid, y_fit, y_valid = train_test_split(
         data.model_X(rows), y, test_size=0.25, random_state=0, stratify=stratify
     )
