@@ -134,16 +134,7 @@ def register_tags(app: typer.Typer, out, console) -> None:
     ) -> None:
         """Tag every customer as of a date; write the tags table and a summary."""
         from features.build import nobody_before
-        from marketing.tags import (
-            apply_tags,
-            load_library,
-            previous_tags,
-            tags_file,
-            tags_summary,
-            with_since,
-            with_skipped,
-        )
-        from portrait.files import atomic_write, atomic_write_text, check_targets
+        from marketing.tags import apply_tags, load_library, write_tags
 
         started = time.perf_counter()
         library = load_library(file)
@@ -155,14 +146,15 @@ def register_tags(app: typer.Typer, out, console) -> None:
             as_of_date = population.as_of
         if not applied.customers:  # as rfm and features build: an empty table is no answer
             raise PortraitError(nobody_before(as_of_date, "no customers to tag") + "; nothing written")
-        previous, previous_date = previous_tags(out_dir, as_of_date)
-        tags = with_since(applied.tags, previous)
-        summary = tags_summary(library, applied, tags, as_of_date, previous, previous_date)
-        summary["duration_seconds"] = round(time.perf_counter() - started, 2)
-        target = tags_file(out_dir, as_of_date)
-        check_targets([target, target.with_suffix(".summary.json")])
-        atomic_write(with_skipped(tags, applied.skipped), target)
-        atomic_write_text(json.dumps(summary, indent=2, default=str), target.with_suffix(".summary.json"))
+        _, summary, target = write_tags(
+            library,
+            applied,
+            as_of_date,
+            out_dir,
+            out_dir,
+            extra={"duration_seconds": round(time.perf_counter() - started, 2)},
+        )
+        previous = summary["previous_run"]
         table = Table(title=f"tags as of {as_of_date} ({applied.customers:,} customers)")
         for column in ("tag", "customers", "share", "entered", "left"):
             table.add_column(column, justify="left" if column == "tag" else "right")

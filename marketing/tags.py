@@ -57,7 +57,7 @@ from marketing.filters import NUMBER, Condition, FilterError, Schema, evaluate, 
 from marketing.population import PERSONA_COLUMNS, SCORE_SUFFIXES, Population
 from marketing.rfm import GROUPS as RFM_GROUPS
 from portrait.errors import ConfigError
-from portrait.files import read_parquet
+from portrait.files import atomic_write, atomic_write_text, check_targets, read_parquet
 
 KINDS = ("rule", "model", "manual")
 EXCLUSIVE = ("levels", "rfm", "rules")
@@ -718,6 +718,28 @@ def _skipped_in(out_dir: Path, as_of: dt.date) -> list[str]:
 
 
 SKIPPED = "skipped_tags"  # the table's attribute (Parquet metadata) listing the tags its run skipped
+
+
+def write_tags(
+    library: Library,
+    applied: Applied,
+    as_of: dt.date,
+    out_dir: Path,
+    previous_dir: Path | None,
+    extra: dict | None = None,
+) -> tuple[pd.DataFrame, dict, Path]:
+    """The tags ``applied`` as of ``as_of`` written into ``out_dir``, the table (with the tags
+    its run skipped) and then its summary (plus ``extra``), carrying ``since``, who entered and
+    who left from the newest earlier table in ``previous_dir`` (None: there is none). Returns
+    the table, the summary and the table's path. For ``tags apply`` and the refresh's step."""
+    previous, previous_date = previous_tags(previous_dir, as_of) if previous_dir is not None else (None, None)
+    tags = with_since(applied.tags, previous)
+    summary = tags_summary(library, applied, tags, as_of, previous, previous_date) | (extra or {})
+    target = tags_file(out_dir, as_of)
+    check_targets([target, target.with_suffix(".summary.json")])
+    atomic_write(with_skipped(tags, applied.skipped), target)
+    atomic_write_text(json.dumps(summary, indent=2, default=str), target.with_suffix(".summary.json"))
+    return tags, summary, target
 
 
 def with_skipped(tags: pd.DataFrame, skipped: list[str]) -> pd.DataFrame:

@@ -776,27 +776,13 @@ class _Job:
 
     def tags(self, record: StepRecord) -> None:
         from marketing.manual import default_store
-        from marketing.tags import (
-            apply_tags,
-            load_library,
-            previous_tags,
-            tags_file,
-            tags_summary,
-            with_since,
-            with_skipped,
-        )
+        from marketing.tags import apply_tags, load_library, write_tags
 
         self.library = load_library(self.config.tags)
         manual = self.config.manual_tags or default_store()
         applied = apply_tags(self.library, self.population, manual_store=manual)
-        before, before_date = (None, None)
-        if self.previous is not None:
-            before, before_date = previous_tags(self.previous / "tags", self.config.as_of)
-        tags = with_since(applied.tags, before)
-        summary = tags_summary(self.library, applied, tags, self.config.as_of, before, before_date)
-        target = tags_file(self.work / "tags", self.config.as_of)
-        atomic_write(with_skipped(tags, applied.skipped), target)
-        atomic_write_text(json.dumps(summary, indent=2, default=str), target.with_suffix(".summary.json"))
+        previous = self.previous / "tags" if self.previous is not None else None
+        tags, summary, _ = write_tags(self.library, applied, self.config.as_of, self.work / "tags", previous)
         self.tag_rows = applied.tags
         record.rows = {"customers": int(applied.customers), "tags": int(tags["tag"].nunique()), "rows": int(len(tags))}
         record.notes = list(summary["notes"])
