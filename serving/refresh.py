@@ -103,13 +103,18 @@ def _sigterm_ends_the_run():
     _PUBLISHING.clear()
     _DEFERRED_INTERRUPT.clear()
     before = signal.signal(signal.SIGTERM, _terminated)
-    before_interrupt = signal.signal(signal.SIGINT, _interrupted)
+    # Python's own Ctrl-C handler only: an ignored SIGINT (a job started in the background by a
+    # script) stays ignored
+    before_interrupt = signal.getsignal(signal.SIGINT)
+    if before_interrupt is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _interrupted)
     try:
         with interrupting_queries(_stops_the_run):
             yield
     finally:
         signal.signal(signal.SIGTERM, before)
-        signal.signal(signal.SIGINT, before_interrupt)
+        if before_interrupt is signal.default_int_handler:
+            signal.signal(signal.SIGINT, before_interrupt)
         _PUBLISHING.clear()
 
 

@@ -806,8 +806,26 @@ def test_a_stop_while_the_run_is_published_waits_for_it(registered, tmp_path, mo
         return real_replace(work, final, *args, **kwargs)
 
     monkeypatch.setattr(refresh_module, "replace_directory", stopped_while_published)
-    with pytest.raises(KeyboardInterrupt):  # said once the run is published (exit 130)
-        refresh(load_config(settings))
+    # Python's own Ctrl-C handler, as in a command (pytest-xdist's workers ignore SIGINT)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):  # said once the run is published (exit 130)
+            refresh(load_config(settings))
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the run's handler is gone
+    finally:
+        signal.signal(signal.SIGINT, before)
     assert (tmp_path / "out" / LATEST).read_text().strip() == f"runs/{AS_OF}"
     assert json.loads((tmp_path / "out" / "runs" / AS_OF / "manifest.json").read_text())["outcome"] == "ok"
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the run's handlers are gone
+
+
+def test_an_ignored_ctrl_c_stays_ignored_during_a_refresh():
+    """A refresh started in the background by a script ignores SIGINT, as Python leaves it."""
+    import signal
+
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with refresh_module._sigterm_ends_the_run():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
