@@ -248,11 +248,17 @@ def register_segments(app: typer.Typer, out, console) -> None:
         """Preview a segment's size without saving it."""
         from marketing.segments import SegmentStore, check_graph
 
-        segment = _definition("preview", where, tag, not_tag, persona, include, exclude, None)
+        segment = _definition(PREVIEW, where, tag, not_tag, persona, include, exclude, None)
         segments = SegmentStore(segments_dir).all()
-        segments.pop("preview", None)
-        check_graph({**segments, "preview": segment})
-        _count(segment, data, as_of, scores, file, store, segments_dir, engine, spark_master)
+        segments.pop(PREVIEW, None)
+        try:
+            check_graph({**segments, PREVIEW: segment})
+            _count(segment, data, as_of, scores, file, store, segments_dir, engine, spark_master)
+        except PortraitError as exc:  # the definition given has no name: its errors name none
+            text = str(exc)
+            if text.startswith(f"segment {PREVIEW!r}"):
+                exc.args = (text.replace(f"segment {PREVIEW!r}: ", "the definition: ", 1),)
+            raise
 
     @app.command("list")
     def list_command(segments_dir: SegmentsOption = None) -> None:
@@ -467,6 +473,9 @@ def register_segments(app: typer.Typer, out, console) -> None:
 
         SegmentStore(segments_dir).delete(name)
         out.print(f"deleted segment {name!r}")
+
+
+PREVIEW = "preview"  # the name of the unsaved definition segment count evaluates
 
 
 def _count_text(value) -> str:

@@ -520,3 +520,9 @@ def test_a_segment_refresh_records_under_its_folders_lock_and_not_after_a_forget
     code, text = run("segment", "refresh", "--data", str(data_folder), "--as-of", "2024-03-02")
     assert code == 2 and "forgotten (portrait forget) while the segments were evaluated: nothing was recorded" in text
     pd.testing.assert_frame_equal(store.history("dairy"), before)
+
+
+def test_segment_counts_errors_name_no_segment_the_user_did_not_name(tmp_path, data_folder, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, text = run("segment", "count", "--data", str(data_folder), "--as-of", "2024-03-01", "--where", "nosuch > 1")
+    assert code == 2 and text.startswith("the definition: unknown column 'nosuch'") and "preview" not in text
