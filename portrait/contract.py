@@ -264,3 +264,9 @@ def markdown_table() -> str:
         if t.keeps_extra_columns:
             lines.append(f"| {table_label} | *other columns* | text | no | {t.extra_columns_note} |")
     return "\n".join(lines)
+
+
+# An import's record of its source (``portrait import``), beside the tables it wrote. Written
+# first with ``"complete": false``, and again when every table is written: a folder whose
+# import stopped halfway (some tables new, some old or missing) is refused as a data set.
+PROVENANCE_FILE = "SOURCE.json"

@@ -479,6 +479,20 @@ class Dataset:
         return con
 
 
+def _check_import_finished(path: Path) -> None:
+    """Refuse a folder whose ``portrait import`` stopped before its last table (its record says
+    so): some of its tables may be the new import's, others an older one's or missing."""
+    try:
+        record = json.loads((path / contract.PROVENANCE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # none (a data set written otherwise), or not the import's
+    if isinstance(record, dict) and record.get("complete") is False:
+        raise ContractError(
+            f"data set {path}: an import into it ({record.get('adapter', 'portrait import')}) did not finish, so "
+            f"its tables may be of two imports or missing ({contract.PROVENANCE_FILE}); run the import again"
+        )
+
+
 def open_dataset(path: str | Path) -> Dataset:
     """Find the contract's tables in a folder or a DuckDB file; raise if purchases is missing."""
     path = Path(path)
@@ -486,6 +500,7 @@ def open_dataset(path: str | Path) -> Dataset:
         raise ContractError(f"data set {path} does not exist")
     if path.is_file():
         return _open_duckdb_file(path)
+    _check_import_finished(path)
     config, timezone, privacy = _read_config(path)
     sources: dict[str, TableSource] = {}
     for table in contract.TABLES:

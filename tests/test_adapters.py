@@ -262,3 +262,30 @@ def test_an_import_refuses_a_folder_holding_another_data_set_and_replaces_its_ow
     settings_only.mkdir()
     (settings_only / "portrait.toml").write_text('[privacy]\nsensitive_columns = ["gender"]\n')
     assert import_cdnow(raw, settings_only) == {"purchases": 4}
+
+
+def test_an_import_stopped_before_its_record_is_refused_as_a_data_set_until_run_again(tmp_path, monkeypatch):
+    """Killed after its tables and before SOURCE.json, a folder looked like a finished import
+    (or, killed between tables, one of some new tables beside old or missing ones)."""
+    import json
+
+    import portrait.adapters.cdnow as cdnow
+
+    raw = tmp_path / "CDNOW_master.txt"
+    raw.write_text(CDNOW_MASTER)
+
+    def stopped(out_dir, info):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(cdnow, "write_provenance", stopped)
+        with pytest.raises(KeyboardInterrupt):
+            import_cdnow(raw, tmp_path / "cdnow")
+    assert (tmp_path / "cdnow" / "purchases.parquet").exists()
+    with pytest.raises(
+        ContractError, match=r"an import into it \(portrait.adapters.cdnow\) did not finish.*run the import again"
+    ):
+        open_dataset(tmp_path / "cdnow")
+    assert import_cdnow(raw, tmp_path / "cdnow") == {"purchases": 4}  # the same import again: finished
+    assert json.loads((tmp_path / "cdnow" / "SOURCE.json").read_text())["complete"] is True
+    assert open_dataset(tmp_path / "cdnow").has("purchases")

@@ -30,7 +30,7 @@ def check_target_folder(out_dir: Path, adapter: str) -> None:
     if not held:
         return
     try:
-        previous = json.loads((out_dir / "SOURCE.json").read_text()).get("adapter")
+        previous = json.loads((out_dir / contract.PROVENANCE_FILE).read_text()).get("adapter")
     except (OSError, ValueError, AttributeError):
         # a synthetic set has no SOURCE.json, but its planted truth
         previous = SYNTHETIC if (out_dir / "truth").is_dir() else None
@@ -62,4 +62,14 @@ def copy_to_parquet(con: duckdb.DuckDBPyConnection, select_sql: str, target: Pat
 
 
 def write_provenance(out_dir: Path, info: dict) -> None:
-    atomic_write_text(json.dumps(info, indent=2, default=str), out_dir / "SOURCE.json")
+    """The import's record, once every table is written (see :data:`contract.PROVENANCE_FILE`)."""
+    atomic_write_text(json.dumps({**info, "complete": True}, indent=2, default=str), out_dir / contract.PROVENANCE_FILE)
+
+
+def start_import(out_dir: Path, adapter: str) -> None:
+    """Mark ``out_dir`` as being imported into, before its first table is written: stopped
+    halfway, the import leaves a folder that reads as unfinished, not as a data set of some
+    new tables beside old or missing ones (it looked finished)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record = {"adapter": adapter, "complete": False}
+    atomic_write_text(json.dumps(record, indent=2), out_dir / contract.PROVENANCE_FILE)

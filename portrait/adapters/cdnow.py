@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from portrait import connections
-from portrait.adapters._write import check_target_folder, copy_to_parquet, write_provenance
+from portrait.adapters._write import check_target_folder, copy_to_parquet, start_import, write_provenance
 from portrait.errors import ContractError
 from portrait.files import atomic_write_text
 
@@ -104,7 +104,7 @@ def import_cdnow(source: Path, out_dir: Path) -> dict[str, int]:
             f"{source}: none of its {lines:,} non-blank lines is a CDNOW purchase (customer id, date as YYYYMMDD, "
             f"number of CDs, dollar value): is it the CDNOW file? nothing imported"
         )
-    out_dir.mkdir(parents=True, exist_ok=True)
+    start_import(out_dir, "portrait.adapters.cdnow")
     counts = {"purchases": copy_to_parquet(con, purchases, out_dir / "purchases.parquet")}
     rejects = con.execute(
         f"""SELECT * EXCLUDE (raw_line), 'date, count or amount does not parse' AS reason, raw_line

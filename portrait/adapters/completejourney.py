@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 
 from portrait import connections
-from portrait.adapters._write import check_target_folder, copy_to_parquet, write_provenance
+from portrait.adapters._write import check_target_folder, copy_to_parquet, start_import, write_provenance
 from portrait.sql import quote_literal
 
 
@@ -62,7 +62,7 @@ def import_completejourney(out_dir: Path, source_dir: Path | None = None) -> dic
                income AS income_band, home_ownership, marital_status, household_size,
                household_comp, kids_count
         FROM {src("demographics")} ORDER BY customer_id"""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    start_import(out_dir, "portrait.adapters.completejourney")
     counts = {
         "purchases": copy_to_parquet(con, purchases, out_dir / "purchases.parquet"),
         "events": copy_to_parquet(con, events, out_dir / "events.parquet"),
