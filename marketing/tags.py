@@ -57,7 +57,7 @@ from marketing.filters import NUMBER, Condition, FilterError, Schema, evaluate, 
 from marketing.population import PERSONA_COLUMNS, SCORE_SUFFIXES, Population
 from marketing.rfm import GROUPS as RFM_GROUPS
 from portrait.errors import ConfigError
-from portrait.files import atomic_write, atomic_write_text, check_targets, read_parquet
+from portrait.files import atomic_write, atomic_write_text, check_targets, parquet_attrs, read_parquet
 
 KINDS = ("rule", "model", "manual")
 EXCLUSIVE = ("levels", "rfm", "rules")
@@ -705,13 +705,10 @@ def _skipped_in(out_dir: Path, as_of: dt.date) -> list[str]:
     table itself: a run stopped between writing the table and its summary left a table without
     one, and the next run took every model tag it had skipped for one nobody held, so that
     everyone "entered" it."""
-    import pyarrow.parquet as pq
-
     try:
-        attrs = json.loads((pq.read_schema(tags_file(out_dir, as_of)).metadata or {}).get(b"PANDAS_ATTRS", b"{}"))
+        skipped = parquet_attrs(tags_file(out_dir, as_of)).get(SKIPPED)
     except (OSError, ValueError):
-        attrs = {}
-    skipped = attrs.get(SKIPPED) if isinstance(attrs, dict) and SKIPPED in attrs else None
+        skipped = None
     if skipped is None:
         skipped = summary_beside(tags_file(out_dir, as_of)).get("skipped")
     return [str(name) for name in skipped] if isinstance(skipped, list) else []

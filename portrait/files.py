@@ -31,6 +31,7 @@ import datetime as dt
 import fcntl
 import gzip
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -313,6 +314,21 @@ def exclusive_lock(lock_path: Path, what: str, wait: float = 0.0, holder: str | 
 def open_bytes(path: Path):
     """``path`` opened for reading bytes, decompressed when its name ends in ``.gz``."""
     return gzip.open(path, "rb") if Path(path).name.endswith(".gz") else open(path, "rb")
+
+
+def parquet_attrs(source) -> dict:
+    """The pandas attributes (``DataFrame.attrs``) a Parquet file was written with, from its
+    metadata alone (no rows read): ``source`` is a path or an open file. {} when it has none;
+    a file that cannot be read raises ``OSError`` or ``ValueError`` as pyarrow does."""
+    import pyarrow.parquet as pq
+
+    return schema_attrs(pq.read_schema(source))
+
+
+def schema_attrs(schema) -> dict:
+    """:func:`parquet_attrs` of a pyarrow schema already read."""
+    attrs = json.loads((schema.metadata or {}).get(b"PANDAS_ATTRS", b"{}"))
+    return attrs if isinstance(attrs, dict) else {}
 
 
 def read_parquet(path: Path, **options) -> pd.DataFrame:

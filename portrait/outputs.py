@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from portrait.errors import PortraitError
-from portrait.files import read_parquet
+from portrait.files import parquet_attrs, read_parquet
 
 log = logging.getLogger(__name__)
 
@@ -106,14 +106,10 @@ def scores_summary(scores_dir: Path, name: str) -> dict:
 def scoring_token(path: Path) -> str | None:
     """The token of the scoring that wrote a scores (or features) file, from its Parquet
     metadata (pandas' attributes), without reading its rows; None when it has none."""
-    import pyarrow.parquet as pq
-
     try:
-        metadata = pq.read_schema(path).metadata or {}
-        attrs = json.loads(metadata.get(b"PANDAS_ATTRS", b"{}"))
+        return parquet_attrs(path).get(SCORING_TOKEN)
     except (OSError, ValueError):
         return None
-    return attrs.get(SCORING_TOKEN) if isinstance(attrs, dict) else None
 
 
 # The key, in a scores file's and its features file's pandas attributes (Parquet metadata), of

@@ -10,7 +10,6 @@ is served the same way.
 
 from __future__ import annotations
 
-import json
 import threading
 import weakref
 from collections import OrderedDict
@@ -21,6 +20,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from portrait.files import schema_attrs
 
 KEPT_COLUMNS = 32  # about 8 MB each at 1M customers
 
@@ -50,7 +51,7 @@ class FeatureColumns:
             schema = pq.read_schema(self._source)
             self.empty = schema.empty_table().to_pandas()
             # the frame's pandas attributes as written (a scoring's token among them)
-            self.attrs = json.loads((schema.metadata or {}).get(b"PANDAS_ATTRS", b"{}"))
+            self.attrs = schema_attrs(schema)
         self.columns = list(self.empty.columns)
 
     def _read(self, columns: list[str]) -> pd.DataFrame:
