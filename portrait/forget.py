@@ -98,9 +98,11 @@ _unfiltered = contextvars.ContextVar("portrait_forget_unfiltered", default=False
 
 def folder_of(dataset: Dataset) -> Path | None:
     """Where the data set's tombstones live (None for in-memory frames)."""
-    root = dataset.root
-    if root is None:
-        return None
+    return None if dataset.root is None else _folder_at(Path(dataset.root))
+
+
+def _folder_at(root: Path) -> Path:
+    """The tombstones' folder of the data set at ``root``: in its folder, or beside its DuckDB file."""
     return root / FOLDER if root.is_dir() else root.with_name(root.name + FOLDER)
 
 
@@ -366,14 +368,15 @@ def forget(
                 # in what it writes (a run failed by the new tombstone stayed as runs/<date>.failed):
                 # its lock is held, before anything is written, so that none runs while forgetting.
                 holder = f"portrait forget on {dataset.root}"
-                for root in _refresh_roots(outputs):
+                roots, stores = _locked_folders(outputs)
+                for root in roots:
                     locks.enter_context(
                         exclusive_lock(root / REFRESH_LOCK, f"portrait refresh of {root}", holder=holder)
                     )
                 # A segment refresh recording meanwhile would write back members it evaluated
                 # before the tombstone; it checks the tombstones under this lock, so that one
                 # recording after this forget finds them changed and records nothing.
-                for store in _segment_folders(outputs):
+                for store in stores:
                     locks.enter_context(
                         exclusive_lock(
                             store / SEGMENT_RECORD_LOCK,
@@ -598,10 +601,12 @@ class _Unreadable(Exception):
     pass
 
 
-def _refresh_roots(folders: Sequence[Path]) -> list[Path]:
-    """The refresh roots (a ``runs`` folder and the refresh's lock file) among ``folders``,
-    above them or under them, each once."""
-    found: dict[Path, None] = {}
+def _locked_folders(folders: Sequence[Path]) -> tuple[list[Path], list[Path]]:
+    """The refresh roots (a ``runs`` folder and the refresh's lock file) among ``folders``, above
+    or under them, and the saved segments folders (members files or their recording lock)
+    among and under them: each once, from one walk."""
+    roots: dict[Path, None] = {}
+    stores: dict[Path, None] = {}
 
     def is_root(path: Path) -> bool:
         return (path / REFRESH_LOCK).is_file() and (path / RUNS).is_dir()
@@ -610,38 +615,24 @@ def _refresh_roots(folders: Sequence[Path]) -> list[Path]:
         folder = Path(folder).resolve()
         for candidate in (folder, *folder.parents):
             if is_root(candidate):
-                found[candidate] = None
-        if folder.is_dir():
-            for root, dirs, _ in os.walk(folder):
-                if RUNS in dirs and is_root(Path(root)):
-                    found[Path(root)] = None
-                dirs[:] = [d for d in dirs if not d.startswith(".") and d != RUNS]  # no roots inside runs
-    return list(found)
-
-
-def _segment_folders(folders: Sequence[Path]) -> list[Path]:
-    """The saved segments folders (members files or their recording lock) among ``folders`` and
-    under them, each once."""
-    found: dict[Path, None] = {}
-    for folder in folders:
-        folder = Path(folder).resolve()
+                roots[candidate] = None
         if not folder.is_dir():
             continue
         for root, dirs, files in os.walk(folder):
+            if RUNS in dirs and is_root(Path(root)):
+                roots[Path(root)] = None
             if SEGMENT_RECORD_LOCK in files or any(name.endswith(".members.parquet") for name in files):
-                found[Path(root)] = None
+                stores[Path(root)] = None
             dirs[:] = [d for d in dirs if not d.startswith(".")]
-    return list(found)
+    return list(roots), list(stores)
 
 
 def tombstones_stamp(root: str | Path) -> tuple[int, int] | None:
     """The tombstone file's size and change time of the data set at ``root`` (a folder or a
     DuckDB file; None without one): a work that read the data set takes it before reading and
     compares it before writing what it computed, which a forget meanwhile would outdate."""
-    root = Path(root).resolve()
-    folder = root / FOLDER if root.is_dir() else root.with_name(root.name + FOLDER)
     try:
-        stat = (folder / TOMBSTONES).stat()
+        stat = (_folder_at(Path(root).resolve()) / TOMBSTONES).stat()
     except OSError:  # none (or not a local path: a cluster's)
         return None
     return stat.st_size, stat.st_mtime_ns
