@@ -95,6 +95,10 @@ class Tag:
     where: str | None = None
     each: str | None = None
 
+    def holds_name(self, name: str) -> bool:
+        """Whether ``name`` is this tag, or one of an ``each`` tag's ("interest: Dairy")."""
+        return self.name == name or bool(self.each and name.startswith(f"{self.name}: "))
+
     def definition(self) -> str:
         if self.kind == "manual":
             return "assigned by hand (portrait tags assign)"
@@ -142,7 +146,7 @@ class Library:
         its members; empty for a manual tag or a name the library does not hold."""
         parts = []
         for tag in self.tags:
-            if tag.name == name or (tag.each and name.startswith(f"{tag.name}: ")):
+            if tag.holds_name(name):
                 parts += [tag.where or "", tag.each or ""]
         for group in self.groups.values():
             if group.label and name.startswith(f"{group.label}: "):
@@ -598,7 +602,7 @@ def tags_summary(
     def why(name: str) -> str:
         # the library's tag, or the `each` tag it is one of ("interest: Dairy"); a group's
         # level or RFM tag (customers moved to another level) has none, and no question
-        tag = next((t for t in library.tags if t.name == name or (t.each and name.startswith(f"{t.name}: "))), None)
+        tag = next((t for t in library.tags if t.holds_name(name)), None)
         if tag is None:
             return ""
         if tag.kind == "manual":
