@@ -832,9 +832,20 @@ def test_a_split_too_small_for_two_of_each_class_is_an_error_not_a_traceback(lab
         PortraitError, match=r"^too few customers for \[validation\] folds = 2: a fold trains on "
     ) as raised:
         check_stratified_split(
-            np.array(labels), 0.2, "for [validation] folds = 2: a fold trains on", "use more customers"
+            np.array(labels), 0.2, "for [validation] folds = 2: a fold trains on", "use more customers", seed=42
         )
     assert str(raised.value).endswith(
         f"{told}, which needs at least 2 of each class and 2 on each side; use more customers"
     )
-    check_stratified_split(np.array([1, 1, 1, 0, 0, 0, 1, 0, 1, 0]), 0.2, "", "")  # 2 kept, 8 fitted, both classes
+    check_stratified_split(np.array([1, 1, 1, 0, 0, 0, 1, 0, 1, 0]), 0.2, "", "", seed=42)  # 2 kept, both classes
+
+
+def test_a_split_whose_side_kept_apart_would_hold_one_class_is_refused():
+    """2 with the label among 20: the stratified 20% (4 customers) gets 2 x 4/20 = 0.4 of them,
+    rounded to none. The side kept apart then had no validation AUC (every candidate NaN, the
+    first listed chosen) and calibrated on one class."""
+    from training.evaluate import check_stratified_split
+
+    with pytest.raises(PortraitError, match=r"the 4 kept apart would all be negative, with no validation AUC"):
+        check_stratified_split(np.array([1, 1] + [0] * 18), 0.2, "to tune:", "use more customers", seed=42)
+    check_stratified_split(np.array([1] * 5 + [0] * 15), 0.2, "to tune:", "", seed=42)  # 1 of 4 kept is positive

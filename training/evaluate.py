@@ -732,6 +732,7 @@ def check_customer_folds(config: ExperimentConfig, X: pd.DataFrame, y: np.ndarra
                 STOPPING_SHARE,
                 f"for [validation] folds = {count}: a fold trains on",
                 f"use {'fewer folds or ' if count > 2 else ''}more customers",
+                seed,
             )
     return folds
 
@@ -822,19 +823,30 @@ def fit_customer_folds(config: ExperimentConfig, data: TrainingData, params: dic
     )
 
 
-def check_stratified_split(y: np.ndarray, share: float, split: str, advice: str) -> None:
+def check_stratified_split(y: np.ndarray, share: float, split: str, advice: str, seed: int) -> None:
     """``split`` keeps ``share`` of the customers ``y`` apart, by class (scikit-learn's stratified
-    split): scikit-learn needs two customers of each class and two on each side, or raises a
-    ValueError. (The side kept apart may still hold one class only: its validation AUC is then
-    not defined.)"""
+    split with ``random_state=seed``, as the fitting will make it): scikit-learn needs two
+    customers of each class and two on each side, or raises a ValueError; and each side must
+    hold both classes, or the side kept apart has no validation AUC to choose a candidate by
+    (the first listed was taken) and its calibration fits one class (2 customers with the label
+    among 20 keep none of them among the 4 kept apart)."""
     positive = int(np.sum(y == 1))
     negative = len(y) - positive
     kept = int(np.ceil(share * len(y)))
+    told = f"{len(y):,} customers ({positive:,} positive, {negative:,} negative), {share:.0%} of them kept apart"
     if min(positive, negative) < 2 or kept < 2 or len(y) - kept < 2:
         raise PortraitError(
-            f"too few customers {split} {len(y):,} customers ({positive:,} positive, {negative:,} negative), "
-            f"{share:.0%} of them kept apart, which needs at least 2 of each class and 2 on each side; {advice}"
+            f"too few customers {split} {told}, which needs at least 2 of each class and 2 on each side; {advice}"
         )
+    fitted, apart = train_test_split(np.asarray(y), test_size=share, random_state=seed, stratify=y)
+    for side, labels in (("kept apart", apart), ("fitted", fitted)):
+        held = np.unique(labels)
+        if len(held) < 2:
+            raise PortraitError(
+                f"too few customers {split} {told}: the {len(labels):,} {side} would all be "
+                f"{'positive' if held[0] == 1 else 'negative'}, with no validation AUC to choose a model by "
+                f"and one class to calibrate on; {advice}"
+            )
 
 
 def _registered_candidate_note(

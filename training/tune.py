@@ -31,6 +31,7 @@ from training.train import RunSummary, train_experiment
 
 STUDY_STORE = "optuna.db"
 REPORT_EVERY = 25
+TUNE_SPLIT_SEED = 0  # the customer-fold scheme's one 75/25 split of the cutoff, and its check
 # The searched parameters: (kind, low, high, log scale).
 SPACE = {
     "num_leaves": ("int", 7, 127, True),
@@ -92,10 +93,10 @@ def _validation_sets(config: ExperimentConfig, data: TrainingData):
     y = data.y(rows)
     stratify = y if config.label.is_classification else None
     if stratify is not None:
-        check_stratified_split(y, 0.25, "to tune:", "use more customers")
+        check_stratified_split(y, 0.25, "to tune:", "use more customers", seed=TUNE_SPLIT_SEED)
     check_customer_folds(config, data.model_X(rows), y)  # the retraining's, before any trial
     X_fit, X_valid, y_fit, y_valid = train_test_split(
-        data.model_X(rows), y, test_size=0.25, random_state=0, stratify=stratify
+        data.model_X(rows), y, test_size=0.25, random_state=TUNE_SPLIT_SEED, stratify=stratify
     )
     return X_fit, y_fit, X_valid, y_valid
 
