@@ -849,3 +849,45 @@ def test_a_split_whose_side_kept_apart_would_hold_one_class_is_refused():
     with pytest.raises(PortraitError, match=r"the 4 kept apart would all be negative, with no validation AUC"):
         check_stratified_split(np.array([1, 1] + [0] * 18), 0.2, "to tune:", "use more customers", seed=42)
     check_stratified_split(np.array([1] * 5 + [0] * 15), 0.2, "to tune:", "", seed=42)  # 1 of 4 kept is positive
+
+
+def test_tune_refuses_a_time_split_whose_held_out_customers_hold_one_class():
+    """Every trial of such a tune failed ('The value nan is not acceptable', with scikit-learn's
+    warning of one class) before a vague 'no tuning trial completed'. 8 customers at 2 latest
+    cutoffs, all buying: the 25% held out (2 customers, 4 rows) hold the label only."""
+    from types import SimpleNamespace
+
+    from training.tune import _validation_sets
+
+    config = parse_experiment(
+        {
+            "name": "t",
+            "data": {"path": "x"},
+            "cutoffs": {"rule": "spaced"},
+            "label": {"kind": "repurchase", "horizon_days": 30},
+        }
+    )
+    cutoffs = (dt.date(2024, 1, 1), dt.date(2024, 1, 15))
+    rows = pd.DataFrame(
+        {
+            "customer_id": [str(c) for c in range(8) for _ in cutoffs],
+            "cutoff": [pd.Timestamp(c) for _ in range(8) for c in cutoffs],
+            "x": 1.0,
+            "target": 1,
+        }
+    )
+    data = SimpleNamespace(
+        train_rows=rows,
+        split=SimpleNamespace(validation_cutoffs=cutoffs),
+        model_X=lambda r: r[["x"]],
+        y=lambda r: r["target"].to_numpy(),
+    )
+    with pytest.raises(
+        PortraitError,
+        match=r"^too few customers to tune: the 25% of customers held out for validation \(\[validation\] "
+        r"customers\) have 4 rows at the latest 2 training cutoff\(s\), all with the label: no trial",
+    ):
+        _validation_sets(config, data)
+    rows.loc[rows["customer_id"].isin(["0", "1", "2", "3", "4", "5", "6", "7"][::2]), "target"] = 0
+    X_fit, y_fit, X_valid, y_valid = _validation_sets(config, data)  # both classes held out: no refusal
+    assert len(X_fit) == 12 and set(y_valid) == {0, 1}

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import optuna
 from sklearn.model_selection import train_test_split
 
@@ -88,7 +89,20 @@ def _validation_sets(config: ExperimentConfig, data: TrainingData):
         rows = data.train_rows
         seed = int(config.model_params.get("random_state", 42))
         fit, valid = customer_validation_split(rows, data.split.validation_cutoffs, config.validation.customers, seed)
-        return data.model_X(rows[fit]), data.y(rows[fit]), data.model_X(rows[valid]), data.y(rows[valid])
+        y_valid = data.y(rows[valid])
+        if config.label.is_classification and len(np.unique(y_valid)) < 2:
+            held = (
+                f"{len(y_valid):,} rows at the latest {len(data.split.validation_cutoffs)} training cutoff(s), all "
+                f"{'with' if y_valid[0] == 1 else 'without'} the label"
+                if len(y_valid)
+                else f"no rows at the latest {len(data.split.validation_cutoffs)} training cutoff(s)"
+            )
+            raise PortraitError(
+                f"too few customers to tune: the {config.validation.customers:.0%} of customers held out for "
+                f"validation ([validation] customers) have {held}: no trial could be scored by its AUC; hold "
+                "out more customers, or use more customers"
+            )
+        return data.model_X(rows[fit]), data.y(rows[fit]), data.model_X(rows[valid]), y_valid
     rows = data.rows(data.split.holdout)
     y = data.y(rows)
     stratify = y if config.label.is_classification else None
