@@ -168,7 +168,7 @@ IDENTITIES = Table(
 # (placeholder_id_value), as a blank value is (missing_id_value).
 PLACEHOLDER_ID_VALUES = (
     "null", "none", "nil", "nan", "n/a", "na", "n.a.", "unknown", "undefined", "missing", "not available",
-    "-", "--", "?",
+    "-", "--", "?", "\\n", "#n/a", "(null)",
 )  # fmt: skip
 PLACEHOLDER_ID_PATTERN = r"^[0 .+()/-]+$"
 
@@ -179,6 +179,21 @@ def placeholder_expr(value: str) -> str:
     listed = ", ".join(quote_literal(v) for v in PLACEHOLDER_ID_VALUES)
     text = f"LOWER(TRIM(CAST({value} AS VARCHAR)))"
     return f"({text} IN ({listed}) OR regexp_matches({text}, {quote_literal(PLACEHOLDER_ID_PATTERN)}))"
+
+
+def placeholder_word_expr(value: str) -> str:
+    """SQL true when the text ``value`` is one of :data:`PLACEHOLDER_ID_VALUES` (any case, any
+    surrounding blanks): an export's word for "no customer" (a guest order) or "no order". Such
+    a customer id or order id is quarantined (``placeholder_customer_id``), as a blank one is,
+    rather than read as one customer who made every guest order (8% of an export's orders made
+    "NULL" its best customer, first on a list). Zeros are not included here, unlike for the
+    identities' values: "0" can be a real customer's id. The first character is compared first
+    (a whole number, cheap on 100M events): only the few ids starting like a placeholder are
+    lower-cased and trimmed."""
+    text = f"CAST({value} AS VARCHAR)"
+    starts = sorted({ord(c) for word in PLACEHOLDER_ID_VALUES for c in (word[0], word[0].upper())} | {9, 32})
+    listed = ", ".join(quote_literal(v) for v in PLACEHOLDER_ID_VALUES)
+    return f"(ascii({text}) IN ({', '.join(map(str, starts))}) AND LOWER(TRIM({text})) IN ({listed}))"
 
 
 # How a purchase line is read, in SQL both engines run: one rule for the checks, the features,

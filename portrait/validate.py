@@ -338,7 +338,7 @@ ORDER_SPREAD_DAYS = 1
 _SPREAD = f"last_sold > first_sold + INTERVAL {ORDER_SPREAD_DAYS} DAY"
 
 # Bump when a check is added or changed: data sets checked by older code are checked again.
-CHECKS_VERSION = 3
+CHECKS_VERSION = 4
 
 
 def _stamp_path(dataset: Dataset) -> Path | None:

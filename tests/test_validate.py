@@ -741,3 +741,28 @@ def test_text_in_decomposed_unicode_is_said_per_column(tmp_path):
     assert "1 value in decomposed Unicode" in said[0] and "Export the files in NFC" in said[0]
     plain = validate(open_dataset(write_tables(tmp_path / "ok", purchases=purchases({"category": "Caf\u00e9"}))))
     assert plain.tables[0].decomposed_text == {}
+
+
+def test_a_word_for_no_customer_or_no_order_is_quarantined_not_read_as_one_customer(tmp_path):
+    """An export writes its guest orders' customer as NULL, N/A, \\N...: read as an id, they
+    were one customer holding every guest order (8% of a real-looking export's orders made
+    'NULL' its best customer, first on a list). "0" and "nullable" stay ids."""
+    frame = purchases(
+        {"order_id": "o1", "customer_id": "NULL"},
+        {"order_id": "o2", "customer_id": " n/a "},
+        {"order_id": "o3", "customer_id": "\\N"},
+        {"order_id": "o4", "customer_id": "#N/A"},
+        {"order_id": "o5", "customer_id": "None"},
+        {"order_id": "null", "customer_id": "b"},  # an order id that says "none"
+        {"order_id": "o6", "customer_id": "0"},
+        {"order_id": "o7", "customer_id": "nullable"},
+        {"order_id": "o8", "customer_id": "a"},
+    )
+    folder = write_tables(tmp_path / "data", purchases=frame)
+    report = validate(open_dataset(folder))
+    assert report.tables[0].quarantined == {"placeholder_customer_id": 5, "placeholder_order_id": 1}
+    events = pd.DataFrame({"customer_id": ["a", "Unknown"], "ts": ["2024-01-01", "2024-01-02"], "event_type": "view"})
+    report = validate(Dataset.from_frames(purchases=purchases({}), events=events))
+    assert next(t for t in report.tables if t.table == "events").quarantined == {"placeholder_customer_id": 1}
+    built = build_features(open_dataset(folder), "2024-02-01", families=["value"])
+    assert sorted(built["customer_id"]) == ["0", "a", "nullable"]
