@@ -55,6 +55,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -811,12 +812,18 @@ def _sql_list(values: tuple[str, ...]) -> str:
 
 
 def sensitive_terms(text: str | None, sensitive: list[str]) -> list[str]:
-    """The names of ``sensitive`` that ``text`` (a filter, a tag's or a segment's definition)
-    names as a whole word."""
+    """The names of ``sensitive`` that ``text`` (a filter, a tag's or a segment's definition, a
+    report cell) names as a whole word: words of any script ("género" is a column name a report
+    cell may use as written), compared in any case and Unicode form (a word of ASCII letters only
+    let a drill-down by "género = f" through)."""
     if not text or not sensitive:
         return []
-    words = set(re.findall(r"[A-Za-z_][A-Za-z_0-9]*", text))
-    return [name for name in sensitive if name in words]
+
+    def folded(word: str) -> str:
+        return unicodedata.normalize("NFC", word).casefold()
+
+    words = {folded(w) for w in re.findall(r"[^\W\d]\w*", unicodedata.normalize("NFC", text))}
+    return [name for name in sensitive if folded(name) in words]
 
 
 def refuse_personal_text(text: str, option: str, limit: int, kept: str) -> None:

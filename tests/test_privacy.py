@@ -953,3 +953,17 @@ def test_an_identity_map_view_inside_a_duckdb_data_set_file_is_not_the_merge(tmp
     assert not has_identity_map(con)
     con.execute("CREATE TEMP VIEW identity_map AS SELECT 'a' AS customer_id, 'a' AS person_id")
     assert has_identity_map(con)
+
+
+def test_sensitive_terms_finds_names_of_any_script_in_any_case_and_unicode_form():
+    """A drill-down by "género = f" passed a marketing key: words were ASCII letters only."""
+    from portrait.privacy import sensitive_terms
+
+    sensitive = ["attr_gender", "género", "地域"]
+    assert sensitive_terms("género = f", sensitive) == ["género"]
+    assert sensitive_terms("GÉNERO = f", sensitive) == ["género"]
+    assert sensitive_terms("ge\u0301nero = f", sensitive) == ["género"]  # decomposed, as a Mac writes it
+    assert sensitive_terms("地域 = 東京", sensitive) == ["地域"]
+    assert sensitive_terms("spend_365d > 10 and attr_gender = 'F'", sensitive) == ["attr_gender"]
+    assert sensitive_terms("géneros = f", sensitive) == []  # a whole word only
+    assert sensitive_terms("attr_gender_band = 1", sensitive) == []
