@@ -35,6 +35,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from marketing.filters import MAX_WINDOW_DAYS  # a century: far from the calendar's end (year 1)
 from portrait.contract import purchase_order
 from portrait.errors import PortraitError
 from portrait.privacy import holds_personal_value
@@ -100,10 +101,6 @@ def parse_steps(steps: str | list[str]) -> list[str]:
                 "the one that reached purchase)"
             )
     return names
-
-
-# A century: longer than any purchase history, and far from the calendar's end (year 1).
-MAX_WINDOW_DAYS = 36_600
 
 
 def check_window(within_days: int) -> int:

@@ -1022,3 +1022,15 @@ def test_a_favourite_weekday_shared_by_two_days_is_a_tie_not_the_first_day():
     assert dims.loc["T", "favourite_weekday"] == "tied" and dims.loc["F", "favourite_weekday"] == "Friday"
     assert dims.loc["T", "favourite_daypart"] == "morning (06-12 h)"
     assert dims.loc["F", "favourite_daypart"] == "evening (18-24 h)"
+
+
+@pytest.mark.parametrize("days", [0, -3, 36_601, 99_999_999_999])
+def test_a_crowd_window_outside_one_to_a_century_is_refused_not_an_overflow(days):
+    """--within-days 3000000 was an OverflowError traceback (a window before year 1)."""
+    from marketing.crowd import crowd_from_options
+
+    with pytest.raises(
+        PortraitError, match=rf"^--within-days is a positive number of days, at most 36,600 \(a century\), got {days}$"
+    ):
+        crowd_from_options(bought_category="FLUID MILK PRODUCTS", within_days=days)
+    assert crowd_from_options(bought_category="FLUID MILK PRODUCTS", within_days=36_600).within_days == 36_600
