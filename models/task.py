@@ -136,6 +136,20 @@ class ModelCard(_Card):
         return TASKS[self.task]
 
 
+def is_model_name(name: object) -> bool:
+    """A registered model's name (an experiment's or a persona fit's): letters, digits, '_' or
+    '-', at most :data:`MODEL_NAME_LENGTH` characters. Checked where one is given (a
+    configuration, a request) before the registry is asked: MLflow's own error for "a:b" named
+    the store's path."""
+    return (
+        isinstance(name, str)
+        and 0 < len(name) <= MODEL_NAME_LENGTH
+        and name.replace("_", "").replace("-", "").isalnum()
+    )
+
+
+MODEL_NAME_LENGTH = 200
+
 PERSONA_LABEL = "persona"  # the label of a persona card: what readers tell persona models by
 
 

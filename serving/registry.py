@@ -8,8 +8,8 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from models.task import PERSONA_LABEL, PersonaCard
-from portrait.errors import PortraitError, Unavailable
+from models.task import PERSONA_LABEL, PersonaCard, is_model_name
+from portrait.errors import NotFound, PortraitError, Unavailable
 from portrait.tracking import load_version, missing_store
 
 PERSONAS = "personas"
@@ -34,6 +34,9 @@ class LoadedModel:
 
 
 def load_model(name: str, alias: str = "champion") -> LoadedModel:
+    if not is_model_name(name):
+        shown = name if len(name) <= 60 else name[:60] + "..."
+        raise NotFound(f"no registered model named {shown!r}: a model's name is letters, digits, '_' or '-'")
     if problem := missing_store():
         raise Unavailable(problem)
     client = MlflowClient()

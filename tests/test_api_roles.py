@@ -178,6 +178,12 @@ def test_analyst_key_passes_the_role_check(world, tracking):
     answer = client.post("/score", json=body, headers=keys["analyst"])
     assert answer.status_code == 404 and "no registered model named 'm'" in answer.json()["detail"]
     assert client.get("/models", headers=keys["analyst"]).status_code == 200
+    # a name no model can have is not asked of the registry: MLflow's error (a 503) named its path
+    for name in ("a:b", "../../etc", "", " ", "x" * 201):
+        answer = client.post("/score", json={**body, "model": name}, headers=keys["analyst"])
+        detail = str(answer.json()["detail"])
+        assert answer.status_code in (404, 422) and "mlflow" not in detail.lower() and "sqlite" not in detail, detail
+        assert client.get(f"/lists/{name or 'a:b'}", headers=keys["analyst"]).status_code in (404, 422)
 
 
 def test_wrong_or_missing_key_is_401_and_docs_need_a_key(world):

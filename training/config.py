@@ -52,7 +52,7 @@ from typing import Any
 
 from features.catalogue import FAMILIES
 from features.config import FeatureConfig
-from models.task import Task, task_for_label
+from models.task import MODEL_NAME_LENGTH, Task, is_model_name, task_for_label
 from portrait.errors import ConfigError, PortraitError
 
 LABEL_KINDS = ("repurchase", "high_value", "future_spend")
@@ -196,8 +196,10 @@ def check_keys(where: str, table: dict, allowed: set[str]) -> None:
 
 def check_name(where: str, name: object) -> None:
     """An experiment's name (a registered model's name): letters, digits, '_' or '-'."""
-    if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
-        raise ConfigError(f"{where}: name must be letters, digits, '_' or '-', got {name!r}")
+    if not is_model_name(name):
+        raise ConfigError(
+            f"{where}: name must be letters, digits, '_' or '-' (at most {MODEL_NAME_LENGTH}), got {name!r}"
+        )
 
 
 def table_of(where: str, raw: dict, key: str) -> dict:
