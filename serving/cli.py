@@ -18,6 +18,7 @@ from serving.keys import ROLE_HELP, Role
 from serving.settings import API_KEY_ENV, DEFAULT_MODELS, DEFAULT_SCORES, REASONS_FIRST
 
 LOCALHOST = ("127.0.0.1", "localhost", "::1")
+MIN_API_KEY_LENGTH = 16  # of PORTRAIT_API_KEY when serving beyond this machine
 MAX_DEFAULT_WORKERS = 4
 ROLES_TEXT = ", ".join(f"{role.value} ({what})" for role, what in ROLE_HELP.items())
 
@@ -302,6 +303,14 @@ def register(app: typer.Typer, out, console) -> None:
             raise PortraitError(
                 f"refusing to listen on {host} without an API key: set {API_KEY_ENV} or give --keys FILE, "
                 "or keep the default 127.0.0.1"
+            )
+        if api_key is not None and not keys and api_key != api_key.strip():
+            # a request's header is trimmed, so no request could ever match it
+            raise PortraitError(f"{API_KEY_ENV} has blanks around it (or is blank): set the key alone")
+        if api_key is not None and not keys and host not in LOCALHOST and len(api_key) < MIN_API_KEY_LENGTH:
+            raise PortraitError(
+                f"refusing to listen on {host} with a {len(api_key)}-character {API_KEY_ENV}: a key reachable from "
+                f"other machines needs at least {MIN_API_KEY_LENGTH} random characters (portrait keys add draws one)"
             )
         # --runs serves one run's scores, tags and RFM: a folder given beside it would be ignored
         mixed = [option for option, value in (("--scores", scores_dir), ("--tags", tags_dir), ("--rfm", rfm)) if value]

@@ -438,6 +438,20 @@ def test_serve_refuses_a_public_interface_without_an_api_key_and_runs_beside_sco
     result = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0"])
     assert result.exit_code != 0
     assert "without an API key" in str(result.exception)
+    # a key no request can match (blanks around it), or one guessed in a few tries, is no key
+    monkeypatch.setenv("PORTRAIT_API_KEY", " ")
+    result = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0"])
+    with pytest.raises(
+        PortraitError, match=r"^PORTRAIT_API_KEY has blanks around it \(or is blank\): set the key alone$"
+    ):
+        raise result.exception
+    monkeypatch.setenv("PORTRAIT_API_KEY", "a")
+    result = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0"])
+    with pytest.raises(
+        PortraitError, match=r"^refusing to listen on 0.0.0.0 with a 1-character PORTRAIT_API_KEY: .* 16 random"
+    ):
+        raise result.exception
+    monkeypatch.delenv("PORTRAIT_API_KEY")
     # --runs serves a run's scores, tags and RFM: a --scores beside it was silently ignored
     result = CliRunner().invoke(app, ["serve", "--runs", "outputs/refresh", "--scores", "outputs/scores"])
     with pytest.raises(PortraitError, match=r"give either --runs .* or --scores, not both$"):
