@@ -39,9 +39,12 @@ from marketing.tags import Library, apply_tags, check_conditions, tag_columns
 from portrait.errors import ConfigError, PortraitError, Unavailable
 from portrait.files import atomic_write, atomic_write_text, exclusive_lock, read_parquet
 from portrait.outputs import SEGMENT_RECORD_LOCK, SEGMENT_RECORD_WAIT_SECONDS
+from portrait.privacy import refuse_personal_text
 
 SEGMENTS_ENV = "PORTRAIT_SEGMENTS"
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+MAX_DESCRIPTION = 500  # characters: what the segment is for (a campaign's brief), not a document
+
 HISTORY_COLUMNS = ("as_of", "refreshed_at", "customers", "base", "share", "entered", "left")
 
 
@@ -178,6 +181,10 @@ class SegmentStore:
     def check_save(self, segment: Segment, *, replace: bool = False) -> None:
         """Raise what :meth:`save` would refuse (a bad name, a name taken, references, cycles)."""
         check_name(segment.name)
+        # served to every key and shown on every page: what the segment is for, not who is in it
+        refuse_personal_text(
+            segment.description, "--description", MAX_DESCRIPTION, "served to every API key and report reader"
+        )
         if self.exists(segment.name) and not replace:
             raise ConfigError(f"segment {segment.name!r} exists already (delete it first, or use --replace)")
         segments = self.all()

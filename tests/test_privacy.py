@@ -967,3 +967,20 @@ def test_sensitive_terms_finds_names_of_any_script_in_any_case_and_unicode_form(
     assert sensitive_terms("spend_365d > 10 and attr_gender = 'F'", sensitive) == ["attr_gender"]
     assert sensitive_terms("géneros = f", sensitive) == []  # a whole word only
     assert sensitive_terms("attr_gender_band = 1", sensitive) == []
+
+
+def test_a_segment_description_holding_a_contact_or_a_document_is_refused(tmp_path):
+    """Served to every key (GET /segments/NAME): 'call bob@example.com +44 7700 900123' was
+    stored and served, and so was a 100,000-character description."""
+    from marketing.segments import Segment, SegmentStore
+
+    store = SegmentStore(tmp_path / "segments")
+    with pytest.raises(PortraitError, match=r"^--description holds an e-mail address or a phone number"):
+        store.save(Segment("e1", description="call bob@example.com", where="spend_365d > 1"))
+    with pytest.raises(PortraitError, match=r"^--description holds an e-mail address or a phone number"):
+        store.save(Segment("e1", description="call +44 7700 900123", where="spend_365d > 1"))
+    with pytest.raises(PortraitError, match=r"^--description is 100,000 characters|^--description is 100000 characters"):
+        store.save(Segment("e1", description="x" * 100_000, where="spend_365d > 1"))
+    assert not (tmp_path / "segments").exists()  # nothing written
+    store.save(Segment("e1", description="Q4 2024 win-back: 3 orders in 90 days, none in 30", where="spend_365d > 1"))
+    assert store.load("e1").description == "Q4 2024 win-back: 3 orders in 90 days, none in 30"
