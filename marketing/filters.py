@@ -487,12 +487,16 @@ def behaviour_term(node: exp.Anonymous) -> BehaviourTerm:
             key = argument.left.name.lower()
             value = argument.right
             if key == "within_days":
+                if within_days is not None:  # the last one silently won
+                    raise FilterError(f"{node.sql()!r}: within_days is given twice")
                 within_days = _window(value, node)
             elif key in allowed:
                 if key in filters:
                     raise FilterError(f"{node.sql()!r}: {key} is given twice")
                 filters[key] = _text(value, f"{function}(... {key} = ...)")
             elif key == "type" and function == "events":
+                if event_type is not None:
+                    raise FilterError(f"{node.sql()!r}: the event type is given twice")
                 event_type = _text(value, "events(type = ...)")
             else:
                 raise FilterError(

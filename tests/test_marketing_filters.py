@@ -100,6 +100,9 @@ def test_behaviour_calls_become_terms_with_their_arguments():
         ("purchased(colour = 'red') > 0", "not 'colour'"),
         ("events(within_days = 3) > 0", "needs an event type first"),
         ("spent(category = 'a', category = 'b') > 0", "category is given twice"),
+        # the last of two windows silently won
+        ("purchased(within_days = 30, within_days = 40) >= 1", "within_days is given twice"),
+        ("events('view', type = 'search') > 0", "the event type is given twice"),
         (
             "sleep(5) > 0",
             r"^sleep\(\.\.\.\) is not a function a condition can use; the functions a condition can use are",
