@@ -38,6 +38,7 @@ from features.plan import (
     purchase_steps,
     timestamp_literal,
 )
+from portrait.contract import MISSING_VALUE_WORDS, placeholder_word_expr
 from portrait.dataset import Dataset
 from portrait.engine import Engine, as_engine
 from portrait.errors import PortraitError
@@ -281,9 +282,10 @@ def attribute_kinds(con: duckdb.DuckDBPyConnection | Engine, decimal: str = ".")
         # all dates (a signup_date) are dates; all numbers with more than a few distinct values
         # (an age, an income) are numbers, where a handful of numeric codes stays a category;
         # nearly one value per customer names people, not groups: not an attribute.
+        # A word for no value ("NULL", "N/A") is no value: it made an age column a category.
         counts = "COUNT(*), " + ", ".join(
-            f"COUNT({q}), COUNT(TRY_CAST({q} AS DATE)), COUNT({text_number(f'TRIM({q})', decimal)}), "
-            f"COUNT(DISTINCT {q}), "
+            f"COUNT({present_text(q)}), COUNT(TRY_CAST({q} AS DATE)), COUNT({text_number(f'TRIM({q})', decimal)}), "
+            f"COUNT(DISTINCT {present_text(q)}), "
             f"COUNT(CASE WHEN regexp_matches(TRIM({q}), '{_OTHER_DATE_SHAPE}') THEN 1 END)"
             for q in (quote_ident(n) for n in text)
         )
@@ -388,8 +390,14 @@ def _attribute_select(
         elif kind == "number":
             parts.append(f"TRY_CAST({column} AS DOUBLE) AS {feature.name}")
         else:
-            parts.append(f"CAST({column} AS VARCHAR) AS {feature.name}")
+            parts.append(f"CAST({present_text(column)} AS VARCHAR) AS {feature.name}")
     return f"SELECT {', '.join(parts)} FROM customers"
+
+
+def present_text(column: str) -> str:
+    """SQL: the text column's value, NULL where it is a word for no value
+    (:data:`portrait.contract.MISSING_VALUE_WORDS`: "NULL", "N/A", "\\N")."""
+    return f"CASE WHEN {placeholder_word_expr(column, MISSING_VALUE_WORDS)} THEN NULL ELSE {column} END"
 
 
 def _register_vocabulary(con: duckdb.DuckDBPyConnection | Engine, vocab: Vocabulary) -> None:

@@ -181,7 +181,14 @@ def placeholder_expr(value: str) -> str:
     return f"({text} IN ({listed}) OR regexp_matches({text}, {quote_literal(PLACEHOLDER_ID_PATTERN)}))"
 
 
-def placeholder_word_expr(value: str) -> str:
+# Words an export writes for "no value" in a text column (a customers attribute such as age or
+# gender): read as missing, not as a value ("NULL" made an age column text, with a category
+# NULL, and a gender column three-valued). Narrower than the identifiers' list: "NA" can be a
+# region and "unknown" an answer someone gave.
+MISSING_VALUE_WORDS = ("null", "nan", "n/a", "#n/a", "\\n", "(null)", "none", "nil", "undefined")
+
+
+def placeholder_word_expr(value: str, words: tuple[str, ...] = PLACEHOLDER_ID_VALUES) -> str:
     """SQL true when the text ``value`` is one of :data:`PLACEHOLDER_ID_VALUES` (any case, any
     surrounding blanks): an export's word for "no customer" (a guest order) or "no order". Such
     a customer id or order id is quarantined (``placeholder_customer_id``), as a blank one is,
@@ -191,8 +198,8 @@ def placeholder_word_expr(value: str) -> str:
     (a whole number, cheap on 100M events): only the few ids starting like a placeholder are
     lower-cased and trimmed."""
     text = f"CAST({value} AS VARCHAR)"
-    starts = sorted({ord(c) for word in PLACEHOLDER_ID_VALUES for c in (word[0], word[0].upper())} | {9, 32})
-    listed = ", ".join(quote_literal(v) for v in PLACEHOLDER_ID_VALUES)
+    starts = sorted({ord(c) for word in words for c in (word[0], word[0].upper())} | {9, 32})
+    listed = ", ".join(quote_literal(v) for v in words)
     return f"(ascii({text}) IN ({', '.join(map(str, starts))}) AND LOWER(TRIM({text})) IN ({listed}))"
 
 

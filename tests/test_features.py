@@ -821,6 +821,28 @@ def test_a_date_attribute_counts_days_only_when_it_is_before_the_cutoff():
     assert (days["C"], days["E"]) == (1.0, 366.0)
 
 
+def test_a_word_for_no_value_in_an_attribute_is_missing_not_a_category():
+    """'NULL' among ages made the column text (a category of 46 values, one of them NULL), and
+    a gender of F, M and NULL three-valued. "NA" (a region) and "unknown" (an answer) stay."""
+    ids = [f"c{i}" for i in range(30)]
+    customers = pd.DataFrame(
+        {
+            "customer_id": ids,
+            "age": ["NULL" if i % 10 == 0 else str(20 + i) for i in range(30)],
+            "gender": [["F", "M", " null ", "N/A", "unknown"][i % 5] for i in range(30)],
+            "region": [["NA", "EU", "\\N"][i % 3] for i in range(30)],
+        }
+    )
+    purchases = pd.DataFrame({"order_id": ids, "customer_id": ids, "ts": "2024-01-05 10:00:00", "amount": 10.0})
+    data = Dataset.from_frames(purchases=purchases, customers=customers)
+    frame = build_features(data, CUTOFF, families=["attributes"]).set_index("customer_id")
+    assert pd.api.types.is_float_dtype(frame["attr_age"]) and frame["attr_age"].isna().sum() == 3
+    assert frame.loc["c1", "attr_age"] == 21.0
+    assert sorted(frame["attr_gender"].dropna().unique()) == ["F", "M", "unknown"]
+    assert frame["attr_gender"].isna().sum() == 12
+    assert sorted(frame["attr_region"].dropna().unique()) == ["EU", "NA"] and frame["attr_region"].isna().sum() == 10
+
+
 def test_numbers_past_a_million_keep_their_digits():
     # rounded to 9 decimals by way of 12, 81012370 came out as 81012369.99999999: past a
     # million a value is rounded to 3 decimals, which it holds exactly
