@@ -299,6 +299,8 @@ def validate(dataset: Dataset, out_dir: Path | None = None, progress: Progress |
             ]
         )
         identities = identity_summary(con) if dataset.has("identities") else None
+        say("comparing the customer ids of the tables")
+        unmatched_note = _unmatched_ids_notes(con, [r.table for r in reports if r.table != "purchases"])
         report = ValidationReport(
             dataset=dataset.name,
             fingerprint=dataset.fingerprint(),
@@ -322,6 +324,7 @@ def validate(dataset: Dataset, out_dir: Path | None = None, progress: Progress |
             + spread_note
             + dates_only_note
             + personal_ids_note
+            + unmatched_note
             + (identities.warnings() if identities else []),
         )
     finally:
@@ -396,6 +399,44 @@ def checked(dataset: Dataset, progress: Progress | None = None, note: Callable[[
             f"left out (portrait validate {shlex.quote(str(where))} --out DIR lists them)"
         )
     return dataset
+
+
+def _written_id(column: str) -> str:
+    """SQL: an id as another system may have written the same id: without leading zeros (a
+    spreadsheet drops them) and without a trailing '.0' (a float column's text)."""
+    return f"LTRIM(CASE WHEN suffix({column}, '.0') THEN left({column}, length({column}) - 2) ELSE {column} END, '0')"
+
+
+def _unmatched_ids_notes(con, tables: list[str]) -> list[str]:
+    """For each of ``tables`` (customers, events, identities), said when its customer ids match
+    the purchases' ones only once leading zeros or a trailing '.0' are ignored ('00123' or
+    '123.0' against '123'), or match none at all: its rows then join nobody, every attribute of
+    every customer empty, and nothing else says so (both files passed their own checks)."""
+    notes = []
+    bought = "SELECT DISTINCT CAST(customer_id AS VARCHAR) AS id FROM clean_purchases"
+    for table in tables:
+        ids, matched, loosely = con.execute(
+            f"""SELECT COUNT(*), COUNT(p.id), COUNT(n.id)
+                FROM (SELECT DISTINCT CAST(customer_id AS VARCHAR) AS id FROM clean_{table}) t
+                LEFT JOIN ({bought}) p ON t.id = p.id
+                LEFT JOIN (SELECT DISTINCT {_written_id("id")} AS id FROM ({bought})) n ON {_written_id("t.id")} = n.id"""
+        ).fetchall()[0]
+        if not ids:
+            continue
+        if loosely - matched >= max(1, ids // 10):
+            notes.append(
+                f"{table}.customer_id: {matched:,} of its {ids:,} ids are ids of the purchases as written, "
+                f"{loosely:,} once leading zeros or a trailing '.0' are ignored ('00123' or '123.0' against "
+                "'123'): the files write the ids differently, so those rows join no customer. Write the ids the "
+                "same way in every file (a spreadsheet drops leading zeros; a float column adds '.0')"
+            )
+        elif not matched:
+            notes.append(
+                f"{table}.customer_id: none of its {ids:,} ids is the id of a customer in the purchases: its rows "
+                f"join nobody. Are they ids of the same system (is the right column mapped under "
+                f"[tables.{table}.columns])?"
+            )
+    return notes
 
 
 def _privacy_notes(dataset: Dataset) -> list[str]:

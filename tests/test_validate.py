@@ -766,3 +766,22 @@ def test_a_word_for_no_customer_or_no_order_is_quarantined_not_read_as_one_custo
     assert next(t for t in report.tables if t.table == "events").quarantined == {"placeholder_customer_id": 1}
     built = build_features(open_dataset(folder), "2024-02-01", families=["value"])
     assert sorted(built["customer_id"]) == ["0", "a", "nullable"]
+
+
+def test_customer_ids_written_differently_in_another_table_are_said():
+    """Purchases with ids 1.0, 2.0 (a float column's text) and customers with 1, 2 (or 00001):
+    every attribute came out empty and both tables passed their checks without a word."""
+    bought = pd.DataFrame(
+        {"order_id": [f"o{i}" for i in range(1, 21)], "customer_id": [f"{i}.0" for i in range(1, 21)]}
+    ).assign(ts="2024-01-05 10:00:00", amount="10")
+    customers = pd.DataFrame({"customer_id": [f"{i:05d}" for i in range(1, 21)], "region": "Nord"})
+    events = pd.DataFrame({"customer_id": ["w1", "w2"], "ts": ["2024-01-01", "2024-01-02"], "event_type": "view"})
+    notes = validate(Dataset.from_frames(purchases=bought, customers=customers, events=events)).notes
+    assert (
+        "customers.customer_id: 0 of its 20 ids are ids of the purchases as written, 20 once leading zeros or a "
+        "trailing '.0' are ignored ('00123' or '123.0' against '123'): the files write the ids differently"
+    ) in "\n".join(notes)
+    assert "events.customer_id: none of its 2 ids is the id of a customer in the purchases" in "\n".join(notes)
+    same = customers.assign(customer_id=[f"{i}.0" for i in range(1, 21)])
+    notes = validate(Dataset.from_frames(purchases=bought, customers=same)).notes
+    assert not [n for n in notes if "customers.customer_id" in n]
