@@ -171,6 +171,7 @@ def build_crowds_router(
         current = sources()
         if current.data is None:
             raise Unavailable("crowd reports need the data set: start portrait serve --data")
+        _check_named(crowd, segments_dir, tags_library)
         date = as_of or current.default_as_of
         if date is None:
             raise PortraitError("give as_of=YYYY-MM-DD (no scores date to default to)")
@@ -247,6 +248,24 @@ def build_crowds_router(
         return CrowdPortrait(**answer)
 
     return router
+
+
+def _check_named(crowd, segments_dir: Path | None, tags_library: Path | None) -> None:
+    """An unknown segment or tag is a 404 (a name no segment can have a 422) before anything is
+    computed."""
+    from marketing.crowd import check_crowd_named
+    from marketing.segments import SegmentStore, check_name
+    from marketing.tags import load_library
+
+    if crowd.kind == "segment":
+        check_name(crowd.value)
+    if crowd.kind in ("segment", "tag"):
+        try:
+            check_crowd_named(crowd, SegmentStore(segments_dir), load_library(tags_library))
+        except PortraitError as exc:
+            if str(exc).startswith(UNKNOWN_CROWD):
+                raise NotFound(str(exc)) from None
+            raise
 
 
 def _crowd_reads(
