@@ -25,6 +25,8 @@ DEFAULT_MODELS = ("repurchase_90d", "high_value_90d", "spend_90d", "personas")
 # Reasons computed (when the scores store none) for a list's first rows only, by `portrait list`
 # and the refresh's lists: TreeSHAP explains a few hundred rows a second here (174-732 measured).
 REASONS_FIRST = 10_000
+# The furthest a page of the API may start (offset=): past any list; a 500-digit offset was taken.
+MAX_OFFSET = 10_000_000
 
 
 class ServeSettings(BaseModel):

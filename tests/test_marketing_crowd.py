@@ -799,6 +799,9 @@ def test_crowd_report_route_answers_suppressed_json_and_404_for_unknown_crowds(t
             client.get("/crowds/customers", params={"segment": "nobody", "cell": "age_band = 25-34"}).status_code == 404
         )
         assert client.get("/crowds/report", params={"segment": "../x"}).status_code == 422
+    # a page starts at most 10,000,000 rows in, as a list's (a 500-digit offset was taken)
+    params = {"segment": "repeaters", "cell": "age_band = 25-34", "offset": "9" * 500}
+    assert client.get("/crowds/customers", params=params).status_code == 422
     assert client.get("/crowds/report").status_code == 422
     assert client.get("/crowds/report", params={"tag": "lapsing", "segment": "repeaters"}).status_code == 422
     # the server's own floor: a caller may hide more, never less (the API's default is 10)

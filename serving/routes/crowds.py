@@ -30,6 +30,7 @@ from portrait.errors import NotFound, PortraitError, Unavailable
 from serving.keys import Caller
 from serving.routes.access import Access, refuse_sensitive_terms
 from serving.routes.errors import ProductErrorRoute, error_answers
+from serving.settings import MAX_OFFSET
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +187,7 @@ def build_crowds_router(
         persona: str | None = Query(None, max_length=200, description="A persona name"),
         as_of: str | None = Query(None, description="YYYY-MM-DD; default: the scores' as-of date"),
         limit: int = Query(100, ge=1, le=10_000),
-        offset: int = Query(0, ge=0),
+        offset: int = Query(0, ge=0, le=MAX_OFFSET),
     ) -> CellCustomers:
         """A page of the customers of one report cell who may be contacted; recorded in the audit log."""
         crowd, date, current = crowd_and_date(segment, tag, persona, as_of)

@@ -15,6 +15,7 @@ from serving.lists import build_list, list_filter
 from serving.routes.access import Access, refuse_sensitive_terms
 from serving.routes.errors import ProductErrorRoute, error_answers
 from serving.score import sensitive_features
+from serving.settings import MAX_OFFSET
 from serving.state import ServeState, plain
 
 PAGE_ROWS = 1_000  # a list's rows per answer unless the caller asks for another page size
@@ -68,7 +69,7 @@ def build_lists_router(state: ServeState, access: Access) -> APIRouter:
         persona: str | None = Query(None, max_length=200, description="Persona name or id"),
         where: str | None = Query(None, max_length=2000, description="A condition over features and scores"),
         exclude_bought_within: int | None = Query(None, ge=1, description="Leave out who bought in the last DAYS"),
-        offset: int = Query(0, ge=0, le=10_000_000, description="Rows of the list to skip: a page's start"),
+        offset: int = Query(0, ge=0, le=MAX_OFFSET, description="Rows of the list to skip: a page's start"),
         limit: int | None = Query(
             None,
             ge=1,

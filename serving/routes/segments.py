@@ -22,6 +22,7 @@ from portrait.privacy import Consent
 from serving.keys import Caller
 from serving.routes.access import Access, refuse_sensitive_terms
 from serving.routes.errors import ProductErrorRoute, error_answers, without_server_paths
+from serving.settings import MAX_OFFSET
 
 
 class SegmentInfo(BaseModel):
@@ -153,7 +154,7 @@ def build_segments_router(
         name: str,
         caller: Annotated[Caller, Depends(access.caller)],
         limit: int = Query(100, ge=1, le=10_000),
-        offset: int = Query(0, ge=0),
+        offset: int = Query(0, ge=0, le=MAX_OFFSET),
     ) -> SegmentMembers:
         """A page of the segment's members who may be contacted; recorded in the audit log."""
         _load(store, name)
