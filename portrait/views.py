@@ -426,7 +426,9 @@ def text_number(text: str, decimal: str = ".") -> str:
             f"TRY_CAST(CASE WHEN regexp_matches({text}, '^[+-]?[0-9]*,?[0-9]+$') "
             f"THEN REPLACE({text}, ',', '.') END AS DOUBLE)"
         )
-    return f"TRY_CAST({text} AS DOUBLE)"
+    # DuckDB reads '1_000' as 1000 and '1_2.5_0' as 12.5 (digit separators, as in its SQL):
+    # no export writes that, so such text is not a number, as with decimal = ","
+    return f"TRY_CAST(CASE WHEN strpos({text}, '_') = 0 THEN {text} END AS DOUBLE)"
 
 
 def iso_text_timestamp(text: str, timezone: str) -> str:

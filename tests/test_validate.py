@@ -785,3 +785,12 @@ def test_customer_ids_written_differently_in_another_table_are_said():
     same = customers.assign(customer_id=[f"{i}.0" for i in range(1, 21)])
     notes = validate(Dataset.from_frames(purchases=bought, customers=same)).notes
     assert not [n for n in notes if "customers.customer_id" in n]
+
+
+def test_digits_separated_by_underscores_are_not_a_number(tmp_path):
+    """DuckDB reads '1_000' as 1000 and '1_2.5_0' as 12.5; with decimal = "," the same text
+    was quarantined: the two settings now agree."""
+    good = [{"order_id": f"g{i}", "amount": "10"} for i in range(20)]
+    frame = purchases({"order_id": "o1", "amount": "1_000"}, {"order_id": "o2", "amount": "1_2.5_0"}, *good)
+    report = validate(open_dataset(write_tables(tmp_path / "data", purchases=frame)))
+    assert report.tables[0].quarantined == {"non_numeric_amount": 2} and report.tables[0].valid_rows == 20
