@@ -439,6 +439,12 @@ def test_serve_refuses_a_public_interface_without_an_api_key_and_runs_beside_sco
     assert result.exit_code != 0
     assert "without an API key" in str(result.exception)
     # a key no request can match (blanks around it), or one guessed in a few tries, is no key
+    import uvicorn
+
+    def started(*args, **kwargs):
+        raise AssertionError("the server started")
+
+    monkeypatch.setattr(uvicorn, "run", started)
     monkeypatch.setenv("PORTRAIT_API_KEY", " ")
     result = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0"])
     with pytest.raises(
