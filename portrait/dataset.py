@@ -239,7 +239,7 @@ class TableSource:
                     continue
                 line = _first_line(csv_file.scanned_path).decode(csv_file.duckdb_encoding, errors="replace")
                 line = line.lstrip("\ufeff")  # before the reader: a BOM before a quote kept the quotes
-                delimiter = self.delimiter or _header_delimiter(line)
+                delimiter = self.delimiter or max(",;\t|", key=line.count)
                 header = next(csv.reader([line], delimiter=delimiter), [])  # quoted names may hold it
                 headers[str(csv_file.path)] = [n.strip().lower() for n in header]
         elif self.files:
@@ -362,75 +362,33 @@ class TableSource:
             return f"read_parquet({paths}, union_by_name = true)"
         files = self.resolved_csv_files()
         options = f"header = true, all_varchar = true, max_line_size = {MAX_CSV_LINE_BYTES}"
+        if self.delimiter:
+            options += f", delim = {quote_literal(self.delimiter)}"
         if keep_rejects:
             errors, scans = self.rejects_tables()
+            # DuckDB keeps rejects only without union_by_name: files with one header and one
+            # encoding are read together, others one by one and stacked by column name.
             options += f", store_rejects = true, rejects_table = '{errors}', rejects_scan = '{scans}'"
-        # Files with one header and one encoding are read together, others one by one and
-        # stacked by column name (DuckDB keeps rejects only without union_by_name).
+            groups = _same_layout_groups(files)
+        else:
+            options += ", union_by_name = true"
+            groups = [list(group) for group in _by_encoding(files)]
         scans = []
-        for group in _same_layout_groups(files):
+        for group in groups:
             paths = "[" + ", ".join(quote_literal(str(f.scanned_path)) for f in group) + "]"
             encoding = group[0].duckdb_encoding
             extra = f", encoding = {quote_literal(encoding)}" if encoding != "utf-8" else ""
-            scans.append(f"read_csv({paths}, {options}{self._csv_dialect(group[0])}{extra})")
+            scans.append(f"read_csv({paths}, {options}{extra})")
         if len(scans) == 1:
             return scans[0]
         return "(" + " UNION ALL BY NAME ".join(f"SELECT * FROM {scan}" for scan in scans) + ")"
 
-    def _csv_dialect(self, csv_file: CsvFile) -> str:
-        """How a CSV file is split, given rather than guessed: RFC 4180 (fields quoted with ``"``,
-        a quote inside one doubled), the delimiter configured or the header's most frequent of
-        , ; tab |, the columns named by the header line. DuckDB's sniffer guessed from a sample:
-        one line with a stray quote (``"TV 55" LED"``) made it read a whole file as unquoted,
-        and every correctly quoted line holding the delimiter (``"Tee; blue"``) became a
-        malformed line, while the broken line passed with its quotes. Given the dialect, only
-        the broken line is malformed. A file whose header cannot be read (empty) is left to the
-        sniffer."""
-        names = _header_names(csv_file, self.delimiter)
-        if not names:
-            return f", delim = {quote_literal(self.delimiter)}" if self.delimiter else ""
-        delimiter = self.delimiter or _header_delimiter(_decoded_first_line(csv_file))
-        columns = ", ".join(f"{quote_literal(n)}: 'VARCHAR'" for n in names)
-        return (
-            f", auto_detect = false, delim = {quote_literal(delimiter)}, quote = '\"', escape = '\"', "
-            f"columns = {{{columns}}}"
-        )
 
-
-def _decoded_first_line(csv_file: CsvFile) -> str:
-    """The file's first line as text (byte-order mark and line end removed), in the encoding
-    DuckDB reads it in; "" when the file cannot be read."""
-    try:
-        with open_bytes(csv_file.scanned_path) as handle:
-            head = handle.read(1 << 20)
-    except OSError:
-        return ""
-    text = head.decode(csv_file.duckdb_encoding, errors="replace")
-    return text.split("\n", 1)[0].rstrip("\r").lstrip("\ufeff")
-
-
-def _header_delimiter(line: str) -> str:
-    """The delimiter of a header line: the most frequent of , ; tab | (a comma on a tie)."""
-    return max(",;\t|", key=line.count)
-
-
-def _header_names(csv_file: CsvFile, delimiter: str | None) -> list[str]:
-    """The column names of a CSV file's header line as DuckDB names them: trimmed, an empty one
-    ``column<i>``, a repeated one (in any case) ``<name>_<k>`` with the first free k."""
-    line = _decoded_first_line(csv_file)
-    if not line.strip():
-        return []
-    names: list[str] = []
-    taken: set[str] = set()
-    for i, raw in enumerate(next(csv.reader([line], delimiter=delimiter or _header_delimiter(line)), [])):
-        base = raw.strip() or f"column{i}"
-        name, k = base, 0
-        while name.lower() in taken:
-            k += 1
-            name = f"{base}_{k}"
-        taken.add(name.lower())
-        names.append(name)
-    return names
+def _by_encoding(files: tuple[CsvFile, ...]) -> list[list[CsvFile]]:
+    groups: dict[str, list[CsvFile]] = {}
+    for f in files:
+        groups.setdefault(f.duckdb_encoding, []).append(f)
+    return list(groups.values())
 
 
 def _same_layout_groups(files: tuple[CsvFile, ...]) -> list[list[CsvFile]]:
