@@ -407,35 +407,56 @@ def _written_id(column: str) -> str:
     return f"LTRIM(CASE WHEN suffix({column}, '.0') THEN left({column}, length({column}) - 2) ELSE {column} END, '0')"
 
 
+# Rows of another table whose customer ids are compared with the purchases' (the first ones: a
+# file that writes its ids differently writes them so from its first row).
+ID_SAMPLE_ROWS = 100_000
+
+
 def _unmatched_ids_notes(con, tables: list[str]) -> list[str]:
     """For each of ``tables`` (customers, events, identities), said when its customer ids match
     the purchases' ones only once leading zeros or a trailing '.0' are ignored ('00123' or
     '123.0' against '123'), or match none at all: its rows then join nobody, every attribute of
-    every customer empty, and nothing else says so (both files passed their own checks)."""
+    every customer empty, and nothing else says so (both files passed their own checks). The
+    ids of its first :data:`ID_SAMPLE_ROWS` rows are compared, as written (typed, before the
+    quarantine), with every id of the purchases: about 2 s at 1M customers, where comparing
+    whole tables through the checked views took 29 s."""
+    if not tables:
+        return []
     notes = []
-    bought = "SELECT DISTINCT CAST(customer_id AS VARCHAR) AS id FROM clean_purchases"
-    for table in tables:
-        ids, matched, loosely = con.execute(
-            f"""SELECT COUNT(*), COUNT(p.id), COUNT(n.id)
-                FROM (SELECT DISTINCT CAST(customer_id AS VARCHAR) AS id FROM clean_{table}) t
-                LEFT JOIN ({bought}) p ON t.id = p.id
-                LEFT JOIN (SELECT DISTINCT {_written_id("id")} AS id FROM ({bought})) n ON {_written_id("t.id")} = n.id"""
-        ).fetchall()[0]
-        if not ids:
-            continue
-        if loosely - matched >= max(1, ids // 10):
-            notes.append(
-                f"{table}.customer_id: {matched:,} of its {ids:,} ids are ids of the purchases as written, "
-                f"{loosely:,} once leading zeros or a trailing '.0' are ignored ('00123' or '123.0' against "
-                "'123'): the files write the ids differently, so those rows join no customer. Write the ids the "
-                "same way in every file (a spreadsheet drops leading zeros; a float column adds '.0')"
-            )
-        elif not matched:
-            notes.append(
-                f"{table}.customer_id: none of its {ids:,} ids is the id of a customer in the purchases: its rows "
-                f"join nobody. Are they ids of the same system (is the right column mapped under "
-                f"[tables.{table}.columns])?"
-            )
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _purchase_ids AS SELECT DISTINCT CAST(customer_id AS VARCHAR) AS id FROM typed_purchases"
+    )
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE _purchase_written_ids AS SELECT DISTINCT {_written_id('id')} AS id FROM _purchase_ids"
+    )
+    try:
+        for table in tables:
+            ids, matched, loosely = con.execute(
+                f"""WITH sample AS (
+                        SELECT DISTINCT CAST(customer_id AS VARCHAR) AS id
+                        FROM (SELECT customer_id FROM typed_{table} WHERE customer_id IS NOT NULL LIMIT {ID_SAMPLE_ROWS}))
+                    SELECT COUNT(*), COUNT(*) FILTER (WHERE id IN (SELECT id FROM _purchase_ids)),
+                           COUNT(*) FILTER (WHERE {_written_id("id")} IN (SELECT id FROM _purchase_written_ids))
+                    FROM sample"""
+            ).fetchall()[0]
+            if not ids:
+                continue
+            of = f"of its {ids:,} ids" + (f" (in its first {ID_SAMPLE_ROWS:,} rows)" if ids >= 10_000 else "")
+            if loosely - matched >= max(1, ids // 10):
+                notes.append(
+                    f"{table}.customer_id: {matched:,} {of} are ids of the purchases as written, "
+                    f"{loosely:,} once leading zeros or a trailing '.0' are ignored ('00123' or '123.0' against "
+                    "'123'): the files write the ids differently, so those rows join no customer. Write the ids the "
+                    "same way in every file (a spreadsheet drops leading zeros; a float column adds '.0')"
+                )
+            elif not matched:
+                notes.append(
+                    f"{table}.customer_id: none {of} is the id of a customer in the purchases: its rows join "
+                    f"nobody. Are they ids of the same system (is the right column mapped under "
+                    f"[tables.{table}.columns])?"
+                )
+    finally:
+        con.execute("DROP TABLE IF EXISTS _purchase_ids; DROP TABLE IF EXISTS _purchase_written_ids")
     return notes
 
 
