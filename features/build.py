@@ -283,11 +283,12 @@ def attribute_kinds(con: duckdb.DuckDBPyConnection | Engine, decimal: str = ".")
         # (an age, an income) are numbers, where a handful of numeric codes stays a category;
         # nearly one value per customer names people, not groups: not an attribute.
         # A word for no value ("NULL", "N/A") is no value: it made an age column a category.
+        # Every count reads the value so ("NaN" is no value here, but TRY_CAST reads it as a number).
         counts = "COUNT(*), " + ", ".join(
-            f"COUNT({present_text(q)}), COUNT(TRY_CAST({q} AS DATE)), COUNT({text_number(f'TRIM({q})', decimal)}), "
-            f"COUNT(DISTINCT {present_text(q)}), "
-            f"COUNT(CASE WHEN regexp_matches(TRIM({q}), '{_OTHER_DATE_SHAPE}') THEN 1 END)"
-            for q in (quote_ident(n) for n in text)
+            f"COUNT({v}), COUNT(TRY_CAST({v} AS DATE)), COUNT({text_number(f'TRIM({v})', decimal)}), "
+            f"COUNT(DISTINCT {v}), "
+            f"COUNT(CASE WHEN regexp_matches(TRIM({v}), '{_OTHER_DATE_SHAPE}') THEN 1 END)"
+            for v in (present_text(quote_ident(n)) for n in text)
         )
         rows, *row = engine.rows(f"SELECT {counts} FROM customers")[0]
         for i, name in enumerate(text):

@@ -828,7 +828,7 @@ def test_a_word_for_no_value_in_an_attribute_is_missing_not_a_category():
     customers = pd.DataFrame(
         {
             "customer_id": ids,
-            "age": ["NULL" if i % 10 == 0 else str(20 + i) for i in range(30)],
+            "age": [["NULL", "NaN", "n/a"][i // 10] if i % 10 == 0 else str(20 + i) for i in range(30)],
             "gender": [["F", "M", " null ", "N/A", "unknown"][i % 5] for i in range(30)],
             "region": [["NA", "EU", "\\N"][i % 3] for i in range(30)],
         }
