@@ -189,16 +189,16 @@ MISSING_VALUE_WORDS = ("null", "nan", "n/a", "#n/a", "\\n", "(null)", "none", "n
 
 
 def placeholder_word_expr(value: str, words: tuple[str, ...] = PLACEHOLDER_ID_VALUES) -> str:
-    """SQL true when the text ``value`` is one of :data:`PLACEHOLDER_ID_VALUES` (any case, any
-    surrounding blanks): an export's word for "no customer" (a guest order) or "no order". Such
-    a customer id or order id is quarantined (``placeholder_customer_id``), as a blank one is,
+    """SQL true when the text ``value`` is one of ``words`` (any case, spaces around it): by
+    default an export's word for "no customer" (a guest order) or "no order". Such a customer
+    id or order id is quarantined (``placeholder_customer_id``), as a blank one is,
     rather than read as one customer who made every guest order (8% of an export's orders made
     "NULL" its best customer, first on a list). Zeros are not included here, unlike for the
     identities' values: "0" can be a real customer's id. The first character is compared first
     (a whole number, cheap on 100M events): only the few ids starting like a placeholder are
     lower-cased and trimmed."""
     text = f"CAST({value} AS VARCHAR)"
-    starts = sorted({ord(c) for word in words for c in (word[0], word[0].upper())} | {9, 32})
+    starts = sorted({ord(c) for word in words for c in (word[0], word[0].upper())} | {32})  # TRIM strips spaces
     listed = ", ".join(quote_literal(v) for v in words)
     return f"(ascii({text}) IN ({', '.join(map(str, starts))}) AND LOWER(TRIM({text})) IN ({listed}))"
 

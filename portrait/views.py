@@ -506,7 +506,7 @@ def _reason_cases(table: contract.Table, types: dict[str, str], trim: bool, read
                 cases.append(f"WHEN {value} < 0 THEN 'negative_{column.name}'")
         if column.identifier:
             cases.append(f"WHEN {contract.placeholder_expr(value)} THEN 'placeholder_id_value'")
-        elif column.kind == "id" and column.required:
+        elif column.kind == "id" and column.required and types[column.name] == "VARCHAR":  # a number is no word
             cases.append(f"WHEN {contract.placeholder_word_expr(value)} THEN 'placeholder_{column.name}'")
     for count, money in table.returns_with_money_paid:
         a, b = quote_ident(PARSED + count), quote_ident(PARSED + money)
