@@ -888,6 +888,13 @@ def test_tune_refuses_a_time_split_whose_held_out_customers_hold_one_class():
         r"customers\) have 4 rows at the latest 2 training cutoff\(s\), all with the label: no trial",
     ):
         _validation_sets(config, data)
-    rows.loc[rows["customer_id"].isin(["0", "1", "2", "3", "4", "5", "6", "7"][::2]), "target"] = 0
+    # ... and the customers fitted on holding one class (the held-out ones both): no trial learns
+    held = ["3", "4"]  # the 25% held out with the default seed (42)
+    rows.loc[rows["customer_id"] == held[0], "target"] = 0
+    with pytest.raises(
+        PortraitError, match=r"the customers not held out for validation have 12 training rows, all with"
+    ):
+        _validation_sets(config, data)
+    rows["target"] = rows["customer_id"].astype(int) % 2  # odd customers buy: both classes on each side
     X_fit, y_fit, X_valid, y_valid = _validation_sets(config, data)  # both classes held out: no refusal
     assert len(X_fit) == 12 and set(y_valid) == {0, 1}

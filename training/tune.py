@@ -90,6 +90,7 @@ def _validation_sets(config: ExperimentConfig, data: TrainingData):
         seed = int(config.model_params.get("random_state", 42))
         fit, valid = customer_validation_split(rows, data.split.validation_cutoffs, config.validation.customers, seed)
         y_valid = data.y(rows[valid])
+        y_fit = data.y(rows[fit])
         if config.label.is_classification and len(np.unique(y_valid)) < 2:
             held = (
                 f"{len(y_valid):,} rows at the latest {len(data.split.validation_cutoffs)} training cutoff(s), all "
@@ -102,7 +103,17 @@ def _validation_sets(config: ExperimentConfig, data: TrainingData):
                 f"validation ([validation] customers) have {held}: no trial could be scored by its AUC; hold "
                 "out more customers, or use more customers"
             )
-        return data.model_X(rows[fit]), data.y(rows[fit]), data.model_X(rows[valid]), y_valid
+        if config.label.is_classification and len(np.unique(y_fit)) < 2:
+            fitted = (
+                f"{len(y_fit):,} training rows, all {'with' if y_fit[0] == 1 else 'without'} the label"
+                if len(y_fit)
+                else "no training rows"
+            )
+            raise PortraitError(
+                f"too few customers to tune: the customers not held out for validation have {fitted}: no trial "
+                "could learn; hold out fewer customers ([validation] customers), or use more customers"
+            )
+        return data.model_X(rows[fit]), y_fit, data.model_X(rows[valid]), y_valid
     rows = data.rows(data.split.holdout)
     y = data.y(rows)
     stratify = y if config.label.is_classification else None
