@@ -26,7 +26,7 @@ import pandas as pd
 
 from features.build import LATE_AS_OF_DAYS
 from features.catalogue import money_sum, slug
-from marketing.filters import MAX_WINDOW_DAYS, BehaviourTerm, FilterError, evaluate, parse_condition
+from marketing.filters import BehaviourTerm, FilterError, check_window_days, evaluate, parse_condition
 from marketing.population import Population, persona_named
 from marketing.rfm import GROUPS as RFM_GROUPS
 from marketing.segments import SegmentEvaluator, SegmentStore
@@ -99,14 +99,8 @@ class Crowd:
             raise PortraitError("--all takes no value; every other crowd names one")
         if self.within_days is not None and self.kind != "bought_category":
             raise PortraitError("--within-days is a positive number of days, only with --bought-category")
-        days = self.within_days
-        if days is not None and (
-            isinstance(days, bool) or not isinstance(days, int) or not 0 < days <= MAX_WINDOW_DAYS
-        ):
-            # a longer window started before the calendar's first day (an OverflowError)
-            raise PortraitError(
-                f"--within-days is a positive number of days, at most {MAX_WINDOW_DAYS:,} (a century), got {days!r}"
-            )
+        if self.within_days is not None:
+            check_window_days(self.within_days)
 
     def describe(self) -> str:
         if self.kind == "all":

@@ -35,7 +35,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from marketing.filters import MAX_WINDOW_DAYS  # a century: far from the calendar's end (year 1)
+from marketing.filters import check_window_days
 from portrait.contract import purchase_order
 from portrait.errors import PortraitError
 from portrait.privacy import holds_personal_value
@@ -104,11 +104,7 @@ def parse_steps(steps: str | list[str]) -> list[str]:
 
 
 def check_window(within_days: int) -> int:
-    if isinstance(within_days, bool) or not isinstance(within_days, int) or not 0 < within_days <= MAX_WINDOW_DAYS:
-        raise FunnelError(
-            f"--within-days must be a whole number of days from 1 to {MAX_WINDOW_DAYS:,}, got {within_days!r}"
-        )
-    return within_days
+    return check_window_days(within_days, FunnelError)
 
 
 def _midnight(day: dt.date) -> dt.datetime:

@@ -1047,7 +1047,8 @@ def test_a_crowd_window_outside_one_to_a_century_is_refused_not_an_overflow(days
     from marketing.crowd import crowd_from_options
 
     with pytest.raises(
-        PortraitError, match=rf"^--within-days is a positive number of days, at most 36,600 \(a century\), got {days}$"
+        PortraitError,
+        match=rf"^--within-days must be a whole number of days from 1 to 36,600, got {days} \(a positive number of days, at most a century\)$",
     ):
         crowd_from_options(bought_category="FLUID MILK PRODUCTS", within_days=days)
     assert crowd_from_options(bought_category="FLUID MILK PRODUCTS", within_days=36_600).within_days == 36_600
