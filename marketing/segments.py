@@ -183,7 +183,11 @@ class SegmentStore:
         check_name(segment.name)
         # served to every key and shown on every page: what the segment is for, not who is in it
         refuse_personal_text(
-            segment.description, "--description", MAX_DESCRIPTION, "served to every API key and report reader"
+            segment.description,
+            "--description",
+            MAX_DESCRIPTION,
+            "served to every API key and report reader",
+            "what the segment is for (a campaign's brief)",
         )
         if self.exists(segment.name) and not replace:
             raise ConfigError(f"segment {segment.name!r} exists already (delete it first, or use --replace)")

@@ -826,15 +826,17 @@ def sensitive_terms(text: str | None, sensitive: list[str]) -> list[str]:
     return [name for name in sensitive if folded(name) in words]
 
 
-def refuse_personal_text(text: str, option: str, limit: int, kept: str) -> None:
-    """Refuse free text kept beside customers (a forget reason, a manual tag's note) that is
-    longer than ``limit`` or holds an e-mail address or a phone number: such fields are for a
-    reference (a ticket number, a campaign), never for the person's details. ``kept`` says
-    where the text would stay."""
+def refuse_personal_text(
+    text: str, option: str, limit: int, kept: str, instead: str = "a reference such as a ticket number"
+) -> None:
+    """Refuse free text kept beside customers (a forget reason, a manual tag's note, a
+    segment's description) that is longer than ``limit`` or holds an e-mail address or a phone
+    number: such fields are for ``instead`` (a ticket number, a campaign), never for a person's
+    details. ``kept`` says where the text would stay."""
     if len(text) > limit:
-        raise PortraitError(f"{option} is {len(text)} characters; at most {limit}: a reference such as a ticket number")
+        raise PortraitError(f"{option} is {len(text)} characters; at most {limit}: {instead}")
     if holds_personal_value(text):
         raise PortraitError(
-            f"{option} holds an e-mail address or a phone number; it is {kept}, so give a reference such as a "
-            "ticket number instead (nothing was changed)"
+            f"{option} holds an e-mail address or a phone number; it is {kept}, so give {instead} instead "
+            "(nothing was changed)"
         )
