@@ -400,11 +400,16 @@ def _same_layout_groups(files: tuple[CsvFile, ...]) -> list[list[CsvFile]]:
 
 
 def _first_line(path: Path) -> bytes:
+    """The file's first line, without its end: a line ends at a line feed or, in a file whose
+    lines end with a carriage return alone (Excel for Mac's "CSV (Macintosh)"), at that; the
+    whole file read as one line was a traceback from the header's reader. (Not in UTF-16 text,
+    where a character's byte can be a carriage return's: "č" is 0D 01.)"""
     try:
         with open_bytes(path) as handle:
-            return handle.readline(1 << 20).rstrip(b"\r\n")
+            line = handle.readline(1 << 20)
     except OSError:
         return b""
+    return (line if b"\x00" in line else line.split(b"\r", 1)[0]).rstrip(b"\r\n")
 
 
 @dataclass(frozen=True)

@@ -849,3 +849,16 @@ def test_a_big_endian_utf16_file_that_does_not_decode_is_refused_naming_the_byte
     folder = _dataset(tmp_path, b"\xfe\xff" + text.encode("utf-16-be") + b"\x00")  # an odd last byte
     with pytest.raises(ContractError, match=r"purchases.csv is not utf-16 throughout: byte b'\\x00' at line 3"):
         validate(open_dataset(folder))
+
+
+def test_a_file_whose_lines_end_with_a_carriage_return_alone_is_read(tmp_path):
+    """Excel for Mac's "CSV (Macintosh)": the header's reader took the whole file for one line
+    and stopped with a traceback (new-line character seen in unquoted field)."""
+    text = "order_id,customer_id,ts,amount\ro1,c1,2024-01-05 10:00:00,10\ro2,c2,2024-01-06 10:00:00,12\r"
+    folder = _dataset(tmp_path, text.encode())
+    report = validate(open_dataset(folder))
+    assert report.tables[0].valid_rows == 2 and report.quarantined_rows == 0
+    utf16 = "order_id,customer_id,ts,amount,\u010dlen\r\no1,c1,2024-01-05 10:00:00,10,x\r\n"  # č is 0D 01
+    (tmp_path / "wide").mkdir()
+    folder = _dataset(tmp_path / "wide", utf16.encode("utf-16"))
+    assert open_dataset(folder).sources["purchases"].file_headers[str(folder / "purchases.csv")][-1] == "\u010dlen"
