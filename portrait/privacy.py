@@ -823,6 +823,8 @@ def sensitive_terms(text: str | None, sensitive: list[str]) -> list[str]:
         return unicodedata.normalize("NFC", word).casefold()
 
     words = {folded(w) for w in re.findall(r"[^\W\d]\w*", unicodedata.normalize("NFC", text))}
+    # ...or the whole text, a report cell's dimension named as the column is ("Marital Status")
+    words.add(folded(text.strip()))
     return [name for name in sensitive if folded(name) in words]
 
 

@@ -241,6 +241,37 @@ def test_marketing_keys_cannot_filter_or_drill_down_by_a_sensitive_attribute(wor
     assert drill.status_code == 403 and "may not drill into report cells by sensitive" in drill.json()["detail"]
 
 
+def test_a_report_cell_named_by_a_sensitive_columns_own_name_is_refused(tmp_path):
+    """A cell names its dimension by the column's own name as well as by its slug: a marketing
+    key pulled the customers of "género = f" and "Marital Status = Married", which the check of
+    ASCII words (genero, marital, status) did not see."""
+    from marketing.segments import Evaluated, Segment, SegmentStore, record_refresh
+
+    customers = CUSTOMERS.assign(
+        **{"género": ["f", "m", "f", "m", "f"], "Marital Status": ["Married", "Single", "Married", "Single", None]}
+    )
+    data = write_tables(tmp_path / "data", purchases=PURCHASES, events=EVENTS, customers=customers)
+    (data / "portrait.toml").write_text('[privacy]\nsensitive_columns = ["GÉNERO", "marital status"]\n')
+    scores = write_scores(tmp_path / "scores", data)
+    store = SegmentStore(tmp_path / "segments")
+    store.save(Segment("meat", where="purchased(category = 'Meat') > 0"))
+    record_refresh(store, Evaluated("meat", pd.Series(["C", "D"]), 5, dt.date.fromisoformat(AS_OF)))
+    keys = tmp_path / "keys.toml"
+    marketing, analyst = add_key(keys, "campaigns", "marketing"), add_key(keys, "alice", "analyst")
+    settings = ServeSettings(scores=scores, segments=store.folder, keys=keys, audit=tmp_path / "audit.log")
+    client = TestClient(build_app(settings))
+    for cell in ("género = f", "ge\u0301nero = f", "Marital Status = Married", "marital status = Married"):
+        drill = client.get(
+            "/crowds/customers", params={"segment": "meat", "cell": cell}, headers={"X-API-Key": marketing}
+        )
+        assert drill.status_code == 403, (cell, drill.text)
+        assert "may not drill into report cells by sensitive" in drill.json()["detail"]
+    answered = client.get(
+        "/crowds/customers", params={"segment": "meat", "cell": "género = f"}, headers={"X-API-Key": analyst}
+    )
+    assert answered.status_code == 200, answered.text
+
+
 def test_a_revoked_key_stops_working_without_a_restart(world):
     settings, keys = world
     client = TestClient(build_app(settings))

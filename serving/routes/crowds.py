@@ -192,7 +192,7 @@ def build_crowds_router(
         """A page of the customers of one report cell who may be contacted; recorded in the audit log."""
         crowd, date, current = crowd_and_date(segment, tag, persona, as_of)
         sensitive = _sensitive_dimensions(current)
-        refuse_sensitive_terms(caller, cell.split("=")[0], sensitive, "drill into report cells by")
+        refuse_sensitive_terms(caller, cell.split("=")[0].strip(), sensitive, "drill into report cells by")
         refuse_sensitive_terms(
             caller,
             _crowd_reads(segment, tag, segments_dir, tags_library, current.run),
@@ -305,7 +305,9 @@ def _sensitive_dimensions(sources: CrowdSources) -> list[str]:
 
     privacy = privacy_now(sources.data)
     features = [feature.name for feature in sensitive_attribute_features(privacy)]
-    return features + [name for c in privacy.sensitive_columns for name in attribute_dimension_names(c)]
+    # and each column's own name, which a report cell may name its dimension by ("género = f")
+    own = list(privacy.sensitive_columns)
+    return features + own + [name for c in privacy.sensitive_columns for name in attribute_dimension_names(c)]
 
 
 def _freshness(sources: CrowdSources) -> tuple[str, int]:
