@@ -318,6 +318,11 @@ def check_csv(path: Path) -> tuple[str, list[str]]:
     header_line = next(stream, None)
     if header_line is None or not header_line.strip():
         raise PortraitError(f"{path} is empty: expected a header line with customer_id, id_type, id_value")
+    if "\r" in header_line.rstrip("\r\n"):  # the whole file read as one line: the reader's traceback
+        raise PortraitError(
+            f"{path}: its lines end with a carriage return alone (an old Mac format); save it with line feeds "
+            "(LF or CRLF) (nothing was written)"
+        )
     delimiter = next(
         (d for d in _DELIMITERS if "id_value" in next(csv.reader([header_line], delimiter=d))), _DELIMITERS[0]
     )

@@ -199,6 +199,8 @@ def test_the_map_built_on_a_connection_equals_the_full_graphs():
         # no header line: the first row's identifiers are not repeated in the message
         (b"C1,email,alice@example.com\n", r"3 field\(s\), none of them customer_id, id_type or id_value;(?!.*alice)"),
         (b"", r"is empty: expected a header line"),
+        # an old Mac file: one line to the reader, a traceback (new-line character seen in unquoted field)
+        (b"customer_id,id_type,id_value\rC1,email,a@x.com\r", r"lines end with a carriage return alone(?!.*a@x)"),
     ],
 )
 def test_hashing_reads_the_csv_strictly_and_writes_nothing_on_a_bad_line(tmp_path, monkeypatch, content, message):
