@@ -38,7 +38,7 @@ from features.plan import (
     purchase_steps,
     timestamp_literal,
 )
-from portrait.contract import MISSING_VALUE_WORDS, placeholder_word_expr
+from portrait.contract import MISSING_NUMBER_WORDS, MISSING_VALUE_WORDS, placeholder_word_expr
 from portrait.dataset import Dataset
 from portrait.engine import Engine, as_engine
 from portrait.errors import PortraitError
@@ -283,20 +283,23 @@ def attribute_kinds(con: duckdb.DuckDBPyConnection | Engine, decimal: str = ".")
         # (an age, an income) are numbers, where a handful of numeric codes stays a category;
         # nearly one value per customer names people, not groups: not an attribute.
         # A word for no value ("NULL", "N/A") is no value: it made an age column a category.
-        # Every count reads the value so ("NaN" is no value here, but TRY_CAST reads it as a number).
+        # Every count reads the value so ("NaN" is no value here, but TRY_CAST reads it as a number);
+        # a column is of dates or numbers when all its values but the words for none in such a
+        # column (R's NA, a dash: MISSING_NUMBER_WORDS) are.
         counts = "COUNT(*), " + ", ".join(
             f"COUNT({v}), COUNT(TRY_CAST({v} AS DATE)), COUNT({text_number(f'TRIM({v})', decimal)}), "
             f"COUNT(DISTINCT {v}), "
-            f"COUNT(CASE WHEN regexp_matches(TRIM({v}), '{_OTHER_DATE_SHAPE}') THEN 1 END)"
-            for v in (present_text(quote_ident(n)) for n in text)
+            f"COUNT(CASE WHEN regexp_matches(TRIM({v}), '{_OTHER_DATE_SHAPE}') THEN 1 END), "
+            f"COUNT({present_text(q, MISSING_NUMBER_WORDS)})"
+            for q, v in ((quote_ident(n), present_text(quote_ident(n))) for n in text)
         )
         rows, *row = engine.rows(f"SELECT {counts} FROM customers")[0]
         for i, name in enumerate(text):
-            present, dates, numbers, distinct, other_dates = row[5 * i : 5 * i + 5]
+            present, dates, numbers, distinct, other_dates, measured = row[6 * i : 6 * i + 6]
             floor = SPARSE_IDENTIFIER_LIKE if present * 2 < rows else IDENTIFIER_LIKE
-            if present and present == dates:
+            if present and measured == dates:
                 kinds[name] = "date"
-            elif present and present == numbers:
+            elif present and measured == numbers:
                 if distinct > NUMERIC_CODES:
                     kinds[name] = "number"
             elif present and present == other_dates:  # 31/12/2023: which is the day is not guessed
@@ -395,10 +398,10 @@ def _attribute_select(
     return f"SELECT {', '.join(parts)} FROM customers"
 
 
-def present_text(column: str) -> str:
-    """SQL: the text column's value, NULL where it is a word for no value
-    (:data:`portrait.contract.MISSING_VALUE_WORDS`: "NULL", "N/A", "\\N")."""
-    return f"CASE WHEN {placeholder_word_expr(column, MISSING_VALUE_WORDS)} THEN NULL ELSE {column} END"
+def present_text(column: str, words: tuple[str, ...] = MISSING_VALUE_WORDS) -> str:
+    """SQL: the text column's value, NULL where it is a word for no value (``words``, by
+    default :data:`portrait.contract.MISSING_VALUE_WORDS`: "NULL", "N/A", "\\N")."""
+    return f"CASE WHEN {placeholder_word_expr(column, words)} THEN NULL ELSE {column} END"
 
 
 def _register_vocabulary(con: duckdb.DuckDBPyConnection | Engine, vocab: Vocabulary) -> None:

@@ -186,6 +186,8 @@ def placeholder_expr(value: str) -> str:
 # NULL, and a gender column three-valued). Narrower than the identifiers' list: "NA" can be a
 # region and "unknown" an answer someone gave.
 MISSING_VALUE_WORDS = ("null", "nan", "n/a", "#n/a", "\\n", "(null)", "none", "nil", "undefined")
+# ...and in a column of numbers or dates, where no such text can be a value: R's NA, a dash.
+MISSING_NUMBER_WORDS = (*MISSING_VALUE_WORDS, "na", "n.a.", "-", "--", "?", "missing", "unknown")
 
 
 def placeholder_word_expr(value: str, words: tuple[str, ...] = PLACEHOLDER_ID_VALUES) -> str:
