@@ -190,6 +190,12 @@ MISSING_VALUE_WORDS = ("null", "nan", "n/a", "#n/a", "\\n", "(null)", "none", "n
 MISSING_NUMBER_WORDS = (*MISSING_VALUE_WORDS, "na", "n.a.", "-", "--", "?", "missing", "unknown")
 
 
+def is_missing_word(value: object, words: tuple[str, ...] = MISSING_VALUE_WORDS) -> bool:
+    """Python's side of :func:`placeholder_word_expr`: ``value`` is text that is one of ``words``
+    (any case, spaces around it)."""
+    return isinstance(value, str) and value.strip(" ").lower() in words
+
+
 def placeholder_word_expr(value: str, words: tuple[str, ...] = PLACEHOLDER_ID_VALUES) -> str:
     """SQL true when the text ``value`` is one of ``words`` (any case, spaces around it): by
     default an export's word for "no customer" (a guest order) or "no order". Such a customer

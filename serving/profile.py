@@ -1159,6 +1159,7 @@ class _PersonData:
         return False
 
     def attributes(self, include_sensitive: bool, note) -> Attributes | None:
+        from portrait.contract import is_missing_word
         from portrait.privacy import safe_attribute_columns
 
         if not self.dataset.has("customers"):
@@ -1198,7 +1199,8 @@ class _PersonData:
             ).fetchall()[0]
             source = chosen[0] or chosen[1] or self.person_id
         return Attributes(
-            values=[Attribute(name=c, value=_text(row[c])) for c in shown],
+            # a word for no value ("N/A", "NULL") is shown as none, as the features read it
+            values=[Attribute(name=c, value=None if is_missing_word(row[c]) else _text(row[c])) for c in shown],
             from_customer_id=source,
             sensitive_left_out=0 if include_sensitive else len(hidden),
         )

@@ -944,3 +944,14 @@ def test_money_that_cancels_shows_as_zero_and_one_order_is_singular():
         "1,500 orders",
         "- orders",
     ]
+
+
+def test_a_word_for_no_value_in_the_customers_row_is_shown_as_none(world, tmp_path):
+    """The features read "N/A" as no value; the profile showed it as the region's value."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(world["data"], data)
+    CUSTOMERS.assign(region=["N/A", "south", "east"]).to_parquet(data / "customers.parquet", index=False)
+    profile = build_profile("c1", ProfileSources(data=data, as_of=dt.date(2025, 3, 5)), compute_reasons=False)
+    assert dict((a.name, a.value) for a in profile.attributes.values)["region"] is None
