@@ -75,10 +75,18 @@ def write_scores(folder: Path, data: Path, as_of: str = AS_OF, scores=SCORES) ->
 
 @pytest.fixture
 def world(tmp_path):
+    return _world(tmp_path, CUSTOMERS, ["age_band"])
+
+
+def _world(tmp_path, customers: pd.DataFrame, sensitive: list[str]):
+    """Served settings over a small data set with ``customers`` and its ``sensitive`` columns,
+    a segment "meat", and two keys: (settings, {role: headers})."""
+    import json
+
     from marketing.segments import Evaluated, Segment, SegmentStore, record_refresh
 
-    data = write_tables(tmp_path / "data", purchases=PURCHASES, events=EVENTS, customers=CUSTOMERS)
-    (data / "portrait.toml").write_text('[privacy]\nsensitive_columns = ["age_band"]\n')
+    data = write_tables(tmp_path / "data", purchases=PURCHASES, events=EVENTS, customers=customers)
+    (data / "portrait.toml").write_text(f"[privacy]\nsensitive_columns = {json.dumps(sensitive, ensure_ascii=False)}\n")
     scores = write_scores(tmp_path / "scores", data)
     store = SegmentStore(tmp_path / "segments")
     store.save(Segment("meat", where="purchased(category = 'Meat') > 0"))
@@ -245,20 +253,11 @@ def test_a_report_cell_named_by_a_sensitive_columns_own_name_is_refused(tmp_path
     """A cell names its dimension by the column's own name as well as by its slug: a marketing
     key pulled the customers of "género = f" and "Marital Status = Married", which the check of
     ASCII words (genero, marital, status) did not see."""
-    from marketing.segments import Evaluated, Segment, SegmentStore, record_refresh
-
     customers = CUSTOMERS.assign(
         **{"género": ["f", "m", "f", "m", "f"], "Marital Status": ["Married", "Single", "Married", "Single", None]}
     )
-    data = write_tables(tmp_path / "data", purchases=PURCHASES, events=EVENTS, customers=customers)
-    (data / "portrait.toml").write_text('[privacy]\nsensitive_columns = ["GÉNERO", "marital status"]\n')
-    scores = write_scores(tmp_path / "scores", data)
-    store = SegmentStore(tmp_path / "segments")
-    store.save(Segment("meat", where="purchased(category = 'Meat') > 0"))
-    record_refresh(store, Evaluated("meat", pd.Series(["C", "D"]), 5, dt.date.fromisoformat(AS_OF)))
-    keys = tmp_path / "keys.toml"
-    marketing, analyst = add_key(keys, "campaigns", "marketing"), add_key(keys, "alice", "analyst")
-    settings = ServeSettings(scores=scores, segments=store.folder, keys=keys, audit=tmp_path / "audit.log")
+    settings, keys = _world(tmp_path, customers, ["GÉNERO", "marital status"])
+    marketing, analyst = keys["marketing"]["X-API-Key"], keys["analyst"]["X-API-Key"]
     client = TestClient(build_app(settings))
     for cell in ("género = f", "ge\u0301nero = f", "Marital Status = Married", "marital status = Married"):
         drill = client.get(
