@@ -136,6 +136,9 @@ class ModelCard(_Card):
         return TASKS[self.task]
 
 
+MODEL_NAME_LENGTH = 200
+
+
 def is_model_name(name: object) -> bool:
     """A registered model's name (an experiment's or a persona fit's): letters, digits, '_' or
     '-', at most :data:`MODEL_NAME_LENGTH` characters. Checked where one is given (a
@@ -147,8 +150,6 @@ def is_model_name(name: object) -> bool:
         and name.replace("_", "").replace("-", "").isalnum()
     )
 
-
-MODEL_NAME_LENGTH = 200
 
 PERSONA_LABEL = "persona"  # the label of a persona card: what readers tell persona models by
 
