@@ -5,9 +5,10 @@ consent rules leave out; every pull is recorded in the audit log (``portrait.aud
 # Annotated[..., Depends(access.caller)] parameters, which name a local of the builder.
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from models.task import MODEL_NAME_LENGTH
 from portrait.audit import record_export
 from portrait.errors import Conflict
 from serving.keys import Caller
@@ -61,7 +62,7 @@ def build_lists_router(state: ServeState, access: Access) -> APIRouter:
 
     @router.get("/lists/{model_name}", response_model=MarketingList)
     def marketing_list(
-        model_name: str,
+        model_name: Annotated[str, Path(max_length=MODEL_NAME_LENGTH, description="A registered model's name")],
         caller: Annotated[Caller, Depends(access.caller)],
         top: int | None = Query(None, ge=1, le=1_000_000, description="At most this many, best first"),
         min_percentile: float | None = Query(None, ge=0, le=100),
