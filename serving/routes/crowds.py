@@ -150,12 +150,8 @@ def build_crowds_router(
             if key in store:
                 store.move_to_end(key)
                 return store[key]
-        try:
+        with _unknown_crowd_not_found():
             answer = compute()
-        except PortraitError as exc:
-            if str(exc).startswith(UNKNOWN_CROWD):
-                raise NotFound(str(exc)) from None
-            raise
         with lock:
             store[key] = answer
             while len(store) > CACHED:
@@ -261,12 +257,19 @@ def _check_named(crowd, segments_dir: Path | None, tags_library: Path | None) ->
     if crowd.kind == "segment":
         check_name(crowd.value)
     if crowd.kind in ("segment", "tag"):
-        try:
+        with _unknown_crowd_not_found():
             check_crowd_named(crowd, SegmentStore(segments_dir), load_library(tags_library))
-        except PortraitError as exc:
-            if str(exc).startswith(UNKNOWN_CROWD):
-                raise NotFound(str(exc)) from None
-            raise
+
+
+@contextmanager
+def _unknown_crowd_not_found() -> Iterator[None]:
+    """A crowd the request names that does not exist (no such segment, tag or persona) is a 404."""
+    try:
+        yield
+    except PortraitError as exc:
+        if str(exc).startswith(UNKNOWN_CROWD):
+            raise NotFound(str(exc)) from None
+        raise
 
 
 def _crowd_reads(
