@@ -57,13 +57,14 @@ import os
 import re
 import tomllib
 import zoneinfo
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import duckdb
 import pandas as pd
 
 from portrait import connections, contract
+from portrait.csv_dialect import QuotedDialect, missed_quoting
 from portrait.errors import ConfigError, ContractError
 from portrait.files import atomic_target, open_bytes
 from portrait.forget import tombstone_files
@@ -123,6 +124,7 @@ class CsvFile:
     encoding: str  # the encoding it is in (shown in the report)
     how: str  # why that encoding: "default", "configured", "byte-order mark", "first that decodes"
     read_path: Path | None = None  # a UTF-8 copy DuckDB reads instead, for encodings it lacks
+    quoting: QuotedDialect | None = None  # the dialect it is read with when the sniffer missed its quotes
 
     @property
     def duckdb_encoding(self) -> str:
@@ -361,9 +363,7 @@ class TableSource:
             paths = "[" + ", ".join(quote_literal(str(p)) for p in self.files) + "]"
             return f"read_parquet({paths}, union_by_name = true)"
         files = self.resolved_csv_files()
-        options = f"header = true, all_varchar = true, max_line_size = {MAX_CSV_LINE_BYTES}"
-        if self.delimiter:
-            options += f", delim = {quote_literal(self.delimiter)}"
+        options = f"max_line_size = {MAX_CSV_LINE_BYTES}"
         if keep_rejects:
             errors, scans = self.rejects_tables()
             # DuckDB keeps rejects only without union_by_name: files with one header and one
@@ -376,26 +376,33 @@ class TableSource:
         scans = []
         for group in groups:
             paths = "[" + ", ".join(quote_literal(str(f.scanned_path)) for f in group) + "]"
-            encoding = group[0].duckdb_encoding
+            encoding, quoting = group[0].duckdb_encoding, group[0].quoting
+            dialect = f"header = true, all_varchar = true, {options}"
+            if quoting is not None:
+                dialect = f"{quoting.read_options()}, {options}"
+            elif self.delimiter:
+                dialect += f", delim = {quote_literal(self.delimiter)}"
             extra = f", encoding = {quote_literal(encoding)}" if encoding != "utf-8" else ""
-            scans.append(f"read_csv({paths}, {options}{extra})")
+            scans.append(f"read_csv({paths}, {dialect}{extra})")
         if len(scans) == 1:
             return scans[0]
         return "(" + " UNION ALL BY NAME ".join(f"SELECT * FROM {scan}" for scan in scans) + ")"
 
 
 def _by_encoding(files: tuple[CsvFile, ...]) -> list[list[CsvFile]]:
-    groups: dict[str, list[CsvFile]] = {}
+    """Files read by one ``read_csv`` call stacking them by column name: the same encoding and
+    quoting."""
+    groups: dict[tuple[str, QuotedDialect | None], list[CsvFile]] = {}
     for f in files:
-        groups.setdefault(f.duckdb_encoding, []).append(f)
+        groups.setdefault((f.duckdb_encoding, f.quoting), []).append(f)
     return list(groups.values())
 
 
 def _same_layout_groups(files: tuple[CsvFile, ...]) -> list[list[CsvFile]]:
-    """Files that can be read by one ``read_csv`` call: the same encoding and header line."""
-    groups: dict[tuple[str, bytes], list[CsvFile]] = {}
+    """Files that can be read by one ``read_csv`` call: the same encoding, header line and quoting."""
+    groups: dict[tuple[str, bytes, QuotedDialect | None], list[CsvFile]] = {}
     for f in files:
-        groups.setdefault((f.duckdb_encoding, _first_line(f.scanned_path)), []).append(f)
+        groups.setdefault((f.duckdb_encoding, _first_line(f.scanned_path), f.quoting), []).append(f)
     return list(groups.values())
 
 
@@ -522,7 +529,11 @@ def open_dataset(path: str | Path) -> Dataset:
                 delimiter=table_config.get("delimiter"),
                 decimal=table_config.get("decimal", "."),
                 encodings=encodings,
-                csv_files=tuple(_csv_file(f, encodings, table.name) for f in files) if is_csv else (),
+                csv_files=tuple(
+                    _quoting_checked(_csv_file(f, encodings, table.name), table_config.get("delimiter")) for f in files
+                )
+                if is_csv
+                else (),
                 guard=_guard(table.name, privacy),
             )
         elif table.required:
@@ -695,6 +706,13 @@ def _csv_file(path: Path, encodings: tuple[str, ...], table_name: str) -> CsvFil
     return CsvFile(
         path, _shown(chosen), how + "; converted to UTF-8 for reading", _converted_copy(path, chosen, table_name)
     )
+
+
+def _quoting_checked(csv_file: CsvFile, delimiter: str | None) -> CsvFile:
+    """``csv_file`` with the quoting to read it with when DuckDB's sniffer would miss it
+    (:mod:`portrait.csv_dialect`)."""
+    quoting = missed_quoting(csv_file.scanned_path, csv_file.duckdb_encoding, delimiter)
+    return csv_file if quoting is None else replace(csv_file, quoting=quoting)
 
 
 def _shown(codec: str) -> str:

@@ -845,6 +845,7 @@ def _collect_malformed(con, source: TableSource) -> dict[str, int]:
             "text VARCHAR, byte BIGINT)"
         )
         return {}
+    _refuse_runaway_quote(con, source, errors, scans)
     # A line that may hold personal data (TableSource.private_lines), or that holds an e-mail
     # address or a phone number in any field (a memo, a payload): its text is not kept.
     # The line without its end: in a CRLF file DuckDB's copy starts with the previous line's \n.
@@ -871,6 +872,29 @@ def _collect_malformed(con, source: TableSource) -> dict[str, int]:
     if not source.private_lines:
         _keep_raw_bytes(con, target, {f.path for f in source.resolved_csv_files() if f.read_path is None})
     return {reason: int(n) for reason, n in con.execute(f"SELECT reason, COUNT(*) FROM {target} GROUP BY 1").fetchall()}
+
+
+def _refuse_runaway_quote(con, source: TableSource, errors: str, scans: str) -> None:
+    """Raise :class:`ContractError` when a line the reader could not read runs over more lines:
+    a quote opened on it and never closed took the lines after it (up to the next quote, maybe
+    the end of the file) as text inside the quotes. They are lost, not malformed lines, and
+    counted as one; a file read with quotes cannot tell them from a value holding line breaks.
+    (CSV quoting: :mod:`portrait.csv_dialect`.)"""
+    text = "trim(e.csv_line, chr(13) || chr(10))"
+    found = con.execute(
+        f"SELECT s.file_path, min(e.line) FROM {quote_ident(errors)} e JOIN {quote_ident(scans)} s "
+        f"USING (scan_id, file_id) WHERE strpos({text}, chr(10)) > 0 GROUP BY 1 ORDER BY 1 LIMIT 1"
+    ).fetchall()
+    if not found:
+        return
+    read_path, line = found[0]
+    shown = next((str(f.path) for f in source.resolved_csv_files() if str(f.read_path) == read_path), read_path)
+    raise ContractError(
+        f"{shown} line {int(line):,}: a quoted value opens on this line and is not closed on it, so the reader "
+        "took the lines after it as text inside the quotes and could not read them. Close the quote on that line "
+        '(a quote inside a quoted value is written twice: "TV 55"" LED"), then read the file again',
+        table=source.table,
+    )
 
 
 _RAW_BYTES_LINES = 10_000  # lines re-read from their file at most (one seek each)

@@ -712,11 +712,64 @@ def test_an_empty_file_is_named_not_a_missing_column(tmp_path):
         open_dataset(folder).connect()
 
 
-def test_an_unterminated_quote_is_suggested_when_most_lines_are_unreadable(tmp_path):
+def test_an_unterminated_quote_is_named_by_its_line(tmp_path):
+    """Read unquoted (before 2026-12-06) most lines were unreadable and the refusal could only
+    suggest an unclosed quote; read with quotes, the reader takes the lines after it as text
+    inside the quotes, and the file is refused at that line."""
     lines = [f'o{i},c{i},2024-01-05,{i},"cat, {i}"\n' for i in range(50)]
     lines[20] = 'o20,c20,2024-01-05,20,"never closed\n'
     folder = _dataset(tmp_path, (HEADER + "".join(lines)).encode())
-    with pytest.raises(ContractError, match="open a quote it never closes"):
+    with pytest.raises(
+        ContractError, match=r"purchases.csv line 22: a quoted value opens on this line and is not closed"
+    ):
+        validate(open_dataset(folder))
+
+
+def _quoted_lines(n: int) -> list[str]:
+    """``n`` good purchase lines, every fourth one's category quoted because it holds a comma."""
+    categories = ['"Home, Garden"' if i % 4 == 0 else "Food" for i in range(n)]
+    return [f"o{i},c{i % 50},2024-01-05 10:00:00,{i % 7}.5,{categories[i]}\n" for i in range(n)]
+
+
+def test_one_stray_quote_leaves_the_other_quoted_values_readable(tmp_path):
+    """A quote inside a quoted value not doubled made DuckDB's sniffer read the whole file
+    unquoted: every quoted value holding a comma split in two, 75 of 301 lines quarantined."""
+    lines = _quoted_lines(300)
+    lines[150] = 'o999,c1,2024-01-05 10:00:00,3.0,"TV 55" LED"\n'
+    folder = _dataset(tmp_path, (HEADER + "".join(lines)).encode())
+    report = validate(open_dataset(folder))
+    assert report.tables[0].quarantined == {"malformed_row": 1}
+    assert report.tables[0].malformed_lines[0]["line"] == 152
+    con = open_dataset(folder).connect()
+    assert con.execute("SELECT category, COUNT(*) FROM purchases GROUP BY 1 ORDER BY 1").fetchall() == [
+        ("Food", 224),
+        ("Home, Garden", 75),
+    ]
+
+
+def test_values_quoted_throughout_lose_their_quotes_despite_a_stray_one(tmp_path):
+    """Every value quoted (as Excel and pandas' QUOTE_ALL write them) and one stray quote: read
+    unquoted, the header's names kept their quotes and no contract column was found."""
+    header = '"order_id","customer_id","ts","amount","category"\n'
+    lines = [f'"o{i}","c{i % 50}","2024-01-05 10:00:00",{i % 7}.5,"Food"\n' for i in range(300)]
+    lines[10] = '"o10","c10","2024-01-05 10:00:00",3.0,"TV 55" LED"\n'
+    folder = _dataset(tmp_path, (header + "".join(lines)).encode())
+    report = validate(open_dataset(folder))
+    assert (report.tables[0].valid_rows, report.tables[0].quarantined) == (299, {"malformed_row": 1})
+    con = open_dataset(folder).connect()
+    assert con.execute("SELECT MIN(order_id), MIN(customer_id), MAX(category) FROM purchases").fetchall() == [
+        ("o0", "c0", "Food")
+    ]
+
+
+def test_an_unclosed_quote_after_the_sniffed_lines_stops_the_read_at_its_line(tmp_path):
+    """A quoted file sniffed as quoted, with a quote never closed on line 25,002: the reader
+    took every line after it for text inside the quotes and counted one malformed line (24,999
+    of 30,000 rows read, exit 0)."""
+    lines = _quoted_lines(30_000)
+    lines[25_000] = 'o25000,c1,2024-01-05 10:00:00,3.0,"TV 55\n'
+    folder = _dataset(tmp_path, (HEADER + "".join(lines)).encode())
+    with pytest.raises(ContractError, match=r"purchases.csv line 25,002: a quoted value opens on this line"):
         validate(open_dataset(folder))
 
 

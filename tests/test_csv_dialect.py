@@ -1,0 +1,65 @@
+"""Which CSV files are read with quoting the sniffer missed (portrait.csv_dialect)."""
+
+from __future__ import annotations
+
+import pytest
+
+from portrait import csv_dialect
+from portrait.csv_dialect import QuotedDialect, missed_quoting
+
+HEADER = "order_id;customer_id;ts;amount;category\n"
+
+
+def _file(tmp_path, lines: list[str], header: str = HEADER):
+    path = tmp_path / "purchases.csv"
+    path.write_text(header + "".join(lines))
+    return path
+
+
+def _lines(n: int, delimiter: str = ";") -> list[str]:
+    fields = [["o{i}", "c{i}", "2024-01-05", "1.5", '"Home; Garden"' if i % 2 else "Food"] for i in range(n)]
+    return [delimiter.join(f.format(i=i) for f in row) + "\n" for i, row in enumerate(fields)]
+
+
+def test_a_stray_quote_gives_the_delimiter_and_the_header_names(tmp_path):
+    lines = _lines(20)
+    lines[4] = 'o4;c4;2024-01-05;1.5;"TV 55" LED"\n'
+    assert missed_quoting(_file(tmp_path, lines), "utf-8") == QuotedDialect(
+        ";", ("order_id", "customer_id", "ts", "amount", "category")
+    )
+
+
+def test_a_clean_quoted_file_is_left_to_the_sniffer_without_asking_it(tmp_path, monkeypatch):
+    def sniffed(*args):
+        raise AssertionError("the sniffer was asked about a clean file")
+
+    monkeypatch.setattr(csv_dialect, "_sniffed", sniffed)
+    assert missed_quoting(_file(tmp_path, _lines(20)), "utf-8") is None
+
+
+@pytest.mark.parametrize(
+    "stray",
+    [
+        'o4;c4;2024-01-05;1.5;"TV 55\\" LED"\n',  # backslash-escaped quotes: not RFC 4180's
+        'o4;c4;2024-01-05;1.5;TV 55" LED\n',  # a quote inside an unquoted value, with few quoted values
+    ],
+)
+def test_files_not_in_rfc_4180_quoting_are_left_to_the_sniffer(tmp_path, stray):
+    lines = _lines(20) if "\\" in stray else [line.replace('"Home; Garden"', "Home") for line in _lines(20)]
+    lines[4] = stray
+    assert missed_quoting(_file(tmp_path, lines), "utf-8") is None
+
+
+def test_two_quoted_values_are_too_few_to_override_the_sniffer(tmp_path):
+    lines = [line.replace('"Home; Garden"', "Home") for line in _lines(20)]
+    lines[1], lines[2] = 'o1;c1;2024-01-05;1.5;"A; B"\n', 'o2;c2;2024-01-05;1.5;"A; B"\n'
+    lines[4] = 'o4;c4;2024-01-05;1.5;"TV 55" LED"\n'
+    assert missed_quoting(_file(tmp_path, lines), "utf-8") is None
+    lines[3] = 'o3;c3;2024-01-05;1.5;"A; B"\n'
+    assert missed_quoting(_file(tmp_path, lines), "utf-8") is not None
+
+
+def test_the_options_name_every_header_column_as_text():
+    options = QuotedDialect(",", ("id", "it's")).read_options()
+    assert "auto_detect = false, header = false, skip = 1" in options
+    assert "delim = ','" in options and "columns = {'id': 'VARCHAR', 'it''s': 'VARCHAR'}" in options
