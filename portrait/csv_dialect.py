@@ -78,6 +78,16 @@ def sample_lines(path: Path, encoding: str) -> list[str]:
     return [line for line in lines if line]
 
 
+def backslash_escaped(path: Path, encoding: str) -> bool:
+    """Whether the file's first lines escape quotes with a backslash (``\\"``) rather than by
+    doubling them (RFC 4180, what Excel and pandas write); False for a file that cannot be read
+    here (a path only Spark reads)."""
+    try:
+        return any('\\"' in line for line in sample_lines(path, encoding))
+    except OSError:
+        return False
+
+
 def _sniffed(path: Path, encoding: str, delimiter: str | None) -> tuple[str, str, int] | None:
     """DuckDB's choice for the file as the product reads it (its delimiter, quote, skipped
     rows), or None when it cannot sniff it."""

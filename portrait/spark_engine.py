@@ -15,7 +15,9 @@ imported inside :func:`spark_session`). What it does:
   catalog table (``--table purchases=sales.order_lines``). Personal-data columns
   (:mod:`portrait.privacy`) are dropped from the source before any view sees them. CSV is read
   as text (every value parsed by the same rules as on DuckDB); a line Spark cannot split into
-  the header's fields is set aside (``malformed_row``) as DuckDB sets it aside.
+  the header's fields is set aside (``malformed_row``) as DuckDB sets it aside. Quotes inside
+  quoted values are doubled (RFC 4180) unless the file's first lines escape them with a
+  backslash (:func:`portrait.csv_dialect.backslash_escaped`).
 - **Views**: ``raw_t``, ``cleaned_t``, ``checked_t``, ``typed_t``, ``clean_t``,
   ``duplicates_t`` and ``t`` with the SQL of :mod:`portrait.views` (``select_columns``,
   ``checked_views``, ``merged_view``), as temporary views of the session, each engine's under
@@ -58,6 +60,7 @@ from sqlglot import exp
 
 from portrait import contract
 from portrait.connections import on_interrupt
+from portrait.csv_dialect import backslash_escaped
 from portrait.dataset import (
     Dataset,
     TableSource,
@@ -792,7 +795,13 @@ def _read(engine: SparkEngine, spark_input: SparkInput, table: str):
         raise PortraitError(
             f"{table}: CSV files in several encodings are not read by the Spark engine; use --engine duckdb"
         )
-    reader = reader.option("encoding", encodings.pop())
+    encoding = encodings.pop()
+    # Spark's quotes are escaped by a backslash unless told otherwise: a doubled quote (RFC
+    # 4180: "TV 55"" LED") kept its quotes, where DuckDB's sniffer reads TV 55" LED.
+    escaped = any(
+        backslash_escaped(Path(f.scanned_path), encoding) for f in source.csv_files if f.scanned_path.is_file()
+    )
+    reader = reader.option("encoding", encoding).option("escape", "\\" if escaped else '"')
     header = reader.csv(list(paths)).schema
     from pyspark.sql import types as T
 

@@ -393,3 +393,32 @@ def test_two_data_sets_opened_on_one_session_keep_their_views_apart(spark, spark
         other.close()
     assert engine.rows(count)[0] == duck[0]
     assert not [t.name for t in spark.catalog.listTables() if t.name.startswith(other._prefix)]  # closed: no view left
+
+
+def test_quotes_in_csv_values_are_read_as_duckdb_reads_them(spark, tmp_path):
+    """Spark escapes quotes with a backslash unless told: a doubled quote (RFC 4180, as Excel and
+    pandas write it) kept both quotes and the outer ones ("TV 55"" LED"), where DuckDB reads
+    TV 55" LED. A file escaping with backslashes is read as such on both engines."""
+    from portrait.spark_engine import spark_dataset
+
+    header = "order_id,customer_id,ts,amount,category\n"
+    rows = {
+        "doubled": ['o1,c1,2024-01-05 10:00:00,1.5,"TV 55"" LED"\n', 'o2,c2,2024-01-05 10:00:00,2.5,"Home, Garden"\n'],
+        "backslash": ['o1,c1,2024-01-05 10:00:00,1.5,"TV 55\\" LED"\n', 'o2,c2,2024-01-05 10:00:00,2.5,"Home, Garden"\n'],
+    }
+    query = "SELECT order_id, category FROM purchases ORDER BY order_id"
+    for name, lines in rows.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "purchases.csv").write_text(header + "".join(lines))
+        con = open_dataset(folder).connect()
+        try:
+            duck = con.execute(query).fetchall()
+        finally:
+            con.close()
+        assert duck == [("o1", 'TV 55" LED'), ("o2", "Home, Garden")], name
+        engine, _ = spark_dataset(spark, folder)
+        try:
+            assert [tuple(r) for r in engine.rows(query)] == duck, name
+        finally:
+            engine.close()
