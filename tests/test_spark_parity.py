@@ -404,7 +404,10 @@ def test_quotes_in_csv_values_are_read_as_duckdb_reads_them(spark, tmp_path):
     header = "order_id,customer_id,ts,amount,category\n"
     rows = {
         "doubled": ['o1,c1,2024-01-05 10:00:00,1.5,"TV 55"" LED"\n', 'o2,c2,2024-01-05 10:00:00,2.5,"Home, Garden"\n'],
-        "backslash": ['o1,c1,2024-01-05 10:00:00,1.5,"TV 55\\" LED"\n', 'o2,c2,2024-01-05 10:00:00,2.5,"Home, Garden"\n'],
+        "backslash": [
+            'o1,c1,2024-01-05 10:00:00,1.5,"TV 55\\" LED"\n',
+            'o2,c2,2024-01-05 10:00:00,2.5,"Home, Garden"\n',
+        ],
     }
     query = "SELECT order_id, category FROM purchases ORDER BY order_id"
     for name, lines in rows.items():
