@@ -269,7 +269,7 @@ def parse_condition(text: str, schema: Schema, *, behaviour: bool = False) -> Co
             "between them (an operator, a quote or a space too many?)"
             + ("; numbers are written in decimal" if hexadecimal else "")
         )
-    checker = _Checker(schema, behaviour)
+    checker = _Checker(schema, behaviour, text)
     try:
         tree = checker.boolean(tree)
     except RecursionError:
@@ -304,9 +304,10 @@ def _flatten(node: exp.Expression, kind: type) -> list[exp.Expression]:
 
 
 class _Checker:
-    def __init__(self, schema: Schema, behaviour: bool):
+    def __init__(self, schema: Schema, behaviour: bool, text: str = ""):
         self.schema = schema
         self.behaviour = behaviour
+        self.text = text  # as written: the parser turns operators into functions (@x is abs(x))
         self.columns: list[str] = []
         self.terms: list[BehaviourTerm] = []
 
@@ -416,6 +417,18 @@ class _Checker:
             )
         if isinstance(node, exp.Anonymous | exp.Func):
             name = node.name.lower() if isinstance(node, exp.Anonymous) else node.sql_name().lower()
+            written = [
+                w.lower()
+                for w in re.findall(r"(?<![\w.])([A-Za-z_]\w*)\s*\(", self.text)
+                if w.lower() not in ("in", "and", "or", "not", "between", "is", "exists")
+            ]
+            if name not in written and written:  # pow(x, 2) is parsed as power(...)
+                name = written[0]
+            elif not written:
+                raise FilterError(  # "@x" or "x ^ 2": not abs(...) or power(...), which were not written
+                    "arithmetic and other operators (such as @, ^, **, ::, ->) are not part of a condition; "
+                    "compare column names with values (=, !=, <, <=, >, >=, in, between)"
+                )
             known = "the functions a condition can use are purchased(...), spent(...) and events(...)"
             raise FilterError(
                 f"{name}(...) is not a function a condition can use"

@@ -33,6 +33,10 @@ def test_is_null_and_is_not_null_by_hand():
         ("favourite_category in ('a', 2)", "compares text with a number"),
         ("spend_365d", "on its own is not a condition"),
         ("lower(favourite_category) = 'x'", r"^lower\(\.\.\.\) is not a function a condition can use"),
+        # operators the parser reads as functions the marketer never wrote (was "abs(...) is not a function")
+        ("@spend_365d > 1", r"^arithmetic and other operators \(such as @, \^, \*\*, ::, ->\) are not part of"),
+        ("spend_365d in (1, 2) and spend_365d ^ 2 > 1", r"^arithmetic and other operators"),
+        ("pow(spend_365d, 2) > 1", r"^pow\(\.\.\.\) is not a function a condition can use"),
         # no behaviour in a list's --where: where it is (the message said "is not a value")
         (
             "purchased(within_days = 3) > 0",
