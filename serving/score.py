@@ -249,10 +249,14 @@ def significant(values: np.ndarray, digits: int) -> np.ndarray:
     return np.where(np.isfinite(values), np.round(values * scale) / scale, values)
 
 
-# Scores equal to this many significant digits are one score when ranked: an average of fold
-# models gave 6,483 CDNOW customers 0.14353311 +- 1.2e-8 (float noise), which the ranks spread
-# over percentiles 4.8-32.3 and deciles 1-4.
-RANKED_DIGITS = 7
+# Scores equal to this many significant digits are one score when ranked: what differs further
+# is arithmetic's rounding (1e-16 relative; two engines' features agree to 1e-9). Not fewer: a
+# model's probabilities keep the booster's order inside a calibration step by a tie-break of
+# about 1e-9 to 1e-7 (models.propensity.TIE_BREAK), the order lists follow. At 7 digits (2026-12-06
+# morning) that order was lost: 1,265 of the Complete Journey's 2,447 customers shared one top
+# step, all at percentile 76.6, so no one reached percentile 80 ("likely repurchaser" and
+# --min-percentile 80 were empty) while a top-20 list ranked them.
+RANKED_DIGITS = 12
 
 
 def percentile_and_decile(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1094,17 +1094,29 @@ def test_scoring_the_default_models_when_one_is_not_registered_says_to_name_them
     assert code == 2 and "without --models" not in text
 
 
-def test_scores_equal_to_seven_digits_share_their_percentile_and_decile():
-    """An average of fold models gave thousands of CDNOW customers 0.14353311 +- 1.2e-8: the
-    ranks spread them over percentiles 4.8-32.3 and deciles 1-4."""
+def test_scores_equal_but_for_arithmetic_share_their_percentile_and_decile():
     from serving.score import percentile_and_decile
 
-    noisy = np.array([0.14353311, 0.14353311 + 1.2e-8, 0.14353311 - 1.1e-8, 0.3, 0.1])
-    percentile, decile = percentile_and_decile(noisy)
+    rounded = np.array([0.14353311, 0.14353311 * (1 + 4e-16), 0.14353311 * (1 - 3e-16), 0.3, 0.1])
+    percentile, decile = percentile_and_decile(rounded)
     assert percentile.tolist() == [60.0, 60.0, 60.0, 100.0, 20.0]
     assert decile.tolist() == [6, 6, 6, 10, 2]
     spend = np.array([1234.56, 1234.57, 99.0, 0.0])  # money: distinct at 7 digits
     assert percentile_and_decile(spend)[0].tolist() == [75.0, 100.0, 50.0, 25.0]
+
+
+def test_a_large_top_calibration_step_keeps_the_boosters_order_in_percentiles():
+    """Half the customers in one top calibration step, told apart only by the tie-break (1e-9
+    apart): ranked at 7 digits they all shared percentile 75.25, no one reached 80, and the
+    "likely repurchaser" tag (percentile >= 80) and --min-percentile 80 lists were empty."""
+    from serving.score import percentile_and_decile
+
+    step = 0.9997 + 1e-9 * np.arange(100)  # the top step, in the booster's order
+    lower = np.linspace(0.2, 0.9, 100)
+    percentile, decile = percentile_and_decile(np.concatenate([lower, step]))
+    assert percentile[-1] == 100.0 and percentile[100] == 50.5
+    assert int((percentile >= 80).sum()) == 41  # ranks 160-200 of 200
+    assert decile[-20:].tolist() == [10] * 20 and decile[100:110].tolist() == [6] * 10
 
 
 def test_personas_show_names_the_aliases_a_real_store_holds(registered):
