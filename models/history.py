@@ -71,10 +71,11 @@ DIRECTIONS: dict[str, int] = {
 
 def percentile(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """The share of ``reference`` at or below each value, ties counted half (the average rank
-    as a share, as ``rank(pct=True)`` gives within a population)."""
+    as a share, as ``rank(pct=True)`` gives within a population), in (0, 1]: a value above every
+    reference value is 1 (it was 1 + 0.5 / n, an RFM score above 3)."""
     below = np.searchsorted(reference, values, side="left")
     at_or_below = np.searchsorted(reference, values, side="right")
-    return (below + at_or_below) / (2.0 * len(reference)) + 0.5 / len(reference)
+    return np.minimum((below + at_or_below) / (2.0 * len(reference)) + 0.5 / len(reference), 1.0)
 
 
 def rfm_ranks(features: pd.DataFrame, reference: dict[str, np.ndarray] | None = None) -> pd.DataFrame:

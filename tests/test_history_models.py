@@ -71,6 +71,9 @@ def test_rfm_ranks_by_hand():
     # ranked against the population's own reference: the same numbers
     against = rfm_ranks(frame, rank_reference(frame))
     pd.testing.assert_frame_equal(ranks, against)
+    # a customer beyond every reference value is at the top, 1, not 1 + 0.5 / n (an RFM score of 3.5)
+    best = pd.DataFrame({"days_since_last_purchase": [0.0], "orders_lifetime": [50], "spend_lifetime": [1000.0]})
+    np.testing.assert_allclose(rfm_ranks(best, rank_reference(frame)).iloc[0].tolist(), [1.0, 1.0, 1.0, 3.0])
 
 
 def test_each_cutoff_is_its_own_population():
