@@ -93,7 +93,7 @@ def main() -> None:
             print(
                 f"tags: {len(applied.tags):,} tag rows for {applied.customers:,} customers in {tagged - started:.1f} s"
             )
-            evaluator = SegmentEvaluator(population, store, library, tags=applied.tags)
+            evaluator = SegmentEvaluator(population, store, library, applied=applied)
             evaluator.prepare(SEGMENTS)
             results = [evaluator.evaluate(segment) for segment in SEGMENTS]
             for result in results:

@@ -30,7 +30,7 @@ from marketing.filters import BehaviourTerm, FilterError, check_window_days, eva
 from marketing.population import Population, persona_named
 from marketing.rfm import GROUPS as RFM_GROUPS
 from marketing.segments import SegmentEvaluator, SegmentStore
-from marketing.tags import Library, apply_tags, levels
+from marketing.tags import Applied, Library, apply_tags, levels
 from portrait.contract import line_units, purchase_order
 from portrait.errors import PortraitError
 
@@ -244,7 +244,7 @@ class CrowdData:
         self.manual_store = manual_store
         self.say = say or (lambda message: None)
         self.has_events = population.dataset.has("events")
-        self._tags: pd.DataFrame | None = None
+        self._applied: Applied | None = None
         self._evaluator: SegmentEvaluator | None = None
         self._frame: pd.DataFrame | None = None
         self._dims: pd.DataFrame | None = None
@@ -331,7 +331,8 @@ class CrowdData:
         if crowd.kind == "segment":
             return self._rows(self.evaluator.evaluate(self.segments.load(crowd.value)).members)
         if crowd.kind == "tag":
-            tags = self.tags
+            self.applied.refuse_unscored([crowd.value], "the crowd")
+            tags = self.applied.tags
             return self._rows(tags.loc[tags["tag"] == crowd.value, "customer_id"])
         return self._persona_mask(crowd.value)
 
@@ -346,16 +347,20 @@ class CrowdData:
     def evaluator(self) -> SegmentEvaluator:
         if self._evaluator is None:
             self._evaluator = SegmentEvaluator(
-                self.population, self.segments, self.library, self.manual_store, tags=self._tags
+                self.population, self.segments, self.library, self.manual_store, applied=self._applied
             )
         return self._evaluator
 
     @property
     def tags(self) -> pd.DataFrame:
-        if self._tags is None:
+        return self.applied.tags
+
+    @property
+    def applied(self) -> Applied:
+        if self._applied is None:
             self.say("applying the tag library")
-            self._tags = apply_tags(self.library, self.population, manual_store=self.manual_store).tags
-        return self._tags
+            self._applied = apply_tags(self.library, self.population, manual_store=self.manual_store)
+        return self._applied
 
     def _rows(self, ids) -> np.ndarray:
         where = pd.Index(self.ids).get_indexer(pd.Index(pd.Series(ids, dtype="str")))

@@ -48,7 +48,7 @@ from marketing.crowd import CrowdData, Dimension, level_groups
 from marketing.filters import Schema, evaluate, parse_condition
 from marketing.population import PURCHASES_READ, Population
 from marketing.segments import SegmentStore
-from marketing.tags import Library, tags_file
+from marketing.tags import Applied, Library, skipped_in, tags_file
 from portrait import connections
 from portrait.errors import PortraitError
 from portrait.files import atomic_target, atomic_write, atomic_write_text, read_parquet
@@ -174,7 +174,7 @@ class StoredCrowdData(CrowdData):
         self.manual_store = manual_store
         self.say = say or (lambda message: None)
         self.has_events = bool(self.meta["has_events"])
-        self._tags = None
+        self._applied = None
         self._evaluator = None
         self._dims = None
         self._per_customer = {}
@@ -275,13 +275,17 @@ class StoredCrowdData(CrowdData):
         return self._score_table(columns)
 
     @property
-    def tags(self) -> pd.DataFrame:
-        if self._tags is None:
+    def applied(self) -> Applied:
+        """The run's tags as its table holds them, with the model tags its run skipped."""
+        if self._applied is None:
             path = tags_file(self.run / "tags", self.as_of)
             if not path.is_file():
-                return super().tags  # a run without its tags: applied from the data set
-            self._tags = read_parquet(path, columns=["customer_id", "tag"])
-        return self._tags
+                return super().applied  # a run without its tags: applied from the data set
+            stored = read_parquet(path, columns=["customer_id", "tag"])
+            skipped = skipped_in(self.run / "tags", self.as_of)
+            why = dict.fromkeys(skipped, f"the refresh run of {self.as_of} had no scores for it")
+            self._applied = Applied(stored, len(self.ids), {}, [], skipped, why)
+        return self._applied
 
     def mask(self, crowd) -> np.ndarray:
         if crowd.kind == "segment":

@@ -35,7 +35,7 @@ import pandas as pd
 
 from marketing.filters import Condition, FilterError, Schema, evaluate, parse_condition
 from marketing.population import Population, persona_named
-from marketing.tags import Library, apply_tags, check_conditions, tag_columns
+from marketing.tags import Applied, Library, apply_tags, check_conditions, tag_columns
 from portrait.errors import ConfigError, PortraitError, Unavailable
 from portrait.files import atomic_write, atomic_write_text, exclusive_lock, read_parquet
 from portrait.outputs import SEGMENT_RECORD_LOCK, SEGMENT_RECORD_WAIT_SECONDS
@@ -301,14 +301,15 @@ class SegmentEvaluator:
         store: SegmentStore,
         library: Library,
         manual_store: Path | None = None,
-        tags: pd.DataFrame | None = None,
+        applied: Applied | None = None,
     ):
-        """``tags``: the library already applied to this population (saves applying it again)."""
+        """``applied``: the library already applied to this population (saves applying it again)."""
         self.population = population
         self.store = store
         self.library = library
         self.manual_store = manual_store
-        self._tags = tags
+        self._applied = applied
+        self._tags = applied.tags if applied is not None else None
         self._frame: pd.DataFrame | None = None
         self._conditions: dict[str, Condition] = {}
         self._memo: dict[str, np.ndarray] = {}
@@ -346,7 +347,8 @@ class SegmentEvaluator:
         self._conditions = conditions
         self._index, self._memo = None, {}
         if needs_tags:
-            self._tags = apply_tags(self.library, self.population, manual_store=self.manual_store).tags
+            self._applied = apply_tags(self.library, self.population, manual_store=self.manual_store)
+            self._tags = self._applied.tags
 
     def _closure(self, segments: list[Segment]) -> list[Segment]:
         seen: dict[str, Segment] = {}
@@ -396,6 +398,8 @@ class SegmentEvaluator:
         frame = self._frame
         mask = np.ones(len(frame), bool) if segment.has_conditions else np.zeros(len(frame), bool)
         if segment.has_conditions:
+            if self._applied is not None:
+                self._applied.refuse_unscored((*segment.tags, *segment.not_tags), f"segment {segment.name!r}")
             if segment.name in self._conditions:
                 mask &= evaluate(self._conditions[segment.name], frame).to_numpy()
             for tag in segment.tags:

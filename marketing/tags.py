@@ -56,7 +56,7 @@ from marketing import manual
 from marketing.filters import NUMBER, Condition, FilterError, Schema, evaluate, parse_condition
 from marketing.population import PERSONA_COLUMNS, SCORE_SUFFIXES, Population
 from marketing.rfm import GROUPS as RFM_GROUPS
-from portrait.errors import ConfigError
+from portrait.errors import ConfigError, PortraitError
 from portrait.files import atomic_write, atomic_write_text, check_targets, parquet_attrs, read_parquet
 
 KINDS = ("rule", "model", "manual")
@@ -310,6 +310,27 @@ class Applied:
     # Model tags not computed (no scores, or scores without their column): they neither left
     # nor entered, and their history is carried from the last run that computed them.
     skipped: list[str] = field(default_factory=list)
+    why_skipped: dict[str, str] = field(default_factory=dict)  # skipped tag -> what its scores lack
+
+    def unscored(self, tag: str) -> str | None:
+        """Why ``tag`` (a tag's name, or ``"<tag>: <value>"`` of an ``each`` tag) was not computed
+        in this run (a model tag without its scores), or None when it was: nobody holding it
+        then says nothing about anyone."""
+        for name in self.skipped:
+            if tag == name or tag.startswith(f"{name}: "):
+                return self.why_skipped.get(name, "its model's scores are missing")
+        return None
+
+    def refuse_unscored(self, tags, what: str) -> None:
+        """Raise :class:`PortraitError` for the first of ``tags`` not computed in this run:
+        asked for, it would have selected nobody (``what`` names who asks, e.g. a segment)."""
+        for tag in tags:
+            reason = self.unscored(tag)
+            if reason is not None:
+                raise PortraitError(
+                    f"{what}: tag {tag!r} is a model tag, and {reason}, so nobody would hold it; give --scores DIR "
+                    "with its model's scores (portrait score ... --models NAME)"
+                )
 
 
 def model_output_kind(name: str) -> str | None:
@@ -376,16 +397,19 @@ def apply_tags(
     :func:`with_since` to carry it over from a previous run)."""
     notes: list[str] = []
     skipped: list[str] = []
+    why_skipped: dict[str, str] = {}
     with_models = population.scores_dir is not None
     if not with_models and any(t.kind == "model" for t in library.tags):
         skipped = [t.name for t in library.tags if t.kind == "model"]
         notes.append(f"model tags skipped (no --scores folder): {', '.join(skipped)}")
+        why_skipped = dict.fromkeys(skipped, "no scores folder (--scores DIR) was given")
     unscored: dict[str, list[str]] = {}
     conditions = check_conditions(library, population.schema(models=with_models), with_models, unscored)
     if unscored:
         missing = sorted({c for columns in unscored.values() for c in columns})
         notes.append(f"model tags skipped (the scores hold no {', '.join(missing)}): {', '.join(sorted(unscored))}")
         skipped += sorted(unscored)
+        why_skipped.update({name: f"the scores hold no {', '.join(columns)}" for name, columns in unscored.items()})
     if with_models and population.scores_date is not None and population.scores_date != population.as_of:
         notes.append(
             f"model tags use the scores as of {population.scores_date} (the newest not after {population.as_of})"
@@ -483,7 +507,7 @@ def apply_tags(
             "since": np.concatenate(since) if since else np.zeros(0, dtype=object),
         }
     )
-    return Applied(tags, int(len(frame)), coverage, notes, skipped)
+    return Applied(tags, int(len(frame)), coverage, notes, skipped, why_skipped)
 
 
 def of_tags(tags: pd.DataFrame, names: list[str]) -> np.ndarray:
@@ -681,13 +705,13 @@ def previous_tags(out_dir: Path, as_of: dt.date) -> tuple[pd.DataFrame | None, d
     if not earlier:
         return None, None
     newest = read_parquet(tags_file(out_dir, earlier[-1]))
-    missing = _skipped_in(out_dir, earlier[-1])
+    missing = skipped_in(out_dir, earlier[-1])
     parts = [newest]
     for day in reversed(earlier[:-1]):
         if not missing:
             break
         older = read_parquet(tags_file(out_dir, day))
-        computed = [name for name in missing if name not in _skipped_in(out_dir, day)]
+        computed = [name for name in missing if name not in skipped_in(out_dir, day)]
         parts.append(older[of_tags(older, computed)])
         missing = [name for name in missing if name not in computed]
     return (pd.concat(parts, ignore_index=True) if len(parts) > 1 else newest), earlier[-1]
@@ -703,7 +727,7 @@ def summary_beside(tags_table: Path | None) -> dict:
     return summary if isinstance(summary, dict) else {}
 
 
-def _skipped_in(out_dir: Path, as_of: dt.date) -> list[str]:
+def skipped_in(out_dir: Path, as_of: dt.date) -> list[str]:
     """The tags the run of ``as_of`` skipped, as its table records them (:func:`with_skipped`),
     else as its summary does (tables written before 2026-12-06; none if unreadable). From the
     table itself: a run stopped between writing the table and its summary left a table without

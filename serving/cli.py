@@ -235,7 +235,11 @@ def register(app: typer.Typer, out, console) -> None:
             evaluator = SegmentEvaluator(population, store, load_library(tags_file), default_store())
             found = set(evaluator.evaluate(store.load(segment)).members) if segment else None
             if tags:
-                holders = set(evaluator.evaluate(Segment("tags", tags=list(tags))).members)
+                try:
+                    holders = set(evaluator.evaluate(Segment("tags", tags=list(tags))).members)
+                except PortraitError as exc:  # the segment of the --tag options has no name of its own
+                    exc.args = (str(exc).replace("segment 'tags': ", "--tag: ", 1),)
+                    raise
                 found = holders if found is None else found & holders
         return found
 

@@ -544,7 +544,7 @@ class _Job:
         self.last_purchase: dt.date | None = None  # the data's, from the validate step
         self.population = None
         self.library = None
-        self.tag_rows = None
+        self.applied_tags = None
         self.members: dict[str, pd.Series] = {}
         self.files: dict[str, tuple[int, int] | None] | None = None  # the data set's files as validate read them
 
@@ -788,7 +788,7 @@ class _Job:
         applied = apply_tags(self.library, self.population, manual_store=manual)
         previous = self.previous / "tags" if self.previous is not None else None
         tags, summary, _ = write_tags(self.library, applied, self.config.as_of, self.work / "tags", previous)
-        self.tag_rows = applied.tags
+        self.applied_tags = applied
         record.rows = {"customers": int(applied.customers), "tags": int(tags["tag"].nunique()), "rows": int(len(tags))}
         record.notes = list(summary["notes"])
 
@@ -805,7 +805,7 @@ class _Job:
         store = SegmentStore(self.config.segments)
         chosen = [store.load(name) for name in store.names()]
         manual = self.config.manual_tags or default_store()
-        evaluator = SegmentEvaluator(self.population, store, self.library, manual, tags=self.tag_rows)
+        evaluator = SegmentEvaluator(self.population, store, self.library, manual, applied=self.applied_tags)
         results, failed = evaluate_each(evaluator, chosen)
         if failed:  # the run is not published without them: said by name
             raise PortraitError(failures_message(failed))

@@ -598,6 +598,42 @@ def test_model_tags_of_models_not_scored_are_skipped_with_a_note_and_typos_stay_
             apply_tags(load_library(library_path), population)
 
 
+def test_a_segment_or_crowd_of_a_model_tag_not_computed_is_refused_not_empty(tmp_path):
+    """Asked for a model tag whose scores were missing, a segment, a list and a crowd selected
+    nobody and said nothing (a marketer read "nobody has high-value potential"), and the count's
+    hint suggested another tag as if this one were misspelt."""
+    from marketing.crowd import Crowd, CrowdData
+
+    scores = pd.DataFrame({"customer_id": ["A", "B", "C"], "repurchase_90d_percentile": [90.0, 10.0, 85.0]})
+    scores.to_parquet(tmp_path / "scores_2024-02-01.parquet")
+    library_path = tmp_path / "lib.toml"
+    library_path.write_text(
+        "[groups.p]\n"
+        '[[tags]]\nname = "likely"\ngroup = "p"\nkind = "model"\nwhere = "repurchase_90d_percentile >= 80"\n'
+        '[[tags]]\nname = "valuable"\ngroup = "p"\nkind = "model"\nwhere = "high_value_90d_percentile >= 80"\n'
+        '[[tags]]\nname = "persona"\ngroup = "p"\nkind = "model"\neach = "persona_name"\n'
+    )
+    library, store = load_library(library_path), SegmentStore(tmp_path / "segments")
+    with Population(dataset(), AS_OF, scores_dir=tmp_path) as population:
+        evaluator = SegmentEvaluator(population, store, library)
+        assert sorted(evaluator.evaluate(Segment("ok", tags=["likely"])).members) == ["A", "C"]
+        for segment, tag, reason in (
+            (Segment("hv", tags=["valuable"]), "valuable", "the scores hold no high_value_90d_percentile"),
+            (Segment("not_hv", not_tags=["valuable"]), "valuable", "the scores hold no high_value_90d_percentile"),
+            (Segment("p", tags=["persona: Savers"]), "persona: Savers", "the scores hold no persona_name"),
+        ):
+            with pytest.raises(
+                PortraitError, match=rf"^segment '{segment.name}': tag '{tag}' is a model tag, and {reason}"
+            ):
+                evaluator.evaluate(segment)
+        crowds = CrowdData(population, library, segments=store)
+        with pytest.raises(PortraitError, match=r"^the crowd: tag 'valuable' is a model tag, and the scores hold no"):
+            crowds.mask(Crowd("tag", "valuable"))
+    with Population(dataset(), AS_OF) as population:
+        with pytest.raises(PortraitError, match=r"tag 'likely' is a model tag, and no scores folder \(--scores DIR\)"):
+            SegmentEvaluator(population, store, library).evaluate(Segment("s", tags=["likely"]))
+
+
 def test_a_run_without_scores_neither_empties_the_model_tags_nor_restarts_their_history(tmp_path):
     """A run without --scores reported every model tag's customers as having left, and the next
     run with scores dated their tags from that run: their history was lost."""
