@@ -37,7 +37,7 @@ from marketing.filters import Condition, FilterError, Schema, evaluate, parse_co
 from marketing.population import Population, persona_named
 from marketing.tags import Applied, Library, apply_tags, check_conditions, tag_columns
 from portrait.errors import ConfigError, PortraitError, Unavailable
-from portrait.files import atomic_write, atomic_write_text, exclusive_lock, read_parquet
+from portrait.files import atomic_write, atomic_write_text, exclusive_lock, parquet_attrs, read_parquet
 from portrait.outputs import SEGMENT_RECORD_LOCK, SEGMENT_RECORD_WAIT_SECONDS
 from portrait.privacy import refuse_personal_text
 
@@ -460,7 +460,7 @@ def record_refresh(store: SegmentStore, result: Evaluated) -> dict:
     same_day = history[history["as_of"].astype(str) == result.as_of.isoformat()] if len(history) else history
     if store.members_path(result.name).exists():
         stored = store.members(result.name)
-        stored_as_of = str(stored["as_of"].iloc[0]) if len(stored) else None
+        stored_as_of = members_as_of(store.members_path(result.name), stored)
         backfill = stored_as_of is not None and stored_as_of > result.as_of.isoformat()
         if not backfill:
             previous = pd.Index(stored["customer_id"].astype("str")).unique()
@@ -487,11 +487,34 @@ def record_refresh(store: SegmentStore, result: Evaluated) -> dict:
     # the re-run found its own members stored and its row lost entered and left for good.
     atomic_write(history, store.history_path(result.name), csv=True)
     if not backfill:
-        atomic_write(
-            pd.DataFrame({"customer_id": result.members.reset_index(drop=True), "as_of": result.as_of.isoformat()}),
-            store.members_path(result.name),
-        )
+        members = pd.DataFrame({"customer_id": result.members.reset_index(drop=True), "as_of": result.as_of.isoformat()})
+        members.attrs[MEMBERS_AS_OF] = result.as_of.isoformat()  # said by the file even without rows
+        atomic_write(members, store.members_path(result.name))
     return row
+
+
+MEMBERS_AS_OF = "as_of"  # the members file's attribute (Parquet metadata): its refresh date
+
+
+def members_as_of(path: Path, members: pd.DataFrame | None = None) -> str | None:
+    """The refresh date (ISO) of a segment's members file (``members``: its rows, when read
+    already): its rows', else its own attribute (a segment refreshed to no one), else, for a
+    file written empty before the attribute (2026-12-06), the latest date of the history beside
+    it: members are only ever replaced by a refresh of a later date (a backfill leaves them).
+    Without it an empty segment's later refresh passed for an earlier one: a profile of an
+    earlier date counted it as checked, and a backfill replaced its newer (empty) members."""
+    if members is None:
+        members = read_parquet(path, columns=["as_of"])
+    if len(members):
+        return str(members["as_of"].iloc[0])
+    stated = parquet_attrs(path).get(MEMBERS_AS_OF)
+    if stated:
+        return str(stated)
+    history = path.with_name(path.name.removesuffix(".members.parquet") + ".history.csv")
+    if history.is_file():
+        dates = pd.read_csv(history, dtype={"as_of": "str"})["as_of"].dropna()
+        return str(dates.max()) if len(dates) else None
+    return None
 
 
 def _count(rows: pd.DataFrame, column: str) -> int | None:

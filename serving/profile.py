@@ -637,12 +637,18 @@ def _date(value: Any) -> dt.date | None:
 
 def _members_date(path: Path) -> dt.date | None:
     """The refresh date of a segment's members file, which every row carries (``as_of``): from
-    the Parquet statistics, without reading the rows; None for an empty file or none stored."""
+    the Parquet statistics, without reading the rows; for a file without rows, as
+    :func:`marketing.segments.members_as_of` finds it; None when none is stored."""
     import pyarrow.parquet as pq
 
     metadata = pq.ParquetFile(path).metadata
     if "as_of" not in metadata.schema.names:
         return None
+    if not metadata.num_rows:
+        from marketing.segments import members_as_of
+
+        stated = members_as_of(path)
+        return _date(stated) if stated else None
     column = metadata.schema.names.index("as_of")
     found = None
     for group in range(metadata.num_row_groups):

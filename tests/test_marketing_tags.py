@@ -249,6 +249,30 @@ def test_segments_combine_include_exclude_and_record_entered_and_left(tmp_path):
     assert history["customers"].tolist() == [1, 2, 2]
 
 
+def test_a_segment_refreshed_to_nobody_keeps_its_date(tmp_path):
+    """Its members file had no row to carry the date: a backfill took the newer (empty) members
+    for older ones and replaced them, and a profile of an earlier date counted the segment as
+    checked (``serving.profile`` reads the date the same way)."""
+    from marketing.segments import members_as_of
+    from serving.profile import _members_date
+
+    store = SegmentStore(tmp_path)
+    store.save(Segment("nobody", where="orders_lifetime > 100000"))
+    with Population(dataset(later=True), "2024-03-04") as population:
+        record_refresh(store, SegmentEvaluator(population, store, load_library()).evaluate(store.load("nobody")))
+    path = store.members_path("nobody")
+    assert members_as_of(path) == "2024-03-04" and _members_date(path) == dt.date(2024, 3, 4)
+    with Population(dataset(), "2024-02-01") as population:  # a backfill leaves the newer members
+        backfill = record_refresh(
+            store, SegmentEvaluator(population, store, load_library()).evaluate(store.load("nobody"))
+        )
+    assert (backfill["entered"], backfill["left"]) == (None, None)
+    assert members_as_of(path) == "2024-03-04"
+    # a file written empty before the date was stored with it: the history's latest date
+    pd.DataFrame({"customer_id": pd.Series([], dtype="str"), "as_of": pd.Series([], dtype="str")}).to_parquet(path)
+    assert members_as_of(path) == "2024-03-04" and _members_date(path) == dt.date(2024, 3, 4)
+
+
 def test_one_evaluator_evaluates_a_segment_of_tags_after_one_of_conditions(tmp_path):
     # crowd compare and --compare-to evaluate two segments on one evaluator: the second's tags,
     # or an included segment's condition, were not built by the first (an AttributeError)
