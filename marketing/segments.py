@@ -487,7 +487,9 @@ def record_refresh(store: SegmentStore, result: Evaluated) -> dict:
     # the re-run found its own members stored and its row lost entered and left for good.
     atomic_write(history, store.history_path(result.name), csv=True)
     if not backfill:
-        members = pd.DataFrame({"customer_id": result.members.reset_index(drop=True), "as_of": result.as_of.isoformat()})
+        members = pd.DataFrame(
+            {"customer_id": result.members.reset_index(drop=True), "as_of": result.as_of.isoformat()}
+        )
         members.attrs[MEMBERS_AS_OF] = result.as_of.isoformat()  # said by the file even without rows
         atomic_write(members, store.members_path(result.name))
     return row
