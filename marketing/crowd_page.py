@@ -128,15 +128,18 @@ def _cross_sell_text(report: CrowdReport) -> str:
 def _dimension_tables(report: CrowdReport) -> list[tuple[str, str, pd.DataFrame]]:
     """(name, label, suppressed rows) per dimension that is known for someone."""
     shown = suppressed_dimensions(report)
+    # Percentages from the exact shares where shown: the CSV's are rounded to 4 decimals, and
+    # rounding those again made 216 of 2,469 (8.748%) read 8.8% where every other output said 8.7%.
+    exact = report.dimensions.reset_index(drop=True)
+    shown = shown.reset_index(drop=True).assign(
+        share=_percentages(shown["share"], exact["share"]),
+        base_share=_percentages(shown["base_share"], exact["base_share"]),
+    )
     result = []
     for name, rows in shown.groupby("dimension", sort=False):
         if set(rows["value"]) == {"unknown"}:
             continue
-        rows = rows.drop(columns="dimension").assign(
-            count=rows["count"].map(_count_text),
-            share=rows["share"].map(_share_text),
-            base_share=rows["base_share"].map(_share_text),
-        )
+        rows = rows.drop(columns="dimension").assign(count=rows["count"].map(_count_text))
         result.append((name, report.labels.get(name, name), rows))
     return result
 
@@ -146,12 +149,11 @@ def _count_text(value: str) -> str:
     return f"{int(value):,}" if value.isdigit() else value
 
 
-def _share_text(value: str) -> str:
-    """A share as the CSV has it ('0.1080', '' or 'hidden') as a percentage."""
-    try:
-        return f"{float(value):.1%}"
-    except ValueError:
-        return value
+def _percentages(shown: pd.Series, exact: pd.Series) -> pd.Series:
+    """Each share as a percentage of its exact value where ``shown`` (the CSV's text) shows one;
+    its text where that is blank or 'hidden'."""
+    numeric = pd.to_numeric(shown, errors="coerce").notna().to_numpy()
+    return pd.Series(np.where(numeric, exact.map(lambda v: f"{v:.1%}"), shown), index=shown.index)
 
 
 def _unknown_everywhere(report: CrowdReport) -> list[str]:

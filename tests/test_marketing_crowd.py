@@ -1052,3 +1052,19 @@ def test_a_crowd_window_outside_one_to_a_century_is_refused_not_an_overflow(days
     ):
         crowd_from_options(bought_category="FLUID MILK PRODUCTS", within_days=days)
     assert crowd_from_options(bought_category="FLUID MILK PRODUCTS", within_days=36_600).within_days == 36_600
+
+
+def test_the_page_rounds_each_share_once():
+    """The page formatted the CSV's shares, already rounded to 4 decimals: 216 of 2,469 (8.748%)
+    read 8.8% on the page and 8.7% in every other output."""
+    from marketing.crowd_page import markdown_page
+
+    report, _ = hand_report(dataset(), min_cell=1)
+    shown = suppressed_dimensions(report)
+    row = int(np.flatnonzero((shown["share"] != "").to_numpy() & (shown["base_share"] != "hidden").to_numpy())[0])
+    report.dimensions.loc[report.dimensions.index[row], ["share", "base_share"]] = [216 / 2469, 0.123449]
+    assert suppressed_dimensions(report).loc[row, ["share", "base_share"]].tolist() == ["0.0875", "0.1234"]
+    page = markdown_page(report)
+    value = str(shown.loc[row, "value"])
+    line = next(line for line in page.splitlines() if line.startswith(f"| {value} "))
+    assert "| 8.7% |" in line and "| 12.3% |" in line
