@@ -257,7 +257,11 @@ def register_segments(app: typer.Typer, out, console) -> None:
         except PortraitError as exc:  # the definition given has no name: its errors name none
             text = str(exc)
             if text.startswith(f"segment {PREVIEW!r}"):
-                exc.args = (text.replace(f"segment {PREVIEW!r}: ", "the definition: ", 1),)
+                exc.args = (
+                    text.replace(f"segment {PREVIEW!r}: ", "the definition: ", 1).replace(
+                        f"segment {PREVIEW!r} ", "the definition ", 1
+                    ),
+                )
             raise
 
     @app.command("list")

@@ -69,6 +69,11 @@ class Segment:
     def has_conditions(self) -> bool:
         return bool(self.where or self.tags or self.not_tags or self.persona)
 
+    @property
+    def everyone_but(self) -> bool:
+        """Only excludes: everyone but their members ("all but the beer buyers")."""
+        return bool(self.exclude) and not self.has_conditions and not self.include
+
     def definition(self) -> str:
         parts = []
         if self.where:
@@ -80,7 +85,7 @@ class Segment:
         if self.include:
             text = " + ".join(([f"({text})"] if text else []) + [f"segment {s!r}" for s in self.include])
         if self.exclude:
-            text += "".join(f" - segment {s!r}" for s in self.exclude)
+            text = (text or "everyone") + "".join(f" - segment {s!r}" for s in self.exclude)
         return text
 
     def to_toml(self) -> str:
@@ -257,8 +262,8 @@ def check_graph(segments: dict[str, Segment]) -> None:
         for other in (*segment.include, *segment.exclude):
             if other not in segments:
                 raise ConfigError(f"segment {segment.name!r} refers to segment {other!r}, which does not exist")
-        if not segment.has_conditions and not segment.include:
-            raise ConfigError(f"segment {segment.name!r} has no condition and includes nothing")
+        if not segment.has_conditions and not segment.include and not segment.exclude:
+            raise ConfigError(f"segment {segment.name!r} has no condition and includes or excludes nothing")
     state: dict[str, int] = {}  # 1 visiting, 2 done
 
     def visit(name: str, path: list[str]) -> None:
@@ -396,7 +401,8 @@ class SegmentEvaluator:
             raise BrokenSegment(f"segments include or exclude each other in a cycle: {cycle}")
         _path = (*_path, segment.name)
         frame = self._frame
-        mask = np.ones(len(frame), bool) if segment.has_conditions else np.zeros(len(frame), bool)
+        chosen = segment.has_conditions or segment.everyone_but
+        mask = np.ones(len(frame), bool) if chosen else np.zeros(len(frame), bool)
         if segment.has_conditions:
             if self._applied is not None:
                 self._applied.refuse_unscored((*segment.tags, *segment.not_tags), f"segment {segment.name!r}")

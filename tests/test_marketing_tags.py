@@ -216,6 +216,10 @@ def test_segments_combine_include_exclude_and_record_entered_and_left(tmp_path):
     store.save(Segment("dairy_not_viewers", include=["dairy"], exclude=["viewers"]))
     assert members(dataset(), store.load("all"), store) == ["A", "B", "C"]
     assert members(dataset(), store.load("dairy_not_viewers"), store) == ["A"]
+    # excludes alone: everyone but their members (refused before: "has no condition")
+    store.save(Segment("not_viewers", exclude=["viewers"]))
+    assert members(dataset(), store.load("not_viewers"), store) == ["A"]
+    assert store.load("not_viewers").definition() == "everyone - segment 'viewers'"
     with Population(dataset(), AS_OF) as population:
         result = SegmentEvaluator(population, store, load_library()).evaluate(store.load("dairy"))
     first = record_refresh(store, result)
@@ -298,7 +302,7 @@ def test_one_evaluator_evaluates_a_segment_of_tags_after_one_of_conditions(tmp_p
         ),
         ([Segment("a", where="orders_lifetime > 0", exclude=["a"])], "cycle: a -> a"),
         ([Segment("a", include=["missing"])], "refers to segment 'missing', which does not exist"),
-        ([Segment("a")], "has no condition and includes nothing"),
+        ([Segment("a")], "has no condition and includes or excludes nothing"),
     ],
 )
 def test_bad_segments_are_refused_and_nothing_is_saved(tmp_path, segments, message):
