@@ -391,7 +391,7 @@ def report_json(report: CrowdReport) -> dict:
         "base": report.base,
         "as_of": report.as_of.isoformat(),
         "min_cell": report.min_cell,
-        "customers": report.size if report.size >= report.min_cell else f"<{report.min_cell}",
+        "customers": crowd_size_shown(report.size, report.min_cell),  # as the figures say it
         "figures": records(figures_shown(report)),
         "dimensions": records(suppressed_dimensions(report)),
         "top_categories": records(suppressed_lines(report.categories, report.min_cell)),

@@ -937,6 +937,12 @@ def test_an_empty_crowd_is_shown_as_0_wherever_its_size_is_shown():
         trend = crowd_trend(dataset(), Crowd("where", "orders_lifetime > 100"), [dt.date(2024, 3, 1)], load_library())
     assert str(_figures(compared, 10).loc["customers", "none"]) == "0"
     assert str(figures_shown(report).set_index("measure").loc["customers", "base"]) == "0"
+    # the API's answer: "customers" said "<10" where its own figures said 0
+    with Population(dataset(), AS_OF) as population:
+        data = CrowdData(population, load_library())
+        empty = crowd_report(data, nobody, everyone, crowd_name="none", base_name="all", min_cell=10)
+    answer = report_json(empty)
+    assert answer["customers"] == 0 == next(f["crowd"] for f in answer["figures"] if f["measure"] == "customers")
     from marketing.crowd_trend import suppressed_trend
 
     assert suppressed_trend(trend, 10)["customers"].tolist() == ["0"]
