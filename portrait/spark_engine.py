@@ -303,7 +303,27 @@ def _first_line(exc: BaseException) -> str:
 # --- SQL -----------------------------------------------------------------------------------
 
 
+# DuckDB's TRIM without characters strips Unicode space separators (category Zs: the no-break
+# space of Excel and web exports, the ideographic space...), Spark's only ' ': an id padded
+# with a no-break space was one customer on DuckDB and another on Spark. Written as the
+# characters themselves, no backslash for the two SQL dialects' string escapes to differ on.
+_SPACE_SEPARATORS = " \u00a0\u1680\u2000-\u200a\u202f\u205f\u3000"
+_TRIMMED = {
+    None: f"^[{_SPACE_SEPARATORS}]+|[{_SPACE_SEPARATORS}]+$",
+    "LEADING": f"^[{_SPACE_SEPARATORS}]+",
+    "TRAILING": f"[{_SPACE_SEPARATORS}]+$",
+}
+
+
 def _rewrite(node: exp.Expression) -> exp.Expression:
+    if isinstance(node, exp.Trim) and node.args.get("expression") is None:
+        position = node.args.get("position")
+        pattern = _TRIMMED.get(position.upper() if isinstance(position, str) else None)
+        if pattern is not None:
+            value = node.this.transform(_rewrite)
+            return exp.Anonymous(
+                this="REGEXP_REPLACE", expressions=[value, exp.Literal.string(pattern), exp.Literal.string("")]
+            )
     if isinstance(node, exp.Anonymous):
         name = node.name.upper()
         if name == "TRY_STRPTIME" and len(node.expressions) == 2:

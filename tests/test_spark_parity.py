@@ -425,3 +425,31 @@ def test_quotes_in_csv_values_are_read_as_duckdb_reads_them(spark, tmp_path):
             assert [tuple(r) for r in engine.rows(query)] == duck, name
         finally:
             engine.close()
+
+
+def test_values_padded_with_unicode_spaces_are_trimmed_as_duckdb_trims_them(spark, tmp_path):
+    """DuckDB's TRIM strips every Unicode space separator (an export's no-break space), Spark's
+    only ' ': "c1" padded with a no-break space was another customer on Spark, and a padded
+    "NULL" a customer id there where DuckDB quarantines it."""
+    from portrait.spark_engine import spark_dataset
+
+    lines = [
+        "order_id,customer_id,ts,amount,category\n",
+        "o1,c1,2024-01-05 10:00:00,1.5,Food\n",
+        "o2,\u00a0c1\u3000,2024-01-06 10:00:00,2.5,\u2007Food\n",
+        "o3,\u00a0NULL,2024-01-07 10:00:00,3.5,Food\n",
+        "o4,\tc2,2024-01-08 10:00:00,4.5,Food\n",
+    ]
+    (tmp_path / "purchases.csv").write_text("".join(lines))
+    query = "SELECT customer_id, COUNT(*), MIN(category) FROM purchases GROUP BY 1 ORDER BY 1"
+    con = open_dataset(tmp_path).connect()
+    try:
+        duck = con.execute(query).fetchall()
+    finally:
+        con.close()
+    assert [row[:2] for row in duck][0] == ("\tc2", 1) and ("c1", 2, "Food") in duck
+    engine, _ = spark_dataset(spark, tmp_path)
+    try:
+        assert [tuple(r) for r in engine.rows(query)] == duck
+    finally:
+        engine.close()
