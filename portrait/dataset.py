@@ -50,12 +50,14 @@ from __future__ import annotations
 import codecs
 import csv
 import functools
+import gzip
 import hashlib
 import json
 import logging
 import os
 import re
 import tomllib
+import zlib
 import zoneinfo
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -64,7 +66,7 @@ import duckdb
 import pandas as pd
 
 from portrait import connections, contract
-from portrait.csv_dialect import QuotedDialect, missed_quoting
+from portrait.csv_dialect import QuotedDialect, guessed_delimiter, missed_quoting
 from portrait.errors import ConfigError, ContractError
 from portrait.files import atomic_target, open_bytes
 from portrait.forget import tombstone_files
@@ -202,6 +204,14 @@ class TableSource:
             return described.pop()
         return "; ".join(f"{f.path.name}: {f.encoding} ({f.how})" for f in self.resolved_csv_files())
 
+    def csv_delimiter(self, csv_file: CsvFile) -> str:
+        """The delimiter ``csv_file`` is split on, as far as the product knows it: its quoting's,
+        the configured one, else its header's most frequent of , ; tab | (what DuckDB sniffs)."""
+        if csv_file.quoting is not None:
+            return csv_file.quoting.delimiter
+        line = _first_line(csv_file.scanned_path).decode(csv_file.duckdb_encoding, errors="replace")
+        return self.delimiter or guessed_delimiter(line)
+
     def rejects_tables(self) -> tuple[str, str]:
         """The temporary tables where DuckDB stores this table's malformed CSV lines."""
         return f"_csv_rejects_{self.table}", f"_csv_reject_scans_{self.table}"
@@ -241,7 +251,7 @@ class TableSource:
                     continue
                 line = _first_line(csv_file.scanned_path).decode(csv_file.duckdb_encoding, errors="replace")
                 line = line.lstrip("\ufeff")  # before the reader: a BOM before a quote kept the quotes
-                delimiter = self.delimiter or max(",;\t|", key=line.count)
+                delimiter = self.delimiter or guessed_delimiter(line)
                 header = next(csv.reader([line], delimiter=delimiter), [])  # quoted names may hold it
                 headers[str(csv_file.path)] = [n.strip().lower() for n in header]
         elif self.files:
@@ -414,7 +424,7 @@ def _first_line(path: Path) -> bytes:
     try:
         with open_bytes(path) as handle:
             line = handle.readline(1 << 20)
-    except OSError:
+    except (OSError, EOFError, zlib.error):  # the reader says what is wrong with the file
         return b""
     return (line if b"\x00" in line else line.split(b"\r", 1)[0]).rstrip(b"\r\n")
 
@@ -669,7 +679,18 @@ def _checked_encodings(value: object, config_path: Path, table_name: str) -> tup
 
 
 def _csv_file(path: Path, encodings: tuple[str, ...], table_name: str) -> CsvFile:
-    """How to decode one CSV file: see the module docstring."""
+    """How to decode one CSV file: see the module docstring. A compressed file cut short or
+    damaged is a :class:`ContractError` naming it (it was a zlib traceback)."""
+    try:
+        return _decoded_csv_file(path, encodings, table_name)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise ContractError(
+            f"{path} cannot be read: {exc} (a compressed file cut short or damaged? export or copy it again)",
+            table=table_name,
+        ) from None
+
+
+def _decoded_csv_file(path: Path, encodings: tuple[str, ...], table_name: str) -> CsvFile:
     if not encodings:
         with open_bytes(path) as handle:
             start = handle.read(2)
@@ -711,7 +732,7 @@ def _csv_file(path: Path, encodings: tuple[str, ...], table_name: str) -> CsvFil
 def _quoting_checked(csv_file: CsvFile, delimiter: str | None) -> CsvFile:
     """``csv_file`` with the quoting to read it with when DuckDB's sniffer would miss it
     (:mod:`portrait.csv_dialect`)."""
-    quoting = missed_quoting(csv_file.scanned_path, csv_file.duckdb_encoding, delimiter)
+    quoting = missed_quoting(csv_file.scanned_path, csv_file.duckdb_encoding, delimiter, cache_folder())
     return csv_file if quoting is None else replace(csv_file, quoting=quoting)
 
 

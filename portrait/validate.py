@@ -23,6 +23,7 @@ import duckdb
 import pyarrow as pa
 
 from portrait import contract
+from portrait.csv_dialect import swallows_lines
 from portrait.dataset import CONFIG_FILE, Dataset, TableSource, cache_folder, encoding_hint, open_dataset
 from portrait.errors import ContractError, read_error_reason
 from portrait.files import atomic_target, atomic_write_text
@@ -875,26 +876,32 @@ def _collect_malformed(con, source: TableSource) -> dict[str, int]:
 
 
 def _refuse_runaway_quote(con, source: TableSource, errors: str, scans: str) -> None:
-    """Raise :class:`ContractError` when a line the reader could not read runs over more lines:
-    a quote opened on it and never closed took the lines after it (up to the next quote, maybe
-    the end of the file) as text inside the quotes. They are lost, not malformed lines, and
-    counted as one; a file read with quotes cannot tell them from a value holding line breaks.
-    (CSV quoting: :mod:`portrait.csv_dialect`.)"""
+    """Raise :class:`ContractError` when a line the reader could not read took whole lines after
+    it: a quote opened on it and never closed made the lines after it (up to the next quote,
+    maybe the end of the file) text inside the quotes. They are lost, not malformed lines, and
+    were counted as one. A malformed record holding a quoted line break (an address) is one
+    malformed row: its later lines are not whole lines of the file's layout (without quotes,
+    the header's number of fields). (CSV quoting: :mod:`portrait.csv_dialect`.)"""
     text = "trim(e.csv_line, chr(13) || chr(10))"
-    found = con.execute(
-        f"SELECT s.file_path, min(e.line) FROM {quote_ident(errors)} e JOIN {quote_ident(scans)} s "
-        f"USING (scan_id, file_id) WHERE strpos({text}, chr(10)) > 0 GROUP BY 1 ORDER BY 1 LIMIT 1"
+    spanning = con.execute(
+        f"SELECT s.file_path, e.line, {text} FROM {quote_ident(errors)} e JOIN {quote_ident(scans)} s "
+        f"USING (scan_id, file_id) WHERE strpos({text}, chr(10)) > 0 OR strpos({text}, chr(13)) > 0 "
+        "ORDER BY 1, 2 LIMIT 1000"
     ).fetchall()
-    if not found:
-        return
-    read_path, line = found[0]
-    shown = next((str(f.path) for f in source.resolved_csv_files() if str(f.read_path) == read_path), read_path)
-    raise ContractError(
-        f"{shown} line {int(line):,}: a quoted value opens on this line and is not closed on it, so the reader "
-        "took the lines after it as text inside the quotes and could not read them. Close the quote on that line "
-        '(a quote inside a quoted value is written twice: "TV 55"" LED"), then read the file again',
-        table=source.table,
-    )
+    files = {str(f.scanned_path): f for f in source.resolved_csv_files()}
+    for read_path, line, record in spanning:
+        csv_file = files.get(read_path)
+        if csv_file is None:
+            continue
+        header = source.file_headers.get(str(csv_file.path), [])
+        if swallows_lines(record, source.csv_delimiter(csv_file), len(header)):
+            raise ContractError(
+                f"{csv_file.path} line {int(line):,}: a quoted value opens on this line and is not closed on it, so "
+                "the reader took the lines after it as text inside the quotes and could not read them. Close the "
+                'quote on that line (a quote inside a quoted value is written twice: "TV 55"" LED"), then read the '
+                "file again",
+                table=source.table,
+            )
 
 
 _RAW_BYTES_LINES = 10_000  # lines re-read from their file at most (one seek each)

@@ -29,12 +29,45 @@ def test_a_stray_quote_gives_the_delimiter_and_the_header_names(tmp_path):
     )
 
 
-def test_a_clean_quoted_file_is_left_to_the_sniffer_without_asking_it(tmp_path, monkeypatch):
-    def sniffed(*args):
-        raise AssertionError("the sniffer was asked about a clean file")
+def test_a_clean_quoted_file_is_left_to_the_sniffer_without_reading_it_twice(tmp_path, monkeypatch):
+    def read_both_ways(*args):
+        raise AssertionError("a clean file was read both ways")
 
-    monkeypatch.setattr(csv_dialect, "_sniffed", sniffed)
-    assert missed_quoting(_file(tmp_path, _lines(20)), "utf-8") is None
+    monkeypatch.setattr(csv_dialect, "_better_quoted", read_both_ways)
+    lines = _lines(20)
+    lines[3] = 'o3;c3;2024-01-05;1.5;"Lamp ""Nordic"""\n'  # doubled quotes, an empty quoted value
+    lines[5] = 'o5;c5;2024-01-05;"";"Home; Garden"\n'
+    assert missed_quoting(_file(tmp_path, lines), "utf-8") is None
+
+
+def test_values_that_only_start_with_a_quote_are_left_to_the_sniffer(tmp_path):
+    """'"Classic" T-shirt' in every third line and a few quoted values: read with RFC 4180
+    quoting a third of the rows were malformed; as sniffed, all are read, quotes as written."""
+    lines = [line.replace('"Home; Garden"', "Home") for line in _lines(30)]
+    lines = [f'o{i};c{i};2024-01-05;1.5;"Classic" T-shirt\n' if i % 3 == 0 else line for i, line in enumerate(lines)]
+    lines[1], lines[2], lines[4] = ('o1;c1;2024-01-05;1.5;"Food"\n',) * 3
+    assert missed_quoting(_file(tmp_path, lines), "utf-8") is None
+
+
+def test_header_names_are_read_as_duckdb_names_them():
+    """Trimmed (a header "customer_id " lost its column), an empty one (an export's trailing
+    delimiter) ``column<i>``, a repeated one numbered."""
+    names = ["a", " b ", "", "TS", "ts", "ts", ""]
+    assert csv_dialect._names_as_duckdb_reads(names) == ["a", "b", "column2", "TS", "ts_1", "ts_2", "column6"]
+
+
+def test_the_answer_is_kept_per_version_of_the_file(tmp_path, monkeypatch):
+    lines = _lines(20)
+    lines[4] = 'o4;c4;2024-01-05;1.5;"TV 55" LED"\n'
+    path = _file(tmp_path, lines)
+    first = missed_quoting(path, "utf-8", cache=tmp_path / "cache")
+    assert first is not None and list((tmp_path / "cache" / "csv-dialects").glob("*.json"))
+    csv_dialect._CHOSEN.clear()  # another command: only the folder remembers
+    monkeypatch.setattr(csv_dialect, "_missed_quoting", lambda *a: pytest.fail("looked at again"))
+    assert missed_quoting(path, "utf-8", cache=tmp_path / "cache") == first
+    monkeypatch.undo()
+    path.write_text(HEADER + "".join(_lines(20)))  # a new version
+    assert missed_quoting(path, "utf-8", cache=tmp_path / "cache") is None
 
 
 @pytest.mark.parametrize(
@@ -62,4 +95,5 @@ def test_two_quoted_values_are_too_few_to_override_the_sniffer(tmp_path):
 def test_the_options_name_every_header_column_as_text():
     options = QuotedDialect(",", ("id", "it's")).read_options()
     assert "auto_detect = false, header = false, skip = 1" in options
+    assert "skip = 3" in QuotedDialect(",", ("id", "x"), 3).read_options()
     assert "delim = ','" in options and "columns = {'id': 'VARCHAR', 'it''s': 'VARCHAR'}" in options

@@ -762,6 +762,97 @@ def test_values_quoted_throughout_lose_their_quotes_despite_a_stray_one(tmp_path
     ]
 
 
+def _trailing_delimiter() -> tuple[str, list[str]]:
+    return HEADER.replace("\n", ",\n"), [line.replace("\n", ",\n") for line in _quoted_lines(300)]
+
+
+def _spaced_header() -> tuple[str, list[str]]:
+    return HEADER.replace(",", ", "), _quoted_lines(300)
+
+
+def _line_break_in_a_value() -> tuple[str, list[str]]:
+    return HEADER.replace("\n", "\r\n"), [
+        line.replace("\n", "\r\n").replace('"Home, Garden"', '"Home,\r\nGarden"') for line in _quoted_lines(300)
+    ]
+
+
+@pytest.mark.parametrize(
+    "layout, category",
+    [
+        # a trailing delimiter's empty column took the split value's rest: "Home kept, no error
+        (_trailing_delimiter, "Home, Garden"),
+        # spaces after the header's commas: "customer_id" was missing
+        (_spaced_header, "Home, Garden"),
+        # a value holding a line break (Excel's Alt+Enter) in a CRLF file: refused by the sniffer
+        (_line_break_in_a_value, "Home,\r\nGarden"),
+    ],
+)
+def test_a_stray_quote_leaves_the_quoted_values_of_any_layout_readable(tmp_path, layout, category):
+    header, lines = layout()
+    end = lines[1][len(lines[1].rstrip("\r\n")) :]
+    trailing = "," if lines[1].rstrip("\r\n").endswith(",") else ""
+    lines[150] = f'o999,c1,2024-01-05 10:00:00,3.0,"TV 55" LED"{trailing}{end}'
+    folder = _dataset(tmp_path, (header + "".join(lines)).encode())
+    report = validate(open_dataset(folder))
+    assert (report.tables[0].valid_rows, report.tables[0].quarantined) == (299, {"malformed_row": 1})
+    con = open_dataset(folder).connect()
+    assert con.execute("SELECT COUNT(*) FROM purchases WHERE category = ?", [category]).fetchall() == [(75,)]
+
+
+def test_a_stray_quote_past_the_first_megabyte_but_among_the_sniffed_lines_is_one_malformed_line(tmp_path):
+    """The sample was 1 MB, DuckDB's sniffer reads 20,480 rows: a stray quote on line 15,002 of
+    rows of 110 bytes was read unquoted (6,666 of 20,000 lines quarantined)."""
+    lines = [line.replace("Food", "Food and drink, " + "x" * 60) for line in _quoted_lines(20_000)]
+    lines = [line.replace("Food and drink, ", '"Food and drink, ').replace("x\n", 'x"\n') for line in lines]
+    lines[15_000] = 'o15000,c1,2024-01-05 10:00:00,3.0,"TV 55" LED"\n'
+    folder = _dataset(tmp_path, (HEADER + "".join(lines)).encode())
+    assert sum(map(len, lines[:15_000])) > 1 << 20
+    report = validate(open_dataset(folder))
+    assert (report.tables[0].valid_rows, report.tables[0].quarantined) == (19_999, {"malformed_row": 1})
+
+
+def test_a_utf16_file_with_a_stray_quote_loses_its_quotes_as_utf8_does(tmp_path):
+    lines = _quoted_lines(300)
+    lines[10] = 'o10,c1,2024-01-05 10:00:00,3.0,"TV 55" LED"\n'
+    folder = _dataset(tmp_path, (HEADER + "".join(lines)).replace("\n", "\r\n").encode("utf-16"))
+    report = validate(open_dataset(folder))
+    assert (report.tables[0].valid_rows, report.tables[0].quarantined) == (299, {"malformed_row": 1})
+    con = open_dataset(folder).connect()
+    assert con.execute("SELECT COUNT(*) FROM purchases WHERE category = 'Home, Garden'").fetchall() == [(75,)]
+
+
+def test_a_closed_value_over_two_lines_on_a_row_with_a_field_too_many_is_one_malformed_row(tmp_path):
+    """It was refused as a quote never closed: only a record that took whole lines is."""
+    lines = [line.replace('"Home, Garden"', '"Deliver to:\n1 High St"') for line in _quoted_lines(300)]
+    lines[20] = lines[20].replace("\n", ",EXTRA\n").replace(":,EXTRA", ":")
+    folder = _dataset(tmp_path, (HEADER + "".join(lines)).encode())
+    report = validate(open_dataset(folder))
+    assert (report.tables[0].valid_rows, report.tables[0].quarantined) == (299, {"malformed_row": 1})
+
+
+def test_an_unclosed_quote_in_a_file_of_carriage_returns_stops_the_read(tmp_path):
+    """Excel for Mac ends lines with a carriage return alone: the lines the quote took were
+    joined by those, and 2,900 lines were lost with exit 0."""
+    lines = _quoted_lines(3000)
+    lines[99] = 'o99,c1,2024-01-05 10:00:00,3.0,"TV 55 LED\n'
+    folder = _dataset(tmp_path, (HEADER + "".join(lines)).replace("\n", "\r").encode())
+    with pytest.raises(ContractError, match=r"purchases.csv line 101: a quoted value opens on this line"):
+        validate(open_dataset(folder))
+
+
+@pytest.mark.parametrize("cut", ["truncated", "damaged"])
+def test_a_gzip_file_cut_short_or_damaged_is_named_not_an_interruption(tmp_path, cut):
+    """A truncated .csv.gz raised EOFError, which the command line took for Ctrl-C (exit 130); a
+    damaged one was a zlib traceback."""
+    import gzip
+
+    packed = gzip.compress((HEADER + "".join(_quoted_lines(3000))).encode())
+    packed = packed[:-20] if cut == "truncated" else packed[:40] + bytes(b ^ 0x5A for b in packed[40:80]) + packed[80:]
+    folder = _dataset(tmp_path, packed, name="purchases.csv.gz")
+    with pytest.raises(ContractError, match=r"purchases.csv.gz"):
+        validate(open_dataset(folder))
+
+
 def test_an_unclosed_quote_after_the_sniffed_lines_stops_the_read_at_its_line(tmp_path):
     """A quoted file sniffed as quoted, with a quote never closed on line 25,002: the reader
     took every line after it for text inside the quotes and counted one malformed line (24,999
