@@ -153,7 +153,8 @@ def _percentages(shown: pd.Series, exact: pd.Series) -> pd.Series:
     """Each share as a percentage of its exact value where ``shown`` (the CSV's text) shows one;
     its text where that is blank or 'hidden'."""
     numeric = pd.to_numeric(shown, errors="coerce").notna().to_numpy()
-    return pd.Series(np.where(numeric, exact.map(lambda v: f"{v:.1%}"), shown), index=shown.index)
+    text = np.where(numeric, exact.map(lambda v: f"{v:.1%}"), shown)
+    return pd.Series(np.where(shown.eq("nan").to_numpy(), "", text), index=shown.index)  # no share: blank
 
 
 def _unknown_everywhere(report: CrowdReport) -> list[str]:

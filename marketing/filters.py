@@ -417,10 +417,12 @@ class _Checker:
             )
         if isinstance(node, exp.Anonymous | exp.Func):
             name = node.name.lower() if isinstance(node, exp.Anonymous) else node.sql_name().lower()
+            # the calls written, outside quoted text, other than the keywords and functions a
+            # condition takes ("'Home (garden)'" and "purchased(...)" are no unknown function)
+            unquoted = re.sub(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"", "''", self.text)
+            allowed = {"in", "and", "or", "not", "between", "is", "exists", *FUNCTIONS}
             written = [
-                w.lower()
-                for w in re.findall(r"(?<![\w.])([A-Za-z_]\w*)\s*\(", self.text)
-                if w.lower() not in ("in", "and", "or", "not", "between", "is", "exists")
+                w.lower() for w in re.findall(r"(?<![\w.])([A-Za-z_]\w*)\s*\(", unquoted) if w.lower() not in allowed
             ]
             if name not in written and written:  # pow(x, 2) is parsed as power(...)
                 name = written[0]

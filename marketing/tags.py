@@ -328,8 +328,8 @@ class Applied:
             reason = self.unscored(tag)
             if reason is not None:
                 raise PortraitError(
-                    f"{what}: tag {tag!r} is a model tag, and {reason}, so nobody would hold it; give --scores DIR "
-                    "with its model's scores (portrait score ... --models NAME)"
+                    f"{what}: tag {tag!r} is a model tag, and {reason}, so nobody would hold it; score its model "
+                    "first (portrait score ... --models NAME, then --scores DIR; in a refresh, list it under models)"
                 )
 
 

@@ -113,6 +113,10 @@ def test_behaviour_calls_become_terms_with_their_arguments():
         ),
         # a hint that works when followed (it said "compare it, e.g. TAG('VIP') > 0", which then failed)
         ("tag('VIP')", r"^tag\(\.\.\.\) is not a function a condition can use"),
+        # an operator beside a call a condition takes, or beside parentheses in quoted text: not
+        # "purchased(...) is not a function" or "home(...) is not a function"
+        ("purchased(within_days = 30) > 0 and @orders_365d > 1", r"^arithmetic and other operators"),
+        ("favourite_category = 'Home (garden)' and @orders_365d > 1", r"^arithmetic and other operators"),
         # a term is a number, named by its call (was a runtime error naming an internal column)
         (
             "spent(within_days = 30) > 'abc'",
