@@ -590,7 +590,7 @@ def _check_column_types(con: duckdb.DuckDBPyConnection, dataset: Dataset, table:
         for column in parsed
     }
     unparseable = {
-        column.name: f"{present_expr(column.name, types[column.name], trim)} AND {parse[column.name]} IS NULL"
+        column.name: f"{present_expr(column.name, types[column.name], trim, column.kind)} AND {parse[column.name]} IS NULL"
         for column in parsed
     }
     zones = {
@@ -600,7 +600,7 @@ def _check_column_types(con: duckdb.DuckDBPyConnection, dataset: Dataset, table:
     }
     aggregates = []
     for column in parsed:
-        aggregates.append(f"COUNT(*) FILTER (WHERE {present_expr(column.name, types[column.name], trim)})")
+        aggregates.append(f"COUNT(*) FILTER (WHERE {present_expr(column.name, types[column.name], trim, column.kind)})")
         aggregates.append(f"COUNT(*) FILTER (WHERE {unparseable[column.name]})")
     for name, zone in zones.items():
         aggregates.append(f"COUNT(*) FILTER (WHERE {zone} AND {parse[name]} IS NOT NULL)")

@@ -171,7 +171,8 @@ def clean_exprs(table: contract.Table, types: dict[str, str], trim: bool) -> dic
     for column in table.columns:
         if column.kind == "timestamp" and types[column.name] == "VARCHAR":
             ident = quote_ident(column.name)
-            exprs[CLEAN + column.name] = f"NULLIF(TRIM({ident}), '')" if trim else f"NULLIF({ident}, '')"
+            text = f"NULLIF(TRIM({ident}), '')" if trim else f"NULLIF({ident}, '')"
+            exprs[CLEAN + column.name] = _without_missing_words(text, column.kind, trim)
     return exprs
 
 
@@ -391,13 +392,16 @@ def parse_expr(
     if source_type == _ALL_MISSING:
         return f"CAST(NULL AS {contract.SQL_TYPE[column.kind]})"
     if column.kind in ("id", "text"):
-        return cleaned if is_text else f"CAST({ident} AS VARCHAR)"
+        if not is_text:
+            return f"CAST({ident} AS VARCHAR)"
+        # an optional id (a product, a store) written \N is no store; a required one is quarantined
+        return _without_missing_words(cleaned, "text" if column.kind == "text" or not column.required else "id", trim)
     if column.kind == "number":
         if source_type in _FLOAT_TYPES:
             return f"CASE WHEN NOT isnan({ident}) THEN CAST({ident} AS DOUBLE) END"
         if source_type.startswith(_NUMERIC_TYPES):
             return f"CAST({ident} AS DOUBLE)"
-        return text_number(cleaned, decimal)
+        return text_number(_without_missing_words(cleaned, column.kind, trim), decimal)
     if column.kind == "timestamp":
         zone = quote_literal(timezone)
         if is_text:
@@ -469,15 +473,37 @@ def _format_has_zone(timestamp_format: str) -> bool:
     return "%z" in timestamp_format or "%Z" in timestamp_format
 
 
-def present_expr(column_name: str, source_type: str, trim: bool) -> str:
-    """SQL that is true when a raw value is there: not null, not blank, and not a float NaN
-    (pandas and numpy write NaN for a missing number)."""
+def present_expr(column_name: str, source_type: str, trim: bool, kind: str | None = None) -> str:
+    """SQL that is true when a raw value is there: not null, not blank, not a float NaN (pandas
+    and numpy write NaN for a missing number), and in a CSV not a word for no value
+    (:func:`missing_words` of the column's ``kind``)."""
     ident = quote_ident(column_name)
     if source_type in ("DOUBLE", "FLOAT", "REAL"):
         return f"({ident} IS NOT NULL AND NOT isnan({ident}))"
     if source_type == "VARCHAR":
-        return f"{'NULLIF(TRIM(' + ident + '), ' if trim else 'NULLIF(' + ident + ', '}'') IS NOT NULL"
+        present = f"{'NULLIF(TRIM(' + ident + '), ' if trim else 'NULLIF(' + ident + ', '}'') IS NOT NULL"
+        words = missing_words(kind, trim)
+        return f"({present} AND NOT {contract.placeholder_word_expr(ident, words)})" if words else present
     return f"{ident} IS NOT NULL"
+
+
+def missing_words(kind: str | None, trim: bool) -> tuple[str, ...] | None:
+    """The words a CSV writes for no value in a column of ``kind``: MySQL's ``\\N`` (its
+    ``SELECT ... INTO OUTFILE``), ``NULL``, ``N/A``... (:data:`portrait.contract.MISSING_VALUE_WORDS`;
+    in numbers and times also R's ``NA`` and a dash). Read as missing, not as a value: a
+    discount of ``\\N`` was a non-numeric value, its row quarantined (600 of 3,000 rows of a
+    MySQL dump), a store ``\\N`` a store (optional ids take the words of text). Required ids
+    have their own rule (``placeholder_<column>``); Parquet and frames hold real nulls (``trim``
+    is False for them)."""
+    if not trim or kind not in ("text", "number", "timestamp"):
+        return None
+    return contract.MISSING_VALUE_WORDS if kind == "text" else contract.MISSING_NUMBER_WORDS
+
+
+def _without_missing_words(text: str, kind: str, trim: bool) -> str:
+    """``text`` (SQL), NULL where it is one of :func:`missing_words`."""
+    words = missing_words(kind, trim)
+    return f"CASE WHEN {contract.placeholder_word_expr(text, words)} THEN NULL ELSE {text} END" if words else text
 
 
 def _reason_cases(table: contract.Table, types: dict[str, str], trim: bool, read_all: list[str]) -> str:
@@ -491,7 +517,7 @@ def _reason_cases(table: contract.Table, types: dict[str, str], trim: bool, read
     cases: list[str] = []
     for column in table.columns:
         value = quote_ident(PARSED + column.name)
-        present = present_expr(column.name, types[column.name], trim)
+        present = present_expr(column.name, types[column.name], trim, column.kind)
         if column.required:
             cases.append(f"WHEN {value} IS NULL AND NOT ({present}) THEN 'missing_{column.name}'")
         if column.kind == "timestamp":

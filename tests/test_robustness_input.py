@@ -1006,3 +1006,23 @@ def test_a_file_whose_lines_end_with_a_carriage_return_alone_is_read(tmp_path):
     (tmp_path / "wide").mkdir()
     folder = _dataset(tmp_path / "wide", utf16.encode("utf-16"))
     assert open_dataset(folder).sources["purchases"].file_headers[str(folder / "purchases.csv")][-1] == "\u010dlen"
+
+
+def test_a_mysql_dumps_null_marker_is_a_missing_value_not_a_value(tmp_path):
+    """MySQL's SELECT ... INTO OUTFILE writes \\N for NULL: a discount \\N quarantined its row as
+    non-numeric (600 of 3,000), a store \\N was a store, and half the rows \\N refused the
+    table. Read as missing; in a required column, as a missing value (not a bad one)."""
+    header = "order_id,customer_id,ts,amount,discount,store_id,category\n"
+    null = "\\N"
+    lines = [
+        f"o{i},c{i % 97},2024-03-{1 + i % 28:02d},{10 + i % 50}.50,"
+        f"{null if i % 5 == 0 else '1.00'},{null if i % 3 == 0 else 'S1'},{'NULL' if i % 2 else 'Food'}\n"
+        for i in range(300)
+    ]
+    lines[7] = "o7,c7,\\N,3.50,1.00,S1,Food\n"
+    folder = _dataset(tmp_path, (header + "".join(lines)).encode())
+    report = validate(open_dataset(folder))
+    assert (report.tables[0].valid_rows, report.tables[0].quarantined) == (299, {"missing_ts": 1})
+    con = open_dataset(folder).connect()
+    counts = "SELECT COUNT(discount), COUNT(DISTINCT store_id), COUNT(category), MIN(discount) FROM purchases"
+    assert con.execute(counts).fetchall() == [(239, 1, 150, 1.0)]
