@@ -109,4 +109,10 @@ def read_error_reason(exc: Exception) -> str:
             f"{lines[0]}: it has bytes 0x80-0x9F, control characters in latin-1 that Windows exports use "
             'for the euro sign, dashes and quotes (cp1252): name encoding = "cp1252" instead'
         )
+    if "Error when sniffing file" in lines[0] or "state machine reached an invalid state" in lines[0]:
+        return (  # DuckDB's own advice, further down, quotes none of the usual causes of an export
+            f"{lines[0].rstrip('.')}: DuckDB could not tell how its lines split into fields. Are its lines "
+            "ended in two ways (two exports pasted together, one with CRLF, one with LF)? Is there a title "
+            "line above the header? Save it as one CSV with one kind of line end and the header first"
+        )
     return lines[0]

@@ -1026,3 +1026,13 @@ def test_a_mysql_dumps_null_marker_is_a_missing_value_not_a_value(tmp_path):
     con = open_dataset(folder).connect()
     counts = "SELECT COUNT(discount), COUNT(DISTINCT store_id), COUNT(category), MIN(discount) FROM purchases"
     assert con.execute(counts).fetchall() == [(239, 1, 150, 1.0)]
+
+
+def test_a_file_of_two_exports_pasted_together_says_what_may_be_wrong(tmp_path):
+    """One half ended with CRLF, the other with LF: DuckDB cannot read it, and its first line
+    ("The CSV Parser state machine reached an invalid state") named no cause."""
+    lines = _quoted_lines(3000)
+    text = (HEADER + "".join(lines[:1500])).replace("\n", "\r\n") + "".join(lines[1500:])
+    folder = _dataset(tmp_path, text.encode())
+    with pytest.raises(ContractError, match=r"Are its lines ended in two ways \(two exports pasted together"):
+        validate(open_dataset(folder))
