@@ -7,16 +7,18 @@ unquoted: every quoted value holding the delimiter (``"Home, Garden"``) then spl
 fields, and 75 of 301 lines of a real-looking export were quarantined; a quoted value without
 one kept its quotes as text.
 
-:func:`missed_quoting` finds such a file (its first lines hold quoted values, and a value that
-opens with a quote but is not one) and reads a sample of its first lines both ways, as DuckDB
-sniffs it and with RFC 4180 quoting (a quote inside a quoted value doubled; the delimiter the
-configured one, else the header's most frequent of , ; tab |; the header's names trimmed, as
-DuckDB trims them), without sniffing. Only when RFC 4180 reads more of the sample's rows is the
-file read that way: the stray line is then one malformed line. A file whose values merely start
-with a quote (``"Classic" T-shirt``) reads more rows as sniffed and stays so. A quote opened and
-never closed in a quoted file runs on into the next lines: :mod:`portrait.validate` refuses the
-file when a malformed record holds whole lines after its first, rather than count the lines it
-lost as one. Backslash-escaped files (``\\"``) are left to the sniffer.
+:func:`missed_quoting` finds such a file: among the lines the sniffer samples (20,480), a quote
+that neither opens nor closes a value (or one left open), and more whole quoted values than
+values opening with a quote they do not close (a file of ``"Classic" T-shirt`` values is read as
+written). It then reads that sample both ways, as DuckDB sniffs it and with RFC 4180 quoting (a
+quote inside a quoted value doubled; the delimiter the configured one, else the header's most
+frequent of , ; tab |; the header's names as DuckDB names them), and reads the file with RFC
+4180 unless that reads fewer of the sample's rows than the sniffer but for the suspect lines:
+the stray line is then one malformed line. A quote opened and never closed runs on into the
+next lines: when the sample shows one, the file is read quoted too, and :mod:`portrait.validate`
+refuses it naming the line (a malformed record holding a whole line of the file), rather than
+count the lines it took as one. Backslash-escaped files (``\\"``) are left to the sniffer. The
+answer is kept per version of a file (:func:`missed_quoting`).
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ def guessed_delimiter(header: str) -> str:
     return max(",;\t|", key=header.count)
 
 
-def _suspect_line(delimiter: str) -> re.Pattern[str]:
+def _suspect_value(delimiter: str) -> re.Pattern[str]:
     """A value that opens with a quote and is not one quoted value (``"TV 55" LED"``,
     ``"Classic" T-shirt``, a quote never closed on its line): where the two ways of reading a
     file part. A quote inside an unquoted value (``TV 55" LED``) reads alike either way."""
@@ -264,7 +266,7 @@ def _missed_quoting(path: Path, encoding: str, delimiter: str | None) -> QuotedD
     closing = rest.count('"' + chosen) + rest.count('"\n')
     if rest.count('"') == opening + closing and opening == closing:
         return None
-    suspect = len(_suspect_line(chosen).findall(text))
+    suspect = len(_suspect_value(chosen).findall(text))
     if not suspect:
         return None  # every quoted value is whole: the sniffer reads them as RFC 4180 does
     quoted = len(_quoted_value(chosen).findall(text))
