@@ -186,6 +186,9 @@ def placeholder_expr(value: str) -> str:
 # NULL, and a gender column three-valued). Narrower than the identifiers' list: "NA" can be a
 # region and "unknown" an answer someone gave.
 MISSING_VALUE_WORDS = ("null", "nan", "n/a", "#n/a", "\\n", "(null)", "none", "nil", "undefined")
+# ...of which those no text value is (a brand is "Nil", "NAN", a category "None"): in a CSV's
+# text columns and optional ids, only these are missing values (portrait.views.missing_words).
+NULL_MARKERS = ("null", "\\n", "(null)", "#n/a", "n/a")
 # ...and in a column of numbers or dates, where no such text can be a value: R's NA, a dash.
 MISSING_NUMBER_WORDS = (*MISSING_VALUE_WORDS, "na", "n.a.", "-", "--", "?", "missing", "unknown")
 

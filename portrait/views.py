@@ -489,15 +489,16 @@ def present_expr(column_name: str, source_type: str, trim: bool, kind: str | Non
 
 def missing_words(kind: str | None, trim: bool) -> tuple[str, ...] | None:
     """The words a CSV writes for no value in a column of ``kind``: MySQL's ``\\N`` (its
-    ``SELECT ... INTO OUTFILE``), ``NULL``, ``N/A``... (:data:`portrait.contract.MISSING_VALUE_WORDS`;
-    in numbers and times also R's ``NA`` and a dash). Read as missing, not as a value: a
+    ``SELECT ... INTO OUTFILE``), ``NULL``, ``N/A`` (:data:`portrait.contract.NULL_MARKERS`: not
+    "None" or "Nil", which can be a brand's or a category's name; in numbers and times all of
+    :data:`~portrait.contract.MISSING_NUMBER_WORDS`, R's ``NA`` and a dash too). Read as missing, not as a value: a
     discount of ``\\N`` was a non-numeric value, its row quarantined (600 of 3,000 rows of a
     MySQL dump), a store ``\\N`` a store (optional ids take the words of text). Required ids
     have their own rule (``placeholder_<column>``); Parquet and frames hold real nulls (``trim``
     is False for them)."""
     if not trim or kind not in ("text", "number", "timestamp"):
         return None
-    return contract.MISSING_VALUE_WORDS if kind == "text" else contract.MISSING_NUMBER_WORDS
+    return contract.NULL_MARKERS if kind == "text" else contract.MISSING_NUMBER_WORDS
 
 
 def _without_missing_words(text: str, kind: str, trim: bool) -> str:

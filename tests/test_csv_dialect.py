@@ -97,3 +97,18 @@ def test_the_options_name_every_header_column_as_text():
     assert "auto_detect = false, header = false, skip = 1" in options
     assert "skip = 3" in QuotedDialect(",", ("id", "x"), 3).read_options()
     assert "delim = ','" in options and "columns = {'id': 'VARCHAR', 'it''s': 'VARCHAR'}" in options
+
+
+def test_a_file_that_cannot_be_read_now_is_not_remembered_so(tmp_path, monkeypatch):
+    lines = _lines(20)
+    lines[4] = 'o4;c4;2024-01-05;1.5;"TV 55" LED"\n'
+    path = _file(tmp_path, lines)
+
+    def unreadable(*args):
+        raise OSError("busy")
+
+    monkeypatch.setattr(csv_dialect, "_missed_quoting", unreadable)
+    assert missed_quoting(path, "utf-8", cache=tmp_path / "cache") is None
+    assert not (tmp_path / "cache" / "csv-dialects").exists()
+    monkeypatch.undo()
+    assert missed_quoting(path, "utf-8", cache=tmp_path / "cache") is not None

@@ -821,9 +821,11 @@ def test_a_utf16_file_with_a_stray_quote_loses_its_quotes_as_utf8_does(tmp_path)
     assert con.execute("SELECT COUNT(*) FROM purchases WHERE category = 'Home, Garden'").fetchall() == [(75,)]
 
 
-def test_a_closed_value_over_two_lines_on_a_row_with_a_field_too_many_is_one_malformed_row(tmp_path):
-    """It was refused as a quote never closed: only a record that took whole lines is."""
-    lines = [line.replace('"Home, Garden"', '"Deliver to:\n1 High St"') for line in _quoted_lines(300)]
+@pytest.mark.parametrize("address", ["1 High St", "Flat 2, High St, Leeds, back door"])
+def test_a_closed_value_over_two_lines_on_a_row_with_a_field_too_many_is_one_malformed_row(tmp_path, address):
+    """It was refused as a quote never closed: only a record that took whole lines is. An
+    address line holding as many commas as a line of the file is no such line: its quotes pair."""
+    lines = [line.replace('"Home, Garden"', f'"Deliver to:\n{address}"') for line in _quoted_lines(300)]
     lines[20] = lines[20].replace("\n", ",EXTRA\n").replace(":,EXTRA", ":")
     folder = _dataset(tmp_path, (HEADER + "".join(lines)).encode())
     report = validate(open_dataset(folder))
@@ -1036,3 +1038,34 @@ def test_a_file_of_two_exports_pasted_together_says_what_may_be_wrong(tmp_path):
     folder = _dataset(tmp_path, text.encode())
     with pytest.raises(ContractError, match=r"Are its lines ended in two ways \(two exports pasted together"):
         validate(open_dataset(folder))
+
+
+def test_quoted_values_first_met_past_the_sniffed_lines_are_read_quoted(tmp_path):
+    """A date-sorted export whose first quoted value ("Home, Garden": a category new that month)
+    comes after the 20,480 lines DuckDB's sniffer reads: it chose no quote, and 2,249 lines were
+    malformed."""
+    lines = [
+        line.replace('"Home, Garden"', "Food") if i < 21_000 else line for i, line in enumerate(_quoted_lines(30_000))
+    ]
+    folder = _dataset(tmp_path, (HEADER + "".join(lines)).encode())
+    report = validate(open_dataset(folder))
+    assert (report.tables[0].valid_rows, report.tables[0].quarantined) == (30_000, {})
+    con = open_dataset(folder).connect()
+    assert con.execute("SELECT COUNT(*) FROM purchases WHERE category = 'Home, Garden'").fetchall() == [(2_250,)]
+
+
+def test_names_that_look_like_no_value_stay_values_where_they_can_be_names(tmp_path):
+    """Brands "NAN" (an infant formula) and "Nil", a category "None", a product "nil" were
+    dropped as missing once MySQL's \\N was: only NULL, \\N, (null), #N/A and N/A are, in text."""
+    header = "order_id,customer_id,ts,amount,product_id,category,brand\n"
+    rows = [
+        "o1,c1,2024-03-01,1.0,P1,None,NAN\n",
+        "o2,c2,2024-03-01,1.0,nil,Food,Nil\n",
+        "o3,c3,2024-03-01,1.0,\\N,NULL,#N/A\n",
+    ]
+    con = open_dataset(_dataset(tmp_path, (header + "".join(rows)).encode())).connect()
+    assert con.execute("SELECT product_id, category, brand FROM purchases ORDER BY order_id").fetchall() == [
+        ("P1", "None", "NAN"),
+        ("nil", "Food", "Nil"),
+        (None, None, None),
+    ]
