@@ -78,4 +78,7 @@ def duckdb_memory_limit(con: duckdb.DuckDBPyConnection, share: float):
     try:
         yield
     finally:
-        con.execute(f"SET memory_limit = '{previous}'")
+        try:
+            con.execute(f"SET memory_limit = '{previous}'")
+        except duckdb.Error:  # closed meanwhile (a stopped refresh closes its connections): no limit to restore
+            pass

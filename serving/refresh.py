@@ -298,7 +298,10 @@ def current_run(root: Path) -> Path | None:
     pointer = Path(root) / LATEST
     if not pointer.exists():
         return None
-    return Path(root) / pointer.read_text(encoding="utf-8").strip()
+    named = pointer.read_text(encoding="utf-8").strip()
+    if not named:  # emptied (a full disk, a hand): named the root itself, every later run a "backfill"
+        return None
+    return Path(root) / named
 
 
 def check_refresh_root(root: Path, option: str = "--runs") -> None:
@@ -496,9 +499,19 @@ def _locked_refresh(config, retrain_if_drift, retrainer, on_step, progress) -> R
     manifest["outcome"] = "ok"
     manifest["finished_at"] = _now()
     manifest["seconds"] = round(sum(s["seconds"] for s in manifest["steps"]), 2)
-    atomic_write_text(json.dumps(manifest, indent=2, default=str), work / MANIFEST)
     final = runs / as_of
-    replace_directory(work, final)
+    try:
+        atomic_write_text(json.dumps(manifest, indent=2, default=str), work / MANIFEST)
+        replace_directory(work, final)
+    except OSError as exc:  # a full disk: every step ran, the run is not whole (was a raw OS error)
+        _PUBLISHING.clear()
+        shutil.rmtree(work, ignore_errors=True)  # the space it held, for the next attempt
+        raise RefreshFailed(
+            f"refresh as of {as_of}: every step ran, but the run could not be written whole "
+            f"({exc.strerror or exc}), so nothing was published; "
+            + (f"LATEST still points to {latest.relative_to(root)}" if latest else "no LATEST yet")
+            + "; free disk space and run again"
+        ) from None
     # LATEST names the newest published date: a backfill must not send readers (lists, the API,
     # the next night's comparisons) back to an older day. Compared with what LATEST names, not
     # with the newest folder: a newer run whose LATEST write failed was never published.

@@ -114,7 +114,7 @@ class ServeState:
 
         run = current_run(runs)
         if run is None:
-            raise Unavailable(f"no published run under {runs} yet (no LATEST): run portrait refresh first")
+            raise Unavailable(f"no published run under {runs} yet (no LATEST, or an empty one): run portrait refresh")
         if not run.is_dir():
             raise Unavailable(
                 f"LATEST under {runs} names {run.name}, which is not there (removed?): run portrait refresh"

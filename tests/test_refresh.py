@@ -270,6 +270,24 @@ def test_a_failed_step_leaves_latest_and_records_the_failure(first_run, monkeypa
     assert sorted(_contents(root / "runs" / AS_OF)) == sorted(published)
 
 
+def test_a_full_disk_when_publishing_says_so_and_leaves_nothing_behind(first_run, monkeypatch):
+    """The manifest and the run's move were outside the failure handling: a full disk gave a raw
+    OS error, no word about LATEST, and a hidden temporary run (16 MB) left on the full disk."""
+    import errno
+
+    settings, root, _, _ = first_run
+    pointer = (root / LATEST).read_text()
+
+    def full(source, target):
+        raise OSError(errno.ENOSPC, "No space left on device", str(target))
+
+    monkeypatch.setattr(refresh_module, "replace_directory", full)
+    with pytest.raises(RefreshFailed, match=r"every step ran, but the run could not be written whole \(No space left"):
+        refresh(load_config(settings, as_of="2025-01-09"))
+    assert (root / LATEST).read_text() == pointer
+    assert not [p.name for p in (root / "runs").iterdir() if p.name.startswith(".2025-01-09")]
+
+
 def _portrait(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-c", "from portrait_cli.main import main; main()", *args],
@@ -650,17 +668,25 @@ def test_a_stop_signal_or_data_changing_during_the_run_ends_it_recorded_and_unpu
     assert not (root / LATEST).exists() and run_dates(root) == []
 
 
-def test_latest_moves_to_a_run_newer_than_the_one_it_names_even_past_an_unpublished_folder(registered, tmp_path):
+@pytest.mark.parametrize("pointer", ["runs/2024-12-01\n", ""])
+def test_latest_moves_to_a_run_newer_than_the_one_it_names_even_past_an_unpublished_folder(
+    registered, tmp_path, pointer
+):
     """A newer run whose LATEST write failed (or was killed before it) left a complete folder:
-    a later run of an earlier date than that folder was called a backfill and LATEST stayed put."""
+    a later run of an earlier date than that folder was called a backfill and LATEST stayed put.
+    An empty LATEST named the root itself: every later run was a "backfill", LATEST never
+    written again, and serve answered 503 "no scores"."""
     settings = write_settings(tmp_path, registered)
     root = tmp_path / "out"
     for day in ("2024-12-01", "2025-02-01"):  # published, and a newer one never published
         (root / "runs" / day).mkdir(parents=True)
         (root / "runs" / day / "manifest.json").write_text("{}")
-    (root / LATEST).write_text("runs/2024-12-01\n")
+    (root / LATEST).write_text(pointer)
     result = refresh(load_config(settings))
-    assert not result.is_backfill and (root / LATEST).read_text() == f"runs/{AS_OF}\n"
+    if pointer:
+        assert not result.is_backfill and (root / LATEST).read_text() == f"runs/{AS_OF}\n"
+    else:  # as without a LATEST: it names the newest complete run
+        assert (root / LATEST).read_text() == "runs/2025-02-01\n" and result.latest == root / "runs" / "2025-02-01"
 
 
 def test_a_failure_record_that_cannot_be_written_is_said(tmp_path):

@@ -24,3 +24,12 @@ def test_duckdb_memory_limit_is_lowered_within_and_put_back_after():
     con.execute("SET memory_limit = '1GB'")
     with duckdb_memory_limit(con, 0.5):
         assert limit() == pytest.approx(1e9, rel=0.01)  # never raised
+
+
+def test_a_connection_closed_inside_the_limit_ends_it_quietly():
+    """A stopped refresh closes its connections while the crowd material is inside the limit:
+    putting it back raised 'Connection already closed' as a traceback after the one-line error."""
+    con = duckdb.connect()
+    con.execute("SET memory_limit = '1000GB'")
+    with duckdb_memory_limit(con, 0.001):
+        con.close()
