@@ -34,6 +34,13 @@ class LoadedModel:
 
 
 def load_model(name: str, alias: str = "champion") -> LoadedModel:
+    """The version of ``name`` that ``alias`` names, loaded (:func:`alias_version`, then
+    :func:`load_model_version`)."""
+    return load_model_version(name, alias_version(name, alias), alias)
+
+
+def alias_version(name: str, alias: str = "champion") -> str:
+    """The version ``alias`` names now (two registry reads, no model files)."""
     if not is_model_name(name):
         shown = name if len(name) <= 60 else name[:60] + "..."
         raise NotFound(f"no registered model named {shown!r}: a model's name is letters, digits, '_' or '-'")
@@ -53,11 +60,20 @@ def load_model(name: str, alias: str = "champion") -> LoadedModel:
             f"model {name!r} has no version with alias {alias!r}; promote one (portrait promote {name}) "
             "or choose another alias (--alias, or alias in the refresh settings)"
         ) from None
+    return str(version.version)
+
+
+def load_model_version(name: str, version: str, alias: str = "champion") -> LoadedModel:
+    """Version ``version`` of ``name`` (the one ``alias`` named when asked), loaded."""
+    client = MlflowClient()
+    registered = None
     try:
-        python_model, meta = load_version(name, str(version.version))
+        registered = client.get_model_version(name, version)
+        python_model, meta = load_version(name, version)
     except (MlflowException, OSError, ValueError) as exc:  # files moved or deleted under the registry
+        where = f" from {registered.source}" if registered is not None else ""
         raise PortraitError(
-            f"model {name!r} version {version.version} ({alias}) cannot be loaded from {version.source}: {_first(exc)}; "
+            f"model {name!r} version {version} ({alias}) cannot be loaded{where}: {_first(exc)}; "
             "its files were moved or deleted: train and promote it again, or restore them"
         ) from None
     if meta.get("label") == PERSONA_LABEL:
@@ -65,10 +81,10 @@ def load_model(name: str, alias: str = "champion") -> LoadedModel:
         try:
             meta = PersonaCard.from_dict({"name": name, **meta}).to_dict()
         except ValueError as exc:
-            raise PortraitError(f"model {name!r} version {version.version}: {exc}") from None
+            raise PortraitError(f"model {name!r} version {version}: {exc}") from None
     estimator = python_model.fit if hasattr(python_model, "fit") else python_model.estimator
-    metrics = client.get_run(version.run_id).data.metrics
-    return LoadedModel(name, str(version.version), alias, meta, estimator, metrics)
+    metrics = client.get_run(registered.run_id).data.metrics
+    return LoadedModel(name, version, alias, meta, estimator, metrics)
 
 
 def _first(exc: Exception) -> str:

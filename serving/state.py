@@ -34,7 +34,7 @@ from portrait.outputs import (
 )
 from portrait.privacy import Consent
 from serving.feature_columns import FeatureColumns
-from serving.registry import LoadedModel, load_model
+from serving.registry import LoadedModel, alias_version, load_model_version
 from serving.settings import ServeSettings
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,11 @@ class ScoresSnapshot:
             raise ScoresReplacing(f"the features beside {scores_dir / name} are of another scoring")
 
 
+# How long the version an alias names is taken as known before the registry is asked again
+# (two registry reads): a promotion reaches the API within this.
+ALIAS_CHECK_SECONDS = 10.0
+
+
 class ServeState:
     """Everything the routers share: the settings, the published outputs, the models, the
     consent rules, the audit log."""
@@ -94,11 +99,31 @@ class ServeState:
         self._batch: tuple[tuple, str, dict] | None = None  # (stamp, as-of, models) of batch_models
         self._consent_lock = threading.Lock()
         self._consent: tuple[Path, str, Consent] | None = None
-        self.model = lru_cache(maxsize=16)(self._load_model)
+        self._versions: dict[str, tuple[float, str]] = {}  # model -> (when asked, the alias's version)
+        self._loaded = lru_cache(maxsize=16)(self._load_model)
 
-    def _load_model(self, name: str) -> LoadedModel:
+    def model(self, name: str) -> LoadedModel:
+        """The version of ``name`` the serving alias names, asked of the registry at most every
+        :data:`ALIAS_CHECK_SECONDS` and loaded once per version: a promotion is served without
+        a restart (the first version loaded was kept for good: /score answered v1 beside a
+        champion v2, and lists lost their reasons once the refresh scored with v2)."""
+        now = time.monotonic()
+        with self._lock:
+            asked = self._versions.get(name)
+        if asked is None or now - asked[0] > ALIAS_CHECK_SECONDS:
+            version = self._registry_call(alias_version, name, self.settings.alias)
+            asked = (now, version)
+            with self._lock:
+                self._versions[name] = asked
+        return self._loaded(name, asked[1])
+
+    def _load_model(self, name: str, version: str) -> LoadedModel:
+        return self._registry_call(load_model_version, name, version, self.settings.alias)
+
+    @staticmethod
+    def _registry_call(call, *args):
         try:
-            return load_model(name, self.settings.alias)
+            return call(*args)
         except Unavailable:  # the registry itself: the operator's to fix
             raise
         except PortraitError as exc:
@@ -114,7 +139,9 @@ class ServeState:
 
         run = current_run(runs)
         if run is None:
-            raise Unavailable(f"no published run under {runs} yet (no LATEST, or an empty one): run portrait refresh")
+            raise Unavailable(
+                f"no published run under {runs} yet (no LATEST, or an empty one): run portrait refresh first"
+            )
         if not run.is_dir():
             raise Unavailable(
                 f"LATEST under {runs} names {run.name}, which is not there (removed?): run portrait refresh"

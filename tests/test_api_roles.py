@@ -755,9 +755,10 @@ def test_a_relative_labels_rows_are_moved_by_the_served_batchs_offset(world, mon
     summary.write_text(json.dumps(batch))
     meta = {"label": "high_value", "positive_share": 0.25, "features": ["x"]}
     version = {"now": "3"}
+    monkeypatch.setattr("serving.state.alias_version", lambda name, alias: version["now"])
     monkeypatch.setattr(
-        "serving.state.load_model",
-        lambda name, alias: LoadedModel(name, version["now"], alias, meta, _EvenChances(), {}),
+        "serving.state.load_model_version",
+        lambda name, served, alias: LoadedModel(name, served, alias, meta, _EvenChances(), {}),
     )
     client = TestClient(build_app(settings))
     body = {"model": "m", "rows": [{"x": 1.0}, {"x": 2.0}]}
@@ -769,10 +770,13 @@ def test_a_relative_labels_rows_are_moved_by_the_served_batchs_offset(world, mon
         "logit_offset": pytest.approx(np.log(1 / 3)),
         "batch_as_of": AS_OF,
     }
-    # another version than the served batch's: the model's own probabilities, and why
+    # another version than the served batch's (promoted while the API runs: served once the
+    # alias is asked again, without a restart; v3 was kept for good): the model's own
+    # probabilities, and why
     version["now"] = "4"
-    client = TestClient(build_app(settings))  # a new app: models are cached per app
+    monkeypatch.setattr("serving.state.ALIAS_CHECK_SECONDS", 0.0)
     answer = client.post("/score", json=body, headers=keys["analyst"]).json()
+    assert answer["version"] == "4"
     assert [s["score"] for s in answer["scores"]] == [0.5, 0.5] and "moved_to_share" not in answer
     assert answer["note"] == (
         "m marks a fixed share of customers (25%), which batch scores are moved to; no served batch of "

@@ -351,7 +351,10 @@ def test_score_answers_for_a_model_that_is_not_lightgbm(scored, monkeypatch):
     y = (X["orders_lifetime"] > X["orders_lifetime"].median()).astype(int).to_numpy()
     blend = RankBlend(base=lightgbm.estimator, weight=0.5, horizon_days=30).fit(X, y)
     assert blend.categories_ == lightgbm.estimator.categories_
-    monkeypatch.setattr(serving.state, "load_model", lambda name, alias: dataclasses.replace(lightgbm, estimator=blend))
+    monkeypatch.setattr(serving.state, "alias_version", lambda name, alias: lightgbm.version)
+    monkeypatch.setattr(
+        serving.state, "load_model_version", lambda name, v, alias: dataclasses.replace(lightgbm, estimator=blend)
+    )
     client = TestClient(create_app(out))
     rows = [
         {k: (None if pd.isna(v) else (v if isinstance(v, str) else float(v))) for k, v in row.items()}
@@ -391,7 +394,7 @@ def test_a_model_that_reads_no_text_takes_the_feature_rows_as_written(scored, mo
     logistic = LogisticRepurchase(horizon_days=30).fit(X, y)
     assert logistic.categories_ == {} and "favourite_category" in lightgbm.features
     monkeypatch.setattr(
-        serving.state, "load_model", lambda name, alias: dataclasses.replace(lightgbm, estimator=logistic)
+        serving.state, "load_model_version", lambda name, v, alias: dataclasses.replace(lightgbm, estimator=logistic)
     )
     client = TestClient(create_app(out))
     rows = [
