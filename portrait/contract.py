@@ -205,13 +205,23 @@ def placeholder_word_expr(value: str, words: tuple[str, ...] = PLACEHOLDER_ID_VA
     id or order id is quarantined (``placeholder_customer_id``), as a blank one is,
     rather than read as one customer who made every guest order (8% of an export's orders made
     "NULL" its best customer, first on a list). Zeros are not included here, unlike for the
-    identities' values: "0" can be a real customer's id. The first character is compared first
-    (a whole number, cheap on 100M events): only the few ids starting like a placeholder are
-    lower-cased and trimmed."""
+    identities' values: "0" can be a real customer's id. The length (stored with the text) and
+    the first character (a whole number) are compared first, cheap on 100M events: only the few
+    values short enough and starting like a placeholder are lower-cased and trimmed. (Without
+    the length, a brand "National" passed as starting like "null": validating the Complete
+    Journey as CSV took 10 s against 6 without the words; with it 7 s, 8 s testing it second.)"""
     text = f"CAST({value} AS VARCHAR)"
     starts = sorted({ord(c) for word in words for c in (word[0], word[0].upper())} | {32})  # TRIM strips spaces
     listed = ", ".join(quote_literal(v) for v in words)
-    return f"(ascii({text}) IN ({', '.join(map(str, starts))}) AND LOWER(TRIM({text})) IN ({listed}))"
+    longest = max(map(len, words)) + PLACEHOLDER_PADDING
+    return (
+        f"(strlen({text}) <= {longest} AND ascii({text}) IN ({', '.join(map(str, starts))}) "
+        f"AND LOWER(TRIM({text})) IN ({listed}))"
+    )
+
+
+# Spaces around a placeholder word still recognised as one (" NULL "); a longer value is none.
+PLACEHOLDER_PADDING = 8
 
 
 # How a purchase line is read, in SQL both engines run: one rule for the checks, the features,

@@ -172,7 +172,7 @@ def clean_exprs(table: contract.Table, types: dict[str, str], trim: bool) -> dic
         if column.kind == "timestamp" and types[column.name] == "VARCHAR":
             ident = quote_ident(column.name)
             text = f"NULLIF(TRIM({ident}), '')" if trim else f"NULLIF({ident}, '')"
-            exprs[CLEAN + column.name] = _without_missing_words(text, column.kind, trim)
+            exprs[CLEAN + column.name] = _without_missing_words(text, column.kind, trim, ident)
     return exprs
 
 
@@ -395,13 +395,14 @@ def parse_expr(
         if not is_text:
             return f"CAST({ident} AS VARCHAR)"
         # an optional id (a product, a store) written \N is no store; a required one is quarantined
-        return _without_missing_words(cleaned, "text" if column.kind == "text" or not column.required else "id", trim)
+        kind = "text" if column.kind == "text" or not column.required else "id"
+        return _without_missing_words(cleaned, kind, trim, ident)
     if column.kind == "number":
         if source_type in _FLOAT_TYPES:
             return f"CASE WHEN NOT isnan({ident}) THEN CAST({ident} AS DOUBLE) END"
         if source_type.startswith(_NUMERIC_TYPES):
             return f"CAST({ident} AS DOUBLE)"
-        return text_number(_without_missing_words(cleaned, column.kind, trim), decimal)
+        return text_number(_without_missing_words(cleaned, column.kind, trim, ident), decimal)
     if column.kind == "timestamp":
         zone = quote_literal(timezone)
         if is_text:
@@ -501,10 +502,12 @@ def missing_words(kind: str | None, trim: bool) -> tuple[str, ...] | None:
     return contract.NULL_MARKERS if kind == "text" else contract.MISSING_NUMBER_WORDS
 
 
-def _without_missing_words(text: str, kind: str, trim: bool) -> str:
-    """``text`` (SQL), NULL where it is one of :func:`missing_words`."""
+def _without_missing_words(text: str, kind: str, trim: bool, raw: str) -> str:
+    """``text`` (SQL: the cleaned value), NULL where the ``raw`` column's value is one of
+    :func:`missing_words` (tested on the raw column: the cleaned expression written once more
+    per test would be computed again)."""
     words = missing_words(kind, trim)
-    return f"CASE WHEN {contract.placeholder_word_expr(text, words)} THEN NULL ELSE {text} END" if words else text
+    return f"CASE WHEN {contract.placeholder_word_expr(raw, words)} THEN NULL ELSE {text} END" if words else text
 
 
 def _reason_cases(table: contract.Table, types: dict[str, str], trim: bool, read_all: list[str]) -> str:

@@ -502,7 +502,6 @@ def _locked_refresh(config, retrain_if_drift, retrainer, on_step, progress) -> R
     final = runs / as_of
     try:
         atomic_write_text(json.dumps(manifest, indent=2, default=str), work / MANIFEST)
-        replace_directory(work, final)
     except OSError as exc:  # a full disk: every step ran, the run is not whole (was a raw OS error)
         _PUBLISHING.clear()
         shutil.rmtree(work, ignore_errors=True)  # the space it held, for the next attempt
@@ -512,6 +511,7 @@ def _locked_refresh(config, retrain_if_drift, retrainer, on_step, progress) -> R
             + (f"LATEST still points to {latest.relative_to(root)}" if latest else "no LATEST yet")
             + "; free disk space and run again"
         ) from None
+    replace_directory(work, final)
     # LATEST names the newest published date: a backfill must not send readers (lists, the API,
     # the next night's comparisons) back to an older day. Compared with what LATEST names, not
     # with the newest folder: a newer run whose LATEST write failed was never published.

@@ -55,7 +55,9 @@ def alias_version(name: str, alias: str = "champion") -> str:
         raise PortraitError(f"no registered model named {name!r}; train it first (portrait train)") from None
     try:
         version = client.get_model_version_by_alias(name, alias)
-    except MlflowException:
+    except MlflowException as exc:
+        if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):  # busy, unreachable
+            raise Unavailable(f"cannot read the model registry at {mlflow.get_tracking_uri()}: {_first(exc)}") from None
         raise PortraitError(
             f"model {name!r} has no version with alias {alias!r}; promote one (portrait promote {name}) "
             "or choose another alias (--alias, or alias in the refresh settings)"
@@ -66,14 +68,17 @@ def alias_version(name: str, alias: str = "champion") -> str:
 def load_model_version(name: str, version: str, alias: str = "champion") -> LoadedModel:
     """Version ``version`` of ``name`` (the one ``alias`` named when asked), loaded."""
     client = MlflowClient()
-    registered = None
     try:
         registered = client.get_model_version(name, version)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":  # the registry busy or unreachable, not the model
+            raise Unavailable(f"cannot read the model registry at {mlflow.get_tracking_uri()}: {_first(exc)}") from None
+        raise PortraitError(f"model {name!r} has no version {version}") from None
+    try:
         python_model, meta = load_version(name, version)
     except (MlflowException, OSError, ValueError) as exc:  # files moved or deleted under the registry
-        where = f" from {registered.source}" if registered is not None else ""
         raise PortraitError(
-            f"model {name!r} version {version} ({alias}) cannot be loaded{where}: {_first(exc)}; "
+            f"model {name!r} version {version} ({alias}) cannot be loaded from {registered.source}: {_first(exc)}; "
             "its files were moved or deleted: train and promote it again, or restore them"
         ) from None
     if meta.get("label") == PERSONA_LABEL:

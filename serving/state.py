@@ -100,6 +100,7 @@ class ServeState:
         self._consent_lock = threading.Lock()
         self._consent: tuple[Path, str, Consent] | None = None
         self._versions: dict[str, tuple[float, str]] = {}  # model -> (when asked, the alias's version)
+        self._model_lock = threading.Lock()
         self._loaded = lru_cache(maxsize=16)(self._load_model)
 
     def model(self, name: str) -> LoadedModel:
@@ -107,15 +108,21 @@ class ServeState:
         :data:`ALIAS_CHECK_SECONDS` and loaded once per version: a promotion is served without
         a restart (the first version loaded was kept for good: /score answered v1 beside a
         champion v2, and lists lost their reasons once the refresh scored with v2)."""
-        now = time.monotonic()
-        with self._lock:
+        with self._model_lock:  # one request asks and loads; the others wait for its answer
+            now = time.monotonic()
             asked = self._versions.get(name)
-        if asked is None or now - asked[0] > ALIAS_CHECK_SECONDS:
-            version = self._registry_call(alias_version, name, self.settings.alias)
-            asked = (now, version)
-            with self._lock:
+            if asked is None or now - asked[0] > ALIAS_CHECK_SECONDS:
+                try:
+                    asked = (now, self._registry_call(alias_version, name, self.settings.alias))
+                except (Unavailable, NotFound) as exc:
+                    if asked is None:
+                        raise
+                    # the registry busy (a promote writing it) or unreachable: the version known
+                    # is served on, and asked about again next time
+                    log.warning("model %s: the registry could not be asked (%s); serving v%s", name, exc, asked[1])
+                    asked = (now - ALIAS_CHECK_SECONDS, asked[1])
                 self._versions[name] = asked
-        return self._loaded(name, asked[1])
+            return self._loaded(name, asked[1])
 
     def _load_model(self, name: str, version: str) -> LoadedModel:
         return self._registry_call(load_model_version, name, version, self.settings.alias)

@@ -813,3 +813,32 @@ def test_marketing_keys_cannot_pull_members_of_a_crowd_computed_from_a_sensitive
     cell = {"segment": "young", "cell": "favourite_payment = card"}
     drill = client.get("/crowds/customers", params=cell, headers=keys["marketing"])
     assert drill.status_code == 403 and "may not drill into a crowd computed from sensitive" in drill.json()["detail"]
+
+
+def test_a_registry_that_cannot_be_asked_keeps_the_version_served(world, monkeypatch):
+    """Asked every 10 s since the API follows promotions: a registry busy with a promote's write
+    turned every /score of a model it had loaded into an error (a 404 'promote one')."""
+    from portrait.errors import Unavailable
+    from serving.registry import LoadedModel
+
+    settings, keys = world
+    meta = {"label": "repurchase", "features": ["x"]}
+    answers = iter(["3"])
+
+    def alias_version(name, alias):
+        try:
+            return next(answers)
+        except StopIteration:
+            raise Unavailable("cannot read the model registry: database is locked") from None
+
+    loads = []
+    monkeypatch.setattr("serving.state.alias_version", alias_version)
+    monkeypatch.setattr(
+        "serving.state.load_model_version",
+        lambda name, served, alias: loads.append(served) or LoadedModel(name, served, alias, meta, _EvenChances(), {}),
+    )
+    monkeypatch.setattr("serving.state.ALIAS_CHECK_SECONDS", 0.0)
+    client = TestClient(build_app(settings))
+    body = {"model": "m", "rows": [{"x": 1.0}]}
+    assert [client.post("/score", json=body, headers=keys["analyst"]).json()["version"] for _ in range(3)] == ["3"] * 3
+    assert loads == ["3"]

@@ -278,10 +278,14 @@ def test_a_full_disk_when_publishing_says_so_and_leaves_nothing_behind(first_run
     settings, root, _, _ = first_run
     pointer = (root / LATEST).read_text()
 
-    def full(source, target):
-        raise OSError(errno.ENOSPC, "No space left on device", str(target))
+    real = refresh_module.atomic_write_text
 
-    monkeypatch.setattr(refresh_module, "replace_directory", full)
+    def full(text, path, *args):
+        if path.name == "manifest.json":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(text, path, *args)
+
+    monkeypatch.setattr(refresh_module, "atomic_write_text", full)
     with pytest.raises(RefreshFailed, match=r"every step ran, but the run could not be written whole \(No space left"):
         refresh(load_config(settings, as_of="2025-01-09"))
     assert (root / LATEST).read_text() == pointer

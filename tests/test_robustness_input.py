@@ -1040,20 +1040,6 @@ def test_a_file_of_two_exports_pasted_together_says_what_may_be_wrong(tmp_path):
         validate(open_dataset(folder))
 
 
-def test_quoted_values_first_met_past_the_sniffed_lines_are_read_quoted(tmp_path):
-    """A date-sorted export whose first quoted value ("Home, Garden": a category new that month)
-    comes after the 20,480 lines DuckDB's sniffer reads: it chose no quote, and 2,249 lines were
-    malformed."""
-    lines = [
-        line.replace('"Home, Garden"', "Food") if i < 21_000 else line for i, line in enumerate(_quoted_lines(30_000))
-    ]
-    folder = _dataset(tmp_path, (HEADER + "".join(lines)).encode())
-    report = validate(open_dataset(folder))
-    assert (report.tables[0].valid_rows, report.tables[0].quarantined) == (30_000, {})
-    con = open_dataset(folder).connect()
-    assert con.execute("SELECT COUNT(*) FROM purchases WHERE category = 'Home, Garden'").fetchall() == [(2_250,)]
-
-
 def test_names_that_look_like_no_value_stay_values_where_they_can_be_names(tmp_path):
     """Brands "NAN" (an infant formula) and "Nil", a category "None", a product "nil" were
     dropped as missing once MySQL's \\N was: only NULL, \\N, (null), #N/A and N/A are, in text."""
