@@ -80,5 +80,5 @@ def duckdb_memory_limit(con: duckdb.DuckDBPyConnection, share: float):
     finally:
         try:
             con.execute(f"SET memory_limit = '{previous}'")
-        except duckdb.Error:  # closed meanwhile (a stopped refresh closes its connections): no limit to restore
+        except duckdb.ConnectionException:  # closed meanwhile (a stopped refresh closes its connections)
             pass
