@@ -600,17 +600,24 @@ def test_model_tags_need_scores_and_never_read_later_scores(tmp_path):
     assert any("scores as of 2024-02-01" in note for note in applied.notes)
 
 
-def test_model_tags_of_models_not_scored_are_skipped_with_a_note_and_typos_stay_errors(tmp_path):
-    # Scores of one model and no personas: the persona tags and the high-value tag are skipped.
+def _scores_of_one_model(folder: Path) -> Path:
+    """Scores of the repurchase model alone in ``folder``, and a library of three model tags
+    (on it, on the high-value model, on personas) written there; returns the library's path."""
     scores = pd.DataFrame({"customer_id": ["A", "B", "C"], "repurchase_90d_percentile": [90.0, 10.0, 85.0]})
-    scores.to_parquet(tmp_path / "scores_2024-02-01.parquet")
-    library_path = tmp_path / "lib.toml"
+    scores.to_parquet(folder / "scores_2024-02-01.parquet")
+    library_path = folder / "lib.toml"
     library_path.write_text(
         "[groups.p]\n"
         '[[tags]]\nname = "likely"\ngroup = "p"\nkind = "model"\nwhere = "repurchase_90d_percentile >= 80"\n'
         '[[tags]]\nname = "valuable"\ngroup = "p"\nkind = "model"\nwhere = "high_value_90d_percentile >= 80"\n'
         '[[tags]]\nname = "persona"\ngroup = "p"\nkind = "model"\neach = "persona_name"\n'
     )
+    return library_path
+
+
+def test_model_tags_of_models_not_scored_are_skipped_with_a_note_and_typos_stay_errors(tmp_path):
+    # Scores of one model and no personas: the persona tags and the high-value tag are skipped.
+    library_path = _scores_of_one_model(tmp_path)
     with Population(dataset(), AS_OF, scores_dir=tmp_path) as population:
         applied = apply_tags(load_library(library_path), population)
     assert set(applied.tags.loc[applied.tags["kind"] == "model", "tag"]) == {"likely"}
@@ -632,15 +639,7 @@ def test_a_segment_or_crowd_of_a_model_tag_not_computed_is_refused_not_empty(tmp
     hint suggested another tag as if this one were misspelt."""
     from marketing.crowd import Crowd, CrowdData
 
-    scores = pd.DataFrame({"customer_id": ["A", "B", "C"], "repurchase_90d_percentile": [90.0, 10.0, 85.0]})
-    scores.to_parquet(tmp_path / "scores_2024-02-01.parquet")
-    library_path = tmp_path / "lib.toml"
-    library_path.write_text(
-        "[groups.p]\n"
-        '[[tags]]\nname = "likely"\ngroup = "p"\nkind = "model"\nwhere = "repurchase_90d_percentile >= 80"\n'
-        '[[tags]]\nname = "valuable"\ngroup = "p"\nkind = "model"\nwhere = "high_value_90d_percentile >= 80"\n'
-        '[[tags]]\nname = "persona"\ngroup = "p"\nkind = "model"\neach = "persona_name"\n'
-    )
+    library_path = _scores_of_one_model(tmp_path)
     library, store = load_library(library_path), SegmentStore(tmp_path / "segments")
     with Population(dataset(), AS_OF, scores_dir=tmp_path) as population:
         evaluator = SegmentEvaluator(population, store, library)
