@@ -326,6 +326,8 @@ def _rewrite(node: exp.Expression) -> exp.Expression:
             )
     if isinstance(node, exp.Anonymous):
         name = node.name.upper()
+        if name == "STRLEN":  # DuckDB's length in bytes (kept with the text: cheap), Spark's name for it
+            return exp.Anonymous(this="OCTET_LENGTH", expressions=[e.transform(_rewrite) for e in node.expressions])
         if name == "TRY_STRPTIME" and len(node.expressions) == 2:
             text, pattern = node.expressions
             java = exp.StrToTime(this=text, format=pattern).sql(dialect="spark")  # TO_TIMESTAMP(x, 'java')
