@@ -37,7 +37,7 @@ from serving.routes.access import Access
 from serving.routes.crowds import CrowdSources, build_crowds_router
 from serving.routes.customers import build_customers_router
 from serving.routes.docs import build_docs_router
-from serving.routes.errors import product_error, refuse_unknown_query, validation_error
+from serving.routes.errors import gone_file, product_error, refuse_unknown_query, validation_error
 from serving.routes.health import build_health_router
 from serving.routes.lists import build_lists_router
 from serving.routes.models import build_models_router
@@ -154,6 +154,7 @@ def build_app(settings: ServeSettings) -> FastAPI:
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(PortraitError, product_error)
+    app.add_exception_handler(FileNotFoundError, gone_file)
     # A query parameter no route takes is refused after the key is checked: the refusal names
     # the route's parameters, which a caller without a key is not told.
     known_query = Depends(refuse_unknown_query)

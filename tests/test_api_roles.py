@@ -560,6 +560,21 @@ def test_the_one_handler_answers_a_product_error_with_its_status(world, monkeypa
     assert missing.status_code == 404 and "nope" in missing.json()["detail"]
 
 
+def test_a_file_gone_while_a_request_reads_it_is_a_503_to_ask_again(world, monkeypatch):
+    """A refresh with keep pruning the run a request had resolved a moment before: the file
+    read then is gone, which was an unhandled error, a 500."""
+
+    def gone(*args, **kwargs):
+        raise FileNotFoundError(2, "No such file or directory", "/srv/out/runs/2025-01-01/scores/scores.parquet")
+
+    settings, keys = world
+    client = TestClient(build_app(settings), raise_server_exceptions=False)
+    monkeypatch.setattr("serving.routes.lists.build_list", gone)
+    answer = client.get("/lists/m", headers=keys["analyst"])
+    assert answer.status_code == 503 and answer.headers["Retry-After"] == "1"
+    assert answer.json()["detail"].endswith("ask again") and "/srv" not in answer.text
+
+
 def api_routes(routes):
     """Every APIRoute of an app, inside included routers too (FastAPI 0.16x keeps an
     included router whole, as one route holding the original router)."""

@@ -105,6 +105,22 @@ async def product_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc)
 
 
+def gone_file_response() -> JSONResponse:
+    """503 for a file that went while a request read it: a refresh pruned the run the request
+    had resolved a moment before (``keep``), or a folder was removed. It was a 500."""
+    return JSONResponse(
+        status_code=503,
+        content={
+            "detail": "a file this answer reads is gone (a refresh replaced the run it was read from?): ask again"
+        },
+        headers={"Retry-After": "1"},
+    )
+
+
+async def gone_file(request: Request, exc: Exception) -> JSONResponse:
+    return gone_file_response()
+
+
 class ProductErrorRoute(APIRoute):
     """An APIRoute whose product errors (from the endpoint or its dependencies) are answered
     by :func:`error_response`."""
@@ -117,6 +133,8 @@ class ProductErrorRoute(APIRoute):
                 return await handler(request)
             except PortraitError as exc:
                 return error_response(exc)
+            except FileNotFoundError:
+                return gone_file_response()
 
         return handle
 
