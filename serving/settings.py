@@ -98,3 +98,9 @@ def check_serve_paths(settings: ServeSettings) -> None:
             Path(settings.audit).parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise PortraitError(f"--audit {settings.audit}: cannot create its folder ({exc.strerror})") from None
+        try:  # opened as each pull's record is written (appending, created when missing)
+            os.close(os.open(settings.audit, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600))
+        except OSError as exc:  # the server started and refused every pull with a 503
+            raise PortraitError(
+                f"--audit {settings.audit} cannot be written ({exc.strerror}): every list pull would be refused"
+            ) from None

@@ -752,6 +752,11 @@ def test_serve_checks_its_paths_before_it_starts(world, tmp_path):
         check_serve_paths(settings.model_copy(update={"segments": a_file}))
     with pytest.raises(PortraitError, match="--audit .*cannot create its folder"):
         check_serve_paths(settings.model_copy(update={"audit": a_file / "logs" / "audit.log"}))
+    # a log that cannot be written (here a folder in its place): the server started, then
+    # refused every list pull with a 503
+    (tmp_path / "pulls.log").mkdir()
+    with pytest.raises(PortraitError, match=r"--audit .*pulls.log cannot be written \(Is a directory\): every list"):
+        check_serve_paths(settings.model_copy(update={"audit": tmp_path / "pulls.log"}))
 
 
 class _EvenChances:
