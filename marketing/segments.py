@@ -314,11 +314,15 @@ class SegmentEvaluator:
         self.library = library
         self.manual_store = manual_store
         self._applied = applied
-        self._tags = applied.tags if applied is not None else None
         self._frame: pd.DataFrame | None = None
         self._conditions: dict[str, Condition] = {}
         self._memo: dict[str, np.ndarray] = {}
         self._index: pd.Index | None = None
+
+    @property
+    def _tags(self) -> pd.DataFrame | None:
+        """The tags of the library applied (None before they are)."""
+        return self._applied.tags if self._applied is not None else None
 
     def schema(self) -> Schema:
         return self.population.schema(models=self.population.scores_dir is not None)
@@ -353,7 +357,6 @@ class SegmentEvaluator:
         self._index, self._memo = None, {}
         if needs_tags:
             self._applied = apply_tags(self.library, self.population, manual_store=self.manual_store)
-            self._tags = self._applied.tags
 
     def _closure(self, segments: list[Segment]) -> list[Segment]:
         seen: dict[str, Segment] = {}

@@ -56,14 +56,12 @@ RULE_VERSION = 3
 class QuotedDialect:
     """How to read a file the sniffer read unquoted: see the module docstring."""
 
-    delimiter: str | None
-    columns: tuple[str, ...]  # the header's names, in order; none: the sniffer's layout, quote '"'
+    delimiter: str
+    columns: tuple[str, ...]  # the header's names, in order
     skip: int = 1  # the lines up to the header's (blank lines before it, as DuckDB skips them)
 
     def read_options(self) -> str:
         """``read_csv`` options for this dialect (the header line skipped, every column text)."""
-        if not self.columns:  # no quote among the sniffed lines: it would have chosen none
-            return "header = true, all_varchar = true, quote = '\"'"
         columns = ", ".join(f"{quote_literal(name)}: 'VARCHAR'" for name in self.columns)
         return (
             f"auto_detect = false, header = false, skip = {self.skip}, strict_mode = true, "
@@ -94,11 +92,6 @@ def sample_text(path: Path, encoding: str) -> str:
     """The file's first lines as text, as many as DuckDB's sniffer reads (:data:`SAMPLE_LINES`,
     at most :data:`MAX_SAMPLE_BYTES`): decoded in ``encoding`` (DuckDB's name), undecodable bytes
     replaced, lines ending in a line feed, the last one left out when cut."""
-    return _sample(path, encoding)[0]
-
-
-def _sample(path: Path, encoding: str) -> tuple[str, bool]:
-    """:func:`sample_text`, and whether the file goes on after it."""
     decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
     parts, lines, size, cut = [], 0, 0, False
     with open_bytes(path) as handle:
@@ -118,8 +111,8 @@ def _sample(path: Path, encoding: str) -> tuple[str, bool]:
     text = text[: text.rfind("\n") + 1] if cut and "\n" in text else text
     lines = text.split("\n", SAMPLE_LINES)
     if len(lines) > SAMPLE_LINES:  # what the sniffer sees, no more: a quote further on it misses
-        return "\n".join(lines[:SAMPLE_LINES]) + "\n", True
-    return text, cut
+        return "\n".join(lines[:SAMPLE_LINES]) + "\n"
+    return text
 
 
 def sample_lines(path: Path, encoding: str) -> list[str]:
@@ -267,8 +260,7 @@ def _read_stored(stored: Path | None) -> QuotedDialect | None | bool:
         data = json.loads(stored.read_text(encoding="utf-8"))
         if data is None:
             return None
-        delimiter = None if data["delimiter"] is None else str(data["delimiter"])
-        return QuotedDialect(delimiter, tuple(str(c) for c in data["columns"]), int(data["skip"]))
+        return QuotedDialect(str(data["delimiter"]), tuple(str(c) for c in data["columns"]), int(data["skip"]))
     except (OSError, ValueError, KeyError, TypeError):  # none yet, or unreadable: computed again
         return False
 
@@ -284,7 +276,7 @@ def _store(stored: Path | None, found: QuotedDialect | None) -> None:
 
 
 def _missed_quoting(path: Path, encoding: str, delimiter: str | None) -> QuotedDialect | None:
-    text, _ = _sample(path, encoding)
+    text = sample_text(path, encoding)
     # No quote among the sniffed lines: read as sniffed, unquoted. Quoted values further on (a
     # category new that month) then split; setting the quote instead made values that only
     # start with one ("Classic" T-shirt) further on malformed, and an unclosed one refused the

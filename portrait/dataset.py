@@ -207,7 +207,7 @@ class TableSource:
     def csv_delimiter(self, csv_file: CsvFile) -> str:
         """The delimiter ``csv_file`` is split on, as far as the product knows it: its quoting's,
         the configured one, else its header's most frequent of , ; tab | (what DuckDB sniffs)."""
-        if csv_file.quoting is not None and csv_file.quoting.delimiter is not None:
+        if csv_file.quoting is not None:
             return csv_file.quoting.delimiter
         line = _first_line(csv_file.scanned_path).decode(csv_file.duckdb_encoding, errors="replace")
         return self.delimiter or guessed_delimiter(line)
@@ -387,11 +387,12 @@ class TableSource:
         for group in groups:
             paths = "[" + ", ".join(quote_literal(str(f.scanned_path)) for f in group) + "]"
             encoding, quoting = group[0].duckdb_encoding, group[0].quoting
-            dialect = f"header = true, all_varchar = true, {options}"
             if quoting is not None:
                 dialect = f"{quoting.read_options()}, {options}"
-            if self.delimiter and (quoting is None or not quoting.columns):
-                dialect += f", delim = {quote_literal(self.delimiter)}"
+            else:
+                dialect = f"header = true, all_varchar = true, {options}"
+                if self.delimiter:
+                    dialect += f", delim = {quote_literal(self.delimiter)}"
             extra = f", encoding = {quote_literal(encoding)}" if encoding != "utf-8" else ""
             scans.append(f"read_csv({paths}, {dialect}{extra})")
         if len(scans) == 1:

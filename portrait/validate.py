@@ -889,12 +889,15 @@ def _refuse_runaway_quote(con, source: TableSource, errors: str, scans: str) -> 
         "ORDER BY 1, 2 LIMIT 1000"
     ).fetchall()
     files = {str(f.scanned_path): f for f in source.resolved_csv_files()}
+    layouts: dict[str, tuple[str, int]] = {}  # per file: its delimiter and number of fields, read once
     for read_path, line, record in spanning:
         csv_file = files.get(read_path)
         if csv_file is None:
             continue
-        header = source.file_headers.get(str(csv_file.path), [])
-        if swallows_lines(record, source.csv_delimiter(csv_file), len(header)):
+        if read_path not in layouts:
+            header = source.file_headers.get(str(csv_file.path), [])
+            layouts[read_path] = (source.csv_delimiter(csv_file), len(header))
+        if swallows_lines(record, *layouts[read_path]):
             raise ContractError(
                 f"{csv_file.path} line {int(line):,}: a quoted value opens on this line and is not closed on it, so "
                 "the reader took the lines after it as text inside the quotes and could not read them. Close the "

@@ -114,7 +114,7 @@ class ServeState:
             if asked is None or now - asked[0] > ALIAS_CHECK_SECONDS:
                 try:
                     asked = (now, self._registry_call(alias_version, name, self.settings.alias))
-                except (Unavailable, NotFound) as exc:
+                except Unavailable as exc:  # a model or alias that is gone is not served on
                     if asked is None:
                         raise
                     # the registry busy (a promote writing it) or unreachable: the version known
