@@ -112,3 +112,41 @@ def test_a_file_that_cannot_be_read_now_is_not_remembered_so(tmp_path, monkeypat
     assert not (tmp_path / "cache" / "csv-dialects").exists()
     monkeypatch.undo()
     assert missed_quoting(path, "utf-8", cache=tmp_path / "cache") is not None
+
+
+def _late(n_before: int, later: list[str]) -> list[str]:
+    """``n_before`` lines with no quote, then ``later``."""
+    return [line.replace('"Home; Garden"', "Home") for line in _lines(n_before)] + later
+
+
+def test_quoted_values_first_met_after_the_sniffed_lines_are_read_quoted(tmp_path, monkeypatch):
+    """pandas quotes only a value holding the delimiter: a category "Home; Garden" first sold
+    after the lines DuckDB sniffs was read unquoted and its lines quarantined."""
+    monkeypatch.setattr(csv_dialect, "SAMPLE_LINES", 11)
+    later = [f'o{i};c{i};2024-02-05;1.5;"Home; Garden"\n' for i in range(100, 104)] + _lines(6)
+    assert missed_quoting(_file(tmp_path, _late(30, later)), "utf-8") == QuotedDialect(
+        ";", ("order_id", "customer_id", "ts", "amount", "category")
+    )
+
+
+@pytest.mark.parametrize(
+    "later",
+    [
+        ['o100;c1;2024-02-05;1.5;"Classic" T-shirt\n'] * 6 + ['o101;c1;2024-02-05;1.5;"A; B"\n'] * 3,
+        ['o100;c1;2024-02-05;1.5;"A; B"\n'] * 2,  # too few to be more than stray quotes
+        ['o100;c1;2024-02-05;1.5;"TV 55\\" LED"\n'] + ['o101;c1;2024-02-05;1.5;"A; B"\n'] * 3,
+        [],  # no quote anywhere: the whole file read once to know it
+    ],
+    ids=["start-with-a-quote", "two-values", "backslash", "none"],
+)
+def test_later_quotes_that_are_not_quoted_values_leave_the_file_as_sniffed(tmp_path, monkeypatch, later):
+    monkeypatch.setattr(csv_dialect, "SAMPLE_LINES", 11)
+    assert missed_quoting(_file(tmp_path, _late(30, later)), "utf-8") is None
+
+
+def test_the_later_sample_starts_at_its_line_across_reads(tmp_path, monkeypatch):
+    """The first quote's line began in the read before the one holding the quote."""
+    monkeypatch.setattr(csv_dialect, "LATE_READ_BYTES", 7)
+    path = _file(tmp_path, ["a;b;c\r\n", 'long line;with "a quote";x\r\n', "next;line;y\r\n"])
+    assert csv_dialect.late_quote_sample(path, "utf-8") == 'long line;with "a quote";x\nnext;line;y\n'
+    assert csv_dialect.late_quote_sample(_file(tmp_path, ["a;b\n"] * 3), "utf-8") is None

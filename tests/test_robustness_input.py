@@ -811,6 +811,30 @@ def test_a_stray_quote_past_the_first_megabyte_but_among_the_sniffed_lines_is_on
     assert (report.tables[0].valid_rows, report.tables[0].quarantined) == (19_999, {"malformed_row": 1})
 
 
+def test_quoted_values_first_met_after_the_sniffed_lines_are_read(tmp_path):
+    """pandas' to_csv quotes only a value holding the delimiter: with the first "Home, Garden"
+    after the 20,480 lines DuckDB's sniffer reads, the file was read unquoted and each such line
+    quarantined (2,500 of 30,000 in a test file)."""
+    lines = [line.replace('"Home, Garden"', "Home") for line in _quoted_lines(21_000)] + [
+        "p" + line[1:] for line in _quoted_lines(400)
+    ]
+    folder = _dataset(tmp_path, (HEADER + "".join(lines)).encode())
+    report = validate(open_dataset(folder))
+    assert (report.tables[0].valid_rows, report.tables[0].quarantined) == (21_400, {})
+    con = open_dataset(folder).connect()
+    assert con.execute("SELECT COUNT(*) FROM purchases WHERE category = 'Home, Garden'").fetchall() == [(100,)]
+
+
+def test_an_unclosed_quote_among_later_quoted_values_stops_the_read(tmp_path):
+    lines = [line.replace('"Home, Garden"', "Home") for line in _quoted_lines(21_000)] + [
+        "p" + line[1:] for line in _quoted_lines(400)
+    ]
+    lines[21_101] = 'o99,c1,2024-01-05 10:00:00,3.0,"TV 55 LED\n'
+    folder = _dataset(tmp_path, (HEADER + "".join(lines)).encode())
+    with pytest.raises(ContractError, match="line 21,103: a quoted value opens on this line and is not closed"):
+        validate(open_dataset(folder))
+
+
 def test_a_utf16_file_with_a_stray_quote_loses_its_quotes_as_utf8_does(tmp_path):
     lines = _quoted_lines(300)
     lines[10] = 'o10,c1,2024-01-05 10:00:00,3.0,"TV 55" LED"\n'
