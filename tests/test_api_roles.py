@@ -593,7 +593,7 @@ def test_every_route_has_a_response_model_and_documented_fields(world):
     paths = {(method, r.path) for r in routes for method in r.methods}
     assert {
         ("GET", "/health"),
-        ("GET", "/customers/{customer_id}"),
+        ("GET", "/customers/{customer_id:path}"),
         ("POST", "/score"),
         ("GET", "/lists/{model_name}"),
         ("GET", "/models"),

@@ -54,7 +54,7 @@ def _without_server_paths(profile: CustomerProfile) -> str:
 def build_customers_router(state: ServeState, access: Access) -> APIRouter:
     router = APIRouter(route_class=ProductErrorRoute, responses=error_answers(), tags=["customers"])
 
-    @router.get("/customers/{customer_id}", response_model=CustomerProfile)
+    @router.get("/customers/{customer_id:path}", response_model=CustomerProfile)  # an id may hold a "/"
     async def customer(
         customer_id: Annotated[str, PathParameter(max_length=200, description="A customer id (or a merged id)")],
         caller: Annotated[Caller, Depends(access.caller)],
