@@ -45,11 +45,9 @@ from portrait.errors import PortraitError
 from portrait.privacy import is_nested_type, safe_attribute_columns
 from portrait.resources import cpu_seconds, peak_rss_bytes
 from portrait.sql import quote_ident, quote_literal
-from portrait.views import ZONE_PATTERN, compute_once, iso_text_timestamp, text_number
+from portrait.views import NUMERIC_TYPES, ZONE_PATTERN, compute_once, iso_text_timestamp, text_number, zone_aware
 
 log = logging.getLogger(__name__)
-
-_NUMERIC = ("DOUBLE", "FLOAT", "REAL", "DECIMAL", "BIGINT", "INTEGER", "SMALLINT", "TINYINT", "HUGEINT")
 
 
 # A cutoff more than this many days after the latest purchase is more often a mistake than a
@@ -263,6 +261,7 @@ def attribute_kinds(con: duckdb.DuckDBPyConnection | Engine, decimal: str = ".")
     allowed = set(safe_attribute_columns(name for name, *_ in columns))
     kinds: dict[str, str] = {}
     text = []
+    types = {name: sql_type.upper() for name, sql_type, *_ in columns}
     for name, sql_type, *_ in columns:
         if name not in allowed:
             continue
@@ -270,11 +269,13 @@ def attribute_kinds(con: duckdb.DuckDBPyConnection | Engine, decimal: str = ".")
         if is_nested_type(sql_type):
             log.warning("customers.%s: nested values (lists, structs, maps); not used", name)
             continue
-        if sql_type.startswith(_NUMERIC):
+        if sql_type.startswith(NUMERIC_TYPES):
             kinds[name] = "number"
-        elif sql_type.startswith(("DATE", "TIMESTAMP")):
+        elif sql_type.startswith(("DATE", "TIMESTAMP")) and not sql_type.startswith("TIME "):
             kinds[name] = "date"
-        else:
+        elif sql_type.startswith(("BLOB", "BIT")):
+            log.warning("customers.%s: binary values (stored as %s); not used", name, sql_type)
+        else:  # text, or read as its text: a BOOLEAN flag's true/false, a TIME's, a UUID's
             kinds[name] = "category"
             text.append(name)
     if text:
@@ -291,7 +292,7 @@ def attribute_kinds(con: duckdb.DuckDBPyConnection | Engine, decimal: str = ".")
             f"COUNT(DISTINCT {v}), "
             f"COUNT(CASE WHEN regexp_matches(TRIM({v}), '{_OTHER_DATE_SHAPE}') THEN 1 END), "
             f"COUNT({present_text(q, MISSING_NUMBER_WORDS)})"
-            for q, v in ((quote_ident(n), present_text(quote_ident(n))) for n in text)
+            for q, v in ((as_text(n, types[n]), present_text(as_text(n, types[n]))) for n in text)
         )
         rows, *row = engine.rows(f"SELECT {counts} FROM customers")[0]
         for i, name in enumerate(text):
@@ -330,8 +331,8 @@ def attribute_instant(column: str, sql_type: str, timezone: str) -> str:
     before it."""
     name = quote_ident(column)
     sql_type = sql_type.upper()
-    if sql_type == "TIMESTAMP WITH TIME ZONE":
-        return f"timezone({quote_literal(timezone)}, {name})"
+    if zone_aware(sql_type):
+        return f"timezone({quote_literal(timezone)}, CAST({name} AS TIMESTAMPTZ))"
     if sql_type.startswith(("DATE", "TIMESTAMP")):
         return f"CAST({name} AS TIMESTAMP)"
     text = f"TRIM(CAST({name} AS VARCHAR))"
@@ -394,8 +395,15 @@ def _attribute_select(
         elif kind == "number":
             parts.append(f"TRY_CAST({column} AS DOUBLE) AS {feature.name}")
         else:
-            parts.append(f"CAST({present_text(column)} AS VARCHAR) AS {feature.name}")
+            parts.append(f"CAST({present_text(as_text(feature.sql, types[feature.sql]))} AS VARCHAR) AS {feature.name}")
     return f"SELECT {', '.join(parts)} FROM customers"
+
+
+def as_text(column: str, sql_type: str) -> str:
+    """SQL: the customers column ``column`` (stored as ``sql_type``) as text, for a category: a
+    column stored otherwise (a BOOLEAN flag, a TIME, a UUID) cast, which TRIM and the words for no
+    value need (a flag stopped every command reading attributes with a binder error)."""
+    return quote_ident(column) if sql_type.upper() == "VARCHAR" else f"CAST({quote_ident(column)} AS VARCHAR)"
 
 
 def present_text(column: str, words: tuple[str, ...] = MISSING_VALUE_WORDS) -> str:

@@ -31,6 +31,7 @@ whose lines are malformed or that is not in its encoding.
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -62,6 +63,22 @@ _INTEGER_TYPES = (
     "UTINYINT",
 )
 _NUMERIC_TYPES = _FLOAT_TYPES + ("DECIMAL",) + _INTEGER_TYPES
+NUMERIC_TYPES = _NUMERIC_TYPES  # a type whose name starts with one of these holds numbers
+# DuckDB's names for a timestamp stored as an instant (with a time zone): in microseconds, or
+# nanoseconds (TIMESTAMPTZ_NS: what pandas writes for a datetime64[ns, UTC] column). Taken for
+# a wall-clock time, such a column was read as UTC in a Europe/Paris data set.
+_ZONE_AWARE_TYPES = ("TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ", "TIMESTAMPTZ_NS")
+
+
+# The column pandas' to_parquet adds for a frame's index when it is not 0, 1, 2, ... (after a
+# sort or a filter): the row's place in the export, not a customer attribute (it became the
+# numeric feature attr_index_level_0).
+PANDAS_INDEX = re.compile(r"__index_level_[0-9]+__")
+
+
+def zone_aware(sql_type: str) -> bool:
+    """Whether DuckDB's type ``sql_type`` is a timestamp stored with a time zone (an instant)."""
+    return sql_type.upper() in _ZONE_AWARE_TYPES
 _ALL_MISSING = '"NULL"'  # DuckDB's type for a pandas column holding only None
 # Finite doubles lie within +-1.797...e308: BETWEEN these bounds is isfinite() in a form Spark
 # SQL takes too (a NaN never gets here: the parse maps it to NULL).
@@ -307,7 +324,7 @@ def select_columns(
         types[column.name] = available[actual].upper()
     extras: list[str] = []
     if table.keeps_extra_columns:
-        extras = [name for name in available if name not in readers.values()]
+        extras = [name for name in available if name not in readers.values() and not PANDAS_INDEX.fullmatch(name)]
         for name in extras:  # a customers attribute such as signup_date: read as a time too
             if available[name].upper().startswith("TIMESTAMP"):
                 refuse_mixed_zones(source, table.name, name, name)
@@ -415,8 +432,8 @@ def parse_expr(
                     value = f"CASE WHEN {value} >= TIMESTAMP '1000-01-01' THEN {value} END"
                 return value
             return iso_text_timestamp(text, timezone)
-        if source_type == "TIMESTAMP WITH TIME ZONE":
-            return f"timezone({zone}, {ident})"
+        if zone_aware(source_type):
+            return f"timezone({zone}, CAST({ident} AS TIMESTAMPTZ))"
         if source_type == "TIMESTAMP":
             return ident
         return f"TRY_CAST({ident} AS TIMESTAMP)"
@@ -460,7 +477,7 @@ def zone_expr(column: contract.Column, source_type: str, timestamp_format: str |
     set's zone); None when the column cannot carry one. Reads ``cleaned_*``."""
     if column.kind != "timestamp":
         return None
-    if source_type == "TIMESTAMP WITH TIME ZONE":
+    if zone_aware(source_type):
         return f"{quote_ident(column.name)} IS NOT NULL"
     if source_type != "VARCHAR":
         return None

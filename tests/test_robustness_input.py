@@ -2,11 +2,13 @@
 offsets, two-digit years, and columns of the wrong type. Each gives a clear message or a counted
 quarantine, never a traceback and never a silent change."""
 
+import datetime as dt
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -623,14 +625,73 @@ def test_the_data_sets_zone_is_configurable(tmp_path):
         open_dataset(folder)
 
 
-def test_zone_aware_parquet_timestamps_are_converted_and_counted(tmp_path):
-    frame = OFFSETS.iloc[:2].assign(
-        ts=pd.to_datetime(["2024-07-01 12:00", "2024-07-01 13:00"]).tz_localize("America/New_York"),
-        amount=[1.0, 2.0],
-    )
+@pytest.mark.parametrize("unit", ["us", "ns"])  # ns: pandas' datetime64[ns, UTC], DuckDB's TIMESTAMPTZ_NS
+def test_zone_aware_parquet_timestamps_are_converted_and_counted(tmp_path, unit):
+    zoned = pd.to_datetime(["2024-07-01 12:00", "2024-07-01 13:00"]).tz_localize("America/New_York")
+    frame = OFFSETS.iloc[:2].assign(ts=zoned.astype(f"datetime64[{unit}, America/New_York]"), amount=[1.0, 2.0])
     folder = write_tables(tmp_path / "data", fmt="parquet", purchases=frame)
     assert _times(folder) == ["2024-07-01 16:00:00", "2024-07-01 17:00:00"]
     assert validate(open_dataset(folder)).tables[0].timestamps_with_offset == {"ts": 2}
+
+
+def test_a_signup_stored_in_nanoseconds_with_a_zone_is_read_in_the_data_sets_zone(tmp_path):
+    """2024-04-01 02:00 UTC is 2024-03-31 22:00 in New York: a day before the cutoff. Stored in
+    nanoseconds it was read as 02:00 on the cutoff's day: the customer was left out."""
+    from features.build import build_features
+
+    signup = pd.to_datetime(["2024-04-01 02:00", "2024-03-01 12:00"]).tz_localize("UTC")
+    customers = pd.DataFrame({"customer_id": ["late", "early"], "signup_date": signup.astype("datetime64[ns, UTC]")})
+    purchases = pd.DataFrame(
+        {"order_id": ["o1"], "customer_id": ["early"], "ts": ["2024-03-02 10:00:00"], "amount": [5.0]}
+    )
+    folder = write_tables(tmp_path / "data", "parquet", purchases=purchases, customers=customers)
+    (folder / "portrait.toml").write_text('timezone = "America/New_York"\n')
+    features = build_features(open_dataset(folder), "2024-04-01", families=["attributes"])
+    assert dict(zip(features["customer_id"], features["days_since_signup_date"], strict=True)) == {
+        "early": 31.0,
+        "late": 1.0,
+    }
+
+
+def test_customer_attributes_of_every_parquet_type_build_or_are_left_out(tmp_path):
+    """A BOOLEAN flag, an unsigned integer (pandas' downcasting), a TIME or a UUID stopped every
+    command reading attributes with a binder error (TRIM of a BOOLEAN); binary values are no
+    attribute, nor is the index pandas writes for a sorted frame (it became attr_index_level_0)."""
+    import uuid
+
+    from features.build import build_features
+
+    customers = pd.DataFrame(
+        {
+            "customer_id": ["b", "a", "c"],
+            "is_vip": [True, False, True],
+            "age": np.array([30, 41, 52], dtype="uint8"),
+            "opens": [dt.time(9, 0), dt.time(10, 0), dt.time(9, 0)],
+            "external": [uuid.UUID(int=i + 1) for i in range(3)],
+            "photo": [b"\x00\x01", b"\x02", b"\x03"],
+        },
+        index=[2, 0, 1],
+    )
+    purchases = pd.DataFrame(
+        {
+            "order_id": ["o1", "o2", "o3"],
+            "customer_id": ["a", "b", "c"],
+            "ts": ["2024-03-02 10:00:00"] * 3,
+            "amount": 5.0,
+        }
+    )
+    folder = write_tables(tmp_path / "data", "parquet", purchases=purchases)
+    customers.to_parquet(folder / "customers.parquet")  # with pandas' index column
+    features = build_features(open_dataset(folder), "2024-04-01", families=["attributes"]).set_index("customer_id")
+    assert sorted(c for c in features.columns if c.startswith("attr_")) == [
+        "attr_age",
+        "attr_external",
+        "attr_is_vip",
+        "attr_opens",
+    ]
+    assert features["attr_is_vip"].astype(str).to_dict() == {"a": "false", "b": "true", "c": "true"}
+    assert features["attr_age"].to_dict() == {"a": 41.0, "b": 30.0, "c": 52.0}
+    assert features["attr_opens"].astype(str).to_dict() == {"a": "10:00:00", "b": "09:00:00", "c": "09:00:00"}
 
 
 def test_a_format_with_an_offset_converts_too(tmp_path):
