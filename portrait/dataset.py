@@ -817,9 +817,29 @@ def _converted_copy(path: Path, codec: str, table: str | None = None) -> Path:
 
 def _not_a_part(relative: Path) -> bool:
     """A file in a table's folder that is no part of it: hidden (``.x.csv``; a macOS copy
-    ``._x.csv``), an office program's lock file (``~$x.csv``), or anything under a hidden folder
-    or ``__MACOSX``; Spark and Hadoop skip the same."""
-    return any(part.startswith((".", "~$")) or part == "__MACOSX" for part in relative.parts)
+    ``._x.csv``), an office program's lock file (``~$x.csv``), or anything under a hidden folder,
+    ``__MACOSX`` or a folder or file whose name starts with ``_`` (a Spark job's ``_temporary/``
+    attempts, which a failed job leaves: they were read as rows); Spark and Hadoop skip the same
+    (their hidden-path rule: a name starting with ``.`` or ``_``)."""
+    return any(part.startswith((".", "~$", "_")) for part in relative.parts)
+
+
+# A folder holding one of these is a table format's, not a folder of parts: its Parquet files
+# include versions its log has replaced or deleted (a Delta UPDATE doubled every customer's spend,
+# a DELETE for an erasure would bring the rows back).
+_TABLE_FORMATS = (("_delta_log", "a Delta table"), (".hoodie", "a Hudi table"), ("metadata", "an Iceberg table"))
+
+
+def _refuse_table_format(part_folder: Path, table_name: str) -> None:
+    for marker, kind in _TABLE_FORMATS:
+        found = part_folder / marker
+        if found.is_dir() and (marker != "metadata" or any(found.glob("*.metadata.json"))):
+            raise ContractError(
+                f"{part_folder} is {kind} ({marker}/): its Parquet files hold rows its log has since replaced "
+                "or deleted, so they are not read as parts; export the table's current version as Parquet "
+                "(Spark: spark.read.format(...).load(path).write.parquet(folder)) and read that",
+                table=table_name,
+            )
 
 
 def _find_files(folder: Path, table_name: str, configured: str | None) -> tuple[Path, ...]:
@@ -848,13 +868,14 @@ def _find_files(folder: Path, table_name: str, configured: str | None) -> tuple[
     part_folder = folder / table_name
     parts = ()
     if part_folder.is_dir():
+        _refuse_table_format(part_folder, table_name)
         candidates = sorted(
             p for p in part_folder.rglob("*") if p.is_file() and p.name.endswith(contract.TABLE_SUFFIXES)
         )
         parts = tuple(p for p in candidates if not _not_a_part(p.relative_to(part_folder)))
         if skipped := [p.relative_to(part_folder) for p in candidates if _not_a_part(p.relative_to(part_folder))]:
             log.warning(
-                "%s/: %d file(s) not read as parts: hidden, a lock file or a macOS copy (%s)",
+                "%s/: %d file(s) not read as parts: hidden, a lock file, a macOS copy or a Spark job's leftovers (%s)",
                 table_name,
                 len(skipped),
                 ", ".join(str(p) for p in skipped[:3]) + (" ..." if len(skipped) > 3 else ""),

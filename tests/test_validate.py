@@ -720,8 +720,38 @@ def test_hidden_lock_and_macos_files_in_a_tables_folder_are_not_read_as_parts(tm
     with caplog.at_level("WARNING"):
         dataset = open_dataset(data)
     assert [p.name for p in dataset.sources["purchases"].files] == ["p1.csv"]
-    assert "purchases/: 4 file(s) not read as parts: hidden, a lock file or a macOS copy" in caplog.text
+    assert "purchases/: 4 file(s) not read as parts: hidden, a lock file, a macOS copy" in caplog.text
     assert validate(dataset).tables[0].valid_rows == 1
+
+
+def test_a_failed_spark_jobs_attempts_are_not_read_as_parts(tmp_path):
+    """A failed job leaves _temporary/.../part-*.csv beside the parts: read, they added rows."""
+    line = "order_id,customer_id,ts,amount\no1,c1,2024-01-05,10.0\n"
+    data = _parts(tmp_path / "d", p1=line)
+    attempt = data / "purchases" / "_temporary" / "0" / "_temporary" / "attempt_01"
+    attempt.mkdir(parents=True)
+    (attempt / "part-00000.csv").write_text(line.replace("o1", "o2"))
+    dataset = open_dataset(data)
+    assert [p.name for p in dataset.sources["purchases"].files] == ["p1.csv"]
+    assert validate(dataset).tables[0].valid_rows == 1
+
+
+@pytest.mark.parametrize(
+    ("marker", "kind"),
+    [
+        ("_delta_log/00000000000000000001.json", "a Delta table"),
+        (".hoodie/hoodie.properties", "a Hudi table"),
+        ("metadata/v2.metadata.json", "an Iceberg table"),
+    ],
+)
+def test_a_table_formats_folder_is_refused_not_read_with_its_replaced_files(tmp_path, marker, kind):
+    """A Delta UPDATE leaves the replaced Parquet files beside the new ones: read as parts, every
+    customer's spend doubled (a DELETE for an erasure would bring the rows back)."""
+    data = _parts(tmp_path / "d", p1="order_id,customer_id,ts,amount\no1,c1,2024-01-05,10.0\n")
+    (data / "purchases" / marker).parent.mkdir(parents=True)
+    (data / "purchases" / marker).write_text("{}")
+    with pytest.raises(ContractError, match=f"purchases is {kind} .*export the table's current version as Parquet"):
+        open_dataset(data)
 
 
 def test_text_in_decomposed_unicode_is_said_per_column(tmp_path):
