@@ -291,8 +291,9 @@ class TableSource:
         return list(names)
 
     def parquet_zones(self, column: str) -> dict[str, str | None]:
-        """Per Parquet file (path) of this source holding ``column`` (a timestamp), its time zone
-        (None for times stored without one); empty for other sources."""
+        """Per Parquet file (path) of this source holding ``column`` as a timestamp or a date,
+        its time zone (None for times stored without one, and for dates); empty for other
+        sources."""
         import pyarrow as pa
 
         zones: dict[str, str | None] = {}
@@ -300,7 +301,21 @@ class TableSource:
             field = next((f for f in schema if f.name.lower() == column.lower()), None)
             if field is not None and pa.types.is_timestamp(field.type):
                 zones[path] = field.type.tz
+            elif field is not None and pa.types.is_date(field.type):
+                zones[path] = None
         return zones
+
+    def parquet_types(self, column: str) -> dict[str, str]:
+        """Per Parquet file (path) of this source holding ``column``, its type as DuckDB names it
+        read alone (the checks' names: BOOLEAN, DOUBLE, VARCHAR, ...); empty for other sources.
+        Read together, DuckDB merges the files' types (float and text ids into text, a boolean
+        and a double amount into a double): each file is checked as itself."""
+        types: dict[str, str] = {}
+        for path, schema in self._parquet_schemas.items():
+            field = next((f for f in schema if f.name.lower() == column.lower()), None)
+            if field is not None:
+                types[path] = _duckdb_type_name(field.type)
+        return types
 
     @functools.cached_property
     def private_lines(self) -> bool:
@@ -813,6 +828,31 @@ def _converted_copy(path: Path, codec: str, table: str | None = None) -> Path:
             table=table,
         ) from None
     return target
+
+
+def _duckdb_type_name(arrow_type) -> str:
+    """DuckDB's name for a Parquet column's Arrow type, as far as the contract's checks tell them
+    apart (:func:`portrait.views.type_problem`)."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(arrow_type):
+        arrow_type = arrow_type.value_type
+    if pa.types.is_decimal(arrow_type):
+        return f"DECIMAL({arrow_type.precision},{arrow_type.scale})"
+    if getattr(arrow_type, "extension_name", None) == "arrow.uuid":
+        return "UUID"
+    checks = (
+        (pa.types.is_boolean, "BOOLEAN"),
+        (pa.types.is_floating, "DOUBLE"),
+        (pa.types.is_signed_integer, "BIGINT"),
+        (pa.types.is_unsigned_integer, "UBIGINT"),
+        (lambda t: pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t), "VARCHAR"),
+        (pa.types.is_date, "DATE"),
+        (lambda t: pa.types.is_timestamp(t) and t.tz is not None, "TIMESTAMP WITH TIME ZONE"),
+        (pa.types.is_timestamp, "TIMESTAMP"),
+        (pa.types.is_null, '"NULL"'),
+    )
+    return next((name for test, name in checks if test(arrow_type)), str(arrow_type).upper())
 
 
 def _not_a_part(relative: Path) -> bool:

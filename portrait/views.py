@@ -79,6 +79,8 @@ PANDAS_INDEX = re.compile(r"__index_level_[0-9]+__")
 def zone_aware(sql_type: str) -> bool:
     """Whether DuckDB's type ``sql_type`` is a timestamp stored with a time zone (an instant)."""
     return sql_type.upper() in _ZONE_AWARE_TYPES
+
+
 _ALL_MISSING = '"NULL"'  # DuckDB's type for a pandas column holding only None
 # Finite doubles lie within +-1.797...e308: BETWEEN these bounds is isfinite() in a form Spark
 # SQL takes too (a NaN never gets here: the parse maps it to NULL).
@@ -290,6 +292,15 @@ def select_columns(
             selected.append(f"CAST(NULL AS VARCHAR) AS {quote_ident(column.name)}")
             types[column.name] = "VARCHAR"
             continue
+        if len(source.files) > 1:  # each file: merged, their types hide a float part among text ones
+            for path, file_type in source.parquet_types(actual).items():
+                if file_type != '"NULL"' and (problem := type_problem(column, file_type)):
+                    renamed = f" (from {actual!r})" if actual != column.name else ""
+                    raise ContractError(
+                        f"column{renamed} in {Path(path).name}, one of {source.describe()}, {problem}",
+                        table=table.name,
+                        column=column.name,
+                    )
         problem = type_problem(column, available[actual])
         if problem:
             renamed = f" (from {actual!r})" if actual != column.name else ""
@@ -338,10 +349,10 @@ def refuse_mixed_zones(source: TableSource, table: str, column: str, actual: str
     the data set's offset, and reported as converted), so the table is refused."""
     zones = source.parquet_zones(actual)
     aware = sorted(name for name, zone in zones.items() if zone is not None)
-    naive = sorted(name for name, zone in zones.items() if zone is None)
+    naive = sorted(name for name, zone in zones.items() if zone is None)  # or dates (moved whole days)
     if aware and naive:
         raise ContractError(
-            f"column {actual!r} is stored with a time zone in {some_files(aware)} and without one in {some_files(naive)} "
+            f"column {actual!r} is stored with a time zone in {some_files(aware)} and without one (or as dates) in {some_files(naive)} "
             f"({source.describe()}): read together, the times without one would be moved as if they were UTC; "
             "write every part the same way (all with a zone, or all without one in the data set's timezone)",
             table=table,
