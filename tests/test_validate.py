@@ -798,6 +798,18 @@ def test_a_word_for_no_customer_or_no_order_is_quarantined_not_read_as_one_custo
     assert sorted(built["customer_id"]) == ["0", "a", "nullable"]
 
 
+def test_a_customer_id_of_spaces_alone_in_parquet_is_no_customer(tmp_path):
+    """A padded CHAR column's guest orders ("        "): Parquet ids are not trimmed, and they
+    were one customer with every guest order."""
+    frame = purchases(
+        {"order_id": "o1", "customer_id": "        "},
+        {"order_id": "o2", "customer_id": " " * 20},
+        {"order_id": "o3", "customer_id": " a"},
+    )
+    folder = write_tables(tmp_path / "data", "parquet", purchases=frame)
+    assert validate(open_dataset(folder)).tables[0].quarantined == {"placeholder_customer_id": 2}
+
+
 def test_customer_ids_written_differently_in_another_table_are_said():
     """Purchases with ids 1.0, 2.0 (a float column's text) and customers with 1, 2 (or 00001):
     every attribute came out empty and both tables passed their checks without a word."""
