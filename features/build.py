@@ -45,7 +45,7 @@ from portrait.errors import PortraitError
 from portrait.privacy import is_nested_type, safe_attribute_columns
 from portrait.resources import cpu_seconds, peak_rss_bytes
 from portrait.sql import quote_ident, quote_literal
-from portrait.views import NUMERIC_TYPES, ZONE_PATTERN, compute_once, iso_text_timestamp, text_number, zone_aware
+from portrait.views import NUMERIC_TYPES, ZONE_PATTERN, compute_once, iso_text_timestamp, stored_timestamp, text_number
 
 log = logging.getLogger(__name__)
 
@@ -331,10 +331,8 @@ def attribute_instant(column: str, sql_type: str, timezone: str) -> str:
     before it."""
     name = quote_ident(column)
     sql_type = sql_type.upper()
-    if zone_aware(sql_type):
-        return f"timezone({quote_literal(timezone)}, CAST({name} AS TIMESTAMPTZ))"
     if sql_type.startswith(("DATE", "TIMESTAMP")):
-        return f"CAST({name} AS TIMESTAMP)"
+        return stored_timestamp(name, sql_type, timezone)
     text = f"TRIM(CAST({name} AS VARCHAR))"
     without_zone = (
         f"CASE WHEN NOT regexp_matches({text}, {quote_literal(ZONE_PATTERN)}) "

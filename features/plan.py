@@ -195,7 +195,7 @@ def compile_plan(
             SELECT customer_id, ts, age, amount, gross, discount, items,
                    is_purchase, refunded,
                    CASE WHEN discount > 0 THEN 1 ELSE 0 END AS has_discount,
-                   MOD(DATE_DIFF('day', DATE '1970-01-04', CAST(ts AS DATE)), 7) AS dow,
+                   MOD(MOD(DATE_DIFF('day', DATE '1970-01-04', CAST(ts AS DATE)), 7) + 7, 7) AS dow,
                    EXTRACT(HOUR FROM ts) AS hour, EXTRACT(DAY FROM ts) AS dom,
                    EXTRACT(QUARTER FROM ts) AS quarter,
                    vc.slot AS channel_slot, vp.slot AS payment_slot,

@@ -443,12 +443,26 @@ def parse_expr(
                     value = f"CASE WHEN {value} >= TIMESTAMP '1000-01-01' THEN {value} END"
                 return value
             return iso_text_timestamp(text, timezone)
-        if zone_aware(source_type):
-            return f"timezone({zone}, CAST({ident} AS TIMESTAMPTZ))"
-        if source_type == "TIMESTAMP":
-            return ident
-        return f"TRY_CAST({ident} AS TIMESTAMP)"
+        return stored_timestamp(ident, source_type, timezone)
     raise AssertionError(column.kind)
+
+
+def stored_timestamp(value: str, source_type: str, timezone: str) -> str:
+    """SQL reading ``value``, stored as the timestamp or date type ``source_type``, as a time in
+    the data set's ``timezone``: an instant (stored with a zone) converted, a wall-clock time or a
+    date (its midnight) taken as in it. Nanoseconds are cut to microseconds, not rounded (DuckDB's
+    cast rounds: 23:59:59.9999995 became the next midnight, the cutoff, on the wrong side of it)."""
+    t = source_type.upper()
+    if t in ("TIMESTAMP_NS", "TIMESTAMPTZ_NS"):
+        nanos = f"epoch_ns({value})"
+        value = f"make_timestamp(({nanos} - (({nanos} % 1000) + 1000) % 1000) // 1000)"  # floor, before 1970 too
+        if t == "TIMESTAMPTZ_NS":
+            value = f"timezone('UTC', {value})"
+    if zone_aware(t):
+        return f"timezone({quote_literal(timezone)}, CAST({value} AS TIMESTAMPTZ))"
+    if t == "TIMESTAMP":
+        return value
+    return f"TRY_CAST({value} AS TIMESTAMP)"
 
 
 def text_number(text: str, decimal: str = ".") -> str:

@@ -1038,3 +1038,39 @@ def test_names_written_before_the_rename_are_known_by_their_new_names():
     # a persona fit or model of then is labelled with the value, as now
     labels = describe(["category_share_s_waren", "category_share_blank_2"], vocabulary=vocabulary)
     assert [f.label for f in labels.values()] == ["share of spend on Süßwaren", "share of spend on お茶"]
+
+
+def test_nanosecond_times_just_before_midnight_stay_before_the_cutoff(tmp_path):
+    """DuckDB's cast of a Parquet TIMESTAMP_NS rounds: 23:59:59.9999995 the day before the cutoff
+    became the cutoff itself, its order moved from the features to the label window."""
+    from portrait.dataset import open_dataset
+    from tests.conftest import write_tables
+
+    ts = pd.to_datetime(
+        ["2017-03-26 23:59:59.999999999", "2017-03-26 23:59:59.9999995", "2017-03-27 00:00:00"], format="ISO8601"
+    )
+    frame = pd.DataFrame(
+        {"order_id": ["o1", "o2", "o3"], "customer_id": ["a", "b", "c"], "ts": ts.as_unit("ns"), "amount": 5.0}
+    )
+    folder = write_tables(tmp_path / "data", "parquet", purchases=frame)
+    features = build_features(open_dataset(folder), "2017-03-27", families=["value"]).set_index("customer_id")
+    assert features["orders_lifetime"].to_dict() == {"a": 1, "b": 1}
+    labels = build_labels(open_dataset(folder), "2017-03-27", 7, pd.Series(["a", "b"])).set_index("customer_id")
+    assert labels.loc[["a", "b"], "repurchase"].tolist() == [0, 0]
+
+
+def test_orders_before_1970_have_their_weekday():
+    """The weekday counted days from Sunday 1970-01-04: a negative remainder before it, and
+    every weekday share of those orders was 0."""
+    frame = pd.DataFrame(
+        {
+            "order_id": ["o1", "o2", "o3"],
+            "customer_id": "a",
+            "ts": ["1969-12-30 10:00:00", "1969-12-31 10:00:00", "1950-06-15 10:00:00"],  # Tue, Wed, Thu
+            "amount": 5.0,
+        }
+    )
+    row = build_features(Dataset.from_frames(purchases=frame), "1970-02-01", families=["timing"]).iloc[0]
+    assert (row["order_share_tuesday"], row["order_share_wednesday"], row["order_share_thursday"]) == pytest.approx(
+        (1 / 3, 1 / 3, 1 / 3)
+    )
