@@ -9,7 +9,6 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
-from zoneinfo import ZoneInfo
 
 import pandas as pd
 import typer
@@ -227,12 +226,14 @@ def register_tags(app: typer.Typer, out, console) -> None:
     ) -> None:
         """Assign a manual tag to listed customers (unknown ids are counted and written out)."""
         from marketing.manual import check_note, record
+        from portrait.dataset import today_in_zone_of
 
         _manual(tag, file)
         check_note(note)  # before the ids are resolved and the rejected ones written
         expiry = _date(expires, "--expires") if expires else None
-        if expiry is not None and expiry <= dt.date.today():
-            raise PortraitError(f"--expires {expiry} is not in the future")
+        today = today_in_zone_of(data)  # in the data set's zone, where its tags hold, not the server's
+        if expiry is not None and expiry <= today:
+            raise PortraitError(f"--expires {expiry} is not in the future (today is {today} in the data set's zone)")
         known = _resolve(data, ids, rejected)
         target = manual_store_path(store)
         written = record(
@@ -259,10 +260,10 @@ def register_tags(app: typer.Typer, out, console) -> None:
         known = _resolve(data, ids, rejected)
         target = manual_store_path(store)
         # only those who hold it now: "removed from 40" for 40 who never had it was not so
-        from portrait.dataset import dataset_timezone
+        from portrait.dataset import dataset_timezone, today_in_zone_of
 
         zone = dataset_timezone(data)
-        today = dt.datetime.now(ZoneInfo(zone)).date()
+        today = today_in_zone_of(data)
         held = set(holders(target, today, [tag], zone)["customer_id"])
         holding = known[known["customer_id"].astype("str").isin(held)]
         others = int(known.loc[~known.index.isin(holding.index), "customer_id"].nunique())

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import datetime as dt
 import functools
 import gzip
 import hashlib
@@ -67,7 +68,7 @@ import pandas as pd
 
 from portrait import connections, contract
 from portrait.csv_dialect import QuotedDialect, guessed_delimiter, missed_quoting
-from portrait.errors import ConfigError, ContractError
+from portrait.errors import ConfigError, ContractError, PortraitError
 from portrait.files import atomic_target, open_bytes
 from portrait.forget import tombstone_files
 from portrait.privacy import (
@@ -580,6 +581,19 @@ def dataset_timezone(folder: str | Path) -> str:
     """The time zone a data set folder's times are in (its ``portrait.toml``), without opening
     its tables."""
     return _read_config(Path(folder))[1]
+
+
+def today_in_zone_of(data: str | Path) -> dt.date:
+    """Today in the data set's time zone (its ``timezone``, UTC by default), where its times
+    are: a server on UTC running at 01:00 in Tokyo is still on yesterday, and a refresh as of
+    yesterday would leave the day just ended out; at 22:00 in New York it is already on
+    tomorrow, and the run would take a day not yet over (a manual tag's expiry "in the future"
+    too). A folder without readable settings (refused later with its own message) counts in UTC."""
+    try:
+        zone = dataset_timezone(data)
+    except (PortraitError, OSError):
+        zone = DEFAULT_TIMEZONE
+    return dt.datetime.now(zoneinfo.ZoneInfo(zone)).date()
 
 
 def _read_config(folder: Path) -> tuple[dict[str, dict], str, PrivacySettings]:

@@ -151,23 +151,6 @@ class RefreshConfig:
     source: str = "refresh settings"
 
 
-def today_in_zone_of(data: Path) -> dt.date:
-    """Today in the data set's time zone (its ``timezone``, UTC by default), where its times
-    are: a server on UTC running at 01:00 in Tokyo is still on yesterday, and a refresh as of
-    yesterday would leave the day just ended out; at 22:00 in New York it is already on
-    tomorrow, and the run would take a day not yet over. A folder without readable settings
-    (refused later with its own message) counts in UTC."""
-    from zoneinfo import ZoneInfo
-
-    from portrait.dataset import dataset_timezone
-
-    try:
-        zone = dataset_timezone(data)
-    except (PortraitError, OSError):
-        zone = "UTC"
-    return dt.datetime.now(ZoneInfo(zone)).date()
-
-
 def load_config(path: Path, as_of: str | None = None) -> RefreshConfig:
     """Read a refresh TOML (paths relative to the working directory, like every command's);
     ``as_of`` overrides the file's date, which defaults to today in the data set's zone."""
@@ -200,6 +183,8 @@ def load_config(path: Path, as_of: str | None = None) -> RefreshConfig:
             raise PortraitError(
                 f"{path}: {key} = {given!r}: no such {kind} (read from the working folder, {Path.cwd()})"
             )
+    from portrait.dataset import today_in_zone_of
+
     when = as_of or raw.get("as_of") or today_in_zone_of(Path(raw["data"])).isoformat()
     keep = raw.get("keep", DEFAULT_KEEP)
     if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:

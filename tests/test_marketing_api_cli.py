@@ -208,6 +208,24 @@ def test_manual_tags_from_the_command_line(tmp_path, data_folder, monkeypatch):
         assert code == 2 and text == f"--expires {week_date!r} is not a date (YYYY-MM-DD)"
 
 
+def test_a_manual_tags_expiry_is_in_the_future_of_the_data_sets_day(tmp_path, data_folder, monkeypatch):
+    """Checked against the server's date, an expiry that was already today where the data set's
+    times are (UTC+14) was accepted, and the tag never held. A zone whose date now differs from
+    the server's (UTC) one: ahead after 10:00 UTC, behind before."""
+    from zoneinfo import ZoneInfo
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ids.csv").write_text("customer_id\nA\n")
+    zone = "Pacific/Kiritimati" if dt.datetime.now(dt.UTC).hour >= 10 else "Pacific/Pago_Pago"
+    (data_folder / "portrait.toml").write_text(f'timezone = "{zone}"\n')
+    today = dt.datetime.now(ZoneInfo(zone)).date()
+    assign = ("tags", "assign", "VIP", "--ids", "ids.csv", "--data", str(data_folder), "--expires")
+    code, text = run(*assign, today.isoformat())
+    assert code == 2 and f"is not in the future (today is {today} in the data set's zone)" in text
+    code, text = run(*assign, (today + dt.timedelta(days=1)).isoformat())
+    assert code == 0 and "assigned 'VIP' to 1 customer" in text
+
+
 def test_rfm_command_writes_scores_groups_and_migration(tmp_path, data_folder):
     code, text = run(
         "rfm", str(data_folder), "--as-of", "2024-03-01", "--previous", "2024-02-01", "--out", str(tmp_path / "rfm")
