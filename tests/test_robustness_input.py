@@ -734,11 +734,15 @@ def test_customer_attributes_of_every_parquet_type_build_or_are_left_out(tmp_pat
 
 
 def test_a_format_with_an_offset_converts_too(tmp_path):
-    frame = OFFSETS.iloc[:1].assign(ts=["05/01/2024 10:00 +0200"])
+    written = ["05/01/2024 10:00 +0200", "05/01/2024 10:00 +2500", "05/01/2024 10:00 -2400"] + [
+        "06/01/2024 10:00 +0000"
+    ] * 2
+    frame = OFFSETS.assign(ts=written)
     folder = write_tables(tmp_path / "data", purchases=frame)
     (folder / "portrait.toml").write_text('[tables.purchases]\ntimestamp_format = "%d/%m/%Y %H:%M %z"\n')
-    assert _times(folder) == ["2024-01-05 08:00:00"]
-    assert validate(open_dataset(folder)).tables[0].timestamps_with_offset == {"ts": 1}
+    assert _times(folder) == ["2024-01-05 08:00:00", "2024-01-06 10:00:00", "2024-01-06 10:00:00"]
+    report = validate(open_dataset(folder)).tables[0]  # offsets no place uses: as in ISO text (they moved a day)
+    assert (report.timestamps_with_offset, report.quarantined) == ({"ts": 3}, {"unparseable_ts": 2})
 
 
 # ---------------------------------------------------------------- 4. two-digit years
