@@ -442,7 +442,7 @@ def build_profile(
             try:
                 timezone = data.timezone
                 attributes = data.attributes(include_sensitive, note)
-                if attributes is not None and (joined := _signed_up_after(attributes, as_of)):
+                if attributes is not None and (joined := data.signed_up_after(attributes, as_of)):
                     note("attributes", f"signed up on {joined}, after the as-of date {as_of}: not yet a customer then")
                     attributes = None
                 identities = data.identities()
@@ -1164,6 +1164,26 @@ class _PersonData:
                 return True
         return False
 
+    def signed_up_after(self, attributes: Attributes, as_of: dt.date | None) -> str | None:
+        """The day the person's ``signup_date`` falls on, when it is on or after ``as_of``, read
+        as the features read it (:func:`features.build.attribute_instant`: an offset or zone
+        converted to the data set's; a day-first date not guessed): pandas' own reading made a
+        New York signup at 22:00 the evening before the as-of date one after it (hiding the
+        attributes the features used) and guessed 12/10/2017 as 10 December."""
+        from features.build import attribute_instant
+        from portrait.engine import as_engine
+
+        column = next((a.name for a in attributes.values if a.name.lower() == "signup_date"), None)
+        if as_of is None or column is None:
+            return None
+        types = {name: sql_type for name, sql_type, *_ in as_engine(self.con).columns("SELECT * FROM customers")}
+        instant = attribute_instant(column, types[column], self.dataset.timezone)
+        found = self.con.execute(
+            f"SELECT CAST({instant} AS DATE) FROM customers WHERE customer_id = ? AND {instant} >= ?",
+            [self.person_id, dt.datetime.combine(as_of, dt.time())],
+        ).fetchall()
+        return found[0][0].isoformat() if found and found[0][0] is not None else None
+
     def attributes(self, include_sensitive: bool, note) -> Attributes | None:
         from portrait.contract import is_missing_word
         from portrait.privacy import safe_attribute_columns
@@ -1705,6 +1725,9 @@ class _PersonMaterial:
 
     def close(self) -> None:
         pass
+
+    def signed_up_after(self, attributes: Attributes, as_of: dt.date | None) -> str | None:
+        return _signed_up_after(attributes, as_of)
 
     def attributes(self, include_sensitive: bool, note) -> Attributes | None:
         if not self.summary.get("has_customers"):

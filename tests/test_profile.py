@@ -858,6 +858,29 @@ def test_a_customer_who_signed_up_after_the_as_of_date_shows_no_attributes(world
     assert build_profile("c1", sources, compute_reasons=False).attributes is not None
 
 
+def test_whether_one_had_signed_up_is_read_as_the_features_read_the_signup(tmp_path):
+    """In a New York data set, 03:00 UTC on the as-of day is 22:00 the evening before: the
+    features count s1 a customer, and the profile hid its attributes; 02:30 local on the as-of
+    day (written -08:00) showed them. A day-first date is not guessed (12/10/2017 was read as
+    10 December and hid u1's attributes)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "portrait.toml").write_text('timezone = "America/New_York"\n')
+    pd.DataFrame({"order_id": ["o1"], "customer_id": ["s1"], "ts": ["2017-10-01 10:00:00"], "amount": [5.0]}).to_csv(
+        data / "purchases.csv", index=False
+    )
+    signups = ["2017-11-06T03:00:00Z", "2017-11-05T23:30:00-08:00", "12/10/2017"]
+    pd.DataFrame({"customer_id": ["s1", "s2", "u1"], "signup_date": signups, "region": ["e", "w", "n"]}).to_csv(
+        data / "customers.csv", index=False
+    )
+    sources = ProfileSources(data=data, as_of=dt.date(2017, 11, 6))
+    assert build_profile("s1", sources, compute_reasons=False).attributes is not None
+    s2 = build_profile("s2", sources, compute_reasons=False)
+    assert s2.attributes is None and any(n.note.startswith("signed up on 2017-11-06, after") for n in s2.notes)
+    early = ProfileSources(data=data, as_of=dt.date(2017, 11, 1))
+    assert build_profile("u1", early, compute_reasons=False).attributes is not None
+
+
 def test_tags_and_segments_computed_from_a_sensitive_attribute_are_left_out_without_sensitive_data(world, tmp_path):
     """Holding a tag or a segment of `attr_age_band = '35-44'` tells the person's age band: a
     caller who may not see the attribute does not see the membership either."""
