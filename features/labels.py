@@ -2,12 +2,17 @@
 
 Edge rules:
 
-- The label window is ``[cutoff, cutoff + horizon_days)``; only its rows are read.
+- The label window is ``[cutoff, cutoff + horizon_days)``; its rows are read, and the day
+  before it (:data:`ORDER_SPAN_DAYS`) for orders it continues.
 - ``repurchase`` is 1 when the customer has a purchase order in the window, judged on the
   order's lines in the window as the features judge one (``is_purchase``,
   :func:`portrait.contract.purchase_order`): a line that is not a refund (an order of $0.00
   lines is one, as the BTYD literature counts a transaction). A refund alone (refund lines
-  only, such as a return in the window of an order bought before it) is not.
+  only, such as a return in the window of an order bought before it) is not; nor is the rest
+  of an order placed before the cutoff (a purchase line of the same customer and order in the
+  day before it: an order whose lines straddle midnight), which the features count as an order
+  before the cutoff: counted in the label too, it was a repurchase already made. The same order
+  id more than a day earlier is another order (an order number used again per till or month).
 - ``future_spend`` is the net spend in the window: refunds reduce it, and it can be negative;
   rounded to 6 decimals (money), so that it is the same in every run (a parallel sum's last
   bits are not).
@@ -29,11 +34,14 @@ from features.build import build_features, parse_cutoff, vocabulary_as_of
 from features.catalogue import money_sum
 from features.config import FeatureConfig
 from features.plan import timestamp_literal
-from portrait.contract import purchase_order
+from portrait.contract import purchase_line, purchase_order
 from portrait.dataset import Dataset
 from portrait.errors import PortraitError
 
 LABELS = ("repurchase", "future_spend", "high_value")
+# A purchase line of the same customer and order this many days before the cutoff makes the
+# window's lines of that order the rest of an order already placed, not a repurchase.
+ORDER_SPAN_DAYS = 1
 
 
 def data_last_day(con: duckdb.DuckDBPyConnection) -> dt.date:
@@ -79,14 +87,19 @@ def build_labels(
     own_connection = con is None
     con = con or dataset.connect()
     try:
+        span = cutoff - dt.timedelta(days=ORDER_SPAN_DAYS)
         window = con.execute(
-            f"""SELECT customer_id, {money_sum("net")} AS future_spend,
-                       MAX(CASE WHEN is_purchase THEN 1 ELSE 0 END) AS repurchase
-                FROM (SELECT customer_id, order_id, {money_sum("amount")} AS net,
-                             {purchase_order()} AS is_purchase FROM purchases
-                      WHERE ts >= {timestamp_literal(cutoff)} AND ts < {timestamp_literal(end)}
-                      GROUP BY customer_id, order_id)
-                GROUP BY customer_id"""
+            f"""WITH orders AS (
+                    SELECT customer_id, order_id, {money_sum("amount")} AS net, {purchase_order()} AS is_purchase
+                    FROM purchases WHERE ts >= {timestamp_literal(cutoff)} AND ts < {timestamp_literal(end)}
+                    GROUP BY customer_id, order_id),
+                placed AS (
+                    SELECT DISTINCT customer_id, order_id FROM purchases
+                    WHERE ts >= {timestamp_literal(span)} AND ts < {timestamp_literal(cutoff)} AND {purchase_line()})
+                SELECT o.customer_id, {money_sum("net")} AS future_spend,
+                       MAX(CASE WHEN is_purchase AND p.order_id IS NULL THEN 1 ELSE 0 END) AS repurchase
+                FROM orders o LEFT JOIN placed p ON o.customer_id = p.customer_id AND o.order_id = p.order_id
+                GROUP BY o.customer_id"""
         ).df()
     finally:
         if own_connection:

@@ -352,6 +352,27 @@ def test_labels_read_only_the_window_after_the_cutoff():
     assert "E" not in labels.index
 
 
+def test_the_rest_of_an_order_placed_before_the_cutoff_is_no_repurchase():
+    """o1's lines straddle the cutoff's midnight: the features count it an order before the
+    cutoff, and the label counted it again, a repurchase already made. The same order id two
+    days before is another order (a number used again), and a repurchase."""
+    frame = pd.DataFrame(
+        {
+            "order_id": ["o1", "o1", "o2", "o2", "o3"],
+            "customer_id": ["s", "s", "t", "t", "u"],
+            "ts": ["2017-03-26 23:59:58", "2017-03-27 00:00:02", "2017-03-25 10:00:00", "2017-03-28 10:00:00",
+                   "2017-03-29 10:00:00"],
+            "amount": [5.0, 7.0, 3.0, 4.0, 6.0],
+        }
+    )  # fmt: skip
+    data = Dataset.from_frames(purchases=frame)
+    features = build_features(data, "2017-03-27", families=["value"]).set_index("customer_id")
+    assert features.loc["s", "orders_lifetime"] == 1
+    labels = build_labels(data, "2017-03-27", 7, pd.Series(["s", "t", "u"])).set_index("customer_id")
+    assert labels["repurchase"].to_dict() == {"s": 0, "t": 1, "u": 1}
+    assert labels["future_spend"].to_dict() == {"s": 7.0, "t": 4.0, "u": 6.0}  # the window's money, as before
+
+
 def test_refunds_reduce_future_spend_and_are_not_a_repurchase():
     purchases = pd.concat([PURCHASES, AFTER_CUTOFF_PURCHASES])
     labels = build_labels(dataset(purchases), CUTOFF, 30, pd.Series(["A", "C"])).set_index("customer_id")
