@@ -291,6 +291,17 @@ class TableSource:
         }
         return list(names)
 
+    def parquet_nanosecond_files(self, column: str) -> list[str]:
+        """The Parquet files of this source storing ``column`` as a timestamp in nanoseconds."""
+        import pyarrow as pa
+
+        return [
+            path
+            for path, schema in self._parquet_schemas.items()
+            for f in schema
+            if f.name.lower() == column.lower() and pa.types.is_timestamp(f.type) and f.type.unit == "ns"
+        ]
+
     def parquet_zones(self, column: str) -> dict[str, str | None]:
         """Per Parquet file (path) of this source holding ``column`` as a timestamp or a date,
         its time zone (None for times stored without one, and for dates); empty for other

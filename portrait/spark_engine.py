@@ -282,9 +282,21 @@ def spark_errors() -> Iterator[None]:
                 "write to a path Spark writes (hdfs://, s3a://, abfss://) so that the executors write the table; "
                 "no output was written"
             ) from None
+        if isinstance(exc, PySparkException | Py4JError) and "TIMESTAMP(NANOS" in str(exc):
+            raise PortraitError(f"a Parquet file read: {nanosecond_message([])}; no output was written") from None
         if isinstance(exc, PySparkException | Py4JError):
             raise PortraitError(f"the Spark job failed: {_first_line(exc)}; no output was written") from None
         raise
+
+
+def nanosecond_message(files: list[str]) -> str:
+    """Why a Parquet timestamp in nanoseconds is not read on Spark, and what to do."""
+    where = f" ({', '.join(Path(f).name for f in files[:3])}{' ...' if len(files) > 3 else ''})" if files else ""
+    return (
+        f"a timestamp stored in nanoseconds{where}, which Spark does not read (its Parquet reader refuses "
+        "TIMESTAMP(NANOS)); write it in microseconds (pandas: to_parquet(..., coerce_timestamps='us'); "
+        "pyarrow: write_table(..., coerce_timestamps='us')), or run with --engine duckdb"
+    )
 
 
 def _jvm_gone(exc: BaseException) -> bool:
@@ -806,6 +818,8 @@ def _read(engine: SparkEngine, spark_input: SparkInput, table: str):
 
         for column in source.parquet_timestamp_columns():  # local parts: refused as on DuckDB
             refuse_mixed_zones(source, table, column, column)
+            if nanos := source.parquet_nanosecond_files(column):
+                raise PortraitError(f"{table}.{column}: {nanosecond_message(nanos)}")
         # Parts are stacked by column name, as DuckDB's union_by_name (merging costs a job: only
         # when there are several files).
         return spark.read.option("mergeSchema", str(len(paths) > 1).lower()).parquet(*paths)

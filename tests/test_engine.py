@@ -228,6 +228,24 @@ def test_a_jvm_that_stopped_mid_job_is_one_message_and_closing_does_not_hide_it(
             from py4j.protocol import Py4JError
 
             raise Py4JError("boom")
+    # a remote Parquet file in nanoseconds: what to do, not 30 lines of Java
+    with pytest.raises(PortraitError, match="stored in nanoseconds, which Spark does not read .*coerce_timestamps='us'"):
+        with spark_errors():
+            from py4j.protocol import Py4JError
+
+            raise Py4JError("[PARQUET_TYPE_ILLEGAL] Illegal Parquet type: INT64 (TIMESTAMP(NANOS,false)).\n\tat org...")
+
+
+def test_local_parquet_parts_in_nanoseconds_are_named_for_the_spark_engine(tmp_path):
+    from portrait.dataset import open_dataset
+
+    folder = tmp_path / "data" / "purchases"
+    folder.mkdir(parents=True)
+    part = {"order_id": ["o1"], "customer_id": ["a"], "amount": [1.0]}
+    pd.DataFrame({**part, "ts": pd.to_datetime(["2024-03-31 10:00"]).as_unit("ns")}).to_parquet(folder / "a.parquet")
+    pd.DataFrame({**part, "ts": pd.to_datetime(["2024-03-31 10:00"]).as_unit("us")}).to_parquet(folder / "b.parquet")
+    source = open_dataset(folder.parent).sources["purchases"]
+    assert [Path(p).name for p in source.parquet_nanosecond_files("ts")] == ["a.parquet"]
 
 
 def test_an_engines_views_are_read_under_its_prefix_and_other_names_are_left_alone():
