@@ -291,6 +291,19 @@ class TableSource:
         }
         return list(names)
 
+    def parquet_int96_columns(self) -> dict[str, list[str]]:
+        """Each column some Parquet file of this source stores as INT96 (a legacy timestamp),
+        with those files; empty for other sources."""
+        import pyarrow.parquet as pq
+
+        found: dict[str, list[str]] = {}
+        for path in self._parquet_schemas:
+            schema = pq.ParquetFile(path).schema  # the physical types (Arrow's schema shows a timestamp)
+            for i in range(len(schema)):
+                if schema.column(i).physical_type == "INT96":
+                    found.setdefault(schema.column(i).name, []).append(path)
+        return found
+
     def parquet_nanosecond_files(self, column: str) -> list[str]:
         """The Parquet files of this source storing ``column`` as a timestamp in nanoseconds."""
         import pyarrow as pa

@@ -320,6 +320,7 @@ def validate(dataset: Dataset, out_dir: Path | None = None, progress: Progress |
             purchases_refunded_money=round(float(refunded_money or 0), 2),
             timezone=dataset.timezone,
             notes=_privacy_notes(dataset)
+            + _int96_notes(dataset)
             + _notes(reports, dataset.timezone)
             + implausible_note
             + spread_note
@@ -458,6 +459,28 @@ def _unmatched_ids_notes(con, tables: list[str]) -> list[str]:
                 )
     finally:
         con.execute("DROP TABLE IF EXISTS _purchase_ids; DROP TABLE IF EXISTS _purchase_written_ids")
+    return notes
+
+
+def _int96_notes(dataset: Dataset) -> list[str]:
+    """Timestamps stored as INT96 (Spark's and Databricks' older default, Impala's) carry no
+    zone: read as wall-clock times in the data set's zone. Spark wrote UTC instants, Impala local
+    times: which, the file does not say, so it is said rather than guessed (a Spark export's
+    00:49 in Paris read as 22:49 the evening before)."""
+    notes = []
+    for name, source in dataset.sources.items():
+        for column, files in source.parquet_int96_columns().items():
+            notes.append(
+                f"{name}.{column}: stored as INT96 in {len(files)} Parquet file(s), a time without a zone, read as "
+                f"a wall-clock time in {dataset.timezone}"
+                + (
+                    ""
+                    if dataset.timezone == "UTC"
+                    else "; Spark writes INT96 as UTC instants: if this export is Spark's, its times are off by the "
+                    "zone's offset: write the column as a timestamp with a zone (Spark: spark.sql.parquet."
+                    "outputTimestampType = TIMESTAMP_MICROS)"
+                )
+            )
     return notes
 
 

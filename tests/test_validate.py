@@ -1,3 +1,4 @@
+import datetime as dt
 from pathlib import Path
 
 import pandas as pd
@@ -836,3 +837,22 @@ def test_digits_separated_by_underscores_are_not_a_number(tmp_path):
     frame = purchases({"order_id": "o1", "amount": "1_000"}, {"order_id": "o2", "amount": "1_2.5_0"}, *good)
     report = validate(open_dataset(write_tables(tmp_path / "data", purchases=frame)))
     assert report.tables[0].quarantined == {"non_numeric_amount": 2} and report.tables[0].valid_rows == 20
+
+
+def test_int96_timestamps_are_said_since_their_zone_is_not_known(tmp_path):
+    """Spark's legacy INT96 times are UTC instants (Impala's local times): read as wall-clock
+    times in a Paris data set, a Spark export's 00:49 was 22:49 the evening before, unsaid."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    table = pa.table(
+        {"order_id": ["o1"], "customer_id": ["a"], "ts": pa.array([dt.datetime(2017, 8, 13, 22, 49)]), "amount": [5.0]}
+    )
+    pq.write_table(table, folder / "purchases.parquet", use_deprecated_int96_timestamps=True)
+    (folder / "portrait.toml").write_text('timezone = "Europe/Paris"\n')
+    notes = validate(open_dataset(folder)).notes
+    assert any(
+        n.startswith("purchases.ts: stored as INT96 in 1 Parquet file(s)") and "Spark writes INT96" in n for n in notes
+    )
