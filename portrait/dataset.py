@@ -259,6 +259,14 @@ class TableSource:
             headers = {path: [n.lower() for n in schema.names] for path, schema in self._parquet_schemas.items()}
         return headers
 
+    def folder_keys_in_files(self) -> list[str]:
+        """The keys of folders named ``key=value`` among this source's files' paths that are also
+        columns of the files (compared without case): hive partitioning would replace the files'
+        values of those columns with the folder's."""
+        keys = {part.split("=", 1)[0].lower() for f in self.files for part in Path(f).parent.parts if "=" in part}
+        columns = {name for names in self.file_headers.values() for name in names}
+        return sorted(keys & columns)
+
     @functools.cached_property
     def repeated_header_names(self) -> frozenset[str]:
         """Column names (lower case) that the source's header holds more than once: DuckDB
@@ -411,7 +419,10 @@ class TableSource:
             return f"source_db.{quote_ident(self.table)}"
         if not self.is_csv:
             paths = "[" + ", ".join(quote_literal(str(p)) for p in self.files) + "]"
-            return f"read_parquet({paths}, union_by_name = true)"
+            # A folder name key=value (hive partitioning) whose key is also a column in the files
+            # replaced the files' own values (channel=online over 'web' and 'app'): the files' win.
+            hive = ", hive_partitioning = false" if self.folder_keys_in_files() else ""
+            return f"read_parquet({paths}, union_by_name = true{hive})"
         files = self.resolved_csv_files()
         options = f"max_line_size = {MAX_CSV_LINE_BYTES}"
         if keep_rejects:

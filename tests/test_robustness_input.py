@@ -564,6 +564,22 @@ def test_parquet_parts_storing_times_with_and_without_a_zone_are_refused(tmp_pat
         validate(open_dataset(folder.parent))
 
 
+def test_a_folder_key_never_replaces_the_files_own_column(tmp_path):
+    """purchases/channel=online/ holding lines whose own channel is 'web' or 'app': DuckDB's hive
+    partitioning read every line as 'online'. A key the files lack still gives its column."""
+    part = {"order_id": ["o1", "o2"], "customer_id": ["a", "b"], "ts": ["2024-03-01 10:00:00"] * 2, "amount": 1.0}
+    folder = tmp_path / "data" / "purchases" / "channel=online"
+    folder.mkdir(parents=True)
+    pd.DataFrame({**part, "channel": ["web", "app"]}).to_parquet(folder / "part-0.parquet")
+    con = open_dataset(tmp_path / "data").connect()
+    assert con.execute("SELECT channel FROM purchases ORDER BY order_id").fetchall() == [("web",), ("app",)]
+    stores = tmp_path / "other" / "purchases" / "store_id=007"
+    stores.mkdir(parents=True)
+    pd.DataFrame(part).to_parquet(stores / "part-0.parquet")
+    con = open_dataset(tmp_path / "other").connect()
+    assert con.execute("SELECT DISTINCT store_id FROM purchases").fetchall() == [("007",)]
+
+
 def test_a_part_storing_dates_beside_one_with_a_zone_is_refused(tmp_path):
     """Read together, a New York part's dates were taken as UTC midnights and moved to 20:00 the
     day before (90 of 178 orders in an auditor's folder), reported as converted."""
