@@ -236,7 +236,7 @@ def validate(dataset: Dataset, out_dir: Path | None = None, progress: Progress |
                                    COUNT(*) FILTER (WHERE amount < 0) AS refund_lines,
                                    SUM(amount) FILTER (WHERE amount > 0) AS sold_money,
                                    -SUM(amount) FILTER (WHERE amount < 0) AS refunded_money,
-                                   COUNT(*) FILTER (WHERE ts < TIMESTAMP '1970-01-01'
+                                   COUNT(*) FILTER (WHERE ts <= TIMESTAMP '1970-01-01'  -- epoch 0 too
                                                     OR ts >= CAST(current_date + 2 AS TIMESTAMP)) AS implausible,
                                    MIN(ts) FILTER (WHERE amount > 0) AS first_sold,
                                    MAX(ts) FILTER (WHERE amount > 0) AS last_sold
@@ -270,7 +270,8 @@ def validate(dataset: Dataset, out_dir: Path | None = None, progress: Progress |
         implausible = int(implausible or 0)
         implausible_note = (
             [
-                f"purchases: {implausible:,} line{'' if implausible == 1 else 's'} dated before 1970 or after "
+                f"purchases: {implausible:,} line{'' if implausible == 1 else 's'} dated before 1970 (or at its first instant, "
+                f"a zero time's date) or after "
                 f"tomorrow (the data runs from {first_ts} to {last_ts}): kept; check whether they are placeholders"
             ]
             if implausible

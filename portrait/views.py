@@ -40,7 +40,7 @@ import duckdb
 from portrait import contract
 from portrait.errors import ConfigError, ContractError, read_error_reason
 from portrait.forget import KEY_COLUMNS, exclude_forgotten, finish_tombstones, register_tombstones
-from portrait.privacy import has_identity_map, refuse_values_as_names
+from portrait.privacy import has_identity_map, is_nested_type, refuse_values_as_names
 from portrait.sql import quote_ident, quote_literal
 
 if TYPE_CHECKING:
@@ -159,6 +159,8 @@ def type_problem(column: contract.Column, source_type: str) -> str | None:
     Text is always accepted (each value is parsed and bad ones are quarantined); a typed column
     must have a type whose every value means the same in the contract."""
     t = source_type.upper()
+    if is_nested_type(t):  # DOUBLE[] starts like DOUBLE: a cast error deep in a read, not this message
+        return f"is stored as {t} (lists, structs or maps), not one value per row; is this the right column?"
     if t in ("VARCHAR", _ALL_MISSING) or column.kind == "text":
         return None
     if column.kind == "id":
@@ -198,7 +200,8 @@ def clean_exprs(table: contract.Table, types: dict[str, str], trim: bool) -> dic
 def _register_table(con, table: contract.Table, source: TableSource, timezone: str, forgetting: bool = False) -> None:
     empty = [f for f in source.files if f.stat().st_size == 0]
     if empty:
-        raise ContractError(f"{empty[0]} is empty (not even a header line)", table=table.name)
+        what = " (not even a header line)" if source.is_csv else ": 0 bytes, no Parquet file (an interrupted copy?)"
+        raise ContractError(f"{empty[0]} is empty{what}", table=table.name)
     available = source_columns(con, source)
     selected, types, extras = select_columns(table, source, available)
     scan = source.scan_sql(f"_frame_{table.name}", keep_rejects=True)

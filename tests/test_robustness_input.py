@@ -564,6 +564,21 @@ def test_parquet_parts_storing_times_with_and_without_a_zone_are_refused(tmp_pat
         validate(open_dataset(folder.parent))
 
 
+def test_a_column_of_lists_or_a_zero_byte_parquet_file_is_named_plainly(tmp_path):
+    """A list amount starts like DOUBLE (DOUBLE[]): it passed the type check and stopped the read
+    with a cast error; a 0-byte Parquet file was said to lack a header line."""
+    frame = pd.DataFrame(
+        {"order_id": ["o1"], "customer_id": ["a"], "ts": ["2024-03-01 10:00:00"], "amount": [[1.0, 2.0]]}
+    )
+    folder = write_tables(tmp_path / "lists", "parquet", purchases=frame)
+    with pytest.raises(ContractError, match=r"purchases.amount: .* is stored as DOUBLE\[\] \(lists, structs or maps\)"):
+        validate(open_dataset(folder))
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "purchases.parquet").write_bytes(b"")
+    with pytest.raises(ContractError, match=r"purchases.parquet is empty: 0 bytes, no Parquet file"):
+        validate(open_dataset(tmp_path / "empty"))
+
+
 def test_a_folder_key_never_replaces_the_files_own_column(tmp_path):
     """purchases/channel=online/ holding lines whose own channel is 'web' or 'app': DuckDB's hive
     partitioning read every line as 'online'. A key the files lack still gives its column."""

@@ -501,11 +501,18 @@ def test_a_contract_column_found_twice_is_an_error_not_a_silent_choice(tmp_path,
 
 
 def test_placeholder_dates_are_kept_and_said(tmp_path):
-    frame = purchases({}, {"order_id": "o2", "ts": "9999-12-31 23:59:59"}, {"order_id": "o3", "ts": "0001-01-01"})
+    frame = purchases(
+        {},
+        {"order_id": "o2", "ts": "9999-12-31 23:59:59"},
+        {"order_id": "o3", "ts": "0001-01-01"},
+        {"order_id": "o4", "ts": "1970-01-01 00:00:00"},  # a zero Unix time: was not counted
+        {"order_id": "o5", "ts": "1970-01-01 00:00:01"},
+    )
     report = validate(open_dataset(write_tables(tmp_path / "data", purchases=frame)))
-    assert report.tables[0].valid_rows == 3
+    assert report.tables[0].valid_rows == 5
     assert report.notes[-1].startswith(
-        "purchases: 2 lines dated before 1970 or after tomorrow (the data runs from 0001-01-01"
+        "purchases: 3 lines dated before 1970 (or at its first instant, a zero time's date) or after tomorrow "
+        "(the data runs from 0001-01-01"
     )
     assert not any(
         "dated before 1970" in note
