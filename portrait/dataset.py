@@ -169,7 +169,19 @@ class TableSource:
             return f"the {self.table} table"
         if len(self.files) == 1:
             return str(self.files[0])
-        return f"{self.files[0].parent} ({len(self.files)} files)"
+        return f"{self.parts_root()} ({len(self.files)} files)"
+
+    def parts_root(self) -> Path:
+        """The folder holding every file of this source (their common folder)."""
+        return Path(os.path.commonpath([str(f.parent) for f in self.files]))
+
+    def part_name(self, path: str | Path) -> str:
+        """A file of this source as the user finds it: its path under :meth:`parts_root` (every
+        part of a Spark or partitioned export may be named ``data.parquet``)."""
+        try:
+            return str(Path(path).relative_to(self.parts_root()))
+        except ValueError:
+            return str(path)
 
     def resolved_csv_files(self) -> tuple[CsvFile, ...]:
         if self.csv_files:
@@ -259,13 +271,31 @@ class TableSource:
             headers = {path: [n.lower() for n in schema.names] for path, schema in self._parquet_schemas.items()}
         return headers
 
-    def folder_keys_in_files(self) -> list[str]:
-        """The keys of folders named ``key=value`` among this source's files' paths that are also
-        columns of the files (compared without case): hive partitioning would replace the files'
-        values of those columns with the folder's."""
-        keys = {part.split("=", 1)[0].lower() for f in self.files for part in Path(f).parent.parts if "=" in part}
+    def hive_option(self) -> str:
+        """The scan's hive-partitioning option for folders named ``key=value`` among this
+        source's parts: DuckDB reads each key as a column, and where the files hold that column
+        too, the folder's value replaced the files' own (``channel=online`` over 'web' and
+        'app'). When the files hold every key, the folders are not read as columns (the files'
+        values kept); when they hold some keys but not others, the table is refused, since either
+        reading loses one of them; else DuckDB's own detection."""
+        keys = set()
+        for f in self.files:
+            parts = Path(f).parent.parts
+            below = parts[len(parts) - parts[::-1].index(self.table) :] if self.table in parts else parts
+            keys |= {part.split("=", 1)[0].lower() for part in below if "=" in part}
         columns = {name for names in self.file_headers.values() for name in names}
-        return sorted(keys & columns)
+        held = sorted(keys & columns)
+        if not held:
+            return ""
+        if held == sorted(keys):
+            return ", hive_partitioning = false"
+        raise ContractError(
+            f"the folders of {self.describe()} are named key=value for {', '.join(held)}, which the files also hold "
+            f"as a column, and for {', '.join(sorted(keys - set(held)))}, which they do not: read as columns, the "
+            f"folders' {held[0]} would replace the files' own; not read, the others would be lost. Rename those "
+            f"folders (not key=value), or drop the column from the files",
+            table=self.table,
+        )
 
     @functools.cached_property
     def repeated_header_names(self) -> frozenset[str]:
@@ -313,14 +343,21 @@ class TableSource:
         return found
 
     def parquet_nanosecond_files(self, column: str) -> list[str]:
-        """The Parquet files of this source storing ``column`` as a timestamp in nanoseconds."""
+        """The Parquet files of this source storing ``column`` as a timestamp in nanoseconds (not
+        INT96, which Arrow also shows in nanoseconds and Spark reads: its own older default)."""
         import pyarrow as pa
 
+        int96 = {
+            f for name, files in self.parquet_int96_columns().items() if name.lower() == column.lower() for f in files
+        }
         return [
             path
             for path, schema in self._parquet_schemas.items()
             for f in schema
-            if f.name.lower() == column.lower() and pa.types.is_timestamp(f.type) and f.type.unit == "ns"
+            if f.name.lower() == column.lower()
+            and pa.types.is_timestamp(f.type)
+            and f.type.unit == "ns"
+            and path not in int96
         ]
 
     def parquet_zones(self, column: str) -> dict[str, str | None]:
@@ -419,12 +456,9 @@ class TableSource:
             return f"source_db.{quote_ident(self.table)}"
         if not self.is_csv:
             paths = "[" + ", ".join(quote_literal(str(p)) for p in self.files) + "]"
-            # A folder name key=value (hive partitioning) whose key is also a column in the files
-            # replaced the files' own values (channel=online over 'web' and 'app'): the files' win.
-            hive = ", hive_partitioning = false" if self.folder_keys_in_files() else ""
-            return f"read_parquet({paths}, union_by_name = true{hive})"
+            return f"read_parquet({paths}, union_by_name = true{self.hive_option()})"
         files = self.resolved_csv_files()
-        options = f"max_line_size = {MAX_CSV_LINE_BYTES}"
+        options = f"max_line_size = {MAX_CSV_LINE_BYTES}{self.hive_option()}"
         if keep_rejects:
             errors, scans = self.rejects_tables()
             # DuckDB keeps rejects only without union_by_name: files with one header and one
@@ -900,6 +934,8 @@ def _duckdb_type_name(arrow_type) -> str:
         (lambda t: pa.types.is_timestamp(t) and t.tz is not None, "TIMESTAMP WITH TIME ZONE"),
         (pa.types.is_timestamp, "TIMESTAMP"),
         (pa.types.is_null, '"NULL"'),
+        (pa.types.is_time, "TIME"),
+        (lambda t: pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t), "BLOB"),
     )
     return next((name for test, name in checks if test(arrow_type)), str(arrow_type).upper())
 

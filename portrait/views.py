@@ -300,7 +300,7 @@ def select_columns(
                 if file_type != '"NULL"' and (problem := type_problem(column, file_type)):
                     renamed = f" (from {actual!r})" if actual != column.name else ""
                     raise ContractError(
-                        f"column{renamed} in {Path(path).name}, one of {source.describe()}, {problem}",
+                        f"column{renamed} in {source.part_name(path)}, one of {source.describe()}, {problem}",
                         table=table.name,
                         column=column.name,
                     )

@@ -593,6 +593,16 @@ def test_a_folder_key_never_replaces_the_files_own_column(tmp_path):
     pd.DataFrame(part).to_parquet(stores / "part-0.parquet")
     con = open_dataset(tmp_path / "other").connect()
     assert con.execute("SELECT DISTINCT store_id FROM purchases").fetchall() == [("007",)]
+    # a key the files hold beside one they lack: either reading loses one, so it is refused (CSV too)
+    for fmt in ("parquet", "csv"):
+        mixed = tmp_path / f"mixed_{fmt}" / "purchases" / "category=Books" / "channel=online"
+        mixed.mkdir(parents=True)
+        rows = pd.DataFrame({**part, "channel": ["web", "app"]})
+        rows.to_parquet(mixed / "p.parquet") if fmt == "parquet" else rows.to_csv(mixed / "p.csv", index=False)
+        with pytest.raises(
+            ContractError, match=r"named key=value for channel, which the files also hold .* for category"
+        ):
+            open_dataset(tmp_path / f"mixed_{fmt}").connect()
 
 
 def test_a_part_storing_dates_beside_one_with_a_zone_is_refused(tmp_path):
