@@ -1041,16 +1041,42 @@ def _used_attributes(dataset, con=None) -> frozenset[str]:
     return used
 
 
-def _signed_up_after(attributes: Attributes, as_of: dt.date | None) -> str | None:
-    """The ``signup_date`` attribute when it is on or after ``as_of`` (the customers row is
-    today's, and a profile as of an earlier date must not show someone who had not joined)."""
-    if as_of is None:
-        return None
+def _signed_up_after(attributes: Attributes, as_of: dt.date | None, timezone: str) -> str | None:
+    """The day of the ``signup_date`` attribute when it is on or after ``as_of`` (the customers
+    row is today's, and a profile as of an earlier date must not show someone who had not
+    joined), read from its text as the features read a signup (:func:`features.build.
+    attribute_instant`: an offset or zone converted to the data set's ``timezone``, a day-first
+    date not guessed). pandas' own reading made a New York signup at 22:00 the evening before
+    the as-of date one after it, hiding the attributes the features used, and read 12/10/2017 as
+    10 December. On one shared in-memory connection: no read of the data set."""
+    from features.build import attribute_instant
+
     value = next((a.value for a in attributes.values if a.name.lower() == "signup_date"), None)
-    joined = pd.to_datetime(value, errors="coerce") if value else pd.NaT
-    if pd.isna(joined) or joined.date() < as_of:
+    if as_of is None or value is None:
         return None
-    return joined.date().isoformat()
+    instant = attribute_instant("v", "VARCHAR", timezone)
+    cursor = _evaluator().cursor()
+    try:
+        found = cursor.execute(
+            f"SELECT CAST({instant} AS DATE) FROM (SELECT CAST(? AS VARCHAR) AS v) WHERE {instant} >= ?",
+            [value, dt.datetime.combine(as_of, dt.time())],
+        ).fetchall()
+    finally:
+        cursor.close()
+    return found[0][0].isoformat() if found and found[0][0] is not None else None
+
+
+_EVALUATOR: duckdb.DuckDBPyConnection | None = None
+_EVALUATOR_LOCK = threading.Lock()
+
+
+def _evaluator() -> duckdb.DuckDBPyConnection:
+    """One in-memory connection for small computations on values already read (a cursor each)."""
+    global _EVALUATOR
+    with _EVALUATOR_LOCK:
+        if _EVALUATOR is None:
+            _EVALUATOR = connections.connect()
+        return _EVALUATOR
 
 
 def _without_sensitive(reasons: list[str], privacy) -> list[str]:
@@ -1095,6 +1121,8 @@ def _text(value: Any) -> str | None:
     value = _plain(value)
     if value is None:
         return None
+    if isinstance(value, bool):  # as the features read a flag (attr_is_vip = 'true'), not Python's True
+        return "true" if value else "false"
     if isinstance(value, dt.datetime):
         return value.isoformat(sep=" ") if value.time() != dt.time() else value.date().isoformat()
     if isinstance(value, dt.date):
@@ -1165,24 +1193,7 @@ class _PersonData:
         return False
 
     def signed_up_after(self, attributes: Attributes, as_of: dt.date | None) -> str | None:
-        """The day the person's ``signup_date`` falls on, when it is on or after ``as_of``, read
-        as the features read it (:func:`features.build.attribute_instant`: an offset or zone
-        converted to the data set's; a day-first date not guessed): pandas' own reading made a
-        New York signup at 22:00 the evening before the as-of date one after it (hiding the
-        attributes the features used) and guessed 12/10/2017 as 10 December."""
-        from features.build import attribute_instant
-        from portrait.engine import as_engine
-
-        column = next((a.name for a in attributes.values if a.name.lower() == "signup_date"), None)
-        if as_of is None or column is None:
-            return None
-        types = {name: sql_type for name, sql_type, *_ in as_engine(self.con).columns("SELECT * FROM customers")}
-        instant = attribute_instant(column, types[column], self.dataset.timezone)
-        found = self.con.execute(
-            f"SELECT CAST({instant} AS DATE) FROM customers WHERE customer_id = ? AND {instant} >= ?",
-            [self.person_id, dt.datetime.combine(as_of, dt.time())],
-        ).fetchall()
-        return found[0][0].isoformat() if found and found[0][0] is not None else None
+        return _signed_up_after(attributes, as_of, self.timezone)
 
     def attributes(self, include_sensitive: bool, note) -> Attributes | None:
         from portrait.contract import is_missing_word
@@ -1727,7 +1738,7 @@ class _PersonMaterial:
         pass
 
     def signed_up_after(self, attributes: Attributes, as_of: dt.date | None) -> str | None:
-        return _signed_up_after(attributes, as_of)
+        return _signed_up_after(attributes, as_of, self.timezone or "UTC")
 
     def attributes(self, include_sensitive: bool, note) -> Attributes | None:
         if not self.summary.get("has_customers"):

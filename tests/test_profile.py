@@ -879,6 +879,18 @@ def test_whether_one_had_signed_up_is_read_as_the_features_read_the_signup(tmp_p
     assert s2.attributes is None and any(n.note.startswith("signed up on 2017-11-06, after") for n in s2.notes)
     early = ProfileSources(data=data, as_of=dt.date(2017, 11, 1))
     assert build_profile("u1", early, compute_reasons=False).attributes is not None
+    # the same from a refresh run's material, as `portrait serve --runs` answers
+    from portrait.dataset import open_dataset
+    from serving.profile import MATERIAL, write_profile_material
+
+    root = tmp_path / "refresh"
+    dataset = open_dataset(data)
+    with dataset.connect() as con:
+        write_profile_material(con, dataset, dt.date(2017, 11, 6), root / "runs" / "2017-11-06" / MATERIAL)
+    (root / "LATEST").write_text("runs/2017-11-06\n")
+    served = ProfileSources(data=data, runs=root, as_of=dt.date(2017, 11, 6))
+    assert build_profile("s1", served, compute_reasons=False).attributes is not None
+    assert build_profile("s2", served, compute_reasons=False).attributes is None
 
 
 def test_tags_and_segments_computed_from_a_sensitive_attribute_are_left_out_without_sensitive_data(world, tmp_path):
