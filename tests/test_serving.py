@@ -302,6 +302,8 @@ def test_api_serves_profiles_scores_lists_and_models(scored):
     for path in ("/customers/S%2F1", "/customers/S/1"):  # an id holding a "/" is looked up, not a missing route
         missing = client.get(path)
         assert missing.status_code == 404 and "S/1" in missing.json()["detail"], missing.json()
+    assert client.get(f"/customers/{customer}/").json()["customer_id"] == customer  # the URL's slash
+    assert client.get("/customers/").status_code == 422
     listed = client.get(f"/lists/{MODEL}", params={"top": 5, "where": "orders_365d >= 1"}).json()
     assert listed["count"] == 5 and listed["customers"][0]["score"] >= listed["customers"][-1]["score"]
     assert client.get(f"/lists/{MODEL}", params={"where": "1=1; drop"}).status_code == 422

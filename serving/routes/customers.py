@@ -56,7 +56,9 @@ def build_customers_router(state: ServeState, access: Access) -> APIRouter:
 
     @router.get("/customers/{customer_id:path}", response_model=CustomerProfile)  # an id may hold a "/"
     async def customer(
-        customer_id: Annotated[str, PathParameter(max_length=200, description="A customer id (or a merged id)")],
+        customer_id: Annotated[
+            str, PathParameter(min_length=1, max_length=200, description="A customer id (or a merged id)")
+        ],
         caller: Annotated[Caller, Depends(access.caller)],
         reasons: bool = Query(
             False,
@@ -70,10 +72,13 @@ def build_customers_router(state: ServeState, access: Access) -> APIRouter:
         every model's score with reasons, score history, key features, the last orders and
         events. A merged secondary id answers with the person's profile (``resolved_from``)."""
 
+        # a trailing slash is the URL's, as the route without ":path" redirected it (/customers/C1/)
+        asked = customer_id[:-1] if customer_id.endswith("/") and len(customer_id) > 1 else customer_id
+
         def answer() -> Response:
             sources = profile_sources(state)
             profile = build_profile(
-                customer_id,
+                asked,
                 sources,
                 include_sensitive=caller.role is Role.ANALYST,
                 compute_reasons=reasons,
