@@ -200,7 +200,9 @@ def is_missing_word(value: object, words: tuple[str, ...] = MISSING_VALUE_WORDS)
     return isinstance(value, str) and value.strip(" ").lower() in words
 
 
-def placeholder_word_expr(value: str, words: tuple[str, ...] = PLACEHOLDER_ID_VALUES) -> str:
+def placeholder_word_expr(
+    value: str, words: tuple[str, ...] = PLACEHOLDER_ID_VALUES, longest: int | None = None
+) -> str:
     """SQL true when the text ``value`` is one of ``words`` (any case, spaces around it): by
     default an export's word for "no customer" (a guest order) or "no order". Such a customer
     id or order id is quarantined (``placeholder_customer_id``), as a blank one is,
@@ -214,7 +216,7 @@ def placeholder_word_expr(value: str, words: tuple[str, ...] = PLACEHOLDER_ID_VA
     text = f"CAST({value} AS VARCHAR)"
     starts = sorted({ord(c) for word in words if word for c in (word[0], word[0].upper())} | {32})  # TRIM strips spaces
     listed = ", ".join(quote_literal(v) for v in words)
-    longest = max(map(len, words)) + PLACEHOLDER_PADDING
+    longest = longest or max(map(len, words)) + PLACEHOLDER_PADDING
     return (
         f"(strlen({text}) <= {longest} AND ascii({text}) IN ({', '.join(map(str, starts))}) "
         f"AND LOWER(TRIM({text})) IN ({listed}))"
@@ -223,6 +225,10 @@ def placeholder_word_expr(value: str, words: tuple[str, ...] = PLACEHOLDER_ID_VA
 
 # Spaces around a placeholder word still recognised as one (" NULL "); a longer value is none.
 PLACEHOLDER_PADDING = 8
+# An id of spaces alone is a placeholder up to this length: a padded CHAR column's blank (CHAR(36)
+# for a UUID, CHAR(64)); the length is compared first, and only values that also start with a
+# space or a placeholder's first letter are trimmed.
+PLACEHOLDER_ID_LENGTH = 64
 
 
 # How a purchase line is read, in SQL both engines run: one rule for the checks, the features,

@@ -586,7 +586,8 @@ def _reason_cases(table: contract.Table, types: dict[str, str], trim: bool, read
         if column.identifier:
             cases.append(f"WHEN {contract.placeholder_expr(value)} THEN 'placeholder_id_value'")
         elif column.kind == "id" and column.required and types[column.name] == "VARCHAR":  # a number is no word
-            cases.append(f"WHEN {contract.placeholder_word_expr(value)} THEN 'placeholder_{column.name}'")
+            blank = contract.placeholder_word_expr(value, longest=contract.PLACEHOLDER_ID_LENGTH)
+            cases.append(f"WHEN {blank} THEN 'placeholder_{column.name}'")
     for count, money in table.returns_with_money_paid:
         a, b = quote_ident(PARSED + count), quote_ident(PARSED + money)
         cases.append(f"WHEN {a} < 0 AND {b} > 0 THEN 'negative_{count}_positive_{money}'")

@@ -811,7 +811,7 @@ def test_a_customer_id_of_spaces_alone_in_parquet_is_no_customer(tmp_path):
     were one customer with every guest order."""
     frame = purchases(
         {"order_id": "o1", "customer_id": "        "},
-        {"order_id": "o2", "customer_id": " " * 20},
+        {"order_id": "o2", "customer_id": " " * 36},  # CHAR(36), a UUID's width
         {"order_id": "o3", "customer_id": " a"},
     )
     folder = write_tables(tmp_path / "data", "parquet", purchases=frame)
