@@ -440,12 +440,15 @@ def parse_expr(
             text = quote_ident(CLEAN + column.name)
             if timestamp_format:
                 value = f"TRY_STRPTIME({text}, {quote_literal(timestamp_format)})"
-                if _format_has_zone(timestamp_format):  # no offset a place uses (+2500) is read as one, as in ISO text
-                    value = (
-                        f"CASE WHEN NOT {unknown_zone_name(text)} "
+                if _format_has_zone(timestamp_format):
+                    # No offset a place uses (+2500) is read as one, as in ISO text; the test reads
+                    # the value's end, so only where the format puts the offset there.
+                    impossible = (
                         f"AND NOT regexp_matches({text}, {quote_literal(IMPOSSIBLE_OFFSET)}) "
-                        f"THEN timezone({zone}, {value}) END"
+                        if timestamp_format.rstrip().endswith("%z")
+                        else ""
                     )
+                    value = f"CASE WHEN NOT {unknown_zone_name(text)} {impossible}THEN timezone({zone}, {value}) END"
                 if "%Y" in timestamp_format:  # %Y also takes 2 digits: 24-01-05 would be the year 24
                     value = f"CASE WHEN {value} >= TIMESTAMP '1000-01-01' THEN {value} END"
                 return value

@@ -784,6 +784,12 @@ def test_a_format_with_an_offset_converts_too(tmp_path):
     assert _times(folder) == ["2024-01-05 08:00:00", "2024-01-06 10:00:00", "2024-01-06 10:00:00"]
     report = validate(open_dataset(folder)).tables[0]  # offsets no place uses: as in ISO text (they moved a day)
     assert (report.timestamps_with_offset, report.quarantined) == ({"ts": 3}, {"unparseable_ts": 2})
+    # a format ending with the year: "-2024" at the end is the date's, not an offset
+    (folder / "purchases.csv").write_text(
+        "order_id,customer_id,ts,amount\no1,a,10:00 +0100 05-01-2024,1\no2,b,11:00 -0500 06-01-2024,2\n"
+    )
+    (folder / "portrait.toml").write_text('[tables.purchases]\ntimestamp_format = "%H:%M %z %d-%m-%Y"\n')
+    assert _times(folder) == ["2024-01-05 09:00:00", "2024-01-06 16:00:00"]
 
 
 # ---------------------------------------------------------------- 4. two-digit years
