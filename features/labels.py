@@ -88,18 +88,20 @@ def build_labels(
     con = con or dataset.connect()
     try:
         span = cutoff - dt.timedelta(days=ORDER_SPAN_DAYS)
+        start = timestamp_literal(cutoff)
+        inside = f"CASE WHEN ts >= {start} THEN amount END"  # NULL before the window: neither a sale nor a refund
+        # One read of the window and the day before it: an order with a purchase line in that day
+        # was placed before the cutoff.
         window = con.execute(
-            f"""WITH orders AS (
-                    SELECT customer_id, order_id, {money_sum("amount")} AS net, {purchase_order()} AS is_purchase
-                    FROM purchases WHERE ts >= {timestamp_literal(cutoff)} AND ts < {timestamp_literal(end)}
-                    GROUP BY customer_id, order_id),
-                placed AS (
-                    SELECT DISTINCT customer_id, order_id FROM purchases
-                    WHERE ts >= {timestamp_literal(span)} AND ts < {timestamp_literal(cutoff)} AND {purchase_line()})
-                SELECT o.customer_id, {money_sum("net")} AS future_spend,
-                       MAX(CASE WHEN is_purchase AND p.order_id IS NULL THEN 1 ELSE 0 END) AS repurchase
-                FROM orders o LEFT JOIN placed p ON o.customer_id = p.customer_id AND o.order_id = p.order_id
-                GROUP BY o.customer_id"""
+            f"""SELECT customer_id, {money_sum("net")} AS future_spend,
+                       MAX(CASE WHEN is_purchase AND NOT placed THEN 1 ELSE 0 END) AS repurchase
+                FROM (SELECT customer_id, order_id, {money_sum(inside)} AS net,
+                             {purchase_order(inside)} AS is_purchase,
+                             COUNT(CASE WHEN ts < {start} AND {purchase_line()} THEN 1 END) > 0 AS placed
+                      FROM purchases WHERE ts >= {timestamp_literal(span)} AND ts < {timestamp_literal(end)}
+                      GROUP BY customer_id, order_id
+                      HAVING COUNT(CASE WHEN ts >= {start} THEN 1 END) > 0)
+                GROUP BY customer_id"""
         ).df()
     finally:
         if own_connection:
