@@ -271,7 +271,7 @@ def attribute_kinds(con: duckdb.DuckDBPyConnection | Engine, decimal: str = ".")
             continue
         if sql_type.startswith(NUMERIC_TYPES):
             kinds[name] = "number"
-        elif sql_type.startswith(("DATE", "TIMESTAMP")) and not sql_type.startswith("TIME "):
+        elif sql_type.startswith(("DATE", "TIMESTAMP")):
             kinds[name] = "date"
         elif sql_type.startswith(("BLOB", "BIT")):
             log.warning("customers.%s: binary values (stored as %s); not used", name, sql_type)

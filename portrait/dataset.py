@@ -969,12 +969,22 @@ def _refuse_table_format(part_folder: Path, table_name: str) -> None:
 
 def _find_files(folder: Path, table_name: str, configured: str | None) -> tuple[Path, ...]:
     if configured:
-        matches = sorted(folder.glob(configured))
+        found = sorted(folder.glob(configured))
+        # a glob over a folder of parts reads what a folder does: not a failed job's _temporary/
+        matches = [p for p in found if not _not_a_part(p.relative_to(folder))]
         if not matches:
             raise ContractError(
-                f"{CONFIG_FILE} names file {configured!r} but nothing matches it in {folder}",
+                f"{CONFIG_FILE} names file {configured!r} but nothing matches it in {folder}"
+                if not found
+                else f"{CONFIG_FILE} names file {configured!r}: the {len(found)} file(s) it matches in {folder} are "
+                "hidden or under a _-named folder (a failed Spark job's _temporary/), not parts",
                 table=table_name,
             )
+        for root in {m.parent for m in matches}:  # a Delta (Hudi, Iceberg) table the glob reads into
+            for candidate in (root, *root.parents):
+                _refuse_table_format(candidate, table_name)
+                if candidate == folder or folder not in candidate.parents:
+                    break
         return _one_format(tuple(matches), table_name)
     for suffix in contract.TABLE_SUFFIXES:
         if (folder / f"{table_name}{suffix}").is_dir():

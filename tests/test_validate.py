@@ -732,6 +732,19 @@ def test_hidden_lock_and_macos_files_in_a_tables_folder_are_not_read_as_parts(tm
     assert validate(dataset).tables[0].valid_rows == 1
 
 
+def test_a_configured_glob_skips_what_a_folder_of_parts_skips(tmp_path):
+    line = "order_id,customer_id,ts,amount\no1,c1,2024-01-05,10.0\n"
+    data = tmp_path / "d"
+    (data / "orders" / "_temporary" / "0").mkdir(parents=True)
+    (data / "orders" / "p1.csv").write_text(line)
+    (data / "orders" / "_temporary" / "0" / "p2.csv").write_text(line.replace("o1", "o2"))
+    (data / "portrait.toml").write_text('[tables.purchases]\nfile = "orders/**/*.csv"\n')
+    assert [p.name for p in open_dataset(data).sources["purchases"].files] == ["p1.csv"]
+    (data / "orders" / "_delta_log").mkdir()
+    with pytest.raises(ContractError, match="orders is a Delta table"):
+        open_dataset(data)
+
+
 def test_a_failed_spark_jobs_attempts_are_not_read_as_parts(tmp_path):
     """A failed job leaves _temporary/.../part-*.csv beside the parts: read, they added rows."""
     line = "order_id,customer_id,ts,amount\no1,c1,2024-01-05,10.0\n"
