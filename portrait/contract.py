@@ -226,9 +226,9 @@ def placeholder_word_expr(
 # Spaces around a placeholder word still recognised as one (" NULL "); a longer value is none.
 PLACEHOLDER_PADDING = 8
 # An id of spaces alone is a placeholder up to this length: a padded CHAR column's blank (CHAR(36)
-# for a UUID, CHAR(64)); the length is compared first, and only values that also start with a
+# for a UUID, up to CHAR(255)); the length is compared first, and only values that also start with a
 # space or a placeholder's first letter are trimmed.
-PLACEHOLDER_ID_LENGTH = 64
+PLACEHOLDER_ID_LENGTH = 255
 
 
 # How a purchase line is read, in SQL both engines run: one rule for the checks, the features,

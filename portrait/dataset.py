@@ -272,28 +272,30 @@ class TableSource:
         return headers
 
     def hive_option(self) -> str:
-        """The scan's hive-partitioning option for folders named ``key=value`` among this
-        source's parts: DuckDB reads each key as a column, and where the files hold that column
-        too, the folder's value replaced the files' own (``channel=online`` over 'web' and
-        'app'). When the files hold every key, the folders are not read as columns (the files'
-        values kept); when they hold some keys but not others, the table is refused, since either
-        reading loses one of them; else DuckDB's own detection."""
-        keys = set()
-        for f in self.files:
-            parts = Path(f).parent.parts
-            below = parts[len(parts) - parts[::-1].index(self.table) :] if self.table in parts else parts
-            keys |= {part.split("=", 1)[0].lower() for part in below if "=" in part}
+        """The scan's hive-partitioning option for folders named ``key=value`` in this source's
+        files' paths (DuckDB reads each such key, anywhere in the path, as a column): where the
+        files hold that column too, the folder's value replaced the files' own (``channel=online``
+        over 'web' and 'app'). Then the folders are not read as columns, the files' values kept,
+        unless a key the files lack is a column the table reads (a contract column, or any for
+        customers, whose extra columns are attributes): either reading would lose one, so the
+        table is refused. Otherwise DuckDB's own detection."""
+        keys = {part.split("=", 1)[0].lower() for f in self.files for part in Path(f).parent.parts if "=" in part}
         columns = {name for names in self.file_headers.values() for name in names}
         held = sorted(keys & columns)
         if not held:
             return ""
-        if held == sorted(keys):
+        table = contract.TABLES_BY_NAME[self.table]
+        read = {c.name.lower() for c in table.columns} | {
+            self.columns.get(c.name, c.name).lower() for c in table.columns
+        }
+        lost = sorted(k for k in keys - set(held) if table.keeps_extra_columns or k in read)
+        if not lost:
             return ", hive_partitioning = false"
         raise ContractError(
             f"the folders of {self.describe()} are named key=value for {', '.join(held)}, which the files also hold "
-            f"as a column, and for {', '.join(sorted(keys - set(held)))}, which they do not: read as columns, the "
-            f"folders' {held[0]} would replace the files' own; not read, the others would be lost. Rename those "
-            f"folders (not key=value), or drop the column from the files",
+            f"as a column, and for {', '.join(lost)}, which they do not: read as columns, the folders' {held[0]} "
+            f"would replace the files' own; not read, {lost[0]} would be lost. Rename those folders (not "
+            "key=value), or drop the column from the files",
             table=self.table,
         )
 
@@ -924,6 +926,12 @@ def _duckdb_type_name(arrow_type) -> str:
         return f"DECIMAL({arrow_type.precision},{arrow_type.scale})"
     if getattr(arrow_type, "extension_name", None) == "arrow.uuid":
         return "UUID"
+    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type) or pa.types.is_fixed_size_list(arrow_type):
+        return f"{_duckdb_type_name(arrow_type.value_type)}[]"
+    if pa.types.is_struct(arrow_type) or pa.types.is_map(arrow_type):
+        return "STRUCT" if pa.types.is_struct(arrow_type) else "MAP"
+    if pa.types.is_duration(arrow_type):
+        return "INTERVAL"
     checks = (
         (pa.types.is_boolean, "BOOLEAN"),
         (pa.types.is_floating, "DOUBLE"),
@@ -938,6 +946,16 @@ def _duckdb_type_name(arrow_type) -> str:
         (lambda t: pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t), "BLOB"),
     )
     return next((name for test, name in checks if test(arrow_type)), str(arrow_type).upper())
+
+
+def _until_wildcard(parts: tuple[str, ...]) -> list[str]:
+    """The folders of a glob pattern before its first part holding a wildcard."""
+    literal = []
+    for part in parts[:-1]:
+        if any(c in part for c in "*?["):
+            break
+        literal.append(part)
+    return literal
 
 
 def _not_a_part(relative: Path) -> bool:
@@ -970,8 +988,12 @@ def _refuse_table_format(part_folder: Path, table_name: str) -> None:
 def _find_files(folder: Path, table_name: str, configured: str | None) -> tuple[Path, ...]:
     if configured:
         found = sorted(folder.glob(configured))
-        # a glob over a folder of parts reads what a folder does: not a failed job's _temporary/
-        matches = [p for p in found if not _not_a_part(p.relative_to(folder))]
+        # a glob over a folder of parts reads what a folder does: not a failed job's _temporary/;
+        # the folders the pattern names as written (a "_landing/" of the user's) are theirs to name
+        literal = folder.joinpath(*[part for part in _until_wildcard(Path(configured).parts)])
+        matches = [
+            p for p in found if not _not_a_part(p.relative_to(literal) if literal in p.parents else Path(p.name))
+        ]
         if not matches:
             raise ContractError(
                 f"{CONFIG_FILE} names file {configured!r} but nothing matches it in {folder}"

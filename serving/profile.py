@@ -1123,8 +1123,9 @@ def _text(value: Any) -> str | None:
         return None
     if isinstance(value, bool):  # as the features read a flag (attr_is_vip = 'true'), not Python's True
         return "true" if value else "false"
-    if isinstance(value, dt.datetime):
-        return value.isoformat(sep=" ") if value.time() != dt.time() else value.date().isoformat()
+    if isinstance(value, dt.datetime):  # an instant keeps its offset, also at midnight (it is no date)
+        plain = value.time() == dt.time() and value.tzinfo is None
+        return value.date().isoformat() if plain else value.isoformat(sep=" ")
     if isinstance(value, dt.date):
         return value.isoformat()
     if isinstance(value, float) and value.is_integer():
@@ -1741,6 +1742,8 @@ class _PersonMaterial:
         return _signed_up_after(attributes, as_of, self.timezone or "UTC")
 
     def attributes(self, include_sensitive: bool, note) -> Attributes | None:
+        from portrait.contract import is_missing_word
+
         if not self.summary.get("has_customers"):
             note("attributes", "the data set has no customers table")
             return None
@@ -1758,7 +1761,10 @@ class _PersonMaterial:
         if not include_sensitive:
             shown = [c for c in shown if c not in hidden]
         return Attributes(
-            values=[Attribute(name=c, value=_text(rows[0].get(c))) for c in shown],
+            values=[
+                Attribute(name=c, value=None if is_missing_word(rows[0].get(c)) else _text(rows[0].get(c)))
+                for c in shown
+            ],
             from_customer_id=self.person["attributes_from"] if self.person else self.person_id,
             sensitive_left_out=0 if include_sensitive else len(hidden),
         )

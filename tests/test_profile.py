@@ -891,6 +891,12 @@ def test_whether_one_had_signed_up_is_read_as_the_features_read_the_signup(tmp_p
     served = ProfileSources(data=data, runs=root, as_of=dt.date(2017, 11, 6))
     assert build_profile("s1", served, compute_reasons=False).attributes is not None
     assert build_profile("s2", served, compute_reasons=False).attributes is None
+    # an instant at UTC midnight stored with its zone is 19:00 the day before in New York: shown
+    # (it was written out as a date, its offset lost, and taken as local midnight: hidden)
+    (data / "customers.csv").unlink()
+    signup = pd.to_datetime(["2017-11-06 00:00"]).tz_localize("UTC")
+    pd.DataFrame({"customer_id": ["s1"], "signup_date": signup, "region": ["e"]}).to_parquet(data / "customers.parquet")
+    assert build_profile("s1", sources, compute_reasons=False).attributes is not None
 
 
 def test_tags_and_segments_computed_from_a_sensitive_attribute_are_left_out_without_sensitive_data(world, tmp_path):

@@ -593,6 +593,17 @@ def test_a_folder_key_never_replaces_the_files_own_column(tmp_path):
     pd.DataFrame(part).to_parquet(stores / "part-0.parquet")
     con = open_dataset(tmp_path / "other").connect()
     assert con.execute("SELECT DISTINCT store_id FROM purchases").fetchall() == [("007",)]
+    # the usual Spark layout, year=/channel=, with a channel column in the files: year is no column
+    # the table reads, the files' channel kept; a key=value folder above the data set's is read too
+    for root in (
+        tmp_path / "spark" / "purchases" / "year=2024" / "channel=online",
+        tmp_path / "channel=online" / "ds" / "purchases",
+    ):
+        root.mkdir(parents=True)
+        pd.DataFrame({**part, "channel": ["web", "app"]}).to_parquet(root / "p.parquet")
+        data = tmp_path / "spark" if "spark" in root.parts else tmp_path / "channel=online" / "ds"
+        con = open_dataset(data).connect()
+        assert con.execute("SELECT channel FROM purchases ORDER BY order_id").fetchall() == [("web",), ("app",)]
     # a key the files hold beside one they lack: either reading loses one, so it is refused (CSV too)
     for fmt in ("parquet", "csv"):
         mixed = tmp_path / f"mixed_{fmt}" / "purchases" / "category=Books" / "channel=online"

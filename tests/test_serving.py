@@ -303,6 +303,7 @@ def test_api_serves_profiles_scores_lists_and_models(scored):
         missing = client.get(path)
         assert missing.status_code == 404 and "S/1" in missing.json()["detail"], missing.json()
     assert client.get(f"/customers/{customer}/").json()["customer_id"] == customer  # the URL's slash
+    assert "'nobody/'" in client.get("/customers/nobody%2F").json()["detail"]  # %2F is the id's
     assert client.get("/customers/").status_code == 422
     listed = client.get(f"/lists/{MODEL}", params={"top": 5, "where": "orders_365d >= 1"}).json()
     assert listed["count"] == 5 and listed["customers"][0]["score"] >= listed["customers"][-1]["score"]

@@ -743,6 +743,10 @@ def test_a_configured_glob_skips_what_a_folder_of_parts_skips(tmp_path):
     (data / "orders" / "_delta_log").mkdir()
     with pytest.raises(ContractError, match="orders is a Delta table"):
         open_dataset(data)
+    (data / "_landing").mkdir()  # a folder the user names as written is theirs to name
+    (data / "_landing" / "sales.csv").write_text(line)
+    (data / "portrait.toml").write_text('[tables.purchases]\nfile = "_landing/sales.csv"\n')
+    assert [p.name for p in open_dataset(data).sources["purchases"].files] == ["sales.csv"]
 
 
 def test_a_failed_spark_jobs_attempts_are_not_read_as_parts(tmp_path):

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi import Path as PathParameter
 from fastapi.concurrency import run_in_threadpool
 
@@ -60,6 +60,7 @@ def build_customers_router(state: ServeState, access: Access) -> APIRouter:
             str, PathParameter(min_length=1, max_length=200, description="A customer id (or a merged id)")
         ],
         caller: Annotated[Caller, Depends(access.caller)],
+        request: Request,
         reasons: bool = Query(
             False,
             description=(
@@ -72,8 +73,11 @@ def build_customers_router(state: ServeState, access: Access) -> APIRouter:
         every model's score with reasons, score history, key features, the last orders and
         events. A merged secondary id answers with the person's profile (``resolved_from``)."""
 
-        # a trailing slash is the URL's, as the route without ":path" redirected it (/customers/C1/)
-        asked = customer_id[:-1] if customer_id.endswith("/") and len(customer_id) > 1 else customer_id
+        # A trailing slash written as such is the URL's, as the route without ":path" redirected it
+        # (/customers/C1/); one sent as %2F is the id's (Starlette decodes both before routing).
+        raw = request.scope.get("raw_path", b"").split(b"?", 1)[0]
+        url_slash = raw.endswith(b"/") and len(customer_id) > 1
+        asked = customer_id[:-1] if url_slash and customer_id.endswith("/") else customer_id
 
         def answer() -> Response:
             sources = profile_sources(state)
