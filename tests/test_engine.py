@@ -94,7 +94,9 @@ def test_every_view_rule_transpiles_with_timestamps_rewritten_for_spark():
         [],
     )
     checked = to_spark_sql(dict(typed)["checked_events"])
-    assert "CAST(FROM_UTC_TIMESTAMP(CAST(`ts` AS TIMESTAMP), 'Europe/Paris') AS TIMESTAMP_NTZ)" in checked.replace('"', "`")
+    assert "CAST(FROM_UTC_TIMESTAMP(CAST(`ts` AS TIMESTAMP), 'Europe/Paris') AS TIMESTAMP_NTZ)" in checked.replace(
+        '"', "`"
+    )
     assert "BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308" in checked
 
 
@@ -229,7 +231,9 @@ def test_a_jvm_that_stopped_mid_job_is_one_message_and_closing_does_not_hide_it(
 
             raise Py4JError("boom")
     # a remote Parquet file in nanoseconds: what to do, not 30 lines of Java
-    with pytest.raises(PortraitError, match="stored in nanoseconds, which Spark does not read .*coerce_timestamps='us'"):
+    with pytest.raises(
+        PortraitError, match="stored in nanoseconds, which Spark does not read .*coerce_timestamps='us'"
+    ):
         with spark_errors():
             from py4j.protocol import Py4JError
 
