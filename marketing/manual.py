@@ -225,6 +225,35 @@ def holders(store: Path, as_of: dt.date, tags: list[str] | None = None, timezone
     )
 
 
+def as_persons(con, held: pd.DataFrame) -> pd.DataFrame:
+    """``held`` (:func:`holders`) with each stored id read as the person it belongs to now: an
+    assignment is stored under the person of its day, and identities merged since (an
+    identities table that arrived, a new shared identifier) put it under another person, whom
+    the tags must follow (a VIP merged into another id lost the tag, and a "complained"
+    exclusion stopped holding). One person holding a tag through two merged ids holds it once,
+    since the first. ``con``: a connection or engine with the data set's views."""
+    from portrait.engine import as_engine
+    from portrait.views import REMAP
+
+    engine = as_engine(con)
+    if held.empty or not engine.has_relation(REMAP):
+        return held
+    engine.register_frame("_manual_ids", pd.DataFrame({"customer_id": pd.unique(held["customer_id"])}))
+    try:
+        moved = dict(
+            engine.rows(
+                f"SELECT customer_id, person_id FROM {REMAP} WHERE customer_id IN (SELECT customer_id FROM _manual_ids)"
+            )
+        )
+    finally:
+        engine.drop("_manual_ids")
+    if not moved:
+        return held
+    persons = held["customer_id"].map(moved).fillna(held["customer_id"]).astype("str")
+    merged = held.assign(customer_id=persons.to_numpy()).sort_values("since", kind="stable")
+    return merged.drop_duplicates(["tag", "customer_id"]).reset_index(drop=True)
+
+
 def resolve_ids(con, ids: pd.Series) -> pd.DataFrame:
     """``given_id``, ``customer_id`` (the person after identity merging) and ``known`` (the
     person has a purchase, event or customers row in the data set) for each listed id.

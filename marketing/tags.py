@@ -476,7 +476,7 @@ def apply_tags(
     if manual_store is not None:
         manual_names = [t.name for t in library.tags if t.kind == "manual"]
         zone = population.dataset.timezone
-        held = manual.holders(manual_store, population.as_of, manual_names, zone)
+        held = manual.as_persons(population.con, manual.holders(manual_store, population.as_of, manual_names, zone))
         if later := manual.assigned_later(manual_store, population.as_of, manual_names, zone):
             notes.append(
                 f"{later:,} manual assignment(s) are dated after {population.as_of} and hold from their own date: "

@@ -512,6 +512,36 @@ def test_manual_tags_hold_from_assignment_until_expiry_or_removal(tmp_path):
     assert log["by"].tolist() == ["ann", "ann", "bob"] and log["note"].iloc[0] == "key accounts"
 
 
+def test_a_manual_tag_follows_its_customer_into_a_person_merged_since(tmp_path):
+    """VIP given to B; then an identities table merges B with A (one shared e-mail): the tag was
+    matched against the persons by the id stored, and nobody held it (nor a "complained"
+    exclusion). B and A both holding it: once, since the first."""
+    store = tmp_path / "manual.parquet"
+    log = pd.DataFrame(
+        {
+            "action": ["assign", "assign"],
+            "tag": ["VIP", "VIP"],
+            "customer_id": ["B", "A"],
+            "given_id": ["B", "A"],
+            "at": pd.Series(pd.to_datetime(["2024-02-01", "2024-02-10"], utc=True)).astype("datetime64[us, UTC]"),
+            "by": ["ann", "ann"],
+            "note": [None, None],
+            "expires": [None, None],
+        }
+    )
+    log.iloc[:1].to_parquet(store)
+    identities = pd.DataFrame({"customer_id": ["A", "B"], "id_type": "email_hash", "id_value": "h1"})
+    merged = Dataset.from_frames(purchases=PURCHASES, events=EVENTS, identities=identities)
+    with Population(merged, AS_OF) as population:
+        tags = apply_tags(load_library(), population, manual_store=store).tags
+    person = tags.loc[tags["tag"] == "VIP", ["customer_id", "since"]]
+    assert person["customer_id"].tolist() == ["A"] and person["since"].tolist() == [dt.date(2024, 2, 1)]
+    log.to_parquet(store)  # both ids hold it
+    with Population(merged, AS_OF) as population:
+        tags = apply_tags(load_library(), population, manual_store=store).tags
+    assert tags.loc[tags["tag"] == "VIP", "since"].tolist() == [dt.date(2024, 2, 1)]
+
+
 def test_a_manual_tag_holds_from_its_day_in_the_data_sets_zone(tmp_path):
     """Given at 00:30 in Berlin on 2026-06-02 (22:30 UTC on 06-01): it holds as of the Berlin
     day 06-02 and not as of 06-01 (counted in UTC days, it held a day early)."""
