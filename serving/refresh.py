@@ -566,6 +566,7 @@ class _Job:
             "quarantined": report.quarantined_rows,
             **{f"{t.table}_valid": t.valid_rows for t in report.tables},
         }
+        self.manifest["data_fingerprint"] = report.fingerprint
         record.notes = list(report.notes) + self._changes_since_previous(record.rows)
         if report.quarantined_rows:
             record.notes.append(
@@ -625,8 +626,25 @@ class _Job:
                     f"warning: {table} holds {now:,} valid rows against {count:,} in the run of {when} "
                     "(a broken or partial feed?)"
                 )
+            elif table == "purchases" and now < count:
+                warnings.append(
+                    f"warning: purchases holds {now:,} valid rows, fewer than the {count:,} of the run of {when}: "
+                    "past lines restated or removed (or customers forgotten); tags and segments entered or left "
+                    "tonight may come from that, not from what customers did"
+                )
         if missing:
             self.manifest["missing_tables"] = missing
+        fingerprint = self.manifest.get("data_fingerprint")
+        if (
+            fingerprint is not None
+            and manifest.get("data_fingerprint") == fingerprint
+            and str(when) < str(self.config.as_of)
+        ):
+            warnings.append(
+                f"warning: the data set is the same as in the run of {when} (fingerprint "
+                f"{self.manifest['data_fingerprint']}): no new data since? Tags and segments entered or left "
+                "tonight come from the date moving on alone"
+            )
         return warnings
 
     def _check_as_of(self, first: str | None, last: str | None) -> str | None:

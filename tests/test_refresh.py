@@ -3,6 +3,7 @@ failed step leaves LATEST alone, idempotent re-runs, the lock, keeping the last 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import sqlite3
@@ -550,6 +551,38 @@ def test_a_table_gone_or_shrunk_since_the_previous_run_is_a_warning(tmp_path):
     assert job._changes_since_previous({**now, "purchases_valid": 950, "events_valid": 5100}) == []
     job.previous = None
     assert job._changes_since_previous(now) == []
+
+
+def test_data_unchanged_or_restated_since_the_previous_run_is_a_warning(tmp_path):
+    """The same files two nights running, or fewer purchase lines than the night before (history
+    restated or cut), were published without a word, their entered and left counts read as
+    customers' doings (a segment grew by 84 a night on a stopped feed)."""
+    import types
+
+    from serving.refresh import _Job
+
+    previous = tmp_path / "runs" / "2024-12-01"
+    previous.mkdir(parents=True)
+    rows = {"purchases_valid": 900}
+    manifest = {"as_of": "2024-12-01", "data_fingerprint": "f1", "steps": [{"step": "validate", "rows": rows}]}
+    (previous / "manifest.json").write_text(json.dumps(manifest))
+    job = _Job.__new__(_Job)
+    job.previous, job.config = previous, types.SimpleNamespace(as_of=dt.date(2024, 12, 2))
+    job.manifest = {"data_fingerprint": "f1"}
+    assert job._changes_since_previous(rows) == [
+        "warning: the data set is the same as in the run of 2024-12-01 (fingerprint f1): no new data since? Tags "
+        "and segments entered or left tonight come from the date moving on alone"
+    ]
+    job.manifest = {"data_fingerprint": "f2"}
+    assert job._changes_since_previous({"purchases_valid": 850}) == [
+        "warning: purchases holds 850 valid rows, fewer than the 900 of the run of 2024-12-01: past lines restated "
+        "or removed (or customers forgotten); tags and segments entered or left tonight may come from that, not "
+        "from what customers did"
+    ]
+    assert job._changes_since_previous({"purchases_valid": 950}) == []
+    job.config = types.SimpleNamespace(as_of=dt.date(2024, 11, 30))  # a backfill of the same files: expected
+    job.manifest = {"data_fingerprint": "f1"}
+    assert job._changes_since_previous(rows) == []
 
 
 def test_a_run_well_after_the_latest_purchase_is_published_with_a_warning():
