@@ -604,14 +604,24 @@ def tags_summary(
     as_of: dt.date,
     previous: pd.DataFrame | None,
     previous_date: dt.date | None,
+    previous_reads: dict[str, str] | None = None,
 ) -> dict:
     """What is written beside a tags table (``tags_<date>.summary.json``): per tag its size,
     who entered and left since ``previous``, and what it is computed from (``reads``, so a
     reader without the library, a profile, can tell a tag computed from a sensitive attribute).
-    Tags skipped in this run (``applied.skipped``) are listed as such, not as everyone leaving."""
+    Tags skipped in this run (``applied.skipped``) are listed as such, not as everyone leaving.
+    A tag whose definition differs from the one the previous run recorded (``previous_reads``,
+    its summary's) has no entered and left: they would count the edit (a lapsing threshold moved
+    from 2 to 1.5: 254 "entered"), and a note says so."""
     if previous is not None:
         previous = previous[~of_tags(previous, applied.skipped)]
     moves = movement(tags, previous)
+    recorded = previous_reads or {}
+    redefined = {
+        name: recorded[name]
+        for name in set(moves["tag"]) | set(library.names())
+        if recorded.get(name) and library.reads(name) and recorded[name] != library.reads(name)
+    }
     # a tag nobody holds is listed with 0, not left out: an empty tag read as one never computed
     listed = set(moves["tag"])
     empty = [n for n in library.names() if n not in listed and n not in applied.skipped]
@@ -628,7 +638,7 @@ def tags_summary(
         # level or RFM tag (customers moved to another level) has none, and no question
         tag = next((t for t in library.tags if t.holds_name(name)), None)
         if tag is None:
-            return ""
+            return " (it is no longer in the tag library)" if name not in library.names() else ""
         if tag.kind == "manual":
             return " (its assignments expired or were removed: tags assign gives it again)"
         if tag.each or "'" in (tag.where or ""):  # it names a value
@@ -638,7 +648,12 @@ def tags_summary(
     emptied = [
         f"tag {row.tag!r}: nobody holds it now; {int(row.left):,} held it on {previous_date}{why(row.tag)}"
         for row in moves.itertuples()
-        if previous is not None and int(row.customers) == 0 and int(row.left) > 0
+        if previous is not None and int(row.customers) == 0 and int(row.left) > 0 and row.tag not in redefined
+    ]
+    changed = [
+        f"tag {name!r}: its definition changed since the run of {previous_date} (it read {was}; now "
+        f"{library.reads(name)}): who entered and left is not counted across the change"
+        for name, was in sorted(redefined.items())
     ]
     return {
         "as_of": as_of.isoformat(),
@@ -648,15 +663,15 @@ def tags_summary(
         "tags": {
             row.tag: {
                 "customers": int(row.customers),
-                "entered": None if previous is None else int(row.entered),
-                "left": None if previous is None else int(row.left),
+                "entered": None if previous is None or row.tag in redefined else int(row.entered),
+                "left": None if previous is None or row.tag in redefined else int(row.left),
                 "reads": library.reads(row.tag),
             }
             for row in moves.itertuples()
         },
         "exclusive_groups": applied.coverage,
         "skipped": applied.skipped,
-        "notes": [*applied.notes, *emptied],
+        "notes": [*applied.notes, *emptied, *changed],
     }
 
 
@@ -759,7 +774,9 @@ def write_tags(
     the table, the summary and the table's path. For ``tags apply`` and the refresh's step."""
     previous, previous_date = previous_tags(previous_dir, as_of) if previous_dir is not None else (None, None)
     tags = with_since(applied.tags, previous)
-    summary = tags_summary(library, applied, tags, as_of, previous, previous_date) | (extra or {})
+    recorded = RecordedReads.beside(tags_file(previous_dir, previous_date)) if previous_date is not None else None
+    reads = {name: recorded.reads(name) for name in recorded.names()} if recorded is not None else None
+    summary = tags_summary(library, applied, tags, as_of, previous, previous_date, reads) | (extra or {})
     target = tags_file(out_dir, as_of)
     check_targets([target, target.with_suffix(".summary.json")])
     atomic_write(with_skipped(tags, applied.skipped), target)

@@ -865,6 +865,32 @@ def test_a_tag_everyone_left_since_the_last_run_is_said(tmp_path):
     assert later["notes"] == ["tag 'recent': nobody holds it now; 2 held it on 2024-03-01"]
 
 
+def test_a_tag_redefined_or_dropped_since_the_previous_run_is_said_not_counted(tmp_path):
+    """A library edit between runs (lapsing's threshold moved) was published as customers
+    entering and leaving (254 entered), and a tag renamed away as everyone leaving it."""
+    from marketing.tags import write_tags
+
+    def library(days: int, extra: str = ""):
+        text = f'[groups.p]\n[[tags]]\nname = "recent"\ngroup = "p"\nwhere = "days_since_last_purchase <= {days}"\n'
+        folder = tmp_path / f"lib{days}{len(extra)}"
+        folder.mkdir()
+        return load_library_text(folder, text + extra)
+
+    out = tmp_path / "tags"
+    out.mkdir()
+    old = library(7, '[[tags]]\nname = "old"\ngroup = "p"\nwhere = "orders_lifetime >= 1"\n')
+    for lib, as_of in ((old, "2024-03-01"), (library(30), "2024-03-02")):
+        with Population(dataset(), as_of) as population:
+            applied = apply_tags(lib, population)
+        _, summary, _ = write_tags(lib, applied, dt.date.fromisoformat(as_of), out, out)
+    assert (summary["tags"]["recent"]["entered"], summary["tags"]["recent"]["left"]) == (None, None)
+    assert summary["notes"] == [
+        "tag 'old': nobody holds it now; 3 held it on 2024-03-01 (it is no longer in the tag library)",
+        "tag 'recent': its definition changed since the run of 2024-03-01 (it read days_since_last_purchase <= 7; "
+        "now days_since_last_purchase <= 30): who entered and left is not counted across the change",
+    ]
+
+
 def test_a_manual_tag_everyone_left_is_said_to_have_expired(tmp_path):
     from marketing.tags import tags_summary
 
