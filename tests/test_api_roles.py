@@ -662,7 +662,7 @@ def test_runs_are_followed_without_a_restart(world, tmp_path):
     health = client.get("/health").json()
     assert (health["scores_as_of"], health["run"]) == (AS_OF, f"runs/{AS_OF}")
     meat = client.get("/segments/meat", headers=keys["analyst"]).json()
-    assert (meat["customers"], meat["as_of"]) == (1, AS_OF)
+    assert (meat["customers"], meat["as_of"], meat["refreshed_reads"]) == (1, AS_OF, None)  # none recorded
     assert client.get("/segments/meat/customers", headers=keys["analyst"]).json()["customer_ids"] == ["D"]
     top = client.get("/lists/m", params={"top": 1}, headers=keys["analyst"]).json()["customers"]
     assert top[0]["customer_id"] == "A"
@@ -701,6 +701,8 @@ def test_a_runs_members_chosen_by_a_sensitive_attribute_stay_refused_after_the_d
         refused.status_code == 403
         and "segment computed from sensitive attributes (attr_age_band" in (refused.json()["detail"])
     )
+    # the run's members are shown with what chose them, not only today's definition
+    assert client.get("/segments/meat", headers=keys["analyst"]).json()["refreshed_reads"] == "attr_age_band = '25-34'"
     assert client.get("/segments/meat/customers", headers=keys["analyst"]).json()["customer_ids"] == ["D"]
     drill = client.get(
         "/crowds/customers", params={"segment": "meat", "cell": "favourite_payment = card"}, headers=keys["marketing"]

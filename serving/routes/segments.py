@@ -34,6 +34,13 @@ class SegmentInfo(BaseModel):
     as_of: str | None = Field(None, description="As-of date of the latest refresh")
     entered: int | None = Field(None, description="Members new since the refresh before")
     left: int | None = Field(None, description="Members gone since the refresh before")
+    refreshed_reads: str | None = Field(
+        None,
+        description=(
+            "What the segment read when the served run refreshed it, given only where its saved definition has "
+            "changed since: the members and counts are that run's, not today's definition's"
+        ),
+    )
 
 
 class SegmentList(BaseModel):
@@ -95,7 +102,9 @@ def _load(store: SegmentStore, name: str):
         raise NotFound(str(exc)) from None
 
 
-def segment_info(store: SegmentStore, name: str, run_members: Path | None = None) -> SegmentInfo:
+def segment_info(
+    store: SegmentStore, name: str, run_members: Path | None = None, library: Library | None = None
+) -> SegmentInfo:
     segment = _load(store, name)
     info = SegmentInfo(name=name, description=segment.description, definition=segment.definition())
     if run_members is not None:
@@ -103,6 +112,11 @@ def segment_info(store: SegmentStore, name: str, run_members: Path | None = None
         size = summary.get("segments", {}).get(name)
         if size is not None:
             info.customers, info.share, info.as_of = int(size["customers"]), float(size["share"]), summary["as_of"]
+            # a definition edited after the run (Homeowner -> Renter) was shown beside the run's
+            # 504 homeowners: what the run read is given where it differs
+            then = run_reads(run_members, name)
+            if then and library is not None and then != store.reads(name, library):
+                info.refreshed_reads = then
         return info
     history = store.history(name)
     if len(history):
@@ -139,7 +153,7 @@ def build_segments_router(
         listed, unreadable = [], []
         for name in store.names():  # one file edited by hand does not take the listing down
             try:
-                listed.append(segment_info(store, name, folder))
+                listed.append(segment_info(store, name, folder, library))
             except Unavailable as exc:
                 unreadable.append(without_server_paths(str(exc)))
         return SegmentList(segments=listed, unreadable=unreadable)
@@ -147,7 +161,7 @@ def build_segments_router(
     @router.get("/segments/{name}", response_model=SegmentInfo)
     def segment(name: str) -> SegmentInfo:
         """One saved segment: its definition and latest refresh."""
-        return segment_info(store, name, run_members())
+        return segment_info(store, name, run_members(), library)
 
     @router.get("/segments/{name}/customers", response_model=SegmentMembers)
     def segment_customers(
