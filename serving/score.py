@@ -126,7 +126,12 @@ def check_model_features(
     missing = [c for c in model.features if c not in set(columns)]
     if missing:
         attributes = [c for c in missing if c.startswith(("attr_", "days_since_"))]
-        per_value = [c for c in missing if c.startswith(_NAMED_BY_VALUE)]
+        # an attribute's feature renamed needs the customers table there: without any, the table is gone
+        # (the renaming paragraph beside that was a false lead)
+        with_attributes = any(str(c).startswith("attr_") for c in columns)
+        per_value = [
+            c for c in missing if c.startswith(_NAMED_BY_VALUE) and (with_attributes or not c.startswith("attr_"))
+        ]
         hint = (
             "; those come from the customers table: it or a column of it is missing, or a column is withheld "
             "now as personal data (see the warnings: values that look like e-mail addresses or phone numbers, "

@@ -102,3 +102,12 @@ def test_a_model_missing_features_named_after_values_hears_they_were_renamed():
         PortraitError, match=r"renamed on 2026-12-06 \(category_share_s_waren is now category_share_susswaren\)"
     ):
         check_model_features(model, frame.columns, frame=frame)
+    # the customers table gone (no attribute at all): said so, without the renaming paragraph
+    model = SimpleNamespace(
+        name="m", version=3, features=["orders_lifetime", "attr_region"], meta={}, is_personas=False
+    )
+    with pytest.raises(PortraitError, match=r"those come from the customers table") as gone:
+        check_model_features(model, ["orders_lifetime"])
+    assert "renamed" not in str(gone.value)
+    with pytest.raises(PortraitError, match=r"renamed on 2026-12-06"):  # one attribute there, another not
+        check_model_features(model, ["orders_lifetime", "attr_regi_n"])
