@@ -567,6 +567,7 @@ class _Job:
             **{f"{t.table}_valid": t.valid_rows for t in report.tables},
         }
         self.manifest["data_fingerprint"] = report.fingerprint
+        self.manifest["timezone"] = report.timezone
         record.notes = list(report.notes) + self._changes_since_previous(record.rows)
         if report.quarantined_rows:
             record.notes.append(
@@ -634,6 +635,12 @@ class _Job:
                 )
         if missing:
             self.manifest["missing_tables"] = missing
+        zone, zone_then = self.manifest.get("timezone"), manifest.get("timezone")
+        if zone and zone_then and zone != zone_then:
+            warnings.append(
+                f"warning: the data set's timezone is {zone} now, {zone_then} in the run of {when}: times and days "
+                "are read in another zone, so tags and segments entered or left tonight may come from that"
+            )
         fingerprint = self.manifest.get("data_fingerprint")
         if (
             fingerprint is not None

@@ -583,6 +583,14 @@ def test_data_unchanged_or_restated_since_the_previous_run_is_a_warning(tmp_path
     job.config = types.SimpleNamespace(as_of=dt.date(2024, 11, 30))  # a backfill of the same files: expected
     job.manifest = {"data_fingerprint": "f1"}
     assert job._changes_since_previous(rows) == []
+    # the data set's zone changed in portrait.toml between the runs
+    manifest["timezone"] = "UTC"
+    (previous / "manifest.json").write_text(json.dumps(manifest))
+    job.manifest = {"data_fingerprint": "f2", "timezone": "America/Los_Angeles"}
+    assert job._changes_since_previous(rows) == [
+        "warning: the data set's timezone is America/Los_Angeles now, UTC in the run of 2024-12-01: times and days "
+        "are read in another zone, so tags and segments entered or left tonight may come from that"
+    ]
 
 
 def test_a_run_well_after_the_latest_purchase_is_published_with_a_warning():
