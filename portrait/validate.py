@@ -303,6 +303,7 @@ def validate(dataset: Dataset, out_dir: Path | None = None, progress: Progress |
         identities = identity_summary(con) if dataset.has("identities") else None
         say("comparing the customer ids of the tables")
         unmatched_note = _unmatched_ids_notes(con, [r.table for r in reports if r.table != "purchases"])
+        unmatched_note += _all_lines_quarantined_note(con, purchases)
         report = ValidationReport(
             dataset=dataset.name,
             fingerprint=dataset.fingerprint(),
@@ -483,6 +484,29 @@ def _int96_notes(dataset: Dataset) -> list[str]:
                 )
             )
     return notes
+
+
+def _all_lines_quarantined_note(con, purchases: TableReport) -> list[str]:
+    """Customers every one of whose purchase lines was quarantined (a night's export with a
+    negative discount on each of their lines): they read as customers who never bought (RFM "No
+    purchase yet", every purchase tag left), which a run's entered and left would show as their
+    doing. Guests (no id, a placeholder id) are not customers. Read only when lines were
+    quarantined."""
+    if not purchases.quarantined_rows:
+        return []
+    (lost,) = con.execute(
+        """SELECT COUNT(*) FROM (
+               SELECT DISTINCT _parsed_customer_id AS id FROM checked_purchases
+               WHERE _reject_reason IS NOT NULL AND _parsed_customer_id IS NOT NULL
+                 AND _reject_reason NOT IN ('missing_customer_id', 'placeholder_customer_id'))
+           WHERE id NOT IN (SELECT customer_id FROM typed_purchases WHERE customer_id IS NOT NULL)"""
+    ).fetchall()[0]
+    if not lost:
+        return []
+    return [
+        f"purchases: {lost:,} customer{' has' if lost == 1 else 's have'} every purchase line quarantined: read as "
+        "customers who never bought (RFM 'No purchase yet', their purchase tags left) until the lines are fixed"
+    ]
 
 
 def _privacy_notes(dataset: Dataset) -> list[str]:

@@ -880,3 +880,24 @@ def test_int96_timestamps_are_said_since_their_zone_is_not_known(tmp_path):
     assert any(
         n.startswith("purchases.ts: stored as INT96 in 1 Parquet file(s)") and "Spark writes INT96" in n for n in notes
     )
+
+
+def test_customers_with_every_line_quarantined_are_said(tmp_path):
+    """A night's export with a negative discount on all of a customer's lines: they read as
+    customers who never bought (a Champion published as "No purchase yet"), unsaid. A guest
+    (placeholder id) is no customer; one with a good line left is not counted."""
+    frame = purchases(
+        {"order_id": "o1", "customer_id": "a", "discount": "-1"},
+        {"order_id": "o2", "customer_id": "a", "discount": "-2"},
+        {"order_id": "o3", "customer_id": "b", "discount": "-1"},
+        {"order_id": "o4", "customer_id": "b"},
+        {"order_id": "o5", "customer_id": "NULL"},
+        {"order_id": "o6", "customer_id": "c"},
+    )
+    notes = validate(open_dataset(write_tables(tmp_path / "data", purchases=frame))).notes
+    assert (
+        "purchases: 1 customer has every purchase line quarantined: read as customers who never bought (RFM 'No "
+        "purchase yet', their purchase tags left) until the lines are fixed"
+    ) in notes
+    clean = validate(open_dataset(write_tables(tmp_path / "ok", purchases=purchases({})))).notes
+    assert not any("every purchase line quarantined" in n for n in clean)
