@@ -31,7 +31,16 @@ from portrait.forget import forgotten_rows
 from portrait.identity import IdentitySummary, identity_summary
 from portrait.privacy import GUARDED_TABLES, holds_personal_value, personal_id_sql, personal_text_sql
 from portrait.sql import quote_ident, quote_literal
-from portrait.views import REASON, mapped_column, parse_expr, present_expr, some_files, source_columns, zone_expr
+from portrait.views import (
+    PARSED,
+    REASON,
+    mapped_column,
+    parse_expr,
+    present_expr,
+    some_files,
+    source_columns,
+    zone_expr,
+)
 
 MALFORMED = "malformed_row"
 WITHHELD_LINE = "(text withheld: the line may hold personal data)"
@@ -67,6 +76,8 @@ class TableReport:
     decomposed_text: dict[str, int] = field(default_factory=dict)
     # Optional columns that some files of the table have and others lack: column -> those files.
     partial_columns: dict[str, list[str]] = field(default_factory=dict)
+    # purchases: the customers of quarantined lines (guests left out), for a note; not reported
+    rejected_customer_ids: list[str] = field(default_factory=list, repr=False)
 
     @property
     def quarantined_rows(self) -> int:
@@ -142,6 +153,8 @@ class ValidationReport:
 
     def to_dict(self) -> dict:
         data = asdict(self)
+        for table in data["tables"]:  # ids are not the report's to list
+            table.pop("rejected_customer_ids", None)
         data["quarantined_rows"] = self.quarantined_rows
         data["forgotten_rows"] = self.forgotten_rows
         return data
@@ -492,15 +505,19 @@ def _all_lines_quarantined_note(con, purchases: TableReport) -> list[str]:
     purchase yet", every purchase tag left), which a run's entered and left would show as their
     doing. Guests (no id, a placeholder id) are not customers. Read only when lines were
     quarantined."""
-    if not purchases.quarantined_rows:
+    if not purchases.rejected_customer_ids:
         return []
-    (lost,) = con.execute(
-        """SELECT COUNT(*) FROM (
-               SELECT DISTINCT _parsed_customer_id AS id FROM checked_purchases
-               WHERE _reject_reason IS NOT NULL AND _parsed_customer_id IS NOT NULL
-                 AND _reject_reason NOT IN ('missing_customer_id', 'placeholder_customer_id'))
-           WHERE id NOT IN (SELECT customer_id FROM typed_purchases WHERE customer_id IS NOT NULL)"""
-    ).fetchall()[0]
+    con.register(
+        "_rejected_ids", pa.table({"id": pa.array([str(i) for i in purchases.rejected_customer_ids], pa.string())})
+    )
+    try:
+        (lost,) = con.execute(
+            """SELECT COUNT(*) FROM _rejected_ids WHERE id NOT IN (
+                   SELECT CAST(customer_id AS VARCHAR) FROM typed_purchases
+                   WHERE CAST(customer_id AS VARCHAR) IN (SELECT id FROM _rejected_ids))"""
+        ).fetchall()[0]
+    finally:
+        con.unregister("_rejected_ids")
     if not lost:
         return []
     return [
@@ -776,11 +793,20 @@ def _check_rows(con, dataset: Dataset, table: contract.Table, out_dir: Path | No
     decomposed = "".join(
         f", COUNT(*) FILTER (WHERE nfc_normalize({quote_ident(c)}) <> {quote_ident(c)})" for c in texts
     )
+    # ...and the customers of quarantined purchase lines (few; guests are no customers), to find
+    # those with no line left (:func:`_all_lines_quarantined_note`)
+    rejected = (
+        f", LIST(DISTINCT {quote_ident(PARSED + 'customer_id')}) FILTER (WHERE {REASON} IS NOT NULL "
+        "AND _reject_reason NOT IN ('missing_customer_id', 'placeholder_customer_id'))"
+        if name == "purchases"
+        else ", NULL"
+    )
     scanned = con.execute(
         f"SELECT {REASON}, COUNT(*), {padded}, CASE WHEN {REASON} IS NULL THEN {zeros} ELSE 0 END, {others}"
-        f"{decomposed} FROM checked_{name} GROUP BY 1"
+        f"{decomposed}{rejected} FROM checked_{name} GROUP BY 1"
     ).fetchall()
-    decomposed_counts = [row[5:] for row in scanned if row[0] is None]
+    decomposed_counts = [row[5:-1] for row in scanned if row[0] is None]
+    rejected_ids = sorted({i for row in scanned for i in (row[-1] or []) if i is not None})
     scanned = [row[:5] for row in scanned]
     counts = {reason: n for reason, n, *_ in scanned}
     # The scan above stored the lines DuckDB could not read; keep them before another scan adds more.
@@ -790,6 +816,7 @@ def _check_rows(con, dataset: Dataset, table: contract.Table, out_dir: Path | No
     quarantined = {reason: n for reason, n in counts.items() if reason is not None}
     quarantined.update(malformed)
     report = TableReport(table=name, source=source.describe(), rows=rows, valid_rows=0, forgotten=forgotten)
+    report.rejected_customer_ids = rejected_ids
     report.padded_customer_ids = int(sum(n for reason, _, n, _, _ in scanned if reason is None))
     report.zero_padded_customer_ids = int(sum(z for reason, _, _, z, _ in scanned if reason is None))
     if decomposed_counts:
