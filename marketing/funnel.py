@@ -164,11 +164,15 @@ def compute_funnel(
     groups: pd.DataFrame | None = None,
     by: str | None = None,
     check_range: bool = True,
+    timezone: str = "UTC",
 ) -> Funnel:
     """The funnel on a connection with the data set's views (``open_dataset(...).connect()``).
 
     ``groups``: ``customer_id, group`` rows (a customer may be in several groups); the counts
-    are given for all customers first, then per group in the order the groups first appear."""
+    are given for all customers first, then per group in the order the groups first appear.
+    ``timezone``: the data set's, whose local times the waits are measured between as instants
+    (a wait across a change to summer time was an hour too long). Steps are still ordered by
+    local time: within the hour a change back to winter time repeats, the order can be wrong."""
     steps = parse_steps(steps)
     within_days = check_window(within_days)
     event_types = list(dict.fromkeys(s for s in steps if s not in PURCHASE_STEPS))
@@ -201,7 +205,7 @@ def compute_funnel(
         unseen = [name for name in event_types if codes[name] not in seen]
         if unseen:
             _check_event_types(con, unseen, as_of)
-        table = _step_counts(con, kinds, steps, groups)
+        table = _step_counts(con, kinds, steps, groups, timezone)
     finally:
         for name in ["_funnel_rows", *(f"_funnel_reach_{k}" for k in range(1, len(steps) + 1)), "_funnel_groups"]:
             con.execute(f"DROP TABLE IF EXISTS {name}")
@@ -242,7 +246,11 @@ def _check_event_types(con: duckdb.DuckDBPyConnection, names: list[str], as_of: 
 
 
 def _step_counts(
-    con: duckdb.DuckDBPyConnection, kinds: list[int], steps: list[str], groups: pd.DataFrame | None
+    con: duckdb.DuckDBPyConnection,
+    kinds: list[int],
+    steps: list[str],
+    groups: pd.DataFrame | None,
+    timezone: str = "UTC",
 ) -> pd.DataFrame:
     # Step 1: the first row of its kind; step k: the first row of its kind after step k-1's time.
     con.execute(
@@ -253,10 +261,11 @@ def _step_counts(
     for k in range(2, len(steps) + 1):
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE _funnel_reach_{k} AS "
-            "SELECT r.customer_id, MIN(f.ts) AS t, epoch(MIN(f.ts)) - epoch(r.t) AS gap "
+            "SELECT r.customer_id, MIN(f.ts) AS t, "
+            "epoch(timezone(?, MIN(f.ts))) - epoch(timezone(?, r.t)) AS gap "  # instants: DST-safe waits
             f"FROM _funnel_reach_{k - 1} r JOIN _funnel_rows f "
             "ON f.customer_id = r.customer_id AND f.kind = ? AND f.ts > r.t GROUP BY r.customer_id, r.t",
-            [kinds[k - 1]],
+            [timezone, timezone, kinds[k - 1]],
         )
     reached = " UNION ALL ".join(
         f"SELECT {k} AS step_number, customer_id, gap FROM _funnel_reach_{k}" for k in range(1, len(steps) + 1)

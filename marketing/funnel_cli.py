@@ -100,7 +100,9 @@ def register_funnel(app: typer.Typer, out, console) -> None:
                     with Population(ds, as_of_date, scores_dir=scores, progress=say) as population:
                         groups = segment_groups(population, segments_dir)
                 say("counting the steps")
-                funnel = compute_funnel(con, as_of_date, names, within_days, groups=groups, by=by, check_range=False)
+                funnel = compute_funnel(
+                    con, as_of_date, names, within_days, groups=groups, by=by, check_range=False, timezone=ds.timezone
+                )
             finally:
                 con.close()
             say("writing")

@@ -460,3 +460,23 @@ def test_on_synthetic_customers_it_agrees_with_a_pandas_reference(small_syntheti
     assert code == 0, text
     written = pd.read_csv(tmp_path / "out" / "funnel.csv")
     assert written["customers"].astype(int).tolist() == counts
+
+
+def test_waits_across_a_change_to_summer_time_are_measured_as_time_passed():
+    """In Paris on 2024-03-31 clocks jump from 02:00 to 03:00: a view at 01:30 and a purchase at
+    03:30 local are an hour apart, not two (the wait was local times' difference)."""
+    from portrait.dataset import Dataset
+
+    events = pd.DataFrame({"customer_id": ["a"], "ts": ["2024-03-31 01:30:00"], "event_type": ["view"]})
+    purchases = pd.DataFrame(
+        {"order_id": ["o1"], "customer_id": ["a"], "ts": ["2024-03-31 03:30:00"], "amount": [5.0]}
+    )
+    data = Dataset.from_frames(timezone="Europe/Paris", purchases=purchases, events=events)
+    con = data.connect()
+    try:
+        funnel = compute_funnel(con, dt.date(2024, 4, 2), ["view", "purchase"], 7, timezone="Europe/Paris")
+        as_local_times = compute_funnel(con, dt.date(2024, 4, 2), ["view", "purchase"], 7)  # UTC: no change
+    finally:
+        con.close()
+    assert funnel.table.loc[1, "median_hours_from_previous"] == pytest.approx(1.0)
+    assert as_local_times.table.loc[1, "median_hours_from_previous"] == pytest.approx(2.0)
