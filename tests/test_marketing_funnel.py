@@ -468,9 +468,7 @@ def test_waits_across_a_change_to_summer_time_are_measured_as_time_passed():
     from portrait.dataset import Dataset
 
     events = pd.DataFrame({"customer_id": ["a"], "ts": ["2024-03-31 01:30:00"], "event_type": ["view"]})
-    purchases = pd.DataFrame(
-        {"order_id": ["o1"], "customer_id": ["a"], "ts": ["2024-03-31 03:30:00"], "amount": [5.0]}
-    )
+    purchases = pd.DataFrame({"order_id": ["o1"], "customer_id": ["a"], "ts": ["2024-03-31 03:30:00"], "amount": [5.0]})
     data = Dataset.from_frames(timezone="Europe/Paris", purchases=purchases, events=events)
     con = data.connect()
     try:
