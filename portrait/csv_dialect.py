@@ -109,12 +109,18 @@ def sample_text(path: Path, encoding: str) -> str:
             lines += max(text.count("\n"), text.count("\r"))  # CRLF, LF or CR (Excel for Mac)
         else:
             cut = True
-    text = "".join(parts).lstrip("\ufeff")
+    return _sampled_lines("".join(parts).lstrip("\ufeff"), cut)
+
+
+def _sampled_lines(text: str, cut: bool) -> str:
+    """The first :data:`SAMPLE_LINES` lines of ``text``, line ends made line feeds, a last line
+    ``cut`` short by the read left out: what the sniffer sees, no more (a quote further on it
+    misses)."""
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     text = text[: text.rfind("\n") + 1] if cut and "\n" in text else text
     lines = text.split("\n", SAMPLE_LINES)
-    if len(lines) > SAMPLE_LINES:  # what the sniffer sees, no more: a quote further on it misses
+    if len(lines) > SAMPLE_LINES:
         return "\n".join(lines[:SAMPLE_LINES]) + "\n"
     return text
 
@@ -148,14 +154,7 @@ def late_quote_sample(path: Path, encoding: str) -> str | None:
             lines += max(text.count("\n"), text.count("\r"))
     if not parts:
         return None
-    text = "".join(parts)
-    if "\r" in text:
-        text = text.replace("\r\n", "\n").replace("\r", "\n")
-    if cut:  # the last line whole
-        text = text[: text.rfind("\n") + 1] or text
-    kept = text.split("\n", SAMPLE_LINES)
-    if len(kept) > SAMPLE_LINES:
-        return "\n".join(kept[:SAMPLE_LINES]) + "\n"
+    text = _sampled_lines("".join(parts), cut)
     return text if text.endswith("\n") else text + "\n"
 
 

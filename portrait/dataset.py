@@ -331,9 +331,10 @@ class TableSource:
         }
         return list(names)
 
+    @functools.cached_property
     def parquet_int96_columns(self) -> dict[str, list[str]]:
         """Each column some Parquet file of this source stores as INT96 (a legacy timestamp),
-        with those files; empty for other sources."""
+        with those files; empty for other sources. Read once (each file's metadata again)."""
         import pyarrow.parquet as pq
 
         found: dict[str, list[str]] = {}
@@ -350,17 +351,22 @@ class TableSource:
         import pyarrow as pa
 
         int96 = {
-            f for name, files in self.parquet_int96_columns().items() if name.lower() == column.lower() for f in files
+            f for name, files in self.parquet_int96_columns.items() if name.lower() == column.lower() for f in files
         }
         return [
             path
-            for path, schema in self._parquet_schemas.items()
-            for f in schema
-            if f.name.lower() == column.lower()
-            and pa.types.is_timestamp(f.type)
-            and f.type.unit == "ns"
-            and path not in int96
+            for path, f in self._parquet_fields(column).items()
+            if pa.types.is_timestamp(f.type) and f.type.unit == "ns" and path not in int96
         ]
+
+    def _parquet_fields(self, column: str) -> dict[str, object]:
+        """Per Parquet file (path) of this source holding ``column`` (any case), its field."""
+        fields = {}
+        for path, schema in self._parquet_schemas.items():
+            field = next((f for f in schema if f.name.lower() == column.lower()), None)
+            if field is not None:
+                fields[path] = field
+        return fields
 
     def parquet_zones(self, column: str) -> dict[str, str | None]:
         """Per Parquet file (path) of this source holding ``column`` as a timestamp or a date,
@@ -369,11 +375,10 @@ class TableSource:
         import pyarrow as pa
 
         zones: dict[str, str | None] = {}
-        for path, schema in self._parquet_schemas.items():
-            field = next((f for f in schema if f.name.lower() == column.lower()), None)
-            if field is not None and pa.types.is_timestamp(field.type):
-                zones[path] = field.type.tz
-            elif field is not None and pa.types.is_date(field.type):
+        for path, stored in self._parquet_fields(column).items():
+            if pa.types.is_timestamp(stored.type):
+                zones[path] = stored.type.tz
+            elif pa.types.is_date(stored.type):
                 zones[path] = None
         return zones
 
@@ -382,12 +387,7 @@ class TableSource:
         read alone (the checks' names: BOOLEAN, DOUBLE, VARCHAR, ...); empty for other sources.
         Read together, DuckDB merges the files' types (float and text ids into text, a boolean
         and a double amount into a double): each file is checked as itself."""
-        types: dict[str, str] = {}
-        for path, schema in self._parquet_schemas.items():
-            field = next((f for f in schema if f.name.lower() == column.lower()), None)
-            if field is not None:
-                types[path] = _duckdb_type_name(field.type)
-        return types
+        return {path: _duckdb_type_name(stored.type) for path, stored in self._parquet_fields(column).items()}
 
     @functools.cached_property
     def private_lines(self) -> bool:
@@ -990,7 +990,7 @@ def _find_files(folder: Path, table_name: str, configured: str | None) -> tuple[
         found = sorted(folder.glob(configured))
         # a glob over a folder of parts reads what a folder does: not a failed job's _temporary/;
         # the folders the pattern names as written (a "_landing/" of the user's) are theirs to name
-        literal = folder.joinpath(*[part for part in _until_wildcard(Path(configured).parts)])
+        literal = folder.joinpath(*_until_wildcard(Path(configured).parts))
         matches = [
             p for p in found if not _not_a_part(p.relative_to(literal) if literal in p.parents else Path(p.name))
         ]

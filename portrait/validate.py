@@ -484,7 +484,7 @@ def _int96_notes(dataset: Dataset) -> list[str]:
     00:49 in Paris read as 22:49 the evening before)."""
     notes = []
     for name, source in dataset.sources.items():
-        for column, files in source.parquet_int96_columns().items():
+        for column, files in source.parquet_int96_columns.items():
             notes.append(
                 f"{name}.{column}: stored as INT96 in {len(files)} Parquet file(s), a time without a zone, read as "
                 f"a wall-clock time in {dataset.timezone}"
@@ -797,7 +797,7 @@ def _check_rows(con, dataset: Dataset, table: contract.Table, out_dir: Path | No
     # those with no line left (:func:`_all_lines_quarantined_note`)
     rejected = (
         f", LIST(DISTINCT {quote_ident(PARSED + 'customer_id')}) FILTER (WHERE {REASON} IS NOT NULL "
-        "AND _reject_reason NOT IN ('missing_customer_id', 'placeholder_customer_id'))"
+        f"AND {REASON} NOT IN ('missing_customer_id', 'placeholder_customer_id'))"
         if name == "purchases"
         else ", NULL"
     )

@@ -62,8 +62,7 @@ _INTEGER_TYPES = (
     "USMALLINT",
     "UTINYINT",
 )
-_NUMERIC_TYPES = _FLOAT_TYPES + ("DECIMAL",) + _INTEGER_TYPES
-NUMERIC_TYPES = _NUMERIC_TYPES  # a type whose name starts with one of these holds numbers
+NUMERIC_TYPES = _FLOAT_TYPES + ("DECIMAL",) + _INTEGER_TYPES  # a type whose name starts with one holds numbers
 # DuckDB's names for a timestamp stored as an instant (with a time zone): in microseconds, or
 # nanoseconds (TIMESTAMPTZ_NS: what pandas writes for a datetime64[ns, UTC] column). Taken for
 # a wall-clock time, such a column was read as UTC in a Europe/Paris data set.
@@ -173,7 +172,7 @@ def type_problem(column: contract.Column, source_type: str) -> str | None:
             )
         return f"is stored as {t}; ids must be text or whole numbers"
     if column.kind == "number":
-        if t.startswith(_NUMERIC_TYPES):
+        if t.startswith(NUMERIC_TYPES):
             return None
         if t == "BOOLEAN":
             return "is stored as BOOLEAN, not a number: true/false would become 1.0/0.0; is this the right column?"
@@ -431,7 +430,7 @@ def parse_expr(
     if column.kind == "number":
         if source_type in _FLOAT_TYPES:
             return f"CASE WHEN NOT isnan({ident}) THEN CAST({ident} AS DOUBLE) END"
-        if source_type.startswith(_NUMERIC_TYPES):
+        if source_type.startswith(NUMERIC_TYPES):
             return f"CAST({ident} AS DOUBLE)"
         return text_number(_without_missing_words(cleaned, column.kind, trim, ident), decimal)
     if column.kind == "timestamp":
@@ -466,8 +465,9 @@ def stored_timestamp(value: str, source_type: str, timezone: str) -> str:
     if t in ("TIMESTAMP_NS", "TIMESTAMPTZ_NS"):
         nanos = f"epoch_ns({value})"
         value = f"make_timestamp(({nanos} - (({nanos} % 1000) + 1000) % 1000) // 1000)"  # floor, before 1970 too
-        if t == "TIMESTAMPTZ_NS":
-            value = f"timezone('UTC', {value})"
+        if t == "TIMESTAMP_NS":
+            return value
+        value = f"timezone('UTC', {value})"
     if zone_aware(t):
         return f"timezone({quote_literal(timezone)}, CAST({value} AS TIMESTAMPTZ))"
     if t == "TIMESTAMP":

@@ -442,7 +442,7 @@ def build_profile(
             try:
                 timezone = data.timezone
                 attributes = data.attributes(include_sensitive, note)
-                if attributes is not None and (joined := data.signed_up_after(attributes, as_of)):
+                if attributes is not None and (joined := _signed_up_after(attributes, as_of, timezone or "UTC")):
                     note("attributes", f"signed up on {joined}, after the as-of date {as_of}: not yet a customer then")
                     attributes = None
                 identities = data.identities()
@@ -1193,9 +1193,6 @@ class _PersonData:
                 return True
         return False
 
-    def signed_up_after(self, attributes: Attributes, as_of: dt.date | None) -> str | None:
-        return _signed_up_after(attributes, as_of, self.timezone)
-
     def attributes(self, include_sensitive: bool, note) -> Attributes | None:
         from portrait.contract import is_missing_word
         from portrait.privacy import safe_attribute_columns
@@ -1737,9 +1734,6 @@ class _PersonMaterial:
 
     def close(self) -> None:
         pass
-
-    def signed_up_after(self, attributes: Attributes, as_of: dt.date | None) -> str | None:
-        return _signed_up_after(attributes, as_of, self.timezone or "UTC")
 
     def attributes(self, include_sensitive: bool, note) -> Attributes | None:
         from portrait.contract import is_missing_word
