@@ -17,6 +17,10 @@ check of the SQL. ``--as-of`` is the cutoff (default 2025-01-01, after all of th
 history); ``--memory-limit 4GB`` caps DuckDB's memory (it spills to disk above it);
 ``--steps`` also prints each feature SQL step's time (DuckDB runs); ``--modes`` runs
 only some of the three (e.g. ``--modes duckdb-all``).
+
+First it prints the machine's floor, one DuckDB group-by of 1e8 rows into 1e6 groups (issue 14
+puts it at about 3 s on its machine), best of three: machines of the same kind differ (a build
+of 36 s on one VM took 65 s on another), and figures from two machines compare only through it.
 """
 
 from __future__ import annotations
@@ -57,6 +61,25 @@ def run_duckdb(data: Path, families: list[str] | None, out: Path, cutoff: str, m
             con.close()
     atomic_write(frame, out)
     return len(frame)
+
+
+FLOOR_SQL = "SELECT COUNT(*) FROM (SELECT range % 1000000 AS k, COUNT(*) FROM range(100000000) GROUP BY 1)"
+
+
+def machine_floor(repeats: int = 3) -> float:
+    """The best of ``repeats`` timings of :data:`FLOOR_SQL` on a fresh in-memory connection."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        timings = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            con.execute(FLOOR_SQL).fetchall()
+            timings.append(time.perf_counter() - started)
+        return min(timings)
+    finally:
+        con.close()
 
 
 def _recode(column: pd.Series, transform) -> pd.Series:
@@ -207,6 +230,9 @@ def main() -> None:
         return
     modes = [m for m in MODES if m in args.modes.split(",")]
     print(f"as of {args.as_of}")
+    print(
+        f"machine floor: a DuckDB group-by of 1e8 rows into 1e6 groups {machine_floor():.2f} s (best of 3)", flush=True
+    )
     for size in (int(s) for s in args.sizes.split(",")):
         data = args.data_root / f"synthetic_{size}"
         if not (data / "events.parquet").exists():

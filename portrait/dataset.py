@@ -57,6 +57,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import tomllib
 import zlib
 import zoneinfo
@@ -894,12 +895,20 @@ def _converted_copy(path: Path, codec: str, table: str | None = None) -> Path:
     stat = path.stat()
     key = hashlib.sha256(f"{path.resolve()}\0{codec}".encode()).hexdigest()[:16]
     folder = cache_folder() / "converted"
-    target = folder / f"{key}-{stat.st_size}-{stat.st_mtime_ns}.csv"
+    version = f"{key}-{stat.st_size}-{stat.st_mtime_ns}"
+    # A file under key=value folders (purchases/channel=web/) is copied under the same folders:
+    # DuckDB reads such keys as columns only when every file of a scan has them, so a copy
+    # without them lost the column for the copy and for the files read beside it.
+    hive = [part for part in path.parent.parts if "=" in part]
+    target = folder.joinpath(version, *hive, "data.csv") if hive else folder / f"{version}.csv"
     if target.exists():
         return target
-    folder.mkdir(parents=True, exist_ok=True)
-    for older in folder.glob(f"{key}-*.csv"):  # earlier versions of the same file
-        older.unlink(missing_ok=True)
+    for older in folder.glob(f"{key}-*"):  # earlier versions of the same file (or a copy left unfinished)
+        if older.is_dir():
+            shutil.rmtree(older, ignore_errors=True)
+        else:
+            older.unlink(missing_ok=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
     decoder = codecs.getincrementaldecoder(codec)(errors="surrogateescape")
     try:
         with atomic_target(target) as tmp, open_bytes(path) as source, open(tmp, "wb") as copy:

@@ -297,6 +297,29 @@ def test_a_list_of_encodings_picks_per_file_the_first_that_decodes_it(tmp_path):
     assert con.execute("SELECT DISTINCT category FROM purchases").fetchall() == [("th\u00e9",)]
 
 
+def test_a_converted_copy_keeps_its_key_value_folders(tmp_path, monkeypatch):
+    """purchases/channel=web/ in cp1252 beside channel=store/ in UTF-8: the converted copy lies
+    under channel=web/ too, so that DuckDB reads the folders' channel for both (a copy without
+    the folder lost the channel of every line, the UTF-8 part's too, unsaid)."""
+    monkeypatch.setenv("PORTRAIT_CACHE_DIR", str(tmp_path / "cache"))
+    parts = tmp_path / "data" / "purchases"
+    for channel, encoding, line in (
+        ("web", "cp1252", "o1,c1,2024-01-05,1,caf\u00e9\n"),
+        ("store", "utf-8", "o2,c2,2024-01-06,2,th\u00e9\n"),
+    ):
+        (parts / f"channel={channel}").mkdir(parents=True)
+        (parts / f"channel={channel}" / "part.csv").write_bytes((HEADER + line).encode(encoding))
+    (tmp_path / "data" / "portrait.toml").write_text('tables.purchases.encoding = ["utf-8", "cp1252"]\n')
+    con = open_dataset(tmp_path / "data").connect()
+    rows = con.execute("SELECT order_id, channel, category FROM purchases ORDER BY order_id").fetchall()
+    assert rows == [("o1", "web", "caf\u00e9"), ("o2", "store", "th\u00e9")]
+    # a new version of the file replaces its copy, folders and all
+    (parts / "channel=web" / "part.csv").write_bytes((HEADER + "o3,c1,2024-01-07,3,caf\u00e9\n").encode("cp1252"))
+    con = open_dataset(tmp_path / "data").connect()
+    assert con.execute("SELECT order_id, channel FROM purchases WHERE channel = 'web'").fetchall() == [("o3", "web")]
+    assert len(list((tmp_path / "cache" / "converted").iterdir())) == 1
+
+
 def test_a_file_in_none_of_the_listed_encodings_is_refused_with_where_it_fails(tmp_path):
     content = (HEADER + "o1,c1,2024-01-05,1,x\n").encode() + b"o2,c2,2024-01-05,2,\xff\xfe\xfd\n"
     folder = _dataset(tmp_path, content, 'tables.purchases.encoding = ["utf-8", "gbk"]\n')
