@@ -273,32 +273,56 @@ class TableSource:
         return headers
 
     def hive_option(self) -> str:
-        """The scan's hive-partitioning option for folders named ``key=value`` in this source's
-        files' paths (DuckDB reads each such key, anywhere in the path, as a column): where the
-        files hold that column too, the folder's value replaced the files' own (``channel=online``
-        over 'web' and 'app'). Then the folders are not read as columns, the files' values kept,
-        unless a key the files lack is a column the table reads (a contract column, or any for
-        customers, whose extra columns are attributes): either reading would lose one, so the
-        table is refused. Otherwise DuckDB's own detection."""
-        keys = {part.split("=", 1)[0].lower() for f in self.files for part in Path(f).parent.parts if "=" in part}
-        columns = {name for names in self.file_headers.values() for name in names}
-        held = sorted(keys & columns)
-        if not held:
+        """The scan's hive-partitioning option (see :meth:`reads_folder_keys`): the ``key=value``
+        folders read as text columns, or not read."""
+        reads = self.reads_folder_keys()
+        if reads is None:
             return ""
+        return ", hive_partitioning = true, hive_types_autocast = false" if reads else ", hive_partitioning = false"
+
+    def reads_folder_keys(self) -> bool | None:
+        """Whether the folders named ``key=value`` in this source's files' paths are read as
+        columns (each key, anywhere in the path, as text: ``store_id=007`` stays 007); None when
+        no path has one. They are not read where the files hold such a column too (the folder's
+        value replaced the files' own: ``channel=online`` over 'web' and 'app'), nor where no
+        key is a column the table reads (a contract column, or any for customers, whose extra
+        columns are attributes). A table is refused when either reading would lose a column it
+        reads: a key the files hold beside one they lack, or a key some files' folders give and
+        others' do not (DuckDB then reads no folder at all, and lost the channel of every line)."""
+        per_file = [{part.split("=", 1)[0].lower() for part in Path(f).parent.parts if "=" in part} for f in self.files]
+        keys = set().union(*per_file)
+        if not keys:
+            return None
         table = contract.TABLES_BY_NAME[self.table]
         read = {c.name.lower() for c in table.columns} | {
             self.columns.get(c.name, c.name).lower() for c in table.columns
         }
-        lost = sorted(k for k in keys - set(held) if table.keeps_extra_columns or k in read)
-        if not lost:
-            return ", hive_partitioning = false"
-        raise ContractError(
-            f"the folders of {self.describe()} are named key=value for {', '.join(held)}, which the files also hold "
-            f"as a column, and for {', '.join(lost)}, which they do not: read as columns, the folders' {held[0]} "
-            f"would replace the files' own; not read, {lost[0]} would be lost. Rename those folders (not "
-            "key=value), or drop the column from the files",
-            table=self.table,
-        )
+        wanted = sorted(k for k in keys if table.keeps_extra_columns or k in read)
+        columns = {name for names in self.file_headers.values() for name in names}
+        held = sorted(keys & columns)
+        if held:
+            lost = [k for k in wanted if k not in held]
+            if not lost:
+                return False
+            raise ContractError(
+                f"the folders of {self.describe()} are named key=value for {', '.join(held)}, which the files also "
+                f"hold as a column, and for {', '.join(lost)}, which they do not: read as columns, the folders' "
+                f"{held[0]} would replace the files' own; not read, {lost[0]} would be lost. Rename those folders "
+                "(not key=value), or drop the column from the files",
+                table=self.table,
+            )
+        if not wanted:
+            return False
+        uneven = sorted(k for k in keys if any(k not in file_keys for file_keys in per_file))
+        if uneven:
+            without = next(f for f, file_keys in zip(self.files, per_file, strict=True) if uneven[0] not in file_keys)
+            raise ContractError(
+                f"some files of {self.describe()} lie in folders named {uneven[0]}=... and others do not "
+                f"({self.part_name(without)}): folder keys are read only where every file has them, so "
+                f"{wanted[0]} would be lost for every file. Put every file in such folders, or none",
+                table=self.table,
+            )
+        return True
 
     @functools.cached_property
     def repeated_header_names(self) -> frozenset[str]:

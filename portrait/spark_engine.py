@@ -109,6 +109,8 @@ SESSION_CONFIG = {
     "spark.sql.session.timeZone": "UTC",
     "spark.sql.execution.arrow.pyspark.enabled": "true",
     "spark.sql.parquet.inferTimestampNTZ.enabled": "true",
+    # key=value folders read as text, as DuckDB reads them (store_id=007 stays 007, not 7)
+    "spark.sql.sources.partitionColumnTypeInference.enabled": "false",
 }
 MAX_IDENTITY_ROUNDS = 60
 INSTALL_PYSPARK = "pip install 'pyspark>=4.0' (the project's spark and dev extras hold it: pip install -e '.[spark]')"
@@ -813,6 +815,9 @@ def _read(engine: SparkEngine, spark_input: SparkInput, table: str):
         return spark.createDataFrame(source.frame)
     if kind == "table":
         return spark.table(paths[0])
+    # the files' key=value folders read as columns where DuckDB reads them (a Spark export's
+    # partitionBy columns live only there): Spark reads them below a base folder alone
+    base = {"basePath": _partitions_base(source)} if source.files and source.reads_folder_keys() else {}
     if kind == "parquet":
         from portrait.views import refuse_mixed_zones
 
@@ -822,8 +827,8 @@ def _read(engine: SparkEngine, spark_input: SparkInput, table: str):
                 raise PortraitError(f"{table}.{column}: {nanosecond_message(nanos)}")
         # Parts are stacked by column name, as DuckDB's union_by_name (merging costs a job: only
         # when there are several files).
-        return spark.read.option("mergeSchema", str(len(paths) > 1).lower()).parquet(*paths)
-    reader = spark.read.option("header", "true").option("inferSchema", "false")
+        return spark.read.options(**base).option("mergeSchema", str(len(paths) > 1).lower()).parquet(*paths)
+    reader = spark.read.options(**base).option("header", "true").option("inferSchema", "false")
     if source.delimiter:
         reader = reader.option("sep", source.delimiter)
     encodings = {f.duckdb_encoding for f in source.csv_files} or {"utf-8"}
@@ -851,6 +856,25 @@ def _read(engine: SparkEngine, spark_input: SparkInput, table: str):
     )
     engine.malformed_rows[table] = frame.where(frame[_CSV_CORRUPT].isNotNull()).count()
     return frame.where(frame[_CSV_CORRUPT].isNull()).drop(_CSV_CORRUPT)
+
+
+def _partitions_base(source: TableSource) -> str:
+    """The folder below which Spark reads the key=value folders of ``source``'s files as DuckDB
+    does: their common folder, less its trailing key=value folders. Refused where Spark would
+    read fewer keys than DuckDB: a key=value folder above it, or copies converted to UTF-8 (each
+    under a folder of its own)."""
+    root = source.parts_root()
+    while "=" in root.name:
+        root = root.parent
+    above = [part for part in root.parts if "=" in part]
+    converted = any(f.read_path is not None for f in source.csv_files)
+    if above or converted:
+        why = f"a folder above them is named {above[0]}" if above else "they are converted to UTF-8 for reading"
+        raise PortraitError(
+            f"{source.table}: the files' folders named key=value are read as columns, but the Spark engine cannot "
+            f"read them here ({why}); use --engine duckdb"
+        )
+    return str(root)
 
 
 def spark_dataset(spark, location, tables: dict[str, str] | None = None) -> tuple[SparkEngine, Dataset]:

@@ -639,6 +639,27 @@ def test_a_folder_key_never_replaces_the_files_own_column(tmp_path):
             open_dataset(tmp_path / f"mixed_{fmt}").connect()
 
 
+def test_files_in_key_value_folders_beside_files_outside_them_are_refused(tmp_path):
+    """purchases/channel=web/ beside purchases/older/: DuckDB reads folder keys only when every
+    file has them, so the channel of the web lines was lost too, unsaid. A key no column of the
+    table reads (year=) may be uneven."""
+    part = {"order_id": ["o1"], "customer_id": ["a"], "ts": ["2024-03-01 10:00:00"], "amount": 1.0}
+    for folder in ("channel=web", "older"):
+        (tmp_path / "data" / "purchases" / folder).mkdir(parents=True)
+        pd.DataFrame(part).to_parquet(tmp_path / "data" / "purchases" / folder / "p.parquet")
+    with pytest.raises(
+        ContractError,
+        match=r"some files of .* lie in folders named channel=\.\.\. and others do not \(older/p.parquet\): .* "
+        r"channel would be lost for every file",
+    ):
+        open_dataset(tmp_path / "data").connect()
+    for folder, order in (("year=2024", "o1"), ("older", "o2")):
+        (tmp_path / "years" / "purchases" / folder).mkdir(parents=True)
+        pd.DataFrame({**part, "order_id": [order]}).to_parquet(tmp_path / "years" / "purchases" / folder / "p.parquet")
+    con = open_dataset(tmp_path / "years").connect()
+    assert con.execute("SELECT COUNT(*) FROM purchases").fetchall() == [(2,)]
+
+
 def test_a_part_storing_dates_beside_one_with_a_zone_is_refused(tmp_path):
     """Read together, a New York part's dates were taken as UTC midnights and moved to 20:00 the
     day before (90 of 178 orders in an auditor's folder), reported as converted."""

@@ -453,3 +453,39 @@ def test_values_padded_with_unicode_spaces_are_trimmed_as_duckdb_trims_them(spar
         assert [tuple(r) for r in engine.rows(query)] == duck
     finally:
         engine.close()
+
+
+def test_key_value_folders_are_read_as_duckdb_reads_them(spark, tmp_path):
+    """A Spark export's partitionBy column lives only in its folders (purchases/channel=web/):
+    Spark, given the files, read no folder (every channel NULL) where DuckDB reads them; both
+    read the keys as text (store_id=007 is 007, not 7), and neither reads a key the files hold."""
+    from portrait.spark_engine import spark_dataset
+
+    part = {"order_id": ["o1"], "customer_id": ["a"], "ts": ["2024-03-01 10:00:00"], "amount": [1.0]}
+    layouts = {
+        "parquet": [("channel=web/store_id=007", {}), ("channel=store/store_id=12", {"order_id": ["o2"]})],
+        "csv": [("channel=web", {}), ("channel=store", {"order_id": ["o2"]})],
+        "held": [("channel=online", {"channel": ["web"]})],
+    }
+    query = "SELECT order_id, channel, store_id FROM purchases ORDER BY order_id"
+    expected = {
+        "parquet": [("o1", "web", "007"), ("o2", "store", "12")],
+        "csv": [("o1", "web", None), ("o2", "store", None)],
+        "held": [("o1", "web", None)],
+    }
+    for name, parts in layouts.items():
+        for folder, changes in parts:
+            where = tmp_path / name / "purchases" / folder
+            where.mkdir(parents=True)
+            rows = pd.DataFrame({**part, **changes})
+            rows.to_csv(where / "p.csv", index=False) if name == "csv" else rows.to_parquet(where / "p.parquet")
+        con = open_dataset(tmp_path / name).connect()
+        try:
+            assert con.execute(query).fetchall() == expected[name], name
+        finally:
+            con.close()
+        engine, _ = spark_dataset(spark, tmp_path / name)
+        try:
+            assert [tuple(r) for r in engine.rows(query)] == expected[name], name
+        finally:
+            engine.close()
