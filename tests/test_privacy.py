@@ -691,6 +691,14 @@ def test_value_checks_tell_personal_values_from_codes_dates_amounts_and_times():
         ("p=0.00123456789", False),
         ("sizes 250 500 1000", False),
         ("2024-01-05 10:15:01.123456789", False),  # a time's fraction
+        # the trunk 0 or the area code in brackets (two separators in a row): missed before
+        ("call +44 (0)20 7946 0958", True),
+        ("+49 (0)30 1234567", True),
+        ("+33 (0)6 12 34 56 78", True),
+        ("+7 (495) 123-45-67", True),
+        ("Zentrale (030) 1234 5678", True),
+        ("pack of 012 (24 x 0.5)", False),
+        ("sizes 05 - 12 - 34", False),
     ],
 )
 def test_free_text_holding_a_phone_number_or_an_e_mail_address(text, personal):
