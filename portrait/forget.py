@@ -60,6 +60,7 @@ from portrait.files import (
     exclusive_lock,
     read_parquet,
 )
+from portrait.identity import MAX_IDS_PER_IDENTIFIER
 from portrait.outputs import LOCK as REFRESH_LOCK
 from portrait.outputs import RUNS, SEGMENT_RECORD_LOCK, SEGMENT_RECORD_WAIT_SECONDS
 from portrait.privacy import has_identity_map, refuse_personal_text
@@ -321,6 +322,22 @@ class ForgetResult:
 
 
 MAX_REASON = 120
+# A person of more customer ids than one identifier may link (portrait.identity): forgotten only
+# when asked for by --whole-person, after a look at how the ids were merged.
+LARGE_PERSON = MAX_IDS_PER_IDENTIFIER
+
+
+def _refuse_large_persons(persons: list[Person]) -> None:
+    large = [p for p in persons if not p.already_forgotten and len(p.customer_ids) > LARGE_PERSON]
+    if large:
+        first = large[0]
+        raise PortraitError(
+            f"{first.given_id} is one person of {len(first.customer_ids):,} customer ids merged through identities "
+            f"(more than {LARGE_PERSON}: often a shared or guest identifier chaining customers together), and "
+            f"forgetting is for good; see how with `portrait identity explain {first.given_id} --data ...`, then "
+            "run again with --whole-person to forget them all (--dry-run shows what would be removed); "
+            "nothing was changed",
+        )
 
 
 def check_reason(reason: str) -> None:
@@ -338,9 +355,13 @@ def forget(
     dry_run: bool = False,
     progress=None,
     forget_manual_ids: Callable[..., int] | None = None,
+    whole_person: bool = False,
 ) -> ForgetResult:
     """Forget the people with customer ids ``ids`` (see the module docstring). Raises
-    :class:`PortraitError`, before anything is written, when an id is not in the data set.
+    :class:`PortraitError`, before anything is written, when an id is not in the data set, and
+    (unless ``whole_person`` or ``dry_run``) when an id's person holds more than
+    :data:`LARGE_PERSON` customer ids: most often identifiers chaining unrelated customers
+    together (a guest id sharing a value with each of 50 customers), and a tombstone is for good.
     With a ``manual_store``, ``forget_manual_ids(store, ids, dry_run=...)`` removes the
     person's rows from it and returns how many (:func:`marketing.manual.forget_ids`)."""
     if manual_store is not None and forget_manual_ids is None:
@@ -361,6 +382,8 @@ def forget(
         if salt is not None:
             con.execute(f"SET VARIABLE {_SALT_VARIABLE} = ?", [salt])
         persons, keys = _resolve(con, dataset, given, folder if salt else None)  # raises before any write
+        if not (whole_person or dry_run):
+            _refuse_large_persons(persons)
         with contextlib.ExitStack() as locks:
             if not dry_run:
                 locks.enter_context(exclusive_lock(folder / LOCK, f"portrait forget on {dataset.root}"))

@@ -39,6 +39,14 @@ def register(app: typer.Typer, out, console) -> None:
         ] = None,
         reason: Annotated[str, typer.Option("--reason", help="Why (kept with the tombstone).")] = "",
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be removed; change nothing.")] = False,
+        whole_person: Annotated[
+            bool,
+            typer.Option(
+                "--whole-person",
+                help="Forget a person of more than 20 merged customer ids too (refused without it: often a "
+                "shared identifier chaining customers together).",
+            ),
+        ] = False,
     ) -> None:
         """Forget customers: tombstone them in the data set (every later read and import leaves
         them out) and remove their rows from stored outputs and the manual tag store."""
@@ -70,6 +78,7 @@ def register(app: typer.Typer, out, console) -> None:
                 forget_manual_ids=forget_ids,
                 reason=reason,
                 dry_run=dry_run,
+                whole_person=whole_person,
                 progress=lambda message: status.update(escape(message)),
             )
         would = "would be " if dry_run else ""

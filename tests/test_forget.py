@@ -472,3 +472,36 @@ def test_a_forget_waits_for_a_segment_refresh_recording_into_its_outputs(world, 
         assert _snapshot(world["outputs"], world["segments"], world["store"].parent) == snapshot
     forget(open_dataset(world["data"]), ["C2"], outputs=[world["outputs"], world["segments"]])
     assert "C1" not in set(_read(world["segments"] / "big.members.parquet")["customer_id"])
+
+
+def test_a_person_of_many_merged_ids_is_forgotten_only_when_asked_for_whole(tmp_path, monkeypatch):
+    """A guest id sharing a value with each of 25 customers (each value held by two ids, under
+    the 20-id cap) makes one person of 26: forgetting one of them tombstoned all 26 for good.
+    Refused now, before any write, unless --whole-person; --dry-run says how many."""
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "data"
+    data.mkdir()
+    customers = [f"K{i:02d}" for i in range(25)]
+    pd.DataFrame(
+        {
+            "order_id": [f"o{i}" for i in range(26)],
+            "customer_id": [*customers, "guest"],
+            "ts": ["2024-01-05 10:00:00"] * 26,
+            "amount": [10.0] * 26,
+        }
+    ).to_csv(data / "purchases.csv", index=False)
+    pd.DataFrame(
+        {
+            "customer_id": [who for c in customers for who in (c, "guest")],
+            "id_type": ["device"] * 50,
+            "id_value": [f"d-{i}" for i in range(25) for _ in range(2)],
+        }
+    ).to_parquet(data / "identities.parquet", index=False)
+    code, message = run("forget", "K07", "--data", str(data))
+    assert code == 2 and "K07 is one person of 26 customer ids merged through identities (more than 20" in message
+    assert "--whole-person" in message and "nothing was changed" in message
+    assert not (data / ".portrait").exists()
+    code, output = run("forget", "K07", "--data", str(data), "--dry-run")
+    assert code == 0 and "K07: one person, 26 customer ids and 25 identity values would be forgotten" in output
+    code, output = run("forget", "K07", "--data", str(data), "--whole-person")
+    assert code == 0 and "K07: one person, 26 customer ids and 25 identity values forgotten" in output
