@@ -619,6 +619,8 @@ def _duplicates_note(r: TableReport) -> str | None:
     said = f"{r.table}: {_rows(copies)} ({copies / r.rows:.1%}) equal another line in every contract column"
     if r.line_id_column is not None:
         return f"{said} and in {r.line_id_column!r}, the line id: quarantined as copies (duplicate_line)"
+    if r.table != "purchases":  # a line id is a purchases column: an identities row has no other
+        return f"{said} and were quarantined as copies (duplicate_line)"
     return (
         f"{said} and were quarantined as copies (duplicate_line). If the export has a column that tells "
         "such lines apart (a line or item number), map it as line_id in portrait.toml "

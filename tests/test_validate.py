@@ -379,6 +379,22 @@ def test_lines_told_apart_only_by_a_line_id_are_separate_lines_once_it_is_mapped
     assert con.execute("SELECT SUM(amount) FROM purchases").fetchall() == [(9.99 * 2 + 5,)]
 
 
+def test_copies_of_identities_rows_are_said_without_the_purchases_line_id_advice(tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    pd.DataFrame({"order_id": ["o1"], "customer_id": ["a"], "ts": ["2024-01-05"], "amount": ["5"]}).to_csv(
+        folder / "purchases.csv", index=False
+    )
+    pd.DataFrame({"customer_id": ["a", "a", "b"], "id_type": ["device"] * 3, "id_value": ["d1", "d1", "d1"]}).to_csv(
+        folder / "identities.csv", index=False
+    )
+    report = validate(open_dataset(folder))
+    table = next(t for t in report.tables if t.table == "identities")
+    assert table.quarantined == {"duplicate_line": 1}
+    note = next(n for n in report.notes if n.startswith("identities: 1 row"))
+    assert note.endswith("and were quarantined as copies (duplicate_line)") and "line_id" not in note, note
+
+
 @pytest.mark.parametrize("source", ["csv", "parquet"])
 def test_purchases_without_repeated_keys_are_read_once(tmp_path, source):
     # No two lines share order, product and timestamp: no line can have a copy, so the clean
