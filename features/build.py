@@ -42,7 +42,7 @@ from portrait.contract import MISSING_NUMBER_WORDS, MISSING_VALUE_WORDS, placeho
 from portrait.dataset import Dataset
 from portrait.engine import Engine, as_engine
 from portrait.errors import PortraitError
-from portrait.privacy import is_nested_type, safe_attribute_columns
+from portrait.privacy import is_nested_type, personal_text_sql, safe_attribute_columns
 from portrait.resources import cpu_seconds, peak_rss_bytes
 from portrait.sql import quote_ident, quote_literal
 from portrait.views import NUMERIC_TYPES, ZONE_PATTERN, compute_once, iso_text_timestamp, stored_timestamp, text_number
@@ -160,10 +160,22 @@ def compute_vocabulary(con: duckdb.DuckDBPyConnection | Engine, config: FeatureC
     )
 
     def top(column: str, k: int) -> tuple[str, ...]:
+        # A value holding an e-mail address or a phone number ("Engraving for jo@example.com")
+        # would name features, and through them MLflow's runs and the tags ("interest: ..."),
+        # for good: it is left out, its lines 'other', and said (how many, never which).
+        personal = personal_text_sql(column)
         rows = engine.rows(
-            f"SELECT {column} FROM f_vocabulary_spend WHERE {column} IS NOT NULL "
+            f"SELECT {column} FROM f_vocabulary_spend WHERE {column} IS NOT NULL AND NOT {personal} "
             f"GROUP BY {column} ORDER BY SUM(spend) DESC, {column} LIMIT {int(k)}"
         )
+        left_out = engine.rows(f"SELECT COUNT(DISTINCT {column}) FROM f_vocabulary_spend WHERE {personal}")[0][0]
+        if left_out:
+            log.warning(
+                "purchases.%s: %d value(s) hold an e-mail address or a phone number; left out of the values "
+                "features are named after (their lines count as 'other')",
+                column,
+                left_out,
+            )
         return tuple(r[0] for r in rows)
 
     try:

@@ -200,6 +200,25 @@ def test_vocabulary_is_top_values_by_spend_before_the_cutoff():
     }
 
 
+def test_values_holding_an_email_or_a_phone_number_name_no_feature(caplog):
+    """A category "Engraving for jo@example.com" or a brand with a phone number named features,
+    and through them MLflow's runs and the interest tags, for good: left out of the vocabulary
+    (their lines 'other'), and said without the value."""
+    purchases = PURCHASES.assign(
+        category=PURCHASES["category"].replace({"toys": "Engraving for jo.doe@example.com"}),
+        brand=PURCHASES["brand"].replace({"b1": "call +44 (0)20 7946 0958"}),
+    )
+    with caplog.at_level("WARNING", logger="features.build"):
+        frame = build_features(dataset(purchases), CUTOFF)
+    vocabulary = frame.attrs["vocabulary"]
+    assert vocabulary["categories"] == ["books"] and vocabulary["brands"] == ["b2"]
+    assert not [c for c in frame.columns if "example" in c or "7946" in c]
+    said = [r.getMessage() for r in caplog.records]
+    assert "purchases.category: 1 value(s) hold an e-mail address or a phone number; left out" in said[0]
+    assert "purchases.brand: 1 value(s)" in said[1]
+    assert not [m for m in said if "example.com" in m or "7946" in m]
+
+
 def test_dtypes_are_explicit(features):
     assert features["orders_lifetime"].dtype == "int64"
     assert features["spend_lifetime"].dtype == "float64"
