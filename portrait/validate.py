@@ -824,13 +824,13 @@ def _check_rows(con, dataset: Dataset, table: contract.Table, out_dir: Path | No
     if decomposed_counts:
         report.decomposed_text = {c: int(n) for c, n in zip(texts, decomposed_counts[0], strict=True) if n}
     if any(o for reason, *_, o in scanned if reason is None):  # only then: which types, most rows first
-        report.other_event_types = {
-            str(t)[:40]: int(n)
-            for t, n in con.execute(
-                f"SELECT LOWER(TRIM(CAST(event_type AS VARCHAR))) AS t, COUNT(*) FROM typed_{name} "
-                f"WHERE {other_type} GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 5"
-            ).fetchall()
-        }
+        # a type holding an e-mail address or a phone number is counted, not written out
+        for t, n in con.execute(
+            f"SELECT LOWER(TRIM(CAST(event_type AS VARCHAR))) AS t, COUNT(*) FROM typed_{name} "
+            f"WHERE {other_type} GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 5"
+        ).fetchall():
+            shown = "(a type holding personal data)" if holds_personal_value(str(t)) else str(t)[:40]
+            report.other_event_types[shown] = report.other_event_types.get(shown, 0) + int(n)
     report.partial_columns = {
         c.name: lacking
         for c in table.columns

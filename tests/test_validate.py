@@ -713,6 +713,12 @@ def test_event_types_without_features_of_their_own_are_said(tmp_path):
     ) in report.notes
     (tmp_path / "d" / "events.csv").write_text("customer_id,ts,event_type\na,2024-01-05,View \n")
     assert not next(t for t in validate(open_dataset(tmp_path / "d")).tables if t.table == "events").other_event_types
+    # types holding an e-mail address or a phone number are counted, not written out (report.json keeps them)
+    (tmp_path / "d" / "events.csv").write_text(
+        "customer_id,ts,event_type\na,2024-01-05,mail to jo@example.com\na,2024-01-06,call 07700 900123\n"
+    )
+    events = next(t for t in validate(open_dataset(tmp_path / "d")).tables if t.table == "events")
+    assert events.other_event_types == {"(a type holding personal data)": 2}
 
 
 def test_a_part_whose_header_has_a_bom_before_quoted_names_is_read_with_the_others(tmp_path):
