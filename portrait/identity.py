@@ -25,6 +25,7 @@ from portrait import connections, contract
 from portrait.adapters._write import copy_to_parquet
 from portrait.errors import PortraitError
 from portrait.files import open_bytes
+from portrait.privacy import personal_id_sql
 from portrait.sql import quote_ident, quote_literal
 
 SALT_ENV = "PORTRAIT_IDENTITY_SALT"
@@ -41,6 +42,12 @@ MERGING_LINKS = f"""WITH links AS (SELECT DISTINCT customer_id, id_type, id_valu
         shared AS (SELECT id_type, id_value FROM links GROUP BY id_type, id_value
                    HAVING COUNT(*) > 1 AND COUNT(*) <= {MAX_IDS_PER_IDENTIFIER})
     SELECT links.customer_id, links.id_type, links.id_value FROM links JOIN shared USING (id_type, id_value)"""
+
+# The merging links, each with whether its customer id looks like an e-mail address or a phone
+# number: a person's id is the smallest of its ids that does not (else the smallest), so that an
+# opaque id merged with "anna.smith@example.com" keys the person's rows in every output, not the
+# address. One statement for both engines.
+MERGING_LINKS_JUDGED = f"SELECT l.*, {personal_id_sql('l.customer_id')} AS personal FROM ({MERGING_LINKS}) l"
 
 # The identifiers too widely held to link anyone, with how many ids hold each.
 WIDELY_HELD = f"""SELECT id_type, id_value, COUNT(DISTINCT customer_id) AS holders FROM clean_identities
@@ -89,7 +96,10 @@ class IdentitySummary:
 
 
 def resolve(links: pd.DataFrame) -> pd.DataFrame:
-    """Map each customer id in ``links`` (customer_id, id_type, id_value) to a person id.
+    """Map each customer id in ``links`` (customer_id, id_type, id_value, optionally
+    ``personal``: the id looks like an e-mail address or a phone number) to a person id: the
+    smallest id (as text) of its connected component, the smallest of those not personal when
+    there is one.
 
     Returns a frame (customer_id, person_id) sorted by customer_id, one row per customer id.
     """
@@ -105,9 +115,14 @@ def resolve(links: pd.DataFrame) -> pd.DataFrame:
     )
     _, labels = connected_components(graph, directed=False)
     customer_labels = labels[:n_customers]
-    # customers are sorted, so the first customer seen in each component is its smallest id
-    order = np.arange(n_customers)
-    first_in_component = pd.Series(order).groupby(customer_labels).transform("min").to_numpy()
+    # customers are sorted, so the first customer seen in each component is its smallest id;
+    # an id that looks personal ranks after every other id
+    rank = np.arange(n_customers)
+    if "personal" in links.columns:
+        personal = np.zeros(n_customers, dtype=bool)
+        personal[customer_codes] = links["personal"].fillna(False).to_numpy(dtype=bool)
+        rank = rank + personal * n_customers
+    first_in_component = pd.Series(rank).groupby(customer_labels).transform("min").to_numpy() % n_customers
     return pd.DataFrame({"customer_id": np.asarray(customers), "person_id": np.asarray(customers)[first_in_component]})
 
 
@@ -131,7 +146,7 @@ def register_identity_map(con: duckdb.DuckDBPyConnection) -> bool:
     identities table with its person, read by the privacy rules and ``forget``). True when the
     identities table has a row."""
     # The graph is built from the links that can merge anything (a few percent of the table).
-    links = con.execute(MERGING_LINKS).df()
+    links = con.execute(MERGING_LINKS_JUDGED).df()
     con.register("_identity_merged_frame", resolve(links))
     con.execute("CREATE OR REPLACE TEMP TABLE identity_merged AS SELECT * FROM _identity_merged_frame")
     con.unregister("_identity_merged_frame")

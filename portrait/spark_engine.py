@@ -82,7 +82,7 @@ from portrait.forget import (
     missing_salt,
     valid_salt,
 )
-from portrait.identity import MERGING_LINKS
+from portrait.identity import MERGING_LINKS_JUDGED
 from portrait.privacy import (
     PrivacySettings,
     personal_value_checks,
@@ -1024,7 +1024,8 @@ def register_identity_map(engine: SparkEngine, max_rounds: int = MAX_IDENTITY_RO
     """``identity_map`` and ``identity_remap`` from ``clean_identities``, as
     :func:`portrait.identity.register_identity_map` builds them on DuckDB: every connected
     component of customer ids joined by shared identifiers is one person, whose id is the
-    smallest customer id (as text) in it.
+    smallest customer id (as text) in it that does not look like an e-mail address or a phone
+    number, else the smallest.
 
     How: iterative minimum-label propagation in Spark SQL. Every customer id starts labelled
     with itself; each round, every shared identifier takes the smallest label of its ids and
@@ -1038,8 +1039,14 @@ def register_identity_map(engine: SparkEngine, max_rounds: int = MAX_IDENTITY_RO
     thousands of ids through shared identifiers: a data problem, such as a placeholder phone
     number shared by everyone) stops with an error rather than running on.
     """
-    engine.materialize("_identity_edges", MERGING_LINKS)
-    engine.materialize("_identity_labels", "SELECT DISTINCT customer_id, customer_id AS label FROM _identity_edges")
+    # a label is the id after a 1 when it looks personal, else a 0: the smallest label is the
+    # smallest id not personal when the component has one (portrait.identity.MERGING_LINKS_JUDGED)
+    engine.materialize("_identity_edges", MERGING_LINKS_JUDGED)
+    engine.materialize(
+        "_identity_labels",
+        "SELECT DISTINCT customer_id, CONCAT(CASE WHEN personal THEN '1' ELSE '0' END, customer_id) AS label "
+        "FROM _identity_edges",
+    )
     for _ in range(max_rounds):
         engine.materialize(
             "_identity_next",
@@ -1066,7 +1073,7 @@ def register_identity_map(engine: SparkEngine, max_rounds: int = MAX_IDENTITY_RO
         )
     engine.materialize(
         "identity_map",
-        """SELECT c.customer_id, COALESCE(m.label, c.customer_id) AS person_id
+        """SELECT c.customer_id, COALESCE(SUBSTRING(m.label, 2), c.customer_id) AS person_id
            FROM (SELECT DISTINCT CAST(customer_id AS VARCHAR) AS customer_id FROM clean_identities) c
            LEFT JOIN _identity_labels m USING (customer_id)""",
     )

@@ -335,3 +335,38 @@ def test_a_chain_of_ids_longer_than_the_limit_is_one_person_and_is_reported():
         "identities: one person is 25 customer ids chained through shared identifiers; check it with portrait "
         "identity explain"
     ]
+
+
+JUDGED_LINKS = pd.DataFrame(
+    {
+        "customer_id": ["zed1", "anna.smith@example.com", "+44 7700 900123", "07700900124", "07700900125"],
+        "id_type": ["device"] * 5,
+        "id_value": ["d1", "d1", "d1", "d2", "d2"],
+    }
+)
+
+
+def test_the_person_id_is_the_smallest_id_that_does_not_look_like_an_email_or_a_phone_number():
+    """An opaque buyer merged with an e-mail-shaped id became person 'anna.smith@...' ('+' and
+    digits sort before letters), which then keyed every output. Two personal ids alone: the smallest."""
+    purchases = pd.DataFrame(
+        {
+            "order_id": ["o1", "o2", "o3"],
+            "customer_id": ["zed1", "07700900124", "07700900125"],
+            "ts": ["2024-01-05 10:00:00"] * 3,
+            "amount": [1.0, 2.0, 3.0],
+        }
+    )
+    con = Dataset.from_frames(purchases=purchases, identities=JUDGED_LINKS).connect()
+    mapping = dict(con.execute("SELECT customer_id, person_id FROM identity_map").fetchall())
+    assert mapping == {
+        "zed1": "zed1",
+        "anna.smith@example.com": "zed1",
+        "+44 7700 900123": "zed1",
+        "07700900124": "07700900124",
+        "07700900125": "07700900124",
+    }
+    assert con.execute("SELECT DISTINCT customer_id FROM purchases ORDER BY 1").fetchall() == [
+        ("07700900124",),
+        ("zed1",),
+    ]

@@ -489,3 +489,25 @@ def test_key_value_folders_are_read_as_duckdb_reads_them(spark, tmp_path):
             assert [tuple(r) for r in engine.rows(query)] == expected[name], name
         finally:
             engine.close()
+
+
+def test_the_person_id_prefers_an_id_that_is_not_personal_on_spark_too(spark, tmp_path):
+    from portrait.spark_engine import spark_dataset
+    from tests.test_identity import JUDGED_LINKS
+
+    pd.DataFrame({"order_id": ["o1"], "customer_id": ["zed1"], "ts": ["2024-01-05 10:00:00"], "amount": [1.0]}).to_csv(
+        tmp_path / "purchases.csv", index=False
+    )
+    JUDGED_LINKS.to_csv(tmp_path / "identities.csv", index=False)
+    query = "SELECT customer_id, person_id FROM identity_map ORDER BY customer_id"
+    con = open_dataset(tmp_path).connect()
+    try:
+        duck = con.execute(query).fetchall()
+    finally:
+        con.close()
+    assert ("anna.smith@example.com", "zed1") in duck and ("07700900125", "07700900124") in duck
+    engine, _ = spark_dataset(spark, tmp_path)
+    try:
+        assert [tuple(r) for r in engine.rows(query)] == duck
+    finally:
+        engine.close()
