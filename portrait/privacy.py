@@ -13,8 +13,10 @@ guard, :func:`is_pii_name`)::
 The guard knows e-mail addresses (``email``, ``e-mail``, ``contact_email``), phone numbers
 (``phone``, ``mobile``, ``tel``, ``fax``), personal names (``name``, ``first_name``,
 ``full_name``, ``surname``, ``customer_name``; not ``brand_name`` or ``store_name``), postal
-addresses (``address``, ``street``, ``postcode``, ``zip``) and identity documents (``id_card``,
-``national_id``, ``passport``, ``ssn``), also with a number (``email2``, ``address1``) or the
+addresses (``address``, ``street``, ``postcode``, ``zip``), identity documents (``id_card``,
+``national_id``, ``passport``, ``ssn``) and card numbers, shortened or run together
+(``cust_name``, ``addr``, ``AddressLine1``) or in other languages (``Vorname``, ``prénom``,
+``Straße``, ``telefono``: accents dropped), also with a number (``email2``, ``address1``) or the
 words the other way round (``name_first``). A name ending like a flag (``email_opt_in``,
 ``phone_verified``, ``address_type``) or starting with ``has_``/``is_`` is not withheld: it
 holds no personal value. Contract columns (``customer_id``, ``id_type``, ``id_value``) and the
@@ -126,16 +128,43 @@ _ALWAYS = frozenset(
         "taxid",
         "idnumber",
         "iban",
+        # shortened and run together, as exports write them
+        "addr",
+        "addressline",
+        "creditcard",
+        "cardnumber",
+        "ccnumber",
+        # other languages' exports (accents dropped: prénom is prenom, Straße strasse)
+        "vorname",
+        "nachname",
+        "prenom",
+        "apellido",
+        "apellidos",
+        "cognome",
+        "strasse",
+        "adresse",
+        "direccion",
+        "indirizzo",
+        "telefon",
+        "telefono",
+        "telefone",
+        "correo",
+        "courriel",
+        "plz",
+        "codigopostal",
     }
 )
 # Words that are personal data only as the last word of the name (after a number suffix is
 # dropped), alone or after a word saying whose: ``mobile``, ``home_tel``, ``customer_name``;
 # not ``mobile_app_user`` or ``brand_name``.
-_AS_HEAD = frozenset({"mobile", "tel", "cell", "name", "zip", "mail"})
+_AS_HEAD = frozenset({"mobile", "tel", "cell", "name", "zip", "mail", "nom", "nombre"})
 _WHOSE = frozenset(
     {
         "customer",
+        "cust",
         "client",
+        "cliente",
+        "kunde",
         "contact",
         "person",
         "member",
@@ -201,7 +230,9 @@ _reported: set[tuple] = set()
 def _words(name: str) -> list[str]:
     """The words of a column name: split at separators, case changes and where letters and
     digits meet (``email2``, ``address1``, ``zip5`` are ``email``, ``address``, ``zip`` + a number)."""
-    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", str(name))
+    name = unicodedata.normalize("NFKD", str(name)).replace("\u00df", "ss")  # prénom -> prenom, Straße -> Strasse
+    name = "".join(c for c in name if not unicodedata.combining(c))
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", name)
     spaced = re.sub(r"([A-Za-z])([0-9])|([0-9])([A-Za-z])", r"\1\3 \2\4", spaced)
     return [w for w in re.split(r"[^a-z0-9]+", spaced.lower()) if w]
 
