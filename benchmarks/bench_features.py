@@ -72,6 +72,7 @@ def machine_floor(repeats: int = 3) -> float:
 
     con = duckdb.connect()
     try:
+        con.execute("SET enable_progress_bar = false")
         timings = []
         for _ in range(repeats):
             started = time.perf_counter()

@@ -156,6 +156,9 @@ class TableSource:
     # Customers and identities: the privacy settings whose withheld columns are left out of
     # every scan (None: the table is read whole).
     guard: PrivacySettings | None = None
+    # The data set's folder as given: key=value folders above it are not the table's partitions
+    # (a daily export folder, /exports/date=2024-06-01/shop/), only those below it.
+    root: Path | None = None
 
     @property
     def is_csv(self) -> bool:
@@ -280,19 +283,50 @@ class TableSource:
             return ""
         return ", hive_partitioning = true, hive_types_autocast = false" if reads else ", hive_partitioning = false"
 
+    def _keys_below_root(self, path: Path) -> set[str]:
+        parent = Path(path).parent
+        if self.root is not None:
+            try:
+                parent = parent.relative_to(self.root)
+            except ValueError:
+                pass  # a file outside the data set's folder: every folder of its path
+        return {part.split("=", 1)[0].lower() for part in parent.parts if "=" in part}
+
+    def _scanned_paths(self) -> list[Path]:
+        if self.is_csv:
+            return [f.scanned_path for f in self.resolved_csv_files()]
+        return [Path(f) for f in self.files]
+
+    def keys_above_root(self) -> list[str]:
+        """The keys of key=value folders that DuckDB finds in the scanned paths but that are not
+        this table's partitions (above the data set's folder): left out of the scan where the
+        partitions are read, as Spark, reading below a base folder, never sees them."""
+        if not self.reads_folder_keys():
+            return []
+        below = set().union(*(self._keys_below_root(f) for f in self.files))
+        above = {
+            part.split("=", 1)[0]
+            for path in self._scanned_paths()
+            for part in Path(path).parent.parts
+            if "=" in part and part.split("=", 1)[0].lower() not in below
+        }
+        return sorted(above)
+
     def reads_folder_keys(self) -> bool | None:
-        """Whether the folders named ``key=value`` in this source's files' paths are read as
-        columns (each key, anywhere in the path, as text: ``store_id=007`` stays 007); None when
-        no path has one. They are not read where the files hold such a column too (the folder's
-        value replaced the files' own: ``channel=online`` over 'web' and 'app'), nor where no
-        key is a column the table reads (a contract column, or any for customers, whose extra
-        columns are attributes). A table is refused when either reading would lose a column it
-        reads: a key the files hold beside one they lack, or a key some files' folders give and
-        others' do not (DuckDB then reads no folder at all, and lost the channel of every line)."""
-        per_file = [{part.split("=", 1)[0].lower() for part in Path(f).parent.parts if "=" in part} for f in self.files]
+        """Whether the folders named ``key=value`` below the data set's folder in this source's
+        files' paths are read as columns (each key as text: ``store_id=007`` stays 007); None
+        when no scanned path has such a folder at all. They are not read where the files hold
+        such a column too (the folder's value replaced the files' own: ``channel=online`` over
+        'web' and 'app'), nor where no key is a column the table reads (a contract column, or
+        any for customers, whose extra columns are attributes). A table is refused when either
+        reading would lose a column it reads: a key the files hold beside one they lack, or a
+        key some files' folders give and others' do not (DuckDB then reads no folder at all,
+        and lost the channel of every line). Folders above the data set's are never read."""
+        per_file = [self._keys_below_root(f) for f in self.files]
         keys = set().union(*per_file)
         if not keys:
-            return None
+            anywhere = any("=" in part for path in self._scanned_paths() for part in Path(path).parent.parts)
+            return False if anywhere else None
         table = contract.TABLES_BY_NAME[self.table]
         read = {c.name.lower() for c in table.columns} | {
             self.columns.get(c.name, c.name).lower() for c in table.columns
@@ -320,6 +354,14 @@ class TableSource:
                 f"some files of {self.describe()} lie in folders named {uneven[0]}=... and others do not "
                 f"({self.part_name(without)}): folder keys are read only where every file has them, so "
                 f"{wanted[0]} would be lost for every file. Put every file in such folders, or none",
+                table=self.table,
+            )
+        cache = [p for p in cache_folder().parts if "=" in p]
+        if cache and any(f.read_path is not None for f in self.csv_files):
+            raise ContractError(
+                f"{self.describe()}: files converted to UTF-8 for reading are kept under {cache_folder()}, whose "
+                f"folder {cache[0]} reads as a key=value folder beside this table's {', '.join(wanted)}; set "
+                "PORTRAIT_CACHE_DIR to a folder without '=' in its path",
                 table=self.table,
             )
         return True
@@ -472,9 +514,10 @@ class TableSource:
         stored in :meth:`rejects_tables` instead of failing the whole read; without it such a
         line is an error."""
         scan = self._scan_sql(frame_view, keep_rejects)
-        if not self.withheld:
+        left_out = [*self.withheld, *self.keys_above_root()]
+        if not left_out:
             return scan
-        return f"(SELECT * EXCLUDE ({', '.join(quote_ident(c) for c in self.withheld)}) FROM {scan})"
+        return f"(SELECT * EXCLUDE ({', '.join(quote_ident(c) for c in left_out)}) FROM {scan})"
 
     def _scan_sql(self, frame_view: str, keep_rejects: bool = False) -> str:
         if self.frame is not None:
@@ -658,6 +701,7 @@ def open_dataset(path: str | Path) -> Dataset:
                 if is_csv
                 else (),
                 guard=_guard(table.name, privacy),
+                root=path,
             )
         elif table.required:
             raise ContractError(

@@ -2,7 +2,8 @@
 
 Customer ids are nodes, each distinct ``(id_type, id_value)`` is a node, and an identities row
 is an edge between them; every connected component is one person. The person's id is the
-smallest customer id (as text) in the component, so the merge never depends on row order.
+smallest customer id (as text) in the component that holds no e-mail address or phone number
+(:data:`MERGING_LINKS_JUDGED`), else the smallest, so the merge never depends on row order.
 
 Identifier values never leave this module: the map holds customer ids only, and
 :func:`explain` shows identifiers by type and count, or by salted hash given the salt; never
@@ -25,7 +26,7 @@ from portrait import connections, contract
 from portrait.adapters._write import copy_to_parquet
 from portrait.errors import PortraitError
 from portrait.files import open_bytes
-from portrait.privacy import personal_id_sql
+from portrait.privacy import personal_text_sql
 from portrait.sql import quote_ident, quote_literal
 
 SALT_ENV = "PORTRAIT_IDENTITY_SALT"
@@ -43,11 +44,12 @@ MERGING_LINKS = f"""WITH links AS (SELECT DISTINCT customer_id, id_type, id_valu
                    HAVING COUNT(*) > 1 AND COUNT(*) <= {MAX_IDS_PER_IDENTIFIER})
     SELECT links.customer_id, links.id_type, links.id_value FROM links JOIN shared USING (id_type, id_value)"""
 
-# The merging links, each with whether its customer id looks like an e-mail address or a phone
-# number: a person's id is the smallest of its ids that does not (else the smallest), so that an
-# opaque id merged with "anna.smith@example.com" keys the person's rows in every output, not the
-# address. One statement for both engines.
-MERGING_LINKS_JUDGED = f"SELECT l.*, {personal_id_sql('l.customer_id')} AS personal FROM ({MERGING_LINKS}) l"
+# The merging links, each with whether its customer id holds an e-mail address or a phone number
+# (written as one: +44 7700 900123, 07700 900123; an id of digits alone, 0100000001, is a loyalty
+# number as often as a phone's, and is not judged): a person's id is the smallest of its ids that
+# does not (else the smallest), so that an opaque id merged with "anna.smith@example.com" keys the
+# person's rows in every output, not the address. One statement for both engines.
+MERGING_LINKS_JUDGED = f"SELECT l.*, {personal_text_sql('l.customer_id')} AS personal FROM ({MERGING_LINKS}) l"
 
 # The identifiers too widely held to link anyone, with how many ids hold each.
 WIDELY_HELD = f"""SELECT id_type, id_value, COUNT(DISTINCT customer_id) AS holders FROM clean_identities

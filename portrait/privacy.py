@@ -131,9 +131,10 @@ _ALWAYS = frozenset(
         # shortened and run together, as exports write them
         "addr",
         "addressline",
-        "creditcard",
         "cardnumber",
+        "creditcardnumber",
         "ccnumber",
+        "numerocarte",
         # other languages' exports (accents dropped: prénom is prenom, Straße strasse)
         "vorname",
         "nachname",
@@ -146,6 +147,11 @@ _ALWAYS = frozenset(
         "direccion",
         "indirizzo",
         "telefon",
+        "telefonnummer",
+        "handynummer",
+        "mobilnummer",
+        "emailadresse",
+        "mailadresse",
         "telefono",
         "telefone",
         "correo",
@@ -165,6 +171,7 @@ _WHOSE = frozenset(
         "client",
         "cliente",
         "kunde",
+        "famille",
         "contact",
         "person",
         "member",
@@ -220,6 +227,12 @@ _FLAG_ENDINGS = frozenset(
         "kind",
         "count",
         "domain",
+        # other languages' flags: telefono_verificado, correo_valido
+        "verificado",
+        "valido",
+        "validado",
+        "verifie",
+        "verifiziert",
     }
 )
 _FLAG_STARTS = frozenset({"has", "is"})
@@ -338,16 +351,18 @@ def withheld_columns(
 EMAIL_IN_TEXT = r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,}"  # anywhere in a value
 FILE_AT = r"(?i)@[^@\s]*\.(png|jpe?g|gif|svg|webp|pdf)($|[^a-z])"  # img@2x.png is no address
 # Anywhere: +44 7700 900123 (9 to 15 digits), or the same written with 00 (0049 30 1234567),
-# not after a decimal point (0.0012345678). Up to two separators between digits: the trunk 0 in
-# brackets (+44 (0)20 7946 0958, +49 (0)30 1234567) and an area code in them (+7 (495) 123-45-67)
-# are as common as plain spaces.
-INTERNATIONAL_PHONE = r"\+[0-9]([ ()./-]{0,2}[0-9]){8,14}|(^|[^0-9.])00[1-9]([ ()./-]{0,2}[0-9]){7,13}"
+# not after a decimal point (0.0012345678). Between digits one separator, or a bracket with one
+# beside it: the trunk 0 in brackets (+44 (0)20 7946 0958, +49 (0)30 1234567) and an area code
+# in them (+7 (495) 123-45-67) are as common as plain spaces; two plain separators in a row
+# ("01/2024 -02/2024") are not a phone number's.
+_DIGIT_SEPARATOR = r"([ ./-]|[ ./-]?[()][ ./-]?)?"
+INTERNATIONAL_PHONE = rf"\+[0-9]({_DIGIT_SEPARATOR}[0-9]){{8,14}}|(^|[^0-9.])00[1-9]({_DIGIT_SEPARATOR}[0-9]){{7,13}}"
 # Anywhere in text: a national number, a trunk 0 then 8 to 11 more digits with separators
 # ("call 07700 900123", "02 555 12 34", "06.12.34.56.78"), not within a longer number nor after
 # a decimal point or a colon (a time's fraction). Dates written out (01.02.2023, 2023-01-05) and
 # ZIP+4 codes (02134-1234) are taken out of the text before it is judged, and a value of digits
 # only is judged as a number (below).
-NATIONAL_PHONE = r"(^|[^0-9+.:])0[1-9]([ ()./-]{0,2}[0-9]){7,10}($|[^0-9])"  # (030) 1234 5678 too
+NATIONAL_PHONE = rf"(^|[^0-9+.:])0[1-9]({_DIGIT_SEPARATOR}[0-9]){{7,10}}($|[^0-9])"  # (030) 1234 5678 too
 # ...and a North American number written 3-3-4 with dashes or dots: 415-555-0100, (415) 555-0100.
 NANP_PHONE = r"(^|[^0-9])(\([2-9][0-9]{2}\) ?|[2-9][0-9]{2}[.-])[2-9][0-9]{2}[.-][0-9]{4}($|[^0-9])"
 _NATIONAL_OR_NANP = f"{NATIONAL_PHONE}|{NANP_PHONE}"  # one pass over a text for both

@@ -780,6 +780,7 @@ def _local(folder: Path, tables: dict[str, str]) -> tuple[Dataset, dict]:
             encodings=encodings,
             csv_files=csv_files,
             guard=_guard(table.name, privacy),
+            root=folder,
         )
         read = [str(f.scanned_path) for f in csv_files] if is_csv else [str(f) for f in files]
         locations[table.name] = ("csv" if is_csv else "parquet", tuple(read))
@@ -860,21 +861,18 @@ def _read(engine: SparkEngine, spark_input: SparkInput, table: str):
 
 def _partitions_base(source: TableSource) -> str:
     """The folder below which Spark reads the key=value folders of ``source``'s files as DuckDB
-    does: their common folder, less its trailing key=value folders. Refused where Spark would
-    read fewer keys than DuckDB: a key=value folder above it, or copies converted to UTF-8 (each
-    under a folder of its own)."""
-    root = source.parts_root()
-    while "=" in root.name:
-        root = root.parent
-    above = [part for part in root.parts if "=" in part]
-    converted = any(f.read_path is not None for f in source.csv_files)
-    if above or converted:
-        why = f"a folder above them is named {above[0]}" if above else "they are converted to UTF-8 for reading"
+    does: their common folder, less its trailing key=value folders (never above the data set's
+    folder, whose own key=value folders are no partitions on either engine). Refused for copies
+    converted to UTF-8 (each under a folder of its own), which Spark cannot read below one."""
+    if any(f.read_path is not None for f in source.csv_files):
         raise PortraitError(
             f"{source.table}: the files' folders named key=value are read as columns, but the Spark engine cannot "
-            f"read them here ({why}); use --engine duckdb"
+            "read them from files converted to UTF-8; export them as UTF-8, or use --engine duckdb"
         )
-    return str(root)
+    base = source.parts_root()
+    while "=" in base.name and base != source.root:
+        base = base.parent
+    return str(base)
 
 
 def spark_dataset(spark, location, tables: dict[str, str] | None = None) -> tuple[SparkEngine, Dataset]:

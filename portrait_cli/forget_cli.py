@@ -53,7 +53,7 @@ def register(app: typer.Typer, out, console) -> None:
         from marketing.manual import default_store, forget_ids, read_ids
         from marketing.segments import default_folder
         from portrait.dataset import open_dataset
-        from portrait.forget import forget
+        from portrait.forget import LARGE_PERSON, forget
 
         given = list(ids or [])
         if ids_file is not None:
@@ -129,6 +129,14 @@ def register(app: typer.Typer, out, console) -> None:
         )
         if dry_run:
             out.print("dry run: nothing was changed", highlight=False, soft_wrap=True)
+            large = [p for p in result.persons if not p.already_forgotten and len(p.customer_ids) > LARGE_PERSON]
+            if large and not whole_person:
+                out.print(
+                    f"note: {large[0].given_id} is one person of {len(large[0].customer_ids):,} customer ids (more than "
+                    f"{LARGE_PERSON}): a run without --dry-run refuses it unless --whole-person is given",
+                    highlight=False,
+                    soft_wrap=True,
+                )
         if result.unreadable:
             for path, problem in result.unreadable:
                 console.print(

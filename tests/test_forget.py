@@ -503,5 +503,6 @@ def test_a_person_of_many_merged_ids_is_forgotten_only_when_asked_for_whole(tmp_
     assert not (data / ".portrait").exists()
     code, output = run("forget", "K07", "--data", str(data), "--dry-run")
     assert code == 0 and "K07: one person, 26 customer ids and 25 identity values would be forgotten" in output
+    assert "a run without --dry-run refuses it unless --whole-person is given" in output
     code, output = run("forget", "K07", "--data", str(data), "--whole-person")
     assert code == 0 and "K07: one person, 26 customer ids and 25 identity values forgotten" in output

@@ -639,6 +639,47 @@ def test_a_folder_key_never_replaces_the_files_own_column(tmp_path):
             open_dataset(tmp_path / f"mixed_{fmt}").connect()
 
 
+def test_key_value_folders_above_the_data_set_are_no_columns(tmp_path, monkeypatch):
+    """A data set in a daily export folder (/exports/date=2024-06-01/shop/): DuckDB read the
+    date as a customers attribute when the path was given whole (not when given from inside it),
+    and Spark refused the data set. Only the folders below the data set's are partitions."""
+    part = {"order_id": ["o1", "o2"], "customer_id": ["a", "b"], "ts": ["2024-03-01 10:00:00"] * 2, "amount": 1.0}
+    shop = tmp_path / "date=2024-06-01" / "shop"
+    for region, rows in (("north", [0]), ("south", [1])):
+        (shop / "customers" / f"region={region}").mkdir(parents=True)
+        pd.DataFrame({"customer_id": ["a", "b"], "tier": ["gold", "silver"]}).iloc[rows].to_parquet(
+            shop / "customers" / f"region={region}" / "p.parquet"
+        )
+    pd.DataFrame(part).to_csv(shop / "purchases.csv", index=False)
+    query = "SELECT * FROM customers ORDER BY customer_id"
+    expected = [("a", "gold", "north"), ("b", "silver", "south")]
+    assert open_dataset(shop).connect().execute(query).fetchall() == expected
+    monkeypatch.chdir(tmp_path / "date=2024-06-01")
+    assert open_dataset(Path("shop")).connect().execute(query).fetchall() == expected
+
+
+def test_a_cache_folder_named_key_value_is_said_not_read_as_a_partition(tmp_path, monkeypatch):
+    """Copies converted to UTF-8 lie in the cache folder: one under k=1/ had a key the originals
+    lack (a DuckDB "Hive partition mismatch" naming the cache; without partitions, a customers
+    column k that broke the read)."""
+    monkeypatch.setenv("PORTRAIT_CACHE_DIR", str(tmp_path / "k=1" / "cache"))
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "purchases.csv").write_bytes((HEADER + "o1,c1,2024-01-05,1,caf\u00e9\n").encode("cp1252"))
+    (plain / "portrait.toml").write_text('tables.purchases.encoding = "cp1252"\n')
+    con = open_dataset(plain).connect()
+    assert con.execute("SELECT order_id, category FROM purchases").fetchall() == [("o1", "caf\u00e9")]
+    parts = tmp_path / "parts" / "purchases"
+    for channel in ("web", "store"):
+        (parts / f"channel={channel}").mkdir(parents=True)
+        (parts / f"channel={channel}" / "p.csv").write_bytes(
+            (HEADER + f"o-{channel},c1,2024-01-05,1,caf\u00e9\n").encode("cp1252")
+        )
+    (tmp_path / "parts" / "portrait.toml").write_text('tables.purchases.encoding = "cp1252"\n')
+    with pytest.raises(ContractError, match=r"whose folder k=1 reads as a key=value folder .* set PORTRAIT_CACHE_DIR"):
+        open_dataset(tmp_path / "parts").connect()
+
+
 def test_files_in_key_value_folders_beside_files_outside_them_are_refused(tmp_path):
     """purchases/channel=web/ beside purchases/older/: DuckDB reads folder keys only when every
     file has them, so the channel of the web lines was lost too, unsaid. A key no column of the
