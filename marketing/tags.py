@@ -613,6 +613,8 @@ def tags_summary(
     A tag whose definition differs from the one the previous run recorded (``previous_reads``,
     its summary's) has no entered and left: they would count the edit (a lapsing threshold moved
     from 2 to 1.5: 254 "entered"), and a note says so."""
+    # skipped by every earlier run (a first run with --scores after runs without): no movement
+    uncounted = list(previous.attrs.get(NEVER_COMPUTED, [])) if previous is not None else []
     if previous is not None:
         previous = previous[~of_tags(previous, applied.skipped)]
     moves = movement(tags, previous)
@@ -648,13 +650,18 @@ def tags_summary(
     emptied = [
         f"tag {row.tag!r}: nobody holds it now; {int(row.left):,} held it on {previous_date}{why(row.tag)}"
         for row in moves.itertuples()
-        if previous is not None and int(row.customers) == 0 and int(row.left) > 0 and row.tag not in redefined
+        if previous is not None
+        and int(row.customers) == 0
+        and int(row.left) > 0
+        and row.tag not in redefined
+        and not of_tags(pd.DataFrame({"tag": [row.tag]}), uncounted)[0]
     ]
     changed = [
         f"tag {name!r}: its definition changed since the run of {previous_date} (it read {was}; now "
         f"{library.reads(name)}): who entered and left is not counted across the change"
         for name, was in sorted(redefined.items())
     ]
+    counted = ~of_tags(moves, uncounted)
     return {
         "as_of": as_of.isoformat(),
         "library": library.source,
@@ -663,11 +670,11 @@ def tags_summary(
         "tags": {
             row.tag: {
                 "customers": int(row.customers),
-                "entered": None if previous is None or row.tag in redefined else int(row.entered),
-                "left": None if previous is None or row.tag in redefined else int(row.left),
+                "entered": int(row.entered) if previous is not None and row.tag not in redefined and count else None,
+                "left": int(row.left) if previous is not None and row.tag not in redefined and count else None,
                 "reads": library.reads(row.tag),
             }
-            for row in moves.itertuples()
+            for row, count in zip(moves.itertuples(), counted, strict=True)
         },
         "exclusive_groups": applied.coverage,
         "skipped": applied.skipped,
@@ -729,7 +736,13 @@ def previous_tags(out_dir: Path, as_of: dt.date) -> tuple[pd.DataFrame | None, d
         computed = [name for name in missing if name not in skipped_in(out_dir, day)]
         parts.append(older[of_tags(older, computed)])
         missing = [name for name in missing if name not in computed]
-    return (pd.concat(parts, ignore_index=True) if len(parts) > 1 else newest), earlier[-1]
+    previous = pd.concat(parts, ignore_index=True) if len(parts) > 1 else newest
+    # the skipped tags no earlier run computed: nobody "entered" them (tags_summary)
+    previous.attrs[NEVER_COMPUTED] = list(missing)
+    return previous, earlier[-1]
+
+
+NEVER_COMPUTED = "never_computed"  # a previous table's attribute: tags no earlier run computed
 
 
 def summary_beside(tags_table: Path | None) -> dict:

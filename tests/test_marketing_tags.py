@@ -740,6 +740,48 @@ def test_a_run_without_scores_neither_empties_the_model_tags_nor_restarts_their_
     }
 
 
+def test_a_model_tag_no_earlier_run_computed_has_no_movement(tmp_path):
+    """Runs without --scores, then one with: every holder of the model tag was counted as having
+    "entered" (248 "new" high-value customers on the demo); no earlier run computed it, so there
+    is nothing to compare with, as on a first run."""
+    import json
+
+    from marketing.tags import previous_tags, tags_file, tags_summary, with_since, with_skipped
+
+    scores = pd.DataFrame({"customer_id": ["A", "B", "C"], "repurchase_90d_percentile": [90.0, 10.0, 85.0]})
+    scores.to_parquet(tmp_path / "scores_2024-03-01.parquet")
+    library = load_library_text(
+        tmp_path,
+        '[groups.p]\n[[tags]]\nname = "likely"\ngroup = "p"\nkind = "model"\nwhere = "repurchase_90d_percentile >= 80"\n'
+        '[[tags]]\nname = "buyer"\ngroup = "p"\nwhere = "orders_lifetime >= 1"\n',
+    )
+    out = tmp_path / "tags"
+    out.mkdir()
+
+    def run(as_of: str, scores_dir) -> dict:
+        with Population(dataset(), as_of, scores_dir=scores_dir) as population:
+            applied = apply_tags(library, population)
+        day = dt.date.fromisoformat(as_of)
+        previous, previous_date = previous_tags(out, day)
+        tags = with_since(applied.tags, previous)
+        summary = tags_summary(library, applied, tags, day, previous, previous_date)
+        with_skipped(tags, applied.skipped).to_parquet(tags_file(out, day))
+        tags_file(out, day).with_suffix(".summary.json").write_text(json.dumps(summary, default=str))
+        return summary
+
+    run("2024-03-01", None)
+    run("2024-03-02", None)
+    summary = run("2024-03-03", tmp_path)
+    assert summary["tags"]["likely"] == {
+        "customers": 2,
+        "entered": None,
+        "left": None,
+        "reads": "repurchase_90d_percentile >= 80",
+    }
+    assert summary["tags"]["buyer"]["entered"] == 0  # computed every time: counted
+    assert run("2024-03-04", tmp_path)["tags"]["likely"]["entered"] == 0  # from here on, counted
+
+
 def test_a_run_stopped_before_its_summary_still_says_which_tags_it_skipped(tmp_path):
     """The table records the tags its run skipped (written with it, in its metadata): killed
     between the table and its summary, the next run took the skipped model tag for one nobody
