@@ -192,6 +192,12 @@ def register_segments(app: typer.Typer, out, console) -> None:
                 "depends on the data: the condition is checked against it at refresh (give --data DIR --as-of DATE "
                 "to check it now)"
             )
+        if persona:  # a misspelt persona would fail every refresh of the folder: said now
+            out.print(
+                f"note: persona {persona!r} is looked up in the scores' personas at refresh (give --data DIR "
+                "--as-of DATE --scores DIR to check it now)",
+                highlight=False,
+            )
 
     def _count(
         segment, data, as_of, scores, file, store, segments_dir, engine, spark_master, save_first=False, replace=False
@@ -269,6 +275,8 @@ def register_segments(app: typer.Typer, out, console) -> None:
         """Saved segments with their definition and last refreshed size."""
         from marketing.segments import BrokenSegment, SegmentStore
 
+        if segments_dir is not None and not segments_dir.is_dir():  # a typo read as "no segments"
+            raise PortraitError(f"--segments {segments_dir}: no such folder")
         store = SegmentStore(segments_dir)
         columns = ("name", "definition", "customers", "share", "as of")
         rows, unreadable = [], []

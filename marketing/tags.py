@@ -108,6 +108,15 @@ class Tag:
         return text
 
 
+def _closest(name: str, names: list[str]) -> list[str]:
+    """The names closest to ``name``, compared without case ("vip" is "VIP")."""
+    same = [n for n in names if n.casefold() == name.casefold()]
+    if same:
+        return same
+    lowered = {n.casefold(): n for n in names}
+    return [lowered[c] for c in difflib.get_close_matches(name.casefold(), list(lowered), n=5)]
+
+
 @dataclass
 class Library:
     source: str
@@ -118,7 +127,7 @@ class Library:
         for tag in self.tags:
             if tag.name == name:
                 return tag
-        close = difflib.get_close_matches(name, [t.name for t in self.tags], n=5)
+        close = _closest(name, [t.name for t in self.tags])
         raise ConfigError(f"no tag {name!r} in {self.source}" + (f"; did you mean {close}?" if close else ""))
 
     def names(self) -> list[str]:
@@ -137,7 +146,7 @@ class Library:
         names = self.names()
         if name in names or any(name.startswith(f"{t.name}: ") for t in self.tags if t.each):
             return
-        close = difflib.get_close_matches(name, names, n=5)
+        close = _closest(name, names)
         raise ConfigError(f"no tag {name!r} in {self.source}" + (f"; did you mean {close}?" if close else ""))
 
     def reads(self, name: str) -> str:

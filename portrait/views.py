@@ -286,7 +286,7 @@ def select_columns(
                 raise ContractError(
                     f"column {column.name!r} is mapped to {wanted!r} in portrait.toml, which is not a column of "
                     f"{source.describe()}"
-                    + (f"; did you mean {close[0]!r}?" if close else "")
+                    + (f"; did you mean {close[0]!r}?" if close else ".")
                     + f" Its columns are {sorted(available)} (remove the mapping if the export has no {column.name})",
                     table=table.name,
                     column=column.name,

@@ -162,6 +162,12 @@ def validate_command(
 # ---------------------------------------------------------------- identity
 
 
+def _has_identities(dataset: Path) -> bool:
+    from portrait.dataset import open_dataset
+
+    return open_dataset(dataset).has("identities")
+
+
 def _with_identities(dataset: Path, otherwise: str):
     """The data set, its checks passed (once per version of its files), when it has identities."""
     from portrait.dataset import open_dataset
@@ -185,6 +191,9 @@ def identity_resolve_command(
 
     if out_file:
         check_suffix(out_file, (".parquet",))
+    if not out_file and not _has_identities(dataset):  # a valid data set: nothing to fix (exit 0)
+        out.print(f"data set {dataset} has no identities table: every customer id is its own person", highlight=False)
+        return
     con = _with_identities(dataset, "nothing to merge").connect()
     out.print(identity_summary(con).sentence())
     if out_file:

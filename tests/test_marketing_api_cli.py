@@ -160,6 +160,8 @@ def test_segment_commands_as_a_user(tmp_path, data_folder, monkeypatch):
     (tmp_path / "segments" / "edited.toml").write_text("include = 'browsers'\n")  # edited by hand
     code, text = run("segment", "list")
     assert code == 2 and text.startswith("segments/edited.toml: include must be a list of names")
+    code, text = run("segment", "list", "--segments", str(tmp_path / "segmnets"))  # a typo: not "no segments"
+    assert code == 2 and text == f"--segments {tmp_path / 'segmnets'}: no such folder"
 
 
 @pytest.mark.parametrize(
@@ -544,3 +546,21 @@ def test_segment_counts_errors_name_no_segment_the_user_did_not_name(tmp_path, d
     monkeypatch.chdir(tmp_path)
     code, text = run("segment", "count", "--data", str(data_folder), "--as-of", "2024-03-01", "--where", "nosuch > 1")
     assert code == 2 and text.startswith("the definition: unknown column 'nosuch'") and "preview" not in text
+
+
+def test_identity_resolve_of_a_data_set_without_identities_is_no_error(tmp_path):
+    """A data set without the optional identities table is valid: exit 0, said (it was exit 2,
+    "something to fix first"); asked for a map file, it is still an error (nothing to write)."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "purchases.csv").write_text("order_id,customer_id,ts,amount\no1,a,2024-01-05,1\n")
+    code, text = run("identity", "resolve", str(folder))
+    assert code == 0 and "has no identities table: every customer id is its own person" in text
+    code, text = run("identity", "resolve", str(folder), "--out", str(tmp_path / "map.parquet"))
+    assert code == 2 and "has no identities table; nothing to merge" in text
+
+
+def test_a_segment_on_a_persona_saved_without_data_says_when_the_name_is_checked(tmp_path):
+    """A misspelt persona was saved without a word, then failed every refresh of the folder."""
+    code, text = run("segment", "create", "p1", "--persona", "Coupon redeemer", "--segments", str(tmp_path / "s"))
+    assert code == 0 and "note: persona 'Coupon redeemer' is looked up in the scores' personas at refresh" in text

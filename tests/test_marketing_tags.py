@@ -1028,3 +1028,14 @@ def test_a_segment_refresh_stopped_between_its_writes_is_repaired_by_running_it_
         assert waiting.is_alive()
     waiting.join(30)
     assert not waiting.is_alive()
+
+
+def test_a_tag_name_in_another_case_is_suggested(tmp_path):
+    """`tags assign vip` found no 'vip' and suggested nothing: difflib compares with case."""
+    library = load_library_text(
+        tmp_path, '[groups.s]\n[[tags]]\nname = "VIP"\ngroup = "s"\nkind = "manual"\ndescription = "by hand"\n'
+    )
+    with pytest.raises(PortraitError, match=r"no tag 'vip' in .*; did you mean \['VIP'\]\?$"):
+        library.tag("vip")
+    with pytest.raises(PortraitError, match=r"no tag 'Vip' in .*; did you mean \['VIP'\]\?$"):
+        library.check_tag("Vip")
