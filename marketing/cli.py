@@ -153,7 +153,6 @@ def register_tags(app: typer.Typer, out, console) -> None:
             out_dir,
             extra={"duration_seconds": round(time.perf_counter() - started, 2)},
         )
-        previous = summary["previous_run"]
         table = Table(title=f"tags as of {as_of_date} ({applied.customers:,} customers)")
         for column in ("tag", "customers", "share", "entered", "left"):
             table.add_column(column, justify="left" if column == "tag" else "right")
@@ -162,8 +161,8 @@ def register_tags(app: typer.Typer, out, console) -> None:
                 tag,
                 f"{info['customers']:,}",
                 f"{info['customers'] / max(applied.customers, 1):.1%}",
-                "-" if previous is None else f"{info['entered']:,}",
-                "-" if previous is None else f"{info['left']:,}",
+                "-" if info["entered"] is None else f"{info['entered']:,}",  # none to compare with
+                "-" if info["left"] is None else f"{info['left']:,}",
             )
         out.print(table)
         for group, info in applied.coverage.items():

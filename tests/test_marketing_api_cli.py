@@ -564,3 +564,22 @@ def test_a_segment_on_a_persona_saved_without_data_says_when_the_name_is_checked
     """A misspelt persona was saved without a word, then failed every refresh of the folder."""
     code, text = run("segment", "create", "p1", "--persona", "Coupon redeemer", "--segments", str(tmp_path / "s"))
     assert code == 0 and "note: persona 'Coupon redeemer' is looked up in the scores' personas at refresh" in text
+
+
+def test_tags_apply_shows_a_dash_for_a_model_tag_no_earlier_run_computed(data_folder, tmp_path):
+    """The summary's entered and left are None for it (and for a redefined tag): the table
+    formatted None as a number, a traceback on the first run with --scores after runs without."""
+    out = tmp_path / "tags"
+    code, text = run("tags", "apply", str(data_folder), "--as-of", "2024-03-01", "--out", str(out))
+    assert code == 0, text
+    scores = tmp_path / "scores"
+    scores.mkdir()
+    pd.DataFrame({"customer_id": ["A", "B", "C"], "repurchase_90d_percentile": [90.0, 10.0, 85.0]}).to_parquet(
+        scores / "scores_2024-03-01.parquet"
+    )
+    code, text = run(
+        "tags", "apply", str(data_folder), "--as-of", "2024-03-02", "--out", str(out), "--scores", str(scores)
+    )
+    assert code == 0, text
+    row = next(line for line in text.splitlines() if "likely repurchaser" in line)
+    assert [cell.strip() for cell in row.split("│")[-3:-1]] == ["-", "-"], row
