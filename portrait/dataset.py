@@ -356,6 +356,19 @@ class TableSource:
                 f"{wanted[0]} would be lost for every file. Put every file in such folders, or none",
                 table=self.table,
             )
+        # DuckDB reads every key=value folder of a path: one above the data set's folder is left
+        # out of the scan (keys_above_root), but where it names a partition below or a column
+        # of the files, its value would replace theirs before that.
+        above = {part.split("=", 1)[0].lower() for part in (self.root.parts if self.root else ()) if "=" in part}
+        clash = sorted(above & (keys | columns))
+        if clash:
+            raise ContractError(
+                f"{self.describe()}: a folder above the data set's is named {clash[0]}=..., as "
+                + ("a partition folder below it is" if clash[0] in keys else "a column of the files is")
+                + ": read with the partitions, every row would take that folder's value. Rename that folder "
+                "(not key=value), or move the data set",
+                table=self.table,
+            )
         cache = [p for p in cache_folder().parts if "=" in p]
         if cache and any(f.read_path is not None for f in self.csv_files):
             raise ContractError(
@@ -514,7 +527,8 @@ class TableSource:
         stored in :meth:`rejects_tables` instead of failing the whole read; without it such a
         line is an error."""
         scan = self._scan_sql(frame_view, keep_rejects)
-        left_out = [*self.withheld, *self.keys_above_root()]
+        withheld = {c.lower() for c in self.withheld}
+        left_out = [*self.withheld, *(k for k in self.keys_above_root() if k.lower() not in withheld)]
         if not left_out:
             return scan
         return f"(SELECT * EXCLUDE ({', '.join(quote_ident(c) for c in left_out)}) FROM {scan})"

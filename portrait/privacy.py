@@ -131,6 +131,7 @@ _ALWAYS = frozenset(
         # shortened and run together, as exports write them
         "addr",
         "addressline",
+        "creditcard",
         "cardnumber",
         "creditcardnumber",
         "ccnumber",
@@ -235,7 +236,7 @@ _FLAG_ENDINGS = frozenset(
         "verifiziert",
     }
 )
-_FLAG_STARTS = frozenset({"has", "is"})
+_FLAG_STARTS = frozenset({"has", "is", "uses"})
 
 _reported: set[tuple] = set()
 
@@ -351,11 +352,11 @@ def withheld_columns(
 EMAIL_IN_TEXT = r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,}"  # anywhere in a value
 FILE_AT = r"(?i)@[^@\s]*\.(png|jpe?g|gif|svg|webp|pdf)($|[^a-z])"  # img@2x.png is no address
 # Anywhere: +44 7700 900123 (9 to 15 digits), or the same written with 00 (0049 30 1234567),
-# not after a decimal point (0.0012345678). Between digits one separator, or a bracket with one
-# beside it: the trunk 0 in brackets (+44 (0)20 7946 0958, +49 (0)30 1234567) and an area code
-# in them (+7 (495) 123-45-67) are as common as plain spaces; two plain separators in a row
-# ("01/2024 -02/2024") are not a phone number's.
-_DIGIT_SEPARATOR = r"([ ./-]|[ ./-]?[()][ ./-]?)?"
+# not after a decimal point (0.0012345678). Up to two separators between digits: the trunk 0 in
+# brackets (+44 (0)20 7946 0958, +49 (0)30 1234567), an area code in them (+7 (495) 123-45-67),
+# a double space or "030/ 1234 5678" are as common as one (months written out, 01/2024, are taken
+# out of a text first, below, so that "01/2024 -02/2024" is not one).
+_DIGIT_SEPARATOR = r"[ ()./-]{0,2}"
 INTERNATIONAL_PHONE = rf"\+[0-9]({_DIGIT_SEPARATOR}[0-9]){{8,14}}|(^|[^0-9.])00[1-9]({_DIGIT_SEPARATOR}[0-9]){{7,13}}"
 # Anywhere in text: a national number, a trunk 0 then 8 to 11 more digits with separators
 # ("call 07700 900123", "02 555 12 34", "06.12.34.56.78"), not within a longer number nor after
@@ -367,7 +368,7 @@ NATIONAL_PHONE = rf"(^|[^0-9+.:])0[1-9]({_DIGIT_SEPARATOR}[0-9]){{7,10}}($|[^0-9
 NANP_PHONE = r"(^|[^0-9])(\([2-9][0-9]{2}\) ?|[2-9][0-9]{2}[.-])[2-9][0-9]{2}[.-][0-9]{4}($|[^0-9])"
 _NATIONAL_OR_NANP = f"{NATIONAL_PHONE}|{NANP_PHONE}"  # one pass over a text for both
 # Dates written out and ZIP+4 codes: taken out of a text before it is judged for phone numbers.
-NOT_PHONES_IN_TEXT = r"([0-9]{1,2}[./-][0-9]{1,2}[./-](19|20)[0-9]{2}|(19|20)[0-9]{2}[./-][0-9]{1,2}[./-][0-9]{1,2}|(^|[^0-9])[0-9]{5}-[0-9]{4}($|[^0-9]))"
+NOT_PHONES_IN_TEXT = r"([0-9]{1,2}[./-][0-9]{1,2}[./-](19|20)[0-9]{2}|(19|20)[0-9]{2}[./-][0-9]{1,2}[./-][0-9]{1,2}|(^|[^0-9])[0-9]{5}-[0-9]{4}($|[^0-9])|(^|[^0-9])(0?[1-9]|1[0-2])[./-](19|20)[0-9]{2}($|[^0-9]))"
 PHONE_SHAPED = r"^\+?[0-9(][0-9 ()./-]{5,18}[0-9]$"  # 7 to 20 characters of digits and separators
 
 
