@@ -923,3 +923,20 @@ def test_customers_with_every_line_quarantined_are_said(tmp_path):
     ) in notes
     clean = validate(open_dataset(write_tables(tmp_path / "ok", purchases=purchases({})))).notes
     assert not any("every purchase line quarantined" in n for n in clean)
+
+
+def test_customers_rows_of_merged_ids_not_read_are_counted(tmp_path):
+    """A, B merged into one person, each with a customers row: one row's attributes are read
+    (the person's own id's) and B's not, which validation said nowhere."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "purchases.csv").write_text("order_id,customer_id,ts,amount\no1,A,2024-01-05,1\no2,B,2024-01-06,2\n")
+    (folder / "customers.csv").write_text("customer_id,tier\nA,gold\nB,bronze\nC,silver\n")
+    (folder / "identities.csv").write_text("customer_id,id_type,id_value\nA,device,d1\nB,device,d1\n")
+    report = validate(open_dataset(folder))
+    assert (
+        "customers: 1 person merged from several ids has a customers row under more than one of them (2 rows): the "
+        "attributes are read from one (the person's own id's, else the smallest id's), the other 1 not"
+    ) in report.notes
+    (folder / "identities.csv").write_text("customer_id,id_type,id_value\nA,device,d1\nC,device,d2\n")
+    assert not [n for n in validate(open_dataset(folder)).notes if "merged from several ids" in n]
