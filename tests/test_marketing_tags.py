@@ -691,12 +691,28 @@ def test_a_segment_or_crowd_of_a_model_tag_not_computed_is_refused_not_empty(tmp
             SegmentEvaluator(population, store, library).evaluate(Segment("s", tags=["likely"]))
 
 
+def _apply_and_record(library, out: Path, as_of: str, scores_dir) -> tuple[pd.DataFrame, dict]:
+    """One run as write_tags makes it: the tags as of ``as_of`` (scores from ``scores_dir``, or
+    none), carried from the previous run in ``out``, written there with the tags it skipped and
+    its summary."""
+    import json
+
+    from marketing.tags import previous_tags, tags_file, tags_summary, with_since, with_skipped
+
+    with Population(dataset(), as_of, scores_dir=scores_dir) as population:
+        applied = apply_tags(library, population)
+    day = dt.date.fromisoformat(as_of)
+    previous, previous_date = previous_tags(out, day)
+    tags = with_since(applied.tags, previous)
+    summary = tags_summary(library, applied, tags, day, previous, previous_date)
+    with_skipped(tags, applied.skipped).to_parquet(tags_file(out, day))
+    tags_file(out, day).with_suffix(".summary.json").write_text(json.dumps(summary, default=str))
+    return tags, summary
+
+
 def test_a_run_without_scores_neither_empties_the_model_tags_nor_restarts_their_history(tmp_path):
     """A run without --scores reported every model tag's customers as having left, and the next
     run with scores dated their tags from that run: their history was lost."""
-    import json
-
-    from marketing.tags import previous_tags, tags_file, tags_summary, with_since
 
     scores = pd.DataFrame({"customer_id": ["A", "B", "C"], "repurchase_90d_percentile": [90.0, 10.0, 85.0]})
     scores.to_parquet(tmp_path / "scores_2024-03-01.parquet")
@@ -710,15 +726,7 @@ def test_a_run_without_scores_neither_empties_the_model_tags_nor_restarts_their_
     out.mkdir()
 
     def run(as_of: str, scores_dir):
-        with Population(dataset(), as_of, scores_dir=scores_dir) as population:
-            applied = apply_tags(library, population)
-        day = dt.date.fromisoformat(as_of)
-        previous, previous_date = previous_tags(out, day)
-        tags = with_since(applied.tags, previous)
-        summary = tags_summary(library, applied, tags, day, previous, previous_date)
-        tags.to_parquet(tags_file(out, day))
-        tags_file(out, day).with_suffix(".summary.json").write_text(json.dumps(summary, default=str))
-        return tags, summary
+        return _apply_and_record(library, out, as_of, scores_dir)
 
     first, first_summary = run("2024-03-01", tmp_path)
     assert sorted(first.loc[first["tag"] == "likely", "customer_id"]) == ["A", "C"]
@@ -744,9 +752,6 @@ def test_a_model_tag_no_earlier_run_computed_has_no_movement(tmp_path):
     """Runs without --scores, then one with: every holder of the model tag was counted as having
     "entered" (248 "new" high-value customers on the demo); no earlier run computed it, so there
     is nothing to compare with, as on a first run."""
-    import json
-
-    from marketing.tags import previous_tags, tags_file, tags_summary, with_since, with_skipped
 
     scores = pd.DataFrame({"customer_id": ["A", "B", "C"], "repurchase_90d_percentile": [90.0, 10.0, 85.0]})
     scores.to_parquet(tmp_path / "scores_2024-03-01.parquet")
@@ -759,15 +764,7 @@ def test_a_model_tag_no_earlier_run_computed_has_no_movement(tmp_path):
     out.mkdir()
 
     def run(as_of: str, scores_dir) -> dict:
-        with Population(dataset(), as_of, scores_dir=scores_dir) as population:
-            applied = apply_tags(library, population)
-        day = dt.date.fromisoformat(as_of)
-        previous, previous_date = previous_tags(out, day)
-        tags = with_since(applied.tags, previous)
-        summary = tags_summary(library, applied, tags, day, previous, previous_date)
-        with_skipped(tags, applied.skipped).to_parquet(tags_file(out, day))
-        tags_file(out, day).with_suffix(".summary.json").write_text(json.dumps(summary, default=str))
-        return summary
+        return _apply_and_record(library, out, as_of, scores_dir)[1]
 
     run("2024-03-01", None)
     run("2024-03-02", None)

@@ -94,6 +94,15 @@ def spark_views(spark, data):
     engine.close()
 
 
+def _duckdb_rows(folder, query: str) -> list[tuple]:
+    """The rows of ``query`` on the data set in ``folder``, read by DuckDB."""
+    con = open_dataset(folder).connect()
+    try:
+        return con.execute(query).fetchall()
+    finally:
+        con.close()
+
+
 def _assert_same_features(duck: pd.DataFrame, other: pd.DataFrame) -> None:
     assert list(other.columns) == list(duck.columns)
     assert other["customer_id"].tolist() == duck["customer_id"].tolist()
@@ -442,11 +451,7 @@ def test_values_padded_with_unicode_spaces_are_trimmed_as_duckdb_trims_them(spar
     ]
     (tmp_path / "purchases.csv").write_text("".join(lines))
     query = "SELECT customer_id, COUNT(*), MIN(category) FROM purchases GROUP BY 1 ORDER BY 1"
-    con = open_dataset(tmp_path).connect()
-    try:
-        duck = con.execute(query).fetchall()
-    finally:
-        con.close()
+    duck = _duckdb_rows(tmp_path, query)
     assert [row[:2] for row in duck][0] == ("\tc2", 1) and ("c1", 2, "Food") in duck
     engine, _ = spark_dataset(spark, tmp_path)
     try:
@@ -479,11 +484,7 @@ def test_key_value_folders_are_read_as_duckdb_reads_them(spark, tmp_path):
             where.mkdir(parents=True)
             rows = pd.DataFrame({**part, **changes})
             rows.to_csv(where / "p.csv", index=False) if name == "csv" else rows.to_parquet(where / "p.parquet")
-        con = open_dataset(tmp_path / name).connect()
-        try:
-            assert con.execute(query).fetchall() == expected[name], name
-        finally:
-            con.close()
+        assert _duckdb_rows(tmp_path / name, query) == expected[name], name
         engine, _ = spark_dataset(spark, tmp_path / name)
         try:
             assert [tuple(r) for r in engine.rows(query)] == expected[name], name
@@ -499,11 +500,7 @@ def test_key_value_folders_are_read_as_duckdb_reads_them(spark, tmp_path):
         )
     pd.DataFrame(part).to_csv(shop / "purchases.csv", index=False)
     query = "SELECT * FROM customers ORDER BY customer_id"
-    con = open_dataset(shop).connect()
-    try:
-        assert con.execute(query).fetchall() == [("a", "gold", "north"), ("b", "gold", "south")]
-    finally:
-        con.close()
+    assert _duckdb_rows(shop, query) == [("a", "gold", "north"), ("b", "gold", "south")]
     engine, _ = spark_dataset(spark, shop)
     try:
         assert [tuple(r) for r in engine.rows(query)] == [("a", "gold", "north"), ("b", "gold", "south")]
@@ -520,11 +517,7 @@ def test_the_person_id_prefers_an_id_that_is_not_personal_on_spark_too(spark, tm
     )
     JUDGED_LINKS.to_csv(tmp_path / "identities.csv", index=False)
     query = "SELECT customer_id, person_id FROM identity_map ORDER BY customer_id"
-    con = open_dataset(tmp_path).connect()
-    try:
-        duck = con.execute(query).fetchall()
-    finally:
-        con.close()
+    duck = _duckdb_rows(tmp_path, query)
     assert ("anna.smith@example.com", "zed1") in duck and ("0770 0900125", "0770 0900124") in duck
     engine, _ = spark_dataset(spark, tmp_path)
     try:
