@@ -656,21 +656,17 @@ def tags_summary(
             return " (does a value it names no longer occur, or no longer rank among the top ones?)"
         return ""
 
+    counted = ~of_tags(moves, uncounted)
     emptied = [
         f"tag {row.tag!r}: nobody holds it now; {int(row.left):,} held it on {previous_date}{why(row.tag)}"
-        for row in moves.itertuples()
-        if previous is not None
-        and int(row.customers) == 0
-        and int(row.left) > 0
-        and row.tag not in redefined
-        and not of_tags(pd.DataFrame({"tag": [row.tag]}), uncounted)[0]
+        for row, count in zip(moves.itertuples(), counted, strict=True)
+        if previous is not None and count and int(row.customers) == 0 and int(row.left) > 0 and row.tag not in redefined
     ]
     changed = [
         f"tag {name!r}: its definition changed since the run of {previous_date} (it read {was}; now "
         f"{library.reads(name)}): who entered and left is not counted across the change"
         for name, was in sorted(redefined.items())
     ]
-    counted = ~of_tags(moves, uncounted)
     return {
         "as_of": as_of.isoformat(),
         "library": library.source,

@@ -327,8 +327,13 @@ MAX_REASON = 120
 LARGE_PERSON = MAX_IDS_PER_IDENTIFIER
 
 
+def large_persons(persons: list[Person]) -> list[Person]:
+    """The persons (not already forgotten) of more than :data:`LARGE_PERSON` customer ids."""
+    return [p for p in persons if not p.already_forgotten and len(p.customer_ids) > LARGE_PERSON]
+
+
 def _refuse_large_persons(persons: list[Person]) -> None:
-    large = [p for p in persons if not p.already_forgotten and len(p.customer_ids) > LARGE_PERSON]
+    large = large_persons(persons)
     if large:
         first = large[0]
         raise PortraitError(

@@ -53,7 +53,7 @@ def register(app: typer.Typer, out, console) -> None:
         from marketing.manual import default_store, forget_ids, read_ids
         from marketing.segments import default_folder
         from portrait.dataset import open_dataset
-        from portrait.forget import LARGE_PERSON, forget
+        from portrait.forget import LARGE_PERSON, forget, large_persons
 
         given = list(ids or [])
         if ids_file is not None:
@@ -129,7 +129,7 @@ def register(app: typer.Typer, out, console) -> None:
         )
         if dry_run:
             out.print("dry run: nothing was changed", highlight=False, soft_wrap=True)
-            large = [p for p in result.persons if not p.already_forgotten and len(p.customer_ids) > LARGE_PERSON]
+            large = large_persons(result.persons)
             if large and not whole_person:
                 out.print(
                     f"note: {large[0].given_id} is one person of {len(large[0].customer_ids):,} customer ids (more than "

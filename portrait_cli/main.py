@@ -162,19 +162,16 @@ def validate_command(
 # ---------------------------------------------------------------- identity
 
 
-def _has_identities(dataset: Path) -> bool:
-    from portrait.dataset import open_dataset
-
-    return open_dataset(dataset).has("identities")
-
-
-def _with_identities(dataset: Path, otherwise: str):
-    """The data set, its checks passed (once per version of its files), when it has identities."""
+def _with_identities(dataset: Path, otherwise: str | None):
+    """The data set, its checks passed (once per version of its files), when it has identities;
+    without them an error saying ``otherwise``, or None when ``otherwise`` is None."""
     from portrait.dataset import open_dataset
     from portrait.validate import checked
 
     ds = open_dataset(dataset)
     if not ds.has("identities"):
+        if otherwise is None:
+            return None
         raise PortraitError(f"data set {dataset} has no identities table; {otherwise}")
     with spinner(console, "identities") as say:
         return checked(ds, say, note=lambda text: out.print(f"note: {text}", highlight=False))
@@ -191,10 +188,12 @@ def identity_resolve_command(
 
     if out_file:
         check_suffix(out_file, (".parquet",))
-    if not out_file and not _has_identities(dataset):  # a valid data set: nothing to fix (exit 0)
+    # without identities: a valid data set, nothing to fix (exit 0), unless a map file is asked for
+    checked = _with_identities(dataset, "nothing to merge" if out_file else None)
+    if checked is None:
         out.print(f"data set {dataset} has no identities table: every customer id is its own person", highlight=False)
         return
-    con = _with_identities(dataset, "nothing to merge").connect()
+    con = checked.connect()
     out.print(identity_summary(con).sentence())
     if out_file:
         atomic_write(con.execute("SELECT * FROM identity_map ORDER BY customer_id").df(), out_file, csv=False)
