@@ -178,6 +178,16 @@ def _folded(value: str) -> str:
     return " ".join(value.split()).casefold()
 
 
+def closest_names(name: str, names: list[str], n: int = 5) -> list[str]:
+    """The names closest to ``name``: those equal to it but for case and spacing ("vip" is
+    "VIP"), else the nearest by spelling, compared the same way."""
+    same = [v for v in names if _folded(v) == _folded(name)]
+    if same:
+        return same
+    folded = {_folded(v): v for v in names}
+    return [folded[c] for c in difflib.get_close_matches(_folded(name), list(folded), n=n)]
+
+
 def kind_of(column: pd.Series) -> str:
     if pd.api.types.is_bool_dtype(column):
         return NUMBER

@@ -53,7 +53,7 @@ import pandas as pd
 
 from features.build import late_as_of_note, nobody_before
 from marketing import manual
-from marketing.filters import NUMBER, Condition, FilterError, Schema, evaluate, parse_condition
+from marketing.filters import NUMBER, Condition, FilterError, Schema, closest_names, evaluate, parse_condition
 from marketing.population import PERSONA_COLUMNS, SCORE_SUFFIXES, Population
 from marketing.rfm import GROUPS as RFM_GROUPS
 from portrait.errors import ConfigError, PortraitError
@@ -108,15 +108,6 @@ class Tag:
         return text
 
 
-def _closest(name: str, names: list[str]) -> list[str]:
-    """The names closest to ``name``, compared without case ("vip" is "VIP")."""
-    same = [n for n in names if n.casefold() == name.casefold()]
-    if same:
-        return same
-    lowered = {n.casefold(): n for n in names}
-    return [lowered[c] for c in difflib.get_close_matches(name.casefold(), list(lowered), n=5)]
-
-
 @dataclass
 class Library:
     source: str
@@ -127,7 +118,7 @@ class Library:
         for tag in self.tags:
             if tag.name == name:
                 return tag
-        close = _closest(name, [t.name for t in self.tags])
+        close = closest_names(name, [t.name for t in self.tags])
         raise ConfigError(f"no tag {name!r} in {self.source}" + (f"; did you mean {close}?" if close else ""))
 
     def names(self) -> list[str]:
@@ -146,7 +137,7 @@ class Library:
         names = self.names()
         if name in names or any(name.startswith(f"{t.name}: ") for t in self.tags if t.each):
             return
-        close = _closest(name, names)
+        close = closest_names(name, names)
         raise ConfigError(f"no tag {name!r} in {self.source}" + (f"; did you mean {close}?" if close else ""))
 
     def reads(self, name: str) -> str:
