@@ -192,6 +192,14 @@ def test_persona_models_register_through_the_shared_helper_with_a_typed_card(per
     stored = json.loads((Path(folder) / "artifacts" / "meta.json").read_text())
     card = PersonaCard.from_dict(stored)
     assert card.name == config.name and card.names == fit.names and card.as_of == "2025-01-01"
+    # declared, not inferred (a subprocess per registration, which left lightgbm out)
+    import lightgbm
+    import sklearn
+
+    requirements = (Path(folder) / "requirements.txt").read_text().split()
+    assert f"lightgbm=={lightgbm.__version__}" in requirements
+    assert f"scikit-learn=={sklearn.__version__}" in requirements
+    assert any(line.startswith("mlflow==") for line in requirements)
     assert card.features == list(fit.model.feature_names_) and card.vocabulary
     assert MlflowClient().get_run(run_id).data.metrics["persona_stability"] == card.metrics["persona_stability"]
 
