@@ -122,15 +122,6 @@ def _assert_same_features(duck: pd.DataFrame, other: pd.DataFrame) -> None:
     assert not mismatched, mismatched
 
 
-def test_every_feature_from_spark_equals_duckdb(spark_views, data):
-    engine, dataset = spark_views
-    duck = build_features(open_dataset(data), AS_OF)
-    on_spark = build_features(dataset, AS_OF, con=engine)
-    assert len(duck) > 300 and duck.shape[1] > 150
-    assert duck.select_dtypes("int64").shape[1] > 20 and duck.select_dtypes("category").shape[1] >= 2
-    _assert_same_features(duck, on_spark)
-
-
 def test_the_same_rows_are_quarantined_for_the_same_reasons(spark_views, data):
     from portrait.spark_engine import quarantine_counts
     from portrait.validate import validate
@@ -261,13 +252,34 @@ def registered(tracking, data):
     return data
 
 
-def test_scores_on_spark_equal_scores_on_duckdb(spark, registered, tmp_path):
+@pytest.fixture(scope="module")
+def scored(spark, registered, tmp_path_factory):
+    """One batch scoring of the data set on each engine: a feature build on Spark costs tens
+    of seconds here, so the features' parity and the scores' parity read the same two runs.
+    Scoring writes every feature the model was trained on (all families, its vocabulary)
+    beside the scores."""
     from serving.score import score
     from serving.spark_score import score_on_spark
 
-    duck_run = score(open_dataset(registered), SCORE_AS_OF, [MODEL], tmp_path / "duck")
+    out = tmp_path_factory.mktemp("scored")
+    duck_run = score(open_dataset(registered), SCORE_AS_OF, [MODEL], out / "duck")
+    spark_run = score_on_spark(str(registered), SCORE_AS_OF, [MODEL], out / "spark")
+    features_file = next(p.name for p in (out / "duck").glob("features_*"))
+    duck_features = pd.read_parquet(out / "duck" / features_file)
+    spark_features = pd.read_parquet(out / "spark" / features_file)
+    return duck_run, spark_run, duck_features, spark_features
+
+
+def test_every_feature_from_spark_equals_duckdb(scored):
+    _, _, duck, on_spark = scored
+    assert len(duck) > 300 and duck.shape[1] > 150
+    assert duck.select_dtypes("int64").shape[1] > 20 and duck.select_dtypes(["category", "str"]).shape[1] >= 2
+    _assert_same_features(duck, on_spark)
+
+
+def test_scores_on_spark_equal_scores_on_duckdb(scored):
+    duck_run, run, _, _ = scored
     duck = duck_run.scores
-    run = score_on_spark(str(registered), SCORE_AS_OF, [MODEL], tmp_path / "spark")
     on_spark = pd.read_parquet(run.scores_file)
     assert list(on_spark.columns) == list(duck.columns)
     assert on_spark["customer_id"].tolist() == duck["customer_id"].tolist()
@@ -278,8 +290,6 @@ def test_scores_on_spark_equal_scores_on_duckdb(spark, registered, tmp_path):
     assert run.summary["models"][MODEL].keys() == duck_run.summary["models"][MODEL].keys()
     assert run.summary["models"][MODEL]["note"] == duck_run.summary["models"][MODEL]["note"]
     assert "know what came next" in run.summary["models"][MODEL]["note"]
-    features = pd.read_parquet(tmp_path / "spark" / next(p.name for p in (tmp_path / "duck").glob("features_*")))
-    _assert_same_features(pd.read_parquet(next((tmp_path / "duck").glob("features_*"))), features)
 
 
 def test_tables_from_a_spark_path_and_from_the_catalog_hold_the_same_rows(spark, data, tmp_path):
