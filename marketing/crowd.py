@@ -33,6 +33,7 @@ from marketing.segments import SegmentEvaluator, SegmentStore
 from marketing.tags import Applied, Library, apply_tags, levels
 from portrait.contract import line_units, purchase_order
 from portrait.errors import PortraitError
+from portrait.privacy import PERSONAL_VALUE, personal_values, withheld_sql
 
 UNKNOWN = "unknown"
 KINDS = ("segment", "tag", "persona", "where", "bought_category", "all")
@@ -599,8 +600,37 @@ class CrowdData:
                                   END AS recent_units
                       FROM {PURCHASES_READ} WHERE {column} IS NOT NULL GROUP BY ALL HAVING {spend} > 0"""
         con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {sql}")
+        _withhold_personal_values(con, name, column)
         self._per_customer[column] = name
         return name
+
+
+def _withhold_personal_values(con, table: str, column: str) -> None:
+    """Values of ``column`` holding an e-mail address or a phone number (a product or store
+    named after a person's contact) become :data:`PERSONAL_VALUE` in the per-customer
+    ``table``, merged into one row per customer: the favourites, the category and brand tables
+    and the crowd material read this table, and never name such a value."""
+    found = personal_values(con, f"SELECT value FROM {table}")
+    if not found:
+        return
+    log.warning(
+        "%d %s value(s) hold an e-mail address or a phone number: crowd reports show them as %r",
+        len(found),
+        column,
+        PERSONAL_VALUE,
+    )
+    present = [row[0] for row in con.execute(f"DESCRIBE {table}").fetchall()]
+    sums = ", ".join(
+        f"{money_sum(c)} AS {c}" if c.endswith("spend") else f"SUM({c}) AS {c}"
+        for c in present
+        if c not in ("customer_id", "value")
+    )
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE {table} AS
+            SELECT customer_id, value, {sums}
+            FROM (SELECT * REPLACE ({withheld_sql("value", found)} AS value) FROM {table})
+            GROUP BY customer_id, value"""
+    )
 
 
 @dataclass(frozen=True)

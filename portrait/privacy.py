@@ -462,6 +462,34 @@ def is_nested_type(sql_type: str) -> bool:
     return base in ("STRUCT", "MAP", "UNION", "ARRAY", "LIST") or "[" in bare or "<" in bare
 
 
+# What reports show instead of a value holding an e-mail address or a phone number (a product
+# or store named after a person's contact).
+PERSONAL_VALUE = "(withheld: personal data)"
+
+
+def withheld_sql(column: str, values: Iterable[str] | None = None) -> str:
+    """SQL: ``column``'s text, or :data:`PERSONAL_VALUE` where it holds an e-mail address or a
+    phone number. With ``values`` (found once by :func:`personal_values`), only those are
+    replaced: no pattern is matched row by row (the column itself when there are none)."""
+    if values is None:
+        return f"CASE WHEN {personal_text_sql(column)} THEN {quote_literal(PERSONAL_VALUE)} ELSE {column} END"
+    listed = ", ".join(quote_literal(str(v)) for v in values)
+    if not listed:
+        return column
+    return f"CASE WHEN {column} IN ({listed}) THEN {quote_literal(PERSONAL_VALUE)} ELSE {column} END"
+
+
+def personal_values(con, values_sql: str) -> list[str]:
+    """The distinct texts of the one-column query ``values_sql`` holding an e-mail address or a
+    phone number, each judged once (thousands of values, not millions of rows: materialised so
+    that the pattern is not pushed below the DISTINCT)."""
+    found = con.execute(
+        f"""WITH d AS MATERIALIZED (SELECT DISTINCT CAST(v AS VARCHAR) AS v FROM ({values_sql}) t(v) WHERE v IS NOT NULL)
+            SELECT v FROM d WHERE {personal_text_sql("v")} ORDER BY v"""
+    ).fetchall()
+    return [row[0] for row in found]
+
+
 def holds_personal_value(text: str) -> bool:
     """Whether free text holds an e-mail address or a phone number anywhere in it."""
     return bool(re.search(EMAIL_IN_TEXT, text) and not re.search(FILE_AT, text)) or holds_phone_number(text)

@@ -53,6 +53,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from portrait import connections
 from portrait.errors import PortraitError
 from portrait.identity import WIDELY_HELD
+from portrait.privacy import personal_values, withheld_sql
 from portrait.resources import MATERIAL_MEMORY_SHARE, duckdb_memory_limit
 from portrait.sql import quote_ident, quote_literal
 from portrait.views import identity_map_ready
@@ -1270,10 +1271,11 @@ class _PersonData:
 
     def orders(self, as_of: dt.date | None) -> Orders:
         before, args = self._before(as_of)
+        shown = withheld_sql("category")  # one person's lines: each judged where it is read
         self.con.execute(
             f"""CREATE OR REPLACE TEMP TABLE _profile_orders AS
             SELECT order_id, MIN(ts) AS ts, SUM(amount) AS amount, COUNT(*) AS lines,
-                   list(DISTINCT category ORDER BY category) FILTER (WHERE category IS NOT NULL) AS categories,
+                   list(DISTINCT {shown} ORDER BY {shown}) FILTER (WHERE category IS NOT NULL) AS categories,
                    string_agg(DISTINCT channel, ', ' ORDER BY channel) AS channel
             FROM purchases WHERE customer_id = ?{before} GROUP BY order_id""",
             [self.person_id, *args],
@@ -1307,7 +1309,8 @@ class _PersonData:
             f"SELECT COUNT(*) FROM events WHERE customer_id = ?{before}", [self.person_id, *args]
         ).fetchall()[0][0]
         last = self.con.execute(
-            f"""SELECT ts, event_type, channel, category, value FROM events WHERE customer_id = ?{before}
+            f"""SELECT ts, {withheld_sql("event_type")}, {withheld_sql("channel")}, {withheld_sql("category")}, value
+            FROM events WHERE customer_id = ?{before}
             ORDER BY ts DESC, event_type DESC LIMIT {LAST_EVENTS}""",
             [self.person_id, *args],
         ).fetchall()
@@ -1501,11 +1504,14 @@ def _write_profile_material(
     # an order with none only says the id exists), events ranked newest first with the count
     # before the date (rows on or after it rank last and are kept only to say the id exists).
     cut = "ts < CAST($before AS TIMESTAMP)"
+    # Texts holding an e-mail address or a phone number are withheld as in a profile read from
+    # the data set; found once among the distinct values, not matched on every line.
+    shown = withheld_sql("category", personal_values(con, "SELECT category FROM purchases"))
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _profile_orders AS
         SELECT CAST(customer_id AS VARCHAR) AS customer_id, order_id, MIN(ts) FILTER (WHERE {cut}) AS ts,
                SUM(amount) FILTER (WHERE {cut}) AS amount, COUNT(*) FILTER (WHERE {cut}) AS lines,
-               list(DISTINCT category ORDER BY category) FILTER (WHERE category IS NOT NULL AND {cut}) AS categories,
+               list(DISTINCT {shown} ORDER BY {shown}) FILTER (WHERE category IS NOT NULL AND {cut}) AS categories,
                string_agg(DISTINCT channel, ', ' ORDER BY channel) FILTER (WHERE {cut}) AS channel
         FROM purchases GROUP BY ALL""",
         {"before": before},
@@ -1546,10 +1552,14 @@ def _write_profile_material(
             ORDER BY customer_id, ts DESC, order_id DESC""",
         )
         if has_events:
+            texts = {
+                c: withheld_sql(c, personal_values(con, f"SELECT {c} FROM _profile_events WHERE before_date"))
+                for c in ("event_type", "channel", "category")
+            }
             write(
                 "events",
-                """SELECT customer_id, ts, event_type, channel, category, value FROM _profile_events
-                WHERE before_date ORDER BY customer_id, rn""",
+                f"""SELECT customer_id, ts, {texts["event_type"]} AS event_type, {texts["channel"]} AS channel,
+                {texts["category"]} AS category, value FROM _profile_events WHERE before_date ORDER BY customer_id, rn""",
             )
             event_totals = "SELECT customer_id, MAX(total) AS events_total FROM _profile_events GROUP BY 1"
         else:

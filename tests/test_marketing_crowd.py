@@ -896,6 +896,33 @@ def test_favourite_spend_ties_within_rounding_noise_go_to_the_first_name():
         assert data.dimensions["favourite_category"].astype(str).tolist() == ["Alpha"]
 
 
+def test_a_category_holding_an_email_or_phone_number_is_never_named_in_a_report(caplog):
+    """A product named after a person's contact: the crowd's favourite and its top-category
+    table show it withheld, the two such values merged into one (spend 2 + 2 = 4 beats the
+    bakery's 1); the others are named as before."""
+    from portrait.privacy import PERSONAL_VALUE
+
+    lines = pd.DataFrame(
+        [
+            ("p1", "Z", "2024-01-10 10:00:00", 1.0, 1, "Bakery", 0.0, "cash"),
+            ("p1", "Z", "2024-01-10 10:00:00", 2.0, 1, "Cake for anna.smith@example.com", 0.0, "cash"),
+            ("p2", "Z", "2024-01-12 10:00:00", 2.0, 1, "Call +44 (0)20 7946 0958", 0.0, "cash"),
+            ("p3", "Y", "2024-01-11 10:00:00", 0.3, 1, "Alpha", 0.0, "cash"),
+        ],
+        columns=COLUMNS,
+    )
+    with caplog.at_level("WARNING"), Population(Dataset.from_frames(purchases=lines), AS_OF) as population:
+        data = CrowdData(population, load_library())
+        favourites = dict(zip(data.ids, data.dimensions["favourite_category"].astype(str), strict=True))
+        everyone = data.mask(Crowd("all"))
+        report = crowd_report(data, everyone, everyone, crowd_name="all", base_name="all", min_cell=1)
+    assert favourites == {"Y": "Alpha", "Z": PERSONAL_VALUE}
+    shown = dict(zip(report.categories["value"], report.categories["spend"], strict=True))
+    assert shown == {PERSONAL_VALUE: 4.0, "Bakery": 1.0, "Alpha": 0.3}
+    assert "2 category value(s) hold an e-mail address or a phone number" in caplog.text
+    assert "anna" not in caplog.text and "7946" not in caplog.text
+
+
 def test_a_trend_with_too_many_points_says_so_without_a_wrong_count():
     from marketing.crowd_trend import trend_dates
 

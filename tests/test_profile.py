@@ -692,6 +692,32 @@ def test_the_material_gives_the_same_profile_as_the_data_set(world, tmp_path, in
         build_profile("nobody", sources, compute_reasons=False, in_memory=in_memory)
 
 
+def test_a_category_or_event_text_holding_an_email_or_phone_is_withheld_from_both_sources(world, tmp_path):
+    """A product named after a person's contact and an event type holding a phone number: the
+    profile shows them withheld, the same read from the data set and from a run's material."""
+    import shutil
+
+    from portrait.privacy import PERSONAL_VALUE
+    from serving.profile import MATERIAL
+
+    data = tmp_path / "data"
+    shutil.copytree(world["data"], data)
+    purchases = PURCHASES.assign(category=PURCHASES["category"].replace("bakery", "Cake for anna.smith@example.com"))
+    purchases.to_parquet(data / "purchases.parquet", index=False)
+    events = EVENTS.assign(event_type=EVENTS["event_type"].replace("view", "call +44 (0)20 7946 0958"))
+    events.to_parquet(data / "events.parquet", index=False)
+    root = _material_root({**world, "data": data}, tmp_path)
+    sources = ProfileSources(data=data, runs=root)
+    fast = build_profile("c1", sources, compute_reasons=False)
+    shutil.rmtree(root / "runs" / AS_OF.isoformat() / MATERIAL)  # without it, the data set is read
+    slow = build_profile("c1", sources, compute_reasons=False)
+    for profile in (fast, slow):
+        assert _orders(profile)[-1][4] == [PERSONAL_VALUE, "dairy"]  # o1: dairy and the withheld cake
+        assert [e[1] for e in _events(profile)] == ["campaign_received", "add_to_cart", PERSONAL_VALUE]
+        assert "anna" not in profile.model_dump_json() and "7946" not in profile.model_dump_json()
+    assert fast.model_dump() == slow.model_dump()
+
+
 def test_the_material_holds_no_row_on_or_after_the_as_of_date_and_no_personal_data(world, tmp_path):
     from serving.profile import MATERIAL
 
