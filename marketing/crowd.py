@@ -33,7 +33,8 @@ from marketing.segments import SegmentEvaluator, SegmentStore
 from marketing.tags import Applied, Library, apply_tags, levels
 from portrait.contract import line_units, purchase_order
 from portrait.errors import PortraitError
-from portrait.privacy import PERSONAL_VALUE, personal_values, withheld_sql
+from portrait.privacy import PERSONAL_VALUE, personal_values, withheld_labels
+from portrait.sql import quote_literal
 
 UNKNOWN = "unknown"
 KINDS = ("segment", "tag", "persona", "where", "bought_category", "all")
@@ -607,9 +608,10 @@ class CrowdData:
 
 def _withhold_personal_values(con, table: str, column: str) -> None:
     """Values of ``column`` holding an e-mail address or a phone number (a product or store
-    named after a person's contact) become :data:`PERSONAL_VALUE` in the per-customer
-    ``table``, merged into one row per customer: the favourites, the category and brand tables
-    and the crowd material read this table, and never name such a value."""
+    named after a person's contact) are renamed in the per-customer ``table`` to numbered
+    :data:`PERSONAL_VALUE` labels, each its own value (a favourite is still the one value of
+    most spend): the favourites, the category and brand tables and the crowd material's
+    per-customer tables read this table, and never name such a value. Only their rows change."""
     found = personal_values(con, f"SELECT value FROM {table}")
     if not found:
         return
@@ -619,18 +621,8 @@ def _withhold_personal_values(con, table: str, column: str) -> None:
         column,
         PERSONAL_VALUE,
     )
-    present = [row[0] for row in con.execute(f"DESCRIBE {table}").fetchall()]
-    sums = ", ".join(
-        f"{money_sum(c)} AS {c}" if c.endswith("spend") else f"SUM({c}) AS {c}"
-        for c in present
-        if c not in ("customer_id", "value")
-    )
-    con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE {table} AS
-            SELECT customer_id, value, {sums}
-            FROM (SELECT * REPLACE ({withheld_sql("value", found)} AS value) FROM {table})
-            GROUP BY customer_id, value"""
-    )
+    listed = ", ".join(quote_literal(v) for v in found)
+    con.execute(f"UPDATE {table} SET value = {withheld_labels(found)} WHERE value IN ({listed})")
 
 
 @dataclass(frozen=True)

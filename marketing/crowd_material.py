@@ -59,7 +59,7 @@ FOLDER = "crowds"
 META = "meta.json"
 LINES = "lines.parquet"
 LINE_COLUMNS = ("category", "brand")
-FORMAT = 5  # bumped when what is stored changes; older material is not read (5: tied favourite weekdays, no time of day for dates)
+FORMAT = 6  # bumped when what is stored changes; older material is not read (5: tied favourite weekdays, no time of day for dates; 6: values holding personal data withheld)
 
 
 def levels_fingerprint(library: Library) -> str:

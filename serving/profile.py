@@ -1271,12 +1271,12 @@ class _PersonData:
 
     def orders(self, as_of: dt.date | None) -> Orders:
         before, args = self._before(as_of)
-        shown = withheld_sql("category")  # one person's lines: each judged where it is read
+        shown, channel = withheld_sql("category"), withheld_sql("channel")  # one person's lines: judged as read
         self.con.execute(
             f"""CREATE OR REPLACE TEMP TABLE _profile_orders AS
             SELECT order_id, MIN(ts) AS ts, SUM(amount) AS amount, COUNT(*) AS lines,
                    list(DISTINCT {shown} ORDER BY {shown}) FILTER (WHERE category IS NOT NULL) AS categories,
-                   string_agg(DISTINCT channel, ', ' ORDER BY channel) AS channel
+                   string_agg(DISTINCT {channel}, ', ' ORDER BY {channel}) AS channel
             FROM purchases WHERE customer_id = ?{before} GROUP BY order_id""",
             [self.person_id, *args],
         )
@@ -1507,12 +1507,13 @@ def _write_profile_material(
     # Texts holding an e-mail address or a phone number are withheld as in a profile read from
     # the data set; found once among the distinct values, not matched on every line.
     shown = withheld_sql("category", personal_values(con, "SELECT category FROM purchases"))
+    channel = withheld_sql("channel", personal_values(con, "SELECT channel FROM purchases"))
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _profile_orders AS
         SELECT CAST(customer_id AS VARCHAR) AS customer_id, order_id, MIN(ts) FILTER (WHERE {cut}) AS ts,
                SUM(amount) FILTER (WHERE {cut}) AS amount, COUNT(*) FILTER (WHERE {cut}) AS lines,
                list(DISTINCT {shown} ORDER BY {shown}) FILTER (WHERE category IS NOT NULL AND {cut}) AS categories,
-               string_agg(DISTINCT channel, ', ' ORDER BY channel) FILTER (WHERE {cut}) AS channel
+               string_agg(DISTINCT {channel}, ', ' ORDER BY {channel}) FILTER (WHERE {cut}) AS channel
         FROM purchases GROUP BY ALL""",
         {"before": before},
     )

@@ -27,7 +27,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.build import build_features
 from portrait.dataset import open_dataset
 from portrait.synthetic import write_sample_data
 
