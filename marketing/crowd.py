@@ -33,7 +33,7 @@ from marketing.segments import SegmentEvaluator, SegmentStore
 from marketing.tags import Applied, Library, apply_tags, levels
 from portrait.contract import line_units, purchase_order
 from portrait.errors import PortraitError
-from portrait.privacy import PERSONAL_VALUE, personal_values, withheld_labels
+from portrait.privacy import personal_values, withheld_label, withheld_labels
 from portrait.sql import quote_literal
 
 UNKNOWN = "unknown"
@@ -616,10 +616,11 @@ def _withhold_personal_values(con, table: str, column: str) -> None:
     if not found:
         return
     log.warning(
-        "%d %s value(s) hold an e-mail address or a phone number: crowd reports show them as %r",
+        "%d %s value(s) hold an e-mail address or a phone number: crowd reports show them as %r, %r, ...",
         len(found),
         column,
-        PERSONAL_VALUE,
+        withheld_label(1),
+        "#2",
     )
     listed = ", ".join(quote_literal(v) for v in found)
     con.execute(f"UPDATE {table} SET value = {withheld_labels(found)} WHERE value IN ({listed})")

@@ -479,6 +479,17 @@ def withheld_sql(column: str, values: Iterable[str] | None = None) -> str:
     return f"CASE WHEN {column} IN ({listed}) THEN {quote_literal(PERSONAL_VALUE)} ELSE {column} END"
 
 
+def withheld_list_sql(items: str, values: Iterable[str]) -> str:
+    """SQL: the sorted list of distinct texts ``items`` with ``values`` (from
+    :func:`personal_values`) shown as :data:`PERSONAL_VALUE`, sorted and distinct again: the list
+    ``list(DISTINCT withheld ORDER BY withheld)`` makes of the lines (``items`` itself when there
+    are no such values)."""
+    values = list(values)
+    if not values:
+        return items
+    return f"list_sort(list_distinct(list_transform({items}, lambda x: {withheld_sql('x', values)})))"
+
+
 def personal_values(con, values_sql: str) -> list[str]:
     """The distinct texts of the one-column query ``values_sql`` holding an e-mail address or a
     phone number, judged by :func:`personal_text_sql` (the rule every SQL reader applies, so a
@@ -496,12 +507,18 @@ def personal_values(con, values_sql: str) -> list[str]:
     return [row[0] for row in found]
 
 
+def withheld_label(number: int) -> str:
+    """The ``number``-th value withheld where values are shown side by side (a crowd report):
+    ``(withheld: personal data #1)``."""
+    return f"{PERSONAL_VALUE[:-1]} #{number})"
+
+
 def withheld_labels(values: list[str]) -> str:
     """SQL: ``value`` with each of ``values`` (sorted, from :func:`personal_values`) replaced by
     its own numbered :data:`PERSONAL_VALUE` label, so that two such values stay two (neither
     merged nor named)."""
     cases = " ".join(
-        f"WHEN {quote_literal(v)} THEN {quote_literal(f'{PERSONAL_VALUE[:-1]} #{i})')}" for i, v in enumerate(values, 1)
+        f"WHEN {quote_literal(v)} THEN {quote_literal(withheld_label(i))}" for i, v in enumerate(values, 1)
     )
     return f"CASE value {cases} ELSE value END"
 

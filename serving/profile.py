@@ -53,7 +53,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from portrait import connections
 from portrait.errors import PortraitError
 from portrait.identity import WIDELY_HELD
-from portrait.privacy import personal_values, withheld_sql
+from portrait.privacy import personal_values, withheld_list_sql, withheld_sql
 from portrait.resources import MATERIAL_MEMORY_SHARE, duckdb_memory_limit
 from portrait.sql import quote_ident, quote_literal
 from portrait.views import identity_map_ready
@@ -1504,16 +1504,12 @@ def _write_profile_material(
     # an order with none only says the id exists), events ranked newest first with the count
     # before the date (rows on or after it rank last and are kept only to say the id exists).
     cut = "ts < CAST($before AS TIMESTAMP)"
-    # Texts holding an e-mail address or a phone number are withheld as in a profile read from
-    # the data set; found once among the distinct values, not matched on every line.
-    shown = withheld_sql("category", personal_values(con, "SELECT category FROM purchases"))
-    channel = withheld_sql("channel", personal_values(con, "SELECT channel FROM purchases"))
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _profile_orders AS
         SELECT CAST(customer_id AS VARCHAR) AS customer_id, order_id, MIN(ts) FILTER (WHERE {cut}) AS ts,
                SUM(amount) FILTER (WHERE {cut}) AS amount, COUNT(*) FILTER (WHERE {cut}) AS lines,
-               list(DISTINCT {shown} ORDER BY {shown}) FILTER (WHERE category IS NOT NULL AND {cut}) AS categories,
-               string_agg(DISTINCT {channel}, ', ' ORDER BY {channel}) FILTER (WHERE {cut}) AS channel
+               list(DISTINCT category ORDER BY category) FILTER (WHERE category IS NOT NULL AND {cut}) AS categories,
+               list(DISTINCT channel ORDER BY channel) FILTER (WHERE channel IS NOT NULL AND {cut}) AS channels
         FROM purchases GROUP BY ALL""",
         {"before": before},
     )
@@ -1546,9 +1542,17 @@ def _write_profile_material(
     try:
         write("ids", "SELECT customer_id, person_id, in_map FROM _profile_ids ORDER BY customer_id")
         con.execute("DELETE FROM _profile_orders WHERE lines = 0")
+        # Texts holding an e-mail address or a phone number are withheld as in a profile read
+        # from the data set: found among the orders' distinct values (no second read of the
+        # purchases), and the orders' lists made again without them.
+        categories, channels = (
+            withheld_list_sql(c, personal_values(con, f"SELECT unnest({c}) FROM _profile_orders"))
+            for c in ("categories", "channels")
+        )
         write(
             "orders",
-            f"""SELECT customer_id, order_id, ts, amount, lines, categories, channel FROM _profile_orders
+            f"""SELECT customer_id, order_id, ts, amount, lines, {categories} AS categories,
+            array_to_string({channels}, ', ') AS channel FROM _profile_orders
             QUALIFY ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY ts DESC, order_id DESC) <= {LAST_ORDERS}
             ORDER BY customer_id, ts DESC, order_id DESC""",
         )
