@@ -349,8 +349,15 @@ def withheld_columns(
 
 # Values that are personal data whatever their column is called (see the module docstring).
 # Regular expressions both engines read alike (RE2 in DuckDB, Java's in Spark).
-EMAIL_IN_TEXT = r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,}"  # anywhere in a value
-FILE_AT = r"(?i)@[^@\s]*\.(png|jpe?g|gif|svg|webp|pdf)($|[^a-z])"  # img@2x.png is no address
+# White space spelled out: ``\s`` is not the same class in the three (RE2 leaves out \v, Java
+# the no-break and other Unicode spaces, Python none of them). Escapes all three read alike,
+# and the Unicode spaces as the characters themselves (RE2 has no \u, Python no \x{...}).
+WHITE_SPACE = r" \t\n\r\f\x0B\x85\xA0" + "\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+EMAIL_IN_TEXT = rf"[^@{WHITE_SPACE}]+@[^@{WHITE_SPACE}]+\.[A-Za-z]{{2,}}"  # anywhere in a value
+FILE_AT = rf"(?i)@[^@{WHITE_SPACE}]*\.(png|jpe?g|gif|svg|webp|pdf)($|[^a-z])"  # img@2x.png is no address
+# Digits only, white space around them aside: a number, judged as one (never a phone in text).
+# Spelled out rather than TRIM, which strips spaces only (and Python's strip() every space).
+DIGITS_ONLY = rf"^[{WHITE_SPACE}]*[0-9]+[{WHITE_SPACE}]*$"
 # Anywhere: +44 7700 900123 (9 to 15 digits), or the same written with 00 (0049 30 1234567),
 # not after a decimal point (0.0012345678). Up to two separators between digits: the trunk 0 in
 # brackets (+44 (0)20 7946 0958, +49 (0)30 1234567), an area code in them (+7 (495) 123-45-67),
@@ -442,7 +449,7 @@ def phone_in_text_sql(text: str) -> str:
     """SQL: the text ``text`` holds a phone number somewhere (international, or national once
     dates written out are taken out, and not digits only): as :func:`holds_phone_number` reads it."""
     undated = f"regexp_replace({text}, {quote_literal(NOT_PHONES_IN_TEXT)}, ' ', 'g')"
-    national = f"(regexp_matches({undated}, {quote_literal(_NATIONAL_OR_NANP)}) AND NOT regexp_matches(TRIM({text}), '^[0-9]+$'))"
+    national = f"(regexp_matches({undated}, {quote_literal(_NATIONAL_OR_NANP)}) AND NOT regexp_matches({text}, {quote_literal(DIGITS_ONLY)}))"
     return f"(regexp_matches({text}, {quote_literal(INTERNATIONAL_PHONE)}) OR {national})"
 
 
@@ -451,7 +458,7 @@ def holds_phone_number(text: str) -> bool:
     if re.search(INTERNATIONAL_PHONE, text):
         return True
     undated = re.sub(NOT_PHONES_IN_TEXT, " ", text)
-    return bool(re.search(_NATIONAL_OR_NANP, undated) and not re.fullmatch(r"[0-9]+", text.strip()))
+    return bool(re.search(_NATIONAL_OR_NANP, undated) and not re.search(DIGITS_ONLY, text))
 
 
 def is_nested_type(sql_type: str) -> bool:

@@ -473,6 +473,18 @@ def test_values_padded_with_unicode_spaces_are_trimmed_as_duckdb_trims_them(spar
         engine.close()
 
 
+def test_free_texts_holding_personal_data_are_judged_as_duckdb_judges_them(spark):
+    """The same rule on Java's regular expressions: white space of every kind (Java's ``\\s``
+    has no no-break space, RE2's no vertical tab), digits only, e-mail addresses and phones."""
+    from portrait.privacy import personal_text_sql
+    from portrait.spark_engine import to_spark_sql
+    from tests.test_privacy import FREE_TEXTS
+
+    spark.createDataFrame([(text,) for text, _ in FREE_TEXTS], "t string").createOrReplaceTempView("free_texts")
+    judged = spark.sql(to_spark_sql(f"SELECT t, {personal_text_sql('t')} AS personal FROM free_texts")).collect()
+    assert {row.t: row.personal for row in judged} == dict(FREE_TEXTS)
+
+
 def test_key_value_folders_are_read_as_duckdb_reads_them(spark, tmp_path):
     """A Spark export's partitionBy column lives only in its folders (purchases/channel=web/):
     Spark, given the files, read no folder (every channel NULL) where DuckDB reads them; both
