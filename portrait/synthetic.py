@@ -623,14 +623,16 @@ TABLE_FILES = {
 
 
 def write_sample_data(
-    out_dir: Path, customers: int, seed: int, progress: Callable[[int], None] | None = None
+    out_dir: str | Path, customers: int, seed: int, progress: Callable[[int], None] | None = None
 ) -> dict[str, int]:
-    """Write a synthetic data set of ``customers`` customers into ``out_dir``; return row counts.
+    """Write a synthetic data set of ``customers`` customers into ``out_dir`` (a path or its
+    text); return row counts.
 
     Each file is written under a temporary name and renamed when complete.
     """
     if customers < 1:
         raise ValueError("customers must be at least 1")
+    out_dir = Path(out_dir)
     check_target_folder(out_dir, SYNTHETIC)  # another data set's tables would stay beside these
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "truth").mkdir(exist_ok=True)

@@ -86,7 +86,7 @@ def test_writing_in_chunks_equals_one_chunk(tmp_path, monkeypatch):
 
     write_sample_data(tmp_path / "one", customers=300, seed=2)
     monkeypatch.setattr(synthetic, "CHUNK_CUSTOMERS", 100)
-    write_sample_data(tmp_path / "three", customers=300, seed=2)
+    write_sample_data(str(tmp_path / "three"), customers=300, seed=2)  # a folder's text, as from a script
     one = pd.read_parquet(tmp_path / "one" / "customers.parquet")
     three = pd.read_parquet(tmp_path / "three" / "customers.parquet")
     assert len(one) == len(three) == 300
