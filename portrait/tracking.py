@@ -1,6 +1,8 @@
 """Where MLflow runs and models live: a local SQLite store and artifact folder unless
 MLFLOW_TRACKING_URI says otherwise. Called by CLI entries, never at import; shared by training
-and serving (which must not import training)."""
+and serving (which must not import training). MLflow itself is imported by the functions that
+use it: it takes about 1.8 s to import, which every command (and --help) paid when the CLI
+registered the commands that import this module."""
 
 from __future__ import annotations
 
@@ -8,8 +10,6 @@ import contextlib
 import fcntl
 import os
 from pathlib import Path
-
-import mlflow
 
 from portrait.errors import PortraitError
 
@@ -24,6 +24,7 @@ def setup_tracking(workdir: Path | None = None) -> str:
     # MLflow and Optuna configure their loggers when imported; quiet them once they are.
     import logging
 
+    import mlflow
     import optuna
 
     logging.getLogger("mlflow").setLevel(logging.ERROR)
@@ -47,6 +48,8 @@ def ensure_store() -> None:
     run the schema migrations and the second would fail half-way ("duplicate column name").
     Writers (training) call this before their first use of the store; a store that exists
     already is only opened, which the first use would do anyway."""
+    import mlflow
+
     uri = mlflow.get_tracking_uri()
     database = _sqlite_file(uri)
     if database is None:
@@ -68,6 +71,8 @@ def missing_store() -> str | None:
     """Why the current registry cannot be read, when it is a SQLite file that does not exist or
     is empty (:func:`empty_store`): readers (score, refresh, serve, promote) say so, where MLflow
     would create an empty store and answer that no model is registered."""
+    import mlflow
+
     database = _sqlite_file(mlflow.get_tracking_uri())
     if database is None:
         return None
@@ -119,6 +124,8 @@ def load_version(name: str, version: str) -> tuple[object, dict]:
     """A registered version's python model (the pyfunc unwrapped) and its card (``meta.json``
     as stored). MLflow's and the file system's errors pass through for the caller to word."""
     import json
+
+    import mlflow
 
     pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
     folder = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}"))

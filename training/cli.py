@@ -113,9 +113,15 @@ def _print_summary(out, summary) -> None:
         out.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
-def register(app: typer.Typer, out, console) -> None:
+def _setup_tracking() -> None:
+    # imported when a command runs: MLflow takes about 1.8 s to import, which every other
+    # command and --help paid when the commands were registered
     from training.tracking import setup_tracking
 
+    setup_tracking()
+
+
+def register(app: typer.Typer, out, console) -> None:
     @app.command("train")
     def train_command(
         experiment: Annotated[Path, typer.Argument(help="experiments/NAME.toml")],
@@ -125,7 +131,7 @@ def register(app: typer.Typer, out, console) -> None:
         from training.train import train_experiment
 
         config = _load(experiment, data)
-        setup_tracking()
+        _setup_tracking()
         with spinner(console, "building the training set") as report:
 
             def say(message) -> None:
@@ -148,7 +154,7 @@ def register(app: typer.Typer, out, console) -> None:
         from training.evaluate import PEER_LABELS
 
         config = _load(experiment, data)
-        setup_tracking()
+        _setup_tracking()
         with spinner(console, "backtest") as say:
             result = run_backtest(config, origins, progress=say)
         run_id = log_backtest(config, result)
@@ -171,7 +177,7 @@ def register(app: typer.Typer, out, console) -> None:
         from training.tune import tune_experiment
 
         config = _load(experiment, data)
-        setup_tracking()
+        _setup_tracking()
         n = trials or config.tuning.trials
         with counter(console, "tuning", n) as trial_done:
 
@@ -198,14 +204,12 @@ def register(app: typer.Typer, out, console) -> None:
         from portrait.tracking import require_store
         from training.registry import promote
 
-        setup_tracking()
+        _setup_tracking()
         require_store()
         out.print(promote(name, version, force).sentence())
 
 
 def register_personas(app: typer.Typer, out, console) -> None:
-    from training.tracking import setup_tracking
-
     @app.command("fit")
     def fit_command(
         experiment: Annotated[Path, typer.Argument(help="experiments/personas.toml")],
@@ -231,7 +235,7 @@ def register_personas(app: typer.Typer, out, console) -> None:
         config = load_persona_config(experiment)
         if data:
             config = replace(config, data=str(data))
-        setup_tracking()
+        _setup_tracking()
         with spinner(console, "fitting personas") as say:
             fit, run_id, version = run_persona_fit(
                 config, parse_cutoff(as_of) if as_of else None, out_file, progress=say
@@ -273,7 +277,7 @@ def register_personas(app: typer.Typer, out, console) -> None:
         from portrait.tracking import require_store
         from training.personas import show_personas
 
-        setup_tracking()
+        _setup_tracking()
         require_store()
         paths = show_personas(name, alias, out_dir)
         out.print(paths["markdown"].read_text())
