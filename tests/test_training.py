@@ -218,7 +218,8 @@ def test_the_champion_is_judged_on_the_candidates_holdout_not_on_its_own(trackin
         ),
         name=name,
     )
-    first = train_experiment(early)
+    early_data = prepare(early)  # trained twice: once before the later champion, once after
+    first = train_experiment(early, data=early_data)
     assert first.holdout_cutoff == dt.date(2024, 11, 1) and first.champion is None
     promote(name)
     later = train_experiment(replace(config, name=name), data=data)
@@ -239,7 +240,7 @@ def test_the_champion_is_judged_on_the_candidates_holdout_not_on_its_own(trackin
     else:
         promote(name, force=True)
     # a candidate of an older window than the champion's is not judged against it, nor promoted over it
-    older = train_experiment(early)
+    older = train_experiment(early, data=early_data)
     assert older.champion is None
     assert any(
         "learned from outcomes until 2024-12-01, after this holdout's cutoff 2024-11-01" in n for n in older.notes
