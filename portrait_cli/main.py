@@ -119,7 +119,7 @@ def validate_command(
     dataset: Annotated[Path, typer.Argument(help="Data set folder or DuckDB file.")],
     out_dir: Annotated[
         Path | None,
-        typer.Option("--out", help="Where the report and quarantine go [default: outputs/validation/NAME]."),
+        typer.Option("--out", help="Where the report and quarantine go (default: outputs/validation/NAME)."),
     ] = None,
 ) -> None:
     """Check a data set against the contract; quarantine and count bad rows."""

@@ -1,0 +1,38 @@
+"""The command's help as a user reads it."""
+
+from __future__ import annotations
+
+
+def _commands(command, path):
+    yield path, command
+    for name, sub in getattr(command, "commands", {}).items():  # groups (typer's own click)
+        yield from _commands(sub, f"{path} {name}")
+
+
+def test_every_help_text_reads_as_written():
+    """Help is rendered as Rich markup: a text in square brackets that reads as a style is
+    dropped ("Where the report and quarantine go [default: outputs/validation/NAME]." was shown
+    as "... go ."). Brackets meant as text are escaped (``\\[features]``) or avoided."""
+    import typer
+    from rich.errors import MarkupError
+    from rich.text import Text
+
+    from portrait_cli import main
+
+    main._register_later_commands()
+    commands = list(_commands(typer.main.get_command(main.app), "portrait"))
+    assert len(commands) > 40
+    changed = []
+    for path, command in commands:
+        for where, text in [("", command.help)] + [
+            (param.name, getattr(param, "help", None)) for param in command.params
+        ]:
+            if not text:
+                continue
+            try:
+                shown = Text.from_markup(text).plain
+            except MarkupError as exc:
+                shown = f"(not shown: {exc})"
+            if shown != text.replace("\\[", "["):
+                changed.append(f"{path} {where}: {text!r} is shown as {shown!r}")
+    assert not changed, "\n".join(changed)
