@@ -1445,6 +1445,9 @@ def _column_values(frame: pd.DataFrame, name: str) -> set[str]:
 
 MATERIAL = "profiles"  # folder of a refresh run holding the per-person profile material
 MATERIAL_SUMMARY = "summary.json"
+# Bumped when what is stored changes; older material is not read (a profile reads the data set
+# until the next refresh writes it anew). 2: values holding personal data withheld.
+MATERIAL_FORMAT = 2
 MATERIAL_ROW_GROUP = 16_384  # rows per Parquet row group: a point read decodes one small group
 
 
@@ -1636,6 +1639,7 @@ def _write_profile_material(
         for table in ("_profile_ids", "_profile_orders", "_profile_events"):
             con.execute(f"DROP TABLE IF EXISTS {table}")
     summary = {
+        "format": MATERIAL_FORMAT,
         "as_of": as_of.isoformat(),
         "data": str(Path(dataset.root).resolve()) if getattr(dataset, "root", None) is not None else None,
         "timezone": dataset.timezone,
@@ -1665,6 +1669,8 @@ def material_of(
         return None, None, None
     if as_of is not None and summary.get("as_of") != as_of.isoformat():
         return None, None, None  # another date: the data set is read (orders and events before that date)
+    if summary.get("format") != MATERIAL_FORMAT:
+        return None, None, "the run's profile material was written by another version: read from the data set"
     if summary.get("data") != str(Path(data).resolve()):
         why = f"the run's profile material was built from {summary.get('data')}, not {data}: read from the data set"
         return None, None, why
