@@ -202,6 +202,26 @@ _WHOSE = frozenset(
         "e",
     }
 )
+# A date of birth, whatever else the name says (with a postcode it singles out most people, and
+# a feature of the days since it gives the date back): dob, birth_date, DateOfBirth, birthday,
+# Geburtsdatum, fecha_de_nacimiento. Not a year of birth, an age or an age band, which group people.
+_BIRTH_DATE = frozenset(
+    {
+        "dob",
+        "birthdate",
+        "birthday",
+        "dateofbirth",
+        "dayofbirth",
+        "geburtsdatum",
+        "geburtstag",
+        "fechadenacimiento",
+        "fechanacimiento",
+        "datedenaissance",
+        "datenaissance",
+        "datadinascita",
+        "datanascita",
+    }
+)
 _NUMBER_SUFFIXES = frozenset({"number", "no", "nr", "num"})
 # A name ending in one of these (or starting with has/is) is a flag or a kind, not the value.
 _FLAG_ENDINGS = frozenset(
@@ -260,6 +280,9 @@ def is_pii_name(column: str) -> bool:
         return False
     pairs = {a + b for a, b in zip(words, words[1:], strict=False)}
     if _ALWAYS & (set(words) | pairs):
+        return True
+    triples = {a + b + c for a, b, c in zip(words, words[1:], words[2:], strict=False)}
+    if _BIRTH_DATE & (set(words) | pairs | triples):
         return True
     core = list(words)
     while len(core) > 1 and (core[-1] in _NUMBER_SUFFIXES or core[-1].isdigit()):

@@ -111,6 +111,19 @@ def _no_secret_in(text: str) -> None:
         "PLZ",
         "telefono",
         "correo_cliente",
+        # a date of birth (a feature of the days since it gave the date back)
+        "dob",
+        "DOB",
+        "customer_dob",
+        "date_of_birth",
+        "DateOfBirth",
+        "birth_date",
+        "birthdate",
+        "Birthday",
+        "Geburtsdatum",
+        "fecha_de_nacimiento",
+        "date_de_naissance",
+        "data_di_nascita",
     ],
 )
 def test_the_guard_knows_personal_data_by_its_name(column):
@@ -142,6 +155,10 @@ def test_the_guard_knows_personal_data_by_its_name(column):
         "uses_credit_card",  # a flag about a card, not its number
         "telefono_verificado",
         "correo_valido",
+        "birth_year",  # a year of birth, an age: they group people
+        "year_of_birth",
+        "age",
+        "birthday_opt_in",
     ],
 )
 def test_the_guard_leaves_other_columns_alone(column):
