@@ -14,7 +14,8 @@ The guard knows e-mail addresses (``email``, ``e-mail``, ``contact_email``), pho
 (``phone``, ``mobile``, ``tel``, ``fax``), personal names (``name``, ``first_name``,
 ``full_name``, ``surname``, ``customer_name``; not ``brand_name`` or ``store_name``), postal
 addresses (``address``, ``street``, ``postcode``, ``zip``), identity documents (``id_card``,
-``national_id``, ``passport``, ``ssn``) and card numbers, shortened or run together
+``national_id``, ``passport``, ``ssn``), card numbers and dates of birth (``dob``,
+``date_of_birth``, ``birth_dt``; not a year or month of birth, nor ``birthday_offer``), shortened or run together
 (``cust_name``, ``addr``, ``AddressLine1``) or in other languages (``Vorname``, ``prénom``,
 ``Straße``, ``telefono``: accents dropped), also with a number (``email2``, ``address1``) or the
 words the other way round (``name_first``). A name ending like a flag (``email_opt_in``,
@@ -202,26 +203,40 @@ _WHOSE = frozenset(
         "e",
     }
 )
-# A date of birth, whatever else the name says (with a postcode it singles out most people, and
-# a feature of the days since it gives the date back): dob, birth_date, DateOfBirth, birthday,
-# Geburtsdatum, fecha_de_nacimiento. Not a year of birth, an age or an age band, which group people.
+# A date of birth (with a postcode it singles out most people, and a feature of the days since
+# it gives the date back), as the last words of a name: dob, customer_dob, date_of_birth,
+# birth_dt, BDate, Geburtsdatum, fecha_de_nacimiento. Not a year or a month of birth, an age or an
+# age band, which group people (dob_year, birthday_month), nor a programme's columns
+# (birthday_offer, birthday_club_member).
 _BIRTH_DATE = frozenset(
     {
         "dob",
-        "birthdate",
+        "bday",
+        "bdate",
         "birthday",
+        "birthdate",
+        "birthdt",
+        "birthts",
+        "birthtimestamp",
+        "datebirth",
         "dateofbirth",
+        "dtofbirth",
         "dayofbirth",
         "geburtsdatum",
         "geburtstag",
+        "geboortedatum",
         "fechadenacimiento",
         "fechanacimiento",
         "datedenaissance",
         "datenaissance",
         "datadinascita",
         "datanascita",
+        "datadenascimento",
+        "datanascimento",
     }
 )
+# ... also followed by a word saying it is a date or a time: birth_date, birthday_date, dob_ts
+_DATE_WORDS = frozenset({"date", "dt", "ts", "timestamp", "time"})
 _NUMBER_SUFFIXES = frozenset({"number", "no", "nr", "num"})
 # A name ending in one of these (or starting with has/is) is a flag or a kind, not the value.
 _FLAG_ENDINGS = frozenset(
@@ -271,6 +286,18 @@ def _words(name: str) -> list[str]:
     return [w for w in re.split(r"[^a-z0-9]+", spaced.lower()) if w]
 
 
+def _is_birth_date(words: list[str]) -> bool:
+    """Whether the last words of a name (:data:`_BIRTH_DATE`), or those before a last word
+    saying it is a date (``birth`` too then: ``birth_dt``), name a date of birth."""
+    ends = {"".join(words[-n:]) for n in range(1, min(len(words), 4) + 1)}
+    if len(words) > 1 and words[-1] in _DATE_WORDS:
+        before = words[:-1]
+        ends |= {"".join(before[-n:]) for n in range(1, min(len(before), 4) + 1)}
+        if before[-1] == "birth":
+            return True
+    return bool(_BIRTH_DATE & ends)
+
+
 def is_pii_name(column: str) -> bool:
     """The built-in guard: whether a column's name says it holds personal data (see the module
     docstring). ``is_pii_name("email")`` and ``is_pii_name("full_name")`` are true,
@@ -281,12 +308,11 @@ def is_pii_name(column: str) -> bool:
     pairs = {a + b for a, b in zip(words, words[1:], strict=False)}
     if _ALWAYS & (set(words) | pairs):
         return True
-    triples = {a + b + c for a, b, c in zip(words, words[1:], words[2:], strict=False)}
-    if _BIRTH_DATE & (set(words) | pairs | triples):
-        return True
     core = list(words)
     while len(core) > 1 and (core[-1] in _NUMBER_SUFFIXES or core[-1].isdigit()):
         core.pop()
+    if _is_birth_date(core):
+        return True
     if core[-1] in _AS_HEAD and (len(core) == 1 or core[-2] in _WHOSE):
         return True
     # the same two words the other way round: name_first, name_last, mobile_home
@@ -377,7 +403,18 @@ def withheld_columns(
 # and the Unicode spaces as the characters themselves (RE2 has no \u, Python no \x{...}).
 WHITE_SPACE = r" \t\n\r\f\x0B\x85\xA0" + "\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 EMAIL_IN_TEXT = rf"[^@{WHITE_SPACE}]+@[^@{WHITE_SPACE}]+\.[A-Za-z]{{2,}}"  # anywhere in a value
-FILE_AT = rf"(?i)@[^@{WHITE_SPACE}]*\.(png|jpe?g|gif|svg|webp|pdf)($|[^a-z])"  # img@2x.png is no address
+
+
+def _any_case(word: str) -> str:
+    """``png`` as ``[Pp][Nn][Gg]``: ``(?i)`` folds Unicode letters in Python and RE2 (the long s
+    as s, the Kelvin sign as k) but not in Java."""
+    return "".join(f"[{c.upper()}{c.lower()}]" for c in word)
+
+
+_FILE_TYPES = "|".join(_any_case(t) for t in ("png", "jpeg", "jpg", "gif", "svg", "webp", "pdf"))
+FILE_AT = rf"@[^@{WHITE_SPACE}]*\.({_FILE_TYPES})($|[^A-Za-z])"  # img@2x.png is no address
+# White space at either end, as STRIPPED_SQL takes it off (TRIM strips spaces only).
+STRIPPED = rf"^[{WHITE_SPACE}]+|[{WHITE_SPACE}]+$"
 # Digits only, white space around them aside: a number, judged as one (never a phone in text).
 # Spelled out rather than TRIM, which strips spaces only (and Python's strip() every space).
 DIGITS_ONLY = rf"^[{WHITE_SPACE}]*[0-9]+[{WHITE_SPACE}]*$"
@@ -466,6 +503,13 @@ class ValueChecks:
             elif present and long * 2 >= present and distinct * 2 > long:
                 found[name] = "long distinct numbers (phone numbers or identifiers)"
         return found
+
+
+def stripped_sql(text: str) -> str:
+    """SQL: the text ``text`` without white space of any kind at either end (:data:`WHITE_SPACE`;
+    TRIM strips spaces only, and a value padded with a tab or a line break was then neither a
+    phone number nor a number to the rules that judge it stripped)."""
+    return f"regexp_replace({text}, {quote_literal(STRIPPED)}, '', 'g')"
 
 
 def phone_in_text_sql(text: str) -> str:
@@ -575,7 +619,7 @@ PHONE_DIGITS = "^0[1-9][0-9]{8,10}$"
 def personal_id_sql(customer_id: str) -> str:
     """SQL: the customer id looks like an e-mail address or a phone number (also one written as
     digits only, which a text's rules judge as a number)."""
-    return f"({personal_text_sql(customer_id)} OR regexp_matches({customer_id}, {quote_literal(PHONE_DIGITS)}))"
+    return f"({personal_text_sql(customer_id)} OR regexp_matches({stripped_sql(customer_id)}, {quote_literal(PHONE_DIGITS)}))"
 
 
 def with_pii_columns(privacy: PrivacySettings, columns: Iterable[str]) -> PrivacySettings:
@@ -618,7 +662,7 @@ def personal_value_checks(columns: Iterable[tuple[str, str]]) -> ValueChecks | N
         base = re.split(r"[\s(]", upper, maxsplit=1)[0]
         if base in TEXT_TYPES:
             raw = q if base != "ENUM" else f"CAST({q} AS VARCHAR)"
-            value = f"TRIM({raw})"
+            value = stripped_sql(raw)
             present = f"NULLIF({value}, '') IS NOT NULL AND NOT {placeholder_expr(raw)}"
             phone = f"regexp_matches({value}, {quote_literal(PHONE_SHAPED)})" + "".join(
                 f" AND NOT regexp_matches({value}, {quote_literal(p)})" for p in NOT_PHONES

@@ -124,6 +124,16 @@ def _no_secret_in(text: str) -> None:
         "fecha_de_nacimiento",
         "date_de_naissance",
         "data_di_nascita",
+        "birth_dt",
+        "birth_timestamp",
+        "date_birth",
+        "dt_of_birth",
+        "bday",
+        "BDate",
+        "birthday_date",
+        "data_de_nascimento",
+        "geboortedatum",
+        "dob2",
     ],
 )
 def test_the_guard_knows_personal_data_by_its_name(column):
@@ -155,10 +165,18 @@ def test_the_guard_knows_personal_data_by_its_name(column):
         "uses_credit_card",  # a flag about a card, not its number
         "telefono_verificado",
         "correo_valido",
-        "birth_year",  # a year of birth, an age: they group people
+        "birth_year",  # a year or a month of birth, an age: they group people
         "year_of_birth",
+        "dob_year",
+        "date_of_birth_year",
+        "birthday_month",
         "age",
         "birthday_opt_in",
+        "dob_missing",  # flags and a programme's columns
+        "dob_is_estimated",
+        "birthday_offer",
+        "birthday_club_member",
+        "birthday_voucher_redeemed",
     ],
 )
 def test_the_guard_leaves_other_columns_alone(column):
@@ -671,6 +689,10 @@ def test_value_checks_tell_personal_values_from_codes_dates_amounts_and_times():
         "digit_phones": ["0612345678", "0712345679", "0612345670"],
         "national_phone_in_a_note": ["call 07700 900123 after 6pm", "vip", "likes shoes"],
         "card_numbers_as_text": ["4111111111110000", "4111111111110001", "5500000000000004"],
+        # padded with a tab, a line break, a line separator (an export's cell): TRIM left them,
+        # and the numbers were then neither numbers nor phones once judged digits alone
+        "padded_phones": ["07700900123\t", "\t0201234567\r\n", "07700900125\u2028"],
+        "padded_dotted_phones": ["06.12.34.56.78\n", "\x0b555.123.4567", "030/1234567\t"],
         # kept
         "day_first_times": ["01.02.2023 10:15", "12.03.2021 09:00", "01.02.2023 10:15"],
         # 8 digits are not judged: birth dates written DDMMYYYY, amounts in cents (and 8-digit phones)
@@ -706,6 +728,8 @@ def test_value_checks_tell_personal_values_from_codes_dates_amounts_and_times():
         "national_phone_in_a_note": "phone numbers",
         "card_numbers_as_text": "long distinct numbers (phone numbers or identifiers)",
         "card_numbers": "long distinct numbers (phone numbers or identifiers)",
+        "padded_phones": "long distinct numbers (phone numbers or identifiers)",
+        "padded_dotted_phones": "phone numbers",
     }
 
 
@@ -766,6 +790,15 @@ FREE_TEXTS = [
     ("x\x0b@y.com", False),
     ("x@\xa0y.com", False),
     ("x@y\u2003z.com", False),
+    ("\x850201234567\u2029", False),
+    ("\f0201234567\u3000", False),
+    ("a\u1680@b.com", False),
+    ("a@b\u202f.com", False),
+    ("mail a@b.com\x85", True),
+    # file names are no address, in any case of their type but no other letter's
+    ("img@2x.PNG", False),
+    ("a@b.cd.\u017fvg", True),  # a long s: (?i) read it as an s in Python and RE2, not in Java
+    ("x@y.png\u212a", False),  # a Kelvin sign after the type: not a letter A-Z
 ]
 
 

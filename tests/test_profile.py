@@ -704,7 +704,7 @@ def test_a_category_or_event_text_holding_an_email_or_phone_is_withheld_from_bot
     data = tmp_path / "data"
     shutil.copytree(world["data"], data)
     purchases = PURCHASES.assign(
-        # a phone number after a tab: both readers judge it by the one SQL rule (digits alone,
+        # a phone number in text after a tab, withheld by both readers (digits alone,
         # "\t0201234567", are a number to every rule: tests/test_privacy.py FREE_TEXTS)
         category=PURCHASES["category"].replace(
             {"bakery": "Cake for anna.smith@example.com", "dairy": "\tring 0201234567"}
