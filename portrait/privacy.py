@@ -397,7 +397,7 @@ def withheld_columns(
 
 
 # Values that are personal data whatever their column is called (see the module docstring).
-# Regular expressions both engines read alike (RE2 in DuckDB, Java's in Spark).
+# Regular expressions Python, DuckDB (RE2) and Spark (Java) read alike.
 # White space spelled out: ``\s`` is not the same class in the three (RE2 leaves out \v, Java
 # the no-break and other Unicode spaces, Python none of them). Escapes all three read alike,
 # and the Unicode spaces as the characters themselves (RE2 has no \u, Python no \x{...}).
@@ -413,7 +413,7 @@ def _any_case(word: str) -> str:
 
 _FILE_TYPES = "|".join(_any_case(t) for t in ("png", "jpeg", "jpg", "gif", "svg", "webp", "pdf"))
 FILE_AT = rf"@[^@{WHITE_SPACE}]*\.({_FILE_TYPES})($|[^A-Za-z])"  # img@2x.png is no address
-# White space at either end, as STRIPPED_SQL takes it off (TRIM strips spaces only).
+# White space at either end, as stripped_sql takes it off (TRIM strips spaces only).
 STRIPPED = rf"^[{WHITE_SPACE}]+|[{WHITE_SPACE}]+$"
 # Digits only, white space around them aside: a number, judged as one (never a phone in text).
 # Spelled out rather than TRIM, which strips spaces only (and Python's strip() every space).
