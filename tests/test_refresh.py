@@ -62,6 +62,7 @@ def registered(tracking, small_synthetic):
             "cutoffs": {"rule": "monthly", "count": 3},
             "label": {"kind": "repurchase", "horizon_days": 30},
             "model": {"n_estimators": 60, "learning_rate": 0.1, "early_stopping_rounds": 20},
+            "validation": {"folds": 2},  # a cross-fit over two folds of customers keeps the tests fast
         }
     )
     train_experiment(config)
