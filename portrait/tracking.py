@@ -56,8 +56,13 @@ def ensure_store() -> None:
         return
     if problem := empty_store(database):
         raise PortraitError(problem)
-    with _exclusive(database.with_name(f".{database.name}.init-lock")):
+    with _exclusive(_init_lock(database)):
         mlflow.tracking.MlflowClient(uri).search_experiments(max_results=1)
+
+
+def _init_lock(database: Path) -> Path:
+    """The lock a first run holds while it creates the store ``database`` (:func:`ensure_store`)."""
+    return database.with_name(f".{database.name}.init-lock")
 
 
 def _sqlite_file(uri: str) -> Path | None:
@@ -97,15 +102,29 @@ def empty_store(database: Path) -> str | None:
     a stray ``> mlflow.db`` leaves. MLflow would make a new store in it, and every command after
     would answer that no model is registered, or train into a history that is gone; a new store
     is the user's choice (remove the file), never made in its place."""
-    try:
-        if database.stat().st_size > 0:
-            return None
-    except OSError:  # not there (a new store) or not readable: MLflow's error says which
+    if _size(database) != 0:
         return None
+    # A first run creating the store holds its init lock while the file is still empty: wait for
+    # it (a second run starting at the same moment refused the store being made), then look again.
+    try:
+        with _exclusive(_init_lock(database)):
+            if _size(database) != 0:
+                return None
+    except OSError:  # no lock can be taken beside it (a read-only folder): nobody is creating it
+        pass
     return (
         f"the MLflow store {database} is empty (0 bytes; a full disk or an overwrite?): restore it from a backup, "
         "or remove it to start a new store; nothing was written"
     )
+
+
+def _size(database: Path) -> int | None:
+    """The file's size; None when it is not there (a new store) or not readable (MLflow's
+    error says which)."""
+    try:
+        return database.stat().st_size
+    except OSError:
+        return None
 
 
 @contextlib.contextmanager

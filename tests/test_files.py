@@ -256,6 +256,35 @@ def test_two_simultaneous_first_runs_create_the_experiment_once(tracking, monkey
     assert real_get(name).experiment_id == ids[0]
 
 
+def test_a_store_being_created_is_waited_for_not_refused_as_empty(tmp_path):
+    """A first run holds the store's init lock while MLflow creates the file, 0 bytes at first:
+    a run starting at that moment refused it as an emptied store ("the MLflow store ... is
+    empty"; seen once in the race test above, its four threads in a new store). It now waits
+    for the creator and uses the store; an empty file nobody is creating is still refused."""
+    from portrait.tracking import _exclusive, _init_lock, empty_store
+
+    database = tmp_path / "mlflow.db"
+    database.touch()
+    holding, done = threading.Event(), threading.Event()
+
+    def create():
+        with _exclusive(_init_lock(database)):
+            holding.set()
+            time.sleep(0.3)
+            database.write_bytes(b"SQLite format 3\x00")
+        done.set()
+
+    creator = threading.Thread(target=create)
+    creator.start()
+    assert holding.wait(timeout=10)
+    assert empty_store(database) is None
+    assert done.is_set()  # it waited for the creator
+    creator.join()
+    left = tmp_path / "left.db"
+    left.touch()
+    assert "the MLflow store" in empty_store(left) and left.stat().st_size == 0
+
+
 _FIRST_RUN = textwrap.dedent(
     """
     import sys
