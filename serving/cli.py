@@ -60,7 +60,7 @@ def register(app: typer.Typer, out, console) -> None:
         from portrait.dataset import open_dataset
         from portrait.engine import check_engine_name
 
-        on_spark = check_engine_name(engine) == "spark" or bool(table) or spark_master is not None
+        on_spark = check_engine_name(engine) == "spark" or bool(table or spark_master)
         # the data set first: a mistyped folder is said at once, not after the scoring modules'
         # and MLflow's imports (about 3 s)
         ds = None if on_spark else open_dataset(dataset)

@@ -9,6 +9,7 @@ import typer
 
 from features.options import checked_date
 from portrait.progress import counter, spinner
+from portrait.tracking import setup_tracking  # MLflow itself is imported when a command runs
 
 COMPARED = (("roc_auc", "ROC AUC"), ("pr_auc", "PR AUC"), ("lift_at_10pct", "lift at 10%"))
 SPEND_COMPARED = (("gini", "Gini"), ("spearman", "Spearman"))
@@ -113,14 +114,6 @@ def _print_summary(out, summary) -> None:
         out.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
-def _setup_tracking() -> None:
-    # imported when a command runs: MLflow takes about 1.8 s to import, which every other
-    # command and --help paid when the commands were registered
-    from training.tracking import setup_tracking
-
-    setup_tracking()
-
-
 def register(app: typer.Typer, out, console) -> None:
     @app.command("train")
     def train_command(
@@ -131,7 +124,7 @@ def register(app: typer.Typer, out, console) -> None:
         from training.train import train_experiment
 
         config = _load(experiment, data)
-        _setup_tracking()
+        setup_tracking()
         with spinner(console, "building the training set") as report:
 
             def say(message) -> None:
@@ -154,7 +147,7 @@ def register(app: typer.Typer, out, console) -> None:
         from training.evaluate import PEER_LABELS
 
         config = _load(experiment, data)
-        _setup_tracking()
+        setup_tracking()
         with spinner(console, "backtest") as say:
             result = run_backtest(config, origins, progress=say)
         run_id = log_backtest(config, result)
@@ -177,7 +170,7 @@ def register(app: typer.Typer, out, console) -> None:
         from training.tune import tune_experiment
 
         config = _load(experiment, data)
-        _setup_tracking()
+        setup_tracking()
         n = trials or config.tuning.trials
         with counter(console, "tuning", n) as trial_done:
 
@@ -204,7 +197,7 @@ def register(app: typer.Typer, out, console) -> None:
         from portrait.tracking import require_store
         from training.registry import promote
 
-        _setup_tracking()
+        setup_tracking()
         require_store()
         out.print(promote(name, version, force).sentence())
 
@@ -235,7 +228,7 @@ def register_personas(app: typer.Typer, out, console) -> None:
         config = load_persona_config(experiment)
         if data:
             config = replace(config, data=str(data))
-        _setup_tracking()
+        setup_tracking()
         with spinner(console, "fitting personas") as say:
             fit, run_id, version = run_persona_fit(
                 config, parse_cutoff(as_of) if as_of else None, out_file, progress=say
@@ -277,7 +270,7 @@ def register_personas(app: typer.Typer, out, console) -> None:
         from portrait.tracking import require_store
         from training.personas import show_personas
 
-        _setup_tracking()
+        setup_tracking()
         require_store()
         paths = show_personas(name, alias, out_dir)
         out.print(paths["markdown"].read_text())
