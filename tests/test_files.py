@@ -272,7 +272,7 @@ def test_a_store_being_created_is_waited_for_not_refused_as_empty(tmp_path):
             holding.set()
             time.sleep(0.3)
             database.write_bytes(b"SQLite format 3\x00")
-        done.set()
+            done.set()  # before the lock is released: the waiter may run at once after it
 
     creator = threading.Thread(target=create)
     creator.start()
