@@ -73,8 +73,11 @@ from portrait.errors import ConfigError, ContractError, PortraitError
 from portrait.files import atomic_target, open_bytes
 from portrait.forget import tombstone_files
 from portrait.privacy import (
+    BIRTH_YEAR,
     GUARDED_TABLES,
     PrivacySettings,
+    birth_year_source,
+    birth_year_sql,
     is_pii_name,
     personal_value_checks,
     refuse_values_as_names,
@@ -531,7 +534,16 @@ class TableSource:
         left_out = [*self.withheld, *(k for k in self.keys_above_root() if k.lower() not in withheld)]
         if not left_out:
             return scan
-        return f"(SELECT * EXCLUDE ({', '.join(quote_ident(c) for c in left_out)}) FROM {scan})"
+        born = self.birth_year_from
+        derived = f", {birth_year_sql(quote_ident(born), as_text=self.is_csv)} AS {BIRTH_YEAR}" if born else ""
+        return f"(SELECT * EXCLUDE ({', '.join(quote_ident(c) for c in left_out)}){derived} FROM {scan})"
+
+    @functools.cached_property
+    def birth_year_from(self) -> str | None:
+        """The withheld date of birth whose year this table keeps (:func:`portrait.privacy.birth_year_source`)."""
+        if self.guard is None:
+            return None
+        return birth_year_source(self.table, self._column_names(), self.withheld, self.guard)
 
     def _scan_sql(self, frame_view: str, keep_rejects: bool = False) -> str:
         if self.frame is not None:

@@ -15,7 +15,8 @@ The guard knows e-mail addresses (``email``, ``e-mail``, ``contact_email``), pho
 ``full_name``, ``surname``, ``customer_name``; not ``brand_name`` or ``store_name``), postal
 addresses (``address``, ``street``, ``postcode``, ``zip``), identity documents (``id_card``,
 ``national_id``, ``passport``, ``ssn``), card numbers and dates of birth (``dob``,
-``date_of_birth``, ``birth_dt``; not a year or month of birth, nor ``birthday_offer``), shortened or run together
+``date_of_birth``, ``birth_dt``; not a year or month of birth, nor ``birthday_offer``; the year
+of a date of birth is kept: :data:`BIRTH_YEAR`), shortened or run together
 (``cust_name``, ``addr``, ``AddressLine1``) or in other languages (``Vorname``, ``prénom``,
 ``Straße``, ``telefono``: accents dropped), also with a number (``email2``, ``address1``) or the
 words the other way round (``name_first``). A name ending like a flag (``email_opt_in``,
@@ -298,6 +299,59 @@ def _is_birth_date(words: list[str]) -> bool:
     return bool(_BIRTH_DATE & ends)
 
 
+def is_birth_date_name(column: str) -> bool:
+    """Whether the guard withholds ``column`` because its name says it is a date of birth."""
+    return is_pii_name(column) and _is_birth_date(_core_words(_words(column)))
+
+
+def _core_words(words: list[str]) -> list[str]:
+    """A name's words less a trailing number or number word (``phone_number``, ``email2``)."""
+    core = list(words)
+    while len(core) > 1 and (core[-1] in _NUMBER_SUFFIXES or core[-1].isdigit()):
+        core.pop()
+    return core
+
+
+# What a date of birth gives instead of itself: its year, as the customers attribute
+# ``birth_year`` (those born in one year are many; an age at a cutoff is the cutoff's year less
+# it), where the date singles people out and a days-since feature gave it back.
+BIRTH_YEAR = "birth_year"
+# The year in a date of birth as exports write one: year first (1975-11-29, 1975/11/29, a stored
+# DATE's or TIMESTAMP's text, 19751129) or last (29.11.1975, 11/29/1975, 29111975: which of the
+# other two is the day need not be known for the year). A month or a day out of range reads no
+# year, which tells 19751129 from 20011985 (20 January 1985). Nothing from a two-digit year, a
+# count of days or seconds, or other text. Regular expressions Python, DuckDB (RE2) and Spark
+# (Java) read alike.
+_MONTH = "(?:0?[1-9]|1[0-2])"
+_DAY = "(?:0?[1-9]|[12][0-9]|3[01])"
+_YEAR = "((?:19|20)[0-9]{2})"
+_TIME = "(?:[ T].*)?"
+YEAR_FIRST = rf"^{_YEAR}(?:[-/.]{_MONTH}[-/.]{_DAY}{_TIME}|(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01]))$"
+YEAR_LAST = rf"^(?:{_DAY}[-/. ]{_DAY}[-/. ]|(?:0[1-9]|[12][0-9]|3[01]){{2}}){_YEAR}{_TIME}$"
+
+
+def birth_year_sql(column: str, as_text: bool = False) -> str:
+    """SQL: the year of birth in the date of birth ``column`` (a quoted name, any type), or NULL
+    when its value is not a date written as :data:`YEAR_FIRST` says; as text when ``as_text``
+    (a CSV table's columns are all read as text, then typed by their values)."""
+    text = stripped_sql(f"CAST({column} AS VARCHAR)")
+    first = f"NULLIF(regexp_extract({text}, {quote_literal(YEAR_FIRST)}, 1), '')"
+    last = f"NULLIF(regexp_extract({text}, {quote_literal(YEAR_LAST)}, 1), '')"
+    return f"COALESCE({first}, {last})" if as_text else f"CAST(COALESCE({first}, {last}) AS INTEGER)"
+
+
+def birth_year_source(
+    table: str, columns: Iterable[str], withheld: Iterable[str], settings: PrivacySettings
+) -> str | None:
+    """The withheld column whose year the table keeps as :data:`BIRTH_YEAR`: the first of
+    ``customers`` withheld because its name says it is a date of birth, unless the data set's
+    ``pii_columns`` names it (withheld whole on purpose) or the table has a ``birth_year``."""
+    if table != "customers" or any(str(c).lower() == BIRTH_YEAR for c in columns):
+        return None
+    configured = {c.lower() for c in settings.pii_columns}
+    return next((c for c in withheld if c.lower() not in configured and is_birth_date_name(c)), None)
+
+
 def is_pii_name(column: str) -> bool:
     """The built-in guard: whether a column's name says it holds personal data (see the module
     docstring). ``is_pii_name("email")`` and ``is_pii_name("full_name")`` are true,
@@ -308,9 +362,7 @@ def is_pii_name(column: str) -> bool:
     pairs = {a + b for a, b in zip(words, words[1:], strict=False)}
     if _ALWAYS & (set(words) | pairs):
         return True
-    core = list(words)
-    while len(core) > 1 and (core[-1] in _NUMBER_SUFFIXES or core[-1].isdigit()):
-        core.pop()
+    core = _core_words(words)
     if _is_birth_date(core):
         return True
     if core[-1] in _AS_HEAD and (len(core) == 1 or core[-2] in _WHOSE):
@@ -392,7 +444,7 @@ def withheld_columns(
         and name.lower() != consent
         and (name.lower() in configured or (table in GUARDED_TABLES and is_pii_name(name)))
     )
-    _report_once(table, withheld, settings)
+    _report_once(table, withheld, settings, birth_year_source(table, columns, withheld, settings))
     return withheld
 
 
@@ -706,8 +758,8 @@ def report_personal_values(table: str, found: dict[str, str], source: str) -> No
             )
 
 
-def _report_once(table: str, withheld: tuple[str, ...], settings: PrivacySettings) -> None:
-    key = (table, withheld, settings.source)
+def _report_once(table: str, withheld: tuple[str, ...], settings: PrivacySettings, born: str | None) -> None:
+    key = (table, withheld, settings.source, born)
     if not withheld or key in _reported:
         return
     _reported.add(key)
@@ -719,6 +771,8 @@ def _report_once(table: str, withheld: tuple[str, ...], settings: PrivacySetting
         parts.append(f"{', '.join(guessed)} (named like personal data)")
     if named:
         parts.append(f"{', '.join(named)} (pii_columns in {settings.source})")
+    if born is not None:
+        parts.append(f"of {born} only the year of birth is read, as {BIRTH_YEAR}")
     log.warning("%s: personal-data columns withheld, never read: %s", table, "; ".join(parts))
 
 

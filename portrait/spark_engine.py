@@ -84,13 +84,17 @@ from portrait.forget import (
 )
 from portrait.identity import MERGING_LINKS_JUDGED
 from portrait.privacy import (
+    BIRTH_YEAR,
     PrivacySettings,
+    birth_year_source,
+    birth_year_sql,
     personal_value_checks,
     refuse_values_as_names,
     report_personal_values,
     value_checked,
     withheld_columns,
 )
+from portrait.sql import quote_ident
 
 DEFAULT_MASTER = "local[2]"
 # Settings of a session this module starts itself (local mode): small shuffles, no web UI.
@@ -973,16 +977,22 @@ def register_views(engine: SparkEngine, spark_input: SparkInput) -> None:
             continue
         source = dataset.sources[table.name]
         frame = _read(engine, spark_input, table.name)
+        is_csv = spark_input.locations[table.name][0] == "csv"
         if source.guard is not None:  # personal data never reaches a view
             refuse_values_as_names(frame.columns, source, table)
             keep = [source.columns.get(c, c) for c in table.column_names]
             withheld = withheld_columns(table.name, frame.columns, keep, source.guard)
+            born = birth_year_source(table.name, frame.columns, withheld, source.guard)
+            if born is not None:  # the year of a date of birth, as on DuckDB (TableSource.scan_sql)
+                engine.register_dataframe(f"_born_{table.name}", frame)
+                frame = engine.query(
+                    f"SELECT *, {birth_year_sql(quote_ident(born), as_text=is_csv)} AS {BIRTH_YEAR} FROM _born_{table.name}"
+                )
             frame = frame.drop(*withheld) if withheld else frame
             frame = _drop_personal_values(engine, table.name, frame, keep, source.guard)
         engine.register_dataframe(f"_source_{table.name}", frame)
         available = {f.name: duckdb_type(f.dataType) for f in frame.schema.fields}
         selected, types, extras = select_columns(table, source, available)
-        is_csv = spark_input.locations[table.name][0] == "csv"
         raw = f"SELECT {', '.join(selected)} FROM _source_{table.name}"
         if salt is not None:  # rows of forgotten customers never reach a view past this one
             keys = {c.name: parse_expr(c, types[c.name], None, is_csv) for c in table.columns if c.name in KEY_COLUMNS}

@@ -29,7 +29,7 @@ from portrait.errors import ContractError, read_error_reason
 from portrait.files import atomic_target, atomic_write_text
 from portrait.forget import forgotten_rows
 from portrait.identity import IdentitySummary, identity_summary
-from portrait.privacy import GUARDED_TABLES, holds_personal_value, personal_id_sql, personal_text_sql
+from portrait.privacy import BIRTH_YEAR, GUARDED_TABLES, holds_personal_value, personal_id_sql, personal_text_sql
 from portrait.sql import quote_ident, quote_literal
 from portrait.views import (
     PARSED,
@@ -538,7 +538,9 @@ def _privacy_notes(dataset: Dataset) -> list[str]:
         source = dataset.sources.get(table)
         if source is not None and source.withheld:
             found |= {c.lower() for c in source.withheld}
-            notes.append(f"{table}: personal-data columns withheld, never read: {', '.join(source.withheld)}")
+            born = source.birth_year_from
+            year = f" (of {born} only the year of birth is read, as the attribute {BIRTH_YEAR})" if born else ""
+            notes.append(f"{table}: personal-data columns withheld, never read: {', '.join(source.withheld)}{year}")
     missing = [c for c in dataset.privacy.pii_columns if c.lower() not in found]
     if missing:
         notes.append(f"[privacy] pii_columns names {', '.join(missing)}, which neither customers nor identities has")

@@ -1097,3 +1097,123 @@ def test_a_segment_description_holding_a_contact_or_a_document_is_refused(tmp_pa
     assert not (tmp_path / "segments").exists()  # nothing written
     store.save(Segment("e1", description="Q4 2024 win-back: 3 orders in 90 days, none in 30", where="spend_365d > 1"))
     assert store.load("e1").description == "Q4 2024 win-back: 3 orders in 90 days, none in 30"
+
+
+# A date of birth's text (or stored value) and the year of birth read from it (None: no year).
+BIRTH_DATES = [
+    ("1975-11-29", 1975),
+    ("1975/1/9", 1975),
+    ("1975.11.29", 1975),
+    ("19751129", 1975),
+    ("1975-11-29 08:00:00", 1975),
+    ("1975-11-29T08:00:00Z", 1975),
+    (" 1975-11-29\t", 1975),  # white space of any kind around it
+    ("29.11.1975", 1975),
+    ("11/29/1975", 1975),  # day and month either way round: the year is the same
+    ("29111975", 1975),
+    ("20011985", 1985),  # 20 January 1985, not a year 2001 with a 19th month
+    ("31121985", 1985),
+    ("2001-02-03", 2001),
+    ("03.02.2001", 2001),
+    ("29/11/75", None),  # a two-digit year is not guessed
+    ("1975", None),
+    ("1975-13-01", None),
+    ("32/01/1990", None),
+    ("1890-01-01", None),
+    ("12345678", None),
+    ("-130000000", None),  # seconds since 1970
+    ("unknown", None),
+    ("", None),
+]
+
+
+@pytest.mark.parametrize(("text", "year"), BIRTH_DATES)
+def test_the_year_of_birth_is_read_from_a_date_as_exports_write_it(text, year):
+    import duckdb
+
+    from portrait.privacy import birth_year_sql
+
+    con = duckdb.connect()
+    assert con.execute(f"SELECT {birth_year_sql('t')} FROM (SELECT ?::VARCHAR AS t)", [text]).fetchone()[0] == year
+
+
+def test_the_year_of_birth_is_read_from_stored_dates_times_and_numbers():
+    import duckdb
+
+    from portrait.privacy import birth_year_sql
+
+    rows = (
+        duckdb.connect()
+        .execute(
+            f"SELECT {birth_year_sql('d')}, {birth_year_sql('t')}, {birth_year_sql('n')} FROM (VALUES "
+            "(DATE '1975-11-29', TIMESTAMP '1980-01-02 03:04:05', 19751129::BIGINT), (NULL, NULL, 1700000000)) v(d, t, n)"
+        )
+        .fetchall()
+    )
+    assert rows == [(1975, 1980, 1975), (None, None, None)]
+
+
+@pytest.mark.parametrize(
+    ("table", "columns", "pii", "source"),
+    [
+        ("customers", ["customer_id", "date_of_birth", "email"], (), "date_of_birth"),
+        ("customers", ["customer_id", "email", "DOB", "birthday"], (), "DOB"),  # the first one
+        ("customers", ["customer_id", "date_of_birth"], ("date_of_birth",), None),  # withheld whole on purpose
+        ("customers", ["customer_id", "date_of_birth", "Birth_Year"], (), None),  # the table has one
+        ("customers", ["customer_id", "email"], (), None),
+        ("identities", ["customer_id", "id_type", "id_value", "dob"], (), None),
+    ],
+)
+def test_which_date_of_birth_gives_its_year(table, columns, pii, source):
+    from portrait.privacy import birth_year_source, withheld_columns
+
+    settings = PrivacySettings(pii_columns=pii)
+    withheld = withheld_columns(table, columns, ["customer_id", "id_type", "id_value"], settings)
+    assert birth_year_source(table, columns, withheld, settings) == source
+
+
+def test_a_date_of_birth_is_withheld_and_its_year_is_an_attribute(tmp_path, caplog):
+    """The date never reaches a view, a feature or a profile (its days-since feature gave it
+    back); its year does, as ``birth_year``: it groups people, and an age at a cutoff follows."""
+    from serving.profile import ProfileSources, build_profile
+
+    caplog.set_level(logging.WARNING, logger="portrait.privacy")
+    folder = tmp_path / "data"
+    folder.mkdir()
+    PURCHASES.to_csv(folder / "purchases.csv", index=False)
+    others = [f"X{i:02d}" for i in range(12)]  # more years than a handful of codes: a number
+    pd.DataFrame(
+        {
+            "customer_id": ["A", "B", "C", *others],
+            "date_of_birth": ["1975-11-29", "03/02/2001", "unknown", *(f"{1950 + i}0615" for i in range(12))],
+            "region": "n",
+        }
+    ).to_csv(folder / "customers.csv", index=False)
+    dataset = open_dataset(folder)
+    con = dataset.connect()
+    assert [c[0] for c in con.execute("DESCRIBE customers").fetchall()] == ["customer_id", "region", "birth_year"]
+    # a CSV's columns are text, typed by their values (as a birth_year column of the export)
+    assert con.execute("SELECT customer_id, birth_year FROM customers ORDER BY 1 LIMIT 4").fetchall() == [
+        ("A", "1975"),
+        ("B", "2001"),
+        ("C", None),
+        ("X00", "1950"),
+    ]
+    features = build_features(dataset, AS_OF).set_index("customer_id")
+    assert features.loc[["A", "B"], "attr_birth_year"].tolist() == [1975, 2001]
+    assert pd.isna(features.loc["C", "attr_birth_year"])
+    assert not [c for c in features.columns if "date_of_birth" in c]
+    profile = build_profile("A", ProfileSources(data=folder))
+    assert [(a.name, a.value) for a in profile.attributes.values] == [("region", "n"), ("birth_year", "1975")]
+    assert "date_of_birth" not in profile.model_dump_json() and "11-29" not in profile.model_dump_json()
+    assert (
+        "date_of_birth (named like personal data); of date_of_birth only the year of birth is read, as birth_year"
+        in (caplog.text)
+    )
+    out = tmp_path / "validation"
+    code, text = run("validate", str(folder), "--out", str(out))
+    assert code == 0
+    assert (
+        "customers: personal-data columns withheld, never read: date_of_birth (of date_of_birth only the year of "
+        "birth is read, as the attribute birth_year)" in text
+    )

@@ -549,3 +549,34 @@ def test_the_person_id_prefers_an_id_that_is_not_personal_on_spark_too(spark, tm
         assert [tuple(r) for r in engine.rows(query)] == duck
     finally:
         engine.close()
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_a_date_of_birth_gives_the_same_year_on_spark(spark, tmp_path, fmt):
+    """The date is withheld on both engines and its year read alike: every text of
+    tests/test_privacy.py's BIRTH_DATES (Java's regular expressions), and a stored DATE."""
+    from portrait.spark_engine import spark_dataset
+    from tests.test_privacy import BIRTH_DATES
+
+    ids = [f"c{i:02d}" for i in range(len(BIRTH_DATES))]
+    pd.DataFrame({"order_id": ids, "customer_id": ids, "ts": "2024-01-05 10:00:00", "amount": 1.0}).to_csv(
+        tmp_path / "purchases.csv", index=False
+    )
+    births = pd.DataFrame({"customer_id": ids, "dob": [text for text, _ in BIRTH_DATES]})
+    if fmt == "csv":
+        births.to_csv(tmp_path / "customers.csv", index=False)
+    else:  # a stored date, and the texts (the year is read from a date's text on both)
+        births["birthday"] = pd.to_datetime(births["dob"], format="%Y-%m-%d", errors="coerce").dt.date
+        births.drop(columns="dob").to_parquet(tmp_path / "customers.parquet", index=False)
+    query = "SELECT * FROM customers ORDER BY customer_id"
+    duck = _duckdb_rows(tmp_path, query)
+    if fmt == "csv":
+        assert [row[1] for row in duck] == [None if year is None else str(year) for _, year in BIRTH_DATES]
+    else:
+        assert [row[1] for row in duck][:3] == [1975, None, None]
+    engine, _ = spark_dataset(spark, tmp_path)
+    try:
+        assert [name for name, *_ in engine.columns(query)] == ["customer_id", "birth_year"]
+        assert [tuple(r) for r in engine.rows(query)] == duck
+    finally:
+        engine.close()
