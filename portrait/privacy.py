@@ -21,7 +21,9 @@ of a date of birth is kept: :data:`BIRTH_YEAR`), shortened or run together
 ``Straße``, ``telefono``: accents dropped), also with a number (``email2``, ``address1``) or the
 words the other way round (``name_first``). A name ending like a flag (``email_opt_in``,
 ``phone_verified``, ``address_type``) or starting with ``has_``/``is_`` is not withheld: it
-holds no personal value. Contract columns (``customer_id``, ``id_type``, ``id_value``) and the
+holds no personal value; nor is an engagement column, a name ending in a count, a rate or a date
+of what was done through an address or a number (``email_opens_90d``, ``last_email_date``,
+``phone_calls``), whose values are still checked (below). Contract columns (``customer_id``, ``id_type``, ``id_value``) and the
 configured consent column are never withheld.
 
 A column whose *values* are personal data is withheld too, whatever its name (a ``contact``
@@ -273,6 +275,40 @@ _FLAG_ENDINGS = frozenset(
     }
 )
 _FLAG_STARTS = frozenset({"has", "is", "uses"})
+# A name ending in a word that counts, rates or dates something done through an address or a
+# number is an engagement column, not the address or the number: email_opens, emails_opened_90d,
+# email_engagement_score, last_email_date, phone_calls, birthday_email_sent. (A date of birth is
+# judged before: birth_date is one.)
+_MEASURE_ENDINGS = frozenset(
+    {
+        "opens",
+        "opened",
+        "clicks",
+        "clicked",
+        "sent",
+        "sends",
+        "delivered",
+        "deliveries",
+        "bounces",
+        "calls",
+        "replies",
+        "responses",
+        "responded",
+        "score",
+        "rate",
+        "engagement",
+        "subscribed",
+        "unsubscribed",
+        "date",
+        "changed",
+        "updated",
+    }
+)
+# Window words a measure's name may end with (emails_opened_90d, email_clicks_12m, calls_ytd).
+_WINDOW_WORDS = frozenset(
+    {"d", "day", "days", "w", "wk", "week", "weeks", "m", "mo", "month", "months", "y", "yr", "year", "years"}
+    | {"ytd", "mtd", "qtd", "lifetime", "total"}
+)
 
 _reported: set[tuple] = set()
 
@@ -359,11 +395,18 @@ def is_pii_name(column: str) -> bool:
     words = _words(column)
     if not words or words[0] in _FLAG_STARTS or words[-1] in _FLAG_ENDINGS:
         return False
-    pairs = {a + b for a, b in zip(words, words[1:], strict=False)}
-    if _ALWAYS & (set(words) | pairs):
-        return True
+    measured = list(words)  # less a window at the end: email_count_90d, email_opens_12m
+    while len(measured) > 1 and (measured[-1] in _WINDOW_WORDS or measured[-1].isdigit()):
+        measured.pop()
+    if measured[-1] in _FLAG_ENDINGS:
+        return False
     core = _core_words(words)
     if _is_birth_date(core):
+        return True
+    if len(measured) > 1 and measured[-1] in _MEASURE_ENDINGS:
+        return False
+    pairs = {a + b for a, b in zip(words, words[1:], strict=False)}
+    if _ALWAYS & (set(words) | pairs):
         return True
     if core[-1] in _AS_HEAD and (len(core) == 1 or core[-2] in _WHOSE):
         return True

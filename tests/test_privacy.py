@@ -134,6 +134,12 @@ def _no_secret_in(text: str) -> None:
         "data_de_nascimento",
         "geboortedatum",
         "dob2",
+        # not a count, a rate or a date of what was done through it: the value itself
+        "email_sent_to",
+        "email_hash",
+        "phone_2_90d",
+        "email_last",
+        "customer_phone_number",
     ],
 )
 def test_the_guard_knows_personal_data_by_its_name(column):
@@ -177,6 +183,18 @@ def test_the_guard_knows_personal_data_by_its_name(column):
         "birthday_offer",
         "birthday_club_member",
         "birthday_voucher_redeemed",
+        # engagement: what was done through an address or a number, counted, rated or dated
+        "email_opens",
+        "emails_opened_90d",
+        "email_clicks_12m",
+        "email_count_90d",
+        "email_engagement_score",
+        "last_email_date",
+        "newsletter_email_subscribed",
+        "birthday_email_sent",
+        "phone_calls",
+        "num_phone_calls",
+        "address_last_updated",
     ],
 )
 def test_the_guard_leaves_other_columns_alone(column):
