@@ -92,8 +92,9 @@ def register(app: typer.Typer, out, console) -> None:
     def list_command(
         markdown: Annotated[bool, typer.Option("--markdown", help="Print as a Markdown table.")] = False,
     ) -> None:
-        """The feature catalogue: name, label, family, window, scale, unit, description (a table on a
-        terminal; tab-separated lines when piped, so that grep and cut see whole names)."""
+        """The feature catalogue: name, label, family, window, scale, unit, description.
+
+        A table on a terminal; tab-separated lines when piped, so that grep and cut see whole names."""
         if markdown:
             out.print(catalogue_markdown(), soft_wrap=True, highlight=False, markup=False)
             return

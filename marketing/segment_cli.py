@@ -421,8 +421,9 @@ def register_segments(app: typer.Typer, out, console) -> None:
         store: StoreOption = None,
         segments_dir: SegmentsOption = None,
     ) -> None:
-        """Write a segment's customers as of a date (ranked by a model's score if asked), without
-        those the data set's consent rules leave out."""
+        """Write a segment's customers as of a date (ranked by a model's score if asked), without those who may not be contacted.
+
+        The data set's consent rules (\\[privacy] in its portrait.toml) say who may not be."""
         from portrait.files import check_suffix
 
         check_suffix(out_file, (".csv", ".parquet"))

@@ -48,8 +48,9 @@ def register(app: typer.Typer, out, console) -> None:
             ),
         ] = False,
     ) -> None:
-        """Forget customers: tombstone them in the data set (every later read and import leaves
-        them out) and remove their rows from stored outputs and the manual tag store."""
+        """Forget customers: tombstone them in the data set and remove their rows from stored outputs and manual tags.
+
+        Every later read and import of the data set leaves them out."""
         from marketing.manual import default_store, forget_ids, read_ids
         from marketing.segments import default_folder
         from portrait.dataset import open_dataset

@@ -205,8 +205,9 @@ def identity_explain_command(
     customer_id: Annotated[str, typer.Argument(help="A customer id or a merged person id.")],
     dataset: Annotated[Path, typer.Option("--data", help="Data set folder or DuckDB file.")],
 ) -> None:
-    """Show which shared identifiers joined a customer id to which others (by type and count;
-    by salted hash when PORTRAIT_IDENTITY_SALT is set; never the values)."""
+    """Show which shared identifiers joined a customer id to which others (by type and count, never the values).
+
+    With PORTRAIT_IDENTITY_SALT set, each identifier is shown by its salted hash."""
     import os
 
     from portrait.identity import MAX_IDS_PER_IDENTIFIER, SALT_ENV, explain

@@ -62,8 +62,9 @@ def register(app: typer.Typer, out, console) -> None:
         ] = False,
         alias: Annotated[str, typer.Option(help="Registry alias of the models that compute reasons.")] = "champion",
     ) -> None:
-        """The whole profile of one customer: attributes, merged ids, tags, segments, RFM, persona,
-        scores with reasons and their history, the last orders and events."""
+        """The whole profile of one customer: attributes, merged ids, tags, segments, RFM, persona, scores, orders, events.
+
+        Scores come with their reasons and their history; orders and events are the last ones."""
         from features.build import parse_cutoff
         from serving.profile import ProfileSources, build_profile, profile_json
         from serving.refresh import check_refresh_root

@@ -31,9 +31,9 @@ def register(app: typer.Typer, out, console, retrainer=None) -> None:
             ),
         ] = False,
     ) -> None:
-        """Validate, build features, score, RFM, tag, refresh segments, store the crowd material
-        and the profiles, write lists for one date; publish the run all at once (LATEST) only if
-        every step succeeded."""
+        """Validate, build features, score, RFM, tag, refresh segments, store the crowd material and the profiles, write lists for one date.
+
+        The run is published all at once (LATEST) only if every step succeeded."""
         from portrait.tracking import setup_tracking
         from serving.refresh import STEPS, load_config, refresh
 

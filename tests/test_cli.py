@@ -36,3 +36,19 @@ def test_every_help_text_reads_as_written():
             if shown != text.replace("\\[", "["):
                 changed.append(f"{path} {where}: {text!r} is shown as {shown!r}")
     assert not changed, "\n".join(changed)
+
+
+def test_every_command_summary_is_one_line():
+    """The command lists (``portrait --help``) show a command's first paragraph with its line
+    breaks kept: a summary wrapped in the docstring was shown cut in two mid-sentence."""
+    import typer
+
+    from portrait_cli import main
+
+    main._register_later_commands()
+    wrapped = []
+    for path, command in _commands(typer.main.get_command(main.app), "portrait"):
+        summary = (command.short_help or command.help or "").strip().split("\n\n")[0]
+        if "\n" in summary:
+            wrapped.append(f"{path}: {summary!r}")
+    assert not wrapped, "\n".join(wrapped)
