@@ -128,6 +128,17 @@ def _when(value: dt.datetime, dated: bool = False) -> str:
     return value.strftime("%Y-%m-%d" if dated else "%Y-%m-%d %H:%M")
 
 
+# An order's categories shown in the table (sorted); --json has them all. A weekly basket of
+# 50 categories took 17 lines of a 120-column terminal.
+SHOWN_CATEGORIES = 8
+
+
+def _categories(categories: list[str]) -> str:
+    shown = ", ".join(categories[:SHOWN_CATEGORIES])
+    more = len(categories) - SHOWN_CATEGORIES
+    return f"{shown}, +{more} more" if more > 0 else shown
+
+
 def _dates_only(moments: list[dt.datetime]) -> bool:
     """Every moment at midnight: a log of dates (CDNOW's), shown without a made-up 00:00."""
     return bool(moments) and all(m.time() == dt.time() for m in moments)
@@ -286,7 +297,7 @@ def show(profile, out, hide_sensitive: bool = False) -> None:
                     order.order_id,
                     _money(order.amount),
                     str(order.lines),
-                    ", ".join(order.categories),
+                    _categories(order.categories),
                     order.channel or "-",
                 )
             out.print(table)

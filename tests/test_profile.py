@@ -602,12 +602,16 @@ def test_the_command_prints_sections_or_json_and_exits_non_zero_on_errors(world,
     # a log of dates (CDNOW's): the orders show their dates, not a made-up 00:00
     dated = tmp_path / "dated"
     dated.mkdir()
+    basket = "".join(f"o2,c1,2024-02-07,0.30,k{i:02d}\n" for i in range(10))  # 10 categories: 8 shown
     (dated / "purchases.csv").write_text(
-        "order_id,customer_id,ts,amount\no1,c1,2024-01-05,12.50\no2,c1,2024-02-07,3.00\n"
+        "order_id,customer_id,ts,amount,category\no1,c1,2024-01-05,12.50,k00\n" + basket
     )
     shown = _portrait("profile", "c1", "--data", str(dated), "--no-reasons")
     assert shown.returncode == 0, shown.stderr
     assert "2024-02-07" in shown.stdout and "2024-01-05" in shown.stdout and "00:00" not in shown.stdout
+    assert "k00, k01, k02, k03, k04, k05, k06, k07, +2 more" in shown.stdout and "k08" not in shown.stdout
+    as_json = json.loads(_portrait("profile", "c1", "--data", str(dated), "--no-reasons", "--json").stdout)
+    assert as_json["orders"]["last"][0]["categories"] == [f"k{i:02d}" for i in range(10)]
 
 
 def test_the_command_reads_the_default_segments_folder_as_list_and_the_api_do(world, tmp_path, monkeypatch):
