@@ -195,10 +195,12 @@ def test_completejourney_maps_lines_campaigns_coupons_and_demographics(tmp_path)
         ("31", "900", 3.0, "PASTRY", "Private", "store", 1.2, "330"),  # department when no category
         ("32", "1228", 1.43, "FRZN ICE", "National", "store", 0.15, "406"),
     ]
-    events = con.execute("SELECT customer_id, CAST(ts AS DATE), event_type, value FROM events ORDER BY ts").fetchall()
-    assert [(e[0], str(e[1]), e[2], e[3]) for e in events] == [
-        ("900", "2017-03-03", "campaign_received", 1.0),
-        ("1228", "2017-03-10", "coupon_redeemed", 1.0),
+    events = con.execute(
+        "SELECT customer_id, CAST(ts AS DATE), event_type, category, value FROM events ORDER BY ts"
+    ).fetchall()
+    assert [(e[0], str(e[1]), *e[2:]) for e in events] == [  # the campaign id is no amount
+        ("900", "2017-03-03", "campaign_received", "campaign 1", None),
+        ("1228", "2017-03-10", "coupon_redeemed", "campaign 1", None),
     ]
     assert con.execute("SELECT customer_id, age_band, income_band FROM customers").fetchall() == [
         ("900", "65+", "35-49K")

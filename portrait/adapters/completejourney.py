@@ -5,8 +5,9 @@
   coupon-match discounts, ``category`` the product category (the department where it has
   none), ``brand`` National or Private, ``channel`` ``store`` and ``store_id`` the store.
 - ``events``: each campaign a household received (``campaign_received`` at the campaign's
-  start date, ``value`` the campaign id) and each coupon redemption (``coupon_redeemed``,
-  ``value`` the campaign id).
+  start date) and each coupon redemption (``coupon_redeemed``), ``category`` naming the
+  campaign (``campaign 24``: an id, not an amount, so not the contract's ``value``, which the
+  profile shows as one).
 - ``customers``: household demographics (801 of the 2,469 households have them).
 """
 
@@ -50,11 +51,11 @@ def import_completejourney(out_dir: Path, source_dir: Path | None = None) -> dic
     events = f"""
         SELECT CAST(c.household_id AS VARCHAR) AS customer_id, d.start_date AS ts,
                'campaign_received' AS event_type, CAST(NULL AS VARCHAR) AS channel,
-               CAST(NULL AS VARCHAR) AS category, CAST(c.campaign_id AS DOUBLE) AS value
+               'campaign ' || CAST(c.campaign_id AS VARCHAR) AS category, CAST(NULL AS DOUBLE) AS value
         FROM {src("campaigns")} c JOIN {src("campaign_descriptions")} d USING (campaign_id)
         UNION ALL
         SELECT CAST(household_id AS VARCHAR), redemption_date, 'coupon_redeemed', 'store',
-               NULL, CAST(campaign_id AS DOUBLE)
+               'campaign ' || CAST(campaign_id AS VARCHAR), NULL
         FROM {src("coupon_redemptions")}
         ORDER BY ts, customer_id"""
     customers = f"""
