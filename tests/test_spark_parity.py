@@ -202,12 +202,14 @@ def test_tags_and_behaviour_conditions_on_spark_equal_duckdb(spark_views, data):
     ]
 
     def run(population):
+        # the tags first: their features hold the conditions' (orders_lifetime), so each engine
+        # builds features once (a build on Spark costs tens of seconds here)
+        tags = apply_tags(load_library(), population).tags.sort_values(["customer_id", "tag"], ignore_index=True)
         schema = population.schema(models=False)
         conditions = [parse_condition(text, schema, behaviour=True) for text in texts]
         frame = population.frame(conditions)
         members = [frame.loc[evaluate(c, frame).to_numpy(), "customer_id"].tolist() for c in conditions]
         terms = sorted({t.column for c in conditions for t in c.terms})
-        tags = apply_tags(load_library(), population).tags.sort_values(["customer_id", "tag"], ignore_index=True)
         return frame[["customer_id", *terms]], members, tags
 
     with Population(open_dataset(data), AS_OF) as population:
