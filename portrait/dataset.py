@@ -524,7 +524,7 @@ class TableSource:
             raise
         return con
 
-    def scan_sql(self, frame_view: str, keep_rejects: bool = False) -> str:
+    def scan_sql(self, frame_view: str, keep_rejects: bool = False, timezone: str = DEFAULT_TIMEZONE) -> str:
         """SQL reading the source, less its :attr:`withheld` columns. ``keep_rejects`` (CSV):
         malformed lines (a wrong number of fields, bytes not in the encoding) are skipped and
         stored in :meth:`rejects_tables` instead of failing the whole read; without it such a
@@ -535,7 +535,10 @@ class TableSource:
         if not left_out:
             return scan
         born = self.birth_year_from
-        derived = f", {birth_year_sql(quote_ident(born), as_text=self.is_csv)} AS {BIRTH_YEAR}" if born else ""
+        derived = ""
+        if born:  # its year only (timezone: the data set's, where a time stored with a zone is read)
+            year = birth_year_sql(quote_ident(born), dict(self._column_types)[born], timezone, as_text=self.is_csv)
+            derived = f", {year} AS {BIRTH_YEAR}"
         return f"(SELECT * EXCLUDE ({', '.join(quote_ident(c) for c in left_out)}){derived} FROM {scan})"
 
     @functools.cached_property

@@ -22,7 +22,7 @@ of a date of birth is kept: :data:`BIRTH_YEAR`), shortened or run together
 words the other way round (``name_first``). A name ending like a flag (``email_opt_in``,
 ``phone_verified``, ``address_type``) or starting with ``has_``/``is_`` is not withheld: it
 holds no personal value; nor is an engagement column, a name ending in a count, a rate or a date
-of what was done through an address or a number (``email_opens_90d``, ``last_email_date``,
+of what was done through an e-mail address or a phone (``email_opens_90d``, ``last_email_date``,
 ``phone_calls``), whose values are still checked (below). Contract columns (``customer_id``, ``id_type``, ``id_value``) and the
 configured consent column are never withheld.
 
@@ -275,12 +275,27 @@ _FLAG_ENDINGS = frozenset(
     }
 )
 _FLAG_STARTS = frozenset({"has", "is", "uses"})
-# A name ending in a word that counts, rates or dates something done through an address or a
-# number is an engagement column, not the address or the number: email_opens, emails_opened_90d,
-# email_engagement_score, last_email_date, phone_calls, birthday_email_sent. (A date of birth is
-# judged before: birth_date is one.)
+# A name ending in a word that counts, rates or dates something done through an e-mail address or
+# a phone, or starting with a count, is an engagement column, not the address or the number:
+# email_opens, emails_opened_90d, email_engagement_score, last_email_date, phone_calls,
+# birthday_email_sent, num_emails, days_since_last_email. Only for those contact channels: an
+# address, a name or an identity number has no shape the value checks know, so address_updated
+# or ssn_date stay withheld. (A date of birth is judged before: birth_date is one.)
+_CONTACT_CHANNELS = frozenset(
+    {"email", "emails", "mail", "courriel", "correo", "phone", "phones", "telephone", "telefon", "telefono"}
+    | {"telefone", "fax", "cellphone", "mobilephone", "msisdn", "mobile", "tel", "cell", "sms"}
+)
+_COUNT_STARTS = frozenset({"num", "n", "nb", "count", "total", "days", "weeks", "months"})
 _MEASURE_ENDINGS = frozenset(
     {
+        "at",
+        "received",
+        "unsubscribes",
+        "pct",
+        "percent",
+        "ratio",
+        "share",
+        "ctr",
         "opens",
         "opened",
         "clicks",
@@ -307,7 +322,7 @@ _MEASURE_ENDINGS = frozenset(
 # Window words a measure's name may end with (emails_opened_90d, email_clicks_12m, calls_ytd).
 _WINDOW_WORDS = frozenset(
     {"d", "day", "days", "w", "wk", "week", "weeks", "m", "mo", "month", "months", "y", "yr", "year", "years"}
-    | {"ytd", "mtd", "qtd", "lifetime", "total"}
+    | {"ytd", "mtd", "qtd", "lifetime", "total", "last", "past"}
 )
 
 _reported: set[tuple] = set()
@@ -352,25 +367,52 @@ def _core_words(words: list[str]) -> list[str]:
 # ``birth_year`` (those born in one year are many; an age at a cutoff is the cutoff's year less
 # it), where the date singles people out and a days-since feature gave it back.
 BIRTH_YEAR = "birth_year"
-# The year in a date of birth as exports write one: year first (1975-11-29, 1975/11/29, a stored
-# DATE's or TIMESTAMP's text, 19751129) or last (29.11.1975, 11/29/1975, 29111975: which of the
-# other two is the day need not be known for the year). A month or a day out of range reads no
-# year, which tells 19751129 from 20011985 (20 January 1985). Nothing from a two-digit year, a
-# count of days or seconds, or other text. Regular expressions Python, DuckDB (RE2) and Spark
-# (Java) read alike.
+# Names of a year of birth the table may hold already (then none is derived): birth_year,
+# year_of_birth, yob, dob_year, BirthYr (words run together).
+_YEAR_OF_BIRTH = frozenset({"birthyear", "birthyr", "yearofbirth", "yob", "dobyear", "yearborn"})
+# The year in a date of birth as exports write one, year first (1975-11-29, 1975/11/29,
+# 1975 11 29, 19751129, 19751129.0 from a float column, a stored date's text) or last
+# (29.11.1975, 29. 11. 1975, 11/29/1975, 29-Nov-1975, Nov 29, 1975, 29111975: which of day and
+# month comes first need not be known for the year), a time or a zone after it. A month or a day
+# out of range reads no year, which tells 19751129 from 20011985 (20 January 1985). Nothing from
+# a two-digit year, a count of days or seconds, or other text. The same in Python, DuckDB (RE2)
+# and Java (Spark) for a value without a line break inside it (Python's $ matches before a last
+# line break, Java's . matches no line break: the value is stripped first).
 _MONTH = "(?:0?[1-9]|1[0-2])"
 _DAY = "(?:0?[1-9]|[12][0-9]|3[01])"
+_MM = "(?:0[1-9]|1[0-2])"
+_DD = "(?:0[1-9]|[12][0-9]|3[01])"
 _YEAR = "((?:19|20)[0-9]{2})"
-_TIME = "(?:[ T].*)?"
-YEAR_FIRST = rf"^{_YEAR}(?:[-/.]{_MONTH}[-/.]{_DAY}{_TIME}|(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01]))$"
-YEAR_LAST = rf"^(?:{_DAY}[-/. ]{_DAY}[-/. ]|(?:0[1-9]|[12][0-9]|3[01]){{2}}){_YEAR}{_TIME}$"
+_SEP = "(?:[-/.] ?| )"
+_MONTH_NAME = r"[A-Za-z]{3,9}\.?"
+_END = r"(?:\.0+)?(?:[ T+Z].*)?"
+YEAR_FIRST = rf"^{_YEAR}(?:{_SEP}{_MONTH}{_SEP}{_DAY}|{_MM}{_DD}){_END}$"
+YEAR_LAST = (
+    rf"^(?:{_DAY}{_SEP}{_DAY}{_SEP}|{_DAY}{_SEP}?{_MONTH_NAME}{_SEP}?|{_MONTH_NAME} {_DAY},? |{_DD}{_DD}){_YEAR}{_END}$"
+)
+# Numbers as they are stored: 19751129, or 1021980 once a leading zero is lost (1 February 1980).
+_NUMBER_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UBIGINT", "UINTEGER", "DOUBLE", "FLOAT")
+_NUMBER_TYPES += ("DECIMAL", "REAL", "USMALLINT", "UTINYINT", "UHUGEINT")
+_SEVEN_DIGITS = r"^[0-9]{7}(\.0+)?$"  # the same as text (a CSV written from such a column)
 
 
-def birth_year_sql(column: str, as_text: bool = False) -> str:
-    """SQL: the year of birth in the date of birth ``column`` (a quoted name, any type), or NULL
-    when its value is not a date written as :data:`YEAR_FIRST` says; as text when ``as_text``
-    (a CSV table's columns are all read as text, then typed by their values)."""
-    text = stripped_sql(f"CAST({column} AS VARCHAR)")
+def birth_year_sql(column: str, source_type: str = "VARCHAR", timezone: str = "UTC", as_text: bool = False) -> str:
+    """SQL: the year of birth in the date of birth ``column`` (a quoted name) stored as
+    ``source_type``, or NULL when its value is not a date :data:`YEAR_FIRST` or
+    :data:`YEAR_LAST` reads; as text when ``as_text`` (a CSV table's columns are all read as
+    text, then typed by their values). A time stored with a zone is read in the data set's
+    ``timezone`` (a local midnight on 1 January is the day before in UTC)."""
+    from portrait.views import zone_aware
+
+    kind = source_type.upper()
+    if zone_aware(kind) or kind == "TIMESTAMPTZ_NS":
+        text = f"CAST(timezone({quote_literal(timezone)}, CAST({column} AS TIMESTAMPTZ)) AS VARCHAR)"
+    elif kind.startswith(_NUMBER_TYPES):
+        text = f"lpad(CAST(TRY_CAST({column} AS BIGINT) AS VARCHAR), 8, '0')"
+    else:
+        stripped = stripped_sql(f"CAST({column} AS VARCHAR)")
+        seven = quote_literal(_SEVEN_DIGITS)
+        text = f"CASE WHEN regexp_matches({stripped}, {seven}) THEN '0' || {stripped} ELSE {stripped} END"
     first = f"NULLIF(regexp_extract({text}, {quote_literal(YEAR_FIRST)}, 1), '')"
     last = f"NULLIF(regexp_extract({text}, {quote_literal(YEAR_LAST)}, 1), '')"
     return f"COALESCE({first}, {last})" if as_text else f"CAST(COALESCE({first}, {last}) AS INTEGER)"
@@ -381,10 +423,13 @@ def birth_year_source(
 ) -> str | None:
     """The withheld column whose year the table keeps as :data:`BIRTH_YEAR`: the first of
     ``customers`` withheld because its name says it is a date of birth, unless the data set's
-    ``pii_columns`` names it (withheld whole on purpose) or the table has a ``birth_year``."""
-    if table != "customers" or any(str(c).lower() == BIRTH_YEAR for c in columns):
-        return None
+    ``pii_columns`` names it or ``birth_year`` (withheld on purpose) or the table holds a year of
+    birth already (``birth_year``, ``year_of_birth``, ``yob``)."""
     configured = {c.lower() for c in settings.pii_columns}
+    if table != "customers" or BIRTH_YEAR in configured:
+        return None
+    if any("".join(_words(c)) in _YEAR_OF_BIRTH for c in columns):
+        return None
     return next((c for c in withheld if c.lower() not in configured and is_birth_date_name(c)), None)
 
 
@@ -403,10 +448,12 @@ def is_pii_name(column: str) -> bool:
     core = _core_words(words)
     if _is_birth_date(core):
         return True
-    if len(measured) > 1 and measured[-1] in _MEASURE_ENDINGS:
-        return False
     pairs = {a + b for a, b in zip(words, words[1:], strict=False)}
-    if _ALWAYS & (set(words) | pairs):
+    personal = _ALWAYS & (set(words) | pairs)
+    if (personal | (_AS_HEAD & set(words))) <= _CONTACT_CHANNELS and len(measured) > 1:
+        if measured[-1] in _MEASURE_ENDINGS or words[0] in _COUNT_STARTS:
+            return False  # engagement through a contact channel (see _MEASURE_ENDINGS)
+    if personal:
         return True
     if core[-1] in _AS_HEAD and (len(core) == 1 or core[-2] in _WHOSE):
         return True
@@ -808,14 +855,16 @@ def _report_once(table: str, withheld: tuple[str, ...], settings: PrivacySetting
     _reported.add(key)
     configured = {c.lower() for c in settings.pii_columns}
     named = [c for c in withheld if c.lower() in configured]
-    guessed = [c for c in withheld if c.lower() not in configured]
+    guessed = [
+        f"{c} (only its year is read, as {BIRTH_YEAR})" if c == born else c
+        for c in withheld
+        if c.lower() not in configured
+    ]
     parts = []
     if guessed:
         parts.append(f"{', '.join(guessed)} (named like personal data)")
     if named:
         parts.append(f"{', '.join(named)} (pii_columns in {settings.source})")
-    if born is not None:
-        parts.append(f"of {born} only the year of birth is read, as {BIRTH_YEAR}")
     log.warning("%s: personal-data columns withheld, never read: %s", table, "; ".join(parts))
 
 

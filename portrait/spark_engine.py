@@ -984,9 +984,10 @@ def register_views(engine: SparkEngine, spark_input: SparkInput) -> None:
             withheld = withheld_columns(table.name, frame.columns, keep, source.guard)
             born = birth_year_source(table.name, frame.columns, withheld, source.guard)
             if born is not None:  # the year of a date of birth, as on DuckDB (TableSource.scan_sql)
+                born_type = duckdb_type(frame.schema[born].dataType)
                 engine.register_dataframe(f"_born_{table.name}", frame)
                 frame = engine.query(
-                    f"SELECT *, {birth_year_sql(quote_ident(born), as_text=is_csv)} AS {BIRTH_YEAR} FROM _born_{table.name}"
+                    f"SELECT *, {birth_year_sql(quote_ident(born), born_type, dataset.timezone, as_text=is_csv)} AS {BIRTH_YEAR} FROM _born_{table.name}"
                 )
             frame = frame.drop(*withheld) if withheld else frame
             frame = _drop_personal_values(engine, table.name, frame, keep, source.guard)

@@ -203,7 +203,7 @@ def _register_table(con, table: contract.Table, source: TableSource, timezone: s
         raise ContractError(f"{empty[0]} is empty{what}", table=table.name)
     available = source_columns(con, source)
     selected, types, extras = select_columns(table, source, available)
-    scan = source.scan_sql(f"_frame_{table.name}", keep_rejects=True)
+    scan = source.scan_sql(f"_frame_{table.name}", keep_rejects=True, timezone=timezone)
     raw = f"SELECT {', '.join(selected)} FROM {scan}"
     if forgetting:  # rows of forgotten customers never reach a view past this one
         keys = {

@@ -553,10 +553,12 @@ def test_the_person_id_prefers_an_id_that_is_not_personal_on_spark_too(spark, tm
         engine.close()
 
 
-@pytest.mark.parametrize("fmt", ["csv", "parquet"])
-def test_a_date_of_birth_gives_the_same_year_on_spark(spark, tmp_path, fmt):
+@pytest.mark.parametrize("stored", ["csv", "timestamptz", "double"])
+def test_a_date_of_birth_gives_the_same_year_on_spark(spark, tmp_path, stored):
     """The date is withheld on both engines and its year read alike: every text of
-    tests/test_privacy.py's BIRTH_DATES (Java's regular expressions), and a stored DATE."""
+    tests/test_privacy.py's BIRTH_DATES (Java's regular expressions), a time stored with a zone
+    (read in the data set's: a local midnight on 1 January is 31 December in UTC), and digits
+    stored as a float (Spark writes 19751129.0 as 1.9751129E7)."""
     from portrait.spark_engine import spark_dataset
     from tests.test_privacy import BIRTH_DATES
 
@@ -564,18 +566,25 @@ def test_a_date_of_birth_gives_the_same_year_on_spark(spark, tmp_path, fmt):
     pd.DataFrame({"order_id": ids, "customer_id": ids, "ts": "2024-01-05 10:00:00", "amount": 1.0}).to_csv(
         tmp_path / "purchases.csv", index=False
     )
-    births = pd.DataFrame({"customer_id": ids, "dob": [text for text, _ in BIRTH_DATES]})
-    if fmt == "csv":
-        births.to_csv(tmp_path / "customers.csv", index=False)
-    else:  # a stored date, and the texts (the year is read from a date's text on both)
-        births["birthday"] = pd.to_datetime(births["dob"], format="%Y-%m-%d", errors="coerce").dt.date
-        births.drop(columns="dob").to_parquet(tmp_path / "customers.parquet", index=False)
+    texts = [text for text, _ in BIRTH_DATES]
+    if stored == "csv":
+        pd.DataFrame({"customer_id": ids, "dob": texts}).to_csv(tmp_path / "customers.csv", index=False)
+        expected = [None if year is None else str(year) for _, year in BIRTH_DATES]
+    elif stored == "timestamptz":
+        (tmp_path / "portrait.toml").write_text('timezone = "Europe/Berlin"\n')
+        local = pd.to_datetime(["1975-01-01", *texts[1:]], format="%Y-%m-%d", errors="coerce")
+        local = local.tz_localize("Europe/Berlin")
+        assert local[0].tz_convert("UTC").year == 1974  # stored as 1974-12-31 23:00 UTC
+        pd.DataFrame({"customer_id": ids, "dob": local}).to_parquet(tmp_path / "customers.parquet", index=False)
+        expected = [t.year if not pd.isna(t) and t.year >= 1900 else None for t in local]  # 1890: none
+        assert expected[0] == 1975 and 2001 in expected
+    else:
+        digits = [float(t) if t.isdigit() else None for t in texts]
+        pd.DataFrame({"customer_id": ids, "dob": digits}).to_parquet(tmp_path / "customers.parquet", index=False)
+        expected = [year if t.isdigit() else None for t, (_, year) in zip(texts, BIRTH_DATES, strict=True)]
     query = "SELECT * FROM customers ORDER BY customer_id"
     duck = _duckdb_rows(tmp_path, query)
-    if fmt == "csv":
-        assert [row[1] for row in duck] == [None if year is None else str(year) for _, year in BIRTH_DATES]
-    else:
-        assert [row[1] for row in duck][:3] == [1975, None, None]
+    assert [row[1] for row in duck] == expected
     engine, _ = spark_dataset(spark, tmp_path)
     try:
         assert [name for name, *_ in engine.columns(query)] == ["customer_id", "birth_year"]
