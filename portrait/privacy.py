@@ -238,8 +238,10 @@ _BIRTH_DATE = frozenset(
         "datanascimento",
     }
 )
-# ... also followed by a word saying it is a date or a time: birth_date, birthday_date, dob_ts
-_DATE_WORDS = frozenset({"date", "dt", "ts", "timestamp", "time"})
+# ... also followed by a word saying it is a date or a time, or how it is written: birth_date,
+# birthday_date, dob_ts, birth_datetime, dob_yyyymmdd, dob_str, dob_raw
+_DATE_WORDS = frozenset({"date", "dt", "ts", "timestamp", "time", "datetime", "dttm", "yyyymmdd", "ddmmyyyy"})
+_DATE_WORDS |= frozenset({"mmddyyyy", "iso", "str", "string", "text", "txt", "raw", "value", "val"})
 _NUMBER_SUFFIXES = frozenset({"number", "no", "nr", "num"})
 # A name ending in one of these (or starting with has/is) is a flag or a kind, not the value.
 _FLAG_ENDINGS = frozenset(

@@ -134,6 +134,11 @@ def _no_secret_in(text: str) -> None:
         "data_de_nascimento",
         "geboortedatum",
         "dob2",
+        "dob_yyyymmdd",  # how the date is written
+        "dob_str",
+        "dob_raw",
+        "birth_datetime",
+        "birth_dttm",
         # not a count, a rate or a date of what was done through it: the value itself
         "email_sent_to",
         "email_hash",
