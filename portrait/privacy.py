@@ -72,7 +72,7 @@ import pandas as pd
 
 from portrait.contract import placeholder_expr
 from portrait.errors import ConfigError, ContractError, PortraitError, Unavailable
-from portrait.sql import quote_ident, quote_literal
+from portrait.sql import quote_ident, quote_literal, zone_aware
 
 if TYPE_CHECKING:
     import duckdb
@@ -404,10 +404,8 @@ def birth_year_sql(column: str, source_type: str = "VARCHAR", timezone: str = "U
     :data:`YEAR_LAST` reads; as text when ``as_text`` (a CSV table's columns are all read as
     text, then typed by their values). A time stored with a zone is read in the data set's
     ``timezone`` (a local midnight on 1 January is the day before in UTC)."""
-    from portrait.views import zone_aware
-
     kind = source_type.upper()
-    if zone_aware(kind) or kind == "TIMESTAMPTZ_NS":
+    if zone_aware(kind):
         text = f"CAST(timezone({quote_literal(timezone)}, CAST({column} AS TIMESTAMPTZ)) AS VARCHAR)"
     elif kind.startswith(_NUMBER_TYPES):
         text = f"lpad(CAST(TRY_CAST({column} AS BIGINT) AS VARCHAR), 8, '0')"

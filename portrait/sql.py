@@ -1,6 +1,7 @@
 """Quoting names and text for SQL pasted together as strings (DuckDB's dialect, which Spark SQL
 reads the same way after sqlglot). A value a user gives is bound as a parameter where the
-engine allows it; these are for identifiers, file paths and literals built into statements."""
+engine allows it; these are for identifiers, file paths and literals built into statements,
+and for what a type's name says."""
 
 from __future__ import annotations
 
@@ -11,3 +12,11 @@ def quote_ident(name: str) -> str:
 
 def quote_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
+
+
+_ZONE_AWARE_TYPES = ("TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ", "TIMESTAMPTZ_NS")
+
+
+def zone_aware(sql_type: str) -> bool:
+    """Whether DuckDB's type ``sql_type`` is a timestamp stored with a time zone (an instant)."""
+    return sql_type.upper() in _ZONE_AWARE_TYPES

@@ -41,7 +41,7 @@ from portrait import contract
 from portrait.errors import ConfigError, ContractError, read_error_reason
 from portrait.forget import KEY_COLUMNS, exclude_forgotten, finish_tombstones, register_tombstones
 from portrait.privacy import has_identity_map, is_nested_type, refuse_values_as_names
-from portrait.sql import quote_ident, quote_literal
+from portrait.sql import quote_ident, quote_literal, zone_aware
 
 if TYPE_CHECKING:
     from portrait.dataset import Dataset, TableSource
@@ -66,18 +66,10 @@ NUMERIC_TYPES = _FLOAT_TYPES + ("DECIMAL",) + _INTEGER_TYPES  # a type whose nam
 # DuckDB's names for a timestamp stored as an instant (with a time zone): in microseconds, or
 # nanoseconds (TIMESTAMPTZ_NS: what pandas writes for a datetime64[ns, UTC] column). Taken for
 # a wall-clock time, such a column was read as UTC in a Europe/Paris data set.
-_ZONE_AWARE_TYPES = ("TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ", "TIMESTAMPTZ_NS")
-
-
 # The column pandas' to_parquet adds for a frame's index when it is not 0, 1, 2, ... (after a
 # sort or a filter): the row's place in the export, not a customer attribute (it became the
 # numeric feature attr_index_level_0).
 PANDAS_INDEX = re.compile(r"__index_level_[0-9]+__")
-
-
-def zone_aware(sql_type: str) -> bool:
-    """Whether DuckDB's type ``sql_type`` is a timestamp stored with a time zone (an instant)."""
-    return sql_type.upper() in _ZONE_AWARE_TYPES
 
 
 _ALL_MISSING = '"NULL"'  # DuckDB's type for a pandas column holding only None
