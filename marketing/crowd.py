@@ -476,7 +476,7 @@ class CrowdData:
         named = {attribute_dimensions(f.value or f.name.removeprefix("attr_"))[0] for f in self._attribute_features()}
         name = banded if banded not in named | self._fixed else attribute_dimension_names(name)[2]
         self.definitions.setdefault(name, Dimension(name, f"{label} (quintile bands)"))
-        return name, bands(values)
+        return name, bands(values, years=names_years(feature.removeprefix("attr_")))
 
     def _favourites(self) -> dict[str, Coded]:
         """Favourite category, brand (by spend), payment method and store (by orders) from the
@@ -659,18 +659,20 @@ def top_coded(coded: Coded, keep: int) -> Coded:
     return Coded(codes, [coded.labels[i] for i in kept] + [OTHER])
 
 
-def bands(values: pd.Series, q: int = 5) -> np.ndarray:
-    """Quintile bands of the known values, labelled by their range ("12.50-20.00"); NaN stays None."""
+def bands(values: pd.Series, q: int = 5, years: bool = False) -> np.ndarray:
+    """Quintile bands of the known values, labelled by their range ("12.50-20.00"); NaN stays None.
+    ``years``: the values are years, written without a thousands separator ("1958-1970")."""
+    number = _year if years else _number
     x = pd.Series(values, dtype="float64").reset_index(drop=True)
     known = x.dropna()
     if known.empty:
         return np.full(len(x), None, dtype=object)
     edges = np.unique(np.quantile(known, np.linspace(0, 1, q + 1)))
     if len(edges) == 1:
-        return np.where(x.isna(), None, _number(edges[0])).astype(object)
+        return np.where(x.isna(), None, number(edges[0])).astype(object)
     codes = np.clip(np.searchsorted(edges, x.to_numpy(), side="right") - 1, 0, len(edges) - 2)
     labels = np.array(
-        [f"{_number(lo)}-{_number(hi)}" for lo, hi in zip(edges[:-1], edges[1:], strict=True)], dtype=object
+        [f"{number(lo)}-{number(hi)}" for lo, hi in zip(edges[:-1], edges[1:], strict=True)], dtype=object
     )
     return np.where(x.isna(), None, labels[codes]).astype(object)
 
@@ -679,6 +681,16 @@ def _number(value: float) -> str:
     if abs(value) >= 100:
         return f"{value:,.0f}"
     return f"{value:,.2f}"
+
+
+def _year(value: float) -> str:
+    return f"{value:.0f}"
+
+
+def names_years(name: str) -> bool:
+    """Whether a customers column's name says it holds years (``birth_year``, ``yob``,
+    ``signup_year``): its bands are written 1958-1970, not 1,958-1,970."""
+    return bool({"year", "yob", "yr"} & set(re.split(r"[^a-z]+", name.lower())))
 
 
 def _argmax_label(frame: pd.DataFrame, columns: list[str], labels: list[str]) -> np.ndarray:

@@ -20,6 +20,7 @@ from marketing.crowd import (
     bands,
     cell_mask,
     crowd_from_options,
+    names_years,
     parse_crowd,
     top_values,
 )
@@ -392,6 +393,16 @@ def test_activity_means_are_hidden_with_their_reach_and_activities_nobody_has_ar
 def test_bands_cut_at_quintiles_of_everyone():
     values = pd.Series([1.0, 2.0, 3.0, 4.0, 5.0, np.nan])
     assert bands(values).tolist() == ["1.00-1.80", "1.80-2.60", "2.60-3.40", "3.40-4.20", "4.20-5.00", None]
+    years = pd.Series([1950.0, 1960.0, 1970.0, 1980.0, 1990.0, 2000.0])
+    assert bands(years, years=True).tolist() == ["1950-1960", "1960-1970", "1970-1980", "1980-1990"] + ["1990-2000"] * 2
+    assert bands(years)[0] == "1,950-1,960"  # an amount's bands keep the separator
+    assert [names_years(n) for n in ("birth_year", "yob", "signup_yr", "years_as_member", "yearly_spend")] == [
+        True,
+        True,
+        True,
+        False,
+        False,
+    ]
 
 
 def test_dimension_values_keep_the_most_common_then_other_and_unknown_last():
