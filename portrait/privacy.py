@@ -374,8 +374,9 @@ BIRTH_YEAR = "birth_year"
 _YEAR_OF_BIRTH = frozenset({"birthyear", "birthyr", "yearofbirth", "yob", "dobyear", "yearborn"})
 # The year in a date of birth as exports write one, year first (1975-11-29, 1975/11/29,
 # 1975 11 29, 19751129, 19751129.0 from a float column, a stored date's text) or last
-# (29.11.1975, 29. 11. 1975, 11/29/1975, 29-Nov-1975, Nov 29, 1975, 29111975: which of day and
-# month comes first need not be known for the year), a time or a zone after it. A month or a day
+# (29.11.1975, 29. 11. 1975, 11/29/1975, 29-Nov-1975, Nov 29, 1975, 29111975, or 1021980 once
+# the leading zero of 01021980 is lost in a number column: which of day and month comes first need
+# not be known for the year), a time or a zone after it. A month or a day
 # out of range reads no year, which tells 19751129 from 20011985 (20 January 1985). Nothing from
 # a two-digit year, a count of days or seconds, or other text. The same in Python, DuckDB (RE2)
 # and Java (Spark) for a value without a line break inside it (Python's $ matches before a last
@@ -389,13 +390,7 @@ _SEP = "(?:[-/.] ?| )"
 _MONTH_NAME = r"[A-Za-z]{3,9}\.?"
 _END = r"(?:\.0+)?(?:[ T+Z].*)?"
 YEAR_FIRST = rf"^{_YEAR}(?:{_SEP}{_MONTH}{_SEP}{_DAY}|{_MM}{_DD}){_END}$"
-YEAR_LAST = (
-    rf"^(?:{_DAY}{_SEP}{_DAY}{_SEP}|{_DAY}{_SEP}?{_MONTH_NAME}{_SEP}?|{_MONTH_NAME} {_DAY},? |{_DD}{_DD}){_YEAR}{_END}$"
-)
-# Numbers as they are stored: 19751129, or 1021980 once a leading zero is lost (1 February 1980).
-_NUMBER_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UBIGINT", "UINTEGER", "DOUBLE", "FLOAT")
-_NUMBER_TYPES += ("DECIMAL", "REAL", "USMALLINT", "UTINYINT", "UHUGEINT")
-_SEVEN_DIGITS = r"^[0-9]{7}(\.0+)?$"  # the same as text (a CSV written from such a column)
+YEAR_LAST = rf"^(?:{_DAY}{_SEP}{_DAY}{_SEP}|{_DAY}{_SEP}?{_MONTH_NAME}{_SEP}?|{_MONTH_NAME} {_DAY},? |{_DD}{_DD}|[1-9]{_DD}){_YEAR}{_END}$"
 
 
 def birth_year_sql(column: str, source_type: str = "VARCHAR", timezone: str = "UTC", as_text: bool = False) -> str:
@@ -407,12 +402,10 @@ def birth_year_sql(column: str, source_type: str = "VARCHAR", timezone: str = "U
     kind = source_type.upper()
     if zone_aware(kind):
         text = f"CAST(timezone({quote_literal(timezone)}, CAST({column} AS TIMESTAMPTZ)) AS VARCHAR)"
-    elif kind.startswith(_NUMBER_TYPES):
-        text = f"lpad(CAST(TRY_CAST({column} AS BIGINT) AS VARCHAR), 8, '0')"
+    elif kind.startswith(NUMBER_TYPES):  # digits as a number: 19751129.0 written without its .0
+        text = f"CAST(TRY_CAST({column} AS BIGINT) AS VARCHAR)"
     else:
-        stripped = stripped_sql(f"CAST({column} AS VARCHAR)")
-        seven = quote_literal(_SEVEN_DIGITS)
-        text = f"CASE WHEN regexp_matches({stripped}, {seven}) THEN '0' || {stripped} ELSE {stripped} END"
+        text = stripped_sql(f"CAST({column} AS VARCHAR)")
     first = f"NULLIF(regexp_extract({text}, {quote_literal(YEAR_FIRST)}, 1), '')"
     last = f"NULLIF(regexp_extract({text}, {quote_literal(YEAR_LAST)}, 1), '')"
     return f"COALESCE({first}, {last})" if as_text else f"CAST(COALESCE({first}, {last}) AS INTEGER)"

@@ -14,6 +14,9 @@ def quote_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+# DuckDB's names for a timestamp stored as an instant (with a time zone): in microseconds, or
+# nanoseconds (TIMESTAMPTZ_NS: what pandas writes for a datetime64[ns, UTC] column). Taken for
+# a wall-clock time, such a column was read as UTC in a Europe/Paris data set.
 _ZONE_AWARE_TYPES = ("TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ", "TIMESTAMPTZ_NS")
 
 

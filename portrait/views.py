@@ -63,9 +63,7 @@ _INTEGER_TYPES = (
     "UTINYINT",
 )
 NUMERIC_TYPES = _FLOAT_TYPES + ("DECIMAL",) + _INTEGER_TYPES  # a type whose name starts with one holds numbers
-# DuckDB's names for a timestamp stored as an instant (with a time zone): in microseconds, or
-# nanoseconds (TIMESTAMPTZ_NS: what pandas writes for a datetime64[ns, UTC] column). Taken for
-# a wall-clock time, such a column was read as UTC in a Europe/Paris data set.
+
 # The column pandas' to_parquet adds for a frame's index when it is not 0, 1, 2, ... (after a
 # sort or a filter): the row's place in the export, not a customer attribute (it became the
 # numeric feature attr_index_level_0).
