@@ -133,7 +133,8 @@ def score_on_spark(
                     families=sorted({f for m in group for f in m.meta.get("families", [])}) or None,
                     con=engine,
                     on_engine=True,
-                ).persist()
+                )
+                table = engine.cached(table)
                 for model in group:
                     check_model_features(
                         model, table.columns, {c: "text" if t == "string" else "number" for c, t in table.dtypes}

@@ -280,3 +280,71 @@ def test_wide_frame_releases_the_tables_it_read_once_the_rows_are_fetched():
     frame = engine.wide_frame("SELECT * FROM numbers ORDER BY x", release=release)
     assert released == [True] and not engine.has_relation("numbers")
     assert frame["x"].tolist() == [1.5, 2.5] and frame["label"].tolist() == ["a", "b"]
+
+
+@pytest.mark.parametrize(("master", "kept_as"), [("local[2]", "checkpoint"), ("spark://host:7077", "cache")])
+def test_a_step_is_checkpointed_in_one_jvm_and_cached_on_a_cluster(master, kept_as):
+    """In one JVM a step is a local checkpoint (later steps are planned without its plan); on a
+    cluster, where an executor and its blocks can be lost, a cache that Spark recomputes. A
+    dropped checkpoint is freed only when the engine closes (a frame not yet computed may
+    still read it); a dropped cache after the next query; a caller's cached frame at closing."""
+    from portrait.spark_engine import SparkEngine
+
+    calls = []
+
+    class Frame:
+        def __init__(self, kind="query"):
+            self.kind = kind
+
+        def localCheckpoint(self, eager):
+            calls.append(("localCheckpoint", eager))
+            return Frame("checkpoint")
+
+        def persist(self):
+            calls.append(("persist",))
+            return Frame("cache")
+
+        def unpersist(self):
+            calls.append(("unpersist", self.kind))
+
+        def createOrReplaceTempView(self, name):
+            calls.append(("view", name, self.kind))
+
+    class Context:
+        pass
+
+    class Catalog:
+        def dropTempView(self, name):
+            return True
+
+    class Session:
+        sparkContext = Context()
+        catalog = Catalog()
+
+    Session.sparkContext.master = master
+    engine = SparkEngine(Session())
+    freed = []
+    engine._free_checkpoints = lambda: freed.extend(engine._checkpoints)
+    engine._keep("f_orders", Frame(), eager=False)
+    assert calls[0] == (("localCheckpoint", False) if kept_as == "checkpoint" else ("persist",))
+    assert calls[1] == ("view", engine.view_name("f_orders"), kept_as)
+    engine.drop("f_orders")
+    engine._released(None)  # what every query does after it has run
+    assert (("unpersist", "cache") in calls) == (kept_as == "cache")
+    engine.cached(Frame())  # a frame a caller reads several times (the scoring's features)
+    engine.close()
+    assert len(freed) == (1 if kept_as == "checkpoint" else 0)
+    assert calls.count(("unpersist", "cache")) == (2 if kept_as == "cache" else 1)
+
+
+def test_a_spark_connect_session_without_a_context_keeps_steps_as_caches():
+    from portrait.spark_engine import _one_jvm
+
+    class ConnectSession:
+        @property
+        def sparkContext(self):
+            raise RuntimeError(
+                "[JVM_ATTRIBUTE_NOT_SUPPORTED] Attribute `sparkContext` is not supported in Spark Connect"
+            )
+
+    assert not _one_jvm(ConnectSession())

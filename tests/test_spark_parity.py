@@ -257,6 +257,11 @@ def registered(tracking, data):
     return data
 
 
+def _stored_blocks(spark) -> set[str]:
+    """The session's RDDs holding blocks (caches and checkpoints), by id and name."""
+    return {f"{info.id()} {info.name()}" for info in spark.sparkContext._jsc.sc().getRDDStorageInfo()}
+
+
 @pytest.fixture(scope="module")
 def scored(spark, registered, tmp_path_factory):
     """One batch scoring of the data set on each engine: a feature build on Spark costs tens
@@ -268,22 +273,24 @@ def scored(spark, registered, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("scored")
     duck_run = score(open_dataset(registered), SCORE_AS_OF, [MODEL], out / "duck")
+    before = _stored_blocks(spark)
     spark_run = score_on_spark(str(registered), SCORE_AS_OF, [MODEL], out / "spark")
+    blocks_left = _stored_blocks(spark) - before
     features_file = next(p.name for p in (out / "duck").glob("features_*"))
     duck_features = pd.read_parquet(out / "duck" / features_file)
     spark_features = pd.read_parquet(out / "spark" / features_file)
-    return duck_run, spark_run, duck_features, spark_features
+    return duck_run, spark_run, duck_features, spark_features, blocks_left
 
 
 def test_every_feature_from_spark_equals_duckdb(scored):
-    _, _, duck, on_spark = scored
+    _, _, duck, on_spark, _ = scored
     assert len(duck) > 300 and duck.shape[1] > 150
     assert duck.select_dtypes("int64").shape[1] > 20 and duck.select_dtypes(["category", "str"]).shape[1] >= 2
     _assert_same_features(duck, on_spark)
 
 
 def test_scores_on_spark_equal_scores_on_duckdb(scored):
-    duck_run, run, _, _ = scored
+    duck_run, run, _, _, blocks_left = scored
     duck = duck_run.scores
     on_spark = pd.read_parquet(run.scores_file)
     assert list(on_spark.columns) == list(duck.columns)
@@ -295,6 +302,8 @@ def test_scores_on_spark_equal_scores_on_duckdb(scored):
     assert run.summary["models"][MODEL].keys() == duck_run.summary["models"][MODEL].keys()
     assert run.summary["models"][MODEL]["note"] == duck_run.summary["models"][MODEL]["note"]
     assert "know what came next" in run.summary["models"][MODEL]["note"]
+    # the run's checkpointed steps and cached tables are freed when it ends
+    assert blocks_left == set()
 
 
 def test_tables_from_a_spark_path_and_from_the_catalog_hold_the_same_rows(spark, data, tmp_path):
