@@ -465,7 +465,9 @@ def build_features(
     connection or an :class:`~portrait.engine.Engine` with the data set's views registered
     (the Spark engine: :func:`portrait.spark_engine.spark_dataset`). ``on_engine`` (Spark):
     return the table where it was built (a Spark DataFrame, finished batch by batch by the same
-    :func:`_finish`) instead of collecting it; the caller owns the engine's cached steps.
+    :func:`_finish`) instead of collecting it; the caller owns the engine's steps and computes
+    the table before closing the engine (on a local master the steps are checkpoints, freed by
+    ``close`` and not recomputed).
     ``event_first_seen``: a relation on ``con`` of each event id's first event time
     (:func:`features.plan.compile_plan`), read instead of the events when no event feature is built.
     ``progress``: told each step as it starts (``features: orders``), for a command's log.

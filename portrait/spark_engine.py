@@ -437,12 +437,13 @@ _ENGINE_NUMBERS = itertools.count(1)
 
 
 def _one_jvm(spark) -> bool:
-    """Whether ``spark`` runs its driver and executors in one JVM (a local master)."""
+    """Whether ``spark`` runs its driver and executors in one JVM: a ``local`` or
+    ``local[...]`` master (``local-cluster[...]`` starts executors in JVMs of their own)."""
     try:
-        master = spark.sparkContext.master
+        master = str(spark.sparkContext.master)
     except Exception:  # a Spark Connect session has no SparkContext: a remote cluster
         return False
-    return str(master).startswith("local")
+    return master == "local" or master.startswith("local[")
 
 
 class SparkEngine:
@@ -515,9 +516,9 @@ class SparkEngine:
         self.register_dataframe(name, self.query(sql))
 
     def materialize(self, name: str, sql: str, eager: bool = False) -> None:
-        """A cached temporary view of ``sql``. Cached lazily unless ``eager``: it is computed
-        once, by the first query that reads it, so a feature build runs as a few Spark jobs
-        (the vocabulary, the final table) instead of one job per step."""
+        """A temporary view of ``sql`` kept once computed (a checkpoint or a cache: see
+        :meth:`_keep`). Lazily unless ``eager``: it is computed once, by the first query that
+        reads it."""
         self._keep(name, self.query(sql), eager)
 
     def _keep(self, name: str, frame, eager: bool = True) -> None:
@@ -526,9 +527,9 @@ class SparkEngine:
             # A cached step keeps its whole plan: every later step that reads it is planned
             # (analysed, optimised, its code compiled) over the plans of all the steps before
             # it, the views' included. A checkpointed step is a leaf, so each step is planned
-            # alone: a feature build of 400 customers took 37.6 s (70 s of JVM CPU) instead of
-            # 55.4 s (104 s), and 15.8 s instead of 28.2 s when repeated in one session
-            # (docs/benchmarks.md, 2026-12-07, twentieth session). A local checkpoint cannot be
+            # alone: a feature build of 400 customers took 31.9 s (59 s of JVM CPU) instead of
+            # 55.4 s (104 s), of 100k customers 148 s instead of 252 s (docs/benchmarks.md,
+            # 2026-12-07, twentieth session). A local checkpoint cannot be
             # recomputed once lost; in one JVM nothing is lost that the run would survive, but on
             # a cluster an executor can be, so there a step stays a cache, which Spark recomputes.
             frame = frame.localCheckpoint(eager=eager)
@@ -545,6 +546,20 @@ class SparkEngine:
         frame = frame.persist()
         self._cached.append(frame)
         return frame
+
+    def free(self, name: str) -> None:
+        """Drop ``name`` and free its checkpoint or cache now: only for a step that nothing
+        still to be computed reads (a checkpoint freed too early cannot be recomputed)."""
+        frame = self._persisted.get(name)
+        self.drop(name)
+        if frame is None:
+            return
+        if self._checkpointing:
+            self._checkpoints = [f for f in self._checkpoints if f is not frame]
+            _free_checkpoint(frame)
+        else:
+            self._release = [f for f in self._release if f is not frame]
+            frame.unpersist()
 
     def rename(self, old: str, new: str) -> None:
         """The cached view ``old`` under the name ``new`` (replacing it), without recomputing it."""
@@ -638,13 +653,17 @@ class SparkEngine:
         its RDD is garbage-collected in the JVM (a DataFrame's ``unpersist`` does not touch it),
         so the RDD under each checkpoint's plan (a ``LogicalRDD``) is unpersisted."""
         while self._checkpoints:
-            frame = self._checkpoints.pop()
-            try:
-                frame._jdf.queryExecution().logical().rdd().unpersist(False)
-            except Exception as exc:  # Spark's internals moved: the JVM frees it when collected
-                if _jvm_gone(exc):
-                    raise
-                log.debug("could not free a checkpoint: %s", exc)
+            _free_checkpoint(self._checkpoints.pop())
+
+
+def _free_checkpoint(frame) -> None:
+    """Unpersist the RDD under a checkpointed frame's plan (a ``LogicalRDD``)."""
+    try:
+        frame._jdf.queryExecution().logical().rdd().unpersist(False)
+    except Exception as exc:  # Spark's internals moved: the JVM frees it when collected
+        if _jvm_gone(exc):
+            raise
+        log.debug("could not free a checkpoint: %s", exc)
 
 
 # --- writing -------------------------------------------------------------------------------
@@ -937,7 +956,11 @@ def spark_dataset(spark, location, tables: dict[str, str] | None = None) -> tupl
     the module docstring), and the :class:`Dataset` describing its tables."""
     spark_input = location if isinstance(location, SparkInput) else open_spark_input(spark, location, tables)
     engine = SparkEngine(spark)
-    register_views(engine, spark_input)
+    try:
+        register_views(engine, spark_input)
+    except BaseException:  # a refused data set leaves nothing in the session (views, caches)
+        engine.close()
+        raise
     return engine, spark_input.dataset
 
 
@@ -1124,6 +1147,9 @@ def register_identity_map(engine: SparkEngine, max_rounds: int = MAX_IDENTITY_RO
         changed = engine.rows(
             "SELECT COUNT(*) FROM _identity_next n JOIN _identity_labels l USING (customer_id) WHERE n.label <> l.label"
         )[0][0]
+        # the next labels are computed (eager): nothing left reads these, so each round frees
+        # its previous labels rather than holding up to max_rounds copies until the engine closes
+        engine.free("_identity_labels")
         engine.rename("_identity_next", "_identity_labels")
         if changed == 0:
             break

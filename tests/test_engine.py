@@ -282,12 +282,22 @@ def test_wide_frame_releases_the_tables_it_read_once_the_rows_are_fetched():
     assert frame["x"].tolist() == [1.5, 2.5] and frame["label"].tolist() == ["a", "b"]
 
 
-@pytest.mark.parametrize(("master", "kept_as"), [("local[2]", "checkpoint"), ("spark://host:7077", "cache")])
-def test_a_step_is_checkpointed_in_one_jvm_and_cached_on_a_cluster(master, kept_as):
+@pytest.mark.parametrize(
+    ("master", "kept_as"),
+    [
+        ("local[2]", "checkpoint"),
+        ("local", "checkpoint"),
+        ("spark://host:7077", "cache"),
+        ("local-cluster[2,1,1024]", "cache"),  # executors in JVMs of their own
+        ("yarn", "cache"),
+    ],
+)
+def test_a_step_is_checkpointed_in_one_jvm_and_cached_on_a_cluster(master, kept_as, monkeypatch):
     """In one JVM a step is a local checkpoint (later steps are planned without its plan); on a
     cluster, where an executor and its blocks can be lost, a cache that Spark recomputes. A
     dropped checkpoint is freed only when the engine closes (a frame not yet computed may
-    still read it); a dropped cache after the next query; a caller's cached frame at closing."""
+    still read it), a freed one at once; a dropped cache after the next query; a caller's
+    cached frame at closing."""
     from portrait.spark_engine import SparkEngine
 
     calls = []
@@ -307,6 +317,9 @@ def test_a_step_is_checkpointed_in_one_jvm_and_cached_on_a_cluster(master, kept_
         def unpersist(self):
             calls.append(("unpersist", self.kind))
 
+        def count(self):  # an eager cache is computed at once
+            return 0
+
         def createOrReplaceTempView(self, name):
             calls.append(("view", name, self.kind))
 
@@ -324,17 +337,21 @@ def test_a_step_is_checkpointed_in_one_jvm_and_cached_on_a_cluster(master, kept_
     Session.sparkContext.master = master
     engine = SparkEngine(Session())
     freed = []
-    engine._free_checkpoints = lambda: freed.extend(engine._checkpoints)
+    monkeypatch.setattr("portrait.spark_engine._free_checkpoint", freed.append)
     engine._keep("f_orders", Frame(), eager=False)
     assert calls[0] == (("localCheckpoint", False) if kept_as == "checkpoint" else ("persist",))
     assert calls[1] == ("view", engine.view_name("f_orders"), kept_as)
     engine.drop("f_orders")
     engine._released(None)  # what every query does after it has run
-    assert (("unpersist", "cache") in calls) == (kept_as == "cache")
+    assert (("unpersist", "cache") in calls) == (kept_as == "cache") and not freed
+    engine._keep("_identity_labels", Frame())
+    engine.free("_identity_labels")  # freed at once: a round of the identity merge
+    assert len(freed) == (1 if kept_as == "checkpoint" else 0)
+    assert calls.count(("unpersist", "cache")) == (2 if kept_as == "cache" else 0)
     engine.cached(Frame())  # a frame a caller reads several times (the scoring's features)
     engine.close()
-    assert len(freed) == (1 if kept_as == "checkpoint" else 0)
-    assert calls.count(("unpersist", "cache")) == (2 if kept_as == "cache" else 1)
+    assert len(freed) == (2 if kept_as == "checkpoint" else 0)
+    assert calls.count(("unpersist", "cache")) == (3 if kept_as == "cache" else 1)
 
 
 def test_a_spark_connect_session_without_a_context_keeps_steps_as_caches():
