@@ -82,15 +82,8 @@ def world(tmp_path_factory) -> dict:
 def spark_views(spark, world):
     from portrait.spark_engine import spark_dataset
 
-    # read through Hadoop's file system (a URI, as for a lake), tombstones and salt included;
-    # its steps (the identity merge's) kept as on a cluster, as caches, where the parity
-    # module's engines keep theirs as one JVM does, as checkpoints (SparkEngine._keep): a
-    # feature build on caches costs about 30 s more here, so only this module's cheap steps
-    # run that way
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("portrait.spark_engine._one_jvm", lambda spark: False)
-        engine, dataset = spark_dataset(spark, f"file://{world['data']}")
-    assert not engine._checkpointing
+    # read through Hadoop's file system (a URI, as for a lake), tombstones and salt included
+    engine, dataset = spark_dataset(spark, f"file://{world['data']}")
     yield engine, dataset
     engine.close()
 

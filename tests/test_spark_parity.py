@@ -86,9 +86,15 @@ def data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def spark_views(spark, data):
+    """The data set's views on an engine that keeps its steps as on a cluster, as caches
+    (the identity merge's, the tags' feature build); the scoring below keeps them as one JVM
+    does, as checkpoints (``SparkEngine._keep``), as do the engines of tests/test_spark_forget.py."""
     from portrait.spark_engine import spark_dataset
 
-    engine, dataset = spark_dataset(spark, data)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("portrait.spark_engine._one_jvm", lambda spark: False)
+        engine, dataset = spark_dataset(spark, data)
+    assert not engine._checkpointing
     yield engine, dataset
     engine.close()
 
