@@ -528,10 +528,10 @@ class SparkEngine:
             # (analysed, optimised, its code compiled) over the plans of all the steps before
             # it, the views' included. A checkpointed step is a leaf, so each step is planned
             # alone: a feature build of 400 customers took 31.9 s (59 s of JVM CPU) instead of
-            # 55.4 s (104 s), of 100k customers 148 s instead of 252 s (docs/benchmarks.md,
-            # 2026-12-07, twentieth session). A local checkpoint cannot be
-            # recomputed once lost; in one JVM nothing is lost that the run would survive, but on
-            # a cluster an executor can be, so there a step stays a cache, which Spark recomputes.
+            # 55.4 s (104 s), of 100k customers 148 s instead of 252 s, of 1M 709 s instead of
+            # 1,299 s (docs/benchmarks.md, 2026-12-07, twentieth session). A local checkpoint
+            # cannot be recomputed once lost; in one JVM nothing is lost that the run would
+            # survive, but on a cluster an executor can be, so there a step stays a cache.
             frame = frame.localCheckpoint(eager=eager)
             self._checkpoints.append(frame)
         else:
@@ -550,7 +550,7 @@ class SparkEngine:
     def free(self, name: str) -> None:
         """Drop ``name`` and free its checkpoint or cache now: only for a step that nothing
         still to be computed reads (a checkpoint freed too early cannot be recomputed)."""
-        frame = self._persisted.get(name)
+        frame = self._persisted.pop(name, None)  # so that drop leaves it to this method
         self.drop(name)
         if frame is None:
             return
@@ -558,7 +558,6 @@ class SparkEngine:
             self._checkpoints = [f for f in self._checkpoints if f is not frame]
             _free_checkpoint(frame)
         else:
-            self._release = [f for f in self._release if f is not frame]
             frame.unpersist()
 
     def rename(self, old: str, new: str) -> None:
@@ -639,7 +638,8 @@ class SparkEngine:
             self._released(None)
             while self._cached:
                 self._cached.pop().unpersist()
-            self._free_checkpoints()
+            while self._checkpoints:
+                _free_checkpoint(self._checkpoints.pop())
         except Exception as exc:
             if not _jvm_gone(exc):
                 raise
@@ -648,16 +648,11 @@ class SparkEngine:
             self._checkpoints.clear()
             self._cached.clear()
 
-    def _free_checkpoints(self) -> None:
-        """Free the blocks of this engine's checkpoints. Spark frees a checkpoint only when
-        its RDD is garbage-collected in the JVM (a DataFrame's ``unpersist`` does not touch it),
-        so the RDD under each checkpoint's plan (a ``LogicalRDD``) is unpersisted."""
-        while self._checkpoints:
-            _free_checkpoint(self._checkpoints.pop())
-
 
 def _free_checkpoint(frame) -> None:
-    """Unpersist the RDD under a checkpointed frame's plan (a ``LogicalRDD``)."""
+    """Free a checkpoint's blocks: Spark frees them only when its RDD is garbage-collected in
+    the JVM (a DataFrame's ``unpersist`` does not touch it), so the RDD under the frame's plan
+    (a ``LogicalRDD``) is unpersisted."""
     try:
         frame._jdf.queryExecution().logical().rdd().unpersist(False)
     except Exception as exc:  # Spark's internals moved: the JVM frees it when collected

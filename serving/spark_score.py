@@ -125,16 +125,17 @@ def score_on_spark(
             for group in _feature_groups(models).values():
                 meta = group[0].meta
                 say(f"building features for {', '.join(m.name for m in group)}")
-                table = build_features(
-                    dataset,
-                    as_of,
-                    FeatureConfig.from_dict(meta.get("feature_config") or {}),
-                    vocabulary=Vocabulary.from_dict(meta["vocabulary"]) if meta.get("vocabulary") else None,
-                    families=sorted({f for m in group for f in m.meta.get("families", [])}) or None,
-                    con=engine,
-                    on_engine=True,
+                table = engine.cached(  # read several times: scored, sampled, collected
+                    build_features(
+                        dataset,
+                        as_of,
+                        FeatureConfig.from_dict(meta.get("feature_config") or {}),
+                        vocabulary=Vocabulary.from_dict(meta["vocabulary"]) if meta.get("vocabulary") else None,
+                        families=sorted({f for m in group for f in m.meta.get("families", [])}) or None,
+                        con=engine,
+                        on_engine=True,
+                    )
                 )
-                table = engine.cached(table)
                 for model in group:
                     check_model_features(
                         model, table.columns, {c: "text" if t == "string" else "number" for c, t in table.dtypes}
