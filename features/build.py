@@ -477,6 +477,7 @@ def build_features(
     own_connection = con is None
     con = con or dataset.connect()
     try:
+        mark = as_engine(con).steps_mark()
         first_steps = purchase_steps(cutoff)
         if not purchases_ready:  # else vocabulary_as_of(con, cutoff) built them on this connection
             _materialize(con, first_steps, keep=tuple(s.name for s in first_steps), progress=progress)
@@ -538,6 +539,7 @@ def build_features(
         if progress is not None:
             progress("features: joining them into one table")
         frame = as_engine(con).wide_frame(f"{steps[-1].sql} ORDER BY customer_id", release=drop_steps)
+        as_engine(con).free_dropped_since(mark)  # the table is fetched: nothing reads its steps now
         _log_step(steps[-1].name, started)
     finally:
         if own_connection:

@@ -10,7 +10,7 @@ Every stage above this module writes its SQL once, in DuckDB's dialect (the plan
 
 The operations are the few a build needs: register a table from a small pandas frame (a
 vocabulary), create a view, materialise a step as a table (DuckDB: a temporary table; Spark: a
-cached temporary view), drop it, read rows or a frame back, describe a query's columns, and
+checkpointed or cached temporary view, freed once the build is done with it), drop it, read rows or a frame back, describe a query's columns, and
 write a query's rows to Parquet. Nothing here imports a package above ``portrait``.
 """
 
@@ -52,6 +52,10 @@ class Engine(Protocol):
     def frame(self, sql: str, params: list | None = None) -> pd.DataFrame: ...
 
     def wide_frame(self, sql: str, release: Callable[[], None] | None = None) -> pd.DataFrame: ...
+
+    def steps_mark(self) -> int: ...
+
+    def free_dropped_since(self, mark: int) -> None: ...
 
     def columns(self, sql: str) -> list[tuple[str, str]]: ...
 
@@ -109,6 +113,14 @@ class DuckDBEngine:
         if release is not None:
             release()
         return table.to_pandas(split_blocks=True, self_destruct=True, memory_pool=pa.system_memory_pool())
+
+    def steps_mark(self) -> int:
+        """Nothing to mark: a dropped table is freed at once (the Spark engine's keeps a
+        checkpoint until its build is done with it)."""
+        return 0
+
+    def free_dropped_since(self, mark: int) -> None:
+        """Nothing to free: see :meth:`steps_mark`."""
 
     def columns(self, sql: str) -> list[tuple[str, str]]:
         return [(row[0], row[1]) for row in self.con.execute(f"DESCRIBE {sql}").fetchall()]

@@ -463,7 +463,10 @@ class SparkEngine:
         self._release: list = []  # caches to free after the next query
         # In one JVM (a local master) a step is checkpointed, not cached: see _keep.
         self._checkpointing = _one_jvm(spark)
-        self._checkpoints: list = []  # checkpointed steps, freed when the engine closes
+        # checkpointed steps by the order they were made in (see free_dropped_since), freed
+        # when the engine closes or when their build is done with them
+        self._checkpoints: dict[int, object] = {}
+        self._made = 0  # steps kept so far: a build's mark (steps_mark)
         self._cached: list = []  # frames cached for a caller (cached), freed when it closes
         self.malformed_rows: dict[str, int] = {}  # CSV lines set aside per table
         self.forgetting: set[str] = set()  # tables with a forgotten_<table> view (portrait.forget)
@@ -533,13 +536,31 @@ class SparkEngine:
             # cannot be recomputed once lost; in one JVM nothing is lost that the run would
             # survive, but on a cluster an executor can be, so there a step stays a cache.
             frame = frame.localCheckpoint(eager=eager)
-            self._checkpoints.append(frame)
+            self._checkpoints[self._made] = frame
         else:
             frame = frame.persist()
             if eager:
                 frame.count()
+        self._made += 1
         self.register_dataframe(name, frame)
         self._persisted[name] = frame
+
+    def steps_mark(self) -> int:
+        """Where a build starts: :meth:`free_dropped_since` frees the steps made after it."""
+        return self._made
+
+    def free_dropped_since(self, mark: int) -> None:
+        """Free now the checkpoints of the steps made since ``mark`` (:meth:`steps_mark`) that
+        have been dropped since: for a build that has computed everything reading them (its
+        table fetched). Until then a dropped checkpoint stays, since a frame not yet computed
+        may read it; steps made before ``mark`` stay too (a caller's frame not yet computed may
+        read them), and so does every step still named. A notebook building features at many
+        cutoffs on one engine then holds one build's steps, not every build's until it closes.
+        A dropped cache (on a cluster) is already freed after the next query."""
+        named = {id(frame) for frame in self._persisted.values()}
+        done = [made for made, frame in self._checkpoints.items() if made >= mark and id(frame) not in named]
+        for made in done:
+            _free_checkpoint(self._checkpoints.pop(made))
 
     def cached(self, frame):
         """``frame`` cached until the engine closes (a frame the caller reads several times)."""
@@ -555,7 +576,7 @@ class SparkEngine:
         if frame is None:
             return
         if self._checkpointing:
-            self._checkpoints = [f for f in self._checkpoints if f is not frame]
+            self._checkpoints = {made: f for made, f in self._checkpoints.items() if f is not frame}
             _free_checkpoint(frame)
         else:
             frame.unpersist()
@@ -575,8 +596,9 @@ class SparkEngine:
     def drop(self, name: str) -> None:
         """Forget the name now; free its cache after the next query has run (a step dropped
         before the query that reads it was run is still read through its cache). A checkpoint
-        is freed when the engine closes: a step or a frame not yet computed may still read it,
-        and a freed checkpoint cannot be recomputed."""
+        is freed when its build is done with it (:meth:`free_dropped_since`) or the engine
+        closes: a step or a frame not yet computed may still read it, and a freed checkpoint
+        cannot be recomputed."""
         frame = self._persisted.pop(name, None)
         if frame is not None and not self._checkpointing:
             self._release.append(frame)
@@ -639,7 +661,7 @@ class SparkEngine:
             while self._cached:
                 self._cached.pop().unpersist()
             while self._checkpoints:
-                _free_checkpoint(self._checkpoints.pop())
+                _free_checkpoint(self._checkpoints.popitem()[1])
         except Exception as exc:
             if not _jvm_gone(exc):
                 raise

@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import duckdb
@@ -282,6 +283,42 @@ def test_wide_frame_releases_the_tables_it_read_once_the_rows_are_fetched():
     assert frame["x"].tolist() == [1.5, 2.5] and frame["label"].tolist() == ["a", "b"]
 
 
+class _FakeFrame:
+    """A Spark DataFrame as the engine uses it, recording what is done to it in ``calls``."""
+
+    def __init__(self, calls: list, kind: str = "query") -> None:
+        self.calls, self.kind = calls, kind
+
+    def localCheckpoint(self, eager):
+        self.calls.append(("localCheckpoint", eager))
+        return _FakeFrame(self.calls, "checkpoint")
+
+    def persist(self):
+        self.calls.append(("persist",))
+        return _FakeFrame(self.calls, "cache")
+
+    def unpersist(self):
+        self.calls.append(("unpersist", self.kind))
+
+    def count(self):  # an eager cache is computed at once
+        return 0
+
+    def createOrReplaceTempView(self, name):
+        self.calls.append(("view", name, self.kind))
+
+
+class _FakeSession:
+    """A SparkSession of ``master`` as far as the engine's keeping and dropping of steps reads it."""
+
+    class _Catalog:
+        def dropTempView(self, name):
+            return True
+
+    def __init__(self, master: str) -> None:
+        self.sparkContext = types.SimpleNamespace(master=master)
+        self.catalog = self._Catalog()
+
+
 @pytest.mark.parametrize(
     ("master", "kept_as"),
     [
@@ -295,63 +332,63 @@ def test_wide_frame_releases_the_tables_it_read_once_the_rows_are_fetched():
 def test_a_step_is_checkpointed_in_one_jvm_and_cached_on_a_cluster(master, kept_as, monkeypatch):
     """In one JVM a step is a local checkpoint (later steps are planned without its plan); on a
     cluster, where an executor and its blocks can be lost, a cache that Spark recomputes. A
-    dropped checkpoint is freed only when the engine closes (a frame not yet computed may
+    dropped checkpoint is freed only when the engine closes or its build is done (a frame not yet computed may
     still read it), a freed one at once; a dropped cache after the next query; a caller's
     cached frame at closing."""
     from portrait.spark_engine import SparkEngine
 
     calls = []
-
-    class Frame:
-        def __init__(self, kind="query"):
-            self.kind = kind
-
-        def localCheckpoint(self, eager):
-            calls.append(("localCheckpoint", eager))
-            return Frame("checkpoint")
-
-        def persist(self):
-            calls.append(("persist",))
-            return Frame("cache")
-
-        def unpersist(self):
-            calls.append(("unpersist", self.kind))
-
-        def count(self):  # an eager cache is computed at once
-            return 0
-
-        def createOrReplaceTempView(self, name):
-            calls.append(("view", name, self.kind))
-
-    class Context:
-        pass
-
-    class Catalog:
-        def dropTempView(self, name):
-            return True
-
-    class Session:
-        sparkContext = Context()
-        catalog = Catalog()
-
-    Session.sparkContext.master = master
-    engine = SparkEngine(Session())
+    engine = SparkEngine(_FakeSession(master))
     freed = []
     monkeypatch.setattr("portrait.spark_engine._free_checkpoint", freed.append)
-    engine._keep("f_orders", Frame(), eager=False)
+    engine._keep("f_orders", _FakeFrame(calls), eager=False)
     assert calls[0] == (("localCheckpoint", False) if kept_as == "checkpoint" else ("persist",))
     assert calls[1] == ("view", engine.view_name("f_orders"), kept_as)
     engine.drop("f_orders")
     engine._released(None)  # what every query does after it has run
     assert (("unpersist", "cache") in calls) == (kept_as == "cache") and not freed
-    engine._keep("_identity_labels", Frame())
+    engine._keep("_identity_labels", _FakeFrame(calls))
     engine.free("_identity_labels")  # freed at once: a round of the identity merge
     assert len(freed) == (1 if kept_as == "checkpoint" else 0)
     assert calls.count(("unpersist", "cache")) == (2 if kept_as == "cache" else 0)
-    engine.cached(Frame())  # a frame a caller reads several times (the scoring's features)
+    engine.cached(_FakeFrame(calls))  # a frame a caller reads several times (the scoring's features)
     engine.close()
     assert len(freed) == (2 if kept_as == "checkpoint" else 0)
     assert calls.count(("unpersist", "cache")) == (3 if kept_as == "cache" else 1)
+
+
+def test_a_fetched_build_frees_the_checkpoints_it_made_and_dropped_and_nothing_else(monkeypatch):
+    """A notebook building features at many cutoffs on one engine: once a build's table is
+    fetched (``free_dropped_since``), the checkpoints of the steps it made and dropped are
+    freed; a step made before the build (a caller's, a lazy frame not yet computed may read
+    it) and a step still named stay until the engine closes, dropped or not."""
+    from portrait.spark_engine import SparkEngine
+
+    calls = []
+    engine = SparkEngine(_FakeSession("local[2]"))
+    freed = []
+    monkeypatch.setattr("portrait.spark_engine._free_checkpoint", lambda frame: freed.append(frame.name))
+
+    def keep(name):
+        frame = _FakeFrame(calls)
+        frame.localCheckpoint = lambda eager: types.SimpleNamespace(name=name, createOrReplaceTempView=lambda v: None)
+        engine._keep(name, frame)
+
+    keep("f_lines_callers")  # the caller's, before the build
+    keep("f_vocabulary_before")
+    mark = engine.steps_mark()
+    keep("f_orders")
+    keep("f_stage_orders")
+    keep("f_vocabulary")  # still named when the build is done
+    engine.drop("f_orders")  # dropped as the plan goes
+    engine.drop("f_vocabulary_before")  # made before the build: may be read by a frame not yet computed
+    engine.drop("f_stage_orders")
+    engine.free_dropped_since(mark)
+    assert freed == ["f_orders", "f_stage_orders"]
+    engine.free_dropped_since(mark)  # nothing is freed twice
+    assert freed == ["f_orders", "f_stage_orders"]
+    engine.close()
+    assert sorted(freed[2:]) == ["f_lines_callers", "f_vocabulary", "f_vocabulary_before"]
 
 
 def test_a_spark_connect_session_without_a_context_keeps_steps_as_caches():

@@ -312,6 +312,36 @@ def test_scores_on_spark_equal_scores_on_duckdb(scored):
     assert blocks_left == set()
 
 
+def test_a_fetched_builds_dropped_checkpoints_are_freed_and_a_callers_step_stays_readable(spark):
+    """In one JVM (checkpoints): after a build's table is fetched, the blocks of the steps it
+    made and dropped are freed at once (a notebook building many cutoffs on one engine), while
+    a step the caller made before the build is still read (a freed checkpoint could not be)."""
+    from portrait.spark_engine import SparkEngine
+
+    engine = SparkEngine(spark)
+    assert engine._checkpointing
+    before = _stored_blocks(spark)
+    try:
+        engine.materialize("callers", "SELECT x FROM (VALUES (1), (2), (3)) AS t(x)", eager=True)
+        with_callers = _stored_blocks(spark)
+        mark = engine.steps_mark()
+        engine.materialize("doubled", "SELECT x * 2 AS y FROM callers")
+        engine.materialize("summed", "SELECT SUM(y) AS total FROM doubled")
+        engine.drop("doubled")  # dropped as the plan goes: its checkpoint is still read below
+
+        def release() -> None:
+            engine.drop("summed")
+
+        assert engine.wide_frame("SELECT total FROM summed", release=release)["total"].tolist() == [12]
+        assert len(_stored_blocks(spark) - with_callers) == 2
+        engine.free_dropped_since(mark)
+        assert _stored_blocks(spark) == with_callers
+        assert engine.rows("SELECT COUNT(*) FROM callers") == [(3,)]
+    finally:
+        engine.close()
+    assert _stored_blocks(spark) == before
+
+
 def test_tables_from_a_spark_path_and_from_the_catalog_hold_the_same_rows(spark, data, tmp_path):
     import shutil
 
