@@ -456,7 +456,8 @@ def build_features(
 
     Returns a frame keyed by ``customer_id`` (sorted), with int64 counts, float64 amounts,
     shares and ratios, and pandas categoricals for favourites and text attributes. The
-    vocabulary used is in ``frame.attrs["vocabulary"]``. ``families`` restricts the build to
+    vocabulary used is in ``frame.attrs["vocabulary"]``, each customers column's kind (number,
+    date, category: what its attribute feature is) in ``frame.attrs["attributes"]``. ``families`` restricts the build to
     those families (all by default); ``only`` to those features (and what they are computed
     from: derived features' inputs). A pass no selected feature needs is
     not run. ``purchases_ready`` says :func:`vocabulary_as_of` already read the purchases
@@ -548,6 +549,7 @@ def build_features(
     frame = _finish(frame, features, vocabulary)
     _log_step("favourites and dtypes (pandas)", started)
     frame.attrs["vocabulary"] = vocabulary.to_dict()
+    frame.attrs["attributes"] = dict(kinds)  # each customers column's kind: what its feature is
     frame.attrs["cutoff"] = cutoff.isoformat()
     return frame
 

@@ -1117,23 +1117,31 @@ def catalogue(
 
 
 @lru_cache(maxsize=32)
-def _by_name(config: FeatureConfig, vocab: Vocabulary | None) -> dict[str, Feature]:
-    return {f.name: f for f in catalogue(config, vocab, {})}
+def _by_name(
+    config: FeatureConfig, vocab: Vocabulary | None, attributes: tuple[tuple[str, str], ...]
+) -> dict[str, Feature]:
+    return {f.name: f for f in catalogue(config, vocab, dict(attributes))}
 
 
 def describe(
-    names: Iterable[str], config: FeatureConfig | None = None, vocabulary: Vocabulary | dict | None = None
+    names: Iterable[str],
+    config: FeatureConfig | None = None,
+    vocabulary: Vocabulary | dict | None = None,
+    attributes: dict[str, str] | None = None,
 ) -> dict[str, Feature]:
     """The catalogue entry of every name in ``names`` that is a feature.
 
     Per-value shares and attribute columns depend on the data: with ``vocabulary`` their data
-    value is exact; without it they are recognised by name and the value is read from the name.
-    Names that are not features (ids, scores, ``cutoff``) are left out.
+    value is exact, and with ``attributes`` (each customers column's kind, as a feature table
+    holds it in ``frame.attrs["attributes"]``) an attribute is a number, a date's days or a
+    category as it was built; without them they are recognised by name, the value read from the
+    name and an ``attr_`` column taken for a category. Names that are not features (ids,
+    scores, ``cutoff``) are left out.
     """
     config = config or FeatureConfig()
     if isinstance(vocabulary, dict):
         vocabulary = Vocabulary.from_dict(vocabulary)
-    known = _by_name(config, vocabulary)
+    known = _by_name(config, vocabulary, tuple((attributes or {}).items()))
     # a name written before RENAMED_ON (a persona fit's, a model's) means today's feature
     known |= {old: known[new] for old, new in legacy_names(vocabulary).items() if new in known}
     result = {}

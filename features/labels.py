@@ -157,6 +157,7 @@ def build_training_set(
             if progress:
                 progress(cutoff)
             features = build_features(dataset, cutoff, config, vocabulary=vocabulary, families=families, con=con)
+            attributes = features.attrs["attributes"]  # one customers table for every cutoff
             labels = build_labels(
                 dataset, cutoff, horizon_days, features["customer_id"], high_value_quantile=high_value_quantile, con=con
             )
@@ -173,4 +174,5 @@ def build_training_set(
         if isinstance(frames[0][column].dtype, pd.CategoricalDtype):
             stacked[column] = stacked[column].astype("category")
     stacked.attrs["vocabulary"] = vocabulary.to_dict()
+    stacked.attrs["attributes"] = attributes
     return stacked

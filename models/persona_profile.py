@@ -315,7 +315,9 @@ def _top_shares(features: pd.DataFrame, mask, subject: str, meanings: dict[str, 
 def describe_frame(features: pd.DataFrame) -> dict[str, Feature]:
     """The catalogue entry of each feature column, with the frame's vocabulary (kept in
     ``attrs`` by the feature build) so per-value shares name their data value."""
-    return describe(features.columns, vocabulary=features.attrs.get("vocabulary"))
+    return describe(
+        features.columns, vocabulary=features.attrs.get("vocabulary"), attributes=features.attrs.get("attributes")
+    )
 
 
 def portrait_table(features: pd.DataFrame, labels: np.ndarray, names: dict[int, str]) -> pd.DataFrame:

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from features.build import build_features
-from features.catalogue import FAMILIES, catalogue
+from features.catalogue import FAMILIES, catalogue, describe
 from features.config import FeatureConfig
 from features.labels import build_labels, build_training_set
 from portrait.dataset import Dataset
@@ -614,7 +614,7 @@ def test_windowed_spend_is_net_of_refunds_like_lifetime_spend():
 
 
 def test_every_feature_carries_its_meaning():
-    from features.catalogue import SCALES, Vocabulary, describe
+    from features.catalogue import SCALES, Vocabulary
 
     vocab = Vocabulary(categories=("Dairy & Eggs",), brands=("b1",), channels=("app",), payment_methods=("card",))
     features = catalogue(vocab=vocab, attributes={"age_band": "category", "signup_date": "date", "income": "number"})
@@ -882,6 +882,15 @@ def test_a_word_for_no_value_in_an_attribute_is_missing_not_a_category():
     assert sorted(frame["attr_gender"].dropna().unique()) == ["F", "M", "unknown"]
     assert frame["attr_gender"].isna().sum() == 12
     assert sorted(frame["attr_region"].dropna().unique()) == ["EU", "NA"] and frame["attr_region"].isna().sum() == 10
+    # the kinds go with the table, so that the catalogue describes each attribute as it was
+    # built (an age is a number, not the category its name alone would make it)
+    assert frame.attrs["attributes"] == {"age": "number", "gender": "category", "region": "category"}
+    meanings = describe(frame.columns, vocabulary=frame.attrs["vocabulary"], attributes=frame.attrs["attributes"])
+    assert (meanings["attr_age"].scale, meanings["attr_age"].dtype) == ("number", "float")
+    assert meanings["attr_region"].scale == "category"
+    assert describe(["attr_age"])["attr_age"].scale == "category"  # by name alone: what a model stored before
+    stacked = build_training_set(data, ["2023-12-01"], 30, families=["attributes"])
+    assert stacked.attrs["attributes"] == frame.attrs["attributes"]
 
 
 def test_numbers_past_a_million_keep_their_digits():
@@ -1065,7 +1074,7 @@ def test_a_return_across_midnight_is_one_refund_and_returns_weeks_apart_are_two(
 
 def test_names_written_before_the_rename_are_known_by_their_new_names():
     """Süßwaren was s_waren, 本 and お茶 were blank and blank_2 (numbered by rank), Café caf."""
-    from features.catalogue import Vocabulary, describe, legacy_names, slug
+    from features.catalogue import Vocabulary, legacy_names, slug
 
     vocabulary = Vocabulary(categories=("Süßwaren", "本", "お茶", "Café", "dairy"), channels=("web",))
     assert legacy_names(vocabulary) == {

@@ -418,6 +418,40 @@ def test_a_model_that_reads_no_text_takes_the_feature_rows_as_written(scored, mo
     assert number.json()["detail"][0]["msg"] == "must be text (a category), not a number"
 
 
+def test_a_number_attribute_stored_as_a_category_is_taken_as_the_number_the_model_reads(scored, monkeypatch):
+    """A model trained before attributes had their kinds in the catalogue stored a number
+    attribute (``attr_birth_year``) as a category: the rows a features table holds (a number)
+    were refused as "must be text", and the same value sent as text reached LightGBM as text
+    (HTTP 500). A feature LightGBM reads as a number takes a number, whatever the stored
+    meaning says, and text there is a 422."""
+    import dataclasses
+
+    import serving.state
+    from serving.registry import load_model
+
+    out, _ = scored
+    _, features = latest_scores(out)
+    lightgbm = load_model(MODEL)
+    meanings = dict(lightgbm.meta["meanings"])
+    meanings["orders_lifetime"] = {**meanings["orders_lifetime"], "scale": "category"}  # as stored then
+    old = dataclasses.replace(lightgbm, meta={**lightgbm.meta, "meanings": meanings})
+    monkeypatch.setattr(serving.state, "load_model_version", lambda name, v, alias: old)
+    client = TestClient(create_app(out))
+    X = features[lightgbm.features].iloc[:3]
+    rows = [
+        {k: (None if pd.isna(v) else (v if isinstance(v, str) else float(v))) for k, v in row.items()}
+        for row in X.to_dict("records")
+    ]
+    answer = client.post("/score", json={"model": MODEL, "rows": rows, "reasons": True})
+    assert answer.status_code == 200, answer.text
+    expected = lightgbm.estimator.predict_proba(X)[:, 1]
+    np.testing.assert_allclose([s["score"] for s in answer.json()["scores"]], expected, rtol=1e-12)
+    for text in ("3", "abc"):
+        refused = client.post("/score", json={"model": MODEL, "rows": [{**rows[0], "orders_lifetime": text}]})
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["detail"][0]["msg"] == "must be a number, not text"
+
+
 def test_api_rejects_bad_rows_naming_the_field(scored):
     out, _ = scored
     client = TestClient(create_app(out))

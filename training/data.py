@@ -104,7 +104,7 @@ def prepare(config: ExperimentConfig, progress=None, ends_on: dt.date | None = N
     )
     vocabulary = Vocabulary.from_dict(frame.attrs["vocabulary"])
     built = [c for c in frame.columns if c not in ("customer_id", "cutoff", *LABELS)]
-    described = describe(built, config.features, vocabulary)
+    described = describe(built, config.features, vocabulary, frame.attrs.get("attributes"))
     features = [c for c in built if c not in described or described[c].family in config.families]
     meanings = {c: described[c] for c in features if c in described}
     history, flags = [], {}

@@ -153,6 +153,13 @@ def text_features(meta: dict) -> set[str]:
     }
 
 
+def read_as_numbers(estimator) -> set[str]:
+    """The features a model reads as numbers: the columns LightGBM is given (``feature_names_``;
+    a blend's are its LightGBM member's) less those it reads as categories. None for a model
+    that reads only some of its inputs and no text (logistic, BG/NBD)."""
+    return set(getattr(estimator, "feature_names_", None) or []) - set(getattr(estimator, "categories_", None) or {})
+
+
 def _row_errors(
     request: ScoreRequest,
     features: list[str],
@@ -227,7 +234,10 @@ def build_scores_router(state: ServeState, access: Access) -> APIRouter:
         # The text features the model reads and their values (none for a model of numbers only).
         known = getattr(loaded.estimator, "categories_", None) or {}
         categories = {name: set(values) for name, values in known.items()}
-        texts = text_features(loaded.meta) - set(categories)  # text the model takes but does not read
+        # text the model takes but does not read; less what a model that reads text as categories
+        # reads as numbers (a number attribute that a model trained before attributes had their
+        # kinds in the catalogue calls a category: a birth year)
+        texts = text_features(loaded.meta) - set(categories) - read_as_numbers(loaded.estimator)
         errors = _row_errors(request, loaded.features, categories, nonnegative_features(loaded.meta), texts)
         if errors:
             # A list of located errors, as FastAPI's own validation answers.
