@@ -158,7 +158,7 @@ def register(app: typer.Typer, out, console) -> None:
         from portrait.files import atomic_write, check_suffix
         from portrait.outputs import latest_scores
         from portrait.privacy import export_note, load_consent, with_withheld_columns
-        from serving.lists import build_list, list_filter
+        from serving.lists import build_list, list_filter, model_for_reasons
         from serving.registry import load_model
 
         check_suffix(out_file, (".csv",))
@@ -170,7 +170,11 @@ def register(app: typer.Typer, out, console) -> None:
         members = None
         if segment or tag:
             members = _members(scores, scores_dir, segment, tag or [], data, segments_dir, tags_file)
-        reasons_model = load_model(model, alias) if f"{model}_reason_1" not in scores.columns else None
+        reasons_model, reasons_note = (
+            model_for_reasons(model, lambda: load_model(model, alias))
+            if f"{model}_reason_1" not in scores.columns
+            else (None, None)
+        )
         asked = {
             "top": top,
             "min_percentile": min_percentile,
@@ -185,6 +189,7 @@ def register(app: typer.Typer, out, console) -> None:
             model,
             **asked,
             reasons_model=reasons_model,
+            reasons_note=reasons_note,
             reasons_first=reasons_for,
             customers=members,
             consent=consent,

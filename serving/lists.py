@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 
 from marketing.filters import Schema, columns_used, evaluate, parse_filter
 from marketing.population import persona_named
-from portrait.errors import NotFound, PortraitError
+from portrait.errors import NotFound, PortraitError, Unavailable
 from portrait.privacy import Consent, PrivacySettings
 from serving.feature_columns import FeatureColumns
 
@@ -55,6 +56,17 @@ def list_filter(model: str, as_of: str | None, **asked) -> dict:
     return {"model": model, "as_of": as_of, **asked}
 
 
+def model_for_reasons(name: str, load: Callable[[], object]) -> tuple[object | None, str | None]:
+    """The model that computes a list's reasons where its scores hold none (``load()``), or
+    None and why: a list is computable from its scores alone, so a model the registry does not
+    have (another store, deleted) or cannot give now leaves the list without reasons, and the
+    answer's note says why, rather than refusing the list."""
+    try:
+        return load(), None
+    except (NotFound, Unavailable) as exc:
+        return None, f"no reasons: the scores hold none, and {name} could not be loaded to compute them ({exc})"
+
+
 def build_list(
     scores: pd.DataFrame,
     features: pd.DataFrame | FeatureColumns,
@@ -67,6 +79,7 @@ def build_list(
     where: str | None = None,
     exclude_bought_within: int | None = None,
     reasons_model=None,
+    reasons_note: str | None = None,
     reasons_up_to: int | None = None,
     reasons_first: int | None = None,
     customers: set[str] | None = None,
@@ -80,7 +93,8 @@ def build_list(
     ``features``: the feature table the scores were computed from, or its columns read as
     needed (:class:`~serving.feature_columns.FeatureColumns`, as an API worker holds them).
     ``where`` may use any feature, score or persona column. ``reasons_model`` (a loaded model)
-    computes reasons for the rows of the list when the scores table has none. ``customers``
+    computes reasons for the rows of the list when the scores table has none;
+    ``reasons_note`` says why there is no such model (:func:`model_for_reasons`). ``customers``
     restricts the list to those ids (a segment's or a tag's members). ``consent`` (the data
     set's rules, :func:`portrait.privacy.load_consent`) leaves out those who may not be
     contacted before ``top`` is taken; how many matched the filters but were left out, per
@@ -237,7 +251,7 @@ def build_list(
     for column in used:
         if column not in result.columns:
             result[column] = chosen[column].to_numpy()
-    note = result.attrs.get("note")
+    note = "; ".join(n for n in (reasons_note, result.attrs.get("note")) if n) or None
     if absent and nobody_by_filter:
         said = "; ".join(
             f"no customer's {column} is {value!r} in these scores (its values: {sorted(schema.current[column])})"

@@ -781,6 +781,44 @@ def test_lists_leave_out_customers_without_consent(registered, scored, tmp_path)
     assert answer.status_code == 503 and "cannot check marketing consent" in answer.json()["detail"]
 
 
+def test_a_list_without_stored_reasons_is_served_without_them_when_the_model_is_not_registered(
+    scored, tmp_path, monkeypatch
+):
+    """Scores written without reasons, of a model the registry does not have (another store,
+    deleted): the list is computable from the scores, so it is given, without reasons, and the
+    note says why (it was refused: 404 "no registered model", 503 with the registry down)."""
+    from typer.testing import CliRunner
+
+    import serving.registry
+    import serving.state
+    from portrait.errors import NotFound, Unavailable
+    from portrait_cli.main import _register_later_commands, app
+
+    out, _ = scored
+    assert not any(c.startswith(f"{MODEL}_reason") for c in pd.read_parquet(next(out.glob("scores_*.parquet"))).columns)
+    for error in (NotFound(f"no registered model named '{MODEL}'"), Unavailable("the model registry is busy")):
+
+        def gone(*args, error=error):
+            raise error
+
+        monkeypatch.setattr(serving.state, "alias_version", gone)
+        answer = TestClient(create_app(out)).get(f"/lists/{MODEL}", params={"top": 3})
+        assert answer.status_code == 200, answer.text
+        listed = answer.json()
+        assert listed["count"] == 3 and not any(c.get("reasons") for c in listed["customers"])
+        assert listed["note"] == (
+            f"no reasons: the scores hold none, and {MODEL} could not be loaded to compute them ({error})"
+        )
+    monkeypatch.setattr(serving.registry, "alias_version", gone)
+    _register_later_commands()
+    result = CliRunner().invoke(
+        app, ["list", "--model", MODEL, "--scores", str(out), "--top", "3", "--out", str(tmp_path / "l.csv")]
+    )
+    assert result.exit_code == 0, result.output
+    assert f"no reasons: the scores hold none, and {MODEL} could not be loaded" in " ".join(result.output.split())
+    assert len(pd.read_csv(tmp_path / "l.csv")) == 3
+
+
 def test_an_analyst_key_scores_and_a_marketing_key_is_refused(scored, score_rows, tmp_path):
     from serving.keys import add_key
 

@@ -12,7 +12,7 @@ from models.task import MODEL_NAME_LENGTH
 from portrait.audit import record_export
 from portrait.errors import Conflict
 from serving.keys import Caller
-from serving.lists import build_list, list_filter
+from serving.lists import build_list, list_filter, model_for_reasons
 from serving.routes.access import Access, refuse_sensitive_terms
 from serving.routes.errors import ProductErrorRoute, error_answers
 from serving.score import sensitive_features
@@ -97,7 +97,9 @@ def build_lists_router(state: ServeState, access: Access) -> APIRouter:
         refuse_sensitive_terms(caller, where, sensitive_features(privacy, snap.features.columns), "filter by")
         columns = snap.scores.columns
         needs_reasons = f"{model_name}_score" in columns and f"{model_name}_reason_1" not in columns
-        reasons_model = state.model(model_name) if needs_reasons else None
+        reasons_model, reasons_note = (
+            model_for_reasons(model_name, lambda: state.model(model_name)) if needs_reasons else (None, None)
+        )
         asked = {
             "top": top,
             "min_percentile": min_percentile,
@@ -112,6 +114,7 @@ def build_lists_router(state: ServeState, access: Access) -> APIRouter:
             model_name,
             **asked,
             reasons_model=reasons_model,
+            reasons_note=reasons_note,
             consent=consent,
             privacy=privacy,
             offset=offset,
