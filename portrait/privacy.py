@@ -132,6 +132,17 @@ _ALWAYS = frozenset(
         "taxid",
         "idnumber",
         "iban",
+        # national identity and tax numbers by their own names (Spain, Brazil, Poland, the
+        # Netherlands, Italy, Sweden, Germany)
+        "dni",
+        "nif",
+        "cpf",
+        "pesel",
+        "bsn",
+        "codicefiscale",
+        "personnummer",
+        "steuerid",
+        "steuernummer",
         # shortened and run together, as exports write them
         "addr",
         "addressline",
@@ -168,7 +179,7 @@ _ALWAYS = frozenset(
 # Words that are personal data only as the last word of the name (after a number suffix is
 # dropped), alone or after a word saying whose: ``mobile``, ``home_tel``, ``customer_name``;
 # not ``mobile_app_user`` or ``brand_name``.
-_AS_HEAD = frozenset({"mobile", "tel", "cell", "name", "zip", "mail", "nom", "nombre"})
+_AS_HEAD = frozenset({"mobile", "tel", "cell", "name", "zip", "mail", "nom", "nombre", "handy"})
 _WHOSE = frozenset(
     {
         "customer",
@@ -208,7 +219,7 @@ _WHOSE = frozenset(
 )
 # A date of birth (with a postcode it singles out most people, and a feature of the days since
 # it gives the date back), as the last words of a name: dob, customer_dob, date_of_birth,
-# birth_dt, BDate, Geburtsdatum, fecha_de_nacimiento. Not a year or a month of birth, an age or an
+# birth_dt, BDate, Geburtsdatum, geb_datum, fecha_nac, f_nacimiento, naissance, born. Not a year or a month of birth, an age or an
 # age band, which group people (dob_year, birthday_month), nor a programme's columns
 # (birthday_offer, birthday_club_member).
 _BIRTH_DATE = frozenset(
@@ -227,6 +238,14 @@ _BIRTH_DATE = frozenset(
         "dayofbirth",
         "geburtsdatum",
         "geburtstag",
+        "gebdatum",
+        "gebdat",
+        "gebdt",
+        "born",
+        "dateborn",
+        "nacimiento",
+        "fechanac",
+        "naissance",
         "geboortedatum",
         "fechadenacimiento",
         "fechanacimiento",
@@ -371,7 +390,7 @@ def _core_words(words: list[str]) -> list[str]:
 BIRTH_YEAR = "birth_year"
 # Names of a year of birth the table may hold already (then none is derived): birth_year,
 # year_of_birth, yob, dob_year, BirthYr (words run together).
-_YEAR_OF_BIRTH = frozenset({"birthyear", "birthyr", "yearofbirth", "yob", "dobyear", "yearborn"})
+_YEAR_OF_BIRTH = frozenset({"birthyear", "birthyr", "yearofbirth", "yob", "dobyear", "yearborn", "bornyear"})
 # The year in a date of birth as exports write one, year first (1975-11-29, 1975/11/29,
 # 1975 11 29, 19751129, 19751129.0 from a float column, a stored date's text) or last
 # (29.11.1975, 29. 11. 1975, 11/29/1975, 29-Nov-1975, Nov 29, 1975, 29111975, or 1021980 once

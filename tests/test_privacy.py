@@ -139,6 +139,22 @@ def _no_secret_in(text: str) -> None:
         "dob_raw",
         "birth_datetime",
         "birth_dttm",
+        "geb_datum",  # shortened, and without "date" (an auditor's finds)
+        "gebdat",
+        "fecha_nac",
+        "f_nacimiento",
+        "naissance",
+        "born",
+        "customer_born",
+        # national identity and tax numbers, a mobile number in German
+        "dni",
+        "NIF",
+        "cpf_cliente",
+        "pesel",
+        "bsn",
+        "codice_fiscale",
+        "handy",
+        "kunde_handy",
         # not a count, a rate or a date of what was done through it: the value itself
         "email_sent_to",
         "email_hash",
@@ -197,6 +213,9 @@ def test_the_guard_knows_personal_data_by_its_name(column):
         "birthday_offer",
         "birthday_club_member",
         "birthday_voucher_redeemed",
+        "born_year",  # the year alone
+        "handy_app_user",  # a flag: handy only as the name's last word
+        "first_born_child",
         # engagement: what was done through an address or a number, counted, rated or dated
         "email_opens",
         "emails_opened_90d",
