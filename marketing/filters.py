@@ -24,6 +24,7 @@ as SQL and never passed to ``eval``; the tree is evaluated with vectorised panda
 
 from __future__ import annotations
 
+import decimal
 import difflib
 import hashlib
 import operator
@@ -502,6 +503,15 @@ class _Checker:
             raise FilterError(f"{node.sql()!r} compares text with a number: {named} is {column_kind}{hint}")
 
 
+def _whole_as_written(text: str) -> bool:
+    """Whether a number's text (``_number`` read it) is a whole number exactly."""
+    try:
+        written = decimal.Decimal(text.replace(" ", ""))
+    except decimal.InvalidOperation:  # a form float reads and Decimal does not: judged as a float
+        return True
+    return written == written.to_integral_value()
+
+
 def _number(text: str, node: exp.Expression) -> float:
     try:
         value = float(text)
@@ -567,8 +577,9 @@ def _window(node: exp.Expression, call: exp.Expression) -> int:
     if not isinstance(node, exp.Literal | exp.Neg) or (isinstance(node, exp.Literal) and node.is_string):
         raise FilterError(f"{call.sql()!r}: within_days must be a whole number of days")
     value = _number(node.sql(), node)
-    if value != int(value):
-        raise FilterError(f"{call.sql()!r}: within_days must be a whole number of days, got {value}")
+    # as written, not as a float: 0.99999999999999999999 is 1.0 as a float, and no whole number
+    if value != int(value) or not _whole_as_written(node.sql()):
+        raise FilterError(f"{call.sql()!r}: within_days must be a whole number of days, got {node.sql()}")
     if value <= 0:
         raise FilterError(f"{call.sql()!r}: within_days must be at least 1 day, got {int(value)}")
     if value > MAX_WINDOW_DAYS:

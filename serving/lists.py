@@ -9,7 +9,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from marketing.filters import Schema, columns_used, evaluate, parse_filter
+from marketing.filters import MAX_WINDOW_DAYS, Schema, columns_used, evaluate, parse_filter
 from marketing.population import persona_named
 from portrait.errors import NotFound, PortraitError, Unavailable
 from portrait.privacy import Consent, PrivacySettings
@@ -134,10 +134,11 @@ def build_list(
         raise PortraitError(
             f"a page starts at offset 0 or later and holds at least 1 row, got offset {offset}, limit {limit}"
         )
-    if exclude_bought_within is not None and exclude_bought_within < 1:
+    if exclude_bought_within is not None and not 1 <= exclude_bought_within <= MAX_WINDOW_DAYS:
+        shown = str(exclude_bought_within)
         raise PortraitError(
-            f"--exclude-bought-within (exclude_bought_within) must be a whole number of days, at least 1, "
-            f"got {exclude_bought_within}"
+            f"--exclude-bought-within (exclude_bought_within) must be a whole number of days, at least 1 and at "
+            f"most {MAX_WINDOW_DAYS:,}, got {shown if len(shown) <= 20 else shown[:20] + '...'}"
         )
     from serving.score import withheld_attribute_features
 

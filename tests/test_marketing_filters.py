@@ -99,6 +99,8 @@ def test_behaviour_calls_become_terms_with_their_arguments():
         ("purchased(within_days = 0) > 0", "at least 1 day, got 0"),
         ("purchased(within_days = -5) > 0", "at least 1 day, got -5"),
         ("purchased(within_days = 2.5) > 0", "whole number of days"),
+        # 1.0 as a float: the fraction was lost without a word
+        ("purchased(within_days = 0.99999999999999999999) > 0", "whole number of days, got 0.99999999999999999999"),
         ("purchased(within_days = '30') > 0", "whole number of days"),
         ("purchased(category = (select 1)) > 0", "must be quoted text"),
         ("purchased(colour = 'red') > 0", "not 'colour'"),

@@ -181,7 +181,7 @@ def build_crowds_router(
         segment: str | None = Query(None, max_length=64, description="A saved segment"),
         tag: str | None = Query(None, max_length=200, description="A tag of the library"),
         persona: str | None = Query(None, max_length=200, description="A persona name"),
-        as_of: str | None = Query(None, description="YYYY-MM-DD; default: the scores' as-of date"),
+        as_of: str | None = Query(None, max_length=32, description="YYYY-MM-DD; default: the scores' as-of date"),
         limit: int = Query(100, ge=1, le=10_000),
         offset: int = Query(0, ge=0, le=MAX_OFFSET),
     ) -> CellCustomers:
@@ -227,7 +227,7 @@ def build_crowds_router(
         segment: str | None = Query(None, max_length=64, description="A saved segment"),
         tag: str | None = Query(None, max_length=200, description="A tag of the library"),
         persona: str | None = Query(None, max_length=200, description="A persona name"),
-        as_of: str | None = Query(None, description="YYYY-MM-DD; default: the scores' as-of date"),
+        as_of: str | None = Query(None, max_length=32, description="YYYY-MM-DD; default: the scores' as-of date"),
         min_cell: int = Query(
             least_cell,
             ge=least_cell,  # a caller may hide more, never less: small cells identify people
