@@ -463,6 +463,8 @@ class _Checker:
         if isinstance(node, exp.Neg) and isinstance(node.this, exp.Literal) and not node.this.is_string:
             _number(node.this.this, node)
             return node
+        if isinstance(node, exp.ByteString):  # sqlglot writes none back (it said '' and warned)
+            raise FilterError("an escape or byte string (e'...', b'...') is not a value; write text as 'text'")
         raise FilterError(f"{node.sql()!r} is not a value or a column name")
 
     def known_values(self, column: exp.Expression, values: list[exp.Expression], equality: bool = False) -> None:

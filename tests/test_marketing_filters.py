@@ -50,6 +50,11 @@ def test_is_null_and_is_not_null_by_hand():
         ("spend_365d is 3", "only 'is null'"),
         ("1 = 1", "compares two values"),
         ("spend_365d > 1e999", "not a finite number"),
+        # an escape string: the message said "'' is not a value or a column name"
+        (
+            "spend_365d > e'1'",
+            r"^an escape or byte string \(e'\.\.\.', b'\.\.\.'\) is not a value; write text as 'text'$",
+        ),
         ("spend_365d > 1; drop table x", "';' is not allowed"),
         ("spend_365d >= 0 -- and spend_365d > 1000000000", r"comments \(-- or /\* \*/\) are not allowed"),
         ("spend_365d >= 0 /* and spend_365d > 9 */", r"comments \(-- or /\* \*/\) are not allowed"),
