@@ -756,6 +756,16 @@ def holds_personal_value(text: str) -> bool:
     return bool(re.search(EMAIL_IN_TEXT, text) and not re.search(FILE_AT, text)) or holds_phone_number(text)
 
 
+def without_personal_values(rows: list[dict]) -> list[dict]:
+    """Rows an error shows as examples (a line that cannot be parsed), each value holding an
+    e-mail address or a phone number (:func:`holds_personal_value`) replaced by
+    :data:`PERSONAL_VALUE`: an error reaches the terminal, a refresh's log and its manifest."""
+    return [
+        {k: PERSONAL_VALUE if isinstance(v, str) and holds_personal_value(v) else v for k, v in row.items()}
+        for row in rows
+    ]
+
+
 def email_in_text_sql(text: str) -> str:
     """SQL: the text ``text`` holds an e-mail address somewhere (not a file name: ``img@2x.png``)."""
     return f"(regexp_matches({text}, {quote_literal(EMAIL_IN_TEXT)}) AND NOT regexp_matches({text}, {quote_literal(FILE_AT)}))"

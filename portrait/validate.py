@@ -29,7 +29,14 @@ from portrait.errors import ContractError, read_error_reason
 from portrait.files import atomic_target, atomic_write_text
 from portrait.forget import forgotten_rows
 from portrait.identity import IdentitySummary, identity_summary
-from portrait.privacy import BIRTH_YEAR, GUARDED_TABLES, holds_personal_value, personal_id_sql, personal_text_sql
+from portrait.privacy import (
+    BIRTH_YEAR,
+    GUARDED_TABLES,
+    holds_personal_value,
+    personal_id_sql,
+    personal_text_sql,
+    without_personal_values,
+)
 from portrait.sql import quote_ident, quote_literal
 from portrait.views import (
     PARSED,
@@ -729,7 +736,7 @@ def _check_column_types(con: duckdb.DuckDBPyConnection, dataset: Dataset, table:
                 ),
                 table=table.name,
                 column=column.name,
-                examples=examples.astype("str").to_dict("records"),
+                examples=without_personal_values(examples.astype("str").to_dict("records")),
             )
     return {name: int(n) for name, n in zip(zones, counts[2 * len(parsed) :], strict=True)}
 
@@ -754,7 +761,7 @@ def _header_error(con, source, table: contract.Table, types: dict[str, str], con
         "header, so their values land in the wrong columns. Split the file where the second header is, "
         "or export it again",
         table=table.name,
-        examples=examples.astype("str").to_dict("records"),
+        examples=without_personal_values(examples.astype("str").to_dict("records")),
     )
 
 

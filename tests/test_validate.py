@@ -115,6 +115,17 @@ def test_a_column_that_is_mostly_unparseable_is_a_hard_error_with_examples(tmp_p
     folder = write_tables(tmp_path / "data", purchases=frame)
     with pytest.raises(ContractError, match=r"(?s)purchases\.ts: 5 of 6 values cannot be parsed.*example rows:.*day 0"):
         validate(open_dataset(folder))
+    # an example row's values that hold an e-mail address or a phone number are withheld (the
+    # message reaches the terminal, a refresh's log and its manifest)
+    contacts = ["john.doe@example.com", "call +44 7700 900555", "Toys"]
+    frame = purchases(*[{"ts": f"day {i}", "category": contacts[i % 3]} for i in range(5)], {})
+    folder = write_tables(tmp_path / "contacts", purchases=frame)
+    with pytest.raises(ContractError) as error:
+        validate(open_dataset(folder))
+    shown = str(error.value)
+    assert "example.com" not in shown and "7700" not in shown
+    assert shown.count("'category': '(withheld: personal data)'") == 2 and "'category': 'Toys'" in shown
+    assert "'ts': 'day 0'" in shown
     # Decimal commas: the message names the setting that reads them (decimal = ","), not the
     # timestamp format (it named it for a number column).
     frame = purchases(*[{"amount": f"{i},50"} for i in range(5)], {})
