@@ -486,6 +486,11 @@ class TableSource:
     def _column_names(self) -> list[str]:
         return [name for name, _ in self._column_types]
 
+    def columns_for_privacy(self) -> list[str]:
+        """The columns ``[privacy]`` settings may name: the source's as written (withheld ones
+        included), and :data:`~portrait.privacy.BIRTH_YEAR` where a date of birth's year is read."""
+        return self._column_names() + ([BIRTH_YEAR] if self.birth_year_from else [])
+
     @functools.cached_property
     def _column_types(self) -> list[tuple[str, str]]:
         """The source's (column name, DuckDB type) pairs, read once without its rows."""

@@ -506,9 +506,14 @@ class PrivacySettings:
         sensitive = raw.get("sensitive_columns", [])
         if not isinstance(sensitive, list) or not all(isinstance(c, str) and c.strip() for c in sensitive):
             raise ConfigError(f'{where}: sensitive_columns must be a list of column names, e.g. ["gender"]')
+        sensitive = [c.strip() for c in sensitive]
+        if any(is_birth_date_name(c) for c in sensitive) and BIRTH_YEAR not in {c.lower() for c in sensitive}:
+            # a date of birth is withheld whole and only its year read (BIRTH_YEAR): marking it
+            # sensitive marks what is read of it (birth_year was shown to the marketing role)
+            sensitive.append(BIRTH_YEAR)
         return cls(
             pii_columns=tuple(c.strip() for c in columns),
-            sensitive_columns=tuple(c.strip() for c in sensitive),
+            sensitive_columns=tuple(sensitive),
             consent_column=consent.strip() if consent else None,
             suppression_file=(folder / suppression) if suppression else None,
             source=str(config_path),

@@ -551,6 +551,16 @@ def _privacy_notes(dataset: Dataset) -> list[str]:
     missing = [c for c in dataset.privacy.pii_columns if c.lower() not in found]
     if missing:
         notes.append(f"[privacy] pii_columns names {', '.join(missing)}, which neither customers nor identities has")
+    customers = dataset.sources.get("customers")
+    has = {c.lower() for c in customers.columns_for_privacy()} if customers is not None else set()
+    unknown = [c for c in dataset.privacy.sensitive_columns if c.lower() not in has]
+    if unknown:  # a misspelt one was shown to the marketing role without a word
+        notes.append(
+            f"[privacy] sensitive_columns names {', '.join(unknown)}, which the customers table does not have: "
+            "nothing is hidden for "
+            + ("it" if len(unknown) == 1 else "them")
+            + (f" (its columns: {', '.join(sorted(customers.columns_for_privacy()))})" if customers is not None else "")
+        )
     return notes
 
 

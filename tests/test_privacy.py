@@ -334,6 +334,28 @@ def test_a_malformed_line_that_may_hold_personal_data_is_not_kept(tmp_path, tabl
     assert report.tables[0].rows >= 1
 
 
+def test_a_misspelt_sensitive_column_is_said_and_a_sensitive_date_of_birth_hides_its_year(pii_data, tmp_path):
+    """A sensitive column the customers table does not have hid nothing, without a word (the
+    marketing role saw the column meant); a date of birth marked sensitive left its year, the
+    attribute read of it, shown."""
+    from portrait.privacy import PrivacySettings
+    from portrait.validate import validate
+
+    (pii_data / "portrait.toml").write_text('[privacy]\nsensitive_columns = ["Age_Band ", "agee_band"]\n')
+    notes = validate(open_dataset(pii_data), tmp_path / "report").notes
+    assert (
+        "[privacy] sensitive_columns names agee_band, which the customers table does not have: nothing is hidden "
+        "for it (its columns: age_band, customer_id, email, full_name, loyalty_card, phone)"
+    ) in notes
+    assert not any("Age_Band" in note for note in notes)  # any case, and stripped
+    settings = PrivacySettings.from_config(
+        {"sensitive_columns": ["gender", "DOB"]}, pii_data / "portrait.toml", pii_data
+    )
+    assert settings.sensitive_columns == ("gender", "DOB", "birth_year") and settings.is_sensitive("birth_year")
+    kept = PrivacySettings.from_config({"sensitive_columns": ["gender"]}, pii_data / "portrait.toml", pii_data)
+    assert kept.sensitive_columns == ("gender",)
+
+
 def test_validation_lists_withheld_columns_by_name_only(pii_data, tmp_path):
     from portrait.validate import validate
 
