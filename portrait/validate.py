@@ -190,6 +190,10 @@ def validate(dataset: Dataset, out_dir: Path | None = None, progress: Progress |
         reports = []
         for table in contract.TABLES:
             if not dataset.has(table.name):
+                stale = out_dir / "quarantine" / f"{table.name}.parquet" if out_dir is not None else None
+                if stale is not None and stale.exists():  # another data set's, validated into this folder
+                    _earlier_report_gone(out_dir)
+                    stale.unlink()
                 continue
             say(f"checking {table.name}")
             source = dataset.sources[table.name]

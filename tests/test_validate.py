@@ -68,6 +68,14 @@ def test_each_row_problem_is_counted_by_reason_and_quarantined(tmp_path, monkeyp
     assert not (tmp_path / "out" / "report.json").exists()
     assert validate(open_dataset(folder), tmp_path / "out").quarantined_rows == 0
     assert not (tmp_path / "out" / "quarantine" / "purchases.parquet").exists()
+    # Another data set's quarantine of a table this one does not have goes too (it stayed, its
+    # rows beside a report saying nothing was quarantined)
+    (tmp_path / "out" / "quarantine").mkdir(exist_ok=True)
+    pd.DataFrame({"customer_id": ["x"], "_reject_reason": ["malformed_row"]}).to_parquet(
+        tmp_path / "out" / "quarantine" / "customers.parquet"
+    )
+    assert validate(open_dataset(folder), tmp_path / "out").quarantined_rows == 0
+    assert not list((tmp_path / "out" / "quarantine").iterdir())
 
 
 def test_nothing_is_written_to_quarantine_when_all_rows_are_good(tmp_path):
