@@ -535,8 +535,10 @@ def _all_lines_quarantined_note(con, purchases: TableReport) -> list[str]:
     if not lost:
         return []
     return [
-        f"purchases: {lost:,} customer{' has' if lost == 1 else 's have'} every purchase line quarantined: read as "
-        "customers who never bought (RFM 'No purchase yet', their purchase tags left) until the lines are fixed"
+        f"purchases: {lost:,} customer{' has' if lost == 1 else 's have'} every purchase line quarantined: until the "
+        "lines are fixed, read as customers who never bought (RFM 'No purchase yet', their purchase tags left) "
+        "where their events or a customers signup_date place them before the date, and left out of features, "
+        "scores and reports otherwise"
     ]
 
 

@@ -937,8 +937,9 @@ def test_customers_with_every_line_quarantined_are_said(tmp_path):
     )
     notes = validate(open_dataset(write_tables(tmp_path / "data", purchases=frame))).notes
     assert (
-        "purchases: 1 customer has every purchase line quarantined: read as customers who never bought (RFM 'No "
-        "purchase yet', their purchase tags left) until the lines are fixed"
+        "purchases: 1 customer has every purchase line quarantined: until the lines are fixed, read as customers who "
+        "never bought (RFM 'No purchase yet', their purchase tags left) where their events or a customers "
+        "signup_date place them before the date, and left out of features, scores and reports otherwise"
     ) in notes
     clean = validate(open_dataset(write_tables(tmp_path / "ok", purchases=purchases({})))).notes
     assert not any("every purchase line quarantined" in n for n in clean)
