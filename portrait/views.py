@@ -265,6 +265,13 @@ def select_columns(
                         f"; the header was read as one column: is the file separated by {seen[0]!r}? "
                         f"(delimiter in [tables.{table.name}] of portrait.toml)"
                     )
+                if any(name.strip().lower().startswith("sep=") for name in available):
+                    # Excel's first line naming the separator: read as the header, the real one a row
+                    hint = (
+                        "; the file starts with Excel's 'sep=' line, read as its header: delete that first line "
+                        "so that the header is the first line (and name the separator as delimiter in "
+                        f"[tables.{table.name}] of portrait.toml if it is not a comma)"
+                    )
                 raise ContractError(
                     f"required column {column.name!r}{renamed} is missing from "
                     f"{source.describe()}; its columns are {sorted(available)}{hint}",

@@ -268,6 +268,16 @@ def test_a_header_read_as_one_column_names_the_delimiter_to_set(tmp_path):
         validate(open_dataset(folder))
 
 
+def test_excels_separator_line_is_named_as_what_to_delete(tmp_path):
+    """A first line ``sep=;`` (Excel's) is read as the header: the message proposed mapping
+    order_id to 'column1', which cannot work."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "purchases.csv").write_text("sep=;\norder_id;customer_id;ts;amount\nO1;C1;2024-01-02;5\n")
+    with pytest.raises(ContractError, match=r"the file starts with Excel's 'sep=' line, read as its header: delete"):
+        validate(open_dataset(folder))
+
+
 def test_one_export_column_read_as_two_contract_columns_is_refused(tmp_path):
     folder = write_tables(tmp_path / "data", purchases=purchases({}))
     (folder / "portrait.toml").write_text('[tables.purchases.columns]\norder_id = "customer_id"\n')
