@@ -138,6 +138,9 @@ def test_config_rejects_unknown_keys_and_bad_values():
         parse_experiment({**BASE, "label": {"kind": "repurchase", "horizon_days": "90"}})
     with pytest.raises(ConfigError, match=r"unknown families \['mood'\]"):
         parse_experiment({**BASE, "features": {"exclude_families": ["mood"]}})
+    # an unknown key lists the keys [features] takes, the two family keys among them (left out before)
+    with pytest.raises(ConfigError, match=r"unknown feature settings \['families'\]; known: \[.*'exclude_families', "):
+        parse_experiment({**BASE, "features": {"families": ["value"]}})
     with pytest.raises(ConfigError, match="either rule"):
         parse_experiment({**BASE, "cutoffs": {"rule": "monthly", "dates": ["2017-01-01"]}})
     with pytest.raises(ConfigError, match=r"rule must be one of \['spaced', 'monthly'\], got 'weekly'"):

@@ -46,7 +46,7 @@ import functools
 import math
 import os
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -428,6 +428,10 @@ def parse_experiment(raw: dict, where: str = "experiment") -> ExperimentConfig:
     families = tuple(f for f in FAMILIES if f in include and f not in exclude)
     if not families:
         raise ConfigError(f"{where} [features]: no feature family is left to train on")
+    unknown = set(features_raw) - {f.name for f in fields(FeatureConfig)}
+    if unknown:  # FeatureConfig's own message would leave out the two keys read above
+        known = sorted({f.name for f in fields(FeatureConfig)} | {"include_families", "exclude_families"})
+        raise ConfigError(f"{where} [features]: unknown feature settings {sorted(unknown)}; known: {known}")
     try:
         feature_config = FeatureConfig.from_dict(features_raw)
     except ConfigError as exc:
