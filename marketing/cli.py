@@ -176,11 +176,18 @@ def register_tags(app: typer.Typer, out, console) -> None:
         from marketing.tags import load_library
 
         library = load_library(file)
+        manual = [t.name for t in library.tags if t.kind == "manual"]
+        if tag_name not in {t.name for t in library.tags} and tag_name in library.names():
+            # a group's tag ("RFM: Lost", a level): the message said there was no such tag
+            raise PortraitError(
+                f"tag {tag_name!r} is one of a group's tags: its members come from the group's rule, not by hand; "
+                f"manual tags: {manual}"
+            )
         tag = library.tag(tag_name)
         if tag.kind != "manual":
             raise PortraitError(
                 f"tag {tag_name!r} is a {tag.kind} tag: its members come from its condition, not by hand; "
-                f"manual tags: {[t.name for t in library.tags if t.kind == 'manual']}"
+                f"manual tags: {manual}"
             )
         return tag
 

@@ -190,6 +190,8 @@ def test_manual_tags_from_the_command_line(tmp_path, data_folder, monkeypatch):
     assert pd.read_csv(tmp_path / "ids.rejected.csv")["customer_id"].tolist() == ["nobody"]
     code, text = run("tags", "assign", "promotion-sensitive", "--ids", "ids.csv", "--data", str(data_folder))
     assert code == 2 and "is a rule tag" in text
+    code, text = run("tags", "assign", "RFM: Lost", "--ids", "ids.csv", "--data", str(data_folder))
+    assert code == 2 and "tag 'RFM: Lost' is one of a group's tags: its members come from the group's rule" in text
     code, text = run("tags", "apply", str(data_folder), "--as-of", dt.date.today().isoformat(), "--out", "out")
     tags = pd.read_parquet(next((tmp_path / "out").glob("tags_*.parquet")))
     assert sorted(tags.loc[tags["tag"] == "VIP", "customer_id"]) == ["A", "C"]
