@@ -86,10 +86,14 @@ def manual_store_path(store: Path | None) -> Path:
 def register_tags(app: typer.Typer, out, console) -> None:
     @app.command("list")
     def list_command(file: TagsFileOption = None) -> None:
-        """The tag library as a tree: groups, tags, their kind and definition."""
-        from marketing.tags import load_library
+        """The tag library as a tree: groups, tags, their kind and definition; every condition
+        checked against the catalogue first, as `tags apply` checks it (a customers attribute's
+        kind and a per-value feature's value are the data's to tell)."""
+        from marketing.population import dataless_schema
+        from marketing.tags import check_conditions, load_library
 
         library = load_library(file)
+        check_conditions(library, dataless_schema(), with_models=True)
         tree = Tree(Text().append("tag library", style="bold").append(f" {library.source}"))
 
         def add(node, path: str) -> None:

@@ -35,6 +35,35 @@ PURCHASES_READ = "f_purchases"
 RFM_KINDS = {"rfm_r": NUMBER, "rfm_f": NUMBER, "rfm_m": NUMBER, "rfm_fm": NUMBER, "rfm_group": TEXT}
 # Score columns carried over from a scores table (model-specific columns end in these).
 SCORE_SUFFIXES = ("_score", "_percentile", "_decile")
+
+
+def dataless_schema(unchecked: list[str] | None = None) -> Schema:
+    """The columns a condition may name on any data, for checking one without data (a saved
+    segment, a tag library): the catalogue's features, the RFM columns (the groups' names are
+    the same on any data), scores and personas; a per-value feature is recognised by its name.
+    A customers attribute's kind only the data tells: it is taken as any kind and its name
+    appended to ``unchecked``."""
+    from features.catalogue import describe
+    from marketing.filters import ANY
+
+    def resolve(name: str) -> str | None:
+        if name in RFM_KINDS:
+            return RFM_KINDS[name]
+        if name.endswith(SCORE_SUFFIXES) or name == "persona_id":
+            return NUMBER
+        if name == "persona_name":
+            return TEXT
+        found = describe([name]).get(name)
+        if found is not None and found.family == "attributes":
+            if unchecked is not None:
+                unchecked.append(name)
+            return ANY  # number, date or text: the data tells (a CSV's age is a number)
+        return None if found is None else (TEXT if found.scale == "category" else NUMBER)
+
+    known = {f.name: (TEXT if f.scale == "category" else NUMBER) for f in catalogue(attributes={})}
+    return Schema({**known, **RFM_KINDS}, resolve, values={"rfm_group": RFM_GROUPS})
+
+
 PERSONA_COLUMNS = {"persona_id": NUMBER, "persona_name": TEXT}
 
 

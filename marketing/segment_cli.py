@@ -97,9 +97,8 @@ def register_segments(app: typer.Typer, out, console) -> None:
         ``with_data``: the condition is checked against the data set's own columns next (a
         date attribute's ``days_since_signup_date`` is known there), so not here. Returns the
         customers attributes the condition names, whose kind only the data tells."""
-        from features.catalogue import describe
-        from marketing.filters import ANY, NUMBER, TEXT, Schema, parse_condition
-        from marketing.population import RFM_GROUPS, RFM_KINDS, SCORE_SUFFIXES
+        from marketing.filters import parse_condition
+        from marketing.population import dataless_schema
         from marketing.segments import SegmentStore, check_graph
         from marketing.tags import load_library
 
@@ -111,25 +110,7 @@ def register_segments(app: typer.Typer, out, console) -> None:
         check_graph(segments)
         unchecked: list[str] = []
         if segment.where and not with_data:
-
-            def resolve(name: str) -> str | None:
-                if name in RFM_KINDS:
-                    return RFM_KINDS[name]
-                if name.endswith(SCORE_SUFFIXES) or name == "persona_id":
-                    return NUMBER
-                if name == "persona_name":
-                    return TEXT
-                found = describe([name]).get(name)
-                if found is not None and found.family == "attributes":
-                    unchecked.append(name)
-                    return ANY  # number, date or text: the data tells (a CSV's age is a number)
-                return None if found is None else (TEXT if found.scale == "category" else NUMBER)
-
-            from features.catalogue import catalogue
-
-            known = {f.name: (TEXT if f.scale == "category" else NUMBER) for f in catalogue(attributes={})}
-            # the RFM groups are the same names on any data: a value no group has is refused now
-            schema = Schema({**known, **RFM_KINDS}, resolve, values={"rfm_group": RFM_GROUPS})
+            schema = dataless_schema(unchecked)
             parse_condition(segment.where, schema, behaviour=True)
         return sorted(set(unchecked))
 

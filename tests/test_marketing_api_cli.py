@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -343,6 +344,33 @@ def test_the_tag_library_tree_shows_every_definition_whole():
     flat = "".join(ch for ch in text if not ch.isspace() and ch not in "│├└─")
     for tag in load_library().tags:
         assert "".join(tag.definition().split()) in flat, tag.name
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("spend_lifetime > 500; drop table x", "';' is not allowed"),
+        ("spend_lifetme > 500", r"unknown column 'spend_lifetme'; did you mean one of \['spend_lifetime'"),
+        ("favourite_category > 3", "compares text with a number"),
+    ],
+)
+def test_listing_a_tag_library_checks_its_conditions(tmp_path, where, message):
+    """`tags list --file` is how a library is checked before a night's run: it printed a broken
+    condition and exited 0; only `tags apply` refused it."""
+    library = tmp_path / "tags.toml"
+    library.write_text(
+        f'[groups.habits]\ndescription = "x"\n\n[[tags]]\nname = "bad"\ngroup = "habits"\nwhere = "{where}"\n'
+    )
+    code, text = run("tags", "list", "--file", str(library))
+    assert code == 2 and re.search(f"^tag 'bad' \\({re.escape(str(library))}\\): .*{message}", text), text
+    fine = tmp_path / "fine.toml"
+    fine.write_text(
+        '[groups.habits]\ndescription = "x"\n\n[[tags]]\nname = "ok"\ngroup = "habits"\n'
+        "where = \"attr_age_band = '25-34' and purchased(category = 'Dairy', within_days = 30) >= 2 and rfm_group = "
+        "'Champions' and repurchase_90d_percentile >= 80\"\n"
+    )
+    code, text = run("tags", "list", "--file", str(fine))
+    assert code == 0, text
 
 
 def test_rfm_says_so_when_nobody_bought_before_the_date_or_the_date_is_long_after_the_data(tmp_path, data_folder):
