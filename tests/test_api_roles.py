@@ -378,6 +378,9 @@ def test_a_list_is_served_in_pages_of_one_scores_table(world):
     )
     fresh = client.get("/lists/m", params={"limit": 1}, headers=keys["analyst"]).json()
     assert fresh["version"] != version and fresh["customers"][0]["customer_id"] == "E"
+    # a version no page had (made up): not "the list changed since its first page" (409)
+    made_up = client.get("/lists/m", params={"offset": 2, "version": "bogus"}, headers=keys["analyst"])
+    assert made_up.status_code == 422 and made_up.json()["detail"][0]["loc"] == ["query", "version"]
     too_big = client.get("/lists/m", params={"limit": 10_001}, headers=keys["analyst"])
     assert too_big.status_code == 422 and too_big.json()["detail"][0]["loc"] == ["query", "limit"]
     counts = [line["count"] for line in read_audit_log(settings.audit)]

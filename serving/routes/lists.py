@@ -78,7 +78,9 @@ def build_lists_router(state: ServeState, access: Access) -> APIRouter:
             description=f"Rows in this page; default: the whole top when it is at most {MAX_PAGE_ROWS:,}, else {PAGE_ROWS:,}",
         ),
         version: str | None = Query(
-            None, max_length=64, description="The first page's version: refused (409) if the list changed since"
+            None,
+            pattern="^[0-9a-f]{16}$",  # as list_version writes it: anything else is no page's version (422)
+            description="The first page's version: refused (409) if the list changed since",
         ),
     ) -> MarketingList:
         """Customers ranked by the model's score, filtered, one page at a time (``next_offset``);
