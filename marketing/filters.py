@@ -408,7 +408,18 @@ class _Checker:
                     f"unknown column {node.name!r}"
                     + (f"; a text value takes single quotes: '{node.name}'" if quoted else "")
                     + (f"; did you mean one of {close}?" if close and not quoted else "")
-                    + ("; a model's output is read from the scores (--scores DIR)" if scored else "")
+                    + (
+                        "; a model's output is read from scores that hold it (--scores DIR, scored with that model)"
+                        if scored
+                        else ""
+                    )
+                    + (
+                        "; a customers attribute is a column where the customers table has it (in a list: where "
+                        "the scoring model read the attributes family; a segment reads the data set itself: "
+                        "segment create NAME --where ..., then list --segment NAME)"
+                        if node.name.startswith("attr_") and not close
+                        else ""
+                    )
                 )
             self.columns.append(node.name)
             return exp.column(node.name), kind or ANY

@@ -1182,7 +1182,8 @@ def sensitive_terms(text: str | None, sensitive: list[str]) -> list[str]:
     words = {folded(w) for w in re.findall(r"[^\W\d]\w*", unicodedata.normalize("NFC", text))}
     # ...or the whole text, a report cell's dimension named as the column is ("Marital Status")
     words.add(folded(text.strip()))
-    return [name for name in sensitive if folded(name) in words]
+    # once each: a column and the dimension named as it are one name ("gender, gender" was said)
+    return list(dict.fromkeys(name for name in sensitive if folded(name) in words))
 
 
 def refuse_personal_text(

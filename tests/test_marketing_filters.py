@@ -62,7 +62,13 @@ def test_is_null_and_is_not_null_by_hand():
         ("spend_356d > 1", r"unknown column 'spend_356d'; did you mean one of \['spend_365d'"),
         (
             "repurchase_90d_percentile > 50",
-            r"unknown column .*; a model's output is read from the scores \(--scores DIR\)$",
+            r"unknown column .*; a model's output is read from scores that hold it \(--scores DIR, scored with that "
+            r"model\)$",
+        ),
+        (  # an attribute the scoring model left out (its families): said where it is
+            "attr_gendr = 'F'",
+            r"^unknown column 'attr_gendr'; a customers attribute is a column where the customers table has it \(in a "
+            r"list: where the scoring model read the attributes family; a segment reads the data set itself",
         ),
         (
             "favourite_category ~ 'x'",

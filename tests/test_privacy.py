@@ -1156,6 +1156,7 @@ def test_sensitive_terms_finds_names_of_any_script_in_any_case_and_unicode_form(
     assert sensitive_terms("spend_365d > 10 and attr_gender = 'F'", sensitive) == ["attr_gender"]
     assert sensitive_terms("géneros = f", sensitive) == []  # a whole word only
     assert sensitive_terms("attr_gender_band = 1", sensitive) == []
+    assert sensitive_terms("gender = f", ["gender", "gender", "attr_gender"]) == ["gender"]  # said once
 
 
 def test_a_segment_description_holding_a_contact_or_a_document_is_refused(tmp_path):
