@@ -76,8 +76,8 @@ from portrait.privacy import (
     BIRTH_YEAR,
     GUARDED_TABLES,
     PrivacySettings,
-    birth_year_source,
-    birth_year_sql,
+    birth_year_sources,
+    birth_years_sql,
     is_pii_name,
     personal_value_checks,
     refuse_values_as_names,
@@ -542,16 +542,17 @@ class TableSource:
         born = self.birth_year_from
         derived = ""
         if born:  # its year only (timezone: the data set's, where a time stored with a zone is read)
-            year = birth_year_sql(quote_ident(born), dict(self._column_types)[born], timezone, as_text=self.is_csv)
+            types = dict(self._column_types)
+            year = birth_years_sql([(quote_ident(c), types[c]) for c in born], timezone, as_text=self.is_csv)
             derived = f", {year} AS {BIRTH_YEAR}"
         return f"(SELECT * EXCLUDE ({', '.join(quote_ident(c) for c in left_out)}){derived} FROM {scan})"
 
     @functools.cached_property
-    def birth_year_from(self) -> str | None:
-        """The withheld date of birth whose year this table keeps (:func:`portrait.privacy.birth_year_source`)."""
+    def birth_year_from(self) -> tuple[str, ...]:
+        """The withheld dates of birth whose year this table keeps (:func:`portrait.privacy.birth_year_sources`)."""
         if self.guard is None:
-            return None
-        return birth_year_source(self.table, self._column_names(), self.withheld, self.guard)
+            return ()
+        return birth_year_sources(self.table, self._column_names(), self.withheld, self.guard)
 
     def _scan_sql(self, frame_view: str, keep_rejects: bool = False) -> str:
         if self.frame is not None:

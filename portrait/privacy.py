@@ -430,19 +430,28 @@ def birth_year_sql(column: str, source_type: str = "VARCHAR", timezone: str = "U
     return f"COALESCE({first}, {last})" if as_text else f"CAST(COALESCE({first}, {last}) AS INTEGER)"
 
 
-def birth_year_source(
+def birth_year_sources(
     table: str, columns: Iterable[str], withheld: Iterable[str], settings: PrivacySettings
-) -> str | None:
-    """The withheld column whose year the table keeps as :data:`BIRTH_YEAR`: the first of
-    ``customers`` withheld because its name says it is a date of birth, unless the data set's
-    ``pii_columns`` names it or ``birth_year`` (withheld on purpose) or the table holds a year of
-    birth already (``birth_year``, ``year_of_birth``, ``yob``)."""
+) -> tuple[str, ...]:
+    """The withheld columns whose year the table keeps as :data:`BIRTH_YEAR`, in the table's
+    order: each of ``customers`` withheld because its name says it is a date of birth (the year
+    is each row's first one that reads, :func:`birth_years_sql`: an export with an empty ``dob``
+    beside a filled ``date_of_birth`` lost every year), none when the data set's ``pii_columns``
+    names ``birth_year`` (withheld on purpose) or the table holds a year of birth already
+    (``birth_year``, ``year_of_birth``, ``yob``); one named in ``pii_columns`` is withheld whole."""
     configured = {c.lower() for c in settings.pii_columns}
     if table != "customers" or BIRTH_YEAR in configured:
-        return None
+        return ()
     if any("".join(_words(c)) in _YEAR_OF_BIRTH for c in columns):
-        return None
-    return next((c for c in withheld if c.lower() not in configured and is_birth_date_name(c)), None)
+        return ()
+    return tuple(c for c in withheld if c.lower() not in configured and is_birth_date_name(c))
+
+
+def birth_years_sql(columns: Iterable[tuple[str, str]], timezone: str = "UTC", as_text: bool = False) -> str:
+    """SQL: the year of birth of each row from the first of ``columns`` (quoted name, stored
+    type) whose value gives one (:func:`birth_year_sql`), NULL when none does."""
+    years = [birth_year_sql(column, source_type, timezone, as_text) for column, source_type in columns]
+    return years[0] if len(years) == 1 else f"COALESCE({', '.join(years)})"
 
 
 def is_pii_name(column: str) -> bool:
@@ -551,7 +560,7 @@ def withheld_columns(
         and name.lower() != consent
         and (name.lower() in configured or (table in GUARDED_TABLES and is_pii_name(name)))
     )
-    _report_once(table, withheld, settings, birth_year_source(table, columns, withheld, settings))
+    _report_once(table, withheld, settings, birth_year_sources(table, columns, withheld, settings))
     return withheld
 
 
@@ -875,7 +884,7 @@ def report_personal_values(table: str, found: dict[str, str], source: str) -> No
             )
 
 
-def _report_once(table: str, withheld: tuple[str, ...], settings: PrivacySettings, born: str | None) -> None:
+def _report_once(table: str, withheld: tuple[str, ...], settings: PrivacySettings, born: tuple[str, ...]) -> None:
     key = (table, withheld, settings.source, born)
     if not withheld or key in _reported:
         return
@@ -883,7 +892,7 @@ def _report_once(table: str, withheld: tuple[str, ...], settings: PrivacySetting
     configured = {c.lower() for c in settings.pii_columns}
     named = [c for c in withheld if c.lower() in configured]
     guessed = [
-        f"{c} (only its year is read, as {BIRTH_YEAR})" if c == born else c
+        f"{c} (only its year is read, as {BIRTH_YEAR})" if c in born else c
         for c in withheld
         if c.lower() not in configured
     ]

@@ -87,8 +87,8 @@ from portrait.identity import MERGING_LINKS_JUDGED
 from portrait.privacy import (
     BIRTH_YEAR,
     PrivacySettings,
-    birth_year_source,
-    birth_year_sql,
+    birth_year_sources,
+    birth_years_sql,
     personal_value_checks,
     refuse_values_as_names,
     report_personal_values,
@@ -1075,12 +1075,13 @@ def register_views(engine: SparkEngine, spark_input: SparkInput) -> None:
             refuse_values_as_names(frame.columns, source, table)
             keep = [source.columns.get(c, c) for c in table.column_names]
             withheld = withheld_columns(table.name, frame.columns, keep, source.guard)
-            born = birth_year_source(table.name, frame.columns, withheld, source.guard)
-            if born is not None:  # the year of a date of birth, as on DuckDB (TableSource.scan_sql)
-                born_type = duckdb_type(frame.schema[born].dataType)
+            born = birth_year_sources(table.name, frame.columns, withheld, source.guard)
+            if born:  # the year of a date of birth, as on DuckDB (TableSource.scan_sql)
+                typed = [(quote_ident(c), duckdb_type(frame.schema[c].dataType)) for c in born]
                 engine.register_dataframe(f"_born_{table.name}", frame)
                 frame = engine.query(
-                    f"SELECT *, {birth_year_sql(quote_ident(born), born_type, dataset.timezone, as_text=is_csv)} AS {BIRTH_YEAR} FROM _born_{table.name}"
+                    f"SELECT *, {birth_years_sql(typed, dataset.timezone, as_text=is_csv)} AS {BIRTH_YEAR} "
+                    f"FROM _born_{table.name}"
                 )
             frame = frame.drop(*withheld) if withheld else frame
             frame = _drop_personal_values(engine, table.name, frame, keep, source.guard)

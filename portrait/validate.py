@@ -552,7 +552,9 @@ def _privacy_notes(dataset: Dataset) -> list[str]:
         if source is not None and source.withheld:
             found |= {c.lower() for c in source.withheld}
             born = source.birth_year_from
-            year = f" (of {born} only the year of birth is read, as the attribute {BIRTH_YEAR})" if born else ""
+            year = (
+                f" (of {', '.join(born)} only the year of birth is read, as the attribute {BIRTH_YEAR})" if born else ""
+            )
             notes.append(f"{table}: personal-data columns withheld, never read: {', '.join(source.withheld)}{year}")
     missing = [c for c in dataset.privacy.pii_columns if c.lower() not in found]
     if missing:

@@ -1250,23 +1250,48 @@ def test_the_year_of_birth_is_read_from_stored_dates_times_and_numbers():
 @pytest.mark.parametrize(
     ("table", "columns", "pii", "source"),
     [
-        ("customers", ["customer_id", "date_of_birth", "email"], (), "date_of_birth"),
-        ("customers", ["customer_id", "email", "DOB", "birthday"], (), "DOB"),  # the first one
-        ("customers", ["customer_id", "date_of_birth"], ("date_of_birth",), None),  # withheld whole on purpose
-        ("customers", ["customer_id", "date_of_birth", "Birth_Year"], (), None),  # the table has one
-        ("customers", ["customer_id", "date_of_birth", "year_of_birth"], (), None),
-        ("customers", ["customer_id", "dob", "YOB"], (), None),
-        ("customers", ["customer_id", "dob"], ("birth_year",), None),  # its year withheld on purpose
-        ("customers", ["customer_id", "email"], (), None),
-        ("identities", ["customer_id", "id_type", "id_value", "dob"], (), None),
+        ("customers", ["customer_id", "date_of_birth", "email"], (), ("date_of_birth",)),
+        ("customers", ["customer_id", "email", "DOB", "birthday"], (), ("DOB", "birthday")),  # in order
+        ("customers", ["customer_id", "DOB", "birthday"], ("DOB",), ("birthday",)),  # one withheld whole
+        ("customers", ["customer_id", "date_of_birth"], ("date_of_birth",), ()),  # withheld whole on purpose
+        ("customers", ["customer_id", "date_of_birth", "Birth_Year"], (), ()),  # the table has one
+        ("customers", ["customer_id", "date_of_birth", "year_of_birth"], (), ()),
+        ("customers", ["customer_id", "dob", "YOB"], (), ()),
+        ("customers", ["customer_id", "dob"], ("birth_year",), ()),  # its year withheld on purpose
+        ("customers", ["customer_id", "email"], (), ()),
+        ("identities", ["customer_id", "id_type", "id_value", "dob"], (), ()),
     ],
 )
 def test_which_date_of_birth_gives_its_year(table, columns, pii, source):
-    from portrait.privacy import birth_year_source, withheld_columns
+    from portrait.privacy import birth_year_sources, withheld_columns
 
     settings = PrivacySettings(pii_columns=pii)
     withheld = withheld_columns(table, columns, ["customer_id", "id_type", "id_value"], settings)
-    assert birth_year_source(table, columns, withheld, settings) == source
+    assert birth_year_sources(table, columns, withheld, settings) == source
+
+
+def test_each_row_takes_its_year_from_the_first_date_of_birth_that_gives_one(tmp_path):
+    """An export with an empty ``dob`` beside a filled ``date_of_birth``: the first column was
+    read alone, so every year was missing."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    PURCHASES.to_csv(folder / "purchases.csv", index=False)
+    pd.DataFrame(
+        {
+            "customer_id": ["A", "B", "C", "D"],
+            "dob": ["", "1980-01-02", "not known", ""],
+            "date_of_birth": ["29.11.1975", "1990-05-05", "03/02/2001", ""],
+        }
+    ).to_csv(folder / "customers.csv", index=False)
+    con = open_dataset(folder).connect()
+    assert con.execute("SELECT customer_id, birth_year FROM customers ORDER BY 1").fetchall() == [
+        ("A", "1975"),
+        ("B", "1980"),  # the first column's, where it gives one
+        ("C", "2001"),
+        ("D", None),
+    ]
+    columns = [c[0] for c in con.execute("DESCRIBE customers").fetchall()]
+    assert columns == ["customer_id", "birth_year"]
 
 
 def test_a_date_of_birth_is_withheld_and_its_year_is_an_attribute(tmp_path, caplog, monkeypatch):

@@ -598,12 +598,13 @@ def test_the_person_id_prefers_an_id_that_is_not_personal_on_spark_too(spark, tm
         engine.close()
 
 
-@pytest.mark.parametrize("stored", ["csv", "timestamptz", "double"])
+@pytest.mark.parametrize("stored", ["csv", "timestamptz", "double", "two columns"])
 def test_a_date_of_birth_gives_the_same_year_on_spark(spark, tmp_path, stored):
     """The date is withheld on both engines and its year read alike: every text of
     tests/test_privacy.py's BIRTH_DATES (Java's regular expressions), a time stored with a zone
     (read in the data set's: a local midnight on 1 January is 31 December in UTC), and digits
-    stored as a float (Spark writes 19751129.0 as 1.9751129E7)."""
+    stored as a float (Spark writes 19751129.0 as 1.9751129E7); with two dates of birth, each
+    row's first that gives a year."""
     from portrait.spark_engine import spark_dataset
     from tests.test_privacy import BIRTH_DATES
 
@@ -615,6 +616,12 @@ def test_a_date_of_birth_gives_the_same_year_on_spark(spark, tmp_path, stored):
     if stored == "csv":
         pd.DataFrame({"customer_id": ids, "dob": texts}).to_csv(tmp_path / "customers.csv", index=False)
         expected = [None if year is None else str(year) for _, year in BIRTH_DATES]
+    elif stored == "two columns":  # an empty dob beside the date_of_birth that holds them
+        dob = ["1960-01-01", *[""] * (len(ids) - 1)]
+        pd.DataFrame({"customer_id": ids, "dob": dob, "date_of_birth": texts}).to_csv(
+            tmp_path / "customers.csv", index=False
+        )
+        expected = ["1960", *(None if year is None else str(year) for _, year in BIRTH_DATES[1:])]
     elif stored == "timestamptz":
         (tmp_path / "portrait.toml").write_text('timezone = "Europe/Berlin"\n')
         local = pd.to_datetime(["1975-01-01", *texts[1:]], format="%Y-%m-%d", errors="coerce")
