@@ -11,7 +11,7 @@ import pandas as pd
 
 from marketing.filters import MAX_WINDOW_DAYS, Schema, columns_used, evaluate, parse_filter
 from marketing.population import persona_named
-from portrait.errors import NotFound, PortraitError, Unavailable
+from portrait.errors import NotFound, PortraitError
 from portrait.privacy import Consent, PrivacySettings
 from serving.feature_columns import FeatureColumns
 
@@ -60,10 +60,11 @@ def model_for_reasons(name: str, load: Callable[[], object]) -> tuple[object | N
     """The model that computes a list's reasons where its scores hold none (``load()``), or
     None and why: a list is computable from its scores alone, so a model the registry does not
     have (another store, deleted) or cannot give now leaves the list without reasons, and the
-    answer's note says why, rather than refusing the list."""
+    answer's note says why, rather than refusing the list (an API answer's note names no path
+    on the server: :func:`serving.routes.errors.without_server_paths`)."""
     try:
         return load(), None
-    except (NotFound, Unavailable) as exc:
+    except PortraitError as exc:  # not registered, no such alias, the registry down or its files unreadable
         return None, f"no reasons: the scores hold none, and {name} could not be loaded to compute them ({exc})"
 
 

@@ -14,7 +14,7 @@ from portrait.errors import Conflict
 from serving.keys import Caller
 from serving.lists import build_list, list_filter, model_for_reasons
 from serving.routes.access import Access, refuse_sensitive_terms
-from serving.routes.errors import ProductErrorRoute, error_answers
+from serving.routes.errors import ProductErrorRoute, error_answers, without_server_paths
 from serving.score import sensitive_features
 from serving.settings import MAX_OFFSET
 from serving.state import ServeState, plain
@@ -145,7 +145,7 @@ def build_lists_router(state: ServeState, access: Access) -> APIRouter:
             next_offset=offset + len(records) if offset + len(records) < total else None,
             left_out=left_out,
             customers=[ListedCustomer(**record) for record in records],
-            note=rows.attrs.get("note"),
+            note=without_server_paths(rows.attrs["note"]) if rows.attrs.get("note") else None,
         )
 
     return router

@@ -155,9 +155,13 @@ def text_features(meta: dict) -> set[str]:
 
 def read_as_numbers(estimator) -> set[str]:
     """The features a model reads as numbers: the columns LightGBM is given (``feature_names_``;
-    a blend's are its LightGBM member's) less those it reads as categories. None for a model
-    that reads only some of its inputs and no text (logistic, BG/NBD)."""
-    return set(getattr(estimator, "feature_names_", None) or []) - set(getattr(estimator, "categories_", None) or {})
+    an average of fold models forwards its first member's, a rank blend reads its LightGBM
+    ``base_``'s) less those it reads as categories. None for a model that reads only some of
+    its inputs and no text (logistic, BG/NBD, the RFM score alone)."""
+    reader = estimator if getattr(estimator, "feature_names_", None) else getattr(estimator, "base_", None)
+    if reader is None:
+        return set()
+    return set(getattr(reader, "feature_names_", None) or []) - set(getattr(reader, "categories_", None) or {})
 
 
 def _row_errors(
