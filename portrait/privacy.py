@@ -134,11 +134,9 @@ _ALWAYS = frozenset(
         "iban",
         # national identity and tax numbers by their own names (Spain, Brazil, Poland, the
         # Netherlands, Italy, Sweden, Germany)
-        "dni",
         "nif",
         "cpf",
         "pesel",
-        "bsn",
         "codicefiscale",
         "personnummer",
         "steuerid",
@@ -179,7 +177,9 @@ _ALWAYS = frozenset(
 # Words that are personal data only as the last word of the name (after a number suffix is
 # dropped), alone or after a word saying whose: ``mobile``, ``home_tel``, ``customer_name``;
 # not ``mobile_app_user`` or ``brand_name``.
-_AS_HEAD = frozenset({"mobile", "tel", "cell", "name", "zip", "mail", "nom", "nombre", "handy"})
+# (dni and bsn, a Spanish and a Dutch identity number, only so: dni is Polish for days, as in
+# liczba_dni, and bsn short for business, as in bsn_unit)
+_AS_HEAD = frozenset({"mobile", "tel", "cell", "name", "zip", "mail", "nom", "nombre", "handy", "dni", "bsn"})
 _WHOSE = frozenset(
     {
         "customer",
@@ -219,7 +219,7 @@ _WHOSE = frozenset(
 )
 # A date of birth (with a postcode it singles out most people, and a feature of the days since
 # it gives the date back), as the last words of a name: dob, customer_dob, date_of_birth,
-# birth_dt, BDate, Geburtsdatum, geb_datum, fecha_nac, f_nacimiento, naissance, born. Not a year or a month of birth, an age or an
+# birth_dt, BDate, Geburtsdatum, geb_datum, fecha_nac, f_nacimiento (and _BIRTH_ALONE). Not a year or a month of birth, an age or an
 # age band, which group people (dob_year, birthday_month), nor a programme's columns
 # (birthday_offer, birthday_club_member).
 _BIRTH_DATE = frozenset(
@@ -241,11 +241,9 @@ _BIRTH_DATE = frozenset(
         "gebdatum",
         "gebdat",
         "gebdt",
-        "born",
         "dateborn",
-        "nacimiento",
+        "fnacimiento",
         "fechanac",
-        "naissance",
         "geboortedatum",
         "fechadenacimiento",
         "fechanacimiento",
@@ -257,6 +255,14 @@ _BIRTH_DATE = frozenset(
         "datanascimento",
     }
 )
+# Words naming a birth, a date of birth only alone, after a word saying whose or before a word
+# saying it is a date (born, customer_born, born_date, naissance): not a place of birth
+# (lieu_naissance, pais_nacimiento) nor first_born.
+_BIRTH_ALONE = frozenset({"born", "nacimiento", "naissance", "geboren"})
+_A_PERSON = frozenset({"customer", "cust", "client", "cliente", "kunde", "member", "user", "person", "contact"})
+# A name holding one of these is a year or a month of birth, not the date (year_born,
+# month_born, ano_nacimiento from año, annee_naissance, mois_naissance, geburtsjahr's parts).
+_PERIOD_WORDS = frozenset({"year", "yr", "yyyy", "month", "ano", "anio", "annee", "mois", "mes", "jahr", "monat"})
 # ... also followed by a word saying it is a date or a time, or how it is written: birth_date,
 # birthday_date, dob_ts, birth_datetime, dob_yyyymmdd, dob_str, dob_raw
 _DATE_WORDS = frozenset({"date", "dt", "ts", "timestamp", "time", "datetime", "dttm", "yyyymmdd", "ddmmyyyy"})
@@ -362,12 +368,18 @@ def _words(name: str) -> list[str]:
 def _is_birth_date(words: list[str]) -> bool:
     """Whether the last words of a name (:data:`_BIRTH_DATE`), or those before a last word
     saying it is a date (``birth`` too then: ``birth_dt``), name a date of birth."""
+    if _PERIOD_WORDS & set(words):
+        return False
     ends = {"".join(words[-n:]) for n in range(1, min(len(words), 4) + 1)}
+    named = words
     if len(words) > 1 and words[-1] in _DATE_WORDS:
         before = words[:-1]
         ends |= {"".join(before[-n:]) for n in range(1, min(len(before), 4) + 1)}
         if before[-1] == "birth":
             return True
+        named = before
+    if named[-1] in _BIRTH_ALONE and (len(named) == 1 or (len(named) == 2 and named[0] in _A_PERSON)):
+        return True
     return bool(_BIRTH_DATE & ends)
 
 
@@ -390,7 +402,10 @@ def _core_words(words: list[str]) -> list[str]:
 BIRTH_YEAR = "birth_year"
 # Names of a year of birth the table may hold already (then none is derived): birth_year,
 # year_of_birth, yob, dob_year, BirthYr (words run together).
-_YEAR_OF_BIRTH = frozenset({"birthyear", "birthyr", "yearofbirth", "yob", "dobyear", "yearborn", "bornyear"})
+_YEAR_OF_BIRTH = frozenset(
+    {"birthyear", "birthyr", "yearofbirth", "yob", "dobyear", "yearborn", "bornyear", "yrborn", "geburtsjahr"}
+    | {"anonacimiento", "anionacimiento", "anodenacimiento", "anneenaissance", "anneedenaissance"}
+)
 # The year in a date of birth as exports write one, year first (1975-11-29, 1975/11/29,
 # 1975 11 29, 19751129, 19751129.0 from a float column, a stored date's text) or last
 # (29.11.1975, 29. 11. 1975, 11/29/1975, 29-Nov-1975, Nov 29, 1975, 29111975, or 1021980 once

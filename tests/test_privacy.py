@@ -146,8 +146,11 @@ def _no_secret_in(text: str) -> None:
         "naissance",
         "born",
         "customer_born",
+        "born_date",
+        "naissance",
         # national identity and tax numbers, a mobile number in German
         "dni",
+        "dni_cliente",
         "NIF",
         "cpf_cliente",
         "pesel",
@@ -216,6 +219,25 @@ def test_the_guard_knows_personal_data_by_its_name(column):
         "born_year",  # the year alone
         "handy_app_user",  # a flag: handy only as the name's last word
         "first_born_child",
+        # a reviewer's: a year or a month of birth, a place of birth, Polish days, a business unit
+        "year_born",
+        "yr_born",
+        "month_born",
+        "año_nacimiento",
+        "anio_nacimiento",
+        "mes_nacimiento",
+        "annee_naissance",
+        "mois_naissance",
+        "pais_nacimiento",
+        "lugar_nacimiento",
+        "lieu_naissance",
+        "pays_naissance",
+        "first_born",
+        "baby_born",
+        "liczba_dni",
+        "dni_od_zakupu",
+        "bsn_unit",
+        "bsn_segment",
         # engagement: what was done through an address or a number, counted, rated or dated
         "email_opens",
         "emails_opened_90d",
