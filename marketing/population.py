@@ -58,6 +58,10 @@ def dataless_schema(unchecked: list[str] | None = None) -> Schema:
             if unchecked is not None:
                 unchecked.append(name)
             return ANY  # number, date or text: the data tells (a CSV's age is a number)
+        if found is None and name.startswith("days_since_"):  # a date attribute's (days_since_signup_date)
+            if unchecked is not None:
+                unchecked.append(name)
+            return NUMBER
         return None if found is None else (TEXT if found.scale == "category" else NUMBER)
 
     known = {f.name: (TEXT if f.scale == "category" else NUMBER) for f in catalogue(attributes={})}

@@ -53,7 +53,7 @@ import pandas as pd
 
 from features.build import late_as_of_note, nobody_before
 from marketing import manual
-from marketing.filters import NUMBER, Condition, FilterError, Schema, closest_names, evaluate, parse_condition
+from marketing.filters import ANY, NUMBER, Condition, FilterError, Schema, closest_names, evaluate, parse_condition
 from marketing.population import PERSONA_COLUMNS, SCORE_SUFFIXES, Population
 from marketing.rfm import GROUPS as RFM_GROUPS
 from portrait.errors import ConfigError, PortraitError
@@ -370,7 +370,7 @@ def check_conditions(
     for group in library.groups.values():
         if group.exclusive == "levels" and schema.kind(group.feature) is None:
             raise FilterError(f"levels group {group.path!r}: unknown feature {group.feature!r}")
-        if group.exclusive == "levels" and schema.kind(group.feature) != NUMBER:
+        if group.exclusive == "levels" and schema.kind(group.feature) not in (NUMBER, ANY):  # ANY: data-less
             raise FilterError(f"levels group {group.path!r}: feature {group.feature!r} is text; levels cut a number")
     return conditions
 

@@ -364,10 +364,13 @@ def test_listing_a_tag_library_checks_its_conditions(tmp_path, where, message):
     code, text = run("tags", "list", "--file", str(library))
     assert code == 2 and re.search(f"^tag 'bad' \\({re.escape(str(library))}\\): .*{message}", text), text
     fine = tmp_path / "fine.toml"
+    # what `tags apply` takes on data with those columns: an attribute's levels, a date attribute's days
     fine.write_text(
+        '[groups.age]\ndescription = "a"\nexclusive = "levels"\nfeature = "attr_age"\nvalues = ["young", "old"]\n'
+        'bounds = [40]\nno_purchase = "none"\n\n'
         '[groups.habits]\ndescription = "x"\n\n[[tags]]\nname = "ok"\ngroup = "habits"\n'
         "where = \"attr_age_band = '25-34' and purchased(category = 'Dairy', within_days = 30) >= 2 and rfm_group = "
-        "'Champions' and repurchase_90d_percentile >= 80\"\n"
+        "'Champions' and repurchase_90d_percentile >= 80 and days_since_signup_date < 400\"\n"
     )
     code, text = run("tags", "list", "--file", str(fine))
     assert code == 0, text
