@@ -27,8 +27,12 @@ def _missing(value) -> bool:
 
 
 def _number(value: float) -> str:
+    """A number of no known unit (a customers attribute): whole numbers of four digits without
+    a separator, so that a year reads as one ("birth year: 1975", not "1,975")."""
     value = float(value)
-    return f"{int(value):,}" if value.is_integer() else f"{value:,.2f}"
+    if value.is_integer():
+        return f"{int(value)}" if abs(value) < 10_000 else f"{int(value):,}"
+    return f"{value:,.2f}"
 
 
 def _days(value: float) -> str:

@@ -33,6 +33,7 @@ from portrait.privacy import (
     BIRTH_YEAR,
     GUARDED_TABLES,
     holds_personal_value,
+    is_birth_date_name,
     personal_id_sql,
     personal_text_sql,
     without_personal_values,
@@ -561,7 +562,10 @@ def _privacy_notes(dataset: Dataset) -> list[str]:
         notes.append(f"[privacy] pii_columns names {', '.join(missing)}, which neither customers nor identities has")
     customers = dataset.sources.get("customers")
     has = {c.lower() for c in customers.columns_for_privacy()} if customers is not None else set()
-    unknown = [c for c in dataset.privacy.sensitive_columns if c.lower() not in has]
+    sensitive = dataset.privacy.sensitive_columns
+    # birth_year added for a date of birth marked sensitive (PrivacySettings.from_config): not the user's word
+    implied = BIRTH_YEAR if any(is_birth_date_name(c) for c in sensitive) else None
+    unknown = [c for c in sensitive if c.lower() not in has and c != implied]
     if unknown:  # a misspelt one was shown to the marketing role without a word
         notes.append(
             f"[privacy] sensitive_columns names {', '.join(unknown)}, which the customers table does not have: "
@@ -665,14 +669,15 @@ def _duplicates_note(r: TableReport) -> str | None:
     if not _many_copies(r):
         return None
     copies = r.quarantined["duplicate_line"]
-    verb = "equals" if copies == 1 else "equal"
-    said = f"{r.table}: {_rows(copies)} ({copies / r.rows:.1%}) {verb} another line in every contract column"
+    verb, were = ("equals", "was") if copies == 1 else ("equal", "were")
+    share = f"{copies / r.rows:.1%}" if copies / r.rows >= 0.001 else "under 0.1%"
+    said = f"{r.table}: {_rows(copies)} ({share}) {verb} another line in every contract column"
     if r.line_id_column is not None:
         return f"{said} and in {r.line_id_column!r}, the line id: quarantined as copies (duplicate_line)"
     if r.table != "purchases":  # a line id is a purchases column: an identities row has no other
-        return f"{said} and were quarantined as copies (duplicate_line)"
+        return f"{said} and {were} quarantined as copies (duplicate_line)"
     return (
-        f"{said} and were quarantined as copies (duplicate_line). If the export has a column that tells "
+        f"{said} and {were} quarantined as copies (duplicate_line). If the export has a column that tells "
         "such lines apart (a line or item number), map it as line_id in portrait.toml "
         '([tables.purchases.columns] line_id = "..."): they are then separate lines'
     )

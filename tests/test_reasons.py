@@ -45,6 +45,15 @@ def test_per_value_shares_name_the_data_value_from_the_vocabulary():
     assert phrase("category_share_dairy_eggs", 0.45) == "share of spend on dairy eggs: 45%"
 
 
+def test_a_number_attribute_reads_a_year_as_a_year_and_a_large_number_with_separators():
+    """A birth year, now described as the number it is (the kinds a feature table carries),
+    was phrased "birth year: 1,975"."""
+    meanings = describe(["attr_birth_year", "attr_income"], attributes={"birth_year": "number", "income": "number"})
+    assert phrase("attr_birth_year", 1975.0, meanings) == "birth year: 1975"
+    assert phrase("attr_income", 52000.0, meanings) == "income: 52,000"
+    assert phrase("attr_income", 52000.5, meanings) == "income: 52,000.50"
+
+
 def test_stored_meanings_phrase_like_the_catalogue():
     feature = describe(["spend_90d"])["spend_90d"]
     assert phrase("spend_90d", 1234.5, {"spend_90d": feature.meaning()}) == "spend in the last 90 days: 1,234.50"
