@@ -86,9 +86,10 @@ def manual_store_path(store: Path | None) -> Path:
 def register_tags(app: typer.Typer, out, console) -> None:
     @app.command("list")
     def list_command(file: TagsFileOption = None) -> None:
-        """The tag library as a tree: groups, tags, their kind and definition; every condition
-        checked against the catalogue first, as `tags apply` checks it (a customers attribute's
-        kind and a per-value feature's value are the data's to tell)."""
+        """The tag library as a tree: groups, tags, their kind and definition; conditions checked first.
+
+        Every condition is checked against the catalogue, as `tags apply` checks it (a customers
+        attribute's kind and a per-value feature's value are the data's to tell)."""
         from marketing.population import dataless_schema
         from marketing.tags import check_conditions, load_library
 
