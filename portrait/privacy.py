@@ -219,9 +219,9 @@ _WHOSE = frozenset(
 )
 # A date of birth (with a postcode it singles out most people, and a feature of the days since
 # it gives the date back), as the last words of a name: dob, customer_dob, date_of_birth,
-# birth_dt, BDate, Geburtsdatum, geb_datum, fecha_nac, f_nacimiento (and _BIRTH_ALONE). Not a year or a month of birth, an age or an
-# age band, which group people (dob_year, birthday_month), nor a programme's columns
-# (birthday_offer, birthday_club_member).
+# birth_dt, BDate, Geburtsdatum, geb_datum, fecha_nac, f_nacimiento (and _BIRTH_ALONE). Not a
+# year or a month of birth, an age or an age band, which group people (dob_year,
+# birthday_month), nor a programme's columns (birthday_offer, birthday_club_member).
 _BIRTH_DATE = frozenset(
     {
         "dob",
