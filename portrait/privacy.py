@@ -427,10 +427,15 @@ YEAR_FIRST = rf"^{_YEAR}(?:{_SEP}{_MONTH}{_SEP}{_DAY}|{_MM}{_DD}){_END}$"
 YEAR_LAST = rf"^(?:{_DAY}{_SEP}{_DAY}{_SEP}|{_DAY}{_SEP}?{_MONTH_NAME}{_SEP}?|{_MONTH_NAME} {_DAY},? |{_DD}{_DD}|[1-9]{_DD}){_YEAR}{_END}$"
 
 
+# A system's placeholder for a date it was not given (1900-01-01, SQL Server's and Excel's day
+# zero), not a birth: no customer in data of this century was born in 1900. Read as unknown.
+PLACEHOLDER_BIRTH_YEAR = "1900"
+
+
 def birth_year_sql(column: str, source_type: str = "VARCHAR", timezone: str = "UTC", as_text: bool = False) -> str:
     """SQL: the year of birth in the date of birth ``column`` (a quoted name) stored as
     ``source_type``, or NULL when its value is not a date :data:`YEAR_FIRST` or
-    :data:`YEAR_LAST` reads; as text when ``as_text`` (a CSV table's columns are all read as
+    :data:`YEAR_LAST` reads or is in :data:`PLACEHOLDER_BIRTH_YEAR`; as text when ``as_text`` (a CSV table's columns are all read as
     text, then typed by their values). A time stored with a zone is read in the data set's
     ``timezone`` (a local midnight on 1 January is the day before in UTC)."""
     kind = source_type.upper()
@@ -442,7 +447,8 @@ def birth_year_sql(column: str, source_type: str = "VARCHAR", timezone: str = "U
         text = stripped_sql(f"CAST({column} AS VARCHAR)")
     first = f"NULLIF(regexp_extract({text}, {quote_literal(YEAR_FIRST)}, 1), '')"
     last = f"NULLIF(regexp_extract({text}, {quote_literal(YEAR_LAST)}, 1), '')"
-    return f"COALESCE({first}, {last})" if as_text else f"CAST(COALESCE({first}, {last}) AS INTEGER)"
+    year = f"NULLIF(COALESCE({first}, {last}), {quote_literal(PLACEHOLDER_BIRTH_YEAR)})"
+    return year if as_text else f"CAST({year} AS INTEGER)"
 
 
 def birth_year_sources(

@@ -1231,6 +1231,9 @@ BIRTH_DATES = [
     ("1975-13-01", None),
     ("32/01/1990", None),
     ("1890-01-01", None),
+    ("1900-01-01", None),  # a system's placeholder for no date (it was read as born in 1900)
+    ("01.01.1900", None),
+    ("1901-01-01", 1901),
     ("12345678", None),
     ("-130000000", None),  # seconds since 1970
     ("unknown", None),
