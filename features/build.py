@@ -457,9 +457,9 @@ def build_features(
     Returns a frame keyed by ``customer_id`` (sorted), with int64 counts, float64 amounts,
     shares and ratios, and pandas categoricals for favourites and text attributes. The
     vocabulary used is in ``frame.attrs["vocabulary"]``, each customers column's kind (number,
-    date, category: what its attribute feature is) in ``frame.attrs["attributes"]``. ``families`` restricts the build to
-    those families (all by default); ``only`` to those features (and what they are computed
-    from: derived features' inputs). A pass no selected feature needs is
+    date, category: what its attribute feature is) in ``frame.attrs["attributes"]``.
+    ``families`` restricts the build to those families (all by default); ``only`` to those
+    features (and what they are computed from: derived features' inputs). A pass no selected feature needs is
     not run. ``purchases_ready`` says :func:`vocabulary_as_of` already read the purchases
     before this cutoff into ``f_purchases`` on ``con``: that one read is reused, and left in
     place for the caller (who owns it) instead of being dropped. ``con`` may be a DuckDB

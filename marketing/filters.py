@@ -50,13 +50,15 @@ MAX_IN_VALUES = 1_000
 MAX_WINDOW_DAYS = 36_600  # a century: any longer window is a typo
 
 
-def check_window_days(days: object, error: type[PortraitError] = PortraitError) -> int:
-    """``days`` of a command's --within-days (a crowd's, a funnel's): a whole number from 1 to
-    :data:`MAX_WINDOW_DAYS` (a longer window starts before the calendar's first day)."""
+def check_window_days(days: object, error: type[PortraitError] = PortraitError, option: str = "--within-days") -> int:
+    """``days`` of a command's window (``option``: a crowd's or a funnel's --within-days, a
+    list's --exclude-bought-within): a whole number from 1 to :data:`MAX_WINDOW_DAYS` (a longer
+    window starts before the calendar's first day). A value of many digits is shown cut short."""
     if isinstance(days, bool) or not isinstance(days, int) or not 0 < days <= MAX_WINDOW_DAYS:
+        shown = repr(days)
         raise error(
-            f"--within-days must be a whole number of days from 1 to {MAX_WINDOW_DAYS:,}, got {days!r} (a positive "
-            "number of days, at most a century)"
+            f"{option} must be a whole number of days from 1 to {MAX_WINDOW_DAYS:,}, got "
+            f"{shown if len(shown) <= 20 else shown[:20] + '...'} (a positive number of days, at most a century)"
         )
     return days
 

@@ -10,8 +10,8 @@ Every stage above this module writes its SQL once, in DuckDB's dialect (the plan
 
 The operations are the few a build needs: register a table from a small pandas frame (a
 vocabulary), create a view, materialise a step as a table (DuckDB: a temporary table; Spark: a
-checkpointed or cached temporary view, freed once the build is done with it), drop it, read rows or a frame back, describe a query's columns, and
-write a query's rows to Parquet. Nothing here imports a package above ``portrait``.
+checkpointed or cached temporary view, freed once the build is done with it), drop it, read
+rows or a frame back, describe a query's columns, and write a query's rows to Parquet. Nothing here imports a package above ``portrait``.
 """
 
 from __future__ import annotations

@@ -435,9 +435,10 @@ PLACEHOLDER_BIRTH_YEAR = "1900"
 def birth_year_sql(column: str, source_type: str = "VARCHAR", timezone: str = "UTC", as_text: bool = False) -> str:
     """SQL: the year of birth in the date of birth ``column`` (a quoted name) stored as
     ``source_type``, or NULL when its value is not a date :data:`YEAR_FIRST` or
-    :data:`YEAR_LAST` reads or is in :data:`PLACEHOLDER_BIRTH_YEAR`; as text when ``as_text`` (a CSV table's columns are all read as
-    text, then typed by their values). A time stored with a zone is read in the data set's
-    ``timezone`` (a local midnight on 1 January is the day before in UTC)."""
+    :data:`YEAR_LAST` reads or is in :data:`PLACEHOLDER_BIRTH_YEAR`; as text when ``as_text``
+    (a CSV table's columns are all read as text, then typed by their values). A time stored
+    with a zone is read in the data set's ``timezone`` (a local midnight on 1 January is the day
+    before in UTC)."""
     kind = source_type.upper()
     if zone_aware(kind):
         text = f"CAST(timezone({quote_literal(timezone)}, CAST({column} AS TIMESTAMPTZ)) AS VARCHAR)"
@@ -513,6 +514,8 @@ class PrivacySettings:
     # customers columns that are not personal data but are shown to analysts only: a profile
     # built for the marketing role (include_sensitive=False) leaves them out
     sensitive_columns: tuple[str, ...] = ()
+    # among sensitive_columns, those the settings add to what was written: birth_year for a date of birth
+    implied_sensitive: tuple[str, ...] = field(default=(), compare=False)
     source: str = field(default="", compare=False)  # where they were read from, for messages
 
     @classmethod
@@ -537,13 +540,15 @@ class PrivacySettings:
         if not isinstance(sensitive, list) or not all(isinstance(c, str) and c.strip() for c in sensitive):
             raise ConfigError(f'{where}: sensitive_columns must be a list of column names, e.g. ["gender"]')
         sensitive = [c.strip() for c in sensitive]
+        implied = ()
         if any(is_birth_date_name(c) for c in sensitive) and BIRTH_YEAR not in {c.lower() for c in sensitive}:
             # a date of birth is withheld whole and only its year read (BIRTH_YEAR): marking it
             # sensitive marks what is read of it (birth_year was shown to the marketing role)
-            sensitive.append(BIRTH_YEAR)
+            implied = (BIRTH_YEAR,)
         return cls(
             pii_columns=tuple(c.strip() for c in columns),
-            sensitive_columns=tuple(sensitive),
+            sensitive_columns=(*sensitive, *implied),
+            implied_sensitive=implied,
             consent_column=consent.strip() if consent else None,
             suppression_file=(folder / suppression) if suppression else None,
             source=str(config_path),

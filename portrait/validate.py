@@ -33,7 +33,6 @@ from portrait.privacy import (
     BIRTH_YEAR,
     GUARDED_TABLES,
     holds_personal_value,
-    is_birth_date_name,
     personal_id_sql,
     personal_text_sql,
     without_personal_values,
@@ -191,10 +190,8 @@ def validate(dataset: Dataset, out_dir: Path | None = None, progress: Progress |
         reports = []
         for table in contract.TABLES:
             if not dataset.has(table.name):
-                stale = out_dir / "quarantine" / f"{table.name}.parquet" if out_dir is not None else None
-                if stale is not None and stale.exists():  # another data set's, validated into this folder
-                    _earlier_report_gone(out_dir)
-                    stale.unlink()
+                if out_dir is not None:  # another data set's, validated into this folder
+                    _earlier_quarantine_gone(out_dir, table.name)
                 continue
             say(f"checking {table.name}")
             source = dataset.sources[table.name]
@@ -561,17 +558,16 @@ def _privacy_notes(dataset: Dataset) -> list[str]:
     if missing:
         notes.append(f"[privacy] pii_columns names {', '.join(missing)}, which neither customers nor identities has")
     customers = dataset.sources.get("customers")
-    has = {c.lower() for c in customers.columns_for_privacy()} if customers is not None else set()
-    sensitive = dataset.privacy.sensitive_columns
-    # birth_year added for a date of birth marked sensitive (PrivacySettings.from_config): not the user's word
-    implied = BIRTH_YEAR if any(is_birth_date_name(c) for c in sensitive) else None
-    unknown = [c for c in sensitive if c.lower() not in has and c != implied]
+    columns = customers.columns_for_privacy() if customers is not None else []
+    has = {c.lower() for c in columns}
+    privacy = dataset.privacy
+    unknown = [c for c in privacy.sensitive_columns if c.lower() not in has and c not in privacy.implied_sensitive]
     if unknown:  # a misspelt one was shown to the marketing role without a word
         notes.append(
             f"[privacy] sensitive_columns names {', '.join(unknown)}, which the customers table does not have: "
             "nothing is hidden for "
             + ("it" if len(unknown) == 1 else "them")
-            + (f" (its columns: {', '.join(sorted(customers.columns_for_privacy()))})" if customers is not None else "")
+            + (f" (its columns: {', '.join(sorted(columns))})" if customers is not None else "")
         )
     return notes
 
@@ -657,7 +653,7 @@ def _merged_customers_rows_note(con) -> list[str]:
     ]
 
 
-def _many_copies(r: TableReport) -> bool:
+def _has_copies(r: TableReport) -> bool:
     """Whether some lines were quarantined as copies: said, with the setting that keeps them
     apart if they are separate lines (a line or item number outside the contract). Said for any
     number of copies: under 1% they went unsaid, and CDNOW read through a mapping lost 255 real
@@ -666,7 +662,7 @@ def _many_copies(r: TableReport) -> bool:
 
 
 def _duplicates_note(r: TableReport) -> str | None:
-    if not _many_copies(r):
+    if not _has_copies(r):
         return None
     copies = r.quarantined["duplicate_line"]
     verb, were = ("equals", "was") if copies == 1 else ("equal", "were")
@@ -903,12 +899,10 @@ def _check_rows(con, dataset: Dataset, table: contract.Table, out_dir: Path | No
     # the clean count needs no further pass over the table.
     report.valid_rows = int(rows - sum(quarantined.values()) - forgotten)
     report.quarantined = dict(sorted(quarantined.items()))
-    if "line_id" in table.column_names and _many_copies(report):  # only then is the source read for it
+    if "line_id" in table.column_names and _has_copies(report):  # only then is the source read for it
         report.line_id_column = mapped_column(source, "line_id", source_columns(con, source))
-    if out_dir is not None and not report.quarantined_rows and (out_dir / "quarantine").is_dir():
-        # an earlier validation's quarantine of this table, into the same folder, is not this one's
-        _earlier_report_gone(out_dir)
-        (out_dir / "quarantine" / f"{name}.parquet").unlink(missing_ok=True)
+    if out_dir is not None and not report.quarantined_rows:
+        _earlier_quarantine_gone(out_dir, name)
     if out_dir is not None and report.quarantined_rows:
         _earlier_report_gone(out_dir)
         target = out_dir / "quarantine" / f"{name}.parquet"
@@ -935,6 +929,17 @@ def _check_rows(con, dataset: Dataset, table: contract.Table, out_dir: Path | No
             )
         report.quarantine_file = str(target)
     return report
+
+
+def _earlier_quarantine_gone(out_dir: Path, table: str) -> None:
+    """Remove an earlier validation's quarantine of ``table`` from ``out_dir`` (and the report
+    naming it), where this one quarantines none of it: of this data set before its rows were
+    fixed, or of another validated into the same folder (it stayed, its rows beside a report
+    of none)."""
+    target = out_dir / "quarantine" / f"{table}.parquet"
+    if target.exists():
+        _earlier_report_gone(out_dir)
+        target.unlink()
 
 
 def _earlier_report_gone(out_dir: Path) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from marketing.filters import MAX_WINDOW_DAYS, Schema, columns_used, evaluate, parse_filter
+from marketing.filters import Schema, check_window_days, columns_used, evaluate, parse_filter
 from marketing.population import persona_named
 from portrait.errors import NotFound, PortraitError
 from portrait.privacy import Consent, PrivacySettings
@@ -135,12 +135,8 @@ def build_list(
         raise PortraitError(
             f"a page starts at offset 0 or later and holds at least 1 row, got offset {offset}, limit {limit}"
         )
-    if exclude_bought_within is not None and not 1 <= exclude_bought_within <= MAX_WINDOW_DAYS:
-        shown = str(exclude_bought_within)
-        raise PortraitError(
-            f"--exclude-bought-within (exclude_bought_within) must be a whole number of days, at least 1 and at "
-            f"most {MAX_WINDOW_DAYS:,}, got {shown if len(shown) <= 20 else shown[:20] + '...'}"
-        )
+    if exclude_bought_within is not None:
+        check_window_days(exclude_bought_within, option="--exclude-bought-within (exclude_bought_within)")
     from serving.score import withheld_attribute_features
 
     if isinstance(features, pd.DataFrame):

@@ -242,14 +242,13 @@ def test_list_filters_ranks_and_reports_the_columns_used(scored):
         ({"min_percentile": float("nan")}, "(--min-percentile, min_percentile) must be from 0 to 100, got nan"),
         (
             {"exclude_bought_within": 0},
-            "(exclude_bought_within) must be a whole number of days, at least 1 and at most 36,600, got 0",
+            "(exclude_bought_within) must be a whole number of days from 1 to 36,600, got 0",
         ),
         (  # was taken, and written to the audit log as given
             {"exclude_bought_within": 10**20},
-            "(exclude_bought_within) must be a whole number of days, at least 1 and at most 36,600, "
-            "got 10000000000000000000...",
+            "(exclude_bought_within) must be a whole number of days from 1 to 36,600, got 10000000000000000000...",
         ),
-        ({"exclude_bought_within": -5}, "at least 1 and at most 36,600, got -5"),
+        ({"exclude_bought_within": -5}, "from 1 to 36,600, got -5"),
     ],
 )
 def test_list_thresholds_that_select_nothing_or_everything_by_accident_are_errors(scored, option, message):
