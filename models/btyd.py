@@ -111,6 +111,45 @@ def btyd_inputs(features: pd.DataFrame, unit_days: float = WEEK_DAYS) -> pd.Data
     )
 
 
+def history_row_problems(features: pd.DataFrame) -> list[tuple[int, str, str]]:
+    """``(row position, feature, why)`` for each row whose :data:`BTYD_FEATURES` are not a
+    purchase history as of a cutoff (what :func:`btyd_inputs` reads and :func:`_check_history`
+    refuses), for rows written by hand (a what-if score) rather than built: with a day with a
+    purchase, both ages are whole-day counts of at least 1 (a purchase is before the cutoff),
+    the last purchase is no older than the first, and more than one day with a purchase
+    needs the first and the last on different days. A row without a purchase
+    (``active_days_lifetime`` 0 or missing) has no history to check. One problem per row, the
+    first found."""
+    active = features["active_days_lifetime"].to_numpy(float)
+    first = features["days_since_first_purchase"].to_numpy(float)
+    last = features["days_since_last_purchase"].to_numpy(float)
+    bought = np.nan_to_num(active, nan=0.0) > 0
+    with np.errstate(invalid="ignore"):
+        checks = (
+            ("active_days_lifetime", ~np.isfinite(active) | (active != np.round(active)), "must be a whole number"),
+            ("days_since_first_purchase", ~np.isfinite(first), "is needed when active_days_lifetime is above 0"),
+            ("days_since_last_purchase", ~np.isfinite(last), "is needed when active_days_lifetime is above 0"),
+            ("days_since_first_purchase", first < 1, "must be at least 1 (a purchase is before the cutoff)"),
+            ("days_since_last_purchase", last < 1, "must be at least 1 (a purchase is before the cutoff)"),
+            (
+                "days_since_last_purchase",
+                last > first,
+                "cannot be more than days_since_first_purchase: the last purchase is not older than the first",
+            ),
+            (
+                "active_days_lifetime",
+                (active > 1) & (last == first),
+                "can be above 1 only when days_since_first_purchase is above days_since_last_purchase",
+            ),
+        )
+    problems, seen = [], np.zeros(len(features), bool)
+    for column, bad, why in checks:
+        bad = bought & bad & ~seen
+        seen |= bad
+        problems += [(int(i), column, why) for i in np.flatnonzero(bad)]
+    return sorted(problems)
+
+
 def _check_history(frequency, recency, T) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     x, t_x, T = (np.asarray(v, dtype=float).ravel() for v in (frequency, recency, T))
     if not len(x) == len(t_x) == len(T):

@@ -10,7 +10,7 @@ import pytest
 from sklearn.base import clone
 
 from features.build import build_features
-from models.btyd import BTYD_FEATURES, BetaGeoModel, BGNBDClassifier, btyd_inputs
+from models.btyd import BTYD_FEATURES, BetaGeoModel, BGNBDClassifier, btyd_inputs, history_row_problems
 from portrait.adapters.cdnow import import_cdnow
 from portrait.dataset import open_dataset
 
@@ -278,3 +278,34 @@ def test_a_search_that_did_not_converge_is_said_in_words():
     assert not_converged(OptimizeResult(message="STOP: TOTAL NO. OF ITERATIONS REACHED LIMIT")).endswith(
         "it ran out of iterations"
     )
+
+
+def test_rows_that_are_no_purchase_history_are_named_with_the_feature_at_fault():
+    rows = pd.DataFrame(
+        {
+            "active_days_lifetime": [3, 0, np.nan, 2.5, 2, 1, 2, 1, 4, 1],
+            "days_since_first_purchase": [90, np.nan, 5, 90, np.nan, 0, 30, 10, 40, 7],
+            "days_since_last_purchase": [10, np.nan, 9, 10, 3, 0, 60, 10, 40, 7],
+        }
+    )
+    assert history_row_problems(rows) == [
+        (3, "active_days_lifetime", "must be a whole number"),
+        (4, "days_since_first_purchase", "is needed when active_days_lifetime is above 0"),
+        (5, "days_since_first_purchase", "must be at least 1 (a purchase is before the cutoff)"),
+        (
+            6,
+            "days_since_last_purchase",
+            "cannot be more than days_since_first_purchase: the last purchase is not older than the first",
+        ),
+        (
+            8,
+            "active_days_lifetime",
+            "can be above 1 only when days_since_first_purchase is above days_since_last_purchase",
+        ),
+    ]
+    # rows 0, 7 and 9 are histories, 1 and 2 have no purchase: btyd_inputs takes them all
+    fine = rows.iloc[[0, 1, 2, 7, 9]]
+    assert history_row_problems(fine) == []
+    inputs = btyd_inputs(fine)
+    BGNBDClassifier(horizon_days=30).fit(pd.concat([fine] * 3, ignore_index=True)).predict_proba(fine)
+    assert inputs["frequency"].isna().tolist() == [False, True, True, False, False]

@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from marketing.filters import FilterError, evaluate, parse_filter
+from models.btyd import BTYD_FEATURES
 from portrait.dataset import open_dataset
 from portrait.errors import PortraitError
 from portrait.outputs import LATEST, latest_scores
@@ -603,6 +604,32 @@ def test_score_rejects_an_unknown_category_and_a_boolean_category(api, score_row
     assert _post_with_literal(api, rows, categorical, "true", row=0).status_code == 422
     # null stays allowed: a missing value, as in batch scoring
     assert _post_with_literal(api, rows, categorical, "null", row=0).status_code == 200
+
+
+def test_score_refuses_a_purchase_history_no_customer_can_have(api, score_rows):
+    # a what-if row whose last purchase is older than its first was an HTTP 500 (the history
+    # models' own check, raised while predicting); any of them is now a located 422
+    rows, _, _ = score_rows
+    rows = [dict(r) for r in rows]
+    assert set(BTYD_FEATURES) <= set(rows[0])
+    rows[1].update(active_days_lifetime=3, days_since_first_purchase=289, days_since_last_purchase=1000)
+    rows[0].update(active_days_lifetime=4, days_since_first_purchase=50, days_since_last_purchase=50)
+    response = api.post("/score", json={"model": MODEL, "rows": rows})
+    assert response.status_code == 422, response.text
+    assert [(e["loc"], e["msg"]) for e in response.json()["detail"]] == [
+        (
+            ["body", "rows", 0, "active_days_lifetime"],
+            "can be above 1 only when days_since_first_purchase is above days_since_last_purchase (given 4)",
+        ),
+        (
+            ["body", "rows", 1, "days_since_last_purchase"],
+            "cannot be more than days_since_first_purchase: the last purchase is not older than the first (given 1000)",
+        ),
+    ]
+    # a row without a purchase has no history to check; a consistent one scores
+    rows[0].update(active_days_lifetime=0, days_since_first_purchase=None, days_since_last_purchase=None)
+    rows[1].update(days_since_last_purchase=100)
+    assert api.post("/score", json={"model": MODEL, "rows": rows}).status_code == 200
 
 
 def test_score_refuses_unknown_keys_and_a_flag_that_is_not_true_or_false(api, score_rows):

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, HTTPException
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, field_validator
 from pydantic_core import PydanticCustomError
 
+from models.btyd import BTYD_FEATURES, history_row_problems
 from models.prior_shift import move_by
 from portrait.errors import PortraitError
 from serving.routes.access import Access
@@ -217,6 +218,26 @@ def _row_errors(
     return errors[:MAX_ERRORS]
 
 
+def _history_errors(frame: pd.DataFrame) -> list[dict]:
+    """Rows whose purchase-history features cannot be one customer's as of a cutoff (the last
+    purchase older than the first): the history models (BG/NBD, and the LightGBM models that
+    read its outputs) have nothing to score there, and a built table never holds such a row."""
+    if not set(BTYD_FEATURES) <= set(frame.columns):
+        return []
+    return [
+        {
+            "loc": ["body", "rows", row, column],
+            "msg": f"{why} (given {_shown(frame[column].iloc[row])})",
+            "type": "purchase_history",
+        }
+        for row, column, why in history_row_problems(frame)[:MAX_ERRORS]
+    ]
+
+
+def _shown(value: float) -> str:
+    return "null" if pd.isna(value) else f"{value:g}"
+
+
 def build_scores_router(state: ServeState, access: Access) -> APIRouter:
     router = APIRouter(
         route_class=ProductErrorRoute,
@@ -256,6 +277,9 @@ def build_scores_router(state: ServeState, access: Access) -> APIRouter:
             },
             columns=loaded.features,
         )
+        errors = _history_errors(frame)
+        if errors:
+            raise HTTPException(status_code=422, detail=errors)
         values, moved, note = _as_in_batch(state, loaded, predict_scores(loaded, frame))
         result = [Score(score=float(v)) for v in values]
         if request.reasons:
