@@ -115,11 +115,10 @@ def history_row_problems(features: pd.DataFrame) -> list[tuple[int, str, str]]:
     """``(row position, feature, why)`` for each row whose :data:`BTYD_FEATURES` are not a
     purchase history as of a cutoff (what :func:`btyd_inputs` reads and :func:`_check_history`
     refuses), for rows written by hand (a what-if score) rather than built: with a day with a
-    purchase, both ages are whole-day counts of at least 1 (a purchase is before the cutoff),
-    the last purchase is no older than the first, and more than one day with a purchase
-    needs the first and the last on different days. A row without a purchase
-    (``active_days_lifetime`` 0 or missing) has no history to check. One problem per row, the
-    first found."""
+    purchase, both ages are at least 1 day (a purchase is before the cutoff), the last purchase
+    is no older than the first, and the days with a purchase fit between the first and the
+    last. A row without a purchase (``active_days_lifetime`` 0 or missing) has no history to
+    check. One problem per row, the first found."""
     active = features["active_days_lifetime"].to_numpy(float)
     first = features["days_since_first_purchase"].to_numpy(float)
     last = features["days_since_last_purchase"].to_numpy(float)
@@ -138,8 +137,8 @@ def history_row_problems(features: pd.DataFrame) -> list[tuple[int, str, str]]:
             ),
             (
                 "active_days_lifetime",
-                (active > 1) & (last == first),
-                "can be above 1 only when days_since_first_purchase is above days_since_last_purchase",
+                active > first - last + 1,
+                "cannot be more than days_since_first_purchase - days_since_last_purchase + 1 (the days from the first purchase to the last)",
             ),
         )
     problems, seen = [], np.zeros(len(features), bool)

@@ -280,12 +280,18 @@ def test_a_search_that_did_not_converge_is_said_in_words():
     )
 
 
+SPAN = (
+    "cannot be more than days_since_first_purchase - days_since_last_purchase + 1 "
+    "(the days from the first purchase to the last)"
+)
+
+
 def test_rows_that_are_no_purchase_history_are_named_with_the_feature_at_fault():
     rows = pd.DataFrame(
         {
-            "active_days_lifetime": [3, 0, np.nan, 2.5, 2, 1, 2, 1, 4, 1],
-            "days_since_first_purchase": [90, np.nan, 5, 90, np.nan, 0, 30, 10, 40, 7],
-            "days_since_last_purchase": [10, np.nan, 9, 10, 3, 0, 60, 10, 40, 7],
+            "active_days_lifetime": [3, 0, np.nan, 2.5, 2, 1, 2, 1, 4, 1, 1e12, 280],
+            "days_since_first_purchase": [90, np.nan, 5, 90, np.nan, 0, 30, 10, 40, 7, 289, 289],
+            "days_since_last_purchase": [10, np.nan, 9, 10, 3, 0, 60, 10, 40, 7, 10, 10],
         }
     )
     assert history_row_problems(rows) == [
@@ -297,15 +303,13 @@ def test_rows_that_are_no_purchase_history_are_named_with_the_feature_at_fault()
             "days_since_last_purchase",
             "cannot be more than days_since_first_purchase: the last purchase is not older than the first",
         ),
-        (
-            8,
-            "active_days_lifetime",
-            "can be above 1 only when days_since_first_purchase is above days_since_last_purchase",
-        ),
+        (8, "active_days_lifetime", SPAN),  # 4 days with a purchase, the first and the last one day
+        (10, "active_days_lifetime", SPAN),  # 1e12 days between 289 and 10 days ago
     ]
-    # rows 0, 7 and 9 are histories, 1 and 2 have no purchase: btyd_inputs takes them all
-    fine = rows.iloc[[0, 1, 2, 7, 9]]
+    # rows 0, 7, 9 and 11 (a purchase every day from the first to the last) are histories, 1 and 2
+    # have no purchase: btyd_inputs takes them all
+    fine = rows.iloc[[0, 1, 2, 7, 9, 11]]
     assert history_row_problems(fine) == []
     inputs = btyd_inputs(fine)
     BGNBDClassifier(horizon_days=30).fit(pd.concat([fine] * 3, ignore_index=True)).predict_proba(fine)
-    assert inputs["frequency"].isna().tolist() == [False, True, True, False, False]
+    assert inputs["frequency"].isna().tolist() == [False, True, True, False, False, False]

@@ -619,7 +619,8 @@ def test_score_refuses_a_purchase_history_no_customer_can_have(api, score_rows):
     assert [(e["loc"], e["msg"]) for e in response.json()["detail"]] == [
         (
             ["body", "rows", 0, "active_days_lifetime"],
-            "can be above 1 only when days_since_first_purchase is above days_since_last_purchase (given 4)",
+            "cannot be more than days_since_first_purchase - days_since_last_purchase + 1 "
+            "(the days from the first purchase to the last) (given 4)",
         ),
         (
             ["body", "rows", 1, "days_since_last_purchase"],
