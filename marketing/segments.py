@@ -416,7 +416,7 @@ class SegmentEvaluator:
             for tag in segment.not_tags:
                 mask &= ~self._rows(self._tags.loc[self._tags["tag"] == tag, "customer_id"])
             if segment.persona:
-                mask &= self._persona_mask(segment.persona)
+                mask &= self._persona_mask(segment)
         for name in segment.include:
             mask |= self._mask(self.store.load(name), _path)
         for name in segment.exclude:
@@ -433,12 +433,17 @@ class SegmentEvaluator:
         mask[where[where >= 0]] = True
         return mask
 
-    def _persona_mask(self, persona: str) -> np.ndarray:
-        scores = self.population.scores
+    def _persona_mask(self, segment: Segment) -> np.ndarray:
+        scores, persona = self.population.scores, segment.persona
+        if scores is None or "persona_name" not in scores.columns:  # scored without the personas model
+            raise PortraitError(
+                f"segment {segment.name!r}: persona {persona!r} is a persona condition, and the scores hold "
+                "no personas (score with the personas model)"
+            )
         name = persona_named(scores, persona)  # a name, or a persona's id
         if name is None:
             names = sorted(scores["persona_name"].dropna().astype(str).unique())
-            raise PortraitError(f"no persona {persona!r} in the scores; personas: {names}")
+            raise PortraitError(f"segment {segment.name!r}: no persona {persona!r} in the scores; personas: {names}")
         return self._rows(scores.loc[scores["persona_name"] == name, "customer_id"])
 
     def columns(self, members: pd.Series, columns: list[str]) -> pd.DataFrame:

@@ -683,6 +683,12 @@ def test_a_segment_or_crowd_of_a_model_tag_not_computed_is_refused_not_empty(tmp
                 PortraitError, match=rf"^segment '{segment.name}': tag '{tag}' is a model tag, and {reason}"
             ):
                 evaluator.evaluate(segment)
+        # a persona condition was a KeyError traceback (segment count, refresh, the nightly job)
+        with pytest.raises(
+            PortraitError,
+            match=r"^segment 'savers': persona 'Savers' is a persona condition, and the scores hold no personas",
+        ):
+            evaluator.evaluate(Segment("savers", persona="Savers"))
         crowds = CrowdData(population, library, segments=store)
         with pytest.raises(PortraitError, match=r"^the crowd: tag 'valuable' is a model tag, and the scores hold no"):
             crowds.mask(Crowd("tag", "valuable"))
