@@ -372,10 +372,11 @@ class CrowdData:
 
     def _persona_mask(self, persona: str) -> np.ndarray:
         personas = self.personas()
-        if personas is None:  # no scores, or scores without the personas model's (the API's runs too)
-            given = "no scores were given" if self.population.scores_dir is None else "the scores hold no personas"
+        if personas is None and self.population.scores_dir is None:
+            raise PortraitError("a persona crowd needs a scores folder with personas (--scores DIR)")
+        if personas is None:  # scored without the personas model (a run the API serves too: no option named)
             raise PortraitError(
-                f"a persona crowd needs scores with personas, and {given} (score with the personas model)"
+                "a persona crowd needs scores with personas, and these hold none (score with the personas model)"
             )
         name = persona_named(self._persona_table(), persona)  # a name, or a persona's id
         if name is None:

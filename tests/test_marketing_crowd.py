@@ -550,19 +550,18 @@ def test_a_persona_crowd_is_named_by_its_name_or_its_id(tmp_path):
         assert data.ids[by_id].tolist() == data.ids[by_name].tolist() == ["A", "C"]
         with pytest.raises(PortraitError, match=r"no persona '9' in the scores; personas: .* \(or their ids\)"):
             data.mask(Crowd("persona", "9"))
-    # scores without the personas model's, or none: said so, without a command-line option (the
-    # API answers with it too)
+    # scores without the personas model's: said so, without a command-line option (the API
+    # answers with it too); without scores the option is named (test_unknown_crowds_are_clear_errors)
     scores.drop(columns=["persona_id", "persona_name"]).assign(m_percentile=50.0).to_parquet(
         tmp_path / "scores_2024-02-01.parquet"
     )
-    for scores_dir, given in ((tmp_path, "the scores hold no personas"), (None, "no scores were given")):
-        with Population(dataset(), AS_OF, scores_dir=scores_dir) as population:
-            data = CrowdData(population, load_library(), segments=SegmentStore(tmp_path / "segments"))
-            with pytest.raises(
-                PortraitError,
-                match=rf"^a persona crowd needs scores with personas, and {given} \(score with the personas model\)$",
-            ):
-                data.mask(Crowd("persona", "Mainstream"))
+    with Population(dataset(), AS_OF, scores_dir=tmp_path) as population:
+        data = CrowdData(population, load_library(), segments=SegmentStore(tmp_path / "segments"))
+        with pytest.raises(
+            PortraitError,
+            match=r"^a persona crowd needs scores with personas, and these hold none \(score with the personas model\)$",
+        ):
+            data.mask(Crowd("persona", "Mainstream"))
 
 
 def test_a_persona_is_named_by_its_name_or_its_id_wherever_one_is_asked_for():
