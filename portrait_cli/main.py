@@ -258,6 +258,7 @@ def identity_hash_command(
 # click's base exception, as the typer in use has it (typer 0.29 carries its own click): a bad
 # option, a missing argument, an unknown command.
 _CLICK_EXCEPTION = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+_USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 
 
 class _ReaderMayLeave:
@@ -344,7 +345,7 @@ def main() -> None:
         # Not standalone: a bad option (click's UsageError) is reported below as every other
         # error is, on one line, instead of click's framed box.
         with interrupting_queries(lambda number: number == signal.SIGINT):  # Ctrl-C stops a query at once
-            code = app(standalone_mode=False)
+            code = refusing_repeated_options(typer.main.get_command(app))(standalone_mode=False)
         if code == 130:  # typer turns Ctrl-C (a KeyboardInterrupt) into this exit code, silently
             raise KeyboardInterrupt
         if isinstance(code, int) and code:  # typer.Exit(code) and --help return their exit code
@@ -385,6 +386,28 @@ def main() -> None:
         message, code = problem
         console.print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False, markup=True)
         sys.exit(code)
+
+
+def refusing_repeated_options(command):
+    """``command`` (and every subcommand) refusing an option of one value given twice: click
+    keeps the last, so ``crowd report --segment a --segment b`` reported on b alone, and a
+    nightly job's ``--as-of`` appended to a line that had one ran on the second date. Options
+    taken many times (``multiple``, counts) are left as they are."""
+    parse = command.parse_args
+
+    def parse_args(ctx, args):
+        _, _, order = command.make_parser(ctx).parse_args(args=list(args))
+        for param in dict.fromkeys(order):
+            single = getattr(param, "multiple", True) is False and not getattr(param, "count", False)
+            if single and param.param_type_name == "option" and order.count(param) > 1:
+                names = " / ".join(param.opts + param.secondary_opts)
+                raise _USAGE_ERROR(f"{names} given {order.count(param)} times; give it once", ctx=ctx)
+        return parse(ctx, args)
+
+    command.parse_args = parse_args
+    for subcommand in getattr(command, "commands", {}).values():
+        refusing_repeated_options(subcommand)
+    return command
 
 
 def os_error_message(exc: OSError) -> str:

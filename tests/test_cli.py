@@ -52,3 +52,40 @@ def test_every_command_summary_is_one_line():
         if "\n" in summary:
             wrapped.append(f"{path}: {summary!r}")
     assert not wrapped, "\n".join(wrapped)
+
+
+def test_an_option_of_one_value_given_twice_is_refused_not_the_last_one_taken(monkeypatch, capsys, tmp_path):
+    """``crowd report --segment a --segment b`` reported on b alone (click keeps the last value),
+    and ``--as-of`` twice on a job's line ran on the second date."""
+    import sys
+
+    import pytest
+
+    from portrait_cli.main import main
+
+    def exit_of(*args: str) -> tuple[int, str]:
+        monkeypatch.setattr(sys, "argv", ["portrait", *args])
+        with pytest.raises(SystemExit) as exit_:
+            main()
+        return exit_.value.code, capsys.readouterr().err
+
+    code, err = exit_of("crowd", "report", "--segment", "a", "--segment", "b", "--data", str(tmp_path))
+    assert code == 2
+    assert "error: --segment given 2 times; give it once (see " in err and "crowd report --help)" in err
+    code, err = exit_of("score", str(tmp_path), "--reasons", "--reasons", "--as-of", "2024-01-01")
+    assert code == 2 and "--reasons given 2 times" in err
+    # an option taken many times (one per table) is not refused; the command goes on to its own check
+    code, err = exit_of(
+        "features",
+        "build",
+        str(tmp_path / "none"),
+        "--as-of",
+        "2024-01-01",
+        "--out",
+        str(tmp_path / "f.parquet"),
+        "--table",
+        "purchases=a.b",
+        "--table",
+        "events=c.d",
+    )
+    assert "given 2 times" not in err and code != 0
