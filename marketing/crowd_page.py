@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from marketing.crowd_report import (
+    TOP,
     CrowdReport,
     figures_shown,
     suppressed_activity,
@@ -87,7 +88,10 @@ def _lines_table(table: pd.DataFrame | None, min_cell: int, what: str) -> pd.Dat
 
 
 def _lines_note(min_cell: int) -> str:
-    return f"Left out: what fewer than {min_cell} of the crowd bought (its place in the order would tell)."
+    return (
+        f"The {TOP} with the most spend, those fewer than {min_cell} of the crowd bought left out (their "
+        "place in the order would tell what those few bought)."
+    )
 
 
 def _activity_table(report: CrowdReport) -> pd.DataFrame | None:
@@ -188,10 +192,13 @@ def markdown_page(report: CrowdReport) -> str:
         parts += [f"### {pages.md_text(label)}", "", pages.markdown(rows.rename(columns=HEADERS)), ""]
     for title, table in (
         (
-            "Top categories by the crowd's spend (last 365 days)",
+            f"Top {TOP} categories by the crowd's spend (last 365 days)",
             _lines_table(report.categories, report.min_cell, "category"),
         ),
-        ("Top brands by the crowd's spend (last 365 days)", _lines_table(report.brands, report.min_cell, "brand")),
+        (
+            f"Top {TOP} brands by the crowd's spend (last 365 days)",
+            _lines_table(report.brands, report.min_cell, "brand"),
+        ),
     ):
         if table is not None:
             parts += [f"## {title}", "", pages.markdown(table), "", _lines_note(report.min_cell), ""]
@@ -293,10 +300,13 @@ def html_page(report: CrowdReport) -> str:
     body.append("".join(charts) + "</div>")
     for title_text, table in (
         (
-            "Top categories by the crowd's spend (last 365 days)",
+            f"Top {TOP} categories by the crowd's spend (last 365 days)",
             _lines_table(report.categories, report.min_cell, "category"),
         ),
-        ("Top brands by the crowd's spend (last 365 days)", _lines_table(report.brands, report.min_cell, "brand")),
+        (
+            f"Top {TOP} brands by the crowd's spend (last 365 days)",
+            _lines_table(report.brands, report.min_cell, "brand"),
+        ),
     ):
         if table is not None:
             body.append(

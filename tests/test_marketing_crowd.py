@@ -709,6 +709,11 @@ def test_crowd_commands_as_a_user(tmp_path, data_folder):
     assert list(table.columns) == ["dimension", "value", "count", "share", "base_share", "tgi"]
     page = (tmp_path / "r" / "crowd.html").read_text()
     assert "orders ever placed" in page and "repeat_orders" not in page.split("<h2>Every dimension")[0]
+    # the categories shown are the top 10 by spend: a note that spoke of small counts alone read as
+    # if every category outside it had fewer than min-cell buyers
+    markdown = (tmp_path / "r" / "crowd.md").read_text()
+    assert "## Top 10 categories by the crowd's spend (last 365 days)" in markdown
+    assert "The 10 with the most spend, those fewer than 1 of the crowd bought left out" in markdown
     code, output = run(
         "crowd", "crosstab", "--rows", "age_band", "--cols", "favourite_payment", *common, "--out", tmp_path / "x"
     )
