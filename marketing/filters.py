@@ -220,6 +220,15 @@ def _bound(text: str) -> None:
     try:
         tokens = Tokenizer().tokenize(text)
     except TokenError as exc:
+        # sqlglot says "Error tokenizing '<the text, cut>'"; its cause says what: a quote not
+        # closed (line:column, the column counted from 0 and from the text's start, not the line's)
+        unclosed = re.match(r"Missing (\S+) from (\d+):(\d+)", str(exc.__cause__ or ""))
+        if unclosed:
+            quote, column = unclosed.group(1), int(unclosed.group(3)) + 1
+            raise FilterError(
+                f"the quote {quote} at character {column} is not closed: "
+                f"write text as 'text' (a quote inside it doubled: 'O''Brien')"
+            ) from None
         raise FilterError(f"cannot read condition {text[:80]!r}: {str(exc).splitlines()[0]}") from None
     if len(tokens) > MAX_TOKENS:
         raise FilterError(f"the condition has {len(tokens):,} words and symbols; at most {MAX_TOKENS:,} are allowed")
@@ -471,8 +480,12 @@ class _Checker:
             if not node.is_string:
                 _number(node.this, node)
             return node
-        if isinstance(node, exp.Boolean):
-            return exp.Literal.number(1 if node.this else 0)
+        if isinstance(node, exp.Boolean):  # read as 1 or 0, "spend_365d > true" counted spend above 1
+            word = "true" if node.this else "false"
+            raise FilterError(
+                f"{word} is not a value in a condition: a yes/no attribute is text, written '{word}' (quoted); "
+                "a number is compared with a number"
+            )
         if isinstance(node, exp.Neg) and isinstance(node.this, exp.Literal) and not node.this.is_string:
             _number(node.this.this, node)
             return node

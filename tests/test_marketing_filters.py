@@ -56,6 +56,13 @@ def test_is_null_and_is_not_null_by_hand():
             r"^an escape or byte string \(e'\.\.\.', b'\.\.\.'\) is not a value; write text as 'text'$",
         ),
         ("spend_365d > 1; drop table x", "';' is not allowed"),
+        # true and false were read as 1 and 0 ("spend_365d > true" counted spend above 1)
+        ("spend_365d > true", r"^true is not a value in a condition: a yes/no attribute is text, written 'true'"),
+        ("favourite_category = false", r"^false is not a value in a condition: .* written 'false' \(quoted\)"),
+        # a quote not closed was "Error tokenizing ''; DROP TABLE x; -'"
+        ("'; DROP TABLE x; --", r"^the quote ' at character 1 is not closed: write text as 'text'"),
+        ("favourite_category = 'Dairy", r"^the quote ' at character 22 is not closed"),
+        ("spend_365d > 1\nand favourite_category = 'Dairy", r"^the quote ' at character 41 is not closed"),
         ("spend_365d >= 0 -- and spend_365d > 1000000000", r"comments \(-- or /\* \*/\) are not allowed"),
         ("spend_365d >= 0 /* and spend_365d > 9 */", r"comments \(-- or /\* \*/\) are not allowed"),
         ("favourite_category in ()", "an empty list"),
