@@ -34,7 +34,7 @@ other text, withholds it: international (``+44 7700 900123``, ``0049 30 1234567`
 North American, ``415-555-0100``; dates
 written out, ``01.02.2023``, are taken out of the text first); so do values mostly shaped like
 phone numbers (7 to 20 characters of digits with spaces, dots, slashes, dashes or brackets;
-not dates, ranges such as ``100000-149999`` or amounts) and values mostly distinct whole
+not dates, ranges such as ``100000-149999`` or ``25.000-50.000`` or amounts) and values mostly distinct whole
 numbers of 9 to 16 digits, as numbers or as digit strings (phone, card or account numbers; not
 times in seconds or milliseconds since 1970). An 8-digit number is not judged (dates written
 as digits, amounts in cents): a column of 8-digit phone numbers needs ``pii_columns``.
@@ -152,6 +152,25 @@ _ALWAYS = frozenset(
         # other languages' exports (accents dropped: prénom is prenom, Straße strasse)
         "vorname",
         "nachname",
+        # a person's name as one word: a customer's, a user's, a family's, a birth name, a nickname
+        # (Kundenname passed as an attribute and was printed in profiles)
+        "kundenname",
+        "benutzername",
+        "familienname",
+        "geburtsname",
+        "rufname",
+        "spitzname",
+        "voornaam",
+        "achternaam",
+        "klantnaam",
+        "nombrecompleto",
+        "nomecompleto",
+        "nomcomplet",
+        "fornavn",
+        "efternavn",
+        "etternavn",
+        "fornamn",
+        "efternamn",
         "prenom",
         "apellido",
         "apellidos",
@@ -179,7 +198,9 @@ _ALWAYS = frozenset(
 # not ``mobile_app_user`` or ``brand_name``.
 # (dni and bsn, a Spanish and a Dutch identity number, only so: dni is Polish for days, as in
 # liczba_dni, and bsn short for business, as in bsn_unit)
-_AS_HEAD = frozenset({"mobile", "tel", "cell", "name", "zip", "mail", "nom", "nombre", "handy", "dni", "bsn"})
+_AS_HEAD = frozenset(
+    {"mobile", "tel", "cell", "name", "zip", "mail", "nom", "nombre", "nome", "naam", "handy", "dni", "bsn"}
+)
 _WHOSE = frozenset(
     {
         "customer",
@@ -650,7 +671,9 @@ def refuse_values_as_names(names, source, table) -> None:
 
 NOT_PHONES = (
     r"^[0-9]+$",  # digits only: judged as numbers (below)
-    r"^[0-9]+ *- *[0-9]+$",  # a range, an income band: 100000-149999
+    # a range, an income band: 100000-149999, 25.000-50.000 (thousands grouped, as a German export
+    # writes them: the band was withheld as phone numbers)
+    r"^[0-9]+([.,'][0-9]{3})* *- *[0-9]+([.,'][0-9]{3})*$",
     r"^[0-9]{4}[-/.][0-9]{1,2}[-/.][0-9]{1,2}$",  # dates: 2023-01-05, 2023/1/5
     r"^[0-9]{1,2}[-/.][0-9]{1,2}[-/.][0-9]{2,4}$",  # 05-01-2023, 5.1.23
     r"^[0-9]+[.,][0-9]{1,2}$",  # an amount: 1234567.50

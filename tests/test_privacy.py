@@ -103,6 +103,15 @@ def _no_secret_in(text: str) -> None:
         "nom_famille",
         "Vorname",
         "Nachname",
+        "Kundenname",  # a name as one word (was an attribute, printed in profiles)
+        "Benutzername",
+        "Familienname",
+        "voornaam",
+        "klant_naam",
+        "nome_cliente",
+        "nome",
+        "NombreCompleto",
+        "fornavn",
         "prénom",
         "nom_client",
         "nombre",
@@ -184,6 +193,8 @@ def test_the_guard_knows_personal_data_by_its_name(column):
     [
         "age_band",
         "brand_name",  # a product's name, not a person's
+        "nome_prodotto",
+        "product_naam",
         "store_name",
         "region",
         "signup_date",
@@ -742,6 +753,7 @@ def test_columns_whose_values_are_personal_data_are_withheld_whatever_their_name
             "extra": [447700900001, 447700900002, 447700900003],
             "note": ["likes shoes", "call +44 7700 900123", "vip"],
             "income_band": ["100000-149999", "50000-74999", "100000-149999"],
+            "einkommen": ["25.000-50.000", "50.000 - 75.000", "100.000-150.000"],
             "since": ["2023-01-05", "2023-02-06", "2022-12-01"],
             "store": [1001, 1002, 1001],
         }
@@ -754,7 +766,7 @@ def test_columns_whose_values_are_personal_data_are_withheld_whatever_their_name
         columns = {row[0] for row in con.execute("DESCRIBE SELECT * FROM customers").fetchall()}
     finally:
         con.close()
-    assert columns == {"customer_id", "income_band", "since", "store"}
+    assert columns == {"customer_id", "income_band", "einkommen", "since", "store"}
     assert "customers.contact: values look like e-mail addresses" in caplog.text
     assert "customers.extra: values look like long distinct numbers" in caplog.text
     assert "customers.note: values look like phone numbers" in caplog.text
