@@ -673,7 +673,7 @@ NOT_PHONES = (
     r"^[0-9]+$",  # digits only: judged as numbers (below)
     # a range, an income band: 100000-149999, 25.000-50.000 (thousands grouped, as a German export
     # writes them: the band was withheld as phone numbers)
-    r"^[0-9]+([.,'][0-9]{3})* *- *[0-9]+([.,'][0-9]{3})*$",
+    r"^[0-9]+([.,][0-9]{3})* *- *[0-9]+([.,][0-9]{3})*$",
     r"^[0-9]{4}[-/.][0-9]{1,2}[-/.][0-9]{1,2}$",  # dates: 2023-01-05, 2023/1/5
     r"^[0-9]{1,2}[-/.][0-9]{1,2}[-/.][0-9]{2,4}$",  # 05-01-2023, 5.1.23
     r"^[0-9]+[.,][0-9]{1,2}$",  # an amount: 1234567.50
