@@ -281,6 +281,14 @@ def test_tune_trial_zero_is_the_experiments_own_parameters_and_completes(trackin
         "reg_alpha": 0.0,
     }
     assert summary.default_value == trial.value == summary.best_value
+    # what a trial's figure is, since it is not train's validation figure (a user compared the two)
+    assert summary.metric == metric
+    rows = re.fullmatch(
+        rf"one fit per trial, judged on the {config.validation.customers:.0%} of customers held out at the latest "
+        r"training cutoffs \(([0-9,]+) rows\)",
+        summary.scored_on,
+    )
+    assert rows and int(rows.group(1).replace(",", "")) > 0
 
 
 def _versions(trained, name: str, runs: list[tuple[dict, dict, dict]]) -> list[str]:

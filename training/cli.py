@@ -179,9 +179,11 @@ def register(app: typer.Typer, out, console) -> None:
 
             summary = tune_experiment(config, n, timeout or config.tuning.timeout_seconds, progress=on_trial)
         out.print(
-            f"{summary.trials} trials in the study; best validation value {summary.best_value:.4f}"
+            f"{summary.trials} trials in the study; best validation {summary.metric} {summary.best_value:.4f}"
             + (f" (default parameters: {summary.default_value:.4f})" if summary.default_value is not None else "")
         )
+        # a trial's figure is not the validation figure train prints (its candidates' customer folds)
+        out.print(f"trials compared by {summary.scored_on}; the retrained best below is judged as train judges it")
         out.print(f"best parameters: {summary.best_params}")
         _print_summary(out, summary.final)
 

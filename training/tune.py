@@ -145,6 +145,8 @@ class TuneSummary:
     default_value: float | None
     trials: int
     final: RunSummary
+    metric: str = ""  # what a trial is judged by (the tuning metric's name)
+    scored_on: str = ""  # which rows judge it (not those of train's candidate comparison)
 
 
 def study_name(config: ExperimentConfig, metric_name: str, data_fingerprint: str = "") -> str:
@@ -248,7 +250,20 @@ def tune_experiment(
         data=data,
         parent_tags={"tuned_from_run": parent.info.run_id, "tuning_trials": str(len(study.trials))},
     )
-    return TuneSummary(best.params, float(best.value), default, len(study.trials), final)
+    return TuneSummary(
+        best.params, float(best.value), default, len(study.trials), final, metric_name, _scored_on(config, len(y_valid))
+    )
+
+
+def _scored_on(config: ExperimentConfig, rows: int) -> str:
+    """The rows :func:`_validation_sets` holds out, in words: one fit per trial is judged there,
+    not on train's customer folds, so a trial's value is not the validation figure train prints."""
+    if config.validation.scheme == "time":
+        return (
+            f"one fit per trial, judged on the {config.validation.customers:.0%} of customers held out at the latest "
+            f"training cutoffs ({rows:,} rows)"
+        )
+    return f"one fit per trial, judged on a 25% split of the customers ({rows:,} rows)"
 
 
 __all__ = ["tune_experiment"]
