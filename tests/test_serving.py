@@ -241,6 +241,12 @@ def test_list_filters_ranks_and_reports_the_columns_used(scored):
             "minimum score (--min-score, min_score) must be a number, got nan",
         ),  # NaN passes any range check
         ({"min_percentile": float("nan")}, "(--min-percentile, min_percentile) must be from 0 to 100, got nan"),
+        # a probability model's threshold above 1 or below 0 wrote an empty (or a whole) list, exit 0
+        (
+            {"min_score": 2},
+            "(--min-score, min_score) 2 is outside 0 to 1: serve_repurchase_30d's scores are probabilities",
+        ),
+        ({"min_score": -0.5}, "min_score) -0.5 is outside 0 to 1"),
         (
             {"exclude_bought_within": 0},
             "(exclude_bought_within) must be a whole number of days from 1 to 36,600, got 0",
