@@ -320,6 +320,10 @@ def test_api_serves_profiles_scores_lists_and_models(scored):
     assert client.get(f"/customers/{customer}/").json()["customer_id"] == customer  # the URL's slash
     assert "'nobody/'" in client.get("/customers/nobody%2F").json()["detail"]  # %2F is the id's
     assert client.get("/customers/").status_code == 422
+    # NaN was "should be less than or equal to 100"
+    for option in ("min_percentile", "min_score"):
+        refused = client.get(f"/lists/{MODEL}", params={option: "nan"})
+        assert refused.status_code == 422 and refused.json()["detail"][0]["msg"] == "Input should be a finite number"
     listed = client.get(f"/lists/{MODEL}", params={"top": 5, "where": "orders_365d >= 1"}).json()
     assert listed["count"] == 5 and listed["customers"][0]["score"] >= listed["customers"][-1]["score"]
     assert client.get(f"/lists/{MODEL}", params={"where": "1=1; drop"}).status_code == 422
@@ -957,7 +961,7 @@ def test_an_empty_list_has_the_columns_of_a_list_with_rows(scored):
     scores, features = latest_scores(out)
     model = load_model(MODEL)
     full = build_list(scores, features, MODEL, top=3, reasons_model=model)
-    empty = build_list(scores, features, MODEL, min_score=2.0, reasons_model=model)
+    empty = build_list(scores, features, MODEL, customers={"nobody scored"}, reasons_model=model)
     assert empty.empty and list(empty.columns) == list(full.columns)
     assert full["reason_1"].notna().all() and "note" not in full.attrs
     # too many rows for reasons, or scores of another version than the model loaded: no reasons

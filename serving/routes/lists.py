@@ -65,8 +65,9 @@ def build_lists_router(state: ServeState, access: Access) -> APIRouter:
         model_name: Annotated[str, Path(max_length=MODEL_NAME_LENGTH, description="A registered model's name")],
         caller: Annotated[Caller, Depends(access.caller)],
         top: int | None = Query(None, ge=1, le=1_000_000, description="At most this many, best first"),
-        min_percentile: float | None = Query(None, ge=0, le=100),
-        min_score: float | None = None,
+        # NaN was "should be less than or equal to 100": said as not a finite number instead
+        min_percentile: float | None = Query(None, ge=0, le=100, allow_inf_nan=False),
+        min_score: float | None = Query(None, allow_inf_nan=False),
         persona: str | None = Query(None, max_length=200, description="Persona name or id"),
         where: str | None = Query(None, max_length=2000, description="A condition over features and scores"),
         exclude_bought_within: int | None = Query(None, ge=1, description="Leave out who bought in the last DAYS"),
