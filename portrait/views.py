@@ -258,6 +258,9 @@ def select_columns(
                     if others and not renamed
                     else ""
                 )
+                if renamed:  # a typo in the mapping: the header's name closest to it (as for an optional column)
+                    close = difflib.get_close_matches(wanted, list(available), n=1, cutoff=0.6)
+                    hint = f"; did you mean {close[0]!r}? (the mapping in portrait.toml)" if close else ""
                 one = next(iter(available)) if len(available) == 1 else ""
                 seen = [d for d in ",;\t|" if d in one]
                 if seen:  # the whole header read as one name: the file is split by another character

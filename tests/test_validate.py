@@ -310,6 +310,20 @@ def test_an_optional_column_mapped_to_a_name_the_file_lacks_is_refused_not_read_
     assert validate(open_dataset(folder)).tables[0].quarantined == {"negative_quantity_positive_amount": 1}
 
 
+def test_a_required_column_mapped_to_a_name_the_file_lacks_names_the_closest_column(tmp_path):
+    """``amount = "Betrg"`` for a header saying ``Betrag``: the message listed every column but did
+    not name the likely one, as it does for an optional column."""
+    frame = purchases({}).rename(columns={"amount": "Betrag"})
+    folder = write_tables(tmp_path / "data", purchases=frame)
+    (folder / "portrait.toml").write_text('[tables.purchases.columns]\namount = "Betrg"\n')
+    with pytest.raises(
+        ContractError,
+        match=r"required column 'amount' \(renamed from 'Betrg' in the config\) is missing from .*; its columns are "
+        r"\[.*\]; did you mean 'Betrag'\? \(the mapping in portrait.toml\)$",
+    ):
+        validate(open_dataset(folder))
+
+
 def test_a_table_split_into_part_files_reads_as_one(tmp_path):
     frame = purchases({"order_id": "o1"}, {"order_id": "o2"}, {"order_id": "o3"})
     parts = tmp_path / "data" / "purchases"
