@@ -203,11 +203,11 @@ def test_persona_config_rejects_unknown_keys(tmp_path):
     [
         ('data = "../data"\n', r"\[data\] must be a table"),  # a traceback (AttributeError) before
         ("clustering = 5\n", r"\[clustering\] must be a table"),
-        ('[clustering]\nk_min = "four"\n', r"k_min must be a whole number, got 'four'"),
+        ('[clustering]\nk_min = "four"\n', r'k_min must be a whole number, got "four"'),
         ("[clustering]\nk = 1\n", "k must be at least 2, got 1"),
         ("[clustering]\nk = 5.5\n", "k must be a whole number, got 5.5"),
-        ('[clustering]\nbalance = "x"\n', "balance must be a number, got 'x'"),
-        ("[clustering]\nrandom_state = true\n", "random_state must be a whole number, got True"),
+        ('[clustering]\nbalance = "x"\n', 'balance must be a number, got "x"'),
+        ("[clustering]\nrandom_state = true\n", "random_state must be a whole number, got true"),
         ("[clustering]\npca_components = 0\n", "pca_components must be a positive integer"),
         ('families = "value"\n', "families must be a list of family names"),
         ('name = "my personas"\n', "name must be letters, digits"),

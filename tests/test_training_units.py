@@ -95,7 +95,7 @@ def test_the_holdout_cutoff_falls_on_a_month_start_a_monday_or_any_day():
     with pytest.raises(PortraitError, match="must be 'month', 'week' or 'day', got 'year'"):
         holdout_cutoff(last, 7, "year")
     with pytest.raises(
-        ConfigError, match=r"\[cutoffs\]: align must be one of \['month', 'week', 'day'\], got 'fortnight'"
+        ConfigError, match=r'\[cutoffs\]: align must be one of \["month", "week", "day"\], got "fortnight"'
     ):
         parse_experiment({**BASE, "cutoffs": {"rule": "spaced", "align": "fortnight"}})
     with pytest.raises(ConfigError, match="align goes with rule"):
@@ -134,7 +134,7 @@ def test_config_rejects_unknown_keys_and_bad_values():
         parse_experiment({**BASE, "lable": {}})
     with pytest.raises(ConfigError, match="kind must be one of"):
         parse_experiment({**BASE, "label": {"kind": "churn", "horizon_days": 90}})
-    with pytest.raises(ConfigError, match="horizon_days must be a whole number from 1 to 3,660, got '90'"):
+    with pytest.raises(ConfigError, match='horizon_days must be a whole number from 1 to 3,660, got "90"'):
         parse_experiment({**BASE, "label": {"kind": "repurchase", "horizon_days": "90"}})
     with pytest.raises(ConfigError, match=r"unknown families \['mood'\]"):
         parse_experiment({**BASE, "features": {"exclude_families": ["mood"]}})
@@ -143,13 +143,13 @@ def test_config_rejects_unknown_keys_and_bad_values():
         parse_experiment({**BASE, "features": {"families": ["value"]}})
     with pytest.raises(ConfigError, match="either rule"):
         parse_experiment({**BASE, "cutoffs": {"rule": "monthly", "dates": ["2017-01-01"]}})
-    with pytest.raises(ConfigError, match=r"rule must be one of \['spaced', 'monthly'\], got 'weekly'"):
+    with pytest.raises(ConfigError, match=r'rule must be one of \["spaced", "monthly"\], got "weekly"'):
         parse_experiment({**BASE, "cutoffs": {"rule": "weekly"}})
     with pytest.raises(ConfigError, match='spacing_days goes with rule = "spaced"'):
         parse_experiment({**BASE, "cutoffs": {"rule": "monthly", "spacing_days": 7}})
     with pytest.raises(ConfigError, match="spacing_days must be a positive integer, got 0"):
         parse_experiment({**BASE, "cutoffs": {"rule": "spaced", "spacing_days": 0}})
-    with pytest.raises(ConfigError, match=r"\[model\]: type must be one of \['select', 'lightgbm'"):
+    with pytest.raises(ConfigError, match=r'\[model\]: type must be one of \["select", "lightgbm"'):
         parse_experiment({**BASE, "model": {"type": "xgboost"}})
     with pytest.raises(ConfigError, match="a future_spend model is a LightGBM regressor; type 'logistic'"):
         parse_experiment({**BASE, "label": {"kind": "future_spend", "horizon_days": 90}, "model": {"type": "logistic"}})
@@ -165,13 +165,13 @@ def test_config_rejects_unknown_keys_and_bad_values():
     ("section", "values", "message"),
     [
         # each was a traceback, or silently changed what ran
-        ("validation", {"folds": "5"}, r"\[validation\]: folds must be a whole number from 2 to 100, got '5'"),
+        ("validation", {"folds": "5"}, r'\[validation\]: folds must be a whole number from 2 to 100, got "5"'),
         ("validation", {"folds": 2.5}, "folds must be a whole number from 2 to 100, got 2.5"),
-        ("validation", {"min_positives": "x"}, "min_positives must be a whole number at least 1, got 'x'"),
+        ("validation", {"min_positives": "x"}, 'min_positives must be a whole number at least 1, got "x"'),
         ("cutoffs", {"rule": None, "dates": 5}, "dates must be a list of dates"),
         ("cutoffs", {"rule": None, "dates": []}, "dates must be a list of dates"),  # was 12 spaced cutoffs
-        ("cutoffs", {"count": True}, "count must be a whole number at least 1, got True"),  # was 1
-        ("label", {"horizon_days": True}, "horizon_days must be a whole number from 1 to 3,660, got True"),
+        ("cutoffs", {"count": True}, "count must be a whole number at least 1, got true"),  # was 1
+        ("label", {"horizon_days": True}, "horizon_days must be a whole number from 1 to 3,660, got true"),
         ("label", {"horizon_days": 99_999_999_999}, "from 1 to 3,660, got 99999999999"),
         ("features", {"include_families": "value"}, "include_families must be a list of names"),
         ("model", {"n_estimators": "many"}, r"\[model\]: n_estimators must be a whole number at least 1"),
@@ -179,7 +179,7 @@ def test_config_rejects_unknown_keys_and_bad_values():
         # each was a LightGBMError traceback once the features were built
         ("model", {"learning_rate": -1.0}, "learning_rate must be a number more than 0, got -1.0"),
         ("model", {"subsample": 5.0}, "subsample must be a number more than 0 and at most 1, got 5.0"),
-        ("model", {"max_depth": "deep"}, "max_depth must be a whole number at least -1, got 'deep'"),
+        ("model", {"max_depth": "deep"}, 'max_depth must be a whole number at least -1, got "deep"'),
         ("model", {"num_leaves": 1}, "num_leaves must be a whole number at least 2, got 1"),
         (
             "model",
@@ -188,20 +188,20 @@ def test_config_rejects_unknown_keys_and_bad_values():
         ),
         ("model", {"reg_alpha": -0.1}, "reg_alpha must be a number of at least 0, got -0.1"),
         ("features", {"windows": 5}, r"windows must be a list of whole day counts, e.g. \[7, 30, 90\], got 5"),
-        ("features", {"top_categories": "x"}, "top_categories must be a whole number, got 'x'"),
+        ("features", {"top_categories": "x"}, "top_categories must be a whole number, got 'x'"),  # features/config.py
         (
             "cutoffs",
             {"rule": None, "dates": [dt.datetime(2017, 6, 1, 10)]},
             "dates are days, YYYY-MM-DD, not date-times",
         ),
-        ("cutoffs", {"spacing_days": True, "rule": "spaced"}, "spacing_days must be a positive integer, got True"),
+        ("cutoffs", {"spacing_days": True, "rule": "spaced"}, "spacing_days must be a positive integer, got true"),
         ("cutoffs", {"rule": None, "dates": [19971001]}, r"dates must be YYYY-MM-DD: 19971001 is not a date"),
         (
             "cutoffs",
             {"rule": None, "dates": ["19971001"]},
             r"dates must be YYYY-MM-DD: cutoff '19971001' is not a date",
         ),
-        ("validation", {"cutoffs": True}, "cutoffs must be a whole number at least 1, got True"),  # was 1
+        ("validation", {"cutoffs": True}, "cutoffs must be a whole number at least 1, got true"),  # was 1
         ("data", {"path": 5}, r"\[data\]: path must be text \('demo' or a data set folder\), got 5"),
         ("model", {"n_estimatorz": 5}, "unknown key 'n_estimatorz'; did you mean 'n_estimators'"),  # was ignored
         ("model", {"leaves": 7}, "unknown key 'leaves': neither the product's .* nor a LightGBM parameter"),  # was too
@@ -212,7 +212,7 @@ def test_config_rejects_unknown_keys_and_bad_values():
         ("model", {"lambda_l2": -5.0}, "lambda_l2 is LightGBM's other name for reg_lambda"),  # its range unchecked
         ("tuning", {"trials": "many"}, "trials must be a whole number from 1 to 100,000"),
         ("tuning", {"timeout_seconds": -5}, "timeout_seconds must be a whole number at least 1, got -5"),
-        ("tuning", {"metric": "gini"}, r"metric must be one of \['roc_auc', 'pr_auc'\], got 'gini'"),
+        ("tuning", {"metric": "gini"}, r'metric must be one of \["roc_auc", "pr_auc"\], got "gini"'),
     ],
 )
 def test_config_values_of_the_wrong_type_are_errors_naming_the_setting(section, values, message):

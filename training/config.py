@@ -43,6 +43,7 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import functools
+import json
 import math
 import os
 import tomllib
@@ -198,7 +199,7 @@ def check_name(where: str, name: object) -> None:
     """An experiment's name (a registered model's name): letters, digits, '_' or '-'."""
     if not is_model_name(name):
         raise ConfigError(
-            f"{where}: name must be letters, digits, '_' or '-' (at most {MODEL_NAME_LENGTH}), got {name!r}"
+            f"{where}: name must be letters, digits, '_' or '-' (at most {MODEL_NAME_LENGTH}), got {as_toml(name)}"
         )
 
 
@@ -220,13 +221,13 @@ def whole_number(where: str, key: str, value: object, low: int = 1, high: int | 
     (true and false are not numbers here, though Python counts them as 1 and 0)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
         bounds = f"from {low:,} to {high:,}" if high is not None else f"at least {low:,}"
-        raise ConfigError(f"{where}: {key} must be a whole number {bounds}, got {value!r}")
+        raise ConfigError(f"{where}: {key} must be a whole number {bounds}, got {as_toml(value)}")
     return value
 
 
 def text_list(where: str, key: str, value: object) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f'{where}: {key} must be a list of names, e.g. {key} = ["value"], got {value!r}')
+        raise ConfigError(f'{where}: {key} must be a list of names, e.g. {key} = ["value"], got {as_toml(value)}')
     return value
 
 
@@ -274,6 +275,18 @@ def _in_range(value: object, low: float, high: float, low_in: bool, high_in: boo
     return (low <= value if low_in else low < value) and (value <= high if high_in else value < high)
 
 
+def as_toml(value) -> str:
+    """A value as the experiment file writes it, for a message: ``true``, ``"text"``, not Python's
+    ``True`` and ``'text'``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(as_toml(v) for v in value) + "]"
+    return repr(value)
+
+
 def _range_words(low: float, high: float, low_in: bool, high_in: bool) -> str:
     """ "more than 0 and at most 1", "from 1 to below 2", "of at least 0"..."""
     if not math.isfinite(high):
@@ -292,7 +305,7 @@ def _check_model_params(where: str, params: dict) -> None:
         elif key in _NUMBER_RANGES:
             if not _in_range(value, *_NUMBER_RANGES[key]):
                 raise ConfigError(
-                    f"{where} [model]: {key} must be a number {_range_words(*_NUMBER_RANGES[key])}, got {value!r}"
+                    f"{where} [model]: {key} must be a number {_range_words(*_NUMBER_RANGES[key])}, got {as_toml(value)}"
                 )
         else:
             own_name = _product_name_of(key)
@@ -372,14 +385,18 @@ def parse_experiment(raw: dict, where: str = "experiment") -> ExperimentConfig:
     if "path" not in data:
         raise ConfigError(f"{where} [data]: path is required ('demo' or a data set folder)")
     if not isinstance(data["path"], str) or not data["path"].strip():
-        raise ConfigError(f"{where} [data]: path must be text ('demo' or a data set folder), got {data['path']!r}")
+        raise ConfigError(
+            f"{where} [data]: path must be text ('demo' or a data set folder), got {as_toml(data['path'])}"
+        )
 
     cutoffs_raw = table_of(where, raw, "cutoffs")
     check_keys(f"{where} [cutoffs]", cutoffs_raw, {"rule", "count", "dates", "spacing_days", "align"})
     if ("dates" in cutoffs_raw) == ("rule" in cutoffs_raw):
         raise ConfigError(f'{where} [cutoffs]: give either rule = "spaced" (or "monthly") or dates = [...]')
     if "rule" in cutoffs_raw and cutoffs_raw["rule"] not in CUTOFF_RULES:
-        raise ConfigError(f"{where} [cutoffs]: rule must be one of {list(CUTOFF_RULES)}, got {cutoffs_raw['rule']!r}")
+        raise ConfigError(
+            f"{where} [cutoffs]: rule must be one of {as_toml(list(CUTOFF_RULES))}, got {as_toml(cutoffs_raw['rule'])}"
+        )
     given_dates = cutoffs_raw.get("dates", [])
     if "dates" in cutoffs_raw and (not isinstance(given_dates, list) or not given_dates):
         raise ConfigError(f'{where} [cutoffs]: dates must be a list of dates, dates = ["2017-06-01", ...]')
@@ -395,12 +412,14 @@ def parse_experiment(raw: dict, where: str = "experiment") -> ExperimentConfig:
         whole_number(f"{where} [cutoffs]", "count", count)
     spacing = cutoffs_raw.get("spacing_days", 14)
     if not isinstance(spacing, int) or isinstance(spacing, bool) or spacing < 1:
-        raise ConfigError(f"{where} [cutoffs]: spacing_days must be a positive integer, got {spacing!r}")
+        raise ConfigError(f"{where} [cutoffs]: spacing_days must be a positive integer, got {as_toml(spacing)}")
     if "spacing_days" in cutoffs_raw and cutoffs_raw.get("rule") != "spaced":
         raise ConfigError(f'{where} [cutoffs]: spacing_days goes with rule = "spaced"')
     align = cutoffs_raw.get("align", "month")
     if align not in HOLDOUT_ALIGNS:
-        raise ConfigError(f"{where} [cutoffs]: align must be one of {list(HOLDOUT_ALIGNS)}, got {align!r}")
+        raise ConfigError(
+            f"{where} [cutoffs]: align must be one of {as_toml(list(HOLDOUT_ALIGNS))}, got {as_toml(align)}"
+        )
     if "align" in cutoffs_raw and "dates" in cutoffs_raw:
         raise ConfigError(f"{where} [cutoffs]: align goes with rule (with dates the last date is the holdout cutoff)")
     cutoffs = CutoffRule(rule=cutoffs_raw.get("rule"), count=count, dates=dates, spacing_days=spacing, align=align)
@@ -409,11 +428,11 @@ def parse_experiment(raw: dict, where: str = "experiment") -> ExperimentConfig:
     check_keys(f"{where} [label]", label_raw, {"kind", "horizon_days", "high_value_quantile"})
     kind = label_raw.get("kind")
     if kind not in LABEL_KINDS:
-        raise ConfigError(f"{where} [label]: kind must be one of {list(LABEL_KINDS)}, got {kind!r}")
+        raise ConfigError(f"{where} [label]: kind must be one of {as_toml(list(LABEL_KINDS))}, got {as_toml(kind)}")
     horizon = whole_number(f"{where} [label]", "horizon_days", label_raw.get("horizon_days"), high=MAX_DAYS)
     quantile = label_raw.get("high_value_quantile", 0.8)
     if not isinstance(quantile, float | int) or not 0 < quantile < 1:
-        raise ConfigError(f"{where} [label]: high_value_quantile must be between 0 and 1, got {quantile!r}")
+        raise ConfigError(f"{where} [label]: high_value_quantile must be between 0 and 1, got {as_toml(quantile)}")
     label = LabelSpec(kind=kind, horizon_days=horizon, high_value_quantile=float(quantile))
 
     features_raw = dict(table_of(where, raw, "features"))
@@ -440,7 +459,9 @@ def parse_experiment(raw: dict, where: str = "experiment") -> ExperimentConfig:
     model_raw = dict(table_of(where, raw, "model"))
     model_type = model_raw.pop("type", "select")
     if model_type not in MODEL_TYPES:
-        raise ConfigError(f"{where} [model]: type must be one of {list(MODEL_TYPES)}, got {model_type!r}")
+        raise ConfigError(
+            f"{where} [model]: type must be one of {as_toml(list(MODEL_TYPES))}, got {as_toml(model_type)}"
+        )
     if kind == "future_spend" and model_type not in ("select", "lightgbm"):
         raise ConfigError(f"{where} [model]: a future_spend model is a LightGBM regressor; type {model_type!r} is not")
     if model_type not in ("select", "lightgbm") and "value" not in families:
@@ -450,7 +471,7 @@ def parse_experiment(raw: dict, where: str = "experiment") -> ExperimentConfig:
         )
     monotone = model_raw.pop("monotone", True)
     if not isinstance(monotone, bool):
-        raise ConfigError(f"{where} [model]: monotone must be true or false, got {monotone!r}")
+        raise ConfigError(f"{where} [model]: monotone must be true or false, got {as_toml(monotone)}")
     _check_model_params(where, model_raw)
     model_params = {**DEFAULT_MODEL_PARAMS, **model_raw}
 
@@ -481,21 +502,25 @@ def parse_experiment(raw: dict, where: str = "experiment") -> ExperimentConfig:
     ):
         raise ConfigError(
             f"{where} [validation]: customers (the share held out for validation) must be between 0 and 1, "
-            f"got {validation.customers!r}"
+            f"got {as_toml(validation.customers)}"
         )
     if not isinstance(validation.cutoffs, int) or validation.cutoffs < 1:
-        raise ConfigError(f"{where} [validation]: cutoffs must be a positive integer, got {validation.cutoffs!r}")
+        raise ConfigError(
+            f"{where} [validation]: cutoffs must be a positive integer, got {as_toml(validation.cutoffs)}"
+        )
     if isinstance(validation.base_rate_margin, bool) or not (
         isinstance(validation.base_rate_margin, float | int) and validation.base_rate_margin >= 0
     ):
         raise ConfigError(
-            f"{where} [validation]: base_rate_margin must be a number >= 0, got {validation.base_rate_margin!r}"
+            f"{where} [validation]: base_rate_margin must be a number >= 0, got {as_toml(validation.base_rate_margin)}"
         )
     if validation.scheme not in ("time", "customer_kfold"):
-        raise ConfigError(f"{where} [validation]: scheme must be 'time' or 'customer_kfold', got {validation.scheme!r}")
+        raise ConfigError(
+            f"{where} [validation]: scheme must be 'time' or 'customer_kfold', got {as_toml(validation.scheme)}"
+        )
     if validation.calibration not in ("isotonic", "sigmoid"):
         raise ConfigError(
-            f"{where} [validation]: calibration must be 'isotonic' or 'sigmoid', got {validation.calibration!r}"
+            f"{where} [validation]: calibration must be 'isotonic' or 'sigmoid', got {as_toml(validation.calibration)}"
         )
     if validation.folds < 2:
         raise ConfigError(f"{where} [validation]: folds must be at least 2")
@@ -508,7 +533,9 @@ def parse_experiment(raw: dict, where: str = "experiment") -> ExperimentConfig:
         whole_number(f"{where} [tuning]", "timeout_seconds", tuning_raw["timeout_seconds"])
     metrics = TUNING_METRICS["future_spend" if kind == "future_spend" else "classification"]
     if tuning_raw.get("metric") is not None and tuning_raw["metric"] not in metrics:
-        raise ConfigError(f"{where} [tuning]: metric must be one of {list(metrics)}, got {tuning_raw['metric']!r}")
+        raise ConfigError(
+            f"{where} [tuning]: metric must be one of {as_toml(list(metrics))}, got {as_toml(tuning_raw['metric'])}"
+        )
     tuning = TuningSpec(**tuning_raw)
 
     return ExperimentConfig(

@@ -687,7 +687,8 @@ def fit_time_split(config: ExperimentConfig, data: TrainingData, params: dict | 
             f"from {len(rows):,} training rows (too few, or no feature tells the classes apart)"
         )
     scheme = (
-        f"time: {len(data.split.train)} training cutoffs, {k} folds of customers, out-of-fold validation at the "
+        f"time: {len(data.split.train)} training cutoff{'s' if len(data.split.train) != 1 else ''}, {k} folds of "
+        "customers, out-of-fold validation at the "
         f"latest {len(data.split.validation_cutoffs)}"
     )
     return FitResult(

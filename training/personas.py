@@ -35,7 +35,7 @@ from models.task import PERSONAS, PersonaCard
 from portrait.errors import ConfigError, PortraitError
 from portrait.files import atomic_write, exclusive_lock
 from training.champion import CHAMPION
-from training.config import DEMO, check_keys, check_name, data_path_of, demo_path_of, table_of
+from training.config import DEMO, as_toml, check_keys, check_name, data_path_of, demo_path_of, table_of
 from training.data import resolve_dataset
 from training.persona_report import read_portrait_table, write_k_plot, write_portrait
 from training.tracking import ensure_experiment, register_pyfunc
@@ -85,7 +85,7 @@ def load_persona_config(path: Path) -> PersonaConfig:
     check_keys(f"{path} [data]", data, {"path"})
     data_path = data.get("path", DEMO)
     if not isinstance(data_path, str) or not data_path:
-        raise ConfigError(f"{path} [data]: path must be 'demo' or a data set folder, got {data_path!r}")
+        raise ConfigError(f"{path} [data]: path must be 'demo' or a data set folder, got {as_toml(data_path)}")
     clustering = table_of(str(path), raw, "clustering")
     check_keys(f"{path} [clustering]", clustering, {
         "k", "k_min", "k_max", "algorithm", "pca_components", "random_state", "shrinkage", "aspects", "clip", "balance",
@@ -93,28 +93,28 @@ def load_persona_config(path: Path) -> PersonaConfig:
     where = f"{path} [clustering]"
     families = raw.get("families", list(DEFAULT_FAMILIES))
     if not isinstance(families, list) or not all(isinstance(f, str) for f in families):
-        raise ConfigError(f"{path}: families must be a list of family names, got {families!r}")
+        raise ConfigError(f"{path}: families must be a list of family names, got {as_toml(families)}")
     features = raw.get("features")
     if features is not None and (
         not isinstance(features, list) or not features or not all(isinstance(f, str) for f in features)
     ):
-        raise ConfigError(f"{path}: features must be a non-empty list of feature names, got {features!r}")
+        raise ConfigError(f"{path}: features must be a non-empty list of feature names, got {as_toml(features)}")
     if unknown := set(families) - set(FAMILIES):
         raise ConfigError(f"{path}: unknown families {sorted(unknown)}; known: {list(FAMILIES)}")
     algorithm = clustering.get("algorithm", "kmeans")
     if algorithm not in ALGORITHMS:
-        raise ConfigError(f"{where}: algorithm must be one of {list(ALGORITHMS)}, got {algorithm!r}")
+        raise ConfigError(f"{where}: algorithm must be one of {as_toml(list(ALGORITHMS))}, got {as_toml(algorithm)}")
     shrinkage = _number(where, clustering, "shrinkage", 1.0)
     if shrinkage < 0:
         raise ConfigError(f"{where}: shrinkage must be >= 0, got {shrinkage}")
     aspects = clustering.get("aspects", ["shape"])
     if not isinstance(aspects, list) or not aspects or set(aspects) - set(ASPECTS):
-        raise ConfigError(f"{where}: aspects must be a non-empty list of {list(ASPECTS)}, got {aspects!r}")
+        raise ConfigError(f"{where}: aspects must be a non-empty list of {list(ASPECTS)}, got {as_toml(aspects)}")
     clip = clustering.get("clip", 3.0)
     if clip is not None and (
         isinstance(clip, bool) or not isinstance(clip, int | float) or not math.isfinite(clip) or clip <= 0
     ):
-        raise ConfigError(f"{where}: clip must be a positive number of standard deviations, got {clip!r}")
+        raise ConfigError(f"{where}: clip must be a positive number of standard deviations, got {as_toml(clip)}")
     k_min, k_max = _integer(where, clustering, "k_min", 4), _integer(where, clustering, "k_max", 9)
     if not 2 <= k_min <= k_max:
         raise ConfigError(f"{where}: need 2 <= k_min <= k_max, got {k_min}, {k_max}")
@@ -154,14 +154,14 @@ def load_persona_config(path: Path) -> PersonaConfig:
 def _integer(where: str, table: dict, key: str, default: int | None) -> int | None:
     value = table.get(key, default)
     if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-        raise ConfigError(f"{where}: {key} must be a whole number, got {value!r}")
+        raise ConfigError(f"{where}: {key} must be a whole number, got {as_toml(value)}")
     return value
 
 
 def _number(where: str, table: dict, key: str, default: float) -> float:
     value = table.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ConfigError(f"{where}: {key} must be a number, got {value!r}")
+        raise ConfigError(f"{where}: {key} must be a number, got {as_toml(value)}")
     return float(value)
 
 
