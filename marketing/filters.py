@@ -40,6 +40,7 @@ from sqlglot.tokens import Tokenizer, TokenType
 
 from features.catalogue import RENAMED_ON
 from portrait.errors import PortraitError
+from portrait.privacy import is_pii_name
 
 MAX_LENGTH = 20_000
 MAX_TOKENS = 4_000
@@ -412,7 +413,8 @@ class _Checker:
                     "a tag: the tag library's file)"
                 )
             if kind is None and node.name not in self.schema.kinds:
-                close = self.schema.closest(node.name)
+                personal = withheld_as_personal(node.name)
+                close = [] if personal else self.schema.closest(node.name)
                 scored = re.search(r"_(score|percentile|decile)$|^persona_(name|id)$", node.name)
                 quoted = node.this.quoted  # "BEEF": double quotes name a column, as in SQL
                 raise FilterError(
@@ -428,9 +430,10 @@ class _Checker:
                         "; a customers attribute is a column where the customers table has it (in a list: where "
                         "the scoring model read the attributes family; a segment reads the data set itself: "
                         "segment create NAME --where ..., then list --segment NAME)"
-                        if node.name.startswith("attr_") and not close
+                        if node.name.startswith("attr_") and not close and not personal
                         else ""
                     )
+                    + personal
                 )
             self.columns.append(node.name)
             return exp.column(node.name), kind or ANY
@@ -529,6 +532,18 @@ class _Checker:
             )
             named = terms.get(column, column)
             raise FilterError(f"{node.sql()!r} compares text with a number: {named} is {column_kind}{hint}")
+
+
+def withheld_as_personal(name: str) -> str:
+    """For an unknown column: why an attribute named as personal data is none (``attr_email``,
+    ``attr_full_name``): its customers column is withheld by its name, never read. Empty for
+    any other name."""
+    if not name.startswith("attr_") or not is_pii_name(name[len("attr_") :]):
+        return ""
+    return (
+        f"; {name[len('attr_') :]} is personal data by its name: such a customers column is withheld, never "
+        "read, and no condition, export or report can name it"
+    )
 
 
 def _whole_as_written(text: str) -> bool:

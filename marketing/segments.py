@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from marketing.filters import Condition, FilterError, Schema, evaluate, parse_condition
+from marketing.filters import Condition, FilterError, Schema, evaluate, parse_condition, withheld_as_personal
 from marketing.population import Population, persona_named
 from marketing.tags import Applied, Library, apply_tags, check_conditions, tag_columns
 from portrait.errors import ConfigError, PortraitError, Unavailable
@@ -451,8 +451,10 @@ class SegmentEvaluator:
         schema = self.schema()
         unknown = [c for c in columns if schema.kind(c) is None]
         if unknown:
+            personal = withheld_as_personal(unknown[0])
             raise FilterError(
-                f"unknown column(s) {unknown}; e.g. {schema.closest(unknown[0]) or sorted(schema.kinds)[:8]}"
+                f"unknown column(s) {unknown}"
+                + (personal or f"; e.g. {schema.closest(unknown[0]) or sorted(schema.kinds)[:8]}")
             )
         frame = self.population.frame(columns=columns)
         chosen = frame[frame["customer_id"].astype("str").isin(set(members))]

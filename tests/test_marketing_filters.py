@@ -56,6 +56,11 @@ def test_is_null_and_is_not_null_by_hand():
             r"^an escape or byte string \(e'\.\.\.', b'\.\.\.'\) is not a value; write text as 'text'$",
         ),
         ("spend_365d > 1; drop table x", "';' is not allowed"),
+        # an attribute named as personal data: withheld, not "unknown" with other attributes suggested
+        (
+            "attr_email = 'x'",
+            r"^unknown column 'attr_email'; email is personal data by its name: such a customers column is withheld",
+        ),
         # true and false were read as 1 and 0 ("spend_365d > true" counted spend above 1)
         ("spend_365d > true", r"^true is not a value in a condition: a yes/no attribute is text, written 'true'"),
         ("favourite_category = false", r"^false is not a value in a condition: .* written 'false' \(quoted\)"),
