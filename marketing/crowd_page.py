@@ -18,6 +18,7 @@ from marketing.crowd_report import (
     suppressed_activity,
     suppressed_dimensions,
     suppressed_lines,
+    unknown_everywhere,
 )
 from portrait import pages
 from portrait.files import atomic_write, atomic_write_text, check_targets
@@ -162,11 +163,7 @@ def _percentages(shown: pd.Series, exact: pd.Series) -> pd.Series:
 
 
 def _unknown_everywhere(report: CrowdReport) -> list[str]:
-    table = report.dimensions
-    if table.empty:
-        return []
-    only_unknown = table.groupby("dimension", sort=False)["value"].agg(lambda v: set(v) == {"unknown"})
-    return [report.labels.get(n, n) for n in only_unknown[only_unknown].index]
+    return [report.labels.get(n, n) for n in unknown_everywhere(report)]
 
 
 def _header(report: CrowdReport) -> str:

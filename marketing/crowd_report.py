@@ -375,6 +375,15 @@ def figures_shown(report: CrowdReport) -> pd.DataFrame:
     return shown
 
 
+def unknown_everywhere(report: CrowdReport) -> list[str]:
+    """The dimensions whose every value is unknown (their names, in the report's order)."""
+    table = report.dimensions
+    if table.empty:
+        return []
+    only_unknown = table.groupby("dimension", sort=False)["value"].agg(lambda v: set(v) == {"unknown"})
+    return list(only_unknown[only_unknown].index)
+
+
 def report_json(report: CrowdReport) -> dict:
     """The whole portrait, suppressed, as plain JSON types (the API's answer)."""
 
@@ -383,6 +392,11 @@ def report_json(report: CrowdReport) -> dict:
             return []
         return [{k: _plain(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
 
+    # a dimension nobody has a value of (personas where none were scored) is said once, as the
+    # page says it, not listed as every customer "unknown"
+    unknown = unknown_everywhere(report)
+    unknown_labels = [report.labels.get(n, n) for n in unknown]
+    dimensions = suppressed_dimensions(report)
     cross = dict(report.cross_sell)
     if report.size < report.min_cell or cross.get("orders", 0) < report.min_cell:
         cross = {k: None for k in cross}
@@ -393,12 +407,13 @@ def report_json(report: CrowdReport) -> dict:
         "min_cell": report.min_cell,
         "customers": crowd_size_shown(report.size, report.min_cell),  # as the figures say it
         "figures": records(figures_shown(report)),
-        "dimensions": records(suppressed_dimensions(report)),
+        "dimensions": records(dimensions[~dimensions["dimension"].isin(unknown)]),
         "top_categories": records(suppressed_lines(report.categories, report.min_cell)),
         "top_brands": records(suppressed_lines(report.brands, report.min_cell)),
         "cross_sell": {k: _plain(v) for k, v in cross.items()},
         "activity": records(suppressed_activity(report.activity, report.size, report.min_cell)),
-        "notes": list(report.notes),
+        "notes": list(report.notes)
+        + ([f"Not known for anyone in this data set: {', '.join(unknown_labels)}."] if unknown else []),
     }
 
 

@@ -261,6 +261,10 @@ def test_small_counts_are_suppressed_with_a_second_cell_where_one_would_be_recov
     assert shown.loc[("promotion_sensitivity", "high (half of orders or more)"), "count"] == "2"
     answer = report_json(report)
     assert answer["customers"] == 3
+    # persona, known for nobody without scores, is one note as on the page, not "unknown" rows
+    assert "persona" not in {row["dimension"] for row in answer["dimensions"]}
+    assert "persona" in set(report.dimensions["dimension"])
+    assert answer["notes"][-1].startswith(f"Not known for anyone in this data set: {report.labels['persona']}, ")
     assert all(row["count"] in ("<2", "hidden") or int(row["count"]) >= 2 for row in answer["dimensions"])
     # Bakery (1 buyer) is left out of the top categories: its place in the order by spend would
     # tell what that one customer spent
