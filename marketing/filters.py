@@ -224,8 +224,9 @@ def _bound(text: str) -> None:
         # sqlglot says "Error tokenizing '<the text, cut>'"; its cause says what: a quote not
         # closed (line:column, the column counted from 0 and from the text's start, not the line's)
         unclosed = re.match(r"Missing (\S+) from (\d+):(\d+)", str(exc.__cause__ or ""))
-        if unclosed:
-            quote, column = unclosed.group(1), int(unclosed.group(3)) + 1
+        found = (unclosed.group(1), int(unclosed.group(3)) + 1) if unclosed else _unclosed_quote(text)
+        if found:  # at the text's end sqlglot fails on an index instead, naming nothing
+            quote, column = found
             raise FilterError(
                 f"the quote {quote} at character {column} is not closed: "
                 f"write text as 'text' (a quote inside it doubled: 'O''Brien')"
@@ -347,6 +348,8 @@ class _Checker:
                 joined = type(node)(this=joined, expression=part)
             return joined
         if isinstance(node, tuple(_COMPARISONS)):
+            self.check_booleans(node, node.left, [node.right], equality=isinstance(node, exp.EQ | exp.NEQ))
+            self.check_booleans(node, node.right, [node.left], equality=isinstance(node, exp.EQ | exp.NEQ))
             left, left_kind = self.operand(node.left)
             right, right_kind = self.operand(node.right)
             if left_kind == "literal" and right_kind == "literal":
@@ -362,12 +365,14 @@ class _Checker:
                 raise FilterError(f"'in' takes at most {MAX_IN_VALUES:,} values")
             if not node.expressions:  # matches nobody: a list left empty by mistake, said
                 raise FilterError("'in ()' is an empty list of values: it matches nobody; give at least one value")
+            self.check_booleans(node, node.this, node.expressions, equality=True)
             column, _ = self.operand(node.this, column_only=True)
             values = [self.literal(v) for v in node.expressions]
             self.same_kind(node, [column, *values])
             self.known_values(column, values, equality=True)
             return exp.In(this=column, expressions=values)
         if isinstance(node, exp.Between):
+            self.check_booleans(node, node.this, [node.args["low"], node.args["high"]], equality=False)
             column, _ = self.operand(node.this, column_only=True)
             low, high = self.literal(node.args["low"]), self.literal(node.args["high"])
             self.same_kind(node, [column, low, high])
@@ -483,18 +488,32 @@ class _Checker:
             if not node.is_string:
                 _number(node.this, node)
             return node
-        if isinstance(node, exp.Boolean):  # read as 1 or 0, "spend_365d > true" counted spend above 1
-            word = "true" if node.this else "false"
-            raise FilterError(
-                f"{word} is not a value in a condition: a yes/no attribute is text, written '{word}' (quoted); "
-                "a number is compared with a number"
-            )
+        if isinstance(node, exp.Boolean):  # 1 or 0 of a yes/no number column (see _check_booleans)
+            return exp.Literal.number(1 if node.this else 0)
         if isinstance(node, exp.Neg) and isinstance(node.this, exp.Literal) and not node.this.is_string:
             _number(node.this.this, node)
             return node
         if isinstance(node, exp.ByteString):  # sqlglot writes none back (it said '' and warned)
             raise FilterError("an escape or byte string (e'...', b'...') is not a value; write text as 'text'")
         raise FilterError(f"{node.sql()!r} is not a value or a column name")
+
+    def check_booleans(
+        self, node: exp.Expression, column: exp.Expression, values: list[exp.Expression], equality: bool
+    ) -> None:
+        """true and false are 1 and 0 of a yes/no number column, compared with = or <> (or in):
+        ordered ("spend_365d > true" counted spend above 1) or beside a text column (a yes/no
+        attribute read as text holds 'true') they are refused, saying what to write."""
+        word = next(("true" if v.this else "false" for v in values if isinstance(v, exp.Boolean)), None)
+        if word is None or not isinstance(column, exp.Column):
+            return
+        kind = self.schema.kind(column.name)
+        if kind == TEXT:
+            raise FilterError(f"{node.sql()!r}: {column.name} is text; quote the value: {column.name} = '{word}'")
+        if not equality:
+            raise FilterError(
+                f"{node.sql()!r}: {word} compares only with = or <> (1 or 0 of a yes/no column); "
+                "compare a number with a number"
+            )
 
     def known_values(self, column: exp.Expression, values: list[exp.Expression], equality: bool = False) -> None:
         if not isinstance(column, exp.Column):
@@ -532,6 +551,23 @@ class _Checker:
             )
             named = terms.get(column, column)
             raise FilterError(f"{node.sql()!r} compares text with a number: {named} is {column_kind}{hint}")
+
+
+def _unclosed_quote(text: str) -> tuple[str, int] | None:
+    """The quote (' or ") left open in ``text`` and its position (from 1), a doubled quote
+    inside a quoted text being one character of it; None when every quote is closed."""
+    opened, at, i = None, 0, 0
+    while i < len(text):
+        char = text[i]
+        if opened is None and char in "'\"":
+            opened, at = char, i + 1
+        elif char == opened:
+            if text[i + 1 : i + 2] == opened:  # 'O''Brien'
+                i += 1
+            else:
+                opened = None
+        i += 1
+    return (opened, at) if opened else None
 
 
 def withheld_as_personal(name: str) -> str:

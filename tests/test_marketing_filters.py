@@ -21,6 +21,17 @@ def test_is_null_and_is_not_null_by_hand():
     ]
 
 
+def test_true_and_false_are_one_and_zero_of_a_yes_no_number_column():
+    """Refused where they compare in order or with text, they stay 1 and 0 with = and <>: a saved
+    segment's ``newsletter = true`` on a 0/1 column keeps its members."""
+    frame = pd.DataFrame({"newsletter": [1, 0, None], "region": ["true", "false", "true"]})
+    schema = Schema.of_frame(frame)
+    assert evaluate(parse_filter("newsletter = true", schema), frame).tolist() == [True, False, False]
+    assert evaluate(parse_filter("newsletter <> true", schema), frame).tolist() == [False, True, False]
+    assert evaluate(parse_filter("newsletter in (false)", schema), frame).tolist() == [False, True, False]
+    assert evaluate(parse_filter("region = 'true'", schema), frame).tolist() == [True, False, True]
+
+
 @pytest.mark.parametrize(
     "text, message",
     [
@@ -61,12 +72,19 @@ def test_is_null_and_is_not_null_by_hand():
             "attr_email = 'x'",
             r"^unknown column 'attr_email'; email is personal data by its name: such a customers column is withheld",
         ),
-        # true and false were read as 1 and 0 ("spend_365d > true" counted spend above 1)
-        ("spend_365d > true", r"^true is not a value in a condition: a yes/no attribute is text, written 'true'"),
-        ("favourite_category = false", r"^false is not a value in a condition: .* written 'false' \(quoted\)"),
+        # true and false are 1 and 0 of a yes/no number column: ordered, or beside text, refused
+        # ("spend_365d > true" counted spend above 1)
+        ("spend_365d > true", r"^'spend_365d > TRUE': true compares only with = or <> \(1 or 0 of a yes/no column\)"),
+        ("spend_365d between false and true", r"false compares only with = or <>"),
+        ("favourite_category = false", r"^'favourite_category = FALSE': favourite_category is text; quote the value: "),
+        ("favourite_category in (true)", r"favourite_category is text; quote the value: favourite_category = 'true'"),
         # a quote not closed was "Error tokenizing ''; DROP TABLE x; -'"
         ("'; DROP TABLE x; --", r"^the quote ' at character 1 is not closed: write text as 'text'"),
         ("favourite_category = 'Dairy", r"^the quote ' at character 22 is not closed"),
+        # at the very end sqlglot names nothing (an index error): found by reading the quotes
+        ("favourite_category = 'O'Brien'", r"^the quote ' at character 30 is not closed"),
+        ("favourite_category = '", r"^the quote ' at character 22 is not closed"),
+        ('favourite_category = "', r"^the quote \" at character 22 is not closed"),
         ("spend_365d > 1\nand favourite_category = 'Dairy", r"^the quote ' at character 41 is not closed"),
         ("spend_365d >= 0 -- and spend_365d > 1000000000", r"comments \(-- or /\* \*/\) are not allowed"),
         ("spend_365d >= 0 /* and spend_365d > 9 */", r"comments \(-- or /\* \*/\) are not allowed"),
