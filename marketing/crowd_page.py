@@ -89,6 +89,8 @@ def _lines_table(table: pd.DataFrame | None, min_cell: int, what: str) -> pd.Dat
 
 
 def _lines_note(min_cell: int) -> str:
+    if min_cell <= 1:  # nothing is left out for its few buyers
+        return f"The {TOP} with the most spend."
     return (
         f"The {TOP} with the most spend, those fewer than {min_cell} of the crowd bought left out (their "
         "place in the order would tell what those few bought)."

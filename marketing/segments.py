@@ -435,7 +435,9 @@ class SegmentEvaluator:
 
     def _persona_mask(self, segment: Segment) -> np.ndarray:
         scores, persona = self.population.scores, segment.persona
-        if scores is None or "persona_name" not in scores.columns:  # scored without the personas model
+        if scores is None:
+            raise PortraitError(f"segment {segment.name!r}: a persona condition needs a scores folder (--scores DIR)")
+        if "persona_name" not in scores.columns:  # scored without the personas model
             raise PortraitError(
                 f"segment {segment.name!r}: persona {persona!r} is a persona condition, and the scores hold "
                 "no personas (score with the personas model)"

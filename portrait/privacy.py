@@ -154,6 +154,7 @@ _ALWAYS = frozenset(
         "nachname",
         # a person's name as one word: a customer's, a user's, a family's, a birth name, a nickname
         # (Kundenname passed as an attribute and was printed in profiles)
+        "sobrenome",
         "kundenname",
         "benutzername",
         "familienname",
@@ -236,6 +237,12 @@ _WHOSE = frozenset(
         "real",
         "display",
         "e",
+        # other languages' (nome_utente, primeiro_nome, naam_klant, gebruiker_naam)
+        "utente",
+        "primeiro",
+        "ultimo",
+        "klant",
+        "gebruiker",
     }
 )
 # A date of birth (with a postcode it singles out most people, and a feature of the days since
