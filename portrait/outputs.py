@@ -115,6 +115,10 @@ def scoring_token(path: Path) -> str | None:
 # The key, in a scores file's and its features file's pandas attributes (Parquet metadata), of
 # the scoring that wrote them: the same in both when they are of one scoring.
 SCORING_TOKEN = "scoring"
+# The key, in a scores file's pandas attributes, of each scored model's label kind (repurchase,
+# high_value, future_spend): what its scores are (probabilities or amounts) for a reader of the
+# file alone. Files scored before 2026-12-07 have none.
+MODEL_LABELS = "model_labels"
 
 
 def latest_scores_dataset(scores_dir: Path) -> Path | None:

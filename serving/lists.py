@@ -11,7 +11,9 @@ import pandas as pd
 
 from marketing.filters import Schema, check_window_days, columns_used, evaluate, parse_filter
 from marketing.population import persona_named
+from models.task import task_for_label
 from portrait.errors import NotFound, PortraitError
+from portrait.outputs import MODEL_LABELS
 from portrait.privacy import Consent, PrivacySettings
 from serving.feature_columns import FeatureColumns
 
@@ -127,16 +129,14 @@ def build_list(
     # NaN passes every range check (each comparison is false): said here, for the CLI and the API.
     if min_score is not None and not math.isfinite(min_score):
         raise PortraitError(f"the minimum score (--min-score, min_score) must be a number, got {min_score}")
-    if min_score is not None and not 0 <= min_score <= 1:
-        # A probability model's threshold outside 0-1 selects nobody or everyone, whatever the
-        # day (a spend model's scores are amounts: any threshold may be meant).
-        values = scores[score_column]
-        if values.notna().any() and values.min() >= 0 and values.max() <= 1:
-            raise PortraitError(
-                f"the minimum score (--min-score, min_score) {min_score:g} is outside 0 to 1: {model}'s scores are "
-                f"probabilities (today from {values.min():.4f} to {values.max():.4f}); use a probability, or "
-                "--min-percentile"
-            )
+    label = (scores.attrs.get(MODEL_LABELS) or {}).get(model)  # none in files scored before it was kept
+    if min_score is not None and not 0 <= min_score <= 1 and label and task_for_label(label).is_classification:
+        # a probability model's threshold outside 0-1 selects nobody or everyone, whatever the day
+        # (a spend model's scores are amounts: any threshold may be meant)
+        raise PortraitError(
+            f"the minimum score (--min-score, min_score) {min_score:g} is outside 0 to 1: {model}'s scores are "
+            f"probabilities ({label}); use a probability, or a minimum percentile"
+        )
     if min_percentile is not None and not 0 <= min_percentile <= 100:
         raise PortraitError(
             f"the minimum percentile (--min-percentile, min_percentile) must be from 0 to 100, got {min_percentile}"

@@ -39,6 +39,7 @@ from portrait.files import PARQUET_ROW_GROUP_ROWS, atomic_target, atomic_write, 
 from portrait.outputs import (
     LATEST,
     LOCK,
+    MODEL_LABELS,
     RUNS,
     SCORING_TOKEN,
     features_path,
@@ -482,6 +483,7 @@ def score(
         summary["models"][model.name] = model_summary(model, values, shifted, features, as_of)
     # One feature table (the first propensity model's build) is kept for profiles and filters.
     profile_features = features_by_model[propensity[0].name] if propensity else base
+    scores.attrs[MODEL_LABELS] = {m.name: m.meta["label"] for m in models if not m.is_personas}
     target = publish_scores(scores, profile_features, out_dir, as_of)
     if csv:
         atomic_write(scores, target.with_suffix(".csv"), csv=True)

@@ -30,7 +30,7 @@ from features.catalogue import Vocabulary
 from features.config import FeatureConfig
 from portrait.errors import PortraitError
 from portrait.files import atomic_write, atomic_write_text
-from portrait.outputs import SCORING_TOKEN, point_latest_at
+from portrait.outputs import MODEL_LABELS, SCORING_TOKEN, point_latest_at
 from portrait.spark_engine import quarantine_counts, require_spark, spark_dataset, spark_errors, spark_session
 from serving.registry import LoadedModel, load_model
 from serving.score import (
@@ -195,6 +195,7 @@ def score_on_spark(
     for column in profile_features.columns:  # the DuckDB build's dtypes: categoricals for text
         if column != "customer_id" and _is_text(profile_features[column]):
             profile_features[column] = profile_features[column].astype("category")
+    scores.attrs[MODEL_LABELS] = {m.name: m.meta["label"] for m in models if not m.is_personas}
     target = publish_scores(scores, profile_features, out_dir, as_of)
     if csv:
         atomic_write(scores, target.with_suffix(".csv"), csv=True)

@@ -14,7 +14,7 @@ from marketing.filters import FilterError, evaluate, parse_filter
 from models.btyd import BTYD_FEATURES
 from portrait.dataset import open_dataset
 from portrait.errors import PortraitError
-from portrait.outputs import LATEST, latest_scores
+from portrait.outputs import LATEST, MODEL_LABELS, latest_scores
 from serving.api import build_app
 from serving.lists import build_list
 from serving.score import score
@@ -950,6 +950,23 @@ def test_score_with_csv_says_where_the_csv_is(registered, tmp_path):
     assert f"scores as CSV: {written}" in " ".join(text.split()) and written.is_file()
     summary = json.loads((out / f"scores_{AS_OF}.summary.json").read_text())
     assert summary["csv"] == str(written)
+
+
+def test_a_minimum_score_outside_zero_to_one_is_refused_by_the_models_label_not_its_values(scored):
+    """The scores file says what each model's scores are (its label): a probability model's
+    threshold of 2 is refused; a spend model's (amounts, whatever today's range) and one of a
+    file scored before labels were kept are taken."""
+    out, _ = scored
+    scores, features = latest_scores(out)
+    assert scores.attrs[MODEL_LABELS] == {MODEL: "repurchase"}  # written by the scoring, read back
+    with pytest.raises(PortraitError, match=r"2 is outside 0 to 1: serve_repurchase_30d's scores are probabilities"):
+        build_list(scores, features, MODEL, min_score=2)
+    spend = scores.copy()
+    spend.attrs = {MODEL_LABELS: {MODEL: "future_spend"}}
+    assert build_list(spend, features, MODEL, min_score=2).empty
+    older = scores.copy()
+    older.attrs = {}
+    assert build_list(older, features, MODEL, min_score=2).empty
 
 
 def test_an_empty_list_has_the_columns_of_a_list_with_rows(scored):
