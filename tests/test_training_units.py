@@ -151,7 +151,7 @@ def test_config_rejects_unknown_keys_and_bad_values():
         parse_experiment({**BASE, "cutoffs": {"rule": "spaced", "spacing_days": 0}})
     with pytest.raises(ConfigError, match=r'\[model\]: type must be one of \["select", "lightgbm"'):
         parse_experiment({**BASE, "model": {"type": "xgboost"}})
-    with pytest.raises(ConfigError, match="a future_spend model is a LightGBM regressor; type 'logistic'"):
+    with pytest.raises(ConfigError, match='a future_spend model is a LightGBM regressor; type "logistic" is not'):
         parse_experiment({**BASE, "label": {"kind": "future_spend", "horizon_days": 90}, "model": {"type": "logistic"}})
     with pytest.raises(ConfigError, match="monotone must be true or false"):
         parse_experiment({**BASE, "model": {"monotone": "yes"}})
@@ -574,7 +574,7 @@ def test_every_model_type_of_the_config_is_in_the_registry():
     with pytest.raises(PortraitError, match="type 'logistic' needs the purchase history features"):
         candidate_types(config, with_history=False)
     assert candidate_types(parse_experiment(BASE), with_history=False) == ("lightgbm",)
-    with pytest.raises(ConfigError, match="type 'bgnbd' is computed from the purchase history"):
+    with pytest.raises(ConfigError, match='type "bgnbd" is computed from the purchase history'):
         parse_experiment({**BASE, "model": {"type": "bgnbd"}, "features": {"exclude_families": ["value"]}})
 
 
@@ -901,3 +901,13 @@ def test_tune_refuses_a_time_split_whose_held_out_customers_hold_one_class():
     rows["target"] = rows["customer_id"].astype(int) % 2  # odd customers buy: both classes on each side
     X_fit, y_fit, X_valid, y_valid = _validation_sets(config, data)  # both classes held out: no refusal
     assert len(X_fit) == 12 and set(y_valid) == {0, 1}
+
+
+def test_a_setting_is_shown_as_the_file_writes_it():
+    import datetime as dt
+
+    from training.config import as_toml
+
+    assert as_toml(True) == "true" and as_toml("x") == '"x"' and as_toml(3.5) == "3.5"
+    assert as_toml(dt.date(2024, 1, 1)) == "2024-01-01"  # an unquoted date (was datetime.date(2024, 1, 1))
+    assert as_toml({"a": 1, "b": [False, "y"]}) == '{a = 1, b = [false, "y"]}'

@@ -284,6 +284,10 @@ def as_toml(value) -> str:
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, list | tuple):
         return "[" + ", ".join(as_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {as_toml(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, dt.date | dt.time):  # datetime too: an unquoted date or time in TOML
+        return value.isoformat()
     return repr(value)
 
 
@@ -311,7 +315,7 @@ def _check_model_params(where: str, params: dict) -> None:
             own_name = _product_name_of(key)
             if own_name is not None:  # LightGBM keeps the main name and drops the other: said
                 raise ConfigError(
-                    f"{where} [model]: {key} is LightGBM's other name for {own_name}: write {own_name} = {value!r} "
+                    f"{where} [model]: {key} is LightGBM's other name for {own_name}: write {own_name} = {as_toml(value)} "
                     f"(the name the product sets and checks; given both, LightGBM keeps one and ignores the other)"
                 )
             known = _lightgbm_parameters()
@@ -463,11 +467,13 @@ def parse_experiment(raw: dict, where: str = "experiment") -> ExperimentConfig:
             f"{where} [model]: type must be one of {as_toml(list(MODEL_TYPES))}, got {as_toml(model_type)}"
         )
     if kind == "future_spend" and model_type not in ("select", "lightgbm"):
-        raise ConfigError(f"{where} [model]: a future_spend model is a LightGBM regressor; type {model_type!r} is not")
+        raise ConfigError(
+            f"{where} [model]: a future_spend model is a LightGBM regressor; type {as_toml(model_type)} is not"
+        )
     if model_type not in ("select", "lightgbm") and "value" not in families:
         raise ConfigError(
-            f"{where} [model]: type {model_type!r} is computed from the purchase history (the value family), "
-            "which [features] leaves out; include it or use type 'lightgbm'"
+            f"{where} [model]: type {as_toml(model_type)} is computed from the purchase history (the value family), "
+            'which [features] leaves out; include it or use type = "lightgbm"'
         )
     monotone = model_raw.pop("monotone", True)
     if not isinstance(monotone, bool):
