@@ -45,6 +45,7 @@ from portrait.outputs import LATEST, LOCK, MANIFEST, RUNS, is_run_folder
 from portrait.privacy import with_withheld_columns
 from portrait.resources import cpu_seconds, peak_rss_bytes, reset_peak_rss
 from portrait.store_errors import is_busy
+from portrait.toml_text import as_toml
 from serving.settings import DEFAULT_MODELS
 
 DEFAULT_KEEP = 7
@@ -170,13 +171,13 @@ def load_config(path: Path, as_of: str | None = None) -> RefreshConfig:
         if not isinstance(raw.get(key), str) or not raw[key].strip():
             raise PortraitError(f'{path}: {key} = "FOLDER" is required')
     if "as_of" in raw and not isinstance(raw["as_of"], str | dt.date):
-        raise PortraitError(f'{path}: as_of must be a date, as_of = "YYYY-MM-DD" (got {raw["as_of"]!r})')
+        raise PortraitError(f'{path}: as_of must be a date, as_of = "YYYY-MM-DD" (got {as_toml(raw["as_of"])})')
     for key in ("reasons",):
         if key in raw and not isinstance(raw[key], bool):
-            raise PortraitError(f"{path}: {key} must be true or false (got {raw[key]!r})")
+            raise PortraitError(f"{path}: {key} must be true or false (got {as_toml(raw[key])})")
     for key in ("alias", "tags", "manual_tags", "segments"):
         if key in raw and not isinstance(raw[key], str):
-            raise PortraitError(f'{path}: {key} must be text, {key} = "..." (got {raw[key]!r})')
+            raise PortraitError(f'{path}: {key} must be text, {key} = "..." (got {as_toml(raw[key])})')
     for key, kind in (("tags", "file"), ("segments", "folder")):  # said now, not after the steps before them
         given = raw.get(key)
         if given and not (Path(given).is_file() if kind == "file" else Path(given).is_dir()):
@@ -188,7 +189,7 @@ def load_config(path: Path, as_of: str | None = None) -> RefreshConfig:
     when = as_of or raw.get("as_of") or today_in_zone_of(Path(raw["data"])).isoformat()
     keep = raw.get("keep", DEFAULT_KEEP)
     if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
-        raise PortraitError(f"{path}: keep must be a whole number of runs, at least 1 (got {keep!r})")
+        raise PortraitError(f"{path}: keep must be a whole number of runs, at least 1 (got {as_toml(keep)})")
     models = raw.get("models", list(DEFAULT_MODELS))
     if not isinstance(models, list) or not models or not all(isinstance(m, str) for m in models):
         raise PortraitError(f"{path}: models must be a non-empty list of registered model names")
@@ -205,7 +206,7 @@ def load_config(path: Path, as_of: str | None = None) -> RefreshConfig:
         for key in ("model", "name", "segment"):
             if key in spec and not isinstance(spec[key], str):
                 raise PortraitError(
-                    f'{path}: [[lists]] entry {i + 1}: {key} must be text, {key} = "..." (got {spec[key]!r})'
+                    f'{path}: [[lists]] entry {i + 1}: {key} must be text, {key} = "..." (got {as_toml(spec[key])})'
                 )
         top = spec.get("top")
         if top is not None and (not isinstance(top, int) or isinstance(top, bool) or top < 1):

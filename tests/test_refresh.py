@@ -405,7 +405,8 @@ def test_a_data_set_that_is_not_there_stops_before_the_output_root_is_made(tmp_p
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ('reasons = "no"', r"reasons must be true or false \(got 'no'\)"),  # was read as true
+        ('reasons = "no"', r'reasons must be true or false \(got "no"\)'),  # was read as true
+        ("keep = true", r"keep must be a whole number of runs, at least 1 \(got true\)"),  # was "got True"
         ("as_of = 20241201", r'as_of must be a date, as_of = "YYYY-MM-DD" \(got 20241201\)'),
         ('as_of = "01/12/2024"', r"cutoff '01/12/2024' is not a date \(expected YYYY-MM-DD\)"),  # not 12 January
         ("segments = 3", r'segments must be text, segments = "..."'),

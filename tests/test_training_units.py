@@ -906,7 +906,7 @@ def test_tune_refuses_a_time_split_whose_held_out_customers_hold_one_class():
 def test_a_setting_is_shown_as_the_file_writes_it():
     import datetime as dt
 
-    from training.config import as_toml
+    from portrait.toml_text import as_toml
 
     assert as_toml(True) == "true" and as_toml("x") == '"x"' and as_toml(3.5) == "3.5"
     assert as_toml(dt.date(2024, 1, 1)) == "2024-01-01"  # an unquoted date (was datetime.date(2024, 1, 1))

@@ -43,7 +43,6 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import functools
-import json
 import math
 import os
 import tomllib
@@ -55,6 +54,7 @@ from features.catalogue import FAMILIES
 from features.config import FeatureConfig
 from models.task import MODEL_NAME_LENGTH, Task, is_model_name, task_for_label
 from portrait.errors import ConfigError, PortraitError
+from portrait.toml_text import as_toml
 
 LABEL_KINDS = ("repurchase", "high_value", "future_spend")
 DEMO = "demo"
@@ -273,22 +273,6 @@ def _in_range(value: object, low: float, high: float, low_in: bool, high_in: boo
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         return False
     return (low <= value if low_in else low < value) and (value <= high if high_in else value < high)
-
-
-def as_toml(value) -> str:
-    """A value as the experiment file writes it, for a message: ``true``, ``"text"``, not Python's
-    ``True`` and ``'text'``."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(as_toml(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k} = {as_toml(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, dt.date | dt.time):  # datetime too: an unquoted date or time in TOML
-        return value.isoformat()
-    return repr(value)
 
 
 def _range_words(low: float, high: float, low_in: bool, high_in: bool) -> str:

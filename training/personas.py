@@ -34,8 +34,9 @@ from models.pyfunc import PersonaPyfunc, StoredFit, serving_frame
 from models.task import PERSONAS, PersonaCard
 from portrait.errors import ConfigError, PortraitError
 from portrait.files import atomic_write, exclusive_lock
+from portrait.toml_text import as_toml
 from training.champion import CHAMPION
-from training.config import DEMO, as_toml, check_keys, check_name, data_path_of, demo_path_of, table_of
+from training.config import DEMO, check_keys, check_name, data_path_of, demo_path_of, table_of
 from training.data import resolve_dataset
 from training.persona_report import read_portrait_table, write_k_plot, write_portrait
 from training.tracking import ensure_experiment, register_pyfunc
