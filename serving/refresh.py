@@ -59,6 +59,9 @@ _LIST_KEYS = {"name", "model", "top", "segment"}
 Retrainer = Callable[[str, Path, Path], str]
 
 
+INTERRUPTED = 130  # a command's exit status on Ctrl-C (128 + SIGINT), as the CLI gives it
+
+
 class RefreshFailed(PortraitError):
     """A step of the refresh failed; LATEST was left where it was."""
 
@@ -461,11 +464,18 @@ def _locked_refresh(config, retrain_if_drift, retrainer, on_step, progress) -> R
         job.close()
         manifest["outcome"] = "failed"
         manifest["error"] = _message(exc)
+        if isinstance(exc, KeyboardInterrupt):  # SIGTERM or Ctrl-C: the step it stopped in, said alike
+            at = STEPS[min(len(manifest["steps"]), len(STEPS) - 1)]
+            manifest["error"] += f" at step {at}"
         manifest["finished_at"] = _now()
         kept = _keep_failed(work, runs / f"{as_of}.failed", manifest)
-        if isinstance(exc, Terminated):
-            at = STEPS[min(len(manifest["steps"]), len(STEPS) - 1)]
-            exc = RefreshFailed(f"refresh as of {as_of} stopped by SIGTERM at step {at}")
+        if isinstance(exc, KeyboardInterrupt):
+            # Ctrl-C was a bare "interrupted": now the step, LATEST and the manifest, as for SIGTERM
+            # (its exit status stays 130)
+            stopped = RefreshFailed(f"refresh as of {as_of} {manifest['error']}")
+            if not isinstance(exc, Terminated):
+                stopped.exit_code = INTERRUPTED
+            exc = stopped
         if not isinstance(exc, RefreshFailed):
             raise
         text = str(exc) + "; " + (f"LATEST still points to {latest.relative_to(root)}" if latest else "no LATEST yet")
@@ -1000,7 +1010,7 @@ def _message(exc: BaseException) -> str:
     if isinstance(exc, Terminated):
         return "stopped by SIGTERM"
     if isinstance(exc, KeyboardInterrupt):
-        return "interrupted"
+        return "interrupted (Ctrl-C)"
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 

@@ -647,7 +647,7 @@ def test_a_stop_signal_or_data_changing_during_the_run_ends_it_recorded_and_unpu
     with pytest.raises(RefreshFailed, match=r"stopped by SIGTERM at step features; no LATEST yet; manifest: "):
         refresh(load_config(settings), on_step=stop_after_validate)
     failed = json.loads((root / "runs" / f"{AS_OF}.failed" / "manifest.json").read_text())
-    assert failed["outcome"] == "failed" and failed["error"] == "stopped by SIGTERM"
+    assert failed["outcome"] == "failed" and failed["error"] == "stopped by SIGTERM at step features"
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is the run's only
 
     def query_interrupted(self, record):  # DuckDB turns the signal it saw into its own error
@@ -664,10 +664,14 @@ def test_a_stop_signal_or_data_changing_during_the_run_ends_it_recorded_and_unpu
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(refresh_module._Job, "validate", ctrl_c_in_a_query)
-        with pytest.raises(KeyboardInterrupt):
+        # said as SIGTERM is (the step, LATEST, the manifest: it was a bare "interrupted"), exit 130
+        with pytest.raises(
+            RefreshFailed, match=r"^refresh as of .* interrupted \(Ctrl-C\) at step validate; no LATEST yet; manifest: "
+        ) as stopped:
             refresh(load_config(settings))
+    assert stopped.value.exit_code == 130
     failed = json.loads((root / "runs" / f"{AS_OF}.failed" / "manifest.json").read_text())
-    assert failed["error"] == "interrupted" and failed["steps"] == []
+    assert failed["error"] == "interrupted (Ctrl-C) at step validate" and failed["steps"] == []
 
     def query_under_way(self, record):  # minutes of work (40 billion rows), little memory
         con = connections.connect()
