@@ -400,6 +400,10 @@ def refresh(
             f"{config.source}: data = {str(config.data)!r} is {config.data.resolve()}, which does not exist "
             f"(a relative path is read from the working folder, {Path.cwd()}); nothing was run or written"
         )
+    from serving.registry import alias_version
+
+    for name in config.models:  # a model not registered (a typo) failed at the features step, minutes in
+        alias_version(name, config.alias)
     root.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(root / LOCK, f"portrait refresh of {root}"), _sigterm_ends_the_run():
         return _locked_refresh(config, retrain_if_drift, retrainer, on_step, progress)

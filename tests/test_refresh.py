@@ -323,6 +323,16 @@ def test_the_command_exits_non_zero_with_a_message_when_a_segment_is_wrong(first
     assert (root / "runs" / "2025-01-15.failed" / "manifest.json").is_file()
 
 
+def test_a_model_not_registered_is_refused_before_any_step(registered, tmp_path):
+    """A typo in models failed at the features step, after validation (20 s at 1M customers),
+    leaving a failed run; it is refused before the run starts, nothing written."""
+    settings = write_settings(tmp_path, registered)
+    settings.write_text(settings.read_text().replace(f'models = ["{MODEL}"]', f'models = ["{MODEL}", "nosuch"]'))
+    with pytest.raises(PortraitError, match=r"^no registered model named 'nosuch'; train it first"):
+        refresh(load_config(settings))
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_held_lock_stops_a_second_run_naming_the_holder(first_run, tmp_path):
     settings, root, _, _ = first_run
     pointer = (root / LATEST).read_text()
