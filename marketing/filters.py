@@ -488,7 +488,7 @@ class _Checker:
             if not node.is_string:
                 _number(node.this, node)
             return node
-        if isinstance(node, exp.Boolean):  # 1 or 0 of a yes/no number column (see _check_booleans)
+        if isinstance(node, exp.Boolean):  # 1 or 0 of a yes/no number column (see check_booleans)
             return exp.Literal.number(1 if node.this else 0)
         if isinstance(node, exp.Neg) and isinstance(node.this, exp.Literal) and not node.this.is_string:
             _number(node.this.this, node)

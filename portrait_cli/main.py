@@ -396,6 +396,8 @@ def refusing_repeated_options(command):
     parse = command.parse_args
 
     def parse_args(ctx, args):
+        if ctx.resilient_parsing:  # shell completion reads a half-typed line: nothing to refuse
+            return parse(ctx, args)
         _, _, order = command.make_parser(ctx).parse_args(args=list(args))
         for param in dict.fromkeys(order):
             single = getattr(param, "multiple", True) is False and not getattr(param, "count", False)
