@@ -404,9 +404,44 @@ def refresh(
 
     for name in config.models:  # a model not registered (a typo) failed at the features step, minutes in
         alias_version(name, config.alias)
+    _check_saved_segments(config)
     root.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(root / LOCK, f"portrait refresh of {root}"), _sigterm_ends_the_run():
         return _locked_refresh(config, retrain_if_drift, retrainer, on_step, progress)
+
+
+def _check_saved_segments(config: RefreshConfig) -> None:
+    """Every saved segment read and checked without data, before any step: a tag the library no
+    longer holds, a condition naming an unknown column, an include of a segment that is gone
+    failed at the segments step, minutes into the run. What only the data tells (an attribute's
+    kind, a persona of the scores) is still checked at that step."""
+    if config.segments is None or not config.segments.is_dir():
+        return  # said by the segments step: skipped, or the folder does not exist
+    from marketing.filters import parse_condition
+    from marketing.population import dataless_schema
+    from marketing.segments import SegmentStore, check_graph
+    from marketing.tags import load_library
+
+    store = SegmentStore(config.segments)
+    segments = {name: store.load(name) for name in store.names()}
+    library, schema = load_library(config.tags), dataless_schema([])
+    try:
+        check_graph(segments)
+        for segment in segments.values():
+            for tag in (*segment.tags, *segment.not_tags):
+                try:
+                    library.check_tag(tag)
+                except PortraitError as exc:
+                    raise PortraitError(f"segment {segment.name!r}: {exc}") from None
+            if segment.where:
+                try:
+                    parse_condition(segment.where, schema, behaviour=True)
+                except PortraitError as exc:
+                    message = str(exc)
+                    prefix = "" if message.startswith(f"segment {segment.name!r}: ") else f"segment {segment.name!r}: "
+                    raise PortraitError(prefix + message) from None
+    except PortraitError as exc:
+        raise PortraitError(f"{config.source}: {exc} ({config.segments}); nothing was run or written") from None
 
 
 def _locked_refresh(config, retrain_if_drift, retrainer, on_step, progress) -> RefreshResult:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -77,8 +78,8 @@ def write_settings(folder: Path, data: Path, *, keep: int = 7, broken_segment: b
     store = SegmentStore(folder / "segments")
     store.save(Segment("likely", tags=["likely repurchaser"]), replace=True)
     store.save(Segment("frequent", where="orders_lifetime >= 3"), replace=True)
-    if broken_segment:
-        store.save(Segment("broken", tags=["no such tag"]), replace=True)
+    if broken_segment:  # wrong only on the data: region is text there (a check without data takes any kind)
+        store.save(Segment("broken", where="attr_region > 5"), replace=True)
     settings = folder / "refresh.toml"
     settings.write_text(
         f"""
@@ -313,7 +314,7 @@ def test_the_command_exits_non_zero_with_a_message_when_a_segment_is_wrong(first
     pointer = (root / LATEST).read_text()
     done = _portrait("refresh", str(broken), "--as-of", "2025-01-15", cwd=tmp_path)
     assert done.returncode == 2, done.stderr
-    assert "failed at step segments" in done.stderr and "no such tag" in done.stderr
+    assert "failed at step segments" in done.stderr and "compares text with a number" in done.stderr
     assert "Traceback" not in done.stderr + done.stdout
     assert "validate" in done.stdout and "FAILED" in done.stdout  # the step lines were shown
     # the log's progress lines name each step once (a feature build's messages carry "features:")
@@ -331,6 +332,29 @@ def test_a_model_not_registered_is_refused_before_any_step(registered, tmp_path)
     with pytest.raises(PortraitError, match=r"^no registered model named 'nosuch'; train it first"):
         refresh(load_config(settings))
     assert not (tmp_path / "out").exists()
+
+
+def test_a_saved_segment_wrong_without_data_is_refused_before_any_step(first_run, tmp_path):
+    """A tag the library no longer holds, or an unknown column, failed at the segments step, after
+    validation, features, scoring, RFM and tags; it is refused before the run, nothing written."""
+    settings, root, _, _ = first_run
+    pointer = (root / LATEST).read_text()
+    config = load_config(settings, as_of="2025-01-29")
+    store = SegmentStore(config.segments)
+    for segment, message in (
+        (Segment("gone_tag", tags=["no such tag"]), r"segment 'gone_tag': no tag 'no such tag' in "),
+        (Segment("typo", where="orders_lifetme >= 2"), r"segment 'typo': unknown column 'orders_lifetme'"),
+    ):
+        store.save(segment, replace=True)
+        try:
+            with pytest.raises(
+                PortraitError, match=rf"^{re.escape(str(settings))}: {message}.*nothing was run or written$"
+            ):
+                refresh(config)
+        finally:
+            store.delete(segment.name)
+    assert (root / LATEST).read_text() == pointer
+    assert not (root / "runs" / "2025-01-29").exists() and not (root / "runs" / "2025-01-29.failed").exists()
 
 
 def test_a_held_lock_stops_a_second_run_naming_the_holder(first_run, tmp_path):
