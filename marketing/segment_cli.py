@@ -97,21 +97,16 @@ def register_segments(app: typer.Typer, out, console) -> None:
         ``with_data``: the condition is checked against the data set's own columns next (a
         date attribute's ``days_since_signup_date`` is known there), so not here. Returns the
         customers attributes the condition names, whose kind only the data tells."""
-        from marketing.filters import parse_condition
-        from marketing.population import dataless_schema
-        from marketing.segments import SegmentStore, check_graph
+        from marketing.segments import SegmentStore, check_graph, check_without_data
         from marketing.tags import load_library
 
         library = load_library(file)
-        for tag in (*segment.tags, *segment.not_tags):
-            library.check_tag(tag)
+        unchecked: list[str] = []
+        check_without_data(segment, library, unchecked, where=False)  # the tags first
         segments = SegmentStore(segments_dir).all()
         segments[segment.name] = segment
         check_graph(segments)
-        unchecked: list[str] = []
-        if segment.where and not with_data:
-            schema = dataless_schema(unchecked)
-            parse_condition(segment.where, schema, behaviour=True)
+        check_without_data(segment, library, unchecked, where=not with_data)
         return sorted(set(unchecked))
 
     @app.command("create")

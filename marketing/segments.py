@@ -256,6 +256,19 @@ class SegmentStore:
         return read_parquet(path)
 
 
+def check_without_data(segment: Segment, library, unchecked: list[str] | None = None, where: bool = True) -> None:
+    """The checks a segment's definition takes without data (``segment create``, a refresh
+    before its steps): its tags are the library's, and (``where``) its condition's grammar and
+    columns are the catalogue's, scores' and RFM's (:func:`marketing.population.dataless_schema`);
+    the customers attributes it names, whose kind only the data tells, go to ``unchecked``."""
+    from marketing.population import dataless_schema
+
+    for tag in (*segment.tags, *segment.not_tags):
+        library.check_tag(tag)
+    if segment.where and where:
+        parse_condition(segment.where, dataless_schema(unchecked), behaviour=True)
+
+
 def check_graph(segments: dict[str, Segment]) -> None:
     """Every include/exclude names a saved segment and no segment reaches itself."""
     for segment in segments.values():

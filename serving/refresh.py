@@ -417,31 +417,23 @@ def _check_saved_segments(config: RefreshConfig) -> None:
     kind, a persona of the scores) is still checked at that step."""
     if config.segments is None or not config.segments.is_dir():
         return  # said by the segments step: skipped, or the folder does not exist
-    from marketing.filters import parse_condition
-    from marketing.population import dataless_schema
-    from marketing.segments import SegmentStore, check_graph
+    from marketing.segments import SegmentStore, check_graph, check_without_data
     from marketing.tags import load_library
 
     store = SegmentStore(config.segments)
     segments = {name: store.load(name) for name in store.names()}
-    library, schema = load_library(config.tags), dataless_schema([])
+    library = load_library(config.tags)
+    where = f"({config.segments}); nothing was run or written"
     try:
         check_graph(segments)
-        for segment in segments.values():
-            for tag in (*segment.tags, *segment.not_tags):
-                try:
-                    library.check_tag(tag)
-                except PortraitError as exc:
-                    raise PortraitError(f"segment {segment.name!r}: {exc}") from None
-            if segment.where:
-                try:
-                    parse_condition(segment.where, schema, behaviour=True)
-                except PortraitError as exc:
-                    message = str(exc)
-                    prefix = "" if message.startswith(f"segment {segment.name!r}: ") else f"segment {segment.name!r}: "
-                    raise PortraitError(prefix + message) from None
     except PortraitError as exc:
-        raise PortraitError(f"{config.source}: {exc} ({config.segments}); nothing was run or written") from None
+        raise PortraitError(f"{config.source}: {exc} {where}") from None
+    for segment in segments.values():
+        try:
+            check_without_data(segment, library)
+        except PortraitError as exc:  # a condition's own error may name its segment already
+            message = str(exc).removeprefix(f"segment {segment.name!r}: ")
+            raise PortraitError(f"{config.source}: segment {segment.name!r}: {message} {where}") from None
 
 
 def _locked_refresh(config, retrain_if_drift, retrainer, on_step, progress) -> RefreshResult:
