@@ -1,6 +1,21 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# `make test` runs three test processes on the machine's two cores (pytest-xdist): each one's
+# OpenMP and BLAS threads (scikit-learn's k-means, LightGBM, numpy) on both cores made them
+# wait for each other. One thread per process: the planted-personas tests took 55-69 s
+# against 95-108 s beside two busy processes (2026-12-07). In each worker (xdist names it
+# before this file is read): the environment for the libraries loaded later and for the
+# commands the tests start, threadpoolctl for those loaded already (numpy's BLAS, by a plugin).
+# A run on one process keeps the libraries' defaults.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    from threadpoolctl import threadpool_limits
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    threadpool_limits(limits=1)
 
 import pandas as pd
 import pytest
@@ -145,7 +160,14 @@ def spark():
 
     if not _java_found():
         pytest.skip("no Java runtime: the Spark tests need Java 17 or later")
-    session = spark_session("local[2]")
+    # The JVM of the tests compiles with its quick compiler only and collects garbage on one
+    # thread: its queries are many and tiny, so the optimising compiler's work (on the cores the
+    # other test processes use) never paid back. Both Spark files alone, 2026-12-07: the
+    # machine's CPU 180 s against 257 s, wall 143 s against 149 s. The java launcher reads
+    # JDK_JAVA_OPTIONS; set only while this JVM starts (users' sessions keep the defaults).
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("JDK_JAVA_OPTIONS", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
+        session = spark_session("local[2]")
     # On a few hundred rows, compiling each query's Java (whole-stage code generation) and
     # re-planning it (adaptive execution) cost more than running it: without them the Spark
     # files took 37-46 s instead of 77 s (test_spark_forget) and 189 s instead of 215 s

@@ -423,6 +423,28 @@ def test_a_person_of_thousands_of_ids_is_resolved_whole(tmp_path):
     assert profile.orders.total == 4  # o1, o2, o3 and o6, all under k01234 here
 
 
+@pytest.mark.parametrize("hop_rounds", [1, 3, 100])
+def test_a_chained_person_is_the_same_whether_followed_hop_by_hop_or_in_one_pass(tmp_path, monkeypatch, hop_rounds):
+    """Past ``_HOP_ROUNDS`` the rest of a person is found in one pass over the identities; a
+    chain with a branch gives the same person either way, and a placeholder value (held by more
+    than MAX_IDS_PER_IDENTIFIER ids) and another person sharing a value between themselves join
+    nobody."""
+    monkeypatch.setattr("serving.profile._HOP_ROUNDS", hop_rounds)
+    chain = [f"a{i:02d}" for i in range(12)]  # a00 -v0- a01 -v1- ... -v10- a11
+    rows = [(chain[i], f"v{i}") for i in range(11)] + [(chain[i + 1], f"v{i}") for i in range(11)]
+    rows += [("a02", "w"), ("b1", "w")]  # a branch off the chain
+    rows += [("a03", "0000")] + [(f"x{i:02d}", "0000") for i in range(25)]  # a placeholder: links nobody
+    rows += [("c1", "z"), ("c2", "z")]  # another person
+    pd.DataFrame(rows, columns=["customer_id", "id_value"]).assign(id_type="card").to_parquet(
+        tmp_path / "identities.parquet", index=False
+    )
+    PURCHASES.assign(customer_id="a07").to_parquet(tmp_path / "purchases.parquet", index=False)
+    profile = build_profile("a11", ProfileSources(data=tmp_path, as_of=AS_OF))
+    assert (profile.customer_id, profile.resolved_from) == ("a00", "a11")
+    assert profile.identities.customer_ids == [*chain, "b1"]
+    assert profile.orders.total == 4
+
+
 def test_saved_segments_folder_and_the_newest_tags_by_default(world):
     sources = ProfileSources(data=world["data"], scores=world["scores"], tags=world["tags"], segments=world["segments"])
     profile = build_profile("c4", sources, compute_reasons=False)
