@@ -234,7 +234,7 @@ def test_rerunning_the_same_date_replaces_the_run_with_the_same_files(first_run)
     assert sorted(after) == sorted(before)
     for name, frame in before.items():
         if frame is not None:
-            pd.testing.assert_frame_equal(after[name], frame, obj=name)
+            pd.testing.assert_frame_equal(after[name], frame, obj=name, check_exact=True)
     assert [p.name for p in (root / "runs").iterdir()] == [AS_OF]
     assert current_run(root) == root / "runs" / AS_OF
 
