@@ -162,8 +162,9 @@ def spark():
         pytest.skip("no Java runtime: the Spark tests need Java 17 or later")
     # The JVM of the tests compiles with its quick compiler only and collects garbage on one
     # thread: its queries are many and tiny, so the optimising compiler's work (on the cores the
-    # other test processes use) never paid back. Both Spark files alone, 2026-12-07: the
-    # machine's CPU 180 s against 257 s, wall 143 s against 149 s. The java launcher reads
+    # other test processes use) never paid back. Both Spark files alone, 2026-12-07, three runs
+    # against two: the machine's CPU 180-213 s against 257-286 s, wall 143-169 s against
+    # 149-164 s (the VM's noise; the CPU is what the other processes feel). The java launcher reads
     # JDK_JAVA_OPTIONS; set only while this JVM starts (users' sessions keep the defaults).
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("JDK_JAVA_OPTIONS", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
