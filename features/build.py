@@ -260,6 +260,17 @@ IDENTIFIER_LIKE = 100
 # distinct, however few: notes kept on a few customers (one note on one customer is one). A full
 # column of 35 cities among 60 customers stays an attribute.
 SPARSE_IDENTIFIER_LIKE = 0
+# ...nor, however few the customers, a column whose values are nearly all distinct (at least this
+# share of at least DISTINCT_MINIMUM values): 40 customers' names, one each, were a category
+# and printed as a crowd report's values (a user's test).
+DISTINCT_SHARE = 0.9
+DISTINCT_MINIMUM = 20
+
+
+def names_people(present: int, distinct: int, floor: int = IDENTIFIER_LIKE) -> bool:
+    """Whether a text column of ``present`` values, ``distinct`` of them different, names
+    customers one by one rather than groups of them (see :data:`IDENTIFIER_LIKE`)."""
+    return distinct > max(floor, present // 2) or (present >= DISTINCT_MINIMUM and distinct >= DISTINCT_SHARE * present)
 
 
 def attribute_kinds(con: duckdb.DuckDBPyConnection | Engine, decimal: str = ".") -> dict[str, str]:
@@ -318,7 +329,7 @@ def attribute_kinds(con: duckdb.DuckDBPyConnection | Engine, decimal: str = ".")
             elif present and present == other_dates:  # 31/12/2023: which is the day is not guessed
                 # Many values: left out, as any column of nearly one value per customer; a few
                 # stay a category (as before this rule: a model or segment may read them so).
-                dropped = distinct > max(floor, present // 2)
+                dropped = names_people(present, distinct, floor)
                 if dropped:
                     del kinds[name]
                 log.warning(
@@ -327,7 +338,7 @@ def attribute_kinds(con: duckdb.DuckDBPyConnection | Engine, decimal: str = ".")
                     name,
                     "not used" if dropped else "each date used as a category",
                 )
-            elif distinct > max(floor, present // 2):
+            elif names_people(present, distinct, floor):
                 del kinds[name]
                 log.warning("customers.%s: nearly one value per customer, an identifier or free text; not used", name)
     return kinds

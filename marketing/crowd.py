@@ -30,7 +30,7 @@ from marketing.filters import BehaviourTerm, FilterError, check_window_days, eva
 from marketing.population import Population, persona_named
 from marketing.rfm import GROUPS as RFM_GROUPS
 from marketing.segments import SegmentEvaluator, SegmentStore
-from marketing.tags import Applied, Library, apply_tags, levels
+from marketing.tags import Applied, Library, apply_tags, levels, nobody_holds, unheld_tags
 from portrait.contract import line_units, purchase_order
 from portrait.errors import PortraitError
 from portrait.privacy import personal_values, withheld_label, withheld_labels
@@ -337,6 +337,14 @@ class CrowdData:
             tags = self.applied.tags
             return self._rows(tags.loc[tags["tag"] == crowd.value, "customer_id"])
         return self._persona_mask(crowd.value)
+
+    def unheld_tag(self, crowd: Crowd) -> str | None:
+        """For a tag crowd nobody holds as of the date, the note saying so with the closest
+        tags someone holds (a misspelt value: ``interest: Elektronick``); else None."""
+        if crowd.kind != "tag":
+            return None
+        unheld = unheld_tags(self.applied.tags, [crowd.value])
+        return nobody_holds(crowd.value, self.as_of, unheld[crowd.value]) if unheld else None
 
     def _behaviour(self, term: BehaviourTerm) -> np.ndarray:
         from marketing.behaviour import behaviour_table

@@ -147,6 +147,9 @@ def register_crowd(app: typer.Typer, out, console) -> None:
             report = crowd_report(
                 crowds, mask, base_mask, crowd_name=crowd.describe(), base_name=base.describe(), min_cell=min_cell
             )
+            unheld = crowds.unheld_tag(crowd)  # a misspelt tag: the report says so, not only "empty"
+            if unheld:
+                report.notes.append(unheld)
             paths = write_report(report, out_dir)
         # none is said as 0 (the report says the crowd is empty): "fewer than N" then "empty" read as two answers
         size = f"{report.size:,}" if report.size >= min_cell or not report.size else f"fewer than {min_cell}"
@@ -159,6 +162,8 @@ def register_crowd(app: typer.Typer, out, console) -> None:
         if report.empty:
             out.print(f"the crowd is empty as of {report.as_of}", style="yellow", end="")
             out.print(": the report says so")
+        if unheld:
+            console.print(f"note: {unheld}")
         out.print(f"wrote {paths['csv']}, {paths['md']}, {paths['html']} in {time.perf_counter() - started:.1f} s")
 
     @app.command("crosstab")

@@ -179,6 +179,7 @@ def register_segments(app: typer.Typer, out, console) -> None:
         segment, data, as_of, scores, file, store, segments_dir, engine, spark_master, save_first=False, replace=False
     ):
         from marketing.segments import SegmentStore
+        from marketing.tags import nobody_holds
 
         with (
             spinner(console, "counting") as say,
@@ -204,8 +205,7 @@ def register_segments(app: typer.Typer, out, console) -> None:
         if not len(result.members):
             _warn_empty(segment.name, result.as_of)
         for tag, close in unheld.items():  # "interest: FLUID MILK PRODUCTZ": a value no one has
-            hint = f"; did you mean {close}?" if close else ""
-            console.print(f"note: nobody holds the tag {tag!r} as of {result.as_of}{hint}")
+            console.print(f"note: {nobody_holds(tag, result.as_of, close)}")
         if late:
             console.print(f"note: {late}")
         return result

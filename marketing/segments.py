@@ -35,7 +35,7 @@ import pandas as pd
 
 from marketing.filters import Condition, FilterError, Schema, evaluate, parse_condition, withheld_as_personal
 from marketing.population import Population, persona_named
-from marketing.tags import Applied, Library, apply_tags, check_conditions, tag_columns
+from marketing.tags import Applied, Library, apply_tags, check_conditions, tag_columns, unheld_tags
 from portrait.errors import ConfigError, PortraitError, Unavailable
 from portrait.files import atomic_write, atomic_write_text, exclusive_lock, parquet_attrs, read_parquet
 from portrait.outputs import SEGMENT_RECORD_LOCK, SEGMENT_RECORD_WAIT_SECONDS
@@ -394,12 +394,7 @@ class SegmentEvaluator:
         an ``each`` tag, most often), each with the closest tags that someone holds."""
         if self._tags is None:
             return {}
-        held = set(self._tags["tag"].astype(str))
-        return {
-            tag: difflib.get_close_matches(tag, sorted(held), n=3)
-            for tag in (*segment.tags, *segment.not_tags)
-            if tag not in held
-        }
+        return unheld_tags(self._tags, (*segment.tags, *segment.not_tags))
 
     def _unprepared(self, segment: Segment) -> bool:
         """Whether ``segment`` or a segment it includes needs what the frame lacks: a where

@@ -510,6 +510,19 @@ def apply_tags(
     return Applied(tags, int(len(frame)), coverage, notes, skipped, why_skipped)
 
 
+def unheld_tags(tags: pd.DataFrame, names) -> dict[str, list[str]]:
+    """Of the tags ``names``, those nobody holds in ``tags`` (a misspelt value of an ``each``
+    tag, most often: the library knows its group), each with the closest tags someone holds."""
+    held = sorted(set(tags["tag"].astype(str)))
+    return {name: difflib.get_close_matches(name, held, n=3) for name in names if name not in held}
+
+
+def nobody_holds(tag: str, as_of, close: list[str]) -> str:
+    """The note said when nobody holds ``tag`` as of the date."""
+    hint = f"; did you mean {close}?" if close else ""
+    return f"nobody holds the tag {tag!r} as of {as_of}{hint}"
+
+
 def of_tags(tags: pd.DataFrame, names: list[str]) -> np.ndarray:
     """Which rows of a tags table come from the library tags ``names`` (a tag with ``each``
     gives rows named ``"<name>: <value>"``)."""

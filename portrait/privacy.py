@@ -192,15 +192,47 @@ _ALWAYS = frozenset(
         "courriel",
         "plz",
         "codigopostal",
+        # more of them (a user's test: Anschrift and Ansprechpartner reached features, profiles
+        # and a crowd report's values): German, Polish, Dutch, Portuguese, Italian
+        "anschrift",
+        "lieferadresse",
+        "rechnungsadresse",
+        "lieferanschrift",
+        "rechnungsanschrift",
+        "empfanger",
+        "ansprechpartner",
+        "rufnummer",
+        "mobilfunknummer",
+        "personalausweis",
+        "ausweisnummer",
+        "kontonummer",
+        "nazwisko",
+        "imie",
+        "adres",
+        "celular",
+        "cellulare",
+        "endereco",
+        # Cyrillic and CJK names (words of any script: _words); a CJK name is also judged by
+        # what it contains (_CJK_PERSONAL), as it is written without separators
+        "имя",
+        "фамилия",
+        "отчество",
+        "фио",
+        "телефон",
+        "адрес",
+        "почта",
     }
 )
+# Personal data in a name written in Chinese or Japanese, wherever it appears in the name
+# (顧客氏名 is a customer's name): names, telephone numbers, addresses, e-mail.
+_CJK_PERSONAL = ("氏名", "名前", "姓名", "電話", "电话", "手机", "携帯", "住所", "地址", "邮箱", "メール")
 # Words that are personal data only as the last word of the name (after a number suffix is
 # dropped), alone or after a word saying whose: ``mobile``, ``home_tel``, ``customer_name``;
 # not ``mobile_app_user`` or ``brand_name``.
 # (dni and bsn, a Spanish and a Dutch identity number, only so: dni is Polish for days, as in
 # liczba_dni, and bsn short for business, as in bsn_unit)
 _AS_HEAD = frozenset(
-    {"mobile", "tel", "cell", "name", "zip", "mail", "nom", "nombre", "nome", "naam", "handy", "dni", "bsn"}
+    {"mobile", "tel", "cell", "name", "zip", "mail", "nom", "nombre", "nome", "naam", "handy", "mobil", "dni", "bsn"}
 )
 _WHOSE = frozenset(
     {
@@ -390,7 +422,8 @@ def _words(name: str) -> list[str]:
     name = "".join(c for c in name if not unicodedata.combining(c))
     spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", name)
     spaced = re.sub(r"([A-Za-z])([0-9])|([0-9])([A-Za-z])", r"\1\3 \2\4", spaced)
-    return [w for w in re.split(r"[^a-z0-9]+", spaced.lower()) if w]
+    # words of any script (Имя, Фамилия), split at anything that is not a letter or a digit
+    return [w for w in re.split(r"[\W_]+", spaced.lower()) if w]
 
 
 def _is_birth_date(words: list[str]) -> bool:
@@ -511,6 +544,8 @@ def is_pii_name(column: str) -> bool:
     words = _words(column)
     if not words or words[0] in _FLAG_STARTS or words[-1] in _FLAG_ENDINGS:
         return False
+    if any(part in str(column) for part in _CJK_PERSONAL):
+        return True
     measured = list(words)  # less a window at the end: email_count_90d, email_opens_12m
     while len(measured) > 1 and (measured[-1] in _WINDOW_WORDS or measured[-1].isdigit()):
         measured.pop()

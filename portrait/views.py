@@ -338,6 +338,14 @@ def select_columns(
     extras: list[str] = []
     if table.keeps_extra_columns:
         extras = [name for name in available if name not in readers.values() and not PANDAS_INDEX.fullmatch(name)]
+        twice = sorted({name.lower() for name in extras if name.lower() in repeated})
+        if twice:  # DuckDB reads the second copy as name_1: an attribute named by no column of the export
+            raise ContractError(
+                f"column {twice[0]!r} appears twice in the header of {source.describe()} (compared without case): "
+                "rename one of them in the export",
+                table=table.name,
+                column=twice[0],
+            )
         for name in extras:  # a customers attribute such as signup_date: read as a time too
             if available[name].upper().startswith("TIMESTAMP"):
                 refuse_mixed_zones(source, table.name, name, name)

@@ -743,6 +743,11 @@ def test_crowd_commands_as_a_user(tmp_path, data_folder):
     code, output = run("crowd", "report", "--where", "orders_lifetime >= 50", *common, "--out", tmp_path / "empty")
     assert code == 0 and "empty" in output
     assert "no customers" in (tmp_path / "empty" / "crowd.md").read_text()
+    # a misspelt value of an `each` tag: an empty crowd that says why, as segment count does
+    code, output = run("crowd", "report", "--tag", "interest: Meatt", *common, "--out", tmp_path / "typo")
+    said = f"nobody holds the tag 'interest: Meatt' as of {AS_OF}; did you mean ['interest: Meat', "
+    assert code == 0 and said in " ".join(output.split())
+    assert said in (tmp_path / "typo" / "crowd.md").read_text()
 
 
 @pytest.mark.parametrize(

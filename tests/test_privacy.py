@@ -124,6 +124,30 @@ def _no_secret_in(text: str) -> None:
         "PLZ",
         "telefono",
         "correo_cliente",
+        # a user's test: German, Polish, Dutch, Portuguese, Italian, Cyrillic and CJK names that
+        # reached features, profiles and a crowd report's values
+        "Anschrift",
+        "Lieferadresse",
+        "Empfänger",
+        "Rufnummer",
+        "Mobil",
+        "kunde_mobil",
+        "Ansprechpartner",
+        "Personalausweis",
+        "kontonummer",
+        "nazwisko",
+        "imię",
+        "adres",
+        "celular",
+        "cellulare",
+        "endereço",
+        "Имя",
+        "Фамилия",
+        "Телефон",
+        "氏名",
+        "顧客氏名",
+        "名前",
+        "電話番号",
         # a date of birth (a feature of the days since it gave the date back)
         "dob",
         "DOB",
@@ -196,6 +220,9 @@ def test_the_guard_knows_personal_data_by_its_name(column):
     "column",
     [
         "age_band",
+        "mobil_app",
+        "Stadt",
+        "город",  # a city, in Cyrillic
         "brand_name",  # a product's name, not a person's
         "nome_prodotto",
         "product_naam",
@@ -942,6 +969,27 @@ def test_a_note_with_a_national_phone_number_is_refused():
     with pytest.raises(PortraitError, match="holds an e-mail address or a phone number"):
         refuse_personal_text("caller 07700 900123 Mary", "--reason", 200, "kept with the tombstone")
     refuse_personal_text("ticket 4711", "--reason", 200, "kept with the tombstone")
+
+
+def test_a_column_of_one_value_per_customer_is_no_attribute_however_few_the_customers(tmp_path, caplog):
+    """40 customers' contact persons, one name each (a name no check recognises): not an
+    attribute, where 25 cities among 40 customers and 30 of 40 distinct values (under 90%) are."""
+    caplog.set_level(logging.WARNING, logger="features.build")
+    folder = tmp_path / "data"
+    folder.mkdir()
+    ids = [f"C{i:02d}" for i in range(40)]
+    PURCHASES.assign(customer_id="C00").to_csv(folder / "purchases.csv", index=False)
+    pd.DataFrame(
+        {
+            "customer_id": ids,
+            "kontaktperson": [f"Person {chr(65 + i % 26)}{i}" for i in range(40)],
+            "city": [f"city{i % 25}" for i in range(40)],
+            "grade": [f"g{i % 30}" for i in range(40)],
+        }
+    ).to_csv(folder / "customers.csv", index=False)
+    features = build_features(open_dataset(folder), AS_OF)
+    assert sorted(c for c in features.columns if c.startswith("attr_")) == ["attr_city", "attr_grade"]
+    assert "customers.kontaktperson: nearly one value per customer, an identifier or free text; not used" in caplog.text
 
 
 def test_free_text_kept_on_a_few_customers_and_nested_values_are_not_attributes(tmp_path, caplog):

@@ -568,6 +568,19 @@ def test_a_contract_column_found_twice_is_an_error_not_a_silent_choice(tmp_path,
         validate(dataset)
 
 
+def test_a_customers_column_twice_in_the_header_is_refused(tmp_path):
+    """Region and region in a customers export: DuckDB read the second as region_1, an
+    attribute (attr_region_1, a crowd report's "region 1") named by no column of the file."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "purchases.csv").write_text("order_id,customer_id,ts,amount\no1,c1,2024-01-05,12.5\n")
+    (folder / "customers.csv").write_text("customer_id,Region,region,age\nc1,N,n,30\nc2,S,s,40\n")
+    with pytest.raises(
+        ContractError, match=r"column 'region' appears twice in the header of .*customers.csv \(compared without case\)"
+    ):
+        validate(open_dataset(folder))
+
+
 def test_placeholder_dates_are_kept_and_said(tmp_path):
     frame = purchases(
         {},

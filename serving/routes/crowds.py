@@ -377,6 +377,9 @@ def _compute(sources: CrowdSources, as_of, crowd, min_cell, segments_dir, tags_l
             base_name="all customers",
             min_cell=min_cell,
         )
+        unheld = crowds.unheld_tag(crowd)  # a misspelt tag: said, as the command says it
+        if unheld:
+            report.notes.append(unheld)
     answer = report_json(report)
     for row in answer["top_categories"] + answer["top_brands"]:
         row["buyers"] = str(row["buyers"])
