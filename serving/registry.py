@@ -110,7 +110,7 @@ def list_models() -> list[dict]:
         result.append(
             {
                 "name": model.name,
-                "versions": sorted(str(v.version) for v in versions),
+                "versions": sorted((str(v.version) for v in versions), key=int),  # 2 before 10
                 "aliases": {alias: str(version) for alias, version in aliases.items()},
                 "metrics": {
                     alias: {
@@ -118,7 +118,7 @@ def list_models() -> list[dict]:
                         for k, v in client.get_run(
                             client.get_model_version(model.name, version).run_id
                         ).data.metrics.items()
-                        if k.startswith(("holdout_", "persona_"))
+                        if k.startswith(("holdout_", "persona_", "registered_candidate_holdout_"))
                     }
                     for alias, version in aliases.items()
                 },

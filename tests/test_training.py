@@ -325,6 +325,25 @@ def test_promote_refuses_to_compare_versions_of_different_data_sets(trained):
     assert forced.forced and "trained on 'shop_b', the previous champion on 'shop_a'" in forced.sentence()
 
 
+def test_promote_compares_the_registered_models_own_figure_of_a_fold_experiment(trained):
+    """Folds of customers that chose different candidates log the mixture's figure as the headline
+    and the registered model's own as registered_candidate_*: a promotion compares the models
+    that would serve (v1's registered model 0.7708 against v2's 0.7724, not v1's mixture 0.7731)."""
+    name = "synthetic_fold_mixture"
+    tags = {"dataset": "shop", "headline_metric": "holdout_roc_auc"}
+    versions = _versions(
+        trained,
+        name,
+        [
+            (tags, {}, {"holdout_roc_auc": 0.7731, "registered_candidate_holdout_roc_auc": 0.7708}),
+            (tags, {}, {"holdout_roc_auc": 0.7724}),
+        ],
+    )
+    promote(name, version=versions[0])
+    promoted = promote(name, version=versions[1])
+    assert (promoted.candidate_value, promoted.champion_value) == (0.7724, 0.7708)
+
+
 def test_promote_refuses_a_version_that_predicts_something_else(trained):
     # A spend model trained under a classifier's name: its Gini 0.88 is not "better" than AUC 0.80.
     name = "synthetic_two_labels"
