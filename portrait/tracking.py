@@ -11,7 +11,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from portrait.errors import PortraitError
+from portrait.errors import PortraitError, Unavailable
 
 DEFAULT_STORE = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
@@ -51,6 +51,8 @@ def ensure_store() -> None:
     import mlflow
 
     uri = mlflow.get_tracking_uri()
+    if problem := folder_store(uri):
+        raise PortraitError(problem)
     database = _sqlite_file(uri)
     if database is None:
         return
@@ -72,12 +74,37 @@ def _sqlite_file(uri: str) -> Path | None:
     return Path(uri[len(_SQLITE) :].split("?", 1)[0])
 
 
+def folder_store(uri: str) -> str | None:
+    """Why ``uri`` cannot be used, when it names a folder (``./mlruns``, ``file:///...``):
+    MLflow 3 keeps folder stores in maintenance mode and refuses to write them, which failed a
+    training run with a traceback after all its fitting (a user's test)."""
+    from urllib.parse import urlparse
+
+    scheme = urlparse(uri).scheme
+    if uri in ("databricks", "databricks-uc"):  # MLflow's names of a workspace's store, not folders
+        return None
+    if scheme in ("", "file") or len(scheme) == 1:  # C:\\mlruns parses as the scheme "c"
+        return _folder_message(uri)
+    return None
+
+
+def _folder_message(uri: str) -> str:
+    return (
+        f"MLFLOW_TRACKING_URI={uri} is a folder store, which MLflow 3 keeps read-only (maintenance mode): "
+        "use a database store, e.g. MLFLOW_TRACKING_URI=sqlite:///mlflow.db (mlflow migrate-filestore moves "
+        "the folder's runs into one)"
+    )
+
+
 def missing_store() -> str | None:
     """Why the current registry cannot be read, when it is a SQLite file that does not exist or
-    is empty (:func:`empty_store`): readers (score, refresh, serve, promote) say so, where MLflow
-    would create an empty store and answer that no model is registered."""
+    is empty (:func:`empty_store`), or a folder (:func:`folder_store`): readers (score, refresh,
+    serve, promote) say so, where MLflow would create an empty store and answer that no model
+    is registered."""
     import mlflow
 
+    if problem := folder_store(mlflow.get_tracking_uri()):
+        return problem
     database = _sqlite_file(mlflow.get_tracking_uri())
     if database is None:
         return None
@@ -137,6 +164,15 @@ def _exclusive(lock_path: Path):
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def registry_unreachable(exc: Exception) -> Unavailable:
+    """The registry itself could not be read (a server down, a store busy or broken), said as
+    such: not as a model that does not exist."""
+    import mlflow
+
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return Unavailable(f"cannot read the model registry at {mlflow.get_tracking_uri()}: {first}")
 
 
 def load_version(name: str, version: str) -> tuple[object, dict]:

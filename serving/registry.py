@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from models.task import PERSONA_LABEL, PersonaCard, is_model_name
 from portrait.errors import NotFound, PortraitError, Unavailable
-from portrait.tracking import load_version, missing_store
+from portrait.tracking import load_version, missing_store, registry_unreachable
 
 PERSONAS = "personas"
 
@@ -51,13 +50,13 @@ def alias_version(name: str, alias: str = "champion") -> str:
         client.get_registered_model(name)
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_DOES_NOT_EXIST":  # a server that cannot be reached, a broken store
-            raise _unreachable(exc) from None
+            raise registry_unreachable(exc) from None
         raise PortraitError(f"no registered model named {name!r}; train it first (portrait train)") from None
     try:
         version = client.get_model_version_by_alias(name, alias)
     except MlflowException as exc:
         if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):  # busy, unreachable
-            raise _unreachable(exc) from None
+            raise registry_unreachable(exc) from None
         raise PortraitError(
             f"model {name!r} has no version with alias {alias!r}; promote one (portrait promote {name}) "
             "or choose another alias (--alias, or alias in the refresh settings)"
@@ -72,7 +71,7 @@ def load_model_version(name: str, version: str, alias: str = "champion") -> Load
         registered = client.get_model_version(name, version)
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_DOES_NOT_EXIST":  # the registry busy or unreachable, not the model
-            raise _unreachable(exc) from None
+            raise registry_unreachable(exc) from None
         raise PortraitError(f"model {name!r} has no version {version}") from None
     try:
         python_model, meta = load_version(name, version)
@@ -90,11 +89,6 @@ def load_model_version(name: str, version: str, alias: str = "champion") -> Load
     estimator = python_model.fit if hasattr(python_model, "fit") else python_model.estimator
     metrics = client.get_run(registered.run_id).data.metrics
     return LoadedModel(name, version, alias, meta, estimator, metrics)
-
-
-def _unreachable(exc: Exception) -> Unavailable:
-    """The registry itself could not be read (a server down, a store busy or broken)."""
-    return Unavailable(f"cannot read the model registry at {mlflow.get_tracking_uri()}: {_first(exc)}")
 
 
 def _first(exc: Exception) -> str:

@@ -344,6 +344,43 @@ def test_promote_compares_the_registered_models_own_figure_of_a_fold_experiment(
     assert (promoted.candidate_value, promoted.champion_value) == (0.7724, 0.7708)
 
 
+def test_promote_says_a_registry_it_cannot_reach_is_unreachable_not_that_the_model_is_missing(monkeypatch):
+    """A server down was "no registered model named ...; train it first" (a user's test)."""
+    from mlflow.exceptions import MlflowException
+
+    from portrait.errors import Unavailable
+    from training import registry
+
+    class Unreachable:
+        def get_registered_model(self, name):
+            raise MlflowException("API request to http://127.0.0.1:9 failed: Connection refused")
+
+    monkeypatch.setattr(registry, "MlflowClient", Unreachable)
+    with pytest.raises(Unavailable, match="cannot read the model registry at .*: API request to .* Connection refused"):
+        registry.promote("repurchase_90d")
+
+
+@pytest.mark.parametrize("uri", ["./mlruns", "file:///tmp/mlruns"])
+def test_a_folder_tracking_uri_is_refused_before_any_work(prepared, monkeypatch, uri):
+    """MLflow 3 refuses to write a folder store: train fitted, then stopped with a traceback;
+    promote, a reader, gave the same traceback (a user's test)."""
+    import training.train as train_module
+    from portrait.tracking import require_store
+    from training.train import train_experiment
+
+    config, _ = prepared
+    monkeypatch.setattr(train_module, "prepare", lambda *a, **k: pytest.fail("the data was read"))
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        with pytest.raises(PortraitError, match=rf"MLFLOW_TRACKING_URI={uri} is a folder store, which MLflow 3 keeps"):
+            train_experiment(config)
+        with pytest.raises(PortraitError, match="is a folder store"):
+            require_store()  # what promote and every reader of the registry check first
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
 def test_promote_refuses_a_version_that_predicts_something_else(trained):
     # A spend model trained under a classifier's name: its Gini 0.88 is not "better" than AUC 0.80.
     name = "synthetic_two_labels"
@@ -452,6 +489,17 @@ def test_promote_tells_apart_data_sets_of_one_folder_name_and_high_value_quantil
         PortraitError, match=r"predicts high_value \(quantile 0.95\) over 30 days .* high_value \(quantile 0.8\)"
     ):
         promote(name, version=versions[1])
+
+
+@pytest.mark.parametrize("model_type", ["logistic", "bgnbd", "rfm"])
+def test_tune_refuses_a_model_type_whose_parameters_it_does_not_search(prepared, tmp_path, model_type):
+    """A trial is a LightGBM fit: tuning a logistic experiment printed LightGBM's figures, then
+    registered the same logistic model again (a user's test)."""
+    from training.tune import tune_experiment
+
+    config, data = prepared
+    with pytest.raises(PortraitError, match=rf"tune searches LightGBM's parameters; \[model\] type = \"{model_type}\""):
+        tune_experiment(replace(config, model_type=model_type), trials=1, data=data, workdir=tmp_path)
 
 
 def test_a_pruned_trial_is_a_finished_run_tagged_pruned_not_a_failed_one(tracking, prepared, tmp_path, monkeypatch):

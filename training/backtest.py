@@ -172,6 +172,14 @@ def run_backtest(
         parts.append((holdout_ids, y, np.asarray(result.holdout_prediction, float), peer_scores))
         for name, scores in result.candidate_predictions.items():
             candidate_parts.setdefault(name, []).append((holdout_ids, y, np.asarray(scores, float), peer_scores))
+        mixed = f"registered_candidate_holdout_{metric}" in m  # folds of customers chose different candidates
+        if mixed:
+            notes.append(
+                f"origin {number} (holdout {data.split.holdout}): the model row scores each fold's customers with "
+                f"the candidate chosen in that fold ({result.tags.get('validation_scheme', '').split('chosen ')[-1]}"
+                f": it judges the procedure; the registered {result.model_type} alone scored "
+                f"{m[f'registered_candidate_holdout_{metric}']:.4f}"
+            )
         done.append(
             Origin(
                 ends_on=ends_on,
@@ -179,7 +187,7 @@ def run_backtest(
                 training_cutoffs=len(data.split.train),
                 customers=len(y),
                 base_rate=float(np.mean(y > 0)),
-                model_type=result.model_type,
+                model_type="folds' choices" if mixed else result.model_type,
                 model=float(m[f"holdout_{metric}"]),
                 best_peer=best,
                 peer=float(m[f"baseline_{best}_holdout_{metric}"]),

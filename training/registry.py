@@ -15,6 +15,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from portrait.errors import PortraitError
+from portrait.tracking import registry_unreachable
 from training.champion import CHAMPION, COMPARED_VERSION_TAG, champion_metric, target_of
 from training.train import CANDIDATE
 
@@ -151,7 +152,9 @@ def promote(name: str, version: str | None = None, force: bool = False) -> Promo
     client = MlflowClient()
     try:
         client.get_registered_model(name)
-    except MlflowException:
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":  # a server that cannot be reached: not a missing model
+            raise registry_unreachable(exc) from None
         raise PortraitError(f"no registered model named {name!r}; train it first (portrait train)") from None
     if version is None:
         candidate = _version_by_alias(client, name, CANDIDATE)
@@ -160,7 +163,9 @@ def promote(name: str, version: str | None = None, force: bool = False) -> Promo
     else:
         try:
             candidate = client.get_model_version(name, str(version))
-        except MlflowException:
+        except MlflowException as exc:
+            if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                raise registry_unreachable(exc) from None
             raise PortraitError(f"{name} has no version {version}") from None
     metric, value = _headline(client, candidate)
     champion = _version_by_alias(client, name, CHAMPION)

@@ -21,7 +21,7 @@ from training.champion import COMPARED_VERSION_TAG, ChampionComparison, compare_
 from training.config import ExperimentConfig
 from training.data import TrainingData, label_notes, prepare
 from training.evaluate import FitResult, fit_and_evaluate
-from training.tracking import ensure_experiment, register_pyfunc
+from training.tracking import ensure_experiment, ensure_store, register_pyfunc
 
 CANDIDATE = "candidate"
 SHAP_SAMPLE_ROWS = 2000
@@ -61,6 +61,7 @@ def train_experiment(
     data: TrainingData | None = None,
     parent_tags: dict | None = None,
 ) -> RunSummary:
+    ensure_store()  # a store that cannot take the run is said before the data is read and fitted
     data = data or prepare(config, progress=progress)
     if progress:
         progress("fitting")
