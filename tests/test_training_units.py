@@ -149,6 +149,11 @@ def test_config_rejects_unknown_keys_and_bad_values():
         parse_experiment({**BASE, "cutoffs": {"rule": "monthly", "spacing_days": 7}})
     with pytest.raises(ConfigError, match="spacing_days must be a positive integer, got 0"):
         parse_experiment({**BASE, "cutoffs": {"rule": "spaced", "spacing_days": 0}})
+    # settings the others make meaningless were ignored without a word (a user's test)
+    with pytest.raises(ConfigError, match=r"\[cutoffs\]: count goes with rule \(with dates, each date is a cutoff\)"):
+        parse_experiment({**BASE, "cutoffs": {"dates": ["2017-01-01", "2017-04-01"], "count": 3}})
+    with pytest.raises(ConfigError, match='high_value_quantile goes with kind = "high_value", not "repurchase"'):
+        parse_experiment({**BASE, "label": {"kind": "repurchase", "horizon_days": 90, "high_value_quantile": 0.5}})
     with pytest.raises(ConfigError, match=r'\[model\]: type must be one of \["select", "lightgbm"'):
         parse_experiment({**BASE, "model": {"type": "xgboost"}})
     with pytest.raises(ConfigError, match='a future_spend model is a LightGBM regressor; type "logistic" is not'):

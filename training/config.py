@@ -398,6 +398,8 @@ def parse_experiment(raw: dict, where: str = "experiment") -> ExperimentConfig:
     count = cutoffs_raw.get("count")
     if count is not None:
         whole_number(f"{where} [cutoffs]", "count", count)
+        if "dates" in cutoffs_raw:  # ignored with dates: a user's count = 3 changed nothing
+            raise ConfigError(f"{where} [cutoffs]: count goes with rule (with dates, each date is a cutoff)")
     spacing = cutoffs_raw.get("spacing_days", 14)
     if not isinstance(spacing, int) or isinstance(spacing, bool) or spacing < 1:
         raise ConfigError(f"{where} [cutoffs]: spacing_days must be a positive integer, got {as_toml(spacing)}")
@@ -421,6 +423,8 @@ def parse_experiment(raw: dict, where: str = "experiment") -> ExperimentConfig:
     quantile = label_raw.get("high_value_quantile", 0.8)
     if not isinstance(quantile, float | int) or not 0 < quantile < 1:
         raise ConfigError(f"{where} [label]: high_value_quantile must be between 0 and 1, got {as_toml(quantile)}")
+    if "high_value_quantile" in label_raw and kind != "high_value":  # ignored by the other kinds
+        raise ConfigError(f'{where} [label]: high_value_quantile goes with kind = "high_value", not {as_toml(kind)}')
     label = LabelSpec(kind=kind, horizon_days=horizon, high_value_quantile=float(quantile))
 
     features_raw = dict(table_of(where, raw, "features"))
