@@ -338,13 +338,23 @@ def select_columns(
     extras: list[str] = []
     if table.keeps_extra_columns:
         extras = [name for name in available if name not in readers.values() and not PANDAS_INDEX.fullmatch(name)]
-        twice = sorted({name.lower() for name in extras if name.lower() in repeated})
-        if twice:  # DuckDB reads the second copy as name_1: an attribute named by no column of the export
+        # A name twice in a CSV header: DuckDB reads the second copy as name_1, an attribute named by no
+        # column of the export (two names that differ only by spaces are told apart: catalogue's clash check).
+        in_headers = {n for names in source.file_headers.values() for n in names}
+        renamed = [
+            name
+            for name in extras
+            if in_headers
+            and name.strip().lower() not in in_headers
+            and re.sub(r"_[0-9]+$", "", name.strip().lower()) in repeated
+        ]
+        if renamed:
+            twice = re.sub(r"_[0-9]+$", "", renamed[0].strip().lower())
             raise ContractError(
-                f"column {twice[0]!r} appears twice in the header of {source.describe()} (compared without case): "
-                "rename one of them in the export",
+                f"column {twice!r} appears twice in the header of {source.describe()} (compared without case; the "
+                f"second was read as {renamed[0]!r}): rename one of them in the export",
                 table=table.name,
-                column=twice[0],
+                column=twice,
             )
         for name in extras:  # a customers attribute such as signup_date: read as a time too
             if available[name].upper().startswith("TIMESTAMP"):
