@@ -11,7 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from models.pyfunc import serving_frame
-from portrait.errors import PortraitError
+from portrait.errors import ConfigError, PortraitError
 from training.config import LabelSpec, ValidationSpec, parse_experiment
 from training.data import prepare
 from training.evaluate import fit_and_evaluate
@@ -358,6 +358,16 @@ def test_promote_says_a_registry_it_cannot_reach_is_unreachable_not_that_the_mod
     monkeypatch.setattr(registry, "MlflowClient", Unreachable)
     with pytest.raises(Unavailable, match="cannot read the model registry at .*: API request to .* Connection refused"):
         registry.promote("repurchase_90d")
+
+
+def test_lightgbm_stopping_on_a_model_value_is_one_message_naming_the_experiment(tracking, prepared):
+    """device_type = "gpu" on a machine without OpenCL: a LightGBMError traceback (a user's test)."""
+    config, data = prepared
+    config = replace(config, model_type="lightgbm", model_params={**config.model_params, "device_type": "gpu"})
+    with pytest.raises(
+        ConfigError, match=rf"^{config.name}: LightGBM stopped while fitting: .+ \(check the \[model\] values\)$"
+    ):
+        train_experiment(config, data=data)
 
 
 @pytest.mark.parametrize("uri", ["./mlruns", "file:///tmp/mlruns"])

@@ -3,6 +3,7 @@ with the alias ``candidate``."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import tempfile
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ import pandas as pd
 from models.drift import reference_distributions
 from models.pyfunc import PortraitModel, serving_frame
 from models.task import ModelCard, learned_until_of
+from portrait.errors import ConfigError
 from training import plots
 from training.champion import COMPARED_VERSION_TAG, ChampionComparison, compare_with_champion
 from training.config import ExperimentConfig
@@ -54,6 +56,21 @@ def headline_metric(config: ExperimentConfig) -> str:
     return config.label.task.headline_metric
 
 
+@contextlib.contextmanager
+def lightgbm_errors_said(config: ExperimentConfig):
+    """LightGBM stopping on what the machine or the ``[model]`` values cannot do (``device_type =
+    "gpu"`` without an OpenCL device) as one message naming the experiment, not a traceback
+    after the data was read (a user's test)."""
+    from lightgbm.basic import LightGBMError
+
+    try:
+        yield
+    except LightGBMError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        where = config.source or config.name
+        raise ConfigError(f"{where}: LightGBM stopped while fitting: {first} (check the [model] values)") from None
+
+
 def train_experiment(
     config: ExperimentConfig,
     params: dict | None = None,
@@ -65,7 +82,8 @@ def train_experiment(
     data = data or prepare(config, progress=progress)
     if progress:
         progress("fitting")
-    result = fit_and_evaluate(config, data, params)
+    with lightgbm_errors_said(config):
+        result = fit_and_evaluate(config, data, params)
     experiment_id = ensure_experiment(config.name)
     if progress:
         progress("judging the champion on this holdout")

@@ -29,7 +29,7 @@ from training.evaluate import check_customer_folds, check_stratified_split, make
 from training.metrics import classification_metrics, spend_metrics
 from training.splits import customer_validation_split
 from training.tracking import ensure_experiment
-from training.train import RunSummary, train_experiment
+from training.train import RunSummary, lightgbm_errors_said, train_experiment
 
 STUDY_STORE = "optuna.db"
 REPORT_EVERY = 25
@@ -235,7 +235,8 @@ def tune_experiment(
             if progress:
                 progress(trial)
 
-        study.optimize(objective, n_trials=trials, timeout=timeout, callbacks=[after_trial], catch=(ValueError,))
+        with lightgbm_errors_said(config):
+            study.optimize(objective, n_trials=trials, timeout=timeout, callbacks=[after_trial], catch=(ValueError,))
         completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         if not completed:
             raise PortraitError(
