@@ -1061,7 +1061,7 @@ def _drop_personal_values(engine: SparkEngine, table: str, frame, keep: list[str
 
 
 def register_views(engine: SparkEngine, spark_input: SparkInput) -> None:
-    from portrait.views import _register_deduplicated, checked_views, parse_expr, select_columns
+    from portrait.views import _register_deduplicated, checked_views, header_names, parse_expr, select_columns
 
     dataset = spark_input.dataset
     salt = read_tombstones(engine, spark_input.forget_folder)  # forgotten customers: portrait.forget
@@ -1094,8 +1094,9 @@ def register_views(engine: SparkEngine, spark_input: SparkInput) -> None:
             _exclude_forgotten(engine, table.name, raw, keys, salt)
         else:
             engine.create_view(f"raw_{table.name}", raw)
+        header = header_names(source, table, types)
         for name, sql in checked_views(
-            table, types, extras, source.timestamp_format, is_csv, dataset.timezone, [], source.decimal
+            table, types, extras, source.timestamp_format, is_csv, dataset.timezone, [], source.decimal, header
         ):
             engine.create_view(name, sql)
         _register_deduplicated(engine, table, by_key=False)

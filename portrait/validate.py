@@ -42,6 +42,7 @@ from portrait.views import (
     PARSED,
     REASON,
     REMAP,
+    REPEATED_HEADER,
     mapped_column,
     parse_expr,
     present_expr,
@@ -850,7 +851,7 @@ def _check_rows(con, dataset: Dataset, table: contract.Table, out_dir: Path | No
     # those with no line left (:func:`_all_lines_quarantined_note`)
     rejected = (
         f", LIST(DISTINCT {quote_ident(PARSED + 'customer_id')}) FILTER (WHERE {REASON} IS NOT NULL "
-        f"AND {REASON} NOT IN ('missing_customer_id', 'placeholder_customer_id'))"
+        f"AND {REASON} NOT IN ('missing_customer_id', 'placeholder_customer_id', '{REPEATED_HEADER}'))"
         if name == "purchases"
         else ", NULL"
     )

@@ -202,8 +202,9 @@ def _register_table(con, table: contract.Table, source: TableSource, timezone: s
         raw = exclude_forgotten(con, table.name, raw, keys)
     con.execute(f"CREATE OR REPLACE VIEW raw_{table.name} AS {raw}")
     read_all = [*table.column_names, *extras] if source.is_csv else []
+    header = header_names(source, table, types)
     for name, sql in checked_views(
-        table, types, extras, source.timestamp_format, source.is_csv, timezone, read_all, source.decimal
+        table, types, extras, source.timestamp_format, source.is_csv, timezone, read_all, source.decimal, header
     ):
         con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
     # A file or frame is read once here for its repeated keys (see _register_deduplicated); a
@@ -386,6 +387,9 @@ def some_files(paths: list[str]) -> str:
     return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
+REPEATED_HEADER = "repeated_header"  # a line that repeats the file's header (quarantined, counted)
+
+
 def checked_views(
     table: contract.Table,
     types: dict[str, str],
@@ -395,15 +399,18 @@ def checked_views(
     timezone: str,
     read_all: list[str],
     decimal: str = ".",
+    header: dict[str, str] | None = None,
 ) -> list[tuple[str, str]]:
     """``(name, SELECT)`` of ``cleaned_t``, ``checked_t`` and ``typed_t`` over ``raw_t``: the
-    row rules of the module docstring, in SQL both engines run (the Spark engine transpiles it)."""
+    row rules of the module docstring, in SQL both engines run (the Spark engine transpiles it).
+    ``header``: the CSV header's name of each column read from it (:func:`header_names`), to
+    quarantine a line that repeats the header (``repeated_header``)."""
     name = table.name
     cleaned = clean_exprs(table, types, trim)
     cleaned_columns = "".join(f", {expr} AS {quote_ident(n)}" for n, expr in cleaned.items())
     parsed = {c.name: parse_expr(c, types[c.name], timestamp_format, trim, timezone, decimal) for c in table.columns}
     parsed_columns = ", ".join(f"{expr} AS {quote_ident(PARSED + n)}" for n, expr in parsed.items())
-    reasons = _reason_cases(table, types, trim, read_all=read_all)
+    reasons = _reason_cases(table, types, trim, read_all=read_all, header=header)
     typed_columns = [f"{quote_ident(PARSED + c.name)} AS {quote_ident(c.name)}" for c in table.columns]
     typed_columns += [quote_ident(n) for n in extras]
     return [
@@ -580,7 +587,18 @@ def _without_missing_words(text: str, kind: str, trim: bool, raw: str) -> str:
     return f"CASE WHEN {contract.placeholder_word_expr(raw, words)} THEN NULL ELSE {text} END" if words else text
 
 
-def _reason_cases(table: contract.Table, types: dict[str, str], trim: bool, read_all: list[str]) -> str:
+def header_names(source: TableSource, table: contract.Table, types: dict[str, str]) -> dict[str, str]:
+    """Each column of ``table`` read from a CSV source's files, with its header's name (lower
+    case, trimmed); empty when fewer than two are (a line of two names is not told from data)."""
+    names = {n for header in source.file_headers.values() for n in header if n}
+    own = {c.name: source.columns.get(c.name, c.name).strip().lower() for c in table.columns if c.name in types}
+    present = {c: n for c, n in own.items() if n in names and types[c] == "VARCHAR"}
+    return present if source.is_csv and len(present) >= 2 else {}
+
+
+def _reason_cases(
+    table: contract.Table, types: dict[str, str], trim: bool, read_all: list[str], header: dict[str, str] | None = None
+) -> str:
     """The first rule a row breaks, from its parsed values; ``present`` is only evaluated for
     the few rows whose value did not parse, to tell *missing* from *unparseable*.
 
@@ -589,6 +607,9 @@ def _reason_cases(table: contract.Table, types: dict[str, str], trim: bool, read
     rejected by a query reading ``brand`` and kept by one that does not; reading every column
     makes every query see the same good rows."""
     cases: list[str] = []
+    if header:  # two exports pasted into one file: the second's header is a line, not a purchase
+        same = " AND ".join(f"LOWER(TRIM({quote_ident(c)})) = {quote_literal(n)}" for c, n in header.items())
+        cases.append(f"WHEN {same} THEN '{REPEATED_HEADER}'")
     for column in table.columns:
         value = quote_ident(PARSED + column.name)
         present = present_expr(column.name, types[column.name], trim, column.kind)
