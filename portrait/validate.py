@@ -324,6 +324,8 @@ def validate(dataset: Dataset, out_dir: Path | None = None, progress: Progress |
                 "empty, and crowd reports give no time of day"
             ]
         )
+        if lines and not dates_only_note:
+            dates_only_note = _some_dates_only_note(con)
         identities = identity_summary(con) if dataset.has("identities") else None
         say("comparing the customer ids of the tables")
         unmatched_note = _unmatched_ids_notes(con, [r.table for r in reports if r.table != "purchases"])
@@ -510,6 +512,29 @@ def _int96_notes(dataset: Dataset) -> list[str]:
                 )
             )
     return notes
+
+
+# Lines at midnight exactly, as a share of all, above which a log with times holds dates without
+# one too: to the minute, a real midnight is about 1 line in 1,440.
+MIDNIGHT_SHARE = 0.01
+
+
+def _some_dates_only_note(con) -> list[str]:
+    """Lines at midnight exactly in a log whose other lines have times (an export mixing
+    ``2026-10-12`` with ``2026-10-13T10:00:00+02:00``): dates without a time, read as midnight,
+    count as night orders in the time-of-day shares (a user's test); said, not changed."""
+    # placeholder dates (1970-01-01, 9999-12-31) have their own note
+    plausible = "ts >= TIMESTAMP '1970-01-02' AND CAST(ts AS DATE) <= current_date + 1"
+    midnight, total = con.execute(
+        f"SELECT COUNT(*) FILTER (WHERE NOT {contract.timed()}), COUNT(*) FROM typed_purchases WHERE {plausible}"
+    ).fetchall()[0]
+    if not total or midnight / total <= MIDNIGHT_SHARE:
+        return []
+    return [
+        f"purchases: {midnight:,} of {total:,} lines ({midnight / total:.1%}) are at midnight exactly, where the others "
+        "have a time of day: dates without a time? They count as night orders in the time-of-day shares "
+        "(order_share_night); export their times, or leave those features out"
+    ]
 
 
 def _all_lines_quarantined_note(con, purchases: TableReport) -> list[str]:

@@ -98,7 +98,9 @@ def test_a_log_of_dates_without_times_is_said(tmp_path):
     timed = write_tables(
         tmp_path / "timed", purchases=purchases({"ts": "2024-01-01"}, {"order_id": "o2", "ts": "2024-01-02 09:30"})
     )
-    assert not [n for n in validate(open_dataset(timed)).notes if "midnight" in n]
+    # one date without a time beside a timed line: not every time is midnight, but that one may be a date
+    notes = [n for n in validate(open_dataset(timed)).notes if "midnight" in n]
+    assert len(notes) == 1 and notes[0].startswith("purchases: 1 of 2 lines (50.0%) are at midnight exactly")
 
 
 def test_missing_required_table_is_a_hard_error(tmp_path):
@@ -687,6 +689,23 @@ def test_a_header_repeated_in_another_order_inside_a_file_stops_the_check(tmp_pa
         validate(open_dataset(data))
     with pytest.raises(ContractError, match=r"repeat the header with the columns in another order"):
         checked(open_dataset(data))  # what every command reading the data set runs first
+
+
+def test_dates_without_a_time_among_timed_lines_are_said(tmp_path):
+    """'2026-10-12' beside '2026-10-13 10:00:00' read as midnight, a night order, without a word
+    (a user's test); a log with a real midnight among many times is not said."""
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (folder / "purchases.csv").write_text(
+        "order_id,customer_id,ts,amount\no1,a,2026-01-05 10:00:00,12.5\no2,b,2026-01-06,3\no3,c,2026-01-07 13:30,4\n"
+    )
+    said = "purchases: 1 of 3 lines (33.3%) are at midnight exactly, where the others have a time of day"
+    assert any(note.startswith(said) for note in validate(open_dataset(folder)).notes)
+    timed = tmp_path / "timed"
+    timed.mkdir()
+    lines = "".join(f"o{i},c{i},2026-01-05 {1 + i % 23:02d}:{i % 60:02d}:00,1\n" for i in range(1, 200))
+    (timed / "purchases.csv").write_text("order_id,customer_id,ts,amount\no0,c0,2026-01-05 00:00:00,1\n" + lines)
+    assert not any("midnight" in note for note in validate(open_dataset(timed)).notes)
 
 
 def test_a_header_repeated_in_the_same_order_is_one_quarantined_line(tmp_path):
