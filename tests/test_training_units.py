@@ -149,6 +149,17 @@ def test_config_rejects_unknown_keys_and_bad_values():
         parse_experiment({**BASE, "cutoffs": {"rule": "monthly", "spacing_days": 7}})
     with pytest.raises(ConfigError, match="spacing_days must be a positive integer, got 0"):
         parse_experiment({**BASE, "cutoffs": {"rule": "spaced", "spacing_days": 0}})
+    # said with the file's own settings (a user's test: "cutoffs repeat: [...]" named no setting)
+    with pytest.raises(ConfigError, match=r'^experiment: name = "\.\.\." is required'):
+        parse_experiment({k: v for k, v in BASE.items() if k != "name"})
+    with pytest.raises(ConfigError, match=r'\[cutoffs\]: dates repeat \["2017-01-01"\]: give each cutoff once'):
+        parse_experiment({**BASE, "cutoffs": {"dates": ["2017-01-01", "2017-01-01", "2017-03-01"]}})
+    with pytest.raises(
+        ConfigError, match=r'scheme = "customer_kfold" takes one cutoff .*and \[cutoffs\] dates gives 2'
+    ):
+        parse_experiment(
+            {**BASE, "cutoffs": {"dates": ["2017-01-01", "2017-03-01"]}, "validation": {"scheme": "customer_kfold"}}
+        )
     # settings the others make meaningless were ignored without a word (a user's test)
     with pytest.raises(ConfigError, match=r"\[cutoffs\]: count goes with rule \(with dates, each date is a cutoff\)"):
         parse_experiment({**BASE, "cutoffs": {"dates": ["2017-01-01", "2017-04-01"], "count": 3}})

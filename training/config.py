@@ -197,6 +197,10 @@ def check_keys(where: str, table: dict, allowed: set[str]) -> None:
 
 def check_name(where: str, name: object) -> None:
     """An experiment's name (a registered model's name): letters, digits, '_' or '-'."""
+    if name is None:
+        raise ConfigError(
+            f"{where}: name = \"...\" is required (letters, digits, '_' or '-'): the registered model's name"
+        )
     if not is_model_name(name):
         raise ConfigError(
             f"{where}: name must be letters, digits, '_' or '-' (at most {MODEL_NAME_LENGTH}), got {as_toml(name)}"
@@ -395,6 +399,9 @@ def parse_experiment(raw: dict, where: str = "experiment") -> ExperimentConfig:
         dates = tuple(sorted(d if isinstance(d, dt.date) else _cutoff_text(d) for d in given_dates))
     except (ValueError, PortraitError) as exc:
         raise ConfigError(f"{where} [cutoffs]: dates must be YYYY-MM-DD: {exc}") from None
+    repeated = sorted({d.isoformat() for d in dates if dates.count(d) > 1})
+    if repeated:
+        raise ConfigError(f"{where} [cutoffs]: dates repeat {as_toml(repeated)}: give each cutoff once")
     count = cutoffs_raw.get("count")
     if count is not None:
         whole_number(f"{where} [cutoffs]", "count", count)
@@ -518,6 +525,11 @@ def parse_experiment(raw: dict, where: str = "experiment") -> ExperimentConfig:
         )
     if validation.folds < 2:
         raise ConfigError(f"{where} [validation]: folds must be at least 2")
+    if validation.scheme == "customer_kfold" and len(cutoffs.dates) > 1:  # said with the file's settings
+        raise ConfigError(
+            f'{where} [validation]: scheme = "customer_kfold" takes one cutoff (the holdout\'s), and [cutoffs] '
+            f"dates gives {len(cutoffs.dates)}"
+        )
 
     tuning_raw = table_of(where, raw, "tuning")
     check_keys(f"{where} [tuning]", tuning_raw, {"trials", "timeout_seconds", "metric"})
