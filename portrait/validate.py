@@ -78,6 +78,8 @@ class TableReport:
     padded_customer_ids: int = 0
     # Customer ids equal to another but for leading zeros ('00123' and '123'): two customers each.
     zero_padded_customer_ids: int = 0
+    # Customer ids written in scientific notation by a spreadsheet (1.23457E+11): digits lost.
+    scientific_customer_ids: int = 0
     # events: rows of the most common types without features of their own (at most 5 types)
     other_event_types: dict[str, int] = field(default_factory=dict)
     # valid rows per text column whose value is in decomposed Unicode (NFD: 'e' and a combining
@@ -622,6 +624,12 @@ def _notes(reports: list[TableReport], timezone: str) -> list[str]:
                 "zeros ('00123' and '123'): they are two customers to every table; if they are one, write the ids "
                 "the same way in every file (a file saved through a spreadsheet loses the zeros)"
             )
+        if r.scientific_customer_ids:
+            notes.append(
+                f"{r.table}.customer_id: {_values(r.scientific_customer_ids)} in scientific notation ('1.23457E+11'), "
+                "as a spreadsheet writes long numbers: their last digits are lost, so different customers may share "
+                "one id; export the ids as text (a column formatted as text, or the system's own export)"
+            )
         for column, n in r.decomposed_text.items():
             notes.append(
                 f"{r.table}.{column}: {_values(n)} in decomposed Unicode (NFD: a letter and a separate accent, "
@@ -857,6 +865,12 @@ def _check_rows(con, dataset: Dataset, table: contract.Table, out_dir: Path | No
         if name == "purchases" and text_ids
         else "0"
     )
+    # ...and ids a spreadsheet wrote in scientific notation (1.23457E+11: digits lost, customers merged)
+    scientific = (
+        f"COUNT(DISTINCT {read_id}) FILTER (WHERE regexp_matches({read_id}, '^[0-9]([.,][0-9]+)?[eE]\\+[0-9]+$'))"
+        if text_ids
+        else "0"
+    )
     # events of types without features of their own (a new type): counted in the totals only
     known_types = ", ".join(quote_literal(t) for t in contract.KNOWN_EVENT_TYPES)
     other_type = f"LOWER(TRIM(CAST(event_type AS VARCHAR))) NOT IN ({known_types})"
@@ -881,10 +895,11 @@ def _check_rows(con, dataset: Dataset, table: contract.Table, out_dir: Path | No
         else ", NULL"
     )
     scanned = con.execute(
-        f"SELECT {REASON}, COUNT(*), {padded}, CASE WHEN {REASON} IS NULL THEN {zeros} ELSE 0 END, {others}"
-        f"{decomposed}{rejected} FROM checked_{name} GROUP BY 1"
+        f"SELECT {REASON}, COUNT(*), {padded}, CASE WHEN {REASON} IS NULL THEN {zeros} ELSE 0 END, {others}, "
+        f"{scientific}{decomposed}{rejected} FROM checked_{name} GROUP BY 1"
     ).fetchall()
-    decomposed_counts = [row[5:-1] for row in scanned if row[0] is None]
+    decomposed_counts = [row[6:-1] for row in scanned if row[0] is None]
+    scientific_ids = int(sum(row[5] for row in scanned if row[0] is None))
     rejected_ids = sorted({i for row in scanned for i in (row[-1] or []) if i is not None})
     scanned = [row[:5] for row in scanned]
     counts = {reason: n for reason, n, *_ in scanned}
@@ -898,6 +913,7 @@ def _check_rows(con, dataset: Dataset, table: contract.Table, out_dir: Path | No
     report.rejected_customer_ids = rejected_ids
     report.padded_customer_ids = int(sum(n for reason, _, n, _, _ in scanned if reason is None))
     report.zero_padded_customer_ids = int(sum(z for reason, _, _, z, _ in scanned if reason is None))
+    report.scientific_customer_ids = scientific_ids
     if decomposed_counts:
         report.decomposed_text = {c: int(n) for c, n in zip(texts, decomposed_counts[0], strict=True) if n}
     if any(o for reason, *_, o in scanned if reason is None):  # only then: which types, most rows first

@@ -691,6 +691,18 @@ def test_a_header_repeated_in_another_order_inside_a_file_stops_the_check(tmp_pa
         checked(open_dataset(data))  # what every command reading the data set runs first
 
 
+def test_customer_ids_in_scientific_notation_are_said(tmp_path):
+    """Ids a spreadsheet mangled (1.23457E+11, 4.5E+03) were taken without a word (a user's test)."""
+    folder = tmp_path / "sci"
+    folder.mkdir()
+    (folder / "purchases.csv").write_text(
+        "order_id,customer_id,ts,amount\no1,1.23457E+11,2026-01-05 10:00:00,12.5\no2,4.5E+03,2026-01-06 11:00:00,3\n"
+        "o3,c7,2026-01-07 13:30:00,4\no4,1E5X,2026-01-07 14:30:00,4\n"
+    )
+    notes = [n for n in validate(open_dataset(folder)).notes if "scientific notation" in n]
+    assert len(notes) == 1 and notes[0].startswith("purchases.customer_id: 2 values in scientific notation")
+
+
 def test_dates_without_a_time_among_timed_lines_are_said(tmp_path):
     """'2026-10-12' beside '2026-10-13 10:00:00' read as midnight, a night order, without a word
     (a user's test); a log with a real midnight among many times is not said."""
