@@ -25,7 +25,7 @@ import pandas as pd
 from portrait.errors import PortraitError
 from training.config import ExperimentConfig
 from training.data import prepare
-from training.evaluate import BOOTSTRAP_RESAMPLES, fit_and_evaluate
+from training.evaluate import BOOTSTRAP_RESAMPLES, REGISTERED_OWN, fit_and_evaluate
 from training.metrics import ResampledAUC, ResampledGini, bootstrap_counts, headline_value, shown
 from training.splits import holdout_cutoff
 
@@ -172,13 +172,14 @@ def run_backtest(
         parts.append((holdout_ids, y, np.asarray(result.holdout_prediction, float), peer_scores))
         for name, scores in result.candidate_predictions.items():
             candidate_parts.setdefault(name, []).append((holdout_ids, y, np.asarray(scores, float), peer_scores))
-        mixed = f"registered_candidate_holdout_{metric}" in m  # folds of customers chose different candidates
+        own = f"{REGISTERED_OWN}holdout_{metric}"
+        mixed = own in m  # folds of customers chose different candidates
         if mixed:
             notes.append(
                 f"origin {number} (holdout {data.split.holdout}): the model row scores each fold's customers with "
                 f"the candidate chosen in that fold ({result.tags.get('validation_scheme', '').split('chosen ')[-1]}"
                 f": it judges the procedure; the registered {result.model_type} alone scored "
-                f"{m[f'registered_candidate_holdout_{metric}']:.4f}"
+                f"{m[own]:.4f}"
             )
         done.append(
             Origin(

@@ -850,6 +850,11 @@ def check_stratified_split(y: np.ndarray, share: float, split: str, advice: str,
             )
 
 
+# Prefix of the registered candidate's own out-of-fold figures, logged beside the folds' mixture
+# when folds of customers chose differently (promote and backtest read them).
+REGISTERED_OWN = "registered_candidate_"
+
+
 def _registered_candidate_note(
     config, rows, y, registered: str, per_candidate, chosen_counts, metrics
 ) -> tuple[str, ...]:
@@ -870,8 +875,8 @@ def _registered_candidate_note(
     if figure is None or not all(k in own for k in keys):
         return ()
     margin, low, high = (own[k] for k in keys)
-    metrics[f"registered_candidate_holdout_{metric}"] = figure
-    metrics |= {f"registered_candidate_{k}": own[k] for k in keys}
+    metrics[f"{REGISTERED_OWN}holdout_{metric}"] = figure
+    metrics |= {f"{REGISTERED_OWN}{k}": own[k] for k in keys}
     return (
         f"the model row scores each fold's customers with the candidate chosen in that fold "
         f"({', '.join(f'{n} in {k}' for n, k in sorted(chosen_counts.items()))}): it judges the procedure. "

@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 from portrait.errors import PortraitError
 from portrait.tracking import registry_unreachable
 from training.champion import CHAMPION, COMPARED_VERSION_TAG, champion_metric, target_of
+from training.evaluate import REGISTERED_OWN
 from training.train import CANDIDATE
 
 
@@ -67,9 +68,6 @@ def _version_by_alias(client: MlflowClient, name: str, alias: str):
         return client.get_model_version_by_alias(name, alias)
     except MlflowException:
         return None
-
-
-REGISTERED_OWN = "registered_candidate_"  # prefix of the registered model's own figures (training.evaluate)
 
 
 def _headline(client: MlflowClient, version) -> tuple[str, float]:
