@@ -1052,6 +1052,34 @@ def test_a_data_option_that_does_not_exist_is_named_as_the_option(tmp_path):
         dataset_of_scores(tmp_path, tmp_path / "nope")
 
 
+def test_models_list_versions_in_number_order_with_the_registered_models_own_figures(monkeypatch):
+    """Versions sorted as text read 1, 10, 11, 2 (a user's test); a fold experiment's champion
+    showed only the folds' mixture figure, not its registered model's own."""
+    from types import SimpleNamespace
+
+    from serving import registry
+
+    metrics = {"holdout_roc_auc": 0.7731, "registered_candidate_holdout_roc_auc": 0.7708, "best_iteration": 40.0}
+
+    class Registry:
+        def search_registered_models(self):
+            return [SimpleNamespace(name="m", aliases={"champion": "10"})]
+
+        def search_model_versions(self, query):
+            return [SimpleNamespace(version=v) for v in ("1", "10", "11", "2")]
+
+        def get_model_version(self, name, version):
+            return SimpleNamespace(run_id="r")
+
+        def get_run(self, run_id):
+            return SimpleNamespace(data=SimpleNamespace(metrics=metrics))
+
+    monkeypatch.setattr(registry, "MlflowClient", Registry)
+    (model,) = registry.list_models()
+    assert model["versions"] == ["1", "2", "10", "11"]
+    assert model["metrics"] == {"champion": {"holdout_roc_auc": 0.7731, "registered_candidate_holdout_roc_auc": 0.7708}}
+
+
 def test_a_registry_that_cannot_be_read_is_the_operators_503(monkeypatch):
     from mlflow.exceptions import MlflowException
 
