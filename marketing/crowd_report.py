@@ -98,7 +98,41 @@ def dimension_table(dims: pd.DataFrame, crowd: np.ndarray, base: np.ndarray, lab
     same = table.groupby(["_held", "_sig1", "_sig2"], sort=False).ngroup().to_numpy()
     shared = np.bincount(same)[same] > 1
     table["linked"] = np.where(shared, same, -1)
+    table["held"] = table["_held"]  # by the whole population: what pooled_rare_values reads
     return table.drop(columns=["_held", "_sig1", "_sig2"])
+
+
+def pooled_rare_values(table: pd.DataFrame, min_cell: int, n_crowd: int, n_base: int) -> pd.DataFrame:
+    """``table`` (:func:`dimension_table`) with the values that fewer than ``min_cell`` customers
+    of the whole population hold pooled into one row per dimension ("other values"), last: a
+    count under the minimum was hidden, but the value itself was printed (a user's test: 40
+    customers' names as a dimension, each "<10" beside the name). The pooled row's figures are
+    the sums, hidden in turn when small."""
+    if table.empty or min_cell <= 1:
+        return table
+    rare = table["held"].to_numpy() < min_cell
+    if not rare.any():
+        return table
+    pooled = (
+        table[rare]
+        .groupby(["dimension", "label"], sort=False)
+        .agg(count=("count", "sum"), base_count=("base_count", "sum"), held=("held", "sum"), values=("value", "size"))
+        .reset_index()
+    )
+    pooled["share"] = pooled["count"] / n_crowd if n_crowd else 0.0
+    pooled["base_share"] = pooled["base_count"] / n_base if n_base else 0.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pooled["tgi"] = np.where(pooled["base_share"] > 0, 100 * pooled["share"] / pooled["base_share"], np.nan)
+    pooled["value"] = [
+        f"other values ({n}, each held by fewer than {min_cell} customers)" for n in pooled.pop("values")
+    ]
+    pooled["linked"] = -1
+    kept = table[~rare]
+    order = {name: i for i, name in enumerate(pd.unique(table["dimension"]))}
+    both = pd.concat([kept.assign(_last=0), pooled.assign(_last=1)], ignore_index=True)
+    both["_order"] = both["dimension"].map(order)
+    both = both.sort_values(["_order", "_last"], kind="stable").drop(columns=["_order", "_last"])
+    return both[table.columns].reset_index(drop=True)
 
 
 def crowd_report(
@@ -124,7 +158,9 @@ def crowd_report(
         size=int(crowd.sum()),
         base_size=int(base.sum()),
         figures=key_figures(frame, crowd, base),
-        dimensions=dimension_table(data.dimensions, crowd, base, labels),
+        dimensions=pooled_rare_values(
+            dimension_table(data.dimensions, crowd, base, labels), min_cell, int(crowd.sum()), int(base.sum())
+        ),
         labels=labels,
     )
     if report.empty:

@@ -257,8 +257,12 @@ def test_small_counts_are_suppressed_with_a_second_cell_where_one_would_be_recov
     shown = suppressed_dimensions(report).set_index(["dimension", "value"])
     assert shown.loc[("age_band", "25-34"), "count"] == "<2"
     assert shown.loc[("age_band", "25-34"), "share"] == "" and shown.loc[("age_band", "25-34"), "tgi"] == ""
-    # high promotion sensitivity has 2 customers: shown, with its figures
-    assert shown.loc[("promotion_sensitivity", "high (half of orders or more)"), "count"] == "2"
+    # the three promotion sensitivities held by one customer each are one row, their values not
+    # printed; high (2 customers) is then hidden beside it, else the crowd minus it gives that row
+    pooled = "other values (3, each held by fewer than 2 customers)"
+    assert shown.loc[("promotion_sensitivity", pooled), "count"] == "<2"
+    assert shown.loc[("promotion_sensitivity", "high (half of orders or more)"), "count"] == "hidden"
+    assert list(shown.loc["promotion_sensitivity"].index) == ["high (half of orders or more)", pooled]
     answer = report_json(report)
     assert answer["customers"] == 3
     # persona, known for nobody without scores, is one note as on the page, not "unknown" rows
@@ -292,9 +296,10 @@ def test_the_values_listed_are_the_populations_never_only_a_small_crowds_or_base
         one = data.mask(Crowd("where", "orders_lifetime = 1"))  # B alone
         nobody = data.mask(Crowd("where", "orders_lifetime > 100"))
         assert one.sum() == 1 and nobody.sum() == 0
-        population_values = crowd_report(data, everyone, everyone, crowd_name="all", base_name="all", min_cell=10)
+        # min_cell 1: no value is pooled (pooled_rare_values), so the values themselves compare
+        population_values = crowd_report(data, everyone, everyone, crowd_name="all", base_name="all", min_cell=1)
         expected = population_values.dimensions.groupby("dimension")["value"].apply(set).to_dict()
-        small_base = crowd_report(data, nobody, one, crowd_name="none", base_name="B", min_cell=10)
+        small_base = crowd_report(data, nobody, one, crowd_name="none", base_name="B", min_cell=1)
         compared = compare(data, {"B": one, "none": nobody})
     assert len(expected) > 5 and any(len(values) > 1 for values in expected.values())
     assert small_base.dimensions.groupby("dimension")["value"].apply(set).to_dict() == expected
@@ -1027,7 +1032,9 @@ def test_a_number_column_whose_bands_would_take_a_columns_name_keeps_both():
     ds = Dataset.from_frames(purchases=PURCHASES, events=EVENTS, customers=customers)
     with Population(ds, AS_OF) as population:
         data = CrowdData(population, load_library())
-        report = crowd_report(data, data.mask(Crowd("all")), data.mask(Crowd("all")), crowd_name="a", base_name="a")
+        report = crowd_report(
+            data, data.mask(Crowd("all")), data.mask(Crowd("all")), crowd_name="a", base_name="a", min_cell=1
+        )
     assert rows(report, "age_band") == {"25-34": (2, 2, 100.0), "35-44": (2, 2, 100.0), "unknown": (1, 1, 100.0)}
     assert sum(count for count, _, _ in rows(report, "age_quintile_band").values()) == 5
     # so a sensitive column is refused under every name its dimension may take (serving.routes.crowds)
@@ -1041,7 +1048,9 @@ def test_a_number_column_whose_bands_would_take_a_report_dimensions_name_keeps_b
     ds = Dataset.from_frames(purchases=PURCHASES, events=EVENTS, customers=customers)
     with Population(ds, AS_OF) as population:
         data = CrowdData(population, load_library())
-        report = crowd_report(data, data.mask(Crowd("all")), data.mask(Crowd("all")), crowd_name="a", base_name="a")
+        report = crowd_report(
+            data, data.mask(Crowd("all")), data.mask(Crowd("all")), crowd_name="a", base_name="a", min_cell=1
+        )
     assert sum(count for count, _, _ in rows(report, "order_value_quintile_band").values()) == 5
     assert "unknown" in rows(report, "order_value_band")  # the report's average order value bands, as before
 
