@@ -88,6 +88,13 @@ class ConfigError(PortraitError):
     """A configuration file or option has an unknown key or a bad value."""
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception's first line (a library's message often goes on with a stack or a row),
+    or its type's name when it says nothing."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def read_error_reason(exc: Exception) -> str:
     """What a DuckDB error reading a source says, in one line: its first line, which never holds
     the source's text (the lines after it may quote a row of the file: personal data); for a line

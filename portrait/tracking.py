@@ -11,7 +11,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from portrait.errors import PortraitError, Unavailable
+from portrait.errors import PortraitError, Unavailable, first_line
 
 DEFAULT_STORE = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
@@ -83,12 +83,8 @@ def folder_store(uri: str) -> str | None:
     scheme = urlparse(uri).scheme
     if uri in ("databricks", "databricks-uc"):  # MLflow's names of a workspace's store, not folders
         return None
-    if scheme in ("", "file") or len(scheme) == 1:  # C:\\mlruns parses as the scheme "c"
-        return _folder_message(uri)
-    return None
-
-
-def _folder_message(uri: str) -> str:
+    if scheme not in ("", "file") and len(scheme) != 1:  # C:\\mlruns parses as the scheme "c"
+        return None
     return (
         f"MLFLOW_TRACKING_URI={uri} is a folder store, which MLflow 3 keeps read-only (maintenance mode): "
         "use a database store, e.g. MLFLOW_TRACKING_URI=sqlite:///mlflow.db (mlflow migrate-filestore moves "
@@ -171,8 +167,7 @@ def registry_unreachable(exc: Exception) -> Unavailable:
     such: not as a model that does not exist."""
     import mlflow
 
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return Unavailable(f"cannot read the model registry at {mlflow.get_tracking_uri()}: {first}")
+    return Unavailable(f"cannot read the model registry at {mlflow.get_tracking_uri()}: {first_line(exc)}")
 
 
 def load_version(name: str, version: str) -> tuple[object, dict]:

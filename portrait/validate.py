@@ -43,6 +43,7 @@ from portrait.views import (
     REASON,
     REMAP,
     REPEATED_HEADER,
+    header_columns,
     mapped_column,
     parse_expr,
     present_expr,
@@ -826,10 +827,8 @@ def _header_in_other_order(source, table: contract.Table, types: dict[str, str])
     if not names:
         return None
     known = ", ".join(quote_literal(n) for n in names)
-    own = {c.name: source.columns.get(c.name, c.name).strip().lower() for c in table.columns if c.name in types}
-    own |= {c: c.strip().lower() for c in types if c not in table.column_names}  # a table's extra columns
-    # only columns read from the file (an absent optional column is NULL here)
-    present = {c: n for c, n in own.items() if n in names}
+    # only columns read from the file (an absent optional column is NULL here), extra ones too
+    present = header_columns(source, table, types)
     if len(present) < 2:
         return None
     value = {c: f"LOWER(TRIM(CAST({quote_ident(c)} AS VARCHAR)))" for c in present}

@@ -587,12 +587,19 @@ def _without_missing_words(text: str, kind: str, trim: bool, raw: str) -> str:
     return f"CASE WHEN {contract.placeholder_word_expr(raw, words)} THEN NULL ELSE {text} END" if words else text
 
 
-def header_names(source: TableSource, table: contract.Table, types: dict[str, str]) -> dict[str, str]:
-    """Each column of ``table`` read from a CSV source's files, with its header's name (lower
-    case, trimmed); empty when fewer than two are (a line of two names is not told from data)."""
+def header_columns(source: TableSource, table: contract.Table, types: dict[str, str]) -> dict[str, str]:
+    """Each column of ``types`` (the table's, and its extra columns) read from the source's files,
+    with its header's name (lower case, trimmed): empty without a header to compare with."""
     names = {n for header in source.file_headers.values() for n in header if n}
     own = {c.name: source.columns.get(c.name, c.name).strip().lower() for c in table.columns if c.name in types}
-    present = {c: n for c, n in own.items() if n in names and types[c] == "VARCHAR"}
+    own |= {c: c.strip().lower() for c in types if c not in table.column_names}
+    return {c: n for c, n in own.items() if n in names}
+
+
+def header_names(source: TableSource, table: contract.Table, types: dict[str, str]) -> dict[str, str]:
+    """:func:`header_columns` of a CSV source's text columns, for the ``repeated_header`` rule;
+    empty when fewer than two are (a line of two names is not told from data)."""
+    present = {c: n for c, n in header_columns(source, table, types).items() if types[c] == "VARCHAR"}
     return present if source.is_csv and len(present) >= 2 else {}
 
 

@@ -77,7 +77,7 @@ _RFM_FILE = re.compile(r"rfm_(\d{4}-\d{2}-\d{2})\.parquet")
 _MANY = 1_000  # more ids or identifiers than this are matched by a join instead of bound parameters
 # Rounds of following shared identifiers one hop at a time (two small queries each) before the
 # rest of a person is found in one pass over the identities: a person chained through 1,500
-# ids took 1,500 rounds: 8.8 s alone (18-34 s in the test suite), against 0.9 s now
+# ids took 1,500 rounds: 8.8 s alone (18-34 s in the test suite), against 0.43-0.9 s now
 # (2026-12-07, /tmp probe of build_profile); most persons end in two or three rounds.
 _HOP_ROUNDS = 8
 
@@ -1448,24 +1448,17 @@ def _narrowed(dataset, customer_id: str):
 def _linked_ids(links: pd.DataFrame, customer_id: str) -> set[str]:
     """The customer ids reached from ``customer_id`` by following shared identifier values in
     ``links`` (customer_id, id_value as text), any number of hops: what the rounds of
-    :func:`_narrowed` reach, in one pass (connected components of ids and values). Empty and
-    missing ids and values link nothing, as in the rounds."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
+    :func:`_narrowed` reach, in one pass (the identity merge's connected components, over values
+    of any type). Empty and missing ids and values link nothing, as in the rounds."""
+    from portrait.identity import resolve
 
     links = links[links["customer_id"].notna() & links["id_value"].notna()]
     links = links[(links["customer_id"] != "") & (links["id_value"] != "")]
-    id_codes, id_names = pd.factorize(links["customer_id"])
-    value_codes, value_names = pd.factorize(links["id_value"])
-    start = id_names.get_indexer([customer_id])[0]
-    if start < 0:
+    persons = resolve(links.assign(id_type=""))
+    person = persons.loc[persons["customer_id"] == customer_id, "person_id"]
+    if person.empty:
         return {customer_id}
-    nodes = len(id_names) + len(value_names)
-    graph = coo_matrix(
-        (np.ones(len(links), dtype=np.int8), (id_codes, value_codes + len(id_names))), shape=(nodes, nodes)
-    )
-    _, labels = connected_components(graph, directed=False)
-    return set(np.asarray(id_names)[labels[: len(id_names)] == labels[start]]) | {customer_id}
+    return set(persons.loc[persons["person_id"] == person.iloc[0], "customer_id"]) | {customer_id}
 
 
 def _column_values(frame: pd.DataFrame, name: str) -> set[str]:

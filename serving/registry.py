@@ -8,7 +8,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from models.task import PERSONA_LABEL, PersonaCard, is_model_name
-from portrait.errors import NotFound, PortraitError, Unavailable
+from portrait.errors import NotFound, PortraitError, Unavailable, first_line
 from portrait.tracking import load_version, missing_store, registry_unreachable
 
 PERSONAS = "personas"
@@ -77,7 +77,7 @@ def load_model_version(name: str, version: str, alias: str = "champion") -> Load
         python_model, meta = load_version(name, version)
     except (MlflowException, OSError, ValueError) as exc:  # files moved or deleted under the registry
         raise PortraitError(
-            f"model {name!r} version {version} ({alias}) cannot be loaded from {registered.source}: {_first(exc)}; "
+            f"model {name!r} version {version} ({alias}) cannot be loaded from {registered.source}: {first_line(exc)}; "
             "its files were moved or deleted: train and promote it again, or restore them"
         ) from None
     if meta.get("label") == PERSONA_LABEL:
@@ -89,10 +89,6 @@ def load_model_version(name: str, version: str, alias: str = "champion") -> Load
     estimator = python_model.fit if hasattr(python_model, "fit") else python_model.estimator
     metrics = client.get_run(registered.run_id).data.metrics
     return LoadedModel(name, version, alias, meta, estimator, metrics)
-
-
-def _first(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def list_models() -> list[dict]:

@@ -176,10 +176,9 @@ def run_backtest(
         mixed = own in m  # folds of customers chose different candidates
         if mixed:
             notes.append(
-                f"origin {number} (holdout {data.split.holdout}): the model row scores each fold's customers with "
-                f"the candidate chosen in that fold ({result.tags.get('validation_scheme', '').split('chosen ')[-1]}"
-                f": it judges the procedure; the registered {result.model_type} alone scored "
-                f"{m[own]:.4f}"
+                f"origin {number} (holdout {data.split.holdout}): its folds chose different candidates, so the model "
+                f"row scores each fold with its own choice and judges the procedure; the registered "
+                f"{result.model_type} alone scored {m[own]:.4f}"
             )
         done.append(
             Origin(

@@ -17,7 +17,7 @@ import pandas as pd
 from models.drift import reference_distributions
 from models.pyfunc import PortraitModel, serving_frame
 from models.task import ModelCard, learned_until_of
-from portrait.errors import ConfigError
+from portrait.errors import ConfigError, first_line
 from training import plots
 from training.champion import COMPARED_VERSION_TAG, ChampionComparison, compare_with_champion
 from training.config import ExperimentConfig
@@ -66,9 +66,10 @@ def lightgbm_errors_said(config: ExperimentConfig):
     try:
         yield
     except LightGBMError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         where = config.source or config.name
-        raise ConfigError(f"{where}: LightGBM stopped while fitting: {first} (check the [model] values)") from None
+        raise ConfigError(
+            f"{where}: LightGBM stopped while fitting: {first_line(exc)} (check the [model] values)"
+        ) from None
 
 
 def train_experiment(
