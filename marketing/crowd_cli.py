@@ -197,7 +197,7 @@ def register_crowd(app: typer.Typer, out, console) -> None:
         crowd = _crowd(segment, tag, persona, where, bought_category, within_days, everyone) if named else Crowd("all")
         with open_crowds(console, data, as_of, scores, segments_dir, file, store, run) as crowds:
             rows, cols = crowds.check_dimension(rows), crowds.check_dimension(cols)
-            table = crosstab(crowds, crowds.mask(crowd), rows, cols)
+            table = crosstab(crowds, crowds.mask(crowd), rows, cols, min_cell)
             paths = write_crosstab(table, crowds, rows, cols, crowd.describe(), min_cell, out_dir)
         out.print(f"{crowd.describe()}: {rows} by {cols}; wrote {paths['csv']} and {paths['html']}")
 
@@ -276,7 +276,7 @@ def register_crowd(app: typer.Typer, out, console) -> None:
             raise PortraitError("each crowd may be named once")
         with open_crowds(console, data, as_of, scores, segments_dir, file, store, run) as crowds:
             masks = {c.describe(): crowds.mask(c) for c in chosen}
-            result = compare(crowds, masks)
+            result = compare(crowds, masks, min_cell)
             paths = write_compare(result, crowds, min_cell, out_dir)
         sizes = ", ".join(
             f"{name}: {n:,}" if n >= min_cell else f"{name}: <{min_cell}" for name, n in result.sizes.items()

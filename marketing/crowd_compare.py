@@ -19,7 +19,13 @@ import pandas as pd
 from scipy.stats import chi2_contingency
 
 from marketing.crowd import CrowdData
-from marketing.crowd_report import crowd_size_shown, hidden_counts, suppression_mask
+from marketing.crowd_report import (
+    crowd_size_shown,
+    hidden_counts,
+    pooled_dimension,
+    pooled_note,
+    suppression_mask,
+)
 from portrait import pages
 from portrait.errors import PortraitError
 from portrait.files import atomic_write, atomic_write_text, check_targets
@@ -31,15 +37,17 @@ MIN_EXPECTED = 5
 # ------------------------------------------------------------------ cross-tab
 
 
-def crosstab(data: CrowdData, crowd: np.ndarray, rows: str, cols: str) -> pd.DataFrame:
+def crosstab(data: CrowdData, crowd: np.ndarray, rows: str, cols: str, min_cell: int = 1) -> pd.DataFrame:
     """Exact counts of ``rows`` x ``cols`` values within the crowd (long form). The rows and
     columns are the values the whole base holds, as a crowd report lists them: a table of only
     the values the crowd holds would tell them even where every count is hidden (a crowd of one
-    person would be its one row and column)."""
+    person would be its one row and column). Values fewer than ``min_cell`` customers of the
+    whole base hold are one row (column), :func:`~marketing.crowd_report.pooled_dimension`."""
     rows, cols = data.check_dimension(rows), data.check_dimension(cols)
     if rows == cols:
         raise PortraitError(f"rows and columns are both {rows!r}: cross two different dimensions")
-    row_all, col_all = data.dimensions[rows], data.dimensions[cols]
+    row_all = pooled_dimension(data.dimensions[rows], min_cell)
+    col_all = pooled_dimension(data.dimensions[cols], min_cell)
     counts = pd.crosstab(row_all[crowd], col_all[crowd], dropna=False).reindex(
         index=_held(row_all), columns=_held(col_all), fill_value=0
     )
@@ -95,7 +103,7 @@ def write_crosstab(
     row_label, col_label = data.dimension_label(rows), data.dimension_label(cols)
     title = f"{row_label} by {col_label}: {crowd_name}"
     body = f"<h1>{escape(title)}</h1><p class='note'>As of {data.as_of}. Colour: row percentage. "
-    body += f"Counts under {min_cell} customers are shown as &lt;{min_cell}.</p>"
+    body += f"Counts under {min_cell} customers are shown as &lt;{min_cell}.{escape(pooled_note(min_cell))}</p>"
     body += _heat_map(table, shown, row_label, col_label) if len(table) else "<p>The crowd is empty.</p>"
     wide = shown.pivot(index="row", columns="column", values="count").reindex(
         index=pd.unique(shown["row"]), columns=pd.unique(shown["column"])
@@ -163,7 +171,10 @@ class Comparison:
     overlap: int  # customers in more than one crowd
 
 
-def compare(data: CrowdData, masks: dict[str, np.ndarray]) -> Comparison:
+def compare(data: CrowdData, masks: dict[str, np.ndarray], min_cell: int = 1) -> Comparison:
+    """The crowds of ``masks`` on every dimension value; values fewer than ``min_cell``
+    customers of the population hold are one row per dimension
+    (:func:`~marketing.crowd_report.pooled_dimension`), tested as one value."""
     from marketing.crowd_report import key_figures
 
     names = list(masks)
@@ -172,7 +183,7 @@ def compare(data: CrowdData, masks: dict[str, np.ndarray]) -> Comparison:
     rows = []
     dims = data.dimensions
     for dim in dims.columns:
-        column = dims[dim]
+        column = pooled_dimension(dims[dim], min_cell)
         codes = column.cat.codes.to_numpy()
         k = len(column.cat.categories)
         counts = np.column_stack([np.bincount(codes[masks[n]], minlength=k) for n in names])
@@ -289,6 +300,7 @@ def write_compare(result: Comparison, data: CrowdData, min_cell: int, out_dir: P
             else "no value has enough customers in every crowd for a chi-square test. "
         )
         + f"{result.overlap:,} customers are in more than one crowd. Counts under {min_cell} are shown as <{min_cell}."
+        + pooled_note(min_cell)
     )
     markdown = [
         "# Crowd comparison: " + pages.md_text(" / ".join(names)),

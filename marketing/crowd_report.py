@@ -123,9 +123,7 @@ def pooled_rare_values(table: pd.DataFrame, min_cell: int, n_crowd: int, n_base:
     pooled["base_share"] = pooled["base_count"] / n_base if n_base else 0.0
     with np.errstate(divide="ignore", invalid="ignore"):
         pooled["tgi"] = np.where(pooled["base_share"] > 0, 100 * pooled["share"] / pooled["base_share"], np.nan)
-    pooled["value"] = [
-        f"other values ({n}, each held by fewer than {min_cell} customers)" for n in pooled.pop("values")
-    ]
+    pooled["value"] = [pooled_label(n, min_cell) for n in pooled.pop("values")]
     pooled["linked"] = -1
     kept = table[~rare]
     order = {name: i for i, name in enumerate(pd.unique(table["dimension"]))}
@@ -133,6 +131,46 @@ def pooled_rare_values(table: pd.DataFrame, min_cell: int, n_crowd: int, n_base:
     both["_order"] = both["dimension"].map(order)
     both = both.sort_values(["_order", "_last"], kind="stable").drop(columns=["_order", "_last"])
     return both[table.columns].reset_index(drop=True)
+
+
+def pooled_label(values: int, min_cell: int) -> str:
+    """The one row (or column) standing for ``values`` values each held by fewer than ``min_cell`` customers."""
+    return f"other values ({values}, each held by fewer than {min_cell} customers)"
+
+
+def pooled_note(min_cell: int) -> str:
+    """What a page says of the pooled values (nothing when none can be: ``min_cell`` 1)."""
+    if min_cell <= 1:
+        return ""
+    return (
+        f" The values fewer than {min_cell} customers of the whole data set hold are one row or column, 'other values'."
+    )
+
+
+def pooled_dimension(column: pd.Series, min_cell: int) -> pd.Series:
+    """``column`` (a categorical dimension over the whole population) with the values fewer
+    than ``min_cell`` of its customers hold as one value, :func:`pooled_label`, last: what a
+    crosstab or a comparison lists, as :func:`pooled_rare_values` does for a report (a count
+    hidden as "<10" still printed the value beside it: a rare value is one customer's). Values
+    nobody holds and missing values stay as they were."""
+    if min_cell <= 1:
+        return column
+    codes = column.cat.codes.to_numpy()
+    categories = column.cat.categories
+    held = np.bincount(codes[codes >= 0], minlength=len(categories))
+    rare = (held > 0) & (held < min_cell)
+    if not rare.any():
+        return column
+    kept = np.flatnonzero(~rare)
+    new_code = np.full(len(categories), len(kept))  # the rare ones: the pooled value, last
+    new_code[kept] = np.arange(len(kept))
+    pooled_codes = np.where(codes >= 0, new_code[np.maximum(codes, 0)], -1)
+    new_categories = [*categories[kept], pooled_label(int(rare.sum()), min_cell)]
+    return pd.Series(
+        pd.Categorical.from_codes(pooled_codes, categories=pd.Index(new_categories, dtype=object)),
+        index=column.index,
+        name=column.name,
+    )
 
 
 def crowd_report(

@@ -28,6 +28,7 @@ from marketing.crowd_compare import compare, crosstab, holm, suppressed_comparis
 from marketing.crowd_report import (
     crowd_report,
     hidden_counts,
+    pooled_dimension,
     report_json,
     suppressed_dimensions,
     suppression_mask,
@@ -508,6 +509,40 @@ def test_crosstab_drill_down_and_comparison_on_hand_written_data(tmp_path):
         assert list(zip(rest["dimension"], rest["value"], strict=True)) == sorted(
             zip(rest["dimension"], rest["value"], strict=True)
         )
+
+
+def test_pooled_dimension_makes_the_rare_values_one_value_last():
+    column = pd.Series(pd.Categorical(["b", "a", "b", None, "c", "b", "a"], categories=["a", "b", "c", "never"]))
+    pooled = pooled_dimension(column, 3)
+    other = "other values (2, each held by fewer than 3 customers)"
+    assert list(pooled.cat.categories) == ["b", "never", other]  # nobody holds "never": left as it was
+    assert pooled.tolist()[:3] == [other if v != "b" else "b" for v in ["b", "a", "b"]]
+    assert pd.isna(pooled.iloc[3]) and pooled.iloc[4] == other
+    assert pooled_dimension(column, 1) is column and pooled_dimension(column, 2).cat.categories[-1] == (
+        "other values (1, each held by fewer than 2 customers)"
+    )
+
+
+def test_crosstab_and_comparison_pool_values_fewer_than_min_cell_hold(tmp_path):
+    # a value held by one customer was printed beside its hidden count: a name column's names
+    with Population(dataset(), AS_OF) as population:
+        data = CrowdData(population, load_library())
+        everyone = data.mask(Crowd("all"))
+        table = crosstab(data, everyone, "age_band", "favourite_payment", 2).set_index(["row", "column"])
+        one, two = (f"other values ({n}, each held by fewer than 2 customers)" for n in (1, 2))
+        assert list(pd.unique(table.index.get_level_values(0))) == ["25-34", "35-44", one]  # "unknown" 1
+        assert list(pd.unique(table.index.get_level_values(1))) == ["card", two]  # cash 1, unknown 1
+        assert table.loc[("35-44", two), "count"] == 2 and table.loc[(one, "card"), "count"] == 1
+        assert table["count"].sum() == 5
+        result = compare(data, {"buyers": data.mask(Crowd("where", "orders_lifetime >= 1")), "all": everyone}, 2)
+        ages = result.table[result.table["dimension"] == "age_band"].set_index("value")
+        assert ages.loc[one, ["count_1", "count_2"]].tolist() == [1, 1]
+        assert ages.loc["35-44", ["count_1", "count_2"]].tolist() == [1, 2]
+        assert "unknown" not in ages.index
+        written = write_compare(result, data, 2, tmp_path / "cmp")
+        assert "fewer than 2 customers of the whole data set hold are one row or column" in written["md"].read_text()
+        rows = pd.read_csv(written["csv"])
+        assert rows.loc[rows["dimension"] == "age_band", "value"].tolist() == ["25-34", "35-44", one]
 
 
 def test_crowd_options_name_exactly_one_crowd():
