@@ -120,6 +120,25 @@ def test_ctrl_c_is_one_line_and_exit_130_whatever_was_running(stop, tmp_path, mo
     assert code == 130 and stderr.splitlines()[-1] == "interrupted" and "Traceback" not in stderr
 
 
+@pytest.mark.parametrize("command", [["train"], ["personas", "fit"]])
+def test_a_data_path_in_an_experiment_naming_no_folder_is_said_as_the_files_setting(
+    command, tmp_path, monkeypatch, capsys
+):
+    """It was "data set .../nowhere does not exist": which setting, of which file, not said."""
+    experiment = tmp_path / "exp" / "e.toml"
+    experiment.parent.mkdir()
+    source = "experiments/personas.toml" if command == ["personas", "fit"] else "experiments/repurchase_90d.toml"
+    text = (Path(__file__).parents[1] / source).read_text()
+    experiment.write_text(text.replace('path = "demo"', 'path = "nowhere"'))
+    assert 'path = "nowhere"' in experiment.read_text()
+    code, stderr = _exit_of(monkeypatch, capsys, *command, str(experiment))
+    assert code == 2 and "Traceback" not in stderr
+    assert stderr.strip() == (
+        f"error: {experiment} [data] path: data set {tmp_path / 'exp' / 'nowhere'} does not exist (a relative "
+        "path is read from the file's folder; --data DIR runs on another data set)"
+    )
+
+
 def test_list_without_scores_reads_the_default_folder(tmp_path, monkeypatch, capsys):
     """A change of serve's --scores default reached list's: None went to the reader, a traceback."""
     monkeypatch.chdir(tmp_path)

@@ -927,3 +927,16 @@ def test_a_setting_is_shown_as_the_file_writes_it():
     assert as_toml(True) == "true" and as_toml("x") == '"x"' and as_toml(3.5) == "3.5"
     assert as_toml(dt.date(2024, 1, 1)) == "2024-01-01"  # an unquoted date (was datetime.date(2024, 1, 1))
     assert as_toml({"a": 1, "b": [False, "y"]}) == '{a = 1, b = [false, "y"]}'
+
+
+def test_more_validation_cutoffs_than_training_ones_are_said():
+    from training.evaluate import validation_cutoffs_notes
+    from training.splits import TimeSplit
+
+    dates = (dt.date(2024, 9, 1), dt.date(2024, 10, 1))
+    split = TimeSplit(dates, None, dt.date(2024, 12, 1), dates)
+    config = parse_experiment({**BASE, "validation": {"cutoffs": 5}})
+    assert validation_cutoffs_notes(config, split) == [
+        "[validation] cutoffs = 5, but there are 2 training cutoffs: validated at all 2"
+    ]
+    assert validation_cutoffs_notes(parse_experiment({**BASE, "validation": {"cutoffs": 2}}), split) == []

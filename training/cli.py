@@ -16,10 +16,13 @@ SPEND_COMPARED = (("gini", "Gini"), ("spearman", "Spearman"))
 
 
 def _load(experiment: Path, data: Path | None):
-    from training.config import load_experiment
+    from training.config import check_data_set_named, load_experiment
 
     config = load_experiment(experiment)
-    return config.with_data(data) if data else config
+    if data:
+        return config.with_data(data)
+    check_data_set_named(config.data, experiment)
+    return config
 
 
 def summary_lines(summary) -> list[str]:
@@ -223,6 +226,7 @@ def register_personas(app: typer.Typer, out, console) -> None:
         from features.build import parse_cutoff
         from models.personas import STABLE_ARI
         from portrait.files import check_suffix
+        from training.config import check_data_set_named
         from training.personas import changes_sentence, load_persona_config, run_persona_fit
 
         if out_file is not None:  # before the fit registers a version, not after
@@ -230,6 +234,8 @@ def register_personas(app: typer.Typer, out, console) -> None:
         config = load_persona_config(experiment)
         if data:
             config = replace(config, data=str(data))
+        else:
+            check_data_set_named(config.data, experiment)
         setup_tracking()
         with spinner(console, "fitting personas") as say:
             fit, run_id, version = run_persona_fit(

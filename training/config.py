@@ -189,6 +189,16 @@ def data_path_of(data: str, source: Path) -> str:
     return data
 
 
+def check_data_set_named(data: str, source: Path) -> None:
+    """A ``[data] path`` of ``source`` that names no folder, said as the file's setting (it was
+    "data set ... does not exist", the reader left to guess where the path came from)."""
+    if data != DEMO and not Path(data).exists():
+        raise ConfigError(
+            f"{source} [data] path: data set {data} does not exist (a relative path is read from the file's "
+            "folder; --data DIR runs on another data set)"
+        )
+
+
 def check_keys(where: str, table: dict, allowed: set[str]) -> None:
     unknown = set(table) - allowed
     if unknown:

@@ -523,6 +523,17 @@ def _uncalibrated(model, X: pd.DataFrame) -> np.ndarray | None:
 SHARE_TOLERANCE = 0.005
 
 
+def validation_cutoffs_notes(config: ExperimentConfig, split) -> list[str]:
+    """A ``[validation] cutoffs`` above the number of training cutoffs, said (it was taken as
+    all of them without a word)."""
+    if config.validation.cutoffs <= len(split.validation_cutoffs):
+        return []
+    return [
+        f"[validation] cutoffs = {config.validation.cutoffs}, but there are {len(split.train)} training "
+        f"cutoffs: validated at all {len(split.validation_cutoffs)}"
+    ]
+
+
 def label_share(config: ExperimentConfig, y: np.ndarray, cutoffs: np.ndarray) -> float | None:
     """The share of the scored population a label marks positive by construction, or None: for
     ``high_value`` the top ``1 - high_value_quantile`` of spend, when every training cutoff's
@@ -681,6 +692,7 @@ def fit_time_split(config: ExperimentConfig, data: TrainingData, params: dict | 
         )
         notes += [note] if note else []
     notes += _small_data_notes(config, chosen, out_of_fold, valid_fold, y_holdout, data.history_flags)
+    notes += validation_cutoffs_notes(config, data.split)
     if len(p_holdout) and np.ptp(p_holdout) == 0:
         notes.append(
             f"the registered model ({chosen}) gives every holdout customer the same score: it learned nothing "
