@@ -339,23 +339,25 @@ def select_columns(
     extras: list[str] = []
     if table.keeps_extra_columns:
         extras = [name for name in available if name not in readers.values() and not PANDAS_INDEX.fullmatch(name)]
-        # A name twice in a CSV header: DuckDB reads the second copy as name_1, an attribute named by no
-        # column of the export (two names that differ only by spaces are told apart: catalogue's clash check).
-        in_headers = {n for names in source.file_headers.values() for n in names}
-        renamed = [
-            name
-            for name in extras
-            if in_headers
-            and name.strip().lower() not in in_headers
-            and re.sub(r"_[0-9]+$", "", name.strip().lower()) in repeated
-        ]
-        if renamed:
-            twice = re.sub(r"_[0-9]+$", "", renamed[0].strip().lower())
+        # A name twice in a CSV header: DuckDB reads the second copy as name_1 (Spark as the name with
+        # its position), an attribute named by no column of the export. From the header itself, so
+        # that both engines refuse it (two names that differ only by spaces are told apart:
+        # catalogue's clash check).
+        contract_names = {source.columns.get(c.name, c.name).strip().lower() for c in table.columns}
+        twice = sorted(repeated - contract_names)
+        if twice:
+            in_headers = {n for names in source.file_headers.values() for n in names}
+            renamed = [
+                name
+                for name in extras
+                if name.strip().lower() not in in_headers and re.sub(r"_[0-9]+$", "", name.strip().lower()) == twice[0]
+            ]
             raise ContractError(
-                f"column {twice!r} appears twice in the header of {source.describe()} (compared without case; the "
-                f"second was read as {renamed[0]!r}): rename one of them in the export",
+                f"column {twice[0]!r} appears twice in the header of {source.describe()} (compared without case"
+                + (f"; the second was read as {renamed[0]!r}" if renamed else "")
+                + "): rename one of them in the export",
                 table=table.name,
-                column=twice,
+                column=twice[0],
             )
         for name in extras:  # a customers attribute such as signup_date: read as a time too
             if available[name].upper().startswith("TIMESTAMP"):

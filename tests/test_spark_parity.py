@@ -28,6 +28,7 @@ import pandas as pd
 import pytest
 
 from portrait.dataset import open_dataset
+from portrait.errors import ContractError
 from portrait.synthetic import write_sample_data
 
 pytestmark = pytest.mark.spark
@@ -494,6 +495,17 @@ def test_quotes_in_csv_values_are_read_as_duckdb_reads_them(spark, tmp_path):
             assert [tuple(r) for r in engine.rows(query)] == duck, name
         finally:
             engine.close()
+
+
+def test_a_customers_column_twice_in_the_header_is_refused_on_spark_too(spark, tmp_path):
+    """Spark read Region and region as attributes region1 and region2 (DuckDB: region_1), so a
+    refusal looking for DuckDB's renaming let them through there."""
+    from portrait.spark_engine import spark_dataset
+
+    (tmp_path / "purchases.csv").write_text("order_id,customer_id,ts,amount\no1,c1,2024-01-05,12.5\n")
+    (tmp_path / "customers.csv").write_text("customer_id,Region,region,age\nc1,N,n,30\n")
+    with pytest.raises(ContractError, match=r"column 'region' appears twice in the header of .*customers.csv"):
+        spark_dataset(spark, tmp_path)
 
 
 def test_values_padded_with_unicode_spaces_are_trimmed_as_duckdb_trims_them(spark, tmp_path):
