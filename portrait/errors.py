@@ -62,6 +62,13 @@ class Unavailable(PortraitError):
     status_code = 503
 
 
+class Unreachable(Unavailable):
+    """A server the command needs did not answer (the MLflow tracking server down): the same
+    command may succeed later, unchanged (exit 75)."""
+
+    exit_code = TRY_AGAIN_LATER
+
+
 class ContractError(PortraitError):
     """The data set breaks the input contract in a way no row-level quarantine can fix."""
 

@@ -11,7 +11,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from portrait.errors import PortraitError, Unavailable, first_line
+from portrait.errors import PortraitError, Unavailable, Unreachable, first_line
 
 DEFAULT_STORE = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
@@ -36,9 +36,48 @@ def setup_tracking(workdir: Path | None = None) -> str:
     database = _sqlite_file(uri)
     if database is not None and (problem := empty_store(database)):
         raise PortraitError(problem)
+    check_server_answers(uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return uri
+
+
+SERVER_ATTEMPTS = 3  # a tracking server's port tried this many times, SERVER_WAIT_SECONDS apart
+SERVER_WAIT_SECONDS = 2.0
+SERVER_TIMEOUT_SECONDS = 5.0
+
+
+def check_server_answers(uri: str) -> None:
+    """Refuse an ``http(s)`` tracking URI whose server does not take a connection, tried
+    :data:`SERVER_ATTEMPTS` times: MLflow's own retries (with back-off) took about 4 minutes to
+    fail on a server that was down, after the command's first work. Not checked through a proxy
+    (the connection goes to the proxy, which MLflow's requests will use)."""
+    import socket
+    import time
+    from urllib.parse import urlparse
+    from urllib.request import getproxies, proxy_bypass
+
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        return
+    if parsed.scheme in getproxies() and not proxy_bypass(parsed.hostname):
+        return
+    try:
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    except ValueError:
+        raise PortraitError(f"MLFLOW_TRACKING_URI={uri}: the port is not a number from 0 to 65535") from None
+    for attempt in range(SERVER_ATTEMPTS):
+        try:
+            with socket.create_connection((parsed.hostname, port), timeout=SERVER_TIMEOUT_SECONDS):
+                return
+        except OSError as exc:
+            problem = exc
+        if attempt + 1 < SERVER_ATTEMPTS:
+            time.sleep(SERVER_WAIT_SECONDS)
+    raise Unreachable(
+        f"the MLflow tracking server at {uri} does not answer ({first_line(problem) or type(problem).__name__}; "
+        f"tried {SERVER_ATTEMPTS} times): start it, or point MLFLOW_TRACKING_URI at the store the models are in"
+    )
 
 
 def ensure_store() -> None:
