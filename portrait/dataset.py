@@ -69,7 +69,7 @@ import pandas as pd
 
 from portrait import connections, contract
 from portrait.csv_dialect import QuotedDialect, guessed_delimiter, missed_quoting
-from portrait.errors import ConfigError, ContractError, PortraitError
+from portrait.errors import ConfigError, ContractError, PortraitError, first_line
 from portrait.files import atomic_target, open_bytes
 from portrait.forget import tombstone_files
 from portrait.privacy import (
@@ -509,8 +509,7 @@ class TableSource:
             scan = self._scan_sql("_frame", keep_rejects=self.is_csv)
             return con.execute(query.replace("{scan}", scan)).fetchall()
         except duckdb.Error as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ContractError(f"cannot read {what} {self.describe()}: {first}", table=self.table) from exc
+            raise ContractError(f"cannot read {what} {self.describe()}: {first_line(exc)}", table=self.table) from exc
         finally:
             if con is not None:
                 con.close()
@@ -1188,8 +1187,7 @@ def _open_duckdb_file(path: Path) -> Dataset:
     try:
         con = connections.connect(str(path), read_only=True)
     except duckdb.Error as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ContractError(f"{path} is neither a data set folder nor a DuckDB file ({first})") from None
+        raise ContractError(f"{path} is neither a data set folder nor a DuckDB file ({first_line(exc)})") from None
     try:
         present = {row[0] for row in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
     finally:

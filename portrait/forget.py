@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from portrait.errors import PortraitError
+from portrait.errors import PortraitError, first_line
 from portrait.files import (
     atomic_target,
     atomic_write,
@@ -714,7 +714,7 @@ def _filter_parquet(path: Path, members: list[str], write: bool) -> int:
             removed = int(pc.sum(hit).as_py() or 0)
             table = parquet.read() if removed and write else None
     except (OSError, pa.ArrowException) as exc:
-        raise _Unreadable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+        raise _Unreadable(first_line(exc)) from None
     if table is not None:
         with atomic_target(path) as tmp:
             pq.write_table(table.filter(pc.invert(hit)), tmp)
@@ -727,7 +727,7 @@ def _filter_csv(path: Path, members: list[str], write: bool) -> int:
     except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
         if isinstance(exc, pd.errors.EmptyDataError):
             return 0
-        raise _Unreadable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+        raise _Unreadable(first_line(exc)) from None
     columns = [c for c in ID_COLUMNS if c in frame.columns]
     if not columns:
         return 0

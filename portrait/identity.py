@@ -24,7 +24,7 @@ from scipy.sparse.csgraph import connected_components
 
 from portrait import connections, contract
 from portrait.adapters._write import copy_to_parquet
-from portrait.errors import PortraitError
+from portrait.errors import PortraitError, first_line
 from portrait.files import open_bytes
 from portrait.privacy import personal_text_sql
 from portrait.sql import quote_ident, quote_literal
@@ -303,8 +303,7 @@ def hash_identities_file(source: Path, target: Path, salt: str | None = None) ->
         written = f"read_parquet({quote_literal(str(target))})"
         return rows, int(con.execute(f"SELECT COUNT(id_value) FROM {written}").fetchall()[0][0])
     except duckdb.Error as exc:  # checked above, so not expected: still a message, not a traceback
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PortraitError(f"cannot hash {source} into {target}: {first}; nothing was written") from exc
+        raise PortraitError(f"cannot hash {source} into {target}: {first_line(exc)}; nothing was written") from exc
     finally:
         con.close()
 

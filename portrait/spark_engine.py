@@ -70,7 +70,7 @@ from portrait.dataset import (
     _guard,
     _read_config,
 )
-from portrait.errors import ContractError, PortraitError
+from portrait.errors import ContractError, PortraitError, first_line
 from portrait.files import read_parquet, replace_directory
 from portrait.forget import (
     FOLDER,
@@ -317,8 +317,7 @@ def _jvm_gone(exc: BaseException) -> bool:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
+    return first_line(exc)[:300]  # a Spark error's first line can hold a whole plan
 
 
 # --- SQL -----------------------------------------------------------------------------------

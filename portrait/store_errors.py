@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import sys
 
-from portrait.errors import TRY_AGAIN_LATER, Busy
+from portrait.errors import TRY_AGAIN_LATER, Busy, first_line
 
 
 def tracking_store_problem(exc: BaseException) -> tuple[str, int] | None:
@@ -21,9 +21,7 @@ def tracking_store_problem(exc: BaseException) -> tuple[str, int] | None:
     if wrapped is not None:
         reason = wrapped.group(1).strip()
     else:
-        reason = (
-            str(getattr(exc, "orig", None) or exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        )
+        reason = first_line(getattr(exc, "orig", None) or exc)
     mlflow = sys.modules.get("mlflow")
     store = mlflow.get_tracking_uri() if mlflow is not None else "(MLFLOW_TRACKING_URI)"
     code = 2

@@ -21,7 +21,7 @@ import numpy as np
 import optuna
 from sklearn.model_selection import train_test_split
 
-from portrait.errors import Busy, PortraitError
+from portrait.errors import Busy, PortraitError, first_line
 from portrait.toml_text import as_toml
 from training.config import ExperimentConfig
 from training.data import TrainingData, prepare
@@ -50,8 +50,7 @@ LIGHTGBM_DEFAULTS = {"reg_alpha": 0.0}  # searched, but left to LightGBM by DEFA
 def _study_store_error(store: Path, exc: Exception) -> PortraitError:
     """One line for a tuning study's database that cannot be used: locked by another tune of it
     (busy: run again later) or damaged (move it away: a new study starts from the defaults)."""
-    text = str(getattr(exc, "orig", None) or exc).strip()
-    reason = text.splitlines()[0] if text else type(exc).__name__
+    reason = first_line(getattr(exc, "orig", None) or exc)
     if "locked" in reason:
         return Busy(
             f"the tuning study's store {store} cannot be used: {reason} (another portrait tune is writing to it: run this again when it has finished)"
