@@ -311,11 +311,24 @@ def check_refresh_root(root: Path, option: str = "--runs") -> None:
 
 
 def run_dates(root: Path) -> list[str]:
-    """The as-of dates of the complete runs under ``root``, oldest first."""
+    """The as-of dates of the complete runs under ``root``, oldest first: folders named by a
+    real date holding a run's manifest (:func:`~portrait.outputs.is_run_folder`). Anything else
+    there (an empty ``2024-12-25``, ``2024-13-45``, a file, a copy made by hand) is no run: it
+    took one of ``keep``'s places, and a refresh then deleted published runs for it."""
     folder = Path(root) / RUNS
     if not folder.is_dir():
         return []
-    return sorted(p.name for p in folder.iterdir() if p.is_dir() and _RUN_NAME.fullmatch(p.name))
+    return sorted(p.name for p in folder.iterdir() if _is_dated(p.name) and is_run_folder(p))
+
+
+def _is_dated(name: str) -> bool:
+    if not _RUN_NAME.fullmatch(name):
+        return False
+    try:
+        dt.date.fromisoformat(name)
+    except ValueError:
+        return False
+    return True
 
 
 # ---------------------------------------------------------------- the run
@@ -983,7 +996,8 @@ def prune(root: Path, keep: int, also_keep: str | None = None) -> list[str]:
             removed.append(name)
     oldest = min(kept) if kept else None
     for failed in runs.glob("*.failed"):
-        if oldest is not None and failed.name.removesuffix(".failed") < oldest:
+        # a failed run's folder (not a file of that name: it was said removed and stayed)
+        if oldest is not None and failed.name.removesuffix(".failed") < oldest and failed.is_dir():
             shutil.rmtree(failed, ignore_errors=True)
             removed.append(failed.name)
     return removed

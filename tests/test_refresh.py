@@ -774,6 +774,34 @@ def test_latest_moves_to_a_run_newer_than_the_one_it_names_even_past_an_unpublis
         assert (root / LATEST).read_text() == "runs/2025-02-01\n" and result.latest == root / "runs" / "2025-02-01"
 
 
+def test_only_runs_with_a_manifest_count_toward_keep_and_strays_are_left_alone(tmp_path):
+    """An empty 2099-01-01, a 2024-13-45 and a file named by a date each took one of keep's
+    places: a refresh deleted three published runs for them (a user's test). A file named
+    2024-01-01.failed was said removed and stayed."""
+    from serving.refresh import prune, run_dates
+
+    runs = tmp_path / "runs"
+    for day in ("2024-10-05", "2024-10-06", "2024-10-07"):
+        (runs / day).mkdir(parents=True)
+        (runs / day / "manifest.json").write_text("{}")
+    for stray in ("2099-01-01", "2024-13-45", "backup-2024-10-05"):
+        (runs / stray).mkdir()
+    (runs / "2024-10-10").write_text("")
+    (runs / "2024-01-01.failed").write_text("")
+    (tmp_path / LATEST).write_text("runs/2024-10-07\n")
+    assert run_dates(tmp_path) == ["2024-10-05", "2024-10-06", "2024-10-07"]
+    assert prune(tmp_path, keep=2) == ["2024-10-05"]
+    assert sorted(p.name for p in runs.iterdir()) == [
+        "2024-01-01.failed",
+        "2024-10-06",
+        "2024-10-07",
+        "2024-10-10",
+        "2024-13-45",
+        "2099-01-01",
+        "backup-2024-10-05",
+    ]
+
+
 def test_a_failure_record_that_cannot_be_written_is_said(tmp_path):
     from serving.refresh import _keep_failed
 
