@@ -578,6 +578,23 @@ def _forgotten_ids(con, folder: Path | None, ids: list[str]) -> set[str]:
     return {given_id for given_id, digest in rows if digest in tombstoned}
 
 
+def forgotten_among(root: str | Path, ids: Sequence[str]) -> set[str]:
+    """Which of ``ids`` the data set at ``root`` has forgotten (its tombstones): for a reader of
+    stored outputs beside the data set (a profile from a refresh run's material, written before
+    the forget), which the data set's own views do not filter."""
+    folder = _folder_at(Path(root))
+    if not ids or not (folder / TOMBSTONES).is_file():
+        return set()
+    salt = _read_salt(folder)
+    if salt is None:
+        raise missing_salt(folder / TOMBSTONES, folder / SALT)
+    from portrait import connections
+
+    with connections.connect() as con:
+        con.execute(f"SET VARIABLE {_SALT_VARIABLE} = ?", [salt])
+        return _forgotten_ids(con, folder, list(ids))
+
+
 def _hashed(con, keys: pd.DataFrame) -> pd.DataFrame:
     """``keys`` with their SHA-256 ``hash`` and ``probe``, computed by DuckDB (the read side
     computes them there too, so both always agree)."""

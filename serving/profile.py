@@ -52,6 +52,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from portrait import connections
 from portrait.errors import PortraitError
+from portrait.forget import forgotten_among
 from portrait.identity import WIDELY_HELD
 from portrait.privacy import personal_values, withheld_list_sql, withheld_sql
 from portrait.resources import MATERIAL_MEMORY_SHARE, duckdb_memory_limit
@@ -354,6 +355,14 @@ def build_profile(
     if not customer_id:
         raise PortraitError("give a customer id")
     _check_sources(sources)
+    if sources.data is not None and forgotten_among(sources.data, [customer_id]):
+        # the run's material and older runs' scores were written before the forget: the
+        # tombstone, not what a folder still holds, decides (a user's test showed the whole
+        # profile of a forgotten person through --runs)
+        raise UnknownCustomer(
+            f"unknown customer id {customer_id!r}: not in the data set {sources.data} (customers, purchases, "
+            "events, identities)"
+        )
     notes: list[SectionNote] = []
 
     def note(section: str, text: str) -> None:

@@ -868,6 +868,24 @@ def test_a_forgotten_person_leaves_the_run_held_in_memory(world, tmp_path):
         build_profile("c1", sources, compute_reasons=False, in_memory=True)
 
 
+@pytest.mark.parametrize("in_memory", [False, True])
+def test_a_person_forgotten_without_the_runs_folder_cleaned_is_unknown_through_runs(world, tmp_path, in_memory):
+    """forget's default --outputs leaves a refresh root elsewhere as it was: the run's profile
+    material still held the person and --runs printed their whole profile (a user's test)."""
+    from portrait.dataset import open_dataset
+    from portrait.forget import forget
+
+    root = _material_root(world, tmp_path)
+    data = _copy_of(world["data"], tmp_path / "forget-data")
+    sources = ProfileSources(data=data, runs=root)
+    assert build_profile("c1", sources, compute_reasons=False, in_memory=in_memory).scores.models[1].score == 0.8
+    forget(open_dataset(data), ["c1"], outputs=[])  # the runs root not cleaned
+    assert "c1" in pd.read_parquet(next((root / "runs").rglob("scores_*.parquet")))["customer_id"].tolist()
+    with pytest.raises(UnknownCustomer, match=r"^unknown customer id 'c1': not in the data set .*forget-data \("):
+        build_profile("c1", sources, compute_reasons=False, in_memory=in_memory)
+    assert build_profile("c3", sources, compute_reasons=False, in_memory=in_memory).customer_id == "c3"
+
+
 def test_columns_marked_after_the_run_are_withheld_at_once(world, tmp_path):
     root = _material_root(world, tmp_path)
     data = _copy_of(world["data"], tmp_path / "data")
