@@ -43,6 +43,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -62,7 +63,7 @@ from portrait.files import (
 )
 from portrait.identity import MAX_IDS_PER_IDENTIFIER
 from portrait.outputs import LOCK as REFRESH_LOCK
-from portrait.outputs import RUNS, SEGMENT_RECORD_LOCK, SEGMENT_RECORD_WAIT_SECONDS
+from portrait.outputs import RUNS, SEGMENT_RECORD_LOCK, SEGMENT_RECORD_WAIT_SECONDS, abandoned_runs
 from portrait.privacy import has_identity_map, refuse_personal_text
 
 if TYPE_CHECKING:
@@ -319,6 +320,9 @@ class ForgetResult:
     manual_store: Path | None = None
     manual_rows: int = 0
     dry_run: bool = False
+    # folders a killed refresh left in a refresh root (runs being written): removed whole, as the
+    # next refresh would (forget holds its lock), since they may hold the person's rows
+    abandoned_runs: list[Path] = field(default_factory=list)
 
 
 MAX_REASON = 120
@@ -458,6 +462,12 @@ def _clean_outputs(
     if manual_store is not None:
         say("removing manual tags")
         result.manual_rows = forget_manual_ids(manual_store, members, dry_run=dry_run)
+    for root in _locked_folders(outputs)[0]:
+        for abandoned in abandoned_runs(root / RUNS):
+            if not dry_run:
+                say(f"removing {abandoned}")
+                shutil.rmtree(abandoned, ignore_errors=True)
+            result.abandoned_runs.append(abandoned)
     skip = {Path(manual_store).resolve()} if manual_store is not None else set()
     data_root = Path(dataset.root).resolve()
     for path in _output_files(outputs, clean=not dry_run):

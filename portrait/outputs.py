@@ -136,6 +136,18 @@ def is_refresh_root(folder: Path) -> bool:
     return (Path(folder) / RUNS).is_dir() and (Path(folder) / LATEST).is_file()
 
 
+def abandoned_runs(runs: Path) -> list[Path]:
+    """The folders a killed refresh left in ``runs`` (its run being written, ``.DATE.tmp-*``, or
+    the run it was replacing, ``.DATE.old-*``): whoever holds the refresh lock may remove them."""
+    if not Path(runs).is_dir():
+        return []
+    return sorted(
+        path
+        for path in Path(runs).iterdir()
+        if path.name.startswith(".") and (".tmp-" in path.name or ".old-" in path.name) and path.is_dir()
+    )
+
+
 def is_run_folder(folder: Path) -> bool:
     """``folder`` is one refresh run's (``ROOT/runs/<as_of>`` with its manifest)."""
     return Path(folder).parent.name == RUNS and (Path(folder) / MANIFEST).is_file()

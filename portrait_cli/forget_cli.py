@@ -112,6 +112,8 @@ def register(app: typer.Typer, out, console) -> None:
             out.print(
                 f"  {path}: {rows:,} row{'s' if rows != 1 else ''} {would}removed", highlight=False, soft_wrap=True
             )
+        for folder in result.abandoned_runs:
+            out.print(f"  {folder}: a killed refresh's folder, {would}removed whole", highlight=False, soft_wrap=True)
         if result.manual_store is not None:
             out.print(
                 f"  {result.manual_store} (manual tags): {result.manual_rows:,} row{'s' if result.manual_rows != 1 else ''} "

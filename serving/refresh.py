@@ -41,7 +41,7 @@ import pandas as pd
 from portrait.connections import interrupting_queries, is_interruption
 from portrait.errors import TRY_AGAIN_LATER, PortraitError
 from portrait.files import atomic_write, atomic_write_text, exclusive_lock, replace_directory
-from portrait.outputs import LATEST, LOCK, MANIFEST, RUNS, is_run_folder
+from portrait.outputs import LATEST, LOCK, MANIFEST, RUNS, abandoned_runs, is_run_folder
 from portrait.privacy import with_withheld_columns
 from portrait.resources import cpu_seconds, peak_rss_bytes, reset_peak_rss
 from portrait.store_errors import is_busy
@@ -1044,9 +1044,8 @@ def _keep_failed(work: Path, failed: Path, manifest: dict) -> str | None:
 
 
 def _clean_abandoned(runs: Path) -> None:
-    for path in runs.iterdir():
-        if path.name.startswith(".") and (".tmp-" in path.name or ".old-" in path.name) and path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
+    for path in abandoned_runs(runs):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _message(exc: BaseException) -> str:

@@ -457,6 +457,25 @@ def test_a_forget_does_not_run_while_a_refresh_writes_into_its_outputs(world):
     }  # C1 (C2) left
 
 
+def test_a_killed_refreshs_folder_holding_the_person_is_removed_whole(world):
+    """A refresh killed mid-run left runs/.2024-02-02.tmp-*/ with the person's scores; forget
+    skipped hidden folders and said nothing of it (a user's test). Forget holds the refresh's
+    lock, so such a folder is a killed run's, removed as the next refresh would."""
+    from portrait.outputs import LOCK as REFRESH_LOCK
+
+    root = world["outputs"] / "refresh"
+    (root / REFRESH_LOCK).write_text("")
+    killed = root / "runs" / ".2024-02-02.tmp-8991-ab12cd34"
+    (killed / "scores").mkdir(parents=True)
+    pd.DataFrame({"customer_id": ["C1", "C3"]}).to_parquet(killed / "scores" / "scores_2024-02-02.parquet")
+    code, output = run(*_forget_args(world, "--dry-run"))
+    assert code == 0 and f"{killed}: a killed refresh's folder, would be removed whole" in output
+    assert killed.is_dir()
+    code, output = run(*_forget_args(world))
+    assert code == 0 and f"{killed}: a killed refresh's folder, removed whole" in output
+    assert not killed.exists() and (root / "runs" / "2024-02-01").is_dir()
+
+
 def test_a_forget_waits_for_a_segment_refresh_recording_into_its_outputs(world, monkeypatch):
     """It rewrote the members files while a refresh recorded into them (each lost the other's
     writes); it now holds the folder's recording lock, waiting for a refresh that holds it."""
