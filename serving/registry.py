@@ -76,9 +76,15 @@ def load_model_version(name: str, version: str, alias: str = "champion") -> Load
     try:
         python_model, meta = load_version(name, version)
     except (MlflowException, OSError, ValueError) as exc:  # files moved or deleted under the registry
+        advice = (
+            "this user may not read them: give it read access to the model store's files (retraining would "
+            "register a new version, not fix the access)"
+            if _denied(exc)
+            else "its files were moved or deleted: train and promote it again, or restore them"
+        )
         raise PortraitError(
             f"model {name!r} version {version} ({alias}) cannot be loaded from {registered.source}: {first_line(exc)}; "
-            "its files were moved or deleted: train and promote it again, or restore them"
+            + advice
         ) from None
     if meta.get("label") == PERSONA_LABEL:
         # Through the typed card: cards stored before it gain what they lack (the same shape).
@@ -89,6 +95,16 @@ def load_model_version(name: str, version: str, alias: str = "champion") -> Load
     estimator = python_model.fit if hasattr(python_model, "fit") else python_model.estimator
     metrics = client.get_run(registered.run_id).data.metrics
     return LoadedModel(name, version, alias, meta, estimator, metrics)
+
+
+def _denied(exc: BaseException) -> bool:
+    """A permission error, raised as it is or wrapped by MLflow (its message kept, the error not)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, PermissionError) or "[Errno 13]" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def list_models() -> list[dict]:

@@ -938,6 +938,26 @@ def test_a_model_whose_files_were_deleted_is_named_in_one_message(registered):
     assert load_model(MODEL).version == str(version.version)
 
 
+def test_a_model_this_user_may_not_read_is_said_as_a_permission_problem(registered, monkeypatch):
+    """It was "its files were moved or deleted: train and promote it again": retraining moves
+    the registry and fixes nothing (a user's test, the artifacts not readable by the job's user)."""
+    from mlflow.exceptions import MlflowException
+
+    from serving import registry
+
+    def denied(name, version):
+        try:
+            raise PermissionError(13, "Permission denied", "/store/artifacts/registered_model_meta")
+        except PermissionError as exc:
+            raise MlflowException("could not read the model's files") from exc
+
+    monkeypatch.setattr(registry, "load_version", denied)
+    with pytest.raises(PortraitError, match=r"this user may not read them: give it read access") as raised:
+        registry.load_model(MODEL)
+    assert "moved or deleted" not in str(raised.value)
+    assert registry._denied(OSError(2, "No such file or directory")) is False
+
+
 def test_score_with_csv_says_where_the_csv_is(registered, tmp_path):
     from tests.test_marketing_api_cli import run
 
