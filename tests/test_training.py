@@ -58,6 +58,22 @@ def test_cutoffs_are_split_in_time_with_no_holdout_rows_in_training(prepared):
     assert max(train_cutoffs) + dt.timedelta(days=30) <= split.holdout
 
 
+def test_the_drift_reference_is_the_latest_training_cutoffs_population(trained):
+    """Pooled over every training cutoff, tenure and lifetime counts were lower than at any later
+    date and every refresh flagged them, even right after a retraining (a user's test)."""
+    from models.drift import reference_distributions
+    from portrait.tracking import load_version
+
+    config, data, summary = trained
+    _, card = load_version(config.name, summary.model_version)
+    latest = data.X(data.rows(data.split.train[-1]))
+    assert (
+        card["reference"]["days_since_first_purchase"] == reference_distributions(latest)["days_since_first_purchase"]
+    )
+    pooled = reference_distributions(data.X(data.train_rows))["days_since_first_purchase"]
+    assert card["reference"]["days_since_first_purchase"]["edges"] != pooled["edges"]
+
+
 def test_history_features_are_computed_per_cutoff(prepared):
     from models.history import HISTORY_FEATURES, population_history
 

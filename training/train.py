@@ -202,7 +202,11 @@ def _shap_importance(result: FitResult) -> pd.Series:
 
 def model_card(config: ExperimentConfig, data: TrainingData, result: FitResult) -> ModelCard:
     """The typed card stored beside the registered model (``meta.json``)."""
-    train_X = data.X(data.train_rows) if data.split.train else result.holdout
+    # The drift reference: the latest training cutoff's customers, the population the model saw
+    # last, not every cutoff's pooled: pooled over a year and a half of cutoffs, tenure and
+    # lifetime counts were far lower than at any later date, and every refresh flagged them,
+    # even right after a retraining (a user's test).
+    train_X = data.X(data.rows(data.split.train[-1])) if data.split.train else result.holdout
     return ModelCard(
         name=config.name,
         label=config.label.kind,
