@@ -10,6 +10,9 @@ complete run. ``LATEST`` names the newest date: a run of an earlier date than a 
 one (a backfill) is published beside it and leaves ``LATEST`` alone. A failed step leaves ``LATEST``
 as it was; the partial outputs and a manifest naming the failure are kept in
 ``runs/<as_of>.failed`` (replaced by the next failure of that date, removed by its success).
+A saved segment that cannot be evaluated (a condition the data contradicts, a tag gone) does not
+fail the run: the run is published without it and without the lists drawn from it, the step
+and the manifest say ``partial`` with what was left out, and the command exits 2.
 
 One run at a time per output root (``refresh.lock``); after a successful switch only the last
 ``keep`` runs are kept (never the one ``LATEST`` names, nor the run just published: a backfill
@@ -337,7 +340,7 @@ def _is_dated(name: str) -> bool:
 @dataclass
 class StepRecord:
     step: str
-    outcome: str = "ok"  # ok, failed, skipped
+    outcome: str = "ok"  # ok, partial (published without some of its parts: error says which), failed, skipped
     seconds: float = 0.0
     rows: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -417,36 +420,9 @@ def refresh(
 
     for name in config.models:  # a model not registered (a typo) failed at the features step, minutes in
         alias_version(name, config.alias)
-    _check_saved_segments(config)
     root.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(root / LOCK, f"portrait refresh of {root}"), _sigterm_ends_the_run():
         return _locked_refresh(config, retrain_if_drift, retrainer, on_step, progress)
-
-
-def _check_saved_segments(config: RefreshConfig) -> None:
-    """Every saved segment read and checked without data, before any step: a tag the library no
-    longer holds, a condition naming an unknown column, an include of a segment that is gone
-    failed at the segments step, minutes into the run. What only the data tells (an attribute's
-    kind, a persona of the scores) is still checked at that step."""
-    if config.segments is None or not config.segments.is_dir():
-        return  # said by the segments step: skipped, or the folder does not exist
-    from marketing.segments import SegmentStore, check_graph, check_without_data
-    from marketing.tags import load_library
-
-    store = SegmentStore(config.segments)
-    segments = {name: store.load(name) for name in store.names()}
-    library = load_library(config.tags)
-    where = f"({config.segments}); nothing was run or written"
-    try:
-        check_graph(segments)
-    except PortraitError as exc:
-        raise PortraitError(f"{config.source}: {exc} {where}") from None
-    for segment in segments.values():
-        try:
-            check_without_data(segment, library)
-        except PortraitError as exc:  # a condition's own error may name its segment already
-            message = str(exc).removeprefix(f"segment {segment.name!r}: ")
-            raise PortraitError(f"{config.source}: segment {segment.name!r}: {message} {where}") from None
 
 
 def _locked_refresh(config, retrain_if_drift, retrainer, on_step, progress) -> RefreshResult:
@@ -536,7 +512,10 @@ def _locked_refresh(config, retrain_if_drift, retrainer, on_step, progress) -> R
         raise failed from None
     _PUBLISHING.set()  # from here a SIGTERM or Ctrl-C waits for the run to be published whole
     job.close()
-    manifest["outcome"] = "ok"
+    partial = [step for step in manifest["steps"] if step["outcome"] == "partial"]
+    manifest["outcome"] = "partial" if partial else "ok"
+    if partial:
+        manifest["error"] = "; ".join(f"step {step['step']}: {step['error']}" for step in partial)
     manifest["finished_at"] = _now()
     manifest["seconds"] = round(sum(s["seconds"] for s in manifest["steps"]), 2)
     final = runs / as_of
@@ -881,12 +860,26 @@ class _Job:
         if not self.config.segments.is_dir():
             raise PortraitError(f"segments folder {self.config.segments} does not exist")
         store = SegmentStore(self.config.segments)
-        chosen = [store.load(name) for name in store.names()]
+        chosen, unreadable = [], []
+        for name in store.names():
+            try:
+                chosen.append(store.load(name))
+            except PortraitError as exc:  # a file edited by hand: left out like a failed segment
+                unreadable.append((name, str(exc)))
         manual = self.config.manual_tags or default_store()
         evaluator = SegmentEvaluator(self.population, store, self.library, manual, applied=self.applied_tags)
         results, failed = evaluate_each(evaluator, chosen)
-        if failed:  # the run is not published without them: said by name
-            raise PortraitError(failures_message(failed))
+        failed = unreadable + failed
+        if failed:
+            # One marketer's broken segment does not hold back everyone's scores, tags and lists:
+            # the run is published without it, said, and the command's exit is not 0 (as
+            # `portrait segment refresh` does); it stopped the whole night before (a user's test).
+            record.outcome = "partial"
+            record.error = (
+                f"{len(failed)} of {len(chosen) + len(unreadable)} segments not refreshed: {failures_message(failed)}"
+            )
+            not_refreshed = {name for name, _ in failed}
+            chosen = [segment for segment in chosen if segment.name not in not_refreshed]
         sizes = {}
         for segment, result in zip(chosen, results, strict=True):
             members = result.members.astype("str").sort_values(kind="stable").reset_index(drop=True)
@@ -906,6 +899,7 @@ class _Job:
             "as_of": self.config.as_of.isoformat(),
             "folder": str(self.config.segments.resolve()),  # whole: serve --runs reads it from anywhere
             "segments": sizes,
+            "not_refreshed": dict(failed),
         }
         atomic_write_text(json.dumps(summary, indent=2), self.work / "segments" / "summary.json")
         record.rows = {name: size["customers"] for name, size in sizes.items()}
@@ -943,14 +937,13 @@ class _Job:
         dataset = self.dataset or self._open_dataset(self.dataset_path)
         consent = load_consent(dataset)
         privacy = with_withheld_columns(dataset.privacy, dataset)  # once for every list
+        left_out = []
         for spec in self.config.lists:
             members = None
             if spec.segment is not None:
-                if spec.segment not in self.members:
-                    raise PortraitError(
-                        f"list {spec.name!r}: segment {spec.segment!r} was not refreshed in this run "
-                        f"(segments: {sorted(self.members) or 'none'})"
-                    )
+                if spec.segment not in self.members:  # its segment failed: the list is not written
+                    left_out.append(f"list {spec.name!r}: segment {spec.segment!r} was not refreshed in this run")
+                    continue
                 members = set(self.members[spec.segment])
             reasons_model = None
             if f"{spec.model}_reason_1" not in scores.columns and f"{spec.model}_score" in scores.columns:
@@ -973,6 +966,9 @@ class _Job:
             record.notes.append(f"{spec.name}: {export_note(rows.attrs['left_out'])}")
             if rows.attrs.get("note"):
                 record.notes.append(f"{spec.name}: {rows.attrs['note']}")
+        if left_out:
+            record.outcome = "partial"
+            record.error = "; ".join(left_out)
 
 
 # ---------------------------------------------------------------- publishing, keeping

@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from features.options import checked_date
+from portrait.errors import PortraitError
 from portrait.progress import spinner
 
 
@@ -33,7 +34,7 @@ def register(app: typer.Typer, out, console, retrainer=None) -> None:
     ) -> None:
         """Validate, build features, score, RFM, tag, refresh segments, store the crowd material and the profiles, write lists for one date.
 
-        The run is published all at once (LATEST) only if every step succeeded."""
+        The run is published all at once (LATEST) only if every step succeeded; a saved segment that cannot be evaluated is left out of it (and its lists), said, and the exit is 2."""
         from portrait.tracking import setup_tracking
         from serving.refresh import STEPS, load_config, refresh
 
@@ -52,9 +53,11 @@ def register(app: typer.Typer, out, console, retrainer=None) -> None:
             lines = console if out.is_terminal and console.is_terminal else out
 
             def on_step(record) -> None:
-                mark = {"ok": "[green]ok[/green]", "skipped": "[dim]skipped[/dim]"}.get(
-                    record.outcome, "[bold red]FAILED[/bold red]"
-                )
+                mark = {
+                    "ok": "[green]ok[/green]",
+                    "skipped": "[dim]skipped[/dim]",
+                    "partial": "[bold yellow]PARTIAL[/bold yellow]",
+                }.get(record.outcome, "[bold red]FAILED[/bold red]")
                 shown = list(record.rows.items())
                 rows = ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}" for k, v in shown[:4])
                 rows += ", ..." if len(shown) > 4 else ""
@@ -64,6 +67,13 @@ def register(app: typer.Typer, out, console, retrainer=None) -> None:
                 if rows:
                     line += f"  {escape(rows)}"
                 lines.print(line, highlight=False, soft_wrap=True, markup=True)
+                if record.outcome == "partial":
+                    lines.print(
+                        f"            [bold yellow]not done:[/bold yellow] {escape(record.error or '')}",
+                        highlight=False,
+                        soft_wrap=True,
+                        markup=True,
+                    )
                 for note in record.notes:
                     lines.print(
                         f"            [yellow]note:[/yellow] {escape(note)}",
@@ -91,3 +101,8 @@ def register(app: typer.Typer, out, console, retrainer=None) -> None:
             out.print("[yellow]drift is flagged: retraining advised (see the manifest's drift)[/yellow]", markup=True)
         if result.pruned:
             out.print(f"removed older runs: {', '.join(result.pruned)}")
+        if manifest.get("outcome") == "partial":  # published, but a scheduler must see that not all was done
+            raise PortraitError(
+                f"refresh as of {config.as_of} published {result.run.name} without some of its parts: "
+                f"{manifest['error']}; fix or delete them (portrait segment show NAME, segment delete NAME)"
+            )
