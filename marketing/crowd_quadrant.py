@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from html import escape
 from pathlib import Path
 
 import numpy as np
@@ -160,8 +161,11 @@ def write_quadrant(
         if shown_any
         else f"<p>Every cell of the chart holds fewer than {min_cell} customers: no chart is drawn.</p>"
     )
-    body = f"<h1>{title}</h1><p class='note'>{intro}</p>{chart}"
-    body += cells.to_html(index=False) + f"<p>Potential high spenders: {paths['potential'].name} ({how}).</p>"
+    body = f"<h1>{escape(title)}</h1><p class='note'>{intro}</p>{chart}"
+    body += (
+        cells.to_html(index=False)
+        + f"<p>Potential high spenders: {escape(paths['potential'].name)} ({escape(how)}).</p>"
+    )
     atomic_write_text(pages.page(title, body), paths["html"])
     return paths, notes, len(kept)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from html import escape
 from pathlib import Path
 
 import numpy as np
@@ -232,7 +233,7 @@ def write_trend(table: pd.DataFrame, crowd: Crowd, min_cell: int, out_dir: Path)
         tmp.write_bytes(base64.b64decode(chart))
     title = f"Trend: {crowd.describe()}"
     body = (
-        f"<h1>{title}</h1><p class='note'>Each point recomputed as of its date from data before it. Revenue: "
+        f"<h1>{escape(title)}</h1><p class='note'>Each point recomputed as of its date from data before it. Revenue: "
         f"net spend of the point's members since the previous point. Counts under {min_cell} shown as &lt;{min_cell}.</p>"
         f"{pages.img(chart, title)}{shown.to_html(index=False, na_rep='')}"
     )

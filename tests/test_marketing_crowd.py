@@ -700,6 +700,9 @@ def test_a_trend_of_a_crowd_hidden_at_every_point_says_so_instead_of_empty_panel
     table = crowd_trend(dataset(), crowd, dates, load_library())  # 2 and 3 customers
     paths = write_trend(table, crowd, 10, tmp_path)
     assert any("fewer than 10 customers at every point, so nothing is drawn" in t for t in drawn_texts)
+    # the crowd's text (a condition, a tag's name) is the user's: escaped in the page's heading
+    written = write_trend(table, Crowd("where", "x = '<script>alert(1)</script>'"), 10, tmp_path / "odd")
+    assert "<script>" not in written["html"].read_text() and "&lt;script&gt;" in written["html"].read_text()
     assert paths["png"].read_bytes()[:4] == b"\x89PNG" and not list(tmp_path.glob(".*.tmp"))
 
 
@@ -827,6 +830,10 @@ def test_quadrant_finds_the_engaged_customer_who_does_not_buy(tmp_path):
         assert ranked["customer_id"].tolist() == ["E"] and "engagement" in how
         recorded = []
         paths, _, written = write_quadrant(data, result, "all", 1, tmp_path, audited=lambda n, left: recorded.append(n))
+        odd, _, _ = write_quadrant(
+            data, result, "<b>big</b> spender", 1, tmp_path / "odd", audited=lambda n, left: None
+        )
+        assert "<b>big" not in odd["html"].read_text() and "&lt;b&gt;big" in odd["html"].read_text()
         assert pd.read_csv(paths["potential"])["customer_id"].tolist() == ["E"]
         # the ids file is a pull of customer ids: recorded (it was not), once it is written whole
         assert written == 1 and recorded == [1]
