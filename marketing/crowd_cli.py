@@ -231,7 +231,7 @@ def register_crowd(app: typer.Typer, out, console) -> None:
         crowd = _crowd(segment, tag, persona, where, bought_category, within_days, everyone)
         with open_crowds(console, data, as_of, scores, segments_dir, file, store, run) as crowds:
             mask = crowds.mask(crowd) & cell_mask(crowds, cell)
-            written, notes = export_cell(crowds, mask, cell, out_file)
+            written, notes, left_out = export_cell(crowds, mask, cell, out_file)
             as_of_text = crowds.as_of.isoformat()
         try:
             record_export(
@@ -240,6 +240,7 @@ def register_crowd(app: typer.Typer, out, console) -> None:
                 "portrait crowd export",
                 {"crowd": crowd.describe(), "cell": cell, "as_of": as_of_text, "out": str(out_file)},
                 written,
+                left_out=left_out,
             )
         except PortraitError:
             out_file.unlink(missing_ok=True)  # an export the audit log cannot account for does not stay

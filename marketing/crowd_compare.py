@@ -146,8 +146,10 @@ def _heat_map(table: pd.DataFrame, shown: pd.DataFrame, row_label: str, col_labe
 # ------------------------------------------------------------------ drill-down
 
 
-def export_cell(data: CrowdData, mask: np.ndarray, cell: str, out_file: Path) -> tuple[int, list[str]]:
-    """Write the customers of ``mask`` (ids only), less those the consent rules leave out."""
+def export_cell(data: CrowdData, mask: np.ndarray, cell: str, out_file: Path) -> tuple[int, list[str], dict]:
+    """Write the customers of ``mask`` (ids only), less those the consent rules leave out;
+    return how many were written, the notes and how many were left out per reason (for the
+    audit log's line)."""
     from portrait.privacy import export_note
 
     frame = pd.DataFrame({"customer_id": data.ids[mask].to_numpy()})
@@ -155,7 +157,7 @@ def export_cell(data: CrowdData, mask: np.ndarray, cell: str, out_file: Path) ->
     notes = [export_note(left_out)]  # also when no consent rule is set: the file was not filtered
     out_file.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(kept.assign(cell=cell, as_of=data.as_of.isoformat()), out_file, csv=True)
-    return len(kept), notes
+    return len(kept), notes, left_out
 
 
 # ------------------------------------------------------------------ comparison

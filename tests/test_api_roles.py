@@ -482,6 +482,16 @@ def test_cli_exports_are_audited(world, tmp_path, monkeypatch):
     assert [len(pd.read_csv(tmp_path / f)) for f in ("l.csv", "s.csv", "c.csv")] == [3, 2, 1]
     for line in lines:
         _no_ids(line, IDS)
+    # the cell's one customer suppressed: the crowd export's line says how many consent left out,
+    # as the list's and the API's lines do (it had no left_out)
+    cash = str(pd.read_csv(tmp_path / "c.csv", dtype=str)["customer_id"].iloc[0])
+    (tmp_path / "data" / "suppressed.csv").write_text(f"customer_id\n{cash}\n")
+    toml = tmp_path / "data" / "portrait.toml"
+    toml.write_text(toml.read_text() + 'suppression_file = "suppressed.csv"\n')
+    result = runner.invoke(app, commands[2])
+    assert result.exit_code == 0, (result.output, result.exception)
+    last = read_audit_log(log)[-1]
+    assert (last["what"], last["count"], last["left_out"]) == ("portrait crowd export", 0, {"suppressed": 1})
 
 
 def test_a_cli_export_that_cannot_be_audited_writes_nothing(world, tmp_path, monkeypatch):
