@@ -923,6 +923,7 @@ class _Job:
         )
 
     def lists(self, record: StepRecord) -> None:
+        from portrait.audit import os_user, record_export
         from portrait.outputs import latest_scores
         from portrait.privacy import export_note, load_consent
         from serving.lists import build_list
@@ -962,6 +963,24 @@ class _Job:
                 privacy=privacy,
             )
             atomic_write(rows, self.work / "lists" / f"{spec.name}.csv", csv=True)
+            # a file of customer ids, as every list pull: in the audit log (it was not); a line
+            # that cannot be written fails the step, so the run is not published with the list
+            record_export(
+                None,
+                os_user(),
+                "portrait refresh list",
+                {
+                    "list": spec.name,
+                    "model": spec.model,
+                    "top": spec.top,
+                    "segment": spec.segment,
+                    "as_of": self.config.as_of.isoformat(),
+                    "out": str(self.config.out / RUNS / self.config.as_of.isoformat() / "lists" / f"{spec.name}.csv"),
+                },
+                len(rows),
+                via="refresh",
+                left_out=rows.attrs["left_out"],
+            )
             record.rows[spec.name] = int(len(rows))
             record.notes.append(f"{spec.name}: {export_note(rows.attrs['left_out'])}")
             if rows.attrs.get("note"):

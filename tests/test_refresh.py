@@ -771,6 +771,24 @@ def test_latest_moves_to_a_run_newer_than_the_one_it_names_even_past_an_unpublis
         assert (root / LATEST).read_text() == "runs/2025-02-01\n" and result.latest == root / "runs" / "2025-02-01"
 
 
+def test_the_runs_lists_are_in_the_audit_log(first_run, audit_log):
+    """A refresh's [[lists]] are files of customer ids, as every list pull: they were not audited."""
+    from portrait.audit import read_audit_log
+
+    _, root, _, _ = first_run
+    lines = [
+        line
+        for line in read_audit_log(audit_log)
+        if line["via"] == "refresh" and line["filter"]["out"].startswith(str(root))
+    ]
+    assert [(line["what"], line["filter"]["list"], line["count"]) for line in lines[:2]] == [
+        ("portrait refresh list", "top100", 100),
+        ("portrait refresh list", f"{MODEL}_frequent_top50", 50),
+    ]
+    assert lines[1]["filter"]["segment"] == "frequent" and lines[0]["filter"]["as_of"] == AS_OF
+    assert lines[0]["filter"]["out"] == str(root / "runs" / AS_OF / "lists" / "top100.csv")
+
+
 def test_only_runs_with_a_manifest_count_toward_keep_and_strays_are_left_alone(tmp_path):
     """An empty 2099-01-01, a 2024-13-45 and a file named by a date each took one of keep's
     places: a refresh deleted three published runs for them (a user's test). A file named
