@@ -73,6 +73,13 @@ def test_routes_serve_stored_tags_and_segments(tmp_path):
     summary.write_text(json.dumps({"as_of": "2024-03-01", "tags": recorded}))
     by_name = {t["name"]: t for t in client.get("/tags").json()["tags"]}
     assert by_name["promotion-sensitive"]["customers"] == 7 and "RFM: Champions" not in by_name
+    assert by_name["likely repurchaser"]["customers"] == 0 and not by_name["likely repurchaser"]["skipped"]
+    # a model tag the run skipped (its scores missing) holds nobody because it was not applied:
+    # no count, not 0, which a marketer would believe (a user's test)
+    summary.write_text(json.dumps({"as_of": "2024-03-01", "tags": recorded, "skipped": ["likely repurchaser"]}))
+    by_name = {t["name"]: t for t in client.get("/tags").json()["tags"]}
+    assert by_name["likely repurchaser"]["customers"] is None and by_name["likely repurchaser"]["skipped"]
+    assert by_name["promotion-sensitive"]["customers"] == 7 and not by_name["promotion-sensitive"]["skipped"]
     # the table rewritten after its summary (portrait forget removes a person from it): the table counts
     table = tags / "tags_2024-03-01.parquet"
     os.utime(table, ns=(summary.stat().st_mtime_ns + 1_000_000, summary.stat().st_mtime_ns + 1_000_000))

@@ -22,7 +22,12 @@ class TagInfo(BaseModel):
     kind: str = Field(description="rule, model or manual")
     definition: str = Field(description="The condition, or how it is assigned")
     description: str = ""
-    customers: int | None = Field(None, description="Holders in the latest tags table, if one is stored")
+    customers: int | None = Field(
+        None,
+        description="Holders in the latest tags table, if one is stored; none for a tag that run skipped "
+        "(a model tag whose scores were missing: see skipped)",
+    )
+    skipped: bool = Field(False, description="The latest tags run could not apply it (its model's scores were missing)")
 
 
 class TagList(BaseModel):
@@ -33,27 +38,31 @@ class TagList(BaseModel):
     tags: list[TagInfo]
 
 
-def latest_tag_counts(tags_dir: Path | None) -> tuple[dict[str, int] | None, str | None]:
-    """Holders per tag in the latest stored tags table, and its date (None, None without one).
+def latest_tag_counts(tags_dir: Path | None) -> tuple[dict[str, int] | None, str | None, set[str]]:
+    """Holders per tag in the latest stored tags table, its date (None, None without one), and
+    the tags that run skipped (from its summary: a model tag without its scores holds nobody
+    because it was not applied, not because nobody qualifies).
     Read from the summary written beside the table (a few KB) when it is the table's: of its
     date, and written after it (``portrait forget`` rewrites the table alone); otherwise the
     table is counted (0.3-0.5 s a request at a million customers)."""
     dates = tags_dates(tags_dir)
     if not dates:
-        return None, None
+        return None, None, set()
     latest = dates[-1]
     table = tags_file(tags_dir, latest)
-    summary = summary_beside(table) if _written_after(table.with_suffix(".summary.json"), table) else {}
-    recorded = summary.get("tags")
+    summary = summary_beside(table)  # its skipped tags hold however the table was rewritten since
+    listed = summary.get("skipped") if summary.get("as_of") == latest.isoformat() else None
+    skipped = {str(name) for name in listed} if isinstance(listed, list) else set()
+    recorded = summary.get("tags") if _written_after(table.with_suffix(".summary.json"), table) else None
     if summary.get("as_of") == latest.isoformat() and isinstance(recorded, dict):
         try:
             counts = {str(tag): int(info["customers"]) for tag, info in recorded.items()}
             # the summary also lists the tags everyone left since the run before (0 holders)
-            return {tag: n for tag, n in counts.items() if n > 0}, latest.isoformat()
+            return {tag: n for tag, n in counts.items() if n > 0}, latest.isoformat(), skipped
         except (TypeError, KeyError, ValueError):
             pass  # a summary edited by hand: the table itself says
     counts = read_parquet(table, columns=["tag"])["tag"].value_counts()
-    return {str(tag): int(n) for tag, n in counts.items()}, latest.isoformat()
+    return {str(tag): int(n) for tag, n in counts.items()}, latest.isoformat(), skipped
 
 
 def build_tags_router(library: Library, tags_dir: Callable[[], Path | None]) -> APIRouter:
@@ -64,7 +73,7 @@ def build_tags_router(library: Library, tags_dir: Callable[[], Path | None]) -> 
     @router.get("/tags", response_model=TagList)
     def list_tags() -> TagList:
         """Every tag of the library, with its holders in the latest stored tags table."""
-        stored, as_of = latest_tag_counts(tags_dir())
+        stored, as_of, skipped = latest_tag_counts(tags_dir())
         counts = stored or {}
         entries = [
             TagInfo(
@@ -73,7 +82,8 @@ def build_tags_router(library: Library, tags_dir: Callable[[], Path | None]) -> 
                 kind=t.kind,
                 definition=t.definition(),
                 description=t.description,
-                customers=counts.get(t.name, 0) if stored is not None else None,
+                customers=counts.get(t.name, 0) if stored is not None and t.name not in skipped else None,
+                skipped=t.name in skipped,
             )
             for t in library.tags
             if not t.each
