@@ -160,8 +160,12 @@ def register_segments(app: typer.Typer, out, console) -> None:
             return
         if engine != "duckdb" or spark_master is not None:
             raise PortraitError("--engine and --spark-master count the segment: give --data and --as-of too")
-        path = SegmentStore(segments_dir).save(segment, replace=replace)
+        segment_store = SegmentStore(segments_dir)
+        dropped = segment_store.refreshes_replaced(segment) if replace else None
+        path = segment_store.save(segment, replace=replace)
         out.print(f"saved segment {name!r}: {segment.definition()} -> {path}")
+        if dropped:
+            out.print(_dropped_note(dropped))
         if unchecked:  # a text attribute compared with a number would fail every refresh: said now
             out.print(
                 f"note: whether {', '.join(unchecked)} {'is a number or text' if len(unchecked) == 1 else 'are numbers or text'} "
@@ -194,10 +198,13 @@ def register_segments(app: typer.Typer, out, console) -> None:
                 result = evaluator.evaluate(segment)  # a value no row has fails here: nothing saved
             late = _late_note(population)
             unheld = evaluator.tags_nobody_holds(segment)
+            dropped = segment_store.refreshes_replaced(segment) if save_first and replace else None
             if save_first:
                 segment_store.save(segment, replace=replace)
         if save_first:
             out.print(f"saved segment {segment.name!r}: {segment.definition()}")
+            if dropped:
+                out.print(_dropped_note(dropped))
         out.print(
             f"{segment.name}: {len(result.members):,} customer{'' if len(result.members) == 1 else 's'}, "
             f"{result.share:.1%} of {result.base:,} as of {result.as_of}"
@@ -209,6 +216,12 @@ def register_segments(app: typer.Typer, out, console) -> None:
         if late:
             console.print(f"note: {late}")
         return result
+
+    def _dropped_note(refreshes: int) -> str:
+        return (
+            f"note: the previous definition's {refreshes} refresh{'es' if refreshes != 1 else ''} (sizes, entered, "
+            "left) and members were removed: they were of another definition; the next refresh starts its history"
+        )
 
     @app.command("count")
     def count_command(

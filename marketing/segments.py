@@ -201,11 +201,29 @@ class SegmentStore:
         check_graph(segments)
 
     def save(self, segment: Segment, *, replace: bool = False) -> Path:
-        """Check the references and cycles first; nothing is written if a check fails."""
+        """Check the references and cycles first; nothing is written if a check fails. A
+        replaced definition that chooses differently drops the previous one's members and
+        history (:meth:`refreshes_replaced`): they were shown as the new definition's size until
+        the next refresh, which then counted everyone who moved between the two as entered or left."""
         self.check_save(segment, replace=replace)
+        dropped = self.refreshes_replaced(segment)
         self.folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(segment.to_toml(), self.path(segment.name))
+        if dropped is not None:
+            with self.recording():
+                for path in (self.members_path(segment.name), self.history_path(segment.name)):
+                    path.unlink(missing_ok=True)
         return self.path(segment.name)
+
+    def refreshes_replaced(self, segment: Segment) -> int | None:
+        """How many refreshes of the saved segment of that name ``segment`` would drop (its
+        history's rows, maybe 0), when it is saved and chooses by another definition; None
+        when nothing is saved under the name or the definition is the same (a new description)."""
+        if not self.exists(segment.name):
+            return None
+        if self.load(segment.name).definition() == segment.definition():
+            return None
+        return len(self.history(segment.name))
 
     def delete(self, name: str) -> None:
         self.load(name)

@@ -251,6 +251,19 @@ def test_segments_combine_include_exclude_and_record_entered_and_left(tmp_path):
     history = store.history("dairy")
     assert history["as_of"].tolist() == ["2024-02-01", "2024-03-01", "2024-03-04"]
     assert history["customers"].tolist() == [1, 2, 2]
+    # a new description keeps them; another definition drops the members and the history, which
+    # were shown as the new definition's size (and compared with it at the next refresh)
+    described = Segment("dairy", description="for the spring brief", where=store.load("dairy").where)
+    assert store.refreshes_replaced(described) is None
+    store.save(described, replace=True)
+    assert len(store.history("dairy")) == 3 and store.members_path("dairy").exists()
+    other = Segment("dairy", where="orders_lifetime >= 1")
+    assert store.refreshes_replaced(other) == 3 and store.refreshes_replaced(Segment("new", where="x > 1")) is None
+    store.save(other, replace=True)
+    assert store.history("dairy").empty and not store.members_path("dairy").exists()
+    with Population(dataset(), AS_OF) as population:
+        result = SegmentEvaluator(population, store, load_library()).evaluate(store.load("dairy"))
+    assert record_refresh(store, result)["entered"] is None  # no earlier members of another definition
 
 
 def test_a_segment_refreshed_to_nobody_keeps_its_date(tmp_path):
