@@ -1118,9 +1118,11 @@ def apply_consent(
     return load_consent(dataset, con).apply(frame)
 
 
-def consent_note(left_out: dict[str, int]) -> str | None:
+def consent_note(left_out: dict[str, int], ranked_from: int | None = None) -> str | None:
     """One line for the person running an export: how many were left out and why; None when
-    the data set has no consent rules or they left nobody out."""
+    the data set has no consent rules or they left nobody out. ``ranked_from``: a ranked list's
+    customers matching its filters, of whom these were left out before the ranking (a top 10
+    said "left out 208 customers", read as 208 of its 10)."""
     total = sum(left_out.values())
     if not total:
         return None
@@ -1129,7 +1131,10 @@ def consent_note(left_out: dict[str, int]) -> str | None:
         reasons.append(f"{left_out[NO_CONSENT]:,} without marketing consent (opted out or none recorded)")
     if SUPPRESSED in left_out:
         reasons.append(f"{left_out[SUPPRESSED]:,} on the suppression list")
-    return f"left out {total:,} customer{'s' if total != 1 else ''}: {', '.join(reasons)}"
+    whom = f"customer{'s' if total != 1 else ''}"
+    if ranked_from is not None:
+        whom = f"of the {ranked_from:,} customers the filters matched, before ranking"
+    return f"left out {total:,} {whom}: {', '.join(reasons)}"
 
 
 NO_CONSENT_RULES = (
@@ -1138,11 +1143,13 @@ NO_CONSENT_RULES = (
 )
 
 
-def export_note(left_out: dict[str, int]) -> str:
+def export_note(left_out: dict[str, int], ranked_from: int | None = None) -> str:
     """:func:`consent_note` for a contact export (a list, a segment's customers), which also
     says when no consent rule is set: a marketer uploading the file must know it was not
     filtered."""
-    return consent_note(left_out) or (NO_CONSENT_RULES if not left_out else "nobody was left out for consent")
+    return consent_note(left_out, ranked_from) or (
+        NO_CONSENT_RULES if not left_out else "nobody was left out for consent"
+    )
 
 
 def has_identity_map(con) -> bool:

@@ -217,7 +217,7 @@ def register(app: typer.Typer, out, console) -> None:
         scored = str(scores["as_of"].iloc[0].date()) if len(scores) else "unknown"
         # LATEST names the scores: after a backfill, an older date than the newest scores
         out.print(f"{len(rows):,} customers -> {out_file} (scores as of {scored}, {model})")
-        out.print(export_note(rows.attrs["left_out"]))
+        out.print(export_note(rows.attrs["left_out"], rows.attrs["matched"]))
         if rows.attrs.get("note"):
             out.print(f"note: {rows.attrs['note']}")
 

@@ -205,6 +205,7 @@ def build_list(
         mask &= table[score_column] >= min_score
     left_out: dict[str, int] = {}
     matched = table[mask]
+    filtered = len(matched)  # before the consent rules: what their left-out count is of
     if consent is not None:
         matched, left_out = consent.apply(matched)
     total = len(matched) if top is None else min(top, len(matched))
@@ -271,6 +272,7 @@ def build_list(
         )
     result = result.reset_index(drop=True)
     result.attrs["left_out"] = left_out
+    result.attrs["matched"] = filtered
     result.attrs["total"] = total
     if note:
         result.attrs["note"] = note

@@ -982,7 +982,7 @@ class _Job:
                 left_out=rows.attrs["left_out"],
             )
             record.rows[spec.name] = int(len(rows))
-            record.notes.append(f"{spec.name}: {export_note(rows.attrs['left_out'])}")
+            record.notes.append(f"{spec.name}: {export_note(rows.attrs['left_out'], rows.attrs['matched'])}")
             if rows.attrs.get("note"):
                 record.notes.append(f"{spec.name}: {rows.attrs['note']}")
         if left_out:

@@ -631,7 +631,7 @@ def test_a_missing_suppression_file_stops_the_list(tmp_path):
 
 
 def test_a_list_applies_consent_before_taking_the_top(tmp_path):
-    from portrait.privacy import load_consent
+    from portrait.privacy import export_note, load_consent
     from serving.lists import build_list
 
     scores = pd.DataFrame(
@@ -647,6 +647,10 @@ def test_a_list_applies_consent_before_taking_the_top(tmp_path):
     )
     assert rows["customer_id"].tolist() == ["A", "D"]
     assert rows.attrs["left_out"] == {"suppressed": 1, "no_consent": 2}  # E did not match the filter
+    assert rows.attrs["matched"] == 5 and export_note(rows.attrs["left_out"], rows.attrs["matched"]) == (
+        "left out 3 of the 5 customers the filters matched, before ranking: 2 without marketing consent "
+        "(opted out or none recorded), 1 on the suppression list"
+    )
 
 
 def test_segment_export_leaves_out_customers_without_consent(pii_data, tmp_path, monkeypatch):
