@@ -247,7 +247,7 @@ def register_crowd(app: typer.Typer, out, console) -> None:
             raise
         for note in notes:
             out.print(note)
-        out.print(f"{crowd.describe()}, {cell}: wrote {written:,} customers to {out_file}")
+        out.print(f"{crowd.describe()}, {cell}: wrote {written:,} customer{'' if written == 1 else 's'} to {out_file}")
 
     @app.command("compare")
     def compare_command(

@@ -427,7 +427,8 @@ class _Checker:
                     + (f"; a text value takes single quotes: '{node.name}'" if quoted else "")
                     + (f"; did you mean one of {close}?" if close and not quoted else "")
                     + (
-                        "; a model's output is read from scores that hold it (--scores DIR, scored with that model)"
+                        "; a model's output is read from scores that hold it (scored with that model: a command's "
+                        "--scores DIR, the server's scores for the API)"
                         if scored
                         else ""
                     )
@@ -495,6 +496,8 @@ class _Checker:
             return node
         if isinstance(node, exp.ByteString):  # sqlglot writes none back (it said '' and warned)
             raise FilterError("an escape or byte string (e'...', b'...') is not a value; write text as 'text'")
+        if isinstance(node, exp.Null):  # "attr_region = null" matches nobody in SQL: the test is IS NULL
+            raise FilterError("NULL is not a value to compare with: write column is null (or is not null)")
         raise FilterError(f"{node.sql()!r} is not a value or a column name")
 
     def check_booleans(

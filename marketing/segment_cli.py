@@ -318,7 +318,8 @@ def register_segments(app: typer.Typer, out, console) -> None:
             return
         last = history.iloc[-1]
         out.print(
-            f"size: {int(last['customers']):,} customers, {float(last['share']):.1%} of {int(last['base']):,} "
+            f"size: {int(last['customers']):,} customer{'' if int(last['customers']) == 1 else 's'}, "
+            f"{float(last['share']):.1%} of {int(last['base']):,} "
             f"as of {last['as_of']}"
         )
         table = Table(title="refreshes")
@@ -461,7 +462,9 @@ def register_segments(app: typer.Typer, out, console) -> None:
             )
 
         atomic_write(table, out_file, csv=out_file.suffix != ".parquet", before_publish=audited)
-        out.print(f"{len(table):,} customers of {name!r} as of {result.as_of} -> {out_file}")
+        out.print(
+            f"{len(table):,} customer{'' if len(table) == 1 else 's'} of {name!r} as of {result.as_of} -> {out_file}"
+        )
         out.print(export_note(left_out))
         if not len(table):
             _warn_empty(name, result.as_of)

@@ -164,7 +164,7 @@ def test_segment_commands_as_a_user(tmp_path, data_folder, monkeypatch):
     )
     assert code == 0 and "has no customers" in text  # a warning, not an error
     code, text = run("segment", "show", "browsers")
-    assert code == 0 and "1 customers" in text
+    assert code == 0 and "size: 1 customer," in text
     (tmp_path / "segments" / "edited.toml").write_text("include = 'browsers'\n")  # edited by hand
     code, text = run("segment", "list")
     assert code == 2 and text.startswith("segments/edited.toml: include must be a list of names")

@@ -67,6 +67,11 @@ def test_true_and_false_are_one_and_zero_of_a_yes_no_number_column():
             r"^an escape or byte string \(e'\.\.\.', b'\.\.\.'\) is not a value; write text as 'text'$",
         ),
         ("spend_365d > 1; drop table x", "';' is not allowed"),
+        # "= null" matches nobody in SQL (it said "'NULL' is not a value or a column name")
+        (
+            "favourite_category = null",
+            r"^NULL is not a value to compare with: write column is null \(or is not null\)$",
+        ),
         # an attribute named as personal data: withheld, not "unknown" with other attributes suggested
         (
             "attr_email = 'x'",
@@ -92,8 +97,8 @@ def test_true_and_false_are_one_and_zero_of_a_yes_no_number_column():
         ("spend_356d > 1", r"unknown column 'spend_356d'; did you mean one of \['spend_365d'"),
         (
             "repurchase_90d_percentile > 50",
-            r"unknown column .*; a model's output is read from scores that hold it \(--scores DIR, scored with that "
-            r"model\)$",
+            r"unknown column .*; a model's output is read from scores that hold it \(scored with that model: a "
+            r"command's --scores DIR, the server's scores for the API\)$",
         ),
         (  # an attribute the scoring model left out (its families): said where it is
             "attr_gendr = 'F'",

@@ -665,7 +665,7 @@ def test_segment_export_leaves_out_customers_without_consent(pii_data, tmp_path,
     code, text = run("segment", "export", "buyers", "--data", str(pii_data), "--as-of", AS_OF, "--out", "b.csv")
     assert code == 0, text
     text = " ".join(text.split())  # the console wraps long lines
-    assert "1 customers of 'buyers'" in text
+    assert "1 customer of 'buyers'" in text
     assert "left out 2 customers: 1 without marketing consent (opted out or none recorded), 1 on the" in text
     assert pd.read_csv(tmp_path / "b.csv")["customer_id"].tolist() == ["A"]
     (pii_data / "suppressed.csv").unlink()

@@ -22,6 +22,10 @@ from serving.state import ServeState, plain
 PAGE_ROWS = 1_000  # a list's rows per answer unless the caller asks for another page size
 MAX_PAGE_ROWS = 10_000  # and at most this many: reasons (when the scores store none) are computed per page
 
+# A query parameter's bound: a URL holds it (servers refuse request lines of about 8-16 KB); the
+# commands read up to marketing.filters.MAX_LENGTH (20,000 characters).
+API_WHERE_LENGTH = 2000
+
 
 class ListedCustomer(BaseModel):
     """One row of the list; the columns the filter used follow the fixed ones."""
@@ -69,7 +73,11 @@ def build_lists_router(state: ServeState, access: Access) -> APIRouter:
         min_percentile: float | None = Query(None, ge=0, le=100, allow_inf_nan=False),
         min_score: float | None = Query(None, allow_inf_nan=False),
         persona: str | None = Query(None, max_length=200, description="Persona name or id"),
-        where: str | None = Query(None, max_length=2000, description="A condition over features and scores"),
+        where: str | None = Query(
+            None,
+            max_length=API_WHERE_LENGTH,
+            description=f"A condition over features and scores (at most {API_WHERE_LENGTH:,} characters)",
+        ),
         exclude_bought_within: int | None = Query(None, ge=1, description="Leave out who bought in the last DAYS"),
         offset: int = Query(0, ge=0, le=MAX_OFFSET, description="Rows of the list to skip: a page's start"),
         limit: int | None = Query(
