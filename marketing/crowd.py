@@ -755,6 +755,11 @@ def cell_mask(data: CrowdData, cell: str) -> np.ndarray:
         raise PortraitError(f'the cell {cell!r}: write it as "DIMENSION = VALUE", e.g. "spending_power = high"')
     column = data.dimensions[data.check_dimension(name)]
     values = [str(v) for v in column.cat.categories]
+    if value not in values and value.startswith("other values ("):  # a report's pooled row
+        raise FilterError(
+            f"the cell {cell!r} is a report's pooled row: each of its values is held by too few customers to be "
+            "shown, and so to be drilled into; its customers are not exported"
+        )
     if value not in values:
         close = difflib.get_close_matches(value, values, n=5, cutoff=0.3)
         listed = f"closest: {close} (of its {len(values)} values)" if close else f"its values: {values[:12]}"

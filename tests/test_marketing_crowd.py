@@ -485,6 +485,8 @@ def test_crosstab_drill_down_and_comparison_on_hand_written_data(tmp_path):
             cell_mask(data, "payment = cash")
         with pytest.raises(PortraitError, match="DIMENSION = VALUE"):
             cell_mask(data, "favourite_payment")
+        with pytest.raises(PortraitError, match="is a report's pooled row: each of its values is held by too few"):
+            cell_mask(data, "favourite_payment = other values (2, each held by fewer than 10 customers)")
         result = compare(data, {"buyers": data.mask(Crowd("where", "orders_lifetime >= 1")), "all": everyone})
         assert result.sizes == {"buyers": 4, "all": 5} and result.overlap == 4
         top = result.table.iloc[0]
