@@ -517,6 +517,47 @@ def test_promote_tells_apart_data_sets_of_one_folder_name_and_high_value_quantil
         promote(name, version=versions[1])
 
 
+def test_tuning_a_customer_fold_experiment_tunes_within_each_fold_on_its_training_customers_alone(
+    tracking, small_synthetic, tmp_path, monkeypatch
+):
+    """Its trials were judged on a split of the holdout cutoff's own customers, whose out-of-fold
+    scores make the holdout figure: optimistic by the choice of parameters. Now each outer fold is
+    scored by a model tuned on the other folds' customers alone (nested), the registered model's
+    parameters tuned on every customer."""
+    import optuna
+
+    from training import tune
+    from training.evaluate import check_customer_folds
+
+    config = experiment(
+        small_synthetic,
+        name="synthetic_tune_folds",
+        cutoffs={"dates": ["2024-12-01"]},
+        validation={"scheme": "customer_kfold", "folds": 2},
+    )
+    data = prepare(config)
+    seen = []
+    split = tune._customer_split
+    monkeypatch.setattr(
+        tune, "_customer_split", lambda c, X, y, what: seen.append((what, X.index)) or split(c, X, y, what)
+    )
+    summary = tune.tune_experiment(config, trials=1, data=data, workdir=tmp_path)
+    rows = data.rows(data.split.holdout)
+    X, y = data.model_X(rows), data.y(rows)
+    folds = list(check_customer_folds(config, X, y).split(X, y))
+    assert [what for what, _ in seen] == ["to tune:", "to tune within fold 1:", "to tune within fold 2:"]
+    for (_, index), (train_index, test_index) in zip(seen[1:], folds, strict=True):
+        assert set(index) == set(X.index[train_index]) and not set(index) & set(X.index[test_index])
+    assert sorted(summary.fold_values) == [1, 2] and all(0.5 < v <= 1 for v in summary.fold_values.values())
+    assert "the holdout figure is nested: each of the 2 folds' customers is scored" in summary.scored_on
+    name = tune.study_name(config, config.label.task.tuning_metric, data.dataset_fingerprint)
+    for fold in (1, 2):
+        study = optuna.load_study(study_name=f"{name}-fold{fold}", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+        assert len(study.trials) == 1 and study.trials[0].user_attrs.get("default")
+    run = MlflowClient().get_run(summary.final.run_id)
+    assert run.data.tags["nested_tuning"] == "2 folds, 1 more trials each"
+
+
 @pytest.mark.parametrize("model_type", ["logistic", "bgnbd", "rfm"])
 def test_tune_refuses_a_model_type_whose_parameters_it_does_not_search(prepared, tmp_path, model_type):
     """A trial is a LightGBM fit: tuning a logistic experiment printed LightGBM's figures, then

@@ -175,7 +175,9 @@ def register(app: typer.Typer, out, console) -> None:
         config = _load(experiment, data)
         setup_tracking()
         n = trials or config.tuning.trials
-        with counter(console, "tuning", n) as trial_done:
+        # customer folds: one study on every customer, then one within each fold (nested tuning)
+        studies = 1 + (config.validation.folds if config.validation.scheme == "customer_kfold" else 0)
+        with counter(console, "tuning", n * studies) as trial_done:
 
             def on_trial(trial) -> None:
                 trial_done(f"trial {trial.number}: {trial.state.name.lower()} {trial.value or ''}")
@@ -187,6 +189,11 @@ def register(app: typer.Typer, out, console) -> None:
         )
         # a trial's figure is not the validation figure train prints (its candidates' customer folds)
         out.print(f"trials compared by {summary.scored_on}; the retrained best below is judged as train judges it")
+        if summary.fold_values:
+            out.print(
+                f"best validation {summary.metric} within each fold: "
+                + ", ".join(f"fold {k} {v:.4f}" for k, v in sorted(summary.fold_values.items()))
+            )
         out.print(f"best parameters: {summary.best_params}")
         _print_summary(out, summary.final)
 

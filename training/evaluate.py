@@ -8,6 +8,7 @@ a peer are ``baseline_<peer>_holdout_*``."""
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -750,7 +751,21 @@ def check_customer_folds(config: ExperimentConfig, X: pd.DataFrame, y: np.ndarra
     return folds
 
 
-def fit_customer_folds(config: ExperimentConfig, data: TrainingData, params: dict | None = None) -> FitResult:
+@dataclass(frozen=True)
+class NestedParams:
+    """LightGBM parameters of a customer-fold run tuned inside each outer fold (nested tuning,
+    ``portrait tune``): ``for_fold(fold, X, y)`` tunes on that fold's training customers alone
+    and returns their parameters; ``final`` were tuned on every customer, for the registered
+    model. The out-of-fold holdout figure then judges the tuning too, instead of parameters
+    chosen on the very customers and labels it scores."""
+
+    final: dict
+    for_fold: Callable[[int, pd.DataFrame, np.ndarray], dict]
+
+
+def fit_customer_folds(
+    config: ExperimentConfig, data: TrainingData, params: dict | NestedParams | None = None
+) -> FitResult:
     """One cutoff, K folds of customers: each fold is scored by the candidate chosen on an
     inner 20% split of the other folds (trained on the rest, early-stopped and calibrated on
     that split). Out-of-fold predictions are the holdout, for the chosen model and for every
@@ -767,16 +782,21 @@ def fit_customer_folds(config: ExperimentConfig, data: TrainingData, params: dic
     chosen_counts: dict[str, int] = {}
     fold_of = np.zeros(len(rows), dtype=int)  # each customer's outer fold, for _small_data_notes
 
-    def fit_inner(X_part, y_part) -> Selection:
+    nested = params if isinstance(params, NestedParams) else None
+    final_params = nested.final if nested is not None else params
+
+    def fit_inner(X_part, y_part, part_params) -> Selection:
         X_fit, X_stop, y_fit, y_stop = train_test_split(
             X_part, y_part, test_size=STOPPING_SHARE, random_state=seed, stratify=y_part if classify else None
         )
-        return fit_candidates(config, X_fit, y_fit, X_stop, y_stop, params, with_history)
+        return fit_candidates(config, X_fit, y_fit, X_stop, y_stop, part_params, with_history)
 
     served = data.X(rows)  # scored as serving scores (see fit_time_split)
     for fold, (train_index, test_index) in enumerate(folds.split(X, y)):
         fold_of[test_index] = fold
-        selection = fit_inner(X.iloc[train_index], y[train_index])
+        X_part, y_part = X.iloc[train_index], y[train_index]
+        fold_params = nested.for_fold(fold, X_part, y_part) if nested is not None else final_params
+        selection = fit_inner(X_part, y_part, fold_params)
         chosen_counts[selection.chosen] = chosen_counts.get(selection.chosen, 0) + 1
         model = selection.models[selection.chosen]
         test = served.iloc[test_index]
@@ -786,7 +806,7 @@ def fit_customer_folds(config: ExperimentConfig, data: TrainingData, params: dic
         raw = _uncalibrated(model, test) if classify else None
         if raw is not None:
             uncalibrated[test_index] = raw
-    final = fit_inner(X, y)
+    final = fit_inner(X, y, final_params)
     share = label_share(config, y, np.zeros(len(y)))  # one cutoff: its labels are the training labels
     unshifted, offset = out_of_fold, None
     if share is not None:
@@ -897,7 +917,9 @@ def _registered_candidate_note(
     )
 
 
-def fit_and_evaluate(config: ExperimentConfig, data: TrainingData, params: dict | None = None) -> FitResult:
+def fit_and_evaluate(
+    config: ExperimentConfig, data: TrainingData, params: dict | NestedParams | None = None
+) -> FitResult:
     if config.validation.scheme == "customer_kfold":
         return fit_customer_folds(config, data, params)
-    return fit_time_split(config, data, params)
+    return fit_time_split(config, data, params.final if isinstance(params, NestedParams) else params)

@@ -22,7 +22,7 @@ from training import plots
 from training.champion import COMPARED_VERSION_TAG, ChampionComparison, compare_with_champion
 from training.config import ExperimentConfig
 from training.data import TrainingData, label_notes, prepare
-from training.evaluate import FitResult, fit_and_evaluate
+from training.evaluate import FitResult, NestedParams, fit_and_evaluate
 from training.tracking import ensure_experiment, ensure_store, register_pyfunc
 
 CANDIDATE = "candidate"
@@ -74,7 +74,7 @@ def lightgbm_errors_said(config: ExperimentConfig):
 
 def train_experiment(
     config: ExperimentConfig,
-    params: dict | None = None,
+    params: dict | NestedParams | None = None,
     progress=None,
     data: TrainingData | None = None,
     parent_tags: dict | None = None,
@@ -90,7 +90,7 @@ def train_experiment(
         progress("judging the champion on this holdout")
     champion, champion_note = compare_with_champion(config, data, result)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{config.name}-train") as run:
-        _log_run(config, data, result, params, parent_tags or {})
+        _log_run(config, data, result, params.final if isinstance(params, NestedParams) else params, parent_tags or {})
         if champion is not None:
             mlflow.log_metrics(champion.metrics())
             mlflow.set_tag(COMPARED_VERSION_TAG, champion.version)

@@ -13,19 +13,20 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import optuna
+import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from portrait.errors import Busy, PortraitError, first_line
 from portrait.toml_text import as_toml
 from training.config import ExperimentConfig
 from training.data import TrainingData, prepare
-from training.evaluate import check_customer_folds, check_stratified_split, make_model, predict
+from training.evaluate import NestedParams, check_customer_folds, check_stratified_split, make_model, predict
 from training.metrics import classification_metrics, spend_metrics
 from training.splits import customer_validation_split
 from training.tracking import ensure_experiment
@@ -120,12 +121,17 @@ def _validation_sets(config: ExperimentConfig, data: TrainingData):
         return data.model_X(rows[fit]), y_fit, data.model_X(rows[valid]), y_valid
     rows = data.rows(data.split.holdout)
     y = data.y(rows)
+    check_customer_folds(config, data.model_X(rows), y)  # the retraining's, before any trial
+    return _customer_split(config, data.model_X(rows), y, "to tune:")
+
+
+def _customer_split(config: ExperimentConfig, X: pd.DataFrame, y: np.ndarray, split: str):
+    """One 75/25 split of customers (stratified for a classifier): the trials' fit and validation rows."""
     stratify = y if config.label.is_classification else None
     if stratify is not None:
-        check_stratified_split(y, 0.25, "to tune:", "use more customers", seed=TUNE_SPLIT_SEED)
-    check_customer_folds(config, data.model_X(rows), y)  # the retraining's, before any trial
+        check_stratified_split(y, 0.25, split, "use more customers", seed=TUNE_SPLIT_SEED)
     X_fit, X_valid, y_fit, y_valid = train_test_split(
-        data.model_X(rows), y, test_size=0.25, random_state=TUNE_SPLIT_SEED, stratify=stratify
+        X, y, test_size=0.25, random_state=TUNE_SPLIT_SEED, stratify=stratify
     )
     return X_fit, y_fit, X_valid, y_valid
 
@@ -151,6 +157,7 @@ class TuneSummary:
     final: RunSummary
     metric: str = ""  # what a trial is judged by (the tuning metric's name)
     scored_on: str = ""  # which rows judge it (not those of train's candidate comparison)
+    fold_values: dict[int, float] = field(default_factory=dict)  # nested tuning: each outer fold's best
 
 
 def study_name(config: ExperimentConfig, metric_name: str, data_fingerprint: str = "") -> str:
@@ -183,9 +190,96 @@ def tune_experiment(
     eval_metric = task.early_stopping_metric  # early stopping and pruning (log loss, not AUC)
     experiment_id = ensure_experiment(config.name)
     store = ((workdir or Path.cwd()) / STUDY_STORE).resolve()
+    name = study_name(config, metric_name, data.dataset_fingerprint)
+    study = _study(config, name, store)
+    defaults = default_trial(config)
+    horizon = config.label.horizon_days if data.history_columns else None
+    sets = (X_fit, y_fit, X_valid, y_valid)
+
+    def after_trial(study, trial) -> None:
+        if progress:
+            progress(trial)
+
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{config.name}-tune") as parent:
+
+        def logged(params: dict, number: int, run) -> float:  # each trial a nested MLflow run
+            pruned = None
+            with mlflow.start_run(experiment_id=experiment_id, run_name=f"trial-{number}", nested=True):
+                mlflow.log_params(params)
+                try:
+                    value = run()
+                    mlflow.log_metric(f"validation_{metric_name}", value)
+                except optuna.TrialPruned as exc:
+                    # a pruned trial is a finished run tagged pruned, not a FAILED one: the
+                    # exception leaves the run's context only after the run has ended
+                    mlflow.set_tag("state", "pruned")
+                    pruned = exc
+            if pruned is not None:
+                raise pruned
+            return value
+
+        best, default = _optimize(
+            config, study, sets, defaults, eval_metric, metric_name, horizon, trials, timeout, after_trial, logged
+        )
+        mlflow.log_params({f"best_{k}": v for k, v in best.params.items()})
+        mlflow.log_metrics(
+            {
+                f"best_validation_{metric_name}": best.value,
+                "trials_complete": sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials),
+                "trials_pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials),
+            }
+        )
+        if default is not None and math.isfinite(default):
+            mlflow.log_metric(f"default_validation_{metric_name}", default)
+    tags = {"tuned_from_run": parent.info.run_id, "tuning_trials": str(len(study.trials))}
+    params: dict | NestedParams = best.params
+    fold_values: dict[int, float] = {}
+    if config.validation.scheme == "customer_kfold":
+        # Nested: each outer fold's customers are scored by a model whose parameters were tuned on
+        # the other folds' customers alone, so the holdout figure judges the tuning as well (the
+        # parameters above, tuned on every customer, are the registered model's).
+
+        def for_fold(fold: int, X_part: pd.DataFrame, y_part: np.ndarray) -> dict:
+            fold_sets = _customer_split(config, X_part, y_part, f"to tune within fold {fold + 1}:")
+            fold_study = _study(config, f"{name}-fold{fold + 1}", store)
+            fold_best, _ = _optimize(
+                config,
+                fold_study,
+                fold_sets,
+                defaults,
+                eval_metric,
+                metric_name,
+                horizon,
+                trials,
+                timeout,
+                after_trial,
+                None,
+            )
+            fold_values[fold + 1] = float(fold_best.value)
+            return dict(fold_best.params)
+
+        params = NestedParams(best.params, for_fold)
+        tags["nested_tuning"] = f"{config.validation.folds} folds, {trials} more trials each"
+    # The retrained best is a run of its own, like `portrait train`, pointing back at the study.
+    final = train_experiment(config, params=params, data=data, parent_tags=tags)
+    return TuneSummary(
+        best.params,
+        float(best.value),
+        default,
+        len(study.trials),
+        final,
+        metric_name,
+        _scored_on(config, len(y_valid), trials),
+        fold_values,
+    )
+
+
+def _study(config: ExperimentConfig, name: str, store: Path) -> optuna.Study:
+    """The study ``name`` in the study store (resumed when it exists), trial 0 the experiment's
+    own parameters when it is new."""
     try:
         study = optuna.create_study(
-            study_name=study_name(config, metric_name, data.dataset_fingerprint),
+            study_name=name,
             storage=f"sqlite:///{store}",
             load_if_exists=True,
             direction="maximize",
@@ -196,76 +290,48 @@ def tune_experiment(
         if type(exc).__module__.split(".")[0] not in ("sqlalchemy", "sqlite3", "optuna"):
             raise
         raise _study_store_error(store, exc) from None
-    defaults = default_trial(config)
     if not study.trials:
-        study.enqueue_trial(defaults, user_attrs={"default": True})
+        study.enqueue_trial(default_trial(config), user_attrs={"default": True})
+    return study
 
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{config.name}-tune") as parent:
 
-        def objective(trial: optuna.Trial) -> float:
-            params = search_space(trial, defaults)
-            params["metric"] = eval_metric
-            pruned = None
-            with mlflow.start_run(experiment_id=experiment_id, run_name=f"trial-{trial.number}", nested=True):
-                mlflow.log_params(params)
-                horizon = config.label.horizon_days if data.history_columns else None
-                model = make_model(config, params, callbacks=[_pruning_callback(trial)], horizon_days=horizon)
-                try:
-                    model.fit(X_fit, y_fit, X_valid=X_valid, y_valid=y_valid)
-                except optuna.TrialPruned as exc:
-                    # a pruned trial is a finished run tagged pruned, not a FAILED one: the
-                    # exception leaves the run's context only after the run has ended
-                    mlflow.set_tag("state", "pruned")
-                    pruned = exc
-                if pruned is None:
-                    score = predict(model, X_valid)
-                    metrics = (
-                        classification_metrics(y_valid, score)
-                        if config.label.is_classification
-                        else spend_metrics(y_valid, score)
-                    )
-                    value = metrics[metric_name]
-                    mlflow.log_metric(f"validation_{metric_name}", value)
-            if pruned is not None:
-                raise pruned
-            return value
+def _optimize(
+    config, study, sets, defaults, eval_metric, metric_name, horizon, trials, timeout, after_trial, logged
+) -> tuple[optuna.trial.FrozenTrial, float | None]:
+    """``trials`` more trials of ``study``, each a LightGBM fit on ``sets`` (fit and validation
+    rows) judged by ``metric_name``; ``logged(params, number, run)`` wraps each trial's ``run()``
+    (an MLflow run) when given. Returns the best trial and the default trial's value."""
+    X_fit, y_fit, X_valid, y_valid = sets
 
-        def after_trial(study, trial) -> None:
-            if progress:
-                progress(trial)
+    def objective(trial: optuna.Trial) -> float:
+        params = search_space(trial, defaults)
+        params["metric"] = eval_metric
 
-        with lightgbm_errors_said(config):
-            study.optimize(objective, n_trials=trials, timeout=timeout, callbacks=[after_trial], catch=(ValueError,))
-        completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-        if not completed:
-            raise PortraitError(
-                f"no tuning trial of {config.name!r} completed (all {len(study.trials)} failed or were pruned)"
+        def run() -> float:
+            model = make_model(config, params, callbacks=[_pruning_callback(trial)], horizon_days=horizon)
+            model.fit(X_fit, y_fit, X_valid=X_valid, y_valid=y_valid)
+            score = predict(model, X_valid)
+            metrics = (
+                classification_metrics(y_valid, score)
+                if config.label.is_classification
+                else spend_metrics(y_valid, score)
             )
-        default = next((t.value for t in completed if t.user_attrs.get("default")), None)
-        best = study.best_trial
-        mlflow.log_params({f"best_{k}": v for k, v in best.params.items()})
-        mlflow.log_metrics(
-            {
-                f"best_validation_{metric_name}": best.value,
-                "trials_complete": len(completed),
-                "trials_pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials),
-            }
+            return metrics[metric_name]
+
+        return logged(params, trial.number, run) if logged is not None else run()
+
+    with lightgbm_errors_said(config):
+        study.optimize(objective, n_trials=trials, timeout=timeout, callbacks=[after_trial], catch=(ValueError,))
+    completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not completed:
+        raise PortraitError(
+            f"no tuning trial of {config.name!r} completed (all {len(study.trials)} failed or were pruned)"
         )
-        if default is not None and math.isfinite(default):
-            mlflow.log_metric(f"default_validation_{metric_name}", default)
-    # The retrained best is a run of its own, like `portrait train`, pointing back at the study.
-    final = train_experiment(
-        config,
-        params=best.params,
-        data=data,
-        parent_tags={"tuned_from_run": parent.info.run_id, "tuning_trials": str(len(study.trials))},
-    )
-    return TuneSummary(
-        best.params, float(best.value), default, len(study.trials), final, metric_name, _scored_on(config, len(y_valid))
-    )
+    default = next((t.value for t in completed if t.user_attrs.get("default")), None)
+    return study.best_trial, default
 
 
-def _scored_on(config: ExperimentConfig, rows: int) -> str:
+def _scored_on(config: ExperimentConfig, rows: int, trials: int) -> str:
     """The rows :func:`_validation_sets` holds out, in words: one fit per trial is judged there,
     not on train's customer folds, so a trial's value is not the validation figure train prints."""
     if config.validation.scheme == "time":
@@ -273,12 +339,11 @@ def _scored_on(config: ExperimentConfig, rows: int) -> str:
             f"one fit per trial, judged on the {config.validation.customers:.0%} of customers held out at the latest "
             f"training cutoffs ({rows:,} rows)"
         )
-    # The folds' holdout figure then scores these customers' labels too: said, so that a tuned
-    # version is not compared with an untuned one as if its figure were as clean.
     return (
-        f"one fit per trial, judged on a 25% split of the holdout cutoff's customers ({rows:,} rows): the customers "
-        "and labels whose out-of-fold scores make the holdout figure, so the tuned run's holdout figure is "
-        "optimistic by the choice of parameters"
+        f"one fit per trial, judged on a 25% split of the holdout cutoff's customers ({rows:,} rows), for the "
+        f"registered model's parameters; the holdout figure is nested: each of the {config.validation.folds} folds' "
+        f"customers is scored by a model whose parameters were tuned ({trials} more trials) on the other folds' "
+        "customers alone"
     )
 
 
