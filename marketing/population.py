@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from features.build import attribute_kinds, build_features, parse_cutoff, vocabulary_as_of
+from features.build import as_text, attribute_kinds, build_features, parse_cutoff, present_text, vocabulary_as_of
 from features.catalogue import Feature, catalogue, legacy_names
 from features.config import FeatureConfig
 from marketing.behaviour import behaviour_table
@@ -69,6 +69,8 @@ def dataless_schema(unchecked: list[str] | None = None) -> Schema:
 
 
 PERSONA_COLUMNS = {"persona_id": NUMBER, "persona_name": TEXT}
+# A text attribute of more values is free text: a condition's value is not checked against them.
+ATTRIBUTE_VALUES_CHECKED = 500
 
 
 def persona_named(scores: pd.DataFrame, persona: str) -> str | None:
@@ -131,6 +133,7 @@ class Population:
         self.scores_date: dt.date | None = None
         self._frame: pd.DataFrame | None = None
         self._built: set[str] = set()
+        self._attribute_held: dict[str, tuple[str, ...]] | None = None
 
     def close(self) -> None:
         if self._own_connection:
@@ -162,12 +165,33 @@ class Population:
         current = {
             "favourite_category": (*self.vocabulary.categories, "other"),
             "favourite_channel": tuple(self.vocabulary.channels),
+            **self._attribute_values(),
         }
         if models and self.scores is not None:
             kinds.update(
                 {c: NUMBER if c != "persona_name" else TEXT for c in self.scores.columns if c != "customer_id"}
             )
         return Schema(kinds, values={"rfm_group": RFM_GROUPS}, current=current, renamed=legacy_names(self.vocabulary))
+
+    def _attribute_values(self) -> dict[str, tuple[str, ...]]:
+        """Each text attribute's values (of at most :data:`ATTRIBUTE_VALUES_CHECKED`: more is
+        free text), read once, as its feature holds them: a condition's value off one only in
+        case or spaces (``attr_region = 'South'`` where the data says ``south``) is refused with
+        the one meant, where it matched nobody without a word. Values nobody holds stay allowed."""
+        if self._attribute_held is None:
+            self._attribute_held = {}
+            engine = as_engine(self.con)
+            types = dict(engine.columns("SELECT * FROM customers")) if self.attributes else {}
+            for feature in self.features:
+                if feature.family != "attributes" or feature.scale != "category" or feature.sql not in types:
+                    continue
+                text = present_text(as_text(feature.sql, types[feature.sql]))
+                rows = engine.rows(
+                    f"SELECT DISTINCT {text} FROM customers WHERE {text} IS NOT NULL LIMIT {ATTRIBUTE_VALUES_CHECKED + 1}"
+                )
+                if len(rows) <= ATTRIBUTE_VALUES_CHECKED:
+                    self._attribute_held[feature.name] = tuple(str(row[0]) for row in rows)
+        return self._attribute_held
 
     # ------------------------------------------------------------ the table
 

@@ -547,6 +547,18 @@ def test_crosstab_and_comparison_pool_values_fewer_than_min_cell_hold(tmp_path):
         assert rows.loc[rows["dimension"] == "age_band", "value"].tolist() == ["25-34", "35-44", one]
 
 
+def test_a_text_attributes_value_off_only_in_case_or_spaces_is_refused_with_the_one_meant():
+    """attr_region = 'South' matched nobody without a word where the data says 'south' (a user's
+    test), while a favourite category was checked so; a value nobody holds stays allowed."""
+    with Population(dataset(), AS_OF) as population:
+        data = CrowdData(population, load_library())
+        assert population.schema().current["attr_age_band"] == ("25-34", "35-44")
+        with pytest.raises(PortraitError, match=r"attr_age_band has no value '25-34 '; did you mean '25-34'\?"):
+            data.mask(Crowd("where", "attr_age_band = '25-34 '"))
+        assert data.ids[data.mask(Crowd("where", "attr_age_band = '35-44'"))].tolist() == ["C", "E"]
+        assert not data.mask(Crowd("where", "attr_age_band = '65+'")).any()  # nobody holds it: allowed
+
+
 def test_crowd_options_name_exactly_one_crowd():
     assert crowd_from_options(tag="lapsing") == Crowd("tag", "lapsing")
     assert crowd_from_options(bought_category="dairy", within_days=30) == Crowd("bought_category", "dairy", 30)
