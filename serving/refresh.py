@@ -962,25 +962,31 @@ class _Job:
                 consent=consent,
                 privacy=privacy,
             )
-            atomic_write(rows, self.work / "lists" / f"{spec.name}.csv", csv=True)
+            written = self.work / "lists" / f"{spec.name}.csv"
+            atomic_write(rows, written, csv=True)
             # a file of customer ids, as every list pull: in the audit log (it was not); a line
-            # that cannot be written fails the step, so the run is not published with the list
-            record_export(
-                None,
-                os_user(),
-                "portrait refresh list",
-                {
-                    "list": spec.name,
-                    "model": spec.model,
-                    "top": spec.top,
-                    "segment": spec.segment,
-                    "as_of": self.config.as_of.isoformat(),
-                    "out": str(self.config.out / RUNS / self.config.as_of.isoformat() / "lists" / f"{spec.name}.csv"),
-                },
-                len(rows),
-                via="refresh",
-                left_out=rows.attrs["left_out"],
-            )
+            # that cannot be written fails the step, and the file goes (a failed run's folder is
+            # kept: it would hold a pull the log cannot account for)
+            try:
+                record_export(
+                    None,
+                    os_user(),
+                    "portrait refresh list",
+                    {
+                        "list": spec.name,
+                        "model": spec.model,
+                        "top": spec.top,
+                        "segment": spec.segment,
+                        "as_of": self.config.as_of.isoformat(),
+                        "out": str(self.config.out / RUNS / self.config.as_of.isoformat() / "lists" / written.name),
+                    },
+                    len(rows),
+                    via="refresh",
+                    left_out=rows.attrs["left_out"],
+                )
+            except PortraitError:
+                written.unlink(missing_ok=True)
+                raise
             record.rows[spec.name] = int(len(rows))
             record.notes.append(f"{spec.name}: {export_note(rows.attrs['left_out'], rows.attrs['matched'])}")
             if rows.attrs.get("note"):

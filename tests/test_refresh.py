@@ -789,6 +789,20 @@ def test_the_runs_lists_are_in_the_audit_log(first_run, audit_log):
     assert lines[0]["filter"]["out"] == str(root / "runs" / AS_OF / "lists" / "top100.csv")
 
 
+def test_a_list_the_audit_log_cannot_record_is_not_kept_in_the_failed_run(registered, tmp_path, monkeypatch):
+    """The failed run's folder is kept for the operator: it held the list's customer ids, a pull
+    the audit log could not account for."""
+    blocked = tmp_path / "a_file"
+    blocked.write_text("")
+    monkeypatch.setenv("PORTRAIT_AUDIT_LOG", str(blocked / "audit.log"))
+    settings = write_settings(tmp_path, registered)
+    with pytest.raises(RefreshFailed, match=r"failed at step lists: .*audit"):
+        refresh(load_config(settings))
+    failed = tmp_path / "out" / "runs" / f"{AS_OF}.failed"
+    assert (failed / "manifest.json").is_file() and (failed / "scores").is_dir()
+    assert not list((failed / "lists").glob("*.csv"))
+
+
 def test_only_runs_with_a_manifest_count_toward_keep_and_strays_are_left_alone(tmp_path):
     """An empty 2099-01-01, a 2024-13-45 and a file named by a date each took one of keep's
     places: a refresh deleted three published runs for them (a user's test). A file named
