@@ -394,6 +394,7 @@ def forget(
         if not (whole_person or dry_run):
             _refuse_large_persons(persons)
         with contextlib.ExitStack() as locks:
+            roots: list[Path] = _locked_folders(outputs)[0] if dry_run else []
             if not dry_run:
                 locks.enter_context(exclusive_lock(folder / LOCK, f"portrait forget on {dataset.root}"))
                 # A refresh writing into an output root meanwhile would keep the person's rows
@@ -431,7 +432,7 @@ def forget(
                 _record(folder, existing, new, reason, con)
             con.close()
             return _clean_outputs(
-                persons, new, existing, folder, dataset, outputs, manual_store, forget_manual_ids, dry_run, say
+                persons, new, existing, folder, dataset, outputs, roots, manual_store, forget_manual_ids, dry_run, say
             )
     finally:
         con.close()
@@ -444,12 +445,14 @@ def _clean_outputs(
     folder: Path,
     dataset: Dataset,
     outputs: Sequence[Path],
+    refresh_roots: Sequence[Path],
     manual_store: Path | None,
     forget_manual_ids: Callable[..., int] | None,
     dry_run: bool,
     say,
 ) -> ForgetResult:
-    """Step 3 (the caller holds the lock): the person's rows out of every stored output."""
+    """Step 3 (the caller holds the lock, and those of ``refresh_roots``): the person's rows out
+    of every stored output."""
     members = sorted({c for p in persons for c in p.customer_ids})
     result = ForgetResult(
         persons=persons,
@@ -462,11 +465,14 @@ def _clean_outputs(
     if manual_store is not None:
         say("removing manual tags")
         result.manual_rows = forget_manual_ids(manual_store, members, dry_run=dry_run)
-    for root in _locked_folders(outputs)[0]:
+    for root in refresh_roots:  # the roots whose lock is held: a refresh found since is not touched
         for abandoned in abandoned_runs(root / RUNS):
             if not dry_run:
                 say(f"removing {abandoned}")
                 shutil.rmtree(abandoned, ignore_errors=True)
+                if abandoned.exists():  # a file this user may not remove: said, as an unreadable file is
+                    result.unreadable.append((abandoned, "a killed refresh's folder that could not be removed whole"))
+                    continue
             result.abandoned_runs.append(abandoned)
     skip = {Path(manual_store).resolve()} if manual_store is not None else set()
     data_root = Path(dataset.root).resolve()
