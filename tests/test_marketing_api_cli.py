@@ -80,6 +80,17 @@ def test_routes_serve_stored_tags_and_segments(tmp_path):
     by_name = {t["name"]: t for t in client.get("/tags").json()["tags"]}
     assert by_name["likely repurchaser"]["customers"] is None and by_name["likely repurchaser"]["skipped"]
     assert by_name["promotion-sensitive"]["customers"] == 7 and not by_name["promotion-sensitive"]["skipped"]
+    # the table's own record of what its run skipped, without a summary (a run stopped between the two)
+    from marketing.tags import with_skipped
+
+    held = pd.read_parquet(tags / "tags_2024-03-01.parquet")
+    summary.unlink()
+    with_skipped(held, ["high-value potential"]).to_parquet(tags / "tags_2024-03-01.parquet")
+    by_name = {t["name"]: t for t in client.get("/tags").json()["tags"]}
+    assert by_name["high-value potential"]["skipped"] and by_name["high-value potential"]["customers"] is None
+    assert by_name["promotion-sensitive"]["customers"] == 2  # counted from the table
+    held.to_parquet(tags / "tags_2024-03-01.parquet")
+    summary.write_text(json.dumps({"as_of": "2024-03-01", "tags": recorded}))
     # the table rewritten after its summary (portrait forget removes a person from it): the table counts
     table = tags / "tags_2024-03-01.parquet"
     os.utime(table, ns=(summary.stat().st_mtime_ns + 1_000_000, summary.stat().st_mtime_ns + 1_000_000))

@@ -11,7 +11,7 @@ from pathlib import Path
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from marketing.tags import Library, summary_beside, tags_dates, tags_file
+from marketing.tags import Library, skipped_in, summary_beside, tags_dates, tags_file
 from portrait.files import read_parquet
 from serving.routes.errors import ProductErrorRoute, error_answers
 
@@ -50,10 +50,9 @@ def latest_tag_counts(tags_dir: Path | None) -> tuple[dict[str, int] | None, str
         return None, None, set()
     latest = dates[-1]
     table = tags_file(tags_dir, latest)
-    summary = summary_beside(table)  # its skipped tags hold however the table was rewritten since
-    listed = summary.get("skipped") if summary.get("as_of") == latest.isoformat() else None
-    skipped = {str(name) for name in listed} if isinstance(listed, list) else set()
-    recorded = summary.get("tags") if _written_after(table.with_suffix(".summary.json"), table) else None
+    skipped = set(skipped_in(tags_dir, latest))  # the table's own record first (a run stopped before its summary)
+    summary = summary_beside(table) if _written_after(table.with_suffix(".summary.json"), table) else {}
+    recorded = summary.get("tags")
     if summary.get("as_of") == latest.isoformat() and isinstance(recorded, dict):
         try:
             counts = {str(tag): int(info["customers"]) for tag, info in recorded.items()}
