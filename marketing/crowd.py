@@ -747,8 +747,10 @@ def _natural(value: str):
     return (0, float(match.group(0).replace(",", "")), value) if match else (1, 0.0, value)
 
 
-def cell_mask(data: CrowdData, cell: str) -> np.ndarray:
-    """``"DIM = VALUE"`` as a mask over the customers (both checked against what exists)."""
+def cell_mask(data: CrowdData, cell: str, min_cell: int | None = None) -> np.ndarray:
+    """``"DIM = VALUE"`` as a mask over the customers (both checked against what exists). An
+    unknown value's error lists only values at least ``min_cell`` customers hold (by default
+    a report's)."""
     name, sep, value = cell.partition("=")
     name, value = name.strip(), value.strip().strip("'\"")
     if not sep or not name or not value:
@@ -761,9 +763,23 @@ def cell_mask(data: CrowdData, cell: str) -> np.ndarray:
             "shown, and so to be drilled into; its customers are not exported"
         )
     if value not in values:
-        close = difflib.get_close_matches(value, values, n=5, cutoff=0.3)
-        listed = f"closest: {close} (of its {len(values)} values)" if close else f"its values: {values[:12]}"
-        raise FilterError(
-            f"dimension {name!r} has no value {value!r}; {listed}{' ...' if not close and len(values) > 12 else ''}"
+        # Only values a report would show are offered: a rare one (a name held by one customer)
+        # is pooled in reports and crosstabs, and an error listing it would print it.
+        from marketing.crowd_report import DEFAULT_MIN_CELL
+
+        least = DEFAULT_MIN_CELL if min_cell is None else min_cell
+        codes = column.cat.codes.to_numpy()
+        held = np.bincount(codes[codes >= 0], minlength=len(values))
+        shown = [v for v, n in zip(values, held, strict=True) if n >= least]
+        close = difflib.get_close_matches(value, shown, n=5, cutoff=0.3)
+        if close:
+            listed = f"closest: {close} (of its {len(values)} values)"
+        elif shown:
+            listed = f"its values: {shown[:12]}{' ...' if len(shown) > 12 else ''}"
+        else:
+            listed = f"none of its {len(values)} values is held by {least} customers or more to be listed"
+        rare = (
+            f"; values fewer than {least} customers hold are not listed" if shown and len(shown) < len(values) else ""
         )
+        raise FilterError(f"dimension {name!r} has no value {value!r}; {listed}{rare}")
     return (column == value).to_numpy(bool)

@@ -478,9 +478,14 @@ def test_crosstab_drill_down_and_comparison_on_hand_written_data(tmp_path):
         cell = cell_mask(data, "favourite_payment = cash")
         assert data.ids[cell].tolist() == ["C"]
         with pytest.raises(PortraitError, match=r"no value 'cheque'; closest: \['cash'\] \(of its 3 values\)$"):
-            cell_mask(data, "favourite_payment = cheque")  # the near ones were called "values"
+            cell_mask(data, "favourite_payment = cheque", min_cell=1)  # the near ones were called "values"
         with pytest.raises(PortraitError, match=r"no value 'xyz'; its values: \['card', 'cash', 'unknown'\]$"):
-            cell_mask(data, "favourite_payment = xyz")
+            cell_mask(data, "favourite_payment = xyz", min_cell=1)
+        # values a report pools (held by fewer than min_cell) are not printed by the error either
+        with pytest.raises(PortraitError, match=r"no value 'xyz'; its values: \['card'\]; values fewer than 2 "):
+            cell_mask(data, "favourite_payment = xyz", min_cell=2)
+        with pytest.raises(PortraitError, match=r"no value 'cheque'; none of its 3 values is held by 10 customers"):
+            cell_mask(data, "favourite_payment = cheque")
         with pytest.raises(PortraitError, match="unknown dimension 'payment'.*favourite_payment"):
             cell_mask(data, "payment = cash")
         with pytest.raises(PortraitError, match="DIMENSION = VALUE"):
