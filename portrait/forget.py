@@ -39,6 +39,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
+import hashlib
 import json
 import logging
 import os
@@ -597,18 +599,24 @@ def _forgotten_ids(con, folder: Path | None, ids: list[str]) -> set[str]:
 def forgotten_among(root: str | Path, ids: Sequence[str]) -> set[str]:
     """Which of ``ids`` the data set at ``root`` has forgotten (its tombstones): for a reader of
     stored outputs beside the data set (a profile from a refresh run's material, written before
-    the forget), which the data set's own views do not filter."""
-    folder = _folder_at(Path(root))
-    if not ids or not (folder / TOMBSTONES).is_file():
+    the forget), which the data set's own views do not filter. The tombstones are read once per
+    version of their file (an API answers many profiles)."""
+    folder = _folder_at(Path(root).resolve())
+    stamp = tombstones_stamp(root)
+    if not ids or stamp is None:
         return set()
+    salt, hashes = _tombstone_hashes(folder, stamp)
+    # the key's hash as _key_sql computes it in DuckDB (tests/test_forget.py compares the two)
+    digest = {i: hashlib.sha256(f"{salt}\x1f{CUSTOMER}\x1f{i}".encode()).hexdigest() for i in ids}
+    return {given_id for given_id, key in digest.items() if key in hashes}
+
+
+@functools.lru_cache(maxsize=8)
+def _tombstone_hashes(folder: Path, stamp: tuple[int, int]) -> tuple[str, frozenset[str]]:
     salt = _read_salt(folder)
     if salt is None:
         raise missing_salt(folder / TOMBSTONES, folder / SALT)
-    from portrait import connections
-
-    with connections.connect() as con:
-        con.execute(f"SET VARIABLE {_SALT_VARIABLE} = ?", [salt])
-        return _forgotten_ids(con, folder, list(ids))
+    return salt, frozenset(read_parquet(folder / TOMBSTONES, columns=["hash"])["hash"].astype("str"))
 
 
 def _hashed(con, keys: pd.DataFrame) -> pd.DataFrame:

@@ -344,7 +344,8 @@ def select_columns(
         # that both engines refuse it (two names that differ only by spaces are told apart:
         # catalogue's clash check).
         contract_names = {source.columns.get(c.name, c.name).strip().lower() for c in table.columns}
-        twice = sorted(repeated - contract_names)
+        # (a CSV's header: a frame's or Parquet file's columns are the caller's, read by name)
+        twice = sorted(repeated - contract_names) if source.is_csv else []
         if twice:
             in_headers = {n for names in source.file_headers.values() for n in names}
             renamed = [

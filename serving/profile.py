@@ -355,14 +355,6 @@ def build_profile(
     if not customer_id:
         raise PortraitError("give a customer id")
     _check_sources(sources)
-    if sources.data is not None and forgotten_among(sources.data, [customer_id]):
-        # the run's material and older runs' scores were written before the forget: the
-        # tombstone, not what a folder still holds, decides (a user's test showed the whole
-        # profile of a forgotten person through --runs)
-        raise UnknownCustomer(
-            f"unknown customer id {customer_id!r}: not in the data set {sources.data} (customers, purchases, "
-            "events, identities)"
-        )
     notes: list[SectionNote] = []
 
     def note(section: str, text: str) -> None:
@@ -395,6 +387,12 @@ def build_profile(
     as_of, as_of_from = sources.as_of, "given"
     if as_of is None:
         as_of, as_of_from = (outputs.date, outputs.date_from) if outputs.date else (None, "none")
+    if sources.data is not None and forgotten_among(sources.data, [customer_id]):
+        # the run's material and older runs' scores were written before the forget: the
+        # tombstone, not what a folder still holds, decides (a user's test showed the whole
+        # profile of a forgotten person through --runs); said as any unknown id is, so that an
+        # answer does not tell that someone asked to be forgotten
+        raise _unknown_in_data(customer_id, sources, outputs, from_material=chosen[0] is not None)
 
     with contextlib.nullcontext() if memory else connections.connect() as con:
         outputs.reader = reader if memory else _FileReader(con)
@@ -423,16 +421,7 @@ def build_profile(
         known_elsewhere = scores_row is not None or bool(tags and tags.tags) or rfm is not None
         known_elsewhere = known_elsewhere or bool(segments and segments.member_of) or bool(history and history.points)
         if data is not None and not data.known and not known_elsewhere:
-            where = f"the data set {sources.data}"
-            if isinstance(data, _PersonMaterial):  # the run's copy: ids added since are not in it
-                where += (
-                    f" as the run of {outputs.date} read it (an id added since is found after the next "
-                    "refresh, or in a profile read from the data set rather than a run)"
-                )
-            raise UnknownCustomer(
-                f"unknown customer id {customer_id!r}: not in {where} (customers, purchases, events, identities)"
-                + (" nor in the stored scores, tags or RFM" if outputs.any else "")
-            )
+            raise _unknown_in_data(customer_id, sources, outputs, from_material=isinstance(data, _PersonMaterial))
         if data is None and not known_elsewhere:
             raise UnknownCustomer(
                 f"unknown customer id {customer_id!r}: not in the stored scores, tags, RFM or segments"
@@ -542,6 +531,20 @@ def _memberships_without_sensitive(tags, segments, outputs: _Outputs, privacy, n
 class _Person:
     customer_id: str
     resolved_from: str | None
+
+
+def _unknown_in_data(customer_id: str, sources: ProfileSources, outputs, from_material: bool) -> UnknownCustomer:
+    """An id neither the data set (or the run's copy of it) nor a stored output knows."""
+    where = f"the data set {sources.data}"
+    if from_material:  # the run's copy: ids added since are not in it
+        where += (
+            f" as the run of {outputs.date} read it (an id added since is found after the next "
+            "refresh, or in a profile read from the data set rather than a run)"
+        )
+    return UnknownCustomer(
+        f"unknown customer id {customer_id!r}: not in {where} (customers, purchases, events, identities)"
+        + (" nor in the stored scores, tags or RFM" if outputs.any else "")
+    )
 
 
 def _check_sources(sources: ProfileSources) -> None:

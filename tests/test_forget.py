@@ -533,3 +533,20 @@ def test_a_person_of_many_merged_ids_is_forgotten_only_when_asked_for_whole(tmp_
     assert "a run without --dry-run refuses it unless --whole-person is given" in output
     code, output = run("forget", "K07", "--data", str(data), "--whole-person")
     assert code == 0 and "K07: one person, 26 customer ids and 25 identity values forgotten" in output
+
+
+def test_forgotten_among_hashes_ids_as_the_data_sets_views_do(world):
+    """A profile asks the tombstones of one id at a time (hashed in Python, read once per file
+    version): the same answer as the hashes DuckDB computes for the views."""
+    from portrait import connections
+    from portrait.forget import _SALT_VARIABLE, _forgotten_ids, _read_salt, folder_of, forgotten_among
+
+    dataset = open_dataset(world["data"])
+    assert forgotten_among(world["data"], ["C1"]) == set()  # no tombstones yet
+    forget(dataset, ["C2"], outputs=[])
+    ids = ["C1", "C2", "C3", "C4", "c2", "C2 ", "Ünï 客户"]
+    folder = folder_of(dataset)
+    with connections.connect() as con:
+        con.execute(f"SET VARIABLE {_SALT_VARIABLE} = ?", [_read_salt(folder)])
+        expected = _forgotten_ids(con, folder, ids)
+    assert forgotten_among(world["data"], ids) == expected and "C2" in expected and "C3" not in expected
