@@ -1133,7 +1133,7 @@ def consent_note(left_out: dict[str, int], ranked_from: int | None = None) -> st
         reasons.append(f"{left_out[SUPPRESSED]:,} on the suppression list")
     whom = f"customer{'s' if total != 1 else ''}"
     if ranked_from is not None:
-        whom = f"of the {ranked_from:,} customers the filters matched, before ranking"
+        whom = f"of the {ranked_from:,} customer{'s' if ranked_from != 1 else ''} the filters matched, before ranking"
     return f"left out {total:,} {whom}: {', '.join(reasons)}"
 
 

@@ -60,12 +60,16 @@ def check_server_answers(uri: str) -> None:
     parsed = urlparse(uri)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         return
-    if parsed.scheme in getproxies() and not proxy_bypass(parsed.hostname):
+    proxies = getproxies()
+    if (parsed.scheme in proxies or "all" in proxies) and not proxy_bypass(parsed.hostname):
         return
+    shown = f"{parsed.scheme}://{parsed.hostname}" + (
+        f":{parsed.port}" if _has_port(parsed) else ""
+    )  # no user or token
     try:
         port = parsed.port or (443 if parsed.scheme == "https" else 80)
     except ValueError:
-        raise PortraitError(f"MLFLOW_TRACKING_URI={uri}: the port is not a number from 0 to 65535") from None
+        raise PortraitError(f"MLFLOW_TRACKING_URI={shown}...: the port is not a number from 0 to 65535") from None
     for attempt in range(SERVER_ATTEMPTS):
         try:
             with socket.create_connection((parsed.hostname, port), timeout=SERVER_TIMEOUT_SECONDS):
@@ -75,9 +79,16 @@ def check_server_answers(uri: str) -> None:
         if attempt + 1 < SERVER_ATTEMPTS:
             time.sleep(SERVER_WAIT_SECONDS)
     raise Unreachable(
-        f"the MLflow tracking server at {uri} does not answer ({first_line(problem) or type(problem).__name__}; "
+        f"the MLflow tracking server at {shown} does not answer ({first_line(problem) or type(problem).__name__}; "
         f"tried {SERVER_ATTEMPTS} times): start it, or point MLFLOW_TRACKING_URI at the store the models are in"
     )
+
+
+def _has_port(parsed) -> bool:
+    try:
+        return parsed.port is not None
+    except ValueError:
+        return False
 
 
 def ensure_store() -> None:

@@ -31,6 +31,11 @@ def test_a_tracking_server_that_does_not_answer_is_said_at_once(monkeypatch):
     assert waits == [2.0, 2.0] and Unreachable.exit_code == TRY_AGAIN_LATER
     with pytest.raises(Exception, match="the port is not a number"):
         tracking.check_server_answers("http://127.0.0.1:99999")
+    # a URI's user and token never reach the message (a log, a scheduler's mail)
+    port = _closed_port()
+    with pytest.raises(Unreachable) as said:
+        tracking.check_server_answers(f"http://alice:s3cret-token@127.0.0.1:{port}/mlflow")
+    assert f"at http://127.0.0.1:{port} does not answer" in str(said.value) and "s3cret" not in str(said.value)
 
 
 def test_a_tracking_server_that_answers_or_a_store_that_is_no_server_passes(monkeypatch):
@@ -40,6 +45,9 @@ def test_a_tracking_server_that_answers_or_a_store_that_is_no_server_passes(monk
         tracking.check_server_answers(f"http://127.0.0.1:{server.getsockname()[1]}")
     for uri in ("sqlite:///mlflow.db", "databricks", "./mlruns"):
         tracking.check_server_answers(uri)  # nothing to connect to
+    monkeypatch.setenv("all_proxy", "socks5://proxy.invalid:1080")  # ALL_PROXY alone is a proxy too
+    tracking.check_server_answers(f"http://10.255.255.1:{_closed_port()}")
+    monkeypatch.delenv("all_proxy")
     monkeypatch.setenv("http_proxy", "http://proxy.invalid:3128")  # the proxy connects, not this machine
     monkeypatch.delenv("no_proxy", raising=False)
     monkeypatch.delenv("NO_PROXY", raising=False)
