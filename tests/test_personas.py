@@ -521,7 +521,9 @@ def test_a_second_concurrent_fit_of_the_same_personas_stops_at_once(tmp_path, mo
         # From the command line (a persona experiment's name is letters, digits, '_' or '-'): exit 2
         # with the message, nothing fitted.
         with exclusive_lock(fit_lock_path("my-personas"), "a personas fit of 'my-personas'"):
-            (tmp_path / "personas.toml").write_text('name = "my-personas"\n[data]\npath = "/nowhere"\n')
+            # a folder that is no data set: the lock is said before the data is read (a path naming
+            # no folder at all is said first, as the file's setting: no retry would fix it)
+            (tmp_path / "personas.toml").write_text(f'name = "my-personas"\n[data]\npath = "{tmp_path}"\n')
             code, text = run("personas", "fit", str(tmp_path / "personas.toml"))
         assert code == 2 and "is already running" in text
         assert not (tmp_path / "mlflow.db").exists()
