@@ -387,12 +387,15 @@ def build_profile(
     as_of, as_of_from = sources.as_of, "given"
     if as_of is None:
         as_of, as_of_from = (outputs.date, outputs.date_from) if outputs.date else (None, "none")
-    if sources.data is not None and forgotten_among(sources.data, [customer_id]):
-        # the run's material and older runs' scores were written before the forget: the
-        # tombstone, not what a folder still holds, decides (a user's test showed the whole
-        # profile of a forgotten person through --runs); said as any unknown id is, so that an
-        # answer does not tell that someone asked to be forgotten
-        raise _unknown_in_data(customer_id, sources, outputs, from_material=chosen[0] is not None)
+    # The run's material and older runs' scores were written before a forget: the tombstone, not
+    # what a folder still holds, decides (a user's test showed the whole profile of a forgotten
+    # person through --runs), also without --data (the run's data set, from its manifest); said
+    # as any unknown id is, so that an answer does not tell that someone asked to be forgotten.
+    tombstones_of = sources.data if sources.data is not None else _run_data_set(outputs.run)
+    if tombstones_of is not None and forgotten_among(tombstones_of, [customer_id]):
+        if sources.data is not None:
+            raise _unknown_in_data(customer_id, sources, outputs, from_material=chosen[0] is not None)
+        raise _unknown_in_outputs(customer_id, outputs)
 
     with contextlib.nullcontext() if memory else connections.connect() as con:
         outputs.reader = reader if memory else _FileReader(con)
@@ -423,11 +426,7 @@ def build_profile(
         if data is not None and not data.known and not known_elsewhere:
             raise _unknown_in_data(customer_id, sources, outputs, from_material=isinstance(data, _PersonMaterial))
         if data is None and not known_elsewhere:
-            raise UnknownCustomer(
-                f"unknown customer id {customer_id!r}: not in the stored scores, tags, RFM or segments"
-                + ("" if outputs.any else " (none were given)")
-                + "; give the data set (--data) to find merged ids and customers without outputs"
-            )
+            raise _unknown_in_outputs(customer_id, outputs)
         if data is not None and not data.known:
             note("data", f"the data set {sources.data} has no rows for {customer_id!r}; shown from stored outputs only")
         privacy = privacy_now(sources.data) if sources.data is not None else None
@@ -545,6 +544,26 @@ def _unknown_in_data(customer_id: str, sources: ProfileSources, outputs, from_ma
         f"unknown customer id {customer_id!r}: not in {where} (customers, purchases, events, identities)"
         + (" nor in the stored scores, tags or RFM" if outputs.any else "")
     )
+
+
+def _unknown_in_outputs(customer_id: str, outputs) -> UnknownCustomer:
+    """An id no stored output knows (no data set given)."""
+    return UnknownCustomer(
+        f"unknown customer id {customer_id!r}: not in the stored scores, tags, RFM or segments"
+        + ("" if outputs.any else " (none were given)")
+        + "; give the data set (--data) to find merged ids and customers without outputs"
+    )
+
+
+def _run_data_set(run: Path | None) -> Path | None:
+    """The data set a refresh run read, as its manifest names it (None when unknown or gone)."""
+    if run is None:
+        return None
+    try:
+        named = json.loads((Path(run) / "manifest.json").read_text()).get("data")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return Path(named) if isinstance(named, str) and Path(named).is_absolute() and Path(named).exists() else None
 
 
 def _check_sources(sources: ProfileSources) -> None:

@@ -441,7 +441,7 @@ def _locked_refresh(config, retrain_if_drift, retrainer, on_step, progress) -> R
     manifest: dict = {
         "as_of": as_of,
         "settings": config.source,
-        "data": str(config.data),
+        "data": str(config.data.resolve()),  # whole: a profile of the run alone checks its tombstones
         "alias": config.alias,
         "started_at": _now(),
         "previous_run": str(previous.relative_to(root)) if previous else None,

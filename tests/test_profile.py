@@ -888,6 +888,17 @@ def test_a_person_forgotten_without_the_runs_folder_cleaned_is_unknown_through_r
         build_profile("zz9", sources, compute_reasons=False, in_memory=in_memory)
     assert str(forgotten.value) == str(never.value).replace("'zz9'", "'c1'")
     assert str(forgotten.value).startswith("unknown customer id 'c1': not in the data set")
+    # without --data: the run's manifest names the data set whose tombstones decide
+    run = root / "runs" / AS_OF.isoformat()
+    manifest = json.loads((run / "manifest.json").read_text())
+    (run / "manifest.json").write_text(json.dumps({**manifest, "data": str(data.resolve())}))
+    alone = ProfileSources(runs=root)
+    with pytest.raises(UnknownCustomer) as forgotten:
+        build_profile("c1", alone, compute_reasons=False, in_memory=in_memory)
+    with pytest.raises(UnknownCustomer) as never:
+        build_profile("zz9", alone, compute_reasons=False, in_memory=in_memory)
+    assert str(forgotten.value) == str(never.value).replace("'zz9'", "'c1'")
+    assert build_profile("c3", alone, compute_reasons=False, in_memory=in_memory).customer_id == "c3"
     assert build_profile("c3", sources, compute_reasons=False, in_memory=in_memory).customer_id == "c3"
 
 
