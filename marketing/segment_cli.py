@@ -380,7 +380,18 @@ def register_segments(app: typer.Typer, out, console) -> None:
                     "a customer was forgotten (portrait forget) while the segments were evaluated: nothing was "
                     "recorded, so that their rows are not written back; run the refresh again"
                 )
+            # A definition replaced while these were evaluated (segment create --replace) is not
+            # recorded with the previous definition's members (the replacement cleared its history).
+            evaluated = {segment.name: segment.definition() for segment in chosen}
+            replaced = [
+                r.name
+                for r in results
+                if not segment_store.exists(r.name) or segment_store.load(r.name).definition() != evaluated[r.name]
+            ]
+            results = [r for r in results if r.name not in replaced]
             rows = [record_refresh(segment_store, result) for result in results]
+        for name in replaced:
+            failed.append((name, "its definition was replaced or deleted while it was evaluated: not recorded"))
         for result, row in zip(results, rows, strict=True):
             table.add_row(
                 result.name,

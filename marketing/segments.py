@@ -206,11 +206,13 @@ class SegmentStore:
         history (:meth:`refreshes_replaced`): they were shown as the new definition's size until
         the next refresh, which then counted everyone who moved between the two as entered or left."""
         self.check_save(segment, replace=replace)
-        dropped = self.refreshes_replaced(segment)
         self.folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(segment.to_toml(), self.path(segment.name))
-        if dropped is not None:
-            with self.recording():
+        # under the recording lock: a refresh recording meanwhile sees either the old definition
+        # with its history or the new one without it (it checks the definition it evaluated)
+        with self.recording():
+            dropped = self.refreshes_replaced(segment)
+            atomic_write_text(segment.to_toml(), self.path(segment.name))
+            if dropped is not None:
                 for path in (self.members_path(segment.name), self.history_path(segment.name)):
                     path.unlink(missing_ok=True)
         return self.path(segment.name)

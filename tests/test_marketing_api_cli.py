@@ -490,6 +490,34 @@ def test_one_segment_that_cannot_be_evaluated_stops_neither_the_others_nor_goes_
     assert store.history("dairy")["customers"].tolist() == [2] and store.history("toys").empty
 
 
+def test_a_segment_replaced_while_a_refresh_evaluates_it_is_not_recorded_with_the_old_members(
+    tmp_path, data_folder, monkeypatch
+):
+    """segment create --replace clears the history; a refresh that had evaluated the previous
+    definition recorded its members and a history row under the new one all the same (a review)."""
+    import marketing.segments as segments_module
+
+    monkeypatch.chdir(tmp_path)
+    store = SegmentStore(tmp_path / "segments")
+    store.save(Segment("dairy", where="purchased(category = 'dairy') > 0"))
+    store.save(Segment("repeaters", where="orders_lifetime >= 2"))
+    evaluate_each = segments_module.evaluate_each
+
+    def replaced_meanwhile(evaluator, chosen):
+        answer = evaluate_each(evaluator, chosen)
+        store.save(Segment("dairy", where="orders_lifetime >= 1"), replace=True)  # another user, meanwhile
+        return answer
+
+    monkeypatch.setattr(segments_module, "evaluate_each", replaced_meanwhile)
+    code, text = run("segment", "refresh", "--data", str(data_folder), "--as-of", "2024-03-01")
+    assert code == 2
+    assert "1 of 2 segments not refreshed: segment 'dairy': its definition was replaced or deleted while it was" in (
+        " ".join(text.split())
+    )
+    assert store.history("dairy").empty and not store.members_path("dairy").exists()
+    assert len(store.history("repeaters")) == 1
+
+
 def test_a_manual_tag_counts_people_not_the_ids_listed():
     from marketing.cli import _people
 
