@@ -913,6 +913,20 @@ def test_crowd_report_route_answers_suppressed_json_and_404_for_unknown_crowds(t
     assert client.get("/crowds/customers", params=params).status_code == 422
     assert client.get("/crowds/report").status_code == 422
     assert client.get("/crowds/report", params={"tag": "lapsing", "segment": "repeaters"}).status_code == 422
+    # served with scores of a later date: a report as of an earlier date is computed without them
+    # (it was a 422 "no scores as of ..." for a segment of attributes alone)
+    scores = tmp_path / "scores"
+    scores.mkdir()
+    pd.DataFrame({"customer_id": ["A"], "m_score": [0.5]}).to_parquet(scores / "scores_2024-06-01.parquet")
+    later = FastAPI()
+    later.include_router(
+        build_crowd_router(
+            data_folder, "2024-06-01", scores_dir=scores, segments_dir=store.folder, tags_library=None, least_cell=2
+        )
+    )
+    earlier = TestClient(later).get("/crowds/report", params={"segment": "repeaters", "as_of": AS_OF, "min_cell": 2})
+    assert earlier.status_code == 200, earlier.text
+    assert earlier.json()["customers"] == 3 and earlier.json()["as_of"] == AS_OF
     # the server's own floor: a caller may hide more, never less (the API's default is 10)
     app = FastAPI()
     app.include_router(build_crowd_router(data_folder, AS_OF, scores_dir=None, segments_dir=None, tags_library=None))

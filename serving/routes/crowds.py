@@ -341,6 +341,7 @@ def _crowd_data(sources: CrowdSources, as_of: str, segments_dir, tags_library) -
     from marketing.segments import SegmentStore
     from marketing.tags import load_library
     from portrait.dataset import open_dataset
+    from portrait.outputs import scores_dates
 
     library = load_library(tags_library)
     segments = SegmentStore(segments_dir)
@@ -357,7 +358,13 @@ def _crowd_data(sources: CrowdSources, as_of: str, segments_dir, tags_library) -
     if problem is not None and problem not in _SAID_PROBLEMS:  # once per reason: each answer is slower
         _SAID_PROBLEMS.add(problem)
         log.warning("crowds: computed from the data set, not the served run's material: %s", problem)
-    with Population(dataset, date, scores_dir=sources.scores_dir) as population:
+    scores_dir = sources.scores_dir
+    if scores_dir is not None and not any(d <= date for d in scores_dates(scores_dir)):
+        # a date before every stored score: the report of what the data holds then, without
+        # personas and scores, as the command computes it without --scores (it was a 422
+        # "no scores as of ..." even for a segment of attributes); a persona crowd says it needs them
+        scores_dir = None
+    with Population(dataset, date, scores_dir=scores_dir) as population:
         crowds = CrowdData(population, library, segments=segments)
         crowds.check_as_of()
         yield crowds
