@@ -528,6 +528,8 @@ def record_refresh(store: SegmentStore, result: Evaluated) -> dict:
         history = history[history["as_of"].astype(str) != result.as_of.isoformat()]
     history = pd.concat([history, pd.DataFrame([row])], ignore_index=True) if len(history) else pd.DataFrame([row])
     history = history.sort_values("as_of", kind="stable").reset_index(drop=True)
+    # whole numbers, blank where unknown (a column holding a blank was written as 127.0)
+    history = history.astype({column: "Int64" for column in ("customers", "base", "entered", "left")})
     # The history first: stopped between the two writes, the members are still the earlier
     # date's, and a re-run of this date compares with them again; written the other way round,
     # the re-run found its own members stored and its row lost entered and left for good.
