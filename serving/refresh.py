@@ -43,7 +43,7 @@ import pandas as pd
 
 from portrait.connections import interrupting_queries, is_interruption
 from portrait.errors import TRY_AGAIN_LATER, PortraitError
-from portrait.files import atomic_write, atomic_write_text, exclusive_lock, replace_directory
+from portrait.files import atomic_write, atomic_write_text, exclusive_lock, read_parquet, replace_directory
 from portrait.outputs import LATEST, LOCK, MANIFEST, RUNS, abandoned_runs, is_run_folder
 from portrait.privacy import with_withheld_columns
 from portrait.resources import cpu_seconds, peak_rss_bytes, reset_peak_rss
@@ -881,17 +881,22 @@ class _Job:
             not_refreshed = {name for name, _ in failed}
             chosen = [segment for segment in chosen if segment.name not in not_refreshed]
         sizes = {}
+        before = _previous_segments(self.previous)
         for segment, result in zip(chosen, results, strict=True):
             members = result.members.astype("str").sort_values(kind="stable").reset_index(drop=True)
             self.members[segment.name] = members
             atomic_write(pd.DataFrame({"customer_id": members}), self.work / "segments" / f"{segment.name}.parquet")
+            reads = store.reads(segment.name, self.library)
             sizes[segment.name] = {
                 "customers": int(len(members)),
                 "base": result.base,
                 "share": round(result.share, 6),
                 # What chose these members, as the run saw it: the API's privacy check reads it
                 # too, so a definition edited after the run cannot hide a sensitive attribute.
-                "reads": store.reads(segment.name, self.library),
+                "reads": reads,
+                # against the run this one follows, when it chose by the same definition (the
+                # tags' entered and left are counted so; the runs' segments had none)
+                **_entered_left(members, before, segment.name, reads),
             }
             if not len(members):
                 record.notes.append(f"segment {segment.name!r} has no customers")
@@ -994,6 +999,33 @@ class _Job:
         if left_out:
             record.outcome = "partial"
             record.error = "; ".join(left_out)
+
+
+def _previous_segments(previous: Path | None) -> tuple[Path, dict] | None:
+    """The segments folder of the run this one follows and its summary's sizes (None without)."""
+    if previous is None or not (previous / "segments" / "summary.json").is_file():
+        return None
+    try:
+        summary = json.loads((previous / "segments" / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return previous / "segments", summary.get("segments", {}) if isinstance(summary, dict) else {}
+
+
+def _entered_left(members: pd.Series, before: tuple[Path, dict] | None, name: str, reads: str) -> dict:
+    """``entered`` and ``left`` of segment ``name`` against the previous run's members, when that
+    run refreshed it by the same definition; none otherwise."""
+    if before is None:
+        return {"entered": None, "left": None}
+    folder, sizes = before
+    earlier = sizes.get(name)
+    path = folder / f"{name}.parquet"
+    if not isinstance(earlier, dict) or earlier.get("reads") != reads or not path.is_file():
+        return {"entered": None, "left": None}
+    previous = pd.Index(read_parquet(path, columns=["customer_id"])["customer_id"].astype("str")).unique()
+    current = pd.Index(members).unique()
+    stayed = int((current.get_indexer(previous) >= 0).sum())
+    return {"entered": len(current) - stayed, "left": len(previous) - stayed}
 
 
 # ---------------------------------------------------------------- publishing, keeping

@@ -518,6 +518,23 @@ def test_a_segment_replaced_while_a_refresh_evaluates_it_is_not_recorded_with_th
     assert len(store.history("repeaters")) == 1
 
 
+def test_a_runs_segment_answers_with_its_entered_and_left(tmp_path):
+    from serving.routes.segments import segment_info
+
+    store = SegmentStore(tmp_path / "segments")
+    store.save(Segment("viewers", where="events('view') > 0"))
+    run = tmp_path / "run_segments"
+    run.mkdir()
+    sizes = {"customers": 5, "base": 10, "share": 0.5, "reads": "events('view') > 0"}
+    (run / "summary.json").write_text(
+        json.dumps({"as_of": "2024-03-01", "segments": {"viewers": {**sizes, "entered": 3, "left": 1}}})
+    )
+    info = segment_info(store, "viewers", run_members=run)
+    assert (info.customers, info.entered, info.left, info.as_of) == (5, 3, 1, "2024-03-01")
+    (run / "summary.json").write_text(json.dumps({"as_of": "2024-03-01", "segments": {"viewers": sizes}}))
+    assert segment_info(store, "viewers", run_members=run).entered is None  # a run written before they were counted
+
+
 def test_a_manual_tag_counts_people_not_the_ids_listed():
     from marketing.cli import _people
 

@@ -387,6 +387,14 @@ def test_only_the_last_runs_are_kept(registered, tmp_path):
     summary = json.loads((rerun.run / "tags" / "tags_2025-01-01.summary.json").read_text())
     assert rerun.manifest["previous_run"] == "runs/2024-12-15" and summary["previous_run"] == "2024-12-15"
     assert summary["tags"] == first_summary["tags"]
+    # the segments' entered and left against the run before (they had none: only the folder's
+    # history counted them), by hand from the two runs' members files
+    sizes = json.loads((rerun.run / "segments" / "summary.json").read_text())["segments"]
+    for name in ("likely", "frequent"):
+        before = set(pd.read_parquet(root / "runs" / "2024-12-15" / "segments" / f"{name}.parquet")["customer_id"])
+        now = set(pd.read_parquet(rerun.run / "segments" / f"{name}.parquet")["customer_id"])
+        assert (sizes[name]["entered"], sizes[name]["left"]) == (len(now - before), len(before - now)), name
+    assert sizes["frequent"]["entered"] > 0
     # a run of an older date (a backfill) is published and kept although it is not among the
     # newest two, and LATEST stays at the newest date
     backfill = refresh(load_config(settings, as_of="2024-11-01"))

@@ -112,6 +112,7 @@ def segment_info(
         size = summary.get("segments", {}).get(name)
         if size is not None:
             info.customers, info.share, info.as_of = int(size["customers"]), float(size["share"]), summary["as_of"]
+            info.entered, info.left = size.get("entered"), size.get("left")  # runs before 2026-12-07: none
             # a definition edited after the run (Homeowner -> Renter) was shown beside the run's
             # 504 homeowners: what the run read is given where it differs
             then = run_reads(run_members, name)
