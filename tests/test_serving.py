@@ -1221,7 +1221,13 @@ def test_a_worker_never_pairs_scores_with_the_features_of_another_scoring(scored
     state = ServeState(ServeSettings(scores=folder), tmp_path / "audit.log")
     scores = pd.read_parquet(folder / name)
     scores.attrs[SCORING_TOKEN] = "the next scoring"
-    threading.Timer(0.5, lambda: scores.to_parquet(folder / name)).start()
+
+    def land() -> None:  # renamed into place, as every writer of the product does (a reader
+        # meeting the file half written failed the test on a loaded machine: "4 bytes")
+        scores.to_parquet(folder / f".{name}.tmp")
+        (folder / f".{name}.tmp").replace(folder / name)
+
+    threading.Timer(0.5, land).start()
     assert state.snapshot().scores.attrs[SCORING_TOKEN] == "the next scoring"
     # a re-score interrupted between its two writes: served as it is after the wait, and logged
     # (refusing would stop every route until the next scoring)
