@@ -759,11 +759,12 @@ class _Job:
         elif flagged and self.retrain_if_drift:
             record.notes.append(f"drift flagged for {', '.join(flagged)}: retraining")
             record.notes += self._retrain(flagged)
-            self.features(StepRecord("features"))  # the new champions' features
-            run = self._score()
-            still = self._drift(run.summary)
-            if still:
-                record.notes.append(f"drift still flagged after retraining: {', '.join(still)}")
+            if self.manifest["retrained"]:  # scored again with the champions now (none: as it was)
+                self.features(StepRecord("features"))  # the new champions' features
+                run = self._score()
+                still = self._drift(run.summary)
+                if still:
+                    record.notes.append(f"drift still flagged after retraining: {', '.join(still)}")
         elif flagged:
             record.notes.append(
                 f"drift flagged (PSI > 0.25) for {', '.join(flagged)}: retraining advised "
@@ -800,6 +801,8 @@ class _Job:
         return [name for name, info in drift.items() if info["flagged"]]
 
     def _retrain(self, flagged: list[str]) -> list[str]:
+        from serving.registry import trained_on
+
         notes = []
         done: list[dict] = []
         self.manifest["retrained"] = done  # filled as it goes: a later failure still records a promotion
@@ -810,6 +813,14 @@ class _Job:
                 continue
             if self.retrainer is None:
                 notes.append(f"{name}: retraining is not available here; not retrained")
+                continue
+            # The same files the champion learned from: a retrain gives the same model, and was
+            # registered and promoted as a new version every night (a new user's walkthrough).
+            if self.dataset is not None and trained_on(name, self.config.alias) == self.dataset.fingerprint():
+                notes.append(
+                    f"{name}: not retrained: its {self.config.alias} learned from these very files (the data set "
+                    "has not changed since), so the drift comes from the date moving on, not from new data"
+                )
                 continue
             self.say(f"retraining {name}")
             outcome = self.retrainer(name, experiment, self.dataset_path)

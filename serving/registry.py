@@ -64,6 +64,18 @@ def alias_version(name: str, alias: str = "champion") -> str:
     return str(version.version)
 
 
+def trained_on(name: str, alias: str = "champion") -> str | None:
+    """The fingerprint of the data set the version under ``alias`` was trained on (its run's
+    ``dataset_fingerprint`` tag), or None when it cannot be told (an older run, the registry
+    unreadable): a caller then does what it would without it."""
+    client = MlflowClient()
+    try:
+        version = client.get_model_version_by_alias(name, alias)
+        return client.get_run(version.run_id).data.tags.get("dataset_fingerprint")
+    except MlflowException:
+        return None
+
+
 def load_model_version(name: str, version: str, alias: str = "champion") -> LoadedModel:
     """Version ``version`` of ``name`` (the one ``alias`` named when asked), loaded."""
     client = MlflowClient()

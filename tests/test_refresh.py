@@ -490,6 +490,16 @@ def test_retrain_if_drift_retrains_the_flagged_model_then_scores_again(registere
         calls.append((name, experiment, data))
         return "trained v9; kept the champion"
 
+    # the champion learned from these very files: not retrained (it registered and promoted an
+    # equal version every night)
+    result = refresh(load_config(settings), retrain_if_drift=True, retrainer=retrainer)
+    assert calls == [] and result.manifest["retrained"] == []
+    notes = next(s for s in result.manifest["steps"] if s["step"] == "score")["notes"]
+    assert f"{MODEL}: not retrained: its champion learned from these very files" in " ".join(notes)
+    assert not any("after retraining" in note for note in notes)  # nothing was retrained: not scored again
+    import serving.registry
+
+    monkeypatch.setattr(serving.registry, "trained_on", lambda name, alias: "another version of the files")
     result = refresh(load_config(settings), retrain_if_drift=True, retrainer=retrainer)
     assert calls == [(MODEL, experiment, registered)]
     manifest = result.manifest
