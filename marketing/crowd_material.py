@@ -398,5 +398,8 @@ def open_stored_crowds(
         fingerprint = open_dataset(dataset_path).fingerprint()
     problem = material_problem(Path(run) / FOLDER, library, as_of, fingerprint)
     if problem:  # the command line's way round it (the API logs its own and reads the data set)
+        same_day = Path(run).parent / as_of.isoformat() if as_of is not None else None
+        if same_day is not None and same_day != Path(run) and (same_day / FOLDER).is_dir():
+            raise PortraitError(f"{problem}: give that date's run, --run {same_day}")
         raise PortraitError(f"{problem}: run the command again without --run (it reads the data set itself)")
     return StoredCrowdData(run, dataset_path, library, segments=segments, manual_store=manual_store, say=say)

@@ -95,8 +95,13 @@ def test_material_that_cannot_answer_says_why(run_folder, tmp_path):
     folder = run_dir / FOLDER
     fingerprint = open_dataset(data).fingerprint()
     assert material_problem(folder, library, dt.date.fromisoformat(AS_OF), fingerprint) is None
-    with pytest.raises(PortraitError, match=r"is as of 2024-03-01, not 2024-04-01"):
+    with pytest.raises(PortraitError, match=r"is as of 2024-03-01, not 2024-04-01: run the command again without"):
         open_stored_crowds(run_dir, data, library, as_of=dt.date(2024, 4, 1))
+    # a later run is the latest, the earlier date's run is there: that run is named (it said drop --run)
+    later = run_dir.parent / "2024-04-01"
+    (later / FOLDER).mkdir(parents=True)
+    with pytest.raises(PortraitError, match=rf": give that date's run, --run .*runs/{AS_OF}$"):
+        open_stored_crowds(later, data, library, as_of=dt.date.fromisoformat(AS_OF))
     with pytest.raises(PortraitError, match="holds no crowd material"):
         open_stored_crowds(tmp_path, data, library, as_of=dt.date.fromisoformat(AS_OF))
     other = tmp_path / "tags.toml"
