@@ -961,7 +961,7 @@ def _check_rows(con, dataset: Dataset, table: contract.Table, out_dir: Path | No
         if malformed:
             nulls = ", ".join(f"CAST(NULL AS VARCHAR) AS {quote_ident(c)}" for c in columns)
             parts.append(
-                f"SELECT {nulls}, reason AS {REASON}, 1 AS _rows, file AS _source_file, line AS _line, "
+                f"SELECT {nulls}, reason AS {REASON}, 1 AS _rows, file AS _source_file, CAST(line AS BIGINT) AS _line, "
                 f"text AS _raw_line FROM _malformed_{name}"
             )
         with atomic_target(target) as tmp:

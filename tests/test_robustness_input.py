@@ -424,6 +424,7 @@ def test_malformed_lines_deep_in_a_file_are_quarantined_with_their_line_numbers(
     assert table.valid_rows == 59_997
     assert table.quarantined == {"invalid_encoding": 1, "malformed_row": 2}
     quarantine = pd.read_parquet(tmp_path / "out" / "quarantine" / "purchases.parquet")
+    assert str(quarantine["_line"].dtype) == "int64"  # a line number (it was a double: 50002.0)
     lines = quarantine.set_index("_line")
     assert sorted(lines.index) == [50_002, 55_002, 57_002]
     assert lines.loc[50_002, "_reject_reason"] == "malformed_row"
