@@ -162,6 +162,7 @@ class Population:
         """Feature, RFM and (with ``models``) score columns with their kinds."""
         kinds = {f.name: feature_kind(f) for f in self.features}
         kinds.update(RFM_KINDS)
+        kinds["customer_id"] = TEXT  # a person's id, as a list's filter names it (a crowd's was unknown)
         current = {
             "favourite_category": (*self.vocabulary.categories, "other"),
             "favourite_channel": tuple(self.vocabulary.channels),

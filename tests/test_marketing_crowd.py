@@ -562,6 +562,8 @@ def test_a_text_attributes_value_off_only_in_case_or_spaces_is_refused_with_the_
             data.mask(Crowd("where", "attr_age_band = '25-34 '"))
         assert data.ids[data.mask(Crowd("where", "attr_age_band = '35-44'"))].tolist() == ["C", "E"]
         assert not data.mask(Crowd("where", "attr_age_band = '65+'")).any()  # nobody holds it: allowed
+        # a person's id names a crowd as it names a list's rows (it was an unknown column here)
+        assert data.ids[data.mask(Crowd("where", "customer_id in ('A', 'C')"))].tolist() == ["A", "C"]
 
 
 def test_crowd_options_name_exactly_one_crowd():
