@@ -491,6 +491,13 @@ class SegmentEvaluator:
         return chosen[["customer_id", *[c for c in columns if c != "customer_id"]]].reset_index(drop=True)
 
 
+def entered_and_left(current: pd.Index, previous: pd.Index) -> tuple[int, int]:
+    """Members of ``current`` not in ``previous``, and of ``previous`` not in ``current`` (both
+    unique ids; hash lookups, no Python sets)."""
+    stayed = int((current.get_indexer(previous) >= 0).sum())
+    return len(current) - stayed, len(previous) - stayed
+
+
 def record_refresh(store: SegmentStore, result: Evaluated) -> dict:
     """Write the members and add the size, entered and left to the segment's history (kept in
     the order of the as-of dates, one row per date). Entered and left compare with the stored
@@ -509,9 +516,7 @@ def record_refresh(store: SegmentStore, result: Evaluated) -> dict:
         stored_as_of = members_as_of(store.members_path(result.name), stored)
         backfill = stored_as_of is not None and stored_as_of > result.as_of.isoformat()
         if not backfill:
-            previous = pd.Index(stored["customer_id"].astype("str")).unique()
-            stayed = int((current.get_indexer(previous) >= 0).sum())  # hash lookups, no Python sets
-            entered, left = len(current) - stayed, len(previous) - stayed
+            entered, left = entered_and_left(current, pd.Index(stored["customer_id"].astype("str")).unique())
             if stored_as_of == result.as_of.isoformat():  # a re-run of that date
                 unchanged = entered == 0 and left == 0 and len(same_day)
                 entered, left = (_count(same_day, "entered"), _count(same_day, "left")) if unchanged else (None, None)

@@ -63,13 +63,13 @@ def check_server_answers(uri: str) -> None:
     proxies = getproxies()
     if (parsed.scheme in proxies or "all" in proxies) and not proxy_bypass(parsed.hostname):
         return
-    shown = f"{parsed.scheme}://{parsed.hostname}" + (
-        f":{parsed.port}" if _has_port(parsed) else ""
-    )  # no user or token
+    shown = f"{parsed.scheme}://{parsed.hostname}"  # no user or token
     try:
-        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        given = parsed.port
     except ValueError:
-        raise PortraitError(f"MLFLOW_TRACKING_URI={shown}...: the port is not a number from 0 to 65535") from None
+        raise PortraitError(f"MLFLOW_TRACKING_URI={shown}:...: the port is not a number from 0 to 65535") from None
+    shown += f":{given}" if given else ""
+    port = given or (443 if parsed.scheme == "https" else 80)
     for attempt in range(SERVER_ATTEMPTS):
         try:
             with socket.create_connection((parsed.hostname, port), timeout=SERVER_TIMEOUT_SECONDS):
@@ -79,16 +79,9 @@ def check_server_answers(uri: str) -> None:
         if attempt + 1 < SERVER_ATTEMPTS:
             time.sleep(SERVER_WAIT_SECONDS)
     raise Unreachable(
-        f"the MLflow tracking server at {shown} does not answer ({first_line(problem) or type(problem).__name__}; "
+        f"the MLflow tracking server at {shown} does not answer ({first_line(problem)}; "
         f"tried {SERVER_ATTEMPTS} times): start it, or point MLFLOW_TRACKING_URI at the store the models are in"
     )
-
-
-def _has_port(parsed) -> bool:
-    try:
-        return parsed.port is not None
-    except ValueError:
-        return False
 
 
 def ensure_store() -> None:

@@ -1033,10 +1033,11 @@ def _entered_left(members: pd.Series, before: tuple[Path, dict] | None, name: st
     path = folder / f"{name}.parquet"
     if not isinstance(earlier, dict) or earlier.get("reads") != reads or not path.is_file():
         return {"entered": None, "left": None}
+    from marketing.segments import entered_and_left
+
     previous = pd.Index(read_parquet(path, columns=["customer_id"])["customer_id"].astype("str")).unique()
-    current = pd.Index(members).unique()
-    stayed = int((current.get_indexer(previous) >= 0).sum())
-    return {"entered": len(current) - stayed, "left": len(previous) - stayed}
+    entered, left = entered_and_left(pd.Index(members).unique(), previous)
+    return {"entered": entered, "left": left}
 
 
 # ---------------------------------------------------------------- publishing, keeping
