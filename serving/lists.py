@@ -270,6 +270,14 @@ def build_list(
             f"{said}: a favourite is one of the values the scoring model was trained with ('other' for a "
             "category it does not know)" + (f"; {note}" if note else "")
         )
+    if nobody_by_filter and "customer_id" in used:
+        # Scores hold a person under the smallest of their merged ids: another of their ids
+        # (from an order or a login) matches nobody, which would read as a person never scored.
+        said = (
+            "customer_id is the id a person is scored under, the smallest of their merged ids: an id "
+            "merged into another person matches nobody (portrait profile ID shows whose it is)"
+        )
+        note = f"{note}; {said}" if note else said
     result = result.reset_index(drop=True)
     result.attrs["left_out"] = left_out
     result.attrs["matched"] = filtered

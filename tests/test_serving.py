@@ -1302,6 +1302,19 @@ def test_an_empty_list_of_a_favourite_nobody_holds_says_which_values_there_are()
         assert len(rows) == 0 and "'kiosk'" not in rows.attrs.get("note", ""), (where, rows.attrs)
 
 
+def test_an_empty_list_by_customer_id_says_ids_are_persons():
+    scores = pd.DataFrame({"customer_id": ["a", "b"], "m_score": [0.9, 0.8], "m_percentile": [100.0, 50.0]})
+    features = pd.DataFrame({"customer_id": ["a", "b"], "favourite_channel": pd.Categorical(["web", "store"])})
+    empty = build_list(scores, features, "m", where="customer_id = 'a2'")  # a2: merged into person a
+    assert len(empty) == 0
+    assert empty.attrs["note"] == (
+        "customer_id is the id a person is scored under, the smallest of their merged ids: an id merged into "
+        "another person matches nobody (portrait profile ID shows whose it is)"
+    )
+    assert build_list(scores, features, "m", where="customer_id = 'a'")["customer_id"].tolist() == ["a"]
+    assert "note" not in build_list(scores, features, "m", where="m_score > 0.95").attrs
+
+
 def test_scoring_the_default_models_when_one_is_not_registered_says_to_name_them(registered, tmp_path):
     from tests.test_marketing_api_cli import run
 
