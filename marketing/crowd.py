@@ -378,6 +378,16 @@ class CrowdData:
         mask[where[where >= 0]] = True
         return mask
 
+    def named(self, crowd: Crowd) -> Crowd:
+        """``crowd``, a persona crowd given by its id ("4") under its name instead: a report,
+        its files and the audit log say which persona, as every persona crowd given by name does
+        (one named both ways is one crowd). Any other crowd, or an id the scores do not hold (the
+        mask says so), as it is."""
+        if crowd.kind != "persona" or self.personas() is None:
+            return crowd
+        name = persona_named(self._persona_table(), crowd.value)
+        return crowd if name is None or name == crowd.value else Crowd("persona", name)
+
     def _persona_mask(self, persona: str) -> np.ndarray:
         personas = self.personas()
         if personas is None and self.population.scores_dir is None:

@@ -142,6 +142,7 @@ def register_crowd(app: typer.Typer, out, console) -> None:
         crowd = _crowd(segment, tag, persona, where, bought_category, within_days, everyone)
         base = _base(compare_to)
         with open_crowds(console, data, as_of, scores, segments_dir, file, store, run) as crowds:
+            crowd = crowds.named(crowd)
             crowds.say(f"finding {crowd.describe()}")
             mask, base_mask = crowds.mask(crowd), crowds.mask(base)
             report = crowd_report(
@@ -196,6 +197,7 @@ def register_crowd(app: typer.Typer, out, console) -> None:
         named = any(v is not None for v in (segment, tag, persona, where, bought_category)) or everyone
         crowd = _crowd(segment, tag, persona, where, bought_category, within_days, everyone) if named else Crowd("all")
         with open_crowds(console, data, as_of, scores, segments_dir, file, store, run) as crowds:
+            crowd = crowds.named(crowd)
             rows, cols = crowds.check_dimension(rows), crowds.check_dimension(cols)
             table = crosstab(crowds, crowds.mask(crowd), rows, cols, min_cell)
             paths = write_crosstab(table, crowds, rows, cols, crowd.describe(), min_cell, out_dir)
@@ -230,6 +232,7 @@ def register_crowd(app: typer.Typer, out, console) -> None:
 
         crowd = _crowd(segment, tag, persona, where, bought_category, within_days, everyone)
         with open_crowds(console, data, as_of, scores, segments_dir, file, store, run) as crowds:
+            crowd = crowds.named(crowd)
             mask = crowds.mask(crowd) & cell_mask(crowds, cell)
             written, notes, left_out = export_cell(crowds, mask, cell, out_file)
             as_of_text = crowds.as_of.isoformat()
@@ -276,6 +279,9 @@ def register_crowd(app: typer.Typer, out, console) -> None:
         if len(set(chosen)) != len(chosen):
             raise PortraitError("each crowd may be named once")
         with open_crowds(console, data, as_of, scores, segments_dir, file, store, run) as crowds:
+            chosen = [crowds.named(c) for c in chosen]  # persona:4 and persona:NAME are one crowd
+            if len(set(chosen)) != len(chosen):
+                raise PortraitError("each crowd may be named once (a persona by its name or by its id)")
             masks = {c.describe(): crowds.mask(c) for c in chosen}
             result = compare(crowds, masks, min_cell)
             paths = write_compare(result, crowds, min_cell, out_dir)
@@ -368,6 +374,7 @@ def register_crowd(app: typer.Typer, out, console) -> None:
         from portrait.audit import os_user, record_export
 
         with open_crowds(console, data, as_of, scores, segments_dir, file, store, run) as crowds:
+            crowd = crowds.named(crowd)
             result = quadrant(crowds, crowds.mask(crowd), window, split)
             asked = {"crowd": crowd.describe(), "cell": POTENTIAL, "within_days": window, "split": split}
             asked |= {"as_of": crowds.as_of.isoformat(), "out": str(out_dir / "potential_high_spenders.csv")}

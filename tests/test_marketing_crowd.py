@@ -613,6 +613,12 @@ def test_a_persona_crowd_is_named_by_its_name_or_its_id(tmp_path):
         data = CrowdData(population, load_library(), segments=SegmentStore(tmp_path / "segments"))
         by_name, by_id = data.mask(Crowd("persona", "Mainstream")), data.mask(Crowd("persona", "3"))
         assert data.ids[by_id].tolist() == data.ids[by_name].tolist() == ["A", "C"]
+        # a report of persona 3 is headed by its name (it said "persona '3'")
+        assert data.named(Crowd("persona", "3")) == Crowd("persona", "Mainstream")
+        assert data.named(Crowd("persona", "3")).describe() == "persona 'Mainstream'"
+        assert data.named(Crowd("persona", "Lapsed")) == Crowd("persona", "Lapsed")
+        assert data.named(Crowd("persona", "9")) == Crowd("persona", "9")  # unknown: the mask says so
+        assert data.named(Crowd("tag", "3")) == Crowd("tag", "3")
         with pytest.raises(PortraitError, match=r"no persona '9' in the scores; personas: .* \(or their ids\)"):
             data.mask(Crowd("persona", "9"))
     # scores without the personas model's: said so, without a command-line option (the API
@@ -812,6 +818,41 @@ def test_crowd_commands_as_a_user(tmp_path, data_folder):
     said = f"nobody holds the tag 'interest: Meatt' as of {AS_OF}; did you mean ['interest: Meat', "
     assert code == 0 and said in " ".join(output.split())
     assert said in (tmp_path / "typo" / "crowd.md").read_text()
+
+
+def test_a_persona_given_by_its_id_is_reported_by_its_name(tmp_path, data_folder):
+    scores = pd.DataFrame(
+        {
+            "customer_id": list("ABCDE"),
+            "persona_id": [3.0, 5.0, 3.0, 5.0, 3.0],
+            "persona_name": ["Mainstream", "Lapsed"] * 2 + ["Mainstream"],
+        }
+    )
+    (tmp_path / "scores").mkdir()
+    scores.to_parquet(tmp_path / "scores" / "scores_2024-02-01.parquet")
+    common = ["--data", data_folder, "--as-of", AS_OF, "--scores", tmp_path / "scores", "--min-cell", "1"]
+    code, output = run("crowd", "report", "--persona", "3", *common, "--out", tmp_path / "r")
+    assert code == 0, output
+    assert (tmp_path / "r" / "crowd.md").read_text().startswith("# Crowd portrait: persona 'Mainstream'\n")
+    # one persona named both ways is one crowd: two columns of the same customers under two names
+    code, output = run("crowd", "compare", "persona:3", "persona:Mainstream", *common, "--out", tmp_path / "c")
+    assert code != 0 and "each crowd may be named once (a persona by its name or by its id)" in output, output
+    assert not (tmp_path / "c").exists()
+    # the API's report, as the command's (it answered "persona '3'")
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from serving.crowd_routes import build_crowd_router
+
+    app = FastAPI()
+    app.include_router(
+        build_crowd_router(
+            data_folder, AS_OF, scores_dir=tmp_path / "scores", segments_dir=None, tags_library=None, least_cell=1
+        )
+    )
+    answer = TestClient(app).get("/crowds/report", params={"persona": "3", "min_cell": 1})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["crowd"] == "persona 'Mainstream'"
 
 
 @pytest.mark.parametrize(

@@ -375,6 +375,7 @@ def _compute(sources: CrowdSources, as_of, crowd, min_cell, segments_dir, tags_l
     from marketing.crowd_report import crowd_report, report_json
 
     with _crowd_data(sources, as_of, segments_dir, tags_library) as crowds:
+        crowd = crowds.named(crowd)
         mask = crowds.mask(crowd)
         report = crowd_report(
             crowds,
