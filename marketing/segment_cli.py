@@ -349,7 +349,7 @@ def register_segments(app: typer.Typer, out, console) -> None:
         spark_master: SparkMasterOption = None,
     ) -> None:
         """Recompute segments as of a date; record size, entered and left."""
-        from marketing.segments import SegmentStore, evaluate_each, failures_message, record_refresh
+        from marketing.segments import SegmentStore, evaluate_each, failures_message, record_refreshes
         from portrait.forget import tombstones_stamp
 
         segment_store = SegmentStore(segments_dir)
@@ -373,23 +373,17 @@ def register_segments(app: typer.Typer, out, console) -> None:
         table = Table(title=f"segments as of {results[0].as_of} ({time.perf_counter() - started:.1f} s)")
         for column in ("segment", "customers", "share", "entered", "left"):
             table.add_column(column, justify="left" if column == "segment" else "right")
-        with segment_store.recording():
+
+        def not_forgotten_meanwhile() -> None:
             if tombstones_stamp(data) != forgotten:
                 # a forget ran meanwhile: the members evaluated before it may hold the person
                 raise PortraitError(
                     "a customer was forgotten (portrait forget) while the segments were evaluated: nothing was "
                     "recorded, so that their rows are not written back; run the refresh again"
                 )
-            # A definition replaced while these were evaluated (segment create --replace) is not
-            # recorded with the previous definition's members (the replacement cleared its history).
-            evaluated = {segment.name: segment.definition() for segment in chosen}
-            replaced = [
-                r.name
-                for r in results
-                if not segment_store.exists(r.name) or segment_store.load(r.name).definition() != evaluated[r.name]
-            ]
-            results = [r for r in results if r.name not in replaced]
-            rows = [record_refresh(segment_store, result) for result in results]
+
+        evaluated = {segment.name: segment.definition() for segment in chosen}
+        results, rows, replaced = record_refreshes(segment_store, results, evaluated, not_forgotten_meanwhile)
         for name in replaced:
             failed.append((name, "its definition was replaced or deleted while it was evaluated: not recorded"))
         for result, row in zip(results, rows, strict=True):

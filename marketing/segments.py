@@ -27,6 +27,7 @@ import json
 import os
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -546,6 +547,30 @@ def record_refresh(store: SegmentStore, result: Evaluated) -> dict:
         members.attrs[MEMBERS_AS_OF] = result.as_of.isoformat()  # said by the file even without rows
         atomic_write(members, store.members_path(result.name))
     return row
+
+
+def record_refreshes(
+    store: SegmentStore,
+    results: list[Evaluated],
+    evaluated: dict[str, str],
+    before_recording: Callable[[], None] | None = None,
+) -> tuple[list[Evaluated], list[dict], list[str]]:
+    """Record each of ``results`` (:func:`record_refresh`) under the folder's recording lock,
+    but for those whose definition was replaced or deleted since it was evaluated
+    (``evaluated``: each name's :meth:`Segment.definition` then): a replacement cleared the
+    history, which the previous definition's members must not start again. ``before_recording``
+    runs first under the lock (and may raise to record nothing). Returns the recorded results,
+    their history rows, and the names not recorded for that. ``portrait segment refresh`` and
+    the nightly refresh record alike."""
+    with store.recording():
+        if before_recording is not None:
+            before_recording()
+        replaced = [
+            r.name for r in results if not store.exists(r.name) or store.load(r.name).definition() != evaluated[r.name]
+        ]
+        recorded = [r for r in results if r.name not in replaced]
+        rows = [record_refresh(store, result) for result in recorded]
+    return recorded, rows, replaced
 
 
 MEMBERS_AS_OF = "as_of"  # the members file's attribute (Parquet metadata): its refresh date

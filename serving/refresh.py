@@ -480,6 +480,9 @@ def _locked_refresh(config, retrain_if_drift, retrainer, on_step, progress) -> R
                 f"refresh as of {as_of}: the data set changed while the run read it ({changed}): its steps would "
                 "mix two versions of the data, so nothing was published; run again once the files are complete"
             )
+        history = job.record_segment_history()
+        if history is not None:
+            manifest["segment_history"] = history
     except BaseException as exc:
         job.close()
         manifest["outcome"] = "failed"
@@ -578,6 +581,9 @@ class _Job:
         self.library = None
         self.applied_tags = None
         self.members: dict[str, pd.Series] = {}
+        # the segments step's store, results and the definitions evaluated, recorded into the
+        # folder's history once every step has run (record_segment_history)
+        self.evaluated_segments: tuple | None = None
         self.files: dict[str, tuple[int, int] | None] | None = None  # the data set's files as validate read them
 
     def close(self) -> None:
@@ -891,6 +897,7 @@ class _Job:
             )
             not_refreshed = {name for name, _ in failed}
             chosen = [segment for segment in chosen if segment.name not in not_refreshed]
+        self.evaluated_segments = (store, results, {segment.name: segment.definition() for segment in chosen})
         sizes = {}
         before = _previous_segments(self.previous)
         for segment, result in zip(chosen, results, strict=True):
@@ -919,6 +926,35 @@ class _Job:
         }
         atomic_write_text(json.dumps(summary, indent=2), self.work / "segments" / "summary.json")
         record.rows = {name: size["customers"] for name, size in sizes.items()}
+
+    def record_segment_history(self) -> dict | None:
+        """Record the run's segments into the segments folder's history and members, as
+        ``portrait segment refresh`` does (size, share, entered and left against the folder's
+        stored members; a backfill adds its row only), once every step has run and the data set
+        did not change meanwhile (a forget included). Not recorded, and said: a segment replaced
+        or deleted since it was evaluated, or every segment when the folder's recording lock
+        stays held or its files cannot be written; the run is published either way (its own
+        segments are whole). None without a segments step."""
+        from marketing.segments import record_refreshes
+
+        if self.evaluated_segments is None:
+            return None
+        store, results, definitions = self.evaluated_segments
+        said = {"folder": str(store.folder.resolve()), "recorded": [], "not_recorded": {}}
+
+        def data_unchanged() -> None:  # again under the lock, which a forget takes to scrub the folder
+            if changed := self.data_changed():
+                raise PortraitError(f"the data set changed since it was read ({changed}): a forget, or a new export")
+
+        try:
+            recorded, _, replaced = record_refreshes(store, results, definitions, data_unchanged)
+        except (PortraitError, OSError) as exc:
+            reason = _message(exc)
+            said["not_recorded"] = {result.name: reason for result in results}
+            return said
+        said["recorded"] = [result.name for result in recorded]
+        said["not_recorded"] = {name: "its definition was replaced or deleted during the run" for name in replaced}
+        return said
 
     def crowds(self, record: StepRecord) -> None:
         """The crowd material (marketing/crowd_material.py): every dimension per customer and

@@ -101,6 +101,14 @@ def register(app: typer.Typer, out, console, retrainer=None) -> None:
             out.print("[yellow]drift is flagged: retraining advised (see the manifest's drift)[/yellow]", markup=True)
         if result.pruned:
             out.print(f"removed older runs: {', '.join(result.pruned)}")
+        history = manifest.get("segment_history")
+        if history and history["recorded"]:
+            out.print(f"segment history: {len(history['recorded'])} recorded in {history['folder']}")
+        for name, reason in (history or {}).get("not_recorded", {}).items():
+            out.print(
+                f"[yellow]warning: segment {name!r} not recorded in the folder's history[/yellow]: {escape(reason)}",
+                markup=True,
+            )
         if manifest.get("outcome") == "partial":  # published, but a scheduler must see that not all was done
             raise PortraitError(
                 f"refresh as of {config.as_of} published {result.run.name} without some of its parts: "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -326,6 +327,8 @@ def test_segments_that_cannot_be_evaluated_are_left_out_of_a_published_run_and_t
     assert "segment 'handmade': " in done.stderr and "unknown keys ['name']" in done.stderr
     assert "step lists: list 'of_broken': segment 'broken' was not refreshed in this run" in done.stderr
     assert "PARTIAL" in done.stdout and "not done:" in done.stdout  # the step lines say it too
+    said = " ".join(done.stdout.split())
+    assert f"segment history: 2 recorded in {(tmp_path / 'segments').resolve()}" in said  # the refreshed two
     # the log's progress lines name each step once (a feature build's messages carry "features:")
     assert "s] features: orders" in done.stderr and "features: features:" not in done.stderr
     root = tmp_path / "out"
@@ -342,6 +345,43 @@ def test_segments_that_cannot_be_evaluated_are_left_out_of_a_published_run_and_t
     }
     assert sorted(p.name for p in (run / "lists").iterdir()) == [f"{MODEL}_frequent_top50.csv", "top100.csv"]
     assert (run / "scores").is_dir() and not (root / "runs" / "2025-01-15.failed").exists()
+
+
+def test_a_segments_folder_held_by_another_recording_leaves_its_history_and_says_so(first_run, tmp_path, monkeypatch):
+    import marketing.segments as segments_module
+    from portrait.files import exclusive_lock
+    from portrait.outputs import SEGMENT_RECORD_LOCK
+
+    settings, _, _, _ = first_run
+    mine = write_settings(tmp_path, Path(load_config(settings).data))
+    monkeypatch.setattr(segments_module, "SEGMENT_RECORD_WAIT_SECONDS", 0.2)
+    with exclusive_lock(tmp_path / "segments" / SEGMENT_RECORD_LOCK, "a test recording into the folder"):
+        result = refresh(load_config(mine, as_of="2025-01-15"))
+    # the run is published whole (its own segments are), the folder's history is not written
+    assert result.manifest["outcome"] == "ok" and current_run(tmp_path / "out") == result.run
+    history = result.manifest["segment_history"]
+    assert history["recorded"] == [] and sorted(history["not_recorded"]) == ["frequent", "likely"]
+    assert re.match(
+        r"a segment refresh recording into .*/segments is already running \(pid \d+",
+        history["not_recorded"]["frequent"],
+    )
+    assert SegmentStore(tmp_path / "segments").history("frequent").empty
+    assert (result.run / "segments" / "frequent.parquet").is_file()
+    # the data set checked again under the lock: a forget between the run's last check and the
+    # recording (it scrubs the folder under that lock) must not have its person written back
+    checks = []
+
+    def changed_at_the_second_check(job):
+        checks.append(1)
+        return "tombstones.csv changed" if len(checks) > 1 else None
+
+    monkeypatch.setattr(refresh_module._Job, "data_changed", changed_at_the_second_check)
+    again = refresh(load_config(mine, as_of="2025-01-15"))
+    assert again.manifest["segment_history"]["recorded"] == [] and len(checks) == 2
+    assert again.manifest["segment_history"]["not_recorded"]["likely"] == (
+        "the data set changed since it was read (tombstones.csv changed): a forget, or a new export"
+    )
+    assert SegmentStore(tmp_path / "segments").history("likely").empty
 
 
 def test_a_model_not_registered_is_refused_before_any_step(registered, tmp_path):
@@ -402,6 +442,27 @@ def test_only_the_last_runs_are_kept(registered, tmp_path):
     assert backfill.is_backfill and backfill.latest == root / "runs" / "2025-01-01"
     assert current_run(root) == root / "runs" / "2025-01-01"
     assert run_dates(root) == ["2024-11-01", "2024-12-15", "2025-01-01"]
+    # each run is recorded in the segments folder's history too, as `portrait segment refresh`
+    # records (it was written to the run only): entered and left against the folder's members of
+    # the date before, none for the first date, the backfill's row without them, its members
+    # left as they were; the re-run of 2025-01-01 kept its row's counts (the same members)
+    store = SegmentStore(tmp_path / "segments")
+    history = store.history("frequent")
+    assert history["as_of"].astype(str).tolist() == ["2024-11-01", "2024-12-01", "2024-12-15", "2025-01-01"]
+    assert history["entered"].isna().tolist() == [True, True, False, False]
+    newest = json.loads((root / "runs" / "2025-01-01" / "segments" / "summary.json").read_text())["segments"]
+    row = history.iloc[-1]
+    assert (row["customers"], row["entered"], row["left"]) == (
+        newest["frequent"]["customers"],
+        newest["frequent"]["entered"],
+        newest["frequent"]["left"],
+    )
+    assert set(store.members("frequent")["customer_id"]) == set(
+        pd.read_parquet(root / "runs" / "2025-01-01" / "segments" / "frequent.parquet")["customer_id"]
+    )
+    assert store.members("frequent")["as_of"].astype(str).unique().tolist() == ["2025-01-01"]
+    assert sorted(backfill.manifest["segment_history"]["recorded"]) == ["frequent", "likely"]
+    assert backfill.manifest["segment_history"]["not_recorded"] == {}
     # the next run's switch keeps the newest two again
     assert refresh(load_config(settings, as_of="2025-01-01")).pruned == ["2024-11-01"]
     # without a LATEST (deleted by hand), a backfill points it at the newest run, not at itself
