@@ -1096,9 +1096,27 @@ def _refuse_table_format(part_folder: Path, table_name: str) -> None:
             )
 
 
+def _refuse_broken_links(paths, table_name: str) -> None:
+    """A table's file or part folder that is a symbolic link to nothing (a share not mounted, a
+    target moved): its rows cannot be read, and skipping it read as a table without them (an
+    events table gone, a part file fewer, exit 0)."""
+    for path in paths:
+        if path.is_symlink() and not path.exists():
+            try:
+                target = os.readlink(path)
+            except OSError:
+                target = "?"
+            raise ContractError(
+                f"{path} is a link to {target}, which does not exist or cannot be reached (a share not mounted?): "
+                "its rows cannot be read; fix the link or remove it",
+                table=table_name,
+            )
+
+
 def _find_files(folder: Path, table_name: str, configured: str | None) -> tuple[Path, ...]:
     if configured:
         found = sorted(folder.glob(configured))
+        _refuse_broken_links(found, table_name)
         # a glob over a folder of parts reads what a folder does: not a failed job's _temporary/;
         # the folders the pattern names as written (a "_landing/" of the user's) are theirs to name
         literal = folder.joinpath(*_until_wildcard(Path(configured).parts))
@@ -1119,6 +1137,9 @@ def _find_files(folder: Path, table_name: str, configured: str | None) -> tuple[
                 if candidate == folder or folder not in candidate.parents:
                     break
         return _one_format(tuple(matches), table_name)
+    _refuse_broken_links(
+        [folder / table_name, *(folder / f"{table_name}{suffix}" for suffix in contract.TABLE_SUFFIXES)], table_name
+    )
     for suffix in contract.TABLE_SUFFIXES:
         if (folder / f"{table_name}{suffix}").is_dir():
             raise ContractError(
@@ -1137,6 +1158,14 @@ def _find_files(folder: Path, table_name: str, configured: str | None) -> tuple[
     parts = ()
     if part_folder.is_dir():
         _refuse_table_format(part_folder, table_name)
+        _refuse_broken_links(
+            (
+                p
+                for p in part_folder.rglob("*")
+                if p.name.endswith(contract.TABLE_SUFFIXES) and not _not_a_part(p.relative_to(part_folder))
+            ),
+            table_name,
+        )
         candidates = sorted(
             p for p in part_folder.rglob("*") if p.is_file() and p.name.endswith(contract.TABLE_SUFFIXES)
         )

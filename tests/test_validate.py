@@ -1,4 +1,5 @@
 import datetime as dt
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -549,6 +550,33 @@ def test_a_table_found_twice_in_a_folder_is_an_error_not_a_silent_choice(tmp_pat
     (folder / "purchases").mkdir()
     purchases({"order_id": "o3"}).to_csv(folder / "purchases" / "part-1.csv", index=False)
     with pytest.raises(ContractError, match=r"purchases.parquet, purchases/ \(1 part files\)"):
+        open_dataset(folder)
+
+
+def test_a_link_to_nothing_is_an_error_not_a_table_without_rows(tmp_path):
+    """A symbolic link whose target is gone (a share not mounted): the events table, or one of
+    its part files, was skipped without a word (exit 0, features without those events)."""
+    folder = write_tables(tmp_path / "data", "csv", purchases=purchases({}))
+    (folder / "events.csv").symlink_to(tmp_path / "share" / "events.csv")
+    with pytest.raises(ContractError, match=r"events.csv is a link to .*share/events.csv, which does not exist"):
+        open_dataset(folder)
+    (folder / "events.csv").unlink()
+    (folder / "events").mkdir()
+    events = pd.DataFrame({"customer_id": ["a"], "ts": ["2024-01-06"], "event_type": ["view"]})
+    events.to_csv(folder / "events" / "part-0.csv", index=False)
+    (folder / "events" / "part-1.csv").symlink_to(tmp_path / "share" / "part-1.csv")
+    with pytest.raises(ContractError, match=r"part-1.csv is a link to .*, which does not exist.*fix the link"):
+        open_dataset(folder)
+    (folder / "events" / "part-1.csv").unlink()
+    assert open_dataset(folder).has("events")  # the good part alone reads
+    shutil.rmtree(folder / "events")
+    (folder / "events").symlink_to(tmp_path / "share" / "events")  # the part folder itself
+    with pytest.raises(ContractError, match=r"/events is a link to .*, which does not exist"):
+        open_dataset(folder)
+    (folder / "events").unlink()
+    (folder / "purchases.csv").rename(tmp_path / "purchases.csv")
+    (folder / "purchases.csv").symlink_to(tmp_path / "moved" / "purchases.csv")  # was "not found"
+    with pytest.raises(ContractError, match=r"purchases.csv is a link to .*moved/purchases.csv, which does not"):
         open_dataset(folder)
 
 
