@@ -304,20 +304,7 @@ def validate(dataset: Dataset, out_dir: Path | None = None, progress: Progress |
             if implausible
             else []
         )
-        personal_ids_note = (
-            [
-                f"purchases: {personal_ids:,} customer id"
-                + (
-                    " looks like an e-mail address or a phone number"
-                    if personal_ids == 1
-                    else "s look like e-mail addresses or phone numbers"
-                )
-                + "; ids reach lists, exports, API answers and messages, so replace them with opaque "
-                "ids (or salted hashes) in the export"
-            ]
-            if personal_ids
-            else []
-        )
+        personal_note = [personal_ids_note("purchases", personal_ids)] if personal_ids else []
         dates_only_note = (
             []
             if not lines or con.execute(contract.any_timed("purchases")).fetchall()[0][0]
@@ -358,7 +345,7 @@ def validate(dataset: Dataset, out_dir: Path | None = None, progress: Progress |
             + implausible_note
             + spread_note
             + dates_only_note
-            + personal_ids_note
+            + personal_note
             + unmatched_note
             + (identities.warnings() if identities else []),
         )
@@ -447,6 +434,18 @@ def _written_id(column: str) -> str:
 ID_SAMPLE_ROWS = 100_000
 
 
+def personal_ids_note(table: str, count: int, of: str = "") -> str:
+    """The note for ``count`` customer ids of ``table`` shaped like an e-mail address or a phone
+    number (``of``: of which ids, when not all of them were read: "of its 200 ids")."""
+    one = count == 1
+    return (
+        f"{table}: {count:,} customer id{'' if one else 's'}{f' ({of})' if of else ''} "
+        + ("looks like an e-mail address or a phone number" if one else "look like e-mail addresses or phone numbers")
+        + "; ids reach lists, exports, API answers and messages, so replace them with opaque ids (or salted hashes) "
+        "in the export"
+    )
+
+
 def _unmatched_ids_notes(con, tables: list[str]) -> list[str]:
     """For each of ``tables`` (customers, events, identities), said when its customer ids match
     the purchases' ones only once leading zeros or a trailing '.0' are ignored ('00123' or
@@ -466,17 +465,20 @@ def _unmatched_ids_notes(con, tables: list[str]) -> list[str]:
     )
     try:
         for table in tables:
-            ids, matched, loosely = con.execute(
+            ids, matched, loosely, personal = con.execute(
                 f"""WITH sample AS (
                         SELECT DISTINCT CAST(customer_id AS VARCHAR) AS id
                         FROM (SELECT customer_id FROM typed_{table} WHERE customer_id IS NOT NULL LIMIT {ID_SAMPLE_ROWS}))
                     SELECT COUNT(*), COUNT(*) FILTER (WHERE id IN (SELECT id FROM _purchase_ids)),
-                           COUNT(*) FILTER (WHERE {_written_id("id")} IN (SELECT id FROM _purchase_written_ids))
+                           COUNT(*) FILTER (WHERE {_written_id("id")} IN (SELECT id FROM _purchase_written_ids)),
+                           COUNT(*) FILTER (WHERE {personal_id_sql("id")})
                     FROM sample"""
             ).fetchall()[0]
             if not ids:
                 continue
             of = f"of its {ids:,} ids" + (f" (in its first {ID_SAMPLE_ROWS:,} rows)" if ids >= 10_000 else "")
+            if personal:  # as the purchases' ids are judged: a customers or events row is a customer too
+                notes.append(personal_ids_note(table, personal, of))
             if loosely - matched >= max(1, ids // 10):
                 notes.append(
                     f"{table}.customer_id: {matched:,} {of} are ids of the purchases as written, "

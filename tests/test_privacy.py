@@ -1045,6 +1045,17 @@ def test_validation_notes_customer_ids_that_are_e_mail_addresses(tmp_path):
     report = validate(open_dataset(data), tmp_path / "report")
     assert any("1 customer id looks like an e-mail address or a phone number" in n for n in report.notes)
     assert "ann@example.com" not in " ".join(report.notes)
+    # the other tables' ids too (a customers or events row is a customer of the features): said
+    # of the purchases' ids only, customers keyed by e-mail reached the features without a word
+    (data / "customers.csv").write_text("customer_id,region\nB1,north\ncy@example.com,south\n+44 7700 900123,east\n")
+    (data / "events.csv").write_text("customer_id,ts,event_type\nB1,2024-01-05,view\ndee@example.org,2024-01-05,view\n")
+    notes = validate(open_dataset(data), tmp_path / "report").notes
+    assert (
+        "customers: 2 customer ids (of its 3 ids) look like e-mail addresses or phone numbers; ids reach lists, "
+        "exports, API answers and messages, so replace them with opaque ids (or salted hashes) in the export"
+    ) in notes
+    assert any(n.startswith("events: 1 customer id (of its 2 ids) looks like an e-mail address") for n in notes)
+    assert "example" not in " ".join(notes) and "7700" not in " ".join(notes)
 
 
 def test_a_malformed_line_holding_an_e_mail_in_any_field_is_withheld(tmp_path):
