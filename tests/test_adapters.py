@@ -36,6 +36,23 @@ def test_cdnow_sums_a_customers_day_into_one_order_and_keeps_every_dollar(tmp_pa
     ]
 
 
+@pytest.mark.parametrize("form", ["bom", "gzip"])
+def test_cdnow_saved_with_a_byte_order_mark_or_compressed_imports_the_same(tmp_path, form):
+    """A byte-order mark (Notepad, Excel) made the whole file "not a CDNOW file"; a gzip file
+    was refused with a dump of its binary first line."""
+    import gzip
+
+    raw = tmp_path / "CDNOW_master.txt"
+    written = CDNOW_MASTER.encode()
+    raw.write_bytes(b"\xef\xbb\xbf" + written if form == "bom" else gzip.compress(written))
+    assert import_cdnow(raw, tmp_path / "cdnow") == {"purchases": 4}
+    ids = pd.read_parquet(tmp_path / "cdnow" / "purchases.parquet")["customer_id"]
+    assert sorted(ids.unique()) == ["00001", "00002", "00003"]
+    raw.write_bytes(b"\x1f\x8b" + b"not really gzip")
+    with pytest.raises(ContractError, match=r"is a gzip file that cannot be decompressed .*nothing imported"):
+        import_cdnow(raw, tmp_path / "other")
+
+
 def test_cdnow_sample_format_without_header(tmp_path):
     raw = tmp_path / "CDNOW_sample.txt"
     raw.write_text("   4   1  19970101   2   29.33\n   4   1  19970118   2   29.73\n")

@@ -14,11 +14,13 @@ number of fields or bytes that are not UTF-8: it is left out of ``purchases`` an
 with its line number (blank lines counted), its text as written and the reason, to
 ``import_rejects.csv`` beside it (and counted in the result and ``SOURCE.json``), never
 dropped silently. Values are kept as written (a customer id ``NA`` stays ``NA``); customer
-ids keep their leading zeros. The shop was online, so ``channel`` is ``web``.
+ids keep their leading zeros. The shop was online, so ``channel`` is ``web``. A gzip-compressed file is read
+decompressed, and a UTF-8 byte-order mark before the first line is not part of it.
 """
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import pandas as pd
@@ -37,7 +39,17 @@ def read_cdnow(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     counted) and its text (``raw_line``), exactly as written (``NA`` stays ``NA``); and the lines
     that cannot be split into those columns (another number of fields, bytes that are not
     UTF-8), with their ``line``, text and ``reason``."""
-    lines = path.read_bytes().split(b"\n")
+    data = path.read_bytes()
+    if data.startswith(b"\x1f\x8b"):  # gzip's magic: the file as downloaded, compressed
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as exc:
+            raise ContractError(
+                f"{path} is a gzip file that cannot be decompressed ({exc}): nothing imported"
+            ) from None
+    # a UTF-8 byte-order mark (a file saved by Notepad or Excel) is no part of the first id: the
+    # whole file was refused as "not CDNOW" with it
+    lines = data.removeprefix(b"\xef\xbb\xbf").split(b"\n")
     texts, readable = [], []
     for raw in lines:
         raw = raw.rstrip(b"\r")
