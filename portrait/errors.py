@@ -102,6 +102,32 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+# How far into a file :func:`_first_line_longer` looks for the line (the error path only).
+LONG_LINE_SCAN_BYTES = 1 << 31
+
+
+def _first_line_longer(path: str, limit: int) -> int | None:
+    """The number of the first line of ``path`` longer than ``limit`` bytes (its end of line
+    counted, as DuckDB counts), None when it cannot be read or is not found in the first
+    :data:`LONG_LINE_SCAN_BYTES`. Lines are counted in chunks, never held whole."""
+    try:
+        with open(path, "rb") as handle:
+            number, length, scanned = 1, 0, 0
+            while scanned < LONG_LINE_SCAN_BYTES and (chunk := handle.read(1 << 20)):
+                scanned += len(chunk)
+                start = 0
+                while (end := chunk.find(b"\n", start)) >= 0:
+                    if length + end - start + 1 > limit:
+                        return number
+                    number, length, start = number + 1, 0, end + 1
+                length += len(chunk) - start
+                if length > limit:
+                    return number
+    except OSError:
+        return None
+    return None
+
+
 def read_error_reason(exc: Exception) -> str:
     """What a DuckDB error reading a source says, in one line: its first line, which never holds
     the source's text (the lines after it may quote a row of the file: personal data); for a line
@@ -114,9 +140,11 @@ def read_error_reason(exc: Exception) -> str:
         file = next((line.split("=", 1)[1].strip() for line in lines if line.strip().startswith("file =")), None)
         numbers = re.findall(r"\d+", size)
         actual = f"{int(numbers[1]):,} bytes" if len(numbers) > 1 else "more"
+        # DuckDB's own "Line:" counts from its buffer, not the file ("Line: 1" for line 31)
+        number = _first_line_longer(file, int(numbers[0])) if file else None
         return (
-            f"a line{' of ' + file if file else ''} holds {actual}, more than the {int(numbers[0]):,} a CSV line "
-            "may hold (a field of megabytes: free text or a file pasted into a cell?)"
+            f"{f'line {number:,}' if number else 'a line'}{' of ' + file if file else ''} holds {actual}, more than "
+            f"the {int(numbers[0]):,} a CSV line may hold (a field of megabytes: free text or a file pasted into a cell?)"
         )
     if "not latin-1 encoded" in lines[0]:  # bytes 0x80-0x9F, which DuckDB's latin-1 refuses
         return (
