@@ -77,7 +77,8 @@ class TableReport:
     # Customer ids with spaces around them in a file that is not a CSV (a CSV's cells are
     # trimmed; a Parquet file's values are taken as written): 'C1 ' and 'C1' are two customers.
     padded_customer_ids: int = 0
-    # Customer ids equal to another but for leading zeros ('00123' and '123'): two customers each.
+    # Customer ids equal to another but for leading zeros or a trailing '.0' ('00123', '123.0' and
+    # '123'): two customers each.
     zero_padded_customer_ids: int = 0
     # Customer ids written in scientific notation by a spreadsheet (1.23457E+11): digits lost.
     scientific_customer_ids: int = 0
@@ -624,8 +625,9 @@ def _notes(reports: list[TableReport], timezone: str) -> list[str]:
         if r.zero_padded_customer_ids:
             notes.append(
                 f"{r.table}.customer_id: {_values(r.zero_padded_customer_ids)} equal another id but for leading "
-                "zeros ('00123' and '123'): they are two customers to every table; if they are one, write the ids "
-                "the same way in every file (a file saved through a spreadsheet loses the zeros)"
+                "zeros or a trailing '.0' ('00123', '123.0' and '123'): they are two customers to every table; if "
+                "they are one, write the ids the same way in every file (a file saved through a spreadsheet loses the "
+                "zeros; a float column adds '.0')"
             )
         if r.scientific_customer_ids:
             notes.append(
@@ -859,10 +861,11 @@ def _check_rows(con, dataset: Dataset, table: contract.Table, out_dir: Path | No
         if not source.is_csv and text_ids
         else "0"
     )
-    # ...and ids that are another id but for leading zeros ('00123', '123'), of the purchases' valid rows
+    # ...and ids that are another id but for leading zeros or a trailing '.0' ('00123', '123.0',
+    # '123'), of the purchases' valid rows
     read_id = "TRIM(customer_id)" if source.is_csv else "customer_id"  # as the typed rows read it
     zeros = (
-        f"COUNT(DISTINCT {read_id}) - COUNT(DISTINCT LTRIM({read_id}, '0'))"
+        f"COUNT(DISTINCT {read_id}) - COUNT(DISTINCT {_written_id(read_id)})"
         if name == "purchases" and text_ids
         else "0"
     )

@@ -820,8 +820,12 @@ def test_ids_that_differ_only_by_leading_zeros_are_said(tmp_path):
     report = validate(open_dataset(tmp_path / "d"))
     assert report.tables[0].zero_padded_customer_ids == 3  # 123 once, 42 twice
     assert any(
-        n.startswith("purchases.customer_id: 3 values equal another id but for leading zeros") for n in report.notes
+        n.startswith("purchases.customer_id: 3 values equal another id but for leading zeros or a trailing '.0'")
+        for n in report.notes
     )
+    # a float column's '.0' in the same table (it was said across tables only)
+    (tmp_path / "d" / "purchases.csv").write_text(rows.replace(",00123,", ",123.0,").replace(",042,", ",42.0,"))
+    assert validate(open_dataset(tmp_path / "d")).tables[0].zero_padded_customer_ids == 3  # 123 once, 42 twice
     (tmp_path / "d" / "purchases.csv").write_text(
         rows.replace(",00123,", ",99123,").replace(",0042,", ",1042,").replace(",042,", ",2042,")
     )
