@@ -398,6 +398,14 @@ def _check_port_free(host: str, port: int) -> None:
             raise PortraitError(f"cannot serve on {host}:{port}: {exc.strerror}; choose another --port") from None
 
 
+def _first_of(names, shown: int = 5) -> str:
+    """The first ``shown`` of ``names``, and how many more the summary file lists (a console
+    line of 5 read as the whole list: a user's test found a sixth flagged feature in the file)."""
+    names = list(names)
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {more} more (the summary file lists them)" if more > 0 else "")
+
+
 def _print_summary(out, run) -> None:
     summary = run.summary
     out.print(f"scored {summary['customers']:,} customers as of {summary['as_of']} in {summary['duration_seconds']} s")
@@ -409,11 +417,9 @@ def _print_summary(out, run) -> None:
                 line += f" (moved to the label's share from a mean of {info['mean_before_shift']:.4f})"
             drift = info["drift"]
             if drift["flagged"]:
-                line += f"  [red]drift flagged (PSI > 0.25): {escape(', '.join(list(drift['flagged'])[:5]))}[/red]"
+                line += f"  [red]drift flagged (PSI > 0.25): {escape(_first_of(drift['flagged']))}[/red]"
             elif drift["warnings"]:
-                line += (
-                    f"  [yellow]drift warning (PSI > 0.1): {escape(', '.join(list(drift['warnings'])[:5]))}[/yellow]"
-                )
+                line += f"  [yellow]drift warning (PSI > 0.1): {escape(_first_of(drift['warnings']))}[/yellow]"
         out.print(line, markup=True)
     if summary.get("note"):
         out.print(f"[yellow]warning: {escape(summary['note'])}[/yellow]", markup=True)

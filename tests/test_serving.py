@@ -1384,3 +1384,12 @@ def test_a_summary_left_by_another_scoring_of_the_date_is_not_read(scored, tmp_p
     scores.attrs[SCORING_TOKEN] = "another scoring"  # the new scores, published before their summary
     scores.to_parquet(copy / name, index=False)
     assert scores_summary(copy, name) == {} and latest_scores_dataset(copy) is None
+
+
+def test_a_console_line_of_drifted_features_says_how_many_more_the_summary_lists():
+    """Five names were printed of six flagged, read as the whole list (a user's test)."""
+    from serving.cli import _first_of
+
+    assert _first_of(["a", "b", "c", "d", "e", "f", "g"]) == "a, b, c, d, e and 2 more (the summary file lists them)"
+    assert _first_of(["a", "b", "c", "d", "e"]) == "a, b, c, d, e"
+    assert _first_of({"x": 0.3}) == "x"  # the summary's dict of names and PSI

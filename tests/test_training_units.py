@@ -129,9 +129,47 @@ def test_explicit_cutoffs_whose_label_windows_overlap_are_refused():
     assert split.train == (dt.date(2017, 3, 1), dt.date(2017, 4, 1)) and split.holdout == dt.date(2017, 7, 1)
 
 
+def test_cutoffs_the_data_cannot_hold_are_said_with_the_file_and_key(tmp_path):
+    from training.data import prepare
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "purchases.csv").write_text(
+        "order_id,customer_id,ts,amount\no1,a,2017-01-05,1\no2,b,2017-02-06,2\no3,a,2017-03-20,3\n"
+    )
+    config = parse_experiment(
+        {
+            **BASE,
+            "data": {"path": str(data)},
+            "cutoffs": {"dates": ["2017-01-20", "2017-03-01"]},
+            "label": {"kind": "repurchase", "horizon_days": 30},
+        },
+        where="exp/x.toml",
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"^x \[cutoffs\] \(dates\): the holdout cutoff 2017-03-01 needs data until 2017-03-30, but the data ends",
+    ):
+        prepare(config)
+
+
 def test_config_rejects_unknown_keys_and_bad_values():
     with pytest.raises(ConfigError, match=r"unknown keys \['lable'\]"):
         parse_experiment({**BASE, "lable": {}})
+    with pytest.raises(ConfigError, match=r"^experiment: description must be text, got 5$"):  # was stored as "5"
+        parse_experiment({**BASE, "description": 5})
+    spend = {**BASE, "label": {"kind": "future_spend", "horizon_days": 90}}
+    with pytest.raises(ConfigError, match=r"calibration goes with a probability model .*a future_spend model predicts"):
+        parse_experiment({**spend, "validation": {"calibration": "sigmoid"}})  # was ignored without a word
+    with pytest.raises(
+        ConfigError,
+        match=r"objective is set by the label\'s task: a future_spend model is fitted with LightGBM\'s tweedie",
+    ):
+        parse_experiment({**spend, "model": {"objective": "regression"}})  # was overwritten without a word
+    with pytest.raises(ConfigError, match=r"metric .* must be a regression metric"):
+        parse_experiment({**spend, "model": {"metric": "auc"}})
+    assert parse_experiment({**spend, "model": {"metric": "l2"}}).model_params["metric"] == "l2"
+    assert parse_experiment({**BASE, "model": {"metric": "auc"}}).model_params["metric"] == "auc"
     with pytest.raises(ConfigError, match="kind must be one of"):
         parse_experiment({**BASE, "label": {"kind": "churn", "horizon_days": 90}})
     with pytest.raises(ConfigError, match='horizon_days must be a whole number from 1 to 3,660, got "90"'):
@@ -229,6 +267,27 @@ def test_config_rejects_unknown_keys_and_bad_values():
         ("tuning", {"trials": "many"}, "trials must be a whole number from 1 to 100,000"),
         ("tuning", {"timeout_seconds": -5}, "timeout_seconds must be a whole number at least 1, got -5"),
         ("tuning", {"metric": "gini"}, r'metric must be one of \["roc_auc", "pr_auc"\], got "gini"'),
+        # LightGBM had no metric to stop early on: a traceback after the features were built
+        (
+            "model",
+            {"metric": "foo"},
+            r"\[model\]: metric \(what early stopping reads\) must be a classification metric",
+        ),
+        ("model", {"metric": "None"}, 'must be a classification metric of LightGBM\'s, such as .*got "None"'),
+        ("model", {"metrics": ["auc", "ndcg"]}, r'metrics .* must be a classification metric .*got \["auc", "ndcg"\]'),
+        # a classifier trained with a regression objective was registered
+        ("model", {"objective": "regression"}, "objective is set by the label's task: a repurchase model is fitted "),
+        ("model", {"application": "binary"}, "application is set by the label's task"),
+        # logged as if used
+        ("model", {"type": "rfm", "learning_rate": 0.1}, r'learning_rate is a LightGBM value, which type = "rfm" does'),
+        ("model", {"type": "logistic", "num_leaves": 7, "n_estimators": 9}, "n_estimators, num_leaves are LightGBM"),
+        # said once the data was read, without the file's name or key
+        ("cutoffs", {"rule": None, "dates": ["2017-06-01"]}, r'dates gives one cutoff; .*scheme = "customer_kfold"'),
+        (
+            "cutoffs",
+            {"rule": None, "dates": ["2017-05-01", "2017-06-01"]},
+            r'\[cutoffs\]: dates \["2017-05-01", "2017-06-01"\] let label windows overlap: with a 90-day horizon',
+        ),
     ],
 )
 def test_config_values_of_the_wrong_type_are_errors_naming_the_setting(section, values, message):

@@ -331,6 +331,56 @@ def _check_model_params(where: str, params: dict) -> None:
                 )
 
 
+# LightGBM's metric names (and their aliases) that an experiment's task can stop early on:
+# a metric of another task (multi_logloss, ndcg), "None" or an unknown name left LightGBM no
+# metric to stop on, a traceback after the features were built (a user's test).
+_SQUARED_METRICS = ("l1", "mean_absolute_error", "mae", "regression_l1", "l2", "mean_squared_error", "mse")
+_SQUARED_METRICS += ("regression_l2", "regression", "rmse", "root_mean_squared_error", "l2_root")
+TASK_METRICS = {
+    "classification": (
+        *("binary_logloss", "binary", "binary_error", "auc", "average_precision", "cross_entropy", "xentropy"),
+        *("cross_entropy_lambda", "xentlambda", "kullback_leibler", "kldiv", *_SQUARED_METRICS),
+    ),
+    "regression": (
+        *_SQUARED_METRICS,
+        *("quantile", "mape", "mean_absolute_percentage_error", "huber", "fair", "poisson", "gamma"),
+        *("gamma_deviance", "tweedie"),
+    ),
+}
+# The model types that fit a LightGBM model (alone, among the candidates, or in the blend).
+LIGHTGBM_TYPES = ("select", "lightgbm", "blend")
+
+
+def _check_task_params(where: str, params: dict, label: LabelSpec, model_type: str) -> None:
+    """The ``[model]`` values that go against the experiment's task or model type: an objective
+    (the task sets it: a LightGBM classifier with a regression objective was trained and
+    registered), an early-stopping metric the task has not, or LightGBM values for a model type
+    that fits no LightGBM model (logged as if used)."""
+    task, kind = ("classification" if label.is_classification else "regression"), label.kind
+    for key, value in params.items():
+        group = next((names for names in _lightgbm_alias_groups() if key in names), frozenset({key}))
+        if "objective" in group:
+            objective = "tweedie (tweedie_variance_power sets its power)" if task == "regression" else "binary"
+            raise ConfigError(
+                f"{where} [model]: {key} is set by the label's task: a {kind} model is fitted with LightGBM's "
+                f"{objective} objective; remove it"
+            )
+        if "metric" in group:
+            given = value if isinstance(value, list) else [value]
+            wrong = [v for v in given if not isinstance(v, str) or v not in TASK_METRICS[task]]
+            if wrong or not given:
+                raise ConfigError(
+                    f"{where} [model]: {key} (what early stopping reads) must be a {task} metric of LightGBM's, "
+                    f"such as {as_toml(list(TASK_METRICS[task][:6]))}, got {as_toml(value)}"
+                )
+    if model_type not in LIGHTGBM_TYPES and params:
+        raise ConfigError(
+            f"{where} [model]: {', '.join(sorted(params))} {'is a LightGBM value' if len(params) == 1 else 'are LightGBM values'}, "
+            f"which type = {as_toml(model_type)} does not use: remove {'it' if len(params) == 1 else 'them'}, or use "
+            'type = "lightgbm" (or "select", which tries LightGBM among its candidates)'
+        )
+
+
 def _cutoff_text(value) -> dt.date:
     if not isinstance(value, str):
         raise ValueError(f"{value!r} is not a date")
@@ -381,6 +431,8 @@ def parse_experiment(raw: dict, where: str = "experiment") -> ExperimentConfig:
     )
     name = raw.get("name")
     check_name(where, name)
+    if not isinstance(raw.get("description", ""), str):  # was stored as its text ("5")
+        raise ConfigError(f"{where}: description must be text, got {as_toml(raw['description'])}")
 
     data = table_of(where, raw, "data")
     check_keys(f"{where} [data]", data, {"path"})
@@ -484,6 +536,7 @@ def parse_experiment(raw: dict, where: str = "experiment") -> ExperimentConfig:
     if not isinstance(monotone, bool):
         raise ConfigError(f"{where} [model]: monotone must be true or false, got {as_toml(monotone)}")
     _check_model_params(where, model_raw)
+    _check_task_params(where, model_raw, label, model_type)
     model_params = {**DEFAULT_MODEL_PARAMS, **model_raw}
 
     validation_raw = table_of(where, raw, "validation")
@@ -535,6 +588,24 @@ def parse_experiment(raw: dict, where: str = "experiment") -> ExperimentConfig:
         )
     if validation.folds < 2:
         raise ConfigError(f"{where} [validation]: folds must be at least 2")
+    if "calibration" in validation_raw and not label.is_classification:  # was ignored without a word
+        raise ConfigError(
+            f"{where} [validation]: calibration goes with a probability model (repurchase, high_value); a "
+            f"{kind} model predicts amounts, which are not calibrated: remove it"
+        )
+    if cutoffs.dates and validation.scheme == "time":  # said with the file's settings, before any data is read
+        if len(cutoffs.dates) < 2:
+            raise ConfigError(
+                f"{where} [cutoffs]: dates gives one cutoff; time-ordered validation needs training cutoffs, then the "
+                'holdout (the last date); for one cutoff, use [validation] scheme = "customer_kfold"'
+            )
+        *train, holdout = cutoffs.dates
+        if train[-1] + dt.timedelta(days=horizon) > holdout:
+            raise ConfigError(
+                f"{where} [cutoffs]: dates {as_toml([d.isoformat() for d in cutoffs.dates])} let label windows "
+                f"overlap: with a {horizon}-day horizon each training cutoff must be at least a horizon before the "
+                f"holdout cutoff (the last date, {holdout}); the latest training cutoff, {train[-1]}, is not"
+            )
     if validation.scheme == "customer_kfold" and len(cutoffs.dates) > 1:  # said with the file's settings
         raise ConfigError(
             f'{where} [validation]: scheme = "customer_kfold" takes one cutoff (the holdout\'s), and [cutoffs] '
@@ -556,7 +627,7 @@ def parse_experiment(raw: dict, where: str = "experiment") -> ExperimentConfig:
 
     return ExperimentConfig(
         name=name,
-        description=str(raw.get("description", "")),
+        description=raw.get("description", ""),
         data=str(data["path"]),
         cutoffs=cutoffs,
         label=label,

@@ -13,7 +13,7 @@ from features.catalogue import Feature, Vocabulary, describe
 from features.labels import LABELS, build_training_set, data_last_day
 from models.history import GROUP_COLUMN, HISTORY_FEATURES, NEEDED, add_history_features
 from portrait.dataset import Dataset, open_dataset
-from portrait.errors import PortraitError
+from portrait.errors import ConfigError, PortraitError
 from portrait.validate import require_checked
 from training.config import DEMO, DEMO_FOLDER, ExperimentConfig
 from training.splits import TimeSplit, choose_split
@@ -84,14 +84,18 @@ def prepare(config: ExperimentConfig, progress=None, ends_on: dt.date | None = N
         first_day = con.execute("SELECT CAST(MIN(ts) AS DATE) FROM purchases").fetchall()[0][0]
     finally:
         con.close()
-    split = choose_split(
-        config.cutoffs,
-        config.validation.scheme,
-        config.label.horizon_days,
-        first_day,
-        last_day,
-        config.validation.cutoffs,
-    )
+    try:
+        split = choose_split(
+            config.cutoffs,
+            config.validation.scheme,
+            config.label.horizon_days,
+            first_day,
+            last_day,
+            config.validation.cutoffs,
+        )
+    except PortraitError as exc:  # the cutoffs the data cannot hold: named in the experiment's file
+        given = "dates" if config.cutoffs.dates else f'rule = "{config.cutoffs.rule or "spaced"}"'
+        raise ConfigError(f"{config.source or config.name} [cutoffs] ({given}): {exc}") from None
     frame = build_training_set(
         dataset,
         list(split.all),

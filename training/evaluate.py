@@ -23,6 +23,7 @@ from models.prior_shift import shift_to_share
 from models.propensity import PropensityClassifier, SpendRegressor
 from models.repurchase import AveragedClassifier, AveragedRegressor, BGNBDRepurchase, LogisticRepurchase, RankBlend
 from portrait.errors import PortraitError
+from portrait.toml_text import as_toml
 from training.config import ExperimentConfig
 from training.data import TrainingData
 from training.metrics import (
@@ -683,6 +684,9 @@ def fit_time_split(config: ExperimentConfig, data: TrainingData, params: dict | 
         notes.append(
             f"every candidate is below the best peer on validation ({best_peer} {floor:.4f}); the best of them, "
             f"{chosen} ({validation_auc[chosen]:.4f}), is registered"
+            if len(validation_auc) > 1
+            else f"the model ({chosen}, [model] type = {as_toml(config.model_type)}) is below the best peer on "
+            f"validation ({best_peer} {floor:.4f} against {validation_auc[chosen]:.4f}); it is registered as asked"
         )
     if config.label.is_classification:
         uncalibrated = _uncalibrated(model, X_holdout)
