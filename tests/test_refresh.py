@@ -347,43 +347,6 @@ def test_segments_that_cannot_be_evaluated_are_left_out_of_a_published_run_and_t
     assert (run / "scores").is_dir() and not (root / "runs" / "2025-01-15.failed").exists()
 
 
-def test_a_segments_folder_held_by_another_recording_leaves_its_history_and_says_so(first_run, tmp_path, monkeypatch):
-    import marketing.segments as segments_module
-    from portrait.files import exclusive_lock
-    from portrait.outputs import SEGMENT_RECORD_LOCK
-
-    settings, _, _, _ = first_run
-    mine = write_settings(tmp_path, Path(load_config(settings).data))
-    monkeypatch.setattr(segments_module, "SEGMENT_RECORD_WAIT_SECONDS", 0.2)
-    with exclusive_lock(tmp_path / "segments" / SEGMENT_RECORD_LOCK, "a test recording into the folder"):
-        result = refresh(load_config(mine, as_of="2025-01-15"))
-    # the run is published whole (its own segments are), the folder's history is not written
-    assert result.manifest["outcome"] == "ok" and current_run(tmp_path / "out") == result.run
-    history = result.manifest["segment_history"]
-    assert history["recorded"] == [] and sorted(history["not_recorded"]) == ["frequent", "likely"]
-    assert re.match(
-        r"a segment refresh recording into .*/segments is already running \(pid \d+",
-        history["not_recorded"]["frequent"],
-    )
-    assert SegmentStore(tmp_path / "segments").history("frequent").empty
-    assert (result.run / "segments" / "frequent.parquet").is_file()
-    # the data set checked again under the lock: a forget between the run's last check and the
-    # recording (it scrubs the folder under that lock) must not have its person written back
-    checks = []
-
-    def changed_at_the_second_check(job):
-        checks.append(1)
-        return "tombstones.csv changed" if len(checks) > 1 else None
-
-    monkeypatch.setattr(refresh_module._Job, "data_changed", changed_at_the_second_check)
-    again = refresh(load_config(mine, as_of="2025-01-15"))
-    assert again.manifest["segment_history"]["recorded"] == [] and len(checks) == 2
-    assert again.manifest["segment_history"]["not_recorded"]["likely"] == (
-        "the data set changed since it was read (tombstones.csv changed): a forget, or a new export"
-    )
-    assert SegmentStore(tmp_path / "segments").history("likely").empty
-
-
 def test_a_model_not_registered_is_refused_before_any_step(registered, tmp_path):
     """A typo in models failed at the features step, after validation (20 s at 1M customers),
     leaving a failed run; it is refused before the run starts, nothing written."""
@@ -408,7 +371,10 @@ def test_a_held_lock_stops_a_second_run_naming_the_holder(first_run, tmp_path):
     assert not (root / "runs" / "2025-01-22").exists()
 
 
-def test_only_the_last_runs_are_kept(registered, tmp_path):
+def test_only_the_last_runs_are_kept(registered, tmp_path, monkeypatch):
+    import marketing.segments as segments_module
+    from portrait.outputs import SEGMENT_RECORD_LOCK
+
     settings = write_settings(tmp_path, registered, keep=2)
     root = tmp_path / "out"
     abandoned = root / "runs" / ".2024-11-30.tmp-1-deadbeef"  # a killed run's folder
@@ -463,12 +429,42 @@ def test_only_the_last_runs_are_kept(registered, tmp_path):
     assert store.members("frequent")["as_of"].astype(str).unique().tolist() == ["2025-01-01"]
     assert sorted(backfill.manifest["segment_history"]["recorded"]) == ["frequent", "likely"]
     assert backfill.manifest["segment_history"]["not_recorded"] == {}
-    # the next run's switch keeps the newest two again
-    assert refresh(load_config(settings, as_of="2025-01-01")).pruned == ["2024-11-01"]
-    # without a LATEST (deleted by hand), a backfill points it at the newest run, not at itself
+    # the next run's switch keeps the newest two again; a segments folder another command is
+    # recording into: the run is published whole (its own segments are), the folder's history
+    # is not written, and the manifest says why
+    recorded_rows = len(store.history("frequent"))
+    monkeypatch.setattr(segments_module, "SEGMENT_RECORD_WAIT_SECONDS", 0.2)
+    with exclusive_lock(tmp_path / "segments" / SEGMENT_RECORD_LOCK, "a test recording into the folder"):
+        held = refresh(load_config(settings, as_of="2025-01-01"))
+    assert held.pruned == ["2024-11-01"]
+    assert held.manifest["outcome"] == "ok" and current_run(root) == held.run
+    history = held.manifest["segment_history"]
+    assert history["recorded"] == [] and sorted(history["not_recorded"]) == ["frequent", "likely"]
+    assert re.match(
+        r"a segment refresh recording into .*/segments is already running \(pid \d+",
+        history["not_recorded"]["frequent"],
+    )
+    assert len(store.history("frequent")) == recorded_rows
+    # without a LATEST (deleted by hand), a backfill points it at the newest run, not at itself;
+    # the data set is checked again under the folder's lock: a forget between the run's last
+    # check and the recording (it scrubs the folder under that lock) must not have its person
+    # written back
+    checks = []
+
+    def changed_at_the_second_check(job):
+        checks.append(1)
+        return "tombstones.csv changed" if len(checks) > 1 else None
+
+    monkeypatch.setattr(refresh_module._Job, "data_changed", changed_at_the_second_check)
     (root / LATEST).unlink()
-    assert refresh(load_config(settings, as_of="2024-12-01")).latest == root / "runs" / "2025-01-01"
+    backfill = refresh(load_config(settings, as_of="2024-12-01"))
+    assert backfill.latest == root / "runs" / "2025-01-01"
     assert (root / LATEST).read_text().strip() == "runs/2025-01-01"
+    assert backfill.manifest["segment_history"]["recorded"] == [] and len(checks) == 2
+    assert backfill.manifest["segment_history"]["not_recorded"]["likely"] == (
+        "the data set changed since it was read (tombstones.csv changed): a forget, or a new export"
+    )
+    assert len(store.history("frequent")) == recorded_rows
 
 
 def test_settings_errors_name_the_setting(tmp_path):
