@@ -904,6 +904,46 @@ def test_quadrant_finds_the_engaged_customer_who_does_not_buy(tmp_path):
             quadrant(data, data.mask(Crowd("all")), window=60)
 
 
+def test_a_segment_edited_since_a_report_is_answered_by_its_new_definition(tmp_path, data_folder):
+    """The reports and drill-downs were kept by crowd and date: a segment edited to another
+    condition was answered with its old members, a drill-down the sensitive-attribute check had
+    just allowed for the new definition giving the ids of the old one (a user's test)."""
+    import os
+
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from marketing.segments import Segment
+    from serving.crowd_routes import build_crowd_router
+
+    store = SegmentStore(tmp_path / "segments")
+    store.save(Segment("chosen", where="orders_lifetime >= 2"))
+    app = FastAPI()
+    app.include_router(
+        build_crowd_router(
+            data_folder, AS_OF, scores_dir=None, segments_dir=store.folder, tags_library=None, least_cell=1
+        )
+    )
+    client = TestClient(app)
+
+    def report():
+        answer = client.get("/crowds/report", params={"segment": "chosen", "min_cell": 1})
+        assert answer.status_code == 200, answer.text
+        return answer.json()["customers"]
+
+    def cell():
+        answer = client.get("/crowds/customers", params={"segment": "chosen", "cell": "favourite_payment = card"})
+        assert answer.status_code == 200, answer.text
+        return answer.json()["customer_ids"]
+
+    before, before_ids = report(), cell()
+    assert before == 3 and before_ids
+    store.save(Segment("chosen", where="orders_lifetime >= 50"), replace=True)
+    path = store.path("chosen")
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1_000_000))  # a coarse clock
+    assert report() == 0 and cell() == []
+
+
 def test_crowd_report_route_answers_suppressed_json_and_404_for_unknown_crowds(tmp_path, data_folder):
     from fastapi import FastAPI
     from fastapi.testclient import TestClient

@@ -197,7 +197,7 @@ def build_crowds_router(
         )
         ids, left_out = cached(
             cells,
-            (crowd, cell, date, current, _freshness(current)),
+            (crowd, cell, date, current, _freshness(current), _definitions(segments_dir, tags_library)),
             lambda: _cell_ids(current, date, crowd, cell, segments_dir, tags_library),
         )
         page = ids[offset : offset + limit]
@@ -239,7 +239,7 @@ def build_crowds_router(
         crowd, date, current = crowd_and_date(segment, tag, persona, as_of)
         answer = cached(
             cache,
-            (crowd, date, min_cell, current, _freshness(current)),
+            (crowd, date, min_cell, current, _freshness(current), _definitions(segments_dir, tags_library)),
             lambda: _compute(current, date, crowd, min_cell, segments_dir, tags_library),
         )
         return CrowdPortrait(**answer)
@@ -311,6 +311,29 @@ def _sensitive_dimensions(sources: CrowdSources) -> list[str]:
     # and each column's own name, which a report cell may name its dimension by ("género = f")
     own = list(privacy.sensitive_columns)
     return features + own + [name for c in privacy.sensitive_columns for name in attribute_dimension_names(c)]
+
+
+def _definitions(segments_dir: Path | None, tags_library: Path | None) -> tuple:
+    """The saved segments' and the tag library's files as they are now (name, size and time):
+    part of every cache key, so an answer is never one of an earlier definition. A segment
+    edited to another condition answered from the cache with its old members: a drill-down
+    the sensitive-attribute check had just allowed for the new definition gave the ids of the
+    old one (a user's test)."""
+    from marketing.segments import SegmentStore
+    from marketing.tags import template_path
+
+    files = [tags_library or template_path()]
+    folder = SegmentStore(segments_dir).folder
+    if folder.is_dir():
+        files += sorted(folder.glob("*.toml"))
+    state = []
+    for path in files:
+        try:
+            stat = path.stat()
+            state.append((path.name, stat.st_size, stat.st_mtime_ns))
+        except OSError:
+            state.append((path.name, -1, -1))
+    return tuple(state)
 
 
 def _freshness(sources: CrowdSources) -> tuple[str, int]:
