@@ -15,6 +15,17 @@ def tracking_store_problem(exc: BaseException) -> tuple[str, int] | None:
     sqlite3's errors through), and the exit code: locked by another command (75: run again
     later), or damaged (2). None for anything else."""
     module = type(exc).__module__.split(".")[0]
+    schema = re.search(r"database schema \(found version (\w+), but expected (\w+)\)", str(exc))
+    if module == "mlflow" and schema is not None:  # a store another MLflow version wrote: a traceback was all
+        mlflow = sys.modules.get("mlflow")
+        store = mlflow.get_tracking_uri() if mlflow is not None else "(MLFLOW_TRACKING_URI)"
+        version = getattr(mlflow, "__version__", "?")
+        return (
+            f"the MLflow store {store} cannot be used: its schema is {schema.group(1)}, and this MLflow ({version}) "
+            f"reads {schema.group(2)}: a store written by a newer MLflow needs that MLflow here; an older store "
+            "is brought up to date by `mlflow db upgrade URI` (back it up first)",
+            2,
+        )
     wrapped = re.search(r"\(sqlite3\.\w+\) ([^\n\[]+)", str(exc)) if module == "mlflow" else None
     if module not in ("sqlalchemy", "sqlite3") and wrapped is None:  # MLflow wraps some of them
         return None

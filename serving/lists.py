@@ -64,10 +64,17 @@ def model_for_reasons(name: str, load: Callable[[], object]) -> tuple[object | N
     have (another store, deleted) or cannot give now leaves the list without reasons, and the
     answer's note says why, rather than refusing the list (an API answer's note names no path
     on the server: :func:`serving.routes.errors.without_server_paths`)."""
+    from portrait.store_errors import tracking_store_problem
+
     try:
         return load(), None
     except PortraitError as exc:  # not registered, no such alias, the registry down or its files unreadable
         return None, f"no reasons: the scores hold none, and {name} could not be loaded to compute them ({exc})"
+    except Exception as exc:  # a store this MLflow cannot use (another version's schema, locked): a 500 was all
+        problem = tracking_store_problem(exc)
+        if problem is None:
+            raise
+        return None, f"no reasons: the scores hold none, and {name} could not be loaded to compute them ({problem[0]})"
 
 
 def build_list(

@@ -1235,6 +1235,58 @@ def test_a_damaged_or_locked_model_store_is_one_line_not_a_traceback(tmp_path):
     assert tracking_store_problem(MlflowException("RESOURCE_DOES_NOT_EXIST: no such model")) is None
 
 
+def test_a_store_of_another_mlflow_version_is_one_line_a_503_and_a_list_without_reasons(tmp_path):
+    """A store written by a newer MLflow: MlflowClient() raised outside every check, a traceback
+    on the command line and a bare 500 on every list the API computes reasons for (a user's test)."""
+    import mlflow
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+    from mlflow.exceptions import MlflowException
+
+    from portrait.store_errors import tracking_store_problem
+    from serving.lists import model_for_reasons
+    from serving.routes.errors import ProductErrorRoute
+
+    newer = MlflowException(
+        "Detected out-of-date database schema (found version f4a9b2c7d1e6, but expected dc11669786a5). Take a "
+        "backup of your database, then run 'mlflow db upgrade <database_uri>' to migrate your database"
+    )
+    message, code = tracking_store_problem(newer)
+    assert code == 2 and message == (
+        f"the MLflow store {mlflow.get_tracking_uri()} cannot be used: its schema is f4a9b2c7d1e6, and this MLflow "
+        f"({mlflow.__version__}) reads dc11669786a5: a store written by a newer MLflow needs that MLflow here; an "
+        "older store is brought up to date by `mlflow db upgrade URI` (back it up first)"
+    )
+
+    def load():
+        raise newer
+
+    model, note = model_for_reasons("m", load)
+    assert (
+        model is None
+        and note == f"no reasons: the scores hold none, and m could not be loaded to compute them ({message})"
+    )
+    app = FastAPI()
+    from fastapi import APIRouter
+
+    router = APIRouter(route_class=ProductErrorRoute)
+
+    @router.get("/models")
+    def models():
+        raise newer
+
+    @router.get("/other")
+    def other():
+        raise ValueError("a bug of ours")
+
+    app.include_router(router)
+    client = TestClient(app, raise_server_exceptions=False)
+    answer = client.get("/models")
+    assert answer.status_code == 503 and answer.json()["detail"].startswith("the MLflow store ")
+    assert "schema is f4a9b2c7d1e6" in answer.json()["detail"]
+    assert client.get("/other").status_code == 500  # not the store's: not said as the operator's
+
+
 def test_an_ascii_only_output_gets_escapes_not_a_traceback():
     """LC_ALL=C with PYTHONUTF8=0: the tag library's dashes could not be written."""
     result = subprocess.run(

@@ -23,6 +23,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 
 from portrait.errors import PortraitError
+from portrait.store_errors import tracking_store_problem
 
 MAX_ERRORS = 50
 
@@ -135,6 +136,13 @@ class ProductErrorRoute(APIRoute):
                 return error_response(exc)
             except FileNotFoundError:
                 return gone_file_response()
+            except Exception as exc:  # an MLflow store this server cannot use: the operator's, as the CLI says
+                problem = tracking_store_problem(exc)
+                if problem is None:
+                    raise
+                message, code = problem
+                busy = {"Retry-After": "5"} if code != 2 else None  # locked by a writer: ask again
+                return JSONResponse(status_code=503, content={"detail": without_server_paths(message)}, headers=busy)
 
         return handle
 
