@@ -877,3 +877,27 @@ def test_a_registry_that_cannot_be_asked_keeps_the_version_served(world, monkeyp
     body = {"model": "m", "rows": [{"x": 1.0}]}
     assert [client.post("/score", json=body, headers=keys["analyst"]).json()["version"] for _ in range(3)] == ["3"] * 3
     assert loads == ["3"]
+
+
+def test_a_list_filtered_by_customer_id_does_not_tell_a_marketing_key_why_one_is_left_out(world, tmp_path):
+    """left_out by reason for customer_id = 'A' told whether A was suppressed or opted out, one
+    id at a time (a user's test); the analyst, and the audit log, still get the counts."""
+    settings, keys = world
+    (tmp_path / "data" / "suppressed.csv").write_text("customer_id\nA\n")
+    toml = tmp_path / "data" / "portrait.toml"
+    toml.write_text(toml.read_text() + 'suppression_file = "suppressed.csv"\n')
+    client = TestClient(build_app(settings))
+    withheld = (
+        "left_out is not given for a list filtered by customer_id: for a few named customers it would tell why "
+        "each may not be contacted"
+    )
+    for where in ("customer_id = 'A'", "customer_id in ('A', 'B')", "customer_id = 'B'"):
+        answer = client.get("/lists/m", params={"where": where}, headers=keys["marketing"])
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["left_out"] == {} and answer.json()["note"] == withheld, where
+    analyst = client.get("/lists/m", params={"where": "customer_id = 'A'"}, headers=keys["analyst"]).json()
+    assert analyst["left_out"] == {"suppressed": 1} and analyst["note"] is None
+    assert read_audit_log(settings.audit)[-4]["left_out"] == {"suppressed": 1}  # the marketing key's pull of A
+    # a filter naming no customer id: the counts, as before
+    other = client.get("/lists/m", params={"top": 5}, headers=keys["marketing"]).json()
+    assert other["left_out"] == {"suppressed": 1} and other["note"] is None

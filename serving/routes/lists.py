@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from models.task import MODEL_NAME_LENGTH
 from portrait.audit import record_export
 from portrait.errors import Conflict
-from serving.keys import Caller
+from serving.keys import Caller, Role
 from serving.lists import build_list, list_filter, model_for_reasons
 from serving.routes.access import Access, refuse_sensitive_terms
 from serving.routes.errors import ProductErrorRoute, error_answers, without_server_paths
@@ -141,6 +141,17 @@ def build_lists_router(state: ServeState, access: Access) -> APIRouter:
             via="api",
             left_out=left_out,
         )
+        note = rows.attrs.get("note")
+        if caller.role is not Role.ANALYST and "customer_id" in rows.attrs["filtered_by"]:
+            # Counted by reason for a few named ids, left_out tells why each may not be contacted
+            # (customer_id = '1': suppressed), one id at a time (a user's test): not given to this
+            # role, whatever the counts (the audit log records them).
+            left_out = {}
+            withheld = (
+                "left_out is not given for a list filtered by customer_id: for a few named customers it would "
+                "tell why each may not be contacted"
+            )
+            note = f"{note}; {withheld}" if note else withheld
         records = [{k: plain(v) for k, v in record.items()} for record in rows.to_dict("records")]
         total = rows.attrs["total"]
         return MarketingList(
@@ -154,7 +165,7 @@ def build_lists_router(state: ServeState, access: Access) -> APIRouter:
             next_offset=offset + len(records) if offset + len(records) < total else None,
             left_out=left_out,
             customers=[ListedCustomer(**record) for record in records],
-            note=without_server_paths(rows.attrs["note"]) if rows.attrs.get("note") else None,
+            note=without_server_paths(note) if note else None,
         )
 
     return router
