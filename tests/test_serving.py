@@ -699,6 +699,11 @@ def test_a_body_sent_as_text_is_not_echoed_whole_in_the_422(api):
     response = api.post("/score", content=body, headers={"Content-Type": "text/plain"})
     assert response.status_code == 422 and len(response.content) < 2_000
     assert any(e.get("input") == f"({len(body):,} characters, not shown)" for e in response.json()["detail"])
+    # an unknown key of a megabyte: part of the error's location, which was echoed whole
+    key = "x" * 1_000_000
+    response = api.post("/score", json={"model": "m", "rows": [{}], key: 1})
+    assert response.status_code == 422 and len(response.content) < 5_000, len(response.content)
+    assert any(e["loc"] == ["body", "x" * 200 + "..."] for e in response.json()["detail"]), response.json()
 
 
 def test_a_portrait_error_in_a_route_answers_422_with_its_message(api, score_rows, monkeypatch):

@@ -167,6 +167,10 @@ async def validation_error(request: Request, exc: Exception) -> JSONResponse:
     errors = []
     for error in exc.errors()[:MAX_ERRORS]:
         entry = {k: v for k, v in error.items() if k != "input"}
+        # an unknown key is part of the error's location: a key of megabytes was echoed whole
+        entry["loc"] = [_json_safe(part) for part in error.get("loc", ())]
+        if isinstance(entry.get("msg"), str):
+            entry["msg"] = _json_safe(entry["msg"])
         value = error.get("input")
         if isinstance(value, str | bytes) and len(value) > MAX_INPUT_ECHO:  # a body sent as text, echoed whole
             entry["input"] = f"({len(value):,} characters, not shown)"
