@@ -10,6 +10,18 @@ import sys
 from portrait.errors import TRY_AGAIN_LATER, Busy, first_line
 
 
+def shown_store() -> str:
+    """The current MLflow tracking URI as messages show it: without a user name, password or
+    token (``postgresql://mlflow:s3cret@db/...`` is shown ``postgresql://db/...``)."""
+    mlflow = sys.modules.get("mlflow")
+    return without_credentials(mlflow.get_tracking_uri()) if mlflow is not None else "(MLFLOW_TRACKING_URI)"
+
+
+def without_credentials(uri: str) -> str:
+    """``uri`` without the user and password of its authority part, when it has one."""
+    return re.sub(r"^([A-Za-z][\w+.-]*://)[^/@\s]*@", r"\1", uri)
+
+
 def tracking_store_problem(exc: BaseException) -> tuple[str, int] | None:
     """One line for an MLflow store's database that cannot be used (MLflow lets SQLAlchemy's and
     sqlite3's errors through), and the exit code: locked by another command (75: run again
@@ -18,7 +30,7 @@ def tracking_store_problem(exc: BaseException) -> tuple[str, int] | None:
     schema = re.search(r"database schema \(found version (\w+), but expected (\w+)\)", str(exc))
     if module == "mlflow" and schema is not None:  # a store another MLflow version wrote: a traceback was all
         mlflow = sys.modules.get("mlflow")
-        store = mlflow.get_tracking_uri() if mlflow is not None else "(MLFLOW_TRACKING_URI)"
+        store = shown_store()
         version = getattr(mlflow, "__version__", "?")
         return (
             f"the MLflow store {store} cannot be used: its schema is {schema.group(1)}, and this MLflow ({version}) "
@@ -33,8 +45,7 @@ def tracking_store_problem(exc: BaseException) -> tuple[str, int] | None:
         reason = wrapped.group(1).strip()
     else:
         reason = first_line(getattr(exc, "orig", None) or exc)
-    mlflow = sys.modules.get("mlflow")
-    store = mlflow.get_tracking_uri() if mlflow is not None else "(MLFLOW_TRACKING_URI)"
+    store = shown_store()
     code = 2
     if "locked" in reason:
         hint = "another command is writing to it, a training, a promotion or a refresh: run this again when it has finished"

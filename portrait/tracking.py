@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from portrait.errors import PortraitError, Unavailable, Unreachable, first_line
+from portrait.store_errors import without_credentials
 
 DEFAULT_STORE = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
@@ -210,7 +211,9 @@ def registry_unreachable(exc: Exception) -> Unavailable:
     such: not as a model that does not exist."""
     import mlflow
 
-    return Unavailable(f"cannot read the model registry at {mlflow.get_tracking_uri()}: {first_line(exc)}")
+    return Unavailable(
+        f"cannot read the model registry at {without_credentials(mlflow.get_tracking_uri())}: {first_line(exc)}"
+    )
 
 
 def load_version(name: str, version: str) -> tuple[object, dict]:

@@ -1282,8 +1282,10 @@ def test_a_store_of_another_mlflow_version_is_one_line_a_503_and_a_list_without_
     app.include_router(router)
     client = TestClient(app, raise_server_exceptions=False)
     answer = client.get("/models")
-    assert answer.status_code == 503 and answer.json()["detail"].startswith("the MLflow store ")
-    assert "schema is f4a9b2c7d1e6" in answer.json()["detail"]
+    assert answer.status_code == 503 and answer.json()["detail"].startswith(
+        "the MLflow store (MLFLOW_TRACKING_URI) cannot be used: its schema is f4a9b2c7d1e6"
+    )  # where the store is (a server's path, a database's password) is for the server's log, not a caller
+    assert mlflow.get_tracking_uri() not in answer.text
     assert client.get("/other").status_code == 500  # not the store's: not said as the operator's
 
 
@@ -1417,3 +1419,18 @@ def test_names_that_look_like_no_value_stay_values_where_they_can_be_names(tmp_p
         ("nil", "Food", "Nil"),
         (None, None, None),
     ]
+
+
+def test_api_messages_name_no_store_uri_and_no_credentials(monkeypatch):
+    import mlflow
+
+    from portrait.store_errors import shown_store
+    from serving.routes.errors import without_server_paths
+
+    monkeypatch.setattr(mlflow, "get_tracking_uri", lambda: "postgresql://mlflow:s3cret@db.internal:5432/mlflow")
+    said = without_server_paths(
+        "cannot read the model registry at postgresql://mlflow:s3cret@db.internal:5432/mlflow: refused; "
+        "see https://user:token@example.com/x"
+    )
+    assert said == "cannot read the model registry at (MLFLOW_TRACKING_URI): refused; see https://example.com/x"
+    assert shown_store() == "postgresql://db.internal:5432/mlflow"  # the command line's: where, not who

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import sys
 from typing import Any
 
 from fastapi import Request
@@ -23,7 +24,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 
 from portrait.errors import PortraitError
-from portrait.store_errors import tracking_store_problem
+from portrait.store_errors import tracking_store_problem, without_credentials
 
 MAX_ERRORS = 50
 
@@ -90,7 +91,21 @@ def without_server_paths(message: str) -> str:
     (:func:`last_part`): a caller needs the file or folder ("segments/", "retail.toml"), not
     where the server keeps it. The same errors name whole paths on the command line, where they
     help the person who ran it."""
-    return _ABSOLUTE_PATH.sub(lambda match: last_part(match.group(0)), message)
+    return _ABSOLUTE_PATH.sub(lambda match: last_part(match.group(0)), _without_store(message))
+
+
+def _without_store(message: str) -> str:
+    """``message`` without the MLflow store's URI (a server's path, or a database's host and
+    password: ``sqlite:////srv/...``, ``postgresql://user:secret@db/...``), nor the user and
+    password of any other URI: a caller is told the registry cannot be used, the server's log
+    and the command line say where."""
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None:
+        uri = mlflow.get_tracking_uri()
+        for shown in {uri, without_credentials(uri)}:
+            if shown:
+                message = message.replace(shown, "(MLFLOW_TRACKING_URI)")
+    return re.sub(r"\b([A-Za-z][\w+.-]*://)[^/@\s]*@", r"\1", message)
 
 
 def error_response(exc: PortraitError) -> JSONResponse:
