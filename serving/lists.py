@@ -286,7 +286,6 @@ def build_list(
         )
         note = f"{note}; {said}" if note else said
     result = result.reset_index(drop=True)
-    result.attrs["filtered_by"] = list(used)  # the filter's columns
     result.attrs["left_out"] = left_out
     result.attrs["matched"] = filtered
     result.attrs["total"] = total

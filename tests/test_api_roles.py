@@ -879,25 +879,34 @@ def test_a_registry_that_cannot_be_asked_keeps_the_version_served(world, monkeyp
     assert loads == ["3"]
 
 
-def test_a_list_filtered_by_customer_id_does_not_tell_a_marketing_key_why_one_is_left_out(world, tmp_path):
-    """left_out by reason for customer_id = 'A' told whether A was suppressed or opted out, one
-    id at a time (a user's test); the analyst, and the audit log, still get the counts."""
+def test_a_list_does_not_tell_a_marketing_key_why_a_few_were_left_out(world, tmp_path):
+    """left_out by reason for customer_id = 'A' (or any filter a few match: a score read off a
+    profile) told whether A was suppressed or opted out, one id at a time (a user's test): for
+    the marketing role, reasons of fewer than 10 are pooled; the analyst, and the audit log,
+    still get each."""
     settings, keys = world
     (tmp_path / "data" / "suppressed.csv").write_text("customer_id\nA\n")
     toml = tmp_path / "data" / "portrait.toml"
     toml.write_text(toml.read_text() + 'suppression_file = "suppressed.csv"\n')
     client = TestClient(build_app(settings))
-    withheld = (
-        "left_out is not given for a list filtered by customer_id: for a few named customers it would tell why "
-        "each may not be contacted"
-    )
-    for where in ("customer_id = 'A'", "customer_id in ('A', 'B')", "customer_id = 'B'"):
-        answer = client.get("/lists/m", params={"where": where}, headers=keys["marketing"])
+    pooled = "left_out pools the reasons fewer than 10 customers were left out for: a few could be told apart"
+    for params in ({"where": "customer_id = 'A'"}, {"where": "customer_id in ('A', 'B')"}, {"top": 5}):
+        answer = client.get("/lists/m", params=params, headers=keys["marketing"])
         assert answer.status_code == 200, answer.text
-        assert answer.json()["left_out"] == {} and answer.json()["note"] == withheld, where
+        assert answer.json()["left_out"] == {"other reasons": 1} and answer.json()["note"] == pooled, params
+    unaffected = client.get("/lists/m", params={"where": "customer_id = 'B'"}, headers=keys["marketing"]).json()
+    assert unaffected["left_out"] == {} and unaffected["note"] is None
     analyst = client.get("/lists/m", params={"where": "customer_id = 'A'"}, headers=keys["analyst"]).json()
     assert analyst["left_out"] == {"suppressed": 1} and analyst["note"] is None
-    assert read_audit_log(settings.audit)[-4]["left_out"] == {"suppressed": 1}  # the marketing key's pull of A
-    # a filter naming no customer id: the counts, as before
-    other = client.get("/lists/m", params={"top": 5}, headers=keys["marketing"]).json()
-    assert other["left_out"] == {"suppressed": 1} and other["note"] is None
+    assert read_audit_log(settings.audit)[-5]["left_out"] == {"suppressed": 1}  # the marketing key's pull of A
+
+
+def test_reasons_of_at_least_the_least_cell_are_given_to_every_role():
+    from serving.routes.lists import pooled_reasons
+
+    assert pooled_reasons({"opted_out": 12, "suppressed": 3, "deceased": 1}, 10) == (
+        {"opted_out": 12, "other reasons": 4},
+        True,
+    )
+    assert pooled_reasons({"opted_out": 10, "suppressed": 0}, 10) == ({"opted_out": 10}, False)
+    assert pooled_reasons({}, 10) == ({}, False)

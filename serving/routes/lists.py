@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from marketing.crowd_report import DEFAULT_MIN_CELL
 from models.task import MODEL_NAME_LENGTH
 from portrait.audit import record_export
 from portrait.errors import Conflict
@@ -57,6 +58,20 @@ class MarketingList(BaseModel):
     )
     customers: list[ListedCustomer] = Field(description="Best score first")
     note: str | None = Field(None, description="Why the reasons are missing, when they are")
+
+
+POOLED_REASONS = "other reasons"
+
+
+def pooled_reasons(left_out: dict[str, int], least: int) -> tuple[dict[str, int], bool]:
+    """``left_out`` with the reasons of fewer than ``least`` customers (none included) summed
+    under :data:`POOLED_REASONS`, and whether any was: a reason given for one or two customers
+    says why each of them may not be contacted."""
+    kept = {reason: count for reason, count in left_out.items() if count >= least}
+    pooled = sum(count for reason, count in left_out.items() if count < least)
+    if pooled:
+        kept[POOLED_REASONS] = pooled
+    return kept, bool(pooled)
 
 
 def build_lists_router(state: ServeState, access: Access) -> APIRouter:
@@ -142,16 +157,18 @@ def build_lists_router(state: ServeState, access: Access) -> APIRouter:
             left_out=left_out,
         )
         note = rows.attrs.get("note")
-        if caller.role is not Role.ANALYST and "customer_id" in rows.attrs["filtered_by"]:
-            # Counted by reason for a few named ids, left_out tells why each may not be contacted
-            # (customer_id = '1': suppressed), one id at a time (a user's test): not given to this
-            # role, whatever the counts (the audit log records them).
-            left_out = {}
-            withheld = (
-                "left_out is not given for a list filtered by customer_id: for a few named customers it would "
-                "tell why each may not be contacted"
-            )
-            note = f"{note}; {withheld}" if note else withheld
+        if caller.role is not Role.ANALYST:
+            # By reason, a count of a few tells why those customers may not be contacted, and the
+            # list's filter can name them (customer_id = '1', a score read off a profile): one id
+            # at a time (a user's test). Reasons under the least cell are pooled for this role;
+            # the audit log records them all.
+            left_out, pooled = pooled_reasons(left_out, DEFAULT_MIN_CELL)
+            if pooled:
+                said = (
+                    f"left_out pools the reasons fewer than {DEFAULT_MIN_CELL} customers were left out for: "
+                    "a few could be told apart"
+                )
+                note = f"{note}; {said}" if note else said
         records = [{k: plain(v) for k, v in record.items()} for record in rows.to_dict("records")]
         total = rows.attrs["total"]
         return MarketingList(
