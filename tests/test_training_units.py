@@ -170,6 +170,13 @@ def test_config_rejects_unknown_keys_and_bad_values():
         parse_experiment({**spend, "model": {"metric": "auc"}})
     assert parse_experiment({**spend, "model": {"metric": "l2"}}).model_params["metric"] == "l2"
     assert parse_experiment({**BASE, "model": {"metric": "auc"}}).model_params["metric"] == "auc"
+    # LightGBM's comma-separated metrics; the seed of the folds, read by every model type
+    assert parse_experiment({**BASE, "model": {"metric": "auc,binary_logloss"}}).model_params["metric"] == (
+        "auc,binary_logloss"
+    )
+    for model_type in ("rfm", "logistic", "bgnbd"):
+        seeded = parse_experiment({**BASE, "model": {"type": model_type, "random_state": 7, "n_jobs": 1}})
+        assert seeded.model_params["random_state"] == 7, model_type
     with pytest.raises(ConfigError, match="kind must be one of"):
         parse_experiment({**BASE, "label": {"kind": "churn", "horizon_days": 90}})
     with pytest.raises(ConfigError, match='horizon_days must be a whole number from 1 to 3,660, got "90"'):

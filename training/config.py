@@ -349,6 +349,8 @@ TASK_METRICS = {
 }
 # The model types that fit a LightGBM model (alone, among the candidates, or in the blend).
 LIGHTGBM_TYPES = ("select", "lightgbm", "blend")
+# [model] keys every type reads: the seed of the customer folds and splits, the threads.
+ANY_TYPE_KEYS = ("random_state", "n_jobs")
 
 
 def _check_task_params(where: str, params: dict, label: LabelSpec, model_type: str) -> None:
@@ -366,14 +368,18 @@ def _check_task_params(where: str, params: dict, label: LabelSpec, model_type: s
                 f"{objective} objective; remove it"
             )
         if "metric" in group:
-            given = value if isinstance(value, list) else [value]
+            # a list, or LightGBM's own comma-separated text ("auc,binary_logloss")
+            given = value if isinstance(value, list) else value.split(",") if isinstance(value, str) else [value]
+            given = [v.strip() if isinstance(v, str) else v for v in given]
             wrong = [v for v in given if not isinstance(v, str) or v not in TASK_METRICS[task]]
             if wrong or not given:
                 raise ConfigError(
                     f"{where} [model]: {key} (what early stopping reads) must be a {task} metric of LightGBM's, "
                     f"such as {as_toml(list(TASK_METRICS[task][:6]))}, got {as_toml(value)}"
                 )
-    if model_type not in LIGHTGBM_TYPES and params:
+    lightgbm_only = sorted(set(params) - set(ANY_TYPE_KEYS))
+    if model_type not in LIGHTGBM_TYPES and lightgbm_only:
+        params = dict.fromkeys(lightgbm_only)
         raise ConfigError(
             f"{where} [model]: {', '.join(sorted(params))} {'is a LightGBM value' if len(params) == 1 else 'are LightGBM values'}, "
             f"which type = {as_toml(model_type)} does not use: remove {'it' if len(params) == 1 else 'them'}, or use "
