@@ -289,11 +289,15 @@ def test_config_rejects_unknown_keys_and_bad_values():
         ("model", {"type": "rfm", "learning_rate": 0.1}, r'learning_rate is a LightGBM value, which type = "rfm" does'),
         ("model", {"type": "logistic", "num_leaves": 7, "n_estimators": 9}, "n_estimators, num_leaves are LightGBM"),
         # said once the data was read, without the file's name or key
-        ("cutoffs", {"rule": None, "dates": ["2017-06-01"]}, r'dates gives one cutoff; .*scheme = "customer_kfold"'),
+        (
+            "cutoffs",
+            {"rule": None, "dates": ["2017-06-01"]},
+            r'\[cutoffs\]: time-ordered validation needs at least two cutoffs.*scheme = "customer_kfold"',
+        ),
         (
             "cutoffs",
             {"rule": None, "dates": ["2017-05-01", "2017-06-01"]},
-            r'\[cutoffs\]: dates \["2017-05-01", "2017-06-01"\] let label windows overlap: with a 90-day horizon',
+            r"\[cutoffs\]: cutoffs \['2017-05-01', '2017-06-01'\] let label windows overlap: with a 90-day horizon",
         ),
     ],
 )

@@ -600,18 +600,12 @@ def parse_experiment(raw: dict, where: str = "experiment") -> ExperimentConfig:
             f"{kind} model predicts amounts, which are not calibrated: remove it"
         )
     if cutoffs.dates and validation.scheme == "time":  # said with the file's settings, before any data is read
-        if len(cutoffs.dates) < 2:
-            raise ConfigError(
-                f"{where} [cutoffs]: dates gives one cutoff; time-ordered validation needs training cutoffs, then the "
-                'holdout (the last date); for one cutoff, use [validation] scheme = "customer_kfold"'
-            )
-        *train, holdout = cutoffs.dates
-        if train[-1] + dt.timedelta(days=horizon) > holdout:
-            raise ConfigError(
-                f"{where} [cutoffs]: dates {as_toml([d.isoformat() for d in cutoffs.dates])} let label windows "
-                f"overlap: with a {horizon}-day horizon each training cutoff must be at least a horizon before the "
-                f"holdout cutoff (the last date, {holdout}); the latest training cutoff, {train[-1]}, is not"
-            )
+        from training.splits import explicit_split  # (splits reads this module's CutoffRule)
+
+        try:
+            explicit_split(cutoffs.dates, horizon, validation.scheme)
+        except PortraitError as exc:
+            raise ConfigError(f"{where} [cutoffs]: {exc}") from None
     if validation.scheme == "customer_kfold" and len(cutoffs.dates) > 1:  # said with the file's settings
         raise ConfigError(
             f'{where} [validation]: scheme = "customer_kfold" takes one cutoff (the holdout\'s), and [cutoffs] '

@@ -122,7 +122,10 @@ def explicit_split(dates: tuple[dt.date, ...], horizon_days: int, scheme: str) -
             raise PortraitError(f"validation scheme 'customer_kfold' takes exactly one cutoff, got {len(dates)}")
         return TimeSplit(train=(), validation=None, holdout=dates[0])
     if len(dates) < 2:
-        raise PortraitError("time-ordered validation needs at least two cutoffs: training cutoffs, then the holdout")
+        raise PortraitError(
+            "time-ordered validation needs at least two cutoffs: training cutoffs, then the holdout (the last date); "
+            'for one cutoff, use [validation] scheme = "customer_kfold"'
+        )
     *train, holdout = dates
     if train[-1] + dt.timedelta(days=horizon_days) > holdout:
         raise PortraitError(
