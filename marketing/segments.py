@@ -37,7 +37,7 @@ import pandas as pd
 from marketing.filters import Condition, FilterError, Schema, evaluate, parse_condition, withheld_as_personal
 from marketing.population import Population, persona_named
 from marketing.tags import Applied, Library, apply_tags, check_conditions, tag_columns, unheld_tags
-from portrait.errors import ConfigError, PortraitError, Unavailable
+from portrait.errors import ConfigError, PortraitError, Unavailable, first_line
 from portrait.files import atomic_write, atomic_write_text, exclusive_lock, parquet_attrs, read_parquet
 from portrait.outputs import SEGMENT_RECORD_LOCK, SEGMENT_RECORD_WAIT_SECONDS
 from portrait.privacy import refuse_personal_text
@@ -554,22 +554,35 @@ def record_refreshes(
     results: list[Evaluated],
     evaluated: dict[str, str],
     before_recording: Callable[[], None] | None = None,
+    errors: dict[str, str] | None = None,
 ) -> tuple[list[Evaluated], list[dict], list[str]]:
     """Record each of ``results`` (:func:`record_refresh`) under the folder's recording lock,
     but for those whose definition was replaced or deleted since it was evaluated
     (``evaluated``: each name's :meth:`Segment.definition` then): a replacement cleared the
     history, which the previous definition's members must not start again. ``before_recording``
     runs first under the lock (and may raise to record nothing). Returns the recorded results,
-    their history rows, and the names not recorded for that. ``portrait segment refresh`` and
-    the nightly refresh record alike."""
+    their history rows, and the names not recorded for that. With ``errors``, a segment whose
+    files cannot be read or written (a history edited by hand) is left out with its message put
+    there, and the others are recorded; without, its error is raised. ``portrait segment
+    refresh`` and the nightly refresh record alike."""
     with store.recording():
         if before_recording is not None:
             before_recording()
         replaced = [
             r.name for r in results if not store.exists(r.name) or store.load(r.name).definition() != evaluated[r.name]
         ]
-        recorded = [r for r in results if r.name not in replaced]
-        rows = [record_refresh(store, result) for result in recorded]
+        recorded, rows = [], []
+        for result in results:
+            if result.name in replaced:
+                continue
+            try:
+                rows.append(record_refresh(store, result))
+            except Exception as exc:
+                if errors is None:
+                    raise
+                errors[result.name] = first_line(exc)
+                continue
+            recorded.append(result)
     return recorded, rows, replaced
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import logging
 import os
 import re
 import shutil
@@ -50,6 +51,8 @@ from portrait.resources import cpu_seconds, peak_rss_bytes, reset_peak_rss
 from portrait.store_errors import is_busy
 from portrait.toml_text import as_toml
 from serving.settings import DEFAULT_MODELS
+
+log = logging.getLogger(__name__)
 
 DEFAULT_KEEP = 7
 STEPS = ("validate", "features", "score", "rfm", "tags", "segments", "crowds", "profiles", "lists")
@@ -480,9 +483,6 @@ def _locked_refresh(config, retrain_if_drift, retrainer, on_step, progress) -> R
                 f"refresh as of {as_of}: the data set changed while the run read it ({changed}): its steps would "
                 "mix two versions of the data, so nothing was published; run again once the files are complete"
             )
-        history = job.record_segment_history()
-        if history is not None:
-            manifest["segment_history"] = history
     except BaseException as exc:
         job.close()
         manifest["outcome"] = "failed"
@@ -553,6 +553,15 @@ def _locked_refresh(config, retrain_if_drift, retrainer, on_step, progress) -> R
     _PUBLISHING.clear()  # published: a stop from here ends the command (pruning is redone next time)
     if _DEFERRED_INTERRUPT.is_set():  # a Ctrl-C that waited for the publishing
         raise KeyboardInterrupt
+    # Only a published run's segments go into the folder's history (a run that failed to publish
+    # left rows for a night readers never saw); the run's manifest then says what was recorded.
+    history = job.record_segment_history()
+    if history is not None:
+        manifest["segment_history"] = history
+        try:
+            atomic_write_text(json.dumps(manifest, indent=2, default=str), final / MANIFEST)
+        except OSError as exc:  # the run is whole; only this addition to its record is missing
+            log.warning("refresh: the manifest of %s could not be updated with the segment history: %s", final, exc)
     shutil.rmtree(runs / f"{as_of}.failed", ignore_errors=True)
     pruned = prune(root, config.keep, also_keep=as_of)
     return RefreshResult(final, manifest, pruned, current_run(root) or final)
@@ -946,14 +955,16 @@ class _Job:
             if changed := self.data_changed():
                 raise PortraitError(f"the data set changed since it was read ({changed}): a forget, or a new export")
 
+        errors: dict[str, str] = {}
         try:
-            recorded, _, replaced = record_refreshes(store, results, definitions, data_unchanged)
-        except (PortraitError, OSError) as exc:
+            recorded, _, replaced = record_refreshes(store, results, definitions, data_unchanged, errors)
+        except Exception as exc:  # the lock held, the data changed: none recorded; the run stays published
             reason = _message(exc)
             said["not_recorded"] = {result.name: reason for result in results}
             return said
         said["recorded"] = [result.name for result in recorded]
         said["not_recorded"] = {name: "its definition was replaced or deleted during the run" for name in replaced}
+        said["not_recorded"] |= errors  # its own files unreadable (a history edited by hand): the others are
         return said
 
     def crowds(self, record: StepRecord) -> None:

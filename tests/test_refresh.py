@@ -293,6 +293,10 @@ def test_a_full_disk_when_publishing_says_so_and_leaves_nothing_behind(first_run
         refresh(load_config(settings, as_of="2025-01-09"))
     assert (root / LATEST).read_text() == pointer
     assert not [p.name for p in (root / "runs").iterdir() if p.name.startswith(".2025-01-09")]
+    # nor is the run that was never published in the segments folder's history (it was: recorded
+    # before publishing, a night readers never saw)
+    history = SegmentStore(load_config(settings).segments).history("frequent")
+    assert "2025-01-09" not in history["as_of"].astype(str).tolist() and len(history)
 
 
 def _portrait(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -316,6 +320,7 @@ def test_segments_that_cannot_be_evaluated_are_left_out_of_a_published_run_and_t
     store.save(Segment("gone_tag", tags=["no such tag"]))
     store.save(Segment("typo", where="orders_lifetme >= 2"))
     (tmp_path / "segments" / "handmade.toml").write_text('name = "edited by hand"\n')
+    store.history_path("likely").write_bytes(b"\xff\xfe garbage, not a history")  # a file damaged by hand
     broken.write_text(broken.read_text() + f'\n[[lists]]\nname = "of_broken"\nmodel = "{MODEL}"\nsegment = "broken"\n')
     done = _portrait("refresh", str(broken), "--as-of", "2025-01-15", cwd=tmp_path)
     assert done.returncode == 2, done.stderr
@@ -328,7 +333,10 @@ def test_segments_that_cannot_be_evaluated_are_left_out_of_a_published_run_and_t
     assert "step lists: list 'of_broken': segment 'broken' was not refreshed in this run" in done.stderr
     assert "PARTIAL" in done.stdout and "not done:" in done.stdout  # the step lines say it too
     said = " ".join(done.stdout.split())
-    assert f"segment history: 2 recorded in {(tmp_path / 'segments').resolve()}" in said  # the refreshed two
+    # of the two refreshed, the one whose history file is damaged is said, the other recorded
+    assert f"segment history: 1 recorded in {(tmp_path / 'segments').resolve()}" in said
+    assert "warning: segment 'likely' not recorded in the folder's history: 'utf-8' codec can't decode" in said
+    assert store.history("frequent")["as_of"].tolist() == ["2025-01-15"]
     # the log's progress lines name each step once (a feature build's messages carry "features:")
     assert "s] features: orders" in done.stderr and "features: features:" not in done.stderr
     root = tmp_path / "out"
@@ -336,6 +344,8 @@ def test_segments_that_cannot_be_evaluated_are_left_out_of_a_published_run_and_t
     assert (root / LATEST).read_text() == "runs/2025-01-15\n"
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["outcome"] == "partial" and "4 of 6 segments" in manifest["error"]
+    assert manifest["segment_history"]["recorded"] == ["frequent"]  # written to the published run's manifest
+    assert list(manifest["segment_history"]["not_recorded"]) == ["likely"]
     assert sorted(p.name for p in (run / "segments").glob("*.parquet")) == ["frequent.parquet", "likely.parquet"]
     assert set(json.loads((run / "segments" / "summary.json").read_text())["not_refreshed"]) == {
         "broken",
@@ -823,6 +833,9 @@ def test_a_stop_signal_or_data_changing_during_the_run_ends_it_recorded_and_unpu
     ):
         refresh(load_config(settings), on_step=reexport_during_scoring)
     assert not (root / LATEST).exists() and run_dates(root) == []
+    # none of these runs was published: none is in the segments folder's history (recorded only
+    # once a run is published, whose segments evaluated the whole data set)
+    assert SegmentStore(tmp_path / "segments").history("frequent").empty
 
 
 @pytest.mark.parametrize("pointer", ["runs/2024-12-01\n", ""])
