@@ -110,6 +110,8 @@ def _first_line_longer(path: str, limit: int) -> int | None:
     """The number of the first line of ``path`` longer than ``limit`` bytes (its end of line
     counted, as DuckDB counts), None when it cannot be read or is not found in the first
     :data:`LONG_LINE_SCAN_BYTES`. Lines are counted in chunks, never held whole."""
+    if path.lower().endswith((".gz", ".zst", ".bz2", ".xz")):  # compressed: its bytes are not its lines
+        return None
     try:
         with open(path, "rb") as handle:
             number, length, scanned = 1, 0, 0

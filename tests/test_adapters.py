@@ -48,9 +48,10 @@ def test_cdnow_saved_with_a_byte_order_mark_or_compressed_imports_the_same(tmp_p
     assert import_cdnow(raw, tmp_path / "cdnow") == {"purchases": 4}
     ids = pd.read_parquet(tmp_path / "cdnow" / "purchases.parquet")["customer_id"]
     assert sorted(ids.unique()) == ["00001", "00002", "00003"]
-    raw.write_bytes(b"\x1f\x8b" + b"not really gzip")
-    with pytest.raises(ContractError, match=r"is a gzip file that cannot be decompressed .*nothing imported"):
-        import_cdnow(raw, tmp_path / "other")
+    for damaged in (b"\x1f\x8b" + b"not really gzip", gzip.compress(written)[:10] + b"\xff" * 40):
+        raw.write_bytes(damaged)  # a header that is not gzip's; gzip's header with damaged data (zlib's error)
+        with pytest.raises(ContractError, match=r"is a gzip file that cannot be decompressed .*nothing imported"):
+            import_cdnow(raw, tmp_path / "other")
 
 
 def test_cdnow_sample_format_without_header(tmp_path):

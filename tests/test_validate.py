@@ -809,6 +809,12 @@ def test_a_field_of_megabytes_is_read_and_duckdbs_line_size_error_is_said_in_one
     # the line named by its number in the file (DuckDB's "Line:" counts within its buffer)
     assert reason.startswith(f"line 3 of {tmp_path / 'd' / 'purchases.csv'} holds 3,145,7")
     assert "more than the 1,048,576 a CSV line may hold" in reason and "xxx" not in reason
+    from portrait.errors import _first_line_longer
+
+    compressed = tmp_path / "d" / "purchases.csv.gz"  # its bytes are not its lines: not scanned (up to 2 GB)
+    compressed.write_bytes(b"x" * 100)
+    assert _first_line_longer(str(compressed), 10) is None
+    assert _first_line_longer(str(tmp_path / "d" / "purchases.csv"), 1 << 20) == 3
 
 
 def test_ids_that_differ_only_by_leading_zeros_are_said(tmp_path):

@@ -21,6 +21,7 @@ decompressed, and a UTF-8 byte-order mark before the first line is not part of i
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 
 import pandas as pd
@@ -43,7 +44,7 @@ def read_cdnow(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     if data.startswith(b"\x1f\x8b"):  # gzip's magic: the file as downloaded, compressed
         try:
             data = gzip.decompress(data)
-        except (OSError, EOFError) as exc:
+        except (OSError, EOFError, zlib.error) as exc:
             raise ContractError(
                 f"{path} is a gzip file that cannot be decompressed ({exc}): nothing imported"
             ) from None
