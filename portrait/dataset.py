@@ -1116,13 +1116,13 @@ def _refuse_broken_links(paths, table_name: str) -> None:
 def _find_files(folder: Path, table_name: str, configured: str | None) -> tuple[Path, ...]:
     if configured:
         found = sorted(folder.glob(configured))
-        _refuse_broken_links(found, table_name)
         # a glob over a folder of parts reads what a folder does: not a failed job's _temporary/;
         # the folders the pattern names as written (a "_landing/" of the user's) are theirs to name
         literal = folder.joinpath(*_until_wildcard(Path(configured).parts))
         matches = [
             p for p in found if not _not_a_part(p.relative_to(literal) if literal in p.parents else Path(p.name))
         ]
+        _refuse_broken_links(matches, table_name)  # not hidden ones (an editor's lock file is a link to nothing)
         if not matches:
             raise ContractError(
                 f"{CONFIG_FILE} names file {configured!r} but nothing matches it in {folder}"
@@ -1158,13 +1158,9 @@ def _find_files(folder: Path, table_name: str, configured: str | None) -> tuple[
     parts = ()
     if part_folder.is_dir():
         _refuse_table_format(part_folder, table_name)
+        # any link to nothing that is not hidden: a part file, or a key=value folder of parts
         _refuse_broken_links(
-            (
-                p
-                for p in part_folder.rglob("*")
-                if p.name.endswith(contract.TABLE_SUFFIXES) and not _not_a_part(p.relative_to(part_folder))
-            ),
-            table_name,
+            (p for p in part_folder.rglob("*") if not _not_a_part(p.relative_to(part_folder))), table_name
         )
         candidates = sorted(
             p for p in part_folder.rglob("*") if p.is_file() and p.name.endswith(contract.TABLE_SUFFIXES)

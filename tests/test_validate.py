@@ -568,12 +568,28 @@ def test_a_link_to_nothing_is_an_error_not_a_table_without_rows(tmp_path):
     with pytest.raises(ContractError, match=r"part-1.csv is a link to .*, which does not exist.*fix the link"):
         open_dataset(folder)
     (folder / "events" / "part-1.csv").unlink()
+    (folder / "events" / "year=2024").symlink_to(tmp_path / "share" / "year=2024")  # a key=value folder of parts
+    with pytest.raises(ContractError, match=r"year=2024 is a link to .*, which does not exist"):
+        open_dataset(folder)
+    (folder / "events" / "year=2024").unlink()
+    (folder / "events" / ".#part-9.csv").symlink_to("user@host.123")  # an editor's lock file: hidden, not a part
     assert open_dataset(folder).has("events")  # the good part alone reads
     shutil.rmtree(folder / "events")
     (folder / "events").symlink_to(tmp_path / "share" / "events")  # the part folder itself
     with pytest.raises(ContractError, match=r"/events is a link to .*, which does not exist"):
         open_dataset(folder)
     (folder / "events").unlink()
+    # named by a pattern in portrait.toml: its hidden matches are not parts, a visible one is
+    (folder / "exports").mkdir()
+    events.to_csv(folder / "exports" / "events-1.csv", index=False)
+    (folder / "exports" / ".#events-2.csv").symlink_to("user@host.123")
+    (folder / "portrait.toml").write_text('[tables.events]\nfile = "exports/*.csv"\n')
+    assert open_dataset(folder).has("events")
+    (folder / "exports" / "events-3.csv").symlink_to(tmp_path / "share" / "events-3.csv")
+    with pytest.raises(ContractError, match=r"events-3.csv is a link to .*, which does not exist"):
+        open_dataset(folder)
+    (folder / "portrait.toml").unlink()
+    shutil.rmtree(folder / "exports")
     (folder / "purchases.csv").rename(tmp_path / "purchases.csv")
     (folder / "purchases.csv").symlink_to(tmp_path / "moved" / "purchases.csv")  # was "not found"
     with pytest.raises(ContractError, match=r"purchases.csv is a link to .*moved/purchases.csv, which does not"):
