@@ -99,6 +99,18 @@ def atomic_target(
     _sync_folder(path.parent)
 
 
+def file_stamp(path: str | Path) -> str:
+    """What changes whenever ``path``'s content may have: its size, modification and change
+    times and its identity (an edit keeping size and modification time, by cp -p, rsync -t or a
+    coarse clock, changes the change time or the file, which no program sets back); "missing"
+    when it cannot be read."""
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        return "missing"
+    return f"{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ctime_ns}:{stat.st_ino}"
+
+
 def check_suffix(path: str | Path, allowed: tuple[str, ...], option: str = "--out") -> None:
     """Refuse an output path whose suffix is not one the command writes (``x.xlsx`` would get
     CSV bytes, ``x.parquet`` CSV text): before any work is done."""

@@ -72,6 +72,7 @@ import pandas as pd
 
 from portrait.contract import placeholder_expr
 from portrait.errors import ConfigError, ContractError, PortraitError, Unavailable
+from portrait.files import file_stamp
 from portrait.sql import quote_ident, quote_literal, zone_aware
 
 if TYPE_CHECKING:
@@ -1096,13 +1097,7 @@ def consent_version(dataset: Dataset) -> str:
     settings = dataset.privacy
     parts = [dataset.fingerprint(), repr((settings.pii_columns, settings.consent_column, settings.suppression_file))]
     if settings.suppression_file is not None:
-        try:
-            stat = settings.suppression_file.stat()
-            # the change time and the file's identity too: an edit keeping size and modification
-            # time (cp -p, rsync -t, a coarse clock) changes them, and no program sets them back
-            parts.append(f"{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ctime_ns}:{stat.st_ino}")
-        except OSError:
-            parts.append("missing")
+        parts.append(file_stamp(settings.suppression_file))
     return "|".join(parts)
 
 

@@ -197,7 +197,14 @@ def build_crowds_router(
         )
         ids, left_out = cached(
             cells,
-            (crowd, cell, date, current, _freshness(current), _definitions(segments_dir, tags_library)),
+            (
+                crowd,
+                cell,
+                date,
+                current,
+                _freshness(current),
+                _definitions(segments_dir, tags_library, current.scores_dir),
+            ),
             lambda: _cell_ids(current, date, crowd, cell, segments_dir, tags_library),
         )
         page = ids[offset : offset + limit]
@@ -239,7 +246,14 @@ def build_crowds_router(
         crowd, date, current = crowd_and_date(segment, tag, persona, as_of)
         answer = cached(
             cache,
-            (crowd, date, min_cell, current, _freshness(current), _definitions(segments_dir, tags_library)),
+            (
+                crowd,
+                date,
+                min_cell,
+                current,
+                _freshness(current),
+                _definitions(segments_dir, tags_library, current.scores_dir),
+            ),
             lambda: _compute(current, date, crowd, min_cell, segments_dir, tags_library),
         )
         return CrowdPortrait(**answer)
@@ -313,27 +327,24 @@ def _sensitive_dimensions(sources: CrowdSources) -> list[str]:
     return features + own + [name for c in privacy.sensitive_columns for name in attribute_dimension_names(c)]
 
 
-def _definitions(segments_dir: Path | None, tags_library: Path | None) -> tuple:
-    """The saved segments' and the tag library's files as they are now (name, size and time):
-    part of every cache key, so an answer is never one of an earlier definition. A segment
-    edited to another condition answered from the cache with its old members: a drill-down
-    the sensitive-attribute check had just allowed for the new definition gave the ids of the
-    old one (a user's test)."""
+def _definitions(segments_dir: Path | None, tags_library: Path | None, scores_dir: Path | None) -> tuple:
+    """The saved segments', the tag library's and the stored scores' files as they are now
+    (:func:`portrait.files.file_stamp`): part of every cache key, so an answer is never one of
+    an earlier definition or scoring. A segment edited to another condition answered from the
+    cache with its old members: a drill-down the sensitive-attribute check had just allowed for
+    the new definition gave the ids of the old one (a user's test); a date scored again (a new
+    personas model) answered with the personas before."""
     from marketing.segments import SegmentStore
     from marketing.tags import template_path
+    from portrait.files import file_stamp
 
     files = [tags_library or template_path()]
     folder = SegmentStore(segments_dir).folder
     if folder.is_dir():
         files += sorted(folder.glob("*.toml"))
-    state = []
-    for path in files:
-        try:
-            stat = path.stat()
-            state.append((path.name, stat.st_size, stat.st_mtime_ns))
-        except OSError:
-            state.append((path.name, -1, -1))
-    return tuple(state)
+    if scores_dir is not None and scores_dir.is_dir():
+        files += sorted(scores_dir.glob("scores_*.parquet"))
+    return tuple((path.name, file_stamp(path)) for path in files)
 
 
 def _freshness(sources: CrowdSources) -> tuple[str, int]:
