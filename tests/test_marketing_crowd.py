@@ -854,6 +854,8 @@ def test_a_persona_given_by_its_id_is_reported_by_its_name(tmp_path, data_folder
     answer = client.get("/crowds/report", params={"persona": "3", "min_cell": 1})
     assert answer.status_code == 200, answer.text
     assert answer.json()["crowd"] == "persona 'Mainstream'" and answer.json()["customers"] == 3
+    cell = client.get("/crowds/customers", params={"persona": "3", "cell": "favourite_payment = card"})
+    assert cell.status_code == 200 and cell.json()["crowd"] == "persona 'Mainstream'", cell.text  # the drill-down too
     # the date scored again (a new personas model): answered from the new scores, not the kept answer
     scores.assign(persona_id=3.0, persona_name="Mainstream").to_parquet(
         tmp_path / "scores" / "scores_2024-02-01.parquet"

@@ -195,7 +195,7 @@ def build_crowds_router(
             sensitive,
             "drill into a crowd computed from",
         )
-        ids, left_out = cached(
+        ids, left_out, described = cached(
             cells,
             (
                 crowd,
@@ -213,13 +213,13 @@ def build_crowds_router(
                 audit_log,
                 caller.name,
                 "GET /crowds/customers",
-                {"crowd": crowd.describe(), "cell": cell, "as_of": date, "offset": offset, "limit": limit},
+                {"crowd": described, "cell": cell, "as_of": date, "offset": offset, "limit": limit},
                 len(page),
                 via="api",
                 left_out=left_out,
             )
         return CellCustomers(
-            crowd=crowd.describe(),
+            crowd=described,
             cell=cell,
             as_of=date,
             total=len(ids),
@@ -432,14 +432,17 @@ def _compute(sources: CrowdSources, as_of, crowd, min_cell, segments_dir, tags_l
 
 def _cell_ids(
     sources: CrowdSources, as_of, crowd, cell, segments_dir, tags_library
-) -> tuple[list[str], dict[str, int]]:
-    """The ids of the crowd's customers in ``cell``, less those the consent rules leave out."""
+) -> tuple[list[str], dict[str, int], str]:
+    """The ids of the crowd's customers in ``cell``, less those the consent rules leave out,
+    how many were, and the crowd as the answer and the audit log name it (a persona given by its
+    id, by its name, as the report names it)."""
     import pandas as pd
 
     from marketing.crowd import cell_mask
 
     with _crowd_data(sources, as_of, segments_dir, tags_library) as crowds:
+        crowd = crowds.named(crowd)
         mask = crowds.mask(crowd) & cell_mask(crowds, cell)
         frame = pd.DataFrame({"customer_id": crowds.ids[mask].to_numpy()})
         kept, left_out = crowds.apply_consent(frame)
-    return kept["customer_id"].astype("str").tolist(), dict(left_out)
+    return kept["customer_id"].astype("str").tolist(), dict(left_out), crowd.describe()
