@@ -912,27 +912,33 @@ def test_quadrant_finds_the_engaged_customer_who_does_not_buy(tmp_path):
             quadrant(data, data.mask(Crowd("all")), window=60)
 
 
+def _crowd_api(tmp_path, data_folder, segment, least_cell: int):
+    """The crowd routes alone over ``data_folder`` with ``segment`` saved: (its store, a client)."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from serving.crowd_routes import build_crowd_router
+
+    store = SegmentStore(tmp_path / "segments")
+    store.save(segment)
+    app = FastAPI()
+    app.include_router(
+        build_crowd_router(
+            data_folder, AS_OF, scores_dir=None, segments_dir=store.folder, tags_library=None, least_cell=least_cell
+        )
+    )
+    return store, TestClient(app)
+
+
 def test_a_segment_edited_since_a_report_is_answered_by_its_new_definition(tmp_path, data_folder):
     """The reports and drill-downs were kept by crowd and date: a segment edited to another
     condition was answered with its old members, a drill-down the sensitive-attribute check had
     just allowed for the new definition giving the ids of the old one (a user's test)."""
     import os
 
-    from fastapi import FastAPI
-    from fastapi.testclient import TestClient
-
     from marketing.segments import Segment
-    from serving.crowd_routes import build_crowd_router
 
-    store = SegmentStore(tmp_path / "segments")
-    store.save(Segment("chosen", where="orders_lifetime >= 2"))
-    app = FastAPI()
-    app.include_router(
-        build_crowd_router(
-            data_folder, AS_OF, scores_dir=None, segments_dir=store.folder, tags_library=None, least_cell=1
-        )
-    )
-    client = TestClient(app)
+    store, client = _crowd_api(tmp_path, data_folder, Segment("chosen", where="orders_lifetime >= 2"), least_cell=1)
 
     def report():
         answer = client.get("/crowds/report", params={"segment": "chosen", "min_cell": 1})
@@ -962,15 +968,7 @@ def test_crowd_report_route_answers_suppressed_json_and_404_for_unknown_crowds(t
     from marketing.segments import Segment
     from serving.crowd_routes import build_crowd_router
 
-    store = SegmentStore(tmp_path / "segments")
-    store.save(Segment("repeaters", where="orders_lifetime >= 2"))
-    app = FastAPI()
-    app.include_router(
-        build_crowd_router(
-            data_folder, AS_OF, scores_dir=None, segments_dir=store.folder, tags_library=None, least_cell=2
-        )
-    )
-    client = TestClient(app)
+    store, client = _crowd_api(tmp_path, data_folder, Segment("repeaters", where="orders_lifetime >= 2"), least_cell=2)
     answer = client.get("/crowds/report", params={"segment": "repeaters", "min_cell": 2})
     assert answer.status_code == 200, answer.text
     body = answer.json()
