@@ -704,6 +704,11 @@ def test_a_body_sent_as_text_is_not_echoed_whole_in_the_422(api):
     response = api.post("/score", json={"model": "m", "rows": [{}], key: 1})
     assert response.status_code == 422 and len(response.content) < 5_000, len(response.content)
     assert any(e["loc"] == ["body", "x" * 200 + "..."] for e in response.json()["detail"]), response.json()
+    # a body nested thousands deep, which Python's JSON reader gives up on: FastAPI's bare 400
+    deep = '{"model": "m", "rows": [{"x": ' + "[" * 5000 + "]" * 5000 + "}]}"
+    response = api.post("/score", content=deep, headers={"Content-Type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert response.json() == {"detail": "the request's body could not be read: its JSON is nested too deeply"}
 
 
 def test_a_portrait_error_in_a_route_answers_422_with_its_message(api, score_rows, monkeypatch):

@@ -22,6 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException
 
 from portrait.errors import PortraitError
 from portrait.store_errors import tracking_store_problem, without_credentials
@@ -137,6 +138,9 @@ async def gone_file(request: Request, exc: Exception) -> JSONResponse:
     return gone_file_response()
 
 
+_UNPARSED_BODY = "There was an error parsing the body"  # FastAPI's own words
+
+
 class ProductErrorRoute(APIRoute):
     """An APIRoute whose product errors (from the endpoint or its dependencies) are answered
     by :func:`error_response`."""
@@ -151,6 +155,16 @@ class ProductErrorRoute(APIRoute):
                 return error_response(exc)
             except FileNotFoundError:
                 return gone_file_response()
+            except HTTPException as exc:
+                # FastAPI's 400 for a body its JSON reader gave up on (nested thousands deep): a
+                # request that cannot be served as asked, a 422 as every other one
+                if exc.status_code != 400 or exc.detail != _UNPARSED_BODY:
+                    raise
+                deep = isinstance(exc.__cause__, RecursionError)
+                said = "its JSON is nested too deeply" if deep else "it is not JSON this route reads"
+                return JSONResponse(
+                    status_code=422, content={"detail": f"the request's body could not be read: {said}"}
+                )
             except Exception as exc:  # an MLflow store this server cannot use: the operator's, as the CLI says
                 problem = tracking_store_problem(exc)
                 if problem is None:
