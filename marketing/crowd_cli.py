@@ -314,7 +314,7 @@ def register_crowd(app: typer.Typer, out, console) -> None:
         store: StoreOption = None,
     ) -> None:
         """The crowd recomputed as of each date: size, share, revenue, mean spend, entered and left."""
-        from marketing.crowd_trend import crowd_trend, trend_dates, trend_paths, write_trend
+        from marketing.crowd_trend import crowd_named, crowd_trend, trend_dates, trend_paths, write_trend
 
         check_targets(trend_paths(out_dir).values())  # before any work
         from marketing.segments import SegmentStore
@@ -338,7 +338,7 @@ def register_crowd(app: typer.Typer, out, console) -> None:
                 every=every,
             )
         paths = write_trend(table, crowd, min_cell, out_dir)
-        out.print(f"{crowd.describe()}: {len(dates)} points from {dates[0]} to {dates[-1]}")
+        out.print(f"{crowd_named(table, crowd)}: {len(dates)} points from {dates[0]} to {dates[-1]}")
         out.print(f"wrote {paths['csv']}, {paths['png']}, {paths['html']} in {time.perf_counter() - started:.1f} s")
 
     @app.command("quadrant")

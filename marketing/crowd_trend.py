@@ -123,7 +123,21 @@ def crowd_trend(
             previous = rows[-1].pop("_members")
     finally:
         con.close()
-    return pd.DataFrame(rows)
+    names = {row.pop("_crowd") for row in rows}
+    table = pd.DataFrame(rows)
+    # a persona given by its id is headed by its name when every point's scores give it one
+    # (a personas model refitted between points may give the id to another persona)
+    if len(names) == 1 and (name := names.pop()) != crowd.describe():
+        table.attrs[CROWD_NAME] = name
+    return table
+
+
+CROWD_NAME = "crowd"  # a trend table's attribute: the crowd's name where it is not crowd.describe()
+
+
+def crowd_named(table: pd.DataFrame, crowd: Crowd) -> str:
+    """How the files and the command name the crowd of a trend ``table`` of ``crowd``."""
+    return table.attrs.get(CROWD_NAME) or crowd.describe()
 
 
 def _read_purchases_once(con, last: dt.date) -> None:
@@ -164,6 +178,7 @@ def _point(
             columns += sorted(set(condition.columns) - set(columns))
         data = CrowdData(population, library, segments=segments, manual_store=manual_store, columns=columns)
         mask = data.mask(crowd)
+        named = data.named(crowd).describe()
         members = pd.Index(data.ids[mask])
         revenue = _revenue(population, members, period_start)
         base = len(mask)
@@ -182,6 +197,7 @@ def _point(
         "entered": entered,
         "left": left,
         "_members": members,
+        "_crowd": named,
     }
 
 
@@ -226,12 +242,13 @@ def write_trend(table: pd.DataFrame, crowd: Crowd, min_cell: int, out_dir: Path)
     check_targets(paths.values())
     shown = suppressed_trend(table, min_cell)
     atomic_write(shown, paths["csv"], csv=True)
-    chart = _chart(table, shown, crowd, min_cell)
+    name = crowd_named(table, crowd)
+    chart = _chart(table, shown, name, min_cell)
     import base64
 
     with atomic_target(paths["png"]) as tmp:  # the one atomic writer, as every output
         tmp.write_bytes(base64.b64decode(chart))
-    title = f"Trend: {crowd.describe()}"
+    title = f"Trend: {name}"
     body = (
         f"<h1>{escape(title)}</h1><p class='note'>Each point recomputed as of its date from data before it. Revenue: "
         f"net spend of the point's members since the previous point. Counts under {min_cell} shown as &lt;{min_cell}.</p>"
@@ -241,7 +258,7 @@ def write_trend(table: pd.DataFrame, crowd: Crowd, min_cell: int, out_dir: Path)
     return paths
 
 
-def _chart(table: pd.DataFrame, shown: pd.DataFrame, crowd: Crowd, min_cell: int) -> str:
+def _chart(table: pd.DataFrame, shown: pd.DataFrame, name: str, min_cell: int) -> str:
     plt = pages.pyplot()
     dates = pd.to_datetime(table["as_of"])
     hidden = shown["revenue"].eq("").to_numpy()
@@ -251,7 +268,7 @@ def _chart(table: pd.DataFrame, shown: pd.DataFrame, crowd: Crowd, min_cell: int
         ax.text(
             0.0,
             0.5,
-            f"{crowd.describe()}: fewer than {min_cell} customers at every point, so nothing is drawn",
+            f"{name}: fewer than {min_cell} customers at every point, so nothing is drawn",
             va="center",
             fontsize=11,
         )
@@ -259,7 +276,7 @@ def _chart(table: pd.DataFrame, shown: pd.DataFrame, crowd: Crowd, min_cell: int
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
     top.plot(dates, np.where(hidden, np.nan, table["customers"]), marker="o", color="#c0392b")
     top.set_ylabel("customers in the crowd")
-    top.set_title(crowd.describe(), loc="left", fontsize=11)
+    top.set_title(name, loc="left", fontsize=11)
     # each point's revenue is of the period before it: the bar ends at the point's date
     step = dates.diff().median() if len(dates) > 1 else pd.Timedelta(days=7)
     bottom.bar(

@@ -41,6 +41,7 @@ from portrait.dataset import Dataset, open_dataset
 from portrait.errors import PortraitError
 
 AS_OF = "2024-03-01"
+AS_DATE = dt.date.fromisoformat(AS_OF)
 COLUMNS = ["order_id", "customer_id", "ts", "amount", "quantity", "category", "discount", "payment_method"]
 PURCHASES = pd.DataFrame(
     [
@@ -861,6 +862,15 @@ def test_a_persona_given_by_its_id_is_reported_by_its_name(tmp_path, data_folder
         tmp_path / "scores" / "scores_2024-02-01.parquet"
     )
     assert client.get("/crowds/report", params={"persona": "3", "min_cell": 1}).json()["customers"] == 5
+    # a trend of it: its files and the command name the persona too
+    trend = crowd_trend(
+        dataset(),
+        Crowd("persona", "3"),
+        [dt.date(2024, 2, 15), AS_DATE],
+        load_library(),
+        scores_dir=tmp_path / "scores",
+    )
+    assert trend.attrs["crowd"] == "persona 'Mainstream'" and trend["customers"].tolist() == [5, 5]
 
 
 @pytest.mark.parametrize(
