@@ -1310,7 +1310,7 @@ class _PersonData:
         shown, channel = withheld_sql("category"), withheld_sql("channel")  # one person's lines: judged as read
         self.con.execute(
             f"""CREATE OR REPLACE TEMP TABLE _profile_orders AS
-            SELECT order_id, MIN(ts) AS ts, SUM(amount) AS amount, COUNT(*) AS lines,
+            SELECT order_id, MIN(ts) AS ts, ROUND(SUM(amount), 9) AS amount, COUNT(*) AS lines,
                    list(DISTINCT {shown} ORDER BY {shown}) FILTER (WHERE category IS NOT NULL) AS categories,
                    string_agg(DISTINCT {channel}, ', ' ORDER BY {channel}) AS channel
             FROM purchases WHERE customer_id = ?{before} GROUP BY order_id""",
@@ -1571,7 +1571,9 @@ def _write_profile_material(
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _profile_orders AS
         SELECT CAST(customer_id AS VARCHAR) AS customer_id, order_id, MIN(ts) FILTER (WHERE {cut}) AS ts,
-               SUM(amount) FILTER (WHERE {cut}) AS amount, COUNT(*) FILTER (WHERE {cut}) AS lines,
+               -- rounded as the totals are: a float sum's last bits follow the order DuckDB's threads
+               -- add the lines in, and a re-run of a date wrote other bits (a fresh clone's test)
+               ROUND(SUM(amount) FILTER (WHERE {cut}), 9) AS amount, COUNT(*) FILTER (WHERE {cut}) AS lines,
                list(DISTINCT category ORDER BY category) FILTER (WHERE category IS NOT NULL AND {cut}) AS categories,
                list(DISTINCT channel ORDER BY channel) FILTER (WHERE channel IS NOT NULL AND {cut}) AS channels
         FROM purchases GROUP BY ALL""",

@@ -237,6 +237,10 @@ def test_rerunning_the_same_date_replaces_the_run_with_the_same_files(first_run)
             pd.testing.assert_frame_equal(after[name], frame, obj=name, check_exact=True)
     assert [p.name for p in (root / "runs").iterdir()] == [AS_OF]
     assert current_run(root) == root / "runs" / AS_OF
+    # an order's amount is rounded as the totals are: a float sum's last bits follow the order
+    # DuckDB's threads add its lines in, which made a re-run's file differ now and then
+    amounts = after["profiles/orders.parquet"]["amount"].dropna()
+    assert len(amounts) and (amounts == amounts.round(9)).all()
 
 
 @pytest.mark.parametrize(
