@@ -591,7 +591,7 @@ class _Job:
         self.applied_tags = None
         self.members: dict[str, pd.Series] = {}
         # the segments step's store, results and the definitions evaluated, recorded into the
-        # folder's history once every step has run (record_segment_history)
+        # folder's history once the run is published (record_segment_history)
         self.evaluated_segments: tuple | None = None
         self.files: dict[str, tuple[int, int] | None] | None = None  # the data set's files as validate read them
 
@@ -939,11 +939,11 @@ class _Job:
     def record_segment_history(self) -> dict | None:
         """Record the run's segments into the segments folder's history and members, as
         ``portrait segment refresh`` does (size, share, entered and left against the folder's
-        stored members; a backfill adds its row only), once every step has run and the data set
+        stored members; a backfill adds its row only), once the run is published, if the data set
         did not change meanwhile (a forget included). Not recorded, and said: a segment replaced
-        or deleted since it was evaluated, or every segment when the folder's recording lock
-        stays held or its files cannot be written; the run is published either way (its own
-        segments are whole). None without a segments step."""
+        or deleted since it was evaluated or whose own history or members file cannot be read or
+        written, or every segment when the folder's recording lock stays held; the run is
+        published either way (its own segments are whole). None without a segments step."""
         from marketing.segments import record_refreshes
 
         if self.evaluated_segments is None:
@@ -964,7 +964,7 @@ class _Job:
             return said
         said["recorded"] = [result.name for result in recorded]
         said["not_recorded"] = {name: "its definition was replaced or deleted during the run" for name in replaced}
-        said["not_recorded"] |= errors  # its own files unreadable (a history edited by hand): the others are
+        said["not_recorded"] |= errors  # its own files unreadable (a history edited by hand); the others recorded
         return said
 
     def crowds(self, record: StepRecord) -> None:
