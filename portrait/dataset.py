@@ -1158,13 +1158,10 @@ def _find_files(folder: Path, table_name: str, configured: str | None) -> tuple[
     parts = ()
     if part_folder.is_dir():
         _refuse_table_format(part_folder, table_name)
+        entries = list(part_folder.rglob("*"))  # walked once (a folder of thousands of parts)
         # any link to nothing that is not hidden: a part file, or a key=value folder of parts
-        _refuse_broken_links(
-            (p for p in part_folder.rglob("*") if not _not_a_part(p.relative_to(part_folder))), table_name
-        )
-        candidates = sorted(
-            p for p in part_folder.rglob("*") if p.is_file() and p.name.endswith(contract.TABLE_SUFFIXES)
-        )
+        _refuse_broken_links((p for p in entries if not _not_a_part(p.relative_to(part_folder))), table_name)
+        candidates = sorted(p for p in entries if p.is_file() and p.name.endswith(contract.TABLE_SUFFIXES))
         parts = tuple(p for p in candidates if not _not_a_part(p.relative_to(part_folder)))
         if skipped := [p.relative_to(part_folder) for p in candidates if _not_a_part(p.relative_to(part_folder))]:
             log.warning(

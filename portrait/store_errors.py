@@ -17,9 +17,10 @@ def shown_store() -> str:
     return without_credentials(mlflow.get_tracking_uri()) if mlflow is not None else "(MLFLOW_TRACKING_URI)"
 
 
-def without_credentials(uri: str) -> str:
-    """``uri`` without the user and password of its authority part, when it has one."""
-    return re.sub(r"^([A-Za-z][\w+.-]*://)[^/@\s]*@", r"\1", uri)
+def without_credentials(text: str) -> str:
+    """``text`` (a URI, or a message holding some) without the user and password of each URI's
+    authority part."""
+    return re.sub(r"\b([A-Za-z][\w+.-]*://)[^/@\s]*@", r"\1", text)
 
 
 def tracking_store_problem(exc: BaseException) -> tuple[str, int] | None:

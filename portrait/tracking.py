@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from portrait.errors import PortraitError, Unavailable, Unreachable, first_line
-from portrait.store_errors import without_credentials
+from portrait.store_errors import shown_store
 
 DEFAULT_STORE = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
@@ -209,11 +209,9 @@ def _exclusive(lock_path: Path):
 def registry_unreachable(exc: Exception) -> Unavailable:
     """The registry itself could not be read (a server down, a store busy or broken), said as
     such: not as a model that does not exist."""
-    import mlflow
+    import mlflow  # noqa: F401  (loaded, so that shown_store names its current store)
 
-    return Unavailable(
-        f"cannot read the model registry at {without_credentials(mlflow.get_tracking_uri())}: {first_line(exc)}"
-    )
+    return Unavailable(f"cannot read the model registry at {shown_store()}: {first_line(exc)}")
 
 
 def load_version(name: str, version: str) -> tuple[object, dict]:

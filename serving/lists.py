@@ -69,12 +69,13 @@ def model_for_reasons(name: str, load: Callable[[], object]) -> tuple[object | N
     try:
         return load(), None
     except PortraitError as exc:  # not registered, no such alias, the registry down or its files unreadable
-        return None, f"no reasons: the scores hold none, and {name} could not be loaded to compute them ({exc})"
+        why = str(exc)
     except Exception as exc:  # a store this MLflow cannot use (another version's schema, locked): a 500 was all
         problem = tracking_store_problem(exc)
         if problem is None:
             raise
-        return None, f"no reasons: the scores hold none, and {name} could not be loaded to compute them ({problem[0]})"
+        why = problem[0]
+    return None, f"no reasons: the scores hold none, and {name} could not be loaded to compute them ({why})"
 
 
 def build_list(

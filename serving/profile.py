@@ -54,6 +54,7 @@ from portrait import connections
 from portrait.errors import PortraitError
 from portrait.forget import forgotten_among
 from portrait.identity import WIDELY_HELD
+from portrait.outputs import MANIFEST
 from portrait.privacy import personal_values, withheld_list_sql, withheld_sql
 from portrait.resources import MATERIAL_MEMORY_SHARE, duckdb_memory_limit
 from portrait.sql import quote_ident, quote_literal
@@ -560,7 +561,7 @@ def _run_data_set(run: Path | None) -> Path | None:
     if run is None:
         return None
     try:
-        named = json.loads((Path(run) / "manifest.json").read_text()).get("data")
+        named = json.loads((Path(run) / MANIFEST).read_text()).get("data")
     except (OSError, ValueError, AttributeError):
         return None
     return Path(named) if isinstance(named, str) and Path(named).is_absolute() and Path(named).exists() else None

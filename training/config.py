@@ -334,15 +334,15 @@ def _check_model_params(where: str, params: dict) -> None:
 # LightGBM's metric names (and their aliases) that an experiment's task can stop early on:
 # a metric of another task (multi_logloss, ndcg), "None" or an unknown name left LightGBM no
 # metric to stop on, a traceback after the features were built (a user's test).
-_SQUARED_METRICS = ("l1", "mean_absolute_error", "mae", "regression_l1", "l2", "mean_squared_error", "mse")
-_SQUARED_METRICS += ("regression_l2", "regression", "rmse", "root_mean_squared_error", "l2_root")
+_ERROR_METRICS = ("l1", "mean_absolute_error", "mae", "regression_l1", "l2", "mean_squared_error", "mse")
+_ERROR_METRICS += ("regression_l2", "regression", "rmse", "root_mean_squared_error", "l2_root")
 TASK_METRICS = {
     "classification": (
         *("binary_logloss", "binary", "binary_error", "auc", "average_precision", "cross_entropy", "xentropy"),
-        *("cross_entropy_lambda", "xentlambda", "kullback_leibler", "kldiv", *_SQUARED_METRICS),
+        *("cross_entropy_lambda", "xentlambda", "kullback_leibler", "kldiv", *_ERROR_METRICS),
     ),
     "regression": (
-        *_SQUARED_METRICS,
+        *_ERROR_METRICS,
         *("quantile", "mape", "mean_absolute_percentage_error", "huber", "fair", "poisson", "gamma"),
         *("gamma_deviance", "tweedie"),
     ),
@@ -379,10 +379,10 @@ def _check_task_params(where: str, params: dict, label: LabelSpec, model_type: s
                 )
     lightgbm_only = sorted(set(params) - set(ANY_TYPE_KEYS))
     if model_type not in LIGHTGBM_TYPES and lightgbm_only:
-        params = dict.fromkeys(lightgbm_only)
+        one = len(lightgbm_only) == 1
         raise ConfigError(
-            f"{where} [model]: {', '.join(sorted(params))} {'is a LightGBM value' if len(params) == 1 else 'are LightGBM values'}, "
-            f"which type = {as_toml(model_type)} does not use: remove {'it' if len(params) == 1 else 'them'}, or use "
+            f"{where} [model]: {', '.join(lightgbm_only)} {'is a LightGBM value' if one else 'are LightGBM values'}, "
+            f"which type = {as_toml(model_type)} does not use: remove {'it' if one else 'them'}, or use "
             'type = "lightgbm" (or "select", which tries LightGBM among its candidates)'
         )
 

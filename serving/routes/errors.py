@@ -106,7 +106,7 @@ def _without_store(message: str) -> str:
         for shown in {uri, without_credentials(uri)}:
             if shown:
                 message = message.replace(shown, "(MLFLOW_TRACKING_URI)")
-    return re.sub(r"\b([A-Za-z][\w+.-]*://)[^/@\s]*@", r"\1", message)
+    return without_credentials(message)
 
 
 def error_response(exc: PortraitError) -> JSONResponse:
